@@ -1,0 +1,133 @@
+import { StrataError } from './errors.js';
+import type { BackupType, Manifest } from './format/manifest.js';
+import type { Storage } from './storage.js';
+import { isNotFound } from './storage.js';
+
+export const CATALOG_KEY = 'catalog.json';
+const CATALOG_VERSION = 1;
+
+export type CheckName = 'file-accessibility' | 'checksum-match' | 'database-readable' | 'schema-integrity' | 'data-consistency';
+export type CheckStatus = 'passed' | 'failed' | 'skipped';
+
+/** The outcome of one validator check. */
+export interface CheckResult {
+  readonly name: CheckName;
+  readonly status: CheckStatus;
+  /** Why it failed or was skipped, or what it proved when it passed. */
+  readonly reason: string;
+}
+
+/** The last verification of a backup, as the catalog keeps it. */
+export interface VerificationRecord {
+  readonly at: string;
+  readonly level: 'quick' | 'full';
+  readonly outcome: 'passed' | 'failed';
+  readonly checks: readonly CheckResult[];
+}
+
+/** One restore point as the catalog lists it. Everything here can be rebuilt from the artifact. */
+export interface BackupRecord {
+  readonly id: string;
+  readonly database: string;
+  readonly engine: string;
+  readonly type: BackupType;
+  readonly parent: string | null;
+  readonly base: string | null;
+  readonly createdAt: string;
+  readonly label: string | null;
+  readonly tags: readonly string[];
+  /** Where the database was read from, without secrets. */
+  readonly source: string;
+  /** Storage key of the artifact. */
+  readonly key: string;
+  /** Bytes of the database when it was backed up. */
+  readonly databaseBytes: number;
+  /** Bytes of the uncompressed archive (tar) inside the artifact. */
+  readonly rawBytes: number;
+  /** Bytes of the artifact on storage. */
+  readonly storedBytes: number;
+  /** SHA-256 (hex) of the artifact file. */
+  readonly sha256: string;
+  readonly compression: { readonly codec: string; readonly level: number };
+  readonly encryption: { readonly profile: string };
+  readonly schemaFingerprint: string;
+  readonly tableCount: number;
+  readonly rowCount: number;
+  readonly verification: VerificationRecord | null;
+}
+
+/** The catalog file: a list of backups, rewritten atomically on every change. */
+interface CatalogFile {
+  format: 'strata-catalog';
+  version: number;
+  backups: BackupRecord[];
+}
+
+/** Reads the catalog; returns undefined when the file is missing (the caller rebuilds it). */
+export async function readCatalog(storage: Storage): Promise<BackupRecord[] | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await storage.read(CATALOG_KEY);
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+  let parsed: Partial<CatalogFile>;
+  try {
+    parsed = JSON.parse(Buffer.from(bytes).toString('utf8')) as Partial<CatalogFile>;
+  } catch {
+    // A damaged catalog is rebuilt from the artifacts, like a missing one.
+    return undefined;
+  }
+  if (parsed.format !== 'strata-catalog' || !Array.isArray(parsed.backups)) return undefined;
+  if ((parsed.version ?? 0) > CATALOG_VERSION) {
+    throw new StrataError('REPO_VERSION_UNSUPPORTED', `catalog: version ${parsed.version} was written by a newer Strata; upgrade Strata`);
+  }
+  return parsed.backups.filter(isRecordShaped);
+}
+
+function isRecordShaped(r: unknown): r is BackupRecord {
+  const rec = r as Partial<BackupRecord>;
+  return typeof rec?.id === 'string' && typeof rec.key === 'string' && typeof rec.database === 'string' && typeof rec.createdAt === 'string';
+}
+
+/** Writes the catalog atomically (the storage's put is temp + fsync + rename). */
+export async function writeCatalog(storage: Storage, backups: readonly BackupRecord[]): Promise<void> {
+  const file: CatalogFile = { format: 'strata-catalog', version: CATALOG_VERSION, backups: sortBackups(backups) };
+  await storage.put(CATALOG_KEY, Buffer.from(JSON.stringify(file, null, 1) + '\n'));
+}
+
+/** Oldest first, ties broken by id so the order is stable. */
+export function sortBackups(backups: readonly BackupRecord[]): BackupRecord[] {
+  return [...backups].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+}
+
+/** Builds a catalog record from an artifact's manifest and what we learned writing or reading it. */
+export function recordFromManifest(
+  manifest: Manifest,
+  artifact: { key: string; rawBytes: number; storedBytes: number; sha256: string; compression: { codec: string; level: number }; encryption: { profile: string } },
+): BackupRecord {
+  return {
+    id: manifest.id,
+    database: manifest.database,
+    engine: manifest.engine,
+    type: manifest.type,
+    parent: manifest.parent,
+    base: manifest.base,
+    createdAt: manifest.createdAt,
+    label: manifest.label,
+    tags: manifest.tags,
+    source: manifest.source,
+    key: artifact.key,
+    databaseBytes: manifest.databaseBytes,
+    rawBytes: artifact.rawBytes,
+    storedBytes: artifact.storedBytes,
+    sha256: artifact.sha256,
+    compression: artifact.compression,
+    encryption: artifact.encryption,
+    schemaFingerprint: manifest.schemaFingerprint,
+    tableCount: manifest.tables.length,
+    rowCount: manifest.tables.reduce((sum, t) => sum + t.rows, 0),
+    verification: null,
+  };
+}

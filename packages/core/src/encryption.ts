@@ -1,0 +1,153 @@
+import { Readable } from 'node:stream';
+import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
+import * as openpgp from 'openpgp';
+import { StrataError } from './errors.js';
+
+/**
+ * - `compat` (default): OpenPGP SEIPDv1 (AES-256, MDC) with an iterated-salted S2K, what
+ *   `gpg --decrypt` (GnuPG 2.2 and later) opens.
+ * - `modern`: RFC 9580 AEAD (SEIPDv2, AES-256-GCM): each chunk is authenticated, and it is faster,
+ *   but GnuPG cannot read it; openpgp.js, Sequoia and rPGP can.
+ * - `none`: no encryption, only when asked for explicitly at `init`.
+ */
+export type EncryptionProfile = 'compat' | 'modern' | 'none';
+
+/**
+ * A passphrase held so it never lands in a string that gets logged by accident: `toString()` and
+ * JSON show a placeholder, and only {@link Passphrase.reveal} gives the text to openpgp.
+ */
+export class Passphrase {
+  readonly #value: string;
+
+  constructor(value: string) {
+    if (value.length === 0) throw new StrataError('USAGE', 'passphrase: an empty passphrase is not allowed');
+    this.#value = value;
+  }
+
+  reveal(): string {
+    return this.#value;
+  }
+
+  toString(): string {
+    return '[passphrase]';
+  }
+
+  toJSON(): string {
+    return '[passphrase]';
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return 'Passphrase [hidden]';
+  }
+}
+
+function profileConfig(profile: Exclude<EncryptionProfile, 'none'>): Partial<openpgp.Config> {
+  const common = {
+    preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
+    // The payload is already compressed; OpenPGP compression would only cost time.
+    preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed,
+  };
+  if (profile === 'compat') return { ...common, aeadProtect: false };
+  return { ...common, aeadProtect: true, preferredAEADAlgorithm: openpgp.enums.aead.gcm };
+}
+
+type WebBytes = ReadableStream<Uint8Array>;
+
+function toWeb(source: AsyncIterable<Uint8Array>): WebBytes {
+  return Readable.toWeb(Readable.from(source, { objectMode: false })) as unknown as WebBytes;
+}
+
+/** Encrypts a byte stream with the passphrase; memory stays flat (openpgp streams by chunk). */
+export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): AsyncGenerator<Uint8Array> {
+  const message = await openpgp.createMessage({ binary: toWeb(source) });
+  const encrypted = (await openpgp.encrypt({
+    message,
+    passwords: [passphrase.reveal()],
+    format: 'binary',
+    config: profileConfig(profile),
+  })) as unknown as NodeWebReadableStream<Uint8Array>;
+  yield* encrypted as AsyncIterable<Uint8Array>;
+}
+
+/**
+ * Decrypts a byte stream. Plaintext flows before the message's integrity check at its very end
+ * has run (for SEIPDv1 the MDC, for AEAD the final tag), so callers must treat what they receive
+ * as unverified until the iterator finishes without error, and only then commit anything.
+ */
+export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
+  let data: AsyncIterable<Uint8Array>;
+  try {
+    const message = await openpgp.readMessage({ binaryMessage: toWeb(source) });
+    const result = await settleWithin(
+      openpgp.decrypt({
+        message,
+        passwords: [passphrase.reveal()],
+        format: 'binary',
+        // Without this openpgp.js buffers the whole plaintext (3x the database in RAM) until the
+        // MDC checks out; our callers write to temporary files and commit only on success instead.
+        config: { allowUnauthenticatedStream: true },
+      }),
+    );
+    data = result.data as unknown as AsyncIterable<Uint8Array>;
+  } catch (err) {
+    throw classifyDecryptError(err);
+  }
+  try {
+    yield* data;
+  } catch (err) {
+    throw classifyDecryptError(err);
+  }
+}
+
+/** How long openpgp may take to parse a message's headers before we call it undecryptable. */
+const HEADER_TIMEOUT_MS = 30_000;
+
+/**
+ * openpgp.js can wait forever when a wrong key turns the first packet into garbage that declares an
+ * indeterminate length (seen in about 1 of 1,000 wrong passphrases). Headers parse in milliseconds
+ * otherwise, so a generous timeout turns that hang into an error.
+ */
+async function settleWithin<T>(promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('decryption made no progress (wrong passphrase or not an OpenPGP message)')), HEADER_TIMEOUT_MS);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Maps openpgp's error messages onto our codes. */
+export function classifyDecryptError(err: unknown): StrataError {
+  if (err instanceof StrataError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  if (/password|passphrase|session key|Modification detected|authenticate data|tag mismatch|decryption failed|no progress/i.test(message)) {
+    // A wrong passphrase and tampered ciphertext look the same to OpenPGP at this point; callers
+    // that already checked the passphrase against the repository's key check report tampering.
+    return new StrataError('PASSPHRASE_WRONG', `decrypt: the passphrase does not decrypt this data, or the data was altered (${message})`, { cause: err });
+  }
+  return new StrataError('ARTIFACT_CORRUPT', `decrypt: not a readable OpenPGP message (${message})`, { cause: err });
+}
+
+/** Encrypts a small value in memory (the repository's key check). */
+export async function encryptSmall(plain: Uint8Array, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): Promise<string> {
+  const message = await openpgp.createMessage({ binary: plain });
+  return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(profile) })) as string;
+}
+
+/** Decrypts a small value encrypted by {@link encryptSmall}; PASSPHRASE_WRONG when it does not open. */
+export async function decryptSmall(armored: string, passphrase: Passphrase): Promise<Uint8Array> {
+  try {
+    const message = await openpgp.readMessage({ armoredMessage: armored });
+    // Non-streaming, so the MDC is checked before anything is returned: a wrong passphrase that
+    // slips past the session-key check (about 1 in 140 for SEIPDv1) still fails here.
+    const { data } = await settleWithin(openpgp.decrypt({ message, passwords: [passphrase.reveal()], format: 'binary' }));
+    return data as Uint8Array;
+  } catch (err) {
+    const e = classifyDecryptError(err);
+    throw new StrataError('PASSPHRASE_WRONG', 'repository: wrong passphrase (it does not open the repository key check)', { cause: e });
+  }
+}

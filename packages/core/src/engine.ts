@@ -1,0 +1,164 @@
+import type { Abortable } from './storage.js';
+
+/**
+ * How a stream is cut into chunks, the unit that incrementals store or inherit.
+ * - `fixed`: equal blocks at stable offsets (database pages). A changed page changes one chunk.
+ * - `content-defined`: boundaries chosen by a rolling hash over the bytes, so an inserted row
+ *   shifts only the chunks around it (row streams of server engines).
+ */
+export type Chunking = { readonly kind: 'fixed'; readonly size: number } | { readonly kind: 'content-defined'; readonly averageSize: number };
+
+/** One named byte stream of a snapshot (a database file, one table's ordered rows). */
+export interface SnapshotStream {
+  /** A plain relative name, unique within the snapshot: `main.db`, `public.orders.copy`. */
+  readonly name: string;
+  /** Size in bytes when known before reading (a file); undefined for server row streams. */
+  readonly size?: number;
+  readonly chunking: Chunking;
+  /**
+   * Opens the stream. It may be opened more than once (e.g. a retry) and yields the same bytes each
+   * time. The caller consumes it to the end or calls `return()` on the iterator.
+   */
+  open(options?: Abortable): AsyncIterable<Uint8Array>;
+}
+
+/** Per-table facts recorded at backup time and checked again by the validator after a restore. */
+export interface TableStats {
+  readonly name: string;
+  readonly rows: number;
+  /** An engine-defined content checksum over the table's rows in a stable order (hex). */
+  readonly checksum: string;
+}
+
+/** What the validator needs to compare a restored database with the one we backed up. */
+export interface DatabaseFacts {
+  /** SHA-256 (hex) of the normalised schema: equal schemas have equal fingerprints. */
+  readonly schemaFingerprint: string;
+  readonly tables: readonly TableStats[];
+}
+
+/**
+ * A consistent, frozen view of one database. The engine takes it in `snapshot()` and releases
+ * it in `close()`, which the caller always calls (also after errors).
+ */
+export interface Snapshot extends DatabaseFacts {
+  /** The data streams. Empty for schema-only snapshots. */
+  readonly streams: readonly SnapshotStream[];
+  /** The DDL that recreates the schema, for schema-only backups and for people reading an artifact. */
+  readonly schemaSql: string;
+  /** Size of the database as the engine measures it (file size, `pg_database_size`). */
+  readonly databaseBytes: number;
+  /** Engine-specific facts a restore needs (page size, server version). Never secrets. */
+  readonly engineMeta: Readonly<Record<string, unknown>>;
+  close(): Promise<void>;
+}
+
+/** What kind of snapshot to take. */
+export interface SnapshotOptions extends Abortable {
+  /** Only the schema: no data streams, no per-table checksums beyond zero rows. */
+  readonly schemaOnly: boolean;
+  /** Where the engine may put temporary files (e.g. a SQLite snapshot copy). */
+  readonly tempDir: string;
+  /** Reports bytes the engine has copied while taking the snapshot. */
+  readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** Where a restored stream's bytes go. */
+export type StreamTarget =
+  /** Core writes the stream to this file (creating it); positional writes are allowed. */
+  | { readonly kind: 'file'; readonly path: string }
+  /** Core pushes the stream's bytes in order, then calls `end()`. */
+  | { readonly kind: 'sink'; write(chunk: Uint8Array): Promise<void>; end(): Promise<void> };
+
+/** What a restore is asked to produce. */
+export interface EngineRestoreOptions extends Abortable {
+  /** Replace an existing target. Without it, an existing target is an error (TARGET_EXISTS). */
+  readonly force: boolean;
+  /** Restore only these tables (into the target, replacing them). Undefined means everything. */
+  readonly tables?: readonly string[];
+  readonly tempDir: string;
+}
+
+/** What the artifact said, handed to `commit()` once every byte has been verified. */
+export interface RestoreCommitInfo {
+  /** True when the restore point holds only a schema: the engine runs `schemaSql`, no streams. */
+  readonly schemaOnly: boolean;
+  readonly schemaSql: string;
+  readonly engineMeta: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * One restore in progress. Core asks for a target per stream, writes the bytes, verifies every
+ * hash and the artifact's integrity, and only then calls `commit()`. Until `commit()` the real
+ * target is untouched; `abort()` removes whatever was written and is safe to call twice.
+ */
+export interface RestoreSession {
+  streamTarget(name: string): Promise<StreamTarget>;
+  commit(info: RestoreCommitInfo): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** What an engine can do; core branches on these, never on an engine's name. */
+export interface EngineCapabilities {
+  /** Incrementals can reuse unchanged chunks of a parent (every engine with chunked streams). */
+  readonly incrementals: boolean;
+  /** Restores of single tables (`--tables`). */
+  readonly tableRestore: boolean;
+}
+
+/**
+ * A database engine: turns a database into named streams and back.
+ *
+ * Contract for implementers (see docs/implementing-an-engine.md):
+ * - `snapshot()` returns a view consistent as of one moment, even while others write.
+ * - Stream bytes for unchanged data are identical between snapshots, so incrementals stay small.
+ * - `inspect()` of a database restored from a snapshot returns the facts the snapshot recorded.
+ * - Errors are StrataErrors: DATABASE_NOT_FOUND, DATABASE_INVALID, DATABASE_LOCKED, TARGET_EXISTS.
+ * - Secrets in locators (passwords in URLs) never appear in messages: use `describe()`.
+ */
+export interface Engine {
+  /** Short lowercase name stored in manifests: `sqlite`, `postgres`. */
+  readonly kind: string;
+  readonly capabilities: EngineCapabilities;
+  /** True when this engine understands the locator (a path, `sqlite:...`, `postgres://...`). */
+  accepts(locator: string): boolean;
+  /** The locator without secrets, for messages and the catalog. */
+  describe(locator: string): string;
+  snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot>;
+  beginRestore(target: string, options: EngineRestoreOptions): Promise<RestoreSession>;
+  /**
+   * A throw-away target for the validator (a temp SQLite file, a temp server database). `drop()`
+   * removes it and is safe to call twice.
+   */
+  createScratch(options: { tempDir: string } & Abortable): Promise<{ locator: string; drop(): Promise<void> }>;
+  /** Reads the facts of an existing database (used by the validator on a scratch restore). */
+  inspect(locator: string, options?: Abortable): Promise<DatabaseFacts & { integrityErrors: string[] }>;
+}
+
+/**
+ * The engines a program knows about. An instance, not a global, so the CLI and the server each
+ * build theirs in one visible place.
+ */
+export class EngineRegistry {
+  readonly #engines = new Map<string, Engine>();
+
+  register(engine: Engine): this {
+    if (this.#engines.has(engine.kind)) throw new Error(`engine ${engine.kind} is already registered`);
+    this.#engines.set(engine.kind, engine);
+    return this;
+  }
+
+  get(kind: string): Engine | undefined {
+    return this.#engines.get(kind);
+  }
+
+  /** The first engine that accepts the locator, if any. */
+  forLocator(locator: string): Engine | undefined {
+    for (const engine of this.#engines.values()) if (engine.accepts(locator)) return engine;
+    return undefined;
+  }
+
+  kinds(): string[] {
+    return [...this.#engines.keys()];
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * Stable error codes. Scripts, the CLI's exit codes and the server's JSON-RPC errors all key on
+ * these strings, so a code is never renamed once released; add new ones instead.
+ */
+export type StrataErrorCode =
+  /** Bad arguments or configuration: the caller must change what it asked for. */
+  | 'USAGE'
+  /** The repository folder is missing or was never initialised with `strata init`. */
+  | 'REPO_NOT_FOUND'
+  /** The folder already holds a repository (init refuses to overwrite one). */
+  | 'REPO_EXISTS'
+  /** The repository was written by a newer Strata (format version we do not understand). */
+  | 'REPO_VERSION_UNSUPPORTED'
+  /** Another live process holds the repository lock. */
+  | 'REPO_LOCKED'
+  /** The passphrase does not open the repository's keys or an artifact. */
+  | 'PASSPHRASE_WRONG'
+  /** The repository is encrypted and no passphrase was given. */
+  | 'PASSPHRASE_MISSING'
+  /** A database named by the user does not exist (file, server database). */
+  | 'DATABASE_NOT_FOUND'
+  /** The thing at the given location is not a database of the expected engine. */
+  | 'DATABASE_INVALID'
+  /** Another connection holds a lock that keeps us from reading or replacing the database. */
+  | 'DATABASE_LOCKED'
+  /** No registered engine understands a database locator (URL or path). */
+  | 'ENGINE_UNKNOWN'
+  /** No backup with that id, or nothing matches the selection. */
+  | 'BACKUP_NOT_FOUND'
+  /** An artifact's bytes do not match the catalog or its own manifest. */
+  | 'ARTIFACT_CORRUPT'
+  /** An artifact is not a Strata artifact, or one of an unsupported format version. */
+  | 'ARTIFACT_FOREIGN'
+  /** An artifact tries something a well-formed one never does (path escape, link entries, bombs). */
+  | 'ARTIFACT_HOSTILE'
+  /** A restore point needs an ancestor that is missing or unreadable. */
+  | 'CHAIN_BROKEN'
+  /** A restore target exists and the caller did not allow overwriting it. */
+  | 'TARGET_EXISTS'
+  /** The storage or target ran out of space. */
+  | 'NO_SPACE'
+  /** A verification found at least one failed check. */
+  | 'VERIFY_FAILED'
+  /** The operation was cancelled through its AbortSignal. */
+  | 'ABORTED'
+  /** An I/O or driver failure that is not one of the above. */
+  | 'IO'
+  /** A bug: something that should be impossible happened. Please report it. */
+  | 'INTERNAL';
+
+/** Options for {@link StrataError}: the underlying cause and machine-readable details. */
+export interface StrataErrorOptions {
+  cause?: unknown;
+  /** Extra fields for programs (never secrets): e.g. `{ missing: 'app_full_…' }`. */
+  details?: Record<string, unknown>;
+}
+
+/**
+ * The one error type Strata throws. Messages are lowercase "step: problem" and name what failed
+ * (a backup id, a path) but never a passphrase or a password-bearing URL.
+ *
+ * ```ts
+ * throw new StrataError('CHAIN_BROKEN', `restore ${id}: parent ${parent} is missing`)
+ * ```
+ */
+export class StrataError extends Error {
+  readonly code: StrataErrorCode;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: StrataErrorCode, message: string, options: StrataErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'StrataError';
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+}
+
+/** True when `err` is a {@link StrataError}, optionally with the given code. */
+export function isStrataError(err: unknown, code?: StrataErrorCode): err is StrataError {
+  return err instanceof StrataError && (code === undefined || err.code === code);
+}
+
+/** Node's system error shape (`ENOENT`, `ENOSPC`, ...). */
+export interface SystemError extends Error {
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  path?: string;
+}
+
+/** True when `err` is a Node system error with the given `code`. */
+export function hasErrno(err: unknown, code: string): err is SystemError {
+  return typeof err === 'object' && err !== null && (err as SystemError).code === code;
+}
+
+/**
+ * Wraps any failure into a StrataError with context, keeping StrataErrors as they are (only
+ * prefixing the step) so the original code survives. Out-of-space and abort are recognised here,
+ * once, so every layer reports them the same way.
+ */
+export function wrapError(step: string, err: unknown): StrataError {
+  if (err instanceof StrataError) {
+    if (err.message.startsWith(step)) return err;
+    const wrapped = new StrataError(err.code, `${step}: ${err.message}`, { cause: err.cause, details: err.details });
+    return wrapped;
+  }
+  if (hasErrno(err, 'ENOSPC') || hasErrno(err, 'EDQUOT')) {
+    return new StrataError('NO_SPACE', `${step}: no space left on device`, { cause: err });
+  }
+  if (isAbortError(err)) return new StrataError('ABORTED', `${step}: cancelled`, { cause: err });
+  const message = err instanceof Error ? err.message : String(err);
+  return new StrataError('IO', `${step}: ${message}`, { cause: err });
+}
+
+/** True for the errors an AbortSignal produces (DOMException AbortError or our own ABORTED). */
+export function isAbortError(err: unknown): boolean {
+  if (err instanceof StrataError) return err.code === 'ABORTED';
+  return typeof err === 'object' && err !== null && ((err as Error).name === 'AbortError' || (err as SystemError).code === 'ABORT_ERR');
+}
+
+/** Throws ABORTED if the signal has fired. Call between steps of long operations. */
+export function throwIfAborted(signal: AbortSignal | undefined, step: string): void {
+  if (signal?.aborted) throw new StrataError('ABORTED', `${step}: cancelled`, { cause: signal.reason });
+}

@@ -1,0 +1,183 @@
+import { createHash } from 'node:crypto';
+import type { SnapshotStream } from '../engine.js';
+import { splitChunks } from './chunker.js';
+import { StrataError, throwIfAborted } from '../errors.js';
+import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex } from './chunk-index.js';
+import type { SegmentRecord } from './chunk-index.js';
+import { MANIFEST_ENTRY, README_ENTRY, SCHEMA_ENTRY } from './manifest.js';
+import type { Manifest, StreamDescriptor, StreamManifest } from './manifest.js';
+import { tarHeaderBytes, tarPadding, tarTrailer } from './tar.js';
+
+/** Stored chunks are gathered into tar entries of at most this many bytes (bounded memory). */
+const SEGMENT_BYTES = 8 * 1024 * 1024;
+
+/** What one stream of a new backup should reuse from its parent. */
+export interface ParentStream {
+  readonly layout: ChunkLayout;
+}
+
+/** Everything the writer needs besides the streams; the manifest is completed from what it measures. */
+export interface ArtifactPlan {
+  readonly manifest: Omit<Manifest, 'streams'>;
+  readonly streams: readonly SnapshotStream[];
+  readonly schemaSql: string;
+  /** Per stream name: the parent's layout, for incrementals and differentials. */
+  readonly parents: ReadonlyMap<string, ParentStream>;
+  readonly signal?: AbortSignal;
+  /** Called with the bytes of source streams consumed so far. */
+  readonly onBytes?: (n: number) => void;
+}
+
+/** The finished manifest, available once the archive generator has been read to its end. */
+export interface ArtifactResult {
+  manifest: Manifest | undefined;
+}
+
+const README = `This is a Strata backup artifact: a tar archive (possibly compressed with zstd or gzip,
+and encrypted with OpenPGP). manifest.json, the last entry, describes everything inside.
+For a full backup, data/<stream> holds the complete stream (for SQLite, data/main.db is the
+database file). Incremental and differential backups hold only changed chunks under chunks/;
+restore those with Strata. The format is documented in docs/FORMAT.md of the Strata project.
+`;
+
+/**
+ * Produces the tar bytes of an artifact. Streams are read once: each is cut into chunks, every
+ * chunk is hashed, and chunks the parent already has are left out. The manifest, which needs the
+ * hashes, is the archive's last entry.
+ */
+export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint8Array>; result: ArtifactResult } {
+  const result: ArtifactResult = { manifest: undefined };
+  async function* generate(): AsyncGenerator<Uint8Array> {
+    yield* entry(README_ENTRY, Buffer.from(README));
+    yield* entry(SCHEMA_ENTRY, Buffer.from(plan.schemaSql, 'utf8'));
+    const streams: StreamManifest[] = [];
+    for (const stream of plan.streams) {
+      const parent = plan.parents.get(stream.name);
+      const recorded: { manifest?: StreamManifest } = {};
+      const whole = !parent && stream.size !== undefined;
+      // A small descriptor ahead of the payload tells a reader how to cut and check the chunks.
+      const descriptor: StreamDescriptor = { name: stream.name, size: stream.size ?? null, chunking: stream.chunking, payload: whole ? 'whole' : 'segments' };
+      yield* entry(`streams/${stream.name}.json`, Buffer.from(JSON.stringify(descriptor) + '\n'));
+      if (whole) yield* wholeStream(stream, recorded, plan);
+      else yield* segmentedStream(stream, parent, recorded, plan);
+      streams.push(recorded.manifest!);
+    }
+    const manifest: Manifest = { ...plan.manifest, streams };
+    result.manifest = manifest;
+    yield* entry(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
+    yield tarTrailer();
+  }
+  return { archive: generate(), result };
+}
+
+function* entry(name: string, body: Buffer): Generator<Uint8Array> {
+  yield tarHeaderBytes({ name, size: body.length });
+  yield body;
+  const pad = tarPadding(body.length);
+  if (pad.length > 0) yield pad;
+}
+
+/** A full stream whose size is known: one tar entry with every byte, readable with plain `tar`. */
+async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamManifest }, plan: ArtifactPlan): AsyncGenerator<Uint8Array> {
+  const size = stream.size!;
+  const name = `data/${stream.name}`;
+  yield tarHeaderBytes({ name, size });
+  const sha = createHash('sha256');
+  const layout = new ChunkLayoutBuilder();
+  let seen = 0;
+  for await (const chunk of splitChunks(stream.open({ signal: plan.signal }), stream.chunking)) {
+    throwIfAborted(plan.signal, 'backup');
+    seen += chunk.length;
+    if (seen > size) throw new StrataError('IO', `backup: stream ${stream.name} grew while being read (expected ${size} bytes)`);
+    sha.update(chunk);
+    layout.add(chunkHash(chunk), chunk.length);
+    plan.onBytes?.(chunk.length);
+    yield chunk;
+  }
+  if (seen !== size) throw new StrataError('IO', `backup: stream ${stream.name} ended after ${seen} of ${size} bytes`);
+  const pad = tarPadding(size);
+  if (pad.length > 0) yield pad;
+  const built = layout.build();
+  const layoutEntry = `layout/${stream.name}.idx`;
+  yield* entry(layoutEntry, built.encode());
+  out.manifest = {
+    name: stream.name,
+    size,
+    sha256: sha.digest('hex'),
+    chunking: stream.chunking,
+    chunkCount: built.count,
+    storedChunks: built.count,
+    storedBytes: size,
+    payload: 'whole',
+    layoutEntry,
+  };
+}
+
+/**
+ * A stream stored as segments: only chunks the parent lacks, each segment an index entry (which
+ * chunk positions follow) and a data entry. Also used for full backups of streams whose size is
+ * unknown up front (server row streams).
+ */
+async function* segmentedStream(
+  stream: SnapshotStream,
+  parent: ParentStream | undefined,
+  out: { manifest?: StreamManifest },
+  plan: ArtifactPlan,
+): AsyncGenerator<Uint8Array> {
+  const known = parent ? parent.layout.hashSet() : new Set<string>();
+  const sha = createHash('sha256');
+  const layout = new ChunkLayoutBuilder();
+  let size = 0;
+  let storedChunks = 0;
+  let storedBytes = 0;
+  let segment = 0;
+  let pending: Buffer[] = [];
+  let pendingRecords: SegmentRecord[] = [];
+  let pendingBytes = 0;
+  const flush = function* (): Generator<Uint8Array> {
+    if (pendingRecords.length === 0) return;
+    const base = `chunks/${stream.name}/${String(segment).padStart(6, '0')}`;
+    yield* entry(`${base}.idx`, encodeSegmentIndex(pendingRecords));
+    yield tarHeaderBytes({ name: `${base}.bin`, size: pendingBytes });
+    yield* pending;
+    const pad = tarPadding(pendingBytes);
+    if (pad.length > 0) yield pad;
+    segment++;
+    pending = [];
+    pendingRecords = [];
+    pendingBytes = 0;
+  };
+  for await (const chunk of splitChunks(stream.open({ signal: plan.signal }), stream.chunking)) {
+    throwIfAborted(plan.signal, 'backup');
+    sha.update(chunk);
+    size += chunk.length;
+    const hash = chunkHash(chunk);
+    const position = layout.add(hash, chunk.length);
+    plan.onBytes?.(chunk.length);
+    const key = hash.toString('hex');
+    if (known.has(key)) continue;
+    // A chunk that repeats inside this backup (zeroed pages) is stored once.
+    known.add(key);
+    pending.push(Buffer.from(chunk));
+    pendingRecords.push({ position, size: chunk.length, hash });
+    pendingBytes += chunk.length;
+    storedChunks++;
+    storedBytes += chunk.length;
+    if (pendingBytes >= SEGMENT_BYTES) yield* flush();
+  }
+  yield* flush();
+  const built = layout.build();
+  const layoutEntry = `layout/${stream.name}.idx`;
+  yield* entry(layoutEntry, built.encode());
+  out.manifest = {
+    name: stream.name,
+    size,
+    sha256: sha.digest('hex'),
+    chunking: stream.chunking,
+    chunkCount: built.count,
+    storedChunks,
+    storedBytes,
+    payload: 'segments',
+    layoutEntry,
+  };
+}

@@ -1,0 +1,109 @@
+import { StrataError } from '../errors.js';
+import type { Chunking, TableStats } from '../engine.js';
+
+/** The artifact format this code writes. Readers accept this and older versions. */
+export const ARTIFACT_FORMAT_VERSION = 1;
+/** Name of the manifest entry, the last entry of every artifact's tar. */
+export const MANIFEST_ENTRY = 'manifest.json';
+/** Name of the schema entry (plain SQL, for people and for schema-only restores). */
+export const SCHEMA_ENTRY = 'schema.sql';
+/** Hand-restore notes written into every artifact. */
+export const README_ENTRY = 'README.txt';
+/** Manifests larger than this are refused: ours are a few KiB to a few MiB. */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+export type BackupType = 'full' | 'incremental' | 'differential' | 'schema-only';
+export const BACKUP_TYPES: readonly BackupType[] = ['full', 'incremental', 'differential', 'schema-only'];
+
+/** Written as `streams/<name>.json` ahead of a stream's payload, so readers can check chunks as they come. */
+export interface StreamDescriptor {
+  readonly name: string;
+  readonly size: number | null;
+  readonly chunking: Chunking;
+  readonly payload: 'whole' | 'segments';
+}
+
+/** One stream as recorded in a manifest. */
+export interface StreamManifest {
+  readonly name: string;
+  /** Bytes of the complete stream at this restore point. */
+  readonly size: number;
+  /** SHA-256 (hex) of the complete stream at this restore point. */
+  readonly sha256: string;
+  readonly chunking: Chunking;
+  readonly chunkCount: number;
+  /** Chunks whose bytes this artifact holds (all of them for a full backup). */
+  readonly storedChunks: number;
+  readonly storedBytes: number;
+  /**
+   * How the bytes are laid out in the tar:
+   * - `whole`: one entry `data/<name>` with the complete stream (full backups);
+   * - `segments`: pairs `chunks/<name>/<n>.idx` + `chunks/<name>/<n>.bin` with only stored chunks.
+   */
+  readonly payload: 'whole' | 'segments';
+  /** Entry holding the stream's complete chunk layout (`layout/<name>.idx`). */
+  readonly layoutEntry: string;
+}
+
+/**
+ * The manifest: everything a reader needs to understand an artifact, and the facts the validator
+ * checks after a restore. It never holds a secret.
+ */
+export interface Manifest {
+  readonly format: 'strata-artifact';
+  readonly formatVersion: number;
+  readonly id: string;
+  readonly database: string;
+  readonly engine: string;
+  readonly type: BackupType;
+  /** ISO time the backup represents (`--time` can set it for imports and tests). */
+  readonly createdAt: string;
+  /** The restore point this one stores differences against (incremental, differential). */
+  readonly parent: string | null;
+  /** The full backup at the root of this restore point's chain (null for a full or schema-only). */
+  readonly base: string | null;
+  readonly label: string | null;
+  readonly tags: readonly string[];
+  readonly source: string;
+  readonly databaseBytes: number;
+  readonly schemaFingerprint: string;
+  readonly tables: readonly TableStats[];
+  readonly streams: readonly StreamManifest[];
+  readonly engineMeta: Readonly<Record<string, unknown>>;
+  readonly tool: { readonly name: 'strata'; readonly version: string };
+}
+
+/** Parses and checks a manifest's shape, refusing foreign or future formats with a clear error. */
+export function parseManifest(bytes: Uint8Array, where: string): Manifest {
+  if (bytes.byteLength > MAX_MANIFEST_BYTES) throw new StrataError('ARTIFACT_HOSTILE', `${where}: manifest of ${bytes.byteLength} bytes is too large`);
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest is not valid JSON`, { cause: err });
+  }
+  const m = value as Partial<Manifest> | null;
+  if (typeof m !== 'object' || m === null || m.format !== 'strata-artifact') {
+    throw new StrataError('ARTIFACT_FOREIGN', `${where}: not a Strata artifact (manifest has no "format": "strata-artifact")`);
+  }
+  if (typeof m.formatVersion !== 'number' || m.formatVersion > ARTIFACT_FORMAT_VERSION || m.formatVersion < 1) {
+    throw new StrataError(
+      'ARTIFACT_FOREIGN',
+      `${where}: artifact format version ${String(m.formatVersion)} is not supported by this Strata (reads 1 to ${ARTIFACT_FORMAT_VERSION}); upgrade Strata`,
+    );
+  }
+  const stringFields = ['id', 'database', 'engine', 'type', 'createdAt', 'schemaFingerprint'] as const;
+  for (const field of stringFields) {
+    if (typeof m[field] !== 'string' || (m[field] as string).length > 4096) {
+      throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field ${field} is missing or malformed`);
+    }
+  }
+  if (!BACKUP_TYPES.includes(m.type as BackupType)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: unknown backup type ${JSON.stringify(m.type)}`);
+  if (!Array.isArray(m.streams) || !Array.isArray(m.tables)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest lacks streams or tables`);
+  for (const s of m.streams) {
+    if (typeof s?.name !== 'string' || typeof s.sha256 !== 'string' || !Number.isSafeInteger(s.size) || s.size < 0 || !Number.isSafeInteger(s.chunkCount)) {
+      throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest has a malformed stream`);
+    }
+  }
+  return m as Manifest;
+}

@@ -1,0 +1,23 @@
+/**
+ * Strata's engine-agnostic core. Programs usually import `@strata/sdk`, which wires the engines
+ * and the local storage; engine and storage packages implement the interfaces exported here.
+ */
+export * from './errors.js';
+export * from './storage.js';
+export * from './engine.js';
+export * from './catalog.js';
+export * from './journal.js';
+export * from './lock.js';
+export * from './naming.js';
+export * from './progress.js';
+export * from './compression.js';
+export { Passphrase } from './encryption.js';
+export type { EncryptionProfile } from './encryption.js';
+export * from './repository.js';
+export { readTar, tarHeaderBytes, tarPadding, tarTrailer, validateEntryName } from './format/tar.js';
+export type { TarEntry, TarEntryHeader } from './format/tar.js';
+export { ARTIFACT_FORMAT_VERSION, BACKUP_TYPES, MANIFEST_ENTRY, parseManifest } from './format/manifest.js';
+export type { BackupType, Manifest, StreamManifest, StreamDescriptor } from './format/manifest.js';
+export { readArtifact } from './format/artifact-reader.js';
+export type { ArtifactContents, ArtifactLocation } from './format/artifact-reader.js';
+export { STRATA_VERSION } from './version.js';

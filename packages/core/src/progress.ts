@@ -1,0 +1,19 @@
+/**
+ * Progress of a long operation. Emitted often (many times a second at most) and cheap to ignore.
+ *
+ * - `snapshot`: the engine copies the database (`doneBytes` of `totalBytes` of the database);
+ * - `write`: the backup reads the snapshot and writes the artifact;
+ * - `read`: a restore or verification reads an artifact (`totalBytes` is the artifact size);
+ * - `check`: the validator runs a check on a restored copy.
+ */
+export interface ProgressEvent {
+  readonly operation: 'backup' | 'restore' | 'verify' | 'rebuild-catalog';
+  readonly phase: 'snapshot' | 'write' | 'read' | 'check' | 'commit';
+  readonly doneBytes: number;
+  readonly totalBytes?: number;
+  /** The backup concerned, once known. */
+  readonly backupId?: string;
+}
+
+/** Receives progress events. */
+export type ProgressListener = (event: ProgressEvent) => void;

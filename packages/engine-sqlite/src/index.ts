@@ -1,0 +1,2 @@
+export { SqliteEngine, SQLITE_STREAM, filePath } from './sqlite-engine.js';
+export type { SqliteEngineOptions } from './sqlite-engine.js';

@@ -1,0 +1,145 @@
+import { createHash } from 'node:crypto';
+import type { DatabaseFacts, TableStats } from '@strata/core';
+import type BetterSqlite3 from 'better-sqlite3';
+
+type Database = BetterSqlite3.Database;
+
+/** A row of `PRAGMA table_list`. */
+interface TableListRow {
+  schema: string;
+  name: string;
+  type: 'table' | 'view' | 'shadow' | 'virtual';
+  wr: number;
+}
+
+/** Quotes an identifier for SQL text. */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * Tables that hold rows we must account for: ordinary and shadow tables (FTS5 keeps its index in
+ * shadow tables, so their rows are the virtual table's data). Virtual tables themselves are
+ * skipped: their rows live in the shadow tables, and reading them needs the module.
+ */
+export function dataTables(db: Database): TableListRow[] {
+  const rows = db.prepare('PRAGMA main.table_list').all() as TableListRow[];
+  return rows
+    .filter((r) => r.schema === 'main' && (r.type === 'table' || r.type === 'shadow') && !r.name.startsWith('sqlite_'))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Schema objects as stored in sqlite_schema, minus ANALYZE statistics (they are data, not schema). */
+export function schemaRows(db: Database): { type: string; name: string; tbl_name: string; sql: string | null }[] {
+  return db
+    .prepare("SELECT type, name, tbl_name, sql FROM main.sqlite_schema WHERE name NOT LIKE 'sqlite_stat%' ORDER BY rowid")
+    .all() as { type: string; name: string; tbl_name: string; sql: string | null }[];
+}
+
+/** SHA-256 of the schema objects, sorted so creation order does not matter. */
+export function schemaFingerprint(db: Database): string {
+  const rows = schemaRows(db)
+    .map((r) => [r.type, r.name, r.tbl_name, r.sql ?? ''])
+    .sort((a, b) => (a.join('\0') < b.join('\0') ? -1 : 1));
+  return createHash('sha256').update(JSON.stringify(rows)).digest('hex');
+}
+
+/**
+ * The DDL that recreates the schema: tables first (in creation order), then views, indexes and
+ * triggers. Shadow tables are left out because creating their virtual table creates them, and
+ * automatic indexes have no SQL.
+ */
+export function schemaSql(db: Database): string {
+  const shadow = new Set((db.prepare('PRAGMA main.table_list').all() as TableListRow[]).filter((r) => r.type === 'shadow').map((r) => r.name));
+  const rows = schemaRows(db).filter((r) => r.sql !== null && !shadow.has(r.name) && r.name !== 'sqlite_sequence');
+  const order = ['table', 'view', 'index', 'trigger'];
+  const lines = order.flatMap((type) => rows.filter((r) => r.type === type).map((r) => `${r.sql};`));
+  const userVersion = db.pragma('user_version', { simple: true }) as number;
+  const applicationId = db.pragma('application_id', { simple: true }) as number;
+  const header = [`PRAGMA user_version = ${userVersion};`, `PRAGMA application_id = ${applicationId};`];
+  return [...header, ...lines].join('\n') + '\n';
+}
+
+function orderBy(db: Database, table: TableListRow): string {
+  if (!table.wr) return 'ORDER BY rowid';
+  const pk = (db.prepare(`PRAGMA main.table_info(${quoteIdent(table.name)})`).all() as { name: string; pk: number }[])
+    .filter((c) => c.pk > 0)
+    .sort((a, b) => a.pk - b.pk)
+    .map((c) => quoteIdent(c.name));
+  return pk.length > 0 ? `ORDER BY ${pk.join(', ')}` : '';
+}
+
+const TAG_NULL = 0;
+const TAG_INT = 1;
+const TAG_REAL = 2;
+const TAG_TEXT = 3;
+const TAG_BLOB = 4;
+const FLUSH_AT = 256 * 1024;
+
+/**
+ * Row count and a SHA-256 over every value of every row in a stable order (rowid, or the primary
+ * key for WITHOUT ROWID tables). Each value is tagged with its storage class and length, so
+ * `'1'` and `1`, or `NULL` and `''`, hash differently.
+ */
+export function tableStats(db: Database, table: TableListRow): TableStats {
+  const hash = createHash('sha256');
+  const stmt = db.prepare(`SELECT * FROM main.${quoteIdent(table.name)} ${orderBy(db, table)}`).raw(true).safeIntegers(true);
+  let buffer = Buffer.allocUnsafe(FLUSH_AT * 2);
+  let used = 0;
+  let rows = 0;
+  const ensure = (n: number): void => {
+    if (used + n <= buffer.length) return;
+    hash.update(buffer.subarray(0, used));
+    used = 0;
+    if (n > buffer.length) buffer = Buffer.allocUnsafe(n * 2);
+  };
+  for (const row of stmt.iterate() as Iterable<unknown[]>) {
+    rows++;
+    ensure(4);
+    used = buffer.writeUInt32LE(row.length, used);
+    for (const value of row) {
+      if (value === null) {
+        ensure(1);
+        buffer[used++] = TAG_NULL;
+      } else if (typeof value === 'bigint') {
+        ensure(9);
+        buffer[used++] = TAG_INT;
+        used = buffer.writeBigInt64LE(value, used);
+      } else if (typeof value === 'number') {
+        ensure(9);
+        buffer[used++] = TAG_REAL;
+        used = buffer.writeDoubleLE(value, used);
+      } else if (typeof value === 'string') {
+        const len = Buffer.byteLength(value);
+        ensure(5 + len);
+        buffer[used++] = TAG_TEXT;
+        used = buffer.writeUInt32LE(len, used);
+        used += buffer.write(value, used, 'utf8');
+      } else {
+        const bytes = value as Buffer;
+        ensure(5 + bytes.length);
+        buffer[used++] = TAG_BLOB;
+        used = buffer.writeUInt32LE(bytes.length, used);
+        used += bytes.copy(buffer, used);
+      }
+    }
+    if (used >= FLUSH_AT) {
+      hash.update(buffer.subarray(0, used));
+      used = 0;
+    }
+  }
+  hash.update(buffer.subarray(0, used));
+  return { name: table.name, rows, checksum: hash.digest('hex') };
+}
+
+/** Fingerprint and per-table stats of an open database. */
+export function collectFacts(db: Database, options: { withData: boolean }): DatabaseFacts {
+  // A schema-only restore holds every table empty, so that is what a schema-only backup records.
+  const empty = createHash('sha256').digest('hex');
+  // Shadow tables are left out of a schema-only record: recreating an FTS5 table fills its
+  // shadow tables with the module's bookkeeping rows, which are not the user's data.
+  const tables = dataTables(db)
+    .filter((t) => options.withData || t.type === 'table')
+    .map((t) => (options.withData ? tableStats(db, t) : { name: t.name, rows: 0, checksum: empty }));
+  return { schemaFingerprint: schemaFingerprint(db), tables };
+}

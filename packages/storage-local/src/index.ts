@@ -1,0 +1,1 @@
+export { LocalStorage } from './local-storage.js';
