@@ -1,0 +1,221 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { BACKUP_TYPES, StrataError, initRepository, DEFAULT_LEVELS, defaultCompression } from '@strata/sdk';
+import type { BackupRecord, BackupType, CodecName, EncryptionProfile, VerifyReport } from '@strata/sdk';
+import { resolveDatabase, resolveLocator } from './config.js';
+import type { CommandContext } from './context.js';
+import { ProgressBar, confirm, formatAge, formatBytes, interactive, readPassphrase } from './terminal.js';
+
+/** Options of `strata init`. */
+export interface InitCommandOptions {
+  readonly encryption?: string;
+  readonly noEncryption: boolean;
+  readonly compression?: string;
+  readonly compressionLevel?: number;
+}
+
+export async function initCommand(ctx: CommandContext, options: InitCommandOptions): Promise<number> {
+  const location = ctx.repositoryPath();
+  if (options.noEncryption && options.encryption !== undefined) {
+    throw new StrataError('USAGE', 'init: --no-encryption and --encryption contradict each other');
+  }
+  const profile = (options.noEncryption ? 'none' : (options.encryption ?? 'compat')) as EncryptionProfile;
+  if (!['compat', 'modern', 'none'].includes(profile)) throw new StrataError('USAGE', `init: --encryption must be compat or modern (got ${profile})`);
+  const codec = (options.compression ?? defaultCompression().codec) as CodecName;
+  const level = options.compressionLevel ?? DEFAULT_LEVELS[codec] ?? 0;
+  let passphrase;
+  if (profile !== 'none') {
+    passphrase = await readPassphrase({ passphraseFile: ctx.options.passphraseFile, prompt: interactive(ctx.json), confirm: true });
+    if (!passphrase) {
+      throw new StrataError(
+        'PASSPHRASE_MISSING',
+        'init: an encrypted repository needs a passphrase: set STRATA_PASSPHRASE, pass --passphrase-file FILE, or run on a terminal; for an unencrypted repository pass --no-encryption',
+      );
+    }
+  }
+  await initRepository(location, { encryption: profile, ...(passphrase ? { passphrase } : {}), compression: { codec, level } });
+  if (ctx.json) {
+    ctx.printJson({ repository: location, encryption: profile, compression: { codec, level } });
+  } else {
+    process.stdout.write(`created repository ${location}\n  encryption: ${profile === 'none' ? 'none (unencrypted, as asked)' : `${profile} (AES-256)`}\n  compression: ${codec}${codec === 'none' ? '' : ` level ${level}`}\n`);
+    if (profile !== 'none') {
+      process.stdout.write('Keep the passphrase safe: without it no backup in this repository can be restored.\n');
+    }
+  }
+  return 0;
+}
+
+/** Options of `strata backup`. */
+export interface BackupCommandOptions {
+  readonly database: string;
+  readonly type?: string;
+  readonly label?: string;
+  readonly tags: readonly string[];
+  readonly time?: string;
+  readonly name?: string;
+}
+
+export async function backupCommand(ctx: CommandContext, options: BackupCommandOptions, signal: AbortSignal): Promise<number> {
+  const type = (options.type ?? 'full') as BackupType;
+  if (!BACKUP_TYPES.includes(type)) throw new StrataError('USAGE', `backup: --type must be one of ${BACKUP_TYPES.join(', ')} (got ${options.type})`);
+  let time: Date | undefined;
+  if (options.time !== undefined) {
+    time = new Date(options.time);
+    if (Number.isNaN(time.getTime())) throw new StrataError('USAGE', `backup: --time ${JSON.stringify(options.time)} is not an ISO date/time`);
+  }
+  const db = resolveDatabase(options.database, ctx.loaded.config, options.name);
+  const repo = await ctx.repository();
+  await repo.unlock();
+  const bar = new ProgressBar(`backup ${db.name}`, interactive(ctx.json));
+  let record: BackupRecord;
+  try {
+    record = await repo.backup(db.locator, {
+      database: db.name,
+      type,
+      ...(options.label !== undefined ? { label: options.label } : {}),
+      tags: options.tags,
+      ...(time ? { time } : {}),
+      signal,
+      onProgress: bar.update,
+    });
+  } finally {
+    bar.done();
+  }
+  if (ctx.json) {
+    ctx.printJson({ id: record.id, backup: record });
+  } else {
+    const ratio = record.rawBytes > 0 ? ` (${((record.storedBytes / record.rawBytes) * 100).toFixed(0)}% of ${formatBytes(record.rawBytes)})` : '';
+    process.stdout.write(`backup ${record.id} completed: ${type}, database ${formatBytes(record.databaseBytes)}, stored ${formatBytes(record.storedBytes)}${ratio}\n`);
+  }
+  return 0;
+}
+
+/** Options of `strata list`. */
+export interface ListCommandOptions {
+  readonly database?: string;
+}
+
+export async function listCommand(ctx: CommandContext, options: ListCommandOptions): Promise<number> {
+  const repo = await ctx.repository();
+  const backups = await repo.list(options.database === undefined ? {} : { database: options.database });
+  if (ctx.json) {
+    ctx.printJson({ repository: repo.settings.location, backups });
+    return 0;
+  }
+  if (backups.length === 0) {
+    process.stdout.write(options.database ? `no backups of ${options.database}\n` : 'no backups yet\n');
+    return 0;
+  }
+  const rows = [...backups].reverse().map((b) => [
+    b.id,
+    b.database,
+    b.engine,
+    b.type,
+    b.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+    formatAge(b.createdAt),
+    formatBytes(b.databaseBytes),
+    formatBytes(b.storedBytes),
+    b.parent ? `← ${b.parent}` : '',
+    b.verification ? `${b.verification.outcome} (${b.verification.level}, ${formatAge(b.verification.at)})` : 'never',
+    b.label ?? '',
+  ]);
+  const header = ['ID', 'DATABASE', 'ENGINE', 'TYPE', 'CREATED', 'AGE', 'DB SIZE', 'STORED', 'CHAIN', 'VERIFIED', 'LABEL'];
+  printTable(header, rows);
+  process.stdout.write(`${backups.length} backup(s)\n`);
+  return 0;
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  process.stdout.write(line(header) + '\n');
+  for (const row of rows) process.stdout.write(line(row) + '\n');
+}
+
+/** Options of `strata restore`. */
+export interface RestoreCommandOptions {
+  readonly id: string;
+  readonly to?: string;
+  readonly database?: string;
+  readonly force: boolean;
+  readonly yes: boolean;
+}
+
+export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
+  if (!options.to) throw new StrataError('USAGE', 'restore: --to TARGET is required (a new file, or an existing one with --force)');
+  const target = resolveLocator(options.to, process.cwd());
+  const repo = await ctx.repository();
+  const record = await repo.resolve({ id: options.id, ...(options.database !== undefined ? { database: options.database } : {}) });
+  const file = target.replace(/^sqlite:(\/\/)?/, '');
+  const inPlace = existsSync(file);
+  if (inPlace && !options.force) {
+    throw new StrataError('TARGET_EXISTS', `restore: ${file} already exists; pass --force to replace it (the old file stays until the new one is complete)`);
+  }
+  await repo.unlock();
+  if (inPlace && !options.yes) {
+    if (!interactive(ctx.json) || !process.stdin.isTTY) {
+      throw new StrataError('USAGE', `restore: replacing ${file} needs confirmation; pass --yes when not on a terminal`);
+    }
+    if (!(await confirm(`Replace ${file} with backup ${record.id} (${record.createdAt})?`))) {
+      process.stderr.write('restore cancelled; nothing was changed\n');
+      return 1;
+    }
+  }
+  const bar = new ProgressBar(`restore ${record.id}`, interactive(ctx.json));
+  try {
+    await repo.restore({ id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update });
+  } finally {
+    bar.done();
+  }
+  if (ctx.json) {
+    ctx.printJson({ id: record.id, database: record.database, type: record.type, createdAt: record.createdAt, target: path.resolve(file), replaced: inPlace });
+  } else {
+    process.stdout.write(`restored ${record.id} (${record.type}, ${record.createdAt}) to ${path.resolve(file)}${inPlace ? ' (replaced the old file)' : ''}\n`);
+  }
+  return 0;
+}
+
+/** Options of `strata verify`. */
+export interface VerifyCommandOptions {
+  readonly id?: string;
+  readonly all: boolean;
+  readonly level?: string;
+  readonly database?: string;
+}
+
+export async function verifyCommand(ctx: CommandContext, options: VerifyCommandOptions, signal: AbortSignal): Promise<number> {
+  const level = options.level ?? 'quick';
+  if (level !== 'quick' && level !== 'full') throw new StrataError('USAGE', `verify: --level must be quick or full (got ${level})`);
+  if (options.all === (options.id !== undefined)) throw new StrataError('USAGE', 'verify: give a backup id (or latest), or --all');
+  const repo = await ctx.repository();
+  await repo.unlock();
+  const bar = new ProgressBar('verify', interactive(ctx.json));
+  let reports: VerifyReport[];
+  try {
+    if (options.all) {
+      const all = await repo.list(options.database === undefined ? {} : { database: options.database });
+      reports = [];
+      for (const b of all) reports.push(...(await repo.verify({ id: b.id }, { level, signal, onProgress: bar.update })));
+    } else {
+      reports = await repo.verify({ id: options.id!, ...(options.database !== undefined ? { database: options.database } : {}) }, { level, signal, onProgress: bar.update });
+    }
+  } finally {
+    bar.done();
+  }
+  const failed = reports.filter((r) => r.outcome === 'failed');
+  if (ctx.json) {
+    ctx.printJson({ level, outcome: failed.length > 0 ? 'failed' : 'passed', reports });
+  } else {
+    for (const report of reports) {
+      process.stdout.write(`${report.backupId}: ${report.outcome.toUpperCase()}\n`);
+      for (const check of report.checks) process.stdout.write(`  ${check.status.padEnd(7)} ${check.name}: ${check.reason}\n`);
+    }
+    if (reports.length === 0) process.stdout.write('nothing to verify\n');
+    else process.stdout.write(`${reports.length - failed.length} of ${reports.length} backup(s) passed\n`);
+  }
+  return failed.length > 0 ? 3 : 0;
+}

@@ -1,0 +1,73 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { StrataError, openRepository } from '@strata/sdk';
+import type { Repository } from '@strata/sdk';
+import { loadConfig } from './config.js';
+import type { LoadedConfig } from './config.js';
+import { interactive, readPassphrase } from './terminal.js';
+
+/** Options every command accepts. */
+export interface GlobalOptions {
+  readonly repo?: string;
+  readonly json: boolean;
+  readonly config?: string;
+  readonly passphraseFile?: string;
+  /** Seconds to wait for a busy repository lock before exit code 5. */
+  readonly lockWait?: number;
+}
+
+/** What a command gets: its global options, the config, and lazy access to the repository. */
+export class CommandContext {
+  readonly options: GlobalOptions;
+  readonly loaded: LoadedConfig;
+  #repository: Repository | undefined;
+
+  constructor(options: GlobalOptions) {
+    this.options = options;
+    this.loaded = loadConfig(options.config);
+  }
+
+  get json(): boolean {
+    return this.options.json;
+  }
+
+  /** The repository folder from --repo, STRATA_REPO, or strata.config.json, in that order. */
+  repositoryPath(): string {
+    const chosen = this.options.repo ?? process.env['STRATA_REPO'] ?? this.loaded.config.repository;
+    if (!chosen) {
+      throw new StrataError('USAGE', 'no repository given: pass --repo DIR, set STRATA_REPO, or set "repository" in strata.config.json');
+    }
+    return path.resolve(chosen);
+  }
+
+  /** Opens the repository; the passphrase is read (or prompted for) only when an operation needs it. */
+  async repository(): Promise<Repository> {
+    if (this.#repository) return this.#repository;
+    const location = this.repositoryPath();
+    if (!existsSync(location)) {
+      throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
+    }
+    const prompt = interactive(this.json);
+    this.#repository = await openRepository(location, {
+      passphrase: async () => {
+        const passphrase = await readPassphrase({ passphraseFile: this.options.passphraseFile, prompt });
+        if (!passphrase) {
+          throw new StrataError('PASSPHRASE_MISSING', 'the repository is encrypted: set STRATA_PASSPHRASE, pass --passphrase-file FILE, or run on a terminal to be asked');
+        }
+        return passphrase;
+      },
+      lock: { waitMs: (this.options.lockWait ?? 60) * 1000 },
+      ...(process.env['STRATA_TMPDIR'] ? { tempDir: process.env['STRATA_TMPDIR'] } : {}),
+    });
+    return this.#repository;
+  }
+
+  /** Prints a command's JSON document: one document, on stdout, nothing else there. */
+  printJson(value: unknown): void {
+    process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  }
+
+  async close(): Promise<void> {
+    await this.#repository?.close();
+  }
+}

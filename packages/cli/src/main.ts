@@ -1,0 +1,257 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
+import { STRATA_VERSION, StrataError, isStrataError } from '@strata/sdk';
+import type { StrataErrorCode } from '@strata/sdk';
+import { backupCommand, initCommand, listCommand, restoreCommand, verifyCommand } from './commands.js';
+import { CommandContext } from './context.js';
+import type { GlobalOptions } from './context.js';
+
+/**
+ * Exit statuses, documented in `strata --help` and the README. Scripts rely on them, so each
+ * number keeps its meaning forever (restic keeps its codes distinct for the same reason).
+ */
+export const EXIT = { ok: 0, failed: 1, usage: 2, verifyFailed: 3, passphrase: 4, locked: 5 } as const;
+
+/** The one place where an error becomes an exit status. */
+export function exitCodeFor(code: StrataErrorCode): number {
+  switch (code) {
+    case 'USAGE':
+      return EXIT.usage;
+    case 'VERIFY_FAILED':
+      return EXIT.verifyFailed;
+    case 'PASSPHRASE_WRONG':
+    case 'PASSPHRASE_MISSING':
+      return EXIT.passphrase;
+    case 'REPO_LOCKED':
+      return EXIT.locked;
+    default:
+      return EXIT.failed;
+  }
+}
+
+const HELP = `strata ${STRATA_VERSION}: database backups you can prove
+
+Usage: strata <command> [options]
+
+Commands:
+  init                         create a repository (encrypted unless --no-encryption)
+  backup <db>                  back up a database (a name from strata.config.json, a SQLite
+                               file path, or sqlite:PATH)
+  list [<db>]                  list restore points, newest first
+  restore <id|latest> --to T   restore a backup to T (a new file; an existing one needs --force)
+  verify <id|latest|--all>     check backups (--level quick: artifacts and hashes;
+                               --level full: also restore into a scratch database and compare)
+
+Options for every command:
+  --repo DIR                   the repository (or STRATA_REPO, or "repository" in strata.config.json)
+  --config FILE                config file (default: strata.config.json here or in a parent folder)
+  --passphrase-file FILE       read the passphrase from FILE (or STRATA_PASSPHRASE, or a prompt)
+  --lock-wait SECONDS          wait this long for another process's repository lock (default 60)
+  --json                       print one JSON document on stdout, and nothing else there
+  -h, --help                   show help (also: strata <command> --help)
+  --version                    print the version
+
+Exit status:
+  0  ok
+  1  the operation failed (details on stderr, or in the JSON "error")
+  2  usage error (bad arguments or configuration)
+  3  verification failed (a check failed)
+  4  wrong or missing passphrase
+  5  the repository is locked by another live process
+`;
+
+const COMMAND_HELP: Record<string, string> = {
+  init: `Usage: strata init --repo DIR [--encryption compat|modern | --no-encryption] [--compression zstd|gzip|none] [--compression-level N]
+
+Creates a repository. Encryption is OpenPGP with AES-256 and a passphrase:
+  compat   (default) gpg --decrypt can open every artifact
+  modern   AEAD (RFC 9580); faster, authenticated per chunk, but GnuPG cannot read it
+The passphrase comes from STRATA_PASSPHRASE, --passphrase-file, or a prompt (asked twice).
+Compression defaults to zstd level 3 when this Node can do zstd, else gzip level 6.
+`,
+  backup: `Usage: strata backup <db> [--type full|schema-only] [--label TEXT] [--tag TAG]... [--time ISO] [--name NAME] [--json]
+
+  <db>          a name from strata.config.json, a SQLite file path, or sqlite:PATH
+  --type        full (default) or schema-only
+  --label       a note kept with the backup
+  --tag         a tag (repeatable)
+  --time        record the backup at this time instead of now (imports, tests)
+  --name        the database name to file a path under (default: the file name)
+With --json, prints { "id": ..., "backup": { ... } }.
+`,
+  list: `Usage: strata list [<db>] [--json]
+
+Lists restore points newest first: id, database, engine, type, time, sizes, chain, last verification.
+`,
+  restore: `Usage: strata restore <id|latest> --to TARGET [--db NAME] [--force] [--yes] [--json]
+
+  --to          where to restore (a new SQLite file path)
+  --db          with "latest": which database
+  --force       replace an existing target; it stays intact until the new one is complete
+  --yes         do not ask before replacing (needed when not on a terminal)
+Nothing is written to the target until every checksum and the decryption check passed.
+`,
+  verify: `Usage: strata verify <id|latest|--all> [--level quick|full] [--db NAME] [--json]
+
+Checks, each reported as passed, failed or skipped:
+  file-accessibility   the artifacts exist with their recorded sizes
+  checksum-match       artifact SHA-256 and every stream and chunk hash inside
+  database-readable    (full) restores into a scratch database
+  schema-integrity     (full) schema fingerprint and integrity check
+  data-consistency     (full) per-table row counts, content checksums, foreign keys
+Exit status 3 when any check failed.
+`,
+};
+
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+const GLOBAL_OPTIONS = {
+  repo: { type: 'string' },
+  config: { type: 'string' },
+  'passphrase-file': { type: 'string' },
+  'lock-wait': { type: 'string' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} satisfies ParseArgsConfig['options'];
+
+const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
+  init: { encryption: { type: 'string' }, 'no-encryption': { type: 'boolean', default: false }, compression: { type: 'string' }, 'compression-level': { type: 'string' } },
+  backup: { type: { type: 'string' }, label: { type: 'string' }, tag: { type: 'string', multiple: true }, time: { type: 'string' }, name: { type: 'string' } },
+  list: {},
+  restore: { to: { type: 'string' }, db: { type: 'string' }, force: { type: 'boolean', default: false }, yes: { type: 'boolean', short: 'y', default: false } },
+  verify: { all: { type: 'boolean', default: false }, level: { type: 'string' }, db: { type: 'string' } },
+};
+
+function parseNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new StrataError('USAGE', `${flag} expects a number (got ${JSON.stringify(value)})`);
+  return n;
+}
+
+function str(values: Values, key: string): string | undefined {
+  const v = values[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Runs the CLI and returns its exit status (main() sets process.exitCode from it). */
+export async function run(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP);
+    return command === undefined ? EXIT.usage : EXIT.ok;
+  }
+  if (command === '--version') {
+    process.stdout.write(`${STRATA_VERSION}\n`);
+    return EXIT.ok;
+  }
+  const wantsJson = rest.includes('--json');
+  const controller = new AbortController();
+  const onSignal = (): void => controller.abort(new StrataError('ABORTED', 'interrupted'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let ctx: CommandContext | undefined;
+  try {
+    const specific = COMMAND_OPTIONS[command];
+    if (!specific) throw new StrataError('USAGE', `unknown command ${JSON.stringify(command)}; run strata --help`);
+    let parsed: { values: Values; positionals: string[] };
+    try {
+      parsed = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...specific }, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
+    } catch (err) {
+      throw new StrataError('USAGE', `${command}: ${(err as Error).message.replace(/\. To specify a positional.*$/s, '')}`);
+    }
+    const { values, positionals } = parsed;
+    if (values['help']) {
+      process.stdout.write(COMMAND_HELP[command] ?? HELP);
+      return EXIT.ok;
+    }
+    const global: GlobalOptions = {
+      json: values['json'] === true,
+      ...(str(values, 'repo') !== undefined ? { repo: str(values, 'repo')! } : {}),
+      ...(str(values, 'config') !== undefined ? { config: str(values, 'config')! } : {}),
+      ...(str(values, 'passphrase-file') !== undefined ? { passphraseFile: str(values, 'passphrase-file')! } : {}),
+      ...(values['lock-wait'] !== undefined ? { lockWait: parseNumber(str(values, 'lock-wait'), '--lock-wait')! } : {}),
+    };
+    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1 };
+    if (positionals.length > maxPositionals[command]!) {
+      throw new StrataError('USAGE', `${command}: unexpected argument ${JSON.stringify(positionals[maxPositionals[command]!])}`);
+    }
+    ctx = new CommandContext(global);
+    switch (command) {
+      case 'init':
+        return await initCommand(ctx, {
+          ...(str(values, 'encryption') !== undefined ? { encryption: str(values, 'encryption')! } : {}),
+          noEncryption: values['no-encryption'] === true,
+          ...(str(values, 'compression') !== undefined ? { compression: str(values, 'compression')! } : {}),
+          ...(values['compression-level'] !== undefined ? { compressionLevel: parseNumber(str(values, 'compression-level'), '--compression-level')! } : {}),
+        });
+      case 'backup': {
+        if (positionals.length === 0) throw new StrataError('USAGE', 'backup: name the database to back up (see strata backup --help)');
+        return await backupCommand(
+          ctx,
+          {
+            database: positionals[0]!,
+            ...(str(values, 'type') !== undefined ? { type: str(values, 'type')! } : {}),
+            ...(str(values, 'label') !== undefined ? { label: str(values, 'label')! } : {}),
+            tags: (values['tag'] as string[] | undefined) ?? [],
+            ...(str(values, 'time') !== undefined ? { time: str(values, 'time')! } : {}),
+            ...(str(values, 'name') !== undefined ? { name: str(values, 'name')! } : {}),
+          },
+          controller.signal,
+        );
+      }
+      case 'list':
+        return await listCommand(ctx, positionals[0] !== undefined ? { database: positionals[0] } : {});
+      case 'restore':
+        if (positionals.length === 0) throw new StrataError('USAGE', 'restore: name the backup (an id, or latest)');
+        return await restoreCommand(
+          ctx,
+          {
+            id: positionals[0]!,
+            ...(str(values, 'to') !== undefined ? { to: str(values, 'to')! } : {}),
+            ...(str(values, 'db') !== undefined ? { database: str(values, 'db')! } : {}),
+            force: values['force'] === true,
+            yes: values['yes'] === true,
+          },
+          controller.signal,
+        );
+      case 'verify':
+        return await verifyCommand(
+          ctx,
+          {
+            ...(positionals[0] !== undefined ? { id: positionals[0] } : {}),
+            all: values['all'] === true,
+            ...(str(values, 'level') !== undefined ? { level: str(values, 'level')! } : {}),
+            ...(str(values, 'db') !== undefined ? { database: str(values, 'db')! } : {}),
+          },
+          controller.signal,
+        );
+      default:
+        throw new StrataError('USAGE', `unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    return report(err, wantsJson);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await ctx?.close().catch(() => undefined);
+  }
+}
+
+/** Prints an error for people (stderr) and, with --json, as the JSON document on stdout. */
+function report(err: unknown, json: boolean): number {
+  const known = isStrataError(err);
+  const code: StrataErrorCode = known ? err.code : 'INTERNAL';
+  const message = known ? err.message : `unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\nThis is a bug in Strata; please report it.`;
+  const exit = exitCodeFor(code);
+  if (json) process.stdout.write(JSON.stringify({ error: { code, message: known ? err.message : String(err), exitCode: exit } }, null, 2) + '\n');
+  process.stderr.write(`strata: ${message}\n`);
+  return exit;
+}
+
+// Run when executed as a program (not when imported by tests).
+const invokedDirectly = process.argv[1] !== undefined && import.meta.url === new URL(`file://${(await import('node:fs')).realpathSync(process.argv[1])}`).href;
+if (invokedDirectly) {
+  process.exitCode = await run(process.argv.slice(2));
+}
