@@ -45,15 +45,14 @@ export function schemaFingerprint(db: Database): string {
 }
 
 /**
- * The DDL that recreates the schema: tables first (in creation order), then views, indexes and
- * triggers. Shadow tables are left out because creating their virtual table creates them, and
- * automatic indexes have no SQL.
+ * The DDL that recreates the schema, in the order the objects were created (sqlite_schema's rowid
+ * order), which is an order that worked once and keeps `.schema` output identical. Shadow tables
+ * are left out because creating their virtual table creates them; automatic indexes have no SQL.
  */
 export function schemaSql(db: Database): string {
   const shadow = new Set((db.prepare('PRAGMA main.table_list').all() as TableListRow[]).filter((r) => r.type === 'shadow').map((r) => r.name));
   const rows = schemaRows(db).filter((r) => r.sql !== null && !shadow.has(r.name) && r.name !== 'sqlite_sequence');
-  const order = ['table', 'view', 'index', 'trigger'];
-  const lines = order.flatMap((type) => rows.filter((r) => r.type === type).map((r) => `${r.sql};`));
+  const lines = rows.map((r) => `${r.sql};`);
   const userVersion = db.pragma('user_version', { simple: true }) as number;
   const applicationId = db.pragma('application_id', { simple: true }) as number;
   const header = [`PRAGMA user_version = ${userVersion};`, `PRAGMA application_id = ${applicationId};`];

@@ -1,0 +1,86 @@
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (tests run from .build/test/...). */
+export const ROOT = path.resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+export const CLI = path.join(ROOT, 'packages/cli/dist/main.js');
+export const FIXTURE_DB = path.join(ROOT, 'fixtures/sample.db');
+export const TEST_PASSPHRASE = 'correct horse battery staple';
+
+/**
+ * A fresh folder per test, removed afterwards. Call inside a `describe`; the folder of the
+ * current test is `dirs.current`.
+ */
+export function useTempDir(): { readonly path: string } {
+  const holder = { path: '' };
+  beforeEach(() => {
+    holder.path = mkdtempSync(path.join(tmpdir(), 'strata-test-'));
+  });
+  afterEach(() => {
+    rmSync(holder.path, { recursive: true, force: true });
+  });
+  return holder;
+}
+
+/** What a CLI run produced. */
+export interface CliResult {
+  readonly status: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the real `strata` binary in a child process, with a passphrase in its environment by default. */
+export function strata(args: string[], options: { cwd?: string; env?: Record<string, string | undefined>; input?: string } = {}): CliResult {
+  const env: Record<string, string | undefined> = { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE, ...options.env };
+  for (const key of Object.keys(env)) if (env[key] === undefined) delete env[key];
+  const result = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: env as NodeJS.ProcessEnv,
+    encoding: 'utf8',
+    input: options.input ?? '',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Runs the CLI asynchronously (for kill tests and concurrency). */
+export function strataAsync(args: string[], options: { cwd?: string; env?: Record<string, string | undefined> } = {}): ChildProcess {
+  const env = { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE, ...options.env };
+  return spawn(process.execPath, [CLI, ...args], { cwd: options.cwd ?? ROOT, env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Waits for a child to exit and returns its status and output. */
+export function finished(child: ChildProcess): Promise<CliResult & { signal: NodeJS.Signals | null }> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.on('close', (status, signal) => resolve({ status: status ?? -1, signal, stdout, stderr })));
+}
+
+/** `sqlite3 FILE .dump` with the real sqlite3 command line tool (an oracle independent of Strata). */
+export function sqliteDump(file: string): string {
+  const result = spawnSync('sqlite3', [file, '.dump'], { encoding: 'utf8', maxBuffer: 1024 * 1024 * 1024 });
+  if (result.status !== 0) throw new Error(`sqlite3 .dump ${file} failed: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** `sqlite3 FILE SQL` output. */
+export function sqliteQuery(file: string, sql: string): string {
+  const result = spawnSync('sqlite3', [file, sql], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`sqlite3 ${file} failed: ${result.stderr}`);
+  return result.stdout.trim();
+}
+
+/** Parses the single JSON document a `--json` run printed on stdout. */
+export function json<T = Record<string, unknown>>(result: CliResult): T {
+  try {
+    return JSON.parse(result.stdout) as T;
+  } catch {
+    throw new Error(`stdout is not one JSON document:\n${result.stdout}\nstderr:\n${result.stderr}`);
+  }
+}
