@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { Readable } from 'node:stream';
+import { Readable, pipeline } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
@@ -81,6 +82,15 @@ async function* ordered(source: AsyncIterable<Buffer>, limit: number, work: (blo
   }
 }
 
+/**
+ * Feeds a byte stream through a Node transform. `pipeline` (unlike `.pipe`) carries an error in
+ * the source into the transform, so the reader's iteration rejects instead of the process
+ * crashing on an unhandled 'error' event.
+ */
+function through(source: AsyncIterable<Uint8Array>, transform: Duplex): AsyncIterable<Uint8Array> {
+  return pipeline(Readable.from(source), transform, () => undefined) as unknown as AsyncIterable<Uint8Array>;
+}
+
 const gzipAsync = promisify(zlib.gzip);
 
 /** gzip through node:zlib; blocks run on libuv's thread pool, so several cores work at once. */
@@ -88,7 +98,7 @@ const gzipCodec: Codec = {
   name: 'gzip',
   extension: '.gz',
   compress: (source, level, signal) => ordered(blocks(source), concurrency(), (block) => gzipAsync(block, { level }), signal),
-  decompress: (source) => Readable.from(source).pipe(zlib.createGunzip({ chunkSize: 1024 * 1024 })),
+  decompress: (source) => through(source, zlib.createGunzip({ chunkSize: 1024 * 1024 })),
 };
 
 const noneCodec: Codec = {
@@ -117,7 +127,7 @@ function nodeZstdCodec(): Codec | undefined {
     extension: '.zst',
     compress: (source, level, signal) =>
       ordered(blocks(source), concurrency(), (block) => compressAsync(block, { params: { [levelParam]: level } }), signal),
-    decompress: (source) => Readable.from(source).pipe(z.createZstdDecompress!()) as unknown as AsyncIterable<Uint8Array>,
+    decompress: (source) => through(source, z.createZstdDecompress!() as unknown as Duplex),
   };
 }
 
@@ -245,7 +255,7 @@ function napiZstdCodec(): Codec | undefined {
       })();
     },
     // Decompression is several times faster than compression, so one stream on the main thread keeps up.
-    decompress: (source) => Readable.from(source).pipe(new loaded.module.DecompressStream()) as unknown as AsyncIterable<Uint8Array>,
+    decompress: (source) => through(source, new loaded.module.DecompressStream() as unknown as Duplex),
   };
 }
 

@@ -311,7 +311,10 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
       guard.exec('BEGIN EXCLUSIVE');
       guard.exec('ROLLBACK');
     } catch (err) {
-      throw sqliteError(`restore: lock ${file}`, err);
+      const wrapped = sqliteError(`restore: lock ${file}`, err);
+      // A file that is not (or no longer) a database cannot have SQLite writers to wait for; the
+      // caller asked to replace it with --force, which is exactly how a damaged database is fixed.
+      if (wrapped.code !== 'DATABASE_INVALID') throw wrapped;
     } finally {
       guard?.close();
     }

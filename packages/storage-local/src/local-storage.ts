@@ -56,7 +56,6 @@ export class LocalStorage implements Storage {
     let handle: fs.FileHandle | undefined;
     try {
       await fs.mkdir(tempDir, { recursive: true });
-      await fs.mkdir(path.dirname(target), { recursive: true });
       handle = await fs.open(temp, 'wx', 0o600);
       let size = 0;
       if (body instanceof Uint8Array) {
@@ -73,6 +72,8 @@ export class LocalStorage implements Storage {
       await handle.sync();
       await handle.close();
       handle = undefined;
+      // The destination folder is made only now, so a failed write leaves no empty folder behind.
+      await fs.mkdir(path.dirname(target), { recursive: true });
       await fs.rename(temp, target);
       await syncDir(path.dirname(target));
       return { key, size, modified: new Date() };

@@ -4,7 +4,7 @@ import { getCodec } from '../compression.js';
 import type { CodecName } from '../compression.js';
 import { decryptStream } from '../encryption.js';
 import type { Passphrase } from '../encryption.js';
-import { StrataError, isStrataError, throwIfAborted } from '../errors.js';
+import { StrataError, isStrataError, throwIfAborted, wrapError } from '../errors.js';
 import type { Storage } from '../storage.js';
 import { ChunkLayout, ChunkLayoutBuilder, chunkHash, decodeSegmentIndex } from './chunk-index.js';
 import type { SegmentRecord } from './chunk-index.js';
@@ -124,8 +124,14 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Artifa
  * a decoder's message; a matching hash with a decryption failure means a wrong passphrase.
  */
 async function diagnose(err: unknown, options: ReadArtifactOptions, where: string): Promise<StrataError> {
-  const wrapped = isStrataError(err) ? err : new StrataError('ARTIFACT_CORRUPT', `${where}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  if (['ABORTED', 'NO_SPACE', 'PASSPHRASE_MISSING', 'USAGE'].includes(wrapped.code)) return wrapped;
+  // System errors (a full target disk, a permission problem) are about the target, not the artifact.
+  const systemError = typeof (err as { syscall?: unknown })?.syscall === 'string';
+  const wrapped = isStrataError(err)
+    ? err
+    : systemError
+      ? wrapError(where, err)
+      : new StrataError('ARTIFACT_CORRUPT', `${where}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  if (!['ARTIFACT_CORRUPT', 'ARTIFACT_HOSTILE', 'ARTIFACT_FOREIGN', 'PASSPHRASE_WRONG'].includes(wrapped.code)) return wrapped;
   if ((wrapped.details as { notFound?: boolean }).notFound) return wrapped;
   const expected = options.location.expectedSha256;
   if (expected === undefined || wrapped.message.includes('differs from the catalog')) return wrapped;

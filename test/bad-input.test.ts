@@ -1,0 +1,415 @@
+import assert from 'node:assert/strict';
+import { fork, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
+import type { BackupRecord } from '@strata/sdk';
+import { buildRichDatabase } from './helpers/databases.js';
+import { FIXTURE_DB, TEST_PASSPHRASE, finished, json, sqliteDump, strata, strataAsync, useTempDir } from './helpers/env.js';
+import { DiskFullStorage } from './helpers/faulty-storage.js';
+
+interface BackupJson {
+  id: string;
+  backup: BackupRecord;
+}
+
+/** Builds a database of roughly `mb` megabytes of incompressible blobs. */
+function bigDatabase(file: string, mb: number): void {
+  const db = new Database(file);
+  db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+  const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
+  db.transaction(() => {
+    for (let i = 0; i < mb * 16; i++) insert.run(randomBytes(64 * 1024));
+  })();
+  db.close();
+}
+
+/** One raw ustar header + body, for crafting archives Strata itself would never write. */
+function rawTarEntry(name: string, body: Buffer, type = '0', link = ''): Buffer {
+  const header = Buffer.alloc(512);
+  header.write(name, 0, 100, 'utf8');
+  header.write('0000644\0', 100);
+  header.write('0000000\0', 108);
+  header.write('0000000\0', 116);
+  header.write(body.length.toString(8).padStart(11, '0') + '\0', 124);
+  header.write('00000000000\0', 136);
+  header.write(type, 156);
+  header.write(link, 157, 100, 'utf8');
+  header.write('ustar\0', 257);
+  header.write('00', 263);
+  header.fill(' ', 148, 156);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+  const pad = Buffer.alloc((512 - (body.length % 512)) % 512);
+  return Buffer.concat([header, body, pad]);
+}
+
+describe('bad input gets a clear error and nothing is lost', () => {
+  const dir = useTempDir();
+  const repo = (): string => path.join(dir.path, 'repo');
+  const init = (...extra: string[]): void => assert.equal(strata(['init', '--repo', repo(), ...extra]).status, 0);
+  const fixture = (name = 'app.db'): string => {
+    const file = path.join(dir.path, name);
+    copyFileSync(FIXTURE_DB, file);
+    return file;
+  };
+  const backupId = (db: string): string => {
+    const result = strata(['backup', db, '--repo', repo(), '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    return json<BackupJson>(result).id;
+  };
+  const artifactOf = (id: string): string => {
+    const list = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json']));
+    return path.join(repo(), list.backups.find((b) => b.id === id)!.key);
+  };
+  const leftovers = (): string[] => (existsSync(path.join(repo(), '.tmp')) ? readdirSync(path.join(repo(), '.tmp')) : []);
+
+  describe('databases', () => {
+    it('a missing database file', () => {
+      init();
+      const result = strata(['backup', path.join(dir.path, 'nope.db'), '--repo', repo()]);
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /database file .*nope\.db does not exist/);
+    });
+
+    it('a file that is not SQLite', () => {
+      init();
+      const file = path.join(dir.path, 'notes.db');
+      writeFileSync(file, 'these are my notes, not a database\n'.repeat(100));
+      const result = strata(['backup', file, '--repo', repo(), '--json']);
+      assert.equal(result.status, 1);
+      assert.equal(json<{ error: { code: string } }>(result).error.code, 'DATABASE_INVALID');
+      assert.match(result.stderr, /is not a SQLite database/);
+    });
+
+    it('a database locked by a writer', async () => {
+      const file = path.join(dir.path, 'locked.db');
+      buildRichDatabase(file, { rows: 10, wal: false });
+      const holder = path.join(dir.path, 'holder.cjs');
+      writeFileSync(
+        holder,
+        `const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))});
+         const db = new Database(process.argv[2]);
+         db.exec('BEGIN EXCLUSIVE'); db.exec("INSERT INTO log(message) VALUES ('uncommitted')");
+         process.send('locked'); setInterval(() => {}, 1000);`,
+      );
+      const child = fork(holder, [file], { stdio: 'ignore' });
+      await new Promise<void>((resolve) => child.once('message', () => resolve()));
+      try {
+        const passphrase = new Passphrase('x');
+        await initRepository(repo(), { encryption: 'compat', passphrase });
+        const engines = new EngineRegistry().register(new SqliteEngine({ busyTimeoutMs: 300 }));
+        const r = await openRepository(repo(), { passphrase, engines, tempDir: path.join(dir.path, 'tmp') });
+        await assert.rejects(r.backup(file, { database: 'locked' }), (err: Error & { code: string }) => {
+          assert.equal(err.code, 'DATABASE_LOCKED');
+          assert.match(err.message, /locked by another connection/);
+          return true;
+        });
+        const ops = await r.journal.operations();
+        assert.equal(ops.at(-1)!.status, 'FAILED');
+        assert.equal(ops.at(-1)!.last.error!.code, 'DATABASE_LOCKED');
+      } finally {
+        child.kill();
+      }
+    });
+  });
+
+  describe('repositories', () => {
+    it('a missing repository', () => {
+      const result = strata(['list', '--repo', path.join(dir.path, 'nowhere')]);
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /does not exist; run `strata init/);
+    });
+
+    it('a folder that was never initialised', () => {
+      mkdirSync(repo());
+      writeFileSync(path.join(repo(), 'unrelated.txt'), 'hello');
+      const result = strata(['backup', fixture(), '--repo', repo()]);
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /is not a Strata repository/);
+      assert.deepEqual(readdirSync(repo()), ['unrelated.txt'], 'nothing was written into the folder');
+    });
+
+    it('a deleted catalog is rebuilt from the artifacts', () => {
+      init();
+      const db = fixture();
+      const first = backupId(db);
+      strata(['verify', first, '--repo', repo()]);
+      const second = backupId(db);
+      const before = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+      writeFileSync(path.join(repo(), 'catalog.json'), '{ this is not json');
+      const after = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+      const strip = (b: BackupRecord) => ({ ...b, verification: null, compression: null });
+      assert.deepEqual(after.map(strip), before.map(strip));
+      assert.deepEqual(after.map((b) => b.id), [first, second]);
+      const restored = path.join(dir.path, 'r.db');
+      assert.equal(strata(['restore', second, '--repo', repo(), '--to', restored]).status, 0);
+      assert.equal(sqliteDump(restored), sqliteDump(db));
+    });
+
+    it('a repository of a future format version', () => {
+      init();
+      const config = JSON.parse(readFileSync(path.join(repo(), 'repository.json'), 'utf8'));
+      writeFileSync(path.join(repo(), 'repository.json'), JSON.stringify({ ...config, version: 99 }));
+      const result = strata(['list', '--repo', repo()]);
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /newer Strata/);
+    });
+  });
+
+  describe('passphrases', () => {
+    it('a wrong passphrase is refused before any byte of the target is touched', () => {
+      init();
+      const db = fixture();
+      const id = backupId(db);
+      const target = path.join(dir.path, 'target.db');
+      writeFileSync(target, 'the current data');
+      const result = strata(['restore', id, '--repo', repo(), '--to', target, '--force', '--yes'], { env: { STRATA_PASSPHRASE: 'not the passphrase' } });
+      assert.equal(result.status, 4);
+      assert.match(result.stderr, /wrong passphrase/);
+      assert.equal(readFileSync(target, 'utf8'), 'the current data');
+      assert.deepEqual(readdirSync(dir.path).filter((f) => f.startsWith('.target')), []);
+    });
+
+    it('a missing passphrase for an encrypted repository', () => {
+      init();
+      const result = strata(['backup', fixture(), '--repo', repo()], { env: { STRATA_PASSPHRASE: undefined } });
+      assert.equal(result.status, 4);
+      assert.match(result.stderr, /STRATA_PASSPHRASE/);
+    });
+  });
+
+  describe('damaged artifacts', () => {
+    it('one flipped byte fails checksum-match and the restore writes nothing', () => {
+      init();
+      const db = fixture();
+      const id = backupId(db);
+      const file = artifactOf(id);
+      const bytes = readFileSync(file);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+      writeFileSync(file, bytes);
+      const verify = strata(['verify', id, '--repo', repo(), '--json']);
+      assert.equal(verify.status, 3);
+      const checks = json<{ reports: { checks: { name: string; status: string; reason: string }[] }[] }>(verify).reports[0]!.checks;
+      assert.equal(checks.find((c) => c.name === 'checksum-match')!.status, 'failed');
+      assert.equal(checks.find((c) => c.name === 'file-accessibility')!.status, 'passed');
+      const target = path.join(dir.path, 'out.db');
+      const restore = strata(['restore', id, '--repo', repo(), '--to', target]);
+      assert.equal(restore.status, 1);
+      assert.match(restore.stderr, /damaged|SHA-256/);
+      assert.equal(existsSync(target), false);
+      assert.deepEqual(readdirSync(dir.path).filter((f) => f.includes('strata-restore')), []);
+    });
+
+    it('a truncated artifact fails file-accessibility and is refused before restoring', () => {
+      init();
+      const id = backupId(fixture());
+      const file = artifactOf(id);
+      truncateSync(file, Math.floor(statSync(file).size / 3));
+      const verify = strata(['verify', id, '--repo', repo(), '--json']);
+      assert.equal(verify.status, 3);
+      const checks = json<{ reports: { checks: { name: string; status: string; reason: string }[] }[] }>(verify).reports[0]!.checks;
+      assert.equal(checks[0]!.name, 'file-accessibility');
+      assert.equal(checks[0]!.status, 'failed');
+      assert.match(checks[0]!.reason, /truncated or replaced/);
+      const target = path.join(dir.path, 'out.db');
+      assert.equal(strata(['restore', id, '--repo', repo(), '--to', target]).status, 1);
+      assert.equal(existsSync(target), false);
+    });
+
+    it('a truncated artifact is also caught when the catalog was rebuilt from it', () => {
+      init('--no-encryption', '--compression', 'gzip');
+      const id = backupId(fixture());
+      const file = artifactOf(id);
+      truncateSync(file, Math.floor(statSync(file).size / 2));
+      writeFileSync(path.join(repo(), 'catalog.json'), '');
+      const list = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json']));
+      assert.deepEqual(list.backups, [], 'an artifact that does not read to its end is not listed as a restore point');
+    });
+
+    for (const [label, entry] of [
+      ['a ../ path', rawTarEntry('../escaped.txt', Buffer.from('gotcha'))],
+      ['an absolute path', rawTarEntry('/tmp/strata-absolute-escape.txt', Buffer.from('gotcha'))],
+      ['a symbolic link', rawTarEntry('data/main.db', Buffer.alloc(0), '2', '/etc/passwd')],
+      ['a hard link', rawTarEntry('data/main.db', Buffer.alloc(0), '1', '../outside')],
+    ] as const) {
+      it(`a tar entry with ${label} is refused and nothing is written outside the target`, () => {
+        init('--no-encryption', '--compression', 'none');
+        const id = backupId(fixture());
+        const file = artifactOf(id);
+        // A hostile artifact whose hash the catalog agrees with (as after a rebuild from it).
+        const hostile = Buffer.concat([entry, rawTarEntry('manifest.json', Buffer.from('{}')), Buffer.alloc(1024)]);
+        writeFileSync(file, hostile);
+        const catalogFile = path.join(repo(), 'catalog.json');
+        const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+        catalog.backups[0].sha256 = createHash('sha256').update(hostile).digest('hex');
+        catalog.backups[0].storedBytes = hostile.length;
+        catalog.backups[0].rawBytes = hostile.length;
+        writeFileSync(catalogFile, JSON.stringify(catalog));
+        const outDir = path.join(dir.path, 'out');
+        mkdirSync(outDir);
+        const result = strata(['restore', id, '--repo', repo(), '--to', path.join(outDir, 'x.db'), '--json']);
+        assert.equal(result.status, 1);
+        assert.equal(json<{ error: { code: string } }>(result).error.code, 'ARTIFACT_HOSTILE');
+        assert.deepEqual(readdirSync(outDir), []);
+        assert.equal(existsSync(path.join(dir.path, 'escaped.txt')), false);
+        assert.equal(existsSync('/tmp/strata-absolute-escape.txt'), false);
+        const verify = strata(['verify', id, '--repo', repo()]);
+        assert.equal(verify.status, 3);
+      });
+    }
+
+    it('a manifest of a future format version is refused with a clear message', () => {
+      init('--no-encryption', '--compression', 'none');
+      const id = backupId(fixture());
+      const file = artifactOf(id);
+      const tar = readFileSync(file);
+      const at = tar.indexOf('"formatVersion": 1');
+      tar.write('"formatVersion": 9', at);
+      writeFileSync(file, tar);
+      const catalogFile = path.join(repo(), 'catalog.json');
+      const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+      catalog.backups[0].sha256 = createHash('sha256').update(tar).digest('hex');
+      writeFileSync(catalogFile, JSON.stringify(catalog));
+      const result = strata(['restore', id, '--repo', repo(), '--to', path.join(dir.path, 'x.db')]);
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /format version 9 is not supported.*upgrade Strata/);
+    });
+  });
+
+  describe('full disks', () => {
+    it('a repository disk that fills up mid-backup fails cleanly and keeps earlier backups', async () => {
+      const passphrase = new Passphrase(TEST_PASSPHRASE);
+      const storage = new DiskFullStorage(repo(), Number.MAX_SAFE_INTEGER);
+      await initRepository(storage, { encryption: 'compat', passphrase });
+      const r = await openRepository(storage, { passphrase, tempDir: path.join(dir.path, 'tmp') });
+      const small = fixture();
+      const kept = await r.backup(small, { database: 'app' });
+      const big = path.join(dir.path, 'big.db');
+      bigDatabase(big, 8);
+      storage.setBudget(2 * 1024 * 1024);
+      await assert.rejects(r.backup(big, { database: 'big' }), (err: Error & { code: string }) => {
+        assert.equal(err.code, 'NO_SPACE');
+        assert.match(err.message, /no space left/);
+        return true;
+      });
+      storage.setBudget(Number.MAX_SAFE_INTEGER);
+      assert.deepEqual((await r.list()).map((b) => b.id), [kept.id]);
+      assert.deepEqual(leftovers(), []);
+      assert.deepEqual(readdirSync(path.join(repo(), 'backups')), ['app']);
+      const [report] = await r.verify({ id: kept.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed');
+      const failed = (await r.journal.operations()).filter((o) => o.kind === 'backup' && o.status === 'FAILED');
+      assert.equal(failed.length, 1);
+      assert.equal(failed[0]!.last.error!.code, 'NO_SPACE');
+    });
+
+    it('a real filesystem that is too small (tmpfs) for the backup or the restore', function () {
+      if (process.getuid?.() !== 0) this.skip();
+      const mount = path.join(dir.path, 'small');
+      mkdirSync(mount);
+      const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mount]);
+      if (mounted.status !== 0) this.skip();
+      try {
+        const smallRepo = path.join(mount, 'repo');
+        assert.equal(strata(['init', '--repo', smallRepo]).status, 0);
+        const kept = json<BackupJson>(strata(['backup', fixture(), '--repo', smallRepo, '--json'])).id;
+        const big = path.join(dir.path, 'big.db');
+        bigDatabase(big, 6);
+        const result = strata(['backup', big, '--repo', smallRepo, '--json']);
+        assert.equal(result.status, 1);
+        assert.equal(json<{ error: { code: string } }>(result).error.code, 'NO_SPACE');
+        assert.deepEqual(readdirSync(path.join(smallRepo, '.tmp')), []);
+        assert.equal(strata(['verify', kept, '--repo', smallRepo, '--level', 'full']).status, 0);
+        // Restore the big database into the small filesystem: fails, leaves nothing behind.
+        const bigRepo = path.join(dir.path, 'bigrepo');
+        assert.equal(strata(['init', '--repo', bigRepo]).status, 0);
+        const bigId = json<BackupJson>(strata(['backup', big, '--repo', bigRepo, '--json'])).id;
+        const restore = strata(['restore', bigId, '--repo', bigRepo, '--to', path.join(mount, 'restored.db'), '--json']);
+        assert.equal(restore.status, 1);
+        assert.equal(json<{ error: { code: string } }>(restore).error.code, 'NO_SPACE');
+        assert.deepEqual(readdirSync(mount).sort(), ['repo']);
+      } finally {
+        spawnSync('umount', [mount]);
+      }
+    });
+  });
+
+  describe('a process killed in the middle of a backup', () => {
+    it('leaves the repository consistent, earlier backups restorable, and the run marked FAILED (interrupted)', async function () {
+      this.timeout(120_000);
+      init();
+      const small = fixture();
+      const kept = backupId(small);
+      const big = path.join(dir.path, 'big.db');
+      bigDatabase(big, 48);
+      const child = strataAsync(['backup', big, '--repo', repo()]);
+      const done = finished(child);
+      // Wait until the artifact is being written, then kill without warning.
+      const started = Date.now();
+      while (leftovers().length === 0 && Date.now() - started < 60_000) await new Promise((r) => setImmediate(r));
+      assert.ok(leftovers().length > 0, 'the backup started writing');
+      child.kill('SIGKILL');
+      const exit = await done;
+      assert.equal(exit.signal, 'SIGKILL');
+
+      const passphrase = new Passphrase(TEST_PASSPHRASE);
+      const r = await openRepository(repo(), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+      assert.deepEqual(leftovers(), [], 'opening the repository sweeps the dead writer\'s temp file');
+      assert.deepEqual((await r.list()).map((b) => b.id), [kept]);
+      assert.deepEqual(readdirSync(path.join(repo(), 'backups')), ['app']);
+      const backups = (await r.journal.operations()).filter((o) => o.kind === 'backup');
+      assert.equal(backups.at(-1)!.status, 'FAILED');
+      assert.equal(backups.at(-1)!.interrupted, true);
+      const [report] = await r.verify({ id: kept }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed');
+      const again = strata(['backup', big, '--repo', repo()]);
+      assert.equal(again.status, 0, again.stderr);
+    });
+  });
+
+  describe('the repository lock', () => {
+    it('a lock held by a live process makes a command exit with code 5', () => {
+      init();
+      const db = fixture();
+      mkdirSync(path.join(repo(), 'locks'), { recursive: true });
+      // Our own test process is alive, so a lock naming it is not stale.
+      writeFileSync(
+        path.join(repo(), 'locks/repository.lock'),
+        JSON.stringify({ token: 't', pid: process.pid, host: (spawnSync('hostname').stdout.toString().trim()), operation: 'prune', acquiredAt: new Date().toISOString() }),
+      );
+      const result = strata(['backup', db, '--repo', repo(), '--lock-wait', '0']);
+      assert.equal(result.status, 5, result.stderr);
+      assert.match(result.stderr, /locked by prune by pid/);
+      assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 0);
+    });
+
+    it('a lock left by a dead process is taken over', () => {
+      init();
+      mkdirSync(path.join(repo(), 'locks'), { recursive: true });
+      const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString();
+      writeFileSync(
+        path.join(repo(), 'locks/repository.lock'),
+        JSON.stringify({ token: 't', pid: Number(dead), host: spawnSync('hostname').stdout.toString().trim(), operation: 'backup', acquiredAt: new Date().toISOString() }),
+      );
+      const result = strata(['backup', fixture(), '--repo', repo(), '--lock-wait', '0']);
+      assert.equal(result.status, 0, result.stderr);
+      assert.equal(existsSync(path.join(repo(), 'locks/repository.lock')), false);
+    });
+
+    it('two processes backing up at once both land in the catalog', async () => {
+      init();
+      const a = fixture('a.db');
+      const b = fixture('b.db');
+      const runs = await Promise.all([finished(strataAsync(['backup', a, '--repo', repo()])), finished(strataAsync(['backup', b, '--repo', repo()])), finished(strataAsync(['backup', a, '--repo', repo()]))]);
+      for (const run of runs) assert.equal(run.status, 0, run.stderr);
+      const catalog = await readCatalog(new (await import('@strata/sdk')).LocalStorage(repo()));
+      assert.equal(catalog!.length, 3);
+      void writeCatalog;
+    });
+  });
+});
