@@ -47,9 +47,11 @@ restore those with Strata. The format is documented in docs/FORMAT.md of the Str
  */
 export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint8Array>; result: ArtifactResult } {
   const result: ArtifactResult = { manifest: undefined };
+  // Entries carry the backup's time, so files extracted by hand show when the backup was taken.
+  const mtime = new Date(plan.manifest.createdAt);
   async function* generate(): AsyncGenerator<Uint8Array> {
-    yield* entry(README_ENTRY, Buffer.from(README));
-    yield* entry(SCHEMA_ENTRY, Buffer.from(plan.schemaSql, 'utf8'));
+    yield* entry(README_ENTRY, Buffer.from(README), mtime);
+    yield* entry(SCHEMA_ENTRY, Buffer.from(plan.schemaSql, 'utf8'), mtime);
     const streams: StreamManifest[] = [];
     for (const stream of plan.streams) {
       const parent = plan.parents.get(stream.name);
@@ -57,31 +59,31 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
       const whole = !parent && stream.size !== undefined;
       // A small descriptor ahead of the payload tells a reader how to cut and check the chunks.
       const descriptor: StreamDescriptor = { name: stream.name, size: stream.size ?? null, chunking: stream.chunking, payload: whole ? 'whole' : 'segments' };
-      yield* entry(`streams/${stream.name}.json`, Buffer.from(JSON.stringify(descriptor) + '\n'));
-      if (whole) yield* wholeStream(stream, recorded, plan);
-      else yield* segmentedStream(stream, parent, recorded, plan);
+      yield* entry(`streams/${stream.name}.json`, Buffer.from(JSON.stringify(descriptor) + '\n'), mtime);
+      if (whole) yield* wholeStream(stream, recorded, plan, mtime);
+      else yield* segmentedStream(stream, parent, recorded, plan, mtime);
       streams.push(recorded.manifest!);
     }
     const manifest: Manifest = { ...plan.manifest, streams };
     result.manifest = manifest;
-    yield* entry(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
+    yield* entry(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), mtime);
     yield tarTrailer();
   }
   return { archive: generate(), result };
 }
 
-function* entry(name: string, body: Buffer): Generator<Uint8Array> {
-  yield tarHeaderBytes({ name, size: body.length });
+function* entry(name: string, body: Buffer, mtime: Date): Generator<Uint8Array> {
+  yield tarHeaderBytes({ name, size: body.length, mtime });
   yield body;
   const pad = tarPadding(body.length);
   if (pad.length > 0) yield pad;
 }
 
 /** A full stream whose size is known: one tar entry with every byte, readable with plain `tar`. */
-async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamManifest }, plan: ArtifactPlan): AsyncGenerator<Uint8Array> {
+async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamManifest }, plan: ArtifactPlan, mtime: Date): AsyncGenerator<Uint8Array> {
   const size = stream.size!;
   const name = `data/${stream.name}`;
-  yield tarHeaderBytes({ name, size });
+  yield tarHeaderBytes({ name, size, mtime });
   const sha = createHash('sha256');
   const layout = new ChunkLayoutBuilder();
   let seen = 0;
@@ -99,7 +101,7 @@ async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamMani
   if (pad.length > 0) yield pad;
   const built = layout.build();
   const layoutEntry = `layout/${stream.name}.idx`;
-  yield* entry(layoutEntry, built.encode());
+  yield* entry(layoutEntry, built.encode(), mtime);
   out.manifest = {
     name: stream.name,
     size,
@@ -123,6 +125,7 @@ async function* segmentedStream(
   parent: ParentStream | undefined,
   out: { manifest?: StreamManifest },
   plan: ArtifactPlan,
+  mtime: Date,
 ): AsyncGenerator<Uint8Array> {
   const known = parent ? parent.layout.hashSet() : new Set<string>();
   const sha = createHash('sha256');
@@ -137,8 +140,8 @@ async function* segmentedStream(
   const flush = function* (): Generator<Uint8Array> {
     if (pendingRecords.length === 0) return;
     const base = `chunks/${stream.name}/${String(segment).padStart(6, '0')}`;
-    yield* entry(`${base}.idx`, encodeSegmentIndex(pendingRecords));
-    yield tarHeaderBytes({ name: `${base}.bin`, size: pendingBytes });
+    yield* entry(`${base}.idx`, encodeSegmentIndex(pendingRecords), mtime);
+    yield tarHeaderBytes({ name: `${base}.bin`, size: pendingBytes, mtime });
     yield* pending;
     const pad = tarPadding(pendingBytes);
     if (pad.length > 0) yield pad;
@@ -168,7 +171,7 @@ async function* segmentedStream(
   yield* flush();
   const built = layout.build();
   const layoutEntry = `layout/${stream.name}.idx`;
-  yield* entry(layoutEntry, built.encode());
+  yield* entry(layoutEntry, built.encode(), mtime);
   out.manifest = {
     name: stream.name,
     size,

@@ -1,0 +1,29 @@
+// The tests prove interoperability with real standard tools (gpg, zstd, gzip, tar, sqlite3), so
+// they must be present. On a fresh Debian machine where we are root, install them; elsewhere say
+// exactly what to install.
+import { spawnSync } from 'node:child_process';
+
+const needed = [
+  ['gpg', 'gnupg'],
+  ['zstd', 'zstd'],
+  ['sqlite3', 'sqlite3'],
+  ['gzip', 'gzip'],
+  ['tar', 'tar'],
+  ['sha256sum', 'coreutils'],
+];
+
+const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+
+export function ensureTestTools() {
+  const missing = needed.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg);
+  if (missing.length === 0) return;
+  const root = process.getuid?.() === 0;
+  if (root && has('apt-get')) {
+    console.log(`installing test tools: ${missing.join(' ')}`);
+    const update = spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+    const install = update.status === 0 && spawnSync('apt-get', ['install', '-y', '-qq', ...missing], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (install && install.status === 0) return;
+  }
+  console.error(`The tests need these tools: ${missing.join(' ')}. Install them, e.g.: sudo apt-get install ${missing.join(' ')}`);
+  process.exit(1);
+}

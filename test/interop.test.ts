@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { buildRichDatabase } from './helpers/databases.js';
+import { ROOT, TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+
+interface ListJson {
+  backups: { id: string; key: string }[];
+}
+
+/** The shell block of docs/FORMAT.md marked `# recover-sqlite-full`, exactly as a person would copy it. */
+function recoveryRecipe(): string {
+  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
+  const block = /```sh\n(# recover-sqlite-full[\s\S]*?)```/.exec(doc);
+  assert.ok(block, 'docs/FORMAT.md has the recover-sqlite-full recipe');
+  return block[1]!;
+}
+
+describe('interoperability with standard tools', () => {
+  const dir = useTempDir();
+  let gnupgHome: string;
+
+  beforeEach(() => {
+    gnupgHome = path.join(dir.path, 'gnupg');
+    mkdirSync(gnupgHome, { mode: 0o700 });
+  });
+
+  afterEach(() => {
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: gnupgHome } });
+  });
+
+  function backUp(options: string[]): { db: string; artifact: string; repo: string; id: string } {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, ...options]).status, 0);
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 300 });
+    const backup = strata(['backup', db, '--repo', repo, '--json']);
+    assert.equal(backup.status, 0, backup.stderr);
+    const list = json<ListJson>(strata(['list', '--repo', repo, '--json']));
+    return { db, repo, id: list.backups[0]!.id, artifact: path.join(repo, list.backups[0]!.key) };
+  }
+
+  it('a full backup is recovered with gpg, zstd, tar and sqlite3 by following docs/FORMAT.md', () => {
+    const { db, artifact } = backUp(['--compression', 'zstd']);
+    assert.match(artifact, /\.tar\.zst\.gpg$/);
+    const passfile = path.join(dir.path, 'passphrase');
+    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const out = path.join(dir.path, 'recovered');
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', recoveryRecipe()], {
+      env: { ...process.env, GNUPGHOME: gnupgHome, ARTIFACT: artifact, PASSFILE: passfile, OUT: out },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout.trim(), 'ok', 'the recipe ends with PRAGMA integrity_check printing ok');
+    const recovered = path.join(out, 'data/main.db');
+    assert.equal(sqliteDump(recovered), sqliteDump(db));
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    const sha = spawnSync('sha256sum', [recovered], { encoding: 'utf8' }).stdout.split(' ')[0];
+    assert.equal(sha, manifest.streams[0].sha256);
+  });
+
+  it('a gzip repository is recovered with gpg, gzip and tar', () => {
+    const { db, artifact } = backUp(['--compression', 'gzip']);
+    assert.match(artifact, /\.tar\.gz\.gpg$/);
+    const passfile = path.join(dir.path, 'passphrase');
+    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const out = path.join(dir.path, 'recovered');
+    mkdirSync(out);
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | gzip -d | tar -x -C "$OUT"'], {
+      env: { ...process.env, GNUPGHOME: gnupgHome, ARTIFACT: artifact, PASSFILE: passfile, OUT: out },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(sqliteDump(path.join(out, 'data/main.db')), sqliteDump(db));
+  });
+
+  it('an unencrypted schema-only backup is recovered with zstd, tar and sqlite3', () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 10 });
+    assert.equal(strata(['backup', db, '--repo', repo, '--type', 'schema-only']).status, 0);
+    const artifact = path.join(repo, json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups[0]!.key);
+    const out = path.join(dir.path, 'recovered');
+    mkdirSync(out);
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'zstd -d < "$ARTIFACT" | tar -x -C "$OUT" && sqlite3 "$OUT/new.db" < "$OUT/schema.sql"'], {
+      env: { ...process.env, ARTIFACT: artifact, OUT: out },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(sqliteQuery(path.join(out, 'new.db'), '.schema'), sqliteQuery(db, '.schema'));
+  });
+
+  it('the modern (AEAD) profile round-trips through Strata, and gpg 2.2 says it cannot read it', () => {
+    const { db, artifact, repo, id } = backUp(['--encryption', 'modern']);
+    const target = path.join(dir.path, 'restored.db');
+    const restore = strata(['restore', id, '--repo', repo, '--to', target]);
+    assert.equal(restore.status, 0, restore.stderr);
+    assert.equal(sqliteDump(target), sqliteDump(db));
+    const passfile = path.join(dir.path, 'passphrase');
+    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const gpg = spawnSync('gpg', ['--batch', '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--decrypt', artifact], {
+      env: { ...process.env, GNUPGHOME: gnupgHome },
+    });
+    assert.notEqual(gpg.status, 0, 'GnuPG 2.2 has no RFC 9580 AEAD; the docs promise gpg only for compat');
+  });
+
+  it('an unencrypted, uncompressed artifact is a plain tar', () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption', '--compression', 'none']).status, 0);
+    const db = path.join(dir.path, 'plain.db');
+    copyFileSync(path.join(ROOT, 'fixtures/sample.db'), db);
+    assert.equal(strata(['backup', db, '--repo', repo]).status, 0);
+    const artifact = path.join(repo, json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups[0]!.key);
+    assert.match(artifact, /\.tar$/);
+    const listing = spawnSync('tar', ['-tf', artifact], { encoding: 'utf8' });
+    assert.equal(listing.status, 0);
+    assert.deepEqual(listing.stdout.trim().split('\n'), ['README.txt', 'schema.sql', 'streams/main.db.json', 'data/main.db', 'layout/main.db.idx', 'manifest.json']);
+  });
+});
