@@ -53,6 +53,7 @@ export interface BackupCommandOptions {
   readonly tags: readonly string[];
   readonly time?: string;
   readonly name?: string;
+  readonly autoFull: boolean;
 }
 
 export async function backupCommand(ctx: CommandContext, options: BackupCommandOptions, signal: AbortSignal): Promise<number> {
@@ -75,17 +76,22 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
       ...(options.label !== undefined ? { label: options.label } : {}),
       tags: options.tags,
       ...(time ? { time } : {}),
+      autoFull: options.autoFull,
       signal,
       onProgress: bar.update,
     });
   } finally {
     bar.done();
   }
+  const unchanged = record.parent !== null && record.payloadBytes === 0;
   if (ctx.json) {
-    ctx.printJson({ id: record.id, backup: record });
+    ctx.printJson({ id: record.id, unchanged, backup: record });
   } else {
     const ratio = record.rawBytes > 0 ? ` (${((record.storedBytes / record.rawBytes) * 100).toFixed(0)}% of ${formatBytes(record.rawBytes)})` : '';
-    process.stdout.write(`backup ${record.id} completed: ${type}, database ${formatBytes(record.databaseBytes)}, stored ${formatBytes(record.storedBytes)}${ratio}\n`);
+    const against = record.parent ? `, against ${record.parent}` : '';
+    const fellBack = type !== record.type ? ` (no full backup existed, so a full one was taken)` : '';
+    process.stdout.write(`backup ${record.id} completed: ${record.type}${against}${fellBack}, database ${formatBytes(record.databaseBytes)}, stored ${formatBytes(record.storedBytes)}${ratio}\n`);
+    if (unchanged) process.stdout.write(`nothing changed since ${record.parent}; recorded an empty ${record.type} so the schedule shows the database was checked\n`);
   }
   return 0;
 }
@@ -106,8 +112,8 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
     process.stdout.write(options.database ? `no backups of ${options.database}\n` : 'no backups yet\n');
     return 0;
   }
-  const rows = [...backups].reverse().map((b) => [
-    b.id,
+  const rows = chainOrder(backups).map(({ backup: b, depth }) => [
+    `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}`,
     b.database,
     b.engine,
     b.type,
@@ -125,6 +131,28 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
   return 0;
 }
 
+/**
+ * Newest chains first; within a chain the full backup, then each restore point under the one it
+ * depends on, so a person sees what a restore will need.
+ */
+function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRecord; depth: number }[] {
+  const children = new Map<string, BackupRecord[]>();
+  const roots: BackupRecord[] = [];
+  const ids = new Set(backups.map((b) => b.id));
+  for (const b of backups) {
+    if (b.parent && ids.has(b.parent)) children.set(b.parent, [...(children.get(b.parent) ?? []), b]);
+    else roots.push(b);
+  }
+  const out: { backup: BackupRecord; depth: number }[] = [];
+  const visit = (b: BackupRecord, depth: number): void => {
+    out.push({ backup: b, depth });
+    // Newest dependants first, like the roots.
+    for (const child of [...(children.get(b.id) ?? [])].reverse()) visit(child, depth + 1);
+  };
+  for (const root of [...roots].reverse()) visit(root, 0);
+  return out;
+}
+
 function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string =>
@@ -138,7 +166,9 @@ function printTable(header: string[], rows: string[][]): void {
 
 /** Options of `strata restore`. */
 export interface RestoreCommandOptions {
-  readonly id: string;
+  readonly id?: string;
+  readonly asOf?: string;
+  readonly tables?: string;
   readonly to?: string;
   readonly database?: string;
   readonly force: boolean;
@@ -147,34 +177,65 @@ export interface RestoreCommandOptions {
 
 export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
   if (!options.to) throw new StrataError('USAGE', 'restore: --to TARGET is required (a new file, or an existing one with --force)');
+  if ((options.id === undefined) === (options.asOf === undefined)) throw new StrataError('USAGE', 'restore: name the backup (an id, or latest), or give --as-of TIME');
+  let asOf: Date | undefined;
+  if (options.asOf !== undefined) {
+    asOf = new Date(options.asOf);
+    if (Number.isNaN(asOf.getTime())) throw new StrataError('USAGE', `restore: --as-of ${JSON.stringify(options.asOf)} is not an ISO date/time`);
+  }
+  const tables = options.tables?.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
+  if (tables !== undefined && tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables orders,customers');
   const target = resolveLocator(options.to, process.cwd());
   const repo = await ctx.repository();
-  const record = await repo.resolve({ id: options.id, ...(options.database !== undefined ? { database: options.database } : {}) });
+  const record = await repo.resolve({
+    ...(options.id !== undefined ? { id: options.id } : {}),
+    ...(asOf ? { asOf } : {}),
+    ...(options.database !== undefined ? { database: options.database } : {}),
+  });
+  if (asOf && !ctx.json) process.stderr.write(`--as-of ${asOf.toISOString()}: chose ${record.id} (${record.type}, taken ${record.createdAt})\n`);
   const file = target.replace(/^sqlite:(\/\/)?/, '');
   const inPlace = existsSync(file);
   if (inPlace && !options.force) {
-    throw new StrataError('TARGET_EXISTS', `restore: ${file} already exists; pass --force to replace it (the old file stays until the new one is complete)`);
+    throw new StrataError(
+      'TARGET_EXISTS',
+      tables
+        ? `restore: ${file} exists; pass --force to replace the tables ${tables.join(', ')} in it`
+        : `restore: ${file} already exists; pass --force to replace it (the old file stays until the new one is complete)`,
+    );
   }
   await repo.unlock();
   if (inPlace && !options.yes) {
     if (!interactive(ctx.json) || !process.stdin.isTTY) {
-      throw new StrataError('USAGE', `restore: replacing ${file} needs confirmation; pass --yes when not on a terminal`);
+      throw new StrataError('USAGE', `restore: replacing ${tables ? `tables in ${file}` : file} needs confirmation; pass --yes when not on a terminal`);
     }
-    if (!(await confirm(`Replace ${file} with backup ${record.id} (${record.createdAt})?`))) {
+    const what = tables ? `the tables ${tables.join(', ')} in ${file}` : file;
+    if (!(await confirm(`Replace ${what} with backup ${record.id} (${record.createdAt})?`))) {
       process.stderr.write('restore cancelled; nothing was changed\n');
       return 1;
     }
   }
   const bar = new ProgressBar(`restore ${record.id}`, interactive(ctx.json));
+  let chain: readonly BackupRecord[];
   try {
-    await repo.restore({ id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update });
+    ({ chain } = await repo.restore({ id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update, ...(tables ? { tables } : {}) }));
   } finally {
     bar.done();
   }
   if (ctx.json) {
-    ctx.printJson({ id: record.id, database: record.database, type: record.type, createdAt: record.createdAt, target: path.resolve(file), replaced: inPlace });
+    ctx.printJson({
+      id: record.id,
+      database: record.database,
+      type: record.type,
+      createdAt: record.createdAt,
+      chain: chain.map((b) => b.id),
+      target: path.resolve(file),
+      replaced: inPlace,
+      ...(tables ? { tables } : {}),
+    });
   } else {
-    process.stdout.write(`restored ${record.id} (${record.type}, ${record.createdAt}) to ${path.resolve(file)}${inPlace ? ' (replaced the old file)' : ''}\n`);
+    const via = chain.length > 1 ? ` through its chain ${chain.map((b) => b.id).join(' → ')}` : '';
+    const what = tables ? `tables ${tables.join(', ')} of ${record.id}` : record.id;
+    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${path.resolve(file)}${inPlace ? (tables ? ' (replaced those tables)' : ' (replaced the old file)') : ''}\n`);
   }
   return 0;
 }

@@ -37,9 +37,11 @@ Usage: strata <command> [options]
 Commands:
   init                         create a repository (encrypted unless --no-encryption)
   backup <db>                  back up a database (a name from strata.config.json, a SQLite
-                               file path, or sqlite:PATH)
-  list [<db>]                  list restore points, newest first
-  restore <id|latest> --to T   restore a backup to T (a new file; an existing one needs --force)
+                               file path, or sqlite:PATH): full, incremental, differential
+                               or schema-only
+  list [<db>]                  list restore points, newest chains first
+  restore <id|latest> --to T   restore a restore point (and its chain) to T; also --as-of TIME,
+                               --tables a,b
   verify <id|latest|--all>     check backups (--level quick: artifacts and hashes;
                                --level full: also restore into a scratch database and compare)
 
@@ -70,10 +72,14 @@ Creates a repository. Encryption is OpenPGP with AES-256 and a passphrase:
 The passphrase comes from STRATA_PASSPHRASE, --passphrase-file, or a prompt (asked twice).
 Compression defaults to zstd level 3 when this Node can do zstd, else gzip level 6.
 `,
-  backup: `Usage: strata backup <db> [--type full|schema-only] [--label TEXT] [--tag TAG]... [--time ISO] [--name NAME] [--json]
+  backup: `Usage: strata backup <db> [--type full|incremental|differential|schema-only] [--auto-full] [--label TEXT] [--tag TAG]... [--time ISO] [--name NAME] [--json]
 
   <db>          a name from strata.config.json, a SQLite file path, or sqlite:PATH
-  --type        full (default) or schema-only
+  --type        full (default): self-contained
+                incremental: only what changed since the newest restore point of <db>
+                differential: only what changed since the newest full backup of <db>
+                schema-only: the schema, no rows
+  --auto-full   for incremental/differential: take a full backup if there is none yet
   --label       a note kept with the backup
   --tag         a tag (repeatable)
   --time        record the backup at this time instead of now (imports, tests)
@@ -84,10 +90,14 @@ With --json, prints { "id": ..., "backup": { ... } }.
 
 Lists restore points newest first: id, database, engine, type, time, sizes, chain, last verification.
 `,
-  restore: `Usage: strata restore <id|latest> --to TARGET [--db NAME] [--force] [--yes] [--json]
+  restore: `Usage: strata restore <id|latest> --to TARGET [--db NAME] [--tables a,b] [--force] [--yes] [--json]
+       strata restore --as-of TIME --db NAME --to TARGET ...
 
-  --to          where to restore (a new SQLite file path)
-  --db          with "latest": which database
+  --to          where to restore (a new SQLite file path, or an existing one with --force)
+  --as-of       restore the newest restore point taken at or before TIME (ISO 8601)
+  --db          with "latest" or --as-of: which database
+  --tables      only these tables (with their indexes and triggers): into a new file, or
+                replacing just them in an existing database, in one transaction
   --force       replace an existing target; it stays intact until the new one is complete
   --yes         do not ask before replacing (needed when not on a terminal)
 Nothing is written to the target until every checksum and the decryption check passed.
@@ -117,9 +127,23 @@ const GLOBAL_OPTIONS = {
 
 const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
   init: { encryption: { type: 'string' }, 'no-encryption': { type: 'boolean', default: false }, compression: { type: 'string' }, 'compression-level': { type: 'string' } },
-  backup: { type: { type: 'string' }, label: { type: 'string' }, tag: { type: 'string', multiple: true }, time: { type: 'string' }, name: { type: 'string' } },
+  backup: {
+    type: { type: 'string' },
+    label: { type: 'string' },
+    tag: { type: 'string', multiple: true },
+    time: { type: 'string' },
+    name: { type: 'string' },
+    'auto-full': { type: 'boolean', default: false },
+  },
   list: {},
-  restore: { to: { type: 'string' }, db: { type: 'string' }, force: { type: 'boolean', default: false }, yes: { type: 'boolean', short: 'y', default: false } },
+  restore: {
+    to: { type: 'string' },
+    db: { type: 'string' },
+    'as-of': { type: 'string' },
+    tables: { type: 'string' },
+    force: { type: 'boolean', default: false },
+    yes: { type: 'boolean', short: 'y', default: false },
+  },
   verify: { all: { type: 'boolean', default: false }, level: { type: 'string' }, db: { type: 'string' } },
 };
 
@@ -197,6 +221,7 @@ export async function run(argv: string[]): Promise<number> {
             tags: (values['tag'] as string[] | undefined) ?? [],
             ...(str(values, 'time') !== undefined ? { time: str(values, 'time')! } : {}),
             ...(str(values, 'name') !== undefined ? { name: str(values, 'name')! } : {}),
+            autoFull: values['auto-full'] === true,
           },
           controller.signal,
         );
@@ -204,11 +229,12 @@ export async function run(argv: string[]): Promise<number> {
       case 'list':
         return await listCommand(ctx, positionals[0] !== undefined ? { database: positionals[0] } : {});
       case 'restore':
-        if (positionals.length === 0) throw new StrataError('USAGE', 'restore: name the backup (an id, or latest)');
         return await restoreCommand(
           ctx,
           {
-            id: positionals[0]!,
+            ...(positionals[0] !== undefined ? { id: positionals[0] } : {}),
+            ...(str(values, 'as-of') !== undefined ? { asOf: str(values, 'as-of')! } : {}),
+            ...(str(values, 'tables') !== undefined ? { tables: str(values, 'tables')! } : {}),
             ...(str(values, 'to') !== undefined ? { to: str(values, 'to')! } : {}),
             ...(str(values, 'db') !== undefined ? { database: str(values, 'db')! } : {}),
             force: values['force'] === true,

@@ -42,6 +42,8 @@ export interface BackupRecord {
   readonly key: string;
   /** Bytes of the database when it was backed up. */
   readonly databaseBytes: number;
+  /** Bytes of stream data this artifact holds (all of it for a full; the changes for the others). */
+  readonly payloadBytes: number;
   /** Bytes of the uncompressed archive (tar) inside the artifact. */
   readonly rawBytes: number;
   /** Bytes of the artifact on storage. */
@@ -54,6 +56,8 @@ export interface BackupRecord {
   readonly tableCount: number;
   readonly rowCount: number;
   readonly verification: VerificationRecord | null;
+  /** SHA-256 of the backup's chunk layouts, to validate the cached copy incrementals read. */
+  readonly layoutsSha256?: string;
 }
 
 /** The catalog file: a list of backups, rewritten atomically on every change. */
@@ -120,6 +124,7 @@ export function recordFromManifest(
     source: manifest.source,
     key: artifact.key,
     databaseBytes: manifest.databaseBytes,
+    payloadBytes: manifest.streams.reduce((sum, s) => sum + s.storedBytes, 0),
     rawBytes: artifact.rawBytes,
     storedBytes: artifact.storedBytes,
     sha256: artifact.sha256,

@@ -85,6 +85,8 @@ export interface RestoreCommitInfo {
   readonly schemaOnly: boolean;
   readonly schemaSql: string;
   readonly engineMeta: Readonly<Record<string, unknown>>;
+  /** The tables the backup recorded (to tell "not in this backup" from other errors). */
+  readonly tables: readonly string[];
 }
 
 /**

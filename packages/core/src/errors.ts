@@ -27,6 +27,8 @@ export type StrataErrorCode =
   | 'ENGINE_UNKNOWN'
   /** No backup with that id, or nothing matches the selection. */
   | 'BACKUP_NOT_FOUND'
+  /** A table named by the user is not in the backup (or not in the database). */
+  | 'TABLE_NOT_FOUND'
   /** An artifact's bytes do not match the catalog or its own manifest. */
   | 'ARTIFACT_CORRUPT'
   /** An artifact is not a Strata artifact, or one of an unsupported format version. */

@@ -8,10 +8,13 @@ import { getCodec, validateCompression, defaultCompression } from './compression
 import type { CompressionConfig } from './compression.js';
 import { Passphrase, decryptSmall, encryptSmall, encryptStream } from './encryption.js';
 import type { EncryptionProfile } from './encryption.js';
-import type { Engine, EngineRegistry, RestoreSession, StreamTarget } from './engine.js';
+import type { Engine, EngineRegistry } from './engine.js';
+import { restoreChain } from './chain-restore.js';
+import { layoutCacheKey, layoutsDigest, readLayoutCache, writeLayoutCache } from './layout-cache.js';
+import type { ChunkLayout } from './format/chunk-index.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
-import type { ArtifactContents, ArtifactLocation, StreamWriter } from './format/artifact-reader.js';
+import type { ArtifactContents, ArtifactLocation } from './format/artifact-reader.js';
 import { writeArchive } from './format/artifact-writer.js';
 import { ARTIFACT_FORMAT_VERSION, BACKUP_TYPES } from './format/manifest.js';
 import type { BackupType } from './format/manifest.js';
@@ -72,6 +75,8 @@ export interface BackupOptions {
   readonly tags?: readonly string[];
   /** The time the backup is recorded at (imports, tests). Default: now. */
   readonly time?: Date;
+  /** For incremental/differential: take a full backup instead when there is none yet. */
+  readonly autoFull?: boolean;
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
 }
@@ -81,6 +86,8 @@ export interface RestoreOptions {
   /** The target: a file path for SQLite, a URL for server engines. */
   readonly to: string;
   readonly force?: boolean;
+  /** Restore only these tables: into a new target, or replacing just them in an existing one. */
+  readonly tables?: readonly string[];
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
 }
@@ -88,6 +95,8 @@ export interface RestoreOptions {
 /** What a restore did. */
 export interface RestoreResult {
   readonly backup: BackupRecord;
+  /** The restore points that were read, oldest first (the full, then differential/incrementals). */
+  readonly chain: readonly BackupRecord[];
   readonly target: string;
   readonly bytes: number;
 }
@@ -109,9 +118,13 @@ export interface VerifyReport {
   readonly checks: readonly CheckResult[];
 }
 
-/** Selects backups: an id (or unique prefix of one), or `latest`, optionally within one database. */
+/**
+ * Selects a backup: an id (or a unique prefix of one), `latest`, or the newest restore point with
+ * data at or before `asOf`; optionally within one database.
+ */
 export interface Selector {
-  readonly id: string;
+  readonly id?: string;
+  readonly asOf?: Date;
   readonly database?: string;
 }
 
@@ -312,21 +325,42 @@ export class Repository {
   /** Finds one backup by id, unique id prefix, or `latest` (within `database` if given). */
   async resolve(selector: Selector): Promise<BackupRecord> {
     const all = await this.list(selector.database === undefined ? {} : { database: selector.database });
-    if (selector.id === 'latest') {
+    const single = (what: string): void => {
       const databases = new Set(all.map((b) => b.database));
       if (selector.database === undefined && databases.size > 1) {
-        throw new StrataError('USAGE', `"latest" is ambiguous: the repository holds ${[...databases].sort().join(', ')}; name one with --db`);
+        throw new StrataError('USAGE', `${what} is ambiguous: the repository holds ${[...databases].sort().join(', ')}; name one with --db`);
       }
+    };
+    if (selector.asOf !== undefined) {
+      if (selector.id !== undefined) throw new StrataError('USAGE', 'give a backup id or a time (--as-of), not both');
+      if (Number.isNaN(selector.asOf.getTime())) throw new StrataError('USAGE', 'the --as-of time is not a valid date');
+      single('--as-of');
+      const limit = selector.asOf.toISOString();
+      // Schema-only backups hold no rows, so they are not what "the database as of" means.
+      const candidates = all.filter((b) => b.type !== 'schema-only' && b.createdAt <= limit);
+      const chosen = candidates.at(-1);
+      if (!chosen) {
+        const first = all.find((b) => b.type !== 'schema-only');
+        throw new StrataError(
+          'BACKUP_NOT_FOUND',
+          `no restore point${selector.database ? ` of ${selector.database}` : ''} at or before ${limit}${first ? ` (the oldest is ${first.id} at ${first.createdAt})` : ''}`,
+        );
+      }
+      return chosen;
+    }
+    const id = selector.id ?? 'latest';
+    if (id === 'latest') {
+      single('"latest"');
       const newest = all.at(-1);
       if (!newest) throw new StrataError('BACKUP_NOT_FOUND', selector.database ? `no backups of ${selector.database} yet` : 'the repository holds no backups yet');
       return newest;
     }
-    const exact = all.find((b) => b.id === selector.id);
+    const exact = all.find((b) => b.id === id);
     if (exact) return exact;
-    const matches = all.filter((b) => b.id.startsWith(selector.id));
+    const matches = all.filter((b) => b.id.startsWith(id));
     if (matches.length === 1) return matches[0]!;
-    if (matches.length > 1) throw new StrataError('USAGE', `backup id prefix ${selector.id} matches ${matches.length} backups; give more of the id`);
-    throw new StrataError('BACKUP_NOT_FOUND', `no backup ${selector.id}${selector.database ? ` of ${selector.database}` : ''} in ${this.storage.location}`);
+    if (matches.length > 1) throw new StrataError('USAGE', `backup id prefix ${id} matches ${matches.length} backups; give more of the id`);
+    throw new StrataError('BACKUP_NOT_FOUND', `no backup ${id}${selector.database ? ` of ${selector.database}` : ''} in ${this.storage.location}`);
   }
 
   #engineFor(locator: string): Engine {
@@ -339,11 +373,8 @@ export class Repository {
 
   /** Takes a backup of the database at `locator` and records it in the catalog. */
   async backup(locator: string, options: BackupOptions): Promise<BackupRecord> {
-    const type = options.type ?? 'full';
+    let type = options.type ?? 'full';
     if (!BACKUP_TYPES.includes(type)) throw new StrataError('USAGE', `backup: unknown type ${JSON.stringify(type)} (use ${BACKUP_TYPES.join(', ')})`);
-    if (type === 'incremental' || type === 'differential') {
-      throw new StrataError('USAGE', `backup: ${type} backups are not available in this version yet; take a full backup`);
-    }
     const database = validateDatabaseName(options.database);
     if (options.label !== undefined && options.label.length > 200) throw new StrataError('USAGE', 'backup: a label is at most 200 characters');
     const time = options.time ?? new Date();
@@ -353,6 +384,19 @@ export class Repository {
     let snapshot: Awaited<ReturnType<Engine['snapshot']>> | undefined;
     try {
       const passphrase = await this.#unlock();
+      let parent: BackupRecord | undefined;
+      if (type === 'incremental' || type === 'differential') {
+        parent = this.#pickParent(await this.list({ database }), type);
+        if (!parent) {
+          if (!options.autoFull) {
+            throw new StrataError('BACKUP_NOT_FOUND', `backup: ${database} has no full backup yet, so there is nothing to take ${type === 'incremental' ? 'an' : 'a'} ${type} against; take a full backup first (or pass --auto-full)`);
+          }
+          type = 'full';
+        } else if (parent.engine !== engine.kind) {
+          throw new StrataError('USAGE', `backup: the last backup of ${database} was made by engine ${parent.engine}, not ${engine.kind}; take a full backup`);
+        }
+      }
+      const parents = parent ? await this.#layoutsOf(parent, passphrase) : new Map<string, ChunkLayout>();
       const id = newBackupId(database, type, time);
       const codec = getCodec(this.#config.compression.codec);
       const profile = this.#config.encryption.profile;
@@ -376,8 +420,8 @@ export class Repository {
           engine: engine.kind,
           type,
           createdAt: time.toISOString(),
-          parent: null,
-          base: null,
+          parent: parent?.id ?? null,
+          base: parent ? (parent.base ?? parent.id) : null,
           label: options.label ?? null,
           tags: [...(options.tags ?? [])],
           source: engine.describe(locator),
@@ -389,7 +433,7 @@ export class Repository {
         },
         streams: snapshot.streams,
         schemaSql: snapshot.schemaSql,
-        parents: new Map(),
+        parents: new Map([...parents].map(([name, layout]) => [name, { layout }])),
         signal: options.signal,
         onBytes: (n) => {
           readBytes += n;
@@ -412,10 +456,21 @@ export class Repository {
         compression: { codec: codec.name, level: this.#config.compression.level },
         encryption: { profile },
       });
+      const layoutsSha256 = layoutsDigest(result.layouts);
+      const cacheKey = layoutCacheKey(database, id, profile !== 'none');
+      const full: BackupRecord = { ...record, layoutsSha256 };
       emit?.({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
+      // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
+      await writeLayoutCache(this.storage, cacheKey, result.layouts, { profile, passphrase }).catch(() => undefined);
       try {
-        await this.#updateCatalog('backup', (records) => [...records, record]);
+        await this.#updateCatalog('backup', (records) => {
+          if (parent && !records.some((r) => r.id === parent.id)) {
+            throw new StrataError('CHAIN_BROKEN', `backup: its parent ${parent.id} was removed while the backup ran; take the backup again`);
+          }
+          return [...records, full];
+        });
       } catch (err) {
+        await this.storage.delete(cacheKey).catch(() => undefined);
         // Without a catalog entry the backup did not happen; remove the artifact so the
         // repository and the journal agree.
         await this.storage.delete(key).catch(() => undefined);
@@ -426,15 +481,45 @@ export class Repository {
         rawBytes: record.rawBytes,
         storedBytes: record.storedBytes,
         compressionRatio: record.rawBytes > 0 ? record.storedBytes / record.rawBytes : 1,
-        details: { databaseBytes: record.databaseBytes },
+        details: {
+          databaseBytes: record.databaseBytes,
+          ...(parent ? { parent: parent.id, unchanged: manifest.streams.every((st) => st.storedChunks === 0) } : {}),
+        },
       });
-      return record;
+      return full;
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError(`backup ${database}`, err);
       await op.fail(wrapped).catch(() => undefined);
       throw wrapped;
     } finally {
       await snapshot?.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * The restore point a new backup stores its differences against: for an incremental the newest
+   * restore point with data (full, differential or incremental), for a differential the newest full.
+   */
+  #pickParent(records: readonly BackupRecord[], type: 'incremental' | 'differential'): BackupRecord | undefined {
+    const candidates = records.filter((r) => (type === 'differential' ? r.type === 'full' : r.type !== 'schema-only'));
+    return candidates.at(-1);
+  }
+
+  /** A backup's chunk layouts: from the cached copy when it matches the catalog, else from its artifact. */
+  async #layoutsOf(record: BackupRecord, passphrase: Passphrase | undefined): Promise<Map<string, ChunkLayout>> {
+    const key = layoutCacheKey(record.database, record.id, record.encryption.profile !== 'none');
+    if (record.layoutsSha256) {
+      const cached = await readLayoutCache(this.storage, key, record.layoutsSha256, passphrase);
+      if (cached) return cached;
+    }
+    try {
+      const contents = await readArtifact({ storage: this.storage, location: this.#location(record), passphrase });
+      checkManifestMatches(contents, record);
+      const layouts = new Map(contents.layouts);
+      await writeLayoutCache(this.storage, key, layouts, { profile: this.#config.encryption.profile, passphrase }).catch(() => undefined);
+      return layouts;
+    } catch (err) {
+      throw new StrataError('CHAIN_BROKEN', `backup: cannot read the parent backup ${record.id}: ${err instanceof Error ? err.message : String(err)}; take a full backup`, { cause: err });
     }
   }
 
@@ -500,23 +585,43 @@ export class Repository {
   }
 
   /**
-   * Restores a backup into `options.to`. The target is written under a temporary name and put in
-   * place only after every hash (artifact, streams, chunks) and the encryption's integrity check
-   * passed; with a wrong passphrase or a damaged artifact the target is never touched.
+   * Restores a restore point into `options.to`, assembling its chain. The target is written under
+   * a temporary name and put in place only after every hash (artifacts, chunks, streams) and the
+   * encryption's integrity check passed; with a wrong passphrase, a damaged artifact or a broken
+   * chain the target is never touched.
+   *
+   * Select by id (`{ id }`, also `latest`), or by time (`{ asOf, database }`): the newest restore
+   * point with data at or before that time.
    */
   async restore(selector: Selector, options: RestoreOptions): Promise<RestoreResult> {
     const record = await this.resolve(selector);
     const op = await this.journal.begin('restore', { database: record.database, backupId: record.id, type: record.type });
     try {
+      if (options.tables !== undefined) {
+        if (options.tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs at least one table name');
+        if (record.type === 'schema-only') throw new StrataError('USAGE', `restore: ${record.id} is schema-only and holds no rows to restore tables from`);
+      }
       const chain = await this.chainOf(record);
-      if (chain.length > 1) throw new StrataError('USAGE', `restore: ${record.id} is part of a chain, which this version cannot restore yet`);
       await this.#checkChainPresent(chain, record);
       const passphrase = await this.#unlock();
       const engine = this.#options.engines.get(record.engine);
       if (!engine) throw new StrataError('ENGINE_UNKNOWN', `restore: backup ${record.id} was made by engine ${record.engine}, which this program does not have`);
-      const bytes = await this.#restoreInto(engine, record, options.to, { force: options.force ?? false, passphrase, signal: options.signal, onProgress: options.onProgress });
-      await op.complete({ rawBytes: record.rawBytes, storedBytes: record.storedBytes, details: { target: engine.describe(options.to) } });
-      return { backup: record, target: options.to, bytes };
+      if (options.tables !== undefined && !engine.capabilities.tableRestore) {
+        throw new StrataError('USAGE', `restore: the ${record.engine} engine cannot restore single tables`);
+      }
+      const bytes = await this.#restoreInto(engine, chain, options.to, {
+        force: options.force ?? false,
+        passphrase,
+        signal: options.signal,
+        onProgress: options.onProgress,
+        ...(options.tables !== undefined ? { tables: options.tables } : {}),
+      });
+      await op.complete({
+        rawBytes: chain.reduce((sum, b) => sum + b.rawBytes, 0),
+        storedBytes: chain.reduce((sum, b) => sum + b.storedBytes, 0),
+        details: { target: engine.describe(options.to), chain: chain.map((b) => b.id), ...(options.tables ? { tables: options.tables } : {}) },
+      });
+      return { backup: record, chain, target: options.to, bytes };
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError(`restore ${record.id}`, err);
       await op.fail(wrapped).catch(() => undefined);
@@ -526,32 +631,37 @@ export class Repository {
 
   async #restoreInto(
     engine: Engine,
-    record: BackupRecord,
+    chain: readonly BackupRecord[],
     target: string,
-    options: { force: boolean; passphrase: Passphrase | undefined; signal?: AbortSignal; onProgress?: ProgressListener },
+    options: { force: boolean; tables?: readonly string[]; passphrase: Passphrase | undefined; signal?: AbortSignal; onProgress?: ProgressListener },
   ): Promise<number> {
-    const session = await engine.beginRestore(target, { force: options.force, tempDir: this.#tempDir, signal: options.signal });
-    const writers: StreamWriter[] = [];
-    let bytes = 0;
+    const tip = chain.at(-1)!;
+    const session = await engine.beginRestore(target, {
+      force: options.force,
+      tempDir: this.#tempDir,
+      signal: options.signal,
+      ...(options.tables ? { tables: options.tables } : {}),
+    });
     try {
-      const contents = await readArtifact({
+      const { contents, bytes } = await restoreChain({
         storage: this.storage,
-        location: this.#location(record),
+        chain: chain.map((record) => ({ record, location: this.#location(record) })),
         passphrase: options.passphrase,
+        session,
+        tempDir: this.#tempDir,
         signal: options.signal,
-        onBytes: (n) => options.onProgress?.({ operation: 'restore', phase: 'read', doneBytes: n, totalBytes: record.storedBytes, backupId: record.id }),
-        streamWriter: async (name) => {
-          const writer = await openTarget(await session.streamTarget(name), (n) => (bytes += n));
-          writers.push(writer);
-          return writer;
-        },
+        onProgress: options.onProgress,
+        checkManifest: checkManifestMatches,
       });
-      checkManifestMatches(contents, record);
-      options.onProgress?.({ operation: 'restore', phase: 'commit', doneBytes: record.storedBytes, totalBytes: record.storedBytes, backupId: record.id });
-      await session.commit({ schemaOnly: record.type === 'schema-only', schemaSql: contents.schemaSql, engineMeta: contents.manifest.engineMeta });
+      options.onProgress?.({ operation: 'restore', phase: 'commit', doneBytes: tip.storedBytes, totalBytes: tip.storedBytes, backupId: tip.id });
+      await session.commit({
+        schemaOnly: tip.type === 'schema-only',
+        schemaSql: contents.schemaSql,
+        engineMeta: contents.manifest.engineMeta,
+        tables: contents.manifest.tables.map((t) => t.name),
+      });
       return bytes;
     } catch (err) {
-      await Promise.all(writers.map((w) => (w as FileWriter).close?.().catch(() => undefined)));
       await session.abort().catch(() => undefined);
       throw err;
     }
@@ -657,7 +767,7 @@ export class Repository {
     const scratch = await engine.createScratch({ tempDir: this.#tempDir, signal: options.signal });
     try {
       try {
-        await this.#restoreInto(engine, record, scratch.locator, { force: true, passphrase, signal: options.signal, onProgress: options.onProgress });
+        await this.#restoreInto(engine, chain, scratch.locator, { force: true, passphrase, signal: options.signal, onProgress: options.onProgress });
         checks.push({ name: 'database-readable', status: 'passed', reason: 'the chain restored into a scratch database' });
       } catch (err) {
         if (isStrataError(err, 'ABORTED')) throw err;
@@ -733,54 +843,4 @@ async function* hashBytes(source: AsyncIterable<Uint8Array>, sha: ReturnType<typ
     sha.update(chunk);
     yield chunk;
   }
-}
-
-interface FileWriter extends StreamWriter {
-  close?(): Promise<void>;
-}
-
-/** Opens a restore target for sequential writing. */
-async function openTarget(target: StreamTarget, onBytes: (n: number) => void): Promise<FileWriter> {
-  if (target.kind === 'sink') {
-    return {
-      write: async (chunk) => {
-        await target.write(chunk);
-        onBytes(chunk.length);
-      },
-      end: () => target.end(),
-    };
-  }
-  const handle = await fs.open(target.path, 'w', 0o600);
-  let open = true;
-  // Writes are batched to about 1 MiB: page-sized writes would cost a syscall per 4 KiB.
-  let batch: Buffer[] = [];
-  let batched = 0;
-  const flush = async (): Promise<void> => {
-    if (batched === 0) return;
-    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
-    batch = [];
-    batched = 0;
-    let offset = 0;
-    while (offset < data.length) offset += (await handle.write(data, offset, data.length - offset)).bytesWritten;
-  };
-  return {
-    write: async (chunk) => {
-      batch.push(Buffer.from(chunk));
-      batched += chunk.length;
-      onBytes(chunk.length);
-      if (batched >= 1024 * 1024) await flush();
-    },
-    end: async () => {
-      await flush();
-      await handle.sync();
-      open = false;
-      await handle.close();
-    },
-    close: async () => {
-      if (open) {
-        open = false;
-        await handle.close();
-      }
-    },
-  };
 }

@@ -16,7 +16,7 @@ import type {
   SnapshotOptions,
   StreamTarget,
 } from '@strata/core';
-import { collectFacts, schemaSql } from './sqlite-facts.js';
+import { collectFacts, quoteIdent, schemaSql } from './sqlite-facts.js';
 
 /** The only stream of a SQLite snapshot: the database file itself. */
 export const SQLITE_STREAM = 'main.db';
@@ -42,7 +42,7 @@ export interface SqliteEngineOptions {
  */
 export class SqliteEngine implements Engine {
   readonly kind = 'sqlite';
-  readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: false };
+  readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly #busyTimeoutMs: number;
 
   constructor(options: SqliteEngineOptions = {}) {
@@ -119,9 +119,7 @@ export class SqliteEngine implements Engine {
 
   async beginRestore(target: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     const file = path.resolve(filePath(target));
-    if (options.tables !== undefined) {
-      throw new StrataError('USAGE', 'restore: restoring single tables is not supported by this version of the SQLite engine');
-    }
+    if (options.tables !== undefined) return this.#beginTableRestore(file, options);
     const exists = await fileExists(file);
     if (exists && !options.force) {
       throw new StrataError('TARGET_EXISTS', `restore: ${file} already exists; pass --force to replace it (the old file stays until the new one is complete)`);
@@ -152,6 +150,57 @@ export class SqliteEngine implements Engine {
       abort: async () => {
         if (!finished) await removeTemp();
       },
+    };
+  }
+
+  /**
+   * Restores single tables: the whole snapshot is assembled in the temp folder, then the tables
+   * are copied into the target with their indexes and triggers. Into an existing database this
+   * happens in one transaction (all tables or none) and needs `force`; foreign keys that the
+   * replaced rows would break make it roll back with the violations named.
+   */
+  async #beginTableRestore(file: string, options: EngineRestoreOptions): Promise<RestoreSession> {
+    const tables = [...new Set(options.tables!)];
+    const exists = await fileExists(file);
+    if (exists && !options.force) {
+      throw new StrataError('TARGET_EXISTS', `restore: ${file} exists; pass --force to replace the tables ${tables.join(', ')} in it (nothing else in it changes)`);
+    }
+    const dir = path.dirname(file);
+    if (!(await fileExists(dir))) throw new StrataError('USAGE', `restore: folder ${dir} does not exist`);
+    await fs.mkdir(options.tempDir, { recursive: true });
+    const snapshot = path.join(options.tempDir, `tables-${randomBytes(6).toString('hex')}.db`);
+    const fresh = path.join(dir, `.${path.basename(file)}.strata-restore-${randomBytes(6).toString('hex')}`);
+    const remove = async (): Promise<void> => {
+      await Promise.all([snapshot, fresh].flatMap((f) => [f, ...SIDE_SUFFIXES.map((x) => f + x)]).map((f) => fs.rm(f, { force: true })));
+    };
+    return {
+      streamTarget: async (name: string): Promise<StreamTarget> => {
+        if (name !== SQLITE_STREAM) throw new StrataError('ARTIFACT_CORRUPT', `restore: a SQLite backup has no stream named ${JSON.stringify(name)}`);
+        return { kind: 'file', path: snapshot };
+      },
+      commit: async (info: RestoreCommitInfo) => {
+        try {
+          if (exists) {
+            copyTables(snapshot, file, tables, this.#busyTimeoutMs);
+          } else {
+            const source = new Database(snapshot, { readonly: true, fileMustExist: true });
+            const pageSize = source.pragma('page_size', { simple: true }) as number;
+            source.close();
+            const db = new Database(fresh);
+            db.pragma(`page_size = ${pageSize}`);
+            if (info.engineMeta['journalMode'] === 'wal') db.pragma('journal_mode = WAL');
+            db.close();
+            copyTables(snapshot, fresh, tables, this.#busyTimeoutMs);
+            await syncFile(fresh);
+            await swapIntoPlace(fresh, file, false, this.#busyTimeoutMs);
+          }
+        } catch (err) {
+          throw err instanceof StrataError ? err : wrapError(`restore tables into ${file}`, err);
+        } finally {
+          await remove();
+        }
+      },
+      abort: remove,
     };
   }
 
@@ -262,6 +311,91 @@ function readSnapshotFacts(copy: string, withData: boolean): { facts: DatabaseFa
     };
     return { facts, sql: schemaSql(db), meta };
   } finally {
+    db.close();
+  }
+}
+
+interface SchemaObject {
+  type: string;
+  name: string;
+  tbl_name: string;
+  sql: string | null;
+}
+
+/**
+ * Copies `tables` (with their indexes, triggers and AUTOINCREMENT counters) from the snapshot
+ * into `targetFile`, replacing tables of the same names, in one transaction.
+ */
+function copyTables(snapshotFile: string, targetFile: string, tables: readonly string[], busyTimeoutMs: number): void {
+  let db: Database.Database;
+  try {
+    db = new Database(targetFile, { fileMustExist: true, timeout: busyTimeoutMs });
+  } catch (err) {
+    throw sqliteError(`restore: open ${targetFile}`, err);
+  }
+  try {
+    // Dropping a parent table with foreign keys on would cascade into its children; we check
+    // the foreign keys ourselves before committing instead.
+    db.pragma('foreign_keys = OFF');
+    db.prepare('ATTACH DATABASE ? AS strata_backup').run(snapshotFile);
+    const objects = db.prepare('SELECT type, name, tbl_name, sql FROM strata_backup.sqlite_schema ORDER BY rowid').all() as SchemaObject[];
+    const kinds = new Map((db.prepare('PRAGMA strata_backup.table_list').all() as { name: string; type: string }[]).map((t) => [t.name, t.type]));
+    const restorable = objects.filter((o) => o.type === 'table' && !o.name.startsWith('sqlite_') && kinds.get(o.name) !== 'shadow').map((o) => o.name);
+    for (const table of tables) {
+      if (kinds.get(table) === 'shadow') {
+        const owner = objects.find((o) => o.type === 'table' && kinds.get(o.name) === 'virtual' && table.startsWith(`${o.name}_`));
+        throw new StrataError('USAGE', `restore: ${table} belongs to the virtual table ${owner?.name ?? '(unknown)'}; restore that table instead`);
+      }
+      if (!restorable.includes(table)) {
+        throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(table)} (it has: ${restorable.join(', ')})`, { details: { table } });
+      }
+    }
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const table of tables) {
+        const q = quoteIdent(table);
+        const created = objects.find((o) => o.type === 'table' && o.name === table)!;
+        db.exec(`DROP TABLE IF EXISTS main.${q}`);
+        db.exec(created.sql!);
+        const columns = (db.prepare(`PRAGMA strata_backup.table_xinfo(${q})`).all() as { name: string; hidden: number }[])
+          .filter((c) => c.hidden === 0)
+          .map((c) => quoteIdent(c.name));
+        const withoutRowid = /\bWITHOUT\s+ROWID\s*;?\s*$/i.test(created.sql!);
+        const list = withoutRowid ? columns : ['rowid', ...columns];
+        db.exec(`INSERT INTO main.${q} (${list.join(', ')}) SELECT ${list.join(', ')} FROM strata_backup.${q}`);
+        for (const extra of objects.filter((o) => (o.type === 'index' || o.type === 'trigger') && o.tbl_name === table && o.sql !== null)) {
+          db.exec(extra.sql!);
+        }
+        const hasSequence = db.prepare("SELECT 1 FROM strata_backup.sqlite_schema WHERE name = 'sqlite_sequence'").get();
+        if (hasSequence) {
+          db.prepare('DELETE FROM main.sqlite_sequence WHERE name = ?').run(table);
+          db.prepare('INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM strata_backup.sqlite_sequence WHERE name = ?').run(table);
+        }
+      }
+      const restored = new Set(tables);
+      const violations = (db.pragma('foreign_key_check') as { table: string; rowid: number | null; parent: string }[]).filter(
+        (v) => restored.has(v.table) || restored.has(v.parent),
+      );
+      if (violations.length > 0) {
+        const sample = violations.slice(0, 5).map((v) => `${v.table} row ${v.rowid} → ${v.parent}`);
+        throw new StrataError(
+          'USAGE',
+          `restore: the restored rows would break ${violations.length} foreign key reference(s) (${sample.join('; ')}); restore the related tables together, e.g. --tables ${[...new Set([...tables, ...violations.flatMap((v) => [v.table, v.parent])])].join(',')}`,
+        );
+      }
+      db.exec('COMMIT');
+    } catch (err) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      throw err;
+    }
+  } catch (err) {
+    throw err instanceof StrataError ? err : sqliteError(`restore tables into ${targetFile}`, err);
+  } finally {
+    try {
+      db.exec('DETACH DATABASE strata_backup');
+    } catch {
+      // not attached (the error happened before ATTACH)
+    }
     db.close();
   }
 }

@@ -43,8 +43,11 @@ export interface ReadArtifactOptions {
   readonly onBytes?: (storedBytes: number) => void;
   /** Where a whole stream's bytes go; undefined (or no callback) means only check them. */
   readonly streamWriter?: (name: string) => Promise<StreamWriter | undefined>;
-  /** Receives each chunk stored in segments (chain restores). */
-  readonly onSegmentChunk?: (stream: string, record: SegmentRecord, bytes: Buffer) => Promise<void>;
+  /**
+   * Receives each verified chunk the artifact stores: chunks of segments, and chunks of whole
+   * streams for which `streamWriter` gave no writer (chain restores collect them by hash).
+   */
+  readonly onChunk?: (stream: string, record: SegmentRecord, bytes: Buffer) => Promise<void>;
 }
 
 /** What reading an artifact to its end established. */
@@ -219,9 +222,11 @@ async function readWhole(entry: TarEntry, chunking: Chunking, stream: string, op
   for await (const chunk of splitChunks(entry.body, chunking)) {
     throwIfAborted(options.signal, 'read');
     sha.update(chunk);
-    layout.add(chunkHash(chunk), chunk.length);
+    const hash = chunkHash(chunk);
+    const position = layout.add(hash, chunk.length);
     size += chunk.length;
     if (writer) await writer.write(chunk);
+    else await options.onChunk?.(stream, { position, size: chunk.length, hash }, chunk);
   }
   if (writer) await writer.end();
   const built = layout.build();
@@ -242,7 +247,7 @@ async function readSegment(entry: TarEntry, records: SegmentRecord[], stream: st
       const record = records[index]!;
       const bytes = all.subarray(0, record.size);
       if (!chunkHash(bytes).equals(record.hash)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: chunk ${record.position} of stream ${stream} does not match its hash`);
-      await options.onSegmentChunk?.(stream, record, bytes);
+      await options.onChunk?.(stream, record, bytes);
       const rest = all.subarray(record.size);
       carry = rest.length > 0 ? [rest] : [];
       carried = rest.length;

@@ -31,6 +31,8 @@ export interface ArtifactPlan {
 /** The finished manifest, available once the archive generator has been read to its end. */
 export interface ArtifactResult {
   manifest: Manifest | undefined;
+  /** Every stream's complete chunk layout (kept so the next incremental need not reread this artifact). */
+  layouts: Map<string, ChunkLayout>;
 }
 
 const README = `This is a Strata backup artifact: a tar archive (possibly compressed with zstd or gzip,
@@ -46,7 +48,7 @@ restore those with Strata. The format is documented in docs/FORMAT.md of the Str
  * hashes, is the archive's last entry.
  */
 export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint8Array>; result: ArtifactResult } {
-  const result: ArtifactResult = { manifest: undefined };
+  const result: ArtifactResult = { manifest: undefined, layouts: new Map() };
   // Entries carry the backup's time, so files extracted by hand show when the backup was taken.
   const mtime = new Date(plan.manifest.createdAt);
   async function* generate(): AsyncGenerator<Uint8Array> {
@@ -55,7 +57,7 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
     const streams: StreamManifest[] = [];
     for (const stream of plan.streams) {
       const parent = plan.parents.get(stream.name);
-      const recorded: { manifest?: StreamManifest } = {};
+      const recorded: { manifest?: StreamManifest; layout?: ChunkLayout } = {};
       const whole = !parent && stream.size !== undefined;
       // A small descriptor ahead of the payload tells a reader how to cut and check the chunks.
       const descriptor: StreamDescriptor = { name: stream.name, size: stream.size ?? null, chunking: stream.chunking, payload: whole ? 'whole' : 'segments' };
@@ -63,6 +65,7 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
       if (whole) yield* wholeStream(stream, recorded, plan, mtime);
       else yield* segmentedStream(stream, parent, recorded, plan, mtime);
       streams.push(recorded.manifest!);
+      result.layouts.set(stream.name, recorded.layout!);
     }
     const manifest: Manifest = { ...plan.manifest, streams };
     result.manifest = manifest;
@@ -80,7 +83,7 @@ function* entry(name: string, body: Buffer, mtime: Date): Generator<Uint8Array> 
 }
 
 /** A full stream whose size is known: one tar entry with every byte, readable with plain `tar`. */
-async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamManifest }, plan: ArtifactPlan, mtime: Date): AsyncGenerator<Uint8Array> {
+async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamManifest; layout?: ChunkLayout }, plan: ArtifactPlan, mtime: Date): AsyncGenerator<Uint8Array> {
   const size = stream.size!;
   const name = `data/${stream.name}`;
   yield tarHeaderBytes({ name, size, mtime });
@@ -100,6 +103,7 @@ async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamMani
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;
   const built = layout.build();
+  out.layout = built;
   const layoutEntry = `layout/${stream.name}.idx`;
   yield* entry(layoutEntry, built.encode(), mtime);
   out.manifest = {
@@ -123,7 +127,7 @@ async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamMani
 async function* segmentedStream(
   stream: SnapshotStream,
   parent: ParentStream | undefined,
-  out: { manifest?: StreamManifest },
+  out: { manifest?: StreamManifest; layout?: ChunkLayout },
   plan: ArtifactPlan,
   mtime: Date,
 ): AsyncGenerator<Uint8Array> {
@@ -170,6 +174,7 @@ async function* segmentedStream(
   }
   yield* flush();
   const built = layout.build();
+  out.layout = built;
   const layoutEntry = `layout/${stream.name}.idx`;
   yield* entry(layoutEntry, built.encode(), mtime);
   out.manifest = {

@@ -1,0 +1,281 @@
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import type { BackupRecord } from './catalog.js';
+import type { Passphrase } from './encryption.js';
+import type { RestoreSession, StreamTarget } from './engine.js';
+import { StrataError, throwIfAborted } from './errors.js';
+import { readArtifact } from './format/artifact-reader.js';
+import type { ArtifactContents, ArtifactLocation, StreamWriter } from './format/artifact-reader.js';
+import type { ChunkLayout } from './format/chunk-index.js';
+import type { ProgressListener } from './progress.js';
+import type { Storage } from './storage.js';
+
+/** One restore point of a chain and where its artifact is. */
+export interface ChainLink {
+  readonly record: BackupRecord;
+  readonly location: ArtifactLocation;
+}
+
+export interface ChainRestoreOptions {
+  readonly storage: Storage;
+  /** Oldest first; the last link is the restore point wanted. */
+  readonly chain: readonly ChainLink[];
+  readonly passphrase: Passphrase | undefined;
+  readonly session: RestoreSession;
+  readonly tempDir: string;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: ProgressListener;
+  /** Checks that an artifact's manifest is the backup the catalog says it is. */
+  readonly checkManifest: (contents: ArtifactContents, record: BackupRecord) => void;
+}
+
+/** Writes bytes at an offset of a file; page-sized writes are gathered while they are contiguous. */
+class PositionalFile {
+  #pending: Buffer[] = [];
+  #pendingStart = -1;
+  #pendingBytes = 0;
+
+  private constructor(
+    readonly handle: fs.FileHandle,
+    readonly file: string,
+  ) {}
+
+  static async create(file: string): Promise<PositionalFile> {
+    return new PositionalFile(await fs.open(file, 'w+', 0o600), file);
+  }
+
+  async writeAt(offset: number, bytes: Buffer): Promise<void> {
+    if (this.#pendingBytes > 0 && offset === this.#pendingStart + this.#pendingBytes && this.#pendingBytes < 1024 * 1024) {
+      this.#pending.push(bytes);
+      this.#pendingBytes += bytes.length;
+      return;
+    }
+    await this.flush();
+    this.#pending = [bytes];
+    this.#pendingStart = offset;
+    this.#pendingBytes = bytes.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#pendingBytes === 0) return;
+    const data = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
+    let done = 0;
+    while (done < data.length) done += (await this.handle.write(data, done, data.length - done, this.#pendingStart + done)).bytesWritten;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.handle.close();
+  }
+}
+
+/**
+ * Restores the last link of a chain. The newest artifact is read first: its layouts say which
+ * chunk belongs where, and its own chunks are kept aside. Then the ancestors are read, newest
+ * first, and each chunk still missing is written at every position that needs it; reading stops
+ * early once nothing is missing. Every stream is finally checked against the SHA-256 its manifest
+ * recorded, before the engine's session commits anything.
+ *
+ * Memory holds the positions of missing chunks (a few bytes per chunk), never chunk data beyond
+ * one artifact read buffer; chunk data goes through temporary files.
+ */
+export async function restoreChain(options: ChainRestoreOptions): Promise<{ contents: ArtifactContents; bytes: number }> {
+  const { chain, session } = options;
+  const tip = chain.at(-1)!;
+  await fs.mkdir(options.tempDir, { recursive: true });
+  const spoolFile = path.join(options.tempDir, `chunks-${randomBytes(6).toString('hex')}.spool`);
+  const spool = await fs.open(spoolFile, 'w+', 0o600);
+  const spooled = new Map<string, { offset: number; size: number }>();
+  let spoolBytes = 0;
+  const direct = new Map<string, StreamWriter>();
+  const assembled: PositionalFile[] = [];
+  const targets = new Map<string, StreamTarget>();
+  let bytes = 0;
+  try {
+    const progress = (link: ChainLink) => (n: number) =>
+      options.onProgress?.({ operation: 'restore', phase: 'read', doneBytes: n, totalBytes: link.record.storedBytes, backupId: link.record.id });
+
+    // 1. The tip: a lone full backup streams straight into its targets; otherwise keep its chunks aside.
+    const contents = await readArtifact({
+      storage: options.storage,
+      location: tip.location,
+      passphrase: options.passphrase,
+      signal: options.signal,
+      onBytes: progress(tip),
+      streamWriter:
+        chain.length === 1
+          ? async (name) => {
+              const target = await session.streamTarget(name);
+              targets.set(name, target);
+              const writer = await sequentialWriter(target, (n) => (bytes += n));
+              direct.set(name, writer);
+              return writer;
+            }
+          : undefined,
+      onChunk: async (_stream, record, chunk) => {
+        const key = record.hash.toString('hex');
+        if (spooled.has(key)) return;
+        let done = 0;
+        while (done < chunk.length) done += (await spool.write(chunk, done, chunk.length - done, spoolBytes + done)).bytesWritten;
+        spooled.set(key, { offset: spoolBytes, size: chunk.length });
+        spoolBytes += chunk.length;
+      },
+    });
+    options.checkManifest(contents, tip.record);
+    const pending = contents.manifest.streams.filter((s) => !direct.has(s.name));
+    if (pending.length === 0) return { contents, bytes };
+
+    // 2. Where every missing chunk goes: stream index and chunk index packed in one number.
+    const files: PositionalFile[] = [];
+    const offsets: Float64Array[] = [];
+    const layouts: ChunkLayout[] = [];
+    const needed = new Map<string, number[]>();
+    for (const [streamIndex, stream] of pending.entries()) {
+      const layout = contents.layouts.get(stream.name)!;
+      const target = await session.streamTarget(stream.name);
+      targets.set(stream.name, target);
+      const file = await PositionalFile.create(target.kind === 'file' ? target.path : path.join(options.tempDir, `assemble-${randomBytes(6).toString('hex')}`));
+      assembled.push(file);
+      files.push(file);
+      layouts.push(layout);
+      const starts = new Float64Array(layout.count);
+      let at = 0;
+      for (let i = 0; i < layout.count; i++) {
+        starts[i] = at;
+        at += layout.sizes[i]!;
+      }
+      offsets.push(starts);
+      await file.handle.truncate(at);
+      for (let i = 0; i < layout.count; i++) {
+        const key = layout.hashAt(i).toString('hex');
+        const slot = streamIndex * 2 ** 32 + i;
+        const list = needed.get(key);
+        if (list) list.push(slot);
+        else needed.set(key, [slot]);
+      }
+    }
+    const place = async (key: string, chunk: Buffer): Promise<void> => {
+      const slots = needed.get(key);
+      if (!slots) return;
+      needed.delete(key);
+      for (const slot of slots) {
+        const streamIndex = Math.floor(slot / 2 ** 32);
+        const chunkIndex = slot % 2 ** 32;
+        if (layouts[streamIndex]!.sizes[chunkIndex] !== chunk.length) {
+          throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: chunk ${key} has ${chunk.length} bytes, the layout expects ${layouts[streamIndex]!.sizes[chunkIndex]}`);
+        }
+        await files[streamIndex]!.writeAt(offsets[streamIndex]![chunkIndex]!, chunk);
+      }
+    };
+
+    // 3. Chunks the tip itself holds.
+    for (const [key, where] of spooled) {
+      if (!needed.has(key)) continue;
+      const chunk = Buffer.alloc(where.size);
+      await spool.read(chunk, 0, where.size, where.offset);
+      await place(key, chunk);
+    }
+
+    // 4. The ancestors, newest first, until nothing is missing.
+    for (let i = chain.length - 2; i >= 0 && needed.size > 0; i--) {
+      throwIfAborted(options.signal, 'restore');
+      const link = chain[i]!;
+      const read = await readArtifact({
+        storage: options.storage,
+        location: link.location,
+        passphrase: options.passphrase,
+        signal: options.signal,
+        onBytes: progress(link),
+        onChunk: async (_stream, record, chunk) => place(record.hash.toString('hex'), chunk),
+      });
+      options.checkManifest(read, link.record);
+    }
+    if (needed.size > 0) {
+      throw new StrataError('CHAIN_BROKEN', `restore ${tip.record.id}: ${needed.size} chunk(s) are in no artifact of its chain (${chain.map((l) => l.record.id).join(' → ')})`);
+    }
+
+    // 5. Check each assembled stream against the manifest, then hand it to its target.
+    for (const [streamIndex, stream] of pending.entries()) {
+      const file = files[streamIndex]!;
+      await file.flush();
+      await file.handle.sync();
+      const sha = createHash('sha256');
+      const reader = await fs.open(file.file, 'r');
+      try {
+        const target = targets.get(stream.name)!;
+        for await (const piece of reader.createReadStream({ highWaterMark: 1024 * 1024, autoClose: false })) {
+          sha.update(piece as Buffer);
+          if (target.kind === 'sink') await target.write(piece as Buffer);
+          bytes += (piece as Buffer).length;
+        }
+        if (target.kind === 'sink') await target.end();
+      } finally {
+        await reader.close();
+      }
+      if (sha.digest('hex') !== stream.sha256) {
+        throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: assembled stream ${stream.name} does not match the SHA-256 in its manifest`);
+      }
+    }
+    return { contents, bytes };
+  } finally {
+    await Promise.all([...direct.values()].map((w) => (w as { close?: () => Promise<void> }).close?.().catch(() => undefined)));
+    for (const file of assembled) await file.close().catch(() => undefined);
+    await spool.close().catch(() => undefined);
+    await fs.rm(spoolFile, { force: true });
+    // Assembly files of sink targets are ours to remove; file targets belong to the session.
+    await Promise.all(
+      assembled.filter((f) => path.dirname(f.file) === options.tempDir && path.basename(f.file).startsWith('assemble-')).map((f) => fs.rm(f.file, { force: true })),
+    );
+  }
+}
+
+/** Opens a restore target for sequential writing (the fast path of a lone full backup). */
+export async function sequentialWriter(target: StreamTarget, onBytes: (n: number) => void): Promise<StreamWriter & { close(): Promise<void> }> {
+  if (target.kind === 'sink') {
+    return {
+      write: async (chunk) => {
+        await target.write(chunk);
+        onBytes(chunk.length);
+      },
+      end: () => target.end(),
+      close: async () => undefined,
+    };
+  }
+  const handle = await fs.open(target.path, 'w', 0o600);
+  let open = true;
+  // Writes are gathered to about 1 MiB: page-sized writes would cost a syscall per 4 KiB.
+  let batch: Buffer[] = [];
+  let batched = 0;
+  const flush = async (): Promise<void> => {
+    if (batched === 0) return;
+    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    let offset = 0;
+    while (offset < data.length) offset += (await handle.write(data, offset, data.length - offset)).bytesWritten;
+  };
+  return {
+    write: async (chunk) => {
+      // No copy: decoders hand out a fresh buffer for every piece they produce.
+      batch.push(chunk);
+      batched += chunk.length;
+      onBytes(chunk.length);
+      if (batched >= 1024 * 1024) await flush();
+    },
+    end: async () => {
+      await flush();
+      await handle.sync();
+      open = false;
+      await handle.close();
+    },
+    close: async () => {
+      if (open) {
+        open = false;
+        await handle.close();
+      }
+    },
+  };
+}

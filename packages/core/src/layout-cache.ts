@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import { decryptStream, encryptStream } from './encryption.js';
+import type { EncryptionProfile, Passphrase } from './encryption.js';
+import { StrataError } from './errors.js';
+import { ChunkLayout } from './format/chunk-index.js';
+import type { Storage } from './storage.js';
+
+/**
+ * A copy of each backup's chunk layouts beside the artifacts, so an incremental learns what its
+ * parent holds from a few MiB instead of decrypting the parent's whole artifact. It is only a
+ * cache: the catalog keeps a digest of the layouts, a copy that does not match (or is missing)
+ * is ignored and the layouts are read from the artifact itself.
+ */
+
+export function layoutCacheKey(database: string, id: string, encrypted: boolean): string {
+  return `cache/layouts/${database}/${id}.idx${encrypted ? '.gpg' : ''}`;
+}
+
+/** SHA-256 over the layouts in name order; stored in the catalog to validate cached copies. */
+export function layoutsDigest(layouts: ReadonlyMap<string, ChunkLayout>): string {
+  const sha = createHash('sha256');
+  for (const name of [...layouts.keys()].sort()) {
+    sha.update(name);
+    sha.update('\0');
+    sha.update(layouts.get(name)!.encode());
+  }
+  return sha.digest('hex');
+}
+
+function encode(layouts: ReadonlyMap<string, ChunkLayout>): Buffer {
+  const parts: Buffer[] = [];
+  for (const name of [...layouts.keys()].sort()) {
+    const nameBytes = Buffer.from(name, 'utf8');
+    const body = layouts.get(name)!.encode();
+    const head = Buffer.alloc(12);
+    head.writeUInt32LE(nameBytes.length, 0);
+    head.writeBigUInt64LE(BigInt(body.length), 4);
+    parts.push(head, nameBytes, body);
+  }
+  return Buffer.concat(parts);
+}
+
+function decode(bytes: Buffer): Map<string, ChunkLayout> {
+  const out = new Map<string, ChunkLayout>();
+  let at = 0;
+  while (at < bytes.length) {
+    if (at + 12 > bytes.length) throw new StrataError('ARTIFACT_CORRUPT', 'layout cache: truncated');
+    const nameLen = bytes.readUInt32LE(at);
+    const bodyLen = Number(bytes.readBigUInt64LE(at + 4));
+    at += 12;
+    if (at + nameLen + bodyLen > bytes.length) throw new StrataError('ARTIFACT_CORRUPT', 'layout cache: truncated');
+    const name = bytes.toString('utf8', at, at + nameLen);
+    at += nameLen;
+    out.set(name, ChunkLayout.decode(bytes.subarray(at, at + bodyLen), 'layout cache'));
+    at += bodyLen;
+  }
+  return out;
+}
+
+async function* once(bytes: Buffer): AsyncGenerator<Uint8Array> {
+  yield bytes;
+}
+
+async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of source) parts.push(Buffer.from(chunk));
+  return Buffer.concat(parts);
+}
+
+/** Writes the cached copy; failures are ignored by callers (the artifact stays authoritative). */
+export async function writeLayoutCache(
+  storage: Storage,
+  key: string,
+  layouts: ReadonlyMap<string, ChunkLayout>,
+  encryption: { profile: EncryptionProfile; passphrase: Passphrase | undefined },
+): Promise<void> {
+  let bytes = encode(layouts);
+  if (encryption.profile !== 'none') {
+    bytes = await collect(encryptStream(once(bytes), encryption.passphrase!, encryption.profile));
+  }
+  await storage.put(key, bytes);
+}
+
+/** The cached layouts if present and matching `digest`, else undefined. */
+export async function readLayoutCache(storage: Storage, key: string, digest: string, passphrase: Passphrase | undefined): Promise<Map<string, ChunkLayout> | undefined> {
+  try {
+    let bytes: Buffer = Buffer.from(await storage.read(key));
+    if (key.endsWith('.gpg')) bytes = await collect(decryptStream(once(bytes), passphrase!));
+    const layouts = decode(bytes);
+    return layoutsDigest(layouts) === digest ? layouts : undefined;
+  } catch {
+    return undefined;
+  }
+}
