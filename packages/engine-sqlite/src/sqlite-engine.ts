@@ -366,7 +366,10 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
         for (const extra of objects.filter((o) => (o.type === 'index' || o.type === 'trigger') && o.tbl_name === table && o.sql !== null)) {
           db.exec(extra.sql!);
         }
-        const hasSequence = db.prepare("SELECT 1 FROM strata_backup.sqlite_schema WHERE name = 'sqlite_sequence'").get();
+        // AUTOINCREMENT counters: creating such a table makes main.sqlite_sequence exist.
+        const hasSequence =
+          db.prepare("SELECT 1 FROM strata_backup.sqlite_schema WHERE name = 'sqlite_sequence'").get() &&
+          db.prepare("SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").get();
         if (hasSequence) {
           db.prepare('DELETE FROM main.sqlite_sequence WHERE name = ?').run(table);
           db.prepare('INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM strata_backup.sqlite_sequence WHERE name = ?').run(table);

@@ -127,6 +127,8 @@ export async function readArtifact(options: ReadArtifactOptions): Promise<Artifa
  * a decoder's message; a matching hash with a decryption failure means a wrong passphrase.
  */
 async function diagnose(err: unknown, options: ReadArtifactOptions, where: string): Promise<StrataError> {
+  // A cancelled read fails wherever the signal caught it (often inside openpgp); say so plainly.
+  if (options.signal?.aborted) return new StrataError('ABORTED', `${where}: cancelled`, { cause: err });
   // System errors (a full target disk, a permission problem) are about the target, not the artifact.
   const systemError = typeof (err as { syscall?: unknown })?.syscall === 'string';
   const wrapped = isStrataError(err)

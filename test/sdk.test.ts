@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
+import type { ProgressEvent } from '@strata/sdk';
+import { buildRichDatabase } from './helpers/databases.js';
+import { sqliteDump, useTempDir } from './helpers/env.js';
+
+describe('the SDK', () => {
+  const dir = useTempDir();
+  const passphrase = new Passphrase('sdk tests');
+
+  async function setup() {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    const repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 2000 });
+    return { repo, source };
+  }
+
+  it('reports typed progress for backup and restore, ending at the total', async () => {
+    const { repo, source } = await setup();
+    const events: ProgressEvent[] = [];
+    const record = await repo.backup(source, { database: 'app', onProgress: (e) => events.push(e) });
+    const phases = [...new Set(events.map((e) => e.phase))];
+    assert.deepEqual(phases, ['snapshot', 'write', 'commit']);
+    const lastWrite = events.filter((e) => e.phase === 'write').at(-1)!;
+    assert.equal(lastWrite.doneBytes, lastWrite.totalBytes);
+    assert.ok(events.every((e) => e.operation === 'backup' && e.backupId === record.id));
+    const restoreEvents: ProgressEvent[] = [];
+    await repo.restore({ id: record.id }, { to: path.join(dir.path, 'out.db'), onProgress: (e) => restoreEvents.push(e) });
+    assert.deepEqual([...new Set(restoreEvents.map((e) => e.phase))], ['read', 'commit']);
+    assert.equal(restoreEvents.filter((e) => e.phase === 'read').at(-1)!.doneBytes, record.storedBytes);
+  });
+
+  it('stops a backup when its AbortSignal fires, leaving nothing behind and a FAILED journal entry', async () => {
+    const { repo, source } = await setup();
+    const controller = new AbortController();
+    await assert.rejects(
+      repo.backup(source, {
+        database: 'app',
+        signal: controller.signal,
+        onProgress: (e) => {
+          if (e.phase === 'write') controller.abort();
+        },
+      }),
+      (err: unknown) => isStrataError(err, 'ABORTED'),
+    );
+    assert.deepEqual(await repo.list(), []);
+    assert.deepEqual(readdirSync(path.join(dir.path, 'repo/.tmp')), []);
+    const last = (await repo.journal.operations()).at(-1)!;
+    assert.equal(last.status, 'FAILED');
+    assert.equal(last.last.error!.code, 'ABORTED');
+  });
+
+  it('stops a restore when its AbortSignal fires, without creating the target', async () => {
+    const { repo, source } = await setup();
+    const record = await repo.backup(source, { database: 'app' });
+    const controller = new AbortController();
+    controller.abort();
+    const target = path.join(dir.path, 'out.db');
+    await assert.rejects(repo.restore({ id: record.id }, { to: target, signal: controller.signal }), (err: unknown) => isStrataError(err, 'ABORTED'));
+    assert.deepEqual(readdirSync(dir.path).filter((f) => f.startsWith('out.db') || f.includes('strata-restore')), []);
+    await repo.restore({ id: record.id }, { to: target });
+    assert.equal(sqliteDump(target), sqliteDump(source));
+  });
+
+  it('restores by time with { asOf, database }', async () => {
+    const { repo, source } = await setup();
+    const first = await repo.backup(source, { database: 'app', time: new Date('2026-05-01T00:00:00Z') });
+    await repo.backup(source, { database: 'app', type: 'incremental', time: new Date('2026-05-03T00:00:00Z') });
+    const result = await repo.restore({ asOf: new Date('2026-05-02T00:00:00Z'), database: 'app' }, { to: path.join(dir.path, 'then.db') });
+    assert.equal(result.backup.id, first.id);
+  });
+});
