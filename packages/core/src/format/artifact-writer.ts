@@ -102,19 +102,27 @@ async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamMani
   if (seen !== size) throw new StrataError('IO', `backup: stream ${stream.name} ended after ${seen} of ${size} bytes`);
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;
+  yield* finishStream(stream, layout, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
+}
+
+/** Writes a stream's layout entry and records its manifest entry (storedChunks -1: all of them). */
+function* finishStream(
+  stream: SnapshotStream,
+  layout: ChunkLayoutBuilder,
+  facts: Pick<StreamManifest, 'size' | 'sha256' | 'storedChunks' | 'storedBytes' | 'payload'>,
+  out: { manifest?: StreamManifest; layout?: ChunkLayout },
+  mtime: Date,
+): Generator<Uint8Array> {
   const built = layout.build();
   out.layout = built;
   const layoutEntry = `layout/${stream.name}.idx`;
   yield* entry(layoutEntry, built.encode(), mtime);
   out.manifest = {
+    ...facts,
     name: stream.name,
-    size,
-    sha256: sha.digest('hex'),
     chunking: stream.chunking,
     chunkCount: built.count,
-    storedChunks: built.count,
-    storedBytes: size,
-    payload: 'whole',
+    storedChunks: facts.storedChunks < 0 ? built.count : facts.storedChunks,
     layoutEntry,
   };
 }
@@ -173,19 +181,5 @@ async function* segmentedStream(
     if (pendingBytes >= SEGMENT_BYTES) yield* flush();
   }
   yield* flush();
-  const built = layout.build();
-  out.layout = built;
-  const layoutEntry = `layout/${stream.name}.idx`;
-  yield* entry(layoutEntry, built.encode(), mtime);
-  out.manifest = {
-    name: stream.name,
-    size,
-    sha256: sha.digest('hex'),
-    chunking: stream.chunking,
-    chunkCount: built.count,
-    storedChunks,
-    storedBytes,
-    payload: 'segments',
-    layoutEntry,
-  };
+  yield* finishStream(stream, layout, { size, sha256: sha.digest('hex'), storedChunks, storedBytes, payload: 'segments' }, out, mtime);
 }
