@@ -105,6 +105,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
       passphrase: options.passphrase,
       signal: options.signal,
       onBytes: progress(tip),
+      verifyChunks: false,
       streamWriter:
         chain.length === 1
           ? async (name) => {

@@ -40,27 +40,45 @@ function concurrency(): number {
   return Math.max(2, Math.min(availableParallelism(), 4));
 }
 
-/** Groups a byte stream into blocks of BLOCK_BYTES (the last one shorter). */
+/**
+ * Reusable block buffers. Compression takes a fresh 4 MiB block every few milliseconds; letting
+ * each become garbage made glibc keep tens of MiB of freed blocks resident. Blocks come back
+ * here once compressed, so a backup uses the same handful of buffers from start to end.
+ */
+class BlockPool {
+  readonly #free: ArrayBuffer[] = [];
+
+  take(): ArrayBuffer {
+    return this.#free.pop() ?? new ArrayBuffer(BLOCK_BYTES);
+  }
+
+  give(buffer: ArrayBuffer): void {
+    if (buffer.byteLength === BLOCK_BYTES && this.#free.length < 8) this.#free.push(buffer);
+  }
+}
+
+const blockPool = new BlockPool();
+
+/** Groups a byte stream into blocks of BLOCK_BYTES (the last one shorter), copied into pooled buffers. */
 async function* blocks(source: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
-  let parts: Buffer[] = [];
+  let block = Buffer.from(blockPool.take());
   let size = 0;
   for await (const piece of source) {
-    let buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
-    while (size + buf.length >= BLOCK_BYTES) {
-      const take = BLOCK_BYTES - size;
-      parts.push(buf.subarray(0, take));
-      yield Buffer.concat(parts, BLOCK_BYTES);
-      parts = [];
-      size = 0;
-      buf = buf.subarray(take);
-    }
-    if (buf.length > 0) {
-      // Copy: the producer may reuse its buffer after we return control.
-      parts.push(Buffer.from(buf));
-      size += buf.length;
+    let offset = 0;
+    while (offset < piece.byteLength) {
+      const take = Math.min(BLOCK_BYTES - size, piece.byteLength - offset);
+      block.set(piece.subarray(offset, offset + take), size);
+      size += take;
+      offset += take;
+      if (size === BLOCK_BYTES) {
+        yield block;
+        block = Buffer.from(blockPool.take());
+        size = 0;
+      }
     }
   }
-  if (size > 0) yield Buffer.concat(parts, size);
+  if (size > 0) yield block.subarray(0, size);
+  else blockPool.give(block.buffer as ArrayBuffer);
 }
 
 /**
@@ -97,7 +115,17 @@ const gzipAsync = promisify(zlib.gzip);
 const gzipCodec: Codec = {
   name: 'gzip',
   extension: '.gz',
-  compress: (source, level, signal) => ordered(blocks(source), concurrency(), (block) => gzipAsync(block, { level }), signal),
+  compress: (source, level, signal) =>
+    ordered(
+      blocks(source),
+      concurrency(),
+      async (block) => {
+        const out = await gzipAsync(block, { level });
+        blockPool.give(block.buffer as ArrayBuffer);
+        return out;
+      },
+      signal,
+    ),
   decompress: (source) => through(source, zlib.createGunzip({ chunkSize: 1024 * 1024 })),
 };
 
@@ -126,7 +154,16 @@ function nodeZstdCodec(): Codec | undefined {
     name: 'zstd',
     extension: '.zst',
     compress: (source, level, signal) =>
-      ordered(blocks(source), concurrency(), (block) => compressAsync(block, { params: { [levelParam]: level } }), signal),
+      ordered(
+        blocks(source),
+        concurrency(),
+        async (block) => {
+          const out = await compressAsync(block, { params: { [levelParam]: level } });
+          blockPool.give(block.buffer as ArrayBuffer);
+          return out;
+        },
+        signal,
+      ),
     decompress: (source) => through(source, z.createZstdDecompress!() as unknown as Duplex),
   };
 }
@@ -138,10 +175,13 @@ interface ZstdNapi {
 
 const require = createRequire(import.meta.url);
 
-function loadZstdNapi(): { module: ZstdNapi; path: string } | undefined {
+function loadZstdNapi(): { module: ZstdNapi; bindingPath: string } | undefined {
   try {
-    const path = require.resolve('zstd-napi');
-    return { module: require('zstd-napi') as ZstdNapi, path };
+    // The package's low-level binding compresses into a buffer we provide (no allocation per block).
+    const bindingPath = require.resolve('zstd-napi').replace(/dist[\\/]index\.js$/, 'binding.js');
+    const module = require('zstd-napi') as ZstdNapi;
+    require(bindingPath);
+    return { module, bindingPath };
   } catch {
     return undefined;
   }
@@ -159,24 +199,29 @@ class ZstdWorkerPool {
   #users = 0;
 
   constructor(
-    readonly modulePath: string,
+    readonly bindingPath: string,
     readonly size: number,
   ) {}
 
   #spawn(): Worker {
+    // The worker compresses into one reused output buffer and sends back both the result (a
+    // right-sized copy) and the input block, which returns to the pool.
     const source = `
       const { parentPort } = require('node:worker_threads');
-      const zstd = require(${JSON.stringify(this.modulePath)});
-      const compressors = new Map();
-      parentPort.on('message', ({ id, level, data }) => {
+      const zstd = require(${JSON.stringify(this.bindingPath)});
+      const cctx = new zstd.CCtx();
+      let out = Buffer.alloc(0);
+      parentPort.on('message', ({ id, level, data, length }) => {
         try {
-          let c = compressors.get(level);
-          if (!c) { c = new zstd.Compressor(); c.setParameters({ compressionLevel: level }); compressors.set(level, c); }
-          const out = c.compress(new Uint8Array(data));
-          const copy = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
-          parentPort.postMessage({ id, data: copy }, [copy]);
+          const input = new Uint8Array(data, 0, length);
+          const bound = zstd.compressBound(length);
+          if (out.length < bound) out = Buffer.allocUnsafeSlow(bound);
+          const n = cctx.compress(out, input, level);
+          const result = new ArrayBuffer(n);
+          new Uint8Array(result).set(out.subarray(0, n));
+          parentPort.postMessage({ id, data: result, input: data }, [result, data]);
         } catch (err) {
-          parentPort.postMessage({ id, error: String(err && err.message || err) });
+          parentPort.postMessage({ id, error: String(err && err.message || err), input: data }, [data]);
         }
       });`;
     const worker = new Worker(source, { eval: true });
@@ -203,10 +248,11 @@ class ZstdWorkerPool {
     try {
       return await new Promise<Buffer>((resolve, reject) => {
         const id = Math.random();
-        const onMessage = (msg: { id: number; data?: ArrayBuffer; error?: string }): void => {
+        const onMessage = (msg: { id: number; data?: ArrayBuffer; input?: ArrayBuffer; error?: string }): void => {
           if (msg.id !== id) return;
           worker.off('message', onMessage);
           worker.off('error', onError);
+          if (msg.input) blockPool.give(msg.input);
           if (msg.error !== undefined) reject(new StrataError('IO', `compress: zstd failed: ${msg.error}`));
           else resolve(Buffer.from(msg.data!));
         };
@@ -216,8 +262,9 @@ class ZstdWorkerPool {
         };
         worker.on('message', onMessage);
         worker.on('error', onError);
-        const data = (block.buffer as ArrayBuffer).slice(block.byteOffset, block.byteOffset + block.byteLength);
-        worker.postMessage({ id, level, data }, [data]);
+        // Pooled blocks own their whole 4 MiB buffer; it moves to the worker and comes back.
+        const data = block.buffer as ArrayBuffer;
+        worker.postMessage({ id, level, data, length: block.byteLength }, [data]);
       });
     } finally {
       this.#give(worker);
@@ -243,7 +290,7 @@ function napiZstdCodec(): Codec | undefined {
     name: 'zstd',
     extension: '.zst',
     compress: (source, level, signal) => {
-      zstdPool ??= new ZstdWorkerPool(loaded.path, concurrency());
+      zstdPool ??= new ZstdWorkerPool(loaded.bindingPath, concurrency());
       const pool = zstdPool;
       return (async function* () {
         pool.acquire();

@@ -41,7 +41,14 @@ export interface DatabaseFacts {
  * A consistent, frozen view of one database. The engine takes it in `snapshot()` and releases
  * it in `close()`, which the caller always calls (also after errors).
  */
-export interface Snapshot extends DatabaseFacts {
+export interface Snapshot {
+  /** SHA-256 (hex) of the normalised schema. */
+  readonly schemaFingerprint: string;
+  /**
+   * Per-table row counts and checksums. The core asks for them after reading the streams, so an
+   * engine can compute them alongside (SQLite does, on a worker thread).
+   */
+  tableStats(): Promise<readonly TableStats[]>;
   /** The data streams. Empty for schema-only snapshots. */
   readonly streams: readonly SnapshotStream[];
   /** The DDL that recreates the schema, for schema-only backups and for people reading an artifact. */

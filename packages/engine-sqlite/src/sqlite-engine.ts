@@ -15,8 +15,10 @@ import type {
   Snapshot,
   SnapshotOptions,
   StreamTarget,
+  TableStats,
 } from '@strata/core';
-import { collectFacts, quoteIdent, schemaSql } from './sqlite-facts.js';
+import { Worker } from 'node:worker_threads';
+import { collectFacts, quoteIdent, schemaFingerprint, schemaSql } from './sqlite-facts.js';
 
 /** The only stream of a SQLite snapshot: the database file itself. */
 export const SQLITE_STREAM = 'main.db';
@@ -68,7 +70,10 @@ export class SqliteEngine implements Engine {
     try {
       await this.#copyConsistent(file, copy, options);
       throwIfAborted(options.signal, 'snapshot');
-      const { facts, sql, meta } = readSnapshotFacts(copy, !options.schemaOnly);
+      const { fingerprint, sql, meta } = readSnapshotSchema(copy);
+      const stats = tableStatsInWorker(copy, !options.schemaOnly);
+      // Settled by tableStats() or, if nobody asks (an aborted backup), ignored.
+      stats.promise.catch(() => undefined);
       const size = (await fs.stat(copy)).size;
       const pageSize = meta['pageSize'] as number;
       const streams = options.schemaOnly
@@ -81,7 +86,18 @@ export class SqliteEngine implements Engine {
               open: (opts: Abortable = {}) => createReadStream(copy, { highWaterMark: 1024 * 1024, signal: opts.signal }),
             },
           ];
-      return { ...facts, streams, schemaSql: sql, databaseBytes: size, engineMeta: meta, close: cleanup };
+      return {
+        schemaFingerprint: fingerprint,
+        tableStats: () => stats.promise,
+        streams,
+        schemaSql: sql,
+        databaseBytes: size,
+        engineMeta: meta,
+        close: async () => {
+          await stats.stop();
+          await cleanup();
+        },
+      };
     } catch (err) {
       await cleanup();
       throw err instanceof StrataError ? err : wrapError(`snapshot ${file}`, err);
@@ -295,10 +311,9 @@ function sqliteError(step: string, err: unknown): StrataError {
   return wrapError(step, err);
 }
 
-function readSnapshotFacts(copy: string, withData: boolean): { facts: DatabaseFacts; sql: string; meta: Record<string, unknown> } {
+function readSnapshotSchema(copy: string): { fingerprint: string; sql: string; meta: Record<string, unknown> } {
   const db = new Database(copy, { readonly: true, fileMustExist: true });
   try {
-    const facts = collectFacts(db, { withData });
     const meta = {
       pageSize: db.pragma('page_size', { simple: true }) as number,
       pageCount: db.pragma('page_count', { simple: true }) as number,
@@ -309,10 +324,29 @@ function readSnapshotFacts(copy: string, withData: boolean): { facts: DatabaseFa
       journalMode: db.pragma('journal_mode', { simple: true }) as string,
       sqliteVersion: (db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v,
     };
-    return { facts, sql: schemaSql(db), meta };
+    return { fingerprint: schemaFingerprint(db), sql: schemaSql(db), meta };
   } finally {
     db.close();
   }
+}
+
+/** Starts computing table stats of the snapshot copy on a worker thread. */
+function tableStatsInWorker(file: string, withData: boolean): { promise: Promise<TableStats[]>; stop(): Promise<void> } {
+  const worker = new Worker(new URL('./stats-worker.js', import.meta.url), { workerData: { file, withData } });
+  const promise = new Promise<TableStats[]>((resolve, reject) => {
+    worker.once('message', (msg: { tables?: TableStats[]; error?: string }) => {
+      if (msg.tables) resolve(msg.tables);
+      else reject(new StrataError('DATABASE_INVALID', `snapshot: reading table statistics failed: ${msg.error}`));
+    });
+    worker.once('error', (err) => reject(wrapError('snapshot: table statistics', err)));
+    worker.once('exit', (code) => reject(new StrataError('INTERNAL', `snapshot: the table statistics worker exited (${code}) without a result`)));
+  });
+  return {
+    promise,
+    stop: async () => {
+      await worker.terminate();
+    },
+  };
 }
 
 interface SchemaObject {

@@ -44,6 +44,12 @@ export interface ReadArtifactOptions {
   /** Where a whole stream's bytes go; undefined (or no callback) means only check them. */
   readonly streamWriter?: (name: string) => Promise<StreamWriter | undefined>;
   /**
+   * Also check every chunk of whole streams against the layout (default true). A restore turns
+   * it off: the stream's SHA-256 already proves every byte, and skipping the per-page work keeps
+   * it fast and light on memory.
+   */
+  readonly verifyChunks?: boolean;
+  /**
    * Receives each verified chunk the artifact stores: chunks of segments, and chunks of whole
    * streams for which `streamWriter` gave no writer (chain restores collect them by hash).
    */
@@ -216,9 +222,20 @@ function parseDescriptor(bytes: Buffer, where: string): StreamDescriptor {
   throw new StrataError('ARTIFACT_CORRUPT', `${where}: malformed stream descriptor`);
 }
 
-async function readWhole(entry: TarEntry, chunking: Chunking, stream: string, options: ReadArtifactOptions): Promise<{ sha256: string; size: number; layout: ChunkLayout; stored: { count: number; bytes: number } }> {
+async function readWhole(entry: TarEntry, chunking: Chunking, stream: string, options: ReadArtifactOptions): Promise<{ sha256: string; size: number; layout?: ChunkLayout; stored: { count: number; bytes: number } }> {
   const writer = options.streamWriter ? await options.streamWriter(stream) : undefined;
   const sha = createHash('sha256');
+  if (writer && options.verifyChunks === false) {
+    let size = 0;
+    for await (const piece of entry.body) {
+      throwIfAborted(options.signal, 'read');
+      sha.update(piece);
+      size += piece.length;
+      await writer.write(piece);
+    }
+    await writer.end();
+    return { sha256: sha.digest('hex'), size, stored: { count: -1, bytes: size } };
+  }
   const layout = new ChunkLayoutBuilder();
   let size = 0;
   for await (const chunk of splitChunks(entry.body, chunking)) {
@@ -274,11 +291,11 @@ function checkAgainstManifest(
     const layoutBytes = layout.sizes.reduce((sum, n) => sum + n, 0);
     if (layoutBytes !== s.size) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout covers ${layoutBytes} bytes, manifest says ${s.size}`);
     if (s.payload === 'whole') {
-      if (!got || !got.layout) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} is missing its data`);
+      if (!got) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} is missing its data`);
       if (got.size !== s.size || got.sha256 !== s.sha256) {
         throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} does not match the SHA-256 in the manifest`);
       }
-      if (!got.layout.hashes.equals(layout.hashes)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} chunks do not match their layout`);
+      if (got.layout && !got.layout.hashes.equals(layout.hashes)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} chunks do not match their layout`);
     } else {
       const stored = got?.stored ?? { count: 0, bytes: 0 };
       if (stored.count !== s.storedChunks || stored.bytes !== s.storedBytes) {

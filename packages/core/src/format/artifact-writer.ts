@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { SnapshotStream } from '../engine.js';
+import type { SnapshotStream, TableStats } from '../engine.js';
 import { splitChunks } from './chunker.js';
 import { StrataError, throwIfAborted } from '../errors.js';
 import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex } from './chunk-index.js';
@@ -18,7 +18,9 @@ export interface ParentStream {
 
 /** Everything the writer needs besides the streams; the manifest is completed from what it measures. */
 export interface ArtifactPlan {
-  readonly manifest: Omit<Manifest, 'streams'>;
+  readonly manifest: Omit<Manifest, 'streams' | 'tables'>;
+  /** Per-table facts, awaited after the streams (an engine may compute them meanwhile). */
+  readonly tables: () => Promise<readonly TableStats[]>;
   readonly streams: readonly SnapshotStream[];
   readonly schemaSql: string;
   /** Per stream name: the parent's layout, for incrementals and differentials. */
@@ -67,7 +69,7 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
       streams.push(recorded.manifest!);
       result.layouts.set(stream.name, recorded.layout!);
     }
-    const manifest: Manifest = { ...plan.manifest, streams };
+    const manifest: Manifest = { ...plan.manifest, tables: await plan.tables(), streams };
     result.manifest = manifest;
     yield* entry(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), mtime);
     yield tarTrailer();
