@@ -193,8 +193,8 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     ...(options.database !== undefined ? { database: options.database } : {}),
   });
   if (asOf && !ctx.json) process.stderr.write(`--as-of ${asOf.toISOString()}: chose ${record.id} (${record.type}, taken ${record.createdAt})\n`);
-  const file = target.replace(/^sqlite:(\/\/)?/, '');
-  const inPlace = existsSync(file);
+  const { exists: inPlace, description } = await repo.restoreTarget(record.engine, target);
+  const file = description.replace(/^sqlite:(\/\/)?/, '');
   if (inPlace && !options.force) {
     throw new StrataError(
       'TARGET_EXISTS',
@@ -228,14 +228,14 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
       type: record.type,
       createdAt: record.createdAt,
       chain: chain.map((b) => b.id),
-      target: path.resolve(file),
+      target: file,
       replaced: inPlace,
       ...(tables ? { tables } : {}),
     });
   } else {
     const via = chain.length > 1 ? ` through its chain ${chain.map((b) => b.id).join(' → ')}` : '';
     const what = tables ? `tables ${tables.join(', ')} of ${record.id}` : record.id;
-    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${path.resolve(file)}${inPlace ? (tables ? ' (replaced those tables)' : ' (replaced the old file)') : ''}\n`);
+    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : ' (replaced the old file)') : ''}\n`);
   }
   return 0;
 }

@@ -106,6 +106,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
       signal: options.signal,
       onBytes: progress(tip),
       verifyChunks: false,
+      onSchema: async (schemaSql) => session.prepare?.(schemaSql),
       streamWriter:
         chain.length === 1
           ? async (name) => {

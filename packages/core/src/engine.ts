@@ -102,6 +102,11 @@ export interface RestoreCommitInfo {
  * target is untouched; `abort()` removes whatever was written and is safe to call twice.
  */
 export interface RestoreSession {
+  /**
+   * Called once with the backup's schema before the first `streamTarget()`, so engines that load
+   * rows into tables (COPY) can create them first. Engines that restore files ignore it.
+   */
+  prepare?(schemaSql: string): Promise<void>;
   streamTarget(name: string): Promise<StreamTarget>;
   commit(info: RestoreCommitInfo): Promise<void>;
   abort(): Promise<void>;
@@ -135,11 +140,13 @@ export interface Engine {
   describe(locator: string): string;
   snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot>;
   beginRestore(target: string, options: EngineRestoreOptions): Promise<RestoreSession>;
+  /** True when the restore target already exists (a file, a database on the server). */
+  targetExists(target: string): Promise<boolean>;
   /**
    * A throw-away target for the validator (a temp SQLite file, a temp server database). `drop()`
    * removes it and is safe to call twice.
    */
-  createScratch(options: { tempDir: string } & Abortable): Promise<{ locator: string; drop(): Promise<void> }>;
+  createScratch(options: { tempDir: string; source?: string } & Abortable): Promise<{ locator: string; drop(): Promise<void> }>;
   /** Reads the facts of an existing database (used by the validator on a scratch restore). */
   inspect(locator: string, options?: Abortable): Promise<DatabaseFacts & { integrityErrors: string[] }>;
 }

@@ -23,6 +23,12 @@ export type StrataErrorCode =
   | 'DATABASE_INVALID'
   /** Another connection holds a lock that keeps us from reading or replacing the database. */
   | 'DATABASE_LOCKED'
+  /** The database server cannot be reached (host, port, network, server shutting down). */
+  | 'CONNECTION_FAILED'
+  /** The database server refused the user or password. */
+  | 'AUTH_FAILED'
+  /** A program Strata needs (pg_dump) is missing or too old. */
+  | 'TOOL_MISSING'
   /** No registered engine understands a database locator (URL or path). */
   | 'ENGINE_UNKNOWN'
   /** No backup with that id, or nothing matches the selection. */

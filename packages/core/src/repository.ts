@@ -252,6 +252,14 @@ export class Repository {
     return passphrase;
   }
 
+  /** Whether a restore target of the given engine exists, and how to name it without secrets. */
+  async restoreTarget(engineKind: string, target: string): Promise<{ exists: boolean; description: string }> {
+    const engine = this.#options.engines.get(engineKind);
+    if (!engine) throw new StrataError('ENGINE_UNKNOWN', `no engine ${engineKind} in this program (known: ${this.#options.engines.kinds().join(', ')})`);
+    if (!engine.accepts(target)) throw new StrataError('USAGE', `restore: ${engine.describe(target)} is not a ${engineKind} target`);
+    return { exists: await engine.targetExists(target), description: engine.describe(target) };
+  }
+
   /** Checks the passphrase now (the CLI does this before touching anything). */
   async unlock(): Promise<void> {
     await this.#unlock();
@@ -764,7 +772,7 @@ export class Repository {
       skipRest(`engine ${record.engine} is not available in this program`);
       return done();
     }
-    const scratch = await engine.createScratch({ tempDir: this.#tempDir, signal: options.signal });
+    const scratch = await engine.createScratch({ tempDir: this.#tempDir, source: record.source, signal: options.signal });
     try {
       try {
         await this.#restoreInto(engine, chain, scratch.locator, { force: true, passphrase, signal: options.signal, onProgress: options.onProgress });

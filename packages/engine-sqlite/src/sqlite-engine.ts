@@ -220,6 +220,10 @@ export class SqliteEngine implements Engine {
     };
   }
 
+  async targetExists(target: string): Promise<boolean> {
+    return fileExists(path.resolve(filePath(target)));
+  }
+
   async createScratch(options: { tempDir: string }): Promise<{ locator: string; drop(): Promise<void> }> {
     await fs.mkdir(options.tempDir, { recursive: true });
     const file = path.join(options.tempDir, `scratch-${randomBytes(6).toString('hex')}.db`);

@@ -41,6 +41,8 @@ export interface ReadArtifactOptions {
   readonly signal?: AbortSignal;
   /** Bytes of the artifact read so far. */
   readonly onBytes?: (storedBytes: number) => void;
+  /** Receives the schema as soon as its entry is read (before any stream data). */
+  readonly onSchema?: (schemaSql: string) => Promise<void>;
   /** Where a whole stream's bytes go; undefined (or no callback) means only check them. */
   readonly streamWriter?: (name: string) => Promise<StreamWriter | undefined>;
   /**
@@ -173,6 +175,7 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
       await readSmall(entry, where);
     } else if (name === SCHEMA_ENTRY) {
       schemaSql = (await readSmall(entry, where)).toString('utf8');
+      await options.onSchema?.(schemaSql);
     } else if (name === MANIFEST_ENTRY) {
       if (entry.size > MAX_MANIFEST_BYTES) throw new StrataError('ARTIFACT_HOSTILE', `${where}: manifest of ${entry.size} bytes is too large`);
       manifest = parseManifest(await readSmall(entry, where), where);

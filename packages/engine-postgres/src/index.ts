@@ -1,0 +1,3 @@
+export { PostgresEngine } from './postgres-engine.js';
+export { parseTarget } from './pg-connection.js';
+export type { PgTarget } from './pg-connection.js';

@@ -1,0 +1,119 @@
+import pg from 'pg';
+import { StrataError } from '@strata/core';
+
+/** What a postgres:// URL names, parsed once. The password stays in here and in libpq's environment. */
+export interface PgTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly password: string | undefined;
+  readonly database: string;
+  /** The URL without its password: for messages, the catalog and the journal. */
+  readonly safe: string;
+  readonly raw: string;
+}
+
+/** Parses a postgres:// or postgresql:// URL; a bad one is a usage error that never echoes a password. */
+export function parseTarget(locator: string): PgTarget {
+  let url: URL;
+  try {
+    url = new URL(locator);
+  } catch {
+    throw new StrataError('USAGE', 'postgres: the database URL is not a valid URL (expected postgres://user@host:port/database)');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new StrataError('USAGE', `postgres: ${url.protocol} is not a PostgreSQL URL`);
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  if (!database || database.includes('/')) throw new StrataError('USAGE', `postgres: the URL names no database (expected postgres://user@${url.host || 'host'}/database)`);
+  const user = decodeURIComponent(url.username || process.env['PGUSER'] || 'postgres');
+  const password = url.password ? decodeURIComponent(url.password) : process.env['PGPASSWORD'];
+  const host = url.hostname || 'localhost';
+  const port = url.port ? Number(url.port) : 5432;
+  const safeUrl = new URL(locator);
+  safeUrl.password = '';
+  return { host, port, user, password, database, safe: safeUrl.toString().replace(/:@/, '@'), raw: locator };
+}
+
+/** The same server and credentials, another database (for CREATE/DROP/RENAME DATABASE). */
+export function withDatabase(target: PgTarget, database: string): PgTarget {
+  const url = new URL(target.raw);
+  url.pathname = `/${encodeURIComponent(database)}`;
+  return parseTarget(url.toString());
+}
+
+/** Session settings that make COPY text output identical between backup and verification. */
+const STABLE_OUTPUT = [
+  "SET DateStyle = 'ISO, YMD'",
+  "SET IntervalStyle = 'postgres'",
+  'SET extra_float_digits = 3',
+  "SET bytea_output = 'hex'",
+  "SET TimeZone = 'UTC'",
+  "SET client_encoding = 'UTF8'",
+];
+
+/** Opens a connection, turning every way it can fail into a message that names what was wrong. */
+export async function connect(target: PgTarget, application = 'strata'): Promise<pg.Client> {
+  const client = new pg.Client({
+    host: target.host,
+    port: target.port,
+    user: target.user,
+    ...(target.password !== undefined ? { password: target.password } : {}),
+    database: target.database,
+    application_name: application,
+    connectionTimeoutMillis: 10_000,
+  });
+  // A server that goes away mid-operation emits 'error' on the client; the pending query rejects
+  // with it as well, so this listener only keeps the process from crashing.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw connectionError(target, err);
+  }
+  for (const statement of STABLE_OUTPUT) await client.query(statement);
+  return client;
+}
+
+/** Maps driver and server errors to StrataErrors that name host, port, user or database. */
+export function connectionError(target: PgTarget, err: unknown): StrataError {
+  const e = err as { code?: string; message?: string };
+  const where = `${target.host}:${target.port}`;
+  switch (e.code) {
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new StrataError('CONNECTION_FAILED', `postgres: host ${target.host} cannot be resolved`, { cause: err, details: { host: target.host } });
+    case 'ECONNREFUSED':
+      return new StrataError('CONNECTION_FAILED', `postgres: nothing accepts connections on ${where} (is the server running, is the port right?)`, { cause: err });
+    case 'ETIMEDOUT':
+      return new StrataError('CONNECTION_FAILED', `postgres: connecting to ${where} timed out`, { cause: err });
+    case '3D000':
+      return new StrataError('DATABASE_NOT_FOUND', `postgres: database ${JSON.stringify(target.database)} does not exist on ${where}`, { cause: err, details: { pgCode: e.code } });
+    case '28P01':
+    case '28000':
+      return new StrataError('AUTH_FAILED', `postgres: authentication failed for user ${JSON.stringify(target.user)} on ${where} (check the user and password)`, {
+        cause: err,
+        details: { pgCode: e.code },
+      });
+    case '57P01':
+    case '57P02':
+    case '57P03':
+      return new StrataError('CONNECTION_FAILED', `postgres: the server on ${where} shut down or is not accepting connections`, { cause: err, details: { pgCode: e.code } });
+    default: {
+      const message = (e.message ?? String(err)).replace(target.password ?? '\u0000', '***');
+      if (/Connection terminated|ECONNRESET|EPIPE|terminating connection/i.test(message)) {
+        return new StrataError('CONNECTION_FAILED', `postgres: the connection to ${where} was lost (${message})`, { cause: err });
+      }
+      return new StrataError('IO', `postgres (${where}/${target.database}): ${message}`, { cause: err, details: { pgCode: e.code } });
+    }
+  }
+}
+
+/** Quotes an identifier. */
+export function ident(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** Quotes a literal. */
+export function literal(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}

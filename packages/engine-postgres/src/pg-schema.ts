@@ -1,0 +1,113 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { StrataError } from '@strata/core';
+import type { PgTarget } from './pg-connection.js';
+
+/** Separates the two halves of schema.sql: restores load rows between them. */
+export const POST_DATA_MARKER = '-- strata: post-data (indexes, constraints, triggers) below; load the rows before running it';
+
+/** The environment for pg_dump: connection through libpq variables, so no password is on argv. */
+function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PGHOST: target.host, PGPORT: String(target.port), PGUSER: target.user, PGDATABASE: target.database, PGCONNECT_TIMEOUT: '10' };
+  if (target.password !== undefined) env['PGPASSWORD'] = target.password;
+  else delete env['PGPASSWORD'];
+  return env;
+}
+
+/** Runs pg_dump and returns its output; a missing binary or a failure is a clear error. */
+function runPgDump(target: PgTarget, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('pg_dump', ['--no-password', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') {
+        reject(new StrataError('TOOL_MISSING', 'postgres: pg_dump is not installed; install the PostgreSQL client (Debian: postgresql-client) of the server\'s major version or newer'));
+      } else reject(new StrataError('IO', `postgres: running pg_dump failed: ${e.message}`, { cause: e }));
+    });
+    child.on('close', (code) => {
+      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
+      else {
+        const message = err.trim().replace(target.password ?? '\u0000', '***');
+        if (/server version mismatch|aborting because of server version mismatch/i.test(message)) {
+          reject(new StrataError('TOOL_MISSING', `postgres: pg_dump is older than the server (${message}); install a pg_dump of the server's major version or newer`));
+        } else reject(new StrataError('IO', `postgres: pg_dump failed (exit ${code}): ${message}`));
+      }
+    });
+  });
+}
+
+/** Major version of the installed pg_dump, or a TOOL_MISSING error. */
+export async function pgDumpMajor(): Promise<number> {
+  const version = await new Promise<string>((resolve, reject) => {
+    const child = spawn('pg_dump', ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === 'ENOENT'
+          ? new StrataError('TOOL_MISSING', 'postgres: pg_dump is not installed; install the PostgreSQL client (Debian: postgresql-client) of the server\'s major version or newer')
+          : new StrataError('IO', `postgres: running pg_dump failed: ${e.message}`, { cause: e }),
+      ),
+    );
+    child.on('close', () => resolve(out));
+  });
+  const match = /(\d+)(?:\.\d+)?/.exec(version);
+  if (!match) throw new StrataError('TOOL_MISSING', `postgres: cannot tell the pg_dump version from ${JSON.stringify(version.trim())}`);
+  return Number(match[1]);
+}
+
+/**
+ * The schema of the database as pg_dump sees it in `snapshot` (exported by our transaction, so
+ * it matches the rows exactly): pre-data, a marker line, post-data.
+ */
+export async function dumpSchema(target: PgTarget, snapshot: string | undefined): Promise<string> {
+  const common = ['--schema-only', '--quote-all-identifiers', ...(snapshot ? [`--snapshot=${snapshot}`] : [])];
+  const pre = await runPgDump(target, [...common, '--section=pre-data']);
+  const post = await runPgDump(target, [...common, '--section=post-data']);
+  return `${pre}\n${POST_DATA_MARKER}\n${post}`;
+}
+
+/** The two halves of a schema.sql written by {@link dumpSchema}. */
+export function splitSchema(sql: string): { pre: string; post: string } {
+  const at = sql.indexOf(POST_DATA_MARKER);
+  if (at < 0) return { pre: sql, post: '' };
+  return { pre: sql.slice(0, at), post: sql.slice(at + POST_DATA_MARKER.length) };
+}
+
+/**
+ * Makes pg_dump output comparable and executable by a plain client: drops comments, blank lines
+ * and psql meta-commands (`\restrict` lines carry a random key that differs on every run).
+ */
+export function normaliseSchema(sql: string): string {
+  return sql
+    .split('\n')
+    .filter((line) => !line.startsWith('--') && !line.startsWith('\\') && line.trim() !== '')
+    .join('\n');
+}
+
+/** SHA-256 of the normalised schema. */
+export function fingerprint(sql: string): string {
+  return createHash('sha256').update(normaliseSchema(sql)).digest('hex');
+}
+
+/**
+ * The statements of a schema script that a plain connection can run: psql meta-commands removed,
+ * and ownership/privilege statements for roles the target server lacks left out (the objects are
+ * then owned by the restoring user, as pg_restore --no-owner would do).
+ */
+export function executableSchema(sql: string, roles: ReadonlySet<string>): { sql: string; skipped: string[] } {
+  const skipped: string[] = [];
+  const lines = sql.split('\n').filter((line) => !line.startsWith('\\'));
+  const kept = lines.filter((line) => {
+    const owner = /OWNER TO "?([^";]+)"?;\s*$/.exec(line) ?? /^(?:GRANT|REVOKE) .* (?:TO|FROM) "?([^";,]+)"?;\s*$/.exec(line);
+    if (owner && owner[1] !== 'PUBLIC' && !roles.has(owner[1]!)) {
+      skipped.push(line.trim());
+      return false;
+    }
+    return true;
+  });
+  return { sql: kept.join('\n'), skipped };
+}

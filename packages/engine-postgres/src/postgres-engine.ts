@@ -1,0 +1,459 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { once } from 'node:events';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { StrataError, isStrataError, throwIfAborted } from '@strata/core';
+import type {
+  Abortable,
+  DatabaseFacts,
+  Engine,
+  EngineCapabilities,
+  EngineRestoreOptions,
+  RestoreCommitInfo,
+  RestoreSession,
+  Snapshot,
+  SnapshotOptions,
+  StreamTarget,
+  TableStats,
+} from '@strata/core';
+import { connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
+import type { PgTarget } from './pg-connection.js';
+import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, splitSchema } from './pg-schema.js';
+import { CopyStats, copyOut, listTables, parseStreamName, qualified, statsOf, streamName } from './pg-tables.js';
+import type { PgTable } from './pg-tables.js';
+
+/** Row streams are cut into content-defined chunks of about this size (whole rows each). */
+const AVERAGE_CHUNK = 64 * 1024;
+
+/** A sequence's position, restored after the rows so new rows continue where the old ones ended. */
+interface SequenceState {
+  schema: string;
+  name: string;
+  lastValue: string;
+  isCalled: boolean;
+  /** `schema.table` that owns the sequence (serial/identity), if any. */
+  ownedBy: string | null;
+}
+
+/** What a restore needs besides the schema: kept in the manifest's engineMeta. */
+interface PgMeta {
+  serverVersion: string;
+  sequences: SequenceState[];
+  /** Materialized views that held data, refreshed after a restore. */
+  matviews: string[];
+  tables: { stream: string; table: string }[];
+}
+
+/**
+ * PostgreSQL through `pg` and `pg-copy-streams`, with `pg_dump` for the schema.
+ *
+ * A snapshot is one REPEATABLE READ, READ ONLY transaction. Its snapshot is exported and handed to
+ * pg_dump, so schema and rows are of the same moment. Each table becomes one stream of COPY text in
+ * primary-key order, cut into content-defined chunks of whole rows, so a few changed rows make a
+ * small incremental. Row counts and checksums are taken from the same bytes as they stream.
+ *
+ * A restore builds a new database next to the target and renames it into place only when it is
+ * complete; the old database stays untouched until then.
+ */
+export class PostgresEngine implements Engine {
+  readonly kind = 'postgres';
+  readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
+
+  accepts(locator: string): boolean {
+    return /^postgres(ql)?:\/\//i.test(locator);
+  }
+
+  describe(locator: string): string {
+    try {
+      return parseTarget(locator).safe;
+    } catch {
+      return 'postgres://(unparseable URL)';
+    }
+  }
+
+  async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
+    const target = parseTarget(locator);
+    const dumpMajor = await pgDumpMajor();
+    const client = await connect(target, 'strata backup');
+    let open = true;
+    const close = async (): Promise<void> => {
+      if (!open) return;
+      open = false;
+      await client.query('ROLLBACK').catch(() => undefined);
+      await client.end().catch(() => undefined);
+    };
+    try {
+      const serverMajor = Math.floor(Number((await client.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v) / 10000);
+      if (dumpMajor < serverMajor) {
+        throw new StrataError('TOOL_MISSING', `postgres: pg_dump ${dumpMajor} cannot read a PostgreSQL ${serverMajor} server; install pg_dump ${serverMajor} or newer`);
+      }
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+      const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+      const serverVersion = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
+      const schemaSql = await dumpSchema(target, exported);
+      throwIfAborted(options.signal, 'snapshot');
+      const tables = await listTables(client);
+      const sequences = await readSequences(client);
+      const matviews = (await client.query<{ name: string }>(
+        `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'm' AND c.relispopulated ORDER BY 1`,
+      )).rows.map((r) => r.name);
+      const databaseBytes = Number((await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]!.size);
+      const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t) })) };
+
+      const stats = new Map<string, TableStats>();
+      const streams = options.schemaOnly
+        ? []
+        : tables.map((table) => ({
+            name: streamName(table),
+            chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK },
+            open: (opts: Abortable = {}) =>
+              (async function* () {
+                const counter = new CopyStats();
+                for await (const chunk of copyOut(client, table, counter)) {
+                  throwIfAborted(opts.signal, 'snapshot');
+                  yield chunk;
+                }
+                stats.set(qualified(table), counter.finish(qualified(table)));
+              })(),
+          }));
+      const empty = new CopyStats().finish('');
+      return {
+        schemaFingerprint: fingerprint(schemaSql),
+        // Rows were counted and hashed while they streamed; a table not read yet is read now.
+        tableStats: async () => {
+          if (options.schemaOnly) return tables.map((t) => ({ ...empty, name: qualified(t) }));
+          const missing = tables.filter((t) => !stats.has(qualified(t)));
+          for (const s of await statsOf(client, missing)) stats.set(s.name, s);
+          return tables.map((t) => stats.get(qualified(t))!);
+        },
+        streams,
+        schemaSql,
+        databaseBytes,
+        engineMeta: meta as unknown as Record<string, unknown>,
+        close,
+      };
+    } catch (err) {
+      await close();
+      throw isStrataError(err) ? err : connectionError(target, err);
+    }
+  }
+
+  async targetExists(locator: string): Promise<boolean> {
+    const target = parseTarget(locator);
+    const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
+    try {
+      return (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [target.database])).rowCount! > 0;
+    } finally {
+      await admin.end().catch(() => undefined);
+    }
+  }
+
+  async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
+    const target = parseTarget(locator);
+    const exists = await this.targetExists(locator);
+    if (exists && !options.force) {
+      throw new StrataError(
+        'TARGET_EXISTS',
+        options.tables
+          ? `restore: database ${target.database} exists; pass --force to replace the rows of ${options.tables.join(', ')} in it`
+          : `restore: database ${target.database} exists on ${target.host}:${target.port}; pass --force to replace it (it stays intact until the new one is complete)`,
+      );
+    }
+    if (options.tables && exists) return beginTableRestore(target, options);
+    return beginDatabaseRestore(target, exists, options);
+  }
+
+  async createScratch(options: { tempDir: string; source?: string }): Promise<{ locator: string; drop(): Promise<void> }> {
+    if (!options.source) throw new StrataError('USAGE', 'postgres: verification needs the server the backup came from');
+    const source = parseTarget(options.source);
+    const name = `strata_scratch_${randomBytes(6).toString('hex')}`;
+    const scratch = withDatabase(source, name);
+    return {
+      locator: scratch.raw,
+      drop: async () => {
+        const admin = await connect(withDatabase(source, 'postgres'), 'strata verify');
+        try {
+          await admin.query(`DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
+        } finally {
+          await admin.end().catch(() => undefined);
+        }
+      },
+    };
+  }
+
+  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+    const target = parseTarget(locator);
+    const client = await connect(target, 'strata verify');
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+      const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+      const schemaSql = await dumpSchema(target, exported);
+      const tables = await listTables(client);
+      const stats = await statsOf(client, tables);
+      // PostgreSQL enforces foreign keys itself; constraints added NOT VALID are the exception.
+      const notValid = (await client.query<{ name: string }>(`SELECT conrelid::regclass::text || ' ' || conname AS name FROM pg_constraint WHERE NOT convalidated`)).rows;
+      return { schemaFingerprint: fingerprint(schemaSql), tables: stats, integrityErrors: notValid.map((r) => `constraint not validated: ${r.name}`) };
+    } catch (err) {
+      throw isStrataError(err) ? err : connectionError(target, err);
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined);
+      await client.end().catch(() => undefined);
+    }
+  }
+}
+
+async function readSequences(client: pg.Client): Promise<SequenceState[]> {
+  const seqs = (await client.query<{ schema: string; name: string; owned_by: string | null }>(`
+    SELECT n.nspname AS schema, c.relname AS name,
+      (SELECT tn.nspname || '.' || t.relname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) AS owned_by
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+    ORDER BY 1, 2`)).rows;
+  const out: SequenceState[] = [];
+  for (const s of seqs) {
+    const state = (await client.query<{ last_value: string; is_called: boolean }>(`SELECT last_value::text, is_called FROM ${ident(s.schema)}.${ident(s.name)}`)).rows[0]!;
+    out.push({ schema: s.schema, name: s.name, lastValue: state.last_value, isCalled: state.is_called, ownedBy: s.owned_by });
+  }
+  return out;
+}
+
+async function existingRoles(client: pg.Client): Promise<Set<string>> {
+  return new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname));
+}
+
+/**
+ * A sink that COPYs rows into a table; `end()` resolves when the server has them all. The COPY
+ * starts at the first write, not when the sink is made: the core may ask for every table's sink
+ * before it writes any, and one connection runs one COPY at a time.
+ */
+function copyIntoTable(client: pg.Client, schema: string, table: string): StreamTarget {
+  let stream: ReturnType<typeof copyFrom> | undefined;
+  let failure: Error | undefined;
+  const start = async (): Promise<ReturnType<typeof copyFrom>> => {
+    if (stream) return stream;
+    const columns = (await client.query<{ name: string }>(
+      `SELECT a.attname::text AS name FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`,
+      [schema, table],
+    )).rows.map((r) => ident(r.name));
+    if (columns.length === 0 && (await client.query('SELECT to_regclass($1) AS t', [`${ident(schema)}.${ident(table)}`])).rows[0].t === null) {
+      throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema does not create table ${schema}.${table}`);
+    }
+    stream = client.query(copyFrom(`COPY ${ident(schema)}.${ident(table)} (${columns.join(', ')}) FROM STDIN`));
+    stream.on('error', (err: Error) => (failure = err));
+    return stream;
+  };
+  return {
+    kind: 'sink',
+    write: async (chunk) => {
+      const s = await start();
+      if (failure) throw failure;
+      if (!s.write(chunk)) await Promise.race([once(s, 'drain'), once(s, 'error')]);
+      if (failure) throw failure;
+    },
+    end: async () => {
+      const s = await start();
+      if (failure) throw failure;
+      s.end();
+      await Promise.race([once(s, 'finish'), once(s, 'error').then(([e]) => Promise.reject(e))]);
+    },
+  };
+}
+
+/** A sink for streams a table restore does not want. */
+const discard: StreamTarget = { kind: 'sink', write: async () => undefined, end: async () => undefined };
+
+function workDatabaseName(target: string): string {
+  return `${target.slice(0, 40)}__strata_${randomBytes(4).toString('hex')}`;
+}
+
+/** Restores into a new database, then renames it over the target. */
+async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
+  const workName = workDatabaseName(target.database);
+  const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
+  let work: pg.Client | undefined;
+  let created = false;
+  const wanted = options.tables ? new Set(options.tables) : undefined;
+  const cleanup = async (): Promise<void> => {
+    await work?.end().catch(() => undefined);
+    work = undefined;
+    if (created) await admin.query(`DROP DATABASE IF EXISTS ${ident(workName)} WITH (FORCE)`).catch(() => undefined);
+    created = false;
+    await admin.end().catch(() => undefined);
+  };
+  let post = '';
+  return {
+    prepare: async (schemaSql) => {
+      try {
+        await admin.query(`CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`);
+        created = true;
+        work = await connect(withDatabase(target, workName), 'strata restore');
+        const parts = splitSchema(schemaSql);
+        post = parts.post;
+        const roles = await existingRoles(work);
+        await work.query(executableSchema(parts.pre, roles).sql);
+      } catch (err) {
+        throw isStrataError(err) ? err : new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply to ${target.host}:${target.port}: ${(err as Error).message}`, { cause: err });
+      }
+    },
+    streamTarget: async (name) => {
+      const table = parseStreamName(name);
+      if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
+      if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
+      if (wanted && !matchesAny(table, wanted)) return discard;
+      return copyIntoTable(work, table.schema, table.name);
+    },
+    commit: async (info: RestoreCommitInfo) => {
+      try {
+        if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
+        if (wanted) checkTablesInBackup(wanted, info.tables);
+        const roles = await existingRoles(work);
+        await work.query(executableSchema(post, roles).sql);
+        const meta = info.engineMeta as unknown as PgMeta;
+        await restoreSequences(work, meta.sequences ?? []);
+        for (const view of meta.matviews ?? []) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        await work.end();
+        work = undefined;
+        if (exists) {
+          const sessions = Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1', [target.database])).rows[0]!.n);
+          if (sessions > 0) {
+            throw new StrataError('DATABASE_LOCKED', `restore: ${sessions} session(s) are connected to ${target.database}; close them (stop the application) and run the restore again`);
+          }
+          const old = `${target.database.slice(0, 40)}__strata_old_${randomBytes(4).toString('hex')}`;
+          await admin.query(`ALTER DATABASE ${ident(target.database)} RENAME TO ${ident(old)}`);
+          try {
+            await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
+          } catch (err) {
+            await admin.query(`ALTER DATABASE ${ident(old)} RENAME TO ${ident(target.database)}`).catch(() => undefined);
+            throw err;
+          }
+          created = false;
+          await admin.query(`DROP DATABASE ${ident(old)} WITH (FORCE)`);
+        } else {
+          await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
+          created = false;
+        }
+        await admin.end().catch(() => undefined);
+      } catch (err) {
+        await cleanup();
+        throw isStrataError(err) ? err : connectionError(target, err);
+      }
+    },
+    abort: cleanup,
+  };
+}
+
+function matchesAny(table: { schema: string; name: string }, wanted: ReadonlySet<string>): boolean {
+  return wanted.has(qualified(table)) || wanted.has(table.name);
+}
+
+function checkTablesInBackup(wanted: ReadonlySet<string>, inBackup: readonly string[]): void {
+  for (const name of wanted) {
+    const found = inBackup.filter((q) => q === name || q.slice(q.indexOf('.') + 1) === name);
+    if (found.length === 0) throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(name)} (it has: ${inBackup.join(', ')})`, { details: { table: name } });
+    if (found.length > 1) throw new StrataError('USAGE', `restore: ${name} is ambiguous (${found.join(', ')}); qualify it with its schema`);
+  }
+}
+
+async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: ReadonlySet<string>): Promise<void> {
+  for (const s of sequences) {
+    if (only && (!s.ownedBy || !only.has(s.ownedBy))) continue;
+    await client.query(`SELECT pg_catalog.setval(${literal(`${ident(s.schema)}.${ident(s.name)}`)}, ${s.lastValue}, ${s.isCalled})`);
+  }
+}
+
+/**
+ * Replaces the rows of some tables of an existing database in one transaction. The rows are
+ * spooled to temporary files first, because the backup delivers tables in name order while
+ * foreign keys need parents loaded before children.
+ */
+async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions): Promise<RestoreSession> {
+  const wanted = new Set(options.tables!);
+  await fs.mkdir(options.tempDir, { recursive: true });
+  const files = new Map<string, string>();
+  const cleanup = async (): Promise<void> => {
+    await Promise.all([...files.values()].map((f) => fs.rm(f, { force: true })));
+  };
+  return {
+    streamTarget: async (name) => {
+      const table = parseStreamName(name);
+      if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
+      if (!matchesAny(table, wanted)) return discard;
+      const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
+      files.set(qualified(table), file);
+      return { kind: 'file', path: file };
+    },
+    commit: async (info: RestoreCommitInfo) => {
+      const client = await connect(target, 'strata restore');
+      try {
+        checkTablesInBackup(wanted, info.tables);
+        const chosen = info.tables.filter((q) => wanted.has(q) || wanted.has(q.slice(q.indexOf('.') + 1)));
+        const present = new Set((await listTables(client)).map(qualified));
+        for (const q of chosen) {
+          if (!present.has(q)) throw new StrataError('TABLE_NOT_FOUND', `restore: the target database has no table ${q}; restore the whole backup, or create the table first`);
+        }
+        const order = await parentsFirst(client, chosen);
+        await client.query('BEGIN');
+        try {
+          for (const q of [...order].reverse()) {
+            const [schema, name] = splitQualified(q);
+            await client.query(`DELETE FROM ${ident(schema)}.${ident(name)}`);
+          }
+          for (const q of order) {
+            const [schema, name] = splitQualified(q);
+            const sink = copyIntoTable(client, schema, name);
+            if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
+            const file = files.get(q);
+            if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
+            await sink.end();
+          }
+          await restoreSequences(client, (info.engineMeta as unknown as PgMeta).sequences ?? [], new Set(chosen));
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          const e = err as { code?: string; table?: string; detail?: string };
+          if (e.code === '23503') {
+            throw new StrataError('USAGE', `restore: replacing ${chosen.join(', ')} would break a foreign key (${e.detail ?? (err as Error).message}); include the related tables in --tables`, { cause: err });
+          }
+          throw err;
+        }
+      } catch (err) {
+        throw isStrataError(err) ? err : connectionError(target, err);
+      } finally {
+        await client.end().catch(() => undefined);
+        await cleanup();
+      }
+    },
+    abort: cleanup,
+  };
+}
+
+function splitQualified(q: string): [string, string] {
+  const dot = q.indexOf('.');
+  return [q.slice(0, dot), q.slice(dot + 1)];
+}
+
+/** Orders tables so that a table comes after the tables its foreign keys point to. */
+async function parentsFirst(client: pg.Client, tables: readonly string[]): Promise<string[]> {
+  const edges = (await client.query<{ child: string; parent: string }>(`
+    SELECT cn.nspname || '.' || c.relname AS child, pn.nspname || '.' || p.relname AS parent
+    FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+    JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE k.contype = 'f'`)).rows;
+  const set = new Set(tables);
+  const out: string[] = [];
+  const visiting = new Set<string>();
+  const visit = (t: string): void => {
+    if (out.includes(t) || visiting.has(t)) return;
+    visiting.add(t);
+    for (const e of edges) if (e.child === t && e.parent !== t && set.has(e.parent)) visit(e.parent);
+    out.push(t);
+  };
+  for (const t of tables) visit(t);
+  return out;
+}
