@@ -27,7 +27,7 @@ export interface EngineFixture {
 }
 
 /** The shared engine conformance suite. */
-export function describeEngineConformance(name: string, makeFixture: () => Promise<EngineFixture | undefined>): void {
+export function describeEngineConformance(name: string, makeFixture: (context: Mocha.Context) => Promise<EngineFixture | undefined>): void {
   describe(`engine conformance: ${name}`, function () {
     let fixture: EngineFixture;
     let work: string;
@@ -35,7 +35,7 @@ export function describeEngineConformance(name: string, makeFixture: () => Promi
     const passphrase = new Passphrase('conformance passphrase');
 
     before(async function () {
-      const made = await makeFixture();
+      const made = await makeFixture(this);
       if (!made) this.skip();
       fixture = made!;
     });

@@ -413,6 +413,9 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
             if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
             await sink.end();
           }
+          // Check deferred foreign keys now: setval() is not transactional, so sequences move
+          // only once nothing can fail any more.
+          await client.query('SET CONSTRAINTS ALL IMMEDIATE');
           await restoreSequences(client, (info.engineMeta as unknown as PgMeta).sequences ?? [], new Set(chosen));
           await client.query('COMMIT');
         } catch (err) {

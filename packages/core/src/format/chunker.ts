@@ -92,6 +92,16 @@ async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number
       if (newline < 0) break;
       const rowEnd = newline + 1;
       const rowLength = rowEnd - rowStart;
+      // A row as long as a chunk starts a chunk of its own, so changes to the rows before it
+      // never drag it into an incremental (and it is cut after too, below).
+      if (rowLength >= averageSize && pendingBytes + (rowStart - cutFrom) > 0) {
+        if (rowStart > cutFrom) {
+          pending.push(buf.subarray(cutFrom, rowStart));
+          pendingBytes += rowStart - cutFrom;
+        }
+        yield flush();
+        cutFrom = rowStart;
+      }
       // The row's feature: up to 4 bytes from its start and 4 before its newline.
       let feature = 0;
       for (let i = rowStart; i < Math.min(rowStart + 4, newline); i++) feature = (feature * 31 + buf[i]!) >>> 0;

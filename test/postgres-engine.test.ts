@@ -1,0 +1,173 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { EngineRegistry, Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
+import type { BackupRecord, Repository } from '@strata/sdk';
+import { describeEngineConformance } from './conformance/engine-conformance.js';
+import { json, strata, useTempDir } from './helpers/env.js';
+import { Databases, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
+import { MUTATE_POSTGRES_SQL, RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
+
+const engine = new PostgresEngine();
+const conformanceDatabases = new Databases();
+const nameOf = (url: string): string => decodeURIComponent(new URL(url).pathname.slice(1));
+
+describeEngineConformance('postgres', async (context) => {
+  await requirePostgres(context);
+  return {
+    engine,
+    registry: new EngineRegistry().register(engine),
+    createRich: async () => pgUrl(await conformanceDatabases.create(RICH_POSTGRES_SQL)),
+    mutate: async (url, seed) => void (await pgQuery(nameOf(url), MUTATE_POSTGRES_SQL(seed))),
+    newTarget: async () => pgUrl(conformanceDatabases.name()),
+    dump: async (url) => pgDump(nameOf(url)),
+    dumpSchema: async (url) => pgDump(nameOf(url), ['--schema-only']),
+    cleanup: () => conformanceDatabases.dropAll(),
+  };
+});
+
+describe('PostgreSQL engine', function () {
+  const dir = useTempDir();
+  const databases = new Databases();
+  const passphrase = new Passphrase('postgres tests');
+  let repo: Repository;
+
+  before(async function () {
+    await requirePostgres(this);
+  });
+
+  beforeEach(async () => {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+  });
+
+  afterEach(async () => {
+    await repo.close();
+    await databases.dropAll();
+  });
+
+  it('oracle: pg_dump of the source and of the restored database are identical (schema and data)', async () => {
+    const source = await databases.create(RICH_POSTGRES_SQL);
+    const record = await repo.backup(pgUrl(source), { database: 'shop' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    assert.equal(pgDump(target, ['--schema-only']), pgDump(source, ['--schema-only']));
+    assert.equal(pgDump(target), pgDump(source));
+  });
+
+  it('incrementals store only the chunks around changed rows and restore exactly', async () => {
+    const source = await databases.create(RICH_POSTGRES_SQL);
+    const full = await repo.backup(pgUrl(source), { database: 'shop' });
+    await pgQuery(source, MUTATE_POSTGRES_SQL(1));
+    const inc = await repo.backup(pgUrl(source), { database: 'shop', type: 'incremental' });
+    const expected = pgDump(source);
+    await pgQuery(source, MUTATE_POSTGRES_SQL(2));
+    const diff = await repo.backup(pgUrl(source), { database: 'shop', type: 'differential' });
+    assert.ok(inc.payloadBytes < full.payloadBytes / 4, `incremental stored ${inc.payloadBytes} of ${full.payloadBytes} bytes`);
+    const target = databases.name();
+    await repo.restore({ id: inc.id }, { to: pgUrl(target) });
+    assert.equal(pgDump(target), expected);
+    const target2 = databases.name();
+    await repo.restore({ id: diff.id }, { to: pgUrl(target2) });
+    assert.equal(pgDump(target2), pgDump(source));
+    const [report] = await repo.verify({ id: inc.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it('replaces the rows of chosen tables in one transaction, parents before children', async () => {
+    const source = await databases.create(RICH_POSTGRES_SQL);
+    const record = await repo.backup(pgUrl(source), { database: 'shop' });
+    const live = await databases.create(RICH_POSTGRES_SQL);
+    await pgQuery(live, `DELETE FROM shop.orders WHERE id % 2 = 0; UPDATE shop.customers SET name = 'changed'; INSERT INTO public.no_pk VALUES (999, 'keep me')`);
+    await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['shop.orders', 'customers'], force: true });
+    const count = async (db: string, sql: string) => (await pgQuery(db, sql)).rows[0].n as string;
+    assert.equal(await count(live, 'SELECT count(*) AS n FROM shop.orders'), await count(source, 'SELECT count(*) AS n FROM shop.orders'));
+    assert.equal(await count(live, "SELECT count(*) AS n FROM shop.customers WHERE name = 'changed'"), '0');
+    assert.equal(await count(live, 'SELECT count(*) AS n FROM public.no_pk WHERE a = 999'), '1', 'other tables keep their rows');
+  });
+
+  it('refuses a table the backup does not have, and one whose replacement would orphan rows elsewhere', async () => {
+    const source = await databases.create(RICH_POSTGRES_SQL);
+    const record = await repo.backup(pgUrl(source), { database: 'shop' });
+    const live = await databases.create(RICH_POSTGRES_SQL);
+    await pgQuery(live, `INSERT INTO shop.customers (email, name) VALUES ('only@live.org', 'only live'); INSERT INTO shop.orders (customer_id, total, placed) SELECT max(id), 1, DATE '2026-02-02' FROM shop.customers`);
+    const before = pgDump(live);
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['nosuch'], force: true }), (err: unknown) => isStrataError(err, 'TABLE_NOT_FOUND'));
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['shop.customers'], force: true }), /foreign key.*include the related tables/);
+    assert.equal(pgDump(live), before, 'nothing changed');
+  });
+
+  describe('bad input', () => {
+    it('names the wrong host, port, database or user, and never prints the password', async () => {
+      const url = (part: string) => `postgres://nobody:sekrit-pw@${part}`;
+      const cases: [string, string, RegExp][] = [
+        [url('no-such-host.invalid:5432/x'), 'CONNECTION_FAILED', /host no-such-host\.invalid cannot be resolved/],
+        [url('127.0.0.1:1/x'), 'CONNECTION_FAILED', /nothing accepts connections on 127\.0\.0\.1:1/],
+        [`postgres://postgres:sekrit-pw@${new URL(pgUrl('x')).host}/strata_no_such_db`, 'DATABASE_NOT_FOUND', /database "strata_no_such_db" does not exist/],
+        [url(`${new URL(pgUrl('x')).host}/postgres`), 'AUTH_FAILED', /authentication failed for user "nobody"/],
+      ];
+      for (const [locator, code, message] of cases) {
+        const result = strata(['backup', locator, '--repo', path.join(dir.path, 'repo'), '--name', 'x', '--json'], { env: { STRATA_PASSPHRASE: 'postgres tests' } });
+        assert.equal(result.status, 1, result.stderr);
+        const error = json<{ error: { code: string; message: string } }>(result).error;
+        assert.equal(error.code, code, error.message);
+        assert.match(error.message, message);
+        assert.ok(!result.stdout.includes('sekrit-pw') && !result.stderr.includes('sekrit-pw'), 'the password is never printed');
+      }
+      const journal = JSON.stringify(await repo.journal.records());
+      assert.ok(!journal.includes('sekrit-pw'));
+    });
+
+    it('a server connection that dies mid-backup fails the backup and leaves nothing that looks valid', async () => {
+      const source = await databases.create(RICH_POSTGRES_SQL);
+      let killed = false;
+      await assert.rejects(
+        repo.backup(pgUrl(source), {
+          database: 'shop',
+          onProgress: (e) => {
+            if (e.phase === 'write' && !killed) {
+              killed = true;
+              // Synchronously, so the connection is gone before the backup reads another byte.
+              const url = new URL(pgUrl('postgres'));
+              spawnSync('psql', ['-h', url.hostname, '-p', url.port || '5432', '-U', decodeURIComponent(url.username || 'postgres'), '-d', 'postgres', '-c',
+                `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${source}' AND application_name = 'strata backup'`]);
+            }
+          },
+        }),
+        (err: unknown) => isStrataError(err) && ['CONNECTION_FAILED', 'IO'].includes(err.code),
+      );
+      assert.deepEqual(await repo.list(), []);
+      const last = (await repo.journal.operations()).at(-1)!;
+      assert.equal(last.status, 'FAILED');
+    });
+
+    it('an existing target database without --force', async () => {
+      const source = await databases.create(RICH_POSTGRES_SQL);
+      const record = await repo.backup(pgUrl(source), { database: 'shop' });
+      const existing = await databases.create('CREATE TABLE precious (x int); INSERT INTO precious VALUES (42)');
+      await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(existing) }), (err: unknown) => isStrataError(err, 'TARGET_EXISTS'));
+      assert.equal((await pgQuery(existing, 'SELECT x FROM precious')).rows[0].x, 42);
+      await repo.restore({ id: record.id }, { to: pgUrl(existing), force: true });
+      assert.equal(pgDump(existing), pgDump(source).replaceAll(source, existing));
+    });
+
+    it('a missing pg_dump is a clear error', async () => {
+      const source = await databases.create('CREATE TABLE t (x int)');
+      const result = strata(['backup', pgUrl(source), '--repo', path.join(dir.path, 'repo'), '--json'], { env: { STRATA_PASSPHRASE: 'postgres tests', PATH: '/nonexistent' } });
+      assert.equal(result.status, 1);
+      const error = json<{ error: { code: string; message: string } }>(result).error;
+      assert.equal(error.code, 'TOOL_MISSING');
+      assert.match(error.message, /pg_dump is not installed/);
+    });
+  });
+
+  it('lists PostgreSQL backups with their engine and a source URL without secrets', async () => {
+    const source = await databases.create('CREATE TABLE t (x int); INSERT INTO t VALUES (1)');
+    const url = new URL(pgUrl(source));
+    url.password = 'hidden-pw';
+    await repo.backup(url.toString(), { database: 'small' });
+    const [b] = (await repo.list()) as BackupRecord[];
+    assert.equal(b!.engine, 'postgres');
+    assert.ok(!b!.source.includes('hidden-pw'));
+  });
+});
