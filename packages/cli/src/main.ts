@@ -37,8 +37,8 @@ Usage: strata <command> [options]
 Commands:
   init                         create a repository (encrypted unless --no-encryption)
   backup <db>                  back up a database (a name from strata.config.json, a SQLite
-                               file path, or sqlite:PATH): full, incremental, differential
-                               or schema-only
+                               file path, sqlite:PATH, or postgres://user@host:port/db): full,
+                               incremental, differential or schema-only
   list [<db>]                  list restore points, newest chains first
   restore <id|latest> --to T   restore a restore point (and its chain) to T; also --as-of TIME,
                                --tables a,b
@@ -74,7 +74,8 @@ Compression defaults to zstd level 3 when this Node can do zstd, else gzip level
 `,
   backup: `Usage: strata backup <db> [--type full|incremental|differential|schema-only] [--auto-full] [--label TEXT] [--tag TAG]... [--time ISO] [--name NAME] [--json]
 
-  <db>          a name from strata.config.json, a SQLite file path, or sqlite:PATH
+  <db>          a name from strata.config.json, a SQLite file path, sqlite:PATH, or
+                postgres://user@host:port/database (password in the URL or PGPASSWORD)
   --type        full (default): self-contained
                 incremental: only what changed since the newest restore point of <db>
                 differential: only what changed since the newest full backup of <db>
@@ -93,7 +94,8 @@ Lists restore points newest first: id, database, engine, type, time, sizes, chai
   restore: `Usage: strata restore <id|latest> --to TARGET [--db NAME] [--tables a,b] [--force] [--yes] [--json]
        strata restore --as-of TIME --db NAME --to TARGET ...
 
-  --to          where to restore (a new SQLite file path, or an existing one with --force)
+  --to          where to restore: a SQLite file path or a postgres:// URL (created if missing;
+                an existing one needs --force)
   --as-of       restore the newest restore point taken at or before TIME (ISO 8601)
   --db          with "latest" or --as-of: which database
   --tables      only these tables (with their indexes and triggers): into a new file, or

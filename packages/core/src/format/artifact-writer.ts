@@ -173,8 +173,10 @@ async function* segmentedStream(
     plan.onBytes?.(chunk.length);
     const key = hash.toString('hex');
     if (known.has(key)) continue;
-    // A chunk that repeats inside this backup (zeroed pages) is stored once.
-    known.add(key);
+    // With a parent, a chunk that repeats inside this backup is stored once (restores place
+    // chunks by hash). Without one, every chunk is stored in order, so the segments of a full
+    // backup concatenate to the stream for a person recovering by hand.
+    if (parent) known.add(key);
     pending.push(Buffer.from(chunk));
     pendingRecords.push({ position, size: chunk.length, hash });
     pendingBytes += chunk.length;
