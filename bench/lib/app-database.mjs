@@ -7,6 +7,8 @@
 //   buildDatabase(file, sizeMb) -> meta
 //   appendOrders(db, n, { seed }) -> rows added per table (continues the same generator on an open database)
 //   openDatabase(file) -> a better-sqlite3 Database (the engine-sqlite package's copy)
+//   rowWriter(db, source, state), randomSource(seed), PRODUCTS, sku(id): the generator itself, also
+//   used by bench/lib/pg-app-database.mjs with a stand-in for `db` that writes COPY text
 import { createRequire } from 'node:module';
 import { createCipheriv, createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -104,8 +106,8 @@ export function randomSource(seed) {
   return { rnd, int, pick, words, hex };
 }
 
-const PRODUCTS = 20000;
-const sku = (productId) => `SKU-${(productId * 7919).toString(36).toUpperCase().padStart(6, '0')}`;
+export const PRODUCTS = 20000;
+export const sku = (productId) => `SKU-${(productId * 7919).toString(36).toUpperCase().padStart(6, '0')}`;
 
 /**
  * Inserts customers and orders (each with its items, events and, to keep blobs at ~31% of the
@@ -113,7 +115,7 @@ const sku = (productId) => `SKU-${(productId * 7919).toString(36).toUpperCase().
  * `state` ({ clock, customers, orders }: the time in seconds and the highest ids so far).
  * `blobKey` names the AES-CTR key whose keystream makes the random blob bytes.
  */
-function rowWriter(db, source, state, blobKey = 'strata-bench-blobs') {
+export function rowWriter(db, source, state, blobKey = 'strata-bench-blobs') {
   const { rnd, int, pick, words, hex } = source;
   // Random blob bytes: AES-256-CTR keystream of a fixed key (deterministic and fast).
   const keystream = createCipheriv('aes-256-ctr', createHash('sha256').update(blobKey).digest(), Buffer.alloc(16));

@@ -1,7 +1,5 @@
-import { existsSync } from 'node:fs';
-import * as path from 'node:path';
-import { BACKUP_TYPES, StrataError, initRepository, DEFAULT_LEVELS, defaultCompression } from '@strata/sdk';
-import type { BackupRecord, BackupType, CodecName, EncryptionProfile, VerifyReport } from '@strata/sdk';
+import { BACKUP_TYPES, DEFAULT_LEVELS, DEFAULT_RETENTION, StrataError, defaultCompression, initRepository, tierOf, validatePolicy } from '@strata/sdk';
+import type { BackupRecord, BackupType, CodecName, EncryptionProfile, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import { resolveDatabase, resolveLocator } from './config.js';
 import type { CommandContext } from './context.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, readPassphrase } from './terminal.js';
@@ -279,4 +277,93 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
     else process.stdout.write(`${reports.length - failed.length} of ${reports.length} backup(s) passed\n`);
   }
   return failed.length > 0 ? 3 : 0;
+}
+
+/** Policy flags of `strata prune` and `list --by-tier`. */
+export interface PolicyFlags {
+  readonly keepLast?: number;
+  readonly keepHourly?: number;
+  readonly keepDaily?: number;
+  readonly keepWeekly?: number;
+  readonly keepMonthly?: number;
+  readonly keepYearly?: number;
+  readonly keepWithin?: string;
+  readonly keepLabels: readonly string[];
+}
+
+/**
+ * The policy for one database: flags if any were given, else the database's retention in the
+ * config, else the config's top-level retention, else the built-in tiers.
+ */
+export function policyResolver(ctx: CommandContext, flags: PolicyFlags): (database: string) => RetentionPolicy {
+  const fromFlags: Record<string, unknown> = {};
+  for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin'] as const) {
+    if (flags[key] !== undefined) fromFlags[key] = flags[key];
+  }
+  if (flags.keepLabels.length > 0) {
+    fromFlags['keepLabels'] = Object.fromEntries(
+      flags.keepLabels.map((entry) => {
+        const eq = entry.indexOf('=');
+        if (eq <= 0) throw new StrataError('USAGE', `prune: --keep-label expects LABEL=DURATION or LABEL=forever (got ${JSON.stringify(entry)})`);
+        return [entry.slice(0, eq), entry.slice(eq + 1)];
+      }),
+    );
+  }
+  const config = ctx.loaded.config;
+  return (database) => {
+    const policy = Object.keys(fromFlags).length > 0 ? (fromFlags as RetentionPolicy) : (config.databases?.[database]?.retention ?? config.retention ?? DEFAULT_RETENTION);
+    validatePolicy(policy);
+    return policy;
+  };
+}
+
+/** Options of `strata prune`. */
+export interface PruneCommandOptions extends PolicyFlags {
+  readonly database?: string;
+  readonly dryRun: boolean;
+}
+
+export async function pruneCommand(ctx: CommandContext, options: PruneCommandOptions): Promise<number> {
+  const repo = await ctx.repository();
+  const policyFor = policyResolver(ctx, options);
+  const plan = await repo.prune(policyFor, { ...(options.database !== undefined ? { database: options.database } : {}), dryRun: options.dryRun });
+  if (ctx.json) {
+    ctx.printJson({
+      dryRun: options.dryRun,
+      keep: plan.keep.map((d) => ({ id: d.id, reasons: d.reasons })),
+      remove: plan.remove.map((d) => ({ id: d.id, reasons: d.reasons })),
+    });
+    return 0;
+  }
+  const rows = [...plan.keep.map((d) => ({ d, action: 'keep' })), ...plan.remove.map((d) => ({ d, action: options.dryRun ? 'remove' : 'removed' }))].sort(
+    (a, b) => b.d.createdAt.localeCompare(a.d.createdAt) || b.d.id.localeCompare(a.d.id),
+  );
+  printTable(
+    ['ACTION', 'ID', 'TYPE', 'CREATED', 'REASONS'],
+    rows.map(({ d, action }) => [action, d.id, d.type, d.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), d.reasons.join('; ')]),
+  );
+  process.stdout.write(
+    options.dryRun
+      ? `dry run: would keep ${plan.keep.length} and remove ${plan.remove.length} backup(s); nothing was deleted\n`
+      : `kept ${plan.keep.length}, removed ${plan.remove.length} backup(s)\n`,
+  );
+  return 0;
+}
+
+/** `list --by-tier`: restore points grouped under the longest-lived rule that keeps them. */
+export async function listByTier(ctx: CommandContext, database: string | undefined, flags: PolicyFlags): Promise<number> {
+  const repo = await ctx.repository();
+  const plan = await repo.prune(policyResolver(ctx, flags), { ...(database !== undefined ? { database } : {}), dryRun: true });
+  const groups = new Map<string, RetentionDecision[]>();
+  for (const d of plan.keep) groups.set(tierOf(d), [...(groups.get(tierOf(d)) ?? []), d]);
+  if (plan.remove.length > 0) groups.set('not kept (the next prune removes these)', [...plan.remove]);
+  if (ctx.json) {
+    ctx.printJson({ tiers: Object.fromEntries([...groups].map(([tier, list]) => [tier, list.map((d) => ({ id: d.id, reasons: d.reasons }))])) });
+    return 0;
+  }
+  for (const [tier, list] of groups) {
+    process.stdout.write(`${tier} (${list.length})\n`);
+    for (const d of list) process.stdout.write(`  ${d.id}  ${d.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}  ${d.reasons.join('; ')}\n`);
+  }
+  return 0;
 }

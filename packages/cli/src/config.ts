@@ -1,20 +1,25 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, databaseNameFromPath, validateDatabaseName } from '@strata/sdk';
+import { StrataError, databaseNameFromPath, validateDatabaseName, validatePolicy } from '@strata/sdk';
+import type { RetentionPolicy } from '@strata/sdk';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
 export const CONFIG_FILE = 'strata.config.json';
 
 /** One database as a user writes it in strata.config.json. */
 export interface DatabaseConfig {
-  /** A SQLite path, `sqlite:PATH`, or (later engines) a server URL. */
+  /** A SQLite path, `sqlite:PATH`, or a server URL (`postgres://...`). */
   readonly url: string;
+  /** Retention for this database (overrides the top-level `retention`). */
+  readonly retention?: RetentionPolicy;
 }
 
 /** strata.config.json as a user writes it. Relative paths are relative to the file's folder. */
 export interface StrataConfig {
   readonly repository?: string;
   readonly databases?: Readonly<Record<string, DatabaseConfig>>;
+  /** Retention for every database without its own (default: daily 7, weekly 8, monthly 12). */
+  readonly retention?: RetentionPolicy;
 }
 
 /** A config file that was found and checked. */
@@ -55,7 +60,7 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) problem('top level', 'expected an object');
   const obj = raw as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
-    if (!['repository', 'databases', '$schema'].includes(key)) problem(key, 'unknown setting (expected repository, databases)');
+    if (!['repository', 'databases', 'retention', '$schema'].includes(key)) problem(key, 'unknown setting (expected repository, databases, retention)');
   }
   if (obj['repository'] !== undefined && typeof obj['repository'] !== 'string') problem('repository', `expected a folder path (got ${JSON.stringify(obj['repository'])})`);
   const databases: Record<string, DatabaseConfig> = {};
@@ -69,11 +74,26 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
       }
       const url = (value as { url?: unknown } | null)?.url;
       if (typeof url !== 'string' || url.length === 0) problem(`databases.${name}.url`, 'expected a SQLite path or a database URL');
-      databases[name] = { url: resolveLocator(url as string, path.dirname(file)) };
+      const retention = (value as { retention?: unknown }).retention;
+      databases[name] = { url: resolveLocator(url as string, path.dirname(file)), ...(retention !== undefined ? { retention: checkRetention(retention, `databases.${name}.retention`, problem) } : {}) };
     }
   }
+  const retention = obj['retention'] !== undefined ? checkRetention(obj['retention'], 'retention', problem) : undefined;
   const repository = typeof obj['repository'] === 'string' ? path.resolve(path.dirname(file), obj['repository']) : undefined;
-  return { ...(repository ? { repository } : {}), databases };
+  return { ...(repository ? { repository } : {}), databases, ...(retention ? { retention } : {}) };
+}
+
+const RETENTION_KEYS = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin', 'keepLabels'];
+
+function checkRetention(raw: unknown, where: string, problem: (where: string, what: string) => never): RetentionPolicy {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) problem(where, 'expected an object such as { "keepDaily": 7, "keepWeekly": 8 }');
+  for (const key of Object.keys(raw as object)) if (!RETENTION_KEYS.includes(key)) problem(`${where}.${key}`, `unknown rule (expected ${RETENTION_KEYS.join(', ')})`);
+  try {
+    validatePolicy(raw as RetentionPolicy);
+  } catch (err) {
+    problem(where, (err as Error).message.replace(/^retention: /, ''));
+  }
+  return raw as RetentionPolicy;
 }
 
 /** Makes a relative SQLite path absolute against `base`; URLs pass through unchanged. */

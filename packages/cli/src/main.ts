@@ -3,7 +3,8 @@ import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { STRATA_VERSION, StrataError, isStrataError } from '@strata/sdk';
 import type { StrataErrorCode } from '@strata/sdk';
-import { backupCommand, initCommand, listCommand, restoreCommand, verifyCommand } from './commands.js';
+import { backupCommand, initCommand, listByTier, listCommand, pruneCommand, restoreCommand, verifyCommand } from './commands.js';
+import type { PolicyFlags } from './commands.js';
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
 
@@ -44,6 +45,7 @@ Commands:
                                --tables a,b
   verify <id|latest|--all>     check backups (--level quick: artifacts and hashes;
                                --level full: also restore into a scratch database and compare)
+  prune [<db>]                 remove backups no retention rule keeps (--dry-run shows the plan)
 
 Options for every command:
   --repo DIR                   the repository (or STRATA_REPO, or "repository" in strata.config.json)
@@ -87,9 +89,22 @@ Compression defaults to zstd level 3 when this Node can do zstd, else gzip level
   --name        the database name to file a path under (default: the file name)
 With --json, prints { "id": ..., "backup": { ... } }.
 `,
-  list: `Usage: strata list [<db>] [--json]
+  list: `Usage: strata list [<db>] [--by-tier [policy flags]] [--json]
 
-Lists restore points newest first: id, database, engine, type, time, sizes, chain, last verification.
+Lists restore points, newest chains first: id, database, engine, type, time, sizes, chain, last
+verification. --by-tier groups them under the retention rule that keeps each (policy as for prune).
+`,
+  prune: `Usage: strata prune [<db>] [--dry-run] [--keep-last N] [--keep-hourly N] [--keep-daily N]
+                    [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--keep-within DUR]
+                    [--keep-label LABEL=DUR|forever]... [--json]
+
+Removes the backups no rule keeps. Without flags the policy comes from strata.config.json
+("retention", per database or top level), else daily 7, weekly 8, monthly 12 (and backups
+labelled pre-update for 30d). Counts keep the newest backup of each of the last N
+hours/days/weeks/months/years that hold one; windows count back from the newest backup, not from
+now. Always kept: the newest good backup, backups tagged "pinned", and every backup a kept one
+depends on (its chain). A policy that keeps nothing is refused. DUR: 12h, 30d, 2w, 6m, 1y.
+--dry-run prints every backup with keep/remove and the reasons, and deletes nothing.
 `,
   restore: `Usage: strata restore <id|latest> --to TARGET [--db NAME] [--tables a,b] [--force] [--yes] [--json]
        strata restore --as-of TIME --db NAME --to TARGET ...
@@ -118,6 +133,37 @@ Exit status 3 when any check failed.
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
+function policyOptions(): ParseArgsConfig['options'] {
+  return {
+    'keep-last': { type: 'string' },
+    'keep-hourly': { type: 'string' },
+    'keep-daily': { type: 'string' },
+    'keep-weekly': { type: 'string' },
+    'keep-monthly': { type: 'string' },
+    'keep-yearly': { type: 'string' },
+    'keep-within': { type: 'string' },
+    'keep-label': { type: 'string', multiple: true },
+  };
+}
+
+function policyFlags(values: Values): PolicyFlags {
+  const count = (flag: string): number | undefined => {
+    const v = parseNumber(str(values, flag), `--${flag}`);
+    if (v !== undefined && !Number.isInteger(v)) throw new StrataError('USAGE', `--${flag} expects a whole number (got ${v})`);
+    return v;
+  };
+  return {
+    ...(count('keep-last') !== undefined ? { keepLast: count('keep-last')! } : {}),
+    ...(count('keep-hourly') !== undefined ? { keepHourly: count('keep-hourly')! } : {}),
+    ...(count('keep-daily') !== undefined ? { keepDaily: count('keep-daily')! } : {}),
+    ...(count('keep-weekly') !== undefined ? { keepWeekly: count('keep-weekly')! } : {}),
+    ...(count('keep-monthly') !== undefined ? { keepMonthly: count('keep-monthly')! } : {}),
+    ...(count('keep-yearly') !== undefined ? { keepYearly: count('keep-yearly')! } : {}),
+    ...(str(values, 'keep-within') !== undefined ? { keepWithin: str(values, 'keep-within')! } : {}),
+    keepLabels: (values['keep-label'] as string[] | undefined) ?? [],
+  };
+}
+
 const GLOBAL_OPTIONS = {
   repo: { type: 'string' },
   config: { type: 'string' },
@@ -137,7 +183,8 @@ const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
     name: { type: 'string' },
     'auto-full': { type: 'boolean', default: false },
   },
-  list: {},
+  list: { 'by-tier': { type: 'boolean', default: false }, ...policyOptions() },
+  prune: { 'dry-run': { type: 'boolean', default: false }, ...policyOptions() },
   restore: {
     to: { type: 'string' },
     db: { type: 'string' },
@@ -199,7 +246,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(str(values, 'passphrase-file') !== undefined ? { passphraseFile: str(values, 'passphrase-file')! } : {}),
       ...(values['lock-wait'] !== undefined ? { lockWait: parseNumber(str(values, 'lock-wait'), '--lock-wait')! } : {}),
     };
-    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1 };
+    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1 };
     if (positionals.length > maxPositionals[command]!) {
       throw new StrataError('USAGE', `${command}: unexpected argument ${JSON.stringify(positionals[maxPositionals[command]!])}`);
     }
@@ -229,7 +276,10 @@ export async function run(argv: string[]): Promise<number> {
         );
       }
       case 'list':
+        if (values['by-tier']) return await listByTier(ctx, positionals[0], policyFlags(values));
         return await listCommand(ctx, positionals[0] !== undefined ? { database: positionals[0] } : {});
+      case 'prune':
+        return await pruneCommand(ctx, { ...policyFlags(values), ...(positionals[0] !== undefined ? { database: positionals[0] } : {}), dryRun: values['dry-run'] === true });
       case 'restore':
         return await restoreCommand(
           ctx,

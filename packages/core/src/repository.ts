@@ -26,6 +26,8 @@ import type { ProgressListener } from './progress.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
 import { STRATA_VERSION } from './version.js';
+import { planRetention } from './retention.js';
+import type { RetentionDecision, RetentionPlan, RetentionPolicy } from './retention.js';
 
 export const REPOSITORY_CONFIG_KEY = 'repository.json';
 const REPOSITORY_FORMAT_VERSION = 1;
@@ -818,6 +820,52 @@ export class Repository {
       return done();
     } finally {
       await scratch.drop().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Applies retention: plans with {@link planRetention} under the repository lock (so the plan
+   * sees the catalog as it is), deletes the artifacts and cached layouts of what the plan removes,
+   * then drops them from the catalog. Safe to kill at any point: a re-run plans the same removals
+   * and finishes them; nothing a kept backup needs is ever touched.
+   */
+  async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean } = {}): Promise<RetentionPlan> {
+    const plan = (records: readonly BackupRecord[]): RetentionPlan => {
+      const all = options.database === undefined ? records : records.filter((b) => b.database === options.database);
+      const keep: RetentionDecision[] = [];
+      const remove: RetentionDecision[] = [];
+      for (const database of [...new Set(all.map((b) => b.database))].sort()) {
+        const part = planRetention(all.filter((b) => b.database === database), policyFor(database));
+        keep.push(...part.keep);
+        remove.push(...part.remove);
+      }
+      const newestFirst = (a: RetentionDecision, b: RetentionDecision): number => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id);
+      return { keep: keep.sort(newestFirst), remove: remove.sort(newestFirst) };
+    };
+    if (options.dryRun) return plan(await this.list());
+    const op = await this.journal.begin('prune', options.database ? { database: options.database } : {});
+    try {
+      const result = await withRepositoryLock(
+        this.storage,
+        'prune',
+        async () => {
+          const records = (await readCatalog(this.storage)) ?? [];
+          const decided = plan(records);
+          const doomed = new Set(decided.remove.map((d) => d.id));
+          for (const record of records.filter((r) => doomed.has(r.id))) {
+            await this.storage.delete(record.key);
+            await this.storage.delete(layoutCacheKey(record.database, record.id, record.encryption.profile !== 'none'));
+          }
+          await writeCatalog(this.storage, records.filter((r) => !doomed.has(r.id)));
+          return decided;
+        },
+        this.#options.lock,
+      );
+      await op.complete({ details: { removed: result.remove.map((d) => d.id), kept: result.keep.length } });
+      return result;
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
     }
   }
 

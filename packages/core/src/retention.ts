@@ -1,0 +1,177 @@
+import type { BackupRecord } from './catalog.js';
+import { StrataError } from './errors.js';
+
+/**
+ * Which restore points to keep. Counts keep the newest restore point of each of the last N
+ * hours/days/weeks/months/years that hold one; `keepWithin` keeps everything within a duration of
+ * the newest backup; `keepLabels` keeps backups with a label for their own duration.
+ */
+export interface RetentionPolicy {
+  readonly keepLast?: number;
+  readonly keepHourly?: number;
+  readonly keepDaily?: number;
+  readonly keepWeekly?: number;
+  readonly keepMonthly?: number;
+  readonly keepYearly?: number;
+  /** A duration such as `30d`, `2w`, `12h`, `1y6m`. */
+  readonly keepWithin?: string;
+  /** Label → how long backups with it are kept (a duration, or `forever`). */
+  readonly keepLabels?: Readonly<Record<string, string>>;
+}
+
+/** The tiers Strata keeps when nothing is configured: daily 7, weekly 8, monthly 12. */
+export const DEFAULT_RETENTION: RetentionPolicy = { keepDaily: 7, keepWeekly: 8, keepMonthly: 12, keepLabels: { 'pre-update': '30d' } };
+
+/** Backups carrying this tag are pinned: no policy removes them. */
+export const PIN_TAG = 'pinned';
+
+/** One backup's fate and every reason for it. */
+export interface RetentionDecision {
+  readonly id: string;
+  readonly database: string;
+  readonly createdAt: string;
+  readonly type: string;
+  readonly reasons: readonly string[];
+}
+
+/** The plan: every backup appears exactly once, in keep or in remove. Newest first. */
+export interface RetentionPlan {
+  readonly keep: readonly RetentionDecision[];
+  readonly remove: readonly RetentionDecision[];
+}
+
+const UNITS: Record<string, number> = { h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000, m: 30 * 86_400_000, y: 365 * 86_400_000 };
+
+/** Parses `30d`, `2w`, `12h`, `1y6m` into milliseconds. Months are 30 days, years 365. */
+export function parseDuration(text: string): number {
+  const parts = [...text.matchAll(/(\d+)([hdwmy])/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== text) {
+    throw new StrataError('USAGE', `retention: ${JSON.stringify(text)} is not a duration (use e.g. 12h, 30d, 2w, 6m, 1y, 1y6m)`);
+  }
+  return parts.reduce((sum, p) => sum + Number(p[1]) * UNITS[p[2]!]!, 0);
+}
+
+function checkCount(name: string, value: number | undefined): void {
+  if (value !== undefined && (!Number.isInteger(value) || value < 0)) throw new StrataError('USAGE', `retention: ${name} must be a whole number ≥ 0 (got ${value})`);
+}
+
+/** Throws for malformed policies, and for a policy that would keep nothing by rule. */
+export function validatePolicy(policy: RetentionPolicy): void {
+  for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly'] as const) checkCount(key, policy[key]);
+  if (policy.keepWithin !== undefined) parseDuration(policy.keepWithin);
+  for (const [label, duration] of Object.entries(policy.keepLabels ?? {})) {
+    if (duration === 'forever') continue;
+    try {
+      parseDuration(duration);
+    } catch (err) {
+      throw new StrataError('USAGE', `retention: label ${label}: ${(err as Error).message.replace(/^retention: /, '')}`);
+    }
+  }
+  const keepsSomething =
+    (policy.keepLast ?? 0) + (policy.keepHourly ?? 0) + (policy.keepDaily ?? 0) + (policy.keepWeekly ?? 0) + (policy.keepMonthly ?? 0) + (policy.keepYearly ?? 0) > 0 ||
+    (policy.keepWithin !== undefined && parseDuration(policy.keepWithin) > 0);
+  if (!keepsSomething) {
+    throw new StrataError('USAGE', 'retention: the policy keeps nothing (every count is 0 and there is no keep-within); refusing rather than deleting every backup');
+  }
+}
+
+/** ISO week key (`2026-W47`): weeks start on Monday, the week belongs to the year of its Thursday. */
+function isoWeek(d: Date): string {
+  const t = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
+  const day = (t.getUTCDay() + 6) % 7;
+  t.setUTCDate(t.getUTCDate() - day + 3);
+  const firstThursday = new Date(Date.UTC(t.getUTCFullYear(), 0, 4));
+  const week = 1 + Math.round(((t.getTime() - firstThursday.getTime()) / 86_400_000 - 3 + ((firstThursday.getUTCDay() + 6) % 7)) / 7);
+  return `${t.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+}
+
+const BUCKETS: { rule: keyof RetentionPolicy; tier: string; key: (d: Date) => string }[] = [
+  { rule: 'keepHourly', tier: 'hourly', key: (d) => d.toISOString().slice(0, 13) },
+  { rule: 'keepDaily', tier: 'daily', key: (d) => d.toISOString().slice(0, 10) },
+  { rule: 'keepWeekly', tier: 'weekly', key: isoWeek },
+  { rule: 'keepMonthly', tier: 'monthly', key: (d) => d.toISOString().slice(0, 7) },
+  { rule: 'keepYearly', tier: 'yearly', key: (d) => d.toISOString().slice(0, 4) },
+];
+
+/**
+ * Decides, for every backup, keep or remove, with the reasons. Pure: the same backups and policy
+ * always give the same plan, and nothing is read or deleted here.
+ *
+ * - Each database is planned on its own.
+ * - Buckets count only if they hold a backup, and windows count back from the newest backup, not
+ *   from now: a machine that was off for two weeks keeps its history.
+ * - The newest backup whose last verification did not fail is always kept.
+ * - Pinned backups (tag `pinned`) and labelled backups within their label's duration are kept.
+ * - A kept restore point keeps its whole chain (parent, base, and their ancestors).
+ */
+export function planRetention(backups: readonly BackupRecord[], policy: RetentionPolicy): RetentionPlan {
+  validatePolicy(policy);
+  const reasons = new Map<string, string[]>();
+  const add = (id: string, reason: string): void => {
+    const list = reasons.get(id);
+    if (list) {
+      if (!list.includes(reason)) list.push(reason);
+    } else reasons.set(id, [reason]);
+  };
+  const byId = new Map(backups.map((b) => [b.id, b]));
+  const databases = [...new Set(backups.map((b) => b.database))].sort();
+  for (const database of databases) {
+    const newestFirst = backups.filter((b) => b.database === database).sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id));
+    const newest = Date.parse(newestFirst[0]!.createdAt);
+    const good = newestFirst.find((b) => b.verification?.outcome !== 'failed' && b.type !== 'schema-only') ?? newestFirst[0]!;
+    add(good.id, 'newest good backup (always kept)');
+    newestFirst.slice(0, policy.keepLast ?? 0).forEach((b, i) => add(b.id, `last ${i + 1} of ${policy.keepLast}`));
+    for (const bucket of BUCKETS) {
+      const count = (policy[bucket.rule] as number | undefined) ?? 0;
+      let kept = 0;
+      let lastKey: string | undefined;
+      for (const b of newestFirst) {
+        if (kept >= count) break;
+        const key = bucket.key(new Date(b.createdAt));
+        if (key === lastKey) continue;
+        lastKey = key;
+        kept++;
+        add(b.id, `${bucket.tier} ${kept} of ${count} (${key})`);
+      }
+    }
+    if (policy.keepWithin !== undefined) {
+      const window = parseDuration(policy.keepWithin);
+      for (const b of newestFirst) if (newest - Date.parse(b.createdAt) <= window) add(b.id, `within ${policy.keepWithin} of the newest backup`);
+    }
+    for (const b of newestFirst) {
+      if (b.tags.includes(PIN_TAG)) add(b.id, 'pinned');
+      const duration = b.label !== null ? policy.keepLabels?.[b.label] : undefined;
+      if (duration === 'forever') add(b.id, `label ${b.label} (kept forever)`);
+      else if (duration !== undefined && newest - Date.parse(b.createdAt) <= parseDuration(duration)) add(b.id, `label ${b.label} (kept for ${duration})`);
+    }
+  }
+  // Chains: everything a kept restore point needs is kept too. Walk until nothing changes.
+  for (const id of [...reasons.keys()]) {
+    let current = byId.get(id);
+    while (current?.parent) {
+      const parent = byId.get(current.parent);
+      if (!parent) break;
+      add(parent.id, `needed by ${id}`);
+      current = parent;
+    }
+  }
+  const order = [...backups].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id));
+  const decision = (b: BackupRecord, why: string[]): RetentionDecision => ({ id: b.id, database: b.database, createdAt: b.createdAt, type: b.type, reasons: why });
+  return {
+    keep: order.filter((b) => reasons.has(b.id)).map((b) => decision(b, reasons.get(b.id)!)),
+    remove: order.filter((b) => !reasons.has(b.id)).map((b) => decision(b, ['no rule keeps it'])),
+  };
+}
+
+/**
+ * The tier a kept backup is grouped under in `list --by-tier`: the longest-lived rule that keeps
+ * it (a backup kept as both daily and monthly shows as monthly, which is how long it will stay).
+ */
+export function tierOf(decision: RetentionDecision): string {
+  const order = ['pinned', 'label', 'yearly', 'monthly', 'weekly', 'daily', 'hourly', 'within', 'last', 'newest', 'needed'];
+  const names: Record<string, string> = { label: 'labelled', within: 'within', last: 'last', newest: 'newest', needed: 'chain' };
+  for (const kind of order) {
+    if (decision.reasons.some((r) => r.startsWith(kind))) return names[kind] ?? kind;
+  }
+  return 'other';
+}

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { LocalStorage, Passphrase, initRepository, openRepository } from '@strata/sdk';
+import type { BackupRecord } from '@strata/sdk';
+import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { json, strata, useTempDir } from './helpers/env.js';
+
+describe('strata prune', () => {
+  const dir = useTempDir();
+  const repo = (): string => path.join(dir.path, 'repo');
+
+  /** Ten days of backups: a full on day 1 and 6, incrementals in between. */
+  function tenDays(): string {
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 30 });
+    strata(['init', '--repo', repo()]);
+    for (let day = 1; day <= 10; day++) {
+      mutate(db, day);
+      const type = day === 1 || day === 6 ? 'full' : 'incremental';
+      const result = strata(['backup', db, '--repo', repo(), '--type', type, '--time', `2026-04-${String(day).padStart(2, '0')}T03:00:00Z`]);
+      assert.equal(result.status, 0, result.stderr);
+    }
+    return db;
+  }
+
+  it('--dry-run lists every backup with keep or remove and the reasons, and deletes nothing', () => {
+    tenDays();
+    const result = strata(['prune', '--repo', repo(), '--keep-daily', '2', '--dry-run', '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    const plan = json<{ keep: { id: string; reasons: string[] }[]; remove: { id: string; reasons: string[] }[] }>(result);
+    assert.equal(plan.keep.length + plan.remove.length, 10);
+    assert.deepEqual(plan.keep.map((d) => d.id.slice(0, 20)), ['app_incremental_2026', 'app_incremental_2026', 'app_incremental_2026', 'app_incremental_2026', 'app_full_20260406_03']);
+    assert.match(plan.keep.at(-1)!.reasons.join(), /needed by app_incremental_20260410/);
+    assert.ok(plan.remove.every((d) => d.reasons.includes('no rule keeps it')));
+    assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 10);
+    const human = strata(['prune', '--repo', repo(), '--keep-daily', '2', '--dry-run']);
+    assert.match(human.stdout, /dry run: would keep 5 and remove 5 backup\(s\); nothing was deleted/);
+  });
+
+  it('removes what the plan removes, and every kept restore point still restores', () => {
+    const db = tenDays();
+    const result = strata(['prune', '--repo', repo(), '--keep-daily', '2', '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    const list = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+    assert.equal(list.length, 5);
+    const files = readdirSync(path.join(repo(), 'backups/app'));
+    assert.equal(files.length, 5, 'the removed artifacts are gone from disk');
+    const verify = strata(['verify', '--all', '--repo', repo(), '--level', 'full']);
+    assert.equal(verify.status, 0, verify.stdout);
+    const target = path.join(dir.path, 'latest.db');
+    assert.equal(strata(['restore', 'latest', '--repo', repo(), '--to', target]).status, 0);
+    assert.ok(existsSync(target) && existsSync(db));
+  });
+
+  it('refuses an empty policy, and uses the config file\'s retention when no flags are given', () => {
+    tenDays();
+    const empty = strata(['prune', '--repo', repo(), '--keep-daily', '0']);
+    assert.equal(empty.status, 2);
+    assert.match(empty.stderr, /keeps nothing/);
+    writeFileSync(path.join(dir.path, 'strata.config.json'), JSON.stringify({ repository: './repo', retention: { keepLast: 1 } }));
+    const plan = json<{ keep: unknown[] }>(strata(['prune', '--dry-run', '--json'], { cwd: dir.path }));
+    assert.equal(plan.keep.length, 5, 'keep-last 1 keeps the newest incremental and its chain');
+  });
+
+  it('finishes the job when re-run after being interrupted halfway', async () => {
+    tenDays();
+    const passphrase = new Passphrase('correct horse battery staple');
+    // A storage that fails on the third delete, as if the process died there.
+    class Interrupted extends LocalStorage {
+      deletes = 0;
+      override async delete(key: string): Promise<void> {
+        if (key.startsWith('backups/') && ++this.deletes === 3) throw new Error('killed');
+        return super.delete(key);
+      }
+    }
+    const storage = new Interrupted(repo());
+    const first = await openRepository(storage, { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    await assert.rejects(first.prune(() => ({ keepDaily: 2 })), /killed/);
+    const again = await openRepository(repo(), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    const plan = await again.prune(() => ({ keepDaily: 2 }));
+    assert.equal(plan.keep.length, 5);
+    assert.equal((await again.list()).length, 5);
+    for (const report of await again.verify('all', { level: 'quick' })) assert.equal(report.outcome, 'passed');
+    void initRepository;
+  });
+
+  it('list --by-tier groups restore points under the rule that keeps them', () => {
+    tenDays();
+    const result = strata(['list', '--by-tier', '--repo', repo(), '--keep-daily', '2', '--keep-monthly', '1', '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    const tiers = json<{ tiers: Record<string, { id: string }[]> }>(result).tiers;
+    assert.deepEqual(Object.keys(tiers).sort(), ['chain', 'daily', 'monthly', 'not kept (the next prune removes these)']);
+    assert.equal(tiers['monthly']!.length, 1);
+  });
+});

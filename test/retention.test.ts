@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { DEFAULT_RETENTION, planRetention } from '@strata/sdk';
+import type { BackupRecord, BackupType, RetentionPlan, RetentionPolicy } from '@strata/sdk';
+import { ROOT } from './helpers/env.js';
+
+/** Builds catalogs for retention scenarios: `history('app').every('1d', 365, from)` and so on. */
+class History {
+  readonly backups: BackupRecord[] = [];
+  #lastFull: string | null = null;
+  #last: string | null = null;
+
+  constructor(readonly database = 'app') {}
+
+  add(at: string, type: BackupType = 'full', extra: Partial<BackupRecord> = {}): this {
+    const stamp = at.replace(/[-:]/g, '').replace('T', '_').slice(0, 15);
+    const id = `${this.database}_${type}_${stamp}`;
+    const parent = type === 'incremental' ? this.#last : type === 'differential' ? this.#lastFull : null;
+    this.backups.push({
+      id,
+      database: this.database,
+      engine: 'sqlite',
+      type,
+      parent,
+      base: parent ? (this.#lastFull as string) : null,
+      createdAt: new Date(at).toISOString(),
+      label: null,
+      tags: [],
+      source: 'sqlite:/app.db',
+      key: `backups/${this.database}/${id}.tar`,
+      databaseBytes: 1,
+      payloadBytes: 1,
+      rawBytes: 1,
+      storedBytes: 1,
+      sha256: '0',
+      compression: { codec: 'none', level: 0 },
+      encryption: { profile: 'none' },
+      schemaFingerprint: '0',
+      tableCount: 1,
+      rowCount: 1,
+      verification: null,
+      ...extra,
+    });
+    if (type === 'full') this.#lastFull = id;
+    if (type !== 'schema-only') this.#last = id;
+    return this;
+  }
+
+  /** One backup a day at 02:00 UTC for `days` days from `from`; `typeOf(i)` picks each type. */
+  daily(from: string, days: number, typeOf: (i: number) => BackupType = () => 'full'): this {
+    const start = Date.parse(`${from}T02:00:00Z`);
+    for (let i = 0; i < days; i++) this.add(new Date(start + i * 86_400_000).toISOString(), typeOf(i));
+    return this;
+  }
+}
+
+/** Compares a plan with fixtures/retention/<name>.json; UPDATE_GOLDEN=1 rewrites the file. */
+function golden(name: string, plan: RetentionPlan): void {
+  const file = path.join(ROOT, 'fixtures/retention', `${name}.json`);
+  const actual = {
+    keep: plan.keep.map((d) => ({ id: d.id, reasons: d.reasons })),
+    remove: plan.remove.map((d) => d.id),
+  };
+  if (process.env['UPDATE_GOLDEN'] || !existsSync(file)) {
+    if (process.env['CI'] && !existsSync(file)) throw new Error(`golden file ${file} is missing; run the tests with UPDATE_GOLDEN=1 and commit it`);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, JSON.stringify(actual, null, 1) + '\n');
+  }
+  assert.deepEqual(actual, JSON.parse(readFileSync(file, 'utf8')));
+}
+
+const ids = (plan: RetentionPlan, which: 'keep' | 'remove'): string[] => plan[which].map((d) => d.id);
+
+describe('retention planning', () => {
+  describe('daily, weekly and monthly tiers over a year of daily backups', () => {
+    const year = new History().daily('2025-11-01', 365);
+    const plan = planRetention(year.backups, DEFAULT_RETENTION);
+
+    it('matches the golden plan', () => golden('year-daily-default', plan));
+
+    it('keeps the newest of each of the last 7 days, 8 weeks and 12 months that hold a backup', () => {
+      const kept = ids(plan, 'keep');
+      assert.equal(kept.length, new Set(kept).size);
+      // 7 daily + the weekly and monthly ones that are not already among them.
+      assert.ok(kept.length >= 12 && kept.length <= 7 + 8 + 12, `kept ${kept.length}`);
+      assert.deepEqual(kept.slice(0, 7), year.backups.slice(-7).map((b) => b.id).reverse());
+      assert.equal(plan.keep.length + plan.remove.length, 365);
+    });
+  });
+
+  describe('a machine that was off for two weeks', () => {
+    const history = new History().daily('2026-01-01', 20).daily('2026-02-04', 3);
+    const plan = planRetention(history.backups, { keepDaily: 7 });
+
+    it('counts only days that hold a backup, back from the newest backup, not from now', () => {
+      golden('gap-two-weeks', plan);
+      // 3 days after the gap + 4 before it: the gap does not eat the daily tier.
+      assert.equal(plan.keep.length, 7);
+      assert.ok(ids(plan, 'keep').includes('app_full_20260120_020000'));
+    });
+
+    it('keep-within measures from the newest backup, so nothing expires while backups stop', () => {
+      const within = planRetention(history.backups, { keepWithin: '3d' });
+      assert.deepEqual(ids(within, 'keep'), ['app_full_20260206_020000', 'app_full_20260205_020000', 'app_full_20260204_020000']);
+    });
+  });
+
+  describe('chains that cross tier boundaries', () => {
+    // A full every Monday, incrementals on the other days, a differential on Thursdays.
+    const history = new History().daily('2026-03-02', 28, (i) => (i % 7 === 0 ? 'full' : i % 7 === 3 ? 'differential' : 'incremental'));
+    const plan = planRetention(history.backups, { keepDaily: 3, keepWeekly: 2 });
+
+    it('keeps every ancestor a kept restore point needs, and says which one needs it', () => {
+      golden('chains-weekly-full', plan);
+      const byId = new Map(history.backups.map((b) => [b.id, b]));
+      const kept = new Set(ids(plan, 'keep'));
+      for (const id of kept) {
+        let b = byId.get(id)!;
+        while (b.parent) {
+          assert.ok(kept.has(b.parent), `${b.parent} (needed by ${id}) must be kept`);
+          b = byId.get(b.parent)!;
+        }
+      }
+      const chainReasons = plan.keep.filter((d) => d.reasons.some((r) => r.startsWith('needed by')));
+      assert.ok(chainReasons.length > 0);
+    });
+  });
+
+  describe('pins and labels', () => {
+    const history = new History().daily('2026-01-01', 60);
+    history.backups[5] = { ...history.backups[5]!, tags: ['pinned'] };
+    history.backups[40] = { ...history.backups[40]!, label: 'pre-update' };
+    history.backups[10] = { ...history.backups[10]!, label: 'pre-update' };
+    const plan = planRetention(history.backups, { keepLast: 3, keepLabels: { 'pre-update': '30d' } });
+
+    it('keeps pinned backups forever and labelled ones for their own duration', () => {
+      golden('pins-and-labels', plan);
+      const reasons = new Map(plan.keep.map((d) => [d.id, d.reasons]));
+      assert.deepEqual(reasons.get(history.backups[5]!.id), ['pinned']);
+      assert.deepEqual(reasons.get(history.backups[40]!.id), ['label pre-update (kept for 30d)']);
+      assert.ok(ids(plan, 'remove').includes(history.backups[10]!.id), 'a label older than its duration no longer protects');
+    });
+  });
+
+  describe('edge cases', () => {
+    it('an empty policy is an error, not "delete everything"', () => {
+      const history = new History().daily('2026-01-01', 5);
+      assert.throws(() => planRetention(history.backups, {} as RetentionPolicy), /keeps nothing/);
+      assert.throws(() => planRetention(history.backups, { keepDaily: 0, keepLast: 0 }), /keeps nothing/);
+      assert.throws(() => planRetention(history.backups, { keepWithin: 'a week' }), /not a duration/);
+    });
+
+    it('a repository with a single backup keeps it', () => {
+      const plan = planRetention(new History().add('2020-01-01T00:00:00Z').backups, { keepLast: 1 });
+      golden('single-backup', plan);
+      assert.equal(plan.keep.length, 1);
+      assert.deepEqual(plan.keep[0]!.reasons, ['newest good backup (always kept)', 'last 1 of 1']);
+    });
+
+    it('the newest good backup is kept even when its successors failed verification', () => {
+      const history = new History().daily('2026-01-01', 4);
+      const failed = { at: '2026-01-05T00:00:00Z', level: 'full' as const, outcome: 'failed' as const, checks: [] };
+      history.backups[3] = { ...history.backups[3]!, verification: failed };
+      const plan = planRetention(history.backups, { keepLast: 1 });
+      assert.deepEqual(ids(plan, 'keep'), [history.backups[3]!.id, history.backups[2]!.id]);
+      assert.deepEqual(plan.keep[1]!.reasons, ['newest good backup (always kept)']);
+    });
+
+    it('plans each database on its own', () => {
+      const a = new History('a').daily('2026-01-01', 5);
+      const b = new History('b').daily('2025-01-01', 5);
+      const plan = planRetention([...a.backups, ...b.backups], { keepLast: 2 });
+      assert.equal(plan.keep.length, 4);
+      assert.ok(plan.keep.some((d) => d.database === 'b'));
+    });
+  });
+});
