@@ -15,7 +15,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA, ensureDatabase } from './lib/app-database.mjs';
-import { CLI, ROOT, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, run, sh, strataRunner } from './lib/measure.mjs';
+import { summariseProfile } from './lib/profile.mjs';
+import { CLI, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, run, sh, strataRunner } from './lib/measure.mjs';
 
 const PASSPHRASE = 'strata-bench correct horse battery staple';
 
@@ -173,23 +174,6 @@ async function profile(DB, REPO, WORK, target) {
     console.log(`\n## ${name} under --cpu-prof: ${fmtS(res.wallMs)} wall, peak RSS ${fmtMB(res.rssKiB * 1024)}`);
     for (const f of fs.readdirSync(dir).sort()) summariseProfile(path.join(dir, f));
   }
-}
-
-function summariseProfile(file) {
-  const p = JSON.parse(fs.readFileSync(file, 'utf8'));
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const self = new Map();
-  let total = 0;
-  for (let i = 0; i < p.samples.length; i++) {
-    const dt = p.timeDeltas[i] ?? 0;
-    total += dt;
-    const cf = byId.get(p.samples[i]).callFrame;
-    const key = `${cf.functionName || '(anonymous)'} ${cf.url ? `${cf.url.replace(/^file:\/\//, '').replace(ROOT + '/', '')}:${cf.lineNumber + 1}` : ''}`.trim();
-    self.set(key, (self.get(key) ?? 0) + dt);
-  }
-  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12);
-  console.log(`\n${path.basename(file)} (${(total / 1e6).toFixed(2)} s sampled)`);
-  for (const [k, us] of top) console.log(`  ${(us / 1e3).toFixed(0).padStart(7)} ms ${(100 * us / total).toFixed(1).padStart(5)}%  ${k}`);
 }
 
 main().catch((err) => {

@@ -1,5 +1,22 @@
-import { BACKUP_TYPES, DEFAULT_LEVELS, DEFAULT_RETENTION, StrataError, defaultCompression, initRepository, tierOf, validatePolicy } from '@strata/sdk';
-import type { BackupRecord, BackupType, CodecName, EncryptionProfile, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import {
+  BACKUP_TYPES,
+  DEFAULT_HEALTH,
+  DEFAULT_LEVELS,
+  DEFAULT_RETENTION,
+  StrataError,
+  assessHealth,
+  backupStats,
+  defaultCompression,
+  initRepository,
+  inventory,
+  isStrataError,
+  parseDuration,
+  tierOf,
+  validatePolicy,
+} from '@strata/sdk';
+import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import { resolveDatabase, resolveLocator } from './config.js';
 import type { CommandContext } from './context.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, readPassphrase } from './terminal.js';
@@ -365,5 +382,147 @@ export async function listByTier(ctx: CommandContext, database: string | undefin
     process.stdout.write(`${tier} (${list.length})\n`);
     for (const d of list) process.stdout.write(`  ${d.id}  ${d.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}  ${d.reasons.join('; ')}\n`);
   }
+  return 0;
+}
+
+/** Options of `strata run`. */
+export interface RunCommandOptions {
+  readonly database?: string;
+  readonly type?: string;
+  readonly rollbackOnFailure: boolean;
+  readonly command: readonly string[];
+}
+
+/**
+ * `strata run --db NAME [--rollback-on-failure] -- COMMAND [ARGS]`: backs up, runs the command,
+ * passes its exit status through, and undoes it on failure when asked.
+ */
+export async function runCommand(ctx: CommandContext, options: RunCommandOptions, signal: AbortSignal): Promise<number> {
+  if (!options.database) throw new StrataError('USAGE', 'run: name the database with --db NAME (the one the command changes)');
+  if (options.command.length === 0) throw new StrataError('USAGE', 'run: give the command after --, e.g. strata run --db app -- npm run migrate');
+  const type = (options.type ?? 'incremental') as BackupType;
+  if (!BACKUP_TYPES.includes(type) || type === 'schema-only') throw new StrataError('USAGE', `run: --type must be full, incremental or differential (got ${options.type})`);
+  const db = resolveDatabase(options.database, ctx.loaded.config);
+  const repo = await ctx.repository();
+  await repo.unlock();
+  const description = options.command.join(' ');
+  let result;
+  try {
+    result = await repo.guard(
+      db.locator,
+      {
+        database: db.name,
+        type,
+        rollbackOnError: options.rollbackOnFailure,
+        description,
+        isFailure: (status: number) => status !== 0,
+        signal,
+      },
+      () => runChild(options.command, ctx.json),
+    );
+  } catch (err) {
+    if (isStrataError(err) && !err.message.startsWith('guard:')) {
+      throw new StrataError(err.code, `run: the safety backup failed, so the command was not run: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+  const summary = {
+    backupId: result.backup.id,
+    command: description,
+    exitCode: result.value,
+    failed: result.failed,
+    rolledBack: result.rolledBack,
+    undo: result.undo,
+  };
+  if (ctx.json) ctx.printJson(summary);
+  else {
+    process.stderr.write(`strata: safety backup ${result.backup.id} taken before: ${description}\n`);
+    if (result.rolledBack) process.stderr.write(`strata: the command failed (exit ${result.value}); the database was restored to ${result.backup.id}\n`);
+    else if (result.failed) process.stderr.write(`strata: the command failed (exit ${result.value}); to undo it: ${result.undo}\n`);
+    else process.stderr.write(`strata: to undo the change: ${result.undo}\n`);
+  }
+  return result.value;
+}
+
+/** Runs a command with the terminal; resolves with its exit status (128 + n when killed by signal n). */
+function runChild(command: readonly string[], json: boolean): Promise<number> {
+  return new Promise((resolve, reject) => {
+    // With --json our stdout carries one JSON document, so the command's output goes to stderr.
+    const child = spawn(command[0]!, command.slice(1), { stdio: ['inherit', json ? process.stderr : 'inherit', 'inherit'] });
+    child.on('error', (err: NodeJS.ErrnoException) =>
+      reject(new StrataError(err.code === 'ENOENT' ? 'USAGE' : 'IO', `run: cannot start ${command[0]}: ${err.code === 'ENOENT' ? 'command not found' : err.message}`)),
+    );
+    child.on('close', (code, sig) => resolve(code ?? 128 + (sig ? (osConstants.signals[sig] ?? 0) : 0)));
+  });
+}
+
+/** `strata stats [--since 30d]`: backups per day and type, from the journal. */
+export async function statsCommand(ctx: CommandContext, options: { since?: string }): Promise<number> {
+  const since = new Date(Date.now() - parseDuration(options.since ?? '30d'));
+  const repo = await ctx.repository();
+  const rows = backupStats(await repo.journal.operations(), since);
+  if (ctx.json) {
+    ctx.printJson({ since: since.toISOString(), rows });
+    return 0;
+  }
+  if (rows.length === 0) {
+    process.stdout.write(`no backups since ${since.toISOString()}\n`);
+    return 0;
+  }
+  printTable(
+    ['DAY', 'TYPE', 'COUNT', 'SUCCESS', 'AVG TIME', 'AVG SIZE', 'AVG RATIO'],
+    rows.map((r) => [
+      r.day,
+      r.type,
+      String(r.count),
+      `${(r.successRate * 100).toFixed(0)}%${r.failed ? ` (${r.failed} failed)` : ''}`,
+      `${(r.averageDurationMs / 1000).toFixed(1)} s`,
+      formatBytes(r.averageStoredBytes),
+      r.averageCompressionRatio === null ? '-' : `${(r.averageCompressionRatio * 100).toFixed(0)}%`,
+    ]),
+  );
+  return 0;
+}
+
+/** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
+export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxDisk?: number }): Promise<number> {
+  const thresholds: HealthThresholds = {
+    maxAgeMs: options.maxAge ? parseDuration(options.maxAge) : DEFAULT_HEALTH.maxAgeMs,
+    maxDurationMs: options.maxDuration ? parseDuration(options.maxDuration) : DEFAULT_HEALTH.maxDurationMs,
+    maxDiskUse: options.maxDisk !== undefined ? options.maxDisk / 100 : DEFAULT_HEALTH.maxDiskUse,
+  };
+  if (thresholds.maxDiskUse <= 0 || thresholds.maxDiskUse > 1) throw new StrataError('USAGE', 'health: --max-disk is a percentage from 1 to 100');
+  const repo = await ctx.repository();
+  const space = repo.storage.capabilities.space && repo.storage.space ? await repo.storage.space() : undefined;
+  const report = assessHealth(await repo.list(), await repo.journal.operations(), space, thresholds, new Date());
+  if (ctx.json) ctx.printJson(report);
+  else {
+    for (const c of report.checks) process.stdout.write(`${c.status === 'ok' ? 'ok       ' : 'UNHEALTHY'}  ${c.check}${c.database ? ` (${c.database})` : ''}: ${c.message}\n`);
+    process.stdout.write(report.healthy ? 'healthy\n' : 'UNHEALTHY\n');
+  }
+  return report.healthy ? 0 : 3;
+}
+
+/** `strata inventory`: per database, latest backup, count, stored size, last verification. */
+export async function inventoryCommand(ctx: CommandContext): Promise<number> {
+  const repo = await ctx.repository();
+  const entries = inventory(await repo.list());
+  if (ctx.json) {
+    ctx.printJson({ repository: repo.settings.location, databases: entries });
+    return 0;
+  }
+  if (entries.length === 0) process.stdout.write('no backups yet\n');
+  else
+    printTable(
+      ['DATABASE', 'ENGINE', 'BACKUPS', 'STORED', 'LATEST', 'LAST VERIFIED'],
+      entries.map((e) => [
+        e.database,
+        e.engine,
+        String(e.backups),
+        formatBytes(e.storedBytes),
+        e.latest ? `${e.latest.id} (${formatAge(e.latest.createdAt)})` : '-',
+        e.lastVerified ? `${e.lastVerified.outcome} ${e.lastVerified.level} ${formatAge(e.lastVerified.at)}` : 'never',
+      ]),
+    );
   return 0;
 }

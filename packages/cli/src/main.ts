@@ -3,7 +3,19 @@ import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { STRATA_VERSION, StrataError, isStrataError } from '@strata/sdk';
 import type { StrataErrorCode } from '@strata/sdk';
-import { backupCommand, initCommand, listByTier, listCommand, pruneCommand, restoreCommand, verifyCommand } from './commands.js';
+import {
+  backupCommand,
+  healthCommand,
+  initCommand,
+  inventoryCommand,
+  listByTier,
+  listCommand,
+  pruneCommand,
+  restoreCommand,
+  runCommand,
+  statsCommand,
+  verifyCommand,
+} from './commands.js';
 import type { PolicyFlags } from './commands.js';
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
@@ -46,6 +58,13 @@ Commands:
   verify <id|latest|--all>     check backups (--level quick: artifacts and hashes;
                                --level full: also restore into a scratch database and compare)
   prune [<db>]                 remove backups no retention rule keeps (--dry-run shows the plan)
+  run --db NAME -- CMD [ARGS]  back up, run CMD, pass its exit status through; with
+                               --rollback-on-failure restore the backup when CMD fails
+  stats [--since 30d]          backups per day and type: count, success rate, time, size, ratio
+  health                       exit 3 if a database's newest good backup is older than --max-age
+                               (25h), verification failed twice, a backup took longer than
+                               --max-duration (2h), or the disk is fuller than --max-disk (85%)
+  inventory                    per database: latest backup, count, stored size, last verification
 
 Options for every command:
   --repo DIR                   the repository (or STRATA_REPO, or "repository" in strata.config.json)
@@ -60,7 +79,7 @@ Exit status:
   0  ok
   1  the operation failed (details on stderr, or in the JSON "error")
   2  usage error (bad arguments or configuration)
-  3  verification failed (a check failed)
+  3  verification failed (a check failed), or strata health found a problem
   4  wrong or missing passphrase
   5  the repository is locked by another live process
 `;
@@ -93,6 +112,13 @@ With --json, prints { "id": ..., "backup": { ... } }.
 
 Lists restore points, newest chains first: id, database, engine, type, time, sizes, chain, last
 verification. --by-tier groups them under the retention rule that keeps each (policy as for prune).
+`,
+  run: `Usage: strata run --db NAME [--type incremental|differential|full] [--rollback-on-failure] [--json] -- COMMAND [ARGS]
+
+Takes a backup (label pre-update; an incremental, or a full if there is none yet), refuses to run
+COMMAND if it failed, runs COMMAND, and exits with COMMAND's exit status. The journal records the
+outcome and the exact restore command that undoes the change. With --rollback-on-failure, a
+failing COMMAND is undone at once by restoring the backup in place (stop other writers first).
 `,
   prune: `Usage: strata prune [<db>] [--dry-run] [--keep-last N] [--keep-hourly N] [--keep-daily N]
                     [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--keep-within DUR]
@@ -185,6 +211,10 @@ const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
   },
   list: { 'by-tier': { type: 'boolean', default: false }, ...policyOptions() },
   prune: { 'dry-run': { type: 'boolean', default: false }, ...policyOptions() },
+  run: { db: { type: 'string' }, type: { type: 'string' }, 'rollback-on-failure': { type: 'boolean', default: false } },
+  stats: { since: { type: 'string' } },
+  health: { 'max-age': { type: 'string' }, 'max-duration': { type: 'string' }, 'max-disk': { type: 'string' } },
+  inventory: {},
   restore: {
     to: { type: 'string' },
     db: { type: 'string' },
@@ -246,7 +276,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(str(values, 'passphrase-file') !== undefined ? { passphraseFile: str(values, 'passphrase-file')! } : {}),
       ...(values['lock-wait'] !== undefined ? { lockWait: parseNumber(str(values, 'lock-wait'), '--lock-wait')! } : {}),
     };
-    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1 };
+    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0 };
     if (positionals.length > maxPositionals[command]!) {
       throw new StrataError('USAGE', `${command}: unexpected argument ${JSON.stringify(positionals[maxPositionals[command]!])}`);
     }
@@ -278,6 +308,28 @@ export async function run(argv: string[]): Promise<number> {
       case 'list':
         if (values['by-tier']) return await listByTier(ctx, positionals[0], policyFlags(values));
         return await listCommand(ctx, positionals[0] !== undefined ? { database: positionals[0] } : {});
+      case 'run':
+        if (!rest.includes('--')) throw new StrataError('USAGE', 'run: put the command after --, e.g. strata run --db app -- npm run migrate');
+        return await runCommand(
+          ctx,
+          {
+            ...(str(values, 'db') !== undefined ? { database: str(values, 'db')! } : {}),
+            ...(str(values, 'type') !== undefined ? { type: str(values, 'type')! } : {}),
+            rollbackOnFailure: values['rollback-on-failure'] === true,
+            command: positionals,
+          },
+          controller.signal,
+        );
+      case 'stats':
+        return await statsCommand(ctx, str(values, 'since') !== undefined ? { since: str(values, 'since')! } : {});
+      case 'health':
+        return await healthCommand(ctx, {
+          ...(str(values, 'max-age') !== undefined ? { maxAge: str(values, 'max-age')! } : {}),
+          ...(str(values, 'max-duration') !== undefined ? { maxDuration: str(values, 'max-duration')! } : {}),
+          ...(values['max-disk'] !== undefined ? { maxDisk: parseNumber(str(values, 'max-disk'), '--max-disk')! } : {}),
+        });
+      case 'inventory':
+        return await inventoryCommand(ctx);
       case 'prune':
         return await pruneCommand(ctx, { ...policyFlags(values), ...(positionals[0] !== undefined ? { database: positionals[0] } : {}), dryRun: values['dry-run'] === true });
       case 'restore':

@@ -120,6 +120,33 @@ export interface VerifyReport {
   readonly checks: readonly CheckResult[];
 }
 
+/** Options for {@link Repository.guard}. */
+export interface GuardOptions<T> {
+  readonly database: string;
+  /** The safety backup's type (default incremental, or full when there is none yet). */
+  readonly type?: BackupType;
+  /** Default `pre-update` (retention keeps those for their own duration). */
+  readonly label?: string;
+  /** Restore the safety backup in place when the change fails. */
+  readonly rollbackOnError?: boolean;
+  /** Treats a returned value as failure too (a command's non-zero exit status). */
+  readonly isFailure?: (value: T) => boolean;
+  /** What the change is, for the journal (`npm run migrate`). */
+  readonly description?: string;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: ProgressListener;
+}
+
+/** What {@link Repository.guard} did. */
+export interface GuardResult<T> {
+  readonly value: T;
+  readonly backup: BackupRecord;
+  /** The command that restores the database to its state before the change. */
+  readonly undo: string;
+  readonly failed: boolean;
+  readonly rolledBack: boolean;
+}
+
 /**
  * Selects a backup: an id (or a unique prefix of one), `latest`, or the newest restore point with
  * data at or before `asOf`; optionally within one database.
@@ -853,6 +880,7 @@ export class Repository {
           const decided = plan(records);
           const doomed = new Set(decided.remove.map((d) => d.id));
           for (const record of records.filter((r) => doomed.has(r.id))) {
+            // Artifact first: a record whose artifact is gone is finished by the next prune.
             await this.storage.delete(record.key);
             await this.storage.delete(layoutCacheKey(record.database, record.id, record.encryption.profile !== 'none'));
           }
@@ -867,6 +895,51 @@ export class Repository {
       await op.fail(err).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Runs a risky change with a safety net: backs up first (label `pre-update`), refuses to run
+   * `change` if that backup failed, runs it, journals the outcome with the command that undoes
+   * it, and with `rollbackOnError` restores the backup in place when the change fails.
+   *
+   * ```ts
+   * await repo.guard('./app.db', { database: 'app', rollbackOnError: true }, () => migrate(db))
+   * ```
+   */
+  async guard<T>(locator: string, options: GuardOptions<T>, change: () => Promise<T>): Promise<GuardResult<T>> {
+    const backup = await this.backup(locator, {
+      database: options.database,
+      type: options.type ?? 'incremental',
+      autoFull: true,
+      label: options.label ?? 'pre-update',
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    const undo = `strata restore ${backup.id} --to ${JSON.stringify(this.#engineFor(locator).describe(locator))} --force --yes --repo ${JSON.stringify(this.storage.location)}`;
+    const op = await this.journal.begin('run', { database: options.database, backupId: backup.id, details: { command: options.description ?? 'guarded change', undo } });
+    let value: T | undefined;
+    let error: unknown;
+    try {
+      value = await change();
+    } catch (err) {
+      error = err;
+    }
+    const failed = error !== undefined || (value !== undefined && (options.isFailure?.(value) ?? false));
+    let rolledBack = false;
+    if (failed && options.rollbackOnError) {
+      try {
+        await this.restore({ id: backup.id }, { to: locator, force: true });
+        rolledBack = true;
+      } catch (restoreError) {
+        await op.fail(restoreError, { details: { command: options.description ?? 'guarded change', undo, rolledBack: false, rollbackError: messageOf(restoreError) } });
+        throw new StrataError('IO', `guard: the change failed and the automatic rollback failed too (${messageOf(restoreError)}); undo by hand with: ${undo}`, { cause: restoreError });
+      }
+    }
+    const details = { command: options.description ?? 'guarded change', undo, rolledBack, ...(error !== undefined ? { error: messageOf(error) } : {}) };
+    if (failed) await op.fail(error ?? new StrataError('IO', `${options.description ?? 'the change'} failed`), { details });
+    else await op.complete({ details });
+    if (error !== undefined) throw error;
+    return { value: value as T, backup, undo, failed, rolledBack };
   }
 
   /** Removes the temporary folder this process used for snapshots and scratch restores. */

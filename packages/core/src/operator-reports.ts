@@ -1,0 +1,171 @@
+import type { BackupRecord } from './catalog.js';
+import type { JournalOperation } from './journal.js';
+import type { SpaceInfo } from './storage.js';
+
+/** One row of `strata stats`: backups of one type on one day. */
+export interface StatsRow {
+  readonly day: string;
+  readonly type: string;
+  readonly count: number;
+  readonly succeeded: number;
+  readonly failed: number;
+  /** succeeded / count. */
+  readonly successRate: number;
+  readonly averageDurationMs: number;
+  readonly averageStoredBytes: number;
+  /** Average stored/raw of the successful ones (lower is better). */
+  readonly averageCompressionRatio: number | null;
+}
+
+/** Backup statistics per day and type from the journal, for operations started at or after `since`. */
+export function backupStats(operations: readonly JournalOperation[], since: Date): StatsRow[] {
+  const groups = new Map<string, JournalOperation[]>();
+  for (const op of operations) {
+    if (op.kind !== 'backup' || Date.parse(op.startedAt) < since.getTime()) continue;
+    const key = `${op.startedAt.slice(0, 10)}\u0000${op.last.type ?? 'unknown'}`;
+    groups.set(key, [...(groups.get(key) ?? []), op]);
+  }
+  const avg = (xs: number[]): number => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
+  return [...groups.entries()]
+    .map(([key, ops]) => {
+      const [day, type] = key.split('\u0000') as [string, string];
+      const ok = ops.filter((o) => o.status === 'COMPLETED');
+      const failed = ops.filter((o) => o.status === 'FAILED').length;
+      const ratios = ok.map((o) => o.last.compressionRatio).filter((r): r is number => typeof r === 'number');
+      return {
+        day,
+        type,
+        count: ops.length,
+        succeeded: ok.length,
+        failed,
+        successRate: ops.length === 0 ? 0 : ok.length / ops.length,
+        averageDurationMs: Math.round(avg(ops.map((o) => o.last.durationMs ?? 0).filter((d) => d > 0))),
+        averageStoredBytes: Math.round(avg(ok.map((o) => o.last.storedBytes ?? 0))),
+        averageCompressionRatio: ratios.length > 0 ? avg(ratios) : null,
+      };
+    })
+    .sort((a, b) => b.day.localeCompare(a.day) || a.type.localeCompare(b.type));
+}
+
+/** Thresholds of `strata health`. */
+export interface HealthThresholds {
+  /** The newest good backup of each database must be younger than this (ms). Default 25 h. */
+  readonly maxAgeMs: number;
+  /** No recent backup may have taken longer than this (ms). Default 2 h. */
+  readonly maxDurationMs: number;
+  /** The repository's disk may be at most this full (0–1). Default 0.85. */
+  readonly maxDiskUse: number;
+}
+
+export const DEFAULT_HEALTH: HealthThresholds = { maxAgeMs: 25 * 3_600_000, maxDurationMs: 2 * 3_600_000, maxDiskUse: 0.85 };
+
+/** One finding of `strata health`. */
+export interface HealthCheck {
+  readonly check: 'backup-age' | 'verification' | 'backup-duration' | 'disk-use' | 'failed-backups';
+  readonly database: string | null;
+  readonly status: 'ok' | 'unhealthy';
+  readonly message: string;
+}
+
+/** The health report: unhealthy when any check is. */
+export interface HealthReport {
+  readonly healthy: boolean;
+  readonly checks: readonly HealthCheck[];
+}
+
+/**
+ * Checks what an operator wants paged about: a database whose newest good backup is too old,
+ * verification that failed twice in a row, a backup that took too long, a filling disk, and the
+ * latest backup run having failed.
+ */
+export function assessHealth(
+  backups: readonly BackupRecord[],
+  operations: readonly JournalOperation[],
+  space: SpaceInfo | undefined,
+  thresholds: HealthThresholds,
+  now: Date,
+): HealthReport {
+  const checks: HealthCheck[] = [];
+  const hours = (ms: number): string => `${(ms / 3_600_000).toFixed(1)} h`;
+  const databases = [...new Set([...backups.map((b) => b.database), ...operations.filter((o) => o.kind === 'backup' && o.last.database).map((o) => o.last.database!)])].sort();
+  if (databases.length === 0) checks.push({ check: 'backup-age', database: null, status: 'unhealthy', message: 'the repository holds no backups at all' });
+  for (const database of databases) {
+    const mine = backups.filter((b) => b.database === database && b.type !== 'schema-only');
+    const good = [...mine].reverse().find((b) => b.verification?.outcome !== 'failed');
+    if (!good) {
+      checks.push({ check: 'backup-age', database, status: 'unhealthy', message: `${database} has no good backup` });
+    } else {
+      const age = now.getTime() - Date.parse(good.createdAt);
+      checks.push({
+        check: 'backup-age',
+        database,
+        status: age <= thresholds.maxAgeMs ? 'ok' : 'unhealthy',
+        message: `newest good backup ${good.id} is ${hours(age)} old (limit ${hours(thresholds.maxAgeMs)})`,
+      });
+    }
+    const verifies = operations.filter((o) => o.kind === 'verify' && o.last.database === database && o.status === 'COMPLETED');
+    const lastTwo = verifies.slice(-2).map((o) => (o.last.details as { outcome?: string } | undefined)?.outcome);
+    const twice = lastTwo.length === 2 && lastTwo.every((o) => o === 'failed');
+    checks.push({
+      check: 'verification',
+      database,
+      status: twice ? 'unhealthy' : 'ok',
+      message: twice ? 'the last two verifications failed' : verifies.length === 0 ? 'never verified' : `last verification ${lastTwo.at(-1) ?? 'unknown'}`,
+    });
+    const runs = operations.filter((o) => o.kind === 'backup' && o.last.database === database);
+    const slow = runs.filter((o) => (o.last.durationMs ?? 0) > thresholds.maxDurationMs && now.getTime() - Date.parse(o.startedAt) <= 7 * 86_400_000);
+    checks.push({
+      check: 'backup-duration',
+      database,
+      status: slow.length === 0 ? 'ok' : 'unhealthy',
+      message: slow.length === 0 ? `no backup in the last 7 days took longer than ${hours(thresholds.maxDurationMs)}` : `${slow.length} backup(s) in the last 7 days took longer than ${hours(thresholds.maxDurationMs)}`,
+    });
+    const latest = runs.at(-1);
+    if (latest && latest.status === 'FAILED') {
+      checks.push({
+        check: 'failed-backups',
+        database,
+        status: 'unhealthy',
+        message: `the latest backup run failed${latest.interrupted ? ' (interrupted)' : ''}: ${latest.last.error?.message ?? 'no error recorded'}`,
+      });
+    }
+  }
+  if (space) {
+    const used = 1 - space.freeBytes / space.totalBytes;
+    checks.push({
+      check: 'disk-use',
+      database: null,
+      status: used <= thresholds.maxDiskUse ? 'ok' : 'unhealthy',
+      message: `the repository's disk is ${(used * 100).toFixed(0)}% full (limit ${(thresholds.maxDiskUse * 100).toFixed(0)}%)`,
+    });
+  }
+  return { healthy: checks.every((c) => c.status === 'ok'), checks };
+}
+
+/** One database in `strata inventory`. */
+export interface InventoryEntry {
+  readonly database: string;
+  readonly engine: string;
+  readonly backups: number;
+  readonly storedBytes: number;
+  readonly latest: { id: string; type: string; createdAt: string } | null;
+  readonly lastVerified: { id: string; at: string; level: string; outcome: string } | null;
+}
+
+/** Per database: count, total stored size, latest backup, last verification. */
+export function inventory(backups: readonly BackupRecord[]): InventoryEntry[] {
+  const databases = [...new Set(backups.map((b) => b.database))].sort();
+  return databases.map((database) => {
+    const mine = backups.filter((b) => b.database === database);
+    const latest = mine.at(-1)!;
+    const verified = mine.filter((b) => b.verification).sort((a, b) => a.verification!.at.localeCompare(b.verification!.at)).at(-1);
+    return {
+      database,
+      engine: latest.engine,
+      backups: mine.length,
+      storedBytes: mine.reduce((sum, b) => sum + b.storedBytes, 0),
+      latest: { id: latest.id, type: latest.type, createdAt: latest.createdAt },
+      lastVerified: verified ? { id: verified.id, at: verified.verification!.at, level: verified.verification!.level, outcome: verified.verification!.outcome } : null,
+    };
+  });
+}

@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { Passphrase, openRepository } from '@strata/sdk';
+import type { BackupRecord } from '@strata/sdk';
+import { buildRichDatabase } from './helpers/databases.js';
+import { TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+
+describe('operator commands', () => {
+  const dir = useTempDir();
+  const repo = (): string => path.join(dir.path, 'repo');
+  const setup = (): string => {
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 50 });
+    assert.equal(strata(['init', '--repo', repo()]).status, 0);
+    return db;
+  };
+
+  describe('strata run', () => {
+    it('backs up first, passes the exit status through, and with --rollback-on-failure leaves the database exactly as before', () => {
+      const db = setup();
+      const before = sqliteDump(db);
+      const result = strata(['run', '--db', db, '--repo', repo(), '--rollback-on-failure', '--', 'sh', '-c', 'sqlite3 "$0" "DELETE FROM books; DROP TABLE tags"; exit 7', db]);
+      assert.equal(result.status, 7, result.stderr);
+      assert.match(result.stderr, /the command failed \(exit 7\); the database was restored to app_full_/);
+      assert.equal(sqliteDump(db), before);
+      const list = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+      assert.equal(list[0]!.label, 'pre-update');
+    });
+
+    it('without rollback keeps the change and journals the command that undoes it', async () => {
+      const db = setup();
+      const before = sqliteDump(db);
+      const result = strata(['run', '--db', db, '--repo', repo(), '--json', '--', 'sqlite3', db, 'DELETE FROM log']);
+      assert.equal(result.status, 0, result.stderr);
+      const summary = json<{ backupId: string; exitCode: number; undo: string; rolledBack: boolean }>(result);
+      assert.equal(summary.exitCode, 0);
+      assert.equal(sqliteQuery(db, 'SELECT count(*) FROM log'), '0');
+      const r = await openRepository(repo(), { passphrase: new Passphrase(TEST_PASSPHRASE) });
+      const op = (await r.journal.operations()).find((o) => o.kind === 'run')!;
+      assert.equal(op.status, 'COMPLETED');
+      assert.equal((op.last.details as { undo: string }).undo, summary.undo);
+      // The journalled command really undoes it.
+      const undo = spawnSync('sh', ['-c', summary.undo.replace(/^strata /, `${process.execPath} ${path.resolve('packages/cli/dist/main.js')} `)], {
+        env: { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE },
+        encoding: 'utf8',
+      });
+      assert.equal(undo.status, 0, undo.stderr);
+      assert.equal(sqliteDump(db), before);
+    });
+
+    it('refuses to run the command when the safety backup fails', () => {
+      setup();
+      const marker = path.join(dir.path, 'ran');
+      const result = strata(['run', '--db', path.join(dir.path, 'missing.db'), '--repo', repo(), '--', 'touch', marker]);
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /safety backup failed, so the command was not run/);
+      assert.equal(spawnSync('test', ['-e', marker]).status, 1);
+    });
+  });
+
+  describe('stats, health and inventory', () => {
+    it('stats reports count, success rate, time, size and ratio per day and type', () => {
+      const db = setup();
+      strata(['backup', db, '--repo', repo()]);
+      strata(['backup', db, '--repo', repo(), '--type', 'incremental']);
+      strata(['backup', path.join(dir.path, 'missing.db'), '--repo', repo(), '--name', 'app', '--type', 'incremental']);
+      const rows = json<{ rows: { type: string; count: number; succeeded: number; successRate: number; averageCompressionRatio: number | null }[] }>(strata(['stats', '--repo', repo(), '--json'])).rows;
+      const full = rows.find((r) => r.type === 'full')!;
+      const inc = rows.find((r) => r.type === 'incremental')!;
+      assert.equal(full.count, 1);
+      assert.ok(full.averageCompressionRatio! > 0 && full.averageCompressionRatio! < 1);
+      assert.deepEqual([inc.count, inc.succeeded, inc.successRate], [2, 1, 0.5]);
+    });
+
+    it('health exits 3 when the newest good backup is too old, and 0 when all is well', () => {
+      const db = setup();
+      strata(['backup', db, '--repo', repo(), '--time', '2020-01-01T00:00:00Z']);
+      const old = strata(['health', '--repo', repo(), '--json']);
+      assert.equal(old.status, 3);
+      const report = json<{ healthy: boolean; checks: { check: string; status: string; message: string }[] }>(old);
+      assert.equal(report.checks.find((c) => c.check === 'backup-age')!.status, 'unhealthy');
+      strata(['backup', db, '--repo', repo()]);
+      const fresh = strata(['health', '--repo', repo()]);
+      assert.equal(fresh.status, 0, fresh.stdout);
+      assert.match(fresh.stdout, /^healthy$/m);
+      const tightDisk = strata(['health', '--repo', repo(), '--max-disk', '1']);
+      assert.equal(tightDisk.status, 3);
+      assert.match(tightDisk.stdout, /UNHEALTHY\s+disk-use/);
+    });
+
+    it('health flags two failed verifications in a row and a failed latest backup run', () => {
+      const db = setup();
+      const id = json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--json'])).id;
+      const key = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups[0]!.key;
+      const file = path.join(repo(), key);
+      const bytes = readFileSync(file);
+      bytes[100]! ^= 1;
+      writeFileSync(file, bytes);
+      strata(['verify', id, '--repo', repo()]);
+      strata(['verify', id, '--repo', repo()]);
+      strata(['backup', path.join(dir.path, 'gone.db'), '--repo', repo(), '--name', 'app']);
+      const result = strata(['health', '--repo', repo(), '--json']);
+      assert.equal(result.status, 3);
+      const checks = json<{ checks: { check: string; status: string }[] }>(result).checks;
+      assert.equal(checks.find((c) => c.check === 'verification')!.status, 'unhealthy');
+      assert.equal(checks.find((c) => c.check === 'failed-backups')!.status, 'unhealthy');
+    });
+
+    it('inventory lists each database with its latest backup, count, size and last verification', () => {
+      const db = setup();
+      const other = path.join(dir.path, 'other.db');
+      buildRichDatabase(other, { rows: 5 });
+      strata(['backup', db, '--repo', repo()]);
+      const id = json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--type', 'incremental', '--json'])).id;
+      strata(['backup', other, '--repo', repo()]);
+      strata(['verify', id, '--repo', repo()]);
+      const entries = json<{ databases: { database: string; backups: number; storedBytes: number; latest: { id: string }; lastVerified: { id: string; outcome: string } | null }[] }>(
+        strata(['inventory', '--repo', repo(), '--json']),
+      ).databases;
+      assert.deepEqual(entries.map((e) => [e.database, e.backups]), [['app', 2], ['other', 1]]);
+      assert.equal(entries[0]!.latest.id, id);
+      assert.deepEqual(entries[0]!.lastVerified && [entries[0]!.lastVerified.id, entries[0]!.lastVerified.outcome], [id, 'passed']);
+      assert.equal(entries[1]!.lastVerified, null);
+    });
+  });
+
+  describe('the validator', () => {
+    it('fails data-consistency, named, when the rows in an artifact differ from what its manifest recorded', () => {
+      // An artifact whose bytes are self-consistent (hashes rewritten) but whose rows were altered:
+      // only a restore and comparison against the recorded table checksums can catch it.
+      const db = setup();
+      assert.equal(strata(['init', '--repo', path.join(dir.path, 'plain'), '--no-encryption', '--compression', 'none']).status, 0);
+      const plain = path.join(dir.path, 'plain');
+      const id = json<{ id: string }>(strata(['backup', db, '--repo', plain, '--json'])).id;
+      const record = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', plain, '--json'])).backups[0]!;
+      const work = path.join(dir.path, 'unpacked');
+      mkdirSync(work);
+      assert.equal(spawnSync('tar', ['-xf', path.join(plain, record.key), '-C', work]).status, 0);
+      const dataFile = path.join(work, 'data/main.db');
+      sqliteQuery(dataFile, "PRAGMA journal_mode=DELETE; UPDATE books SET title = 'tampered' WHERE id = 3");
+      const manifest = JSON.parse(readFileSync(path.join(work, 'manifest.json'), 'utf8'));
+      const data = readFileSync(dataFile);
+      manifest.streams[0].sha256 = createHash('sha256').update(data).digest('hex');
+      manifest.streams[0].size = data.length;
+      writeFileSync(path.join(work, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+      // Rebuild the layout so the chunk check passes too.
+      const pageSize = manifest.streams[0].chunking.size;
+      const count = Math.ceil(data.length / pageSize);
+      const layout = Buffer.alloc(24 + count * 20);
+      layout.write('STLAYOUT', 0);
+      layout.writeUInt32LE(1, 8);
+      layout.writeUInt32LE(16, 12);
+      layout.writeBigUInt64LE(BigInt(count), 16);
+      for (let i = 0; i < count; i++) {
+        const page = data.subarray(i * pageSize, (i + 1) * pageSize);
+        layout.writeUInt32LE(page.length, 24 + i * 20);
+        createHash('sha256').update(page).digest().copy(layout, 28 + i * 20, 0, 16);
+      }
+      manifest.streams[0].chunkCount = count;
+      writeFileSync(path.join(work, 'layout/main.db.idx'), layout);
+      const repacked = path.join(dir.path, 'repacked.tar');
+      const tar = spawnSync('tar', ['--format=ustar', '-cf', repacked, '-C', work, 'README.txt', 'schema.sql', 'streams/main.db.json', 'data/main.db', 'layout/main.db.idx', 'manifest.json']);
+      assert.equal(tar.status, 0, tar.stderr?.toString());
+      const bytes = readFileSync(repacked);
+      writeFileSync(path.join(plain, record.key), bytes);
+      const catalogFile = path.join(plain, 'catalog.json');
+      const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+      Object.assign(catalog.backups[0], { sha256: createHash('sha256').update(bytes).digest('hex'), storedBytes: bytes.length, rawBytes: bytes.length });
+      writeFileSync(catalogFile, JSON.stringify(catalog));
+      const result = strata(['verify', id, '--repo', plain, '--level', 'full', '--json']);
+      assert.equal(result.status, 3, result.stderr);
+      const checks = json<{ reports: { checks: { name: string; status: string; reason: string }[] }[] }>(result).reports[0]!.checks;
+      assert.deepEqual(checks.map((c) => [c.name, c.status]), [
+        ['file-accessibility', 'passed'],
+        ['checksum-match', 'passed'],
+        ['database-readable', 'passed'],
+        ['schema-integrity', 'passed'],
+        ['data-consistency', 'failed'],
+      ]);
+      assert.match(checks[4]!.reason, /table books content checksum differs/);
+    });
+  });
+});
