@@ -526,3 +526,28 @@ export async function inventoryCommand(ctx: CommandContext): Promise<number> {
     );
   return 0;
 }
+
+/** `strata export [<db>...|--all] --out FILE`. */
+export async function exportCommand(ctx: CommandContext, options: { databases: readonly string[]; all: boolean; out?: string }): Promise<number> {
+  if (!options.out) throw new StrataError('USAGE', 'export: --out FILE is required (.tar.gz or .zip)');
+  if (options.all && options.databases.length > 0) throw new StrataError('USAGE', 'export: name databases or pass --all, not both');
+  if (!options.all && options.databases.length === 0) throw new StrataError('USAGE', 'export: name the databases to export, or pass --all');
+  const repo = await ctx.repository();
+  const result = await repo.export({ databases: options.databases, out: options.out });
+  if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id) });
+  else process.stdout.write(`exported ${result.backups.length} backup(s) to ${result.file}:\n${result.backups.map((b) => `  ${b.id}`).join('\n')}\nsee RESTORE.md inside for how to restore them\n`);
+  return 0;
+}
+
+/** `strata import FILE`. */
+export async function importCommand(ctx: CommandContext, file: string | undefined): Promise<number> {
+  if (!file) throw new StrataError('USAGE', 'import: name the export file');
+  const repo = await ctx.repository();
+  const result = await repo.import(file);
+  if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped });
+  else {
+    process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}\n`);
+    for (const b of result.imported) process.stdout.write(`  ${b.id}\n`);
+  }
+  return 0;
+}

@@ -5,6 +5,8 @@ import { STRATA_VERSION, StrataError, isStrataError } from '@strata/sdk';
 import type { StrataErrorCode } from '@strata/sdk';
 import {
   backupCommand,
+  exportCommand,
+  importCommand,
   healthCommand,
   initCommand,
   inventoryCommand,
@@ -65,6 +67,9 @@ Commands:
                                (25h), verification failed twice, a backup took longer than
                                --max-duration (2h), or the disk is fuller than --max-disk (85%)
   inventory                    per database: latest backup, count, stored size, last verification
+  export [<db>...|--all] --out FILE   the newest good restore point of each database with its
+                               chain, catalog entries and RESTORE.md, as .tar.gz or .zip
+  import FILE                  bring an export into this repository (checksums verified)
 
 Options for every command:
   --repo DIR                   the repository (or STRATA_REPO, or "repository" in strata.config.json)
@@ -215,6 +220,8 @@ const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
   stats: { since: { type: 'string' } },
   health: { 'max-age': { type: 'string' }, 'max-duration': { type: 'string' }, 'max-disk': { type: 'string' } },
   inventory: {},
+  export: { out: { type: 'string' }, all: { type: 'boolean', default: false } },
+  import: {},
   restore: {
     to: { type: 'string' },
     db: { type: 'string' },
@@ -276,7 +283,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(str(values, 'passphrase-file') !== undefined ? { passphraseFile: str(values, 'passphrase-file')! } : {}),
       ...(values['lock-wait'] !== undefined ? { lockWait: parseNumber(str(values, 'lock-wait'), '--lock-wait')! } : {}),
     };
-    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0 };
+    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0, export: Number.MAX_SAFE_INTEGER, import: 1 };
     if (positionals.length > maxPositionals[command]!) {
       throw new StrataError('USAGE', `${command}: unexpected argument ${JSON.stringify(positionals[maxPositionals[command]!])}`);
     }
@@ -330,6 +337,10 @@ export async function run(argv: string[]): Promise<number> {
         });
       case 'inventory':
         return await inventoryCommand(ctx);
+      case 'export':
+        return await exportCommand(ctx, { databases: positionals, all: values['all'] === true, ...(str(values, 'out') !== undefined ? { out: str(values, 'out')! } : {}) });
+      case 'import':
+        return await importCommand(ctx, positionals[0]);
       case 'prune':
         return await pruneCommand(ctx, { ...policyFlags(values), ...(positionals[0] !== undefined ? { database: positionals[0] } : {}), dryRun: values['dry-run'] === true });
       case 'restore':

@@ -16,6 +16,8 @@ export type { EncryptionProfile } from './encryption.js';
 export * from './repository.js';
 export * from './retention.js';
 export * from './operator-reports.js';
+export { exportFormatOf } from './export-archive.js';
+export type { ExportFormat, ExportManifest } from './export-archive.js';
 export { readTar, tarHeaderBytes, tarPadding, tarTrailer, validateEntryName } from './format/tar.js';
 export type { TarEntry, TarEntryHeader } from './format/tar.js';
 export { ARTIFACT_FORMAT_VERSION, BACKUP_TYPES, MANIFEST_ENTRY, parseManifest } from './format/manifest.js';

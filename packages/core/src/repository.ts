@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,6 +28,8 @@ import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
 import { STRATA_VERSION } from './version.js';
 import { planRetention } from './retention.js';
+import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
+import type { ExportEntry, ExportManifest } from './export-archive.js';
 import type { RetentionDecision, RetentionPlan, RetentionPolicy } from './retention.js';
 
 export const REPOSITORY_CONFIG_KEY = 'repository.json';
@@ -942,6 +945,133 @@ export class Repository {
     return { value: value as T, backup, undo, failed, rolledBack };
   }
 
+  /**
+   * Writes a self-contained archive (`.tar.gz` or `.zip`) holding, for each database, its newest
+   * good restore point with its whole chain: the artifacts as they are, their catalog entries,
+   * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
+   */
+  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[] }> {
+    exportFormatOf(options.out);
+    const op = await this.journal.begin('export', { details: { out: options.out } });
+    try {
+      const all = await this.list();
+      const databases = options.databases && options.databases.length > 0 ? [...options.databases] : [...new Set(all.map((b) => b.database))].sort();
+      if (databases.length === 0) throw new StrataError('BACKUP_NOT_FOUND', 'export: the repository holds no backups');
+      const chosen: BackupRecord[] = [];
+      const tips: BackupRecord[] = [];
+      for (const database of databases) {
+        const mine = all.filter((b) => b.database === database);
+        if (mine.length === 0) throw new StrataError('BACKUP_NOT_FOUND', `export: no backups of ${database} (the repository has: ${[...new Set(all.map((b) => b.database))].join(', ')})`);
+        const tip = [...mine].reverse().find((b) => b.type !== 'schema-only' && b.verification?.outcome !== 'failed');
+        if (!tip) throw new StrataError('BACKUP_NOT_FOUND', `export: ${database} has no good restore point with data`);
+        const chain = await this.chainOf(tip);
+        await this.#checkChainPresent(chain, tip);
+        tips.push(tip);
+        chosen.push(...chain);
+      }
+      const manifest: ExportManifest = {
+        format: 'strata-export',
+        version: 1,
+        createdAt: new Date().toISOString(),
+        encryption: { ...this.#config.encryption },
+        backups: chosen,
+      };
+      const text = (name: string, body: string): ExportEntry => {
+        const bytes = Buffer.from(body, 'utf8');
+        return { name, size: bytes.length, open: async () => Readable.from([bytes]) };
+      };
+      const entries: ExportEntry[] = [
+        text('strata-export.json', JSON.stringify(manifest, null, 2) + '\n'),
+        text('RESTORE.md', restoreInstructions(tips, chosen, options.out)),
+        ...chosen.map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.storage.get(b.key) })),
+      ];
+      await writeExportContainer(options.out, entries);
+      await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id) } });
+      return { file: options.out, backups: chosen };
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Brings an export into this repository: every artifact's SHA-256 and size are checked on the
+   * way in, and its catalog entry is added once all of them are in place. The export must have
+   * been made with the same passphrase (or both repositories unencrypted).
+   */
+  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[] }> {
+    const op = await this.journal.begin('import', { details: { file } });
+    try {
+      let manifest: ExportManifest | undefined;
+      const placed: BackupRecord[] = [];
+      const skipped: string[] = [];
+      const existing = new Set((await this.list()).map((b) => b.id));
+      try {
+        for await (const entry of readExportContainer(file)) {
+          if (entry.name === 'strata-export.json') {
+            const chunks: Buffer[] = [];
+            for await (const c of entry.body) chunks.push(Buffer.from(c));
+            manifest = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExportManifest;
+            if (manifest.format !== 'strata-export' || manifest.version !== 1) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a Strata export of a version this Strata reads`);
+            await this.#checkImportKeys(manifest);
+            continue;
+          }
+          if (entry.name === 'RESTORE.md') {
+            for await (const _ of entry.body) void _;
+            continue;
+          }
+          if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} does not start with strata-export.json`);
+          const record = manifest.backups.find((b) => b.key === entry.name);
+          if (!record) throw new StrataError('ARTIFACT_FOREIGN', `import: ${entry.name} in ${file} is not listed in its strata-export.json`);
+          if (existing.has(record.id)) {
+            skipped.push(record.id);
+            for await (const _ of entry.body) void _;
+            continue;
+          }
+          const sha = createHash('sha256');
+          const info = await this.storage.put(record.key, hashing(entry.body, sha));
+          if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
+            await this.storage.delete(record.key);
+            throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
+          }
+          placed.push({ ...record, verification: null });
+        }
+        if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds no strata-export.json`);
+        const missing = manifest.backups.filter((b) => !existing.has(b.id) && !placed.some((p) => p.id === b.id));
+        if (missing.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the artifacts of ${missing.map((b) => b.id).join(', ')}`);
+      } catch (err) {
+        // Nothing half-imported: artifacts already placed but not cataloged are removed again.
+        for (const record of placed) await this.storage.delete(record.key).catch(() => undefined);
+        throw err;
+      }
+      await this.#updateCatalog('import', (records) => [...records, ...placed.filter((p) => !records.some((r) => r.id === p.id))]);
+      await op.complete({ details: { file, imported: placed.map((b) => b.id), skipped } });
+      return { imported: placed, skipped };
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async #checkImportKeys(manifest: ExportManifest): Promise<void> {
+    const theirs = manifest.encryption;
+    const ours = this.#config.encryption;
+    if (theirs.profile === 'none' && ours.profile !== 'none') {
+      throw new StrataError('USAGE', 'import: the export is unencrypted and this repository is encrypted; import it into an unencrypted repository (artifacts are copied as they are)');
+    }
+    if (theirs.profile !== 'none' && ours.profile === 'none') {
+      throw new StrataError('USAGE', 'import: the export is encrypted and this repository is not; import it into an encrypted repository with the same passphrase');
+    }
+    if (theirs.profile === 'none') return;
+    const passphrase = await this.#unlock();
+    try {
+      const token = await decryptSmall(theirs.keyCheck ?? '', passphrase!);
+      if (createHash('sha256').update(token).digest('hex') !== theirs.keyCheckSha256) throw new Error('key check mismatch');
+    } catch (err) {
+      throw new StrataError('PASSPHRASE_WRONG', 'import: the export was made in a repository with a different passphrase; import it into a repository that uses the same one', { cause: err });
+    }
+  }
+
   /** Removes the temporary folder this process used for snapshots and scratch restores. */
   async close(): Promise<void> {
     if (!this.#options.tempDir) await fs.rm(this.#tempDir, { recursive: true, force: true }).catch(() => undefined);
@@ -972,4 +1102,46 @@ async function* hashBytes(source: AsyncIterable<Uint8Array>, sha: ReturnType<typ
     sha.update(chunk);
     yield chunk;
   }
+}
+
+/** RESTORE.md of an export: for each database, the exact commands, with Strata and without it. */
+function restoreInstructions(tips: readonly BackupRecord[], chain: readonly BackupRecord[], out: string): string {
+  const file = out.split(/[\\/]/).pop()!;
+  const extract = /\.zip$/i.test(file) ? `unzip ${file} 'backups/*'` : `tar -xzf ${file} backups`;
+  const lines = [
+    '# Restoring from this export',
+    '',
+    `Made ${new Date().toISOString()} by Strata. Each database's newest good restore point is here with every backup it needs.`,
+    'The artifacts are exactly as in the repository: encrypted with its passphrase if it was encrypted.',
+    '',
+    '## With Strata',
+    '',
+    '```sh',
+    'export STRATA_PASSPHRASE=...        # the passphrase of the repository this came from',
+    'strata init --repo ./restored-repo  # once (use the same passphrase)',
+    `strata import ${file} --repo ./restored-repo`,
+    ...tips.map((t) => `strata restore ${t.id} --repo ./restored-repo --to ${t.engine === 'sqlite' ? `./${t.database}.db` : `postgres://USER@HOST:5432/${t.database}`}`),
+    '```',
+    '',
+    '## Without Strata',
+    '',
+    `First \`${extract}\`. Then, for each database (see docs/FORMAT.md of Strata for the format):`,
+    '',
+  ];
+  for (const tip of tips) {
+    const full = chain.find((b) => b.id === (tip.base ?? tip.id))!;
+    const layers = full.key.replace(/^.*?\.tar/, '.tar');
+    const decrypt = layers.endsWith('.gpg') ? `gpg --batch --pinentry-mode loopback --passphrase-file PASSFILE --decrypt ${full.key} | ` : `cat ${full.key} | `;
+    const decompress = layers.includes('.zst') ? 'zstd -d | ' : layers.includes('.gz') ? 'gzip -d | ' : '';
+    lines.push(`### ${tip.database} (${tip.engine})`, '');
+    lines.push(`Newest restore point: ${tip.id} (${tip.type}, ${tip.createdAt}).`);
+    if (tip.id !== full.id) {
+      lines.push(`Without Strata you can restore its full backup ${full.id} (${full.createdAt}); the changes after it are in incremental/differential artifacts that only Strata assembles.`);
+    }
+    lines.push('', '```sh', `mkdir -p out-${tip.database}`, `${decrypt}${decompress}tar -x -C out-${tip.database}`);
+    if (tip.engine === 'sqlite') lines.push(`sqlite3 out-${tip.database}/data/main.db 'PRAGMA integrity_check'   # the database file`);
+    else lines.push(`# PostgreSQL: out-${tip.database}/schema.sql, then each table's chunks/<table>.copy/*.bin with \\copy (see docs/FORMAT.md)`);
+    lines.push('```', '');
+  }
+  return lines.join('\n');
 }

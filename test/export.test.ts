@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import type { BackupRecord } from '@strata/sdk';
+import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { json, sqliteDump, strata, useTempDir } from './helpers/env.js';
+
+describe('strata export and import', () => {
+  const dir = useTempDir();
+  const source = (): string => path.join(dir.path, 'source');
+
+  /** Two databases: `shop` with a full and two incrementals, `blog` with a full. */
+  function populated(): { shop: string; blog: string } {
+    const shop = path.join(dir.path, 'shop.db');
+    const blog = path.join(dir.path, 'blog.db');
+    buildRichDatabase(shop, { rows: 60 });
+    buildRichDatabase(blog, { rows: 20 });
+    assert.equal(strata(['init', '--repo', source()]).status, 0);
+    strata(['backup', shop, '--repo', source()]);
+    mutate(shop, 1);
+    strata(['backup', shop, '--repo', source(), '--type', 'incremental']);
+    mutate(shop, 2);
+    strata(['backup', shop, '--repo', source(), '--type', 'incremental']);
+    strata(['backup', blog, '--repo', source()]);
+    strata(['backup', blog, '--repo', source(), '--type', 'schema-only']);
+    return { shop, blog };
+  }
+
+  for (const extension of ['tar.gz', 'zip']) {
+    it(`a .${extension} export of several databases, imported into an empty repository, restores each identically`, () => {
+      const { shop, blog } = populated();
+      const file = path.join(dir.path, `monthly.${extension}`);
+      const exported = strata(['export', '--all', '--out', file, '--repo', source(), '--json']);
+      assert.equal(exported.status, 0, exported.stderr);
+      const ids = json<{ backups: string[] }>(exported).backups;
+      assert.equal(ids.length, 4, 'shop: full + 2 incrementals; blog: its full (schema-only backups are not restore points with data)');
+      const target = path.join(dir.path, 'target');
+      assert.equal(strata(['init', '--repo', target]).status, 0);
+      const imported = strata(['import', file, '--repo', target, '--json']);
+      assert.equal(imported.status, 0, imported.stderr);
+      assert.equal(json<{ imported: string[] }>(imported).imported.length, 4);
+      for (const [db, original] of [['shop', shop], ['blog', blog]] as const) {
+        const out = path.join(dir.path, `${db}-restored.db`);
+        const restore = strata(['restore', 'latest', '--db', db, '--repo', target, '--to', out]);
+        assert.equal(restore.status, 0, restore.stderr);
+        assert.equal(sqliteDump(out), sqliteDump(original));
+      }
+      assert.equal(strata(['verify', '--all', '--repo', target, '--level', 'full']).status, 0);
+      const again = json<{ imported: string[]; skipped: string[] }>(strata(['import', file, '--repo', target, '--json']));
+      assert.deepEqual([again.imported.length, again.skipped.length], [0, 4], 'importing twice adds nothing');
+    });
+  }
+
+  it('holds a RESTORE.md whose by-hand commands recover a database with gpg, zstd and tar', () => {
+    const { blog } = populated();
+    const file = path.join(dir.path, 'blog.tar.gz');
+    assert.equal(strata(['export', 'blog', '--out', file, '--repo', source()]).status, 0);
+    const work = path.join(dir.path, 'by-hand');
+    spawnSync('mkdir', ['-p', work]);
+    assert.equal(spawnSync('tar', ['-xzf', file, '-C', work]).status, 0);
+    const restoreMd = readFileSync(path.join(work, 'RESTORE.md'), 'utf8');
+    assert.match(restoreMd, /strata import blog\.tar\.gz --repo \.\/restored-repo/);
+    const block = /```sh\nmkdir -p out-blog\n([^\n]+)\n/.exec(restoreMd);
+    assert.ok(block, RESTORE_MD_HINT);
+    writeFileSync(path.join(work, 'PASSFILE'), 'correct horse battery staple');
+    const gnupg = path.join(dir.path, 'gnupg');
+    spawnSync('mkdir', ['-m', '700', '-p', gnupg]);
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', `mkdir -p out-blog && ${block[1]}`], { cwd: work, env: { ...process.env, GNUPGHOME: gnupg }, encoding: 'utf8' });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: gnupg } });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(sqliteDump(path.join(work, 'out-blog/data/main.db')), sqliteDump(blog));
+  });
+
+  it('refuses a damaged export and imports nothing from it', () => {
+    populated();
+    const file = path.join(dir.path, 'damaged.zip');
+    assert.equal(strata(['export', '--all', '--out', file, '--repo', source()]).status, 0);
+    const bytes = readFileSync(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x40;
+    writeFileSync(file, bytes);
+    const target = path.join(dir.path, 'target');
+    strata(['init', '--repo', target]);
+    const result = strata(['import', file, '--repo', target, '--json']);
+    assert.equal(result.status, 1);
+    assert.equal(json<{ error: { code: string } }>(result).error.code, 'ARTIFACT_CORRUPT');
+    assert.deepEqual(json<{ backups: BackupRecord[] }>(strata(['list', '--repo', target, '--json'])).backups, []);
+  });
+
+  it('refuses an export made with another passphrase', () => {
+    populated();
+    const file = path.join(dir.path, 'x.tar.gz');
+    assert.equal(strata(['export', '--all', '--out', file, '--repo', source()]).status, 0);
+    const target = path.join(dir.path, 'target');
+    strata(['init', '--repo', target], { env: { STRATA_PASSPHRASE: 'another one' } });
+    const result = strata(['import', file, '--repo', target], { env: { STRATA_PASSPHRASE: 'another one' } });
+    assert.equal(result.status, 4);
+    assert.match(result.stderr, /different passphrase/);
+  });
+});
+
+const RESTORE_MD_HINT = 'RESTORE.md lists the by-hand commands for blog';
