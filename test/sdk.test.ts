@@ -73,3 +73,37 @@ describe('the SDK', () => {
     assert.equal(result.backup.id, first.id);
   });
 });
+
+describe('the SDK guard()', () => {
+  const dir = useTempDir();
+  const passphrase = new Passphrase('guard tests');
+
+  it('backs up, runs the change, and with rollbackOnError undoes a change that throws', async () => {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    const repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 40 });
+    const before = sqliteDump(source);
+    await assert.rejects(
+      repo.guard(
+        source,
+        async () => {
+          const { default: Database } = await import('better-sqlite3');
+          const db = new Database(source);
+          db.exec('DELETE FROM books');
+          db.close();
+          throw new Error('migration 42 failed');
+        },
+        { database: 'app', rollbackOnError: true },
+      ),
+      /migration 42 failed/,
+    );
+    assert.equal(sqliteDump(source), before);
+    const ok = await repo.guard(source, async () => 'done', { database: 'app' });
+    assert.deepEqual([ok.value, ok.failed, ok.rolledBack, ok.backup.label], ['done', false, false, 'pre-update']);
+    assert.match(ok.undo, /^strata restore app_incremental_/);
+    const runs = (await repo.journal.operations()).filter((o) => o.kind === 'run');
+    assert.deepEqual(runs.map((o) => o.status), ['FAILED', 'COMPLETED']);
+    await repo.close();
+  });
+});

@@ -408,18 +408,14 @@ export async function runCommand(ctx: CommandContext, options: RunCommandOptions
   const description = options.command.join(' ');
   let result;
   try {
-    result = await repo.guard(
-      db.locator,
-      {
-        database: db.name,
-        type,
-        rollbackOnError: options.rollbackOnFailure,
-        description,
-        isFailure: (status: number) => status !== 0,
-        signal,
-      },
-      () => runChild(options.command, ctx.json),
-    );
+    result = await repo.guard(db.locator, () => runChild(options.command, ctx.json), {
+      database: db.name,
+      type,
+      rollbackOnError: options.rollbackOnFailure,
+      description,
+      isFailure: (status: number) => status !== 0,
+      signal,
+    });
   } catch (err) {
     if (isStrataError(err) && !err.message.startsWith('guard:')) {
       throw new StrataError(err.code, `run: the safety backup failed, so the command was not run: ${err.message}`, { cause: err });

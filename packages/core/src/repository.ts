@@ -906,10 +906,10 @@ export class Repository {
    * it, and with `rollbackOnError` restores the backup in place when the change fails.
    *
    * ```ts
-   * await repo.guard('./app.db', { database: 'app', rollbackOnError: true }, () => migrate(db))
+   * await repo.guard('./app.db', () => migrate(db), { database: 'app', rollbackOnError: true })
    * ```
    */
-  async guard<T>(locator: string, options: GuardOptions<T>, change: () => Promise<T>): Promise<GuardResult<T>> {
+  async guard<T>(locator: string, change: () => Promise<T>, options: GuardOptions<T>): Promise<GuardResult<T>> {
     const backup = await this.backup(locator, {
       database: options.database,
       type: options.type ?? 'incremental',
