@@ -10,12 +10,17 @@ const needed = [
   ['gzip', 'gzip'],
   ['tar', 'tar'],
   ['sha256sum', 'coreutils'],
+  // The server engines' tests compare with the servers' own dump tools.
+  ['pg_dump', 'postgresql-client'],
+  ['psql', 'postgresql-client'],
+  ['mysqldump', 'mariadb-client'],
+  ['mysql', 'mariadb-client'],
 ];
 
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 
 export function ensureTestTools() {
-  const missing = needed.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg);
+  const missing = [...new Set(needed.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg))];
   if (missing.length === 0) return;
   const root = process.getuid?.() === 0;
   if (root && has('apt-get')) {

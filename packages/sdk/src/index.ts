@@ -14,16 +14,18 @@ import { EngineRegistry, initRepository as initCore, openRepository as openCore 
 import type { InitOptions, OpenOptions, Repository, Storage } from '@strata/core';
 import { SqliteEngine } from '@strata/engine-sqlite';
 import { PostgresEngine } from '@strata/engine-postgres';
+import { MysqlEngine } from '@strata/engine-mysql';
 import { LocalStorage } from '@strata/storage-local';
 
 export * from '@strata/core';
 export { SqliteEngine } from '@strata/engine-sqlite';
 export { PostgresEngine } from '@strata/engine-postgres';
+export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage } from '@strata/storage-local';
 
 /** Every engine this build of Strata ships, in one visible place. */
 export function createDefaultEngines(): EngineRegistry {
-  return new EngineRegistry().register(new PostgresEngine()).register(new SqliteEngine());
+  return new EngineRegistry().register(new PostgresEngine()).register(new MysqlEngine()).register(new SqliteEngine());
 }
 
 /** A folder path means local storage; anything else must already be a Storage. */

@@ -1,0 +1,105 @@
+import mysql from 'mysql2/promise';
+import { StrataError } from '@strata/core';
+
+/** What a mysql:// URL names. The password stays in here. */
+export interface MysqlTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly password: string | undefined;
+  readonly database: string;
+  /** The URL without its password, for messages and the catalog. */
+  readonly safe: string;
+  readonly raw: string;
+}
+
+export function parseTarget(locator: string): MysqlTarget {
+  let url: URL;
+  try {
+    url = new URL(locator);
+  } catch {
+    throw new StrataError('USAGE', 'mysql: the database URL is not a valid URL (expected mysql://user@host:port/database)');
+  }
+  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') throw new StrataError('USAGE', `mysql: ${url.protocol} is not a MySQL URL`);
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  if (!database || database.includes('/')) throw new StrataError('USAGE', `mysql: the URL names no database (expected mysql://user@${url.host || 'host'}/database)`);
+  const safe = new URL(locator);
+  safe.password = '';
+  return {
+    host: url.hostname || 'localhost',
+    port: url.port ? Number(url.port) : 3306,
+    user: decodeURIComponent(url.username || 'root'),
+    password: url.password ? decodeURIComponent(url.password) : process.env['MYSQL_PWD'],
+    database,
+    safe: safe.toString().replace(/:@/, '@'),
+    raw: locator,
+  };
+}
+
+export function withDatabase(target: MysqlTarget, database: string): MysqlTarget {
+  const url = new URL(target.raw);
+  url.pathname = `/${encodeURIComponent(database)}`;
+  return parseTarget(url.toString());
+}
+
+/** Opens a connection (optionally without selecting a database) with stable session settings. */
+export async function connect(target: MysqlTarget, options: { useDatabase?: boolean } = {}): Promise<mysql.Connection> {
+  let connection: mysql.Connection;
+  try {
+    connection = await mysql.createConnection({
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      ...(target.password !== undefined ? { password: target.password } : {}),
+      ...(options.useDatabase === false ? {} : { database: target.database }),
+      charset: 'UTF8MB4_BIN',
+      connectTimeout: 10_000,
+      dateStrings: true,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+    });
+  } catch (err) {
+    throw connectionError(target, err);
+  }
+  // A server that goes away emits 'error'; the pending query rejects with it too.
+  connection.on('error', () => undefined);
+  // TIMESTAMP values are shown in the session's time zone: UTC at backup, restore and verify.
+  await connection.query("SET time_zone = '+00:00', NAMES utf8mb4");
+  return connection;
+}
+
+export function connectionError(target: MysqlTarget, err: unknown): StrataError {
+  const e = err as { code?: string; errno?: number; message?: string };
+  const where = `${target.host}:${target.port}`;
+  switch (e.code) {
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new StrataError('CONNECTION_FAILED', `mysql: host ${target.host} cannot be resolved`, { cause: err });
+    case 'ECONNREFUSED':
+      return new StrataError('CONNECTION_FAILED', `mysql: nothing accepts connections on ${where} (is the server running, is the port right?)`, { cause: err });
+    case 'ETIMEDOUT':
+      return new StrataError('CONNECTION_FAILED', `mysql: connecting to ${where} timed out`, { cause: err });
+    case 'ER_BAD_DB_ERROR':
+      return new StrataError('DATABASE_NOT_FOUND', `mysql: database ${JSON.stringify(target.database)} does not exist on ${where}`, { cause: err });
+    case 'ER_ACCESS_DENIED_ERROR':
+    case 'ER_ACCESS_DENIED_NO_PASSWORD_ERROR':
+    case 'ER_DBACCESS_DENIED_ERROR':
+      return new StrataError('AUTH_FAILED', `mysql: access denied for user ${JSON.stringify(target.user)} on ${where} (check the user and password)`, { cause: err });
+    case 'PROTOCOL_CONNECTION_LOST':
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return new StrataError('CONNECTION_FAILED', `mysql: the connection to ${where} was lost`, { cause: err });
+    default: {
+      const message = (e.message ?? String(err)).replace(target.password ?? '\u0000', '***');
+      if (e.errno === 1045 || /^Access denied for user/.test(message)) {
+        return new StrataError('AUTH_FAILED', `mysql: access denied for user ${JSON.stringify(target.user)} on ${where} (check the user and password)`, { cause: err });
+      }
+      return new StrataError('IO', `mysql (${where}/${target.database}): ${message}`, { cause: err, details: { mysqlCode: e.code } });
+    }
+  }
+}
+
+/** Quotes an identifier. */
+export function ident(name: string): string {
+  return `\`${name.replace(/`/g, '``')}\``;
+}

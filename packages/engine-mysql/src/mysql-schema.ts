@@ -1,0 +1,109 @@
+import { createHash } from 'node:crypto';
+import type mysql from 'mysql2/promise';
+import { ident } from './mysql-connection.js';
+
+/** Statement terminator in schema.sql: a line with only `;;` (what `DELIMITER ;;` expects). */
+const END = '\n;;\n';
+/** Routines and tables come before the rows; views, triggers and events after. */
+export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) below';
+
+export interface MysqlSchema {
+  readonly charset: string;
+  readonly collation: string;
+  readonly pre: string[];
+  readonly post: string[];
+}
+
+async function showCreate(connection: mysql.Connection, kind: string, name: string, column: string): Promise<string> {
+  const [rows] = await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE ${kind} ${ident(name)}`);
+  const row = rows[0]!;
+  // Views, routines, triggers and events keep the session settings they were created under
+  // (mysqldump shows them too); recreate them under the same ones.
+  const context: string[] = [];
+  if (row['sql_mode'] !== undefined) context.push(`sql_mode = ${quote(String(row['sql_mode']))}`);
+  if (row['time_zone'] !== undefined) context.push(`time_zone = ${quote(String(row['time_zone']))}`);
+  if (row['character_set_client'] !== undefined) context.push(`character_set_client = ${String(row['character_set_client'])}`);
+  if (row['collation_connection'] !== undefined) context.push(`collation_connection = ${String(row['collation_connection'])}`);
+  const create = String(row[column]);
+  return context.length > 0 ? `SET SESSION ${context.join(', ')}${END.trimEnd()}\n${create}` : create;
+}
+
+function quote(value: string): string {
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
+
+/**
+ * Reads the DDL of the current database: routines, tables (with charsets and collations), views,
+ * triggers and events. View definitions name their database; it is replaced by a placeholder so
+ * the schema restores into a database of any name.
+ */
+export async function readSchema(connection: mysql.Connection, database: string): Promise<MysqlSchema> {
+  const [[info]] = (await connection.query<mysql.RowDataPacket[]>(
+    'SELECT DEFAULT_CHARACTER_SET_NAME AS charset, DEFAULT_COLLATION_NAME AS collation FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?',
+    [database],
+  )) as unknown as [mysql.RowDataPacket[]];
+  const pre: string[] = [];
+  const post: string[] = [];
+  for (const kind of ['FUNCTION', 'PROCEDURE'] as const) {
+    const [routines] = await connection.query<mysql.RowDataPacket[]>(`SHOW ${kind} STATUS WHERE Db = ?`, [database]);
+    for (const r of [...routines].sort((a, b) => String(a['Name']).localeCompare(String(b['Name'])))) {
+      pre.push(await showCreate(connection, kind, r['Name'] as string, kind === 'FUNCTION' ? 'Create Function' : 'Create Procedure'));
+    }
+  }
+  const [tables] = await connection.query<mysql.RowDataPacket[]>(
+    'SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME',
+    [database],
+  );
+  const views: string[] = [];
+  for (const t of tables) {
+    if (t['type'] === 'VIEW') views.push(t['name'] as string);
+    else pre.push(await showCreate(connection, 'TABLE', t['name'] as string, 'Create Table'));
+  }
+  const qualified = new RegExp(`${ident(database).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.`, 'g');
+  for (const v of views) post.push((await showCreate(connection, 'VIEW', v, 'Create View')).replace(qualified, '{{db}}.'));
+  const [triggers] = await connection.query<mysql.RowDataPacket[]>('SHOW TRIGGERS');
+  for (const t of [...triggers].sort((a, b) => String(a['Trigger']).localeCompare(String(b['Trigger'])))) {
+    post.push(await showCreate(connection, 'TRIGGER', t['Trigger'] as string, 'SQL Original Statement'));
+  }
+  const [events] = await connection.query<mysql.RowDataPacket[]>('SHOW EVENTS');
+  for (const e of [...events].sort((a, b) => String(a['Name']).localeCompare(String(b['Name'])))) {
+    post.push(await showCreate(connection, 'EVENT', e['Name'] as string, 'Create Event'));
+  }
+  return { charset: String(info?.['charset'] ?? 'utf8mb4'), collation: String(info?.['collation'] ?? 'utf8mb4_general_ci'), pre, post };
+}
+
+/** schema.sql: runnable with the mysql client (after replacing {{db}} with the target database). */
+export function schemaText(schema: MysqlSchema): string {
+  return [
+    `-- strata: MySQL/MariaDB schema; database charset ${schema.charset} collate ${schema.collation}`,
+    'DELIMITER ;;',
+    ...schema.pre.map((s) => s + END.trimEnd()),
+    POST_DATA_MARKER,
+    ...schema.post.map((s) => s + END.trimEnd()),
+    'DELIMITER ;',
+    '',
+  ].join('\n');
+}
+
+/** Parses schema.sql back into its parts. */
+export function parseSchemaText(text: string): MysqlSchema {
+  const header = /charset (\S+) collate (\S+)/.exec(text.split('\n')[0] ?? '');
+  const at = text.indexOf(POST_DATA_MARKER);
+  const split = (part: string): string[] =>
+    part
+      .split(END)
+      .map((s) => s.split('\n').filter((line) => !line.startsWith('-- strata') && !/^DELIMITER /.test(line)).join('\n').trim())
+      .filter((s) => s.length > 0 && s !== ';;');
+  return {
+    charset: header?.[1] ?? 'utf8mb4',
+    collation: header?.[2] ?? 'utf8mb4_general_ci',
+    pre: split(at >= 0 ? text.slice(0, at) + '\n' : text),
+    post: at >= 0 ? split(text.slice(at + POST_DATA_MARKER.length)) : [],
+  };
+}
+
+/** SHA-256 of the schema, without AUTO_INCREMENT counters (they move with the data). */
+export function fingerprint(schema: MysqlSchema): string {
+  const normal = [...schema.pre, ...schema.post].map((s) => s.replace(/ AUTO_INCREMENT=\d+/g, ''));
+  return createHash('sha256').update(JSON.stringify({ charset: schema.charset, collation: schema.collation, statements: normal })).digest('hex');
+}
