@@ -1,45 +1,18 @@
 import mysql from 'mysql2/promise';
-import { StrataError } from '@strata/core';
+import { StrataError, parseServerUrl, withServerDatabase } from '@strata/core';
+import type { ServerTarget } from '@strata/core';
 
-/** What a mysql:// URL names. The password stays in here. */
-export interface MysqlTarget {
-  readonly host: string;
-  readonly port: number;
-  readonly user: string;
-  readonly password: string | undefined;
-  readonly database: string;
-  /** The URL without its password, for messages and the catalog. */
-  readonly safe: string;
-  readonly raw: string;
-}
+/** What a mysql:// URL names. */
+export type MysqlTarget = ServerTarget;
+
+const RULES = { engine: 'mysql', protocols: ['mysql', 'mariadb'], defaultPort: 3306, defaultUser: 'root', passwordEnv: 'MYSQL_PWD' };
 
 export function parseTarget(locator: string): MysqlTarget {
-  let url: URL;
-  try {
-    url = new URL(locator);
-  } catch {
-    throw new StrataError('USAGE', 'mysql: the database URL is not a valid URL (expected mysql://user@host:port/database)');
-  }
-  if (url.protocol !== 'mysql:' && url.protocol !== 'mariadb:') throw new StrataError('USAGE', `mysql: ${url.protocol} is not a MySQL URL`);
-  const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
-  if (!database || database.includes('/')) throw new StrataError('USAGE', `mysql: the URL names no database (expected mysql://user@${url.host || 'host'}/database)`);
-  const safe = new URL(locator);
-  safe.password = '';
-  return {
-    host: url.hostname || 'localhost',
-    port: url.port ? Number(url.port) : 3306,
-    user: decodeURIComponent(url.username || 'root'),
-    password: url.password ? decodeURIComponent(url.password) : process.env['MYSQL_PWD'],
-    database,
-    safe: safe.toString().replace(/:@/, '@'),
-    raw: locator,
-  };
+  return parseServerUrl(locator, RULES);
 }
 
 export function withDatabase(target: MysqlTarget, database: string): MysqlTarget {
-  const url = new URL(target.raw);
-  url.pathname = `/${encodeURIComponent(database)}`;
-  return parseTarget(url.toString());
+  return parseTarget(withServerDatabase(target.raw, database));
 }
 
 /** Opens a connection (optionally without selecting a database) with stable session settings. */

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type mysql from 'mysql2/promise';
-import { StrataError, isStrataError, throwIfAborted } from '@strata/core';
+import { StrataError, discardSink, isStrataError, parentsFirst, refuseExistingTarget, throwIfAborted } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -127,14 +127,7 @@ export class MysqlEngine implements Engine {
   async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     const target = parseTarget(locator);
     const exists = await this.targetExists(locator);
-    if (exists && !options.force) {
-      throw new StrataError(
-        'TARGET_EXISTS',
-        options.tables
-          ? `restore: database ${target.database} exists; pass --force to replace the rows of ${options.tables.join(', ')} in it`
-          : `restore: database ${target.database} exists on ${target.host}:${target.port}; pass --force to replace it (it stays intact until the new one is complete)`,
-      );
-    }
+    refuseExistingTarget(target, exists, options);
     if (options.tables && exists) return beginTableRestore(target, options);
     return beginDatabaseRestore(target, exists, options);
   }
@@ -179,7 +172,6 @@ function insertInto(connection: mysql.Connection, database: string, table: strin
   return { kind: 'sink', write: (chunk) => inserter.write(chunk), end: () => inserter.end() };
 }
 
-const discard: StreamTarget = { kind: 'sink', write: async () => undefined, end: async () => undefined };
 
 /** Runs the post-data statements (views, triggers, events) in `database`, views in dependency order. */
 async function runPostData(connection: mysql.Connection, database: string, schema: MysqlSchema): Promise<void> {
@@ -244,7 +236,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
     streamTarget: async (name) => {
       const table = tableOfStream(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
-      if (wanted && !wanted.has(table)) return discard;
+      if (wanted && !wanted.has(table)) return discardSink;
       return insertInto(admin, work, table);
     },
     commit: async (info: RestoreCommitInfo) => {
@@ -312,7 +304,7 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
     streamTarget: async (name) => {
       const table = tableOfStream(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
-      if (!wanted.has(table)) return discard;
+      if (!wanted.has(table)) return discardSink;
       const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.tsv`);
       files.set(table, file);
       return { kind: 'file', path: file };
@@ -325,7 +317,7 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
         }
         const present = new Set((await listTables(connection, target.database)).map((t) => t.name));
         for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', `restore: the target database has no table ${t}`);
-        const order = await parentsFirst(connection, target.database, [...wanted]);
+        const order = parentsFirst([...wanted], await foreignKeys(connection, target.database));
         await connection.query("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'");
         await connection.query('START TRANSACTION');
         try {
@@ -357,19 +349,11 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
   };
 }
 
-async function parentsFirst(connection: mysql.Connection, database: string, tables: readonly string[]): Promise<string[]> {
+/** Foreign-key edges between tables of the database. */
+async function foreignKeys(connection: mysql.Connection, database: string): Promise<{ child: string; parent: string }[]> {
   const [edges] = await connection.query<mysql.RowDataPacket[]>(
     'SELECT TABLE_NAME AS child, REFERENCED_TABLE_NAME AS parent FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND REFERENCED_TABLE_NAME IS NOT NULL',
     [database],
   );
-  const set = new Set(tables);
-  const out: string[] = [];
-  const visit = (t: string, seen: Set<string>): void => {
-    if (out.includes(t) || seen.has(t)) return;
-    seen.add(t);
-    for (const e of edges) if (e['child'] === t && e['parent'] !== t && set.has(e['parent'] as string)) visit(e['parent'] as string, seen);
-    out.push(t);
-  };
-  for (const t of tables) visit(t, new Set());
-  return out;
+  return edges.map((e) => ({ child: e['child'] as string, parent: e['parent'] as string }));
 }

@@ -1,43 +1,20 @@
 import pg from 'pg';
-import { StrataError } from '@strata/core';
+import { StrataError, parseServerUrl, withServerDatabase } from '@strata/core';
+import type { ServerTarget } from '@strata/core';
 
-/** What a postgres:// URL names, parsed once. The password stays in here and in libpq's environment. */
-export interface PgTarget {
-  readonly host: string;
-  readonly port: number;
-  readonly user: string;
-  readonly password: string | undefined;
-  readonly database: string;
-  /** The URL without its password: for messages, the catalog and the journal. */
-  readonly safe: string;
-  readonly raw: string;
-}
+/** What a postgres:// URL names. */
+export type PgTarget = ServerTarget;
+
+const RULES = { engine: 'postgres', protocols: ['postgres', 'postgresql'], defaultPort: 5432, defaultUser: process.env['PGUSER'] ?? 'postgres', passwordEnv: 'PGPASSWORD' };
 
 /** Parses a postgres:// or postgresql:// URL; a bad one is a usage error that never echoes a password. */
 export function parseTarget(locator: string): PgTarget {
-  let url: URL;
-  try {
-    url = new URL(locator);
-  } catch {
-    throw new StrataError('USAGE', 'postgres: the database URL is not a valid URL (expected postgres://user@host:port/database)');
-  }
-  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new StrataError('USAGE', `postgres: ${url.protocol} is not a PostgreSQL URL`);
-  const database = decodeURIComponent(url.pathname.replace(/^\//, ''));
-  if (!database || database.includes('/')) throw new StrataError('USAGE', `postgres: the URL names no database (expected postgres://user@${url.host || 'host'}/database)`);
-  const user = decodeURIComponent(url.username || process.env['PGUSER'] || 'postgres');
-  const password = url.password ? decodeURIComponent(url.password) : process.env['PGPASSWORD'];
-  const host = url.hostname || 'localhost';
-  const port = url.port ? Number(url.port) : 5432;
-  const safeUrl = new URL(locator);
-  safeUrl.password = '';
-  return { host, port, user, password, database, safe: safeUrl.toString().replace(/:@/, '@'), raw: locator };
+  return parseServerUrl(locator, RULES);
 }
 
 /** The same server and credentials, another database (for CREATE/DROP/RENAME DATABASE). */
 export function withDatabase(target: PgTarget, database: string): PgTarget {
-  const url = new URL(target.raw);
-  url.pathname = `/${encodeURIComponent(database)}`;
-  return parseTarget(url.toString());
+  return parseTarget(withServerDatabase(target.raw, database));
 }
 
 /** Session settings that make COPY text output identical between backup and verification. */

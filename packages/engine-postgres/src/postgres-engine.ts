@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { StrataError, isStrataError, throwIfAborted } from '@strata/core';
+import { StrataError, discardSink, isStrataError, parentsFirst, refuseExistingTarget, throwIfAborted } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -155,14 +155,7 @@ export class PostgresEngine implements Engine {
   async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     const target = parseTarget(locator);
     const exists = await this.targetExists(locator);
-    if (exists && !options.force) {
-      throw new StrataError(
-        'TARGET_EXISTS',
-        options.tables
-          ? `restore: database ${target.database} exists; pass --force to replace the rows of ${options.tables.join(', ')} in it`
-          : `restore: database ${target.database} exists on ${target.host}:${target.port}; pass --force to replace it (it stays intact until the new one is complete)`,
-      );
-    }
+    refuseExistingTarget(target, exists, options);
     if (options.tables && exists) return beginTableRestore(target, options);
     return beginDatabaseRestore(target, exists, options);
   }
@@ -266,8 +259,6 @@ function copyIntoTable(client: pg.Client, schema: string, table: string): Stream
   };
 }
 
-/** A sink for streams a table restore does not want. */
-const discard: StreamTarget = { kind: 'sink', write: async () => undefined, end: async () => undefined };
 
 function workDatabaseName(target: string): string {
   return `${target.slice(0, 40)}__strata_${randomBytes(4).toString('hex')}`;
@@ -306,7 +297,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
-      if (wanted && !matchesAny(table, wanted)) return discard;
+      if (wanted && !matchesAny(table, wanted)) return discardSink;
       return copyIntoTable(work, table.schema, table.name);
     },
     commit: async (info: RestoreCommitInfo) => {
@@ -384,7 +375,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
     streamTarget: async (name) => {
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
-      if (!matchesAny(table, wanted)) return discard;
+      if (!matchesAny(table, wanted)) return discardSink;
       const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
       files.set(qualified(table), file);
       return { kind: 'file', path: file };
@@ -398,7 +389,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
         for (const q of chosen) {
           if (!present.has(q)) throw new StrataError('TABLE_NOT_FOUND', `restore: the target database has no table ${q}; restore the whole backup, or create the table first`);
         }
-        const order = await parentsFirst(client, chosen);
+        const order = parentsFirst(chosen, await foreignKeys(client));
         await client.query('BEGIN');
         try {
           for (const q of [...order].reverse()) {
@@ -442,21 +433,10 @@ function splitQualified(q: string): [string, string] {
   return [q.slice(0, dot), q.slice(dot + 1)];
 }
 
-/** Orders tables so that a table comes after the tables its foreign keys point to. */
-async function parentsFirst(client: pg.Client, tables: readonly string[]): Promise<string[]> {
-  const edges = (await client.query<{ child: string; parent: string }>(`
+/** Foreign-key edges between tables of the database, as `schema.table` names. */
+async function foreignKeys(client: pg.Client): Promise<{ child: string; parent: string }[]> {
+  return (await client.query<{ child: string; parent: string }>(`
     SELECT cn.nspname || '.' || c.relname AS child, pn.nspname || '.' || p.relname AS parent
     FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
     JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE k.contype = 'f'`)).rows;
-  const set = new Set(tables);
-  const out: string[] = [];
-  const visiting = new Set<string>();
-  const visit = (t: string): void => {
-    if (out.includes(t) || visiting.has(t)) return;
-    visiting.add(t);
-    for (const e of edges) if (e.child === t && e.parent !== t && set.has(e.parent)) visit(e.parent);
-    out.push(t);
-  };
-  for (const t of tables) visit(t);
-  return out;
 }
