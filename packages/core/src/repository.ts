@@ -881,13 +881,16 @@ export class Repository {
         async () => {
           const records = (await readCatalog(this.storage)) ?? [];
           const decided = plan(records);
-          const doomed = new Set(decided.remove.map((d) => d.id));
-          for (const record of records.filter((r) => doomed.has(r.id))) {
-            // Artifact first: a record whose artifact is gone is finished by the next prune.
-            await this.storage.delete(record.key);
-            await this.storage.delete(layoutCacheKey(record.database, record.id, record.encryption.profile !== 'none'));
-          }
-          await writeCatalog(this.storage, records.filter((r) => !doomed.has(r.id)));
+          const doomed = records.filter((r) => decided.remove.some((d) => d.id === r.id));
+          // Crash-safe order: note what is about to go, drop it from the catalog (which then only
+          // lists complete restore points), delete the files, forget the note. A prune killed
+          // anywhere leaves at worst files listed in the note, which the next prune deletes.
+          const keys = doomed.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]);
+          const pending = [...(await readPendingDeletions(this.storage)), ...keys];
+          await writePendingDeletions(this.storage, pending);
+          await writeCatalog(this.storage, records.filter((r) => !doomed.includes(r)));
+          for (const key of pending) await this.storage.delete(key);
+          await writePendingDeletions(this.storage, []);
           return decided;
         },
         this.#options.lock,
@@ -1144,4 +1147,23 @@ function restoreInstructions(tips: readonly BackupRecord[], chain: readonly Back
     lines.push('```', '');
   }
   return lines.join('\n');
+}
+
+/** Artifacts a prune dropped from the catalog but may not have deleted yet (it was killed). */
+export const PENDING_DELETIONS_KEY = 'locks/pending-deletions.json';
+
+async function readPendingDeletions(storage: Storage): Promise<string[]> {
+  try {
+    const parsed = JSON.parse(Buffer.from(await storage.read(PENDING_DELETIONS_KEY)).toString('utf8')) as unknown;
+    return Array.isArray(parsed) ? parsed.filter((k): k is string => typeof k === 'string' && (k.startsWith('backups/') || k.startsWith('cache/'))) : [];
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    // An unreadable note (torn by a crash): nothing is lost, the files stay until removed by hand.
+    return [];
+  }
+}
+
+async function writePendingDeletions(storage: Storage, keys: readonly string[]): Promise<void> {
+  if (keys.length === 0) await storage.delete(PENDING_DELETIONS_KEY);
+  else await storage.put(PENDING_DELETIONS_KEY, Buffer.from(JSON.stringify([...new Set(keys)])));
 }
