@@ -91,6 +91,35 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
   const spooled = new Map<string, { offset: number; size: number }>();
   let spoolBytes = 0;
   const direct = new Map<string, StreamWriter>();
+  const spooledStreams = new Set<string>();
+  // Row streams of a lone full backup, written in order as their chunks arrive.
+  const ordered = {
+    hashes: new Map<string, string>(),
+    current: undefined as { name: string; next: number; sha: ReturnType<typeof createHash>; writer: StreamWriter & { close(): Promise<void> } } | undefined,
+    async write(name: string, position: number, chunk: Buffer): Promise<boolean> {
+      if (this.current && this.current.name !== name) await this.end();
+      if (!this.current) {
+        if (position !== 0 || this.hashes.has(name)) return false;
+        const target = await session.streamTarget(name);
+        targets.set(name, target);
+        this.current = { name, next: 0, sha: createHash('sha256'), writer: await sequentialWriter(target, (n) => (bytes += n)) };
+      }
+      if (position !== this.current.next) throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: stream ${name} has chunks out of order`);
+      this.current.next++;
+      this.current.sha.update(chunk);
+      await this.current.writer.write(chunk);
+      return true;
+    },
+    async end(): Promise<void> {
+      if (!this.current) return;
+      await this.current.writer.end();
+      this.hashes.set(this.current.name, this.current.sha.digest('hex'));
+      this.current = undefined;
+    },
+    async finish(): Promise<void> {
+      await this.end();
+    },
+  };
   const assembled: PositionalFile[] = [];
   const targets = new Map<string, StreamTarget>();
   let bytes = 0;
@@ -117,7 +146,14 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
               return writer;
             }
           : undefined,
-      onChunk: async (_stream, record, chunk) => {
+      onChunk: async (stream, record, chunk) => {
+        // A lone full backup stores every chunk of a row stream in order: stream it straight
+        // into its target, like a whole stream, instead of through the spool.
+        if (chain.length === 1 && !spooledStreams.has(stream)) {
+          const inOrder = await ordered.write(stream, record.position, chunk);
+          if (inOrder) return;
+          spooledStreams.add(stream);
+        }
         const key = record.hash.toString('hex');
         if (spooled.has(key)) return;
         let done = 0;
@@ -126,8 +162,15 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
         spoolBytes += chunk.length;
       },
     });
+    await ordered.finish();
     options.checkManifest(contents, tip.record);
-    const pending = contents.manifest.streams.filter((s) => !direct.has(s.name));
+    for (const [name, sha] of ordered.hashes) {
+      const expected = contents.manifest.streams.find((s) => s.name === name);
+      if (!expected || sha !== expected.sha256) {
+        throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: stream ${name} does not match the SHA-256 in its manifest`);
+      }
+    }
+    const pending = contents.manifest.streams.filter((s) => !direct.has(s.name) && !ordered.hashes.has(s.name));
     if (pending.length === 0) return { contents, bytes };
 
     // 2. Where every missing chunk goes: stream index and chunk index packed in one number.
@@ -224,6 +267,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     return { contents, bytes };
   } finally {
     await Promise.all([...direct.values()].map((w) => (w as { close?: () => Promise<void> }).close?.().catch(() => undefined)));
+    await ordered.current?.writer.close().catch(() => undefined);
     for (const file of assembled) await file.close().catch(() => undefined);
     await spool.close().catch(() => undefined);
     await fs.rm(spoolFile, { force: true });

@@ -220,6 +220,22 @@ async function existingRoles(client: pg.Client): Promise<Set<string>> {
   return new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname));
 }
 
+/** Waits for 'drain' or 'error', removing both listeners afterwards (no listener pile-up). */
+function drained(stream: NodeJS.EventEmitter): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onDrain = (): void => {
+      stream.off('error', onError);
+      resolve();
+    };
+    const onError = (err: Error): void => {
+      stream.off('drain', onDrain);
+      reject(err);
+    };
+    stream.once('drain', onDrain);
+    stream.once('error', onError);
+  });
+}
+
 /**
  * A sink that COPYs rows into a table; `end()` resolves when the server has them all. The COPY
  * starts at the first write, not when the sink is made: the core may ask for every table's sink
@@ -247,7 +263,7 @@ function copyIntoTable(client: pg.Client, schema: string, table: string): Stream
     write: async (chunk) => {
       const s = await start();
       if (failure) throw failure;
-      if (!s.write(chunk)) await Promise.race([once(s, 'drain'), once(s, 'error')]);
+      if (!s.write(chunk)) await drained(s);
       if (failure) throw failure;
     },
     end: async () => {
