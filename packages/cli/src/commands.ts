@@ -160,11 +160,14 @@ function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRecord; d
   }
   const out: { backup: BackupRecord; depth: number }[] = [];
   const visit = (b: BackupRecord, depth: number): void => {
+    if (out.some((o) => o.backup === b)) return;
     out.push({ backup: b, depth });
     // Newest dependants first, like the roots.
     for (const child of [...(children.get(b.id) ?? [])].reverse()) visit(child, depth + 1);
   };
   for (const root of [...roots].reverse()) visit(root, 0);
+  // Backups whose parent links loop (a damaged catalog) have no root; list them anyway.
+  for (const b of [...backups].reverse()) if (!out.some((o) => o.backup === b)) out.push({ backup: b, depth: 0 });
   return out;
 }
 

@@ -600,6 +600,10 @@ export class Repository {
       if (!parent) {
         throw new StrataError('CHAIN_BROKEN', `restore ${record.id}: ancestor ${current.parent} is missing from the catalog`, { details: { missing: current.parent } });
       }
+      // A hand-edited or damaged catalog can link backups in a circle; never walk it forever.
+      if (chain.includes(parent)) {
+        throw new StrataError('CHAIN_BROKEN', `restore ${record.id}: the catalog's parent links loop through ${parent.id}; the catalog is damaged (delete catalog.json to rebuild it from the artifacts)`);
+      }
       chain.unshift(parent);
       current = parent;
     }

@@ -148,9 +148,12 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
   // Chains: everything a kept restore point needs is kept too. Walk until nothing changes.
   for (const id of [...reasons.keys()]) {
     let current = byId.get(id);
+    const seen = new Set<string>([id]);
     while (current?.parent) {
       const parent = byId.get(current.parent);
-      if (!parent) break;
+      // A missing parent, or parent links that loop (a damaged catalog), end the walk.
+      if (!parent || seen.has(parent.id)) break;
+      seen.add(parent.id);
       add(parent.id, `needed by ${id}`);
       current = parent;
     }
