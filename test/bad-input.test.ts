@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import Database from 'better-sqlite3';
 import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
@@ -262,6 +263,50 @@ describe('bad input gets a clear error and nothing is lost', () => {
         assert.equal(verify.status, 3);
       });
     }
+
+    for (const [label, entries, message] of [
+      ['a manifest that is not JSON', [['manifest.json', Buffer.from('{ "format": "strata-artifact", broken')]], /manifest is not valid JSON/],
+      ['a manifest with a giant field', [['manifest.json', Buffer.from(JSON.stringify({ format: 'strata-artifact', formatVersion: 1, id: 'x'.repeat(100_000) }))]], /manifest field id is missing or malformed/],
+      ['a foreign archive (no Strata manifest)', [['manifest.json', Buffer.from('{"hello": "world"}')]], /not a Strata artifact/],
+    ] as const) {
+      it(`${label} fails checksum-match with a clear reason and restores nothing`, () => {
+        init('--no-encryption', '--compression', 'none');
+        const id = backupId(fixture());
+        const file = artifactOf(id);
+        const tar = Buffer.concat([...entries.map(([name, body]) => rawTarEntry(name, body)), Buffer.alloc(1024)]);
+        writeFileSync(file, tar);
+        const catalogFile = path.join(repo(), 'catalog.json');
+        const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+        Object.assign(catalog.backups[0], { sha256: createHash('sha256').update(tar).digest('hex'), storedBytes: tar.length, rawBytes: tar.length });
+        writeFileSync(catalogFile, JSON.stringify(catalog));
+        const verify = strata(['verify', id, '--repo', repo(), '--json']);
+        assert.equal(verify.status, 3);
+        const check = json<{ reports: { checks: { name: string; status: string; reason: string }[] }[] }>(verify).reports[0]!.checks[1]!;
+        assert.equal(check.status, 'failed');
+        assert.match(check.reason, message);
+        const target = path.join(dir.path, 'never.db');
+        assert.equal(strata(['restore', id, '--repo', repo(), '--to', target]).status, 1);
+        assert.equal(existsSync(target), false);
+      });
+    }
+
+    it('a decompression bomb is stopped at the size the catalog recorded', () => {
+      init('--no-encryption', '--compression', 'gzip');
+      const id = backupId(fixture());
+      const file = artifactOf(id);
+      // 64 MiB of zeros compress to ~64 KiB: far more than the archive the catalog describes.
+      const bomb = zlib.gzipSync(Buffer.concat([rawTarEntry('README.txt', Buffer.alloc(64 * 1024 * 1024)), Buffer.alloc(1024)]));
+      writeFileSync(file, bomb);
+      const catalogFile = path.join(repo(), 'catalog.json');
+      const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+      Object.assign(catalog.backups[0], { sha256: createHash('sha256').update(bomb).digest('hex'), storedBytes: bomb.length });
+      writeFileSync(catalogFile, JSON.stringify(catalog));
+      const result = strata(['restore', id, '--repo', repo(), '--to', path.join(dir.path, 'x.db'), '--json']);
+      assert.equal(result.status, 1);
+      const error = json<{ error: { code: string; message: string } }>(result).error;
+      assert.equal(error.code, 'ARTIFACT_HOSTILE');
+      assert.match(error.message, /decompresses to more than the \d+ bytes recorded/);
+    });
 
     it('a manifest of a future format version is refused with a clear message', () => {
       init('--no-encryption', '--compression', 'none');
