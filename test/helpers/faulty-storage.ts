@@ -57,6 +57,9 @@ export class DiskFullStorage implements Storage {
   delete(key: string) {
     return this.#inner.delete(key);
   }
+  rename(from: string, to: string) {
+    return this.#inner.rename(from, to);
+  }
   createExclusive(key: string, body: Uint8Array) {
     return this.#inner.createExclusive(key, body);
   }

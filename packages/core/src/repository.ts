@@ -19,7 +19,8 @@ import type { ArtifactContents, ArtifactLocation } from './format/artifact-reade
 import { writeArchive } from './format/artifact-writer.js';
 import { ARTIFACT_FORMAT_VERSION, BACKUP_TYPES } from './format/manifest.js';
 import type { BackupType } from './format/manifest.js';
-import { Journal } from './journal.js';
+import { Journal, defaultIsAlive } from './journal.js';
+import { hostname } from 'node:os';
 import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
 import { artifactKey, newBackupId, parseArtifactKey, validateDatabaseName } from './naming.js';
@@ -233,6 +234,7 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `repository: format version ${config.version} was written by a newer Strata (this one reads up to ${REPOSITORY_FORMAT_VERSION}); upgrade Strata`);
   }
   await storage.sweepTemp?.();
+  await sweepStaging(storage);
   return new Repository(storage, config, options);
 }
 
@@ -422,6 +424,8 @@ export class Repository {
     const engine = this.#engineFor(locator);
     const op = await this.journal.begin('backup', { database, type });
     let snapshot: Awaited<ReturnType<Engine['snapshot']>> | undefined;
+    let staging: string | undefined;
+    let moved = false;
     try {
       const passphrase = await this.#unlock();
       let parent: BackupRecord | undefined;
@@ -485,7 +489,10 @@ export class Repository {
       bytes = codec.compress(bytes, this.#config.compression.level, options.signal);
       if (profile !== 'none') bytes = encryptStream(bytes, passphrase!, profile);
       const sha = createHash('sha256');
-      const info = await this.storage.put(key, hashBytes(bytes, sha), { signal: options.signal });
+      // Staged outside backups/ (the writer's pid in the name, so a sweep can tell a dead
+      // writer's leftovers); it moves into place under the lock, with the catalog write.
+      staging = `staging/${process.pid}-${randomBytes(6).toString('hex')}-${key.split('/').pop()}`;
+      const info = await this.storage.put(staging, hashBytes(bytes, sha), { signal: options.signal });
       const manifest = result.manifest;
       if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
       const record = recordFromManifest(manifest, {
@@ -503,14 +510,17 @@ export class Repository {
       // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
       await writeLayoutCache(this.storage, cacheKey, result.layouts, { profile, passphrase }).catch(() => undefined);
       try {
-        await this.#updateCatalog('backup', (records) => {
+        await this.#updateCatalog('backup', async (records) => {
           if (parent && !records.some((r) => r.id === parent.id)) {
             throw new StrataError('CHAIN_BROKEN', `backup: its parent ${parent.id} was removed while the backup ran; take the backup again`);
           }
+          await this.storage.rename(staging!, key);
+          moved = true;
           return [...records, full];
         });
       } catch (err) {
         await this.storage.delete(cacheKey).catch(() => undefined);
+        if (!moved) await this.storage.delete(staging).catch(() => undefined);
         // Without a catalog entry the backup did not happen; remove the artifact so the
         // repository and the journal agree.
         await this.storage.delete(key).catch(() => undefined);
@@ -529,6 +539,7 @@ export class Repository {
       return full;
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError(`backup ${database}`, err);
+      if (staging && !moved) await this.storage.delete(staging).catch(() => undefined);
       await op.fail(wrapped).catch(() => undefined);
       throw wrapped;
     } finally {
@@ -564,13 +575,13 @@ export class Repository {
   }
 
   /** Changes the catalog under the repository lock (read, change, write atomically). */
-  async #updateCatalog(operation: string, change: (records: BackupRecord[]) => BackupRecord[]): Promise<void> {
+  async #updateCatalog(operation: string, change: (records: BackupRecord[]) => BackupRecord[] | Promise<BackupRecord[]>): Promise<void> {
     await withRepositoryLock(
       this.storage,
       operation,
       async () => {
         const current = (await readCatalog(this.storage)) ?? (await this.#rebuild());
-        await writeCatalog(this.storage, change(current));
+        await writeCatalog(this.storage, await change(current));
       },
       this.#options.lock,
     );
@@ -1170,4 +1181,12 @@ async function readPendingDeletions(storage: Storage): Promise<string[]> {
 async function writePendingDeletions(storage: Storage, keys: readonly string[]): Promise<void> {
   if (keys.length === 0) await storage.delete(PENDING_DELETIONS_KEY);
   else await storage.put(PENDING_DELETIONS_KEY, Buffer.from(JSON.stringify([...new Set(keys)])));
+}
+
+/** Removes staged artifacts of backups whose process is gone (killed before their commit). */
+async function sweepStaging(storage: Storage): Promise<void> {
+  for await (const object of storage.list('staging/')) {
+    const pid = Number(/^staging\/(\d+)-/.exec(object.key)?.[1]);
+    if (Number.isInteger(pid) && !defaultIsAlive(pid, hostname())) await storage.delete(object.key).catch(() => undefined);
+  }
 }

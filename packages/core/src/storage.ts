@@ -56,6 +56,12 @@ export interface Storage {
   append?(key: string, body: Uint8Array): Promise<void>;
   /** Capacity of the medium. Only when `capabilities.space`. */
   space?(): Promise<SpaceInfo>;
+  /**
+   * Moves an object to another key, atomically replacing nothing (the target must not exist).
+   * Backups stage artifacts under `staging/` and move them into `backups/` under the repository
+   * lock, together with the catalog write, so the catalog and the folder never disagree.
+   */
+  rename(from: string, to: string): Promise<void>;
   /** Removes temporary objects of writers that crashed; returns how many. Optional. */
   sweepTemp?(): Promise<number>;
   /** True when the storage location exists at all (used to tell "no repository" apart). */

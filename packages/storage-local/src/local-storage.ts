@@ -153,6 +153,17 @@ export class LocalStorage implements Storage {
     }
   }
 
+  async rename(from: string, to: string): Promise<void> {
+    const target = this.#resolve(to);
+    try {
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      await fs.rename(this.#resolve(from), target);
+      await syncDir(path.dirname(target));
+    } catch (err) {
+      throw this.#notFoundOr(from, err);
+    }
+  }
+
   async createExclusive(key: string, body: Uint8Array): Promise<boolean> {
     const file = this.#resolve(key);
     try {
