@@ -310,9 +310,10 @@ export async function crashSweep(options: { seed: number; kills: number; work: s
     const { killed } = await killAfter(args, Math.floor(random() * 900));
     runs++;
     if (killed) detected++;
+    // Recovery is opening the repository (it sweeps what dead writers left); then it must agree.
+    const r = await openRepository(repo, { passphrase, tempDir: path.join(options.work, 'tmp') });
     const found = consistency(repo);
     for (const f of found) problems.push(`kill ${i} (${op}): ${f}`);
-    const r = await openRepository(repo, { passphrase, tempDir: path.join(options.work, 'tmp') });
     const last = (await r.journal.operations()).at(-1);
     if (killed && last && last.status === 'RUNNING') problems.push(`kill ${i} (${op}): the journal still shows ${last.op} RUNNING`);
     if (op === 'restore' && existsSync(target)) {

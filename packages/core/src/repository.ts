@@ -235,6 +235,7 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
   }
   await storage.sweepTemp?.();
   await sweepStaging(storage);
+  await finishInterruptedCommits(storage);
   return new Repository(storage, config, options);
 }
 
@@ -514,11 +515,16 @@ export class Repository {
           if (parent && !records.some((r) => r.id === parent.id)) {
             throw new StrataError('CHAIN_BROKEN', `backup: its parent ${parent.id} was removed while the backup ran; take the backup again`);
           }
+          // If the process dies between the move and the catalog write, this note tells the next
+          // open that the artifact was never recorded (the journal says the backup failed).
+          await this.storage.put(commitNoteKey(id), Buffer.from(JSON.stringify({ key, cacheKey, pid: process.pid, host: hostname() })));
           await this.storage.rename(staging!, key);
           moved = true;
           return [...records, full];
         });
+        await this.storage.delete(commitNoteKey(id));
       } catch (err) {
+        await this.storage.delete(commitNoteKey(id)).catch(() => undefined);
         await this.storage.delete(cacheKey).catch(() => undefined);
         if (!moved) await this.storage.delete(staging).catch(() => undefined);
         // Without a catalog entry the backup did not happen; remove the artifact so the
@@ -1188,5 +1194,34 @@ async function sweepStaging(storage: Storage): Promise<void> {
   for await (const object of storage.list('staging/')) {
     const pid = Number(/^staging\/(\d+)-/.exec(object.key)?.[1]);
     if (Number.isInteger(pid) && !defaultIsAlive(pid, hostname())) await storage.delete(object.key).catch(() => undefined);
+  }
+}
+
+const COMMIT_NOTE_PREFIX = 'locks/committing-';
+
+function commitNoteKey(id: string): string {
+  return `${COMMIT_NOTE_PREFIX}${id}.json`;
+}
+
+/**
+ * A backup killed while committing leaves a note: if its artifact made it into backups/ but not
+ * into the catalog, the backup did not happen (its journal entry reads FAILED), so the artifact
+ * goes. Notes of live processes are left alone.
+ */
+async function finishInterruptedCommits(storage: Storage): Promise<void> {
+  for await (const object of storage.list(COMMIT_NOTE_PREFIX)) {
+    let note: { key?: string; cacheKey?: string; pid?: number; host?: string };
+    try {
+      note = JSON.parse(Buffer.from(await storage.read(object.key)).toString('utf8')) as typeof note;
+    } catch {
+      continue;
+    }
+    if (typeof note.pid !== 'number' || defaultIsAlive(note.pid, note.host ?? hostname())) continue;
+    const recorded = ((await readCatalog(storage)) ?? []).some((r) => r.key === note.key);
+    if (!recorded && typeof note.key === 'string' && note.key.startsWith('backups/')) {
+      await storage.delete(note.key);
+      if (typeof note.cacheKey === 'string' && note.cacheKey.startsWith('cache/')) await storage.delete(note.cacheKey);
+    }
+    await storage.delete(object.key);
   }
 }
