@@ -299,17 +299,8 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   return failed.length > 0 ? 3 : 0;
 }
 
-/** Policy flags of `strata prune` and `list --by-tier`. */
-export interface PolicyFlags {
-  readonly keepLast?: number;
-  readonly keepHourly?: number;
-  readonly keepDaily?: number;
-  readonly keepWeekly?: number;
-  readonly keepMonthly?: number;
-  readonly keepYearly?: number;
-  readonly keepWithin?: string;
-  readonly keepLabels: readonly string[];
-}
+/** Policy flags of `strata prune` and `list --by-tier`: the policy's rules, labels as `LABEL=DURATION`. */
+export type PolicyFlags = Omit<RetentionPolicy, 'keepLabels'> & { readonly keepLabels: readonly string[] };
 
 /**
  * The policy for one database: flags if any were given, else the database's retention in the
