@@ -70,6 +70,15 @@ describe('bad input gets a clear error and nothing is lost', () => {
   const leftovers = (): string[] => (existsSync(path.join(repo(), '.tmp')) ? readdirSync(path.join(repo(), '.tmp')) : []);
 
   describe('databases', () => {
+    it('a restore target of another engine is named without its password', () => {
+      init();
+      const id = backupId(fixture());
+      const result = strata(['restore', id, '--repo', repo(), '--to', 'postgres://app:S3cret-In-Url@127.0.0.1:5432/shop']);
+      assert.equal(result.status, 2);
+      assert.match(result.stderr, /restore: postgres:\/\/app@127\.0\.0\.1:5432\/shop is not a sqlite target/);
+      assert.doesNotMatch(result.stderr + result.stdout, /S3cret-In-Url/);
+    });
+
     it('a missing database file', () => {
       init();
       const result = strata(['backup', path.join(dir.path, 'nope.db'), '--repo', repo()]);
@@ -85,6 +94,16 @@ describe('bad input gets a clear error and nothing is lost', () => {
       assert.equal(result.status, 1);
       assert.equal(json<{ error: { code: string } }>(result).error.code, 'DATABASE_INVALID');
       assert.match(result.stderr, /is not a SQLite database/);
+    });
+
+    it('a URL no engine understands is named without its password', () => {
+      init();
+      const result = strata(['backup', 'postgress://app:typo-secret-pw@db.example:5432/shop', '--repo', repo(), '--name', 'shop', '--json']);
+      assert.equal(result.status, 1);
+      const error = json<{ error: { code: string; message: string } }>(result).error;
+      assert.equal(error.code, 'ENGINE_UNKNOWN');
+      assert.match(error.message, /postgress:\/\/app:\*\*\*@db\.example:5432\/shop/);
+      assert.ok(!(result.stdout + result.stderr).includes('typo-secret-pw'), 'the password is never printed');
     });
 
     it('a database locked by a writer', async () => {

@@ -94,3 +94,51 @@ describe('strata prune', () => {
     assert.equal(tiers['monthly']!.length, 1);
   });
 });
+
+describe('strata delete', () => {
+  const dir = useTempDir();
+  const repo = (): string => path.join(dir.path, 'repo');
+
+  /** A full, two incrementals on it, then a second full. */
+  function chainOfFour(): string[] {
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 20 });
+    strata(['init', '--repo', repo()]);
+    const ids: string[] = [];
+    for (const [day, type] of [[1, 'full'], [2, 'incremental'], [3, 'incremental'], [4, 'full']] as const) {
+      mutate(db, day);
+      const result = strata(['backup', db, '--repo', repo(), '--type', type, '--time', `2026-05-0${day}T03:00:00Z`, '--json']);
+      assert.equal(result.status, 0, result.stderr);
+      ids.push(json<{ id: string }>(result).id);
+    }
+    return ids;
+  }
+
+  it('refuses to delete a backup others build on, names them, and deletes nothing', () => {
+    const [full, inc1, inc2] = chainOfFour();
+    const result = strata(['delete', full!, '--repo', repo(), '--yes']);
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, new RegExp(`${inc1}.*${inc2}|${inc2}.*${inc1}`));
+    assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 4);
+    assert.equal(readdirSync(path.join(repo(), 'backups/app')).length, 4);
+  });
+
+  it('deletes the tip of a chain, or a whole chain with --with-dependents, and what stays still verifies', () => {
+    const [full, inc1, inc2, full2] = chainOfFour();
+    const tip = json<{ removed: string[] }>(strata(['delete', inc2!, '--repo', repo(), '--yes', '--json']));
+    assert.deepEqual(tip.removed, [inc2]);
+    const chain = json<{ removed: string[] }>(strata(['delete', full!, '--with-dependents', '--repo', repo(), '--yes', '--json']));
+    assert.deepEqual([...chain.removed].sort(), [full, inc1].sort());
+    const left = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+    assert.deepEqual(left.map((b) => b.id), [full2]);
+    assert.equal(readdirSync(path.join(repo(), 'backups/app')).length, 1, 'the deleted artifacts are gone from disk');
+    assert.equal(strata(['verify', '--all', '--repo', repo(), '--level', 'full']).status, 0);
+  });
+
+  it('asks for --yes when not on a terminal', () => {
+    const [, , inc2] = chainOfFour();
+    const result = strata(['delete', inc2!, '--repo', repo()]);
+    assert.equal(result.status, 2);
+    assert.match(result.stderr, /pass --yes/);
+  });
+});

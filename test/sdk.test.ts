@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
+import { Passphrase, initRepository, isStrataError, openRepository, resolveDatabase } from '@strata/sdk';
 import type { ProgressEvent } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { sqliteDump, useTempDir } from './helpers/env.js';
@@ -105,5 +105,12 @@ describe('the SDK guard()', () => {
     const runs = (await repo.journal.operations()).filter((o) => o.kind === 'run');
     assert.deepEqual(runs.map((o) => o.status), ['FAILED', 'COMPLETED']);
     await repo.close();
+  });
+});
+
+describe('the SDK config helpers', () => {
+  it('name a database given by URL after the database, not the URL\'s query', () => {
+    assert.equal(resolveDatabase('postgres://app@db.internal:5432/shop?sslmode=require', {}).name, 'shop');
+    assert.equal(resolveDatabase('mysql://root@127.0.0.1:3306/orders#x', {}).name, 'orders');
   });
 });

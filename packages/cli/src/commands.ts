@@ -4,7 +4,6 @@ import {
   BACKUP_TYPES,
   DEFAULT_HEALTH,
   DEFAULT_LEVELS,
-  DEFAULT_RETENTION,
   StrataError,
   assessHealth,
   backupStats,
@@ -13,11 +12,13 @@ import {
   inventory,
   isStrataError,
   parseDuration,
+  resolveDatabase,
+  resolveLocator,
+  retentionFor,
   tierOf,
   validatePolicy,
 } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
-import { resolveDatabase, resolveLocator } from './config.js';
 import type { CommandContext } from './context.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, readPassphrase } from './terminal.js';
 
@@ -155,31 +156,54 @@ function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRecord; d
   const roots: BackupRecord[] = [];
   const ids = new Set(backups.map((b) => b.id));
   for (const b of backups) {
-    if (b.parent && ids.has(b.parent)) children.set(b.parent, [...(children.get(b.parent) ?? []), b]);
-    else roots.push(b);
+    if (b.parent && ids.has(b.parent)) {
+      const siblings = children.get(b.parent);
+      if (siblings) siblings.push(b);
+      else children.set(b.parent, [b]);
+    } else roots.push(b);
   }
+  // Linear in the number of backups (a repository can hold tens of thousands), and without
+  // recursion, so a chain of any length cannot overflow the stack.
   const out: { backup: BackupRecord; depth: number }[] = [];
-  const visit = (b: BackupRecord, depth: number): void => {
-    if (out.some((o) => o.backup === b)) return;
-    out.push({ backup: b, depth });
-    // Newest dependants first, like the roots.
-    for (const child of [...(children.get(b.id) ?? [])].reverse()) visit(child, depth + 1);
+  const listed = new Set<BackupRecord>();
+  const visit = (root: BackupRecord): void => {
+    // Depth first, each backup before its dependants, newest dependants first (like the roots):
+    // children go on the stack oldest first, so the newest comes off first.
+    const stack: { backup: BackupRecord; depth: number }[] = [{ backup: root, depth: 0 }];
+    for (let next = stack.pop(); next; next = stack.pop()) {
+      if (listed.has(next.backup)) continue;
+      listed.add(next.backup);
+      out.push(next);
+      for (const child of children.get(next.backup.id) ?? []) stack.push({ backup: child, depth: next.depth + 1 });
+    }
   };
-  for (const root of [...roots].reverse()) visit(root, 0);
+  for (const root of [...roots].reverse()) visit(root);
   // Backups whose parent links loop (a damaged catalog) have no root; list them anyway.
-  for (const b of [...backups].reverse()) if (!out.some((o) => o.backup === b)) out.push({ backup: b, depth: 0 });
+  for (const b of [...backups].reverse()) {
+    if (listed.has(b)) continue;
+    listed.add(b);
+    out.push({ backup: b, depth: 0 });
+  }
   return out;
 }
 
 function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const widths = header.map((h, i) => rows.reduce((max, r) => Math.max(max, r[i]!.length), h.length));
   const line = (cells: string[]): string =>
     cells
       .map((c, i) => c.padEnd(widths[i]!))
       .join('  ')
       .trimEnd();
-  process.stdout.write(line(header) + '\n');
-  for (const row of rows) process.stdout.write(line(row) + '\n');
+  // One write per 64 KiB or so, not one per row: a table can have tens of thousands of rows.
+  let text = line(header) + '\n';
+  for (const row of rows) {
+    text += line(row) + '\n';
+    if (text.length >= 65536) {
+      process.stdout.write(text);
+      text = '';
+    }
+  }
+  process.stdout.write(text);
 }
 
 /** Options of `strata restore`. */
@@ -253,7 +277,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   } else {
     const via = chain.length > 1 ? ` through its chain ${chain.map((b) => b.id).join(' → ')}` : '';
     const what = tables ? `tables ${tables.join(', ')} of ${record.id}` : record.id;
-    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : ' (replaced the old file)') : ''}\n`);
+    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : record.engine === 'sqlite' ? ' (replaced the old file)' : ' (replaced the old database)') : ''}\n`);
   }
   return 0;
 }
@@ -322,7 +346,7 @@ export function policyResolver(ctx: CommandContext, flags: PolicyFlags): (databa
   }
   const config = ctx.loaded.config;
   return (database) => {
-    const policy = Object.keys(fromFlags).length > 0 ? (fromFlags as RetentionPolicy) : (config.databases?.[database]?.retention ?? config.retention ?? DEFAULT_RETENTION);
+    const policy = Object.keys(fromFlags).length > 0 ? (fromFlags as RetentionPolicy) : retentionFor(config, database);
     validatePolicy(policy);
     return policy;
   };
@@ -539,5 +563,34 @@ export async function importCommand(ctx: CommandContext, file: string | undefine
     process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}\n`);
     for (const b of result.imported) process.stdout.write(`  ${b.id}\n`);
   }
+  return 0;
+}
+
+/** Options of `strata delete`. */
+export interface DeleteCommandOptions {
+  readonly ids: readonly string[];
+  readonly withDependents: boolean;
+  readonly yes: boolean;
+}
+
+export async function deleteCommand(ctx: CommandContext, options: DeleteCommandOptions): Promise<number> {
+  if (options.ids.length === 0) throw new StrataError('USAGE', 'delete: name the restore points to delete (see strata delete --help)');
+  const repo = await ctx.repository();
+  const targets = await Promise.all(options.ids.map((id) => repo.resolve({ id })));
+  if (!options.yes) {
+    if (!interactive(ctx.json) || !process.stdin.isTTY) {
+      throw new StrataError('USAGE', 'delete: deleting backups needs confirmation; pass --yes when not on a terminal');
+    }
+    if (!(await confirm(`Delete ${targets.map((t) => `${t.id} (${t.type}, ${t.createdAt})`).join(', ')}${options.withDependents ? ' and every backup that builds on them' : ''}?`))) {
+      process.stderr.write('delete cancelled; nothing was changed\n');
+      return 1;
+    }
+  }
+  const removed = await repo.delete(
+    targets.map((t) => t.id),
+    { withDependents: options.withDependents },
+  );
+  if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id) });
+  else process.stdout.write(`deleted ${removed.length} backup(s): ${removed.map((r) => r.id).join(', ')}\n`);
   return 0;
 }

@@ -1,9 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, openRepository } from '@strata/sdk';
-import type { Repository } from '@strata/sdk';
-import { loadConfig } from './config.js';
-import type { LoadedConfig } from './config.js';
+import { StrataError, loadConfig, openRepository } from '@strata/sdk';
+import type { LoadedConfig, Repository } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
 
 /** Options every command accepts. */

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
-import { STRATA_VERSION, StrataError, isStrataError } from '@strata/sdk';
+import { EXIT, STRATA_VERSION, StrataError, exitCodeFor, isStrataError } from '@strata/sdk';
 import type { StrataErrorCode } from '@strata/sdk';
 import {
   backupCommand,
+  deleteCommand,
   exportCommand,
   importCommand,
   healthCommand,
@@ -21,29 +22,6 @@ import {
 import type { PolicyFlags } from './commands.js';
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
-
-/**
- * Exit statuses, documented in `strata --help` and the README. Scripts rely on them, so each
- * number keeps its meaning forever (restic keeps its codes distinct for the same reason).
- */
-export const EXIT = { ok: 0, failed: 1, usage: 2, verifyFailed: 3, passphrase: 4, locked: 5 } as const;
-
-/** The one place where an error becomes an exit status. */
-export function exitCodeFor(code: StrataErrorCode): number {
-  switch (code) {
-    case 'USAGE':
-      return EXIT.usage;
-    case 'VERIFY_FAILED':
-      return EXIT.verifyFailed;
-    case 'PASSPHRASE_WRONG':
-    case 'PASSPHRASE_MISSING':
-      return EXIT.passphrase;
-    case 'REPO_LOCKED':
-      return EXIT.locked;
-    default:
-      return EXIT.failed;
-  }
-}
 
 const HELP = `strata ${STRATA_VERSION}: database backups you can prove
 
@@ -70,6 +48,8 @@ Commands:
   export [<db>...|--all] --out FILE   the newest good restore point of each database with its
                                chain, catalog entries and RESTORE.md, as .tar.gz or .zip
   import FILE                  bring an export into this repository (checksums verified)
+  delete <id>...               delete restore points (--with-dependents to also delete the
+                               backups that build on them)
 
 Options for every command:
   --repo DIR                   the repository (or STRATA_REPO, or "repository" in strata.config.json)
@@ -149,6 +129,13 @@ depends on (its chain). A policy that keeps nothing is refused. DUR: 12h, 30d, 2
   --force       replace an existing target; it stays intact until the new one is complete
   --yes         do not ask before replacing (needed when not on a terminal)
 Nothing is written to the target until every checksum and the decryption check passed.
+`,
+  delete: `Usage: strata delete <id>... [--with-dependents] [--yes] [--json]
+
+Deletes restore points from the repository: their artifacts and catalog entries. A backup that
+incrementals or differentials build on is refused (deleting it would break them) unless
+--with-dependents is given, which deletes those too. Asks first on a terminal; pass --yes
+otherwise. For routine clean-up use prune, which follows the retention policy.
 `,
   verify: `Usage: strata verify <id|latest|--all> [--level quick|full] [--db NAME] [--json]
 
@@ -231,6 +218,7 @@ const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
     yes: { type: 'boolean', short: 'y', default: false },
   },
   verify: { all: { type: 'boolean', default: false }, level: { type: 'string' }, db: { type: 'string' } },
+  delete: { 'with-dependents': { type: 'boolean', default: false }, yes: { type: 'boolean', short: 'y', default: false } },
 };
 
 function parseNumber(value: string | undefined, flag: string): number | undefined {
@@ -283,7 +271,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(str(values, 'passphrase-file') !== undefined ? { passphraseFile: str(values, 'passphrase-file')! } : {}),
       ...(values['lock-wait'] !== undefined ? { lockWait: parseNumber(str(values, 'lock-wait'), '--lock-wait')! } : {}),
     };
-    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0, export: Number.MAX_SAFE_INTEGER, import: 1 };
+    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0, export: Number.MAX_SAFE_INTEGER, import: 1, delete: Number.MAX_SAFE_INTEGER };
     if (positionals.length > maxPositionals[command]!) {
       throw new StrataError('USAGE', `${command}: unexpected argument ${JSON.stringify(positionals[maxPositionals[command]!])}`);
     }
@@ -341,6 +329,8 @@ export async function run(argv: string[]): Promise<number> {
         return await exportCommand(ctx, { databases: positionals, all: values['all'] === true, ...(str(values, 'out') !== undefined ? { out: str(values, 'out')! } : {}) });
       case 'import':
         return await importCommand(ctx, positionals[0]);
+      case 'delete':
+        return await deleteCommand(ctx, { ids: positionals, withDependents: values['with-dependents'] === true, yes: values['yes'] === true });
       case 'prune':
         return await pruneCommand(ctx, { ...policyFlags(values), ...(positionals[0] !== undefined ? { database: positionals[0] } : {}), dryRun: values['dry-run'] === true });
       case 'restore':

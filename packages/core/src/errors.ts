@@ -130,3 +130,26 @@ export function isAbortError(err: unknown): boolean {
 export function throwIfAborted(signal: AbortSignal | undefined, step: string): void {
   if (signal?.aborted) throw new StrataError('ABORTED', `${step}: cancelled`, { cause: signal.reason });
 }
+
+/**
+ * Exit statuses, documented in `strata --help` and the README. Scripts rely on them, so each
+ * number keeps its meaning forever (restic keeps its codes distinct for the same reason).
+ */
+export const EXIT = { ok: 0, failed: 1, usage: 2, verifyFailed: 3, passphrase: 4, locked: 5 } as const;
+
+/** The one place where an error becomes an exit status. */
+export function exitCodeFor(code: StrataErrorCode): number {
+  switch (code) {
+    case 'USAGE':
+      return EXIT.usage;
+    case 'VERIFY_FAILED':
+      return EXIT.verifyFailed;
+    case 'PASSPHRASE_WRONG':
+    case 'PASSPHRASE_MISSING':
+      return EXIT.passphrase;
+    case 'REPO_LOCKED':
+      return EXIT.locked;
+    default:
+      return EXIT.failed;
+  }
+}

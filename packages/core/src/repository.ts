@@ -11,6 +11,7 @@ import { Passphrase, decryptSmall, encryptSmall, encryptStream } from './encrypt
 import type { EncryptionProfile } from './encryption.js';
 import type { Engine, EngineRegistry } from './engine.js';
 import { restoreChain } from './chain-restore.js';
+import { redactLocator } from './server-engine.js';
 import { layoutCacheKey, layoutsDigest, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import type { ChunkLayout } from './format/chunk-index.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
@@ -291,7 +292,11 @@ export class Repository {
   async restoreTarget(engineKind: string, target: string): Promise<{ exists: boolean; description: string }> {
     const engine = this.#options.engines.get(engineKind);
     if (!engine) throw new StrataError('ENGINE_UNKNOWN', `no engine ${engineKind} in this program (known: ${this.#options.engines.kinds().join(', ')})`);
-    if (!engine.accepts(target)) throw new StrataError('USAGE', `restore: ${engine.describe(target)} is not a ${engineKind} target`);
+    if (!engine.accepts(target)) {
+      // Name the target as the engine it belongs to would (without a password), not as this one would.
+      const shown = this.#options.engines.forLocator(target)?.describe(target) ?? 'the target';
+      throw new StrataError('USAGE', `restore: ${shown} is not a ${engineKind} target (the backup is of a ${engineKind} database)`);
+    }
     return { exists: await engine.targetExists(target), description: engine.describe(target) };
   }
 
@@ -409,7 +414,7 @@ export class Repository {
   #engineFor(locator: string): Engine {
     const engine = this.#options.engines.forLocator(locator);
     if (!engine) {
-      throw new StrataError('ENGINE_UNKNOWN', `no engine understands ${JSON.stringify(locator)} (known: ${this.#options.engines.kinds().join(', ')})`);
+      throw new StrataError('ENGINE_UNKNOWN', `no engine understands ${JSON.stringify(redactLocator(locator))} (known: ${this.#options.engines.kinds().join(', ')})`);
     }
     return engine;
   }
@@ -902,16 +907,8 @@ export class Repository {
         async () => {
           const records = (await readCatalog(this.storage)) ?? [];
           const decided = plan(records);
-          const doomed = records.filter((r) => decided.remove.some((d) => d.id === r.id));
-          // Crash-safe order: note what is about to go, drop it from the catalog (which then only
-          // lists complete restore points), delete the files, forget the note. A prune killed
-          // anywhere leaves at worst files listed in the note, which the next prune deletes.
-          const keys = doomed.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]);
-          const pending = [...(await readPendingDeletions(this.storage)), ...keys];
-          await writePendingDeletions(this.storage, pending);
-          await writeCatalog(this.storage, records.filter((r) => !doomed.includes(r)));
-          for (const key of pending) await this.storage.delete(key);
-          await writePendingDeletions(this.storage, []);
+          const doomed = new Set(decided.remove.map((d) => d.id));
+          await this.#removeLocked(records, doomed);
           return decided;
         },
         this.#options.lock,
@@ -922,6 +919,79 @@ export class Repository {
       await op.fail(err).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Deletes restore points by id. A backup that others build on (their parent or base) is deleted
+   * only with `withDependents`, which deletes those too; otherwise the call fails with
+   * CHAIN_BROKEN naming them, and nothing is deleted. Crash-safe like {@link prune}.
+   */
+  async delete(ids: readonly string[], options: { withDependents?: boolean } = {}): Promise<BackupRecord[]> {
+    if (ids.length === 0) throw new StrataError('USAGE', 'delete: name at least one backup');
+    const targets = await Promise.all(ids.map((id) => this.resolve({ id })));
+    const op = await this.journal.begin('delete', { details: { requested: targets.map((t) => t.id) } });
+    try {
+      const removed = await withRepositoryLock(
+        this.storage,
+        'delete',
+        async () => {
+          const records = (await readCatalog(this.storage)) ?? [];
+          const doomed = new Set(targets.map((t) => t.id));
+          // Grow the set to everything that needs a doomed backup, until nothing more joins.
+          for (let grew = true; grew; ) {
+            grew = false;
+            for (const r of records) {
+              if (doomed.has(r.id)) continue;
+              if ((r.parent !== null && doomed.has(r.parent)) || (r.base !== null && doomed.has(r.base))) {
+                doomed.add(r.id);
+                grew = true;
+              }
+            }
+          }
+          const dependents = records.filter((r) => doomed.has(r.id) && !targets.some((t) => t.id === r.id));
+          if (dependents.length > 0 && !options.withDependents) {
+            throw new StrataError(
+              'CHAIN_BROKEN',
+              `delete: ${dependents.length} restore point(s) build on what you asked to delete (${dependents.map((d) => d.id).join(', ')}); deleting it would break them. Delete them too (--with-dependents) or keep it`,
+              { details: { dependents: dependents.map((d) => d.id) } },
+            );
+          }
+          const gone = records.filter((r) => doomed.has(r.id));
+          await this.#removeLocked(records, doomed);
+          return gone;
+        },
+        this.#options.lock,
+      );
+      await op.complete({ details: { removed: removed.map((r) => r.id) } });
+      return removed;
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Drops backups from the catalog and deletes their files; the caller holds the lock. Crash-safe
+   * order: note what is about to go, drop it from the catalog (which then only lists complete
+   * restore points), delete the files, forget the note. Killed anywhere, it leaves at worst files
+   * listed in the note, which the next prune or delete removes.
+   */
+  async #removeLocked(records: readonly BackupRecord[], doomed: ReadonlySet<string>): Promise<void> {
+    const gone = records.filter((r) => doomed.has(r.id));
+    const keys = gone.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]);
+    const pending = [...(await readPendingDeletions(this.storage)), ...keys];
+    await writePendingDeletions(this.storage, pending);
+    await writeCatalog(this.storage, records.filter((r) => !doomed.has(r.id)));
+    for (const key of pending) await this.storage.delete(key);
+    await writePendingDeletions(this.storage, []);
+  }
+
+  /** The tables a restore point holds, read from its artifact's manifest (reads the artifact once). */
+  async tablesOf(selector: Selector, options: { signal?: AbortSignal } = {}): Promise<string[]> {
+    const record = await this.resolve(selector);
+    const passphrase = await this.#unlock();
+    const contents = await readArtifact({ storage: this.storage, location: this.#location(record), passphrase, ...(options.signal ? { signal: options.signal } : {}) });
+    return contents.manifest.tables.map((t) => t.name);
   }
 
   /**

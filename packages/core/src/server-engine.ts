@@ -57,6 +57,29 @@ export function parseServerUrl(locator: string, rules: ServerUrlRules): ServerTa
   };
 }
 
+/**
+ * A locator fit for a message: the password of a `scheme://user:password@host/...` URL replaced
+ * by `***`. For locators no engine understood, so it cannot rely on any engine's URL rules; what
+ * `URL` cannot parse is cut at the userinfo by pattern.
+ */
+export function redactLocator(locator: string): string {
+  try {
+    const url = new URL(locator);
+    if (url.password && url.host) {
+      url.password = '***';
+      return url.toString();
+    }
+  } catch {
+    // Not a URL: fall through to the pattern, which still catches `scheme://user:pw@` prefixes.
+  }
+  return locator.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^/?#]*@/i, '$1:***@');
+}
+
+/** `text` with every occurrence of `secret` replaced by `***` (driver and tool messages can repeat a password). */
+export function redactSecret(text: string, secret: string | undefined): string {
+  return secret ? text.replaceAll(secret, '***') : text;
+}
+
 /** The same URL with another database. */
 export function withServerDatabase(locator: string, database: string): string {
   const url = new URL(locator);

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { StrataError, parseServerUrl, withServerDatabase } from '@strata/core';
+import { StrataError, parseServerUrl, redactSecret, withServerDatabase } from '@strata/core';
 import type { ServerTarget } from '@strata/core';
 
 /** What a postgres:// URL names. */
@@ -76,7 +76,7 @@ export function connectionError(target: PgTarget, err: unknown): StrataError {
     case '57P03':
       return new StrataError('CONNECTION_FAILED', `postgres: the server on ${where} shut down or is not accepting connections`, { cause: err, details: { pgCode: e.code } });
     default: {
-      const message = (e.message ?? String(err)).replace(target.password ?? '\u0000', '***');
+      const message = redactSecret(e.message ?? String(err), target.password);
       if (/Connection terminated|ECONNRESET|EPIPE|terminating connection/i.test(message)) {
         return new StrataError('CONNECTION_FAILED', `postgres: the connection to ${where} was lost (${message})`, { cause: err });
       }

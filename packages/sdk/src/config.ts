@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, databaseNameFromPath, validateDatabaseName, validatePolicy } from '@strata/sdk';
-import type { RetentionPolicy } from '@strata/sdk';
+import { DEFAULT_RETENTION, StrataError, databaseNameFromPath, validateDatabaseName, validatePolicy } from '@strata/core';
+import type { RetentionPolicy } from '@strata/core';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
 export const CONFIG_FILE = 'strata.config.json';
@@ -117,6 +117,12 @@ export function resolveDatabase(arg: string, config: StrataConfig, nameOverride?
     );
   }
   const locator = resolveLocator(arg, process.cwd());
-  const file = locator.replace(/^sqlite:(\/\/)?/, '');
+  // A server URL's query (?sslmode=require) is not part of the database's name.
+  const file = /^[a-z][a-z0-9+.-]*:\/\//i.test(locator) && !locator.startsWith('sqlite:') ? locator.replace(/[?#].*$/, '') : locator.replace(/^sqlite:(\/\/)?/, '');
   return { name: validateDatabaseName(nameOverride ?? databaseNameFromPath(file)), locator };
+}
+
+/** The retention of one database: its own in the config, else the config's top-level one, else the built-in tiers. */
+export function retentionFor(config: StrataConfig, database: string): RetentionPolicy {
+  return config.databases?.[database]?.retention ?? config.retention ?? DEFAULT_RETENTION;
 }
