@@ -73,6 +73,21 @@ describe('MySQL/MariaDB engine', function () {
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
   });
 
+  it('an incremental restore keeps multi-byte characters that straddle the 1 MiB pieces its streams are read in', async () => {
+    // 1,500 rows of 2.7 KB of 2-, 3- and 4-byte characters: a 4 MB stream whose first two 1 MiB
+    // pieces end inside a character (the odd rows' 'a' sets where).
+    const source = await databases.create(
+      "CREATE TABLE t (id INT PRIMARY KEY, s TEXT) CHARACTER SET utf8mb4; INSERT INTO t SELECT seq, CONCAT(REPEAT('a', seq % 2), REPEAT('€🦊ü', 300)) FROM seq_1_to_1500;",
+    );
+    await repo.backup(mysqlUrl(source), { database: 'multibyte' });
+    await mysqlQuery(source, "UPDATE t SET s = CONCAT(s, 'x') WHERE id = 750");
+    const inc = await repo.backup(mysqlUrl(source), { database: 'multibyte', type: 'incremental' });
+    const target = databases.name();
+    await repo.restore({ id: inc.id }, { to: mysqlUrl(target) });
+    const differing = (await mysqlQuery(undefined, `SELECT a.id FROM \`${source}\`.t a LEFT JOIN \`${target}\`.t b USING (id) WHERE b.s IS NULL OR BINARY a.s <> BINARY b.s`)) as { id: number }[];
+    assert.deepEqual(differing.map((r) => r.id), [], 'rows that differ from the source');
+  });
+
   it('replaces an existing database in place with --force, and only some tables with --tables', async () => {
     const source = await databases.create(RICH_MYSQL_SQL);
     const record = await repo.backup(mysqlUrl(source), { database: 'shop' });

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import type mysql from 'mysql2/promise';
 import type { TableStats } from '@strata/core';
 import { ident } from './mysql-connection.js';
@@ -59,17 +61,26 @@ export function selectSql(table: MysqlTable): string {
   return `SELECT ${columns.length > 0 ? columns.join(', ') : '1'} FROM ${ident(table.name)}${order.length > 0 ? ` ORDER BY ${order.join(', ')}` : ''}`;
 }
 
+const SPECIAL = /[\\\t\n\r\0]/;
+const SPECIALS = /[\\\t\n\r\0]/g;
+const ESCAPE: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
+const escapeChar = (c: string): string => ESCAPE[c]!;
+
 /** One row as a line: tab-separated, `\N` for NULL, backslash escapes for tab, newline, CR, NUL, backslash. */
 export function encodeRow(values: readonly (string | Buffer | null)[]): string {
-  return (
-    values
-      .map((v) => {
-        if (v === null) return '\\N';
-        const text = typeof v === 'string' ? v : v.toString('utf8');
-        return text.replace(/[\\\t\n\r\0]/g, (c) => ({ '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' })[c]!);
-      })
-      .join('\t') + '\n'
-  );
+  // A loop and a test before the replace: this runs for every value of every row of a backup.
+  let line = '';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (i > 0) line += '\t';
+    if (v === null) {
+      line += '\\N';
+      continue;
+    }
+    const text = typeof v === 'string' ? v : v.toString('utf8');
+    line += SPECIAL.test(text) ? text.replace(SPECIALS, escapeChar) : text;
+  }
+  return line + '\n';
 }
 
 /** The inverse of {@link encodeRow} for one line without its newline. */
@@ -101,25 +112,79 @@ export async function* readRows(connection: mysql.Connection, table: MysqlTable,
 }
 
 interface CoreConnection {
-  query(options: object): { stream(o?: object): NodeJS.ReadableStream & AsyncIterable<unknown[]> & { destroy(err?: Error): void } };
+  query(options: object): { stream(o?: object): Readable };
   once(event: string, fn: (err?: Error) => void): void;
   off(event: string, fn: (err?: Error) => void): void;
 }
 
+/**
+ * The rows of an object-mode stream in batches: every row already buffered at once, so a table
+ * of millions of rows does not cost a promise per row. Ends when the stream ends, throws its
+ * error, and destroys it when the consumer stops early.
+ */
+export async function* rowBatches(stream: Readable): AsyncGenerator<unknown[][]> {
+  let ended = false;
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  const signal = (): void => {
+    wake?.();
+    wake = undefined;
+  };
+  const onEnd = (): void => {
+    ended = true;
+    signal();
+  };
+  const onError = (err: Error): void => {
+    failure = err;
+    signal();
+  };
+  // A stream destroyed without an error only closes: that is an end without all rows.
+  const onClose = (): void => {
+    if (!ended && !failure) failure = Object.assign(new Error('the row stream closed before its end'), { code: 'PROTOCOL_CONNECTION_LOST' });
+    signal();
+  };
+  stream.on('readable', signal);
+  stream.on('end', onEnd);
+  stream.on('error', onError);
+  stream.on('close', onClose);
+  try {
+    for (;;) {
+      const rows: unknown[][] = [];
+      let row: unknown[] | null;
+      while ((row = stream.read() as unknown[] | null) !== null) rows.push(row);
+      if (rows.length > 0) {
+        yield rows;
+        continue;
+      }
+      if (failure) throw failure;
+      if (ended || stream.readableEnded) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  } finally {
+    stream.off('readable', signal);
+    stream.off('end', onEnd);
+    stream.off('error', onError);
+    stream.off('close', onClose);
+    if (!ended) stream.destroy();
+  }
+}
+
 /** Encodes rows into lines, yielded in pieces of about 256 KiB. */
-async function* encodeStream(stream: AsyncIterable<unknown[]>, stats: RowStats | undefined): AsyncGenerator<Uint8Array> {
+async function* encodeStream(stream: Readable, stats: RowStats | undefined): AsyncGenerator<Uint8Array> {
   let batch: string[] = [];
   let size = 0;
-  for await (const row of stream) {
-    const line = encodeRow(row as (string | null)[]);
-    batch.push(line);
-    size += line.length;
-    if (size >= 256 * 1024) {
-      const bytes = Buffer.from(batch.join(''), 'utf8');
-      stats?.update(bytes, batch.length);
-      yield bytes;
-      batch = [];
-      size = 0;
+  for await (const rows of rowBatches(stream)) {
+    for (const row of rows) {
+      const line = encodeRow(row as (string | null)[]);
+      batch.push(line);
+      size += line.length;
+      if (size >= 256 * 1024) {
+        const bytes = Buffer.from(batch.join(''), 'utf8');
+        stats?.update(bytes, batch.length);
+        yield bytes;
+        batch = [];
+        size = 0;
+      }
     }
   }
   if (batch.length > 0) {
@@ -154,12 +219,35 @@ export async function statsOf(connection: mysql.Connection, tables: readonly Mys
   return out;
 }
 
-/** Writes encoded lines into a table with multi-row INSERTs of about 1 MiB. */
+/** A backslash that is not one of the five escapes of a row line (or ends the field). */
+const OTHER_ESCAPE = /\\(?![\\tnr0])/;
+const QUOTES = /'/g;
+
+/**
+ * One field of a row line as an SQL literal. The line's escapes (`\\`, `\t`, `\n`, `\r`, `\0`)
+ * mean the same inside a MySQL string literal (the restore sessions never set
+ * NO_BACKSLASH_ESCAPES), so a field goes in as it is, with its quotes escaped; only a field with
+ * any other backslash is decoded and escaped again.
+ */
+function sqlLiteral(field: string, binary: boolean | undefined, escape: (value: string) => string): string {
+  if (field === '\\N') return 'NULL';
+  if (binary) return field === '' ? "''" : `X'${field}'`;
+  if (field.includes('\\') && OTHER_ESCAPE.test(field)) return escape(decodeRow(field)[0]!);
+  return field.includes("'") ? `'${field.replace(QUOTES, "\\'")}'` : `'${field}'`;
+}
+
+/**
+ * Writes encoded lines into a table with multi-row INSERTs of about 1 MiB, one INSERT running on
+ * the server while the next is built. Pieces may end anywhere, inside a line or a character.
+ */
 export class RowInserter {
-  #pending = '';
+  readonly #decoder = new StringDecoder('utf8');
+  /** Text after the last complete line, in pieces (a long row can span many). */
+  #pending: string[] = [];
   #values: string[] = [];
   #size = 0;
   #columns: { name: string; binary: boolean }[] | undefined;
+  #running: Promise<unknown> | undefined;
 
   constructor(
     readonly connection: mysql.Connection,
@@ -181,33 +269,54 @@ export class RowInserter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    this.#pending += Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString('utf8');
-    let newline: number;
+    const text = this.#decoder.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    const last = text.lastIndexOf('\n');
+    if (last < 0) {
+      if (text.length > 0) this.#pending.push(text);
+      return;
+    }
+    this.#pending.push(text.slice(0, last));
+    const lines = this.#pending.join('').split('\n');
+    this.#pending = last + 1 < text.length ? [text.slice(last + 1)] : [];
+    await this.#add(lines);
+  }
+
+  async #add(lines: readonly string[]): Promise<void> {
     const columns = await this.#columnsOf();
-    while ((newline = this.#pending.indexOf('\n')) >= 0) {
-      const line = this.#pending.slice(0, newline);
-      this.#pending = this.#pending.slice(newline + 1);
-      const fields = decodeRow(line);
-      const tuple = `(${fields
-        .map((v, i) => (v === null ? 'NULL' : columns[i]?.binary ? (v === '' ? "''" : `X'${v}'`) : this.connection.escape(v)))
-        .join(',')})`;
+    const escape = (value: string): string => this.connection.escape(value);
+    for (const line of lines) {
+      const fields = line.split('\t');
+      let tuple = '(';
+      for (let i = 0; i < fields.length; i++) tuple += (i > 0 ? ',' : '') + sqlLiteral(fields[i]!, columns[i]?.binary, escape);
+      tuple += ')';
       this.#values.push(tuple);
       this.#size += tuple.length;
       if (this.#size >= 1024 * 1024) await this.flush();
     }
   }
 
+  /** Sends the rows gathered so far (after the INSERT still running, if any, has succeeded). */
   async flush(): Promise<void> {
     if (this.#values.length === 0) return;
     const columns = await this.#columnsOf();
     const sql = `INSERT INTO ${ident(this.table)} (${columns.map((c) => ident(c.name)).join(', ')}) VALUES ${this.#values.join(',')}`;
     this.#values = [];
     this.#size = 0;
-    await this.connection.query(sql);
+    await this.#running;
+    const running = this.connection.query(sql);
+    // Its failure is thrown by the next flush or by end(); until then it must not count as unhandled.
+    running.catch(() => undefined);
+    this.#running = running;
   }
 
+  /** Inserts what is left (a last line without a newline too) and waits until the server has it all. */
   async end(): Promise<void> {
-    if (this.#pending.length > 0) await this.write(Buffer.from('\n'));
+    const rest = this.#pending.join('') + this.#decoder.end();
+    this.#pending = [];
+    if (rest.length > 0) await this.#add([rest]);
     await this.flush();
+    const running = this.#running;
+    this.#running = undefined;
+    await running;
   }
 }
