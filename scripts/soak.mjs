@@ -1,7 +1,10 @@
 // The long reliability run (issue counts: 200 kills, 100 concurrency rounds, 1,000 corruptions).
 //   npm run test:soak -- [--seed N] [--kills N] [--rounds N] [--mutations N] [--fuzz N] [--disk N]
+//                        [--secrets N] [--only corruption,fuzz,disk,crash,concurrency,secrets]
 // Builds the workspace first (npm run setup), writes results to test-output/soak-<seed>.json and
-// exits 1 if any scenario saw a problem.
+// exits 1 if any scenario saw a problem. The secrets sessions include PostgreSQL when the test
+// server (STRATA_TEST_PG_URL) answers; otherwise they say so and run on SQLite alone.
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -16,14 +19,25 @@ const { values } = parseArgs({
     mutations: { type: 'string', default: '1000' },
     fuzz: { type: 'string', default: '5000' },
     disk: { type: 'string', default: '100' },
+    secrets: { type: 'string', default: '10' },
+    only: { type: 'string' },
   },
 });
 const seed = Number(values.seed);
+/** The commit the run measured, marked when the work tree had changes, so a result names its code. */
+const gitCommit = () => {
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
+  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).stdout.trim();
+  return head ? `${head}${dirty ? ' (with uncommitted changes)' : ''}` : 'unknown';
+};
 const root = fileURLToPath(new URL('..', import.meta.url));
 const scenarios = await import(path.join(root, '.build/test/reliability/scenarios.js'));
+const { postgresReachable } = await import(path.join(root, '.build/test/helpers/postgres.js'));
+const only = values.only ? new Set(values.only.split(',')) : undefined;
 const base = mkdtempSync(path.join(tmpdir(), 'strata-soak-'));
 const results = [];
 const run = async (name, fn) => {
+  if (only && !only.has(name)) return;
   const started = Date.now();
   process.stdout.write(`${name} ... `);
   const result = await fn(scenarios.workDir(base, name));
@@ -31,16 +45,20 @@ const run = async (name, fn) => {
   process.stdout.write(`${result.runs} runs, ${result.detected} caught, ${result.problems.length} problem(s), ${Math.round((Date.now() - started) / 1000)} s\n`);
   for (const p of result.problems.slice(0, 20)) process.stdout.write(`    ${p}\n`);
 };
-console.log(`soak run, seed ${seed}`);
+console.log(`soak run, seed ${seed}, commit ${gitCommit()}`);
 await run('corruption', (work) => scenarios.corruptionSweep({ seed, mutations: Number(values.mutations), work }));
 await run('fuzz', () => scenarios.archiveFuzz({ seed, runs: Number(values.fuzz) }));
 await run('disk', (work) => scenarios.fullDiskSweep({ seed, runs: Number(values.disk), work }));
 await run('crash', (work) => scenarios.crashSweep({ seed, kills: Number(values.kills), work }));
 await run('concurrency', (work) => scenarios.concurrencySweep({ seed, rounds: Number(values.rounds), work }));
+const postgres = !only || only.has('secrets') ? await postgresReachable() : false;
+if ((!only || only.has('secrets')) && !postgres) console.log('secrets: PostgreSQL is not reachable (STRATA_TEST_PG_URL); the sessions run on SQLite alone');
+await run('secrets', (work) => scenarios.secretsSweep({ sessions: Number(values.secrets), work, postgres }));
 rmSync(base, { recursive: true, force: true });
 mkdirSync(path.join(root, 'test-output'), { recursive: true });
-const out = path.join(root, 'test-output', `soak-${seed}.json`);
-writeFileSync(out, JSON.stringify({ seed, date: new Date().toISOString(), results }, null, 2) + '\n');
+// A partial run (--only) gets its own file, so it never overwrites the full run of the same seed.
+const out = path.join(root, 'test-output', `soak-${seed}${only ? `-${[...only].join('-')}` : ''}.json`);
+writeFileSync(out, JSON.stringify({ seed, date: new Date().toISOString(), commit: gitCommit(), results }, null, 2) + '\n');
 const problems = results.reduce((n, r) => n + r.problems.length, 0);
 console.log(`${results.length} scenarios, ${problems} problem(s); results in ${out}`);
 process.exit(problems > 0 ? 1 : 0);

@@ -14,11 +14,8 @@ export function pgUrl(database: string): string {
 
 let reachable: boolean | undefined;
 
-/**
- * Whether the test server answers. Suites call this in `before`: unreachable means skip with one
- * line outside CI, and a failure under CI=true, where a missing server is a broken setup.
- */
-export async function requirePostgres(context: Mocha.Context): Promise<void> {
+/** Whether the test server answers (asked once per process). */
+export async function postgresReachable(): Promise<boolean> {
   if (reachable === undefined) {
     const client = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
     try {
@@ -31,7 +28,15 @@ export async function requirePostgres(context: Mocha.Context): Promise<void> {
       await client.end().catch(() => undefined);
     }
   }
-  if (reachable) return;
+  return reachable;
+}
+
+/**
+ * Whether the test server answers. Suites call this in `before`: unreachable means skip with one
+ * line outside CI, and a failure under CI=true, where a missing server is a broken setup.
+ */
+export async function requirePostgres(context: Mocha.Context): Promise<void> {
+  if (await postgresReachable()) return;
   const message = `PostgreSQL is not reachable at ${new URL(PG_URL).host} (set STRATA_TEST_PG_URL or start the server)`;
   if (process.env['CI']) throw new Error(`${message}; under CI=true this is a failure, not a skip`);
   console.log(`      skipping PostgreSQL tests: ${message}`);

@@ -5,14 +5,17 @@
  * a silent failure, a crash, or a leaked secret.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import Database from 'better-sqlite3';
 import { Passphrase, initRepository, isStrataError, openRepository, readTar, LocalStorage } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from '../helpers/databases.js';
-import { CLI, TEST_PASSPHRASE, sqliteDump } from '../helpers/env.js';
+import { CLI, ROOT, TEST_PASSPHRASE, sqliteDump } from '../helpers/env.js';
+import { Databases, PG_URL, pgDump, pgQuery } from '../helpers/postgres.js';
 import { DiskFullStorage } from '../helpers/faulty-storage.js';
 
 export interface ScenarioResult {
@@ -232,17 +235,18 @@ export async function fullDiskSweep(options: { seed: number; runs: number; work:
   return { scenario: 'full disk', runs: options.runs, detected, problems };
 }
 
-/** Runs the CLI and kills it with SIGKILL after `delayMs`; resolves when it is gone. */
-function killAfter(args: string[], delayMs: number): Promise<{ killed: boolean; status: number | null }> {
+/** Runs the CLI and kills it with SIGKILL after `delayMs` (never, if undefined); resolves when it is gone, with how long it ran. */
+function killAfter(args: string[], delayMs: number | undefined): Promise<{ killed: boolean; status: number | null; ms: number }> {
   return new Promise((resolve) => {
+    const started = Date.now();
     const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE }, stdio: 'ignore' });
     let killed = false;
-    const timer = setTimeout(() => {
+    const timer = delayMs === undefined ? undefined : setTimeout(() => {
       killed = child.kill('SIGKILL');
     }, delayMs);
     child.on('exit', (status) => {
       clearTimeout(timer);
-      resolve({ killed: killed && status === null, status });
+      resolve({ killed: killed && status === null, status, ms: Date.now() - started });
     });
   });
 }
@@ -274,6 +278,11 @@ function consistency(repo: string): string[] {
  * killed with SIGKILL at random moments. Afterwards the repository must be consistent, every
  * backup must verify, the run must read as FAILED (interrupted), and a restore target must be
  * absent or complete.
+ *
+ * `kills` counts runs the kill really ended: the sweep goes on until that many have been (a kill
+ * that comes after the run finished still gets the checks, but is not counted). Each kill moment
+ * is drawn from the whole length of its operation, as measured by an uninterrupted run of it, so
+ * that the commit at the end is hit as often as the start, however fast or loaded the machine.
  */
 export async function crashSweep(options: { seed: number; kills: number; work: string }): Promise<ScenarioResult> {
   const random = rng(options.seed);
@@ -290,9 +299,13 @@ export async function crashSweep(options: { seed: number; kills: number; work: s
   const repo = path.join(options.work, 'crash-repo');
   await initRepository(repo, { encryption: 'compat', passphrase });
   spawnSync(process.execPath, [CLI, 'backup', db, '--repo', repo], { env: { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE } });
+  const ops = ['backup', 'incremental', 'prune', 'restore'] as const;
+  // How long each operation runs uncut; grows when a later run takes longer.
+  const length = new Map<(typeof ops)[number], number>();
+  const maxRuns = options.kills * 4 + 20;
   let runs = 0;
-  for (let i = 0; i < options.kills; i++) {
-    const op = pick(random, ['backup', 'incremental', 'prune', 'restore'] as const);
+  for (let i = 0; detected < options.kills && i < maxRuns; i++) {
+    const op = pick(random, ops);
     const target = path.join(options.work, `crash-restore-${i}.db`);
     const args =
       op === 'backup'
@@ -307,7 +320,9 @@ export async function crashSweep(options: { seed: number; kills: number; work: s
       w.prepare('UPDATE blobs SET data = randomblob(65536) WHERE id = ?').run(1 + Math.floor(random() * 160));
       w.close();
     }
-    const { killed } = await killAfter(args, Math.floor(random() * 900));
+    const measuring = !length.has(op);
+    const { killed, ms } = await killAfter(args, measuring ? undefined : Math.floor(random() * length.get(op)!));
+    if (!killed) length.set(op, Math.max(ms, length.get(op) ?? 0));
     runs++;
     if (killed) detected++;
     // Recovery is opening the repository (it sweeps what dead writers left); then it must agree.
@@ -330,7 +345,7 @@ export async function crashSweep(options: { seed: number; kills: number; work: s
       }
       rmSync(target, { force: true });
     }
-    if (i % 5 === 4 || i === options.kills - 1) {
+    if (i % 5 === 4 || detected === options.kills) {
       for (const report of await r.verify('all', { level: 'quick' })) if (report.outcome !== 'passed') problems.push(`kill ${i} (${op}): ${report.backupId} fails verification`);
     }
     await r.close();
@@ -340,6 +355,7 @@ export async function crashSweep(options: { seed: number; kills: number; work: s
       rmSync(path.join(options.work, f), { force: true });
     }
   }
+  if (detected < options.kills) problems.push(`only ${detected} of ${runs} runs were ended by the kill; ${options.kills} were asked for`);
   await new LocalStorage(repo).sweepTemp();
   if (readdirSync(path.join(repo, '.tmp')).length > 0) problems.push('temporary files of killed writers survived a sweep');
   return { scenario: 'crash (SIGKILL)', runs, detected, problems };
@@ -399,29 +415,211 @@ export async function concurrencySweep(options: { seed: number; rounds: number; 
   return { scenario: 'concurrency', runs: options.rounds, detected: 0, problems };
 }
 
-/** Secrets: the passphrase must appear in no file of the repository and no captured output or process list. */
-export function secretsScan(options: { repos: readonly string[]; outputs: readonly string[]; processLists: readonly string[] }): ScenarioResult {
+/** One command of a secrets session and what it printed. */
+interface SessionRun {
+  readonly args: readonly string[];
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** A PostgreSQL server for the secrets session: its URL, a database with rows, and a free name to restore into. */
+export interface SecretsPostgres {
+  /** The server, as the tests reach it (`postgres://user@host:port/db`); its password, if any, is the secret. */
+  readonly server: string;
+  readonly source: string;
+  readonly restoreTo: string;
+}
+
+/**
+ * Secrets: a whole CLI session with a fresh passphrase and, given a PostgreSQL server, a fresh
+ * password in the server's URL, written in strata.config.json as an operator would, so that only
+ * Strata could put it anywhere else. The session inits, backs up SQLite (and PostgreSQL: full and
+ * incremental), verifies at level full, restores, lists, reads stats, health and inventory,
+ * exports, and fails on purpose in ways whose messages name the URL (an unknown scheme, a missing
+ * database). Neither secret may appear in any file the session wrote (the config file aside), any
+ * stdout or stderr, or any `ps` snapshot, taken back to back while each command runs.
+ *
+ * The trust-authenticated test server accepts and ignores the password; where
+ * STRATA_TEST_PG_URL carries a real one, that password is the secret instead.
+ */
+export async function secretsSession(options: { work: string; postgres?: SecretsPostgres }): Promise<ScenarioResult & { snapshots: number; sawPgDump: boolean }> {
+  const { work, postgres } = options;
   const problems: string[] = [];
+  const passphrase = `pass-${randomBytes(12).toString('hex')}`;
+  const server = postgres ? new URL(postgres.server) : undefined;
+  // Characters a URL must encode around a random core: the scan looks for the core, so it finds
+  // the password however it was written (decoded, percent-encoded, escaped).
+  const core = randomBytes(12).toString('hex');
+  const password = server?.password ? decodeURIComponent(server.password) : `pw/${core}@:`;
+  const passwordMark = server?.password ? password : core;
+  const withPassword = (database: string, protocol = 'postgres:'): string => {
+    const url = new URL(server?.toString() ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+    url.password = encodeURIComponent(password);
+    url.pathname = `/${database}`;
+    return url.toString().replace(/^postgres:/, protocol);
+  };
+  const databases: Record<string, { url: string }> = {
+    app: { url: path.join(work, 'app.db') },
+    // An unknown scheme: the error names the URL, and must mask its password.
+    typo: { url: withPassword('shop', 'postgress:') },
+  };
+  if (postgres) {
+    databases['shop'] = { url: withPassword(postgres.source) };
+    databases['missing'] = { url: withPassword(`${postgres.source}_missing`) };
+  }
+  cpSync(path.join(ROOT, 'fixtures/sample.db'), path.join(work, 'app.db'));
+  const configFile = path.join(work, 'strata.config.json');
+  writeFileSync(configFile, JSON.stringify({ repository: 'repo', databases }, null, 2));
+  mkdirSync(path.join(work, 'tmp'));
+
+  const snapshots: string[] = [];
+  const runs: SessionRun[] = [];
+  const run = async (args: string[], expected: readonly number[], env: Record<string, string> = {}): Promise<SessionRun> => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: work,
+      env: { ...process.env, STRATA_PASSPHRASE: passphrase, STRATA_TMPDIR: path.join(work, 'tmp'), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    let running = true;
+    const exited = new Promise<number | null>((resolve) => child.on('close', (status) => ((running = false), resolve(status))));
+    // Back to back rather than on a timer, so short-lived children such as pg_dump are seen.
+    while (running) snapshots.push(await processListAsync());
+    const result = { args, status: await exited, stdout, stderr };
+    runs.push(result);
+    if (!expected.includes(result.status ?? -1)) problems.push(`strata ${args.join(' ')} exited ${result.status}, expected ${expected.join(' or ')}: ${stderr.slice(0, 300)}`);
+    return result;
+  };
+  // Restores to a server and verification's scratch databases take the password the libpq way;
+  // the config's URL is what backups use.
+  const pgEnv = { PGPASSWORD: password };
+
+  await run(['init'], [0]);
+  await run(['backup', 'app', '--json'], [0]);
+  await run(['backup', 'typo'], [1]);
+  if (postgres) {
+    await run(['backup', 'shop', '--json'], [0]);
+    await pgQuery(postgres.source, 'INSERT INTO secrets_probe (note) SELECT md5(g::text) FROM generate_series(1, 50) g');
+    await run(['backup', 'shop', '--type', 'incremental', '--json'], [0]);
+    await run(['backup', 'missing', '--json'], [1]);
+  }
+  await run(['verify', '--all', '--level', 'full'], [0], pgEnv);
+  await run(['restore', 'latest', '--db', 'app', '--to', path.join(work, 'restored.db')], [0]);
+  if (postgres) {
+    const target = new URL(withPassword(postgres.restoreTo));
+    target.password = '';
+    await run(['restore', 'latest', '--db', 'shop', '--to', target.toString(), '--json'], [0], pgEnv);
+    if (pgDump(postgres.restoreTo) !== pgDump(postgres.source)) problems.push('the PostgreSQL restore does not match the source database');
+  }
+  await run(['list'], [0]);
+  await run(['list', '--json'], [0]);
+  await run(['stats'], [0]);
+  // Unhealthy (3) is expected: the failed backups above are the latest runs of their databases.
+  await run(['health'], [0, 3]);
+  await run(['inventory', '--json'], [0]);
+  const exported = path.join(work, 'export.tar.gz');
+  await run(['export', '--all', '--out', exported], [0]);
+
+  const scan = secretsScan({
+    secrets: { passphrase, 'PostgreSQL password': passwordMark },
+    folders: [work],
+    skip: [configFile],
+    outputs: [
+      ...runs.map((r) => ({ label: `strata ${r.args.join(' ')}`, text: r.stdout + r.stderr })),
+      // The file scan sees the export only compressed; its catalog and notes are plain inside.
+      ...(existsSync(exported) ? [{ label: 'the export, decompressed', text: gunzipSync(readFileSync(exported)).toString('latin1') }] : []),
+    ],
+    processLists: snapshots,
+  });
+  return {
+    ...scan,
+    problems: [...problems, ...scan.problems],
+    snapshots: snapshots.length,
+    sawPgDump: snapshots.some((s) => /^\S*pg_dump /m.test(s)),
+  };
+}
+
+/**
+ * The secrets session, `sessions` times over with fresh secrets each time; with `postgres`, each
+ * session also backs up, verifies and restores a fresh database of that server.
+ */
+export async function secretsSweep(options: { sessions: number; work: string; postgres: boolean }): Promise<ScenarioResult & { scanned: number; snapshots: number }> {
+  const problems: string[] = [];
+  let scanned = 0;
+  let snapshots = 0;
+  const databases = new Databases();
+  try {
+    for (let i = 0; i < options.sessions; i++) {
+      const work = workDir(options.work, `session-${i}`);
+      const postgres = options.postgres
+        ? { server: PG_URL, source: await databases.create("CREATE TABLE secrets_probe (id serial PRIMARY KEY, note text); INSERT INTO secrets_probe (note) VALUES ('first')"), restoreTo: databases.name() }
+        : undefined;
+      const result = await secretsSession({ work, ...(postgres ? { postgres } : {}) });
+      scanned += result.runs;
+      snapshots += result.snapshots;
+      problems.push(...result.problems.map((p) => `session ${i}: ${p}`));
+      if (postgres && !result.sawPgDump) problems.push(`session ${i}: none of the ${result.snapshots} process lists caught pg_dump running`);
+      if (postgres) await databases.dropAll();
+      rmSync(work, { recursive: true, force: true });
+    }
+  } finally {
+    if (options.postgres) await databases.dropAll();
+  }
+  // runs: sessions; scanned: files, outputs and process lists looked through, snapshots among them.
+  return { scenario: options.postgres ? 'secrets (SQLite and PostgreSQL)' : 'secrets (SQLite only)', runs: options.sessions, detected: 0, problems, scanned, snapshots };
+}
+
+/**
+ * Looks for each secret in every file under `folders` (but `skip`), in each output and in each
+ * process list. The secrets are named by what they are, so a problem says which one leaked.
+ */
+export function secretsScan(options: {
+  secrets: Readonly<Record<string, string>>;
+  folders: readonly string[];
+  skip?: readonly string[];
+  outputs: readonly { label: string; text: string }[];
+  processLists: readonly string[];
+}): ScenarioResult {
+  const problems: string[] = [];
+  const secrets = Object.entries(options.secrets);
   let files = 0;
   const walk = (dir: string): void => {
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const full = path.join(dir, entry.name);
+      if (options.skip?.includes(full)) continue;
       if (entry.isDirectory()) walk(full);
-      else {
+      else if (entry.isFile()) {
         files++;
-        if (readFileSync(full).includes(TEST_PASSPHRASE)) problems.push(`the passphrase is in ${full}`);
+        const bytes = readFileSync(full);
+        for (const [name, secret] of secrets) if (bytes.includes(secret)) problems.push(`the ${name} is in ${full}`);
       }
     }
   };
-  for (const repo of options.repos) if (existsSync(repo)) walk(repo);
-  for (const [i, text] of options.outputs.entries()) if (text.includes(TEST_PASSPHRASE)) problems.push(`the passphrase is in captured output ${i}`);
-  for (const [i, text] of options.processLists.entries()) if (text.includes(TEST_PASSPHRASE)) problems.push(`the passphrase is in process list ${i}`);
+  for (const folder of options.folders) if (existsSync(folder)) walk(folder);
+  for (const { label, text } of options.outputs) for (const [name, secret] of secrets) if (text.includes(secret)) problems.push(`the ${name} is in the output of ${label}`);
+  for (const [i, text] of options.processLists.entries()) {
+    for (const [name, secret] of secrets) {
+      if (text.includes(secret)) problems.push(`the ${name} is in process list ${i}: ${text.split('\n').find((l) => l.includes(secret))!.replaceAll(secret, '<secret>')}`);
+    }
+  }
   return { scenario: 'secrets', runs: files + options.outputs.length + options.processLists.length, detected: 0, problems };
 }
 
-/** A snapshot of every process's command line (`ps`), to check no secret is on one. */
-export function processList(): string {
-  return spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
+/**
+ * Every process's full command line (`ps`), to check no secret is on one; asynchronous, so the
+ * children being watched keep running meanwhile.
+ */
+function processListAsync(): Promise<string> {
+  return new Promise((resolve) => {
+    const ps = spawn('ps', ['-ww', '-eo', 'args'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    ps.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    ps.on('close', () => resolve(out));
+  });
 }
 
 /** Makes a fresh work folder. */
