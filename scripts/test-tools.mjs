@@ -15,6 +15,10 @@ const needed = [
   ['psql', 'postgresql-client'],
   ['mysqldump', 'mariadb-client'],
   ['mysql', 'mariadb-client'],
+  // The VS Code extension's end-to-end tests: a real browser, and the Kerberos headers
+  // code-server's native `kerberos` module builds against.
+  ['chromium', 'chromium'],
+  ['krb5-config', 'libkrb5-dev'],
 ];
 
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;

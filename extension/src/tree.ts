@@ -1,0 +1,193 @@
+import * as vscode from 'vscode';
+import type { BackupView, ConfigProblem, DatabaseEntry } from '@strata/protocol';
+import type { StrataConnection } from './connection.js';
+import { describeBackup, formatAge, formatBytes, formatTime } from './format.js';
+
+export interface DatabaseNode {
+  readonly kind: 'database';
+  readonly entry: DatabaseEntry;
+}
+export interface TierNode {
+  readonly kind: 'tier';
+  readonly entry: DatabaseEntry;
+  readonly tier: string;
+  readonly backups: readonly BackupView[];
+}
+export interface BackupNode {
+  readonly kind: 'backup';
+  readonly entry: DatabaseEntry;
+  readonly backup: BackupView;
+}
+/** A line that explains something (an error, an empty list) and may offer a command. */
+export interface MessageNode {
+  readonly kind: 'message';
+  readonly text: string;
+  readonly detail?: string;
+  readonly icon: string;
+  readonly command?: vscode.Command;
+}
+export type StrataNode = DatabaseNode | TierNode | BackupNode | MessageNode;
+
+const TYPE_ICONS: Record<string, string> = { full: 'database', incremental: 'diff-added', differential: 'diff', 'schema-only': 'symbol-structure' };
+const TIER_ORDER = ['pinned', 'labelled', 'yearly', 'monthly', 'weekly', 'daily', 'hourly', 'within', 'last', 'newest', 'chain', 'other', 'not kept'];
+
+/** The URI scheme that carries a restore point's verification state to the decoration provider. */
+export const BACKUP_SCHEME = 'strata-backup';
+
+/**
+ * Databases, then their restore points newest first (or grouped by retention tier). Lists come
+ * from the server and are kept per repository until it reports a change or the user refreshes.
+ */
+export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode> {
+  readonly #connection: StrataConnection;
+  readonly #changed = new vscode.EventEmitter<StrataNode | undefined>();
+  readonly onDidChangeTreeData = this.#changed.event;
+  #databases: readonly DatabaseEntry[] = [];
+  #problems: readonly ConfigProblem[] = [];
+  #workspaceError: string | undefined;
+  #lists = new Map<string, Promise<readonly BackupView[]>>();
+  /** Settles when the databases were (re)loaded; tests and the status bar wait on it. */
+  loaded: Promise<void> = Promise.resolve();
+
+  constructor(connection: StrataConnection) {
+    this.#connection = connection;
+  }
+
+  get databases(): readonly DatabaseEntry[] {
+    return this.#databases;
+  }
+
+  /** Re-reads the config files and settings, and forgets every cached list. */
+  reload(): Promise<void> {
+    this.loaded = this.#load();
+    return this.loaded;
+  }
+
+  async #load(): Promise<void> {
+    this.#lists.clear();
+    try {
+      const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
+      const databases = vscode.workspace.getConfiguration('strata').get<{ name: string; url: string; repository: string }[]>('databases') ?? [];
+      const result = await this.#connection.request('strata/workspace', { folders, databases });
+      this.#databases = result.databases;
+      this.#problems = result.problems;
+      this.#workspaceError = undefined;
+    } catch (err) {
+      this.#databases = [];
+      this.#problems = [];
+      this.#workspaceError = err instanceof Error ? err.message : String(err);
+    }
+    await vscode.commands.executeCommand('setContext', 'strata.hasDatabases', this.#databases.length > 0 || this.#problems.length > 0 || this.#workspaceError !== undefined);
+    this.#changed.fire(undefined);
+  }
+
+  /** Forgets the lists of one repository (after the server said it changed). */
+  invalidate(repository: string): void {
+    for (const key of [...this.#lists.keys()]) if (key.startsWith(`${repository}\0`)) this.#lists.delete(key);
+    this.#changed.fire(undefined);
+  }
+
+  /** Restore points of a database, newest first (from the cache when it has them). */
+  backupsOf(entry: DatabaseEntry): Promise<readonly BackupView[]> {
+    const byTier = groupByTier();
+    const key = `${entry.repository}\0${entry.name}\0${byTier}`;
+    let list = this.#lists.get(key);
+    if (!list) {
+      list = this.#connection.request('strata/list', { repository: entry.repository, database: entry.name, byTier }).then((r) => r.backups);
+      list.catch(() => this.#lists.delete(key));
+      this.#lists.set(key, list);
+    }
+    return list;
+  }
+
+  getTreeItem(node: StrataNode): vscode.TreeItem {
+    switch (node.kind) {
+      case 'database': {
+        const item = new vscode.TreeItem(node.entry.name, vscode.TreeItemCollapsibleState.Expanded);
+        item.id = `db:${node.entry.repository}:${node.entry.name}`;
+        item.description = node.entry.location;
+        item.iconPath = new vscode.ThemeIcon('server');
+        item.contextValue = 'strata.database';
+        item.tooltip = new vscode.MarkdownString(
+          `**${node.entry.name}** (${node.entry.engine})\n\n${node.entry.location}\n\nbackups in \`${node.entry.repository}\`\n\nfrom ${node.entry.origin === 'settings' ? 'the strata.databases setting' : `\`${node.entry.origin}\``}`,
+        );
+        return item;
+      }
+      case 'tier': {
+        const item = new vscode.TreeItem(node.tier, vscode.TreeItemCollapsibleState.Expanded);
+        item.id = `tier:${node.entry.repository}:${node.entry.name}:${node.tier}`;
+        item.description = `${node.backups.length}`;
+        item.iconPath = new vscode.ThemeIcon(node.tier === 'not kept' ? 'trash' : 'calendar');
+        item.tooltip = node.tier === 'not kept' ? 'No retention rule keeps these: the next prune removes them' : `Kept by the ${node.tier} rule`;
+        return item;
+      }
+      case 'backup': {
+        const b = node.backup;
+        const item = new vscode.TreeItem(formatTime(b.createdAt), vscode.TreeItemCollapsibleState.None);
+        item.id = `backup:${b.id}`;
+        const verified = b.verification ? (b.verification.outcome === 'passed' ? 'verified' : 'verification failed') : undefined;
+        item.description = [b.type, formatBytes(b.storedBytes), formatAge(b.createdAt), b.label ?? undefined, verified].filter(Boolean).join(' · ');
+        item.iconPath = new vscode.ThemeIcon(TYPE_ICONS[b.type] ?? 'circle-outline', b.verification?.outcome === 'failed' ? new vscode.ThemeColor('testing.iconFailed') : undefined);
+        item.resourceUri = vscode.Uri.from({ scheme: BACKUP_SCHEME, path: `/${b.id}`, query: b.verification?.outcome ?? 'never' });
+        item.tooltip = new vscode.MarkdownString(describeBackup(b, node.entry.location));
+        item.contextValue = `strata.backup.${b.type}`;
+        item.command = { command: 'strata.showDetails', title: 'Show Details', arguments: [node] };
+        return item;
+      }
+      case 'message': {
+        const item = new vscode.TreeItem(node.text, vscode.TreeItemCollapsibleState.None);
+        item.iconPath = new vscode.ThemeIcon(node.icon);
+        if (node.detail) item.tooltip = node.detail;
+        if (node.command) item.command = node.command;
+        item.contextValue = 'strata.message';
+        return item;
+      }
+    }
+  }
+
+  async getChildren(node?: StrataNode): Promise<StrataNode[]> {
+    if (!node) {
+      await this.loaded;
+      const nodes: StrataNode[] = this.#databases.map((entry) => ({ kind: 'database', entry }));
+      for (const problem of this.#problems) nodes.push({ kind: 'message', text: `${problem.file}: ${problem.message}`, icon: 'warning', detail: problem.message });
+      if (this.#workspaceError) {
+        nodes.push({ kind: 'message', text: this.#workspaceError, icon: 'error', command: { command: 'strata.showLog', title: 'Show Server Log' } });
+      }
+      return nodes;
+    }
+    if (node.kind === 'tier') return node.backups.map((backup) => ({ kind: 'backup', entry: node.entry, backup }));
+    if (node.kind !== 'database') return [];
+    const entry = node.entry;
+    if (!entry.repositoryExists) {
+      return [{ kind: 'message', text: `No repository at ${entry.repository} yet: create it`, icon: 'new-folder', command: { command: 'strata.addDatabase', title: 'Create Repository', arguments: [{ initRepository: entry.repository }] } }];
+    }
+    let backups: readonly BackupView[];
+    try {
+      backups = await this.backupsOf(entry);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return [{ kind: 'message', text: message, icon: 'error', command: { command: 'strata.showLog', title: 'Show Server Log' } }];
+    }
+    if (backups.length === 0) return [{ kind: 'message', text: 'No restore points yet: back up now', icon: 'info', command: { command: 'strata.backupNow', title: 'Back Up Now', arguments: [node] } }];
+    if (!groupByTier()) return backups.map((backup) => ({ kind: 'backup', entry, backup }));
+    const tiers = new Map<string, BackupView[]>();
+    for (const b of backups) tiers.set(b.tier ?? 'other', [...(tiers.get(b.tier ?? 'other') ?? []), b]);
+    return [...tiers]
+      .sort(([a], [b]) => TIER_ORDER.indexOf(a) - TIER_ORDER.indexOf(b))
+      .map(([tier, list]) => ({ kind: 'tier', entry, tier, backups: list }));
+  }
+}
+
+function groupByTier(): boolean {
+  return vscode.workspace.getConfiguration('strata').get<boolean>('tree.groupByTier') ?? false;
+}
+
+/** The verification badge: ✓ for a passed verification, ✗ for a failed one. */
+export class VerificationDecorations implements vscode.FileDecorationProvider {
+  provideFileDecoration(uri: vscode.Uri): vscode.FileDecoration | undefined {
+    if (uri.scheme !== BACKUP_SCHEME) return undefined;
+    if (uri.query === 'passed') return new vscode.FileDecoration('✓', 'verified', new vscode.ThemeColor('testing.iconPassed'));
+    if (uri.query === 'failed') return new vscode.FileDecoration('✗', 'verification failed', new vscode.ThemeColor('testing.iconFailed'));
+    return undefined;
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * The protocol between the Strata server (the SDK behind JSON-RPC) and its clients, first of all
+ * the VS Code extension. Methods are namespaced `strata/...`; params and results are plain JSON.
+ *
+ * Long requests (backup, verify, restore, tables, prune) accept a `workDoneToken`: the server
+ * reports `$/progress` on it, and cancelling the request (`$/cancelRequest`) aborts the
+ * operation, which leaves the repository and any restore target as they were.
+ *
+ * Failures are JSON-RPC errors with code {@link STRATA_ERROR} and `data` of type
+ * {@link StrataErrorData}: the SDK's string error code, which is what a client should branch on.
+ */
+import type { BackupRecord, BackupType, RetentionDecision, VerifyReport } from '@strata/core';
+
+export type { BackupRecord, BackupType, CheckResult, RetentionDecision, VerificationRecord, VerifyReport } from '@strata/core';
+
+/** Bumped when a method changes incompatibly; `initialize` returns it in `serverInfo`. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * The JSON-RPC error code of every Strata failure. It lies outside the ranges JSON-RPC and LSP
+ * reserve (-32768 to -32000 and -32899 to -32800); the detail is in `data.code`.
+ */
+export const STRATA_ERROR = 1;
+
+/** `data` of a Strata error response. */
+export interface StrataErrorData {
+  /** The SDK's error code: `PASSPHRASE_WRONG`, `CHAIN_BROKEN`, `TARGET_EXISTS`, `ABORTED`, ... */
+  readonly code: string;
+  /** The exit status the CLI would use for the same failure (2 usage, 3 verify, 4 passphrase, 5 locked). */
+  readonly exitCode: number;
+  readonly details?: Record<string, unknown>;
+}
+
+/** Present on long requests: where `$/progress` goes. */
+export interface WorkDone {
+  readonly workDoneToken?: string | number;
+}
+
+/** A database the user added through the client (kept in the client's settings). */
+export interface AddedDatabase {
+  readonly name: string;
+  /** A SQLite path or a server URL. */
+  readonly url: string;
+  readonly repository: string;
+}
+
+/** A database the server knows, from a strata.config.json or from the client's settings. */
+export interface DatabaseEntry {
+  readonly name: string;
+  /** sqlite, postgres or mysql. */
+  readonly engine: string;
+  /** Where the database is, without secrets: a SQLite file path, or a server URL without its password. */
+  readonly location: string;
+  /** The repository folder its backups go to. */
+  readonly repository: string;
+  readonly repositoryExists: boolean;
+  /** The config file that names it, or `settings`. */
+  readonly origin: string;
+}
+
+/** A config file that could not be used, and why. */
+export interface ConfigProblem {
+  readonly file: string;
+  readonly message: string;
+}
+
+/** Which repository (a folder) a request is about. */
+export interface RepositoryRef {
+  readonly repository: string;
+}
+
+/** A restore point as a client shows it: the catalog entry, and its retention tier when asked for. */
+export interface BackupView extends BackupRecord {
+  /** The longest-lived retention rule that keeps it (`daily`, `weekly`, ...), or `not kept`. */
+  readonly tier?: string;
+  /** Why retention keeps or drops it. */
+  readonly reasons?: readonly string[];
+}
+
+/** Requests the client sends, by method: their params and results. */
+export interface RequestMap {
+  /** Reads the config files of the workspace folders and adds the client's own databases. */
+  'strata/workspace': {
+    params: { readonly folders: readonly string[]; readonly databases: readonly AddedDatabase[] };
+    result: { readonly databases: readonly DatabaseEntry[]; readonly problems: readonly ConfigProblem[] };
+  };
+  /** Restore points, newest first; with `byTier`, each with its retention tier and reasons. */
+  'strata/list': {
+    params: RepositoryRef & { readonly database?: string; readonly byTier?: boolean };
+    result: { readonly backups: readonly BackupView[] };
+  };
+  'strata/backup': {
+    params: RepositoryRef & WorkDone & { readonly database: string; readonly type: BackupType; readonly label?: string };
+    result: { readonly backup: BackupRecord; readonly unchanged: boolean };
+  };
+  'strata/verify': {
+    params: RepositoryRef & WorkDone & { readonly id: string; readonly level: 'quick' | 'full' };
+    result: VerifyReport;
+  };
+  /** Whether a restore target exists (so the client can ask before replacing it). */
+  'strata/restoreTarget': {
+    params: RepositoryRef & { readonly engine: string; readonly target: string };
+    result: { readonly exists: boolean; readonly description: string };
+  };
+  /** Restores by id, or the newest restore point of `database` at or before `asOf` (ISO). */
+  'strata/restore': {
+    params: RepositoryRef &
+      WorkDone & {
+        readonly id?: string;
+        readonly asOf?: string;
+        readonly database?: string;
+        readonly to: string;
+        readonly tables?: readonly string[];
+        readonly force?: boolean;
+      };
+    result: { readonly backup: BackupRecord; readonly chain: readonly string[]; readonly target: string; readonly bytes: number };
+  };
+  /** The tables a restore point holds (reads its artifact). */
+  'strata/tables': {
+    params: RepositoryRef & WorkDone & { readonly id: string };
+    result: { readonly tables: readonly string[] };
+  };
+  /** The retention plan (policy from the config file, else the defaults); applies it unless `dryRun`. */
+  'strata/prune': {
+    params: RepositoryRef & { readonly database?: string; readonly dryRun: boolean };
+    result: { readonly keep: readonly RetentionDecision[]; readonly remove: readonly RetentionDecision[] };
+  };
+  'strata/delete': {
+    params: RepositoryRef & { readonly ids: readonly string[]; readonly withDependents: boolean };
+    result: { readonly removed: readonly string[] };
+  };
+  /** Creates a repository; the passphrase is asked for through `strata/passphrase`. */
+  'strata/init': {
+    params: RepositoryRef & { readonly encryption: 'compat' | 'modern' | 'none' };
+    result: { readonly repository: string; readonly encryption: string };
+  };
+  /** Checks the passphrase (asking for it); with `forget`, drops the one the server holds first. */
+  'strata/unlock': {
+    params: RepositoryRef & { readonly forget?: boolean };
+    result: { readonly encryption: string };
+  };
+}
+
+/** Requests the server sends to the client. */
+export interface ClientRequestMap {
+  /**
+   * The passphrase of a repository: from the client's secret storage, or asked of the user.
+   * `null` when there is none (the request then fails with PASSPHRASE_MISSING). `purpose` is
+   * `init` when a new repository needs one (the client should ask twice).
+   */
+  'strata/passphrase': {
+    params: RepositoryRef & { readonly purpose: 'unlock' | 'init' };
+    result: { readonly passphrase: string | null };
+  };
+}
+
+/** Notifications the server sends: the catalog of a repository changed (refresh views of it). */
+export interface NotificationMap {
+  'strata/changed': RepositoryRef;
+}
+
+export type RequestMethod = keyof RequestMap;
+export type ParamsOf<M extends RequestMethod> = RequestMap[M]['params'];
+export type ResultOf<M extends RequestMethod> = RequestMap[M]['result'];
+
+/** Every request method, for servers that check they handle them all. */
+export const REQUEST_METHODS = [
+  'strata/workspace',
+  'strata/list',
+  'strata/backup',
+  'strata/verify',
+  'strata/restoreTarget',
+  'strata/restore',
+  'strata/tables',
+  'strata/prune',
+  'strata/delete',
+  'strata/init',
+  'strata/unlock',
+] as const satisfies readonly RequestMethod[];
+
+export const PASSPHRASE_REQUEST = 'strata/passphrase' satisfies keyof ClientRequestMap;
+export const CHANGED_NOTIFICATION = 'strata/changed' satisfies keyof NotificationMap;

@@ -1,0 +1,333 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { ResponseError } from 'vscode-languageserver/node';
+import type { CancellationToken, Connection, WorkDoneProgressReporter } from 'vscode-languageserver/node';
+import {
+  CONFIG_FILE,
+  Passphrase,
+  StrataError,
+  createDefaultEngines,
+  exitCodeFor,
+  initRepository,
+  isStrataError,
+  loadConfig,
+  openRepository,
+  resolveLocator,
+  retentionFor,
+  tierOf,
+  validateDatabaseName,
+} from '@strata/sdk';
+import type { EngineRegistry, ProgressEvent, Repository, StrataConfig } from '@strata/sdk';
+import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
+import type { ClientRequestMap, ConfigProblem, DatabaseEntry, ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
+
+/** A database the server can back up: where it is (with any secret) and where its backups go. */
+interface KnownDatabase {
+  readonly entry: DatabaseEntry;
+  readonly locator: string;
+  readonly config: StrataConfig;
+}
+
+type Handler<M extends RequestMethod> = (params: ParamsOf<M>, run: Run) => Promise<ResultOf<M>>;
+
+/** What a handler gets besides its params: cancellation as an AbortSignal, and progress. */
+interface Run {
+  readonly signal: AbortSignal;
+  readonly progress: (event: ProgressEvent) => void;
+  readonly begin: (title: string) => void;
+}
+
+/**
+ * The Strata SDK behind JSON-RPC. One instance per connection; repositories stay open between
+ * requests (so a passphrase is asked for once per repository and session) and are closed on
+ * shutdown.
+ */
+export class StrataServer {
+  readonly #connection: Connection;
+  readonly #engines: EngineRegistry = createDefaultEngines();
+  readonly #repositories = new Map<string, Promise<Repository>>();
+  #databases = new Map<string, KnownDatabase>();
+
+  constructor(connection: Connection) {
+    this.#connection = connection;
+    this.#handle('strata/workspace', (p) => this.#workspace(p));
+    this.#handle('strata/list', (p) => this.#list(p));
+    this.#handle('strata/backup', (p, run) => this.#backup(p, run));
+    this.#handle('strata/verify', (p, run) => this.#verify(p, run));
+    this.#handle('strata/restoreTarget', async (p) => {
+      const target = await (await this.#repository(p.repository)).restoreTarget(p.engine, p.target);
+      return { exists: target.exists, description: displayLocation(target.description) };
+    });
+    this.#handle('strata/restore', (p, run) => this.#restore(p, run));
+    this.#handle('strata/tables', async (p, run) => {
+      run.begin('Reading the table list');
+      return { tables: await (await this.#repository(p.repository)).tablesOf({ id: p.id }, { signal: run.signal }) };
+    });
+    this.#handle('strata/prune', (p) => this.#prune(p));
+    this.#handle('strata/delete', (p) => this.#delete(p));
+    this.#handle('strata/init', (p) => this.#init(p));
+    this.#handle('strata/unlock', (p) => this.#unlock(p));
+  }
+
+  /** Closes every open repository (releasing nothing it does not hold). */
+  async close(): Promise<void> {
+    const open = [...this.#repositories.values()];
+    this.#repositories.clear();
+    for (const repo of open) await repo.then((r) => r.close()).catch(() => undefined);
+  }
+
+  /**
+   * Registers a handler: turns cancellation into an AbortSignal, the request's workDoneToken
+   * into `$/progress`, and every failure into a ResponseError carrying the SDK's code.
+   */
+  #handle<M extends RequestMethod>(method: M, handler: Handler<M>): void {
+    this.#connection.onRequest(method, async (params: ParamsOf<M> & { workDoneToken?: string | number }, token: CancellationToken) => {
+      const controller = new AbortController();
+      const cancelled = token.onCancellationRequested(() => controller.abort(new StrataError('ABORTED', `${method}: cancelled`)));
+      const reporter: WorkDoneProgressReporter | undefined =
+        params?.workDoneToken !== undefined ? this.#connection.window.attachWorkDoneProgress(params.workDoneToken) : undefined;
+      let begun = false;
+      const run: Run = {
+        signal: controller.signal,
+        begin: (title) => {
+          if (begun) return;
+          begun = true;
+          reporter?.begin(title, 0, undefined, true);
+        },
+        progress: progressReporter(reporter),
+      };
+      const started = Date.now();
+      try {
+        const result = await handler(params, run);
+        this.#log(`${method} done in ${Date.now() - started} ms`);
+        return result;
+      } catch (err) {
+        const error = toResponseError(err);
+        this.#log(`${method} failed: ${error.data?.code}: ${error.message}`);
+        return error;
+      } finally {
+        cancelled.dispose();
+        reporter?.done();
+      }
+    });
+  }
+
+  #log(message: string): void {
+    this.#connection.console.info(message);
+  }
+
+  #changed(repository: string): void {
+    void this.#connection.sendNotification(CHANGED_NOTIFICATION, { repository });
+  }
+
+  /** Opens (once) the repository in a folder; the passphrase is asked of the client when needed. */
+  #repository(folder: string): Promise<Repository> {
+    const location = path.resolve(folder);
+    let repo = this.#repositories.get(location);
+    if (!repo) {
+      if (!existsSync(location)) {
+        return Promise.reject(new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; create it first (Strata: Add Database offers to)`));
+      }
+      repo = openRepository(location, {
+        engines: this.#engines,
+        passphrase: () => this.#askPassphrase(location, 'unlock'),
+        lock: { waitMs: 30_000 },
+      });
+      // A failed open is not cached: the next request tries again (the folder may appear).
+      repo.catch(() => this.#repositories.delete(location));
+      this.#repositories.set(location, repo);
+    }
+    return repo;
+  }
+
+  async #askPassphrase(repository: string, purpose: 'unlock' | 'init'): Promise<Passphrase> {
+    const answer = await this.#connection.sendRequest<ClientRequestMap['strata/passphrase']['result']>(PASSPHRASE_REQUEST, { repository, purpose });
+    if (!answer?.passphrase) {
+      throw new StrataError('PASSPHRASE_MISSING', `repository ${repository} is encrypted and no passphrase was given (Strata: Set Passphrase)`);
+    }
+    return new Passphrase(answer.passphrase);
+  }
+
+  #known(repository: string, database: string): KnownDatabase {
+    const known = this.#databases.get(keyOf(repository, database));
+    if (!known) {
+      throw new StrataError('USAGE', `database ${database} of repository ${repository} is not in the workspace's ${CONFIG_FILE} nor in the strata.databases setting`);
+    }
+    return known;
+  }
+
+  async #workspace(params: ParamsOf<'strata/workspace'>): Promise<ResultOf<'strata/workspace'>> {
+    const problems: ConfigProblem[] = [];
+    const found = new Map<string, KnownDatabase>();
+    const add = (name: string, locator: string, repository: string, origin: string, config: StrataConfig): void => {
+      const engine = this.#engines.forLocator(locator);
+      if (!engine) {
+        problems.push({ file: origin, message: `database ${name}: no engine understands its url (expected a SQLite path, postgres:// or mysql://)` });
+        return;
+      }
+      const entry: DatabaseEntry = { name, engine: engine.kind, location: displayLocation(engine.describe(locator)), repository, repositoryExists: existsSync(repository), origin };
+      found.set(keyOf(repository, name), { entry, locator, config });
+    };
+    for (const folder of params.folders) {
+      const file = path.join(folder, CONFIG_FILE);
+      if (!existsSync(file)) continue;
+      try {
+        const { config } = loadConfig(file);
+        if (!config.repository) {
+          problems.push({ file, message: `no "repository": say which folder the backups of its databases go to` });
+          continue;
+        }
+        for (const [name, db] of Object.entries(config.databases ?? {})) add(name, db.url, config.repository, file, config);
+      } catch (err) {
+        problems.push({ file, message: err instanceof Error ? err.message : String(err) });
+      }
+    }
+    for (const db of params.databases) {
+      try {
+        validateDatabaseName(db.name);
+        const base = params.folders[0] ?? process.cwd();
+        add(db.name, resolveLocator(db.url, base), path.resolve(base, db.repository), 'settings', {});
+      } catch (err) {
+        problems.push({ file: 'settings', message: `strata.databases ${db.name}: ${err instanceof Error ? err.message : String(err)}` });
+      }
+    }
+    this.#databases = found;
+    return { databases: [...found.values()].map((k) => k.entry), problems };
+  }
+
+  async #list(params: ParamsOf<'strata/list'>): Promise<ResultOf<'strata/list'>> {
+    const repo = await this.#repository(params.repository);
+    const backups = await repo.list(params.database !== undefined ? { database: params.database } : {});
+    const newestFirst = [...backups].reverse();
+    if (!params.byTier) return { backups: newestFirst };
+    const plan = await repo.prune((database) => this.#policyFor(params.repository, database), { ...(params.database !== undefined ? { database: params.database } : {}), dryRun: true });
+    const decisions = new Map([...plan.keep.map((d) => [d.id, { tier: tierOf(d), reasons: d.reasons }] as const), ...plan.remove.map((d) => [d.id, { tier: 'not kept', reasons: d.reasons }] as const)]);
+    return { backups: newestFirst.map((b) => ({ ...b, ...decisions.get(b.id) })) };
+  }
+
+  /** Retention as the config file that names the database says, else the defaults. */
+  #policyFor(repository: string, database: string): ReturnType<typeof retentionFor> {
+    const known = this.#databases.get(keyOf(repository, database));
+    return retentionFor(known?.config ?? {}, database);
+  }
+
+  async #backup(params: ParamsOf<'strata/backup'>, run: Run): Promise<ResultOf<'strata/backup'>> {
+    const known = this.#known(params.repository, params.database);
+    const repo = await this.#repository(params.repository);
+    await repo.unlock();
+    run.begin(`Backing up ${params.database}`);
+    this.#log(`backup ${params.database} (${params.type}) from ${known.entry.location}`);
+    const backup = await repo.backup(known.locator, {
+      database: params.database,
+      type: params.type,
+      autoFull: true,
+      ...(params.label ? { label: params.label } : {}),
+      signal: run.signal,
+      onProgress: run.progress,
+    });
+    this.#changed(params.repository);
+    return { backup, unchanged: backup.parent !== null && backup.payloadBytes === 0 };
+  }
+
+  async #verify(params: ParamsOf<'strata/verify'>, run: Run): Promise<ResultOf<'strata/verify'>> {
+    const repo = await this.#repository(params.repository);
+    run.begin(`Verifying ${params.id}`);
+    const [report] = await repo.verify({ id: params.id }, { level: params.level, signal: run.signal, onProgress: run.progress });
+    this.#changed(params.repository);
+    return report!;
+  }
+
+  async #restore(params: ParamsOf<'strata/restore'>, run: Run): Promise<ResultOf<'strata/restore'>> {
+    const repo = await this.#repository(params.repository);
+    let asOf: Date | undefined;
+    if (params.asOf !== undefined) {
+      asOf = new Date(params.asOf);
+      if (Number.isNaN(asOf.getTime())) throw new StrataError('USAGE', `restore: ${JSON.stringify(params.asOf)} is not a date and time`);
+    }
+    const selector = { ...(params.id !== undefined ? { id: params.id } : {}), ...(asOf ? { asOf } : {}), ...(params.database !== undefined ? { database: params.database } : {}) };
+    run.begin(`Restoring ${params.id ?? `${params.database} as of ${params.asOf}`}`);
+    const result = await repo.restore(selector, {
+      to: params.to,
+      force: params.force ?? false,
+      ...(params.tables ? { tables: params.tables } : {}),
+      signal: run.signal,
+      onProgress: run.progress,
+    });
+    return { backup: result.backup, chain: result.chain.map((b) => b.id), target: params.to, bytes: result.bytes };
+  }
+
+  async #prune(params: ParamsOf<'strata/prune'>): Promise<ResultOf<'strata/prune'>> {
+    const repo = await this.#repository(params.repository);
+    const plan = await repo.prune((database) => this.#policyFor(params.repository, database), {
+      ...(params.database !== undefined ? { database: params.database } : {}),
+      dryRun: params.dryRun,
+    });
+    if (!params.dryRun) this.#changed(params.repository);
+    return plan;
+  }
+
+  async #delete(params: ParamsOf<'strata/delete'>): Promise<ResultOf<'strata/delete'>> {
+    const repo = await this.#repository(params.repository);
+    const removed = await repo.delete(params.ids, { withDependents: params.withDependents });
+    this.#changed(params.repository);
+    return { removed: removed.map((r) => r.id) };
+  }
+
+  async #init(params: ParamsOf<'strata/init'>): Promise<ResultOf<'strata/init'>> {
+    const location = path.resolve(params.repository);
+    const passphrase = params.encryption === 'none' ? undefined : await this.#askPassphrase(location, 'init');
+    await initRepository(location, { encryption: params.encryption, ...(passphrase ? { passphrase } : {}) });
+    this.#log(`created repository ${location} (encryption ${params.encryption})`);
+    this.#changed(location);
+    return { repository: location, encryption: params.encryption };
+  }
+
+  async #unlock(params: ParamsOf<'strata/unlock'>): Promise<ResultOf<'strata/unlock'>> {
+    const location = path.resolve(params.repository);
+    if (params.forget) {
+      const open = this.#repositories.get(location);
+      this.#repositories.delete(location);
+      await open?.then((r) => r.close()).catch(() => undefined);
+    }
+    const repo = await this.#repository(location);
+    await repo.unlock();
+    return { encryption: repo.settings.encryption };
+  }
+}
+
+/** People know a SQLite database by its path, a server database by its URL (already without a password). */
+function displayLocation(described: string): string {
+  return described.replace(/^sqlite:(\/\/)?/, '');
+}
+
+function keyOf(repository: string, database: string): string {
+  return `${path.resolve(repository)}\0${database}`;
+}
+
+/** Turns the SDK's progress events into `$/progress` reports, at most a few a second. */
+function progressReporter(reporter: WorkDoneProgressReporter | undefined): (event: ProgressEvent) => void {
+  let last = 0;
+  return (event) => {
+    if (!reporter) return;
+    const now = Date.now();
+    if (now - last < 200 && event.phase !== 'commit') return;
+    last = now;
+    const percentage = event.totalBytes ? Math.min(100, (event.doneBytes / event.totalBytes) * 100) : undefined;
+    const what = { snapshot: 'reading the database', write: 'writing the artifact', read: 'reading the backup', check: 'checking the restored copy', commit: 'putting it in place' }[event.phase];
+    if (percentage === undefined) reporter.report(`${what} (${formatMiB(event.doneBytes)})`);
+    else reporter.report(percentage, `${what} (${formatMiB(event.doneBytes)} of ${formatMiB(event.totalBytes!)})`);
+  };
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+/** Every failure crosses as STRATA_ERROR with the SDK's code in `data`; unknown errors are INTERNAL. */
+export function toResponseError(err: unknown): ResponseError<StrataErrorData> {
+  if (isStrataError(err)) {
+    return new ResponseError<StrataErrorData>(STRATA_ERROR, err.message, { code: err.code, exitCode: exitCodeFor(err.code), ...(Object.keys(err.details).length > 0 ? { details: err.details } : {}) });
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new ResponseError<StrataErrorData>(STRATA_ERROR, `unexpected error: ${message} (a bug in Strata; the server log has the details)`, { code: 'INTERNAL', exitCode: exitCodeFor('INTERNAL') });
+}

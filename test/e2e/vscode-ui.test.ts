@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { buildRichDatabase } from '../helpers/databases.js';
+import { TEST_PASSPHRASE, sqliteDump, sqliteQuery, strata } from '../helpers/env.js';
+import { SHOTS, VSIX, choose, contextMenu, launchBrowser, requireCodeServer, runCommand, startCodeServer, toast } from './code-server.js';
+import type { VsCode } from './code-server.js';
+
+/**
+ * The extension as a person uses it: installed from the .vsix into a real VS Code (code-server),
+ * clicked through in chromium. Screenshots go to test-output/vscode/ for a person to look at.
+ */
+describe('VS Code extension, end to end in a real VS Code', function () {
+  this.timeout(240_000);
+  requireCodeServer(this);
+  let root: string;
+  let workspace: string;
+  let vscode: VsCode | undefined;
+  let browser: Browser | undefined;
+  let page: Page;
+  let original: string;
+
+  before(async () => {
+    root = mkdtempSync(path.join(tmpdir(), 'strata-vscode-ui-'));
+    workspace = path.join(root, 'ws');
+    mkdirSync(workspace);
+    buildRichDatabase(path.join(workspace, 'app.db'), { rows: 300 });
+    original = sqliteDump(path.join(workspace, 'app.db'));
+    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db' } } }, null, 2));
+    const init = strata(['init', '--repo', path.join(workspace, '.backups')], { env: { STRATA_PASSPHRASE: TEST_PASSPHRASE } });
+    assert.equal(init.status, 0, init.stderr);
+    vscode = await startCodeServer(root, workspace, { vsix: VSIX });
+    browser = await launchBrowser();
+    page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
+    await page.goto(vscode.url);
+    await page.locator('.explorer-folders-view .monaco-list-row').first().waitFor({ timeout: 90_000 });
+    // Contributions of remote extensions arrive a moment after the workbench: wait for ours.
+    await page.locator('.activitybar a[aria-label="Strata"]').waitFor({ timeout: 60_000 });
+    mkdirSync(SHOTS, { recursive: true });
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed' && page) {
+      await page.screenshot({ path: path.join(SHOTS, `failed-${this.currentTest.title.replace(/\W+/g, '-')}.png`) }).catch(() => undefined);
+      if (vscode) console.log(vscode.log.split('\n').slice(-40).join('\n'));
+    }
+  });
+
+  after(async () => {
+    await browser?.close();
+    await vscode?.stop();
+    if (root && !process.env['STRATA_KEEP_E2E']) rmSync(root, { recursive: true, force: true });
+  });
+
+  const sidebarRow = (text: string | RegExp) => page.locator('.part.sidebar .monaco-list-row', { hasText: text }).first();
+
+  it('shows the Strata view with the database from strata.config.json', async () => {
+    await page.locator('.activitybar a[aria-label="Strata"]').click();
+    // A wider side bar, so the restore points' descriptions show in full (and in the screenshot).
+    const sash = await page.locator('.part.sidebar').boundingBox();
+    if (sash) {
+      await page.mouse.move(sash.x + sash.width + 1, sash.y + sash.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(sash.x + 560, sash.y + sash.height / 2, { steps: 5 });
+      await page.mouse.up();
+    }
+    await sidebarRow('app').waitFor();
+    await sidebarRow('No restore points yet').waitFor();
+  });
+
+  it('backs up from the palette, asking for the passphrase once, and shows the new restore point', async () => {
+    await runCommand(page, 'Strata: Back Up Now');
+    await choose(page, 'Full');
+    const passphrase = page.locator('.quick-input-widget input[type="password"]');
+    await passphrase.waitFor();
+    await passphrase.fill(TEST_PASSPHRASE);
+    await page.keyboard.press('Enter');
+    assert.match(await toast(page, 'backed up app'), /backed up app: full, .* stored \(app_full_\d{8}_\d{6}/);
+    await sidebarRow(/full · .*just now/).waitFor();
+    await page.screenshot({ path: path.join(SHOTS, 'after-backup.png') });
+  });
+
+  it('verifies the restore point from its context menu and shows the badge', async () => {
+    await contextMenu(page, sidebarRow(/full · /), 'Verify…');
+    await choose(page, 'Full');
+    assert.match(await toast(page, /verified app_full_/), /passed \(5 of 5 checks, full\)/);
+    await sidebarRow(/full · .* · verified/).waitFor();
+    await page.locator('.statusbar-item', { hasText: 'just now' }).first().waitFor();
+  });
+
+  it('restores the restore point to a new file from its context menu', async () => {
+    const target = path.join(root, 'restored.db');
+    await contextMenu(page, sidebarRow(/full · /), 'Restore…');
+    await choose(page, 'To a new file');
+    // code-server's save dialog is VS Code's simple file dialog: a path in the quick input.
+    const input = page.locator('.quick-input-widget input');
+    await page.waitForFunction(() => (document.querySelector('.quick-input-widget input') as HTMLInputElement | null)?.value.includes('app-restored-'));
+    await input.fill(target);
+    await page.locator('.quick-input-widget .monaco-button', { hasText: 'OK' }).click();
+    assert.match(await toast(page, /restored app_full_/), new RegExp(`to ${target.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
+    assert.ok(existsSync(target));
+    assert.equal(sqliteDump(target), original, 'the restored file holds what was backed up');
+  });
+
+  it('backs up an incremental from the database row\'s inline button, shown newest first', async () => {
+    sqliteQuery(path.join(workspace, 'app.db'), "INSERT INTO authors(name) VALUES ('Written After The Full')");
+    const row = sidebarRow('app');
+    await row.hover();
+    await row.locator('.action-label[aria-label^="Back Up Now"]').click();
+    await choose(page, 'Incremental');
+    assert.match(await toast(page, /backed up app: incremental/), /stored \(app_incremental_/);
+    const rows = page.locator('.part.sidebar .monaco-list-row');
+    await rows.filter({ hasText: /incremental · / }).first().waitFor();
+    const texts = await rows.allInnerTexts();
+    assert.ok(texts.findIndex((t) => t.includes('incremental')) < texts.findIndex((t) => t.includes('full ·')), `newest first: ${texts.join(' | ')}`);
+    // The picture for the README: the tree with a verified full backup and an incremental on it.
+    await page.locator('.notifications-toasts').evaluate((el) => ((el as HTMLElement).style.visibility = 'hidden'));
+    await page.mouse.move(900, 600);
+    await page.screenshot({ path: path.join(SHOTS, 'strata-tree.png'), clip: { x: 0, y: 0, width: 760, height: 300 } });
+  });
+});

@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { CancellationTokenSource, ProgressType, ResponseError, StreamMessageReader, StreamMessageWriter, createMessageConnection } from 'vscode-jsonrpc/node';
+import type { MessageConnection } from 'vscode-jsonrpc/node';
+import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
+import type { ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
+import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { FIXTURE_DB, ROOT, TEST_PASSPHRASE, sqliteDump, useTempDir } from './helpers/env.js';
+
+const SERVER = path.join(ROOT, 'packages/server/dist/main.js');
+
+/** A client of strata-server over stdio, as the extension is over IPC. */
+class Client {
+  readonly child: ChildProcess;
+  readonly connection: MessageConnection;
+  passphrase: string | null = TEST_PASSPHRASE;
+  readonly passphraseRequests: { repository: string; purpose: string }[] = [];
+  readonly changed: string[] = [];
+  readonly progress: unknown[] = [];
+  readonly log: string[] = [];
+
+  constructor() {
+    this.child = spawn(process.execPath, [SERVER, '--stdio'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.connection = createMessageConnection(new StreamMessageReader(this.child.stdout!), new StreamMessageWriter(this.child.stdin!));
+    this.connection.onRequest(PASSPHRASE_REQUEST, (params: { repository: string; purpose: string }) => {
+      this.passphraseRequests.push(params);
+      return { passphrase: this.passphrase };
+    });
+    this.connection.onNotification(CHANGED_NOTIFICATION, (params: { repository: string }) => {
+      this.changed.push(params.repository);
+    });
+    this.connection.onNotification('window/logMessage', (params: { message: string }) => {
+      this.log.push(params.message);
+    });
+    this.connection.onProgress(new ProgressType<unknown>(), 'progress-1', (value) => {
+      this.progress.push(value);
+    });
+    this.connection.listen();
+  }
+
+  async start(): Promise<{ serverInfo: { name: string; version: string }; capabilities: { experimental: { strata: { protocol: number; methods: string[] } } } }> {
+    const init = await this.connection.sendRequest('initialize', { processId: process.pid, rootUri: null, capabilities: { window: { workDoneProgress: true } } });
+    await this.connection.sendNotification('initialized', {});
+    return init as never;
+  }
+
+  request<M extends RequestMethod>(method: M, params: ParamsOf<M>, token?: CancellationTokenSource): Promise<ResultOf<M>> {
+    return token ? this.connection.sendRequest(method, params, token.token) : this.connection.sendRequest(method, params);
+  }
+
+  /** The Strata error a request fails with. */
+  async failure<M extends RequestMethod>(method: M, params: ParamsOf<M>): Promise<ResponseError<StrataErrorData>> {
+    try {
+      await this.request(method, params);
+    } catch (err) {
+      assert.ok(err instanceof ResponseError, `expected a ResponseError, got ${String(err)}`);
+      return err as ResponseError<StrataErrorData>;
+    }
+    assert.fail(`${method} succeeded but should have failed`);
+  }
+
+  async stop(): Promise<void> {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    await this.connection.sendRequest('shutdown').catch(() => undefined);
+    await this.connection.sendNotification('exit').catch(() => undefined);
+    await exited;
+    this.connection.dispose();
+  }
+}
+
+describe('strata-server over JSON-RPC (stdio)', function () {
+  this.timeout(60_000);
+  const dir = useTempDir();
+  let client: Client;
+  let workspace: string;
+  let repository: string;
+
+  beforeEach(() => {
+    client = new Client();
+    workspace = path.join(dir.path, 'ws');
+    repository = path.join(workspace, '.backups');
+    mkdirSync(workspace, { recursive: true });
+    buildRichDatabase(path.join(workspace, 'app.db'), { rows: 200 });
+    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db' } } }));
+  });
+
+  afterEach(async () => {
+    await client.stop();
+  });
+
+  async function initialized(): Promise<void> {
+    await client.start();
+    await client.request('strata/workspace', { folders: [workspace], databases: [] });
+    await client.request('strata/init', { repository, encryption: 'compat' });
+  }
+
+  it('initializes with its version and methods, and reads the workspace config and added databases', async () => {
+    const init = await client.start();
+    assert.equal(init.serverInfo.name, 'strata-server');
+    assert.equal(init.capabilities.experimental.strata.protocol, 1);
+    assert.ok(init.capabilities.experimental.strata.methods.includes('strata/backup'));
+    const extra = path.join(dir.path, 'other.db');
+    copyFileSync(FIXTURE_DB, extra);
+    const ws = await client.request('strata/workspace', { folders: [workspace], databases: [{ name: 'other', url: extra, repository: path.join(dir.path, 'repo2') }] });
+    assert.deepEqual(
+      ws.databases.map((d) => [d.name, d.engine, d.origin, d.repositoryExists]),
+      [
+        ['app', 'sqlite', path.join(workspace, 'strata.config.json'), false],
+        ['other', 'sqlite', 'settings', false],
+      ],
+    );
+    assert.deepEqual(ws.problems, []);
+    writeFileSync(path.join(workspace, 'strata.config.json'), '{ "repository": 42 }');
+    const broken = await client.request('strata/workspace', { folders: [workspace], databases: [] });
+    assert.equal(broken.databases.length, 0);
+    assert.match(broken.problems[0]!.message, /repository: expected a folder path/);
+  });
+
+  it('backs up, lists, verifies and restores, with $/progress and change notifications', async () => {
+    await initialized();
+    assert.deepEqual(client.passphraseRequests, [{ repository, purpose: 'init' }]);
+    const original = sqliteDump(path.join(workspace, 'app.db'));
+    const { backup } = await client.request('strata/backup', { repository, database: 'app', type: 'full', workDoneToken: 'progress-1' });
+    assert.equal(backup.type, 'full');
+    assert.ok(client.progress.some((p) => (p as { kind: string }).kind === 'begin'), 'progress began');
+    assert.ok(client.progress.some((p) => (p as { kind: string }).kind === 'end'), 'progress ended');
+    mutate(path.join(workspace, 'app.db'), 1);
+    const second = await client.request('strata/backup', { repository, database: 'app', type: 'incremental' });
+    assert.equal(second.backup.parent, backup.id);
+    const { backups } = await client.request('strata/list', { repository, database: 'app' });
+    assert.deepEqual(
+      backups.map((b) => b.id),
+      [second.backup.id, backup.id],
+      'newest first',
+    );
+    const report = await client.request('strata/verify', { repository, id: second.backup.id, level: 'full' });
+    assert.equal(report.outcome, 'passed');
+    assert.equal(report.checks.length, 5);
+    const verified = await client.request('strata/list', { repository, byTier: true });
+    assert.equal(verified.backups[0]!.verification?.outcome, 'passed');
+    assert.ok(verified.backups.every((b) => typeof b.tier === 'string' && (b.reasons?.length ?? 0) > 0));
+    const target = path.join(dir.path, 'restored.db');
+    const restored = await client.request('strata/restore', { repository, id: backup.id, to: target });
+    assert.deepEqual(restored.chain, [backup.id]);
+    assert.equal(sqliteDump(target), original);
+    const tables = await client.request('strata/tables', { repository, id: second.backup.id });
+    assert.ok(tables.tables.length > 0);
+    assert.ok(client.changed.filter((r) => r === repository).length >= 3, 'init, backups and verify announce a change');
+    assert.equal(client.passphraseRequests.length, 2, 'asked once to init and once to unlock; held for the session');
+  });
+
+  it('fails with the SDK\'s error code in data, outside the reserved JSON-RPC ranges', async () => {
+    await initialized();
+    const { backup } = await client.request('strata/backup', { repository, database: 'app', type: 'full' });
+    await client.request('strata/backup', { repository, database: 'app', type: 'incremental' });
+    const exists = await client.failure('strata/restore', { repository, id: backup.id, to: path.join(workspace, 'app.db') });
+    assert.equal(exists.code, STRATA_ERROR);
+    assert.ok(exists.code > 0, 'never in -32768..-32000');
+    assert.equal(exists.data?.code, 'TARGET_EXISTS');
+    const chain = await client.failure('strata/delete', { repository, ids: [backup.id], withDependents: false });
+    assert.equal(chain.data?.code, 'CHAIN_BROKEN');
+    const unknown = await client.failure('strata/backup', { repository, database: 'nope', type: 'full' });
+    assert.equal(unknown.data?.code, 'USAGE');
+    assert.equal(unknown.data?.exitCode, 2);
+    // A second server (a new session) with the wrong passphrase: refused with exit code 4's meaning.
+    const other = new Client();
+    try {
+      other.passphrase = 'not the passphrase';
+      await other.start();
+      await other.request('strata/workspace', { folders: [workspace], databases: [] });
+      const wrong = await other.failure('strata/backup', { repository, database: 'app', type: 'full' });
+      assert.equal(wrong.data?.code, 'PASSPHRASE_WRONG');
+      assert.equal(wrong.data?.exitCode, 4);
+      other.passphrase = null;
+      const missing = await other.failure('strata/unlock', { repository, forget: true });
+      assert.equal(missing.data?.code, 'PASSPHRASE_MISSING');
+    } finally {
+      await other.stop();
+    }
+    assert.equal((await client.request('strata/list', { repository })).backups.length, 2, 'nothing was lost');
+    assert.ok(!client.log.some((line) => line.includes(TEST_PASSPHRASE)), 'the server log never holds the passphrase');
+  });
+
+  it('honours cancellation: a cancelled backup fails with ABORTED and leaves no restore point', async () => {
+    buildRichDatabase(path.join(workspace, 'app.db.big'), { rows: 40_000 });
+    copyFileSync(path.join(workspace, 'app.db.big'), path.join(workspace, 'app.db'));
+    await initialized();
+    const source = new CancellationTokenSource();
+    const pending = client.request('strata/backup', { repository, database: 'app', type: 'full' }, source);
+    setTimeout(() => source.cancel(), 30);
+    await assert.rejects(pending, (err: unknown) => err instanceof ResponseError && (err.data as StrataErrorData).code === 'ABORTED');
+    assert.equal((await client.request('strata/list', { repository })).backups.length, 0);
+    const { backup } = await client.request('strata/backup', { repository, database: 'app', type: 'full' });
+    assert.equal(backup.type, 'full', 'the next backup runs normally');
+  });
+
+  it('prunes by the config file\'s retention, with a dry run first', async () => {
+    await initialized();
+    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db', retention: { keepLast: 1 } } } }));
+    await client.request('strata/workspace', { folders: [workspace], databases: [] });
+    for (let i = 0; i < 3; i++) {
+      mutate(path.join(workspace, 'app.db'), i);
+      await client.request('strata/backup', { repository, database: 'app', type: 'full' });
+    }
+    const plan = await client.request('strata/prune', { repository, dryRun: true });
+    assert.equal(plan.keep.length, 1);
+    assert.equal(plan.remove.length, 2);
+    assert.ok(plan.remove.every((d) => d.reasons.includes('no rule keeps it')));
+    assert.equal((await client.request('strata/list', { repository })).backups.length, 3, 'a dry run deletes nothing');
+    await client.request('strata/prune', { repository, dryRun: false });
+    assert.deepEqual(
+      (await client.request('strata/list', { repository })).backups.map((b) => b.id),
+      plan.keep.map((d) => d.id),
+    );
+  });
+});
