@@ -19,7 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA } from './lib/app-database.mjs';
-import { startCpuSampler } from './lib/cpu-sampler.mjs';
+import { startCpuSampler, waitQuiet } from './lib/cpu-sampler.mjs';
 import { CLI, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, sh, strataRunner } from './lib/measure.mjs';
 import { APP_DB, connect, ensurePgDatabase } from './lib/pg-app-database.mjs';
 import { summariseProfile } from './lib/profile.mjs';
@@ -96,33 +96,12 @@ async function dropRestored() {
   });
 }
 
-/**
- * Waits until the machine is quiet: everything but this process used under 0.2 cores over 2 s
- * (the machine is shared; the test suites of other people's work load both cores for minutes).
- * Gives up after --quiet-wait seconds. Returns the seconds waited.
- */
-async function waitQuiet() {
-  const limit = Number(opts['quiet-wait']) * 1000;
-  const t0 = performance.now();
-  let told = false;
-  while (limit > 0) {
-    const sampler = startCpuSampler({ serverDb: SERVER_DBS });
-    await new Promise((resolve) => setTimeout(resolve, 2000));
-    const cpu = sampler.stop();
-    const busy = (cpu.total - cpu.bench) / 2;
-    if (busy < 0.2) break;
-    if (performance.now() - t0 > limit) { console.log(`  (still ${busy.toFixed(2)} cores busy after ${opts['quiet-wait']} s of waiting; running anyway)`); break; }
-    if (!told) { process.stdout.write(`  (waiting for the machine to be quiet: ${busy.toFixed(2)} cores busy)\n`); told = true; }
-  }
-  return Math.round(performance.now() - t0) / 1000;
-}
-
 /** Between runs: no restored database left, dirty buffers written, the page cache's dirty pages flushed, the machine quiet. */
 async function settle() {
   await dropRestored();
   await withAdmin((admin) => admin.query('CHECKPOINT'));
   spawnSync('sync');
-  waited += await waitQuiet();
+  waited += await waitQuiet({ limitSeconds: Number(opts['quiet-wait']), serverDb: SERVER_DBS });
 }
 let waited = 0;
 

@@ -4,7 +4,8 @@
 //   bench:  this process and its descendants (the measured child: node, bash, pg_dump, zstd, gpg...)
 //   server: PostgreSQL processes working for the benchmark (backends whose title names a database
 //           matching `serverDb`, parallel workers, and the auxiliary processes: checkpointer,
-//           background writer, WAL writer, the postmaster)
+//           background writer, WAL writer, the postmaster), and processes whose name matches
+//           `serverProcess` (MariaDB/MySQL is one process: all of it counts, whoever it works for)
 //   kernel: kernel threads (writeback, kswapd, ...), partly working for the benchmark's own writes
 //   other:  everything else: other people's processes, other databases' backends
 // A process that starts and ends between two samples is missed, and a process's CPU between its
@@ -32,9 +33,10 @@ const cmdline = (pid) => { try { return fs.readFileSync(`/proc/${pid}/cmdline`, 
 /**
  * Starts sampling; `stop()` returns CPU seconds per class ({ bench, server, kernel, other, total })
  * used since the start. `serverDb`: a regular expression the title of a benchmark backend matches
- * (PostgreSQL titles are `postgres: CLUSTER: USER DATABASE HOST(PORT) STATE`).
+ * (PostgreSQL titles are `postgres: CLUSTER: USER DATABASE HOST(PORT) STATE`). `serverProcess`: a
+ * regular expression for the process name (`comm`) of a server counted whole, e.g. /^(mariadbd|mysqld)$/.
  */
-export function startCpuSampler({ serverDb, intervalMs = 250 } = {}) {
+export function startCpuSampler({ serverDb, serverProcess, intervalMs = 250 } = {}) {
   const self = process.pid;
   const seen = new Map(); // `${pid}:${start}` -> { cls, first, last }
   const classOf = (pid, p, procs) => {
@@ -45,6 +47,7 @@ export function startCpuSampler({ serverDb, intervalMs = 250 } = {}) {
       if (!pp) break;
       q = pp.ppid;
     }
+    if (serverProcess && serverProcess.test(p.comm)) return 'server';
     if (p.comm === 'postgres' || p.comm.startsWith('postgres')) {
       const title = cmdline(pid);
       if (!title.startsWith('postgres:')) return 'server'; // the postmaster
@@ -87,6 +90,27 @@ export function startCpuSampler({ serverDb, intervalMs = 250 } = {}) {
       return out;
     },
   };
+}
+
+/**
+ * Waits until the machine is quiet: everything but this process and its children used under
+ * `cores` cores over 2 s (the machine is shared; other people's test suites load both cores for
+ * minutes, and a database server may still be flushing after the last run). Gives up after
+ * `limitSeconds` (0: does not wait). Returns the seconds waited.
+ */
+export async function waitQuiet({ limitSeconds, cores = 0.2, log = (s) => process.stdout.write(s), ...sampler }) {
+  const t0 = performance.now();
+  let told = false;
+  while (limitSeconds > 0) {
+    const s = startCpuSampler(sampler);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const cpu = s.stop();
+    const busy = (cpu.total - cpu.bench) / 2;
+    if (busy < cores) break;
+    if (performance.now() - t0 > limitSeconds * 1000) { log(`  (still ${busy.toFixed(2)} cores busy after ${limitSeconds} s of waiting; running anyway)\n`); break; }
+    if (!told) { log(`  (waiting for the machine to be quiet: ${busy.toFixed(2)} cores busy)\n`); told = true; }
+  }
+  return Math.round(performance.now() - t0) / 1000;
 }
 
 function machineBusy() {

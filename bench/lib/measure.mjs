@@ -28,7 +28,7 @@ export function machineBusySeconds() {
  * CPU seconds of the child, plus `otherCpu`: CPU seconds other processes on the machine used
  * meanwhile (machine busy time minus the child's), to see whether a run was disturbed.
  */
-export function run(cmd, args, { env = process.env, measureRss = false } = {}) {
+export function run(cmd, args, { env = process.env, measureRss = false, cwd } = {}) {
   let rssFile;
   let argv = [cmd, ...args];
   let childEnv = env;
@@ -40,7 +40,7 @@ export function run(cmd, args, { env = process.env, measureRss = false } = {}) {
   return new Promise((resolve, reject) => {
     const busy0 = machineBusySeconds();
     const started = performance.now();
-    const child = spawn(argv[0], argv.slice(1), { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(argv[0], argv.slice(1), { env: childEnv, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '', err = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
@@ -67,9 +67,9 @@ export function run(cmd, args, { env = process.env, measureRss = false } = {}) {
 /** Runs a bash script (`set -euo pipefail`) with extra environment variables, measured. */
 export const sh = (script, env) => run('bash', ['-c', `set -euo pipefail\n${script}`], { env: { ...process.env, ...env }, measureRss: true });
 
-/** Returns a function running the Strata CLI (`node [nodeArgs] packages/cli/dist/main.js ...args`), measured, with STRATA_PASSPHRASE set. */
+/** Returns a function running the Strata CLI (`node [nodeArgs] packages/cli/dist/main.js ...args`, in `cwd` if given), measured, with STRATA_PASSPHRASE set. */
 export const strataRunner = (passphrase) => (args, extra = {}) => run(process.execPath, [...(extra.nodeArgs ?? []), CLI, ...args], {
-  env: { ...process.env, STRATA_PASSPHRASE: passphrase }, measureRss: true,
+  env: { ...process.env, STRATA_PASSPHRASE: passphrase }, measureRss: true, cwd: extra.cwd,
 });
 
 /** Throws unless every tool is on the PATH. */
@@ -77,6 +77,25 @@ export function requireTools(tools) {
   for (const tool of tools) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is not installed`);
   }
+}
+
+/**
+ * Installs the Debian packages of missing tools ({ command: package }) with apt-get, only when
+ * running as root; otherwise throws, naming the packages to install.
+ */
+export function ensureDebianTools(tools) {
+  const have = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+  const packages = [...new Set(Object.entries(tools).filter(([tool]) => !have(tool)).map(([, pkg]) => pkg))];
+  if (packages.length === 0) return;
+  if (process.getuid?.() !== 0) throw new Error(`missing tools: install them (Debian: sudo apt-get install -y ${packages.join(' ')}) and run again`);
+  console.log(`missing tools: apt-get install -y ${packages.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = () => spawnSync('apt-get', ['install', '-y', '-q', ...packages], { stdio: 'inherit', env }).status === 0;
+  if (!install()) {
+    spawnSync('apt-get', ['update', '-q'], { stdio: 'inherit', env });
+    if (!install()) throw new Error(`apt-get install ${packages.join(' ')} failed`);
+  }
+  requireTools(Object.keys(tools));
 }
 
 /** Identifies the built CLI (names, sizes and mtimes of the files in packages/<pkg>/dist), to notice a rebuild mid-benchmark. */
