@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { chromium } from 'playwright-core';
 import type { Browser, Locator, Page } from 'playwright-core';
@@ -127,6 +127,14 @@ export async function startCodeServer(root: string, workspace: string, options: 
   return server;
 }
 
+/** The extension's output channel ("Strata"), as the workbench logged it, for a failed test's report. */
+export function extensionLog(vscode: VsCode): string {
+  const logs = path.join(vscode.root, 'data/logs');
+  if (!existsSync(logs)) return '(no logs)';
+  const files = readdirSync(logs, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith(path.join('strata.strata-vscode', 'Strata.log')));
+  return files.map((f) => readFileSync(path.join(logs, f), 'utf8').split('\n').slice(-40).join('\n')).join('\n') || '(no Strata log)';
+}
+
 export async function launchBrowser(): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -144,13 +152,71 @@ export async function runCommand(page: Page, title: string): Promise<void> {
   await page.keyboard.press('Enter');
 }
 
-/** Waits for a notification containing `text`; fails at once with the text of an error dialog or error toast instead. */
+/**
+ * Makes `page` remember every notification the workbench shows, from its first paint on. A toast
+ * can come and go between two polls of a locator (the workbench hides info toasts after a while,
+ * and shows at most three at a time), so `toast()` asks this record, not the DOM.
+ */
+export async function recordNotifications(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    type Shown = { text: string; claimed: boolean };
+    const shown: Shown[] = [];
+    const byElement = new WeakMap<Element, Shown>();
+    (window as unknown as { __strataNotifications: Shown[] }).__strataNotifications = shown;
+    const collect = (): void => {
+      document.querySelectorAll('.notification-list-item-message').forEach((el) => {
+        const text = (el.textContent ?? '').trim();
+        const known = byElement.get(el);
+        if (known) known.text = text;
+        else if (text) {
+          const entry = { text, claimed: false };
+          byElement.set(el, entry);
+          shown.push(entry);
+        }
+      });
+    };
+    new MutationObserver(collect).observe(document, { childList: true, subtree: true, characterData: true });
+  });
+}
+
+/** The text of every notification `page` has shown so far (`recordNotifications` must come before `goto`). */
+export async function notificationsShown(page: Page): Promise<string[]> {
+  return page.evaluate(() => ((window as unknown as { __strataNotifications?: { text: string }[] }).__strataNotifications ?? []).map((n) => n.text));
+}
+
+/**
+ * The workbench drops a toast (it goes only to the notification centre) when more than three
+ * arrive within 0.8 s: its spam protection. A test clicks faster than a person, and a restore's
+ * progress and result toasts followed by a backup's could trip it, so after each notification
+ * the test lets that window pass, as a person reading it would.
+ */
+const TOAST_SPAM_WINDOW_MS = 1000;
+
+/**
+ * Waits for a notification matching `text` that no earlier call has returned, and returns its
+ * text; fails at once with the text of an error notification or a dialog instead.
+ */
 export async function toast(page: Page, text: string | RegExp, timeout = 60_000): Promise<string> {
-  const wanted = page.locator('.notification-toast .notification-list-item-message', { hasText: text }).first();
-  const failure = page.locator('.monaco-dialog-box, .notification-toast:has(.codicon-error) .notification-list-item-message').first();
-  await Promise.race([wanted.waitFor({ timeout }), failure.waitFor({ timeout })]);
-  if (!(await wanted.isVisible()) && (await failure.isVisible())) throw new Error(`VS Code showed an error: ${(await failure.innerText()).replace(/\s+/g, ' ')}`);
-  return (await wanted.innerText()).trim();
+  const wanted = typeof text === 'string' ? { source: text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), flags: '' } : { source: text.source, flags: text.flags };
+  const error = page.locator('.notification-toast:has(.codicon-error) .notification-list-item-message').first();
+  const dialog = page.locator('.monaco-dialog-box').first();
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const claimed = await page.evaluate(({ source, flags }) => {
+      const shown = (window as unknown as { __strataNotifications?: { text: string; claimed: boolean }[] }).__strataNotifications ?? [];
+      const match = shown.find((n) => !n.claimed && new RegExp(source, flags).test(n.text));
+      if (match) match.claimed = true;
+      return match?.text;
+    }, wanted);
+    if (claimed !== undefined) {
+      await page.waitForTimeout(TOAST_SPAM_WINDOW_MS);
+      return claimed;
+    }
+    if (await error.isVisible()) throw new Error(`VS Code showed an error: ${(await error.innerText()).replace(/\s+/g, ' ')}`);
+    if (await dialog.isVisible()) throw new Error(`VS Code showed a dialog: ${(await dialog.innerText()).replace(/\s+/g, ' ')}`);
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`no notification matching ${String(text)} within ${timeout} ms; shown: ${JSON.stringify(await notificationsShown(page))}`);
 }
 
 /** Chooses an item of the open quick pick by its label. */

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { buildRichDatabase } from '../helpers/databases.js';
 import { TEST_PASSPHRASE, sqliteDump, sqliteQuery, strata } from '../helpers/env.js';
-import { SHOTS, VSIX, choose, contextMenu, launchBrowser, requireCodeServer, runCommand, startCodeServer, toast } from './code-server.js';
+import { SHOTS, VSIX, choose, contextMenu, extensionLog, launchBrowser, notificationsShown, recordNotifications, requireCodeServer, runCommand, startCodeServer, toast } from './code-server.js';
 import type { VsCode } from './code-server.js';
 
 /**
@@ -34,6 +34,7 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     vscode = await startCodeServer(root, workspace, { vsix: VSIX });
     browser = await launchBrowser();
     page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
+    await recordNotifications(page);
     await page.goto(vscode.url);
     await page.locator('.explorer-folders-view .monaco-list-row').first().waitFor({ timeout: 90_000 });
     // Contributions of remote extensions arrive a moment after the workbench: wait for ours.
@@ -44,7 +45,12 @@ describe('VS Code extension, end to end in a real VS Code', function () {
   afterEach(async function () {
     if (this.currentTest?.state === 'failed' && page) {
       await page.screenshot({ path: path.join(SHOTS, `failed-${this.currentTest.title.replace(/\W+/g, '-')}.png`) }).catch(() => undefined);
-      if (vscode) console.log(vscode.log.split('\n').slice(-40).join('\n'));
+      console.log(`notifications shown: ${JSON.stringify(await notificationsShown(page).catch(() => []))}`);
+      await runCommand(page, 'Notifications: Show Notifications').catch(() => undefined);
+      await page.waitForTimeout(1000);
+      console.log(`notifications in the centre: ${JSON.stringify(await notificationsShown(page).catch(() => []))}`);
+      await page.screenshot({ path: path.join(SHOTS, `failed-${this.currentTest.title.replace(/\W+/g, '-')}-centre.png`) }).catch(() => undefined);
+      if (vscode) console.log(`the extension's log:\n${extensionLog(vscode)}\ncode-server's log:\n${vscode.log.split('\n').slice(-40).join('\n')}`);
     }
   });
 
