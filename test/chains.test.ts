@@ -4,7 +4,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'no
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
-import { Passphrase, initRepository, openRepository } from '@strata/sdk';
+import { LayoutDelta, Passphrase, initRepository, openRepository, readArtifact } from '@strata/sdk';
 import type { BackupRecord, BackupType, Repository } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
@@ -119,6 +119,29 @@ describe('incremental and differential chains', () => {
     assert.ok(full.payloadBytes > 100 * pageSize);
     assert.ok(inc.payloadBytes <= 6 * pageSize, `a one-row update stored ${inc.payloadBytes} bytes of pages`);
     assert.ok(inc.storedBytes < full.storedBytes / 10);
+  });
+
+  it('stores an incremental\'s chunk layout as changes against its parent, so its size follows the change, not the database', async () => {
+    const repo = await openFresh(dir.path);
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 40000 });
+    const full = await repo.backup(source, { database: 'app', type: 'full' });
+    sqliteQuery(source, "UPDATE books SET title = 'changed' WHERE id = 20000");
+    const inc = await repo.backup(source, { database: 'app', type: 'incremental' });
+    const pages = full.databaseBytes / Number(sqliteQuery(source, 'PRAGMA page_size'));
+    const contents = await readArtifact({ storage: repo.storage, location: { key: inc.key, codec: 'zstd', encrypted: true }, passphrase });
+    const layout = contents.layouts.get('main.db');
+    assert.ok(layout instanceof LayoutDelta, 'the layout entry is a delta');
+    assert.equal(layout.count, pages);
+    assert.ok(layout.changed > 0 && layout.changed <= 6, `a one-row update changed ${layout.changed} of ${pages} layout positions`);
+    // A complete layout would be 20 bytes of (incompressible) chunk id and size per page.
+    assert.ok(inc.storedBytes < (pages * 20) / 4, `the incremental stored ${inc.storedBytes} bytes for a ${pages}-page database`);
+    // Restoring needs the parent's layout too: from the artifacts alone when the cache is gone.
+    rmSync(path.join(dir.path, 'repo/cache'), { recursive: true });
+    const target = path.join(dir.path, 'out.db');
+    await repo.restore({ id: inc.id }, { to: target });
+    assert.equal(sqliteDump(target), sqliteDump(source));
+    assert.ok(existsSync(path.join(dir.path, 'repo/cache/layouts/app')), 'the restore put the layouts it read back in the cache');
   });
 
   it('an incremental with no changes is recorded, and says so', () => {

@@ -7,7 +7,7 @@ import type { RestoreSession, StreamTarget } from './engine.js';
 import { StrataError, throwIfAborted } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents, ArtifactLocation, StreamWriter } from './format/artifact-reader.js';
-import type { ChunkLayout } from './format/chunk-index.js';
+import type { ChunkLayout, LayoutEntry } from './format/chunk-index.js';
 import type { ProgressListener } from './progress.js';
 import type { Storage } from './storage.js';
 
@@ -28,6 +28,8 @@ export interface ChainRestoreOptions {
   readonly onProgress?: ProgressListener;
   /** Checks that an artifact's manifest is the backup the catalog says it is. */
   readonly checkManifest: (contents: ArtifactContents, record: BackupRecord) => void;
+  /** The tip's complete layouts from its layout entries (deltas need the parent's layouts). */
+  readonly completeLayouts: (entries: ReadonlyMap<string, LayoutEntry>) => Promise<ReadonlyMap<string, ChunkLayout>>;
 }
 
 /** Writes bytes at an offset of a file; page-sized writes are gathered while they are contiguous. */
@@ -174,12 +176,16 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     if (pending.length === 0) return { contents, bytes };
 
     // 2. Where every missing chunk goes: stream index and chunk index packed in one number.
+    const complete = await options.completeLayouts(contents.layouts);
     const files: PositionalFile[] = [];
     const offsets: Float64Array[] = [];
     const layouts: ChunkLayout[] = [];
     const needed = new Map<string, number[]>();
     for (const [streamIndex, stream] of pending.entries()) {
-      const layout = contents.layouts.get(stream.name)!;
+      const layout = complete.get(stream.name);
+      if (!layout || layout.count !== stream.chunkCount || layout.sizes.reduce((sum, n) => sum + n, 0) !== stream.size) {
+        throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: the layout of stream ${stream.name} does not cover the ${stream.chunkCount} chunks and ${stream.size} bytes its manifest records`);
+      }
       const target = await session.streamTarget(stream.name);
       targets.set(stream.name, target);
       const file = await PositionalFile.create(target.kind === 'file' ? target.path : path.join(options.tempDir, `assemble-${randomBytes(6).toString('hex')}`));

@@ -24,5 +24,7 @@ export type { TarEntry, TarEntryHeader } from './format/tar.js';
 export { ARTIFACT_FORMAT_VERSION, BACKUP_TYPES, MANIFEST_ENTRY, parseManifest } from './format/manifest.js';
 export type { BackupType, Manifest, StreamManifest, StreamDescriptor } from './format/manifest.js';
 export { readArtifact } from './format/artifact-reader.js';
+export { ChunkLayout, LayoutDelta } from './format/chunk-index.js';
+export type { LayoutEntry } from './format/chunk-index.js';
 export type { ArtifactContents, ArtifactLocation } from './format/artifact-reader.js';
 export { STRATA_VERSION } from './version.js';

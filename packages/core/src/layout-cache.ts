@@ -2,22 +2,24 @@ import { createHash } from 'node:crypto';
 import { decryptStream, encryptStream } from './encryption.js';
 import type { EncryptionProfile, Passphrase } from './encryption.js';
 import { StrataError } from './errors.js';
-import { ChunkLayout } from './format/chunk-index.js';
+import { decodeLayoutEntry } from './format/chunk-index.js';
+import type { LayoutEntry } from './format/chunk-index.js';
 import type { Storage } from './storage.js';
 
 /**
- * A copy of each backup's chunk layouts beside the artifacts, so an incremental learns what its
- * parent holds from a few MiB instead of decrypting the parent's whole artifact. It is only a
- * cache: the catalog keeps a digest of the layouts, a copy that does not match (or is missing)
- * is ignored and the layouts are read from the artifact itself.
+ * A copy of each backup's layout entries beside the artifacts (complete layouts, or deltas against
+ * the parent's, exactly as the artifact holds them), so an incremental learns what its parent
+ * holds from a few files instead of decrypting whole artifacts. It is only a cache: the catalog
+ * keeps a digest of the entries, and a copy that does not match (or is missing) is ignored and
+ * the entries are read from the artifact itself.
  */
 
 export function layoutCacheKey(database: string, id: string, encrypted: boolean): string {
   return `cache/layouts/${database}/${id}.idx${encrypted ? '.gpg' : ''}`;
 }
 
-/** SHA-256 over the layouts in name order; stored in the catalog to validate cached copies. */
-export function layoutsDigest(layouts: ReadonlyMap<string, ChunkLayout>): string {
+/** SHA-256 over the layout entries in name order; stored in the catalog to validate cached copies. */
+export function layoutsDigest(layouts: ReadonlyMap<string, LayoutEntry>): string {
   const sha = createHash('sha256');
   for (const name of [...layouts.keys()].sort()) {
     sha.update(name);
@@ -27,7 +29,7 @@ export function layoutsDigest(layouts: ReadonlyMap<string, ChunkLayout>): string
   return sha.digest('hex');
 }
 
-function encode(layouts: ReadonlyMap<string, ChunkLayout>): Buffer {
+function encode(layouts: ReadonlyMap<string, LayoutEntry>): Buffer {
   const parts: Buffer[] = [];
   for (const name of [...layouts.keys()].sort()) {
     const nameBytes = Buffer.from(name, 'utf8');
@@ -40,8 +42,8 @@ function encode(layouts: ReadonlyMap<string, ChunkLayout>): Buffer {
   return Buffer.concat(parts);
 }
 
-function decode(bytes: Buffer): Map<string, ChunkLayout> {
-  const out = new Map<string, ChunkLayout>();
+function decode(bytes: Buffer): Map<string, LayoutEntry> {
+  const out = new Map<string, LayoutEntry>();
   let at = 0;
   while (at < bytes.length) {
     if (at + 12 > bytes.length) throw new StrataError('ARTIFACT_CORRUPT', 'layout cache: truncated');
@@ -51,7 +53,7 @@ function decode(bytes: Buffer): Map<string, ChunkLayout> {
     if (at + nameLen + bodyLen > bytes.length) throw new StrataError('ARTIFACT_CORRUPT', 'layout cache: truncated');
     const name = bytes.toString('utf8', at, at + nameLen);
     at += nameLen;
-    out.set(name, ChunkLayout.decode(bytes.subarray(at, at + bodyLen), 'layout cache'));
+    out.set(name, decodeLayoutEntry(bytes.subarray(at, at + bodyLen), 'layout cache'));
     at += bodyLen;
   }
   return out;
@@ -71,7 +73,7 @@ async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
 export async function writeLayoutCache(
   storage: Storage,
   key: string,
-  layouts: ReadonlyMap<string, ChunkLayout>,
+  layouts: ReadonlyMap<string, LayoutEntry>,
   encryption: { profile: EncryptionProfile; passphrase: Passphrase | undefined },
 ): Promise<void> {
   let bytes = encode(layouts);
@@ -82,7 +84,7 @@ export async function writeLayoutCache(
 }
 
 /** The cached layouts if present and matching `digest`, else undefined. */
-export async function readLayoutCache(storage: Storage, key: string, digest: string, passphrase: Passphrase | undefined): Promise<Map<string, ChunkLayout> | undefined> {
+export async function readLayoutCache(storage: Storage, key: string, digest: string, passphrase: Passphrase | undefined): Promise<Map<string, LayoutEntry> | undefined> {
   try {
     let bytes: Buffer = Buffer.from(await storage.read(key));
     if (key.endsWith('.gpg')) bytes = await collect(decryptStream(once(bytes), passphrase!));

@@ -13,7 +13,8 @@ import type { Engine, EngineRegistry } from './engine.js';
 import { restoreChain } from './chain-restore.js';
 import { redactLocator } from './server-engine.js';
 import { layoutCacheKey, layoutsDigest, readLayoutCache, writeLayoutCache } from './layout-cache.js';
-import type { ChunkLayout } from './format/chunk-index.js';
+import { hasDeltas, resolveLayouts } from './format/chunk-index.js';
+import type { ChunkLayout, LayoutEntry } from './format/chunk-index.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents, ArtifactLocation } from './format/artifact-reader.js';
@@ -446,7 +447,7 @@ export class Repository {
           throw new StrataError('USAGE', `backup: the last backup of ${database} was made by engine ${parent.engine}, not ${engine.kind}; take a full backup`);
         }
       }
-      const parents = parent ? await this.#layoutsOf(parent, passphrase) : new Map<string, ChunkLayout>();
+      const parents = parent ? await this.#layoutsOf(parent, passphrase, 'backup') : new Map<string, ChunkLayout>();
       const id = newBackupId(database, type, time);
       const codec = getCodec(this.#config.compression.codec);
       const profile = this.#config.encryption.profile;
@@ -509,12 +510,12 @@ export class Repository {
         compression: { codec: codec.name, level: this.#config.compression.level },
         encryption: { profile },
       });
-      const layoutsSha256 = layoutsDigest(result.layouts);
+      const layoutsSha256 = layoutsDigest(result.layoutEntries);
       const cacheKey = layoutCacheKey(database, id, profile !== 'none');
       const full: BackupRecord = { ...record, layoutsSha256 };
       emit?.({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
       // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
-      await writeLayoutCache(this.storage, cacheKey, result.layouts, { profile, passphrase }).catch(() => undefined);
+      await writeLayoutCache(this.storage, cacheKey, result.layoutEntries, { profile, passphrase }).catch(() => undefined);
       try {
         await this.#updateCatalog('backup', async (records) => {
           if (parent && !records.some((r) => r.id === parent.id)) {
@@ -567,8 +568,32 @@ export class Repository {
     return candidates.at(-1);
   }
 
-  /** A backup's chunk layouts: from the cached copy when it matches the catalog, else from its artifact. */
-  async #layoutsOf(record: BackupRecord, passphrase: Passphrase | undefined): Promise<Map<string, ChunkLayout>> {
+  /**
+   * A backup's complete chunk layouts. Its layout entries come from the cached copy when that
+   * matches the catalog, else from its artifact; entries stored as deltas are applied to the
+   * parent's complete layouts, found the same way, back to the nearest complete ones.
+   */
+  async #layoutsOf(record: BackupRecord, passphrase: Passphrase | undefined, operation: string): Promise<Map<string, ChunkLayout>> {
+    const deltas: { record: BackupRecord; entries: Map<string, LayoutEntry> }[] = [];
+    let chain: BackupRecord[] | undefined;
+    let current = record;
+    for (;;) {
+      const entries = await this.#layoutEntriesOf(current, passphrase, operation);
+      if (!hasDeltas(entries)) {
+        let layouts = resolveLayouts(entries, undefined, `${operation}: ${current.id}`);
+        for (const link of deltas.reverse()) layouts = resolveLayouts(link.entries, layouts, `${operation}: ${link.record.id}`);
+        return layouts;
+      }
+      deltas.push({ record: current, entries });
+      chain ??= await this.chainOf(record);
+      const parent = chain[chain.findIndex((r) => r.id === current.id) - 1];
+      if (!parent) throw new StrataError('CHAIN_BROKEN', `${operation}: ${current.id} stores its layout as changes against a parent, and the catalog has none; take a full backup`);
+      current = parent;
+    }
+  }
+
+  /** A backup's layout entries as its artifact holds them: from the cached copy when it matches the catalog, else from the artifact. */
+  async #layoutEntriesOf(record: BackupRecord, passphrase: Passphrase | undefined, operation: string): Promise<Map<string, LayoutEntry>> {
     const key = layoutCacheKey(record.database, record.id, record.encryption.profile !== 'none');
     if (record.layoutsSha256) {
       const cached = await readLayoutCache(this.storage, key, record.layoutsSha256, passphrase);
@@ -577,11 +602,11 @@ export class Repository {
     try {
       const contents = await readArtifact({ storage: this.storage, location: this.#location(record), passphrase });
       checkManifestMatches(contents, record);
-      const layouts = new Map(contents.layouts);
-      await writeLayoutCache(this.storage, key, layouts, { profile: this.#config.encryption.profile, passphrase }).catch(() => undefined);
-      return layouts;
+      const entries = new Map(contents.layouts);
+      await writeLayoutCache(this.storage, key, entries, { profile: this.#config.encryption.profile, passphrase }).catch(() => undefined);
+      return entries;
     } catch (err) {
-      throw new StrataError('CHAIN_BROKEN', `backup: cannot read the parent backup ${record.id}: ${err instanceof Error ? err.message : String(err)}; take a full backup`, { cause: err });
+      throw new StrataError('CHAIN_BROKEN', `${operation}: cannot read the backup ${record.id}: ${err instanceof Error ? err.message : String(err)}; take a full backup`, { cause: err });
     }
   }
 
@@ -718,6 +743,8 @@ export class Repository {
         signal: options.signal,
         onProgress: options.onProgress,
         checkManifest: checkManifestMatches,
+        completeLayouts: async (entries) =>
+          hasDeltas(entries) ? resolveLayouts(entries, await this.#layoutsOf(chain.at(-2)!, options.passphrase, 'restore'), `restore ${tip.id}`) : resolveLayouts(entries, undefined, `restore ${tip.id}`),
       });
       options.onProgress?.({ operation: 'restore', phase: 'commit', doneBytes: tip.storedBytes, totalBytes: tip.storedBytes, backupId: tip.id });
       await session.commit({

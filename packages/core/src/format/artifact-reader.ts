@@ -6,8 +6,8 @@ import { decryptStream } from '../encryption.js';
 import type { Passphrase } from '../encryption.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from '../errors.js';
 import type { Storage } from '../storage.js';
-import { ChunkLayout, ChunkLayoutBuilder, chunkHash, decodeSegmentIndex } from './chunk-index.js';
-import type { SegmentRecord } from './chunk-index.js';
+import { ChunkLayout, ChunkLayoutBuilder, chunkHash, decodeLayoutEntry, decodeSegmentIndex } from './chunk-index.js';
+import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
 import { splitChunks } from './chunker.js';
 import { MANIFEST_ENTRY, MAX_MANIFEST_BYTES, README_ENTRY, SCHEMA_ENTRY, parseManifest } from './manifest.js';
 import type { Manifest, StreamDescriptor } from './manifest.js';
@@ -62,7 +62,11 @@ export interface ReadArtifactOptions {
 export interface ArtifactContents {
   readonly manifest: Manifest;
   readonly schemaSql: string;
-  readonly layouts: ReadonlyMap<string, ChunkLayout>;
+  /**
+   * Each stream's layout entry: complete, or (in incrementals and differentials) a delta that
+   * only the parent's complete layout turns into one; see `resolveLayouts`.
+   */
+  readonly layouts: ReadonlyMap<string, LayoutEntry>;
   readonly sha256: string;
   readonly storedBytes: number;
   readonly rawBytes: number;
@@ -165,7 +169,7 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
   let schemaSql: string | undefined;
   const descriptors = new Map<string, StreamDescriptor>();
   const computed = new Map<string, { sha256: string; size: number; layout?: ChunkLayout; stored: { count: number; bytes: number } }>();
-  const layouts = new Map<string, ChunkLayout>();
+  const layouts = new Map<string, LayoutEntry>();
   const segmentChecks = new Map<string, SegmentRecord[]>();
   for await (const entry of entries) {
     throwIfAborted(options.signal, where);
@@ -204,7 +208,7 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
       computed.set(stream, tally);
     } else if (name.startsWith('layout/') && name.endsWith('.idx')) {
       const stream = name.slice('layout/'.length, -'.idx'.length);
-      layouts.set(stream, ChunkLayout.decode(await readSmall(entry, where), `${where}: ${name}`));
+      layouts.set(stream, decodeLayoutEntry(await readSmall(entry, where), `${where}: ${name}`));
     } else {
       throw new StrataError('ARTIFACT_FOREIGN', `${where}: unexpected entry ${JSON.stringify(name.slice(0, 200))} (not written by Strata format 1)`);
     }
@@ -281,7 +285,7 @@ async function readSegment(entry: TarEntry, records: SegmentRecord[], stream: st
 function checkAgainstManifest(
   manifest: Manifest,
   computed: Map<string, { sha256: string; size: number; layout?: ChunkLayout; stored: { count: number; bytes: number } }>,
-  layouts: Map<string, ChunkLayout>,
+  layouts: Map<string, LayoutEntry>,
   where: string,
 ): void {
   const names = new Set(manifest.streams.map((s) => s.name));
@@ -291,14 +295,19 @@ function checkAgainstManifest(
     const layout = layouts.get(s.name);
     if (!layout) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} has no layout`);
     if (layout.count !== s.chunkCount) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout has ${layout.count} chunks, manifest says ${s.chunkCount}`);
-    const layoutBytes = layout.sizes.reduce((sum, n) => sum + n, 0);
-    if (layoutBytes !== s.size) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout covers ${layoutBytes} bytes, manifest says ${s.size}`);
+    // A delta's byte count is known only once applied to the parent's layout (checked then).
+    if (layout instanceof ChunkLayout) {
+      const layoutBytes = layout.sizes.reduce((sum, n) => sum + n, 0);
+      if (layoutBytes !== s.size) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout covers ${layoutBytes} bytes, manifest says ${s.size}`);
+    } else if (s.payload === 'whole') {
+      throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} is stored whole but its layout is a delta`);
+    }
     if (s.payload === 'whole') {
       if (!got) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} is missing its data`);
       if (got.size !== s.size || got.sha256 !== s.sha256) {
         throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} does not match the SHA-256 in the manifest`);
       }
-      if (got.layout && !got.layout.hashes.equals(layout.hashes)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} chunks do not match their layout`);
+      if (got.layout && layout instanceof ChunkLayout && !got.layout.hashes.equals(layout.hashes)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} chunks do not match their layout`);
     } else {
       const stored = got?.stored ?? { count: 0, bytes: 0 };
       if (stored.count !== s.storedChunks || stored.bytes !== s.storedBytes) {

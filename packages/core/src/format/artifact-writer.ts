@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import type { SnapshotStream, TableStats } from '../engine.js';
 import { splitChunks } from './chunker.js';
 import { StrataError, throwIfAborted } from '../errors.js';
-import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex } from './chunk-index.js';
-import type { SegmentRecord } from './chunk-index.js';
+import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, layoutEntryFor } from './chunk-index.js';
+import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
 import { MANIFEST_ENTRY, README_ENTRY, SCHEMA_ENTRY } from './manifest.js';
 import type { Manifest, StreamDescriptor, StreamManifest } from './manifest.js';
 import { tarHeaderBytes, tarPadding, tarTrailer } from './tar.js';
@@ -33,9 +33,13 @@ export interface ArtifactPlan {
 /** The finished manifest, available once the archive generator has been read to its end. */
 export interface ArtifactResult {
   manifest: Manifest | undefined;
-  /** Every stream's complete chunk layout (kept so the next incremental need not reread this artifact). */
+  /** Every stream's complete chunk layout. */
   layouts: Map<string, ChunkLayout>;
+  /** The layout entries as written: complete, or deltas against the parent's layouts. */
+  layoutEntries: Map<string, LayoutEntry>;
 }
+
+type Recorded = { manifest?: StreamManifest; layout?: ChunkLayout; entry?: LayoutEntry };
 
 const README = `This is a Strata backup artifact: a tar archive (possibly compressed with zstd or gzip,
 and encrypted with OpenPGP). manifest.json, the last entry, describes everything inside.
@@ -50,7 +54,7 @@ restore those with Strata. The format is documented in docs/FORMAT.md of the Str
  * hashes, is the archive's last entry.
  */
 export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint8Array>; result: ArtifactResult } {
-  const result: ArtifactResult = { manifest: undefined, layouts: new Map() };
+  const result: ArtifactResult = { manifest: undefined, layouts: new Map(), layoutEntries: new Map() };
   // Entries carry the backup's time, so files extracted by hand show when the backup was taken.
   const mtime = new Date(plan.manifest.createdAt);
   async function* generate(): AsyncGenerator<Uint8Array> {
@@ -59,7 +63,7 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
     const streams: StreamManifest[] = [];
     for (const stream of plan.streams) {
       const parent = plan.parents.get(stream.name);
-      const recorded: { manifest?: StreamManifest; layout?: ChunkLayout } = {};
+      const recorded: Recorded = {};
       const whole = !parent && stream.size !== undefined;
       // A small descriptor ahead of the payload tells a reader how to cut and check the chunks.
       const descriptor: StreamDescriptor = { name: stream.name, size: stream.size ?? null, chunking: stream.chunking, payload: whole ? 'whole' : 'segments' };
@@ -68,6 +72,7 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
       else yield* segmentedStream(stream, parent, recorded, plan, mtime);
       streams.push(recorded.manifest!);
       result.layouts.set(stream.name, recorded.layout!);
+      result.layoutEntries.set(stream.name, recorded.entry!);
     }
     const manifest: Manifest = { ...plan.manifest, tables: await plan.tables(), streams };
     result.manifest = manifest;
@@ -85,7 +90,7 @@ function* entry(name: string, body: Buffer, mtime: Date): Generator<Uint8Array> 
 }
 
 /** A full stream whose size is known: one tar entry with every byte, readable with plain `tar`. */
-async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamManifest; layout?: ChunkLayout }, plan: ArtifactPlan, mtime: Date): AsyncGenerator<Uint8Array> {
+async function* wholeStream(stream: SnapshotStream, out: Recorded, plan: ArtifactPlan, mtime: Date): AsyncGenerator<Uint8Array> {
   const size = stream.size!;
   const name = `data/${stream.name}`;
   yield tarHeaderBytes({ name, size, mtime });
@@ -104,21 +109,26 @@ async function* wholeStream(stream: SnapshotStream, out: { manifest?: StreamMani
   if (seen !== size) throw new StrataError('IO', `backup: stream ${stream.name} ended after ${seen} of ${size} bytes`);
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;
-  yield* finishStream(stream, layout, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
+  yield* finishStream(stream, layout, undefined, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
 }
 
-/** Writes a stream's layout entry and records its manifest entry (storedChunks -1: all of them). */
+/**
+ * Writes a stream's layout entry (as a delta against the parent's layout when that is smaller)
+ * and records its manifest entry (storedChunks -1: all of them).
+ */
 function* finishStream(
   stream: SnapshotStream,
   layout: ChunkLayoutBuilder,
+  parent: ParentStream | undefined,
   facts: Pick<StreamManifest, 'size' | 'sha256' | 'storedChunks' | 'storedBytes' | 'payload'>,
-  out: { manifest?: StreamManifest; layout?: ChunkLayout },
+  out: Recorded,
   mtime: Date,
 ): Generator<Uint8Array> {
   const built = layout.build();
   out.layout = built;
+  out.entry = layoutEntryFor(built, parent?.layout);
   const layoutEntry = `layout/${stream.name}.idx`;
-  yield* entry(layoutEntry, built.encode(), mtime);
+  yield* entry(layoutEntry, out.entry.encode(), mtime);
   out.manifest = {
     ...facts,
     name: stream.name,
@@ -137,7 +147,7 @@ function* finishStream(
 async function* segmentedStream(
   stream: SnapshotStream,
   parent: ParentStream | undefined,
-  out: { manifest?: StreamManifest; layout?: ChunkLayout },
+  out: Recorded,
   plan: ArtifactPlan,
   mtime: Date,
 ): AsyncGenerator<Uint8Array> {
@@ -185,5 +195,5 @@ async function* segmentedStream(
     if (pendingBytes >= SEGMENT_BYTES) yield* flush();
   }
   yield* flush();
-  yield* finishStream(stream, layout, { size, sha256: sha.digest('hex'), storedChunks, storedBytes, payload: 'segments' }, out, mtime);
+  yield* finishStream(stream, layout, parent, { size, sha256: sha.digest('hex'), storedChunks, storedBytes, payload: 'segments' }, out, mtime);
 }

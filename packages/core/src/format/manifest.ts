@@ -41,7 +41,7 @@ export interface StreamManifest {
    * - `segments`: pairs `chunks/<name>/<n>.idx` + `chunks/<name>/<n>.bin` with only stored chunks.
    */
   readonly payload: 'whole' | 'segments';
-  /** Entry holding the stream's complete chunk layout (`layout/<name>.idx`). */
+  /** Entry holding the stream's chunk layout, complete or as a delta (`layout/<name>.idx`). */
   readonly layoutEntry: string;
 }
 
