@@ -111,3 +111,41 @@ export function executableSchema(sql: string, roles: ReadonlySet<string>): { sql
   });
   return { sql: kept.join('\n'), skipped };
 }
+
+/** One object of pg_dump's text output, with the session settings in force where it starts. */
+export interface SchemaEntry {
+  /** The `Type:` of its `-- Name: ...; Type: ...;` comment ('' for what comes before the first). */
+  readonly type: string;
+  readonly sql: string;
+  /** Every `SET` (and `set_config`) statement before it, in order: replaying them gives another connection the same session. */
+  readonly session: string;
+}
+
+const ENTRY_HEADER = /^-- (?:Data for )?Name: .*; Type: ([^;]+); Schema: /;
+const SESSION_SETTING = /^(?:SET |SELECT pg_catalog\.set_config\()/;
+
+/**
+ * Cuts pg_dump text output into its objects at the comment pg_dump writes before each one
+ * (`--`, `-- Name: ...; Type: ...; Schema: ...`, `--`). pg_dump writes the settings an object
+ * needs (tablespace, access method) before that comment, so they are tracked separately.
+ */
+export function schemaEntries(sql: string): SchemaEntry[] {
+  const lines = sql.split('\n');
+  const entries: SchemaEntry[] = [];
+  const settings: string[] = [];
+  let current = { type: '', lines: [] as string[], session: '' };
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    const header = ENTRY_HEADER.exec(line);
+    if (header && current.lines.at(-1) === '--') {
+      current.lines.pop();
+      entries.push({ type: current.type, sql: current.lines.join('\n'), session: current.session });
+      current = { type: header[1]!, lines: ['--', line], session: settings.join('\n') };
+      continue;
+    }
+    if (SESSION_SETTING.test(line)) settings.push(line);
+    current.lines.push(line);
+  }
+  entries.push({ type: current.type, sql: current.lines.join('\n'), session: current.session });
+  return entries.filter((e) => e.sql.trim() !== '');
+}
