@@ -40,7 +40,7 @@ describe('zstd decompression', () => {
   it('gives back exactly what was compressed, whatever the sizes of the pieces it reads', async () => {
     const input = sample(19 * 1024 * 1024 + 12345, 1);
     const compressed = await collect(zstd.compress(pieces(input, 1 << 20), 3));
-    for (const size of [7, 65536, 3 * 1024 * 1024 + 5]) {
+    for (const size of [997, 65536, 3 * 1024 * 1024 + 5]) {
       assert.equal(sha(await collect(zstd.decompress(pieces(compressed, size)))), sha(input), `pieces of ${size} bytes`);
     }
     assert.equal((await collect(zstd.decompress(pieces(Buffer.alloc(0), 1)))).length, 0);

@@ -215,30 +215,20 @@ class ZstdWorkerPool {
 
   #spawn(): Worker {
     // The worker compresses into one reused output buffer and sends back both the result (a
-    // right-sized copy) and the input block, which returns to the pool. It also decompresses
-    // single frames into a buffer of the size their header declares.
+    // right-sized copy) and the input block, which returns to the pool.
     const source = `
       const { parentPort } = require('node:worker_threads');
       const zstd = require(${JSON.stringify(this.bindingPath)});
       const cctx = new zstd.CCtx();
-      const dctx = new zstd.DCtx();
       let out = Buffer.alloc(0);
-      parentPort.on('message', ({ id, op, level, size, data, length }) => {
+      parentPort.on('message', ({ id, level, data, length }) => {
         try {
           const input = new Uint8Array(data, 0, length);
-          let result;
-          if (op === 'decompress') {
-            // One whole frame whose header declared its size (checked before it was sent).
-            result = new ArrayBuffer(size);
-            const n = dctx.decompress(new Uint8Array(result), input);
-            if (n !== size) throw new Error('a frame decompressed to ' + n + ' bytes, its header says ' + size);
-          } else {
-            const bound = zstd.compressBound(length);
-            if (out.length < bound) out = Buffer.allocUnsafeSlow(bound);
-            const n = cctx.compress(out, input, level);
-            result = new ArrayBuffer(n);
-            new Uint8Array(result).set(out.subarray(0, n));
-          }
+          const bound = zstd.compressBound(length);
+          if (out.length < bound) out = Buffer.allocUnsafeSlow(bound);
+          const n = cctx.compress(out, input, level);
+          const result = new ArrayBuffer(n);
+          new Uint8Array(result).set(out.subarray(0, n));
           parentPort.postMessage({ id, data: result, input: data }, [result, data]);
         } catch (err) {
           parentPort.postMessage({ id, error: String(err && err.message || err), input: data }, [data]);
@@ -263,24 +253,7 @@ class ZstdWorkerPool {
     else this.#idle.push(worker);
   }
 
-  compress(block: Buffer, level: number): Promise<Buffer> {
-    // Pooled blocks own their whole 4 MiB buffer; it moves to the worker and comes back.
-    return this.#run({ op: 'compress', level, data: block.buffer as ArrayBuffer, length: block.byteLength }, 'compress');
-  }
-
-  /** Decompresses one whole zstd frame whose header declares `size` bytes of content. */
-  decompress(frame: Buffer, size: number): Promise<Buffer> {
-    // The frame's memory moves to the worker, so it must be an ArrayBuffer of its own: small
-    // Buffers share Node's pool slab (which must never be transferred), and subarrays share their parent's.
-    let data = frame.buffer as ArrayBuffer;
-    if (frame.byteOffset !== 0 || data.byteLength !== frame.byteLength) {
-      data = new ArrayBuffer(frame.byteLength);
-      new Uint8Array(data).set(frame);
-    }
-    return this.#run({ op: 'decompress', size, data, length: frame.byteLength }, 'decompress');
-  }
-
-  async #run(message: { op: 'compress' | 'decompress'; level?: number; size?: number; data: ArrayBuffer; length: number }, what: string): Promise<Buffer> {
+  async compress(block: Buffer, level: number): Promise<Buffer> {
     const worker = await this.#take();
     try {
       return await new Promise<Buffer>((resolve, reject) => {
@@ -290,16 +263,18 @@ class ZstdWorkerPool {
           worker.off('message', onMessage);
           worker.off('error', onError);
           if (msg.input) blockPool.give(msg.input);
-          if (msg.error !== undefined) reject(new StrataError(what === 'compress' ? 'IO' : 'ARTIFACT_CORRUPT', `${what}: zstd failed: ${msg.error}`));
+          if (msg.error !== undefined) reject(new StrataError('IO', `compress: zstd failed: ${msg.error}`));
           else resolve(Buffer.from(msg.data!));
         };
         const onError = (err: Error): void => {
           worker.off('message', onMessage);
-          reject(new StrataError('IO', `${what}: zstd worker failed: ${err.message}`, { cause: err }));
+          reject(new StrataError('IO', `compress: zstd worker failed: ${err.message}`, { cause: err }));
         };
         worker.on('message', onMessage);
         worker.on('error', onError);
-        worker.postMessage({ id, ...message }, [message.data]);
+        // Pooled blocks own their whole 4 MiB buffer; it moves to the worker and comes back.
+        const data = block.buffer as ArrayBuffer;
+        worker.postMessage({ id, level, data, length: block.byteLength }, [data]);
       });
     } finally {
       this.#give(worker);
@@ -321,193 +296,24 @@ let zstdPool: ZstdWorkerPool | undefined;
 function napiZstdCodec(): Codec | undefined {
   const loaded = loadZstdNapi();
   if (!loaded) return undefined;
-  const pool = (): ZstdWorkerPool => (zstdPool ??= new ZstdWorkerPool(loaded.bindingPath, concurrency()));
   return {
     name: 'zstd',
     extension: '.zst',
     compress: (source, level, signal) => {
-      const workers = pool();
+      zstdPool ??= new ZstdWorkerPool(loaded.bindingPath, concurrency());
+      const pool = zstdPool;
       return (async function* () {
-        workers.acquire();
+        pool.acquire();
         try {
-          yield* ordered(blocks(source), workers.size, (block) => workers.compress(block, level), signal);
+          yield* ordered(blocks(source), pool.size, (block) => pool.compress(block, level), signal);
         } finally {
-          workers.release();
+          pool.release();
         }
       })();
     },
-    decompress: (source, signal) => {
-      const workers = pool();
-      return (async function* () {
-        workers.acquire();
-        try {
-          yield* decompressFrames(source, workers, () => new loaded.module.DecompressStream() as unknown as Duplex, signal);
-        } finally {
-          workers.release();
-        }
-      })();
-    },
+    // Decompression is several times faster than compression, so one stream on the main thread keeps up.
+    decompress: (source) => through(source, new loaded.module.DecompressStream() as unknown as Duplex),
   };
-}
-
-/**
- * Decompresses concatenated zstd frames on the worker pool, several at once, in order. Strata
- * compresses in independent 4 MiB blocks, one frame each with its size in the header, so the
- * frames can be cut apart from their headers alone; decompression then no longer holds the
- * main thread, which decrypts, hashes and writes meanwhile. At the first frame of another
- * shape (no declared size, larger than Strata writes, a skippable frame) the rest of the input
- * goes through one streaming decoder, as before.
- */
-async function* decompressFrames(source: AsyncIterable<Uint8Array>, pool: ZstdWorkerPool, streaming: () => Duplex, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-  const frames = splitFrames(source);
-  const inFlight: Promise<Buffer>[] = [];
-  try {
-    let next = await frames.next();
-    while (!next.done) {
-      throwIfAborted(signal, 'decompress');
-      inFlight.push(settledLater(pool.decompress(next.value.frame, next.value.size)));
-      if (inFlight.length >= pool.size * 2) yield await inFlight.shift()!;
-      next = await frames.next();
-    }
-    while (inFlight.length > 0) yield await inFlight.shift()!;
-    if (next.value) yield* through(next.value, streaming());
-  } finally {
-    for (const p of inFlight) p.catch(() => undefined);
-  }
-}
-
-const ZSTD_MAGIC = 0xfd2fb528;
-/** Frames declaring more content than this are not Strata's blocks: they go to the streaming decoder. */
-const MAX_PARALLEL_FRAME = 2 * BLOCK_BYTES;
-
-/** Bytes received but not yet handed out as frames, readable at any offset without joining them. */
-class PendingBytes {
-  // Pieces before #head are taken; the array is compacted now and then instead of shifted,
-  // which would cost a copy of the array per piece when the input comes in small pieces.
-  #pieces: Buffer[] = [];
-  #head = 0;
-  #length = 0;
-  // Where the last read was: frames are scanned front to back, so the next read starts there.
-  #cursorPiece = 0;
-  #cursorStart = 0;
-
-  get length(): number {
-    return this.#length;
-  }
-
-  push(piece: Uint8Array): void {
-    const buffer = Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
-    this.#pieces.push(buffer);
-    this.#length += buffer.length;
-  }
-
-  /** The little-endian unsigned integer of `bytes` bytes at `offset` (callers check the length first). */
-  uint(offset: number, bytes: number): number {
-    let value = 0;
-    for (let i = 0; i < bytes; i++) value += this.#byteAt(offset + i) * 2 ** (8 * i);
-    return value;
-  }
-
-  #byteAt(offset: number): number {
-    if (offset < this.#cursorStart || this.#cursorPiece < this.#head) this.#resetCursor();
-    while (this.#cursorPiece < this.#pieces.length) {
-      const piece = this.#pieces[this.#cursorPiece]!;
-      if (offset < this.#cursorStart + piece.length) return piece[offset - this.#cursorStart]!;
-      this.#cursorStart += piece.length;
-      this.#cursorPiece++;
-    }
-    throw new StrataError('INTERNAL', 'zstd frames: read past the received bytes');
-  }
-
-  #resetCursor(): void {
-    this.#cursorPiece = this.#head;
-    this.#cursorStart = 0;
-  }
-
-  /** Removes and returns the first `n` bytes as one buffer. */
-  take(n: number): Buffer {
-    const parts: Buffer[] = [];
-    let needed = n;
-    while (needed > 0) {
-      const piece = this.#pieces[this.#head]!;
-      if (piece.length <= needed) {
-        parts.push(piece);
-        this.#head++;
-        needed -= piece.length;
-      } else {
-        parts.push(piece.subarray(0, needed));
-        this.#pieces[this.#head] = piece.subarray(needed);
-        needed = 0;
-      }
-    }
-    this.#length -= n;
-    if (this.#head > 1024 && this.#head * 2 > this.#pieces.length) {
-      this.#pieces = this.#pieces.slice(this.#head);
-      this.#head = 0;
-    }
-    this.#resetCursor();
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
-  }
-
-  /** Everything not taken, followed by the rest of `source`. */
-  async *rest(source: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> {
-    const left = this.#pieces.slice(this.#head);
-    this.#pieces = [];
-    this.#head = 0;
-    this.#length = 0;
-    this.#resetCursor();
-    yield* left;
-    for (let next = await source.next(); !next.done; next = await source.next()) yield next.value;
-  }
-}
-
-/**
- * Cuts a zstd stream into whole frames by walking frame and block headers (RFC 8878, section 3.1).
- * Yields frames that declare their content size (at most MAX_PARALLEL_FRAME); returns the
- * remaining input, untouched, at the first frame that does not, or undefined at the end.
- */
-async function* splitFrames(source: AsyncIterable<Uint8Array>): AsyncGenerator<{ frame: Buffer; size: number }, AsyncIterable<Uint8Array> | undefined> {
-  const input = source[Symbol.asyncIterator]();
-  const pending = new PendingBytes();
-  let ended = false;
-  /** Waits until `n` bytes are pending; false when the input ends first. */
-  const have = async (n: number): Promise<boolean> => {
-    while (pending.length < n && !ended) {
-      const next = await input.next();
-      if (next.done) ended = true;
-      else pending.push(next.value);
-    }
-    return pending.length >= n;
-  };
-  for (;;) {
-    if (!(await have(1))) return undefined;
-    // Too short for a frame header, or not a frame Strata writes: the streaming decoder judges it.
-    if (!(await have(6)) || pending.uint(0, 4) !== ZSTD_MAGIC) return pending.rest(input);
-    const descriptor = pending.uint(4, 1);
-    const sizeField = [0, 2, 4, 8][descriptor >> 6]!;
-    const singleSegment = (descriptor >> 5) & 1;
-    const checksum = (descriptor >> 2) & 1;
-    const dictionaryField = [0, 1, 2, 4][descriptor & 3]!;
-    const contentSizeBytes = sizeField === 0 && singleSegment ? 1 : sizeField;
-    const headerEnd = 5 + (singleSegment ? 0 : 1) + dictionaryField + contentSizeBytes;
-    if (contentSizeBytes === 0 || !(await have(headerEnd))) return pending.rest(input);
-    const declared = pending.uint(headerEnd - contentSizeBytes, contentSizeBytes) + (contentSizeBytes === 2 ? 256 : 0);
-    if (declared > MAX_PARALLEL_FRAME) return pending.rest(input);
-    let at = headerEnd;
-    for (;;) {
-      if (!(await have(at + 3))) return pending.rest(input);
-      const header = pending.uint(at, 3);
-      const type = (header >> 1) & 3;
-      const blockSize = header >>> 3;
-      if (type === 3) return pending.rest(input);
-      at += 3 + (type === 1 ? 1 : blockSize);
-      if (header & 1) break;
-      if (at > MAX_PARALLEL_FRAME + 1024 * 1024) return pending.rest(input);
-    }
-    at += checksum ? 4 : 0;
-    if (!(await have(at))) return pending.rest(input);
-    yield { frame: pending.take(at), size: declared };
-  }
 }
 
 let zstdCodec: Codec | undefined | null = null;
