@@ -21,7 +21,7 @@ import type {
 } from '@strata/core';
 import { connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaEntries, splitSchema } from './pg-schema.js';
+import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, splitSchema } from './pg-schema.js';
 import { CopyStats, copyOut, listTables, parseStreamName, qualified, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 
@@ -321,7 +321,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
         if (wanted) checkTablesInBackup(wanted, info.tables);
         const roles = await existingRoles(work);
-        await runPostData(work, withDatabase(target, workName), executableSchema(post, roles).sql);
+        await work.query(executableSchema(post, roles).sql);
         const meta = info.engineMeta as unknown as PgMeta;
         await restoreSequences(work, meta.sequences ?? []);
         for (const view of meta.matviews ?? []) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
@@ -354,42 +354,6 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
     },
     abort: cleanup,
   };
-}
-
-/** Post-data objects that only build an index (and so may build side by side): what pg_restore -j runs in parallel too. */
-const INDEX_BUILDS = new Set(['INDEX', 'CONSTRAINT']);
-/** Connections building indexes at once: pg_restore -j 2's width, and two cores' worth of server work. */
-const INDEX_BUILD_CONNECTIONS = 2;
-
-/**
- * Runs the post-data half of the schema: primary keys, unique constraints and indexes first,
- * built on INDEX_BUILD_CONNECTIONS connections at once (each index build is one statement on
- * one table, so they need no order among themselves), then everything else (foreign keys,
- * triggers, index attachments, comments, ...) in pg_dump's order on `work`, once the indexes
- * those may need exist.
- */
-async function runPostData(work: pg.Client, target: PgTarget, sql: string): Promise<void> {
-  const entries = schemaEntries(sql);
-  const builds = entries.filter((e) => INDEX_BUILDS.has(e.type));
-  if (builds.length <= 1) {
-    if (entries.length > 0) await work.query(entries.map((e) => e.sql).join('\n'));
-    return;
-  }
-  const helpers = await Promise.all(Array.from({ length: INDEX_BUILD_CONNECTIONS - 1 }, () => connect(target, 'strata restore')));
-  try {
-    const queue = [...builds];
-    const build = async (client: pg.Client): Promise<void> => {
-      for (let next = queue.shift(); next; next = queue.shift()) await client.query(`${next.session}\n${next.sql}`);
-    };
-    // Settled, not raced: a failed build must not leave another connection's build running unseen.
-    const results = await Promise.allSettled([work, ...helpers].map(build));
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-  } finally {
-    await Promise.all(helpers.map((h) => h.end().catch(() => undefined)));
-  }
-  const rest = entries.filter((e) => !INDEX_BUILDS.has(e.type));
-  if (rest.length > 0) await work.query(rest.map((e) => e.sql).join('\n'));
 }
 
 function matchesAny(table: { schema: string; name: string }, wanted: ReadonlySet<string>): boolean {
