@@ -65,9 +65,15 @@ export class ChunkLayout {
     return set;
   }
 
+  // A layout never changes once built, and the artifact entry, the catalog digest, the cache
+  // and a child's delta all need its encoding: made once, it is not copied four times over.
+  #encoded: Buffer | undefined;
+  #digest: Buffer | undefined;
+
   /** First 16 bytes of the SHA-256 of `encode()`: how a delta names the layout it applies to. */
   digest(): Buffer {
-    return createHash('sha256').update(this.encode()).digest().subarray(0, CHUNK_HASH_BYTES);
+    this.#digest ??= createHash('sha256').update(this.encode()).digest().subarray(0, CHUNK_HASH_BYTES);
+    return this.#digest;
   }
 
   /** Whether chunk `i` of this layout and chunk `j` of `other` are the same chunk. */
@@ -76,7 +82,9 @@ export class ChunkLayout {
   }
 
   encode(): Buffer {
+    if (this.#encoded) return this.#encoded;
     const out = Buffer.alloc(HEADER_BYTES + this.count * LAYOUT_RECORD);
+    this.#encoded = out;
     LAYOUT_MAGIC.copy(out, 0);
     out.writeUInt32LE(LAYOUT_VERSION, 8);
     out.writeUInt32LE(CHUNK_HASH_BYTES, 12);
@@ -129,8 +137,9 @@ export class ChunkLayoutBuilder {
     return this.#count++;
   }
 
+  /** The layout, as views of the builder's arrays (no copy: the builder is done with them). */
   build(): ChunkLayout {
-    return new ChunkLayout(Buffer.from(this.#hashes.subarray(0, this.#count * CHUNK_HASH_BYTES)), this.#sizes.slice(0, this.#count));
+    return new ChunkLayout(this.#hashes.subarray(0, this.#count * CHUNK_HASH_BYTES), this.#sizes.subarray(0, this.#count));
   }
 }
 
