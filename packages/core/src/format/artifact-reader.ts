@@ -6,7 +6,7 @@ import { decryptStream } from '../encryption.js';
 import type { Passphrase } from '../encryption.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from '../errors.js';
 import type { Storage } from '../storage.js';
-import { ChunkLayout, ChunkLayoutBuilder, chunkHash, decodeLayoutEntry, decodeSegmentIndex } from './chunk-index.js';
+import { ChunkLayout, ChunkLayoutBuilder, LAYOUT_HEADER_BYTES, LAYOUT_RECORD_BYTES, chunkHash, completeLayoutCount, decodeLayoutEntry, decodeSegmentIndex } from './chunk-index.js';
 import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
 import { splitChunks } from './chunker.js';
 import { MANIFEST_ENTRY, MAX_MANIFEST_BYTES, README_ENTRY, SCHEMA_ENTRY, parseManifest } from './manifest.js';
@@ -170,6 +170,7 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
   const descriptors = new Map<string, StreamDescriptor>();
   const computed = new Map<string, { sha256: string; size: number; layout?: ChunkLayout; stored: { count: number; bytes: number } }>();
   const layouts = new Map<string, LayoutEntry>();
+  const tallies = new Map<string, LayoutTally>();
   const segmentChecks = new Map<string, SegmentRecord[]>();
   for await (const entry of entries) {
     throwIfAborted(options.signal, where);
@@ -208,15 +209,58 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
       computed.set(stream, tally);
     } else if (name.startsWith('layout/') && name.endsWith('.idx')) {
       const stream = name.slice('layout/'.length, -'.idx'.length);
-      layouts.set(stream, decodeLayoutEntry(await readSmall(entry, where), `${where}: ${name}`));
+      // A restore that wrote a whole stream straight through needs only the layout's totals to
+      // check it; gathering and decoding it would hold ~40 bytes per chunk at the very end.
+      if (options.streamWriter && options.verifyChunks === false && descriptors.get(stream)?.payload === 'whole') {
+        tallies.set(stream, await tallyLayout(entry, `${where}: ${name}`));
+      } else {
+        layouts.set(stream, decodeLayoutEntry(await readSmall(entry, where), `${where}: ${name}`));
+      }
     } else {
       throw new StrataError('ARTIFACT_FOREIGN', `${where}: unexpected entry ${JSON.stringify(name.slice(0, 200))} (not written by Strata format 1)`);
     }
   }
   if (!manifest) throw new StrataError('ARTIFACT_CORRUPT', `${where}: the artifact ends without a manifest (truncated?)`);
   if (schemaSql === undefined) throw new StrataError('ARTIFACT_CORRUPT', `${where}: the artifact has no ${SCHEMA_ENTRY}`);
-  checkAgainstManifest(manifest, computed, layouts, where);
+  checkAgainstManifest(manifest, computed, layouts, tallies, where);
   return { manifest, schemaSql, layouts };
+}
+
+/** A complete layout's chunk count and byte total, without its hashes. */
+class LayoutTally {
+  constructor(
+    readonly count: number,
+    readonly bytes: number,
+  ) {}
+}
+
+/** Reads a complete (version 1) layout entry as it streams past, keeping only its totals. */
+async function tallyLayout(entry: TarEntry, where: string): Promise<LayoutTally> {
+  if (entry.size > MAX_SMALL_ENTRY) throw new StrataError('ARTIFACT_HOSTILE', `${where}: entry ${entry.name} declares ${entry.size} bytes, more than a Strata artifact ever holds there`);
+  let header: Buffer | undefined;
+  let declared = 0;
+  let carry = Buffer.alloc(0);
+  let count = 0;
+  let bytes = 0;
+  for await (const piece of entry.body) {
+    let data = carry.length > 0 ? Buffer.concat([carry, piece]) : piece;
+    if (!header) {
+      if (data.length < LAYOUT_HEADER_BYTES) {
+        carry = Buffer.from(data);
+        continue;
+      }
+      header = Buffer.from(data.subarray(0, LAYOUT_HEADER_BYTES));
+      declared = completeLayoutCount(header, where);
+      data = data.subarray(LAYOUT_HEADER_BYTES);
+    }
+    const whole = data.length - (data.length % LAYOUT_RECORD_BYTES);
+    for (let at = 0; at < whole; at += LAYOUT_RECORD_BYTES) bytes += data.readUInt32LE(at);
+    count += whole / LAYOUT_RECORD_BYTES;
+    carry = Buffer.from(data.subarray(whole));
+  }
+  if (!header) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout entry is truncated`);
+  if (carry.length !== 0 || declared !== count) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout entry declares ${declared} chunks but holds ${count}`);
+  return new LayoutTally(count, bytes);
 }
 
 function parseDescriptor(bytes: Buffer, where: string): StreamDescriptor {
@@ -286,18 +330,19 @@ function checkAgainstManifest(
   manifest: Manifest,
   computed: Map<string, { sha256: string; size: number; layout?: ChunkLayout; stored: { count: number; bytes: number } }>,
   layouts: Map<string, LayoutEntry>,
+  tallies: Map<string, LayoutTally>,
   where: string,
 ): void {
   const names = new Set(manifest.streams.map((s) => s.name));
   for (const name of computed.keys()) if (!names.has(name)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${name} is not in the manifest`);
   for (const s of manifest.streams) {
     const got = computed.get(s.name);
-    const layout = layouts.get(s.name);
+    const layout = layouts.get(s.name) ?? tallies.get(s.name);
     if (!layout) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} has no layout`);
     if (layout.count !== s.chunkCount) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout has ${layout.count} chunks, manifest says ${s.chunkCount}`);
     // A delta's byte count is known only once applied to the parent's layout (checked then).
-    if (layout instanceof ChunkLayout) {
-      const layoutBytes = layout.sizes.reduce((sum, n) => sum + n, 0);
+    if (layout instanceof ChunkLayout || layout instanceof LayoutTally) {
+      const layoutBytes = layout instanceof LayoutTally ? layout.bytes : layout.sizes.reduce((sum, n) => sum + n, 0);
       if (layoutBytes !== s.size) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout covers ${layoutBytes} bytes, manifest says ${s.size}`);
     } else if (s.payload === 'whole') {
       throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} is stored whole but its layout is a delta`);

@@ -23,6 +23,8 @@ const LAYOUT_MAGIC = Buffer.from('STLAYOUT');
 const SEGMENT_MAGIC = Buffer.from('STSEGIDX');
 const HEADER_BYTES = 24;
 const LAYOUT_RECORD = 4 + CHUNK_HASH_BYTES;
+export const LAYOUT_HEADER_BYTES = HEADER_BYTES;
+export const LAYOUT_RECORD_BYTES = LAYOUT_RECORD;
 const SEGMENT_RECORD = 8 + 4 + CHUNK_HASH_BYTES;
 const LAYOUT_VERSION = 1;
 const DELTA_VERSION = 2;
@@ -333,4 +335,15 @@ export function resolveLayouts(entries: ReadonlyMap<string, LayoutEntry>, parent
 export function hasDeltas(entries: ReadonlyMap<string, LayoutEntry>): boolean {
   for (const entry of entries.values()) if (entry instanceof LayoutDelta) return true;
   return false;
+}
+
+/** The chunk count a complete layout's header declares, after checking its magic and version. */
+export function completeLayoutCount(header: Buffer, where: string): number {
+  if (header.length < HEADER_BYTES || !header.subarray(0, 8).equals(LAYOUT_MAGIC)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: not a chunk index (bad magic)`);
+  if (header.readUInt32LE(8) !== LAYOUT_VERSION || header.readUInt32LE(12) !== CHUNK_HASH_BYTES) {
+    throw new StrataError('ARTIFACT_CORRUPT', `${where}: a stream stored whole must have a complete layout (version ${LAYOUT_VERSION}), not version ${header.readUInt32LE(8)}`);
+  }
+  const count = header.readBigUInt64LE(16);
+  if (count > BigInt(Number.MAX_SAFE_INTEGER)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout declares ${count} chunks`);
+  return Number(count);
 }
