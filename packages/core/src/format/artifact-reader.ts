@@ -6,7 +6,7 @@ import { decryptStream } from '../encryption.js';
 import type { Passphrase } from '../encryption.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from '../errors.js';
 import type { Storage } from '../storage.js';
-import { ChunkLayout, ChunkLayoutBuilder, LAYOUT_HEADER_BYTES, LAYOUT_RECORD_BYTES, chunkHash, completeLayoutCount, decodeLayoutEntry, decodeSegmentIndex } from './chunk-index.js';
+import { ChunkLayout, ChunkLayoutBuilder, LAYOUT_HEADER_BYTES, LAYOUT_RECORD_BYTES, chunkHash, completeLayoutCount, decodeLayoutEntry, decodeSegmentIndex, expectedChunks } from './chunk-index.js';
 import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
 import { splitChunks } from './chunker.js';
 import { MANIFEST_ENTRY, MAX_MANIFEST_BYTES, README_ENTRY, SCHEMA_ENTRY, parseManifest } from './manifest.js';
@@ -287,7 +287,9 @@ async function readWhole(entry: TarEntry, chunking: Chunking, stream: string, op
     await writer.end();
     return { sha256: sha.digest('hex'), size, stored: { count: -1, bytes: size } };
   }
-  const layout = new ChunkLayoutBuilder();
+  // Sized from the entry's declared size, but never beyond what honest artifacts need up front:
+  // the size and chunking come from the archive itself, and a hostile one could declare anything.
+  const layout = new ChunkLayoutBuilder(Math.min(expectedChunks(entry.size, chunking) ?? 1024, 2 ** 21));
   let size = 0;
   for await (const chunk of splitChunks(entry.body, chunking)) {
     throwIfAborted(options.signal, 'read');

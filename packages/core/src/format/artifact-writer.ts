@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { SnapshotStream, TableStats } from '../engine.js';
 import { splitChunks } from './chunker.js';
 import { StrataError, throwIfAborted } from '../errors.js';
-import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, layoutEntryFor } from './chunk-index.js';
+import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, expectedChunks, layoutEntryFor } from './chunk-index.js';
 import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
 import { MANIFEST_ENTRY, README_ENTRY, SCHEMA_ENTRY } from './manifest.js';
 import type { Manifest, StreamDescriptor, StreamManifest } from './manifest.js';
@@ -95,7 +95,7 @@ async function* wholeStream(stream: SnapshotStream, out: Recorded, plan: Artifac
   const name = `data/${stream.name}`;
   yield tarHeaderBytes({ name, size, mtime });
   const sha = createHash('sha256');
-  const layout = new ChunkLayoutBuilder();
+  const layout = new ChunkLayoutBuilder(expectedChunks(size, stream.chunking));
   let seen = 0;
   for await (const chunk of splitChunks(stream.open({ signal: plan.signal }), stream.chunking)) {
     throwIfAborted(plan.signal, 'backup');
@@ -153,7 +153,7 @@ async function* segmentedStream(
 ): AsyncGenerator<Uint8Array> {
   const known = parent ? parent.layout.hashSet() : new Set<string>();
   const sha = createHash('sha256');
-  const layout = new ChunkLayoutBuilder();
+  const layout = new ChunkLayoutBuilder(stream.size !== undefined ? expectedChunks(stream.size, stream.chunking) : undefined);
   let size = 0;
   let storedChunks = 0;
   let storedBytes = 0;
