@@ -17,14 +17,13 @@
 // with apt-get when missing and running as root.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA } from './lib/app-database.mjs';
 import { startCpuSampler, waitQuiet } from './lib/cpu-sampler.mjs';
-import { CLI, distFingerprint, ensureDebianTools, fmtMB, fmtS, gitCommit, machineInfo, median, sh, strataRunner } from './lib/measure.mjs';
+import { CLI, benchWorkspace, cpuLines, disturbanceWarning, distFingerprint, ensureDebianTools, fmtMB, fmtS, gitCommit, machineInfo, median, sh, strataRunner } from './lib/measure.mjs';
 import { APP_DB, connect, ensureMysqlDatabase, ident } from './lib/mysql-app-database.mjs';
-import { summariseProfile } from './lib/profile.mjs';
+import { profileBackupRestore } from './lib/profile.mjs';
 
 const PASSPHRASE = 'strata-bench correct horse battery staple';
 /** Databases the benchmark restores into; anything named like this is dropped before and after. */
@@ -149,14 +148,8 @@ async function main() {
   console.log(`database: ${DB} on ${serverVersion} (${fmtMB(meta.bytes)}: tables ${fmtMB(meta.tableBytes)}, indexes ${fmtMB(meta.indexBytes)}; ` +
     `${cached ? 'cached' : `built in ${meta.buildSeconds} s`}; ${Object.entries(meta.rows).map(([k, v]) => `${k} ${v}`).join(', ')})`);
 
-  const WORK = path.join(DATA, `work-mysql-${SIZE_MB}mb`);
-  fs.rmSync(WORK, { recursive: true, force: true });
-  fs.mkdirSync(WORK, { recursive: true });
-  const GNUPGHOME = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-bench-gnupg-'));
-  fs.chmodSync(GNUPGHOME, 0o700);
-  const PASSFILE = path.join(GNUPGHOME, 'passphrase');
-  fs.writeFileSync(PASSFILE, PASSPHRASE, { mode: 0o600 });
-  const REPO = path.join(WORK, 'repo');
+  const workspace = benchWorkspace(path.join(DATA, `work-mysql-${SIZE_MB}mb`), PASSPHRASE);
+  const { WORK, REPO, GNUPGHOME, PASSFILE } = workspace;
   const env = { GNUPGHOME, PASSFILE, DB, DUMP: path.join(WORK, 'mysqldump.sql.zst'), OUT: path.join(WORK, 'hand.sql.zst.gpg'), TARGET: MYSQL_TARGET };
 
   try {
@@ -214,9 +207,7 @@ sync "$OUT"`, env), { bytes: fs.statSync(env.OUT).size });
     report(r, meta, { dist, rebuilt, minutes: (performance.now() - started) / 60000, waited, serverVersion });
   } finally {
     await dropRestored().catch((err) => console.error(`could not drop the restored databases: ${err.message}`));
-    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME } });
-    fs.rmSync(GNUPGHOME, { recursive: true, force: true });
-    if (!opts.keep) fs.rmSync(WORK, { recursive: true, force: true });
+    workspace.close(opts.keep);
   }
 }
 
@@ -258,29 +249,25 @@ function report(r, meta, { dist, rebuilt, minutes, waited, serverVersion }) {
     '',
     `same-round ratios: backup ${ratios.backup.map((x) => x.toFixed(2)).join(', ')}; restore ${ratios.restore.map((x) => x.toFixed(2)).join(', ')}`,
     'CPU seconds (median; the tool = the measured process tree, server = the MariaDB/MySQL process, machine = all CPUs busy):',
-    ...[['Strata backup', 'strataBackup'], ['mysqldump | zstd', 'dumpZstd'], ['mysqldump | zstd | gpg', 'handBackup'], ['mysqldump > /dev/null', 'dumpToNull'], ['Strata restore', 'strataRestore'], ['zstd -dc | mysql', 'mysqlRestore']]
-      .map(([label, k]) => `  ${label.padEnd(24)} wall ${fmtS(med[k].wallMs).padStart(9)}   tool ${med[k].cpuSec.toFixed(1).padStart(5)}   server ${med[k].serverCpu.toFixed(1).padStart(5)}   machine ${med[k].machineCpu.toFixed(1).padStart(5)}`),
+    ...cpuLines(med, [['Strata backup', 'strataBackup'], ['mysqldump | zstd', 'dumpZstd'], ['mysqldump | zstd | gpg', 'handBackup'], ['mysqldump > /dev/null', 'dumpToNull'], ['Strata restore', 'strataRestore'], ['zstd -dc | mysql', 'mysqlRestore']]),
     '',
     `commit ${commit}, dist ${dist}; ${minutes.toFixed(1)} min in all, ${waited.toFixed(0)} s of it waiting for a quiet machine (2 s at least before each run)`,
   ];
-  const noisy = Math.max(...Object.values(med).map((x) => x.otherCpuPerSec));
-  if (noisy > 0.15) lines.push(`WARNING: other processes kept up to ${noisy.toFixed(2)} cores busy during a run; the timings are disturbed`);
+  lines.push(...disturbanceWarning(med));
   console.log('\n' + lines.join('\n'));
 }
 
 // --profile: one Strata backup and one restore under --cpu-prof; top self time per thread.
 async function profile(DB, REPO, WORK) {
-  let id;
-  for (const name of ['backup', 'restore']) {
-    const dir = path.join(WORK, `cpuprof-${name}`);
-    await settle();
-    const args = name === 'backup' ? ['backup', urlOf(DB), '--repo', REPO, '--json'] : ['restore', id, '--repo', REPO, '--to', urlOf(STRATA_TARGET), '--json'];
-    const res = await strata(args, { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir] });
-    if (name === 'backup') id = JSON.parse(res.stdout).backup.id;
-    console.log(`\n## ${name} under --cpu-prof: ${fmtS(res.wallMs)} wall, peak RSS ${fmtMB(res.rssKiB * 1024)}, ` +
-      `CPU s: strata ${res.cpuSec.toFixed(1)}, server ${res.cpu.server.toFixed(1)}, machine ${res.cpu.total.toFixed(1)}`);
-    for (const f of fs.readdirSync(dir).sort()) summariseProfile(path.join(dir, f));
-  }
+  await profileBackupRestore({
+    strata,
+    settle,
+    work: WORK,
+    backupArgs: ['backup', urlOf(DB), '--repo', REPO, '--json'],
+    restoreArgs: (id) => ['restore', id, '--repo', REPO, '--to', urlOf(STRATA_TARGET), '--json'],
+    fmtS,
+    fmtMB,
+  });
   await dropRestored();
 }
 

@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA } from './lib/app-database.mjs';
-import { CLI, distFingerprint, fmtS, gitCommit, machineInfo, median, strataRunner } from './lib/measure.mjs';
+import { CLI, disturbanceWarning, distFingerprint, fmtS, gitCommit, machineInfo, median, strataRunner } from './lib/measure.mjs';
 import { summariseProfile } from './lib/profile.mjs';
 import { ensureScaleRepository } from './lib/scale-repository.mjs';
 
@@ -127,8 +127,7 @@ function report(runs, facts, meta, { dist, rebuilt, minutes }) {
     '',
     `commit ${commit}, dist ${dist}; ${minutes.toFixed(1)} min in all`,
   ];
-  const noisy = Math.max(...Object.values(med).map((x) => x.otherCpuPerSec));
-  if (noisy > 0.15) lines.push(`WARNING: other processes kept up to ${noisy.toFixed(2)} cores busy during a run; the timings are disturbed`);
+  lines.push(...disturbanceWarning(med));
   console.log('\n' + lines.join('\n'));
 }
 

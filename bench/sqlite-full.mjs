@@ -11,12 +11,11 @@
 // one restore under `node --cpu-prof` and prints the top self-time functions per thread.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA, ensureDatabase } from './lib/app-database.mjs';
 import { summariseProfile } from './lib/profile.mjs';
-import { CLI, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, run, sh, strataRunner } from './lib/measure.mjs';
+import { CLI, benchWorkspace, disturbanceWarning, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, run, sh, strataRunner } from './lib/measure.mjs';
 
 const PASSPHRASE = 'strata-bench correct horse battery staple';
 
@@ -48,14 +47,8 @@ async function main() {
   console.log(`database: ${DB} (${fmtMB(meta.bytes)}, ${cached ? 'cached' : `built in ${meta.buildSeconds} s`}; ` +
     `${Object.entries(meta.rows).map(([k, v]) => `${k} ${v}`).join(', ')}; blobs ${(100 * meta.blobBytes / meta.bytes).toFixed(0)}% of bytes)`);
 
-  const WORK = path.join(DATA, `work-${SIZE_MB}mb`);
-  fs.rmSync(WORK, { recursive: true, force: true });
-  fs.mkdirSync(WORK, { recursive: true });
-  const GNUPGHOME = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-bench-gnupg-'));
-  fs.chmodSync(GNUPGHOME, 0o700);
-  const PASSFILE = path.join(GNUPGHOME, 'passphrase');
-  fs.writeFileSync(PASSFILE, PASSPHRASE, { mode: 0o600 });
-  const REPO = path.join(WORK, 'repo');
+  const workspace = benchWorkspace(path.join(DATA, `work-${SIZE_MB}mb`), PASSPHRASE);
+  const { WORK, REPO, GNUPGHOME, PASSFILE } = workspace;
   const handEnv = { GNUPGHOME, PASSFILE, DB, SNAP: path.join(WORK, 'snap.db'), OUT: path.join(WORK, 'hand.db.zst.gpg'), T: path.join(WORK, 'hand-restored.db') };
   const strataTarget = path.join(WORK, 'strata-restored.db');
 
@@ -105,9 +98,7 @@ sync "$T"`, handEnv);
 
     report(r, meta, dist);
   } finally {
-    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME } });
-    fs.rmSync(GNUPGHOME, { recursive: true, force: true });
-    if (!opts.keep) fs.rmSync(WORK, { recursive: true, force: true });
+    workspace.close(opts.keep);
   }
 }
 
@@ -154,8 +145,7 @@ function report(r, meta, dist) {
   lines.push('', `CPU time (user+system, median): backup Strata ${B.cpuSec.toFixed(1)} s, by hand ${HB.cpuSec.toFixed(1)} s; ` +
     `restore Strata ${R.cpuSec.toFixed(1)} s, by hand ${HR.cpuSec.toFixed(1)} s (commit ${commit})`);
   lines.push(`by-hand peak RSS (largest process in the pipeline): backup ${fmtMB(HB.maxRssKiB * 1024)}, restore ${fmtMB(HR.maxRssKiB * 1024)}`);
-  const noisy = Math.max(...Object.values(med).map((x) => x.otherCpuPerSec));
-  if (noisy > 0.15) lines.push(`WARNING: other processes kept up to ${noisy.toFixed(2)} cores busy during a run; the timings are disturbed`);
+  lines.push(...disturbanceWarning(med));
   console.log('\n' + lines.join('\n'));
 }
 

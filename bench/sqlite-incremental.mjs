@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA, appendOrders, betterSqlite3, ensureDatabase, prng } from './lib/app-database.mjs';
-import { CLI, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, run, sh, strataRunner } from './lib/measure.mjs';
+import { CLI, disturbanceWarning, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, run, sh, strataRunner } from './lib/measure.mjs';
 
 const PATTERNS = ['append', 'recent', 'scattered'];
 const { values: opts } = parseArgs({
@@ -396,8 +396,7 @@ function report(runs, meta, dist, versions) {
       `restic data_added ${fmtMB(x.resticDataAdded)}, snapshot ${fmtS(x.resticSnapshotMs)} of its time, CPU ${x.resticCpu.toFixed(1)} s, peak RSS ${fmtMB(x.resticRssKiB * 1024)}; ` +
       `full backups: Strata ${fmtS(x.strataFullMs)} ${fmtMB(x.strataFullBytes)}, restic ${fmtS(x.resticFullMs)} ${fmtMB(x.resticFullBytes)}`);
   }
-  const noisy = Math.max(...Object.values(med).map((x) => x.otherCpuPerSec));
-  if (noisy > 0.15) lines.push(`WARNING: other processes kept up to ${noisy.toFixed(2)} cores busy during a timed run; the timings are disturbed`);
+  lines.push(...disturbanceWarning(med, 'a timed run'));
   console.log('\n' + lines.join('\n'));
 }
 

@@ -121,3 +121,40 @@ export const machineInfo = () => ({ nproc: os.availableParallelism?.() ?? os.cpu
 export const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 export const fmtS = (ms) => `${(ms / 1000).toFixed(2)} s`;
 export const fmtMB = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+/**
+ * A fresh work folder for one benchmark (its repository in `REPO`) and a private GnuPG home
+ * holding the passphrase file the by-hand pipelines read through fd 3, so it never reaches argv.
+ * `close()` stops that home's gpg agent and removes it, and the work folder unless `keep`.
+ */
+export function benchWorkspace(work, passphrase) {
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  const GNUPGHOME = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-bench-gnupg-'));
+  fs.chmodSync(GNUPGHOME, 0o700);
+  const PASSFILE = path.join(GNUPGHOME, 'passphrase');
+  fs.writeFileSync(PASSFILE, passphrase, { mode: 0o600 });
+  return {
+    WORK: work,
+    REPO: path.join(work, 'repo'),
+    GNUPGHOME,
+    PASSFILE,
+    close(keep) {
+      spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME } });
+      fs.rmSync(GNUPGHOME, { recursive: true, force: true });
+      if (!keep) fs.rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The warning line for results whose runs shared the machine with busy processes (over 0.15 cores), or none. */
+export function disturbanceWarning(med, during = 'a run') {
+  const noisy = Math.max(...Object.values(med).map((x) => x.otherCpuPerSec));
+  return noisy > 0.15 ? [`WARNING: other processes kept up to ${noisy.toFixed(2)} cores busy during ${during}; the timings are disturbed`] : [];
+}
+
+/** One line per case of where the CPU went (median wall, the tool, the database server, the whole machine). */
+export function cpuLines(med, cases) {
+  const width = Math.max(...cases.map(([label]) => label.length)) + 2;
+  return cases.map(([label, k]) => `  ${label.padEnd(width)}wall ${fmtS(med[k].wallMs).padStart(9)}   tool ${med[k].cpuSec.toFixed(1).padStart(5)}   server ${med[k].serverCpu.toFixed(1).padStart(5)}   machine ${med[k].machineCpu.toFixed(1).padStart(5)}`);
+}
