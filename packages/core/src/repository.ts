@@ -570,26 +570,33 @@ export class Repository {
 
   /**
    * A backup's complete chunk layouts. Its layout entries come from the cached copy when that
-   * matches the catalog, else from its artifact; entries stored as deltas are applied to the
-   * parent's complete layouts, found the same way, back to the nearest complete ones.
+   * matches the catalog, else from its artifact; see {@link #complete} for deltas.
    */
   async #layoutsOf(record: BackupRecord, passphrase: Passphrase | undefined, operation: string): Promise<Map<string, ChunkLayout>> {
-    const deltas: { record: BackupRecord; entries: Map<string, LayoutEntry> }[] = [];
+    return this.#complete(record, await this.#layoutEntriesOf(record, passphrase, operation), passphrase, operation);
+  }
+
+  /**
+   * Complete layouts from a backup's layout `entries`: entries stored as deltas are applied to the
+   * parent's complete layouts, whose entries are found the same way, back to the nearest
+   * complete ones (at worst the full backup's).
+   */
+  async #complete(record: BackupRecord, entries: ReadonlyMap<string, LayoutEntry>, passphrase: Passphrase | undefined, operation: string): Promise<Map<string, ChunkLayout>> {
+    const deltas: { record: BackupRecord; entries: ReadonlyMap<string, LayoutEntry> }[] = [];
     let chain: BackupRecord[] | undefined;
     let current = record;
-    for (;;) {
-      const entries = await this.#layoutEntriesOf(current, passphrase, operation);
-      if (!hasDeltas(entries)) {
-        let layouts = resolveLayouts(entries, undefined, `${operation}: ${current.id}`);
-        for (const link of deltas.reverse()) layouts = resolveLayouts(link.entries, layouts, `${operation}: ${link.record.id}`);
-        return layouts;
-      }
-      deltas.push({ record: current, entries });
+    let currentEntries = entries;
+    while (hasDeltas(currentEntries)) {
+      deltas.push({ record: current, entries: currentEntries });
       chain ??= await this.chainOf(record);
       const parent = chain[chain.findIndex((r) => r.id === current.id) - 1];
       if (!parent) throw new StrataError('CHAIN_BROKEN', `${operation}: ${current.id} stores its layout as changes against a parent, and the catalog has none; take a full backup`);
       current = parent;
+      currentEntries = await this.#layoutEntriesOf(current, passphrase, operation);
     }
+    let layouts = resolveLayouts(currentEntries, undefined, `${operation}: ${current.id}`);
+    for (const link of deltas.reverse()) layouts = resolveLayouts(link.entries, layouts, `${operation}: ${link.record.id}`);
+    return layouts;
   }
 
   /** A backup's layout entries as its artifact holds them: from the cached copy when it matches the catalog, else from the artifact. */
@@ -743,8 +750,7 @@ export class Repository {
         signal: options.signal,
         onProgress: options.onProgress,
         checkManifest: checkManifestMatches,
-        completeLayouts: async (entries) =>
-          hasDeltas(entries) ? resolveLayouts(entries, await this.#layoutsOf(chain.at(-2)!, options.passphrase, 'restore'), `restore ${tip.id}`) : resolveLayouts(entries, undefined, `restore ${tip.id}`),
+        completeLayouts: (entries) => this.#complete(tip, entries, options.passphrase, 'restore'),
       });
       options.onProgress?.({ operation: 'restore', phase: 'commit', doneBytes: tip.storedBytes, totalBytes: tip.storedBytes, backupId: tip.id });
       await session.commit({
