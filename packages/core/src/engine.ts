@@ -30,10 +30,20 @@ export interface TableStats {
   readonly checksum: string;
 }
 
+/**
+ * The schema as named objects: a key a person recognises (`table public.orders`,
+ * `index public.orders_pkey`, `trigger shop.t_audit`) mapped to the SHA-256 (hex) of that
+ * object's normalised definition. It lets the validator say which objects differ, where the
+ * fingerprint alone can only say that something does.
+ */
+export type SchemaObjects = Readonly<Record<string, string>>;
+
 /** What the validator needs to compare a restored database with the one we backed up. */
 export interface DatabaseFacts {
   /** SHA-256 (hex) of the normalised schema: equal schemas have equal fingerprints. */
   readonly schemaFingerprint: string;
+  /** The schema object by object; engines that provide it get named differences in verify. */
+  readonly schemaObjects?: SchemaObjects;
   readonly tables: readonly TableStats[];
 }
 
@@ -44,6 +54,8 @@ export interface DatabaseFacts {
 export interface Snapshot {
   /** SHA-256 (hex) of the normalised schema. */
   readonly schemaFingerprint: string;
+  /** The schema object by object, computed the same way `inspect()` computes it. */
+  readonly schemaObjects?: SchemaObjects;
   /**
    * Per-table row counts and checksums. The core asks for them after reading the streams, so an
    * engine can compute them alongside (SQLite does, on a worker thread).
@@ -147,8 +159,12 @@ export interface Engine {
    * removes it and is safe to call twice.
    */
   createScratch(options: { tempDir: string; source?: string } & Abortable): Promise<{ locator: string; drop(): Promise<void> }>;
-  /** Reads the facts of an existing database (used by the validator on a scratch restore). */
-  inspect(locator: string, options?: Abortable): Promise<DatabaseFacts & { integrityErrors: string[] }>;
+  /**
+   * Reads the facts of an existing database (used by the validator on a scratch restore).
+   * `foreignKeysChecked` is true only when the engine really checked every foreign key (its
+   * violations are `integrityErrors` starting with "foreign key"); verify says so only then.
+   */
+  inspect(locator: string, options?: Abortable): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean }>;
 }
 
 /**

@@ -11,6 +11,7 @@ import { Passphrase, decryptSmall, encryptSmall, encryptStream } from './encrypt
 import type { EncryptionProfile } from './encryption.js';
 import type { Engine, EngineRegistry } from './engine.js';
 import { restoreChain } from './chain-restore.js';
+import { describeSchemaDifference } from './schema-diff.js';
 import { redactLocator } from './server-engine.js';
 import { layoutCacheKey, layoutsDigest, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { hasDeltas, resolveLayouts } from './format/chunk-index.js';
@@ -478,6 +479,7 @@ export class Repository {
           source: engine.describe(locator),
           databaseBytes: snapshot.databaseBytes,
           schemaFingerprint: snapshot.schemaFingerprint,
+          ...(snapshot.schemaObjects ? { schemaObjects: snapshot.schemaObjects } : {}),
           engineMeta: snapshot.engineMeta,
           tool: { name: 'strata', version: STRATA_VERSION },
         },
@@ -884,7 +886,7 @@ export class Repository {
       }
       const manifest = contents!.manifest;
       const schemaProblems: string[] = [];
-      if (facts.schemaFingerprint !== manifest.schemaFingerprint) schemaProblems.push(`schema fingerprint ${facts.schemaFingerprint.slice(0, 12)}… differs from the recorded ${manifest.schemaFingerprint.slice(0, 12)}…`);
+      if (facts.schemaFingerprint !== manifest.schemaFingerprint) schemaProblems.push(describeSchemaDifference(manifest, facts));
       const integrity = facts.integrityErrors.filter((e) => !e.startsWith('foreign key'));
       schemaProblems.push(...integrity.slice(0, 5));
       checks.push(
@@ -903,7 +905,7 @@ export class Repository {
       dataProblems.push(...facts.integrityErrors.filter((e) => e.startsWith('foreign key')).slice(0, 5));
       checks.push(
         dataProblems.length === 0
-          ? { name: 'data-consistency', status: 'passed', reason: `${manifest.tables.length} table(s): row counts and content checksums match; foreign keys check out` }
+          ? { name: 'data-consistency', status: 'passed', reason: `${manifest.tables.length} table(s): row counts and content checksums match${facts.foreignKeysChecked ? '; foreign keys check out' : ''}` }
           : { name: 'data-consistency', status: 'failed', reason: dataProblems.slice(0, 10).join('; ') },
       );
       return done();

@@ -178,7 +178,7 @@ export class PostgresEngine implements Engine {
     };
   }
 
-  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const target = parseTarget(locator);
     const client = await connect(target, 'strata verify');
     try {
@@ -189,7 +189,7 @@ export class PostgresEngine implements Engine {
       const stats = await statsOf(client, tables);
       // PostgreSQL enforces foreign keys itself; constraints added NOT VALID are the exception.
       const notValid = (await client.query<{ name: string }>(`SELECT conrelid::regclass::text || ' ' || conname AS name FROM pg_constraint WHERE NOT convalidated`)).rows;
-      return { schemaFingerprint: fingerprint(schemaSql), tables: stats, integrityErrors: notValid.map((r) => `constraint not validated: ${r.name}`) };
+      return { schemaFingerprint: fingerprint(schemaSql), tables: stats, integrityErrors: notValid.map((r) => `constraint not validated: ${r.name}`), foreignKeysChecked: true };
     } catch (err) {
       throw isStrataError(err) ? err : connectionError(target, err);
     } finally {

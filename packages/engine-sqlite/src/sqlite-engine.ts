@@ -235,7 +235,7 @@ export class SqliteEngine implements Engine {
     };
   }
 
-  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const file = filePath(locator);
     await checkIsSqliteFile(file);
     let db: Database.Database;
@@ -250,7 +250,7 @@ export class SqliteEngine implements Engine {
       const fk = (db.pragma('foreign_key_check') as { table: string; rowid: number; parent: string }[]).map(
         (r) => `foreign key violation: ${r.table} rowid ${r.rowid} references missing row in ${r.parent}`,
       );
-      return { ...facts, integrityErrors: [...integrity, ...fk] };
+      return { ...facts, integrityErrors: [...integrity, ...fk], foreignKeysChecked: true };
     } catch (err) {
       throw sqliteError(`inspect ${file}`, err);
     } finally {

@@ -1,5 +1,5 @@
 import { StrataError } from '../errors.js';
-import type { Chunking, TableStats } from '../engine.js';
+import type { Chunking, SchemaObjects, TableStats } from '../engine.js';
 
 /** The artifact format this code writes. Readers accept this and older versions. */
 export const ARTIFACT_FORMAT_VERSION = 1;
@@ -67,6 +67,8 @@ export interface Manifest {
   readonly source: string;
   readonly databaseBytes: number;
   readonly schemaFingerprint: string;
+  /** The schema object by object (absent in artifacts of older versions and of engines without it). */
+  readonly schemaObjects?: SchemaObjects;
   readonly tables: readonly TableStats[];
   readonly streams: readonly StreamManifest[];
   readonly engineMeta: Readonly<Record<string, unknown>>;
@@ -103,6 +105,12 @@ export function parseManifest(bytes: Uint8Array, where: string): Manifest {
   for (const s of m.streams) {
     if (typeof s?.name !== 'string' || typeof s.sha256 !== 'string' || !Number.isSafeInteger(s.size) || s.size < 0 || !Number.isSafeInteger(s.chunkCount)) {
       throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest has a malformed stream`);
+    }
+  }
+  if (m.schemaObjects !== undefined) {
+    const objects = m.schemaObjects as unknown;
+    if (typeof objects !== 'object' || objects === null || Array.isArray(objects) || Object.entries(objects).some(([k, v]) => k.length > 4096 || typeof v !== 'string' || v.length > 128)) {
+      throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field schemaObjects is malformed`);
     }
   }
   return m as Manifest;
