@@ -41,6 +41,16 @@ export type StrataErrorCode =
   | 'ARTIFACT_FOREIGN'
   /** An artifact tries something a well-formed one never does (path escape, link entries, bombs). */
   | 'ARTIFACT_HOSTILE'
+  /**
+   * The database holds an object the engine cannot capture exactly (a type, a table kind, a
+   * feature). The backup stops and names it rather than leave it out silently.
+   */
+  | 'UNSUPPORTED_OBJECT'
+  /**
+   * The restore target refused what the restore asked of it (a failing statement, a constraint,
+   * a permission). The artifact itself is fine; the message names the object and the target.
+   */
+  | 'RESTORE_FAILED'
   /** A restore point needs an ancestor that is missing or unreadable. */
   | 'CHAIN_BROKEN'
   /** A restore target exists and the caller did not allow overwriting it. */
