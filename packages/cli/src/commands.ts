@@ -20,7 +20,7 @@ import {
 } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { ProgressBar, confirm, formatAge, formatBytes, interactive, readPassphrase } from './terminal.js';
+import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 
 /** Options of `strata init`. */
 export interface InitCommandOptions {
@@ -188,6 +188,9 @@ function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRecord; d
 }
 
 function printTable(header: string[], rows: string[][]): void {
+  // Cells come from the catalog, which an import or an older Strata may have filled with
+  // control characters: shown escaped, they cannot repaint the terminal or forge rows.
+  rows = rows.map((r) => r.map(printable));
   const widths = header.map((h, i) => rows.reduce((max, r) => Math.max(max, r[i]!.length), h.length));
   const line = (cells: string[]): string =>
     cells

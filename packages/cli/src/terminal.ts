@@ -144,3 +144,11 @@ export function confirm(question: string): Promise<boolean> {
     });
   });
 }
+
+/**
+ * Text from the repository made safe for a terminal: control characters (ESC, CR, LF, TAB, C1)
+ * shown as `\xNN` escapes, so stored text can never move the cursor, recolour or clear the screen.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}

@@ -10,6 +10,8 @@ export * from './catalog.js';
 export * from './journal.js';
 export * from './lock.js';
 export * from './naming.js';
+export { shellCommand, shellQuote } from './shell-quote.js';
+export { MAX_CLOCK_SKEW_MS } from './record-checks.js';
 export * from './progress.js';
 export * from './compression.js';
 export { Passphrase } from './encryption.js';

@@ -8,6 +8,11 @@ import { isNotFound } from './storage.js';
 
 export const LOCK_KEY = 'locks/repository.lock';
 
+/** The token of a lock file whose content is not a Strata lock. */
+const UNREADABLE = 'unreadable';
+/** How old an unreadable lock file must be before it is taken over. */
+const UNREADABLE_STALE_AFTER_MS = 60_000;
+
 /** What the lock file says about its holder; shown to the user when they have to wait. */
 interface LockInfo {
   token: string;
@@ -64,6 +69,13 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
       continue;
     }
     if (Date.now() >= deadline || options.signal?.aborted) {
+      if (holder?.token === UNREADABLE) {
+        throw new StrataError(
+          'REPO_LOCKED',
+          `repository is locked by ${LOCK_KEY} in ${storage.location}, whose content is not a Strata lock (empty or damaged); it counts as abandoned ${UNREADABLE_STALE_AFTER_MS / 1000} s after it was written, or remove it by hand if no Strata process is running`,
+          { details: { holder: null } },
+        );
+      }
       const who = holder ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.acquiredAt}` : 'another process';
       throw new StrataError('REPO_LOCKED', `repository is locked by ${who}; try again later`, { details: { holder } });
     }
@@ -73,6 +85,7 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
 }
 
 function isStale(holder: LockInfo, staleAfterMs: number): boolean {
+  if (holder.token === UNREADABLE) return Date.now() - Date.parse(holder.acquiredAt) > UNREADABLE_STALE_AFTER_MS;
   if (holder.host === hostname()) return !defaultIsAlive(holder.pid, holder.host);
   return Date.now() - Date.parse(holder.acquiredAt) > staleAfterMs;
 }
@@ -80,11 +93,16 @@ function isStale(holder: LockInfo, staleAfterMs: number): boolean {
 async function readLock(storage: Storage): Promise<LockInfo | undefined> {
   try {
     const parsed = JSON.parse(Buffer.from(await storage.read(LOCK_KEY)).toString('utf8')) as LockInfo;
-    return typeof parsed.token === 'string' ? parsed : undefined;
+    if (typeof parsed?.token !== 'string' || typeof parsed.pid !== 'number' || typeof parsed.host !== 'string') throw new Error('not a Strata lock');
+    return parsed;
   } catch (err) {
     if (isNotFound(err)) return undefined;
-    // Unreadable content can only come from outside tampering; treat it as a dead holder.
-    return { token: 'unreadable', pid: -1, host: hostname(), operation: 'unknown', acquiredAt: new Date(0).toISOString() };
+    // Strata writes a lock's content atomically (createExclusive), so content that does not parse
+    // (empty, truncated by a full disk, written by hand) never belongs to a live Strata process.
+    // It has no pid to probe (pid -1 would ask kill() about every process and always look alive),
+    // so it is judged by its age alone.
+    const modified = await storage.stat(LOCK_KEY).then((info) => info.modified, () => new Date());
+    return { token: UNREADABLE, pid: 0, host: '', operation: 'unknown', acquiredAt: modified.toISOString() };
   }
 }
 

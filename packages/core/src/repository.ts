@@ -12,6 +12,8 @@ import type { EncryptionProfile } from './encryption.js';
 import type { Engine, EngineRegistry } from './engine.js';
 import { restoreChain } from './chain-restore.js';
 import { describeSchemaDifference } from './schema-diff.js';
+import { checkForeignRecord, refuseFutureTime } from './record-checks.js';
+import { shellCommand } from './shell-quote.js';
 import { redactLocator } from './server-engine.js';
 import { layoutCacheKey, layoutsDigest, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { hasDeltas, resolveLayouts } from './format/chunk-index.js';
@@ -236,10 +238,27 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
   if (typeof config.version !== 'number' || config.version > REPOSITORY_FORMAT_VERSION) {
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `repository: format version ${config.version} was written by a newer Strata (this one reads up to ${REPOSITORY_FORMAT_VERSION}); upgrade Strata`);
   }
+  checkEncryptionSection(config, storage.location);
   await storage.sweepTemp?.();
   await sweepStaging(storage);
   await finishInterruptedCommits(storage);
   return new Repository(storage, config, options);
+}
+
+/**
+ * A damaged or hand-edited repository.json must not pass for a wrong passphrase: the user would
+ * try passphrases against a file that no passphrase can open.
+ */
+function checkEncryptionSection(config: RepositoryConfigFile, location: string): void {
+  const enc = config.encryption as Partial<RepositoryConfigFile['encryption']> | undefined;
+  const damaged = (what: string): never => {
+    throw new StrataError('ARTIFACT_CORRUPT', `repository: ${REPOSITORY_CONFIG_KEY} in ${location} is damaged (${what}); put back a copy of it (it holds no secret), or run \`strata init\` in a new folder`);
+  };
+  if (typeof enc !== 'object' || enc === null) return damaged('it has no encryption section');
+  if (!['compat', 'modern', 'none'].includes(enc.profile as string)) return damaged(`unknown encryption profile ${JSON.stringify(enc.profile)}`);
+  if (enc.profile === 'none') return;
+  if (typeof enc.keyCheck !== 'string' || !/^-----BEGIN PGP MESSAGE-----\r?\n[\s\S]+-----END PGP MESSAGE-----\s*$/.test(enc.keyCheck)) return damaged('its key check is not an OpenPGP message');
+  if (typeof enc.keyCheckSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(enc.keyCheckSha256)) return damaged('its key check digest is malformed');
 }
 
 /**
@@ -426,9 +445,11 @@ export class Repository {
     let type = options.type ?? 'full';
     if (!BACKUP_TYPES.includes(type)) throw new StrataError('USAGE', `backup: unknown type ${JSON.stringify(type)} (use ${BACKUP_TYPES.join(', ')})`);
     const database = validateDatabaseName(options.database);
-    if (options.label !== undefined && options.label.length > 200) throw new StrataError('USAGE', 'backup: a label is at most 200 characters');
+    if (options.label !== undefined) checkTagText(options.label, 'label');
+    for (const tag of options.tags ?? []) checkTagText(tag, 'tag');
     const time = options.time ?? new Date();
     if (Number.isNaN(time.getTime())) throw new StrataError('USAGE', 'backup: the time is not a valid date');
+    refuseFutureTime(time, 'backup');
     const engine = this.#engineFor(locator);
     const op = await this.journal.begin('backup', { database, type });
     let snapshot: Awaited<ReturnType<Engine['snapshot']>> | undefined;
@@ -933,6 +954,8 @@ export class Repository {
       const newestFirst = (a: RetentionDecision, b: RetentionDecision): number => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id);
       return { keep: keep.sort(newestFirst), remove: remove.sort(newestFirst) };
     };
+    // A wrong passphrase must not be able to delete what it cannot read (nor plan to).
+    await this.#unlock();
     if (options.dryRun) return plan(await this.list());
     const op = await this.journal.begin('prune', options.database ? { database: options.database } : {});
     try {
@@ -963,6 +986,7 @@ export class Repository {
    */
   async delete(ids: readonly string[], options: { withDependents?: boolean } = {}): Promise<BackupRecord[]> {
     if (ids.length === 0) throw new StrataError('USAGE', 'delete: name at least one backup');
+    await this.#unlock();
     const targets = await Promise.all(ids.map((id) => this.resolve({ id })));
     const op = await this.journal.begin('delete', { details: { requested: targets.map((t) => t.id) } });
     try {
@@ -1047,7 +1071,7 @@ export class Repository {
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
-    const undo = `strata restore ${backup.id} --to ${JSON.stringify(this.#engineFor(locator).describe(locator))} --force --yes --repo ${JSON.stringify(this.storage.location)}`;
+    const undo = shellCommand(['strata', 'restore', backup.id, '--to', this.#engineFor(locator).describe(locator), '--force', '--yes', '--repo', this.storage.location]);
     const op = await this.journal.begin('run', { database: options.database, backupId: backup.id, details: { command: options.description ?? 'guarded change', undo } });
     let value: T | undefined;
     let error: unknown;
@@ -1081,6 +1105,7 @@ export class Repository {
    */
   async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[] }> {
     exportFormatOf(options.out);
+    await this.#unlock();
     const op = await this.journal.begin('export', { details: { out: options.out } });
     try {
       const all = await this.list();
@@ -1135,13 +1160,15 @@ export class Repository {
       const placed: BackupRecord[] = [];
       const skipped: string[] = [];
       const existing = new Set((await this.list()).map((b) => b.id));
+      const seenEntries = new Set<string>();
       try {
         for await (const entry of readExportContainer(file)) {
+          if (seenEntries.has(entry.name)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} holds ${entry.name} twice; it was not made by Strata or was altered, and nothing of it was imported`);
+          seenEntries.add(entry.name);
           if (entry.name === 'strata-export.json') {
             const chunks: Buffer[] = [];
-            for await (const c of entry.body) chunks.push(Buffer.from(c));
-            manifest = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExportManifest;
-            if (manifest.format !== 'strata-export' || manifest.version !== 1) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a Strata export of a version this Strata reads`);
+            for await (const c of limitBytes(entry.body, MAX_EXPORT_MANIFEST_BYTES, `import: strata-export.json in ${file}`)) chunks.push(Buffer.from(c));
+            manifest = parseExportManifest(Buffer.concat(chunks), file);
             await this.#checkImportKeys(manifest);
             continue;
           }
@@ -1158,7 +1185,9 @@ export class Repository {
             continue;
           }
           const sha = createHash('sha256');
-          const info = await this.storage.put(record.key, hashing(entry.body, sha));
+          // The record's size is a limit enforced while reading: a bundle entry that inflates
+          // beyond it (a decompression bomb) stops at the first byte too many.
+          const info = await this.storage.put(record.key, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha));
           if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
             await this.storage.delete(record.key);
             throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
@@ -1229,6 +1258,50 @@ async function* countBytes(source: AsyncIterable<Uint8Array>, counter: { bytes: 
 async function* hashBytes(source: AsyncIterable<Uint8Array>, sha: ReturnType<typeof createHash>): AsyncGenerator<Uint8Array> {
   for await (const chunk of source) {
     sha.update(chunk);
+    yield chunk;
+  }
+}
+
+/**
+ * Labels and tags are shown in terminals, tree views and reports: control characters (escape
+ * sequences, newlines) could repaint a terminal or forge lines of output, so they are refused.
+ */
+function checkTagText(text: string, what: 'label' | 'tag'): void {
+  if (text.length > 200) throw new StrataError('USAGE', `backup: a ${what} is at most 200 characters`);
+  if (what === 'tag' && text.length === 0) throw new StrataError('USAGE', 'backup: a tag cannot be empty');
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(text)) throw new StrataError('USAGE', `backup: the ${what} ${JSON.stringify(text)} contains control characters (escape sequences, newlines, tabs); use printable text`);
+}
+
+/** strata-export.json is a list of catalog records: a few KiB per backup. */
+const MAX_EXPORT_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+/** Parses an export's strata-export.json and checks every record before anything is written. */
+function parseExportManifest(bytes: Buffer, file: string): ExportManifest {
+  let manifest: ExportManifest;
+  try {
+    manifest = JSON.parse(bytes.toString('utf8')) as ExportManifest;
+  } catch (err) {
+    throw new StrataError('ARTIFACT_CORRUPT', `import: strata-export.json in ${file} is not valid JSON`, { cause: err });
+  }
+  if (typeof manifest !== 'object' || manifest === null || manifest.format !== 'strata-export' || manifest.version !== 1 || !Array.isArray(manifest.backups)) {
+    throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a Strata export of a version this Strata reads`);
+  }
+  if (typeof manifest.encryption !== 'object' || manifest.encryption === null) throw new StrataError('ARTIFACT_CORRUPT', `import: strata-export.json in ${file} does not say how its artifacts are encrypted`);
+  const ids = new Set<string>();
+  for (const record of manifest.backups) {
+    checkForeignRecord(record, `import: ${file}`);
+    if (ids.has(record.id)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} lists ${record.id} twice; it was not made by Strata or was altered, and nothing of it was imported`);
+    ids.add(record.id);
+  }
+  return manifest;
+}
+
+/** Passes `source` through, failing with ARTIFACT_HOSTILE as soon as it yields more than `limit` bytes. */
+async function* limitBytes(source: AsyncIterable<Uint8Array>, limit: number, what: string): AsyncGenerator<Uint8Array> {
+  let seen = 0;
+  for await (const chunk of source) {
+    seen += chunk.byteLength;
+    if (seen > limit) throw new StrataError('ARTIFACT_HOSTILE', `${what} is larger than its record says (${limit} bytes); it was not made by Strata or was altered, and nothing of it was imported`);
     yield chunk;
   }
 }

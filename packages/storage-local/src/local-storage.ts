@@ -20,6 +20,13 @@ const READ_CHUNK = 1024 * 1024;
  * crash leaves either the old state or the complete new object, never a prefix under the real
  * name. Leftover temporary files of crashed writers are removed by {@link LocalStorage.sweepTemp}.
  */
+/**
+ * Folders of a repository are private to their owner: file names reveal database names and backup
+ * times, and files are already created 0600. (A folder that exists keeps its mode: an operator who
+ * made it group-readable on purpose keeps that.)
+ */
+const PRIVATE_DIR = 0o700;
+
 export class LocalStorage implements Storage {
   readonly capabilities: StorageCapabilities = { append: true, space: true };
   readonly location: string;
@@ -55,7 +62,7 @@ export class LocalStorage implements Storage {
     const temp = path.join(tempDir, `${path.basename(key)}.${process.pid}-${randomBytes(6).toString('hex')}.partial`);
     let handle: fs.FileHandle | undefined;
     try {
-      await fs.mkdir(tempDir, { recursive: true });
+      await fs.mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR });
       handle = await fs.open(temp, 'wx', 0o600);
       let size = 0;
       if (body instanceof Uint8Array) {
@@ -73,7 +80,7 @@ export class LocalStorage implements Storage {
       await handle.close();
       handle = undefined;
       // The destination folder is made only now, so a failed write leaves no empty folder behind.
-      await fs.mkdir(path.dirname(target), { recursive: true });
+      await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
       await fs.rename(temp, target);
       await syncDir(path.dirname(target));
       return { key, size, modified: new Date() };
@@ -156,7 +163,7 @@ export class LocalStorage implements Storage {
   async rename(from: string, to: string): Promise<void> {
     const target = this.#resolve(to);
     try {
-      await fs.mkdir(path.dirname(target), { recursive: true });
+      await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
       await fs.rename(this.#resolve(from), target);
       await syncDir(path.dirname(target));
     } catch (err) {
@@ -167,7 +174,7 @@ export class LocalStorage implements Storage {
   async createExclusive(key: string, body: Uint8Array): Promise<boolean> {
     const file = this.#resolve(key);
     try {
-      await fs.mkdir(path.dirname(file), { recursive: true });
+      await fs.mkdir(path.dirname(file), { recursive: true, mode: PRIVATE_DIR });
       // Write the content under a temp name and hard-link it into place: link() fails if the
       // name exists, and readers never see an empty lock file from a writer that died mid-write.
       const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}`);
@@ -189,7 +196,7 @@ export class LocalStorage implements Storage {
   async append(key: string, body: Uint8Array): Promise<void> {
     const file = this.#resolve(key);
     try {
-      await fs.mkdir(path.dirname(file), { recursive: true });
+      await fs.mkdir(path.dirname(file), { recursive: true, mode: PRIVATE_DIR });
       // O_APPEND makes each write land at the end even with several writers; one write per record
       // keeps records from interleaving.
       const handle = await fs.open(file, 'a', 0o600);

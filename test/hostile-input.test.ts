@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { tarHeaderBytes, tarPadding, tarTrailer } from '@strata/sdk';
+import type { BackupRecord } from '@strata/sdk';
+import { FIXTURE_DB, json, strata, useTempDir } from './helpers/env.js';
+
+interface BackupJson {
+  id: string;
+  backup: BackupRecord;
+}
+
+/** A .tar.gz with exactly these entries, as a hostile party would craft it. */
+function tarGz(entries: { name: string; body: Buffer; declaredSize?: number }[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const e of entries) {
+    const size = e.declaredSize ?? e.body.length;
+    parts.push(Buffer.from(tarHeaderBytes({ name: e.name, size, mtime: new Date() })), e.body, Buffer.from(tarPadding(size)));
+  }
+  parts.push(Buffer.from(tarTrailer()));
+  return zlib.gzipSync(Buffer.concat(parts));
+}
+
+describe('hostile input and private data', () => {
+  const dir = useTempDir();
+  const repo = (): string => path.join(dir.path, 'repo');
+  const init = (target = repo()): void => assert.equal(strata(['init', '--repo', target]).status, 0);
+  const fixture = (): string => {
+    const file = path.join(dir.path, 'app.db');
+    copyFileSync(FIXTURE_DB, file);
+    return file;
+  };
+  const backup = (...extra: string[]): BackupJson => {
+    const result = strata(['backup', fixture(), '--repo', repo(), '--json', ...extra]);
+    assert.equal(result.status, 0, result.stderr);
+    return json<BackupJson>(result);
+  };
+  /** A real export of one backup, unpacked into its entries so a test can alter them. */
+  const exportEntries = (): { manifest: { backups: BackupRecord[] } & Record<string, unknown>; artifact: { name: string; body: Buffer } } => {
+    init();
+    const b = backup();
+    const out = path.join(dir.path, 'real.tar.gz');
+    assert.equal(strata(['export', '--all', '--out', out, '--repo', repo()]).status, 0);
+    const unpacked = path.join(dir.path, 'unpacked');
+    mkdirSync(unpacked);
+    assert.equal(spawnSync('tar', ['-xzf', out, '-C', unpacked]).status, 0);
+    const manifest = JSON.parse(readFileSync(path.join(unpacked, 'strata-export.json'), 'utf8'));
+    return { manifest, artifact: { name: b.backup.key, body: readFileSync(path.join(unpacked, b.backup.key)) } };
+  };
+
+  describe('import of a crafted bundle', () => {
+    it('refuses a record whose key points at repository.json, and leaves the repository intact', () => {
+      const { manifest, artifact } = exportEntries();
+      const target = path.join(dir.path, 'victim');
+      init(target);
+      const before = readFileSync(path.join(target, 'repository.json'));
+      manifest.backups[0] = { ...manifest.backups[0]!, key: 'repository.json' };
+      const bundle = path.join(dir.path, 'evil.tar.gz');
+      writeFileSync(bundle, tarGz([{ name: 'strata-export.json', body: Buffer.from(JSON.stringify(manifest)) }, { name: 'repository.json', body: artifact.body }]));
+      const result = strata(['import', bundle, '--repo', target, '--json']);
+      assert.equal(result.status, 1, result.stdout);
+      assert.match(json<{ error: { code: string; message: string } }>(result).error.code, /ARTIFACT_HOSTILE/);
+      assert.deepEqual(readFileSync(path.join(target, 'repository.json')), before);
+      assert.equal(strata(['list', '--repo', target]).status, 0);
+    });
+
+    it('refuses database names and ids that would leave backups/<db>/', () => {
+      const { manifest, artifact } = exportEntries();
+      const target = path.join(dir.path, 'victim');
+      init(target);
+      for (const evil of [{ database: '../locks' }, { id: '../../repository' }, { parent: '../x' }]) {
+        const altered = { ...manifest, backups: [{ ...manifest.backups[0]!, ...evil }] };
+        const bundle = path.join(dir.path, 'evil.tar.gz');
+        writeFileSync(bundle, tarGz([{ name: 'strata-export.json', body: Buffer.from(JSON.stringify(altered)) }, artifact]));
+        const result = strata(['import', bundle, '--repo', target, '--json']);
+        assert.equal(result.status, 1, `${JSON.stringify(evil)}: ${result.stdout}`);
+        assert.equal(json<{ error: { code: string } }>(result).error.code, 'ARTIFACT_HOSTILE', JSON.stringify(evil));
+      }
+      const files = readdirSync(dir.path, { recursive: true }).map(String);
+      assert.deepEqual(files.filter((f) => f.startsWith('victim/backups/') || f.startsWith('repository') || f === 'locks'), []);
+      assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 0);
+    });
+
+    it('stops a decompression bomb at the size its record states, writing nothing', () => {
+      const { manifest, artifact } = exportEntries();
+      const target = path.join(dir.path, 'victim');
+      init(target);
+      // The entry really holds 64 MiB of zeros (a few KiB gzipped); the record says its size.
+      const bomb = Buffer.alloc(64 * 1024 * 1024);
+      const bundle = path.join(dir.path, 'bomb.tar.gz');
+      writeFileSync(bundle, tarGz([{ name: 'strata-export.json', body: Buffer.from(JSON.stringify(manifest)) }, { name: artifact.name, body: bomb }]));
+      assert.ok(statSync(bundle).size < 1024 * 1024);
+      const result = strata(['import', bundle, '--repo', target, '--json']);
+      assert.equal(result.status, 1);
+      const error = json<{ error: { code: string; message: string } }>(result).error;
+      assert.equal(error.code, 'ARTIFACT_HOSTILE');
+      assert.match(error.message, /larger than its record says/);
+      const written = spawnSync('du', ['-sb', target], { encoding: 'utf8' }).stdout.split('\t')[0];
+      assert.ok(Number(written) < 1024 * 1024, `the repository grew to ${written} bytes`);
+    });
+
+    it('refuses a bundle that lists a backup twice or holds an entry twice', () => {
+      const { manifest, artifact } = exportEntries();
+      const target = path.join(dir.path, 'victim');
+      init(target);
+      const twice = { ...manifest, backups: [manifest.backups[0]!, manifest.backups[0]!] };
+      const bundle = path.join(dir.path, 'twice.tar.gz');
+      writeFileSync(bundle, tarGz([{ name: 'strata-export.json', body: Buffer.from(JSON.stringify(twice)) }, artifact]));
+      assert.equal(json<{ error: { code: string } }>(strata(['import', bundle, '--repo', target, '--json'])).error.code, 'ARTIFACT_HOSTILE');
+      writeFileSync(bundle, tarGz([{ name: 'strata-export.json', body: Buffer.from(JSON.stringify(manifest)) }, artifact, artifact]));
+      assert.equal(json<{ error: { code: string } }>(strata(['import', bundle, '--repo', target, '--json'])).error.code, 'ARTIFACT_HOSTILE');
+      assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 0);
+    });
+
+    it('refuses a record dated in the future', () => {
+      const { manifest, artifact } = exportEntries();
+      const target = path.join(dir.path, 'victim');
+      init(target);
+      const future = { ...manifest, backups: [{ ...manifest.backups[0]!, createdAt: '2099-01-01T00:00:00.000Z' }] };
+      const bundle = path.join(dir.path, 'future.tar.gz');
+      writeFileSync(bundle, tarGz([{ name: 'strata-export.json', body: Buffer.from(JSON.stringify(future)) }, artifact]));
+      const error = json<{ error: { code: string; message: string } }>(strata(['import', bundle, '--repo', target, '--json'])).error;
+      assert.equal(error.code, 'ARTIFACT_HOSTILE');
+      assert.match(error.message, /in the future/);
+    });
+  });
+
+  it('refuses a backup recorded in the future, which would blind retention and health', () => {
+    init();
+    const result = strata(['backup', fixture(), '--repo', repo(), '--time', '2062-01-01T00:00:00Z', '--json']);
+    assert.equal(result.status, 2);
+    assert.match(json<{ error: { message: string } }>(result).error.message, /in the future/);
+    assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 0);
+  });
+
+  it('prune, delete and export prove the passphrase before they touch anything', () => {
+    init();
+    const b = backup();
+    const wrong = { STRATA_PASSPHRASE: 'wrong' };
+    assert.equal(strata(['delete', 'latest', '--yes', '--repo', repo()], { env: wrong }).status, 4);
+    assert.equal(strata(['prune', '--keep-last', '1', '--repo', repo()], { env: wrong }).status, 4);
+    assert.equal(strata(['export', '--all', '--out', path.join(dir.path, 'x.tar.gz'), '--repo', repo()], { env: wrong }).status, 4);
+    assert.equal(existsSync(path.join(dir.path, 'x.tar.gz')), false);
+    assert.ok(existsSync(path.join(repo(), b.backup.key)));
+    assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 1);
+  });
+
+  it('labels and tags with control characters are refused, and stored ones are shown escaped', () => {
+    init();
+    const evil = strata(['backup', fixture(), '--repo', repo(), '--label', 'x\u001b[2J\nforged row', '--json']);
+    assert.equal(evil.status, 2);
+    assert.match(json<{ error: { message: string } }>(evil).error.message, /control characters/);
+    assert.equal(strata(['backup', fixture(), '--repo', repo(), '--tag', 'a\rb']).status, 2);
+    // A catalog written by something else (an older Strata, a hand edit) may still hold them.
+    const b = backup('--label', 'plain');
+    const catalogFile = path.join(repo(), 'catalog.json');
+    const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+    catalog.backups[0].label = 'x\u001b[2J\nforged row';
+    writeFileSync(catalogFile, JSON.stringify(catalog));
+    const listed = strata(['list', '--repo', repo()]);
+    assert.equal(listed.status, 0);
+    assert.doesNotMatch(listed.stdout, /\u001b/);
+    assert.match(listed.stdout, /x\\x1b\[2J\\x0aforged row/);
+    assert.equal(listed.stdout.split('\n').filter((l) => l.includes(b.id)).length, 1);
+  });
+
+  it('the undo command of `strata run` is shell-quoted: a path with $(...) runs nothing when pasted', () => {
+    init();
+    const odd = path.join(dir.path, "it's $(touch pwned) `x`.db");
+    copyFileSync(FIXTURE_DB, odd);
+    const result = strata(['run', '--db', odd, '--repo', repo(), '--json', '--', process.execPath, '-e', 'process.exit(0)']);
+    assert.equal(result.status, 0, result.stderr);
+    const { undo } = json<{ undo: string }>(result);
+    // Let a shell parse it exactly as a person pasting it would, and print the words it sees.
+    const words = spawnSync('sh', ['-c', `printf '%s\\n' ${undo.replace(/^strata /, '')}`], { cwd: dir.path, encoding: 'utf8' });
+    assert.equal(words.status, 0);
+    assert.ok(words.stdout.split('\n').includes(`sqlite:${odd}`), words.stdout);
+    assert.equal(existsSync(path.join(dir.path, 'pwned')), false);
+  });
+
+  it('an empty or garbage lock file does not lock the repository forever, and the message says how to clear it', () => {
+    init();
+    const lock = path.join(repo(), 'locks', 'repository.lock');
+    mkdirSync(path.dirname(lock), { recursive: true });
+    writeFileSync(lock, '');
+    const young = strata(['backup', fixture(), '--repo', repo(), '--lock-wait', '1', '--json']);
+    assert.equal(young.status, 5);
+    assert.match(json<{ error: { message: string } }>(young).error.message, /not a Strata lock.*remove it by hand/);
+    // Once it is older than its limit it counts as abandoned.
+    const old = new Date(Date.now() - 10 * 60_000);
+    for (const content of ['', 'garbage', '{}']) {
+      writeFileSync(lock, content);
+      spawnSync('touch', ['-d', old.toISOString(), lock]);
+      const result = strata(['backup', fixture(), '--repo', repo(), '--lock-wait', '1', '--json']);
+      assert.equal(result.status, 0, `${JSON.stringify(content)}: ${result.stdout}`);
+    }
+  });
+
+  it('a damaged repository.json is reported as damaged, not as a wrong passphrase', () => {
+    init();
+    const file = path.join(repo(), 'repository.json');
+    const config = JSON.parse(readFileSync(file, 'utf8'));
+    config.encryption.keyCheck = 'not an OpenPGP message';
+    writeFileSync(file, JSON.stringify(config));
+    const result = strata(['list', '--repo', repo(), '--json']);
+    assert.equal(result.status, 1);
+    assert.match(json<{ error: { message: string } }>(result).error.message, /repository\.json .* is damaged/);
+  });
+
+  it('repository folders are private to their owner', () => {
+    init();
+    backup();
+    const mode = (p: string): number => statSync(p).mode & 0o777;
+    assert.equal(mode(repo()), 0o700);
+    for (const sub of readdirSync(repo(), { recursive: true, withFileTypes: true })) {
+      const full = path.join(sub.parentPath ?? (sub as unknown as { path: string }).path, sub.name);
+      assert.equal(mode(full), sub.isDirectory() ? 0o700 : 0o600, full);
+    }
+  });
+});
