@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { tarHeaderBytes, tarPadding, tarTrailer } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
-import { FIXTURE_DB, json, strata, useTempDir } from './helpers/env.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { randomBytes } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { FIXTURE_DB, finished, json, strata, strataAsync, useTempDir } from './helpers/env.js';
 
 interface BackupJson {
   id: string;
@@ -218,5 +222,65 @@ describe('hostile input and private data', () => {
       const full = path.join(sub.parentPath ?? (sub as unknown as { path: string }).path, sub.name);
       assert.equal(mode(full), sub.isDirectory() ? 0o700 : 0o600, full);
     }
+  });
+
+  it('plaintext snapshot copies are private (0700 folder, 0600 file), and the copy of a killed run is swept by the next run', async () => {
+    init();
+    const temp = path.join(dir.path, 'tmp');
+    const source = path.join(dir.path, 'secret.db');
+    const db = new Database(source);
+    db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+    const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
+    db.transaction(() => {
+      for (let i = 0; i < 2048; i++) insert.run(randomBytes(32 * 1024));
+    })();
+    db.close();
+    const child = strataAsync(['backup', source, '--repo', repo()], { env: { STRATA_TMPDIR: temp } });
+    const exit = finished(child);
+    // Wait for the snapshot copy to appear, then look at it and kill the backup mid-way.
+    let copy: string | undefined;
+    for (let i = 0; i < 6000 && !copy; i++) {
+      const folders = existsSync(temp) ? readdirSync(temp).filter((f) => f.startsWith('strata-')) : [];
+      for (const folder of folders) {
+        const file = readdirSync(path.join(temp, folder)).find((f) => f.startsWith('snapshot-') && f.endsWith('.db'));
+        if (file) copy = path.join(temp, folder, file);
+      }
+      if (!copy) await delay(10);
+    }
+    assert.ok(copy, 'the backup made no snapshot copy in STRATA_TMPDIR');
+    assert.equal(statSync(path.dirname(copy)).mode & 0o777, 0o700);
+    assert.equal(statSync(copy).mode & 0o777, 0o600);
+    child.kill('SIGKILL');
+    await exit;
+    assert.ok(existsSync(path.dirname(copy)), 'the killed backup left its copy (as a SIGKILL must)');
+    assert.equal(strata(['list', '--repo', repo()], { env: { STRATA_TMPDIR: temp } }).status, 0);
+    assert.deepEqual(readdirSync(temp), [], 'the next run swept the dead process\'s plaintext copy');
+  });
+
+  describe('crash recovery never deletes a backup the catalog or a manifest still vouches for', () => {
+    const deadPid = (): number => Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
+
+    it('a prune killed between its deletion note and its catalog write does not arm the next prune', () => {
+      init();
+      const a = backup();
+      const b = backup();
+      // What a prune killed at that moment leaves: a note naming a, and a catalog that still lists it.
+      writeFileSync(path.join(repo(), 'locks', 'pending-deletions.json'), JSON.stringify([a.backup.key]));
+      // The next prune keeps everything; a delete of b then runs the same recovery path.
+      assert.equal(strata(['prune', '--keep-last', '10', '--repo', repo()]).status, 0);
+      assert.equal(strata(['delete', b.id, '--yes', '--repo', repo()]).status, 0);
+      assert.ok(existsSync(path.join(repo(), a.backup.key)), 'the artifact of a listed backup was deleted');
+      assert.equal(strata(['verify', a.id, '--level', 'quick', '--repo', repo()]).status, 0);
+    });
+
+    it('a dead writer\'s commit note plus a lost catalog keeps the complete artifact', () => {
+      init();
+      const a = backup();
+      writeFileSync(path.join(repo(), 'locks', `committing-${a.id}.json`), JSON.stringify({ key: a.backup.key, pid: deadPid(), host: hostname() }));
+      rmSync(path.join(repo(), 'catalog.json'));
+      const listed = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json']));
+      assert.deepEqual(listed.backups.map((x) => x.id), [a.id]);
+      assert.ok(existsSync(path.join(repo(), a.backup.key)));
+    });
   });
 });

@@ -9,7 +9,7 @@ import { isNotFound } from './storage.js';
 export const LOCK_KEY = 'locks/repository.lock';
 
 /** The token of a lock file whose content is not a Strata lock. */
-const UNREADABLE = 'unreadable';
+const UNREADABLE = 'unreadable-';
 /** How old an unreadable lock file must be before it is taken over. */
 const UNREADABLE_STALE_AFTER_MS = 60_000;
 
@@ -69,7 +69,7 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
       continue;
     }
     if (Date.now() >= deadline || options.signal?.aborted) {
-      if (holder?.token === UNREADABLE) {
+      if (holder?.token.startsWith(UNREADABLE)) {
         throw new StrataError(
           'REPO_LOCKED',
           `repository is locked by ${LOCK_KEY} in ${storage.location}, whose content is not a Strata lock (empty or damaged); it counts as abandoned ${UNREADABLE_STALE_AFTER_MS / 1000} s after it was written, or remove it by hand if no Strata process is running`,
@@ -85,7 +85,7 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
 }
 
 function isStale(holder: LockInfo, staleAfterMs: number): boolean {
-  if (holder.token === UNREADABLE) return Date.now() - Date.parse(holder.acquiredAt) > UNREADABLE_STALE_AFTER_MS;
+  if (holder.token.startsWith(UNREADABLE)) return Date.now() - Date.parse(holder.acquiredAt) > UNREADABLE_STALE_AFTER_MS;
   if (holder.host === hostname()) return !defaultIsAlive(holder.pid, holder.host);
   return Date.now() - Date.parse(holder.acquiredAt) > staleAfterMs;
 }
@@ -93,7 +93,8 @@ function isStale(holder: LockInfo, staleAfterMs: number): boolean {
 async function readLock(storage: Storage): Promise<LockInfo | undefined> {
   try {
     const parsed = JSON.parse(Buffer.from(await storage.read(LOCK_KEY)).toString('utf8')) as LockInfo;
-    if (typeof parsed?.token !== 'string' || typeof parsed.pid !== 'number' || typeof parsed.host !== 'string') throw new Error('not a Strata lock');
+    // The token becomes part of a storage key (the takeover marker), so only our own shape passes.
+    if (typeof parsed?.token !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(parsed.token) || typeof parsed.pid !== 'number' || typeof parsed.host !== 'string') throw new Error('not a Strata lock');
     return parsed;
   } catch (err) {
     if (isNotFound(err)) return undefined;
@@ -102,13 +103,53 @@ async function readLock(storage: Storage): Promise<LockInfo | undefined> {
     // It has no pid to probe (pid -1 would ask kill() about every process and always look alive),
     // so it is judged by its age alone.
     const modified = await storage.stat(LOCK_KEY).then((info) => info.modified, () => new Date());
-    return { token: UNREADABLE, pid: 0, host: '', operation: 'unknown', acquiredAt: modified.toISOString() };
+    // The token names this particular file (by its time), so its takeover marker is its own.
+    return { token: `${UNREADABLE}${modified.getTime()}`, pid: 0, host: '', operation: 'unknown', acquiredAt: modified.toISOString() };
   }
 }
 
+/**
+ * Removes a lock judged stale, such that among processes judging the same lock stale at the same
+ * moment exactly one removes it. Re-reading and then deleting is not enough on its own: two
+ * processes could both re-read the stale lock, one deletes it and takes the lock anew, and the
+ * other then deletes that new, live lock (seen in 4 of 200 race rounds). So the right to remove a
+ * given stale lock is itself taken with createExclusive, on a marker named after that lock's
+ * token: only its creator re-reads and deletes, and a lock with a new token is never touched. A
+ * marker whose creator died before finishing is superseded by the next generation of the marker.
+ * Only createExclusive, read and delete are used, so an object store can run the same protocol.
+ */
 async function takeOverStale(storage: Storage, stale: LockInfo): Promise<void> {
-  // Two processes may both decide the lock is stale. Re-read right before deleting so we only
-  // remove the exact stale file we judged; whoever then wins createExclusive holds the lock.
-  const again = await readLock(storage);
-  if (again?.token === stale.token) await storage.delete(LOCK_KEY);
+  const mine = Buffer.from(JSON.stringify({ pid: process.pid, host: hostname(), at: new Date().toISOString() }));
+  for (let generation = 0; generation < MAX_TAKEOVER_GENERATIONS; generation++) {
+    const marker = `${TAKEOVER_PREFIX}${stale.token}-${generation}`;
+    if (await storage.createExclusive(marker, mine)) {
+      try {
+        const again = await readLock(storage);
+        if (again?.token === stale.token) await storage.delete(LOCK_KEY);
+      } finally {
+        for (let g = 0; g <= generation; g++) await storage.delete(`${TAKEOVER_PREFIX}${stale.token}-${g}`).catch(() => undefined);
+      }
+      return;
+    }
+    if (!(await takeoverAbandoned(storage, marker))) return; // another process is taking it over: wait and look again
+  }
+}
+
+/** Markers of lock takeovers in progress: `locks/takeover-<token>-<generation>`. */
+const TAKEOVER_PREFIX = 'locks/takeover-';
+/** A takeover whose marker no process finishes within this many generations is left to a person. */
+const MAX_TAKEOVER_GENERATIONS = 20;
+/** A takeover marker from another host counts as abandoned after this long (a takeover takes milliseconds). */
+const TAKEOVER_ABANDONED_AFTER_MS = 60_000;
+
+async function takeoverAbandoned(storage: Storage, marker: string): Promise<boolean> {
+  try {
+    const owner = JSON.parse(Buffer.from(await storage.read(marker)).toString('utf8')) as { pid?: number; host?: string; at?: string };
+    if (owner.host === hostname() && typeof owner.pid === 'number') return !defaultIsAlive(owner.pid, owner.host);
+    return Date.now() - Date.parse(owner.at ?? '') > TAKEOVER_ABANDONED_AFTER_MS;
+  } catch (err) {
+    // Gone: its creator finished (the lock was taken over); the caller looks at the lock again.
+    if (isNotFound(err)) return false;
+    return true;
+  }
 }

@@ -1,7 +1,6 @@
 import { Readable } from 'node:stream';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { readCatalog, recordFromManifest, sortBackups, writeCatalog } from './catalog.js';
 import type { BackupRecord, CheckResult, VerificationRecord } from './catalog.js';
@@ -14,6 +13,7 @@ import { restoreChain } from './chain-restore.js';
 import { describeSchemaDifference } from './schema-diff.js';
 import { checkForeignRecord, refuseFutureTime } from './record-checks.js';
 import { shellCommand } from './shell-quote.js';
+import { makePrivateTemp, removePrivateTemp, sweepPrivateTemps } from './private-temp.js';
 import { redactLocator } from './server-engine.js';
 import { layoutCacheKey, layoutsDigest, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { hasDeltas, resolveLayouts } from './format/chunk-index.js';
@@ -239,6 +239,7 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `repository: format version ${config.version} was written by a newer Strata (this one reads up to ${REPOSITORY_FORMAT_VERSION}); upgrade Strata`);
   }
   checkEncryptionSection(config, storage.location);
+  await sweepPrivateTemps(options.tempDir);
   await storage.sweepTemp?.();
   await sweepStaging(storage);
   await finishInterruptedCommits(storage);
@@ -271,6 +272,7 @@ export class Repository {
   readonly #config: RepositoryConfigFile;
   readonly #options: OpenOptions;
   #passphrase: Passphrase | undefined;
+  #privateTemp: Promise<string> | undefined;
   #catalogCache: BackupRecord[] | undefined;
 
   /** Use {@link openRepository}. */
@@ -286,8 +288,10 @@ export class Repository {
     return { id: this.#config.id, encryption: this.#config.encryption.profile, compression: this.#config.compression, location: this.storage.location };
   }
 
-  get #tempDir(): string {
-    return this.#options.tempDir ?? path.join(tmpdir(), `strata-${process.pid}`);
+  /** This process's private temporary folder, made on first use (see {@link makePrivateTemp}). */
+  async #tempDir(): Promise<string> {
+    this.#privateTemp ??= makePrivateTemp(this.#options.tempDir);
+    return this.#privateTemp;
   }
 
   /** The checked passphrase, or undefined for an unencrypted repository. */
@@ -477,7 +481,7 @@ export class Repository {
       const emit = options.onProgress;
       snapshot = await engine.snapshot(locator, {
         schemaOnly: type === 'schema-only',
-        tempDir: this.#tempDir,
+        tempDir: await this.#tempDir(),
         signal: options.signal,
         onProgress: (done, total) => emit?.({ operation: 'backup', phase: 'snapshot', doneBytes: done, totalBytes: total, backupId: id }),
       });
@@ -759,7 +763,7 @@ export class Repository {
     const tip = chain.at(-1)!;
     const session = await engine.beginRestore(target, {
       force: options.force,
-      tempDir: this.#tempDir,
+      tempDir: await this.#tempDir(),
       signal: options.signal,
       ...(options.tables ? { tables: options.tables } : {}),
     });
@@ -769,7 +773,7 @@ export class Repository {
         chain: chain.map((record) => ({ record, location: this.#location(record) })),
         passphrase: options.passphrase,
         session,
-        tempDir: this.#tempDir,
+        tempDir: await this.#tempDir(),
         signal: options.signal,
         onProgress: options.onProgress,
         checkManifest: checkManifestMatches,
@@ -886,7 +890,7 @@ export class Repository {
       skipRest(`engine ${record.engine} is not available in this program`);
       return done();
     }
-    const scratch = await engine.createScratch({ tempDir: this.#tempDir, source: record.source, signal: options.signal });
+    const scratch = await engine.createScratch({ tempDir: await this.#tempDir(), source: record.source, signal: options.signal });
     try {
       try {
         await this.#restoreInto(engine, chain, scratch.locator, { force: true, passphrase, signal: options.signal, onProgress: options.onProgress });
@@ -1038,7 +1042,12 @@ export class Repository {
   async #removeLocked(records: readonly BackupRecord[], doomed: ReadonlySet<string>): Promise<void> {
     const gone = records.filter((r) => doomed.has(r.id));
     const keys = gone.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]);
-    const pending = [...(await readPendingDeletions(this.storage)), ...keys];
+    // A note left by a killed prune counts only for files the catalog no longer lists: if that
+    // prune died before its catalog write, it did not happen, and its note must not delete the
+    // artifacts of backups that are still listed (and restorable).
+    const kept = new Set(records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]));
+    const leftovers = (await readPendingDeletions(this.storage)).filter((key) => !kept.has(key));
+    const pending = [...leftovers, ...keys];
     await writePendingDeletions(this.storage, pending);
     await writeCatalog(this.storage, records.filter((r) => !doomed.has(r.id)));
     for (const key of pending) await this.storage.delete(key);
@@ -1232,7 +1241,8 @@ export class Repository {
 
   /** Removes the temporary folder this process used for snapshots and scratch restores. */
   async close(): Promise<void> {
-    if (!this.#options.tempDir) await fs.rm(this.#tempDir, { recursive: true, force: true }).catch(() => undefined);
+    if (this.#privateTemp) await removePrivateTemp(await this.#privateTemp.catch(() => ''));
+    this.#privateTemp = undefined;
   }
 }
 
@@ -1395,7 +1405,10 @@ async function finishInterruptedCommits(storage: Storage): Promise<void> {
       continue;
     }
     if (typeof note.pid !== 'number' || defaultIsAlive(note.pid, note.host ?? hostname())) continue;
-    const recorded = ((await readCatalog(storage)) ?? []).some((r) => r.key === note.key);
+    const catalog = await readCatalog(storage);
+    // Without a catalog there is nothing to tell an uncommitted artifact from a committed one:
+    // the artifact is complete (it reached backups/ whole), so it stays and the rebuild lists it.
+    const recorded = catalog === undefined || catalog.some((r) => r.key === note.key);
     if (!recorded && typeof note.key === 'string' && note.key.startsWith('backups/')) {
       await storage.delete(note.key);
       if (typeof note.cacheKey === 'string' && note.cacheKey.startsWith('cache/')) await storage.delete(note.cacheKey);

@@ -68,6 +68,9 @@ export class SqliteEngine implements Engine {
       await Promise.all([copy, ...SIDE_SUFFIXES.map((s) => copy + s)].map((f) => fs.rm(f, { force: true })));
     };
     try {
+      // The copy is plaintext user data: created 0600 before SQLite writes into it (SQLite keeps
+      // an existing file's mode, and its journal files take the same mode).
+      await createPrivateFile(copy);
       await this.#copyConsistent(file, copy, options);
       throwIfAborted(options.signal, 'snapshot');
       const { fingerprint, sql, meta } = readSnapshotSchema(copy);
@@ -516,4 +519,9 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
   } finally {
     await dirHandle.close();
   }
+}
+
+/** Creates an empty file readable by its owner only; fails if the name exists. */
+async function createPrivateFile(file: string): Promise<void> {
+  await (await fs.open(file, 'wx', 0o600)).close();
 }
