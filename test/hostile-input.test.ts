@@ -282,5 +282,38 @@ describe('hostile input and private data', () => {
       assert.deepEqual(listed.backups.map((x) => x.id), [a.id]);
       assert.ok(existsSync(path.join(repo(), a.backup.key)));
     });
+
+    it('an import killed while it copies leaves nothing that a catalog rebuild would resurrect', async () => {
+      init();
+      // Two databases, so the kill lands after one artifact is complete and while the next is copied.
+      for (const name of ['big1', 'big2']) {
+        const big = path.join(dir.path, `${name}.db`);
+        const db = new Database(big);
+        db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+        const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
+        db.transaction(() => {
+          for (let i = 0; i < 1024; i++) insert.run(randomBytes(32 * 1024));
+        })();
+        db.close();
+        assert.equal(strata(['backup', big, '--repo', repo()]).status, 0);
+      }
+      const bundle = path.join(dir.path, 'big.tar.gz');
+      assert.equal(strata(['export', '--all', '--out', bundle, '--repo', repo()]).status, 0);
+      const target = path.join(dir.path, 'target');
+      init(target);
+      const child = strataAsync(['import', bundle, '--repo', target]);
+      const exit = finished(child);
+      const complete = (): string[] => readdirSync(target, { recursive: true }).map(String).filter((f) => /^(backups|staging)\/.+\.gpg$/.test(f));
+      for (let i = 0; i < 6000 && complete().length === 0; i++) await delay(5);
+      assert.equal(complete().length, 1, 'the kill came too late to test anything');
+      child.kill('SIGKILL');
+      await exit;
+      const listed = json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json']));
+      assert.equal(listed.backups.length, 0);
+      rmSync(path.join(target, 'catalog.json'), { force: true });
+      assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 0, 'a rebuilt catalog found an orphan artifact');
+      const leftovers = readdirSync(target, { recursive: true }).map(String).filter((f) => f.startsWith('backups/') || f.startsWith('staging/') || f.startsWith('.tmp/'));
+      assert.deepEqual(leftovers.filter((f) => /\.(gpg|zst|gz|partial)$/.test(f)), []);
+    });
   });
 });

@@ -1166,7 +1166,10 @@ export class Repository {
     const op = await this.journal.begin('import', { details: { file } });
     try {
       let manifest: ExportManifest | undefined;
-      const placed: BackupRecord[] = [];
+      const placed: { record: BackupRecord; staging: string }[] = [];
+      const staged: string[] = [];
+      const moved: string[] = [];
+      let committed = false;
       const skipped: string[] = [];
       const existing = new Set((await this.list()).map((b) => b.id));
       const seenEntries = new Set<string>();
@@ -1194,26 +1197,45 @@ export class Repository {
             continue;
           }
           const sha = createHash('sha256');
+          // Staged like a backup (the pid in the name lets the next open sweep a killed import's
+          // files), and moved into backups/ only under the lock, with the catalog write.
+          const staging = `staging/${process.pid}-${randomBytes(6).toString('hex')}-${record.key.split('/').pop()}`;
+          staged.push(staging);
           // The record's size is a limit enforced while reading: a bundle entry that inflates
           // beyond it (a decompression bomb) stops at the first byte too many.
-          const info = await this.storage.put(record.key, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha));
+          const info = await this.storage.put(staging, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha));
           if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
-            await this.storage.delete(record.key);
             throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
           }
-          placed.push({ ...record, verification: null });
+          placed.push({ record: { ...record, verification: null }, staging });
         }
         if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds no strata-export.json`);
-        const missing = manifest.backups.filter((b) => !existing.has(b.id) && !placed.some((p) => p.id === b.id));
+        const missing = manifest.backups.filter((b) => !existing.has(b.id) && !placed.some((p) => p.record.id === b.id));
         if (missing.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the artifacts of ${missing.map((b) => b.id).join(', ')}`);
+        const noteKey = commitNoteKey(`import-${randomBytes(6).toString('hex')}`);
+        await this.#updateCatalog('import', async (records) => {
+          const fresh = placed.filter((p) => !records.some((r) => r.id === p.record.id));
+          // Killed between the moves and the catalog write, this note lets the next open remove
+          // the moved artifacts, which no catalog entry vouches for (the journal says FAILED).
+          await this.storage.put(noteKey, Buffer.from(JSON.stringify({ keys: fresh.map((p) => p.record.key), pid: process.pid, host: hostname() })));
+          for (const p of fresh) {
+            await this.storage.rename(p.staging, p.record.key);
+            moved.push(p.record.key);
+          }
+          return [...records, ...fresh.map((p) => p.record)];
+        });
+        committed = true;
+        await this.storage.delete(noteKey).catch(() => undefined);
+        // Staged copies of backups another process imported meanwhile are not needed.
+        for (const p of placed) if (!moved.includes(p.record.key)) await this.storage.delete(p.staging).catch(() => undefined);
       } catch (err) {
-        // Nothing half-imported: artifacts already placed but not cataloged are removed again.
-        for (const record of placed) await this.storage.delete(record.key).catch(() => undefined);
+        // Nothing half-imported: staged and moved files are removed again (never once cataloged).
+        if (!committed) for (const key of [...staged, ...moved]) await this.storage.delete(key).catch(() => undefined);
         throw err;
       }
-      await this.#updateCatalog('import', (records) => [...records, ...placed.filter((p) => !records.some((r) => r.id === p.id))]);
-      await op.complete({ details: { file, imported: placed.map((b) => b.id), skipped } });
-      return { imported: placed, skipped };
+      const imported = placed.map((p) => p.record);
+      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped } });
+      return { imported, skipped };
     } catch (err) {
       await op.fail(err).catch(() => undefined);
       throw err;
@@ -1398,7 +1420,7 @@ function commitNoteKey(id: string): string {
  */
 async function finishInterruptedCommits(storage: Storage): Promise<void> {
   for await (const object of storage.list(COMMIT_NOTE_PREFIX)) {
-    let note: { key?: string; cacheKey?: string; pid?: number; host?: string };
+    let note: { key?: string; keys?: unknown; cacheKey?: string; pid?: number; host?: string };
     try {
       note = JSON.parse(Buffer.from(await storage.read(object.key)).toString('utf8')) as typeof note;
     } catch {
@@ -1408,10 +1430,13 @@ async function finishInterruptedCommits(storage: Storage): Promise<void> {
     const catalog = await readCatalog(storage);
     // Without a catalog there is nothing to tell an uncommitted artifact from a committed one:
     // the artifact is complete (it reached backups/ whole), so it stays and the rebuild lists it.
-    const recorded = catalog === undefined || catalog.some((r) => r.key === note.key);
-    if (!recorded && typeof note.key === 'string' && note.key.startsWith('backups/')) {
-      await storage.delete(note.key);
-      if (typeof note.cacheKey === 'string' && note.cacheKey.startsWith('cache/')) await storage.delete(note.cacheKey);
+    // A backup's note names one artifact (and its cached layout); an import's names several.
+    const keys = [note.key, ...(Array.isArray(note.keys) ? note.keys : [])].filter((k): k is string => typeof k === 'string' && k.startsWith('backups/'));
+    for (const key of keys) {
+      const recorded = catalog === undefined || catalog.some((r) => r.key === key);
+      if (recorded) continue;
+      await storage.delete(key);
+      if (key === note.key && typeof note.cacheKey === 'string' && note.cacheKey.startsWith('cache/')) await storage.delete(note.cacheKey);
     }
     await storage.delete(object.key);
   }
