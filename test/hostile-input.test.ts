@@ -315,5 +315,57 @@ describe('hostile input and private data', () => {
       const leftovers = readdirSync(target, { recursive: true }).map(String).filter((f) => f.startsWith('backups/') || f.startsWith('staging/') || f.startsWith('.tmp/'));
       assert.deepEqual(leftovers.filter((f) => /\.(gpg|zst|gz|partial)$/.test(f)), []);
     });
+
+    it('a journal line torn by a full disk costs only itself, not the next record', () => {
+      init();
+      const journal = path.join(repo(), 'journal.ndjson');
+      // What a write cut short by ENOSPC leaves: the start of a record and no newline.
+      writeFileSync(journal, readFileSync(journal, 'utf8') + '{"at":"2026-12-01T00:00:00.000Z","op":"backup-torn","kind":"bac');
+      const b = backup();
+      const records = readFileSync(journal, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => {
+        try {
+          return [JSON.parse(l) as { backupId?: string; status: string }];
+        } catch {
+          return [];
+        }
+      });
+      assert.ok(records.some((r) => r.backupId === b.id && r.status === 'COMPLETED'), 'the backup after the torn line is in the journal');
+    });
+
+    it('a full temporary disk during verify --level full is an error of this machine, not a failed backup', function () {
+      const mount = path.join(dir.path, 'small-tmp');
+      mkdirSync(mount);
+      assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mount]).status, 0, 'this test needs root to mount a small tmpfs');
+      try {
+        init();
+        const big = path.join(dir.path, 'big.db');
+        const db = new Database(big);
+        db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+        const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
+        db.transaction(() => {
+          for (let i = 0; i < 128; i++) insert.run(randomBytes(32 * 1024));
+        })();
+        db.close();
+        const b = json<BackupJson>(strata(['backup', big, '--repo', repo(), '--json']));
+        const result = strata(['verify', b.id, '--level', 'full', '--repo', repo(), '--json'], { env: { STRATA_TMPDIR: mount } });
+        assert.equal(result.status, 1, result.stdout);
+        assert.equal(json<{ error: { code: string } }>(result).error.code, 'NO_SPACE');
+        const listed = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+        assert.equal(listed[0]!.verification, null, 'the good backup was recorded as failing verification');
+        assert.equal(strata(['verify', b.id, '--level', 'full', '--repo', repo()]).status, 0);
+      } finally {
+        spawnSync('umount', [mount]);
+      }
+    });
+
+    it('the temporary file of a lock create cut short by a kill or a full disk is swept', () => {
+      init();
+      // The lock's content is written to a temporary file first, then linked into place.
+      const leftover = path.join(repo(), '.tmp', `repository.lock.${deadPid()}-0a1b2c3d4e5f.partial`);
+      mkdirSync(path.dirname(leftover), { recursive: true });
+      writeFileSync(leftover, '');
+      assert.equal(strata(['list', '--repo', repo()]).status, 0);
+      assert.equal(existsSync(leftover), false);
+    });
   });
 });

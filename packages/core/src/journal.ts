@@ -89,7 +89,10 @@ export class Journal {
   }
 
   async #append(record: JournalRecord): Promise<void> {
-    const line = Buffer.from(JSON.stringify(record) + '\n');
+    // Each record also starts with a newline: a record torn by a full disk or a kill then ends at
+    // the next record's first byte, instead of swallowing that record into one unreadable line.
+    // (Readers skip the empty lines this makes.)
+    const line = Buffer.from('\n' + JSON.stringify(record) + '\n');
     if (this.#storage.capabilities.append && this.#storage.append) {
       await this.#storage.append(JOURNAL_KEY, line);
       return;

@@ -896,7 +896,13 @@ export class Repository {
         await this.#restoreInto(engine, chain, scratch.locator, { force: true, passphrase, signal: options.signal, onProgress: options.onProgress });
         checks.push({ name: 'database-readable', status: 'passed', reason: 'the chain restored into a scratch database' });
       } catch (err) {
-        if (isStrataError(err, 'ABORTED')) throw err;
+        // A full scratch disk says nothing about the backup: it is this machine's problem, reported
+        // as an error, never recorded as a failed verification of a good backup.
+        if (isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE') || /database or disk is full|no space left/i.test(messageOf(err))) {
+          throw isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE')
+            ? err
+            : new StrataError('NO_SPACE', `verify ${record.id}: the scratch restore ran out of space in the temporary folder (${messageOf(err)}); set STRATA_TMPDIR to a folder with room for the database`, { cause: err });
+        }
         checks.push({ name: 'database-readable', status: 'failed', reason: messageOf(err) });
         skipRest('the backup could not be restored');
         return done();

@@ -177,9 +177,13 @@ export class LocalStorage implements Storage {
       await fs.mkdir(path.dirname(file), { recursive: true, mode: PRIVATE_DIR });
       // Write the content under a temp name and hard-link it into place: link() fails if the
       // name exists, and readers never see an empty lock file from a writer that died mid-write.
-      const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}`);
-      await fs.writeFile(temp, body, { mode: 0o600 });
+      // The temp file is named like put()'s, in the same folder, so sweepTemp() removes one that
+      // a kill or a full disk left behind.
+      const tempDir = path.join(this.#root, TEMP_DIR);
+      await fs.mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR });
+      const temp = path.join(tempDir, `${path.basename(file)}.${process.pid}-${randomBytes(6).toString('hex')}.partial`);
       try {
+        await fs.writeFile(temp, body, { mode: 0o600 });
         await fs.link(temp, file);
         return true;
       } catch (err) {
