@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
@@ -366,6 +366,66 @@ describe('hostile input and private data', () => {
       writeFileSync(leftover, '');
       assert.equal(strata(['list', '--repo', repo()]).status, 0);
       assert.equal(existsSync(leftover), false);
+    });
+  });
+
+  describe('restores that respect what they replace', () => {
+    it('an in-place restore keeps the replaced file\'s owner, group and mode', () => {
+      init();
+      const b = backup();
+      const target = path.join(dir.path, 'live.db');
+      copyFileSync(FIXTURE_DB, target);
+      chmodSync(target, 0o640);
+      // Root restores a database that belongs to another user (65534 is nobody on Debian).
+      if (process.getuid?.() === 0) chownSync(target, 65534, 65534);
+      const before = statSync(target);
+      assert.equal(strata(['restore', b.id, '--to', target, '--force', '--yes', '--repo', repo()]).status, 0);
+      const after = statSync(target);
+      assert.notEqual(after.ino, before.ino, 'the file was replaced');
+      assert.equal(after.mode & 0o7777, 0o640);
+      assert.equal(after.uid, before.uid);
+      assert.equal(after.gid, before.gid);
+    });
+
+    it('a symbolic link as target is refused, not swapped for a file; a dangling one too', () => {
+      init();
+      const b = backup();
+      const real = path.join(dir.path, 'real.db');
+      copyFileSync(FIXTURE_DB, real);
+      const link = path.join(dir.path, 'link.db');
+      symlinkSync(real, link);
+      const forced = strata(['restore', b.id, '--to', link, '--force', '--yes', '--repo', repo(), '--json']);
+      assert.equal(forced.status, 2);
+      assert.match(json<{ error: { message: string } }>(forced).error.message, /is a symbolic link to .*real\.db/);
+      assert.ok(lstatSync(link).isSymbolicLink());
+      const dangling = path.join(dir.path, 'dangling.db');
+      symlinkSync(path.join(dir.path, 'nowhere.db'), dangling);
+      assert.equal(strata(['restore', b.id, '--to', dangling, '--repo', repo()]).status, 2);
+      assert.ok(lstatSync(dangling).isSymbolicLink());
+    });
+
+    it('a folder as target is named as a folder, not told to use --force', () => {
+      init();
+      const b = backup();
+      const folder = path.join(dir.path, 'somewhere');
+      mkdirSync(folder);
+      for (const extra of [[], ['--force', '--yes']]) {
+        const result = strata(['restore', b.id, '--to', folder, '--repo', repo(), '--json', ...extra]);
+        assert.equal(result.status, 2);
+        assert.match(json<{ error: { message: string } }>(result).error.message, /is a folder/);
+      }
+    });
+
+    it('leftovers of a killed in-place restore are removed by the next restore of that target', () => {
+      init();
+      const b = backup();
+      const target = path.join(dir.path, 'live.db');
+      copyFileSync(FIXTURE_DB, target);
+      const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
+      const leftovers = [`.live.db.strata-restore-${dead}-0123456789ab`, `.live.db.strata-old-${dead}-0123456789ab`].map((f) => path.join(dir.path, f));
+      for (const f of leftovers) writeFileSync(f, 'x'.repeat(4096));
+      assert.equal(strata(['restore', b.id, '--to', target, '--force', '--yes', '--repo', repo()]).status, 0);
+      for (const f of leftovers) assert.equal(existsSync(f), false, f);
     });
   });
 });

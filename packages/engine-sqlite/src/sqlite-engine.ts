@@ -138,6 +138,7 @@ export class SqliteEngine implements Engine {
 
   async beginRestore(target: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     const file = path.resolve(filePath(target));
+    await checkRestoreTarget(file);
     if (options.tables !== undefined) return this.#beginTableRestore(file, options);
     const exists = await fileExists(file);
     if (exists && !options.force) {
@@ -145,7 +146,8 @@ export class SqliteEngine implements Engine {
     }
     const dir = path.dirname(file);
     if (!(await fileExists(dir))) throw new StrataError('USAGE', `restore: folder ${dir} does not exist`);
-    const temp = path.join(dir, `.${path.basename(file)}.strata-restore-${randomBytes(6).toString('hex')}`);
+    await sweepRestoreLeftovers(file);
+    const temp = restoreSideFile(file, 'restore');
     let finished = false;
     const removeTemp = async (): Promise<void> => {
       await Promise.all([temp, ...SIDE_SUFFIXES.map((s) => temp + s)].map((f) => fs.rm(f, { force: true })));
@@ -224,7 +226,9 @@ export class SqliteEngine implements Engine {
   }
 
   async targetExists(target: string): Promise<boolean> {
-    return fileExists(path.resolve(filePath(target)));
+    const file = path.resolve(filePath(target));
+    await checkRestoreTarget(file);
+    return fileExists(file);
   }
 
   async createScratch(options: { tempDir: string }): Promise<{ locator: string; drop(): Promise<void> }> {
@@ -473,21 +477,78 @@ async function syncFile(file: string): Promise<void> {
 }
 
 /**
- * Puts the restored file in place. First we take and release an exclusive lock on the old
- * database, which fails with DATABASE_LOCKED while any connection is mid-transaction. Then the old
- * database moves aside together with its -wal/-shm/-journal (so no stale WAL is ever replayed onto
- * the new file), the new file is renamed in, and only then is the old one deleted. If a rename
- * fails, the old files go back where they were.
+ * Names of the files a restore keeps beside its target: `.NAME.strata-<kind>-<pid>-<random>`.
+ * The pid lets a later restore of the same target remove what a killed one left.
+ */
+function restoreSideFile(file: string, kind: 'restore' | 'old'): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.strata-${kind}-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+/** Removes the temporary and set-aside files that killed restores of `file` left beside it. */
+async function sweepRestoreLeftovers(file: string): Promise<void> {
+  const prefix = `.${path.basename(file)}.strata-`;
+  const names = await fs.readdir(path.dirname(file)).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(/^(?:restore|old)-(\d+)-[0-9a-f]{12}/.exec(name.slice(prefix.length))?.[1]);
+    if (Number.isInteger(pid) && pid > 0 && !processRuns(pid)) await fs.rm(path.join(path.dirname(file), name), { force: true });
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return hasErrno(err, 'EPERM');
+  }
+}
+
+/**
+ * A restore target must be a plain file path. A symbolic link is refused rather than replaced
+ * (replacing it would swap the link for a file and leave the database it points to as it was),
+ * and a folder gets a message that says so instead of an advice to use --force.
+ */
+async function checkRestoreTarget(file: string): Promise<void> {
+  const st = await fs.lstat(file).catch((err: unknown) => {
+    if (hasErrno(err, 'ENOENT')) return undefined;
+    throw wrapError(`restore: look at ${file}`, err);
+  });
+  if (!st) return;
+  if (st.isSymbolicLink()) {
+    const to = await fs.readlink(file).catch(() => '?');
+    throw new StrataError('USAGE', `restore: ${file} is a symbolic link to ${to}; give the file it points to as --to (Strata does not replace links)`);
+  }
+  if (st.isDirectory()) throw new StrataError('USAGE', `restore: ${file} is a folder; give the path of the database file to write (e.g. ${path.join(file, 'restored.db')})`);
+}
+
+/**
+ * Puts the restored file in place so that, killed at any moment, the target is either the old
+ * database or the new one, never missing:
+ * 1. An exclusive lock on the old database (DATABASE_LOCKED while any connection is mid-
+ *    transaction), and in WAL mode a TRUNCATE checkpoint, so the old main file holds everything
+ *    and its -wal is empty.
+ * 2. The old file is hard-linked aside (its data stays reachable), and its -wal/-shm/-journal are
+ *    moved aside, so no stale WAL is ever replayed onto the new file.
+ * 3. The new file, already carrying the old one's owner, group and mode, is renamed over the
+ *    target: one atomic step.
+ * If a step fails, the side files go back; the set-aside link is removed at the end, or by the
+ * next restore of this target if the process was killed.
  */
 async function swapIntoPlace(temp: string, file: string, force: boolean, busyTimeoutMs: number): Promise<void> {
-  const aside = path.join(path.dirname(file), `.${path.basename(file)}.strata-old-${randomBytes(6).toString('hex')}`);
-  if (await fileExists(file)) {
+  const aside = restoreSideFile(file, 'old');
+  const old = await fs.stat(file).catch((err: unknown) => {
+    if (hasErrno(err, 'ENOENT')) return undefined;
+    throw wrapError(`restore: look at ${file}`, err);
+  });
+  if (old) {
     if (!force) throw new StrataError('TARGET_EXISTS', `restore: ${file} appeared while restoring; pass --force to replace it`);
     let guard: Database.Database | undefined;
     try {
       guard = new Database(file, { fileMustExist: true, timeout: busyTimeoutMs });
       guard.exec('BEGIN EXCLUSIVE');
       guard.exec('ROLLBACK');
+      if (String(guard.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal') guard.pragma('wal_checkpoint(TRUNCATE)');
     } catch (err) {
       const wrapped = sqliteError(`restore: lock ${file}`, err);
       // A file that is not (or no longer) a database cannot have SQLite writers to wait for; the
@@ -496,10 +557,18 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
     } finally {
       guard?.close();
     }
+    // The replaced database's owner and mode carry over: a database that belonged to another user
+    // (restored by root, say) must still open for that user. Only root may give a file away; for
+    // anybody else the file is theirs already or chown fails, and the mode still carries over.
+    await fs.chmod(temp, old.mode & 0o7777);
+    await fs.chown(temp, old.uid, old.gid).catch((err: unknown) => {
+      if (!hasErrno(err, 'EPERM')) throw wrapError(`restore: give ${file} its old owner`, err);
+    });
   }
   const moved: [string, string][] = [];
   try {
-    for (const suffix of ['', ...SIDE_SUFFIXES]) {
+    if (old) await fs.link(file, aside);
+    for (const suffix of SIDE_SUFFIXES) {
       try {
         await fs.rename(file + suffix, aside + suffix);
         moved.push([aside + suffix, file + suffix]);
@@ -510,6 +579,7 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
     await fs.rename(temp, file);
   } catch (err) {
     for (const [from, to] of moved.reverse()) await fs.rename(from, to).catch(() => undefined);
+    await fs.rm(aside, { force: true });
     throw wrapError(`restore: replace ${file}`, err);
   }
   await Promise.all(['', ...SIDE_SUFFIXES].map((s) => fs.rm(aside + s, { force: true })));
