@@ -427,5 +427,38 @@ describe('hostile input and private data', () => {
       assert.equal(strata(['restore', b.id, '--to', target, '--force', '--yes', '--repo', repo()]).status, 0);
       for (const f of leftovers) assert.equal(existsSync(f), false, f);
     });
+
+    it('a read-only or full target folder is named as the target, not as a damaged backup', () => {
+      init();
+      const big = path.join(dir.path, 'big.db');
+      const db = new Database(big);
+      db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+      const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
+      db.transaction(() => {
+        for (let i = 0; i < 96; i++) insert.run(randomBytes(32 * 1024));
+      })();
+      db.close();
+      const b = json<BackupJson>(strata(['backup', big, '--repo', repo(), '--json']));
+      const readOnly = path.join(dir.path, 'ro');
+      const small = path.join(dir.path, 'small');
+      mkdirSync(readOnly);
+      mkdirSync(small);
+      assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', readOnly]).status, 0, 'this test needs root to mount a tmpfs');
+      assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]).status, 0);
+      try {
+        for (const [folder, code] of [[readOnly, 'IO'], [small, 'NO_SPACE']] as const) {
+          const result = strata(['restore', b.id, '--to', path.join(folder, 'restored.db'), '--repo', repo(), '--json']);
+          assert.equal(result.status, 1);
+          const error = json<{ error: { code: string; message: string } }>(result).error;
+          assert.equal(error.code, code, error.message);
+          assert.match(error.message, new RegExp(`restore: write ${folder}/`));
+          assert.doesNotMatch(error.message, /read backups\//);
+          assert.deepEqual(readdirSync(folder), []);
+        }
+      } finally {
+        spawnSync('umount', [readOnly]);
+        spawnSync('umount', [small]);
+      }
+    });
   });
 });

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type { BackupRecord } from './catalog.js';
 import type { Passphrase } from './encryption.js';
 import type { RestoreSession, StreamTarget } from './engine.js';
-import { StrataError, throwIfAborted } from './errors.js';
+import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents, ArtifactLocation, StreamWriter } from './format/artifact-reader.js';
 import type { ChunkLayout, LayoutEntry } from './format/chunk-index.js';
@@ -44,7 +44,7 @@ class PositionalFile {
   ) {}
 
   static async create(file: string): Promise<PositionalFile> {
-    return new PositionalFile(await fs.open(file, 'w+', 0o600), file);
+    return new PositionalFile(await onTargetSide(file, () => fs.open(file, 'w+', 0o600)), file);
   }
 
   async writeAt(offset: number, bytes: Buffer): Promise<void> {
@@ -63,7 +63,9 @@ class PositionalFile {
     if (this.#pendingBytes === 0) return;
     const data = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
     let done = 0;
-    while (done < data.length) done += (await this.handle.write(data, done, data.length - done, this.#pendingStart + done)).bytesWritten;
+    await onTargetSide(this.file, async () => {
+      while (done < data.length) done += (await this.handle.write(data, done, data.length - done, this.#pendingStart + done)).bytesWritten;
+    });
     this.#pending = [];
     this.#pendingBytes = 0;
   }
@@ -85,7 +87,8 @@ class PositionalFile {
  * one artifact read buffer; chunk data goes through temporary files.
  */
 export async function restoreChain(options: ChainRestoreOptions): Promise<{ contents: ArtifactContents; bytes: number }> {
-  const { chain, session } = options;
+  const { chain } = options;
+  const session = targetSideSession(options.session);
   const tip = chain.at(-1)!;
   await fs.mkdir(options.tempDir, { recursive: true });
   const spoolFile = path.join(options.tempDir, `chunks-${randomBytes(6).toString('hex')}.spool`);
@@ -296,7 +299,7 @@ export async function sequentialWriter(target: StreamTarget, onBytes: (n: number
       close: async () => undefined,
     };
   }
-  const handle = await fs.open(target.path, 'w', 0o600);
+  const handle = await onTargetSide(target.path, () => fs.open(target.path, 'w', 0o600));
   let open = true;
   // Writes are gathered to about 1 MiB: page-sized writes would cost a syscall per 4 KiB.
   let batch: Buffer[] = [];
@@ -307,7 +310,9 @@ export async function sequentialWriter(target: StreamTarget, onBytes: (n: number
     batch = [];
     batched = 0;
     let offset = 0;
-    while (offset < data.length) offset += (await handle.write(data, offset, data.length - offset)).bytesWritten;
+    await onTargetSide(target.path, async () => {
+      while (offset < data.length) offset += (await handle.write(data, offset, data.length - offset)).bytesWritten;
+    });
   };
   return {
     write: async (chunk) => {
@@ -319,7 +324,7 @@ export async function sequentialWriter(target: StreamTarget, onBytes: (n: number
     },
     end: async () => {
       await flush();
-      await handle.sync();
+      await onTargetSide(target.path, () => handle.sync());
       open = false;
       await handle.close();
     },
@@ -328,6 +333,42 @@ export async function sequentialWriter(target: StreamTarget, onBytes: (n: number
         open = false;
         await handle.close();
       }
+    },
+  };
+}
+
+/**
+ * Failures of the side that receives a restore (its folder, its disk, its server) are named as
+ * such. Without this they surface inside the artifact reader and read as "read backups/...", which
+ * sends a user looking for a damaged backup when the target folder is read-only or full.
+ */
+async function onTargetSide<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw targetFailure(what, err);
+  }
+}
+
+function targetFailure(what: string, err: unknown): StrataError {
+  if (isStrataError(err)) return err;
+  // System errors: a full disk becomes NO_SPACE, a permission problem IO, both naming the file.
+  if (typeof (err as { syscall?: unknown })?.syscall === 'string') return wrapError(`restore: write ${what}`, err);
+  return new StrataError('RESTORE_FAILED', `restore: ${what} did not take the data: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+/** The session with each sink's errors named as the target's (see {@link onTargetSide}). */
+function targetSideSession(session: RestoreSession): RestoreSession {
+  return {
+    ...session,
+    prepare: session.prepare?.bind(session),
+    commit: session.commit.bind(session),
+    abort: session.abort.bind(session),
+    streamTarget: async (name) => {
+      const target = await session.streamTarget(name);
+      if (target.kind !== 'sink') return target;
+      const what = `the target's stream ${name}`;
+      return { kind: 'sink', write: (chunk) => onTargetSide(what, () => target.write(chunk)), end: () => onTargetSide(what, () => target.end()) };
     },
   };
 }
