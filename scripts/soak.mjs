@@ -1,6 +1,7 @@
 // The long reliability run (issue counts: 200 kills, 100 concurrency rounds, 1,000 corruptions).
 //   npm run test:soak -- [--seed N] [--kills N] [--rounds N] [--mutations N] [--fuzz N] [--disk N]
-//                        [--secrets N] [--only corruption,fuzz,disk,crash,concurrency,secrets]
+//                        [--secrets N] [--syscall-spread N]
+//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,secrets]
 // Builds the workspace first (npm run setup), writes results to test-output/soak-<seed>.json and
 // exits 1 if any scenario saw a problem. The secrets sessions include PostgreSQL when the test
 // server (STRATA_TEST_PG_URL) answers; otherwise they say so and run on SQLite alone.
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     fuzz: { type: 'string', default: '5000' },
     disk: { type: 'string', default: '100' },
     secrets: { type: 'string', default: '10' },
+    'syscall-spread': { type: 'string', default: '8' },
     only: { type: 'string' },
   },
 });
@@ -51,6 +53,14 @@ await run('fuzz', () => scenarios.archiveFuzz({ seed, runs: Number(values.fuzz) 
 await run('disk', (work) => scenarios.fullDiskSweep({ seed, runs: Number(values.disk), work }));
 await run('crash', (work) => scenarios.crashSweep({ seed, kills: Number(values.kills), work }));
 await run('concurrency', (work) => scenarios.concurrencySweep({ seed, rounds: Number(values.rounds), work }));
+const { syscallCrashSweep } = await import(path.join(root, '.build/test/reliability/syscall-sweep.js'));
+// Every rename, unlink, link and fsync of backup, incremental, prune, delete, restore --force and
+// import, and --syscall-spread points of their writes, each the moment of a SIGKILL (strace).
+await run('syscalls', async (work) => {
+  const result = syscallCrashSweep({ work, spread: Number(values['syscall-spread']) });
+  process.stdout.write(`(${result.kills} kills; ${result.lostBackups} lost backups, ${result.missingTargets} missing targets, ${result.leftovers} leftovers) `);
+  return result;
+});
 const postgres = !only || only.has('secrets') ? await postgresReachable() : false;
 if ((!only || only.has('secrets')) && !postgres) console.log('secrets: PostgreSQL is not reachable (STRATA_TEST_PG_URL); the sessions run on SQLite alone');
 await run('secrets', (work) => scenarios.secretsSweep({ sessions: Number(values.secrets), work, postgres }));

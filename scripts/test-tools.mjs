@@ -10,6 +10,8 @@ const needed = [
   ['gzip', 'gzip'],
   ['tar', 'tar'],
   ['sha256sum', 'coreutils'],
+  // The crash sweep kills processes at exact system calls.
+  ['strace', 'strace'],
   // The server engines' tests compare with the servers' own dump tools.
   ['pg_dump', 'postgresql-client'],
   ['psql', 'postgresql-client'],

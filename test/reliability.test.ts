@@ -3,6 +3,7 @@ import { useTempDir } from './helpers/env.js';
 import { Databases, PG_URL, requirePostgres } from './helpers/postgres.js';
 import { archiveFuzz, concurrencySweep, corruptionSweep, crashSweep, fullDiskSweep, secretsSession, workDir } from './reliability/scenarios.js';
 import type { ScenarioResult } from './reliability/scenarios.js';
+import { syscallCrashSweep } from './reliability/syscall-sweep.js';
 
 /** The bounded, seeded version of the reliability suite; `npm run test:soak` runs it long. */
 const SEED = Number(process.env['STRATA_RELIABILITY_SEED'] ?? 20261121);
@@ -31,6 +32,14 @@ describe('reliability (bounded; seed ' + SEED + ')', function () {
 
   it('crashes: SIGKILL at random moments leaves a consistent repository', async () => {
     expectClean(await crashSweep({ seed: SEED, kills: 8, work: workDir(dir.path, 'crash') }));
+  });
+
+  it('crashes at exact system calls: every rename of restore --force, prune and import, killed, loses nothing and leaves nothing', function () {
+    this.timeout(900_000);
+    const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['restore', 'prune', 'import'], syscalls: ['rename'] });
+    expectClean(result);
+    assert.equal(result.kills, result.runs, `only ${result.kills} of ${result.runs} runs died at the injected call`);
+    assert.ok(result.runs >= 6, `only ${result.runs} kill points`);
   });
 
   it('concurrency: processes backing up and pruning at once lose nothing', async () => {

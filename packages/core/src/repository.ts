@@ -243,6 +243,7 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
   await storage.sweepTemp?.();
   await sweepStaging(storage);
   await finishInterruptedCommits(storage);
+  await finishInterruptedDeletions(storage, options.lock);
   return new Repository(storage, config, options);
 }
 
@@ -1403,6 +1404,28 @@ async function readPendingDeletions(storage: Storage): Promise<string[]> {
 async function writePendingDeletions(storage: Storage, keys: readonly string[]): Promise<void> {
   if (keys.length === 0) await storage.delete(PENDING_DELETIONS_KEY);
   else await storage.put(PENDING_DELETIONS_KEY, Buffer.from(JSON.stringify([...new Set(keys)])));
+}
+
+/**
+ * Finishes what a killed prune or delete left in its note: under the lock (a live prune holds it
+ * until it is done), the files the catalog no longer lists are deleted and the note goes. Files the
+ * catalog still lists stay: that prune died before its catalog write, so it did not happen.
+ */
+async function finishInterruptedDeletions(storage: Storage, lock: LockOptions | undefined): Promise<void> {
+  if ((await readPendingDeletions(storage)).length === 0) return;
+  await withRepositoryLock(
+    storage,
+    'finish-deletions',
+    async () => {
+      const pending = await readPendingDeletions(storage);
+      const catalog = await readCatalog(storage);
+      if (pending.length === 0 || catalog === undefined) return;
+      const listed = new Set(catalog.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]));
+      for (const key of pending) if (!listed.has(key)) await storage.delete(key);
+      await writePendingDeletions(storage, []);
+    },
+    lock,
+  );
 }
 
 /** Removes staged artifacts of backups whose process is gone (killed before their commit). */
