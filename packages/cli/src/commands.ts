@@ -11,6 +11,8 @@ import {
   initRepository,
   inventory,
   isStrataError,
+  durationBefore,
+  durationMs,
   parseDuration,
   resolveDatabase,
   resolveLocator,
@@ -475,7 +477,7 @@ function runChild(command: readonly string[], json: boolean): Promise<number> {
 
 /** `strata stats [--since 30d]`: backups per day and type, from the journal. */
 export async function statsCommand(ctx: CommandContext, options: { since?: string }): Promise<number> {
-  const since = new Date(Date.now() - parseDuration(options.since ?? '30d'));
+  const since = durationBefore(Date.now(), parseDuration(options.since ?? '30d', 'stats: --since'));
   const repo = await ctx.repository();
   const rows = backupStats(await repo.journal.operations(), since);
   if (ctx.json) {
@@ -504,8 +506,8 @@ export async function statsCommand(ctx: CommandContext, options: { since?: strin
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
 export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxDisk?: number }): Promise<number> {
   const thresholds: HealthThresholds = {
-    maxAgeMs: options.maxAge ? parseDuration(options.maxAge) : DEFAULT_HEALTH.maxAgeMs,
-    maxDurationMs: options.maxDuration ? parseDuration(options.maxDuration) : DEFAULT_HEALTH.maxDurationMs,
+    maxAgeMs: options.maxAge ? durationMs(parseDuration(options.maxAge, 'health: --max-age')) : DEFAULT_HEALTH.maxAgeMs,
+    maxDurationMs: options.maxDuration ? durationMs(parseDuration(options.maxDuration, 'health: --max-duration')) : DEFAULT_HEALTH.maxDurationMs,
     maxDiskUse: options.maxDisk !== undefined ? options.maxDisk / 100 : DEFAULT_HEALTH.maxDiskUse,
   };
   if (thresholds.maxDiskUse <= 0 || thresholds.maxDiskUse > 1) throw new StrataError('USAGE', 'health: --max-disk is a percentage from 1 to 100');

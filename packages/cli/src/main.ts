@@ -114,7 +114,7 @@ Removes the backups no rule keeps. Without flags the policy comes from strata.co
 labelled pre-update for 30d). Counts keep the newest backup of each of the last N
 hours/days/weeks/months/years that hold one; windows count back from the newest backup, not from
 now. Always kept: the newest good backup, backups tagged "pinned", and every backup a kept one
-depends on (its chain). A policy that keeps nothing is refused. DUR: 12h, 30d, 2w, 6m, 1y.
+depends on (its chain). A policy that keeps nothing is refused. DUR: 30min, 12h, 30d, 2w, 6mo, 1y.
 --dry-run prints every backup with keep/remove and the reasons, and deletes nothing.
 `,
   restore: `Usage: strata restore <id|latest> --to TARGET [--db NAME] [--tables a,b] [--force] [--yes] [--json]

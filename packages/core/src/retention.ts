@@ -1,4 +1,5 @@
 import type { BackupRecord } from './catalog.js';
+import { durationBefore, durationMs, parseDuration } from './duration.js';
 import { StrataError } from './errors.js';
 
 /**
@@ -40,17 +41,6 @@ export interface RetentionPlan {
   readonly remove: readonly RetentionDecision[];
 }
 
-const UNITS: Record<string, number> = { h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000, m: 30 * 86_400_000, y: 365 * 86_400_000 };
-
-/** Parses `30d`, `2w`, `12h`, `1y6m` into milliseconds. Months are 30 days, years 365. */
-export function parseDuration(text: string): number {
-  const parts = [...text.matchAll(/(\d+)([hdwmy])/g)];
-  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== text) {
-    throw new StrataError('USAGE', `retention: ${JSON.stringify(text)} is not a duration (use e.g. 12h, 30d, 2w, 6m, 1y, 1y6m)`);
-  }
-  return parts.reduce((sum, p) => sum + Number(p[1]) * UNITS[p[2]!]!, 0);
-}
-
 function checkCount(name: string, value: number | undefined): void {
   if (value !== undefined && (!Number.isInteger(value) || value < 0)) throw new StrataError('USAGE', `retention: ${name} must be a whole number ≥ 0 (got ${value})`);
 }
@@ -58,18 +48,18 @@ function checkCount(name: string, value: number | undefined): void {
 /** Throws for malformed policies, and for a policy that would keep nothing by rule. */
 export function validatePolicy(policy: RetentionPolicy): void {
   for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly'] as const) checkCount(key, policy[key]);
-  if (policy.keepWithin !== undefined) parseDuration(policy.keepWithin);
+  if (policy.keepWithin !== undefined) parseDuration(policy.keepWithin, 'retention');
   for (const [label, duration] of Object.entries(policy.keepLabels ?? {})) {
     if (duration === 'forever') continue;
     try {
-      parseDuration(duration);
+      parseDuration(duration, 'retention');
     } catch (err) {
       throw new StrataError('USAGE', `retention: label ${label}: ${(err as Error).message.replace(/^retention: /, '')}`);
     }
   }
   const keepsSomething =
     (policy.keepLast ?? 0) + (policy.keepHourly ?? 0) + (policy.keepDaily ?? 0) + (policy.keepWeekly ?? 0) + (policy.keepMonthly ?? 0) + (policy.keepYearly ?? 0) > 0 ||
-    (policy.keepWithin !== undefined && parseDuration(policy.keepWithin) > 0);
+    (policy.keepWithin !== undefined && durationMs(parseDuration(policy.keepWithin, 'retention')) > 0);
   if (!keepsSomething) {
     throw new StrataError('USAGE', 'retention: the policy keeps nothing (every count is 0 and there is no keep-within); refusing rather than deleting every backup');
   }
@@ -135,14 +125,14 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
       }
     }
     if (policy.keepWithin !== undefined) {
-      const window = parseDuration(policy.keepWithin);
-      for (const b of newestFirst) if (newest - Date.parse(b.createdAt) <= window) add(b.id, `within ${policy.keepWithin} of the newest backup`);
+      const since = durationBefore(newest, parseDuration(policy.keepWithin, 'retention')).getTime();
+      for (const b of newestFirst) if (Date.parse(b.createdAt) >= since) add(b.id, `within ${policy.keepWithin} of the newest backup`);
     }
     for (const b of newestFirst) {
       if (b.tags.includes(PIN_TAG)) add(b.id, 'pinned');
       const duration = b.label !== null ? policy.keepLabels?.[b.label] : undefined;
       if (duration === 'forever') add(b.id, `label ${b.label} (kept forever)`);
-      else if (duration !== undefined && newest - Date.parse(b.createdAt) <= parseDuration(duration)) add(b.id, `label ${b.label} (kept for ${duration})`);
+      else if (duration !== undefined && Date.parse(b.createdAt) >= durationBefore(newest, parseDuration(duration, 'retention')).getTime()) add(b.id, `label ${b.label} (kept for ${duration})`);
     }
   }
   // Chains: everything a kept restore point needs is kept too. Walk until nothing changes.
