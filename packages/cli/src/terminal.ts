@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import * as readline from 'node:readline';
@@ -80,33 +81,60 @@ export class ProgressBar {
 /** Where the passphrase may come from, in order: the environment, a file, then a prompt. */
 export interface PassphraseSources {
   readonly passphraseFile?: string;
+  /** A command whose standard output is the passphrase (restic's --password-command). */
+  readonly passphraseCommand?: string;
   /** May we ask on the terminal? */
   readonly prompt: boolean;
   /** Ask twice (when setting a new passphrase). */
   readonly confirm?: boolean;
 }
 
-/** Reads the passphrase without ever putting it on a command line or in a log. */
-export async function readPassphrase(sources: PassphraseSources): Promise<Passphrase | undefined> {
-  const env = process.env['STRATA_PASSPHRASE'];
-  if (env !== undefined && env !== '') return new Passphrase(env);
-  if (sources.passphraseFile) {
-    let text: string;
-    try {
-      text = readFileSync(sources.passphraseFile, 'utf8');
-    } catch (err) {
-      throw new StrataError('USAGE', `passphrase file ${sources.passphraseFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
-    // One trailing newline is what editors and `echo` add; it is not part of the passphrase.
-    return new Passphrase(text.replace(/\r?\n$/, ''));
+/**
+ * Reads the passphrase without ever putting it on a command line or in a log. What the user
+ * named explicitly wins: --passphrase-command or --passphrase-file, then STRATA_PASSPHRASE_COMMAND,
+ * STRATA_PASSPHRASE_FILE, STRATA_PASSPHRASE, then the prompt (as restic orders its sources).
+ * `attempt` counts tries after a wrong passphrase: only the prompt can give another answer.
+ */
+export async function readPassphrase(sources: PassphraseSources, attempt = 1): Promise<Passphrase | undefined> {
+  if (sources.passphraseCommand !== undefined && sources.passphraseFile !== undefined) {
+    throw new StrataError('USAGE', 'give the passphrase one way: --passphrase-command or --passphrase-file, not both');
   }
+  const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
+  const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env('STRATA_PASSPHRASE_COMMAND') : undefined);
+  const file = sources.passphraseFile ?? (command === undefined ? env('STRATA_PASSPHRASE_FILE') : undefined);
+  if (command !== undefined) return attempt === 1 ? passphraseFromCommand(command) : undefined;
+  if (file !== undefined) return attempt === 1 ? passphraseFromFile(file) : undefined;
+  const value = env('STRATA_PASSPHRASE');
+  if (value !== undefined) return attempt === 1 ? new Passphrase(value) : undefined;
   if (!sources.prompt || !process.stdin.isTTY || !process.stderr.isTTY) return undefined;
+  if (attempt > 1) process.stderr.write('wrong passphrase, try again\n');
   const first = await promptHidden('Repository passphrase: ');
   if (sources.confirm) {
     const second = await promptHidden('Repeat the passphrase: ');
     if (first !== second) throw new StrataError('USAGE', 'the two passphrases differ');
   }
   return new Passphrase(first);
+}
+
+function passphraseFromFile(file: string): Passphrase {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new StrataError('USAGE', `passphrase file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  // One trailing newline is what editors and `echo` add; it is not part of the passphrase.
+  return new Passphrase(text.replace(/\r?\n$/, ''));
+}
+
+/** Runs the command through the shell; its standard output, less one trailing newline, is the passphrase. */
+function passphraseFromCommand(command: string): Passphrase {
+  const result = spawnSync('/bin/sh', ['-c', command], { encoding: 'utf8', stdio: ['inherit', 'pipe', 'inherit'], maxBuffer: 1024 * 1024 });
+  if (result.error) throw new StrataError('USAGE', `the passphrase command could not run: ${result.error.message}`);
+  if (result.status !== 0) throw new StrataError('USAGE', `the passphrase command exited with ${result.status ?? result.signal}; nothing was done`);
+  const text = result.stdout.replace(/\r?\n$/, '');
+  if (text === '') throw new StrataError('USAGE', 'the passphrase command printed nothing');
+  return new Passphrase(text);
 }
 
 /** Asks for a line on the terminal without echoing it. */

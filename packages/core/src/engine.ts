@@ -124,6 +124,17 @@ export interface RestoreSession {
   abort(): Promise<void>;
 }
 
+/** Options for {@link Engine.inspect}. */
+export interface InspectOptions extends Abortable {
+  /**
+   * The engineMeta of the restore point the facts will be compared with. An engine whose way of
+   * computing facts changed between versions reads here how the backup computed them (an older
+   * artifact lacks the newer marker) and computes them the same way, so a backup made by an older
+   * Strata still verifies.
+   */
+  readonly recordedMeta?: Readonly<Record<string, unknown>>;
+}
+
 /** What an engine can do; core branches on these, never on an engine's name. */
 export interface EngineCapabilities {
   /** Incrementals can reuse unchanged chunks of a parent (every engine with chunked streams). */
@@ -164,7 +175,7 @@ export interface Engine {
    * `foreignKeysChecked` is true only when the engine really checked every foreign key (its
    * violations are `integrityErrors` starting with "foreign key"); verify says so only then.
    */
-  inspect(locator: string, options?: Abortable): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean }>;
+  inspect(locator: string, options?: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean }>;
 }
 
 /**

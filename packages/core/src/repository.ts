@@ -66,7 +66,15 @@ export interface InitOptions {
 }
 
 /** Where a passphrase comes from: a value, or a function asked only when one is needed. */
-export type PassphraseSource = Passphrase | (() => Promise<Passphrase>);
+/**
+ * Where the passphrase comes from: a value, or a function asked when one is first needed. A
+ * function is asked again after a wrong passphrase with the number of the attempt (2, 3) and may
+ * return undefined to give up (a prompt asks up to three times; a file or variable cannot change).
+ */
+/** How often a passphrase function is asked before a wrong passphrase is final. */
+const MAX_PASSPHRASE_TRIES = 3;
+
+export type PassphraseSource = Passphrase | ((attempt: number) => Promise<Passphrase | undefined>);
 
 /** Options for {@link openRepository}. */
 export interface OpenOptions {
@@ -304,14 +312,20 @@ export class Repository {
     if (!source) {
       throw new StrataError('PASSPHRASE_MISSING', 'repository: it is encrypted; give the passphrase with STRATA_PASSPHRASE, --passphrase-file or at the prompt');
     }
-    const passphrase = typeof source === 'function' ? await source() : source;
-    const token = await decryptSmall(enc.keyCheck ?? '', passphrase);
-    const digest = createHash('sha256').update(token).digest();
-    if (!enc.keyCheckSha256 || !timingSafeEqual(digest, Buffer.from(enc.keyCheckSha256, 'hex'))) {
-      throw new StrataError('PASSPHRASE_WRONG', 'repository: wrong passphrase');
+    for (let attempt = 1; ; attempt++) {
+      const passphrase = typeof source === 'function' ? await source(attempt) : attempt === 1 ? source : undefined;
+      if (!passphrase || attempt > MAX_PASSPHRASE_TRIES) throw new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase${attempt > 2 ? ` (${attempt - 1} tries)` : ''}`);
+      try {
+        const token = await decryptSmall(enc.keyCheck ?? '', passphrase);
+        const digest = createHash('sha256').update(token).digest();
+        if (!enc.keyCheckSha256 || !timingSafeEqual(digest, Buffer.from(enc.keyCheckSha256, 'hex'))) throw new StrataError('PASSPHRASE_WRONG', 'repository: wrong passphrase');
+      } catch (err) {
+        if (isStrataError(err, 'PASSPHRASE_WRONG')) continue;
+        throw err;
+      }
+      this.#passphrase = passphrase;
+      return passphrase;
     }
-    this.#passphrase = passphrase;
-    return passphrase;
   }
 
   /** Whether a restore target of the given engine exists, and how to name it without secrets. */
@@ -910,7 +924,7 @@ export class Repository {
       }
       let facts: Awaited<ReturnType<Engine['inspect']>>;
       try {
-        facts = await engine.inspect(scratch.locator, { signal: options.signal });
+        facts = await engine.inspect(scratch.locator, { signal: options.signal, recordedMeta: contents!.manifest.engineMeta });
       } catch (err) {
         checks.push({ name: 'database-readable', status: 'failed', reason: `restored, but does not open: ${messageOf(err)}` });
         skipRest('the restored database does not open');
