@@ -43,7 +43,7 @@ export async function initCommand(ctx: CommandContext, options: InitCommandOptio
   const level = options.compressionLevel ?? DEFAULT_LEVELS[codec] ?? 0;
   let passphrase;
   if (profile !== 'none') {
-    passphrase = await readPassphrase({ passphraseFile: ctx.options.passphraseFile, prompt: interactive(ctx.json), confirm: true });
+    passphrase = await readPassphrase(ctx.passphraseSources(interactive(ctx.json), true));
     if (!passphrase) {
       throw new StrataError(
         'PASSPHRASE_MISSING',

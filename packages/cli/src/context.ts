@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { StrataError, loadConfig, openRepository } from '@strata/sdk';
 import type { LoadedConfig, Repository } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
+import type { PassphraseSources } from './terminal.js';
 
 /** Options every command accepts. */
 export interface GlobalOptions {
@@ -10,6 +11,7 @@ export interface GlobalOptions {
   readonly json: boolean;
   readonly config?: string;
   readonly passphraseFile?: string;
+  readonly passphraseCommand?: string;
   /** Seconds to wait for a busy repository lock before exit code 5. */
   readonly lockWait?: number;
 }
@@ -47,8 +49,10 @@ export class CommandContext {
     }
     const prompt = interactive(this.json);
     this.#repository = await openRepository(location, {
-      passphrase: async () => {
-        const passphrase = await readPassphrase({ passphraseFile: this.options.passphraseFile, prompt });
+      passphrase: async (attempt) => {
+        const passphrase = await readPassphrase(this.passphraseSources(prompt), attempt);
+        // After a wrong answer, no further source means the wrong passphrase is final.
+        if (!passphrase && attempt > 1) return undefined;
         if (!passphrase) {
           throw new StrataError('PASSPHRASE_MISSING', 'the repository is encrypted: set STRATA_PASSPHRASE, pass --passphrase-file FILE, or run on a terminal to be asked');
         }
@@ -58,6 +62,16 @@ export class CommandContext {
       ...(process.env['STRATA_TMPDIR'] ? { tempDir: process.env['STRATA_TMPDIR'] } : {}),
     });
     return this.#repository;
+  }
+
+  /** Where this run takes the passphrase from (see readPassphrase for the order). */
+  passphraseSources(prompt: boolean, confirm = false): PassphraseSources {
+    return {
+      ...(this.options.passphraseFile !== undefined ? { passphraseFile: this.options.passphraseFile } : {}),
+      ...(this.options.passphraseCommand !== undefined ? { passphraseCommand: this.options.passphraseCommand } : {}),
+      prompt,
+      confirm,
+    };
   }
 
   /** Prints a command's JSON document: one document, on stdout, nothing else there. */

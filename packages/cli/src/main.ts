@@ -54,7 +54,10 @@ Commands:
 Options for every command:
   --repo DIR                   the repository (or STRATA_REPO, or "repository" in strata.config.json)
   --config FILE                config file (default: strata.config.json here or in a parent folder)
-  --passphrase-file FILE       read the passphrase from FILE (or STRATA_PASSPHRASE, or a prompt)
+  --passphrase-file FILE       read the passphrase from FILE
+  --passphrase-command CMD     run CMD (with sh -c) and use what it prints as the passphrase
+                               (a flag wins over STRATA_PASSPHRASE_COMMAND, STRATA_PASSPHRASE_FILE
+                               and STRATA_PASSPHRASE; without any, a terminal prompt, 3 tries)
   --lock-wait SECONDS          wait this long for another process's repository lock (default 60)
   --json                       print one JSON document on stdout, and nothing else there
   -h, --help                   show help (also: strata <command> --help)
@@ -75,7 +78,8 @@ const COMMAND_HELP: Record<string, string> = {
 Creates a repository. Encryption is OpenPGP with AES-256 and a passphrase:
   compat   (default) gpg --decrypt can open every artifact
   modern   AEAD (RFC 9580); faster, authenticated per chunk, but GnuPG cannot read it
-The passphrase comes from STRATA_PASSPHRASE, --passphrase-file, or a prompt (asked twice).
+The passphrase comes from --passphrase-command, --passphrase-file, STRATA_PASSPHRASE_COMMAND,
+STRATA_PASSPHRASE_FILE, STRATA_PASSPHRASE, or a prompt (asked twice), in that order.
 Compression defaults to zstd level 3 when this Node can do zstd, else gzip level 6.
 `,
   backup: `Usage: strata backup <db> [--type full|incremental|differential|schema-only] [--auto-full] [--label TEXT] [--tag TAG]... [--time ISO] [--name NAME] [--json]
@@ -186,6 +190,7 @@ const GLOBAL_OPTIONS = {
   repo: { type: 'string' },
   config: { type: 'string' },
   'passphrase-file': { type: 'string' },
+  'passphrase-command': { type: 'string' },
   'lock-wait': { type: 'string' },
   json: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
@@ -269,6 +274,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(str(values, 'repo') !== undefined ? { repo: str(values, 'repo')! } : {}),
       ...(str(values, 'config') !== undefined ? { config: str(values, 'config')! } : {}),
       ...(str(values, 'passphrase-file') !== undefined ? { passphraseFile: str(values, 'passphrase-file')! } : {}),
+      ...(str(values, 'passphrase-command') !== undefined ? { passphraseCommand: str(values, 'passphrase-command')! } : {}),
       ...(values['lock-wait'] !== undefined ? { lockWait: parseNumber(str(values, 'lock-wait'), '--lock-wait')! } : {}),
     };
     const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0, export: Number.MAX_SAFE_INTEGER, import: 1, delete: Number.MAX_SAFE_INTEGER };

@@ -313,8 +313,8 @@ export class Repository {
       throw new StrataError('PASSPHRASE_MISSING', 'repository: it is encrypted; give the passphrase with STRATA_PASSPHRASE, --passphrase-file or at the prompt');
     }
     for (let attempt = 1; ; attempt++) {
-      const passphrase = typeof source === 'function' ? await source(attempt) : attempt === 1 ? source : undefined;
-      if (!passphrase || attempt > MAX_PASSPHRASE_TRIES) throw new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase${attempt > 2 ? ` (${attempt - 1} tries)` : ''}`);
+      const passphrase = attempt > MAX_PASSPHRASE_TRIES ? undefined : typeof source === 'function' ? await source(attempt) : attempt === 1 ? source : undefined;
+      if (!passphrase) throw new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase${attempt > 2 ? ` (${attempt - 1} tries)` : ''}`);
       try {
         const token = await decryptSmall(enc.keyCheck ?? '', passphrase);
         const digest = createHash('sha256').update(token).digest();
