@@ -74,6 +74,8 @@ def unpack(artifact, folder, passphrase_file):
     source, procs = open_layers(artifact, passphrase_file)
     with tarfile.open(fileobj=source, mode="r|") as tar:
         for member in tar:
+            if member.isdir():
+                continue
             parts = member.name.split("/")
             if not member.isfile() or member.name.startswith("/") or ".." in parts or "" in parts:
                 fail(f"{artifact}: refusing tar entry {member.name!r}")
@@ -350,26 +352,26 @@ def mysql_value_columns(create_table):
 
 
 def order_views(units):
-    """Views first, each after the views it reads (their text names them as {{db}}.`view`)."""
+    """Views first, each after the views whose quoted name its definition mentions."""
     views = {}
     for unit in units:
         match = re.search(r"\bVIEW (`(?:[^`]|``)+`) AS ", unit[-1])
         if re.match(r"CREATE\b", unit[-1]) and match:
-            views[match.group(1)] = unit
+            views[match.group(1)] = (unit, unit[-1][match.end():])
     ordered, done = [], set()
 
     def visit(name, path):
         if name in done or name in path:
             return
         for other in views:
-            if other != name and "{{db}}." + other in views[name][-1]:
+            if other != name and other in views[name][1]:
                 visit(other, path | {name})
         done.add(name)
-        ordered.append(views[name])
+        ordered.append(views[name][0])
 
     for name in views:
         visit(name, set())
-    return ordered + [u for u in units if u not in views.values()]
+    return ordered + [u for u in units if all(u is not unit for unit, _ in views.values())]
 
 
 # What every statement runs under unless its own SET SESSION line says otherwise.

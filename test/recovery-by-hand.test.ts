@@ -1,0 +1,247 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { ROOT, TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql, MYSQL_URL } from './helpers/mysql.js';
+import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
+import { MUTATE_MYSQL_SQL, RICH_MYSQL_SQL } from './helpers/rich-mysql.js';
+import { MUTATE_POSTGRES_SQL, RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
+
+/**
+ * Recovery without Strata, the way a person does it: the shell blocks of docs/FORMAT.md, copied
+ * word for word, run by bash with real gpg, zstd, python3, sqlite3, psql and mysql. Nothing of
+ * Strata's code takes part after the backups are made.
+ */
+
+/** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
+function recipe(marker: string): string {
+  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
+  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
+  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
+  return block[1]!;
+}
+
+interface ListJson {
+  backups: { id: string; key: string; type: string; parent: string | null }[];
+}
+
+describe('recovery by hand of any restore point, following docs/FORMAT.md', function () {
+  this.timeout(120_000);
+  const dir = useTempDir();
+  let home: string;
+
+  beforeEach(() => {
+    home = path.join(dir.path, 'home');
+    mkdirSync(path.join(home, '.gnupg'), { recursive: true, mode: 0o700 });
+    writeFileSync(path.join(dir.path, 'passphrase'), TEST_PASSPHRASE, { mode: 0o600 });
+  });
+
+  afterEach(() => {
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg') } });
+  });
+
+  /** Runs a documented block with the person's environment: their own HOME, GnuPG home and client settings. */
+  function follow(marker: string, variables: Record<string, string>): string {
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', recipe(marker)], {
+      env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg'), ...variables },
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    assert.equal(run.status, 0, `${marker} failed:\n${run.stderr}`);
+    return run.stdout;
+  }
+
+  /** recover-chain on every artifact of `database`; returns the folder it wrote. */
+  function recoverChain(repo: string, database: string, out = path.join(dir.path, 'recovered')): string {
+    follow('recover-chain', { DOCS: path.join(ROOT, 'docs'), REPO: repo, DB: database, PASSFILE: path.join(dir.path, 'passphrase'), OUT: out });
+    return out;
+  }
+
+  function backup(repo: string, source: string, type: string, database?: string): string {
+    const result = strata(['backup', source, '--repo', repo, '--type', type, '--json', ...(database ? ['--name', database] : [])]);
+    assert.equal(result.status, 0, result.stderr);
+    return json<{ id: string }>(result).id;
+  }
+
+  function manifestOf(repo: string, id: string): { streams: { storedChunks: number; chunkCount: number }[] } {
+    const record = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups.find((b) => b.id === id)!;
+    const out = path.join(dir.path, `peek-${id}`);
+    mkdirSync(out);
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$OUT" manifest.json'], {
+      env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, record.key), OUT: out },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    return JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+  }
+
+  describe('SQLite', () => {
+    function initRepo(): string {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      return repo;
+    }
+
+    it('full → incremental → incremental after deleting rows and VACUUM: the newest restore point, exactly', () => {
+      const repo = initRepo();
+      const db = path.join(dir.path, 'app.db');
+      buildRichDatabase(db, { rows: 400 });
+      backup(repo, db, 'full');
+      mutate(db, 1);
+      backup(repo, db, 'incremental');
+      const conn = new Database(db);
+      conn.exec('DELETE FROM books WHERE id % 3 = 0; DELETE FROM tags WHERE book_id % 2 = 0; VACUUM');
+      conn.close();
+      const tip = backup(repo, db, 'incremental');
+      // The case the naive reading gets wrong: pages moved by VACUUM are not stored again.
+      const stream = manifestOf(repo, tip).streams[0]!;
+      assert.ok(stream.storedChunks < stream.chunkCount, `the incremental stores ${stream.storedChunks} of ${stream.chunkCount} pages; the rest come from the chain`);
+
+      const out = recoverChain(repo, 'app');
+      assert.equal(follow('load-sqlite', { OUT: out }).trim(), 'ok');
+      assert.equal(sqliteDump(path.join(out, 'data/main.db')), sqliteDump(db));
+      assert.equal(sqliteQuery(path.join(out, 'data/main.db'), 'PRAGMA user_version'), '42');
+    });
+
+    it('full → differential → incremental, with a superseded incremental beside it; an older point on request', () => {
+      const repo = initRepo();
+      const db = path.join(dir.path, 'shop.db');
+      buildRichDatabase(db, { rows: 300 });
+      backup(repo, db, 'full');
+      mutate(db, 1);
+      backup(repo, db, 'incremental');
+      mutate(db, 2);
+      const differential = backup(repo, db, 'differential');
+      const atDifferential = path.join(dir.path, 'at-differential.db');
+      copyFileSync(db, atDifferential);
+      const conn = new Database(db);
+      conn.exec("DELETE FROM books WHERE id % 2 = 1; UPDATE authors SET bio = 'changed'; VACUUM");
+      conn.close();
+      const tip = backup(repo, db, 'incremental');
+      const list = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups;
+      assert.equal(list.find((b) => b.id === tip)!.parent, differential, 'the chain is full → differential → incremental');
+
+      const out = recoverChain(repo, 'shop');
+      assert.equal(follow('load-sqlite', { OUT: out }).trim(), 'ok');
+      assert.equal(sqliteDump(path.join(out, 'data/main.db')), sqliteDump(db));
+
+      // An older restore point: the same command with --restore-point, as the docs say.
+      const older = path.join(dir.path, 'older');
+      const run = spawnSync('python3', [path.join(ROOT, 'docs/recover-chain.py'), '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', older, '--restore-point', differential, ...list.map((b) => path.join(repo, b.key))], {
+        env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg') },
+        encoding: 'utf8',
+      });
+      assert.equal(run.status, 0, run.stderr);
+      assert.equal(sqliteDump(path.join(older, 'data/main.db')), sqliteDump(atDifferential));
+    });
+
+    it('stops with a clear message when an artifact of the chain is missing, and when a chunk was altered', () => {
+      const repo = initRepo();
+      const db = path.join(dir.path, 'app.db');
+      buildRichDatabase(db, { rows: 100 });
+      backup(repo, db, 'full');
+      mutate(db, 1);
+      backup(repo, db, 'incremental');
+      mutate(db, 2);
+      backup(repo, db, 'incremental');
+      const list = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups;
+      const script = path.join(ROOT, 'docs/recover-chain.py');
+      const env = { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg') };
+      const withoutMiddle = spawnSync('python3', [script, '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', path.join(dir.path, 'a'), path.join(repo, list[0]!.key), path.join(repo, list[2]!.key)], { env, encoding: 'utf8' });
+      assert.notEqual(withoutMiddle.status, 0);
+      assert.match(withoutMiddle.stderr, new RegExp(`needs ${list[1]!.id}, which is not among the artifacts given`));
+
+      // A plain, unencrypted copy of the newest artifact with one stored page changed.
+      const work = path.join(dir.path, 'tamper');
+      mkdirSync(work);
+      const tampered = path.join(dir.path, path.basename(list[2]!.key).replace(/\.zst\.gpg$/, ''));
+      const unpack = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$WORK"'], {
+        env: { ...env, PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, list[2]!.key), WORK: work },
+      });
+      assert.equal(unpack.status, 0);
+      const bin = spawnSync('bash', ['-c', 'ls "$WORK"/chunks/main.db/*.bin | head -1'], { env: { ...env, WORK: work }, encoding: 'utf8' }).stdout.trim();
+      const bytes = readFileSync(bin);
+      bytes[100]! ^= 0x01;
+      writeFileSync(bin, bytes);
+      assert.equal(spawnSync('tar', ['-cf', tampered, '-C', work, 'README.txt', 'schema.sql', 'streams', 'chunks', 'layout', 'manifest.json']).status, 0);
+      const damaged = spawnSync('python3', [script, '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', path.join(dir.path, 'b'), path.join(repo, list[0]!.key), path.join(repo, list[1]!.key), tampered], { env, encoding: 'utf8' });
+      assert.notEqual(damaged.status, 0);
+      assert.match(damaged.stderr, /stream main\.db: chunk \d+ does not match its id/);
+    });
+  });
+
+  describe('PostgreSQL', () => {
+    const databases = new Databases();
+
+    before(async function () {
+      await requirePostgres(this);
+    });
+
+    afterEach(async () => {
+      await databases.dropAll();
+    });
+
+    it('full → incremental → incremental after deleting many rows: the newest restore point, exactly (pg_dump of both)', async () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      const source = await databases.create(RICH_POSTGRES_SQL);
+      backup(repo, pgUrl(source), 'full', 'shop');
+      await pgQuery(source, MUTATE_POSTGRES_SQL(1));
+      backup(repo, pgUrl(source), 'incremental', 'shop');
+      await pgQuery(source, `DELETE FROM shop.orders WHERE id % 3 = 0; UPDATE shop.customers SET tags = ARRAY['moved'] WHERE id % 5 = 0; ${MUTATE_POSTGRES_SQL(2)}; SELECT nextval('shop.invoice_no')`);
+      await pgQuery(source, 'VACUUM FULL');
+      backup(repo, pgUrl(source), 'incremental', 'shop');
+
+      const out = recoverChain(repo, 'shop');
+      const target = databases.name();
+      const url = new URL(PG_URL);
+      follow('load-postgres', { OUT: out, NEWDB: target, PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') });
+      assert.equal(pgDump(target), pgDump(source));
+    });
+  });
+
+  describe('MySQL/MariaDB', () => {
+    const databases = new MysqlDatabases();
+
+    before(async function () {
+      await requireMysql(this);
+    });
+
+    afterEach(async () => {
+      await databases.dropAll();
+    });
+
+    it('full → incremental → incremental after deleting many rows: the newest restore point, exactly (mysqldump of both)', async () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      const source = await databases.create(RICH_MYSQL_SQL);
+      // Every kind of value the row format writes as hex, and a view that reads a view named after it.
+      await mysqlQuery(
+        source,
+        `CREATE TABLE raw (id INT PRIMARY KEY, b1 BIT(1), b64 BIT(64), vb VARBINARY(16), bn BINARY(4), g POINT, t TEXT);
+         INSERT INTO raw VALUES (1, b'1', b'1010', X'00FF0A09', X'5C000D0A', POINT(1.5, -2), 'a\\tb'), (2, b'0', NULL, '', X'00000000', NULL, NULL);
+         CREATE VIEW z_base AS SELECT id FROM raw;
+         CREATE VIEW a_top AS SELECT id FROM z_base;`,
+      );
+      backup(repo, mysqlUrl(source), 'full', 'shop');
+      await mysqlQuery(source, MUTATE_MYSQL_SQL(1));
+      backup(repo, mysqlUrl(source), 'incremental', 'shop');
+      await mysqlQuery(source, `DELETE FROM books WHERE id % 3 = 0; ${MUTATE_MYSQL_SQL(2)} UPDATE raw SET vb = X'FFFE' WHERE id = 2;`);
+      backup(repo, mysqlUrl(source), 'incremental', 'shop');
+
+      const out = recoverChain(repo, 'shop');
+      const target = databases.name();
+      const url = new URL(MYSQL_URL);
+      writeFileSync(
+        path.join(home, '.my.cnf'),
+        `[client]\nhost=${url.hostname}\nport=${url.port || '3306'}\nuser=${decodeURIComponent(url.username || 'root')}\n${url.password ? `password=${decodeURIComponent(url.password)}\n` : ''}`,
+        { mode: 0o600 },
+      );
+      follow('load-mysql', { OUT: out, NEWDB: target });
+      assert.equal(mysqlDump(target), mysqlDump(source));
+    });
+  });
+});
