@@ -66,16 +66,31 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
     return json<{ id: string }>(result).id;
   }
 
-  function manifestOf(repo: string, id: string): { streams: { storedChunks: number; chunkCount: number }[] } {
+  /** One entry of an artifact, extracted with gpg, zstd and tar. */
+  function entryOf(repo: string, id: string, entry: string): string {
     const record = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups.find((b) => b.id === id)!;
     const out = path.join(dir.path, `peek-${id}`);
-    mkdirSync(out);
-    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$OUT" manifest.json'], {
-      env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, record.key), OUT: out },
+    mkdirSync(out, { recursive: true });
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$OUT" "$ENTRY"'], {
+      env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, record.key), OUT: out, ENTRY: entry },
       encoding: 'utf8',
     });
     assert.equal(run.status, 0, run.stderr);
-    return JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    return readFileSync(path.join(out, entry), 'utf8');
+  }
+
+  function manifestOf(repo: string, id: string): { streams: { storedChunks: number; chunkCount: number }[] } {
+    return JSON.parse(entryOf(repo, id, 'manifest.json'));
+  }
+
+  /** Writes the client settings a person keeps in ~/.my.cnf, for the mysql command line. */
+  function myCnf(): void {
+    const url = new URL(MYSQL_URL);
+    writeFileSync(
+      path.join(home, '.my.cnf'),
+      `[client]\nhost=${url.hostname}\nport=${url.port || '3306'}\nuser=${decodeURIComponent(url.username || 'root')}\n${url.password ? `password=${decodeURIComponent(url.password)}\n` : ''}`,
+      { mode: 0o600 },
+    );
   }
 
   describe('SQLite', () => {
@@ -104,6 +119,11 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       assert.equal(follow('load-sqlite', { OUT: out }).trim(), 'ok');
       assert.equal(sqliteDump(path.join(out, 'data/main.db')), sqliteDump(db));
       assert.equal(sqliteQuery(path.join(out, 'data/main.db'), 'PRAGMA user_version'), '42');
+
+      const readme = entryOf(repo, tip, 'README.txt');
+      assert.match(readme, /SQLite: one stream, main\.db/);
+      assert.match(readme, /recover-chain\.py/, 'README.txt says how to recover an incremental without Strata');
+      assert.doesNotMatch(readme, /PostgreSQL|MySQL/);
     });
 
     it('full → differential → incremental, with a superseded incremental beside it; an older point on request', () => {
@@ -193,13 +213,18 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       backup(repo, pgUrl(source), 'incremental', 'shop');
       await pgQuery(source, `DELETE FROM shop.orders WHERE id % 3 = 0; UPDATE shop.customers SET tags = ARRAY['moved'] WHERE id % 5 = 0; ${MUTATE_POSTGRES_SQL(2)}; SELECT nextval('shop.invoice_no')`);
       await pgQuery(source, 'VACUUM FULL');
-      backup(repo, pgUrl(source), 'incremental', 'shop');
+      const tip = backup(repo, pgUrl(source), 'incremental', 'shop');
 
       const out = recoverChain(repo, 'shop');
       const target = databases.name();
       const url = new URL(PG_URL);
       follow('load-postgres', { OUT: out, NEWDB: target, PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') });
       assert.equal(pgDump(target), pgDump(source));
+
+      const readme = entryOf(repo, tip, 'README.txt');
+      assert.match(readme, /PostgreSQL: schema\.sql is pg_dump --schema-only output/);
+      assert.match(readme, /<schema>\.<table>\.copy/);
+      assert.doesNotMatch(readme, /main\.db|MySQL/);
     });
   });
 
@@ -230,18 +255,90 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       await mysqlQuery(source, MUTATE_MYSQL_SQL(1));
       backup(repo, mysqlUrl(source), 'incremental', 'shop');
       await mysqlQuery(source, `DELETE FROM books WHERE id % 3 = 0; ${MUTATE_MYSQL_SQL(2)} UPDATE raw SET vb = X'FFFE' WHERE id = 2;`);
-      backup(repo, mysqlUrl(source), 'incremental', 'shop');
+      const tip = backup(repo, mysqlUrl(source), 'incremental', 'shop');
 
       const out = recoverChain(repo, 'shop');
       const target = databases.name();
-      const url = new URL(MYSQL_URL);
-      writeFileSync(
-        path.join(home, '.my.cnf'),
-        `[client]\nhost=${url.hostname}\nport=${url.port || '3306'}\nuser=${decodeURIComponent(url.username || 'root')}\n${url.password ? `password=${decodeURIComponent(url.password)}\n` : ''}`,
-        { mode: 0o600 },
-      );
+      myCnf();
       follow('load-mysql', { OUT: out, NEWDB: target });
       assert.equal(mysqlDump(target), mysqlDump(source));
+
+      // The layout README.txt describes is the one in the archive: per table <table>.rows segments.
+      const readme = entryOf(repo, tip, 'README.txt');
+      assert.match(readme, /MySQL\/MariaDB: schema\.sql is for the mysql client/);
+      assert.match(readme, /<table>\.rows/);
+      assert.doesNotMatch(readme, /main\.db|PostgreSQL|COPY/);
+    });
+  });
+
+  describe("an export's RESTORE.md", () => {
+    const mysqlDatabases = new MysqlDatabases();
+
+    afterEach(async () => {
+      await mysqlDatabases.dropAll();
+    });
+
+    /** Runs RESTORE.md's extract block, then the block of `database`, in the export's folder. */
+    function followRestoreMd(exportFile: string, database: string, variables: Record<string, string> = {}): { restoreMd: string; folder: string } {
+      const folder = path.dirname(exportFile);
+      const listing = spawnSync('tar', ['-xzf', exportFile, '-O', 'RESTORE.md'], { encoding: 'utf8' });
+      assert.equal(listing.status, 0, listing.stderr);
+      const restoreMd = listing.stdout;
+      const without = restoreMd.slice(restoreMd.indexOf('## Without Strata'));
+      const extract = /```sh\n([\s\S]*?)```/.exec(without);
+      const block = new RegExp('### ' + database + ' \\([a-z]+\\)[\\s\\S]*?```sh\\n([\\s\\S]*?)```').exec(restoreMd);
+      assert.ok(extract && block, `RESTORE.md has the extract command and a block for ${database}:\n${restoreMd}`);
+      writeFileSync(path.join(folder, 'PASSFILE'), TEST_PASSPHRASE, { mode: 0o600 });
+      const run = spawnSync('bash', ['-euo', 'pipefail', '-c', `${extract[1]}\n${block[1]}`], {
+        cwd: folder,
+        env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg'), ...variables },
+        encoding: 'utf8',
+      });
+      assert.equal(run.status, 0, `RESTORE.md's commands failed:\n${run.stderr}\n${restoreMd}`);
+      return { restoreMd, folder };
+    }
+
+    it("SQLite: a file whose path has a space, exported under a name with a space, a quote, $ and a backtick: the commands run as written", () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo]).status, 0);
+      const db = path.join(dir.path, 'my shop.db');
+      buildRichDatabase(db, { rows: 100 });
+      backup(repo, db, 'full');
+      mutate(db, 1);
+      backup(repo, db, 'incremental');
+      const conn = new Database(db);
+      conn.exec('DELETE FROM books WHERE id % 2 = 0; VACUUM');
+      conn.close();
+      backup(repo, db, 'incremental');
+      mkdirSync(path.join(dir.path, 'exported'));
+      const file = path.join(dir.path, 'exported', "it's $HOME `date` now.tar.gz");
+      const exported = strata(['export', '--all', '--out', file, '--repo', repo]);
+      assert.equal(exported.status, 0, exported.stderr);
+
+      const { restoreMd, folder } = followRestoreMd(file, 'my_shop');
+      assert.ok(restoreMd.includes("strata import 'it'\\''s $HOME `date` now.tar.gz' --repo ./restored-repo"), restoreMd);
+      assert.equal(sqliteDump(path.join(folder, 'my_shop.db')), sqliteDump(db));
+    });
+
+    it('MySQL: commands for the mysql client (none for PostgreSQL), which recover the chain', async function () {
+      await requireMysql(this);
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo]).status, 0);
+      const source = await mysqlDatabases.create(RICH_MYSQL_SQL);
+      // Filed under the name the by-hand restore creates, so it is dropped afterwards too.
+      const name = mysqlDatabases.name();
+      backup(repo, mysqlUrl(source), 'full', name);
+      await mysqlQuery(source, MUTATE_MYSQL_SQL(3));
+      backup(repo, mysqlUrl(source), 'incremental', name);
+      mkdirSync(path.join(dir.path, 'exported'));
+      const file = path.join(dir.path, 'exported', 'shop export.tar.gz');
+      assert.equal(strata(['export', name, '--out', file, '--repo', repo]).status, 0);
+
+      myCnf();
+      const { restoreMd } = followRestoreMd(file, name);
+      assert.match(restoreMd, new RegExp(`--to mysql://USER@HOST:3306/${name}`));
+      assert.doesNotMatch(restoreMd, /postgres|psql|\\copy/i);
+      assert.equal(mysqlDump(name), mysqlDump(source));
     });
   });
 });
