@@ -204,8 +204,8 @@ def complete_layouts(chain):
     return previous
 
 
-def chunk_sources(chain):
-    """Where each chunk id is stored, taken from the newest artifact that stores it."""
+def chunk_sources(chain, needed):
+    """Where each needed chunk id is stored, taken from the newest artifact that stores it."""
     sources = {}
     for folder, manifest in reversed(chain):
         for stream in manifest["streams"]:
@@ -219,13 +219,14 @@ def chunk_sources(chain):
                     stored.append((chunk_id, size, whole, offset))
                     offset += size
             for chunk_id, size, path, offset in stored:
-                sources.setdefault(chunk_id, (size, path, offset))
+                if chunk_id in needed and chunk_id not in sources:
+                    sources[chunk_id] = (size, path, offset)
     return sources
 
 
 def assemble(chain, out):
     layouts = complete_layouts(chain)
-    sources = chunk_sources(chain)
+    sources = chunk_sources(chain, {chunk_id for chunks in layouts.values() for _, chunk_id in chunks})
     tip = chain[-1][1]
     os.makedirs(os.path.join(out, "data"), exist_ok=True)
     handles = {}
