@@ -72,21 +72,27 @@ def open_layers(artifact, passphrase_file):
 def unpack(artifact, folder, passphrase_file):
     """Unpacks an artifact's tar into folder, refusing anything but plain files with plain names."""
     source, procs = open_layers(artifact, passphrase_file)
-    with tarfile.open(fileobj=source, mode="r|") as tar:
-        for member in tar:
-            if member.isdir():
-                continue
-            parts = member.name.split("/")
-            if not member.isfile() or member.name.startswith("/") or ".." in parts or "" in parts:
-                fail(f"{artifact}: refusing tar entry {member.name!r}")
-            target = os.path.join(folder, *parts)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with tar.extractfile(member) as body, open(target, "wb") as out:
-                shutil.copyfileobj(body, out, 1 << 20)
+    problem = None
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for member in tar:
+                if member.isdir():
+                    continue
+                parts = member.name.split("/")
+                if not member.isfile() or member.name.startswith("/") or ".." in parts or "" in parts:
+                    fail(f"{artifact}: refusing tar entry {member.name!r}")
+                target = os.path.join(folder, *parts)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with tar.extractfile(member) as body, open(target, "wb") as out:
+                    shutil.copyfileobj(body, out, 1 << 20)
+    except (tarfile.TarError, EOFError) as err:
+        problem = f"the archive does not read ({err})"
     source.close()
     for proc in procs:
         if proc.wait() != 0:
             fail(f"{artifact}: {proc.args[0]} failed (exit {proc.returncode}); wrong passphrase or damaged file?")
+    if problem:
+        fail(f"{artifact}: {problem}; damaged or truncated file?")
     if not os.path.exists(os.path.join(folder, "manifest.json")):
         fail(f"{artifact}: no manifest.json (truncated artifact?)")
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
@@ -138,6 +144,8 @@ def apply_delta(parent, entry, where):
     chunks = list(parent[:count])
     chunks += [None] * (count - len(chunks))
     for position, chunk in positions.items():
+        if position >= count:
+            fail(f"{where}: the layout delta names position {position} past its {count} chunks")
         chunks[position] = chunk
     if any(c is None for c in chunks):
         fail(f"{where}: the layout delta leaves positions unnamed")
