@@ -314,15 +314,19 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
 
   describe("an export's RESTORE.md", () => {
     const mysqlDatabases = new MysqlDatabases();
+    const pgDatabases = new Databases();
 
     afterEach(async () => {
       await mysqlDatabases.dropAll();
+      await pgDatabases.dropAll();
     });
 
     /** Runs RESTORE.md's extract block, then the block of `database`, in the export's folder. */
     function followRestoreMd(exportFile: string, database: string, variables: Record<string, string> = {}): { restoreMd: string; folder: string } {
       const folder = path.dirname(exportFile);
-      const listing = spawnSync('tar', ['-xzf', exportFile, '-O', 'RESTORE.md'], { encoding: 'utf8' });
+      const listing = exportFile.endsWith('.zip')
+        ? spawnSync('unzip', ['-p', exportFile, 'RESTORE.md'], { encoding: 'utf8' })
+        : spawnSync('tar', ['-xzf', exportFile, '-O', 'RESTORE.md'], { encoding: 'utf8' });
       assert.equal(listing.status, 0, listing.stderr);
       const restoreMd = listing.stdout;
       const without = restoreMd.slice(restoreMd.indexOf('## Without Strata'));
@@ -380,6 +384,27 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       assert.match(restoreMd, new RegExp(`--to mysql://USER@HOST:3306/${name}`));
       assert.doesNotMatch(restoreMd, /postgres|psql|\\copy/i);
       assert.equal(mysqlDump(name), mysqlDump(source));
+    });
+
+    it('PostgreSQL: commands for psql, which recover the chain', async function () {
+      await requirePostgres(this);
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+      const source = await pgDatabases.create(RICH_POSTGRES_SQL);
+      const name = pgDatabases.name();
+      backup(repo, pgUrl(source), 'full', name);
+      await pgQuery(source, MUTATE_POSTGRES_SQL(3));
+      backup(repo, pgUrl(source), 'differential', name);
+      mkdirSync(path.join(dir.path, 'exported'));
+      const file = path.join(dir.path, 'exported', 'nightly (pg).zip');
+      assert.equal(strata(['export', name, '--out', file, '--repo', repo]).status, 0);
+
+      const url = new URL(PG_URL);
+      const { restoreMd } = followRestoreMd(file, name, { PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') });
+      assert.match(restoreMd, new RegExp(`--to postgres://USER@HOST:5432/${name}`));
+      assert.match(restoreMd, /--no-encryption/);
+      assert.doesNotMatch(restoreMd, /mysql|gpg|PASSFILE/);
+      assert.equal(pgDump(name), pgDump(source));
     });
   });
 });
