@@ -5,7 +5,7 @@ export const MYSQL_HAND_RECOVERY: HandRecovery = {
   layout: `MySQL/MariaDB: schema.sql is for the mysql client (DELIMITER ;;, each statement ended by a
 line ";;"): routines and tables, then the line "-- strata: post-data ...", then views, triggers
 and events; remove "{{db}}." from view definitions before running them. Each base table is one
-stream, <table>.rows (other bytes than letters, digits, _ and - as %XX): one line per row in
+stream, <table>.rows (bytes other than letters, digits, _ and - as %XX): one line per row in
 primary-key order, its non-generated columns in table order separated by tabs, \\N for NULL,
 backslash escapes for backslash, tab, newline, carriage return and NUL, and binary columns
 (BINARY, VARBINARY, BLOBs, BIT, spatial) as hexadecimal: what LOAD DATA reads with UNHEX() for

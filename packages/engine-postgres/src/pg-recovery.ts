@@ -4,7 +4,7 @@ import type { HandRecovery } from '@strata/core';
 export const POSTGRES_HAND_RECOVERY: HandRecovery = {
   layout: `PostgreSQL: schema.sql is pg_dump --schema-only output, pre-data, then the line
 "-- strata: post-data ...", then post-data (indexes, constraints, triggers). Each table that
-holds rows is one stream, <schema>.<table>.copy (other bytes than letters, digits, _ and - as
+holds rows is one stream, <schema>.<table>.copy (bytes other than letters, digits, _ and - as
 %XX): its own rows (FROM ONLY) in COPY text format, one line per row, its non-generated columns
 in table order, in primary-key order. Streams are stored as segments under chunks/<stream>/ in
 every backup; in a full backup the .bin files, in order, concatenate to the stream. To recover,
