@@ -55,7 +55,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
   }
 
   /** recover-chain on every artifact of `database`; returns the folder it wrote. */
-  function recoverChain(repo: string, database: string, out = path.join(dir.path, 'recovered')): string {
+  function recoverChain(repo: string, database: string, out = path.join(dir.path, "recovered it's $HOME")): string {
     follow('recover-chain', { DOCS: path.join(ROOT, 'docs'), REPO: repo, DB: database, PASSFILE: path.join(dir.path, 'passphrase'), OUT: out });
     return out;
   }
@@ -248,7 +248,9 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
     it('full → incremental → incremental after deleting many rows: the newest restore point, exactly (pg_dump of both)', async () => {
       const repo = path.join(dir.path, 'repo');
       assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
-      const source = await databases.create(RICH_POSTGRES_SQL);
+      const source = await databases.create(`${RICH_POSTGRES_SQL}
+        CREATE TABLE public."Order Lines ""x""" (id int PRIMARY KEY, "the note" text);
+        INSERT INTO public."Order Lines ""x""" SELECT g, 'line ' || g FROM generate_series(1, 50) g;`);
       backup(repo, pgUrl(source), 'full', 'shop');
       await pgQuery(source, MUTATE_POSTGRES_SQL(1));
       backup(repo, pgUrl(source), 'incremental', 'shop');
@@ -289,6 +291,8 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
         source,
         `CREATE TABLE raw (id INT PRIMARY KEY, b1 BIT(1), b64 BIT(64), vb VARBINARY(16), bn BINARY(4), g POINT, t TEXT);
          INSERT INTO raw VALUES (1, b'1', b'1010', X'00FF0A09', X'5C000D0A', POINT(1.5, -2), 'a\\tb'), (2, b'0', NULL, '', X'00000000', NULL, NULL);
+         CREATE TABLE \`odd name's\` (id INT PRIMARY KEY, \`a b\` VARCHAR(10), \`c\`\`d\` BLOB);
+         INSERT INTO \`odd name's\` VALUES (1, 'x', X'01'), (2, NULL, NULL);
          CREATE VIEW z_base AS SELECT id FROM raw;
          CREATE VIEW a_top AS SELECT id FROM z_base;`,
       );
