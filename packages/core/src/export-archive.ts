@@ -14,7 +14,6 @@ import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js
  *
  *   strata-export.json          which backups, their catalog entries, the repository's key check
  *   RESTORE.md                  how to restore each database, with Strata and without it
- *   recover-chain.py            docs/recover-chain.py, which RESTORE.md uses to recover without Strata
  *   backups/<database>/<file>   the artifacts, byte for byte as in the repository
  */
 export type ExportFormat = 'tar.gz' | 'zip';

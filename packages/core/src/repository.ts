@@ -34,7 +34,7 @@ import { STRATA_VERSION } from './version.js';
 import { planRetention } from './retention.js';
 import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
 import type { ExportEntry, ExportManifest } from './export-archive.js';
-import { RECOVERY_SCRIPT_ENTRY, recoveryScript, restoreInstructions } from './restore-instructions.js';
+import { recoveryScript, restoreInstructions } from './restore-instructions.js';
 import type { RetentionDecision, RetentionPlan, RetentionPolicy } from './retention.js';
 
 export const REPOSITORY_CONFIG_KEY = 'repository.json';
@@ -1111,18 +1111,16 @@ export class Repository {
         const bytes = Buffer.from(body, 'utf8');
         return { name, size: bytes.length, open: async () => Readable.from([bytes]) };
       };
-      const script = await recoveryScript();
       const instructions = restoreInstructions({
         tips,
         backups: chosen,
         exportFile: options.out,
-        scriptIncluded: script !== undefined,
+        script: await recoveryScript(),
         handRecovery: (kind) => this.#options.engines.get(kind)?.handRecovery,
       });
       const entries: ExportEntry[] = [
         text('strata-export.json', JSON.stringify(manifest, null, 2) + '\n'),
         text('RESTORE.md', instructions),
-        ...(script ? [{ name: RECOVERY_SCRIPT_ENTRY, size: script.length, open: async () => Readable.from([script]) }] : []),
         ...chosen.map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.storage.get(b.key) })),
       ];
       await writeExportContainer(options.out, entries);
@@ -1156,7 +1154,7 @@ export class Repository {
             await this.#checkImportKeys(manifest);
             continue;
           }
-          if (entry.name === 'RESTORE.md' || entry.name === RECOVERY_SCRIPT_ENTRY) {
+          if (entry.name === 'RESTORE.md') {
             for await (const _ of entry.body) void _;
             continue;
           }

@@ -1,9 +1,17 @@
 import { readFile } from 'node:fs/promises';
 import type { BackupRecord } from './catalog.js';
 import type { HandRecovery } from './engine.js';
+import { STRATA_VERSION } from './version.js';
 
-/** The name of the recovery script inside an export, beside RESTORE.md. */
-export const RECOVERY_SCRIPT_ENTRY = 'recover-chain.py';
+/** The file name RESTORE.md's commands write the recovery script to. */
+const RECOVERY_SCRIPT = 'recover-chain.py';
+
+/**
+ * Writes the script out of RESTORE.md's appendix (its only ```python block). The script rides
+ * inside RESTORE.md rather than as a file of its own because importers skip RESTORE.md, while
+ * one that knows no such file would refuse the whole export.
+ */
+const WRITE_SCRIPT = `awk '/^\`\`\`python$/ { on = 1; next } /^\`\`\`$/ { on = 0 } on' RESTORE.md > ${RECOVERY_SCRIPT}`;
 
 /**
  * A word for a POSIX shell: as it is when it holds only characters no shell treats specially,
@@ -34,8 +42,8 @@ export interface RestoreInstructionsInput {
   readonly backups: readonly BackupRecord[];
   /** The export file as the user named it. */
   readonly exportFile: string;
-  /** Whether recover-chain.py is in the export. */
-  readonly scriptIncluded: boolean;
+  /** docs/recover-chain.py, appended to RESTORE.md when this program has it. */
+  readonly script: Buffer | undefined;
   readonly handRecovery: (engine: string) => HandRecovery | undefined;
 }
 
@@ -43,6 +51,8 @@ export interface RestoreInstructionsInput {
 export function restoreInstructions(input: RestoreInstructionsInput): string {
   const file = input.exportFile.split(/[\\/]/).pop()!;
   const extract = /\.zip$/i.test(file) ? `unzip ${shellQuote(file)}` : `tar -xzf ${shellQuote(file)}`;
+  // A script with a fence line of its own would end the appendix early: then point to the docs.
+  const script = input.script && !/^```/m.test(input.script.toString('utf8')) ? input.script.toString('utf8') : undefined;
   const encrypted = input.backups.some((b) => b.encryption.profile !== 'none');
   const clients = [...new Set(input.tips.flatMap((t) => input.handRecovery(t.engine)?.tools ?? []))];
   const lines = [
@@ -64,15 +74,16 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     '',
     'You need Python 3 (3.8 or newer; on every Debian, Ubuntu and macOS system), ' +
       `${encrypted ? 'gpg, ' : ''}zstd or gzip${clients.length > 0 ? `, and ${clients.join(', ')}` : ''}.`,
-    input.scriptIncluded
-      ? `${RECOVERY_SCRIPT_ENTRY}, in this export, assembles any restore point (full, differential or incremental) from its chain`
-      : `${RECOVERY_SCRIPT_ENTRY} (docs/recover-chain.py of the Strata project) assembles any restore point (full, differential or incremental) from its chain`,
+    script
+      ? `${RECOVERY_SCRIPT} (docs/recover-chain.py of the Strata project, at the end of this file; the commands below write it out) assembles any restore point (full, differential or incremental) from its chain`
+      : `${RECOVERY_SCRIPT} (docs/recover-chain.py of the Strata project: put it in that folder) assembles any restore point (full, differential or incremental) from its chain`,
     'and checks every chunk and stream against the manifests; docs/FORMAT.md of the Strata project explains every step.',
     ...(encrypted ? ['Put the passphrase in a file only you can read; PASSFILE below is that file.'] : []),
     'Run the commands in the folder where you extract the export:',
     '',
     '```sh',
     extract,
+    ...(script ? [WRITE_SCRIPT] : []),
     '```',
     '',
   ];
@@ -84,10 +95,13 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     lines.push(`Its chain: ${chain.map((b) => `${b.id} (${b.type})`).join(' → ')}.`, '');
     lines.push('```sh');
     lines.push(`OUT=${shellQuote(`out-${tip.database}`)} NEWDB=${shellQuote(tip.database)}`);
-    lines.push(`python3 ${RECOVERY_SCRIPT_ENTRY}${encrypted ? ' --passphrase-file PASSFILE' : ''} --out "$OUT" ${chain.map((b) => shellQuote(b.key)).join(' ')}`);
+    lines.push(`python3 ${RECOVERY_SCRIPT}${encrypted ? ' --passphrase-file PASSFILE' : ''} --out "$OUT" ${chain.map((b) => shellQuote(b.key)).join(' ')}`);
     if (recovery) lines.push(...recovery.loadCommands);
     else lines.push(`# then load "$OUT" as docs/FORMAT.md says for ${tip.engine}`);
     lines.push('```', '');
+  }
+  if (script) {
+    lines.push(`## Appendix: ${RECOVERY_SCRIPT}`, '', `docs/recover-chain.py of Strata ${STRATA_VERSION}.`, '', '```python', script.trimEnd(), '```', '');
   }
   return lines.join('\n');
 }
