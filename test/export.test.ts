@@ -61,15 +61,16 @@ describe('strata export and import', () => {
     assert.equal(spawnSync('tar', ['-xzf', file, '-C', work]).status, 0);
     const restoreMd = readFileSync(path.join(work, 'RESTORE.md'), 'utf8');
     assert.match(restoreMd, /strata import blog\.tar\.gz --repo \.\/restored-repo/);
-    const block = /```sh\nmkdir -p out-blog\n([^\n]+)\n/.exec(restoreMd);
-    assert.ok(block, RESTORE_MD_HINT);
+    const extract = /## Without Strata[\s\S]*?```sh\n([\s\S]*?\n)```/.exec(restoreMd);
+    const block = /### blog \(sqlite\)[\s\S]*?```sh\n([\s\S]*?\n)```/.exec(restoreMd);
+    assert.ok(extract && block, RESTORE_MD_HINT);
     writeFileSync(path.join(work, 'PASSFILE'), 'correct horse battery staple');
     const gnupg = path.join(dir.path, 'gnupg');
     spawnSync('mkdir', ['-m', '700', '-p', gnupg]);
-    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', `mkdir -p out-blog && ${block[1]}`], { cwd: work, env: { ...process.env, GNUPGHOME: gnupg }, encoding: 'utf8' });
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', `cp ../blog.tar.gz . && ${extract[1]}${block[1]}`], { cwd: work, env: { ...process.env, GNUPGHOME: gnupg }, encoding: 'utf8' });
     spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: gnupg } });
     assert.equal(run.status, 0, run.stderr);
-    assert.equal(sqliteDump(path.join(work, 'out-blog/data/main.db')), sqliteDump(blog));
+    assert.equal(sqliteDump(path.join(work, 'blog.db')), sqliteDump(blog));
   });
 
   it('refuses a damaged export and imports nothing from it', () => {

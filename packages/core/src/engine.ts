@@ -144,6 +144,26 @@ export interface EngineCapabilities {
 }
 
 /**
+ * How a person recovers this engine's backups without Strata (docs/FORMAT.md has the whole
+ * recipe, docs/recover-chain.py assembles any restore point's streams). Core writes `layout` into
+ * every artifact's README.txt and `loadCommands` into an export's RESTORE.md, so that neither
+ * has to know any engine.
+ */
+export interface HandRecovery {
+  /** A short paragraph for README.txt: what the streams hold and how they become a database. */
+  readonly layout: string;
+  /**
+   * Shell lines that make a database of the folder recover-chain.py wrote: they read `$OUT`
+   * (that folder) and `$NEWDB` (the name of the database to create; file engines make `$NEWDB.db`).
+   */
+  readonly loadCommands: readonly string[];
+  /** The command-line tools `loadCommands` need, for "you need ..." lines. */
+  readonly tools: readonly string[];
+  /** A restore target for `strata restore ... --to <target>` examples. */
+  exampleTarget(database: string): string;
+}
+
+/**
  * A database engine: turns a database into named streams and back.
  *
  * Contract for implementers (see docs/implementing-an-engine.md):
@@ -157,6 +177,8 @@ export interface Engine {
   /** Short lowercase name stored in manifests: `sqlite`, `postgres`. */
   readonly kind: string;
   readonly capabilities: EngineCapabilities;
+  /** What README.txt and RESTORE.md tell a person recovering without Strata. */
+  readonly handRecovery?: HandRecovery;
   /** True when this engine understands the locator (a path, `sqlite:...`, `postgres://...`). */
   accepts(locator: string): boolean;
   /** The locator without secrets, for messages and the catalog. */

@@ -36,6 +36,7 @@ import { STRATA_VERSION } from './version.js';
 import { planRetention } from './retention.js';
 import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
 import type { ExportEntry, ExportManifest } from './export-archive.js';
+import { recoveryScript, restoreInstructions } from './restore-instructions.js';
 import type { RetentionDecision, RetentionPlan, RetentionPolicy } from './retention.js';
 
 export const REPOSITORY_CONFIG_KEY = 'repository.json';
@@ -526,6 +527,7 @@ export class Repository {
         tables: () => snapshot!.tableStats(),
         streams: snapshot.streams,
         schemaSql: snapshot.schemaSql,
+        readme: engine.handRecovery?.layout,
         parents: new Map([...parents].map(([name, layout]) => [name, { layout }])),
         signal: options.signal,
         onBytes: (n) => {
@@ -1164,9 +1166,16 @@ export class Repository {
         const bytes = Buffer.from(body, 'utf8');
         return { name, size: bytes.length, open: async () => Readable.from([bytes]) };
       };
+      const instructions = restoreInstructions({
+        tips,
+        backups: chosen,
+        exportFile: options.out,
+        script: await recoveryScript(),
+        handRecovery: (kind) => this.#options.engines.get(kind)?.handRecovery,
+      });
       const entries: ExportEntry[] = [
         text('strata-export.json', JSON.stringify(manifest, null, 2) + '\n'),
-        text('RESTORE.md', restoreInstructions(tips, chosen, options.out)),
+        text('RESTORE.md', instructions),
         ...chosen.map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.storage.get(b.key) })),
       ];
       await writeExportContainer(options.out, entries);
@@ -1357,48 +1366,6 @@ async function* limitBytes(source: AsyncIterable<Uint8Array>, limit: number, wha
     if (seen > limit) throw new StrataError('ARTIFACT_HOSTILE', `${what} is larger than its record says (${limit} bytes); it was not made by Strata or was altered, and nothing of it was imported`);
     yield chunk;
   }
-}
-
-/** RESTORE.md of an export: for each database, the exact commands, with Strata and without it. */
-function restoreInstructions(tips: readonly BackupRecord[], chain: readonly BackupRecord[], out: string): string {
-  const file = out.split(/[\\/]/).pop()!;
-  const extract = /\.zip$/i.test(file) ? `unzip ${file} 'backups/*'` : `tar -xzf ${file} backups`;
-  const lines = [
-    '# Restoring from this export',
-    '',
-    `Made ${new Date().toISOString()} by Strata. Each database's newest good restore point is here with every backup it needs.`,
-    'The artifacts are exactly as in the repository: encrypted with its passphrase if it was encrypted.',
-    '',
-    '## With Strata',
-    '',
-    '```sh',
-    'export STRATA_PASSPHRASE=...        # the passphrase of the repository this came from',
-    'strata init --repo ./restored-repo  # once (use the same passphrase)',
-    `strata import ${file} --repo ./restored-repo`,
-    ...tips.map((t) => `strata restore ${t.id} --repo ./restored-repo --to ${t.engine === 'sqlite' ? `./${t.database}.db` : `postgres://USER@HOST:5432/${t.database}`}`),
-    '```',
-    '',
-    '## Without Strata',
-    '',
-    `First \`${extract}\`. Then, for each database (see docs/FORMAT.md of Strata for the format):`,
-    '',
-  ];
-  for (const tip of tips) {
-    const full = chain.find((b) => b.id === (tip.base ?? tip.id))!;
-    const layers = full.key.replace(/^.*?\.tar/, '.tar');
-    const decrypt = layers.endsWith('.gpg') ? `gpg --batch --pinentry-mode loopback --passphrase-file PASSFILE --decrypt ${full.key} | ` : `cat ${full.key} | `;
-    const decompress = layers.includes('.zst') ? 'zstd -d | ' : layers.includes('.gz') ? 'gzip -d | ' : '';
-    lines.push(`### ${tip.database} (${tip.engine})`, '');
-    lines.push(`Newest restore point: ${tip.id} (${tip.type}, ${tip.createdAt}).`);
-    if (tip.id !== full.id) {
-      lines.push(`Without Strata you can restore its full backup ${full.id} (${full.createdAt}); the changes after it are in incremental/differential artifacts that only Strata assembles.`);
-    }
-    lines.push('', '```sh', `mkdir -p out-${tip.database}`, `${decrypt}${decompress}tar -x -C out-${tip.database}`);
-    if (tip.engine === 'sqlite') lines.push(`sqlite3 out-${tip.database}/data/main.db 'PRAGMA integrity_check'   # the database file`);
-    else lines.push(`# PostgreSQL: out-${tip.database}/schema.sql, then each table's chunks/<table>.copy/*.bin with \\copy (see docs/FORMAT.md)`);
-    lines.push('```', '');
-  }
-  return lines.join('\n');
 }
 
 /** Artifacts a prune dropped from the catalog but may not have deleted yet (it was killed). */

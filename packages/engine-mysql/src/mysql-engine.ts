@@ -22,6 +22,7 @@ import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, RowStats, listTables, readRows, statsOf, streamName, tableOfStream } from './mysql-rows.js';
 import { fingerprint, parseSchemaText, readSchema, schemaText } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
+import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
 
@@ -41,6 +42,7 @@ const AVERAGE_CHUNK = 64 * 1024;
 export class MysqlEngine implements Engine {
   readonly kind = 'mysql';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
+  readonly handRecovery = MYSQL_HAND_RECOVERY;
 
   accepts(locator: string): boolean {
     return /^(mysql|mariadb):\/\//i.test(locator);

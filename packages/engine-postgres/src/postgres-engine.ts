@@ -24,6 +24,7 @@ import type { PgTarget } from './pg-connection.js';
 import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, splitSchema } from './pg-schema.js';
 import { CopyStats, copyOut, listTables, parseStreamName, qualified, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
+import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
 const AVERAGE_CHUNK = 64 * 1024;
@@ -61,6 +62,7 @@ interface PgMeta {
 export class PostgresEngine implements Engine {
   readonly kind = 'postgres';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
+  readonly handRecovery = POSTGRES_HAND_RECOVERY;
 
   accepts(locator: string): boolean {
     return /^postgres(ql)?:\/\//i.test(locator);

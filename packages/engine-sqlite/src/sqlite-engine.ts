@@ -19,6 +19,7 @@ import type {
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
 import { collectFacts, quoteIdent, schemaFingerprint, schemaSql } from './sqlite-facts.js';
+import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
 
 /** The only stream of a SQLite snapshot: the database file itself. */
 export const SQLITE_STREAM = 'main.db';
@@ -45,6 +46,7 @@ export interface SqliteEngineOptions {
 export class SqliteEngine implements Engine {
   readonly kind = 'sqlite';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
+  readonly handRecovery = SQLITE_HAND_RECOVERY;
   readonly #busyTimeoutMs: number;
 
   constructor(options: SqliteEngineOptions = {}) {

@@ -23,6 +23,8 @@ export interface ArtifactPlan {
   readonly tables: () => Promise<readonly TableStats[]>;
   readonly streams: readonly SnapshotStream[];
   readonly schemaSql: string;
+  /** The engine's paragraph for README.txt (see `HandRecovery.layout`). */
+  readonly readme?: string;
   /** Per stream name: the parent's layout, for incrementals and differentials. */
   readonly parents: ReadonlyMap<string, ParentStream>;
   readonly signal?: AbortSignal;
@@ -41,12 +43,27 @@ export interface ArtifactResult {
 
 type Recorded = { manifest?: StreamManifest; layout?: ChunkLayout; entry?: LayoutEntry };
 
-const README = `This is a Strata backup artifact: a tar archive (possibly compressed with zstd or gzip,
-and encrypted with OpenPGP). manifest.json, the last entry, describes everything inside.
-For a full backup, data/<stream> holds the complete stream (for SQLite, data/main.db is the
-database file). Incremental and differential backups hold only changed chunks under chunks/;
-restore those with Strata. The format is documented in docs/FORMAT.md of the Strata project.
+/**
+ * README.txt: what a person who opens the archive needs first. The engine's paragraph says what
+ * its streams are; core knows none of them.
+ */
+export function readmeText(engineLayout: string | undefined): string {
+  return `This is a Strata backup artifact: a tar archive (possibly compressed with zstd or gzip,
+and encrypted with OpenPGP). manifest.json, the last entry, describes everything inside: the
+backup's type, its parent and base (a full backup has none), and per stream its size and SHA-256.
+schema.sql recreates the schema. streams/<stream>.json describes each stream; its bytes are in
+data/<stream> when stored whole, or in chunks/<stream>/<n>.bin (which chunks: the matching .idx)
+when stored as segments; layout/<stream>.idx says which chunk goes where.
+
+${engineLayout ?? 'The engine that wrote it describes its streams in docs/FORMAT.md.'}
+
+An incremental or differential holds only what changed since its parent, so it is recovered with
+its whole chain (full, differential, incrementals): with Strata (strata restore), or without it
+by docs/recover-chain.py of the Strata project (Python 3 and gpg, zstd or gzip), which checks
+every chunk and stream against the manifests. docs/FORMAT.md documents the format and the
+commands that load the result.
 `;
+}
 
 /**
  * Produces the tar bytes of an artifact. Streams are read once: each is cut into chunks, every
@@ -58,7 +75,7 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
   // Entries carry the backup's time, so files extracted by hand show when the backup was taken.
   const mtime = new Date(plan.manifest.createdAt);
   async function* generate(): AsyncGenerator<Uint8Array> {
-    yield* entry(README_ENTRY, Buffer.from(README), mtime);
+    yield* entry(README_ENTRY, Buffer.from(readmeText(plan.readme)), mtime);
     yield* entry(SCHEMA_ENTRY, Buffer.from(plan.schemaSql, 'utf8'), mtime);
     const streams: StreamManifest[] = [];
     for (const stream of plan.streams) {

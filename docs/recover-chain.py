@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""Recover any Strata restore point (full, differential or incremental) without Strata.
+
+Needs Python 3.8+ (standard library only) and, depending on the artifacts, the command-line
+tools gpg (encrypted, profile "compat"), zstd or gzip (compressed). docs/FORMAT.md explains
+every step; this script only automates them.
+
+    python3 recover-chain.py --out DIR [--passphrase-file FILE] ARTIFACT...
+
+Give it the artifacts of the chain (the full backup, the differential if any, the
+incrementals), in any order; extra artifacts of the same database are ignored. The newest one
+is recovered unless --restore-point names another. It
+
+  1. decrypts (gpg --decrypt; the passphrase comes from --passphrase-file, or gpg asks for it)
+     and decompresses (zstd -d, gzip -d) each artifact and unpacks its tar into a work folder;
+  2. orders the chain by each manifest's "parent" and "base";
+  3. resolves each stream's complete chunk list (layout/<stream>.idx: complete, or a delta
+     against the parent's complete list) from the full backup up to the restore point;
+  4. writes each stream by taking every chunk from the newest artifact of the chain that
+     stores it (chunks/<stream>/*.idx + .bin, or data/<stream> cut along its layout), checks
+     every chunk's id and the stream's SHA-256 and size against the restore point's manifest;
+  5. leaves in DIR: manifest.json and schema.sql of the restore point, data/<stream> for every
+     stream (for SQLite data/main.db is the database), and for server engines a load script
+     (load.psql for PostgreSQL, load.sql for MySQL/MariaDB) that recreates the database with
+     psql or the mysql client; read it before you run it.
+
+Nothing is written outside DIR (and DIR/work, removed at the end unless --keep-work).
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import urllib.parse
+
+HASH_BYTES = 16
+
+
+def fail(message):
+    sys.exit("recover-chain: " + message)
+
+
+def open_layers(artifact, passphrase_file):
+    """The artifact's tar bytes as a pipe: gpg, then zstd or gzip, as its extension says."""
+    name = os.path.basename(artifact)
+    if not re.search(r"\.tar(\.zst|\.gz)?(\.gpg)?$", name):
+        fail(f"{artifact}: not a Strata artifact name (.tar[.zst|.gz][.gpg])")
+    procs = []
+    source = open(artifact, "rb")
+    if name.endswith(".gpg"):
+        cmd = ["gpg", "--quiet", "--decrypt"]
+        if passphrase_file:
+            # The passphrase is read from the file by gpg itself: never on a command line.
+            cmd = ["gpg", "--quiet", "--batch", "--pinentry-mode", "loopback", "--passphrase-file", passphrase_file, "--decrypt"]
+        procs.append(subprocess.Popen(cmd, stdin=source, stdout=subprocess.PIPE))
+        source.close()
+        source = procs[-1].stdout
+        name = name[: -len(".gpg")]
+    if name.endswith(".zst") or name.endswith(".gz"):
+        tool = "zstd" if name.endswith(".zst") else "gzip"
+        procs.append(subprocess.Popen([tool, "-d", "-c"], stdin=source, stdout=subprocess.PIPE))
+        source.close()
+        source = procs[-1].stdout
+    return source, procs
+
+
+def unpack(artifact, folder, passphrase_file):
+    """Unpacks an artifact's tar into folder, refusing anything but plain files with plain names."""
+    source, procs = open_layers(artifact, passphrase_file)
+    problem = None
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for member in tar:
+                if member.isdir():
+                    continue
+                parts = member.name.split("/")
+                if not member.isfile() or member.name.startswith("/") or ".." in parts or "" in parts:
+                    fail(f"{artifact}: refusing tar entry {member.name!r}")
+                target = os.path.join(folder, *parts)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with tar.extractfile(member) as body, open(target, "wb") as out:
+                    shutil.copyfileobj(body, out, 1 << 20)
+    except (tarfile.TarError, EOFError) as err:
+        problem = f"the archive does not read ({err})"
+    source.close()
+    for proc in procs:
+        if proc.wait() != 0:
+            fail(f"{artifact}: {proc.args[0]} failed (exit {proc.returncode}); wrong passphrase or damaged file?")
+    if problem:
+        fail(f"{artifact}: {problem}; damaged or truncated file?")
+    if not os.path.exists(os.path.join(folder, "manifest.json")):
+        fail(f"{artifact}: no manifest.json (truncated artifact?)")
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("format") != "strata-artifact" or manifest.get("formatVersion") != 1:
+        fail(f"{artifact}: not a Strata artifact of format version 1")
+    return manifest
+
+
+def read_layout(path):
+    """A layout/<stream>.idx entry: ('complete', [(size, id)]) or ('delta', count, parent digest, {position: (size, id)})."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"STLAYOUT":
+        fail(f"{path}: not a layout entry")
+    version, hash_bytes, count = struct.unpack_from("<IIQ", data, 8)
+    if hash_bytes != HASH_BYTES:
+        fail(f"{path}: unsupported chunk id length {hash_bytes}")
+    if version == 1:
+        chunks = [struct.unpack_from("<I16s", data, 24 + i * 20) for i in range(count)]
+        if len(data) != 24 + count * 20:
+            fail(f"{path}: layout length does not match its count")
+        return ("complete", chunks)
+    if version == 2:
+        digest = data[24:40]
+        (changed,) = struct.unpack_from("<Q", data, 40)
+        if len(data) != 48 + changed * 28:
+            fail(f"{path}: layout delta length does not match its count")
+        positions = {}
+        for i in range(changed):
+            position, size, chunk_id = struct.unpack_from("<QI16s", data, 48 + i * 28)
+            positions[position] = (size, chunk_id)
+        return ("delta", count, digest, positions)
+    fail(f"{path}: layout version {version} is not known to this script")
+
+
+def encode_complete(chunks):
+    """A complete layout in its version-1 encoding (deltas name their parent by its digest)."""
+    head = b"STLAYOUT" + struct.pack("<IIQ", 1, HASH_BYTES, len(chunks))
+    return head + b"".join(struct.pack("<I", size) + chunk_id for size, chunk_id in chunks)
+
+
+def apply_delta(parent, entry, where):
+    _, count, digest, positions = entry
+    if parent is None:
+        fail(f"{where}: the layout is a delta but the parent has no such stream")
+    if hashlib.sha256(encode_complete(parent)).digest()[:HASH_BYTES] != digest:
+        fail(f"{where}: the layout is a delta against another parent (wrong or mixed-up chain)")
+    chunks = list(parent[:count])
+    chunks += [None] * (count - len(chunks))
+    for position, chunk in positions.items():
+        if position >= count:
+            fail(f"{where}: the layout delta names position {position} past its {count} chunks")
+        chunks[position] = chunk
+    if any(c is None for c in chunks):
+        fail(f"{where}: the layout delta leaves positions unnamed")
+    return chunks
+
+
+def read_segments(folder, stream):
+    """(id, size, file, offset) of every chunk stored under chunks/<stream>/."""
+    base = os.path.join(folder, "chunks", stream)
+    if not os.path.isdir(base):
+        return []
+    out = []
+    for name in sorted(os.listdir(base)):
+        if not name.endswith(".idx"):
+            continue
+        with open(os.path.join(base, name), "rb") as f:
+            data = f.read()
+        if data[:8] != b"STSEGIDX":
+            fail(f"{base}/{name}: not a segment index")
+        (count,) = struct.unpack_from("<Q", data, 16)
+        offset = 0
+        binary = os.path.join(base, name[: -len(".idx")] + ".bin")
+        for i in range(count):
+            _position, size, chunk_id = struct.unpack_from("<QI16s", data, 24 + i * 28)
+            out.append((chunk_id, size, binary, offset))
+            offset += size
+    return out
+
+
+def find_chain(manifests, wanted):
+    by_id = {m["id"]: (folder, m) for folder, m in manifests}
+    if wanted is None:
+        candidates = [m for _, m in manifests if m["type"] != "schema-only"] or [m for _, m in manifests]
+        wanted = max(candidates, key=lambda m: m["createdAt"])["id"]
+    if wanted not in by_id:
+        fail(f"restore point {wanted} is not among the artifacts given")
+    chain = []
+    current = wanted
+    while current is not None:
+        if current not in by_id:
+            fail(f"the chain of {wanted} needs {current}, which is not among the artifacts given")
+        chain.append(by_id[current])
+        current = by_id[current][1]["parent"]
+    chain.reverse()
+    tip = chain[-1][1]
+    if tip.get("base") not in (None, chain[0][1]["id"]) or (len(chain) > 1 and chain[0][1]["type"] != "full"):
+        fail(f"the chain of {wanted} does not start at its full backup {tip.get('base')}")
+    return chain
+
+
+def complete_layouts(chain):
+    """Per stream, the complete chunk list at each restore point of the chain, oldest first."""
+    previous = {}
+    for folder, manifest in chain:
+        current = {}
+        for stream in manifest["streams"]:
+            where = f"{manifest['id']}: stream {stream['name']}"
+            entry = read_layout(os.path.join(folder, stream["layoutEntry"]))
+            chunks = entry[1] if entry[0] == "complete" else apply_delta(previous.get(stream["name"]), entry, where)
+            if len(chunks) != stream["chunkCount"] or sum(size for size, _ in chunks) != stream["size"]:
+                fail(f"{where}: the layout does not cover the chunks and bytes its manifest records")
+            current[stream["name"]] = chunks
+        previous = current
+    return previous
+
+
+def chunk_sources(chain, needed):
+    """Where each needed chunk id is stored, taken from the newest artifact that stores it."""
+    sources = {}
+    for folder, manifest in reversed(chain):
+        for stream in manifest["streams"]:
+            stored = read_segments(folder, stream["name"])
+            whole = os.path.join(folder, "data", stream["name"])
+            if os.path.exists(whole):
+                # A stream stored whole is cut along its own (always complete) layout.
+                kind, chunks = read_layout(os.path.join(folder, stream["layoutEntry"]))
+                offset = 0
+                for size, chunk_id in chunks:
+                    stored.append((chunk_id, size, whole, offset))
+                    offset += size
+            for chunk_id, size, path, offset in stored:
+                if chunk_id in needed and chunk_id not in sources:
+                    sources[chunk_id] = (size, path, offset)
+    return sources
+
+
+def assemble(chain, out):
+    layouts = complete_layouts(chain)
+    sources = chunk_sources(chain, {chunk_id for chunks in layouts.values() for _, chunk_id in chunks})
+    tip = chain[-1][1]
+    os.makedirs(os.path.join(out, "data"), exist_ok=True)
+    handles = {}
+    for stream in tip["streams"]:
+        name = stream["name"]
+        sha = hashlib.sha256()
+        size = 0
+        with open(os.path.join(out, "data", name), "wb") as target:
+            for position, (chunk_size, chunk_id) in enumerate(layouts[name]):
+                if chunk_id not in sources:
+                    fail(f"stream {name}: chunk {position} ({chunk_id.hex()}) is in no artifact given")
+                stored_size, path, offset = sources[chunk_id]
+                if path not in handles:
+                    handles[path] = open(path, "rb")
+                handles[path].seek(offset)
+                chunk = handles[path].read(stored_size)
+                if stored_size != chunk_size or hashlib.sha256(chunk).digest()[:HASH_BYTES] != chunk_id:
+                    fail(f"stream {name}: chunk {position} does not match its id (damaged artifact)")
+                sha.update(chunk)
+                size += len(chunk)
+                target.write(chunk)
+        if size != stream["size"] or sha.hexdigest() != stream["sha256"]:
+            fail(f"stream {name}: assembled stream does not match the SHA-256 in the manifest")
+        print(f"data/{name}: {size} bytes, SHA-256 matches the manifest", file=sys.stderr)
+    for handle in handles.values():
+        handle.close()
+
+
+# --- PostgreSQL: a psql script ------------------------------------------------------------
+
+PG_MARKER = "-- strata: post-data"
+
+
+def pg_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def psql_quote(text):
+    """A file name as a psql meta-command argument (\\i): quotes doubled, backslashes escaped."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def copy_quote(text):
+    """A file name as \\copy reads it: quotes doubled, backslashes taken literally."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def pg_stream_table(stream):
+    match = re.fullmatch(r"([^.]+)\.([^.]+)\.copy", stream)
+    if not match:
+        fail(f"{stream}: not a PostgreSQL table stream")
+    return urllib.parse.unquote(match.group(1)), urllib.parse.unquote(match.group(2))
+
+
+def write_postgres(out, manifest, schema):
+    at = schema.find("\n" + PG_MARKER)
+    pre, post = (schema, "") if at < 0 else (schema[:at + 1], schema[schema.index("\n", at + 1) + 1:])
+    with open(os.path.join(out, "schema-pre.sql"), "w", encoding="utf-8") as f:
+        f.write(pre)
+    with open(os.path.join(out, "schema-post.sql"), "w", encoding="utf-8") as f:
+        f.write(post)
+    meta = manifest.get("engineMeta", {})
+    lines = ["\\set ON_ERROR_STOP on", f"\\i {psql_quote(os.path.join(out, 'schema-pre.sql'))}"]
+    for stream in manifest["streams"]:
+        schema_name, table = pg_stream_table(stream["name"])
+        # No column list: COPY FROM takes every column that is not generated, in table order,
+        # which is how the rows were written.
+        lines.append(f"\\copy {pg_ident(schema_name)}.{pg_ident(table)} from {copy_quote(os.path.join(out, 'data', stream['name']))}")
+    lines.append(f"\\i {psql_quote(os.path.join(out, 'schema-post.sql'))}")
+    for seq in meta.get("sequences", []):
+        qualified = pg_ident(seq["schema"]) + "." + pg_ident(seq["name"])
+        lines.append(f"SELECT pg_catalog.setval('{qualified.replace(chr(39), chr(39) * 2)}', {int(seq['lastValue'])}, {'true' if seq['isCalled'] else 'false'});")
+    for view in meta.get("matviews", []):
+        lines.append(f"REFRESH MATERIALIZED VIEW {view};")
+    with open(os.path.join(out, "load.psql"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+# --- MySQL/MariaDB: a script for the mysql client ---------------------------------------------
+
+MYSQL_MARKER = "-- strata: post-data"
+MYSQL_END = "\n;;\n"
+BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "bit", "geometry", "point", "linestring",
+                "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
+
+
+def mysql_ident(name):
+    return "`" + name.replace("`", "``") + "`"
+
+
+def mysql_string(text):
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def mysql_units(part):
+    """Statements of one half of schema.sql, each with the SET SESSION line that precedes it."""
+    statements = []
+    for chunk in part.split(MYSQL_END):
+        lines = [l for l in chunk.split("\n") if not l.startswith("-- strata") and not l.startswith("DELIMITER ")]
+        text = "\n".join(lines).strip()
+        if text and text != ";;":
+            statements.append(text)
+    units, context = [], None
+    for statement in statements:
+        if re.match(r"SET SESSION ", statement, re.I):
+            context = statement
+        else:
+            units.append(([context] if context else []) + [statement])
+            context = None
+    return units
+
+
+def mysql_value_columns(create_table):
+    """(name, stored as hex) of the columns a row line holds: all but generated ones, in table order."""
+    columns = []
+    for line in create_table.split("\n")[1:]:
+        match = re.match(r"\s+`((?:[^`]|``)+)` (\w+)", line)
+        if not match:
+            continue
+        if re.search(r"\bGENERATED ALWAYS AS\b|\bAS \(.*\) (VIRTUAL|PERSISTENT|STORED)\b", line, re.I):
+            continue
+        columns.append((match.group(1).replace("``", "`"), match.group(2).lower() in BINARY_TYPES))
+    return columns
+
+
+def order_views(units):
+    """Views first, each after the views whose quoted name its definition mentions."""
+    views = {}
+    for unit in units:
+        match = re.search(r"\bVIEW (`(?:[^`]|``)+`) AS ", unit[-1])
+        if re.match(r"CREATE\b", unit[-1]) and match:
+            views[match.group(1)] = (unit, unit[-1][match.end():])
+    ordered, done = [], set()
+
+    def visit(name, path):
+        if name in done or name in path:
+            return
+        for other in views:
+            if other != name and other in views[name][1]:
+                visit(other, path | {name})
+        done.add(name)
+        ordered.append(views[name][0])
+
+    for name in views:
+        visit(name, set())
+    return ordered + [u for u in units if all(u is not unit for unit, _ in views.values())]
+
+
+# What every statement runs under unless its own SET SESSION line says otherwise.
+MYSQL_SESSION = "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', time_zone = '+00:00', character_set_client = utf8mb4, collation_connection = utf8mb4_bin"
+
+
+def statements(units, strip):
+    """Lines for units inside DELIMITER ;; (a unit's own settings are undone after it)."""
+    lines = []
+    for unit in units:
+        lines += [strip(sql) + MYSQL_END.rstrip() for sql in unit]
+        if len(unit) > 1:
+            lines.append(MYSQL_SESSION + MYSQL_END.rstrip())
+    return lines
+
+
+def write_mysql(out, manifest, schema):
+    header = re.search(r"charset (\S+) collate (\S+)", schema.split("\n", 1)[0])
+    at = schema.find(MYSQL_MARKER)
+    pre = mysql_units(schema if at < 0 else schema[:at])
+    post = [] if at < 0 else order_views(mysql_units(schema[at:]))
+    tables = {}
+    for unit in pre:
+        match = re.match(r"CREATE TABLE `((?:[^`]|``)+)`", unit[-1])
+        if match:
+            tables[match.group(1).replace("``", "`")] = mysql_value_columns(unit[-1])
+    # Views name their database as {{db}}: without it they read the database being loaded.
+    strip = lambda sql: sql.replace("{{db}}.", "")
+    lines = [
+        "-- Written by recover-chain.py: run with  mysql --local-infile=1 TARGET_DATABASE < load.sql",
+        "SET NAMES utf8mb4 COLLATE utf8mb4_bin;",
+        "SET time_zone = '+00:00';",
+        MYSQL_SESSION + ", FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0;",
+    ]
+    if header:
+        lines.append(f"ALTER DATABASE CHARACTER SET {header.group(1)} COLLATE {header.group(2)};")
+    lines.append("DELIMITER ;;")
+    lines += statements(pre, strip)
+    lines.append("DELIMITER ;")
+    for stream in manifest["streams"]:
+        match = re.fullmatch(r"([^.]+)\.rows", stream["name"])
+        if not match:
+            fail(f"{stream['name']}: not a MySQL table stream")
+        table = urllib.parse.unquote(match.group(1))
+        if table not in tables:
+            fail(f"{stream['name']}: schema.sql does not create table {table}")
+        targets, sets = [], []
+        for i, (column, hexed) in enumerate(tables[table]):
+            if hexed:
+                targets.append(f"@v{i}")
+                sets.append(f"{mysql_ident(column)} = UNHEX(@v{i})")
+            else:
+                targets.append(mysql_ident(column))
+        path = mysql_string(os.path.join(out, "data", stream["name"]))
+        lines.append(
+            f"LOAD DATA LOCAL INFILE {path} INTO TABLE {mysql_ident(table)} CHARACTER SET utf8mb4"
+            f" FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+            f" ({', '.join(targets)})" + (f" SET {', '.join(sets)}" if sets else "") + ";"
+        )
+    lines.append("DELIMITER ;;")
+    lines += statements(post, strip)
+    lines.append("DELIMITER ;")
+    with open(os.path.join(out, "load.sql"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Recover a Strata restore point (any type) without Strata.")
+    parser.add_argument("artifacts", nargs="+", help="the artifact files of the chain, in any order")
+    parser.add_argument("--out", required=True, help="a new or empty folder for the result")
+    parser.add_argument("--passphrase-file", help="file holding the repository passphrase (else gpg asks)")
+    parser.add_argument("--restore-point", help="backup id to recover (default: the newest given)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the unpacked artifacts in OUT/work")
+    args = parser.parse_args()
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and os.listdir(out):
+        fail(f"{out} is not empty")
+    work = os.path.join(out, "work")
+    manifests = []
+    for n, artifact in enumerate(args.artifacts):
+        folder = os.path.join(work, str(n))
+        os.makedirs(folder)
+        manifests.append((folder, unpack(artifact, folder, args.passphrase_file)))
+    chain = find_chain(manifests, args.restore_point)
+    tip_folder, tip = chain[-1]
+    print("chain: " + " -> ".join(m["id"] for _, m in chain), file=sys.stderr)
+    if len({m["database"] for _, m in chain}) != 1:
+        fail("the chain mixes databases")
+    assemble(chain, out)
+    for entry in ("manifest.json", "schema.sql"):
+        shutil.copyfile(os.path.join(tip_folder, entry), os.path.join(out, entry))
+    with open(os.path.join(out, "schema.sql"), encoding="utf-8") as f:
+        schema = f.read()
+    if tip["engine"] == "postgres" and tip["type"] != "schema-only":
+        write_postgres(out, tip, schema)
+    elif tip["engine"] == "mysql" and tip["type"] != "schema-only":
+        write_mysql(out, tip, schema)
+    if not args.keep_work:
+        shutil.rmtree(work)
+    print(f"recovered {tip['id']} ({tip['engine']}, {tip['type']}) into {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

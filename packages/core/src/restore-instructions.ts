@@ -1,0 +1,105 @@
+import { readFile } from 'node:fs/promises';
+import type { BackupRecord } from './catalog.js';
+import type { HandRecovery } from './engine.js';
+import { shellQuote } from './shell-quote.js';
+import { STRATA_VERSION } from './version.js';
+
+/** The file name RESTORE.md's commands write the recovery script to. */
+const RECOVERY_SCRIPT = 'recover-chain.py';
+
+/**
+ * Writes the script out of RESTORE.md's appendix (its only ```python block). The script rides
+ * inside RESTORE.md rather than as a file of its own because importers skip RESTORE.md, while
+ * one that knows no such file would refuse the whole export.
+ */
+const WRITE_SCRIPT = `awk '/^\`\`\`python$/ { on = 1; next } /^\`\`\`$/ { on = 0 } on' RESTORE.md > ${RECOVERY_SCRIPT}`;
+
+/**
+ * docs/recover-chain.py of the Strata project, when this program runs from a checkout or a
+ * package that ships it; undefined otherwise (RESTORE.md then says where to get it).
+ */
+export async function recoveryScript(): Promise<Buffer | undefined> {
+  try {
+    return await readFile(new URL('../../../docs/recover-chain.py', import.meta.url));
+  } catch {
+    return undefined;
+  }
+}
+
+export interface RestoreInstructionsInput {
+  /** Per database, its newest good restore point. */
+  readonly tips: readonly BackupRecord[];
+  /** Every backup in the export (the tips' chains). */
+  readonly backups: readonly BackupRecord[];
+  /** The export file as the user named it. */
+  readonly exportFile: string;
+  /** docs/recover-chain.py, appended to RESTORE.md when this program has it. */
+  readonly script: Buffer | undefined;
+  readonly handRecovery: (engine: string) => HandRecovery | undefined;
+}
+
+/** RESTORE.md of an export: for each database, the exact commands, with Strata and without it. */
+export function restoreInstructions(input: RestoreInstructionsInput): string {
+  const file = input.exportFile.split(/[\\/]/).pop()!;
+  const extract = /\.zip$/i.test(file) ? `unzip ${shellQuote(file)}` : `tar -xzf ${shellQuote(file)}`;
+  // A script with a fence line of its own would end the appendix early: then point to the docs.
+  const script = input.script && !/^```/m.test(input.script.toString('utf8')) ? input.script.toString('utf8') : undefined;
+  const encrypted = input.backups.some((b) => b.encryption.profile !== 'none');
+  const clients = [...new Set(input.tips.flatMap((t) => input.handRecovery(t.engine)?.tools ?? []))];
+  const lines = [
+    '# Restoring from this export',
+    '',
+    `Made ${new Date().toISOString()} by Strata. Each database's newest good restore point is here with every backup it needs.`,
+    `The artifacts are exactly as in the repository${encrypted ? ', encrypted with its passphrase' : ''}.`,
+    '',
+    '## With Strata',
+    '',
+    '```sh',
+    ...(encrypted ? ['export STRATA_PASSPHRASE=...        # the passphrase of the repository this came from'] : []),
+    `strata init --repo ./restored-repo${encrypted ? '  # once (use the same passphrase)' : ' --no-encryption'}`,
+    `strata import ${shellQuote(file)} --repo ./restored-repo`,
+    ...input.tips.map((t) => `strata restore ${t.id} --repo ./restored-repo --to ${shellQuote(input.handRecovery(t.engine)?.exampleTarget(t.database) ?? t.database)}`),
+    '```',
+    '',
+    '## Without Strata',
+    '',
+    'You need Python 3 (3.8 or newer; on every Debian, Ubuntu and macOS system), ' +
+      `${encrypted ? 'gpg, ' : ''}zstd or gzip${clients.length > 0 ? `, and ${clients.join(', ')}` : ''}.`,
+    script
+      ? `${RECOVERY_SCRIPT} (docs/recover-chain.py of the Strata project, at the end of this file; the commands below write it out) assembles any restore point (full, differential or incremental) from its chain`
+      : `${RECOVERY_SCRIPT} (docs/recover-chain.py of the Strata project: put it in that folder) assembles any restore point (full, differential or incremental) from its chain`,
+    'and checks every chunk and stream against the manifests; docs/FORMAT.md of the Strata project explains every step.',
+    ...(encrypted ? ['Put the passphrase in a file only you can read; PASSFILE below is that file.'] : []),
+    'Run the commands in the folder where you extract the export:',
+    '',
+    '```sh',
+    extract,
+    ...(script ? [WRITE_SCRIPT] : []),
+    '```',
+    '',
+  ];
+  for (const tip of input.tips) {
+    const chain = chainOf(tip, input.backups);
+    const recovery = input.handRecovery(tip.engine);
+    lines.push(`### ${tip.database} (${tip.engine})`, '');
+    lines.push(`Newest restore point: ${tip.id} (${tip.type}, ${tip.createdAt}).`);
+    lines.push(`Its chain: ${chain.map((b) => `${b.id} (${b.type})`).join(' → ')}.`, '');
+    lines.push('```sh');
+    lines.push(`OUT=${shellQuote(`out-${tip.database}`)} NEWDB=${shellQuote(tip.database)}`);
+    lines.push(`python3 ${RECOVERY_SCRIPT}${encrypted ? ' --passphrase-file PASSFILE' : ''} --out "$OUT" ${chain.map((b) => shellQuote(b.key)).join(' ')}`);
+    if (recovery) lines.push(...recovery.loadCommands);
+    else lines.push(`# then load "$OUT" as docs/FORMAT.md says for ${tip.engine}`);
+    lines.push('```', '');
+  }
+  if (script) {
+    lines.push(`## Appendix: ${RECOVERY_SCRIPT}`, '', `docs/recover-chain.py of Strata ${STRATA_VERSION}.`, '', '```python', script.trimEnd(), '```', '');
+  }
+  return lines.join('\n');
+}
+
+/** The tip's chain, oldest first, from the backups of the export. */
+function chainOf(tip: BackupRecord, backups: readonly BackupRecord[]): BackupRecord[] {
+  const chain: BackupRecord[] = [];
+  for (let at: BackupRecord | undefined = tip; at; at = at.parent ? backups.find((b) => b.id === at!.parent) : undefined) chain.unshift(at);
+  return chain;
+}

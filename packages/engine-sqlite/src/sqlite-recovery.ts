@@ -1,0 +1,14 @@
+import type { HandRecovery } from '@strata/core';
+
+/** Recovering a SQLite backup by hand: the one stream is the database file itself. */
+export const SQLITE_HAND_RECOVERY: HandRecovery = {
+  layout: `SQLite: one stream, main.db, the database file taken with SQLite's online backup API, cut
+into chunks of one database page. In a full backup data/main.db is the database file, byte for
+byte. An incremental or differential stores only the pages its parent lacks, under
+chunks/main.db/; the layout/main.db.idx entries of the chain say which page goes where, so
+writing the stored pages at their positions over the full backup is not enough (pages that moved
+are not stored again): assemble it with recover-chain.py, then data/main.db is the database.`,
+  loadCommands: ['cp "$OUT/data/main.db" "$NEWDB.db"', `sqlite3 "$NEWDB.db" 'PRAGMA integrity_check'`],
+  tools: ['sqlite3'],
+  exampleTarget: (database) => `./${database}.db`,
+};

@@ -1,0 +1,417 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { ROOT, TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql, MYSQL_URL } from './helpers/mysql.js';
+import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
+import { MUTATE_MYSQL_SQL, RICH_MYSQL_SQL } from './helpers/rich-mysql.js';
+import { MUTATE_POSTGRES_SQL, RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
+
+/**
+ * Recovery without Strata, the way a person does it: the shell blocks of docs/FORMAT.md, copied
+ * word for word, run by bash with real gpg, zstd, python3, sqlite3, psql and mysql. Nothing of
+ * Strata's code takes part after the backups are made.
+ */
+
+/** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
+function recipe(marker: string): string {
+  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
+  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
+  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
+  return block[1]!;
+}
+
+interface ListJson {
+  backups: { id: string; key: string; type: string; parent: string | null }[];
+}
+
+describe('recovery by hand of any restore point, following docs/FORMAT.md', function () {
+  this.timeout(120_000);
+  const dir = useTempDir();
+  let home: string;
+
+  beforeEach(() => {
+    home = path.join(dir.path, 'home');
+    mkdirSync(path.join(home, '.gnupg'), { recursive: true, mode: 0o700 });
+    writeFileSync(path.join(dir.path, 'passphrase'), TEST_PASSPHRASE, { mode: 0o600 });
+  });
+
+  afterEach(() => {
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg') } });
+  });
+
+  /** Runs a documented block with the person's environment: their own HOME, GnuPG home and client settings. */
+  function follow(marker: string, variables: Record<string, string>): string {
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', recipe(marker)], {
+      env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg'), ...variables },
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    assert.equal(run.status, 0, `${marker} failed:\n${run.stderr}`);
+    return run.stdout;
+  }
+
+  /** recover-chain on every artifact of `database`; returns the folder it wrote. */
+  function recoverChain(repo: string, database: string, out = path.join(dir.path, "recovered it's $HOME")): string {
+    follow('recover-chain', { DOCS: path.join(ROOT, 'docs'), REPO: repo, DB: database, PASSFILE: path.join(dir.path, 'passphrase'), OUT: out });
+    return out;
+  }
+
+  function backup(repo: string, source: string, type: string, database?: string): string {
+    const result = strata(['backup', source, '--repo', repo, '--type', type, '--json', ...(database ? ['--name', database] : [])]);
+    assert.equal(result.status, 0, result.stderr);
+    return json<{ id: string }>(result).id;
+  }
+
+  /** One entry of an artifact, extracted with gpg, zstd and tar. */
+  function entryOf(repo: string, id: string, entry: string): string {
+    const record = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups.find((b) => b.id === id)!;
+    const out = path.join(dir.path, `peek-${id}`);
+    mkdirSync(out, { recursive: true });
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$OUT" "$ENTRY"'], {
+      env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, record.key), OUT: out, ENTRY: entry },
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    return readFileSync(path.join(out, entry), 'utf8');
+  }
+
+  function manifestOf(repo: string, id: string): { streams: { storedChunks: number; chunkCount: number }[] } {
+    return JSON.parse(entryOf(repo, id, 'manifest.json'));
+  }
+
+  /** Writes the client settings a person keeps in ~/.my.cnf, for the mysql command line. */
+  function myCnf(): void {
+    const url = new URL(MYSQL_URL);
+    writeFileSync(
+      path.join(home, '.my.cnf'),
+      `[client]\nhost=${url.hostname}\nport=${url.port || '3306'}\nuser=${decodeURIComponent(url.username || 'root')}\n${url.password ? `password=${decodeURIComponent(url.password)}\n` : ''}`,
+      { mode: 0o600 },
+    );
+  }
+
+  /**
+   * The obvious reading the docs warn against: the full backup's file with every page an
+   * incremental stores written at its position, cut to the restore point's size.
+   */
+  function naiveOverlay(repo: string, ids: readonly string[], size: number): string {
+    const file = path.join(dir.path, 'naive.db');
+    for (const [n, id] of ids.entries()) {
+      const folder = path.join(dir.path, `naive-${n}`);
+      mkdirSync(folder);
+      const record = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups.find((b) => b.id === id)!;
+      const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$OUT"'], {
+        env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, record.key), OUT: folder },
+      });
+      assert.equal(run.status, 0);
+      if (n === 0) {
+        copyFileSync(path.join(folder, 'data/main.db'), file);
+        continue;
+      }
+      const pageSize = JSON.parse(readFileSync(path.join(folder, 'streams/main.db.json'), 'utf8')).chunking.size as number;
+      const bytes = readFileSync(file);
+      const grown = Buffer.alloc(Math.max(bytes.length, size));
+      bytes.copy(grown);
+      for (const name of spawnSync('ls', [path.join(folder, 'chunks/main.db')], { encoding: 'utf8' }).stdout.split('\n').filter((f) => f.endsWith('.idx'))) {
+        const index = readFileSync(path.join(folder, 'chunks/main.db', name));
+        const data = readFileSync(path.join(folder, 'chunks/main.db', name.replace(/\.idx$/, '.bin')));
+        for (let i = 0, at = 0; i < Number(index.readBigUInt64LE(16)); i++) {
+          const record = 24 + i * 28;
+          const position = Number(index.readBigUInt64LE(record));
+          const length = index.readUInt32LE(record + 8);
+          data.copy(grown, position * pageSize, at, at + length);
+          at += length;
+        }
+      }
+      writeFileSync(file, grown.subarray(0, size));
+    }
+    return file;
+  }
+
+  describe('SQLite', () => {
+    function initRepo(): string {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      return repo;
+    }
+
+    it('full → incremental → incremental after deleting rows and VACUUM: the newest restore point, exactly', () => {
+      const repo = initRepo();
+      const db = path.join(dir.path, 'app.db');
+      buildRichDatabase(db, { rows: 400 });
+      const full = backup(repo, db, 'full');
+      mutate(db, 1);
+      const middle = backup(repo, db, 'incremental');
+      const conn = new Database(db);
+      conn.exec('DELETE FROM books WHERE id % 3 = 0; DELETE FROM tags WHERE book_id % 2 = 0; VACUUM');
+      conn.close();
+      const tip = backup(repo, db, 'incremental');
+      // The case the obvious reading gets wrong: pages that VACUUM moved are not stored again.
+      const stream = manifestOf(repo, tip).streams[0]! as { storedChunks: number; chunkCount: number; size: number };
+      assert.ok(stream.storedChunks < stream.chunkCount, `the incremental stores ${stream.storedChunks} of ${stream.chunkCount} pages; the rest come from the chain`);
+      const naive = naiveOverlay(repo, [full, middle, tip], stream.size);
+      const naiveResult = spawnSync('sqlite3', [naive, 'PRAGMA integrity_check'], { encoding: 'utf8' });
+      assert.ok(naiveResult.stdout.trim() !== 'ok' || sqliteDump(naive) !== sqliteDump(db), 'writing stored pages at their positions does not give the database');
+
+      const out = recoverChain(repo, 'app');
+      assert.equal(follow('load-sqlite', { OUT: out }).trim(), 'ok');
+      assert.equal(sqliteDump(path.join(out, 'data/main.db')), sqliteDump(db));
+      assert.equal(sqliteQuery(path.join(out, 'data/main.db'), 'PRAGMA user_version'), '42');
+
+      const readme = entryOf(repo, tip, 'README.txt');
+      assert.match(readme, /SQLite: one stream, main\.db/);
+      assert.match(readme, /recover-chain\.py/, 'README.txt says how to recover an incremental without Strata');
+      assert.doesNotMatch(readme, /PostgreSQL|MySQL/);
+    });
+
+    it('full → differential → incremental, with a superseded incremental beside it; an older point on request', () => {
+      const repo = initRepo();
+      const db = path.join(dir.path, 'shop.db');
+      buildRichDatabase(db, { rows: 300 });
+      backup(repo, db, 'full');
+      mutate(db, 1);
+      backup(repo, db, 'incremental');
+      mutate(db, 2);
+      const differential = backup(repo, db, 'differential');
+      const atDifferential = path.join(dir.path, 'at-differential.db');
+      copyFileSync(db, atDifferential);
+      const conn = new Database(db);
+      conn.exec("DELETE FROM books WHERE id % 2 = 1; UPDATE authors SET bio = 'changed'; VACUUM");
+      conn.close();
+      const tip = backup(repo, db, 'incremental');
+      const list = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups;
+      assert.equal(list.find((b) => b.id === tip)!.parent, differential, 'the chain is full → differential → incremental');
+
+      const out = recoverChain(repo, 'shop');
+      assert.equal(follow('load-sqlite', { OUT: out }).trim(), 'ok');
+      assert.equal(sqliteDump(path.join(out, 'data/main.db')), sqliteDump(db));
+
+      // An older restore point: the same command with --restore-point, as the docs say.
+      const older = path.join(dir.path, 'older');
+      const run = spawnSync('python3', [path.join(ROOT, 'docs/recover-chain.py'), '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', older, '--restore-point', differential, ...list.map((b) => path.join(repo, b.key))], {
+        env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg') },
+        encoding: 'utf8',
+      });
+      assert.equal(run.status, 0, run.stderr);
+      assert.equal(sqliteDump(path.join(older, 'data/main.db')), sqliteDump(atDifferential));
+    });
+
+    it('stops with a clear message when an artifact of the chain is missing, and when a chunk was altered', () => {
+      const repo = initRepo();
+      const db = path.join(dir.path, 'app.db');
+      buildRichDatabase(db, { rows: 100 });
+      backup(repo, db, 'full');
+      mutate(db, 1);
+      backup(repo, db, 'incremental');
+      mutate(db, 2);
+      backup(repo, db, 'incremental');
+      const list = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups;
+      const script = path.join(ROOT, 'docs/recover-chain.py');
+      const env = { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg') };
+      const withoutMiddle = spawnSync('python3', [script, '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', path.join(dir.path, 'a'), path.join(repo, list[0]!.key), path.join(repo, list[2]!.key)], { env, encoding: 'utf8' });
+      assert.notEqual(withoutMiddle.status, 0);
+      assert.match(withoutMiddle.stderr, new RegExp(`needs ${list[1]!.id}, which is not among the artifacts given`));
+
+      // A plain, unencrypted copy of the newest artifact with one stored page changed.
+      const work = path.join(dir.path, 'tamper');
+      mkdirSync(work);
+      const tampered = path.join(dir.path, path.basename(list[2]!.key).replace(/\.zst\.gpg$/, ''));
+      const unpack = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$WORK"'], {
+        env: { ...env, PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, list[2]!.key), WORK: work },
+      });
+      assert.equal(unpack.status, 0);
+      const bin = spawnSync('bash', ['-c', 'ls "$WORK"/chunks/main.db/*.bin | head -1'], { env: { ...env, WORK: work }, encoding: 'utf8' }).stdout.trim();
+      const bytes = readFileSync(bin);
+      bytes[100]! ^= 0x01;
+      writeFileSync(bin, bytes);
+      assert.equal(spawnSync('tar', ['-cf', tampered, '-C', work, 'README.txt', 'schema.sql', 'streams', 'chunks', 'layout', 'manifest.json']).status, 0);
+      const damaged = spawnSync('python3', [script, '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', path.join(dir.path, 'b'), path.join(repo, list[0]!.key), path.join(repo, list[1]!.key), tampered], { env, encoding: 'utf8' });
+      assert.notEqual(damaged.status, 0);
+      assert.match(damaged.stderr, /stream main\.db: chunk \d+ does not match its id/);
+    });
+  });
+
+  describe('PostgreSQL', () => {
+    const databases = new Databases();
+
+    before(async function () {
+      await requirePostgres(this);
+    });
+
+    afterEach(async () => {
+      await databases.dropAll();
+    });
+
+    it('full → incremental → incremental after deleting many rows: the newest restore point, exactly (pg_dump of both)', async () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      const source = await databases.create(`${RICH_POSTGRES_SQL}
+        CREATE TABLE public."Order Lines ""x""" (id int PRIMARY KEY, "the note" text);
+        INSERT INTO public."Order Lines ""x""" SELECT g, 'line ' || g FROM generate_series(1, 50) g;`);
+      backup(repo, pgUrl(source), 'full', 'shop');
+      await pgQuery(source, MUTATE_POSTGRES_SQL(1));
+      backup(repo, pgUrl(source), 'incremental', 'shop');
+      await pgQuery(source, `DELETE FROM shop.orders WHERE id % 3 = 0; UPDATE shop.customers SET tags = ARRAY['moved'] WHERE id % 5 = 0; ${MUTATE_POSTGRES_SQL(2)}; SELECT nextval('shop.invoice_no')`);
+      await pgQuery(source, 'VACUUM FULL');
+      const tip = backup(repo, pgUrl(source), 'incremental', 'shop');
+
+      const out = recoverChain(repo, 'shop');
+      const target = databases.name();
+      const url = new URL(PG_URL);
+      follow('load-postgres', { OUT: out, NEWDB: target, PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') });
+      assert.equal(pgDump(target), pgDump(source));
+
+      const readme = entryOf(repo, tip, 'README.txt');
+      assert.match(readme, /PostgreSQL: schema\.sql is pg_dump --schema-only output/);
+      assert.match(readme, /<schema>\.<table>\.copy/);
+      assert.doesNotMatch(readme, /main\.db|MySQL/);
+    });
+  });
+
+  describe('MySQL/MariaDB', () => {
+    const databases = new MysqlDatabases();
+
+    before(async function () {
+      await requireMysql(this);
+    });
+
+    afterEach(async () => {
+      await databases.dropAll();
+    });
+
+    it('full → incremental → incremental after deleting many rows: the newest restore point, exactly (mysqldump of both)', async () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      const source = await databases.create(RICH_MYSQL_SQL);
+      // Every kind of value the row format writes as hex, and a view that reads a view named after it.
+      await mysqlQuery(
+        source,
+        `CREATE TABLE raw (id INT PRIMARY KEY, b1 BIT(1), b64 BIT(64), vb VARBINARY(16), bn BINARY(4), g POINT, t TEXT);
+         INSERT INTO raw VALUES (1, b'1', b'1010', X'00FF0A09', X'5C000D0A', POINT(1.5, -2), 'a\\tb'), (2, b'0', NULL, '', X'00000000', NULL, NULL);
+         CREATE TABLE \`odd name's\` (id INT PRIMARY KEY, \`a b\` VARCHAR(10), \`c\`\`d\` BLOB);
+         INSERT INTO \`odd name's\` VALUES (1, 'x', X'01'), (2, NULL, NULL);
+         CREATE VIEW z_base AS SELECT id FROM raw;
+         CREATE VIEW a_top AS SELECT id FROM z_base;`,
+      );
+      backup(repo, mysqlUrl(source), 'full', 'shop');
+      await mysqlQuery(source, MUTATE_MYSQL_SQL(1));
+      backup(repo, mysqlUrl(source), 'incremental', 'shop');
+      await mysqlQuery(source, `DELETE FROM books WHERE id % 3 = 0; ${MUTATE_MYSQL_SQL(2)} UPDATE raw SET vb = X'FFFE' WHERE id = 2;`);
+      const tip = backup(repo, mysqlUrl(source), 'incremental', 'shop');
+
+      const out = recoverChain(repo, 'shop');
+      const target = databases.name();
+      myCnf();
+      follow('load-mysql', { OUT: out, NEWDB: target });
+      assert.equal(mysqlDump(target), mysqlDump(source));
+
+      // The layout README.txt describes is the one in the archive: per table <table>.rows segments.
+      const readme = entryOf(repo, tip, 'README.txt');
+      assert.match(readme, /MySQL\/MariaDB: schema\.sql is for the mysql client/);
+      assert.match(readme, /<table>\.rows/);
+      assert.doesNotMatch(readme, /main\.db|PostgreSQL|COPY/);
+    });
+  });
+
+  describe("an export's RESTORE.md", () => {
+    const mysqlDatabases = new MysqlDatabases();
+    const pgDatabases = new Databases();
+
+    afterEach(async () => {
+      await mysqlDatabases.dropAll();
+      await pgDatabases.dropAll();
+    });
+
+    /** Runs RESTORE.md's extract block, then the block of `database`, in the export's folder. */
+    function followRestoreMd(exportFile: string, database: string, variables: Record<string, string> = {}): { restoreMd: string; folder: string } {
+      const folder = path.dirname(exportFile);
+      const listing = exportFile.endsWith('.zip')
+        ? spawnSync('unzip', ['-p', exportFile, 'RESTORE.md'], { encoding: 'utf8' })
+        : spawnSync('tar', ['-xzf', exportFile, '-O', 'RESTORE.md'], { encoding: 'utf8' });
+      assert.equal(listing.status, 0, listing.stderr);
+      const restoreMd = listing.stdout;
+      const without = restoreMd.slice(restoreMd.indexOf('## Without Strata'));
+      const extract = /```sh\n([\s\S]*?\n)```/.exec(without);
+      const block = new RegExp('### ' + database + ' \\([a-z]+\\)[\\s\\S]*?```sh\\n([\\s\\S]*?\\n)```').exec(restoreMd);
+      assert.ok(extract && block, `RESTORE.md has the extract command and a block for ${database}:\n${restoreMd}`);
+      writeFileSync(path.join(folder, 'PASSFILE'), TEST_PASSPHRASE, { mode: 0o600 });
+      const run = spawnSync('bash', ['-euo', 'pipefail', '-c', `${extract[1]}\n${block[1]}`], {
+        cwd: folder,
+        env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg'), ...variables },
+        encoding: 'utf8',
+      });
+      assert.equal(run.status, 0, `RESTORE.md's commands failed:\n${run.stderr}\n${restoreMd}`);
+      // The commands, without the script appended to them (which knows every engine).
+      const appendix = restoreMd.indexOf('## Appendix: recover-chain.py');
+      assert.ok(appendix > 0, 'RESTORE.md carries recover-chain.py, so the export alone is enough');
+      return { restoreMd: restoreMd.slice(0, appendix), folder };
+    }
+
+    it("SQLite: a file whose path has a space, exported under a name with a space, a quote, $ and a backtick: the commands run as written", () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo]).status, 0);
+      const db = path.join(dir.path, 'my shop.db');
+      buildRichDatabase(db, { rows: 100 });
+      backup(repo, db, 'full');
+      mutate(db, 1);
+      backup(repo, db, 'incremental');
+      const conn = new Database(db);
+      conn.exec('DELETE FROM books WHERE id % 2 = 0; VACUUM');
+      conn.close();
+      backup(repo, db, 'incremental');
+      mkdirSync(path.join(dir.path, 'exported'));
+      const file = path.join(dir.path, 'exported', "it's $HOME `date` now.tar.gz");
+      const exported = strata(['export', '--all', '--out', file, '--repo', repo]);
+      assert.equal(exported.status, 0, exported.stderr);
+
+      const { restoreMd, folder } = followRestoreMd(file, 'my_shop');
+      assert.ok(restoreMd.includes("strata import 'it'\\''s $HOME `date` now.tar.gz' --repo ./restored-repo"), restoreMd);
+      assert.equal(sqliteDump(path.join(folder, 'my_shop.db')), sqliteDump(db));
+    });
+
+    it('MySQL: commands for the mysql client (none for PostgreSQL), which recover the chain', async function () {
+      await requireMysql(this);
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo]).status, 0);
+      const source = await mysqlDatabases.create(RICH_MYSQL_SQL);
+      // Filed under the name the by-hand restore creates, so it is dropped afterwards too.
+      const name = mysqlDatabases.name();
+      backup(repo, mysqlUrl(source), 'full', name);
+      await mysqlQuery(source, MUTATE_MYSQL_SQL(3));
+      backup(repo, mysqlUrl(source), 'incremental', name);
+      mkdirSync(path.join(dir.path, 'exported'));
+      const file = path.join(dir.path, 'exported', 'shop export.tar.gz');
+      assert.equal(strata(['export', name, '--out', file, '--repo', repo]).status, 0);
+
+      myCnf();
+      const { restoreMd } = followRestoreMd(file, name);
+      assert.match(restoreMd, new RegExp(`--to mysql://USER@HOST:3306/${name}`));
+      assert.doesNotMatch(restoreMd, /postgres|psql|\\copy/i);
+      assert.equal(mysqlDump(name), mysqlDump(source));
+    });
+
+    it('PostgreSQL: commands for psql, which recover the chain', async function () {
+      await requirePostgres(this);
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+      const source = await pgDatabases.create(RICH_POSTGRES_SQL);
+      const name = pgDatabases.name();
+      backup(repo, pgUrl(source), 'full', name);
+      await pgQuery(source, MUTATE_POSTGRES_SQL(3));
+      backup(repo, pgUrl(source), 'differential', name);
+      mkdirSync(path.join(dir.path, 'exported'));
+      const file = path.join(dir.path, 'exported', 'nightly (pg).zip');
+      assert.equal(strata(['export', name, '--out', file, '--repo', repo]).status, 0);
+
+      const url = new URL(PG_URL);
+      const { restoreMd } = followRestoreMd(file, name, { PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') });
+      assert.match(restoreMd, new RegExp(`--to postgres://USER@HOST:5432/${name}`));
+      assert.match(restoreMd, /--no-encryption/);
+      assert.doesNotMatch(restoreMd, /mysql|gpg|PASSFILE/);
+      assert.equal(pgDump(name), pgDump(source));
+    });
+  });
+});
