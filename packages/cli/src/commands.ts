@@ -90,6 +90,7 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
   try {
     record = await repo.backup(db.locator, {
       database: db.name,
+      nameIsDerived: db.derived,
       type,
       ...(options.label !== undefined ? { label: options.label } : {}),
       tags: options.tags,

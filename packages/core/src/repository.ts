@@ -90,6 +90,13 @@ export interface OpenOptions {
 export interface BackupOptions {
   /** The name the backup is filed under; defaults to one derived from the locator. */
   readonly database: string;
+  /**
+   * The name was derived from the source (a file's base name), not chosen by the user. Two files
+   * of the same base name (`Default/History`, `Profile 1/History`) must not become one database:
+   * when the name already belongs to another source, this one is filed under the name plus a short
+   * hash of its source (`History-3f9a2c`), the same every time.
+   */
+  readonly nameIsDerived?: boolean;
   readonly type?: BackupType;
   readonly label?: string;
   readonly tags?: readonly string[];
@@ -464,13 +471,13 @@ export class Repository {
   async backup(locator: string, options: BackupOptions): Promise<BackupRecord> {
     let type = options.type ?? 'full';
     if (!BACKUP_TYPES.includes(type)) throw new StrataError('USAGE', `backup: unknown type ${JSON.stringify(type)} (use ${BACKUP_TYPES.join(', ')})`);
-    const database = validateDatabaseName(options.database);
+    const engine = this.#engineFor(locator);
+    const database = validateDatabaseName(options.nameIsDerived ? await this.#nameForSource(options.database, engine.describe(locator)) : options.database);
     if (options.label !== undefined) checkTagText(options.label, 'label');
     for (const tag of options.tags ?? []) checkTagText(tag, 'tag');
     const time = options.time ?? new Date();
     if (Number.isNaN(time.getTime())) throw new StrataError('USAGE', 'backup: the time is not a valid date');
     refuseFutureTime(time, 'backup');
-    const engine = this.#engineFor(locator);
     const op = await this.journal.begin('backup', { database, type });
     let snapshot: Awaited<ReturnType<Engine['snapshot']>> | undefined;
     let staging: string | undefined;
@@ -487,6 +494,15 @@ export class Repository {
           type = 'full';
         } else if (parent.engine !== engine.kind) {
           throw new StrataError('USAGE', `backup: the last backup of ${database} was made by engine ${parent.engine}, not ${engine.kind}; take a full backup`);
+        } else if (parent.source !== engine.describe(locator)) {
+          // Two databases under one name would chain into each other: an incremental of one
+          // against the other restores neither.
+          throw new StrataError(
+            'USAGE',
+            `backup: ${database}'s last backup came from ${parent.source}, not ${engine.describe(locator)}; these are different databases. Give this one its own name (--name), or take a full backup if the database really moved there`,
+          );
+        } else if (time.getTime() < Date.parse(parent.createdAt)) {
+          throw new StrataError('USAGE', `backup: ${time.toISOString()} is before ${parent.id} (${parent.createdAt}), which this ${type} would build on; a restore point cannot be older than its parent`);
         }
       }
       const parents = parent ? await this.#layoutsOf(parent, passphrase, 'backup') : new Map<string, ChunkLayout>();
@@ -601,6 +617,13 @@ export class Repository {
     } finally {
       await snapshot?.close().catch(() => undefined);
     }
+  }
+
+  /** `derived`, or `derived-<hash of source>` when another source already files its backups under `derived`. */
+  async #nameForSource(derived: string, source: string): Promise<string> {
+    const mine = (await this.list({ database: derived })).at(-1);
+    if (!mine || mine.source === source) return derived;
+    return `${derived.slice(0, 56)}-${createHash('sha256').update(source).digest('hex').slice(0, 6)}`;
   }
 
   /**

@@ -104,10 +104,13 @@ export function resolveLocator(locator: string, base: string): string {
   return `${prefix || 'sqlite:'}${path.resolve(base, file)}`;
 }
 
-/** A database named on the command line: a config name, or a path/URL with a derived name. */
-export function resolveDatabase(arg: string, config: StrataConfig, nameOverride?: string): { name: string; locator: string } {
+/**
+ * A database named on the command line: a config name, or a path/URL with a name derived from its
+ * file or database name (`derived`: the repository may then make it unique, see BackupOptions).
+ */
+export function resolveDatabase(arg: string, config: StrataConfig, nameOverride?: string): { name: string; locator: string; derived: boolean } {
   const configured = config.databases?.[arg];
-  if (configured) return { name: nameOverride ?? arg, locator: configured.url };
+  if (configured) return { name: nameOverride ?? arg, locator: configured.url, derived: false };
   const looksLikeLocation = arg.includes('/') || arg.includes('\\') || arg.includes(':') || /\.(db|sqlite3?|db3)$/i.test(arg) || existsSync(arg);
   if (!looksLikeLocation) {
     const known = Object.keys(config.databases ?? {});
@@ -119,7 +122,7 @@ export function resolveDatabase(arg: string, config: StrataConfig, nameOverride?
   const locator = resolveLocator(arg, process.cwd());
   // A server URL's query (?sslmode=require) is not part of the database's name.
   const file = /^[a-z][a-z0-9+.-]*:\/\//i.test(locator) && !locator.startsWith('sqlite:') ? locator.replace(/[?#].*$/, '') : locator.replace(/^sqlite:(\/\/)?/, '');
-  return { name: validateDatabaseName(nameOverride ?? databaseNameFromPath(file)), locator };
+  return { name: validateDatabaseName(nameOverride ?? databaseNameFromPath(file)), locator, derived: nameOverride === undefined };
 }
 
 /** The retention of one database: its own in the config, else the config's top-level one, else the built-in tiers. */
