@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { fork } from 'node:child_process';
+import { fork, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
-import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository } from '@strata/sdk';
+import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, openRepository } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { sqliteDump, sqliteQuery, useTempDir } from './helpers/env.js';
@@ -109,4 +109,101 @@ describe('SQLite engine', () => {
       'no temporary or moved-aside files are left next to the target',
     );
   });
+
+  /** Builds a database with the real sqlite3 tool, which (unlike better-sqlite3) accepts legacy syntax. */
+  function sqlite3Script(file: string, script: string): void {
+    const result = spawnSync('sqlite3', [file], { input: script, encoding: 'utf8' });
+    assert.equal(result.status, 0, `sqlite3 failed: ${result.stderr}`);
+    assert.equal(result.stderr, '', `sqlite3 complained: ${result.stderr}`);
+  }
+
+  // Double-quoted strings in a schema: SQLite reads them in an existing schema, but a connection
+  // built with SQLITE_DQS=0 (better-sqlite3) refuses them in new DDL.
+  const LEGACY_QUOTES = `
+    CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT DEFAULT "x", b TEXT CHECK (b <> "bad"),
+      c TEXT AS (a || "-g"), code TEXT UNIQUE);
+    CREATE INDEX items_y ON items(a) WHERE a = "y";
+    CREATE INDEX items_z ON items(a || "z");
+    CREATE VIEW items_q AS SELECT a, b FROM items WHERE a = "q";
+    CREATE TRIGGER items_mark AFTER INSERT ON items BEGIN UPDATE items SET b = "marked" WHERE id = new.id; END;
+    CREATE TABLE other (id INTEGER PRIMARY KEY, note TEXT DEFAULT "none");
+    INSERT INTO items(a, code) VALUES ('y', 'c1'), ('q', 'c2'), ('zz', 'c3');
+    INSERT INTO other(note) VALUES ('kept');
+    PRAGMA user_version = 9;
+  `;
+
+  it('restores a schema-only backup of a schema that uses double-quoted string literals', async () => {
+    const source = path.join(dir.path, 'legacy.db');
+    sqlite3Script(source, LEGACY_QUOTES);
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'legacy', type: 'schema-only' });
+    const target = path.join(dir.path, 'schema.db');
+    await repo.restore({ id: record.id }, { to: target });
+    assert.equal(sqliteQuery(target, '.schema'), sqliteQuery(source, '.schema'));
+    assert.equal(sqliteQuery(target, 'PRAGMA integrity_check'), 'ok');
+    assert.equal(sqliteQuery(target, 'PRAGMA user_version'), '9');
+    assert.equal(sqliteQuery(target, 'SELECT count(*) FROM items'), '0');
+    // The restored schema behaves like the original: the default, the check and the trigger.
+    sqlite3Script(target, "INSERT INTO items(code) VALUES ('n1');");
+    assert.equal(sqliteQuery(target, 'SELECT a, b, c FROM items'), 'x|marked|x-g');
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it('restores single tables of a schema that uses double-quoted string literals', async () => {
+    const source = path.join(dir.path, 'legacy.db');
+    sqlite3Script(source, LEGACY_QUOTES);
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'legacy' });
+    // Into a new file.
+    const fresh = path.join(dir.path, 'fresh.db');
+    await repo.restore({ id: record.id }, { to: fresh, tables: ['items'] });
+    assert.equal(sqliteQuery(fresh, '.dump items'), sqliteQuery(source, '.dump items'));
+    assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
+    // Into an existing database whose table was changed since: only that table comes back.
+    const existing = path.join(dir.path, 'existing.db');
+    await repo.restore({ id: record.id }, { to: existing });
+    sqlite3Script(existing, "DELETE FROM items; DROP INDEX items_y; UPDATE other SET note = 'changed';");
+    await repo.restore({ id: record.id }, { to: existing, tables: ['items'], force: true });
+    assert.equal(sqliteQuery(existing, '.dump items'), sqliteQuery(source, '.dump items'));
+    assert.equal(sqliteQuery(existing, 'SELECT note FROM other'), 'changed');
+    assert.equal(sqliteQuery(existing, 'PRAGMA integrity_check'), 'ok');
+    // The partial index holds what the original's holds (it was rebuilt, not left empty).
+    assert.equal(sqliteQuery(existing, "SELECT count(*) FROM items INDEXED BY items_y WHERE a = 'y'"), '1');
+  });
+
+  for (const encoding of ['UTF-16le', 'UTF-16be']) {
+    it(`restores single tables of a ${encoding} database`, async () => {
+      const source = path.join(dir.path, 'wide.db');
+      sqlite3Script(
+        source,
+        `PRAGMA encoding = '${encoding}';
+         CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT);
+         CREATE INDEX people_name ON people(name);
+         CREATE TABLE places (id INTEGER PRIMARY KEY, city TEXT);
+         INSERT INTO people(name, note) VALUES ('Zoë Ångström', '村上 春樹'), ('Σαπφώ', '🐉 dragon'), ('Лев', NULL);
+         INSERT INTO places(city) VALUES ('Zürich'), ('東京');`,
+      );
+      const repo = await repository();
+      const record = await repo.backup(source, { database: 'wide' });
+      const fresh = path.join(dir.path, 'fresh.db');
+      await repo.restore({ id: record.id }, { to: fresh, tables: ['people'] });
+      assert.equal(sqliteQuery(fresh, 'PRAGMA encoding'), encoding);
+      assert.equal(sqliteQuery(fresh, '.dump people'), sqliteQuery(source, '.dump people'));
+      const existing = path.join(dir.path, 'existing.db');
+      await repo.restore({ id: record.id }, { to: existing });
+      sqlite3Script(existing, "UPDATE people SET name = 'gone'; DELETE FROM places WHERE id = 1;");
+      await repo.restore({ id: record.id }, { to: existing, tables: ['people'], force: true });
+      assert.equal(sqliteQuery(existing, '.dump people'), sqliteQuery(source, '.dump people'));
+      assert.equal(sqliteQuery(existing, 'SELECT count(*) FROM places'), '1');
+      // A target in another encoding cannot take the tables: a clear refusal, the target untouched.
+      const utf8 = path.join(dir.path, 'utf8.db');
+      sqlite3Script(utf8, "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, note TEXT); INSERT INTO people(name) VALUES ('mine');");
+      await assert.rejects(
+        repo.restore({ id: record.id }, { to: utf8, tables: ['people'], force: true }),
+        (err: unknown) => err instanceof StrataError && err.code === 'RESTORE_FAILED' && /different text encodings/.test(err.message),
+      );
+      assert.equal(sqliteQuery(utf8, 'SELECT name FROM people'), 'mine');
+    });
+  }
 });
