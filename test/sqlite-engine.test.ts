@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
 import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, openRepository } from '@strata/sdk';
+import type { Engine, EngineRestoreOptions, RestoreSession } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { sqliteDump, sqliteQuery, useTempDir } from './helpers/env.js';
@@ -206,4 +207,40 @@ describe('SQLite engine', () => {
       assert.equal(sqliteQuery(utf8, 'SELECT name FROM people'), 'mine');
     });
   }
+
+  it('names the schema object a restore lost when verify compares the schema', async () => {
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 30 });
+    // An engine whose restores lose an index and a user_version: what verify must catch and name.
+    const doctoring: Engine = {
+      kind: engine.kind,
+      capabilities: engine.capabilities,
+      accepts: (locator) => engine.accepts(locator),
+      describe: (locator) => engine.describe(locator),
+      snapshot: (locator, options) => engine.snapshot(locator, options),
+      targetExists: (target) => engine.targetExists(target),
+      createScratch: (options) => engine.createScratch(options),
+      inspect: (locator) => engine.inspect(locator),
+      beginRestore: async (target: string, options: EngineRestoreOptions): Promise<RestoreSession> => {
+        const session = await engine.beginRestore(target, options);
+        return {
+          ...session,
+          commit: async (info) => {
+            await session.commit(info);
+            const db = new Database(target.replace(/^sqlite:/, ''));
+            db.exec('DROP INDEX books_by_author; PRAGMA user_version = 41');
+            db.close();
+          },
+        };
+      },
+    };
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'none' });
+    const repo = await openRepository(path.join(dir.path, 'repo'), { engines: new EngineRegistry().register(doctoring), tempDir: path.join(dir.path, 'tmp') });
+    const record = await repo.backup(source, { database: 'app' });
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    const schema = report!.checks.find((c) => c.name === 'schema-integrity')!;
+    assert.equal(schema.status, 'failed');
+    assert.match(schema.reason, /index books_by_author is missing/);
+    assert.match(schema.reason, /database header is defined differently/);
+  });
 });

@@ -12,13 +12,14 @@ import type {
   RestoreCommitInfo,
   EngineRestoreOptions,
   RestoreSession,
+  SchemaObjects,
   Snapshot,
   SnapshotOptions,
   StreamTarget,
   TableStats,
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
-import { collectFacts, quoteIdent, schemaFingerprint, schemaSql } from './sqlite-facts.js';
+import { collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { createStoredObjects, storedObjects } from './schema-writer.js';
 import type { StoredObject } from './schema-writer.js';
 
@@ -72,7 +73,7 @@ export class SqliteEngine implements Engine {
     try {
       await this.#copyConsistent(file, copy, options);
       throwIfAborted(options.signal, 'snapshot');
-      const { fingerprint, sql, meta } = readSnapshotSchema(copy, options.schemaOnly);
+      const { fingerprint, objects, sql, meta } = readSnapshotSchema(copy, options.schemaOnly);
       const stats = tableStatsInWorker(copy, !options.schemaOnly);
       // Settled by tableStats() or, if nobody asks (an aborted backup), ignored.
       stats.promise.catch(() => undefined);
@@ -90,6 +91,7 @@ export class SqliteEngine implements Engine {
           ];
       return {
         schemaFingerprint: fingerprint,
+        schemaObjects: objects,
         tableStats: () => stats.promise,
         streams,
         schemaSql: sql,
@@ -320,7 +322,7 @@ function sqliteError(step: string, err: unknown): StrataError {
   return wrapError(step, err);
 }
 
-function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: string; sql: string; meta: Record<string, unknown> } {
+function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: string; objects: SchemaObjects; sql: string; meta: Record<string, unknown> } {
   const db = new Database(copy, { readonly: true, fileMustExist: true });
   try {
     const meta: Record<string, unknown> = {
@@ -337,7 +339,7 @@ function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: s
     // alone cannot be cut into statements reliably, nor run where it uses "double-quoted" strings.
     // Other backups carry the rows inside the database file.
     if (schemaOnly) meta['schemaRows'] = storedObjects(db, 'main');
-    return { fingerprint: schemaFingerprint(db), sql: schemaSql(db), meta };
+    return { fingerprint: schemaFingerprint(db), objects: schemaObjects(db), sql: schemaSql(db), meta };
   } finally {
     db.close();
   }
