@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { fork, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
-import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, openRepository } from '@strata/sdk';
+import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, openRepository, readArtifact } from '@strata/sdk';
 import type { Engine, EngineRestoreOptions, RestoreSession } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
@@ -277,5 +277,33 @@ describe('SQLite engine', () => {
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
     assert.match(report!.checks.find((c) => c.name === 'data-consistency')!.reason, /^5000 table\(s\)/);
     assert.deepEqual((await repo.tablesOf({ id: second.id })).filter((t) => t === 'added' || t === 't17'), ['added']);
+  });
+
+  it('restores and verifies incrementals whose facts are changes when the cached facts are gone', async function () {
+    this.timeout(120_000);
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 60 });
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'none' });
+    const repo = await openRepository(path.join(dir.path, 'repo'), { tempDir: path.join(dir.path, 'tmp'), engines: new EngineRegistry().register(engine) });
+    await repo.backup(source, { database: 'app' });
+    mutate(source, 1);
+    const first = await repo.backup(source, { database: 'app', type: 'incremental' });
+    const manifestOf = async (key: string) => (await readArtifact({ storage: repo.storage, location: { key, codec: 'zstd', encrypted: false } })).manifest;
+    assert.ok((await manifestOf(first.key)).factsDelta, 'the incremental stores its facts as changes');
+    const atFirst = sqliteDump(source);
+    rmSync(path.join(dir.path, 'repo/cache/facts'), { recursive: true });
+    mutate(source, 2);
+    // Without its parent's cached facts an incremental stores its facts whole (nothing decrypted to find them).
+    const second = await repo.backup(source, { database: 'app', type: 'incremental' });
+    assert.equal((await manifestOf(second.key)).factsDelta, undefined);
+    rmSync(path.join(dir.path, 'repo/cache'), { recursive: true });
+    const target = path.join(dir.path, 'first.db');
+    await repo.restore({ id: first.id }, { to: target });
+    assert.equal(sqliteDump(target), atFirst);
+    assert.deepEqual(await repo.tablesOf({ id: first.id }), ['authors', 'books', 'log', 'search_config', 'search_content', 'search_data', 'search_docsize', 'search_idx', 'tags']);
+    for (const record of [first, second]) {
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    }
   });
 });

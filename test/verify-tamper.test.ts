@@ -266,7 +266,7 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
       return pgUrl(name);
     }
 
-    for (const c of [...ROW_CASES, { name: 'nothing altered (the re-sealing itself is sound)', edit: null }]) {
+    for (const c of [...ROW_CASES, { name: 'nothing was altered (the re-sealing itself is sound)', edit: null }]) {
       it(c.edit === null ? `passes the re-sealed artifact when ${c.name}` : `fails data consistency for ${c.name}`, async function () {
         this.timeout(120_000);
         const { repoDir, repo } = await repository(new PostgresEngine());
@@ -298,7 +298,7 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
       return mysqlUrl(name);
     }
 
-    for (const c of [...ROW_CASES, { name: 'nothing altered (the re-sealing itself is sound)', edit: null }]) {
+    for (const c of [...ROW_CASES, { name: 'nothing was altered (the re-sealing itself is sound)', edit: null }]) {
       it(c.edit === null ? `passes the re-sealed artifact when ${c.name}` : `fails data consistency for ${c.name}`, async function () {
         this.timeout(120_000);
         const { repoDir, repo } = await repository(new MysqlEngine());
