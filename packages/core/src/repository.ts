@@ -358,7 +358,9 @@ export class Repository {
             compression: { codec: parsed.codec, level: parsed.codec === this.#config.compression.codec ? this.#config.compression.level : 0 },
             encryption: { profile: parsed.encrypted ? this.#config.encryption.profile : 'none' },
           });
-          records.push({ ...record, layoutsSha256: layoutsDigest(contents.layouts), verification: verification.get(record.id) ?? null });
+          // A delta's digest is that of the complete facts, which is what the cached copy holds.
+          const factsSha256 = contents.manifest.factsDelta?.digest ?? factsDigest(storedFacts(contents.manifest));
+          records.push({ ...record, layoutsSha256: layoutsDigest(contents.layouts), factsSha256, verification: verification.get(record.id) ?? null });
         } catch (err) {
           if (isStrataError(err, 'ABORTED')) throw err;
           // The passphrase already opened the key check, so an artifact that does not decrypt is
