@@ -306,4 +306,20 @@ describe('SQLite engine', () => {
       assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
     }
   });
+
+  it('refuses a table restore whose index name another table of the target uses, and changes nothing', async () => {
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 20 });
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'app' });
+    const target = path.join(dir.path, 'target.db');
+    await repo.restore({ id: record.id }, { to: target });
+    sqlite3Script(target, 'DROP INDEX books_by_author; CREATE INDEX books_by_author ON log(message); DELETE FROM books WHERE id > 10;');
+    const before = sqliteDump(target);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: target, tables: ['books'], force: true }),
+      (err: unknown) => err instanceof StrataError && err.code === 'RESTORE_FAILED' && /index books_by_author/.test(err.message),
+    );
+    assert.equal(sqliteDump(target), before);
+  });
 });

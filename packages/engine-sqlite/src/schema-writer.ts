@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type BetterSqlite3 from 'better-sqlite3';
+import { StrataError } from '@strata/core';
 
 type Database = BetterSqlite3.Database;
 
@@ -56,6 +57,14 @@ export function storedObjects(db: Database, schema: string): StoredObject[] {
  */
 export function createStoredObjects(db: Database, objects: readonly StoredObject[]): void {
   if (objects.length === 0) return;
+  // Two rows of one name would leave a schema SQLite refuses to load: say which object clashes.
+  const taken = db.prepare('SELECT type FROM main.sqlite_schema WHERE name = ? COLLATE NOCASE');
+  for (const object of objects) {
+    const existing = object.storage === 'shadow' ? undefined : (taken.get(object.name) as { type: string } | undefined);
+    if (existing) {
+      throw new StrataError('RESTORE_FAILED', `restore: the target already holds ${existing.type} ${object.name}, so the backup's ${object.type} ${object.name} cannot be created; drop or rename it first`);
+    }
+  }
   const placeholder = `strata_placeholder_${randomBytes(6).toString('hex')}`;
   // Writing sqlite_schema needs the connection's defensive mode off (better-sqlite3 turns it on).
   db.unsafeMode(true);
@@ -80,5 +89,9 @@ export function createStoredObjects(db: Database, objects: readonly StoredObject
     db.unsafeMode(false);
   }
   // Reading the schema now surfaces a stored row SQLite cannot parse ("malformed database schema").
-  db.prepare('SELECT count(*) FROM main.sqlite_schema').get();
+  try {
+    db.prepare('SELECT count(*) FROM main.sqlite_schema').get();
+  } catch (err) {
+    throw new StrataError('RESTORE_FAILED', `restore: SQLite does not accept the backup's schema objects (${(err as Error).message})`, { cause: err });
+  }
 }
