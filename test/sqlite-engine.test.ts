@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { fork } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { fork, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
-import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository } from '@strata/sdk';
+import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, openRepository, readArtifact } from '@strata/sdk';
+import type { Engine, EngineRestoreOptions, RestoreSession } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { sqliteDump, sqliteQuery, useTempDir } from './helpers/env.js';
@@ -108,5 +109,217 @@ describe('SQLite engine', () => {
       [],
       'no temporary or moved-aside files are left next to the target',
     );
+  });
+
+  /** Builds a database with the real sqlite3 tool, which (unlike better-sqlite3) accepts legacy syntax. */
+  function sqlite3Script(file: string, script: string): void {
+    const result = spawnSync('sqlite3', [file], { input: script, encoding: 'utf8' });
+    assert.equal(result.status, 0, `sqlite3 failed: ${result.stderr}`);
+    assert.equal(result.stderr, '', `sqlite3 complained: ${result.stderr}`);
+  }
+
+  // Double-quoted strings in a schema: SQLite reads them in an existing schema, but a connection
+  // built with SQLITE_DQS=0 (better-sqlite3) refuses them in new DDL.
+  const LEGACY_QUOTES = `
+    CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, a TEXT DEFAULT "x", b TEXT CHECK (b <> "bad"),
+      c TEXT AS (a || "-g"), code TEXT UNIQUE);
+    CREATE INDEX items_y ON items(a) WHERE a = "y";
+    CREATE INDEX items_z ON items(a || "z");
+    CREATE VIEW items_q AS SELECT a, b FROM items WHERE a = "q";
+    CREATE TRIGGER items_mark AFTER INSERT ON items BEGIN UPDATE items SET b = "marked" WHERE id = new.id; END;
+    CREATE TABLE other (id INTEGER PRIMARY KEY, note TEXT DEFAULT "none");
+    INSERT INTO items(a, code) VALUES ('y', 'c1'), ('q', 'c2'), ('zz', 'c3');
+    INSERT INTO other(note) VALUES ('kept');
+    PRAGMA user_version = 9;
+  `;
+
+  it('restores a schema-only backup of a schema that uses double-quoted string literals', async () => {
+    const source = path.join(dir.path, 'legacy.db');
+    sqlite3Script(source, LEGACY_QUOTES);
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'legacy', type: 'schema-only' });
+    const target = path.join(dir.path, 'schema.db');
+    await repo.restore({ id: record.id }, { to: target });
+    assert.equal(sqliteQuery(target, '.schema'), sqliteQuery(source, '.schema'));
+    assert.equal(sqliteQuery(target, 'PRAGMA integrity_check'), 'ok');
+    assert.equal(sqliteQuery(target, 'PRAGMA user_version'), '9');
+    assert.equal(sqliteQuery(target, 'SELECT count(*) FROM items'), '0');
+    // The restored schema behaves like the original: the default, the check and the trigger.
+    sqlite3Script(target, "INSERT INTO items(code) VALUES ('n1');");
+    assert.equal(sqliteQuery(target, 'SELECT a, b, c FROM items'), 'x|marked|x-g');
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it('restores single tables of a schema that uses double-quoted string literals', async () => {
+    const source = path.join(dir.path, 'legacy.db');
+    sqlite3Script(source, LEGACY_QUOTES);
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'legacy' });
+    // Into a new file.
+    const fresh = path.join(dir.path, 'fresh.db');
+    await repo.restore({ id: record.id }, { to: fresh, tables: ['items'] });
+    assert.equal(sqliteQuery(fresh, '.dump items'), sqliteQuery(source, '.dump items'));
+    assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
+    // Into an existing database whose table was changed since: only that table comes back.
+    const existing = path.join(dir.path, 'existing.db');
+    await repo.restore({ id: record.id }, { to: existing });
+    sqlite3Script(existing, "DELETE FROM items; DROP INDEX items_y; UPDATE other SET note = 'changed';");
+    await repo.restore({ id: record.id }, { to: existing, tables: ['items'], force: true });
+    assert.equal(sqliteQuery(existing, '.dump items'), sqliteQuery(source, '.dump items'));
+    assert.equal(sqliteQuery(existing, 'SELECT note FROM other'), 'changed');
+    assert.equal(sqliteQuery(existing, 'PRAGMA integrity_check'), 'ok');
+    // The partial index holds what the original's holds (it was rebuilt, not left empty).
+    assert.equal(sqliteQuery(existing, "SELECT count(*) FROM items INDEXED BY items_y WHERE a = 'y'"), '1');
+  });
+
+  for (const encoding of ['UTF-16le', 'UTF-16be']) {
+    it(`restores single tables of a ${encoding} database`, async () => {
+      const source = path.join(dir.path, 'wide.db');
+      sqlite3Script(
+        source,
+        `PRAGMA encoding = '${encoding}';
+         CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT);
+         CREATE INDEX people_name ON people(name);
+         CREATE TABLE places (id INTEGER PRIMARY KEY, city TEXT);
+         INSERT INTO people(name, note) VALUES ('Zoë Ångström', '村上 春樹'), ('Σαπφώ', '🐉 dragon'), ('Лев', NULL);
+         INSERT INTO places(city) VALUES ('Zürich'), ('東京');`,
+      );
+      const repo = await repository();
+      const record = await repo.backup(source, { database: 'wide' });
+      const fresh = path.join(dir.path, 'fresh.db');
+      await repo.restore({ id: record.id }, { to: fresh, tables: ['people'] });
+      assert.equal(sqliteQuery(fresh, 'PRAGMA encoding'), encoding);
+      assert.equal(sqliteQuery(fresh, '.dump people'), sqliteQuery(source, '.dump people'));
+      const existing = path.join(dir.path, 'existing.db');
+      await repo.restore({ id: record.id }, { to: existing });
+      sqlite3Script(existing, "UPDATE people SET name = 'gone'; DELETE FROM places WHERE id = 1;");
+      await repo.restore({ id: record.id }, { to: existing, tables: ['people'], force: true });
+      assert.equal(sqliteQuery(existing, '.dump people'), sqliteQuery(source, '.dump people'));
+      assert.equal(sqliteQuery(existing, 'SELECT count(*) FROM places'), '1');
+      // A target in another encoding cannot take the tables: a clear refusal, the target untouched.
+      const utf8 = path.join(dir.path, 'utf8.db');
+      sqlite3Script(utf8, "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, note TEXT); INSERT INTO people(name) VALUES ('mine');");
+      await assert.rejects(
+        repo.restore({ id: record.id }, { to: utf8, tables: ['people'], force: true }),
+        (err: unknown) => err instanceof StrataError && err.code === 'RESTORE_FAILED' && /different text encodings/.test(err.message),
+      );
+      assert.equal(sqliteQuery(utf8, 'SELECT name FROM people'), 'mine');
+    });
+  }
+
+  it('names the schema object a restore lost when verify compares the schema', async () => {
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 30 });
+    // An engine whose restores lose an index and a user_version: what verify must catch and name.
+    const doctoring: Engine = {
+      kind: engine.kind,
+      capabilities: engine.capabilities,
+      accepts: (locator) => engine.accepts(locator),
+      describe: (locator) => engine.describe(locator),
+      snapshot: (locator, options) => engine.snapshot(locator, options),
+      targetExists: (target) => engine.targetExists(target),
+      createScratch: (options) => engine.createScratch(options),
+      inspect: (locator) => engine.inspect(locator),
+      beginRestore: async (target: string, options: EngineRestoreOptions): Promise<RestoreSession> => {
+        const session = await engine.beginRestore(target, options);
+        return {
+          ...session,
+          commit: async (info) => {
+            await session.commit(info);
+            const db = new Database(target.replace(/^sqlite:/, ''));
+            db.exec('DROP INDEX books_by_author; PRAGMA user_version = 41');
+            db.close();
+          },
+        };
+      },
+    };
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'none' });
+    const repo = await openRepository(path.join(dir.path, 'repo'), { engines: new EngineRegistry().register(doctoring), tempDir: path.join(dir.path, 'tmp') });
+    const record = await repo.backup(source, { database: 'app' });
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    const schema = report!.checks.find((c) => c.name === 'schema-integrity')!;
+    assert.equal(schema.status, 'failed');
+    assert.match(schema.reason, /index books_by_author is missing/);
+    assert.match(schema.reason, /database header is defined differently/);
+  });
+
+  it('keeps incrementals of a database with 5,000 tables small, and restores and verifies them', async function () {
+    this.timeout(240_000);
+    const source = path.join(dir.path, 'many.db');
+    const db = new Database(source);
+    db.transaction(() => {
+      for (let i = 0; i < 5000; i++) {
+        db.exec(`CREATE TABLE t${i} (id INTEGER PRIMARY KEY, v TEXT)`);
+        db.prepare(`INSERT INTO t${i}(v) VALUES (?)`).run(`row of table ${i}`);
+      }
+    })();
+    db.close();
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'none' });
+    const repo = await openRepository(path.join(dir.path, 'repo'), { tempDir: path.join(dir.path, 'tmp'), engines: new EngineRegistry().register(engine) });
+    await repo.backup(source, { database: 'many' });
+    sqlite3Script(source, "UPDATE t4321 SET v = 'changed' WHERE id = 1;");
+    const first = await repo.backup(source, { database: 'many', type: 'incremental' });
+    // One changed page: what a user sees in `strata list` must be kilobytes, not the 200 KB of
+    // 5,000 tables' checksums and schema objects repeated.
+    assert.ok(first.storedBytes < 20_000, `the incremental stores ${first.storedBytes} bytes`);
+    assert.equal(first.tableCount, 5000);
+    sqlite3Script(source, "DROP TABLE t17; CREATE TABLE added (x TEXT); INSERT INTO added VALUES ('new'); UPDATE t3 SET v = 'again';");
+    const second = await repo.backup(source, { database: 'many', type: 'incremental' });
+    assert.ok(second.storedBytes < 20_000, `the second incremental stores ${second.storedBytes} bytes`);
+    assert.equal(second.tableCount, 5000);
+    const expected = sqliteDump(source);
+    const target = path.join(dir.path, 'restored.db');
+    await repo.restore({ id: second.id }, { to: target });
+    assert.equal(sqliteDump(target), expected);
+    // Verifying the second completes its facts through the first's and the full's.
+    const [report] = await repo.verify({ id: second.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    assert.match(report!.checks.find((c) => c.name === 'data-consistency')!.reason, /^5000 table\(s\)/);
+    assert.deepEqual((await repo.tablesOf({ id: second.id })).filter((t) => t === 'added' || t === 't17'), ['added']);
+  });
+
+  it('restores and verifies incrementals whose facts are changes when the cached facts are gone', async function () {
+    this.timeout(120_000);
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 60 });
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'none' });
+    const repo = await openRepository(path.join(dir.path, 'repo'), { tempDir: path.join(dir.path, 'tmp'), engines: new EngineRegistry().register(engine) });
+    await repo.backup(source, { database: 'app' });
+    mutate(source, 1);
+    const first = await repo.backup(source, { database: 'app', type: 'incremental' });
+    const manifestOf = async (key: string) => (await readArtifact({ storage: repo.storage, location: { key, codec: 'zstd', encrypted: false } })).manifest;
+    assert.ok((await manifestOf(first.key)).factsDelta, 'the incremental stores its facts as changes');
+    const atFirst = sqliteDump(source);
+    rmSync(path.join(dir.path, 'repo/cache/facts'), { recursive: true });
+    mutate(source, 2);
+    // Without its parent's cached facts an incremental stores its facts whole (nothing decrypted to find them).
+    const second = await repo.backup(source, { database: 'app', type: 'incremental' });
+    assert.equal((await manifestOf(second.key)).factsDelta, undefined);
+    rmSync(path.join(dir.path, 'repo/cache'), { recursive: true });
+    const target = path.join(dir.path, 'first.db');
+    await repo.restore({ id: first.id }, { to: target });
+    assert.equal(sqliteDump(target), atFirst);
+    assert.deepEqual(await repo.tablesOf({ id: first.id }), ['authors', 'books', 'log', 'search_config', 'search_content', 'search_data', 'search_docsize', 'search_idx', 'tags']);
+    for (const record of [first, second]) {
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    }
+  });
+
+  it('refuses a table restore whose index name another table of the target uses, and changes nothing', async () => {
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 20 });
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'app' });
+    const target = path.join(dir.path, 'target.db');
+    await repo.restore({ id: record.id }, { to: target });
+    sqlite3Script(target, 'DROP INDEX books_by_author; CREATE INDEX books_by_author ON log(message); DELETE FROM books WHERE id > 10;');
+    const before = sqliteDump(target);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: target, tables: ['books'], force: true }),
+      (err: unknown) => err instanceof StrataError && err.code === 'RESTORE_FAILED' && /index books_by_author/.test(err.message),
+    );
+    assert.equal(sqliteDump(target), before);
   });
 });

@@ -58,6 +58,8 @@ export interface BackupRecord {
   readonly verification: VerificationRecord | null;
   /** SHA-256 of the backup's chunk layouts, to validate the cached copy incrementals read. */
   readonly layoutsSha256?: string;
+  /** Digest of the backup's complete facts (format/facts-delta.ts), to validate their cached copy. */
+  readonly factsSha256?: string;
 }
 
 /** The catalog file: a list of backups, rewritten atomically on every change. */
@@ -131,8 +133,8 @@ export function recordFromManifest(
     compression: artifact.compression,
     encryption: artifact.encryption,
     schemaFingerprint: manifest.schemaFingerprint,
-    tableCount: manifest.tables.length,
-    rowCount: manifest.tables.reduce((sum, t) => sum + t.rows, 0),
+    tableCount: manifest.factsDelta ? manifest.factsDelta.tableCount : manifest.tables.length,
+    rowCount: manifest.factsDelta ? manifest.factsDelta.rowCount : manifest.tables.reduce((sum, t) => sum + t.rows, 0),
     verification: null,
   };
 }

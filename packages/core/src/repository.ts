@@ -22,8 +22,11 @@ import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents, ArtifactLocation } from './format/artifact-reader.js';
 import { writeArchive } from './format/artifact-writer.js';
-import { ARTIFACT_FORMAT_VERSION, BACKUP_TYPES } from './format/manifest.js';
-import type { BackupType } from './format/manifest.js';
+import { BACKUP_TYPES, PLAIN_FORMAT_VERSION } from './format/manifest.js';
+import type { BackupType, Manifest } from './format/manifest.js';
+import { factsDigest, resolveFacts } from './format/facts-delta.js';
+import type { CompleteFacts } from './format/facts-delta.js';
+import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js';
 import { Journal, defaultIsAlive } from './journal.js';
 import { hostname } from 'node:os';
 import { withRepositoryLock } from './lock.js';
@@ -401,7 +404,9 @@ export class Repository {
             compression: { codec: parsed.codec, level: parsed.codec === this.#config.compression.codec ? this.#config.compression.level : 0 },
             encryption: { profile: parsed.encrypted ? this.#config.encryption.profile : 'none' },
           });
-          records.push({ ...record, layoutsSha256: layoutsDigest(contents.layouts), verification: verification.get(record.id) ?? null });
+          // A delta's digest is that of the complete facts, which is what the cached copy holds.
+          const factsSha256 = contents.manifest.factsDelta?.digest ?? factsDigest(storedFacts(contents.manifest));
+          records.push({ ...record, layoutsSha256: layoutsDigest(contents.layouts), factsSha256, verification: verification.get(record.id) ?? null });
         } catch (err) {
           if (isStrataError(err, 'ABORTED')) throw err;
           // The passphrase already opened the key check, so an artifact that does not decrypt is
@@ -506,6 +511,11 @@ export class Repository {
         }
       }
       const parents = parent ? await this.#layoutsOf(parent, passphrase, 'backup') : new Map<string, ChunkLayout>();
+      // Without the parent's cached facts the new manifest stores its facts whole: correct, only
+      // larger, and it needs no decrypting of the parent's chain.
+      const parentFacts = parent?.factsSha256
+        ? await readFactsCache(this.storage, factsCacheKey(database, parent.id, parent.encryption.profile !== 'none'), parent.factsSha256, passphrase)
+        : undefined;
       const id = newBackupId(database, type, time);
       const codec = getCodec(this.#config.compression.codec);
       const profile = this.#config.encryption.profile;
@@ -523,7 +533,8 @@ export class Repository {
       const { archive, result } = writeArchive({
         manifest: {
           format: 'strata-artifact',
-          formatVersion: ARTIFACT_FORMAT_VERSION,
+          // The writer raises it when it stores the facts as a delta.
+          formatVersion: PLAIN_FORMAT_VERSION,
           id,
           database,
           engine: engine.kind,
@@ -545,6 +556,7 @@ export class Repository {
         schemaSql: snapshot.schemaSql,
         readme: engine.handRecovery?.layout,
         parents: new Map([...parents].map(([name, layout]) => [name, { layout }])),
+        ...(parentFacts ? { parentFacts } : {}),
         signal: options.signal,
         onBytes: (n) => {
           readBytes += n;
@@ -572,10 +584,13 @@ export class Repository {
       });
       const layoutsSha256 = layoutsDigest(result.layoutEntries);
       const cacheKey = layoutCacheKey(database, id, profile !== 'none');
-      const full: BackupRecord = { ...record, layoutsSha256 };
+      const factsKey = factsCacheKey(database, id, profile !== 'none');
+      const factsSha256 = factsDigest(result.facts!);
+      const full: BackupRecord = { ...record, layoutsSha256, factsSha256 };
       emit?.({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
       // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
       await writeLayoutCache(this.storage, cacheKey, result.layoutEntries, { profile, passphrase }).catch(() => undefined);
+      await writeFactsCache(this.storage, factsKey, result.facts!, { profile, passphrase }).catch(() => undefined);
       try {
         await this.#updateCatalog('backup', async (records) => {
           if (parent && !records.some((r) => r.id === parent.id)) {
@@ -592,6 +607,7 @@ export class Repository {
       } catch (err) {
         await this.storage.delete(commitNoteKey(id)).catch(() => undefined);
         await this.storage.delete(cacheKey).catch(() => undefined);
+        await this.storage.delete(factsKey).catch(() => undefined);
         if (!moved) await this.storage.delete(staging).catch(() => undefined);
         // Without a catalog entry the backup did not happen; remove the artifact so the
         // repository and the journal agree.
@@ -682,6 +698,24 @@ export class Repository {
     } catch (err) {
       throw new StrataError('CHAIN_BROKEN', `${operation}: cannot read the backup ${record.id}: ${err instanceof Error ? err.message : String(err)}; take a full backup`, { cause: err });
     }
+  }
+
+  /**
+   * A restore point's complete facts: its own manifest's when they are complete, else its
+   * manifest's changes applied to its parent's complete facts (from the cached copy when it
+   * matches the catalog, else found the same way from the parent's artifact).
+   */
+  async #factsOf(record: BackupRecord, manifest: Manifest | undefined, passphrase: Passphrase | undefined, operation: string): Promise<CompleteFacts> {
+    if (!manifest && record.factsSha256) {
+      const cached = await readFactsCache(this.storage, factsCacheKey(record.database, record.id, record.encryption.profile !== 'none'), record.factsSha256, passphrase);
+      if (cached) return cached;
+    }
+    const own = manifest ?? (await readArtifact({ storage: this.storage, location: this.#location(record), passphrase })).manifest;
+    if (!own.factsDelta) return storedFacts(own);
+    const chain = await this.chainOf(record);
+    const parent = chain.at(-2);
+    if (!parent) throw new StrataError('CHAIN_BROKEN', `${operation}: ${record.id} stores its table facts as changes against a parent, and the catalog has none`);
+    return resolveFacts(await this.#factsOf(parent, undefined, passphrase, operation), storedFacts(own), own.factsDelta, `${operation}: ${record.id}`);
   }
 
   /** Changes the catalog under the repository lock (read, change, write atomically). */
@@ -824,7 +858,7 @@ export class Repository {
         schemaOnly: tip.type === 'schema-only',
         schemaSql: contents.schemaSql,
         engineMeta: contents.manifest.engineMeta,
-        tables: contents.manifest.tables.map((t) => t.name),
+        tables: (await this.#factsOf(tip, contents.manifest, options.passphrase, 'restore')).tables.map((t) => t.name),
       });
       return bytes;
     } catch (err) {
@@ -900,6 +934,7 @@ export class Repository {
       throw err;
     }
     let contents: ArtifactContents | undefined;
+    let recorded: CompleteFacts | undefined;
     try {
       for (const link of chain) {
         const read = await readArtifact({
@@ -911,6 +946,11 @@ export class Repository {
         });
         checkManifestMatches(read, link);
         if (link === record) contents = read;
+        // The facts verify compares with: each manifest's, completed link by link where stored as changes.
+        const own = storedFacts(read.manifest);
+        if (!read.manifest.factsDelta) recorded = own;
+        else if (!recorded) throw new StrataError('ARTIFACT_CORRUPT', `${link.id} stores its table facts as changes, and no older restore point of its chain has them whole`);
+        else recorded = resolveFacts(recorded, own, read.manifest.factsDelta, link.id);
       }
       checks.push({ name: 'checksum-match', status: 'passed', reason: 'artifact SHA-256 matches the catalog; every stream and chunk hash matches the manifest' });
     } catch (err) {
@@ -955,7 +995,7 @@ export class Repository {
         skipRest('the restored database does not open');
         return done();
       }
-      const manifest = contents!.manifest;
+      const manifest = { ...contents!.manifest, tables: recorded!.tables, ...(recorded!.schemaObjects ? { schemaObjects: recorded!.schemaObjects } : {}) };
       const schemaProblems: string[] = [];
       if (facts.schemaFingerprint !== manifest.schemaFingerprint) schemaProblems.push(describeSchemaDifference(manifest, facts));
       const integrity = facts.integrityErrors.filter((e) => !e.startsWith('foreign key'));
@@ -1087,11 +1127,12 @@ export class Repository {
    */
   async #removeLocked(records: readonly BackupRecord[], doomed: ReadonlySet<string>): Promise<void> {
     const gone = records.filter((r) => doomed.has(r.id));
-    const keys = gone.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]);
+    const cacheKeys = (r: BackupRecord): string[] => [layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')];
+    const keys = gone.flatMap((r) => [r.key, ...cacheKeys(r)]);
     // A note left by a killed prune counts only for files the catalog no longer lists: if that
     // prune died before its catalog write, it did not happen, and its note must not delete the
     // artifacts of backups that are still listed (and restorable).
-    const kept = new Set(records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]));
+    const kept = new Set(records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...cacheKeys(r)]));
     const leftovers = (await readPendingDeletions(this.storage)).filter((key) => !kept.has(key));
     const pending = [...leftovers, ...keys];
     await writePendingDeletions(this.storage, pending);
@@ -1105,7 +1146,7 @@ export class Repository {
     const record = await this.resolve(selector);
     const passphrase = await this.#unlock();
     const contents = await readArtifact({ storage: this.storage, location: this.#location(record), passphrase, ...(options.signal ? { signal: options.signal } : {}) });
-    return contents.manifest.tables.map((t) => t.name);
+    return (await this.#factsOf(record, contents.manifest, passphrase, 'tables')).tables.map((t) => t.name);
   }
 
   /**
@@ -1326,6 +1367,11 @@ function messageOf(err: unknown): string {
 }
 
 /** The manifest inside an artifact must describe the backup the catalog says it is. */
+/** The facts a manifest stores: complete, or (with `factsDelta`) its changes against the parent's. */
+function storedFacts(manifest: Manifest): CompleteFacts {
+  return { tables: manifest.tables, ...(manifest.schemaObjects ? { schemaObjects: manifest.schemaObjects } : {}) };
+}
+
 function checkManifestMatches(contents: ArtifactContents, record: BackupRecord): void {
   const m = contents.manifest;
   if (m.id !== record.id || m.database !== record.database || m.type !== record.type || m.parent !== record.parent) {
@@ -1424,7 +1470,7 @@ async function finishInterruptedDeletions(storage: Storage, lock: LockOptions | 
       const pending = await readPendingDeletions(storage);
       const catalog = await readCatalog(storage);
       if (pending.length === 0 || catalog === undefined) return;
-      const listed = new Set(catalog.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none')]));
+      const listed = new Set(catalog.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')]));
       for (const key of pending) if (!listed.has(key)) await storage.delete(key);
       await writePendingDeletions(storage, []);
     },

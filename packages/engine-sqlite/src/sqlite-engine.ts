@@ -12,14 +12,17 @@ import type {
   RestoreCommitInfo,
   EngineRestoreOptions,
   RestoreSession,
+  SchemaObjects,
   Snapshot,
   SnapshotOptions,
   StreamTarget,
   TableStats,
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
-import { collectFacts, quoteIdent, schemaFingerprint, schemaSql } from './sqlite-facts.js';
+import { collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
+import { createStoredObjects, storedObjects } from './schema-writer.js';
+import type { StoredObject } from './schema-writer.js';
 
 /** The only stream of a SQLite snapshot: the database file itself. */
 export const SQLITE_STREAM = 'main.db';
@@ -75,7 +78,7 @@ export class SqliteEngine implements Engine {
       await createPrivateFile(copy);
       await this.#copyConsistent(file, copy, options);
       throwIfAborted(options.signal, 'snapshot');
-      const { fingerprint, sql, meta } = readSnapshotSchema(copy);
+      const { fingerprint, objects, sql, meta } = readSnapshotSchema(copy, options.schemaOnly);
       const stats = tableStatsInWorker(copy, !options.schemaOnly);
       // Settled by tableStats() or, if nobody asks (an aborted backup), ignored.
       stats.promise.catch(() => undefined);
@@ -93,6 +96,7 @@ export class SqliteEngine implements Engine {
           ];
       return {
         schemaFingerprint: fingerprint,
+        schemaObjects: objects,
         tableStats: () => stats.promise,
         streams,
         schemaSql: sql,
@@ -203,17 +207,20 @@ export class SqliteEngine implements Engine {
       },
       commit: async (info: RestoreCommitInfo) => {
         try {
+          const source = new Database(snapshot, { readonly: true, fileMustExist: true });
+          const pageSize = source.pragma('page_size', { simple: true }) as number;
+          const encoding = source.pragma('encoding', { simple: true }) as string;
+          source.close();
           if (exists) {
-            copyTables(snapshot, file, tables, this.#busyTimeoutMs);
+            copyTables(snapshot, file, tables, encoding, this.#busyTimeoutMs);
           } else {
-            const source = new Database(snapshot, { readonly: true, fileMustExist: true });
-            const pageSize = source.pragma('page_size', { simple: true }) as number;
-            source.close();
             const db = new Database(fresh);
             db.pragma(`page_size = ${pageSize}`);
+            // Before WAL mode writes the file's header, which fixes its text encoding.
+            db.pragma(`encoding = '${encoding}'`);
             if (info.engineMeta['journalMode'] === 'wal') db.pragma('journal_mode = WAL');
             db.close();
-            copyTables(snapshot, fresh, tables, this.#busyTimeoutMs);
+            copyTables(snapshot, fresh, tables, encoding, this.#busyTimeoutMs);
             await syncFile(fresh);
             await swapIntoPlace(fresh, file, false, this.#busyTimeoutMs);
           }
@@ -324,10 +331,10 @@ function sqliteError(step: string, err: unknown): StrataError {
   return wrapError(step, err);
 }
 
-function readSnapshotSchema(copy: string): { fingerprint: string; sql: string; meta: Record<string, unknown> } {
+function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: string; objects: SchemaObjects; sql: string; meta: Record<string, unknown> } {
   const db = new Database(copy, { readonly: true, fileMustExist: true });
   try {
-    const meta = {
+    const meta: Record<string, unknown> = {
       pageSize: db.pragma('page_size', { simple: true }) as number,
       pageCount: db.pragma('page_count', { simple: true }) as number,
       encoding: db.pragma('encoding', { simple: true }) as string,
@@ -337,7 +344,11 @@ function readSnapshotSchema(copy: string): { fingerprint: string; sql: string; m
       journalMode: db.pragma('journal_mode', { simple: true }) as string,
       sqliteVersion: (db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v,
     };
-    return { fingerprint: schemaFingerprint(db), sql: schemaSql(db), meta };
+    // A schema-only restore recreates sqlite_schema row by row (see createStoredObjects); schema.sql
+    // alone cannot be cut into statements reliably, nor run where it uses "double-quoted" strings.
+    // Other backups carry the rows inside the database file.
+    if (schemaOnly) meta['schemaRows'] = storedObjects(db, 'main');
+    return { fingerprint: schemaFingerprint(db), objects: schemaObjects(db), sql: schemaSql(db), meta };
   } finally {
     db.close();
   }
@@ -362,18 +373,12 @@ function tableStatsInWorker(file: string, withData: boolean): { promise: Promise
   };
 }
 
-interface SchemaObject {
-  type: string;
-  name: string;
-  tbl_name: string;
-  sql: string | null;
-}
 
 /**
  * Copies `tables` (with their indexes, triggers and AUTOINCREMENT counters) from the snapshot
  * into `targetFile`, replacing tables of the same names, in one transaction.
  */
-function copyTables(snapshotFile: string, targetFile: string, tables: readonly string[], busyTimeoutMs: number): void {
+function copyTables(snapshotFile: string, targetFile: string, tables: readonly string[], encoding: string, busyTimeoutMs: number): void {
   let db: Database.Database;
   try {
     db = new Database(targetFile, { fileMustExist: true, timeout: busyTimeoutMs });
@@ -381,42 +386,55 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
     throw sqliteError(`restore: open ${targetFile}`, err);
   }
   try {
+    // SQLite attaches only databases of the same text encoding. A database without a page yet
+    // (a new target) takes the backup's; an existing one cannot change its encoding.
+    if (db.pragma('page_count', { simple: true }) === 0) db.pragma(`encoding = '${encoding}'`);
+    const targetEncoding = db.pragma('encoding', { simple: true }) as string;
+    if (targetEncoding !== encoding) {
+      throw new StrataError(
+        'RESTORE_FAILED',
+        `restore: ${targetFile} stores text as ${targetEncoding} and the backup as ${encoding}; SQLite cannot copy tables between databases of different text encodings. Restore into a new file (without --force) or restore the whole database`,
+      );
+    }
     // Dropping a parent table with foreign keys on would cascade into its children; we check
     // the foreign keys ourselves before committing instead.
     db.pragma('foreign_keys = OFF');
     db.prepare('ATTACH DATABASE ? AS strata_backup').run(snapshotFile);
-    const objects = db.prepare('SELECT type, name, tbl_name, sql FROM strata_backup.sqlite_schema ORDER BY rowid').all() as SchemaObject[];
-    const kinds = new Map((db.prepare('PRAGMA strata_backup.table_list').all() as { name: string; type: string }[]).map((t) => [t.name, t.type]));
-    const restorable = objects.filter((o) => o.type === 'table' && !o.name.startsWith('sqlite_') && kinds.get(o.name) !== 'shadow').map((o) => o.name);
+    const objects = storedObjects(db, 'strata_backup');
+    const restorable = objects.filter((o) => o.type === 'table' && !o.name.startsWith('sqlite_') && o.storage !== 'shadow').map((o) => o.name);
     for (const table of tables) {
-      if (kinds.get(table) === 'shadow') {
-        const owner = objects.find((o) => o.type === 'table' && kinds.get(o.name) === 'virtual' && table.startsWith(`${o.name}_`));
+      if (objects.some((o) => o.name === table && o.storage === 'shadow')) {
+        const owner = objects.find((o) => o.storage === 'virtual' && table.startsWith(`${o.name}_`));
         throw new StrataError('USAGE', `restore: ${table} belongs to the virtual table ${owner?.name ?? '(unknown)'}; restore that table instead`);
       }
       if (!restorable.includes(table)) {
         throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(table)} (it has: ${restorable.join(', ')})`, { details: { table } });
       }
     }
+    const backupSequence = objects.find((o) => o.name === 'sqlite_sequence');
     db.exec('BEGIN IMMEDIATE');
     try {
       for (const table of tables) {
         const q = quoteIdent(table);
         const created = objects.find((o) => o.type === 'table' && o.name === table)!;
         db.exec(`DROP TABLE IF EXISTS main.${q}`);
-        db.exec(created.sql!);
+        // The table with its automatic (constraint) indexes first, and a sqlite_sequence for an
+        // AUTOINCREMENT table that the target lacks (creating the table by its statement would
+        // make one); then the rows; then indexes and triggers, so no trigger fires on restored rows.
+        const automatic = objects.filter((o) => o.type === 'index' && o.tblName === table && o.sql === null);
+        const later = objects.filter((o) => (o.type === 'index' || o.type === 'trigger') && o.tblName === table && o.sql !== null);
+        const needsSequence =
+          backupSequence !== undefined && /\bAUTOINCREMENT\b/i.test(created.sql ?? '') && !db.prepare("SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").get();
+        createStoredObjects(db, [created, ...automatic, ...(needsSequence ? [backupSequence] : [])]);
         const columns = (db.prepare(`PRAGMA strata_backup.table_xinfo(${q})`).all() as { name: string; hidden: number }[])
           .filter((c) => c.hidden === 0)
           .map((c) => quoteIdent(c.name));
-        const withoutRowid = /\bWITHOUT\s+ROWID\s*;?\s*$/i.test(created.sql!);
-        const list = withoutRowid ? columns : ['rowid', ...columns];
+        const list = created.storage === 'index' ? columns : ['rowid', ...columns];
         db.exec(`INSERT INTO main.${q} (${list.join(', ')}) SELECT ${list.join(', ')} FROM strata_backup.${q}`);
-        for (const extra of objects.filter((o) => (o.type === 'index' || o.type === 'trigger') && o.tbl_name === table && o.sql !== null)) {
-          db.exec(extra.sql!);
-        }
-        // AUTOINCREMENT counters: creating such a table makes main.sqlite_sequence exist.
-        const hasSequence =
-          db.prepare("SELECT 1 FROM strata_backup.sqlite_schema WHERE name = 'sqlite_sequence'").get() &&
-          db.prepare("SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").get();
+        createStoredObjects(db, later);
+        // The indexes were written empty; REINDEX fills them from the rows, as CREATE INDEX would.
+        for (const index of later.filter((o) => o.type === 'index')) db.exec(`REINDEX main.${quoteIdent(index.name)}`);
+        const hasSequence = backupSequence && db.prepare("SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").get();
         if (hasSequence) {
           db.prepare('DELETE FROM main.sqlite_sequence WHERE name = ?').run(table);
           db.prepare('INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM strata_backup.sqlite_sequence WHERE name = ?').run(table);
@@ -450,7 +468,10 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
   }
 }
 
-/** Builds an empty database from a schema-only backup's DDL, with the original page settings. */
+/**
+ * Builds an empty database from a schema-only backup, with the original page settings: from the
+ * stored sqlite_schema rows where the backup has them, else (older backups) by running its DDL.
+ */
 function createFromSchema(file: string, sql: string, meta: Readonly<Record<string, unknown>>): void {
   const db = new Database(file);
   try {
@@ -458,15 +479,41 @@ function createFromSchema(file: string, sql: string, meta: Readonly<Record<strin
     if (typeof meta['pageSize'] === 'number') db.pragma(`page_size = ${meta['pageSize']}`);
     if (typeof meta['autoVacuum'] === 'number') db.pragma(`auto_vacuum = ${meta['autoVacuum']}`);
     if (meta['encoding'] === 'UTF-16le' || meta['encoding'] === 'UTF-16be') db.pragma(`encoding = '${meta['encoding']}'`);
+    const rows = meta['schemaRows'];
     db.exec('BEGIN');
-    db.exec(sql);
+    if (Array.isArray(rows)) {
+      createStoredObjects(db, rows.map((row) => checkStoredObject(row)));
+      db.pragma(`user_version = ${Number(meta['userVersion'] ?? 0)}`);
+      db.pragma(`application_id = ${Number(meta['applicationId'] ?? 0)}`);
+    } else {
+      db.exec(sql);
+    }
     db.exec('COMMIT');
     if (meta['journalMode'] === 'wal') db.pragma('journal_mode = WAL');
   } catch (err) {
-    throw new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply: ${(err as Error).message}`, { cause: err });
+    throw err instanceof StrataError ? err : new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply: ${(err as Error).message}`, { cause: err });
   } finally {
     db.close();
   }
+}
+
+/** A schema row from a manifest, checked before it is written into sqlite_schema. */
+function checkStoredObject(row: unknown): StoredObject {
+  const r = row as Partial<StoredObject> | null;
+  const storages = ['rowid', 'index', 'none', 'virtual', 'shadow'];
+  const wellFormed =
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.type === 'string' &&
+    typeof r.name === 'string' &&
+    typeof r.tblName === 'string' &&
+    (r.sql === null || typeof r.sql === 'string') &&
+    storages.includes(r.storage as string) &&
+    (r.storage !== 'virtual' || typeof r.sql === 'string');
+  if (!wellFormed) {
+    throw new StrataError('ARTIFACT_CORRUPT', 'restore: the backup\'s schema rows (engineMeta.schemaRows) are malformed');
+  }
+  return { type: r!.type!, name: r!.name!, tblName: r!.tblName!, sql: r!.sql ?? null, storage: r!.storage! };
 }
 
 async function syncFile(file: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { DatabaseFacts, TableStats } from '@strata/core';
+import type { DatabaseFacts, SchemaObjects, TableStats } from '@strata/core';
 import type BetterSqlite3 from 'better-sqlite3';
 
 type Database = BetterSqlite3.Database;
@@ -42,6 +42,25 @@ export function schemaFingerprint(db: Database): string {
     .map((r) => [r.type, r.name, r.tbl_name, r.sql ?? ''])
     .sort((a, b) => (a.join('\0') < b.join('\0') ? -1 : 1));
   return createHash('sha256').update(JSON.stringify(rows)).digest('hex');
+}
+
+/**
+ * The schema object by object, for verify to name what differs: `table x`, `index y`, `view v`,
+ * `trigger t` (each sqlite_schema row, its SQL and the table it belongs to), and `database header`
+ * (the settings a restore must carry that live in the file header, not in sqlite_schema).
+ */
+export function schemaObjects(db: Database): SchemaObjects {
+  const sha = (value: unknown): string => createHash('sha256').update(JSON.stringify(value)).digest('hex');
+  const objects: Record<string, string> = {};
+  for (const row of schemaRows(db)) objects[`${row.type} ${row.name}`] = sha([row.tbl_name, row.sql]);
+  objects['database header'] = sha({
+    encoding: db.pragma('encoding', { simple: true }),
+    pageSize: db.pragma('page_size', { simple: true }),
+    autoVacuum: db.pragma('auto_vacuum', { simple: true }),
+    userVersion: db.pragma('user_version', { simple: true }),
+    applicationId: db.pragma('application_id', { simple: true }),
+  });
+  return objects;
 }
 
 /**
@@ -138,5 +157,5 @@ export function collectFacts(db: Database, options: { withData: boolean }): Data
   const tables = dataTables(db)
     .filter((t) => options.withData || t.type === 'table')
     .map((t) => (options.withData ? tableStats(db, t) : { name: t.name, rows: 0, checksum: empty }));
-  return { schemaFingerprint: schemaFingerprint(db), tables };
+  return { schemaFingerprint: schemaFingerprint(db), schemaObjects: schemaObjects(db), tables };
 }

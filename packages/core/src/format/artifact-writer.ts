@@ -4,7 +4,9 @@ import { splitChunks } from './chunker.js';
 import { StrataError, throwIfAborted } from '../errors.js';
 import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, expectedChunks, layoutEntryFor } from './chunk-index.js';
 import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
-import { MANIFEST_ENTRY, README_ENTRY, SCHEMA_ENTRY } from './manifest.js';
+import { deltaFacts } from './facts-delta.js';
+import type { CompleteFacts } from './facts-delta.js';
+import { FACTS_DELTA_FORMAT_VERSION, MANIFEST_ENTRY, README_ENTRY, SCHEMA_ENTRY } from './manifest.js';
 import type { Manifest, StreamDescriptor, StreamManifest } from './manifest.js';
 import { tarHeaderBytes, tarPadding, tarTrailer } from './tar.js';
 
@@ -27,6 +29,8 @@ export interface ArtifactPlan {
   readonly readme?: string;
   /** Per stream name: the parent's layout, for incrementals and differentials. */
   readonly parents: ReadonlyMap<string, ParentStream>;
+  /** The parent's complete facts: given, the manifest stores only what changed since (format version 2). */
+  readonly parentFacts?: CompleteFacts;
   readonly signal?: AbortSignal;
   /** Called with the bytes of source streams consumed so far. */
   readonly onBytes?: (n: number) => void;
@@ -39,6 +43,8 @@ export interface ArtifactResult {
   layouts: Map<string, ChunkLayout>;
   /** The layout entries as written: complete, or deltas against the parent's layouts. */
   layoutEntries: Map<string, LayoutEntry>;
+  /** This restore point's complete facts (the manifest may hold only their changes). */
+  facts: CompleteFacts | undefined;
 }
 
 type Recorded = { manifest?: StreamManifest; layout?: ChunkLayout; entry?: LayoutEntry };
@@ -71,7 +77,7 @@ commands that load the result.
  * hashes, is the archive's last entry.
  */
 export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint8Array>; result: ArtifactResult } {
-  const result: ArtifactResult = { manifest: undefined, layouts: new Map(), layoutEntries: new Map() };
+  const result: ArtifactResult = { manifest: undefined, layouts: new Map(), layoutEntries: new Map(), facts: undefined };
   // Entries carry the backup's time, so files extracted by hand show when the backup was taken.
   const mtime = new Date(plan.manifest.createdAt);
   async function* generate(): AsyncGenerator<Uint8Array> {
@@ -91,8 +97,13 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
       result.layouts.set(stream.name, recorded.layout!);
       result.layoutEntries.set(stream.name, recorded.entry!);
     }
-    const manifest: Manifest = { ...plan.manifest, tables: await plan.tables(), streams };
+    const facts: CompleteFacts = { tables: await plan.tables(), ...(plan.manifest.schemaObjects ? { schemaObjects: plan.manifest.schemaObjects } : {}) };
+    const delta = plan.parentFacts ? deltaFacts(facts, plan.parentFacts) : undefined;
+    const manifest: Manifest = delta
+      ? { ...plan.manifest, formatVersion: FACTS_DELTA_FORMAT_VERSION, ...(delta.schemaObjects ? { schemaObjects: delta.schemaObjects } : {}), tables: delta.tables, factsDelta: delta.delta, streams }
+      : { ...plan.manifest, tables: facts.tables, streams };
     result.manifest = manifest;
+    result.facts = facts;
     yield* entry(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), mtime);
     yield tarTrailer();
   }

@@ -1,8 +1,18 @@
 import { StrataError } from '../errors.js';
 import type { Chunking, SchemaObjects, TableStats } from '../engine.js';
+import { isFactsDelta } from './facts-delta.js';
+import type { FactsDelta } from './facts-delta.js';
 
-/** The artifact format this code writes. Readers accept this and older versions. */
-export const ARTIFACT_FORMAT_VERSION = 1;
+/**
+ * The newest artifact format this code writes. Readers accept this and older versions. Version 2
+ * is written only by backups whose manifest stores its facts as a delta (`factsDelta`); every other
+ * artifact is still version 1, which older readers keep reading.
+ */
+export const ARTIFACT_FORMAT_VERSION = 2;
+/** The version of artifacts whose facts are complete: older readers read them. */
+export const PLAIN_FORMAT_VERSION = 1;
+/** The version of artifacts whose manifest has `factsDelta`. */
+export const FACTS_DELTA_FORMAT_VERSION = 2;
 /** Name of the manifest entry, the last entry of every artifact's tar. */
 export const MANIFEST_ENTRY = 'manifest.json';
 /** Name of the schema entry (plain SQL, for people and for schema-only restores). */
@@ -69,7 +79,13 @@ export interface Manifest {
   readonly schemaFingerprint: string;
   /** The schema object by object (absent in artifacts of older versions and of engines without it). */
   readonly schemaObjects?: SchemaObjects;
+  /** Per-table facts: all tables, or with `factsDelta` only those added or changed since the parent. */
   readonly tables: readonly TableStats[];
+  /**
+   * Present when `tables` and `schemaObjects` hold only changes against the parent's complete
+   * facts (format version 2); see format/facts-delta.ts. Absent: they are complete.
+   */
+  readonly factsDelta?: FactsDelta;
   readonly streams: readonly StreamManifest[];
   readonly engineMeta: Readonly<Record<string, unknown>>;
   readonly tool: { readonly name: 'strata'; readonly version: string };
@@ -112,6 +128,9 @@ export function parseManifest(bytes: Uint8Array, where: string): Manifest {
     if (typeof objects !== 'object' || objects === null || Array.isArray(objects) || Object.entries(objects).some(([k, v]) => k.length > 4096 || typeof v !== 'string' || v.length > 128)) {
       throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field schemaObjects is malformed`);
     }
+  }
+  if (m.factsDelta !== undefined && (!isFactsDelta(m.factsDelta) || m.parent === null || m.parent === undefined)) {
+    throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field factsDelta is malformed`);
   }
   return m as Manifest;
 }
