@@ -4,7 +4,8 @@ import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, r
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { tarHeaderBytes, tarPadding, tarTrailer } from '@strata/sdk';
+import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from '@strata/sdk';
+import { createHash } from 'node:crypto';
 import type { BackupRecord } from '@strata/sdk';
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
@@ -460,5 +461,47 @@ describe('hostile input and private data', () => {
         spawnSync('umount', [small]);
       }
     });
+  });
+
+  it('a crafted schema-only artifact that ATTACHes a file is refused before any of it runs, in restore and verify', async () => {
+    const plain = path.join(dir.path, 'plain');
+    assert.equal(strata(['init', '--repo', plain, '--no-encryption', '--compression', 'gzip']).status, 0);
+    const b = json<BackupJson>(strata(['backup', fixture(), '--type', 'schema-only', '--repo', plain, '--json']));
+    const file = path.join(plain, b.backup.key);
+    const entries: { name: string; body: Buffer }[] = [];
+    for await (const entry of readTar((async function* () { yield zlib.gunzipSync(readFileSync(file)); })())) {
+      const parts: Buffer[] = [];
+      for await (const piece of entry.body) parts.push(Buffer.from(piece));
+      entries.push({ name: entry.name, body: Buffer.concat(parts) });
+    }
+    const outside = path.join(dir.path, 'outside.db');
+    const evil = `ATTACH DATABASE '${outside}' AS evil;\nCREATE TABLE evil.planted (x);\nCREATE TABLE t (a);\n`;
+    const crafted = entries.map((e) => {
+      if (e.name === 'schema.sql') return { ...e, body: Buffer.from(evil) };
+      if (e.name !== 'manifest.json') return e;
+      // As an artifact of an older Strata would be: the schema as SQL text only.
+      const manifest = JSON.parse(e.body.toString('utf8'));
+      delete manifest.engineMeta.schemaRows;
+      return { ...e, body: Buffer.from(JSON.stringify(manifest)) };
+    });
+    const tar = Buffer.concat([...crafted.flatMap((e) => [Buffer.from(tarHeaderBytes({ name: e.name, size: e.body.length })), e.body, Buffer.from(tarPadding(e.body.length))]), Buffer.from(tarTrailer())]);
+    const artifact = zlib.gzipSync(tar);
+    writeFileSync(file, artifact);
+    const catalogFile = path.join(plain, 'catalog.json');
+    const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+    for (const r of catalog.backups) {
+      if (r.id !== b.id) continue;
+      r.sha256 = createHash('sha256').update(artifact).digest('hex');
+      r.storedBytes = artifact.length;
+      r.rawBytes = tar.length;
+    }
+    writeFileSync(catalogFile, JSON.stringify(catalog));
+    const restore = strata(['restore', b.id, '--to', path.join(dir.path, 'r.db'), '--repo', plain, '--json']);
+    assert.equal(restore.status, 1);
+    assert.equal(json<{ error: { code: string } }>(restore).error.code, 'ARTIFACT_HOSTILE');
+    const verify = strata(['verify', b.id, '--level', 'full', '--repo', plain, '--json']);
+    assert.equal(verify.status, 3);
+    assert.equal(existsSync(outside), false, 'the crafted ATTACH wrote a file outside the restore');
+    assert.equal(existsSync(path.join(dir.path, 'r.db')), false);
   });
 });

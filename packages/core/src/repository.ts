@@ -10,7 +10,7 @@ import { Passphrase, decryptSmall, encryptSmall, encryptStream } from './encrypt
 import type { EncryptionProfile } from './encryption.js';
 import type { Engine, EngineRegistry } from './engine.js';
 import { restoreChain } from './chain-restore.js';
-import { describeSchemaDifference } from './schema-diff.js';
+import { describeSchemaDifference, schemaObjectDifferences } from './schema-diff.js';
 import { checkForeignRecord, refuseFutureTime } from './record-checks.js';
 import { shellCommand } from './shell-quote.js';
 import { makePrivateTemp, removePrivateTemp, sweepPrivateTemps } from './private-temp.js';
@@ -997,7 +997,11 @@ export class Repository {
       }
       const manifest = { ...contents!.manifest, tables: recorded!.tables, ...(recorded!.schemaObjects ? { schemaObjects: recorded!.schemaObjects } : {}) };
       const schemaProblems: string[] = [];
-      if (facts.schemaFingerprint !== manifest.schemaFingerprint) schemaProblems.push(describeSchemaDifference(manifest, facts));
+      // Objects are compared even when the fingerprints agree: an engine may describe more per
+      // object (SQLite's database header) than its fingerprint, which must stay as older versions made it.
+      if (facts.schemaFingerprint !== manifest.schemaFingerprint || schemaObjectDifferences(manifest.schemaObjects, facts.schemaObjects).length > 0) {
+        schemaProblems.push(describeSchemaDifference(manifest, facts));
+      }
       const integrity = facts.integrityErrors.filter((e) => !e.startsWith('foreign key'));
       schemaProblems.push(...integrity.slice(0, 5));
       checks.push(

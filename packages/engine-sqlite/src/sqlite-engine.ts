@@ -22,6 +22,7 @@ import { Worker } from 'node:worker_threads';
 import { collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
 import { createStoredObjects, storedObjects } from './schema-writer.js';
+import { checkSchemaSql } from './schema-check.js';
 import type { StoredObject } from './schema-writer.js';
 
 /** The only stream of a SQLite snapshot: the database file itself. */
@@ -486,6 +487,7 @@ function createFromSchema(file: string, sql: string, meta: Readonly<Record<strin
       db.pragma(`user_version = ${Number(meta['userVersion'] ?? 0)}`);
       db.pragma(`application_id = ${Number(meta['applicationId'] ?? 0)}`);
     } else {
+      checkSchemaSql(sql);
       db.exec(sql);
     }
     db.exec('COMMIT');
