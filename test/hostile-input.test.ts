@@ -17,6 +17,17 @@ interface BackupJson {
   backup: BackupRecord;
 }
 
+/** A SQLite database of `count` random (incompressible) 32 KiB blobs. */
+function blobDatabase(file: string, count: number): void {
+  const db = new Database(file);
+  db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+  const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
+  db.transaction(() => {
+    for (let i = 0; i < count; i++) insert.run(randomBytes(32 * 1024));
+  })();
+  db.close();
+}
+
 /** A .tar.gz with exactly these entries, as a hostile party would craft it. */
 function tarGz(entries: { name: string; body: Buffer; declaredSize?: number }[]): Buffer {
   const parts: Buffer[] = [];
@@ -229,13 +240,7 @@ describe('hostile input and private data', () => {
     init();
     const temp = path.join(dir.path, 'tmp');
     const source = path.join(dir.path, 'secret.db');
-    const db = new Database(source);
-    db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
-    const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
-    db.transaction(() => {
-      for (let i = 0; i < 2048; i++) insert.run(randomBytes(32 * 1024));
-    })();
-    db.close();
+    blobDatabase(source, 2048);
     const child = strataAsync(['backup', source, '--repo', repo()], { env: { STRATA_TMPDIR: temp } });
     const exit = finished(child);
     // Wait for the snapshot copy to appear, then look at it and kill the backup mid-way.
@@ -289,13 +294,7 @@ describe('hostile input and private data', () => {
       // Two databases, so the kill lands after one artifact is complete and while the next is copied.
       for (const name of ['big1', 'big2']) {
         const big = path.join(dir.path, `${name}.db`);
-        const db = new Database(big);
-        db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
-        const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
-        db.transaction(() => {
-          for (let i = 0; i < 1024; i++) insert.run(randomBytes(32 * 1024));
-        })();
-        db.close();
+        blobDatabase(big, 1024);
         assert.equal(strata(['backup', big, '--repo', repo()]).status, 0);
       }
       const bundle = path.join(dir.path, 'big.tar.gz');
@@ -340,13 +339,7 @@ describe('hostile input and private data', () => {
       try {
         init();
         const big = path.join(dir.path, 'big.db');
-        const db = new Database(big);
-        db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
-        const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
-        db.transaction(() => {
-          for (let i = 0; i < 128; i++) insert.run(randomBytes(32 * 1024));
-        })();
-        db.close();
+        blobDatabase(big, 128);
         const b = json<BackupJson>(strata(['backup', big, '--repo', repo(), '--json']));
         const result = strata(['verify', b.id, '--level', 'full', '--repo', repo(), '--json'], { env: { STRATA_TMPDIR: mount } });
         assert.equal(result.status, 1, result.stdout);
@@ -432,13 +425,7 @@ describe('hostile input and private data', () => {
     it('a read-only or full target folder is named as the target, not as a damaged backup', () => {
       init();
       const big = path.join(dir.path, 'big.db');
-      const db = new Database(big);
-      db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
-      const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
-      db.transaction(() => {
-        for (let i = 0; i < 96; i++) insert.run(randomBytes(32 * 1024));
-      })();
-      db.close();
+      blobDatabase(big, 96);
       const b = json<BackupJson>(strata(['backup', big, '--repo', repo(), '--json']));
       const readOnly = path.join(dir.path, 'ro');
       const small = path.join(dir.path, 'small');
