@@ -83,6 +83,9 @@ describe('operator commands', () => {
       const report = json<{ healthy: boolean; checks: { check: string; status: string; message: string }[] }>(old);
       assert.equal(report.checks.find((c) => c.check === 'backup-age')!.status, 'unhealthy');
       strata(['backup', db, '--repo', repo()]);
+      // All is well only once a restore point has been proven: a backup never verified since
+      // 2020 makes health unhealthy (verification-age) until something passes a verify.
+      assert.equal(strata(['verify', 'latest', '--repo', repo()]).status, 0);
       const fresh = strata(['health', '--repo', repo()]);
       assert.equal(fresh.status, 0, fresh.stdout);
       assert.match(fresh.stdout, /^healthy$/m);
@@ -107,6 +110,33 @@ describe('operator commands', () => {
       const checks = json<{ checks: { check: string; status: string }[] }>(result).checks;
       assert.equal(checks.find((c) => c.check === 'verification')!.status, 'unhealthy');
       assert.equal(checks.find((c) => c.check === 'failed-backups')!.status, 'unhealthy');
+    });
+
+    it('health is unhealthy when restore points failed verification, even if the newest is fine, and when none was verified for too long', () => {
+      const db = setup();
+      const ids = [1, 2, 3].map(() => json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--json'])).id);
+      const backups = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+      // Two of three artifacts damaged; the newest is intact.
+      for (const b of backups.filter((x) => x.id !== ids[2])) {
+        const file = path.join(repo(), b.key);
+        const bytes = readFileSync(file);
+        bytes[100]! ^= 1;
+        writeFileSync(file, bytes);
+      }
+      assert.equal(strata(['verify', '--all', '--repo', repo()]).status, 3);
+      const result = strata(['health', '--repo', repo(), '--json']);
+      assert.equal(result.status, 3, result.stdout);
+      const check = json<{ checks: { check: string; status: string; message: string }[] }>(result).checks.find((c) => c.check === 'failed-verifications')!;
+      assert.equal(check.status, 'unhealthy');
+      assert.match(check.message, /^2 of 3 verified restore point\(s\) failed/);
+      // Never verified, and older than the limit.
+      const other = path.join(dir.path, 'other.db');
+      buildRichDatabase(other, { rows: 5 });
+      strata(['backup', other, '--repo', repo(), '--time', new Date(Date.now() - 10 * 86_400_000).toISOString()]);
+      const unverified = json<{ checks: { check: string; database: string; status: string }[] }>(strata(['health', '--repo', repo(), '--max-age', '1y', '--json'])).checks;
+      assert.equal(unverified.find((c) => c.check === 'verification-age' && c.database === 'other')!.status, 'unhealthy');
+      const relaxed = json<{ checks: { check: string; database: string; status: string }[] }>(strata(['health', '--repo', repo(), '--max-age', '1y', '--max-unverified', '30d', '--json'])).checks;
+      assert.equal(relaxed.find((c) => c.check === 'verification-age' && c.database === 'other')!.status, 'ok');
     });
 
     it('inventory lists each database with its latest backup, count, size and last verification', () => {

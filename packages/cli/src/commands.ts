@@ -505,10 +505,11 @@ export async function statsCommand(ctx: CommandContext, options: { since?: strin
 }
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
-export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxDisk?: number }): Promise<number> {
+export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number }): Promise<number> {
   const thresholds: HealthThresholds = {
     maxAgeMs: options.maxAge ? durationMs(parseDuration(options.maxAge, 'health: --max-age')) : DEFAULT_HEALTH.maxAgeMs,
     maxDurationMs: options.maxDuration ? durationMs(parseDuration(options.maxDuration, 'health: --max-duration')) : DEFAULT_HEALTH.maxDurationMs,
+    maxUnverifiedMs: options.maxUnverified ? durationMs(parseDuration(options.maxUnverified, 'health: --max-unverified')) : DEFAULT_HEALTH.maxUnverifiedMs!,
     maxDiskUse: options.maxDisk !== undefined ? options.maxDisk / 100 : DEFAULT_HEALTH.maxDiskUse,
   };
   if (thresholds.maxDiskUse <= 0 || thresholds.maxDiskUse > 1) throw new StrataError('USAGE', 'health: --max-disk is a percentage from 1 to 100');

@@ -42,7 +42,8 @@ Commands:
                                --rollback-on-failure restore the backup when CMD fails
   stats [--since 30d]          backups per day and type: count, success rate, time, size, ratio
   health                       exit 3 if a database's newest good backup is older than --max-age
-                               (25h), verification failed twice, a backup took longer than
+                               (25h), any restore point failed its last verification, none passed
+                               one within --max-unverified (8d), a backup took longer than
                                --max-duration (2h), or the disk is fuller than --max-disk (85%)
   inventory                    per database: latest backup, count, stored size, last verification
   export [<db>...|--all] --out FILE   the newest good restore point of each database with its
@@ -210,7 +211,7 @@ const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
   prune: { 'dry-run': { type: 'boolean', default: false }, ...policyOptions() },
   run: { db: { type: 'string' }, type: { type: 'string' }, 'rollback-on-failure': { type: 'boolean', default: false } },
   stats: { since: { type: 'string' } },
-  health: { 'max-age': { type: 'string' }, 'max-duration': { type: 'string' }, 'max-disk': { type: 'string' } },
+  health: { 'max-age': { type: 'string' }, 'max-duration': { type: 'string' }, 'max-unverified': { type: 'string' }, 'max-disk': { type: 'string' } },
   inventory: {},
   export: { out: { type: 'string' }, all: { type: 'boolean', default: false } },
   import: {},
@@ -326,6 +327,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'health':
         return await healthCommand(ctx, {
           ...(str(values, 'max-age') !== undefined ? { maxAge: str(values, 'max-age')! } : {}),
+          ...(str(values, 'max-unverified') !== undefined ? { maxUnverified: str(values, 'max-unverified')! } : {}),
           ...(str(values, 'max-duration') !== undefined ? { maxDuration: str(values, 'max-duration')! } : {}),
           ...(values['max-disk'] !== undefined ? { maxDisk: parseNumber(str(values, 'max-disk'), '--max-disk')! } : {}),
         });

@@ -55,13 +55,19 @@ export interface HealthThresholds {
   readonly maxDurationMs: number;
   /** The repository's disk may be at most this full (0–1). Default 0.85. */
   readonly maxDiskUse: number;
+  /**
+   * Some restore point of each database must have passed a verification within this long (ms);
+   * a database whose backups are all older and were never verified is unhealthy. Default 8 days,
+   * so a weekly verify keeps it green.
+   */
+  readonly maxUnverifiedMs?: number;
 }
 
-export const DEFAULT_HEALTH: HealthThresholds = { maxAgeMs: 25 * 3_600_000, maxDurationMs: 2 * 3_600_000, maxDiskUse: 0.85 };
+export const DEFAULT_HEALTH: HealthThresholds = { maxAgeMs: 25 * 3_600_000, maxDurationMs: 2 * 3_600_000, maxDiskUse: 0.85, maxUnverifiedMs: 8 * 86_400_000 };
 
 /** One finding of `strata health`. */
 export interface HealthCheck {
-  readonly check: 'backup-age' | 'verification' | 'backup-duration' | 'disk-use' | 'failed-backups';
+  readonly check: 'backup-age' | 'verification' | 'failed-verifications' | 'verification-age' | 'backup-duration' | 'disk-use' | 'failed-backups';
   readonly database: string | null;
   readonly status: 'ok' | 'unhealthy';
   readonly message: string;
@@ -111,6 +117,36 @@ export function assessHealth(
       database,
       status: twice ? 'unhealthy' : 'ok',
       message: twice ? 'the last two verifications failed' : verifies.length === 0 ? 'never verified' : `last verification ${lastTwo.at(-1) ?? 'unknown'}`,
+    });
+    // A restore point whose last verification failed is broken now, whichever point it is: "never
+    // verified" and "failed" must not pass for healthy while the newest backup happens to be fine.
+    const broken = backups.filter((b) => b.database === database && b.verification?.outcome === 'failed');
+    const verified = backups.filter((b) => b.database === database && b.verification !== null);
+    checks.push({
+      check: 'failed-verifications',
+      database,
+      status: broken.length === 0 ? 'ok' : 'unhealthy',
+      message:
+        broken.length === 0
+          ? `no restore point failed its last verification (${verified.length} of ${backups.filter((b) => b.database === database).length} verified)`
+          : `${broken.length} of ${verified.length} verified restore point(s) failed their last verification: ${broken.slice(-5).map((b) => b.id).join(', ')}${broken.length > 5 ? ', ...' : ''}`,
+    });
+    const maxUnverified = thresholds.maxUnverifiedMs ?? DEFAULT_HEALTH.maxUnverifiedMs!;
+    const lastPassed = backups
+      .filter((b) => b.database === database && b.verification?.outcome === 'passed')
+      .map((b) => Date.parse(b.verification!.at))
+      .sort((a, b) => a - b)
+      .at(-1);
+    const oldest = mine[0];
+    const unverifiedFor = lastPassed !== undefined ? now.getTime() - lastPassed : oldest ? now.getTime() - Date.parse(oldest.createdAt) : 0;
+    checks.push({
+      check: 'verification-age',
+      database,
+      status: unverifiedFor <= maxUnverified ? 'ok' : 'unhealthy',
+      message:
+        lastPassed !== undefined
+          ? `a restore point last passed verification ${hours(now.getTime() - lastPassed)} ago (limit ${hours(maxUnverified)})`
+          : `no restore point has passed verification${oldest ? `; the oldest is ${hours(unverifiedFor)} old (limit ${hours(maxUnverified)})` : ''}`,
     });
     const runs = operations.filter((o) => o.kind === 'backup' && o.last.database === database);
     const slow = runs.filter((o) => (o.last.durationMs ?? 0) > thresholds.maxDurationMs && now.getTime() - Date.parse(o.startedAt) <= 7 * 86_400_000);
