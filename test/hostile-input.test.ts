@@ -491,4 +491,27 @@ describe('hostile input and private data', () => {
     assert.equal(existsSync(outside), false, 'the crafted ATTACH wrote a file outside the restore');
     assert.equal(existsSync(path.join(dir.path, 'r.db')), false);
   });
+
+  it('import of a missing, non-gzip or malformed file is a StrataError with its code, also with --json', () => {
+    init();
+    const cases: [string, Buffer | undefined, number, string][] = [
+      ['missing.tar.gz', undefined, 2, 'USAGE'],
+      ['text.tar.gz', Buffer.from('hello\n'), 1, 'ARTIFACT_FOREIGN'],
+      ['text.zip', Buffer.from('hello\n'), 1, 'ARTIFACT_FOREIGN'],
+    ];
+    // A zip end record whose directory size (0xFFFFFFF0) once made the allocation abort the process.
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(1, 10);
+    end.writeUInt32LE(0xfffffff0, 12);
+    cases.push(['huge-directory.zip', end, 1, 'ARTIFACT_CORRUPT']);
+    for (const [name, body, status, code] of cases) {
+      const file = path.join(dir.path, name);
+      if (body) writeFileSync(file, body);
+      const result = strata(['import', file, '--repo', repo(), '--json']);
+      assert.equal(result.status, status, `${name}: ${result.stderr}`);
+      assert.equal(json<{ error: { code: string } }>(result).error.code, code, name);
+      assert.doesNotMatch(result.stderr, /This is a bug|\n\s+at /, `${name} printed a stack trace`);
+    }
+  });
 });

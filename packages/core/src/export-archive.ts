@@ -137,37 +137,80 @@ export interface ImportedEntry {
 
 /** Reads a container written by {@link writeExportContainer} (or any tar.gz / stored zip). */
 export async function* readExportContainer(file: string): AsyncGenerator<ImportedEntry> {
+  let size: number;
+  try {
+    const st = await fs.stat(file);
+    if (!st.isFile()) throw new StrataError('USAGE', `import: ${file} is not a file`);
+    size = st.size;
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new StrataError('USAGE', code === 'ENOENT' ? `import: ${file} does not exist` : `import: ${file} cannot be read (${code ?? (err as Error).message})`, { cause: err });
+  }
   if (exportFormatOf(file) === 'tar.gz') {
-    const gunzip = createReadStream(file).pipe(zlib.createGunzip());
-    for await (const entry of readTar(gunzip)) yield entry;
+    yield* readTarGz(file);
     return;
   }
+  yield* readZip(file, size);
+}
+
+/** The entries of a .tar.gz; a file that is not gzip, or a damaged one, is a clear error. */
+async function* readTarGz(file: string): AsyncGenerator<ImportedEntry> {
+  const source = createReadStream(file);
+  const gunzip = zlib.createGunzip();
+  // pipe() does not forward errors: a read error must end the gunzip stream, not the process.
+  source.on('error', (err) => gunzip.destroy(err));
+  source.pipe(gunzip);
+  try {
+    for await (const entry of readTar(gunzip)) yield entry;
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && code.startsWith('Z_')) {
+      throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a gzip-compressed tar (${(err as Error).message}); give the .tar.gz or .zip that strata export wrote`, { cause: err });
+    }
+    throw new StrataError('IO', `import: reading ${file} failed: ${(err as Error).message}`, { cause: err });
+  } finally {
+    source.destroy();
+  }
+}
+
+/**
+ * The entries of a stored (uncompressed) zip as Strata writes it. Every offset and size read from
+ * the file is checked against the file's size before it is used: a crafted directory size
+ * (0xFFFFFFF0) once made the allocation itself abort the process.
+ */
+async function* readZip(file: string, size: number): AsyncGenerator<ImportedEntry> {
+  const damaged = (what: string): StrataError => new StrataError('ARTIFACT_CORRUPT', `import: ${file} is not a zip Strata can read (${what})`);
   const handle = await fs.open(file, 'r');
   try {
-    const { size } = await handle.stat();
     const tailSize = Math.min(size, 22 + 65535);
     const tail = Buffer.alloc(tailSize);
     await handle.read(tail, 0, tailSize, size - tailSize);
     const at = tail.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
-    if (at < 0) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a zip file`);
+    if (at < 0 || at + 22 > tail.length) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a zip file`);
     const count = tail.readUInt16LE(at + 10);
     const dirSize = tail.readUInt32LE(at + 12);
     const dirOffset = tail.readUInt32LE(at + 16);
+    if (dirOffset + dirSize > size) throw damaged('its directory lies outside the file');
     const directory = Buffer.alloc(dirSize);
     await handle.read(directory, 0, dirSize, dirOffset);
     let p = 0;
     for (let i = 0; i < count; i++) {
-      if (directory.readUInt32LE(p) !== 0x02014b50) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} has a damaged zip directory`);
+      if (p + 46 > directory.length || directory.readUInt32LE(p) !== 0x02014b50) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} has a damaged zip directory`);
       if (directory.readUInt16LE(p + 10) !== 0) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds compressed zip entries; Strata exports store them`);
       const entrySize = directory.readUInt32LE(p + 24);
       const nameLength = directory.readUInt16LE(p + 28);
       const extra = directory.readUInt16LE(p + 30) + directory.readUInt16LE(p + 32);
       const localOffset = directory.readUInt32LE(p + 42);
+      if (p + 46 + nameLength > directory.length) throw damaged('an entry name runs past the directory');
       const name = directory.toString('utf8', p + 46, p + 46 + nameLength);
       p += 46 + nameLength + extra;
+      if (localOffset + 30 > size) throw damaged(`entry ${name} starts outside the file`);
       const local = Buffer.alloc(30);
       await handle.read(local, 0, 30, localOffset);
       const dataStart = localOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
+      if (dataStart + entrySize > size) throw damaged(`entry ${name} runs past the end of the file`);
       yield { name, size: entrySize, body: entrySize === 0 ? Readable.from([]) : createReadStream(file, { start: dataStart, end: dataStart + entrySize - 1 }) };
     }
   } finally {
