@@ -514,4 +514,16 @@ describe('hostile input and private data', () => {
       assert.doesNotMatch(result.stderr, /This is a bug|\n\s+at /, `${name} printed a stack trace`);
     }
   });
+
+  it('a backup that meets a held lock waits or fails before it reads the database, not after', () => {
+    init();
+    mkdirSync(path.join(repo(), 'locks'), { recursive: true });
+    // Held by this (live) test process.
+    writeFileSync(path.join(repo(), 'locks/repository.lock'), JSON.stringify({ token: 'held', pid: process.pid, host: hostname(), operation: 'prune', acquiredAt: new Date().toISOString() }));
+    // The database does not exist: a backup that did its work first would fail on that (exit 1);
+    // one that checks the lock first reports the lock (exit 5) without having read anything.
+    const result = strata(['backup', path.join(dir.path, 'not-yet.db'), '--repo', repo(), '--lock-wait', '1', '--json']);
+    assert.equal(result.status, 5, result.stdout);
+    assert.equal(json<{ error: { code: string } }>(result).error.code, 'REPO_LOCKED');
+  });
 });

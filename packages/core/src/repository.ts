@@ -489,6 +489,9 @@ export class Repository {
     let moved = false;
     try {
       const passphrase = await this.#unlock();
+      // Wait for a held lock now, not after the snapshot: otherwise a backup that meets a long
+      // prune reads and compresses the whole database only to fail at its commit with exit 5.
+      await withRepositoryLock(this.storage, 'backup', async () => undefined, this.#options.lock);
       let parent: BackupRecord | undefined;
       if (type === 'incremental' || type === 'differential') {
         parent = this.#pickParent(await this.list({ database }), type);
