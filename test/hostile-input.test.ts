@@ -526,4 +526,19 @@ describe('hostile input and private data', () => {
     assert.equal(result.status, 5, result.stdout);
     assert.equal(json<{ error: { code: string } }>(result).error.code, 'REPO_LOCKED');
   });
+
+  it('delete --dry-run lists what --with-dependents would remove and warns about the newest good backup', () => {
+    init();
+    const full = backup();
+    const inc = json<BackupJson>(strata(['backup', fixture(), '--type', 'incremental', '--repo', repo(), '--json']));
+    assert.equal(strata(['verify', inc.id, '--repo', repo()]).status, 0);
+    const dry = strata(['delete', full.id, '--with-dependents', '--dry-run', '--repo', repo()]);
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`would delete 2 backup\\(s\\)`));
+    assert.match(dry.stdout, new RegExp(`warning: ${inc.id} is the newest good restore point of app \\(verified`));
+    assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 2, 'a dry run deleted something');
+    const done = strata(['delete', full.id, '--with-dependents', '--yes', '--repo', repo()]);
+    assert.equal(done.status, 0);
+    assert.match(done.stderr, new RegExp(`warning: deleting ${inc.id} is the newest good restore point`));
+  });
 });

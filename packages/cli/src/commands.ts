@@ -578,23 +578,43 @@ export interface DeleteCommandOptions {
   readonly ids: readonly string[];
   readonly withDependents: boolean;
   readonly yes: boolean;
+  /** Show what would be deleted (and whether that includes a newest good backup), delete nothing. */
+  readonly dryRun?: boolean;
 }
 
 export async function deleteCommand(ctx: CommandContext, options: DeleteCommandOptions): Promise<number> {
   if (options.ids.length === 0) throw new StrataError('USAGE', 'delete: name the restore points to delete (see strata delete --help)');
   const repo = await ctx.repository();
-  const targets = await Promise.all(options.ids.map((id) => repo.resolve({ id })));
+  const plan = await repo.planDelete(options.ids);
+  if (plan.dependents.length > 0 && !options.withDependents) {
+    // The core refuses too, under the lock; saying it here names them before any question.
+    throw new StrataError('CHAIN_BROKEN', `delete: ${plan.dependents.length} restore point(s) build on what you asked to delete (${plan.dependents.map((d) => d.id).join(', ')}); deleting it would break them. Delete them too (--with-dependents) or keep it`);
+  }
+  const warning = plan.newestGood.map((b) => `${b.id} is the newest good restore point of ${b.database}${b.verification?.outcome === 'passed' ? ` (verified ${b.verification.at})` : ''}`);
+  if (options.dryRun) {
+    if (ctx.json) ctx.printJson({ dryRun: true, remove: plan.remove.map((r) => r.id), newestGood: plan.newestGood.map((r) => r.id) });
+    else {
+      process.stdout.write(`dry run: would delete ${plan.remove.length} backup(s); nothing was deleted\n`);
+      for (const r of plan.remove) process.stdout.write(`  ${r.id}  ${r.type}  ${r.createdAt}\n`);
+      for (const w of warning) process.stdout.write(`warning: ${w}\n`);
+    }
+    return 0;
+  }
   if (!options.yes) {
     if (!interactive(ctx.json) || !process.stdin.isTTY) {
-      throw new StrataError('USAGE', 'delete: deleting backups needs confirmation; pass --yes when not on a terminal');
+      throw new StrataError('USAGE', 'delete: deleting backups needs confirmation; pass --yes when not on a terminal (see what would go with --dry-run)');
     }
-    if (!(await confirm(`Delete ${targets.map((t) => `${t.id} (${t.type}, ${t.createdAt})`).join(', ')}${options.withDependents ? ' and every backup that builds on them' : ''}?`))) {
+    process.stderr.write(`This deletes ${plan.remove.length} backup(s):\n${plan.remove.map((r) => `  ${r.id}  ${r.type}  ${r.createdAt}\n`).join('')}`);
+    for (const w of warning) process.stderr.write(`warning: ${w}\n`);
+    if (!(await confirm('Delete them?'))) {
       process.stderr.write('delete cancelled; nothing was changed\n');
       return 1;
     }
+  } else {
+    for (const w of warning) process.stderr.write(`strata: warning: deleting ${w}\n`);
   }
   const removed = await repo.delete(
-    targets.map((t) => t.id),
+    plan.remove.filter((r) => !plan.dependents.includes(r)).map((r) => r.id),
     { withDependents: options.withDependents },
   );
   if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id) });

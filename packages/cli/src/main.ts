@@ -135,12 +135,14 @@ depends on (its chain). A policy that keeps nothing is refused. DUR: 30min, 12h,
   --yes         do not ask before replacing (needed when not on a terminal)
 Nothing is written to the target until every checksum and the decryption check passed.
 `,
-  delete: `Usage: strata delete <id>... [--with-dependents] [--yes] [--json]
+  delete: `Usage: strata delete <id>... [--with-dependents] [--dry-run] [--yes] [--json]
 
 Deletes restore points from the repository: their artifacts and catalog entries. A backup that
 incrementals or differentials build on is refused (deleting it would break them) unless
---with-dependents is given, which deletes those too. Asks first on a terminal; pass --yes
-otherwise. For routine clean-up use prune, which follows the retention policy.
+--with-dependents is given, which deletes those too. It lists everything that will go, and warns
+when that includes a database's newest good restore point; it asks first on a terminal (pass
+--yes otherwise). --dry-run shows the list and deletes nothing. For routine clean-up use prune,
+which follows the retention policy.
 `,
   verify: `Usage: strata verify <id|latest|--all> [--level quick|full] [--db NAME] [--json]
 
@@ -224,7 +226,7 @@ const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
     yes: { type: 'boolean', short: 'y', default: false },
   },
   verify: { all: { type: 'boolean', default: false }, level: { type: 'string' }, db: { type: 'string' } },
-  delete: { 'with-dependents': { type: 'boolean', default: false }, yes: { type: 'boolean', short: 'y', default: false } },
+  delete: { 'with-dependents': { type: 'boolean', default: false }, yes: { type: 'boolean', short: 'y', default: false }, 'dry-run': { type: 'boolean', default: false } },
 };
 
 function parseNumber(value: string | undefined, flag: string): number | undefined {
@@ -338,7 +340,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'import':
         return await importCommand(ctx, positionals[0]);
       case 'delete':
-        return await deleteCommand(ctx, { ids: positionals, withDependents: values['with-dependents'] === true, yes: values['yes'] === true });
+        return await deleteCommand(ctx, { ids: positionals, withDependents: values['with-dependents'] === true, yes: values['yes'] === true, dryRun: values['dry-run'] === true });
       case 'prune':
         return await pruneCommand(ctx, { ...policyFlags(values), ...(positionals[0] !== undefined ? { database: positionals[0] } : {}), dryRun: values['dry-run'] === true });
       case 'restore':

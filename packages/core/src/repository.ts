@@ -1092,18 +1092,7 @@ export class Repository {
         'delete',
         async () => {
           const records = (await readCatalog(this.storage)) ?? [];
-          const doomed = new Set(targets.map((t) => t.id));
-          // Grow the set to everything that needs a doomed backup, until nothing more joins.
-          for (let grew = true; grew; ) {
-            grew = false;
-            for (const r of records) {
-              if (doomed.has(r.id)) continue;
-              if ((r.parent !== null && doomed.has(r.parent)) || (r.base !== null && doomed.has(r.base))) {
-                doomed.add(r.id);
-                grew = true;
-              }
-            }
-          }
+          const doomed = withDependentsOf(records, targets.map((t) => t.id));
           const dependents = records.filter((r) => doomed.has(r.id) && !targets.some((t) => t.id === r.id));
           if (dependents.length > 0 && !options.withDependents) {
             throw new StrataError(
@@ -1124,6 +1113,23 @@ export class Repository {
       await op.fail(err).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * What {@link delete} would remove, changing nothing: the restore points asked for, those that
+   * build on them, and for each database whether its newest good restore point is among them (after
+   * which `restore latest` would pick an older one).
+   */
+  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[] }> {
+    if (ids.length === 0) throw new StrataError('USAGE', 'delete: name at least one backup');
+    const targets = await Promise.all(ids.map((id) => this.resolve({ id })));
+    const records = await this.list();
+    const doomed = withDependentsOf(records, targets.map((t) => t.id));
+    const remove = records.filter((r) => doomed.has(r.id));
+    const newestGood = [...new Set(remove.map((r) => r.database))]
+      .map((database) => newestGoodBackup(records.filter((r) => r.database === database)))
+      .filter((b): b is BackupRecord => b !== undefined && doomed.has(b.id));
+    return { remove, dependents: remove.filter((r) => !targets.some((t) => t.id === r.id)), newestGood };
   }
 
   /**
@@ -1408,6 +1414,27 @@ function checkTagText(text: string, what: 'label' | 'tag'): void {
   if (text.length > 200) throw new StrataError('USAGE', `backup: a ${what} is at most 200 characters`);
   if (what === 'tag' && text.length === 0) throw new StrataError('USAGE', 'backup: a tag cannot be empty');
   if (/[\u0000-\u001f\u007f-\u009f]/.test(text)) throw new StrataError('USAGE', `backup: the ${what} ${JSON.stringify(text)} contains control characters (escape sequences, newlines, tabs); use printable text`);
+}
+
+/** `ids` and every backup that needs one of them (its parent or base), until nothing more joins. */
+function withDependentsOf(records: readonly BackupRecord[], ids: readonly string[]): Set<string> {
+  const doomed = new Set(ids);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const r of records) {
+      if (doomed.has(r.id)) continue;
+      if ((r.parent !== null && doomed.has(r.parent)) || (r.base !== null && doomed.has(r.base))) {
+        doomed.add(r.id);
+        grew = true;
+      }
+    }
+  }
+  return doomed;
+}
+
+/** The newest restore point with data whose last verification did not fail (oldest-first input). */
+function newestGoodBackup(records: readonly BackupRecord[]): BackupRecord | undefined {
+  return [...records].reverse().find((b) => b.type !== 'schema-only' && b.verification?.outcome !== 'failed');
 }
 
 /** strata-export.json is a list of catalog records: a few KiB per backup. */
