@@ -87,6 +87,11 @@ def unpack(artifact, folder, passphrase_file):
                     shutil.copyfileobj(body, out, 1 << 20)
     except (tarfile.TarError, EOFError) as err:
         problem = f"the archive does not read ({err})"
+    # tarfile stops at the end-of-archive block; the rest (trailing zero blocks) is read too, so
+    # the decompressor is never cut off mid-write (it would die of SIGPIPE and look like damage).
+    if problem is None:
+        while source.read(1 << 16):
+            pass
     source.close()
     for proc in procs:
         if proc.wait() != 0:
@@ -97,8 +102,10 @@ def unpack(artifact, folder, passphrase_file):
         fail(f"{artifact}: no manifest.json (truncated artifact?)")
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
         manifest = json.load(f)
-    if manifest.get("format") != "strata-artifact" or manifest.get("formatVersion") != 1:
-        fail(f"{artifact}: not a Strata artifact of format version 1")
+    # Version 2 differs from 1 only in how the manifest records table facts (as changes against the
+    # parent's); the streams, layouts and chunks this script reads are the same.
+    if manifest.get("format") != "strata-artifact" or manifest.get("formatVersion") not in (1, 2):
+        fail(f"{artifact}: not a Strata artifact of format version 1 or 2")
     return manifest
 
 
