@@ -541,4 +541,20 @@ describe('hostile input and private data', () => {
     assert.equal(done.status, 0);
     assert.match(done.stderr, new RegExp(`warning: deleting ${inc.id} is the newest good restore point`));
   });
+
+  it('a catalog rebuilt after it was deleted keeps every verification result', () => {
+    init();
+    const a = backup();
+    const b = backup();
+    assert.equal(strata(['verify', a.id, '--level', 'full', '--repo', repo()]).status, 0);
+    assert.equal(strata(['verify', b.id, '--repo', repo()]).status, 0);
+    const before = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+    rmSync(path.join(repo(), 'catalog.json'));
+    const after = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+    assert.deepEqual(
+      after.map((x) => [x.id, x.verification?.outcome, x.verification?.level, x.verification?.checks.length]),
+      before.map((x) => [x.id, x.verification?.outcome, x.verification?.level, x.verification?.checks.length]),
+    );
+    assert.equal(after.find((x) => x.id === a.id)!.verification!.level, 'full');
+  });
 });

@@ -378,6 +378,23 @@ export class Repository {
     }, this.#options.lock);
   }
 
+  /** The newest verification result of each backup, as the journal recorded it. */
+  async #verificationsFromJournal(): Promise<Map<string, VerificationRecord>> {
+    const out = new Map<string, VerificationRecord>();
+    const records = await this.journal.records().catch(() => []);
+    for (const r of records) {
+      if (r.kind !== 'verify' || r.status !== 'COMPLETED' || !r.backupId) continue;
+      const v = (r.details as { verification?: VerificationRecord } | undefined)?.verification;
+      if (v && typeof v.at === 'string' && (v.outcome === 'passed' || v.outcome === 'failed') && Array.isArray(v.checks)) out.set(r.backupId, v);
+      else if (!v && (r.details as { outcome?: string } | undefined)?.outcome) {
+        // Journals of older versions have the outcome without the checks.
+        const d = r.details as { outcome: 'passed' | 'failed'; level?: 'quick' | 'full' };
+        out.set(r.backupId, { at: r.at, level: d.level ?? 'quick', outcome: d.outcome, checks: [] });
+      }
+    }
+    return out;
+  }
+
   /** Reads every artifact's manifest and writes a fresh catalog. Needs the passphrase if encrypted. */
   async rebuildCatalog(options: { signal?: AbortSignal } = {}): Promise<BackupRecord[]> {
     return withRepositoryLock(this.storage, 'rebuild-catalog', () => this.#rebuild(options.signal), this.#options.lock);
@@ -387,7 +404,10 @@ export class Repository {
     const op = await this.journal.begin('rebuild-catalog');
     try {
       const previous = (await readCatalog(this.storage)) ?? [];
-      const verification = new Map(previous.map((b) => [b.id, b.verification]));
+      // Verification results are not in the artifacts: take them from the old catalog if it is
+      // readable, else from the journal, which records each verify's result.
+      const verification = new Map<string, VerificationRecord | null>(await this.#verificationsFromJournal());
+      for (const b of previous) if (b.verification) verification.set(b.id, b.verification);
       const records: BackupRecord[] = [];
       const skipped: string[] = [];
       for await (const object of this.storage.list('backups/', { signal })) {
@@ -890,7 +910,8 @@ export class Repository {
       reports.push(report);
       const verification: VerificationRecord = { at: new Date().toISOString(), level: options.level, outcome: report.outcome, checks: report.checks };
       await this.#updateCatalog('verify', (records) => records.map((r) => (r.id === record.id ? { ...r, verification } : r)));
-      await op.complete({ details: { level: options.level, outcome: report.outcome, failed: report.checks.filter((c) => c.status === 'failed').map((c) => c.name) } });
+      // The whole result also goes into the journal, where a rebuild of a lost catalog finds it.
+      await op.complete({ details: { level: options.level, outcome: report.outcome, failed: report.checks.filter((c) => c.status === 'failed').map((c) => c.name), verification } });
     }
     return reports;
   }
