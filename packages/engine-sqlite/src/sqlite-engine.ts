@@ -119,25 +119,27 @@ export class SqliteEngine implements Engine {
     try {
       source = new Database(file, { readonly: true, fileMustExist: true, timeout: this.#busyTimeoutMs });
     } catch (err) {
-      throw sqliteError(`open ${file}`, err);
+      throw await explainSourceFailure(file, sqliteError(`open ${file}`, err), this.#busyTimeoutMs);
     }
     try {
       // Start a read transaction first: it waits for a writer's lock up to the busy timeout and
       // fails with SQLITE_BUSY after that, which we report as DATABASE_LOCKED.
       source.prepare('SELECT count(*) FROM sqlite_schema').get();
+      const pageSize = source.pragma('page_size', { simple: true }) as number;
       let total = 0;
       await source.backup(copy, {
         // One step copies every page inside a single read transaction: nothing can change in
         // between, so the copy is consistent and the backup never restarts because of writers.
         progress: ({ totalPages, remainingPages }) => {
           total = totalPages;
-          options.onProgress?.(totalPages - remainingPages, totalPages);
+          // Progress is in bytes, as everywhere else; SQLite counts pages.
+          options.onProgress?.((totalPages - remainingPages) * pageSize, totalPages * pageSize);
           return Number.MAX_SAFE_INTEGER;
         },
       });
-      options.onProgress?.(total, total);
+      options.onProgress?.(total * pageSize, total * pageSize);
     } catch (err) {
-      throw sqliteError(`snapshot ${file}`, err);
+      throw await explainSourceFailure(file, sqliteError(`snapshot ${file}`, err), this.#busyTimeoutMs);
     } finally {
       source.close();
     }
@@ -330,6 +332,32 @@ function sqliteError(step: string, err: unknown): StrataError {
   }
   if (code === 'SQLITE_CANTOPEN') return new StrataError('DATABASE_NOT_FOUND', `${step}: cannot open the database (${message})`, { cause: err });
   return wrapError(step, err);
+}
+
+/**
+ * Two states of a source database that SQLite reports in words that mislead, said plainly with
+ * what to do: a hot journal left by a writer that crashed mid-transaction (a read-only reader may
+ * not roll it back, so SQLite says "attempt to write a readonly database"), and a lock that
+ * outlasted the busy timeout (a program holding the database in exclusive mode, as browsers do).
+ */
+async function explainSourceFailure(file: string, err: StrataError, busyTimeoutMs: number): Promise<StrataError> {
+  const sqliteCode = String((err.cause as { code?: string } | undefined)?.code ?? '');
+  const journal = await fs.stat(`${file}-journal`).catch(() => undefined);
+  if (sqliteCode.startsWith('SQLITE_READONLY') && journal && journal.size > 0) {
+    return new StrataError(
+      'DATABASE_LOCKED',
+      `backup: ${file} has a hot journal (${file}-journal, ${journal.size} bytes) left by a program that crashed in the middle of a write; the database is not consistent until it is rolled back. Open it once with the program that owns it, or run \`sqlite3 ${file} 'PRAGMA integrity_check'\` (which rolls the journal back), then back up again. Strata reads sources read-only and does not change them`,
+      { cause: err, details: { sqliteCode } },
+    );
+  }
+  if (err.code === 'DATABASE_LOCKED') {
+    return new StrataError(
+      'DATABASE_LOCKED',
+      `backup: ${file} is locked by another connection, and stayed locked for longer than ${(busyTimeoutMs / 1000).toFixed(1)} s. A short write would have finished by now: a program is holding the database in exclusive mode (browsers and some apps do while they run). Close that program, or back up a copy it made, then try again`,
+      { cause: err, details: err.details },
+    );
+  }
+  return err;
 }
 
 function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: string; objects: SchemaObjects; sql: string; meta: Record<string, unknown> } {
