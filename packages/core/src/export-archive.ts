@@ -4,6 +4,8 @@ import * as fs from 'node:fs/promises';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
+import yauzl from 'yauzl';
+import yazl from 'yazl';
 import type { BackupRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js';
@@ -35,9 +37,6 @@ export interface ExportEntry {
 export async function writeExportContainer(file: string, entries: readonly ExportEntry[]): Promise<void> {
   const temp = `${file}.partial`;
   const out = createWriteStream(temp, { mode: 0o600 });
-  const write = async (chunk: Uint8Array): Promise<void> => {
-    if (!out.write(chunk)) await once(out, 'drain');
-  };
   try {
     if (exportFormatOf(file) === 'tar.gz') {
       const gzip = zlib.createGzip({ level: 1 });
@@ -60,9 +59,7 @@ export async function writeExportContainer(file: string, entries: readonly Expor
       gzip.end();
       await once(piped, 'finish');
     } else {
-      await writeZip(entries, write);
-      out.end();
-      await once(out, 'finish');
+      await writeZip(entries, out);
     }
     const handle = await fs.open(temp, 'r+');
     await handle.sync();
@@ -75,57 +72,36 @@ export async function writeExportContainer(file: string, entries: readonly Expor
   }
 }
 
-/** Minimal zip writer: stored entries, sizes and CRC-32 in a data descriptor after each file. */
-async function writeZip(entries: readonly ExportEntry[], write: (chunk: Uint8Array) => Promise<void>): Promise<void> {
-  const central: Buffer[] = [];
-  let offset = 0;
-  const crc32 = (zlib as unknown as { crc32: (data: Uint8Array, value?: number) => number }).crc32;
+/**
+ * A zip of stored (uncompressed: artifacts are compressed already) entries, through yazl, which
+ * writes ZIP64 records when an entry or the archive passes 4 GiB, and computes CRC-32 itself on
+ * every Node this project supports.
+ */
+async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStream): Promise<void> {
+  const zip = new yazl.ZipFile();
+  const done = new Promise<void>((resolve, reject) => {
+    zip.outputStream.on('error', reject);
+    out.on('error', reject);
+    out.on('finish', resolve);
+  });
+  zip.outputStream.pipe(out);
+  // One entry at a time: yazl reads each stream only when it writes that entry, and the sizes
+  // are checked as they pass so a changed artifact cannot make a zip that lies about itself.
   for (const entry of entries) {
-    if (entry.size >= 0xffffffff || offset >= 0xffffffff) throw new StrataError('USAGE', 'export: the export is larger than 4 GiB; use .tar.gz, which has no such limit');
-    const name = Buffer.from(entry.name, 'utf8');
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(20, 4);
-    local.writeUInt16LE(0x0808, 6); // data descriptor follows; names are UTF-8
-    local.writeUInt16LE(0, 8); // stored
-    local.writeUInt16LE(name.length, 26);
-    await write(local);
-    await write(name);
-    let crc = 0;
-    let size = 0;
-    for await (const chunk of await entry.open()) {
-      crc = crc32(chunk, crc);
-      size += chunk.byteLength;
-      await write(chunk);
-    }
-    const descriptor = Buffer.alloc(16);
-    descriptor.writeUInt32LE(0x08074b50, 0);
-    descriptor.writeUInt32LE(crc >>> 0, 4);
-    descriptor.writeUInt32LE(size, 8);
-    descriptor.writeUInt32LE(size, 12);
-    await write(descriptor);
-    const header = Buffer.alloc(46);
-    header.writeUInt32LE(0x02014b50, 0);
-    header.writeUInt16LE(20, 4);
-    header.writeUInt16LE(20, 6);
-    header.writeUInt16LE(0x0808, 8);
-    header.writeUInt32LE(crc >>> 0, 16);
-    header.writeUInt32LE(size, 20);
-    header.writeUInt32LE(size, 24);
-    header.writeUInt16LE(name.length, 28);
-    header.writeUInt32LE(offset, 42);
-    central.push(header, name);
-    offset += 30 + name.length + size + 16;
+    const checked = Readable.from(exactly(await entry.open(), entry.size, entry.name));
+    zip.addReadStream(checked, entry.name, { compress: false, size: entry.size, mtime: new Date() });
   }
-  const directory = Buffer.concat(central);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(directory.length, 12);
-  end.writeUInt32LE(offset, 16);
-  await write(directory);
-  await write(end);
+  zip.end();
+  await done;
+}
+
+async function* exactly(source: AsyncIterable<Uint8Array>, size: number, name: string): AsyncGenerator<Uint8Array> {
+  let seen = 0;
+  for await (const chunk of source) {
+    seen += chunk.byteLength;
+    yield chunk;
+  }
+  if (seen !== size) throw new StrataError('ARTIFACT_CORRUPT', `export: ${name} has ${seen} bytes, expected ${size}`);
 }
 
 /** One file read back from a container; consume `body` before asking for the next. */
@@ -151,7 +127,7 @@ export async function* readExportContainer(file: string): AsyncGenerator<Importe
     yield* readTarGz(file);
     return;
   }
-  yield* readZip(file, size);
+  yield* readZip(file);
 }
 
 /** The entries of a .tar.gz; a file that is not gzip, or a damaged one, is a clear error. */
@@ -176,45 +152,50 @@ async function* readTarGz(file: string): AsyncGenerator<ImportedEntry> {
 }
 
 /**
- * The entries of a stored (uncompressed) zip as Strata writes it. Every offset and size read from
- * the file is checked against the file's size before it is used: a crafted directory size
- * (0xFFFFFFF0) once made the allocation itself abort the process.
+ * The entries of a zip, in the order of its directory, through yauzl, which checks every offset and
+ * size against the file (a crafted directory size of 0xFFFFFFF0 once made a hand-written reader's
+ * allocation abort the process) and reads ZIP64. Strata writes stored entries; a compressed one
+ * is inflated by yauzl like any other.
  */
-async function* readZip(file: string, size: number): AsyncGenerator<ImportedEntry> {
-  const damaged = (what: string): StrataError => new StrataError('ARTIFACT_CORRUPT', `import: ${file} is not a zip Strata can read (${what})`);
-  const handle = await fs.open(file, 'r');
+async function* readZip(file: string): AsyncGenerator<ImportedEntry> {
+  let zip: yauzl.ZipFile;
   try {
-    const tailSize = Math.min(size, 22 + 65535);
-    const tail = Buffer.alloc(tailSize);
-    await handle.read(tail, 0, tailSize, size - tailSize);
-    const at = tail.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
-    if (at < 0 || at + 22 > tail.length) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a zip file`);
-    const count = tail.readUInt16LE(at + 10);
-    const dirSize = tail.readUInt32LE(at + 12);
-    const dirOffset = tail.readUInt32LE(at + 16);
-    if (dirOffset + dirSize > size) throw damaged('its directory lies outside the file');
-    const directory = Buffer.alloc(dirSize);
-    await handle.read(directory, 0, dirSize, dirOffset);
-    let p = 0;
-    for (let i = 0; i < count; i++) {
-      if (p + 46 > directory.length || directory.readUInt32LE(p) !== 0x02014b50) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} has a damaged zip directory`);
-      if (directory.readUInt16LE(p + 10) !== 0) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds compressed zip entries; Strata exports store them`);
-      const entrySize = directory.readUInt32LE(p + 24);
-      const nameLength = directory.readUInt16LE(p + 28);
-      const extra = directory.readUInt16LE(p + 30) + directory.readUInt16LE(p + 32);
-      const localOffset = directory.readUInt32LE(p + 42);
-      if (p + 46 + nameLength > directory.length) throw damaged('an entry name runs past the directory');
-      const name = directory.toString('utf8', p + 46, p + 46 + nameLength);
-      p += 46 + nameLength + extra;
-      if (localOffset + 30 > size) throw damaged(`entry ${name} starts outside the file`);
-      const local = Buffer.alloc(30);
-      await handle.read(local, 0, 30, localOffset);
-      const dataStart = localOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
-      if (dataStart + entrySize > size) throw damaged(`entry ${name} runs past the end of the file`);
-      yield { name, size: entrySize, body: entrySize === 0 ? Readable.from([]) : createReadStream(file, { start: dataStart, end: dataStart + entrySize - 1 }) };
+    zip = await new Promise<yauzl.ZipFile>((resolve, reject) => yauzl.open(file, { lazyEntries: true, autoClose: false, strictFileNames: true, validateEntrySizes: true }, (err, z) => (err ? reject(err) : resolve(z))));
+  } catch (err) {
+    throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a zip Strata can read (${(err as Error).message})`, { cause: err });
+  }
+  try {
+    for (;;) {
+      const entry = await new Promise<yauzl.Entry | undefined>((resolve, reject) => {
+        const onEntry = (e: yauzl.Entry): void => {
+          zip.off('end', onEnd);
+          zip.off('error', onError);
+          resolve(e);
+        };
+        const onEnd = (): void => {
+          zip.off('entry', onEntry);
+          zip.off('error', onError);
+          resolve(undefined);
+        };
+        const onError = (err: Error): void => {
+          zip.off('entry', onEntry);
+          zip.off('end', onEnd);
+          reject(new StrataError('ARTIFACT_CORRUPT', `import: ${file} has a damaged zip directory (${err.message})`, { cause: err }));
+        };
+        zip.once('entry', onEntry);
+        zip.once('end', onEnd);
+        zip.once('error', onError);
+        zip.readEntry();
+      });
+      if (!entry) return;
+      if (entry.fileName.endsWith('/')) continue;
+      const body = await new Promise<NodeJS.ReadableStream>((resolve, reject) =>
+        zip.openReadStream(entry, (err, stream) => (err ? reject(new StrataError('ARTIFACT_CORRUPT', `import: ${entry.fileName} in ${file} does not read (${err.message})`, { cause: err })) : resolve(stream))),
+      );
+      yield { name: entry.fileName, size: entry.uncompressedSize, body: body as AsyncIterable<Uint8Array> };
     }
   } finally {
-    await handle.close();
+    zip.close();
   }
 }
 
