@@ -126,16 +126,23 @@ describe('PostgreSQL fidelity', function () {
   });
 
   it('a table without a key that has a column named t verifies (rows are ordered by the whole row)', async () => {
-    // Many rows share t, so ordering by t alone leaves their order to the sort, which differs
-    // between the source and the restored copy.
+    // Many rows share each t. With a small work_mem the sort runs on tapes and merges them, so
+    // rows of equal t come out in another order each time: an order by t alone is no order.
     const source = await databases.create(`
       CREATE TABLE marks (t int, u text, v float8);
-      INSERT INTO marks SELECT i % 3, md5(i::text), i / 7.0 FROM generate_series(1, 3000) i ORDER BY md5(i::text);
+      INSERT INTO marks SELECT i % 3, md5(i::text), i / 7.0 FROM generate_series(1, 4000) i ORDER BY md5(i::text);
       INSERT INTO marks SELECT 1, 'same', 1.5 FROM generate_series(1, 3);`);
-    const { target, repo, id } = await roundTrip(source);
-    assert.deepEqual(await rowsByTable(target), await rowsByTable(source));
-    const [report] = await repo.verify({ id }, { level: 'full' });
-    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    const saved = process.env['PGOPTIONS'];
+    process.env['PGOPTIONS'] = '-c work_mem=64kB';
+    try {
+      const { target, repo, id } = await roundTrip(source);
+      assert.deepEqual(await rowsByTable(target), await rowsByTable(source));
+      const [report] = await repo.verify({ id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    } finally {
+      if (saved === undefined) delete process.env['PGOPTIONS'];
+      else process.env['PGOPTIONS'] = saved;
+    }
   });
 
   it('a table whose rows cannot be read fails the backup with an error that names the table', async () => {
@@ -210,6 +217,29 @@ describe('PostgreSQL fidelity', function () {
     const [report] = await repo.verify({ id }, { level: 'full' });
     assert.equal(report!.checks.find((c) => c.name === 'data-consistency')!.status, 'passed', JSON.stringify(report!.checks));
     assert.match(reasonOf(report!, 'data-consistency'), /^6 table\(s\): row counts and content checksums match/);
+  });
+
+  it('a child whose text columns are in another order than its parent\'s: values stay in their columns, and verify sees a swap', async () => {
+    // Strata's own stream of this child, written in one column order and read back in another,
+    // gives the same bytes: only facts taken from the rows themselves can tell.
+    const source = await databases.create(`
+      CREATE TABLE person (first_name text, last_name text);
+      CREATE TABLE employee (last_name text, first_name text);
+      ALTER TABLE employee INHERIT person;
+      INSERT INTO person VALUES ('Alan', 'Turing');
+      INSERT INTO employee VALUES ('Lovelace', 'Ada'), ('Hopper', 'Grace');`);
+    const { target, repo, id } = await roundTrip(source);
+    assert.deepEqual(
+      (await pgQuery(target, 'SELECT first_name, last_name FROM ONLY employee ORDER BY 1')).rows,
+      [{ first_name: 'Ada', last_name: 'Lovelace' }, { first_name: 'Grace', last_name: 'Hopper' }],
+    );
+    const [report] = await repo.verify({ id }, { level: 'full' });
+    assert.equal(report!.checks.find((c) => c.name === 'data-consistency')!.status, 'passed', JSON.stringify(report!.checks));
+
+    const swapping = await repository(new DoctoredRestoreEngine((client) => client.query('UPDATE ONLY employee SET first_name = last_name, last_name = first_name')));
+    const record = await swapping.backup(pgUrl(source), { database: 'fidelity' });
+    const [swapped] = await swapping.verify({ id: record.id }, { level: 'full' });
+    assert.equal(reasonOf(swapped!, 'data-consistency'), 'table public.employee content checksum differs from the recorded one');
   });
 
   it('restores the rows of an inheritance parent alone (--tables) without touching its children', async () => {
