@@ -119,8 +119,8 @@ const OBJECT_HEADER = /^-- Name: (.*); Type: ([A-Z][A-Z ]*); Schema: ([^;]*)(?:;
  * The schema object by object, from the headers pg_dump writes above each one: a key such as
  * `table public.orders`, `index public.orders_by_name`, `trigger public.orders audit` mapped to the
  * SHA-256 of the object's statements, normalised as for {@link fingerprint}. Owners stay in the
- * statements (`OWNER TO`), not in the key. Statements before the first header (session settings)
- * are one object of their own. Where an object is the database itself, its name is replaced,
+ * statements (`OWNER TO`), not in the key. The statements before the first header of each half
+ * (session settings) are objects of their own. Where an object is the database itself, its name is replaced,
  * since a restore is checked under another name.
  */
 export function schemaObjects(sql: string, database: string): Record<string, string> {
@@ -138,6 +138,12 @@ export function schemaObjects(sql: string, database: string): Record<string, str
     out[unique] = createHash('sha256').update(text).digest('hex');
   };
   for (const line of sql.split('\n')) {
+    if (line === POST_DATA_MARKER) {
+      flush();
+      key = 'settings post-data';
+      aboutDatabase = false;
+      continue;
+    }
     const header = OBJECT_HEADER.exec(line);
     if (!header) {
       lines.push(line);

@@ -91,6 +91,8 @@ export class PostgresEngine implements Engine {
       if (dumpMajor < serverMajor) {
         throw new StrataError('TOOL_MISSING', `postgres: pg_dump ${dumpMajor} cannot read a PostgreSQL ${serverMajor} server; install pg_dump ${serverMajor} or newer`);
       }
+      // As pg_dump does: a row-level security policy that would hide rows from us is an error, not a smaller table.
+      await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const serverVersion = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
@@ -175,6 +177,8 @@ export class PostgresEngine implements Engine {
     const target = parseTarget(locator);
     const client = await connect(target, 'strata verify');
     try {
+      // As pg_dump does: a row-level security policy that would hide rows from us is an error, not a smaller table.
+      await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const schemaSql = await dumpSchema(target, exported);
