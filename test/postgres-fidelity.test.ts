@@ -296,6 +296,14 @@ describe('PostgreSQL fidelity', function () {
 
     const schemaOnly = await roundTrip(source, { schemaOnly: true });
     assert.deepEqual((await pgQuery(schemaOnly.target, 'SELECT buckets::int, total::int FROM a_summary')).rows, [{ buckets: 0, total: null }]);
+
+    // A view that holds data over one that holds none could not be refreshed by a restore.
+    await pgQuery(source, 'REFRESH MATERIALIZED VIEW z_base WITH NO DATA');
+    await assert.rejects(repo.backup(pgUrl(source), { database: 'fidelity' }), (err: unknown) => {
+      assert.ok(isStrataError(err, 'UNSUPPORTED_OBJECT'), String(err));
+      assert.match(err.message, /materialized view public\.m_middle holds data but reads public\.z_base, which holds none/);
+      return true;
+    });
   });
 
   it('NOT VALID constraints of the source do not fail verification', async () => {

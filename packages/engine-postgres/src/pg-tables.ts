@@ -155,13 +155,11 @@ export function tableError(table: { schema: string; name: string }, doing: strin
 }
 
 /**
- * Materialized views in the order they can be refreshed: each after the materialized views it
- * reads, directly or through plain views (pg_depend of their rewrite rules), otherwise in the
- * given order. `names` are `quote_ident(schema).quote_ident(name)` strings.
+ * Which materialized views read which others, directly or through plain views (pg_depend of their
+ * rewrite rules), as `quote_ident(schema).quote_ident(name)` strings.
  */
-export async function refreshOrder(client: pg.Client, names: readonly string[]): Promise<string[]> {
-  if (names.length < 2) return [...names];
-  const edges = (await client.query<{ child: string; parent: string }>(`
+async function matviewReads(client: pg.Client): Promise<{ child: string; parent: string }[]> {
+  return (await client.query<{ child: string; parent: string }>(`
     WITH RECURSIVE reads AS (
       SELECT DISTINCT rw.ev_class AS reader, d.refobjid AS read
       FROM pg_rewrite rw
@@ -175,5 +173,36 @@ export async function refreshOrder(client: pg.Client, names: readonly string[]):
     FROM needs
     JOIN pg_class m ON m.oid = needs.matview JOIN pg_namespace mn ON mn.oid = m.relnamespace
     JOIN pg_class p ON p.oid = needs.read AND p.relkind = 'm' JOIN pg_namespace pn ON pn.oid = p.relnamespace`)).rows;
-  return parentsFirst(names, edges);
+}
+
+/** Materialized views in the order they can be refreshed: each after those it reads, otherwise in the given order. */
+export async function refreshOrder(client: pg.Client, names: readonly string[]): Promise<string[]> {
+  if (names.length < 2) return [...names];
+  return parentsFirst(names, await matviewReads(client));
+}
+
+/**
+ * The populated materialized views of the database in refresh order. One that holds data but
+ * reads a materialized view that holds none could not be refreshed by a restore, so it stops the
+ * backup, named, rather than come back empty.
+ */
+export async function populatedMatviews(client: pg.Client): Promise<string[]> {
+  const all = (await client.query<{ name: string; populated: boolean }>(
+    `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, c.relispopulated AS populated
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'm' ORDER BY 1`,
+  )).rows;
+  if (all.length === 0) return [];
+  const populated = all.filter((m) => m.populated).map((m) => m.name);
+  const reads = await matviewReads(client);
+  const empty = new Set(all.filter((m) => !m.populated).map((m) => m.name));
+  for (const edge of reads) {
+    if (!empty.has(edge.child) && empty.has(edge.parent)) {
+      throw new StrataError(
+        'UNSUPPORTED_OBJECT',
+        `postgres: materialized view ${edge.child} holds data but reads ${edge.parent}, which holds none, so a restore could not refresh it; run REFRESH MATERIALIZED VIEW ${edge.parent} (or REFRESH MATERIALIZED VIEW ${edge.child} WITH NO DATA) and back up again`,
+        { details: { object: edge.child } },
+      );
+    }
+  }
+  return parentsFirst(populated, reads);
 }

@@ -21,7 +21,7 @@ import type {
 import { connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
-import { copyOut, emptyTableStats, listTables, parseStreamName, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
+import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
@@ -100,10 +100,7 @@ export class PostgresEngine implements Engine {
       throwIfAborted(options.signal, 'snapshot');
       const tables = await listTables(client);
       const sequences = await readSequences(client);
-      const matviews = await refreshOrder(client, (await client.query<{ name: string }>(
-        `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'm' AND c.relispopulated ORDER BY 1`,
-      )).rows.map((r) => r.name));
+      const matviews = await populatedMatviews(client);
       const databaseBytes = Number((await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]!.size);
       const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t), columns: [...t.columns] })) };
 
