@@ -111,3 +111,49 @@ export function executableSchema(sql: string, roles: ReadonlySet<string>): { sql
   });
   return { sql: kept.join('\n'), skipped };
 }
+
+/** pg_dump's header above each object: `-- Name: orders; Type: TABLE; Schema: public; Owner: app`. */
+const OBJECT_HEADER = /^-- Name: (.*); Type: ([A-Z][A-Z ]*); Schema: ([^;]*)(?:; Owner: .*)?$/;
+
+/**
+ * The schema object by object, from the headers pg_dump writes above each one: a key such as
+ * `table public.orders`, `index public.orders_by_name`, `trigger public.orders audit` mapped to the
+ * SHA-256 of the object's statements, normalised as for {@link fingerprint}. Owners stay in the
+ * statements (`OWNER TO`), not in the key. The statements before the first header of each half
+ * (session settings) are objects of their own. Where an object is the database itself, its name is replaced,
+ * since a restore is checked under another name.
+ */
+export function schemaObjects(sql: string, database: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  let key = 'settings';
+  let aboutDatabase = false;
+  let lines: string[] = [];
+  const flush = (): void => {
+    let text = normaliseSchema(lines.join('\n'));
+    lines = [];
+    if (text === '') return;
+    if (aboutDatabase) text = text.split(`"${database.replace(/"/g, '""')}"`).join('"<database>"');
+    let unique = key;
+    for (let n = 2; unique in out; n++) unique = `${key} #${n}`;
+    out[unique] = createHash('sha256').update(text).digest('hex');
+  };
+  for (const line of sql.split('\n')) {
+    if (line === POST_DATA_MARKER) {
+      flush();
+      key = 'settings post-data';
+      aboutDatabase = false;
+      continue;
+    }
+    const header = OBJECT_HEADER.exec(line);
+    if (!header) {
+      lines.push(line);
+      continue;
+    }
+    flush();
+    const [, name, type, schema] = header as unknown as [string, string, string, string];
+    aboutDatabase = /\bDATABASE\b/.test(type) || name.startsWith('DATABASE ');
+    key = `${type.toLowerCase()} ${schema === '-' ? '' : `${schema}.`}${aboutDatabase ? name.split(database).join('<database>') : name}`;
+  }
+  flush();
+  return out;
+}

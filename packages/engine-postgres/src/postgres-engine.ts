@@ -17,12 +17,11 @@ import type {
   Snapshot,
   SnapshotOptions,
   StreamTarget,
-  TableStats,
 } from '@strata/core';
 import { connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, splitSchema } from './pg-schema.js';
-import { CopyStats, copyOut, listTables, parseStreamName, qualified, statsOf, streamName } from './pg-tables.js';
+import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
+import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
@@ -42,9 +41,10 @@ interface SequenceState {
 interface PgMeta {
   serverVersion: string;
   sequences: SequenceState[];
-  /** Materialized views that held data, refreshed after a restore. */
+  /** Materialized views that held data, refreshed after a restore, each after those it reads. */
   matviews: string[];
-  tables: { stream: string; table: string }[];
+  /** `columns`: the stream's columns, in order (absent in older backups: then the table's own order). */
+  tables: { stream: string; table: string; columns?: string[] }[];
 }
 
 /**
@@ -53,7 +53,8 @@ interface PgMeta {
  * A snapshot is one REPEATABLE READ, READ ONLY transaction. Its snapshot is exported and handed to
  * pg_dump, so schema and rows are of the same moment. Each table becomes one stream of COPY text in
  * primary-key order, cut into content-defined chunks of whole rows, so a few changed rows make a
- * small incremental. Row counts and checksums are taken from the same bytes as they stream.
+ * small incremental. Row counts and checksums are computed by the server in the same transaction,
+ * from the rows themselves rather than from Strata's stream, so a value the stream lost is caught.
  *
  * A restore builds a new database next to the target and renames it into place only when it is
  * complete; the old database stays untouched until then.
@@ -90,6 +91,8 @@ export class PostgresEngine implements Engine {
       if (dumpMajor < serverMajor) {
         throw new StrataError('TOOL_MISSING', `postgres: pg_dump ${dumpMajor} cannot read a PostgreSQL ${serverMajor} server; install pg_dump ${serverMajor} or newer`);
       }
+      // As pg_dump does: a row-level security policy that would hide rows from us is an error, not a smaller table.
+      await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const serverVersion = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
@@ -97,14 +100,10 @@ export class PostgresEngine implements Engine {
       throwIfAborted(options.signal, 'snapshot');
       const tables = await listTables(client);
       const sequences = await readSequences(client);
-      const matviews = (await client.query<{ name: string }>(
-        `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'm' AND c.relispopulated ORDER BY 1`,
-      )).rows.map((r) => r.name);
+      const matviews = await populatedMatviews(client);
       const databaseBytes = Number((await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]!.size);
-      const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t) })) };
+      const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t), columns: [...t.columns] })) };
 
-      const stats = new Map<string, TableStats>();
       const streams = options.schemaOnly
         ? []
         : tables.map((table) => ({
@@ -112,24 +111,17 @@ export class PostgresEngine implements Engine {
             chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK },
             open: (opts: Abortable = {}) =>
               (async function* () {
-                const counter = new CopyStats();
-                for await (const chunk of copyOut(client, table, counter)) {
+                for await (const chunk of copyOut(client, table)) {
                   throwIfAborted(opts.signal, 'snapshot');
                   yield chunk;
                 }
-                stats.set(qualified(table), counter.finish(qualified(table)));
               })(),
           }));
-      const empty = new CopyStats().finish('');
       return {
         schemaFingerprint: fingerprint(schemaSql),
-        // Rows were counted and hashed while they streamed; a table not read yet is read now.
-        tableStats: async () => {
-          if (options.schemaOnly) return tables.map((t) => ({ ...empty, name: qualified(t) }));
-          const missing = tables.filter((t) => !stats.has(qualified(t)));
-          for (const s of await statsOf(client, missing)) stats.set(s.name, s);
-          return tables.map((t) => stats.get(qualified(t))!);
-        },
+        schemaObjects: schemaObjects(schemaSql, target.database),
+        // The same transaction as the streams, so the server counts and hashes the rows they hold.
+        tableStats: async () => (options.schemaOnly ? tables.map(emptyTableStats) : statsOf(client, tables)),
         streams,
         schemaSql,
         databaseBytes,
@@ -182,14 +174,24 @@ export class PostgresEngine implements Engine {
     const target = parseTarget(locator);
     const client = await connect(target, 'strata verify');
     try {
+      // As pg_dump does: a row-level security policy that would hide rows from us is an error, not a smaller table.
+      await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const schemaSql = await dumpSchema(target, exported);
       const tables = await listTables(client);
       const stats = await statsOf(client, tables);
-      // PostgreSQL enforces foreign keys itself; constraints added NOT VALID are the exception.
-      const notValid = (await client.query<{ name: string }>(`SELECT conrelid::regclass::text || ' ' || conname AS name FROM pg_constraint WHERE NOT convalidated`)).rows;
-      return { schemaFingerprint: fingerprint(schemaSql), tables: stats, integrityErrors: notValid.map((r) => `constraint not validated: ${r.name}`), foreignKeysChecked: true };
+      // PostgreSQL enforces foreign keys itself, except those added NOT VALID, whose old rows it
+      // never checked. Such a constraint is no fault of the restore: pg_dump writes NOT VALID into
+      // the schema, so one that differs from the backup's shows in the schema comparison.
+      const unchecked = Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND NOT convalidated`)).rows[0]!.n);
+      return {
+        schemaFingerprint: fingerprint(schemaSql),
+        schemaObjects: schemaObjects(schemaSql, target.database),
+        tables: stats,
+        integrityErrors: [],
+        foreignKeysChecked: unchecked === 0,
+      };
     } catch (err) {
       throw isStrataError(err) ? err : connectionError(target, err);
     } finally {
@@ -239,14 +241,15 @@ function drained(stream: NodeJS.EventEmitter): Promise<void> {
 /**
  * A sink that COPYs rows into a table; `end()` resolves when the server has them all. The COPY
  * starts at the first write, not when the sink is made: the core may ask for every table's sink
- * before it writes any, and one connection runs one COPY at a time.
+ * before it writes any, and one connection runs one COPY at a time. `streamColumns` are the
+ * stream's columns as the backup recorded them; without them, the table's own order is assumed.
  */
-function copyIntoTable(client: pg.Client, schema: string, table: string): StreamTarget {
+function copyIntoTable(client: pg.Client, schema: string, table: string, streamColumns?: readonly string[]): StreamTarget {
   let stream: ReturnType<typeof copyFrom> | undefined;
   let failure: Error | undefined;
   const start = async (): Promise<ReturnType<typeof copyFrom>> => {
     if (stream) return stream;
-    const columns = (await client.query<{ name: string }>(
+    const columns = streamColumns?.map(ident) ?? (await client.query<{ name: string }>(
       `SELECT a.attname::text AS name FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`,
       [schema, table],
@@ -254,7 +257,9 @@ function copyIntoTable(client: pg.Client, schema: string, table: string): Stream
     if (columns.length === 0 && (await client.query('SELECT to_regclass($1) AS t', [`${ident(schema)}.${ident(table)}`])).rows[0].t === null) {
       throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema does not create table ${schema}.${table}`);
     }
-    stream = client.query(copyFrom(`COPY ${ident(schema)}.${ident(table)} (${columns.join(', ')}) FROM STDIN`));
+    // A table without columns takes no column list (its rows are empty lines).
+    const list = columns.length > 0 ? ` (${columns.join(', ')})` : '';
+    stream = client.query(copyFrom(`COPY ${ident(schema)}.${ident(table)}${list} FROM STDIN`));
     stream.on('error', (err: Error) => (failure = err));
     return stream;
   };
@@ -295,6 +300,10 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
     await admin.end().catch(() => undefined);
   };
   let post = '';
+  // Rows of plain inheritance children wait in files for the column order the backup recorded:
+  // pg_dump recreates a child with its parent's columns first, whatever order the source had.
+  const children = new Map<string, string>();
+  const removeChildFiles = (): Promise<unknown> => Promise.all([...children.values()].map((f) => fs.rm(f, { force: true })));
   return {
     prepare: async (schemaSql) => {
       try {
@@ -314,17 +323,25 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
       if (wanted && !matchesAny(table, wanted)) return discardSink;
+      if (await isInheritanceChild(work, table)) {
+        await fs.mkdir(options.tempDir, { recursive: true });
+        const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
+        children.set(qualified(table), file);
+        return { kind: 'file', path: file };
+      }
       return copyIntoTable(work, table.schema, table.name);
     },
     commit: async (info: RestoreCommitInfo) => {
       try {
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
         if (wanted) checkTablesInBackup(wanted, info.tables);
+        const meta = info.engineMeta as unknown as PgMeta;
+        await loadFiles(work, children, meta);
+        await removeChildFiles();
         const roles = await existingRoles(work);
         await work.query(executableSchema(post, roles).sql);
-        const meta = info.engineMeta as unknown as PgMeta;
         await restoreSequences(work, meta.sequences ?? []);
-        for (const view of meta.matviews ?? []) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        for (const view of await refreshOrder(work, meta.matviews ?? [])) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
         await work.end();
         work = undefined;
         if (exists) {
@@ -349,11 +366,41 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
         await admin.end().catch(() => undefined);
       } catch (err) {
         await cleanup();
+        await removeChildFiles();
         throw isStrataError(err) ? err : connectionError(target, err);
       }
     },
-    abort: cleanup,
+    abort: async () => {
+      await cleanup();
+      await removeChildFiles();
+    },
   };
+}
+
+/** Whether a table of the restored schema inherits from another without being a partition. */
+async function isInheritanceChild(client: pg.Client, table: { schema: string; name: string }): Promise<boolean> {
+  const result = await client.query<{ child: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhrelid = to_regclass($1) AND NOT c.relispartition) AS child`,
+    [`${ident(table.schema)}.${ident(table.name)}`],
+  );
+  return result.rows[0]!.child;
+}
+
+/** The columns of a table's stream as the backup recorded them (undefined for older backups). */
+function streamColumnsOf(meta: PgMeta, table: string): readonly string[] | undefined {
+  return meta.tables?.find((t) => t.table === table)?.columns;
+}
+
+/** COPYs spooled row files (`schema.table` → file) into their tables, in the recorded column order. */
+async function loadFiles(client: pg.Client, files: ReadonlyMap<string, string>, meta: PgMeta, order: readonly string[] = [...files.keys()]): Promise<void> {
+  for (const q of order) {
+    const [schema, name] = splitQualified(q);
+    const sink = copyIntoTable(client, schema, name, streamColumnsOf(meta, q));
+    if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
+    const file = files.get(q);
+    if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
+    await sink.end();
+  }
 }
 
 function matchesAny(table: { schema: string; name: string }, wanted: ReadonlySet<string>): boolean {
@@ -410,16 +457,10 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
         try {
           for (const q of [...order].reverse()) {
             const [schema, name] = splitQualified(q);
-            await client.query(`DELETE FROM ${ident(schema)}.${ident(name)}`);
+            // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
+            await client.query(`DELETE FROM ONLY ${ident(schema)}.${ident(name)}`);
           }
-          for (const q of order) {
-            const [schema, name] = splitQualified(q);
-            const sink = copyIntoTable(client, schema, name);
-            if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
-            const file = files.get(q);
-            if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
-            await sink.end();
-          }
+          await loadFiles(client, files, info.engineMeta as unknown as PgMeta, order);
           // Check deferred foreign keys now: setval() is not transactional, so sequences move
           // only once nothing can fail any more.
           await client.query('SET CONSTRAINTS ALL IMMEDIATE');
