@@ -24,6 +24,24 @@ import type { PgTarget } from './pg-connection.js';
 import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, splitSchema } from './pg-schema.js';
 import { CopyStats, copyOut, listTables, parseStreamName, qualified, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
+import { applySchema, restoreFailed } from './pg-apply-schema.js';
+import {
+  DATABASE_PLACEHOLDER,
+  applyDatabaseProperties,
+  databaseSchemaObjects,
+  databaseSection,
+  describeDatabase,
+  dropDatabase,
+  inClientEncoding,
+  recordedCreate,
+  renameDatabase,
+  reportSkipped,
+  reportSubscriptions,
+  setClientEncoding,
+  withDatabaseProperties,
+} from './pg-database.js';
+import type { DatabaseDescription } from './pg-database.js';
+import { LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
 const AVERAGE_CHUNK = 64 * 1024;
@@ -45,6 +63,8 @@ interface PgMeta {
   /** Materialized views that held data, refreshed after a restore. */
   matviews: string[];
   tables: { stream: string; table: string }[];
+  /** Encoding, locale and properties of the database itself (absent in backups of older versions). */
+  database?: DatabaseDescription;
 }
 
 /**
@@ -93,7 +113,8 @@ export class PostgresEngine implements Engine {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const serverVersion = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
-      const schemaSql = await dumpSchema(target, exported);
+      const database = await describeDatabase(client, target, exported);
+      const schemaSql = databaseSection(database) + (await dumpSchema(target, exported));
       throwIfAborted(options.signal, 'snapshot');
       const tables = await listTables(client);
       const sequences = await readSequences(client);
@@ -102,7 +123,8 @@ export class PostgresEngine implements Engine {
          WHERE c.relkind = 'm' AND c.relispopulated ORDER BY 1`,
       )).rows.map((r) => r.name);
       const databaseBytes = Number((await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]!.size);
-      const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t) })) };
+      const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t) })), database };
+      const largeObjects = await countLargeObjects(client);
 
       const stats = new Map<string, TableStats>();
       const streams = options.schemaOnly
@@ -113,22 +135,31 @@ export class PostgresEngine implements Engine {
             open: (opts: Abortable = {}) =>
               (async function* () {
                 const counter = new CopyStats();
-                for await (const chunk of copyOut(client, table, counter)) {
-                  throwIfAborted(opts.signal, 'snapshot');
-                  yield chunk;
+                await setClientEncoding(client, database.encoding);
+                try {
+                  for await (const chunk of copyOut(client, table, counter)) {
+                    throwIfAborted(opts.signal, 'snapshot');
+                    yield chunk;
+                  }
+                } finally {
+                  await setClientEncoding(client, 'UTF8').catch(() => undefined);
                 }
                 stats.set(qualified(table), counter.finish(qualified(table)));
               })(),
           }));
+      if (!options.schemaOnly && largeObjects > 0) {
+        streams.push({ name: LARGE_OBJECTS_STREAM, chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK }, open: () => readLargeObjects(client) });
+      }
       const empty = new CopyStats().finish('');
       return {
-        schemaFingerprint: fingerprint(schemaSql),
+        schemaFingerprint: withDatabaseProperties(fingerprint(schemaSql), database),
+        schemaObjects: databaseSchemaObjects(database),
         // Rows were counted and hashed while they streamed; a table not read yet is read now.
         tableStats: async () => {
           if (options.schemaOnly) return tables.map((t) => ({ ...empty, name: qualified(t) }));
           const missing = tables.filter((t) => !stats.has(qualified(t)));
-          for (const s of await statsOf(client, missing)) stats.set(s.name, s);
-          return tables.map((t) => stats.get(qualified(t))!);
+          for (const s of await inClientEncoding(client, database.encoding, () => statsOf(client, missing))) stats.set(s.name, s);
+          return [...tables.map((t) => stats.get(qualified(t))!), ...(largeObjects > 0 ? [await largeObjectFacts(client)] : [])];
         },
         streams,
         schemaSql,
@@ -170,7 +201,7 @@ export class PostgresEngine implements Engine {
       drop: async () => {
         const admin = await connect(withDatabase(source, 'postgres'), 'strata verify');
         try {
-          await admin.query(`DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
+          await dropDatabase(admin, source, name);
         } finally {
           await admin.end().catch(() => undefined);
         }
@@ -185,11 +216,12 @@ export class PostgresEngine implements Engine {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const schemaSql = await dumpSchema(target, exported);
+      const database = await describeDatabase(client, target, exported);
       const tables = await listTables(client);
-      const stats = await statsOf(client, tables);
+      const stats = [...(await inClientEncoding(client, database.encoding, () => statsOf(client, tables))), await largeObjectFacts(client)];
       // PostgreSQL enforces foreign keys itself; constraints added NOT VALID are the exception.
       const notValid = (await client.query<{ name: string }>(`SELECT conrelid::regclass::text || ' ' || conname AS name FROM pg_constraint WHERE NOT convalidated`)).rows;
-      return { schemaFingerprint: fingerprint(schemaSql), tables: stats, integrityErrors: notValid.map((r) => `constraint not validated: ${r.name}`), foreignKeysChecked: true };
+      return { schemaFingerprint: withDatabaseProperties(fingerprint(schemaSql), database), schemaObjects: databaseSchemaObjects(database), tables: stats, integrityErrors: notValid.map((r) => `constraint not validated: ${r.name}`), foreignKeysChecked: true };
     } catch (err) {
       throw isStrataError(err) ? err : connectionError(target, err);
     } finally {
@@ -241,7 +273,7 @@ function drained(stream: NodeJS.EventEmitter): Promise<void> {
  * starts at the first write, not when the sink is made: the core may ask for every table's sink
  * before it writes any, and one connection runs one COPY at a time.
  */
-function copyIntoTable(client: pg.Client, schema: string, table: string): StreamTarget {
+function copyIntoTable(client: pg.Client, schema: string, table: string, target: PgTarget, encoding: string): StreamTarget {
   let stream: ReturnType<typeof copyFrom> | undefined;
   let failure: Error | undefined;
   const start = async (): Promise<ReturnType<typeof copyFrom>> => {
@@ -254,8 +286,9 @@ function copyIntoTable(client: pg.Client, schema: string, table: string): Stream
     if (columns.length === 0 && (await client.query('SELECT to_regclass($1) AS t', [`${ident(schema)}.${ident(table)}`])).rows[0].t === null) {
       throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema does not create table ${schema}.${table}`);
     }
+    await setClientEncoding(client, encoding);
     stream = client.query(copyFrom(`COPY ${ident(schema)}.${ident(table)} (${columns.join(', ')}) FROM STDIN`));
-    stream.on('error', (err: Error) => (failure = err));
+    stream.on('error', (err: Error) => (failure = restoreFailed(target, `the rows of table ${schema}.${table}`, err)));
     return stream;
   };
   return {
@@ -263,14 +296,16 @@ function copyIntoTable(client: pg.Client, schema: string, table: string): Stream
     write: async (chunk) => {
       const s = await start();
       if (failure) throw failure;
-      if (!s.write(chunk)) await drained(s);
+      if (!s.write(chunk)) await drained(s).catch((err: unknown) => Promise.reject(failure ?? err));
       if (failure) throw failure;
     },
     end: async () => {
       const s = await start();
       if (failure) throw failure;
       s.end();
-      await Promise.race([once(s, 'finish'), once(s, 'error').then(([e]) => Promise.reject(e))]);
+      // once() rejects on 'error' too, with the server's raw error: report ours, which names the table.
+      await once(s, 'finish').catch((err: unknown) => Promise.reject(failure ?? err));
+      await setClientEncoding(client, 'UTF8');
     },
   };
 }
@@ -290,43 +325,62 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
   const cleanup = async (): Promise<void> => {
     await work?.end().catch(() => undefined);
     work = undefined;
-    if (created) await admin.query(`DROP DATABASE IF EXISTS ${ident(workName)} WITH (FORCE)`).catch(() => undefined);
+    if (created) await dropDatabase(admin, target, workName).catch(() => undefined);
     created = false;
     await admin.end().catch(() => undefined);
   };
   let post = '';
+  // Backups from before database properties were recorded hold UTF-8 rows and were restored as UTF-8.
+  let copyEncoding = 'UTF8';
+  let largeObjects: ReturnType<typeof largeObjectsSink> | undefined;
   return {
     prepare: async (schemaSql) => {
+      const recorded = recordedCreate(schemaSql);
+      copyEncoding = recorded?.encoding ?? 'UTF8';
+      const create = recorded ? renameDatabase(recorded.create, DATABASE_PLACEHOLDER, ident(workName)) : `CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`;
       try {
-        await admin.query(`CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`);
-        created = true;
-        work = await connect(withDatabase(target, workName), 'strata restore');
-        const parts = splitSchema(schemaSql);
-        post = parts.post;
-        const roles = await existingRoles(work);
-        await work.query(executableSchema(parts.pre, roles).sql);
+        await admin.query(create);
       } catch (err) {
-        throw isStrataError(err) ? err : new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply to ${target.host}:${target.port}: ${(err as Error).message}`, { cause: err });
+        throw restoreFailed(target, `to create the database as the source was (${create})`, err);
       }
+      created = true;
+      work = await connect(withDatabase(target, workName), 'strata restore');
+      const parts = splitSchema(schemaSql);
+      post = parts.post;
+      const roles = await existingRoles(work);
+      const pre = executableSchema(parts.pre, roles);
+      reportSkipped(pre.skipped);
+      await applySchema(work, pre.sql, target);
     },
     streamTarget: async (name) => {
+      if (name === LARGE_OBJECTS_STREAM && work) {
+        if (wanted) return discardSink;
+        largeObjects = largeObjectsSink(work, await existingRoles(work), (what, err) => restoreFailed(target, what, err));
+        return largeObjects;
+      }
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
       if (wanted && !matchesAny(table, wanted)) return discardSink;
-      return copyIntoTable(work, table.schema, table.name);
+      return copyIntoTable(work, table.schema, table.name, target, copyEncoding);
     },
     commit: async (info: RestoreCommitInfo) => {
       try {
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
         if (wanted) checkTablesInBackup(wanted, info.tables);
         const roles = await existingRoles(work);
-        await work.query(executableSchema(post, roles).sql);
+        const postData = executableSchema(post, roles);
+        reportSkipped(postData.skipped);
+        await applySchema(work, postData.sql, target);
         const meta = info.engineMeta as unknown as PgMeta;
         await restoreSequences(work, meta.sequences ?? []);
         for (const view of meta.matviews ?? []) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        reportSkipped(largeObjects?.skipped() ?? []);
+        await reportSubscriptions(work);
         await work.end();
         work = undefined;
+        // Last, so settings such as default_transaction_read_only cannot get in the restore's way.
+        if (meta.database) reportSkipped(await applyDatabaseProperties(admin, workName, meta.database.properties, roles).catch((err) => Promise.reject(restoreFailed(target, 'the database properties', err))));
         if (exists) {
           const sessions = Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1', [target.database])).rows[0]!.n);
           if (sessions > 0) {
@@ -341,7 +395,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
             throw err;
           }
           created = false;
-          await admin.query(`DROP DATABASE ${ident(old)} WITH (FORCE)`);
+          await dropDatabase(admin, target, old);
         } else {
           await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
           created = false;
@@ -389,6 +443,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
   };
   return {
     streamTarget: async (name) => {
+      if (name === LARGE_OBJECTS_STREAM) return discardSink;
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!matchesAny(table, wanted)) return discardSink;
@@ -414,7 +469,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
           }
           for (const q of order) {
             const [schema, name] = splitQualified(q);
-            const sink = copyIntoTable(client, schema, name);
+            const sink = copyIntoTable(client, schema, name, target, (info.engineMeta as unknown as PgMeta).database?.encoding ?? 'UTF8');
             if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
             const file = files.get(q);
             if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
@@ -427,7 +482,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
           await client.query('COMMIT');
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
-          const e = err as { code?: string; table?: string; detail?: string };
+          const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
           if (e.code === '23503') {
             throw new StrataError('USAGE', `restore: replacing ${chosen.join(', ')} would break a foreign key (${e.detail ?? (err as Error).message}); include the related tables in --tables`, { cause: err });
           }
