@@ -403,7 +403,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
         await admin.end().catch(() => undefined);
       } catch (err) {
         await cleanup();
-        throw isStrataError(err) ? err : connectionError(target, err);
+        throw restoreFailed(target, 'the last steps of the restore (sequences, materialized views, the swap)', err);
       }
     },
     abort: cleanup,
@@ -489,7 +489,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
           throw err;
         }
       } catch (err) {
-        throw isStrataError(err) ? err : connectionError(target, err);
+        throw restoreFailed(target, 'the table restore', err);
       } finally {
         await client.end().catch(() => undefined);
         await cleanup();
