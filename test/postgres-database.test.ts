@@ -229,6 +229,16 @@ and a second line';
         [{ db: source, enabled: false }, { db: target, enabled: false }].sort((a, b) => a.db.localeCompare(b.db)),
       );
       assert.equal(pgDump(target), pgDump(source));
+
+      // An enabled subscription's worker keeps the target open: refused before anything changes.
+      await pgQuery(target, `ALTER SUBSCRIPTION "${subscription}" ENABLE`);
+      await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(target), force: true }), (err: unknown) => {
+        assert.ok(isStrataError(err, 'DATABASE_LOCKED'), String(err));
+        assert.match((err as Error).message, new RegExp(`${subscription}.*ALTER SUBSCRIPTION \\.\\.\\. DISABLE`));
+        return true;
+      });
+      assert.deepEqual(await holders(subscription), [{ db: source, enabled: false }, { db: target, enabled: true }].sort((a, b) => a.db.localeCompare(b.db)));
+      assert.deepEqual(await databasesLike(`${target}__strata_`), []);
     });
   });
 

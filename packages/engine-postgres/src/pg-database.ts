@@ -225,3 +225,21 @@ export async function reportSubscriptions(client: pg.Client): Promise<void> {
     { code: 'STRATA_SUBSCRIPTION_DISABLED' },
   );
 }
+
+/**
+ * An enabled subscription keeps a worker connected to its database, so the database cannot be
+ * renamed away; and disabling it for the user would change the target before the restore is sure
+ * to succeed. So the restore refuses up front and says what to do.
+ */
+export async function refuseEnabledSubscriptions(admin: pg.Client, database: string): Promise<void> {
+  const enabled = (await admin.query<{ name: string }>(
+    'SELECT s.subname AS name FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = $1 AND s.subenabled ORDER BY 1',
+    [database],
+  )).rows.map((r) => r.name);
+  if (enabled.length === 0) return;
+  throw new StrataError(
+    'DATABASE_LOCKED',
+    `restore: ${database} has enabled subscription(s) ${enabled.join(', ')}, whose workers keep it open; disable them (ALTER SUBSCRIPTION ... DISABLE) and run the restore again (the restored database has them disabled)`,
+    { details: { subscriptions: enabled } },
+  );
+}

@@ -36,6 +36,7 @@ import {
   recordedCreate,
   renameDatabase,
   reportSkipped,
+  refuseEnabledSubscriptions,
   reportSubscriptions,
   setClientEncoding,
   withDatabaseProperties,
@@ -319,6 +320,12 @@ function workDatabaseName(target: string): string {
 async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
   const workName = workDatabaseName(target.database);
   const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
+  if (exists) {
+    await refuseEnabledSubscriptions(admin, target.database).catch(async (err: unknown) => {
+      await admin.end().catch(() => undefined);
+      throw err;
+    });
+  }
   let work: pg.Client | undefined;
   let created = false;
   const wanted = options.tables ? new Set(options.tables) : undefined;
