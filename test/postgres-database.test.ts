@@ -93,6 +93,20 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
   });
 
+  it('a SQL_ASCII database keeps bytes that are not UTF-8 as they are', async () => {
+    const source = await createDatabase("ENCODING 'SQL_ASCII' LOCALE 'C'", `
+      CREATE TABLE raw (id int PRIMARY KEY, word text);
+      INSERT INTO raw VALUES (1, E'caf\\xe9'), (2, E'\\xff\\xfe mixed \\xc3\\xa9');`);
+    const record = await repo.backup(pgUrl(source), { database: 'ascii' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    const bytes = async (db: string) => (await pgQuery(db, "SELECT string_agg(encode(word::bytea, 'hex'), ',' ORDER BY id) AS b FROM raw")).rows[0].b as string;
+    assert.equal(await bytes(target), '636166e9,fffe206d6978656420c3a9');
+    assert.equal(await bytes(source), '636166e9,fffe206d6978656420c3a9');
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
   it('an ICU database restores with its locale provider and ICU locale', async () => {
     const source = await createDatabase("ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C.UTF-8'", `
       CREATE TABLE names (name text PRIMARY KEY); INSERT INTO names VALUES ('Äpfel'), ('Zebra'), ('apfel');`);
