@@ -16,8 +16,8 @@ export const LARGE_OBJECTS_FACTS = 'pg_largeobject';
 
 /** Bytes per content line: about one chunk of a row stream, so a changed object changes few chunks. */
 const PIECE = 32 * 1024;
-/** Objects whose metadata is read per query. */
-const BATCH = 1000;
+/** Objects read per query, with their first piece: at most 8 MiB of content in memory. */
+const BATCH = 256;
 
 interface Grant {
   grantor: string;
@@ -52,8 +52,8 @@ export async function countLargeObjects(client: pg.Client): Promise<number> {
 export async function* readLargeObjects(client: pg.Client): AsyncGenerator<Uint8Array> {
   let after = '0';
   for (;;) {
-    const batch = (await client.query<ObjectLine>(
-      `SELECT m.oid::text AS oid, pg_catalog.pg_get_userbyid(m.lomowner) AS owner, d.description AS comment,
+    const batch = (await client.query<ObjectLine & { head: Buffer }>(
+      `SELECT m.oid::text AS oid, pg_catalog.pg_get_userbyid(m.lomowner) AS owner, d.description AS comment, pg_catalog.lo_get(m.oid, 0, ${PIECE}) AS head,
         CASE WHEN m.lomacl IS NULL THEN NULL ELSE (SELECT coalesce(json_agg(json_build_object(
           'grantor', pg_catalog.pg_get_userbyid(a.grantor),
           'grantee', CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
@@ -68,7 +68,7 @@ export async function* readLargeObjects(client: pg.Client): AsyncGenerator<Uint8
     for (const object of batch) {
       yield line({ oid: object.oid, owner: object.owner, grants: object.grants, comment: object.comment });
       for (let at = 0; ; at += PIECE) {
-        const data = (await client.query<{ data: Buffer }>('SELECT pg_catalog.lo_get($1::oid, $2::bigint, $3::int) AS data', [object.oid, at, PIECE])).rows[0]!.data;
+        const data = at === 0 ? object.head : (await client.query<{ data: Buffer }>('SELECT pg_catalog.lo_get($1::oid, $2::bigint, $3::int) AS data', [object.oid, at, PIECE])).rows[0]!.data;
         if (data.length > 0) yield line({ oid: object.oid, at, hex: data.toString('hex') });
         if (data.length < PIECE) break;
       }
@@ -91,41 +91,33 @@ export function largeObjectsSink(client: pg.Client, roles: ReadonlySet<string>, 
   let carry = '';
   let started = false;
   const skipped: string[] = [];
-  const apply = async (text: string): Promise<void> => {
+  // The statements for one line; a chunk's lines go to the server as one script, since a round
+  // trip per statement makes many small objects slow.
+  const statementsFor = (text: string): { oid: string; sql: string[] } => {
     const value = JSON.parse(text) as ObjectLine | PieceLine;
     if (!/^\d+$/.test(value.oid)) throw new StrataError('ARTIFACT_CORRUPT', `restore: large object line with OID ${JSON.stringify(value.oid)}`);
-    const what = `large object ${value.oid}`;
-    try {
-      if ('hex' in value) {
-        await client.query("SELECT pg_catalog.lo_put($1::oid, $2::bigint, pg_catalog.decode($3, 'hex'))", [value.oid, value.at, value.hex]);
-        return;
-      }
-      await client.query('SELECT pg_catalog.lo_create($1::oid)', [value.oid]);
-      if (roles.has(value.owner)) await client.query(`ALTER LARGE OBJECT ${value.oid} OWNER TO ${ident(value.owner)}`);
-      else skipped.push(`ALTER LARGE OBJECT ${value.oid} OWNER TO ${ident(value.owner)}`);
-      if (value.grants) {
-        // A recorded ACL replaces the default one, which gives the owner everything.
-        await client.query(`REVOKE ALL ON LARGE OBJECT ${value.oid} FROM ${roles.has(value.owner) ? ident(value.owner) : 'CURRENT_USER'}`);
-        for (const g of value.grants) {
-          const grant = `GRANT ${g.privilege} ON LARGE OBJECT ${value.oid} TO ${g.grantee === 'PUBLIC' ? 'PUBLIC' : ident(g.grantee)}${g.grantable ? ' WITH GRANT OPTION' : ''}`;
-          if ((g.grantee !== 'PUBLIC' && !roles.has(g.grantee)) || !roles.has(g.grantor)) {
-            skipped.push(grant);
-            continue;
-          }
-          // The grantor is whoever runs GRANT (the owner when a superuser does): act as the recorded one.
-          const asGrantor = g.grantor !== value.owner;
-          if (asGrantor) await client.query(`SET ROLE ${ident(g.grantor)}`);
-          try {
-            await client.query(grant);
-          } finally {
-            if (asGrantor) await client.query('RESET ROLE');
-          }
-        }
-      }
-      if (value.comment !== null) await client.query(`COMMENT ON LARGE OBJECT ${value.oid} IS ${literal(value.comment)}`);
-    } catch (err) {
-      throw refused(what, err);
+    const oid = value.oid;
+    if ('hex' in value) {
+      if (!/^[0-9a-f]*$/.test(value.hex) || !Number.isSafeInteger(value.at)) throw new StrataError('ARTIFACT_CORRUPT', `restore: malformed content line of large object ${oid}`);
+      return { oid, sql: [`SELECT pg_catalog.lo_put(${oid}, ${value.at}, '\\x${value.hex}'::bytea);`] };
     }
+    const sql = [`SELECT pg_catalog.lo_create(${oid});`];
+    const owner = `ALTER LARGE OBJECT ${oid} OWNER TO ${ident(value.owner)};`;
+    if (roles.has(value.owner)) sql.push(owner);
+    else skipped.push(owner);
+    if (value.grants) {
+      // A recorded ACL replaces the default one, which gives the owner everything.
+      sql.push(`REVOKE ALL ON LARGE OBJECT ${oid} FROM ${roles.has(value.owner) ? ident(value.owner) : 'CURRENT_USER'};`);
+      for (const g of value.grants) {
+        const grant = `GRANT ${g.privilege} ON LARGE OBJECT ${oid} TO ${g.grantee === 'PUBLIC' ? 'PUBLIC' : ident(g.grantee)}${g.grantable ? ' WITH GRANT OPTION' : ''};`;
+        if ((g.grantee !== 'PUBLIC' && !roles.has(g.grantee)) || !roles.has(g.grantor)) skipped.push(grant);
+        // The grantor is whoever runs GRANT (the owner when a superuser does): act as the recorded one.
+        else if (g.grantor !== value.owner) sql.push(`SET ROLE ${ident(g.grantor)};`, grant, 'RESET ROLE;');
+        else sql.push(grant);
+      }
+    }
+    if (value.comment !== null) sql.push(`COMMENT ON LARGE OBJECT ${oid} IS ${literal(value.comment)};`);
+    return { oid, sql };
   };
   return {
     kind: 'sink',
@@ -138,7 +130,15 @@ export function largeObjectsSink(client: pg.Client, roles: ReadonlySet<string>, 
       const text = carry + Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).toString('utf8');
       const lines = text.split('\n');
       carry = lines.pop()!;
-      for (const l of lines) if (l !== '') await apply(l);
+      const parts = lines.filter((l) => l !== '').map(statementsFor);
+      if (parts.length === 0) return;
+      const first = parts[0]!.oid;
+      const last = parts.at(-1)!.oid;
+      try {
+        await client.query(parts.flatMap((p) => p.sql).join('\n'));
+      } catch (err) {
+        throw refused(first === last ? `large object ${first}` : `large objects ${first} to ${last}`, err);
+      }
     },
     end: async () => {
       if (carry !== '') throw new StrataError('ARTIFACT_CORRUPT', 'restore: the large-object stream ends in the middle of a line');
