@@ -91,6 +91,11 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.equal(dumpWithDatabase(target), dumpWithDatabase(source));
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    // A table restore loads the rows in the encoding they were written in, too.
+    await pgQuery(target, "UPDATE words SET word = 'changed'");
+    await repo.restore({ id: record.id }, { to: pgUrl(target), tables: ['words'], force: true });
+    assert.equal(pgDump(target), pgDump(source));
   });
 
   it('a SQL_ASCII database keeps bytes that are not UTF-8 as they are', async () => {
