@@ -15,9 +15,10 @@ function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
 }
 
 /** Runs pg_dump and returns its output; a missing binary or a failure is a clear error. */
-function runPgDump(target: PgTarget, args: string[]): Promise<string> {
+export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('pg_dump', ['--no-password', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
+    // UTF-8 whatever the database's encoding: the output is decoded as UTF-8 below.
+    const child = spawn('pg_dump', ['--no-password', '--encoding=UTF8', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -12,6 +12,7 @@ import type {
   Engine,
   EngineCapabilities,
   EngineRestoreOptions,
+  InspectOptions,
   RestoreCommitInfo,
   RestoreSession,
   Snapshot,
@@ -23,6 +24,28 @@ import type { PgTarget } from './pg-connection.js';
 import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
+import { applySchema, restoreFailed } from './pg-apply-schema.js';
+import {
+  DATABASE_PLACEHOLDER,
+  applyDatabaseProperties,
+  databaseSchemaObjects,
+  databaseSection,
+  describeDatabase,
+  dropDatabase,
+  recordedCreate,
+  renameDatabase,
+  reportSkipped,
+  refuseEnabledSubscriptions,
+  reportSubscriptions,
+  setClientEncoding,
+  withDatabaseProperties,
+} from './pg-database.js';
+import type { DatabaseDescription } from './pg-database.js';
+import { legacyFacts } from './pg-legacy-facts.js';
+import { LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
+
+/** The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}). */
+const FACTS_VERSION = 2;
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
 const AVERAGE_CHUNK = 64 * 1024;
@@ -45,6 +68,14 @@ interface PgMeta {
   matviews: string[];
   /** `columns`: the stream's columns, in order (absent in older backups: then the table's own order). */
   tables: { stream: string; table: string; columns?: string[] }[];
+  /** Encoding, locale and properties of the database itself (absent in backups of older versions). */
+  database?: DatabaseDescription;
+  /**
+   * How the verify facts were computed: 2 = by the server (row count and MD5 sum per table, FROM
+   * ONLY) with the database's properties in the fingerprint. Absent in backups of earlier
+   * releases, whose facts are SHA-256 of Strata's own COPY text ({@link legacyFacts}).
+   */
+  factsVersion?: number;
 }
 
 /**
@@ -96,13 +127,22 @@ export class PostgresEngine implements Engine {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const serverVersion = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
-      const schemaSql = await dumpSchema(target, exported);
+      const database = await describeDatabase(client, target, exported);
+      const schemaSql = databaseSection(database) + (await dumpSchema(target, exported));
       throwIfAborted(options.signal, 'snapshot');
       const tables = await listTables(client);
       const sequences = await readSequences(client);
       const matviews = await populatedMatviews(client);
       const databaseBytes = Number((await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]!.size);
-      const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t), columns: [...t.columns] })) };
+      const meta: PgMeta = {
+        serverVersion,
+        sequences,
+        matviews,
+        tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t), columns: [...t.columns] })),
+        database,
+        factsVersion: FACTS_VERSION,
+      };
+      const largeObjects = await countLargeObjects(client);
 
       const streams = options.schemaOnly
         ? []
@@ -111,17 +151,26 @@ export class PostgresEngine implements Engine {
             chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK },
             open: (opts: Abortable = {}) =>
               (async function* () {
-                for await (const chunk of copyOut(client, table)) {
-                  throwIfAborted(opts.signal, 'snapshot');
-                  yield chunk;
+                await setClientEncoding(client, database.encoding);
+                try {
+                  for await (const chunk of copyOut(client, table)) {
+                    throwIfAborted(opts.signal, 'snapshot');
+                    yield chunk;
+                  }
+                } finally {
+                  await setClientEncoding(client, 'UTF8').catch(() => undefined);
                 }
               })(),
           }));
+      if (!options.schemaOnly && largeObjects > 0) {
+        streams.push({ name: LARGE_OBJECTS_STREAM, chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK }, open: () => readLargeObjects(client) });
+      }
       return {
-        schemaFingerprint: fingerprint(schemaSql),
-        schemaObjects: schemaObjects(schemaSql, target.database),
+        schemaFingerprint: withDatabaseProperties(fingerprint(schemaSql), database),
+        schemaObjects: { ...schemaObjects(schemaSql, target.database), ...databaseSchemaObjects(database) },
         // The same transaction as the streams, so the server counts and hashes the rows they hold.
-        tableStats: async () => (options.schemaOnly ? tables.map(emptyTableStats) : statsOf(client, tables)),
+        tableStats: async () =>
+          options.schemaOnly ? tables.map(emptyTableStats) : [...(await statsOf(client, tables)), ...(largeObjects > 0 ? [await largeObjectFacts(client)] : [])],
         streams,
         schemaSql,
         databaseBytes,
@@ -162,7 +211,7 @@ export class PostgresEngine implements Engine {
       drop: async () => {
         const admin = await connect(withDatabase(source, 'postgres'), 'strata verify');
         try {
-          await admin.query(`DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
+          await dropDatabase(admin, source, name);
         } finally {
           await admin.end().catch(() => undefined);
         }
@@ -170,7 +219,7 @@ export class PostgresEngine implements Engine {
     };
   }
 
-  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
+  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const target = parseTarget(locator);
     const client = await connect(target, 'strata verify');
     try {
@@ -179,18 +228,21 @@ export class PostgresEngine implements Engine {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const schemaSql = await dumpSchema(target, exported);
+      const database = await describeDatabase(client, target, exported);
       const tables = await listTables(client);
-      const stats = await statsOf(client, tables);
       // PostgreSQL enforces foreign keys itself, except those added NOT VALID, whose old rows it
       // never checked. Such a constraint is no fault of the restore: pg_dump writes NOT VALID into
       // the schema, so one that differs from the backup's shows in the schema comparison.
       const unchecked = Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND NOT convalidated`)).rows[0]!.n);
+      const checks = { integrityErrors: [], foreignKeysChecked: unchecked === 0 };
+      if (options.recordedMeta && options.recordedMeta['factsVersion'] === undefined) {
+        return { ...(await legacyFacts(client, schemaSql)), schemaObjects: schemaObjects(schemaSql, target.database), ...checks };
+      }
       return {
-        schemaFingerprint: fingerprint(schemaSql),
-        schemaObjects: schemaObjects(schemaSql, target.database),
-        tables: stats,
-        integrityErrors: [],
-        foreignKeysChecked: unchecked === 0,
+        schemaFingerprint: withDatabaseProperties(fingerprint(schemaSql), database),
+        schemaObjects: { ...schemaObjects(schemaSql, target.database), ...databaseSchemaObjects(database) },
+        tables: [...(await statsOf(client, tables)), await largeObjectFacts(client)],
+        ...checks,
       };
     } catch (err) {
       throw isStrataError(err) ? err : connectionError(target, err);
@@ -244,7 +296,7 @@ function drained(stream: NodeJS.EventEmitter): Promise<void> {
  * before it writes any, and one connection runs one COPY at a time. `streamColumns` are the
  * stream's columns as the backup recorded them; without them, the table's own order is assumed.
  */
-function copyIntoTable(client: pg.Client, schema: string, table: string, streamColumns?: readonly string[]): StreamTarget {
+function copyIntoTable(client: pg.Client, schema: string, table: string, target: PgTarget, encoding: string, streamColumns?: readonly string[]): StreamTarget {
   let stream: ReturnType<typeof copyFrom> | undefined;
   let failure: Error | undefined;
   const start = async (): Promise<ReturnType<typeof copyFrom>> => {
@@ -259,8 +311,9 @@ function copyIntoTable(client: pg.Client, schema: string, table: string, streamC
     }
     // A table without columns takes no column list (its rows are empty lines).
     const list = columns.length > 0 ? ` (${columns.join(', ')})` : '';
+    await setClientEncoding(client, encoding);
     stream = client.query(copyFrom(`COPY ${ident(schema)}.${ident(table)}${list} FROM STDIN`));
-    stream.on('error', (err: Error) => (failure = err));
+    stream.on('error', (err: Error) => (failure = restoreFailed(target, `the rows of table ${schema}.${table}`, err)));
     return stream;
   };
   return {
@@ -268,14 +321,16 @@ function copyIntoTable(client: pg.Client, schema: string, table: string, streamC
     write: async (chunk) => {
       const s = await start();
       if (failure) throw failure;
-      if (!s.write(chunk)) await drained(s);
+      if (!s.write(chunk)) await drained(s).catch((err: unknown) => Promise.reject(failure ?? err));
       if (failure) throw failure;
     },
     end: async () => {
       const s = await start();
       if (failure) throw failure;
       s.end();
-      await Promise.race([once(s, 'finish'), once(s, 'error').then(([e]) => Promise.reject(e))]);
+      // once() rejects on 'error' too, with the server's raw error: report ours, which names the table.
+      await once(s, 'finish').catch((err: unknown) => Promise.reject(failure ?? err));
+      await setClientEncoding(client, 'UTF8');
     },
   };
 }
@@ -289,13 +344,19 @@ function workDatabaseName(target: string): string {
 async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
   const workName = workDatabaseName(target.database);
   const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
+  if (exists) {
+    await refuseEnabledSubscriptions(admin, target.database).catch(async (err: unknown) => {
+      await admin.end().catch(() => undefined);
+      throw err;
+    });
+  }
   let work: pg.Client | undefined;
   let created = false;
   const wanted = options.tables ? new Set(options.tables) : undefined;
   const cleanup = async (): Promise<void> => {
     await work?.end().catch(() => undefined);
     work = undefined;
-    if (created) await admin.query(`DROP DATABASE IF EXISTS ${ident(workName)} WITH (FORCE)`).catch(() => undefined);
+    if (created) await dropDatabase(admin, target, workName).catch(() => undefined);
     created = false;
     await admin.end().catch(() => undefined);
   };
@@ -304,21 +365,34 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
   // pg_dump recreates a child with its parent's columns first, whatever order the source had.
   const children = new Map<string, string>();
   const removeChildFiles = (): Promise<unknown> => Promise.all([...children.values()].map((f) => fs.rm(f, { force: true })));
+  // Backups from before database properties were recorded hold UTF-8 rows and were restored as UTF-8.
+  let copyEncoding = 'UTF8';
+  let largeObjects: ReturnType<typeof largeObjectsSink> | undefined;
   return {
     prepare: async (schemaSql) => {
+      const recorded = recordedCreate(schemaSql);
+      copyEncoding = recorded?.encoding ?? 'UTF8';
+      const create = recorded ? renameDatabase(recorded.create, DATABASE_PLACEHOLDER, ident(workName)) : `CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`;
       try {
-        await admin.query(`CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`);
-        created = true;
-        work = await connect(withDatabase(target, workName), 'strata restore');
-        const parts = splitSchema(schemaSql);
-        post = parts.post;
-        const roles = await existingRoles(work);
-        await work.query(executableSchema(parts.pre, roles).sql);
+        await admin.query(create);
       } catch (err) {
-        throw isStrataError(err) ? err : new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply to ${target.host}:${target.port}: ${(err as Error).message}`, { cause: err });
+        throw restoreFailed(target, `to create the database as the source was (${create})`, err);
       }
+      created = true;
+      work = await connect(withDatabase(target, workName), 'strata restore');
+      const parts = splitSchema(schemaSql);
+      post = parts.post;
+      const roles = await existingRoles(work);
+      const pre = executableSchema(parts.pre, roles);
+      reportSkipped(pre.skipped);
+      await applySchema(work, pre.sql, target);
     },
     streamTarget: async (name) => {
+      if (name === LARGE_OBJECTS_STREAM && work) {
+        if (wanted) return discardSink;
+        largeObjects = largeObjectsSink(work, await existingRoles(work), (what, err) => restoreFailed(target, what, err));
+        return largeObjects;
+      }
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
@@ -329,21 +403,27 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
         children.set(qualified(table), file);
         return { kind: 'file', path: file };
       }
-      return copyIntoTable(work, table.schema, table.name);
+      return copyIntoTable(work, table.schema, table.name, target, copyEncoding);
     },
     commit: async (info: RestoreCommitInfo) => {
       try {
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
         if (wanted) checkTablesInBackup(wanted, info.tables);
         const meta = info.engineMeta as unknown as PgMeta;
-        await loadFiles(work, children, meta);
+        await loadFiles(work, target, children, meta);
         await removeChildFiles();
         const roles = await existingRoles(work);
-        await work.query(executableSchema(post, roles).sql);
+        const postData = executableSchema(post, roles);
+        reportSkipped(postData.skipped);
+        await applySchema(work, postData.sql, target);
         await restoreSequences(work, meta.sequences ?? []);
         for (const view of await refreshOrder(work, meta.matviews ?? [])) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        reportSkipped(largeObjects?.skipped() ?? []);
+        await reportSubscriptions(work);
         await work.end();
         work = undefined;
+        // Last, so settings such as default_transaction_read_only cannot get in the restore's way.
+        if (meta.database) reportSkipped(await applyDatabaseProperties(admin, workName, meta.database.properties, roles).catch((err) => Promise.reject(restoreFailed(target, 'the database properties', err))));
         if (exists) {
           const sessions = Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1', [target.database])).rows[0]!.n);
           if (sessions > 0) {
@@ -358,7 +438,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
             throw err;
           }
           created = false;
-          await admin.query(`DROP DATABASE ${ident(old)} WITH (FORCE)`);
+          await dropDatabase(admin, target, old);
         } else {
           await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
           created = false;
@@ -367,7 +447,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
       } catch (err) {
         await cleanup();
         await removeChildFiles();
-        throw isStrataError(err) ? err : connectionError(target, err);
+        throw restoreFailed(target, 'the last steps of the restore (sequences, materialized views, the swap)', err);
       }
     },
     abort: async () => {
@@ -392,10 +472,10 @@ function streamColumnsOf(meta: PgMeta, table: string): readonly string[] | undef
 }
 
 /** COPYs spooled row files (`schema.table` → file) into their tables, in the recorded column order. */
-async function loadFiles(client: pg.Client, files: ReadonlyMap<string, string>, meta: PgMeta, order: readonly string[] = [...files.keys()]): Promise<void> {
+async function loadFiles(client: pg.Client, target: PgTarget, files: ReadonlyMap<string, string>, meta: PgMeta, order: readonly string[] = [...files.keys()]): Promise<void> {
   for (const q of order) {
     const [schema, name] = splitQualified(q);
-    const sink = copyIntoTable(client, schema, name, streamColumnsOf(meta, q));
+    const sink = copyIntoTable(client, schema, name, target, meta.database?.encoding ?? 'UTF8', streamColumnsOf(meta, q));
     if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
     const file = files.get(q);
     if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
@@ -436,6 +516,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
   };
   return {
     streamTarget: async (name) => {
+      if (name === LARGE_OBJECTS_STREAM) return discardSink;
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!matchesAny(table, wanted)) return discardSink;
@@ -460,7 +541,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
             // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
             await client.query(`DELETE FROM ONLY ${ident(schema)}.${ident(name)}`);
           }
-          await loadFiles(client, files, info.engineMeta as unknown as PgMeta, order);
+          await loadFiles(client, target, files, info.engineMeta as unknown as PgMeta, order);
           // Check deferred foreign keys now: setval() is not transactional, so sequences move
           // only once nothing can fail any more.
           await client.query('SET CONSTRAINTS ALL IMMEDIATE');
@@ -468,14 +549,14 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
           await client.query('COMMIT');
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
-          const e = err as { code?: string; table?: string; detail?: string };
+          const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
           if (e.code === '23503') {
             throw new StrataError('USAGE', `restore: replacing ${chosen.join(', ')} would break a foreign key (${e.detail ?? (err as Error).message}); include the related tables in --tables`, { cause: err });
           }
           throw err;
         }
       } catch (err) {
-        throw isStrataError(err) ? err : connectionError(target, err);
+        throw restoreFailed(target, 'the table restore', err);
       } finally {
         await client.end().catch(() => undefined);
         await cleanup();
