@@ -1,0 +1,77 @@
+// Builds the `regression` database the way `make installcheck-parallel` does: pg_regress runs the
+// source's parallel_schedule against a running server. What we keep is the database the tests
+// leave behind; whether pg_regress's own output comparisons pass does not matter here. The
+// finished cluster is cached (stopped, as a tarball) so later runs skip the tests.
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { runAsServerUser, serverOwnedDir } from './cluster.mjs';
+
+function tar(args, what) {
+  const result = spawnSync('tar', args, { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`${what} failed: tar ${args.join(' ')}\n${result.stderr}`);
+}
+
+/** The cached cluster's file, one per server version and regression source. */
+export function cachedClusterFile(tools) {
+  return join(tools.cache, 'clusters', `regression-pg${tools.serverVersion}-src${tools.sourceVersion}.tar.gz`);
+}
+
+/**
+ * Runs pg_regress into `cluster` (started, empty), then stops it and caches its data folder.
+ * @returns {{ summary: string, seconds: number }}
+ */
+export async function buildRegressionDatabase(tools, cluster) {
+  const work = join(cluster.dir, 'regress');
+  // The server reads the tests' data files and writes results (COPY TO) itself, so the test tree
+  // must be a copy the server's user owns, not the cache (which may sit in a private home).
+  cpSync(tools.regressDir, work, { recursive: true });
+  cpSync(tools.lib, join(cluster.dir, 'lib'), { recursive: true });
+  serverOwnedDir(work);
+  serverOwnedDir(join(cluster.dir, 'lib'));
+  const args = [
+    `--inputdir=${work}`,
+    `--outputdir=${work}`,
+    `--bindir=${tools.bindir}`,
+    `--dlpath=${join(cluster.dir, 'lib')}`,
+    `--host=${cluster.host}`,
+    `--port=${cluster.port}`,
+    '--user=postgres',
+    '--max-concurrent-tests=20',
+    `--schedule=${join(work, 'parallel_schedule')}`,
+  ];
+  console.log(`corpus: pg_regress --schedule=parallel_schedule on port ${cluster.port} (PostgreSQL's own regression tests, a few minutes)`);
+  const started = Date.now();
+  const result = runAsServerUser(tools.pgRegress, args, { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+  const seconds = (Date.now() - started) / 1000;
+  const output = `${result.stdout ?? ''}${result.stderr ?? ''}`;
+  const summary = output.match(/(All \d+ tests passed\.|\d+ of \d+ tests failed(?:, \d+ of these failures ignored)?\.)/)?.[1];
+  if (summary === undefined) {
+    throw new Error(`pg_regress did not finish its schedule (exit ${result.status ?? result.signal}):\n${output.split('\n').slice(-30).join('\n')}`);
+  }
+  const failed = [...output.matchAll(/^\s*(\S+)\s+\.\.\. FAILED/gm)].map((m) => m[1]);
+  const note = failed.length > 0 ? ` (failed in pg_regress's own comparison: ${failed.join(', ')}; only the database they leave matters here)` : '';
+  console.log(`corpus: pg_regress: ${summary}${note} in ${seconds.toFixed(0)} s`);
+  return { summary: `${summary}${note}`, seconds };
+}
+
+/** Saves the stopped cluster's data folder for the next run. */
+export function cacheCluster(tools, cluster) {
+  const file = cachedClusterFile(tools);
+  mkdirSync(join(tools.cache, 'clusters'), { recursive: true });
+  rmSync(`${file}.partial`, { force: true });
+  tar(['-czf', `${file}.partial`, '-C', cluster.dir, 'data'], 'caching the regression cluster');
+  spawnSync('mv', [`${file}.partial`, file]);
+  return file;
+}
+
+/** Unpacks the cached cluster into `cluster.dir`; false when there is none. */
+export function restoreCachedCluster(tools, cluster) {
+  const file = cachedClusterFile(tools);
+  if (!existsSync(file)) return false;
+  serverOwnedDir(cluster.dir);
+  serverOwnedDir(cluster.socketDir);
+  // As root, tar keeps the files' owner (postgres); the server refuses a data folder it does not own.
+  tar(['-xzf', file, '-C', cluster.dir], 'unpacking the cached regression cluster');
+  return existsSync(join(cluster.dataDir, 'PG_VERSION')) && readFileSync(join(cluster.dataDir, 'PG_VERSION'), 'utf8').trim() === tools.major;
+}
