@@ -43,9 +43,9 @@ function linesMissing(a, b) {
  * A readable account of how `actual` differs from `expected` (two texts): the lines only one
  * of them has, `-` for expected, `+` for actual, at most `limit` of each.
  */
-export function lineDifference(expected, actual, limit = 12) {
-  if (expected === undefined) return [`  (missing from the oracle; Strata has it)`, ...indent(actual, limit)];
-  if (actual === undefined) return ['  (missing from Strata\'s restore)', ...indent(expected, limit)];
+export function lineDifference(expected, actual, { limit = 12, expectedName = 'the oracle', actualName = 'Strata' } = {}) {
+  if (expected === undefined) return [`  (only ${actualName} has it)`, ...indent(actual, limit)];
+  if (actual === undefined) return [`  (missing from ${actualName}; ${expectedName} has it)`, ...indent(expected, limit)];
   const e = expected.split('\n');
   const a = actual.split('\n');
   const removed = linesMissing(e, a);

@@ -1,7 +1,7 @@
 // What the corpus compares between databases, read from the server and its own dump tool only
 // (never from Strata): the schema as `pg_dump --schema-only` prints it, split into its entries;
-// every table's and materialized view's rows FROM ONLY as sorted text; sequence states; large
-// objects; and object counts for the report.
+// every table's and materialized view's rows FROM ONLY as sorted text (columns in name order);
+// sequence states; large objects; and object counts for the report.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
@@ -44,7 +44,8 @@ export function schemaEntries(env, database, canonicalName) {
   let key = 'preamble';
   let lines = [];
   const flush = () => {
-    const body = lines.filter((l) => l !== '--' && !l.startsWith('-- Dumped ')).join('\n').trim();
+    // \restrict and \unrestrict carry a random key per dump (pg_dump 15.14 and later).
+    const body = lines.filter((l) => l !== '--' && !l.startsWith('-- Dumped ') && !/^\\(un)?restrict /.test(l)).join('\n').trim();
     let unique = key;
     for (let n = 2; entries.has(unique); n++) unique = `${key} #${n}`;
     entries.set(unique, body);
@@ -54,7 +55,7 @@ export function schemaEntries(env, database, canonicalName) {
     if (header) {
       flush();
       const [, name, type, schema, owner, tablespace] = header;
-      key = `${type} ${schema === '-' ? '' : `${schema}.`}${name}`;
+      key = `${type} ${name}${schema === '-' ? '' : ` in schema ${schema}`}`;
       lines = [`-- owner ${owner}${tablespace ? `, tablespace ${tablespace}` : ''}`];
     } else {
       lines.push(line);
@@ -64,19 +65,25 @@ export function schemaEntries(env, database, canonicalName) {
   return entries;
 }
 
-/** Lists the relations whose rows are compared: tables (also partitioned ones) and materialized views. */
-async function rowRelations(client) {
+/**
+ * Lists the relations whose rows are compared (tables, also partitioned ones, and materialized
+ * views), each with its columns in name order: pg_dump itself recreates an inheritance child with
+ * its parent's columns first, so values are compared by column name, and the column order is left
+ * to the schema comparison.
+ */
+async function rowRelations(client, only) {
   const { rows } = await client.query(`
-    SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind
+    SELECT format('%I.%I', n.nspname, c.relname) AS name,
+           coalesce((SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attname COLLATE "C")
+                     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') AS columns
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p', 'm') AND ${userSchemas}
-    ORDER BY 1`);
+    WHERE c.relkind IN ('r', 'p', 'm') AND ${userSchemas} ${only ? 'AND c.oid = $1::regclass' : ''}
+    ORDER BY 1`, only ? [only] : []);
   return rows;
 }
 
-function rowQuery(name) {
-  // An alias no column is likely to have: with `t`, a column named t would be read instead of the row.
-  return `SELECT corpus_row_text::text AS line FROM ONLY ${name} AS corpus_row_text`;
+function rowQuery({ name, columns }) {
+  return `SELECT ROW(${columns})::text AS line FROM ONLY ${name}`;
 }
 
 /**
@@ -89,11 +96,12 @@ export async function dataFingerprints(url) {
   const fingerprints = new Map();
   const rowCounts = new Map();
   try {
-    for (const { name } of await rowRelations(client)) {
+    for (const relation of await rowRelations(client)) {
+      const { name } = relation;
       try {
         const { rows } = await client.query(`
           SELECT count(*)::bigint AS n, md5(coalesce(string_agg(line, E'\\n' ORDER BY line COLLATE "C"), '')) AS digest
-          FROM (${rowQuery(name)}) s`);
+          FROM (${rowQuery(relation)}) s`);
         fingerprints.set(`rows ${name}`, `${rows[0].n} rows, md5 ${rows[0].digest}`);
         rowCounts.set(name, Number(rows[0].n));
       } catch (error) {
@@ -126,7 +134,9 @@ export async function dataFingerprints(url) {
 export async function sortedRows(url, name) {
   const client = await connect(url);
   try {
-    const { rows } = await client.query(`SELECT line FROM (${rowQuery(name)}) s ORDER BY line COLLATE "C"`);
+    const [relation] = await rowRelations(client, name);
+    if (relation === undefined) return ['(no such table)'];
+    const { rows } = await client.query(`SELECT line FROM (${rowQuery(relation)}) s ORDER BY line COLLATE "C"`);
     return rows.map((r) => r.line);
   } catch (error) {
     return [`(cannot be read: ${error.message})`];

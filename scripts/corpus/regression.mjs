@@ -4,12 +4,25 @@
 // finished cluster is cached (stopped, as a tarball) so later runs skip the tests.
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { runAsServerUser, serverOwnedDir } from './cluster.mjs';
 
 function tar(args, what) {
   const result = spawnSync('tar', args, { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`${what} failed: tar ${args.join(' ')}\n${result.stderr}`);
+}
+
+/**
+ * Puts the tests' C helpers where the server can load them. The tests create functions with the
+ * helper's absolute path (`AS '/.../regress.so'`), and pg_dump and Strata carry that path into
+ * every restore, so it must be the same on every run, also for a cached cluster.
+ */
+export function installHelpers(tools) {
+  const lib = join(tmpdir(), `strata-corpus-lib-${basename(dirname(tools.lib))}`);
+  cpSync(tools.lib, lib, { recursive: true });
+  serverOwnedDir(lib);
+  return lib;
 }
 
 /** The cached cluster's file, one per server version and regression source. */
@@ -26,14 +39,13 @@ export async function buildRegressionDatabase(tools, cluster) {
   // The server reads the tests' data files and writes results (COPY TO) itself, so the test tree
   // must be a copy the server's user owns, not the cache (which may sit in a private home).
   cpSync(tools.regressDir, work, { recursive: true });
-  cpSync(tools.lib, join(cluster.dir, 'lib'), { recursive: true });
   serverOwnedDir(work);
-  serverOwnedDir(join(cluster.dir, 'lib'));
+  const lib = installHelpers(tools);
   const args = [
     `--inputdir=${work}`,
     `--outputdir=${work}`,
     `--bindir=${tools.bindir}`,
-    `--dlpath=${join(cluster.dir, 'lib')}`,
+    `--dlpath=${lib}`,
     `--host=${cluster.host}`,
     `--port=${cluster.port}`,
     '--user=postgres',
@@ -73,5 +85,6 @@ export function restoreCachedCluster(tools, cluster) {
   serverOwnedDir(cluster.socketDir);
   // As root, tar keeps the files' owner (postgres); the server refuses a data folder it does not own.
   tar(['-xzf', file, '-C', cluster.dir], 'unpacking the cached regression cluster');
+  installHelpers(tools);
   return existsSync(join(cluster.dataDir, 'PG_VERSION')) && readFileSync(join(cluster.dataDir, 'PG_VERSION'), 'utf8').trim() === tools.major;
 }

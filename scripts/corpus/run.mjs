@@ -116,7 +116,7 @@ async function compareDatabases(name, cluster, databases, { schemaOnly = false }
     rowDetails.push({
       key: item.key,
       summary: `oracle: ${item.oracle ?? 'missing'}; strata: ${item.strata ?? 'missing'}; source: ${item.source ?? 'missing'}`,
-      lines: lineDifference(oracleRows, strataRows, 5),
+      lines: lineDifference(oracleRows, strataRows, { limit: 5 }),
     });
   }
   const otherData = dataResult.failures.filter((i) => !i.key.startsWith('rows ')).map((i) => ({ key: i.key, summary: `oracle: ${i.oracle ?? 'missing'}; strata: ${i.strata ?? 'missing'}; source: ${i.source ?? 'missing'}`, lines: [] }));
@@ -128,7 +128,7 @@ async function compareDatabases(name, cluster, databases, { schemaOnly = false }
     moreRowFailures: Math.max(0, dataResult.failures.filter((i) => i.key.startsWith('rows ')).length - 40),
     strataBetter: [...schemaResult.strataBetter, ...dataResult.strataBetter].map((i) => i.key),
     oracleBaseline: [
-      ...schemaResult.oracleBaseline.map((i) => ({ key: i.key, lines: lineDifference(i.source, i.oracle, 6) })),
+      ...schemaResult.oracleBaseline.map((i) => ({ key: i.key, lines: lineDifference(i.source, i.oracle, { limit: 6, expectedName: 'the source', actualName: 'the oracle' }) })),
       ...dataResult.oracleBaseline.map((i) => ({ key: i.key, lines: [`  source: ${i.source ?? 'missing'}`, `  oracle: ${i.oracle ?? 'missing'}`] })),
     ],
   };
