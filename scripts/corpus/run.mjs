@@ -298,7 +298,13 @@ function formatReport() {
 
 async function main() {
   report.measuredOn = gitDescription();
-  const tools = await timed('prepare (packages, source, regress.so)', async () => prepareCorpusTools());
+  let tools;
+  try {
+    tools = await timed('prepare (packages, source, regress.so)', async () => prepareCorpusTools());
+  } catch (error) {
+    console.error(`corpus: cannot prepare the corpus: ${error.message}`);
+    process.exit(1);
+  }
   report.corpus = { server: tools.serverVersion, regressionSource: `postgresql-${tools.major} ${tools.sourceVersion}` };
   say(`PostgreSQL ${tools.serverVersion}; regression tests from the source package ${tools.sourceVersion}; cache ${tools.cache}`);
   const work = mkdtempSync(join(tmpdir(), 'strata-corpus-'));
