@@ -130,16 +130,16 @@ export async function dataFingerprints(url) {
   return { fingerprints, rowCounts };
 }
 
-/** The sorted text lines of one relation's own rows, for showing what differs. */
+/** The sorted text lines of one relation's own rows, for showing what differs, and its columns in the lines' order. */
 export async function sortedRows(url, name) {
   const client = await connect(url);
   try {
     const [relation] = await rowRelations(client, name);
-    if (relation === undefined) return ['(no such table)'];
+    if (relation === undefined) return { columns: '', lines: ['(no such table)'] };
     const { rows } = await client.query(`SELECT line FROM (${rowQuery(relation)}) s ORDER BY line COLLATE "C"`);
-    return rows.map((r) => r.line);
+    return { columns: relation.columns, lines: rows.map((r) => r.line) };
   } catch (error) {
-    return [`(cannot be read: ${error.message})`];
+    return { columns: '', lines: [`(cannot be read: ${error.message})`] };
   } finally {
     await client.end();
   }

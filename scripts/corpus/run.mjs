@@ -113,12 +113,13 @@ async function compareDatabases(name, cluster, databases, { schemaOnly = false }
   const rowDetails = [];
   for (const item of dataResult.failures.filter((i) => i.key.startsWith('rows ')).slice(0, 40)) {
     const relation = item.key.slice('rows '.length);
-    const oracleRows = item.oracle === undefined ? undefined : (await sortedRows(cluster.url(databases.oracle), relation)).join('\n');
-    const strataRows = item.strata === undefined ? undefined : (await sortedRows(cluster.url(databases.strata), relation)).join('\n');
+    const oracleRows = item.oracle === undefined ? undefined : await sortedRows(cluster.url(databases.oracle), relation);
+    const strataRows = item.strata === undefined ? undefined : await sortedRows(cluster.url(databases.strata), relation);
+    const columns = (oracleRows ?? strataRows).columns;
     rowDetails.push({
       key: item.key,
       summary: `oracle: ${item.oracle ?? 'missing'}; strata: ${item.strata ?? 'missing'}; source: ${item.source ?? 'missing'}`,
-      lines: lineDifference(oracleRows, strataRows, { limit: 5 }),
+      lines: [`  columns: (${columns})`, ...lineDifference(oracleRows?.lines.join('\n'), strataRows?.lines.join('\n'), { limit: 5 })],
     });
   }
   const otherData = dataResult.failures.filter((i) => !i.key.startsWith('rows ')).map((i) => ({ key: i.key, summary: `oracle: ${i.oracle ?? 'missing'}; strata: ${i.strata ?? 'missing'}; source: ${i.source ?? 'missing'}`, lines: [] }));
