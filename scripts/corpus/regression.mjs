@@ -3,7 +3,7 @@
 // leave behind; whether pg_regress's own output comparisons pass does not matter here. The
 // finished cluster is cached (stopped, as a tarball) so later runs skip the tests.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { runAsServerUser, serverOwnedDir } from './cluster.mjs';
@@ -67,14 +67,21 @@ export async function buildRegressionDatabase(tools, cluster) {
   return { summary: `${summary}${note}`, seconds };
 }
 
-/** Saves the stopped cluster's data folder for the next run. */
-export function cacheCluster(tools, cluster) {
+/** Saves the stopped cluster's data folder for the next run, with pg_regress's summary. */
+export function cacheCluster(tools, cluster, summary) {
   const file = cachedClusterFile(tools);
+  writeFileSync(`${file}.txt`, `${summary}\n`);
   mkdirSync(join(tools.cache, 'clusters'), { recursive: true });
   rmSync(`${file}.partial`, { force: true });
   tar(['-czf', `${file}.partial`, '-C', cluster.dir, 'data'], 'caching the regression cluster');
   spawnSync('mv', [`${file}.partial`, file]);
   return file;
+}
+
+/** What pg_regress said when it built the cached cluster. */
+export function cachedClusterSummary(tools) {
+  const file = `${cachedClusterFile(tools)}.txt`;
+  return existsSync(file) ? readFileSync(file, 'utf8').trim() : 'unknown';
 }
 
 /** Unpacks the cached cluster into `cluster.dir`; false when there is none. */

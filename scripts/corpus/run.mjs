@@ -17,7 +17,7 @@ import { PrivateCluster } from './cluster.mjs';
 import { classify, lineDifference } from './compare.mjs';
 import { dataFingerprints, objectCounts, schemaEntries, sortedRows } from './inspect.mjs';
 import { prepareCorpusTools } from './prepare.mjs';
-import { buildRegressionDatabase, cacheCluster, cachedClusterFile, restoreCachedCluster } from './regression.mjs';
+import { buildRegressionDatabase, cacheCluster, cachedClusterFile, cachedClusterSummary, restoreCachedCluster } from './regression.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = join(root, 'packages', 'cli', 'dist', 'main.js');
@@ -329,7 +329,7 @@ async function main() {
     if (cached) {
       say(`reusing the regression cluster cached in ${cachedClusterFile(tools)} (--rebuild runs pg_regress again)`);
       await cluster.start();
-      report.corpus.pgRegress = 'cached cluster';
+      report.corpus.pgRegress = `cached cluster; when built: ${cachedClusterSummary(tools)}`;
     } else {
       await timed('initdb + pg_regress', async () => {
         cluster.init();
@@ -337,7 +337,7 @@ async function main() {
         const built = await buildRegressionDatabase(tools, cluster);
         report.corpus.pgRegress = built.summary;
         cluster.stop();
-        say(`caching the cluster in ${cacheCluster(tools, cluster)}`);
+        say(`caching the cluster in ${cacheCluster(tools, cluster, built.summary)}`);
         await cluster.start();
       });
     }
