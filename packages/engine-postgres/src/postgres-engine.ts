@@ -241,7 +241,9 @@ export class PostgresEngine implements Engine {
       return {
         schemaFingerprint: withDatabaseProperties(fingerprint(schemaSql), database),
         schemaObjects: { ...schemaObjects(schemaSql, target.database), ...databaseSchemaObjects(database) },
-        tables: [...(await statsOf(client, tables)), await largeObjectFacts(client)],
+        // As in snapshot(): large objects have facts only when there are some (a backup that had some
+        // and a restore that lost them all then differ by the missing pg_largeobject entry).
+        tables: [...(await statsOf(client, tables)), ...((await countLargeObjects(client)) > 0 ? [await largeObjectFacts(client)] : [])],
         ...checks,
       };
     } catch (err) {
