@@ -89,6 +89,30 @@ export function normaliseSchema(sql: string): string {
     .join('\n');
 }
 
+/**
+ * The schema as verification compares it: pg_dump's script with the element lines (columns and
+ * table constraints) of every `CREATE TABLE ... INHERITS (...)` in sorted order. A child whose
+ * columns sit in another order than its parent's (made on its own, then ALTER TABLE ... INHERIT)
+ * cannot be recreated so from pg_dump's script, since CREATE TABLE ... INHERITS puts the parent's
+ * columns first; pg_dump/pg_restore changes it exactly the same way. Only the physical order is
+ * left out: row facts take columns by name, so a value in the wrong column still fails verify.
+ */
+export function comparableSchema(sql: string): string {
+  const lines = sql.split('\n');
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    out.push(line);
+    if (!/^CREATE (?:UNLOGGED )?TABLE .* \($/.test(line)) continue;
+    const close = lines.findIndex((l, n) => n > i && l.startsWith(')'));
+    if (close < 0 || lines[close] !== ')' || !(lines[close + 1] ?? '').startsWith('INHERITS (')) continue;
+    const elements = lines.slice(i + 1, close).map((l) => l.replace(/,$/, '')).sort();
+    out.push(...elements.map((l, n) => (n < elements.length - 1 ? `${l},` : l)));
+    i = close - 1;
+  }
+  return out.join('\n');
+}
+
 /** SHA-256 of the normalised schema. */
 export function fingerprint(sql: string): string {
   return createHash('sha256').update(normaliseSchema(sql)).digest('hex');

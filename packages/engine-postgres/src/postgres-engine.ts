@@ -21,7 +21,7 @@ import type {
 } from '@strata/core';
 import { connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
+import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { applySchema, restoreFailed } from './pg-apply-schema.js';
@@ -166,8 +166,8 @@ export class PostgresEngine implements Engine {
         streams.push({ name: LARGE_OBJECTS_STREAM, chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK }, open: () => readLargeObjects(client) });
       }
       return {
-        schemaFingerprint: withDatabaseProperties(fingerprint(schemaSql), database),
-        schemaObjects: { ...schemaObjects(schemaSql, target.database), ...databaseSchemaObjects(database) },
+        schemaFingerprint: withDatabaseProperties(fingerprint(comparableSchema(schemaSql)), database),
+        schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database), ...databaseSchemaObjects(database) },
         // The same transaction as the streams, so the server counts and hashes the rows they hold.
         tableStats: async () =>
           options.schemaOnly ? tables.map(emptyTableStats) : [...(await statsOf(client, tables)), ...(largeObjects > 0 ? [await largeObjectFacts(client)] : [])],
@@ -239,8 +239,8 @@ export class PostgresEngine implements Engine {
         return { ...(await legacyFacts(client, schemaSql)), schemaObjects: schemaObjects(schemaSql, target.database), ...checks };
       }
       return {
-        schemaFingerprint: withDatabaseProperties(fingerprint(schemaSql), database),
-        schemaObjects: { ...schemaObjects(schemaSql, target.database), ...databaseSchemaObjects(database) },
+        schemaFingerprint: withDatabaseProperties(fingerprint(comparableSchema(schemaSql)), database),
+        schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database), ...databaseSchemaObjects(database) },
         // As in snapshot(): large objects have facts only when there are some (a backup that had some
         // and a restore that lost them all then differ by the missing pg_largeobject entry).
         tables: [...(await statsOf(client, tables)), ...((await countLargeObjects(client)) > 0 ? [await largeObjectFacts(client)] : [])],
