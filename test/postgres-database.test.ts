@@ -98,6 +98,26 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.equal(pgDump(target), pgDump(source));
   });
 
+  it('a LATIN1 database whose table and column names are not ASCII backs up, restores, verifies and restores a table', async () => {
+    const source = await createDatabase("ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'", `
+      CREATE SCHEMA "menú";
+      CREATE TABLE "menú"."café" ("prénom" text PRIMARY KEY, "größe" int, "a""quote\\slash" text);
+      INSERT INTO "menú"."café" VALUES ('crème', 1, 'x'), ('brûlée', 2, NULL);
+      CREATE TABLE "plain" (id int);
+      CREATE TABLE "kind" ("naïve" text) INHERITS ("plain");
+      INSERT INTO "kind" VALUES (7, 'ça');`);
+    const record = await repo.backup(pgUrl(source), { database: 'latin-names' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    assert.equal(pgDump(target), pgDump(source));
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    await pgQuery(target, 'DELETE FROM "menú"."café"; DELETE FROM "kind"');
+    await repo.restore({ id: record.id }, { to: pgUrl(target), tables: ['menú.café', 'kind'], force: true });
+    assert.equal(pgDump(target), pgDump(source));
+  });
+
   it('a SQL_ASCII database keeps bytes that are not UTF-8 as they are', async () => {
     const source = await createDatabase("ENCODING 'SQL_ASCII' LOCALE 'C'", `
       CREATE TABLE raw (id int PRIMARY KEY, word text);

@@ -197,6 +197,27 @@ export async function inClientEncoding<T>(client: pg.Client, encoding: string, w
   }
 }
 
+/**
+ * An identifier quoted for a statement sent while the session's client_encoding is `encoding`.
+ * The driver always sends UTF-8, which a LATIN1 session would read as other characters (the COPY
+ * of a table `café` then finds no such table), so names that are not plain ASCII go as Unicode
+ * escapes (`U&"caf\00E9"`), which the server converts to its own encoding. SQL_ASCII does no
+ * conversion at all, so there the UTF-8 bytes are the name's bytes as the driver read them.
+ */
+export function identInEncoding(name: string, encoding: string): string {
+  if (encoding === 'UTF8' || encoding === 'SQL_ASCII' || /^[\x00-\x7f]*$/.test(name)) return ident(name);
+  const escaped = [...name]
+    .map((c) => {
+      const code = c.codePointAt(0)!;
+      if (c === '"') return '""';
+      if (c === '\\') return '\\\\';
+      if (code < 0x80) return c;
+      return code > 0xffff ? `\\+${code.toString(16).toUpperCase().padStart(6, '0')}` : `\\${code.toString(16).toUpperCase().padStart(4, '0')}`;
+    })
+    .join('');
+  return `U&"${escaped}"`;
+}
+
 /** Sets the session's client_encoding (see {@link inClientEncoding}). */
 export async function setClientEncoding(client: pg.Client, encoding: string): Promise<void> {
   await client.query(`SELECT pg_catalog.set_config('client_encoding', $1, false)`, [encoding]);

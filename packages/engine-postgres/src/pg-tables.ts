@@ -4,6 +4,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import { StrataError, isStrataError, parentsFirst } from '@strata/core';
 import type { TableStats } from '@strata/core';
 import { ident } from './pg-connection.js';
+import { identInEncoding } from './pg-database.js';
 
 /** A table whose rows Strata copies: ordinary tables and partitions (partitioned parents hold no rows). */
 export interface PgTable {
@@ -79,8 +80,8 @@ export async function listTables(client: pg.Client): Promise<PgTable[]> {
 const ROW_ALIAS = '"strata row"';
 
 /** `ONLY schema.table AS alias`: pg_dump's row selection, without the rows of inheritance children. */
-function onlyTable(table: PgTable): string {
-  return `ONLY ${ident(table.schema)}.${ident(table.name)} AS ${ROW_ALIAS}`;
+function onlyTable(table: PgTable, quote: (name: string) => string = ident): string {
+  return `ONLY ${quote(table.schema)}.${quote(table.name)} AS ${ROW_ALIAS}`;
 }
 
 /**
@@ -88,10 +89,11 @@ function onlyTable(table: PgTable): string {
  * text where there is no key the server can sort by. Unchanged rows keep their place, so
  * incrementals stay small.
  */
-export function copyOutSql(table: PgTable): string {
-  const columns = table.columns.map((c) => `${ROW_ALIAS}.${ident(c)}`).join(', ');
-  const order = table.primaryKey.length > 0 ? table.primaryKey.map((c) => `${ROW_ALIAS}.${ident(c)}`).join(', ') : `(${ROW_ALIAS}.*)::text`;
-  return `COPY (SELECT ${columns} FROM ${onlyTable(table)} ORDER BY ${order}) TO STDOUT`;
+export function copyOutSql(table: PgTable, clientEncoding = 'UTF8'): string {
+  const quote = (name: string): string => identInEncoding(name, clientEncoding);
+  const columns = table.columns.map((c) => `${ROW_ALIAS}.${quote(c)}`).join(', ');
+  const order = table.primaryKey.length > 0 ? table.primaryKey.map((c) => `${ROW_ALIAS}.${quote(c)}`).join(', ') : `(${ROW_ALIAS}.*)::text`;
+  return `COPY (SELECT ${columns} FROM ${onlyTable(table, quote)} ORDER BY ${order}) TO STDOUT`;
 }
 
 /**
@@ -108,9 +110,12 @@ export function rowFactsSql(table: PgTable): string {
   return `SELECT count(*)::text AS rows, coalesce(sum(('x' || left(md5(${row}), 16))::bit(64)::bigint), 0)::text AS hash_sum FROM ${onlyTable(table)}`;
 }
 
-/** Runs a table's COPY on `client` and yields its bytes; a server error names the table. */
-export async function* copyOut(client: pg.Client, table: PgTable): AsyncGenerator<Uint8Array> {
-  const stream = client.query(copyTo(copyOutSql(table)));
+/**
+ * Runs a table's COPY on `client`, whose client_encoding is `clientEncoding`, and yields its
+ * bytes; a server error names the table.
+ */
+export async function* copyOut(client: pg.Client, table: PgTable, clientEncoding = 'UTF8'): AsyncGenerator<Uint8Array> {
+  const stream = client.query(copyTo(copyOutSql(table, clientEncoding)));
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk;
   } catch (err) {

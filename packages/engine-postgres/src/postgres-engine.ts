@@ -32,6 +32,7 @@ import {
   databaseSection,
   describeDatabase,
   dropDatabase,
+  identInEncoding,
   recordedCreate,
   renameDatabase,
   reportSkipped,
@@ -153,7 +154,7 @@ export class PostgresEngine implements Engine {
               (async function* () {
                 await setClientEncoding(client, database.encoding);
                 try {
-                  for await (const chunk of copyOut(client, table)) {
+                  for await (const chunk of copyOut(client, table, database.encoding)) {
                     throwIfAborted(opts.signal, 'snapshot');
                     yield chunk;
                   }
@@ -303,18 +304,19 @@ function copyIntoTable(client: pg.Client, schema: string, table: string, target:
   let failure: Error | undefined;
   const start = async (): Promise<ReturnType<typeof copyFrom>> => {
     if (stream) return stream;
-    const columns = streamColumns?.map(ident) ?? (await client.query<{ name: string }>(
+    const quote = (name: string): string => identInEncoding(name, encoding);
+    const columns = streamColumns?.map(quote) ?? (await client.query<{ name: string }>(
       `SELECT a.attname::text AS name FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`,
       [schema, table],
-    )).rows.map((r) => ident(r.name));
+    )).rows.map((r) => quote(r.name));
     if (columns.length === 0 && (await client.query('SELECT to_regclass($1) AS t', [`${ident(schema)}.${ident(table)}`])).rows[0].t === null) {
       throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema does not create table ${schema}.${table}`);
     }
     // A table without columns takes no column list (its rows are empty lines).
     const list = columns.length > 0 ? ` (${columns.join(', ')})` : '';
     await setClientEncoding(client, encoding);
-    stream = client.query(copyFrom(`COPY ${ident(schema)}.${ident(table)}${list} FROM STDIN`));
+    stream = client.query(copyFrom(`COPY ${quote(schema)}.${quote(table)}${list} FROM STDIN`));
     stream.on('error', (err: Error) => (failure = restoreFailed(target, `the rows of table ${schema}.${table}`, err)));
     return stream;
   };
