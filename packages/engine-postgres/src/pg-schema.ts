@@ -15,9 +15,10 @@ function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
 }
 
 /** Runs pg_dump and returns its output; a missing binary or a failure is a clear error. */
-function runPgDump(target: PgTarget, args: string[]): Promise<string> {
+export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('pg_dump', ['--no-password', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
+    // UTF-8 whatever the database's encoding: the output is decoded as UTF-8 below.
+    const child = spawn('pg_dump', ['--no-password', '--encoding=UTF8', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -88,6 +89,30 @@ export function normaliseSchema(sql: string): string {
     .join('\n');
 }
 
+/**
+ * The schema as verification compares it: pg_dump's script with the element lines (columns and
+ * table constraints) of every `CREATE TABLE ... INHERITS (...)` in sorted order. A child whose
+ * columns sit in another order than its parent's (made on its own, then ALTER TABLE ... INHERIT)
+ * cannot be recreated so from pg_dump's script, since CREATE TABLE ... INHERITS puts the parent's
+ * columns first; pg_dump/pg_restore changes it exactly the same way. Only the physical order is
+ * left out: row facts take columns by name, so a value in the wrong column still fails verify.
+ */
+export function comparableSchema(sql: string): string {
+  const lines = sql.split('\n');
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    out.push(line);
+    if (!/^CREATE (?:UNLOGGED )?TABLE .* \($/.test(line)) continue;
+    const close = lines.findIndex((l, n) => n > i && l.startsWith(')'));
+    if (close < 0 || lines[close] !== ')' || !(lines[close + 1] ?? '').startsWith('INHERITS (')) continue;
+    const elements = lines.slice(i + 1, close).map((l) => l.replace(/,$/, '')).sort();
+    out.push(...elements.map((l, n) => (n < elements.length - 1 ? `${l},` : l)));
+    i = close - 1;
+  }
+  return out.join('\n');
+}
+
 /** SHA-256 of the normalised schema. */
 export function fingerprint(sql: string): string {
   return createHash('sha256').update(normaliseSchema(sql)).digest('hex');
@@ -110,4 +135,50 @@ export function executableSchema(sql: string, roles: ReadonlySet<string>): { sql
     return true;
   });
   return { sql: kept.join('\n'), skipped };
+}
+
+/** pg_dump's header above each object: `-- Name: orders; Type: TABLE; Schema: public; Owner: app`. */
+const OBJECT_HEADER = /^-- Name: (.*); Type: ([A-Z][A-Z ]*); Schema: ([^;]*)(?:; Owner: .*)?$/;
+
+/**
+ * The schema object by object, from the headers pg_dump writes above each one: a key such as
+ * `table public.orders`, `index public.orders_by_name`, `trigger public.orders audit` mapped to the
+ * SHA-256 of the object's statements, normalised as for {@link fingerprint}. Owners stay in the
+ * statements (`OWNER TO`), not in the key. The statements before the first header of each half
+ * (session settings) are objects of their own. Where an object is the database itself, its name is replaced,
+ * since a restore is checked under another name.
+ */
+export function schemaObjects(sql: string, database: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  let key = 'settings';
+  let aboutDatabase = false;
+  let lines: string[] = [];
+  const flush = (): void => {
+    let text = normaliseSchema(lines.join('\n'));
+    lines = [];
+    if (text === '') return;
+    if (aboutDatabase) text = text.split(`"${database.replace(/"/g, '""')}"`).join('"<database>"');
+    let unique = key;
+    for (let n = 2; unique in out; n++) unique = `${key} #${n}`;
+    out[unique] = createHash('sha256').update(text).digest('hex');
+  };
+  for (const line of sql.split('\n')) {
+    if (line === POST_DATA_MARKER) {
+      flush();
+      key = 'settings post-data';
+      aboutDatabase = false;
+      continue;
+    }
+    const header = OBJECT_HEADER.exec(line);
+    if (!header) {
+      lines.push(line);
+      continue;
+    }
+    flush();
+    const [, name, type, schema] = header as unknown as [string, string, string, string];
+    aboutDatabase = /\bDATABASE\b/.test(type) || name.startsWith('DATABASE ');
+    key = `${type.toLowerCase()} ${schema === '-' ? '' : `${schema}.`}${aboutDatabase ? name.split(database).join('<database>') : name}`;
+  }
+  flush();
+  return out;
 }

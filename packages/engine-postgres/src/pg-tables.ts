@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
+import { StrataError, isStrataError, parentsFirst } from '@strata/core';
 import type { TableStats } from '@strata/core';
 import { ident } from './pg-connection.js';
+import { identInEncoding } from './pg-database.js';
 
 /** A table whose rows Strata copies: ordinary tables and partitions (partitioned parents hold no rows). */
 export interface PgTable {
@@ -10,10 +12,14 @@ export interface PgTable {
   readonly name: string;
   /** Columns that take values (generated columns are computed again on restore), in attnum order. */
   readonly columns: readonly string[];
-  /** Primary key columns, in key order; empty when the table has none. */
+  /**
+   * The primary key's key columns (not its INCLUDE columns), in key order; empty when the table has
+   * none or when a key column's type sorts only by a non-default operator class.
+   */
   readonly primaryKey: readonly string[];
+  /** Every column, generated ones too, in name order: what the server hashes for verification. */
+  readonly hashedColumns: readonly string[];
 }
-
 /** Qualified name as users write it: `schema.table`. */
 export function qualified(table: { schema: string; name: string }): string {
   return `${table.schema}.${table.name}`;
@@ -35,66 +41,173 @@ export function parseStreamName(stream: string): { schema: string; name: string 
 
 /** User tables with rows, leaving out system schemas and tables that belong to extensions. */
 export async function listTables(client: pg.Client): Promise<PgTable[]> {
-  const result = await client.query<{ schema: string; name: string; columns: string[] | null; pk: string[] | null }>(`
+  // A primary key's opclasses are btree; ORDER BY needs each to be its type's default, which a key
+  // built on a unique index (ADD PRIMARY KEY USING INDEX) need not have.
+  const result = await client.query<{ schema: string; name: string; columns: string[] | null; pk: string[] | null; pk_sortable: boolean | null; hashed: string[] | null }>(`
     SELECT n.nspname AS schema, c.relname AS name,
       (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
-      (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)) FROM pg_index i
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
-        WHERE i.indrelid = c.oid AND i.indisprimary) AS pk
+      (SELECT array_agg(a.attname::text COLLATE "C" ORDER BY a.attname COLLATE "C") FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS hashed,
+      pk.columns AS pk, pk.sortable AS pk_sortable
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN LATERAL (
+      SELECT array_agg(a.attname::text ORDER BY k.position) AS columns, bool_and(oc.opcdefault) AS sortable
+      FROM pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[]) WITH ORDINALITY AS k(attnum, opclass, position)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      JOIN pg_opclass oc ON oc.oid = k.opclass
+      WHERE i.indrelid = c.oid AND i.indisprimary AND k.position <= i.indnkeyatts
+    ) pk ON true
     WHERE c.relkind = 'r'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
     ORDER BY n.nspname, c.relname`);
-  return result.rows.map((r) => ({ schema: r.schema, name: r.name, columns: r.columns ?? [], primaryKey: r.pk ?? [] }));
+  return result.rows.map((r) => ({
+    schema: r.schema,
+    name: r.name,
+    columns: r.columns ?? [],
+    primaryKey: r.pk && r.pk_sortable ? r.pk : [],
+    hashedColumns: r.hashed ?? [],
+  }));
+}
+
+/**
+ * The alias of the table in Strata's queries. Only its `alias.*` and `alias.column` forms are used,
+ * which always mean the table, so a column of the same name cannot capture them (a bare `t::text`
+ * sorted a table with a column `t` by that column alone).
+ */
+const ROW_ALIAS = '"strata row"';
+
+/** `ONLY schema.table AS alias`: pg_dump's row selection, without the rows of inheritance children. */
+function onlyTable(table: PgTable, quote: (name: string) => string = ident): string {
+  return `ONLY ${quote(table.schema)}.${quote(table.name)} AS ${ROW_ALIAS}`;
 }
 
 /**
  * The COPY statement that reads a table in a stable order: by primary key, or by the whole row's
- * text for tables without one. The same statement runs at backup and at verification, so equal
- * tables produce byte-identical output, and unchanged rows keep their place for incrementals.
+ * text where there is no key the server can sort by. Unchanged rows keep their place, so
+ * incrementals stay small.
  */
-export function copyOutSql(table: PgTable): string {
-  const from = `${ident(table.schema)}.${ident(table.name)} AS t`;
-  const columns = table.columns.length > 0 ? table.columns.map((c) => `t.${ident(c)}`).join(', ') : '';
-  const order = table.primaryKey.length > 0 ? table.primaryKey.map((c) => `t.${ident(c)}`).join(', ') : 't::text';
-  return `COPY (SELECT ${columns} FROM ${from} ORDER BY ${order}) TO STDOUT`;
+export function copyOutSql(table: PgTable, clientEncoding = 'UTF8'): string {
+  const quote = (name: string): string => identInEncoding(name, clientEncoding);
+  const columns = table.columns.map((c) => `${ROW_ALIAS}.${quote(c)}`).join(', ');
+  const order = table.primaryKey.length > 0 ? table.primaryKey.map((c) => `${ROW_ALIAS}.${quote(c)}`).join(', ') : `(${ROW_ALIAS}.*)::text`;
+  return `COPY (SELECT ${columns} FROM ${onlyTable(table, quote)} ORDER BY ${order}) TO STDOUT`;
 }
 
-/** Counts rows (lines) and hashes COPY text as it passes. */
-export class CopyStats {
-  readonly #sha = createHash('sha256');
-  rows = 0;
+/**
+ * The server's own facts about a table's rows, independent of Strata's COPY stream: the row count
+ * and the sum of the first 8 bytes of each row text's MD5 (order-independent, and unlike XOR not
+ * blind to duplicate rows). The hash is written once in the query: PostgreSQL evaluates every
+ * copy of an expression, and MD5 of the row text is most of the cost. Columns are taken by name,
+ * not by position, because pg_dump recreates an inheritance child with its parent's columns
+ * first; the values must match, wherever they sit. The session's output settings are fixed by
+ * `connect()`, so equal values give equal text.
+ */
+export function rowFactsSql(table: PgTable): string {
+  const row = `ROW(${table.hashedColumns.map((c) => `${ROW_ALIAS}.${ident(c)}`).join(', ')})::text`;
+  return `SELECT count(*)::text AS rows, coalesce(sum(('x' || left(md5(${row}), 16))::bit(64)::bigint), 0)::text AS hash_sum FROM ${onlyTable(table)}`;
+}
 
-  update(chunk: Uint8Array): void {
-    this.#sha.update(chunk);
-    let at = -1;
-    const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    while ((at = buf.indexOf(10, at + 1)) >= 0) this.rows++;
-  }
-
-  finish(name: string): TableStats {
-    return { name, rows: this.rows, checksum: this.#sha.digest('hex') };
+/**
+ * Runs a table's COPY on `client`, whose client_encoding is `clientEncoding`, and yields its
+ * bytes; a server error names the table.
+ */
+export async function* copyOut(client: pg.Client, table: PgTable, clientEncoding = 'UTF8'): AsyncGenerator<Uint8Array> {
+  const stream = client.query(copyTo(copyOutSql(table, clientEncoding)));
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk;
+  } catch (err) {
+    throw tableError(table, 'copying', err);
   }
 }
 
-/** Runs a table's COPY on `client` and yields its bytes. */
-export async function* copyOut(client: pg.Client, table: PgTable, stats?: CopyStats): AsyncGenerator<Uint8Array> {
-  const stream = client.query(copyTo(copyOutSql(table)));
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    stats?.update(chunk);
-    yield chunk;
-  }
-}
-
-/** Row counts and checksums of every table, reading each with {@link copyOut}. */
+/**
+ * Row counts and checksums of every table, computed by the server ({@link rowFactsSql}), one query
+ * per table, in the caller's transaction.
+ */
 export async function statsOf(client: pg.Client, tables: readonly PgTable[]): Promise<TableStats[]> {
   const out: TableStats[] = [];
   for (const table of tables) {
-    const stats = new CopyStats();
-    for await (const _ of copyOut(client, table, stats)) void _;
-    out.push(stats.finish(qualified(table)));
+    let facts: { rows: string; hash_sum: string };
+    try {
+      facts = (await client.query<{ rows: string; hash_sum: string }>(rowFactsSql(table))).rows[0]!;
+    } catch (err) {
+      throw tableError(table, 'counting and hashing the rows of', err);
+    }
+    out.push(tableStats(table, facts.rows, facts.hash_sum));
   }
   return out;
+}
+
+/** The facts of a table without rows, equal to what {@link statsOf} computes for one (schema-only backups). */
+export function emptyTableStats(table: PgTable): TableStats {
+  return tableStats(table, '0', '0');
+}
+
+function tableStats(table: PgTable, rows: string, hashSum: string): TableStats {
+  return { name: qualified(table), rows: Number(rows), checksum: createHash('sha256').update(`postgres row md5 sum v1 ${rows} ${hashSum}`).digest('hex') };
+}
+
+/** A server error while reading one table, with the table's name in front of the server's words. */
+export function tableError(table: { schema: string; name: string }, doing: string, err: unknown): unknown {
+  if (isStrataError(err)) return err;
+  const e = err as { code?: string; message?: string };
+  // Lost connections keep their own error (and code) from connectionError; this is about the table.
+  if (!e.code || !/^[0-9A-Z]{5}$/.test(e.code) || e.code.startsWith('57P') || e.code.startsWith('08')) return err;
+  return new StrataError('IO', `postgres: ${doing} table ${qualified(table)} failed: ${e.message ?? String(err)}`, { cause: err, details: { pgCode: e.code, table: qualified(table) } });
+}
+
+/**
+ * Which materialized views read which others, directly or through plain views (pg_depend of their
+ * rewrite rules), as `quote_ident(schema).quote_ident(name)` strings.
+ */
+async function matviewReads(client: pg.Client): Promise<{ child: string; parent: string }[]> {
+  return (await client.query<{ child: string; parent: string }>(`
+    WITH RECURSIVE reads AS (
+      SELECT DISTINCT rw.ev_class AS reader, d.refobjid AS read
+      FROM pg_rewrite rw
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
+    ), needs AS (
+      SELECT r.reader AS matview, r.read FROM reads r JOIN pg_class m ON m.oid = r.reader AND m.relkind = 'm'
+      UNION
+      SELECT n.matview, r.read FROM needs n JOIN pg_class v ON v.oid = n.read AND v.relkind = 'v' JOIN reads r ON r.reader = n.read
+    )
+    SELECT quote_ident(mn.nspname) || '.' || quote_ident(m.relname) AS child, quote_ident(pn.nspname) || '.' || quote_ident(p.relname) AS parent
+    FROM needs
+    JOIN pg_class m ON m.oid = needs.matview JOIN pg_namespace mn ON mn.oid = m.relnamespace
+    JOIN pg_class p ON p.oid = needs.read AND p.relkind = 'm' JOIN pg_namespace pn ON pn.oid = p.relnamespace`)).rows;
+}
+
+/** Materialized views in the order they can be refreshed: each after those it reads, otherwise in the given order. */
+export async function refreshOrder(client: pg.Client, names: readonly string[]): Promise<string[]> {
+  if (names.length < 2) return [...names];
+  return parentsFirst(names, await matviewReads(client));
+}
+
+/**
+ * The populated materialized views of the database in refresh order. One that holds data but
+ * reads a materialized view that holds none could not be refreshed by a restore, so it stops the
+ * backup, named, rather than come back empty.
+ */
+export async function populatedMatviews(client: pg.Client): Promise<string[]> {
+  const all = (await client.query<{ name: string; populated: boolean }>(
+    `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, c.relispopulated AS populated
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'm' ORDER BY 1`,
+  )).rows;
+  if (all.length === 0) return [];
+  const populated = all.filter((m) => m.populated).map((m) => m.name);
+  const reads = await matviewReads(client);
+  const empty = new Set(all.filter((m) => !m.populated).map((m) => m.name));
+  for (const edge of reads) {
+    if (!empty.has(edge.child) && empty.has(edge.parent)) {
+      throw new StrataError(
+        'UNSUPPORTED_OBJECT',
+        `postgres: materialized view ${edge.child} holds data but reads ${edge.parent}, which holds none, so a restore could not refresh it; run REFRESH MATERIALIZED VIEW ${edge.parent} (or REFRESH MATERIALIZED VIEW ${edge.child} WITH NO DATA) and back up again`,
+        { details: { object: edge.child } },
+      );
+    }
+  }
+  return parentsFirst(populated, reads);
 }

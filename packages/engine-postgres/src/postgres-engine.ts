@@ -12,19 +12,42 @@ import type {
   Engine,
   EngineCapabilities,
   EngineRestoreOptions,
+  InspectOptions,
   RestoreCommitInfo,
   RestoreSession,
   Snapshot,
   SnapshotOptions,
   StreamTarget,
-  TableStats,
 } from '@strata/core';
 import { connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { dumpSchema, executableSchema, fingerprint, pgDumpMajor, splitSchema } from './pg-schema.js';
-import { CopyStats, copyOut, listTables, parseStreamName, qualified, statsOf, streamName } from './pg-tables.js';
+import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
+import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
+import { applySchema, restoreFailed } from './pg-apply-schema.js';
+import {
+  DATABASE_PLACEHOLDER,
+  applyDatabaseProperties,
+  databaseSchemaObjects,
+  databaseSection,
+  describeDatabase,
+  dropDatabase,
+  identInEncoding,
+  recordedCreate,
+  renameDatabase,
+  reportSkipped,
+  refuseEnabledSubscriptions,
+  reportSubscriptions,
+  setClientEncoding,
+  withDatabaseProperties,
+} from './pg-database.js';
+import type { DatabaseDescription } from './pg-database.js';
+import { legacyFacts } from './pg-legacy-facts.js';
+import { LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
+
+/** The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}). */
+const FACTS_VERSION = 2;
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
 const AVERAGE_CHUNK = 64 * 1024;
@@ -43,9 +66,18 @@ interface SequenceState {
 interface PgMeta {
   serverVersion: string;
   sequences: SequenceState[];
-  /** Materialized views that held data, refreshed after a restore. */
+  /** Materialized views that held data, refreshed after a restore, each after those it reads. */
   matviews: string[];
-  tables: { stream: string; table: string }[];
+  /** `columns`: the stream's columns, in order (absent in older backups: then the table's own order). */
+  tables: { stream: string; table: string; columns?: string[] }[];
+  /** Encoding, locale and properties of the database itself (absent in backups of older versions). */
+  database?: DatabaseDescription;
+  /**
+   * How the verify facts were computed: 2 = by the server (row count and MD5 sum per table, FROM
+   * ONLY) with the database's properties in the fingerprint. Absent in backups of earlier
+   * releases, whose facts are SHA-256 of Strata's own COPY text ({@link legacyFacts}).
+   */
+  factsVersion?: number;
 }
 
 /**
@@ -54,7 +86,8 @@ interface PgMeta {
  * A snapshot is one REPEATABLE READ, READ ONLY transaction. Its snapshot is exported and handed to
  * pg_dump, so schema and rows are of the same moment. Each table becomes one stream of COPY text in
  * primary-key order, cut into content-defined chunks of whole rows, so a few changed rows make a
- * small incremental. Row counts and checksums are taken from the same bytes as they stream.
+ * small incremental. Row counts and checksums are computed by the server in the same transaction,
+ * from the rows themselves rather than from Strata's stream, so a value the stream lost is caught.
  *
  * A restore builds a new database next to the target and renames it into place only when it is
  * complete; the old database stays untouched until then.
@@ -92,21 +125,28 @@ export class PostgresEngine implements Engine {
       if (dumpMajor < serverMajor) {
         throw new StrataError('TOOL_MISSING', `postgres: pg_dump ${dumpMajor} cannot read a PostgreSQL ${serverMajor} server; install pg_dump ${serverMajor} or newer`);
       }
+      // As pg_dump does: a row-level security policy that would hide rows from us is an error, not a smaller table.
+      await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const serverVersion = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
-      const schemaSql = await dumpSchema(target, exported);
+      const database = await describeDatabase(client, target, exported);
+      const schemaSql = databaseSection(database) + (await dumpSchema(target, exported));
       throwIfAborted(options.signal, 'snapshot');
       const tables = await listTables(client);
       const sequences = await readSequences(client);
-      const matviews = (await client.query<{ name: string }>(
-        `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'm' AND c.relispopulated ORDER BY 1`,
-      )).rows.map((r) => r.name);
+      const matviews = await populatedMatviews(client);
       const databaseBytes = Number((await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]!.size);
-      const meta: PgMeta = { serverVersion, sequences, matviews, tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t) })) };
+      const meta: PgMeta = {
+        serverVersion,
+        sequences,
+        matviews,
+        tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t), columns: [...t.columns] })),
+        database,
+        factsVersion: FACTS_VERSION,
+      };
+      const largeObjects = await countLargeObjects(client);
 
-      const stats = new Map<string, TableStats>();
       const streams = options.schemaOnly
         ? []
         : tables.map((table) => ({
@@ -114,24 +154,26 @@ export class PostgresEngine implements Engine {
             chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK },
             open: (opts: Abortable = {}) =>
               (async function* () {
-                const counter = new CopyStats();
-                for await (const chunk of copyOut(client, table, counter)) {
-                  throwIfAborted(opts.signal, 'snapshot');
-                  yield chunk;
+                await setClientEncoding(client, database.encoding);
+                try {
+                  for await (const chunk of copyOut(client, table, database.encoding)) {
+                    throwIfAborted(opts.signal, 'snapshot');
+                    yield chunk;
+                  }
+                } finally {
+                  await setClientEncoding(client, 'UTF8').catch(() => undefined);
                 }
-                stats.set(qualified(table), counter.finish(qualified(table)));
               })(),
           }));
-      const empty = new CopyStats().finish('');
+      if (!options.schemaOnly && largeObjects > 0) {
+        streams.push({ name: LARGE_OBJECTS_STREAM, chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK }, open: () => readLargeObjects(client) });
+      }
       return {
-        schemaFingerprint: fingerprint(schemaSql),
-        // Rows were counted and hashed while they streamed; a table not read yet is read now.
-        tableStats: async () => {
-          if (options.schemaOnly) return tables.map((t) => ({ ...empty, name: qualified(t) }));
-          const missing = tables.filter((t) => !stats.has(qualified(t)));
-          for (const s of await statsOf(client, missing)) stats.set(s.name, s);
-          return tables.map((t) => stats.get(qualified(t))!);
-        },
+        schemaFingerprint: withDatabaseProperties(fingerprint(comparableSchema(schemaSql)), database),
+        schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database), ...databaseSchemaObjects(database) },
+        // The same transaction as the streams, so the server counts and hashes the rows they hold.
+        tableStats: async () =>
+          options.schemaOnly ? tables.map(emptyTableStats) : [...(await statsOf(client, tables)), ...(largeObjects > 0 ? [await largeObjectFacts(client)] : [])],
         streams,
         schemaSql,
         databaseBytes,
@@ -172,7 +214,7 @@ export class PostgresEngine implements Engine {
       drop: async () => {
         const admin = await connect(withDatabase(source, 'postgres'), 'strata verify');
         try {
-          await admin.query(`DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
+          await dropDatabase(admin, source, name);
         } finally {
           await admin.end().catch(() => undefined);
         }
@@ -180,18 +222,33 @@ export class PostgresEngine implements Engine {
     };
   }
 
-  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
+  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const target = parseTarget(locator);
     const client = await connect(target, 'strata verify');
     try {
+      // As pg_dump does: a row-level security policy that would hide rows from us is an error, not a smaller table.
+      await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const schemaSql = await dumpSchema(target, exported);
+      const database = await describeDatabase(client, target, exported);
       const tables = await listTables(client);
-      const stats = await statsOf(client, tables);
-      // PostgreSQL enforces foreign keys itself; constraints added NOT VALID are the exception.
-      const notValid = (await client.query<{ name: string }>(`SELECT conrelid::regclass::text || ' ' || conname AS name FROM pg_constraint WHERE NOT convalidated`)).rows;
-      return { schemaFingerprint: fingerprint(schemaSql), tables: stats, integrityErrors: notValid.map((r) => `constraint not validated: ${r.name}`), foreignKeysChecked: true };
+      // PostgreSQL enforces foreign keys itself, except those added NOT VALID, whose old rows it
+      // never checked. Such a constraint is no fault of the restore: pg_dump writes NOT VALID into
+      // the schema, so one that differs from the backup's shows in the schema comparison.
+      const unchecked = Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND NOT convalidated`)).rows[0]!.n);
+      const checks = { integrityErrors: [], foreignKeysChecked: unchecked === 0 };
+      if (options.recordedMeta && options.recordedMeta['factsVersion'] === undefined) {
+        return { ...(await legacyFacts(client, schemaSql)), schemaObjects: schemaObjects(schemaSql, target.database), ...checks };
+      }
+      return {
+        schemaFingerprint: withDatabaseProperties(fingerprint(comparableSchema(schemaSql)), database),
+        schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database), ...databaseSchemaObjects(database) },
+        // As in snapshot(): large objects have facts only when there are some (a backup that had some
+        // and a restore that lost them all then differ by the missing pg_largeobject entry).
+        tables: [...(await statsOf(client, tables)), ...((await countLargeObjects(client)) > 0 ? [await largeObjectFacts(client)] : [])],
+        ...checks,
+      };
     } catch (err) {
       throw isStrataError(err) ? err : connectionError(target, err);
     } finally {
@@ -241,23 +298,28 @@ function drained(stream: NodeJS.EventEmitter): Promise<void> {
 /**
  * A sink that COPYs rows into a table; `end()` resolves when the server has them all. The COPY
  * starts at the first write, not when the sink is made: the core may ask for every table's sink
- * before it writes any, and one connection runs one COPY at a time.
+ * before it writes any, and one connection runs one COPY at a time. `streamColumns` are the
+ * stream's columns as the backup recorded them; without them, the table's own order is assumed.
  */
-function copyIntoTable(client: pg.Client, schema: string, table: string): StreamTarget {
+function copyIntoTable(client: pg.Client, schema: string, table: string, target: PgTarget, encoding: string, streamColumns?: readonly string[]): StreamTarget {
   let stream: ReturnType<typeof copyFrom> | undefined;
   let failure: Error | undefined;
   const start = async (): Promise<ReturnType<typeof copyFrom>> => {
     if (stream) return stream;
-    const columns = (await client.query<{ name: string }>(
+    const quote = (name: string): string => identInEncoding(name, encoding);
+    const columns = streamColumns?.map(quote) ?? (await client.query<{ name: string }>(
       `SELECT a.attname::text AS name FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`,
       [schema, table],
-    )).rows.map((r) => ident(r.name));
+    )).rows.map((r) => quote(r.name));
     if (columns.length === 0 && (await client.query('SELECT to_regclass($1) AS t', [`${ident(schema)}.${ident(table)}`])).rows[0].t === null) {
       throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema does not create table ${schema}.${table}`);
     }
-    stream = client.query(copyFrom(`COPY ${ident(schema)}.${ident(table)} (${columns.join(', ')}) FROM STDIN`));
-    stream.on('error', (err: Error) => (failure = err));
+    // A table without columns takes no column list (its rows are empty lines).
+    const list = columns.length > 0 ? ` (${columns.join(', ')})` : '';
+    await setClientEncoding(client, encoding);
+    stream = client.query(copyFrom(`COPY ${quote(schema)}.${quote(table)}${list} FROM STDIN`));
+    stream.on('error', (err: Error) => (failure = restoreFailed(target, `the rows of table ${schema}.${table}`, err)));
     return stream;
   };
   return {
@@ -265,14 +327,16 @@ function copyIntoTable(client: pg.Client, schema: string, table: string): Stream
     write: async (chunk) => {
       const s = await start();
       if (failure) throw failure;
-      if (!s.write(chunk)) await drained(s);
+      if (!s.write(chunk)) await drained(s).catch((err: unknown) => Promise.reject(failure ?? err));
       if (failure) throw failure;
     },
     end: async () => {
       const s = await start();
       if (failure) throw failure;
       s.end();
-      await Promise.race([once(s, 'finish'), once(s, 'error').then(([e]) => Promise.reject(e))]);
+      // once() rejects on 'error' too, with the server's raw error: report ours, which names the table.
+      await once(s, 'finish').catch((err: unknown) => Promise.reject(failure ?? err));
+      await setClientEncoding(client, 'UTF8');
     },
   };
 }
@@ -286,49 +350,86 @@ function workDatabaseName(target: string): string {
 async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
   const workName = workDatabaseName(target.database);
   const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
+  if (exists) {
+    await refuseEnabledSubscriptions(admin, target.database).catch(async (err: unknown) => {
+      await admin.end().catch(() => undefined);
+      throw err;
+    });
+  }
   let work: pg.Client | undefined;
   let created = false;
   const wanted = options.tables ? new Set(options.tables) : undefined;
   const cleanup = async (): Promise<void> => {
     await work?.end().catch(() => undefined);
     work = undefined;
-    if (created) await admin.query(`DROP DATABASE IF EXISTS ${ident(workName)} WITH (FORCE)`).catch(() => undefined);
+    if (created) await dropDatabase(admin, target, workName).catch(() => undefined);
     created = false;
     await admin.end().catch(() => undefined);
   };
   let post = '';
+  // Rows of plain inheritance children wait in files for the column order the backup recorded:
+  // pg_dump recreates a child with its parent's columns first, whatever order the source had.
+  const children = new Map<string, string>();
+  const removeChildFiles = (): Promise<unknown> => Promise.all([...children.values()].map((f) => fs.rm(f, { force: true })));
+  // Backups from before database properties were recorded hold UTF-8 rows and were restored as UTF-8.
+  let copyEncoding = 'UTF8';
+  let largeObjects: ReturnType<typeof largeObjectsSink> | undefined;
   return {
     prepare: async (schemaSql) => {
+      const recorded = recordedCreate(schemaSql);
+      copyEncoding = recorded?.encoding ?? 'UTF8';
+      const create = recorded ? renameDatabase(recorded.create, DATABASE_PLACEHOLDER, ident(workName)) : `CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`;
       try {
-        await admin.query(`CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`);
-        created = true;
-        work = await connect(withDatabase(target, workName), 'strata restore');
-        const parts = splitSchema(schemaSql);
-        post = parts.post;
-        const roles = await existingRoles(work);
-        await work.query(executableSchema(parts.pre, roles).sql);
+        await admin.query(create);
       } catch (err) {
-        throw isStrataError(err) ? err : new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply to ${target.host}:${target.port}: ${(err as Error).message}`, { cause: err });
+        throw restoreFailed(target, `to create the database as the source was (${create})`, err);
       }
+      created = true;
+      work = await connect(withDatabase(target, workName), 'strata restore');
+      const parts = splitSchema(schemaSql);
+      post = parts.post;
+      const roles = await existingRoles(work);
+      const pre = executableSchema(parts.pre, roles);
+      reportSkipped(pre.skipped);
+      await applySchema(work, pre.sql, target);
     },
     streamTarget: async (name) => {
+      if (name === LARGE_OBJECTS_STREAM && work) {
+        if (wanted) return discardSink;
+        largeObjects = largeObjectsSink(work, await existingRoles(work), (what, err) => restoreFailed(target, what, err));
+        return largeObjects;
+      }
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
       if (wanted && !matchesAny(table, wanted)) return discardSink;
-      return copyIntoTable(work, table.schema, table.name);
+      if (await isInheritanceChild(work, table)) {
+        await fs.mkdir(options.tempDir, { recursive: true });
+        const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
+        children.set(qualified(table), file);
+        return { kind: 'file', path: file };
+      }
+      return copyIntoTable(work, table.schema, table.name, target, copyEncoding);
     },
     commit: async (info: RestoreCommitInfo) => {
       try {
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
         if (wanted) checkTablesInBackup(wanted, info.tables);
-        const roles = await existingRoles(work);
-        await work.query(executableSchema(post, roles).sql);
         const meta = info.engineMeta as unknown as PgMeta;
+        await loadFiles(work, target, children, meta);
+        await removeChildFiles();
+        const roles = await existingRoles(work);
+        const postData = executableSchema(post, roles);
+        reportSkipped(postData.skipped);
+        await applySchema(work, postData.sql, target);
         await restoreSequences(work, meta.sequences ?? []);
-        for (const view of meta.matviews ?? []) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        for (const view of await refreshOrder(work, meta.matviews ?? [])) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        reportSkipped(largeObjects?.skipped() ?? []);
+        await reportSubscriptions(work);
         await work.end();
         work = undefined;
+        // Last, so settings such as default_transaction_read_only cannot get in the restore's way.
+        if (meta.database) reportSkipped(await applyDatabaseProperties(admin, workName, meta.database.properties, roles).catch((err) => Promise.reject(restoreFailed(target, 'the database properties', err))));
         if (exists) {
           const sessions = Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1', [target.database])).rows[0]!.n);
           if (sessions > 0) {
@@ -343,7 +444,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
             throw err;
           }
           created = false;
-          await admin.query(`DROP DATABASE ${ident(old)} WITH (FORCE)`);
+          await dropDatabase(admin, target, old);
         } else {
           await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
           created = false;
@@ -351,11 +452,41 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
         await admin.end().catch(() => undefined);
       } catch (err) {
         await cleanup();
-        throw isStrataError(err) ? err : connectionError(target, err);
+        await removeChildFiles();
+        throw restoreFailed(target, 'the last steps of the restore (sequences, materialized views, the swap)', err);
       }
     },
-    abort: cleanup,
+    abort: async () => {
+      await cleanup();
+      await removeChildFiles();
+    },
   };
+}
+
+/** Whether a table of the restored schema inherits from another without being a partition. */
+async function isInheritanceChild(client: pg.Client, table: { schema: string; name: string }): Promise<boolean> {
+  const result = await client.query<{ child: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhrelid = to_regclass($1) AND NOT c.relispartition) AS child`,
+    [`${ident(table.schema)}.${ident(table.name)}`],
+  );
+  return result.rows[0]!.child;
+}
+
+/** The columns of a table's stream as the backup recorded them (undefined for older backups). */
+function streamColumnsOf(meta: PgMeta, table: string): readonly string[] | undefined {
+  return meta.tables?.find((t) => t.table === table)?.columns;
+}
+
+/** COPYs spooled row files (`schema.table` → file) into their tables, in the recorded column order. */
+async function loadFiles(client: pg.Client, target: PgTarget, files: ReadonlyMap<string, string>, meta: PgMeta, order: readonly string[] = [...files.keys()]): Promise<void> {
+  for (const q of order) {
+    const [schema, name] = splitQualified(q);
+    const sink = copyIntoTable(client, schema, name, target, meta.database?.encoding ?? 'UTF8', streamColumnsOf(meta, q));
+    if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
+    const file = files.get(q);
+    if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
+    await sink.end();
+  }
 }
 
 function matchesAny(table: { schema: string; name: string }, wanted: ReadonlySet<string>): boolean {
@@ -391,6 +522,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
   };
   return {
     streamTarget: async (name) => {
+      if (name === LARGE_OBJECTS_STREAM) return discardSink;
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!matchesAny(table, wanted)) return discardSink;
@@ -412,16 +544,10 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
         try {
           for (const q of [...order].reverse()) {
             const [schema, name] = splitQualified(q);
-            await client.query(`DELETE FROM ${ident(schema)}.${ident(name)}`);
+            // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
+            await client.query(`DELETE FROM ONLY ${ident(schema)}.${ident(name)}`);
           }
-          for (const q of order) {
-            const [schema, name] = splitQualified(q);
-            const sink = copyIntoTable(client, schema, name);
-            if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
-            const file = files.get(q);
-            if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
-            await sink.end();
-          }
+          await loadFiles(client, target, files, info.engineMeta as unknown as PgMeta, order);
           // Check deferred foreign keys now: setval() is not transactional, so sequences move
           // only once nothing can fail any more.
           await client.query('SET CONSTRAINTS ALL IMMEDIATE');
@@ -429,14 +555,14 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
           await client.query('COMMIT');
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
-          const e = err as { code?: string; table?: string; detail?: string };
+          const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
           if (e.code === '23503') {
             throw new StrataError('USAGE', `restore: replacing ${chosen.join(', ')} would break a foreign key (${e.detail ?? (err as Error).message}); include the related tables in --tables`, { cause: err });
           }
           throw err;
         }
       } catch (err) {
-        throw isStrataError(err) ? err : connectionError(target, err);
+        throw restoreFailed(target, 'the table restore', err);
       } finally {
         await client.end().catch(() => undefined);
         await cleanup();

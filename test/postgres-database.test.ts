@@ -1,0 +1,329 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import { Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
+import type { Repository } from '@strata/sdk';
+import { useTempDir } from './helpers/env.js';
+import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
+
+const engine = new PostgresEngine();
+const server = new URL(PG_URL);
+const hostPort = `${server.hostname}:${server.port || '5432'}`;
+
+/** `pg_dump --create --schema-only` with the database's name neutralised: the database's own properties first. */
+function dumpWithDatabase(database: string): string {
+  return pgDump(database, ['--create', '--schema-only']);
+}
+
+/** Databases on the server whose name starts with `prefix` (leftovers of a restore or verify). */
+async function databasesLike(prefix: string): Promise<string[]> {
+  return (await pgQuery('postgres', "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", [prefix])).rows.map((r) => r.datname as string);
+}
+
+/** Collects the Node warnings an operation emits (the engine's way of saying what it left out). */
+async function warningsOf<T>(work: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
+  const warnings: string[] = [];
+  const listener = (w: Error): void => void warnings.push(w.message);
+  process.on('warning', listener);
+  try {
+    const result = await work();
+    await new Promise((resolve) => setImmediate(resolve));
+    return { result, warnings };
+  } finally {
+    process.off('warning', listener);
+  }
+}
+
+describe('PostgreSQL engine: the database itself', function () {
+  const dir = useTempDir();
+  const databases = new Databases();
+  const passphrase = new Passphrase('postgres database tests');
+  const roles: string[] = [];
+  let repo: Repository;
+
+  const role = async (): Promise<string> => {
+    const name = `strata_role_${randomBytes(4).toString('hex')}`;
+    await pgQuery('postgres', `CREATE ROLE "${name}"`);
+    roles.push(name);
+    return name;
+  };
+
+  /** A database created with its own CREATE DATABASE options, filled by `sql`. */
+  const createDatabase = async (options: string, sql: string): Promise<string> => {
+    const name = databases.name();
+    await pgQuery('postgres', `CREATE DATABASE "${name}" TEMPLATE template0 ${options}`);
+    await pgQuery(name, sql.replaceAll('{{db}}', `"${name}"`));
+    return name;
+  };
+
+  before(async function () {
+    await requirePostgres(this);
+  });
+
+  beforeEach(async () => {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+  });
+
+  afterEach(async () => {
+    await repo.close();
+    // PostgreSQL refuses to drop a database that holds a subscription: detach and drop them first.
+    for (const { db, sub } of (await pgQuery('postgres', "SELECT d.datname AS db, s.subname AS sub FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE starts_with(s.subname, 'strata_sub_')")).rows) {
+      await pgQuery(db, `ALTER SUBSCRIPTION "${sub}" DISABLE; ALTER SUBSCRIPTION "${sub}" SET (slot_name = NONE); DROP SUBSCRIPTION "${sub}"`);
+    }
+    await databases.dropAll();
+    for (const name of roles.splice(0)) await pgQuery('postgres', `DROP ROLE IF EXISTS "${name}"`);
+  });
+
+  it('a LATIN1 database with the C locale restores with its encoding, locale and text byte for byte', async () => {
+    const source = await createDatabase("ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'", `
+      CREATE TABLE words (id int PRIMARY KEY, word text DEFAULT 'défaut', note varchar(20));
+      COMMENT ON COLUMN words.word IS 'Wörter, ¿qué?';
+      INSERT INTO words VALUES (1, 'café', 'naïve'), (2, 'Ångström ÿ ß', NULL), (3, E'tab\\there ½', 'µ');`);
+    const record = await repo.backup(pgUrl(source), { database: 'latin' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    const props = async (db: string) =>
+      (await pgQuery('postgres', 'SELECT pg_encoding_to_char(encoding) AS encoding, datlocprovider, datcollate, datctype, daticulocale FROM pg_database WHERE datname = $1', [db])).rows[0];
+    assert.deepEqual(await props(target), await props(source));
+    assert.equal((await pgQuery(target, 'SELECT word FROM words WHERE id = 1')).rows[0].word, 'café');
+    assert.equal(pgDump(target), pgDump(source));
+    assert.equal(dumpWithDatabase(target), dumpWithDatabase(source));
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    // A table restore loads the rows in the encoding they were written in, too.
+    await pgQuery(target, "UPDATE words SET word = 'changed'");
+    await repo.restore({ id: record.id }, { to: pgUrl(target), tables: ['words'], force: true });
+    assert.equal(pgDump(target), pgDump(source));
+  });
+
+  it('a LATIN1 database whose table and column names are not ASCII backs up, restores, verifies and restores a table', async () => {
+    const source = await createDatabase("ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'", `
+      CREATE SCHEMA "menú";
+      CREATE TABLE "menú"."café" ("prénom" text PRIMARY KEY, "größe" int, "a""quote\\slash" text);
+      INSERT INTO "menú"."café" VALUES ('crème', 1, 'x'), ('brûlée', 2, NULL);
+      CREATE TABLE "plain" (id int);
+      CREATE TABLE "kind" ("naïve" text) INHERITS ("plain");
+      INSERT INTO "kind" VALUES (7, 'ça');`);
+    const record = await repo.backup(pgUrl(source), { database: 'latin-names' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    assert.equal(pgDump(target), pgDump(source));
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    await pgQuery(target, 'DELETE FROM "menú"."café"; DELETE FROM "kind"');
+    await repo.restore({ id: record.id }, { to: pgUrl(target), tables: ['menú.café', 'kind'], force: true });
+    assert.equal(pgDump(target), pgDump(source));
+  });
+
+  it('a SQL_ASCII database keeps bytes that are not UTF-8 as they are', async () => {
+    const source = await createDatabase("ENCODING 'SQL_ASCII' LOCALE 'C'", `
+      CREATE TABLE raw (id int PRIMARY KEY, word text);
+      INSERT INTO raw VALUES (1, E'caf\\xe9'), (2, E'\\xff\\xfe mixed \\xc3\\xa9');`);
+    const record = await repo.backup(pgUrl(source), { database: 'ascii' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    const bytes = async (db: string) => (await pgQuery(db, "SELECT string_agg(encode(word::bytea, 'hex'), ',' ORDER BY id) AS b FROM raw")).rows[0].b as string;
+    assert.equal(await bytes(target), '636166e9,fffe206d6978656420c3a9');
+    assert.equal(await bytes(source), '636166e9,fffe206d6978656420c3a9');
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it('an ICU database restores with its locale provider and ICU locale', async () => {
+    const source = await createDatabase("ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C.UTF-8'", `
+      CREATE TABLE names (name text PRIMARY KEY); INSERT INTO names VALUES ('Äpfel'), ('Zebra'), ('apfel');`);
+    const record = await repo.backup(pgUrl(source), { database: 'icu' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    const props = async (db: string) => (await pgQuery('postgres', 'SELECT datlocprovider, daticulocale, datcollate FROM pg_database WHERE datname = $1', [db])).rows[0];
+    assert.deepEqual(await props(target), { datlocprovider: 'i', daticulocale: 'de-DE', datcollate: 'C.UTF-8' });
+    const order = async (db: string) => (await pgQuery(db, 'SELECT string_agg(name, \',\' ORDER BY name) AS o FROM names')).rows[0].o as string;
+    assert.equal(await order(target), await order(source));
+    assert.equal(dumpWithDatabase(target), dumpWithDatabase(source));
+  });
+
+  it('settings, owner, grants, comment and connection limit of the database come back as pg_dump --create describes them', async () => {
+    const owner = await role();
+    const reader = await role();
+    const source = await createDatabase("ENCODING 'UTF8'", `
+      ALTER DATABASE {{db}} SET work_mem = '7MB';
+      ALTER DATABASE {{db}} SET search_path = 'app', 'public';
+      ALTER ROLE "${reader}" IN DATABASE {{db}} SET statement_timeout = '5s';
+      ALTER DATABASE {{db}} OWNER TO "${owner}";
+      REVOKE ALL ON DATABASE {{db}} FROM PUBLIC;
+      GRANT CONNECT, TEMP ON DATABASE {{db}} TO "${reader}";
+      GRANT CREATE ON DATABASE {{db}} TO "${reader}" WITH GRANT OPTION;
+      COMMENT ON DATABASE {{db}} IS 'Ünïcode comment; with ''quotes''
+and a second line';
+      ALTER DATABASE {{db}} CONNECTION LIMIT 17;
+      CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);`);
+    const record = await repo.backup(pgUrl(source), { database: 'props' });
+    // In place over a database with other properties: the restored one has the source's.
+    const target = await createDatabase("ENCODING 'UTF8'", "ALTER DATABASE {{db}} SET work_mem = '1MB'; COMMENT ON DATABASE {{db}} IS 'old';");
+    await repo.restore({ id: record.id }, { to: pgUrl(target), force: true });
+    assert.equal(dumpWithDatabase(target), dumpWithDatabase(source));
+    assert.deepEqual(await databasesLike(`${target}__strata_`), []);
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    // Losing any of them changes the schema facts, and verify names the object.
+    const before = await engine.inspect(pgUrl(target));
+    await pgQuery('postgres', `ALTER DATABASE "${target}" RESET work_mem`);
+    const after = await engine.inspect(pgUrl(target));
+    assert.notEqual(after.schemaFingerprint, before.schemaFingerprint);
+    assert.notEqual(after.schemaObjects!['database properties'], before.schemaObjects!['database properties']);
+  });
+
+  it('statements for roles the target lacks are left out, with a warning, and the rest is restored', async () => {
+    const gone = await role();
+    const source = await createDatabase("ENCODING 'UTF8'", `
+      ALTER DATABASE {{db}} SET work_mem = '3MB';
+      ALTER ROLE "${gone}" IN DATABASE {{db}} SET work_mem = '9MB';
+      GRANT CONNECT ON DATABASE {{db}} TO "${gone}";
+      COMMENT ON DATABASE {{db}} IS 'kept';`);
+    const record = await repo.backup(pgUrl(source), { database: 'roles' });
+    await pgQuery('postgres', `REVOKE ALL ON DATABASE "${source}" FROM "${gone}"; DROP ROLE "${gone}"`);
+    const target = databases.name();
+    const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(target) }));
+    assert.ok(warnings.some((w) => w.includes(gone) && w.includes('roles this server does not have')), JSON.stringify(warnings));
+    const settings = (await pgQuery('postgres', 'SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = $1', [target])).rows;
+    assert.deepEqual(settings.map((r) => r.setconfig), [['work_mem=3MB']]);
+    assert.equal((await pgQuery('postgres', 'SELECT shobj_description(oid, \'pg_database\') AS c FROM pg_database WHERE datname = $1', [target])).rows[0].c, 'kept');
+  });
+
+  it('large objects (empty, small with owner, grants and comment, a few MiB) are backed up, restored with their OIDs and checked by verify', async () => {
+    const owner = await role();
+    const reader = await role();
+    const source = await createDatabase("ENCODING 'UTF8'", `
+      CREATE TABLE docs (id int PRIMARY KEY, blob oid);
+      SELECT lo_create(424242);
+      INSERT INTO docs VALUES (1, lo_from_bytea(0, '')), (2, lo_from_bytea(0, '\\x00ff00c3a9')),
+        (3, (SELECT lo_from_bytea(0, decode(string_agg(md5(i::text || random()::text), ''), 'hex')) FROM generate_series(1, 131072) i));
+      SELECT lo_put(424242, 0, 'sparse start'), lo_put(424242, 100000, 'sparse end');
+      ALTER LARGE OBJECT 424242 OWNER TO "${owner}";
+      GRANT SELECT ON LARGE OBJECT 424242 TO "${reader}";
+      COMMENT ON LARGE OBJECT 424242 IS 'a comment, ünïcode';`);
+    const record = await repo.backup(pgUrl(source), { database: 'blobs' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    // pg_dump writes every large object, its owner, ACL and comment: the oracle.
+    assert.equal(pgDump(target), pgDump(source));
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    // The recorded facts are the server's, and they move with any change to a large object.
+    const snapshot = await engine.snapshot(pgUrl(source), { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
+    let recorded;
+    try {
+      for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
+      recorded = (await snapshot.tableStats()).find((t) => t.name === 'pg_largeobject');
+    } finally {
+      await snapshot.close();
+    }
+    assert.equal(recorded?.rows, 4);
+    const facts = async () => (await engine.inspect(pgUrl(target))).tables.find((t) => t.name === 'pg_largeobject');
+    assert.deepEqual(await facts(), recorded);
+    await pgQuery(target, "SELECT lo_put(blob, 1, '\\x01') FROM docs WHERE id = 2");
+    assert.notEqual((await facts())!.checksum, recorded.checksum);
+    await pgQuery(target, 'SELECT lo_unlink(424242)');
+    assert.equal((await facts())!.rows, 3);
+
+    // An incremental assembles the stream from two artifacts; objects change, appear and vanish.
+    await pgQuery(source, "SELECT lo_put(424242, 5, 'CHANGED'), lo_unlink((SELECT blob FROM docs WHERE id = 1)), lo_from_bytea(0, 'new one')");
+    const incremental = await repo.backup(pgUrl(source), { database: 'blobs', type: 'incremental' });
+    const target2 = databases.name();
+    await repo.restore({ id: incremental.id }, { to: pgUrl(target2) });
+    assert.equal(pgDump(target2), pgDump(source));
+  });
+
+  describe('subscriptions', () => {
+    const withSubscription = (subscription: string, slot: string) => `
+      CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);
+      CREATE PUBLICATION "${subscription}_pub" FOR TABLE t;
+      SET client_min_messages = error;
+      CREATE SUBSCRIPTION "${subscription}" CONNECTION 'host=127.0.0.1 port=1 dbname=nowhere connect_timeout=1' PUBLICATION "${subscription}_pub"
+        WITH (connect = false, enabled = false, create_slot = false, slot_name = ${slot});`;
+    const holders = async (subscription: string) =>
+      (await pgQuery('postgres', 'SELECT d.datname AS db, s.subenabled AS enabled FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE s.subname = $1 ORDER BY 1', [subscription])).rows;
+
+    it('verify and restore --force leave no database behind, and restored subscriptions stay disabled', async () => {
+      const subscription = `strata_sub_${randomBytes(4).toString('hex')}`;
+      // A slot name makes a careless DROP SUBSCRIPTION connect to the (unreachable) publisher.
+      const source = await createDatabase("ENCODING 'UTF8'", withSubscription(subscription, `'${subscription}_slot'`));
+      const record = await repo.backup(pgUrl(source), { database: 'subs' });
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+      assert.deepEqual(await holders(subscription), [{ db: source, enabled: false }], 'no scratch database is left holding the subscription');
+
+      const target = databases.name();
+      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(target), force: true }));
+      assert.ok(warnings.some((w) => w.includes(subscription) && w.includes('disabled')), JSON.stringify(warnings));
+      assert.deepEqual(await databasesLike(`${target}__strata_`), []);
+      assert.deepEqual(
+        await holders(subscription),
+        [{ db: source, enabled: false }, { db: target, enabled: false }].sort((a, b) => a.db.localeCompare(b.db)),
+      );
+      assert.equal(pgDump(target), pgDump(source));
+
+      // An enabled subscription's worker keeps the target open: refused before anything changes.
+      await pgQuery(target, `ALTER SUBSCRIPTION "${subscription}" ENABLE`);
+      await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(target), force: true }), (err: unknown) => {
+        assert.ok(isStrataError(err, 'DATABASE_LOCKED'), String(err));
+        assert.match((err as Error).message, new RegExp(`${subscription}.*ALTER SUBSCRIPTION \\.\\.\\. DISABLE`));
+        return true;
+      });
+      assert.deepEqual(await holders(subscription), [{ db: source, enabled: false }, { db: target, enabled: true }].sort((a, b) => a.db.localeCompare(b.db)));
+      assert.deepEqual(await databasesLike(`${target}__strata_`), []);
+    });
+  });
+
+  describe('a target that refuses the restore', () => {
+    // A CHECK that reads another table: a restore that loads public.a before public.b fails on
+    // a's rows, as pg_restore does.
+    const refusing = `
+      CREATE TABLE b (x int PRIMARY KEY);
+      CREATE FUNCTION in_b(v int) RETURNS boolean LANGUAGE sql STABLE AS 'SELECT EXISTS (SELECT 1 FROM public.b WHERE b.x = v)';
+      CREATE TABLE a (id int PRIMARY KEY, x int CHECK (public.in_b(x)));
+      INSERT INTO b VALUES (1), (2); INSERT INTO a VALUES (10, 1), (20, 2);`;
+
+    it('a COPY the target refuses is RESTORE_FAILED naming the table and server, and leaves the target as it was', async () => {
+      const source = await createDatabase("ENCODING 'UTF8'", refusing);
+      const record = await repo.backup(pgUrl(source), { database: 'refused' });
+      const target = await createDatabase("ENCODING 'UTF8'", 'CREATE TABLE keep (v text); INSERT INTO keep VALUES (\'mine\');');
+      const before = dumpWithDatabase(target) + pgDump(target);
+      await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(target), force: true }), (err: unknown) => {
+        assert.ok(isStrataError(err, 'RESTORE_FAILED'), String(err));
+        assert.match((err as Error).message, /table public\.a/);
+        assert.ok((err as Error).message.includes(hostPort), (err as Error).message);
+        return true;
+      });
+      assert.equal(dumpWithDatabase(target) + pgDump(target), before);
+      assert.deepEqual(await databasesLike(`${target}__strata_`), []);
+
+      const fresh = databases.name();
+      await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(fresh) }), (err: unknown) => isStrataError(err, 'RESTORE_FAILED'));
+      assert.deepEqual(await databasesLike(fresh), []);
+    });
+
+    it('a schema statement the target refuses is RESTORE_FAILED naming the statement, with nothing left behind', async () => {
+      const restorer = await role();
+      await pgQuery('postgres', `ALTER ROLE "${restorer}" LOGIN CREATEDB`);
+      const source = await createDatabase("ENCODING 'UTF8'", `CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO pg_monitor;`);
+      const record = await repo.backup(pgUrl(source), { database: 'refused' });
+      const target = databases.name();
+      const url = new URL(pgUrl(target));
+      url.username = restorer;
+      await assert.rejects(repo.restore({ id: record.id }, { to: url.toString() }), (err: unknown) => {
+        assert.ok(isStrataError(err, 'RESTORE_FAILED'), String(err));
+        assert.match((err as Error).message, /schema statement for TABLE public\.owned/);
+        return true;
+      });
+      assert.deepEqual(await databasesLike(target), []);
+    });
+  });
+});
+
