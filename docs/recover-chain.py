@@ -20,9 +20,12 @@ is recovered unless --restore-point names another. It
      stores it (chunks/<stream>/*.idx + .bin, or data/<stream> cut along its layout), checks
      every chunk's id and the stream's SHA-256 and size against the restore point's manifest;
   5. leaves in DIR: manifest.json and schema.sql of the restore point, data/<stream> for every
-     stream (for SQLite data/main.db is the database), and for server engines a load script
-     (load.psql for PostgreSQL, load.sql for MySQL/MariaDB) that recreates the database with
-     psql or the mysql client; read it before you run it.
+     stream (for SQLite data/main.db is the database), and for server engines the scripts that
+     recreate the database: for PostgreSQL create-database.psql (run in another database with
+     psql -v db=NEWNAME: the database with its recorded encoding and locale) and load.psql (run
+     in the new database: schema, rows, large objects, sequences, materialized views, then the
+     database's properties); for MySQL/MariaDB load.sql (run with the mysql client in an empty
+     database). Read them before you run them.
 
 Nothing is written outside DIR (and DIR/work, removed at the end unless --keep-work).
 """
@@ -102,8 +105,7 @@ def unpack(artifact, folder, passphrase_file):
         fail(f"{artifact}: no manifest.json (truncated artifact?)")
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
         manifest = json.load(f)
-    # Version 2 differs from 1 only in how the manifest records table facts (as changes against the
-    # parent's); the streams, layouts and chunks this script reads are the same.
+    # Version 2 differs only in how an incremental records verify facts, which recovery does not read.
     if manifest.get("format") != "strata-artifact" or manifest.get("formatVersion") not in (1, 2):
         fail(f"{artifact}: not a Strata artifact of format version 1 or 2")
     return manifest
@@ -208,7 +210,7 @@ def complete_layouts(chain):
     previous = {}
     for folder, manifest in chain:
         current = {}
-        for stream in manifest["streams"]:
+        for stream in manifest.get("streams", []):
             where = f"{manifest['id']}: stream {stream['name']}"
             entry = read_layout(os.path.join(folder, stream["layoutEntry"]))
             chunks = entry[1] if entry[0] == "complete" else apply_delta(previous.get(stream["name"]), entry, where)
@@ -223,7 +225,7 @@ def chunk_sources(chain, needed):
     """Where each needed chunk id is stored, taken from the newest artifact that stores it."""
     sources = {}
     for folder, manifest in reversed(chain):
-        for stream in manifest["streams"]:
+        for stream in manifest.get("streams", []):
             stored = read_segments(folder, stream["name"])
             whole = os.path.join(folder, "data", stream["name"])
             if os.path.exists(whole):
@@ -296,6 +298,62 @@ def pg_stream_table(stream):
     return urllib.parse.unquote(match.group(1)), urllib.parse.unquote(match.group(2))
 
 
+PG_PROPERTIES_START = "-- strata: database properties"
+PG_PROPERTIES_END = "-- strata: end of database properties"
+LARGE_OBJECTS_STREAM = "large-objects.jsonl"
+
+
+def pg_literal(text):
+    """A string literal under standard_conforming_strings (which every script here turns on)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def pg_database(manifest, schema):
+    """(CREATE DATABASE, [property statements], encoding) as recorded, the name written :"db"."""
+    recorded = manifest.get("engineMeta", {}).get("database")
+    if recorded:
+        return recorded["create"], list(recorded["properties"]), recorded["encoding"]
+    if schema.startswith(PG_PROPERTIES_START):
+        section = schema[:schema.find(PG_PROPERTIES_END)].split("\n")[1:]
+        lines = [line[3:] if line.startswith("-- ") else line[2:] for line in section]
+        match = re.search(r"ENCODING = '([^']+)'", lines[0])
+        return lines[0], ["\n".join(lines[1:])] if len(lines) > 1 else [], match.group(1) if match else "UTF8"
+    # Backups made before database properties were recorded hold UTF-8 rows.
+    return "CREATE DATABASE :\"db\" WITH TEMPLATE = template0 ENCODING = 'UTF8';", [], "UTF8"
+
+
+def write_large_objects(source, target):
+    """large-objects.jsonl as SQL: each object created with its OID, owner, ACL and comment, then its content."""
+    with open(source, encoding="utf-8") as lines, open(target, "w", encoding="utf-8") as f:
+        f.write("SET standard_conforming_strings = on;\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            value = json.loads(line)
+            oid = str(value.get("oid", ""))
+            if not oid.isdigit():
+                fail(f"{LARGE_OBJECTS_STREAM} line {number}: no OID")
+            if "hex" in value:
+                if not re.fullmatch(r"[0-9a-f]*", value["hex"]) or not isinstance(value["at"], int):
+                    fail(f"{LARGE_OBJECTS_STREAM} line {number}: malformed content of large object {oid}")
+                f.write(f"SELECT pg_catalog.lo_put({oid}, {value['at']}, '\\x{value['hex']}'::bytea);\n")
+                continue
+            owner = pg_ident(value["owner"])
+            f.write(f"SELECT pg_catalog.lo_create({oid});\nALTER LARGE OBJECT {oid} OWNER TO {owner};\n")
+            if value.get("grants") is not None:
+                # A recorded ACL replaces the default one, which gives the owner everything.
+                f.write(f"REVOKE ALL ON LARGE OBJECT {oid} FROM {owner};\n")
+                for grant in value["grants"]:
+                    grantee = "PUBLIC" if grant["grantee"] == "PUBLIC" else pg_ident(grant["grantee"])
+                    sql = f"GRANT {grant['privilege']} ON LARGE OBJECT {oid} TO {grantee}{' WITH GRANT OPTION' if grant['grantable'] else ''};"
+                    # GRANT records whoever runs it as the grantor: act as the recorded one.
+                    if grant["grantor"] != value["owner"]:
+                        sql = f"SET ROLE {pg_ident(grant['grantor'])};\n{sql}\nRESET ROLE;"
+                    f.write(sql + "\n")
+            if value.get("comment") is not None:
+                f.write(f"COMMENT ON LARGE OBJECT {oid} IS {pg_literal(value['comment'])};\n")
+
+
 def write_postgres(out, manifest, schema):
     at = schema.find("\n" + PG_MARKER)
     pre, post = (schema, "") if at < 0 else (schema[:at + 1], schema[schema.index("\n", at + 1) + 1:])
@@ -304,18 +362,40 @@ def write_postgres(out, manifest, schema):
     with open(os.path.join(out, "schema-post.sql"), "w", encoding="utf-8") as f:
         f.write(post)
     meta = manifest.get("engineMeta", {})
-    lines = ["\\set ON_ERROR_STOP on", f"\\i {psql_quote(os.path.join(out, 'schema-pre.sql'))}"]
-    for stream in manifest["streams"]:
+    create, properties, encoding = pg_database(manifest, schema)
+    # Run against another database (postgres) with  -v db=NEWNAME : the database as the source was.
+    with open(os.path.join(out, "create-database.psql"), "w", encoding="utf-8") as f:
+        f.write("\\set ON_ERROR_STOP on\n" + create + "\n")
+    columns_of = {t["stream"]: t.get("columns") for t in meta.get("tables", []) if "stream" in t}
+    # :DBNAME is the database psql is connected to: the properties below name it as :"db".
+    lines = ["\\set ON_ERROR_STOP on", "\\set db :DBNAME", f"\\i {psql_quote(os.path.join(out, 'schema-pre.sql'))}"]
+    # Rows are COPY text in the database's own encoding; the schema script set the client's to UTF8.
+    lines.append(f"\\encoding {encoding}")
+    large_objects = False
+    for stream in manifest.get("streams", []):
+        if stream["name"] == LARGE_OBJECTS_STREAM:
+            large_objects = True
+            continue
         schema_name, table = pg_stream_table(stream["name"])
-        # No column list: COPY FROM takes every column that is not generated, in table order,
-        # which is how the rows were written.
-        lines.append(f"\\copy {pg_ident(schema_name)}.{pg_ident(table)} from {copy_quote(os.path.join(out, 'data', stream['name']))}")
+        columns = columns_of.get(stream["name"])
+        # The recorded columns, in the order the rows hold them: an inheritance child is recreated
+        # with its parent's columns first, whatever order it had. A table without columns, and a
+        # backup that recorded none (rows in the table's own order), take no list.
+        listed = f" ({', '.join(pg_ident(c) for c in columns)})" if columns else ""
+        lines.append(f"\\copy {pg_ident(schema_name)}.{pg_ident(table)}{listed} from {copy_quote(os.path.join(out, 'data', stream['name']))}")
+    lines.append("\\encoding UTF8")
+    if large_objects:
+        write_large_objects(os.path.join(out, "data", LARGE_OBJECTS_STREAM), os.path.join(out, "large-objects.sql"))
+        lines += ["\\o /dev/null", f"\\i {psql_quote(os.path.join(out, 'large-objects.sql'))}", "\\o"]
     lines.append(f"\\i {psql_quote(os.path.join(out, 'schema-post.sql'))}")
     for seq in meta.get("sequences", []):
         qualified = pg_ident(seq["schema"]) + "." + pg_ident(seq["name"])
         lines.append(f"SELECT pg_catalog.setval('{qualified.replace(chr(39), chr(39) * 2)}', {int(seq['lastValue'])}, {'true' if seq['isCalled'] else 'false'});")
+    # In the order recorded: each after the materialized views it reads.
     for view in meta.get("matviews", []):
         lines.append(f"REFRESH MATERIALIZED VIEW {view};")
+    # Last, as Strata does: a setting such as default_transaction_read_only must not stop the load.
+    lines += properties
     with open(os.path.join(out, "load.psql"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -324,8 +404,10 @@ def write_postgres(out, manifest, schema):
 
 MYSQL_MARKER = "-- strata: post-data"
 MYSQL_END = "\n;;\n"
-BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "bit", "geometry", "point", "linestring",
+BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point", "linestring",
                 "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
+# How a field is loaded: as text, from hex (binary), or as an unsigned number (BIT, written in decimal).
+TEXT, HEX, NUMBER = "text", "hex", "number"
 
 
 def mysql_ident(name):
@@ -354,16 +436,32 @@ def mysql_units(part):
     return units
 
 
+def mysql_versioned(create_table):
+    """Whether the table options (after the column list, which a column comment cannot end) say WITH SYSTEM VERSIONING."""
+    options = re.search(r"^\).*", create_table, re.M | re.S)
+    return bool(options and re.search(r"\bWITH SYSTEM VERSIONING\b", options.group(0)))
+
+
 def mysql_value_columns(create_table):
-    """(name, stored as hex) of the columns a row line holds: all but generated ones, in table order."""
+    """(column as the load names it, how its field loads) for each field of a row line: the columns
+    that are not generated, in table order, then a system-versioned table's row start and end."""
     columns = []
     for line in create_table.split("\n")[1:]:
         match = re.match(r"\s+`((?:[^`]|``)+)` (\w+)", line)
         if not match:
             continue
+        # Generated columns are computed again; explicit row start/end columns
+        # (GENERATED ALWAYS AS ROW START/END) come last, from the period below.
         if re.search(r"\bGENERATED ALWAYS AS\b|\bAS \(.*\) (VIRTUAL|PERSISTENT|STORED)\b", line, re.I):
             continue
-        columns.append((match.group(1).replace("``", "`"), match.group(2).lower() in BINARY_TYPES))
+        column_type = match.group(2).lower()
+        kind = NUMBER if column_type == "bit" else HEX if column_type in BINARY_TYPES else TEXT
+        columns.append((mysql_ident(match.group(1).replace("``", "`")), kind))
+    if mysql_versioned(create_table):
+        period = re.search(r"PERIOD FOR SYSTEM_TIME \(`((?:[^`]|``)+)`, `((?:[^`]|``)+)`\)", create_table)
+        # Implicit period columns are pseudo-columns, named bare (quoted they would name no column).
+        names = [mysql_ident(period.group(1).replace("``", "`")), mysql_ident(period.group(2).replace("``", "`"))] if period else ["ROW_START", "ROW_END"]
+        columns += [(name, TEXT) for name in names]
     return columns
 
 
@@ -409,12 +507,15 @@ def write_mysql(out, manifest, schema):
     at = schema.find(MYSQL_MARKER)
     pre = mysql_units(schema if at < 0 else schema[:at])
     post = [] if at < 0 else order_views(mysql_units(schema[at:]))
-    tables = {}
+    tables, versioned = {}, set()
     for unit in pre:
         match = re.match(r"CREATE TABLE `((?:[^`]|``)+)`", unit[-1])
         if match:
-            tables[match.group(1).replace("``", "`")] = mysql_value_columns(unit[-1])
-    # Views name their database as {{db}}: without it they read the database being loaded.
+            name = match.group(1).replace("``", "`")
+            tables[name] = mysql_value_columns(unit[-1])
+            if mysql_versioned(unit[-1]):
+                versioned.add(name)
+    # Tables, views and events name their database as {{db}}: without it they use the database being loaded.
     strip = lambda sql: sql.replace("{{db}}.", "")
     lines = [
         "-- Written by recover-chain.py: run with  mysql --local-infile=1 TARGET_DATABASE < load.sql",
@@ -427,7 +528,7 @@ def write_mysql(out, manifest, schema):
     lines.append("DELIMITER ;;")
     lines += statements(pre, strip)
     lines.append("DELIMITER ;")
-    for stream in manifest["streams"]:
+    for stream in manifest.get("streams", []):
         match = re.fullmatch(r"([^.]+)\.rows", stream["name"])
         if not match:
             fail(f"{stream['name']}: not a MySQL table stream")
@@ -435,13 +536,20 @@ def write_mysql(out, manifest, schema):
         if table not in tables:
             fail(f"{stream['name']}: schema.sql does not create table {table}")
         targets, sets = [], []
-        for i, (column, hexed) in enumerate(tables[table]):
-            if hexed:
+        for i, (column, kind) in enumerate(tables[table]):
+            if kind == HEX:
                 targets.append(f"@v{i}")
-                sets.append(f"{mysql_ident(column)} = UNHEX(@v{i})")
+                sets.append(f"{column} = UNHEX(@v{i})")
+            elif kind == NUMBER:
+                # A BIT value is a number: loaded as text it would be the bytes of its digits.
+                targets.append(f"@v{i}")
+                sets.append(f"{column} = CAST(@v{i} AS UNSIGNED)")
             else:
-                targets.append(mysql_ident(column))
+                targets.append(column)
         path = mysql_string(os.path.join(out, "data", stream["name"]))
+        if table in versioned:
+            # History rows keep their row start and end (MariaDB 10.11+), as the source had them.
+            lines.append("SET SESSION system_versioning_insert_history = 1;")
         lines.append(
             f"LOAD DATA LOCAL INFILE {path} INTO TABLE {mysql_ident(table)} CHARACTER SET utf8mb4"
             f" FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
@@ -481,9 +589,9 @@ def main():
         shutil.copyfile(os.path.join(tip_folder, entry), os.path.join(out, entry))
     with open(os.path.join(out, "schema.sql"), encoding="utf-8") as f:
         schema = f.read()
-    if tip["engine"] == "postgres" and tip["type"] != "schema-only":
+    if tip["engine"] == "postgres":
         write_postgres(out, tip, schema)
-    elif tip["engine"] == "mysql" and tip["type"] != "schema-only":
+    elif tip["engine"] == "mysql":
         write_mysql(out, tip, schema)
     if not args.keep_work:
         shutil.rmtree(work)

@@ -236,6 +236,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
 
   describe('PostgreSQL', () => {
     const databases = new Databases();
+    const roles: string[] = [];
 
     before(async function () {
       await requirePostgres(this);
@@ -243,6 +244,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
 
     afterEach(async () => {
       await databases.dropAll();
+      for (const role of roles.splice(0)) await pgQuery('postgres', `DROP ROLE IF EXISTS "${role}"`);
     });
 
     it('full → incremental → incremental after deleting many rows: the newest restore point, exactly (pg_dump of both)', async () => {
@@ -250,24 +252,96 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
       const source = await databases.create(`${RICH_POSTGRES_SQL}
         CREATE TABLE public."Order Lines ""x""" (id int PRIMARY KEY, "the note" text);
-        INSERT INTO public."Order Lines ""x""" SELECT g, 'line ' || g FROM generate_series(1, 50) g;`);
+        INSERT INTO public."Order Lines ""x""" SELECT g, 'line ' || g FROM generate_series(1, 50) g;
+        -- A child attached later keeps its own column order; pg_dump recreates it with its
+        -- parent's columns first (text columns: a value in the wrong column would not fail).
+        CREATE TABLE public.vehicle (id int PRIMARY KEY, name text, maker text);
+        CREATE TABLE public.car (plate text, maker text, id int NOT NULL, name text);
+        ALTER TABLE public.car INHERIT public.vehicle;
+        INSERT INTO public.vehicle SELECT g, 'vehicle ' || g, 'maker ' || g FROM generate_series(1, 20) g;
+        INSERT INTO public.car (id, name, maker, plate) SELECT g, 'car ' || g, 'maker ' || g, 'P-' || g FROM generate_series(101, 130) g;
+        CREATE TABLE public.nothing ();
+        INSERT INTO public.nothing DEFAULT VALUES; INSERT INTO public.nothing DEFAULT VALUES;
+        SELECT lo_from_bytea(424201, '\\x00ff00c3a9'::bytea);
+        SELECT lo_from_bytea(424202, decode(repeat('0123456789abcdef', 5000), 'hex'));
+        COMMENT ON LARGE OBJECT 424201 IS 'the small one';`);
+      await pgQuery(source, `ALTER DATABASE "${source}" SET work_mem = '7MB'; COMMENT ON DATABASE "${source}" IS 'shop''s data'`);
+      // A large object owned by another role, readable by everyone: owner and ACL come back too.
+      const reader = `strata_reader_${path.basename(dir.path).replace(/\W/g, '').toLowerCase()}`;
+      await pgQuery('postgres', `CREATE ROLE "${reader}"`);
+      roles.push(reader);
+      await pgQuery(source, `ALTER LARGE OBJECT 424202 OWNER TO "${reader}"; GRANT SELECT ON LARGE OBJECT 424202 TO PUBLIC`);
       backup(repo, pgUrl(source), 'full', 'shop');
       await pgQuery(source, MUTATE_POSTGRES_SQL(1));
       backup(repo, pgUrl(source), 'incremental', 'shop');
       await pgQuery(source, `DELETE FROM shop.orders WHERE id % 3 = 0; UPDATE shop.customers SET tags = ARRAY['moved'] WHERE id % 5 = 0; ${MUTATE_POSTGRES_SQL(2)}; SELECT nextval('shop.invoice_no')`);
+      await pgQuery(source, "UPDATE public.car SET plate = 'Q-' || id WHERE id % 2 = 0; SELECT lo_put(424202, 10, '\\xffff'::bytea), lo_from_bytea(424203, 'added later')");
       await pgQuery(source, 'VACUUM FULL');
       const tip = backup(repo, pgUrl(source), 'incremental', 'shop');
 
       const out = recoverChain(repo, 'shop');
       const target = databases.name();
       const url = new URL(PG_URL);
-      follow('load-postgres', { OUT: out, NEWDB: target, PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') });
-      assert.equal(pgDump(target), pgDump(source));
+      const client = { PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') };
+      follow('load-postgres', { OUT: out, NEWDB: target, ...client });
+      // The oracle: pg_dump -Fc and pg_restore of the same database, which also recreates the
+      // child with its parent's columns first, and restores large objects with their OIDs.
+      const oracle = databases.name();
+      await pgQuery('postgres', `CREATE DATABASE "${oracle}"`);
+      const dump = spawnSync('bash', ['-euo', 'pipefail', '-c', 'pg_dump --no-password -Fc "$SOURCE" | pg_restore --no-password --exit-on-error -d "$ORACLE"'], {
+        env: { ...process.env, ...client, SOURCE: source, ORACLE: oracle },
+        encoding: 'utf8',
+      });
+      assert.equal(dump.status, 0, dump.stderr);
+      assert.equal(pgDump(target), pgDump(oracle));
+      const ownRows = 'SELECT id, name, maker, plate FROM ONLY public.car ORDER BY id';
+      assert.deepEqual((await pgQuery(target, ownRows)).rows, (await pgQuery(source, ownRows)).rows, "the child's values are in their own columns");
+      assert.equal((await pgQuery(target, 'SELECT count(*)::int AS n FROM ONLY public.vehicle')).rows[0].n, 20, "the parent holds its own rows, not its child's");
+      assert.equal((await pgQuery(target, 'SELECT count(*)::int AS n FROM public.nothing')).rows[0].n, 2, 'a table without columns keeps its rows');
+      const objects = `SELECT m.oid::int AS oid, md5(lo_get(m.oid)) AS content, obj_description(m.oid, 'pg_largeobject') AS comment,
+        pg_get_userbyid(m.lomowner) AS owner, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(m.lomacl) a) AS acl FROM pg_largeobject_metadata m ORDER BY 1`;
+      const sourceObjects = (await pgQuery(source, objects)).rows;
+      assert.equal(sourceObjects.length, 3);
+      assert.equal(sourceObjects[1].owner, reader);
+      assert.deepEqual((await pgQuery(target, objects)).rows, sourceObjects, 'large objects come back with their OIDs, content, comment, owner and grants');
+      // The database itself: encoding, locale, settings and comment as the source has them.
+      const properties = `SELECT pg_encoding_to_char(d.encoding) AS encoding, d.datcollate, d.datctype, shobj_description(d.oid, 'pg_database') AS comment,
+        (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings FROM pg_database d WHERE d.datname = $1`;
+      const sourceProperties = (await pgQuery('postgres', properties, [source])).rows;
+      assert.deepEqual(sourceProperties[0].settings, ['work_mem=7MB']);
+      assert.deepEqual((await pgQuery('postgres', properties, [target])).rows, sourceProperties);
 
       const readme = entryOf(repo, tip, 'README.txt');
       assert.match(readme, /PostgreSQL: schema\.sql is pg_dump --schema-only output/);
       assert.match(readme, /<schema>\.<table>\.copy/);
       assert.doesNotMatch(readme, /main\.db|MySQL/);
+    });
+    it('a LATIN1 database with the C locale, full → incremental, and a schema-only backup: encoding, locale and text byte for byte', async () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      const source = databases.name();
+      await pgQuery('postgres', `CREATE DATABASE "${source}" TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'`);
+      await pgQuery(source, `CREATE TABLE words (id int PRIMARY KEY, word text); INSERT INTO words VALUES (1, 'café'), (2, 'naïve ÿ'), (3, E'tab\\there');`);
+      backup(repo, pgUrl(source), 'full', 'latin');
+      await pgQuery(source, "INSERT INTO words VALUES (4, 'crème brûlée'); UPDATE words SET word = 'Ærø' WHERE id = 1");
+      backup(repo, pgUrl(source), 'incremental', 'latin');
+
+      const url = new URL(PG_URL);
+      const client = { PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') };
+      const target = databases.name();
+      follow('load-postgres', { OUT: recoverChain(repo, 'latin'), NEWDB: target, ...client });
+      const database = "SELECT pg_encoding_to_char(encoding) AS encoding, datcollate, datctype FROM pg_database WHERE datname = $1";
+      assert.deepEqual((await pgQuery('postgres', database, [target])).rows, [{ encoding: 'LATIN1', datcollate: 'C', datctype: 'C' }]);
+      // Bytes as the server stores them: a conversion on the way would change them.
+      const bytes = "SELECT id, convert_to(word, 'LATIN1') AS raw FROM words ORDER BY id";
+      assert.deepEqual((await pgQuery(target, bytes)).rows, (await pgQuery(source, bytes)).rows);
+      assert.equal(pgDump(target), pgDump(source));
+
+      backup(repo, pgUrl(source), 'schema-only', 'latin-schema');
+      const schemaOnly = databases.name();
+      follow('load-postgres', { OUT: recoverChain(repo, 'latin-schema', path.join(dir.path, 'schema only')), NEWDB: schemaOnly, ...client });
+      assert.deepEqual((await pgQuery('postgres', database, [schemaOnly])).rows, [{ encoding: 'LATIN1', datcollate: 'C', datctype: 'C' }]);
+      assert.equal(pgDump(schemaOnly, ['--schema-only']), pgDump(source, ['--schema-only']));
     });
   });
 
@@ -294,12 +368,29 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
          CREATE TABLE \`odd name's\` (id INT PRIMARY KEY, \`a b\` VARCHAR(10), \`c\`\`d\` BLOB);
          INSERT INTO \`odd name's\` VALUES (1, 'x', X'01'), (2, NULL, NULL);
          CREATE VIEW z_base AS SELECT id FROM raw;
-         CREATE VIEW a_top AS SELECT id FROM z_base;`,
+         CREATE VIEW a_top AS SELECT id FROM z_base;
+         CREATE TABLE measures (id INT PRIMARY KEY, f FLOAT, b BIT(3));
+         INSERT INTO measures VALUES (1, -112.81857, b'101'), (2, 3.4028234663852886e38, b'000');
+         CREATE SEQUENCE ticket_ids START WITH 500 INCREMENT BY 5;
+         CREATE TABLE tickets (id BIGINT PRIMARY KEY DEFAULT NEXT VALUE FOR ticket_ids, what VARCHAR(20));
+         INSERT INTO tickets (what) VALUES ('first'), ('second');
+         CREATE TABLE prices (id INT PRIMARY KEY, price INT) WITH SYSTEM VERSIONING;
+         INSERT INTO prices VALUES (1, 10), (2, 20);
+         UPDATE prices SET price = 11 WHERE id = 1;
+         DELETE FROM prices WHERE id = 2;
+         CREATE TABLE stock (id INT, qty INT, valid_from TIMESTAMP(6) GENERATED ALWAYS AS ROW START INVISIBLE,
+           valid_to TIMESTAMP(6) GENERATED ALWAYS AS ROW END INVISIBLE, PERIOD FOR SYSTEM_TIME (valid_from, valid_to)) WITH SYSTEM VERSIONING;
+         INSERT INTO stock (id, qty) VALUES (1, 3);
+         UPDATE stock SET qty = 4;`,
       );
       backup(repo, mysqlUrl(source), 'full', 'shop');
       await mysqlQuery(source, MUTATE_MYSQL_SQL(1));
       backup(repo, mysqlUrl(source), 'incremental', 'shop');
-      await mysqlQuery(source, `DELETE FROM books WHERE id % 3 = 0; ${MUTATE_MYSQL_SQL(2)} UPDATE raw SET vb = X'FFFE' WHERE id = 2;`);
+      await mysqlQuery(
+        source,
+        `DELETE FROM books WHERE id % 3 = 0; ${MUTATE_MYSQL_SQL(2)} UPDATE raw SET vb = X'FFFE', b64 = b'1111111111111111111111111111111111111111111111111111111111111111' WHERE id = 2;
+         UPDATE prices SET price = 12 WHERE id = 1; UPDATE stock SET qty = 5; INSERT INTO tickets (what) VALUES ('third');`,
+      );
       const tip = backup(repo, mysqlUrl(source), 'incremental', 'shop');
 
       const out = recoverChain(repo, 'shop');
@@ -307,12 +398,44 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       myCnf();
       follow('load-mysql', { OUT: out, NEWDB: target });
       assert.equal(mysqlDump(target), mysqlDump(source));
+      // History rows with their row start and end, which a plain mysqldump leaves out.
+      assert.equal(mysqlDump(target, ['--dump-history']), mysqlDump(source, ['--dump-history']));
+      const history = 'SELECT COUNT(*) AS n FROM prices FOR SYSTEM_TIME ALL';
+      assert.deepEqual(await mysqlQuery(target, history), await mysqlQuery(source, history));
+      // The sequence is where the source's stands (its first value not handed out), so restored
+      // tables take new ids from it, after every id the source gave.
+      const state = 'SELECT next_not_cached_value AS next, cycle_count AS round FROM ticket_ids';
+      assert.deepEqual(await mysqlQuery(target, state), await mysqlQuery(source, state));
+      await mysqlQuery(target, "INSERT INTO tickets (what) VALUES ('next')");
+      const [given] = (await mysqlQuery(source, 'SELECT MAX(id) AS id FROM tickets')) as { id: number }[];
+      const [taken] = (await mysqlQuery(target, "SELECT id FROM tickets WHERE what = 'next'")) as { id: number }[];
+      assert.ok(Number(taken!.id) > Number(given!.id), `the restored table takes id ${taken!.id}, after the source's ${given!.id}`);
 
       // The layout README.txt describes is the one in the archive: per table <table>.rows segments.
       const readme = entryOf(repo, tip, 'README.txt');
       assert.match(readme, /MySQL\/MariaDB: schema\.sql is for the mysql client/);
       assert.match(readme, /<table>\.rows/);
       assert.doesNotMatch(readme, /main\.db|PostgreSQL|COPY/);
+    });
+    it('a schema-only backup: load.sql recreates sequences, versioned tables, views and triggers', async () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      const source = await databases.create(`
+        CREATE SEQUENCE ids START WITH 7;
+        CREATE TABLE items (id INT PRIMARY KEY DEFAULT NEXT VALUE FOR ids, flags BIT(4), weight FLOAT);
+        CREATE TABLE prices (id INT PRIMARY KEY, price INT) WITH SYSTEM VERSIONING;
+        CREATE VIEW heavy AS SELECT id FROM items WHERE weight > 1;
+        CREATE TRIGGER b_second BEFORE INSERT ON items FOR EACH ROW SET NEW.weight = NEW.weight * 2;
+        CREATE TRIGGER a_first BEFORE INSERT ON items FOR EACH ROW PRECEDES b_second SET NEW.weight = NEW.weight + 1;`);
+      backup(repo, mysqlUrl(source), 'schema-only', 'shape');
+      const target = databases.name();
+      myCnf();
+      follow('load-mysql', { OUT: recoverChain(repo, 'shape'), NEWDB: target });
+      assert.equal(mysqlDump(target, ['--no-data']), mysqlDump(source, ['--no-data']));
+      // Trigger order is behaviour: (1 + 1) * 2 in both, not 1 * 2 + 1.
+      for (const db of [source, target]) await mysqlQuery(db, 'INSERT INTO items (weight) VALUES (1)');
+      const item = 'SELECT id, weight FROM items';
+      assert.deepEqual(await mysqlQuery(target, item), await mysqlQuery(source, item));
     });
   });
 
