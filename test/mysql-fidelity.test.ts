@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { useTempDir } from './helpers/env.js';
-import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
+import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, privateMariadb, requireMysql } from './helpers/mysql.js';
 import { FULL_MARIADB_SQL } from './helpers/rich-mysql.js';
 
 const engine = new MysqlEngine();
@@ -75,6 +75,26 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.deepEqual(restored, (await rows(source, digest))[0]);
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it('a value larger than the target server accepts fails the restore loudly, naming table, column and max_allowed_packet, and leaves nothing', async function () {
+    this.timeout(60_000);
+    const source = await databases.create("CREATE TABLE docs (id INT PRIMARY KEY, body LONGBLOB); INSERT INTO docs VALUES (1, 'small'), (2, REPEAT(RANDOM_BYTES(1024), 5 * 1024));");
+    const record = await repo.backup(mysqlUrl(source), { database: 'big' });
+    const small = await privateMariadb(this, ['--max-allowed-packet=4M']);
+    try {
+      await assert.rejects(
+        repo.restore({ id: record.id }, { to: small.url('restored') }),
+        (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /table docs column body/.test(err.message) && /max_allowed_packet = 4194304/.test(err.message) && /SET GLOBAL max_allowed_packet/.test(err.message),
+      );
+      const left = (await engine.targetExists(small.url('restored'))) ? ['restored'] : [];
+      const session = await import('mysql2/promise').then((m) => m.default.createConnection(small.url('mysql')));
+      const [dbs] = await session.query("SHOW DATABASES LIKE 'restored%'");
+      await session.end();
+      assert.deepEqual([left, dbs], [[], []], 'no target and no work database left on the target server');
+    } finally {
+      await small.stop();
+    }
   });
 
   it('system-versioned tables come back with their current and history rows, and the history keeps working', async () => {
