@@ -348,7 +348,7 @@ function sqlLiteral(field: string, column: MysqlColumn | undefined, escape: (val
 
 /** Statement text per INSERT; a row too large for it goes alone, its long values in pieces. */
 const BATCH_CHARS = 1024 * 1024;
-/** Characters of a long value sent per statement while it is assembled in a session variable. */
+/** Below this, a value goes into the INSERT itself even in a row that is sent alone. */
 const PIECE_CHARS = 256 * 1024;
 
 /**
@@ -452,14 +452,18 @@ export class RowInserter {
         used.push(variable);
         const pieces: string[] = [];
         let bytes: number;
+        // Pieces as large as a statement may be: each CONCAT copies the whole value again.
         if (column.kind === 'binary') {
           bytes = field.length / 2;
-          for (let at = 0; at < field.length; at += PIECE_CHARS) pieces.push(`X'${field.slice(at, at + PIECE_CHARS)}'`);
+          const step = Math.max(PIECE_CHARS, 2 * Math.floor((this.#maxPacket - 4096) / 4));
+          for (let at = 0; at < field.length; at += step) pieces.push(`X'${field.slice(at, at + step)}'`);
         } else {
           const value = decodeRow(field)[0]!;
           bytes = Buffer.byteLength(value, 'utf8');
+          // UTF-8 takes at most 3 bytes per UTF-16 unit, escaping at most doubles them.
+          const step = Math.max(PIECE_CHARS, Math.floor((this.#maxPacket - 4096) / 8));
           for (let at = 0; at < value.length; ) {
-            let end = Math.min(value.length, at + PIECE_CHARS);
+            let end = Math.min(value.length, at + step);
             // Never between the halves of a surrogate pair.
             if (end < value.length && /[\uD800-\uDBFF]/.test(value[end - 1]!)) end--;
             pieces.push(escape(value.slice(at, end)));
