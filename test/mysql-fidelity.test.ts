@@ -112,6 +112,14 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.equal((await rows(target, all)).length, 4, 'the restored table is still versioned');
   });
 
+  it('a table versioned by transaction id is refused at backup time with UNSUPPORTED_OBJECT naming it', async () => {
+    const source = await databases.create(`CREATE TABLE ok (id INT PRIMARY KEY);
+      CREATE TABLE trx (id INT PRIMARY KEY, s BIGINT UNSIGNED GENERATED ALWAYS AS ROW START INVISIBLE, e BIGINT UNSIGNED GENERATED ALWAYS AS ROW END INVISIBLE,
+        PERIOD FOR SYSTEM_TIME (s, e)) ENGINE=InnoDB WITH SYSTEM VERSIONING;`);
+    await assert.rejects(repo.backup(mysqlUrl(source), { database: 'trx' }), (err: unknown) => isStrataError(err, 'UNSUPPORTED_OBJECT') && /table trx is versioned by transaction id/.test(err.message));
+    assert.deepEqual((await repo.list()).map((b) => b.id), []);
+  });
+
   it('sequences come back with their next value, and restored tables take ids from the restored sequence', async () => {
     const source = await databases.create(
       'CREATE SEQUENCE ids START WITH 100 INCREMENT BY 10 CACHE 5; CREATE TABLE t (id INT PRIMARY KEY DEFAULT NEXT VALUE FOR ids, v INT); INSERT INTO t (v) VALUES (1), (2), (3);',
