@@ -33,9 +33,11 @@ const AVERAGE_CHUNK = 64 * 1024;
  * `engineMeta.nonTransactionalTables` (mysqldump --single-transaction has the same limit).
  *
  * Each table is one stream of tab-separated text rows in primary-key order (binary columns as
- * hex), cut into row-aligned content-defined chunks. Restores build a new database, load the rows
- * with foreign key checks off, create views, triggers and events after the rows, then move the
- * tables into the target with one atomic RENAME TABLE.
+ * hex, BIT as numbers, FLOAT widened to DOUBLE, history rows of system-versioned tables with
+ * their periods), cut into row-aligned content-defined chunks. Row counts and checksums are
+ * computed by the server in the same snapshot, independently of those streams. Restores build a
+ * new database, load the rows with foreign key checks off, rehearse routines, views and triggers
+ * there, then move the tables and sequences into the target with one atomic RENAME TABLE.
  */
 export class MysqlEngine implements Engine {
   readonly kind = 'mysql';
