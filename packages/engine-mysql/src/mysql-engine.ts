@@ -321,7 +321,8 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
         moved = await movableTables(admin, work);
         if (exists) {
           await admin.query(`USE ${ident(target.database)}`);
-          original = await readSchema(admin, target.database);
+          // Through its text, as a backup would hold it: that splits each object from its session settings.
+          original = parseSchemaText(schemaText(await readSchema(admin, target.database)));
           old = workName(target.database, 'old_');
           await admin.query(`CREATE DATABASE ${ident(old)}`);
           current = await movableTables(admin, target.database);
