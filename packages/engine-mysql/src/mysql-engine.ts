@@ -10,6 +10,7 @@ import type {
   Engine,
   EngineCapabilities,
   EngineRestoreOptions,
+  InspectOptions,
   RestoreCommitInfo,
   RestoreSession,
   Snapshot,
@@ -21,6 +22,7 @@ import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream } from './mysql-rows.js';
 import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withoutTriggerOrder } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
+import { FACTS_VERSION, hasLegacyRowFormat, legacyFacts, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
 
@@ -98,6 +100,8 @@ export class MysqlEngine implements Engine {
         schemaSql: schemaText(schema),
         databaseBytes: Number(size?.['bytes'] ?? 0),
         engineMeta: {
+          // Without it, verify measures a restore the way backups before server-computed facts did.
+          factsVersion: FACTS_VERSION,
           serverVersion: String(version?.['v'] ?? ''),
           nonTransactionalTables: tables.filter((t) => !t.transactional).map((t) => t.name),
         },
@@ -145,11 +149,19 @@ export class MysqlEngine implements Engine {
     };
   }
 
-  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
+  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const target = parseTarget(locator);
     const connection = await connect(target);
     try {
       await connection.query('START TRANSACTION WITH CONSISTENT SNAPSHOT');
+      if (recordedWithLegacyFacts(options.recordedMeta)) {
+        // No schemaObjects: such a backup recorded none, and today's would not match its fingerprint's reading.
+        return {
+          ...(await legacyFacts(connection, target.database)),
+          integrityErrors: await foreignKeyViolations(connection, target.database),
+          foreignKeysChecked: true,
+        };
+      }
       const schema = await readSchema(connection, target.database);
       const tables = await listTables(connection, target.database);
       return {
@@ -168,9 +180,9 @@ export class MysqlEngine implements Engine {
   }
 }
 
-/** A sink that inserts a stream's rows into a table. */
-function insertInto(connection: mysql.Connection, database: string, table: string): StreamTarget {
-  const inserter = new RowInserter(connection, table, database);
+/** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
+function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamTarget {
+  const inserter = new RowInserter(connection, table, database, { bitAsHex: hasLegacyRowFormat(schemaSql) });
   return { kind: 'sink', write: (chunk) => inserter.write(chunk), end: () => inserter.end() };
 }
 
@@ -277,6 +289,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
   await admin.query(RESTORE_SESSION);
   let created = false;
   let schema: MysqlSchema | undefined;
+  let schemaSql = '';
   const wanted = options.tables ? new Set(options.tables) : undefined;
   const dropQuietly = async (database: string): Promise<void> => void (await admin.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
   const cleanup = async (): Promise<void> => {
@@ -285,8 +298,9 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
     await admin.end().catch(() => undefined);
   };
   return {
-    prepare: async (schemaSql) => {
-      schema = parseSchemaText(schemaSql);
+    prepare: async (text) => {
+      schemaSql = text;
+      schema = parseSchemaText(text);
       await admin.query(`CREATE DATABASE ${ident(work)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
       created = true;
       await admin.query(`USE ${ident(work)}`);
@@ -303,7 +317,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
       const table = tableOfStream(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
       if (wanted && !wanted.has(table)) return discardSink;
-      return insertInto(admin, work, table);
+      return insertInto(admin, work, table, schemaSql);
     },
     commit: async (info: RestoreCommitInfo) => {
       let old: string | undefined;
@@ -499,7 +513,7 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
           );
           await connection.query(`USE ${ident(work)}`);
           await connection.query(create);
-          const sink = insertInto(connection, work, t);
+          const sink = insertInto(connection, work, t, info.schemaSql);
           if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a row sink');
           const file = files.get(t);
           if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);

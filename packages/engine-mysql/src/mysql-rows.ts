@@ -327,6 +327,7 @@ const OTHER_ESCAPE = /\\(?![\\tnr0])/;
 const QUOTES = /'/g;
 
 const DIGITS = /^[0-9]+$/;
+const HEX_DIGITS = /^[0-9A-Fa-f]+$/;
 
 /**
  * One field of a row line as an SQL literal. The line's escapes (`\\`, `\t`, `\n`, `\r`, `\0`)
@@ -334,11 +335,15 @@ const DIGITS = /^[0-9]+$/;
  * NO_BACKSLASH_ESCAPES), so a field goes in as it is, with its quotes escaped; only a field with
  * any other backslash is decoded and escaped again.
  */
-function sqlLiteral(field: string, column: MysqlColumn | undefined, escape: (value: string) => string): string {
+function sqlLiteral(field: string, column: MysqlColumn | undefined, escape: (value: string) => string, bitAsHex = false): string {
   if (field === '\\N') return 'NULL';
   if (column?.kind === 'binary') return field === '' ? "''" : `X'${field}'`;
   // A BIT value is a number: quoted, it would be taken as the bytes of its digits.
   if (column?.kind === 'bit') {
+    if (bitAsHex) {
+      if (!HEX_DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', `restore: BIT column ${column.name} has the value ${JSON.stringify(field.slice(0, 40))}, which is not hexadecimal`);
+      return BigInt(`0x${field}`).toString();
+    }
     if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', `restore: BIT column ${column.name} has the value ${JSON.stringify(field.slice(0, 40))}, which is not a number`);
     return field;
   }
@@ -369,10 +374,15 @@ export class RowInserter {
   #maxPacket = 16 * 1024 * 1024;
   #running: Promise<unknown> | undefined;
 
+  /**
+   * `bitAsHex`: the stream is of a backup made before row format 2 (see mysql-legacy-facts.ts),
+   * whose BIT values are HEX() text; read as decimal they would silently become other numbers.
+   */
   constructor(
     readonly connection: mysql.Connection,
     readonly table: string,
     readonly database: string,
+    readonly options: { readonly bitAsHex?: boolean } = {},
   ) {}
 
   async #describe(): Promise<MysqlTable> {
@@ -417,7 +427,7 @@ export class RowInserter {
         continue;
       }
       let tuple = '(';
-      for (let i = 0; i < fields.length; i++) tuple += (i > 0 ? ',' : '') + sqlLiteral(fields[i]!, columns[i], escape);
+      for (let i = 0; i < fields.length; i++) tuple += (i > 0 ? ',' : '') + sqlLiteral(fields[i]!, columns[i], escape, this.options.bitAsHex);
       tuple += ')';
       this.#values.push(tuple);
       this.#size += tuple.length;
@@ -445,7 +455,7 @@ export class RowInserter {
         const field = fields[i]!;
         const column = columns[i];
         if (field.length <= PIECE_CHARS || field === '\\N' || !column) {
-          literals.push(sqlLiteral(field, column, escape));
+          literals.push(sqlLiteral(field, column, escape, this.options.bitAsHex));
           continue;
         }
         const variable = `@strata_value_${i}`;

@@ -6,6 +6,8 @@ import { ident } from './mysql-connection.js';
 const END = '\n;;\n';
 /** Routines and tables come before the rows; views, triggers and events after. */
 export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) below';
+/** Says how the row streams beside this schema encode values (backups without it wrote BIT as HEX()). */
+export const ROW_FORMAT_MARKER = '-- strata: row format 2 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables)';
 
 export interface MysqlSchema {
   readonly charset: string;
@@ -117,6 +119,7 @@ export function schemaObjects(schema: MysqlSchema): Record<string, string> {
 export function schemaText(schema: MysqlSchema): string {
   return [
     `-- strata: MySQL/MariaDB schema; database charset ${schema.charset} collate ${schema.collation}`,
+    ROW_FORMAT_MARKER,
     'DELIMITER ;;',
     ...schema.pre.map((s) => s + END.trimEnd()),
     POST_DATA_MARKER,
