@@ -246,7 +246,16 @@ async function runProgrammable(connection: mysql.Connection, database: string, s
   const units = unitsOf(schema.post, database).filter((u) => options.events || !/^CREATE\b[\s\S]*?\bEVENT\b/i.test(u.at(-1)!));
   const isView = (u: readonly string[]): boolean => /^CREATE\b[\s\S]*?\bVIEW\b/i.test(u.at(-1)!);
   // A view may name another view created later; retry until no statement makes progress.
-  let pending = units.filter(isView);
+  await runUntilNoProgress(connection, units.filter(isView), database);
+  // Triggers in the order of the list: that order is their action order. Backups made before
+  // that order was recorded list them by name, some with FOLLOWS/PRECEDES naming a trigger later
+  // in the list; those are retried once the others exist, as that release restored them.
+  await runUntilNoProgress(connection, units.filter((u) => !isView(u)), database);
+}
+
+/** Runs the units in order, then those that failed again, until all ran or a round makes no progress. */
+async function runUntilNoProgress(connection: mysql.Connection, units: readonly string[][], database: string): Promise<void> {
+  let pending = units;
   while (pending.length > 0) {
     const failed: { unit: string[]; err: unknown }[] = [];
     for (const unit of pending) {
@@ -259,8 +268,6 @@ async function runProgrammable(connection: mysql.Connection, database: string, s
     if (failed.length === pending.length) throw failed[0]!.err;
     pending = failed.map((f) => f.unit);
   }
-  // Triggers in the order of the list: that order is their action order.
-  for (const unit of units.filter((u) => !isView(u))) await runUnit(connection, unit, database);
 }
 
 /** Column defaults that name the work database (DEFAULT NEXT VALUE FOR a sequence) name the target instead. */
