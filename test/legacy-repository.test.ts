@@ -167,5 +167,35 @@ describe('a repository written by the previous release (fixtures/legacy-v1)', ()
       await restore(whole, ['flags']);
       assert.deepEqual(await mysqlQuery(whole, read), expected);
     });
+
+    it("that release's triggers (listed by name, FOLLOWS naming one later in the list) come back in their action order", async function () {
+      this.timeout(60_000);
+      const context = "SET SESSION sql_mode = 'STRICT_TRANS_TABLES', time_zone = 'SYSTEM', character_set_client = utf8mb4, collation_connection = utf8mb4_general_ci\n;;";
+      const schemaSql = [
+        '-- strata: MySQL/MariaDB schema; database charset utf8mb4 collate utf8mb4_general_ci',
+        'DELIMITER ;;',
+        'CREATE TABLE `t` (`id` int(11) NOT NULL, `v` int(11) DEFAULT NULL, PRIMARY KEY (`id`)) ENGINE=InnoDB',
+        ';;',
+        '-- strata: post-data (views, triggers, events) below',
+        context,
+        'CREATE TRIGGER a_plus BEFORE INSERT ON t FOR EACH ROW FOLLOWS z_double SET NEW.v = NEW.v + 1',
+        ';;',
+        context,
+        'CREATE TRIGGER z_double BEFORE INSERT ON t FOR EACH ROW SET NEW.v = NEW.v * 2',
+        ';;',
+        'DELIMITER ;',
+        '',
+      ].join('\n');
+      const target = databases.name();
+      const session = await engine.beginRestore(mysqlUrl(target), { tempDir: path.join(dir.path, 'tmp'), force: false });
+      await session.prepare?.(schemaSql);
+      const sink = await session.streamTarget('t.rows');
+      if (sink.kind !== 'sink') throw new Error('expected a row sink');
+      await sink.end();
+      await session.commit({ schemaOnly: false, schemaSql, engineMeta: { serverVersion: '10.11' }, tables: ['t'] });
+      await mysqlQuery(target, 'INSERT INTO t VALUES (1, 5)');
+      // z_double first, then a_plus: (5 * 2) + 1.
+      assert.deepEqual(await mysqlQuery(target, 'SELECT v FROM t'), [{ v: 11 }]);
+    });
   });
 });
