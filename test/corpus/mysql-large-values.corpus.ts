@@ -8,8 +8,7 @@ import { privateMariadb } from '../helpers/mysql.js';
 
 /**
  * Corpus (slow, not in `npm test`): a 40 MiB BLOB needs a server whose max_allowed_packet holds
- * it, so this runs on a private MariaDB with a 64 MiB packet. Run with
- * `node node_modules/mocha/bin/mocha.js --no-config '.build/test/corpus/*.corpus.js'` after a build.
+ * it, so this runs on a private MariaDB with a 64 MiB packet. Run with `npm run test:corpus:mysql`.
  */
 describe('corpus: MySQL/MariaDB large values', function () {
   this.timeout(300_000);
