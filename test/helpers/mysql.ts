@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 
@@ -119,4 +119,65 @@ export function killSessions(database: string): void {
   const base = ['-h', url.hostname, '-P', url.port || '3306', '-u', decodeURIComponent(url.username || 'root'), '-N', '-e'];
   const ids = spawnSync('mysql', [...base, `SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '${database}' AND ID <> CONNECTION_ID()`], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.trim());
   for (const id of ids) spawnSync('mysql', [...base, `KILL ${Number(id)}`]);
+}
+
+/**
+ * A MariaDB server of the test's own (mariadbd in a temporary folder, on a free port) for
+ * settings the shared server must keep, e.g. a small max_allowed_packet. Skips with one line
+ * when mariadbd is not installed (fails under CI=true); `stop()` ends it and removes its files.
+ */
+export async function privateMariadb(context: Mocha.Context, settings: string[]): Promise<{ url(database: string): string; stop(): Promise<void> }> {
+  const { mkdtempSync, rmSync, readFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const path = await import('node:path');
+  const { createServer } = await import('node:net');
+  const found = spawnSync('sh', ['-c', 'command -v mariadbd && command -v mariadb-install-db'], { encoding: 'utf8' });
+  if (found.status !== 0) {
+    const message = 'mariadbd and mariadb-install-db are not installed (apt-get install mariadb-server)';
+    if (process.env['CI']) throw new Error(`${message}; under CI=true this is a failure, not a skip`);
+    console.log(`      skipping: ${message}`);
+    context.skip();
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), 'strata-mariadb-'));
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const user = spawnSync('whoami', { encoding: 'utf8' }).stdout.trim();
+  const init = spawnSync('mariadb-install-db', ['--no-defaults', `--datadir=${dir}/data`, `--user=${user}`, '--auth-root-authentication-method=normal', '--skip-test-db'], { encoding: 'utf8' });
+  if (init.status !== 0) throw new Error(`mariadb-install-db failed: ${init.stderr}`);
+  const server = spawn('mariadbd', [
+    '--no-defaults', `--datadir=${dir}/data`, `--user=${user}`, `--port=${port}`, '--bind-address=127.0.0.1', `--socket=${dir}/sock`, `--pid-file=${dir}/pid`,
+    '--innodb-buffer-pool-size=16M', `--log-error=${dir}/error.log`, ...settings,
+  ], { stdio: 'ignore' });
+  const url = (database: string): string => `mysql://root@127.0.0.1:${port}/${database}`;
+  const stop = async (): Promise<void> => {
+    if (server.exitCode === null) {
+      const exited = new Promise((resolve) => server.once('exit', resolve));
+      server.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const c = await mysql.createConnection({ host: '127.0.0.1', port, user: 'root' });
+      await c.end();
+      return { url, stop };
+    } catch (err) {
+      if (attempt >= 100 || server.exitCode !== null) {
+        let log = '';
+        try {
+          log = readFileSync(`${dir}/error.log`, 'utf8').slice(-2000);
+        } catch {
+          // No log yet: the error above says why.
+        }
+        await stop();
+        throw new Error(`the private MariaDB did not start: ${(err as Error).message}\n${log}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }

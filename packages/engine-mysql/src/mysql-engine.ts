@@ -3,26 +3,27 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type mysql from 'mysql2/promise';
-import { StrataError, discardSink, isStrataError, parentsFirst, refuseExistingTarget, throwIfAborted } from '@strata/core';
+import { StrataError, discardSink, isStrataError, refuseExistingTarget, throwIfAborted } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
   Engine,
   EngineCapabilities,
   EngineRestoreOptions,
+  InspectOptions,
   RestoreCommitInfo,
   RestoreSession,
   Snapshot,
   SnapshotOptions,
   StreamTarget,
-  TableStats,
 } from '@strata/core';
 import { connect, connectionError, ident, parseTarget, withDatabase } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
-import { RowInserter, RowStats, listTables, readRows, statsOf, streamName, tableOfStream } from './mysql-rows.js';
-import { fingerprint, parseSchemaText, readSchema, schemaText } from './mysql-schema.js';
+import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream } from './mysql-rows.js';
+import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withoutTriggerOrder } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
+import { FACTS_VERSION, hasLegacyRowFormat, legacyFacts, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
 
@@ -35,9 +36,11 @@ const AVERAGE_CHUNK = 64 * 1024;
  * `engineMeta.nonTransactionalTables` (mysqldump --single-transaction has the same limit).
  *
  * Each table is one stream of tab-separated text rows in primary-key order (binary columns as
- * hex), cut into row-aligned content-defined chunks. Restores build a new database, load the rows
- * with foreign key checks off, create views, triggers and events after the rows, then move the
- * tables into the target with one atomic RENAME TABLE.
+ * hex, BIT as numbers, FLOAT widened to DOUBLE, history rows of system-versioned tables with
+ * their periods), cut into row-aligned content-defined chunks. Row counts and checksums are
+ * computed by the server in the same snapshot, independently of those streams. Restores build a
+ * new database, load the rows with foreign key checks off, rehearse routines, views and triggers
+ * there, then move the tables and sequences into the target with one atomic RENAME TABLE.
  */
 export class MysqlEngine implements Engine {
   readonly kind = 'mysql';
@@ -76,7 +79,6 @@ export class MysqlEngine implements Engine {
         [target.database],
       )) as unknown as [mysql.RowDataPacket[]];
       const [[version]] = (await connection.query<mysql.RowDataPacket[]>('SELECT VERSION() AS v')) as unknown as [mysql.RowDataPacket[]];
-      const stats = new Map<string, TableStats>();
       const streams = options.schemaOnly
         ? []
         : tables.map((table) => ({
@@ -84,26 +86,24 @@ export class MysqlEngine implements Engine {
             chunking: { kind: 'content-defined' as const, averageSize: AVERAGE_CHUNK },
             open: (opts: Abortable = {}) =>
               (async function* () {
-                const counter = new RowStats();
-                for await (const chunk of readRows(connection, table, counter)) {
+                for await (const chunk of readRows(connection, table)) {
                   throwIfAborted(opts.signal, 'snapshot');
                   yield chunk;
                 }
-                stats.set(table.name, counter.finish(table.name));
               })(),
           }));
-      const empty = new RowStats().finish('');
       return {
         schemaFingerprint: fingerprint(schema),
-        tableStats: async () => {
-          if (options.schemaOnly) return tables.map((t) => ({ ...empty, name: t.name }));
-          for (const s of await statsOf(connection, tables.filter((t) => !stats.has(t.name)))) stats.set(s.name, s);
-          return tables.map((t) => stats.get(t.name)!);
-        },
+        schemaObjects: schemaObjects(schema),
+        // Computed by the server in the same snapshot, not from the streams: a value the stream
+        // encoding loses then shows up as a difference when verify recomputes them after a restore.
+        tableStats: async () => (options.schemaOnly ? tables.map((t) => emptyFacts(t.name)) : await statsOf(connection, tables)),
         streams,
         schemaSql: schemaText(schema),
         databaseBytes: Number(size?.['bytes'] ?? 0),
         engineMeta: {
+          // Without it, verify measures a restore the way backups before server-computed facts did.
+          factsVersion: FACTS_VERSION,
           serverVersion: String(version?.['v'] ?? ''),
           nonTransactionalTables: tables.filter((t) => !t.transactional).map((t) => t.name),
         },
@@ -151,14 +151,28 @@ export class MysqlEngine implements Engine {
     };
   }
 
-  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const target = parseTarget(locator);
     const connection = await connect(target);
     try {
       await connection.query('START TRANSACTION WITH CONSISTENT SNAPSHOT');
+      if (recordedWithLegacyFacts(options.recordedMeta)) {
+        // No schemaObjects: such a backup recorded none, and today's would not match its fingerprint's reading.
+        return {
+          ...(await legacyFacts(connection, target.database)),
+          integrityErrors: await foreignKeyViolations(connection, target.database),
+          foreignKeysChecked: true,
+        };
+      }
       const schema = await readSchema(connection, target.database);
       const tables = await listTables(connection, target.database);
-      return { schemaFingerprint: fingerprint(schema), tables: await statsOf(connection, tables), integrityErrors: [] };
+      return {
+        schemaFingerprint: fingerprint(schema),
+        schemaObjects: schemaObjects(schema),
+        tables: await statsOf(connection, tables),
+        integrityErrors: await foreignKeyViolations(connection, target.database),
+        foreignKeysChecked: true,
+      };
     } catch (err) {
       throw isStrataError(err) ? err : connectionError(target, err);
     } finally {
@@ -168,112 +182,218 @@ export class MysqlEngine implements Engine {
   }
 }
 
-/** A sink that inserts a stream's rows into a table. */
-function insertInto(connection: mysql.Connection, database: string, table: string): StreamTarget {
-  const inserter = new RowInserter(connection, table, database);
+/** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
+function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamTarget {
+  const inserter = new RowInserter(connection, table, database, { bitAsHex: hasLegacyRowFormat(schemaSql) });
   return { kind: 'sink', write: (chunk) => inserter.write(chunk), end: () => inserter.end() };
 }
 
+/**
+ * Session of every restore: no foreign key checks while tables fill, explicit zero ids kept,
+ * strict so that a value the target cannot hold fails instead of being changed, and history rows
+ * of system-versioned tables written with their own period.
+ */
+const RESTORE_SESSION =
+  "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, system_versioning_insert_history = 1";
 
-/** Runs the post-data statements (views, triggers, events) in `database`, views in dependency order. */
-async function runPostData(connection: mysql.Connection, database: string, schema: MysqlSchema): Promise<void> {
-  await connection.query(`USE ${ident(database)}`);
-  // Each object runs together with the SET SESSION of its original settings that precedes it.
+/** Table kinds that RENAME TABLE moves between databases. */
+const MOVABLE_TYPES = "('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE')";
+
+function workName(database: string, role: string): string {
+  return `${database.slice(0, 40)}__strata_${role}${randomBytes(4).toString('hex')}`;
+}
+
+async function movableTables(connection: mysql.Connection, database: string): Promise<string[]> {
+  const [rows] = await connection.query<mysql.RowDataPacket[]>(
+    `SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ${MOVABLE_TYPES} ORDER BY TABLE_NAME`,
+    [database],
+  );
+  return rows.map((r) => r['name'] as string);
+}
+
+/** Groups post-data statements with the SET SESSION of original settings that precedes each. */
+function unitsOf(statements: readonly string[], database: string): string[][] {
   const units: string[][] = [];
   let context: string | undefined;
-  for (const sql of schema.post.map((s) => s.replaceAll('{{db}}.', `${ident(database)}.`))) {
+  for (const sql of statements.map((s) => s.replaceAll('{{db}}.', `${ident(database)}.`))) {
     if (/^SET SESSION /i.test(sql)) context = sql;
     else {
       units.push(context ? [context, sql] : [sql]);
       context = undefined;
     }
   }
+  return units;
+}
+
+function objectOf(unit: readonly string[]): string {
+  const sql = unit.at(-1)!;
+  const match = /^CREATE\b[\s\S]*?\b(VIEW|TRIGGER|EVENT|FUNCTION|PROCEDURE)\s+((?:`(?:[^`]|``)+`\.)?(?:`(?:[^`]|``)+`|\S+))/i.exec(sql);
+  return match ? `${match[1]!.toLowerCase()} ${match[2]!}` : sql.slice(0, 60);
+}
+
+async function runUnit(connection: mysql.Connection, unit: readonly string[], database: string): Promise<void> {
+  try {
+    for (const sql of unit) await connection.query(sql);
+  } catch (err) {
+    throw new StrataError('RESTORE_FAILED', `restore: the target refused ${objectOf(unit)} in database ${database}: ${(err as Error).message}`, { cause: err });
+  }
+  // Statements restored under their original settings must not leave them to the next one.
+  await connection.query(RESTORE_SESSION);
+}
+
+/** Runs routines and the post-data statements (views, triggers, events) in `database`. */
+async function runProgrammable(connection: mysql.Connection, database: string, schema: MysqlSchema, options: { events: boolean }): Promise<void> {
+  await connection.query(`USE ${ident(database)}`);
+  for (const unit of unitsOf(schema.pre.filter((s) => !isDataStatement(s)), database)) await runUnit(connection, unit, database);
+  const units = unitsOf(schema.post, database).filter((u) => options.events || !/^CREATE\b[\s\S]*?\bEVENT\b/i.test(u.at(-1)!));
+  const isView = (u: readonly string[]): boolean => /^CREATE\b[\s\S]*?\bVIEW\b/i.test(u.at(-1)!);
   // A view may name another view created later; retry until no statement makes progress.
+  await runUntilNoProgress(connection, units.filter(isView), database);
+  // Triggers in the order of the list: that order is their action order. Backups made before
+  // that order was recorded list them by name, some with FOLLOWS/PRECEDES naming a trigger later
+  // in the list; those are retried once the others exist, as that release restored them.
+  await runUntilNoProgress(connection, units.filter((u) => !isView(u)), database);
+}
+
+/** Runs the units in order, then those that failed again, until all ran or a round makes no progress. */
+async function runUntilNoProgress(connection: mysql.Connection, units: readonly string[][], database: string): Promise<void> {
   let pending = units;
   while (pending.length > 0) {
     const failed: { unit: string[]; err: unknown }[] = [];
     for (const unit of pending) {
       try {
-        for (const sql of unit) await connection.query(sql);
+        await runUnit(connection, unit, database);
       } catch (err) {
         failed.push({ unit, err });
       }
     }
-    if (failed.length === pending.length) {
-      throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema does not apply: ${(failed[0]!.err as Error).message}`, { cause: failed[0]!.err });
-    }
+    if (failed.length === pending.length) throw failed[0]!.err;
     pending = failed.map((f) => f.unit);
   }
 }
 
+/** Column defaults that name the work database (DEFAULT NEXT VALUE FOR a sequence) name the target instead. */
+async function retargetDefaults(connection: mysql.Connection, from: string, to: string): Promise<void> {
+  const [columns] = await connection.query<mysql.RowDataPacket[]>(
+    'SELECT TABLE_NAME AS t, COLUMN_NAME AS c, COLUMN_DEFAULT AS d FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND INSTR(COLUMN_DEFAULT, ?) > 0',
+    [to, `${ident(from)}.`],
+  );
+  for (const col of columns) {
+    const expression = String(col['d']).replaceAll(`${ident(from)}.`, `${ident(to)}.`);
+    await connection.query(`ALTER TABLE ${ident(to)}.${ident(col['t'])} ALTER COLUMN ${ident(col['c'])} SET DEFAULT ${expression}`);
+  }
+}
+
 /**
- * Restores into a new work database (tables and routines only), loads the rows, then moves the
- * tables into the target with one atomic RENAME TABLE and creates views, triggers and events
- * there. An existing target keeps its tables until that rename.
+ * Restores into a new work database, loads the rows, rehearses the routines, views and triggers
+ * there, then moves the tables (and sequences) into the target with one atomic RENAME TABLE and
+ * creates views, triggers and events there. An existing target keeps its tables until that
+ * rename; if anything fails after it, the original tables are moved back and the original
+ * routines, views, triggers and events recreated, so a failed restore leaves the target as it
+ * was and no work database behind.
  */
 async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
-  const work = `${target.database.slice(0, 40)}__strata_${randomBytes(4).toString('hex')}`;
+  const work = workName(target.database, '');
   const admin = await connect(target, { useDatabase: false });
-  await admin.query("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0");
+  await admin.query(RESTORE_SESSION);
   let created = false;
   let schema: MysqlSchema | undefined;
+  let schemaSql = '';
   const wanted = options.tables ? new Set(options.tables) : undefined;
+  const dropQuietly = async (database: string): Promise<void> => void (await admin.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
   const cleanup = async (): Promise<void> => {
-    if (created) await admin.query(`DROP DATABASE IF EXISTS ${ident(work)}`).catch(() => undefined);
+    if (created) await dropQuietly(work);
     created = false;
     await admin.end().catch(() => undefined);
   };
   return {
-    prepare: async (schemaSql) => {
-      try {
-        schema = parseSchemaText(schemaSql);
-        await admin.query(`CREATE DATABASE ${ident(work)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
-        created = true;
-        await admin.query(`USE ${ident(work)}`);
-        for (const sql of schema.pre.filter((s) => /^CREATE TABLE/i.test(s))) await admin.query(sql);
-      } catch (err) {
-        throw isStrataError(err) ? err : new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply: ${(err as Error).message}`, { cause: err });
+    prepare: async (text) => {
+      schemaSql = text;
+      schema = parseSchemaText(text);
+      await admin.query(`CREATE DATABASE ${ident(work)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
+      created = true;
+      await admin.query(`USE ${ident(work)}`);
+      for (const sql of schema.pre.filter(isDataStatement)) {
+        try {
+          await admin.query(sql.replaceAll('{{db}}.', `${ident(work)}.`));
+        } catch (err) {
+          const name = /^\S+ \S+ (`(?:[^`]|``)+`|\S+)/.exec(sql)?.[1] ?? sql.slice(0, 60);
+          throw new StrataError('RESTORE_FAILED', `restore: the target refused ${name} (${(err as Error).message})`, { cause: err });
+        }
       }
     },
     streamTarget: async (name) => {
       const table = tableOfStream(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
       if (wanted && !wanted.has(table)) return discardSink;
-      return insertInto(admin, work, table);
+      return insertInto(admin, work, table, schemaSql);
     },
     commit: async (info: RestoreCommitInfo) => {
+      let old: string | undefined;
+      let createdTarget = false;
+      let original: MysqlSchema | undefined;
+      let moved: string[] = [];
+      let current: string[] = [];
+      let swapped = false;
       try {
         if (!schema) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
         if (wanted) for (const t of wanted) if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(t)} (it has: ${info.tables.join(', ')})`);
-        const [tables] = await admin.query<mysql.RowDataPacket[]>("SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'", [work]);
-        const old = `${target.database.slice(0, 40)}__strata_old_${randomBytes(4).toString('hex')}`;
+        // A routine, view or trigger the target refuses fails here, before the target is touched.
+        await runProgrammable(admin, work, schema, { events: false });
+        await dropProgrammable(admin, work);
+        moved = await movableTables(admin, work);
         if (exists) {
+          await admin.query(`USE ${ident(target.database)}`);
+          // Through its text, as a backup would hold it: that splits each object from its session settings.
+          original = parseSchemaText(schemaText(await readSchema(admin, target.database)));
+          old = workName(target.database, 'old_');
           await admin.query(`CREATE DATABASE ${ident(old)}`);
+          current = await movableTables(admin, target.database);
           await dropProgrammable(admin, target.database);
         } else {
           await admin.query(`CREATE DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
+          createdTarget = true;
         }
-        const [current] = exists
-          ? await admin.query<mysql.RowDataPacket[]>("SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'", [target.database])
-          : [[] as mysql.RowDataPacket[]];
         const moves = [
-          ...current.map((t) => `${ident(target.database)}.${ident(t['name'])} TO ${ident(old)}.${ident(t['name'])}`),
-          ...tables.map((t) => `${ident(work)}.${ident(t['name'])} TO ${ident(target.database)}.${ident(t['name'])}`),
+          ...current.map((t) => `${ident(target.database)}.${ident(t)} TO ${ident(old!)}.${ident(t)}`),
+          ...moved.map((t) => `${ident(work)}.${ident(t)} TO ${ident(target.database)}.${ident(t)}`),
         ];
         // One statement: every table moves, or none does.
         if (moves.length > 0) await admin.query(`RENAME TABLE ${moves.join(', ')}`);
+        swapped = true;
         if (exists) await admin.query(`ALTER DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
-        await admin.query(`USE ${ident(target.database)}`);
-        for (const sql of schema.pre.filter((s) => !/^CREATE TABLE/i.test(s))) await admin.query(sql);
-        await runPostData(admin, target.database, schema);
-        if (exists) await admin.query(`DROP DATABASE ${ident(old)}`);
-        await admin.query(`DROP DATABASE ${ident(work)}`);
-        created = false;
-        await admin.end().catch(() => undefined);
+        await retargetDefaults(admin, work, target.database);
+        await runProgrammable(admin, target.database, schema, { events: true });
       } catch (err) {
+        const failure = isStrataError(err) ? err : connectionError(target, err);
+        if (createdTarget) await dropQuietly(target.database);
+        else if (exists && original) {
+          try {
+            await dropProgrammable(admin, target.database);
+            const back = swapped
+              ? [
+                  ...moved.map((t) => `${ident(target.database)}.${ident(t)} TO ${ident(work)}.${ident(t)}`),
+                  ...current.map((t) => `${ident(old!)}.${ident(t)} TO ${ident(target.database)}.${ident(t)}`),
+                ]
+              : [];
+            if (back.length > 0) await admin.query(`RENAME TABLE ${back.join(', ')}`);
+            await admin.query(`ALTER DATABASE ${ident(target.database)} CHARACTER SET ${original.charset} COLLATE ${original.collation}`);
+            await runProgrammable(admin, target.database, original, { events: true });
+            await dropQuietly(old!);
+          } catch (rollbackErr) {
+            await cleanup();
+            throw new StrataError(
+              'RESTORE_FAILED',
+              `${failure.message}; putting the target back failed too (${(rollbackErr as Error).message}): the original tables of ${target.database} are in database ${old}`,
+              { cause: err, details: { parkedIn: old } },
+            );
+          }
+        } else if (old) await dropQuietly(old);
         await cleanup();
-        throw isStrataError(err) ? err : connectionError(target, err);
+        throw failure;
       }
+      if (old) await dropQuietly(old);
+      await cleanup();
     },
     abort: cleanup,
   };
@@ -294,7 +414,66 @@ async function dropProgrammable(admin: mysql.Connection, database: string): Prom
   }
 }
 
-/** Replaces the rows of some tables of an existing database in one transaction. */
+interface ForeignKey {
+  readonly name: string;
+  readonly schema: string;
+  readonly table: string;
+  readonly columns: string[];
+  readonly parentSchema: string;
+  readonly parent: string;
+  readonly parentColumns: string[];
+}
+
+/** Foreign keys declared in `database`, or (with `referencing`) those pointing into it from anywhere. */
+async function foreignKeysOf(connection: mysql.Connection, database: string, referencing = false): Promise<ForeignKey[]> {
+  const [rows] = await connection.query<mysql.RowDataPacket[]>(
+    `SELECT CONSTRAINT_NAME AS name, TABLE_SCHEMA AS s, TABLE_NAME AS t, COLUMN_NAME AS c, REFERENCED_TABLE_SCHEMA AS ps, REFERENCED_TABLE_NAME AS pt, REFERENCED_COLUMN_NAME AS pc
+     FROM information_schema.KEY_COLUMN_USAGE WHERE ${referencing ? 'REFERENCED_TABLE_SCHEMA' : 'TABLE_SCHEMA'} = ? AND REFERENCED_TABLE_NAME IS NOT NULL
+     ORDER BY TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION`,
+    [database],
+  );
+  const keys = new Map<string, ForeignKey>();
+  for (const r of rows) {
+    const id = `${String(r['s'])}.${String(r['t'])}.${String(r['name'])}`;
+    let key = keys.get(id);
+    if (!key) {
+      key = { name: r['name'] as string, schema: r['s'] as string, table: r['t'] as string, columns: [], parentSchema: r['ps'] as string, parent: r['pt'] as string, parentColumns: [] };
+      keys.set(id, key);
+    }
+    key.columns.push(r['c'] as string);
+    key.parentColumns.push(r['pc'] as string);
+  }
+  return [...keys.values()];
+}
+
+/** Child rows whose key (all of its columns set, as MySQL checks it) has no parent row. */
+async function orphans(connection: mysql.Connection, key: ForeignKey, childSchema: string, parentSchema: string): Promise<number> {
+  const set = key.columns.map((c) => `c.${ident(c)} IS NOT NULL`).join(' AND ');
+  const match = key.columns.map((c, i) => `p.${ident(key.parentColumns[i]!)} = c.${ident(c)}`).join(' AND ');
+  const [[row]] = (await connection.query<mysql.RowDataPacket[]>(
+    `SELECT COUNT(*) AS n FROM ${ident(childSchema)}.${ident(key.table)} c WHERE ${set} AND NOT EXISTS (SELECT 1 FROM ${ident(parentSchema)}.${ident(key.parent)} p WHERE ${match})`,
+  )) as unknown as [mysql.RowDataPacket[]];
+  return Number(row?.['n'] ?? 0);
+}
+
+/** Every foreign key of the database checked row by row (the restore loaded rows with checks off). */
+async function foreignKeyViolations(connection: mysql.Connection, database: string): Promise<string[]> {
+  const problems: string[] = [];
+  for (const key of await foreignKeysOf(connection, database)) {
+    const n = await orphans(connection, key, database, key.parentSchema);
+    if (n > 0) problems.push(`foreign key ${key.name} of table ${key.table}: ${n} row(s) reference no row of ${key.parent}`);
+  }
+  return problems;
+}
+
+/**
+ * Replaces some tables of an existing database: each is built beside the target in a work
+ * database from the target's own definition and the backup's rows, then all of them swap in with
+ * one atomic RENAME TABLE. Nothing is deleted or inserted in the target's tables, so no ON DELETE
+ * CASCADE and no trigger runs, and MyISAM/Aria/MEMORY tables are all-or-nothing like InnoDB ones.
+ * A replacement that would leave rows of the database without their parents is refused before
+ * anything changes.
+ */
 async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOptions): Promise<RestoreSession> {
   const wanted = new Set(options.tables!);
   await fs.mkdir(options.tempDir, { recursive: true });
@@ -313,49 +492,90 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
     },
     commit: async (info: RestoreCommitInfo) => {
       const connection = await connect(target);
+      const db = target.database;
+      const work = workName(db, '');
+      const old = workName(db, 'old_');
+      const dropQuietly = async (database: string): Promise<void> => void (await connection.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
       try {
         for (const t of wanted) {
           if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(t)} (it has: ${info.tables.join(', ')})`);
         }
-        const present = new Set((await listTables(connection, target.database)).map((t) => t.name));
+        const present = new Set((await listTables(connection, db)).map((t) => t.name));
         for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', `restore: the target database has no table ${t}`);
-        const order = parentsFirst([...wanted], await foreignKeys(connection, target.database));
-        await connection.query("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'");
-        await connection.query('START TRANSACTION');
+        await connection.query(RESTORE_SESSION);
+        const tables = [...wanted].sort();
+        // Another table's foreign key would follow the old table out of the database in the swap.
+        const incoming = (await foreignKeysOf(connection, db, true)).filter((k) => wanted.has(k.parent) && !(k.schema === db && wanted.has(k.table)));
+        if (incoming.length > 0) {
+          const k = incoming[0]!;
+          throw new StrataError(
+            'USAGE',
+            `restore: table ${k.schema === db ? '' : `${k.schema}.`}${k.table} refers to ${k.parent} (foreign key ${k.name}) and is not restored with it; include ${k.table} in --tables`,
+          );
+        }
+        await connection.query(`CREATE DATABASE ${ident(work)}`);
+        for (const t of tables) {
+          const [[row]] = (await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE TABLE ${ident(db)}.${ident(t)}`)) as unknown as [mysql.RowDataPacket[]];
+          // References to tables that stay name them in the target; to tables restored alongside, in the work database.
+          const create = String(row!['Create Table']).replace(/\bREFERENCES `((?:[^`]|``)+)` \(/g, (whole, parent: string) =>
+            wanted.has(parent.replace(/``/g, '`')) ? whole : `REFERENCES ${ident(db)}.\`${parent}\` (`,
+          );
+          await connection.query(`USE ${ident(work)}`);
+          await connection.query(create);
+          const sink = insertInto(connection, work, t, info.schemaSql);
+          if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a row sink');
+          const file = files.get(t);
+          if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
+          await sink.end();
+        }
+        for (const key of await foreignKeysOf(connection, work)) {
+          const parentSchema = key.parentSchema === work ? work : key.parentSchema;
+          const n = await orphans(connection, key, work, parentSchema);
+          if (n > 0) {
+            throw new StrataError('USAGE', `restore: replacing ${tables.join(', ')} would leave ${n} row(s) of ${key.table} without their ${key.parent} row (foreign key ${key.name}); include ${key.parent} in --tables`);
+          }
+        }
+        // Triggers stay with a table that moves, and cannot move between databases: they are
+        // dropped, and recreated on the new tables in their action order.
+        const [triggerRows] = await connection.query<mysql.RowDataPacket[]>(
+          `SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE IN (${tables.map(() => '?').join(', ')}) ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER`,
+          [db, ...tables],
+        );
+        await connection.query(`USE ${ident(db)}`);
+        const triggers: string[][] = [];
+        for (const t of triggerRows) {
+          const [context, create] = (await showCreate(connection, 'TRIGGER', t['name'] as string, 'SQL Original Statement')).split('\n;;\n');
+          triggers.push(create === undefined ? [withoutTriggerOrder(context!)] : [context!, withoutTriggerOrder(create)]);
+        }
+        await connection.query(`CREATE DATABASE ${ident(old)}`);
+        let swapped = false;
         try {
-          for (const t of [...order].reverse()) await connection.query(`DELETE FROM ${ident(t)}`);
-          for (const t of order) {
-            const sink = insertInto(connection, target.database, t);
-            if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a row sink');
-            const file = files.get(t);
-            if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
-            await sink.end();
-          }
-          await connection.query('COMMIT');
+          for (const t of triggerRows) await connection.query(`DROP TRIGGER ${ident(db)}.${ident(t['name'])}`);
+          await connection.query(
+            `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(old)}.${ident(t)}`), ...tables.map((t) => `${ident(work)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
+          );
+          swapped = true;
+          for (const unit of triggers) await runUnit(connection, unit, db);
         } catch (err) {
-          await connection.query('ROLLBACK').catch(() => undefined);
-          const e = err as { code?: string; message?: string };
-          if (e.code === 'ER_ROW_IS_REFERENCED_2' || e.code === 'ER_NO_REFERENCED_ROW_2') {
-            throw new StrataError('USAGE', `restore: replacing ${order.join(', ')} would break a foreign key (${e.message}); include the related tables in --tables`, { cause: err });
+          await connection.query(`USE ${ident(db)}`);
+          for (const t of triggerRows) await connection.query(`DROP TRIGGER IF EXISTS ${ident(t['name'])}`).catch(() => undefined);
+          if (swapped) {
+            await connection.query(
+              `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(work)}.${ident(t)}`), ...tables.map((t) => `${ident(old)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
+            );
           }
+          for (const unit of triggers) await runUnit(connection, unit, db);
           throw err;
         }
       } catch (err) {
         throw isStrataError(err) ? err : connectionError(target, err);
       } finally {
+        await dropQuietly(work);
+        await dropQuietly(old);
         await connection.end().catch(() => undefined);
         await cleanup();
       }
     },
     abort: cleanup,
   };
-}
-
-/** Foreign-key edges between tables of the database. */
-async function foreignKeys(connection: mysql.Connection, database: string): Promise<{ child: string; parent: string }[]> {
-  const [edges] = await connection.query<mysql.RowDataPacket[]>(
-    'SELECT TABLE_NAME AS child, REFERENCED_TABLE_NAME AS parent FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND REFERENCED_TABLE_NAME IS NOT NULL',
-    [database],
-  );
-  return edges.map((e) => ({ child: e['child'] as string, parent: e['parent'] as string }));
 }

@@ -2,19 +2,48 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type mysql from 'mysql2/promise';
+import { StrataError, isStrataError } from '@strata/core';
 import type { TableStats } from '@strata/core';
 import { ident } from './mysql-connection.js';
+
+/**
+ * How a column's values travel: `binary` as hex (read raw, so a value near max_allowed_packet is
+ * not doubled into a NULL by HEX()), `bit` as an unsigned decimal, `float` widened to DOUBLE
+ * (exact, where FLOAT's own text keeps 6 digits), everything else as the server's text.
+ */
+export type ColumnKind = 'binary' | 'bit' | 'float' | 'text';
+
+export interface MysqlColumn {
+  readonly name: string;
+  readonly kind: ColumnKind;
+  /** TEXT, BLOB, JSON and geometry: hashed one by one in the facts instead of quoted in full. */
+  readonly large: boolean;
+}
 
 /** A base table whose rows Strata copies. */
 export interface MysqlTable {
   readonly name: string;
   /** Columns that take values (generated ones are computed again), in table order. */
-  readonly columns: readonly { name: string; binary: boolean }[];
+  readonly columns: readonly MysqlColumn[];
+  /** Every column including generated ones: the facts cover what the server computes too. */
+  readonly allColumns: readonly MysqlColumn[];
   readonly primaryKey: readonly string[];
   readonly transactional: boolean;
+  /** System-versioned: its row start and end columns (the implicit ones are ROW_START, ROW_END). */
+  readonly versioning?: { readonly start: string; readonly end: string };
 }
 
-const BINARY_TYPES = new Set(['binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob', 'bit', 'geometry', 'point', 'linestring', 'polygon', 'multipoint', 'multilinestring', 'multipolygon', 'geometrycollection']);
+const BINARY_TYPES = new Set(['binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob', 'geometry', 'point', 'linestring', 'polygon', 'multipoint', 'multilinestring', 'multipolygon', 'geometrycollection']);
+const LARGE_TYPES = new Set(['tinyblob', 'blob', 'mediumblob', 'longblob', 'tinytext', 'text', 'mediumtext', 'longtext', 'json', 'geometry', 'point', 'linestring', 'polygon', 'multipoint', 'multilinestring', 'multipolygon', 'geometrycollection']);
+
+/** Base tables, system-versioned tables included (sequences travel in the schema). */
+export const ROW_TABLE_TYPES = "('BASE TABLE', 'SYSTEM VERSIONED')";
+
+function columnOf(name: string, type: string): MysqlColumn {
+  const t = type.toLowerCase();
+  const kind: ColumnKind = t === 'bit' ? 'bit' : t === 'float' ? 'float' : BINARY_TYPES.has(t) ? 'binary' : 'text';
+  return { name, kind, large: LARGE_TYPES.has(t) };
+}
 
 /** Stream name of a table: tar-safe and reversible. */
 export function streamName(table: string): string {
@@ -26,39 +55,125 @@ export function tableOfStream(stream: string): string | undefined {
   return match ? decodeURIComponent(match[1]!) : undefined;
 }
 
-/** Base tables of the current database with their value columns and primary keys. */
+/** One table's columns, key and versioning as the server describes them. */
+export async function describeTable(connection: mysql.Connection, database: string, name: string, engine?: string): Promise<MysqlTable> {
+  const [columns] = await connection.query<mysql.RowDataPacket[]>(
+    'SELECT COLUMN_NAME AS name, DATA_TYPE AS type, EXTRA AS extra FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
+    [database, name],
+  );
+  const [pk] = await connection.query<mysql.RowDataPacket[]>(
+    "SELECT COLUMN_NAME AS name FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+    [database, name],
+  );
+  const [[info]] = (await connection.query<mysql.RowDataPacket[]>(
+    'SELECT TABLE_TYPE AS type, ENGINE AS engine FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
+    [database, name],
+  )) as unknown as [mysql.RowDataPacket[]];
+  let versioning: MysqlTable['versioning'];
+  let periodColumns: string[] = [];
+  if (info?.['type'] === 'SYSTEM VERSIONED') {
+    const [[create]] = (await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE TABLE ${ident(database)}.${ident(name)}`)) as unknown as [mysql.RowDataPacket[]];
+    const period = /PERIOD FOR SYSTEM_TIME \(`((?:[^`]|``)+)`, `((?:[^`]|``)+)`\)/.exec(String(create?.['Create Table']));
+    versioning = period ? { start: period[1]!.replace(/``/g, '`'), end: period[2]!.replace(/``/g, '`') } : { start: 'ROW_START', end: 'ROW_END' };
+    periodColumns = period ? [versioning.start, versioning.end] : [];
+    const startType = period ? String(columns.find((c) => c['name'] === versioning!.start)?.['type'] ?? '') : 'timestamp';
+    if (startType.toLowerCase() !== 'timestamp') {
+      throw new StrataError(
+        'UNSUPPORTED_OBJECT',
+        `mysql: table ${name} is versioned by transaction id (row start column of type ${startType}); its history refers to the server's transaction registry and cannot be restored elsewhere. Convert it to timestamp versioning or exclude it from the database`,
+      );
+    }
+  }
+  const generated = (c: mysql.RowDataPacket): boolean => /GENERATED|VIRTUAL|PERSISTENT|STORED/i.test(String(c['extra']));
+  const all = columns.filter((c) => !periodColumns.includes(c['name'] as string)).map((c) => columnOf(c['name'] as string, String(c['type'])));
+  const valued = columns.filter((c) => !generated(c)).map((c) => columnOf(c['name'] as string, String(c['type'])));
+  const period = versioning ? [columnOf(versioning.start, 'timestamp'), columnOf(versioning.end, 'timestamp')] : [];
+  return {
+    name,
+    columns: [...valued, ...period],
+    allColumns: [...all, ...period],
+    primaryKey: pk.map((c) => c['name'] as string),
+    transactional: String(engine ?? info?.['engine']).toLowerCase() === 'innodb',
+    ...(versioning ? { versioning } : {}),
+  };
+}
+
+/** Tables of the current database whose rows travel, with their value columns and primary keys. */
 export async function listTables(connection: mysql.Connection, database: string): Promise<MysqlTable[]> {
   const [tables] = await connection.query<mysql.RowDataPacket[]>(
-    "SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+    `SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ${ROW_TABLE_TYPES} ORDER BY TABLE_NAME`,
     [database],
   );
   const out: MysqlTable[] = [];
-  for (const t of tables) {
-    const [columns] = await connection.query<mysql.RowDataPacket[]>(
-      'SELECT COLUMN_NAME AS name, DATA_TYPE AS type, EXTRA AS extra FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
-      [database, t['name']],
-    );
-    const [pk] = await connection.query<mysql.RowDataPacket[]>(
-      "SELECT COLUMN_NAME AS name FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
-      [database, t['name']],
-    );
-    out.push({
-      name: t['name'] as string,
-      columns: columns
-        .filter((c) => !/GENERATED|VIRTUAL|PERSISTENT|STORED/i.test(String(c['extra'])))
-        .map((c) => ({ name: c['name'] as string, binary: BINARY_TYPES.has(String(c['type']).toLowerCase()) })),
-      primaryKey: pk.map((c) => c['name'] as string),
-      transactional: String(t['engine']).toLowerCase() === 'innodb',
-    });
-  }
+  for (const t of tables) out.push(await describeTable(connection, database, t['name'] as string, String(t['engine'])));
   return out;
 }
 
-/** The SELECT that reads a table in a stable order; binary columns come as hex. */
+function columnRef(table: MysqlTable, column: MysqlColumn): string {
+  // The implicit period columns are pseudo-columns: quoting them would name a column that does not exist.
+  if (table.versioning && table.versioning.start === 'ROW_START' && (column.name === 'ROW_START' || column.name === 'ROW_END')) return column.name;
+  return ident(column.name);
+}
+
+function fromClause(table: MysqlTable): string {
+  return `${ident(table.name)}${table.versioning ? ' FOR SYSTEM_TIME ALL' : ''}`;
+}
+
+/** Result-set name of a column whose value comes as bytes. */
+const RAW = 'strata_raw';
+
+/** The SELECT that reads a table in a stable order, history rows included. */
 export function selectSql(table: MysqlTable): string {
-  const columns = table.columns.map((c) => (c.binary ? `HEX(${ident(c.name)})` : ident(c.name)));
-  const order = table.primaryKey.length > 0 ? table.primaryKey.map(ident) : table.columns.map((_, i) => String(i + 1));
-  return `SELECT ${columns.length > 0 ? columns.join(', ') : '1'} FROM ${ident(table.name)}${order.length > 0 ? ` ORDER BY ${order.join(', ')}` : ''}`;
+  const columns = table.columns.map((c) => {
+    const ref = columnRef(table, c);
+    if (c.kind === 'binary') return `${ref} AS ${RAW}`;
+    if (c.kind === 'bit') return `${ref} + 0`;
+    if (c.kind === 'float') return `CAST(${ref} AS DOUBLE)`;
+    return ref;
+  });
+  const key = table.primaryKey.length > 0 ? table.primaryKey.map(ident) : table.columns.map((_, i) => String(i + 1));
+  const order = table.versioning && table.primaryKey.length > 0 ? [...key, columnRef(table, table.columns.at(-1)!)] : key;
+  return `SELECT ${columns.length > 0 ? columns.join(', ') : '1'} FROM ${fromClause(table)}${order.length > 0 ? ` ORDER BY ${order.join(', ')}` : ''}`;
+}
+
+/**
+ * Per-row SHA-256 of the row's values, each written by the server at least as precisely as it is
+ * stored (FLOAT widened to DOUBLE, BIT as a number, long values by their own hash), with NULL
+ * distinct from every value. Text in QUOTE() cannot run into its neighbour.
+ */
+function rowHashSql(table: MysqlTable): string {
+  const parts = table.allColumns.map((c) => {
+    const ref = columnRef(table, c);
+    if (c.large) return `IFNULL(SHA2(${ref}, 256), 'NULL')`;
+    const value = c.kind === 'bit' ? `${ref} + 0` : c.kind === 'float' ? `CAST(${ref} AS DOUBLE)` : c.kind === 'binary' ? `HEX(${ref})` : ref;
+    return `CAST(QUOTE(${value}) AS BINARY)`;
+  });
+  return `SHA2(CONCAT_WS(',', ${parts.length > 0 ? parts.join(', ') : "''"}), 256)`;
+}
+
+/**
+ * Row count and content checksum of a table, computed by the server (not from Strata's stream): an
+ * order-independent sum of two 60-bit slices of each row's hash, history rows included.
+ */
+export async function tableFacts(connection: mysql.Connection, table: MysqlTable): Promise<TableStats> {
+  const slice = (from: number): string => `COALESCE(SUM(CAST(CONV(SUBSTR(h, ${from}, 15), 16, 10) AS UNSIGNED)), 0)`;
+  const [[row]] = (await connection.query<mysql.RowDataPacket[]>(
+    `SELECT COUNT(*) AS n, ${slice(1)} AS a, ${slice(16)} AS b FROM (SELECT ${rowHashSql(table)} AS h FROM ${fromClause(table)}) row_hashes`,
+  )) as unknown as [mysql.RowDataPacket[]];
+  await failOnWarnings(connection, table.name, 'computing its checksum');
+  const summary = `${String(row!['n'])}:${String(row!['a'])}:${String(row!['b'])}`;
+  return { name: table.name, rows: Number(row!['n']), checksum: createHash('sha256').update(summary).digest('hex') };
+}
+
+/** A warning on a read means the server changed a value on its way out (NULLed, truncated). */
+export async function failOnWarnings(connection: mysql.Connection, table: string, doing: string): Promise<void> {
+  const [warnings] = await connection.query<mysql.RowDataPacket[]>('SHOW WARNINGS');
+  if (warnings.length === 0) return;
+  const w = warnings[0]!;
+  throw new StrataError(
+    'UNSUPPORTED_OBJECT',
+    `mysql: reading table ${table} (${doing}) the server warned: ${String(w['Message'])} (code ${String(w['Code'])}); a value may have been NULLed or truncated, so the backup stops (raise max_allowed_packet on the server if the message names it)`,
+  );
 }
 
 const SPECIAL = /[\\\t\n\r\0]/;
@@ -91,11 +206,16 @@ export function decodeRow(line: string): (string | null)[] {
   });
 }
 
-/** Streams a table's rows as encoded lines, counting and hashing them for the validator. */
-export async function* readRows(connection: mysql.Connection, table: MysqlTable, stats?: RowStats): AsyncGenerator<Uint8Array> {
+/** Streams a table's rows as encoded lines. */
+export async function* readRows(connection: mysql.Connection, table: MysqlTable): AsyncGenerator<Uint8Array> {
   // Raw text values as the server sends them: no lossy number or date conversion in between.
   const core = (connection as unknown as { connection: CoreConnection }).connection;
-  const stream = core.query({ sql: selectSql(table), rowsAsArray: true, typeCast: (field: { string(): string | null }) => field.string() }).stream({ highWaterMark: 256 });
+  const typeCast = (field: { name: string; string(): string | null; buffer(): Buffer | null }): string | null => {
+    if (field.name !== RAW) return field.string();
+    const bytes = field.buffer();
+    return bytes === null ? null : bytes.toString('hex').toUpperCase();
+  };
+  const stream = core.query({ sql: selectSql(table), rowsAsArray: true, typeCast }).stream({ highWaterMark: 256 });
   // mysql2 does not end a row stream whose connection dies: without this a backup would wait
   // forever for rows that never come.
   const lost = (err?: Error): void => {
@@ -104,11 +224,12 @@ export async function* readRows(connection: mysql.Connection, table: MysqlTable,
   core.once('error', lost);
   core.once('end', lost);
   try {
-    yield* encodeStream(stream, stats);
+    yield* encodeStream(stream);
   } finally {
     core.off('error', lost);
     core.off('end', lost);
   }
+  await failOnWarnings(connection, table.name, 'reading its rows');
 }
 
 interface CoreConnection {
@@ -170,7 +291,7 @@ export async function* rowBatches(stream: Readable): AsyncGenerator<unknown[][]>
 }
 
 /** Encodes rows into lines, yielded in pieces of about 256 KiB. */
-async function* encodeStream(stream: Readable, stats: RowStats | undefined): AsyncGenerator<Uint8Array> {
+async function* encodeStream(stream: Readable): AsyncGenerator<Uint8Array> {
   let batch: string[] = [];
   let size = 0;
   for await (const rows of rowBatches(stream)) {
@@ -179,43 +300,25 @@ async function* encodeStream(stream: Readable, stats: RowStats | undefined): Asy
       batch.push(line);
       size += line.length;
       if (size >= 256 * 1024) {
-        const bytes = Buffer.from(batch.join(''), 'utf8');
-        stats?.update(bytes, batch.length);
-        yield bytes;
+        yield Buffer.from(batch.join(''), 'utf8');
         batch = [];
         size = 0;
       }
     }
   }
   if (batch.length > 0) {
-    const bytes = Buffer.from(batch.join(''), 'utf8');
-    stats?.update(bytes, batch.length);
-    yield bytes;
+    yield Buffer.from(batch.join(''), 'utf8');
   }
 }
 
-/** Row count and SHA-256 of the encoded rows. */
-export class RowStats {
-  readonly #sha = createHash('sha256');
-  rows = 0;
-
-  update(bytes: Uint8Array, rows: number): void {
-    this.#sha.update(bytes);
-    this.rows += rows;
-  }
-
-  finish(name: string): TableStats {
-    return { name, rows: this.rows, checksum: this.#sha.digest('hex') };
-  }
+/** The facts of a table without rows, as {@link tableFacts} computes them. */
+export function emptyFacts(name: string): TableStats {
+  return { name, rows: 0, checksum: createHash('sha256').update('0:0:0').digest('hex') };
 }
 
 export async function statsOf(connection: mysql.Connection, tables: readonly MysqlTable[]): Promise<TableStats[]> {
   const out: TableStats[] = [];
-  for (const table of tables) {
-    const stats = new RowStats();
-    for await (const _ of readRows(connection, table, stats)) void _;
-    out.push(stats.finish(table.name));
-  }
+  for (const table of tables) out.push(await tableFacts(connection, table));
   return out;
 }
 
@@ -223,22 +326,43 @@ export async function statsOf(connection: mysql.Connection, tables: readonly Mys
 const OTHER_ESCAPE = /\\(?![\\tnr0])/;
 const QUOTES = /'/g;
 
+const DIGITS = /^[0-9]+$/;
+const HEX_DIGITS = /^[0-9A-Fa-f]+$/;
+
 /**
  * One field of a row line as an SQL literal. The line's escapes (`\\`, `\t`, `\n`, `\r`, `\0`)
  * mean the same inside a MySQL string literal (the restore sessions never set
  * NO_BACKSLASH_ESCAPES), so a field goes in as it is, with its quotes escaped; only a field with
  * any other backslash is decoded and escaped again.
  */
-function sqlLiteral(field: string, binary: boolean | undefined, escape: (value: string) => string): string {
+function sqlLiteral(field: string, column: MysqlColumn | undefined, escape: (value: string) => string, bitAsHex = false): string {
   if (field === '\\N') return 'NULL';
-  if (binary) return field === '' ? "''" : `X'${field}'`;
+  if (column?.kind === 'binary') return field === '' ? "''" : `X'${field}'`;
+  // A BIT value is a number: quoted, it would be taken as the bytes of its digits.
+  if (column?.kind === 'bit') {
+    if (bitAsHex) {
+      if (!HEX_DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', `restore: BIT column ${column.name} has the value ${JSON.stringify(field.slice(0, 40))}, which is not hexadecimal`);
+      return BigInt(`0x${field}`).toString();
+    }
+    if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', `restore: BIT column ${column.name} has the value ${JSON.stringify(field.slice(0, 40))}, which is not a number`);
+    return field;
+  }
   if (field.includes('\\') && OTHER_ESCAPE.test(field)) return escape(decodeRow(field)[0]!);
   return field.includes("'") ? `'${field.replace(QUOTES, "\\'")}'` : `'${field}'`;
 }
 
+/** Statement text per INSERT; a row too large for it goes alone, its long values in pieces. */
+const BATCH_CHARS = 1024 * 1024;
+/** Below this, a value goes into the INSERT itself even in a row that is sent alone. */
+const PIECE_CHARS = 256 * 1024;
+
 /**
  * Writes encoded lines into a table with multi-row INSERTs of about 1 MiB, one INSERT running on
  * the server while the next is built. Pieces may end anywhere, inside a line or a character.
+ * A value longer than a statement may be is assembled in a session variable piece by piece (a
+ * hex literal of a 9 MiB BLOB is 18 MiB, past MariaDB's default max_allowed_packet of 16 MiB);
+ * a value larger than the target's max_allowed_packet cannot be stored there at all and fails
+ * the restore with the table, the column and the setting to raise.
  */
 export class RowInserter {
   readonly #decoder = new StringDecoder('utf8');
@@ -246,26 +370,34 @@ export class RowInserter {
   #pending: string[] = [];
   #values: string[] = [];
   #size = 0;
-  #columns: { name: string; binary: boolean }[] | undefined;
+  #table: MysqlTable | undefined;
+  #maxPacket = 16 * 1024 * 1024;
   #running: Promise<unknown> | undefined;
 
+  /**
+   * `bitAsHex`: the stream is of a backup made before row format 2 (see mysql-legacy-facts.ts),
+   * whose BIT values are HEX() text; read as decimal they would silently become other numbers.
+   */
   constructor(
     readonly connection: mysql.Connection,
     readonly table: string,
     readonly database: string,
+    readonly options: { readonly bitAsHex?: boolean } = {},
   ) {}
 
-  async #columnsOf(): Promise<{ name: string; binary: boolean }[]> {
-    if (!this.#columns) {
-      const [rows] = await this.connection.query<mysql.RowDataPacket[]>(
-        'SELECT COLUMN_NAME AS name, DATA_TYPE AS type, EXTRA AS extra FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
-        [this.database, this.table],
-      );
-      this.#columns = rows
-        .filter((c) => !/GENERATED|VIRTUAL|PERSISTENT|STORED/i.test(String(c['extra'])))
-        .map((c) => ({ name: c['name'] as string, binary: BINARY_TYPES.has(String(c['type']).toLowerCase()) }));
+  async #describe(): Promise<MysqlTable> {
+    if (!this.#table) {
+      this.#table = await describeTable(this.connection, this.database, this.table);
+      const [[row]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@max_allowed_packet AS p')) as unknown as [mysql.RowDataPacket[]];
+      this.#maxPacket = Number(row?.['p'] ?? this.#maxPacket);
     }
-    return this.#columns;
+    return this.#table;
+  }
+
+  #refused(err: unknown): StrataError {
+    if (isStrataError(err)) return err;
+    const e = err as { message?: string; code?: string };
+    return new StrataError('RESTORE_FAILED', `restore: the target refused rows of table ${this.table}: ${e.message ?? String(err)}`, { cause: err, details: { table: this.table, mysqlCode: e.code } });
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -282,27 +414,110 @@ export class RowInserter {
   }
 
   async #add(lines: readonly string[]): Promise<void> {
-    const columns = await this.#columnsOf();
+    const table = await this.#describe();
+    const columns = table.columns;
     const escape = (value: string): string => this.connection.escape(value);
+    // Characters, and UTF-8 needs at most 3 bytes per UTF-16 unit: below this a row always fits.
+    const rowLimit = Math.min(BATCH_CHARS, Math.floor(this.#maxPacket / 8));
     for (const line of lines) {
       const fields = line.split('\t');
+      if (line.length > rowLimit) {
+        await this.flush();
+        await this.#insertLarge(fields);
+        continue;
+      }
       let tuple = '(';
-      for (let i = 0; i < fields.length; i++) tuple += (i > 0 ? ',' : '') + sqlLiteral(fields[i]!, columns[i]?.binary, escape);
+      for (let i = 0; i < fields.length; i++) tuple += (i > 0 ? ',' : '') + sqlLiteral(fields[i]!, columns[i], escape, this.options.bitAsHex);
       tuple += ')';
       this.#values.push(tuple);
       this.#size += tuple.length;
-      if (this.#size >= 1024 * 1024) await this.flush();
+      if (this.#size >= rowLimit) await this.flush();
+    }
+  }
+
+  #insertSql(): string {
+    const table = this.#table!;
+    const names = table.columns.map((c) =>
+      table.versioning?.start === 'ROW_START' && (c.name === 'ROW_START' || c.name === 'ROW_END') ? c.name : ident(c.name),
+    );
+    return `INSERT INTO ${ident(this.database)}.${ident(this.table)} (${names.join(', ')}) VALUES `;
+  }
+
+  /** One row whose long values are assembled in session variables first. */
+  async #insertLarge(fields: readonly string[]): Promise<void> {
+    const columns = this.#table!.columns;
+    await this.#settle();
+    const escape = (value: string): string => this.connection.escape(value);
+    const literals: string[] = [];
+    const used: string[] = [];
+    try {
+      for (let i = 0; i < fields.length; i++) {
+        const field = fields[i]!;
+        const column = columns[i];
+        if (field.length <= PIECE_CHARS || field === '\\N' || !column) {
+          literals.push(sqlLiteral(field, column, escape, this.options.bitAsHex));
+          continue;
+        }
+        const variable = `@strata_value_${i}`;
+        used.push(variable);
+        const pieces: string[] = [];
+        let bytes: number;
+        // Pieces as large as a statement may be: each CONCAT copies the whole value again.
+        if (column.kind === 'binary') {
+          bytes = field.length / 2;
+          const step = Math.max(PIECE_CHARS, 2 * Math.floor((this.#maxPacket - 4096) / 4));
+          for (let at = 0; at < field.length; at += step) pieces.push(`X'${field.slice(at, at + step)}'`);
+        } else {
+          const value = decodeRow(field)[0]!;
+          bytes = Buffer.byteLength(value, 'utf8');
+          // UTF-8 takes at most 3 bytes per UTF-16 unit, escaping at most doubles them.
+          const step = Math.max(PIECE_CHARS, Math.floor((this.#maxPacket - 4096) / 8));
+          for (let at = 0; at < value.length; ) {
+            let end = Math.min(value.length, at + step);
+            // Never between the halves of a surrogate pair.
+            if (end < value.length && /[\uD800-\uDBFF]/.test(value[end - 1]!)) end--;
+            pieces.push(escape(value.slice(at, end)));
+            at = end;
+          }
+        }
+        if (bytes + 1024 > this.#maxPacket) {
+          throw new StrataError(
+            'RESTORE_FAILED',
+            `restore: table ${this.table} column ${column.name} holds a value of ${bytes} bytes, more than the target server accepts (max_allowed_packet = ${this.#maxPacket}); raise max_allowed_packet on the target (SET GLOBAL max_allowed_packet = ${Math.ceil((bytes + 1024 * 1024) / 1024) * 1024}, or in its configuration) and restore again`,
+            { details: { table: this.table, column: column.name, bytes, maxAllowedPacket: this.#maxPacket } },
+          );
+        }
+        await this.connection.query(`SET ${variable} = ${pieces[0]}`);
+        for (const piece of pieces.slice(1)) await this.connection.query(`SET ${variable} = CONCAT(${variable}, ${piece})`);
+        literals.push(variable);
+      }
+      await this.connection.query(`${this.#insertSql()}(${literals.join(',')})`);
+    } catch (err) {
+      throw this.#refused(err);
+    } finally {
+      if (used.length > 0) await this.connection.query(`SET ${used.map((v) => `${v} = NULL`).join(', ')}`).catch(() => undefined);
+    }
+  }
+
+  /** Waits for the INSERT still running, if any. */
+  async #settle(): Promise<void> {
+    const running = this.#running;
+    this.#running = undefined;
+    try {
+      await running;
+    } catch (err) {
+      throw this.#refused(err);
     }
   }
 
   /** Sends the rows gathered so far (after the INSERT still running, if any, has succeeded). */
   async flush(): Promise<void> {
     if (this.#values.length === 0) return;
-    const columns = await this.#columnsOf();
-    const sql = `INSERT INTO ${ident(this.table)} (${columns.map((c) => ident(c.name)).join(', ')}) VALUES ${this.#values.join(',')}`;
+    await this.#describe();
+    const sql = this.#insertSql() + this.#values.join(',');
     this.#values = [];
     this.#size = 0;
-    await this.#running;
+    await this.#settle();
     const running = this.connection.query(sql);
     // Its failure is thrown by the next flush or by end(); until then it must not count as unhandled.
     running.catch(() => undefined);
@@ -315,8 +530,6 @@ export class RowInserter {
     this.#pending = [];
     if (rest.length > 0) await this.#add([rest]);
     await this.flush();
-    const running = this.#running;
-    this.#running = undefined;
-    await running;
+    await this.#settle();
   }
 }

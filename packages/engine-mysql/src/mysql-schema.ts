@@ -6,15 +6,29 @@ import { ident } from './mysql-connection.js';
 const END = '\n;;\n';
 /** Routines and tables come before the rows; views, triggers and events after. */
 export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) below';
+/** Says how the row streams beside this schema encode values (backups without it wrote BIT as HEX()). */
+export const ROW_FORMAT_MARKER = '-- strata: row format 2 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables)';
 
 export interface MysqlSchema {
   readonly charset: string;
   readonly collation: string;
   readonly pre: string[];
   readonly post: string[];
+  /** Object key (`table orders`, `trigger trg`) to its normalised definition; only from a live database. */
+  readonly objects?: Readonly<Record<string, string>>;
 }
 
-async function showCreate(connection: mysql.Connection, kind: string, name: string, column: string): Promise<string> {
+/** Statements of `pre` that build data objects in the work database before the rows load. */
+export function isDataStatement(sql: string): boolean {
+  return /^(CREATE (TABLE|SEQUENCE)\b|SELECT SETVAL\()/i.test(sql);
+}
+
+/** A trigger's statement without FOLLOWS/PRECEDES: triggers are recreated in action order instead. */
+export function withoutTriggerOrder(sql: string): string {
+  return sql.replace(/(\bFOR\s+EACH\s+ROW)\s+(?:FOLLOWS|PRECEDES)\s+(?:`(?:[^`]|``)+`|[\w$]+)/i, '$1');
+}
+
+export async function showCreate(connection: mysql.Connection, kind: string, name: string, column: string): Promise<string> {
   const [rows] = await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE ${kind} ${ident(name)}`);
   const row = rows[0]!;
   // Views, routines, triggers and events keep the session settings they were created under
@@ -42,40 +56,70 @@ export async function readSchema(connection: mysql.Connection, database: string)
     'SELECT DEFAULT_CHARACTER_SET_NAME AS charset, DEFAULT_COLLATION_NAME AS collation FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?',
     [database],
   )) as unknown as [mysql.RowDataPacket[]];
+  const qualified = new RegExp(`${ident(database).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.`, 'g');
+  const placeholder = (sql: string): string => sql.replace(qualified, '{{db}}.');
   const pre: string[] = [];
   const post: string[] = [];
-  for (const kind of ['FUNCTION', 'PROCEDURE'] as const) {
-    const [routines] = await connection.query<mysql.RowDataPacket[]>(`SHOW ${kind} STATUS WHERE Db = ?`, [database]);
-    for (const r of [...routines].sort((a, b) => String(a['Name']).localeCompare(String(b['Name'])))) {
-      pre.push(await showCreate(connection, kind, r['Name'] as string, kind === 'FUNCTION' ? 'Create Function' : 'Create Procedure'));
-    }
-  }
+  const objects: Record<string, string> = {};
+  const add = (list: string[], key: string, sql: string): void => {
+    list.push(sql);
+    objects[key] = sql.replace(/ AUTO_INCREMENT=\d+/g, '');
+  };
   const [tables] = await connection.query<mysql.RowDataPacket[]>(
     'SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME',
     [database],
   );
+  // Sequences first: a table's DEFAULT NEXT VALUE FOR needs its sequence to exist.
+  for (const t of tables.filter((t) => t['type'] === 'SEQUENCE')) {
+    const name = t['name'] as string;
+    const create = await showCreate(connection, 'SEQUENCE', name, 'Create Table');
+    const [[state]] = (await connection.query<mysql.RowDataPacket[]>(`SELECT next_not_cached_value AS next, cycle_count AS round FROM ${ident(name)}`)) as unknown as [mysql.RowDataPacket[]];
+    // SETVAL(..., 0): the next NEXTVAL returns this value, the first one the source had not handed out.
+    add(pre, `sequence ${name}`, `${create}${END.trimEnd()}\nSELECT SETVAL(${ident(name)}, ${String(state!['next'])}, 0, ${String(state!['round'])})`);
+  }
+  for (const kind of ['FUNCTION', 'PROCEDURE'] as const) {
+    const [routines] = await connection.query<mysql.RowDataPacket[]>(`SHOW ${kind} STATUS WHERE Db = ?`, [database]);
+    for (const r of [...routines].sort((a, b) => String(a['Name']).localeCompare(String(b['Name'])))) {
+      add(pre, `routine ${kind.toLowerCase()} ${String(r['Name'])}`, await showCreate(connection, kind, r['Name'] as string, kind === 'FUNCTION' ? 'Create Function' : 'Create Procedure'));
+    }
+  }
   const views: string[] = [];
   for (const t of tables) {
     if (t['type'] === 'VIEW') views.push(t['name'] as string);
-    else pre.push(await showCreate(connection, 'TABLE', t['name'] as string, 'Create Table'));
+    else if (t['type'] !== 'SEQUENCE') add(pre, `table ${String(t['name'])}`, placeholder(await showCreate(connection, 'TABLE', t['name'] as string, 'Create Table')));
   }
-  const qualified = new RegExp(`${ident(database).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.`, 'g');
-  for (const v of views) post.push((await showCreate(connection, 'VIEW', v, 'Create View')).replace(qualified, '{{db}}.'));
-  const [triggers] = await connection.query<mysql.RowDataPacket[]>('SHOW TRIGGERS');
-  for (const t of [...triggers].sort((a, b) => String(a['Trigger']).localeCompare(String(b['Trigger'])))) {
-    post.push(await showCreate(connection, 'TRIGGER', t['Trigger'] as string, 'SQL Original Statement'));
+  for (const v of views) add(post, `view ${v}`, placeholder(await showCreate(connection, 'VIEW', v, 'Create View')));
+  // Action order is behaviour (which of two BEFORE INSERT triggers runs first); creating them in
+  // that order recreates it.
+  const [triggers] = await connection.query<mysql.RowDataPacket[]>(
+    'SELECT TRIGGER_NAME AS name, ACTION_ORDER AS actionOrder FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER',
+    [database],
+  );
+  for (const t of triggers) {
+    const sql = withoutTriggerOrder(await showCreate(connection, 'TRIGGER', t['name'] as string, 'SQL Original Statement'));
+    post.push(sql);
+    objects[`trigger ${String(t['name'])}`] = `${sql}\n-- action order ${String(t['actionOrder'])}`;
   }
   const [events] = await connection.query<mysql.RowDataPacket[]>('SHOW EVENTS');
   for (const e of [...events].sort((a, b) => String(a['Name']).localeCompare(String(b['Name'])))) {
-    post.push(await showCreate(connection, 'EVENT', e['Name'] as string, 'Create Event'));
+    add(post, `event ${String(e['Name'])}`, placeholder(await showCreate(connection, 'EVENT', e['Name'] as string, 'Create Event')));
   }
-  return { charset: String(info?.['charset'] ?? 'utf8mb4'), collation: String(info?.['collation'] ?? 'utf8mb4_general_ci'), pre, post };
+  const charset = String(info?.['charset'] ?? 'utf8mb4');
+  const collation = String(info?.['collation'] ?? 'utf8mb4_general_ci');
+  objects['database'] = `charset ${charset} collate ${collation}`;
+  return { charset, collation, pre, post, objects };
+}
+
+/** The schema object by object: key to SHA-256 of its definition, as the validator compares them. */
+export function schemaObjects(schema: MysqlSchema): Record<string, string> {
+  return Object.fromEntries(Object.entries(schema.objects ?? {}).map(([key, sql]) => [key, createHash('sha256').update(sql).digest('hex')]));
 }
 
 /** schema.sql: runnable with the mysql client (after replacing {{db}} with the target database). */
 export function schemaText(schema: MysqlSchema): string {
   return [
     `-- strata: MySQL/MariaDB schema; database charset ${schema.charset} collate ${schema.collation}`,
+    ROW_FORMAT_MARKER,
     'DELIMITER ;;',
     ...schema.pre.map((s) => s + END.trimEnd()),
     POST_DATA_MARKER,

@@ -1,0 +1,335 @@
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
+import type { Repository } from '@strata/sdk';
+import { useTempDir } from './helpers/env.js';
+import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, privateMariadb, requireMysql } from './helpers/mysql.js';
+import { FULL_MARIADB_SQL } from './helpers/rich-mysql.js';
+
+const engine = new MysqlEngine();
+
+/** CHECKSUM TABLE of every table with rows (the server's own checksum, independent of Strata and mysqldump). */
+async function checksums(database: string): Promise<Record<string, string>> {
+  const tables = (await mysqlQuery(
+    undefined,
+    `SELECT TABLE_NAME AS t FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${database}' AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME`,
+  )) as { t: string }[];
+  const out: Record<string, string> = {};
+  for (const { t } of tables) {
+    const [row] = (await mysqlQuery(database, `CHECKSUM TABLE \`${t}\` EXTENDED`)) as { Checksum: string | number | null }[];
+    out[t] = String(row!.Checksum);
+  }
+  return out;
+}
+
+async function rows(database: string | undefined, sql: string): Promise<unknown[]> {
+  return (await mysqlQuery(database, sql)) as unknown[];
+}
+
+describe('MySQL/MariaDB fidelity', function () {
+  const dir = useTempDir();
+  const databases = new MysqlDatabases();
+  const passphrase = new Passphrase('mysql fidelity');
+  let repo: Repository;
+
+  before(async function () {
+    await requireMysql(this);
+  });
+
+  beforeEach(async () => {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+  });
+
+  afterEach(async () => {
+    await repo.close();
+    await databases.dropAll();
+  });
+
+  it('oracle: every type and object kind of MariaDB 10.11 comes back as mysqldump, CHECKSUM TABLE and the history show it, and verifies', async function () {
+    this.timeout(120_000);
+    const source = await databases.create(FULL_MARIADB_SQL);
+    const record = await repo.backup(mysqlUrl(source), { database: 'full' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    assert.equal(mysqlDump(target), mysqlDump(source));
+    assert.deepEqual(await checksums(target), await checksums(source));
+    for (const [table, period] of [['prices', 'ROW_START, ROW_END'], ['stock', 'valid_from, valid_to']] as const) {
+      const history = `SELECT *, ${period} FROM ${table} FOR SYSTEM_TIME ALL ORDER BY 1, ${period}`;
+      assert.deepEqual(await rows(target, history), await rows(source, history), `history of ${table}`);
+    }
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    assert.match(report!.checks.find((c) => c.name === 'data-consistency')!.reason ?? '', /foreign keys check out/);
+  });
+
+  it('a 9 MiB BLOB (past half of max_allowed_packet) is backed up, restored and verified byte for byte, not as NULL', async function () {
+    this.timeout(60_000);
+    const source = await databases.create('CREATE TABLE b (id INT PRIMARY KEY, data LONGBLOB, txt LONGTEXT); INSERT INTO b SELECT 1, REPEAT(RANDOM_BYTES(1024), 9 * 1024), REPEAT(\'€\', 3 * 1024 * 1024);');
+    const record = await repo.backup(mysqlUrl(source), { database: 'blob' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    const digest = 'SELECT LENGTH(data) AS n, SHA2(data, 256) AS h, SHA2(txt, 256) AS t FROM b';
+    const [restored] = (await rows(target, digest)) as { n: number }[];
+    assert.equal(restored!.n, 9 * 1024 * 1024);
+    assert.deepEqual(restored, (await rows(source, digest))[0]);
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it('a value larger than the target server accepts fails the restore loudly, naming table, column and max_allowed_packet, and leaves nothing', async function () {
+    this.timeout(60_000);
+    const source = await databases.create("CREATE TABLE docs (id INT PRIMARY KEY, body LONGBLOB); INSERT INTO docs VALUES (1, 'small'), (2, REPEAT(RANDOM_BYTES(1024), 5 * 1024));");
+    const record = await repo.backup(mysqlUrl(source), { database: 'big' });
+    const small = await privateMariadb(this, ['--max-allowed-packet=4M']);
+    try {
+      await assert.rejects(
+        repo.restore({ id: record.id }, { to: small.url('restored') }),
+        (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /table docs column body/.test(err.message) && /max_allowed_packet = 4194304/.test(err.message) && /SET GLOBAL max_allowed_packet/.test(err.message),
+      );
+      const left = (await engine.targetExists(small.url('restored'))) ? ['restored'] : [];
+      const session = await import('mysql2/promise').then((m) => m.default.createConnection(small.url('mysql')));
+      const [dbs] = await session.query("SHOW DATABASES LIKE 'restored%'");
+      await session.end();
+      assert.deepEqual([left, dbs], [[], []], 'no target and no work database left on the target server');
+    } finally {
+      await small.stop();
+    }
+  });
+
+  it('system-versioned tables come back with their current and history rows, and the history keeps working', async () => {
+    const source = await databases.create(
+      'CREATE TABLE p (id INT PRIMARY KEY, v INT) WITH SYSTEM VERSIONING; INSERT INTO p VALUES (1, 1), (2, 2); UPDATE p SET v = 10 WHERE id = 1; DELETE FROM p WHERE id = 2;',
+    );
+    const record = await repo.backup(mysqlUrl(source), { database: 'versioned' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    const all = 'SELECT id, v, ROW_START AS s, ROW_END AS e FROM p FOR SYSTEM_TIME ALL ORDER BY id, ROW_END';
+    assert.equal((await rows(source, all)).length, 3);
+    assert.deepEqual(await rows(target, all), await rows(source, all));
+    assert.deepEqual(await rows(target, 'SELECT id, v FROM p'), [{ id: 1, v: 10 }]);
+    await mysqlQuery(target, 'UPDATE p SET v = 11');
+    assert.equal((await rows(target, all)).length, 4, 'the restored table is still versioned');
+  });
+
+  it('a table versioned by transaction id is refused at backup time with UNSUPPORTED_OBJECT naming it', async () => {
+    const source = await databases.create(`CREATE TABLE ok (id INT PRIMARY KEY);
+      CREATE TABLE trx (id INT PRIMARY KEY, s BIGINT UNSIGNED GENERATED ALWAYS AS ROW START INVISIBLE, e BIGINT UNSIGNED GENERATED ALWAYS AS ROW END INVISIBLE,
+        PERIOD FOR SYSTEM_TIME (s, e)) ENGINE=InnoDB WITH SYSTEM VERSIONING;`);
+    await assert.rejects(repo.backup(mysqlUrl(source), { database: 'trx' }), (err: unknown) => isStrataError(err, 'UNSUPPORTED_OBJECT') && /table trx is versioned by transaction id/.test(err.message));
+    assert.deepEqual((await repo.list()).map((b) => b.id), []);
+  });
+
+  it('sequences come back with their next value, and restored tables take ids from the restored sequence', async () => {
+    const source = await databases.create(
+      'CREATE SEQUENCE ids START WITH 100 INCREMENT BY 10 CACHE 5; CREATE TABLE t (id INT PRIMARY KEY DEFAULT NEXT VALUE FOR ids, v INT); INSERT INTO t (v) VALUES (1), (2), (3);',
+    );
+    const record = await repo.backup(mysqlUrl(source), { database: 'seq' });
+    const state = 'SELECT next_not_cached_value AS next FROM ids';
+    const before = await rows(source, state);
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    assert.deepEqual(await rows(target, state), before);
+    await mysqlQuery(target, 'INSERT INTO t (v) VALUES (4)');
+    assert.deepEqual(await rows(source, state), before, "the source's sequence is not touched by the restored table");
+    const [row] = (await rows(target, 'SELECT id FROM t WHERE v = 4')) as { id: number }[];
+    assert.ok(row!.id >= Number((before[0] as { next: number }).next), `id ${row!.id} comes after every id the source handed out`);
+  });
+
+  it('BIT(1)..BIT(64), FLOAT and DOUBLE come back exactly, extremes included', async () => {
+    const source = await databases.create(`
+      CREATE TABLE n (id INT PRIMARY KEY, b1 BIT(1), b2 BIT(2), b9 BIT(9), b63 BIT(63), b64 BIT(64), f FLOAT, d DOUBLE);
+      INSERT INTO n VALUES (1, 1, 3, 511, 9223372036854775807, 18446744073709551615, -112.81857, 0.1),
+        (2, 0, 0, 256, 1, 9223372036854775808, 3.4028234663852886e38, 1.7976931348623157e308),
+        (3, NULL, 1, 1, 0, 1, 1.4e-45, 4.9406564584124654e-324), (4, 1, 2, 0, 4611686018427387904, 0, -1.17549435e-38, -0.30000000000000004);`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'numbers' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    const exact = 'SELECT id, BIN(b1) AS b1, BIN(b2) AS b2, BIN(b9) AS b9, BIN(b63) AS b63, BIN(b64) AS b64, CAST(CAST(f AS DOUBLE) AS CHAR) AS f, CAST(d AS CHAR) AS d FROM n ORDER BY id';
+    const expected = await rows(source, exact);
+    assert.equal((expected[0] as { f: string }).f, '-112.81857299804688');
+    assert.deepEqual(await rows(target, exact), expected);
+  });
+
+  it('a row the target refuses fails the restore with RESTORE_FAILED naming the table', async () => {
+    const target = databases.name();
+    const session = await engine.beginRestore(mysqlUrl(target), { tempDir: path.join(dir.path, 'tmp'), force: false });
+    await session.prepare!('-- strata: MySQL/MariaDB schema; database charset utf8mb4 collate utf8mb4_general_ci\nDELIMITER ;;\nCREATE TABLE `orders` (`id` int NOT NULL PRIMARY KEY, `n` tinyint)\n;;\nDELIMITER ;\n');
+    const sink = await session.streamTarget('orders.rows');
+    assert.equal(sink.kind, 'sink');
+    if (sink.kind !== 'sink') return;
+    await sink.write(Buffer.from('1\t5\n2\t100000\n'));
+    await assert.rejects(sink.end(), (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /table orders/.test(err.message) && /Out of range/i.test(err.message));
+    await session.abort();
+    assert.deepEqual(await rows(undefined, `SHOW DATABASES LIKE '${target}%'`), [], 'nothing left behind');
+  });
+
+  it('triggers come back in their action order, and a different order is a named schema difference', async () => {
+    const sql = `CREATE TABLE t (id INT PRIMARY KEY, v INT);
+      CREATE TRIGGER z_double BEFORE INSERT ON t FOR EACH ROW SET NEW.v = NEW.v * 2;
+      CREATE TRIGGER a_plus BEFORE INSERT ON t FOR EACH ROW FOLLOWS z_double SET NEW.v = NEW.v + 1;`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(mysqlUrl(source), { database: 'triggers' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    for (const db of [source, target]) await mysqlQuery(db, 'INSERT INTO t VALUES (1, 5)');
+    assert.deepEqual(await rows(target, 'SELECT v FROM t'), [{ v: 11 }]);
+    // The same triggers created in name order compute something else; the facts must tell them apart.
+    const alphabetical = await databases.create(`CREATE TABLE t (id INT PRIMARY KEY, v INT);
+      CREATE TRIGGER a_plus BEFORE INSERT ON t FOR EACH ROW SET NEW.v = NEW.v + 1;
+      CREATE TRIGGER z_double BEFORE INSERT ON t FOR EACH ROW SET NEW.v = NEW.v * 2; INSERT INTO t VALUES (1, 5);`);
+    assert.deepEqual(await rows(alphabetical, 'SELECT v FROM t'), [{ v: 12 }]);
+    const [a, b, c] = await Promise.all([source, target, alphabetical].map((db) => engine.inspect(mysqlUrl(db))));
+    assert.equal(b!.schemaFingerprint, a!.schemaFingerprint);
+    assert.notEqual(c!.schemaFingerprint, a!.schemaFingerprint);
+    const differing = Object.keys(a!.schemaObjects!).filter((k) => a!.schemaObjects![k] !== c!.schemaObjects![k]).sort();
+    assert.deepEqual(differing, ['trigger a_plus', 'trigger z_double']);
+  });
+
+  it('the facts are computed by the server: a FLOAT rounded to 6 digits, a BIT flipped or a BLOB NULLed changes them', async () => {
+    const sql = `CREATE TABLE t (id INT PRIMARY KEY, f FLOAT, b BIT(1), data LONGBLOB);
+      INSERT INTO t VALUES (1, -112.81857, 1, REPEAT('x', 100000)), (2, 1.5, 0, NULL);`;
+    const source = await databases.create(sql);
+    const same = await databases.create(sql);
+    const facts = async (db: string) => (await engine.inspect(mysqlUrl(db))).tables;
+    const original = await facts(source);
+    assert.deepEqual(await facts(same), original);
+    for (const change of ['UPDATE t SET f = -112.819 WHERE id = 1', 'UPDATE t SET b = 0 WHERE id = 1', 'UPDATE t SET data = NULL WHERE id = 1', "UPDATE t SET data = '' WHERE id = 1"]) {
+      const copy = await databases.create(sql);
+      await mysqlQuery(copy, change);
+      const changed = await facts(copy);
+      assert.equal(changed[0]!.rows, original[0]!.rows);
+      assert.notEqual(changed[0]!.checksum, original[0]!.checksum, change);
+    }
+    // Rows in another order are the same content.
+    const reordered = await databases.create(sql.replace('(1, -112.81857, 1, REPEAT(\'x\', 100000)), (2, 1.5, 0, NULL)', "(2, 1.5, 0, NULL), (1, -112.81857, 1, REPEAT('x', 100000))"));
+    assert.deepEqual(await facts(reordered), original);
+  });
+
+  it('inspect checks every foreign key row by row and names the orphans', async () => {
+    const db = await databases.create(`CREATE TABLE p (id INT PRIMARY KEY); CREATE TABLE c (id INT PRIMARY KEY, a INT, b INT, FOREIGN KEY fk_c (a) REFERENCES p (id));
+      INSERT INTO p VALUES (1); SET FOREIGN_KEY_CHECKS = 0; INSERT INTO c VALUES (1, 1, 0), (2, NULL, 0), (3, 7, 0), (4, 8, 0);`);
+    const facts = await engine.inspect(mysqlUrl(db));
+    assert.equal(facts.foreignKeysChecked, true);
+    assert.deepEqual(facts.integrityErrors, ['foreign key fk_c of table c: 2 row(s) reference no row of p']);
+    await mysqlQuery(db, 'DELETE FROM c WHERE id > 2');
+    assert.deepEqual((await engine.inspect(mysqlUrl(db))).integrityErrors, []);
+  });
+
+  it('restore --tables swaps in the named tables: no cascade, no trigger fires, other tables untouched', async () => {
+    const sql = `CREATE TABLE a (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=InnoDB;
+      CREATE TABLE b (id INT PRIMARY KEY, a_id INT, FOREIGN KEY (a_id) REFERENCES a (id) ON DELETE CASCADE) ENGINE=InnoDB;
+      CREATE TABLE m (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=MyISAM;
+      CREATE TABLE log (n INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(40)) ENGINE=InnoDB;
+      CREATE TRIGGER a_ins AFTER INSERT ON a FOR EACH ROW INSERT INTO log (what) VALUES (CONCAT('ins ', NEW.id));
+      CREATE TRIGGER a_del AFTER DELETE ON a FOR EACH ROW INSERT INTO log (what) VALUES (CONCAT('del ', OLD.id));
+      CREATE TRIGGER a_ins2 AFTER INSERT ON a FOR EACH ROW PRECEDES a_ins INSERT INTO log (what) VALUES ('first');
+      INSERT INTO a VALUES (1, 'one'), (2, 'two'); INSERT INTO b VALUES (1, 1), (2, 2); INSERT INTO m VALUES (1, 'm1');
+      DELETE FROM log;`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(mysqlUrl(source), { database: 'tables' });
+    const live = await databases.create(sql);
+    await mysqlQuery(live, "UPDATE a SET v = 'changed'; DELETE FROM b WHERE id = 2; INSERT INTO m VALUES (2, 'm2'); INSERT INTO log (what) VALUES ('kept')");
+    await repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['a', 'b', 'm'], force: true });
+    assert.deepEqual(await rows(live, 'SELECT * FROM a ORDER BY id'), [{ id: 1, v: 'one' }, { id: 2, v: 'two' }]);
+    assert.deepEqual(await rows(live, 'SELECT * FROM b ORDER BY id'), [{ id: 1, a_id: 1 }, { id: 2, a_id: 2 }]);
+    assert.deepEqual(await rows(live, 'SELECT * FROM m ORDER BY id'), [{ id: 1, v: 'm1' }]);
+    assert.deepEqual(await rows(live, 'SELECT what FROM log'), [{ what: 'kept' }], 'no trigger fired into another table');
+    // Triggers and foreign keys are those of the live database, in their order, and still work.
+    assert.equal(mysqlDump(live, ['--no-data']).replace(/ AUTO_INCREMENT=\d+/g, ''), mysqlDump(source, ['--no-data']).replace(/ AUTO_INCREMENT=\d+/g, ''));
+    await mysqlQuery(live, "INSERT INTO a VALUES (3, 'three'); DELETE FROM a WHERE id = 1");
+    assert.deepEqual(await rows(live, 'SELECT what FROM log ORDER BY n'), [{ what: 'kept' }, { what: 'first' }, { what: 'ins 3' }, { what: 'del 1' }]);
+    assert.deepEqual(await rows(live, 'SELECT id FROM b ORDER BY id'), [{ id: 2 }], 'the restored foreign key cascades again');
+    assert.deepEqual(await rows(undefined, `SHOW DATABASES LIKE '${live}\\_\\_strata%'`), []);
+  });
+
+  it('restore --tables of every kind of table (versioned, partitioned, MEMORY, Aria, generated columns, sequence defaults) brings back their rows and history', async function () {
+    this.timeout(120_000);
+    const source = await databases.create(FULL_MARIADB_SQL);
+    const record = await repo.backup(mysqlUrl(source), { database: 'full' });
+    const live = await databases.create(FULL_MARIADB_SQL);
+    await mysqlQuery(live, "UPDATE numbers SET f = 1; DELETE FROM texts WHERE id = 1; UPDATE prices SET price = 99; DELETE FROM parts WHERE id > 5; DELETE FROM mem; UPDATE ar SET v = 'x'; INSERT INTO orders (amount) VALUES (1); UPDATE stock SET qty = 0; DELETE FROM blobs WHERE id = 5");
+    const tables = ['ar', 'blobs', 'mem', 'numbers', 'orders', 'parts', 'prices', 'stock', 'texts'];
+    await repo.restore({ id: record.id }, { to: mysqlUrl(live), tables, force: true });
+    const sorted = (dump: string) => dump.replace(/ AUTO_INCREMENT=\d+/g, '').replace(/^SELECT SETVAL.*$/gm, '');
+    const others = (db: string) => ['audit', 'dup', 'my'].map((t) => `--ignore-table=${db}.${t}`);
+    assert.equal(sorted(mysqlDump(live, others(live))), sorted(mysqlDump(source, others(source))));
+    const expected = await checksums(source);
+    const got = await checksums(live);
+    for (const t of tables) assert.equal(got[t], expected[t], `CHECKSUM TABLE ${t}`);
+    for (const [table, period] of [['prices', 'ROW_START, ROW_END'], ['stock', 'valid_from, valid_to']] as const) {
+      const history = `SELECT *, ${period} FROM ${table} FOR SYSTEM_TIME ALL ORDER BY 1, ${period}`;
+      assert.deepEqual(await rows(live, history), await rows(source, history), `history of ${table}`);
+    }
+  });
+
+  it('restore --tables of a parent whose children stay is refused before anything changes, instead of cascading', async () => {
+    const sql = `CREATE TABLE a (id INT PRIMARY KEY) ENGINE=InnoDB; CREATE TABLE b (id INT PRIMARY KEY, a_id INT, FOREIGN KEY (a_id) REFERENCES a (id) ON DELETE CASCADE) ENGINE=InnoDB;
+      INSERT INTO a VALUES (1), (2); INSERT INTO b VALUES (1, 1), (2, 2);`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(mysqlUrl(source), { database: 'parent' });
+    const live = await databases.create(sql);
+    await mysqlQuery(live, 'INSERT INTO a VALUES (3)');
+    const before = mysqlDump(live);
+    await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['a'], force: true }), (err: unknown) => isStrataError(err, 'USAGE') && /table b refers to a/.test(err.message));
+    assert.equal(mysqlDump(live), before);
+  });
+
+  it('a failed restore --tables leaves MyISAM, Aria and InnoDB tables as they were (the MyISAM and Aria ones were loaded before the failure)', async () => {
+    const sql = `CREATE TABLE m (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=MyISAM; CREATE TABLE ar (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=Aria; CREATE TABLE z (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+      INSERT INTO m VALUES (1, 'long enough'); INSERT INTO ar VALUES (1, 'aria'); INSERT INTO z VALUES (1, 'long enough');`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(mysqlUrl(source), { database: 'nontx' });
+    const live = await databases.create(sql);
+    await mysqlQuery(live, "INSERT INTO m VALUES (2, 'live'); INSERT INTO ar VALUES (2, 'live'); DELETE FROM z; ALTER TABLE z MODIFY v VARCHAR(4); INSERT INTO z VALUES (2, 'live')");
+    const before = mysqlDump(live);
+    await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['ar', 'm', 'z'], force: true }), (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /table z\b/.test(err.message));
+    assert.equal(mysqlDump(live), before);
+    assert.deepEqual(await rows(undefined, `SHOW DATABASES LIKE '${live}\\_\\_strata%'`), []);
+  });
+
+  it('a restore --force that fails after the swap (an event the target refuses) moves the original tables back and recreates their objects', async () => {
+    const live = await databases.create(`CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB; CREATE TABLE m (x INT) ENGINE=MyISAM; INSERT INTO t VALUES (5); INSERT INTO m VALUES (9);
+      CREATE VIEW v2 AS SELECT x FROM m; CREATE TRIGGER tr BEFORE INSERT ON m FOR EACH ROW SET NEW.x = NEW.x + 1;
+      CREATE TRIGGER tr0 BEFORE INSERT ON m FOR EACH ROW PRECEDES tr SET NEW.x = NEW.x * 10;
+      CREATE FUNCTION f() RETURNS INT DETERMINISTIC RETURN 1; CREATE EVENT ev ON SCHEDULE EVERY 1 DAY STARTS '2035-01-01 00:00:00' DISABLE DO DELETE FROM m;
+      CREATE SEQUENCE s START WITH 7;`);
+    const before = mysqlDump(live);
+    const session = await engine.beginRestore(mysqlUrl(live), { tempDir: path.join(dir.path, 'tmp'), force: true });
+    // As a backup from a newer server could hold it: an event statement this server does not accept.
+    await session.prepare!(
+      [
+        '-- strata: MySQL/MariaDB schema; database charset utf8mb4 collate utf8mb4_general_ci',
+        'DELIMITER ;;',
+        'CREATE TABLE `t` (`id` int NOT NULL PRIMARY KEY, `v` int) ENGINE=InnoDB',
+        ';;',
+        '-- strata: post-data (views, triggers, events) below',
+        'CREATE EVENT `e_new` ON SCHEDULE EVERY 1 FORTNIGHT DO DELETE FROM t',
+        ';;',
+        'DELIMITER ;',
+        '',
+      ].join('\n'),
+    );
+    const sink = await session.streamTarget('t.rows');
+    if (sink.kind !== 'sink') throw new Error('expected a sink');
+    await sink.write(Buffer.from('1\t2\n'));
+    await sink.end();
+    await assert.rejects(session.commit({ tables: ['t'], schemaOnly: false, schemaSql: '', engineMeta: {} }), (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /event `e_new`/.test(err.message));
+    assert.equal(mysqlDump(live), before);
+    await mysqlQuery(live, 'INSERT INTO m VALUES (1)');
+    assert.deepEqual(await rows(live, 'SELECT x FROM m ORDER BY x'), [{ x: 9 }, { x: 11 }], 'the triggers are back, in their order');
+    assert.deepEqual(await rows(undefined, `SHOW DATABASES LIKE '${live}\\_\\_strata%'`), []);
+  });
+
+  it('a failed restore --force leaves the target exactly as it was, with nothing left behind', async () => {
+    const other = await databases.create('CREATE TABLE ext (id INT)');
+    const source = await databases.create(`CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1); CREATE VIEW v AS SELECT id FROM \`${other}\`.ext;`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'fails' });
+    await mysqlQuery(undefined, `DROP DATABASE \`${other}\``);
+    const live = await databases.create("CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE mine (x INT) ENGINE=MyISAM; INSERT INTO t VALUES (5); INSERT INTO mine VALUES (9); CREATE VIEW v2 AS SELECT x FROM mine; CREATE TRIGGER tr BEFORE INSERT ON mine FOR EACH ROW SET NEW.x = NEW.x + 1;");
+    const before = mysqlDump(live);
+    await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true }), (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /view `v`/.test(err.message));
+    assert.equal(mysqlDump(live), before);
+    assert.deepEqual(await rows(undefined, `SHOW DATABASES LIKE '${live}\\_\\_strata%'`), []);
+  });
+});
