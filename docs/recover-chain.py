@@ -504,6 +504,7 @@ def statements(units, strip):
 
 def write_mysql(out, manifest, schema):
     header = re.search(r"charset (\S+) collate (\S+)", schema.split("\n", 1)[0])
+    row_format_2 = re.search(r"^-- strata: row format 2\b", schema, re.M) is not None
     at = schema.find(MYSQL_MARKER)
     pre = mysql_units(schema if at < 0 else schema[:at])
     post = [] if at < 0 else order_views(mysql_units(schema[at:]))
@@ -542,8 +543,10 @@ def write_mysql(out, manifest, schema):
                 sets.append(f"{column} = UNHEX(@v{i})")
             elif kind == NUMBER:
                 # A BIT value is a number: loaded as text it would be the bytes of its digits.
+                # Backups of Strata up to cc33e74 (no "row format 2" line in schema.sql) wrote
+                # it in hexadecimal, like binary columns.
                 targets.append(f"@v{i}")
-                sets.append(f"{column} = CAST(@v{i} AS UNSIGNED)")
+                sets.append(f"{column} = CAST(@v{i} AS UNSIGNED)" if row_format_2 else f"{column} = CAST(CONV(@v{i}, 16, 10) AS UNSIGNED)")
             else:
                 targets.append(column)
         path = mysql_string(os.path.join(out, "data", stream["name"]))
