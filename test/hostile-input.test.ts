@@ -355,7 +355,7 @@ describe('hostile input and private data', () => {
     it('the temporary file of a lock create cut short by a kill or a full disk is swept', () => {
       init();
       // The lock's content is written to a temporary file first, then linked into place.
-      const leftover = path.join(repo(), '.tmp', `repository.lock.${deadPid()}-0a1b2c3d4e5f.partial`);
+      const leftover = path.join(repo(), 'locks', `.repository.lock.${deadPid()}-0a1b2c3d4e5f.partial`);
       mkdirSync(path.dirname(leftover), { recursive: true });
       writeFileSync(leftover, '');
       assert.equal(strata(['list', '--repo', repo()]).status, 0);

@@ -177,11 +177,9 @@ export class LocalStorage implements Storage {
       await fs.mkdir(path.dirname(file), { recursive: true, mode: PRIVATE_DIR });
       // Write the content under a temp name and hard-link it into place: link() fails if the
       // name exists, and readers never see an empty lock file from a writer that died mid-write.
-      // The temp file is named like put()'s, in the same folder, so sweepTemp() removes one that
-      // a kill or a full disk left behind.
-      const tempDir = path.join(this.#root, TEMP_DIR);
-      await fs.mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR });
-      const temp = path.join(tempDir, `${path.basename(file)}.${process.pid}-${randomBytes(6).toString('hex')}.partial`);
+      // The temp file carries the writer's pid, like put()'s, so sweepTemp() removes one that a
+      // kill or a full disk left behind.
+      const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}-${randomBytes(6).toString('hex')}.partial`);
       try {
         await fs.writeFile(temp, body, { mode: 0o600 });
         await fs.link(temp, file);
@@ -229,6 +227,12 @@ export class LocalStorage implements Storage {
    * the file is older than `olderThanMs` (a writer on another host sharing the folder).
    */
   async sweepTemp(olderThanMs = 24 * 60 * 60_000): Promise<number> {
+    // Temporary files of exclusive creates (locks) live beside the lock, dotted.
+    const locks = path.join(this.#root, 'locks');
+    for (const name of await fs.readdir(locks).catch(() => [] as string[])) {
+      const pid = Number(/^\..*\.(\d+)-[0-9a-f]+\.partial$/.exec(name)?.[1]);
+      if (Number.isInteger(pid) && !processRuns(pid)) await fs.rm(path.join(locks, name), { force: true });
+    }
     const dir = path.join(this.#root, TEMP_DIR);
     let names: string[];
     try {
