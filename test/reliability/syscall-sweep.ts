@@ -7,7 +7,7 @@
  * narrow ones between two system calls.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from '../helpers/databases.js';
@@ -53,23 +53,29 @@ function must(args: string[], cwd: string): string {
 
 /** A work folder with two chains (full1 ← incr1, full2 ← incr2), a restore target and an export of the newest chain. */
 function buildFixture(work: string): Fixture {
+  // Built where every run takes place, then moved aside: each run copies it back to the same
+  // path, so the sources its catalog recorded are the run's own (an incremental of a database at
+  // another path is refused as another database).
+  const built = path.join(work, 'run');
   const template = path.join(work, 'template');
-  mkdirSync(template, { recursive: true });
-  const source = path.join(template, 'app.db');
+  mkdirSync(built, { recursive: true });
+  const source = path.join(built, 'app.db');
   buildRichDatabase(source, { rows: 120 });
-  must(['init', '--repo', 'repo'], template);
-  must(['init', '--repo', 'import-target'], template);
+  must(['init', '--repo', 'repo'], built);
+  must(['init', '--repo', 'import-target'], built);
   const ids: string[] = [];
   const times = ['2026-11-01T00:00:00Z', '2026-11-02T00:00:00Z', '2026-11-03T00:00:00Z', '2026-11-04T00:00:00Z'];
   for (const [i, type] of (['full', 'incremental', 'full', 'incremental'] as const).entries()) {
     mutate(source, i + 1);
-    if (i === 1) copyFileSync(source, path.join(template, 'target.db'));
-    ids.push(JSON.parse(must(['backup', 'app.db', '--repo', 'repo', '--name', 'app', '--type', type, '--time', times[i]!, '--json'], template)).id as string);
+    if (i === 1) copyFileSync(source, path.join(built, 'target.db'));
+    ids.push(JSON.parse(must(['backup', 'app.db', '--repo', 'repo', '--name', 'app', '--type', type, '--time', times[i]!, '--json'], built)).id as string);
   }
   const incr2 = sqliteDump(source);
-  must(['export', 'app', '--out', 'bundle.tar.gz', '--repo', 'repo'], template);
+  must(['export', 'app', '--out', 'bundle.tar.gz', '--repo', 'repo'], built);
   mutate(source, 9);
-  return { template, source, ids: { full1: ids[0]!, incr1: ids[1]!, full2: ids[2]!, incr2: ids[3]! }, dumps: { incr2, oldTarget: sqliteDump(path.join(template, 'target.db')) } };
+  const oldTarget = sqliteDump(path.join(built, 'target.db'));
+  renameSync(built, template);
+  return { template, source: path.join(template, 'app.db'), ids: { full1: ids[0]!, incr1: ids[1]!, full2: ids[2]!, incr2: ids[3]! }, dumps: { incr2, oldTarget } };
 }
 
 /** The command of each operation, run in a copy of the template. */
