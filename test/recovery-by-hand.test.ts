@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
@@ -436,6 +436,20 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       for (const db of [source, target]) await mysqlQuery(db, 'INSERT INTO items (weight) VALUES (1)');
       const item = 'SELECT id, weight FROM items';
       assert.deepEqual(await mysqlQuery(target, item), await mysqlQuery(source, item));
+    });
+
+    it('a backup made by the previous release (BIT written in hexadecimal) recovers with its BIT values', async () => {
+      // fixtures/legacy-v1/mysql-bit: made by cc33e74, whose row streams wrote BIT like binary columns.
+      const legacy = path.join(ROOT, 'fixtures/legacy-v1/mysql-bit');
+      const repo = path.join(dir.path, 'legacy-repo');
+      cpSync(path.join(legacy, 'repo'), repo, { recursive: true });
+      const source = await databases.create(readFileSync(path.join(legacy, 'setup.sql'), 'utf8'));
+      const target = databases.name();
+      myCnf();
+      follow('load-mysql', { OUT: recoverChain(repo, 'bits'), NEWDB: target });
+      assert.equal(mysqlDump(target), mysqlDump(source));
+      const bits = 'SELECT id, b1 + 0 AS b1, b12 + 0 AS b12, CAST(b64 AS UNSIGNED) AS b64 FROM flags ORDER BY id';
+      assert.deepEqual(await mysqlQuery(target, bits), await mysqlQuery(source, bits));
     });
   });
 
