@@ -34,7 +34,7 @@ import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
 import { artifactKey, newBackupId, parseArtifactKey, validateDatabaseName } from './naming.js';
 import type { ProgressListener } from './progress.js';
-import type { Storage } from './storage.js';
+import type { Storage, StorageAccess } from './storage.js';
 import { isNotFound } from './storage.js';
 import { STRATA_VERSION } from './version.js';
 import { planRetention } from './retention.js';
@@ -60,6 +60,8 @@ interface RepositoryConfigFile {
     keyCheckSha256?: string;
   };
   compression: CompressionConfig;
+  /** Absent in repositories made before it existed, which are private. */
+  access?: StorageAccess;
 }
 
 /** Options for {@link initRepository}. */
@@ -68,6 +70,12 @@ export interface InitOptions {
   readonly encryption: EncryptionProfile;
   readonly passphrase?: Passphrase;
   readonly compression?: CompressionConfig;
+  /**
+   * Let the owner's group read the repository (folders 0750, files 0640), for backup operators
+   * who copy or check it under their own account. Recorded in repository.json, so every later
+   * process writes with these modes. Default: private to the owner (0700, 0600).
+   */
+  readonly groupReadable?: boolean;
 }
 
 /** Where a passphrase comes from: a value, or a function asked only when one is needed. */
@@ -216,6 +224,11 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
     encryption,
     compression,
   };
+  if (options.groupReadable) {
+    if (!storage.setAccess) throw new StrataError('USAGE', `init: ${storage.location} has no file permissions to open to a group; leave out --group-readable`);
+    config.access = 'group-readable';
+  }
+  await storage.setAccess?.(config.access ?? 'private', { root: true });
   const created = await storage.createExclusive(REPOSITORY_CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
   if (!created) throw new StrataError('REPO_EXISTS', `init: ${storage.location} already holds a Strata repository`);
   await writeCatalog(storage, []);
@@ -259,6 +272,11 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `repository: format version ${config.version} was written by a newer Strata (this one reads up to ${REPOSITORY_FORMAT_VERSION}); upgrade Strata`);
   }
   checkEncryptionSection(config, storage.location);
+  if (config.access !== undefined && config.access !== 'private' && config.access !== 'group-readable') {
+    throw new StrataError('ARTIFACT_CORRUPT', `repository: ${REPOSITORY_CONFIG_KEY} in ${storage.location} is damaged (unknown access ${JSON.stringify(config.access)}); put back a copy of it`);
+  }
+  // Before the first write of this process (the sweeps below delete, later commands write).
+  await storage.setAccess?.(config.access ?? 'private');
   await sweepPrivateTemps(options.tempDir);
   await storage.sweepTemp?.();
   await sweepStaging(storage);
@@ -305,8 +323,8 @@ export class Repository {
   }
 
   /** The settings chosen at init (never secrets). */
-  get settings(): { id: string; encryption: EncryptionProfile; compression: CompressionConfig; location: string } {
-    return { id: this.#config.id, encryption: this.#config.encryption.profile, compression: this.#config.compression, location: this.storage.location };
+  get settings(): { id: string; encryption: EncryptionProfile; compression: CompressionConfig; location: string; access: StorageAccess } {
+    return { id: this.#config.id, encryption: this.#config.encryption.profile, compression: this.#config.compression, location: this.storage.location, access: this.#config.access ?? 'private' };
   }
 
   /** This process's private temporary folder, made on first use (see {@link makePrivateTemp}). */
