@@ -144,6 +144,8 @@ async function diagnose(err: unknown, options: ReadArtifactOptions, where: strin
   if (options.signal?.aborted) return new StrataError('ABORTED', `${where}: cancelled`, { cause: err });
   // System errors (a full target disk, a permission problem) are about the target, not the artifact.
   const systemError = typeof (err as { syscall?: unknown })?.syscall === 'string';
+  // Other errors here are the decompressor's or openpgp's, about bytes ("Modification detected"),
+  // so the journal keeps their words; a restore target's errors arrive wrapped (see chain-restore).
   const wrapped = isStrataError(err)
     ? err
     : systemError
