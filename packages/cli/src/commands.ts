@@ -30,6 +30,7 @@ export interface InitCommandOptions {
   readonly noEncryption: boolean;
   readonly compression?: string;
   readonly compressionLevel?: number;
+  readonly groupReadable?: boolean;
 }
 
 export async function initCommand(ctx: CommandContext, options: InitCommandOptions): Promise<number> {
@@ -51,11 +52,15 @@ export async function initCommand(ctx: CommandContext, options: InitCommandOptio
       );
     }
   }
-  await initRepository(location, { encryption: profile, ...(passphrase ? { passphrase } : {}), compression: { codec, level } });
+  const groupReadable = options.groupReadable ?? false;
+  await initRepository(location, { encryption: profile, ...(passphrase ? { passphrase } : {}), compression: { codec, level }, groupReadable });
+  const access = groupReadable ? 'group-readable' : 'private';
   if (ctx.json) {
-    ctx.printJson({ repository: location, encryption: profile, compression: { codec, level } });
+    ctx.printJson({ repository: location, encryption: profile, compression: { codec, level }, access });
   } else {
-    process.stdout.write(`created repository ${location}\n  encryption: ${profile === 'none' ? 'none (unencrypted, as asked)' : `${profile} (AES-256)`}\n  compression: ${codec}${codec === 'none' ? '' : ` level ${level}`}\n`);
+    process.stdout.write(
+      `created repository ${location}\n  encryption: ${profile === 'none' ? 'none (unencrypted, as asked)' : `${profile} (AES-256)`}\n  compression: ${codec}${codec === 'none' ? '' : ` level ${level}`}\n  access: ${groupReadable ? 'you, and your group reads (folders 0750, files 0640)' : 'only you (folders 0700, files 0600)'}\n`,
+    );
     if (profile !== 'none') {
       process.stdout.write('Keep the passphrase safe: without it no backup in this repository can be restored.\n');
     }

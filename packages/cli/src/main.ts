@@ -74,7 +74,7 @@ Exit status:
 `;
 
 const COMMAND_HELP: Record<string, string> = {
-  init: `Usage: strata init --repo DIR [--encryption compat|modern | --no-encryption] [--compression zstd|gzip|none] [--compression-level N]
+  init: `Usage: strata init --repo DIR [--encryption compat|modern | --no-encryption] [--compression zstd|gzip|none] [--compression-level N] [--group-readable]
 
 Creates a repository. Encryption is OpenPGP with AES-256 and a passphrase:
   compat   (default) gpg --decrypt can open every artifact
@@ -82,6 +82,9 @@ Creates a repository. Encryption is OpenPGP with AES-256 and a passphrase:
 The passphrase comes from --passphrase-command, --passphrase-file, STRATA_PASSPHRASE_COMMAND,
 STRATA_PASSPHRASE_FILE, STRATA_PASSPHRASE, or a prompt (asked twice), in that order.
 Compression defaults to zstd level 3 when this Node can do zstd, else gzip level 6.
+The repository is private to you: folders 0700, files 0600, whatever the umask. With
+--group-readable your group may read it too (folders 0750, files 0640: copy, sync, recover by
+hand; only you write). repository.json records the choice, so every later command keeps it.
 `,
   backup: `Usage: strata backup <db> [--type full|incremental|differential|schema-only] [--auto-full] [--label TEXT] [--tag TAG]... [--time ISO] [--name NAME] [--json]
 
@@ -200,7 +203,13 @@ const GLOBAL_OPTIONS = {
 } satisfies ParseArgsConfig['options'];
 
 const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
-  init: { encryption: { type: 'string' }, 'no-encryption': { type: 'boolean', default: false }, compression: { type: 'string' }, 'compression-level': { type: 'string' } },
+  init: {
+    encryption: { type: 'string' },
+    'no-encryption': { type: 'boolean', default: false },
+    compression: { type: 'string' },
+    'compression-level': { type: 'string' },
+    'group-readable': { type: 'boolean', default: false },
+  },
   backup: {
     type: { type: 'string' },
     label: { type: 'string' },
@@ -292,6 +301,7 @@ export async function run(argv: string[]): Promise<number> {
           noEncryption: values['no-encryption'] === true,
           ...(str(values, 'compression') !== undefined ? { compression: str(values, 'compression')! } : {}),
           ...(values['compression-level'] !== undefined ? { compressionLevel: parseNumber(str(values, 'compression-level'), '--compression-level')! } : {}),
+          groupReadable: values['group-readable'] === true,
         });
       case 'backup': {
         if (positionals.length === 0) throw new StrataError('USAGE', 'backup: name the database to back up (see strata backup --help)');

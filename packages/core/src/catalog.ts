@@ -15,14 +15,28 @@ export interface CheckResult {
   readonly status: CheckStatus;
   /** Why it failed or was skipped, or what it proved when it passed. */
   readonly reason: string;
+  /**
+   * The reason as the catalog and the journal keep it, when `reason` names schema objects or
+   * quotes the database: counts instead of names ("rows differ in 1 table"). Absent when `reason`
+   * names none.
+   */
+  readonly redacted?: string;
 }
 
-/** The last verification of a backup, as the catalog keeps it. */
+/**
+ * The last verification of a backup, as the catalog keeps it. Its checks' reasons are the
+ * redacted ones (see {@link redactCheck}): the catalog is plaintext even in an encrypted repository.
+ */
 export interface VerificationRecord {
   readonly at: string;
   readonly level: 'quick' | 'full';
   readonly outcome: 'passed' | 'failed';
   readonly checks: readonly CheckResult[];
+}
+
+/** A check as plaintext files keep it: its redacted reason in place of the reason. */
+export function redactCheck(check: CheckResult): CheckResult {
+  return { name: check.name, status: check.status, reason: check.redacted ?? check.reason };
 }
 
 /** One restore point as the catalog lists it. Everything here can be rebuilt from the artifact. */
@@ -99,7 +113,8 @@ function isRecordShaped(r: unknown): r is BackupRecord {
 
 /** Writes the catalog atomically (the storage's put is temp + fsync + rename). */
 export async function writeCatalog(storage: Storage, backups: readonly BackupRecord[]): Promise<void> {
-  const file: CatalogFile = { format: 'strata-catalog', version: CATALOG_VERSION, backups: sortBackups(backups) };
+  const redacted = backups.map((b) => (b.verification ? { ...b, verification: { ...b.verification, checks: b.verification.checks.map(redactCheck) } } : b));
+  const file: CatalogFile = { format: 'strata-catalog', version: CATALOG_VERSION, backups: sortBackups(redacted) };
   await storage.put(CATALOG_KEY, Buffer.from(JSON.stringify(file, null, 1) + '\n'));
 }
 

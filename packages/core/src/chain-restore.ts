@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import type { BackupRecord } from './catalog.js';
 import type { Passphrase } from './encryption.js';
 import type { RestoreSession, StreamTarget } from './engine.js';
-import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
+import { StrataError, errorText, isStrataError, named, redactable, throwIfAborted, wrapError } from './errors.js';
+import type { MessageText } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents, ArtifactLocation, StreamWriter } from './format/artifact-reader.js';
 import type { ChunkLayout, LayoutEntry } from './format/chunk-index.js';
@@ -109,7 +110,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
         targets.set(name, target);
         this.current = { name, next: 0, sha: createHash('sha256'), writer: await sequentialWriter(target, (n) => (bytes += n)) };
       }
-      if (position !== this.current.next) throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: stream ${name} has chunks out of order`);
+      if (position !== this.current.next) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore ${tip.record.id}: stream ${named(name, 'stream')} has chunks out of order`);
       this.current.next++;
       this.current.sha.update(chunk);
       await this.current.writer.write(chunk);
@@ -172,7 +173,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     for (const [name, sha] of ordered.hashes) {
       const expected = contents.manifest.streams.find((s) => s.name === name);
       if (!expected || sha !== expected.sha256) {
-        throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: stream ${name} does not match the SHA-256 in its manifest`);
+        throw new StrataError('ARTIFACT_CORRUPT', redactable`restore ${tip.record.id}: stream ${named(name, 'stream')} does not match the SHA-256 in its manifest`);
       }
     }
     const pending = contents.manifest.streams.filter((s) => !direct.has(s.name) && !ordered.hashes.has(s.name));
@@ -187,7 +188,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     for (const [streamIndex, stream] of pending.entries()) {
       const layout = complete.get(stream.name);
       if (!layout || layout.count !== stream.chunkCount || layout.sizes.reduce((sum, n) => sum + n, 0) !== stream.size) {
-        throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: the layout of stream ${stream.name} does not cover the ${stream.chunkCount} chunks and ${stream.size} bytes its manifest records`);
+        throw new StrataError('ARTIFACT_CORRUPT', redactable`restore ${tip.record.id}: the layout of stream ${named(stream.name, 'stream')} does not cover the ${stream.chunkCount} chunks and ${stream.size} bytes its manifest records`);
       }
       const target = await session.streamTarget(stream.name);
       targets.set(stream.name, target);
@@ -270,7 +271,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
         await reader.close();
       }
       if (sha.digest('hex') !== stream.sha256) {
-        throw new StrataError('ARTIFACT_CORRUPT', `restore ${tip.record.id}: assembled stream ${stream.name} does not match the SHA-256 in its manifest`);
+        throw new StrataError('ARTIFACT_CORRUPT', redactable`restore ${tip.record.id}: assembled stream ${named(stream.name, 'stream')} does not match the SHA-256 in its manifest`);
       }
     }
     return { contents, bytes };
@@ -342,7 +343,7 @@ export async function sequentialWriter(target: StreamTarget, onBytes: (n: number
  * such. Without this they surface inside the artifact reader and read as "read backups/...", which
  * sends a user looking for a damaged backup when the target folder is read-only or full.
  */
-async function onTargetSide<T>(what: string, fn: () => Promise<T>): Promise<T> {
+async function onTargetSide<T>(what: MessageText, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
@@ -350,11 +351,11 @@ async function onTargetSide<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function targetFailure(what: string, err: unknown): StrataError {
+function targetFailure(what: MessageText, err: unknown): StrataError {
   if (isStrataError(err)) return err;
   // System errors: a full disk becomes NO_SPACE, a permission problem IO, both naming the file.
-  if (typeof (err as { syscall?: unknown })?.syscall === 'string') return wrapError(`restore: write ${what}`, err);
-  return new StrataError('RESTORE_FAILED', `restore: ${what} did not take the data: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  if (typeof (err as { syscall?: unknown })?.syscall === 'string') return wrapError(redactable`restore: write ${what}`, err);
+  return new StrataError('RESTORE_FAILED', redactable`restore: ${what} did not take the data: ${errorText(err)}`, { cause: err });
 }
 
 /** The session with each sink's errors named as the target's (see {@link onTargetSide}). */
@@ -367,7 +368,7 @@ function targetSideSession(session: RestoreSession): RestoreSession {
     streamTarget: async (name) => {
       const target = await session.streamTarget(name);
       if (target.kind !== 'sink') return target;
-      const what = `the target's stream ${name}`;
+      const what = redactable`the target's stream ${named(name, 'stream')}`;
       return { kind: 'sink', write: (chunk) => onTargetSide(what, () => target.write(chunk)), end: () => onTargetSide(what, () => target.end()) };
     },
   };

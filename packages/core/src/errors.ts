@@ -74,6 +74,82 @@ export interface StrataErrorOptions {
 }
 
 /**
+ * A part of a message that the repository's plaintext files (journal, catalog) must not keep: the
+ * name of a table, column, index, trigger or other schema object, SQL, a row value, or a database
+ * server's own words (which quote all of those). The terminal and `--json` show `text`; the files
+ * keep `standIn`, so an encrypted repository does not give its schema away through its audit trail.
+ */
+export class Withheld {
+  constructor(
+    readonly text: string,
+    readonly standIn: string,
+  ) {}
+}
+
+/**
+ * Schema object names in a message: one (`named('users', 'table')`, kept as `‹table›`) or a list
+ * (shown comma-separated, kept as a count: `‹3 tables›`).
+ */
+export function named(names: string | readonly string[], noun: string): Withheld {
+  if (typeof names === 'string') return new Withheld(names, `‹${noun}›`);
+  return new Withheld(names.join(', '), `‹${names.length} ${noun}${names.length === 1 ? '' : 's'}›`);
+}
+
+/** SQL, a value or any other text from a database in a message, kept as `‹what›`. */
+export function withheld(text: string, what: string): Withheld {
+  return new Withheld(text, `‹${what}›`);
+}
+
+/** Another error's message inside a message: in files, that error's own redacted form. */
+export function errorText(err: unknown): Withheld {
+  return new Withheld(err instanceof Error ? err.message : String(err), redactedMessage(err));
+}
+
+/** A message with parts marked {@link Withheld}: the whole `text`, and the `redacted` form files keep. */
+export interface RedactableMessage {
+  readonly text: string;
+  readonly redacted: string;
+}
+
+/** Text for a message or a message's context: plain, or with parts withheld from files. */
+export type MessageText = string | RedactableMessage;
+
+/**
+ * Builds a message whose {@link Withheld} parts stay out of plaintext files (a part may also be
+ * another message built this way):
+ *
+ * ```ts
+ * throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(t, 'table')}`)
+ * ```
+ */
+export function redactable(strings: TemplateStringsArray, ...values: unknown[]): RedactableMessage {
+  let text = strings[0]!;
+  let redacted = strings[0]!;
+  values.forEach((value, i) => {
+    const nested = value instanceof Withheld ? { text: value.text, redacted: value.standIn } : isRedactableMessage(value) ? value : { text: String(value), redacted: String(value) };
+    text += nested.text + strings[i + 1]!;
+    redacted += nested.redacted + strings[i + 1]!;
+  });
+  return { text, redacted };
+}
+
+function isRedactableMessage(value: unknown): value is RedactableMessage {
+  return typeof value === 'object' && value !== null && typeof (value as RedactableMessage).text === 'string' && typeof (value as RedactableMessage).redacted === 'string';
+}
+
+/**
+ * What a plaintext file may keep of an error's message. A StrataError's message is Strata's own
+ * words, with schema names marked where it was built; a system error's names a path and an errno.
+ * Any other error (a driver's, SQLite's) quotes the database, so only its code is kept.
+ */
+export function redactedMessage(err: unknown): string {
+  if (err instanceof StrataError) return err.redacted;
+  if (typeof err === 'object' && err !== null && typeof (err as SystemError).syscall === 'string') return (err as Error).message;
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return `‹message withheld${typeof code === 'string' || typeof code === 'number' ? `: ${code}` : ''}›`;
+}
+
+/**
  * The one error type Strata throws. Messages are lowercase "step: problem" and name what failed
  * (a backup id, a path) but never a passphrase or a password-bearing URL.
  *
@@ -84,12 +160,18 @@ export interface StrataErrorOptions {
 export class StrataError extends Error {
   readonly code: StrataErrorCode;
   readonly details: Record<string, unknown>;
+  /**
+   * The message as the journal and the catalog keep it: without what {@link redactable} marked
+   * (schema names, SQL, values). The same as `message` for a plain string message.
+   */
+  readonly redacted: string;
 
-  constructor(code: StrataErrorCode, message: string, options: StrataErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+  constructor(code: StrataErrorCode, message: string | RedactableMessage, options: StrataErrorOptions = {}) {
+    super(typeof message === 'string' ? message : message.text, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StrataError';
     this.code = code;
     this.details = options.details ?? {};
+    this.redacted = typeof message === 'string' ? message : message.redacted;
   }
 }
 
@@ -116,18 +198,17 @@ export function hasErrno(err: unknown, code: string): err is SystemError {
  * prefixing the step) so the original code survives. Out-of-space and abort are recognised here,
  * once, so every layer reports them the same way.
  */
-export function wrapError(step: string, err: unknown): StrataError {
+export function wrapError(step: MessageText, err: unknown): StrataError {
   if (err instanceof StrataError) {
-    if (err.message.startsWith(step)) return err;
-    const wrapped = new StrataError(err.code, `${step}: ${err.message}`, { cause: err.cause, details: err.details });
+    if (err.message.startsWith(typeof step === 'string' ? step : step.text)) return err;
+    const wrapped = new StrataError(err.code, redactable`${step}: ${errorText(err)}`, { cause: err.cause, details: err.details });
     return wrapped;
   }
   if (hasErrno(err, 'ENOSPC') || hasErrno(err, 'EDQUOT')) {
-    return new StrataError('NO_SPACE', `${step}: no space left on device`, { cause: err });
+    return new StrataError('NO_SPACE', redactable`${step}: no space left on device`, { cause: err });
   }
-  if (isAbortError(err)) return new StrataError('ABORTED', `${step}: cancelled`, { cause: err });
-  const message = err instanceof Error ? err.message : String(err);
-  return new StrataError('IO', `${step}: ${message}`, { cause: err });
+  if (isAbortError(err)) return new StrataError('ABORTED', redactable`${step}: cancelled`, { cause: err });
+  return new StrataError('IO', redactable`${step}: ${errorText(err)}`, { cause: err });
 }
 
 /** True for the errors an AbortSignal produces (DOMException AbortError or our own ABORTED). */

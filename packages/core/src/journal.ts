@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { StrataError } from './errors.js';
+import { StrataError, redactedMessage } from './errors.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
 
@@ -26,8 +26,9 @@ export interface JournalRecord {
   readonly storedBytes?: number;
   /** storedBytes / rawBytes. */
   readonly compressionRatio?: number;
+  /** The error's code and its redacted message ({@link StrataError.redacted}): no schema names, SQL or values. */
   readonly error?: { readonly code: string; readonly message: string };
-  /** Anything else worth keeping for the audit trail (never secrets). */
+  /** Anything else worth keeping for the audit trail (never secrets, and no schema names, SQL or values: see {@link redactedMessage}). */
   readonly details?: Record<string, unknown>;
 }
 
@@ -83,7 +84,9 @@ export class Journal {
       fail: (err, outcome = {}) =>
         close('FAILED', {
           ...outcome,
-          error: err instanceof StrataError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) },
+          // The journal is plaintext even in an encrypted repository: it keeps the code and the
+          // redacted message (no table names, SQL or values); the terminal showed the whole one.
+          error: { code: err instanceof StrataError ? err.code : 'INTERNAL', message: redactedMessage(err) },
         }),
     };
   }

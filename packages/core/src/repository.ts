@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { readCatalog, recordFromManifest, sortBackups, writeCatalog } from './catalog.js';
+import { readCatalog, recordFromManifest, redactCheck, sortBackups, writeCatalog } from './catalog.js';
 import type { BackupRecord, CheckResult, VerificationRecord } from './catalog.js';
 import { getCodec, validateCompression, defaultCompression } from './compression.js';
 import type { CompressionConfig } from './compression.js';
@@ -18,7 +18,8 @@ import { redactLocator } from './server-engine.js';
 import { layoutCacheKey, layoutsDigest, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { hasDeltas, resolveLayouts } from './format/chunk-index.js';
 import type { ChunkLayout, LayoutEntry } from './format/chunk-index.js';
-import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
+import { StrataError, errorText, isStrataError, redactable, redactedMessage, throwIfAborted, wrapError } from './errors.js';
+import type { RedactableMessage } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents, ArtifactLocation } from './format/artifact-reader.js';
 import { writeArchive } from './format/artifact-writer.js';
@@ -33,7 +34,7 @@ import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
 import { artifactKey, newBackupId, parseArtifactKey, validateDatabaseName } from './naming.js';
 import type { ProgressListener } from './progress.js';
-import type { Storage } from './storage.js';
+import type { Storage, StorageAccess } from './storage.js';
 import { isNotFound } from './storage.js';
 import { STRATA_VERSION } from './version.js';
 import { planRetention } from './retention.js';
@@ -59,6 +60,8 @@ interface RepositoryConfigFile {
     keyCheckSha256?: string;
   };
   compression: CompressionConfig;
+  /** Absent in repositories made before it existed, which are private. */
+  access?: StorageAccess;
 }
 
 /** Options for {@link initRepository}. */
@@ -67,6 +70,12 @@ export interface InitOptions {
   readonly encryption: EncryptionProfile;
   readonly passphrase?: Passphrase;
   readonly compression?: CompressionConfig;
+  /**
+   * Let the owner's group read the repository (folders 0750, files 0640), for backup operators
+   * who copy or check it under their own account. Recorded in repository.json, so every later
+   * process writes with these modes. Default: private to the owner (0700, 0600).
+   */
+  readonly groupReadable?: boolean;
 }
 
 /** Where a passphrase comes from: a value, or a function asked only when one is needed. */
@@ -215,6 +224,11 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
     encryption,
     compression,
   };
+  if (options.groupReadable) {
+    if (!storage.setAccess) throw new StrataError('USAGE', `init: ${storage.location} has no file permissions to open to a group; leave out --group-readable`);
+    config.access = 'group-readable';
+  }
+  await storage.setAccess?.(config.access ?? 'private', { root: true });
   const created = await storage.createExclusive(REPOSITORY_CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
   if (!created) throw new StrataError('REPO_EXISTS', `init: ${storage.location} already holds a Strata repository`);
   await writeCatalog(storage, []);
@@ -258,6 +272,11 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `repository: format version ${config.version} was written by a newer Strata (this one reads up to ${REPOSITORY_FORMAT_VERSION}); upgrade Strata`);
   }
   checkEncryptionSection(config, storage.location);
+  if (config.access !== undefined && config.access !== 'private' && config.access !== 'group-readable') {
+    throw new StrataError('ARTIFACT_CORRUPT', `repository: ${REPOSITORY_CONFIG_KEY} in ${storage.location} is damaged (unknown access ${JSON.stringify(config.access)}); put back a copy of it`);
+  }
+  // Before the first write of this process (the sweeps below delete, later commands write).
+  await storage.setAccess?.(config.access ?? 'private');
   await sweepPrivateTemps(options.tempDir);
   await storage.sweepTemp?.();
   await sweepStaging(storage);
@@ -304,8 +323,8 @@ export class Repository {
   }
 
   /** The settings chosen at init (never secrets). */
-  get settings(): { id: string; encryption: EncryptionProfile; compression: CompressionConfig; location: string } {
-    return { id: this.#config.id, encryption: this.#config.encryption.profile, compression: this.#config.compression, location: this.storage.location };
+  get settings(): { id: string; encryption: EncryptionProfile; compression: CompressionConfig; location: string; access: StorageAccess } {
+    return { id: this.#config.id, encryption: this.#config.encryption.profile, compression: this.#config.compression, location: this.storage.location, access: this.#config.access ?? 'private' };
   }
 
   /** This process's private temporary folder, made on first use (see {@link makePrivateTemp}). */
@@ -431,7 +450,7 @@ export class Repository {
           if (isStrataError(err, 'ABORTED')) throw err;
           // The passphrase already opened the key check, so an artifact that does not decrypt is
           // damaged (or foreign). It cannot be listed; the journal says so instead of failing the rebuild.
-          skipped.push(`${object.key}: ${err instanceof Error ? err.message : String(err)}`);
+          skipped.push(`${object.key}: ${redactedMessage(err)}`);
         }
       }
       await writeCatalog(this.storage, records);
@@ -719,7 +738,7 @@ export class Repository {
       await writeLayoutCache(this.storage, key, entries, { profile: this.#config.encryption.profile, passphrase }).catch(() => undefined);
       return entries;
     } catch (err) {
-      throw new StrataError('CHAIN_BROKEN', `${operation}: cannot read the backup ${record.id}: ${err instanceof Error ? err.message : String(err)}; take a full backup`, { cause: err });
+      throw new StrataError('CHAIN_BROKEN', redactable`${operation}: cannot read the backup ${record.id}: ${errorText(err)}; take a full backup`, { cause: err });
     }
   }
 
@@ -841,7 +860,8 @@ export class Repository {
       await op.complete({
         rawBytes: chain.reduce((sum, b) => sum + b.rawBytes, 0),
         storedBytes: chain.reduce((sum, b) => sum + b.storedBytes, 0),
-        details: { target: engine.describe(options.to), chain: chain.map((b) => b.id), ...(options.tables ? { tables: options.tables } : {}) },
+        // How many tables, not which: the journal is plaintext even in an encrypted repository.
+        details: { target: engine.describe(options.to), chain: chain.map((b) => b.id), ...(options.tables ? { tables: options.tables.length } : {}) },
       });
       return { backup: record, chain, target: options.to, bytes };
     } catch (err) {
@@ -908,7 +928,7 @@ export class Repository {
         throw err;
       }
       reports.push(report);
-      const verification: VerificationRecord = { at: new Date().toISOString(), level: options.level, outcome: report.outcome, checks: report.checks };
+      const verification: VerificationRecord = { at: new Date().toISOString(), level: options.level, outcome: report.outcome, checks: report.checks.map(redactCheck) };
       await this.#updateCatalog('verify', (records) => records.map((r) => (r.id === record.id ? { ...r, verification } : r)));
       // The whole result also goes into the journal, where a rebuild of a lost catalog finds it.
       await op.complete({ details: { level: options.level, outcome: report.outcome, failed: report.checks.filter((c) => c.status === 'failed').map((c) => c.name), verification } });
@@ -944,7 +964,7 @@ export class Repository {
       }
       checks.push({ name: 'file-accessibility', status: 'passed', reason: `${chain.length} artifact(s) present, readable, with the recorded sizes` });
     } catch (err) {
-      checks.push({ name: 'file-accessibility', status: 'failed', reason: messageOf(err) });
+      checks.push(failedCheck('file-accessibility', err));
       skipRest('the artifacts are not all accessible');
       return done();
     }
@@ -979,7 +999,7 @@ export class Repository {
       checks.push({ name: 'checksum-match', status: 'passed', reason: 'artifact SHA-256 matches the catalog; every stream and chunk hash matches the manifest' });
     } catch (err) {
       if (isStrataError(err, 'ABORTED')) throw err;
-      checks.push({ name: 'checksum-match', status: 'failed', reason: messageOf(err) });
+      checks.push(failedCheck('checksum-match', err));
       skipRest('the artifact does not match its checksums');
       return done();
     }
@@ -1005,9 +1025,9 @@ export class Repository {
         if (isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE') || /database or disk is full|no space left/i.test(messageOf(err))) {
           throw isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE')
             ? err
-            : new StrataError('NO_SPACE', `verify ${record.id}: the scratch restore ran out of space in the temporary folder (${messageOf(err)}); set STRATA_TMPDIR to a folder with room for the database`, { cause: err });
+            : new StrataError('NO_SPACE', redactable`verify ${record.id}: the scratch restore ran out of space in the temporary folder (${errorText(err)}); set STRATA_TMPDIR to a folder with room for the database`, { cause: err });
         }
-        checks.push({ name: 'database-readable', status: 'failed', reason: messageOf(err) });
+        checks.push(failedCheck('database-readable', err));
         skipRest('the backup could not be restored');
         return done();
       }
@@ -1015,37 +1035,53 @@ export class Repository {
       try {
         facts = await engine.inspect(scratch.locator, { signal: options.signal, recordedMeta: contents!.manifest.engineMeta });
       } catch (err) {
-        checks.push({ name: 'database-readable', status: 'failed', reason: `restored, but does not open: ${messageOf(err)}` });
+        checks.push(failedCheck('database-readable', err, 'restored, but does not open: '));
         skipRest('the restored database does not open');
         return done();
       }
       const manifest = { ...contents!.manifest, tables: recorded!.tables, ...(recorded!.schemaObjects ? { schemaObjects: recorded!.schemaObjects } : {}) };
-      const schemaProblems: string[] = [];
+      const schemaProblems: RedactableMessage[] = [];
       // Objects are compared even when the fingerprints agree: an engine may describe more per
       // object (SQLite's database header) than its fingerprint, which must stay as older versions made it.
       if (facts.schemaFingerprint !== manifest.schemaFingerprint || schemaObjectDifferences(manifest.schemaObjects, facts.schemaObjects).length > 0) {
         schemaProblems.push(describeSchemaDifference(manifest, facts));
       }
       const integrity = facts.integrityErrors.filter((e) => !e.startsWith('foreign key'));
-      schemaProblems.push(...integrity.slice(0, 5));
+      if (integrity.length > 0) schemaProblems.push({ text: integrity.slice(0, 5).join('; '), redacted: `${counted(integrity.length, 'integrity check finding')}` });
       checks.push(
         schemaProblems.length === 0
           ? { name: 'schema-integrity', status: 'passed', reason: 'schema fingerprint matches; integrity check ok' }
-          : { name: 'schema-integrity', status: 'failed', reason: schemaProblems.join('; ') },
+          : { name: 'schema-integrity', status: 'failed', reason: schemaProblems.map((p) => p.text).join('; '), redacted: schemaProblems.map((p) => p.redacted).join('; ') },
       );
       const dataProblems: string[] = [];
+      // The catalog and journal keep counts per kind of problem, never the tables' names.
+      const tally = { missing: 0, rows: 0, content: 0 };
       const restored = new Map(facts.tables.map((t) => [t.name, t]));
       for (const table of manifest.tables) {
         const got = restored.get(table.name);
-        if (!got) dataProblems.push(`table ${table.name} is missing`);
-        else if (got.rows !== table.rows) dataProblems.push(`table ${table.name} has ${got.rows} rows, the backup recorded ${table.rows}`);
-        else if (got.checksum !== table.checksum) dataProblems.push(`table ${table.name} content checksum differs from the recorded one`);
+        if (!got) {
+          dataProblems.push(`table ${table.name} is missing`);
+          tally.missing++;
+        } else if (got.rows !== table.rows) {
+          dataProblems.push(`table ${table.name} has ${got.rows} rows, the backup recorded ${table.rows}`);
+          tally.rows++;
+        } else if (got.checksum !== table.checksum) {
+          dataProblems.push(`table ${table.name} content checksum differs from the recorded one`);
+          tally.content++;
+        }
       }
-      dataProblems.push(...facts.integrityErrors.filter((e) => e.startsWith('foreign key')).slice(0, 5));
+      const foreignKeys = facts.integrityErrors.filter((e) => e.startsWith('foreign key'));
+      dataProblems.push(...foreignKeys.slice(0, 5));
+      const dataSummary = [
+        tally.missing > 0 ? `${counted(tally.missing, 'table')} missing` : '',
+        tally.rows > 0 ? `row counts differ in ${counted(tally.rows, 'table')}` : '',
+        tally.content > 0 ? `content checksums differ in ${counted(tally.content, 'table')}` : '',
+        foreignKeys.length > 0 ? counted(foreignKeys.length, 'foreign key violation') : '',
+      ].filter(Boolean);
       checks.push(
         dataProblems.length === 0
           ? { name: 'data-consistency', status: 'passed', reason: `${manifest.tables.length} table(s): row counts and content checksums match${facts.foreignKeysChecked ? '; foreign keys check out' : ''}` }
-          : { name: 'data-consistency', status: 'failed', reason: dataProblems.slice(0, 10).join('; ') },
+          : { name: 'data-consistency', status: 'failed', reason: dataProblems.slice(0, 10).join('; '), redacted: `${dataSummary.join('; ')} (of ${counted(manifest.tables.length, 'table')})` },
       );
       return done();
     } finally {
@@ -1217,11 +1253,11 @@ export class Repository {
         await this.restore({ id: backup.id }, { to: locator, force: true });
         rolledBack = true;
       } catch (restoreError) {
-        await op.fail(restoreError, { details: { command: options.description ?? 'guarded change', undo, rolledBack: false, rollbackError: messageOf(restoreError) } });
-        throw new StrataError('IO', `guard: the change failed and the automatic rollback failed too (${messageOf(restoreError)}); undo by hand with: ${undo}`, { cause: restoreError });
+        await op.fail(restoreError, { details: { command: options.description ?? 'guarded change', undo, rolledBack: false, rollbackError: redactedMessage(restoreError) } });
+        throw new StrataError('IO', redactable`guard: the change failed and the automatic rollback failed too (${errorText(restoreError)}); undo by hand with: ${undo}`, { cause: restoreError });
       }
     }
-    const details = { command: options.description ?? 'guarded change', undo, rolledBack, ...(error !== undefined ? { error: messageOf(error) } : {}) };
+    const details = { command: options.description ?? 'guarded change', undo, rolledBack, ...(error !== undefined ? { error: redactedMessage(error) } : {}) };
     if (failed) await op.fail(error ?? new StrataError('IO', `${options.description ?? 'the change'} failed`), { details });
     else await op.complete({ details });
     if (error !== undefined) throw error;
@@ -1398,6 +1434,18 @@ export class Repository {
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** A failed check whose reason is an error's message; the catalog keeps the error's redacted one. */
+function failedCheck(name: CheckResult['name'], err: unknown, prefix = ''): CheckResult {
+  const reason = prefix + messageOf(err);
+  const redacted = prefix + redactedMessage(err);
+  return { name, status: 'failed', reason, ...(redacted !== reason ? { redacted } : {}) };
+}
+
+/** `1 table`, `3 tables`. */
+function counted(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 /** The manifest inside an artifact must describe the backup the catalog says it is. */

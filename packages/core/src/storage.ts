@@ -17,6 +17,13 @@ export interface SpaceInfo {
   readonly freeBytes: number;
 }
 
+/**
+ * Who may read what a storage creates: its owner only (`private`: folders 0700, files 0600 on a
+ * local disk), or also the owner's group (`group-readable`: 0750 and 0640), for operators who
+ * copy or check backups under another account of the same group. Only the owner ever writes.
+ */
+export type StorageAccess = 'private' | 'group-readable';
+
 /** What a storage can do beyond the required methods; core branches on these, never on a kind. */
 export interface StorageCapabilities {
   /** `append()` adds to an object in place (a local file); false means core rewrites objects. */
@@ -66,6 +73,14 @@ export interface Storage {
   sweepTemp?(): Promise<number>;
   /** True when the storage location exists at all (used to tell "no repository" apart). */
   exists(): Promise<boolean>;
+  /**
+   * Sets who may read the folders and objects this storage creates from now on (default
+   * `private`), whatever the process's umask says. Core calls it with the repository's setting
+   * before its first write, in every process. With `root`, the repository's own folder, if it
+   * exists, is opened to the group too (`strata init --group-readable` into a folder made by hand).
+   * A storage without permissions of its own leaves this out; core then refuses `group-readable`.
+   */
+  setAccess?(access: StorageAccess, options?: { readonly root?: boolean }): Promise<void>;
 }
 
 /** True when a storage error means "no such object". */

@@ -1,5 +1,5 @@
 import mysql from 'mysql2/promise';
-import { StrataError, parseServerUrl, redactSecret, withServerDatabase } from '@strata/core';
+import { StrataError, parseServerUrl, redactSecret, redactable, withServerDatabase, withheld } from '@strata/core';
 import type { ServerTarget } from '@strata/core';
 
 /** What a mysql:// URL names. */
@@ -78,7 +78,8 @@ export function connectionError(target: MysqlTarget, err: unknown): StrataError 
       if (e.errno === 1045 || /^Access denied for user/.test(message)) {
         return new StrataError('AUTH_FAILED', `mysql: access denied for user ${JSON.stringify(target.user)} on ${where} (check the user and password)`, { cause: err });
       }
-      return new StrataError('IO', `mysql (${where}/${target.database}): ${message}`, { cause: err, details: { mysqlCode: e.code } });
+      // The server's words quote names and values: the journal keeps its error code instead.
+      return new StrataError('IO', redactable`mysql (${where}/${target.database}): ${withheld(message, `server message ${e.code ?? e.errno ?? ''}`.trim())}`, { cause: err, details: { mysqlCode: e.code } });
     }
   }
 }

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type mysql from 'mysql2/promise';
-import { StrataError, discardSink, isStrataError, refuseExistingTarget, throwIfAborted } from '@strata/core';
+import { StrataError, Withheld, discardSink, errorText, isStrataError, named, redactable, refuseExistingTarget, throwIfAborted, withheld } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -231,11 +231,17 @@ function objectOf(unit: readonly string[]): string {
   return match ? `${match[1]!.toLowerCase()} ${match[2]!}` : sql.slice(0, 60);
 }
 
+/** The server's words about a refused statement: they quote names and values, so files keep only its code. */
+function serverMessage(err: unknown): Withheld {
+  const e = err as { message?: string; code?: string };
+  return withheld(e.message ?? String(err), `server message ${e.code ?? ''}`.trim());
+}
+
 async function runUnit(connection: mysql.Connection, unit: readonly string[], database: string): Promise<void> {
   try {
     for (const sql of unit) await connection.query(sql);
   } catch (err) {
-    throw new StrataError('RESTORE_FAILED', `restore: the target refused ${objectOf(unit)} in database ${database}: ${(err as Error).message}`, { cause: err });
+    throw new StrataError('RESTORE_FAILED', redactable`restore: the target refused ${withheld(objectOf(unit), 'object')} in database ${database}: ${serverMessage(err)}`, { cause: err });
   }
   // Statements restored under their original settings must not leave them to the next one.
   await connection.query(RESTORE_SESSION);
@@ -318,7 +324,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
           await admin.query(sql.replaceAll('{{db}}.', `${ident(work)}.`));
         } catch (err) {
           const name = /^\S+ \S+ (`(?:[^`]|``)+`|\S+)/.exec(sql)?.[1] ?? sql.slice(0, 60);
-          throw new StrataError('RESTORE_FAILED', `restore: the target refused ${name} (${(err as Error).message})`, { cause: err });
+          throw new StrataError('RESTORE_FAILED', redactable`restore: the target refused ${withheld(name, 'object')} (${serverMessage(err)})`, { cause: err });
         }
       }
     },
@@ -337,7 +343,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
       let swapped = false;
       try {
         if (!schema) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
-        if (wanted) for (const t of wanted) if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(t)} (it has: ${info.tables.join(', ')})`);
+        if (wanted) for (const t of wanted) if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(t), 'table')} (it has: ${named(info.tables, 'table')})`);
         // A routine, view or trigger the target refuses fails here, before the target is touched.
         await runProgrammable(admin, work, schema, { events: false });
         await dropProgrammable(admin, work);
@@ -384,7 +390,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
             await cleanup();
             throw new StrataError(
               'RESTORE_FAILED',
-              `${failure.message}; putting the target back failed too (${(rollbackErr as Error).message}): the original tables of ${target.database} are in database ${old}`,
+              redactable`${errorText(failure)}; putting the target back failed too (${errorText(rollbackErr)}): the original tables of ${target.database} are in database ${old}`,
               { cause: err, details: { parkedIn: old } },
             );
           }
@@ -498,10 +504,10 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
       const dropQuietly = async (database: string): Promise<void> => void (await connection.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
       try {
         for (const t of wanted) {
-          if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(t)} (it has: ${info.tables.join(', ')})`);
+          if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(t), 'table')} (it has: ${named(info.tables, 'table')})`);
         }
         const present = new Set((await listTables(connection, db)).map((t) => t.name));
-        for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', `restore: the target database has no table ${t}`);
+        for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
         await connection.query(RESTORE_SESSION);
         const tables = [...wanted].sort();
         // Another table's foreign key would follow the old table out of the database in the swap.
@@ -510,7 +516,7 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
           const k = incoming[0]!;
           throw new StrataError(
             'USAGE',
-            `restore: table ${k.schema === db ? '' : `${k.schema}.`}${k.table} refers to ${k.parent} (foreign key ${k.name}) and is not restored with it; include ${k.table} in --tables`,
+            redactable`restore: table ${named(`${k.schema === db ? '' : `${k.schema}.`}${k.table}`, 'table')} refers to ${named(k.parent, 'table')} (foreign key ${named(k.name, 'constraint')}) and is not restored with it; include ${named(k.table, 'table')} in --tables`,
           );
         }
         await connection.query(`CREATE DATABASE ${ident(work)}`);
@@ -532,7 +538,10 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
           const parentSchema = key.parentSchema === work ? work : key.parentSchema;
           const n = await orphans(connection, key, work, parentSchema);
           if (n > 0) {
-            throw new StrataError('USAGE', `restore: replacing ${tables.join(', ')} would leave ${n} row(s) of ${key.table} without their ${key.parent} row (foreign key ${key.name}); include ${key.parent} in --tables`);
+            throw new StrataError(
+              'USAGE',
+              redactable`restore: replacing ${named(tables, 'table')} would leave ${n} row(s) of ${named(key.table, 'table')} without their ${named(key.parent, 'table')} row (foreign key ${named(key.name, 'constraint')}); include ${named(key.parent, 'table')} in --tables`,
+            );
           }
         }
         // Triggers stay with a table that moves, and cannot move between databases: they are

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type mysql from 'mysql2/promise';
-import { StrataError, isStrataError } from '@strata/core';
+import { StrataError, isStrataError, named, redactable, withheld } from '@strata/core';
 import type { TableStats } from '@strata/core';
 import { ident } from './mysql-connection.js';
 
@@ -80,7 +80,7 @@ export async function describeTable(connection: mysql.Connection, database: stri
     if (startType.toLowerCase() !== 'timestamp') {
       throw new StrataError(
         'UNSUPPORTED_OBJECT',
-        `mysql: table ${name} is versioned by transaction id (row start column of type ${startType}); its history refers to the server's transaction registry and cannot be restored elsewhere. Convert it to timestamp versioning or exclude it from the database`,
+        redactable`mysql: table ${named(name, 'table')} is versioned by transaction id (row start column of type ${startType}); its history refers to the server's transaction registry and cannot be restored elsewhere. Convert it to timestamp versioning or exclude it from the database`,
       );
     }
   }
@@ -172,7 +172,7 @@ export async function failOnWarnings(connection: mysql.Connection, table: string
   const w = warnings[0]!;
   throw new StrataError(
     'UNSUPPORTED_OBJECT',
-    `mysql: reading table ${table} (${doing}) the server warned: ${String(w['Message'])} (code ${String(w['Code'])}); a value may have been NULLed or truncated, so the backup stops (raise max_allowed_packet on the server if the message names it)`,
+    redactable`mysql: reading table ${named(table, 'table')} (${doing}) the server warned: ${withheld(String(w['Message']), 'server message')} (code ${String(w['Code'])}); a value may have been NULLed or truncated, so the backup stops (raise max_allowed_packet on the server if the message names it)`,
   );
 }
 
@@ -341,10 +341,10 @@ function sqlLiteral(field: string, column: MysqlColumn | undefined, escape: (val
   // A BIT value is a number: quoted, it would be taken as the bytes of its digits.
   if (column?.kind === 'bit') {
     if (bitAsHex) {
-      if (!HEX_DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', `restore: BIT column ${column.name} has the value ${JSON.stringify(field.slice(0, 40))}, which is not hexadecimal`);
+      if (!HEX_DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: BIT column ${named(column.name, 'column')} has the value ${withheld(JSON.stringify(field.slice(0, 40)), 'value')}, which is not hexadecimal`);
       return BigInt(`0x${field}`).toString();
     }
-    if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', `restore: BIT column ${column.name} has the value ${JSON.stringify(field.slice(0, 40))}, which is not a number`);
+    if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: BIT column ${named(column.name, 'column')} has the value ${withheld(JSON.stringify(field.slice(0, 40)), 'value')}, which is not a number`);
     return field;
   }
   if (field.includes('\\') && OTHER_ESCAPE.test(field)) return escape(decodeRow(field)[0]!);
@@ -397,7 +397,10 @@ export class RowInserter {
   #refused(err: unknown): StrataError {
     if (isStrataError(err)) return err;
     const e = err as { message?: string; code?: string };
-    return new StrataError('RESTORE_FAILED', `restore: the target refused rows of table ${this.table}: ${e.message ?? String(err)}`, { cause: err, details: { table: this.table, mysqlCode: e.code } });
+    return new StrataError('RESTORE_FAILED', redactable`restore: the target refused rows of table ${named(this.table, 'table')}: ${withheld(e.message ?? String(err), `server message ${e.code ?? ''}`.trim())}`, {
+      cause: err,
+      details: { table: this.table, mysqlCode: e.code },
+    });
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -483,7 +486,7 @@ export class RowInserter {
         if (bytes + 1024 > this.#maxPacket) {
           throw new StrataError(
             'RESTORE_FAILED',
-            `restore: table ${this.table} column ${column.name} holds a value of ${bytes} bytes, more than the target server accepts (max_allowed_packet = ${this.#maxPacket}); raise max_allowed_packet on the target (SET GLOBAL max_allowed_packet = ${Math.ceil((bytes + 1024 * 1024) / 1024) * 1024}, or in its configuration) and restore again`,
+            redactable`restore: table ${named(this.table, 'table')} column ${named(column.name, 'column')} holds a value of ${bytes} bytes, more than the target server accepts (max_allowed_packet = ${this.#maxPacket}); raise max_allowed_packet on the target (SET GLOBAL max_allowed_packet = ${Math.ceil((bytes + 1024 * 1024) / 1024) * 1024}, or in its configuration) and restore again`,
             { details: { table: this.table, column: column.name, bytes, maxAllowedPacket: this.#maxPacket } },
           );
         }

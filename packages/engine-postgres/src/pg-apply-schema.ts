@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { StrataError, isStrataError, redactSecret } from '@strata/core';
+import { StrataError, isStrataError, named, redactSecret, redactable, withheld } from '@strata/core';
+import type { MessageText } from '@strata/core';
 import { connectionError } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { normaliseSchema } from './pg-schema.js';
@@ -9,14 +10,16 @@ import { normaliseSchema } from './pg-schema.js';
  * the object and the server, with the server's own message and code. The artifact is fine, so
  * this must never read like a damaged one. Lost connections keep their own codes.
  */
-export function restoreFailed(target: PgTarget, what: string, err: unknown): StrataError {
+export function restoreFailed(target: PgTarget, what: MessageText, err: unknown): StrataError {
   if (isStrataError(err)) return err;
   const e = err as { code?: string; message?: string; detail?: string; where?: string };
   const asConnection = connectionError(target, err);
   if (asConnection.code !== 'IO') return asConnection;
   const message = redactSecret(e.message ?? String(err), target.password);
   const detail = e.detail ? ` (${redactSecret(e.detail, target.password)})` : '';
-  return new StrataError('RESTORE_FAILED', `restore: ${target.host}:${target.port} refused ${what}: ${message}${detail}`, {
+  // The server's words quote names and values: the journal keeps its error code instead.
+  const said = withheld(`${message}${detail}`, e.code ? `server message ${e.code}` : 'server message');
+  return new StrataError('RESTORE_FAILED', redactable`restore: ${target.host}:${target.port} refused ${what}: ${said}`, {
     cause: err,
     details: { pgCode: e.code, host: target.host, port: target.port },
   });
@@ -32,7 +35,7 @@ export async function applySchema(client: pg.Client, sql: string, target: PgTarg
     try {
       await client.query(entry.sql);
     } catch (err) {
-      throw restoreFailed(target, `the schema statement for ${entry.label}`, err);
+      throw restoreFailed(target, redactable`the schema statement for ${named(entry.label, 'object')}`, err);
     }
   }
 }

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { StrataError, parseServerUrl, redactSecret, withServerDatabase } from '@strata/core';
+import { StrataError, parseServerUrl, redactSecret, redactable, withServerDatabase, withheld } from '@strata/core';
 import type { ServerTarget } from '@strata/core';
 
 /** What a postgres:// URL names. */
@@ -80,7 +80,8 @@ export function connectionError(target: PgTarget, err: unknown): StrataError {
       if (/Connection terminated|ECONNRESET|EPIPE|terminating connection/i.test(message)) {
         return new StrataError('CONNECTION_FAILED', `postgres: the connection to ${where} was lost (${message})`, { cause: err });
       }
-      return new StrataError('IO', `postgres (${where}/${target.database}): ${message}`, { cause: err, details: { pgCode: e.code } });
+      // The server's words quote names and values: the journal keeps its error code instead.
+      return new StrataError('IO', redactable`postgres (${where}/${target.database}): ${withheld(message, e.code ? `server message ${e.code}` : 'server message')}`, { cause: err, details: { pgCode: e.code } });
     }
   }
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { StrataError } from '@strata/core';
+import { StrataError, named, redactable } from '@strata/core';
 import { connect, ident, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { executableSchema, runPgDump } from './pg-schema.js';
@@ -260,7 +260,7 @@ export async function refuseEnabledSubscriptions(admin: pg.Client, database: str
   if (enabled.length === 0) return;
   throw new StrataError(
     'DATABASE_LOCKED',
-    `restore: ${database} has enabled subscription(s) ${enabled.join(', ')}, whose workers keep it open; disable them (ALTER SUBSCRIPTION ... DISABLE) and run the restore again (the restored database has them disabled)`,
+    redactable`restore: ${database} has enabled subscription(s) ${named(enabled, 'subscription')}, whose workers keep it open; disable them (ALTER SUBSCRIPTION ... DISABLE) and run the restore again (the restored database has them disabled)`,
     { details: { subscriptions: enabled } },
   );
 }

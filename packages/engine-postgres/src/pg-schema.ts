@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { StrataError, redactSecret } from '@strata/core';
+import { StrataError, redactSecret, redactable, withheld } from '@strata/core';
 import type { PgTarget } from './pg-connection.js';
 
 /** Separates the two halves of schema.sql: restores load rows between them. */
@@ -34,7 +34,7 @@ export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
         const message = redactSecret(err.trim(), target.password);
         if (/server version mismatch|aborting because of server version mismatch/i.test(message)) {
           reject(new StrataError('TOOL_MISSING', `postgres: pg_dump is older than the server (${message}); install a pg_dump of the server's major version or newer`));
-        } else reject(new StrataError('IO', `postgres: pg_dump failed (exit ${code}): ${message}`));
+        } else reject(new StrataError('IO', redactable`postgres: pg_dump failed (exit ${code}): ${withheld(message, 'pg_dump message')}`));
       }
     });
   });

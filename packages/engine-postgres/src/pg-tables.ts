@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { StrataError, isStrataError, parentsFirst } from '@strata/core';
+import { StrataError, isStrataError, named, parentsFirst, redactable, withheld } from '@strata/core';
 import type { TableStats } from '@strata/core';
 import { ident } from './pg-connection.js';
 import { identInEncoding } from './pg-database.js';
@@ -156,7 +156,10 @@ export function tableError(table: { schema: string; name: string }, doing: strin
   const e = err as { code?: string; message?: string };
   // Lost connections keep their own error (and code) from connectionError; this is about the table.
   if (!e.code || !/^[0-9A-Z]{5}$/.test(e.code) || e.code.startsWith('57P') || e.code.startsWith('08')) return err;
-  return new StrataError('IO', `postgres: ${doing} table ${qualified(table)} failed: ${e.message ?? String(err)}`, { cause: err, details: { pgCode: e.code, table: qualified(table) } });
+  return new StrataError('IO', redactable`postgres: ${doing} table ${named(qualified(table), 'table')} failed: ${withheld(e.message ?? String(err), `server message ${e.code}`)}`, {
+    cause: err,
+    details: { pgCode: e.code, table: qualified(table) },
+  });
 }
 
 /**
@@ -204,7 +207,7 @@ export async function populatedMatviews(client: pg.Client): Promise<string[]> {
     if (!empty.has(edge.child) && empty.has(edge.parent)) {
       throw new StrataError(
         'UNSUPPORTED_OBJECT',
-        `postgres: materialized view ${edge.child} holds data but reads ${edge.parent}, which holds none, so a restore could not refresh it; run REFRESH MATERIALIZED VIEW ${edge.parent} (or REFRESH MATERIALIZED VIEW ${edge.child} WITH NO DATA) and back up again`,
+        redactable`postgres: materialized view ${named(edge.child, 'view')} holds data but reads ${named(edge.parent, 'view')}, which holds none, so a restore could not refresh it; run REFRESH MATERIALIZED VIEW ${named(edge.parent, 'view')} (or REFRESH MATERIALIZED VIEW ${named(edge.child, 'view')} WITH NO DATA) and back up again`,
         { details: { object: edge.child } },
       );
     }

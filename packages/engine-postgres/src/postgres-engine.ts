@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { StrataError, discardSink, isStrataError, parentsFirst, refuseExistingTarget, throwIfAborted } from '@strata/core';
+import { StrataError, discardSink, isStrataError, named, parentsFirst, redactable, refuseExistingTarget, throwIfAborted, withheld } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -313,13 +313,13 @@ function copyIntoTable(client: pg.Client, schema: string, table: string, target:
       [schema, table],
     )).rows.map((r) => quote(r.name));
     if (columns.length === 0 && (await client.query('SELECT to_regclass($1) AS t', [`${ident(schema)}.${ident(table)}`])).rows[0].t === null) {
-      throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema does not create table ${schema}.${table}`);
+      throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: the backup's schema does not create table ${named(`${schema}.${table}`, 'table')}`);
     }
     // A table without columns takes no column list (its rows are empty lines).
     const list = columns.length > 0 ? ` (${columns.join(', ')})` : '';
     await setClientEncoding(client, encoding);
     stream = client.query(copyFrom(`COPY ${quote(schema)}.${quote(table)}${list} FROM STDIN`));
-    stream.on('error', (err: Error) => (failure = restoreFailed(target, `the rows of table ${schema}.${table}`, err)));
+    stream.on('error', (err: Error) => (failure = restoreFailed(target, redactable`the rows of table ${named(`${schema}.${table}`, 'table')}`, err)));
     return stream;
   };
   return {
@@ -382,7 +382,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
       try {
         await admin.query(create);
       } catch (err) {
-        throw restoreFailed(target, `to create the database as the source was (${create})`, err);
+        throw restoreFailed(target, redactable`to create the database as the source was (${withheld(create, 'SQL')})`, err);
       }
       created = true;
       work = await connect(withDatabase(target, workName), 'strata restore');
@@ -496,8 +496,8 @@ function matchesAny(table: { schema: string; name: string }, wanted: ReadonlySet
 function checkTablesInBackup(wanted: ReadonlySet<string>, inBackup: readonly string[]): void {
   for (const name of wanted) {
     const found = inBackup.filter((q) => q === name || q.slice(q.indexOf('.') + 1) === name);
-    if (found.length === 0) throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(name)} (it has: ${inBackup.join(', ')})`, { details: { table: name } });
-    if (found.length > 1) throw new StrataError('USAGE', `restore: ${name} is ambiguous (${found.join(', ')}); qualify it with its schema`);
+    if (found.length === 0) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(name), 'table')} (it has: ${named(inBackup, 'table')})`, { details: { table: name } });
+    if (found.length > 1) throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named(found, 'table')}); qualify it with its schema`);
   }
 }
 
@@ -537,7 +537,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
         const chosen = info.tables.filter((q) => wanted.has(q) || wanted.has(q.slice(q.indexOf('.') + 1)));
         const present = new Set((await listTables(client)).map(qualified));
         for (const q of chosen) {
-          if (!present.has(q)) throw new StrataError('TABLE_NOT_FOUND', `restore: the target database has no table ${q}; restore the whole backup, or create the table first`);
+          if (!present.has(q)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(q, 'table')}; restore the whole backup, or create the table first`);
         }
         const order = parentsFirst(chosen, await foreignKeys(client));
         await client.query('BEGIN');
@@ -557,7 +557,7 @@ async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions
           await client.query('ROLLBACK').catch(() => undefined);
           const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
           if (e.code === '23503') {
-            throw new StrataError('USAGE', `restore: replacing ${chosen.join(', ')} would break a foreign key (${e.detail ?? (err as Error).message}); include the related tables in --tables`, { cause: err });
+            throw new StrataError('USAGE', redactable`restore: replacing ${named(chosen, 'table')} would break a foreign key (${withheld(e.detail ?? (err as Error).message, 'server message 23503')}); include the related tables in --tables`, { cause: err });
           }
           throw err;
         }

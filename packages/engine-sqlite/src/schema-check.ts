@@ -1,4 +1,4 @@
-import { StrataError } from '@strata/core';
+import { StrataError, redactable, withheld } from '@strata/core';
 
 /**
  * Checks the DDL of a schema-only artifact before it runs (older artifacts carry their schema
@@ -11,16 +11,18 @@ export function checkSchemaSql(sql: string): void {
   const forbidden = /\b(attach|detach|vacuum|load_extension|reindex|analyze)\b/i.exec(code);
   if (forbidden) refuse(`it uses ${forbidden[1]!.toUpperCase()}`);
   for (const pragma of code.matchAll(/\bpragma\b[^;]*/gi)) {
-    if (!/^pragma\s+(user_version|application_id)\s*=\s*-?\d+\s*$/i.test(pragma[0].trim())) refuse(`it runs ${pragma[0].trim().slice(0, 60)}`);
+    if (!/^pragma\s+(user_version|application_id)\s*=\s*-?\d+\s*$/i.test(pragma[0].trim())) refuse('it runs', pragma[0].trim().slice(0, 60));
   }
   // Every statement starts with CREATE (trigger bodies are inside their CREATE TRIGGER).
   for (const statement of topLevelStatements(code)) {
-    if (!/^(create|pragma)\b/i.test(statement)) refuse(`it holds a statement that is not CREATE: ${statement.slice(0, 60)}`);
+    if (!/^(create|pragma)\b/i.test(statement)) refuse('it holds a statement that is not CREATE:', statement.slice(0, 60));
   }
 }
 
-function refuse(why: string): never {
-  throw new StrataError('ARTIFACT_HOSTILE', `restore: the schema in this backup is not one Strata writes (${why}); it was not run`);
+/** `sql`, the statement quoted, stays out of the journal like any SQL. */
+function refuse(why: string, sql?: string): never {
+  const what = sql === undefined ? why : redactable`${why} ${withheld(sql, 'SQL')}`;
+  throw new StrataError('ARTIFACT_HOSTILE', redactable`restore: the schema in this backup is not one Strata writes (${what}); it was not run`);
 }
 
 /** The SQL with string literals, quoted identifiers and comments blanked, so keywords inside them do not count. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type BetterSqlite3 from 'better-sqlite3';
-import { StrataError } from '@strata/core';
+import { StrataError, errorText, named, redactable } from '@strata/core';
 
 type Database = BetterSqlite3.Database;
 
@@ -62,7 +62,8 @@ export function createStoredObjects(db: Database, objects: readonly StoredObject
   for (const object of objects) {
     const existing = object.storage === 'shadow' ? undefined : (taken.get(object.name) as { type: string } | undefined);
     if (existing) {
-      throw new StrataError('RESTORE_FAILED', `restore: the target already holds ${existing.type} ${object.name}, so the backup's ${object.type} ${object.name} cannot be created; drop or rename it first`);
+      const name = named(object.name, object.type);
+      throw new StrataError('RESTORE_FAILED', redactable`restore: the target already holds ${existing.type} ${name}, so the backup's ${object.type} ${name} cannot be created; drop or rename it first`);
     }
   }
   const placeholder = `strata_placeholder_${randomBytes(6).toString('hex')}`;
@@ -92,6 +93,6 @@ export function createStoredObjects(db: Database, objects: readonly StoredObject
   try {
     db.prepare('SELECT count(*) FROM main.sqlite_schema').get();
   } catch (err) {
-    throw new StrataError('RESTORE_FAILED', `restore: SQLite does not accept the backup's schema objects (${(err as Error).message})`, { cause: err });
+    throw new StrataError('RESTORE_FAILED', redactable`restore: SQLite does not accept the backup's schema objects (${errorText(err)})`, { cause: err });
   }
 }

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
-import { StrataError, hasErrno, throwIfAborted, wrapError } from '@strata/core';
+import { StrataError, errorText, hasErrno, named, redactable, throwIfAborted, withheld, wrapError } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -193,7 +193,7 @@ export class SqliteEngine implements Engine {
     const tables = [...new Set(options.tables!)];
     const exists = await fileExists(file);
     if (exists && !options.force) {
-      throw new StrataError('TARGET_EXISTS', `restore: ${file} exists; pass --force to replace the tables ${tables.join(', ')} in it (nothing else in it changes)`);
+      throw new StrataError('TARGET_EXISTS', redactable`restore: ${file} exists; pass --force to replace the tables ${named(tables, 'table')} in it (nothing else in it changes)`);
     }
     const dir = path.dirname(file);
     if (!(await fileExists(dir))) throw new StrataError('USAGE', `restore: folder ${dir} does not exist`);
@@ -320,17 +320,18 @@ async function checkIsSqliteFile(file: string): Promise<void> {
 function sqliteError(step: string, err: unknown): StrataError {
   if (err instanceof StrataError) return err;
   const code = (err as { code?: string }).code ?? '';
-  const message = err instanceof Error ? err.message : String(err);
+  // SQLite's own words can name schema objects ("malformed database schema (idx_…)").
+  const message = errorText(err);
   if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-    return new StrataError('DATABASE_LOCKED', `${step}: the database is locked by another connection (${message}); retry when the writer is done`, {
+    return new StrataError('DATABASE_LOCKED', redactable`${step}: the database is locked by another connection (${message}); retry when the writer is done`, {
       cause: err,
       details: { sqliteCode: code },
     });
   }
   if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') {
-    return new StrataError('DATABASE_INVALID', `${step}: not a valid SQLite database (${message})`, { cause: err, details: { sqliteCode: code } });
+    return new StrataError('DATABASE_INVALID', redactable`${step}: not a valid SQLite database (${message})`, { cause: err, details: { sqliteCode: code } });
   }
-  if (code === 'SQLITE_CANTOPEN') return new StrataError('DATABASE_NOT_FOUND', `${step}: cannot open the database (${message})`, { cause: err });
+  if (code === 'SQLITE_CANTOPEN') return new StrataError('DATABASE_NOT_FOUND', redactable`${step}: cannot open the database (${message})`, { cause: err });
   return wrapError(step, err);
 }
 
@@ -389,7 +390,7 @@ function tableStatsInWorker(file: string, withData: boolean): { promise: Promise
   const promise = new Promise<TableStats[]>((resolve, reject) => {
     worker.once('message', (msg: { tables?: TableStats[]; error?: string }) => {
       if (msg.tables) resolve(msg.tables);
-      else reject(new StrataError('DATABASE_INVALID', `snapshot: reading table statistics failed: ${msg.error}`));
+      else reject(new StrataError('DATABASE_INVALID', redactable`snapshot: reading table statistics failed: ${withheld(msg.error ?? '', 'SQLite message')}`));
     });
     worker.once('error', (err) => reject(wrapError('snapshot: table statistics', err)));
     worker.once('exit', (code) => reject(new StrataError('INTERNAL', `snapshot: the table statistics worker exited (${code}) without a result`)));
@@ -434,10 +435,10 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
     for (const table of tables) {
       if (objects.some((o) => o.name === table && o.storage === 'shadow')) {
         const owner = objects.find((o) => o.storage === 'virtual' && table.startsWith(`${o.name}_`));
-        throw new StrataError('USAGE', `restore: ${table} belongs to the virtual table ${owner?.name ?? '(unknown)'}; restore that table instead`);
+        throw new StrataError('USAGE', redactable`restore: ${named(table, 'table')} belongs to the virtual table ${named(owner?.name ?? '(unknown)', 'table')}; restore that table instead`);
       }
       if (!restorable.includes(table)) {
-        throw new StrataError('TABLE_NOT_FOUND', `restore: the backup has no table ${JSON.stringify(table)} (it has: ${restorable.join(', ')})`, { details: { table } });
+        throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(table), 'table')} (it has: ${named(restorable, 'table')})`, { details: { table } });
       }
     }
     const backupSequence = objects.find((o) => o.name === 'sqlite_sequence');
@@ -474,10 +475,11 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
         (v) => restored.has(v.table) || restored.has(v.parent),
       );
       if (violations.length > 0) {
-        const sample = violations.slice(0, 5).map((v) => `${v.table} row ${v.rowid} → ${v.parent}`);
+        const sample = violations.slice(0, 5).map((v) => `${v.table} row ${v.rowid} → ${v.parent}`).join('; ');
+        const together = [...new Set([...tables, ...violations.flatMap((v) => [v.table, v.parent])])].join(',');
         throw new StrataError(
           'USAGE',
-          `restore: the restored rows would break ${violations.length} foreign key reference(s) (${sample.join('; ')}); restore the related tables together, e.g. --tables ${[...new Set([...tables, ...violations.flatMap((v) => [v.table, v.parent])])].join(',')}`,
+          redactable`restore: the restored rows would break ${violations.length} foreign key reference(s) (${withheld(sample, 'rows')}); restore the related tables together, e.g. --tables ${withheld(together, 'tables')}`,
         );
       }
       db.exec('COMMIT');
@@ -521,7 +523,7 @@ function createFromSchema(file: string, sql: string, meta: Readonly<Record<strin
     db.exec('COMMIT');
     if (meta['journalMode'] === 'wal') db.pragma('journal_mode = WAL');
   } catch (err) {
-    throw err instanceof StrataError ? err : new StrataError('ARTIFACT_CORRUPT', `restore: the schema in the backup does not apply: ${(err as Error).message}`, { cause: err });
+    throw err instanceof StrataError ? err : new StrataError('ARTIFACT_CORRUPT', redactable`restore: the schema in the backup does not apply: ${errorText(err)}`, { cause: err });
   } finally {
     db.close();
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, wrapError, hasErrno, throwIfAborted } from '@strata/core';
-import type { Abortable, ObjectInfo, SpaceInfo, Storage, StorageCapabilities } from '@strata/core';
+import type { Abortable, ObjectInfo, SpaceInfo, Storage, StorageAccess, StorageCapabilities } from '@strata/core';
 
 /** Temporary files of unfinished puts live here, inside the repository, so a rename stays on one filesystem. */
 const TEMP_DIR = '.tmp';
@@ -21,16 +21,20 @@ const READ_CHUNK = 1024 * 1024;
  * name. Leftover temporary files of crashed writers are removed by {@link LocalStorage.sweepTemp}.
  */
 /**
- * Folders of a repository are private to their owner: file names reveal database names and backup
- * times, and files are already created 0600. (A folder that exists keeps its mode: an operator who
- * made it group-readable on purpose keeps that.)
+ * Modes of what a repository creates. Private by default: file names reveal database names and
+ * backup times. A group-readable repository lets the owner's group read (copy, sync, recover by
+ * hand) but never write. (A folder or file that exists keeps its mode.)
  */
-const PRIVATE_DIR = 0o700;
+const MODES: Readonly<Record<StorageAccess, { readonly dir: number; readonly file: number }>> = {
+  private: { dir: 0o700, file: 0o600 },
+  'group-readable': { dir: 0o750, file: 0o640 },
+};
 
 export class LocalStorage implements Storage {
   readonly capabilities: StorageCapabilities = { append: true, space: true };
   readonly location: string;
   readonly #root: string;
+  #modes = MODES.private;
 
   constructor(root: string) {
     this.#root = path.resolve(root);
@@ -44,6 +48,52 @@ export class LocalStorage implements Storage {
       throw new StrataError('ARTIFACT_HOSTILE', `storage: key ${JSON.stringify(key)} points outside the repository`);
     }
     return full;
+  }
+
+  async setAccess(access: StorageAccess, options: { readonly root?: boolean } = {}): Promise<void> {
+    const modes = MODES[access];
+    if (!modes) throw new StrataError('USAGE', `storage: unknown access ${JSON.stringify(access)} (use private or group-readable)`);
+    this.#modes = modes;
+    if (!options.root || access !== 'group-readable') return;
+    // A folder made by hand under a umask of 077 would keep the group out of everything inside.
+    try {
+      const st = await fs.stat(this.#root);
+      if ((st.mode & modes.dir) !== modes.dir) await fs.chmod(this.#root, (st.mode & 0o7777) | modes.dir);
+    } catch (err) {
+      if (!hasErrno(err, 'ENOENT')) throw wrapError(`storage: open ${this.#root} to its group`, err);
+    }
+  }
+
+  /**
+   * Makes `dir` and its missing parents with this repository's folder mode. mkdir() takes the
+   * mode, but the process umask removes bits from it (a umask of 077 takes the group's), so the
+   * folders this call created get the mode again, while still empty. Folders that existed keep theirs.
+   */
+  async #makeDir(dir: string): Promise<void> {
+    const first = await fs.mkdir(dir, { recursive: true, mode: this.#modes.dir });
+    if (first === undefined) return;
+    for (let at = dir; ; at = path.dirname(at)) {
+      // The set-group-id bit a shared parent passes on stays: it keeps the group of new files.
+      const mode = (await fs.stat(at)).mode;
+      if ((mode & 0o777) !== this.#modes.dir) await fs.chmod(at, (mode & 0o7000) | this.#modes.dir);
+      if (at === first || at === path.dirname(at)) break;
+    }
+  }
+
+  /**
+   * Creates a file with this repository's file mode. open() takes the mode and the umask may remove
+   * bits from it (the group's read under 077), so the new file gets the mode again through its own
+   * handle before a byte is written: nobody can read data through a mode it was not meant to have.
+   */
+  async #createFile(file: string, flags: 'wx' | 'ax'): Promise<fs.FileHandle> {
+    const handle = await fs.open(file, flags, this.#modes.file);
+    try {
+      if (((await handle.stat()).mode & 0o777) !== this.#modes.file) await handle.chmod(this.#modes.file);
+      return handle;
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw err;
+    }
   }
 
   async exists(): Promise<boolean> {
@@ -62,8 +112,8 @@ export class LocalStorage implements Storage {
     const temp = path.join(tempDir, `${path.basename(key)}.${process.pid}-${randomBytes(6).toString('hex')}.partial`);
     let handle: fs.FileHandle | undefined;
     try {
-      await fs.mkdir(tempDir, { recursive: true, mode: PRIVATE_DIR });
-      handle = await fs.open(temp, 'wx', 0o600);
+      await this.#makeDir(tempDir);
+      handle = await this.#createFile(temp, 'wx');
       let size = 0;
       if (body instanceof Uint8Array) {
         await writeAll(handle, body);
@@ -80,7 +130,7 @@ export class LocalStorage implements Storage {
       await handle.close();
       handle = undefined;
       // The destination folder is made only now, so a failed write leaves no empty folder behind.
-      await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
+      await this.#makeDir(path.dirname(target));
       await fs.rename(temp, target);
       await syncDir(path.dirname(target));
       return { key, size, modified: new Date() };
@@ -163,7 +213,7 @@ export class LocalStorage implements Storage {
   async rename(from: string, to: string): Promise<void> {
     const target = this.#resolve(to);
     try {
-      await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
+      await this.#makeDir(path.dirname(target));
       await fs.rename(this.#resolve(from), target);
       await syncDir(path.dirname(target));
     } catch (err) {
@@ -174,14 +224,19 @@ export class LocalStorage implements Storage {
   async createExclusive(key: string, body: Uint8Array): Promise<boolean> {
     const file = this.#resolve(key);
     try {
-      await fs.mkdir(path.dirname(file), { recursive: true, mode: PRIVATE_DIR });
+      await this.#makeDir(path.dirname(file));
       // Write the content under a temp name and hard-link it into place: link() fails if the
       // name exists, and readers never see an empty lock file from a writer that died mid-write.
       // The temp file carries the writer's pid, like put()'s, so sweepTemp() removes one that a
       // kill or a full disk left behind.
       const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}-${randomBytes(6).toString('hex')}.partial`);
       try {
-        await fs.writeFile(temp, body, { mode: 0o600 });
+        const handle = await this.#createFile(temp, 'wx');
+        try {
+          await writeAll(handle, body);
+        } finally {
+          await handle.close();
+        }
         await fs.link(temp, file);
         return true;
       } catch (err) {
@@ -198,10 +253,13 @@ export class LocalStorage implements Storage {
   async append(key: string, body: Uint8Array): Promise<void> {
     const file = this.#resolve(key);
     try {
-      await fs.mkdir(path.dirname(file), { recursive: true, mode: PRIVATE_DIR });
+      await this.#makeDir(path.dirname(file));
       // O_APPEND makes each write land at the end even with several writers; one write per record
-      // keeps records from interleaving.
-      const handle = await fs.open(file, 'a', 0o600);
+      // keeps records from interleaving. Only a file this call creates gets the repository's mode.
+      const handle = await this.#createFile(file, 'ax').catch((err: unknown) => {
+        if (hasErrno(err, 'EEXIST')) return fs.open(file, 'a');
+        throw err;
+      });
       try {
         await writeAll(handle, body);
         await handle.datasync();

@@ -4,7 +4,8 @@ import { getCodec } from '../compression.js';
 import type { CodecName } from '../compression.js';
 import { decryptStream } from '../encryption.js';
 import type { Passphrase } from '../encryption.js';
-import { StrataError, isStrataError, throwIfAborted, wrapError } from '../errors.js';
+import { StrataError, isStrataError, named, redactable, throwIfAborted, wrapError } from '../errors.js';
+import type { MessageText } from '../errors.js';
 import type { Storage } from '../storage.js';
 import { ChunkLayout, ChunkLayoutBuilder, LAYOUT_HEADER_BYTES, LAYOUT_RECORD_BYTES, chunkHash, completeLayoutCount, decodeLayoutEntry, decodeSegmentIndex, expectedChunks } from './chunk-index.js';
 import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
@@ -93,7 +94,7 @@ async function* limit(source: AsyncIterable<Uint8Array>, max: number | undefined
 }
 
 async function readSmall(entry: TarEntry, what: string): Promise<Buffer> {
-  if (entry.size > MAX_SMALL_ENTRY) throw new StrataError('ARTIFACT_HOSTILE', `${what}: entry ${entry.name} declares ${entry.size} bytes, more than a Strata artifact ever holds there`);
+  if (entry.size > MAX_SMALL_ENTRY) throw new StrataError('ARTIFACT_HOSTILE', redactable`${what}: entry ${named(entry.name, 'entry')} declares ${entry.size} bytes, more than a Strata artifact ever holds there`);
   const parts: Buffer[] = [];
   for await (const piece of entry.body) parts.push(piece);
   return Buffer.concat(parts);
@@ -143,6 +144,8 @@ async function diagnose(err: unknown, options: ReadArtifactOptions, where: strin
   if (options.signal?.aborted) return new StrataError('ABORTED', `${where}: cancelled`, { cause: err });
   // System errors (a full target disk, a permission problem) are about the target, not the artifact.
   const systemError = typeof (err as { syscall?: unknown })?.syscall === 'string';
+  // Other errors here are the decompressor's or openpgp's, about bytes ("Modification detected"),
+  // so the journal keeps their words; a restore target's errors arrive wrapped (see chain-restore).
   const wrapped = isStrataError(err)
     ? err
     : systemError
@@ -174,7 +177,7 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
   const segmentChecks = new Map<string, SegmentRecord[]>();
   for await (const entry of entries) {
     throwIfAborted(options.signal, where);
-    if (manifest) throw new StrataError('ARTIFACT_CORRUPT', `${where}: entry ${entry.name} follows the manifest, which must be last`);
+    if (manifest) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: entry ${named(entry.name, 'entry')} follows the manifest, which must be last`);
     const name = entry.name;
     if (name === README_ENTRY) {
       await readSmall(entry, where);
@@ -186,21 +189,21 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
       manifest = parseManifest(await readSmall(entry, where), where);
     } else if (name.startsWith('streams/') && name.endsWith('.json')) {
       const descriptor = parseDescriptor(await readSmall(entry, where), where);
-      if (`streams/${descriptor.name}.json` !== name) throw new StrataError('ARTIFACT_CORRUPT', `${where}: descriptor ${name} names stream ${descriptor.name}`);
+      if (`streams/${descriptor.name}.json` !== name) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: descriptor ${named(name, 'entry')} names stream ${named(descriptor.name, 'stream')}`);
       descriptors.set(descriptor.name, descriptor);
     } else if (name.startsWith('data/')) {
       const stream = name.slice('data/'.length);
       const descriptor = descriptors.get(stream);
-      if (!descriptor || descriptor.payload !== 'whole') throw new StrataError('ARTIFACT_CORRUPT', `${where}: data for stream ${stream} without its descriptor`);
-      if (descriptor.size !== null && descriptor.size !== entry.size) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${stream} holds ${entry.size} bytes, its descriptor says ${descriptor.size}`);
+      if (!descriptor || descriptor.payload !== 'whole') throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: data for stream ${named(stream, 'stream')} without its descriptor`);
+      if (descriptor.size !== null && descriptor.size !== entry.size) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(stream, 'stream')} holds ${entry.size} bytes, its descriptor says ${descriptor.size}`);
       computed.set(stream, await readWhole(entry, descriptor.chunking, stream, options));
     } else if (name.startsWith('chunks/') && name.endsWith('.idx')) {
       const stream = name.slice('chunks/'.length, name.lastIndexOf('/'));
-      segmentChecks.set(stream, decodeSegmentIndex(await readSmall(entry, where), `${where}: ${name}`));
+      segmentChecks.set(stream, decodeSegmentIndex(await readSmall(entry, where), redactable`${where}: ${named(name, 'entry')}`));
     } else if (name.startsWith('chunks/') && name.endsWith('.bin')) {
       const stream = name.slice('chunks/'.length, name.lastIndexOf('/'));
       const records = segmentChecks.get(stream);
-      if (!records || !descriptors.has(stream)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: segment ${name} without its index`);
+      if (!records || !descriptors.has(stream)) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: segment ${named(name, 'entry')} without its index`);
       segmentChecks.delete(stream);
       const tally = computed.get(stream) ?? { sha256: '', size: 0, stored: { count: 0, bytes: 0 } };
       await readSegment(entry, records, stream, options, where);
@@ -212,12 +215,12 @@ async function walk(entries: AsyncGenerator<TarEntry>, options: ReadArtifactOpti
       // A restore that wrote a whole stream straight through needs only the layout's totals to
       // check it; gathering and decoding it would hold ~40 bytes per chunk at the very end.
       if (options.streamWriter && options.verifyChunks === false && descriptors.get(stream)?.payload === 'whole') {
-        tallies.set(stream, await tallyLayout(entry, `${where}: ${name}`));
+        tallies.set(stream, await tallyLayout(entry, redactable`${where}: ${named(name, 'entry')}`));
       } else {
-        layouts.set(stream, decodeLayoutEntry(await readSmall(entry, where), `${where}: ${name}`));
+        layouts.set(stream, decodeLayoutEntry(await readSmall(entry, where), redactable`${where}: ${named(name, 'entry')}`));
       }
     } else {
-      throw new StrataError('ARTIFACT_FOREIGN', `${where}: unexpected entry ${JSON.stringify(name.slice(0, 200))} (not written by Strata format 1)`);
+      throw new StrataError('ARTIFACT_FOREIGN', redactable`${where}: unexpected entry ${named(JSON.stringify(name.slice(0, 200)), 'entry')} (not written by Strata format 1)`);
     }
   }
   if (!manifest) throw new StrataError('ARTIFACT_CORRUPT', `${where}: the artifact ends without a manifest (truncated?)`);
@@ -235,8 +238,8 @@ class LayoutTally {
 }
 
 /** Reads a complete (version 1) layout entry as it streams past, keeping only its totals. */
-async function tallyLayout(entry: TarEntry, where: string): Promise<LayoutTally> {
-  if (entry.size > MAX_SMALL_ENTRY) throw new StrataError('ARTIFACT_HOSTILE', `${where}: entry ${entry.name} declares ${entry.size} bytes, more than a Strata artifact ever holds there`);
+async function tallyLayout(entry: TarEntry, where: MessageText): Promise<LayoutTally> {
+  if (entry.size > MAX_SMALL_ENTRY) throw new StrataError('ARTIFACT_HOSTILE', redactable`${where}: entry ${named(entry.name, 'entry')} declares ${entry.size} bytes, more than a Strata artifact ever holds there`);
   let header: Buffer | undefined;
   let declared = 0;
   let carry = Buffer.alloc(0);
@@ -258,8 +261,8 @@ async function tallyLayout(entry: TarEntry, where: string): Promise<LayoutTally>
     count += whole / LAYOUT_RECORD_BYTES;
     carry = Buffer.from(data.subarray(whole));
   }
-  if (!header) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout entry is truncated`);
-  if (carry.length !== 0 || declared !== count) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout entry declares ${declared} chunks but holds ${count}`);
+  if (!header) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: layout entry is truncated`);
+  if (carry.length !== 0 || declared !== count) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: layout entry declares ${declared} chunks but holds ${count}`);
   return new LayoutTally(count, bytes);
 }
 
@@ -307,7 +310,7 @@ async function readWhole(entry: TarEntry, chunking: Chunking, stream: string, op
 
 async function readSegment(entry: TarEntry, records: SegmentRecord[], stream: string, options: ReadArtifactOptions, where: string): Promise<void> {
   const expected = records.reduce((sum, r) => sum + r.size, 0);
-  if (expected !== entry.size) throw new StrataError('ARTIFACT_CORRUPT', `${where}: segment ${entry.name} holds ${entry.size} bytes, its index says ${expected}`);
+  if (expected !== entry.size) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: segment ${named(entry.name, 'entry')} holds ${entry.size} bytes, its index says ${expected}`);
   let index = 0;
   let carry: Buffer[] = [];
   let carried = 0;
@@ -318,7 +321,7 @@ async function readSegment(entry: TarEntry, records: SegmentRecord[], stream: st
       const all = carry.length === 1 ? carry[0]! : Buffer.concat(carry);
       const record = records[index]!;
       const bytes = all.subarray(0, record.size);
-      if (!chunkHash(bytes).equals(record.hash)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: chunk ${record.position} of stream ${stream} does not match its hash`);
+      if (!chunkHash(bytes).equals(record.hash)) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: chunk ${record.position} of stream ${named(stream, 'stream')} does not match its hash`);
       await options.onChunk?.(stream, record, bytes);
       const rest = all.subarray(record.size);
       carry = rest.length > 0 ? [rest] : [];
@@ -336,29 +339,29 @@ function checkAgainstManifest(
   where: string,
 ): void {
   const names = new Set(manifest.streams.map((s) => s.name));
-  for (const name of computed.keys()) if (!names.has(name)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${name} is not in the manifest`);
+  for (const name of computed.keys()) if (!names.has(name)) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(name, 'stream')} is not in the manifest`);
   for (const s of manifest.streams) {
     const got = computed.get(s.name);
     const layout = layouts.get(s.name) ?? tallies.get(s.name);
-    if (!layout) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} has no layout`);
-    if (layout.count !== s.chunkCount) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout has ${layout.count} chunks, manifest says ${s.chunkCount}`);
+    if (!layout) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} has no layout`);
+    if (layout.count !== s.chunkCount) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} layout has ${layout.count} chunks, manifest says ${s.chunkCount}`);
     // A delta's byte count is known only once applied to the parent's layout (checked then).
     if (layout instanceof ChunkLayout || layout instanceof LayoutTally) {
       const layoutBytes = layout instanceof LayoutTally ? layout.bytes : layout.sizes.reduce((sum, n) => sum + n, 0);
-      if (layoutBytes !== s.size) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} layout covers ${layoutBytes} bytes, manifest says ${s.size}`);
+      if (layoutBytes !== s.size) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} layout covers ${layoutBytes} bytes, manifest says ${s.size}`);
     } else if (s.payload === 'whole') {
-      throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} is stored whole but its layout is a delta`);
+      throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} is stored whole but its layout is a delta`);
     }
     if (s.payload === 'whole') {
-      if (!got) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} is missing its data`);
+      if (!got) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} is missing its data`);
       if (got.size !== s.size || got.sha256 !== s.sha256) {
-        throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} does not match the SHA-256 in the manifest`);
+        throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} does not match the SHA-256 in the manifest`);
       }
-      if (got.layout && layout instanceof ChunkLayout && !got.layout.hashes.equals(layout.hashes)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} chunks do not match their layout`);
+      if (got.layout && layout instanceof ChunkLayout && !got.layout.hashes.equals(layout.hashes)) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} chunks do not match their layout`);
     } else {
       const stored = got?.stored ?? { count: 0, bytes: 0 };
       if (stored.count !== s.storedChunks || stored.bytes !== s.storedBytes) {
-        throw new StrataError('ARTIFACT_CORRUPT', `${where}: stream ${s.name} holds ${stored.count} chunks, manifest says ${s.storedChunks}`);
+        throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: stream ${named(s.name, 'stream')} holds ${stored.count} chunks, manifest says ${s.storedChunks}`);
       }
     }
   }

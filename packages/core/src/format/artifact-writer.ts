@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { SnapshotStream, TableStats } from '../engine.js';
 import { splitChunks } from './chunker.js';
-import { StrataError, throwIfAborted } from '../errors.js';
+import { StrataError, named, redactable, throwIfAborted } from '../errors.js';
 import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, expectedChunks, layoutEntryFor } from './chunk-index.js';
 import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
 import { deltaFacts } from './facts-delta.js';
@@ -128,13 +128,13 @@ async function* wholeStream(stream: SnapshotStream, out: Recorded, plan: Artifac
   for await (const chunk of splitChunks(stream.open({ signal: plan.signal }), stream.chunking)) {
     throwIfAborted(plan.signal, 'backup');
     seen += chunk.length;
-    if (seen > size) throw new StrataError('IO', `backup: stream ${stream.name} grew while being read (expected ${size} bytes)`);
+    if (seen > size) throw new StrataError('IO', redactable`backup: stream ${named(stream.name, 'stream')} grew while being read (expected ${size} bytes)`);
     sha.update(chunk);
     layout.add(chunkHash(chunk), chunk.length);
     plan.onBytes?.(chunk.length);
     yield chunk;
   }
-  if (seen !== size) throw new StrataError('IO', `backup: stream ${stream.name} ended after ${seen} of ${size} bytes`);
+  if (seen !== size) throw new StrataError('IO', redactable`backup: stream ${named(stream.name, 'stream')} ended after ${seen} of ${size} bytes`);
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;
   yield* finishStream(stream, layout, undefined, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);

@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
-import { StrataError } from '../errors.js';
+import { StrataError, named, redactable } from '../errors.js';
+import type { MessageText } from '../errors.js';
 import type { Chunking } from '../engine.js';
 
 /**
@@ -100,7 +101,7 @@ export class ChunkLayout {
     return out;
   }
 
-  static decode(bytes: Buffer, where: string): ChunkLayout {
+  static decode(bytes: Buffer, where: MessageText): ChunkLayout {
     const count = readHeader(bytes, LAYOUT_MAGIC, LAYOUT_RECORD, where, LAYOUT_VERSION);
     const hashes = Buffer.alloc(count * CHUNK_HASH_BYTES);
     const sizes = new Uint32Array(count);
@@ -179,7 +180,7 @@ export function encodeSegmentIndex(records: readonly SegmentRecord[]): Buffer {
   return out;
 }
 
-export function decodeSegmentIndex(bytes: Buffer, where: string): SegmentRecord[] {
+export function decodeSegmentIndex(bytes: Buffer, where: MessageText): SegmentRecord[] {
   const count = readHeader(bytes, SEGMENT_MAGIC, SEGMENT_RECORD, where, 1);
   const records: SegmentRecord[] = [];
   for (let i = 0; i < count; i++) {
@@ -193,16 +194,16 @@ export function decodeSegmentIndex(bytes: Buffer, where: string): SegmentRecord[
   return records;
 }
 
-function readHeader(bytes: Buffer, magic: Buffer, record: number, where: string, version: number): number {
+function readHeader(bytes: Buffer, magic: Buffer, record: number, where: MessageText, version: number): number {
   if (bytes.length < HEADER_BYTES || !bytes.subarray(0, 8).equals(magic)) {
-    throw new StrataError('ARTIFACT_CORRUPT', `${where}: not a chunk index (bad magic)`);
+    throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: not a chunk index (bad magic)`);
   }
   if (bytes.readUInt32LE(8) !== version || bytes.readUInt32LE(12) !== CHUNK_HASH_BYTES) {
-    throw new StrataError('ARTIFACT_FOREIGN', `${where}: chunk index version ${bytes.readUInt32LE(8)} is not supported`);
+    throw new StrataError('ARTIFACT_FOREIGN', redactable`${where}: chunk index version ${bytes.readUInt32LE(8)} is not supported`);
   }
   const count = bytes.readBigUInt64LE(16);
   if (count !== BigInt((bytes.length - HEADER_BYTES) / record) || (bytes.length - HEADER_BYTES) % record !== 0) {
-    throw new StrataError('ARTIFACT_CORRUPT', `${where}: chunk index declares ${count} records but holds ${(bytes.length - HEADER_BYTES) / record}`);
+    throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: chunk index declares ${count} records but holds ${(bytes.length - HEADER_BYTES) / record}`);
   }
   return Number(count);
 }
@@ -260,13 +261,13 @@ export class LayoutDelta {
     return out;
   }
 
-  static decode(bytes: Buffer, where: string): LayoutDelta {
-    if (bytes.length < DELTA_HEADER_BYTES) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout delta is truncated`);
+  static decode(bytes: Buffer, where: MessageText): LayoutDelta {
+    if (bytes.length < DELTA_HEADER_BYTES) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: layout delta is truncated`);
     const count = bytes.readBigUInt64LE(16);
     const changed = bytes.readBigUInt64LE(HEADER_BYTES + CHUNK_HASH_BYTES);
     const body = bytes.length - DELTA_HEADER_BYTES;
     if (body % DELTA_RECORD !== 0 || changed !== BigInt(body / DELTA_RECORD) || changed > count || count > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout delta declares ${changed} changed of ${count} chunks but holds ${Math.floor(body / DELTA_RECORD)}`);
+      throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: layout delta declares ${changed} changed of ${count} chunks but holds ${Math.floor(body / DELTA_RECORD)}`);
     }
     const n = Number(changed);
     const positions = new Float64Array(n);
@@ -277,7 +278,7 @@ export class LayoutDelta {
       const at = DELTA_HEADER_BYTES + i * DELTA_RECORD;
       const position = Number(bytes.readBigUInt64LE(at));
       // Ascending and inside the layout: applying it can then neither grow without bound nor overlap.
-      if (position <= previous || position >= Number(count)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout delta position ${position} is out of order or past ${count} chunks`);
+      if (position <= previous || position >= Number(count)) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: layout delta position ${position} is out of order or past ${count} chunks`);
       previous = position;
       positions[i] = position;
       sizes[i] = bytes.readUInt32LE(at + 8);
@@ -287,14 +288,14 @@ export class LayoutDelta {
   }
 
   /** The complete layout: `parent` with this delta's changes, cut or grown to `count`. */
-  applyTo(parent: ChunkLayout, where: string): ChunkLayout {
+  applyTo(parent: ChunkLayout, where: MessageText): ChunkLayout {
     if (!parent.digest().equals(this.parentDigest)) {
-      throw new StrataError('CHAIN_BROKEN', `${where}: its layout is a delta against a parent layout that is not its parent's (the chain is mixed up or damaged)`);
+      throw new StrataError('CHAIN_BROKEN', redactable`${where}: its layout is a delta against a parent layout that is not its parent's (the chain is mixed up or damaged)`);
     }
     const grown = this.count - Math.min(this.count, parent.count);
     let pastParent = 0;
     for (let n = this.changed - 1; n >= 0 && this.positions[n]! >= parent.count; n--) pastParent++;
-    if (pastParent !== grown) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout delta leaves ${grown - pastParent} new chunk positions unnamed`);
+    if (pastParent !== grown) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: layout delta leaves ${grown - pastParent} new chunk positions unnamed`);
     const kept = Math.min(this.count, parent.count);
     const hashes = Buffer.alloc(this.count * CHUNK_HASH_BYTES);
     parent.hashes.copy(hashes, 0, 0, kept * CHUNK_HASH_BYTES);
@@ -312,7 +313,7 @@ export class LayoutDelta {
 /** What a `layout/<stream>.idx` entry holds: the complete layout, or a delta against the parent's. */
 export type LayoutEntry = ChunkLayout | LayoutDelta;
 
-export function decodeLayoutEntry(bytes: Buffer, where: string): LayoutEntry {
+export function decodeLayoutEntry(bytes: Buffer, where: MessageText): LayoutEntry {
   if (bytes.length >= HEADER_BYTES && bytes.subarray(0, 8).equals(LAYOUT_MAGIC) && bytes.readUInt32LE(8) === DELTA_VERSION && bytes.readUInt32LE(12) === CHUNK_HASH_BYTES) {
     return LayoutDelta.decode(bytes, where);
   }
@@ -330,7 +331,7 @@ export function layoutEntryFor(current: ChunkLayout, parent: ChunkLayout | undef
  * Complete layouts from a backup's layout entries and its parent's complete layouts. Deltas are
  * applied; complete entries stand as they are.
  */
-export function resolveLayouts(entries: ReadonlyMap<string, LayoutEntry>, parents: ReadonlyMap<string, ChunkLayout> | undefined, where: string): Map<string, ChunkLayout> {
+export function resolveLayouts(entries: ReadonlyMap<string, LayoutEntry>, parents: ReadonlyMap<string, ChunkLayout> | undefined, where: MessageText): Map<string, ChunkLayout> {
   const out = new Map<string, ChunkLayout>();
   for (const [name, entry] of entries) {
     if (entry instanceof ChunkLayout) {
@@ -338,8 +339,8 @@ export function resolveLayouts(entries: ReadonlyMap<string, LayoutEntry>, parent
       continue;
     }
     const parent = parents?.get(name);
-    if (!parent) throw new StrataError('CHAIN_BROKEN', `${where}: stream ${name} is stored as a delta, but its parent has no such stream`);
-    out.set(name, entry.applyTo(parent, `${where}: stream ${name}`));
+    if (!parent) throw new StrataError('CHAIN_BROKEN', redactable`${where}: stream ${named(name, 'stream')} is stored as a delta, but its parent has no such stream`);
+    out.set(name, entry.applyTo(parent, redactable`${where}: stream ${named(name, 'stream')}`));
   }
   return out;
 }
@@ -350,13 +351,13 @@ export function hasDeltas(entries: ReadonlyMap<string, LayoutEntry>): boolean {
 }
 
 /** The chunk count a complete layout's header declares, after checking its magic and version. */
-export function completeLayoutCount(header: Buffer, where: string): number {
-  if (header.length < HEADER_BYTES || !header.subarray(0, 8).equals(LAYOUT_MAGIC)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: not a chunk index (bad magic)`);
+export function completeLayoutCount(header: Buffer, where: MessageText): number {
+  if (header.length < HEADER_BYTES || !header.subarray(0, 8).equals(LAYOUT_MAGIC)) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: not a chunk index (bad magic)`);
   if (header.readUInt32LE(8) !== LAYOUT_VERSION || header.readUInt32LE(12) !== CHUNK_HASH_BYTES) {
-    throw new StrataError('ARTIFACT_CORRUPT', `${where}: a stream stored whole must have a complete layout (version ${LAYOUT_VERSION}), not version ${header.readUInt32LE(8)}`);
+    throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: a stream stored whole must have a complete layout (version ${LAYOUT_VERSION}), not version ${header.readUInt32LE(8)}`);
   }
   const count = header.readBigUInt64LE(16);
-  if (count > BigInt(Number.MAX_SAFE_INTEGER)) throw new StrataError('ARTIFACT_CORRUPT', `${where}: layout declares ${count} chunks`);
+  if (count > BigInt(Number.MAX_SAFE_INTEGER)) throw new StrataError('ARTIFACT_CORRUPT', redactable`${where}: layout declares ${count} chunks`);
   return Number(count);
 }
 

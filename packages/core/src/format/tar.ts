@@ -1,4 +1,4 @@
-import { StrataError } from '../errors.js';
+import { StrataError, named, redactable } from '../errors.js';
 import { ByteReader } from './byte-reader.js';
 
 /**
@@ -107,7 +107,7 @@ export function validateEntryName(name: string): void {
     name.includes('\0') ||
     name.split('/').some((seg) => seg === '..' || seg === '.' || seg === '');
   if (bad) {
-    throw new StrataError('ARTIFACT_HOSTILE', `archive: entry name ${JSON.stringify(name.slice(0, 200))} is not a plain relative path`);
+    throw new StrataError('ARTIFACT_HOSTILE', redactable`archive: entry name ${named(JSON.stringify(name.slice(0, 200)), 'entry')} is not a plain relative path`);
   }
 }
 
@@ -182,7 +182,7 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       pax = undefined;
       if (type !== '0' && type !== '\0') {
         const what = { '1': 'a hard link', '2': 'a symbolic link', '3': 'a device', '4': 'a device', '5': 'a folder', '6': 'a FIFO' }[type] ?? `type ${JSON.stringify(type)}`;
-        throw new StrataError('ARTIFACT_HOSTILE', `archive: entry ${JSON.stringify(name.slice(0, 200))} is ${what}; Strata artifacts hold only regular files`);
+        throw new StrataError('ARTIFACT_HOSTILE', redactable`archive: entry ${named(JSON.stringify(name.slice(0, 200)), 'entry')} is ${what}; Strata artifacts hold only regular files`);
       }
       validateEntryName(name);
       let consumed = false;
@@ -192,7 +192,7 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
           seen += piece.length;
           yield piece;
         }
-        if (seen < size) throw new StrataError('ARTIFACT_CORRUPT', `archive: truncated inside entry ${name} (${seen} of ${size} bytes)`);
+        if (seen < size) throw new StrataError('ARTIFACT_CORRUPT', redactable`archive: truncated inside entry ${named(name, 'entry')} (${seen} of ${size} bytes)`);
         consumed = true;
       })();
       yield { name, size, body };
