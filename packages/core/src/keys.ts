@@ -620,8 +620,9 @@ export class RepositoryKeys {
 
   /**
    * Makes a new current data key for new artifacts, written into the key file the passphrase
-   * opens and into those that `alsoPassphrases` open. Nothing is re-encrypted: older artifacts
-   * keep needing their keys, which every key file keeps. Other key files are returned as `stale`.
+   * opens and into those that `alsoPassphrases` open (which also receive every other data key the
+   * first one holds). Nothing is re-encrypted: older artifacts keep needing their keys, which every
+   * key file keeps. Other key files are returned as `stale`.
    */
   async rotate(options: { alsoPassphrases?: readonly Passphrase[] } = {}): Promise<RotateResult> {
     return this.#change('rotate', async (section, mine) => {
@@ -637,7 +638,9 @@ export class RepositoryKeys {
       let mineAfter: Keyring = mine;
       for (const ring of rings) {
         const listed = section.keyFiles!.find((f) => f.id === ring.keyFile!.id)!;
-        const secrets = ring.for(section, new Map([[dataKey.id, dataKey.secret]]));
+        // The other key files get every key this one holds too: one that missed an earlier rotation
+        // would otherwise lack the key the newest backups (the parents of the next ones) need.
+        const secrets = ring.for(section, new Map([[dataKey.id, dataKey.secret], ...mine.for(section)]));
         const info: KeyFileInfo = { ...listed, dataKeys: [...secrets.keys()] };
         // In place, atomically: the file holds everything it held plus the new key, so whenever a
         // kill stops the rotation, each passphrase still opens what repository.json says it does.
