@@ -70,8 +70,14 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     '## With Strata',
     '',
     '```sh',
-    ...(encrypted ? ['export STRATA_PASSPHRASE=...        # the passphrase of the repository this came from'] : []),
-    `strata init --repo ./restored-repo${encrypted ? '  # once (use the same passphrase)' : ' --no-encryption'}`,
+    ...(encrypted
+      ? [
+          input.keyFiles
+            ? 'export STRATA_PASSPHRASE=...        # a passphrase of the repository this came from (it opens one of the key files in keys/)'
+            : 'export STRATA_PASSPHRASE=...        # the passphrase of the repository this came from',
+        ]
+      : []),
+    `strata init --repo ./restored-repo${encrypted ? `  # once (use the same passphrase${input.keyFiles ? '; import adds the data keys to its key file' : ''})` : ' --no-encryption'}`,
     `strata import ${shellQuote(file)} --repo ./restored-repo`,
     ...input.tips.map((t) => `strata restore ${t.id} --repo ./restored-repo --to ${shellQuote(input.handRecovery(t.engine)?.exampleTarget(t.database) ?? t.database)}`),
     '```',
