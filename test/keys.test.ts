@@ -296,6 +296,27 @@ describe('keys that can change', function () {
     assert.equal(sqliteDump(out), sqliteDump(source()));
   });
 
+  it('an export made before key files imports into a repository with them, opened by that repository\'s passphrase', () => {
+    const legacy = path.join(ROOT, 'fixtures/legacy-v1/sqlite');
+    const old = path.join(dir.path, 'old');
+    cpSync(path.join(legacy, 'repo'), old, { recursive: true });
+    const file = path.join(dir.path, 'old.zip');
+    ok(['export', '--all', '--out', file], undefined, {}, old);
+    ok(['init']);
+    const imported = json<{ imported: string[] }>(ok(['import', file, '--json'])).imported;
+    const keys = keyList();
+    const brought = keys.dataKeys.find((k) => k.origin === 'import')!;
+    assert.deepEqual([brought.backups, brought.heldBy], [imported.length, [keys.opened]]);
+    assert.ok(backups().every((b) => b.encryption.keyId === brought.id), 'the imported records name the key that opens them here');
+    const id = 'app_differential_20261120_130000_2607';
+    assert.equal(restored(id), gunzipSync(readFileSync(path.join(legacy, 'expected', `${id}.dump.gz`))).toString('utf8'));
+    const zed = secret('zed', 'not that one');
+    ok(['init'], zed, {}, path.join(dir.path, 'other'));
+    const refused = run(['import', file], zed, {}, path.join(dir.path, 'other'));
+    assert.equal(refused.status, 4);
+    assert.match(refused.stderr, /made in a repository with a different passphrase, and no data key your key file holds opens it/);
+  });
+
   it('a damaged key section of repository.json is reported as damaged (exit 1), not as a wrong passphrase', () => {
     ok(['init']);
     const file = path.join(repo(), 'repository.json');
