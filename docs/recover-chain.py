@@ -5,14 +5,17 @@ Needs Python 3.8+ (standard library only) and, depending on the artifacts, the c
 tools gpg (encrypted, profile "compat"), zstd or gzip (compressed). docs/FORMAT.md explains
 every step; this script only automates them.
 
-    python3 recover-chain.py --out DIR [--passphrase-file FILE] ARTIFACT...
+    python3 recover-chain.py --out DIR [--keys FILE | --passphrase-file FILE] ARTIFACT...
 
 Give it the artifacts of the chain (the full backup, the differential if any, the
 incrementals), in any order; extra artifacts of the same database are ignored. The newest one
 is recovered unless --restore-point names another. It
 
-  1. decrypts (gpg --decrypt; the passphrase comes from --passphrase-file, or gpg asks for it)
-     and decompresses (zstd -d, gzip -d) each artifact and unpacks its tar into a work folder;
+  1. decrypts (gpg --decrypt) and decompresses (zstd -d, gzip -d) each artifact and unpacks its
+     tar into a work folder. The OpenPGP password comes from --keys, the data keys a key file
+     holds (`gpg --decrypt` of keys/<id>.asc, see docs/FORMAT.md: each is tried until one opens
+     the artifact), or from --passphrase-file (a repository from before key files, or one data
+     key), or gpg asks for it;
   2. orders the chain by each manifest's "parent" and "base";
   3. resolves each stream's complete chunk list (layout/<stream>.idx: complete, or a delta
      against the parent's complete list) from the full backup up to the restore point;
@@ -48,7 +51,30 @@ def fail(message):
     sys.exit("recover-chain: " + message)
 
 
-def open_layers(artifact, passphrase_file):
+class GpgFailed(Exception):
+    """gpg could not decrypt an artifact (wrong passphrase or data key, or a damaged file)."""
+
+
+def read_keys(path):
+    """The data keys of a decrypted key file: [(id, key)], from its "<id> <key>" lines."""
+    keys = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if not lines or lines[0] != "# strata-key-file 1":
+        fail(f"{path}: not a decrypted Strata key file (it must start with '# strata-key-file 1')")
+    for line in lines[1:]:
+        if not line or line.startswith("#"):
+            continue
+        key_id, sep, secret = line.partition(" ")
+        if not sep or not re.fullmatch(r"[0-9a-f]{8}", key_id) or not secret:
+            fail(f"{path}: a line is not '<data key id> <data key>'")
+        keys.append((key_id, secret))
+    if not keys:
+        fail(f"{path}: holds no data keys")
+    return keys
+
+
+def open_layers(artifact, passphrase_file, secret=None):
     """The artifact's tar bytes as a pipe: gpg, then zstd or gzip, as its extension says."""
     name = os.path.basename(artifact)
     if not re.search(r"\.tar(\.zst|\.gz)?(\.gpg)?$", name):
@@ -60,7 +86,17 @@ def open_layers(artifact, passphrase_file):
         if passphrase_file:
             # The passphrase is read from the file by gpg itself: never on a command line.
             cmd = ["gpg", "--quiet", "--batch", "--pinentry-mode", "loopback", "--passphrase-file", passphrase_file, "--decrypt"]
-        procs.append(subprocess.Popen(cmd, stdin=source, stdout=subprocess.PIPE))
+        if secret is not None:
+            # A data key goes to gpg through a pipe: never on a command line, never in a file.
+            read_end, write_end = os.pipe()
+            os.write(write_end, (secret + "\n").encode("utf-8"))
+            os.close(write_end)
+            cmd = ["gpg", "--quiet", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", str(read_end), "--decrypt"]
+            # A wrong key is expected while keys are tried: its complaint would only mislead.
+            procs.append(subprocess.Popen(cmd, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, pass_fds=(read_end,)))
+            os.close(read_end)
+        else:
+            procs.append(subprocess.Popen(cmd, stdin=source, stdout=subprocess.PIPE))
         source.close()
         source = procs[-1].stdout
         name = name[: -len(".gpg")]
@@ -72,9 +108,22 @@ def open_layers(artifact, passphrase_file):
     return source, procs
 
 
-def unpack(artifact, folder, passphrase_file):
+def unpack_with_keys(artifact, folder, keys):
+    """Unpacks an artifact with the first data key that opens it (an artifact names no key outside its encryption)."""
+    if not artifact.endswith(".gpg"):
+        return unpack(artifact, folder, None)
+    for _, secret in keys:
+        try:
+            return unpack(artifact, folder, None, secret)
+        except GpgFailed:
+            shutil.rmtree(folder)
+            os.makedirs(folder)
+    fail(f"{artifact}: none of the {len(keys)} data key(s) opens it (a key file of another repository, or a damaged artifact?)")
+
+
+def unpack(artifact, folder, passphrase_file, secret=None):
     """Unpacks an artifact's tar into folder, refusing anything but plain files with plain names."""
-    source, procs = open_layers(artifact, passphrase_file)
+    source, procs = open_layers(artifact, passphrase_file, secret)
     problem = None
     try:
         with tarfile.open(fileobj=source, mode="r|") as tar:
@@ -98,8 +147,13 @@ def unpack(artifact, folder, passphrase_file):
     source.close()
     for proc in procs:
         if proc.wait() != 0:
+            if proc.args[0] == "gpg" and secret is not None:
+                raise GpgFailed()
             fail(f"{artifact}: {proc.args[0]} failed (exit {proc.returncode}); wrong passphrase or damaged file?")
     if problem:
+        if secret is not None and procs and procs[0].args[0] == "gpg":
+            # A wrong key that slipped past gpg's quick check yields garbage: try the next one.
+            raise GpgFailed()
         fail(f"{artifact}: {problem}; damaged or truncated file?")
     if not os.path.exists(os.path.join(folder, "manifest.json")):
         fail(f"{artifact}: no manifest.json (truncated artifact?)")
@@ -569,10 +623,14 @@ def main():
     parser = argparse.ArgumentParser(description="Recover a Strata restore point (any type) without Strata.")
     parser.add_argument("artifacts", nargs="+", help="the artifact files of the chain, in any order")
     parser.add_argument("--out", required=True, help="a new or empty folder for the result")
-    parser.add_argument("--passphrase-file", help="file holding the repository passphrase (else gpg asks)")
+    parser.add_argument("--keys", help="a decrypted key file (gpg --decrypt keys/<id>.asc): the data keys to open the artifacts with")
+    parser.add_argument("--passphrase-file", help="file holding the OpenPGP password: a repository's passphrase from before key files, or one data key (else gpg asks)")
     parser.add_argument("--restore-point", help="backup id to recover (default: the newest given)")
     parser.add_argument("--keep-work", action="store_true", help="keep the unpacked artifacts in OUT/work")
     args = parser.parse_args()
+    if args.keys and args.passphrase_file:
+        fail("give --keys or --passphrase-file, not both")
+    keys = read_keys(args.keys) if args.keys else None
     out = os.path.abspath(args.out)
     if os.path.exists(out) and os.listdir(out):
         fail(f"{out} is not empty")
@@ -581,7 +639,7 @@ def main():
     for n, artifact in enumerate(args.artifacts):
         folder = os.path.join(work, str(n))
         os.makedirs(folder)
-        manifests.append((folder, unpack(artifact, folder, args.passphrase_file)))
+        manifests.append((folder, unpack_with_keys(artifact, folder, keys) if keys else unpack(artifact, folder, args.passphrase_file)))
     chain = find_chain(manifests, args.restore_point)
     tip_folder, tip = chain[-1]
     print("chain: " + " -> ".join(m["id"] for _, m in chain), file=sys.stderr)

@@ -130,6 +130,26 @@ describe('hostile input and private data', () => {
       assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 0);
     });
 
+    it('refuses a data key id or a key file entry that Strata never writes, and imports nothing', () => {
+      const { manifest, artifact } = exportEntries();
+      const target = path.join(dir.path, 'victim');
+      init(target);
+      const record = manifest.backups[0]!;
+      const encryption = manifest['encryption'] as { keyFiles: Record<string, unknown>[] };
+      for (const evil of [
+        { backups: [{ ...record, encryption: { ...record.encryption, keyId: '\u001b]0;owned\u0007' } }] },
+        { encryption: { ...encryption, keyFiles: [{ ...encryption.keyFiles[0], id: '../../repository' }] } },
+        { encryption: { ...encryption, keyFiles: [{ ...encryption.keyFiles[0], message: 'x'.repeat(200_000) }] } },
+      ]) {
+        const bundle = path.join(dir.path, 'evil.tar.gz');
+        writeFileSync(bundle, tarGz([{ name: 'strata-export.json', body: Buffer.from(JSON.stringify({ ...manifest, ...evil })) }, artifact]));
+        const result = strata(['import', bundle, '--repo', target, '--json']);
+        assert.equal(json<{ error: { code: string } }>(result).error.code, 'ARTIFACT_HOSTILE', `${JSON.stringify(evil).slice(0, 200)}: ${result.stdout}`);
+      }
+      assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 0);
+      assert.equal(readdirSync(path.join(target, 'keys')).length, 1, 'no key file was added');
+    });
+
     it('refuses a record dated in the future', () => {
       const { manifest, artifact } = exportEntries();
       const target = path.join(dir.path, 'victim');

@@ -6,14 +6,14 @@ import { buildRichDatabase } from './helpers/databases.js';
 import { ROOT, TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
 
 interface ListJson {
-  backups: { id: string; key: string }[];
+  backups: { id: string; key: string; encryption: { profile: string; keyId?: string } }[];
 }
 
-/** The shell block of docs/FORMAT.md marked `# recover-sqlite-full`, exactly as a person would copy it. */
-function recoveryRecipe(): string {
+/** The shell block of docs/FORMAT.md whose first line is `# <marker>`, exactly as a person would copy it. */
+function recipe(marker: string): string {
   const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
-  const block = /```sh\n(# recover-sqlite-full[\s\S]*?)```/.exec(doc);
-  assert.ok(block, 'docs/FORMAT.md has the recover-sqlite-full recipe');
+  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
+  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
   return block[1]!;
 }
 
@@ -30,7 +30,7 @@ describe('interoperability with standard tools', () => {
     spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: gnupgHome } });
   });
 
-  function backUp(options: string[]): { db: string; artifact: string; repo: string; id: string } {
+  function backUp(options: string[]): { db: string; artifact: string; repo: string; id: string; keyId: string | undefined } {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, ...options]).status, 0);
     const db = path.join(dir.path, 'app.db');
@@ -38,19 +38,41 @@ describe('interoperability with standard tools', () => {
     const backup = strata(['backup', db, '--repo', repo, '--json']);
     assert.equal(backup.status, 0, backup.stderr);
     const list = json<ListJson>(strata(['list', '--repo', repo, '--json']));
-    return { db, repo, id: list.backups[0]!.id, artifact: path.join(repo, list.backups[0]!.key) };
+    return { db, repo, id: list.backups[0]!.id, artifact: path.join(repo, list.backups[0]!.key), keyId: list.backups[0]!.encryption.keyId };
   }
 
-  it('a full backup is recovered with gpg, zstd, tar and sqlite3 by following docs/FORMAT.md', () => {
-    const { db, artifact } = backUp(['--compression', 'zstd']);
-    assert.match(artifact, /\.tar\.zst\.gpg$/);
+  /** Runs a documented block with bash and the person's own GnuPG home. */
+  function follow(marker: string, variables: Record<string, string>): ReturnType<typeof spawnSync> & { stdout: string; stderr: string } {
+    return spawnSync('bash', ['-euo', 'pipefail', '-c', recipe(marker)], { env: { ...process.env, GNUPGHOME: gnupgHome, ...variables }, encoding: 'utf8' });
+  }
+
+  /**
+   * Key file first: the data key an artifact needs, in a file, by following docs/FORMAT.md
+   * (recover-data-keys with the passphrase, then data-key-file).
+   */
+  function dataKeyFile(repo: string, keyId: string): string {
     const passfile = path.join(dir.path, 'passphrase');
     writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const keys = path.join(dir.path, 'keys.txt');
+    const opened = follow('recover-data-keys', { REPO: repo, PASSFILE: passfile, KEYS: keys });
+    assert.equal(opened.status, 0, opened.stderr);
+    assert.deepEqual(opened.stdout.trim().split('\n'), [keyId], 'it prints the ids of the data keys the key file holds');
+    const datakey = path.join(dir.path, 'datakey');
+    const cut = follow('data-key-file', { KEYS: keys, KEYID: keyId, DATAKEY: datakey });
+    assert.equal(cut.status, 0, cut.stderr);
+    return datakey;
+  }
+
+  it('a full backup is recovered with gpg, zstd, tar and sqlite3 by following docs/FORMAT.md: key file first, then artifact', () => {
+    const { db, artifact, repo, keyId } = backUp(['--compression', 'zstd']);
+    assert.match(artifact, /\.tar\.zst\.gpg$/);
+    assert.match(keyId ?? '', /^[0-9a-f]{8}$/, 'the catalog names the data key the artifact needs');
+    const passfile = path.join(dir.path, 'passphrase');
+    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const withPassphrase = follow('recover-sqlite-full', { ARTIFACT: artifact, PASSFILE: passfile, OUT: path.join(dir.path, 'not-this-way') });
+    assert.notEqual(withPassphrase.status, 0, 'the passphrase opens the key file, not the artifact');
     const out = path.join(dir.path, 'recovered');
-    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', recoveryRecipe()], {
-      env: { ...process.env, GNUPGHOME: gnupgHome, ARTIFACT: artifact, PASSFILE: passfile, OUT: out },
-      encoding: 'utf8',
-    });
+    const run = follow('recover-sqlite-full', { ARTIFACT: artifact, PASSFILE: dataKeyFile(repo, keyId!), OUT: out });
     assert.equal(run.status, 0, run.stderr);
     assert.equal(run.stdout.trim(), 'ok', 'the recipe ends with PRAGMA integrity_check printing ok');
     const recovered = path.join(out, 'data/main.db');
@@ -61,10 +83,9 @@ describe('interoperability with standard tools', () => {
   });
 
   it('a gzip repository is recovered with gpg, gzip and tar', () => {
-    const { db, artifact } = backUp(['--compression', 'gzip']);
+    const { db, artifact, repo, keyId } = backUp(['--compression', 'gzip']);
     assert.match(artifact, /\.tar\.gz\.gpg$/);
-    const passfile = path.join(dir.path, 'passphrase');
-    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const passfile = dataKeyFile(repo, keyId!);
     const out = path.join(dir.path, 'recovered');
     mkdirSync(out);
     const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | gzip -d | tar -x -C "$OUT"'], {
@@ -92,14 +113,13 @@ describe('interoperability with standard tools', () => {
     assert.equal(sqliteQuery(path.join(out, 'new.db'), '.schema'), sqliteQuery(db, '.schema'));
   });
 
-  it('the modern (AEAD) profile round-trips through Strata, and gpg 2.2 says it cannot read it', () => {
-    const { db, artifact, repo, id } = backUp(['--encryption', 'modern']);
+  it('the modern (AEAD) profile round-trips through Strata; gpg 2.2 opens its key file but says it cannot read the artifact', () => {
+    const { db, artifact, repo, id, keyId } = backUp(['--encryption', 'modern']);
     const target = path.join(dir.path, 'restored.db');
     const restore = strata(['restore', id, '--repo', repo, '--to', target]);
     assert.equal(restore.status, 0, restore.stderr);
     assert.equal(sqliteDump(target), sqliteDump(db));
-    const passfile = path.join(dir.path, 'passphrase');
-    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const passfile = dataKeyFile(repo, keyId!);
     const gpg = spawnSync('gpg', ['--batch', '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--decrypt', artifact], {
       env: { ...process.env, GNUPGHOME: gnupgHome },
     });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
@@ -25,7 +25,7 @@ function recipe(marker: string): string {
 }
 
 interface ListJson {
-  backups: { id: string; key: string; type: string; parent: string | null }[];
+  backups: { id: string; key: string; type: string; parent: string | null; encryption: { keyId?: string } }[];
 }
 
 describe('recovery by hand of any restore point, following docs/FORMAT.md', function () {
@@ -54,9 +54,26 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
     return run.stdout;
   }
 
-  /** recover-chain on every artifact of `database`; returns the folder it wrote. */
+  /** The data keys the passphrase's key file holds, by recover-data-keys (key file first); returns the file. */
+  function dataKeys(repo: string): string {
+    const keys = path.join(dir.path, `data keys of ${path.basename(repo)}`);
+    if (!existsSync(keys)) follow('recover-data-keys', { REPO: repo, PASSFILE: path.join(dir.path, 'passphrase'), KEYS: keys });
+    return keys;
+  }
+
+  /** The file gpg opens an artifact with: its data key (data-key-file), or before key files the passphrase. */
+  function passwordFile(repo: string, keyId: string | undefined): string {
+    if (keyId === undefined) return path.join(dir.path, 'passphrase');
+    const file = path.join(dir.path, `data key ${keyId}`);
+    follow('data-key-file', { KEYS: dataKeys(repo), KEYID: keyId, DATAKEY: file });
+    return file;
+  }
+
+  /** recover-chain on every artifact of `database` (recover-chain-passphrase before key files); returns the folder it wrote. */
   function recoverChain(repo: string, database: string, out = path.join(dir.path, "recovered it's $HOME")): string {
-    follow('recover-chain', { DOCS: path.join(ROOT, 'docs'), REPO: repo, DB: database, PASSFILE: path.join(dir.path, 'passphrase'), OUT: out });
+    const common = { DOCS: path.join(ROOT, 'docs'), REPO: repo, DB: database, OUT: out };
+    if (existsSync(path.join(repo, 'keys'))) follow('recover-chain', { ...common, KEYS: dataKeys(repo) });
+    else follow('recover-chain-passphrase', { ...common, PASSFILE: path.join(dir.path, 'passphrase') });
     return out;
   }
 
@@ -72,7 +89,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
     const out = path.join(dir.path, `peek-${id}`);
     mkdirSync(out, { recursive: true });
     const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$OUT" "$ENTRY"'], {
-      env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, record.key), OUT: out, ENTRY: entry },
+      env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: passwordFile(repo, record.encryption.keyId), ARTIFACT: path.join(repo, record.key), OUT: out, ENTRY: entry },
       encoding: 'utf8',
     });
     assert.equal(run.status, 0, run.stderr);
@@ -104,7 +121,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       mkdirSync(folder);
       const record = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups.find((b) => b.id === id)!;
       const run = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$OUT"'], {
-        env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, record.key), OUT: folder },
+        env: { ...process.env, GNUPGHOME: path.join(home, '.gnupg'), PASSFILE: passwordFile(repo, record.encryption.keyId), ARTIFACT: path.join(repo, record.key), OUT: folder },
       });
       assert.equal(run.status, 0);
       if (n === 0) {
@@ -191,7 +208,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
 
       // An older restore point: the same command with --restore-point, as the docs say.
       const older = path.join(dir.path, 'older');
-      const run = spawnSync('python3', [path.join(ROOT, 'docs/recover-chain.py'), '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', older, '--restore-point', differential, ...list.map((b) => path.join(repo, b.key))], {
+      const run = spawnSync('python3', [path.join(ROOT, 'docs/recover-chain.py'), '--keys', dataKeys(repo), '--out', older, '--restore-point', differential, ...list.map((b) => path.join(repo, b.key))], {
         env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg') },
         encoding: 'utf8',
       });
@@ -211,7 +228,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       const list = json<ListJson>(strata(['list', '--repo', repo, '--json'])).backups;
       const script = path.join(ROOT, 'docs/recover-chain.py');
       const env = { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg') };
-      const withoutMiddle = spawnSync('python3', [script, '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', path.join(dir.path, 'a'), path.join(repo, list[0]!.key), path.join(repo, list[2]!.key)], { env, encoding: 'utf8' });
+      const withoutMiddle = spawnSync('python3', [script, '--keys', dataKeys(repo), '--out', path.join(dir.path, 'a'), path.join(repo, list[0]!.key), path.join(repo, list[2]!.key)], { env, encoding: 'utf8' });
       assert.notEqual(withoutMiddle.status, 0);
       assert.match(withoutMiddle.stderr, new RegExp(`needs ${list[1]!.id}, which is not among the artifacts given`));
 
@@ -220,7 +237,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       mkdirSync(work);
       const tampered = path.join(dir.path, path.basename(list[2]!.key).replace(/\.zst\.gpg$/, ''));
       const unpack = spawnSync('bash', ['-euo', 'pipefail', '-c', 'gpg --batch --pinentry-mode loopback --passphrase-file "$PASSFILE" --decrypt "$ARTIFACT" | zstd -d | tar -x -C "$WORK"'], {
-        env: { ...env, PASSFILE: path.join(dir.path, 'passphrase'), ARTIFACT: path.join(repo, list[2]!.key), WORK: work },
+        env: { ...env, PASSFILE: passwordFile(repo, list[2]!.encryption.keyId), ARTIFACT: path.join(repo, list[2]!.key), WORK: work },
       });
       assert.equal(unpack.status, 0);
       const bin = spawnSync('bash', ['-c', 'ls "$WORK"/chunks/main.db/*.bin | head -1'], { env: { ...env, WORK: work }, encoding: 'utf8' }).stdout.trim();
@@ -228,7 +245,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       bytes[100]! ^= 0x01;
       writeFileSync(bin, bytes);
       assert.equal(spawnSync('tar', ['-cf', tampered, '-C', work, 'README.txt', 'schema.sql', 'streams', 'chunks', 'layout', 'manifest.json']).status, 0);
-      const damaged = spawnSync('python3', [script, '--passphrase-file', path.join(dir.path, 'passphrase'), '--out', path.join(dir.path, 'b'), path.join(repo, list[0]!.key), path.join(repo, list[1]!.key), tampered], { env, encoding: 'utf8' });
+      const damaged = spawnSync('python3', [script, '--keys', dataKeys(repo), '--out', path.join(dir.path, 'b'), path.join(repo, list[0]!.key), path.join(repo, list[1]!.key), tampered], { env, encoding: 'utf8' });
       assert.notEqual(damaged.status, 0);
       assert.match(damaged.stderr, /stream main\.db: chunk \d+ does not match its id/);
     });

@@ -72,6 +72,22 @@ describe('the SDK', () => {
     const result = await repo.restore({ asOf: new Date('2026-05-02T00:00:00Z'), database: 'app' }, { to: path.join(dir.path, 'then.db') });
     assert.equal(result.backup.id, first.id);
   });
+
+  it('repo.keys: a passphrase added through the SDK opens the repository, and a process that opened it with that passphrase notices when it is removed', async () => {
+    const { repo, source } = await setup();
+    const record = await repo.backup(source, { database: 'app' });
+    const second = new Passphrase('a second passphrase');
+    const added = await repo.keys.add({ passphrase: second, label: 'ci' });
+    assert.deepEqual((await repo.keys.list()).keyFiles.map((f) => [f.label, f.opened]), [
+      [null, true],
+      ['ci', false],
+    ]);
+    const other = await openRepository(path.join(dir.path, 'repo'), { passphrase: second, tempDir: path.join(dir.path, 'tmp') });
+    await other.restore({ id: record.id }, { to: path.join(dir.path, 'by-second.db') });
+    assert.equal(sqliteDump(path.join(dir.path, 'by-second.db')), sqliteDump(source));
+    await repo.keys.remove(added.id);
+    await assert.rejects(other.restore({ id: record.id }, { to: path.join(dir.path, 'after-removal.db') }), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'));
+  });
 });
 
 describe('the SDK guard()', () => {
@@ -106,6 +122,7 @@ describe('the SDK guard()', () => {
     assert.deepEqual(runs.map((o) => o.status), ['FAILED', 'COMPLETED']);
     await repo.close();
   });
+
 });
 
 describe('the SDK config helpers', () => {

@@ -46,7 +46,7 @@ export function describeBackup(backup: BackupView, location: string): string {
     `| taken | ${formatTime(backup.createdAt)} (${formatAge(backup.createdAt)}) |`,
     `| database | ${location} (${backup.engine}, ${formatBytes(backup.databaseBytes)}, ${backup.tableCount} tables, ${backup.rowCount} rows) |`,
     `| chain | ${backup.parent ? `parent \`${backup.parent}\`${backup.base && backup.base !== backup.parent ? `, base \`${backup.base}\`` : ''}` : 'self-contained'} |`,
-    `| stored | ${formatBytes(backup.storedBytes)} (${backup.compression.codec}${backup.compression.codec === 'none' ? '' : ` level ${backup.compression.level}`}, encryption ${backup.encryption.profile}) |`,
+    `| stored | ${formatBytes(backup.storedBytes)} (${backup.compression.codec}${backup.compression.codec === 'none' ? '' : ` level ${backup.compression.level}`}, encryption ${backup.encryption.profile}${backup.encryption.keyId ? `, data key \`${backup.encryption.keyId}\`` : ''}) |`,
     `| label | ${backup.label ?? '—'} |`,
     `| tags | ${backup.tags.length ? backup.tags.join(', ') : '—'} |`,
     `| SHA-256 | \`${backup.sha256}\` |`,

@@ -202,6 +202,7 @@ export async function run(): Promise<void> {
     const document = (await vscode.commands.executeCommand('strata.showDetails', newest)) as vscode.TextDocument;
     assert.match(document.getText(), new RegExp(newest!.backup.id));
     assert.match(document.getText(), /data-consistency/);
+    assert.match(document.getText(), new RegExp(`data key \`${newest!.backup.encryption.keyId}\``), 'the data key its artifact needs');
   });
 
   test('Delete refuses to orphan dependents unless confirmed, then deletes the chain', async () => {

@@ -31,6 +31,8 @@ export interface InitCommandOptions {
   readonly compression?: string;
   readonly compressionLevel?: number;
   readonly groupReadable?: boolean;
+  /** A label for the first key file. */
+  readonly label?: string;
 }
 
 export async function initCommand(ctx: CommandContext, options: InitCommandOptions): Promise<number> {
@@ -39,6 +41,7 @@ export async function initCommand(ctx: CommandContext, options: InitCommandOptio
     throw new StrataError('USAGE', 'init: --no-encryption and --encryption contradict each other');
   }
   const profile = (options.noEncryption ? 'none' : (options.encryption ?? 'compat')) as EncryptionProfile;
+  if (profile === 'none' && options.label !== undefined) throw new StrataError('USAGE', 'init: --label names the key file of an encrypted repository; an unencrypted one has none');
   if (!['compat', 'modern', 'none'].includes(profile)) throw new StrataError('USAGE', `init: --encryption must be compat or modern (got ${profile})`);
   const codec = (options.compression ?? defaultCompression().codec) as CodecName;
   const level = options.compressionLevel ?? DEFAULT_LEVELS[codec] ?? 0;
@@ -53,7 +56,7 @@ export async function initCommand(ctx: CommandContext, options: InitCommandOptio
     }
   }
   const groupReadable = options.groupReadable ?? false;
-  await initRepository(location, { encryption: profile, ...(passphrase ? { passphrase } : {}), compression: { codec, level }, groupReadable });
+  await initRepository(location, { encryption: profile, ...(passphrase ? { passphrase } : {}), compression: { codec, level }, groupReadable, ...(options.label !== undefined ? { keyLabel: options.label } : {}) });
   const access = groupReadable ? 'group-readable' : 'private';
   if (ctx.json) {
     ctx.printJson({ repository: location, encryption: profile, compression: { codec, level }, access });
@@ -62,7 +65,9 @@ export async function initCommand(ctx: CommandContext, options: InitCommandOptio
       `created repository ${location}\n  encryption: ${profile === 'none' ? 'none (unencrypted, as asked)' : `${profile} (AES-256)`}\n  compression: ${codec}${codec === 'none' ? '' : ` level ${level}`}\n  access: ${groupReadable ? 'you, and your group reads (folders 0750, files 0640)' : 'only you (folders 0700, files 0600)'}\n`,
     );
     if (profile !== 'none') {
-      process.stdout.write('Keep the passphrase safe: without it no backup in this repository can be restored.\n');
+      process.stdout.write(
+        'Keep the passphrase safe: without it (or another passphrase added with `strata key add`) no backup in this repository can be restored.\n',
+      );
     }
   }
   return 0;
@@ -136,6 +141,8 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
     process.stdout.write(options.database ? `no backups of ${options.database}\n` : 'no backups yet\n');
     return 0;
   }
+  // With key files, which data key each artifact needs (after a rotation they differ).
+  const keyed = backups.some((b) => b.encryption.keyId !== undefined);
   const rows = chainOrder(backups).map(({ backup: b, depth }) => [
     `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}`,
     b.database,
@@ -145,11 +152,12 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
     formatAge(b.createdAt),
     formatBytes(b.databaseBytes),
     formatBytes(b.storedBytes),
+    ...(keyed ? [b.encryption.keyId ?? '-'] : []),
     b.parent ? `← ${b.parent}` : '',
     b.verification ? `${b.verification.outcome} (${b.verification.level}, ${formatAge(b.verification.at)})` : 'never',
     b.label ?? '',
   ]);
-  const header = ['ID', 'DATABASE', 'ENGINE', 'TYPE', 'CREATED', 'AGE', 'DB SIZE', 'STORED', 'CHAIN', 'VERIFIED', 'LABEL'];
+  const header = ['ID', 'DATABASE', 'ENGINE', 'TYPE', 'CREATED', 'AGE', 'DB SIZE', 'STORED', ...(keyed ? ['DATA KEY'] : []), 'CHAIN', 'VERIFIED', 'LABEL'];
   printTable(header, rows);
   process.stdout.write(`${backups.length} backup(s)\n`);
   return 0;
@@ -195,7 +203,8 @@ function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRecord; d
   return out;
 }
 
-function printTable(header: string[], rows: string[][]): void {
+/** Prints rows as aligned columns, control characters escaped. */
+export function printTable(header: string[], rows: string[][]): void {
   // Cells come from the catalog, which an import or an older Strata may have filled with
   // control characters: shown escaped, they cannot repaint the terminal or forge rows.
   rows = rows.map((r) => r.map(printable));
@@ -309,11 +318,20 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   await repo.unlock();
   const bar = new ProgressBar('verify', interactive(ctx.json));
   let reports: VerifyReport[];
+  // Backups whose data key the passphrase's key file lacks: not verified (and not failed).
+  const unverified: { backupId: string; code: string; message: string }[] = [];
   try {
     if (options.all) {
       const all = await repo.list(options.database === undefined ? {} : { database: options.database });
       reports = [];
-      for (const b of all) reports.push(...(await repo.verify({ id: b.id }, { level, signal, onProgress: bar.update })));
+      for (const b of all) {
+        try {
+          reports.push(...(await repo.verify({ id: b.id }, { level, signal, onProgress: bar.update })));
+        } catch (err) {
+          if (!isStrataError(err, 'KEY_MISSING')) throw err;
+          unverified.push({ backupId: b.id, code: err.code, message: err.message });
+        }
+      }
     } else {
       reports = await repo.verify({ id: options.id!, ...(options.database !== undefined ? { database: options.database } : {}) }, { level, signal, onProgress: bar.update });
     }
@@ -322,16 +340,18 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   }
   const failed = reports.filter((r) => r.outcome === 'failed');
   if (ctx.json) {
-    ctx.printJson({ level, outcome: failed.length > 0 ? 'failed' : 'passed', reports });
+    ctx.printJson({ level, outcome: failed.length > 0 ? 'failed' : unverified.length > 0 ? 'incomplete' : 'passed', reports, ...(unverified.length > 0 ? { unverified } : {}) });
   } else {
     for (const report of reports) {
-      process.stdout.write(`${report.backupId}: ${report.outcome.toUpperCase()}\n`);
+      const keys = report.dataKeys.length > 0 ? ` (data key${report.dataKeys.length > 1 ? 's' : ''} ${report.dataKeys.join(', ')})` : '';
+      process.stdout.write(`${report.backupId}: ${report.outcome.toUpperCase()}${keys}\n`);
       for (const check of report.checks) process.stdout.write(`  ${check.status.padEnd(7)} ${check.name}: ${check.reason}\n`);
     }
-    if (reports.length === 0) process.stdout.write('nothing to verify\n');
-    else process.stdout.write(`${reports.length - failed.length} of ${reports.length} backup(s) passed\n`);
+    for (const u of unverified) process.stdout.write(`${u.backupId}: NOT VERIFIED\n  ${u.message}\n`);
+    if (reports.length + unverified.length === 0) process.stdout.write('nothing to verify\n');
+    else process.stdout.write(`${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}\n`);
   }
-  return failed.length > 0 ? 3 : 0;
+  return failed.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
 }
 
 /** Policy flags of `strata prune` and `list --by-tier`: the policy's rules, labels as `LABEL=DURATION`. */

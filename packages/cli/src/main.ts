@@ -21,6 +21,7 @@ import {
 } from './commands.js';
 import type { PolicyFlags } from './commands.js';
 import { CommandContext } from './context.js';
+import { keyCommand } from './key-commands.js';
 import type { GlobalOptions } from './context.js';
 
 const HELP = `strata ${STRATA_VERSION}: database backups you can prove
@@ -51,6 +52,10 @@ Commands:
   import FILE                  bring an export into this repository (checksums verified)
   delete <id>...               delete restore points (--with-dependents to also delete the
                                backups that build on them)
+  key list|add|remove|passwd|rotate|migrate
+                               passphrases and data keys: several passphrases can open a
+                               repository; add, change or revoke them, or rotate the data key,
+                               without re-encrypting any backup (strata key --help)
 
 Options for every command:
   --repo DIR                   the repository (or STRATA_REPO, or "repository" in strata.config.json)
@@ -69,22 +74,61 @@ Exit status:
   1  the operation failed (details on stderr, or in the JSON "error")
   2  usage error (bad arguments or configuration)
   3  verification failed (a check failed), or strata health found a problem
-  4  wrong or missing passphrase
+  4  wrong or missing passphrase, or its key file lacks the data key needed
   5  the repository is locked by another live process
 `;
 
-const COMMAND_HELP: Record<string, string> = {
-  init: `Usage: strata init --repo DIR [--encryption compat|modern | --no-encryption] [--compression zstd|gzip|none] [--compression-level N] [--group-readable]
+const KEY_HELP = `Usage: strata key list [--json]
+       strata key add [--label TEXT] [--new-passphrase-file FILE | --new-passphrase-command CMD]
+       strata key remove <key-file-id> [--force]
+       strata key passwd [--new-passphrase-file FILE | --new-passphrase-command CMD]
+       strata key rotate [--also-passphrase-file FILE]...
+       strata key migrate [--label TEXT]
 
-Creates a repository. Encryption is OpenPGP with AES-256 and a passphrase:
+Backups are encrypted under a data key (a random OpenPGP password). Each passphrase opens one key
+file in keys/ (an OpenPGP message that gpg reads) holding the data keys it grants, so passphrases
+come and go, and the data key changes, without re-encrypting any backup. docs/FORMAT.md shows how
+to recover with gpg alone: your key file first, then the artifact.
+
+  list      key files (id, label, data keys held, the one your passphrase opens, if given) and
+            data keys (current, backups that need each, key files holding each); no passphrase
+            is needed
+  add       a new passphrase: a key file holding the data keys yours holds
+  remove    revoke a key file's passphrase. Refused for the last key file, for yours (unless
+            --force), and when no other key file would hold a data key a backup needs. A copy
+            of the key file, or keys read from it, still open older backups: rotate afterwards
+            if it may have leaked
+  passwd    change your passphrase (a new key file replaces yours in one atomic step)
+  rotate    a new current data key for new backups, written into your key file and into those
+            whose passphrases --also-passphrase-file gives (repeatable; they also get every data
+            key yours holds); other key files keep opening older backups, but backups with their
+            passphrases fail (exit 4) until they hold it. Nothing is re-encrypted
+  migrate   move a repository made before key files onto them: a key file for your passphrase
+            holding a new current data key and the passphrase itself (older backups need it)
+
+The passphrase that unlocks comes from the usual sources (--passphrase-file, ...). The new one for
+add and passwd comes from --new-passphrase-command, --new-passphrase-file,
+STRATA_NEW_PASSPHRASE_COMMAND, STRATA_NEW_PASSPHRASE_FILE, STRATA_NEW_PASSPHRASE, or a prompt
+(asked twice), never from the command line. Every change takes the repository lock and is
+journaled (ids and labels only).
+`;
+
+const COMMAND_HELP: Record<string, string> = {
+  key: KEY_HELP,
+  init: `Usage: strata init --repo DIR [--encryption compat|modern | --no-encryption] [--compression zstd|gzip|none] [--compression-level N] [--group-readable] [--label TEXT]
+
+Creates a repository. Encryption is OpenPGP with AES-256, under a random data key that a key file
+sealed with your passphrase holds (keys/; strata key --help):
   compat   (default) gpg --decrypt can open every artifact
-  modern   AEAD (RFC 9580); faster, authenticated per chunk, but GnuPG cannot read it
+  modern   AEAD (RFC 9580); faster, authenticated per chunk, but GnuPG cannot read it (key files
+           are always gpg-readable)
 The passphrase comes from --passphrase-command, --passphrase-file, STRATA_PASSPHRASE_COMMAND,
 STRATA_PASSPHRASE_FILE, STRATA_PASSPHRASE, or a prompt (asked twice), in that order.
 Compression defaults to zstd level 3 when this Node can do zstd, else gzip level 6.
 The repository is private to you: folders 0700, files 0600, whatever the umask. With
 --group-readable your group may read it too (folders 0750, files 0640: copy, sync, recover by
 hand; only you write). repository.json records the choice, so every later command keeps it.
+--label names its key file.
 `,
   backup: `Usage: strata backup <db> [--type full|incremental|differential|schema-only] [--auto-full] [--label TEXT] [--tag TAG]... [--time ISO] [--name NAME] [--json]
 
@@ -209,6 +253,14 @@ const COMMAND_OPTIONS: Record<string, ParseArgsConfig['options']> = {
     compression: { type: 'string' },
     'compression-level': { type: 'string' },
     'group-readable': { type: 'boolean', default: false },
+    label: { type: 'string' },
+  },
+  key: {
+    label: { type: 'string' },
+    force: { type: 'boolean', default: false },
+    'new-passphrase-file': { type: 'string' },
+    'new-passphrase-command': { type: 'string' },
+    'also-passphrase-file': { type: 'string', multiple: true },
   },
   backup: {
     type: { type: 'string' },
@@ -281,6 +333,10 @@ export async function run(argv: string[]): Promise<number> {
       process.stdout.write(COMMAND_HELP[command] ?? HELP);
       return EXIT.ok;
     }
+    if (command === 'key' && positionals[0] === 'help') {
+      process.stdout.write(KEY_HELP);
+      return EXIT.ok;
+    }
     const global: GlobalOptions = {
       json: values['json'] === true,
       ...(str(values, 'repo') !== undefined ? { repo: str(values, 'repo')! } : {}),
@@ -289,7 +345,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(str(values, 'passphrase-command') !== undefined ? { passphraseCommand: str(values, 'passphrase-command')! } : {}),
       ...(values['lock-wait'] !== undefined ? { lockWait: parseNumber(str(values, 'lock-wait'), '--lock-wait')! } : {}),
     };
-    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0, export: Number.MAX_SAFE_INTEGER, import: 1, delete: Number.MAX_SAFE_INTEGER };
+    const maxPositionals: Record<string, number> = { init: 0, backup: 1, list: 1, restore: 1, verify: 1, prune: 1, run: Number.MAX_SAFE_INTEGER, stats: 0, health: 0, inventory: 0, export: Number.MAX_SAFE_INTEGER, import: 1, delete: Number.MAX_SAFE_INTEGER, key: 2 };
     if (positionals.length > maxPositionals[command]!) {
       throw new StrataError('USAGE', `${command}: unexpected argument ${JSON.stringify(positionals[maxPositionals[command]!])}`);
     }
@@ -302,6 +358,17 @@ export async function run(argv: string[]): Promise<number> {
           ...(str(values, 'compression') !== undefined ? { compression: str(values, 'compression')! } : {}),
           ...(values['compression-level'] !== undefined ? { compressionLevel: parseNumber(str(values, 'compression-level'), '--compression-level')! } : {}),
           groupReadable: values['group-readable'] === true,
+          ...(str(values, 'label') !== undefined ? { label: str(values, 'label')! } : {}),
+        });
+      case 'key':
+        return await keyCommand(ctx, {
+          ...(positionals[0] !== undefined ? { action: positionals[0] } : {}),
+          ...(positionals[1] !== undefined ? { id: positionals[1] } : {}),
+          ...(str(values, 'label') !== undefined ? { label: str(values, 'label')! } : {}),
+          force: values['force'] === true,
+          ...(str(values, 'new-passphrase-file') !== undefined ? { newPassphraseFile: str(values, 'new-passphrase-file')! } : {}),
+          ...(str(values, 'new-passphrase-command') !== undefined ? { newPassphraseCommand: str(values, 'new-passphrase-command')! } : {}),
+          alsoPassphraseFiles: (values['also-passphrase-file'] as string[] | undefined) ?? [],
         });
       case 'backup': {
         if (positionals.length === 0) throw new StrataError('USAGE', 'backup: name the database to back up (see strata backup --help)');

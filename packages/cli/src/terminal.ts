@@ -87,6 +87,11 @@ export interface PassphraseSources {
   readonly prompt: boolean;
   /** Ask twice (when setting a new passphrase). */
   readonly confirm?: boolean;
+  /**
+   * Which passphrase: the repository's (default; flags --passphrase-*, variables STRATA_PASSPHRASE*)
+   * or a new one for `strata key add` and `passwd` (--new-passphrase-*, STRATA_NEW_PASSPHRASE*).
+   */
+  readonly which?: 'repository' | 'new';
 }
 
 /**
@@ -96,27 +101,37 @@ export interface PassphraseSources {
  * `attempt` counts tries after a wrong passphrase: only the prompt can give another answer.
  */
 export async function readPassphrase(sources: PassphraseSources, attempt = 1): Promise<Passphrase | undefined> {
+  const fresh = sources.which === 'new';
+  const flag = fresh ? '--new-passphrase' : '--passphrase';
+  const variable = fresh ? 'STRATA_NEW_PASSPHRASE' : 'STRATA_PASSPHRASE';
   if (sources.passphraseCommand !== undefined && sources.passphraseFile !== undefined) {
-    throw new StrataError('USAGE', 'give the passphrase one way: --passphrase-command or --passphrase-file, not both');
+    throw new StrataError('USAGE', `give the ${fresh ? 'new ' : ''}passphrase one way: ${flag}-command or ${flag}-file, not both`);
   }
   const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
-  const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env('STRATA_PASSPHRASE_COMMAND') : undefined);
-  const file = sources.passphraseFile ?? (command === undefined ? env('STRATA_PASSPHRASE_FILE') : undefined);
+  const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env(`${variable}_COMMAND`) : undefined);
+  const file = sources.passphraseFile ?? (command === undefined ? env(`${variable}_FILE`) : undefined);
   if (command !== undefined) return attempt === 1 ? passphraseFromCommand(command) : undefined;
   if (file !== undefined) return attempt === 1 ? passphraseFromFile(file) : undefined;
-  const value = env('STRATA_PASSPHRASE');
+  const value = env(variable);
   if (value !== undefined) return attempt === 1 ? new Passphrase(value) : undefined;
   if (!sources.prompt || !process.stdin.isTTY || !process.stderr.isTTY) return undefined;
   if (attempt > 1) process.stderr.write('wrong passphrase, try again\n');
-  const first = await promptHidden('Repository passphrase: ');
+  const first = await promptHidden(fresh ? 'New passphrase: ' : 'Repository passphrase: ');
   if (sources.confirm) {
-    const second = await promptHidden('Repeat the passphrase: ');
+    const second = await promptHidden(fresh ? 'Repeat the new passphrase: ' : 'Repeat the passphrase: ');
     if (first !== second) throw new StrataError('USAGE', 'the two passphrases differ');
   }
   return new Passphrase(first);
 }
 
-function passphraseFromFile(file: string): Passphrase {
+/** True when a passphrase is available without asking (a flag or one of the variables). */
+export function passphraseGiven(sources: PassphraseSources): boolean {
+  const set = (name: string): boolean => (process.env[name] ?? '') !== '';
+  return sources.passphraseFile !== undefined || sources.passphraseCommand !== undefined || set('STRATA_PASSPHRASE_COMMAND') || set('STRATA_PASSPHRASE_FILE') || set('STRATA_PASSPHRASE');
+}
+
+/** Reads a passphrase from a file: its text less one trailing newline. */
+export function passphraseFromFile(file: string): Passphrase {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

@@ -65,7 +65,11 @@ export interface BackupRecord {
   /** SHA-256 (hex) of the artifact file. */
   readonly sha256: string;
   readonly compression: { readonly codec: string; readonly level: number };
-  readonly encryption: { readonly profile: string };
+  /**
+   * How the artifact is encrypted: the profile, and the id of the data key it needs (absent for
+   * unencrypted artifacts and for those encrypted with the passphrase itself, before key files).
+   */
+  readonly encryption: { readonly profile: string; readonly keyId?: string };
   readonly schemaFingerprint: string;
   readonly tableCount: number;
   readonly rowCount: number;
@@ -126,7 +130,7 @@ export function sortBackups(backups: readonly BackupRecord[]): BackupRecord[] {
 /** Builds a catalog record from an artifact's manifest and what we learned writing or reading it. */
 export function recordFromManifest(
   manifest: Manifest,
-  artifact: { key: string; rawBytes: number; storedBytes: number; sha256: string; compression: { codec: string; level: number }; encryption: { profile: string } },
+  artifact: { key: string; rawBytes: number; storedBytes: number; sha256: string; compression: { codec: string; level: number }; encryption: { profile: string; keyId?: string } },
 ): BackupRecord {
   return {
     id: manifest.id,

@@ -16,13 +16,14 @@ import type { Storage } from './storage.js';
 export interface ChainLink {
   readonly record: BackupRecord;
   readonly location: ArtifactLocation;
+  /** Its artifact's OpenPGP password (a chain spans several data keys after a rotation). */
+  readonly passphrase: Passphrase | undefined;
 }
 
 export interface ChainRestoreOptions {
   readonly storage: Storage;
   /** Oldest first; the last link is the restore point wanted. */
   readonly chain: readonly ChainLink[];
-  readonly passphrase: Passphrase | undefined;
   readonly session: RestoreSession;
   readonly tempDir: string;
   readonly signal?: AbortSignal;
@@ -137,7 +138,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     const contents = await readArtifact({
       storage: options.storage,
       location: tip.location,
-      passphrase: options.passphrase,
+      passphrase: tip.passphrase,
       signal: options.signal,
       onBytes: progress(tip),
       verifyChunks: false,
@@ -241,7 +242,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
       const read = await readArtifact({
         storage: options.storage,
         location: link.location,
-        passphrase: options.passphrase,
+        passphrase: link.passphrase,
         signal: options.signal,
         onBytes: progress(link),
         onChunk: async (_stream, record, chunk) => place(record.hash.toString('hex'), chunk),

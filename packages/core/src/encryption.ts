@@ -138,8 +138,8 @@ export async function encryptSmall(plain: Uint8Array, passphrase: Passphrase, pr
   return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(profile) })) as string;
 }
 
-/** Decrypts a small value encrypted by {@link encryptSmall}; PASSPHRASE_WRONG when it does not open. */
-export async function decryptSmall(armored: string, passphrase: Passphrase): Promise<Uint8Array> {
+/** Decrypts a small value encrypted by {@link encryptSmall}; PASSPHRASE_WRONG (naming `what`) when it does not open. */
+export async function decryptSmall(armored: string, passphrase: Passphrase, what = 'the repository key check'): Promise<Uint8Array> {
   try {
     const message = await openpgp.readMessage({ armoredMessage: armored });
     // Non-streaming, so the MDC is checked before anything is returned: a wrong passphrase that
@@ -148,6 +148,6 @@ export async function decryptSmall(armored: string, passphrase: Passphrase): Pro
     return data as Uint8Array;
   } catch (err) {
     const e = classifyDecryptError(err);
-    throw new StrataError('PASSPHRASE_WRONG', 'repository: wrong passphrase (it does not open the repository key check)', { cause: e });
+    throw new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase (it does not open ${what})`, { cause: e });
   }
 }

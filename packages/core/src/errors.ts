@@ -17,6 +17,11 @@ export type StrataErrorCode =
   | 'PASSPHRASE_WRONG'
   /** The repository is encrypted and no passphrase was given. */
   | 'PASSPHRASE_MISSING'
+  /**
+   * The passphrase opens a key file, but that key file does not hold the data key an operation
+   * needs (an artifact encrypted under it, or the repository's current key for a new backup).
+   */
+  | 'KEY_MISSING'
   /** A database named by the user does not exist (file, server database). */
   | 'DATABASE_NOT_FOUND'
   /** The thing at the given location is not a database of the expected engine. */
@@ -237,6 +242,7 @@ export function exitCodeFor(code: StrataErrorCode): number {
       return EXIT.verifyFailed;
     case 'PASSPHRASE_WRONG':
     case 'PASSPHRASE_MISSING':
+    case 'KEY_MISSING':
       return EXIT.passphrase;
     case 'REPO_LOCKED':
       return EXIT.locked;

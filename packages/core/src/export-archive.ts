@@ -212,6 +212,16 @@ export interface ExportManifest {
   readonly format: 'strata-export';
   readonly version: 1;
   readonly createdAt: string;
-  readonly encryption: { profile: string; keyCheck?: string; keyCheckSha256?: string };
+  /**
+   * How the artifacts are encrypted: the profile, and what opens them: the key check of a
+   * repository from before key files, or the key files (armored OpenPGP messages, safe to carry)
+   * that hold the data keys the backups need.
+   */
+  readonly encryption: {
+    profile: string;
+    keyCheck?: string;
+    keyCheckSha256?: string;
+    keyFiles?: readonly { id: string; label: string | null; createdAt: string; dataKeys: readonly string[]; message: string }[];
+  };
   readonly backups: readonly BackupRecord[];
 }

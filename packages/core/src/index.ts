@@ -17,6 +17,8 @@ export * from './compression.js';
 export { Passphrase } from './encryption.js';
 export type { EncryptionProfile } from './encryption.js';
 export * from './repository.js';
+export { KEYS_PREFIX, RepositoryKeys, keyFileObject } from './keys.js';
+export type { DataKeyInfo, EncryptionSection, KeyFileInfo, KeyListing, PassphraseSource, RotateResult } from './keys.js';
 export * from './retention.js';
 export * from './duration.js';
 export * from './operator-reports.js';

@@ -6,7 +6,7 @@ import { isNotFound } from './storage.js';
 
 export const JOURNAL_KEY = 'journal.ndjson';
 
-export type OperationKind = 'init' | 'backup' | 'restore' | 'verify' | 'prune' | 'rebuild-catalog' | 'run' | 'export' | 'import' | 'delete';
+export type OperationKind = 'init' | 'backup' | 'restore' | 'verify' | 'prune' | 'rebuild-catalog' | 'run' | 'export' | 'import' | 'delete' | 'key';
 export type OperationStatus = 'RUNNING' | 'COMPLETED' | 'FAILED';
 
 /** One line of the journal. A RUNNING line opens an operation; a COMPLETED or FAILED line closes it. */

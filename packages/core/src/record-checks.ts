@@ -57,6 +57,8 @@ export function checkForeignRecord(record: BackupRecord, where: string, now: Dat
   if (extension === undefined) fail(`(${record.id}) names an unknown compression`);
   const encrypted = record.encryption?.profile !== 'none';
   if (record.key !== artifactKey(record.database, record.id, extension!, encrypted)) fail(`(${record.id}) points at a file outside its own place (${JSON.stringify(String(record.key).slice(0, 120))})`);
+  const keyId = (record.encryption as { keyId?: unknown } | undefined)?.keyId;
+  if (keyId !== undefined && (typeof keyId !== 'string' || !/^[0-9a-f]{8}$/.test(keyId))) fail(`(${record.id}) names a data key id Strata never writes`);
   if (typeof record.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(record.sha256)) fail(`(${record.id}) has a malformed SHA-256`);
   if (!Number.isSafeInteger(record.storedBytes) || record.storedBytes < 0) fail(`(${record.id}) has a malformed size`);
   const created = new Date(record.createdAt);

@@ -1,13 +1,16 @@
 import { Readable } from 'node:stream';
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { readCatalog, recordFromManifest, redactCheck, sortBackups, writeCatalog } from './catalog.js';
 import type { BackupRecord, CheckResult, VerificationRecord } from './catalog.js';
 import { getCodec, validateCompression, defaultCompression } from './compression.js';
 import type { CompressionConfig } from './compression.js';
-import { Passphrase, decryptSmall, encryptSmall, encryptStream } from './encryption.js';
+import { Passphrase, encryptStream } from './encryption.js';
 import type { EncryptionProfile } from './encryption.js';
+import { KEYS_PREFIX, KeyVault, RepositoryKeys, checkEncryptionSection, createKeys, hasKeyFiles, keyFileObject, planImportKeys } from './keys.js';
+import type { EncryptionSection, ImportKeyPlan, PassphraseSource } from './keys.js';
+import { REPOSITORY_CONFIG_KEY } from './repository-config.js';
 import type { Engine, EngineRegistry } from './engine.js';
 import { restoreChain } from './chain-restore.js';
 import { describeSchemaDifference, schemaObjectDifferences } from './schema-diff.js';
@@ -43,22 +46,17 @@ import type { ExportEntry, ExportManifest } from './export-archive.js';
 import { recoveryScript, restoreInstructions } from './restore-instructions.js';
 import type { RetentionDecision, RetentionPlan, RetentionPolicy } from './retention.js';
 
-export const REPOSITORY_CONFIG_KEY = 'repository.json';
-const REPOSITORY_FORMAT_VERSION = 1;
+export { REPOSITORY_CONFIG_KEY } from './repository-config.js';
+/** 2: encrypted with data keys held by key files (see keys.ts); 1: unencrypted, or encrypted with the passphrase itself. */
+const REPOSITORY_FORMAT_VERSION = 2;
 
-/** The repository's own settings, fixed at `init`. */
+/** The repository's own settings, fixed at `init` (the encryption section changes with `strata key`). */
 interface RepositoryConfigFile {
   format: 'strata-repository';
   version: number;
   id: string;
   createdAt: string;
-  encryption: {
-    profile: EncryptionProfile;
-    /** A random token encrypted with the passphrase: opening it proves the passphrase before any work. */
-    keyCheck?: string;
-    /** SHA-256 of that token, to tell "decrypts" from "decrypts to the right thing". */
-    keyCheckSha256?: string;
-  };
+  encryption: EncryptionSection;
   compression: CompressionConfig;
   /** Absent in repositories made before it existed, which are private. */
   access?: StorageAccess;
@@ -76,18 +74,9 @@ export interface InitOptions {
    * process writes with these modes. Default: private to the owner (0700, 0600).
    */
   readonly groupReadable?: boolean;
+  /** A label for the first key file (shown by `strata key list`). */
+  readonly keyLabel?: string;
 }
-
-/** Where a passphrase comes from: a value, or a function asked only when one is needed. */
-/**
- * Where the passphrase comes from: a value, or a function asked when one is first needed. A
- * function is asked again after a wrong passphrase with the number of the attempt (2, 3) and may
- * return undefined to give up (a prompt asks up to three times; a file or variable cannot change).
- */
-/** How often a passphrase function is asked before a wrong passphrase is final. */
-const MAX_PASSPHRASE_TRIES = 3;
-
-export type PassphraseSource = Passphrase | ((attempt: number) => Promise<Passphrase | undefined>);
 
 /** Options for {@link openRepository}. */
 export interface OpenOptions {
@@ -152,6 +141,8 @@ export interface VerifyOptions {
 export interface VerifyReport {
   readonly backupId: string;
   readonly database: string;
+  /** The data keys its chain's artifacts need (none for unencrypted ones, or before key files). */
+  readonly dataKeys: readonly string[];
   readonly level: 'quick' | 'full';
   readonly outcome: 'passed' | 'failed';
   readonly checks: readonly CheckResult[];
@@ -210,18 +201,22 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
   if (!['compat', 'modern', 'none'].includes(options.encryption)) {
     throw new StrataError('USAGE', `init: unknown encryption profile ${JSON.stringify(options.encryption)} (use compat, modern or none)`);
   }
-  const encryption: RepositoryConfigFile['encryption'] = { profile: options.encryption };
-  if (options.encryption !== 'none') {
-    const token = randomBytes(32);
-    encryption.keyCheck = await encryptSmall(token, options.passphrase!, options.encryption);
-    encryption.keyCheckSha256 = createHash('sha256').update(token).digest('hex');
-  }
+  const exists = (): StrataError => new StrataError('REPO_EXISTS', `init: ${storage.location} already holds a Strata repository`);
+  if (await storage.stat(REPOSITORY_CONFIG_KEY).then(() => true, () => false)) throw exists();
+  const id = randomBytes(8).toString('hex');
+  // The key file first, then the repository.json that lists it: a kill in between leaves a folder
+  // that is no repository yet, never a repository no passphrase opens.
+  const keys =
+    options.encryption === 'none'
+      ? undefined
+      : await createKeys(storage, { profile: options.encryption, passphrase: options.passphrase!, repositoryId: id, ...(options.keyLabel !== undefined ? { label: options.keyLabel } : {}) });
   const config: RepositoryConfigFile = {
     format: 'strata-repository',
-    version: REPOSITORY_FORMAT_VERSION,
-    id: randomBytes(8).toString('hex'),
+    // Unencrypted repositories stay format 1, which the previous release still reads.
+    version: keys ? REPOSITORY_FORMAT_VERSION : 1,
+    id,
     createdAt: new Date().toISOString(),
-    encryption,
+    encryption: keys?.section ?? { profile: 'none' },
     compression,
   };
   if (options.groupReadable) {
@@ -230,10 +225,13 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
   }
   await storage.setAccess?.(config.access ?? 'private', { root: true });
   const created = await storage.createExclusive(REPOSITORY_CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
-  if (!created) throw new StrataError('REPO_EXISTS', `init: ${storage.location} already holds a Strata repository`);
+  if (!created) {
+    if (keys) await storage.delete(keyFileObject(keys.keyFile.id)).catch(() => undefined);
+    throw exists();
+  }
   await writeCatalog(storage, []);
   const journal = new Journal(storage);
-  const op = await journal.begin('init', { details: { encryption: options.encryption, compression } });
+  const op = await journal.begin('init', { details: { encryption: options.encryption, compression, ...(keys ? { keyFile: keys.keyFile.id, dataKey: keys.section.currentKey } : {}) } });
   await op.complete();
 }
 
@@ -271,7 +269,7 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
   if (typeof config.version !== 'number' || config.version > REPOSITORY_FORMAT_VERSION) {
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `repository: format version ${config.version} was written by a newer Strata (this one reads up to ${REPOSITORY_FORMAT_VERSION}); upgrade Strata`);
   }
-  checkEncryptionSection(config, storage.location);
+  checkEncryptionSection(config.encryption, storage.location);
   if (config.access !== undefined && config.access !== 'private' && config.access !== 'group-readable') {
     throw new StrataError('ARTIFACT_CORRUPT', `repository: ${REPOSITORY_CONFIG_KEY} in ${storage.location} is damaged (unknown access ${JSON.stringify(config.access)}); put back a copy of it`);
   }
@@ -286,22 +284,6 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
 }
 
 /**
- * A damaged or hand-edited repository.json must not pass for a wrong passphrase: the user would
- * try passphrases against a file that no passphrase can open.
- */
-function checkEncryptionSection(config: RepositoryConfigFile, location: string): void {
-  const enc = config.encryption as Partial<RepositoryConfigFile['encryption']> | undefined;
-  const damaged = (what: string): never => {
-    throw new StrataError('ARTIFACT_CORRUPT', `repository: ${REPOSITORY_CONFIG_KEY} in ${location} is damaged (${what}); put back a copy of it (it holds no secret), or run \`strata init\` in a new folder`);
-  };
-  if (typeof enc !== 'object' || enc === null) return damaged('it has no encryption section');
-  if (!['compat', 'modern', 'none'].includes(enc.profile as string)) return damaged(`unknown encryption profile ${JSON.stringify(enc.profile)}`);
-  if (enc.profile === 'none') return;
-  if (typeof enc.keyCheck !== 'string' || !/^-----BEGIN PGP MESSAGE-----\r?\n[\s\S]+-----END PGP MESSAGE-----\s*$/.test(enc.keyCheck)) return damaged('its key check is not an OpenPGP message');
-  if (typeof enc.keyCheckSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(enc.keyCheckSha256)) return damaged('its key check digest is malformed');
-}
-
-/**
  * A repository of backups. Every method is safe to call from several processes at once: catalog
  * changes take the repository lock for a moment, artifacts are written under temporary names.
  */
@@ -310,7 +292,9 @@ export class Repository {
   readonly journal: Journal;
   readonly #config: RepositoryConfigFile;
   readonly #options: OpenOptions;
-  #passphrase: Passphrase | undefined;
+  readonly #vault: KeyVault;
+  /** Passphrases and data keys: list, add, remove, passwd, rotate, migrate (see {@link RepositoryKeys}). */
+  readonly keys: RepositoryKeys;
   #privateTemp: Promise<string> | undefined;
   #catalogCache: BackupRecord[] | undefined;
 
@@ -320,11 +304,13 @@ export class Repository {
     this.journal = new Journal(storage);
     this.#config = config;
     this.#options = options;
+    this.#vault = new KeyVault(storage, config.encryption, options.passphrase);
+    this.keys = new RepositoryKeys({ storage, journal: this.journal, lock: options.lock, repositoryId: config.id, vault: this.#vault, backups: () => this.list() });
   }
 
   /** The settings chosen at init (never secrets). */
   get settings(): { id: string; encryption: EncryptionProfile; compression: CompressionConfig; location: string; access: StorageAccess } {
-    return { id: this.#config.id, encryption: this.#config.encryption.profile, compression: this.#config.compression, location: this.storage.location, access: this.#config.access ?? 'private' };
+    return { id: this.#config.id, encryption: this.#vault.section.profile, compression: this.#config.compression, location: this.storage.location, access: this.#config.access ?? 'private' };
   }
 
   /** This process's private temporary folder, made on first use (see {@link makePrivateTemp}). */
@@ -333,29 +319,14 @@ export class Repository {
     return this.#privateTemp;
   }
 
-  /** The checked passphrase, or undefined for an unencrypted repository. */
-  async #unlock(): Promise<Passphrase | undefined> {
-    const enc = this.#config.encryption;
-    if (enc.profile === 'none') return undefined;
-    if (this.#passphrase) return this.#passphrase;
-    const source = this.#options.passphrase;
-    if (!source) {
-      throw new StrataError('PASSPHRASE_MISSING', 'repository: it is encrypted; give the passphrase with STRATA_PASSPHRASE, --passphrase-file or at the prompt');
-    }
-    for (let attempt = 1; ; attempt++) {
-      const passphrase = attempt > MAX_PASSPHRASE_TRIES ? undefined : typeof source === 'function' ? await source(attempt) : attempt === 1 ? source : undefined;
-      if (!passphrase) throw new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase${attempt > 2 ? ` (${attempt - 1} tries)` : ''}`);
-      try {
-        const token = await decryptSmall(enc.keyCheck ?? '', passphrase);
-        const digest = createHash('sha256').update(token).digest();
-        if (!enc.keyCheckSha256 || !timingSafeEqual(digest, Buffer.from(enc.keyCheckSha256, 'hex'))) throw new StrataError('PASSPHRASE_WRONG', 'repository: wrong passphrase');
-      } catch (err) {
-        if (isStrataError(err, 'PASSPHRASE_WRONG')) continue;
-        throw err;
-      }
-      this.#passphrase = passphrase;
-      return passphrase;
-    }
+  /** Unlocks the keys (asking for the passphrase if needed); true when the repository is encrypted. */
+  async #unlock(): Promise<boolean> {
+    return (await this.#vault.unlock()) !== undefined;
+  }
+
+  /** The OpenPGP password of a record's artifact (see {@link KeyVault.keyFor}); call after {@link #unlock}. */
+  #keyFor(record: BackupRecord, what: string): Passphrase | undefined {
+    return this.#vault.keyFor(record, what);
   }
 
   /** Whether a restore target of the given engine exists, and how to name it without secrets. */
@@ -377,7 +348,11 @@ export class Repository {
 
   /** Every backup, oldest first; rebuilds the catalog from the artifacts if it is missing. */
   async list(filter: { database?: string } = {}): Promise<BackupRecord[]> {
-    const all = await this.#catalog();
+    // Records from before `strata key migrate` name no key; they are shown with the one they need.
+    const all = (await this.#catalog()).map((b) => {
+      const keyId = b.encryption.keyId === undefined ? this.#vault.keyIdOf(b) : undefined;
+      return keyId === undefined ? b : { ...b, encryption: { ...b.encryption, keyId } };
+    });
     return filter.database === undefined ? all : all.filter((b) => b.database === filter.database);
   }
 
@@ -429,29 +404,52 @@ export class Repository {
       for (const b of previous) if (b.verification) verification.set(b.id, b.verification);
       const records: BackupRecord[] = [];
       const skipped: string[] = [];
+      const unopened: string[] = [];
+      // An artifact names no key outside its encryption: each data key is tried, the current first.
+      let candidates: { id: string | undefined; secret: Passphrase }[] | undefined;
       for await (const object of this.storage.list('backups/', { signal })) {
         const parsed = parseArtifactKey(object.key);
         if (!parsed) continue;
-        const passphrase = parsed.encrypted ? await this.#unlock() : undefined;
-        try {
-          const contents = await readArtifact({ storage: this.storage, location: { key: object.key, codec: parsed.codec, encrypted: parsed.encrypted }, passphrase, signal });
-          const record = recordFromManifest(contents.manifest, {
-            key: object.key,
-            rawBytes: contents.rawBytes,
-            storedBytes: contents.storedBytes,
-            sha256: contents.sha256,
-            compression: { codec: parsed.codec, level: parsed.codec === this.#config.compression.codec ? this.#config.compression.level : 0 },
-            encryption: { profile: parsed.encrypted ? this.#config.encryption.profile : 'none' },
-          });
-          // A delta's digest is that of the complete facts, which is what the cached copy holds.
-          const factsSha256 = contents.manifest.factsDelta?.digest ?? factsDigest(storedFacts(contents.manifest));
-          records.push({ ...record, layoutsSha256: layoutsDigest(contents.layouts), factsSha256, verification: verification.get(record.id) ?? null });
-        } catch (err) {
-          if (isStrataError(err, 'ABORTED')) throw err;
-          // The passphrase already opened the key check, so an artifact that does not decrypt is
-          // damaged (or foreign). It cannot be listed; the journal says so instead of failing the rebuild.
-          skipped.push(`${object.key}: ${redactedMessage(err)}`);
+        let failure: unknown;
+        if (parsed.encrypted && !candidates) {
+          await this.#unlock();
+          candidates = this.#vault.candidates();
         }
+        for (const key of parsed.encrypted ? candidates! : [undefined]) {
+          try {
+            const contents = await readArtifact({ storage: this.storage, location: { key: object.key, codec: parsed.codec, encrypted: parsed.encrypted }, passphrase: key?.secret, signal });
+            const record = recordFromManifest(contents.manifest, {
+              key: object.key,
+              rawBytes: contents.rawBytes,
+              storedBytes: contents.storedBytes,
+              sha256: contents.sha256,
+              compression: { codec: parsed.codec, level: parsed.codec === this.#config.compression.codec ? this.#config.compression.level : 0 },
+              encryption: { profile: parsed.encrypted ? this.#vault.section.profile : 'none', ...(key?.id !== undefined ? { keyId: key.id } : {}) },
+            });
+            // A delta's digest is that of the complete facts, which is what the cached copy holds.
+            const factsSha256 = contents.manifest.factsDelta?.digest ?? factsDigest(storedFacts(contents.manifest));
+            records.push({ ...record, layoutsSha256: layoutsDigest(contents.layouts), factsSha256, verification: verification.get(record.id) ?? null });
+            failure = undefined;
+            break;
+          } catch (err) {
+            if (isStrataError(err, 'ABORTED')) throw err;
+            // A wrong key usually fails at once, but now and then only as garbage further on: any
+            // failure sends the next key in.
+            failure ??= err;
+          }
+        }
+        if (failure === undefined) continue;
+        if (parsed.encrypted && this.#vault.lacksSomeKey()) unopened.push(object.key);
+        // The keys opened every key the repository has, so an artifact that does not read is
+        // damaged (or foreign). It cannot be listed; the journal says so instead of failing the rebuild.
+        else skipped.push(`${object.key}: ${redactedMessage(failure)}`);
+      }
+      if (unopened.length > 0) {
+        // Written now, the catalog would drop backups that only other key files can open.
+        throw new StrataError(
+          'KEY_MISSING',
+          `rebuild-catalog: ${unopened.length} artifact(s) (${unopened.slice(0, 3).join(', ')}${unopened.length > 3 ? ', ...' : ''}) open with none of the data keys your key file holds, and the repository has data keys it does not hold; rebuild with the passphrase of a key file that holds them all (\`strata key list\`)`,
+        );
       }
       await writeCatalog(this.storage, records);
       await op.complete({ details: { backups: records.length, skipped } });
@@ -527,7 +525,10 @@ export class Repository {
     let staging: string | undefined;
     let moved = false;
     try {
-      const passphrase = await this.#unlock();
+      await this.#unlock();
+      // New artifacts are encrypted under the current data key (KEY_MISSING if this passphrase's
+      // key file does not hold it: the backup stops here, before any work).
+      const dataKey = this.#vault.section.profile === 'none' ? undefined : this.#vault.current('backup');
       // Wait for a held lock now, not after the snapshot: otherwise a backup that meets a long
       // prune reads and compresses the whole database only to fail at its commit with exit 5.
       await withRepositoryLock(this.storage, 'backup', async () => undefined, this.#options.lock);
@@ -552,15 +553,15 @@ export class Repository {
           throw new StrataError('USAGE', `backup: ${time.toISOString()} is before ${parent.id} (${parent.createdAt}), which this ${type} would build on; a restore point cannot be older than its parent`);
         }
       }
-      const parents = parent ? await this.#layoutsOf(parent, passphrase, 'backup') : new Map<string, ChunkLayout>();
+      const parents = parent ? await this.#layoutsOf(parent, 'backup') : new Map<string, ChunkLayout>();
       // Without the parent's cached facts the new manifest stores its facts whole: correct, only
       // larger, and it needs no decrypting of the parent's chain.
       const parentFacts = parent?.factsSha256
-        ? await readFactsCache(this.storage, factsCacheKey(database, parent.id, parent.encryption.profile !== 'none'), parent.factsSha256, passphrase)
+        ? await readFactsCache(this.storage, factsCacheKey(database, parent.id, parent.encryption.profile !== 'none'), parent.factsSha256, this.#keyFor(parent, 'backup'))
         : undefined;
       const id = newBackupId(database, type, time);
       const codec = getCodec(this.#config.compression.codec);
-      const profile = this.#config.encryption.profile;
+      const profile = this.#vault.section.profile;
       const key = artifactKey(database, id, codec.extension, profile !== 'none');
       const emit = options.onProgress;
       snapshot = await engine.snapshot(locator, {
@@ -592,6 +593,7 @@ export class Repository {
           ...(snapshot.schemaObjects ? { schemaObjects: snapshot.schemaObjects } : {}),
           engineMeta: snapshot.engineMeta,
           tool: { name: 'strata', version: STRATA_VERSION },
+          ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}),
         },
         tables: () => snapshot!.tableStats(),
         streams: snapshot.streams,
@@ -608,7 +610,7 @@ export class Repository {
       const raw = { bytes: 0 };
       let bytes: AsyncIterable<Uint8Array> = countBytes(archive, raw);
       bytes = codec.compress(bytes, this.#config.compression.level, options.signal);
-      if (profile !== 'none') bytes = encryptStream(bytes, passphrase!, profile);
+      if (profile !== 'none') bytes = encryptStream(bytes, dataKey!.secret, profile);
       const sha = createHash('sha256');
       // Staged outside backups/ (the writer's pid in the name, so a sweep can tell a dead
       // writer's leftovers); it moves into place under the lock, with the catalog write.
@@ -622,7 +624,7 @@ export class Repository {
         storedBytes: info.size,
         sha256: sha.digest('hex'),
         compression: { codec: codec.name, level: this.#config.compression.level },
-        encryption: { profile },
+        encryption: { profile, ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}) },
       });
       const layoutsSha256 = layoutsDigest(result.layoutEntries);
       const cacheKey = layoutCacheKey(database, id, profile !== 'none');
@@ -631,8 +633,9 @@ export class Repository {
       const full: BackupRecord = { ...record, layoutsSha256, factsSha256 };
       emit?.({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
       // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
-      await writeLayoutCache(this.storage, cacheKey, result.layoutEntries, { profile, passphrase }).catch(() => undefined);
-      await writeFactsCache(this.storage, factsKey, result.facts!, { profile, passphrase }).catch(() => undefined);
+      // Caches are encrypted under the artifact's own key, so whoever can open the one opens the other.
+      await writeLayoutCache(this.storage, cacheKey, result.layoutEntries, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
+      await writeFactsCache(this.storage, factsKey, result.facts!, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
       try {
         await this.#updateCatalog('backup', async (records) => {
           if (parent && !records.some((r) => r.id === parent.id)) {
@@ -697,8 +700,8 @@ export class Repository {
    * A backup's complete chunk layouts. Its layout entries come from the cached copy when that
    * matches the catalog, else from its artifact; see {@link #complete} for deltas.
    */
-  async #layoutsOf(record: BackupRecord, passphrase: Passphrase | undefined, operation: string): Promise<Map<string, ChunkLayout>> {
-    return this.#complete(record, await this.#layoutEntriesOf(record, passphrase, operation), passphrase, operation);
+  async #layoutsOf(record: BackupRecord, operation: string): Promise<Map<string, ChunkLayout>> {
+    return this.#complete(record, await this.#layoutEntriesOf(record, operation), operation);
   }
 
   /**
@@ -706,7 +709,7 @@ export class Repository {
    * parent's complete layouts, whose entries are found the same way, back to the nearest
    * complete ones (at worst the full backup's).
    */
-  async #complete(record: BackupRecord, entries: ReadonlyMap<string, LayoutEntry>, passphrase: Passphrase | undefined, operation: string): Promise<Map<string, ChunkLayout>> {
+  async #complete(record: BackupRecord, entries: ReadonlyMap<string, LayoutEntry>, operation: string): Promise<Map<string, ChunkLayout>> {
     const deltas: { record: BackupRecord; entries: ReadonlyMap<string, LayoutEntry> }[] = [];
     let chain: BackupRecord[] | undefined;
     let current = record;
@@ -717,7 +720,7 @@ export class Repository {
       const parent = chain[chain.findIndex((r) => r.id === current.id) - 1];
       if (!parent) throw new StrataError('CHAIN_BROKEN', `${operation}: ${current.id} stores its layout as changes against a parent, and the catalog has none; take a full backup`);
       current = parent;
-      currentEntries = await this.#layoutEntriesOf(current, passphrase, operation);
+      currentEntries = await this.#layoutEntriesOf(current, operation);
     }
     let layouts = resolveLayouts(currentEntries, undefined, `${operation}: ${current.id}`);
     for (const link of deltas.reverse()) layouts = resolveLayouts(link.entries, layouts, `${operation}: ${link.record.id}`);
@@ -725,8 +728,9 @@ export class Repository {
   }
 
   /** A backup's layout entries as its artifact holds them: from the cached copy when it matches the catalog, else from the artifact. */
-  async #layoutEntriesOf(record: BackupRecord, passphrase: Passphrase | undefined, operation: string): Promise<Map<string, LayoutEntry>> {
+  async #layoutEntriesOf(record: BackupRecord, operation: string): Promise<Map<string, LayoutEntry>> {
     const key = layoutCacheKey(record.database, record.id, record.encryption.profile !== 'none');
+    const passphrase = this.#keyFor(record, operation);
     if (record.layoutsSha256) {
       const cached = await readLayoutCache(this.storage, key, record.layoutsSha256, passphrase);
       if (cached) return cached;
@@ -735,7 +739,7 @@ export class Repository {
       const contents = await readArtifact({ storage: this.storage, location: this.#location(record), passphrase });
       checkManifestMatches(contents, record);
       const entries = new Map(contents.layouts);
-      await writeLayoutCache(this.storage, key, entries, { profile: this.#config.encryption.profile, passphrase }).catch(() => undefined);
+      await writeLayoutCache(this.storage, key, entries, { profile: record.encryption.profile as EncryptionProfile, passphrase }).catch(() => undefined);
       return entries;
     } catch (err) {
       throw new StrataError('CHAIN_BROKEN', redactable`${operation}: cannot read the backup ${record.id}: ${errorText(err)}; take a full backup`, { cause: err });
@@ -747,7 +751,8 @@ export class Repository {
    * manifest's changes applied to its parent's complete facts (from the cached copy when it
    * matches the catalog, else found the same way from the parent's artifact).
    */
-  async #factsOf(record: BackupRecord, manifest: Manifest | undefined, passphrase: Passphrase | undefined, operation: string): Promise<CompleteFacts> {
+  async #factsOf(record: BackupRecord, manifest: Manifest | undefined, operation: string): Promise<CompleteFacts> {
+    const passphrase = this.#keyFor(record, operation);
     if (!manifest && record.factsSha256) {
       const cached = await readFactsCache(this.storage, factsCacheKey(record.database, record.id, record.encryption.profile !== 'none'), record.factsSha256, passphrase);
       if (cached) return cached;
@@ -757,7 +762,7 @@ export class Repository {
     const chain = await this.chainOf(record);
     const parent = chain.at(-2);
     if (!parent) throw new StrataError('CHAIN_BROKEN', `${operation}: ${record.id} stores its table facts as changes against a parent, and the catalog has none`);
-    return resolveFacts(await this.#factsOf(parent, undefined, passphrase, operation), storedFacts(own), own.factsDelta, `${operation}: ${record.id}`);
+    return resolveFacts(await this.#factsOf(parent, undefined, operation), storedFacts(own), own.factsDelta, `${operation}: ${record.id}`);
   }
 
   /** Changes the catalog under the repository lock (read, change, write atomically). */
@@ -844,7 +849,9 @@ export class Repository {
       }
       const chain = await this.chainOf(record);
       await this.#checkChainPresent(chain, record);
-      const passphrase = await this.#unlock();
+      await this.#unlock();
+      // Every key of the chain before any byte of the target is touched.
+      for (const link of chain) this.#keyFor(link, 'restore');
       const engine = this.#options.engines.get(record.engine);
       if (!engine) throw new StrataError('ENGINE_UNKNOWN', `restore: backup ${record.id} was made by engine ${record.engine}, which this program does not have`);
       if (options.tables !== undefined && !engine.capabilities.tableRestore) {
@@ -852,7 +859,6 @@ export class Repository {
       }
       const bytes = await this.#restoreInto(engine, chain, options.to, {
         force: options.force ?? false,
-        passphrase,
         signal: options.signal,
         onProgress: options.onProgress,
         ...(options.tables !== undefined ? { tables: options.tables } : {}),
@@ -875,7 +881,7 @@ export class Repository {
     engine: Engine,
     chain: readonly BackupRecord[],
     target: string,
-    options: { force: boolean; tables?: readonly string[]; passphrase: Passphrase | undefined; signal?: AbortSignal; onProgress?: ProgressListener },
+    options: { force: boolean; tables?: readonly string[]; signal?: AbortSignal; onProgress?: ProgressListener },
   ): Promise<number> {
     const tip = chain.at(-1)!;
     const session = await engine.beginRestore(target, {
@@ -887,21 +893,20 @@ export class Repository {
     try {
       const { contents, bytes } = await restoreChain({
         storage: this.storage,
-        chain: chain.map((record) => ({ record, location: this.#location(record) })),
-        passphrase: options.passphrase,
+        chain: chain.map((record) => ({ record, location: this.#location(record), passphrase: this.#keyFor(record, 'restore') })),
         session,
         tempDir: await this.#tempDir(),
         signal: options.signal,
         onProgress: options.onProgress,
         checkManifest: checkManifestMatches,
-        completeLayouts: (entries) => this.#complete(tip, entries, options.passphrase, 'restore'),
+        completeLayouts: (entries) => this.#complete(tip, entries, 'restore'),
       });
       options.onProgress?.({ operation: 'restore', phase: 'commit', doneBytes: tip.storedBytes, totalBytes: tip.storedBytes, backupId: tip.id });
       await session.commit({
         schemaOnly: tip.type === 'schema-only',
         schemaSql: contents.schemaSql,
         engineMeta: contents.manifest.engineMeta,
-        tables: (await this.#factsOf(tip, contents.manifest, options.passphrase, 'restore')).tables.map((t) => t.name),
+        tables: (await this.#factsOf(tip, contents.manifest, 'restore')).tables.map((t) => t.name),
       });
       return bytes;
     } catch (err) {
@@ -943,9 +948,11 @@ export class Repository {
         if (!checks.some((c) => c.name === name)) checks.push({ name, status: 'skipped', reason });
       }
     };
+    let dataKeys = [this.#vault.keyIdOf(record)];
     const done = (): VerifyReport => ({
       backupId: record.id,
       database: record.database,
+      dataKeys: [...new Set(dataKeys.filter((id): id is string => id !== undefined))],
       level: options.level,
       outcome: checks.some((c) => c.status === 'failed') ? 'failed' : 'passed',
       checks,
@@ -955,6 +962,7 @@ export class Repository {
     let chain: BackupRecord[];
     try {
       chain = await this.chainOf(record);
+      dataKeys = chain.map((link) => this.#vault.keyIdOf(link));
       await this.#checkChainPresent(chain, record);
       for (const link of chain) {
         const stream = await this.storage.get(link.key);
@@ -970,13 +978,10 @@ export class Repository {
     }
 
     // 2. checksum match: artifact SHA-256, then every stream and chunk hash inside.
-    let passphrase: Passphrase | undefined;
-    try {
-      passphrase = await this.#unlock();
-    } catch (err) {
-      if (isStrataError(err, 'PASSPHRASE_WRONG') || isStrataError(err, 'PASSPHRASE_MISSING')) throw err;
-      throw err;
-    }
+    // A key the passphrase's key file lacks says nothing about the backup: it is an error (exit 4)
+    // that names the key, never a failed check recorded against a good backup.
+    await this.#unlock();
+    for (const link of chain) this.#keyFor(link, 'verify');
     let contents: ArtifactContents | undefined;
     let recorded: CompleteFacts | undefined;
     try {
@@ -984,7 +989,7 @@ export class Repository {
         const read = await readArtifact({
           storage: this.storage,
           location: this.#location(link),
-          passphrase,
+          passphrase: this.#keyFor(link, 'verify'),
           signal: options.signal,
           onBytes: (n) => options.onProgress?.({ operation: 'verify', phase: 'read', doneBytes: n, totalBytes: link.storedBytes, backupId: link.id }),
         });
@@ -1017,7 +1022,7 @@ export class Repository {
     const scratch = await engine.createScratch({ tempDir: await this.#tempDir(), source: record.source, signal: options.signal });
     try {
       try {
-        await this.#restoreInto(engine, chain, scratch.locator, { force: true, passphrase, signal: options.signal, onProgress: options.onProgress });
+        await this.#restoreInto(engine, chain, scratch.locator, { force: true, signal: options.signal, onProgress: options.onProgress });
         checks.push({ name: 'database-readable', status: 'passed', reason: 'the chain restored into a scratch database' });
       } catch (err) {
         // A full scratch disk says nothing about the backup: it is this machine's problem, reported
@@ -1214,9 +1219,9 @@ export class Repository {
   /** The tables a restore point holds, read from its artifact's manifest (reads the artifact once). */
   async tablesOf(selector: Selector, options: { signal?: AbortSignal } = {}): Promise<string[]> {
     const record = await this.resolve(selector);
-    const passphrase = await this.#unlock();
-    const contents = await readArtifact({ storage: this.storage, location: this.#location(record), passphrase, ...(options.signal ? { signal: options.signal } : {}) });
-    return (await this.#factsOf(record, contents.manifest, passphrase, 'tables')).tables.map((t) => t.name);
+    await this.#unlock();
+    const contents = await readArtifact({ storage: this.storage, location: this.#location(record), passphrase: this.#keyFor(record, 'tables'), ...(options.signal ? { signal: options.signal } : {}) });
+    return (await this.#factsOf(record, contents.manifest, 'tables')).tables.map((t) => t.name);
   }
 
   /**
@@ -1289,11 +1294,17 @@ export class Repository {
         tips.push(tip);
         chosen.push(...chain);
       }
+      // Key files are OpenPGP messages sealed with their passphrases: the export carries those
+      // that hold the data keys its backups need, so their passphrases open it anywhere.
+      const section = this.#vault.section;
+      const keyFiles = await this.keys.forExport(chosen);
       const manifest: ExportManifest = {
         format: 'strata-export',
         version: 1,
         createdAt: new Date().toISOString(),
-        encryption: { ...this.#config.encryption },
+        encryption: hasKeyFiles(section)
+          ? { profile: section.profile, keyFiles }
+          : { profile: section.profile, ...(section.keyCheck !== undefined ? { keyCheck: section.keyCheck, keyCheckSha256: section.keyCheckSha256! } : {}) },
         backups: chosen,
       };
       const text = (name: string, body: string): ExportEntry => {
@@ -1306,10 +1317,13 @@ export class Repository {
         exportFile: options.out,
         script: await recoveryScript(),
         handRecovery: (kind) => this.#options.engines.get(kind)?.handRecovery,
+        keyFiles: keyFiles.length > 0,
       });
       const entries: ExportEntry[] = [
         text('strata-export.json', JSON.stringify(manifest, null, 2) + '\n'),
         text('RESTORE.md', instructions),
+        // Also as files, for recovery by hand with gpg (RESTORE.md).
+        ...keyFiles.map((f) => text(keyFileObject(f.id), f.message)),
         ...chosen.map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.storage.get(b.key) })),
       ];
       await writeExportContainer(options.out, entries);
@@ -1323,13 +1337,16 @@ export class Repository {
 
   /**
    * Brings an export into this repository: every artifact's SHA-256 and size are checked on the
-   * way in, and its catalog entry is added once all of them are in place. The export must have
-   * been made with the same passphrase (or both repositories unencrypted).
+   * way in, and its catalog entry is added once all of them are in place. The passphrase must open
+   * the export's artifacts: with the data keys its key file holds, or by opening one of the key
+   * files the export carries (whose keys it then adds to its own key file); an export from before
+   * key files needs that repository's passphrase (or both repositories are unencrypted).
    */
   async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[] }> {
     const op = await this.journal.begin('import', { details: { file } });
     try {
       let manifest: ExportManifest | undefined;
+      let keyPlan: ImportKeyPlan | undefined;
       const placed: { record: BackupRecord; staging: string }[] = [];
       const staged: string[] = [];
       const moved: string[] = [];
@@ -1345,7 +1362,7 @@ export class Repository {
             const chunks: Buffer[] = [];
             for await (const c of limitBytes(entry.body, MAX_EXPORT_MANIFEST_BYTES, `import: strata-export.json in ${file}`)) chunks.push(Buffer.from(c));
             manifest = parseExportManifest(Buffer.concat(chunks), file);
-            await this.#checkImportKeys(manifest);
+            keyPlan = await planImportKeys(this.#vault, manifest.encryption, manifest.backups, file);
             continue;
           }
           if (entry.name === 'RESTORE.md') {
@@ -1353,6 +1370,12 @@ export class Repository {
             continue;
           }
           if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} does not start with strata-export.json`);
+          if (entry.name.startsWith(KEYS_PREFIX)) {
+            // The key files strata-export.json carries, as files for people: read from there.
+            if (!manifest.encryption.keyFiles?.some((f) => keyFileObject(f.id) === entry.name)) throw new StrataError('ARTIFACT_FOREIGN', `import: ${entry.name} in ${file} is not listed in its strata-export.json`);
+            for await (const _ of limitBytes(entry.body, 64 * 1024, `import: ${entry.name} in ${file}`)) void _;
+            continue;
+          }
           const record = manifest.backups.find((b) => b.key === entry.name);
           if (!record) throw new StrataError('ARTIFACT_FOREIGN', `import: ${entry.name} in ${file} is not listed in its strata-export.json`);
           if (existing.has(record.id)) {
@@ -1371,11 +1394,14 @@ export class Repository {
           if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
             throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
           }
-          placed.push({ record: { ...record, verification: null }, staging });
+          const keyId = keyPlan?.keyId !== undefined && record.encryption.profile !== 'none' ? keyPlan.keyId : undefined;
+          placed.push({ record: { ...record, ...(keyId !== undefined ? { encryption: { ...record.encryption, keyId } } : {}), verification: null }, staging });
         }
         if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds no strata-export.json`);
         const missing = manifest.backups.filter((b) => !existing.has(b.id) && !placed.some((p) => p.record.id === b.id));
         if (missing.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the artifacts of ${missing.map((b) => b.id).join(', ')}`);
+        // The keys first: a catalog must never list a backup that no key file can open.
+        if (keyPlan && placed.length > 0) await this.keys.addDataKeys(keyPlan.add);
         const noteKey = commitNoteKey(`import-${randomBytes(6).toString('hex')}`);
         await this.#updateCatalog('import', async (records) => {
           const fresh = placed.filter((p) => !records.some((r) => r.id === p.record.id));
@@ -1398,30 +1424,11 @@ export class Repository {
         throw err;
       }
       const imported = placed.map((p) => p.record);
-      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped } });
+      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped, ...(keyPlan && keyPlan.add.size > 0 && imported.length > 0 ? { dataKeysAdded: [...keyPlan.add.keys()] } : {}) } });
       return { imported, skipped };
     } catch (err) {
       await op.fail(err).catch(() => undefined);
       throw err;
-    }
-  }
-
-  async #checkImportKeys(manifest: ExportManifest): Promise<void> {
-    const theirs = manifest.encryption;
-    const ours = this.#config.encryption;
-    if (theirs.profile === 'none' && ours.profile !== 'none') {
-      throw new StrataError('USAGE', 'import: the export is unencrypted and this repository is encrypted; import it into an unencrypted repository (artifacts are copied as they are)');
-    }
-    if (theirs.profile !== 'none' && ours.profile === 'none') {
-      throw new StrataError('USAGE', 'import: the export is encrypted and this repository is not; import it into an encrypted repository with the same passphrase');
-    }
-    if (theirs.profile === 'none') return;
-    const passphrase = await this.#unlock();
-    try {
-      const token = await decryptSmall(theirs.keyCheck ?? '', passphrase!);
-      if (createHash('sha256').update(token).digest('hex') !== theirs.keyCheckSha256) throw new Error('key check mismatch');
-    } catch (err) {
-      throw new StrataError('PASSPHRASE_WRONG', 'import: the export was made in a repository with a different passphrase; import it into a repository that uses the same one', { cause: err });
     }
   }
 

@@ -36,7 +36,22 @@ export interface RestoreInstructionsInput {
   /** docs/recover-chain.py, appended to RESTORE.md when this program has it. */
   readonly script: Buffer | undefined;
   readonly handRecovery: (engine: string) => HandRecovery | undefined;
+  /** The export carries key files (keys/*.asc): artifacts open with data keys, which they hold. */
+  readonly keyFiles?: boolean;
 }
+
+/**
+ * Decrypts the first key file in keys/ that PASSFILE opens into KEYS (docs/FORMAT.md,
+ * "recover-data-keys"); gpg reads the passphrase from the file, never from a command line.
+ */
+const OPEN_KEY_FILE = [
+  'umask 077',
+  'for KEYFILE in keys/*.asc; do',
+  '  gpg --batch --quiet --pinentry-mode loopback --passphrase-file PASSFILE --decrypt "$KEYFILE" > KEYS 2>/dev/null && break',
+  '  rm -f KEYS',
+  'done',
+  "test -s KEYS || { echo 'PASSFILE opens none of the key files in keys/' >&2; exit 1; }",
+];
 
 /** RESTORE.md of an export: for each database, the exact commands, with Strata and without it. */
 export function restoreInstructions(input: RestoreInstructionsInput): string {
@@ -50,13 +65,19 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     '# Restoring from this export',
     '',
     `Made ${new Date().toISOString()} by Strata. Each database's newest good restore point is here with every backup it needs.`,
-    `The artifacts are exactly as in the repository${encrypted ? ', encrypted with its passphrase' : ''}.`,
+    `The artifacts are exactly as in the repository${encrypted ? (input.keyFiles ? ', encrypted with its data keys; the key files in keys/ hold those keys, sealed with the passphrases of the repository' : ', encrypted with its passphrase') : ''}.`,
     '',
     '## With Strata',
     '',
     '```sh',
-    ...(encrypted ? ['export STRATA_PASSPHRASE=...        # the passphrase of the repository this came from'] : []),
-    `strata init --repo ./restored-repo${encrypted ? '  # once (use the same passphrase)' : ' --no-encryption'}`,
+    ...(encrypted
+      ? [
+          input.keyFiles
+            ? 'export STRATA_PASSPHRASE=...        # a passphrase of the repository this came from (it opens one of the key files in keys/)'
+            : 'export STRATA_PASSPHRASE=...        # the passphrase of the repository this came from',
+        ]
+      : []),
+    `strata init --repo ./restored-repo${encrypted ? `  # once (use the same passphrase${input.keyFiles ? '; import adds the data keys to its key file' : ''})` : ' --no-encryption'}`,
     `strata import ${shellQuote(file)} --repo ./restored-repo`,
     ...input.tips.map((t) => `strata restore ${t.id} --repo ./restored-repo --to ${shellQuote(input.handRecovery(t.engine)?.exampleTarget(t.database) ?? t.database)}`),
     '```',
@@ -69,12 +90,19 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
       ? `${RECOVERY_SCRIPT} (docs/recover-chain.py of the Strata project, at the end of this file; the commands below write it out) assembles any restore point (full, differential or incremental) from its chain`
       : `${RECOVERY_SCRIPT} (docs/recover-chain.py of the Strata project: put it in that folder) assembles any restore point (full, differential or incremental) from its chain`,
     'and checks every chunk and stream against the manifests; docs/FORMAT.md of the Strata project explains every step.',
-    ...(encrypted ? ['Put the passphrase in a file only you can read; PASSFILE below is that file.'] : []),
+    ...(encrypted
+      ? [
+          input.keyFiles
+            ? 'Put your passphrase (one that opens a key file in keys/) in a file only you can read; PASSFILE below is that file. The commands write the data keys it opens to KEYS (keep it as secret as the passphrase).'
+            : 'Put the passphrase in a file only you can read; PASSFILE below is that file.',
+        ]
+      : []),
     'Run the commands in the folder where you extract the export:',
     '',
     '```sh',
     extract,
     ...(script ? [WRITE_SCRIPT] : []),
+    ...(encrypted && input.keyFiles ? OPEN_KEY_FILE : []),
     '```',
     '',
   ];
@@ -86,7 +114,8 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     lines.push(`Its chain: ${chain.map((b) => `${b.id} (${b.type})`).join(' → ')}.`, '');
     lines.push('```sh');
     lines.push(`OUT=${shellQuote(`out-${tip.database}`)} NEWDB=${shellQuote(tip.database)}`);
-    lines.push(`python3 ${RECOVERY_SCRIPT}${encrypted ? ' --passphrase-file PASSFILE' : ''} --out "$OUT" ${chain.map((b) => shellQuote(b.key)).join(' ')}`);
+    const key = encrypted ? (input.keyFiles ? ' --keys KEYS' : ' --passphrase-file PASSFILE') : '';
+    lines.push(`python3 ${RECOVERY_SCRIPT}${key} --out "$OUT" ${chain.map((b) => shellQuote(b.key)).join(' ')}`);
     if (recovery) lines.push(...recovery.loadCommands);
     else lines.push(`# then load "$OUT" as docs/FORMAT.md says for ${tip.engine}`);
     lines.push('```', '');

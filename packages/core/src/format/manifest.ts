@@ -89,6 +89,11 @@ export interface Manifest {
   readonly streams: readonly StreamManifest[];
   readonly engineMeta: Readonly<Record<string, unknown>>;
   readonly tool: { readonly name: 'strata'; readonly version: string };
+  /**
+   * The id of the data key the artifact was encrypted with (see docs/FORMAT.md, "Keys"); absent
+   * when it is not encrypted or was encrypted with the repository's passphrase itself.
+   */
+  readonly keyId?: string;
 }
 
 /** Parses and checks a manifest's shape, refusing foreign or future formats with a clear error. */

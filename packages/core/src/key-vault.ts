@@ -1,0 +1,251 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { BackupRecord } from './catalog.js';
+import { decryptSmall } from './encryption.js';
+import type { Passphrase } from './encryption.js';
+import { StrataError, isStrataError } from './errors.js';
+import { KEYS_PREFIX, PASSPHRASE_ITSELF, describeKeyFile, hasKeyFiles, openKeyFileText, readKeyFile, readSection } from './key-file.js';
+import type { EncryptionSection, KeyFileInfo } from './key-file.js';
+import type { Storage } from './storage.js';
+import { isNotFound } from './storage.js';
+
+/**
+ * Where the passphrase comes from: a value, or a function asked when one is first needed. A
+ * function is asked again after a wrong passphrase with the number of the attempt (2, 3) and may
+ * return undefined to give up (a prompt asks up to three times; a file or variable cannot change).
+ */
+export type PassphraseSource = Passphrase | ((attempt: number) => Promise<Passphrase | undefined>);
+
+/** How often a passphrase function is asked before a wrong passphrase is final. */
+const MAX_PASSPHRASE_TRIES = 3;
+
+/** The data keys a passphrase's key file gave it (or, before key files, the passphrase itself). */
+export class Keyring {
+  readonly #secrets: ReadonlyMap<string, Passphrase>;
+  /** The key file the passphrase opened; undefined in a repository from before key files. */
+  readonly keyFile: KeyFileInfo | undefined;
+  /** Kept to reopen the key file after another process changed the keys, and to rewrite it. */
+  readonly passphrase: Passphrase;
+
+  constructor(secrets: ReadonlyMap<string, Passphrase>, keyFile: KeyFileInfo | undefined, passphrase: Passphrase) {
+    this.#secrets = secrets;
+    this.keyFile = keyFile;
+    this.passphrase = passphrase;
+  }
+
+  get(id: string): Passphrase | undefined {
+    return this.#secrets.get(id);
+  }
+
+  has(id: string): boolean {
+    return this.#secrets.has(id);
+  }
+
+  /** Data key ids it holds, in the order the key file lists them. */
+  ids(): string[] {
+    return [...this.#secrets.keys()].filter((id) => id !== PASSPHRASE_ITSELF);
+  }
+
+  /**
+   * The data keys to write into a key file: those of `section` it holds, plus `more`. A key the
+   * file holds but repository.json does not list (left by a rotate killed before its
+   * repository.json write) is not carried on.
+   */
+  for(section: EncryptionSection, more: ReadonlyMap<string, Passphrase> = new Map()): Map<string, Passphrase> {
+    const known = new Set((section.dataKeys ?? []).map((k) => k.id));
+    const out = new Map([...this.#secrets].filter(([id]) => known.has(id)));
+    for (const [id, secret] of more) if (!out.has(id)) out.set(id, secret);
+    return out;
+  }
+
+  toString(): string {
+    return `[keyring of ${this.keyFile?.id ?? 'the passphrase'}]`;
+  }
+
+  toJSON(): string {
+    return this.toString();
+  }
+}
+
+/**
+ * The repository's keys as this process holds them: the encryption section, and once unlocked,
+ * the data keys the passphrase's key file gave. Before key files the passphrase itself is the
+ * only key. Used by {@link Repository}; programs use {@link RepositoryKeys}.
+ */
+export class KeyVault {
+  readonly #storage: Storage;
+  readonly #source: PassphraseSource | undefined;
+  #section: EncryptionSection;
+  #keyring: Keyring | undefined;
+  /** Key files repository.json lists that the last unlock did not find on storage. */
+  #missing = new Set<string>();
+
+  constructor(storage: Storage, section: EncryptionSection, source: PassphraseSource | undefined) {
+    this.#storage = storage;
+    this.#section = section;
+    this.#source = source;
+  }
+
+  get section(): EncryptionSection {
+    return this.#section;
+  }
+
+  /** The unlocked keys, if {@link unlock} succeeded. */
+  get keyring(): Keyring | undefined {
+    return this.#keyring;
+  }
+
+  /**
+   * The data keys of the passphrase, asking the passphrase source when needed; undefined for an
+   * unencrypted repository. Each call first looks whether another process changed the keys
+   * (rotate, passwd, remove) so a long-lived process never writes under a key that was replaced.
+   */
+  async unlock(): Promise<Keyring | undefined> {
+    if (this.#section.profile === 'none') return undefined;
+    await this.#refresh();
+    if (this.#keyring) return this.#keyring;
+    const source = this.#source;
+    if (!source) throw new StrataError('PASSPHRASE_MISSING', 'repository: it is encrypted; give the passphrase with STRATA_PASSPHRASE, --passphrase-file or at the prompt');
+    for (let attempt = 1; ; attempt++) {
+      const passphrase = attempt > MAX_PASSPHRASE_TRIES ? undefined : typeof source === 'function' ? await source(attempt) : attempt === 1 ? source : undefined;
+      if (!passphrase) throw this.#wrong(attempt);
+      const keyring = await this.open(this.#section, passphrase);
+      if (keyring) {
+        this.#keyring = keyring;
+        return keyring;
+      }
+    }
+  }
+
+  #wrong(attempt: number): StrataError {
+    const files = this.#section.keyFiles;
+    const tries = attempt > 2 ? ` (${attempt - 1} tries)` : '';
+    const missing = [...this.#missing].filter((id) => files?.some((f) => f.id === id));
+    const which = files ? `: it opens none of the repository's ${files.length} key file(s)` : '';
+    const lost = missing.length > 0 ? `; key file(s) ${missing.join(', ')} are missing from ${KEYS_PREFIX} (put back a copy if your passphrase opened one)` : '';
+    return new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase${tries}${which}${lost}`);
+  }
+
+  /**
+   * The keys `passphrase` opens under `section`: the first key file it decrypts (`prefer` first),
+   * or before key files the key check. Undefined when it opens nothing.
+   */
+  async open(section: EncryptionSection, passphrase: Passphrase, prefer?: string): Promise<Keyring | undefined> {
+    if (!hasKeyFiles(section)) {
+      try {
+        const token = await decryptSmall(section.keyCheck ?? '', passphrase);
+        const digest = createHash('sha256').update(token).digest();
+        if (!section.keyCheckSha256 || !timingSafeEqual(digest, Buffer.from(section.keyCheckSha256, 'hex'))) return undefined;
+      } catch (err) {
+        if (isStrataError(err, 'PASSPHRASE_WRONG')) return undefined;
+        throw err;
+      }
+      return new Keyring(new Map([[PASSPHRASE_ITSELF, passphrase]]), undefined, passphrase);
+    }
+    const files = [...section.keyFiles!].sort((a, b) => Number(b.id === prefer) - Number(a.id === prefer));
+    for (const info of files) {
+      let armored: string;
+      try {
+        armored = await readKeyFile(this.#storage, info.id);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        this.#missing.add(info.id);
+        continue;
+      }
+      const secrets = await openKeyFileText(armored, passphrase, `key file ${info.id}`);
+      if (secrets) return new Keyring(secrets, info, passphrase);
+    }
+    return undefined;
+  }
+
+  /** Takes on a section another process wrote; the keyring follows (or is dropped if its key file is gone). */
+  async #refresh(): Promise<void> {
+    let fresh: EncryptionSection;
+    try {
+      fresh = (await readSection(this.#storage)).section;
+    } catch {
+      // A damaged file appearing mid-session: keep what was checked at open; changes re-read it and fail.
+      return;
+    }
+    if (JSON.stringify(fresh) === JSON.stringify(this.#section)) return;
+    const keyring = this.#keyring;
+    this.#section = fresh;
+    this.#keyring = keyring && fresh.profile !== 'none' ? await this.open(fresh, keyring.passphrase, keyring.keyFile?.id) : undefined;
+  }
+
+  /** After this process changed the keys. */
+  adopt(section: EncryptionSection, keyring: Keyring | undefined): void {
+    this.#section = section;
+    this.#keyring = keyring;
+  }
+
+  /**
+   * The id of the data key a record's artifact needs: its own, or for artifacts from before
+   * `strata key migrate` the old passphrase's; undefined when unencrypted or before key files.
+   */
+  keyIdOf(record: Pick<BackupRecord, 'encryption'>): string | undefined {
+    if (record.encryption.profile === 'none') return undefined;
+    return record.encryption.keyId ?? this.#section.legacyKey;
+  }
+
+  /** The OpenPGP password of a record's artifact (undefined when unencrypted); KEY_MISSING when the key file lacks it. */
+  keyFor(record: Pick<BackupRecord, 'encryption' | 'id'>, what: string): Passphrase | undefined {
+    if (record.encryption.profile === 'none') return undefined;
+    const keyring = this.#unlocked(what);
+    const id = this.keyIdOf(record) ?? (hasKeyFiles(this.#section) ? undefined : PASSPHRASE_ITSELF);
+    const secret = id === undefined ? undefined : keyring.get(id);
+    if (secret) return secret;
+    throw this.#missingKey(id, `${what}: ${record.id}`);
+  }
+
+  /** The data key a new artifact is encrypted under, and its id (none before key files). */
+  current(what: string): { id: string | undefined; secret: Passphrase } {
+    const keyring = this.#unlocked(what);
+    if (!hasKeyFiles(this.#section)) return { id: undefined, secret: keyring.get(PASSPHRASE_ITSELF)! };
+    const id = this.#section.currentKey!;
+    const secret = keyring.get(id);
+    if (secret) return { id, secret };
+    const made = this.#section.dataKeys?.find((k) => k.id === id)?.createdAt;
+    const mine = keyring.keyFile!;
+    throw new StrataError(
+      'KEY_MISSING',
+      `${what}: key file ${describeKeyFile(mine)}, the one your passphrase opens, does not hold the repository's current data key ${id}${made ? ` (made ${made})` : ''}, so it cannot make new backups. ` +
+        `Someone whose key file holds it can give you a new key file (\`strata key add\`, then \`strata key remove ${mine.id}\`), or run \`strata key rotate --also-passphrase-file\` with your passphrase; \`strata key list\` shows which key files hold it`,
+      { details: { keyId: id, keyFile: mine.id } },
+    );
+  }
+
+  /** Every data key of the unlocked key file, the current one first (ids undefined before key files). */
+  candidates(): { id: string | undefined; secret: Passphrase }[] {
+    const keyring = this.#unlocked('keys');
+    if (!hasKeyFiles(this.#section)) return [{ id: undefined, secret: keyring.get(PASSPHRASE_ITSELF)! }];
+    const ids = keyring.ids().sort((a, b) => Number(b === this.#section.currentKey) - Number(a === this.#section.currentKey));
+    return ids.map((id) => ({ id, secret: keyring.get(id)! }));
+  }
+
+  /** True when the repository has data keys that the unlocked key file does not hold. */
+  lacksSomeKey(): boolean {
+    const keyring = this.#keyring;
+    return hasKeyFiles(this.#section) && (this.#section.dataKeys ?? []).some((k) => !keyring?.has(k.id));
+  }
+
+  #unlocked(what: string): Keyring {
+    if (!this.#keyring) throw new StrataError('INTERNAL', `${what}: the keys were used before the repository was unlocked`);
+    return this.#keyring;
+  }
+
+  #missingKey(id: string | undefined, what: string): StrataError {
+    const mine = this.#keyring?.keyFile;
+    if (id === undefined) {
+      return new StrataError('KEY_MISSING', `${what}: it was encrypted with the passphrase of a repository from before key files, which no data key of this repository is`);
+    }
+    if (!mine) return new StrataError('KEY_MISSING', `${what}: it needs data key ${id}, and this repository has no key files yet (\`strata key migrate\` makes them)`, { details: { keyId: id } });
+    const holders = (this.#section.keyFiles ?? []).filter((f) => f.dataKeys.includes(id)).map(describeKeyFile);
+    return new StrataError(
+      'KEY_MISSING',
+      `${what}: it needs data key ${id}, which key file ${describeKeyFile(mine)}, the one your passphrase opens, does not hold; ${
+        holders.length > 0 ? `use the passphrase of a key file that holds it (${holders.join(', ')})` : 'no key file of this repository holds it'
+      }`,
+      { details: { keyId: id, keyFile: mine.id } },
+    );
+  }
+}

@@ -1,0 +1,446 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import type { BackupRecord, KeyListing } from '@strata/sdk';
+import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir } from './helpers/env.js';
+import type { CliResult } from './helpers/env.js';
+
+/**
+ * `strata key`: several passphrases open one repository through key files, and passphrases and
+ * the data key change without re-encrypting any backup (DESIGN.md, "Keys").
+ */
+describe('keys that can change', function () {
+  this.timeout(600_000);
+  const dir = useTempDir();
+  const repo = (): string => path.join(dir.path, 'repo');
+  /** A passphrase in a 0600 file: how it reaches strata without ever being in argv. */
+  const secret = (name: string, text: string): string => {
+    const file = path.join(dir.path, `${name}.pass`);
+    writeFileSync(file, text, { mode: 0o600 });
+    return file;
+  };
+  const alice = (): string => secret('alice', TEST_PASSPHRASE);
+  const bob = (): string => secret('bob', 'bob has his own passphrase');
+  const carol = (): string => secret('carol', 'carol too');
+
+  /** strata on the repository, with the passphrase of `passfile` (the suite's by default). */
+  function run(args: string[], passfile?: string, env: Record<string, string | undefined> = {}, where = repo()): CliResult {
+    return strata([...args, '--repo', where, ...(passfile ? ['--passphrase-file', passfile] : [])], { env });
+  }
+  function ok(args: string[], passfile?: string, env: Record<string, string | undefined> = {}, where = repo()): CliResult {
+    const result = run(args, passfile, env, where);
+    assert.equal(result.status, 0, `strata ${args.join(' ')}: ${result.stderr}${result.stdout}`);
+    return result;
+  }
+  const keyList = (passfile?: string, where = repo()): KeyListing => json<KeyListing>(ok(['key', 'list', '--json'], passfile, {}, where));
+  const backups = (passfile?: string, where = repo()): BackupRecord[] => json<{ backups: BackupRecord[] }>(ok(['list', '--json'], passfile, {}, where)).backups;
+  const backup = (db: string, type: string, passfile?: string): BackupRecord => json<{ backup: BackupRecord }>(ok(['backup', db, '--name', 'app', '--type', type, '--json'], passfile)).backup;
+  function restored(id: string, passfile?: string): string {
+    const out = path.join(dir.path, `restored-${id}-${Math.random().toString(36).slice(2)}.db`);
+    ok(['restore', id, '--to', out], passfile);
+    return sqliteDump(out);
+  }
+  /** The plaintext of a key file, decrypted by gpg with the passphrase on its standard input. */
+  function openWithGpg(file: string, passphrase: string): string {
+    const home = path.join(dir.path, 'gnupg');
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    const result = spawnSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase-fd', '0', '--decrypt', file], { input: passphrase, encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
+    assert.equal(result.status, 0, result.stderr);
+    return result.stdout;
+  }
+  const source = (): string => {
+    const db = path.join(dir.path, 'app.db');
+    if (!existsSync(db)) buildRichDatabase(db, { rows: 120 });
+    return db;
+  };
+
+  it('init makes a data key and a key file; key list shows them without any passphrase, and which one a given passphrase opens', () => {
+    ok(['init']);
+    const record = backup(source(), 'full');
+    const anonymous = strata(['key', 'list', '--json', '--repo', repo()], { env: { STRATA_PASSPHRASE: undefined } });
+    assert.equal(anonymous.status, 0, anonymous.stderr);
+    const listed = json<KeyListing>(anonymous);
+    assert.equal(listed.keyed, true);
+    assert.equal(listed.keyFiles.length, 1);
+    assert.equal(listed.opened, null, 'without a passphrase nothing says whose key file it is');
+    const [file] = listed.keyFiles;
+    assert.deepEqual(listed.dataKeys.map((k) => [k.id, k.current, k.backups, k.heldBy]), [[listed.currentKey, true, 1, [file!.id]]]);
+    assert.equal(record.encryption.keyId, listed.currentKey, 'the catalog names the data key the artifact needs');
+    assert.equal(keyList().opened, file!.id);
+
+    // The key file is an OpenPGP message gpg opens with the passphrase: a person can read its data key.
+    const text = openWithGpg(path.join(repo(), 'keys', `${file!.id}.asc`), TEST_PASSPHRASE);
+    const line = text.split('\n').find((l) => l.startsWith(`${listed.currentKey} `));
+    assert.ok(text.startsWith('# strata-key-file 1\n') && line, text.replace(/^(\w{8}) .*$/gm, '$1 <data key>'));
+    const dataKey = line.slice(9);
+    assert.match(dataKey, /^[A-Za-z0-9_-]{43}$/);
+    for (const name of ['repository.json', 'catalog.json', 'journal.ndjson']) {
+      const content = readFileSync(path.join(repo(), name), 'utf8');
+      assert.ok(!content.includes(dataKey) && !content.includes(TEST_PASSPHRASE), `${name} holds no secret`);
+    }
+  });
+
+  it('key add: another passphrase (from a file, STRATA_NEW_PASSPHRASE, never argv) opens the repository and restores', () => {
+    ok(['init']);
+    const record = backup(source(), 'full');
+    const added = json<{ added: { id: string; label: string } }>(ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob(), '--json'])).added;
+    assert.equal(added.label, 'bob');
+    assert.equal(restored(record.id, bob()), sqliteDump(source()));
+    ok(['key', 'add', '--label', 'carol'], undefined, { STRATA_NEW_PASSPHRASE: 'carol too' });
+    const asCarol = keyList(carol());
+    assert.equal(asCarol.opened, asCarol.keyFiles.find((f) => f.label === 'carol')!.id);
+
+    const again = run(['key', 'add', '--new-passphrase-file', bob()]);
+    assert.equal(again.status, 2);
+    assert.match(again.stderr, /that passphrase already opens key file [0-9a-f]{8} \("bob"\)/);
+    const none = run(['key', 'add']);
+    assert.equal(none.status, 2);
+    assert.match(none.stderr, /--new-passphrase-file FILE, --new-passphrase-command CMD or STRATA_NEW_PASSPHRASE/);
+    assert.equal(run(['key', 'add', '--new-passphrase', 'in argv']).status, 2, 'there is no way to put it on the command line');
+
+    const listed = keyList();
+    assert.deepEqual(listed.keyFiles.map((f) => [f.label, f.holdsCurrent]), [[null, true], ['bob', true], ['carol', true]]);
+    const journal = readFileSync(path.join(repo(), 'journal.ndjson'), 'utf8');
+    const adds = journal.split('\n').filter((l) => l.includes('"kind":"key"') && l.includes('"COMPLETED"'));
+    assert.equal(adds.length, 2, 'each key change is journaled');
+    assert.ok(!journal.includes('bob has his own') && !journal.includes('carol too'), 'never its passphrase');
+  });
+
+  it('key add asks for the new passphrase twice on a terminal, and refuses two that differ', async () => {
+    ok(['init']);
+    backup(source(), 'full');
+    const typed = await onTerminal(['key', 'add', '--repo', repo()], [TEST_PASSPHRASE, 'typed at the prompt', 'typed at the prompt'], dir.path);
+    assert.equal(typed.status, 0, typed.screen);
+    assert.match(typed.screen, /Repository passphrase:[\s\S]*New passphrase:[\s\S]*Repeat the new passphrase:/);
+    assert.equal(ok(['verify', 'latest'], secret('typed', 'typed at the prompt')).status, 0);
+    const differ = await onTerminal(['key', 'add', '--repo', repo()], [TEST_PASSPHRASE, 'one thing', 'another'], dir.path);
+    assert.equal(differ.status, 2);
+    assert.match(differ.screen, /the two passphrases differ/);
+    assert.equal(keyList().keyFiles.length, 2);
+  });
+
+  it('key remove: that passphrase stops opening the repository (exit 4); the last key file, your own, and the only holder of a needed data key are refused', () => {
+    ok(['init']);
+    const record = backup(source(), 'full');
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const mine = keyList().opened!;
+    const bobs = keyList(bob()).opened!;
+
+    const own = run(['key', 'remove', mine]);
+    assert.equal(own.status, 2);
+    assert.match(own.stderr, /is the key file your passphrase opens; .*--force/);
+    ok(['key', 'remove', bobs]);
+    const refused = run(['verify', record.id], bob());
+    assert.equal(refused.status, 4, 'a removed passphrase is a wrong passphrase');
+    assert.match(refused.stderr, /wrong passphrase: it opens none of the repository's 1 key file/);
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')), [`${mine}.asc`]);
+    const last = run(['key', 'remove', mine, '--force']);
+    assert.equal(last.status, 2);
+    assert.match(last.stderr, /is the only key file; without it no passphrase opens the repository/);
+    assert.equal(run(['key', 'remove', 'feedf00d']).status, 2);
+
+    // Carol's key file lacks the data key a rotation made (only Alice's holds it): removing Alice's
+    // would leave it, and the backup made under it, in no key file.
+    ok(['key', 'add', '--label', 'carol', '--new-passphrase-file', carol()]);
+    const rotated = json<{ dataKey: string }>(ok(['key', 'rotate', '--json'])).dataKey;
+    backup(source(), 'full');
+    const stranded = run(['key', 'remove', mine], carol());
+    assert.equal(stranded.status, 2);
+    assert.match(stranded.stderr, new RegExp(`only key file holding data key\\(s\\) ${rotated} \\(the current data key, needed by 1 backup\\(s\\)\\)`));
+    assert.equal(keyList().keyFiles.length, 2, 'nothing was removed');
+  });
+
+  it('key passwd: the new passphrase opens, the old one no longer does (exit 4), the label stays', () => {
+    ok(['init', '--label', 'ops']);
+    const record = backup(source(), 'full');
+    const before = keyList().keyFiles[0]!;
+    const changed = json<{ removed: { id: string }; added: { id: string; label: string } }>(ok(['key', 'passwd', '--new-passphrase-file', bob(), '--json']));
+    assert.equal(changed.removed.id, before.id);
+    assert.equal(changed.added.label, 'ops');
+    const old = run(['verify', record.id]);
+    assert.equal(old.status, 4);
+    assert.match(old.stderr, /wrong passphrase/);
+    assert.equal(restored(record.id, bob()), sqliteDump(source()));
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')), [`${changed.added.id}.asc`], 'the old key file is gone');
+  });
+
+  it('key rotate: new backups use the new data key; older ones, and a chain that spans both keys, stay restorable, and nothing is re-encrypted', () => {
+    ok(['init']);
+    const db = source();
+    const full = backup(db, 'full');
+    const atFull = sqliteDump(db);
+    const artifact = readFileSync(path.join(repo(), full.key));
+    const rotated = json<{ dataKey: string; updated: { id: string }[]; stale: unknown[] }>(ok(['key', 'rotate', '--json']));
+    assert.notEqual(rotated.dataKey, full.encryption.keyId);
+    assert.deepEqual(rotated.stale, []);
+    mutate(db, 1);
+    const incremental = backup(db, 'incremental');
+    assert.equal(incremental.parent, full.id);
+    assert.equal(incremental.encryption.keyId, rotated.dataKey);
+    assert.deepEqual(
+      backups().map((b) => [b.id, b.encryption.keyId]),
+      [
+        [full.id, full.encryption.keyId],
+        [incremental.id, rotated.dataKey],
+      ],
+    );
+    assert.ok(readFileSync(path.join(repo(), full.key)).equals(artifact), 'the older artifact is untouched');
+    assert.equal(restored(full.id), atFull);
+    assert.equal(restored(incremental.id), sqliteDump(db));
+    const verify = ok(['verify', incremental.id, '--level', 'full']);
+    assert.match(verify.stdout, new RegExp(`PASSED \\(data keys ${full.encryption.keyId}, ${rotated.dataKey}\\)`));
+    const text = ok(['list']).stdout;
+    assert.match(text, /DATA KEY/);
+    assert.match(text, new RegExp(`${incremental.id} .* ${rotated.dataKey} `));
+  });
+
+  it('a key file without the current data key: its backups fail with exit 4 and say why, verify records nothing against good backups, and --also-passphrase-file brings it along', () => {
+    ok(['init']);
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const db = source();
+    const full = backup(db, 'full');
+    const rotate = ok(['key', 'rotate']);
+    assert.match(rotate.stdout, /1 key file\(s\) do not hold the current data key [0-9a-f]{8}: [0-9a-f]{8} \("bob"\)/);
+    assert.match(rotate.stdout, /--also-passphrase-file/);
+
+    const refused = run(['backup', db, '--name', 'app', '--type', 'incremental'], bob());
+    assert.equal(refused.status, 4);
+    assert.match(refused.stderr, /key file [0-9a-f]{8} \("bob"\), the one your passphrase opens, does not hold the repository's current data key [0-9a-f]{8}/);
+    assert.match(refused.stderr, /strata key add.*strata key remove|strata key rotate --also-passphrase-file/);
+    assert.equal(backups().length, 1, 'nothing was recorded');
+    assert.equal(restored(full.id, bob()), sqliteDump(db), 'older backups stay readable with it');
+
+    mutate(db, 1);
+    const incremental = backup(db, 'incremental');
+    const verify = run(['verify', '--all'], bob());
+    assert.equal(verify.status, 4);
+    assert.match(verify.stdout, new RegExp(`${full.id}: PASSED`));
+    assert.match(verify.stdout, new RegExp(`${incremental.id}: NOT VERIFIED\\n  .*it needs data key ${incremental.encryption.keyId}, which key file [0-9a-f]{8} \\("bob"\\)`));
+    assert.equal(backups().find((b) => b.id === incremental.id)!.verification, null, 'not recorded as a failed verification');
+
+    ok(['key', 'rotate', '--also-passphrase-file', bob()]);
+    assert.deepEqual(keyList(bob()).keyFiles.map((f) => f.holdsCurrent), [true, true]);
+    mutate(db, 2);
+    ok(['backup', db, '--name', 'app', '--type', 'incremental'], bob());
+    assert.equal(ok(['verify', '--all'], bob()).status, 0);
+  });
+
+  it('rebuilding a lost catalog with a key file that lacks some data key is refused, rather than dropping the backups it cannot open', () => {
+    ok(['init']);
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const db = source();
+    backup(db, 'full');
+    ok(['key', 'rotate']);
+    mutate(db, 1);
+    backup(db, 'incremental');
+    rmSync(path.join(repo(), 'catalog.json'));
+    const refused = run(['list', '--json'], bob());
+    assert.equal(refused.status, 4);
+    assert.equal(json<{ error: { code: string } }>(refused).error.code, 'KEY_MISSING');
+    assert.ok(!existsSync(path.join(repo(), 'catalog.json')), 'no catalog that lacks a backup was written');
+    const rebuilt = backups();
+    assert.deepEqual(rebuilt.map((b) => b.type), ['full', 'incremental']);
+    assert.equal(new Set(rebuilt.map((b) => b.encryption.keyId)).size, 2, 'each with the data key that opened it');
+  });
+
+  it('key migrate: a repository of the previous release moves onto key files, and every old restore point restores as it was, also after passwd', () => {
+    const legacy = path.join(ROOT, 'fixtures/legacy-v1/sqlite');
+    cpSync(path.join(legacy, 'repo'), repo(), { recursive: true });
+    const expected = (id: string): string => gunzipSync(readFileSync(path.join(legacy, 'expected', `${id}.dump.gz`))).toString('utf8');
+    const early = run(['key', 'add', '--new-passphrase-file', bob()]);
+    assert.equal(early.status, 2);
+    assert.match(early.stderr, /run `strata key migrate` first/);
+    assert.match(ok(['key', 'list']).stdout, /made before key files[\s\S]*strata key migrate/);
+
+    const migrated = json<{ keyFile: { id: string }; dataKey: string; legacyKey: string }>(ok(['key', 'migrate', '--json']));
+    const config = JSON.parse(readFileSync(path.join(repo(), 'repository.json'), 'utf8'));
+    assert.equal(config.version, 2);
+    assert.equal(config.encryption.keyCheck, undefined, 'the key check is gone');
+    assert.equal(config.encryption.legacyKey, migrated.legacyKey);
+    assert.ok(backups().every((b) => b.encryption.keyId === migrated.legacyKey), 'the old backups need the old passphrase, now a data key');
+    ok(['verify', '--all', '--level', 'full']);
+
+    ok(['key', 'passwd', '--new-passphrase-file', bob()]);
+    assert.equal(run(['verify', 'latest', '--db', 'app']).status, 4, 'the old passphrase no longer opens the repository');
+    for (const id of ['app_full_20261120_100000_2e4f', 'app_incremental_20261120_120000_e9ad', 'app_differential_20261120_130000_2607']) {
+      assert.equal(restored(id, bob()), expected(id), `${id} restores what the database held then`);
+    }
+    const sample = path.join(dir.path, 'sample.db');
+    copyFileSync(FIXTURE_DB, sample);
+    const fresh = json<{ backup: BackupRecord }>(ok(['backup', sample, '--name', 'sample', '--json'], bob())).backup;
+    assert.equal(fresh.encryption.keyId, migrated.dataKey);
+  });
+
+  it('an export carries the key files its backups need: a repository whose passphrase opens one imports it and keeps the data keys', () => {
+    ok(['init']);
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const record = backup(source(), 'full');
+    const file = path.join(dir.path, 'bundle.tar.gz');
+    ok(['export', '--all', '--out', file]);
+    const listing = spawnSync('tar', ['-tzf', file], { encoding: 'utf8' }).stdout.split('\n');
+    assert.equal(listing.filter((n) => /^keys\/[0-9a-f]{8}\.asc$/.test(n)).length, 2);
+
+    const target = path.join(dir.path, 'target');
+    ok(['init'], bob(), {}, target);
+    ok(['import', file], bob(), {}, target);
+    const keys = keyList(bob(), target);
+    const imported = keys.dataKeys.find((k) => k.id === record.encryption.keyId)!;
+    assert.deepEqual([imported.origin, imported.backups, imported.heldBy], ['import', 1, [keys.opened]]);
+    const out = path.join(dir.path, 'from-target.db');
+    ok(['restore', record.id, '--to', out], bob(), {}, target);
+    assert.equal(sqliteDump(out), sqliteDump(source()));
+  });
+
+  it('an export made before key files imports into a repository with them, opened by that repository\'s passphrase', () => {
+    const legacy = path.join(ROOT, 'fixtures/legacy-v1/sqlite');
+    const old = path.join(dir.path, 'old');
+    cpSync(path.join(legacy, 'repo'), old, { recursive: true });
+    const file = path.join(dir.path, 'old.zip');
+    ok(['export', '--all', '--out', file], undefined, {}, old);
+    ok(['init']);
+    const imported = json<{ imported: string[] }>(ok(['import', file, '--json'])).imported;
+    const keys = keyList();
+    const brought = keys.dataKeys.find((k) => k.origin === 'import')!;
+    assert.deepEqual([brought.backups, brought.heldBy], [imported.length, [keys.opened]]);
+    assert.ok(backups().every((b) => b.encryption.keyId === brought.id), 'the imported records name the key that opens them here');
+    const id = 'app_differential_20261120_130000_2607';
+    assert.equal(restored(id), gunzipSync(readFileSync(path.join(legacy, 'expected', `${id}.dump.gz`))).toString('utf8'));
+    const zed = secret('zed', 'not that one');
+    ok(['init'], zed, {}, path.join(dir.path, 'other'));
+    const refused = run(['import', file], zed, {}, path.join(dir.path, 'other'));
+    assert.equal(refused.status, 4);
+    assert.match(refused.stderr, /made in a repository with a different passphrase, and no data key your key file holds opens it/);
+  });
+
+  it('a damaged key section of repository.json is reported as damaged (exit 1), not as a wrong passphrase', () => {
+    ok(['init']);
+    const file = path.join(repo(), 'repository.json');
+    const config = JSON.parse(readFileSync(file, 'utf8'));
+    config.encryption.keyFiles[0].dataKeys = ['00000000'];
+    writeFileSync(file, JSON.stringify(config));
+    const result = run(['list', '--json']);
+    assert.equal(result.status, 1);
+    assert.match(json<{ error: { message: string } }>(result).error.message, /repository\.json .* is damaged \(key file [0-9a-f]{8} lists data keys the repository does not have\)/);
+  });
+
+  it('strata key --help and strata key <action> --help describe the commands', () => {
+    for (const args of [['key', '--help'], ['key', 'rotate', '--help'], ['key', 'help']]) {
+      const result = strata(args);
+      assert.equal(result.status, 0, result.stderr);
+      for (const word of ['add', 'remove', 'passwd', 'rotate', 'migrate', '--also-passphrase-file', '--new-passphrase-file', 'STRATA_NEW_PASSPHRASE']) assert.ok(result.stdout.includes(word), word);
+    }
+    assert.match(strata(['--help']).stdout, /key list\|add\|remove\|passwd\|rotate\|migrate/);
+    assert.equal(strata(['key', 'frobnicate', '--repo', repo()]).status, 2);
+  });
+
+  describe('a process killed at any step of a change', () => {
+    /**
+     * Runs `repo.keys.<action>` through the SDK in a child that SIGKILLs itself just before its
+     * `killAt`-th write to storage (put, delete, append, exclusive create, rename): no cleanup,
+     * no finally block, exactly what a power cut or `kill -9` leaves.
+     */
+    function killedAt(repository: string, action: 'add' | 'passwd' | 'rotate', killAt: number): { completed: boolean } {
+      const script = path.join(dir.path, 'dying-key-change.mjs');
+      writeFileSync(
+        script,
+        `import { LocalStorage, Passphrase, openRepository } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'packages/sdk/dist/index.js')).href)};
+const inner = new LocalStorage(process.env.REPO);
+let writes = 0;
+const storage = new Proxy(inner, {
+  get(target, name) {
+    const value = Reflect.get(target, name, target);
+    if (typeof value !== 'function') return value;
+    if (!['put', 'delete', 'append', 'createExclusive', 'rename'].includes(name)) return value.bind(target);
+    return (...args) => {
+      if (++writes === Number(process.env.KILL_AT)) process.kill(process.pid, 'SIGKILL');
+      return value.apply(target, args);
+    };
+  },
+});
+const repo = await openRepository(storage, { passphrase: new Passphrase(process.env.OLD) });
+const other = new Passphrase(process.env.OTHER);
+if (process.env.ACTION === 'add') await repo.keys.add({ passphrase: other, label: 'new' });
+else if (process.env.ACTION === 'passwd') await repo.keys.passwd({ passphrase: other });
+else await repo.keys.rotate({ alsoPassphrases: [other] });
+await repo.close();
+`,
+      );
+      const child = spawnSync(process.execPath, [script], {
+        env: { ...process.env, REPO: repository, ACTION: action, KILL_AT: String(killAt), OLD: TEST_PASSPHRASE, OTHER: 'bob has his own passphrase' },
+        encoding: 'utf8',
+      });
+      if (child.status === 0) return { completed: true };
+      assert.equal(child.signal, 'SIGKILL', `the change failed by itself: ${child.stderr}`);
+      return { completed: false };
+    }
+
+    /** A repository with one backup (and for rotate, Bob's key file too), to copy for each kill point. */
+    function template(withBob: boolean): { path: string; record: BackupRecord } {
+      ok(['init']);
+      const record = backup(source(), 'full');
+      if (withBob) ok(['key', 'add', '--new-passphrase-file', bob()]);
+      return { path: repo(), record };
+    }
+
+    const opens = (where: string, passfile: string, id: string): boolean => {
+      const result = run(['verify', id], passfile, {}, where);
+      assert.ok(result.status === 0 || result.status === 4, result.stderr);
+      return result.status === 0;
+    };
+    const listedFiles = (where: string): string[] => JSON.parse(readFileSync(path.join(where, 'repository.json'), 'utf8')).encryption.keyFiles.map((f: { id: string }) => `${f.id}.asc`).sort();
+
+    for (const action of ['add', 'passwd', 'rotate'] as const) {
+      it(`${action}: every kill point leaves ${action === 'passwd' ? 'exactly one of the old and new passphrases' : 'every passphrase that opened it'} opening the repository and its backup, and the next change sweeps the leftovers`, () => {
+        const { path: original, record } = template(action === 'rotate');
+        let killAt = 1;
+        for (; ; killAt++) {
+          const copy = path.join(dir.path, `kill-${killAt}`);
+          cpSync(original, copy, { recursive: true });
+          const { completed } = killedAt(copy, action, killAt);
+          const old = opens(copy, alice(), record.id);
+          const other = opens(copy, bob(), record.id);
+          if (action === 'add') assert.ok(old, `killed at write ${killAt}: the old passphrase still opens it`);
+          if (action === 'passwd') assert.notEqual(old, other, `killed at write ${killAt}: exactly one passphrase opens it`);
+          if (action === 'rotate') assert.ok(old && other, `killed at write ${killAt}: both passphrases still open it`);
+          if (completed) {
+            assert.ok(action === 'passwd' ? other && !old : other, 'once done, the change is complete');
+            break;
+          }
+          // The next change (by whoever opens it now) removes key files the killed one left unlisted.
+          ok(['key', 'add', '--new-passphrase-file', carol()], old ? alice() : bob(), {}, copy);
+          assert.deepEqual(readdirSync(path.join(copy, 'keys')).sort(), listedFiles(copy), `killed at write ${killAt}: no leftover key file`);
+          rmSync(copy, { recursive: true, force: true });
+        }
+        assert.ok(killAt > 4, `the change has several steps to be killed between (it completed at kill point ${killAt})`);
+      });
+    }
+  });
+});
+
+/**
+ * Runs the CLI on a real pseudo-terminal (util-linux `script`), typing `answers` one per prompt
+ * as a person would, and returns what the terminal showed and the exit status.
+ */
+function onTerminal(args: string[], answers: string[], cwd: string): Promise<{ status: number; screen: string }> {
+  return new Promise((resolve) => {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env['STRATA_PASSPHRASE'];
+    delete env['CI'];
+    const command = [process.execPath, CLI, ...args].map((w) => `'${w.replaceAll("'", `'\\''`)}'`).join(' ');
+    const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let screen = '';
+    let typed = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      screen += d.toString();
+      const prompts = (screen.match(/passphrase: /gi) ?? []).length;
+      while (typed < prompts && typed < answers.length) child.stdin.write(`${answers[typed++]}\r`);
+      if (typed >= answers.length && prompts > answers.length) child.stdin.end();
+    });
+    child.on('close', (status) => resolve({ status: status ?? -1, screen }));
+  });
+}
