@@ -215,6 +215,7 @@ describe('SQLite engine', () => {
     const doctoring: Engine = {
       kind: engine.kind,
       capabilities: engine.capabilities,
+      display: engine.display,
       accepts: (locator) => engine.accepts(locator),
       describe: (locator) => engine.describe(locator),
       snapshot: (locator, options) => engine.snapshot(locator, options),

@@ -19,6 +19,7 @@ export { Passphrase } from './encryption.js';
 export type { EncryptionProfile } from './encryption.js';
 export * from './repository.js';
 export * from './retention.js';
+export * from './newest-good.js';
 export * from './duration.js';
 export * from './operator-reports.js';
 export { exportFormatOf } from './export-archive.js';

@@ -18,7 +18,7 @@ import { hostname } from 'node:os';
 /** What a work database is for. */
 export type WorkDatabaseRole = 'work' | 'aside' | 'scratch';
 
-/** The longest identifier a server takes, and how it counts (PostgreSQL: 63 bytes, MySQL: 64 characters). */
+/** The longest identifier a server takes, and how it counts (bytes or characters, depending on the server). */
 export interface IdentifierLimit {
   readonly max: number;
   readonly unit: 'bytes' | 'characters';
@@ -43,7 +43,7 @@ export interface WorkDatabaseName {
 export interface RestoreWorkNames {
   /** Where the restore builds the new database. */
   readonly work: string;
-  /** Where the old database (PostgreSQL) or the replaced tables (MySQL) wait until the swap is done. */
+  /** Where what the restore replaces (the old database, or its tables) waits until the swap is done. */
   readonly aside: string;
 }
 

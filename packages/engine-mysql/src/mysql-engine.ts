@@ -9,6 +9,7 @@ import type {
   DatabaseFacts,
   Engine,
   EngineCapabilities,
+  EngineDisplay,
   EngineRestoreOptions,
   InspectOptions,
   RestoreCommitInfo,
@@ -47,6 +48,7 @@ export class MysqlEngine implements Engine {
   readonly kind = 'mysql';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = MYSQL_HAND_RECOVERY;
+  readonly display: EngineDisplay = { name: 'MySQL/MariaDB', locator: 'url', schemes: ['mysql', 'mariadb'], example: 'mysql://user@host:3306/db', fileExtensions: [], passwordSources: 'MYSQL_PWD' };
 
   accepts(locator: string): boolean {
     return /^(mysql|mariadb):\/\//i.test(locator);

@@ -11,6 +11,7 @@ import type {
   DatabaseFacts,
   Engine,
   EngineCapabilities,
+  EngineDisplay,
   EngineRestoreOptions,
   InspectOptions,
   RestoreCommitInfo,
@@ -97,6 +98,14 @@ export class PostgresEngine implements Engine {
   readonly kind = 'postgres';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = POSTGRES_HAND_RECOVERY;
+  readonly display: EngineDisplay = {
+    name: 'PostgreSQL',
+    locator: 'url',
+    schemes: ['postgres', 'postgresql'],
+    example: 'postgres://user@host:5432/db',
+    fileExtensions: [],
+    passwordSources: 'PGPASSWORD, ~/.pgpass',
+  };
 
   accepts(locator: string): boolean {
     return /^postgres(ql)?:\/\//i.test(locator);
