@@ -24,6 +24,9 @@ describeEngineConformance('sqlite', async () => ({
   newTarget: async (dir, name) => path.join(dir, `${name}.db`),
   dump: async (file) => sqliteDump(file),
   dumpSchema: async (file) => sqliteQuery(file, '.schema'),
+  exec: async (file, sql) => void sqliteQuery(file, sql),
+  query: async (file, sql) => sqliteQuery(file, sql),
+  leftovers: async (file) => readdirSync(path.dirname(file)).filter((f) => f.startsWith(`.${path.basename(file)}.strata-`)),
 }));
 
 describe('SQLite engine', () => {
