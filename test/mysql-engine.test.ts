@@ -21,6 +21,9 @@ describeEngineConformance('mysql', async (context) => {
     newTarget: async () => mysqlUrl(conformanceDatabases.name()),
     dump: async (url) => mysqlDump(nameOf(url)),
     dumpSchema: async (url) => mysqlDump(nameOf(url), ['--no-data']).replace(/ AUTO_INCREMENT=\d+/g, ''),
+    exec: async (url, sql) => void (await mysqlQuery(nameOf(url), sql)),
+    query: async (url, sql) => JSON.stringify(await mysqlQuery(nameOf(url), sql)),
+    leftovers: async (url) => ((await mysqlQuery(undefined, 'SHOW DATABASES')) as { Database: string }[]).map((r) => r.Database).filter((d) => d.startsWith(`${nameOf(url)}__strata_`)),
     cleanup: () => conformanceDatabases.dropAll(),
   };
 });

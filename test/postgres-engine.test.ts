@@ -22,6 +22,9 @@ describeEngineConformance('postgres', async (context) => {
     newTarget: async () => pgUrl(conformanceDatabases.name()),
     dump: async (url) => pgDump(nameOf(url)),
     dumpSchema: async (url) => pgDump(nameOf(url), ['--schema-only']),
+    exec: async (url, sql) => void (await pgQuery(nameOf(url), sql)),
+    query: async (url, sql) => JSON.stringify((await pgQuery(nameOf(url), sql)).rows),
+    leftovers: async (url) => (await pgQuery('postgres', 'SELECT datname FROM pg_database WHERE starts_with(datname, $1)', [`${nameOf(url)}__strata_`])).rows.map((r) => r.datname as string),
     cleanup: () => conformanceDatabases.dropAll(),
   };
 });

@@ -24,6 +24,9 @@ describeEngineConformance('sqlite', async () => ({
   newTarget: async (dir, name) => path.join(dir, `${name}.db`),
   dump: async (file) => sqliteDump(file),
   dumpSchema: async (file) => sqliteQuery(file, '.schema'),
+  exec: async (file, sql) => void sqliteQuery(file, sql),
+  query: async (file, sql) => sqliteQuery(file, sql),
+  leftovers: async (file) => readdirSync(path.dirname(file)).filter((f) => f.startsWith(`.${path.basename(file)}.strata-`)),
 }));
 
 describe('SQLite engine', () => {
@@ -215,6 +218,7 @@ describe('SQLite engine', () => {
     const doctoring: Engine = {
       kind: engine.kind,
       capabilities: engine.capabilities,
+      display: engine.display,
       accepts: (locator) => engine.accepts(locator),
       describe: (locator) => engine.describe(locator),
       snapshot: (locator, options) => engine.snapshot(locator, options),

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { BackupType, BackupView, DatabaseEntry, RetentionDecision } from '@strata/protocol';
+import type { BackupType, BackupView, DatabaseEntry, EngineInfo, RetentionDecision } from '@strata/protocol';
 import { StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatBytes, formatTime } from './format.js';
@@ -110,26 +110,27 @@ async function backupNode(ctx: CommandContext, node: BackupNode | undefined, pla
 
 async function addDatabase(ctx: CommandContext, arg: { initRepository?: string } | undefined): Promise<DatabaseEntry | string | undefined> {
   if (arg?.initRepository) return initRepository(ctx, arg.initRepository);
+  const engines = await knownEngines(ctx);
+  const urlEngines = engines.filter((e) => e.locator === 'url');
+  const passwords = urlEngines.flatMap((e) => (e.passwordSources ? [e.passwordSources] : [])).join(', ');
   const kind = await ctx.prompts.pick(
     [
-      { label: 'SQLite file…', id: 'sqlite', detail: 'A database file in or outside the workspace' },
-      { label: 'PostgreSQL or MySQL/MariaDB URL…', id: 'server', detail: 'postgres://user@host:5432/db or mysql://user@host:3306/db (keep the password out: PGPASSWORD, ~/.pgpass, MYSQL_PWD)' },
+      ...engines.filter((e) => e.locator === 'file').map((e) => ({ label: `${e.name} file…`, file: e, detail: 'A database file in or outside the workspace' })),
+      ...(urlEngines.length > 0
+        ? [{ label: `${urlEngines.map((e) => e.name).join(' or ')} URL…`, file: undefined, detail: `${urlEngines.map((e) => e.example).join(' or ')}${passwords ? ` (keep the password out: ${passwords})` : ''}` }]
+        : []),
     ],
     { placeHolder: 'What kind of database?' },
   );
   if (!kind) return undefined;
   let url: string | undefined;
-  if (kind.id === 'sqlite') {
-    url = (await ctx.prompts.openFile({ title: 'The SQLite database to back up', openLabel: 'Back Up This Database', ...(workspaceRoot() ? { defaultUri: vscode.Uri.file(workspaceRoot()!) } : {}) }))?.fsPath;
+  if (kind.file) {
+    url = (await ctx.prompts.openFile({ title: `The ${kind.file.name} database to back up`, openLabel: 'Back Up This Database', ...(workspaceRoot() ? { defaultUri: vscode.Uri.file(workspaceRoot()!) } : {}) }))?.fsPath;
   } else {
-    url = await ctx.prompts.input({
-      title: 'Database URL',
-      placeHolder: 'postgres://app@localhost:5432/app',
-      validateInput: (value) => (/^(postgres(ql)?|mysql|mariadb):\/\//.test(value) ? undefined : 'a postgres://, mysql:// or mariadb:// URL'),
-    });
+    url = await ctx.prompts.input({ title: 'Database URL', placeHolder: urlEngines[0]!.example, validateInput: urlValidator(urlEngines) });
   }
   if (!url) return undefined;
-  const suggested = kind.id === 'sqlite' ? path.basename(url).replace(/\.[^.]+$/, '') : (new URL(url).pathname.replace(/^\//, '') || 'db');
+  const suggested = kind.file ? path.basename(url).replace(/\.[^.]+$/, '') : (new URL(url).pathname.replace(/^\//, '') || 'db');
   const name = await ctx.prompts.input({
     title: 'Name its backups are filed under',
     value: suggested.replace(/[^A-Za-z0-9._-]/g, '_'),
@@ -223,9 +224,9 @@ async function restore(ctx: CommandContext, node: StrataNode | undefined): Promi
   if (node?.kind === 'backup') ({ entry, backup } = node);
   else entry = node?.kind === 'database' ? node.entry : await pickDatabase(ctx, 'Restore which database?');
   if (!entry) return undefined;
-  const sqlite = entry.engine === 'sqlite';
+  const inFiles = ctx.tree.engineOf(entry)?.locator === 'file';
   const modes: (vscode.QuickPickItem & { mode: RestoreMode })[] = [
-    { label: sqlite ? '$(new-file) To a new file…' : '$(new-file) To a new database…', mode: 'new', detail: 'Leaves the database as it is' },
+    { label: inFiles ? '$(new-file) To a new file…' : '$(new-file) To a new database…', mode: 'new', detail: 'Leaves the database as it is' },
     { label: '$(table) Selected tables…', mode: 'tables', detail: 'Only the tables you pick, into a new target or replacing just them' },
     ...(backup ? [] : [{ label: '$(history) As of a date and time…', mode: 'as-of' as const, detail: 'The newest restore point taken at or before that time' }]),
     { label: `$(warning) In place: replace ${entry.location}`, mode: 'in-place', detail: 'Overwrites the database (after every check passed; asks first)' },
@@ -263,7 +264,7 @@ async function restore(ctx: CommandContext, node: StrataNode | undefined): Promi
   } else if (mode.mode === 'tables') {
     const where = await ctx.prompts.pick(
       [
-        { label: sqlite ? 'Into a new file…' : 'Into a new database…', id: 'new' },
+        { label: inFiles ? 'Into a new file…' : 'Into a new database…', id: 'new' },
         { label: `Replace just these tables in ${entry.location}`, id: 'in-place' },
       ],
       { placeHolder: `Restore ${tables!.join(', ')} where?` },
@@ -296,19 +297,37 @@ async function restore(ctx: CommandContext, node: StrataNode | undefined): Promi
   return to;
 }
 
-/** A new file (SQLite, offered next to the database) or a new database URL. */
+/** A new file (for a file engine, offered next to the database) or a new database URL. */
 async function newTarget(ctx: CommandContext, entry: DatabaseEntry, when: string): Promise<string | undefined> {
-  if (entry.engine === 'sqlite') {
+  const engine = ctx.tree.engineOf(entry);
+  if (engine?.locator === 'file') {
     const stamp = formatTime(when).replace(/[-: ]/g, '').replace(/^(\d{8})(\d{6})$/, '$1-$2');
     const folder = path.dirname(entry.location);
-    const uri = await ctx.prompts.saveFile({ title: 'Restore to a new file', saveLabel: 'Restore Here', defaultUri: vscode.Uri.file(path.join(folder, `${entry.name}-restored-${stamp}.db`)) });
+    const file = `${entry.name}-restored-${stamp}${engine.fileExtensions[0] ?? ''}`;
+    const uri = await ctx.prompts.saveFile({ title: 'Restore to a new file', saveLabel: 'Restore Here', defaultUri: vscode.Uri.file(path.join(folder, file)) });
     return uri?.fsPath;
   }
   return ctx.prompts.input({
     title: 'Restore to a new database (URL)',
     value: entry.location.replace(/\/([^/?]+)(\?|$)/, `/$1_restored$2`),
-    validateInput: (value) => (/^(postgres(ql)?|mysql|mariadb):\/\//.test(value) ? undefined : 'a postgres://, mysql:// or mariadb:// URL'),
+    validateInput: urlValidator(engine ? [engine] : ctx.tree.engines.filter((e) => e.locator === 'url')),
   });
+}
+
+/** The engines the server has; asks it again if the first workspace request failed. */
+async function knownEngines(ctx: CommandContext): Promise<readonly EngineInfo[]> {
+  await ctx.tree.loaded;
+  if (ctx.tree.engines.length === 0) await ctx.tree.reload();
+  if (ctx.tree.engines.length === 0) throw new Error('the Strata server did not say which databases it can back up (is it running? see the log)');
+  return ctx.tree.engines;
+}
+
+/** Accepts a URL of one of the engines' schemes; otherwise says which schemes are meant. */
+function urlValidator(engines: readonly EngineInfo[]): (value: string) => string | undefined {
+  const schemes = engines.flatMap((e) => e.schemes);
+  const listed = schemes.map((s) => `${s}://`);
+  const wanted = listed.length > 1 ? `${listed.slice(0, -1).join(', ')} or ${listed.at(-1)}` : (listed[0] ?? 'database');
+  return (value) => (schemes.some((s) => value.toLowerCase().startsWith(`${s}://`)) ? undefined : `a ${wanted} URL`);
 }
 
 async function prune(ctx: CommandContext, node: DatabaseNode | undefined): Promise<readonly string[] | undefined> {

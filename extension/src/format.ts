@@ -1,4 +1,4 @@
-import type { BackupRecord, BackupView } from '@strata/protocol';
+import type { BackupView } from '@strata/protocol';
 
 export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
@@ -27,11 +27,6 @@ export function formatTime(iso: string): string {
   const d = new Date(iso);
   const pad = (n: number): string => String(n).padStart(2, '0');
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-}
-
-/** A good backup: completed (it is in the catalog) and not failed its last verification. */
-export function isGood(backup: BackupRecord): boolean {
-  return backup.verification?.outcome !== 'failed';
 }
 
 /** Markdown with everything a person may want to know about a restore point. */

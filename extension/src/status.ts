@@ -1,6 +1,6 @@
 import * as vscode from 'vscode';
 import type { BackupView, DatabaseEntry } from '@strata/protocol';
-import { formatAge, formatTime, isGood } from './format.js';
+import { formatAge, formatTime } from './format.js';
 import type { RestorePointsProvider } from './tree.js';
 
 /**
@@ -34,7 +34,7 @@ export class BackupAgeStatus implements vscode.Disposable {
     const newest: { entry: DatabaseEntry; backup: BackupView | undefined }[] = [];
     for (const entry of databases) {
       try {
-        newest.push({ entry, backup: (await this.#tree.backupsOf(entry)).find(isGood) });
+        newest.push({ entry, backup: (await this.#tree.backupsOf(entry)).find((b) => b.newestGood) });
       } catch {
         newest.push({ entry, backup: undefined });
       }

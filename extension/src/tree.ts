@@ -1,5 +1,5 @@
 import * as vscode from 'vscode';
-import type { BackupView, ConfigProblem, DatabaseEntry } from '@strata/protocol';
+import type { BackupView, ConfigProblem, DatabaseEntry, EngineInfo } from '@strata/protocol';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatAge, formatBytes, formatTime } from './format.js';
 
@@ -43,6 +43,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
   readonly #changed = new vscode.EventEmitter<StrataNode | undefined>();
   readonly onDidChangeTreeData = this.#changed.event;
   #databases: readonly DatabaseEntry[] = [];
+  #engines: readonly EngineInfo[] = [];
   #problems: readonly ConfigProblem[] = [];
   #workspaceError: string | undefined;
   #lists = new Map<string, Promise<readonly BackupView[]>>();
@@ -55,6 +56,16 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
 
   get databases(): readonly DatabaseEntry[] {
     return this.#databases;
+  }
+
+  /** The engines the server has, as it describes them (empty until the workspace was loaded). */
+  get engines(): readonly EngineInfo[] {
+    return this.#engines;
+  }
+
+  /** The engine of a database; undefined only if the server no longer has it. */
+  engineOf(entry: DatabaseEntry): EngineInfo | undefined {
+    return this.#engines.find((e) => e.kind === entry.engine);
   }
 
   /** Re-reads the config files and settings, and forgets every cached list. */
@@ -70,6 +81,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
       const databases = vscode.workspace.getConfiguration('strata').get<{ name: string; url: string; repository: string }[]>('databases') ?? [];
       const result = await this.#connection.request('strata/workspace', { folders, databases });
       this.#databases = result.databases;
+      this.#engines = result.engines;
       this.#problems = result.problems;
       this.#workspaceError = undefined;
     } catch (err) {

@@ -8,9 +8,11 @@ import {
   assessHealth,
   backupStats,
   defaultCompression,
+  displayLocation,
   initRepository,
   inventory,
   isStrataError,
+  newestGoodByDatabase,
   durationBefore,
   durationMs,
   parseDuration,
@@ -133,8 +135,10 @@ export interface ListCommandOptions {
 export async function listCommand(ctx: CommandContext, options: ListCommandOptions): Promise<number> {
   const repo = await ctx.repository();
   const backups = await repo.list(options.database === undefined ? {} : { database: options.database });
+  const good = newestGoodByDatabase(backups);
+  const databases = [...new Set(backups.map((b) => b.database))].sort();
   if (ctx.json) {
-    ctx.printJson({ repository: repo.settings.location, backups });
+    ctx.printJson({ repository: repo.settings.location, backups, newestGood: Object.fromEntries(databases.map((d) => [d, good.get(d)?.id ?? null])) });
     return 0;
   }
   if (backups.length === 0) {
@@ -144,7 +148,7 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
   // With key files, which data key each artifact needs (after a rotation they differ).
   const keyed = backups.some((b) => b.encryption.keyId !== undefined);
   const rows = chainOrder(backups).map(({ backup: b, depth }) => [
-    `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}`,
+    `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}${good.get(b.database) === b ? ' *' : ''}`,
     b.database,
     b.engine,
     b.type,
@@ -160,6 +164,10 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
   const header = ['ID', 'DATABASE', 'ENGINE', 'TYPE', 'CREATED', 'AGE', 'DB SIZE', 'STORED', ...(keyed ? ['DATA KEY'] : []), 'CHAIN', 'VERIFIED', 'LABEL'];
   printTable(header, rows);
   process.stdout.write(`${backups.length} backup(s)\n`);
+  if (good.size > 0) process.stdout.write('* the newest good restore point of its database (what health measures and retention always keeps)\n');
+  for (const database of databases) {
+    if (!good.has(database)) process.stdout.write(`${printable(database)} has no good restore point (none with data whose last verification did not fail)\n`);
+  }
   return 0;
 }
 
@@ -255,14 +263,14 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     ...(options.database !== undefined ? { database: options.database } : {}),
   });
   if (asOf && !ctx.json) process.stderr.write(`--as-of ${asOf.toISOString()}: chose ${record.id} (${record.type}, taken ${record.createdAt})\n`);
-  const { exists: inPlace, description } = await repo.restoreTarget(record.engine, target);
-  const file = description.replace(/^sqlite:(\/\/)?/, '');
+  const { exists: inPlace, description, display } = await repo.restoreTarget(record.engine, target);
+  const file = displayLocation(display, description);
   if (inPlace && !options.force) {
     throw new StrataError(
       'TARGET_EXISTS',
       tables
         ? `restore: ${file} exists; pass --force to replace the tables ${tables.join(', ')} in it`
-        : `restore: ${file} already exists; pass --force to replace it (the old file stays until the new one is complete)`,
+        : `restore: ${file} already exists; pass --force to replace it (the old ${display.locator === 'file' ? 'file' : 'database'} stays until the new one is complete)`,
     );
   }
   await repo.unlock();
@@ -297,7 +305,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   } else {
     const via = chain.length > 1 ? ` through its chain ${chain.map((b) => b.id).join(' → ')}` : '';
     const what = tables ? `tables ${tables.join(', ')} of ${record.id}` : record.id;
-    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : record.engine === 'sqlite' ? ' (replaced the old file)' : ' (replaced the old database)') : ''}\n`);
+    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : display.locator === 'file' ? ' (replaced the old file)' : ' (replaced the old database)') : ''}\n`);
   }
   return 0;
 }

@@ -148,7 +148,9 @@ With --json, prints { "id": ..., "backup": { ... } }.
   list: `Usage: strata list [<db>] [--by-tier [policy flags]] [--json]
 
 Lists restore points, newest chains first: id, database, engine, type, time, sizes, chain, last
-verification. --by-tier groups them under the retention rule that keeps each (policy as for prune).
+verification. A * marks each database's newest good restore point (the newest with data whose
+last verification did not fail: the one health measures and retention always keeps; "newestGood"
+in --json). --by-tier groups them under the retention rule that keeps each (policy as for prune).
 `,
   run: `Usage: strata run --db NAME [--type incremental|differential|full] [--rollback-on-failure] [--json] -- COMMAND [ARGS]
 

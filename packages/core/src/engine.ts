@@ -58,7 +58,7 @@ export interface Snapshot {
   readonly schemaObjects?: SchemaObjects;
   /**
    * Per-table row counts and checksums. The core asks for them after reading the streams, so an
-   * engine can compute them alongside (SQLite does, on a worker thread).
+   * engine can compute them alongside (on a worker thread, say).
    */
   tableStats(): Promise<readonly TableStats[]>;
   /** The data streams. Empty for schema-only snapshots. */
@@ -76,7 +76,7 @@ export interface Snapshot {
 export interface SnapshotOptions extends Abortable {
   /** Only the schema: no data streams, no per-table checksums beyond zero rows. */
   readonly schemaOnly: boolean;
-  /** Where the engine may put temporary files (e.g. a SQLite snapshot copy). */
+  /** Where the engine may put temporary files (e.g. a snapshot copy of a database file). */
   readonly tempDir: string;
   /** Reports bytes the engine has copied while taking the snapshot. */
   readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
@@ -137,10 +137,45 @@ export interface InspectOptions extends Abortable {
 
 /** What an engine can do; core branches on these, never on an engine's name. */
 export interface EngineCapabilities {
-  /** Incrementals can reuse unchanged chunks of a parent (every engine with chunked streams). */
+  /**
+   * Incrementals and differentials can reuse unchanged chunks of a parent. Without it, `backup`
+   * refuses those types (USAGE) and takes only full and schema-only backups.
+   */
   readonly incrementals: boolean;
   /** Restores of single tables (`--tables`). */
   readonly tableRestore: boolean;
+}
+
+/**
+ * How people see and name an engine's databases. The CLI, the server and the editor extension
+ * (which never loads an engine) word their prompts, examples and messages from this, so none of
+ * them has to know any engine by name. Plain JSON: the server sends it to its clients as it is.
+ */
+export interface EngineDisplay {
+  /** The database system as people name it, for prompts and messages. */
+  readonly name: string;
+  /** Whether a database (and a restore target) is a file, named by its path, or lives on a server, named by a URL. */
+  readonly locator: 'file' | 'url';
+  /** The URL schemes `accepts()` takes, without `:` (for a file engine, the optional prefix of a path). */
+  readonly schemes: readonly string[];
+  /** A locator to show as an example: `./app.db`, `scheme://user@host:port/db`. */
+  readonly example: string;
+  /** File name extensions of its databases (`.db`), the first one for new files; empty for server engines. */
+  readonly fileExtensions: readonly string[];
+  /** Where else than the URL a password can come from (environment variables, files), for prompts that ask for a URL. */
+  readonly passwordSources?: string;
+}
+
+/**
+ * A locator as people know it, from what `describe()` returned: a file engine's path without its
+ * scheme prefix (`scheme:/srv/app.db` → `/srv/app.db`), a URL as it is.
+ */
+export function displayLocation(display: EngineDisplay, described: string): string {
+  if (display.locator !== 'file') return described;
+  for (const scheme of display.schemes) {
+    for (const prefix of [`${scheme}://`, `${scheme}:`]) if (described.startsWith(prefix)) return described.slice(prefix.length);
+  }
+  return described;
 }
 
 /**
@@ -174,12 +209,13 @@ export interface HandRecovery {
  * - Secrets in locators (passwords in URLs) never appear in messages: use `describe()`.
  */
 export interface Engine {
-  /** Short lowercase name stored in manifests: `sqlite`, `postgres`. */
+  /** Short lowercase name stored in manifests and the catalog; never shown as the engine's name (see `display`). */
   readonly kind: string;
   readonly capabilities: EngineCapabilities;
+  readonly display: EngineDisplay;
   /** What README.txt and RESTORE.md tell a person recovering without Strata. */
   readonly handRecovery?: HandRecovery;
-  /** True when this engine understands the locator (a path, `sqlite:...`, `postgres://...`). */
+  /** True when this engine understands the locator (a path, `scheme:PATH`, `scheme://...`). */
   accepts(locator: string): boolean;
   /** The locator without secrets, for messages and the catalog. */
   describe(locator: string): string;
@@ -188,7 +224,7 @@ export interface Engine {
   /** True when the restore target already exists (a file, a database on the server). */
   targetExists(target: string): Promise<boolean>;
   /**
-   * A throw-away target for the validator (a temp SQLite file, a temp server database). `drop()`
+   * A throw-away target for the validator (a temp database file, a temp server database). `drop()`
    * removes it and is safe to call twice.
    */
   createScratch(options: { tempDir: string; source?: string } & Abortable): Promise<{ locator: string; drop(): Promise<void> }>;

@@ -16,14 +16,6 @@ export function validateDatabaseName(name: string): string {
   return name;
 }
 
-/** A database name derived from a file path: its base name without extension, made safe. */
-export function databaseNameFromPath(file: string): string {
-  const base = file.split(/[\\/]/).pop() ?? 'database';
-  const stem = base.replace(/\.(db|sqlite3?|db3)$/i, '');
-  const safe = stem.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
-  return safe.length > 0 ? safe : 'database';
-}
-
 /** `YYYYMMDD_HHMMSS` in UTC. */
 export function timestampPart(time: Date): string {
   const iso = time.toISOString();

@@ -1,5 +1,6 @@
 import type { BackupRecord } from './catalog.js';
 import type { JournalOperation } from './journal.js';
+import { newestGoodBackup } from './newest-good.js';
 import type { SpaceInfo } from './storage.js';
 
 /** One row of `strata stats`: backups of one type on one day. */
@@ -97,7 +98,7 @@ export function assessHealth(
   if (databases.length === 0) checks.push({ check: 'backup-age', database: null, status: 'unhealthy', message: 'the repository holds no backups at all' });
   for (const database of databases) {
     const mine = backups.filter((b) => b.database === database && b.type !== 'schema-only');
-    const good = [...mine].reverse().find((b) => b.verification?.outcome !== 'failed');
+    const good = newestGoodBackup(mine);
     if (!good) {
       checks.push({ check: 'backup-age', database, status: 'unhealthy', message: `${database} has no good backup` });
     } else {

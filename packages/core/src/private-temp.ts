@@ -8,7 +8,7 @@ import { defaultIsAlive } from './journal.js';
 const FOLDER = /^strata-(\d+)-[A-Za-z0-9]{6}$/;
 
 /**
- * A private temporary folder for plaintext copies of user data (SQLite snapshot copies, scratch
+ * A private temporary folder for plaintext copies of user data (snapshot copies of database files, scratch
  * restores, spooled rows). Created by `mkdtemp`, which makes it 0700 from the start, inside `base`
  * (the `tempDir` option, `STRATA_TMPDIR` in the CLI, else `TMPDIR` or /tmp). Files inside are
  * created 0600 by their writers. The folder is removed by {@link removePrivateTemp} on every normal

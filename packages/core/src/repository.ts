@@ -11,7 +11,7 @@ import type { EncryptionProfile } from './encryption.js';
 import { KEYS_PREFIX, KeyVault, RepositoryKeys, checkEncryptionSection, createKeys, hasKeyFiles, keyFileObject, planImportKeys } from './keys.js';
 import type { EncryptionSection, ImportKeyPlan, PassphraseSource } from './keys.js';
 import { REPOSITORY_CONFIG_KEY } from './repository-config.js';
-import type { Engine, EngineRegistry } from './engine.js';
+import type { Engine, EngineDisplay, EngineRegistry } from './engine.js';
 import { restoreChain } from './chain-restore.js';
 import { describeSchemaDifference, schemaObjectDifferences } from './schema-diff.js';
 import { checkForeignRecord, refuseFutureTime } from './record-checks.js';
@@ -41,6 +41,7 @@ import type { Storage, StorageAccess } from './storage.js';
 import { isNotFound } from './storage.js';
 import { STRATA_VERSION } from './version.js';
 import { planRetention } from './retention.js';
+import { newestGoodBackup } from './newest-good.js';
 import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
 import type { ExportEntry, ExportManifest } from './export-archive.js';
 import { recoveryScript, restoreInstructions } from './restore-instructions.js';
@@ -103,7 +104,7 @@ export interface BackupOptions {
   readonly tags?: readonly string[];
   /** The time the backup is recorded at (imports, tests). Default: now. */
   readonly time?: Date;
-  /** For incremental/differential: take a full backup instead when there is none yet. */
+  /** For incremental/differential: take a full backup instead when there is none yet (or the engine makes none). */
   readonly autoFull?: boolean;
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
@@ -111,7 +112,7 @@ export interface BackupOptions {
 
 /** Options for {@link Repository.restore}. */
 export interface RestoreOptions {
-  /** The target: a file path for SQLite, a URL for server engines. */
+  /** The target: a file path for file engines, a URL for server engines. */
   readonly to: string;
   readonly force?: boolean;
   /** Restore only these tables: into a new target, or replacing just them in an existing one. */
@@ -240,7 +241,7 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
  *
  * ```ts
  * const repo = await openRepository(new LocalStorage('./backups'), { engines, passphrase })
- * const record = await repo.backup('sqlite:app.db', { database: 'app', type: 'full' })
+ * const record = await repo.backup('./app.db', { database: 'app', type: 'full' })
  * ```
  */
 export async function openRepository(storage: Storage, options: OpenOptions): Promise<Repository> {
@@ -329,8 +330,8 @@ export class Repository {
     return this.#vault.keyFor(record, what);
   }
 
-  /** Whether a restore target of the given engine exists, and how to name it without secrets. */
-  async restoreTarget(engineKind: string, target: string): Promise<{ exists: boolean; description: string }> {
+  /** Whether a restore target of the given engine exists, how to name it without secrets, and how its engine is shown. */
+  async restoreTarget(engineKind: string, target: string): Promise<{ exists: boolean; description: string; display: EngineDisplay }> {
     const engine = this.#options.engines.get(engineKind);
     if (!engine) throw new StrataError('ENGINE_UNKNOWN', `no engine ${engineKind} in this program (known: ${this.#options.engines.kinds().join(', ')})`);
     if (!engine.accepts(target)) {
@@ -338,7 +339,7 @@ export class Repository {
       const shown = this.#options.engines.forLocator(target)?.describe(target) ?? 'the target';
       throw new StrataError('USAGE', `restore: ${shown} is not a ${engineKind} target (the backup is of a ${engineKind} database)`);
     }
-    return { exists: await engine.targetExists(target), description: engine.describe(target) };
+    return { exists: await engine.targetExists(target), description: engine.describe(target), display: engine.display };
   }
 
   /** Checks the passphrase now (the CLI does this before touching anything). */
@@ -514,6 +515,11 @@ export class Repository {
     let type = options.type ?? 'full';
     if (!BACKUP_TYPES.includes(type)) throw new StrataError('USAGE', `backup: unknown type ${JSON.stringify(type)} (use ${BACKUP_TYPES.join(', ')})`);
     const engine = this.#engineFor(locator);
+    if ((type === 'incremental' || type === 'differential') && !engine.capabilities.incrementals) {
+      // Nothing to build on, as for a database without a full backup yet.
+      if (!options.autoFull) throw new StrataError('USAGE', `backup: ${engine.display.name} backups cannot be ${type}; take a full backup (--type full)`);
+      type = 'full';
+    }
     const database = validateDatabaseName(options.nameIsDerived ? await this.#nameForSource(options.database, engine.describe(locator)) : options.database);
     if (options.label !== undefined) checkTagText(options.label, 'label');
     for (const tag of options.tags ?? []) checkTagText(tag, 'tag');
@@ -1047,7 +1053,7 @@ export class Repository {
       const manifest = { ...contents!.manifest, tables: recorded!.tables, ...(recorded!.schemaObjects ? { schemaObjects: recorded!.schemaObjects } : {}) };
       const schemaProblems: RedactableMessage[] = [];
       // Objects are compared even when the fingerprints agree: an engine may describe more per
-      // object (SQLite's database header) than its fingerprint, which must stay as older versions made it.
+      // object (a database file's header) than its fingerprint, which must stay as older versions made it.
       if (facts.schemaFingerprint !== manifest.schemaFingerprint || schemaObjectDifferences(manifest.schemaObjects, facts.schemaObjects).length > 0) {
         schemaProblems.push(describeSchemaDifference(manifest, facts));
       }
@@ -1287,7 +1293,7 @@ export class Repository {
       for (const database of databases) {
         const mine = all.filter((b) => b.database === database);
         if (mine.length === 0) throw new StrataError('BACKUP_NOT_FOUND', `export: no backups of ${database} (the repository has: ${[...new Set(all.map((b) => b.database))].join(', ')})`);
-        const tip = [...mine].reverse().find((b) => b.type !== 'schema-only' && b.verification?.outcome !== 'failed');
+        const tip = newestGoodBackup(mine);
         if (!tip) throw new StrataError('BACKUP_NOT_FOUND', `export: ${database} has no good restore point with data`);
         const chain = await this.chainOf(tip);
         await this.#checkChainPresent(chain, tip);
@@ -1506,11 +1512,6 @@ function withDependentsOf(records: readonly BackupRecord[], ids: readonly string
     }
   }
   return doomed;
-}
-
-/** The newest restore point with data whose last verification did not fail (oldest-first input). */
-function newestGoodBackup(records: readonly BackupRecord[]): BackupRecord | undefined {
-  return [...records].reverse().find((b) => b.type !== 'schema-only' && b.verification?.outcome !== 'failed');
 }
 
 /** strata-export.json is a list of catalog records: a few KiB per backup. */

@@ -1,6 +1,7 @@
 import type { BackupRecord } from './catalog.js';
 import { durationBefore, durationMs, parseDuration } from './duration.js';
 import { StrataError } from './errors.js';
+import { compareNewestFirst, newestGoodBackup } from './newest-good.js';
 
 /**
  * Which restore points to keep. Counts keep the newest restore point of each of the last N
@@ -106,9 +107,9 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
   const byId = new Map(backups.map((b) => [b.id, b]));
   const databases = [...new Set(backups.map((b) => b.database))].sort();
   for (const database of databases) {
-    const newestFirst = backups.filter((b) => b.database === database).sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id));
+    const newestFirst = backups.filter((b) => b.database === database).sort(compareNewestFirst);
     const newest = Date.parse(newestFirst[0]!.createdAt);
-    const good = newestFirst.find((b) => b.verification?.outcome !== 'failed' && b.type !== 'schema-only') ?? newestFirst[0]!;
+    const good = newestGoodBackup(newestFirst) ?? newestFirst[0]!;
     add(good.id, 'newest good backup (always kept)');
     newestFirst.slice(0, policy.keepLast ?? 0).forEach((b, i) => add(b.id, `last ${i + 1} of ${policy.keepLast}`));
     for (const bucket of BUCKETS) {

@@ -21,13 +21,13 @@ export interface ServerTarget {
 
 /** How one engine's URLs look. */
 export interface ServerUrlRules {
-  /** Engine name used in messages (`postgres`, `mysql`). */
+  /** Engine name used in messages (the engine's `kind`). */
   readonly engine: string;
   /** Accepted URL schemes, without the colon. */
   readonly protocols: readonly string[];
   readonly defaultPort: number;
   readonly defaultUser: string;
-  /** Environment variable that may hold the password (`PGPASSWORD`, `MYSQL_PWD`). */
+  /** Environment variable that may hold the password, as the server's own client tools read it. */
   readonly passwordEnv: string;
 }
 

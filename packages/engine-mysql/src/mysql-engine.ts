@@ -3,12 +3,13 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type mysql from 'mysql2/promise';
-import { StrataError, Withheld, discardSink, errorText, isStrataError, named, redactable, refuseExistingTarget, throwIfAborted, withheld } from '@strata/core';
+import { StrataError, Withheld, discardSink, errorText, isStrataError, named, redactable, refuseExistingTarget, scratchDatabaseName, throwIfAborted, withheld, workDatabaseNames } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
   Engine,
   EngineCapabilities,
+  EngineDisplay,
   EngineRestoreOptions,
   InspectOptions,
   RestoreCommitInfo,
@@ -23,6 +24,7 @@ import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tab
 import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withoutTriggerOrder } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
+import { MYSQL_IDENTIFIER_LIMIT, sweepMysqlLeftovers } from './mysql-leftovers.js';
 import { FACTS_VERSION, hasLegacyRowFormat, legacyFacts, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
@@ -46,6 +48,7 @@ export class MysqlEngine implements Engine {
   readonly kind = 'mysql';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = MYSQL_HAND_RECOVERY;
+  readonly display: EngineDisplay = { name: 'MySQL/MariaDB', locator: 'url', schemes: ['mysql', 'mariadb'], example: 'mysql://user@host:3306/db', fileExtensions: [], passwordSources: 'MYSQL_PWD' };
 
   accepts(locator: string): boolean {
     return /^(mysql|mariadb):\/\//i.test(locator);
@@ -128,6 +131,7 @@ export class MysqlEngine implements Engine {
 
   async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     const target = parseTarget(locator);
+    await sweepMysqlLeftovers(target, 'restore');
     const exists = await this.targetExists(locator);
     refuseExistingTarget(target, exists, options);
     if (options.tables && exists) return beginTableRestore(target, options);
@@ -137,7 +141,8 @@ export class MysqlEngine implements Engine {
   async createScratch(options: { tempDir: string; source?: string }): Promise<{ locator: string; drop(): Promise<void> }> {
     if (!options.source) throw new StrataError('USAGE', 'mysql: verification needs the server the backup came from');
     const source = parseTarget(options.source);
-    const name = `strata_scratch_${randomBytes(6).toString('hex')}`;
+    await sweepMysqlLeftovers(source, 'verify');
+    const name = scratchDatabaseName(source.database, MYSQL_IDENTIFIER_LIMIT);
     return {
       locator: withDatabase(source, name).raw,
       drop: async () => {
@@ -198,10 +203,6 @@ const RESTORE_SESSION =
 
 /** Table kinds that RENAME TABLE moves between databases. */
 const MOVABLE_TYPES = "('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE')";
-
-function workName(database: string, role: string): string {
-  return `${database.slice(0, 40)}__strata_${role}${randomBytes(4).toString('hex')}`;
-}
 
 async function movableTables(connection: mysql.Connection, database: string): Promise<string[]> {
   const [rows] = await connection.query<mysql.RowDataPacket[]>(
@@ -299,7 +300,8 @@ async function retargetDefaults(connection: mysql.Connection, from: string, to: 
  * was and no work database behind.
  */
 async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
-  const work = workName(target.database, '');
+  // Named so that a later run can tell, should this process die, that they are leftovers.
+  const { work, aside } = workDatabaseNames(target.database, MYSQL_IDENTIFIER_LIMIT);
   const admin = await connect(target, { useDatabase: false });
   await admin.query(RESTORE_SESSION);
   let created = false;
@@ -352,7 +354,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
           await admin.query(`USE ${ident(target.database)}`);
           // Through its text, as a backup would hold it: that splits each object from its session settings.
           original = parseSchemaText(schemaText(await readSchema(admin, target.database)));
-          old = workName(target.database, 'old_');
+          old = aside;
           await admin.query(`CREATE DATABASE ${ident(old)}`);
           current = await movableTables(admin, target.database);
           await dropProgrammable(admin, target.database);
@@ -499,8 +501,7 @@ async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOpti
     commit: async (info: RestoreCommitInfo) => {
       const connection = await connect(target);
       const db = target.database;
-      const work = workName(db, '');
-      const old = workName(db, 'old_');
+      const { work, aside: old } = workDatabaseNames(db, MYSQL_IDENTIFIER_LIMIT);
       const dropQuietly = async (database: string): Promise<void> => void (await connection.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
       try {
         for (const t of wanted) {

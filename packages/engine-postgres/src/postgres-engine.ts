@@ -5,12 +5,13 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { StrataError, discardSink, isStrataError, named, parentsFirst, redactable, refuseExistingTarget, throwIfAborted, withheld } from '@strata/core';
+import { StrataError, discardSink, isStrataError, named, parentsFirst, redactable, refuseExistingTarget, scratchDatabaseName, throwIfAborted, withheld, workDatabaseNames } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
   Engine,
   EngineCapabilities,
+  EngineDisplay,
   EngineRestoreOptions,
   InspectOptions,
   RestoreCommitInfo,
@@ -44,6 +45,7 @@ import {
 } from './pg-database.js';
 import type { DatabaseDescription } from './pg-database.js';
 import { legacyFacts } from './pg-legacy-facts.js';
+import { PG_IDENTIFIER_LIMIT, sweepPgLeftovers } from './pg-leftovers.js';
 import { LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
 
 /** The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}). */
@@ -96,6 +98,14 @@ export class PostgresEngine implements Engine {
   readonly kind = 'postgres';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = POSTGRES_HAND_RECOVERY;
+  readonly display: EngineDisplay = {
+    name: 'PostgreSQL',
+    locator: 'url',
+    schemes: ['postgres', 'postgresql'],
+    example: 'postgres://user@host:5432/db',
+    fileExtensions: [],
+    passwordSources: 'PGPASSWORD, ~/.pgpass',
+  };
 
   accepts(locator: string): boolean {
     return /^postgres(ql)?:\/\//i.test(locator);
@@ -198,6 +208,7 @@ export class PostgresEngine implements Engine {
 
   async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     const target = parseTarget(locator);
+    await sweepPgLeftovers(target, 'restore');
     const exists = await this.targetExists(locator);
     refuseExistingTarget(target, exists, options);
     if (options.tables && exists) return beginTableRestore(target, options);
@@ -207,7 +218,8 @@ export class PostgresEngine implements Engine {
   async createScratch(options: { tempDir: string; source?: string }): Promise<{ locator: string; drop(): Promise<void> }> {
     if (!options.source) throw new StrataError('USAGE', 'postgres: verification needs the server the backup came from');
     const source = parseTarget(options.source);
-    const name = `strata_scratch_${randomBytes(6).toString('hex')}`;
+    await sweepPgLeftovers(source, 'verify');
+    const name = scratchDatabaseName(source.database, PG_IDENTIFIER_LIMIT);
     const scratch = withDatabase(source, name);
     return {
       locator: scratch.raw,
@@ -341,14 +353,10 @@ function copyIntoTable(client: pg.Client, schema: string, table: string, target:
   };
 }
 
-
-function workDatabaseName(target: string): string {
-  return `${target.slice(0, 40)}__strata_${randomBytes(4).toString('hex')}`;
-}
-
 /** Restores into a new database, then renames it over the target. */
 async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
-  const workName = workDatabaseName(target.database);
+  // Named so that a later run can tell, should this process die, that they are leftovers.
+  const { work: workName, aside } = workDatabaseNames(target.database, PG_IDENTIFIER_LIMIT);
   const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
   if (exists) {
     await refuseEnabledSubscriptions(admin, target.database).catch(async (err: unknown) => {
@@ -435,16 +443,26 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
           if (sessions > 0) {
             throw new StrataError('DATABASE_LOCKED', `restore: ${sessions} session(s) are connected to ${target.database}; close them (stop the application) and run the restore again`);
           }
-          const old = `${target.database.slice(0, 40)}__strata_old_${randomBytes(4).toString('hex')}`;
-          await admin.query(`ALTER DATABASE ${ident(target.database)} RENAME TO ${ident(old)}`);
+          await admin.query(`ALTER DATABASE ${ident(target.database)} RENAME TO ${ident(aside)}`);
           try {
             await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
           } catch (err) {
-            await admin.query(`ALTER DATABASE ${ident(old)} RENAME TO ${ident(target.database)}`).catch(() => undefined);
+            try {
+              await admin.query(`ALTER DATABASE ${ident(aside)} RENAME TO ${ident(target.database)}`);
+            } catch (backErr) {
+              // The work database stays too: while it exists, a later sweep knows the swap never
+              // happened and keeps the aside database, which is the user's.
+              created = false;
+              throw new StrataError(
+                'RESTORE_FAILED',
+                `restore: renaming the restored database into place failed (${(err as Error).message}), and so did renaming the old one back (${(backErr as Error).message}): ${target.database} is now named ${aside}; rename it back with ALTER DATABASE`,
+                { cause: err, details: { parkedIn: aside } },
+              );
+            }
             throw err;
           }
           created = false;
-          await dropDatabase(admin, target, old);
+          await dropDatabase(admin, target, aside);
         } else {
           await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
           created = false;

@@ -9,6 +9,7 @@ import type {
   DatabaseFacts,
   Engine,
   EngineCapabilities,
+  EngineDisplay,
   RestoreCommitInfo,
   EngineRestoreOptions,
   RestoreSession,
@@ -51,6 +52,7 @@ export class SqliteEngine implements Engine {
   readonly kind = 'sqlite';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = SQLITE_HAND_RECOVERY;
+  readonly display: EngineDisplay = { name: 'SQLite', locator: 'file', schemes: ['sqlite'], example: './app.db', fileExtensions: ['.db', '.sqlite', '.sqlite3', '.db3'] };
   readonly #busyTimeoutMs: number;
 
   constructor(options: SqliteEngineOptions = {}) {

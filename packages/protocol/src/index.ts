@@ -9,9 +9,9 @@
  * Failures are JSON-RPC errors with code {@link STRATA_ERROR} and `data` of type
  * {@link StrataErrorData}: the SDK's string error code, which is what a client should branch on.
  */
-import type { BackupRecord, BackupType, RetentionDecision, VerifyReport } from '@strata/core';
+import type { BackupRecord, BackupType, EngineDisplay, RetentionDecision, VerifyReport } from '@strata/core';
 
-export type { BackupRecord, BackupType, CheckResult, RetentionDecision, VerificationRecord, VerifyReport } from '@strata/core';
+export type { BackupRecord, BackupType, CheckResult, EngineDisplay, RetentionDecision, VerificationRecord, VerifyReport } from '@strata/core';
 
 /** Bumped when a method changes incompatibly; `initialize` returns it in `serverInfo`. */
 export const PROTOCOL_VERSION = 1;
@@ -39,7 +39,7 @@ export interface WorkDone {
 /** A database the user added through the client (kept in the client's settings). */
 export interface AddedDatabase {
   readonly name: string;
-  /** A SQLite path or a server URL. */
+  /** A file path or a server URL. */
   readonly url: string;
   readonly repository: string;
 }
@@ -47,15 +47,24 @@ export interface AddedDatabase {
 /** A database the server knows, from a strata.config.json or from the client's settings. */
 export interface DatabaseEntry {
   readonly name: string;
-  /** sqlite, postgres or mysql. */
+  /** The `kind` of its engine: an {@link EngineInfo} of the workspace result describes it. */
   readonly engine: string;
-  /** Where the database is, without secrets: a SQLite file path, or a server URL without its password. */
+  /** Where the database is, without secrets: a file path, or a server URL without its password. */
   readonly location: string;
   /** The repository folder its backups go to. */
   readonly repository: string;
   readonly repositoryExists: boolean;
   /** The config file that names it, or `settings`. */
   readonly origin: string;
+}
+
+/**
+ * An engine the server has: its `kind` (as in {@link DatabaseEntry.engine}) and how its databases
+ * are named and shown, so a client can ask for a file or a URL and word its prompts without
+ * knowing any engine itself.
+ */
+export interface EngineInfo extends EngineDisplay {
+  readonly kind: string;
 }
 
 /** A config file that could not be used, and why. */
@@ -75,6 +84,11 @@ export interface BackupView extends BackupRecord {
   readonly tier?: string;
   /** Why retention keeps or drops it. */
   readonly reasons?: readonly string[];
+  /**
+   * True on its database's newest good restore point, the one `strata health` measures and
+   * retention always keeps (`newestGoodBackup` of the SDK decides, for every client alike).
+   */
+  readonly newestGood?: boolean;
 }
 
 /** Requests the client sends, by method: their params and results. */
@@ -82,7 +96,7 @@ export interface RequestMap {
   /** Reads the config files of the workspace folders and adds the client's own databases. */
   'strata/workspace': {
     params: { readonly folders: readonly string[]; readonly databases: readonly AddedDatabase[] };
-    result: { readonly databases: readonly DatabaseEntry[]; readonly problems: readonly ConfigProblem[] };
+    result: { readonly databases: readonly DatabaseEntry[]; readonly problems: readonly ConfigProblem[]; readonly engines: readonly EngineInfo[] };
   };
   /** Restore points, newest first; with `byTier`, each with its retention tier and reasons. */
   'strata/list': {

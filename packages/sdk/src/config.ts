@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_RETENTION, StrataError, databaseNameFromPath, validateDatabaseName, validatePolicy } from '@strata/core';
+import { DEFAULT_RETENTION, StrataError, validateDatabaseName, validatePolicy } from '@strata/core';
 import type { RetentionPolicy } from '@strata/core';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
@@ -123,6 +123,14 @@ export function resolveDatabase(arg: string, config: StrataConfig, nameOverride?
   // A server URL's query (?sslmode=require) is not part of the database's name.
   const file = /^[a-z][a-z0-9+.-]*:\/\//i.test(locator) && !locator.startsWith('sqlite:') ? locator.replace(/[?#].*$/, '') : locator.replace(/^sqlite:(\/\/)?/, '');
   return { name: validateDatabaseName(nameOverride ?? databaseNameFromPath(file)), locator, derived: nameOverride === undefined };
+}
+
+/** A database name derived from a file path: its base name without extension, made safe. */
+export function databaseNameFromPath(file: string): string {
+  const base = file.split(/[\\/]/).pop() ?? 'database';
+  const stem = base.replace(/\.(db|sqlite3?|db3)$/i, '');
+  const safe = stem.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  return safe.length > 0 ? safe : 'database';
 }
 
 /** The retention of one database: its own in the config, else the config's top-level one, else the built-in tiers. */

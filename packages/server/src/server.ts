@@ -7,19 +7,21 @@ import {
   Passphrase,
   StrataError,
   createDefaultEngines,
+  displayLocation,
   exitCodeFor,
   initRepository,
   isStrataError,
   loadConfig,
+  newestGoodByDatabase,
   openRepository,
   resolveLocator,
   retentionFor,
   tierOf,
   validateDatabaseName,
 } from '@strata/sdk';
-import type { EngineRegistry, ProgressEvent, Repository, StrataConfig } from '@strata/sdk';
+import type { Engine, EngineRegistry, ProgressEvent, Repository, StrataConfig } from '@strata/sdk';
 import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
-import type { ClientRequestMap, ConfigProblem, DatabaseEntry, ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
+import type { ClientRequestMap, ConfigProblem, DatabaseEntry, EngineInfo, ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
 
 /** A database the server can back up: where it is (with any secret) and where its backups go. */
 interface KnownDatabase {
@@ -56,7 +58,7 @@ export class StrataServer {
     this.#handle('strata/verify', (p, run) => this.#verify(p, run));
     this.#handle('strata/restoreTarget', async (p) => {
       const target = await (await this.#repository(p.repository)).restoreTarget(p.engine, p.target);
-      return { exists: target.exists, description: displayLocation(target.description) };
+      return { exists: target.exists, description: displayLocation(target.display, target.description) };
     });
     this.#handle('strata/restore', (p, run) => this.#restore(p, run));
     this.#handle('strata/tables', async (p, run) => {
@@ -162,10 +164,10 @@ export class StrataServer {
     const add = (name: string, locator: string, repository: string, origin: string, config: StrataConfig): void => {
       const engine = this.#engines.forLocator(locator);
       if (!engine) {
-        problems.push({ file: origin, message: `database ${name}: no engine understands its url (expected a SQLite path, postgres:// or mysql://)` });
+        problems.push({ file: origin, message: `database ${name}: no engine understands its url (expected ${expectedLocators(this.#engines)})` });
         return;
       }
-      const entry: DatabaseEntry = { name, engine: engine.kind, location: displayLocation(engine.describe(locator)), repository, repositoryExists: existsSync(repository), origin };
+      const entry: DatabaseEntry = { name, engine: engine.kind, location: displayLocation(engine.display, engine.describe(locator)), repository, repositoryExists: existsSync(repository), origin };
       found.set(keyOf(repository, name), { entry, locator, config });
     };
     for (const folder of params.folders) {
@@ -192,13 +194,15 @@ export class StrataServer {
       }
     }
     this.#databases = found;
-    return { databases: [...found.values()].map((k) => k.entry), problems };
+    const engines: EngineInfo[] = this.#engines.kinds().map((kind) => ({ kind, ...this.#engines.get(kind)!.display }));
+    return { databases: [...found.values()].map((k) => k.entry), problems, engines };
   }
 
   async #list(params: ParamsOf<'strata/list'>): Promise<ResultOf<'strata/list'>> {
     const repo = await this.#repository(params.repository);
     const backups = await repo.list(params.database !== undefined ? { database: params.database } : {});
-    const newestFirst = [...backups].reverse();
+    const good = new Set([...newestGoodByDatabase(backups).values()].map((b) => b.id));
+    const newestFirst = [...backups].reverse().map((b) => (good.has(b.id) ? { ...b, newestGood: true } : b));
     if (!params.byTier) return { backups: newestFirst };
     const plan = await repo.prune((database) => this.#policyFor(params.repository, database), { ...(params.database !== undefined ? { database: params.database } : {}), dryRun: true });
     const decisions = new Map([...plan.keep.map((d) => [d.id, { tier: tierOf(d), reasons: d.reasons }] as const), ...plan.remove.map((d) => [d.id, { tier: 'not kept', reasons: d.reasons }] as const)]);
@@ -295,9 +299,13 @@ export class StrataServer {
   }
 }
 
-/** People know a SQLite database by its path, a server database by its URL (already without a password). */
-function displayLocation(described: string): string {
-  return described.replace(/^sqlite:(\/\/)?/, '');
+/** What the engines accept, for messages (`a ... path, scheme:// or scheme://`), in the engines' own words. */
+function expectedLocators(engines: EngineRegistry): string {
+  const all = engines.kinds().map((kind) => engines.get(kind)!) as Engine[];
+  const files = all.filter((e) => e.display.locator === 'file').map((e) => `a ${e.display.name} path`);
+  const urls = all.filter((e) => e.display.locator === 'url').map((e) => `${e.display.schemes[0]}://`);
+  const parts = [...files, ...urls];
+  return parts.length > 1 ? `${parts.slice(0, -1).join(', ')} or ${parts.at(-1)}` : (parts[0] ?? 'a locator an engine accepts');
 }
 
 function keyOf(repository: string, database: string): string {

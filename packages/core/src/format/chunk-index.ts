@@ -5,8 +5,8 @@ import type { MessageText } from '../errors.js';
 import type { Chunking } from '../engine.js';
 
 /**
- * Binary chunk lists inside artifacts. Both are small fixed-width records so that a 1 GiB SQLite
- * database (262,144 pages of 4 KiB) costs 5 MiB of layout, not 20 MiB of JSON.
+ * Binary chunk lists inside artifacts. Both are small fixed-width records so that a 1 GiB database
+ * file (262,144 pages of 4 KiB) costs 5 MiB of layout, not 20 MiB of JSON.
  *
  * layout/<stream>.idx   "STLAYOUT" u32 version u32 hashBytes u64 count, then per chunk: u32 size, hash
  *                       version 1: the complete layout, as above;
@@ -212,7 +212,7 @@ function readHeader(bytes: Buffer, magic: Buffer, record: number, where: Message
  * A layout stored as its differences from the parent's: the new chunk count and every position
  * whose chunk is not the parent's chunk at that position (all positions past the parent's end
  * among them). Fixed-size chunking keeps positions stable, so an incremental of a database in
- * which little changed stores a few entries instead of one per page: a 1 GiB SQLite database has
+ * which little changed stores a few entries instead of one per page: a 1 GiB database file has
  * 262,144 pages, whose complete layout is 5 MiB of mostly random hashes that no compressor shrinks.
  */
 export class LayoutDelta {

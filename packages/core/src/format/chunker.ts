@@ -50,7 +50,7 @@ const GEAR = (() => {
 })();
 
 /**
- * Content-defined chunks of a line-oriented stream (PostgreSQL COPY text: one row per line).
+ * Content-defined chunks of a line-oriented stream (a server engine's rows: one row per line).
  * Chunks end only at line ends, and where they end depends on the rows themselves: each row
  * contributes a value taken from its first and last bytes (the primary key usually leads a row)
  * to a gear-style rolling hash, and a chunk ends when the hash's low bits are zero. An inserted or

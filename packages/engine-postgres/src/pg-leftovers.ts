@@ -1,0 +1,44 @@
+import { sweepAndReport } from '@strata/core';
+import type { IdentifierLimit, LeftoverServer } from '@strata/core';
+import { connect, ident, withDatabase } from './pg-connection.js';
+import type { PgTarget } from './pg-connection.js';
+import { dropDatabase } from './pg-database.js';
+
+/** PostgreSQL cuts longer identifiers silently (NAMEDATALEN - 1), so names are made to fit. */
+export const PG_IDENTIFIER_LIMIT: IdentifierLimit = { max: 63, unit: 'bytes' };
+
+/**
+ * Removes what killed restores and verifications left on the server of `server`, and says so.
+ *
+ * An aside database is the user's old database, renamed out of the way for the swap. If its
+ * restore's work database is gone, the new database was renamed into place: the aside was only
+ * waiting to be dropped. If the target's name is free, the restore died between the two renames,
+ * and the old database goes back under its name. Otherwise (the work database is still there and
+ * the name is taken, or the name was too long to be kept whole) it stays, and the report says so.
+ */
+export async function sweepPgLeftovers(server: PgTarget, operation: string): Promise<void> {
+  const admin = await connect(withDatabase(server, 'postgres'), `strata ${operation}`);
+  try {
+    const leftovers: LeftoverServer = {
+      limit: PG_IDENTIFIER_LIMIT,
+      databases: async () => (await admin.query<{ name: string }>('SELECT datname AS name FROM pg_database')).rows.map((r) => r.name),
+      drop: (name) => dropDatabase(admin, server, name),
+      settleAside: async (aside, { exists, workLeft }) => {
+        if (aside.complete && !exists(aside.prefix)) {
+          await admin.query(`ALTER DATABASE ${ident(aside.name)} RENAME TO ${ident(aside.prefix)}`);
+          return `put database ${aside.prefix} back under its name: a restore that did not finish had renamed it to ${aside.name}`;
+        }
+        if (!workLeft) {
+          await dropDatabase(admin, server, aside.name);
+          return `removed ${aside.name}, the database that a restore of ${aside.prefix}${aside.complete ? '' : '...'} had replaced (the restored database was already in place)`;
+        }
+        return aside.complete
+          ? `kept ${aside.name}: it holds the old ${aside.prefix} that a restore moved aside before it stopped, and another database now has that name; rename or drop it yourself`
+          : `kept ${aside.name}: it holds the old database (its name starts with ${aside.prefix}) that a restore moved aside before it stopped; rename it back (ALTER DATABASE ... RENAME TO ...)`;
+      },
+    };
+    await sweepAndReport(leftovers, operation);
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+}
