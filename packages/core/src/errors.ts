@@ -145,7 +145,7 @@ function isRedactableMessage(value: unknown): value is RedactableMessage {
 /**
  * What a plaintext file may keep of an error's message. A StrataError's message is Strata's own
  * words, with schema names marked where it was built; a system error's names a path and an errno.
- * Any other error (a driver's, SQLite's) quotes the database, so only its code is kept.
+ * Any other error (a database driver's or library's) quotes the database, so only its code is kept.
  */
 export function redactedMessage(err: unknown): string {
   if (err instanceof StrataError) return err.redacted;
