@@ -1,10 +1,30 @@
-import { StrataError } from './errors.js';
-import type { StreamTarget } from './engine.js';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { StrataError, named, redactable } from './errors.js';
+import type {
+  DatabaseFacts,
+  Engine,
+  EngineCapabilities,
+  EngineDisplay,
+  EngineRestoreOptions,
+  InspectOptions,
+  RestoreCommitInfo,
+  RestoreSession,
+  Snapshot,
+  SnapshotOptions,
+  StreamTarget,
+} from './engine.js';
+import { scratchDatabaseName, sweepAndReport, workDatabaseNames } from './work-databases.js';
+import type { IdentifierLimit, LeftoverServer, RestoreWorkNames } from './work-databases.js';
 
 /**
- * Pieces every engine for a database server needs in the same form: parsing its URL without
- * ever echoing the password, refusing an existing target without force, a sink for streams a
- * table restore skips, and ordering tables so parents load before children.
+ * What every engine for a database server shares: {@link ServerEngine}, the restore scaffolding
+ * (a restore builds beside the target and swaps at the end, so a failed one leaves the target as
+ * it was and no work database behind; a table restore spools the chosen tables' rows first), and
+ * the pieces around it: parsing its URL without ever echoing the password, refusing an existing
+ * target without force, a sink for streams a table restore skips, and ordering tables so parents
+ * load before children.
  */
 
 /** What a server URL names. The password stays in here and is never part of a message. */
@@ -114,4 +134,269 @@ export function parentsFirst(tables: readonly string[], edges: readonly { child:
   };
   for (const t of tables) visit(t);
   return out;
+}
+
+/**
+ * A session with administrative rights on a database server, outside any user database: what the
+ * shared restore, verify and sweep steps need. {@link ServerEngine.connectAdmin} opens it; the
+ * caller always closes it.
+ */
+export interface ServerAdmin {
+  /** The names of every database on the server. */
+  databases(): Promise<string[]>;
+  exists(database: string): Promise<boolean>;
+  /** Drops a database Strata made, with whatever the server needs first; one already gone is no error. */
+  drop(database: string): Promise<void>;
+  /** Settles the aside database of a dead restore ({@link LeftoverServer.settleAside}). */
+  settleAside: LeftoverServer['settleAside'];
+  close(): Promise<void>;
+}
+
+/**
+ * A whole-database restore of some tables (`--tables` into a database that did not exist): which
+ * tables' rows to load, and the check at commit that the backup has every table asked for.
+ */
+export interface TableFilter {
+  wants(table: string): boolean;
+  /** The backup's tables asked for; TABLE_NOT_FOUND or USAGE (ambiguous) as {@link ServerEngine.requestedTables}. */
+  check(inBackup: readonly string[]): string[];
+}
+
+/** The rows of the tables a table restore replaces, spooled to files: table (as the backup names it) → file. */
+export type SpooledTables = ReadonlyMap<string, string>;
+
+/**
+ * The work database of one whole-database restore. The engine says when it `created()` it, and
+ * `keep()`s it once it was renamed into place (or must stay, holding what the user needs);
+ * until then `discard()` drops it, so a restore that fails or is aborted leaves nothing behind.
+ */
+export class WorkDatabase {
+  readonly name: string;
+  /** Where the old database (or what the swap replaces) waits until the restore is done. */
+  readonly aside: string;
+  readonly #drop: (name: string) => Promise<void>;
+  #exists = false;
+
+  constructor(names: RestoreWorkNames, drop: (name: string) => Promise<void>) {
+    this.name = names.work;
+    this.aside = names.aside;
+    this.#drop = drop;
+  }
+
+  created(): void {
+    this.#exists = true;
+  }
+
+  keep(): void {
+    this.#exists = false;
+  }
+
+  /**
+   * Drops it if it is still this restore's to drop. A drop that fails is left to the sweep of a
+   * later run (the name says whose it is): the restore's own error is the one to report.
+   */
+  async discard(): Promise<void> {
+    if (!this.#exists) return;
+    this.#exists = false;
+    await this.#drop(this.name).catch(() => undefined);
+  }
+}
+
+/**
+ * A whole-database restore session around the engine's own steps: after `commit` (whether it
+ * succeeded or threw, once the engine put back whatever it had moved) and after `abort`, the work
+ * database is discarded unless kept, and `close` releases the engine's connections. Both are
+ * idempotent, as the core may abort after a failed commit.
+ */
+export function workDatabaseSession(work: WorkDatabase, session: RestoreSession, close: () => Promise<void>): RestoreSession {
+  let finished = false;
+  const finish = async (): Promise<void> => {
+    if (finished) return;
+    finished = true;
+    await work.discard();
+    await close();
+  };
+  return {
+    ...(session.prepare ? { prepare: session.prepare.bind(session) } : {}),
+    streamTarget: (name) => session.streamTarget(name),
+    commit: async (info) => {
+      try {
+        await session.commit(info);
+      } finally {
+        await finish();
+      }
+    },
+    abort: async () => {
+      try {
+        await session.abort();
+      } finally {
+        await finish();
+      }
+    },
+  };
+}
+
+/**
+ * The base of engines for database servers. It implements what is the same for every server
+ * (URLs, the target check, dispatching a restore, verify's scratch database, the sweep of what
+ * killed runs left, the spooling of a table restore) and leaves to the engine what is not:
+ * snapshots, facts, building a database, and swapping tables in.
+ *
+ * Every restore first sweeps the server ({@link sweepAndReport}), then refuses an existing target
+ * without force. A table restore into an existing database spools the chosen tables' rows to
+ * private files and calls {@link replaceTables} once every byte was verified; anything else is a
+ * whole-database restore ({@link beginDatabaseRestore}) into a {@link WorkDatabase} named by
+ * {@link workDatabaseNames}, so a later run can tell it is a leftover should this process die.
+ */
+export abstract class ServerEngine implements Engine {
+  abstract readonly kind: string;
+  abstract readonly capabilities: EngineCapabilities;
+  abstract readonly display: EngineDisplay;
+  /** How the engine's URLs look. */
+  protected abstract readonly urlRules: ServerUrlRules;
+  /** The longest database name the server takes, for the names of work databases. */
+  protected abstract readonly identifierLimit: IdentifierLimit;
+
+  abstract snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot>;
+  abstract inspect(locator: string, options?: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean }>;
+
+  /** Opens an administrative session on the server of `server`; `purpose` (`restore`, `verify`) may show in the server's session list. */
+  protected abstract connectAdmin(server: ServerTarget, purpose: string): Promise<ServerAdmin>;
+
+  /**
+   * Restores a whole database: builds it in a {@link WorkDatabase} of these `names` (dropped
+   * through the engine's own admin connection) and swaps it in at `commit`, leaving an existing
+   * target as it was if anything fails. Return the session through {@link workDatabaseSession}.
+   * `options.tables`, if set, names the only tables to fill (the target did not exist).
+   */
+  protected abstract beginDatabaseRestore(target: ServerTarget, exists: boolean, names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession>;
+
+  /**
+   * Replaces the rows of `tables` (names as the backup has them) in the existing target with the
+   * spooled ones, all or nothing: if anything fails, the target is as it was. `work` names are
+   * free for databases the swap needs.
+   */
+  protected abstract replaceTables(target: ServerTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, work: RestoreWorkNames): Promise<void>;
+
+  /**
+   * The table whose rows a stream holds (as `RestoreCommitInfo.tables` names it), or undefined for
+   * a stream that holds no table's rows (a table restore skips it). A name the engine never
+   * writes is ARTIFACT_CORRUPT.
+   */
+  protected abstract tableOfStream(stream: string): string | undefined;
+
+  /** Whether `--tables` entry `requested` means the backup's table `table` (by default: the same name). */
+  protected namesTable(requested: string, table: string): boolean {
+    return requested === table;
+  }
+
+  /** Parses a URL of this engine (USAGE, without the password, when it is not one). */
+  parseTarget(locator: string): ServerTarget {
+    return parseServerUrl(locator, this.urlRules);
+  }
+
+  accepts(locator: string): boolean {
+    const lower = locator.toLowerCase();
+    return this.display.schemes.some((scheme) => lower.startsWith(`${scheme}://`));
+  }
+
+  describe(locator: string): string {
+    try {
+      return this.parseTarget(locator).safe;
+    } catch {
+      return `${this.display.schemes[0]}://(unparseable URL)`;
+    }
+  }
+
+  async targetExists(locator: string): Promise<boolean> {
+    const target = this.parseTarget(locator);
+    return this.#withAdmin(target, 'restore', (admin) => admin.exists(target.database));
+  }
+
+  async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
+    const target = this.parseTarget(locator);
+    await this.sweepLeftovers(target, 'restore');
+    const exists = await this.targetExists(locator);
+    refuseExistingTarget(target, exists, options);
+    const names = workDatabaseNames(target.database, this.identifierLimit);
+    if (options.tables && exists) return this.#beginTableRestore(target, options.tables, names, options);
+    return this.beginDatabaseRestore(target, exists, names, options);
+  }
+
+  async createScratch(options: { tempDir: string; source?: string }): Promise<{ locator: string; drop(): Promise<void> }> {
+    if (!options.source) throw new StrataError('USAGE', `${this.kind}: verification needs the server the backup came from`);
+    const source = this.parseTarget(options.source);
+    await this.sweepLeftovers(source, 'verify');
+    const name = scratchDatabaseName(source.database, this.identifierLimit);
+    return { locator: withServerDatabase(source.raw, name), drop: () => this.#withAdmin(source, 'verify', (admin) => admin.drop(name)) };
+  }
+
+  /** Removes what killed restores and verifications left on the server, and says so (see {@link sweepAndReport}). */
+  protected async sweepLeftovers(server: ServerTarget, operation: string): Promise<void> {
+    await this.#withAdmin(server, operation, (admin) =>
+      sweepAndReport({ limit: this.identifierLimit, databases: () => admin.databases(), drop: (name) => admin.drop(name), settleAside: (aside, context) => admin.settleAside(aside, context) }, operation),
+    );
+  }
+
+  /** What `options.tables` asks of a whole-database restore, or undefined when it restores everything. */
+  protected tableFilter(options: EngineRestoreOptions): TableFilter | undefined {
+    const requested = options.tables;
+    if (!requested) return undefined;
+    return { wants: (table) => this.isRequested(table, requested), check: (inBackup) => this.requestedTables(requested, inBackup) };
+  }
+
+  /** Whether a backup table is one of those `--tables` asked for. */
+  protected isRequested(table: string, requested: readonly string[]): boolean {
+    return requested.some((name) => this.namesTable(name, table));
+  }
+
+  /**
+   * The backup's tables that `--tables` names, in the backup's order: TABLE_NOT_FOUND for a name
+   * that means none of them, USAGE for one that means several (qualify it).
+   */
+  protected requestedTables(requested: readonly string[], inBackup: readonly string[]): string[] {
+    for (const name of requested) {
+      const found = inBackup.filter((table) => this.namesTable(name, table));
+      if (found.length === 0) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(name), 'table')} (it has: ${named(inBackup, 'table')})`, { details: { table: name } });
+      if (found.length > 1) throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named(found, 'table')}); qualify it with its schema`);
+    }
+    return inBackup.filter((table) => this.isRequested(table, requested));
+  }
+
+  async #withAdmin<T>(server: ServerTarget, purpose: string, work: (admin: ServerAdmin) => Promise<T>): Promise<T> {
+    const admin = await this.connectAdmin(server, purpose);
+    try {
+      return await work(admin);
+    } finally {
+      await admin.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Rows of the chosen tables go to private files as they arrive (the backup delivers tables in
+   * name order, while foreign keys may need parents loaded first); the engine replaces the tables
+   * from them at commit, when every byte was verified. The files are removed on every path.
+   */
+  async #beginTableRestore(target: ServerTarget, requested: readonly string[], names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession> {
+    await fs.mkdir(options.tempDir, { recursive: true });
+    const spooled = new Map<string, string>();
+    const removeFiles = async (): Promise<void> => void (await Promise.all([...spooled.values()].map((file) => fs.rm(file, { force: true }))));
+    return {
+      streamTarget: async (name) => {
+        const table = this.tableOfStream(name);
+        if (table === undefined || !this.isRequested(table, requested)) return discardSink;
+        const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}`);
+        spooled.set(table, file);
+        return { kind: 'file', path: file };
+      },
+      commit: async (info) => {
+        try {
+          await this.replaceTables(target, this.requestedTables(requested, info.tables), spooled, info, names);
+        } finally {
+          await removeFiles();
+        }
+      },
+      abort: removeFiles,
+    };
+  }
 }

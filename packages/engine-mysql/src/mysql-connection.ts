@@ -1,14 +1,15 @@
 import mysql from 'mysql2/promise';
 import { StrataError, parseServerUrl, redactSecret, redactable, withServerDatabase, withheld } from '@strata/core';
-import type { ServerTarget } from '@strata/core';
+import type { ServerTarget, ServerUrlRules } from '@strata/core';
 
 /** What a mysql:// URL names. */
 export type MysqlTarget = ServerTarget;
 
-const RULES = { engine: 'mysql', protocols: ['mysql', 'mariadb'], defaultPort: 3306, defaultUser: 'root', passwordEnv: 'MYSQL_PWD' };
+/** How mysql:// URLs look. */
+export const MYSQL_URL_RULES: ServerUrlRules = { engine: 'mysql', protocols: ['mysql', 'mariadb'], defaultPort: 3306, defaultUser: 'root', passwordEnv: 'MYSQL_PWD' };
 
 export function parseTarget(locator: string): MysqlTarget {
-  return parseServerUrl(locator, RULES);
+  return parseServerUrl(locator, MYSQL_URL_RULES);
 }
 
 export function withDatabase(target: MysqlTarget, database: string): MysqlTarget {

@@ -1,30 +1,30 @@
-import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import type mysql from 'mysql2/promise';
-import { StrataError, Withheld, discardSink, errorText, isStrataError, named, redactable, refuseExistingTarget, scratchDatabaseName, throwIfAborted, withheld, workDatabaseNames } from '@strata/core';
+import { ServerEngine, StrataError, WorkDatabase, Withheld, discardSink, errorText, isStrataError, named, redactable, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
-  Engine,
   EngineCapabilities,
   EngineDisplay,
   EngineRestoreOptions,
   InspectOptions,
   RestoreCommitInfo,
   RestoreSession,
+  RestoreWorkNames,
+  ServerAdmin,
+  SpooledTables,
+  TableFilter,
   Snapshot,
   SnapshotOptions,
   StreamTarget,
 } from '@strata/core';
-import { connect, connectionError, ident, parseTarget, withDatabase } from './mysql-connection.js';
+import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
-import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream } from './mysql-rows.js';
+import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
 import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withoutTriggerOrder } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
-import { MYSQL_IDENTIFIER_LIMIT, sweepMysqlLeftovers } from './mysql-leftovers.js';
+import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
 import { FACTS_VERSION, hasLegacyRowFormat, legacyFacts, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
@@ -44,23 +44,13 @@ const AVERAGE_CHUNK = 64 * 1024;
  * new database, load the rows with foreign key checks off, rehearse routines, views and triggers
  * there, then move the tables and sequences into the target with one atomic RENAME TABLE.
  */
-export class MysqlEngine implements Engine {
+export class MysqlEngine extends ServerEngine {
   readonly kind = 'mysql';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = MYSQL_HAND_RECOVERY;
   readonly display: EngineDisplay = { name: 'MySQL/MariaDB', locator: 'url', schemes: ['mysql', 'mariadb'], example: 'mysql://user@host:3306/db', fileExtensions: [], passwordSources: 'MYSQL_PWD' };
-
-  accepts(locator: string): boolean {
-    return /^(mysql|mariadb):\/\//i.test(locator);
-  }
-
-  describe(locator: string): string {
-    try {
-      return parseTarget(locator).safe;
-    } catch {
-      return 'mysql://(unparseable URL)';
-    }
-  }
+  protected readonly urlRules = MYSQL_URL_RULES;
+  protected readonly identifierLimit = MYSQL_IDENTIFIER_LIMIT;
 
   async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
     const target = parseTarget(locator);
@@ -118,44 +108,6 @@ export class MysqlEngine implements Engine {
     }
   }
 
-  async targetExists(locator: string): Promise<boolean> {
-    const target = parseTarget(locator);
-    const admin = await connect(target, { useDatabase: false });
-    try {
-      const [rows] = await admin.query<mysql.RowDataPacket[]>('SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [target.database]);
-      return rows.length > 0;
-    } finally {
-      await admin.end().catch(() => undefined);
-    }
-  }
-
-  async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
-    const target = parseTarget(locator);
-    await sweepMysqlLeftovers(target, 'restore');
-    const exists = await this.targetExists(locator);
-    refuseExistingTarget(target, exists, options);
-    if (options.tables && exists) return beginTableRestore(target, options);
-    return beginDatabaseRestore(target, exists, options);
-  }
-
-  async createScratch(options: { tempDir: string; source?: string }): Promise<{ locator: string; drop(): Promise<void> }> {
-    if (!options.source) throw new StrataError('USAGE', 'mysql: verification needs the server the backup came from');
-    const source = parseTarget(options.source);
-    await sweepMysqlLeftovers(source, 'verify');
-    const name = scratchDatabaseName(source.database, MYSQL_IDENTIFIER_LIMIT);
-    return {
-      locator: withDatabase(source, name).raw,
-      drop: async () => {
-        const admin = await connect(source, { useDatabase: false });
-        try {
-          await admin.query(`DROP DATABASE IF EXISTS ${ident(name)}`);
-        } finally {
-          await admin.end().catch(() => undefined);
-        }
-      },
-    };
-  }
-
   async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const target = parseTarget(locator);
     const connection = await connect(target);
@@ -185,7 +137,26 @@ export class MysqlEngine implements Engine {
       await connection.end().catch(() => undefined);
     }
   }
+
+  protected async connectAdmin(server: MysqlTarget): Promise<ServerAdmin> {
+    return mysqlAdmin(await connect(server, { useDatabase: false }));
+  }
+
+  protected tableOfStream(stream: string): string {
+    const table = tableOfRowStream(stream);
+    if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(stream)}`);
+    return table;
+  }
+
+  protected beginDatabaseRestore(target: MysqlTarget, exists: boolean, names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession> {
+    return beginDatabaseRestore(target, exists, names, this.tableFilter(options));
+  }
+
+  protected replaceTables(target: MysqlTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, names: RestoreWorkNames): Promise<void> {
+    return replaceTables(target, tables, spooled, info, names);
+  }
 }
+
 
 /** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
 function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamTarget {
@@ -299,27 +270,20 @@ async function retargetDefaults(connection: mysql.Connection, from: string, to: 
  * routines, views, triggers and events recreated, so a failed restore leaves the target as it
  * was and no work database behind.
  */
-async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
-  // Named so that a later run can tell, should this process die, that they are leftovers.
-  const { work, aside } = workDatabaseNames(target.database, MYSQL_IDENTIFIER_LIMIT);
+async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names: RestoreWorkNames, wanted: TableFilter | undefined): Promise<RestoreSession> {
   const admin = await connect(target, { useDatabase: false });
   await admin.query(RESTORE_SESSION);
-  let created = false;
+  const dropQuietly = async (database: string): Promise<void> => void (await admin.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
+  const workDatabase = new WorkDatabase(names, dropQuietly);
+  const { name: work, aside } = workDatabase;
   let schema: MysqlSchema | undefined;
   let schemaSql = '';
-  const wanted = options.tables ? new Set(options.tables) : undefined;
-  const dropQuietly = async (database: string): Promise<void> => void (await admin.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
-  const cleanup = async (): Promise<void> => {
-    if (created) await dropQuietly(work);
-    created = false;
-    await admin.end().catch(() => undefined);
-  };
-  return {
+  const session: RestoreSession = {
     prepare: async (text) => {
       schemaSql = text;
       schema = parseSchemaText(text);
       await admin.query(`CREATE DATABASE ${ident(work)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
-      created = true;
+      workDatabase.created();
       await admin.query(`USE ${ident(work)}`);
       for (const sql of schema.pre.filter(isDataStatement)) {
         try {
@@ -331,9 +295,9 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
       }
     },
     streamTarget: async (name) => {
-      const table = tableOfStream(name);
+      const table = tableOfRowStream(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
-      if (wanted && !wanted.has(table)) return discardSink;
+      if (wanted && !wanted.wants(table)) return discardSink;
       return insertInto(admin, work, table, schemaSql);
     },
     commit: async (info: RestoreCommitInfo) => {
@@ -345,7 +309,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
       let swapped = false;
       try {
         if (!schema) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
-        if (wanted) for (const t of wanted) if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(t), 'table')} (it has: ${named(info.tables, 'table')})`);
+        if (wanted) wanted.check(info.tables);
         // A routine, view or trigger the target refuses fails here, before the target is touched.
         await runProgrammable(admin, work, schema, { events: false });
         await dropProgrammable(admin, work);
@@ -389,7 +353,6 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
             await runProgrammable(admin, target.database, original, { events: true });
             await dropQuietly(old!);
           } catch (rollbackErr) {
-            await cleanup();
             throw new StrataError(
               'RESTORE_FAILED',
               redactable`${errorText(failure)}; putting the target back failed too (${errorText(rollbackErr)}): the original tables of ${target.database} are in database ${old}`,
@@ -397,14 +360,14 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, option
             );
           }
         } else if (old) await dropQuietly(old);
-        await cleanup();
         throw failure;
       }
       if (old) await dropQuietly(old);
-      await cleanup();
     },
-    abort: cleanup,
+    // Nothing of the target was touched before commit: the work database is all there is to drop.
+    abort: async () => undefined,
   };
+  return workDatabaseSession(workDatabase, session, () => admin.end().catch(() => undefined));
 }
 
 /** Drops views, routines, triggers and events of a database (before its tables are replaced). */
@@ -482,110 +445,85 @@ async function foreignKeyViolations(connection: mysql.Connection, database: stri
  * A replacement that would leave rows of the database without their parents is refused before
  * anything changes.
  */
-async function beginTableRestore(target: MysqlTarget, options: EngineRestoreOptions): Promise<RestoreSession> {
-  const wanted = new Set(options.tables!);
-  await fs.mkdir(options.tempDir, { recursive: true });
-  const files = new Map<string, string>();
-  const cleanup = async (): Promise<void> => {
-    await Promise.all([...files.values()].map((f) => fs.rm(f, { force: true })));
-  };
-  return {
-    streamTarget: async (name) => {
-      const table = tableOfStream(name);
-      if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
-      if (!wanted.has(table)) return discardSink;
-      const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.tsv`);
-      files.set(table, file);
-      return { kind: 'file', path: file };
-    },
-    commit: async (info: RestoreCommitInfo) => {
-      const connection = await connect(target);
-      const db = target.database;
-      const { work, aside: old } = workDatabaseNames(db, MYSQL_IDENTIFIER_LIMIT);
-      const dropQuietly = async (database: string): Promise<void> => void (await connection.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
-      try {
-        for (const t of wanted) {
-          if (!info.tables.includes(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(t), 'table')} (it has: ${named(info.tables, 'table')})`);
-        }
-        const present = new Set((await listTables(connection, db)).map((t) => t.name));
-        for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
-        await connection.query(RESTORE_SESSION);
-        const tables = [...wanted].sort();
-        // Another table's foreign key would follow the old table out of the database in the swap.
-        const incoming = (await foreignKeysOf(connection, db, true)).filter((k) => wanted.has(k.parent) && !(k.schema === db && wanted.has(k.table)));
-        if (incoming.length > 0) {
-          const k = incoming[0]!;
-          throw new StrataError(
-            'USAGE',
-            redactable`restore: table ${named(`${k.schema === db ? '' : `${k.schema}.`}${k.table}`, 'table')} refers to ${named(k.parent, 'table')} (foreign key ${named(k.name, 'constraint')}) and is not restored with it; include ${named(k.table, 'table')} in --tables`,
-          );
-        }
-        await connection.query(`CREATE DATABASE ${ident(work)}`);
-        for (const t of tables) {
-          const [[row]] = (await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE TABLE ${ident(db)}.${ident(t)}`)) as unknown as [mysql.RowDataPacket[]];
-          // References to tables that stay name them in the target; to tables restored alongside, in the work database.
-          const create = String(row!['Create Table']).replace(/\bREFERENCES `((?:[^`]|``)+)` \(/g, (whole, parent: string) =>
-            wanted.has(parent.replace(/``/g, '`')) ? whole : `REFERENCES ${ident(db)}.\`${parent}\` (`,
-          );
-          await connection.query(`USE ${ident(work)}`);
-          await connection.query(create);
-          const sink = insertInto(connection, work, t, info.schemaSql);
-          if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a row sink');
-          const file = files.get(t);
-          if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
-          await sink.end();
-        }
-        for (const key of await foreignKeysOf(connection, work)) {
-          const parentSchema = key.parentSchema === work ? work : key.parentSchema;
-          const n = await orphans(connection, key, work, parentSchema);
-          if (n > 0) {
-            throw new StrataError(
-              'USAGE',
-              redactable`restore: replacing ${named(tables, 'table')} would leave ${n} row(s) of ${named(key.table, 'table')} without their ${named(key.parent, 'table')} row (foreign key ${named(key.name, 'constraint')}); include ${named(key.parent, 'table')} in --tables`,
-            );
-          }
-        }
-        // Triggers stay with a table that moves, and cannot move between databases: they are
-        // dropped, and recreated on the new tables in their action order.
-        const [triggerRows] = await connection.query<mysql.RowDataPacket[]>(
-          `SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE IN (${tables.map(() => '?').join(', ')}) ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER`,
-          [db, ...tables],
-        );
-        await connection.query(`USE ${ident(db)}`);
-        const triggers: string[][] = [];
-        for (const t of triggerRows) {
-          const [context, create] = (await showCreate(connection, 'TRIGGER', t['name'] as string, 'SQL Original Statement')).split('\n;;\n');
-          triggers.push(create === undefined ? [withoutTriggerOrder(context!)] : [context!, withoutTriggerOrder(create)]);
-        }
-        await connection.query(`CREATE DATABASE ${ident(old)}`);
-        let swapped = false;
-        try {
-          for (const t of triggerRows) await connection.query(`DROP TRIGGER ${ident(db)}.${ident(t['name'])}`);
-          await connection.query(
-            `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(old)}.${ident(t)}`), ...tables.map((t) => `${ident(work)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
-          );
-          swapped = true;
-          for (const unit of triggers) await runUnit(connection, unit, db);
-        } catch (err) {
-          await connection.query(`USE ${ident(db)}`);
-          for (const t of triggerRows) await connection.query(`DROP TRIGGER IF EXISTS ${ident(t['name'])}`).catch(() => undefined);
-          if (swapped) {
-            await connection.query(
-              `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(work)}.${ident(t)}`), ...tables.map((t) => `${ident(old)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
-            );
-          }
-          for (const unit of triggers) await runUnit(connection, unit, db);
-          throw err;
-        }
-      } catch (err) {
-        throw isStrataError(err) ? err : connectionError(target, err);
-      } finally {
-        await dropQuietly(work);
-        await dropQuietly(old);
-        await connection.end().catch(() => undefined);
-        await cleanup();
+async function replaceTables(target: MysqlTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, names: RestoreWorkNames): Promise<void> {
+  const wanted = new Set(chosen);
+  const connection = await connect(target);
+  const db = target.database;
+  const { work, aside: old } = names;
+  const dropQuietly = async (database: string): Promise<void> => void (await connection.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
+  try {
+    const present = new Set((await listTables(connection, db)).map((t) => t.name));
+    for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
+    await connection.query(RESTORE_SESSION);
+    const tables = [...wanted].sort();
+    // Another table's foreign key would follow the old table out of the database in the swap.
+    const incoming = (await foreignKeysOf(connection, db, true)).filter((k) => wanted.has(k.parent) && !(k.schema === db && wanted.has(k.table)));
+    if (incoming.length > 0) {
+      const k = incoming[0]!;
+      throw new StrataError(
+        'USAGE',
+        redactable`restore: table ${named(`${k.schema === db ? '' : `${k.schema}.`}${k.table}`, 'table')} refers to ${named(k.parent, 'table')} (foreign key ${named(k.name, 'constraint')}) and is not restored with it; include ${named(k.table, 'table')} in --tables`,
+      );
+    }
+    await connection.query(`CREATE DATABASE ${ident(work)}`);
+    for (const t of tables) {
+      const [[row]] = (await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE TABLE ${ident(db)}.${ident(t)}`)) as unknown as [mysql.RowDataPacket[]];
+      // References to tables that stay name them in the target; to tables restored alongside, in the work database.
+      const create = String(row!['Create Table']).replace(/\bREFERENCES `((?:[^`]|``)+)` \(/g, (whole, parent: string) =>
+        wanted.has(parent.replace(/``/g, '`')) ? whole : `REFERENCES ${ident(db)}.\`${parent}\` (`,
+      );
+      await connection.query(`USE ${ident(work)}`);
+      await connection.query(create);
+      const sink = insertInto(connection, work, t, info.schemaSql);
+      if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a row sink');
+      const file = files.get(t);
+      if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
+      await sink.end();
+    }
+    for (const key of await foreignKeysOf(connection, work)) {
+      const parentSchema = key.parentSchema === work ? work : key.parentSchema;
+      const n = await orphans(connection, key, work, parentSchema);
+      if (n > 0) {
+        throw new StrataError('USAGE', redactable`restore: replacing ${named(tables, 'table')} would leave ${n} row(s) of ${named(key.table, 'table')} without their ${named(key.parent, 'table')} row (foreign key ${named(key.name, 'constraint')}); include ${named(key.parent, 'table')} in --tables`);
       }
-    },
-    abort: cleanup,
-  };
+    }
+    // Triggers stay with a table that moves, and cannot move between databases: they are
+    // dropped, and recreated on the new tables in their action order.
+    const [triggerRows] = await connection.query<mysql.RowDataPacket[]>(
+      `SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE IN (${tables.map(() => '?').join(', ')}) ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER`,
+      [db, ...tables],
+    );
+    await connection.query(`USE ${ident(db)}`);
+    const triggers: string[][] = [];
+    for (const t of triggerRows) {
+      const [context, create] = (await showCreate(connection, 'TRIGGER', t['name'] as string, 'SQL Original Statement')).split('\n;;\n');
+      triggers.push(create === undefined ? [withoutTriggerOrder(context!)] : [context!, withoutTriggerOrder(create)]);
+    }
+    await connection.query(`CREATE DATABASE ${ident(old)}`);
+    let swapped = false;
+    try {
+      for (const t of triggerRows) await connection.query(`DROP TRIGGER ${ident(db)}.${ident(t['name'])}`);
+      await connection.query(
+        `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(old)}.${ident(t)}`), ...tables.map((t) => `${ident(work)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
+      );
+      swapped = true;
+      for (const unit of triggers) await runUnit(connection, unit, db);
+    } catch (err) {
+      await connection.query(`USE ${ident(db)}`);
+      for (const t of triggerRows) await connection.query(`DROP TRIGGER IF EXISTS ${ident(t['name'])}`).catch(() => undefined);
+      if (swapped) {
+        await connection.query(
+          `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(work)}.${ident(t)}`), ...tables.map((t) => `${ident(old)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
+        );
+      }
+      for (const unit of triggers) await runUnit(connection, unit, db);
+      throw err;
+    }
+  } catch (err) {
+    throw isStrataError(err) ? err : connectionError(target, err);
+  } finally {
+    await dropQuietly(work);
+    await dropQuietly(old);
+    await connection.end().catch(() => undefined);
+  }
 }

@@ -1,15 +1,16 @@
 import pg from 'pg';
 import { StrataError, parseServerUrl, redactSecret, redactable, withServerDatabase, withheld } from '@strata/core';
-import type { ServerTarget } from '@strata/core';
+import type { ServerTarget, ServerUrlRules } from '@strata/core';
 
 /** What a postgres:// URL names. */
 export type PgTarget = ServerTarget;
 
-const RULES = { engine: 'postgres', protocols: ['postgres', 'postgresql'], defaultPort: 5432, defaultUser: process.env['PGUSER'] ?? 'postgres', passwordEnv: 'PGPASSWORD' };
+/** How postgres:// URLs look. */
+export const PG_URL_RULES: ServerUrlRules = { engine: 'postgres', protocols: ['postgres', 'postgresql'], defaultPort: 5432, defaultUser: process.env['PGUSER'] ?? 'postgres', passwordEnv: 'PGPASSWORD' };
 
 /** Parses a postgres:// or postgresql:// URL; a bad one is a usage error that never echoes a password. */
 export function parseTarget(locator: string): PgTarget {
-  return parseServerUrl(locator, RULES);
+  return parseServerUrl(locator, PG_URL_RULES);
 }
 
 /** The same server and credentials, another database (for CREATE/DROP/RENAME DATABASE). */

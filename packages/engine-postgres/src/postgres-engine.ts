@@ -5,22 +5,25 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { StrataError, discardSink, isStrataError, named, parentsFirst, redactable, refuseExistingTarget, scratchDatabaseName, throwIfAborted, withheld, workDatabaseNames } from '@strata/core';
+import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
-  Engine,
   EngineCapabilities,
   EngineDisplay,
   EngineRestoreOptions,
   InspectOptions,
   RestoreCommitInfo,
   RestoreSession,
+  RestoreWorkNames,
+  ServerAdmin,
+  SpooledTables,
+  TableFilter,
   Snapshot,
   SnapshotOptions,
   StreamTarget,
 } from '@strata/core';
-import { connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
+import { PG_URL_RULES, connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
@@ -45,7 +48,7 @@ import {
 } from './pg-database.js';
 import type { DatabaseDescription } from './pg-database.js';
 import { legacyFacts } from './pg-legacy-facts.js';
-import { PG_IDENTIFIER_LIMIT, sweepPgLeftovers } from './pg-leftovers.js';
+import { PG_IDENTIFIER_LIMIT, pgAdmin } from './pg-admin.js';
 import { LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
 
 /** The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}). */
@@ -94,7 +97,7 @@ interface PgMeta {
  * A restore builds a new database next to the target and renames it into place only when it is
  * complete; the old database stays untouched until then.
  */
-export class PostgresEngine implements Engine {
+export class PostgresEngine extends ServerEngine {
   readonly kind = 'postgres';
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = POSTGRES_HAND_RECOVERY;
@@ -106,18 +109,8 @@ export class PostgresEngine implements Engine {
     fileExtensions: [],
     passwordSources: 'PGPASSWORD, ~/.pgpass',
   };
-
-  accepts(locator: string): boolean {
-    return /^postgres(ql)?:\/\//i.test(locator);
-  }
-
-  describe(locator: string): string {
-    try {
-      return parseTarget(locator).safe;
-    } catch {
-      return 'postgres://(unparseable URL)';
-    }
-  }
+  protected readonly urlRules = PG_URL_RULES;
+  protected readonly identifierLimit = PG_IDENTIFIER_LIMIT;
 
   async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
     const target = parseTarget(locator);
@@ -196,44 +189,6 @@ export class PostgresEngine implements Engine {
     }
   }
 
-  async targetExists(locator: string): Promise<boolean> {
-    const target = parseTarget(locator);
-    const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
-    try {
-      return (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [target.database])).rowCount! > 0;
-    } finally {
-      await admin.end().catch(() => undefined);
-    }
-  }
-
-  async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
-    const target = parseTarget(locator);
-    await sweepPgLeftovers(target, 'restore');
-    const exists = await this.targetExists(locator);
-    refuseExistingTarget(target, exists, options);
-    if (options.tables && exists) return beginTableRestore(target, options);
-    return beginDatabaseRestore(target, exists, options);
-  }
-
-  async createScratch(options: { tempDir: string; source?: string }): Promise<{ locator: string; drop(): Promise<void> }> {
-    if (!options.source) throw new StrataError('USAGE', 'postgres: verification needs the server the backup came from');
-    const source = parseTarget(options.source);
-    await sweepPgLeftovers(source, 'verify');
-    const name = scratchDatabaseName(source.database, PG_IDENTIFIER_LIMIT);
-    const scratch = withDatabase(source, name);
-    return {
-      locator: scratch.raw,
-      drop: async () => {
-        const admin = await connect(withDatabase(source, 'postgres'), 'strata verify');
-        try {
-          await dropDatabase(admin, source, name);
-        } finally {
-          await admin.end().catch(() => undefined);
-        }
-      },
-    };
-  }
-
   async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const target = parseTarget(locator);
     const client = await connect(target, 'strata verify');
@@ -268,7 +223,32 @@ export class PostgresEngine implements Engine {
       await client.end().catch(() => undefined);
     }
   }
+
+  protected async connectAdmin(server: PgTarget, purpose: string): Promise<ServerAdmin> {
+    return pgAdmin(await connect(withDatabase(server, 'postgres'), `strata ${purpose}`), server);
+  }
+
+  protected tableOfStream(stream: string): string | undefined {
+    if (stream === LARGE_OBJECTS_STREAM) return undefined;
+    const table = parseStreamName(stream);
+    if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(stream)}`);
+    return qualified(table);
+  }
+
+  /** `--tables orders` means `shop.orders` when one schema has it; `shop.orders` only that one. */
+  protected override namesTable(requested: string, table: string): boolean {
+    return requested === table || requested === table.slice(table.indexOf('.') + 1);
+  }
+
+  protected beginDatabaseRestore(target: PgTarget, exists: boolean, names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession> {
+    return beginDatabaseRestore(target, exists, names, options, this.tableFilter(options));
+  }
+
+  protected replaceTables(target: PgTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo): Promise<void> {
+    return replaceTables(target, tables, spooled, info);
+  }
 }
+
 
 async function readSequences(client: pg.Client): Promise<SequenceState[]> {
   const seqs = (await client.query<{ schema: string; name: string; owned_by: string | null }>(`
@@ -354,9 +334,7 @@ function copyIntoTable(client: pg.Client, schema: string, table: string, target:
 }
 
 /** Restores into a new database, then renames it over the target. */
-async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: EngineRestoreOptions): Promise<RestoreSession> {
-  // Named so that a later run can tell, should this process die, that they are leftovers.
-  const { work: workName, aside } = workDatabaseNames(target.database, PG_IDENTIFIER_LIMIT);
+async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: RestoreWorkNames, options: EngineRestoreOptions, wanted: TableFilter | undefined): Promise<RestoreSession> {
   const admin = await connect(withDatabase(target, 'postgres'), 'strata restore');
   if (exists) {
     await refuseEnabledSubscriptions(admin, target.database).catch(async (err: unknown) => {
@@ -364,15 +342,12 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
       throw err;
     });
   }
+  const workDatabase = new WorkDatabase(names, (name) => dropDatabase(admin, target, name));
+  const { name: workName, aside } = workDatabase;
   let work: pg.Client | undefined;
-  let created = false;
-  const wanted = options.tables ? new Set(options.tables) : undefined;
-  const cleanup = async (): Promise<void> => {
+  const endWork = async (): Promise<void> => {
     await work?.end().catch(() => undefined);
     work = undefined;
-    if (created) await dropDatabase(admin, target, workName).catch(() => undefined);
-    created = false;
-    await admin.end().catch(() => undefined);
   };
   let post = '';
   // Rows of plain inheritance children wait in files for the column order the backup recorded:
@@ -382,7 +357,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
   // Backups from before database properties were recorded hold UTF-8 rows and were restored as UTF-8.
   let copyEncoding = 'UTF8';
   let largeObjects: ReturnType<typeof largeObjectsSink> | undefined;
-  return {
+  const session: RestoreSession = {
     prepare: async (schemaSql) => {
       const recorded = recordedCreate(schemaSql);
       copyEncoding = recorded?.encoding ?? 'UTF8';
@@ -392,7 +367,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
       } catch (err) {
         throw restoreFailed(target, redactable`to create the database as the source was (${withheld(create, 'SQL')})`, err);
       }
-      created = true;
+      workDatabase.created();
       work = await connect(withDatabase(target, workName), 'strata restore');
       const parts = splitSchema(schemaSql);
       post = parts.post;
@@ -410,7 +385,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
       const table = parseStreamName(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
-      if (wanted && !matchesAny(table, wanted)) return discardSink;
+      if (wanted && !wanted.wants(qualified(table))) return discardSink;
       if (await isInheritanceChild(work, table)) {
         await fs.mkdir(options.tempDir, { recursive: true });
         const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
@@ -422,7 +397,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
     commit: async (info: RestoreCommitInfo) => {
       try {
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
-        if (wanted) checkTablesInBackup(wanted, info.tables);
+        if (wanted) wanted.check(info.tables);
         const meta = info.engineMeta as unknown as PgMeta;
         await loadFiles(work, target, children, meta);
         await removeChildFiles();
@@ -452,7 +427,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
             } catch (backErr) {
               // The work database stays too: while it exists, a later sweep knows the swap never
               // happened and keeps the aside database, which is the user's.
-              created = false;
+              workDatabase.keep();
               throw new StrataError(
                 'RESTORE_FAILED',
                 `restore: renaming the restored database into place failed (${(err as Error).message}), and so did renaming the old one back (${(backErr as Error).message}): ${target.database} is now named ${aside}; rename it back with ALTER DATABASE`,
@@ -461,24 +436,24 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, options: 
             }
             throw err;
           }
-          created = false;
+          workDatabase.keep();
           await dropDatabase(admin, target, aside);
         } else {
           await admin.query(`ALTER DATABASE ${ident(workName)} RENAME TO ${ident(target.database)}`);
-          created = false;
+          workDatabase.keep();
         }
-        await admin.end().catch(() => undefined);
       } catch (err) {
-        await cleanup();
+        await endWork();
         await removeChildFiles();
         throw restoreFailed(target, 'the last steps of the restore (sequences, materialized views, the swap)', err);
       }
     },
     abort: async () => {
-      await cleanup();
+      await endWork();
       await removeChildFiles();
     },
   };
+  return workDatabaseSession(workDatabase, session, () => admin.end().catch(() => undefined));
 }
 
 /** Whether a table of the restored schema inherits from another without being a partition. */
@@ -507,18 +482,6 @@ async function loadFiles(client: pg.Client, target: PgTarget, files: ReadonlyMap
   }
 }
 
-function matchesAny(table: { schema: string; name: string }, wanted: ReadonlySet<string>): boolean {
-  return wanted.has(qualified(table)) || wanted.has(table.name);
-}
-
-function checkTablesInBackup(wanted: ReadonlySet<string>, inBackup: readonly string[]): void {
-  for (const name of wanted) {
-    const found = inBackup.filter((q) => q === name || q.slice(q.indexOf('.') + 1) === name);
-    if (found.length === 0) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(name), 'table')} (it has: ${named(inBackup, 'table')})`, { details: { table: name } });
-    if (found.length > 1) throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named(found, 'table')}); qualify it with its schema`);
-  }
-}
-
 async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: ReadonlySet<string>): Promise<void> {
   for (const s of sequences) {
     if (only && (!s.ownedBy || !only.has(s.ownedBy))) continue;
@@ -527,67 +490,44 @@ async function restoreSequences(client: pg.Client, sequences: readonly SequenceS
 }
 
 /**
- * Replaces the rows of some tables of an existing database in one transaction. The rows are
- * spooled to temporary files first, because the backup delivers tables in name order while
- * foreign keys need parents loaded before children.
+ * Replaces the rows of some tables of an existing database in one transaction, loading parents
+ * before children from the rows the shared scaffolding spooled (the backup delivers tables in
+ * name order).
  */
-async function beginTableRestore(target: PgTarget, options: EngineRestoreOptions): Promise<RestoreSession> {
-  const wanted = new Set(options.tables!);
-  await fs.mkdir(options.tempDir, { recursive: true });
-  const files = new Map<string, string>();
-  const cleanup = async (): Promise<void> => {
-    await Promise.all([...files.values()].map((f) => fs.rm(f, { force: true })));
-  };
-  return {
-    streamTarget: async (name) => {
-      if (name === LARGE_OBJECTS_STREAM) return discardSink;
-      const table = parseStreamName(name);
-      if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
-      if (!matchesAny(table, wanted)) return discardSink;
-      const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
-      files.set(qualified(table), file);
-      return { kind: 'file', path: file };
-    },
-    commit: async (info: RestoreCommitInfo) => {
-      const client = await connect(target, 'strata restore');
-      try {
-        checkTablesInBackup(wanted, info.tables);
-        const chosen = info.tables.filter((q) => wanted.has(q) || wanted.has(q.slice(q.indexOf('.') + 1)));
-        const present = new Set((await listTables(client)).map(qualified));
-        for (const q of chosen) {
-          if (!present.has(q)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(q, 'table')}; restore the whole backup, or create the table first`);
-        }
-        const order = parentsFirst(chosen, await foreignKeys(client));
-        await client.query('BEGIN');
-        try {
-          for (const q of [...order].reverse()) {
-            const [schema, name] = splitQualified(q);
-            // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
-            await client.query(`DELETE FROM ONLY ${ident(schema)}.${ident(name)}`);
-          }
-          await loadFiles(client, target, files, info.engineMeta as unknown as PgMeta, order);
-          // Check deferred foreign keys now: setval() is not transactional, so sequences move
-          // only once nothing can fail any more.
-          await client.query('SET CONSTRAINTS ALL IMMEDIATE');
-          await restoreSequences(client, (info.engineMeta as unknown as PgMeta).sequences ?? [], new Set(chosen));
-          await client.query('COMMIT');
-        } catch (err) {
-          await client.query('ROLLBACK').catch(() => undefined);
-          const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
-          if (e.code === '23503') {
-            throw new StrataError('USAGE', redactable`restore: replacing ${named(chosen, 'table')} would break a foreign key (${withheld(e.detail ?? (err as Error).message, 'server message 23503')}); include the related tables in --tables`, { cause: err });
-          }
-          throw err;
-        }
-      } catch (err) {
-        throw restoreFailed(target, 'the table restore', err);
-      } finally {
-        await client.end().catch(() => undefined);
-        await cleanup();
+async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo): Promise<void> {
+  const client = await connect(target, 'strata restore');
+  try {
+    const present = new Set((await listTables(client)).map(qualified));
+    for (const q of chosen) {
+      if (!present.has(q)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(q, 'table')}; restore the whole backup, or create the table first`);
+    }
+    const order = parentsFirst(chosen, await foreignKeys(client));
+    await client.query('BEGIN');
+    try {
+      for (const q of [...order].reverse()) {
+        const [schema, name] = splitQualified(q);
+        // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
+        await client.query(`DELETE FROM ONLY ${ident(schema)}.${ident(name)}`);
       }
-    },
-    abort: cleanup,
-  };
+      await loadFiles(client, target, files, info.engineMeta as unknown as PgMeta, order);
+      // Check deferred foreign keys now: setval() is not transactional, so sequences move
+      // only once nothing can fail any more.
+      await client.query('SET CONSTRAINTS ALL IMMEDIATE');
+      await restoreSequences(client, (info.engineMeta as unknown as PgMeta).sequences ?? [], new Set(chosen));
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
+      if (e.code === '23503') {
+        throw new StrataError('USAGE', redactable`restore: replacing ${named(chosen, 'table')} would break a foreign key (${withheld(e.detail ?? (err as Error).message, 'server message 23503')}); include the related tables in --tables`, { cause: err });
+      }
+      throw err;
+    }
+  } catch (err) {
+    throw restoreFailed(target, 'the table restore', err);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 function splitQualified(q: string): [string, string] {
