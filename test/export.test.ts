@@ -4,27 +4,40 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { json, sqliteDump, strata, useTempDir } from './helpers/env.js';
+import { copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir } from './helpers/env.js';
 
 describe('strata export and import', () => {
   const dir = useTempDir();
+  const built = useSuiteDir();
   const source = (): string => path.join(dir.path, 'source');
 
-  /** Two databases: `shop` with a full and two incrementals, `blog` with a full. */
-  function populated(): { shop: string; blog: string } {
-    const shop = path.join(dir.path, 'shop.db');
-    const blog = path.join(dir.path, 'blog.db');
+  // Two databases: `shop` with a full and two incrementals, `blog` with a full and a schema-only
+  // backup. Made once (six CLI runs); each test exports from its own copy.
+  before(function () {
+    this.timeout(300_000);
+    const shop = path.join(built.path, 'shop.db');
+    const blog = path.join(built.path, 'blog.db');
+    const repo = path.join(built.path, 'source');
     buildRichDatabase(shop, { rows: 60 });
     buildRichDatabase(blog, { rows: 20 });
-    assert.equal(strata(['init', '--repo', source()]).status, 0);
-    strata(['backup', shop, '--repo', source()]);
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    const backup = (...args: string[]): void => {
+      const result = strata(['backup', ...args, '--repo', repo]);
+      assert.equal(result.status, 0, result.stderr);
+    };
+    backup(shop);
     mutate(shop, 1);
-    strata(['backup', shop, '--repo', source(), '--type', 'incremental']);
+    backup(shop, '--type', 'incremental');
     mutate(shop, 2);
-    strata(['backup', shop, '--repo', source(), '--type', 'incremental']);
-    strata(['backup', blog, '--repo', source()]);
-    strata(['backup', blog, '--repo', source(), '--type', 'schema-only']);
-    return { shop, blog };
+    backup(shop, '--type', 'incremental');
+    backup(blog);
+    backup(blog, '--type', 'schema-only');
+  });
+
+  /** This test's copy of the source repository and of the two databases as they were backed up last. */
+  function populated(): { shop: string; blog: string } {
+    copyInto(built.path, dir.path);
+    return { shop: path.join(dir.path, 'shop.db'), blog: path.join(dir.path, 'blog.db') };
   }
 
   for (const extension of ['tar.gz', 'zip']) {

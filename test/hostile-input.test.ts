@@ -10,7 +10,7 @@ import type { BackupRecord } from '@strata/sdk';
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { FIXTURE_DB, finished, json, strata, strataAsync, useTempDir } from './helpers/env.js';
+import { FIXTURE_DB, copyInto, finished, json, strata, strataAsync, useSuiteDir, useTempDir } from './helpers/env.js';
 
 interface BackupJson {
   id: string;
@@ -41,8 +41,8 @@ function tarGz(entries: { name: string; body: Buffer; declaredSize?: number }[])
 
 describe('hostile input and private data', () => {
   const dir = useTempDir();
+  const built = useSuiteDir();
   const repo = (): string => path.join(dir.path, 'repo');
-  const init = (target = repo()): void => assert.equal(strata(['init', '--repo', target]).status, 0);
   const fixture = (): string => {
     const file = path.join(dir.path, 'app.db');
     copyFileSync(FIXTURE_DB, file);
@@ -53,20 +53,46 @@ describe('hostile input and private data', () => {
     assert.equal(result.status, 0, result.stderr);
     return json<BackupJson>(result);
   };
-  /** A real export of one backup, unpacked into its entries so a test can alter them. */
-  const exportEntries = (): { manifest: { backups: BackupRecord[] } & Record<string, unknown>; artifact: { name: string; body: Buffer } } => {
-    init();
-    const b = backup();
-    const out = path.join(dir.path, 'real.tar.gz');
-    assert.equal(strata(['export', '--all', '--out', out, '--repo', repo()]).status, 0);
-    const unpacked = path.join(dir.path, 'unpacked');
-    mkdirSync(unpacked);
-    assert.equal(spawnSync('tar', ['-xzf', out, '-C', unpacked]).status, 0);
-    const manifest = JSON.parse(readFileSync(path.join(unpacked, 'strata-export.json'), 'utf8'));
-    return { manifest, artifact: { name: b.backup.key, body: readFileSync(path.join(unpacked, b.backup.key)) } };
+
+  // Made once by Strata and copied by each test that needs one, since what these tests attack is
+  // not `init` or the first backup: an initialised repository, and one holding one backup of the
+  // fixture. (The test of the repository's file modes makes its own, with Strata.)
+  let oneBackup: BackupJson;
+  before(function () {
+    this.timeout(300_000);
+    assert.equal(strata(['init', '--repo', path.join(built.path, 'empty')]).status, 0);
+    const source = path.join(built.path, 'app.db');
+    copyFileSync(FIXTURE_DB, source);
+    assert.equal(strata(['init', '--repo', path.join(built.path, 'one')]).status, 0);
+    const result = strata(['backup', source, '--repo', path.join(built.path, 'one'), '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    oneBackup = json<BackupJson>(result);
+  });
+  /** An initialised, empty repository at `target`. */
+  const init = (target = repo()): void => copyInto(path.join(built.path, 'empty'), target);
+  /** repo() holding one full backup of the fixture; returns that backup. */
+  const withOneBackup = (): BackupJson => {
+    copyInto(path.join(built.path, 'one'), repo());
+    return oneBackup;
   };
 
   describe('import of a crafted bundle', () => {
+    // A real export of one backup, unpacked into its entries once; each test alters a fresh copy.
+    before(function () {
+      this.timeout(300_000);
+      const exporting = path.join(built.path, 'exporting');
+      copyInto(path.join(built.path, 'one'), exporting);
+      const out = path.join(built.path, 'real.tar.gz');
+      assert.equal(strata(['export', '--all', '--out', out, '--repo', exporting]).status, 0);
+      mkdirSync(path.join(built.path, 'unpacked'));
+      assert.equal(spawnSync('tar', ['-xzf', out, '-C', path.join(built.path, 'unpacked')]).status, 0);
+    });
+    const exportEntries = (): { manifest: { backups: BackupRecord[] } & Record<string, unknown>; artifact: { name: string; body: Buffer } } => {
+      const unpacked = path.join(built.path, 'unpacked');
+      const manifest = JSON.parse(readFileSync(path.join(unpacked, 'strata-export.json'), 'utf8'));
+      return { manifest, artifact: { name: oneBackup.backup.key, body: readFileSync(path.join(unpacked, oneBackup.backup.key)) } };
+    };
+
     it('refuses a record whose key points at repository.json, and leaves the repository intact', () => {
       const { manifest, artifact } = exportEntries();
       const target = path.join(dir.path, 'victim');
@@ -172,8 +198,7 @@ describe('hostile input and private data', () => {
   });
 
   it('prune, delete and export prove the passphrase before they touch anything', () => {
-    init();
-    const b = backup();
+    const b = withOneBackup();
     const wrong = { STRATA_PASSPHRASE: 'wrong' };
     assert.equal(strata(['delete', 'latest', '--yes', '--repo', repo()], { env: wrong }).status, 4);
     assert.equal(strata(['prune', '--keep-last', '1', '--repo', repo()], { env: wrong }).status, 4);
@@ -246,7 +271,7 @@ describe('hostile input and private data', () => {
   });
 
   it('repository folders are private to their owner', () => {
-    init();
+    assert.equal(strata(['init', '--repo', repo()]).status, 0);
     backup();
     const mode = (p: string): number => statSync(p).mode & 0o777;
     assert.equal(mode(repo()), 0o700);
@@ -300,8 +325,7 @@ describe('hostile input and private data', () => {
     });
 
     it('a dead writer\'s commit note plus a lost catalog keeps the complete artifact', () => {
-      init();
-      const a = backup();
+      const a = withOneBackup();
       writeFileSync(path.join(repo(), 'locks', `committing-${a.id}.json`), JSON.stringify({ key: a.backup.key, pid: deadPid(), host: hostname() }));
       rmSync(path.join(repo(), 'catalog.json'));
       const listed = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json']));
@@ -385,8 +409,7 @@ describe('hostile input and private data', () => {
 
   describe('restores that respect what they replace', () => {
     it('an in-place restore keeps the replaced file\'s owner, group and mode', () => {
-      init();
-      const b = backup();
+      const b = withOneBackup();
       const target = path.join(dir.path, 'live.db');
       copyFileSync(FIXTURE_DB, target);
       chmodSync(target, 0o640);
@@ -402,8 +425,7 @@ describe('hostile input and private data', () => {
     });
 
     it('a symbolic link as target is refused, not swapped for a file; a dangling one too', () => {
-      init();
-      const b = backup();
+      const b = withOneBackup();
       const real = path.join(dir.path, 'real.db');
       copyFileSync(FIXTURE_DB, real);
       const link = path.join(dir.path, 'link.db');
@@ -419,8 +441,7 @@ describe('hostile input and private data', () => {
     });
 
     it('a folder as target is named as a folder, not told to use --force', () => {
-      init();
-      const b = backup();
+      const b = withOneBackup();
       const folder = path.join(dir.path, 'somewhere');
       mkdirSync(folder);
       for (const extra of [[], ['--force', '--yes']]) {
@@ -431,8 +452,7 @@ describe('hostile input and private data', () => {
     });
 
     it('leftovers of a killed in-place restore are removed by the next restore of that target', () => {
-      init();
-      const b = backup();
+      const b = withOneBackup();
       const target = path.join(dir.path, 'live.db');
       copyFileSync(FIXTURE_DB, target);
       const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());

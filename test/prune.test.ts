@@ -4,24 +4,33 @@ import * as path from 'node:path';
 import { LocalStorage, Passphrase, initRepository, openRepository } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { json, strata, useTempDir } from './helpers/env.js';
+import { copyInto, json, strata, useSuiteDir, useTempDir } from './helpers/env.js';
 
 describe('strata prune', () => {
   const dir = useTempDir();
+  const built = useSuiteDir();
   const repo = (): string => path.join(dir.path, 'repo');
 
-  /** Ten days of backups: a full on day 1 and 6, incrementals in between. */
-  function tenDays(): string {
-    const db = path.join(dir.path, 'app.db');
+  // Ten days of backups: a full on day 1 and 6, incrementals in between. Made once (eleven CLI
+  // runs); every test prunes its own copy.
+  before(function () {
+    this.timeout(300_000);
+    const db = path.join(built.path, 'app.db');
+    const builtRepo = path.join(built.path, 'repo');
     buildRichDatabase(db, { rows: 30 });
-    strata(['init', '--repo', repo()]);
+    assert.equal(strata(['init', '--repo', builtRepo]).status, 0);
     for (let day = 1; day <= 10; day++) {
       mutate(db, day);
       const type = day === 1 || day === 6 ? 'full' : 'incremental';
-      const result = strata(['backup', db, '--repo', repo(), '--type', type, '--time', `2026-04-${String(day).padStart(2, '0')}T03:00:00Z`]);
+      const result = strata(['backup', db, '--repo', builtRepo, '--type', type, '--time', `2026-04-${String(day).padStart(2, '0')}T03:00:00Z`]);
       assert.equal(result.status, 0, result.stderr);
     }
-    return db;
+  });
+
+  /** This test's copy of the ten days: the repository and the database as of day 10. */
+  function tenDays(): string {
+    copyInto(built.path, dir.path);
+    return path.join(dir.path, 'app.db');
   }
 
   it('--dry-run lists every backup with keep or remove and the reasons, and deletes nothing', () => {
@@ -97,21 +106,30 @@ describe('strata prune', () => {
 
 describe('strata delete', () => {
   const dir = useTempDir();
+  const built = useSuiteDir();
   const repo = (): string => path.join(dir.path, 'repo');
+  const ids: string[] = [];
 
-  /** A full, two incrementals on it, then a second full. */
-  function chainOfFour(): string[] {
-    const db = path.join(dir.path, 'app.db');
+  // A full, two incrementals on it, then a second full: made once, and each test deletes from
+  // its own copy.
+  before(function () {
+    this.timeout(300_000);
+    const db = path.join(built.path, 'app.db');
+    const builtRepo = path.join(built.path, 'repo');
     buildRichDatabase(db, { rows: 20 });
-    strata(['init', '--repo', repo()]);
-    const ids: string[] = [];
+    assert.equal(strata(['init', '--repo', builtRepo]).status, 0);
     for (const [day, type] of [[1, 'full'], [2, 'incremental'], [3, 'incremental'], [4, 'full']] as const) {
       mutate(db, day);
-      const result = strata(['backup', db, '--repo', repo(), '--type', type, '--time', `2026-05-0${day}T03:00:00Z`, '--json']);
+      const result = strata(['backup', db, '--repo', builtRepo, '--type', type, '--time', `2026-05-0${day}T03:00:00Z`, '--json']);
       assert.equal(result.status, 0, result.stderr);
       ids.push(json<{ id: string }>(result).id);
     }
-    return ids;
+  });
+
+  /** This test's copy of the four backups; returns their ids, oldest first. */
+  function chainOfFour(): string[] {
+    copyInto(built.path, dir.path);
+    return [...ids];
   }
 
   it('refuses to delete a backup others build on, names them, and deletes nothing', () => {

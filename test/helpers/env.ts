@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,27 @@ export function useTempDir(): { readonly path: string } {
     rmSync(holder.path, { recursive: true, force: true });
   });
   return holder;
+}
+
+/**
+ * A folder made once for a whole `describe` and removed after it: for a fixture that costs many
+ * CLI runs, built once by the suite's `before` and copied by each test (see `copyInto`) instead of
+ * being built again for every test.
+ */
+export function useSuiteDir(): { readonly path: string } {
+  const holder = { path: '' };
+  before(() => {
+    holder.path = mkdtempSync(path.join(tmpdir(), 'strata-fixture-'));
+  });
+  after(() => {
+    rmSync(holder.path, { recursive: true, force: true });
+  });
+  return holder;
+}
+
+/** Copies everything in `from` into `to` (modes kept), so a test gets its own copy of a built fixture. */
+export function copyInto(from: string, to: string): void {
+  cpSync(from, to, { recursive: true });
 }
 
 /** What a CLI run produced. */
