@@ -205,6 +205,10 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
   const exists = (): StrataError => new StrataError('REPO_EXISTS', `init: ${storage.location} already holds a Strata repository`);
   if (await storage.stat(REPOSITORY_CONFIG_KEY).then(() => true, () => false)) throw exists();
   const id = randomBytes(8).toString('hex');
+  const groupReadable = options.groupReadable === true;
+  if (groupReadable && !storage.setAccess) throw new StrataError('USAGE', `init: ${storage.location} has no file permissions to open to a group; leave out --group-readable`);
+  // Before the first write (the key file), so it too gets the repository's modes.
+  await storage.setAccess?.(groupReadable ? 'group-readable' : 'private', { root: true });
   // The key file first, then the repository.json that lists it: a kill in between leaves a folder
   // that is no repository yet, never a repository no passphrase opens.
   const keys =
@@ -220,11 +224,7 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
     encryption: keys?.section ?? { profile: 'none' },
     compression,
   };
-  if (options.groupReadable) {
-    if (!storage.setAccess) throw new StrataError('USAGE', `init: ${storage.location} has no file permissions to open to a group; leave out --group-readable`);
-    config.access = 'group-readable';
-  }
-  await storage.setAccess?.(config.access ?? 'private', { root: true });
+  if (groupReadable) config.access = 'group-readable';
   const created = await storage.createExclusive(REPOSITORY_CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2) + '\n'));
   if (!created) {
     if (keys) await storage.delete(keyFileObject(keys.keyFile.id)).catch(() => undefined);
