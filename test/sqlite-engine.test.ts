@@ -51,7 +51,8 @@ describe('SQLite engine', () => {
   });
 
   it('takes a consistent snapshot of a WAL database while another process writes to it', async function () {
-    this.timeout(60_000);
+    // Generous: three backups and restores beside a busy writer, on a machine that may be loaded.
+    this.timeout(240_000);
     const source = path.join(dir.path, 'busy.db');
     buildRichDatabase(source, { rows: 50 });
     // The writer inserts batches of 10 rows, each batch in one transaction: any consistent
@@ -66,7 +67,9 @@ describe('SQLite engine', () => {
        const insert = db.prepare('INSERT INTO batches VALUES (?, randomblob(2000))');
        const batch = db.transaction((n) => { for (let i = 0; i < 10; i++) insert.run(n); });
        let n = 0; process.send('ready');
-       const tick = () => { for (let k = 0; k < 20; k++) batch(n++); setImmediate(tick); };
+       // A pause between rounds keeps the writer busy throughout the backups without letting the
+       // database grow without bound (on a slow machine each backup would then copy more).
+       const tick = () => { for (let k = 0; k < 20; k++) batch(n++); setTimeout(tick, 2); };
        tick();`,
     );
     const writer = fork(writerScript, [source], { stdio: 'ignore' });
