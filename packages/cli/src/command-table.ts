@@ -18,7 +18,7 @@ import {
 import type { PolicyFlags } from './commands.js';
 import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
-import type { KeyCommandOptions } from './key-commands.js';
+import type { KeyAction, KeyCommandOptions } from './key-commands.js';
 import { databaseLocationLines, repositoryLocationPhrase } from './locations.js';
 
 /**
@@ -168,11 +168,11 @@ STRATA_NEW_PASSPHRASE_COMMAND, STRATA_NEW_PASSPHRASE_FILE, STRATA_NEW_PASSPHRASE
 journaled (ids and labels only).`,
 };
 
-function key(action: KeyCommandOptions['action'], spec: Omit<CommandSpec, 'path' | 'run'>, options: (invocation: Invocation) => Partial<KeyCommandOptions> = () => ({})): CommandSpec {
+function key(action: KeyAction, spec: Omit<CommandSpec, 'path' | 'run'>, options: (invocation: Invocation) => Partial<KeyCommandOptions> = () => ({})): CommandSpec {
   return {
-    path: ['key', action!],
+    path: ['key', action],
     ...spec,
-    run: (ctx, invocation) => keyCommand(ctx, { action: action!, force: false, alsoPassphraseFiles: [], ...options(invocation) }),
+    run: (ctx, invocation) => keyCommand(ctx, { force: false, alsoPassphraseFiles: [], ...options(invocation), action }),
   };
 }
 
