@@ -67,6 +67,8 @@ export interface ArgumentSpec {
   /** Shown as `<name>` (the action refuses to run without it) or `[name]`. */
   readonly required: boolean;
   readonly variadic?: boolean;
+  /** Given after `--`, so that its own options are not read as Strata's (`strata run`). */
+  readonly afterDoubleDash?: boolean;
 }
 
 /** A command that only groups others (`key`): its text is part of each subcommand's help too. */
@@ -312,7 +314,7 @@ refused. DUR: 30min, 12h, 30d, 2w, 6mo, 1y.`,
   },
   {
     path: ['run'],
-    args: [{ name: 'command', required: true, variadic: true }],
+    args: [{ name: 'command', required: true, variadic: true, afterDoubleDash: true }],
     summary: 'back up, run a command, pass its exit status through (and restore the backup if it fails, when asked)',
     options: [
       { flags: '--db <name>', description: 'the database the command changes' },

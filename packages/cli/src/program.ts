@@ -8,7 +8,7 @@ import type { GlobalOptions } from './context.js';
 
 const EVERY_COMMAND = 'Options for every command:';
 
-/** The result of a parse: the exit status of the command that ran, or the help that was shown. */
+/** The command line, built: parse and run, the top-level help, and clean-up. */
 export interface ProgramRun {
   /** Parses `argv` (after `strata`) and runs the command; a usage error throws a StrataError('USAGE'). */
   parse(argv: readonly string[], signal: AbortSignal): Promise<number>;
@@ -20,7 +20,7 @@ export interface ProgramRun {
 
 function argumentTerm(arg: ArgumentSpec): string {
   const inner = `${arg.name}${arg.variadic ? '...' : ''}`;
-  return arg.required ? `<${inner}>` : `[${inner}]`;
+  return `${arg.afterDoubleDash ? '-- ' : ''}${arg.required ? `<${inner}>` : `[${inner}]`}`;
 }
 
 function addOption(cmd: Command, spec: OptionSpec, group?: string): void {
@@ -141,7 +141,7 @@ export function buildProgram(): ProgramRun {
     // Declared optional for commander and shown as required in the usage line: each action
     // refuses to run without what it needs, with a message that says what to give.
     for (const arg of args) cmd.addArgument(new Argument(`[${arg.name}${arg.variadic ? '...' : ''}]`));
-    cmd.usage([...args.map(argumentTerm), '[options]'].join(' '));
+    cmd.usage([...args.filter((a) => !a.afterDoubleDash).map(argumentTerm), '[options]', ...args.filter((a) => a.afterDoubleDash).map(argumentTerm)].join(' '));
     for (const option of spec.options) addOption(cmd, option);
     for (const option of GLOBAL_OPTIONS) addOption(cmd, option, EVERY_COMMAND);
     cmd.helpOption('-h, --help', 'show this help');
@@ -168,7 +168,6 @@ export function buildProgram(): ProgramRun {
     });
   }
 
-
   return {
     helpText: () => program.helpInformation() + topLevelAfter(),
     async parse(argv, abort) {
@@ -180,11 +179,11 @@ export function buildProgram(): ProgramRun {
       } catch (err) {
         if (!(err instanceof CommanderError)) throw err;
         if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || (err.code === 'commander.help' && err.exitCode === 0)) return 0;
-        // A group named without its subcommand (`strata key`).
-        if (err.code === 'commander.help') {
-          const group = groups.get(failedIn) ?? [...groups.values()].find((g) => argv[0] === g.name());
-          const subs = group ? group.commands.filter((c) => c.name() !== 'help').map((c) => c.name()) : [];
-          throw new StrataError('USAGE', `${group?.name() ?? 'strata'}: name an action: ${subs.join(', ')} (see strata ${group?.name() ?? ''} --help)`.replace('strata  --help', 'strata --help'));
+        // A group named without its subcommand (`strata key`); commander would print its help to stderr.
+        const group = err.code === 'commander.help' ? groups.get(argv[0] ?? '') : undefined;
+        if (group) {
+          const actions = group.commands.filter((c) => c.name() !== 'help').map((c) => c.name());
+          throw new StrataError('USAGE', `${group.name()}: name an action: ${actions.join(', ')} (see strata ${group.name()} --help)`);
         }
         throw new StrataError('USAGE', usageMessage(failedIn, err));
       }
