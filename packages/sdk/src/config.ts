@@ -86,7 +86,12 @@ const RETENTION_SHAPE = {
   keepYearly: count('The newest backup of each of the last N years that hold one.').optional(),
   keepWithin: duration.optional().meta({ description: 'Every backup within this long of the newest one.' }),
   keepLabels: z
-    .record(z.string(), z.union([duration, z.literal('forever')], { error: (issue) => `expected a duration such as "30d", or "forever" (got ${got(issue.input)})` }), {
+    .record(z.string(), z.union([duration, z.literal('forever')], {
+        // A string that is almost a duration gets parseDuration's own words ("1m" is ambiguous ...).
+        error: (issue) =>
+          (issue.code === 'invalid_union' ? issue.errors.flat().find((inner) => inner.code === 'custom')?.message : undefined) ??
+          `expected a duration such as "30d", or "forever" (got ${got(issue.input)})`,
+      }), {
       error: 'expected an object of label → duration, such as { "pre-update": "30d" }',
     })
     .meta({ description: 'Backups with a label, kept for a duration or forever: { "pre-update": "30d" }.' })
