@@ -19,7 +19,7 @@ import type { PolicyFlags } from './commands.js';
 import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
-import { databaseLocationLines, repositoryLocationPhrase } from './locations.js';
+import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
 
 /**
  * The whole command line, declared once: commander is built from this table (program.ts), the
@@ -227,7 +227,15 @@ hand; only you write). repository.json records the choice, so every later comman
       { flags: '--name <name>', description: 'the database name to file a path or URL under (default: its file or database name)' },
     ],
     details: `<db> is a name from strata.config.json, or one of:\n${DATABASE_LOCATIONS()}\nWith --json, prints { "id": ..., "backup": { ... } }.`,
-    examples: ['backup app', 'backup ./app.db --type incremental --auto-full', 'backup postgres://app@localhost:5432/app --name app --tag nightly'],
+    examples: [
+      'backup app',
+      'backup ./app.db --type incremental --auto-full',
+      // A server database's URL as its engine shows one: no engine is named here.
+      ...engineDisplays()
+        .filter((d) => d.locator === 'url')
+        .slice(0, 1)
+        .map((d) => `backup ${d.example} --name app --tag nightly`),
+    ],
     run: (ctx, { args, opts, signal }) => {
       if (args.length === 0) throw new StrataError('USAGE', 'backup: name the database to back up (see strata backup --help)');
       return backupCommand(
