@@ -19,6 +19,8 @@ function run(cmd, args) {
   }
 }
 
+// The config file's JSON schema comes from the SDK's definition of it (see schemas/generate.mjs).
+run(process.execPath, ['schemas/generate.mjs']);
 run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json']);
 const common = { bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify: true, external: ['vscode'], sourcemap: true, logLevel: 'warning' };
 await esbuild.build({ ...common, entryPoints: ['src/extension.ts'], outfile: 'out/extension.js', absWorkingDir: root });

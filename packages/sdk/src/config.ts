@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_RETENTION, StrataError, validateDatabaseName, validatePolicy } from '@strata/core';
-import type { RetentionPolicy } from '@strata/core';
+import { z } from 'zod';
+import { DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
+import type { EngineDisplay, RetentionPolicy } from '@strata/core';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
 export const CONFIG_FILE = 'strata.config.json';
@@ -53,47 +54,165 @@ function findUp(start: string): string | undefined {
   }
 }
 
-function validateConfig(raw: unknown, file: string): StrataConfig {
-  const problem = (where: string, what: string): never => {
-    throw new StrataError('USAGE', `config: ${file}: ${where}: ${what}`);
-  };
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) problem('top level', 'expected an object');
-  const obj = raw as Record<string, unknown>;
-  for (const key of Object.keys(obj)) {
-    if (!['repository', 'databases', 'retention', '$schema'].includes(key)) problem(key, 'unknown setting (expected repository, databases, retention)');
-  }
-  if (obj['repository'] !== undefined && typeof obj['repository'] !== 'string') problem('repository', `expected a folder path (got ${JSON.stringify(obj['repository'])})`);
-  const databases: Record<string, DatabaseConfig> = {};
-  if (obj['databases'] !== undefined) {
-    if (typeof obj['databases'] !== 'object' || obj['databases'] === null) problem('databases', 'expected an object of name → { "url": ... }');
-    for (const [name, value] of Object.entries(obj['databases'] as Record<string, unknown>)) {
-      try {
-        validateDatabaseName(name);
-      } catch (err) {
-        problem(`databases.${name}`, (err as Error).message);
-      }
-      const url = (value as { url?: unknown } | null)?.url;
-      if (typeof url !== 'string' || url.length === 0) problem(`databases.${name}.url`, 'expected a SQLite path or a database URL');
-      const retention = (value as { retention?: unknown }).retention;
-      databases[name] = { url: resolveLocator(url as string, path.dirname(file)), ...(retention !== undefined ? { retention: checkRetention(retention, `databases.${name}.retention`, problem) } : {}) };
-    }
-  }
-  const retention = obj['retention'] !== undefined ? checkRetention(obj['retention'], 'retention', problem) : undefined;
-  const repository = typeof obj['repository'] === 'string' ? path.resolve(path.dirname(file), obj['repository']) : undefined;
-  return { ...(repository ? { repository } : {}), databases, ...(retention ? { retention } : {}) };
+const RETENTION_DESCRIPTION =
+  'What prune keeps (default: keepDaily 7, keepWeekly 8, keepMonthly 12). The newest good backup, backups tagged pinned and every backup a kept one depends on are always kept.';
+
+/** `parseDuration`'s grammar, for editors; the check itself is parseDuration's, so its messages are the ones people see. */
+const DURATION_PATTERN = '^([0-9]+(min|mo|[smhdwy]))+$';
+
+const got = (input: unknown): string => (input === undefined ? 'nothing' : JSON.stringify(input));
+
+function count(description: string) {
+  return z.int({ error: (issue) => `must be a whole number ≥ 0 (got ${got(issue.input)})` }).min(0, { error: (issue) => `must be a whole number ≥ 0 (got ${got(issue.input)})` }).meta({ description });
 }
 
-const RETENTION_KEYS = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin', 'keepLabels'];
+const duration = z
+  .string({ error: (issue) => `expected a duration such as "30d" (got ${got(issue.input)})` })
+  .check((ctx) => {
+    try {
+      parseDuration(ctx.value, 'retention');
+    } catch (err) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: (err as Error).message.replace(/^retention: /, '') });
+    }
+  })
+  .meta({ id: 'duration', pattern: DURATION_PATTERN, description: 'A duration: 30min, 12h, 30d, 2w, 6mo, 1y, 1y6mo.' });
 
-function checkRetention(raw: unknown, where: string, problem: (where: string, what: string) => never): RetentionPolicy {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) problem(where, 'expected an object such as { "keepDaily": 7, "keepWeekly": 8 }');
-  for (const key of Object.keys(raw as object)) if (!RETENTION_KEYS.includes(key)) problem(`${where}.${key}`, `unknown rule (expected ${RETENTION_KEYS.join(', ')})`);
-  try {
-    validatePolicy(raw as RetentionPolicy);
-  } catch (err) {
-    problem(where, (err as Error).message.replace(/^retention: /, ''));
+const RETENTION_SHAPE = {
+  keepLast: count('The newest N backups.').optional(),
+  keepHourly: count('The newest backup of each of the last N hours that hold one.').optional(),
+  keepDaily: count('The newest backup of each of the last N days that hold one.').optional(),
+  keepWeekly: count('The newest backup of each of the last N weeks that hold one.').optional(),
+  keepMonthly: count('The newest backup of each of the last N months that hold one.').optional(),
+  keepYearly: count('The newest backup of each of the last N years that hold one.').optional(),
+  keepWithin: duration.optional().meta({ description: 'Every backup within this long of the newest one.' }),
+  keepLabels: z
+    .record(z.string(), z.union([duration, z.literal('forever')], {
+        // A string that is almost a duration gets parseDuration's own words ("1m" is ambiguous ...).
+        error: (issue) =>
+          (issue.code === 'invalid_union' ? issue.errors.flat().find((inner) => inner.code === 'custom')?.message : undefined) ??
+          `expected a duration such as "30d", or "forever" (got ${got(issue.input)})`,
+      }), {
+      error: 'expected an object of label → duration, such as { "pre-update": "30d" }',
+    })
+    .meta({ description: 'Backups with a label, kept for a duration or forever: { "pre-update": "30d" }.' })
+    .optional(),
+};
+
+const retention = z
+  .strictObject(RETENTION_SHAPE, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys' ? `unknown rule (expected ${Object.keys(RETENTION_SHAPE).join(', ')})` : 'expected an object such as { "keepDaily": 7, "keepWeekly": 8 }',
+  })
+  .check((ctx) => {
+    // The rules one by one are checked above; whether together they keep anything is the core's rule.
+    try {
+      validatePolicy(ctx.value as RetentionPolicy);
+    } catch (err) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: (err as Error).message.replace(/^retention: /, '') });
+    }
+  })
+  .meta({ id: 'retention', description: RETENTION_DESCRIPTION });
+
+/** How people name a database in "url", worded from the engines when the caller has them (the JSON schema). */
+function urlDescription(engines: readonly EngineDisplay[]): { description: string; examples?: string[] } {
+  if (engines.length === 0) return { description: 'A database file path or a database URL.' };
+  const forms = engines.map((e) => (e.locator === 'file' ? `a ${e.name} file path (or ${e.schemes[0]}:PATH)` : `a ${e.schemes.map((s) => `${s}://`).join(' or ')} URL`));
+  const passwords = engines.flatMap((e) => (e.passwordSources ? [e.passwordSources] : []));
+  return {
+    description: `Where the database is: ${forms.join(', ')}.${passwords.length > 0 ? ` Keep passwords out of this file: use ${passwords.join(', ')}.` : ''}`,
+    examples: engines.map((e) => e.example),
+  };
+}
+
+/** For editors; validateDatabaseName is the check (it also limits the length and refuses ".."). */
+const DATABASE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]*$';
+
+const DATABASE_SHAPE = (engines: readonly EngineDisplay[]) => ({
+  url: z
+    .string({ error: 'expected a SQLite path or a database URL' })
+    .min(1, { error: 'expected a SQLite path or a database URL' })
+    .meta(urlDescription(engines)),
+  retention: retention.optional(),
+});
+
+const TOP_LEVEL_KEYS = ['repository', 'databases', 'retention'];
+
+/**
+ * strata.config.json, described once: `loadConfig` validates with it and
+ * extension/schemas/strata.config.schema.json is generated from it (`configJsonSchema`).
+ * `engines` only words descriptions and examples.
+ */
+export function strataConfigSchema(engines: readonly EngineDisplay[] = []) {
+  const databaseShape = DATABASE_SHAPE(engines);
+  return z
+    .strictObject(
+      {
+        $schema: z.string().optional(),
+        repository: z
+          .string({ error: (issue) => `expected a folder path (got ${got(issue.input)})` })
+          .meta({ description: 'The repository folder the backups go to (create it with `strata init` or Strata: Add Database).', examples: ['./.backups'] })
+          .optional(),
+        databases: z
+          .record(
+            z
+              .string()
+              .check((ctx) => {
+                try {
+                  validateDatabaseName(ctx.value);
+                } catch (err) {
+                  ctx.issues.push({ code: 'custom', input: ctx.value, message: (err as Error).message });
+                }
+              })
+              .meta({ pattern: DATABASE_NAME_PATTERN }),
+            z.strictObject(databaseShape, {
+              error: (issue) =>
+                issue.code === 'unrecognized_keys' ? `unknown setting (expected ${Object.keys(databaseShape).join(', ')})` : 'expected an object such as { "url": "./app.db" }',
+            }),
+            {
+              // A bad name is reported with validateDatabaseName's own words.
+              error: (issue) => (issue.code === 'invalid_key' ? issue.issues[0]?.message : 'expected an object of name → { "url": ... }'),
+            },
+          )
+          .meta({ description: 'The databases, by the name their backups are filed under.' })
+          .optional(),
+        retention: retention.optional(),
+      },
+      {
+        error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${TOP_LEVEL_KEYS.join(', ')})` : 'expected an object'),
+      },
+    )
+    .meta({
+      title: 'Strata configuration',
+      description: "Which databases Strata backs up, where their backups go, and how long they are kept. Relative paths are relative to this file's folder.",
+    });
+}
+
+/** The JSON Schema of strata.config.json (draft-07, as VS Code's jsonValidation reads it). */
+export function configJsonSchema(engines: readonly EngineDisplay[]): Record<string, unknown> {
+  const schema = z.toJSONSchema(strataConfigSchema(engines), { target: 'draft-7', unrepresentable: 'throw' }) as Record<string, unknown>;
+  return { ...schema, $id: 'https://strata.invalid/schemas/strata.config.schema.json' };
+}
+
+const CONFIG_SCHEMA = strataConfigSchema();
+
+/** The first problem, as `config: FILE: where: what` (the setting's path, what is wrong, what is expected). */
+function validateConfig(raw: unknown, file: string): StrataConfig {
+  const result = CONFIG_SCHEMA.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    // An unknown key is reported at the key itself, so the path names what to remove or fix.
+    const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
+    const where = at.length === 0 ? 'top level' : at.map(String).join('.');
+    throw new StrataError('USAGE', `config: ${file}: ${where}: ${issue.message}`);
   }
-  return raw as RetentionPolicy;
+  const parsed = result.data;
+  const base = path.dirname(file);
+  const databases: Record<string, DatabaseConfig> = {};
+  for (const [name, db] of Object.entries(parsed.databases ?? {})) {
+    databases[name] = { url: resolveLocator(db.url, base), ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}) };
+  }
+  const repository = parsed.repository !== undefined ? path.resolve(base, parsed.repository) : undefined;
+  return { ...(repository ? { repository } : {}), databases, ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}) };
 }
 
 /** Makes a relative SQLite path absolute against `base`; URLs pass through unchanged. */

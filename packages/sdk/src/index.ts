@@ -22,7 +22,7 @@ export { SqliteEngine } from '@strata/engine-sqlite';
 export { PostgresEngine } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage } from '@strata/storage-local';
-export { CONFIG_FILE, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor } from './config.js';
+export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
 export type { DatabaseConfig, LoadedConfig, StrataConfig } from './config.js';
 
 /** Every engine this build of Strata ships, in one visible place. */

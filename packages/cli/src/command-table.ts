@@ -1,0 +1,477 @@
+import { StrataError } from '@strata/sdk';
+import {
+  backupCommand,
+  deleteCommand,
+  exportCommand,
+  healthCommand,
+  importCommand,
+  initCommand,
+  inventoryCommand,
+  listByTier,
+  listCommand,
+  pruneCommand,
+  restoreCommand,
+  runCommand,
+  statsCommand,
+  verifyCommand,
+} from './commands.js';
+import type { PolicyFlags } from './commands.js';
+import type { CommandContext } from './context.js';
+import { keyCommand } from './key-commands.js';
+import type { KeyAction, KeyCommandOptions } from './key-commands.js';
+import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
+
+/**
+ * The whole command line, declared once: commander is built from this table (program.ts), the
+ * help of every command comes from it, and the tests iterate it. A command is added here or
+ * nowhere.
+ */
+
+/** One option. `flags` as commander reads them: `-y, --yes`, `--type <type>`. */
+export interface OptionSpec {
+  readonly flags: string;
+  readonly description: string;
+  /** May be given several times; the values come as a list. */
+  readonly repeatable?: boolean;
+}
+
+/** What a command's action gets. */
+export interface Invocation {
+  /** The positional arguments, in order (after `--` too). */
+  readonly args: readonly string[];
+  /** The options by commander's attribute name (`dry-run` → `dryRun`). */
+  readonly opts: Readonly<Record<string, unknown>>;
+  /** Everything after the command's name(s), as typed: `--` matters to `run`. */
+  readonly argv: readonly string[];
+  readonly signal: AbortSignal;
+}
+
+export interface CommandSpec {
+  /** The words that name it: `['backup']`, `['key', 'add']`. */
+  readonly path: readonly string[];
+  /** Positional arguments as shown in help: `<db>`, `[<db>...]`. The action checks them, so its message says what to give. */
+  readonly args?: readonly ArgumentSpec[];
+  /** One line for the list of commands. */
+  readonly summary: string;
+  /** More about it, shown after its options (optional). */
+  readonly details?: string;
+  readonly options: readonly OptionSpec[];
+  /** Command lines a person can copy, without the leading `strata`. At least one. */
+  readonly examples: readonly string[];
+  readonly run: (ctx: CommandContext, invocation: Invocation) => Promise<number>;
+}
+
+export interface ArgumentSpec {
+  /** Its name in help: `db`, `id|latest`. */
+  readonly name: string;
+  /** Shown as `<name>` (the action refuses to run without it) or `[name]`. */
+  readonly required: boolean;
+  readonly variadic?: boolean;
+  /** Given after `--`, so that its own options are not read as Strata's (`strata run`). */
+  readonly afterDoubleDash?: boolean;
+}
+
+/** A command that only groups others (`key`): its text is part of each subcommand's help too. */
+export interface GroupSpec {
+  readonly name: string;
+  readonly summary: string;
+  readonly details: string;
+}
+
+const DATABASE_LOCATIONS = (): string => databaseLocationLines().map((line) => `  ${line}`).join('\n');
+
+export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
+  { flags: '--repo <dir>', description: `the repository: ${repositoryLocationPhrase()} (or STRATA_REPO, or "repository" in strata.config.json)` },
+  { flags: '--config <file>', description: 'config file (default: strata.config.json here or in a parent folder)' },
+  { flags: '--passphrase-file <file>', description: 'read the passphrase from FILE' },
+  {
+    flags: '--passphrase-command <cmd>',
+    description:
+      'run CMD (with sh -c) and use what it prints as the passphrase (a flag wins over STRATA_PASSPHRASE_COMMAND, STRATA_PASSPHRASE_FILE and STRATA_PASSPHRASE; without any, a terminal prompt, 3 tries)',
+  },
+  { flags: '--lock-wait <seconds>', description: "wait this long for another process's repository lock (default 60)" },
+  { flags: '--json', description: 'print one JSON document on stdout, and nothing else there' },
+];
+
+const POLICY_OPTIONS: readonly OptionSpec[] = [
+  { flags: '--keep-last <n>', description: 'keep the newest N backups' },
+  { flags: '--keep-hourly <n>', description: 'keep the newest backup of each of the last N hours that hold one' },
+  { flags: '--keep-daily <n>', description: 'the same per day' },
+  { flags: '--keep-weekly <n>', description: 'the same per week' },
+  { flags: '--keep-monthly <n>', description: 'the same per month' },
+  { flags: '--keep-yearly <n>', description: 'the same per year' },
+  { flags: '--keep-within <dur>', description: 'keep every backup within DUR of the newest one' },
+  { flags: '--keep-label <label=dur>', description: 'keep backups labelled LABEL for DUR, or forever (repeatable)', repeatable: true },
+];
+
+function str(opts: Readonly<Record<string, unknown>>, key: string): string | undefined {
+  const v = opts[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Only the options that were given, so that optional properties stay absent. */
+function given<T extends Record<string, unknown>>(entries: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
+}
+
+export function parseNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new StrataError('USAGE', `${flag} expects a number (got ${JSON.stringify(value)})`);
+  return n;
+}
+
+function policyFlags(opts: Readonly<Record<string, unknown>>): PolicyFlags {
+  const count = (flag: string, key: string): number | undefined => {
+    const v = parseNumber(str(opts, key), `--${flag}`);
+    if (v !== undefined && !Number.isInteger(v)) throw new StrataError('USAGE', `--${flag} expects a whole number (got ${v})`);
+    return v;
+  };
+  return {
+    ...given({
+      keepLast: count('keep-last', 'keepLast'),
+      keepHourly: count('keep-hourly', 'keepHourly'),
+      keepDaily: count('keep-daily', 'keepDaily'),
+      keepWeekly: count('keep-weekly', 'keepWeekly'),
+      keepMonthly: count('keep-monthly', 'keepMonthly'),
+      keepYearly: count('keep-yearly', 'keepYearly'),
+      keepWithin: str(opts, 'keepWithin'),
+    }),
+    keepLabels: (opts['keepLabel'] as string[] | undefined) ?? [],
+  };
+}
+
+const KEY_NEW_PASSPHRASE: readonly OptionSpec[] = [
+  { flags: '--new-passphrase-file <file>', description: 'read the new passphrase from FILE' },
+  { flags: '--new-passphrase-command <cmd>', description: 'run CMD (with sh -c) and use what it prints as the new passphrase' },
+];
+
+export const KEY_GROUP: GroupSpec = {
+  name: 'key',
+  summary:
+    'passphrases and data keys: several passphrases can open a repository; add, change or revoke them, or rotate the data key, without re-encrypting any backup',
+  details: `Backups are encrypted under a data key (a random OpenPGP password). Each passphrase opens one key
+file in keys/ (an OpenPGP message that gpg reads) holding the data keys it grants, so passphrases
+come and go, and the data key changes, without re-encrypting any backup. docs/FORMAT.md shows how
+to recover with gpg alone: your key file first, then the artifact.
+
+  list      key files and data keys; no passphrase is needed
+  add       a new passphrase: a key file holding the data keys yours holds
+  remove    revoke a key file's passphrase
+  passwd    change your passphrase (a new key file replaces yours in one atomic step)
+  rotate    a new current data key for new backups (--also-passphrase-file FILE: also into the
+            key files of those passphrases); nothing is re-encrypted
+  migrate   move a repository made before key files onto them
+
+The passphrase that unlocks comes from the usual sources (--passphrase-file, ...). The new one for
+add and passwd comes from --new-passphrase-command, --new-passphrase-file,
+STRATA_NEW_PASSPHRASE_COMMAND, STRATA_NEW_PASSPHRASE_FILE, STRATA_NEW_PASSPHRASE, or a prompt
+(asked twice), never from the command line. Every change takes the repository lock and is
+journaled (ids and labels only).`,
+};
+
+function key(action: KeyAction, spec: Omit<CommandSpec, 'path' | 'run'>, options: (invocation: Invocation) => Partial<KeyCommandOptions> = () => ({})): CommandSpec {
+  return {
+    path: ['key', action],
+    ...spec,
+    run: (ctx, invocation) => keyCommand(ctx, { force: false, alsoPassphraseFiles: [], ...options(invocation), action }),
+  };
+}
+
+function newPassphraseOptions(opts: Readonly<Record<string, unknown>>): Partial<KeyCommandOptions> {
+  return given({ newPassphraseFile: str(opts, 'newPassphraseFile'), newPassphraseCommand: str(opts, 'newPassphraseCommand') });
+}
+
+export const COMMANDS: readonly CommandSpec[] = [
+  {
+    path: ['init'],
+    summary: 'create a repository (encrypted unless --no-encryption)',
+    options: [
+      { flags: '--encryption <profile>', description: 'compat (default: gpg --decrypt opens every artifact) or modern (AEAD, RFC 9580: faster, authenticated per chunk, but GnuPG cannot read it; key files stay gpg-readable)' },
+      { flags: '--no-encryption', description: 'an unencrypted repository' },
+      { flags: '--compression <codec>', description: 'zstd, gzip or none (default: zstd level 3 when this Node can do zstd, else gzip level 6)' },
+      { flags: '--compression-level <n>', description: 'the codec level' },
+      { flags: '--group-readable', description: 'your group may read it too (folders 0750, files 0640)' },
+      { flags: '--label <text>', description: 'names its first key file' },
+    ],
+    details: `Encryption is OpenPGP with AES-256, under a random data key that a key file sealed with your
+passphrase holds (keys/; strata key --help). The passphrase comes from --passphrase-command,
+--passphrase-file, STRATA_PASSPHRASE_COMMAND, STRATA_PASSPHRASE_FILE, STRATA_PASSPHRASE, or a prompt
+(asked twice), in that order.
+The repository is private to you: folders 0700, files 0600, whatever the umask. With
+--group-readable your group may read it too (folders 0750, files 0640: copy, sync, recover by
+hand; only you write). repository.json records the choice, so every later command keeps it.`,
+    examples: ['init --repo ./backups', 'init --repo ./backups --encryption modern --label laptop', 'init --repo ./backups --no-encryption --compression gzip'],
+    run: (ctx, { opts, argv }) => {
+      // commander gives --encryption and --no-encryption one attribute, so "both" is seen in argv.
+      const both = argv.includes('--no-encryption') && argv.some((a) => a === '--encryption' || a.startsWith('--encryption='));
+      if (both) throw new StrataError('USAGE', 'init: --no-encryption and --encryption contradict each other');
+      return initCommand(ctx, {
+        ...given({ encryption: str(opts, 'encryption'), compression: str(opts, 'compression'), label: str(opts, 'label') }),
+        noEncryption: opts['encryption'] === false,
+        ...given({ compressionLevel: parseNumber(str(opts, 'compressionLevel'), '--compression-level') }),
+        groupReadable: opts['groupReadable'] === true,
+      });
+    },
+  },
+  {
+    path: ['backup'],
+    args: [{ name: 'db', required: true }],
+    summary: 'back up a database (a name from strata.config.json, a file path or a URL): full, incremental, differential or schema-only',
+    options: [
+      { flags: '--type <type>', description: 'full (default): self-contained; incremental: only what changed since the newest restore point of <db>; differential: only what changed since the newest full backup; schema-only: the schema, no rows' },
+      { flags: '--auto-full', description: 'for incremental/differential: take a full backup if there is none yet' },
+      { flags: '--label <text>', description: 'a note kept with the backup' },
+      { flags: '--tag <tag>', description: 'a tag (repeatable)', repeatable: true },
+      { flags: '--time <iso>', description: 'record the backup at this time instead of now (imports, tests)' },
+      { flags: '--name <name>', description: 'the database name to file a path or URL under (default: its file or database name)' },
+    ],
+    details: `<db> is a name from strata.config.json, or one of:\n${DATABASE_LOCATIONS()}\nWith --json, prints { "id": ..., "backup": { ... } }.`,
+    examples: [
+      'backup app',
+      'backup ./app.db --type incremental --auto-full',
+      // A server database's URL as its engine shows one: no engine is named here.
+      ...engineDisplays()
+        .filter((d) => d.locator === 'url')
+        .slice(0, 1)
+        .map((d) => `backup ${d.example} --name app --tag nightly`),
+    ],
+    run: (ctx, { args, opts, signal }) => {
+      if (args.length === 0) throw new StrataError('USAGE', 'backup: name the database to back up (see strata backup --help)');
+      return backupCommand(
+        ctx,
+        {
+          database: args[0]!,
+          ...given({ type: str(opts, 'type'), label: str(opts, 'label'), time: str(opts, 'time'), name: str(opts, 'name') }),
+          tags: (opts['tag'] as string[] | undefined) ?? [],
+          autoFull: opts['autoFull'] === true,
+        },
+        signal,
+      );
+    },
+  },
+  {
+    path: ['list'],
+    args: [{ name: 'db', required: false }],
+    summary: 'list restore points, newest chains first',
+    options: [{ flags: '--by-tier', description: 'group them under the retention rule that keeps each (policy as for prune)' }, ...POLICY_OPTIONS],
+    details: `Shows id, database, engine, type, time, sizes, chain, last verification. A * marks each
+database's newest good restore point (the newest with data whose last verification did not fail:
+the one health measures and retention always keeps; "newestGood" in --json).`,
+    examples: ['list', 'list app --json', 'list --by-tier --keep-daily 7'],
+    run: (ctx, { args, opts }) => (opts['byTier'] === true ? listByTier(ctx, args[0], policyFlags(opts)) : listCommand(ctx, given({ database: args[0] }))),
+  },
+  {
+    path: ['restore'],
+    args: [{ name: 'id|latest', required: false }],
+    summary: 'restore a restore point (and its chain) to a target; also as of a time, or only some tables',
+    options: [
+      { flags: '--to <target>', description: 'where to restore (created if missing; an existing one needs --force)' },
+      { flags: '--as-of <time>', description: 'restore the newest restore point taken at or before TIME (ISO 8601)' },
+      { flags: '--db <name>', description: 'with "latest" or --as-of: which database' },
+      { flags: '--tables <a,b>', description: 'only these tables (with their indexes and triggers): into a new database, or replacing just them in an existing one, in one transaction' },
+      { flags: '--force', description: 'replace an existing target; it stays intact until the new one is complete' },
+      { flags: '-y, --yes', description: 'do not ask before replacing (needed when not on a terminal)' },
+    ],
+    details: `A target is one of:\n${DATABASE_LOCATIONS()}\nNothing is written to the target until every checksum and the decryption check passed.`,
+    examples: ['restore latest --db app --to ./restored.db', 'restore --as-of 2026-01-02T12:00:00Z --db app --to ./app.db --force --yes', 'restore app_full_20260101_120000_ab12 --to ./orders.db --tables orders,customers'],
+    run: (ctx, { args, opts, signal }) =>
+      restoreCommand(
+        ctx,
+        {
+          ...given({ id: args[0], asOf: str(opts, 'asOf'), tables: str(opts, 'tables'), to: str(opts, 'to'), database: str(opts, 'db') }),
+          force: opts['force'] === true,
+          yes: opts['yes'] === true,
+        },
+        signal,
+      ),
+  },
+  {
+    path: ['verify'],
+    args: [{ name: 'id|latest', required: false }],
+    summary: 'check backups: artifacts and hashes (quick), or also restore into a scratch database and compare (full)',
+    options: [
+      { flags: '--all', description: 'every restore point' },
+      { flags: '--level <level>', description: 'quick (default) or full' },
+      { flags: '--db <name>', description: 'with "latest": which database' },
+    ],
+    details: `Checks, each reported as passed, failed or skipped:
+  file-accessibility   the artifacts exist with their recorded sizes
+  checksum-match       artifact SHA-256 and every stream and chunk hash inside
+  database-readable    (full) restores into a scratch database
+  schema-integrity     (full) schema fingerprint and integrity check
+  data-consistency     (full) per-table row counts, content checksums, foreign keys
+Exit status 3 when any check failed.`,
+    examples: ['verify latest --db app', 'verify --all --level full'],
+    run: (ctx, { args, opts, signal }) =>
+      verifyCommand(ctx, { ...given({ id: args[0], level: str(opts, 'level'), database: str(opts, 'db') }), all: opts['all'] === true }, signal),
+  },
+  {
+    path: ['prune'],
+    args: [{ name: 'db', required: false }],
+    summary: 'remove backups no retention rule keeps (--dry-run shows the plan)',
+    options: [{ flags: '--dry-run', description: 'print every backup with keep/remove and the reasons, and delete nothing' }, ...POLICY_OPTIONS],
+    details: `Without policy flags the policy comes from strata.config.json ("retention", per database or top
+level), else daily 7, weekly 8, monthly 12 (and backups labelled pre-update for 30d). Counts keep
+the newest backup of each of the last N hours/days/weeks/months/years that hold one; windows count
+back from the newest backup, not from now. Always kept: the newest good backup, backups tagged
+"pinned", and every backup a kept one depends on (its chain). A policy that keeps nothing is
+refused. DUR: 30min, 12h, 30d, 2w, 6mo, 1y.`,
+    examples: ['prune --dry-run', 'prune app --keep-daily 7 --keep-weekly 4 --keep-label pre-update=30d'],
+    run: (ctx, { args, opts }) => pruneCommand(ctx, { ...policyFlags(opts), ...given({ database: args[0] }), dryRun: opts['dryRun'] === true }),
+  },
+  {
+    path: ['run'],
+    args: [{ name: 'command', required: true, variadic: true, afterDoubleDash: true }],
+    summary: 'back up, run a command, pass its exit status through (and restore the backup if it fails, when asked)',
+    options: [
+      { flags: '--db <name>', description: 'the database the command changes' },
+      { flags: '--type <type>', description: 'incremental (default; a full if there is none yet), differential or full' },
+      { flags: '--rollback-on-failure', description: 'restore the backup in place when the command fails (stop other writers first)' },
+    ],
+    details: `Put the command after --. Takes a backup (label pre-update), refuses to run the command if it
+failed, runs it, and exits with its exit status. The journal records the outcome and the exact
+restore command that undoes the change.`,
+    examples: ['run --db app -- npm run migrate', 'run --db app --rollback-on-failure -- ./deploy.sh --fast'],
+    run: (ctx, { args, opts, argv, signal }) => {
+      if (!argv.includes('--')) throw new StrataError('USAGE', 'run: put the command after --, e.g. strata run --db app -- npm run migrate');
+      return runCommand(ctx, { ...given({ database: str(opts, 'db'), type: str(opts, 'type') }), rollbackOnFailure: opts['rollbackOnFailure'] === true, command: args }, signal);
+    },
+  },
+  {
+    path: ['stats'],
+    summary: 'backups per day and type: count, success rate, time, size, ratio',
+    options: [{ flags: '--since <dur>', description: 'how far back (default 30d)' }],
+    examples: ['stats', 'stats --since 7d --json'],
+    run: (ctx, { opts }) => statsCommand(ctx, given({ since: str(opts, 'since') })),
+  },
+  {
+    path: ['health'],
+    summary: "exit 3 if a database's newest good backup is too old, a verification failed or is overdue, a backup took too long, or the disk is too full",
+    options: [
+      { flags: '--max-age <dur>', description: "the newest good backup's age limit (default 25h)" },
+      { flags: '--max-unverified <dur>', description: 'how long without a passed verification (default 8d)' },
+      { flags: '--max-duration <dur>', description: 'how long a backup may take (default 2h)' },
+      { flags: '--max-disk <percent>', description: "how full the repository's disk may be (default 85)" },
+    ],
+    details: 'Exit status 3 when anything is unhealthy, so cron and monitoring can alert.',
+    examples: ['health', 'health --max-age 2h --json'],
+    run: (ctx, { opts }) =>
+      healthCommand(ctx, {
+        ...given({ maxAge: str(opts, 'maxAge'), maxUnverified: str(opts, 'maxUnverified'), maxDuration: str(opts, 'maxDuration') }),
+        ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk') }),
+      }),
+  },
+  {
+    path: ['inventory'],
+    summary: 'per database: latest backup, count, stored size, last verification',
+    options: [],
+    examples: ['inventory', 'inventory --json'],
+    run: (ctx) => inventoryCommand(ctx),
+  },
+  {
+    path: ['export'],
+    args: [{ name: 'db', required: false, variadic: true }],
+    summary: 'the newest good restore point of each database with its chain, catalog entries and RESTORE.md, as .tar.gz or .zip',
+    options: [
+      { flags: '--out <file>', description: 'the export file (.tar.gz or .zip)' },
+      { flags: '--all', description: 'every database' },
+    ],
+    examples: ['export app --out app.tar.gz', 'export --all --out everything.zip'],
+    run: (ctx, { args, opts }) => exportCommand(ctx, { databases: args, all: opts['all'] === true, ...given({ out: str(opts, 'out') }) }),
+  },
+  {
+    path: ['import'],
+    args: [{ name: 'file', required: true }],
+    summary: 'bring an export into this repository (checksums verified)',
+    options: [],
+    examples: ['import app.tar.gz --repo ./backups'],
+    run: (ctx, { args }) => importCommand(ctx, args[0]),
+  },
+  {
+    path: ['delete'],
+    args: [{ name: 'id', required: true, variadic: true }],
+    summary: 'delete restore points (--with-dependents to also delete the backups that build on them)',
+    options: [
+      { flags: '--with-dependents', description: 'also delete the backups that build on them' },
+      { flags: '--dry-run', description: 'show what would go, and delete nothing' },
+      { flags: '-y, --yes', description: 'do not ask (needed when not on a terminal)' },
+    ],
+    details: `Deletes their artifacts and catalog entries. It lists everything that will go, and warns when
+that includes a database's newest good restore point. For routine clean-up use prune, which
+follows the retention policy.`,
+    examples: ['delete app_full_20260101_120000_ab12 --dry-run', 'delete app_full_20260101_120000_ab12 --with-dependents --yes'],
+    run: (ctx, { args, opts }) => deleteCommand(ctx, { ids: args, withDependents: opts['withDependents'] === true, yes: opts['yes'] === true, dryRun: opts['dryRun'] === true }),
+  },
+  key('list', { summary: 'key files (the one your passphrase opens, if given) and data keys; no passphrase is needed', options: [], examples: ['key list', 'key list --json'] }),
+  key(
+    'add',
+    {
+      summary: 'a new passphrase: a key file holding the data keys yours holds',
+      options: [{ flags: '--label <text>', description: 'names the new key file' }, ...KEY_NEW_PASSPHRASE],
+      examples: ['key add --label bob', 'key add --label ci --new-passphrase-file ./ci-passphrase'],
+    },
+    ({ opts }) => ({ ...given({ label: str(opts, 'label') }), ...newPassphraseOptions(opts) }),
+  ),
+  key(
+    'remove',
+    {
+      args: [{ name: 'key-file-id', required: true }],
+      summary: "revoke a key file's passphrase",
+      options: [{ flags: '--force', description: 'also when it is the key file your passphrase opens' }],
+      details: `Refused for the last key file, for yours (unless --force), and when no other key file would hold
+a data key a backup needs. A copy of the key file, or keys read from it, still open older backups:
+rotate afterwards if it may have leaked.`,
+      examples: ['key remove 1a2b3c4d'],
+    },
+    ({ args, opts }) => ({ ...given({ id: args[0] }), force: opts['force'] === true }),
+  ),
+  key(
+    'passwd',
+    { summary: 'change your passphrase (a new key file replaces yours in one atomic step)', options: KEY_NEW_PASSPHRASE, examples: ['key passwd', 'key passwd --new-passphrase-command "pass show strata"'] },
+    ({ opts }) => newPassphraseOptions(opts),
+  ),
+  key(
+    'rotate',
+    {
+      summary: 'a new current data key for new backups; nothing is re-encrypted',
+      options: [{ flags: '--also-passphrase-file <file>', description: 'also write it into the key file this passphrase opens (repeatable)', repeatable: true }],
+      details: `Written into your key file and into those whose passphrases --also-passphrase-file gives (they
+also get every data key yours holds); other key files keep opening older backups, but backups
+with their passphrases fail (exit 4) until they hold it.`,
+      examples: ['key rotate', 'key rotate --also-passphrase-file ./bob-passphrase'],
+    },
+    ({ opts }) => ({ alsoPassphraseFiles: (opts['alsoPassphraseFile'] as string[] | undefined) ?? [] }),
+  ),
+  key(
+    'migrate',
+    {
+      summary: 'move a repository made before key files onto them',
+      options: [{ flags: '--label <text>', description: 'names the new key file' }],
+      details: 'Makes a key file for your passphrase holding a new current data key and the passphrase itself (older backups need it).',
+      examples: ['key migrate --label laptop'],
+    },
+    ({ opts }) => given({ label: str(opts, 'label') }),
+  ),
+];
+
+/** The groups of subcommands, by their first word. */
+export const GROUPS: readonly GroupSpec[] = [KEY_GROUP];
+
+/** What `strata --help` ends with. */
+export function topLevelDetails(): string {
+  return `Database locations (<db>, --to, "url" in strata.config.json):
+${DATABASE_LOCATIONS()}
+  or a database name from strata.config.json
+
+Repository locations (--repo, STRATA_REPO, "repository" in strata.config.json):
+  ${repositoryLocationPhrase()}
+
+Exit status:
+  0  ok
+  1  the operation failed (details on stderr, or in the JSON "error")
+  2  usage error (bad arguments or configuration)
+  3  verification failed (a check failed), or strata health found a problem
+  4  wrong or missing passphrase, or its key file lacks the data key needed
+  5  the repository is locked by another live process`;
+}

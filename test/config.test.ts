@@ -1,0 +1,59 @@
+import { strict as assert } from 'node:assert';
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { isStrataError, loadConfig } from '@strata/sdk';
+import { useTempDir } from './helpers/env.js';
+
+describe('strata.config.json validation', () => {
+  const dir = useTempDir();
+
+  /** The usage error a config file with this content gets, without the `config: FILE: ` prefix. */
+  function problem(content: unknown): string {
+    const file = path.join(dir.path, 'strata.config.json');
+    writeFileSync(file, JSON.stringify(content));
+    try {
+      loadConfig(file);
+    } catch (err) {
+      assert.ok(isStrataError(err, 'USAGE'), String(err));
+      const prefix = `config: ${file}: `;
+      assert.ok(err.message.startsWith(prefix), err.message);
+      return err.message.slice(prefix.length);
+    }
+    assert.fail('the config was accepted');
+  }
+
+  it('names the setting, what is wrong and what is expected', () => {
+    assert.equal(problem([]), 'top level: expected an object');
+    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, databases, retention)');
+    assert.equal(problem({ repository: 42 }), 'repository: expected a folder path (got 42)');
+    assert.equal(problem({ databases: [] }), 'databases: expected an object of name → { "url": ... }');
+    assert.match(problem({ databases: { 'a b': { url: './a.db' } } }), /^databases\.a b: database name "a b" is not allowed: use 1 to 64 letters/);
+    assert.equal(problem({ databases: { app: {} } }), 'databases.app.url: expected a SQLite path or a database URL');
+    assert.equal(problem({ databases: { app: { url: './a.db', keep: 1 } } }), 'databases.app.keep: unknown setting (expected url, retention)');
+    assert.equal(problem({ retention: { keepDaily: -1 } }), 'retention.keepDaily: must be a whole number ≥ 0 (got -1)');
+    assert.equal(problem({ retention: { keepDaily: '7' } }), 'retention.keepDaily: must be a whole number ≥ 0 (got "7")');
+    assert.match(problem({ retention: { keepDaily: 7, keepHours: 1 } }), /^retention\.keepHours: unknown rule \(expected keepLast, keepHourly/);
+    assert.equal(problem({ retention: { keepWithin: '6m' } }), 'retention.keepWithin: "6m" is ambiguous: write 6min for minutes or 6mo for months');
+    assert.match(problem({ databases: { app: { url: './a.db', retention: { keepLabels: { 'pre-update': 'soon' } } } } }), /^databases\.app\.retention\.keepLabels\.pre-update: "soon" is not a duration/);
+    assert.match(problem({ retention: { keepLast: 0 } }), /^retention: the policy keeps nothing/);
+  });
+
+  it('accepts a complete file and resolves its paths against its folder', () => {
+    const file = path.join(dir.path, 'strata.config.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        $schema: './schema.json',
+        repository: './backups',
+        retention: { keepDaily: 7, keepWithin: '30min', keepLabels: { 'pre-update': '30d', release: 'forever' } },
+        databases: { app: { url: './data/app.db', retention: { keepLast: 3 } }, shop: { url: 'postgres://app@127.0.0.1:5432/shop' } },
+      }),
+    );
+    const { config } = loadConfig(file);
+    assert.equal(config.repository, path.join(dir.path, 'backups'));
+    assert.equal(config.databases?.['app']?.url, `sqlite:${path.join(dir.path, 'data/app.db')}`);
+    assert.deepEqual(config.databases?.['app']?.retention, { keepLast: 3 });
+    assert.equal(config.databases?.['shop']?.url, 'postgres://app@127.0.0.1:5432/shop');
+    assert.deepEqual(config.retention, { keepDaily: 7, keepWithin: '30min', keepLabels: { 'pre-update': '30d', release: 'forever' } });
+  });
+});
