@@ -98,6 +98,7 @@ export class Restorer {
     }
   }
 
+  /** Assembles `chain` into `target` through a restore session of `engine` (also the validator's scratch restore). */
   async restoreInto(
     engine: Engine,
     chain: readonly BackupRecord[],

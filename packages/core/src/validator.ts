@@ -5,6 +5,7 @@ import { StrataError, errorText, isStrataError, redactable, redactedMessage, thr
 import type { RedactableMessage } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents } from './format/artifact-reader.js';
+import type { Manifest } from './format/manifest.js';
 import { resolveFacts } from './format/facts-delta.js';
 import type { CompleteFacts } from './format/facts-delta.js';
 import type { ProgressListener } from './progress.js';
@@ -178,49 +179,7 @@ export class Validator {
         return done();
       }
       const manifest = { ...contents!.manifest, tables: recorded!.tables, ...(recorded!.schemaObjects ? { schemaObjects: recorded!.schemaObjects } : {}) };
-      const schemaProblems: RedactableMessage[] = [];
-      // Objects are compared even when the fingerprints agree: an engine may describe more per
-      // object (a database file's header) than its fingerprint, which must stay as older versions made it.
-      if (facts.schemaFingerprint !== manifest.schemaFingerprint || schemaObjectDifferences(manifest.schemaObjects, facts.schemaObjects).length > 0) {
-        schemaProblems.push(describeSchemaDifference(manifest, facts));
-      }
-      const integrity = facts.integrityErrors.filter((e) => !e.startsWith('foreign key'));
-      if (integrity.length > 0) schemaProblems.push({ text: integrity.slice(0, 5).join('; '), redacted: `${counted(integrity.length, 'integrity check finding')}` });
-      checks.push(
-        schemaProblems.length === 0
-          ? { name: 'schema-integrity', status: 'passed', reason: 'schema fingerprint matches; integrity check ok' }
-          : { name: 'schema-integrity', status: 'failed', reason: schemaProblems.map((p) => p.text).join('; '), redacted: schemaProblems.map((p) => p.redacted).join('; ') },
-      );
-      const dataProblems: string[] = [];
-      // The catalog and journal keep counts per kind of problem, never the tables' names.
-      const tally = { missing: 0, rows: 0, content: 0 };
-      const restored = new Map(facts.tables.map((t) => [t.name, t]));
-      for (const table of manifest.tables) {
-        const got = restored.get(table.name);
-        if (!got) {
-          dataProblems.push(`table ${table.name} is missing`);
-          tally.missing++;
-        } else if (got.rows !== table.rows) {
-          dataProblems.push(`table ${table.name} has ${got.rows} rows, the backup recorded ${table.rows}`);
-          tally.rows++;
-        } else if (got.checksum !== table.checksum) {
-          dataProblems.push(`table ${table.name} content checksum differs from the recorded one`);
-          tally.content++;
-        }
-      }
-      const foreignKeys = facts.integrityErrors.filter((e) => e.startsWith('foreign key'));
-      dataProblems.push(...foreignKeys.slice(0, 5));
-      const dataSummary = [
-        tally.missing > 0 ? `${counted(tally.missing, 'table')} missing` : '',
-        tally.rows > 0 ? `row counts differ in ${counted(tally.rows, 'table')}` : '',
-        tally.content > 0 ? `content checksums differ in ${counted(tally.content, 'table')}` : '',
-        foreignKeys.length > 0 ? counted(foreignKeys.length, 'foreign key violation') : '',
-      ].filter(Boolean);
-      checks.push(
-        dataProblems.length === 0
-          ? { name: 'data-consistency', status: 'passed', reason: `${manifest.tables.length} table(s): row counts and content checksums match${facts.foreignKeysChecked ? '; foreign keys check out' : ''}` }
-          : { name: 'data-consistency', status: 'failed', reason: dataProblems.slice(0, 10).join('; '), redacted: `${dataSummary.join('; ')} (of ${counted(manifest.tables.length, 'table')})` },
-      );
+      checks.push(...compareWithRecorded(manifest, facts));
       return done();
     } finally {
       await scratch.drop().catch(() => undefined);
@@ -242,4 +201,56 @@ function failedCheck(name: CheckResult['name'], err: unknown, prefix = ''): Chec
 /** `1 table`, `3 tables`. */
 function counted(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+/**
+ * Checks 4 and 5: the restored database's schema and integrity, and each table's rows and content,
+ * against what the backup recorded (`recorded`: its manifest, with the chain's complete facts).
+ */
+export function compareWithRecorded(
+  recorded: Pick<Manifest, 'schemaFingerprint' | 'schemaObjects' | 'tables'>,
+  facts: Awaited<ReturnType<Engine['inspect']>>,
+): [schema: CheckResult, data: CheckResult] {
+  const schemaProblems: RedactableMessage[] = [];
+  // Objects are compared even when the fingerprints agree: an engine may describe more per
+  // object (a database file's header) than its fingerprint, which must stay as older versions made it.
+  if (facts.schemaFingerprint !== recorded.schemaFingerprint || schemaObjectDifferences(recorded.schemaObjects, facts.schemaObjects).length > 0) {
+    schemaProblems.push(describeSchemaDifference(recorded, facts));
+  }
+  const integrity = facts.integrityErrors.filter((e) => !e.startsWith('foreign key'));
+  if (integrity.length > 0) schemaProblems.push({ text: integrity.slice(0, 5).join('; '), redacted: `${counted(integrity.length, 'integrity check finding')}` });
+  const schema: CheckResult =
+    schemaProblems.length === 0
+      ? { name: 'schema-integrity', status: 'passed', reason: 'schema fingerprint matches; integrity check ok' }
+      : { name: 'schema-integrity', status: 'failed', reason: schemaProblems.map((p) => p.text).join('; '), redacted: schemaProblems.map((p) => p.redacted).join('; ') };
+  const dataProblems: string[] = [];
+  // The catalog and journal keep counts per kind of problem, never the tables' names.
+  const tally = { missing: 0, rows: 0, content: 0 };
+  const restored = new Map(facts.tables.map((t) => [t.name, t]));
+  for (const table of recorded.tables) {
+    const got = restored.get(table.name);
+    if (!got) {
+      dataProblems.push(`table ${table.name} is missing`);
+      tally.missing++;
+    } else if (got.rows !== table.rows) {
+      dataProblems.push(`table ${table.name} has ${got.rows} rows, the backup recorded ${table.rows}`);
+      tally.rows++;
+    } else if (got.checksum !== table.checksum) {
+      dataProblems.push(`table ${table.name} content checksum differs from the recorded one`);
+      tally.content++;
+    }
+  }
+  const foreignKeys = facts.integrityErrors.filter((e) => e.startsWith('foreign key'));
+  dataProblems.push(...foreignKeys.slice(0, 5));
+  const dataSummary = [
+    tally.missing > 0 ? `${counted(tally.missing, 'table')} missing` : '',
+    tally.rows > 0 ? `row counts differ in ${counted(tally.rows, 'table')}` : '',
+    tally.content > 0 ? `content checksums differ in ${counted(tally.content, 'table')}` : '',
+    foreignKeys.length > 0 ? counted(foreignKeys.length, 'foreign key violation') : '',
+  ].filter(Boolean);
+  const data: CheckResult =
+    dataProblems.length === 0
+      ? { name: 'data-consistency', status: 'passed', reason: `${recorded.tables.length} table(s): row counts and content checksums match${facts.foreignKeysChecked ? '; foreign keys check out' : ''}` }
+      : { name: 'data-consistency', status: 'failed', reason: dataProblems.slice(0, 10).join('; '), redacted: `${dataSummary.join('; ')} (of ${counted(recorded.tables.length, 'table')})` };
+  return [schema, data];
 }
