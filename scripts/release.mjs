@@ -274,6 +274,11 @@ async function main() {
   const packages = workspacePackages();
   await checkVersions(packages);
   const rootManifest = readJson(path.join(root, 'package.json'));
+  // Tarballs of earlier versions would leave two candidates for "the" CLI in the folder.
+  const names = TARGETS.map((target) => readJson(path.join(root, target.template, 'package.json')).name);
+  for (const file of readdirSync(outDir)) {
+    if (names.some((name) => new RegExp(`^${name}-\\d+\\.\\d+\\.\\d+.*\\.tgz$`).test(file))) rmSync(path.join(outDir, file));
+  }
   for (const target of TARGETS) {
     const tarball = await releaseTarget(target, packages, outDir, rootManifest);
     console.log(path.relative(process.cwd(), tarball) || tarball);
