@@ -115,10 +115,10 @@ async function bundle(entry, outDir, closure, written) {
         if (isBuiltin(args.path)) return { path: args.path, external: true };
         const name = packageNameOf(args.path);
         if (name.startsWith(WORKSPACE_SCOPE)) {
-          if (!closure.members.has(name)) throw new ReleaseError(`${args.importer} imports ${name}, which its package.json does not declare`);
+          if (!closure.members.has(name)) throw new ReleaseError(`${path.relative(root, args.importer)} imports ${name}, which its package.json does not declare`);
           return undefined; // bundled: esbuild resolves it through the workspace's node_modules
         }
-        if (!declared.has(name)) throw new ReleaseError(`${args.importer} imports ${args.path}, but no package.json it belongs to declares ${name}`);
+        if (!declared.has(name)) throw new ReleaseError(`${path.relative(root, args.importer)} imports ${args.path}, but no package.json of the workspace packages bundled here declares ${name}`);
         return { path: args.path, external: true };
       });
       esb.onLoad({ filter: /\.js$/ }, (args) => {
@@ -138,16 +138,24 @@ async function bundle(entry, outDir, closure, written) {
     },
   };
   claim(path.basename(entry), entry);
-  await build({
-    entryPoints: [entry],
-    outfile: path.join(outDir, path.basename(entry)),
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    logLevel: 'warning',
-    plugins: [plugin],
-  });
+  let result;
+  try {
+    result = await build({
+      entryPoints: [entry],
+      outfile: path.join(outDir, path.basename(entry)),
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      logLevel: 'silent',
+      plugins: [plugin],
+    });
+  } catch (err) {
+    // A plugin's ReleaseError arrives wrapped in esbuild's report; say it once, plainly.
+    if (!Array.isArray(err?.errors)) throw err;
+    throw new ReleaseError(`bundling ${path.relative(root, entry)} failed:\n${err.errors.map((e) => `  ${e.text}`).join('\n')}`);
+  }
+  for (const warning of result.warnings) console.warn(`release: esbuild: ${warning.text}`);
   for (const [base, from] of assets) copyFileSync(from, path.join(outDir, base));
   for (const worker of references) {
     if (!existsSync(path.join(outDir, path.basename(worker)))) await bundle(worker, outDir, closure, written);
