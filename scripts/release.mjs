@@ -4,11 +4,12 @@
 // Run it after a build (`npm run release` builds first).
 //
 // Why bundle: the workspace's own packages (@strata/*) are not on a registry and refer to each
-// other with pnpm's `workspace:` protocol, which plain npm refuses. Publishing seven internal
-// packages to expose two would freeze their boundaries as public API; instead esbuild folds the
-// @strata/* code each package needs into it, and every third-party package stays a normal
-// dependency at the exact version the workspace declares (native addons such as better-sqlite3
-// and zstd-napi cannot be bundled anyway, and npm dedupes the rest). Those dependencies are read
+// other with pnpm's `workspace:` protocol, which plain npm refuses. Publishing the seven
+// workspace packages the CLI and the SDK are made of would freeze the boundaries between them as
+// public API; instead esbuild folds the @strata/* code each package needs into it, and every
+// third-party package stays a normal dependency at the exact version the workspace declares
+// (native addons such as better-sqlite3 and zstd-napi cannot be bundled anyway, and npm can share
+// the others with the user's project and report their advisories). Those dependencies are read
 // from the workspace's package.json files each time, never copied by hand, and an import that no
 // package.json declares stops the release.
 //
