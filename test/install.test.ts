@@ -49,7 +49,7 @@ function userEnv(extraPath: string[] = []): NodeJS.ProcessEnv {
 
 describe('the release tarballs, installed with plain npm', function () {
   // Each install compiles better-sqlite3 and zstd-napi: about 2.5 minutes of CPU, measured at
-  // 6 to 8 minutes of wall time at a load of 10 on two cores.
+  // 6 to 8 minutes of wall time at a load of 10 to 18 on two cores (the whole file: 16 to 25).
   this.timeout(45 * 60_000);
   let work = '';
   let npmCache = '';
