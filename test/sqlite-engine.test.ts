@@ -26,6 +26,7 @@ describeEngineConformance('sqlite', async () => ({
   dumpSchema: async (file) => sqliteQuery(file, '.schema'),
   exec: async (file, sql) => void sqliteQuery(file, sql),
   query: async (file, sql) => sqliteQuery(file, sql),
+  exists: async (file) => existsSync(file),
   leftovers: async (file) => readdirSync(path.dirname(file)).filter((f) => f.startsWith(`.${path.basename(file)}.strata-`)),
 }));
 
