@@ -288,7 +288,7 @@ describe('SQLite engine', () => {
   });
 
   it('restores and verifies incrementals whose facts are changes when the cached facts are gone', async function () {
-    this.timeout(120_000);
+    this.timeout(300_000);
     const source = path.join(dir.path, 'app.db');
     buildRichDatabase(source, { rows: 60 });
     await initRepository(path.join(dir.path, 'repo'), { encryption: 'none' });
