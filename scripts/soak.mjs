@@ -1,7 +1,7 @@
 // The long reliability run (issue counts: 200 kills, 100 concurrency rounds, 1,000 corruptions).
 //   npm run test:soak -- [--seed N] [--kills N] [--rounds N] [--mutations N] [--fuzz N] [--disk N]
 //                        [--secrets N] [--syscall-spread N]
-//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,secrets]
+//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets]
 // Builds the workspace first (npm run setup), writes results to test-output/soak-<seed>.json and
 // exits 1 if any scenario saw a problem. The secrets sessions include PostgreSQL when the test
 // server (STRATA_TEST_PG_URL) answers; otherwise they say so and run on SQLite alone.
@@ -59,6 +59,14 @@ const { syscallCrashSweep } = await import(path.join(root, '.build/test/reliabil
 await run('syscalls', async (work) => {
   const result = syscallCrashSweep({ work, spread: Number(values['syscall-spread']) });
   process.stdout.write(`(${result.kills} kills; ${result.lostBackups} lost backups, ${result.missingTargets} missing targets, ${result.leftovers} leftovers) `);
+  return result;
+});
+const { keyChangeSweep } = await import(path.join(root, '.build/test/reliability/key-change-sweep.js'));
+// `strata key add`, `passwd` and `rotate`, each killed before every one of its writes to storage
+// (npm test kills at 3 of them per action).
+await run('keys', async (work) => {
+  const result = keyChangeSweep({ work });
+  process.stdout.write(`(writes per action: ${Object.entries(result.writes).map(([action, n]) => `${action} ${n}`).join(', ')}) `);
   return result;
 });
 const postgres = !only || only.has('secrets') ? await postgresReachable() : false;

@@ -1,25 +1,110 @@
 // Runs the test suite (compiled by setup.mjs) with mocha. Extra arguments go to mocha, e.g.
 //   npm test -- --grep restore
-// The VS Code end-to-end tests need code-server and a browser, which e2e-setup.mjs installs (the
-// first time: about two minutes). STRATA_SKIP_E2E=1 skips that outside CI; under CI it is never
+// (with arguments, one mocha runs every file in turn, as .mocharc.cjs says).
+//
+// Without arguments the files run in two lanes at once, each one mocha running its files in turn:
+// most tests wait on one child process at a time (strata, sqlite3, pg_dump), so one lane keeps
+// one core busy and two keep a two-core machine busy. Every file that uses the PostgreSQL or
+// MariaDB test server is in the `servers` lane, so no two of them run at once (a restore removes
+// work databases that dead processes left on the server, which test/server-leftovers.test.ts
+// plants on purpose). The VS Code end-to-end tests run in the `local` lane after its other files;
+// their tools (code-server and a browser; e2e-setup.mjs installs them the first time, in about two
+// minutes) install meanwhile. STRATA_SKIP_E2E=1 skips them outside CI; under CI they are never
 // skipped, since the extension is part of what CI proves.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { ensureE2eTools } from './e2e-setup.mjs';
 import { ensureTestTools } from './test-tools.mjs';
 
+const root = fileURLToPath(new URL('..', import.meta.url));
+const mocha = fileURLToPath(new URL('../node_modules/mocha/bin/mocha.js', import.meta.url));
+const skipE2e = Boolean(process.env.STRATA_SKIP_E2E && !process.env.CI);
+
 ensureTestTools();
-if (process.env.STRATA_SKIP_E2E && !process.env.CI) {
-  console.log('VS Code e2e: skipped (STRATA_SKIP_E2E is set)');
-} else {
-  try {
-    ensureE2eTools();
-  } catch (err) {
-    console.error(`VS Code e2e setup: ${err.message}`);
+const extra = process.argv.slice(2);
+if (extra.length > 0) {
+  if (skipE2e) console.log('VS Code e2e: skipped (STRATA_SKIP_E2E is set)');
+  else setUpE2e();
+  const result = spawnSync(process.execPath, [mocha, ...extra], { cwd: root, stdio: 'inherit' });
+  process.exit(result.status ?? 1);
+}
+
+/** Installs the e2e tools in the foreground (the single-lane run). */
+function setUpE2e() {
+  const result = spawnSync(process.execPath, [fileURLToPath(new URL('./e2e-setup.mjs', import.meta.url))], { cwd: root, stdio: 'inherit' });
+  if (result.status !== 0) {
+    console.error('VS Code e2e setup failed');
     if (process.env.CI) process.exit(1);
   }
 }
-const root = fileURLToPath(new URL('..', import.meta.url));
-const mocha = fileURLToPath(new URL('../node_modules/mocha/bin/mocha.js', import.meta.url));
-const result = spawnSync(process.execPath, [mocha, ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
-process.exit(result.status ?? 1);
+
+// The test files that talk to the PostgreSQL or MariaDB test server.
+const SERVER_FILES = new Set([
+  'legacy-repository',
+  'mysql-engine',
+  'mysql-fidelity',
+  'postgres-database',
+  'postgres-engine',
+  'postgres-fidelity',
+  'postgres-legacy',
+  'private-schema',
+  'recovery-by-hand',
+  'reliability',
+  'server-leftovers',
+  'verify-tamper',
+]);
+const config = createRequire(import.meta.url)(`${root}.mocharc.cjs`);
+const built = `${root}.build/test`;
+const testFiles = readdirSync(built).filter((f) => f.endsWith('.test.js')).sort();
+const lanes = {
+  servers: testFiles.filter((f) => SERVER_FILES.has(f.replace(/\.test\.js$/, ''))).map((f) => `.build/test/${f}`),
+  local: testFiles.filter((f) => !SERVER_FILES.has(f.replace(/\.test\.js$/, ''))).map((f) => `.build/test/${f}`),
+};
+const e2eFiles = readdirSync(`${built}/e2e`).filter((f) => f.endsWith('.test.js')).sort().map((f) => `.build/test/e2e/${f}`);
+
+/** The options of .mocharc.cjs, for a mocha given its files (with files, mocha must not read the config, or it runs its `spec` too). */
+const mochaOptions = [
+  '--no-config',
+  `--timeout=${config.timeout}`,
+  `--slow=${config.slow}`,
+  `--reporter=${config.reporter}`,
+  ...(config.failZero ? ['--fail-zero'] : []),
+  ...(config.forbidOnly ? ['--forbid-only'] : []),
+];
+
+/** Runs a command with each line of its output prefixed by the lane's name; resolves to its exit status. */
+function inLane(name, args) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: process.stdout.isTTY ? '1' : '0' } });
+    for (const [stream, out] of [[child.stdout, process.stdout], [child.stderr, process.stderr]]) {
+      let pending = '';
+      stream.on('data', (chunk) => {
+        const lines = (pending + chunk.toString()).split('\n');
+        pending = lines.pop();
+        for (const line of lines) out.write(`[${name}] ${line}\n`);
+      });
+      stream.on('end', () => pending && out.write(`[${name}] ${pending}\n`));
+    }
+    child.on('close', (status, signal) => {
+      console.log(`[${name}] finished: ${status === 0 ? 'passed' : `FAILED (${signal ?? `exit ${status}`})`} in ${Math.round((Date.now() - started) / 1000)} s`);
+      resolve(status ?? 1);
+    });
+  });
+}
+
+// The e2e tests skip themselves, saying why, when STRATA_SKIP_E2E is set or a tool is missing.
+const e2eReady = skipE2e ? Promise.resolve(0) : inLane('e2e setup', [fileURLToPath(new URL('./e2e-setup.mjs', import.meta.url))]);
+if (skipE2e) console.log('VS Code e2e: setup skipped (STRATA_SKIP_E2E is set)');
+const localLane = (async () => {
+  const local = await inLane('local', [mocha, ...mochaOptions, ...lanes.local]);
+  const setup = await e2eReady;
+  if (setup !== 0) {
+    console.error('VS Code e2e setup failed');
+    if (process.env.CI) return 1;
+  }
+  return Math.max(local, await inLane('e2e', [mocha, ...mochaOptions, ...e2eFiles]));
+})();
+const statuses = await Promise.all([inLane('servers', [mocha, ...mochaOptions, ...lanes.servers]), localLane]);
+process.exit(statuses.some((s) => s !== 0) ? 1 : 0);

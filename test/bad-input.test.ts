@@ -405,7 +405,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
 
   describe('a process killed in the middle of a backup', () => {
     it('leaves the repository consistent, earlier backups restorable, and the run marked FAILED (interrupted)', async function () {
-      this.timeout(120_000);
+      this.timeout(300_000);
       init();
       const small = fixture();
       const kept = backupId(small);

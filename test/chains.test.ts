@@ -174,7 +174,7 @@ describe('incremental and differential chains', () => {
   });
 
   it('restores through a chain of 30 incrementals', async function () {
-    this.timeout(120_000);
+    this.timeout(300_000);
     const repo = await openFresh(dir.path);
     const source = path.join(dir.path, 'app.db');
     buildRichDatabase(source, { rows: 400 });

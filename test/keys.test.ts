@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import type { BackupRecord, KeyListing } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
+import { KEY_CHANGES, keyChangeSweep } from './reliability/key-change-sweep.js';
 
 /**
  * `strata key`: several passphrases open one repository through key files, and passphrases and
@@ -338,85 +338,15 @@ describe('keys that can change', function () {
     assert.equal(strata(['key', 'frobnicate', '--repo', repo()]).status, 2);
   });
 
-  describe('a process killed at any step of a change', () => {
-    /**
-     * Runs `repo.keys.<action>` through the SDK in a child that SIGKILLs itself just before its
-     * `killAt`-th write to storage (put, delete, append, exclusive create, rename): no cleanup,
-     * no finally block, exactly what a power cut or `kill -9` leaves.
-     */
-    function killedAt(repository: string, action: 'add' | 'passwd' | 'rotate', killAt: number): { completed: boolean } {
-      const script = path.join(dir.path, 'dying-key-change.mjs');
-      writeFileSync(
-        script,
-        `import { LocalStorage, Passphrase, openRepository } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'packages/sdk/dist/index.js')).href)};
-const inner = new LocalStorage(process.env.REPO);
-let writes = 0;
-const storage = new Proxy(inner, {
-  get(target, name) {
-    const value = Reflect.get(target, name, target);
-    if (typeof value !== 'function') return value;
-    if (!['put', 'delete', 'append', 'createExclusive', 'rename'].includes(name)) return value.bind(target);
-    return (...args) => {
-      if (++writes === Number(process.env.KILL_AT)) process.kill(process.pid, 'SIGKILL');
-      return value.apply(target, args);
-    };
-  },
-});
-const repo = await openRepository(storage, { passphrase: new Passphrase(process.env.OLD) });
-const other = new Passphrase(process.env.OTHER);
-if (process.env.ACTION === 'add') await repo.keys.add({ passphrase: other, label: 'new' });
-else if (process.env.ACTION === 'passwd') await repo.keys.passwd({ passphrase: other });
-else await repo.keys.rotate({ alsoPassphrases: [other] });
-await repo.close();
-`,
-      );
-      const child = spawnSync(process.execPath, [script], {
-        env: { ...process.env, REPO: repository, ACTION: action, KILL_AT: String(killAt), OLD: TEST_PASSPHRASE, OTHER: 'bob has his own passphrase' },
-        encoding: 'utf8',
-      });
-      if (child.status === 0) return { completed: true };
-      assert.equal(child.signal, 'SIGKILL', `the change failed by itself: ${child.stderr}`);
-      return { completed: false };
-    }
-
-    /** A repository with one backup (and for rotate, Bob's key file too), to copy for each kill point. */
-    function template(withBob: boolean): { path: string; record: BackupRecord } {
-      ok(['init']);
-      const record = backup(source(), 'full');
-      if (withBob) ok(['key', 'add', '--new-passphrase-file', bob()]);
-      return { path: repo(), record };
-    }
-
-    const opens = (where: string, passfile: string, id: string): boolean => {
-      const result = run(['verify', id], passfile, {}, where);
-      assert.ok(result.status === 0 || result.status === 4, result.stderr);
-      return result.status === 0;
-    };
-    const listedFiles = (where: string): string[] => JSON.parse(readFileSync(path.join(where, 'repository.json'), 'utf8')).encryption.keyFiles.map((f: { id: string }) => `${f.id}.asc`).sort();
-
-    for (const action of ['add', 'passwd', 'rotate'] as const) {
-      it(`${action}: every kill point leaves ${action === 'passwd' ? 'exactly one of the old and new passphrases' : 'every passphrase that opened it'} opening the repository and its backup, and the next change sweeps the leftovers`, () => {
-        const { path: original, record } = template(action === 'rotate');
-        let killAt = 1;
-        for (; ; killAt++) {
-          const copy = path.join(dir.path, `kill-${killAt}`);
-          cpSync(original, copy, { recursive: true });
-          const { completed } = killedAt(copy, action, killAt);
-          const old = opens(copy, alice(), record.id);
-          const other = opens(copy, bob(), record.id);
-          if (action === 'add') assert.ok(old, `killed at write ${killAt}: the old passphrase still opens it`);
-          if (action === 'passwd') assert.notEqual(old, other, `killed at write ${killAt}: exactly one passphrase opens it`);
-          if (action === 'rotate') assert.ok(old && other, `killed at write ${killAt}: both passphrases still open it`);
-          if (completed) {
-            assert.ok(action === 'passwd' ? other && !old : other, 'once done, the change is complete');
-            break;
-          }
-          // The next change (by whoever opens it now) removes key files the killed one left unlisted.
-          ok(['key', 'add', '--new-passphrase-file', carol()], old ? alice() : bob(), {}, copy);
-          assert.deepEqual(readdirSync(path.join(copy, 'keys')).sort(), listedFiles(copy), `killed at write ${killAt}: no leftover key file`);
-          rmSync(copy, { recursive: true, force: true });
-        }
-        assert.ok(killAt > 4, `the change has several steps to be killed between (it completed at kill point ${killAt})`);
+  describe('a process killed at a step of a change', () => {
+    // An even spread of kill points, from the first write to the last; `npm run test:soak`
+    // (scenario `keys`) kills at every one.
+    for (const action of KEY_CHANGES) {
+      it(`${action}: each kill point leaves ${action === 'passwd' ? 'exactly one of the old and new passphrases' : 'every passphrase that opened it'} opening the repository and its backup, and the next change sweeps the leftovers`, () => {
+        const result = keyChangeSweep({ work: path.join(dir.path, 'sweep'), actions: [action], points: 3 });
+        assert.deepEqual(result.problems, []);
+        assert.ok(result.writes[action]! > 3, `the change has several steps to be killed between (it makes ${result.writes[action]} writes)`);
+        assert.equal(result.runs, 4, 'the whole change and 3 kill points');
       });
     }
   });

@@ -110,7 +110,7 @@ describe('a repository written by the previous release (fixtures/legacy-v1)', ()
     });
 
     it('facts of a restored copy are measured as that release measured them: its fingerprint, and a changed value shows', async function () {
-      this.timeout(120_000);
+      this.timeout(300_000);
       const repo = copyRepository();
       const [full] = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo, '--json'])).backups.filter((b) => b.type === 'full');
       const target = databases.name();
@@ -131,7 +131,7 @@ describe('a repository written by the previous release (fixtures/legacy-v1)', ()
     });
 
     it("BIT values in that release's row streams (HEX text) restore as the same numbers, whole and with --tables", async function () {
-      this.timeout(60_000);
+      this.timeout(300_000);
       // schema.sql as that release wrote it: no row format line.
       const schemaSql = [
         '-- strata: MySQL/MariaDB schema; database charset utf8mb4 collate utf8mb4_general_ci',
@@ -169,7 +169,7 @@ describe('a repository written by the previous release (fixtures/legacy-v1)', ()
     });
 
     it("that release's triggers (listed by name, FOLLOWS naming one later in the list) come back in their action order", async function () {
-      this.timeout(60_000);
+      this.timeout(300_000);
       const context = "SET SESSION sql_mode = 'STRICT_TRANS_TABLES', time_zone = 'SYSTEM', character_set_client = utf8mb4, collation_connection = utf8mb4_general_ci\n;;";
       const schemaSql = [
         '-- strata: MySQL/MariaDB schema; database charset utf8mb4 collate utf8mb4_general_ci',

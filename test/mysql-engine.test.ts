@@ -23,6 +23,7 @@ describeEngineConformance('mysql', async (context) => {
     dumpSchema: async (url) => mysqlDump(nameOf(url), ['--no-data']).replace(/ AUTO_INCREMENT=\d+/g, ''),
     exec: async (url, sql) => void (await mysqlQuery(nameOf(url), sql)),
     query: async (url, sql) => JSON.stringify(await mysqlQuery(nameOf(url), sql)),
+    exists: async (url) => ((await mysqlQuery(undefined, 'SHOW DATABASES')) as { Database: string }[]).some((r) => r.Database === nameOf(url)),
     leftovers: async (url) => ((await mysqlQuery(undefined, 'SHOW DATABASES')) as { Database: string }[]).map((r) => r.Database).filter((d) => d.startsWith(`${nameOf(url)}__strata_`)),
     cleanup: () => conformanceDatabases.dropAll(),
   };

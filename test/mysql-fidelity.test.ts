@@ -47,7 +47,7 @@ describe('MySQL/MariaDB fidelity', function () {
   });
 
   it('oracle: every type and object kind of MariaDB 10.11 comes back as mysqldump, CHECKSUM TABLE and the history show it, and verifies', async function () {
-    this.timeout(120_000);
+    this.timeout(300_000);
     const source = await databases.create(FULL_MARIADB_SQL);
     const record = await repo.backup(mysqlUrl(source), { database: 'full' });
     const target = databases.name();
@@ -64,7 +64,7 @@ describe('MySQL/MariaDB fidelity', function () {
   });
 
   it('a 9 MiB BLOB (past half of max_allowed_packet) is backed up, restored and verified byte for byte, not as NULL', async function () {
-    this.timeout(60_000);
+    this.timeout(300_000);
     const source = await databases.create('CREATE TABLE b (id INT PRIMARY KEY, data LONGBLOB, txt LONGTEXT); INSERT INTO b SELECT 1, REPEAT(RANDOM_BYTES(1024), 9 * 1024), REPEAT(\'€\', 3 * 1024 * 1024);');
     const record = await repo.backup(mysqlUrl(source), { database: 'blob' });
     const target = databases.name();
@@ -78,7 +78,7 @@ describe('MySQL/MariaDB fidelity', function () {
   });
 
   it('a value larger than the target server accepts fails the restore loudly, naming table, column and max_allowed_packet, and leaves nothing', async function () {
-    this.timeout(60_000);
+    this.timeout(300_000);
     const source = await databases.create("CREATE TABLE docs (id INT PRIMARY KEY, body LONGBLOB); INSERT INTO docs VALUES (1, 'small'), (2, REPEAT(RANDOM_BYTES(1024), 5 * 1024));");
     const record = await repo.backup(mysqlUrl(source), { database: 'big' });
     const small = await privateMariadb(this, ['--max-allowed-packet=4M']);
@@ -244,7 +244,7 @@ describe('MySQL/MariaDB fidelity', function () {
   });
 
   it('restore --tables of every kind of table (versioned, partitioned, MEMORY, Aria, generated columns, sequence defaults) brings back their rows and history', async function () {
-    this.timeout(120_000);
+    this.timeout(300_000);
     const source = await databases.create(FULL_MARIADB_SQL);
     const record = await repo.backup(mysqlUrl(source), { database: 'full' });
     const live = await databases.create(FULL_MARIADB_SQL);

@@ -29,7 +29,7 @@ async function listedByServer(workspace: string, repository: string): Promise<re
 }
 
 describe('the newest good backup', function () {
-  this.timeout(120_000);
+  this.timeout(300_000);
   const dir = useTempDir();
 
   it('is the same one for list, health, prune, delete and the editor when the newest backup is schema-only and another failed verification', async () => {

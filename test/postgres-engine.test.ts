@@ -24,6 +24,7 @@ describeEngineConformance('postgres', async (context) => {
     dumpSchema: async (url) => pgDump(nameOf(url), ['--schema-only']),
     exec: async (url, sql) => void (await pgQuery(nameOf(url), sql)),
     query: async (url, sql) => JSON.stringify((await pgQuery(nameOf(url), sql)).rows),
+    exists: async (url) => (await pgQuery('postgres', 'SELECT 1 FROM pg_database WHERE datname = $1', [nameOf(url)])).rowCount === 1,
     leftovers: async (url) => (await pgQuery('postgres', 'SELECT datname FROM pg_database WHERE starts_with(datname, $1)', [`${nameOf(url)}__strata_`])).rows.map((r) => r.datname as string),
     cleanup: () => conformanceDatabases.dropAll(),
   };

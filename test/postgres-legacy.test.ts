@@ -35,7 +35,7 @@ const FULL = 'strata_legacy_v1_full_20261120_100000_4c03';
 const INCREMENTAL = 'strata_legacy_v1_incremental_20261120_110000_a2cf';
 
 describe('PostgreSQL: backups made by the previous release (fixtures/legacy-v1)', function () {
-  this.timeout(120_000);
+  this.timeout(300_000);
   const dir = useTempDir();
   const dbs = new Databases();
   before(async function () {

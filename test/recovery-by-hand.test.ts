@@ -29,7 +29,7 @@ interface ListJson {
 }
 
 describe('recovery by hand of any restore point, following docs/FORMAT.md', function () {
-  this.timeout(120_000);
+  this.timeout(300_000);
   const dir = useTempDir();
   let home: string;
 

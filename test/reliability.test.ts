@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { useTempDir } from './helpers/env.js';
-import { Databases, PG_URL, requirePostgres } from './helpers/postgres.js';
+import { Databases, PG_URL, postgresReachable } from './helpers/postgres.js';
 import { archiveFuzz, concurrencySweep, corruptionSweep, crashSweep, fullDiskSweep, secretsSession, workDir } from './reliability/scenarios.js';
 import type { ScenarioResult } from './reliability/scenarios.js';
 import { syscallCrashSweep } from './reliability/syscall-sweep.js';
@@ -34,37 +34,42 @@ describe('reliability (bounded; seed ' + SEED + ')', function () {
     expectClean(await crashSweep({ seed: SEED, kills: 8, work: workDir(dir.path, 'crash') }));
   });
 
-  it('crashes at exact system calls: every rename of restore --force, prune and import, killed, loses nothing and leaves nothing', function () {
+  it('crashes at exact system calls: every rename of restore --force, and an even spread of those of prune and import, killed, loses nothing and leaves nothing', function () {
     this.timeout(900_000);
-    const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['restore', 'prune', 'import'], syscalls: ['rename'] });
+    // restore --force gets every rename (the in-place swap once lost its target between two of
+    // them); prune and import 3 each, the first, a middle and the last. `npm run test:soak --
+    // --only syscalls` kills at every rename, unlink, link and fsync of six operations.
+    const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['restore', 'prune', 'import'], syscalls: ['rename'], sampled: { prune: 3, import: 3 } });
     expectClean(result);
     assert.equal(result.kills, result.runs, `only ${result.kills} of ${result.runs} runs died at the injected call`);
-    assert.ok(result.runs >= 6, `only ${result.runs} kill points`);
+    assert.ok(result.perCase['restore/rename']! >= 2 && result.perCase['prune/rename']! >= 2 && result.perCase['import/rename']! >= 2, `kill points: ${JSON.stringify(result.perCase)}`);
   });
 
   it('concurrency: processes backing up and pruning at once lose nothing', async () => {
     expectClean(await concurrencySweep({ seed: SEED, rounds: 2, work: workDir(dir.path, 'concurrency') }));
   });
 
-  it('secrets: a SQLite session leaves the passphrase in no file, output or process list', async () => {
-    const result = await secretsSession({ work: workDir(dir.path, 'secrets') });
-    expectClean(result);
-    assert.ok(result.snapshots > 5, `only ${result.snapshots} process lists were taken`);
-  });
-
-  describe('with PostgreSQL', () => {
+  // One session covers both: the PostgreSQL one runs every SQLite step too. Without a server
+  // (outside CI; under CI=true it is a failure) it runs on SQLite alone and says so.
+  describe('secrets', () => {
     const databases = new Databases();
-    before(async function () {
-      await requirePostgres(this);
-    });
-    afterEach(() => databases.dropAll());
+    after(() => databases.dropAll());
 
-    it('secrets: a PostgreSQL session leaks neither the passphrase nor the password in the server URL', async () => {
-      const source = await databases.create("CREATE TABLE secrets_probe (id serial PRIMARY KEY, note text); INSERT INTO secrets_probe (note) VALUES ('first')");
-      const result = await secretsSession({ work: workDir(dir.path, 'secrets-pg'), postgres: { server: PG_URL, source, restoreTo: databases.name() } });
+    it('a session (SQLite, and PostgreSQL with a password in the server URL) leaves the passphrase and the password in no file, output or process list', async function () {
+      this.timeout(600_000);
+      const postgres = await postgresReachable();
+      if (!postgres) {
+        if (process.env['CI']) throw new Error('PostgreSQL is not reachable; under CI=true this is a failure, not a skip');
+        console.log('      PostgreSQL is not reachable (STRATA_TEST_PG_URL): the session runs on SQLite alone');
+      }
+      const pg = postgres
+        ? { server: PG_URL, source: await databases.create("CREATE TABLE secrets_probe (id serial PRIMARY KEY, note text); INSERT INTO secrets_probe (note) VALUES ('first')"), restoreTo: databases.name() }
+        : undefined;
+      const result = await secretsSession({ work: workDir(dir.path, 'secrets'), ...(pg ? { postgres: pg } : {}) });
       expectClean(result);
+      assert.ok(result.snapshots > 5, `only ${result.snapshots} process lists were taken`);
       // Otherwise the snapshots never looked at the one child that is given the server's credentials.
-      assert.ok(result.sawPgDump, `none of the ${result.snapshots} process lists caught pg_dump running`);
+      if (pg) assert.ok(result.sawPgDump, `none of the ${result.snapshots} process lists caught pg_dump running`);
     });
   });
 });

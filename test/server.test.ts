@@ -72,7 +72,7 @@ class Client {
 }
 
 describe('strata-server over JSON-RPC (stdio)', function () {
-  this.timeout(60_000);
+  this.timeout(300_000);
   const dir = useTempDir();
   let client: Client;
   let workspace: string;

@@ -26,6 +26,7 @@ describeEngineConformance('sqlite', async () => ({
   dumpSchema: async (file) => sqliteQuery(file, '.schema'),
   exec: async (file, sql) => void sqliteQuery(file, sql),
   query: async (file, sql) => sqliteQuery(file, sql),
+  exists: async (file) => existsSync(file),
   leftovers: async (file) => readdirSync(path.dirname(file)).filter((f) => f.startsWith(`.${path.basename(file)}.strata-`)),
 }));
 
@@ -287,7 +288,7 @@ describe('SQLite engine', () => {
   });
 
   it('restores and verifies incrementals whose facts are changes when the cached facts are gone', async function () {
-    this.timeout(120_000);
+    this.timeout(300_000);
     const source = path.join(dir.path, 'app.db');
     buildRichDatabase(source, { rows: 60 });
     await initRepository(path.join(dir.path, 'repo'), { encryption: 'none' });

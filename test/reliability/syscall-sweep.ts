@@ -123,7 +123,7 @@ function countCalls(op: SweptOperation, syscall: string, f: Fixture, scratch: st
 }
 
 /** Which occurrences to kill at: all of them, or for very frequent calls an even spread. */
-function occurrences(count: number, spread: number): number[] {
+export function occurrences(count: number, spread: number): number[] {
   if (count <= spread) return Array.from({ length: count }, (_, i) => i + 1);
   return [...new Set(Array.from({ length: spread }, (_, i) => 1 + Math.round((i * (count - 1)) / (spread - 1))))];
 }
@@ -144,7 +144,14 @@ function repositoryLeftovers(repo: string): string[] {
  * Runs the sweep. `syscalls` and `operations` narrow it (the bounded version in npm test); `spread`
  * is how many points of the very frequent calls (write, pwrite64) are tried; every other call is.
  */
-export function syscallCrashSweep(options: { work: string; operations?: readonly SweptOperation[]; syscalls?: readonly string[]; spread?: number }): SyscallSweepResult {
+export function syscallCrashSweep(options: {
+  work: string;
+  operations?: readonly SweptOperation[];
+  syscalls?: readonly string[];
+  spread?: number;
+  /** Operations whose calls of every kind are tried at an even spread of this many points only (the bounded run's sample). */
+  sampled?: Partial<Record<SweptOperation, number>>;
+}): SyscallSweepResult {
   const f = buildFixture(options.work);
   const scratch = path.join(options.work, 'run');
   const problems: string[] = [];
@@ -159,7 +166,7 @@ export function syscallCrashSweep(options: { work: string; operations?: readonly
     for (const syscall of options.syscalls ?? SWEPT_SYSCALLS) {
       const count = countCalls(op, syscall, f, scratch);
       // Every call of the rarer kinds; an even spread of the very frequent writes.
-      const spread = syscall === 'write' || syscall === 'pwrite64' ? (options.spread ?? 8) : Number.MAX_SAFE_INTEGER;
+      const spread = options.sampled?.[op] ?? (syscall === 'write' || syscall === 'pwrite64' ? (options.spread ?? 8) : Number.MAX_SAFE_INTEGER);
       for (const when of occurrences(count, spread)) {
         const where = `${op} killed at ${syscall} #${when}`;
         runs++;
@@ -217,12 +224,12 @@ export function syscallCrashSweep(options: { work: string; operations?: readonly
         }
         const left = [...repositoryLeftovers(path.join(scratch, 'repo')), ...repositoryLeftovers(path.join(scratch, 'import-target'))];
         if (op === 'restore') left.push(...readdirSync(scratch).filter((n) => n.startsWith('.target.db.strata-')));
-        // Every artifact on disk is one the catalog lists (no orphan that a rebuild would resurrect).
-        for (const repo of ['repo', 'import-target']) {
-          const listedKeys = new Set((JSON.parse(must(['list', '--repo', repo, '--json'], scratch)) as { backups: BackupRecord[] }).backups.map((b) => b.key));
-          const onDisk = existsSync(path.join(scratch, repo, 'backups')) ? readdirSync(path.join(scratch, repo, 'backups'), { recursive: true }).map(String).filter((k) => /\.tar/.test(k)) : [];
-          for (const k of onDisk) if (!listedKeys.has(`backups/${k}`)) left.push(`${repo}/backups/${k} (not in the catalog)`);
-        }
+        // Every artifact on disk is one the catalog lists (no orphan that a rebuild would resurrect),
+        // in the repository the operation works on (the other one is the template's, untouched).
+        const listedKeys = new Set((JSON.parse(must(['list', '--repo', survive.repo, '--json'], scratch)) as { backups: BackupRecord[] }).backups.map((b) => b.key));
+        const backupsDir = path.join(scratch, survive.repo, 'backups');
+        const onDisk = existsSync(backupsDir) ? readdirSync(backupsDir, { recursive: true }).map(String).filter((k) => /\.tar/.test(k)) : [];
+        for (const k of onDisk) if (!listedKeys.has(`backups/${k}`)) left.push(`${survive.repo}/backups/${k} (not in the catalog)`);
         if (left.length > 0) {
           leftovers += left.length;
           problems.push(`${where}: left behind after the next run: ${left.join(', ')}`);
