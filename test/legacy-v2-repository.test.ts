@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { cpSync, readFileSync, readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import type { BackupRecord } from '@strata/sdk';
+import { ROOT, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+
+const LEGACY = path.join(ROOT, 'fixtures/legacy-v2');
+
+describe('a repository written by the release before the object-store layout (fixtures/legacy-v2)', () => {
+  const dir = useTempDir();
+  const expected = (name: string): string => gunzipSync(readFileSync(path.join(LEGACY, 'expected', name))).toString('utf8');
+
+  it('lists, verifies in full, restores every restore point as it was, keeps its history and takes new backups', function () {
+    this.timeout(600_000);
+    // A copy: opening the repository moves it onto the new layout; the fixture stays as made.
+    const repo = path.join(dir.path, 'repo');
+    cpSync(path.join(LEGACY, 'repo'), repo, { recursive: true });
+
+    const backups = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo, '--json'])).backups;
+    assert.deepEqual(backups.map((b) => b.type).sort(), ['differential', 'full', 'incremental', 'schema-only']);
+    const full = backups.find((b) => b.type === 'full')!;
+    assert.equal(full.verification?.outcome, 'passed', 'the verification that release recorded is still there');
+    assert.equal(full.verification?.level, 'full');
+    assert.equal(backups.find((b) => b.type === 'incremental')!.verification?.level, 'quick');
+
+    // The journal that release appended to still reads: its four backups and two verifications.
+    const stats = json<{ rows: { type: string; succeeded: number }[] }>(strata(['stats', '--since', '36500d', '--repo', repo, '--json'])).rows;
+    assert.deepEqual(stats.map((r) => [r.type, r.succeeded]).sort(), [['differential', 1], ['full', 1], ['incremental', 1], ['schema-only', 1]]);
+
+    const verify = strata(['verify', '--all', '--level', 'full', '--repo', repo, '--json']);
+    assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+    const reports = json<{ reports: { backupId: string; outcome: string }[] }>(verify).reports;
+    assert.deepEqual(reports.map((r) => [r.backupId, r.outcome]).sort(), backups.map((b) => [b.id, 'passed']).sort());
+
+    for (const file of readdirSync(path.join(LEGACY, 'expected'))) {
+      const id = file.replace(/\.(dump|schema)\.gz$/, '');
+      const target = path.join(dir.path, `${id}.db`);
+      const restored = strata(['restore', id, '--to', target, '--repo', repo]);
+      assert.equal(restored.status, 0, restored.stderr);
+      if (file.endsWith('.schema.gz')) {
+        const lines = (text: string): string[] => text.trim().split('\n').sort();
+        assert.deepEqual(lines(sqliteQuery(target, '.schema')), lines(expected(file)));
+      } else {
+        assert.equal(sqliteDump(target), expected(file), `${id} restores what the database held then`);
+      }
+    }
+
+    // The second key file's passphrase opens it too.
+    const second = strata(['verify', full.id, '--level', 'quick', '--repo', repo], { env: { STRATA_PASSPHRASE: 'second key file passphrase' } });
+    assert.equal(second.status, 0, second.stderr);
+
+    // Writing works afterwards: a full backup of a database at a new path (a different source,
+    // so not an incremental of the old chain), then an incremental on top of it.
+    const source = path.join(dir.path, 'source.db');
+    cpSync(path.join(dir.path, `${backups.find((b) => b.type === 'differential')!.id}.db`), source);
+    const first = strata(['backup', source, '--repo', repo, '--name', 'moved', '--type', 'full', '--json']);
+    assert.equal(first.status, 0, first.stderr);
+    sqliteQuery(source, "INSERT INTO customers(id, name, email) VALUES (1000, 'new customer', 'new@example.org');");
+    const made = strata(['backup', source, '--repo', repo, '--name', 'moved', '--type', 'incremental', '--json']);
+    assert.equal(made.status, 0, made.stderr);
+    const id = json<{ id: string }>(made).id;
+    const after = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo, '--json'])).backups;
+    assert.equal(after.length, 6);
+    const target = path.join(dir.path, 'new.db');
+    const restored = strata(['restore', id, '--to', target, '--repo', repo]);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.equal(sqliteDump(target), sqliteDump(source));
+  });
+});
