@@ -1,4 +1,4 @@
-import type { Abortable, ObjectInfo, Storage } from '@strata/sdk';
+import type { Abortable, GetOptions, ObjectInfo, Storage } from '@strata/sdk';
 import { LocalStorage } from '@strata/sdk';
 
 /**
@@ -23,11 +23,13 @@ export class DiskFullStorage implements Storage {
     this.#budget = bytes;
   }
 
+  #spend(n: number): void {
+    this.#budget -= n;
+    if (this.#budget < 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+  }
+
   put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo> {
-    const spend = (n: number): void => {
-      this.#budget -= n;
-      if (this.#budget < 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
-    };
+    const spend = (n: number): void => this.#spend(n);
     if (body instanceof Uint8Array) {
       return Promise.resolve()
         .then(() => spend(body.byteLength))
@@ -42,7 +44,7 @@ export class DiskFullStorage implements Storage {
     return this.#inner.put(key, metered, options);
   }
 
-  get(key: string, options?: Abortable) {
+  get(key: string, options?: GetOptions) {
     return this.#inner.get(key, options);
   }
   read(key: string) {
@@ -60,11 +62,10 @@ export class DiskFullStorage implements Storage {
   rename(from: string, to: string) {
     return this.#inner.rename(from, to);
   }
-  createExclusive(key: string, body: Uint8Array) {
-    return this.#inner.createExclusive(key, body);
-  }
-  append(key: string, body: Uint8Array) {
-    return this.#inner.append(key, body);
+  createExclusive(key: string, body: Uint8Array, options?: Abortable) {
+    return Promise.resolve()
+      .then(() => this.#spend(body.byteLength))
+      .then(() => this.#inner.createExclusive(key, body, options));
   }
   space() {
     return this.#inner.space();
