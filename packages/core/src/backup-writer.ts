@@ -1,0 +1,253 @@
+import { createHash } from 'node:crypto';
+import { recordFromManifest } from './catalog.js';
+import type { BackupRecord } from './catalog.js';
+import { getCodec } from './compression.js';
+import { encryptStream } from './encryption.js';
+import type { Engine } from './engine.js';
+import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
+import { writeArchive } from './format/artifact-writer.js';
+import type { ChunkLayout } from './format/chunk-index.js';
+import { BACKUP_TYPES, PLAIN_FORMAT_VERSION } from './format/manifest.js';
+import type { BackupType } from './format/manifest.js';
+import { factsDigest } from './format/facts-delta.js';
+import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js';
+import { layoutCacheKey, layoutsDigest, writeLayoutCache } from './layout-cache.js';
+import { withRepositoryLock } from './lock.js';
+import { artifactKey, newBackupId, validateDatabaseName } from './naming.js';
+import type { ProgressListener } from './progress.js';
+import { refuseFutureTime } from './record-checks.js';
+import { STRATA_VERSION } from './version.js';
+import { commitBackup } from './catalog-commit.js';
+import { stagingKey } from './recovery.js';
+import type { RepositoryContext } from './repository-context.js';
+
+/** Options for {@link Repository.backup}. */
+export interface BackupOptions {
+  /** The name the backup is filed under; defaults to one derived from the locator. */
+  readonly database: string;
+  /**
+   * The name was derived from the source (a file's base name), not chosen by the user. Two files
+   * of the same base name (`Default/History`, `Profile 1/History`) must not become one database:
+   * when the name already belongs to another source, this one is filed under the name plus a short
+   * hash of its source (`History-3f9a2c`), the same every time.
+   */
+  readonly nameIsDerived?: boolean;
+  readonly type?: BackupType;
+  readonly label?: string;
+  readonly tags?: readonly string[];
+  /** The time the backup is recorded at (imports, tests). Default: now. */
+  readonly time?: Date;
+  /** For incremental/differential: take a full backup instead when there is none yet (or the engine makes none). */
+  readonly autoFull?: boolean;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: ProgressListener;
+}
+
+/**
+ * Takes backups: picks the parent an incremental or differential builds on, names the backup
+ * (by its source when the name was derived), snapshots the database, writes the artifact to a
+ * staging key and hands it to {@link commitBackup}.
+ */
+export class BackupWriter {
+  readonly #ctx: RepositoryContext;
+
+  constructor(ctx: RepositoryContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Takes a backup of the database at `locator` and records it in the catalog. */
+  async backup(locator: string, options: BackupOptions): Promise<BackupRecord> {
+    let type = options.type ?? 'full';
+    if (!BACKUP_TYPES.includes(type)) throw new StrataError('USAGE', `backup: unknown type ${JSON.stringify(type)} (use ${BACKUP_TYPES.join(', ')})`);
+    const engine = this.#ctx.engineFor(locator);
+    if ((type === 'incremental' || type === 'differential') && !engine.capabilities.incrementals) {
+      // Nothing to build on, as for a database without a full backup yet.
+      if (!options.autoFull) throw new StrataError('USAGE', `backup: ${engine.display.name} backups cannot be ${type}; take a full backup (--type full)`);
+      type = 'full';
+    }
+    const database = validateDatabaseName(options.nameIsDerived ? await this.#nameForSource(options.database, engine.describe(locator)) : options.database);
+    if (options.label !== undefined) checkTagText(options.label, 'label');
+    for (const tag of options.tags ?? []) checkTagText(tag, 'tag');
+    const time = options.time ?? new Date();
+    if (Number.isNaN(time.getTime())) throw new StrataError('USAGE', 'backup: the time is not a valid date');
+    refuseFutureTime(time, 'backup');
+    const op = await this.#ctx.journal.begin('backup', { database, type });
+    let snapshot: Awaited<ReturnType<Engine['snapshot']>> | undefined;
+    let staging: string | undefined;
+    try {
+      await this.#ctx.unlock();
+      // New artifacts are encrypted under the current data key (KEY_MISSING if this passphrase's
+      // key file does not hold it: the backup stops here, before any work).
+      const dataKey = this.#ctx.vault.section.profile === 'none' ? undefined : this.#ctx.vault.current('backup');
+      // Wait for a held lock now, not after the snapshot: otherwise a backup that meets a long
+      // prune reads and compresses the whole database only to fail at its commit with exit 5.
+      await withRepositoryLock(this.#ctx.storage, 'backup', async () => undefined, this.#ctx.options.lock);
+      let parent: BackupRecord | undefined;
+      if (type === 'incremental' || type === 'differential') {
+        parent = this.#pickParent(await this.#ctx.catalog.list({ database }), type);
+        if (!parent) {
+          if (!options.autoFull) {
+            throw new StrataError('BACKUP_NOT_FOUND', `backup: ${database} has no full backup yet, so there is nothing to take ${type === 'incremental' ? 'an' : 'a'} ${type} against; take a full backup first (or pass --auto-full)`);
+          }
+          type = 'full';
+        } else if (parent.engine !== engine.kind) {
+          throw new StrataError('USAGE', `backup: the last backup of ${database} was made by engine ${parent.engine}, not ${engine.kind}; take a full backup`);
+        } else if (parent.source !== engine.describe(locator)) {
+          // Two databases under one name would chain into each other: an incremental of one
+          // against the other restores neither.
+          throw new StrataError(
+            'USAGE',
+            `backup: ${database}'s last backup came from ${parent.source}, not ${engine.describe(locator)}; these are different databases. Give this one its own name (--name), or take a full backup if the database really moved there`,
+          );
+        } else if (time.getTime() < Date.parse(parent.createdAt)) {
+          throw new StrataError('USAGE', `backup: ${time.toISOString()} is before ${parent.id} (${parent.createdAt}), which this ${type} would build on; a restore point cannot be older than its parent`);
+        }
+      }
+      const parents = parent ? await this.#ctx.chains.layoutsOf(parent, 'backup') : new Map<string, ChunkLayout>();
+      // Without the parent's cached facts the new manifest stores its facts whole: correct, only
+      // larger, and it needs no decrypting of the parent's chain.
+      const parentFacts = parent?.factsSha256
+        ? await readFactsCache(this.#ctx.storage, factsCacheKey(database, parent.id, parent.encryption.profile !== 'none'), parent.factsSha256, this.#ctx.keyFor(parent, 'backup'))
+        : undefined;
+      const id = newBackupId(database, type, time);
+      const codec = getCodec(this.#ctx.config.compression.codec);
+      const profile = this.#ctx.vault.section.profile;
+      const key = artifactKey(database, id, codec.extension, profile !== 'none');
+      const emit = options.onProgress;
+      snapshot = await engine.snapshot(locator, {
+        schemaOnly: type === 'schema-only',
+        tempDir: await this.#ctx.tempDir(),
+        signal: options.signal,
+        onProgress: (done, total) => emit?.({ operation: 'backup', phase: 'snapshot', doneBytes: done, totalBytes: total, backupId: id }),
+      });
+      throwIfAborted(options.signal, 'backup');
+      const totalBytes = snapshot.streams.reduce((sum, s) => sum + (s.size ?? 0), 0);
+      let readBytes = 0;
+      const { archive, result } = writeArchive({
+        manifest: {
+          format: 'strata-artifact',
+          // The writer raises it when it stores the facts as a delta.
+          formatVersion: PLAIN_FORMAT_VERSION,
+          id,
+          database,
+          engine: engine.kind,
+          type,
+          createdAt: time.toISOString(),
+          parent: parent?.id ?? null,
+          base: parent ? (parent.base ?? parent.id) : null,
+          label: options.label ?? null,
+          tags: [...(options.tags ?? [])],
+          source: engine.describe(locator),
+          databaseBytes: snapshot.databaseBytes,
+          schemaFingerprint: snapshot.schemaFingerprint,
+          ...(snapshot.schemaObjects ? { schemaObjects: snapshot.schemaObjects } : {}),
+          engineMeta: snapshot.engineMeta,
+          tool: { name: 'strata', version: STRATA_VERSION },
+          ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}),
+        },
+        tables: () => snapshot!.tableStats(),
+        streams: snapshot.streams,
+        schemaSql: snapshot.schemaSql,
+        readme: engine.handRecovery?.layout,
+        parents: new Map([...parents].map(([name, layout]) => [name, { layout }])),
+        ...(parentFacts ? { parentFacts } : {}),
+        signal: options.signal,
+        onBytes: (n) => {
+          readBytes += n;
+          emit?.({ operation: 'backup', phase: 'write', doneBytes: readBytes, totalBytes, backupId: id });
+        },
+      });
+      const raw = { bytes: 0 };
+      let bytes: AsyncIterable<Uint8Array> = countBytes(archive, raw);
+      bytes = codec.compress(bytes, this.#ctx.config.compression.level, options.signal);
+      if (profile !== 'none') bytes = encryptStream(bytes, dataKey!.secret, profile);
+      const sha = createHash('sha256');
+      // Staged outside backups/ (the writer's pid in the name, so a sweep can tell a dead
+      // writer's leftovers); it moves into place under the lock, with the catalog write.
+      const staged = stagingKey(key);
+      staging = staged;
+      const info = await this.#ctx.storage.put(staged, hashBytes(bytes, sha), { signal: options.signal });
+      const manifest = result.manifest;
+      if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
+      const record = recordFromManifest(manifest, {
+        key,
+        rawBytes: raw.bytes,
+        storedBytes: info.size,
+        sha256: sha.digest('hex'),
+        compression: { codec: codec.name, level: this.#ctx.config.compression.level },
+        encryption: { profile, ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}) },
+      });
+      const layoutsSha256 = layoutsDigest(result.layoutEntries);
+      const cacheKey = layoutCacheKey(database, id, profile !== 'none');
+      const factsKey = factsCacheKey(database, id, profile !== 'none');
+      const factsSha256 = factsDigest(result.facts!);
+      const full: BackupRecord = { ...record, layoutsSha256, factsSha256 };
+      emit?.({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
+      // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
+      // Caches are encrypted under the artifact's own key, so whoever can open the one opens the other.
+      await writeLayoutCache(this.#ctx.storage, cacheKey, result.layoutEntries, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
+      await writeFactsCache(this.#ctx.storage, factsKey, result.facts!, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
+      // From here the commit owns the staged file: it moves it into place or removes it.
+      staging = undefined;
+      await commitBackup(this.#ctx, { id, key, staging: staged, cacheKey, factsKey, parent, record: full });
+      await op.complete({
+        backupId: id,
+        rawBytes: record.rawBytes,
+        storedBytes: record.storedBytes,
+        compressionRatio: record.rawBytes > 0 ? record.storedBytes / record.rawBytes : 1,
+        details: {
+          databaseBytes: record.databaseBytes,
+          ...(parent ? { parent: parent.id, unchanged: manifest.streams.every((st) => st.storedChunks === 0) } : {}),
+        },
+      });
+      return full;
+    } catch (err) {
+      const wrapped = isStrataError(err) ? err : wrapError(`backup ${database}`, err);
+      if (staging) await this.#ctx.storage.delete(staging).catch(() => undefined);
+      await op.fail(wrapped).catch(() => undefined);
+      throw wrapped;
+    } finally {
+      await snapshot?.close().catch(() => undefined);
+    }
+  }
+
+  /** `derived`, or `derived-<hash of source>` when another source already files its backups under `derived`. */
+  async #nameForSource(derived: string, source: string): Promise<string> {
+    const mine = (await this.#ctx.catalog.list({ database: derived })).at(-1);
+    if (!mine || mine.source === source) return derived;
+    return `${derived.slice(0, 56)}-${createHash('sha256').update(source).digest('hex').slice(0, 6)}`;
+  }
+
+  /**
+   * The restore point a new backup stores its differences against: for an incremental the newest
+   * restore point with data (full, differential or incremental), for a differential the newest full.
+   */
+  #pickParent(records: readonly BackupRecord[], type: 'incremental' | 'differential'): BackupRecord | undefined {
+    const candidates = records.filter((r) => (type === 'differential' ? r.type === 'full' : r.type !== 'schema-only'));
+    return candidates.at(-1);
+  }
+}
+
+async function* countBytes(source: AsyncIterable<Uint8Array>, counter: { bytes: number }): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    counter.bytes += chunk.byteLength;
+    yield chunk;
+  }
+}
+
+async function* hashBytes(source: AsyncIterable<Uint8Array>, sha: ReturnType<typeof createHash>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    sha.update(chunk);
+    yield chunk;
+  }
+}
+
+/**
+ * Labels and tags are shown in terminals, tree views and reports: control characters (escape
+ * sequences, newlines) could repaint a terminal or forge lines of output, so they are refused.
+ */
+function checkTagText(text: string, what: 'label' | 'tag'): void {
+  if (text.length > 200) throw new StrataError('USAGE', `backup: a ${what} is at most 200 characters`);
+  if (what === 'tag' && text.length === 0) throw new StrataError('USAGE', 'backup: a tag cannot be empty');
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(text)) throw new StrataError('USAGE', `backup: the ${what} ${JSON.stringify(text)} contains control characters (escape sequences, newlines, tabs); use printable text`);
+}

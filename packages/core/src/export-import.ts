@@ -1,0 +1,211 @@
+import { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import type { BackupRecord } from './catalog.js';
+import { StrataError } from './errors.js';
+import { KEYS_PREFIX, hasKeyFiles, keyFileObject, planImportKeys } from './keys.js';
+import type { ImportKeyPlan } from './keys.js';
+import { checkForeignRecord } from './record-checks.js';
+import { newestGoodBackup } from './newest-good.js';
+import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
+import type { ExportEntry, ExportManifest } from './export-archive.js';
+import { recoveryScript, restoreInstructions } from './restore-instructions.js';
+import { commitImport } from './catalog-commit.js';
+import type { StagedImport } from './catalog-commit.js';
+import { stagingKey } from './recovery.js';
+import type { RepositoryContext } from './repository-context.js';
+
+/**
+ * Moves backups between repositories: `export` writes a self-contained archive of each database's
+ * newest good chain (see export-archive.ts for the container), `import` checks one and brings its
+ * artifacts in through {@link commitImport}.
+ */
+export class ExportImport {
+  readonly #ctx: RepositoryContext;
+
+  constructor(ctx: RepositoryContext) {
+    this.#ctx = ctx;
+  }
+
+  /**
+   * Writes a self-contained archive (`.tar.gz` or `.zip`) holding, for each database, its newest
+   * good restore point with its whole chain: the artifacts as they are, their catalog entries,
+   * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
+   */
+  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[] }> {
+    exportFormatOf(options.out);
+    await this.#ctx.unlock();
+    const op = await this.#ctx.journal.begin('export', { details: { out: options.out } });
+    try {
+      const all = await this.#ctx.catalog.list();
+      const databases = options.databases && options.databases.length > 0 ? [...options.databases] : [...new Set(all.map((b) => b.database))].sort();
+      if (databases.length === 0) throw new StrataError('BACKUP_NOT_FOUND', 'export: the repository holds no backups');
+      const chosen: BackupRecord[] = [];
+      const tips: BackupRecord[] = [];
+      for (const database of databases) {
+        const mine = all.filter((b) => b.database === database);
+        if (mine.length === 0) throw new StrataError('BACKUP_NOT_FOUND', `export: no backups of ${database} (the repository has: ${[...new Set(all.map((b) => b.database))].join(', ')})`);
+        const tip = newestGoodBackup(mine);
+        if (!tip) throw new StrataError('BACKUP_NOT_FOUND', `export: ${database} has no good restore point with data`);
+        const chain = await this.#ctx.catalog.chainOf(tip);
+        await this.#ctx.chains.checkPresent(chain, tip);
+        tips.push(tip);
+        chosen.push(...chain);
+      }
+      // Key files are OpenPGP messages sealed with their passphrases: the export carries those
+      // that hold the data keys its backups need, so their passphrases open it anywhere.
+      const section = this.#ctx.vault.section;
+      const keyFiles = await this.#ctx.keys.forExport(chosen);
+      const manifest: ExportManifest = {
+        format: 'strata-export',
+        version: 1,
+        createdAt: new Date().toISOString(),
+        encryption: hasKeyFiles(section)
+          ? { profile: section.profile, keyFiles }
+          : { profile: section.profile, ...(section.keyCheck !== undefined ? { keyCheck: section.keyCheck, keyCheckSha256: section.keyCheckSha256! } : {}) },
+        backups: chosen,
+      };
+      const text = (name: string, body: string): ExportEntry => {
+        const bytes = Buffer.from(body, 'utf8');
+        return { name, size: bytes.length, open: async () => Readable.from([bytes]) };
+      };
+      const instructions = restoreInstructions({
+        tips,
+        backups: chosen,
+        exportFile: options.out,
+        script: await recoveryScript(),
+        handRecovery: (kind) => this.#ctx.options.engines.get(kind)?.handRecovery,
+        keyFiles: keyFiles.length > 0,
+      });
+      const entries: ExportEntry[] = [
+        text('strata-export.json', JSON.stringify(manifest, null, 2) + '\n'),
+        text('RESTORE.md', instructions),
+        // Also as files, for recovery by hand with gpg (RESTORE.md).
+        ...keyFiles.map((f) => text(keyFileObject(f.id), f.message)),
+        ...chosen.map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.#ctx.storage.get(b.key) })),
+      ];
+      await writeExportContainer(options.out, entries);
+      await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id) } });
+      return { file: options.out, backups: chosen };
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Brings an export into this repository: every artifact's SHA-256 and size are checked on the
+   * way in, and its catalog entry is added once all of them are in place. The passphrase must open
+   * the export's artifacts: with the data keys its key file holds, or by opening one of the key
+   * files the export carries (whose keys it then adds to its own key file); an export from before
+   * key files needs that repository's passphrase (or both repositories are unencrypted).
+   */
+  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[] }> {
+    const op = await this.#ctx.journal.begin('import', { details: { file } });
+    try {
+      let manifest: ExportManifest | undefined;
+      let keyPlan: ImportKeyPlan | undefined;
+      const placed: StagedImport[] = [];
+      const staged: string[] = [];
+      const moved: string[] = [];
+      let committed = false;
+      const skipped: string[] = [];
+      const existing = new Set((await this.#ctx.catalog.list()).map((b) => b.id));
+      const seenEntries = new Set<string>();
+      try {
+        for await (const entry of readExportContainer(file)) {
+          if (seenEntries.has(entry.name)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} holds ${entry.name} twice; it was not made by Strata or was altered, and nothing of it was imported`);
+          seenEntries.add(entry.name);
+          if (entry.name === 'strata-export.json') {
+            const chunks: Buffer[] = [];
+            for await (const c of limitBytes(entry.body, MAX_EXPORT_MANIFEST_BYTES, `import: strata-export.json in ${file}`)) chunks.push(Buffer.from(c));
+            manifest = parseExportManifest(Buffer.concat(chunks), file);
+            keyPlan = await planImportKeys(this.#ctx.vault, manifest.encryption, manifest.backups, file);
+            continue;
+          }
+          if (entry.name === 'RESTORE.md') {
+            for await (const _ of entry.body) void _;
+            continue;
+          }
+          if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} does not start with strata-export.json`);
+          if (entry.name.startsWith(KEYS_PREFIX)) {
+            // The key files strata-export.json carries, as files for people: read from there.
+            if (!manifest.encryption.keyFiles?.some((f) => keyFileObject(f.id) === entry.name)) throw new StrataError('ARTIFACT_FOREIGN', `import: ${entry.name} in ${file} is not listed in its strata-export.json`);
+            for await (const _ of limitBytes(entry.body, 64 * 1024, `import: ${entry.name} in ${file}`)) void _;
+            continue;
+          }
+          const record = manifest.backups.find((b) => b.key === entry.name);
+          if (!record) throw new StrataError('ARTIFACT_FOREIGN', `import: ${entry.name} in ${file} is not listed in its strata-export.json`);
+          if (existing.has(record.id)) {
+            skipped.push(record.id);
+            for await (const _ of entry.body) void _;
+            continue;
+          }
+          const sha = createHash('sha256');
+          // Staged like a backup (the pid in the name lets the next open sweep a killed import's
+          // files), and moved into backups/ only under the lock, with the catalog write.
+          const staging = stagingKey(record.key);
+          staged.push(staging);
+          // The record's size is a limit enforced while reading: a bundle entry that inflates
+          // beyond it (a decompression bomb) stops at the first byte too many.
+          const info = await this.#ctx.storage.put(staging, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha));
+          if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
+            throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
+          }
+          const keyId = keyPlan?.keyId !== undefined && record.encryption.profile !== 'none' ? keyPlan.keyId : undefined;
+          placed.push({ record: { ...record, ...(keyId !== undefined ? { encryption: { ...record.encryption, keyId } } : {}), verification: null }, staging });
+        }
+        if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds no strata-export.json`);
+        const missing = manifest.backups.filter((b) => !existing.has(b.id) && !placed.some((p) => p.record.id === b.id));
+        if (missing.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the artifacts of ${missing.map((b) => b.id).join(', ')}`);
+        // The keys first: a catalog must never list a backup that no key file can open.
+        if (keyPlan && placed.length > 0) await this.#ctx.keys.addDataKeys(keyPlan.add);
+        await commitImport(this.#ctx, placed, moved);
+        committed = true;
+      } catch (err) {
+        // Nothing half-imported: staged and moved files are removed again (never once cataloged).
+        if (!committed) for (const key of [...staged, ...moved]) await this.#ctx.storage.delete(key).catch(() => undefined);
+        throw err;
+      }
+      const imported = placed.map((p) => p.record);
+      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped, ...(keyPlan && keyPlan.add.size > 0 && imported.length > 0 ? { dataKeysAdded: [...keyPlan.add.keys()] } : {}) } });
+      return { imported, skipped };
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+/** strata-export.json is a list of catalog records: a few KiB per backup. */
+const MAX_EXPORT_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+/** Parses an export's strata-export.json and checks every record before anything is written. */
+function parseExportManifest(bytes: Buffer, file: string): ExportManifest {
+  let manifest: ExportManifest;
+  try {
+    manifest = JSON.parse(bytes.toString('utf8')) as ExportManifest;
+  } catch (err) {
+    throw new StrataError('ARTIFACT_CORRUPT', `import: strata-export.json in ${file} is not valid JSON`, { cause: err });
+  }
+  if (typeof manifest !== 'object' || manifest === null || manifest.format !== 'strata-export' || manifest.version !== 1 || !Array.isArray(manifest.backups)) {
+    throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a Strata export of a version this Strata reads`);
+  }
+  if (typeof manifest.encryption !== 'object' || manifest.encryption === null) throw new StrataError('ARTIFACT_CORRUPT', `import: strata-export.json in ${file} does not say how its artifacts are encrypted`);
+  const ids = new Set<string>();
+  for (const record of manifest.backups) {
+    checkForeignRecord(record, `import: ${file}`);
+    if (ids.has(record.id)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} lists ${record.id} twice; it was not made by Strata or was altered, and nothing of it was imported`);
+    ids.add(record.id);
+  }
+  return manifest;
+}
+
+/** Passes `source` through, failing with ARTIFACT_HOSTILE as soon as it yields more than `limit` bytes. */
+async function* limitBytes(source: AsyncIterable<Uint8Array>, limit: number, what: string): AsyncGenerator<Uint8Array> {
+  let seen = 0;
+  for await (const chunk of source) {
+    seen += chunk.byteLength;
+    if (seen > limit) throw new StrataError('ARTIFACT_HOSTILE', `${what} is larger than its record says (${limit} bytes); it was not made by Strata or was altered, and nothing of it was imported`);
+    yield chunk;
+  }
+}

@@ -1,0 +1,137 @@
+import { readCatalog } from './catalog.js';
+import type { BackupRecord } from './catalog.js';
+import { StrataError } from './errors.js';
+import { withRepositoryLock } from './lock.js';
+import { newestGoodBackup } from './newest-good.js';
+import { planRetention } from './retention.js';
+import type { RetentionDecision, RetentionPlan, RetentionPolicy } from './retention.js';
+import { removeBackups } from './catalog-commit.js';
+import type { RepositoryContext } from './repository-context.js';
+
+/**
+ * Applies what retention and `delete` decide: plans under the repository lock, then removes the
+ * backups with {@link removeBackups} (crash-safe); {@link planDelete} shows a deletion without doing it.
+ */
+export class RetentionApplier {
+  readonly #ctx: RepositoryContext;
+
+  constructor(ctx: RepositoryContext) {
+    this.#ctx = ctx;
+  }
+
+  /**
+   * Applies retention: plans with {@link planRetention} under the repository lock (so the plan
+   * sees the catalog as it is), deletes the artifacts and cached layouts of what the plan removes,
+   * then drops them from the catalog. Safe to kill at any point: a re-run plans the same removals
+   * and finishes them; nothing a kept backup needs is ever touched.
+   */
+  async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean } = {}): Promise<RetentionPlan> {
+    const plan = (records: readonly BackupRecord[]): RetentionPlan => {
+      const all = options.database === undefined ? records : records.filter((b) => b.database === options.database);
+      const keep: RetentionDecision[] = [];
+      const remove: RetentionDecision[] = [];
+      for (const database of [...new Set(all.map((b) => b.database))].sort()) {
+        const part = planRetention(all.filter((b) => b.database === database), policyFor(database));
+        keep.push(...part.keep);
+        remove.push(...part.remove);
+      }
+      const newestFirst = (a: RetentionDecision, b: RetentionDecision): number => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id);
+      return { keep: keep.sort(newestFirst), remove: remove.sort(newestFirst) };
+    };
+    // A wrong passphrase must not be able to delete what it cannot read (nor plan to).
+    await this.#ctx.unlock();
+    if (options.dryRun) return plan(await this.#ctx.catalog.list());
+    const op = await this.#ctx.journal.begin('prune', options.database ? { database: options.database } : {});
+    try {
+      const result = await withRepositoryLock(
+        this.#ctx.storage,
+        'prune',
+        async () => {
+          const records = (await readCatalog(this.#ctx.storage)) ?? [];
+          const decided = plan(records);
+          const doomed = new Set(decided.remove.map((d) => d.id));
+          await removeBackups(this.#ctx.storage, records, doomed);
+          return decided;
+        },
+        this.#ctx.options.lock,
+      );
+      await op.complete({ details: { removed: result.remove.map((d) => d.id), kept: result.keep.length } });
+      return result;
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes restore points by id. A backup that others build on (their parent or base) is deleted
+   * only with `withDependents`, which deletes those too; otherwise the call fails with
+   * CHAIN_BROKEN naming them, and nothing is deleted. Crash-safe like {@link prune}.
+   */
+  async delete(ids: readonly string[], options: { withDependents?: boolean } = {}): Promise<BackupRecord[]> {
+    if (ids.length === 0) throw new StrataError('USAGE', 'delete: name at least one backup');
+    await this.#ctx.unlock();
+    const targets = await Promise.all(ids.map((id) => this.#ctx.catalog.resolve({ id })));
+    const op = await this.#ctx.journal.begin('delete', { details: { requested: targets.map((t) => t.id) } });
+    try {
+      const removed = await withRepositoryLock(
+        this.#ctx.storage,
+        'delete',
+        async () => {
+          const records = (await readCatalog(this.#ctx.storage)) ?? [];
+          const doomed = withDependentsOf(records, targets.map((t) => t.id));
+          const dependents = records.filter((r) => doomed.has(r.id) && !targets.some((t) => t.id === r.id));
+          if (dependents.length > 0 && !options.withDependents) {
+            throw new StrataError(
+              'CHAIN_BROKEN',
+              `delete: ${dependents.length} restore point(s) build on what you asked to delete (${dependents.map((d) => d.id).join(', ')}); deleting it would break them. Delete them too (--with-dependents) or keep it`,
+              { details: { dependents: dependents.map((d) => d.id) } },
+            );
+          }
+          const gone = records.filter((r) => doomed.has(r.id));
+          await removeBackups(this.#ctx.storage, records, doomed);
+          return gone;
+        },
+        this.#ctx.options.lock,
+      );
+      await op.complete({ details: { removed: removed.map((r) => r.id) } });
+      return removed;
+    } catch (err) {
+      await op.fail(err).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * What {@link delete} would remove, changing nothing: the restore points asked for, those that
+   * build on them, and for each database whether its newest good restore point is among them (after
+   * which `restore latest` would pick an older one).
+   */
+  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[] }> {
+    if (ids.length === 0) throw new StrataError('USAGE', 'delete: name at least one backup');
+    const targets = await Promise.all(ids.map((id) => this.#ctx.catalog.resolve({ id })));
+    const records = await this.#ctx.catalog.list();
+    const doomed = withDependentsOf(records, targets.map((t) => t.id));
+    const remove = records.filter((r) => doomed.has(r.id));
+    const newestGood = [...new Set(remove.map((r) => r.database))]
+      .map((database) => newestGoodBackup(records.filter((r) => r.database === database)))
+      .filter((b): b is BackupRecord => b !== undefined && doomed.has(b.id));
+    return { remove, dependents: remove.filter((r) => !targets.some((t) => t.id === r.id)), newestGood };
+  }
+}
+
+/** `ids` and every backup that needs one of them (its parent or base), until nothing more joins. */
+function withDependentsOf(records: readonly BackupRecord[], ids: readonly string[]): Set<string> {
+  const doomed = new Set(ids);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const r of records) {
+      if (doomed.has(r.id)) continue;
+      if ((r.parent !== null && doomed.has(r.parent)) || (r.base !== null && doomed.has(r.base))) {
+        doomed.add(r.id);
+        grew = true;
+      }
+    }
+  }
+  return doomed;
+}

@@ -1,0 +1,245 @@
+import type { BackupRecord, CheckResult, VerificationRecord } from './catalog.js';
+import { redactCheck } from './catalog.js';
+import type { Engine } from './engine.js';
+import { StrataError, errorText, isStrataError, redactable, redactedMessage, throwIfAborted } from './errors.js';
+import type { RedactableMessage } from './errors.js';
+import { readArtifact } from './format/artifact-reader.js';
+import type { ArtifactContents } from './format/artifact-reader.js';
+import { resolveFacts } from './format/facts-delta.js';
+import type { CompleteFacts } from './format/facts-delta.js';
+import type { ProgressListener } from './progress.js';
+import { describeSchemaDifference, schemaObjectDifferences } from './schema-diff.js';
+import type { Selector } from './backup-catalog.js';
+import { updateCatalog } from './catalog-commit.js';
+import { checkManifestMatches, storedFacts } from './chain-reader.js';
+import type { RepositoryContext } from './repository-context.js';
+import type { Restorer } from './restorer.js';
+
+/** Options for {@link Repository.verify}. */
+export interface VerifyOptions {
+  /** `quick`: checks 1–2 (artifacts and hashes). `full`: all five, with a scratch restore. */
+  readonly level: 'quick' | 'full';
+  readonly signal?: AbortSignal;
+  readonly onProgress?: ProgressListener;
+}
+
+/** The validator's report for one backup. */
+export interface VerifyReport {
+  readonly backupId: string;
+  readonly database: string;
+  /** The data keys its chain's artifacts need (none for unencrypted ones, or before key files). */
+  readonly dataKeys: readonly string[];
+  readonly level: 'quick' | 'full';
+  readonly outcome: 'passed' | 'failed';
+  readonly checks: readonly CheckResult[];
+}
+
+/**
+ * The validator: five checks per backup (file accessibility, checksum match, database readable,
+ * schema integrity, data consistency). Findings are collected as check results, never thrown at
+ * the first one; a check that cannot run is skipped with its reason.
+ */
+export class Validator {
+  readonly #ctx: RepositoryContext;
+  readonly #restorer: Restorer;
+
+  constructor(ctx: RepositoryContext, restorer: Restorer) {
+    this.#ctx = ctx;
+    this.#restorer = restorer;
+  }
+
+  /**
+   * Runs the validator on one backup or on all of them. Findings are collected, never thrown:
+   * each check reports passed, failed or skipped with a reason. Results go to the catalog.
+   */
+  async verify(selector: Selector | 'all', options: VerifyOptions): Promise<VerifyReport[]> {
+    const targets = selector === 'all' ? await this.#ctx.catalog.list() : [await this.#ctx.catalog.resolve(selector)];
+    const reports: VerifyReport[] = [];
+    for (const record of targets) {
+      throwIfAborted(options.signal, 'verify');
+      const op = await this.#ctx.journal.begin('verify', { database: record.database, backupId: record.id, details: { level: options.level } });
+      let report: VerifyReport;
+      try {
+        report = await this.#verifyOne(record, options);
+      } catch (err) {
+        await op.fail(err).catch(() => undefined);
+        throw err;
+      }
+      reports.push(report);
+      const verification: VerificationRecord = { at: new Date().toISOString(), level: options.level, outcome: report.outcome, checks: report.checks.map(redactCheck) };
+      await updateCatalog(this.#ctx, 'verify', (records) => records.map((r) => (r.id === record.id ? { ...r, verification } : r)));
+      // The whole result also goes into the journal, where a rebuild of a lost catalog finds it.
+      await op.complete({ details: { level: options.level, outcome: report.outcome, failed: report.checks.filter((c) => c.status === 'failed').map((c) => c.name), verification } });
+    }
+    return reports;
+  }
+
+  async #verifyOne(record: BackupRecord, options: VerifyOptions): Promise<VerifyReport> {
+    const checks: CheckResult[] = [];
+    const skipRest = (reason: string): void => {
+      for (const name of ['checksum-match', 'database-readable', 'schema-integrity', 'data-consistency'] as const) {
+        if (!checks.some((c) => c.name === name)) checks.push({ name, status: 'skipped', reason });
+      }
+    };
+    let dataKeys = [this.#ctx.vault.keyIdOf(record)];
+    const done = (): VerifyReport => ({
+      backupId: record.id,
+      database: record.database,
+      dataKeys: [...new Set(dataKeys.filter((id): id is string => id !== undefined))],
+      level: options.level,
+      outcome: checks.some((c) => c.status === 'failed') ? 'failed' : 'passed',
+      checks,
+    });
+
+    // 1. file accessibility: every artifact of the chain is there with its recorded size.
+    let chain: BackupRecord[];
+    try {
+      chain = await this.#ctx.catalog.chainOf(record);
+      dataKeys = chain.map((link) => this.#ctx.vault.keyIdOf(link));
+      await this.#ctx.chains.checkPresent(chain, record);
+      for (const link of chain) {
+        const stream = await this.#ctx.storage.get(link.key);
+        const iterator = stream[Symbol.asyncIterator]();
+        await iterator.next();
+        await iterator.return?.();
+      }
+      checks.push({ name: 'file-accessibility', status: 'passed', reason: `${chain.length} artifact(s) present, readable, with the recorded sizes` });
+    } catch (err) {
+      checks.push(failedCheck('file-accessibility', err));
+      skipRest('the artifacts are not all accessible');
+      return done();
+    }
+
+    // 2. checksum match: artifact SHA-256, then every stream and chunk hash inside.
+    // A key the passphrase's key file lacks says nothing about the backup: it is an error (exit 4)
+    // that names the key, never a failed check recorded against a good backup.
+    await this.#ctx.unlock();
+    for (const link of chain) this.#ctx.keyFor(link, 'verify');
+    let contents: ArtifactContents | undefined;
+    let recorded: CompleteFacts | undefined;
+    try {
+      for (const link of chain) {
+        const read = await readArtifact({
+          storage: this.#ctx.storage,
+          location: this.#ctx.chains.location(link),
+          passphrase: this.#ctx.keyFor(link, 'verify'),
+          signal: options.signal,
+          onBytes: (n) => options.onProgress?.({ operation: 'verify', phase: 'read', doneBytes: n, totalBytes: link.storedBytes, backupId: link.id }),
+        });
+        checkManifestMatches(read, link);
+        if (link === record) contents = read;
+        // The facts verify compares with: each manifest's, completed link by link where stored as changes.
+        const own = storedFacts(read.manifest);
+        if (!read.manifest.factsDelta) recorded = own;
+        else if (!recorded) throw new StrataError('ARTIFACT_CORRUPT', `${link.id} stores its table facts as changes, and no older restore point of its chain has them whole`);
+        else recorded = resolveFacts(recorded, own, read.manifest.factsDelta, link.id);
+      }
+      checks.push({ name: 'checksum-match', status: 'passed', reason: 'artifact SHA-256 matches the catalog; every stream and chunk hash matches the manifest' });
+    } catch (err) {
+      if (isStrataError(err, 'ABORTED')) throw err;
+      checks.push(failedCheck('checksum-match', err));
+      skipRest('the artifact does not match its checksums');
+      return done();
+    }
+    if (options.level === 'quick') {
+      skipRest('level quick runs checks 1 and 2 only; use --level full to restore and compare');
+      return done();
+    }
+
+    // 3–5 restore into a scratch target and compare with what the backup recorded.
+    const engine = this.#ctx.options.engines.get(record.engine);
+    if (!engine) {
+      skipRest(`engine ${record.engine} is not available in this program`);
+      return done();
+    }
+    const scratch = await engine.createScratch({ tempDir: await this.#ctx.tempDir(), source: record.source, signal: options.signal });
+    try {
+      try {
+        await this.#restorer.restoreInto(engine, chain, scratch.locator, { force: true, signal: options.signal, onProgress: options.onProgress });
+        checks.push({ name: 'database-readable', status: 'passed', reason: 'the chain restored into a scratch database' });
+      } catch (err) {
+        // A full scratch disk says nothing about the backup: it is this machine's problem, reported
+        // as an error, never recorded as a failed verification of a good backup.
+        if (isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE') || /database or disk is full|no space left/i.test(messageOf(err))) {
+          throw isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE')
+            ? err
+            : new StrataError('NO_SPACE', redactable`verify ${record.id}: the scratch restore ran out of space in the temporary folder (${errorText(err)}); set STRATA_TMPDIR to a folder with room for the database`, { cause: err });
+        }
+        checks.push(failedCheck('database-readable', err));
+        skipRest('the backup could not be restored');
+        return done();
+      }
+      let facts: Awaited<ReturnType<Engine['inspect']>>;
+      try {
+        facts = await engine.inspect(scratch.locator, { signal: options.signal, recordedMeta: contents!.manifest.engineMeta });
+      } catch (err) {
+        checks.push(failedCheck('database-readable', err, 'restored, but does not open: '));
+        skipRest('the restored database does not open');
+        return done();
+      }
+      const manifest = { ...contents!.manifest, tables: recorded!.tables, ...(recorded!.schemaObjects ? { schemaObjects: recorded!.schemaObjects } : {}) };
+      const schemaProblems: RedactableMessage[] = [];
+      // Objects are compared even when the fingerprints agree: an engine may describe more per
+      // object (a database file's header) than its fingerprint, which must stay as older versions made it.
+      if (facts.schemaFingerprint !== manifest.schemaFingerprint || schemaObjectDifferences(manifest.schemaObjects, facts.schemaObjects).length > 0) {
+        schemaProblems.push(describeSchemaDifference(manifest, facts));
+      }
+      const integrity = facts.integrityErrors.filter((e) => !e.startsWith('foreign key'));
+      if (integrity.length > 0) schemaProblems.push({ text: integrity.slice(0, 5).join('; '), redacted: `${counted(integrity.length, 'integrity check finding')}` });
+      checks.push(
+        schemaProblems.length === 0
+          ? { name: 'schema-integrity', status: 'passed', reason: 'schema fingerprint matches; integrity check ok' }
+          : { name: 'schema-integrity', status: 'failed', reason: schemaProblems.map((p) => p.text).join('; '), redacted: schemaProblems.map((p) => p.redacted).join('; ') },
+      );
+      const dataProblems: string[] = [];
+      // The catalog and journal keep counts per kind of problem, never the tables' names.
+      const tally = { missing: 0, rows: 0, content: 0 };
+      const restored = new Map(facts.tables.map((t) => [t.name, t]));
+      for (const table of manifest.tables) {
+        const got = restored.get(table.name);
+        if (!got) {
+          dataProblems.push(`table ${table.name} is missing`);
+          tally.missing++;
+        } else if (got.rows !== table.rows) {
+          dataProblems.push(`table ${table.name} has ${got.rows} rows, the backup recorded ${table.rows}`);
+          tally.rows++;
+        } else if (got.checksum !== table.checksum) {
+          dataProblems.push(`table ${table.name} content checksum differs from the recorded one`);
+          tally.content++;
+        }
+      }
+      const foreignKeys = facts.integrityErrors.filter((e) => e.startsWith('foreign key'));
+      dataProblems.push(...foreignKeys.slice(0, 5));
+      const dataSummary = [
+        tally.missing > 0 ? `${counted(tally.missing, 'table')} missing` : '',
+        tally.rows > 0 ? `row counts differ in ${counted(tally.rows, 'table')}` : '',
+        tally.content > 0 ? `content checksums differ in ${counted(tally.content, 'table')}` : '',
+        foreignKeys.length > 0 ? counted(foreignKeys.length, 'foreign key violation') : '',
+      ].filter(Boolean);
+      checks.push(
+        dataProblems.length === 0
+          ? { name: 'data-consistency', status: 'passed', reason: `${manifest.tables.length} table(s): row counts and content checksums match${facts.foreignKeysChecked ? '; foreign keys check out' : ''}` }
+          : { name: 'data-consistency', status: 'failed', reason: dataProblems.slice(0, 10).join('; '), redacted: `${dataSummary.join('; ')} (of ${counted(manifest.tables.length, 'table')})` },
+      );
+      return done();
+    } finally {
+      await scratch.drop().catch(() => undefined);
+    }
+  }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A failed check whose reason is an error's message; the catalog keeps the error's redacted one. */
+function failedCheck(name: CheckResult['name'], err: unknown, prefix = ''): CheckResult {
+  const reason = prefix + messageOf(err);
+  const redacted = prefix + redactedMessage(err);
+  return { name, status: 'failed', reason, ...(redacted !== reason ? { redacted } : {}) };
+}
+
+/** `1 table`, `3 tables`. */
+function counted(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
