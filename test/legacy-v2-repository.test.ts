@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { cpSync, readFileSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { BackupRecord } from '@strata/sdk';
@@ -17,8 +19,25 @@ describe('a repository written by the release before the object-store layout (fi
     const repo = path.join(dir.path, 'repo');
     cpSync(path.join(LEGACY, 'repo'), repo, { recursive: true });
 
+    // What a backup of that release killed mid-way leaves: a staged artifact, and a killed commit's
+    // note naming an artifact it had moved into backups/ but not written to catalog.json.
+    const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
+    const artifact = path.join(repo, 'backups/app', readdirSync(path.join(repo, 'backups/app')).find((f) => f.startsWith('app_full_'))!);
+    mkdirSync(path.join(repo, 'staging'));
+    copyFileSync(artifact, path.join(repo, 'staging', `${dead}-0a1b2c3d4e5f-app_full_20261130_150000_dead.tar.zst.gpg`));
+    copyFileSync(artifact, path.join(repo, 'backups/app/app_full_20261130_160000_beef.tar.zst.gpg'));
+    mkdirSync(path.join(repo, 'locks'));
+    writeFileSync(path.join(repo, 'locks/committing-app_full_20261130_160000_beef.json'), JSON.stringify({ key: 'backups/app/app_full_20261130_160000_beef.tar.zst.gpg', pid: dead, host: hostname() }));
+
     const backups = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo, '--json'])).backups;
     assert.deepEqual(backups.map((b) => b.type).sort(), ['differential', 'full', 'incremental', 'schema-only']);
+    // Opened once, it is on the object layout, with nothing of the old one or of the killed run left.
+    assert.equal((JSON.parse(readFileSync(path.join(repo, 'repository.json'), 'utf8')) as { version: number }).version, 3);
+    for (const gone of ['catalog.json', 'journal.ndjson', 'staging', 'backups/app/app_full_20261130_160000_beef.tar.zst.gpg', 'locks/committing-app_full_20261130_160000_beef.json']) {
+      assert.ok(!existsSync(path.join(repo, gone)) || (gone === 'staging' && readdirSync(path.join(repo, gone)).length === 0), `${gone} is gone`);
+    }
+    assert.ok(existsSync(path.join(repo, 'journal/legacy.ndjson')));
+    assert.equal(readdirSync(path.join(repo, 'backups/app')).length, 4);
     const full = backups.find((b) => b.type === 'full')!;
     assert.equal(full.verification?.outcome, 'passed', 'the verification that release recorded is still there');
     assert.equal(full.verification?.level, 'full');

@@ -34,9 +34,11 @@ describe('reliability (bounded; seed ' + SEED + ')', function () {
     expectClean(await crashSweep({ seed: SEED, kills: 8, work: workDir(dir.path, 'crash') }));
   });
 
-  it('crashes at exact system calls: every rename of restore --force, prune and import, killed, loses nothing and leaves nothing', function () {
-    this.timeout(900_000);
-    const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['restore', 'prune', 'import'], syscalls: ['rename'] });
+  it('crashes at exact system calls: every rename and link of a backup, restore --force, prune and import, killed, loses nothing and leaves nothing', function () {
+    this.timeout(1_200_000);
+    // Local storage makes every object visible with a rename (put) or a link (exclusive create:
+    // catalog generations, the lock), so these are the moments between one visible state and the next.
+    const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['backup', 'restore', 'prune', 'import'], syscalls: ['rename', 'link'] });
     expectClean(result);
     assert.equal(result.kills, result.runs, `only ${result.kills} of ${result.runs} runs died at the injected call`);
     assert.ok(result.runs >= 6, `only ${result.runs} kill points`);

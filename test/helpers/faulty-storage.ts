@@ -59,9 +59,6 @@ export class DiskFullStorage implements Storage {
   delete(key: string) {
     return this.#inner.delete(key);
   }
-  rename(from: string, to: string) {
-    return this.#inner.rename(from, to);
-  }
   createExclusive(key: string, body: Uint8Array, options?: Abortable) {
     return Promise.resolve()
       .then(() => this.#spend(body.byteLength))

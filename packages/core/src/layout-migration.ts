@@ -7,6 +7,7 @@ import type { LockOptions } from './lock.js';
 import { readRawConfig, writeRawConfig } from './repository-config.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
+import { hasErrno } from './errors.js';
 
 /**
  * The repository format this Strata writes: 3 is the object layout (catalog generations, one
@@ -63,6 +64,30 @@ export async function migrateLegacyLayout(storage: Storage, lock: LockOptions | 
     },
     lock,
   );
+}
+
+/** True when `err` (or one of its causes) says this process may not write there. */
+function isWriteDenied(err: unknown): boolean {
+  for (let at: unknown = err; at; at = (at as { cause?: unknown }).cause) {
+    if (hasErrno(at, 'EACCES') || hasErrno(at, 'EPERM') || hasErrno(at, 'EROFS')) return true;
+  }
+  return false;
+}
+
+/**
+ * Moves a repository of an earlier format onto the object layout if it is one (see
+ * {@link migrateLegacyLayout}); returns the format version it has afterwards. A process that may
+ * not write there (a member of a group-readable repository's group) leaves it as it is and reads
+ * it through the old layout, which the catalog and journal readers still understand.
+ */
+export async function upgradeLayout(storage: Storage, version: number, lock: LockOptions | undefined): Promise<number> {
+  if (!(await hasLegacyLayout(storage, version))) return version;
+  try {
+    return await migrateLegacyLayout(storage, lock);
+  } catch (err) {
+    if (isWriteDenied(err)) return version;
+    throw err;
+  }
 }
 
 /** True when the repository still has something of the old layout to move or remove. */

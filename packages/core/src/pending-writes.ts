@@ -32,8 +32,11 @@ interface PendingNote {
 export interface PendingWrite {
   /** The commit listed the artifacts: the note goes, the objects stay. */
   committed(): Promise<void>;
-  /** The write failed or was cancelled: its objects go first, then the note. */
-  abandon(): Promise<void>;
+  /**
+   * The write failed or was cancelled: its objects go first, then the note. Keys in `keep` stay:
+   * an import's artifact that another process imported and committed meanwhile (same key, same bytes).
+   */
+  abandon(keep?: ReadonlySet<string>): Promise<void>;
 }
 
 /** Writes the note for `keys` (and their cached copies) before any of them is written. */
@@ -43,9 +46,9 @@ export async function announceWrite(storage: Storage, name: string, keys: readon
   await storage.put(noteKey, Buffer.from(JSON.stringify(note) + '\n'));
   return {
     committed: () => storage.delete(noteKey),
-    abandon: async () => {
+    abandon: async (keep) => {
       // The note last: a kill in the middle leaves it, and the next open finishes the removal.
-      for (const key of [...keys, ...cacheKeys]) await storage.delete(key);
+      for (const key of [...keys, ...cacheKeys]) if (!keep?.has(key)) await storage.delete(key);
       await storage.delete(noteKey);
     },
   };

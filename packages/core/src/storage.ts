@@ -79,8 +79,6 @@ export interface Storage {
   createExclusive(key: string, body: Uint8Array, options?: Abortable): Promise<boolean>;
   /** Capacity of the medium. Only when `capabilities.space`. */
   space?(): Promise<SpaceInfo>;
-  /** Temporary, until repository.ts commits by writing under the final key (#16); not part of the contract. */
-  rename(from: string, to: string): Promise<void>;
   /** Removes temporary objects of writers that crashed; returns how many. Optional. */
   sweepTemp?(): Promise<number>;
   /** True when the storage location exists at all (used to tell "no repository" apart). */

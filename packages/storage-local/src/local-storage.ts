@@ -242,17 +242,6 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    const target = this.#resolve(to);
-    try {
-      await this.#makeDir(path.dirname(target));
-      await fs.rename(this.#resolve(from), target);
-      await syncDir(path.dirname(target));
-    } catch (err) {
-      throw this.#notFoundOr(from, err);
-    }
-  }
-
   async createExclusive(key: string, body: Uint8Array, options: Abortable = {}): Promise<boolean> {
     const file = this.#resolve(key);
     try {
