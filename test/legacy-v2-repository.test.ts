@@ -23,10 +23,10 @@ describe('a repository written by the release before the object-store layout (fi
     // note naming an artifact it had moved into backups/ but not written to catalog.json.
     const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
     const artifact = path.join(repo, 'backups/app', readdirSync(path.join(repo, 'backups/app')).find((f) => f.startsWith('app_full_'))!);
-    mkdirSync(path.join(repo, 'staging'));
+    mkdirSync(path.join(repo, 'staging'), { recursive: true });
     copyFileSync(artifact, path.join(repo, 'staging', `${dead}-0a1b2c3d4e5f-app_full_20261130_150000_dead.tar.zst.gpg`));
     copyFileSync(artifact, path.join(repo, 'backups/app/app_full_20261130_160000_beef.tar.zst.gpg'));
-    mkdirSync(path.join(repo, 'locks'));
+    mkdirSync(path.join(repo, 'locks'), { recursive: true });
     writeFileSync(path.join(repo, 'locks/committing-app_full_20261130_160000_beef.json'), JSON.stringify({ key: 'backups/app/app_full_20261130_160000_beef.tar.zst.gpg', pid: dead, host: hostname() }));
 
     const backups = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo, '--json'])).backups;
