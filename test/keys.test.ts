@@ -259,7 +259,9 @@ describe('keys that can change', function () {
 
     const migrated = json<{ keyFile: { id: string }; dataKey: string; legacyKey: string }>(ok(['key', 'migrate', '--json']));
     const config = JSON.parse(readFileSync(path.join(repo(), 'repository.json'), 'utf8'));
-    assert.equal(config.version, 2);
+    // Format 3 (the object layout, which its first open moved it onto); key files show in its encryption section.
+    assert.equal(config.version, 3);
+    assert.equal(config.encryption.currentKey, migrated.dataKey);
     assert.equal(config.encryption.keyCheck, undefined, 'the key check is gone');
     assert.equal(config.encryption.legacyKey, migrated.legacyKey);
     assert.ok(backups().every((b) => b.encryption.keyId === migrated.legacyKey), 'the old backups need the old passphrase, now a data key');
