@@ -35,7 +35,8 @@ describe('reliability (bounded; seed ' + SEED + ')', function () {
   });
 
   it('crashes at exact system calls: every rename and link of a backup, restore --force, prune and import, killed, loses nothing and leaves nothing', function () {
-    this.timeout(1_200_000);
+    // 32 kill points of a few CLI runs each: 28 minutes at a load of 20, a fraction of that alone.
+    this.timeout(2_400_000);
     // Local storage makes every object visible with a rename (put) or a link (exclusive create:
     // catalog generations, the lock), so these are the moments between one visible state and the next.
     const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['backup', 'restore', 'prune', 'import'], syscalls: ['rename', 'link'] });
