@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
-import { FIXTURE_DB, TEST_PASSPHRASE, finished, json, sqliteDump, strata, strataAsync, useTempDir } from './helpers/env.js';
+import { FIXTURE_DB, TEST_PASSPHRASE, finished, json, sqliteDump, strata, strataAsync, useTempDir, catalogPath } from './helpers/env.js';
 import { DiskFullStorage } from './helpers/faulty-storage.js';
 
 interface BackupJson {
@@ -161,7 +161,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
       strata(['verify', first, '--repo', repo()]);
       const second = backupId(db);
       const before = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
-      writeFileSync(path.join(repo(), 'catalog.json'), '{ this is not json');
+      writeFileSync(catalogPath(repo()), '{ this is not json');
       const after = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
       const strip = (b: BackupRecord) => ({ ...b, verification: null, compression: null });
       assert.deepEqual(after.map(strip), before.map(strip));
@@ -246,7 +246,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
       const id = backupId(fixture());
       const file = artifactOf(id);
       truncateSync(file, Math.floor(statSync(file).size / 2));
-      writeFileSync(path.join(repo(), 'catalog.json'), '');
+      writeFileSync(catalogPath(repo()), '');
       const list = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json']));
       assert.deepEqual(list.backups, [], 'an artifact that does not read to its end is not listed as a restore point');
     });
@@ -264,7 +264,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
         // A hostile artifact whose hash the catalog agrees with (as after a rebuild from it).
         const hostile = Buffer.concat([entry, rawTarEntry('manifest.json', Buffer.from('{}')), Buffer.alloc(1024)]);
         writeFileSync(file, hostile);
-        const catalogFile = path.join(repo(), 'catalog.json');
+        const catalogFile = catalogPath(repo());
         const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
         catalog.backups[0].sha256 = createHash('sha256').update(hostile).digest('hex');
         catalog.backups[0].storedBytes = hostile.length;
@@ -294,7 +294,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
         const file = artifactOf(id);
         const tar = Buffer.concat([...entries.map(([name, body]) => rawTarEntry(name, body)), Buffer.alloc(1024)]);
         writeFileSync(file, tar);
-        const catalogFile = path.join(repo(), 'catalog.json');
+        const catalogFile = catalogPath(repo());
         const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
         Object.assign(catalog.backups[0], { sha256: createHash('sha256').update(tar).digest('hex'), storedBytes: tar.length, rawBytes: tar.length });
         writeFileSync(catalogFile, JSON.stringify(catalog));
@@ -316,7 +316,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
       // 64 MiB of zeros compress to ~64 KiB: far more than the archive the catalog describes.
       const bomb = zlib.gzipSync(Buffer.concat([rawTarEntry('README.txt', Buffer.alloc(64 * 1024 * 1024)), Buffer.alloc(1024)]));
       writeFileSync(file, bomb);
-      const catalogFile = path.join(repo(), 'catalog.json');
+      const catalogFile = catalogPath(repo());
       const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
       Object.assign(catalog.backups[0], { sha256: createHash('sha256').update(bomb).digest('hex'), storedBytes: bomb.length });
       writeFileSync(catalogFile, JSON.stringify(catalog));
@@ -335,7 +335,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
       const at = tar.indexOf('"formatVersion": 1');
       tar.write('"formatVersion": 9', at);
       writeFileSync(file, tar);
-      const catalogFile = path.join(repo(), 'catalog.json');
+      const catalogFile = catalogPath(repo());
       const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
       catalog.backups[0].sha256 = createHash('sha256').update(tar).digest('hex');
       writeFileSync(catalogFile, JSON.stringify(catalog));
@@ -413,10 +413,12 @@ describe('bad input gets a clear error and nothing is lost', () => {
       bigDatabase(big, 48);
       const child = strataAsync(['backup', big, '--repo', repo()]);
       const done = finished(child);
-      // Wait until the artifact is being written, then kill without warning.
+      // Wait until the artifact is being written (not one of the small objects before it, such as
+      // the journal's record), then kill without warning.
+      const writingArtifact = (): boolean => leftovers().some((f) => f.startsWith('big_full_'));
       const started = Date.now();
-      while (leftovers().length === 0 && Date.now() - started < 60_000) await new Promise((r) => setImmediate(r));
-      assert.ok(leftovers().length > 0, 'the backup started writing');
+      while (!writingArtifact() && Date.now() - started < 60_000) await new Promise((r) => setImmediate(r));
+      assert.ok(writingArtifact(), 'the backup started writing its artifact');
       child.kill('SIGKILL');
       const exit = await done;
       assert.equal(exit.signal, 'SIGKILL');

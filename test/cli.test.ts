@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { FIXTURE_DB, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir } from './helpers/env.js';
+import { FIXTURE_DB, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir, catalogPath, journalFiles } from './helpers/env.js';
 
 interface BackupJson {
   id: string;
@@ -220,8 +220,8 @@ describe('strata command line', () => {
       for (const out of outputs) {
         assert.ok(!out.stdout.includes(TEST_PASSPHRASE) && !out.stderr.includes(TEST_PASSPHRASE));
       }
-      for (const file of ['repository.json', 'catalog.json', 'journal.ndjson']) {
-        assert.ok(!readFileSync(path.join(repo(), file), 'utf8').includes(TEST_PASSPHRASE), `${file} holds no passphrase`);
+      for (const file of [path.join(repo(), 'repository.json'), catalogPath(repo()), ...journalFiles(repo())]) {
+        assert.ok(!readFileSync(file, 'utf8').includes(TEST_PASSPHRASE), `${file} holds no passphrase`);
       }
     });
   });

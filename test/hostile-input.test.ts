@@ -10,7 +10,7 @@ import type { BackupRecord } from '@strata/sdk';
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { FIXTURE_DB, copyInto, finished, json, strata, strataAsync, useSuiteDir, useTempDir } from './helpers/env.js';
+import { FIXTURE_DB, copyInto, finished, json, strata, strataAsync, useSuiteDir, useTempDir, catalogPath, removeCatalog } from './helpers/env.js';
 
 interface BackupJson {
   id: string;
@@ -216,7 +216,7 @@ describe('hostile input and private data', () => {
     assert.equal(strata(['backup', fixture(), '--repo', repo(), '--tag', 'a\rb']).status, 2);
     // A catalog written by something else (an older Strata, a hand edit) may still hold them.
     const b = backup('--label', 'plain');
-    const catalogFile = path.join(repo(), 'catalog.json');
+    const catalogFile = catalogPath(repo());
     const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
     catalog.backups[0].label = 'x\u001b[2J\nforged row';
     writeFileSync(catalogFile, JSON.stringify(catalog));
@@ -324,13 +324,29 @@ describe('hostile input and private data', () => {
       assert.equal(strata(['verify', a.id, '--level', 'quick', '--repo', repo()]).status, 0);
     });
 
-    it('a dead writer\'s commit note plus a lost catalog keeps the complete artifact', () => {
+    it('a dead writer\'s pending note plus a lost catalog: the rebuild leaves its artifact out, the next open removes it, other backups stay', () => {
       const a = withOneBackup();
-      writeFileSync(path.join(repo(), 'locks', `committing-${a.id}.json`), JSON.stringify({ key: a.backup.key, pid: deadPid(), host: hostname() }));
-      rmSync(path.join(repo(), 'catalog.json'));
+      const b = backup();
+      // What a backup killed before its note was deleted leaves (its run reads FAILED in the journal):
+      // without a catalog nobody can tell whether its commit happened, so it counts as not made.
+      mkdirSync(path.join(repo(), 'pending'), { recursive: true });
+      writeFileSync(path.join(repo(), 'pending', `${b.id}-0a1b2c3d.json`), JSON.stringify({ keys: [b.backup.key], cacheKeys: [], pid: deadPid(), host: hostname(), at: new Date().toISOString() }));
+      removeCatalog(repo());
       const listed = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json']));
       assert.deepEqual(listed.backups.map((x) => x.id), [a.id]);
+      assert.equal(strata(['list', '--repo', repo()]).status, 0);
       assert.ok(existsSync(path.join(repo(), a.backup.key)));
+      assert.ok(!existsSync(path.join(repo(), b.backup.key)), 'the artifact of the unfinished run is removed once a catalog exists');
+      assert.deepEqual(readdirSync(path.join(repo(), 'pending')), []);
+    });
+
+    it('a dead writer\'s pending note whose backup the catalog lists (killed after its commit) keeps the backup', () => {
+      const a = withOneBackup();
+      mkdirSync(path.join(repo(), 'pending'), { recursive: true });
+      writeFileSync(path.join(repo(), 'pending', `${a.id}-0a1b2c3d.json`), JSON.stringify({ keys: [a.backup.key], cacheKeys: [], pid: deadPid(), host: hostname(), at: new Date().toISOString() }));
+      assert.deepEqual(json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups.map((x) => x.id), [a.id]);
+      assert.equal(strata(['verify', a.id, '--level', 'quick', '--repo', repo()]).status, 0);
+      assert.deepEqual(readdirSync(path.join(repo(), 'pending')), []);
     });
 
     it('an import killed while it copies leaves nothing that a catalog rebuild would resurrect', async () => {
@@ -354,26 +370,21 @@ describe('hostile input and private data', () => {
       await exit;
       const listed = json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json']));
       assert.equal(listed.backups.length, 0);
-      rmSync(path.join(target, 'catalog.json'), { force: true });
+      removeCatalog(target);
       assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 0, 'a rebuilt catalog found an orphan artifact');
       const leftovers = readdirSync(target, { recursive: true }).map(String).filter((f) => f.startsWith('backups/') || f.startsWith('staging/') || f.startsWith('.tmp/'));
       assert.deepEqual(leftovers.filter((f) => /\.(gpg|zst|gz|partial)$/.test(f)), []);
     });
 
-    it('a journal line torn by a full disk costs only itself, not the next record', () => {
+    it('a journal record that does not parse costs only itself, not the records after it', () => {
       init();
-      const journal = path.join(repo(), 'journal.ndjson');
-      // What a write cut short by ENOSPC leaves: the start of a record and no newline.
-      writeFileSync(journal, readFileSync(journal, 'utf8') + '{"at":"2026-12-01T00:00:00.000Z","op":"backup-torn","kind":"bac');
+      // Records are whole objects (a put never leaves a prefix); a damaged one came from elsewhere.
+      writeFileSync(path.join(repo(), 'journal', '20261201T000000000Z-0123456789.json'), '{"at":"2026-12-01T00:00:00.000Z","op":"backup-torn","kind":"bac');
       const b = backup();
-      const records = readFileSync(journal, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => {
-        try {
-          return [JSON.parse(l) as { backupId?: string; status: string }];
-        } catch {
-          return [];
-        }
-      });
-      assert.ok(records.some((r) => r.backupId === b.id && r.status === 'COMPLETED'), 'the backup after the torn line is in the journal');
+      const stats = strata(['stats', '--since', '1d', '--repo', repo(), '--json']);
+      assert.equal(stats.status, 0, stats.stderr);
+      const rows = json<{ rows: { type: string; succeeded: number }[] }>(stats).rows;
+      assert.deepEqual(rows.map((r) => [r.type, r.succeeded]), [[b.backup.type, 1]], 'the backup after the damaged record is in the journal');
     });
 
     it('a full temporary disk during verify --level full is an error of this machine, not a failed backup', function () {
@@ -514,7 +525,7 @@ describe('hostile input and private data', () => {
     const tar = Buffer.concat([...crafted.flatMap((e) => [Buffer.from(tarHeaderBytes({ name: e.name, size: e.body.length })), e.body, Buffer.from(tarPadding(e.body.length))]), Buffer.from(tarTrailer())]);
     const artifact = zlib.gzipSync(tar);
     writeFileSync(file, artifact);
-    const catalogFile = path.join(plain, 'catalog.json');
+    const catalogFile = catalogPath(plain);
     const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
     for (const r of catalog.backups) {
       if (r.id !== b.id) continue;
@@ -589,7 +600,7 @@ describe('hostile input and private data', () => {
     assert.equal(strata(['verify', a.id, '--level', 'full', '--repo', repo()]).status, 0);
     assert.equal(strata(['verify', b.id, '--repo', repo()]).status, 0);
     const before = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
-    rmSync(path.join(repo(), 'catalog.json'));
+    removeCatalog(repo());
     const after = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
     assert.deepEqual(
       after.map((x) => [x.id, x.verification?.outcome, x.verification?.level, x.verification?.checks.length]),

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { BackupRecord, KeyListing } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir } from './helpers/env.js';
+import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir, catalogPath, journalFiles, journalLines, removeCatalog } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 import { KEY_CHANGES, keyChangeSweep } from './reliability/key-change-sweep.js';
 
@@ -79,9 +79,9 @@ describe('keys that can change', function () {
     assert.ok(text.startsWith('# strata-key-file 1\n') && line, text.replace(/^(\w{8}) .*$/gm, '$1 <data key>'));
     const dataKey = line.slice(9);
     assert.match(dataKey, /^[A-Za-z0-9_-]{43}$/);
-    for (const name of ['repository.json', 'catalog.json', 'journal.ndjson']) {
-      const content = readFileSync(path.join(repo(), name), 'utf8');
-      assert.ok(!content.includes(dataKey) && !content.includes(TEST_PASSPHRASE), `${name} holds no secret`);
+    for (const file of [path.join(repo(), 'repository.json'), catalogPath(repo()), ...journalFiles(repo())]) {
+      const content = readFileSync(file, 'utf8');
+      assert.ok(!content.includes(dataKey) && !content.includes(TEST_PASSPHRASE), `${file} holds no secret`);
     }
   });
 
@@ -105,7 +105,7 @@ describe('keys that can change', function () {
 
     const listed = keyList();
     assert.deepEqual(listed.keyFiles.map((f) => [f.label, f.holdsCurrent]), [[null, true], ['bob', true], ['carol', true]]);
-    const journal = readFileSync(path.join(repo(), 'journal.ndjson'), 'utf8');
+    const journal = journalLines(repo()).join('\n');
     const adds = journal.split('\n').filter((l) => l.includes('"kind":"key"') && l.includes('"COMPLETED"'));
     assert.equal(adds.length, 2, 'each key change is journaled');
     assert.ok(!journal.includes('bob has his own') && !journal.includes('carol too'), 'never its passphrase');
@@ -238,11 +238,11 @@ describe('keys that can change', function () {
     ok(['key', 'rotate']);
     mutate(db, 1);
     backup(db, 'incremental');
-    rmSync(path.join(repo(), 'catalog.json'));
+    removeCatalog(repo());
     const refused = run(['list', '--json'], bob());
     assert.equal(refused.status, 4);
     assert.equal(json<{ error: { code: string } }>(refused).error.code, 'KEY_MISSING');
-    assert.ok(!existsSync(path.join(repo(), 'catalog.json')), 'no catalog that lacks a backup was written');
+    assert.ok(!existsSync(path.join(repo(), 'catalog')), 'no catalog that lacks a backup was written');
     const rebuilt = backups();
     assert.deepEqual(rebuilt.map((b) => b.type), ['full', 'incremental']);
     assert.equal(new Set(rebuilt.map((b) => b.encryption.keyId)).size, 2, 'each with the data key that opened it');
@@ -259,7 +259,9 @@ describe('keys that can change', function () {
 
     const migrated = json<{ keyFile: { id: string }; dataKey: string; legacyKey: string }>(ok(['key', 'migrate', '--json']));
     const config = JSON.parse(readFileSync(path.join(repo(), 'repository.json'), 'utf8'));
-    assert.equal(config.version, 2);
+    // Format 3 (the object layout, which its first open moved it onto); key files show in its encryption section.
+    assert.equal(config.version, 3);
+    assert.equal(config.encryption.currentKey, migrated.dataKey);
     assert.equal(config.encryption.keyCheck, undefined, 'the key check is gone');
     assert.equal(config.encryption.legacyKey, migrated.legacyKey);
     assert.ok(backups().every((b) => b.encryption.keyId === migrated.legacyKey), 'the old backups need the old passphrase, now a data key');

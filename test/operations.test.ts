@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { Passphrase, openRepository } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
-import { TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir, catalogPath } from './helpers/env.js';
 
 describe('operator commands', () => {
   const dir = useTempDir();
@@ -196,7 +196,7 @@ describe('operator commands', () => {
       assert.equal(tar.status, 0, tar.stderr?.toString());
       const bytes = readFileSync(repacked);
       writeFileSync(path.join(plain, record.key), bytes);
-      const catalogFile = path.join(plain, 'catalog.json');
+      const catalogFile = catalogPath(plain);
       const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
       Object.assign(catalog.backups[0], { sha256: createHash('sha256').update(bytes).digest('hex'), storedBytes: bytes.length, rawBytes: bytes.length });
       writeFileSync(catalogFile, JSON.stringify(catalog));

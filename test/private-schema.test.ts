@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { EngineRegistry, MysqlEngine, Passphrase, PostgresEngine, SqliteEngine, openRepository } from '@strata/sdk';
 import type { Engine, Snapshot, VerifyReport } from '@strata/sdk';
-import { TEST_PASSPHRASE, json, strata, useTempDir } from './helpers/env.js';
+import { TEST_PASSPHRASE, json, strata, useTempDir, journalLines, removeCatalog } from './helpers/env.js';
 import { MysqlDatabases, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
 import { Databases, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
@@ -206,9 +206,7 @@ describe('schema names stay out of the repository\'s plaintext files', function 
 
       /** What the journal kept of the failed operations: their kind and error code. */
       function failedOperations(): { kind: string; code: string | undefined }[] {
-        return readFileSync(path.join(repoDir(), 'journal.ndjson'), 'utf8')
-          .split('\n')
-          .filter((line) => line.trim())
+        return journalLines(repoDir())
           .map((line) => JSON.parse(line) as { kind: string; status: string; error?: { code: string } })
           .filter((r) => r.status === 'FAILED')
           .map((r) => ({ kind: r.kind, code: r.error?.code }));
@@ -216,7 +214,7 @@ describe('schema names stay out of the repository\'s plaintext files', function 
 
       /** The catalog lost and rebuilt from the artifacts and the journal (`list` rebuilds it). */
       function rebuildCatalog(): { verification: { outcome: string; checks: { name: string; reason: string }[] } | null }[] {
-        rmSync(path.join(repoDir(), 'catalog.json'));
+        removeCatalog(repoDir());
         const listed = strata(['list', '--repo', repoDir(), '--json']);
         assert.equal(listed.status, 0, listed.stderr);
         const out = json<{ backups: { verification: { outcome: string; checks: { name: string; reason: string }[] } | null }[] }>(listed);

@@ -34,15 +34,17 @@ describe('reliability (bounded; seed ' + SEED + ')', function () {
     expectClean(await crashSweep({ seed: SEED, kills: 8, work: workDir(dir.path, 'crash') }));
   });
 
-  it('crashes at exact system calls: every rename of restore --force, and an even spread of those of prune and import, killed, loses nothing and leaves nothing', function () {
-    this.timeout(900_000);
-    // restore --force gets every rename (the in-place swap once lost its target between two of
-    // them); prune and import 3 each, the first, a middle and the last. `npm run test:soak --
-    // --only syscalls` kills at every rename, unlink, link and fsync of six operations.
-    const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['restore', 'prune', 'import'], syscalls: ['rename'], sampled: { prune: 3, import: 3 } });
+  it('crashes at exact system calls: every rename and link of restore --force, and an even spread of those of a full backup, prune and import, killed, loses nothing and leaves nothing', function () {
+    this.timeout(1_200_000);
+    // Local storage makes every object visible with a rename (put) or a link (exclusive create:
+    // catalog generations, the lock), so these are the moments between one visible state and the
+    // next. restore --force gets every one (the in-place swap once lost its target between two of
+    // them); a backup 3 of each kind, prune and import 2 (the first and the last). `npm run
+    // test:soak -- --only syscalls` kills at every rename, unlink, link and fsync of six operations.
+    const result = syscallCrashSweep({ work: workDir(dir.path, 'syscalls'), operations: ['backup', 'restore', 'prune', 'import'], syscalls: ['rename', 'link'], sampled: { backup: 3, prune: 2, import: 2 } });
     expectClean(result);
     assert.equal(result.kills, result.runs, `only ${result.kills} of ${result.runs} runs died at the injected call`);
-    assert.ok(result.perCase['restore/rename']! >= 2 && result.perCase['prune/rename']! >= 2 && result.perCase['import/rename']! >= 2, `kill points: ${JSON.stringify(result.perCase)}`);
+    assert.ok(['backup', 'restore', 'prune', 'import'].every((op) => result.perCase[`${op}/rename`]! >= 2 && result.perCase[`${op}/link`]! >= 1), `kill points: ${JSON.stringify(result.perCase)}`);
   });
 
   it('concurrency: processes backing up and pruning at once lose nothing', async () => {

@@ -65,7 +65,7 @@ describe('repository file modes', function () {
     assert.equal((JSON.parse(readFileSync(path.join(repo, 'repository.json'), 'utf8')) as { access?: string }).access, 'group-readable');
     exercise(repo, '077');
     const found = modes(repo);
-    for (const kind of ['backups', 'cache', 'locks', 'journal.ndjson', 'catalog.json', 'repository.json']) {
+    for (const kind of ['backups', 'cache', 'locks', 'journal', 'catalog', 'repository.json']) {
       assert.ok(found.some((f) => f.path === kind || f.path.startsWith(`${kind}/`)), `the repository has ${kind} (${found.map((f) => f.path).join(', ')})`);
     }
     assert.deepEqual(

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { EngineRegistry, MysqlEngine, PostgresEngine, SqliteEngine, initRepository, openRepository, readTar, tarHeaderBytes, tarPadding, tarTrailer } from '@strata/sdk';
 import type { BackupRecord, Engine, Manifest, VerifyReport } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
-import { useTempDir } from './helpers/env.js';
+import { useTempDir, catalogPath } from './helpers/env.js';
 import { MysqlDatabases, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
 import { Databases, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
@@ -116,7 +116,7 @@ async function tamperAndReseal(repoDir: string, record: BackupRecord, tamper: (s
   const tar = Buffer.concat([...out.flatMap((e) => [tarHeaderBytes({ name: e.name, size: e.body.length }), e.body, tarPadding(e.body.length)]), tarTrailer()]);
   const artifact = zstd(['-q', '-c', '-3'], tar);
   writeFileSync(file, artifact);
-  const catalogFile = path.join(repoDir, 'catalog.json');
+  const catalogFile = catalogPath(repoDir);
   const catalog = JSON.parse(readFileSync(catalogFile, 'utf8')) as { backups: Record<string, unknown>[] };
   for (const b of catalog.backups) {
     if (b['id'] !== record.id) continue;

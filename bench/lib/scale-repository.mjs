@@ -23,7 +23,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATA, betterSqlite3 } from './app-database.mjs';
 
-export const SCALE_GENERATOR_VERSION = 1;
+export const SCALE_GENERATOR_VERSION = 2;
 const SDK = new URL('../../packages/sdk/dist/index.js', import.meta.url).href;
 const NAMES = ['app', 'billing', 'analytics', 'auth', 'search', 'audit', 'mail', 'cms'];
 const HOUR = 3_600_000;
@@ -120,7 +120,7 @@ function moveTree(from, to) {
 }
 
 async function buildScaleRepository(root, { backups, databases, jobs, passphrase, log }) {
-  const { initRepository, openRepository, Passphrase, LocalStorage, writeCatalog } = await import(SDK);
+  const { initRepository, openRepository, Passphrase, LocalStorage, readCatalog, writeCatalog } = await import(SDK);
   const started = performance.now();
   const p = plan({ backups, databases });
   fs.rmSync(root, { recursive: true, force: true });
@@ -149,11 +149,14 @@ async function buildScaleRepository(root, { backups, databases, jobs, passphrase
   let files = 0;
   for (const s of segments) {
     const from = path.join(s.dir, 'repo');
-    records.push(...JSON.parse(fs.readFileSync(path.join(from, 'catalog.json'), 'utf8')).backups);
+    records.push(...(await readCatalog(new LocalStorage(from))));
     files += moveTree(path.join(from, 'backups'), path.join(repoDir, 'backups'));
     files += moveTree(path.join(from, 'cache'), path.join(repoDir, 'cache'));
-    const journal = fs.readFileSync(path.join(from, 'journal.ndjson'), 'utf8').split('\n').filter((l) => l && JSON.parse(l).kind !== 'init');
-    fs.appendFileSync(path.join(repoDir, 'journal.ndjson'), journal.map((l) => l + '\n').join(''));
+    // Journal records are objects of their own (init's too, which the merged repository has already).
+    for (const name of fs.readdirSync(path.join(from, 'journal'))) {
+      if (fs.readFileSync(path.join(from, 'journal', name), 'utf8').includes('"kind":"init"')) continue;
+      fs.renameSync(path.join(from, 'journal', name), path.join(repoDir, 'journal', name));
+    }
   }
   await writeCatalog(new LocalStorage(repoDir), records);
   fs.rmSync(path.join(root, 'segments'), { recursive: true, force: true });
@@ -168,8 +171,8 @@ async function buildScaleRepository(root, { backups, databases, jobs, passphrase
   for (const r of listed) types[r.type] = (types[r.type] ?? 0) + 1;
   return {
     generatorVersion: SCALE_GENERATOR_VERSION, backups, databases: p.names, days: p.days, first: listed[0].createdAt, last: listed.at(-1).createdAt,
-    types, labelled: listed.filter((r) => r.label).length, files, catalogBytes: fs.statSync(path.join(repoDir, 'catalog.json')).size,
-    journalBytes: fs.statSync(path.join(repoDir, 'journal.ndjson')).size,
+    types, labelled: listed.filter((r) => r.label).length, files, catalogBytes: fs.readdirSync(path.join(repoDir, 'catalog')).reduce((sum, f) => sum + fs.statSync(path.join(repoDir, 'catalog', f)).size, 0),
+    journalBytes: fs.readdirSync(path.join(repoDir, 'journal')).reduce((sum, f) => sum + fs.statSync(path.join(repoDir, 'journal', f)).size, 0),
     storedBytes: listed.reduce((sum, r) => sum + r.storedBytes, 0), buildSeconds: Math.round((performance.now() - started) / 100) / 10, jobs,
   };
 }
@@ -181,7 +184,7 @@ export async function ensureScaleRepository({ backups = 10000, databases = 2, jo
   if (!rebuild) {
     try {
       const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8'));
-      if (meta.generatorVersion === SCALE_GENERATOR_VERSION && meta.backups === backups && fs.existsSync(path.join(root, 'repo', 'catalog.json'))) {
+      if (meta.generatorVersion === SCALE_GENERATOR_VERSION && meta.backups === backups && fs.existsSync(path.join(root, 'repo', 'catalog'))) {
         return { repo: path.join(root, 'repo'), meta, cached: true };
       }
     } catch { /* build it */ }

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,32 @@ export const ROOT = path.resolve(fileURLToPath(new URL('../../..', import.meta.u
 export const CLI = path.join(ROOT, 'packages/cli/dist/main.js');
 export const FIXTURE_DB = path.join(ROOT, 'fixtures/sample.db');
 export const TEST_PASSPHRASE = 'correct horse battery staple';
+
+/**
+ * The file of a repository's catalog as Strata reads it: its newest generation (docs/FORMAT.md,
+ * `catalog/`). Tests that tamper with the catalog edit this file in place, as a person would.
+ */
+export function catalogPath(repo: string): string {
+  const generations = existsSync(path.join(repo, 'catalog')) ? readdirSync(path.join(repo, 'catalog')).filter((f) => /^\d{12}\.json$/.test(f)).sort() : [];
+  if (generations.length === 0) throw new Error(`${repo} has no catalog generation`);
+  return path.join(repo, 'catalog', generations.at(-1)!);
+}
+
+/** Loses a repository's catalog (every generation), as a person deleting it would. */
+export function removeCatalog(repo: string): void {
+  rmSync(path.join(repo, 'catalog'), { recursive: true, force: true });
+}
+
+/** The journal's files (one per record, and segments of several), in the order their names sort. */
+export function journalFiles(repo: string): string[] {
+  const dir = path.join(repo, 'journal');
+  return existsSync(dir) ? readdirSync(dir).sort().map((f) => path.join(dir, f)) : [];
+}
+
+/** Every line of the journal: one JSON record each. */
+export function journalLines(repo: string): string[] {
+  return journalFiles(repo).flatMap((f) => readFileSync(f, 'utf8').split('\n').filter((l) => l.trim()));
+}
 
 /**
  * A fresh folder per test, removed afterwards. Call inside a `describe`; the folder of the

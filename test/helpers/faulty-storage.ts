@@ -1,9 +1,11 @@
-import type { Abortable, ObjectInfo, Storage } from '@strata/sdk';
+import type { Abortable, GetOptions, ObjectInfo, Storage } from '@strata/sdk';
 import { LocalStorage } from '@strata/sdk';
 
 /**
- * A local storage whose writes fail with ENOSPC once `budget` bytes have been written in total,
- * like a disk that fills up mid-backup. Used where a real small filesystem cannot be mounted.
+ * A local storage on a disk with `budget` bytes free: writes fail with ENOSPC once they would take
+ * more, like a disk that fills up mid-backup; a failed write's temporary data and deleted or
+ * replaced objects give their bytes back, as on a real disk. Used where a real small filesystem
+ * cannot be mounted.
  */
 export class DiskFullStorage implements Storage {
   readonly #inner: LocalStorage;
@@ -18,31 +20,54 @@ export class DiskFullStorage implements Storage {
     this.location = this.#inner.location;
   }
 
-  /** Refills the disk (e.g. after an operator freed space). */
+  /** Sets the free space (e.g. after an operator freed some). */
   setBudget(bytes: number): void {
     this.#budget = bytes;
   }
 
-  put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo> {
-    const spend = (n: number): void => {
-      this.#budget -= n;
-      if (this.#budget < 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
-    };
-    if (body instanceof Uint8Array) {
-      return Promise.resolve()
-        .then(() => spend(body.byteLength))
-        .then(() => this.#inner.put(key, body, options));
-    }
-    const metered = (async function* () {
-      for await (const chunk of body) {
-        spend(chunk.byteLength);
-        yield chunk;
-      }
-    })();
-    return this.#inner.put(key, metered, options);
+  #spend(n: number): void {
+    this.#budget -= n;
+    if (this.#budget < 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
   }
 
-  get(key: string, options?: Abortable) {
+  async #sizeOf(key: string): Promise<number> {
+    return this.#inner.stat(key).then(
+      (info) => info.size,
+      () => 0,
+    );
+  }
+
+  async put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo> {
+    const replaced = await this.#sizeOf(key);
+    let spent = 0;
+    const spend = (n: number): void => {
+      spent += n;
+      this.#spend(n);
+    };
+    try {
+      let info: ObjectInfo;
+      if (body instanceof Uint8Array) {
+        spend(body.byteLength);
+        info = await this.#inner.put(key, body, options);
+      } else {
+        const metered = (async function* () {
+          for await (const chunk of body) {
+            spend(chunk.byteLength);
+            yield chunk;
+          }
+        })();
+        info = await this.#inner.put(key, metered, options);
+      }
+      this.#budget += replaced;
+      return info;
+    } catch (err) {
+      // The storage removed what it had written of the object.
+      this.#budget += spent;
+      throw err;
+    }
+  }
+
+  get(key: string, options?: GetOptions) {
     return this.#inner.get(key, options);
   }
   read(key: string) {
@@ -54,17 +79,20 @@ export class DiskFullStorage implements Storage {
   list(prefix: string) {
     return this.#inner.list(prefix);
   }
-  delete(key: string) {
-    return this.#inner.delete(key);
+  async delete(key: string) {
+    const size = await this.#sizeOf(key);
+    await this.#inner.delete(key);
+    this.#budget += size;
   }
-  rename(from: string, to: string) {
-    return this.#inner.rename(from, to);
-  }
-  createExclusive(key: string, body: Uint8Array) {
-    return this.#inner.createExclusive(key, body);
-  }
-  append(key: string, body: Uint8Array) {
-    return this.#inner.append(key, body);
+  async createExclusive(key: string, body: Uint8Array, options?: Abortable) {
+    let created = false;
+    try {
+      this.#spend(body.byteLength);
+      created = await this.#inner.createExclusive(key, body, options);
+      return created;
+    } finally {
+      if (!created) this.#budget += body.byteLength;
+    }
   }
   space() {
     return this.#inner.space();

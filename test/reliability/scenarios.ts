@@ -14,7 +14,7 @@ import Database from 'better-sqlite3';
 import { Passphrase, initRepository, isStrataError, openRepository, readTar, LocalStorage } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from '../helpers/databases.js';
-import { CLI, ROOT, TEST_PASSPHRASE, sqliteDump } from '../helpers/env.js';
+import { CLI, ROOT, TEST_PASSPHRASE, sqliteDump, catalogPath } from '../helpers/env.js';
 import { Databases, PG_URL, pgDump, pgQuery } from '../helpers/postgres.js';
 import { DiskFullStorage } from '../helpers/faulty-storage.js';
 
@@ -68,7 +68,7 @@ export async function corruptionSweep(options: { seed: number; mutations: number
   const problems: string[] = [];
   let detected = 0;
   const { repo: pristine, expected } = await pristineRepository(options.work);
-  const catalog = JSON.parse(readFileSync(path.join(pristine, 'catalog.json'), 'utf8')) as { backups: BackupRecord[] };
+  const catalog = JSON.parse(readFileSync(catalogPath(pristine), 'utf8')) as { backups: BackupRecord[] };
   const records = catalog.backups;
   for (let i = 0; i < options.mutations; i++) {
     const repo = path.join(options.work, 'mutated');
@@ -107,13 +107,13 @@ export async function corruptionSweep(options: { seed: number; mutations: number
         break;
       }
       default: {
-        const cat = JSON.parse(readFileSync(path.join(repo, 'catalog.json'), 'utf8')) as { backups: Record<string, unknown>[] };
+        const cat = JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { backups: Record<string, unknown>[] };
         const entry = cat.backups.find((b) => b['id'] === victim.id)!;
         if (kind === 'catalog-sha') entry['sha256'] = '0'.repeat(64);
         if (kind === 'catalog-size') entry['storedBytes'] = Number(entry['storedBytes']) + 1;
         if (kind === 'catalog-parent') entry['parent'] = pick(random, records).id;
         const text = kind === 'catalog-garbage' ? JSON.stringify(cat).slice(0, Math.floor(random() * 200)) : JSON.stringify(cat);
-        writeFileSync(path.join(repo, 'catalog.json'), text);
+        writeFileSync(catalogPath(repo), text);
         label = `${kind} of ${victim.id}`;
       }
     }
@@ -254,7 +254,7 @@ function killAfter(args: string[], delayMs: number | undefined): Promise<{ kille
 /** The repository is consistent: every cataloged artifact is there at its size, and every artifact is cataloged (or awaiting a prune). */
 function consistency(repo: string): string[] {
   const out: string[] = [];
-  const catalog = JSON.parse(readFileSync(path.join(repo, 'catalog.json'), 'utf8')) as { backups: BackupRecord[] };
+  const catalog = JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { backups: BackupRecord[] };
   const pendingFile = path.join(repo, 'locks/pending-deletions.json');
   const pending = new Set(existsSync(pendingFile) ? (JSON.parse(readFileSync(pendingFile, 'utf8')) as string[]) : []);
   const keys = new Set(catalog.backups.map((b) => b.key));
@@ -403,7 +403,7 @@ export async function concurrencySweep(options: { seed: number; rounds: number; 
       if (doc.id) made.push(doc.id);
       for (const d of doc.remove ?? []) removed.add(d.id);
     });
-    const catalog = JSON.parse(readFileSync(path.join(repo, 'catalog.json'), 'utf8')) as { backups: BackupRecord[] };
+    const catalog = JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { backups: BackupRecord[] };
     const listed = new Set(catalog.backups.map((b) => b.id));
     for (const id of made) if (!listed.has(id) && !removed.has(id)) problems.push(`round ${round}: backup ${id} reported success but is not in the catalog`);
     for (const f of consistency(repo)) problems.push(`round ${round}: ${f}`);

@@ -132,12 +132,18 @@ export function occurrences(count: number, spread: number): number[] {
 function repositoryLeftovers(repo: string): string[] {
   if (!existsSync(repo)) return [];
   const files = readdirSync(repo, { recursive: true }).map(String);
-  return files.filter(
-    (f) =>
-      (f.startsWith('staging/') && f !== 'staging/') ||
-      (f.startsWith('.tmp/') && f.endsWith('.partial')) ||
-      /^locks\/(committing-|pending-deletions|takeover-|repository\.lock)/.test(f),
-  );
+  const generations = files.filter((f) => /^catalog\/\d{12}\.json$/.test(f));
+  return [
+    ...files.filter(
+      (f) =>
+        (f.startsWith('pending/') && f.endsWith('.json')) ||
+        (f.startsWith('staging/') && f !== 'staging/') ||
+        f.endsWith('.partial') ||
+        /^locks\/(committing-|pending-deletions|takeover-|repository\.lock)/.test(f),
+    ),
+    // A commit deletes the generations it replaced; one left over is dead weight.
+    ...(generations.length > 1 ? generations.slice(0, -1) : []),
+  ];
 }
 
 /**

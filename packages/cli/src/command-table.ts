@@ -81,7 +81,7 @@ export interface GroupSpec {
 const DATABASE_LOCATIONS = (): string => databaseLocationLines().map((line) => `  ${line}`).join('\n');
 
 export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
-  { flags: '--repo <dir>', description: `the repository: ${repositoryLocationPhrase()} (or STRATA_REPO, or "repository" in strata.config.json)` },
+  { flags: '--repo <location>', description: `the repository: ${repositoryLocationPhrase()} (or STRATA_REPO, or "repository" in strata.config.json)` },
   { flags: '--config <file>', description: 'config file (default: strata.config.json here or in a parent folder)' },
   { flags: '--passphrase-file <file>', description: 'read the passphrase from FILE' },
   {

@@ -1,4 +1,4 @@
-import { createDefaultEngines } from '@strata/sdk';
+import { createDefaultEngines, supportedStorages } from '@strata/sdk';
 import type { EngineDisplay } from '@strata/sdk';
 
 /** How people see each engine this build ships, from the engines themselves (never a list of names here). */
@@ -22,10 +22,10 @@ export function databaseLocationLines(): string[] {
 }
 
 /**
- * Where a repository can be. The one place the CLI words it (help of --repo, STRATA_REPO and
- * "repository"), so that it can be read from the storage registry once there is one.
+ * Where a repository can be: one line per storage of the registry (help of --repo, STRATA_REPO
+ * and "repository"), so a new storage kind shows up in the help without a change here.
  */
-export const REPOSITORY_LOCATIONS: readonly { readonly form: string; readonly description: string }[] = [{ form: 'DIR', description: 'a folder path (made by strata init)' }];
+export const REPOSITORY_LOCATIONS: readonly { readonly scheme: string; readonly description: string }[] = supportedStorages();
 
 /** The repository locations as one phrase, for option descriptions. */
 export function repositoryLocationPhrase(): string {

@@ -9,6 +9,7 @@ import { withRepositoryLock } from './lock.js';
 import { parseArtifactKey } from './naming.js';
 import { storedFacts } from './chain-reader.js';
 import type { RepositoryContext } from './repository-context.js';
+import { pendingArtifactKeys } from './pending-writes.js';
 
 /**
  * Selects a backup: an id (or a unique prefix of one), `latest`, or the newest restore point with
@@ -93,9 +94,12 @@ export class BackupCatalog {
       const unopened: string[] = [];
       // An artifact names no key outside its encryption: each data key is tried, the current first.
       let candidates: { id: string | undefined; secret: Passphrase }[] | undefined;
+      // Artifacts a pending note names never committed (or, without a catalog, nobody can tell
+      // that they did): they are not backups (pending-writes.ts).
+      const uncommitted = await pendingArtifactKeys(this.#ctx.storage);
       for await (const object of this.#ctx.storage.list('backups/', { signal })) {
         const parsed = parseArtifactKey(object.key);
-        if (!parsed) continue;
+        if (!parsed || uncommitted.has(object.key)) continue;
         let failure: unknown;
         if (parsed.encrypted && !candidates) {
           await this.#ctx.unlock();
@@ -200,7 +204,7 @@ export class BackupCatalog {
       }
       // A hand-edited or damaged catalog can link backups in a circle; never walk it forever.
       if (chain.includes(parent)) {
-        throw new StrataError('CHAIN_BROKEN', `restore ${record.id}: the catalog's parent links loop through ${parent.id}; the catalog is damaged (delete catalog.json to rebuild it from the artifacts)`);
+        throw new StrataError('CHAIN_BROKEN', `restore ${record.id}: the catalog's parent links loop through ${parent.id}; the catalog is damaged (delete the catalog/ folder to rebuild it from the artifacts)`);
       }
       chain.unshift(parent);
       current = parent;

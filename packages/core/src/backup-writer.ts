@@ -18,7 +18,8 @@ import type { ProgressListener } from './progress.js';
 import { refuseFutureTime } from './record-checks.js';
 import { STRATA_VERSION } from './version.js';
 import { commitBackup } from './catalog-commit.js';
-import { stagingKey } from './recovery.js';
+import { announceWrite } from './pending-writes.js';
+import type { PendingWrite } from './pending-writes.js';
 import type { RepositoryContext } from './repository-context.js';
 
 /** Options for {@link Repository.backup}. */
@@ -45,8 +46,8 @@ export interface BackupOptions {
 
 /**
  * Takes backups: picks the parent an incremental or differential builds on, names the backup
- * (by its source when the name was derived), snapshots the database, writes the artifact to a
- * staging key and hands it to {@link commitBackup}.
+ * (by its source when the name was derived), snapshots the database, writes the artifact under
+ * its final key (announced by a pending note first) and hands it to {@link commitBackup}.
  */
 export class BackupWriter {
   readonly #ctx: RepositoryContext;
@@ -73,7 +74,7 @@ export class BackupWriter {
     refuseFutureTime(time, 'backup');
     const op = await this.#ctx.journal.begin('backup', { database, type });
     let snapshot: Awaited<ReturnType<Engine['snapshot']>> | undefined;
-    let staging: string | undefined;
+    let pending: PendingWrite | undefined;
     try {
       await this.#ctx.unlock();
       // New artifacts are encrypted under the current data key (KEY_MISSING if this passphrase's
@@ -162,11 +163,12 @@ export class BackupWriter {
       bytes = codec.compress(bytes, this.#ctx.config.compression.level, options.signal);
       if (profile !== 'none') bytes = encryptStream(bytes, dataKey!.secret, profile);
       const sha = createHash('sha256');
-      // Staged outside backups/ (the writer's pid in the name, so a sweep can tell a dead
-      // writer's leftovers); it moves into place under the lock, with the catalog write.
-      const staged = stagingKey(key);
-      staging = staged;
-      const info = await this.#ctx.storage.put(staged, hashBytes(bytes, sha), { signal: options.signal });
+      const cacheKey = layoutCacheKey(database, id, profile !== 'none');
+      const factsKey = factsCacheKey(database, id, profile !== 'none');
+      // The artifact goes under its final key at once (an object store cannot rename); the note
+      // written before it says it is no backup until the catalog lists it (pending-writes.ts).
+      pending = await announceWrite(this.#ctx.storage, id, [key], [cacheKey, factsKey]);
+      const info = await this.#ctx.storage.put(key, hashBytes(bytes, sha), { signal: options.signal });
       const manifest = result.manifest;
       if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
       const record = recordFromManifest(manifest, {
@@ -178,8 +180,6 @@ export class BackupWriter {
         encryption: { profile, ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}) },
       });
       const layoutsSha256 = layoutsDigest(result.layoutEntries);
-      const cacheKey = layoutCacheKey(database, id, profile !== 'none');
-      const factsKey = factsCacheKey(database, id, profile !== 'none');
       const factsSha256 = factsDigest(result.facts!);
       const full: BackupRecord = { ...record, layoutsSha256, factsSha256 };
       emit?.({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
@@ -187,9 +187,10 @@ export class BackupWriter {
       // Caches are encrypted under the artifact's own key, so whoever can open the one opens the other.
       await writeLayoutCache(this.#ctx.storage, cacheKey, result.layoutEntries, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
       await writeFactsCache(this.#ctx.storage, factsKey, result.facts!, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
-      // From here the commit owns the staged file: it moves it into place or removes it.
-      staging = undefined;
-      await commitBackup(this.#ctx, { id, key, staging: staged, cacheKey, factsKey, parent, record: full });
+      // From here the commit owns the written objects: it records them or removes them.
+      const written = pending;
+      pending = undefined;
+      await commitBackup(this.#ctx, { parent, record: full, pending: written });
       await op.complete({
         backupId: id,
         rawBytes: record.rawBytes,
@@ -203,7 +204,9 @@ export class BackupWriter {
       return full;
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError(`backup ${database}`, err);
-      if (staging) await this.#ctx.storage.delete(staging).catch(() => undefined);
+      // Without a catalog entry the backup did not happen: what it wrote goes (a kill here leaves
+      // the note, and the next open removes it).
+      await pending?.abandon().catch(() => undefined);
       await op.fail(wrapped).catch(() => undefined);
       throw wrapped;
     } finally {

@@ -1,19 +1,19 @@
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { readCatalog, writeCatalog } from './catalog.js';
 import type { BackupRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { factsCacheKey } from './facts-cache.js';
 import { layoutCacheKey } from './layout-cache.js';
 import { withRepositoryLock } from './lock.js';
-import { commitNoteKey, readPendingDeletions, writePendingDeletions } from './recovery.js';
+import { compactJournal } from './journal.js';
+import type { PendingWrite } from './pending-writes.js';
+import { readPendingDeletions, writePendingDeletions } from './recovery.js';
 import type { RepositoryContext } from './repository-context.js';
 import type { Storage } from './storage.js';
 
 /**
- * Every change of the catalog, and every move of a staged artifact into backups/, happens here:
- * under the repository lock, in an order a kill at any point leaves recoverable (recovery.ts
- * finishes or undoes what a killed process left).
+ * Every change of the catalog, and so every commit of a written artifact, happens here: under
+ * the repository lock, in an order a kill at any point leaves recoverable (recovery.ts finishes or
+ * undoes what a killed process left).
  */
 
 /** Changes the catalog under the repository lock (read, change, write atomically). */
@@ -24,83 +24,70 @@ export async function updateCatalog(ctx: RepositoryContext, operation: string, c
     async () => {
       const current = (await readCatalog(ctx.storage)) ?? (await ctx.catalog.rebuildHoldingLock());
       await writeCatalog(ctx.storage, await change(current));
+      // Holding the lock anyway: fold the journal's records once there are many. Best effort:
+      // the change above is made, and an unfolded journal only reads slower.
+      await compactJournal(ctx.storage).catch(() => undefined);
     },
     ctx.options.lock,
   );
 }
 
-/** A new backup's artifact, staged (see {@link stagingKey}), and what it adds to the catalog. */
-export interface StagedBackup {
-  readonly id: string;
-  /** Where the artifact belongs in backups/. */
-  readonly key: string;
-  readonly staging: string;
-  readonly cacheKey: string;
-  readonly factsKey: string;
+/** A new backup whose objects are written (announced by `pending`), and its catalog record. */
+export interface WrittenBackup {
   /** The restore point it builds on, which must still be in the catalog. */
   readonly parent: BackupRecord | undefined;
   readonly record: BackupRecord;
+  readonly pending: PendingWrite;
 }
 
 /**
- * Moves a staged backup into backups/ and records it, under the lock. On failure nothing of it
- * remains (staged file, artifact, cached layout and facts, note) and the error is rethrown.
+ * Records a written backup in the catalog, under the lock: the new catalog generation is the
+ * commit, and only then does its pending note go. On failure nothing of it remains (artifact,
+ * cached layout and facts, note) and the error is rethrown. A kill at any point leaves the note,
+ * and the next open decides by the catalog (recovery.ts).
  */
-export async function commitBackup(ctx: RepositoryContext, backup: StagedBackup): Promise<void> {
-  const { id, key, staging, cacheKey, factsKey, parent } = backup;
-  let moved = false;
+export async function commitBackup(ctx: RepositoryContext, backup: WrittenBackup): Promise<void> {
+  const { parent, record, pending } = backup;
   try {
     await updateCatalog(ctx, 'backup', async (records) => {
       if (parent && !records.some((r) => r.id === parent.id)) {
         throw new StrataError('CHAIN_BROKEN', `backup: its parent ${parent.id} was removed while the backup ran; take the backup again`);
       }
-      // If the process dies between the move and the catalog write, this note tells the next
-      // open that the artifact was never recorded (the journal says the backup failed).
-      await ctx.storage.put(commitNoteKey(id), Buffer.from(JSON.stringify({ key, cacheKey, pid: process.pid, host: hostname() })));
-      await ctx.storage.rename(staging, key);
-      moved = true;
-      return [...records, backup.record];
+      return [...records, record];
     });
-    await ctx.storage.delete(commitNoteKey(id));
   } catch (err) {
-    await ctx.storage.delete(commitNoteKey(id)).catch(() => undefined);
-    await ctx.storage.delete(cacheKey).catch(() => undefined);
-    await ctx.storage.delete(factsKey).catch(() => undefined);
-    if (!moved) await ctx.storage.delete(staging).catch(() => undefined);
-    // Without a catalog entry the backup did not happen; remove the artifact so the
-    // repository and the journal agree.
-    await ctx.storage.delete(key).catch(() => undefined);
+    await pending.abandon().catch(() => undefined);
     throw err;
   }
+  await pending.committed();
 }
 
-/** An imported artifact, staged, with its catalog record. */
-export interface StagedImport {
+/** An imported artifact, written under its final key (announced by `pending`), with its catalog record. */
+export interface WrittenImport {
   readonly record: BackupRecord;
-  readonly staging: string;
+  readonly pending: PendingWrite;
 }
 
 /**
- * Moves staged imports into backups/ and records them, under the lock; those another process
- * imported meanwhile are skipped. Each artifact moved is added to `moved` as it goes, so a caller
- * whose commit failed can remove them again.
+ * Records written imports in the catalog, under the lock, in one generation; those another
+ * process imported meanwhile are in it already (under the same key, with the same bytes: both
+ * checked them against the same record). Then their notes go.
  */
-export async function commitImport(ctx: RepositoryContext, placed: readonly StagedImport[], moved: string[]): Promise<void> {
-  const noteKey = commitNoteKey(`import-${randomBytes(6).toString('hex')}`);
+export async function commitImport(ctx: RepositoryContext, placed: readonly WrittenImport[]): Promise<void> {
   await updateCatalog(ctx, 'import', async (records) => {
     const fresh = placed.filter((p) => !records.some((r) => r.id === p.record.id));
-    // Killed between the moves and the catalog write, this note lets the next open remove
-    // the moved artifacts, which no catalog entry vouches for (the journal says FAILED).
-    await ctx.storage.put(noteKey, Buffer.from(JSON.stringify({ keys: fresh.map((p) => p.record.key), pid: process.pid, host: hostname() })));
-    for (const p of fresh) {
-      await ctx.storage.rename(p.staging, p.record.key);
-      moved.push(p.record.key);
-    }
     return [...records, ...fresh.map((p) => p.record)];
   });
-  await ctx.storage.delete(noteKey).catch(() => undefined);
-  // Staged copies of backups another process imported meanwhile are not needed.
-  for (const p of placed) if (!moved.includes(p.record.key)) await ctx.storage.delete(p.staging).catch(() => undefined);
+  for (const p of placed) await p.pending.committed();
+}
+
+/**
+ * Undoes written imports that were not committed: their artifacts and notes go, except artifacts
+ * the catalog lists (another process imported and committed the same backup meanwhile).
+ */
+export async function abandonImport(ctx: RepositoryContext, placed: readonly PendingWrite[]): Promise<void> {
+  const listed = new Set(((await readCatalog(ctx.storage).catch(() => undefined)) ?? []).map((r) => r.key));
+  for (const p of placed) await p.abandon(listed).catch(() => undefined);
 }
 
 /**

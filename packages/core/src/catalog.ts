@@ -3,8 +3,16 @@ import type { BackupType, Manifest } from './format/manifest.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
 
-export const CATALOG_KEY = 'catalog.json';
+/**
+ * The catalog: immutable generations, `catalog/<generation, 12 digits>.json`, each the whole list.
+ * A change creates the next generation with a conditional create (never replacing an object, so
+ * an object store needs no rename), then deletes the older ones; readers take the newest.
+ */
+export const CATALOG_PREFIX = 'catalog/';
+/** The catalog of repositories before format 3, replaced in place; read (and migrated), never written. */
+export const LEGACY_CATALOG_KEY = 'catalog.json';
 const CATALOG_VERSION = 1;
+const GENERATION = /^catalog\/(\d{12})\.json$/;
 
 export type CheckName = 'file-accessibility' | 'checksum-match' | 'database-readable' | 'schema-integrity' | 'data-consistency';
 export type CheckStatus = 'passed' | 'failed' | 'skipped';
@@ -80,30 +88,65 @@ export interface BackupRecord {
   readonly factsSha256?: string;
 }
 
-/** The catalog file: a list of backups, rewritten atomically on every change. */
+/** One catalog generation (and the old catalog.json): the list of backups. */
 interface CatalogFile {
   format: 'strata-catalog';
   version: number;
   backups: BackupRecord[];
 }
 
-/** Reads the catalog; returns undefined when the file is missing (the caller rebuilds it). */
-export async function readCatalog(storage: Storage): Promise<BackupRecord[] | undefined> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await storage.read(CATALOG_KEY);
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
+/** The key of a catalog generation. */
+export function catalogGenerationKey(generation: number): string {
+  return `${CATALOG_PREFIX}${String(generation).padStart(12, '0')}.json`;
+}
+
+/** The newest catalog generation present, if any. */
+export async function newestCatalogGeneration(storage: Storage): Promise<number | undefined> {
+  return (await generations(storage))[0];
+}
+
+/** Generations present, newest first. */
+async function generations(storage: Storage): Promise<number[]> {
+  const found: number[] = [];
+  for await (const object of storage.list(CATALOG_PREFIX)) {
+    const match = GENERATION.exec(object.key);
+    if (match) found.push(Number(match[1]));
   }
+  return found.sort((a, b) => b - a);
+}
+
+/**
+ * Reads the catalog: its newest generation (or, before a repository moved to generations, the
+ * old catalog.json). Returns undefined when there is none or the newest does not parse: the caller
+ * rebuilds it from the artifacts. Never an older generation in place of a damaged newer one: that
+ * would hide the backups the newer one added.
+ */
+export async function readCatalog(storage: Storage): Promise<BackupRecord[] | undefined> {
+  // A writer deletes the generation it replaced: a reader that listed it just before reads the list again.
+  for (let attempt = 0; ; attempt++) {
+    const newest = (await generations(storage))[0];
+    const key = newest === undefined ? LEGACY_CATALOG_KEY : catalogGenerationKey(newest);
+    let bytes: Uint8Array;
+    try {
+      bytes = await storage.read(key);
+    } catch (err) {
+      if (isNotFound(err) && newest !== undefined && attempt < 10) continue;
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    return parseCatalog(bytes);
+  }
+}
+
+/** A catalog object's records, or undefined when it is damaged (it is rebuilt like a missing one). */
+export function parseCatalog(bytes: Uint8Array): BackupRecord[] | undefined {
   let parsed: Partial<CatalogFile>;
   try {
     parsed = JSON.parse(Buffer.from(bytes).toString('utf8')) as Partial<CatalogFile>;
   } catch {
-    // A damaged catalog is rebuilt from the artifacts, like a missing one.
     return undefined;
   }
-  if (parsed.format !== 'strata-catalog' || !Array.isArray(parsed.backups)) return undefined;
+  if (parsed?.format !== 'strata-catalog' || !Array.isArray(parsed.backups)) return undefined;
   if ((parsed.version ?? 0) > CATALOG_VERSION) {
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `catalog: version ${parsed.version} was written by a newer Strata; upgrade Strata`);
   }
@@ -115,11 +158,22 @@ function isRecordShaped(r: unknown): r is BackupRecord {
   return typeof rec?.id === 'string' && typeof rec.key === 'string' && typeof rec.database === 'string' && typeof rec.createdAt === 'string';
 }
 
-/** Writes the catalog atomically (the storage's put is temp + fsync + rename). */
+/**
+ * Writes the next catalog generation and then deletes the older ones. Call it holding the
+ * repository lock. The conditional create is a second guard: if another process wrote the same
+ * generation (a lock taken over from a holder that was not dead after all), this write fails
+ * instead of silently replacing that process's change.
+ */
 export async function writeCatalog(storage: Storage, backups: readonly BackupRecord[]): Promise<void> {
   const redacted = backups.map((b) => (b.verification ? { ...b, verification: { ...b.verification, checks: b.verification.checks.map(redactCheck) } } : b));
   const file: CatalogFile = { format: 'strata-catalog', version: CATALOG_VERSION, backups: sortBackups(redacted) };
-  await storage.put(CATALOG_KEY, Buffer.from(JSON.stringify(file, null, 1) + '\n'));
+  const existing = await generations(storage);
+  const next = (existing[0] ?? 0) + 1;
+  if (!(await storage.createExclusive(catalogGenerationKey(next), Buffer.from(JSON.stringify(file, null, 1) + '\n')))) {
+    throw new StrataError('REPO_LOCKED', `catalog: another process wrote catalog generation ${next} in ${storage.location} while this one held the repository lock; nothing was changed, try again`);
+  }
+  // Older generations are dead now; a kill before they go leaves them for the next write.
+  for (const generation of existing) await storage.delete(catalogGenerationKey(generation));
 }
 
 /** Oldest first, ties broken by id so the order is stable. */

@@ -9,9 +9,10 @@ import { newestGoodBackup } from './newest-good.js';
 import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
 import type { ExportEntry, ExportManifest } from './export-archive.js';
 import { recoveryScript, restoreInstructions } from './restore-instructions.js';
-import { commitImport } from './catalog-commit.js';
-import type { StagedImport } from './catalog-commit.js';
-import { stagingKey } from './recovery.js';
+import { abandonImport, commitImport } from './catalog-commit.js';
+import type { WrittenImport } from './catalog-commit.js';
+import { announceWrite } from './pending-writes.js';
+import type { PendingWrite } from './pending-writes.js';
 import type { RepositoryContext } from './repository-context.js';
 
 /**
@@ -104,9 +105,8 @@ export class ExportImport {
     try {
       let manifest: ExportManifest | undefined;
       let keyPlan: ImportKeyPlan | undefined;
-      const placed: StagedImport[] = [];
-      const staged: string[] = [];
-      const moved: string[] = [];
+      const placed: WrittenImport[] = [];
+      const announced: PendingWrite[] = [];
       let committed = false;
       const skipped: string[] = [];
       const existing = new Set((await this.#ctx.catalog.list()).map((b) => b.id));
@@ -141,29 +141,30 @@ export class ExportImport {
             continue;
           }
           const sha = createHash('sha256');
-          // Staged like a backup (the pid in the name lets the next open sweep a killed import's
-          // files), and moved into backups/ only under the lock, with the catalog write.
-          const staging = stagingKey(record.key);
-          staged.push(staging);
+          // Under its final key (checked against the record's own place when the manifest was
+          // read), announced first like a backup's: no backup until the catalog lists it, and
+          // removed by the next open if this process dies before.
+          const pending = await announceWrite(this.#ctx.storage, `import-${record.id}`, [record.key], []);
+          announced.push(pending);
           // The record's size is a limit enforced while reading: a bundle entry that inflates
           // beyond it (a decompression bomb) stops at the first byte too many.
-          const info = await this.#ctx.storage.put(staging, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha));
+          const info = await this.#ctx.storage.put(record.key, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha));
           if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
             throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
           }
           const keyId = keyPlan?.keyId !== undefined && record.encryption.profile !== 'none' ? keyPlan.keyId : undefined;
-          placed.push({ record: { ...record, ...(keyId !== undefined ? { encryption: { ...record.encryption, keyId } } : {}), verification: null }, staging });
+          placed.push({ record: { ...record, ...(keyId !== undefined ? { encryption: { ...record.encryption, keyId } } : {}), verification: null }, pending });
         }
         if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds no strata-export.json`);
         const missing = manifest.backups.filter((b) => !existing.has(b.id) && !placed.some((p) => p.record.id === b.id));
         if (missing.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the artifacts of ${missing.map((b) => b.id).join(', ')}`);
         // The keys first: a catalog must never list a backup that no key file can open.
         if (keyPlan && placed.length > 0) await this.#ctx.keys.addDataKeys(keyPlan.add);
-        await commitImport(this.#ctx, placed, moved);
+        await commitImport(this.#ctx, placed);
         committed = true;
       } catch (err) {
-        // Nothing half-imported: staged and moved files are removed again (never once cataloged).
-        if (!committed) for (const key of [...staged, ...moved]) await this.#ctx.storage.delete(key).catch(() => undefined);
+        // Nothing half-imported: what was written goes again (never once cataloged).
+        if (!committed) await abandonImport(this.#ctx, announced);
         throw err;
       }
       const imported = placed.map((p) => p.record);

@@ -4,7 +4,17 @@ import { StrataError, redactedMessage } from './errors.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
 
-export const JOURNAL_KEY = 'journal.ndjson';
+/**
+ * The journal: one object per record, `journal/<UTC time>-<random>.json`, so writers never
+ * rewrite or append to anything (an object store cannot append), and keys sort by time. Records
+ * are folded into segments, `journal/<UTC time of the newest>-<random>.ndjson`, under the
+ * repository lock (see {@link compactJournal}).
+ */
+export const JOURNAL_PREFIX = 'journal/';
+/** The journal of repositories before format 3, one record per line; read, never written. */
+export const LEGACY_JOURNAL_KEY = 'journal.ndjson';
+/** Single-record objects that make a compaction worth it. */
+const COMPACT_AFTER_RECORDS = 200;
 
 export type OperationKind = 'init' | 'backup' | 'restore' | 'verify' | 'prune' | 'rebuild-catalog' | 'run' | 'export' | 'import' | 'delete' | 'key';
 export type OperationStatus = 'RUNNING' | 'COMPLETED' | 'FAILED';
@@ -47,7 +57,7 @@ export interface JournalOperation {
 export type JournalOutcome = Omit<JournalRecord, 'at' | 'op' | 'kind' | 'status' | 'pid' | 'host'>;
 
 /**
- * The append-only audit trail. Every operation writes RUNNING when it starts and COMPLETED or
+ * The audit trail, written once and never changed. Every operation writes RUNNING when it starts and COMPLETED or
  * FAILED when it ends; an operation whose process died shows up as FAILED (interrupted) when read.
  */
 export class Journal {
@@ -92,41 +102,43 @@ export class Journal {
   }
 
   async #append(record: JournalRecord): Promise<void> {
-    // Each record also starts with a newline: a record torn by a full disk or a kill then ends at
-    // the next record's first byte, instead of swallowing that record into one unreadable line.
-    // (Readers skip the empty lines this makes.)
-    const line = Buffer.from('\n' + JSON.stringify(record) + '\n');
-    if (this.#storage.capabilities.append && this.#storage.append) {
-      await this.#storage.append(JOURNAL_KEY, line);
-      return;
-    }
-    // Storages without append get read-modify-write; callers hold the repository lock for those.
-    const existing = await this.#storage.read(JOURNAL_KEY).catch((err: unknown) => {
-      if (isNotFound(err)) return new Uint8Array();
-      throw err;
-    });
-    await this.#storage.put(JOURNAL_KEY, Buffer.concat([existing, line]));
+    // A whole object per record: a kill or a full disk leaves the record whole or absent.
+    await this.#storage.put(`${JOURNAL_PREFIX}${timeKey(record.at)}-${randomBytes(5).toString('hex')}.json`, Buffer.from(JSON.stringify(record) + '\n'));
   }
 
-  /** Every record, oldest first. A torn last line (a crash mid-append) is skipped. */
+  /** Every record, oldest first. Unreadable records and lines (hand edits, torn lines of old journals) are skipped. */
   async records(): Promise<JournalRecord[]> {
-    let bytes: Uint8Array;
-    try {
-      bytes = await this.#storage.read(JOURNAL_KEY);
-    } catch (err) {
-      if (isNotFound(err)) return [];
-      throw err;
+    const texts: string[] = [];
+    const legacy = await readIfExists(this.#storage, LEGACY_JOURNAL_KEY);
+    if (legacy !== undefined) texts.push(legacy);
+    for await (const object of this.#storage.list(JOURNAL_PREFIX)) {
+      if (!/\.(json|ndjson)$/.test(object.key)) continue;
+      const text = await readIfExists(this.#storage, object.key);
+      if (text !== undefined) texts.push(text);
     }
+    // A compaction killed before it deleted the records it folded leaves them twice; an operation
+    // writes each status once (RUNNING, then COMPLETED or FAILED), so op and status name a record.
+    const seen = new Set<string>();
     const out: JournalRecord[] = [];
-    for (const line of Buffer.from(bytes).toString('utf8').split('\n')) {
-      if (!line.trim()) continue;
-      try {
-        out.push(JSON.parse(line) as JournalRecord);
-      } catch {
-        // A half-written line from a killed process; the operation it belonged to reads as interrupted.
+    for (const text of texts) {
+      for (const line of text.split('\n')) {
+        if (!line.trim()) continue;
+        let record: JournalRecord;
+        try {
+          record = JSON.parse(line) as JournalRecord;
+        } catch {
+          // A half-written line of an old appended journal; its operation reads as interrupted.
+          continue;
+        }
+        if (typeof record?.op !== 'string' || typeof record.at !== 'string') continue;
+        const id = `${record.op}\u0000${record.status}`;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        out.push(record);
       }
     }
-    return out;
+    // By time; an operation's opening record before its closing one written in the same millisecond.
+    return out.sort((a, b) => a.at.localeCompare(b.at) || Number(a.status !== 'RUNNING') - Number(b.status !== 'RUNNING'));
   }
 
   /** Operations folded from their records; dead RUNNING operations come back as FAILED (interrupted). */
@@ -148,6 +160,43 @@ export class Journal {
         last,
       };
     });
+  }
+}
+
+/**
+ * Folds the single-record objects into one segment once there are enough of them, so reading the
+ * journal stays a few requests. Call it holding the repository lock (two compactions at once
+ * would only fold the same records twice, which readers drop, but would waste the work). The
+ * segment is written whole before any record it holds is deleted: a kill in between leaves
+ * records twice, never none.
+ */
+export async function compactJournal(storage: Storage, options: { readonly minimum?: number } = {}): Promise<number> {
+  const singles: string[] = [];
+  for await (const object of storage.list(JOURNAL_PREFIX)) if (object.key.endsWith('.json')) singles.push(object.key);
+  if (singles.length < (options.minimum ?? COMPACT_AFTER_RECORDS)) return 0;
+  singles.sort();
+  const lines: string[] = [];
+  for (const key of singles) {
+    const text = await readIfExists(storage, key);
+    if (text !== undefined && text.trim()) lines.push(text.trim());
+  }
+  const newest = /^journal\/(\d{8}T\d{9}Z)-/.exec(singles.at(-1)!)?.[1] ?? timeKey(new Date().toISOString());
+  await storage.put(`${JOURNAL_PREFIX}${newest}-${randomBytes(5).toString('hex')}.ndjson`, Buffer.from(lines.join('\n') + '\n'));
+  for (const key of singles) await storage.delete(key);
+  return singles.length;
+}
+
+/** `2026-12-01T22:27:42.634Z` as `20261201T222742634Z`: sorts like the time, safe in any key. */
+function timeKey(iso: string): string {
+  return iso.replace(/[-:.]/g, '');
+}
+
+async function readIfExists(storage: Storage, key: string): Promise<string | undefined> {
+  try {
+    return Buffer.from(await storage.read(key)).toString('utf8');
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
   }
 }
 

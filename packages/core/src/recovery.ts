@@ -1,7 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { readCatalog } from './catalog.js';
-import { defaultIsAlive } from './journal.js';
+import { finishAbandonedWrites } from './pending-writes.js';
 import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
 import { layoutCacheKey } from './layout-cache.js';
@@ -10,32 +8,26 @@ import { sweepPrivateTemps } from './private-temp.js';
 import type { Storage } from './storage.js';
 
 /**
- * What a killed process leaves behind and how the next open finishes it. Artifacts are staged
- * under staging/ (the writer's pid in the name) and moved into backups/ under the lock with the
- * catalog write; a note in locks/ covers the moment between the move and the catalog write
- * (commit notes) and between a prune's catalog write and its deletions (pending deletions).
- * The writing side of these notes is catalog-commit.ts.
+ * What a killed process leaves behind and how the next open finishes it. Artifacts are written
+ * under their final keys, announced first by a note in pending/ that stays until the catalog
+ * generation listing them is written (pending-writes.ts); a note in locks/ covers the moment
+ * between a prune's catalog write and its deletions (pending deletions). The writing side of
+ * these notes is catalog-commit.ts. (What the layout before format 3 left, staged files and
+ * commit notes, is finished by layout-migration.ts.)
  */
 
 /**
  * Finishes or undoes what killed processes left, before this process writes anything: private
- * temporary folders, the storage's temporary files, staged artifacts, uncommitted artifacts,
- * unfinished deletions.
+ * temporary folders, the storage's temporary files, uncommitted artifacts, unfinished deletions.
  */
 export async function recoverInterruptedWork(storage: Storage, options: { tempDir?: string; lock?: LockOptions }): Promise<void> {
   await sweepPrivateTemps(options.tempDir);
   await storage.sweepTemp?.();
-  await sweepStaging(storage);
-  await finishInterruptedCommits(storage);
+  await finishAbandonedWrites(storage, async () => {
+    const catalog = await readCatalog(storage);
+    return catalog && new Set(catalog.map((r) => r.key));
+  });
   await finishInterruptedDeletions(storage, options.lock);
-}
-
-/**
- * Where an artifact bound for `artifactKey` is written first: outside backups/, with the writer's
- * pid in the name so a sweep can tell a dead writer's leftovers.
- */
-export function stagingKey(artifactKey: string): string {
-  return `staging/${process.pid}-${randomBytes(6).toString('hex')}-${artifactKey.split('/').pop()}`;
 }
 
 /** Artifacts a prune dropped from the catalog but may not have deleted yet (it was killed). */
@@ -78,48 +70,4 @@ async function finishInterruptedDeletions(storage: Storage, lock: LockOptions | 
     },
     lock,
   );
-}
-
-/** Removes staged artifacts of backups whose process is gone (killed before their commit). */
-async function sweepStaging(storage: Storage): Promise<void> {
-  for await (const object of storage.list('staging/')) {
-    const pid = Number(/^staging\/(\d+)-/.exec(object.key)?.[1]);
-    if (Number.isInteger(pid) && !defaultIsAlive(pid, hostname())) await storage.delete(object.key).catch(() => undefined);
-  }
-}
-
-const COMMIT_NOTE_PREFIX = 'locks/committing-';
-
-/** The note a commit in progress leaves (`id`: a backup's id, or `import-<random>`). */
-export function commitNoteKey(id: string): string {
-  return `${COMMIT_NOTE_PREFIX}${id}.json`;
-}
-
-/**
- * A backup killed while committing leaves a note: if its artifact made it into backups/ but not
- * into the catalog, the backup did not happen (its journal entry reads FAILED), so the artifact
- * goes. Notes of live processes are left alone.
- */
-async function finishInterruptedCommits(storage: Storage): Promise<void> {
-  for await (const object of storage.list(COMMIT_NOTE_PREFIX)) {
-    let note: { key?: string; keys?: unknown; cacheKey?: string; pid?: number; host?: string };
-    try {
-      note = JSON.parse(Buffer.from(await storage.read(object.key)).toString('utf8')) as typeof note;
-    } catch {
-      continue;
-    }
-    if (typeof note.pid !== 'number' || defaultIsAlive(note.pid, note.host ?? hostname())) continue;
-    const catalog = await readCatalog(storage);
-    // Without a catalog there is nothing to tell an uncommitted artifact from a committed one:
-    // the artifact is complete (it reached backups/ whole), so it stays and the rebuild lists it.
-    // A backup's note names one artifact (and its cached layout); an import's names several.
-    const keys = [note.key, ...(Array.isArray(note.keys) ? note.keys : [])].filter((k): k is string => typeof k === 'string' && k.startsWith('backups/'));
-    for (const key of keys) {
-      const recorded = catalog === undefined || catalog.some((r) => r.key === key);
-      if (recorded) continue;
-      await storage.delete(key);
-      if (key === note.key && typeof note.cacheKey === 'string' && note.cacheKey.startsWith('cache/')) await storage.delete(note.cacheKey);
-    }
-    await storage.delete(object.key);
-  }
 }

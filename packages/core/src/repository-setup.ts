@@ -12,9 +12,7 @@ import { Journal } from './journal.js';
 import type { LockOptions } from './lock.js';
 import type { Storage, StorageAccess } from './storage.js';
 import { isNotFound } from './storage.js';
-
-/** 2: encrypted with data keys held by key files (see keys.ts); 1: unencrypted, or encrypted with the passphrase itself. */
-const REPOSITORY_FORMAT_VERSION = 2;
+import { REPOSITORY_FORMAT_VERSION } from './layout-migration.js';
 
 /** The repository's own settings, fixed at `init` (the encryption section changes with `strata key`). */
 export interface RepositoryConfigFile {
@@ -84,8 +82,8 @@ export async function initRepository(storage: Storage, options: InitOptions): Pr
       : await createKeys(storage, { profile: options.encryption, passphrase: options.passphrase!, repositoryId: id, ...(options.keyLabel !== undefined ? { label: options.keyLabel } : {}) });
   const config: RepositoryConfigFile = {
     format: 'strata-repository',
-    // Unencrypted repositories stay format 1, which the previous release still reads.
-    version: keys ? REPOSITORY_FORMAT_VERSION : 1,
+    // The object layout (3) whether encrypted or not: the encryption section says which kind.
+    version: REPOSITORY_FORMAT_VERSION,
     id,
     createdAt: new Date().toISOString(),
     encryption: keys?.section ?? { profile: 'none' },

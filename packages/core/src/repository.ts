@@ -10,6 +10,7 @@ import { readRepositoryConfig } from './repository-setup.js';
 import type { OpenOptions, RepositoryConfigFile } from './repository-setup.js';
 import { RepositoryContext } from './repository-context.js';
 import { recoverInterruptedWork } from './recovery.js';
+import { upgradeLayout } from './layout-migration.js';
 import type { Selector } from './backup-catalog.js';
 import { BackupWriter } from './backup-writer.js';
 import type { BackupOptions } from './backup-writer.js';
@@ -45,6 +46,8 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
   const config = await readRepositoryConfig(storage);
   // Before the first write of this process (the recovery deletes, later commands write).
   await storage.setAccess?.(config.access ?? 'private');
+  // A repository of an earlier format moves onto the object layout first, under the lock.
+  config.version = await upgradeLayout(storage, config.version, options.lock);
   await recoverInterruptedWork(storage, options);
   return new Repository(storage, config, options);
 }

@@ -1,3 +1,5 @@
+import { StrataError } from './errors.js';
+
 /** Cancellation for long operations: every I/O method takes it and stops promptly when it fires. */
 export interface Abortable {
   readonly signal?: AbortSignal;
@@ -17,6 +19,18 @@ export interface SpaceInfo {
   readonly freeBytes: number;
 }
 
+/** A part of an object: bytes `start` (inclusive) to `end` (exclusive; the object's end when absent). */
+export interface ByteRange {
+  readonly start: number;
+  readonly end?: number;
+}
+
+/** Options of {@link Storage.get}. */
+export interface GetOptions extends Abortable {
+  /** Only these bytes. A range past the object's end yields what there is (possibly nothing). */
+  readonly range?: ByteRange;
+}
+
 /**
  * Who may read what a storage creates: its owner only (`private`: folders 0700, files 0600 on a
  * local disk), or also the owner's group (`group-readable`: 0750 and 0640), for operators who
@@ -26,49 +40,45 @@ export type StorageAccess = 'private' | 'group-readable';
 
 /** What a storage can do beyond the required methods; core branches on these, never on a kind. */
 export interface StorageCapabilities {
-  /** `append()` adds to an object in place (a local file); false means core rewrites objects. */
-  readonly append: boolean;
   /** `space()` reports the capacity of the underlying medium. */
   readonly space: boolean;
 }
 
 /**
- * Where a repository lives. Storage moves opaque bytes and never looks inside them.
+ * Where a repository lives. Storage moves opaque bytes and never looks inside them. The contract
+ * is what an S3-compatible object store promises; docs/implementing-a-storage.md explains each
+ * point and test/conformance/storage-conformance.ts checks them.
  *
- * Contract for implementers (see docs/implementing-a-storage.md):
- * - `put` is atomic: readers see either no object or the complete one, never a prefix. A local
- *   storage writes to a temporary name, fsyncs, renames and fsyncs the folder. If `body` fails or
- *   the signal fires, nothing is left under `key` and the temporary data is removed.
- * - `get`, `stat` reject with a StrataError whose details have `notFound: true` (see
- *   {@link isNotFound}) when the key does not exist. The caller consumes or destroys the stream.
+ * - `put` writes a whole object atomically: readers see no object, the previous one, or the
+ *   complete new one, never a prefix. If `body` fails or the signal fires, the key is left as it
+ *   was (nothing new is visible) and no temporary data of it stays behind.
+ * - `get`, `read` and `stat` reject with a StrataError whose details have `notFound: true` (see
+ *   {@link isNotFound}) when the key does not exist. The caller consumes or destroys a stream.
+ * - `list(prefix)` yields every object whose key starts with `prefix`, each once, in no particular
+ *   order, never a temporary object of an unfinished put. A storage whose listing comes in pages
+ *   (an object store's 1,000 keys per request) fetches the next page itself as the caller iterates.
  * - `delete` is idempotent: deleting a missing key succeeds.
  * - `createExclusive` writes a small object only if the key does not exist yet, atomically with
- *   respect to other processes, and returns false if it existed. Locks are built on it.
- * - `list(prefix)` yields every object whose key starts with `prefix`, in no particular order,
- *   and never yields temporary objects of unfinished puts.
+ *   respect to every other process on every host (S3's `If-None-Match: *`), and returns false if
+ *   it existed. Locks and catalog generations rely on it. A store without such a conditional write
+ *   cannot hold a repository that several processes write to; see docs/implementing-a-storage.md.
+ * - There is no rename and no append: core only ever writes whole, immutable objects (the
+ *   journal is one object per record, the catalog one object per generation).
  */
 export interface Storage {
   readonly capabilities: StorageCapabilities;
   /** A human-readable location for messages (a folder path, a bucket URL without credentials). */
   readonly location: string;
   put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo>;
-  get(key: string, options?: Abortable): Promise<AsyncIterable<Uint8Array>>;
+  get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>>;
   /** Reads a whole small object into memory (catalog, config, lock files). */
   read(key: string, options?: Abortable): Promise<Uint8Array>;
   stat(key: string, options?: Abortable): Promise<ObjectInfo>;
   list(prefix: string, options?: Abortable): AsyncIterable<ObjectInfo>;
   delete(key: string, options?: Abortable): Promise<void>;
-  createExclusive(key: string, body: Uint8Array): Promise<boolean>;
-  /** Appends bytes to an object, creating it if missing. Only when `capabilities.append`. */
-  append?(key: string, body: Uint8Array): Promise<void>;
+  createExclusive(key: string, body: Uint8Array, options?: Abortable): Promise<boolean>;
   /** Capacity of the medium. Only when `capabilities.space`. */
   space?(): Promise<SpaceInfo>;
-  /**
-   * Moves an object to another key, atomically replacing nothing (the target must not exist).
-   * Backups stage artifacts under `staging/` and move them into `backups/` under the repository
-   * lock, together with the catalog write, so the catalog and the folder never disagree.
-   */
-  rename(from: string, to: string): Promise<void>;
   /** Removes temporary objects of writers that crashed; returns how many. Optional. */
   sweepTemp?(): Promise<number>;
   /** True when the storage location exists at all (used to tell "no repository" apart). */
@@ -92,4 +102,65 @@ export function isNotFound(err: unknown): boolean {
     typeof (err as { details: unknown }).details === 'object' &&
     (err as { details: Record<string, unknown> }).details['notFound'] === true
   );
+}
+
+/** One kind of storage, selected by the scheme of a repository location. */
+export interface StorageKind {
+  /** The URL scheme without `:` (`file`, `s3`). */
+  readonly scheme: string;
+  /** One line for help texts: what a location of this kind looks like. */
+  readonly description: string;
+  /** Opens the storage a location names; `location` is the whole string the user gave. */
+  open(location: string): Storage;
+}
+
+/**
+ * The storages a program knows, by URL scheme. A location without a scheme (`/path`, `./path`,
+ * `backups`) belongs to the kind registered with `{ paths: true }` (local folders).
+ */
+export class StorageRegistry {
+  readonly #kinds = new Map<string, StorageKind>();
+  #forPaths: StorageKind | undefined;
+
+  register(kind: StorageKind, options: { readonly paths?: boolean } = {}): this {
+    if (this.#kinds.has(kind.scheme)) throw new Error(`storage ${kind.scheme}:// is already registered`);
+    this.#kinds.set(kind.scheme, kind);
+    if (options.paths) this.#forPaths = kind;
+    return this;
+  }
+
+  /** Every registered kind, for help texts: `file:// or a path — a local folder`. */
+  kinds(): readonly StorageKind[] {
+    return [...this.#kinds.values()];
+  }
+
+  /** The storage a location names. An unknown scheme fails with USAGE naming the supported ones. */
+  open(location: string): Storage {
+    const scheme = schemeOf(location);
+    const kind = scheme === undefined ? this.#forPaths : this.#kinds.get(scheme);
+    if (!kind) {
+      const known = this.kinds().map((k) => `${k.scheme}://`);
+      throw new StrataError(
+        'USAGE',
+        scheme === undefined
+          ? `repository location ${JSON.stringify(location)} has no scheme and no storage takes plain paths (supported: ${known.join(', ')})`
+          : `repository location ${JSON.stringify(redactLocation(location))}: no storage for ${scheme}:// (supported: ${[...known, ...(this.#forPaths ? ['a folder path'] : [])].join(', ')})`,
+      );
+    }
+    return kind.open(location);
+  }
+}
+
+/**
+ * The scheme of a location, lower-cased, or undefined for a plain path. A Windows drive letter
+ * (`C:\backups`) is a path, not a scheme; so is anything whose "scheme" is one character long.
+ */
+export function schemeOf(location: string): string | undefined {
+  const match = /^([A-Za-z][A-Za-z0-9+.-]+):/.exec(location);
+  return match ? match[1]!.toLowerCase() : undefined;
+}
+
+/** A location as messages may show it: without a password in its user part. */
+function redactLocation(location: string): string {
+  return location.replace(/^([^:]+:\/\/[^/@:]*):[^/@]*@/, '$1:***@');
 }

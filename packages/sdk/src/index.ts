@@ -10,18 +10,19 @@
  * await repo.restore({ id: backup.id }, { to: 'restored.db' })
  * ```
  */
-import { EngineRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
+import { EngineRegistry, StorageRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
 import type { InitOptions, OpenOptions, Repository, Storage } from '@strata/core';
 import { SqliteEngine } from '@strata/engine-sqlite';
 import { PostgresEngine } from '@strata/engine-postgres';
 import { MysqlEngine } from '@strata/engine-mysql';
-import { LocalStorage } from '@strata/storage-local';
+import { localStorageKind } from '@strata/storage-local';
 
 export * from '@strata/core';
 export { SqliteEngine } from '@strata/engine-sqlite';
 export { PostgresEngine } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
-export { LocalStorage } from '@strata/storage-local';
+export { LocalStorage, localStorageKind } from '@strata/storage-local';
+export type { LocalStorageOptions } from '@strata/storage-local';
 export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
 export type { DatabaseConfig, LoadedConfig, StrataConfig } from './config.js';
 
@@ -30,17 +31,32 @@ export function createDefaultEngines(): EngineRegistry {
   return new EngineRegistry().register(new PostgresEngine()).register(new MysqlEngine()).register(new SqliteEngine());
 }
 
-/** A folder path means local storage; anything else must already be a Storage. */
-function toStorage(location: string | Storage): Storage {
-  return typeof location === 'string' ? new LocalStorage(location) : location;
+/**
+ * Every storage this build of Strata ships, by the URL scheme of a repository location, in one
+ * visible place. A plain path (no scheme) is a local folder. A new kind is one more `register`.
+ */
+export function createDefaultStorages(): StorageRegistry {
+  return new StorageRegistry().register(localStorageKind, { paths: true });
+}
+
+/** The schemes of {@link createDefaultStorages} with a line each, for help texts. */
+export function supportedStorages(): { scheme: string; description: string }[] {
+  return createDefaultStorages()
+    .kinds()
+    .map((kind) => ({ scheme: kind.scheme, description: kind.description }));
+}
+
+/** The storage a location names (see {@link createDefaultStorages}), or the Storage given. */
+export function openStorage(location: string | Storage): Storage {
+  return typeof location === 'string' ? createDefaultStorages().open(location) : location;
 }
 
 /** Creates a repository (see `initRepository` in @strata/core). */
 export async function initRepository(location: string | Storage, options: InitOptions): Promise<void> {
-  await initCore(toStorage(location), options);
+  await initCore(openStorage(location), options);
 }
 
 /** Opens a repository with the default engines unless `options.engines` says otherwise. */
 export async function openRepository(location: string | Storage, options: Partial<OpenOptions> = {}): Promise<Repository> {
-  return openCore(toStorage(location), { ...options, engines: options.engines ?? createDefaultEngines() });
+  return openCore(openStorage(location), { ...options, engines: options.engines ?? createDefaultEngines() });
 }

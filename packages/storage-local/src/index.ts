@@ -1,1 +1,2 @@
-export { LocalStorage } from './local-storage.js';
+export { LocalStorage, localStorageKind } from './local-storage.js';
+export type { LocalStorageOptions } from './local-storage.js';

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { StrataError, wrapError, hasErrno, throwIfAborted } from '@strata/core';
-import type { Abortable, ObjectInfo, SpaceInfo, Storage, StorageAccess, StorageCapabilities } from '@strata/core';
+import { fileURLToPath } from 'node:url';
+import { StrataError, wrapError, hasErrno, isStrataError, schemeOf, throwIfAborted } from '@strata/core';
+import type { Abortable, GetOptions, ObjectInfo, SpaceInfo, Storage, StorageAccess, StorageCapabilities, StorageKind } from '@strata/core';
 
 /** Temporary files of unfinished puts live here, inside the repository, so a rename stays on one filesystem. */
 const TEMP_DIR = '.tmp';
@@ -30,15 +31,26 @@ const MODES: Readonly<Record<StorageAccess, { readonly dir: number; readonly fil
   'group-readable': { dir: 0o750, file: 0o640 },
 };
 
+/** Settings of a {@link LocalStorage} that only tests change. */
+export interface LocalStorageOptions {
+  /**
+   * Directory entries read per system call while listing (default 256). A listing is paged like an
+   * object store's; the conformance suite makes pages tiny to prove every key comes once.
+   */
+  readonly listPageSize?: number;
+}
+
 export class LocalStorage implements Storage {
-  readonly capabilities: StorageCapabilities = { append: true, space: true };
+  readonly capabilities: StorageCapabilities = { space: true };
   readonly location: string;
   readonly #root: string;
+  readonly #listPageSize: number;
   #modes = MODES.private;
 
-  constructor(root: string) {
+  constructor(root: string, options: LocalStorageOptions = {}) {
     this.#root = path.resolve(root);
     this.location = this.#root;
+    this.#listPageSize = options.listPageSize ?? 256;
   }
 
   #resolve(key: string): string {
@@ -141,8 +153,12 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async get(key: string, options: Abortable = {}): Promise<AsyncIterable<Uint8Array>> {
+  async get(key: string, options: GetOptions = {}): Promise<AsyncIterable<Uint8Array>> {
     const file = this.#resolve(key);
+    const range = options.range;
+    if (range && (!Number.isSafeInteger(range.start) || range.start < 0 || (range.end !== undefined && (!Number.isSafeInteger(range.end) || range.end < range.start)))) {
+      throw new StrataError('INTERNAL', `storage: read ${key}: bad byte range ${JSON.stringify(range)}`);
+    }
     // Open eagerly so not-found surfaces here, not at the first read.
     let handle: fs.FileHandle;
     try {
@@ -151,7 +167,17 @@ export class LocalStorage implements Storage {
       throw this.#notFoundOr(key, err);
     }
     // The stream owns the handle from here and closes it at the end, on error or when destroyed.
-    return handle.createReadStream({ highWaterMark: READ_CHUNK, autoClose: true, signal: options.signal });
+    if (range?.end === range?.start && range !== undefined) {
+      // createReadStream has no way to say "no bytes" (its end is inclusive).
+      await handle.close();
+      return (async function* () {})();
+    }
+    return handle.createReadStream({
+      highWaterMark: READ_CHUNK,
+      autoClose: true,
+      signal: options.signal,
+      ...(range ? { start: range.start, ...(range.end !== undefined ? { end: range.end - 1 } : {}) } : {}),
+    });
   }
 
   async read(key: string): Promise<Uint8Array> {
@@ -171,33 +197,39 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, options: Abortable = {}): AsyncIterable<ObjectInfo> {
     // Walk only the folder the prefix names, so listing `backups/app/` never reads other databases.
     const slash = prefix.lastIndexOf('/');
     const dirKey = slash >= 0 ? prefix.slice(0, slash) : '';
     const stack = [dirKey];
     while (stack.length > 0) {
+      throwIfAborted(options.signal, `storage: list ${prefix}`);
       const rel = stack.pop()!;
-      let entries: import('node:fs').Dirent[];
+      let dir: import('node:fs').Dir;
       try {
-        entries = await fs.readdir(this.#resolve(rel), { withFileTypes: true });
+        dir = await fs.opendir(this.#resolve(rel), { bufferSize: this.#listPageSize });
       } catch (err) {
         if (hasErrno(err, 'ENOENT') || hasErrno(err, 'ENOTDIR')) continue;
         throw wrapError(`storage: list ${prefix}`, err);
       }
-      for (const entry of entries) {
-        const key = rel === '' ? entry.name : `${rel}/${entry.name}`;
-        if (key === TEMP_DIR) continue;
-        if (entry.isDirectory()) {
-          if (prefix.startsWith(key + '/') || key.startsWith(prefix)) stack.push(key);
-        } else if (entry.isFile() && key.startsWith(prefix)) {
-          try {
-            const st = await fs.stat(this.#resolve(key));
-            yield { key, size: st.size, modified: st.mtime };
-          } catch (err) {
-            if (!hasErrno(err, 'ENOENT')) throw wrapError(`storage: list ${prefix}`, err);
+      try {
+        for await (const entry of dir) {
+          const key = rel === '' ? entry.name : `${rel}/${entry.name}`;
+          if (key === TEMP_DIR) continue;
+          if (entry.isDirectory()) {
+            if (prefix.startsWith(key + '/') || key.startsWith(prefix)) stack.push(key);
+          } else if (entry.isFile() && key.startsWith(prefix) && !isTempName(entry.name)) {
+            try {
+              const st = await fs.stat(this.#resolve(key));
+              yield { key, size: st.size, modified: st.mtime };
+            } catch (err) {
+              if (!hasErrno(err, 'ENOENT')) throw wrapError(`storage: list ${prefix}`, err);
+            }
           }
         }
+      } finally {
+        // Closing twice (after the loop closed it) throws ERR_DIR_CLOSED; nothing to do then.
+        await dir.close().catch(() => undefined);
       }
     }
   }
@@ -210,34 +242,28 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async rename(from: string, to: string): Promise<void> {
-    const target = this.#resolve(to);
-    try {
-      await this.#makeDir(path.dirname(target));
-      await fs.rename(this.#resolve(from), target);
-      await syncDir(path.dirname(target));
-    } catch (err) {
-      throw this.#notFoundOr(from, err);
-    }
-  }
-
-  async createExclusive(key: string, body: Uint8Array): Promise<boolean> {
+  async createExclusive(key: string, body: Uint8Array, options: Abortable = {}): Promise<boolean> {
     const file = this.#resolve(key);
     try {
+      throwIfAborted(options.signal, `storage: create ${key}`);
       await this.#makeDir(path.dirname(file));
       // Write the content under a temp name and hard-link it into place: link() fails if the
-      // name exists, and readers never see an empty lock file from a writer that died mid-write.
-      // The temp file carries the writer's pid, like put()'s, so sweepTemp() removes one that a
-      // kill or a full disk left behind.
+      // name exists, and readers never see an empty or partial object from a writer that died
+      // mid-write. The temp file carries the writer's pid, like put()'s, so sweepTemp() removes
+      // one that a kill or a full disk left behind. Synced before the link: catalog generations
+      // are created this way and must survive a power cut like any put.
       const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}-${randomBytes(6).toString('hex')}.partial`);
       try {
         const handle = await this.#createFile(temp, 'wx');
         try {
           await writeAll(handle, body);
+          await handle.sync();
         } finally {
           await handle.close();
         }
+        throwIfAborted(options.signal, `storage: create ${key}`);
         await fs.link(temp, file);
+        await syncDir(path.dirname(file));
         return true;
       } catch (err) {
         if (hasErrno(err, 'EEXIST')) return false;
@@ -246,28 +272,8 @@ export class LocalStorage implements Storage {
         await fs.rm(temp, { force: true });
       }
     } catch (err) {
+      if (isStrataError(err, 'ABORTED')) throw err;
       throw wrapError(`storage: create ${key}`, err);
-    }
-  }
-
-  async append(key: string, body: Uint8Array): Promise<void> {
-    const file = this.#resolve(key);
-    try {
-      await this.#makeDir(path.dirname(file));
-      // O_APPEND makes each write land at the end even with several writers; one write per record
-      // keeps records from interleaving. Only a file this call creates gets the repository's mode.
-      const handle = await this.#createFile(file, 'ax').catch((err: unknown) => {
-        if (hasErrno(err, 'EEXIST')) return fs.open(file, 'a');
-        throw err;
-      });
-      try {
-        await writeAll(handle, body);
-        await handle.datasync();
-      } finally {
-        await handle.close();
-      }
-    } catch (err) {
-      throw wrapError(`storage: append ${key}`, err);
     }
   }
 
@@ -285,11 +291,14 @@ export class LocalStorage implements Storage {
    * the file is older than `olderThanMs` (a writer on another host sharing the folder).
    */
   async sweepTemp(olderThanMs = 24 * 60 * 60_000): Promise<number> {
-    // Temporary files of exclusive creates (locks) live beside the lock, dotted.
-    const locks = path.join(this.#root, 'locks');
-    for (const name of await fs.readdir(locks).catch(() => [] as string[])) {
-      const pid = Number(/^\..*\.(\d+)-[0-9a-f]+\.partial$/.exec(name)?.[1]);
-      if (Number.isInteger(pid) && !processRuns(pid)) await fs.rm(path.join(locks, name), { force: true });
+    // Temporary files of exclusive creates live beside their object, dotted: locks and catalog
+    // generations are the only objects core creates that way.
+    for (const folder of EXCLUSIVE_FOLDERS) {
+      const dir = path.join(this.#root, folder);
+      for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+        const pid = Number(/^\..*\.(\d+)-[0-9a-f]+\.partial$/.exec(name)?.[1]);
+        if (Number.isInteger(pid) && !processRuns(pid)) await fs.rm(path.join(dir, name), { force: true });
+      }
     }
     const dir = path.join(this.#root, TEMP_DIR);
     let names: string[];
@@ -322,6 +331,14 @@ export class LocalStorage implements Storage {
   }
 }
 
+/** Folders where core creates objects with createExclusive (see sweepTemp). */
+const EXCLUSIVE_FOLDERS = ['locks', 'catalog'];
+
+/** A temporary file of an unfinished createExclusive: `.<name>.<pid>-<hex>.partial`. */
+function isTempName(name: string): boolean {
+  return /^\..*\.\d+-[0-9a-f]+\.partial$/.test(name);
+}
+
 async function writeAll(handle: fs.FileHandle, data: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < data.byteLength) {
@@ -348,3 +365,22 @@ function processRuns(pid: number): boolean {
     return hasErrno(err, 'EPERM');
   }
 }
+
+/**
+ * Local folders in the storage registry: `file:///var/backups/strata`, or a plain path (absolute
+ * or relative to the working directory).
+ */
+export const localStorageKind: StorageKind = {
+  scheme: 'file',
+  description: 'a local folder: /path, ./relative/path or file:///path',
+  open(location: string): Storage {
+    if (schemeOf(location) !== 'file') return new LocalStorage(location);
+    let folder: string;
+    try {
+      folder = fileURLToPath(location);
+    } catch (err) {
+      throw new StrataError('USAGE', `repository location ${JSON.stringify(location)} is not a local file URL (file:///absolute/path): ${err instanceof Error ? err.message : String(err)}`);
+    }
+    return new LocalStorage(folder);
+  },
+};
