@@ -185,11 +185,16 @@ function bundleTypes(workspaceDir, entry, outFile) {
     files: [dts],
   }));
   const generator = path.join(root, 'node_modules/dts-bundle-generator/dist/bin/dts-bundle-generator.js');
-  // The command line (rather than the API) also type-checks the generated file without skipLibCheck.
-  const result = spawnSync(process.execPath, [generator, '--silent', '--no-banner', '--project', tsconfig, '-o', outFile, dts], { encoding: 'utf8' });
+  // Generated inside the workspace package's node_modules, where the third-party packages its
+  // types import (zod, ...) resolve as they will in a user's project: the command line (rather
+  // than the API) type-checks the generated file where it writes it, without skipLibCheck.
+  const generated = path.join(workspaceDir, 'node_modules', '.strata-release', path.basename(outFile));
+  mkdirSync(path.dirname(generated), { recursive: true });
+  const result = spawnSync(process.execPath, [generator, '--silent', '--no-banner', '--project', tsconfig, '-o', generated, dts], { encoding: 'utf8' });
   if (result.status !== 0) throw new ReleaseError(`dts-bundle-generator failed:\n${result.stdout}${result.stderr}`);
   // The declarations use Node's globals (Buffer, NodeJS.*) without importing them; say so.
-  const declarations = `/// <reference types="node" />\n${readFileSync(outFile, 'utf8')}`;
+  const declarations = `/// <reference types="node" />\n${readFileSync(generated, 'utf8')}`;
+  rmSync(path.dirname(generated), { recursive: true, force: true });
   writeFileSync(outFile, declarations);
   return declarations;
 }
