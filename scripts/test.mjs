@@ -57,9 +57,15 @@ const SERVER_FILES = new Set([
 const config = createRequire(import.meta.url)(`${root}.mocharc.cjs`);
 const built = `${root}.build/test`;
 const testFiles = readdirSync(built).filter((f) => f.endsWith('.test.js')).sort();
+// Files that use no server but run in the `servers` lane, after its own files, to even out the
+// lanes: the install test spends minutes compiling native addons, and the `local` lane, with the
+// e2e tests after it, is the longer one without it.
+const BALANCING_FILES = new Set(['install']);
+const laneOf = (f) => (SERVER_FILES.has(f.replace(/\.test\.js$/, '')) ? 'servers' : BALANCING_FILES.has(f.replace(/\.test\.js$/, '')) ? 'balancing' : 'local');
+const inLaneFiles = (lane) => testFiles.filter((f) => laneOf(f) === lane).map((f) => `.build/test/${f}`);
 const lanes = {
-  servers: testFiles.filter((f) => SERVER_FILES.has(f.replace(/\.test\.js$/, ''))).map((f) => `.build/test/${f}`),
-  local: testFiles.filter((f) => !SERVER_FILES.has(f.replace(/\.test\.js$/, ''))).map((f) => `.build/test/${f}`),
+  servers: [...inLaneFiles('servers'), ...inLaneFiles('balancing')],
+  local: inLaneFiles('local'),
 };
 const e2eFiles = readdirSync(`${built}/e2e`).filter((f) => f.endsWith('.test.js')).sort().map((f) => `.build/test/e2e/${f}`);
 
