@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { cpSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import { MysqlEngine } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
-import { ROOT, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { ROOT, json, strata, useTempDir } from './helpers/env.js';
+import { assertRestoresAsExpected } from './helpers/legacy.js';
 import { MYSQL_URL, MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
 
 const LEGACY = path.join(ROOT, 'fixtures/legacy-v1');
@@ -14,7 +14,6 @@ describe('a repository written by the previous release (fixtures/legacy-v1)', ()
   const dir = useTempDir();
 
   describe('SQLite', () => {
-    const expected = (name: string): string => gunzipSync(readFileSync(path.join(LEGACY, 'sqlite/expected', name))).toString('utf8');
 
     it('lists, verifies in full and restores every restore point as it was', function () {
       this.timeout(600_000);
@@ -26,20 +25,7 @@ describe('a repository written by the previous release (fixtures/legacy-v1)', ()
       assert.ok(backups.some((b) => b.verification?.outcome === 'passed'), 'the verification results that release recorded are still there');
       const verify = strata(['verify', '--all', '--level', 'full', '--repo', repo, '--json']);
       assert.equal(verify.status, 0, verify.stdout);
-      for (const file of readdirSync(path.join(LEGACY, 'sqlite/expected'))) {
-        const id = file.replace(/\.(dump|schema)\.gz$/, '');
-        const target = path.join(dir.path, `${id}.db`);
-        const restored = strata(['restore', id, '--to', target, '--repo', repo]);
-        assert.equal(restored.status, 0, restored.stderr);
-        if (file.endsWith('.schema.gz')) {
-          // The same objects; the order of rows in sqlite_schema (FTS shadow tables before or after
-          // the tables created after them) is not part of what a schema-only backup promises.
-          const lines = (text: string): string[] => text.trim().split('\n').sort();
-          assert.deepEqual(lines(sqliteQuery(target, '.schema')), lines(expected(file)));
-        } else {
-          assert.equal(sqliteDump(target), expected(file), `${id} restores what the database held then`);
-        }
-      }
+      assertRestoresAsExpected(repo, path.join(LEGACY, 'sqlite/expected'), dir.path);
     });
   });
 

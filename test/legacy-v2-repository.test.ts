@@ -3,15 +3,14 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import type { BackupRecord } from '@strata/sdk';
 import { ROOT, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { assertRestoresAsExpected } from './helpers/legacy.js';
 
 const LEGACY = path.join(ROOT, 'fixtures/legacy-v2');
 
 describe('a repository written by the release before the object-store layout (fixtures/legacy-v2)', () => {
   const dir = useTempDir();
-  const expected = (name: string): string => gunzipSync(readFileSync(path.join(LEGACY, 'expected', name))).toString('utf8');
 
   it('lists, verifies in full, restores every restore point as it was, keeps its history and takes new backups', function () {
     this.timeout(600_000);
@@ -52,18 +51,7 @@ describe('a repository written by the release before the object-store layout (fi
     const reports = json<{ reports: { backupId: string; outcome: string }[] }>(verify).reports;
     assert.deepEqual(reports.map((r) => [r.backupId, r.outcome]).sort(), backups.map((b) => [b.id, 'passed']).sort());
 
-    for (const file of readdirSync(path.join(LEGACY, 'expected'))) {
-      const id = file.replace(/\.(dump|schema)\.gz$/, '');
-      const target = path.join(dir.path, `${id}.db`);
-      const restored = strata(['restore', id, '--to', target, '--repo', repo]);
-      assert.equal(restored.status, 0, restored.stderr);
-      if (file.endsWith('.schema.gz')) {
-        const lines = (text: string): string[] => text.trim().split('\n').sort();
-        assert.deepEqual(lines(sqliteQuery(target, '.schema')), lines(expected(file)));
-      } else {
-        assert.equal(sqliteDump(target), expected(file), `${id} restores what the database held then`);
-      }
-    }
+    assertRestoresAsExpected(repo, path.join(LEGACY, 'expected'), dir.path);
 
     // The second key file's passphrase opens it too.
     const second = strata(['verify', full.id, '--level', 'quick', '--repo', repo], { env: { STRATA_PASSPHRASE: 'second key file passphrase' } });
