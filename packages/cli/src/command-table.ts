@@ -18,6 +18,7 @@ import {
 import type { PolicyFlags } from './commands.js';
 import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
+import { copyCommand } from './copy-command.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
 import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
 
@@ -387,6 +388,46 @@ restore command that undoes the change.`,
     options: [],
     examples: ['import app.tar.gz --repo ./backups'],
     run: (ctx, { args }) => importCommand(ctx, args[0]),
+  },
+  {
+    path: ['copy'],
+    args: [{ name: 'db', required: false, variadic: true }],
+    summary: 'copy restore points with their chains into another repository: only what it lacks, every checksum checked',
+    options: [
+      { flags: '--from <location>', description: 'the repository to copy from (default: --repo, STRATA_REPO or "repository" in strata.config.json)' },
+      { flags: '--to <location>', description: 'the repository to copy into; it must exist (strata init)' },
+      { flags: '--since <time>', description: 'only restore points taken at or after TIME (ISO 8601), or within a duration back from now (7d); their chains come along' },
+      { flags: '--to-passphrase-file <file>', description: "read the target repository's passphrase from FILE" },
+      { flags: '--to-passphrase-command <cmd>', description: "run CMD (with sh -c) and use what it prints as the target repository's passphrase" },
+    ],
+    details: `Copies every restore point of the source (or of the databases named) that the target lacks,
+with the backups each one builds on, by backup id: ids, parents, times, labels and tags stay as
+they are, and a second run copies nothing. Every artifact's SHA-256 and size are checked against
+the source's catalog and its decryption's integrity check is run on the way; a damaged one is not
+copied (nor what builds on it), the rest is, and the command fails naming it (exit 1). Each backup
+becomes visible on the target only once it is whole: a killed copy leaves nothing half-written,
+and the next run finishes.
+
+The target's passphrase comes from --to-passphrase-command, --to-passphrase-file,
+STRATA_TO_PASSPHRASE_COMMAND, STRATA_TO_PASSPHRASE_FILE, STRATA_TO_PASSPHRASE, else the source's
+passphrase is tried (then, on a terminal, you are asked). When the target's key file holds the
+data key an artifact is encrypted under, its bytes are copied as they are; otherwise they are
+re-encrypted, streaming, under the target's current data key. An encrypted source is never
+copied into an unencrypted target.`,
+    examples: [
+      'copy --from ./backups --to /mnt/offsite/backups',
+      'copy app --to /mnt/offsite/backups --since 7d --to-passphrase-file ~/.offsite-passphrase',
+      'copy --to /mnt/offsite/backups --json',
+    ],
+    run: (ctx, { args, opts, signal }) =>
+      copyCommand(
+        ctx,
+        {
+          databases: args,
+          ...given({ from: str(opts, 'from'), to: str(opts, 'to'), since: str(opts, 'since'), toPassphraseFile: str(opts, 'toPassphraseFile'), toPassphraseCommand: str(opts, 'toPassphraseCommand') }),
+        },
+        signal,
+      ),
   },
   {
     path: ['delete'],

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, loadConfig, openRepository } from '@strata/sdk';
-import type { LoadedConfig, Repository } from '@strata/sdk';
+import { StrataError, loadConfig, openRepository, schemeOf } from '@strata/sdk';
+import type { LoadedConfig, Passphrase, Repository } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
 import type { PassphraseSources } from './terminal.js';
 
@@ -42,26 +42,32 @@ export class CommandContext {
 
   /** Opens the repository; the passphrase is read (or prompted for) only when an operation needs it. */
   async repository(): Promise<Repository> {
-    if (this.#repository) return this.#repository;
-    const location = this.repositoryPath();
-    if (!existsSync(location)) {
+    this.#repository ??= await this.openAt(this.repositoryPath(), (attempt) => readPassphrase(this.passphraseSources(interactive(this.json)), attempt));
+    return this.#repository;
+  }
+
+  /**
+   * Opens a repository at `location` (a folder, or a URL of a registered storage), taking its
+   * passphrase from `passphrase` when an operation first needs it. The caller closes it.
+   * `what` names it in messages ("the target repository").
+   */
+  async openAt(location: string, passphrase: (attempt: number) => Promise<Passphrase | undefined>, what = 'the repository'): Promise<Repository> {
+    if (schemeOf(location) === undefined && !existsSync(location)) {
       throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
     }
-    const prompt = interactive(this.json);
-    this.#repository = await openRepository(location, {
+    return openRepository(location, {
       passphrase: async (attempt) => {
-        const passphrase = await readPassphrase(this.passphraseSources(prompt), attempt);
+        const given = await passphrase(attempt);
         // After a wrong answer, no further source means the wrong passphrase is final.
-        if (!passphrase && attempt > 1) return undefined;
-        if (!passphrase) {
-          throw new StrataError('PASSPHRASE_MISSING', 'the repository is encrypted: set STRATA_PASSPHRASE, pass --passphrase-file FILE, or run on a terminal to be asked');
+        if (!given && attempt > 1) return undefined;
+        if (!given) {
+          throw new StrataError('PASSPHRASE_MISSING', `${what} is encrypted: set STRATA_PASSPHRASE, pass --passphrase-file FILE, or run on a terminal to be asked`);
         }
-        return passphrase;
+        return given;
       },
       lock: { waitMs: (this.options.lockWait ?? 60) * 1000 },
       ...(process.env['STRATA_TMPDIR'] ? { tempDir: process.env['STRATA_TMPDIR'] } : {}),
     });
-    return this.#repository;
   }
 
   /** Where this run takes the passphrase from (see readPassphrase for the order). */

@@ -89,9 +89,10 @@ export interface PassphraseSources {
   readonly confirm?: boolean;
   /**
    * Which passphrase: the repository's (default; flags --passphrase-*, variables STRATA_PASSPHRASE*)
-   * or a new one for `strata key add` and `passwd` (--new-passphrase-*, STRATA_NEW_PASSPHRASE*).
+   * a new one for `strata key add` and `passwd` (--new-passphrase-*, STRATA_NEW_PASSPHRASE*), or
+   * the target repository's of `strata copy` (--to-passphrase-*, STRATA_TO_PASSPHRASE*).
    */
-  readonly which?: 'repository' | 'new';
+  readonly which?: 'repository' | 'new' | 'target';
 }
 
 /**
@@ -102,10 +103,12 @@ export interface PassphraseSources {
  */
 export async function readPassphrase(sources: PassphraseSources, attempt = 1): Promise<Passphrase | undefined> {
   const fresh = sources.which === 'new';
-  const flag = fresh ? '--new-passphrase' : '--passphrase';
-  const variable = fresh ? 'STRATA_NEW_PASSPHRASE' : 'STRATA_PASSPHRASE';
+  const target = sources.which === 'target';
+  const flag = fresh ? '--new-passphrase' : target ? '--to-passphrase' : '--passphrase';
+  const variable = fresh ? 'STRATA_NEW_PASSPHRASE' : target ? 'STRATA_TO_PASSPHRASE' : 'STRATA_PASSPHRASE';
+  const whose = fresh ? 'new ' : target ? "target repository's " : '';
   if (sources.passphraseCommand !== undefined && sources.passphraseFile !== undefined) {
-    throw new StrataError('USAGE', `give the ${fresh ? 'new ' : ''}passphrase one way: ${flag}-command or ${flag}-file, not both`);
+    throw new StrataError('USAGE', `give the ${whose}passphrase one way: ${flag}-command or ${flag}-file, not both`);
   }
   const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
   const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env(`${variable}_COMMAND`) : undefined);
@@ -116,7 +119,7 @@ export async function readPassphrase(sources: PassphraseSources, attempt = 1): P
   if (value !== undefined) return attempt === 1 ? new Passphrase(value) : undefined;
   if (!sources.prompt || !process.stdin.isTTY || !process.stderr.isTTY) return undefined;
   if (attempt > 1) process.stderr.write('wrong passphrase, try again\n');
-  const first = await promptHidden(fresh ? 'New passphrase: ' : 'Repository passphrase: ');
+  const first = await promptHidden(fresh ? 'New passphrase: ' : target ? 'Target repository passphrase: ' : 'Repository passphrase: ');
   if (sources.confirm) {
     const second = await promptHidden(fresh ? 'Repeat the new passphrase: ' : 'Repeat the passphrase: ');
     if (first !== second) throw new StrataError('USAGE', 'the two passphrases differ');
@@ -127,7 +130,8 @@ export async function readPassphrase(sources: PassphraseSources, attempt = 1): P
 /** True when a passphrase is available without asking (a flag or one of the variables). */
 export function passphraseGiven(sources: PassphraseSources): boolean {
   const set = (name: string): boolean => (process.env[name] ?? '') !== '';
-  return sources.passphraseFile !== undefined || sources.passphraseCommand !== undefined || set('STRATA_PASSPHRASE_COMMAND') || set('STRATA_PASSPHRASE_FILE') || set('STRATA_PASSPHRASE');
+  const variable = sources.which === 'new' ? 'STRATA_NEW_PASSPHRASE' : sources.which === 'target' ? 'STRATA_TO_PASSPHRASE' : 'STRATA_PASSPHRASE';
+  return sources.passphraseFile !== undefined || sources.passphraseCommand !== undefined || set(`${variable}_COMMAND`) || set(`${variable}_FILE`) || set(variable);
 }
 
 /** Reads a passphrase from a file: its text less one trailing newline. */

@@ -21,6 +21,8 @@ import type { VerifyOptions, VerifyReport } from './validator.js';
 import { RetentionApplier } from './retention-applier.js';
 import { ExportImport } from './export-import.js';
 import { Guard } from './guard.js';
+import { BackupCopier } from './backup-copier.js';
+import type { CopyOptions, CopyResult } from './backup-copier.js';
 import type { GuardOptions, GuardResult } from './guard.js';
 
 // The public surface of @strata/core's repository: the facade below and the types its methods take.
@@ -32,6 +34,7 @@ export type { BackupOptions } from './backup-writer.js';
 export type { RestoreOptions, RestoreResult } from './restorer.js';
 export type { VerifyOptions, VerifyReport } from './validator.js';
 export type { GuardOptions, GuardResult } from './guard.js';
+export type { CopiedBackup, CopyOptions, CopyResult } from './backup-copier.js';
 export { PENDING_DELETIONS_KEY } from './recovery.js';
 
 /**
@@ -209,6 +212,24 @@ export class Repository {
    */
   async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[] }> {
     return this.#transfer.import(file);
+  }
+
+  /**
+   * Copies restore points into another repository, each with its whole chain (`strata copy`):
+   * only what `target` lacks (by backup id), keeping ids, parents, times, labels and tags. Every
+   * artifact's SHA-256, size and OpenPGP integrity are checked on the way; each copy is committed
+   * on the target like a backup, so a killed copy leaves nothing half-visible and a re-run
+   * finishes it. Artifacts are re-encrypted under the target's current data key unless the
+   * target's key file holds the one they are encrypted under. A damaged source artifact is not
+   * copied (nor what builds on it): the others are, then the call fails naming it.
+   *
+   * ```ts
+   * const offsite = await openRepository('/mnt/offsite', { passphrase: offsitePassphrase })
+   * const { copied } = await repo.copyTo(offsite, { databases: ['app'] })
+   * ```
+   */
+  async copyTo(target: Repository, options: CopyOptions = {}): Promise<CopyResult> {
+    return new BackupCopier(this.#ctx, target.#ctx).copy(options);
   }
 
   /** Removes the temporary folder this process used for snapshots and scratch restores. */

@@ -1,0 +1,358 @@
+import { createHash } from 'node:crypto';
+import { PassThrough } from 'node:stream';
+import type { BackupRecord } from './catalog.js';
+import { commitBackup } from './catalog-commit.js';
+import { decryptStream, encryptStream } from './encryption.js';
+import type { EncryptionProfile, Passphrase } from './encryption.js';
+import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
+import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js';
+import { layoutCacheKey, readLayoutCache, writeLayoutCache } from './layout-cache.js';
+import { artifactKey, parseArtifactKey } from './naming.js';
+import { announceWrite } from './pending-writes.js';
+import type { PendingWrite } from './pending-writes.js';
+import type { ProgressListener } from './progress.js';
+import type { RepositoryContext } from './repository-context.js';
+import type { Storage } from './storage.js';
+import { isNotFound } from './storage.js';
+
+/** Options for {@link Repository.copyTo}. */
+export interface CopyOptions {
+  /** Only these databases (default: every database of the source). */
+  readonly databases?: readonly string[];
+  /** Only restore points taken at or after this time (their chains come along, however old). */
+  readonly since?: Date;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: ProgressListener;
+  /** Called after each backup is committed on the target. */
+  readonly onCopied?: (copied: CopiedBackup) => void;
+}
+
+/** One backup copied: its record on the target, and how its bytes got there. */
+export interface CopiedBackup {
+  readonly record: BackupRecord;
+  /**
+   * `as-is`: the artifact's bytes unchanged (the target holds the data key it is encrypted under,
+   * or neither side encrypts); `re-encrypted`: decrypted with the source's data key and encrypted
+   * under the target's current data key.
+   */
+  readonly mode: 'as-is' | 're-encrypted';
+}
+
+/** What {@link Repository.copyTo} did. */
+export interface CopyResult {
+  readonly source: string;
+  readonly target: string;
+  /** Copied in this run, parents before their dependants. */
+  readonly copied: readonly CopiedBackup[];
+  /** Ids the target held already (from an earlier run, or another copy). */
+  readonly present: readonly string[];
+}
+
+/**
+ * Copies restore points from one repository to another, each with its whole chain, like `restic
+ * copy`: by backup id, so a re-run copies only what the target lacks, and every record keeps its
+ * id, parent, base, time, label, tags and manifest. Each artifact is read once, its SHA-256 and
+ * size checked against the source's catalog and its OpenPGP integrity check run, while it is
+ * written to the target; a copy is committed on the target exactly as a backup is (pending note,
+ * artifact, catalog generation), so a kill leaves nothing half-visible and the next run finishes.
+ *
+ * When the target's key file holds the data key an artifact is encrypted under, its bytes are
+ * copied as they are; otherwise they are decrypted with the source's data key and encrypted under
+ * the target's current one, streaming (memory stays flat).
+ */
+export class BackupCopier {
+  readonly #from: RepositoryContext;
+  readonly #to: RepositoryContext;
+
+  constructor(from: RepositoryContext, to: RepositoryContext) {
+    this.#from = from;
+    this.#to = to;
+  }
+
+  async copy(options: CopyOptions = {}): Promise<CopyResult> {
+    const from = this.#from;
+    const to = this.#to;
+    if (from.storage.location === to.storage.location) {
+      throw new StrataError('USAGE', `copy: the source and the target are the same repository (${from.storage.location})`);
+    }
+    if (options.since !== undefined && Number.isNaN(options.since.getTime())) throw new StrataError('USAGE', 'copy: the --since time is not a valid date');
+    // Both sides' keys before anything is read or written: a wrong passphrase stops here.
+    await inRepository('source', from, () => from.unlock());
+    await inRepository('target', to, () => to.unlock());
+    const all = await from.catalog.list();
+    const wanted = options.databases && options.databases.length > 0 ? [...new Set(options.databases)] : undefined;
+    const known = new Set(all.map((b) => b.database));
+    for (const database of wanted ?? []) {
+      if (!known.has(database)) {
+        throw new StrataError('BACKUP_NOT_FOUND', `copy: ${from.storage.location} holds no backups of ${database} (it has: ${[...known].sort().join(', ') || 'none'})`);
+      }
+    }
+    const since = options.since?.toISOString();
+    const picked = all.filter((b) => (wanted === undefined || wanted.includes(b.database)) && (since === undefined || b.createdAt >= since));
+    // Each picked restore point with its chain, parents first, each once.
+    const ordered: BackupRecord[] = [];
+    const seen = new Set<string>();
+    for (const record of picked) {
+      for (const link of await from.catalog.chainOf(record)) {
+        if (seen.has(link.id)) continue;
+        seen.add(link.id);
+        ordered.push(link);
+      }
+    }
+    const targetProfile = to.vault.section.profile;
+    if (targetProfile === 'none') {
+      const encrypted = ordered.find((b) => b.encryption.profile !== 'none');
+      if (encrypted) {
+        throw new StrataError(
+          'USAGE',
+          `copy: ${to.storage.location} is not encrypted and the backups of ${from.storage.location} are (${encrypted.id}); copying would store them in plaintext. Copy into an encrypted repository (strata init without --no-encryption)`,
+        );
+      }
+    }
+    const op = await to.journal.begin('copy', { details: { from: from.storage.location } });
+    const copied: CopiedBackup[] = [];
+    const present: string[] = [];
+    const failed: { id: string; error: StrataError }[] = [];
+    try {
+      // The target's current data key: KEY_MISSING now, not after the first artifact was read.
+      const targetKey = targetProfile === 'none' ? undefined : inRepositorySync('target', to, () => to.vault.current('copy'));
+      const onTarget = new Map((await to.catalog.list()).map((b) => [b.id, b]));
+      for (const record of ordered) {
+        throwIfAborted(options.signal, 'copy');
+        if (onTarget.has(record.id)) {
+          present.push(record.id);
+          continue;
+        }
+        const parent = record.parent === null ? undefined : onTarget.get(record.parent);
+        if (record.parent !== null && !parent) {
+          // Its parent failed above (or vanished from the source's chain): it cannot be restored
+          // on the target without it, so it is not copied either.
+          failed.push({ id: record.id, error: new StrataError('CHAIN_BROKEN', `copy ${record.id}: its parent ${record.parent} was not copied`) });
+          continue;
+        }
+        try {
+          const result = await this.#copyOne(record, parent, targetKey, targetProfile, options);
+          onTarget.set(record.id, result.record);
+          copied.push(result);
+          options.onCopied?.(result);
+        } catch (err) {
+          // A damaged or unreadable source artifact costs its own chain, not every other backup.
+          if (!isStrataError(err) || !SKIPPABLE.has(err.code)) throw err;
+          failed.push({ id: record.id, error: err });
+        }
+      }
+      if (failed.length > 0) {
+        const first = failed.find((f) => f.error.code !== 'CHAIN_BROKEN') ?? failed[0]!;
+        throw new StrataError(
+          first.error.code,
+          `copy: ${failed.length} backup(s) were not copied (${copied.length} were): ${failed.map((f) => f.error.message).join('; ')}`,
+          { cause: first.error, details: { failed: failed.map((f) => f.id) } },
+        );
+      }
+      await op.complete({
+        storedBytes: copied.reduce((sum, c) => sum + c.record.storedBytes, 0),
+        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), present: present.length, reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
+      });
+    } catch (err) {
+      const wrapped = isStrataError(err) ? err : wrapError('copy', err);
+      await op.fail(wrapped).catch(() => undefined);
+      throw new StrataError(wrapped.code, wrapped.message, { cause: wrapped.cause, details: { ...wrapped.details, copied: copied.map((c) => c.record.id) } });
+    }
+    return { source: from.storage.location, target: to.storage.location, copied, present };
+  }
+
+  /** Copies one artifact (and its cached layouts and facts) and commits it on the target. */
+  async #copyOne(
+    record: BackupRecord,
+    parent: BackupRecord | undefined,
+    targetKey: { id: string | undefined; secret: Passphrase } | undefined,
+    targetProfile: EncryptionProfile,
+    options: CopyOptions,
+  ): Promise<CopiedBackup> {
+    const from = this.#from;
+    const to = this.#to;
+    const parsed = parseArtifactKey(record.key);
+    if (!parsed) throw new StrataError('ARTIFACT_FOREIGN', `copy ${record.id}: ${record.key} is not an artifact name Strata writes`);
+    const sourceKey = from.keyFor(record, `copy ${record.id}`);
+    // The bytes can stay as they are when the target's key file holds the very data key they are
+    // encrypted under (same id and same secret), or when neither side encrypts.
+    const keyId = from.vault.keyIdOf(record);
+    const held = keyId !== undefined ? to.vault.keyring?.get(keyId) : undefined;
+    const asIs = sourceKey === undefined ? targetProfile === 'none' : held !== undefined && held.reveal() === sourceKey.reveal();
+    const encryptedOut = asIs ? parsed.encrypted : targetProfile !== 'none';
+    const key = artifactKey(record.database, record.id, parsed.codec === 'zstd' ? '.zst' : parsed.codec === 'gzip' ? '.gz' : '', encryptedOut);
+    const layoutKey = layoutCacheKey(record.database, record.id, encryptedOut);
+    const factsKey = factsCacheKey(record.database, record.id, encryptedOut);
+    const step = `copy ${record.id}`;
+    let pending: PendingWrite | undefined = await announceWrite(to.storage, record.id, [key], [layoutKey, factsKey]);
+    try {
+      const check: { bytes: number; sha: ReturnType<typeof createHash>; failure?: StrataError } = { bytes: 0, sha: createHash('sha256') };
+      const source = checked(await readSource(from.storage, record, step, options.signal), record, check, step, (done) =>
+        options.onProgress?.({ operation: 'copy', phase: 'read', doneBytes: done, totalBytes: record.storedBytes, backupId: record.id }),
+      );
+      let body: AsyncIterable<Uint8Array>;
+      if (asIs) body = sourceKey ? withDecryptCheck(source, sourceKey) : source;
+      else {
+        const plain = sourceKey ? decryptStream(source, sourceKey) : source;
+        body = encryptStream(plain, targetKey!.secret, targetProfile as Exclude<EncryptionProfile, 'none'>);
+      }
+      const written = createHash('sha256');
+      let info;
+      try {
+        info = await to.storage.put(key, hashing(body, written), options.signal ? { signal: options.signal } : {});
+      } catch (err) {
+        // A failed check inside the stream reaches put wrapped by openpgp or the storage: the
+        // check's own error is the one that says what happened.
+        throw check.failure ?? (isStrataError(err) ? err : wrapError(`${step}: write ${key} to ${to.storage.location}`, err));
+      }
+      if (check.failure) throw check.failure;
+      const encryption = asIs ? record.encryption : targetProfile === 'none' ? { profile: 'none' } : { profile: targetProfile, ...(targetKey!.id !== undefined ? { keyId: targetKey!.id } : {}) };
+      const copy: BackupRecord = {
+        ...record,
+        key,
+        storedBytes: info.size,
+        sha256: written.digest('hex'),
+        encryption,
+        // Nothing was verified on the target yet: its own `verify` says how its copy is.
+        verification: null,
+      };
+      await this.#copyCaches(record, copy, sourceKey, asIs ? sourceKey : targetKey?.secret, asIs);
+      const announced = pending;
+      pending = undefined;
+      await commitBackup(to, { parent, record: copy, pending: announced });
+      options.onProgress?.({ operation: 'copy', phase: 'commit', doneBytes: record.storedBytes, totalBytes: record.storedBytes, backupId: record.id });
+      return { record: copy, mode: asIs ? 'as-is' : 're-encrypted' };
+    } catch (err) {
+      await pending?.abandon().catch(() => undefined);
+      throw isStrataError(err) ? err : wrapError(step, err);
+    }
+  }
+
+  /**
+   * The cached layouts and facts go along, so the target's next restore or incremental need not
+   * decrypt whole chains. Best effort, as at backup time: without them the artifact is read instead.
+   */
+  async #copyCaches(record: BackupRecord, copy: BackupRecord, sourceKey: Passphrase | undefined, targetSecret: Passphrase | undefined, asIs: boolean): Promise<void> {
+    const from = this.#from;
+    const to = this.#to;
+    const sourceEncrypted = record.encryption.profile !== 'none';
+    const targetEncrypted = copy.encryption.profile !== 'none';
+    const encryption = { profile: copy.encryption.profile as EncryptionProfile, passphrase: targetSecret };
+    if (record.layoutsSha256) {
+      const source = layoutCacheKey(record.database, record.id, sourceEncrypted);
+      const target = layoutCacheKey(copy.database, copy.id, targetEncrypted);
+      if (asIs) await copyObject(from.storage, source, to.storage, target).catch(() => undefined);
+      else {
+        const layouts = await readLayoutCache(from.storage, source, record.layoutsSha256, sourceKey);
+        if (layouts) await writeLayoutCache(to.storage, target, layouts, encryption).catch(() => undefined);
+      }
+    }
+    if (record.factsSha256) {
+      const source = factsCacheKey(record.database, record.id, sourceEncrypted);
+      const target = factsCacheKey(copy.database, copy.id, targetEncrypted);
+      if (asIs) await copyObject(from.storage, source, to.storage, target).catch(() => undefined);
+      else {
+        const facts = await readFactsCache(from.storage, source, record.factsSha256, sourceKey);
+        if (facts) await writeFactsCache(to.storage, target, facts, encryption).catch(() => undefined);
+      }
+    }
+  }
+}
+
+/** Failures of one source artifact: the copy goes on with the other backups, then reports them. */
+const SKIPPABLE = new Set(['ARTIFACT_CORRUPT', 'ARTIFACT_FOREIGN', 'ARTIFACT_HOSTILE', 'PASSPHRASE_WRONG', 'KEY_MISSING']);
+
+/** Errors of one side named as that side's: "copy: target /mnt/usb/backups: wrong passphrase ...". */
+async function inRepository<T>(side: 'source' | 'target', ctx: RepositoryContext, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw wrapError(`copy: ${side} ${ctx.storage.location}`, err);
+  }
+}
+
+function inRepositorySync<T>(side: 'source' | 'target', ctx: RepositoryContext, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw wrapError(`copy: ${side} ${ctx.storage.location}`, err);
+  }
+}
+
+/** The source artifact's bytes; a missing one is named as such. */
+async function readSource(storage: Storage, record: BackupRecord, step: string, signal: AbortSignal | undefined): Promise<AsyncIterable<Uint8Array>> {
+  try {
+    return await storage.get(record.key, signal ? { signal } : {});
+  } catch (err) {
+    if (isNotFound(err)) throw new StrataError('ARTIFACT_CORRUPT', `${step}: its artifact ${record.key} is missing from ${storage.location}; it was not copied`, { details: { missing: record.id } });
+    throw wrapError(`${step}: read ${record.key}`, err);
+  }
+}
+
+/**
+ * Passes the source's bytes through, checking them against the source's catalog: no more than
+ * its recorded size while they flow, and the SHA-256 and size at the end, before the last byte is
+ * handed on (so the target's put fails, and nothing of a damaged artifact becomes visible).
+ */
+async function* checked(
+  source: AsyncIterable<Uint8Array>,
+  record: BackupRecord,
+  state: { bytes: number; sha: ReturnType<typeof createHash>; failure?: StrataError },
+  step: string,
+  onBytes: (done: number) => void,
+): AsyncGenerator<Uint8Array> {
+  const damaged = (what: string): StrataError => {
+    state.failure = new StrataError('ARTIFACT_CORRUPT', `${step}: the source's artifact ${record.key} ${what}; it is damaged and was not copied (restore it from another copy, or delete the backup)`, {
+      details: { damaged: record.id },
+    });
+    return state.failure;
+  };
+  for await (const chunk of source) {
+    state.bytes += chunk.byteLength;
+    if (state.bytes > record.storedBytes) throw damaged(`is larger than the ${record.storedBytes} bytes its catalog records`);
+    state.sha.update(chunk);
+    onBytes(state.bytes);
+    yield chunk;
+  }
+  if (state.bytes !== record.storedBytes) throw damaged(`has ${state.bytes} bytes, its catalog records ${record.storedBytes}`);
+  if (state.sha.digest('hex') !== record.sha256) throw damaged('does not match the SHA-256 its catalog records');
+}
+
+/**
+ * Passes encrypted bytes through unchanged while decrypting a copy of them on the side, and ends
+ * only once the decryption reached the message's end and its integrity check passed: bytes copied
+ * as they are are proven to open, like re-encrypted ones.
+ */
+async function* withDecryptCheck(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
+  const tee = new PassThrough();
+  const decrypted = (async () => {
+    for await (const _ of decryptStream(tee, passphrase)) void _;
+  })();
+  // Observed below; until then a rejection must not count as unhandled.
+  decrypted.catch(() => undefined);
+  try {
+    for await (const chunk of source) {
+      if (!tee.write(chunk)) {
+        await Promise.race([new Promise((resolve) => tee.once('drain', resolve)), decrypted]);
+      }
+      yield chunk;
+    }
+    tee.end();
+    await decrypted;
+  } finally {
+    tee.destroy();
+  }
+}
+
+async function* hashing(source: AsyncIterable<Uint8Array>, sha: ReturnType<typeof createHash>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    sha.update(chunk);
+    yield chunk;
+  }
+}
+
+/** Copies a small object between storages when it exists. */
+async function copyObject(from: Storage, fromKey: string, to: Storage, toKey: string): Promise<void> {
+  const bytes = await from.read(fromKey);
+  await to.put(toKey, bytes);
+}
