@@ -22,7 +22,7 @@ import {
   tierOf,
   validatePolicy,
 } from '@strata/sdk';
-import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
+import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 
@@ -99,6 +99,7 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
   await repo.unlock();
   const bar = new ProgressBar(`backup ${db.name}`, interactive(ctx.json));
   let record: BackupRecord;
+  let mirrored: MirrorSyncResult | undefined;
   try {
     record = await repo.backup(db.locator, {
       database: db.name,
@@ -110,19 +111,28 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
       autoFull: options.autoFull,
       signal,
       onProgress: bar.update,
+      onMirror: (result) => {
+        bar.done();
+        mirrored = result;
+      },
     });
   } finally {
     bar.done();
   }
   const unchanged = record.parent !== null && record.payloadBytes === 0;
+  if (mirrored && !mirrored.ok) {
+    // The backup is complete; the mirror's failure is a warning here, journaled, and `health` fails.
+    process.stderr.write(`strata: warning: MIRROR FAILED: ${mirrored.error?.message ?? 'unknown error'}; the backup is complete in the repository, and the next backup (or strata copy) copies what the mirror lacks\n`);
+  }
   if (ctx.json) {
-    ctx.printJson({ id: record.id, unchanged, backup: record });
+    ctx.printJson({ id: record.id, unchanged, backup: record, ...(mirrored ? { mirror: mirrored } : {}) });
   } else {
     const ratio = record.rawBytes > 0 ? ` (${((record.storedBytes / record.rawBytes) * 100).toFixed(0)}% of ${formatBytes(record.rawBytes)})` : '';
     const against = record.parent ? `, against ${record.parent}` : '';
     const fellBack = type !== record.type ? ` (no full backup existed, so a full one was taken)` : '';
     process.stdout.write(`backup ${record.id} completed: ${record.type}${against}${fellBack}, database ${formatBytes(record.databaseBytes)}, stored ${formatBytes(record.storedBytes)}${ratio}\n`);
     if (unchanged) process.stdout.write(`nothing changed since ${record.parent}; recorded an empty ${record.type} so the schedule shows the database was checked\n`);
+    if (mirrored?.ok) process.stdout.write(`mirror ${printable(mirrored.mirror)}: ${mirrored.copied.length === 0 ? 'already up to date' : `copied ${mirrored.copied.length} backup(s)`}\n`);
   }
   return 0;
 }
@@ -286,13 +296,19 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   }
   const bar = new ProgressBar(`restore ${record.id}`, interactive(ctx.json));
   let chain: readonly BackupRecord[];
+  let fromMirror: RestoreFallback | undefined;
   try {
-    ({ chain } = await repo.restore({ id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update, ...(tables ? { tables } : {}) }));
+    ({ chain, fromMirror } = await repo.restore({ id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update, ...(tables ? { tables } : {}) }));
   } finally {
     bar.done();
   }
+  if (fromMirror) {
+    // Said on stderr in every mode: the repository's own copy is damaged and needs attention.
+    process.stderr.write(`strata: restored from the mirror ${printable(fromMirror.mirror)}: the repository's own copy could not be used (${printable(fromMirror.reason.message)}). To repair it: strata verify --all shows what is damaged; strata delete those backups (--with-dependents), then strata copy --from ${printable(fromMirror.mirror)} --to ${printable(repo.settings.location)} brings the mirror's copies back\n`);
+  }
   if (ctx.json) {
     ctx.printJson({
+      ...(fromMirror ? { fromMirror } : {}),
       id: record.id,
       database: record.database,
       type: record.type,
@@ -305,7 +321,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   } else {
     const via = chain.length > 1 ? ` through its chain ${chain.map((b) => b.id).join(' → ')}` : '';
     const what = tables ? `tables ${tables.join(', ')} of ${record.id}` : record.id;
-    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : display.locator === 'file' ? ' (replaced the old file)' : ' (replaced the old database)') : ''}\n`);
+    process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via}${fromMirror ? ` from the mirror ${printable(fromMirror.mirror)}` : ''} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : display.locator === 'file' ? ' (replaced the old file)' : ' (replaced the old database)') : ''}\n`);
   }
   return 0;
 }

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { StrataError, loadConfig, openRepository, schemeOf } from '@strata/sdk';
-import type { LoadedConfig, Passphrase, Repository } from '@strata/sdk';
+import type { LoadedConfig, MirrorConfig, MirrorOptions, Passphrase, Repository } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
 import type { PassphraseSources } from './terminal.js';
 
@@ -42,8 +42,38 @@ export class CommandContext {
 
   /** Opens the repository; the passphrase is read (or prompted for) only when an operation needs it. */
   async repository(): Promise<Repository> {
-    this.#repository ??= await this.openAt(this.repositoryPath(), (attempt) => readPassphrase(this.passphraseSources(interactive(this.json)), attempt));
+    if (this.#repository) return this.#repository;
+    const location = this.repositoryPath();
+    let primary: Passphrase | undefined;
+    const passphrase = async (attempt: number): Promise<Passphrase | undefined> => {
+      primary = await readPassphrase(this.passphraseSources(interactive(this.json)), attempt);
+      return primary;
+    };
+    const mirror = this.mirrorConfig(location);
+    this.#repository = await this.openAt(location, passphrase, 'the repository', mirror && {
+      location: mirror.repository,
+      // The mirror's own passphrase source, else the repository's passphrase (asked once).
+      open: () =>
+        this.openAt(
+          mirror.repository,
+          async (attempt) => {
+            if (attempt > 1) return undefined;
+            const own = { ...given({ passphraseFile: mirror.passphraseFile, passphraseCommand: mirror.passphraseCommand }), prompt: false, which: 'mirror' as const };
+            return (await readPassphrase(own, 1)) ?? primary ?? (await passphrase(1));
+          },
+          `the mirror ${mirror.repository}`,
+        ),
+    });
     return this.#repository;
+  }
+
+  /**
+   * The config's mirror when the repository in use is the config's own: a --repo or STRATA_REPO
+   * naming another repository does not inherit that repository's mirror.
+   */
+  mirrorConfig(location: string): MirrorConfig | undefined {
+    const { repository, mirror } = this.loaded.config;
+    return mirror && repository !== undefined && path.resolve(repository) === location ? mirror : undefined;
   }
 
   /**
@@ -51,7 +81,7 @@ export class CommandContext {
    * passphrase from `passphrase` when an operation first needs it. The caller closes it.
    * `what` names it in messages ("the target repository").
    */
-  async openAt(location: string, passphrase: (attempt: number) => Promise<Passphrase | undefined>, what = 'the repository'): Promise<Repository> {
+  async openAt(location: string, passphrase: (attempt: number) => Promise<Passphrase | undefined>, what = 'the repository', mirror?: MirrorOptions): Promise<Repository> {
     if (schemeOf(location) === undefined && !existsSync(location)) {
       throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
     }
@@ -67,6 +97,7 @@ export class CommandContext {
       },
       lock: { waitMs: (this.options.lockWait ?? 60) * 1000 },
       ...(process.env['STRATA_TMPDIR'] ? { tempDir: process.env['STRATA_TMPDIR'] } : {}),
+      ...(mirror ? { mirror } : {}),
     });
   }
 
@@ -88,4 +119,9 @@ export class CommandContext {
   async close(): Promise<void> {
     await this.#repository?.close();
   }
+}
+
+/** Only the entries that are set, so optional properties stay absent. */
+function given<T extends Record<string, unknown>>(entries: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
 }

@@ -90,9 +90,10 @@ export interface PassphraseSources {
   /**
    * Which passphrase: the repository's (default; flags --passphrase-*, variables STRATA_PASSPHRASE*)
    * a new one for `strata key add` and `passwd` (--new-passphrase-*, STRATA_NEW_PASSPHRASE*), or
-   * the target repository's of `strata copy` (--to-passphrase-*, STRATA_TO_PASSPHRASE*).
+   * the target repository's of `strata copy` (--to-passphrase-*, STRATA_TO_PASSPHRASE*), or the
+   * mirror's ("passphraseFile"/"passphraseCommand" of "mirror" in the config, STRATA_MIRROR_PASSPHRASE*).
    */
-  readonly which?: 'repository' | 'new' | 'target';
+  readonly which?: 'repository' | 'new' | 'target' | 'mirror';
 }
 
 /**
@@ -104,11 +105,12 @@ export interface PassphraseSources {
 export async function readPassphrase(sources: PassphraseSources, attempt = 1): Promise<Passphrase | undefined> {
   const fresh = sources.which === 'new';
   const target = sources.which === 'target';
-  const flag = fresh ? '--new-passphrase' : target ? '--to-passphrase' : '--passphrase';
-  const variable = fresh ? 'STRATA_NEW_PASSPHRASE' : target ? 'STRATA_TO_PASSPHRASE' : 'STRATA_PASSPHRASE';
-  const whose = fresh ? 'new ' : target ? "target repository's " : '';
+  const mirror = sources.which === 'mirror';
+  const flag = fresh ? '--new-passphrase' : target ? '--to-passphrase' : mirror ? 'mirror.passphrase' : '--passphrase';
+  const variable = fresh ? 'STRATA_NEW_PASSPHRASE' : target ? 'STRATA_TO_PASSPHRASE' : mirror ? 'STRATA_MIRROR_PASSPHRASE' : 'STRATA_PASSPHRASE';
+  const whose = fresh ? 'new ' : target ? "target repository's " : mirror ? "mirror's " : '';
   if (sources.passphraseCommand !== undefined && sources.passphraseFile !== undefined) {
-    throw new StrataError('USAGE', `give the ${whose}passphrase one way: ${flag}-command or ${flag}-file, not both`);
+    throw new StrataError('USAGE', mirror ? 'give the mirror\'s passphrase one way in strata.config.json: passphraseCommand or passphraseFile, not both' : `give the ${whose}passphrase one way: ${flag}-command or ${flag}-file, not both`);
   }
   const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
   const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env(`${variable}_COMMAND`) : undefined);
@@ -130,7 +132,7 @@ export async function readPassphrase(sources: PassphraseSources, attempt = 1): P
 /** True when a passphrase is available without asking (a flag or one of the variables). */
 export function passphraseGiven(sources: PassphraseSources): boolean {
   const set = (name: string): boolean => (process.env[name] ?? '') !== '';
-  const variable = sources.which === 'new' ? 'STRATA_NEW_PASSPHRASE' : sources.which === 'target' ? 'STRATA_TO_PASSPHRASE' : 'STRATA_PASSPHRASE';
+  const variable = { repository: 'STRATA_PASSPHRASE', new: 'STRATA_NEW_PASSPHRASE', target: 'STRATA_TO_PASSPHRASE', mirror: 'STRATA_MIRROR_PASSPHRASE' }[sources.which ?? 'repository'];
   return sources.passphraseFile !== undefined || sources.passphraseCommand !== undefined || set(`${variable}_COMMAND`) || set(`${variable}_FILE`) || set(variable);
 }
 

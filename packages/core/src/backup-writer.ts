@@ -21,6 +21,7 @@ import { commitBackup } from './catalog-commit.js';
 import { announceWrite } from './pending-writes.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { RepositoryContext } from './repository-context.js';
+import type { MirrorSyncResult } from './mirror-sync.js';
 
 /** Options for {@link Repository.backup}. */
 export interface BackupOptions {
@@ -42,6 +43,10 @@ export interface BackupOptions {
   readonly autoFull?: boolean;
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
+  /** With a mirror (OpenOptions.mirror): copy to it after the backup (default true). */
+  readonly mirror?: boolean;
+  /** With a mirror: how its copy went (the backup is complete either way). */
+  readonly onMirror?: (result: MirrorSyncResult) => void;
 }
 
 /**

@@ -13,6 +13,7 @@ import type { LockOptions } from './lock.js';
 import type { Storage, StorageAccess } from './storage.js';
 import { isNotFound } from './storage.js';
 import { REPOSITORY_FORMAT_VERSION } from './layout-migration.js';
+import type { MirrorOptions } from './mirror-sync.js';
 
 /** The repository's own settings, fixed at `init` (the encryption section changes with `strata key`). */
 export interface RepositoryConfigFile {
@@ -49,6 +50,11 @@ export interface OpenOptions {
   /** Where snapshots and scratch restores go. Default: the OS temp folder. */
   readonly tempDir?: string;
   readonly lock?: LockOptions;
+  /**
+   * A second repository that gets a copy of every backup this one takes, and that restores fall
+   * back on when an artifact here is missing or damaged (see {@link MirrorOptions}).
+   */
+  readonly mirror?: MirrorOptions;
 }
 
 /**

@@ -7,6 +7,7 @@ import type { RepositoryKeys } from './keys.js';
 import type { Storage, StorageAccess } from './storage.js';
 import type { RetentionPlan, RetentionPolicy } from './retention.js';
 import { readRepositoryConfig } from './repository-setup.js';
+import { StrataError } from './errors.js';
 import type { OpenOptions, RepositoryConfigFile } from './repository-setup.js';
 import { RepositoryContext } from './repository-context.js';
 import { recoverInterruptedWork } from './recovery.js';
@@ -23,6 +24,8 @@ import { ExportImport } from './export-import.js';
 import { Guard } from './guard.js';
 import { BackupCopier } from './backup-copier.js';
 import type { CopyOptions, CopyResult } from './backup-copier.js';
+import { syncMirror } from './mirror-sync.js';
+import type { MirrorSyncResult } from './mirror-sync.js';
 import type { GuardOptions, GuardResult } from './guard.js';
 
 // The public surface of @strata/core's repository: the facade below and the types its methods take.
@@ -35,6 +38,8 @@ export type { RestoreOptions, RestoreResult } from './restorer.js';
 export type { VerifyOptions, VerifyReport } from './validator.js';
 export type { GuardOptions, GuardResult } from './guard.js';
 export type { CopiedBackup, CopyOptions, CopyResult } from './backup-copier.js';
+export type { MirrorOptions, MirrorSyncResult } from './mirror-sync.js';
+export type { RestoreFallback } from './restorer.js';
 export { PENDING_DELETIONS_KEY } from './recovery.js';
 
 /**
@@ -71,6 +76,7 @@ export class Repository {
   readonly #retention: RetentionApplier;
   readonly #transfer: ExportImport;
   readonly #guard: Guard;
+  #mirror: Promise<Repository> | undefined;
 
   /** Use {@link openRepository}. */
   constructor(storage: Storage, config: RepositoryConfigFile, options: OpenOptions) {
@@ -79,7 +85,7 @@ export class Repository {
     this.journal = this.#ctx.journal;
     this.keys = this.#ctx.keys;
     this.#writer = new BackupWriter(this.#ctx);
-    this.#restorer = new Restorer(this.#ctx);
+    this.#restorer = new Restorer(this.#ctx, options.mirror ? async () => (await this.mirror())!.#ctx : undefined);
     this.#validator = new Validator(this.#ctx, this.#restorer);
     this.#retention = new RetentionApplier(this.#ctx);
     this.#transfer = new ExportImport(this.#ctx);
@@ -117,9 +123,42 @@ export class Repository {
     return this.#ctx.catalog.resolve(selector);
   }
 
-  /** Takes a backup of the database at `locator` and records it in the catalog. */
+  /**
+   * Takes a backup of the database at `locator` and records it in the catalog. With a mirror, the
+   * backup is then copied to it, with everything else it lacks; the backup is complete when this
+   * repository has it, and a failed copy is only reported (`onMirror`, the journal, `health`).
+   */
   async backup(locator: string, options: BackupOptions): Promise<BackupRecord> {
-    return this.#writer.backup(locator, options);
+    const record = await this.#writer.backup(locator, options);
+    if (this.#ctx.options.mirror && options.mirror !== false) options.onMirror?.(await this.syncMirror({ ...(options.signal ? { signal: options.signal } : {}) }));
+    return record;
+  }
+
+  /** Where the mirror is (OpenOptions.mirror), or undefined without one. */
+  get mirrorLocation(): string | undefined {
+    return this.#ctx.options.mirror?.location;
+  }
+
+  /** The mirror, opened on first use; undefined without one. Opening fails as openRepository does. */
+  async mirror(): Promise<Repository | undefined> {
+    const mirror = this.#ctx.options.mirror;
+    if (!mirror) return undefined;
+    this.#mirror ??= mirror.open().catch((err: unknown) => {
+      // A mirror that could not be opened is tried again next time (it may be back by then).
+      this.#mirror = undefined;
+      throw err;
+    });
+    return this.#mirror;
+  }
+
+  /**
+   * Copies to the mirror every restore point it lacks ({@link copyTo}), journaled here as a
+   * `mirror` operation. Never fails for the mirror's sake: the result says whether it worked.
+   */
+  async syncMirror(options: { signal?: AbortSignal } = {}): Promise<MirrorSyncResult> {
+    const mirror = this.#ctx.options.mirror;
+    if (!mirror) throw new StrataError('USAGE', `${this.storage.location} has no mirror configured`);
+    return syncMirror(this, mirror, async () => (await this.mirror())!, options);
   }
 
   /** The restore points a backup needs, oldest first (for a full backup, just itself). */
@@ -234,6 +273,9 @@ export class Repository {
 
   /** Removes the temporary folder this process used for snapshots and scratch restores. */
   async close(): Promise<void> {
+    const mirror = this.#mirror;
+    this.#mirror = undefined;
+    await mirror?.then((m) => m.close(), () => undefined);
     await this.#ctx.removeTempDir();
   }
 

@@ -26,7 +26,27 @@ export interface RestoreResult {
   readonly chain: readonly BackupRecord[];
   readonly target: string;
   readonly bytes: number;
+  /**
+   * Present when the repository's own copy of the chain could not be read (an artifact missing or
+   * damaged) and the chain was restored from its mirror instead: where, and what was wrong here.
+   */
+  readonly fromMirror?: RestoreFallback;
 }
+
+/** A restore that used the mirror's copy of the chain (see {@link RestoreResult.fromMirror}). */
+export interface RestoreFallback {
+  /** The mirror's location. */
+  readonly mirror: string;
+  /** The error the repository's own copy gave (code and message). */
+  readonly reason: { readonly code: string; readonly message: string };
+}
+
+/**
+ * Failures of reading a chain's own artifacts, which a mirror's copy can make good. Not those of
+ * the target (RESTORE_FAILED, NO_SPACE, TARGET_EXISTS), a cancellation or a usage error: the
+ * mirror would meet them just the same.
+ */
+const MIRROR_CAN_HELP = new Set(['ARTIFACT_CORRUPT', 'ARTIFACT_FOREIGN', 'ARTIFACT_HOSTILE', 'CHAIN_BROKEN', 'PASSPHRASE_WRONG']);
 
 /**
  * Restores restore points: checks the target, the chain's artifacts and keys before anything is
@@ -34,9 +54,12 @@ export interface RestoreResult {
  */
 export class Restorer {
   readonly #ctx: RepositoryContext;
+  readonly #mirror: (() => Promise<RepositoryContext>) | undefined;
 
-  constructor(ctx: RepositoryContext) {
+  /** `mirror` opens the repository's mirror, whose copy a restore falls back on. */
+  constructor(ctx: RepositoryContext, mirror?: () => Promise<RepositoryContext>) {
     this.#ctx = ctx;
+    this.#mirror = mirror;
   }
 
   /** Whether a restore target of the given engine exists, how to name it without secrets, and how its engine is shown. */
@@ -68,33 +91,84 @@ export class Restorer {
         if (options.tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs at least one table name');
         if (record.type === 'schema-only') throw new StrataError('USAGE', `restore: ${record.id} is schema-only and holds no rows to restore tables from`);
       }
-      const chain = await this.#ctx.catalog.chainOf(record);
-      await this.#ctx.chains.checkPresent(chain, record);
-      await this.#ctx.unlock();
-      // Every key of the chain before any byte of the target is touched.
-      for (const link of chain) this.#ctx.keyFor(link, 'restore');
       const engine = this.#ctx.options.engines.get(record.engine);
       if (!engine) throw new StrataError('ENGINE_UNKNOWN', `restore: backup ${record.id} was made by engine ${record.engine}, which this program does not have`);
       if (options.tables !== undefined && !engine.capabilities.tableRestore) {
         throw new StrataError('USAGE', `restore: the ${record.engine} engine cannot restore single tables`);
       }
-      const bytes = await this.restoreInto(engine, chain, options.to, {
+      const restoreOptions = {
         force: options.force ?? false,
         signal: options.signal,
         onProgress: options.onProgress,
         ...(options.tables !== undefined ? { tables: options.tables } : {}),
-      });
+      };
+      let chain: BackupRecord[];
+      let bytes: number;
+      let fromMirror: RestoreFallback | undefined;
+      let unlocked = false;
+      try {
+        chain = await this.#ctx.catalog.chainOf(record);
+        await this.#ctx.chains.checkPresent(chain, record);
+        await this.#ctx.unlock();
+        unlocked = true;
+        // Every key of the chain before any byte of the target is touched.
+        for (const link of chain) this.#ctx.keyFor(link, 'restore');
+        bytes = await this.restoreInto(engine, chain, options.to, restoreOptions);
+      } catch (err) {
+        // The target was not touched (a failed restore aborts its session): the mirror's copy of
+        // the same chain may still be good.
+        if (!this.#mirror || !isStrataError(err) || !MIRROR_CAN_HELP.has(err.code)) throw err;
+        // A passphrase that does not open this repository's keys is no damage the mirror repairs.
+        if (err.code === 'PASSPHRASE_WRONG' && !unlocked) throw err;
+        ({ chain, bytes, fromMirror } = await this.#fromMirror(record, engine, options.to, restoreOptions, err));
+      }
       await op.complete({
         rawBytes: chain.reduce((sum, b) => sum + b.rawBytes, 0),
         storedBytes: chain.reduce((sum, b) => sum + b.storedBytes, 0),
         // How many tables, not which: the journal is plaintext even in an encrypted repository.
-        details: { target: engine.describe(options.to), chain: chain.map((b) => b.id), ...(options.tables ? { tables: options.tables.length } : {}) },
+        details: {
+          target: engine.describe(options.to),
+          chain: chain.map((b) => b.id),
+          ...(options.tables ? { tables: options.tables.length } : {}),
+          ...(fromMirror ? { fromMirror: { mirror: fromMirror.mirror, reason: fromMirror.reason.code } } : {}),
+        },
       });
-      return { backup: record, chain, target: options.to, bytes };
+      return { backup: record, chain, target: options.to, bytes, ...(fromMirror ? { fromMirror } : {}) };
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError(`restore ${record.id}`, err);
       await op.fail(wrapped).catch(() => undefined);
       throw wrapped;
+    }
+  }
+
+  /**
+   * Restores `record`'s chain from the mirror, which must hold all of it (by backup id). When it
+   * cannot, the repository's own error is the one reported, with what the mirror lacked.
+   */
+  async #fromMirror(
+    record: BackupRecord,
+    engine: Engine,
+    to: string,
+    options: { force: boolean; tables?: readonly string[]; signal?: AbortSignal; onProgress?: ProgressListener },
+    primaryError: StrataError,
+  ): Promise<{ chain: BackupRecord[]; bytes: number; fromMirror: RestoreFallback }> {
+    let location = 'the mirror';
+    try {
+      const mirror = await this.#mirror!();
+      location = mirror.storage.location;
+      const copy = (await mirror.catalog.list({ database: record.database })).find((b) => b.id === record.id);
+      if (!copy) throw new StrataError('BACKUP_NOT_FOUND', `the mirror ${location} has no copy of ${record.id} yet`);
+      const chain = await mirror.catalog.chainOf(copy);
+      await mirror.chains.checkPresent(chain, copy);
+      await mirror.unlock();
+      for (const link of chain) mirror.keyFor(link, 'restore');
+      const bytes = await new Restorer(mirror).restoreInto(engine, chain, to, options);
+      return { chain, bytes, fromMirror: { mirror: location, reason: { code: primaryError.code, message: primaryError.message } } };
+    } catch (err) {
+      throw new StrataError(primaryError.code, `${primaryError.message} (the mirror could not stand in: ${err instanceof Error ? err.message : String(err)})`, {
+        cause: primaryError,
+        details: primaryError.details,
+      });
     }
   }
 

@@ -15,9 +15,24 @@ export interface DatabaseConfig {
   readonly retention?: RetentionPolicy;
 }
 
+/**
+ * The mirror of the repository: a second repository (made with `strata init`) that every backup is
+ * copied to, that restores fall back on, and that `strata health` watches.
+ */
+export interface MirrorConfig {
+  /** Its location: a folder path (relative to the config file) or a URL of a supported storage. */
+  readonly repository: string;
+  /** A file holding its passphrase (relative to the config file). */
+  readonly passphraseFile?: string;
+  /** A command (run with sh -c) that prints its passphrase. */
+  readonly passphraseCommand?: string;
+}
+
 /** strata.config.json as a user writes it. Relative paths are relative to the file's folder. */
 export interface StrataConfig {
   readonly repository?: string;
+  /** A second repository that gets a copy of every backup (a string is its location). */
+  readonly mirror?: MirrorConfig;
   readonly databases?: Readonly<Record<string, DatabaseConfig>>;
   /** Retention for every database without its own (default: daily 7, weekly 8, monthly 12). */
   readonly retention?: RetentionPolicy;
@@ -135,7 +150,41 @@ const DATABASE_SHAPE = (engines: readonly EngineDisplay[]) => ({
   retention: retention.optional(),
 });
 
-const TOP_LEVEL_KEYS = ['repository', 'databases', 'retention'];
+const TOP_LEVEL_KEYS = ['repository', 'mirror', 'databases', 'retention'];
+
+const MIRROR_SHAPE = {
+  repository: z
+    .string({ error: (issue) => `expected the mirror's location, a folder path or a URL (got ${got(issue.input)})` })
+    .min(1, { error: "expected the mirror's location, a folder path or a URL" })
+    .meta({ description: "The mirror repository's location (create it with `strata init`): a folder path or a URL.", examples: ['/mnt/usb/strata'] }),
+  passphraseFile: z
+    .string({ error: (issue) => `expected a file path (got ${got(issue.input)})` })
+    .meta({ description: "A file holding the mirror's passphrase. Without passphraseFile or passphraseCommand: STRATA_MIRROR_PASSPHRASE_COMMAND, STRATA_MIRROR_PASSPHRASE_FILE, STRATA_MIRROR_PASSPHRASE, else the repository's own passphrase." })
+    .optional(),
+  passphraseCommand: z
+    .string({ error: (issue) => `expected a command (got ${got(issue.input)})` })
+    .meta({ description: "A command (run with sh -c) whose output is the mirror's passphrase, e.g. `pass show strata-mirror`." })
+    .optional(),
+};
+
+const mirror = z
+  .union(
+    [
+      z.string().min(1),
+      z.strictObject(MIRROR_SHAPE, {
+        error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${Object.keys(MIRROR_SHAPE).join(', ')})` : undefined),
+      }),
+    ],
+    {
+      error: (issue) =>
+        (issue.code === 'invalid_union' ? issue.errors.flat().find((inner) => inner.code === 'unrecognized_keys' || inner.path.length > 0)?.message : undefined) ??
+        `expected the mirror's location, or { "repository": ..., "passphraseFile": ... } (got ${got(issue.input)})`,
+    },
+  )
+  .meta({
+    description:
+      'A second repository (made with `strata init`) that every backup is copied to after it is complete, that restores fall back on when an artifact of the repository is missing or damaged, and that `strata health` checks. A location, or an object with its passphrase source.',
+  });
 
 /**
  * strata.config.json, described once: `loadConfig` validates with it and
@@ -152,6 +201,7 @@ export function strataConfigSchema(engines: readonly EngineDisplay[] = []) {
           .string({ error: (issue) => `expected a folder path (got ${got(issue.input)})` })
           .meta({ description: 'The repository folder the backups go to (create it with `strata init` or Strata: Add Database).', examples: ['./.backups'] })
           .optional(),
+        mirror: mirror.optional(),
         databases: z
           .record(
             z
@@ -212,7 +262,13 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     databases[name] = { url: resolveLocator(db.url, base), ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}) };
   }
   const repository = parsed.repository !== undefined ? path.resolve(base, parsed.repository) : undefined;
-  return { ...(repository ? { repository } : {}), databases, ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}) };
+  const mirrorConfig = parsed.mirror === undefined ? undefined : typeof parsed.mirror === 'string' ? { repository: parsed.mirror } : parsed.mirror;
+  const mirror: MirrorConfig | undefined = mirrorConfig && {
+    repository: /^[A-Za-z][A-Za-z0-9+.-]+:/.test(mirrorConfig.repository) ? mirrorConfig.repository : path.resolve(base, mirrorConfig.repository),
+    ...(mirrorConfig.passphraseFile !== undefined ? { passphraseFile: path.resolve(base, mirrorConfig.passphraseFile) } : {}),
+    ...(mirrorConfig.passphraseCommand !== undefined ? { passphraseCommand: mirrorConfig.passphraseCommand } : {}),
+  };
+  return { ...(repository ? { repository } : {}), ...(mirror ? { mirror } : {}), databases, ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}) };
 }
 
 /** Makes a relative SQLite path absolute against `base`; URLs pass through unchanged. */

@@ -11,7 +11,7 @@
  * ```
  */
 import { EngineRegistry, StorageRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
-import type { InitOptions, OpenOptions, Repository, Storage } from '@strata/core';
+import type { InitOptions, MirrorOptions, OpenOptions, PassphraseSource, Repository, Storage } from '@strata/core';
 import { SqliteEngine } from '@strata/engine-sqlite';
 import { PostgresEngine } from '@strata/engine-postgres';
 import { MysqlEngine } from '@strata/engine-mysql';
@@ -24,7 +24,7 @@ export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
 export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
-export type { DatabaseConfig, LoadedConfig, StrataConfig } from './config.js';
+export type { DatabaseConfig, LoadedConfig, MirrorConfig, StrataConfig } from './config.js';
 
 /** Every engine this build of Strata ships, in one visible place. */
 export function createDefaultEngines(): EngineRegistry {
@@ -59,4 +59,18 @@ export async function initRepository(location: string | Storage, options: InitOp
 /** Opens a repository with the default engines unless `options.engines` says otherwise. */
 export async function openRepository(location: string | Storage, options: Partial<OpenOptions> = {}): Promise<Repository> {
   return openCore(openStorage(location), { ...options, engines: options.engines ?? createDefaultEngines() });
+}
+
+/**
+ * A mirror for {@link openRepository}'s `mirror` option: the repository at `location` (made with
+ * `initRepository`), opened with its own passphrase when first needed.
+ *
+ * ```ts
+ * const repo = await openRepository('./backups', { passphrase, mirror: mirrorAt('/mnt/usb/strata', { passphrase: usbPassphrase }) })
+ * await repo.backup('./app.db', { database: 'app', onMirror: (m) => m.ok || console.warn(m.error?.message) })
+ * ```
+ */
+export function mirrorAt(location: string | Storage, options: Partial<Omit<OpenOptions, 'mirror'>> & { readonly passphrase?: PassphraseSource } = {}): MirrorOptions {
+  const storage = openStorage(location);
+  return { location: storage.location, open: () => openRepository(storage, options) };
 }
