@@ -6,6 +6,7 @@ import {
   DEFAULT_LEVELS,
   StrataError,
   assessHealth,
+  assessMirror,
   backupStats,
   defaultCompression,
   displayLocation,
@@ -22,7 +23,7 @@ import {
   tierOf,
   validatePolicy,
 } from '@strata/sdk';
-import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
+import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 
@@ -564,10 +565,26 @@ export async function healthCommand(ctx: CommandContext, options: { maxAge?: str
   if (thresholds.maxDiskUse <= 0 || thresholds.maxDiskUse > 1) throw new StrataError('USAGE', 'health: --max-disk is a percentage from 1 to 100');
   const repo = await ctx.repository();
   const space = repo.storage.capabilities.space && repo.storage.space ? await repo.storage.space() : undefined;
-  const report = assessHealth(await repo.list(), await repo.journal.operations(), space, thresholds, new Date());
+  const backups = await repo.list();
+  const operations = await repo.journal.operations();
+  const primary = assessHealth(backups, operations, space, thresholds, new Date());
+  let checks: HealthCheck[] = [...primary.checks];
+  const mirrorLocation = repo.mirrorLocation;
+  if (mirrorLocation !== undefined) {
+    let state: MirrorState;
+    try {
+      const mirror = (await repo.mirror())!;
+      state = { location: mirrorLocation, backups: await mirror.list() };
+    } catch (err) {
+      state = { location: mirrorLocation, error: err instanceof Error ? err.message : String(err) };
+    }
+    checks = [...checks.map((c) => ({ ...c, target: 'primary' as const })), ...assessMirror(backups, operations, state, thresholds, new Date())];
+  }
+  const report = { healthy: checks.every((c) => c.status === 'ok'), checks, ...(mirrorLocation !== undefined ? { targets: { primary: repo.settings.location, mirror: mirrorLocation } } : {}) };
   if (ctx.json) ctx.printJson(report);
   else {
-    for (const c of report.checks) process.stdout.write(`${c.status === 'ok' ? 'ok       ' : 'UNHEALTHY'}  ${c.check}${c.database ? ` (${c.database})` : ''}: ${c.message}\n`);
+    const tag = (c: HealthCheck): string => (c.target ? `[${c.target}] ` : '');
+    for (const c of report.checks) process.stdout.write(`${c.status === 'ok' ? 'ok       ' : 'UNHEALTHY'}  ${tag(c)}${c.check}${c.database ? ` (${c.database})` : ''}: ${c.message}\n`);
     process.stdout.write(report.healthy ? 'healthy\n' : 'UNHEALTHY\n');
   }
   return report.healthy ? 0 : 3;

@@ -68,7 +68,19 @@ export const DEFAULT_HEALTH: HealthThresholds = { maxAgeMs: 25 * 3_600_000, maxD
 
 /** One finding of `strata health`. */
 export interface HealthCheck {
-  readonly check: 'backup-age' | 'verification' | 'failed-verifications' | 'verification-age' | 'backup-duration' | 'disk-use' | 'failed-backups';
+  readonly check:
+    | 'backup-age'
+    | 'verification'
+    | 'failed-verifications'
+    | 'verification-age'
+    | 'backup-duration'
+    | 'disk-use'
+    | 'failed-backups'
+    | 'mirror-reachable'
+    | 'mirror-sync'
+    | 'mirror-lag';
+  /** Which repository the check is about, when the repository has a mirror. */
+  readonly target?: 'primary' | 'mirror';
   readonly database: string | null;
   readonly status: 'ok' | 'unhealthy';
   readonly message: string;
@@ -177,6 +189,59 @@ export function assessHealth(
     });
   }
   return { healthy: checks.every((c) => c.status === 'ok'), checks };
+}
+
+/** The mirror as `strata health` found it: its backups, or why it could not be read. */
+export type MirrorState = { readonly location: string; readonly backups: readonly BackupRecord[] } | { readonly location: string; readonly error: string };
+
+/**
+ * The mirror's side of `strata health`: whether it can be opened, whether the last copy to it
+ * failed (the primary's journal), and per database of the primary its newest good backup and what
+ * it lacks (the primary's restore points it has no copy of, and how far its newest is behind).
+ */
+export function assessMirror(primary: readonly BackupRecord[], operations: readonly JournalOperation[], mirror: MirrorState, thresholds: HealthThresholds, now: Date): HealthCheck[] {
+  const checks: HealthCheck[] = [];
+  const hours = (ms: number): string => `${(ms / 3_600_000).toFixed(1)} h`;
+  const sync = operations.filter((o) => o.kind === 'mirror').at(-1);
+  if (sync?.status === 'FAILED') {
+    checks.push({ check: 'mirror-sync', target: 'mirror', database: null, status: 'unhealthy', message: `MIRROR FAILED at ${sync.last.at}${sync.interrupted ? ' (interrupted)' : ''}: ${sync.last.error?.message ?? 'no error recorded'}` });
+  } else {
+    checks.push({ check: 'mirror-sync', target: 'mirror', database: null, status: 'ok', message: sync ? `the last copy to the mirror completed at ${sync.last.at}` : 'nothing was copied to the mirror yet' });
+  }
+  if ('error' in mirror) {
+    checks.push({ check: 'mirror-reachable', target: 'mirror', database: null, status: 'unhealthy', message: `the mirror ${mirror.location} cannot be read: ${mirror.error}` });
+    return checks;
+  }
+  checks.push({ check: 'mirror-reachable', target: 'mirror', database: null, status: 'ok', message: `the mirror ${mirror.location} is reachable (${mirror.backups.length} backup(s))` });
+  const held = new Set(mirror.backups.map((b) => b.id));
+  for (const database of [...new Set(primary.map((b) => b.database))].sort()) {
+    const mine = mirror.backups.filter((b) => b.database === database && b.type !== 'schema-only');
+    const good = newestGoodBackup(mine);
+    const age = good ? now.getTime() - Date.parse(good.createdAt) : undefined;
+    checks.push({
+      check: 'backup-age',
+      target: 'mirror',
+      database,
+      status: age !== undefined && age <= thresholds.maxAgeMs ? 'ok' : 'unhealthy',
+      message: good ? `the mirror's newest good backup ${good.id} is ${hours(age!)} old (limit ${hours(thresholds.maxAgeMs)})` : `the mirror has no good backup of ${database}`,
+    });
+    const ours = primary.filter((b) => b.database === database);
+    const missing = ours.filter((b) => !held.has(b.id));
+    const newestHere = ours.at(-1);
+    const newestThere = mirror.backups.filter((b) => b.database === database).at(-1);
+    const behind = newestHere && newestThere ? Math.max(0, Date.parse(newestHere.createdAt) - Date.parse(newestThere.createdAt)) : undefined;
+    checks.push({
+      check: 'mirror-lag',
+      target: 'mirror',
+      database,
+      status: missing.length === 0 ? 'ok' : 'unhealthy',
+      message:
+        missing.length === 0
+          ? `the mirror has all ${ours.length} restore point(s)`
+          : `the mirror lacks ${missing.length} of ${ours.length} restore point(s) (${missing.slice(-3).map((b) => b.id).join(', ')}${missing.length > 3 ? ', ...' : ''}); its newest is ${behind === undefined ? 'missing' : `${hours(behind)} behind`}`,
+    });
+  }
+  return checks;
 }
 
 /** One database in `strata inventory`. */
