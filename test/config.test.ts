@@ -24,7 +24,7 @@ describe('strata.config.json validation', () => {
 
   it('names the setting, what is wrong and what is expected', () => {
     assert.equal(problem([]), 'top level: expected an object');
-    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, databases, retention)');
+    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, mirror, databases, retention)');
     assert.equal(problem({ repository: 42 }), 'repository: expected a folder path (got 42)');
     assert.equal(problem({ databases: [] }), 'databases: expected an object of name → { "url": ... }');
     assert.match(problem({ databases: { 'a b': { url: './a.db' } } }), /^databases\.a b: database name "a b" is not allowed: use 1 to 64 letters/);
@@ -36,6 +36,17 @@ describe('strata.config.json validation', () => {
     assert.equal(problem({ retention: { keepWithin: '6m' } }), 'retention.keepWithin: "6m" is ambiguous: write 6min for minutes or 6mo for months');
     assert.match(problem({ databases: { app: { url: './a.db', retention: { keepLabels: { 'pre-update': 'soon' } } } } }), /^databases\.app\.retention\.keepLabels\.pre-update: "soon" is not a duration/);
     assert.match(problem({ retention: { keepLast: 0 } }), /^retention: the policy keeps nothing/);
+    assert.equal(problem({ mirror: { repository: './m', passphrase: 'x' } }), 'mirror.passphrase: unknown setting (expected repository, passphraseFile, passphraseCommand)');
+    assert.match(problem({ mirror: 42 }), /^mirror: expected the mirror's location, or \{ "repository": \.\.\., "passphraseFile": \.\.\. \} \(got 42\)$/);
+    assert.equal(problem({ mirror: {} }), "mirror: expected the mirror's location, a folder path or a URL (got nothing)");
+  });
+
+  it('takes a mirror as a location or with its passphrase source, resolving paths against its folder', () => {
+    const file = path.join(dir.path, 'strata.config.json');
+    writeFileSync(file, JSON.stringify({ repository: './backups', mirror: './usb' }));
+    assert.deepEqual(loadConfig(file).config.mirror, { repository: path.join(dir.path, 'usb') });
+    writeFileSync(file, JSON.stringify({ repository: './backups', mirror: { repository: 'file:///mnt/usb', passphraseFile: './mirror-pass' } }));
+    assert.deepEqual(loadConfig(file).config.mirror, { repository: 'file:///mnt/usb', passphraseFile: path.join(dir.path, 'mirror-pass') });
   });
 
   it('accepts a complete file and resolves its paths against its folder', () => {
