@@ -8,7 +8,9 @@ import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.
 import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js';
 import { layoutCacheKey, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { artifactKey, parseArtifactKey } from './naming.js';
-import { announceWrite } from './pending-writes.js';
+import { announceWrite, pendingArtifactKeys } from './pending-writes.js';
+import { readCatalog } from './catalog.js';
+import { withRepositoryLock } from './lock.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { ProgressListener } from './progress.js';
 import type { RepositoryContext } from './repository-context.js';
@@ -46,6 +48,11 @@ export interface CopyResult {
   readonly copied: readonly CopiedBackup[];
   /** Ids the target held already (from an earlier run, or another copy). */
   readonly present: readonly string[];
+  /**
+   * Ids another process was copying into the target at the same moment (and those building on
+   * them): left to it, or to the next run.
+   */
+  readonly inProgress: readonly string[];
 }
 
 /**
@@ -113,6 +120,7 @@ export class BackupCopier {
     const copied: CopiedBackup[] = [];
     const present: string[] = [];
     const failed: { id: string; error: StrataError }[] = [];
+    const busy = new Set<string>();
     try {
       // The target's current data key: KEY_MISSING now, not after the first artifact was read.
       const targetKey = targetProfile === 'none' ? undefined : inRepositorySync('target', to, () => to.vault.current('copy'));
@@ -124,6 +132,10 @@ export class BackupCopier {
           continue;
         }
         const parent = record.parent === null ? undefined : onTarget.get(record.parent);
+        if (record.parent !== null && busy.has(record.parent)) {
+          busy.add(record.id);
+          continue;
+        }
         if (record.parent !== null && !parent) {
           // Its parent failed above (or vanished from the source's chain): it cannot be restored
           // on the target without it, so it is not copied either.
@@ -132,6 +144,15 @@ export class BackupCopier {
         }
         try {
           const result = await this.#copyOne(record, parent, targetKey, targetProfile, options);
+          if (result === 'present' || result === 'busy') {
+            // Another process copied it meanwhile, or is copying it now: its dependants wait
+            // for the next run in the second case (they need it committed first).
+            if (result === 'present') {
+              present.push(record.id);
+              onTarget.set(record.id, (await to.catalog.list({ database: record.database })).find((b) => b.id === record.id)!);
+            } else busy.add(record.id);
+            continue;
+          }
           onTarget.set(record.id, result.record);
           copied.push(result);
           options.onCopied?.(result);
@@ -151,14 +172,14 @@ export class BackupCopier {
       }
       await op.complete({
         storedBytes: copied.reduce((sum, c) => sum + c.record.storedBytes, 0),
-        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), present: present.length, reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
+        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), present: present.length, inProgress: [...busy], reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
       });
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError('copy', err);
       await op.fail(wrapped).catch(() => undefined);
       throw new StrataError(wrapped.code, wrapped.message, { cause: wrapped.cause, details: { ...wrapped.details, copied: copied.map((c) => c.record.id) } });
     }
-    return { source: from.storage.location, target: to.storage.location, copied, present };
+    return { source: from.storage.location, target: to.storage.location, copied, present, inProgress: [...busy] };
   }
 
   /** Copies one artifact (and its cached layouts and facts) and commits it on the target. */
@@ -168,7 +189,7 @@ export class BackupCopier {
     targetKey: { id: string | undefined; secret: Passphrase } | undefined,
     targetProfile: EncryptionProfile,
     options: CopyOptions,
-  ): Promise<CopiedBackup> {
+  ): Promise<CopiedBackup | 'present' | 'busy'> {
     const from = this.#from;
     const to = this.#to;
     const parsed = parseArtifactKey(record.key);
@@ -184,7 +205,21 @@ export class BackupCopier {
     const layoutKey = layoutCacheKey(record.database, record.id, encryptedOut);
     const factsKey = factsCacheKey(record.database, record.id, encryptedOut);
     const step = `copy ${record.id}`;
-    let pending: PendingWrite | undefined = await announceWrite(to.storage, record.id, [key], [layoutKey, factsKey]);
+    // Checked and announced under the target's lock: two copies into one target at once (two
+    // backups syncing one mirror) must not write the same artifact key, or one would commit a
+    // record whose bytes the other replaced. The second one leaves it to the first.
+    const claim = await withRepositoryLock(
+      to.storage,
+      'copy',
+      async () => {
+        if (((await readCatalog(to.storage)) ?? []).some((r) => r.id === record.id)) return 'present' as const;
+        if ((await pendingArtifactKeys(to.storage)).has(key)) return 'busy' as const;
+        return announceWrite(to.storage, record.id, [key], [layoutKey, factsKey]);
+      },
+      to.options.lock,
+    );
+    if (claim === 'present' || claim === 'busy') return claim;
+    let pending: PendingWrite | undefined = claim;
     try {
       const check: { bytes: number; sha: ReturnType<typeof createHash>; failure?: StrataError } = { bytes: 0, sha: createHash('sha256') };
       const source = checked(await readSource(from.storage, record, step, options.signal), record, check, step, (done) =>
