@@ -171,6 +171,19 @@ describe('strata copy', () => {
     }
   });
 
+  it('two copies into one target at the same time: each backup lands once, whole, and the target verifies', async () => {
+    const { source, target } = twoRepositories();
+    const [one, two] = await Promise.all([0, 1].map(() => finished(strataAsync(['copy', '--from', source, '--to', target, '--json'], { env: toTarget }))));
+    assert.equal(one!.status, 0, one!.stderr);
+    assert.equal(two!.status, 0, two!.stderr);
+    const sourceIds = ids(source);
+    // A rerun picks up whatever one left to the other while that one was still copying it.
+    assert.equal(strata(['copy', '--from', source, '--to', target], { env: toTarget }).status, 0);
+    assert.deepEqual(ids(target, TARGET_PASSPHRASE), sourceIds, 'each backup listed once');
+    const verified = strata(['verify', '--all', '--repo', target], { env: { STRATA_PASSPHRASE: TARGET_PASSPHRASE } });
+    assert.equal(verified.status, 0, verified.stdout);
+  });
+
   it('killed mid-copy (SIGKILL at several points), leaves nothing half-visible; the next run completes and the target verifies', async function () {
     this.timeout(600_000);
     const { source, target } = twoRepositories();
