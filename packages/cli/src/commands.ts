@@ -12,7 +12,6 @@ import {
   initRepository,
   inventory,
   isStrataError,
-  newestGoodByDatabase,
   durationBefore,
   durationMs,
   parseDuration,
@@ -24,7 +23,8 @@ import {
 } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
+import { printTable } from './table.js';
+import { ProgressBar, confirm, formatAge, formatBytes, interactive, readPassphrase } from './terminal.js';
 
 /** Options of `strata init`. */
 export interface InitCommandOptions {
@@ -125,113 +125,6 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
     if (unchanged) process.stdout.write(`nothing changed since ${record.parent}; recorded an empty ${record.type} so the schedule shows the database was checked\n`);
   }
   return 0;
-}
-
-/** Options of `strata list`. */
-export interface ListCommandOptions {
-  readonly database?: string;
-}
-
-export async function listCommand(ctx: CommandContext, options: ListCommandOptions): Promise<number> {
-  const repo = await ctx.repository();
-  const backups = await repo.list(options.database === undefined ? {} : { database: options.database });
-  const good = newestGoodByDatabase(backups);
-  const databases = [...new Set(backups.map((b) => b.database))].sort();
-  if (ctx.json) {
-    ctx.printJson({ repository: repo.settings.location, backups, newestGood: Object.fromEntries(databases.map((d) => [d, good.get(d)?.id ?? null])) });
-    return 0;
-  }
-  if (backups.length === 0) {
-    process.stdout.write(options.database ? `no backups of ${options.database}\n` : 'no backups yet\n');
-    return 0;
-  }
-  // With key files, which data key each artifact needs (after a rotation they differ).
-  const keyed = backups.some((b) => b.encryption.keyId !== undefined);
-  const rows = chainOrder(backups).map(({ backup: b, depth }) => [
-    `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}${good.get(b.database) === b ? ' *' : ''}`,
-    b.database,
-    b.engine,
-    b.type,
-    b.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
-    formatAge(b.createdAt),
-    formatBytes(b.databaseBytes),
-    formatBytes(b.storedBytes),
-    ...(keyed ? [b.encryption.keyId ?? '-'] : []),
-    b.parent ? `← ${b.parent}` : '',
-    b.verification ? `${b.verification.outcome} (${b.verification.level}, ${formatAge(b.verification.at)})` : 'never',
-    b.label ?? '',
-  ]);
-  const header = ['ID', 'DATABASE', 'ENGINE', 'TYPE', 'CREATED', 'AGE', 'DB SIZE', 'STORED', ...(keyed ? ['DATA KEY'] : []), 'CHAIN', 'VERIFIED', 'LABEL'];
-  printTable(header, rows);
-  process.stdout.write(`${backups.length} backup(s)\n`);
-  if (good.size > 0) process.stdout.write('* the newest good restore point of its database (what health measures and retention always keeps)\n');
-  for (const database of databases) {
-    if (!good.has(database)) process.stdout.write(`${printable(database)} has no good restore point (none with data whose last verification did not fail)\n`);
-  }
-  return 0;
-}
-
-/**
- * Newest chains first; within a chain the full backup, then each restore point under the one it
- * depends on, so a person sees what a restore will need.
- */
-function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRecord; depth: number }[] {
-  const children = new Map<string, BackupRecord[]>();
-  const roots: BackupRecord[] = [];
-  const ids = new Set(backups.map((b) => b.id));
-  for (const b of backups) {
-    if (b.parent && ids.has(b.parent)) {
-      const siblings = children.get(b.parent);
-      if (siblings) siblings.push(b);
-      else children.set(b.parent, [b]);
-    } else roots.push(b);
-  }
-  // Linear in the number of backups (a repository can hold tens of thousands), and without
-  // recursion, so a chain of any length cannot overflow the stack.
-  const out: { backup: BackupRecord; depth: number }[] = [];
-  const listed = new Set<BackupRecord>();
-  const visit = (root: BackupRecord): void => {
-    // Depth first, each backup before its dependants, newest dependants first (like the roots):
-    // children go on the stack oldest first, so the newest comes off first.
-    const stack: { backup: BackupRecord; depth: number }[] = [{ backup: root, depth: 0 }];
-    for (let next = stack.pop(); next; next = stack.pop()) {
-      if (listed.has(next.backup)) continue;
-      listed.add(next.backup);
-      out.push(next);
-      for (const child of children.get(next.backup.id) ?? []) stack.push({ backup: child, depth: next.depth + 1 });
-    }
-  };
-  for (const root of [...roots].reverse()) visit(root);
-  // Backups whose parent links loop (a damaged catalog) have no root; list them anyway.
-  for (const b of [...backups].reverse()) {
-    if (listed.has(b)) continue;
-    listed.add(b);
-    out.push({ backup: b, depth: 0 });
-  }
-  return out;
-}
-
-/** Prints rows as aligned columns, control characters escaped. */
-export function printTable(header: string[], rows: string[][]): void {
-  // Cells come from the catalog, which an import or an older Strata may have filled with
-  // control characters: shown escaped, they cannot repaint the terminal or forge rows.
-  rows = rows.map((r) => r.map(printable));
-  const widths = header.map((h, i) => rows.reduce((max, r) => Math.max(max, r[i]!.length), h.length));
-  const line = (cells: string[]): string =>
-    cells
-      .map((c, i) => c.padEnd(widths[i]!))
-      .join('  ')
-      .trimEnd();
-  // One write per 64 KiB or so, not one per row: a table can have tens of thousands of rows.
-  let text = line(header) + '\n';
-  for (const row of rows) {
-    text += line(row) + '\n';
-    if (text.length >= 65536) {
-      process.stdout.write(text);
-      text = '';
-    }
-  }
-  process.stdout.write(text);
 }
 
 /** Options of `strata restore`. */
