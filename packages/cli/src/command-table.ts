@@ -381,10 +381,15 @@ restore command that undoes the change.`,
   },
   {
     path: ['stats'],
-    summary: 'backups per day and type: count, success rate, time, size, ratio',
-    options: [{ flags: '--since <dur>', description: 'how far back (default 30d)' }],
-    examples: ['stats', 'stats --since 7d --json'],
-    run: (ctx, { opts }) => statsCommand(ctx, given({ since: str(opts, 'since') })),
+    summary: 'backups per day and type: count, success rate, time, size, ratio; --html writes a report with charts',
+    options: [
+      { flags: '--since <dur>', description: 'how far back (default 30d)' },
+      { flags: '--html <file>', description: 'write one self-contained HTML page to FILE: runs per day by type and outcome, and per database the duration, stored size and compression ratio of each run' },
+    ],
+    details: `Reads the journal, so failed runs count too. The HTML report needs nothing but a browser: its
+charts are inline SVG, with no script and no link to anything outside the file.`,
+    examples: ['stats', 'stats --since 7d --json', 'stats --since 90d --html backups.html'],
+    run: (ctx, { opts }) => statsCommand(ctx, given({ since: str(opts, 'since'), html: str(opts, 'html') })),
   },
   {
     path: ['health'],

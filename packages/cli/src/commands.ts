@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
 import {
   BACKUP_TYPES,
   DEFAULT_HEALTH,
@@ -23,6 +25,7 @@ import {
 } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthThresholds, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
+import { backupRuns, renderStatsReport } from './stats-report.js';
 import { printTable } from './table.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, readPassphrase } from './terminal.js';
 
@@ -402,19 +405,34 @@ function runChild(command: readonly string[], json: boolean): Promise<number> {
   });
 }
 
-/** `strata stats [--since 30d]`: backups per day and type, from the journal. */
-export async function statsCommand(ctx: CommandContext, options: { since?: string }): Promise<number> {
-  const since = durationBefore(Date.now(), parseDuration(options.since ?? '30d', 'stats: --since'));
+/** Options of `strata stats`. */
+export interface StatsCommandOptions {
+  readonly since?: string;
+  /** Also write the HTML report to this file. */
+  readonly html?: string;
+}
+
+/** `strata stats [--since 30d] [--html FILE]`: backups per day and type, from the journal. */
+export async function statsCommand(ctx: CommandContext, options: StatsCommandOptions): Promise<number> {
+  const now = new Date();
+  const since = durationBefore(now, parseDuration(options.since ?? '30d', 'stats: --since'));
   const repo = await ctx.repository();
-  const rows = backupStats(await repo.journal.operations(), since);
+  const operations = await repo.journal.operations();
+  const rows = backupStats(operations, since);
+  let report: { file: string; runs: number; databases: number } | undefined;
+  if (options.html !== undefined) {
+    const runs = backupRuns(operations, await repo.list(), since);
+    const file = path.resolve(options.html);
+    writeFileAtomically(file, renderStatsReport({ repository: repo.settings.location, since, now, runs }));
+    report = { file, runs: runs.length, databases: new Set(runs.map((r) => r.database)).size };
+  }
   if (ctx.json) {
-    ctx.printJson({ since: since.toISOString(), rows });
+    ctx.printJson({ since: since.toISOString(), rows, ...(report ? { html: report.file } : {}) });
     return 0;
   }
-  if (rows.length === 0) {
-    process.stdout.write(`no backups since ${since.toISOString()}\n`);
-    return 0;
-  }
+  if (report) process.stdout.write(`wrote ${report.file}: ${report.runs} backup run(s) of ${report.databases} database(s) since ${since.toISOString()}\n`);
+  else if (rows.length === 0) process.stdout.write(`no backups since ${since.toISOString()}\n`);
+  if (report || rows.length === 0) return 0;
   printTable(
     ['DAY', 'TYPE', 'COUNT', 'SUCCESS', 'AVG TIME', 'AVG SIZE', 'AVG RATIO'],
     rows.map((r) => [
@@ -428,6 +446,18 @@ export async function statsCommand(ctx: CommandContext, options: { since?: strin
     ]),
   );
   return 0;
+}
+
+/** Writes a whole file or nothing: a report half written by a killed run would look complete to whoever opens it. */
+function writeFileAtomically(file: string, text: string): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(temporary, text);
+    renameSync(temporary, file);
+  } catch (err) {
+    rmSync(temporary, { force: true });
+    throw new StrataError('IO', `stats: cannot write ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
 }
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
