@@ -53,6 +53,16 @@ describe('keys that can change', function () {
     assert.equal(result.status, 0, result.stderr);
     return result.stdout;
   }
+  /** The S2K count of an OpenPGP message's password packet, as gpg lists it (it needs no passphrase for that). */
+  function s2kCount(file: string): number {
+    const home = path.join(dir.path, 'gnupg');
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    const result = spawnSync('gpg', ['--batch', '--list-packets', file], { input: '', encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
+    const count = /^\s*salt [0-9A-F]+, count (\d+) /m.exec(result.stdout);
+    assert.ok(count, `gpg lists no iterated-salted S2K in ${file}: ${result.stdout}${result.stderr}`);
+    return Number(count[1]);
+  }
   const source = (): string => {
     const db = path.join(dir.path, 'app.db');
     if (!existsSync(db)) buildRichDatabase(db, { rows: 120 });
@@ -256,6 +266,13 @@ describe('keys that can change', function () {
     assert.equal(early.status, 2);
     assert.match(early.stderr, /run `strata key migrate` first/);
     assert.match(ok(['key', 'list']).stdout, /made before key files[\s\S]*strata key migrate/);
+    // Key stretching guards what a person's passphrase protects; a data key Strata generated is 256
+    // random bits and goes without (docs/FORMAT.md, "Artifact layers").
+    const strong = 16_777_216;
+    const sample = path.join(dir.path, 'sample.db');
+    copyFileSync(FIXTURE_DB, sample);
+    const before = json<{ backup: BackupRecord }>(ok(['backup', sample, '--name', 'sample', '--type', 'full', '--json'])).backup;
+    assert.equal(s2kCount(path.join(repo(), before.key)), strong, 'an artifact under the passphrase itself (before key files) is stretched');
 
     const migrated = json<{ keyFile: { id: string }; dataKey: string; legacyKey: string }>(ok(['key', 'migrate', '--json']));
     const config = JSON.parse(readFileSync(path.join(repo(), 'repository.json'), 'utf8'));
@@ -272,10 +289,14 @@ describe('keys that can change', function () {
     for (const id of ['app_full_20261120_100000_2e4f', 'app_incremental_20261120_120000_e9ad', 'app_differential_20261120_130000_2607']) {
       assert.equal(restored(id, bob()), expected(id), `${id} restores what the database held then`);
     }
-    const sample = path.join(dir.path, 'sample.db');
-    copyFileSync(FIXTURE_DB, sample);
-    const fresh = json<{ backup: BackupRecord }>(ok(['backup', sample, '--name', 'sample', '--json'], bob())).backup;
+    // Without the layout cache, the incremental reads its parent's layout from the artifact and
+    // caches it again, under the parent's key: the old passphrase.
+    rmSync(path.join(repo(), 'cache/layouts'), { recursive: true, force: true });
+    const fresh = json<{ backup: BackupRecord }>(ok(['backup', sample, '--name', 'sample', '--type', 'incremental', '--json'], bob())).backup;
     assert.equal(fresh.encryption.keyId, migrated.dataKey);
+    assert.equal(s2kCount(path.join(repo(), fresh.key)), 1024, 'an artifact under the data key migrate made is not stretched');
+    assert.equal(s2kCount(path.join(repo(), `cache/layouts/sample/${before.id}.idx.gpg`)), strong, 'a cache under the old passphrase (the legacy data key) is stretched');
+    for (const name of readdirSync(path.join(repo(), 'keys'))) assert.equal(s2kCount(path.join(repo(), 'keys', name)), strong, `key file ${name} is stretched`);
   });
 
   it('an export carries the key files its backups need: a repository whose passphrase opens one imports it and keeps the data keys', () => {

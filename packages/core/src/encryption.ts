@@ -41,11 +41,43 @@ export class Passphrase {
   }
 }
 
-function profileConfig(profile: Exclude<EncryptionProfile, 'none'>): Partial<openpgp.Config> {
+/** What newDataKey writes: 32 random bytes as base64url. */
+const GENERATED_KEY_SHAPE = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * A data key Strata generated itself (origins init, rotate, migrate): 256 random bits. Key
+ * stretching exists to make guessing a human passphrase slow; nobody guesses 2^256 keys, so
+ * messages under such a key use the cheapest iterated-salted S2K (1,024 bytes hashed instead of
+ * openpgp.js's 16 MiB, about 0.5 ms instead of 70 ms per message, paid at every encrypt and
+ * decrypt: every artifact, layout cache and facts cache). Everything a person's passphrase
+ * protects keeps the strong default: key files and key checks ({@link encryptSmall}), artifacts of
+ * a repository from before key files, and anything under a `legacy` or `import` data key (which
+ * can be such a passphrase). docs/FORMAT.md, "Artifact layers", says the same.
+ */
+export class GeneratedKey extends Passphrase {
+  constructor(value: string) {
+    // The origin comes from repository.json, which nothing authenticates: the shape check keeps
+    // a hand-edited origin from getting a person's passphrase used without stretching.
+    if (!GENERATED_KEY_SHAPE.test(value)) throw new StrataError('INTERNAL', 'data key: not the shape of a key Strata generates');
+    super(value);
+  }
+
+  /** True when `value` could be a key Strata generated (it still needs the right origin). */
+  static fits(value: string): boolean {
+    return GENERATED_KEY_SHAPE.test(value);
+  }
+}
+
+/** S2K count byte 0: 1,024 bytes hashed, the least OpenPGP allows and GnuPG reads. */
+const UNSTRETCHED_S2K_COUNT_BYTE = 0;
+
+function profileConfig(profile: Exclude<EncryptionProfile, 'none'>, options: { stretch: boolean }): Partial<openpgp.Config> {
   const common = {
     preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
     // The payload is already compressed; OpenPGP compression would only cost time.
     preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed,
+    // Both profiles use the iterated-salted S2K (openpgp.js's default s2kType; never argon2).
+    ...(options.stretch ? {} : { s2kIterationCountByte: UNSTRETCHED_S2K_COUNT_BYTE }),
   };
   if (profile === 'compat') return { ...common, aeadProtect: false };
   return { ...common, aeadProtect: true, preferredAEADAlgorithm: openpgp.enums.aead.gcm };
@@ -64,7 +96,7 @@ export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphra
     message,
     passwords: [passphrase.reveal()],
     format: 'binary',
-    config: profileConfig(profile),
+    config: profileConfig(profile, { stretch: !(passphrase instanceof GeneratedKey) }),
   })) as unknown as NodeWebReadableStream<Uint8Array>;
   yield* encrypted as AsyncIterable<Uint8Array>;
 }
@@ -132,10 +164,13 @@ export function classifyDecryptError(err: unknown): StrataError {
   return new StrataError('ARTIFACT_CORRUPT', `decrypt: not a readable OpenPGP message (${message})`, { cause: err });
 }
 
-/** Encrypts a small value in memory (the repository's key check). */
+/**
+ * Encrypts a small value in memory (a key file, or the key check of a repository from before key
+ * files). Always under a person's passphrase, so always with the strong default S2K.
+ */
 export async function encryptSmall(plain: Uint8Array, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): Promise<string> {
   const message = await openpgp.createMessage({ binary: plain });
-  return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(profile) })) as string;
+  return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(profile, { stretch: true }) })) as string;
 }
 
 /** Decrypts a small value encrypted by {@link encryptSmall}; PASSPHRASE_WRONG (naming `what`) when it does not open. */
