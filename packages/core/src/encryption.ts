@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
-import * as openpgp from 'openpgp';
+import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
 
 /**
@@ -71,7 +71,7 @@ export class GeneratedKey extends Passphrase {
 /** S2K count byte 0: 1,024 bytes hashed, the least OpenPGP allows and GnuPG reads. */
 const UNSTRETCHED_S2K_COUNT_BYTE = 0;
 
-function profileConfig(profile: Exclude<EncryptionProfile, 'none'>, options: { stretch: boolean }): Partial<openpgp.Config> {
+function profileConfig(openpgp: typeof OpenPgp, profile: Exclude<EncryptionProfile, 'none'>, options: { stretch: boolean }): Partial<OpenPgp.Config> {
   const common = {
     preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
     // The payload is already compressed; OpenPGP compression would only cost time.
@@ -83,6 +83,16 @@ function profileConfig(profile: Exclude<EncryptionProfile, 'none'>, options: { s
   return { ...common, aeadProtect: true, preferredAEADAlgorithm: openpgp.enums.aead.gcm };
 }
 
+/**
+ * openpgp.js, loaded when something is first encrypted or decrypted: it is the largest module a
+ * strata process loads, and help, unencrypted repositories and commands that need no key never
+ * use it.
+ */
+let openpgpModule: Promise<typeof OpenPgp> | undefined;
+function loadOpenpgp(): Promise<typeof OpenPgp> {
+  return (openpgpModule ??= import('openpgp'));
+}
+
 type WebBytes = ReadableStream<Uint8Array>;
 
 function toWeb(source: AsyncIterable<Uint8Array>): WebBytes {
@@ -91,12 +101,13 @@ function toWeb(source: AsyncIterable<Uint8Array>): WebBytes {
 
 /** Encrypts a byte stream with the passphrase; memory stays flat (openpgp streams by chunk). */
 export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): AsyncGenerator<Uint8Array> {
+  const openpgp = await loadOpenpgp();
   const message = await openpgp.createMessage({ binary: toWeb(source) });
   const encrypted = (await openpgp.encrypt({
     message,
     passwords: [passphrase.reveal()],
     format: 'binary',
-    config: profileConfig(profile, { stretch: !(passphrase instanceof GeneratedKey) }),
+    config: profileConfig(openpgp, profile, { stretch: !(passphrase instanceof GeneratedKey) }),
   })) as unknown as NodeWebReadableStream<Uint8Array>;
   yield* encrypted as AsyncIterable<Uint8Array>;
 }
@@ -107,6 +118,7 @@ export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphra
  * as unverified until the iterator finishes without error, and only then commit anything.
  */
 export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
+  const openpgp = await loadOpenpgp();
   let data: AsyncIterable<Uint8Array>;
   try {
     const message = await openpgp.readMessage({ binaryMessage: toWeb(source) });
@@ -169,12 +181,14 @@ export function classifyDecryptError(err: unknown): StrataError {
  * files). Always under a person's passphrase, so always with the strong default S2K.
  */
 export async function encryptSmall(plain: Uint8Array, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): Promise<string> {
+  const openpgp = await loadOpenpgp();
   const message = await openpgp.createMessage({ binary: plain });
-  return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(profile, { stretch: true }) })) as string;
+  return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(openpgp, profile, { stretch: true }) })) as string;
 }
 
 /** Decrypts a small value encrypted by {@link encryptSmall}; PASSPHRASE_WRONG (naming `what`) when it does not open. */
 export async function decryptSmall(armored: string, passphrase: Passphrase, what = 'the repository key check'): Promise<Uint8Array> {
+  const openpgp = await loadOpenpgp();
   try {
     const message = await openpgp.readMessage({ armoredMessage: armored });
     // Non-streaming, so the MDC is checked before anything is returned: a wrong passphrase that
