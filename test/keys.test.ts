@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { BackupRecord, KeyListing } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir, catalogPath, journalFiles, journalLines, removeCatalog } from './helpers/env.js';
+import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir, catalogPath, journalFiles, journalLines, removeCatalog } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 import { KEY_CHANGES, keyChangeSweep } from './reliability/key-change-sweep.js';
 
@@ -63,6 +63,13 @@ describe('keys that can change', function () {
     assert.ok(count, `gpg lists no iterated-salted S2K in ${file}: ${result.stdout}${result.stderr}`);
     return Number(count[1]);
   }
+  const built = useSuiteDir();
+  /** A repository `strata init` made with the suite's passphrase: made once, each test gets a copy (the first test is about init itself). */
+  const init = (): void => {
+    const made = path.join(built.path, 'repo');
+    if (!existsSync(made)) ok(['init'], undefined, {}, made);
+    copyInto(made, repo());
+  };
   const source = (): string => {
     const db = path.join(dir.path, 'app.db');
     if (!existsSync(db)) buildRichDatabase(db, { rows: 120 });
@@ -96,7 +103,7 @@ describe('keys that can change', function () {
   });
 
   it('key add: another passphrase (from a file, STRATA_NEW_PASSPHRASE, never argv) opens the repository and restores', () => {
-    ok(['init']);
+    init();
     const record = backup(source(), 'full');
     const added = json<{ added: { id: string; label: string } }>(ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob(), '--json'])).added;
     assert.equal(added.label, 'bob');
@@ -122,7 +129,7 @@ describe('keys that can change', function () {
   });
 
   it('key add asks for the new passphrase twice on a terminal, and refuses two that differ', async () => {
-    ok(['init']);
+    init();
     backup(source(), 'full');
     const typed = await onTerminal(['key', 'add', '--repo', repo()], [TEST_PASSPHRASE, 'typed at the prompt', 'typed at the prompt'], dir.path);
     assert.equal(typed.status, 0, typed.screen);
@@ -135,7 +142,7 @@ describe('keys that can change', function () {
   });
 
   it('key remove: that passphrase stops opening the repository (exit 4); the last key file, your own, and the only holder of a needed data key are refused', () => {
-    ok(['init']);
+    init();
     const record = backup(source(), 'full');
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const mine = keyList().opened!;
@@ -180,7 +187,7 @@ describe('keys that can change', function () {
   });
 
   it('key rotate: new backups use the new data key; older ones, and a chain that spans both keys, stay restorable, and nothing is re-encrypted', () => {
-    ok(['init']);
+    init();
     const db = source();
     const full = backup(db, 'full');
     const atFull = sqliteDump(db);
@@ -210,7 +217,7 @@ describe('keys that can change', function () {
   });
 
   it('a key file without the current data key: its backups fail with exit 4 and say why, verify records nothing against good backups, and --also-passphrase-file brings it along', () => {
-    ok(['init']);
+    init();
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const db = source();
     const full = backup(db, 'full');
@@ -241,7 +248,7 @@ describe('keys that can change', function () {
   });
 
   it('rebuilding a lost catalog with a key file that lacks some data key is refused, rather than dropping the backups it cannot open', () => {
-    ok(['init']);
+    init();
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const db = source();
     backup(db, 'full');
@@ -300,7 +307,7 @@ describe('keys that can change', function () {
   });
 
   it('an export carries the key files its backups need: a repository whose passphrase opens one imports it and keeps the data keys', () => {
-    ok(['init']);
+    init();
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const record = backup(source(), 'full');
     const file = path.join(dir.path, 'bundle.tar.gz');
@@ -325,7 +332,7 @@ describe('keys that can change', function () {
     cpSync(path.join(legacy, 'repo'), old, { recursive: true });
     const file = path.join(dir.path, 'old.zip');
     ok(['export', '--all', '--out', file], undefined, {}, old);
-    ok(['init']);
+    init();
     const imported = json<{ imported: string[] }>(ok(['import', file, '--json'])).imported;
     const keys = keyList();
     const brought = keys.dataKeys.find((k) => k.origin === 'import')!;
@@ -341,7 +348,7 @@ describe('keys that can change', function () {
   });
 
   it('a damaged key section of repository.json is reported as damaged (exit 1), not as a wrong passphrase', () => {
-    ok(['init']);
+    init();
     const file = path.join(repo(), 'repository.json');
     const config = JSON.parse(readFileSync(file, 'utf8'));
     config.encryption.keyFiles[0].dataKeys = ['00000000'];
