@@ -38,3 +38,26 @@ export function ensureTestTools() {
   console.error(`The tests need these tools: ${missing.join(' ')}. Install them, e.g.: sudo apt-get install ${missing.join(' ')}`);
   process.exit(1);
 }
+
+/**
+ * The S3 tests run against a real S3-compatible server (OpenStack Swift with s3api, see
+ * scripts/s3/start-s3.sh). When the environment names none (AWS_ENDPOINT_URL unset), start the
+ * local one, as the e2e tools are installed, and hand its endpoint and test credentials to the
+ * tests through the environment. It keeps running after the tests (a second run reuses it);
+ * `bash scripts/s3/stop-s3.sh` stops it. When it cannot start, outside CI the S3 tests skip with
+ * one line saying how to start it; under CI that is a failure.
+ */
+export function ensureS3Server() {
+  if (process.env.AWS_ENDPOINT_URL || process.env.AWS_ENDPOINT_URL_S3) return;
+  const script = new URL('./s3/start-s3.sh', import.meta.url).pathname;
+  const result = spawnSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (result.status !== 0) {
+    console.error('S3 test server (scripts/s3/start-s3.sh) did not start; the S3 tests will say so');
+    if (process.env.CI) process.exit(1);
+    return;
+  }
+  for (const line of result.stdout.split('\n')) {
+    const match = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (match) process.env[match[1]] = match[2];
+  }
+}

@@ -15,13 +15,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { ensureTestTools } from './test-tools.mjs';
+import { ensureS3Server, ensureTestTools } from './test-tools.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const mocha = fileURLToPath(new URL('../node_modules/mocha/bin/mocha.js', import.meta.url));
 const skipE2e = Boolean(process.env.STRATA_SKIP_E2E && !process.env.CI);
 
 ensureTestTools();
+ensureS3Server();
 const extra = process.argv.slice(2);
 if (extra.length > 0) {
   if (skipE2e) console.log('VS Code e2e: skipped (STRATA_SKIP_E2E is set)');

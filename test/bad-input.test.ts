@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
-import { FIXTURE_DB, TEST_PASSPHRASE, finished, json, sqliteDump, strata, strataAsync, useTempDir, catalogPath } from './helpers/env.js';
+import { FIXTURE_DB, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir, catalogPath } from './helpers/env.js';
 import { DiskFullStorage } from './helpers/faulty-storage.js';
 
 interface BackupJson {
@@ -52,7 +52,13 @@ function rawTarEntry(name: string, body: Buffer, type = '0', link = ''): Buffer 
 describe('bad input gets a clear error and nothing is lost', () => {
   const dir = useTempDir();
   const repo = (): string => path.join(dir.path, 'repo');
-  const init = (...extra: string[]): void => assert.equal(strata(['init', '--repo', repo(), ...extra]).status, 0);
+  const built = useSuiteDir();
+  /** A new repository for the test: `strata init` runs once per set of options, each test gets a copy. */
+  const init = (...extra: string[]): void => {
+    const made = path.join(built.path, extra.join(' ') || 'default');
+    if (!existsSync(made)) assert.equal(strata(['init', '--repo', made, ...extra]).status, 0);
+    copyInto(made, repo());
+  };
   const fixture = (name = 'app.db'): string => {
     const file = path.join(dir.path, name);
     copyFileSync(FIXTURE_DB, file);

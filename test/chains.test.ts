@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { LayoutDelta, Passphrase, initRepository, openRepository, readArtifact } from '@strata/sdk';
 import type { BackupRecord, BackupType, Repository } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
-import { json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { copyInto, json, sqliteDump, sqliteQuery, strata, useSuiteDir, useTempDir } from './helpers/env.js';
 
 const passphrase = new Passphrase('chains');
 
@@ -213,17 +213,23 @@ describe('incremental and differential chains', () => {
   });
 
   describe('a broken chain', () => {
-    function chainRepo(): { repo: string; source: string; ids: string[] } {
-      const source = path.join(dir.path, 'app.db');
+    // Built once; each test breaks its own copy.
+    const built = useSuiteDir();
+    let ids: string[] = [];
+    before(() => {
+      const source = path.join(built.path, 'app.db');
       buildRichDatabase(source, { rows: 100 });
-      const repo = path.join(dir.path, 'repo');
-      strata(['init', '--repo', repo]);
-      const ids: string[] = [];
+      const repo = path.join(built.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo]).status, 0);
+      ids = [];
       for (const type of ['full', 'incremental', 'incremental']) {
         apply(source, { kind: 'insert', n: 2 });
         ids.push(json<{ id: string }>(strata(['backup', source, '--repo', repo, '--type', type, '--json'])).id);
       }
-      return { repo, source, ids };
+    });
+    function chainRepo(): { repo: string; source: string; ids: string[] } {
+      copyInto(built.path, dir.path);
+      return { repo: path.join(dir.path, 'repo'), source: path.join(dir.path, 'app.db'), ids };
     }
 
     it('with a deleted ancestor fails to restore, names the missing backup and writes nothing', () => {
@@ -284,15 +290,21 @@ describe('incremental and differential chains', () => {
   });
 
   describe('restore --tables', () => {
-    function tablesRepo(): { repo: string; source: string; id: string } {
-      const source = path.join(dir.path, 'app.db');
+    // Built once; each test restores from its own copy.
+    const built = useSuiteDir();
+    let id = '';
+    before(() => {
+      const source = path.join(built.path, 'app.db');
       buildRichDatabase(source, { rows: 80 });
-      const repo = path.join(dir.path, 'repo');
-      strata(['init', '--repo', repo]);
-      strata(['backup', source, '--repo', repo]);
+      const repo = path.join(built.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo]).status, 0);
+      assert.equal(strata(['backup', source, '--repo', repo]).status, 0);
       apply(source, { kind: 'insert', n: 3 });
-      const id = json<{ id: string }>(strata(['backup', source, '--repo', repo, '--type', 'incremental', '--json'])).id;
-      return { repo, source, id };
+      id = json<{ id: string }>(strata(['backup', source, '--repo', repo, '--type', 'incremental', '--json'])).id;
+    });
+    function tablesRepo(): { repo: string; source: string; id: string } {
+      copyInto(built.path, dir.path);
+      return { repo: path.join(dir.path, 'repo'), source: path.join(dir.path, 'app.db'), id };
     }
 
     it('restores only the named tables, with their indexes and triggers, into a new file', () => {

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { BackupRecord, KeyListing } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir, catalogPath, journalFiles, journalLines, removeCatalog } from './helpers/env.js';
+import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir, catalogPath, journalFiles, journalLines, removeCatalog } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 import { KEY_CHANGES, keyChangeSweep } from './reliability/key-change-sweep.js';
 
@@ -53,6 +53,23 @@ describe('keys that can change', function () {
     assert.equal(result.status, 0, result.stderr);
     return result.stdout;
   }
+  /** The S2K count of an OpenPGP message's password packet, as gpg lists it (it needs no passphrase for that). */
+  function s2kCount(file: string): number {
+    const home = path.join(dir.path, 'gnupg');
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    const result = spawnSync('gpg', ['--batch', '--list-packets', file], { input: '', encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
+    const count = /^\s*salt [0-9A-F]+, count (\d+) /m.exec(result.stdout);
+    assert.ok(count, `gpg lists no iterated-salted S2K in ${file}: ${result.stdout}${result.stderr}`);
+    return Number(count[1]);
+  }
+  const built = useSuiteDir();
+  /** A repository `strata init` made with the suite's passphrase: made once, each test gets a copy (the first test is about init itself). */
+  const init = (): void => {
+    const made = path.join(built.path, 'repo');
+    if (!existsSync(made)) ok(['init'], undefined, {}, made);
+    copyInto(made, repo());
+  };
   const source = (): string => {
     const db = path.join(dir.path, 'app.db');
     if (!existsSync(db)) buildRichDatabase(db, { rows: 120 });
@@ -86,7 +103,7 @@ describe('keys that can change', function () {
   });
 
   it('key add: another passphrase (from a file, STRATA_NEW_PASSPHRASE, never argv) opens the repository and restores', () => {
-    ok(['init']);
+    init();
     const record = backup(source(), 'full');
     const added = json<{ added: { id: string; label: string } }>(ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob(), '--json'])).added;
     assert.equal(added.label, 'bob');
@@ -112,7 +129,7 @@ describe('keys that can change', function () {
   });
 
   it('key add asks for the new passphrase twice on a terminal, and refuses two that differ', async () => {
-    ok(['init']);
+    init();
     backup(source(), 'full');
     const typed = await onTerminal(['key', 'add', '--repo', repo()], [TEST_PASSPHRASE, 'typed at the prompt', 'typed at the prompt'], dir.path);
     assert.equal(typed.status, 0, typed.screen);
@@ -125,7 +142,7 @@ describe('keys that can change', function () {
   });
 
   it('key remove: that passphrase stops opening the repository (exit 4); the last key file, your own, and the only holder of a needed data key are refused', () => {
-    ok(['init']);
+    init();
     const record = backup(source(), 'full');
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const mine = keyList().opened!;
@@ -170,7 +187,7 @@ describe('keys that can change', function () {
   });
 
   it('key rotate: new backups use the new data key; older ones, and a chain that spans both keys, stay restorable, and nothing is re-encrypted', () => {
-    ok(['init']);
+    init();
     const db = source();
     const full = backup(db, 'full');
     const atFull = sqliteDump(db);
@@ -200,7 +217,7 @@ describe('keys that can change', function () {
   });
 
   it('a key file without the current data key: its backups fail with exit 4 and say why, verify records nothing against good backups, and --also-passphrase-file brings it along', () => {
-    ok(['init']);
+    init();
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const db = source();
     const full = backup(db, 'full');
@@ -231,7 +248,7 @@ describe('keys that can change', function () {
   });
 
   it('rebuilding a lost catalog with a key file that lacks some data key is refused, rather than dropping the backups it cannot open', () => {
-    ok(['init']);
+    init();
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const db = source();
     backup(db, 'full');
@@ -256,6 +273,13 @@ describe('keys that can change', function () {
     assert.equal(early.status, 2);
     assert.match(early.stderr, /run `strata key migrate` first/);
     assert.match(ok(['key', 'list']).stdout, /made before key files[\s\S]*strata key migrate/);
+    // Key stretching guards what a person's passphrase protects; a data key Strata generated is 256
+    // random bits and goes without (docs/FORMAT.md, "Artifact layers").
+    const strong = 16_777_216;
+    const sample = path.join(dir.path, 'sample.db');
+    copyFileSync(FIXTURE_DB, sample);
+    const before = json<{ backup: BackupRecord }>(ok(['backup', sample, '--name', 'sample', '--type', 'full', '--json'])).backup;
+    assert.equal(s2kCount(path.join(repo(), before.key)), strong, 'an artifact under the passphrase itself (before key files) is stretched');
 
     const migrated = json<{ keyFile: { id: string }; dataKey: string; legacyKey: string }>(ok(['key', 'migrate', '--json']));
     const config = JSON.parse(readFileSync(path.join(repo(), 'repository.json'), 'utf8'));
@@ -272,14 +296,18 @@ describe('keys that can change', function () {
     for (const id of ['app_full_20261120_100000_2e4f', 'app_incremental_20261120_120000_e9ad', 'app_differential_20261120_130000_2607']) {
       assert.equal(restored(id, bob()), expected(id), `${id} restores what the database held then`);
     }
-    const sample = path.join(dir.path, 'sample.db');
-    copyFileSync(FIXTURE_DB, sample);
-    const fresh = json<{ backup: BackupRecord }>(ok(['backup', sample, '--name', 'sample', '--json'], bob())).backup;
+    // Without the layout cache, the incremental reads its parent's layout from the artifact and
+    // caches it again, under the parent's key: the old passphrase.
+    rmSync(path.join(repo(), 'cache/layouts'), { recursive: true, force: true });
+    const fresh = json<{ backup: BackupRecord }>(ok(['backup', sample, '--name', 'sample', '--type', 'incremental', '--json'], bob())).backup;
     assert.equal(fresh.encryption.keyId, migrated.dataKey);
+    assert.equal(s2kCount(path.join(repo(), fresh.key)), 1024, 'an artifact under the data key migrate made is not stretched');
+    assert.equal(s2kCount(path.join(repo(), `cache/layouts/sample/${before.id}.idx.gpg`)), strong, 'a cache under the old passphrase (the legacy data key) is stretched');
+    for (const name of readdirSync(path.join(repo(), 'keys'))) assert.equal(s2kCount(path.join(repo(), 'keys', name)), strong, `key file ${name} is stretched`);
   });
 
   it('an export carries the key files its backups need: a repository whose passphrase opens one imports it and keeps the data keys', () => {
-    ok(['init']);
+    init();
     ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
     const record = backup(source(), 'full');
     const file = path.join(dir.path, 'bundle.tar.gz');
@@ -304,7 +332,7 @@ describe('keys that can change', function () {
     cpSync(path.join(legacy, 'repo'), old, { recursive: true });
     const file = path.join(dir.path, 'old.zip');
     ok(['export', '--all', '--out', file], undefined, {}, old);
-    ok(['init']);
+    init();
     const imported = json<{ imported: string[] }>(ok(['import', file, '--json'])).imported;
     const keys = keyList();
     const brought = keys.dataKeys.find((k) => k.origin === 'import')!;
@@ -320,7 +348,7 @@ describe('keys that can change', function () {
   });
 
   it('a damaged key section of repository.json is reported as damaged (exit 1), not as a wrong passphrase', () => {
-    ok(['init']);
+    init();
     const file = path.join(repo(), 'repository.json');
     const config = JSON.parse(readFileSync(file, 'utf8'));
     config.encryption.keyFiles[0].dataKeys = ['00000000'];

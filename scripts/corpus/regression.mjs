@@ -70,8 +70,8 @@ export async function buildRegressionDatabase(tools, cluster) {
 /** Saves the stopped cluster's data folder for the next run, with pg_regress's summary. */
 export function cacheCluster(tools, cluster, summary) {
   const file = cachedClusterFile(tools);
-  writeFileSync(`${file}.txt`, `${summary}\n`);
   mkdirSync(join(tools.cache, 'clusters'), { recursive: true });
+  writeFileSync(`${file}.txt`, `${summary}\n`);
   rmSync(`${file}.partial`, { force: true });
   tar(['-czf', `${file}.partial`, '-C', cluster.dir, 'data'], 'caching the regression cluster');
   spawnSync('mv', [`${file}.partial`, file]);

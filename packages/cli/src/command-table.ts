@@ -8,7 +8,6 @@ import {
   initCommand,
   inventoryCommand,
   listByTier,
-  listCommand,
   pruneCommand,
   restoreCommand,
   runCommand,
@@ -19,6 +18,7 @@ import type { PolicyFlags } from './commands.js';
 import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
 import { copyCommand } from './copy-command.js';
+import { DEFAULT_ROWS_PER_DATABASE, listCommand, parseSince, parseTypes } from './list-command.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
 import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
 
@@ -120,6 +120,14 @@ export function parseNumber(value: string | undefined, flag: string): number | u
   const n = Number(value);
   if (!Number.isFinite(n) || n < 0) throw new StrataError('USAGE', `${flag} expects a number (got ${JSON.stringify(value)})`);
   return n;
+}
+
+/** The database of `list`: named first or with --db (both is fine when they agree). */
+function listDatabase(positional: string | undefined, flag: string | undefined): string | undefined {
+  if (positional !== undefined && flag !== undefined && positional !== flag) {
+    throw new StrataError('USAGE', `list: two databases named (${positional} and --db ${flag}); name one`);
+  }
+  return positional ?? flag;
 }
 
 function policyFlags(opts: Readonly<Record<string, unknown>>): PolicyFlags {
@@ -254,13 +262,46 @@ hand; only you write). repository.json records the choice, so every later comman
   {
     path: ['list'],
     args: [{ name: 'db', required: false }],
-    summary: 'list restore points, newest chains first',
-    options: [{ flags: '--by-tier', description: 'group them under the retention rule that keeps each (policy as for prune)' }, ...POLICY_OPTIONS],
+    summary: 'list restore points, newest chains first; filter by database, time, type, tag or label',
+    options: [
+      { flags: '--db <name>', description: 'only this database (the same as naming it first)' },
+      { flags: '--since <time>', description: 'only those taken at or after TIME: an ISO date or time (2026-11-01, 2026-11-01T12:00:00Z) or a duration back from now (12h, 7d, 2w)' },
+      { flags: '--type <type>', description: 'only this type: full, incremental, differential or schema (repeatable, or a,b)', repeatable: true },
+      { flags: '--tag <tag>', description: 'only those carrying this tag (repeatable: any of them)', repeatable: true },
+      { flags: '--label <text>', description: 'only those with exactly this label' },
+      { flags: '--limit <n>', description: 'the newest N of each database (also with --json)' },
+      { flags: '--all', description: 'every restore point, also on a terminal' },
+      { flags: '--wide', description: 'columns at full width, also on a terminal' },
+      { flags: '--by-tier', description: 'group them under the retention rule that keeps each (policy as for prune)' },
+      ...POLICY_OPTIONS,
+    ],
     details: `Shows id, database, engine, type, time, sizes, chain, last verification. A * marks each
 database's newest good restore point (the newest with data whose last verification did not fail:
-the one health measures and retention always keeps; "newestGood" in --json).`,
-    examples: ['list', 'list app --json', 'list --by-tier --keep-daily 7'],
-    run: (ctx, { args, opts }) => (opts['byTier'] === true ? listByTier(ctx, args[0], policyFlags(opts)) : listCommand(ctx, given({ database: args[0] }))),
+the one health measures and retention always keeps; "newestGood" in --json).
+On a terminal, list shows the newest ${DEFAULT_ROWS_PER_DATABASE} restore points of each database and says how many more
+there are, and cuts long columns (label, chain, verification) to the terminal's width; --all
+and --wide lift either. Piped, or with --json, it prints everything the filters match, whole.
+--limit applies everywhere; --json then says per database how many it left out ("omitted").
+Filters combine: --db app --type full --since 30d lists app's full backups of the last 30 days.`,
+    examples: ['list', 'list app --since 7d', 'list --db app --type full --limit 5', 'list --tag nightly --json', 'list --by-tier --keep-daily 7'],
+    run: (ctx, { args, opts }) => {
+      const database = listDatabase(args[0], str(opts, 'db'));
+      if (opts['byTier'] === true) {
+        const filters = ['since', 'type', 'tag', 'label', 'limit', 'all', 'wide'].filter((k) => opts[k] !== undefined);
+        if (filters.length > 0) throw new StrataError('USAGE', `list: --by-tier shows how retention treats every restore point; it does not combine with --${filters.join(', --')}`);
+        return listByTier(ctx, database, policyFlags(opts));
+      }
+      const limit = parseNumber(str(opts, 'limit'), '--limit');
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new StrataError('USAGE', `--limit expects a whole number of at least 1 (got ${limit})`);
+      const since = str(opts, 'since');
+      return listCommand(ctx, {
+        ...given({ database, limit, label: str(opts, 'label'), since: since === undefined ? undefined : parseSince(since) }),
+        types: parseTypes((opts['type'] as string[] | undefined) ?? []),
+        tags: (opts['tag'] as string[] | undefined) ?? [],
+        all: opts['all'] === true,
+        wide: opts['wide'] === true,
+      });
+    },
   },
   {
     path: ['restore'],
@@ -341,10 +382,15 @@ restore command that undoes the change.`,
   },
   {
     path: ['stats'],
-    summary: 'backups per day and type: count, success rate, time, size, ratio',
-    options: [{ flags: '--since <dur>', description: 'how far back (default 30d)' }],
-    examples: ['stats', 'stats --since 7d --json'],
-    run: (ctx, { opts }) => statsCommand(ctx, given({ since: str(opts, 'since') })),
+    summary: 'backups per day and type: count, success rate, time, size, ratio; --html writes a report with charts',
+    options: [
+      { flags: '--since <dur>', description: 'how far back (default 30d)' },
+      { flags: '--html <file>', description: 'write one self-contained HTML page to FILE: runs per day by type and outcome, and per database the duration, stored size and compression ratio of each run' },
+    ],
+    details: `Reads the journal, so failed runs count too. The HTML report needs nothing but a browser: its
+charts are inline SVG, with no script and no link to anything outside the file.`,
+    examples: ['stats', 'stats --since 7d --json', 'stats --since 90d --html backups.html'],
+    run: (ctx, { opts }) => statsCommand(ctx, given({ since: str(opts, 'since'), html: str(opts, 'html') })),
   },
   {
     path: ['health'],

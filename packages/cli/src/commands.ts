@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
 import {
   BACKUP_TYPES,
   DEFAULT_HEALTH,
@@ -13,7 +15,6 @@ import {
   initRepository,
   inventory,
   isStrataError,
-  newestGoodByDatabase,
   durationBefore,
   durationMs,
   parseDuration,
@@ -25,6 +26,8 @@ import {
 } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
+import { backupRuns, renderStatsReport } from './stats-report.js';
+import { printTable } from './table.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 
 /** Options of `strata init`. */
@@ -136,113 +139,6 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
     if (mirrored?.ok) process.stdout.write(`mirror ${printable(mirrored.mirror)}: ${mirrored.copied.length === 0 ? 'already up to date' : `copied ${mirrored.copied.length} backup(s)`}\n`);
   }
   return 0;
-}
-
-/** Options of `strata list`. */
-export interface ListCommandOptions {
-  readonly database?: string;
-}
-
-export async function listCommand(ctx: CommandContext, options: ListCommandOptions): Promise<number> {
-  const repo = await ctx.repository();
-  const backups = await repo.list(options.database === undefined ? {} : { database: options.database });
-  const good = newestGoodByDatabase(backups);
-  const databases = [...new Set(backups.map((b) => b.database))].sort();
-  if (ctx.json) {
-    ctx.printJson({ repository: repo.settings.location, backups, newestGood: Object.fromEntries(databases.map((d) => [d, good.get(d)?.id ?? null])) });
-    return 0;
-  }
-  if (backups.length === 0) {
-    process.stdout.write(options.database ? `no backups of ${options.database}\n` : 'no backups yet\n');
-    return 0;
-  }
-  // With key files, which data key each artifact needs (after a rotation they differ).
-  const keyed = backups.some((b) => b.encryption.keyId !== undefined);
-  const rows = chainOrder(backups).map(({ backup: b, depth }) => [
-    `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}${good.get(b.database) === b ? ' *' : ''}`,
-    b.database,
-    b.engine,
-    b.type,
-    b.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
-    formatAge(b.createdAt),
-    formatBytes(b.databaseBytes),
-    formatBytes(b.storedBytes),
-    ...(keyed ? [b.encryption.keyId ?? '-'] : []),
-    b.parent ? `← ${b.parent}` : '',
-    b.verification ? `${b.verification.outcome} (${b.verification.level}, ${formatAge(b.verification.at)})` : 'never',
-    b.label ?? '',
-  ]);
-  const header = ['ID', 'DATABASE', 'ENGINE', 'TYPE', 'CREATED', 'AGE', 'DB SIZE', 'STORED', ...(keyed ? ['DATA KEY'] : []), 'CHAIN', 'VERIFIED', 'LABEL'];
-  printTable(header, rows);
-  process.stdout.write(`${backups.length} backup(s)\n`);
-  if (good.size > 0) process.stdout.write('* the newest good restore point of its database (what health measures and retention always keeps)\n');
-  for (const database of databases) {
-    if (!good.has(database)) process.stdout.write(`${printable(database)} has no good restore point (none with data whose last verification did not fail)\n`);
-  }
-  return 0;
-}
-
-/**
- * Newest chains first; within a chain the full backup, then each restore point under the one it
- * depends on, so a person sees what a restore will need.
- */
-function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRecord; depth: number }[] {
-  const children = new Map<string, BackupRecord[]>();
-  const roots: BackupRecord[] = [];
-  const ids = new Set(backups.map((b) => b.id));
-  for (const b of backups) {
-    if (b.parent && ids.has(b.parent)) {
-      const siblings = children.get(b.parent);
-      if (siblings) siblings.push(b);
-      else children.set(b.parent, [b]);
-    } else roots.push(b);
-  }
-  // Linear in the number of backups (a repository can hold tens of thousands), and without
-  // recursion, so a chain of any length cannot overflow the stack.
-  const out: { backup: BackupRecord; depth: number }[] = [];
-  const listed = new Set<BackupRecord>();
-  const visit = (root: BackupRecord): void => {
-    // Depth first, each backup before its dependants, newest dependants first (like the roots):
-    // children go on the stack oldest first, so the newest comes off first.
-    const stack: { backup: BackupRecord; depth: number }[] = [{ backup: root, depth: 0 }];
-    for (let next = stack.pop(); next; next = stack.pop()) {
-      if (listed.has(next.backup)) continue;
-      listed.add(next.backup);
-      out.push(next);
-      for (const child of children.get(next.backup.id) ?? []) stack.push({ backup: child, depth: next.depth + 1 });
-    }
-  };
-  for (const root of [...roots].reverse()) visit(root);
-  // Backups whose parent links loop (a damaged catalog) have no root; list them anyway.
-  for (const b of [...backups].reverse()) {
-    if (listed.has(b)) continue;
-    listed.add(b);
-    out.push({ backup: b, depth: 0 });
-  }
-  return out;
-}
-
-/** Prints rows as aligned columns, control characters escaped. */
-export function printTable(header: string[], rows: string[][]): void {
-  // Cells come from the catalog, which an import or an older Strata may have filled with
-  // control characters: shown escaped, they cannot repaint the terminal or forge rows.
-  rows = rows.map((r) => r.map(printable));
-  const widths = header.map((h, i) => rows.reduce((max, r) => Math.max(max, r[i]!.length), h.length));
-  const line = (cells: string[]): string =>
-    cells
-      .map((c, i) => c.padEnd(widths[i]!))
-      .join('  ')
-      .trimEnd();
-  // One write per 64 KiB or so, not one per row: a table can have tens of thousands of rows.
-  let text = line(header) + '\n';
-  for (const row of rows) {
-    text += line(row) + '\n';
-    if (text.length >= 65536) {
-      process.stdout.write(text);
-      text = '';
-    }
-  }
-  process.stdout.write(text);
 }
 
 /** Options of `strata restore`. */
@@ -526,19 +422,34 @@ function runChild(command: readonly string[], json: boolean): Promise<number> {
   });
 }
 
-/** `strata stats [--since 30d]`: backups per day and type, from the journal. */
-export async function statsCommand(ctx: CommandContext, options: { since?: string }): Promise<number> {
-  const since = durationBefore(Date.now(), parseDuration(options.since ?? '30d', 'stats: --since'));
+/** Options of `strata stats`. */
+export interface StatsCommandOptions {
+  readonly since?: string;
+  /** Also write the HTML report to this file. */
+  readonly html?: string;
+}
+
+/** `strata stats [--since 30d] [--html FILE]`: backups per day and type, from the journal. */
+export async function statsCommand(ctx: CommandContext, options: StatsCommandOptions): Promise<number> {
+  const now = new Date();
+  const since = durationBefore(now, parseDuration(options.since ?? '30d', 'stats: --since'));
   const repo = await ctx.repository();
-  const rows = backupStats(await repo.journal.operations(), since);
+  const operations = await repo.journal.operations();
+  const rows = backupStats(operations, since);
+  let report: { file: string; runs: number; databases: number } | undefined;
+  if (options.html !== undefined) {
+    const runs = backupRuns(operations, await repo.list(), since);
+    const file = path.resolve(options.html);
+    writeFileAtomically(file, renderStatsReport({ repository: repo.settings.location, since, now, runs }));
+    report = { file, runs: runs.length, databases: new Set(runs.map((r) => r.database)).size };
+  }
   if (ctx.json) {
-    ctx.printJson({ since: since.toISOString(), rows });
+    ctx.printJson({ since: since.toISOString(), rows, ...(report ? { html: report.file } : {}) });
     return 0;
   }
-  if (rows.length === 0) {
-    process.stdout.write(`no backups since ${since.toISOString()}\n`);
-    return 0;
-  }
+  if (report) process.stdout.write(`wrote ${report.file}: ${report.runs} backup run(s) of ${report.databases} database(s) since ${since.toISOString()}\n`);
+  else if (rows.length === 0) process.stdout.write(`no backups since ${since.toISOString()}\n`);
+  if (report || rows.length === 0) return 0;
   printTable(
     ['DAY', 'TYPE', 'COUNT', 'SUCCESS', 'AVG TIME', 'AVG SIZE', 'AVG RATIO'],
     rows.map((r) => [
@@ -552,6 +463,18 @@ export async function statsCommand(ctx: CommandContext, options: { since?: strin
     ]),
   );
   return 0;
+}
+
+/** Writes a whole file or nothing: a report half written by a killed run would look complete to whoever opens it. */
+function writeFileAtomically(file: string, text: string): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(temporary, text);
+    renameSync(temporary, file);
+  } catch (err) {
+    rmSync(temporary, { force: true });
+    throw new StrataError('IO', `stats: cannot write ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
 }
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */

@@ -2,7 +2,7 @@ import { StrataError, isStrataError } from '@strata/sdk';
 import type { KeyFileInfo, KeyListing, Passphrase } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { interactive, passphraseFromFile, passphraseGiven, printable, readPassphrase } from './terminal.js';
-import { printTable } from './commands.js';
+import { printTable } from './table.js';
 
 /** Options of `strata key <action>`. */
 export interface KeyCommandOptions {

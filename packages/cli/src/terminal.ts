@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import * as readline from 'node:readline';
-import { Passphrase, StrataError } from '@strata/sdk';
+import { DATA_PHASES, Passphrase, StrataError } from '@strata/sdk';
 import type { ProgressEvent } from '@strata/sdk';
 
 /** True when a person is watching stderr (progress bars, prompts make sense). */
@@ -33,13 +33,12 @@ export function formatAge(iso: string, now = Date.now()): string {
 }
 
 /**
- * A one-line progress bar on stderr: phase, percentage, bytes, rate and ETA. Redraws at most ten
- * times a second; does nothing unless a person is watching.
+ * A one-line progress bar on stderr: phase, percentage, bytes, rate and ETA. Draws every event
+ * (the SDK sends at most about ten a second per phase); does nothing unless a person is watching.
  */
 export class ProgressBar {
   readonly #enabled: boolean;
   readonly #label: string;
-  #lastDraw = 0;
   #started = Date.now();
   #phase = '';
   #drawn = false;
@@ -51,26 +50,34 @@ export class ProgressBar {
 
   update = (event: ProgressEvent): void => {
     if (!this.#enabled) return;
-    if (event.phase !== this.#phase) {
-      this.#phase = event.phase;
-      this.#started = Date.now();
+    process.stderr.write(`\r\x1b[2K${this.render(event)}`);
+    this.#drawn = true;
+  };
+
+  /**
+   * The line for an event. A phase
+   * (and, in a chain, each backup's read) has its own clock: the rate is that phase's bytes over
+   * its time. A phase that moves no data (commit, check) shows no amounts and no rate, and a rate
+   * needs half a second of a phase to mean anything.
+   */
+  render(event: ProgressEvent, now = Date.now()): string {
+    const phase = `${event.phase}\u0000${event.backupId ?? ''}`;
+    if (phase !== this.#phase) {
+      this.#phase = phase;
+      this.#started = now;
     }
-    const now = Date.now();
-    if (now - this.#lastDraw < 100 && event.doneBytes !== event.totalBytes) return;
-    this.#lastDraw = now;
-    const elapsed = Math.max(0.001, (now - this.#started) / 1000);
-    const rate = event.doneBytes / elapsed;
+    if (!DATA_PHASES.has(event.phase)) return `${this.#label} ${{ commit: 'putting it in place', check: 'checking the restored copy' }[event.phase as 'commit' | 'check'] ?? event.phase}`;
+    const elapsed = (now - this.#started) / 1000;
+    const rate = elapsed >= 0.5 ? event.doneBytes / elapsed : undefined;
     const total = event.totalBytes ?? 0;
     const fraction = total > 0 ? Math.min(1, event.doneBytes / total) : 0;
     const width = 24;
     const filled = Math.round(fraction * width);
-    const bar = total > 0 ? `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}%` : '';
-    const eta = total > 0 && rate > 0 ? ` ETA ${Math.max(0, Math.round((total - event.doneBytes) / rate))}s` : '';
+    const bar = total > 0 ? `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ` : '';
+    const eta = total > 0 && rate !== undefined && rate > 0 && event.doneBytes < total ? ` ETA ${Math.max(0, Math.round((total - event.doneBytes) / rate))}s` : '';
     const amounts = total > 0 ? `${formatBytes(event.doneBytes)} / ${formatBytes(total)}` : formatBytes(event.doneBytes);
-    const line = `${this.#label} ${event.phase.padEnd(8)} ${bar} ${amounts} ${formatBytes(rate)}/s${eta}`;
-    process.stderr.write(`\r\x1b[2K${line}`);
-    this.#drawn = true;
-  };
+    return `${this.#label} ${event.phase.padEnd(8)} ${bar}${amounts}${rate !== undefined ? ` ${formatBytes(Math.round(rate))}/s` : ''}${eta}`;
+  }
 
   done(): void {
     if (this.#drawn) process.stderr.write('\r\x1b[2K');

@@ -15,6 +15,7 @@ import { layoutCacheKey, layoutsDigest, writeLayoutCache } from './layout-cache.
 import { withRepositoryLock } from './lock.js';
 import { artifactKey, newBackupId, validateDatabaseName } from './naming.js';
 import type { ProgressListener } from './progress.js';
+import { throttleProgress } from './progress.js';
 import { refuseFutureTime } from './record-checks.js';
 import { STRATA_VERSION } from './version.js';
 import { commitBackup } from './catalog-commit.js';
@@ -119,12 +120,14 @@ export class BackupWriter {
       const codec = getCodec(this.#ctx.config.compression.codec);
       const profile = this.#ctx.vault.section.profile;
       const key = artifactKey(database, id, codec.extension, profile !== 'none');
-      const emit = options.onProgress;
+      // The first and last event of each phase, at most ten a second between: the commit event
+      // below, the last one, delivers the last write event held back before it.
+      const emit = throttleProgress(options.onProgress).emit;
       snapshot = await engine.snapshot(locator, {
         schemaOnly: type === 'schema-only',
         tempDir: await this.#ctx.tempDir(),
         signal: options.signal,
-        onProgress: (done, total) => emit?.({ operation: 'backup', phase: 'snapshot', doneBytes: done, totalBytes: total, backupId: id }),
+        onProgress: (done, total) => emit({ operation: 'backup', phase: 'snapshot', doneBytes: done, totalBytes: total, backupId: id }),
       });
       throwIfAborted(options.signal, 'backup');
       const totalBytes = snapshot.streams.reduce((sum, s) => sum + (s.size ?? 0), 0);
@@ -160,7 +163,7 @@ export class BackupWriter {
         signal: options.signal,
         onBytes: (n) => {
           readBytes += n;
-          emit?.({ operation: 'backup', phase: 'write', doneBytes: readBytes, totalBytes, backupId: id });
+          emit({ operation: 'backup', phase: 'write', doneBytes: readBytes, totalBytes, backupId: id });
         },
       });
       const raw = { bytes: 0 };
@@ -187,7 +190,7 @@ export class BackupWriter {
       const layoutsSha256 = layoutsDigest(result.layoutEntries);
       const factsSha256 = factsDigest(result.facts!);
       const full: BackupRecord = { ...record, layoutsSha256, factsSha256 };
-      emit?.({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
+      emit({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
       // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
       // Caches are encrypted under the artifact's own key, so whoever can open the one opens the other.
       await writeLayoutCache(this.#ctx.storage, cacheKey, result.layoutEntries, { profile, passphrase: dataKey?.secret }).catch(() => undefined);

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
-import * as openpgp from 'openpgp';
+import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
 
 /**
@@ -41,14 +41,56 @@ export class Passphrase {
   }
 }
 
-function profileConfig(profile: Exclude<EncryptionProfile, 'none'>): Partial<openpgp.Config> {
+/** What newDataKey writes: 32 random bytes as base64url. */
+const GENERATED_KEY_SHAPE = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * A data key Strata generated itself (origins init, rotate, migrate): 256 random bits. Key
+ * stretching exists to make guessing a human passphrase slow; nobody guesses 2^256 keys, so
+ * messages under such a key use the cheapest iterated-salted S2K (1,024 bytes hashed instead of
+ * openpgp.js's 16 MiB, about 0.5 ms instead of 70 ms per message, paid at every encrypt and
+ * decrypt: every artifact, layout cache and facts cache). Everything a person's passphrase
+ * protects keeps the strong default: key files and key checks ({@link encryptSmall}), artifacts of
+ * a repository from before key files, and anything under a `legacy` or `import` data key (which
+ * can be such a passphrase). docs/FORMAT.md, "Artifact layers", says the same.
+ */
+export class GeneratedKey extends Passphrase {
+  constructor(value: string) {
+    // The origin comes from repository.json, which nothing authenticates: the shape check keeps
+    // a hand-edited origin from getting a person's passphrase used without stretching.
+    if (!GENERATED_KEY_SHAPE.test(value)) throw new StrataError('INTERNAL', 'data key: not the shape of a key Strata generates');
+    super(value);
+  }
+
+  /** True when `value` could be a key Strata generated (it still needs the right origin). */
+  static fits(value: string): boolean {
+    return GENERATED_KEY_SHAPE.test(value);
+  }
+}
+
+/** S2K count byte 0: 1,024 bytes hashed, the least OpenPGP allows and GnuPG reads. */
+const UNSTRETCHED_S2K_COUNT_BYTE = 0;
+
+function profileConfig(openpgp: typeof OpenPgp, profile: Exclude<EncryptionProfile, 'none'>, options: { stretch: boolean }): Partial<OpenPgp.Config> {
   const common = {
     preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
     // The payload is already compressed; OpenPGP compression would only cost time.
     preferredCompressionAlgorithm: openpgp.enums.compression.uncompressed,
+    // Both profiles use the iterated-salted S2K (openpgp.js's default s2kType; never argon2).
+    ...(options.stretch ? {} : { s2kIterationCountByte: UNSTRETCHED_S2K_COUNT_BYTE }),
   };
   if (profile === 'compat') return { ...common, aeadProtect: false };
   return { ...common, aeadProtect: true, preferredAEADAlgorithm: openpgp.enums.aead.gcm };
+}
+
+/**
+ * openpgp.js, loaded when something is first encrypted or decrypted: it is the largest module a
+ * strata process loads, and help, unencrypted repositories and commands that need no key never
+ * use it.
+ */
+let openpgpModule: Promise<typeof OpenPgp> | undefined;
+function loadOpenpgp(): Promise<typeof OpenPgp> {
+  return (openpgpModule ??= import('openpgp'));
 }
 
 type WebBytes = ReadableStream<Uint8Array>;
@@ -59,12 +101,13 @@ function toWeb(source: AsyncIterable<Uint8Array>): WebBytes {
 
 /** Encrypts a byte stream with the passphrase; memory stays flat (openpgp streams by chunk). */
 export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): AsyncGenerator<Uint8Array> {
+  const openpgp = await loadOpenpgp();
   const message = await openpgp.createMessage({ binary: toWeb(source) });
   const encrypted = (await openpgp.encrypt({
     message,
     passwords: [passphrase.reveal()],
     format: 'binary',
-    config: profileConfig(profile),
+    config: profileConfig(openpgp, profile, { stretch: !(passphrase instanceof GeneratedKey) }),
   })) as unknown as NodeWebReadableStream<Uint8Array>;
   yield* encrypted as AsyncIterable<Uint8Array>;
 }
@@ -75,6 +118,7 @@ export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphra
  * as unverified until the iterator finishes without error, and only then commit anything.
  */
 export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
+  const openpgp = await loadOpenpgp();
   let data: AsyncIterable<Uint8Array>;
   try {
     const message = await openpgp.readMessage({ binaryMessage: toWeb(source) });
@@ -132,14 +176,19 @@ export function classifyDecryptError(err: unknown): StrataError {
   return new StrataError('ARTIFACT_CORRUPT', `decrypt: not a readable OpenPGP message (${message})`, { cause: err });
 }
 
-/** Encrypts a small value in memory (the repository's key check). */
+/**
+ * Encrypts a small value in memory (a key file, or the key check of a repository from before key
+ * files). Always under a person's passphrase, so always with the strong default S2K.
+ */
 export async function encryptSmall(plain: Uint8Array, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): Promise<string> {
+  const openpgp = await loadOpenpgp();
   const message = await openpgp.createMessage({ binary: plain });
-  return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(profile) })) as string;
+  return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(openpgp, profile, { stretch: true }) })) as string;
 }
 
 /** Decrypts a small value encrypted by {@link encryptSmall}; PASSPHRASE_WRONG (naming `what`) when it does not open. */
 export async function decryptSmall(armored: string, passphrase: Passphrase, what = 'the repository key check'): Promise<Uint8Array> {
+  const openpgp = await loadOpenpgp();
   try {
     const message = await openpgp.readMessage({ armoredMessage: armored });
     // Non-streaming, so the MDC is checked before anything is returned: a wrong passphrase that

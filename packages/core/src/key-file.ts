@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Passphrase, decryptSmall, encryptSmall } from './encryption.js';
+import { GeneratedKey, Passphrase, decryptSmall, encryptSmall } from './encryption.js';
 import type { EncryptionProfile } from './encryption.js';
 import { StrataError, isStrataError } from './errors.js';
 import { readRawConfig } from './repository-config.js';
@@ -75,8 +75,20 @@ export function newId(taken: Iterable<string>): string {
 }
 
 /** 256 random bits as text (base64url), so gpg takes it from a file as a passphrase. */
-export function newDataKey(): Passphrase {
-  return new Passphrase(randomBytes(32).toString('base64url'));
+export function newDataKey(): GeneratedKey {
+  return new GeneratedKey(randomBytes(32).toString('base64url'));
+}
+
+/** Origins of the data keys newDataKey made; a `legacy` or `import` key can be a person's passphrase. */
+const GENERATED_ORIGINS: ReadonlySet<DataKeyInfo['origin']> = new Set(['init', 'rotate', 'migrate']);
+
+/**
+ * A key file's data keys, those Strata generated as {@link GeneratedKey} (encrypted without key
+ * stretching): by their origin in `section`, and only if they have the shape newDataKey gives.
+ */
+export function markGeneratedKeys(section: EncryptionSection, secrets: ReadonlyMap<string, Passphrase>): Map<string, Passphrase> {
+  const generated = new Set((section.dataKeys ?? []).filter((k) => GENERATED_ORIGINS.has(k.origin) && k.id !== section.legacyKey).map((k) => k.id));
+  return new Map([...secrets].map(([id, secret]) => [id, generated.has(id) && GeneratedKey.fits(secret.reveal()) ? new GeneratedKey(secret.reveal()) : secret]));
 }
 
 export function describeKeyFile(info: KeyFileInfo): string {

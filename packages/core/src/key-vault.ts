@@ -3,7 +3,7 @@ import type { BackupRecord } from './catalog.js';
 import { decryptSmall } from './encryption.js';
 import type { Passphrase } from './encryption.js';
 import { StrataError, isStrataError } from './errors.js';
-import { KEYS_PREFIX, PASSPHRASE_ITSELF, describeKeyFile, hasKeyFiles, openKeyFileText, readKeyFile, readSection } from './key-file.js';
+import { KEYS_PREFIX, PASSPHRASE_ITSELF, describeKeyFile, hasKeyFiles, markGeneratedKeys, openKeyFileText, readKeyFile, readSection } from './key-file.js';
 import type { EncryptionSection, KeyFileInfo } from './key-file.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
@@ -152,7 +152,7 @@ export class KeyVault {
         continue;
       }
       const secrets = await openKeyFileText(armored, passphrase, `key file ${info.id}`);
-      if (secrets) return new Keyring(secrets, info, passphrase);
+      if (secrets) return new Keyring(markGeneratedKeys(section, secrets), info, passphrase);
     }
     return undefined;
   }

@@ -5,6 +5,7 @@ import { restoreChain } from './chain-restore.js';
 import { checkManifestMatches } from './chain-reader.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ProgressListener } from './progress.js';
+import { throttleProgress } from './progress.js';
 import type { Selector } from './backup-catalog.js';
 import type { RepositoryContext } from './repository-context.js';
 
@@ -96,10 +97,12 @@ export class Restorer {
       if (options.tables !== undefined && !engine.capabilities.tableRestore) {
         throw new StrataError('USAGE', `restore: the ${record.engine} engine cannot restore single tables`);
       }
+      // Ends with the commit event restoreInto emits, which delivers the last read event held back.
+      const progress = throttleProgress(options.onProgress);
       const restoreOptions = {
         force: options.force ?? false,
         signal: options.signal,
-        onProgress: options.onProgress,
+        onProgress: progress.emit,
         ...(options.tables !== undefined ? { tables: options.tables } : {}),
       };
       let chain: BackupRecord[];

@@ -9,6 +9,7 @@ import type { Manifest } from './format/manifest.js';
 import { resolveFacts } from './format/facts-delta.js';
 import type { CompleteFacts } from './format/facts-delta.js';
 import type { ProgressListener } from './progress.js';
+import { throttleProgress } from './progress.js';
 import { describeSchemaDifference, schemaObjectDifferences } from './schema-diff.js';
 import type { Selector } from './backup-catalog.js';
 import { updateCatalog } from './catalog-commit.js';
@@ -60,8 +61,11 @@ export class Validator {
       throwIfAborted(options.signal, 'verify');
       const op = await this.#ctx.journal.begin('verify', { database: record.database, backupId: record.id, details: { level: options.level } });
       let report: VerifyReport;
+      const progress = throttleProgress(options.onProgress);
       try {
-        report = await this.#verifyOne(record, options);
+        report = await this.#verifyOne(record, { ...options, onProgress: progress.emit });
+        // A quick verify ends in the middle of a read phase: its last event, with the totals.
+        progress.end();
       } catch (err) {
         await op.fail(err).catch(() => undefined);
         throw err;

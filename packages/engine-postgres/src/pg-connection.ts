@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { StrataError, parseServerUrl, redactSecret, redactable, withServerDatabase, withheld } from '@strata/core';
 import type { ServerTarget, ServerUrlRules } from '@strata/core';
 
@@ -30,7 +30,9 @@ const STABLE_OUTPUT = [
 
 /** Opens a connection, turning every way it can fail into a message that names what was wrong. */
 export async function connect(target: PgTarget, application = 'strata'): Promise<pg.Client> {
-  const client = new pg.Client({
+  // Loaded on first use: every strata process loads this engine, few talk to PostgreSQL.
+  const { default: driver } = await import('pg');
+  const client = new driver.Client({
     host: target.host,
     port: target.port,
     user: target.user,
