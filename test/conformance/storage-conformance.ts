@@ -19,6 +19,8 @@ export interface StorageFixture {
   create(options?: { readonly listPageSize?: number }): Promise<{ storage: Storage; location: string }>;
   /** What unfinished writes may have left that the storage would not list (a local folder's `.tmp/`). */
   hiddenLeftovers?(storage: Storage): Promise<string[]>;
+  /** How often the race test looks for the racers' outcomes (default 5 ms; a remote store wants fewer requests). */
+  readonly pollMs?: number;
 }
 
 const RACER = fileURLToPath(new URL('../helpers/storage-racer.js', import.meta.url));
@@ -154,7 +156,7 @@ export function describeStorageConformance(name: string, fixture: StorageFixture
       failed.catch(() => undefined);
       for (let round = 0; round < rounds; round++) {
         await storage.put(`race/go-${round}`, Buffer.from('go'));
-        while ((await keys(storage, `race/done-${round}-`)).length < processes) await Promise.race([delay(5), failed.then(() => assert.fail('a racer ended early'))]);
+        while ((await keys(storage, `race/done-${round}-`)).length < processes) await Promise.race([delay(fixture.pollMs ?? 5), failed.then(() => assert.fail('a racer ended early'))]);
         const outcomes = new Map<string, string>();
         for (const key of await keys(storage, `race/done-${round}-`)) outcomes.set(key.slice(`race/done-${round}-`.length), Buffer.from(await storage.read(key)).toString());
         const winners = [...outcomes].filter(([, outcome]) => outcome === 'won').map(([pid]) => pid);

@@ -34,6 +34,8 @@ export interface S3StorageSettings extends S3ClientSettings {
    * server without conditional writes.
    */
   readonly conditionalWrites?: 'auto' | 'required';
+  /** Keys per ListObjectsV2 page (default and maximum: the server's, 1,000 on S3); tests make it tiny. */
+  readonly listPageSize?: number;
 }
 
 /** Timing of the claim protocol; only tests change it. */
@@ -80,6 +82,7 @@ export class S3Storage implements Storage {
   readonly #concurrency: number;
   readonly #conditionalWrites: 'auto' | 'required';
   readonly #timing: ClaimTiming;
+  readonly #listPageSize: number | undefined;
   /** Set once a conditional PUT came back 501: this server has none, so claims it is from then on. */
   #noConditionalPut = false;
 
@@ -94,6 +97,7 @@ export class S3Storage implements Storage {
     if (!Number.isInteger(this.#concurrency) || this.#concurrency < 1) throw new StrataError('USAGE', `storage: concurrency must be a whole number ≥ 1 (got ${settings.concurrency})`);
     this.#conditionalWrites = settings.conditionalWrites ?? 'auto';
     this.#timing = timing;
+    this.#listPageSize = settings.listPageSize;
     const { client, endpoint } = createS3Client(settings);
     this.#client = client;
     this.#endpoint = endpoint;
@@ -269,7 +273,7 @@ export class S3Storage implements Storage {
       let page;
       try {
         page = await this.#client.send(
-          new ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: fullPrefix, ...(token ? { ContinuationToken: token } : {}) }),
+          new ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: fullPrefix, ...(token ? { ContinuationToken: token } : {}), ...(this.#listPageSize ? { MaxKeys: this.#listPageSize } : {}) }),
           this.#sendOptions(options),
         );
       } catch (err) {
@@ -382,8 +386,10 @@ export class S3Storage implements Storage {
             `storage: could not create ${key} in ${this.location} within ${Math.round(this.#timing.giveUpMs / 1000)} s: other processes kept claiming it (claims under ${this.location}/${CLAIMS}); try again`,
           );
         }
-        // Random and growing, so two rivals that saw each other do not meet again in step.
-        await sleep(Math.random() * Math.min(2000, 50 * 2 ** round), signal);
+        // Random and growing, in units of what one attempt took on this server, so rivals that saw
+        // each other spread out instead of meeting again in step.
+        const unit = Math.max(50, Date.now() - claimSent);
+        await sleep(Math.random() * unit * 2 ** Math.min(round, 4), signal);
         if (await this.#present(key, options)) return false;
       }
       // 'late': this process was too slow to write safely; start over with a fresh claim.
