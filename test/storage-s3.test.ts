@@ -44,7 +44,7 @@ describeStorageConformance('S3 (the real server of scripts/s3/start-s3.sh)', {
     const claims = await buckets.keys(bucket, `${root}.claims/`);
     return [...uploads.map((k) => `upload ${k}`), ...claims.map((k) => `claim ${k}`)];
   },
-  pollMs: 100,
+  pollMs: 250,
 });
 
 describe('S3 locations', () => {

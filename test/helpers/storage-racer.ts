@@ -9,7 +9,7 @@ import { isNotFound, openStorage } from '@strata/sdk';
 const [location, rounds] = [process.argv[2]!, Number(process.argv[3])];
 const storage = openStorage(location);
 // A local folder answers a stat in microseconds; a remote store is asked less often.
-const pollMs = /^s3:/i.test(location) ? 50 : 2;
+const pollMs = /^s3:/i.test(location) ? 200 : 2;
 for (let round = 0; round < rounds; round++) {
   for (;;) {
     try {

@@ -2,23 +2,10 @@ import { createHash } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { S3Client } from '@aws-sdk/client-s3';
 import { StandardRetryStrategy } from '@smithy/core/retry';
+import type { S3ClientSettings } from './settings.js';
 
 type RetryToken = Awaited<ReturnType<StandardRetryStrategy['acquireInitialRetryToken']>>;
 type RetryErrorInfo = Parameters<StandardRetryStrategy['refreshRetryTokenForRetry']>[1];
-
-/** Settings of the S3 client: the non-secret `storage` section of strata.config.json. */
-export interface S3ClientSettings {
-  /** `https://host:port` of an S3-compatible server; default: the SDK's (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url, else AWS). */
-  readonly endpoint?: string;
-  /** Default: the SDK's (AWS_REGION, the profile's region); `us-east-1` for a custom endpoint without one. */
-  readonly region?: string;
-  /** Path-style requests (`host/bucket/key`). Default: on when an endpoint is set, off for AWS. */
-  readonly pathStyle?: boolean;
-  /** A profile of ~/.aws/config and ~/.aws/credentials; default: AWS_PROFILE, else `default`. */
-  readonly profile?: string;
-  /** Attempts per request, counting the first (default 5). */
-  readonly maxAttempts?: number;
-}
 
 /** Attempts per request by default: the first and four retries with the SDK's backoff. */
 export const DEFAULT_MAX_ATTEMPTS = 5;

@@ -13,47 +13,20 @@ import {
 } from '@aws-sdk/client-s3';
 import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { StrataError, defaultIsAlive, isNotFound, schemeOf, throwIfAborted } from '@strata/core';
-import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities, StorageKind } from '@strata/core';
+import { StrataError, defaultIsAlive, isNotFound, throwIfAborted } from '@strata/core';
+import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities } from '@strata/core';
 import { createS3Client } from './client.js';
-import type { S3ClientSettings } from './client.js';
-import { nameOf, s3Error, statusOf } from './errors.js';
-import type { ErrorPlace } from './errors.js';
-import { parseS3Location } from './location.js';
-import type { S3Location } from './location.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_TIMING, checkSettings } from './settings.js';
 
-/** Settings of an {@link S3Storage}: the client's, and how it moves data. */
-export interface S3StorageSettings extends S3ClientSettings {
-  /** Bytes per multipart-upload part and per ranged GET (default 8 MiB; S3's minimum is 5 MiB). */
-  readonly partSize?: number;
-  /** Parts uploaded, and ranges fetched, at once (default 4). */
-  readonly concurrency?: number;
-  /**
-   * `auto` (default): use `If-None-Match: *` where the server has it, else the claim protocol
-   * (safe where PUT and LIST are linearizable; see docs/RELIABILITY.md). `required`: refuse a
-   * server without conditional writes.
-   */
-  readonly conditionalWrites?: 'auto' | 'required';
-  /** Keys per ListObjectsV2 page (default and maximum: the server's, 1,000 on S3); tests make it tiny. */
-  readonly listPageSize?: number;
-}
-
-/** Timing of the claim protocol; only tests change it. */
-export interface ClaimTiming {
-  /** A claim of another host (or of a live process here) older than this is stale (default 2 min). */
-  readonly staleMs: number;
-  /** How long createExclusive keeps trying against live rival claims (default 60 s). */
-  readonly giveUpMs: number;
-}
-
-export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
-export const DEFAULT_CONCURRENCY = 4;
-const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** Incomplete multipart uploads older than this belong to a dead writer: no put runs for a day. */
 const ABANDONED_UPLOAD_MS = 24 * 60 * 60 * 1000;
 /** Claims live here, beside the repository's objects; `list` never yields them. */
 const CLAIMS = '.claims/';
-const DEFAULT_TIMING: ClaimTiming = { staleMs: 2 * 60 * 1000, giveUpMs: 60 * 1000 };
+import type { ClaimTiming, S3StorageSettings } from './settings.js';
+import { nameOf, s3Error, statusOf } from './errors.js';
+import type { ErrorPlace } from './errors.js';
+import { parseS3Location } from './location.js';
+import type { S3Location } from './location.js';
 
 interface ClaimBody {
   readonly pid: number;
@@ -62,17 +35,14 @@ interface ClaimBody {
 }
 
 /**
- * A repository in an S3 bucket, under a prefix: `s3://bucket/prefix`.
- *
- * ```ts
- * const storage = new S3Storage('s3://backups/prod', { endpoint: 'https://minio.internal:9000' })
- * ```
+ * A repository in an S3 bucket, under a prefix (see {@link S3Storage}, which loads this module,
+ * and the AWS SDK with it, on first use).
  *
  * Puts are multipart uploads (lib-storage's `Upload`): the object appears whole when the upload
  * completes, or not at all. Gets of big objects fetch several ranges at once, in order, with
  * bounded memory. `createExclusive` is a conditional PUT, or a claim protocol on servers without one.
  */
-export class S3Storage implements Storage {
+export class S3StorageImpl implements Storage {
   readonly capabilities: StorageCapabilities = { space: false };
   readonly location: string;
   readonly #client: S3Client;
@@ -89,12 +59,9 @@ export class S3Storage implements Storage {
   constructor(location: string, settings: S3StorageSettings = {}, timing: ClaimTiming = DEFAULT_TIMING) {
     this.#where = parseS3Location(location);
     this.location = this.#where.display;
+    checkSettings(settings);
     this.#partSize = settings.partSize ?? DEFAULT_PART_SIZE;
-    if (!Number.isInteger(this.#partSize) || this.#partSize < MIN_PART_SIZE) {
-      throw new StrataError('USAGE', `storage: partSize ${settings.partSize} is below S3's minimum part size of 5 MiB (${MIN_PART_SIZE} bytes)`);
-    }
     this.#concurrency = settings.concurrency ?? DEFAULT_CONCURRENCY;
-    if (!Number.isInteger(this.#concurrency) || this.#concurrency < 1) throw new StrataError('USAGE', `storage: concurrency must be a whole number ≥ 1 (got ${settings.concurrency})`);
     this.#conditionalWrites = settings.conditionalWrites ?? 'auto';
     this.#timing = timing;
     this.#listPageSize = settings.listPageSize;
@@ -543,19 +510,4 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-/**
- * The `s3://` kind, with the settings of the `storage` section of strata.config.json.
- * `s3StorageKind()` without settings takes everything from the environment.
- */
-export function s3StorageKind(settings: S3StorageSettings = {}): StorageKind {
-  return {
-    scheme: 's3',
-    description: 's3://BUCKET/PREFIX: an S3-compatible bucket (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)',
-    open(location: string): Storage {
-      if (schemeOf(location) !== 's3') throw new StrataError('USAGE', `storage: ${JSON.stringify(location)} is not an s3:// location`);
-      return new S3Storage(location, settings);
-    },
-  };
 }
