@@ -45,6 +45,8 @@ describeStorageConformance('S3 (the real server of scripts/s3/start-s3.sh)', {
     return [...uploads.map((k) => `upload ${k}`), ...claims.map((k) => `claim ${k}`)];
   },
   pollMs: 250,
+  // 25 rounds of four processes, each create a few requests, on a server doing ~40 writes a second.
+  raceTimeoutMs: 900_000,
 });
 
 describe('S3 locations', () => {

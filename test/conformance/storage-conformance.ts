@@ -21,6 +21,8 @@ export interface StorageFixture {
   hiddenLeftovers?(storage: Storage): Promise<string[]>;
   /** How often the race test looks for the racers' outcomes (default 5 ms; a remote store wants fewer requests). */
   readonly pollMs?: number;
+  /** How long the exclusive-create race may take (default 300 s; a slow remote store needs longer). */
+  readonly raceTimeoutMs?: number;
 }
 
 const RACER = fileURLToPath(new URL('../helpers/storage-racer.js', import.meta.url));
@@ -135,7 +137,7 @@ export function describeStorageConformance(name: string, fixture: StorageFixture
     });
 
     it('creates an object exclusively: exactly one of several processes wins each race, and its content stays', async function () {
-      this.timeout(300_000);
+      this.timeout(fixture.raceTimeoutMs ?? 300_000);
       const { storage, location } = await fixture.create();
       assert.equal(await storage.createExclusive('once', Buffer.from('mine')), true);
       assert.equal(await storage.createExclusive('once', Buffer.from('theirs')), false);

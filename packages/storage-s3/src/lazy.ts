@@ -27,7 +27,13 @@ export class S3Storage implements Storage {
   constructor(location: string, settings: S3StorageSettings = {}, timing: ClaimTiming = DEFAULT_TIMING) {
     this.location = parseS3Location(location).display;
     checkSettings(settings);
-    this.#open = async () => new (await import('./s3-storage.js')).S3StorageImpl(location, settings, timing);
+    const requestLog = settings.requestLog ?? process.env['STRATA_S3_REQUEST_LOG'];
+    const resolved = requestLog ? { ...settings, requestLog } : settings;
+    this.#open = async () => {
+      const { S3StorageImpl, loadS3Sdk } = await import('./s3-storage.js');
+      await loadS3Sdk();
+      return new S3StorageImpl(location, resolved, timing);
+    };
   }
 
   #storage(): Promise<S3StorageImpl> {

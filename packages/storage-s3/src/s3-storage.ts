@@ -1,27 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-} from '@aws-sdk/client-s3';
+import type * as ClientS3 from '@aws-sdk/client-s3';
 import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type * as LibStorage from '@aws-sdk/lib-storage';
 import { StrataError, defaultIsAlive, isNotFound, throwIfAborted } from '@strata/core';
 import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities } from '@strata/core';
-import { createS3Client } from './client.js';
+import { createS3Client, loadClientSdk } from './client.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_TIMING, checkSettings } from './settings.js';
 
 /** Incomplete multipart uploads older than this belong to a dead writer: no put runs for a day. */
 const ABANDONED_UPLOAD_MS = 24 * 60 * 60 * 1000;
 /** Claims live here, beside the repository's objects; `list` never yields them. */
 const CLAIMS = '.claims/';
+
+// The AWS SDK, imported when the first S3 storage is used (loadS3Sdk), not when Strata starts:
+// loading it costs a noticeable part of a second, which commands on a folder should not pay.
+let s3: typeof ClientS3;
+let libStorage: typeof LibStorage;
+
+/** Loads the AWS SDK; call (and await) it before constructing an {@link S3StorageImpl}. */
+export async function loadS3Sdk(): Promise<void> {
+  [s3, libStorage] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage'), loadClientSdk()]);
+}
 import type { ClaimTiming, S3StorageSettings } from './settings.js';
 import { nameOf, s3Error, statusOf } from './errors.js';
 import type { ErrorPlace } from './errors.js';
@@ -81,7 +82,7 @@ export class S3StorageImpl implements Storage {
 
   async exists(): Promise<boolean> {
     try {
-      await this.#client.send(new HeadBucketCommand({ Bucket: this.#where.bucket }));
+      await this.#client.send(new s3.HeadBucketCommand({ Bucket: this.#where.bucket }));
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -103,7 +104,7 @@ export class S3StorageImpl implements Storage {
       // later; a failing body makes done() wait until the multipart upload is gone.
       source = Readable.from(countedUntilAborted(body, signal, key, (n) => (size += n)));
     }
-    const upload = new Upload({
+    const upload = new libStorage.Upload({
       client: this.#client,
       params: { Bucket: this.#where.bucket, Key: this.#full(key), Body: source },
       partSize: this.#partSize,
@@ -132,7 +133,7 @@ export class S3StorageImpl implements Storage {
     let first: GetObjectCommandOutput;
     try {
       first = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${start}-${firstEnd - 1}` }),
+        new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${start}-${firstEnd - 1}` }),
         { ...(signal ? { abortSignal: signal } : {}) },
       );
     } catch (err) {
@@ -161,7 +162,7 @@ export class S3StorageImpl implements Storage {
       try {
         const part = await this.#client.send(
           // If-Match: a put that replaced the object meanwhile fails the read instead of mixing two objects.
-          new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
+          new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
           { abortSignal: stopAll.signal },
         );
         return await (part.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
@@ -209,7 +210,7 @@ export class S3StorageImpl implements Storage {
 
   async read(key: string, options: Abortable = {}): Promise<Uint8Array> {
     try {
-      const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
+      const out = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
       return await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
     } catch (err) {
       throw s3Error('read', this.#place(key), err);
@@ -218,7 +219,7 @@ export class S3StorageImpl implements Storage {
 
   async stat(key: string, options: Abortable = {}): Promise<ObjectInfo> {
     try {
-      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
+      const out = await this.#client.send(new s3.HeadObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
       return { key, size: out.ContentLength ?? 0, modified: out.LastModified ?? new Date(0) };
     } catch (err) {
       throw s3Error('stat', this.#place(key), err);
@@ -240,7 +241,7 @@ export class S3StorageImpl implements Storage {
       let page;
       try {
         page = await this.#client.send(
-          new ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: fullPrefix, ...(token ? { ContinuationToken: token } : {}), ...(this.#listPageSize ? { MaxKeys: this.#listPageSize } : {}) }),
+          new s3.ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: fullPrefix, ...(token ? { ContinuationToken: token } : {}), ...(this.#listPageSize ? { MaxKeys: this.#listPageSize } : {}) }),
           this.#sendOptions(options),
         );
       } catch (err) {
@@ -260,7 +261,7 @@ export class S3StorageImpl implements Storage {
 
   async #deleteFull(fullKey: string, options: Abortable, shown: string): Promise<void> {
     try {
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
+      await this.#client.send(new s3.DeleteObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
     } catch (err) {
       // S3 answers 204 for a missing key; some servers say 404. Either way it is gone.
       if (nameOf(err) === 'NoSuchKey') return;
@@ -293,7 +294,7 @@ export class S3StorageImpl implements Storage {
   async #conditionalPut(key: string, body: Uint8Array, options: Abortable): Promise<boolean | 'unsupported'> {
     for (;;) {
       try {
-        await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body, IfNoneMatch: '*' }), this.#sendOptions(options));
+        await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body, IfNoneMatch: '*' }), this.#sendOptions(options));
         return true;
       } catch (err) {
         const status = statusOf(err);
@@ -330,23 +331,24 @@ export class S3StorageImpl implements Storage {
     const began = Date.now();
     for (let round = 0; ; round++) {
       throwIfAborted(signal, `storage: create ${key}`);
-      const claimKey = `${claimsPrefix}${Date.now().toString().padStart(15, '0')}-${randomBytes(8).toString('hex')}`;
+      // Who claims is in the name too (pid, host), so rivals judge a claim from the listing alone.
+      const claimKey = `${claimsPrefix}${Date.now().toString().padStart(15, '0')}-${randomBytes(8).toString('hex')}-${process.pid}-${encodeURIComponent(hostname())}`;
       const claim: ClaimBody = { pid: process.pid, host: hostname(), time: new Date().toISOString() };
       // The window is counted from before the claim was sent: the server may date it any time after.
       const claimSent = Date.now();
       try {
-        await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: claimKey, Body: JSON.stringify(claim) }), this.#sendOptions(options));
+        await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: claimKey, Body: JSON.stringify(claim) }), this.#sendOptions(options));
       } catch (err) {
         throw s3Error('claim', this.#place(key), err);
       }
-      let created: boolean | 'contended' | 'late';
+      let created: boolean | 'contended' | 'first' | 'late';
       try {
         created = await this.#decide(key, body, claimKey, claimsPrefix, claimSent, options);
       } finally {
         await this.#deleteFull(claimKey, {}, key).catch(() => undefined);
       }
       if (created === true || created === false) return created;
-      if (created === 'contended') {
+      if (created === 'contended' || created === 'first') {
         if (Date.now() - began > this.#timing.giveUpMs) {
           throw new StrataError(
             'REPO_LOCKED',
@@ -354,34 +356,40 @@ export class S3StorageImpl implements Storage {
           );
         }
         // Random and growing, in units of what one attempt took on this server, so rivals that saw
-        // each other spread out instead of meeting again in step.
+        // each other spread out instead of meeting again in step. The oldest live claimant comes
+        // back soonest: the others are still asleep then, so it usually finds itself alone.
+        // (Who goes first only shapes the timing; safety rests on "alone in the listing".)
         const unit = Math.max(50, Date.now() - claimSent);
-        await sleep(Math.random() * unit * 2 ** Math.min(round, 4), signal);
+        const pause = created === 'first' ? Math.random() * unit * 0.25 : unit * (1 + Math.random()) * 2 ** Math.min(round, 3);
+        await sleep(pause, signal);
         if (await this.#present(key, options)) return false;
       }
       // 'late': this process was too slow to write safely; start over with a fresh claim.
     }
   }
 
-  async #decide(key: string, body: Uint8Array, claimKey: string, claimsPrefix: string, claimSent: number, options: Abortable): Promise<boolean | 'contended' | 'late'> {
+  async #decide(key: string, body: Uint8Array, claimKey: string, claimsPrefix: string, claimSent: number, options: Abortable): Promise<boolean | 'contended' | 'first' | 'late'> {
     const claims: ObjectInfo[] = [];
     for await (const object of this.#listRaw(claimsPrefix, options)) claims.push(object);
     const mine = claims.find((c) => c.key === claimKey);
     if (!mine) throw new StrataError('IO', `storage: the claim for ${key} in ${this.location} is missing from the listing right after it was written: this server's listings lag behind writes, so it cannot hold a repository safely (see docs/RELIABILITY.md)`);
-    let rivals = 0;
+    const live: ObjectInfo[] = [mine];
     for (const other of claims) {
       if (other.key === claimKey) continue;
       if (await this.#stale(other, mine, options)) await this.#deleteFull(other.key, options, key);
-      else rivals++;
+      else live.push(other);
     }
-    if (rivals > 0) return 'contended';
+    if (live.length > 1) {
+      const oldest = live.reduce((a, b) => (b.modified.getTime() < a.modified.getTime() || (b.modified.getTime() === a.modified.getTime() && b.key < a.key) ? b : a));
+      return oldest === mine ? 'first' : 'contended';
+    }
     if (await this.#present(key, options)) return false;
     // Others judge my claim stale by the server's clock once it is staleMs old. Write only while
     // well inside that: half of it, less what has passed since the claim was sent.
     const left = this.#timing.staleMs / 2 - (Date.now() - claimSent);
     if (left <= 0) return 'late';
     try {
-      await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body }), this.#sendOptions(options, left));
+      await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body }), this.#sendOptions(options, left));
     } catch (err) {
       if (isAbortError(err) && !options.signal?.aborted) {
         throw new StrataError('IO', `storage: create ${key} in ${this.location}: the write took longer than its safe window (${Math.round(this.#timing.staleMs / 2000)} s) and was given up; try again`, { cause: err });
@@ -398,9 +406,15 @@ export class S3StorageImpl implements Storage {
    */
   async #stale(other: ObjectInfo, mine: ObjectInfo, options: Abortable): Promise<boolean> {
     if (mine.modified.getTime() - other.modified.getTime() > this.#timing.staleMs) return true;
+    const named = /^-(\d+)-(.+)$/.exec(other.key.slice(other.key.lastIndexOf('/') + 1).replace(/^\d+-[0-9a-f]+/, ''));
+    if (named) {
+      const host = decodeURIComponent(named[2]!);
+      return host === hostname() && !defaultIsAlive(Number(named[1]), host);
+    }
+    // A claim named otherwise (by hand, or by another tool): its body says who made it.
     let claim: ClaimBody;
     try {
-      const bytes = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: other.key }), this.#sendOptions(options));
+      const bytes = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: other.key }), this.#sendOptions(options));
       claim = JSON.parse(Buffer.from(await (bytes.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray()).toString('utf8')) as ClaimBody;
     } catch (err) {
       // Gone meanwhile (its owner finished) or unreadable: not a live rival either way once gone.
@@ -433,11 +447,11 @@ export class S3StorageImpl implements Storage {
     try {
       for (;;) {
         const page = await this.#client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: this.#where.root, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(uploadMarker ? { UploadIdMarker: uploadMarker } : {}) }),
+          new s3.ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: this.#where.root, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(uploadMarker ? { UploadIdMarker: uploadMarker } : {}) }),
         );
         for (const upload of page.Uploads ?? []) {
           if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > before) continue;
-          await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: upload.Key, UploadId: upload.UploadId }));
+          await this.#client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: upload.Key, UploadId: upload.UploadId }));
           swept++;
         }
         if (!page.IsTruncated) break;

@@ -15,6 +15,11 @@ export interface S3ClientSettings {
   readonly profile?: string;
   /** Attempts per request, counting the first (default 5). */
   readonly maxAttempts?: number;
+  /**
+   * A file to append one line per HTTP request to (time, operation, status, key), for measuring
+   * what an operation costs. Default: STRATA_S3_REQUEST_LOG, read when the storage is made.
+   */
+  readonly requestLog?: string;
 }
 
 /** Settings of an {@link S3Storage}: the client's, and how it moves data. */
