@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, loadConfig, openRepository, schemeOf } from '@strata/sdk';
-import type { LoadedConfig, MirrorConfig, MirrorOptions, Passphrase, Repository } from '@strata/sdk';
+import { StrataError, isLocationUrl, loadConfig, openRepository, repositoryLocation } from '@strata/sdk';
+import type { LoadedConfig, MirrorConfig, MirrorOptions, Passphrase, Repository, StorageSettings } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
 import type { PassphraseSources } from './terminal.js';
 
@@ -31,13 +31,21 @@ export class CommandContext {
     return this.options.json;
   }
 
-  /** The repository folder from --repo, STRATA_REPO, or strata.config.json, in that order. */
+  /**
+   * The repository from --repo, STRATA_REPO, or strata.config.json, in that order: a folder (made
+   * absolute) or a URL such as s3://bucket/prefix (as given).
+   */
   repositoryPath(): string {
     const chosen = this.options.repo ?? process.env['STRATA_REPO'] ?? this.loaded.config.repository;
     if (!chosen) {
       throw new StrataError('USAGE', 'no repository given: pass --repo DIR, set STRATA_REPO, or set "repository" in strata.config.json');
     }
-    return path.resolve(chosen);
+    return repositoryLocation(chosen);
+  }
+
+  /** The `storage` section of strata.config.json (how an s3:// repository is reached). */
+  storageSettings(): StorageSettings {
+    return this.loaded.config.storage ?? {};
   }
 
   /** Opens the repository; the passphrase is read (or prompted for) only when an operation needs it. */
@@ -73,7 +81,7 @@ export class CommandContext {
    */
   mirrorConfig(location: string): MirrorConfig | undefined {
     const { repository, mirror } = this.loaded.config;
-    return mirror && repository !== undefined && path.resolve(repository) === location ? mirror : undefined;
+    return mirror && repository !== undefined && repositoryLocation(repository) === location ? mirror : undefined;
   }
 
   /**
@@ -82,7 +90,7 @@ export class CommandContext {
    * `what` names it in messages ("the target repository").
    */
   async openAt(location: string, passphrase: (attempt: number) => Promise<Passphrase | undefined>, what = 'the repository', mirror?: MirrorOptions): Promise<Repository> {
-    if (schemeOf(location) === undefined && !existsSync(location)) {
+    if (!isLocationUrl(location) && !existsSync(location)) {
       throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
     }
     return openRepository(location, {
@@ -96,6 +104,7 @@ export class CommandContext {
         return given;
       },
       lock: { waitMs: (this.options.lockWait ?? 60) * 1000 },
+      storage: this.storageSettings(),
       ...(process.env['STRATA_TMPDIR'] ? { tempDir: process.env['STRATA_TMPDIR'] } : {}),
       ...(mirror ? { mirror } : {}),
     });

@@ -10,12 +10,15 @@
  * await repo.restore({ id: backup.id }, { to: 'restored.db' })
  * ```
  */
+import * as path from 'node:path';
 import { EngineRegistry, StorageRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
 import type { InitOptions, MirrorOptions, OpenOptions, PassphraseSource, Repository, Storage } from '@strata/core';
 import { SqliteEngine } from '@strata/engine-sqlite';
 import { PostgresEngine } from '@strata/engine-postgres';
 import { MysqlEngine } from '@strata/engine-mysql';
 import { localStorageKind } from '@strata/storage-local';
+import { s3StorageKind } from '@strata/storage-s3';
+import type { S3StorageSettings } from '@strata/storage-s3';
 
 export * from '@strata/core';
 export { SqliteEngine } from '@strata/engine-sqlite';
@@ -23,8 +26,13 @@ export { PostgresEngine } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
+export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
+export type { S3StorageSettings } from '@strata/storage-s3';
 export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
-export type { DatabaseConfig, LoadedConfig, MirrorConfig, StrataConfig } from './config.js';
+export type { DatabaseConfig, LoadedConfig, MirrorConfig, StorageConfig, StrataConfig } from './config.js';
+
+/** Settings of the storages that have any (the `storage` section of strata.config.json). */
+export type StorageSettings = S3StorageSettings;
 
 /** Every engine this build of Strata ships, in one visible place. */
 export function createDefaultEngines(): EngineRegistry {
@@ -35,8 +43,21 @@ export function createDefaultEngines(): EngineRegistry {
  * Every storage this build of Strata ships, by the URL scheme of a repository location, in one
  * visible place. A plain path (no scheme) is a local folder. A new kind is one more `register`.
  */
-export function createDefaultStorages(): StorageRegistry {
-  return new StorageRegistry().register(localStorageKind, { paths: true });
+export function createDefaultStorages(settings: StorageSettings = {}): StorageRegistry {
+  return new StorageRegistry().register(localStorageKind, { paths: true }).register(s3StorageKind(settings));
+}
+
+/**
+ * A repository location as given (`s3://bucket/prefix`, `file:///path`) or, for a folder path, made
+ * absolute against `base` (a Windows drive letter is a path).
+ */
+export function repositoryLocation(location: string, base: string = process.cwd()): string {
+  return isLocationUrl(location) ? location : path.resolve(base, location);
+}
+
+/** True for `scheme://…` (s3://, file://), false for a folder path. */
+export function isLocationUrl(location: string): boolean {
+  return /^[A-Za-z][A-Za-z0-9+.-]+:\/\//.test(location);
 }
 
 /** The schemes of {@link createDefaultStorages} with a line each, for help texts. */
@@ -47,18 +68,23 @@ export function supportedStorages(): { scheme: string; description: string }[] {
 }
 
 /** The storage a location names (see {@link createDefaultStorages}), or the Storage given. */
-export function openStorage(location: string | Storage): Storage {
-  return typeof location === 'string' ? createDefaultStorages().open(location) : location;
+export function openStorage(location: string | Storage, settings: StorageSettings = {}): Storage {
+  return typeof location === 'string' ? createDefaultStorages(settings).open(location) : location;
 }
 
-/** Creates a repository (see `initRepository` in @strata/core). */
-export async function initRepository(location: string | Storage, options: InitOptions): Promise<void> {
-  await initCore(openStorage(location), options);
+/** Creates a repository (see `initRepository` in @strata/core); `storage` configures an s3:// location. */
+export async function initRepository(location: string | Storage, options: InitOptions & { readonly storage?: StorageSettings }): Promise<void> {
+  const { storage, ...init } = options;
+  await initCore(openStorage(location, storage), init);
 }
 
-/** Opens a repository with the default engines unless `options.engines` says otherwise. */
-export async function openRepository(location: string | Storage, options: Partial<OpenOptions> = {}): Promise<Repository> {
-  return openCore(openStorage(location), { ...options, engines: options.engines ?? createDefaultEngines() });
+/**
+ * Opens a repository with the default engines unless `options.engines` says otherwise; `storage`
+ * configures an s3:// location.
+ */
+export async function openRepository(location: string | Storage, options: Partial<OpenOptions> & { readonly storage?: StorageSettings } = {}): Promise<Repository> {
+  const { storage, ...open } = options;
+  return openCore(openStorage(location, storage), { ...open, engines: open.engines ?? createDefaultEngines() });
 }
 
 /**
@@ -70,7 +96,11 @@ export async function openRepository(location: string | Storage, options: Partia
  * await repo.backup('./app.db', { database: 'app', onMirror: (m) => m.ok || console.warn(m.error?.message) })
  * ```
  */
-export function mirrorAt(location: string | Storage, options: Partial<Omit<OpenOptions, 'mirror'>> & { readonly passphrase?: PassphraseSource } = {}): MirrorOptions {
-  const storage = openStorage(location);
-  return { location: storage.location, open: () => openRepository(storage, options) };
+export function mirrorAt(
+  location: string | Storage,
+  options: Partial<Omit<OpenOptions, 'mirror'>> & { readonly passphrase?: PassphraseSource; readonly storage?: StorageSettings } = {},
+): MirrorOptions {
+  const { storage: settings, ...open } = options;
+  const storage = openStorage(location, settings);
+  return { location: storage.location, open: () => openRepository(storage, open) };
 }
