@@ -261,23 +261,26 @@ export async function contextMenu(page: Page, row: Locator, entry: string): Prom
 }
 
 /**
- * The pids of the processes in code-server's process group whose command line has all of
- * `words` (the Strata server: `node …/bin/strata serve --stdio`).
+ * The pids of code-server's descendants whose command line has all of `words` (the Strata
+ * server: `node …/bin/strata serve --stdio`).
  */
 export function processesOf(vscode: VsCode, words: readonly string[]): number[] {
-  const pids: number[] = [];
+  const parents = new Map<number, number>();
+  const commands = new Map<number, string[]>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      // Fields after the parenthesised name: state ppid pgrp ...
-      const pgrp = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
-      if (pgrp !== vscode.process.pid) continue;
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (words.every((word) => cmdline.some((arg) => arg.includes(word)))) pids.push(Number(entry));
+      // After the parenthesised name: state, ppid, ...
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+      commands.set(Number(entry), readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0'));
     } catch {
       // The process ended while we looked.
     }
   }
-  return pids;
+  const descends = (pid: number): boolean => {
+    for (let p = parents.get(pid); p !== undefined && p > 1; p = parents.get(p)) if (p === vscode.process.pid) return true;
+    return false;
+  };
+  return [...commands].filter(([pid, cmdline]) => descends(pid) && words.every((word) => cmdline.some((arg) => arg.includes(word)))).map(([pid]) => pid);
 }
