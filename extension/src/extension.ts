@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { createCommands } from './commands.js';
 import type { CommandContext } from './commands.js';
@@ -32,7 +34,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
     output,
     passphrase: (params) => ctx.passphrases.provide(params.repository, params.purpose),
     extensionVersion: (context.extension.packageJSON as { version: string }).version,
-    readme: vscode.Uri.joinPath(context.extensionUri, 'README.md'),
+    // vsce stores the README as readme.md in the package; a development folder has README.md.
+    readme: vscode.Uri.joinPath(context.extensionUri, existsSync(path.join(context.extensionPath, 'readme.md')) ? 'readme.md' : 'README.md'),
   });
   const tree = new RestorePointsProvider(connection);
   Object.assign(ctx, { connection, tree });

@@ -38,6 +38,13 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db' } } }, null, 2));
     const init = strata(['init', '--repo', path.join(workspace, '.backups')], { env: { STRATA_PASSPHRASE: TEST_PASSPHRASE } });
     assert.equal(init.status, 0, init.stderr);
+    // The user's setup for a global prefix of their own, as npm's documentation describes it:
+    // ~/.npmrc names the prefix, ~/.profile puts its bin/ on PATH. (The editor's extension host
+    // takes PATH from the user's login shell, not from the process that started the editor.)
+    const home = path.join(root, 'home');
+    mkdirSync(home, { recursive: true });
+    writeFileSync(path.join(home, '.npmrc'), `prefix=${prefix}\n`);
+    writeFileSync(path.join(home, '.profile'), `export PATH="${path.join(prefix, 'bin')}:$PATH"\n`);
     vscode = await startCodeServer(root, workspace, { vsix: VSIX, userEnvironment: userEnv([path.join(prefix, 'bin')]) });
     browser = await launchBrowser();
     page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
