@@ -158,6 +158,30 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     assert.match(await toast(page, /verified app_incremental_/), /passed/);
     await sidebarRow(/incremental · .* · verified/).waitFor();
   });
+
+  it('stops restarting after five stops within three minutes, says so, and Strata: Restart Server starts it again', async () => {
+    const servers = (): number[] => processesOf(vscode!, [path.join('bin', 'strata'), 'serve', '--stdio']);
+    // The test before stopped it once; three more stops are restarted.
+    for (let stop = 2; stop <= 4; stop++) {
+      const [pid] = servers();
+      assert.ok(pid, `a server runs before stop ${stop}`);
+      process.kill(pid, 'SIGKILL');
+      await toast(page, /Strata server stopped unexpectedly; restarted/);
+    }
+    process.kill(servers()[0]!, 'SIGKILL');
+    // An error notification, which toast() would take for a failure: wait for it by its text.
+    const gaveUp = page.locator('.notification-toast', { hasText: 'the Strata server stopped 5 times in 3 minutes and is not restarted' }).first();
+    await gaveUp.waitFor();
+    assert.match(await gaveUp.innerText(), /run Strata: Restart Server/);
+    await gaveUp.locator('.monaco-button', { hasText: 'Restart Server' }).waitFor();
+    await page.screenshot({ path: path.join(SHOTS, 'server-gave-up.png') });
+    await gaveUp.locator('.codicon-notifications-clear').click();
+    assert.deepEqual(servers(), []);
+    await runCommand(page, 'Strata: Restart Server');
+    assert.match(await toast(page, /Strata: server restarted \(pid \d+\)/), /pid/);
+    assert.equal(servers().length, 1);
+    await sidebarRow(/incremental · /).waitFor();
+  });
 });
 
 /**
