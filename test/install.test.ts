@@ -3,49 +3,12 @@
 // dependencies (better-sqlite3, zstd-napi) compile from source in each install, which is most of
 // this file's run time (minutes on a loaded two-core machine); the npm registry must be reachable.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { FIXTURE_DB, ROOT, TEST_PASSPHRASE, sqliteDump, sqliteQuery } from './helpers/env.js';
-
-interface RunResult {
-  readonly status: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs a command to its end without blocking the event loop, so mocha's timeout still applies. */
-function run(command: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv }): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
-    child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
-function succeeded(result: RunResult, what: string): RunResult {
-  assert.equal(result.status, 0, `${what} failed (exit ${result.status}):\n${result.stdout}\n${result.stderr}`);
-  return result;
-}
-
-/**
- * The environment of a user's shell: none of the npm_* variables `npm test` sets (they would
- * point npm at this checkout's configuration), no node_modules/.bin of the checkout on PATH,
- * `extraPath` first. JOBS lets node-gyp compile the native addons on every core.
- */
-function userEnv(extraPath: string[] = []): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!/^npm_/i.test(key)) env[key] = value;
-  const systemPath = (process.env['PATH'] ?? '').split(path.delimiter).filter((dir) => dir !== '' && !dir.includes('node_modules'));
-  env['PATH'] = [...extraPath, path.dirname(process.execPath), ...systemPath].join(path.delimiter);
-  env['JOBS'] = 'max';
-  return env;
-}
+import { installGlobally, makeRelease, run, succeeded, userEnv } from './helpers/release.js';
+import type { RunResult } from './helpers/release.js';
 
 describe('the release tarballs, installed with plain npm', function () {
   // Each install compiles better-sqlite3 and zstd-napi: about 2.5 minutes of CPU, measured at
@@ -59,16 +22,9 @@ describe('the release tarballs, installed with plain npm', function () {
     work = mkdtempSync(path.join(tmpdir(), 'strata-install-'));
     // One npm cache for both installs, so the second reuses what the first downloaded.
     npmCache = path.join(work, 'npm-cache');
-    const out = path.join(work, 'release');
-    succeeded(await run(process.execPath, [path.join(ROOT, 'scripts/release.mjs'), '--out', out], { cwd: ROOT, env: process.env }), 'npm run release');
-    const files = readdirSync(out);
-    const find = (pattern: RegExp): string => {
-      const matches = files.filter((file) => pattern.test(file));
-      assert.equal(matches.length, 1, `one tarball matching ${pattern} expected in ${files.join(', ')}`);
-      return path.join(out, matches[0]!);
-    };
-    tarballs.cli = find(/^strata-backup-\d+\.\d+\.\d+.*\.tgz$/);
-    tarballs.sdk = find(/^strata-backup-sdk-\d+\.\d+\.\d+.*\.tgz$/);
+    const made = await makeRelease(path.join(work, 'release'));
+    tarballs.cli = made.cli;
+    tarballs.sdk = made.sdk;
   });
 
   after(() => {
@@ -83,7 +39,7 @@ describe('the release tarballs, installed with plain npm', function () {
 
     before(async function () {
       prefix = path.join(work, 'prefix');
-      succeeded(await run('npm', ['install', '--global', '--prefix', prefix, '--cache', npmCache, '--no-audit', '--no-fund', tarballs.cli], { cwd: work, env: userEnv() }), 'npm install -g');
+      await installGlobally(tarballs.cli, prefix, npmCache);
       env = { ...userEnv([path.join(prefix, 'bin')]), STRATA_PASSPHRASE: TEST_PASSPHRASE };
       installedVersion = (JSON.parse(readFileSync(path.join(prefix, 'lib/node_modules/strata-backup/package.json'), 'utf8')) as { version: string }).version;
     });

@@ -8,7 +8,7 @@ import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
 import type { ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { FIXTURE_DB, ROOT, TEST_PASSPHRASE, sqliteDump, useTempDir } from './helpers/env.js';
+import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, sqliteDump, useTempDir } from './helpers/env.js';
 
 const SERVER = path.join(ROOT, 'packages/server/dist/main.js');
 
@@ -22,8 +22,9 @@ class Client {
   readonly progress: unknown[] = [];
   readonly log: string[] = [];
 
-  constructor() {
-    this.child = spawn(process.execPath, [SERVER, '--stdio'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  /** `command`: the arguments after node that start the server; by default strata-server itself. */
+  constructor(command: readonly string[] = [SERVER, '--stdio']) {
+    this.child = spawn(process.execPath, command, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.connection = createMessageConnection(new StreamMessageReader(this.child.stdout!), new StreamMessageWriter(this.child.stdin!));
     this.connection.onRequest(PASSPHRASE_REQUEST, (params: { repository: string; purpose: string }) => {
       this.passphraseRequests.push(params);
@@ -63,6 +64,7 @@ class Client {
   }
 
   async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
     await this.connection.sendRequest('shutdown').catch(() => undefined);
     await this.connection.sendNotification('exit').catch(() => undefined);
@@ -117,6 +119,22 @@ describe('strata-server over JSON-RPC (stdio)', function () {
     const broken = await client.request('strata/workspace', { folders: [workspace], databases: [] });
     assert.equal(broken.databases.length, 0);
     assert.match(broken.problems[0]!.message, /repository: expected a folder path/);
+  });
+
+  it('runs as `strata serve --stdio` (what the extension starts): backs up and lists, and ends when the client exits', async () => {
+    await client.stop();
+    client = new Client([CLI, 'serve', '--stdio']);
+    const init = await client.start();
+    assert.equal(init.serverInfo.name, 'strata-server');
+    assert.equal(init.capabilities.experimental.strata.protocol, 1);
+    await client.request('strata/workspace', { folders: [workspace], databases: [] });
+    await client.request('strata/init', { repository, encryption: 'compat' });
+    const { backup } = await client.request('strata/backup', { repository, database: 'app', type: 'full' });
+    const list = await client.request('strata/list', { repository, database: 'app' });
+    assert.deepEqual(list.backups.map((b) => b.id), [backup.id]);
+    const exited = new Promise<number | null>((resolve) => client.child.once('exit', resolve));
+    await client.stop();
+    assert.equal(await exited, 0, 'exit status 0 after shutdown and exit');
   });
 
   it('backs up, lists, verifies and restores, with $/progress and change notifications', async () => {

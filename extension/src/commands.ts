@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { BackupType, BackupView, DatabaseEntry, EngineInfo, RetentionDecision } from '@strata/protocol';
-import { StrataRequestError } from './connection.js';
+import { SERVER_PROBLEMS, StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatBytes, formatTime } from './format.js';
 import type { Prompts } from './prompts.js';
@@ -30,6 +30,15 @@ export function createCommands(ctx: CommandContext): Record<string, (...args: un
   return {
     'strata.refresh': async () => ctx.tree.reload(),
     'strata.showLog': async () => ctx.output.show(true),
+    'strata.restartServer': async () => {
+      await ctx.connection.restart();
+      await ctx.tree.reload();
+      const pid = ctx.connection.serverPid;
+      if (pid !== undefined) void ctx.prompts.info(`Strata: server restarted (pid ${pid}).`);
+      return pid;
+    },
+    'strata.installHelp': async () => ctx.connection.showInstallHelp(),
+    'strata.setCliPath': async () => setCliPath(),
     'strata.groupByTier': async () => vscode.workspace.getConfiguration('strata').update('tree.groupByTier', true, vscode.ConfigurationTarget.Global),
     'strata.ungroup': async () => vscode.workspace.getConfiguration('strata').update('tree.groupByTier', false, vscode.ConfigurationTarget.Global),
     'strata.addDatabase': (arg) => guarded(ctx, () => addDatabase(ctx, arg as { initRepository?: string } | undefined)),
@@ -61,8 +70,8 @@ async function guarded<T>(ctx: CommandContext, work: () => Promise<T>): Promise<
       if ((await ctx.prompts.error(`Strata: ${message}`, 'Set Passphrase')) === 'Set Passphrase') await vscode.commands.executeCommand('strata.setPassphrase');
       return undefined;
     }
-    if (code === 'SERVER_MISSING' || code === 'SERVER_FAILED') {
-      if ((await ctx.prompts.error(`Strata: ${message}`, 'Open Settings')) === 'Open Settings') await vscode.commands.executeCommand('workbench.action.openSettings', 'strata.server');
+    if (err instanceof StrataRequestError && SERVER_PROBLEMS.includes(err.code)) {
+      await ctx.connection.showProblem(err, true);
       return undefined;
     }
     if ((await ctx.prompts.error(`Strata: ${message}`, 'Show Log')) === 'Show Log') ctx.output.show(true);
@@ -412,4 +421,21 @@ async function setPassphrase(ctx: CommandContext, node: DatabaseNode | undefined
 
 function workspaceRoot(): string | undefined {
   return vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+}
+
+/** Asks for the strata command and saves it in the user settings (which restarts the server). */
+async function setCliPath(): Promise<string | undefined> {
+  const current = vscode.workspace.getConfiguration('strata').get<string>('cliPath');
+  const picked = await vscode.window.showOpenDialog({
+    title: 'The strata command (`which strata` in a terminal prints where it is)',
+    openLabel: 'Use This strata',
+    canSelectFiles: true,
+    canSelectFolders: false,
+    canSelectMany: false,
+    ...(current ? { defaultUri: vscode.Uri.file(current) } : {}),
+  });
+  const file = picked?.[0]?.fsPath;
+  if (!file) return undefined;
+  await vscode.workspace.getConfiguration('strata').update('cliPath', file, vscode.ConfigurationTarget.Global);
+  return file;
 }

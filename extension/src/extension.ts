@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { createCommands } from './commands.js';
 import type { CommandContext } from './commands.js';
@@ -28,7 +30,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
     output,
     prompts: vscodePrompts,
   };
-  const connection = new StrataConnection(output, (params) => ctx.passphrases.provide(params.repository, params.purpose));
+  const connection = new StrataConnection({
+    output,
+    passphrase: (params) => ctx.passphrases.provide(params.repository, params.purpose),
+    extensionVersion: (context.extension.packageJSON as { version: string }).version,
+    // vsce stores the README as readme.md in the package; a development folder has README.md.
+    readme: vscode.Uri.joinPath(context.extensionUri, existsSync(path.join(context.extensionPath, 'readme.md')) ? 'readme.md' : 'README.md'),
+  });
   const tree = new RestorePointsProvider(connection);
   Object.assign(ctx, { connection, tree });
   const status = new BackupAgeStatus(tree);
@@ -42,12 +50,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
     view,
     vscode.window.registerFileDecorationProvider(new VerificationDecorations()),
     ...Object.entries(commands).map(([id, handler]) => vscode.commands.registerCommand(id, handler)),
+    connection.onRestarted(() => refresh()),
     connection.onChanged((repository) => {
       tree.invalidate(repository);
       void status.update();
     }),
     vscode.workspace.onDidChangeConfiguration(async (e) => {
-      if (e.affectsConfiguration('strata.server')) await connection.restart();
+      if (e.affectsConfiguration('strata.server') || e.affectsConfiguration('strata.cliPath')) await connection.restart();
       if (e.affectsConfiguration('strata')) await refresh();
     }),
     vscode.workspace.onDidChangeWorkspaceFolders(() => refresh()),

@@ -1,5 +1,6 @@
 import * as vscode from 'vscode';
 import type { BackupView, ConfigProblem, DatabaseEntry, EngineInfo } from '@strata/protocol';
+import { SERVER_PROBLEMS, StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatAge, formatBytes, formatTime } from './format.js';
 
@@ -88,6 +89,11 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
       this.#databases = [];
       this.#problems = [];
       this.#workspaceError = err instanceof Error ? err.message : String(err);
+      if (err instanceof StrataRequestError && SERVER_PROBLEMS.includes(err.code)) {
+        // The view's welcome text explains a missing or unusable strata; the notification once.
+        if (err.code === 'SERVER_MISSING' || err.code === 'SERVER_INCOMPATIBLE') this.#workspaceError = undefined;
+        void this.#connection.showProblem(err, false);
+      }
     }
     await vscode.commands.executeCommand('setContext', 'strata.hasDatabases', this.#databases.length > 0 || this.#problems.length > 0 || this.#workspaceError !== undefined);
     this.#changed.fire(undefined);

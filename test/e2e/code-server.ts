@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { chromium } from 'playwright-core';
 import type { Browser, Locator, Page } from 'playwright-core';
@@ -34,8 +34,8 @@ export function requireCodeServer(suite: Mocha.Suite): void {
   });
 }
 
-/** User settings that keep the workbench quiet and point the extension at this checkout's server. */
-function userSettings(): Record<string, unknown> {
+/** User settings that keep the workbench quiet (and, for development, point the extension at this checkout's server). */
+function userSettings(development: boolean): Record<string, unknown> {
   return {
     'workbench.startupEditor': 'none',
     'workbench.tips.enabled': false,
@@ -47,7 +47,7 @@ function userSettings(): Record<string, unknown> {
     'chat.disableAIFeatures': true,
     'workbench.secondarySideBar.defaultVisibility': 'hidden',
     'files.simpleDialog.enable': true,
-    ...strataSettings(),
+    ...(development ? strataSettings() : {}),
   };
 }
 
@@ -65,17 +65,38 @@ export interface VsCode {
   stop(): Promise<void>;
 }
 
+export interface CodeServerOptions {
+  /** Install this .vsix first. */
+  readonly vsix?: string;
+  /** Let the page's `payload` run extension tests (extensionTestsPath). */
+  readonly testDriver?: boolean;
+  /**
+   * As a user runs it: no strata.* settings, and this environment (PATH with or without an
+   * installed `strata`), with code-server's Node 24 kept off PATH like an editor's own runtime.
+   * Without it, the settings point the extension at this checkout's server (development).
+   */
+  readonly userEnvironment?: NodeJS.ProcessEnv;
+}
+
 /** Starts code-server on a free port for `workspace`, with its own HOME and user data. */
-export async function startCodeServer(root: string, workspace: string, options: { vsix?: string; testDriver?: boolean } = {}): Promise<VsCode> {
+export async function startCodeServer(root: string, workspace: string, options: CodeServerOptions = {}): Promise<VsCode> {
+  const development = options.userEnvironment === undefined;
   for (const dir of ['data/User', 'exts', 'home']) mkdirSync(path.join(root, dir), { recursive: true });
-  writeFileSync(path.join(root, 'data/User/settings.json'), JSON.stringify(userSettings(), null, 2));
-  // An extension-development window does not read those user settings: the workspace says it too.
-  mkdirSync(path.join(workspace, '.vscode'), { recursive: true });
-  writeFileSync(path.join(workspace, '.vscode/settings.json'), JSON.stringify(strataSettings(), null, 2));
-  const env = { ...process.env, HOME: path.join(root, 'home'), PATH: `${NODE24_DIR}:${process.env['PATH']}` };
+  writeFileSync(path.join(root, 'data/User/settings.json'), JSON.stringify(userSettings(development), null, 2));
+  if (development) {
+    // An extension-development window does not read those user settings: the workspace says it too.
+    mkdirSync(path.join(workspace, '.vscode'), { recursive: true });
+    writeFileSync(path.join(workspace, '.vscode/settings.json'), JSON.stringify(strataSettings(), null, 2));
+  }
+  const env = development
+    ? { ...process.env, HOME: path.join(root, 'home'), PATH: `${NODE24_DIR}:${process.env['PATH']}` }
+    : { ...options.userEnvironment, HOME: path.join(root, 'home') };
+  // code-server runs under Node 24 named explicitly, so that in a user's environment the `node`
+  // on PATH (which the installed strata runs with) stays the system's, as in a desktop editor.
+  const codeServer = development ? [CODE_SERVER] : [path.join(NODE24_DIR, 'node'), realpathSync(CODE_SERVER)];
   const common = ['--user-data-dir', path.join(root, 'data'), '--extensions-dir', path.join(root, 'exts')];
   if (options.vsix) {
-    const installed = spawnSync(CODE_SERVER, [...common, '--install-extension', options.vsix], { env, encoding: 'utf8' });
+    const installed = spawnSync(codeServer[0]!, [...codeServer.slice(1), ...common, '--install-extension', options.vsix], { env, encoding: 'utf8' });
     if (installed.status !== 0) throw new Error(`code-server --install-extension failed:\n${installed.stdout}${installed.stderr}`);
   }
   const args = [
@@ -91,7 +112,7 @@ export async function startCodeServer(root: string, workspace: string, options: 
     ...(options.testDriver ? ['--vscode-option', 'enable-smoke-test-driver'] : []),
     workspace,
   ];
-  const child = spawn(CODE_SERVER, args, { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(codeServer[0]!, [...codeServer.slice(1), ...args], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   const server: VsCode = {
     root,
     workspace,
@@ -237,4 +258,29 @@ export async function contextMenu(page: Page, row: Locator, entry: string): Prom
   await item.hover();
   await page.keyboard.press('Enter');
   await page.locator('.context-view .monaco-menu').waitFor({ state: 'hidden' });
+}
+
+/**
+ * The pids of code-server's descendants whose command line has all of `words` (the Strata
+ * server: `node …/bin/strata serve --stdio`).
+ */
+export function processesOf(vscode: VsCode, words: readonly string[]): number[] {
+  const parents = new Map<number, number>();
+  const commands = new Map<number, string[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // After the parenthesised name: state, ppid, ...
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+      commands.set(Number(entry), readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0'));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  const descends = (pid: number): boolean => {
+    for (let p = parents.get(pid); p !== undefined && p > 1; p = parents.get(p)) if (p === vscode.process.pid) return true;
+    return false;
+  };
+  return [...commands].filter(([pid, cmdline]) => descends(pid) && words.every((word) => cmdline.some((arg) => arg.includes(word)))).map(([pid]) => pid);
 }

@@ -5,12 +5,16 @@ import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { buildRichDatabase } from '../helpers/databases.js';
 import { TEST_PASSPHRASE, sqliteDump, sqliteQuery, strata } from '../helpers/env.js';
-import { SHOTS, VSIX, choose, contextMenu, extensionLog, launchBrowser, notificationsShown, recordNotifications, requireCodeServer, runCommand, startCodeServer, toast } from './code-server.js';
+import { installedCli, userEnv } from '../helpers/release.js';
+import { SHOTS, VSIX, choose, contextMenu, extensionLog, launchBrowser, notificationsShown, processesOf, recordNotifications, requireCodeServer, runCommand, startCodeServer, toast } from './code-server.js';
 import type { VsCode } from './code-server.js';
 
 /**
- * The extension as a person uses it: installed from the .vsix into a real VS Code (code-server),
- * clicked through in chromium. Screenshots go to test-output/vscode/ for a person to look at.
+ * The extension as a person uses it: the packaged .vsix installed into a real VS Code
+ * (code-server) with no Strata settings, and the `strata` command line installed from the
+ * release tarball with `npm install -g` into a prefix whose bin/ is on the editor's PATH (as the
+ * README's Install section says); clicked through in chromium. Screenshots go to
+ * test-output/vscode/ for a person to look at.
  */
 describe('VS Code extension, end to end in a real VS Code', function () {
   this.timeout(240_000);
@@ -22,7 +26,10 @@ describe('VS Code extension, end to end in a real VS Code', function () {
   let page: Page;
   let original: string;
 
-  before(async () => {
+  before(async function () {
+    // The first run installs the release (compiling its native addons): minutes.
+    this.timeout(45 * 60_000);
+    const prefix = await installedCli();
     root = mkdtempSync(path.join(tmpdir(), 'strata-vscode-ui-'));
     workspace = path.join(root, 'ws');
     mkdirSync(workspace);
@@ -31,7 +38,14 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db' } } }, null, 2));
     const init = strata(['init', '--repo', path.join(workspace, '.backups')], { env: { STRATA_PASSPHRASE: TEST_PASSPHRASE } });
     assert.equal(init.status, 0, init.stderr);
-    vscode = await startCodeServer(root, workspace, { vsix: VSIX });
+    // The user's setup for a global prefix of their own, as npm's documentation describes it:
+    // ~/.npmrc names the prefix, ~/.profile puts its bin/ on PATH. (The editor's extension host
+    // takes PATH from the user's login shell, not from the process that started the editor.)
+    const home = path.join(root, 'home');
+    mkdirSync(home, { recursive: true });
+    writeFileSync(path.join(home, '.npmrc'), `prefix=${prefix}\n`);
+    writeFileSync(path.join(home, '.profile'), `export PATH="${path.join(prefix, 'bin')}:$PATH"\n`);
+    vscode = await startCodeServer(root, workspace, { vsix: VSIX, userEnvironment: userEnv([path.join(prefix, 'bin')]) });
     browser = await launchBrowser();
     page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
     await recordNotifications(page);
@@ -125,5 +139,106 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     await page.locator('.notifications-toasts').evaluate((el) => ((el as HTMLElement).style.visibility = 'hidden'));
     await page.mouse.move(900, 600);
     await page.screenshot({ path: path.join(SHOTS, 'strata-tree.png'), clip: { x: 0, y: 0, width: 760, height: 300 } });
+  });
+
+  it('restarts the server when its process dies, says so, and the next action works', async () => {
+    const servers = (): number[] => processesOf(vscode!, [path.join('bin', 'strata'), 'serve', '--stdio']);
+    const before = servers();
+    assert.equal(before.length, 1, `one strata serve process runs: ${JSON.stringify(before)}`);
+    process.kill(before[0]!, 'SIGKILL');
+    assert.match(await toast(page, /Strata server stopped unexpectedly; restarted/), /restarted/);
+    const after = servers();
+    assert.equal(after.length, 1, `one strata serve process runs again: ${JSON.stringify(after)}`);
+    assert.notEqual(after[0], before[0]);
+    await page.locator('.notifications-toasts').evaluate((el) => ((el as HTMLElement).style.visibility = 'visible'));
+    await page.screenshot({ path: path.join(SHOTS, 'server-restarted.png') });
+    // The restarted server was told the workspace again: Verify finds the database and its backups.
+    await contextMenu(page, sidebarRow(/incremental · /), 'Verify…');
+    await choose(page, 'Quick');
+    assert.match(await toast(page, /verified app_incremental_/), /passed/);
+    await sidebarRow(/incremental · .* · verified/).waitFor();
+  });
+
+  it('stops restarting after five stops within three minutes, says so, and Strata: Restart Server starts it again', async () => {
+    const servers = (): number[] => processesOf(vscode!, [path.join('bin', 'strata'), 'serve', '--stdio']);
+    // The test before stopped it once; three more stops are restarted.
+    for (let stop = 2; stop <= 4; stop++) {
+      const [pid] = servers();
+      assert.ok(pid, `a server runs before stop ${stop}`);
+      process.kill(pid, 'SIGKILL');
+      await toast(page, /Strata server stopped unexpectedly; restarted/);
+    }
+    process.kill(servers()[0]!, 'SIGKILL');
+    // An error notification, which toast() would take for a failure: wait for it by its text.
+    const gaveUp = page.locator('.notification-toast', { hasText: 'the Strata server stopped 5 times in 3 minutes and is not restarted' }).first();
+    await gaveUp.waitFor();
+    assert.match(await gaveUp.innerText(), /run Strata: Restart Server/);
+    await gaveUp.locator('.monaco-button', { hasText: 'Restart Server' }).waitFor();
+    await page.screenshot({ path: path.join(SHOTS, 'server-gave-up.png') });
+    await gaveUp.locator('.codicon-notifications-clear').click();
+    assert.deepEqual(servers(), []);
+    await runCommand(page, 'Strata: Restart Server');
+    assert.match(await toast(page, /Strata: server restarted \(pid \d+\)/), /pid/);
+    assert.equal(servers().length, 1);
+    await sidebarRow(/incremental · /).waitFor();
+  });
+});
+
+/**
+ * The same .vsix where strata is not installed: the view and a notification say how to get it,
+ * and name nothing the user cannot install.
+ */
+describe('VS Code extension without the strata command line', function () {
+  this.timeout(240_000);
+  requireCodeServer(this);
+  let root: string;
+  let vscode: VsCode | undefined;
+  let browser: Browser | undefined;
+  let page: Page;
+
+  before(async () => {
+    root = mkdtempSync(path.join(tmpdir(), 'strata-vscode-missing-'));
+    const workspace = path.join(root, 'ws');
+    mkdirSync(workspace);
+    buildRichDatabase(path.join(workspace, 'app.db'), { rows: 10 });
+    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db' } } }, null, 2));
+    // npm's global folder: an empty prefix, so that no strata is found there either.
+    const emptyPrefix = path.join(root, 'npm-prefix');
+    mkdirSync(path.join(emptyPrefix, 'bin'), { recursive: true });
+    vscode = await startCodeServer(root, workspace, { vsix: VSIX, userEnvironment: { ...userEnv(), npm_config_prefix: emptyPrefix } });
+    browser = await launchBrowser();
+    page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
+    await recordNotifications(page);
+    await page.goto(vscode.url);
+    await page.locator('.explorer-folders-view .monaco-list-row').first().waitFor({ timeout: 90_000 });
+    await page.locator('.activitybar a[aria-label="Strata"]').waitFor({ timeout: 60_000 });
+    mkdirSync(SHOTS, { recursive: true });
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed' && page) {
+      await page.screenshot({ path: path.join(SHOTS, `failed-${this.currentTest.title.replace(/\W+/g, '-')}.png`) }).catch(() => undefined);
+      console.log(`notifications shown: ${JSON.stringify(await notificationsShown(page).catch(() => []))}`);
+      if (vscode) console.log(`the extension's log:\n${extensionLog(vscode)}`);
+    }
+  });
+
+  after(async () => {
+    await browser?.close();
+    await vscode?.stop();
+    if (root && !process.env['STRATA_KEEP_E2E']) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('says so in the view and in a notification with How to Install and Set Path…', async () => {
+    await page.locator('.activitybar a[aria-label="Strata"]').click();
+    await page.locator('.part.sidebar .welcome-view-content', { hasText: 'Strata needs its command line' }).waitFor();
+    const message = page.locator('.notification-toast', { hasText: 'Strata command line (strata) was not found' }).first();
+    await message.waitFor();
+    assert.doesNotMatch(await message.innerText(), /@strata\/server/);
+    await message.locator('.monaco-button', { hasText: 'Set Path…' }).waitFor();
+    await page.screenshot({ path: path.join(SHOTS, 'missing-cli.png') });
+    await message.locator('.monaco-button', { hasText: 'How to Install' }).click();
+    // The extension's README, whose Install section comes first, in the Markdown preview.
+    await page.locator('.tabs-container .tab', { hasText: 'README.md' }).first().waitFor();
   });
 });

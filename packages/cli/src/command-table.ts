@@ -1,4 +1,4 @@
-import { StrataError } from '@strata/sdk';
+import { StrataError, exitCodeFor } from '@strata/sdk';
 import {
   backupCommand,
   deleteCommand,
@@ -489,6 +489,30 @@ that includes a database's newest good restore point. For routine clean-up use p
 follows the retention policy.`,
     examples: ['delete app_full_20260101_120000_ab12 --dry-run', 'delete app_full_20260101_120000_ab12 --with-dependents --yes'],
     run: (ctx, { args, opts }) => deleteCommand(ctx, { ids: args, withDependents: opts['withDependents'] === true, yes: opts['yes'] === true, dryRun: opts['dryRun'] === true }),
+  },
+  {
+    path: ['serve'],
+    summary: 'run the Strata server (JSON-RPC) for the VS Code extension; it starts this itself',
+    options: [
+      { flags: '--stdio', description: 'talk JSON-RPC on stdin and stdout (what the extension uses)' },
+      { flags: '--node-ipc', description: "talk on Node's IPC channel (when started by a Node parent with fork)" },
+    ],
+    details: `The VS Code extension runs \`strata serve --stdio\` and talks to it with the Language Server
+Protocol's base protocol plus the strata/... requests. It runs here, under the Node strata was
+installed with, because the database drivers are native modules built for that Node. It reads
+strata.config.json of the folders the editor opens; the options for every command are not used.
+It ends when the editor closes the connection.`,
+    examples: ['serve --stdio'],
+    run: async (_ctx, { opts, signal }) => {
+      const transports = (['stdio', 'nodeIpc'] as const).filter((flag) => opts[flag] === true);
+      if (transports.length !== 1) throw new StrataError('USAGE', 'serve: give one of --stdio or --node-ipc (the VS Code extension runs strata serve --stdio)');
+      // Loaded here, so that no other command pays for the language server library.
+      const { serve } = await import('@strata/server/serve');
+      serve(transports[0] === 'stdio' ? 'stdio' : 'node-ipc');
+      // The connection ends the process when the client closes it; an interrupt ends it here.
+      await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+      process.exit(exitCodeFor('ABORTED'));
+    },
   },
   key('list', { summary: 'key files (the one your passphrase opens, if given) and data keys; no passphrase is needed', options: [], examples: ['key list', 'key list --json'] }),
   key(
