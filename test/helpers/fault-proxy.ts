@@ -64,6 +64,8 @@ export type FaultKind =
 export interface FaultCounts {
   requests: number;
   byMethod: Record<string, number>;
+  /** UploadPart requests (PUT with a partNumber), retries included. */
+  uploadParts: number;
   injected: Record<FaultKind, number>;
 }
 
@@ -86,6 +88,7 @@ const ERRORS = {
 const emptyCounts = (): FaultCounts => ({
   requests: 0,
   byMethod: {},
+  uploadParts: 0,
   injected: { resetUpload: 0, resetDownload: 0, error500Before: 0, error503Before: 0, error500After: 0, error503After: 0, delay: 0 },
 });
 
@@ -111,6 +114,7 @@ export class FaultProxy {
   readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   readonly #seen = new Map<string, number>();
   readonly #streak = new Map<string, number>();
+  readonly #waiters = new Set<{ test: (method: string, url: URL) => boolean; left: number; resolve: () => void }>();
   #faults: FaultRates;
   #counts = emptyCounts();
   readonly url: string;
@@ -162,6 +166,15 @@ export class FaultProxy {
     return i.resetUpload + i.resetDownload + i.error500Before + i.error503Before + i.error500After + i.error503After;
   }
 
+  /**
+   * Resolves once `count` more requests matching `test` have arrived (before any fault is applied
+   * to them), e.g. `proxy.whenRequests((m, u) => m === 'PUT' && u.searchParams.has('partNumber'), 2)`
+   * for "two parts of a multipart upload are in flight".
+   */
+  whenRequests(test: (method: string, url: URL) => boolean, count = 1): Promise<void> {
+    return new Promise((resolve) => this.#waiters.add({ test, left: count, resolve }));
+  }
+
   resetCounts(): void {
     this.#counts = emptyCounts();
   }
@@ -178,6 +191,13 @@ export class FaultProxy {
     const method = req.method ?? 'GET';
     this.#counts.requests++;
     this.#counts.byMethod[method] = (this.#counts.byMethod[method] ?? 0) + 1;
+    if (method === 'PUT' && url.searchParams.has('partNumber')) this.#counts.uploadParts++;
+    for (const waiter of this.#waiters) {
+      if (waiter.test(method, url) && --waiter.left === 0) {
+        this.#waiters.delete(waiter);
+        waiter.resolve();
+      }
+    }
 
     // The identity leaves out the query's varying parts (an upload id), keeps what names the
     // operation (partNumber, uploads, list-type, prefix, continuation), so reruns repeat.
