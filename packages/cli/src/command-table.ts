@@ -473,5 +473,7 @@ Exit status:
   2  usage error (bad arguments or configuration)
   3  verification failed (a check failed), or strata health found a problem
   4  wrong or missing passphrase, or its key file lacks the data key needed
-  5  the repository is locked by another live process`;
+  5  the repository is locked by another live process
+  6  no repository at the location (folder or bucket missing, or no strata init yet)
+  7  the storage denied access (check the credentials, the profile, the bucket's policy)`;
 }

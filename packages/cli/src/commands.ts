@@ -58,13 +58,20 @@ export async function initCommand(ctx: CommandContext, options: InitCommandOptio
     }
   }
   const groupReadable = options.groupReadable ?? false;
-  await initRepository(location, { encryption: profile, ...(passphrase ? { passphrase } : {}), compression: { codec, level }, groupReadable, ...(options.label !== undefined ? { keyLabel: options.label } : {}) });
+  await initRepository(location, {
+    encryption: profile,
+    ...(passphrase ? { passphrase } : {}),
+    compression: { codec, level },
+    groupReadable,
+    ...(options.label !== undefined ? { keyLabel: options.label } : {}),
+    storage: ctx.storageSettings(),
+  });
   const access = groupReadable ? 'group-readable' : 'private';
   if (ctx.json) {
     ctx.printJson({ repository: location, encryption: profile, compression: { codec, level }, access });
   } else {
     process.stdout.write(
-      `created repository ${location}\n  encryption: ${profile === 'none' ? 'none (unencrypted, as asked)' : `${profile} (AES-256)`}\n  compression: ${codec}${codec === 'none' ? '' : ` level ${level}`}\n  access: ${groupReadable ? 'you, and your group reads (folders 0750, files 0640)' : 'only you (folders 0700, files 0600)'}\n`,
+      `created repository ${location}\n  encryption: ${profile === 'none' ? 'none (unencrypted, as asked)' : `${profile} (AES-256)`}\n  compression: ${codec}${codec === 'none' ? '' : ` level ${level}`}\n  access: ${location.startsWith('s3://') ? "whoever the bucket's policy lets in" : groupReadable ? 'you, and your group reads (folders 0750, files 0640)' : 'only you (folders 0700, files 0600)'}\n`,
     );
     if (profile !== 'none') {
       process.stdout.write(

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, loadConfig, openRepository } from '@strata/sdk';
+import { StrataError, loadConfig, openRepository, schemeOf } from '@strata/sdk';
+import type { StorageSettings } from '@strata/sdk';
 import type { LoadedConfig, Repository } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
 import type { PassphraseSources } from './terminal.js';
@@ -31,20 +32,28 @@ export class CommandContext {
     return this.options.json;
   }
 
-  /** The repository folder from --repo, STRATA_REPO, or strata.config.json, in that order. */
+  /**
+   * The repository from --repo, STRATA_REPO, or strata.config.json, in that order: a folder (made
+   * absolute) or a URL such as s3://bucket/prefix (as given).
+   */
   repositoryPath(): string {
     const chosen = this.options.repo ?? process.env['STRATA_REPO'] ?? this.loaded.config.repository;
     if (!chosen) {
       throw new StrataError('USAGE', 'no repository given: pass --repo DIR, set STRATA_REPO, or set "repository" in strata.config.json');
     }
-    return path.resolve(chosen);
+    return isUrl(chosen) ? chosen : path.resolve(chosen);
+  }
+
+  /** The `storage` section of strata.config.json (how an s3:// repository is reached). */
+  storageSettings(): StorageSettings {
+    return this.loaded.config.storage ?? {};
   }
 
   /** Opens the repository; the passphrase is read (or prompted for) only when an operation needs it. */
   async repository(): Promise<Repository> {
     if (this.#repository) return this.#repository;
     const location = this.repositoryPath();
-    if (!existsSync(location)) {
+    if (!isUrl(location) && !existsSync(location)) {
       throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
     }
     const prompt = interactive(this.json);
@@ -59,6 +68,7 @@ export class CommandContext {
         return passphrase;
       },
       lock: { waitMs: (this.options.lockWait ?? 60) * 1000 },
+      storage: this.storageSettings(),
       ...(process.env['STRATA_TMPDIR'] ? { tempDir: process.env['STRATA_TMPDIR'] } : {}),
     });
     return this.#repository;
@@ -82,4 +92,9 @@ export class CommandContext {
   async close(): Promise<void> {
     await this.#repository?.close();
   }
+}
+
+/** `scheme://…` (s3://, file://), as opposed to a folder path (a Windows drive letter is a path). */
+function isUrl(location: string): boolean {
+  return schemeOf(location) !== undefined && location.includes('://');
 }

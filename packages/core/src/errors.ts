@@ -5,8 +5,16 @@
 export type StrataErrorCode =
   /** Bad arguments or configuration: the caller must change what it asked for. */
   | 'USAGE'
-  /** The repository folder is missing or was never initialised with `strata init`. */
+  /**
+   * No repository at the location: the folder or bucket is missing, or it was never initialised
+   * with `strata init`.
+   */
   | 'REPO_NOT_FOUND'
+  /**
+   * The storage refused the credentials or the permission (S3's AccessDenied,
+   * SignatureDoesNotMatch, InvalidAccessKeyId): check the credentials, the profile and the policy.
+   */
+  | 'ACCESS_DENIED'
   /** The folder already holds a repository (init refuses to overwrite one). */
   | 'REPO_EXISTS'
   /** The repository was written by a newer Strata (format version we do not understand). */
@@ -231,7 +239,7 @@ export function throwIfAborted(signal: AbortSignal | undefined, step: string): v
  * Exit statuses, documented in `strata --help` and the README. Scripts rely on them, so each
  * number keeps its meaning forever (restic keeps its codes distinct for the same reason).
  */
-export const EXIT = { ok: 0, failed: 1, usage: 2, verifyFailed: 3, passphrase: 4, locked: 5 } as const;
+export const EXIT = { ok: 0, failed: 1, usage: 2, verifyFailed: 3, passphrase: 4, locked: 5, noRepository: 6, accessDenied: 7 } as const;
 
 /** The one place where an error becomes an exit status. */
 export function exitCodeFor(code: StrataErrorCode): number {
@@ -246,6 +254,10 @@ export function exitCodeFor(code: StrataErrorCode): number {
       return EXIT.passphrase;
     case 'REPO_LOCKED':
       return EXIT.locked;
+    case 'REPO_NOT_FOUND':
+      return EXIT.noRepository;
+    case 'ACCESS_DENIED':
+      return EXIT.accessDenied;
     default:
       return EXIT.failed;
   }

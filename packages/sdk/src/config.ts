@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
+import { DEFAULT_RETENTION, StrataError, parseDuration, schemeOf, validateDatabaseName, validatePolicy } from '@strata/core';
 import type { EngineDisplay, RetentionPolicy } from '@strata/core';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
@@ -15,9 +15,25 @@ export interface DatabaseConfig {
   readonly retention?: RetentionPolicy;
 }
 
+/**
+ * How Strata talks to an s3:// repository. Nothing secret: credentials come from the AWS
+ * environment variables, the shared config and credentials files, or an instance role.
+ */
+export interface StorageConfig {
+  readonly endpoint?: string;
+  readonly region?: string;
+  readonly pathStyle?: boolean;
+  readonly profile?: string;
+  readonly partSize?: number;
+  readonly concurrency?: number;
+  readonly conditionalWrites?: 'auto' | 'required';
+}
+
 /** strata.config.json as a user writes it. Relative paths are relative to the file's folder. */
 export interface StrataConfig {
   readonly repository?: string;
+  /** Settings of an s3:// repository. */
+  readonly storage?: StorageConfig;
   readonly databases?: Readonly<Record<string, DatabaseConfig>>;
   /** Retention for every database without its own (default: daily 7, weekly 8, monthly 12). */
   readonly retention?: RetentionPolicy;
@@ -135,7 +151,45 @@ const DATABASE_SHAPE = (engines: readonly EngineDisplay[]) => ({
   retention: retention.optional(),
 });
 
-const TOP_LEVEL_KEYS = ['repository', 'databases', 'retention'];
+const MIB = 1024 * 1024;
+
+const STORAGE_SHAPE = {
+  endpoint: z
+    .url({ protocol: /^https?$/, error: (issue) => `expected an http:// or https:// URL such as "https://minio.example.com:9000" (got ${got(issue.input)})` })
+    .check((ctx) => {
+      // The URL would be shown in messages and kept in this file: no credentials in it.
+      if (/^[a-z]+:\/\/[^/]*@/i.test(ctx.value)) ctx.issues.push({ code: 'custom', input: '‹redacted›', message: 'must not contain credentials (use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)' });
+    })
+    .meta({ description: 'The S3-compatible server, e.g. https://minio.example.com:9000. Default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, the profile\'s endpoint_url, else AWS.' })
+    .optional(),
+  region: z.string({ error: 'expected a region name such as "us-east-1"' }).min(1).meta({ description: 'The region. Default: AWS_REGION or the profile\'s region; us-east-1 for a custom endpoint without one.' }).optional(),
+  pathStyle: z
+    .boolean({ error: 'expected true or false' })
+    .meta({ description: 'Path-style requests (https://host/bucket/key). Default: on when an endpoint is set (most S3-compatible servers have no per-bucket host names), off for AWS.' })
+    .optional(),
+  profile: z.string({ error: 'expected a profile name' }).min(1).meta({ description: 'A profile of ~/.aws/config and ~/.aws/credentials. Default: AWS_PROFILE, else default.' }).optional(),
+  partSize: z
+    .int({ error: (issue) => `expected a whole number of bytes (got ${got(issue.input)})` })
+    .min(5 * MIB, { error: 'must be at least 5 MiB (5242880), the smallest part S3 accepts' })
+    .max(5 * 1024 * MIB, { error: 'must be at most 5 GiB, the largest part S3 accepts' })
+    .meta({ description: 'Bytes per multipart-upload part and per ranged GET (default 8388608, 8 MiB).' })
+    .optional(),
+  concurrency: z
+    .int({ error: (issue) => `expected a whole number (got ${got(issue.input)})` })
+    .min(1, { error: 'must be at least 1' })
+    .max(64, { error: 'must be at most 64' })
+    .meta({ description: 'Parts uploaded, and ranges downloaded, at once (default 4).' })
+    .optional(),
+  conditionalWrites: z
+    .enum(['auto', 'required'], { error: 'expected "auto" or "required"' })
+    .meta({
+      description:
+        'auto (default): exclusive creates use If-None-Match: * where the server has it, and a claim protocol where it answers 501 (safe only where listings are immediately consistent). required: refuse a server without conditional writes.',
+    })
+    .optional(),
+};
+
+const TOP_LEVEL_KEYS = ['repository', 'storage', 'databases', 'retention'];
 
 /**
  * strata.config.json, described once: `loadConfig` validates with it and
@@ -150,7 +204,13 @@ export function strataConfigSchema(engines: readonly EngineDisplay[] = []) {
         $schema: z.string().optional(),
         repository: z
           .string({ error: (issue) => `expected a folder path (got ${got(issue.input)})` })
-          .meta({ description: 'The repository folder the backups go to (create it with `strata init` or Strata: Add Database).', examples: ['./.backups'] })
+          .meta({ description: 'The repository the backups go to: a folder, or s3://BUCKET/PREFIX (create it with `strata init` or Strata: Add Database).', examples: ['./.backups', 's3://backups/prod'] })
+          .optional(),
+        storage: z
+          .strictObject(STORAGE_SHAPE, {
+            error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${Object.keys(STORAGE_SHAPE).join(', ')})` : 'expected an object such as { "endpoint": "https://minio.example.com:9000" }'),
+          })
+          .meta({ description: 'How Strata talks to an s3:// repository. No secrets here: credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the shared credentials file.' })
           .optional(),
         databases: z
           .record(
@@ -211,8 +271,14 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
   for (const [name, db] of Object.entries(parsed.databases ?? {})) {
     databases[name] = { url: resolveLocator(db.url, base), ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}) };
   }
-  const repository = parsed.repository !== undefined ? path.resolve(base, parsed.repository) : undefined;
-  return { ...(repository ? { repository } : {}), databases, ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}) };
+  // A folder is relative to the config file; a URL (s3://…) is taken as it is.
+  const repository = parsed.repository === undefined ? undefined : schemeOf(parsed.repository) !== undefined && parsed.repository.includes('://') ? parsed.repository : path.resolve(base, parsed.repository);
+  return {
+    ...(repository ? { repository } : {}),
+    ...(parsed.storage ? { storage: parsed.storage as StorageConfig } : {}),
+    databases,
+    ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}),
+  };
 }
 
 /** Makes a relative SQLite path absolute against `base`; URLs pass through unchanged. */

@@ -16,6 +16,8 @@ import { SqliteEngine } from '@strata/engine-sqlite';
 import { PostgresEngine } from '@strata/engine-postgres';
 import { MysqlEngine } from '@strata/engine-mysql';
 import { localStorageKind } from '@strata/storage-local';
+import { s3StorageKind } from '@strata/storage-s3';
+import type { S3StorageSettings } from '@strata/storage-s3';
 
 export * from '@strata/core';
 export { SqliteEngine } from '@strata/engine-sqlite';
@@ -23,8 +25,13 @@ export { PostgresEngine } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
+export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
+export type { S3StorageSettings } from '@strata/storage-s3';
 export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
-export type { DatabaseConfig, LoadedConfig, StrataConfig } from './config.js';
+export type { DatabaseConfig, LoadedConfig, StorageConfig, StrataConfig } from './config.js';
+
+/** Settings of the storages that have any (the `storage` section of strata.config.json). */
+export type StorageSettings = S3StorageSettings;
 
 /** Every engine this build of Strata ships, in one visible place. */
 export function createDefaultEngines(): EngineRegistry {
@@ -35,8 +42,8 @@ export function createDefaultEngines(): EngineRegistry {
  * Every storage this build of Strata ships, by the URL scheme of a repository location, in one
  * visible place. A plain path (no scheme) is a local folder. A new kind is one more `register`.
  */
-export function createDefaultStorages(): StorageRegistry {
-  return new StorageRegistry().register(localStorageKind, { paths: true });
+export function createDefaultStorages(settings: StorageSettings = {}): StorageRegistry {
+  return new StorageRegistry().register(localStorageKind, { paths: true }).register(s3StorageKind(settings));
 }
 
 /** The schemes of {@link createDefaultStorages} with a line each, for help texts. */
@@ -47,16 +54,21 @@ export function supportedStorages(): { scheme: string; description: string }[] {
 }
 
 /** The storage a location names (see {@link createDefaultStorages}), or the Storage given. */
-export function openStorage(location: string | Storage): Storage {
-  return typeof location === 'string' ? createDefaultStorages().open(location) : location;
+export function openStorage(location: string | Storage, settings: StorageSettings = {}): Storage {
+  return typeof location === 'string' ? createDefaultStorages(settings).open(location) : location;
 }
 
-/** Creates a repository (see `initRepository` in @strata/core). */
-export async function initRepository(location: string | Storage, options: InitOptions): Promise<void> {
-  await initCore(openStorage(location), options);
+/** Creates a repository (see `initRepository` in @strata/core); `storage` configures an s3:// location. */
+export async function initRepository(location: string | Storage, options: InitOptions & { readonly storage?: StorageSettings }): Promise<void> {
+  const { storage, ...init } = options;
+  await initCore(openStorage(location, storage), init);
 }
 
-/** Opens a repository with the default engines unless `options.engines` says otherwise. */
-export async function openRepository(location: string | Storage, options: Partial<OpenOptions> = {}): Promise<Repository> {
-  return openCore(openStorage(location), { ...options, engines: options.engines ?? createDefaultEngines() });
+/**
+ * Opens a repository with the default engines unless `options.engines` says otherwise; `storage`
+ * configures an s3:// location.
+ */
+export async function openRepository(location: string | Storage, options: Partial<OpenOptions> & { readonly storage?: StorageSettings } = {}): Promise<Repository> {
+  const { storage, ...open } = options;
+  return openCore(openStorage(location, storage), { ...open, engines: open.engines ?? createDefaultEngines() });
 }

@@ -1,0 +1,555 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+} from '@aws-sdk/client-s3';
+import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { StrataError, defaultIsAlive, isNotFound, schemeOf, throwIfAborted } from '@strata/core';
+import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities, StorageKind } from '@strata/core';
+import { createS3Client } from './client.js';
+import type { S3ClientSettings } from './client.js';
+import { nameOf, s3Error, statusOf } from './errors.js';
+import type { ErrorPlace } from './errors.js';
+import { parseS3Location } from './location.js';
+import type { S3Location } from './location.js';
+
+/** Settings of an {@link S3Storage}: the client's, and how it moves data. */
+export interface S3StorageSettings extends S3ClientSettings {
+  /** Bytes per multipart-upload part and per ranged GET (default 8 MiB; S3's minimum is 5 MiB). */
+  readonly partSize?: number;
+  /** Parts uploaded, and ranges fetched, at once (default 4). */
+  readonly concurrency?: number;
+  /**
+   * `auto` (default): use `If-None-Match: *` where the server has it, else the claim protocol
+   * (safe where PUT and LIST are linearizable; see docs/RELIABILITY.md). `required`: refuse a
+   * server without conditional writes.
+   */
+  readonly conditionalWrites?: 'auto' | 'required';
+}
+
+/** Timing of the claim protocol; only tests change it. */
+export interface ClaimTiming {
+  /** A claim of another host (or of a live process here) older than this is stale (default 2 min). */
+  readonly staleMs: number;
+  /** How long createExclusive keeps trying against live rival claims (default 60 s). */
+  readonly giveUpMs: number;
+}
+
+export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+export const DEFAULT_CONCURRENCY = 4;
+const MIN_PART_SIZE = 5 * 1024 * 1024;
+/** Incomplete multipart uploads older than this belong to a dead writer: no put runs for a day. */
+const ABANDONED_UPLOAD_MS = 24 * 60 * 60 * 1000;
+/** Claims live here, beside the repository's objects; `list` never yields them. */
+const CLAIMS = '.claims/';
+const DEFAULT_TIMING: ClaimTiming = { staleMs: 2 * 60 * 1000, giveUpMs: 60 * 1000 };
+
+interface ClaimBody {
+  readonly pid: number;
+  readonly host: string;
+  readonly time: string;
+}
+
+/**
+ * A repository in an S3 bucket, under a prefix: `s3://bucket/prefix`.
+ *
+ * ```ts
+ * const storage = new S3Storage('s3://backups/prod', { endpoint: 'https://minio.internal:9000' })
+ * ```
+ *
+ * Puts are multipart uploads (lib-storage's `Upload`): the object appears whole when the upload
+ * completes, or not at all. Gets of big objects fetch several ranges at once, in order, with
+ * bounded memory. `createExclusive` is a conditional PUT, or a claim protocol on servers without one.
+ */
+export class S3Storage implements Storage {
+  readonly capabilities: StorageCapabilities = { space: false };
+  readonly location: string;
+  readonly #client: S3Client;
+  readonly #where: S3Location;
+  readonly #endpoint: string;
+  readonly #partSize: number;
+  readonly #concurrency: number;
+  readonly #conditionalWrites: 'auto' | 'required';
+  readonly #timing: ClaimTiming;
+  /** Set once a conditional PUT came back 501: this server has none, so claims it is from then on. */
+  #noConditionalPut = false;
+
+  constructor(location: string, settings: S3StorageSettings = {}, timing: ClaimTiming = DEFAULT_TIMING) {
+    this.#where = parseS3Location(location);
+    this.location = this.#where.display;
+    this.#partSize = settings.partSize ?? DEFAULT_PART_SIZE;
+    if (!Number.isInteger(this.#partSize) || this.#partSize < MIN_PART_SIZE) {
+      throw new StrataError('USAGE', `storage: partSize ${settings.partSize} is below S3's minimum part size of 5 MiB (${MIN_PART_SIZE} bytes)`);
+    }
+    this.#concurrency = settings.concurrency ?? DEFAULT_CONCURRENCY;
+    if (!Number.isInteger(this.#concurrency) || this.#concurrency < 1) throw new StrataError('USAGE', `storage: concurrency must be a whole number ≥ 1 (got ${settings.concurrency})`);
+    this.#conditionalWrites = settings.conditionalWrites ?? 'auto';
+    this.#timing = timing;
+    const { client, endpoint } = createS3Client(settings);
+    this.#client = client;
+    this.#endpoint = endpoint;
+  }
+
+  /** The bucket's key for a repository key. */
+  #full(key: string): string {
+    return this.#where.root + key;
+  }
+
+  #place(key?: string): ErrorPlace {
+    return { bucket: this.#where.bucket, location: this.location, endpoint: this.#endpoint, ...(key !== undefined ? { key: this.#full(key) } : {}) };
+  }
+
+  async exists(): Promise<boolean> {
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.#where.bucket }));
+      return true;
+    } catch (err) {
+      if (statusOf(err) === 404) return false;
+      throw s3Error('open', this.#place(), err);
+    }
+  }
+
+  async put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options: Abortable = {}): Promise<ObjectInfo> {
+    const signal = options.signal;
+    throwIfAborted(signal, `storage: write ${key}`);
+    let size = 0;
+    let source: Uint8Array | Readable;
+    if (body instanceof Uint8Array) {
+      size = body.byteLength;
+      source = body;
+    } else {
+      // The upload is failed through its body rather than Upload.abort(): abort() makes done()
+      // reject at once while parts are still in flight, and the multipart upload is aborted only
+      // later; a failing body makes done() wait until the multipart upload is gone.
+      source = Readable.from(countedUntilAborted(body, signal, key, (n) => (size += n)));
+    }
+    const upload = new Upload({
+      client: this.#client,
+      params: { Bucket: this.#where.bucket, Key: this.#full(key), Body: source },
+      partSize: this.#partSize,
+      queueSize: this.#concurrency,
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      if (source instanceof Readable) source.destroy();
+      throw s3Error('write', this.#place(key), err);
+    }
+    return { key, size, modified: new Date() };
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<AsyncIterable<Uint8Array>> {
+    const start = options.range?.start ?? 0;
+    const end = options.range?.end;
+    if (end !== undefined && end <= start) {
+      await this.stat(key, options);
+      return emptyStream();
+    }
+    const signal = options.signal;
+    // The first range tells the object's size (Content-Range); the rest come in parallel.
+    const firstEnd = end === undefined ? start + this.#partSize : Math.min(end, start + this.#partSize);
+    let first: GetObjectCommandOutput;
+    try {
+      first = await this.#client.send(
+        new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${start}-${firstEnd - 1}` }),
+        { ...(signal ? { abortSignal: signal } : {}) },
+      );
+    } catch (err) {
+      // A range past the end: the object exists (or this is a not-found), and holds nothing there.
+      if (nameOf(err) === 'InvalidRange' || statusOf(err) === 416) {
+        await this.stat(key, options);
+        return emptyStream();
+      }
+      throw s3Error('read', this.#place(key), err);
+    }
+    const total = totalFromContentRange(first.ContentRange) ?? (first.ContentLength ?? 0) + start;
+    const stop = Math.min(end ?? total, total);
+    const firstBody = first.Body as Readable;
+    if (firstEnd >= stop) return this.#guard(firstBody, key);
+    return this.#rangedRest(firstBody, first.ETag, key, firstEnd, stop, signal);
+  }
+
+  /** The rest of a big object after its first range: `concurrency` ranged GETs in flight, yielded in order. */
+  async *#rangedRest(firstBody: Readable, etag: string | undefined, key: string, from: number, stop: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+    const ranges: [number, number][] = [];
+    for (let at = from; at < stop; at += this.#partSize) ranges.push([at, Math.min(at + this.#partSize, stop)]);
+    const stopAll = new AbortController();
+    const onAbort = (): void => stopAll.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const fetchRange = async ([a, b]: [number, number]): Promise<Uint8Array> => {
+      try {
+        const part = await this.#client.send(
+          // If-Match: a put that replaced the object meanwhile fails the read instead of mixing two objects.
+          new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
+          { abortSignal: stopAll.signal },
+        );
+        return await (part.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
+      } catch (err) {
+        if (statusOf(err) === 412) throw new StrataError('IO', `storage: ${key} in ${this.location} changed while it was being read; try again`, { cause: err });
+        throw s3Error('read', this.#place(key), err);
+      }
+    };
+    // At most `concurrency` ranges are fetched or held at once: memory stays concurrency × partSize.
+    const inFlight: Promise<Uint8Array>[] = [];
+    let next = 0;
+    const refill = (): void => {
+      while (inFlight.length < this.#concurrency && next < ranges.length) {
+        const promise = fetchRange(ranges[next++]!);
+        promise.catch(() => undefined); // observed when its turn comes
+        inFlight.push(promise);
+      }
+    };
+    try {
+      refill();
+      for await (const chunk of this.#guard(firstBody, key)) yield chunk;
+      while (inFlight.length > 0) {
+        const bytes = await inFlight.shift()!;
+        refill();
+        throwIfAborted(signal, `storage: read ${key}`);
+        yield bytes;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      stopAll.abort();
+      firstBody.destroy();
+    }
+  }
+
+  /** A response body with its errors in Strata's words. */
+  async *#guard(body: Readable, key: string): AsyncGenerator<Uint8Array> {
+    try {
+      for await (const chunk of body) yield chunk as Uint8Array;
+    } catch (err) {
+      throw s3Error('read', this.#place(key), err);
+    } finally {
+      body.destroy();
+    }
+  }
+
+  async read(key: string, options: Abortable = {}): Promise<Uint8Array> {
+    try {
+      const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
+      return await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
+    } catch (err) {
+      throw s3Error('read', this.#place(key), err);
+    }
+  }
+
+  async stat(key: string, options: Abortable = {}): Promise<ObjectInfo> {
+    try {
+      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
+      return { key, size: out.ContentLength ?? 0, modified: out.LastModified ?? new Date(0) };
+    } catch (err) {
+      throw s3Error('stat', this.#place(key), err);
+    }
+  }
+
+  async *list(prefix: string, options: Abortable = {}): AsyncIterable<ObjectInfo> {
+    for await (const object of this.#listRaw(this.#full(prefix), options)) {
+      const key = object.key.slice(this.#where.root.length);
+      if (key.startsWith(CLAIMS)) continue;
+      yield { ...object, key };
+    }
+  }
+
+  /** Every object under a bucket prefix, page by page (ListObjectsV2, 1,000 keys and a continuation token each). */
+  async *#listRaw(fullPrefix: string, options: Abortable): AsyncGenerator<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.#client.send(
+          new ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: fullPrefix, ...(token ? { ContinuationToken: token } : {}) }),
+          this.#sendOptions(options),
+        );
+      } catch (err) {
+        throw s3Error('list', { ...this.#place(), key: fullPrefix }, err);
+      }
+      for (const object of page.Contents ?? []) {
+        if (object.Key === undefined) continue;
+        yield { key: object.Key, size: object.Size ?? 0, modified: object.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(key: string, options: Abortable = {}): Promise<void> {
+    await this.#deleteFull(this.#full(key), options, key);
+  }
+
+  async #deleteFull(fullKey: string, options: Abortable, shown: string): Promise<void> {
+    try {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
+    } catch (err) {
+      // S3 answers 204 for a missing key; some servers say 404. Either way it is gone.
+      if (nameOf(err) === 'NoSuchKey') return;
+      throw s3Error('delete', this.#place(shown), err);
+    }
+  }
+
+  #sendOptions(options: Abortable, timeoutMs?: number): { abortSignal?: AbortSignal } {
+    const signals = [options.signal, timeoutMs !== undefined ? AbortSignal.timeout(Math.max(1, timeoutMs)) : undefined].filter((s): s is AbortSignal => s !== undefined);
+    if (signals.length === 0) return {};
+    return { abortSignal: signals.length === 1 ? signals[0]! : AbortSignal.any(signals) };
+  }
+
+  async createExclusive(key: string, body: Uint8Array, options: Abortable = {}): Promise<boolean> {
+    if (!this.#noConditionalPut) {
+      const answer = await this.#conditionalPut(key, body, options);
+      if (answer !== 'unsupported') return answer;
+      if (this.#conditionalWrites === 'required') {
+        throw new StrataError(
+          'USAGE',
+          `storage: the S3 server at ${this.#endpoint} does not support conditional writes (If-None-Match: *), and "storage.conditionalWrites" is "required"; use a server that has them, or set it to "auto" to use claims (safe only where listings are immediately consistent: see docs/RELIABILITY.md)`,
+        );
+      }
+      this.#noConditionalPut = true;
+    }
+    return this.#claimAndCreate(key, body, options);
+  }
+
+  /** `PutObject` with `If-None-Match: *`: created, existed, or the server has no conditional writes. */
+  async #conditionalPut(key: string, body: Uint8Array, options: Abortable): Promise<boolean | 'unsupported'> {
+    for (;;) {
+      try {
+        await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body, IfNoneMatch: '*' }), this.#sendOptions(options));
+        return true;
+      } catch (err) {
+        const status = statusOf(err);
+        if (status === 501 || nameOf(err) === 'NotImplemented') return 'unsupported';
+        if (status === 412) {
+          // A retried PUT may meet its own first attempt: then the object holds our bytes.
+          const attempts = (err as { $metadata?: { attempts?: number } }).$metadata?.attempts ?? 1;
+          if (attempts > 1) return this.#holds(key, body, options);
+          return false;
+        }
+        // 409 ConditionalRequestConflict: another conditional write to the key was in progress.
+        if (status === 409 && nameOf(err) === 'ConditionalRequestConflict') {
+          await sleep(50 + Math.random() * 200, options.signal);
+          continue;
+        }
+        throw s3Error('create', this.#place(key), err);
+      }
+    }
+  }
+
+  async #holds(key: string, body: Uint8Array, options: Abortable): Promise<boolean> {
+    const there = await this.read(key, options).catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)));
+    return there !== undefined && Buffer.from(there).equals(Buffer.from(body));
+  }
+
+  /**
+   * The exclusive create on a server without conditional writes (docs/RELIABILITY.md has the
+   * safety argument). Each attempt: PUT my claim, LIST the key's claims, and if mine is the only
+   * live one, HEAD the key and PUT it; my claim is deleted in every case. About five requests.
+   */
+  async #claimAndCreate(key: string, body: Uint8Array, options: Abortable): Promise<boolean> {
+    const signal = options.signal;
+    const claimsPrefix = `${this.#where.root}${CLAIMS}${encodeURIComponent(key)}/`;
+    const began = Date.now();
+    for (let round = 0; ; round++) {
+      throwIfAborted(signal, `storage: create ${key}`);
+      const claimKey = `${claimsPrefix}${Date.now().toString().padStart(15, '0')}-${randomBytes(8).toString('hex')}`;
+      const claim: ClaimBody = { pid: process.pid, host: hostname(), time: new Date().toISOString() };
+      // The window is counted from before the claim was sent: the server may date it any time after.
+      const claimSent = Date.now();
+      try {
+        await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: claimKey, Body: JSON.stringify(claim) }), this.#sendOptions(options));
+      } catch (err) {
+        throw s3Error('claim', this.#place(key), err);
+      }
+      let created: boolean | 'contended' | 'late';
+      try {
+        created = await this.#decide(key, body, claimKey, claimsPrefix, claimSent, options);
+      } finally {
+        await this.#deleteFull(claimKey, {}, key).catch(() => undefined);
+      }
+      if (created === true || created === false) return created;
+      if (created === 'contended') {
+        if (Date.now() - began > this.#timing.giveUpMs) {
+          throw new StrataError(
+            'REPO_LOCKED',
+            `storage: could not create ${key} in ${this.location} within ${Math.round(this.#timing.giveUpMs / 1000)} s: other processes kept claiming it (claims under ${this.location}/${CLAIMS}); try again`,
+          );
+        }
+        // Random and growing, so two rivals that saw each other do not meet again in step.
+        await sleep(Math.random() * Math.min(2000, 50 * 2 ** round), signal);
+        if (await this.#present(key, options)) return false;
+      }
+      // 'late': this process was too slow to write safely; start over with a fresh claim.
+    }
+  }
+
+  async #decide(key: string, body: Uint8Array, claimKey: string, claimsPrefix: string, claimSent: number, options: Abortable): Promise<boolean | 'contended' | 'late'> {
+    const claims: ObjectInfo[] = [];
+    for await (const object of this.#listRaw(claimsPrefix, options)) claims.push(object);
+    const mine = claims.find((c) => c.key === claimKey);
+    if (!mine) throw new StrataError('IO', `storage: the claim for ${key} in ${this.location} is missing from the listing right after it was written: this server's listings lag behind writes, so it cannot hold a repository safely (see docs/RELIABILITY.md)`);
+    let rivals = 0;
+    for (const other of claims) {
+      if (other.key === claimKey) continue;
+      if (await this.#stale(other, mine, options)) await this.#deleteFull(other.key, options, key);
+      else rivals++;
+    }
+    if (rivals > 0) return 'contended';
+    if (await this.#present(key, options)) return false;
+    // Others judge my claim stale by the server's clock once it is staleMs old. Write only while
+    // well inside that: half of it, less what has passed since the claim was sent.
+    const left = this.#timing.staleMs / 2 - (Date.now() - claimSent);
+    if (left <= 0) return 'late';
+    try {
+      await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body }), this.#sendOptions(options, left));
+    } catch (err) {
+      if (isAbortError(err) && !options.signal?.aborted) {
+        throw new StrataError('IO', `storage: create ${key} in ${this.location}: the write took longer than its safe window (${Math.round(this.#timing.staleMs / 2000)} s) and was given up; try again`, { cause: err });
+      }
+      throw s3Error('create', this.#place(key), err);
+    }
+    return true;
+  }
+
+  /**
+   * A rival claim is stale when its process is known dead (this host, pid gone), or when it is
+   * staleMs older than mine by the server's own clock (LastModified of both): no host's clock
+   * is compared with another's.
+   */
+  async #stale(other: ObjectInfo, mine: ObjectInfo, options: Abortable): Promise<boolean> {
+    if (mine.modified.getTime() - other.modified.getTime() > this.#timing.staleMs) return true;
+    let claim: ClaimBody;
+    try {
+      const bytes = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: other.key }), this.#sendOptions(options));
+      claim = JSON.parse(Buffer.from(await (bytes.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray()).toString('utf8')) as ClaimBody;
+    } catch (err) {
+      // Gone meanwhile (its owner finished) or unreadable: not a live rival either way once gone.
+      if (nameOf(err) === 'NoSuchKey') return true;
+      if (err instanceof SyntaxError) return false;
+      throw s3Error('read claim', this.#place(), err);
+    }
+    return claim.host === hostname() && !defaultIsAlive(claim.pid, claim.host);
+  }
+
+  async #present(key: string, options: Abortable): Promise<boolean> {
+    try {
+      await this.stat(key, options);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Aborts this repository's multipart uploads that were started over a day ago (their parts cost
+   * storage until then, invisibly) and deletes claims of dead claimants that old. Returns how many.
+   */
+  async sweepTemp(): Promise<number> {
+    const before = Date.now() - ABANDONED_UPLOAD_MS;
+    let swept = 0;
+    let keyMarker: string | undefined;
+    let uploadMarker: string | undefined;
+    try {
+      for (;;) {
+        const page = await this.#client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: this.#where.root, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(uploadMarker ? { UploadIdMarker: uploadMarker } : {}) }),
+        );
+        for (const upload of page.Uploads ?? []) {
+          if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > before) continue;
+          await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: upload.Key, UploadId: upload.UploadId }));
+          swept++;
+        }
+        if (!page.IsTruncated) break;
+        keyMarker = page.NextKeyMarker;
+        uploadMarker = page.NextUploadIdMarker;
+      }
+    } catch (err) {
+      throw s3Error('sweep', this.#place(), err);
+    }
+    for await (const claim of this.#listRaw(this.#where.root + CLAIMS, {})) {
+      if (claim.modified.getTime() > before) continue;
+      await this.#deleteFull(claim.key, {}, claim.key.slice(this.#where.root.length));
+      swept++;
+    }
+    return swept;
+  }
+
+  /** Closes the client's connections (a CLI run ends anyway; long-lived programs call this). */
+  close(): void {
+    this.#client.destroy();
+  }
+}
+
+function isAbortError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError');
+}
+
+/** The body as it streams into the upload: counted, and failing as soon as the signal fires. */
+async function* countedUntilAborted(body: AsyncIterable<Uint8Array>, signal: AbortSignal | undefined, key: string, count: (n: number) => void): AsyncGenerator<Uint8Array> {
+  const iterator = body[Symbol.asyncIterator]();
+  const aborted = signal
+    ? new Promise<never>((_, reject) => {
+        const fail = (): void => reject(new StrataError('ABORTED', `storage: write ${key}: cancelled`, { cause: signal.reason }));
+        if (signal.aborted) fail();
+        else signal.addEventListener('abort', fail, { once: true });
+      })
+    : undefined;
+  aborted?.catch(() => undefined);
+  try {
+    for (;;) {
+      const step = await (aborted ? Promise.race([iterator.next(), aborted]) : iterator.next());
+      if (step.done) break;
+      count(step.value.byteLength);
+      yield step.value;
+    }
+    throwIfAborted(signal, `storage: write ${key}`);
+  } finally {
+    await iterator.return?.();
+  }
+}
+
+async function* emptyStream(): AsyncGenerator<Uint8Array> {}
+
+/** `bytes 0-99/1234` → 1234. */
+function totalFromContentRange(header: string | undefined): number | undefined {
+  const match = header ? /\/(\d+)\s*$/.exec(header) : null;
+  return match ? Number(match[1]) : undefined;
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new StrataError('ABORTED', 'storage: cancelled', { cause: signal.reason }));
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(new StrataError('ABORTED', 'storage: cancelled', { cause: signal?.reason }));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * The `s3://` kind, with the settings of the `storage` section of strata.config.json.
+ * `s3StorageKind()` without settings takes everything from the environment.
+ */
+export function s3StorageKind(settings: S3StorageSettings = {}): StorageKind {
+  return {
+    scheme: 's3',
+    description: 's3://BUCKET/PREFIX: an S3-compatible bucket (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)',
+    open(location: string): Storage {
+      if (schemeOf(location) !== 's3') throw new StrataError('USAGE', `storage: ${JSON.stringify(location)} is not an s3:// location`);
+      return new S3Storage(location, settings);
+    },
+  };
+}
