@@ -15,7 +15,7 @@ import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { StrataError, defaultIsAlive, isNotFound, schemeOf, throwIfAborted } from '@strata/core';
 import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities, StorageKind } from '@strata/core';
-import { createS3Client } from './client.js';
+import { DEFAULT_MAX_ATTEMPTS, createS3Client } from './client.js';
 import type { S3ClientSettings } from './client.js';
 import { nameOf, s3Error, statusOf } from './errors.js';
 import type { ErrorPlace } from './errors.js';
@@ -78,6 +78,8 @@ export class S3Storage implements Storage {
   readonly #endpoint: string;
   readonly #partSize: number;
   readonly #concurrency: number;
+  /** Attempts at a response body that breaks off (the SDK's own retries end with the headers). */
+  readonly #bodyAttempts: number;
   readonly #conditionalWrites: 'auto' | 'required';
   readonly #timing: ClaimTiming;
   /** Set once a conditional PUT came back 501: this server has none, so claims it is from then on. */
@@ -91,6 +93,7 @@ export class S3Storage implements Storage {
       throw new StrataError('USAGE', `storage: partSize ${settings.partSize} is below S3's minimum part size of 5 MiB (${MIN_PART_SIZE} bytes)`);
     }
     this.#concurrency = settings.concurrency ?? DEFAULT_CONCURRENCY;
+    this.#bodyAttempts = settings.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     if (!Number.isInteger(this.#concurrency) || this.#concurrency < 1) throw new StrataError('USAGE', `storage: concurrency must be a whole number ≥ 1 (got ${settings.concurrency})`);
     this.#conditionalWrites = settings.conditionalWrites ?? 'auto';
     this.#timing = timing;
@@ -144,8 +147,26 @@ export class S3Storage implements Storage {
     } catch (err) {
       if (source instanceof Readable) source.destroy();
       throw s3Error('write', this.#place(key), err);
+    } finally {
+      // A multipart upload whose creation the server did but whose answer was lost (a 500 after
+      // the fact, a reset) was created again by the SDK's retry: the first is unknown to the
+      // upload and would hold its parts, unseen, until sweepTemp's day has passed.
+      if (size > this.#partSize) await this.#abortStrayUploads(this.#full(key)).catch(() => undefined);
     }
     return { key, size, modified: new Date() };
+  }
+
+  /**
+   * Aborts the unfinished multipart uploads of exactly `fullKey`. Core writes each key that is
+   * big enough for a multipart upload once, by one process, so any left after its put ended are
+   * that put's own strays.
+   */
+  async #abortStrayUploads(fullKey: string): Promise<void> {
+    const page = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: fullKey }));
+    for (const upload of page.Uploads ?? []) {
+      if (upload.Key !== fullKey || !upload.UploadId) continue;
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: fullKey, UploadId: upload.UploadId }));
+    }
   }
 
   async get(key: string, options: GetOptions = {}): Promise<AsyncIterable<Uint8Array>> {
@@ -175,28 +196,36 @@ export class S3Storage implements Storage {
     const total = totalFromContentRange(first.ContentRange) ?? (first.ContentLength ?? 0) + start;
     const stop = Math.min(end ?? total, total);
     const firstBody = first.Body as Readable;
-    if (firstEnd >= stop) return this.#guard(firstBody, key);
-    return this.#rangedRest(firstBody, first.ETag, key, firstEnd, stop, signal);
+    if (firstEnd >= stop) return this.#resumable(firstBody, key, first.ETag, start, stop, signal);
+    return this.#rangedRest(firstBody, first.ETag, key, start, firstEnd, stop, signal);
   }
 
   /** The rest of a big object after its first range: `concurrency` ranged GETs in flight, yielded in order. */
-  async *#rangedRest(firstBody: Readable, etag: string | undefined, key: string, from: number, stop: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  async *#rangedRest(firstBody: Readable, etag: string | undefined, key: string, start: number, from: number, stop: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
     const ranges: [number, number][] = [];
     for (let at = from; at < stop; at += this.#partSize) ranges.push([at, Math.min(at + this.#partSize, stop)]);
     const stopAll = new AbortController();
     const onAbort = (): void => stopAll.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     const fetchRange = async ([a, b]: [number, number]): Promise<Uint8Array> => {
-      try {
-        const part = await this.#client.send(
-          // If-Match: a put that replaced the object meanwhile fails the read instead of mixing two objects.
-          new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
-          { abortSignal: stopAll.signal },
-        );
-        return await (part.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
-      } catch (err) {
-        if (statusOf(err) === 412) throw new StrataError('IO', `storage: ${key} in ${this.location} changed while it was being read; try again`, { cause: err });
-        throw s3Error('read', this.#place(key), err);
+      for (let attempt = 1; ; attempt++) {
+        let part: GetObjectCommandOutput;
+        try {
+          part = await this.#client.send(
+            // If-Match: a put that replaced the object meanwhile fails the read instead of mixing two objects.
+            new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
+            { abortSignal: stopAll.signal },
+          );
+        } catch (err) {
+          if (statusOf(err) === 412) throw this.#changed(key, err);
+          throw s3Error('read', this.#place(key), err);
+        }
+        try {
+          return await (part.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
+        } catch (err) {
+          // The body broke off (a reset connection): fetch the range again.
+          if (attempt >= this.#bodyAttempts || stopAll.signal.aborted) throw s3Error('read', this.#place(key), err);
+        }
       }
     };
     // At most `concurrency` ranges are fetched or held at once: memory stays concurrency × partSize.
@@ -211,7 +240,7 @@ export class S3Storage implements Storage {
     };
     try {
       refill();
-      for await (const chunk of this.#guard(firstBody, key)) yield chunk;
+      for await (const chunk of this.#resumable(firstBody, key, etag, start, from, signal)) yield chunk;
       while (inFlight.length > 0) {
         const bytes = await inFlight.shift()!;
         refill();
@@ -225,23 +254,60 @@ export class S3Storage implements Storage {
     }
   }
 
-  /** A response body with its errors in Strata's words. */
-  async *#guard(body: Readable, key: string): AsyncGenerator<Uint8Array> {
-    try {
-      for await (const chunk of body) yield chunk as Uint8Array;
-    } catch (err) {
-      throw s3Error('read', this.#place(key), err);
-    } finally {
-      body.destroy();
+  /**
+   * The body of bytes `at` to `stop` of an object, with its errors in Strata's words. A body that
+   * breaks off (a reset connection; the SDK's retries end once the headers are in) is resumed
+   * where it broke, by a ranged GET pinned to the same object by its ETag.
+   */
+  async *#resumable(body: Readable, key: string, etag: string | undefined, at: number, stop: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+    let current = body;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        for await (const chunk of current) {
+          at += (chunk as Uint8Array).byteLength;
+          yield chunk as Uint8Array;
+        }
+        return;
+      } catch (err) {
+        if (at >= stop) return;
+        if (attempt >= this.#bodyAttempts || signal?.aborted || !etag) throw s3Error('read', this.#place(key), err);
+      } finally {
+        current.destroy();
+      }
+      try {
+        const again = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${at}-${stop - 1}`, IfMatch: etag }), {
+          ...(signal ? { abortSignal: signal } : {}),
+        });
+        current = again.Body as Readable;
+      } catch (err) {
+        if (statusOf(err) === 412) throw this.#changed(key, err);
+        throw s3Error('read', this.#place(key), err);
+      }
     }
   }
 
+  #changed(key: string, cause: unknown): StrataError {
+    return new StrataError('IO', `storage: ${key} in ${this.location} changed while it was being read; try again`, { cause });
+  }
+
   async read(key: string, options: Abortable = {}): Promise<Uint8Array> {
-    try {
-      const out = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
-      return await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
-    } catch (err) {
-      throw s3Error('read', this.#place(key), err);
+    return this.#readFull(this.#full(key), options, () => this.#place(key));
+  }
+
+  async #readFull(fullKey: string, options: Abortable, place: () => ErrorPlace): Promise<Uint8Array> {
+    for (let attempt = 1; ; attempt++) {
+      let out: GetObjectCommandOutput;
+      try {
+        out = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
+      } catch (err) {
+        throw s3Error('read', place(), err);
+      }
+      try {
+        return await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
+      } catch (err) {
+        // The body broke off (a reset connection): read the object again, whole.
+        if (attempt >= this.#bodyAttempts || options.signal?.aborted) throw s3Error('read', place(), err);
+      }
     }
   }
 
@@ -427,13 +493,13 @@ export class S3Storage implements Storage {
     if (mine.modified.getTime() - other.modified.getTime() > this.#timing.staleMs) return true;
     let claim: ClaimBody;
     try {
-      const bytes = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: other.key }), this.#sendOptions(options));
-      claim = JSON.parse(Buffer.from(await (bytes.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray()).toString('utf8')) as ClaimBody;
+      const bytes = await this.#readFull(other.key, options, () => ({ ...this.#place(), key: other.key }));
+      claim = JSON.parse(Buffer.from(bytes).toString('utf8')) as ClaimBody;
     } catch (err) {
       // Gone meanwhile (its owner finished) or unreadable: not a live rival either way once gone.
-      if (nameOf(err) === 'NoSuchKey') return true;
+      if (isNotFound(err)) return true;
       if (err instanceof SyntaxError) return false;
-      throw s3Error('read claim', this.#place(), err);
+      throw err;
     }
     return claim.host === hostname() && !defaultIsAlive(claim.pid, claim.host);
   }
