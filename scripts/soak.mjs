@@ -78,7 +78,8 @@ await run('secrets', (work) => scenarios.secretsSweep({ sessions: Number(values.
 // says so and is skipped, except under CI=true.
 await run('s3', async (work) => {
   const { s3SweepWithServer } = await import(path.join(root, '.build/test/reliability/s3-sweep.js'));
-  const result = await s3SweepWithServer({ seed, kills: Number(values['s3-kills']), work });
+  // One line per run on stderr: the sweep takes a while on a slow server.
+  const result = await s3SweepWithServer({ seed, kills: Number(values['s3-kills']), work, log: (line) => process.stderr.write(`  s3: ${line}\n`) });
   if (result.skipped) {
     process.stdout.write(`skipped: ${result.skipped} `);
     return { scenario: 's3 crash (SIGKILL)', runs: 0, detected: 0, problems: process.env.CI ? [result.skipped] : [] };
