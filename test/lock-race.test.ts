@@ -5,14 +5,16 @@ import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { S3Storage } from '@strata/sdk';
 import { useTempDir } from './helpers/env.js';
+import { Buckets, requireS3, s3Configured } from './helpers/s3.js';
 
 const RACER = fileURLToPath(new URL('./helpers/lock-racer.js', import.meta.url));
 
 /** Starts a racer; resolves with how many times it found another holder inside the lock. */
-function racer(repo: string, rounds: number): Promise<number> {
+function racer(location: string, markers: string, rounds: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [RACER, repo, String(rounds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [RACER, location, markers, String(rounds)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', reject);
@@ -30,7 +32,7 @@ describe('the repository lock under a many-process race', () => {
     const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
     const rounds = 100;
     const processes = 6;
-    const racers = Array.from({ length: processes }, () => racer(repo, rounds));
+    const racers = Array.from({ length: processes }, () => racer(repo, repo, rounds));
     for (let round = 0; round < rounds; round++) {
       writeFileSync(
         path.join(repo, 'locks/repository.lock'),
@@ -43,5 +45,48 @@ describe('the repository lock under a many-process race', () => {
     assert.equal(doubles, 0, `in ${doubles} of ${rounds * processes} acquisitions two processes held the lock at once`);
     // Nothing is left behind: no lock, no takeover markers.
     assert.deepEqual(readdirSync(path.join(repo, 'locks')).filter((f) => !f.startsWith('.')), []);
+  });
+});
+
+describe('the repository lock under a many-process race on S3 (claims instead of conditional writes)', () => {
+  const dir = useTempDir();
+  const buckets = new Buckets();
+  let bucket = '';
+
+  before(async function () {
+    requireS3(this);
+    bucket = await buckets.create();
+  });
+  after(async () => {
+    if (s3Configured()) await buckets.removeAll();
+  });
+
+  it("a dead holder's lock in a bucket is taken over by exactly one of several processes at once", async function () {
+    this.timeout(900_000);
+    const location = `s3://${bucket}/lock-race`;
+    const storage = new S3Storage(location);
+    const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
+    // Fewer rounds than on a folder: each takeover is a few requests to a server doing ~40 writes a second.
+    const rounds = 8;
+    const processes = 4;
+    const racers = Array.from({ length: processes }, () => racer(location, dir.path, rounds));
+    const failed = Promise.all(racers).then(() => undefined);
+    failed.catch(() => undefined);
+    for (let round = 0; round < rounds; round++) {
+      await storage.put(
+        'locks/repository.lock',
+        Buffer.from(JSON.stringify({ token: `dead${String(round).padStart(8, '0')}`, pid: dead, host: hostname(), operation: 'backup', acquiredAt: new Date().toISOString() })),
+      );
+      writeFileSync(path.join(dir.path, `go-${round}`), '');
+      while (readdirSync(dir.path).filter((f) => f.startsWith(`done-${round}-`)).length < processes) {
+        await Promise.race([delay(50), failed.then(() => assert.fail('a racer ended early'))]);
+      }
+    }
+    const doubles = (await Promise.all(racers)).reduce((a, b) => a + b, 0);
+    assert.equal(doubles, 0, `in ${doubles} of ${rounds * processes} acquisitions two processes held the lock at once`);
+    const left: string[] = [];
+    for await (const object of storage.list('locks/')) left.push(object.key);
+    assert.deepEqual(left, [], 'no lock and no takeover marker is left');
+    assert.deepEqual(await buckets.keys(bucket, 'lock-race/.claims/'), [], 'no claim is left');
   });
 });

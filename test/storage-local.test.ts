@@ -43,7 +43,7 @@ describe('the storage registry', () => {
   });
 
   it('lists the supported schemes for help texts', () => {
-    assert.deepEqual(supportedStorages().map((s) => s.scheme), ['file']);
+    assert.deepEqual(supportedStorages().map((s) => s.scheme), ['file', 's3']);
     assert.ok(supportedStorages().every((s) => s.description.length > 0));
   });
 });

@@ -19,6 +19,10 @@ export interface StorageFixture {
   create(options?: { readonly listPageSize?: number }): Promise<{ storage: Storage; location: string }>;
   /** What unfinished writes may have left that the storage would not list (a local folder's `.tmp/`). */
   hiddenLeftovers?(storage: Storage): Promise<string[]>;
+  /** How often the race test looks for the racers' outcomes (default 5 ms; a remote store wants fewer requests). */
+  readonly pollMs?: number;
+  /** How long the exclusive-create race may take (default 300 s; a slow remote store needs longer). */
+  readonly raceTimeoutMs?: number;
 }
 
 const RACER = fileURLToPath(new URL('../helpers/storage-racer.js', import.meta.url));
@@ -133,7 +137,7 @@ export function describeStorageConformance(name: string, fixture: StorageFixture
     });
 
     it('creates an object exclusively: exactly one of several processes wins each race, and its content stays', async function () {
-      this.timeout(300_000);
+      this.timeout(fixture.raceTimeoutMs ?? 300_000);
       const { storage, location } = await fixture.create();
       assert.equal(await storage.createExclusive('once', Buffer.from('mine')), true);
       assert.equal(await storage.createExclusive('once', Buffer.from('theirs')), false);
@@ -154,7 +158,7 @@ export function describeStorageConformance(name: string, fixture: StorageFixture
       failed.catch(() => undefined);
       for (let round = 0; round < rounds; round++) {
         await storage.put(`race/go-${round}`, Buffer.from('go'));
-        while ((await keys(storage, `race/done-${round}-`)).length < processes) await Promise.race([delay(5), failed.then(() => assert.fail('a racer ended early'))]);
+        while ((await keys(storage, `race/done-${round}-`)).length < processes) await Promise.race([delay(fixture.pollMs ?? 5), failed.then(() => assert.fail('a racer ended early'))]);
         const outcomes = new Map<string, string>();
         for (const key of await keys(storage, `race/done-${round}-`)) outcomes.set(key.slice(`race/done-${round}-`.length), Buffer.from(await storage.read(key)).toString());
         const winners = [...outcomes].filter(([, outcome]) => outcome === 'won').map(([pid]) => pid);

@@ -8,6 +8,8 @@ import { isNotFound, openStorage } from '@strata/sdk';
 
 const [location, rounds] = [process.argv[2]!, Number(process.argv[3])];
 const storage = openStorage(location);
+// A local folder answers a stat in microseconds; a remote store is asked less often.
+const pollMs = /^s3:/i.test(location) ? 200 : 2;
 for (let round = 0; round < rounds; round++) {
   for (;;) {
     try {
@@ -15,7 +17,7 @@ for (let round = 0; round < rounds; round++) {
       break;
     } catch (err) {
       if (!isNotFound(err)) throw err;
-      await delay(2);
+      await delay(pollMs);
     }
   }
   const won = await storage.createExclusive(`race/key-${round}`, Buffer.from(String(process.pid)));

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, loadConfig, openRepository, schemeOf } from '@strata/sdk';
+import { StrataError, isLocationUrl, loadConfig, openRepository, repositoryLocation } from '@strata/sdk';
 import type { StorageSettings } from '@strata/sdk';
 import type { LoadedConfig, Repository } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
@@ -41,7 +41,7 @@ export class CommandContext {
     if (!chosen) {
       throw new StrataError('USAGE', 'no repository given: pass --repo DIR, set STRATA_REPO, or set "repository" in strata.config.json');
     }
-    return isUrl(chosen) ? chosen : path.resolve(chosen);
+    return repositoryLocation(chosen);
   }
 
   /** The `storage` section of strata.config.json (how an s3:// repository is reached). */
@@ -53,7 +53,7 @@ export class CommandContext {
   async repository(): Promise<Repository> {
     if (this.#repository) return this.#repository;
     const location = this.repositoryPath();
-    if (!isUrl(location) && !existsSync(location)) {
+    if (!isLocationUrl(location) && !existsSync(location)) {
       throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
     }
     const prompt = interactive(this.json);
@@ -94,7 +94,3 @@ export class CommandContext {
   }
 }
 
-/** `scheme://…` (s3://, file://), as opposed to a folder path (a Windows drive letter is a path). */
-function isUrl(location: string): boolean {
-  return schemeOf(location) !== undefined && location.includes('://');
-}

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_RETENTION, StrataError, parseDuration, schemeOf, validateDatabaseName, validatePolicy } from '@strata/core';
+import { DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
 import type { EngineDisplay, RetentionPolicy } from '@strata/core';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
@@ -272,7 +272,7 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     databases[name] = { url: resolveLocator(db.url, base), ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}) };
   }
   // A folder is relative to the config file; a URL (s3://…) is taken as it is.
-  const repository = parsed.repository === undefined ? undefined : schemeOf(parsed.repository) !== undefined && parsed.repository.includes('://') ? parsed.repository : path.resolve(base, parsed.repository);
+  const repository = parsed.repository === undefined ? undefined : /^[A-Za-z][A-Za-z0-9+.-]+:\/\//.test(parsed.repository) ? parsed.repository : path.resolve(base, parsed.repository);
   return {
     ...(repository ? { repository } : {}),
     ...(parsed.storage ? { storage: parsed.storage as StorageConfig } : {}),

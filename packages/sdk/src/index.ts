@@ -10,6 +10,7 @@
  * await repo.restore({ id: backup.id }, { to: 'restored.db' })
  * ```
  */
+import * as path from 'node:path';
 import { EngineRegistry, StorageRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
 import type { InitOptions, OpenOptions, Repository, Storage } from '@strata/core';
 import { SqliteEngine } from '@strata/engine-sqlite';
@@ -44,6 +45,19 @@ export function createDefaultEngines(): EngineRegistry {
  */
 export function createDefaultStorages(settings: StorageSettings = {}): StorageRegistry {
   return new StorageRegistry().register(localStorageKind, { paths: true }).register(s3StorageKind(settings));
+}
+
+/**
+ * A repository location as given (`s3://bucket/prefix`, `file:///path`) or, for a folder path, made
+ * absolute against `base` (a Windows drive letter is a path).
+ */
+export function repositoryLocation(location: string, base: string = process.cwd()): string {
+  return isLocationUrl(location) ? location : path.resolve(base, location);
+}
+
+/** True for `scheme://…` (s3://, file://), false for a folder path. */
+export function isLocationUrl(location: string): boolean {
+  return /^[A-Za-z][A-Za-z0-9+.-]+:\/\//.test(location);
 }
 
 /** The schemes of {@link createDefaultStorages} with a line each, for help texts. */

@@ -10,16 +10,18 @@ import {
   displayLocation,
   exitCodeFor,
   initRepository,
+  isLocationUrl,
   isStrataError,
   loadConfig,
   newestGoodByDatabase,
   openRepository,
+  repositoryLocation,
   resolveLocator,
   retentionFor,
   tierOf,
   validateDatabaseName,
 } from '@strata/sdk';
-import type { Engine, EngineRegistry, ProgressEvent, Repository, StrataConfig } from '@strata/sdk';
+import type { Engine, EngineRegistry, ProgressEvent, Repository, StorageSettings, StrataConfig } from '@strata/sdk';
 import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
 import type { ClientRequestMap, ConfigProblem, DatabaseEntry, EngineInfo, ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
 
@@ -48,6 +50,8 @@ export class StrataServer {
   readonly #connection: Connection;
   readonly #engines: EngineRegistry = createDefaultEngines();
   readonly #repositories = new Map<string, Promise<Repository>>();
+  /** The `storage` section of the config file naming each s3:// repository. */
+  readonly #storageSettings = new Map<string, StorageSettings>();
   #databases = new Map<string, KnownDatabase>();
 
   constructor(connection: Connection) {
@@ -124,16 +128,17 @@ export class StrataServer {
 
   /** Opens (once) the repository in a folder; the passphrase is asked of the client when needed. */
   #repository(folder: string): Promise<Repository> {
-    const location = path.resolve(folder);
+    const location = repositoryLocation(folder);
     let repo = this.#repositories.get(location);
     if (!repo) {
-      if (!existsSync(location)) {
+      if (!isLocationUrl(location) && !existsSync(location)) {
         return Promise.reject(new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; create it first (Strata: Add Database offers to)`));
       }
       repo = openRepository(location, {
         engines: this.#engines,
         passphrase: () => this.#askPassphrase(location, 'unlock'),
         lock: { waitMs: 30_000 },
+        storage: this.#storageSettings.get(location) ?? {},
       });
       // A failed open is not cached: the next request tries again (the folder may appear).
       repo.catch(() => this.#repositories.delete(location));
@@ -167,7 +172,9 @@ export class StrataServer {
         problems.push({ file: origin, message: `database ${name}: no engine understands its url (expected ${expectedLocators(this.#engines)})` });
         return;
       }
-      const entry: DatabaseEntry = { name, engine: engine.kind, location: displayLocation(engine.display, engine.describe(locator)), repository, repositoryExists: existsSync(repository), origin };
+      const entry: DatabaseEntry = { name, engine: engine.kind, location: displayLocation(engine.display, engine.describe(locator)), repository, repositoryExists: isLocationUrl(repository) || existsSync(repository), origin };
+      // An s3:// repository is reached with the storage settings of the config file that names it.
+      if (config.storage) this.#storageSettings.set(repositoryLocation(repository), config.storage);
       found.set(keyOf(repository, name), { entry, locator, config });
     };
     for (const folder of params.folders) {
@@ -188,7 +195,7 @@ export class StrataServer {
       try {
         validateDatabaseName(db.name);
         const base = params.folders[0] ?? process.cwd();
-        add(db.name, resolveLocator(db.url, base), path.resolve(base, db.repository), 'settings', {});
+        add(db.name, resolveLocator(db.url, base), repositoryLocation(db.repository, base), 'settings', {});
       } catch (err) {
         problems.push({ file: 'settings', message: `strata.databases ${db.name}: ${err instanceof Error ? err.message : String(err)}` });
       }
@@ -278,16 +285,16 @@ export class StrataServer {
   }
 
   async #init(params: ParamsOf<'strata/init'>): Promise<ResultOf<'strata/init'>> {
-    const location = path.resolve(params.repository);
+    const location = repositoryLocation(params.repository);
     const passphrase = params.encryption === 'none' ? undefined : await this.#askPassphrase(location, 'init');
-    await initRepository(location, { encryption: params.encryption, ...(passphrase ? { passphrase } : {}) });
+    await initRepository(location, { encryption: params.encryption, ...(passphrase ? { passphrase } : {}), storage: this.#storageSettings.get(location) ?? {} });
     this.#log(`created repository ${location} (encryption ${params.encryption})`);
     this.#changed(location);
     return { repository: location, encryption: params.encryption };
   }
 
   async #unlock(params: ParamsOf<'strata/unlock'>): Promise<ResultOf<'strata/unlock'>> {
-    const location = path.resolve(params.repository);
+    const location = repositoryLocation(params.repository);
     if (params.forget) {
       const open = this.#repositories.get(location);
       this.#repositories.delete(location);
@@ -309,7 +316,7 @@ function expectedLocators(engines: EngineRegistry): string {
 }
 
 function keyOf(repository: string, database: string): string {
-  return `${path.resolve(repository)}\0${database}`;
+  return `${repositoryLocation(repository)}\0${database}`;
 }
 
 /** Turns the SDK's progress events into `$/progress` reports, at most a few a second. */

@@ -1,23 +1,18 @@
 import { createHash } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
-import { S3Client } from '@aws-sdk/client-s3';
-import { StandardRetryStrategy } from '@smithy/core/retry';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { StandardRetryStrategy } from '@smithy/core/retry';
+import type { S3ClientSettings } from './settings.js';
 
 type RetryToken = Awaited<ReturnType<StandardRetryStrategy['acquireInitialRetryToken']>>;
 type RetryErrorInfo = Parameters<StandardRetryStrategy['refreshRetryTokenForRetry']>[1];
 
-/** Settings of the S3 client: the non-secret `storage` section of strata.config.json. */
-export interface S3ClientSettings {
-  /** `https://host:port` of an S3-compatible server; default: the SDK's (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url, else AWS). */
-  readonly endpoint?: string;
-  /** Default: the SDK's (AWS_REGION, the profile's region); `us-east-1` for a custom endpoint without one. */
-  readonly region?: string;
-  /** Path-style requests (`host/bucket/key`). Default: on when an endpoint is set, off for AWS. */
-  readonly pathStyle?: boolean;
-  /** A profile of ~/.aws/config and ~/.aws/credentials; default: AWS_PROFILE, else `default`. */
-  readonly profile?: string;
-  /** Attempts per request, counting the first (default 5). */
-  readonly maxAttempts?: number;
+let sdk: typeof import('@aws-sdk/client-s3');
+let retry: typeof import('@smithy/core/retry');
+
+/** Loads the SDK modules this file uses (see loadS3Sdk in s3-storage.ts). */
+export async function loadClientSdk(): Promise<void> {
+  [sdk, retry] = await Promise.all([import('@aws-sdk/client-s3'), import('@smithy/core/retry')]);
 }
 
 /** Attempts per request by default: the first and four retries with the SDK's backoff. */
@@ -39,7 +34,7 @@ class NoRetryOnNotImplemented {
   readonly mode = 'standard';
 
   constructor(maxAttempts: number) {
-    this.#inner = new StandardRetryStrategy(maxAttempts);
+    this.#inner = new retry.StandardRetryStrategy(maxAttempts);
   }
 
   acquireInitialRetryToken(scope: string): Promise<RetryToken> {
@@ -65,7 +60,7 @@ class NoRetryOnNotImplemented {
 export function createS3Client(settings: S3ClientSettings): { client: S3Client; endpoint: string } {
   const endpoint = settings.endpoint ?? environmentEndpoint();
   const region = settings.region ?? (process.env['AWS_REGION'] || process.env['AWS_DEFAULT_REGION'] || (endpoint ? 'us-east-1' : undefined));
-  const client = new S3Client({
+  const client = new sdk.S3Client({
     ...(settings.endpoint !== undefined ? { endpoint: settings.endpoint } : {}),
     ...(region !== undefined ? { region } : {}),
     ...(settings.profile !== undefined ? { profile: settings.profile } : {}),
@@ -92,8 +87,7 @@ export function createS3Client(settings: S3ClientSettings): { client: S3Client; 
     },
     { step: 'build', name: 'strataContentMd5' },
   );
-  const log = process.env['STRATA_S3_REQUEST_LOG'];
-  if (log) addRequestLog(client, log);
+  if (settings.requestLog) addRequestLog(client, settings.requestLog);
   return { client, endpoint: endpoint ?? 'the AWS endpoint' };
 }
 

@@ -1,57 +1,33 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-} from '@aws-sdk/client-s3';
+import type * as ClientS3 from '@aws-sdk/client-s3';
 import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
-import { StrataError, defaultIsAlive, isNotFound, schemeOf, throwIfAborted } from '@strata/core';
-import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities, StorageKind } from '@strata/core';
-import { DEFAULT_MAX_ATTEMPTS, createS3Client } from './client.js';
-import type { S3ClientSettings } from './client.js';
-import { nameOf, s3Error, statusOf } from './errors.js';
-import type { ErrorPlace } from './errors.js';
-import { parseS3Location } from './location.js';
-import type { S3Location } from './location.js';
+import type * as LibStorage from '@aws-sdk/lib-storage';
+import { StrataError, defaultIsAlive, isNotFound, throwIfAborted } from '@strata/core';
+import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities } from '@strata/core';
+import { DEFAULT_MAX_ATTEMPTS, createS3Client, loadClientSdk } from './client.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_TIMING, checkSettings } from './settings.js';
 
-/** Settings of an {@link S3Storage}: the client's, and how it moves data. */
-export interface S3StorageSettings extends S3ClientSettings {
-  /** Bytes per multipart-upload part and per ranged GET (default 8 MiB; S3's minimum is 5 MiB). */
-  readonly partSize?: number;
-  /** Parts uploaded, and ranges fetched, at once (default 4). */
-  readonly concurrency?: number;
-  /**
-   * `auto` (default): use `If-None-Match: *` where the server has it, else the claim protocol
-   * (safe where PUT and LIST are linearizable; see docs/RELIABILITY.md). `required`: refuse a
-   * server without conditional writes.
-   */
-  readonly conditionalWrites?: 'auto' | 'required';
-}
-
-/** Timing of the claim protocol; only tests change it. */
-export interface ClaimTiming {
-  /** A claim of another host (or of a live process here) older than this is stale (default 2 min). */
-  readonly staleMs: number;
-  /** How long createExclusive keeps trying against live rival claims (default 60 s). */
-  readonly giveUpMs: number;
-}
-
-export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
-export const DEFAULT_CONCURRENCY = 4;
-const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** Incomplete multipart uploads older than this belong to a dead writer: no put runs for a day. */
 const ABANDONED_UPLOAD_MS = 24 * 60 * 60 * 1000;
 /** Claims live here, beside the repository's objects; `list` never yields them. */
 const CLAIMS = '.claims/';
-const DEFAULT_TIMING: ClaimTiming = { staleMs: 2 * 60 * 1000, giveUpMs: 60 * 1000 };
+
+// The AWS SDK, imported when the first S3 storage is used (loadS3Sdk), not when Strata starts:
+// loading it costs a noticeable part of a second, which commands on a folder should not pay.
+let s3: typeof ClientS3;
+let libStorage: typeof LibStorage;
+
+/** Loads the AWS SDK; call (and await) it before constructing an {@link S3StorageImpl}. */
+export async function loadS3Sdk(): Promise<void> {
+  [s3, libStorage] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage'), loadClientSdk()]);
+}
+import type { ClaimTiming, S3StorageSettings } from './settings.js';
+import { nameOf, s3Error, statusOf } from './errors.js';
+import type { ErrorPlace } from './errors.js';
+import { parseS3Location } from './location.js';
+import type { S3Location } from './location.js';
 
 interface ClaimBody {
   readonly pid: number;
@@ -60,17 +36,14 @@ interface ClaimBody {
 }
 
 /**
- * A repository in an S3 bucket, under a prefix: `s3://bucket/prefix`.
- *
- * ```ts
- * const storage = new S3Storage('s3://backups/prod', { endpoint: 'https://minio.internal:9000' })
- * ```
+ * A repository in an S3 bucket, under a prefix (see {@link S3Storage}, which loads this module,
+ * and the AWS SDK with it, on first use).
  *
  * Puts are multipart uploads (lib-storage's `Upload`): the object appears whole when the upload
  * completes, or not at all. Gets of big objects fetch several ranges at once, in order, with
  * bounded memory. `createExclusive` is a conditional PUT, or a claim protocol on servers without one.
  */
-export class S3Storage implements Storage {
+export class S3StorageImpl implements Storage {
   readonly capabilities: StorageCapabilities = { space: false };
   readonly location: string;
   readonly #client: S3Client;
@@ -82,21 +55,20 @@ export class S3Storage implements Storage {
   readonly #bodyAttempts: number;
   readonly #conditionalWrites: 'auto' | 'required';
   readonly #timing: ClaimTiming;
+  readonly #listPageSize: number | undefined;
   /** Set once a conditional PUT came back 501: this server has none, so claims it is from then on. */
   #noConditionalPut = false;
 
   constructor(location: string, settings: S3StorageSettings = {}, timing: ClaimTiming = DEFAULT_TIMING) {
     this.#where = parseS3Location(location);
     this.location = this.#where.display;
+    checkSettings(settings);
     this.#partSize = settings.partSize ?? DEFAULT_PART_SIZE;
-    if (!Number.isInteger(this.#partSize) || this.#partSize < MIN_PART_SIZE) {
-      throw new StrataError('USAGE', `storage: partSize ${settings.partSize} is below S3's minimum part size of 5 MiB (${MIN_PART_SIZE} bytes)`);
-    }
     this.#concurrency = settings.concurrency ?? DEFAULT_CONCURRENCY;
     this.#bodyAttempts = settings.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
-    if (!Number.isInteger(this.#concurrency) || this.#concurrency < 1) throw new StrataError('USAGE', `storage: concurrency must be a whole number ≥ 1 (got ${settings.concurrency})`);
     this.#conditionalWrites = settings.conditionalWrites ?? 'auto';
     this.#timing = timing;
+    this.#listPageSize = settings.listPageSize;
     const { client, endpoint } = createS3Client(settings);
     this.#client = client;
     this.#endpoint = endpoint;
@@ -113,7 +85,7 @@ export class S3Storage implements Storage {
 
   async exists(): Promise<boolean> {
     try {
-      await this.#client.send(new HeadBucketCommand({ Bucket: this.#where.bucket }));
+      await this.#client.send(new s3.HeadBucketCommand({ Bucket: this.#where.bucket }));
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -135,7 +107,7 @@ export class S3Storage implements Storage {
       // later; a failing body makes done() wait until the multipart upload is gone.
       source = Readable.from(countedUntilAborted(body, signal, key, (n) => (size += n)));
     }
-    const upload = new Upload({
+    const upload = new libStorage.Upload({
       client: this.#client,
       params: { Bucket: this.#where.bucket, Key: this.#full(key), Body: source },
       partSize: this.#partSize,
@@ -162,10 +134,10 @@ export class S3Storage implements Storage {
    * that put's own strays.
    */
   async #abortStrayUploads(fullKey: string): Promise<void> {
-    const page = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: fullKey }));
+    const page = await this.#client.send(new s3.ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: fullKey }));
     for (const upload of page.Uploads ?? []) {
       if (upload.Key !== fullKey || !upload.UploadId) continue;
-      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: fullKey, UploadId: upload.UploadId }));
+      await this.#client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: fullKey, UploadId: upload.UploadId }));
     }
   }
 
@@ -182,7 +154,7 @@ export class S3Storage implements Storage {
     let first: GetObjectCommandOutput;
     try {
       first = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${start}-${firstEnd - 1}` }),
+        new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${start}-${firstEnd - 1}` }),
         { ...(signal ? { abortSignal: signal } : {}) },
       );
     } catch (err) {
@@ -213,7 +185,7 @@ export class S3Storage implements Storage {
         try {
           part = await this.#client.send(
             // If-Match: a put that replaced the object meanwhile fails the read instead of mixing two objects.
-            new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
+            new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
             { abortSignal: stopAll.signal },
           );
         } catch (err) {
@@ -275,7 +247,7 @@ export class S3Storage implements Storage {
         current.destroy();
       }
       try {
-        const again = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${at}-${stop - 1}`, IfMatch: etag }), {
+        const again = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${at}-${stop - 1}`, IfMatch: etag }), {
           ...(signal ? { abortSignal: signal } : {}),
         });
         current = again.Body as Readable;
@@ -298,7 +270,7 @@ export class S3Storage implements Storage {
     for (let attempt = 1; ; attempt++) {
       let out: GetObjectCommandOutput;
       try {
-        out = await this.#client.send(new GetObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
+        out = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
       } catch (err) {
         throw s3Error('read', place(), err);
       }
@@ -313,7 +285,7 @@ export class S3Storage implements Storage {
 
   async stat(key: string, options: Abortable = {}): Promise<ObjectInfo> {
     try {
-      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
+      const out = await this.#client.send(new s3.HeadObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
       return { key, size: out.ContentLength ?? 0, modified: out.LastModified ?? new Date(0) };
     } catch (err) {
       throw s3Error('stat', this.#place(key), err);
@@ -335,7 +307,7 @@ export class S3Storage implements Storage {
       let page;
       try {
         page = await this.#client.send(
-          new ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: fullPrefix, ...(token ? { ContinuationToken: token } : {}) }),
+          new s3.ListObjectsV2Command({ Bucket: this.#where.bucket, Prefix: fullPrefix, ...(token ? { ContinuationToken: token } : {}), ...(this.#listPageSize ? { MaxKeys: this.#listPageSize } : {}) }),
           this.#sendOptions(options),
         );
       } catch (err) {
@@ -355,7 +327,7 @@ export class S3Storage implements Storage {
 
   async #deleteFull(fullKey: string, options: Abortable, shown: string): Promise<void> {
     try {
-      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
+      await this.#client.send(new s3.DeleteObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
     } catch (err) {
       // S3 answers 204 for a missing key; some servers say 404. Either way it is gone.
       if (nameOf(err) === 'NoSuchKey') return;
@@ -388,7 +360,7 @@ export class S3Storage implements Storage {
   async #conditionalPut(key: string, body: Uint8Array, options: Abortable): Promise<boolean | 'unsupported'> {
     for (;;) {
       try {
-        await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body, IfNoneMatch: '*' }), this.#sendOptions(options));
+        await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body, IfNoneMatch: '*' }), this.#sendOptions(options));
         return true;
       } catch (err) {
         const status = statusOf(err);
@@ -425,56 +397,65 @@ export class S3Storage implements Storage {
     const began = Date.now();
     for (let round = 0; ; round++) {
       throwIfAborted(signal, `storage: create ${key}`);
-      const claimKey = `${claimsPrefix}${Date.now().toString().padStart(15, '0')}-${randomBytes(8).toString('hex')}`;
+      // Who claims is in the name too (pid, host), so rivals judge a claim from the listing alone.
+      const claimKey = `${claimsPrefix}${Date.now().toString().padStart(15, '0')}-${randomBytes(8).toString('hex')}-${process.pid}-${encodeURIComponent(hostname())}`;
       const claim: ClaimBody = { pid: process.pid, host: hostname(), time: new Date().toISOString() };
       // The window is counted from before the claim was sent: the server may date it any time after.
       const claimSent = Date.now();
       try {
-        await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: claimKey, Body: JSON.stringify(claim) }), this.#sendOptions(options));
+        await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: claimKey, Body: JSON.stringify(claim) }), this.#sendOptions(options));
       } catch (err) {
         throw s3Error('claim', this.#place(key), err);
       }
-      let created: boolean | 'contended' | 'late';
+      let created: boolean | 'contended' | 'first' | 'late';
       try {
         created = await this.#decide(key, body, claimKey, claimsPrefix, claimSent, options);
       } finally {
         await this.#deleteFull(claimKey, {}, key).catch(() => undefined);
       }
       if (created === true || created === false) return created;
-      if (created === 'contended') {
+      if (created === 'contended' || created === 'first') {
         if (Date.now() - began > this.#timing.giveUpMs) {
           throw new StrataError(
             'REPO_LOCKED',
             `storage: could not create ${key} in ${this.location} within ${Math.round(this.#timing.giveUpMs / 1000)} s: other processes kept claiming it (claims under ${this.location}/${CLAIMS}); try again`,
           );
         }
-        // Random and growing, so two rivals that saw each other do not meet again in step.
-        await sleep(Math.random() * Math.min(2000, 50 * 2 ** round), signal);
+        // Random and growing, in units of what one attempt took on this server, so rivals that saw
+        // each other spread out instead of meeting again in step. The oldest live claimant comes
+        // back soonest: the others are still asleep then, so it usually finds itself alone.
+        // (Who goes first only shapes the timing; safety rests on "alone in the listing".)
+        const unit = Math.max(50, Date.now() - claimSent);
+        const pause = created === 'first' ? Math.random() * unit * 0.25 : unit * (1 + Math.random()) * 2 ** Math.min(round, 3);
+        await sleep(pause, signal);
         if (await this.#present(key, options)) return false;
       }
       // 'late': this process was too slow to write safely; start over with a fresh claim.
     }
   }
 
-  async #decide(key: string, body: Uint8Array, claimKey: string, claimsPrefix: string, claimSent: number, options: Abortable): Promise<boolean | 'contended' | 'late'> {
+  async #decide(key: string, body: Uint8Array, claimKey: string, claimsPrefix: string, claimSent: number, options: Abortable): Promise<boolean | 'contended' | 'first' | 'late'> {
     const claims: ObjectInfo[] = [];
     for await (const object of this.#listRaw(claimsPrefix, options)) claims.push(object);
     const mine = claims.find((c) => c.key === claimKey);
     if (!mine) throw new StrataError('IO', `storage: the claim for ${key} in ${this.location} is missing from the listing right after it was written: this server's listings lag behind writes, so it cannot hold a repository safely (see docs/RELIABILITY.md)`);
-    let rivals = 0;
+    const live: ObjectInfo[] = [mine];
     for (const other of claims) {
       if (other.key === claimKey) continue;
       if (await this.#stale(other, mine, options)) await this.#deleteFull(other.key, options, key);
-      else rivals++;
+      else live.push(other);
     }
-    if (rivals > 0) return 'contended';
+    if (live.length > 1) {
+      const oldest = live.reduce((a, b) => (b.modified.getTime() < a.modified.getTime() || (b.modified.getTime() === a.modified.getTime() && b.key < a.key) ? b : a));
+      return oldest === mine ? 'first' : 'contended';
+    }
     if (await this.#present(key, options)) return false;
     // Others judge my claim stale by the server's clock once it is staleMs old. Write only while
     // well inside that: half of it, less what has passed since the claim was sent.
     const left = this.#timing.staleMs / 2 - (Date.now() - claimSent);
     if (left <= 0) return 'late';
     try {
-      await this.#client.send(new PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body }), this.#sendOptions(options, left));
+      await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Body: body }), this.#sendOptions(options, left));
     } catch (err) {
       if (isAbortError(err) && !options.signal?.aborted) {
         throw new StrataError('IO', `storage: create ${key} in ${this.location}: the write took longer than its safe window (${Math.round(this.#timing.staleMs / 2000)} s) and was given up; try again`, { cause: err });
@@ -491,6 +472,12 @@ export class S3Storage implements Storage {
    */
   async #stale(other: ObjectInfo, mine: ObjectInfo, options: Abortable): Promise<boolean> {
     if (mine.modified.getTime() - other.modified.getTime() > this.#timing.staleMs) return true;
+    const named = /^-(\d+)-(.+)$/.exec(other.key.slice(other.key.lastIndexOf('/') + 1).replace(/^\d+-[0-9a-f]+/, ''));
+    if (named) {
+      const host = decodeURIComponent(named[2]!);
+      return host === hostname() && !defaultIsAlive(Number(named[1]), host);
+    }
+    // A claim named otherwise (by hand, or by another tool): its body says who made it.
     let claim: ClaimBody;
     try {
       const bytes = await this.#readFull(other.key, options, () => ({ ...this.#place(), key: other.key }));
@@ -526,11 +513,11 @@ export class S3Storage implements Storage {
     try {
       for (;;) {
         const page = await this.#client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: this.#where.root, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(uploadMarker ? { UploadIdMarker: uploadMarker } : {}) }),
+          new s3.ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: this.#where.root, ...(keyMarker ? { KeyMarker: keyMarker } : {}), ...(uploadMarker ? { UploadIdMarker: uploadMarker } : {}) }),
         );
         for (const upload of page.Uploads ?? []) {
           if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > before) continue;
-          await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: upload.Key, UploadId: upload.UploadId }));
+          await this.#client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: upload.Key, UploadId: upload.UploadId }));
           swept++;
         }
         if (!page.IsTruncated) break;
@@ -603,19 +590,4 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-/**
- * The `s3://` kind, with the settings of the `storage` section of strata.config.json.
- * `s3StorageKind()` without settings takes everything from the environment.
- */
-export function s3StorageKind(settings: S3StorageSettings = {}): StorageKind {
-  return {
-    scheme: 's3',
-    description: 's3://BUCKET/PREFIX: an S3-compatible bucket (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)',
-    open(location: string): Storage {
-      if (schemeOf(location) !== 's3') throw new StrataError('USAGE', `storage: ${JSON.stringify(location)} is not an s3:// location`);
-      return new S3Storage(location, settings);
-    },
-  };
 }
