@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { S3Client, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
-import { S3Storage, isNotFound } from '@strata/sdk';
+import { S3Storage, isNotFound, parseS3Location } from '@strata/sdk';
 import type { S3StorageSettings } from '@strata/sdk';
 import { describeStorageConformance } from './conformance/storage-conformance.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
@@ -81,12 +81,17 @@ describe('S3 storage through a faulty network (seeded fault proxy)', () => {
     async create(options = {}) {
       const location = freshLocation();
       // listPageSize: small pages, so listings cross page boundaries (and their faults).
-      return { storage: storageAt(location, { ...(options.listPageSize ? ({ listPageSize: options.listPageSize } as S3StorageSettings) : {}) }), location };
+      return { storage: storageAt(location, { ...(options.listPageSize ? { listPageSize: options.listPageSize } : {}) }), location };
     },
     async hiddenLeftovers(storage) {
-      const root = storage.location.replace(`s3://${bucket}/`, '') + '/';
-      return (await incompleteUploads(root)).map((k) => `upload ${k}`);
+      const { root } = parseS3Location(storage.location);
+      const uploads = await incompleteUploads(root);
+      const claims = await buckets.keys(bucket, `${root}.claims/`);
+      return [...uploads.map((k) => `upload ${k}`), ...claims.map((k) => `claim ${k}`)];
     },
+    // As on the server without the proxy (test/storage-s3.test.ts), and longer: retries add up.
+    pollMs: 250,
+    raceTimeoutMs: 1_200_000,
   });
 
   describe('the faults that make retries dangerous', () => {
@@ -142,7 +147,7 @@ describe('S3 storage through a faulty network (seeded fault proxy)', () => {
     });
 
     it('a put that fails for good (the server keeps failing) leaves nothing visible, and says what failed', async () => {
-      const storage = storageAt(freshLocation(), { maxAttempts: 2 } as S3StorageSettings);
+      const storage = storageAt(freshLocation(), { maxAttempts: 2 });
       proxy!.setFaults({ errorBefore: 1, maxConsecutive: 100, methods: ['PUT'] });
       await assert.rejects(storage.put('doomed', Buffer.from('x')), (err: Error) => /storage: write .*doomed/.test(err.message) && /HTTP 50[03]/.test(err.message));
       proxy!.setFaults({});
