@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { copyFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { LocalStorage, initRepository, openRepository } from '@strata/sdk';
 import type { Storage } from '@strata/sdk';
@@ -28,12 +29,15 @@ describe('a backup whose commit is followed by a failure', () => {
     ['releasing the repository lock fails', (key: string) => key.startsWith('locks/')],
   ] as const) {
     it(`${what}: the backup stays whole (listed and verified) or is gone entirely`, async () => {
+      // A copy: a backup opens its source, which leaves SQLite's side files beside it.
+      const db = path.join(dir.path, 'app.db');
+      copyFileSync(FIXTURE_DB, db);
       const storage = new LostAnswerStorage(path.join(dir.path, 'repo'));
       await initRepository(storage as Storage, { encryption: 'none' });
       const repo = await openRepository(storage as Storage, { tempDir: path.join(dir.path, 'tmp') });
-      await repo.backup(FIXTURE_DB, { database: 'app', type: 'full' });
+      await repo.backup(db, { database: 'app', type: 'full' });
       storage.failing = failing;
-      const outcome = await repo.backup(FIXTURE_DB, { database: 'app', type: 'full' }).then(
+      const outcome = await repo.backup(db, { database: 'app', type: 'full' }).then(
         (record) => ({ id: record.id, error: undefined }),
         (error: unknown) => ({ id: undefined, error }),
       );
