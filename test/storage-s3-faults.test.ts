@@ -87,7 +87,8 @@ describe('S3 storage through a faulty network (seeded fault proxy)', () => {
       const { root } = parseS3Location(storage.location);
       const uploads = await incompleteUploads(root);
       const claims = await buckets.keys(bucket, `${root}.claims/`);
-      return [...uploads.map((k) => `upload ${k}`), ...claims.map((k) => `claim ${k}`)];
+      const marks = await buckets.keys(bucket, `${root}.uploads/`);
+      return [...uploads.map((k) => `upload ${k}`), ...claims.map((k) => `claim ${k}`), ...marks.map((k) => `upload mark ${k}`)];
     },
     // As on the server without the proxy (test/storage-s3.test.ts), and longer: retries add up.
     pollMs: 250,
@@ -143,7 +144,9 @@ describe('S3 storage through a faulty network (seeded fault proxy)', () => {
         proxy!.setFaults({});
         assert.equal(createHash('sha256').update(Buffer.from(await storage.read(key))).digest('hex'), createHash('sha256').update(body).digest('hex'), `${key} is whole`);
       }
-      assert.deepEqual(await incompleteUploads(location.replace(`s3://${bucket}/`, '') + '/'), [], 'no multipart upload is left incomplete');
+      const { root } = parseS3Location(location);
+      assert.deepEqual(await incompleteUploads(root), [], 'no multipart upload is left incomplete');
+      assert.deepEqual(await buckets.keys(bucket, `${root}.uploads/`), [], 'no upload mark is left');
     });
 
     it('a put that fails for good (the server keeps failing) leaves nothing visible, and says what failed', async () => {

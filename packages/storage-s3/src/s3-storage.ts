@@ -13,6 +13,12 @@ import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_TIMING, checkSettings }
 const ABANDONED_UPLOAD_MS = 24 * 60 * 60 * 1000;
 /** Claims live here, beside the repository's objects; `list` never yields them. */
 const CLAIMS = '.claims/';
+/**
+ * A multipart put names its key and writer here while it runs (`<key>/<time>-<pid>-<host>`), so
+ * that sweepTemp can abort a killed writer's unfinished upload at once: S3 lists uploads without
+ * anything that says whose they are. `list` never yields these either.
+ */
+const UPLOADS = '.uploads/';
 
 // The AWS SDK, imported when the first S3 storage is used (loadS3Sdk), not when Strata starts:
 // loading it costs a noticeable part of a second, which commands on a folder should not pay.
@@ -98,14 +104,22 @@ export class S3StorageImpl implements Storage {
     throwIfAborted(signal, `storage: write ${key}`);
     let size = 0;
     let source: Uint8Array | Readable;
+    let marker: string | undefined;
+    // Before the multipart upload starts: a body longer than one part is uploaded in parts.
+    const mark = async (): Promise<void> => {
+      const name = `${this.#where.root}${UPLOADS}${encodeURIComponent(key)}/${Date.now()}-${process.pid}-${encodeURIComponent(hostname())}`;
+      await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: name, Body: '' }), this.#sendOptions(options));
+      marker = name;
+    };
     if (body instanceof Uint8Array) {
       size = body.byteLength;
       source = body;
+      if (size > this.#partSize) await mark().catch((err: unknown) => Promise.reject(s3Error('write', this.#place(key), err)));
     } else {
       // The upload is failed through its body rather than Upload.abort(): abort() makes done()
       // reject at once while parts are still in flight, and the multipart upload is aborted only
       // later; a failing body makes done() wait until the multipart upload is gone.
-      source = Readable.from(countedUntilAborted(body, signal, key, (n) => (size += n)));
+      source = Readable.from(markedBeyond(countedUntilAborted(body, signal, key, (n) => (size += n)), this.#partSize, mark));
     }
     const upload = new libStorage.Upload({
       client: this.#client,
@@ -124,6 +138,7 @@ export class S3StorageImpl implements Storage {
       // the fact, a reset) was created again by the SDK's retry: the first is unknown to the
       // upload and would hold its parts, unseen, until sweepTemp's day has passed.
       if (size > this.#partSize) await this.#abortStrayUploads(this.#full(key)).catch(() => undefined);
+      if (marker) await this.#deleteFull(marker, {}, key).catch(() => undefined);
     }
     return { key, size, modified: new Date() };
   }
@@ -295,7 +310,7 @@ export class S3StorageImpl implements Storage {
   async *list(prefix: string, options: Abortable = {}): AsyncIterable<ObjectInfo> {
     for await (const object of this.#listRaw(this.#full(prefix), options)) {
       const key = object.key.slice(this.#where.root.length);
-      if (key.startsWith(CLAIMS)) continue;
+      if (key.startsWith(CLAIMS) || key.startsWith(UPLOADS)) continue;
       yield { ...object, key };
     }
   }
@@ -527,6 +542,23 @@ export class S3StorageImpl implements Storage {
     } catch (err) {
       throw s3Error('sweep', this.#place(), err);
     }
+    // Uploads of writers that are gone (this host, pid not running), or whose mark is a day old.
+    const uploads = this.#where.root + UPLOADS;
+    for await (const mark of this.#listRaw(uploads, {})) {
+      const rest = mark.key.slice(uploads.length);
+      const slash = rest.lastIndexOf('/');
+      const writer = /^\d+-(\d+)-(.+)$/.exec(rest.slice(slash + 1));
+      const host = writer ? decodeURIComponent(writer[2]!) : '';
+      const gone = writer !== null && host === hostname() && !defaultIsAlive(Number(writer[1]), host);
+      if (!gone && mark.modified.getTime() > before) continue;
+      try {
+        await this.#abortStrayUploads(this.#where.root + decodeURIComponent(rest.slice(0, slash)));
+      } catch (err) {
+        throw s3Error('sweep', this.#place(), err);
+      }
+      await this.#deleteFull(mark.key, {}, mark.key.slice(this.#where.root.length));
+      swept++;
+    }
     for await (const claim of this.#listRaw(this.#where.root + CLAIMS, {})) {
       if (claim.modified.getTime() > before) continue;
       await this.#deleteFull(claim.key, {}, claim.key.slice(this.#where.root.length));
@@ -543,6 +575,20 @@ export class S3StorageImpl implements Storage {
 
 function isAbortError(err: unknown): boolean {
   return typeof err === 'object' && err !== null && ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError');
+}
+
+/** `body`, calling `mark` (once, and waiting for it) before the first byte beyond `limit` goes on. */
+async function* markedBeyond(body: AsyncIterable<Uint8Array>, limit: number, mark: () => Promise<void>): AsyncGenerator<Uint8Array> {
+  let seen = 0;
+  let marked = false;
+  for await (const chunk of body) {
+    seen += chunk.byteLength;
+    if (!marked && seen > limit) {
+      await mark();
+      marked = true;
+    }
+    yield chunk;
+  }
 }
 
 /** The body as it streams into the upload: counted, and failing as soon as the signal fires. */
