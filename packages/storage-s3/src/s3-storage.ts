@@ -108,7 +108,7 @@ export class S3StorageImpl implements Storage {
     // Before the multipart upload starts: a body longer than one part is uploaded in parts.
     const mark = async (): Promise<void> => {
       const name = `${this.#where.root}${UPLOADS}${encodeURIComponent(key)}/${Date.now()}-${process.pid}-${encodeURIComponent(hostname())}`;
-      await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: name, Body: '' }), this.#sendOptions(options));
+      await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: name, Body: '', ContentLength: 0 }), this.#sendOptions(options));
       marker = name;
     };
     if (body instanceof Uint8Array) {
