@@ -141,7 +141,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
   describe('repositories', () => {
     it('a missing repository', () => {
       const result = strata(['list', '--repo', path.join(dir.path, 'nowhere')]);
-      assert.equal(result.status, 1);
+      assert.equal(result.status, 6, 'exit 6: no repository there');
       assert.match(result.stderr, /does not exist; run `strata init/);
     });
 
@@ -149,7 +149,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
       mkdirSync(repo());
       writeFileSync(path.join(repo(), 'unrelated.txt'), 'hello');
       const result = strata(['backup', fixture(), '--repo', repo()]);
-      assert.equal(result.status, 1);
+      assert.equal(result.status, 6, 'exit 6: no repository there');
       assert.match(result.stderr, /is not a Strata repository/);
       assert.deepEqual(readdirSync(repo()), ['unrelated.txt'], 'nothing was written into the folder');
     });

@@ -201,10 +201,10 @@ describe('strata command line', () => {
 
     it('prints errors as one JSON document with --json', () => {
       const result = strata(['list', '--repo', path.join(dir.path, 'missing'), '--json']);
-      assert.equal(result.status, 1);
+      assert.equal(result.status, 6);
       const out = json<{ error: { code: string; message: string; exitCode: number } }>(result);
       assert.equal(out.error.code, 'REPO_NOT_FOUND');
-      assert.equal(out.error.exitCode, 1);
+      assert.equal(out.error.exitCode, 6);
     });
 
     it('never prints the passphrase, even in errors', () => {

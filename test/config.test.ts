@@ -24,7 +24,7 @@ describe('strata.config.json validation', () => {
 
   it('names the setting, what is wrong and what is expected', () => {
     assert.equal(problem([]), 'top level: expected an object');
-    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, databases, retention)');
+    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, storage, databases, retention)');
     assert.equal(problem({ repository: 42 }), 'repository: expected a folder path (got 42)');
     assert.equal(problem({ databases: [] }), 'databases: expected an object of name → { "url": ... }');
     assert.match(problem({ databases: { 'a b': { url: './a.db' } } }), /^databases\.a b: database name "a b" is not allowed: use 1 to 64 letters/);
@@ -36,6 +36,21 @@ describe('strata.config.json validation', () => {
     assert.equal(problem({ retention: { keepWithin: '6m' } }), 'retention.keepWithin: "6m" is ambiguous: write 6min for minutes or 6mo for months');
     assert.match(problem({ databases: { app: { url: './a.db', retention: { keepLabels: { 'pre-update': 'soon' } } } } }), /^databases\.app\.retention\.keepLabels\.pre-update: "soon" is not a duration/);
     assert.match(problem({ retention: { keepLast: 0 } }), /^retention: the policy keeps nothing/);
+  });
+
+  it('checks the storage section of an s3:// repository, keeps the location as written, and refuses credentials in the endpoint', () => {
+    assert.equal(problem({ storage: { partSize: 1024 } }), 'storage.partSize: must be at least 5 MiB (5242880), the smallest part S3 accepts');
+    assert.equal(problem({ storage: { concurrency: 0 } }), 'storage.concurrency: must be at least 1');
+    assert.equal(problem({ storage: { conditionalWrites: 'maybe' } }), 'storage.conditionalWrites: expected "auto" or "required"');
+    assert.match(problem({ storage: { secretAccessKey: 'x' } }), /^storage\.secretAccessKey: unknown setting \(expected endpoint, region, pathStyle, profile/);
+    const leaked = problem({ storage: { endpoint: 'https://AKIA:topsecret@minio.example.com' } });
+    assert.match(leaked, /^storage\.endpoint: must not contain credentials/);
+    assert.ok(!leaked.includes('topsecret'));
+    const file = path.join(dir.path, 'strata.config.json');
+    writeFileSync(file, JSON.stringify({ repository: 's3://backups/prod', storage: { endpoint: 'http://127.0.0.1:9000', pathStyle: true, partSize: 16 * 1024 * 1024 } }));
+    const { config } = loadConfig(file);
+    assert.equal(config.repository, 's3://backups/prod');
+    assert.deepEqual(config.storage, { endpoint: 'http://127.0.0.1:9000', pathStyle: true, partSize: 16 * 1024 * 1024 });
   });
 
   it('accepts a complete file and resolves its paths against its folder', () => {

@@ -23,6 +23,10 @@ if (!args.some((a) => a === '--stdio' || a === '--node-ipc' || a.startsWith('--s
   process.exit(2);
 }
 
+// As in the CLI: the AWS SDK's note that its 2027 releases need Node 22 is not for the person
+// whose backups this server runs (it would land in the extension's output on every start).
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+
 const connection = createConnection(ProposedFeatures.all);
 const server = new StrataServer(connection);
 

@@ -540,7 +540,10 @@ export class S3StorageImpl implements Storage {
         uploadMarker = page.NextUploadIdMarker;
       }
     } catch (err) {
-      throw s3Error('sweep', this.#place(), err);
+      const failure = s3Error('sweep', this.#place(), err);
+      // Housekeeping, not the command's work: a policy without s3:ListBucketMultipartUploads or
+      // s3:AbortMultipartUpload only means leftovers stay (a bucket lifecycle rule can take them).
+      if (failure.code !== 'ACCESS_DENIED') throw failure;
     }
     // Uploads of writers that are gone (this host, pid not running), or whose mark is a day old.
     const uploads = this.#where.root + UPLOADS;
@@ -554,7 +557,10 @@ export class S3StorageImpl implements Storage {
       try {
         await this.#abortStrayUploads(this.#where.root + decodeURIComponent(rest.slice(0, slash)));
       } catch (err) {
-        throw s3Error('sweep', this.#place(), err);
+        const failure = s3Error('sweep', this.#place(), err);
+        // As above: without the permission, the upload stays for a lifecycle rule to take.
+        if (failure.code !== 'ACCESS_DENIED') throw failure;
+        continue;
       }
       await this.#deleteFull(mark.key, {}, mark.key.slice(this.#where.root.length));
       swept++;
