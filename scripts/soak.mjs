@@ -1,7 +1,7 @@
 // The long reliability run (issue counts: 200 kills, 100 concurrency rounds, 1,000 corruptions).
 //   npm run test:soak -- [--seed N] [--kills N] [--rounds N] [--mutations N] [--fuzz N] [--disk N]
-//                        [--secrets N] [--syscall-spread N]
-//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets]
+//                        [--secrets N] [--syscall-spread N] [--s3-kills N]
+//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets,s3]
 // Builds the workspace first (npm run setup), writes results to test-output/soak-<seed>.json and
 // exits 1 if any scenario saw a problem. The secrets sessions include PostgreSQL when the test
 // server (STRATA_TEST_PG_URL) answers; otherwise they say so and run on SQLite alone.
@@ -22,6 +22,7 @@ const { values } = parseArgs({
     disk: { type: 'string', default: '100' },
     secrets: { type: 'string', default: '10' },
     'syscall-spread': { type: 'string', default: '8' },
+    's3-kills': { type: 'string', default: '50' },
     only: { type: 'string' },
   },
 });
@@ -72,6 +73,22 @@ await run('keys', async (work) => {
 const postgres = !only || only.has('secrets') ? await postgresReachable() : false;
 if ((!only || only.has('secrets')) && !postgres) console.log('secrets: PostgreSQL is not reachable (STRATA_TEST_PG_URL); the sessions run on SQLite alone');
 await run('secrets', (work) => scenarios.secretsSweep({ sessions: Number(values.secrets), work, postgres }));
+// Backups and prunes of an s3:// repository, SIGKILLed at random moments (test/reliability/s3-sweep.ts).
+// Needs the S3 test server (bash scripts/s3/start-s3.sh; its variables exported); without one it
+// says so and is skipped, except under CI=true.
+await run('s3', async (work) => {
+  const { s3SweepWithServer } = await import(path.join(root, '.build/test/reliability/s3-sweep.js'));
+  // One line per run on stderr: the sweep takes a while on a slow server.
+  const result = await s3SweepWithServer({ seed, kills: Number(values['s3-kills']), work, log: (line) => process.stderr.write(`  s3: ${line}\n`) });
+  if (result.skipped) {
+    process.stdout.write(`skipped: ${result.skipped} `);
+    return { scenario: 's3 crash (SIGKILL)', runs: 0, detected: 0, problems: process.env.CI ? [result.skipped] : [] };
+  }
+  process.stdout.write(
+    `(${result.kills} kills; ${result.completedBackups} completed backups, ${result.prunedByPolicy} pruned by policy, ${result.lostBackups} lost, ${result.corruptRepositories} corrupt, ${result.leftovers} leftover objects, ${result.incompleteUploads} incomplete uploads) `,
+  );
+  return result;
+});
 rmSync(base, { recursive: true, force: true });
 mkdirSync(path.join(root, 'test-output'), { recursive: true });
 // A partial run (--only) gets its own file, so it never overwrites the full run of the same seed.

@@ -43,7 +43,8 @@ export interface WrittenBackup {
 /**
  * Records a written backup in the catalog, under the lock: the new catalog generation is the
  * commit, and only then does its pending note go. On failure nothing of it remains (artifact,
- * cached layout and facts, note) and the error is rethrown. A kill at any point leaves the note,
+ * cached layout and facts, note) and the error is rethrown; an error after the commit point (the
+ * catalog lists the backup) is no failure of the backup, which stays. A kill at any point leaves the note,
  * and the next open decides by the catalog (recovery.ts).
  */
 export async function commitBackup(ctx: RepositoryContext, backup: WrittenBackup): Promise<void> {
@@ -56,7 +57,20 @@ export async function commitBackup(ctx: RepositoryContext, backup: WrittenBackup
       return [...records, record];
     });
   } catch (err) {
-    await pending.abandon().catch(() => undefined);
+    // An error does not prove the commit did not happen: the new generation may have been
+    // written before a later step failed (deleting the older generations, releasing the lock),
+    // or written by a request whose answer was lost (an object store's 500 after the write).
+    // The catalog decides. Listed: the backup is committed, only its note goes. Not listed: it is
+    // undone. Unknown (the catalog does not read): everything stays for the next open to decide.
+    const listed = await readCatalog(ctx.storage).then(
+      (records) => records?.some((r) => r.key === record.key) ?? false,
+      () => undefined,
+    );
+    if (listed === true) {
+      await pending.committed().catch(() => undefined);
+      return;
+    }
+    if (listed === false) await pending.abandon().catch(() => undefined);
     throw err;
   }
   await pending.committed();

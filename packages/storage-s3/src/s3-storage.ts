@@ -6,13 +6,19 @@ import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import type * as LibStorage from '@aws-sdk/lib-storage';
 import { StrataError, defaultIsAlive, isNotFound, throwIfAborted } from '@strata/core';
 import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities } from '@strata/core';
-import { createS3Client, loadClientSdk } from './client.js';
+import { DEFAULT_MAX_ATTEMPTS, createS3Client, loadClientSdk } from './client.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_TIMING, checkSettings } from './settings.js';
 
 /** Incomplete multipart uploads older than this belong to a dead writer: no put runs for a day. */
 const ABANDONED_UPLOAD_MS = 24 * 60 * 60 * 1000;
 /** Claims live here, beside the repository's objects; `list` never yields them. */
 const CLAIMS = '.claims/';
+/**
+ * A multipart put names its key and writer here while it runs (`<key>/<time>-<pid>-<host>`), so
+ * that sweepTemp can abort a killed writer's unfinished upload at once: S3 lists uploads without
+ * anything that says whose they are. `list` never yields these either.
+ */
+const UPLOADS = '.uploads/';
 
 // The AWS SDK, imported when the first S3 storage is used (loadS3Sdk), not when Strata starts:
 // loading it costs a noticeable part of a second, which commands on a folder should not pay.
@@ -51,6 +57,8 @@ export class S3StorageImpl implements Storage {
   readonly #endpoint: string;
   readonly #partSize: number;
   readonly #concurrency: number;
+  /** Attempts at a response body that breaks off (the SDK's own retries end with the headers). */
+  readonly #bodyAttempts: number;
   readonly #conditionalWrites: 'auto' | 'required';
   readonly #timing: ClaimTiming;
   readonly #listPageSize: number | undefined;
@@ -63,6 +71,7 @@ export class S3StorageImpl implements Storage {
     checkSettings(settings);
     this.#partSize = settings.partSize ?? DEFAULT_PART_SIZE;
     this.#concurrency = settings.concurrency ?? DEFAULT_CONCURRENCY;
+    this.#bodyAttempts = settings.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     this.#conditionalWrites = settings.conditionalWrites ?? 'auto';
     this.#timing = timing;
     this.#listPageSize = settings.listPageSize;
@@ -95,14 +104,22 @@ export class S3StorageImpl implements Storage {
     throwIfAborted(signal, `storage: write ${key}`);
     let size = 0;
     let source: Uint8Array | Readable;
+    let marker: string | undefined;
+    // Before the multipart upload starts: a body longer than one part is uploaded in parts.
+    const mark = async (): Promise<void> => {
+      const name = `${this.#where.root}${UPLOADS}${encodeURIComponent(key)}/${Date.now()}-${process.pid}-${encodeURIComponent(hostname())}`;
+      await this.#client.send(new s3.PutObjectCommand({ Bucket: this.#where.bucket, Key: name, Body: '', ContentLength: 0 }), this.#sendOptions(options));
+      marker = name;
+    };
     if (body instanceof Uint8Array) {
       size = body.byteLength;
       source = body;
+      if (size > this.#partSize) await mark().catch((err: unknown) => Promise.reject(s3Error('write', this.#place(key), err)));
     } else {
       // The upload is failed through its body rather than Upload.abort(): abort() makes done()
       // reject at once while parts are still in flight, and the multipart upload is aborted only
       // later; a failing body makes done() wait until the multipart upload is gone.
-      source = Readable.from(countedUntilAborted(body, signal, key, (n) => (size += n)));
+      source = Readable.from(markedBeyond(countedUntilAborted(body, signal, key, (n) => (size += n)), this.#partSize, mark));
     }
     const upload = new libStorage.Upload({
       client: this.#client,
@@ -116,8 +133,27 @@ export class S3StorageImpl implements Storage {
     } catch (err) {
       if (source instanceof Readable) source.destroy();
       throw s3Error('write', this.#place(key), err);
+    } finally {
+      // A multipart upload whose creation the server did but whose answer was lost (a 500 after
+      // the fact, a reset) was created again by the SDK's retry: the first is unknown to the
+      // upload and would hold its parts, unseen, until sweepTemp's day has passed.
+      if (size > this.#partSize) await this.#abortStrayUploads(this.#full(key)).catch(() => undefined);
+      if (marker) await this.#deleteFull(marker, {}, key).catch(() => undefined);
     }
     return { key, size, modified: new Date() };
+  }
+
+  /**
+   * Aborts the unfinished multipart uploads of exactly `fullKey`. Core writes each key that is
+   * big enough for a multipart upload once, by one process, so any left after its put ended are
+   * that put's own strays.
+   */
+  async #abortStrayUploads(fullKey: string): Promise<void> {
+    const page = await this.#client.send(new s3.ListMultipartUploadsCommand({ Bucket: this.#where.bucket, Prefix: fullKey }));
+    for (const upload of page.Uploads ?? []) {
+      if (upload.Key !== fullKey || !upload.UploadId) continue;
+      await this.#client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: fullKey, UploadId: upload.UploadId }));
+    }
   }
 
   async get(key: string, options: GetOptions = {}): Promise<AsyncIterable<Uint8Array>> {
@@ -147,28 +183,36 @@ export class S3StorageImpl implements Storage {
     const total = totalFromContentRange(first.ContentRange) ?? (first.ContentLength ?? 0) + start;
     const stop = Math.min(end ?? total, total);
     const firstBody = first.Body as Readable;
-    if (firstEnd >= stop) return this.#guard(firstBody, key);
-    return this.#rangedRest(firstBody, first.ETag, key, firstEnd, stop, signal);
+    if (firstEnd >= stop) return this.#resumable(firstBody, key, first.ETag, start, stop, signal);
+    return this.#rangedRest(firstBody, first.ETag, key, start, firstEnd, stop, signal);
   }
 
   /** The rest of a big object after its first range: `concurrency` ranged GETs in flight, yielded in order. */
-  async *#rangedRest(firstBody: Readable, etag: string | undefined, key: string, from: number, stop: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  async *#rangedRest(firstBody: Readable, etag: string | undefined, key: string, start: number, from: number, stop: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
     const ranges: [number, number][] = [];
     for (let at = from; at < stop; at += this.#partSize) ranges.push([at, Math.min(at + this.#partSize, stop)]);
     const stopAll = new AbortController();
     const onAbort = (): void => stopAll.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     const fetchRange = async ([a, b]: [number, number]): Promise<Uint8Array> => {
-      try {
-        const part = await this.#client.send(
-          // If-Match: a put that replaced the object meanwhile fails the read instead of mixing two objects.
-          new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
-          { abortSignal: stopAll.signal },
-        );
-        return await (part.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
-      } catch (err) {
-        if (statusOf(err) === 412) throw new StrataError('IO', `storage: ${key} in ${this.location} changed while it was being read; try again`, { cause: err });
-        throw s3Error('read', this.#place(key), err);
+      for (let attempt = 1; ; attempt++) {
+        let part: GetObjectCommandOutput;
+        try {
+          part = await this.#client.send(
+            // If-Match: a put that replaced the object meanwhile fails the read instead of mixing two objects.
+            new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${a}-${b - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
+            { abortSignal: stopAll.signal },
+          );
+        } catch (err) {
+          if (statusOf(err) === 412) throw this.#changed(key, err);
+          throw s3Error('read', this.#place(key), err);
+        }
+        try {
+          return await (part.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
+        } catch (err) {
+          // The body broke off (a reset connection): fetch the range again.
+          if (attempt >= this.#bodyAttempts || stopAll.signal.aborted) throw s3Error('read', this.#place(key), err);
+        }
       }
     };
     // At most `concurrency` ranges are fetched or held at once: memory stays concurrency × partSize.
@@ -183,7 +227,7 @@ export class S3StorageImpl implements Storage {
     };
     try {
       refill();
-      for await (const chunk of this.#guard(firstBody, key)) yield chunk;
+      for await (const chunk of this.#resumable(firstBody, key, etag, start, from, signal)) yield chunk;
       while (inFlight.length > 0) {
         const bytes = await inFlight.shift()!;
         refill();
@@ -197,23 +241,60 @@ export class S3StorageImpl implements Storage {
     }
   }
 
-  /** A response body with its errors in Strata's words. */
-  async *#guard(body: Readable, key: string): AsyncGenerator<Uint8Array> {
-    try {
-      for await (const chunk of body) yield chunk as Uint8Array;
-    } catch (err) {
-      throw s3Error('read', this.#place(key), err);
-    } finally {
-      body.destroy();
+  /**
+   * The body of bytes `at` to `stop` of an object, with its errors in Strata's words. A body that
+   * breaks off (a reset connection; the SDK's retries end once the headers are in) is resumed
+   * where it broke, by a ranged GET pinned to the same object by its ETag.
+   */
+  async *#resumable(body: Readable, key: string, etag: string | undefined, at: number, stop: number, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+    let current = body;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        for await (const chunk of current) {
+          at += (chunk as Uint8Array).byteLength;
+          yield chunk as Uint8Array;
+        }
+        return;
+      } catch (err) {
+        if (at >= stop) return;
+        if (attempt >= this.#bodyAttempts || signal?.aborted || !etag) throw s3Error('read', this.#place(key), err);
+      } finally {
+        current.destroy();
+      }
+      try {
+        const again = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key), Range: `bytes=${at}-${stop - 1}`, IfMatch: etag }), {
+          ...(signal ? { abortSignal: signal } : {}),
+        });
+        current = again.Body as Readable;
+      } catch (err) {
+        if (statusOf(err) === 412) throw this.#changed(key, err);
+        throw s3Error('read', this.#place(key), err);
+      }
     }
   }
 
+  #changed(key: string, cause: unknown): StrataError {
+    return new StrataError('IO', `storage: ${key} in ${this.location} changed while it was being read; try again`, { cause });
+  }
+
   async read(key: string, options: Abortable = {}): Promise<Uint8Array> {
-    try {
-      const out = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: this.#full(key) }), this.#sendOptions(options));
-      return await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
-    } catch (err) {
-      throw s3Error('read', this.#place(key), err);
+    return this.#readFull(this.#full(key), options, () => this.#place(key));
+  }
+
+  async #readFull(fullKey: string, options: Abortable, place: () => ErrorPlace): Promise<Uint8Array> {
+    for (let attempt = 1; ; attempt++) {
+      let out: GetObjectCommandOutput;
+      try {
+        out = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: fullKey }), this.#sendOptions(options));
+      } catch (err) {
+        throw s3Error('read', place(), err);
+      }
+      try {
+        return await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
+      } catch (err) {
+        // The body broke off (a reset connection): read the object again, whole.
+        if (attempt >= this.#bodyAttempts || options.signal?.aborted) throw s3Error('read', place(), err);
+      }
     }
   }
 
@@ -229,7 +310,7 @@ export class S3StorageImpl implements Storage {
   async *list(prefix: string, options: Abortable = {}): AsyncIterable<ObjectInfo> {
     for await (const object of this.#listRaw(this.#full(prefix), options)) {
       const key = object.key.slice(this.#where.root.length);
-      if (key.startsWith(CLAIMS)) continue;
+      if (key.startsWith(CLAIMS) || key.startsWith(UPLOADS)) continue;
       yield { ...object, key };
     }
   }
@@ -414,13 +495,13 @@ export class S3StorageImpl implements Storage {
     // A claim named otherwise (by hand, or by another tool): its body says who made it.
     let claim: ClaimBody;
     try {
-      const bytes = await this.#client.send(new s3.GetObjectCommand({ Bucket: this.#where.bucket, Key: other.key }), this.#sendOptions(options));
-      claim = JSON.parse(Buffer.from(await (bytes.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray()).toString('utf8')) as ClaimBody;
+      const bytes = await this.#readFull(other.key, options, () => ({ ...this.#place(), key: other.key }));
+      claim = JSON.parse(Buffer.from(bytes).toString('utf8')) as ClaimBody;
     } catch (err) {
       // Gone meanwhile (its owner finished) or unreadable: not a live rival either way once gone.
-      if (nameOf(err) === 'NoSuchKey') return true;
+      if (isNotFound(err)) return true;
       if (err instanceof SyntaxError) return false;
-      throw s3Error('read claim', this.#place(), err);
+      throw err;
     }
     return claim.host === hostname() && !defaultIsAlive(claim.pid, claim.host);
   }
@@ -464,6 +545,26 @@ export class S3StorageImpl implements Storage {
       // s3:AbortMultipartUpload only means leftovers stay (a bucket lifecycle rule can take them).
       if (failure.code !== 'ACCESS_DENIED') throw failure;
     }
+    // Uploads of writers that are gone (this host, pid not running), or whose mark is a day old.
+    const uploads = this.#where.root + UPLOADS;
+    for await (const mark of this.#listRaw(uploads, {})) {
+      const rest = mark.key.slice(uploads.length);
+      const slash = rest.lastIndexOf('/');
+      const writer = /^\d+-(\d+)-(.+)$/.exec(rest.slice(slash + 1));
+      const host = writer ? decodeURIComponent(writer[2]!) : '';
+      const gone = writer !== null && host === hostname() && !defaultIsAlive(Number(writer[1]), host);
+      if (!gone && mark.modified.getTime() > before) continue;
+      try {
+        await this.#abortStrayUploads(this.#where.root + decodeURIComponent(rest.slice(0, slash)));
+      } catch (err) {
+        const failure = s3Error('sweep', this.#place(), err);
+        // As above: without the permission, the upload stays for a lifecycle rule to take.
+        if (failure.code !== 'ACCESS_DENIED') throw failure;
+        continue;
+      }
+      await this.#deleteFull(mark.key, {}, mark.key.slice(this.#where.root.length));
+      swept++;
+    }
     for await (const claim of this.#listRaw(this.#where.root + CLAIMS, {})) {
       if (claim.modified.getTime() > before) continue;
       await this.#deleteFull(claim.key, {}, claim.key.slice(this.#where.root.length));
@@ -480,6 +581,20 @@ export class S3StorageImpl implements Storage {
 
 function isAbortError(err: unknown): boolean {
   return typeof err === 'object' && err !== null && ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError');
+}
+
+/** `body`, calling `mark` (once, and waiting for it) before the first byte beyond `limit` goes on. */
+async function* markedBeyond(body: AsyncIterable<Uint8Array>, limit: number, mark: () => Promise<void>): AsyncGenerator<Uint8Array> {
+  let seen = 0;
+  let marked = false;
+  for await (const chunk of body) {
+    seen += chunk.byteLength;
+    if (!marked && seen > limit) {
+      await mark();
+      marked = true;
+    }
+    yield chunk;
+  }
 }
 
 /** The body as it streams into the upload: counted, and failing as soon as the signal fires. */
