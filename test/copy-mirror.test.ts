@@ -129,7 +129,7 @@ describe('strata copy', () => {
   it('refuses clearly: a target that is not a repository, a wrong target passphrase, an encrypted source into an unencrypted target', () => {
     const { source, target } = twoRepositories();
     const missing = strata(['copy', '--from', source, '--to', at('nowhere')], { env: toTarget });
-    assert.equal(missing.status, 1);
+    assert.equal(missing.status, 6, 'no repository there');
     assert.match(missing.stderr, /copy: the target .*nowhere does not exist.*strata init/);
     const wrong = strata(['copy', '--from', source, '--to', target]);
     assert.equal(wrong.status, 4);
