@@ -4,8 +4,9 @@
  * the phase's exact totals. Cheap to ignore.
  *
  * Every amount is in bytes:
- * - `snapshot`: the engine copies the database (`doneBytes` of `totalBytes` of the database; for
- *   SQLite the pages copied times the page size, ending at the database's size);
+ * - `snapshot`: the engine copies the database (`doneBytes` of `totalBytes` of the database; an
+ *   engine that copies pages counts the pages copied times the page size, ending at the
+ *   database's size);
  * - `write`: the backup reads the snapshot and writes the artifact (bytes of the snapshot read);
  * - `read`: a restore or verification reads an artifact (`totalBytes` is the artifact size);
  * - `check`: the validator runs a check on a restored copy;
