@@ -1,10 +1,11 @@
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { COMMANDS, GLOBAL_OPTIONS, GROUPS } from '@strata/cli/command-table';
 import { REPOSITORY_LOCATIONS } from '@strata/cli/locations';
 import { configJsonSchema, createDefaultEngines } from '@strata/sdk';
-import { ROOT, json, strata, useTempDir } from './helpers/env.js';
+import { CLI, ROOT, json, strata, useTempDir } from './helpers/env.js';
 
 /** The long flag of an option spec: `-y, --yes` → `--yes`, `--to <target>` → `--to`. */
 function longFlag(flags: string): string {
@@ -53,6 +54,14 @@ describe('strata command line: help and usage errors', () => {
       for (const scheme of display.schemes) assert.ok(result.stdout.includes(`${scheme}:`), scheme);
     }
     for (const location of REPOSITORY_LOCATIONS) assert.ok(result.stdout.includes(location.description), location.description);
+  });
+
+  it('help piped into a reader that stops early (| head -1) ends quietly with status 0', () => {
+    // The whole help is longer than a pipe takes at once, so strata is still writing when head exits.
+    const result = spawnSync('bash', ['-c', `set -o pipefail; for i in 1 2 3; do "${process.execPath}" "${CLI}" --help; done | head -1`], { encoding: 'utf8' });
+    assert.equal(result.stdout, 'Usage: strata <command> [options]\n');
+    assert.equal(result.stderr, '', 'no EPIPE stack trace');
+    assert.equal(result.status, 0);
   });
 
   it('an unknown option is a usage error (exit 2) that suggests the option meant', () => {

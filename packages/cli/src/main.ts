@@ -50,5 +50,12 @@ if (invokedDirectly) {
   // That is a note for whoever pins the SDK (we do, in the lockfile), not for someone running a
   // backup; the SDK's documented switch turns it off unless the user set it either way.
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+  // `strata list | head`: the reader went away. What is left to print has no reader, but the
+  // command itself (a backup, say) finishes as it would have: a closed pipe is no reason to stop it.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
   process.exitCode = await run(process.argv.slice(2));
 }
