@@ -52,6 +52,7 @@ const CONCURRENCY = Number(opts.concurrency);
 if (!(SIZE_MB >= 1) || !(ROUNDS >= 1)) throw new Error('--size-mb and --rounds must be positive numbers');
 if (!Number.isInteger(PART_SIZE) || PART_SIZE < 5 * 1024 * 1024) throw new Error('--part-size must be a whole number of bytes, at least 5 MiB (S3\'s minimum part size)');
 if (!Number.isInteger(CONCURRENCY) || CONCURRENCY < 1) throw new Error('--concurrency must be a whole number ≥ 1');
+const PART_MIB = Number((PART_SIZE / 2 ** 20).toFixed(2));
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const sdkRequire = createRequire(path.join(ROOT, 'packages/storage-s3/package.json'));
@@ -259,7 +260,7 @@ async function main() {
       console.log(`round ${round}/${ROUNDS}: backup S3 ${fmtS(sb.wallMs)} / local ${fmtS(lb.wallMs)} / SDK Upload ${fmtS(up.wallMs)}; ` +
         `restore S3 ${fmtS(sr.wallMs)} / local ${fmtS(lr.wallMs)} / SDK GET ${fmtS(get.wallMs)}; ` +
         `S3 peak RSS backup ${fmtMB(sb.rssKiB * 1024)}, restore ${fmtMB(sr.rssKiB * 1024)}; ` +
-        `requests backup ${sb.requests.total}, restore ${sr.requests.total}; server CPU s backup ${sb.serverCpu.toFixed(1)}, restore ${sr.serverCpu.toFixed(1)}; load ${os.loadavg()[0].toFixed(2)}`);
+        `requests backup ${sb.requests.total}, restore ${sr.requests.total}; ${pids.length ? `server CPU s backup ${sb.serverCpu.toFixed(1)}, restore ${sr.serverCpu.toFixed(1)}; ` : ''}load ${os.loadavg()[0].toFixed(2)}`);
     }
     const loadAfter = os.loadavg();
     if (distFingerprint() !== dist) console.log('WARNING: packages/<pkg>/dist changed while the benchmark ran (someone rebuilt); the Strata runs used different builds');
@@ -307,7 +308,7 @@ function report(r, meta, dist, server, load) {
   const rate = (x) => `${(x.bytes / 1e6 / (x.wallMs / 1000)).toFixed(0)} MB/s`;
   const lines = [
     `${SIZE_MB} MiB database (${fmtMB(meta.bytes)}), ${ROUNDS} round(s), medians; peak RSS is the largest of the rounds; ` +
-      `S3: ${server.endpoint}, part size ${PART_SIZE / 2 ** 20} MiB, concurrency ${CONCURRENCY}`,
+      `S3: ${server.endpoint}, part size ${PART_MIB} MiB, concurrency ${CONCURRENCY}`,
     '',
     '| case | S3 | local folder | S3 / local | target | met | S3 peak RSS | local peak RSS |',
     '| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |',
@@ -320,7 +321,7 @@ function report(r, meta, dist, server, load) {
     '',
     '| case | wall | throughput | peak RSS | requests | Strata S3 / SDK |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
-    `| SDK Upload (multipart, ${PART_SIZE / 2 ** 20} MiB parts, ${CONCURRENCY} at once) | ${fmtS(UP.wallMs)} | ${rate(UP)} | ${rss(UP)} | ${UP.requests.total} | backup ${(SB.wallMs / UP.wallMs).toFixed(2)} |`,
+    `| SDK Upload (multipart, ${PART_MIB} MiB parts, ${CONCURRENCY} at once) | ${fmtS(UP.wallMs)} | ${rate(UP)} | ${rss(UP)} | ${UP.requests.total} | backup ${(SB.wallMs / UP.wallMs).toFixed(2)} |`,
     `| plain GetObject into a file | ${fmtS(GET.wallMs)} | ${rate(GET)} | ${rss(GET)} | ${GET.requests.total} | restore ${(SR.wallMs / GET.wallMs).toFixed(2)} |`,
     '',
     'Requests per operation (the last round; from STRATA_S3_REQUEST_LOG, every HTTP attempt):',
