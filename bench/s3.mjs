@@ -23,7 +23,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA, ensureDatabase } from './lib/app-database.mjs';
-import { startCpuSampler } from './lib/cpu-sampler.mjs';
+import { startCpuSampler, waitQuiet } from './lib/cpu-sampler.mjs';
 import { BENCH, CLI, ROOT, benchWorkspace, distFingerprint, fmtMB, fmtS, gitCommit, machineInfo, median, requireTools, run } from './lib/measure.mjs';
 
 const PASSPHRASE = 'strata-bench correct horse battery staple';
@@ -38,11 +38,13 @@ const { values: opts } = parseArgs({
     concurrency: { type: 'string', default: '4' },
     keep: { type: 'boolean', default: false },
     'keep-server': { type: 'boolean', default: false },
+    'quiet-wait': { type: 'string', default: '60' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opts.help) {
-  console.log('node bench/s3.mjs [--size-mb N (1024)] [--rounds N (2)] [--part-size BYTES (8 MiB)] [--concurrency N (4)] [--keep] [--keep-server]');
+  console.log('node bench/s3.mjs [--size-mb N (1024)] [--rounds N (2)] [--part-size BYTES (8 MiB)] [--concurrency N (4)] [--keep] [--keep-server] [--quiet-wait SECONDS (60)]\n' +
+    'Before each run it waits (up to --quiet-wait seconds, 0: not at all) until other processes, the S3 server included, use under 0.2 cores over 2 s.');
   process.exit(0);
 }
 const SIZE_MB = Number(opts['size-mb']);
@@ -52,6 +54,8 @@ const CONCURRENCY = Number(opts.concurrency);
 if (!(SIZE_MB >= 1) || !(ROUNDS >= 1)) throw new Error('--size-mb and --rounds must be positive numbers');
 if (!Number.isInteger(PART_SIZE) || PART_SIZE < 5 * 1024 * 1024) throw new Error('--part-size must be a whole number of bytes, at least 5 MiB (S3\'s minimum part size)');
 if (!Number.isInteger(CONCURRENCY) || CONCURRENCY < 1) throw new Error('--concurrency must be a whole number ≥ 1');
+const QUIET_WAIT = Number(opts['quiet-wait']);
+if (!(QUIET_WAIT >= 0)) throw new Error('--quiet-wait must be a number of seconds ≥ 0');
 const PART_MIB = Number((PART_SIZE / 2 ** 20).toFixed(2));
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -132,8 +136,14 @@ function requireFree(dir, bytes, what) {
 // ---------------------------------------------------------------------------------------------
 // Measured runs
 
-/** Runs a measured node child (wall, peak RSS, CPU) while sampling where the machine's CPU went (the S3 server's apart). */
+let waited = 0;
+
+/**
+ * Runs a measured node child (wall, peak RSS, CPU) while sampling where the machine's CPU went (the
+ * S3 server's apart), after waiting (up to --quiet-wait) for the machine to be quiet.
+ */
 async function measuredNode(args, { env = {}, cwd, serverPids }) {
+  waited += await waitQuiet({ limitSeconds: QUIET_WAIT, serverPids });
   const sampler = startCpuSampler({ serverPids });
   const startedAt = Date.now();
   const res = await run(process.execPath, args, { env: { ...process.env, ...env }, measureRss: true, cwd });
@@ -298,7 +308,7 @@ function report(r, meta, dist, server, load) {
   const commit = gitCommit();
   const result = {
     date: new Date().toISOString(), commit, dist, sizeMb: SIZE_MB, rounds: ROUNDS, databaseBytes: meta.bytes,
-    partSize: PART_SIZE, concurrency: CONCURRENCY, endpoint: server.endpoint, load,
+    partSize: PART_SIZE, concurrency: CONCURRENCY, endpoint: server.endpoint, load, waitedForQuietSeconds: waited,
     machine: machineInfo(), runs: r, medians: med,
   };
   fs.writeFileSync(path.join(DATA, `results-s3-${SIZE_MB}mb.json`), JSON.stringify(result, null, 2) + '\n');
@@ -345,7 +355,7 @@ function report(r, meta, dist, server, load) {
     ...[['Strata backup to S3', SB], ['Strata backup to a folder', LB], ['SDK Upload', UP], ['Strata restore from S3', SR], ['Strata restore from a folder', LR], ['SDK GET', GET]].map(([label, x]) =>
       `| ${label} | ${fmtS(x.wallMs)} | ${x.cpuSec.toFixed(1)} | ${server.pids.length ? x.serverCpu.toFixed(1) : '?'} | ${x.machineCpu.toFixed(1)} |`),
     '',
-    `Load average (1, 5, 15 min): ${load.loadBefore.map((x) => x.toFixed(2)).join(', ')} before, ${load.loadAfter.map((x) => x.toFixed(2)).join(', ')} after (commit ${commit})`,
+    `Load average (1, 5, 15 min): ${load.loadBefore.map((x) => x.toFixed(2)).join(', ')} before, ${load.loadAfter.map((x) => x.toFixed(2)).join(', ')} after; ${waited.toFixed(0)} s spent waiting for a quiet machine (commit ${commit})`,
   ];
   const noisy = Math.max(...Object.values(med).map((x) => x.otherCpuPerSec));
   if (noisy > 0.15) lines.push(`WARNING: other processes (not this benchmark, not its S3 server) kept up to ${noisy.toFixed(2)} cores busy during a run; the timings are disturbed`);
