@@ -199,15 +199,15 @@ async function main() {
   const { file: DB, meta, cached } = ensureDatabase(SIZE_MB);
   console.log(`database: ${DB} (${fmtMB(meta.bytes)}, ${cached ? 'cached' : `built in ${meta.buildSeconds} s`})`);
 
-  const server = s3Server();
   const workspace = benchWorkspace(path.join(DATA, `work-s3-${SIZE_MB}mb`), PASSPHRASE);
   const { WORK, REPO } = workspace;
-  const admin = adminClient();
   const bucket = `strata-bench-${randomBytes(4).toString('hex')}`;
   const S3_REPO = `s3://${bucket}/strata`;
-  let bucketMade = false;
+  let server, admin, bucketMade = false;
   const loadBefore = os.loadavg();
   try {
+    server = s3Server();
+    admin = adminClient();
     // Room: the server keeps every round's artifact and the SDK's copy; the work folder every
     // round's local artifact and the restored files. An artifact is at most about the database.
     const serverNeed = (ROUNDS + 1) * meta.bytes, workNeed = (ROUNDS + 3) * meta.bytes;
@@ -290,9 +290,9 @@ async function main() {
     } catch (err) {
       console.error(`could not remove the bucket ${bucket}: ${err.message}`);
     }
-    admin.destroy();
+    admin?.destroy();
     workspace.close(opts.keep);
-    server.stop();
+    server?.stop();
   }
 }
 
