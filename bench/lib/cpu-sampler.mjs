@@ -4,8 +4,9 @@
 //   bench:  this process and its descendants (the measured child: node, bash, pg_dump, zstd, gpg...)
 //   server: PostgreSQL processes working for the benchmark (backends whose title names a database
 //           matching `serverDb`, parallel workers, and the auxiliary processes: checkpointer,
-//           background writer, WAL writer, the postmaster), and processes whose name matches
-//           `serverProcess` (MariaDB/MySQL is one process: all of it counts, whoever it works for)
+//           background writer, WAL writer, the postmaster), processes whose name matches
+//           `serverProcess` (MariaDB/MySQL is one process: all of it counts, whoever it works for),
+//           and the processes listed in `serverPids` (the S3 server's, which run under common names)
 //   kernel: kernel threads (writeback, kswapd, ...), partly working for the benchmark's own writes
 //   other:  everything else: other people's processes, other databases' backends
 // A process that starts and ends between two samples is missed, and a process's CPU between its
@@ -35,12 +36,16 @@ const cmdline = (pid) => { try { return fs.readFileSync(`/proc/${pid}/cmdline`, 
  * used since the start. `serverDb`: a regular expression the title of a benchmark backend matches
  * (PostgreSQL titles are `postgres: CLUSTER: USER DATABASE HOST(PORT) STATE`). `serverProcess`: a
  * regular expression for the process name (`comm`) of a server counted whole, e.g. /^(mariadbd|mysqld)$/.
+ * `serverPids`: process ids counted whole as the server (when another copy of the same server, under
+ * the same name, may be running for someone else).
  */
-export function startCpuSampler({ serverDb, serverProcess, intervalMs = 250 } = {}) {
+export function startCpuSampler({ serverDb, serverProcess, serverPids = [], intervalMs = 250 } = {}) {
+  const serverSet = new Set(serverPids.map(Number));
   const self = process.pid;
   const seen = new Map(); // `${pid}:${start}` -> { cls, first, last }
   const classOf = (pid, p, procs) => {
     if (p.kthread || p.ppid === 2 || pid === 2) return 'kernel';
+    if (serverSet.has(pid)) return 'server';
     for (let q = pid, hops = 0; q > 1 && hops < 64; hops++) {
       if (q === self) return 'bench';
       const pp = procs.get(q);
