@@ -4,23 +4,14 @@ import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir } from './helpers/env.js';
-import { Buckets, requireS3 } from './helpers/s3.js';
+import { useTestBucket } from './helpers/s3.js';
 
 // Copies and mirrors between storages of different kinds: a folder and an S3 bucket (the real
 // server of scripts/s3/start-s3.sh), each way, under different passphrases.
 
 const OFFSITE_PASSPHRASE = 'the offsite bucket has its own passphrase';
-const buckets = new Buckets();
-let bucket = '';
-
 describe('with the S3 test server', function () {
-  before(async function () {
-    requireS3(this);
-    bucket = await buckets.create();
-  });
-  after(async () => {
-    if (bucket) await buckets.removeAll();
-  });
+  const testBucket = useTestBucket();
 
   function listed(repo: string, passphrase: string): BackupRecord[] {
     const result = strata(['list', '--repo', repo, '--json'], { env: { STRATA_PASSPHRASE: passphrase } });
@@ -40,7 +31,7 @@ describe('with the S3 test server', function () {
 
     it('copies chains from a folder into a bucket (re-encrypted), restores from the bucket, copies nothing twice, and copies back into a new folder', () => {
       const local = path.join(dir.path, 'local');
-      const offsite = `s3://${bucket}/offsite`;
+      const offsite = `s3://${testBucket.name}/offsite`;
       const db = path.join(dir.path, 'shop.db');
       buildRichDatabase(db, { rows: 60 });
       assert.equal(strata(['init', '--repo', local]).status, 0);
@@ -83,7 +74,7 @@ describe('with the S3 test server', function () {
     it('a bucket as the mirror of a folder: backups reach it, health reports it, and a restore falls back on it when the local artifact is gone', () => {
       const db = path.join(dir.path, 'app.db');
       buildRichDatabase(db, { rows: 40 });
-      const mirror = `s3://${bucket}/mirror`;
+      const mirror = `s3://${testBucket.name}/mirror`;
       writeFileSync(
         path.join(dir.path, 'strata.config.json'),
         JSON.stringify({ repository: './primary', mirror: { repository: mirror }, databases: { app: { url: './app.db' } } }),

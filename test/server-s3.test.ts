@@ -3,23 +3,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { CLI, sqliteDump, useTempDir } from './helpers/env.js';
-import { Buckets, requireS3 } from './helpers/s3.js';
+import { useTestBucket } from './helpers/s3.js';
 import { Client } from './helpers/server-client.js';
 
 // What the VS Code extension does with a workspace whose strata.config.json names an s3://
 // repository: it starts `strata serve --stdio` and sends these requests.
 
-const buckets = new Buckets();
-let bucket = '';
-
 describe('with the S3 test server', function () {
-  before(async function () {
-    requireS3(this);
-    bucket = await buckets.create();
-  });
-  after(async () => {
-    if (bucket) await buckets.removeAll();
-  });
+  const testBucket = useTestBucket();
 
   describe('strata serve with an s3:// repository (what the VS Code extension runs)', function () {
     this.timeout(600_000);
@@ -30,7 +21,7 @@ describe('with the S3 test server', function () {
       mkdirSync(workspace);
       const db = path.join(workspace, 'app.db');
       buildRichDatabase(db, { rows: 120 });
-      const repository = `s3://${bucket}/workspace`;
+      const repository = `s3://${testBucket.name}/workspace`;
       // The storage section, as a user writes it next to the repository: nothing secret in it
       // (the endpoint and credentials come from the AWS variables the test server printed).
       writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository, storage: { pathStyle: true }, databases: { app: { url: './app.db' } } }));

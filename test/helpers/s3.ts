@@ -71,3 +71,21 @@ export class Buckets {
     this.#client.destroy();
   }
 }
+
+/**
+ * One bucket for the tests of a `describe`: made in its `before` (which skips or, under CI,
+ * fails without a server, as {@link requireS3} says) and emptied and deleted in its `after`.
+ * Call it inside the `describe`; the bucket's name is `bucket.name` once the hook has run.
+ */
+export function useTestBucket(): { readonly name: string } {
+  const buckets = new Buckets();
+  const holder = { name: '' };
+  before(async function () {
+    requireS3(this);
+    holder.name = await buckets.create();
+  });
+  after(async () => {
+    if (holder.name) await buckets.removeAll();
+  });
+  return holder;
+}
