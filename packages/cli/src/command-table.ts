@@ -18,6 +18,7 @@ import type { PolicyFlags } from './commands.js';
 import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
 import { copyCommand } from './copy-command.js';
+import { replicateCommand } from './replicate-command.js';
 import { DEFAULT_ROWS_PER_DATABASE, listCommand, parseSince, parseTypes } from './list-command.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
 import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
@@ -304,12 +305,34 @@ Filters combine: --db app --type full --since 30d lists app's full backups of th
     },
   },
   {
+    path: ['replicate'],
+    args: [{ name: 'db', required: true, variadic: true }],
+    summary: 'continuous protection: ship each committed transaction into the repository within a second, until stopped (Ctrl-C, SIGTERM)',
+    options: [
+      { flags: '--interval <seconds>', description: 'ship at least this often: seconds (1, 0.5), 500ms, or 5s (default 1 s); a crash loses at most about this much' },
+      { flags: '--switch-mode', description: "switch a database into the journal mode replication reads (SQLite: WAL) instead of refusing it" },
+      { flags: '--verbose', description: 'a line for every segment shipped' },
+    ],
+    details: `Runs in the foreground until SIGINT or SIGTERM, then ships what it has and exits 0.
+Transactions are shipped as segments (compressed and encrypted like every artifact) chained to a
+base restore point: the chain of the last run when the database's log still continues it, else a
+new incremental (or full) backup taken at exactly the point the segments start from. Then
+\`strata restore --db <name> --as-of <time>\` restores to any moment the segments cover, to the
+last transaction seen committed at or before it. Applications keep writing and checkpointing as
+they like; give their connections a busy timeout (replicate holds the write lock for a few
+milliseconds about once a second, and a checkpoint that must wait for every reader, such as
+wal_checkpoint(TRUNCATE), waits for it to move on).`,
+    examples: ['replicate app', 'replicate ./app.db --interval 0.5', 'replicate app orders --verbose'],
+    run: (ctx, { args, opts, signal }) =>
+      replicateCommand(ctx, { databases: args, ...given({ interval: str(opts, 'interval') }), switchMode: opts['switchMode'] === true, verbose: opts['verbose'] === true }, signal),
+  },
+  {
     path: ['restore'],
     args: [{ name: 'id|latest', required: false }],
     summary: 'restore a restore point (and its chain) to a target; also as of a time, or only some tables',
     options: [
       { flags: '--to <target>', description: 'where to restore (created if missing; an existing one needs --force)' },
-      { flags: '--as-of <time>', description: 'restore the newest restore point taken at or before TIME (ISO 8601)' },
+      { flags: '--as-of <time>', description: 'restore the database as of TIME (ISO 8601): replayed to the last transaction committed at or before it where replicate shipped segments, else the newest restore point taken at or before it' },
       { flags: '--db <name>', description: 'with "latest" or --as-of: which database' },
       { flags: '--tables <a,b>', description: 'only these tables (with their indexes and triggers): into a new database, or replacing just them in an existing one, in one transaction' },
       { flags: '--force', description: 'replace an existing target; it stays intact until the new one is complete' },

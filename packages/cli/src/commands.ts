@@ -24,6 +24,7 @@ import {
   tierOf,
   validatePolicy,
 } from '@strata/sdk';
+import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { backupRuns, renderStatsReport } from './stats-report.js';
@@ -171,12 +172,20 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   if (tables !== undefined && tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables orders,customers');
   const target = resolveLocator(options.to, process.cwd());
   const repo = await ctx.repository();
-  const record = await repo.resolve({
+  const selector = {
     ...(options.id !== undefined ? { id: options.id } : {}),
     ...(asOf ? { asOf } : {}),
     ...(options.database !== undefined ? { database: options.database } : {}),
-  });
-  if (asOf && !ctx.json) process.stderr.write(`--as-of ${asOf.toISOString()}: chose ${record.id} (${record.type}, taken ${record.createdAt})\n`);
+  };
+  const plan = asOf ? await repo.planAsOf({ ...selector, asOf }) : undefined;
+  const record = plan?.restorePoint ?? (await repo.resolve(selector));
+  if (plan && !ctx.json) {
+    process.stderr.write(
+      plan.segments.length > 0
+        ? `--as-of ${plan.asOf.toISOString()}: ${record.id} (${record.type}, taken ${record.createdAt}) and ${plan.segments.length} segment(s) of transactions after it\n`
+        : `--as-of ${plan.asOf.toISOString()}: no segments cover that time; chose ${record.id} (${record.type}, taken ${record.createdAt}), ${formatSpan(plan.asOf.getTime() - Date.parse(record.createdAt))} before it\n`,
+    );
+  }
   const { exists: inPlace, description, display } = await repo.restoreTarget(record.engine, target);
   const file = displayLocation(display, description);
   if (inPlace && !options.force) {
@@ -201,8 +210,9 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   const bar = new ProgressBar(`restore ${record.id}`, interactive(ctx.json));
   let chain: readonly BackupRecord[];
   let fromMirror: RestoreFallback | undefined;
+  let pointInTime: PointInTimeResult | undefined;
   try {
-    ({ chain, fromMirror } = await repo.restore({ id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update, ...(tables ? { tables } : {}) }));
+    ({ chain, fromMirror, pointInTime } = await repo.restore(asOf ? selector : { id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update, ...(tables ? { tables } : {}) }));
   } finally {
     bar.done();
   }
@@ -221,11 +231,19 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
       target: file,
       replaced: inPlace,
       ...(tables ? { tables } : {}),
+      ...(pointInTime ? { pointInTime } : {}),
     });
   } else {
     const via = chain.length > 1 ? ` through its chain ${chain.map((b) => b.id).join(' → ')}` : '';
     const what = tables ? `tables ${tables.join(', ')} of ${record.id}` : record.id;
     process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via}${fromMirror ? ` from the mirror ${printable(fromMirror.mirror)}` : ''} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : display.locator === 'file' ? ' (replaced the old file)' : ' (replaced the old database)') : ''}\n`);
+    if (pointInTime && pointInTime.transactions > 0) {
+      process.stdout.write(
+        `replayed ${pointInTime.transactions} transaction(s) from ${pointInTime.segments} segment(s): the database as of ${pointInTime.reachedAt}, when its last transaction was seen committed (${formatSpan(pointInTime.behindMs)} before ${pointInTime.asOf})\n`,
+      );
+    } else if (pointInTime) {
+      process.stdout.write(`no transactions after ${record.id} were shipped before ${pointInTime.asOf}: the database as of ${pointInTime.reachedAt}, ${formatSpan(pointInTime.behindMs)} before it\n`);
+    }
   }
   return 0;
 }
@@ -616,4 +634,17 @@ export async function deleteCommand(ctx: CommandContext, options: DeleteCommandO
   if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id) });
   else process.stdout.write(`deleted ${removed.length} backup(s): ${removed.map((r) => r.id).join(', ')}\n`);
   return 0;
+}
+
+/** A span of time for people: 0.8 s, 42 s, 3 min 5 s, 9 h 30 min, 2 d 4 h. */
+export function formatSpan(ms: number): string {
+  const s = Math.max(0, ms) / 1000;
+  if (s < 10) return `${s.toFixed(1)} s`;
+  if (s < 60) return `${Math.round(s)} s`;
+  const min = Math.floor(s / 60);
+  if (min < 60) return `${min} min ${Math.round(s - min * 60)} s`;
+  const h = Math.floor(min / 60);
+  if (h < 48) return `${h} h ${min - h * 60} min`;
+  const d = Math.floor(h / 24);
+  return `${d} d ${h - d * 24} h`;
 }

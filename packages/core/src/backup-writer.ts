@@ -3,7 +3,7 @@ import { recordFromManifest } from './catalog.js';
 import type { BackupRecord } from './catalog.js';
 import { getCodec } from './compression.js';
 import { encryptStream } from './encryption.js';
-import type { Engine } from './engine.js';
+import type { ChangePosition, Engine, Snapshot, SnapshotOptions } from './engine.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
 import { writeArchive } from './format/artifact-writer.js';
 import type { ChunkLayout } from './format/chunk-index.js';
@@ -48,6 +48,11 @@ export interface BackupOptions {
   readonly mirror?: boolean;
   /** With a mirror: how its copy went (the backup is complete either way). */
   readonly onMirror?: (result: MirrorSyncResult) => void;
+  /**
+   * Takes the snapshot instead of the engine's `snapshot()`: continuous capture's snapshot at the
+   * exact position its segments start from (see replicator.ts), recorded as `changePosition`.
+   */
+  readonly snapshotAt?: { readonly take: (options: SnapshotOptions) => Promise<Snapshot>; readonly position: ChangePosition };
 }
 
 /**
@@ -123,7 +128,7 @@ export class BackupWriter {
       // The first and last event of each phase, at most ten a second between: the commit event
       // below, the last one, delivers the last write event held back before it.
       const emit = throttleProgress(options.onProgress).emit;
-      snapshot = await engine.snapshot(locator, {
+      snapshot = await (options.snapshotAt ? options.snapshotAt.take.bind(options.snapshotAt) : engine.snapshot.bind(engine, locator))({
         schemaOnly: type === 'schema-only',
         tempDir: await this.#ctx.tempDir(),
         signal: options.signal,
@@ -153,6 +158,7 @@ export class BackupWriter {
           engineMeta: snapshot.engineMeta,
           tool: { name: 'strata', version: STRATA_VERSION },
           ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}),
+          ...(options.snapshotAt ? { changePosition: options.snapshotAt.position } : {}),
         },
         tables: () => snapshot!.tableStats(),
         streams: snapshot.streams,

@@ -1,4 +1,4 @@
-import { readCatalog, writeCatalog } from './catalog.js';
+import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
 import type { BackupRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { factsCacheKey } from './facts-cache.js';
@@ -113,15 +113,17 @@ export async function abandonImport(ctx: RepositoryContext, placed: readonly Pen
 export async function removeBackups(storage: Storage, records: readonly BackupRecord[], doomed: ReadonlySet<string>): Promise<void> {
   const gone = records.filter((r) => doomed.has(r.id));
   const cacheKeys = (r: BackupRecord): string[] => [layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')];
-  const keys = gone.flatMap((r) => [r.key, ...cacheKeys(r)]);
+  // Segments go with their base: without it they replay onto nothing.
+  const segments = (await readCatalogContents(storage))?.segments ?? [];
+  const keys = [...gone.flatMap((r) => [r.key, ...cacheKeys(r)]), ...segments.filter((s) => doomed.has(s.base)).map((s) => s.key)];
   // A note left by a killed prune counts only for files the catalog no longer lists: if that
   // prune died before its catalog write, it did not happen, and its note must not delete the
   // artifacts of backups that are still listed (and restorable).
-  const kept = new Set(records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...cacheKeys(r)]));
+  const kept = new Set([...records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...cacheKeys(r)]), ...segments.filter((s) => !doomed.has(s.base)).map((s) => s.key)]);
   const leftovers = (await readPendingDeletions(storage)).filter((key) => !kept.has(key));
   const pending = [...leftovers, ...keys];
   await writePendingDeletions(storage, pending);
-  await writeCatalog(storage, records.filter((r) => !doomed.has(r.id)));
+  await writeCatalog(storage, records.filter((r) => !doomed.has(r.id)), segments.filter((s) => !doomed.has(s.base)));
   for (const key of pending) await storage.delete(key);
   await writePendingDeletions(storage, []);
 }

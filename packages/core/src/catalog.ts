@@ -1,4 +1,5 @@
 import { StrataError } from './errors.js';
+import type { ChangePosition } from './engine.js';
 import type { BackupType, Manifest } from './format/manifest.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
@@ -12,6 +13,11 @@ export const CATALOG_PREFIX = 'catalog/';
 /** The catalog of repositories before format 3, replaced in place; read (and migrated), never written. */
 export const LEGACY_CATALOG_KEY = 'catalog.json';
 const CATALOG_VERSION = 1;
+/**
+ * Generations that list segments are version 2: a Strata from before segments would read their
+ * backups and write the next generation without the segments, orphaning them, so it must refuse.
+ */
+const SEGMENTS_CATALOG_VERSION = 2;
 const GENERATION = /^catalog\/(\d{12})\.json$/;
 
 export type CheckName = 'file-accessibility' | 'checksum-match' | 'database-readable' | 'schema-integrity' | 'data-consistency';
@@ -86,13 +92,59 @@ export interface BackupRecord {
   readonly layoutsSha256?: string;
   /** Digest of the backup's complete facts (format/facts-delta.ts), to validate their cached copy. */
   readonly factsSha256?: string;
+  /**
+   * Where the database's log stood at this restore point, for backups that continuous capture
+   * took as the base of its segments (absent for all others).
+   */
+  readonly changePosition?: ChangePosition;
 }
 
-/** One catalog generation (and the old catalog.json): the list of backups. */
+/**
+ * One segment of continuously captured transactions, as the catalog lists it. Segments chain:
+ * `sequence` 1 starts at its base restore point's `changePosition`, each next one where the one
+ * before ended (`from` equals the previous `to`). The transactions' times are in the artifact.
+ */
+export interface SegmentRecord {
+  readonly id: string;
+  readonly database: string;
+  readonly engine: string;
+  /** The restore point the chain of segments starts from. */
+  readonly base: string;
+  /** 1 for the first segment after the base, then one more for each. */
+  readonly sequence: number;
+  /** The segment before it (null for sequence 1). */
+  readonly previous: string | null;
+  /** Where the log stood before its first transaction and after its last (engine-defined). */
+  readonly from: ChangePosition;
+  readonly to: ChangePosition;
+  /** When its first and last transactions were seen committed (ISO). */
+  readonly firstAt: string;
+  readonly lastAt: string;
+  readonly transactions: number;
+  /** When it was written (ISO). */
+  readonly createdAt: string;
+  readonly key: string;
+  /** Bytes of the uncompressed archive (tar) inside the artifact. */
+  readonly rawBytes: number;
+  readonly storedBytes: number;
+  /** SHA-256 (hex) of the artifact file. */
+  readonly sha256: string;
+  readonly compression: { readonly codec: string; readonly level: number };
+  readonly encryption: { readonly profile: string; readonly keyId?: string };
+}
+
+/** One catalog generation (and the old catalog.json): the list of backups and of segments. */
 interface CatalogFile {
   format: 'strata-catalog';
   version: number;
   backups: BackupRecord[];
+  segments?: SegmentRecord[];
+}
+
+/** A catalog generation as read: backups, and segments (empty in catalogs that have none). */
+export interface CatalogContents {
+  readonly backups: BackupRecord[];
+  readonly segments: SegmentRecord[];
 }
 
 /** The key of a catalog generation. */
@@ -122,6 +174,11 @@ async function generations(storage: Storage): Promise<number[]> {
  * would hide the backups the newer one added.
  */
 export async function readCatalog(storage: Storage): Promise<BackupRecord[] | undefined> {
+  return (await readCatalogContents(storage))?.backups;
+}
+
+/** {@link readCatalog} with the segments. */
+export async function readCatalogContents(storage: Storage): Promise<CatalogContents | undefined> {
   // A writer deletes the generation it replaced: a reader that listed it just before reads the list again.
   for (let attempt = 0; ; attempt++) {
     const newest = (await generations(storage))[0];
@@ -134,12 +191,17 @@ export async function readCatalog(storage: Storage): Promise<BackupRecord[] | un
       if (isNotFound(err)) return undefined;
       throw err;
     }
-    return parseCatalog(bytes);
+    return parseCatalogContents(bytes);
   }
 }
 
 /** A catalog object's records, or undefined when it is damaged (it is rebuilt like a missing one). */
 export function parseCatalog(bytes: Uint8Array): BackupRecord[] | undefined {
+  return parseCatalogContents(bytes)?.backups;
+}
+
+/** {@link parseCatalog} with the segments. */
+export function parseCatalogContents(bytes: Uint8Array): CatalogContents | undefined {
   let parsed: Partial<CatalogFile>;
   try {
     parsed = JSON.parse(Buffer.from(bytes).toString('utf8')) as Partial<CatalogFile>;
@@ -147,10 +209,21 @@ export function parseCatalog(bytes: Uint8Array): BackupRecord[] | undefined {
     return undefined;
   }
   if (parsed?.format !== 'strata-catalog' || !Array.isArray(parsed.backups)) return undefined;
-  if ((parsed.version ?? 0) > CATALOG_VERSION) {
+  if ((parsed.version ?? 0) > SEGMENTS_CATALOG_VERSION) {
     throw new StrataError('REPO_VERSION_UNSUPPORTED', `catalog: version ${parsed.version} was written by a newer Strata; upgrade Strata`);
   }
-  return parsed.backups.filter(isRecordShaped);
+  const segments = Array.isArray(parsed.segments) ? parsed.segments.filter(isSegmentShaped) : [];
+  return { backups: parsed.backups.filter(isRecordShaped), segments: sortSegments(segments) };
+}
+
+function isSegmentShaped(r: unknown): r is SegmentRecord {
+  const s = r as Partial<SegmentRecord>;
+  return typeof s?.id === 'string' && typeof s.key === 'string' && typeof s.base === 'string' && Number.isSafeInteger(s.sequence) && typeof s.firstAt === 'string' && typeof s.lastAt === 'string';
+}
+
+/** By database, then base, then sequence. */
+export function sortSegments(segments: readonly SegmentRecord[]): SegmentRecord[] {
+  return [...segments].sort((a, b) => a.database.localeCompare(b.database) || a.base.localeCompare(b.base) || a.sequence - b.sequence);
 }
 
 function isRecordShaped(r: unknown): r is BackupRecord {
@@ -164,10 +237,28 @@ function isRecordShaped(r: unknown): r is BackupRecord {
  * generation (a lock taken over from a holder that was not dead after all), this write fails
  * instead of silently replacing that process's change.
  */
-export async function writeCatalog(storage: Storage, backups: readonly BackupRecord[]): Promise<void> {
+export async function writeCatalog(storage: Storage, backups: readonly BackupRecord[], segments?: readonly SegmentRecord[]): Promise<void> {
   const redacted = backups.map((b) => (b.verification ? { ...b, verification: { ...b.verification, checks: b.verification.checks.map(redactCheck) } } : b));
-  const file: CatalogFile = { format: 'strata-catalog', version: CATALOG_VERSION, backups: sortBackups(redacted) };
   const existing = await generations(storage);
+  // A change of the backups keeps the segments the newest generation lists (the caller holds the
+  // lock, so that generation is the one it read), except those whose base is gone: their chain
+  // starts nowhere (a prune or delete removes their files with the base's).
+  let keptSegments = segments ? [...segments] : undefined;
+  if (keptSegments === undefined) {
+    if (existing[0] === undefined) keptSegments = [];
+    else {
+      const current = await storage.read(catalogGenerationKey(existing[0])).then(parseCatalogContents, () => undefined);
+      keptSegments = current?.segments ?? [];
+    }
+  }
+  const ids = new Set(backups.map((b) => b.id));
+  keptSegments = keptSegments.filter((s) => ids.has(s.base));
+  const file: CatalogFile = {
+    format: 'strata-catalog',
+    version: keptSegments.length > 0 ? SEGMENTS_CATALOG_VERSION : CATALOG_VERSION,
+    backups: sortBackups(redacted),
+    ...(keptSegments.length > 0 ? { segments: sortSegments(keptSegments) } : {}),
+  };
   const next = (existing[0] ?? 0) + 1;
   if (!(await storage.createExclusive(catalogGenerationKey(next), Buffer.from(JSON.stringify(file, null, 1) + '\n')))) {
     throw new StrataError('REPO_LOCKED', `catalog: another process wrote catalog generation ${next} in ${storage.location} while this one held the repository lock; nothing was changed, try again`);
@@ -209,5 +300,6 @@ export function recordFromManifest(
     tableCount: manifest.factsDelta ? manifest.factsDelta.tableCount : manifest.tables.length,
     rowCount: manifest.factsDelta ? manifest.factsDelta.rowCount : manifest.tables.reduce((sum, t) => sum + t.rows, 0),
     verification: null,
+    ...(manifest.changePosition ? { changePosition: manifest.changePosition } : {}),
   };
 }

@@ -106,6 +106,13 @@ export interface RestoreCommitInfo {
   readonly engineMeta: Readonly<Record<string, unknown>>;
   /** The tables the backup recorded (to tell "not in this backup" from other errors). */
   readonly tables: readonly string[];
+  /**
+   * A point-in-time restore: transactions captured after the restore point (see
+   * {@link ChangeCapture}), their bytes concatenated in commit order, every byte already checked
+   * against its segment's checksums. The engine applies them to the restored streams before
+   * putting the target in place (and before copying tables out of it).
+   */
+  readonly changes?: AsyncIterable<Uint8Array>;
 }
 
 /**
@@ -199,6 +206,76 @@ export interface HandRecovery {
 }
 
 /**
+ * A place in a database's own log of committed transactions, as the engine describes it: plain
+ * JSON that core stores and hands back, and only the engine interprets.
+ */
+export type ChangePosition = Readonly<Record<string, unknown>>;
+
+/** One committed transaction, as continuous capture read it from the database's log. */
+export interface CapturedTransaction {
+  /** The engine's record of the transaction, replayed by a restore session (`RestoreCommitInfo.changes`). */
+  readonly bytes: Uint8Array;
+  /** Where the log stands after this transaction. */
+  readonly position: ChangePosition;
+  /** When capture saw it committed (ms since the epoch): never before its commit. */
+  readonly observedAt: number;
+  /**
+   * When the read that found it began (ms since the epoch): every transaction committed before
+   * this moment is this one or an earlier one.
+   */
+  readonly scannedAt: number;
+}
+
+/** What one read of the log found. */
+export interface ChangeRead {
+  readonly transactions: readonly CapturedTransaction[];
+  /**
+   * Set when capture can no longer prove that it saw every transaction after its position (the log
+   * was recycled behind its back): the transactions above are still good, then the caller must
+   * start over from a new snapshot. A sentence saying what happened.
+   */
+  readonly lost?: string;
+}
+
+/** Options for {@link ChangeCapture.open}. */
+export interface ChangeCaptureOptions {
+  /** Continue after this position if the log still holds everything after it. */
+  readonly resume?: ChangePosition;
+  /** Switch the database into the mode capture needs instead of refusing a database not in it. */
+  readonly switchMode?: boolean;
+}
+
+/**
+ * Continuous capture of one database's committed transactions, for point-in-time restores. Open
+ * until `close()`; the capture makes sure that the log cannot be recycled past a transaction it
+ * has not read, or says so (`lost`).
+ */
+export interface ChangeFeed {
+  /** True when the log continued the position `open()` was given: the caller goes on from it. */
+  readonly resumed: boolean;
+  /** Where the log stood when `open()` returned (the snapshot below is of exactly this point). */
+  readonly position: ChangePosition;
+  /** When the database was seen at `position` (ms since the epoch): everything in it committed before. */
+  readonly positionAt: number;
+  /** The transactions committed since the last read, oldest first. */
+  read(): Promise<ChangeRead>;
+  /**
+   * Lets the database recycle its log up to what was read (briefly holding its writers off), and
+   * returns what it read while doing so. Called about once per segment.
+   */
+  maintain(): Promise<ChangeRead>;
+  /** A snapshot of the database at `position`, to be the base the captured transactions apply to. */
+  snapshot(options: SnapshotOptions): Promise<Snapshot>;
+  close(): Promise<void>;
+}
+
+/** An engine's continuous capture (engines whose databases keep a log of committed transactions). */
+export interface ChangeCapture {
+  /** Starts capturing `locator`; fails with USAGE when the database is not in a mode capture can follow. */
+  open(locator: string, options: ChangeCaptureOptions): Promise<ChangeFeed>;
+}
+
+/**
  * A database engine: turns a database into named streams and back.
  *
  * Contract for implementers (see docs/implementing-an-engine.md):
@@ -215,6 +292,11 @@ export interface Engine {
   readonly display: EngineDisplay;
   /** What README.txt and RESTORE.md tell a person recovering without Strata. */
   readonly handRecovery?: HandRecovery;
+  /**
+   * Continuous capture for point-in-time restores (`strata replicate`). An engine that has it also
+   * applies `RestoreCommitInfo.changes` in its restore sessions.
+   */
+  readonly changeCapture?: ChangeCapture;
   /** True when this engine understands the locator (a path, `scheme:PATH`, `scheme://...`). */
   accepts(locator: string): boolean;
   /** The locator without secrets, for messages and the catalog. */

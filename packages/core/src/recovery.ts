@@ -1,4 +1,4 @@
-import { readCatalog } from './catalog.js';
+import { readCatalogContents } from './catalog.js';
 import { finishAbandonedWrites } from './pending-writes.js';
 import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
@@ -24,8 +24,8 @@ export async function recoverInterruptedWork(storage: Storage, options: { tempDi
   await sweepPrivateTemps(options.tempDir);
   await storage.sweepTemp?.();
   await finishAbandonedWrites(storage, async () => {
-    const catalog = await readCatalog(storage);
-    return catalog && new Set(catalog.map((r) => r.key));
+    const catalog = await readCatalogContents(storage);
+    return catalog && new Set([...catalog.backups.map((r) => r.key), ...catalog.segments.map((s) => s.key)]);
   });
   await finishInterruptedDeletions(storage, options.lock);
 }
@@ -62,9 +62,12 @@ async function finishInterruptedDeletions(storage: Storage, lock: LockOptions | 
     'finish-deletions',
     async () => {
       const pending = await readPendingDeletions(storage);
-      const catalog = await readCatalog(storage);
-      if (pending.length === 0 || catalog === undefined) return;
-      const listed = new Set(catalog.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')]));
+      const contents = await readCatalogContents(storage);
+      if (pending.length === 0 || contents === undefined) return;
+      const listed = new Set([
+        ...contents.backups.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')]),
+        ...contents.segments.map((s) => s.key),
+      ]);
       for (const key of pending) if (!listed.has(key)) await storage.delete(key);
       await writePendingDeletions(storage, []);
     },

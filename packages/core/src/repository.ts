@@ -27,6 +27,11 @@ import type { CopyOptions, CopyResult } from './backup-copier.js';
 import { syncMirror } from './mirror-sync.js';
 import type { MirrorSyncResult } from './mirror-sync.js';
 import type { GuardOptions, GuardResult } from './guard.js';
+import { Replicator } from './replicator.js';
+import type { ReplicateOptions, ReplicationSummary } from './replicator.js';
+import { readCatalogContents } from './catalog.js';
+import type { SegmentRecord } from './catalog.js';
+import type { PointInTimePlan } from './point-in-time.js';
 
 // The public surface of @strata/core's repository: the facade below and the types its methods take.
 export { REPOSITORY_CONFIG_KEY } from './repository-config.js';
@@ -40,6 +45,8 @@ export type { GuardOptions, GuardResult } from './guard.js';
 export type { CopiedBackup, CopyOptions, CopyResult } from './backup-copier.js';
 export type { MirrorOptions, MirrorSyncResult } from './mirror-sync.js';
 export type { RestoreFallback } from './restorer.js';
+export type { ReplicateOptions, ReplicationEvent, ReplicationSummary } from './replicator.js';
+export type { PointInTimePlan, PointInTimeResult } from './point-in-time.js';
 export { PENDING_DELETIONS_KEY } from './recovery.js';
 
 /**
@@ -76,6 +83,7 @@ export class Repository {
   readonly #retention: RetentionApplier;
   readonly #transfer: ExportImport;
   readonly #guard: Guard;
+  readonly #replicator: Replicator;
   #mirror: Promise<Repository> | undefined;
 
   /** Use {@link openRepository}. */
@@ -90,6 +98,7 @@ export class Repository {
     this.#retention = new RetentionApplier(this.#ctx);
     this.#transfer = new ExportImport(this.#ctx);
     this.#guard = new Guard(this.#ctx, this.#writer, this.#restorer);
+    this.#replicator = new Replicator(this.#ctx, this.#writer);
   }
 
   /** The settings chosen at init (never secrets). */
@@ -116,6 +125,37 @@ export class Repository {
   /** Reads every artifact's manifest and writes a fresh catalog. Needs the passphrase if encrypted. */
   async rebuildCatalog(options: { signal?: AbortSignal } = {}): Promise<BackupRecord[]> {
     return this.#ctx.catalog.rebuild(options);
+  }
+
+  /** Every segment of continuously captured transactions, by database, base and sequence (see {@link replicate}). */
+  async segments(filter: { database?: string } = {}): Promise<SegmentRecord[]> {
+    const contents = await readCatalogContents(this.storage);
+    const all = contents?.segments ?? [];
+    return filter.database === undefined ? all : all.filter((s) => s.database === filter.database);
+  }
+
+  /**
+   * Continuous protection: ships the database's committed transactions into the repository as
+   * segments, at least once per `intervalMs`, until `options.signal` aborts; then ships what it
+   * has and returns. Segments chain from a base restore point (the chain it continues, or one it
+   * takes), so that {@link restore} with `asOf` can replay them to any moment they cover.
+   *
+   * ```ts
+   * const stop = new AbortController()
+   * process.once('SIGTERM', () => stop.abort())
+   * await repo.replicate('./app.db', { database: 'app', signal: stop.signal })
+   * ```
+   */
+  async replicate(locator: string, options: ReplicateOptions): Promise<ReplicationSummary> {
+    return this.#replicator.run(locator, options);
+  }
+
+  /**
+   * What a restore as of `asOf` would restore: the restore point, and the segments after it that
+   * reach nearest to that moment. Changes nothing.
+   */
+  async planAsOf(selector: Selector & { asOf: Date }): Promise<PointInTimePlan> {
+    return this.#restorer.planAsOf(selector);
   }
 
   /** Finds one backup by id, unique id prefix, or `latest` (within `database` if given). */

@@ -8,6 +8,9 @@ import type { ProgressListener } from './progress.js';
 import { throttleProgress } from './progress.js';
 import type { Selector } from './backup-catalog.js';
 import type { RepositoryContext } from './repository-context.js';
+import { readCatalogContents } from './catalog.js';
+import { fetchChanges, planPointInTime } from './point-in-time.js';
+import type { FetchedChanges, PointInTimePlan, PointInTimeResult } from './point-in-time.js';
 
 /** Options for {@link Repository.restore}. */
 export interface RestoreOptions {
@@ -32,6 +35,11 @@ export interface RestoreResult {
    * damaged) and the chain was restored from its mirror instead: where, and what was wrong here.
    */
   readonly fromMirror?: RestoreFallback;
+  /**
+   * With `asOf`: the moment the restored database is of, and how it got there (the restore point,
+   * and the transactions replayed from segments after it).
+   */
+  readonly pointInTime?: PointInTimeResult;
 }
 
 /** A restore that used the mirror's copy of the chain (see {@link RestoreResult.fromMirror}). */
@@ -85,7 +93,8 @@ export class Restorer {
    * point with data at or before that time.
    */
   async restore(selector: Selector, options: RestoreOptions): Promise<RestoreResult> {
-    const record = await this.#ctx.catalog.resolve(selector);
+    const plan = selector.asOf !== undefined ? await this.planAsOf(selector) : undefined;
+    const record = plan?.restorePoint ?? (await this.#ctx.catalog.resolve(selector));
     const op = await this.#ctx.journal.begin('restore', { database: record.database, backupId: record.id, type: record.type });
     try {
       if (options.tables !== undefined) {
@@ -109,6 +118,8 @@ export class Restorer {
       let bytes: number;
       let fromMirror: RestoreFallback | undefined;
       let unlocked = false;
+      let fetched: FetchedChanges | undefined;
+      let pointInTime: PointInTimeResult | undefined;
       try {
         chain = await this.#ctx.catalog.chainOf(record);
         await this.#ctx.chains.checkPresent(chain, record);
@@ -116,14 +127,33 @@ export class Restorer {
         unlocked = true;
         // Every key of the chain before any byte of the target is touched.
         for (const link of chain) this.#ctx.keyFor(link, 'restore');
-        bytes = await this.restoreInto(engine, chain, options.to, restoreOptions);
+        if (plan && plan.segments.length > 0) {
+          if (!engine.changeCapture) throw new StrataError('USAGE', `restore: the ${record.engine} engine of this program cannot replay segments`);
+          for (const segment of plan.segments) this.#ctx.vault.keyFor(segment, 'restore');
+          // Every segment is read and checked before the restore starts.
+          fetched = await fetchChanges(this.#ctx, plan, options.signal);
+          pointInTime = fetched.result;
+        } else if (plan) {
+          pointInTime = {
+            asOf: plan.asOf.toISOString(),
+            restorePoint: record.id,
+            segments: 0,
+            transactions: 0,
+            reachedAt: record.createdAt,
+            completeThrough: record.createdAt,
+            behindMs: plan.asOf.getTime() - Date.parse(record.createdAt),
+          };
+        }
+        bytes = await this.restoreInto(engine, chain, options.to, { ...restoreOptions, ...(fetched ? { changes: fetched.changes() } : {}) });
       } catch (err) {
         // The target was not touched (a failed restore aborts its session): the mirror's copy of
-        // the same chain may still be good.
-        if (!this.#mirror || !isStrataError(err) || !MIRROR_CAN_HELP.has(err.code)) throw err;
+        // the same chain may still be good (not for segments, which mirrors do not hold yet).
+        if (fetched || (plan && plan.segments.length > 0) || !this.#mirror || !isStrataError(err) || !MIRROR_CAN_HELP.has(err.code)) throw err;
         // A passphrase that does not open this repository's keys is no damage the mirror repairs.
         if (err.code === 'PASSPHRASE_WRONG' && !unlocked) throw err;
         ({ chain, bytes, fromMirror } = await this.#fromMirror(record, engine, options.to, restoreOptions, err));
+      } finally {
+        await fetched?.remove().catch(() => undefined);
       }
       await op.complete({
         rawBytes: chain.reduce((sum, b) => sum + b.rawBytes, 0),
@@ -134,9 +164,10 @@ export class Restorer {
           chain: chain.map((b) => b.id),
           ...(options.tables ? { tables: options.tables.length } : {}),
           ...(fromMirror ? { fromMirror: { mirror: fromMirror.mirror, reason: fromMirror.reason.code } } : {}),
+          ...(pointInTime ? { pointInTime: { asOf: pointInTime.asOf, segments: pointInTime.segments, transactions: pointInTime.transactions, reachedAt: pointInTime.reachedAt } } : {}),
         },
       });
-      return { backup: record, chain, target: options.to, bytes, ...(fromMirror ? { fromMirror } : {}) };
+      return { backup: record, chain, target: options.to, bytes, ...(fromMirror ? { fromMirror } : {}), ...(pointInTime ? { pointInTime } : {}) };
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError(`restore ${record.id}`, err);
       await op.fail(wrapped).catch(() => undefined);
@@ -180,7 +211,7 @@ export class Restorer {
     engine: Engine,
     chain: readonly BackupRecord[],
     target: string,
-    options: { force: boolean; tables?: readonly string[]; signal?: AbortSignal; onProgress?: ProgressListener },
+    options: { force: boolean; tables?: readonly string[]; signal?: AbortSignal; onProgress?: ProgressListener; changes?: AsyncIterable<Uint8Array> },
   ): Promise<number> {
     const tip = chain.at(-1)!;
     const session = await engine.beginRestore(target, {
@@ -206,12 +237,25 @@ export class Restorer {
         schemaSql: contents.schemaSql,
         engineMeta: contents.manifest.engineMeta,
         tables: (await this.#ctx.chains.factsOf(tip, contents.manifest, 'restore')).tables.map((t) => t.name),
+        ...(options.changes ? { changes: options.changes } : {}),
       });
       return bytes;
     } catch (err) {
       await session.abort().catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * What a restore as of `selector.asOf` would use: the restore point and the segments after it
+   * that reach nearest to that moment (see point-in-time.ts). Fails as `resolve` does when the
+   * database has nothing that old.
+   */
+  async planAsOf(selector: Selector): Promise<PointInTimePlan> {
+    const chosen = await this.#ctx.catalog.resolve(selector);
+    const contents = await readCatalogContents(this.#ctx.storage);
+    if (!contents || !contents.segments.some((s) => s.database === chosen.database)) return { restorePoint: chosen, segments: [], asOf: selector.asOf! };
+    return planPointInTime(contents, chosen.database, selector.asOf!) ?? { restorePoint: chosen, segments: [], asOf: selector.asOf! };
   }
 
   /** The tables a restore point holds, read from its artifact's manifest (reads the artifact once). */

@@ -24,6 +24,7 @@ import { collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql }
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
 import { createStoredObjects, storedObjects } from './schema-writer.js';
 import { checkSchemaSql } from './schema-check.js';
+import { WalCapture, applyWalFrames } from './wal-capture.js';
 import type { StoredObject } from './schema-writer.js';
 
 /** The only stream of a SQLite snapshot: the database file itself. */
@@ -53,10 +54,12 @@ export class SqliteEngine implements Engine {
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = SQLITE_HAND_RECOVERY;
   readonly display: EngineDisplay = { name: 'SQLite', locator: 'file', schemes: ['sqlite'], example: './app.db', fileExtensions: ['.db', '.sqlite', '.sqlite3', '.db3'] };
+  readonly changeCapture: WalCapture;
   readonly #busyTimeoutMs: number;
 
   constructor(options: SqliteEngineOptions = {}) {
     this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.changeCapture = new WalCapture({ busyTimeoutMs: this.#busyTimeoutMs });
   }
 
   accepts(locator: string): boolean {
@@ -70,50 +73,7 @@ export class SqliteEngine implements Engine {
   async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
     const file = filePath(locator);
     await checkIsSqliteFile(file);
-    await fs.mkdir(options.tempDir, { recursive: true });
-    const copy = path.join(options.tempDir, `snapshot-${randomBytes(6).toString('hex')}.db`);
-    const cleanup = async (): Promise<void> => {
-      await Promise.all([copy, ...SIDE_SUFFIXES.map((s) => copy + s)].map((f) => fs.rm(f, { force: true })));
-    };
-    try {
-      // The copy is plaintext user data: created 0600 before SQLite writes into it (SQLite keeps
-      // an existing file's mode, and its journal files take the same mode).
-      await createPrivateFile(copy);
-      await this.#copyConsistent(file, copy, options);
-      throwIfAborted(options.signal, 'snapshot');
-      const { fingerprint, objects, sql, meta } = readSnapshotSchema(copy, options.schemaOnly);
-      const stats = tableStatsInWorker(copy, !options.schemaOnly);
-      // Settled by tableStats() or, if nobody asks (an aborted backup), ignored.
-      stats.promise.catch(() => undefined);
-      const size = (await fs.stat(copy)).size;
-      const pageSize = meta['pageSize'] as number;
-      const streams = options.schemaOnly
-        ? []
-        : [
-            {
-              name: SQLITE_STREAM,
-              size,
-              chunking: { kind: 'fixed' as const, size: pageSize },
-              open: (opts: Abortable = {}) => createReadStream(copy, { highWaterMark: 1024 * 1024, signal: opts.signal }),
-            },
-          ];
-      return {
-        schemaFingerprint: fingerprint,
-        schemaObjects: objects,
-        tableStats: () => stats.promise,
-        streams,
-        schemaSql: sql,
-        databaseBytes: size,
-        engineMeta: meta,
-        close: async () => {
-          await stats.stop();
-          await cleanup();
-        },
-      };
-    } catch (err) {
-      await cleanup();
-      throw err instanceof StrataError ? err : wrapError(`snapshot ${file}`, err);
-    }
+    return snapshotThrough(file, options, (copy) => this.#copyConsistent(file, copy, options));
   }
 
   async #copyConsistent(file: string, copy: string, options: SnapshotOptions): Promise<void> {
@@ -171,6 +131,7 @@ export class SqliteEngine implements Engine {
       commit: async (info: RestoreCommitInfo) => {
         try {
           if (info.schemaOnly) createFromSchema(temp, info.schemaSql, info.engineMeta);
+          if (info.changes) await applyWalFrames(temp, info.changes, info.engineMeta['pageSize'] as number);
           await syncFile(temp);
           await swapIntoPlace(temp, file, options.force, this.#busyTimeoutMs);
           finished = true;
@@ -212,6 +173,7 @@ export class SqliteEngine implements Engine {
       },
       commit: async (info: RestoreCommitInfo) => {
         try {
+          if (info.changes) await applyWalFrames(snapshot, info.changes, info.engineMeta['pageSize'] as number);
           const source = new Database(snapshot, { readonly: true, fileMustExist: true });
           const pageSize = source.pragma('page_size', { simple: true }) as number;
           const encoding = source.pragma('encoding', { simple: true }) as string;
@@ -280,6 +242,57 @@ export class SqliteEngine implements Engine {
   }
 }
 
+/**
+ * A snapshot from a consistent copy of `file` that `copyInto` makes (the online backup API, in one
+ * read transaction): the copy is then read as one stream of page-sized chunks.
+ */
+export async function snapshotThrough(file: string, options: SnapshotOptions, copyInto: (copy: string) => Promise<void>): Promise<Snapshot> {
+  await fs.mkdir(options.tempDir, { recursive: true });
+  const copy = path.join(options.tempDir, `snapshot-${randomBytes(6).toString('hex')}.db`);
+  const cleanup = async (): Promise<void> => {
+    await Promise.all([copy, ...SIDE_SUFFIXES.map((s) => copy + s)].map((f) => fs.rm(f, { force: true })));
+  };
+  try {
+    // The copy is plaintext user data: created 0600 before SQLite writes into it (SQLite keeps
+    // an existing file's mode, and its journal files take the same mode).
+    await createPrivateFile(copy);
+    await copyInto(copy);
+    throwIfAborted(options.signal, 'snapshot');
+    const { fingerprint, objects, sql, meta } = readSnapshotSchema(copy, options.schemaOnly);
+    const stats = tableStatsInWorker(copy, !options.schemaOnly);
+    // Settled by tableStats() or, if nobody asks (an aborted backup), ignored.
+    stats.promise.catch(() => undefined);
+    const size = (await fs.stat(copy)).size;
+    const pageSize = meta['pageSize'] as number;
+    const streams = options.schemaOnly
+      ? []
+      : [
+          {
+            name: SQLITE_STREAM,
+            size,
+            chunking: { kind: 'fixed' as const, size: pageSize },
+            open: (opts: Abortable = {}) => createReadStream(copy, { highWaterMark: 1024 * 1024, signal: opts.signal }),
+          },
+        ];
+    return {
+      schemaFingerprint: fingerprint,
+      schemaObjects: objects,
+      tableStats: () => stats.promise,
+      streams,
+      schemaSql: sql,
+      databaseBytes: size,
+      engineMeta: meta,
+      close: async () => {
+        await stats.stop();
+        await cleanup();
+      },
+    };
+  } catch (err) {
+    await cleanup();
+    throw err instanceof StrataError ? err : wrapError(`snapshot ${file}`, err);
+  }
+}
+
 /** The file path a locator names. */
 export function filePath(locator: string): string {
   if (locator.startsWith('sqlite://')) return locator.slice('sqlite://'.length);
@@ -297,7 +310,7 @@ async function fileExists(file: string): Promise<boolean> {
   }
 }
 
-async function checkIsSqliteFile(file: string): Promise<void> {
+export async function checkIsSqliteFile(file: string): Promise<void> {
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(file, 'r');
@@ -319,7 +332,7 @@ async function checkIsSqliteFile(file: string): Promise<void> {
   }
 }
 
-function sqliteError(step: string, err: unknown): StrataError {
+export function sqliteError(step: string, err: unknown): StrataError {
   if (err instanceof StrataError) return err;
   const code = (err as { code?: string }).code ?? '';
   // SQLite's own words can name schema objects ("malformed database schema (idx_…)").
@@ -675,6 +688,6 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
 }
 
 /** Creates an empty file readable by its owner only; fails if the name exists. */
-async function createPrivateFile(file: string): Promise<void> {
+export async function createPrivateFile(file: string): Promise<void> {
   await (await fs.open(file, 'wx', 0o600)).close();
 }

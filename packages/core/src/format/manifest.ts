@@ -94,6 +94,11 @@ export interface Manifest {
    * when it is not encrypted or was encrypted with the repository's passphrase itself.
    */
   readonly keyId?: string;
+  /**
+   * Where the database's log stood at this snapshot, when continuous capture took it as the base
+   * of a chain of segments (`strata replicate`). Engine-defined; absent in every other backup.
+   */
+  readonly changePosition?: Readonly<Record<string, unknown>>;
 }
 
 /** Parses and checks a manifest's shape, refusing foreign or future formats with a clear error. */

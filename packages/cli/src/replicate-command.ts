@@ -1,0 +1,89 @@
+import { StrataError, parseDuration, resolveDatabase } from '@strata/sdk';
+import type { ReplicationEvent, ReplicationSummary } from '@strata/sdk';
+import type { CommandContext } from './context.js';
+import { printable } from './terminal.js';
+
+/** Options of `strata replicate`. */
+export interface ReplicateCommandOptions {
+  readonly databases: readonly string[];
+  readonly interval?: string;
+  readonly switchMode: boolean;
+  readonly verbose: boolean;
+}
+
+/**
+ * The interval as people write it: seconds (`1`, `0.5`), `500ms`, or a duration (`2s`, `1min`).
+ * Durations elsewhere have no milliseconds; an interval of a second or less needs them.
+ */
+export function parseInterval(text: string): number {
+  const plain = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(text);
+  const ms = plain ? Number(plain[1]) * (plain[2] === 'ms' ? 1 : 1000) : parseDuration(text, '--interval').ms;
+  if (!Number.isFinite(ms) || ms < 50 || ms > 3_600_000) throw new StrataError('USAGE', `replicate: --interval ${JSON.stringify(text)} must be between 50ms and 1h (e.g. 1, 0.5, 500ms, 5s)`);
+  return ms;
+}
+
+/**
+ * `strata replicate <db>...`: ships each database's committed transactions into the repository
+ * until SIGINT or SIGTERM, then ships what it has and exits 0. Everything it says goes to stderr;
+ * with --json one document with what each replication did is printed on stdout at the end.
+ */
+export async function replicateCommand(ctx: CommandContext, options: ReplicateCommandOptions, signal: AbortSignal): Promise<number> {
+  if (options.databases.length === 0) throw new StrataError('USAGE', 'replicate: name the databases to replicate (see strata replicate --help)');
+  const intervalMs = options.interval !== undefined ? parseInterval(options.interval) : 1000;
+  const targets = options.databases.map((arg) => resolveDatabase(arg, ctx.loaded.config));
+  const names = new Set<string>();
+  for (const t of targets) {
+    if (names.has(t.name)) throw new StrataError('USAGE', `replicate: ${t.name} is named twice`);
+    names.add(t.name);
+  }
+  const repo = await ctx.repository();
+  await repo.unlock();
+  // One database failing stops the others too: a replicator that runs half its databases would
+  // look alive to whoever watches the process.
+  const stop = new AbortController();
+  const onStop = (): void => stop.abort();
+  signal.addEventListener('abort', onStop, { once: true });
+  const say = (line: string): void => {
+    process.stderr.write(`${line}\n`);
+  };
+  const onEvent = (event: ReplicationEvent): void => {
+    switch (event.kind) {
+      case 'resumed':
+        say(`replicate ${event.database}: continuing the segments after ${event.base} (${event.sequence} so far); shipping every ${intervalMs / 1000} s`);
+        break;
+      case 'base':
+        say(`replicate ${event.database}: took ${event.base.id} (${event.base.type}) as the base of new segments (${event.reason}); shipping every ${intervalMs / 1000} s`);
+        break;
+      case 'lost':
+        say(`replicate ${event.database}: lost its place in the database's log (${printable(event.reason)}); taking a new base`);
+        break;
+      case 'retry':
+        say(`replicate ${event.database}: could not write a segment (${printable(event.error.message)}); trying again with the next one`);
+        break;
+      case 'segment':
+        if (options.verbose) say(`replicate ${event.database}: segment ${event.segment.sequence} (${event.segment.transactions} transactions, ${event.segment.storedBytes} bytes), shipped ${(event.lagMs / 1000).toFixed(2)} s after the last was seen committed`);
+        break;
+    }
+  };
+  let results: PromiseSettledResult<ReplicationSummary>[];
+  try {
+    results = await Promise.allSettled(
+      targets.map(async (t) => {
+        try {
+          return await repo.replicate(t.locator, { database: t.name, intervalMs, switchMode: options.switchMode, signal: stop.signal, onEvent });
+        } catch (err) {
+          stop.abort();
+          throw err;
+        }
+      }),
+    );
+  } finally {
+    signal.removeEventListener('abort', onStop);
+  }
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  const done = results.filter((r): r is PromiseFulfilledResult<ReplicationSummary> => r.status === 'fulfilled').map((r) => r.value);
+  for (const s of done) say(`replicate ${s.database}: stopped; shipped ${s.transactions} transactions in ${s.segments} segments${s.bases.length > 0 ? `, took ${s.bases.length} base(s)` : ''}`);
+  if (failed) throw failed.reason;
+  if (ctx.json) ctx.printJson({ replicated: done });
+  return 0;
+}

@@ -1,0 +1,247 @@
+import type { BackupRecord, SegmentRecord } from './catalog.js';
+import { readCatalogContents } from './catalog.js';
+import type { BackupWriter } from './backup-writer.js';
+import type { CapturedTransaction, ChangeFeed, ChangePosition, Engine } from './engine.js';
+import { StrataError, isStrataError, wrapError } from './errors.js';
+import { validateDatabaseName } from './naming.js';
+import type { RepositoryContext } from './repository-context.js';
+import { chainBreak, writeSegment } from './segments.js';
+
+/** Options for {@link Repository.replicate}. */
+export interface ReplicateOptions {
+  /** The name the database's backups and segments are filed under. */
+  readonly database: string;
+  /** Segments are cut at least this often (ms; default 1000): a crash loses at most about this much. */
+  readonly intervalMs?: number;
+  /** A segment is cut early when its transactions reach this many bytes (default 16 MiB). */
+  readonly maxSegmentBytes?: number;
+  /** Switch the database into the mode capture needs instead of refusing it. */
+  readonly switchMode?: boolean;
+  /** Stops replication: what was captured is shipped, then the call returns. */
+  readonly signal: AbortSignal;
+  readonly onEvent?: (event: ReplicationEvent) => void;
+}
+
+/** What a running replication reports. */
+export type ReplicationEvent =
+  | { readonly kind: 'resumed'; readonly database: string; readonly base: string; readonly sequence: number }
+  | { readonly kind: 'base'; readonly database: string; readonly base: BackupRecord; readonly reason: string }
+  | { readonly kind: 'segment'; readonly database: string; readonly segment: SegmentRecord; readonly lagMs: number }
+  | { readonly kind: 'retry'; readonly database: string; readonly error: { readonly code: string; readonly message: string } }
+  | { readonly kind: 'lost'; readonly database: string; readonly reason: string };
+
+/** What a replication did, when it stopped. */
+export interface ReplicationSummary {
+  readonly database: string;
+  readonly segments: number;
+  readonly transactions: number;
+  /** Restore points taken as bases (when there was none to continue, or continuity was lost). */
+  readonly bases: readonly string[];
+}
+
+interface ChainState {
+  readonly base: BackupRecord;
+  readonly sequence: number;
+  readonly previous: string | null;
+  readonly from: ChangePosition;
+}
+
+/** Errors a later attempt cannot fix: replication stops with them instead of retrying. */
+const FATAL = new Set(['CHAIN_BROKEN', 'KEY_MISSING', 'PASSPHRASE_WRONG', 'PASSPHRASE_MISSING', 'USAGE', 'REPO_VERSION_UNSUPPORTED', 'ACCESS_DENIED', 'INTERNAL']);
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+/**
+ * Continuous protection of one database: its engine's {@link ChangeFeed} is read every tenth of an
+ * interval, the transactions are shipped as segments at least once per interval, each segment
+ * committed before the next is written. The chain continues the database's last chain of segments
+ * when the log still holds everything after its end; otherwise, and whenever the feed loses its
+ * place, a new base restore point is taken (an incremental on the database's chain when it has
+ * one) at exactly the position the next segments start from.
+ */
+export class Replicator {
+  readonly #ctx: RepositoryContext;
+  readonly #writer: BackupWriter;
+
+  constructor(ctx: RepositoryContext, writer: BackupWriter) {
+    this.#ctx = ctx;
+    this.#writer = writer;
+  }
+
+  async run(locator: string, options: ReplicateOptions): Promise<ReplicationSummary> {
+    const engine = this.#ctx.engineFor(locator);
+    const capture = engine.changeCapture;
+    if (!capture) throw new StrataError('USAGE', `replicate: ${engine.display.name} databases cannot be replicated continuously; schedule \`strata backup --type incremental\` instead`);
+    const database = validateDatabaseName(options.database);
+    const intervalMs = options.intervalMs ?? 1000;
+    if (!Number.isFinite(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) throw new StrataError('USAGE', 'replicate: the interval must be between 0.05 s and 1 hour');
+    const maxBytes = options.maxSegmentBytes ?? 16 * 1024 * 1024;
+    const pollMs = Math.min(250, Math.max(20, Math.floor(intervalMs / 10)));
+    const signal = options.signal;
+    const emit = (event: ReplicationEvent): void => options.onEvent?.(event);
+    await this.#ctx.unlock();
+    // New segments go under the current data key: a passphrase whose key file lacks it stops here.
+    if (this.#ctx.vault.section.profile !== 'none') this.#ctx.vault.current('replicate');
+    const op = await this.#ctx.journal.begin('replicate', { database });
+    const summary = { database, segments: 0, transactions: 0, bases: [] as string[] };
+    let feed: ChangeFeed | undefined;
+    try {
+      const continued = await this.#chainToContinue(engine, locator, database);
+      feed = await capture.open(locator, { ...(continued ? { resume: continued.from } : {}), ...(options.switchMode ? { switchMode: true } : {}) });
+
+      let chain: ChainState | undefined;
+      let buffer: CapturedTransaction[] = [];
+      let bufferBytes = 0;
+      let failure: unknown;
+      let queue: Promise<void> = Promise.resolve();
+      // Until the base's snapshot is taken the feed must stay where it is (maintain() moves it on).
+      let snapshotTaken = true;
+
+      const enqueue = (job: () => Promise<void>): void => {
+        queue = queue.then(job).catch((err: unknown) => {
+          failure ??= err;
+        });
+      };
+      const takeBase = (current: ChangeFeed, reason: string): void => {
+        snapshotTaken = false;
+        enqueue(async () => {
+          try {
+            const base = await this.#writer.backup(locator, {
+              database,
+              type: 'incremental',
+              autoFull: true,
+              time: new Date(current.positionAt),
+              label: 'replication base',
+              mirror: false,
+              snapshotAt: {
+                position: current.position,
+                take: async (snapshotOptions) => {
+                  try {
+                    return await current.snapshot(snapshotOptions);
+                  } finally {
+                    snapshotTaken = true;
+                  }
+                },
+              },
+            });
+            chain = { base, sequence: 0, previous: null, from: current.position };
+            summary.bases.push(base.id);
+            emit({ kind: 'base', database, base, reason });
+          } finally {
+            snapshotTaken = true;
+          }
+        });
+      };
+      const cut = (): void => {
+        if (buffer.length === 0) return;
+        const transactions = buffer;
+        buffer = [];
+        bufferBytes = 0;
+        enqueue(async () => {
+          const state = chain!;
+          try {
+            const segment = await writeSegment(this.#ctx, { database, engine: engine.kind, base: state.base, sequence: state.sequence + 1, previous: state.previous, from: state.from, transactions });
+            chain = { base: state.base, sequence: segment.sequence, previous: segment.id, from: segment.to };
+            summary.segments++;
+            summary.transactions += transactions.length;
+            emit({ kind: 'segment', database, segment, lagMs: Date.now() - transactions.at(-1)!.observedAt });
+          } catch (err) {
+            if (!isStrataError(err) || FATAL.has(err.code) || signal.aborted) throw err;
+            // Storage trouble (a full disk, a network error): the transactions wait for the next
+            // cut, ahead of those read since, and nothing is lost while the log holds them.
+            buffer = [...transactions, ...buffer];
+            bufferBytes += transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
+            emit({ kind: 'retry', database, error: { code: err.code, message: err.message } });
+          }
+        });
+      };
+      const take = (transactions: readonly CapturedTransaction[]): void => {
+        for (const t of transactions) {
+          buffer.push(t);
+          bufferBytes += t.bytes.byteLength;
+        }
+      };
+
+      if (feed.resumed && continued) {
+        chain = { base: continued.base, sequence: continued.sequence, previous: continued.previous, from: continued.from };
+        emit({ kind: 'resumed', database, base: continued.base.id, sequence: continued.sequence });
+      } else {
+        takeBase(feed, continued ? 'the database log no longer continues the last segment' : 'no chain of segments to continue');
+      }
+
+      let lastCut = Date.now();
+      while (!signal.aborted && failure === undefined) {
+        await sleep(pollMs, signal);
+        const read = await feed.read();
+        take(read.transactions);
+        let lost = read.lost;
+        if (!lost && Date.now() - lastCut >= intervalMs) {
+          if (snapshotTaken) {
+            const maintained = await feed.maintain();
+            take(maintained.transactions);
+            lost = maintained.lost;
+          }
+        }
+        if (lost) {
+          // What was read is good: it goes to the old chain; then a new base where the log is now.
+          emit({ kind: 'lost', database, reason: lost });
+          cut();
+          await queue;
+          if (failure !== undefined) break;
+          await feed.close();
+          feed = undefined;
+          feed = await capture.open(locator, {});
+          lastCut = Date.now();
+          takeBase(feed, lost);
+          continue;
+        }
+        if (Date.now() - lastCut >= intervalMs || bufferBytes >= maxBytes) {
+          lastCut = Date.now();
+          cut();
+        }
+      }
+      if (failure === undefined) {
+        // Stopping: what the log holds now goes into a last segment.
+        const last = await feed.read();
+        take(last.transactions);
+        cut();
+      }
+      await queue;
+      if (failure !== undefined) throw failure;
+      if (buffer.length > 0) throw new StrataError('IO', `replicate ${database}: ${buffer.length} transaction(s) could not be shipped before stopping; the database still holds them and the next \`strata replicate\` ships them`);
+      await op.complete({ details: { segments: summary.segments, transactions: summary.transactions, bases: summary.bases } });
+      return summary;
+    } catch (err) {
+      const wrapped = isStrataError(err) ? err : wrapError(`replicate ${database}`, err);
+      await op.fail(wrapped).catch(() => undefined);
+      throw wrapped;
+    } finally {
+      await feed?.close().catch(() => undefined);
+    }
+  }
+
+  /** The database's newest chain of segments from this source, if its base has a position: base, tip and where it ended. */
+  async #chainToContinue(engine: Engine, locator: string, database: string): Promise<(ChainState & { base: BackupRecord }) | undefined> {
+    const contents = await readCatalogContents(this.#ctx.storage);
+    if (!contents) return undefined;
+    const source = engine.describe(locator);
+    const bases = contents.backups.filter((b) => b.database === database && b.changePosition && b.engine === engine.kind && b.source === source);
+    const base = bases.sort((a, b) => a.createdAt.localeCompare(b.createdAt)).at(-1);
+    if (!base) return undefined;
+    const segments = contents.segments.filter((s) => s.base === base.id);
+    // A chain with a break cannot be continued: what follows the break would be unreachable.
+    if (chainBreak(base, segments)) return undefined;
+    const tip = segments.at(-1);
+    return { base, sequence: tip?.sequence ?? 0, previous: tip?.id ?? null, from: tip?.to ?? base.changePosition! };
+  }
+}

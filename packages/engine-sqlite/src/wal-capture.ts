@@ -1,0 +1,491 @@
+import * as fs from 'node:fs/promises';
+import Database from 'better-sqlite3';
+import { StrataError, hasErrno, wrapError } from '@strata/core';
+import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, Snapshot, SnapshotOptions } from '@strata/core';
+import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sqlite-engine.js';
+
+/**
+ * Continuous capture of a SQLite database in WAL mode: the frames of each committed transaction,
+ * read from the write-ahead log as other processes write it.
+ *
+ * The write-ahead log (https://www.sqlite.org/fileformat2.html#walformat) is a 32-byte header and
+ * frames of a 24-byte header plus one page; a frame whose header carries a database size ends a
+ * transaction. Every frame's header holds the log's two salts and a checksum that runs over every
+ * frame of the log so far. A checkpoint copies frames into the database file; once all are copied,
+ * the next writer restarts the log from its start with new salts, overwriting frames.
+ *
+ * The danger is a restart that overwrites frames we have not read. Capture makes that impossible
+ * rather than trying to notice it afterwards (a restart leaves no trace of the frames it overwrote):
+ *
+ * - It holds a read transaction (connection R) at all times. SQLite never checkpoints frames past
+ *   the end a reader's snapshot includes (a reader of the database file alone keeps it from
+ *   checkpointing at all), and never restarts the log while a reader's snapshot includes frames;
+ *   so no frame written after R began is overwritten while R holds, and at most one restart can
+ *   happen, only if every frame present when R began was already checkpointed.
+ * - R is only ever started while capture holds the write lock (connection W, BEGIN IMMEDIATE) and
+ *   has read the log to its end: then no frame can be appended between that read and R's start.
+ *   Every `maintain()` does this: takes the write lock, reads to the end, lets go of R, runs a
+ *   passive checkpoint (connection C) so the log can restart, starts R again, lets go of the lock.
+ * - So a restart (new salts) is accepted once per R; a second one, or a log that does not
+ *   continue where capture stopped, is "lost" and the caller takes a new snapshot.
+ *
+ * The end of what is committed is read from the wal-index header in the -shm file (maxFrame,
+ * salts, the last frame's checksum; the format of the same page), never from how far the file's
+ * frames happen to chain: frames past it may belong to a transaction still being written or rolled
+ * back. Capture never writes to the database (C's checkpoint writes pages that are already
+ * committed, as any connection's automatic checkpoint would).
+ *
+ * A position is `{ salt: [s1, s2], frame, checksum: [c1, c2] | null, pageSize }`: the log's salts,
+ * how many of its frames are read, and the running checksum after the last of them (null for
+ * frame 0 of a log whose header is not written yet).
+ */
+
+const WAL_HEADER_BYTES = 32;
+const FRAME_HEADER_BYTES = 24;
+const WAL_MAGIC = 0x377f0682;
+const SHM_HEADER_BYTES = 48;
+/** How long maintain() waits for the write lock before leaving it for the next time. */
+const MAINTAIN_LOCK_WAIT_MS = 200;
+/** How many frames one read of the log takes at most. */
+const FRAMES_PER_READ = 256;
+
+interface WalPosition {
+  readonly salt: readonly [number, number];
+  readonly frame: number;
+  readonly checksum: readonly [number, number] | null;
+  readonly pageSize: number;
+}
+
+/** The wal-index header: what SQLite's connections agree is committed. */
+interface IndexHeader {
+  readonly maxFrame: number;
+  readonly salt: readonly [number, number];
+  readonly frameChecksum: readonly [number, number];
+  readonly bigEndianChecksums: boolean;
+}
+
+function toPosition(p: WalPosition): ChangePosition {
+  return { log: 'sqlite-wal', salt: [...p.salt], frame: p.frame, checksum: p.checksum ? [...p.checksum] : null, pageSize: p.pageSize };
+}
+
+function fromPosition(p: ChangePosition | undefined): WalPosition | undefined {
+  if (!p || p['log'] !== 'sqlite-wal') return undefined;
+  const salt = p['salt'];
+  const checksum = p['checksum'];
+  const pair = (v: unknown): v is [number, number] => Array.isArray(v) && v.length === 2 && v.every((n) => Number.isSafeInteger(n));
+  if (!pair(salt) || !(checksum === null || pair(checksum)) || !Number.isSafeInteger(p['frame']) || !Number.isSafeInteger(p['pageSize'])) return undefined;
+  return { salt, frame: p['frame'] as number, checksum, pageSize: p['pageSize'] as number };
+}
+
+/** SQLite's WAL checksum: two running 32-bit sums over the data as 32-bit words. */
+export function walChecksum(data: Buffer, bigEndian: boolean, start: readonly [number, number]): [number, number] {
+  let s0 = start[0];
+  let s1 = start[1];
+  if (data.length % 8 !== 0) throw new StrataError('INTERNAL', 'wal checksum over a length that is not a multiple of 8');
+  for (let i = 0; i < data.length; i += 8) {
+    const a = bigEndian ? data.readUInt32BE(i) : data.readUInt32LE(i);
+    const b = bigEndian ? data.readUInt32BE(i + 4) : data.readUInt32LE(i + 4);
+    s0 = (s0 + a + s1) >>> 0;
+    s1 = (s1 + b + s0) >>> 0;
+  }
+  return [s0, s1];
+}
+
+async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(file, 'r');
+  } catch (err) {
+    if (hasErrno(err, 'ENOENT')) return Buffer.alloc(0);
+    throw wrapError(`read ${file}`, err);
+  }
+  try {
+    const buffer = Buffer.alloc(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await handle.read(buffer, done, length - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buffer.subarray(0, done);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Reads the wal-index header from the -shm file, through the one handle the feed keeps open for
+ * as long as its connections are: SQLite's locks on -shm are POSIX record locks, which the kernel
+ * drops for the whole process when it closes any descriptor of the file. Opening and closing -shm
+ * for each read would silently release our read transaction's lock, and with it the guarantee
+ * that the log is not recycled behind us. (The log file itself carries no locks.)
+ *
+ * Writers update its second copy, then its first; a reader that finds
+ * the two equal has a consistent one (SQLite's own readers do the same).
+ */
+async function readIndexHeader(shm: fs.FileHandle): Promise<IndexHeader | undefined> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const bytes = Buffer.alloc(2 * SHM_HEADER_BYTES);
+    const { bytesRead } = await shm.read(bytes, 0, bytes.length, 0);
+    if (bytesRead < bytes.length) return undefined;
+    const first = bytes.subarray(0, SHM_HEADER_BYTES);
+    if (!first.equals(bytes.subarray(SHM_HEADER_BYTES))) continue;
+    // isInit: SQLite has built the index (a connection has opened the log).
+    if (first[12] !== 1) return undefined;
+    // The wal-index is in the machine's byte order; the salts are the log header's bytes as they are.
+    return {
+      maxFrame: first.readUInt32LE(16),
+      frameChecksum: [first.readUInt32LE(24), first.readUInt32LE(28)],
+      salt: [first.readUInt32BE(32), first.readUInt32BE(36)],
+      bigEndianChecksums: first[13] === 1,
+    };
+  }
+  return undefined;
+}
+
+interface LogHeader {
+  readonly salt: readonly [number, number];
+  readonly pageSize: number;
+  readonly bigEndian: boolean;
+  readonly checksum: readonly [number, number];
+}
+
+async function readLogHeader(wal: string): Promise<LogHeader | undefined> {
+  const bytes = await readAt(wal, 0, WAL_HEADER_BYTES);
+  if (bytes.length < WAL_HEADER_BYTES) return undefined;
+  const magic = bytes.readUInt32BE(0);
+  if ((magic & 0xfffffffe) !== WAL_MAGIC) return undefined;
+  const bigEndian = (magic & 1) === 1;
+  const checksum = walChecksum(bytes.subarray(0, 24), bigEndian, [0, 0]);
+  if (checksum[0] !== bytes.readUInt32BE(24) || checksum[1] !== bytes.readUInt32BE(28)) return undefined;
+  return { salt: [bytes.readUInt32BE(16), bytes.readUInt32BE(20)], pageSize: bytes.readUInt32BE(8), bigEndian, checksum };
+}
+
+const sameSalt = (a: readonly [number, number], b: readonly [number, number]): boolean => a[0] === b[0] && a[1] === b[1];
+
+/** Options for {@link WalCapture}. */
+export interface WalCaptureOptions {
+  /** How long to wait for the database's write lock when resuming or starting (default 5 s). */
+  readonly busyTimeoutMs: number;
+}
+
+/** The SQLite engine's {@link ChangeCapture}. */
+export class WalCapture implements ChangeCapture {
+  readonly #options: WalCaptureOptions;
+
+  constructor(options: WalCaptureOptions) {
+    this.#options = options;
+  }
+
+  async open(locator: string, options: ChangeCaptureOptions): Promise<ChangeFeed> {
+    const file = filePath(locator);
+    await checkIsSqliteFile(file);
+    return WalFeed.open(file, options, this.#options.busyTimeoutMs);
+  }
+}
+
+class WalFeed implements ChangeFeed {
+  readonly #file: string;
+  readonly #reader: Database.Database;
+  readonly #writer: Database.Database;
+  readonly #checkpointer: Database.Database;
+  readonly #shm: fs.FileHandle;
+  #cursor: WalPosition;
+  #bigEndian = false;
+  /** A restart of the log is accepted once after each start of the read transaction (see above). */
+  #restartAllowed = true;
+  #snapshotting = false;
+  #closed = false;
+  readonly resumed: boolean;
+  readonly position: ChangePosition;
+  readonly positionAt: number;
+
+  private constructor(file: string, connections: { reader: Database.Database; writer: Database.Database; checkpointer: Database.Database; shm: fs.FileHandle }, cursor: WalPosition, resumed: boolean) {
+    this.#file = file;
+    this.#shm = connections.shm;
+    this.#reader = connections.reader;
+    this.#writer = connections.writer;
+    this.#checkpointer = connections.checkpointer;
+    this.#cursor = cursor;
+    this.resumed = resumed;
+    this.position = toPosition(cursor);
+    this.positionAt = Date.now();
+  }
+
+  static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number): Promise<WalFeed> {
+    const opened: Database.Database[] = [];
+    let shm: fs.FileHandle | undefined;
+    const connect = (): Database.Database => {
+      let db: Database.Database;
+      try {
+        db = new Database(file, { fileMustExist: true, timeout: busyTimeoutMs });
+      } catch (err) {
+        throw sqliteError(`replicate: open ${file}`, err);
+      }
+      opened.push(db);
+      // Our connections never write, but a commit could still trigger a checkpoint of theirs.
+      db.pragma('wal_autocheckpoint = 0');
+      return db;
+    };
+    try {
+      const writer = connect();
+      const mode = String(writer.pragma('journal_mode', { simple: true })).toLowerCase();
+      if (mode !== 'wal') {
+        if (!options.switchMode) {
+          throw new StrataError(
+            'USAGE',
+            `replicate: ${file} is in ${mode} journal mode; continuous protection reads SQLite's write-ahead log, so the database must be in WAL mode. Switch it once with \`sqlite3 ${file} 'PRAGMA journal_mode=WAL'\` (it stays so; applications keep working), or pass --switch-mode to let strata do it`,
+          );
+        }
+        try {
+          writer.pragma('journal_mode = WAL');
+        } catch (err) {
+          throw sqliteError(`replicate: switch ${file} to WAL mode`, err);
+        }
+        if (String(writer.pragma('journal_mode', { simple: true })).toLowerCase() !== 'wal') {
+          throw new StrataError('DATABASE_LOCKED', `replicate: ${file} could not be switched to WAL mode (another connection holds it); stop its other users for a moment and try again`);
+        }
+      }
+      const pageSize = writer.pragma('page_size', { simple: true }) as number;
+      const reader = connect();
+      const checkpointer = connect();
+      try {
+        writer.exec('BEGIN IMMEDIATE');
+      } catch (err) {
+        throw sqliteError(`replicate: lock ${file}`, err);
+      }
+      try {
+        // Opened while our connections are (see readIndexHeader), closed only after them.
+        shm = await fs.open(`${file}-shm`, 'r');
+        // With the write lock nothing is appended: the index header is the committed end.
+        const index = await readIndexHeader(shm);
+        if (!index) throw new StrataError('DATABASE_INVALID', `replicate: ${file}-shm holds no WAL index; is ${file} opened in exclusive locking mode by another program?`);
+        const wanted = fromPosition(options.resume);
+        let cursor: WalPosition | undefined;
+        if (wanted && wanted.pageSize === pageSize && sameSalt(wanted.salt, index.salt) && wanted.frame <= index.maxFrame) {
+          cursor = await continuesAt(`${file}-wal`, wanted, pageSize);
+        }
+        const resumed = cursor !== undefined;
+        cursor ??= await endOf(`${file}-wal`, index, pageSize);
+        // The read transaction starts while the lock holds: it pins everything after `cursor`.
+        reader.exec('BEGIN');
+        reader.prepare('SELECT count(*) FROM sqlite_schema').get();
+        const feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, resumed);
+        // maintain() tries the write lock briefly and tries again later: a checkpoint that waits
+        // for our reader holds that lock meanwhile, and waiting on each other helps nobody.
+        writer.pragma(`busy_timeout = ${MAINTAIN_LOCK_WAIT_MS}`);
+        feed.#bigEndian = index.bigEndianChecksums;
+        return feed;
+      } finally {
+        writer.exec('ROLLBACK');
+      }
+    } catch (err) {
+      for (const db of opened) db.close();
+      await shm?.close();
+      throw err instanceof StrataError ? err : wrapError(`replicate ${file}`, err);
+    }
+  }
+
+  async read(): Promise<ChangeRead> {
+    if (this.#closed) throw new StrataError('INTERNAL', 'replicate: read after close');
+    const scannedAt = Date.now();
+    const index = await readIndexHeader(this.#shm);
+    if (!index) return { transactions: [] };
+    const wal = `${this.#file}-wal`;
+    let cursor = this.#cursor;
+    if (process.env['STRATA_DEBUG_WAL']) process.stderr.write(`read: index ${index.salt} max ${index.maxFrame} cursor ${cursor.salt} ${cursor.frame} allowed ${this.#restartAllowed} inTx ${this.#reader.inTransaction}\n`);
+    if (!sameSalt(index.salt, cursor.salt)) {
+      if (!this.#restartAllowed) {
+        return { transactions: [], lost: `the write-ahead log of ${this.#file} was restarted twice since strata last held it; it cannot prove no transaction was overwritten` };
+      }
+      // The restart SQLite allows while our read transaction holds: only frames we read were
+      // overwritten. Frames of the new log count once its header is written.
+      if (index.maxFrame === 0) return { transactions: [] };
+      const header = await readLogHeader(wal);
+      if (!header || !sameSalt(header.salt, index.salt)) return { transactions: [] };
+      if (header.pageSize !== cursor.pageSize) return { transactions: [], lost: `the page size of ${this.#file} changed` };
+      this.#restartAllowed = false;
+      this.#bigEndian = header.bigEndian;
+      cursor = { salt: header.salt, frame: 0, checksum: header.checksum, pageSize: cursor.pageSize };
+      this.#cursor = cursor;
+    }
+    if (index.maxFrame < cursor.frame) {
+      return { transactions: [], lost: `the write-ahead log of ${this.#file} is shorter than what strata read of it, under the same salts` };
+    }
+    if (index.maxFrame === cursor.frame) return { transactions: [] };
+    if (cursor.checksum === null) {
+      // A log whose header was not written when the position was taken: it is now.
+      const header = await readLogHeader(wal);
+      if (!header || !sameSalt(header.salt, cursor.salt)) return { transactions: [] };
+      this.#bigEndian = header.bigEndian;
+      cursor = { ...cursor, checksum: header.checksum };
+    }
+    const scanned = await scanFrames(wal, cursor, index.maxFrame, this.#bigEndian);
+    if ('lost' in scanned) return { transactions: [], lost: scanned.lost };
+    const observedAt = Date.now();
+    this.#cursor = scanned.cursor;
+    return { transactions: scanned.transactions.map((t) => ({ ...t, observedAt, scannedAt })) };
+  }
+
+  async maintain(): Promise<ChangeRead> {
+    if (this.#snapshotting || this.#closed) return { transactions: [] };
+    try {
+      this.#writer.exec('BEGIN IMMEDIATE');
+    } catch {
+      // A writer kept the lock: the log grows a little longer until the next attempt.
+      return { transactions: [] };
+    }
+    try {
+      const read = await this.read();
+      if (read.lost) return read;
+      this.#reader.exec('COMMIT');
+      try {
+        this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
+      } catch {
+        // Another checkpoint is running; the log restarts after a later one.
+      }
+      this.#reader.exec('BEGIN');
+      this.#reader.prepare('SELECT count(*) FROM sqlite_schema').get();
+      this.#restartAllowed = true;
+      if (process.env['STRATA_DEBUG_WAL']) process.stderr.write(`maintain done\n`);
+      return read;
+    } finally {
+      this.#writer.exec('ROLLBACK');
+    }
+  }
+
+  async snapshot(options: SnapshotOptions): Promise<Snapshot> {
+    this.#snapshotting = true;
+    try {
+      // The read transaction's own snapshot: the database exactly at `position`.
+      return await snapshotThrough(this.#file, options, async (copy) => {
+        try {
+          await this.#reader.backup(copy, { progress: () => Number.MAX_SAFE_INTEGER });
+        } catch (err) {
+          throw sqliteError(`replicate: snapshot ${this.#file}`, err);
+        }
+      });
+    } finally {
+      this.#snapshotting = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
+      try {
+        if (db.inTransaction) db.exec('ROLLBACK');
+      } catch {
+        // closing anyway
+      }
+      db.close();
+    }
+    await this.#shm.close();
+  }
+}
+
+/** The position `wanted` if the log still holds it (the frame there carries its checksum), else undefined. */
+async function continuesAt(wal: string, wanted: WalPosition, pageSize: number): Promise<WalPosition | undefined> {
+  if (wanted.frame === 0) {
+    if (wanted.checksum === null) return wanted;
+    const header = await readLogHeader(wal);
+    return header && sameSalt(header.salt, wanted.salt) && header.checksum[0] === wanted.checksum[0] && header.checksum[1] === wanted.checksum[1] ? wanted : undefined;
+  }
+  const frameBytes = FRAME_HEADER_BYTES + pageSize;
+  const head = await readAt(wal, WAL_HEADER_BYTES + (wanted.frame - 1) * frameBytes, FRAME_HEADER_BYTES);
+  if (head.length < FRAME_HEADER_BYTES || !wanted.checksum) return undefined;
+  const ok =
+    head.readUInt32BE(8) === wanted.salt[0] &&
+    head.readUInt32BE(12) === wanted.salt[1] &&
+    head.readUInt32BE(16) === wanted.checksum[0] &&
+    head.readUInt32BE(20) === wanted.checksum[1] &&
+    head.readUInt32BE(4) !== 0;
+  return ok ? wanted : undefined;
+}
+
+/** The committed end of the log as the index says. */
+async function endOf(wal: string, index: IndexHeader, pageSize: number): Promise<WalPosition> {
+  if (index.maxFrame > 0) return { salt: index.salt, frame: index.maxFrame, checksum: index.frameChecksum, pageSize };
+  const header = await readLogHeader(wal);
+  const checksum = header && sameSalt(header.salt, index.salt) ? header.checksum : null;
+  return { salt: index.salt, frame: 0, checksum, pageSize };
+}
+
+/**
+ * Reads frames after `cursor` up to `maxFrame` (committed, by the index), checking each frame's
+ * salts and running checksum, and cuts them into transactions at commit frames.
+ */
+async function scanFrames(
+  wal: string,
+  cursor: WalPosition,
+  maxFrame: number,
+  bigEndian: boolean,
+): Promise<{ cursor: WalPosition; transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] } | { lost: string }> {
+  const frameBytes = FRAME_HEADER_BYTES + cursor.pageSize;
+  const transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] = [];
+  let checksum = cursor.checksum!;
+  let frame = cursor.frame;
+  let pending: Buffer[] = [];
+  let committed = cursor;
+  while (frame < maxFrame) {
+    const count = Math.min(FRAMES_PER_READ, maxFrame - frame);
+    const bytes = await readAt(wal, WAL_HEADER_BYTES + frame * frameBytes, count * frameBytes);
+    if (bytes.length < count * frameBytes) return { lost: `the write-ahead log ${wal} ends before its committed frame ${maxFrame}` };
+    for (let i = 0; i < count; i++) {
+      const one = bytes.subarray(i * frameBytes, (i + 1) * frameBytes);
+      if (one.readUInt32BE(8) !== cursor.salt[0] || one.readUInt32BE(12) !== cursor.salt[1]) {
+        return { lost: `frame ${frame + 1} of ${wal} belongs to another log (its salts differ)` };
+      }
+      checksum = walChecksum(one.subarray(FRAME_HEADER_BYTES), bigEndian, walChecksum(one.subarray(0, 8), bigEndian, checksum));
+      if (checksum[0] !== one.readUInt32BE(16) || checksum[1] !== one.readUInt32BE(20)) {
+        return { lost: `frame ${frame + 1} of ${wal} does not continue the log's checksum` };
+      }
+      frame++;
+      pending.push(one);
+      if (one.readUInt32BE(4) !== 0) {
+        committed = { salt: cursor.salt, frame, checksum, pageSize: cursor.pageSize };
+        transactions.push({ bytes: Buffer.concat(pending), position: toPosition(committed) });
+        pending = [];
+      }
+    }
+  }
+  if (pending.length > 0) return { lost: `the committed end of ${wal} (frame ${maxFrame}) is not the end of a transaction` };
+  return { cursor: committed, transactions };
+}
+
+/**
+ * Applies captured transactions (their WAL frames, concatenated) to a database file restored from
+ * their base: each frame's page goes to its place, and the file takes the size the last commit
+ * frame gives. This is what a checkpoint does.
+ */
+export async function applyWalFrames(file: string, changes: AsyncIterable<Uint8Array>, pageSize: number): Promise<void> {
+  if (!Number.isSafeInteger(pageSize) || pageSize < 512) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base restore point records no page size to replay segments with');
+  const frameBytes = FRAME_HEADER_BYTES + pageSize;
+  const handle = await fs.open(file, 'r+');
+  try {
+    let carry = Buffer.alloc(0);
+    let size: number | undefined;
+    for await (const chunk of changes) {
+      let data = carry.length > 0 ? Buffer.concat([carry, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      let at = 0;
+      while (data.length - at >= frameBytes) {
+        const page = data.readUInt32BE(at);
+        const commit = data.readUInt32BE(at + 4);
+        if (page === 0) throw new StrataError('ARTIFACT_CORRUPT', 'restore: a replayed frame names page 0');
+        const body = data.subarray(at + FRAME_HEADER_BYTES, at + frameBytes);
+        let done = 0;
+        while (done < body.length) done += (await handle.write(body, done, body.length - done, (page - 1) * pageSize + done)).bytesWritten;
+        if (commit !== 0) size = commit;
+        at += frameBytes;
+      }
+      carry = Buffer.from(data.subarray(at));
+      data = Buffer.alloc(0);
+    }
+    if (carry.length > 0) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the replayed changes end in the middle of a frame');
+    if (size !== undefined) await handle.truncate(size * pageSize);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

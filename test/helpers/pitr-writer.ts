@@ -1,0 +1,64 @@
+/**
+ * An application writing to a SQLite database in WAL mode, for the point-in-time tests: run as a
+ * child process (`node pitr-writer.js DB LOG DURATION_MS`), it commits one marker row every 10 ms
+ * (its sequence number and the time just before the commit) and appends `seq before after` to LOG
+ * for every commit (`after`: the time just after COMMIT returned). Meanwhile it checkpoints in
+ * every way SQLite offers: PASSIVE, RESTART and TRUNCATE checkpoints, a VACUUM, automatic
+ * checkpoints (a small wal_autocheckpoint), and rows of varying size so the file grows and shrinks.
+ * It stops after DURATION_MS, or on SIGTERM.
+ */
+import * as fs from 'node:fs';
+import Database from 'better-sqlite3';
+
+const [file, log, duration] = process.argv.slice(2);
+if (!file || !log || !duration) throw new Error('usage: pitr-writer DB LOG DURATION_MS');
+const db = new Database(file, { timeout: 10_000 });
+db.pragma('journal_mode = WAL');
+// Automatic checkpoints every 64 pages, so they happen between the explicit ones too.
+db.pragma('wal_autocheckpoint = 64');
+db.exec('CREATE TABLE IF NOT EXISTS marker (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, pad BLOB)');
+db.exec('CREATE TABLE IF NOT EXISTS side (id INTEGER PRIMARY KEY, note TEXT)');
+let seq = (db.prepare('SELECT max(seq) AS m FROM marker').get() as { m: number | null }).m ?? 0;
+const insert = db.prepare('INSERT INTO marker (seq, at, pad) VALUES (?, ?, randomblob(?))');
+const out = fs.openSync(log, 'a');
+const stopAt = Date.now() + Number(duration);
+let stopping = false;
+process.on('SIGTERM', () => {
+  stopping = true;
+});
+
+/** A checkpoint that must wait for every reader (RESTART, TRUNCATE) waits briefly, as an app that cannot stall would. */
+function impatient(mode: string): void {
+  db.pragma('busy_timeout = 100');
+  try {
+    db.pragma(`wal_checkpoint(${mode})`);
+  } finally {
+    db.pragma('busy_timeout = 10000');
+  }
+}
+
+function step(): void {
+  if (stopping || Date.now() > stopAt) {
+    db.close();
+    fs.closeSync(out);
+    return;
+  }
+  seq++;
+  const before = Date.now();
+  // Rows from 100 bytes to 6 KB: some need overflow pages, so transactions span 1 to 3 pages.
+  insert.run(seq, before, 100 + (seq % 13) * 450);
+  const after = Date.now();
+  fs.writeSync(out, `${seq} ${before} ${after}\n`);
+  if (seq % 97 === 0) impatient('TRUNCATE');
+  else if (seq % 61 === 0) impatient('RESTART');
+  else if (seq % 29 === 0) db.pragma('wal_checkpoint(PASSIVE)');
+  // A VACUUM rewrites every page in one transaction (and shrinks the file: the side rows deleted
+  // before it leave free pages); the side table holds no markers.
+  if (seq % 450 === 0) {
+    db.prepare('INSERT INTO side (note) VALUES (randomblob(200000))').run();
+    db.prepare('DELETE FROM side').run();
+    db.exec('VACUUM');
+  }
+  setTimeout(step, 10);
+}
+step();
