@@ -5,7 +5,9 @@
  * for every commit (`after`: the time just after COMMIT returned). Meanwhile it checkpoints in
  * every way SQLite offers: PASSIVE, RESTART and TRUNCATE checkpoints, a VACUUM, automatic
  * checkpoints (a small wal_autocheckpoint), and rows of varying size so the file grows and shrinks.
- * It stops after DURATION_MS, or on SIGTERM.
+ * While a file LOG.quiet exists it checkpoints not at all (explicitly or automatically), so that
+ * the log keeps everything a stopped replicator has not read yet. It stops after DURATION_MS, or on
+ * SIGTERM.
  */
 import * as fs from 'node:fs';
 import Database from 'better-sqlite3';
@@ -37,7 +39,14 @@ function impatient(mode: string): void {
   }
 }
 
+let quiet = false;
+
 function step(): void {
+  const wantQuiet = fs.existsSync(`${log}.quiet`);
+  if (wantQuiet !== quiet) {
+    quiet = wantQuiet;
+    db.pragma(`wal_autocheckpoint = ${quiet ? 0 : 64}`);
+  }
   if (stopping || Date.now() > stopAt) {
     db.close();
     fs.closeSync(out);
@@ -49,6 +58,10 @@ function step(): void {
   insert.run(seq, before, 100 + (seq % 13) * 450);
   const after = Date.now();
   fs.writeSync(out, `${seq} ${before} ${after}\n`);
+  if (quiet) {
+    setTimeout(step, 10);
+    return;
+  }
   if (seq % 97 === 0) impatient('TRUNCATE');
   else if (seq % 61 === 0) impatient('RESTART');
   else if (seq % 29 === 0) db.pragma('wal_checkpoint(PASSIVE)');

@@ -46,6 +46,11 @@ const WAL_MAGIC = 0x377f0682;
 const SHM_HEADER_BYTES = 48;
 /** How long maintain() waits for the write lock before leaving it for the next time. */
 const MAINTAIN_LOCK_WAIT_MS = 200;
+/**
+ * maintain() checkpoints, so that the log can restart, once it holds this many frames (16 MiB of
+ * 4 KiB pages). While capture holds its reader nobody else's checkpoint can restart the log.
+ */
+const CHECKPOINT_FRAMES = 4000;
 /** How many frames one read of the log takes at most. */
 const FRAMES_PER_READ = 256;
 
@@ -293,7 +298,6 @@ class WalFeed implements ChangeFeed {
     if (!index) return { transactions: [] };
     const wal = `${this.#file}-wal`;
     let cursor = this.#cursor;
-    if (process.env['STRATA_DEBUG_WAL']) process.stderr.write(`read: index ${index.salt} max ${index.maxFrame} cursor ${cursor.salt} ${cursor.frame} allowed ${this.#restartAllowed} inTx ${this.#reader.inTransaction}\n`);
     if (!sameSalt(index.salt, cursor.salt)) {
       if (!this.#restartAllowed) {
         return { transactions: [], lost: `the write-ahead log of ${this.#file} was restarted twice since strata last held it; it cannot prove no transaction was overwritten` };
@@ -339,15 +343,19 @@ class WalFeed implements ChangeFeed {
       const read = await this.read();
       if (read.lost) return read;
       this.#reader.exec('COMMIT');
-      try {
-        this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
-      } catch {
-        // Another checkpoint is running; the log restarts after a later one.
+      // A short log is left as it is: every restart is a moment where a replicator that crashes
+      // before shipping the next transactions cannot continue its chain (the log no longer holds
+      // its place) and must take a new base.
+      if (this.#cursor.frame >= CHECKPOINT_FRAMES) {
+        try {
+          this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
+        } catch {
+          // Another checkpoint is running; the log restarts after a later one.
+        }
       }
       this.#reader.exec('BEGIN');
       this.#reader.prepare('SELECT count(*) FROM sqlite_schema').get();
       this.#restartAllowed = true;
-      if (process.env['STRATA_DEBUG_WAL']) process.stderr.write(`maintain done\n`);
       return read;
     } finally {
       this.#writer.exec('ROLLBACK');
