@@ -417,18 +417,21 @@ charts are inline SVG, with no script and no link to anything outside the file.`
   },
   {
     path: ['health'],
-    summary: "exit 3 if a database's newest good backup is too old, a verification failed or is overdue, a backup took too long, or the disk is too full",
+    summary: "exit 3 if a database's newest good backup is too old, a verification failed or is overdue, a backup took too long, the disk is too full, or continuous protection broke or lags",
     options: [
+      { flags: '--max-lag <seconds>', description: 'how long after a transaction strata replicate may ship it (default 60)' },
       { flags: '--max-age <dur>', description: "the newest good backup's age limit (default 25h)" },
       { flags: '--max-unverified <dur>', description: 'how long without a passed verification (default 8d)' },
       { flags: '--max-duration <dur>', description: 'how long a backup may take (default 2h)' },
       { flags: '--max-disk <percent>', description: "how full the repository's disk may be (default 85)" },
     ],
-    details: 'Exit status 3 when anything is unhealthy, so cron and monitoring can alert.',
+    details: `Exit status 3 when anything is unhealthy, so cron and monitoring can alert. For databases
+under strata replicate: a chain of segments with a break, a replicator that died or failed, or one
+whose segments are shipped later than --max-lag after their transactions.`,
     examples: ['health', 'health --max-age 2h --json'],
     run: (ctx, { opts }) =>
       healthCommand(ctx, {
-        ...given({ maxAge: str(opts, 'maxAge'), maxUnverified: str(opts, 'maxUnverified'), maxDuration: str(opts, 'maxDuration') }),
+        ...given({ maxAge: str(opts, 'maxAge'), maxUnverified: str(opts, 'maxUnverified'), maxDuration: str(opts, 'maxDuration'), maxLag: str(opts, 'maxLag') }),
         ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk') }),
       }),
   },

@@ -7,6 +7,7 @@ import {
   DEFAULT_HEALTH,
   DEFAULT_LEVELS,
   StrataError,
+  assessContinuity,
   assessHealth,
   assessMirror,
   backupStats,
@@ -284,9 +285,18 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   } finally {
     bar.done();
   }
+  // With --all, the chains of segments too (continuous protection): unbroken, every segment intact.
+  const segmentReports = options.all ? await repo.verifySegments(options.database === undefined ? {} : { database: options.database }, { signal }) : [];
+  const failedSegments = segmentReports.filter((r) => r.outcome === 'failed');
   const failed = reports.filter((r) => r.outcome === 'failed');
   if (ctx.json) {
-    ctx.printJson({ level, outcome: failed.length > 0 ? 'failed' : unverified.length > 0 ? 'incomplete' : 'passed', reports, ...(unverified.length > 0 ? { unverified } : {}) });
+    ctx.printJson({
+      level,
+      outcome: failed.length + failedSegments.length > 0 ? 'failed' : unverified.length > 0 ? 'incomplete' : 'passed',
+      reports,
+      ...(segmentReports.length > 0 ? { segments: segmentReports } : {}),
+      ...(unverified.length > 0 ? { unverified } : {}),
+    });
   } else {
     for (const report of reports) {
       const keys = report.dataKeys.length > 0 ? ` (data key${report.dataKeys.length > 1 ? 's' : ''} ${report.dataKeys.join(', ')})` : '';
@@ -294,10 +304,14 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       for (const check of report.checks) process.stdout.write(`  ${check.status.padEnd(7)} ${check.name}: ${check.reason}\n`);
     }
     for (const u of unverified) process.stdout.write(`${u.backupId}: NOT VERIFIED\n  ${u.message}\n`);
+    for (const r of segmentReports) {
+      process.stdout.write(`segments after ${r.base}: ${r.outcome.toUpperCase()} (${r.segments} segment(s))\n`);
+      for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
+    }
     if (reports.length + unverified.length === 0) process.stdout.write('nothing to verify\n');
     else process.stdout.write(`${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}\n`);
   }
-  return failed.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
+  return failed.length + failedSegments.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
 }
 
 /** Policy flags of `strata prune` and `list --by-tier`: the policy's rules, labels as `LABEL=DURATION`. */
@@ -503,8 +517,9 @@ function writeFileAtomically(file: string, text: string): void {
 }
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
-export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number }): Promise<number> {
+export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string }): Promise<number> {
   const thresholds: HealthThresholds = {
+    maxLagMs: options.maxLag ? parseLag(options.maxLag) : DEFAULT_HEALTH.maxLagMs!,
     maxAgeMs: options.maxAge ? durationMs(parseDuration(options.maxAge, 'health: --max-age')) : DEFAULT_HEALTH.maxAgeMs,
     maxDurationMs: options.maxDuration ? durationMs(parseDuration(options.maxDuration, 'health: --max-duration')) : DEFAULT_HEALTH.maxDurationMs,
     maxUnverifiedMs: options.maxUnverified ? durationMs(parseDuration(options.maxUnverified, 'health: --max-unverified')) : DEFAULT_HEALTH.maxUnverifiedMs!,
@@ -516,7 +531,7 @@ export async function healthCommand(ctx: CommandContext, options: { maxAge?: str
   const backups = await repo.list();
   const operations = await repo.journal.operations();
   const primary = assessHealth(backups, operations, space, thresholds, new Date());
-  let checks: HealthCheck[] = [...primary.checks];
+  let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date())];
   const mirrorLocation = repo.mirrorLocation;
   if (mirrorLocation !== undefined) {
     let state: MirrorState;
@@ -647,4 +662,12 @@ export function formatSpan(ms: number): string {
   if (h < 48) return `${h} h ${min - h * 60} min`;
   const d = Math.floor(h / 24);
   return `${d} d ${h - d * 24} h`;
+}
+
+/** `--max-lag`: seconds (30), or a duration (2min). */
+function parseLag(text: string): number {
+  const plain = /^(\d+(?:\.\d+)?)s?$/.exec(text);
+  const ms = plain ? Number(plain[1]) * 1000 : durationMs(parseDuration(text, 'health: --max-lag'));
+  if (!(ms > 0)) throw new StrataError('USAGE', `health: --max-lag ${JSON.stringify(text)} must be a positive number of seconds or a duration (30, 2min)`);
+  return ms;
 }

@@ -1,5 +1,5 @@
-import { BACKUP_TYPES, StrataError, durationBefore, newestGoodByDatabase, parseDuration } from '@strata/sdk';
-import type { BackupRecord, BackupType } from '@strata/sdk';
+import { BACKUP_TYPES, StrataError, continuityWindows, durationBefore, newestGoodByDatabase, parseDuration } from '@strata/sdk';
+import type { BackupRecord, BackupType, ContinuityWindow } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { printTable } from './table.js';
 import type { ColumnFit, TableFit } from './table.js';
@@ -90,10 +90,13 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
   const onTerminal = process.stdout.isTTY === true && !ctx.json;
   const limit = options.limit ?? (onTerminal && !options.all ? DEFAULT_ROWS_PER_DATABASE : undefined);
   const { shown: backups, omitted } = limit === undefined ? { shown: matched, omitted: new Map<string, number>() } : newestPerDatabase(matched, limit);
+  // Continuous protection: what the chains of segments cover, per database listed.
+  const continuity = continuityWindows(all, await repo.segments(options.database === undefined ? {} : { database: options.database })).filter((w) => databases.includes(w.database));
   if (ctx.json) {
     ctx.printJson({
       repository: repo.settings.location,
       backups,
+      ...(continuity.length > 0 ? { continuity } : {}),
       newestGood: Object.fromEntries(databases.map((d) => [d, good.get(d)?.id ?? null])),
       // Restore points that matched but --limit left out, per database; empty without --limit.
       omitted: Object.fromEntries(omitted),
@@ -147,6 +150,7 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
   for (const database of databases) {
     if (!good.has(database)) process.stdout.write(`${printable(database)} has no good restore point (none with data whose last verification did not fail)\n`);
   }
+  for (const line of continuityLines(continuity, Date.now())) process.stdout.write(`${line}\n`);
   const left = columns.filter((_, i) => layout.widths[i] === null).map((c) => c.header);
   if (left.length > 0 || layout.cut) {
     const what = [...(left.length > 0 ? [`left out ${left.join(', ')}`] : []), ...(layout.cut ? ['cut long cells (…)'] : [])].join(' and ');
@@ -198,4 +202,23 @@ export function chainOrder(backups: readonly BackupRecord[]): { backup: BackupRe
     out.push({ backup: b, depth: 0 });
   }
   return out;
+}
+
+/**
+ * Per database with segments: the window its newest chain covers ("continuous since ..., last
+ * change shipped 0.8 s ago") and how many older chains there are, each a window of its own.
+ */
+export function continuityLines(windows: readonly ContinuityWindow[], now: number): string[] {
+  const lines: string[] = [];
+  for (const database of [...new Set(windows.map((w) => w.database))].sort()) {
+    const mine = windows.filter((w) => w.database === database);
+    const newest = mine.at(-1)!;
+    const ago = (now - Date.parse(newest.lastShippedAt)) / 1000;
+    const shipped = ago < 60 ? `${ago.toFixed(1)} s ago` : formatAge(newest.lastShippedAt);
+    lines.push(
+      `${printable(database)}: continuous since ${newest.from.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} (from ${newest.base}, ${newest.segments} segment(s), ${newest.transactions} transaction(s), ${formatBytes(newest.storedBytes)}), last change shipped ${shipped}${newest.broken ? `; BROKEN: ${newest.broken}` : ''}` +
+        (mine.length > 1 ? `; ${mine.length - 1} earlier window(s) back to ${mine[0]!.from.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}` : ''),
+    );
+  }
+  return lines;
 }

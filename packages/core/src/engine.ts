@@ -201,6 +201,11 @@ export interface HandRecovery {
   readonly loadCommands: readonly string[];
   /** The command-line tools `loadCommands` need, for "you need ..." lines. */
   readonly tools: readonly string[];
+  /**
+   * A short paragraph for a segment's README.txt: what its captured changes are and how they are
+   * replayed onto the restored base (engines with continuous capture).
+   */
+  readonly changes?: string;
   /** A restore target for `strata restore ... --to <target>` examples. */
   exampleTarget(database: string): string;
 }

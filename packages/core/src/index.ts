@@ -24,6 +24,7 @@ export * from './retention.js';
 export * from './newest-good.js';
 export * from './duration.js';
 export * from './operator-reports.js';
+export * from './continuity.js';
 export { exportFormatOf } from './export-archive.js';
 export type { ExportFormat, ExportManifest } from './export-archive.js';
 export { readTar, tarHeaderBytes, tarPadding, tarTrailer, validateEntryName } from './format/tar.js';

@@ -62,9 +62,14 @@ export interface HealthThresholds {
    * so a weekly verify keeps it green.
    */
   readonly maxUnverifiedMs?: number;
+  /**
+   * A running `strata replicate` must have shipped each segment within this long of seeing its
+   * last transaction committed (ms). Default 60 s.
+   */
+  readonly maxLagMs?: number;
 }
 
-export const DEFAULT_HEALTH: HealthThresholds = { maxAgeMs: 25 * 3_600_000, maxDurationMs: 2 * 3_600_000, maxDiskUse: 0.85, maxUnverifiedMs: 8 * 86_400_000 };
+export const DEFAULT_HEALTH: HealthThresholds = { maxAgeMs: 25 * 3_600_000, maxDurationMs: 2 * 3_600_000, maxDiskUse: 0.85, maxUnverifiedMs: 8 * 86_400_000, maxLagMs: 60_000 };
 
 /** One finding of `strata health`. */
 export interface HealthCheck {
@@ -78,7 +83,9 @@ export interface HealthCheck {
     | 'failed-backups'
     | 'mirror-reachable'
     | 'mirror-sync'
-    | 'mirror-lag';
+    | 'mirror-lag'
+    | 'continuity'
+    | 'replication';
   /** Which repository the check is about, when the repository has a mirror. */
   readonly target?: 'primary' | 'mirror';
   readonly database: string | null;

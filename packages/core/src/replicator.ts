@@ -150,7 +150,16 @@ export class Replicator {
         enqueue(async () => {
           const state = chain!;
           try {
-            const segment = await writeSegment(this.#ctx, { database, engine: engine.kind, base: state.base, sequence: state.sequence + 1, previous: state.previous, from: state.from, transactions });
+            const segment = await writeSegment(this.#ctx, {
+              database,
+              engine: engine.kind,
+              base: state.base,
+              sequence: state.sequence + 1,
+              previous: state.previous,
+              from: state.from,
+              transactions,
+              ...(engine.handRecovery?.changes ? { readme: engine.handRecovery.changes } : {}),
+            });
             chain = { base: state.base, sequence: segment.sequence, previous: segment.id, from: segment.to };
             summary.segments++;
             summary.transactions += transactions.length;

@@ -18,7 +18,7 @@ import type { BackupOptions } from './backup-writer.js';
 import { Restorer } from './restorer.js';
 import type { RestoreOptions, RestoreResult } from './restorer.js';
 import { Validator } from './validator.js';
-import type { VerifyOptions, VerifyReport } from './validator.js';
+import type { SegmentVerifyReport, VerifyOptions, VerifyReport } from './validator.js';
 import { RetentionApplier } from './retention-applier.js';
 import { ExportImport } from './export-import.js';
 import { Guard } from './guard.js';
@@ -40,7 +40,7 @@ export type { InitOptions, OpenOptions } from './repository-setup.js';
 export type { Selector } from './backup-catalog.js';
 export type { BackupOptions } from './backup-writer.js';
 export type { RestoreOptions, RestoreResult } from './restorer.js';
-export type { VerifyOptions, VerifyReport } from './validator.js';
+export type { SegmentVerifyReport, VerifyOptions, VerifyReport } from './validator.js';
 export type { GuardOptions, GuardResult } from './guard.js';
 export type { CopiedBackup, CopyOptions, CopyResult } from './backup-copier.js';
 export type { MirrorOptions, MirrorSyncResult } from './mirror-sync.js';
@@ -225,6 +225,14 @@ export class Repository {
    */
   async verify(selector: Selector | 'all', options: VerifyOptions): Promise<VerifyReport[]> {
     return this.#validator.verify(selector, options);
+  }
+
+  /**
+   * Checks every chain of segments (of one database, or all): unbroken, and every segment present,
+   * intact and in its place. Findings are collected, never thrown.
+   */
+  async verifySegments(filter: { database?: string } = {}, options: { signal?: AbortSignal } = {}): Promise<SegmentVerifyReport[]> {
+    return this.#validator.verifySegments(filter, options);
   }
 
   /**

@@ -69,6 +69,8 @@ export interface SegmentDraft {
   readonly previous: string | null;
   readonly from: ChangePosition;
   readonly transactions: readonly CapturedTransaction[];
+  /** The engine's words on its changes, for README.txt (HandRecovery.changes). */
+  readonly readme?: string;
 }
 
 /** `{database}_segment_{YYYYMMDD_HHMMSS}_{6 hex}`: several a second, so a longer suffix than a backup's. */
@@ -88,8 +90,7 @@ function parseSegmentKey(key: string): { codec: CodecName; encrypted: boolean } 
 }
 
 const README = `A Strata segment: transactions committed to a database after a restore point.
-changes.bin holds them, in commit order, as the database engine logged them (for SQLite: the
-write-ahead-log frames of each transaction, each a 24-byte frame header and one page).
+changes.bin holds them, in commit order, as the database engine logged them.
 segment.json, the last entry, says which restore point they follow ("base"), where in the
 chain this segment is ("sequence", "previous"), and how many bytes of changes.bin each
 transaction takes, with the time it was seen committed. docs/FORMAT.md ("Segments") says how
@@ -134,7 +135,7 @@ export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, 
     tool: { name: 'strata', version: STRATA_VERSION },
   };
   const tar = Buffer.concat([
-    ...entry(SEGMENT_README_ENTRY, Buffer.from(README), now),
+    ...entry(SEGMENT_README_ENTRY, Buffer.from(draft.readme ? `${README}\n${draft.readme}\n` : README), now),
     ...entry(SEGMENT_CHANGES_ENTRY, changes, now),
     ...entry(SEGMENT_MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 1) + '\n'), now),
     tarTrailer(),

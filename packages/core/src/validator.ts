@@ -16,6 +16,12 @@ import { updateCatalog } from './catalog-commit.js';
 import { checkManifestMatches, storedFacts } from './chain-reader.js';
 import type { RepositoryContext } from './repository-context.js';
 import type { Restorer } from './restorer.js';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { readCatalogContents } from './catalog.js';
+import { continuityWindows } from './continuity.js';
+import { readSegment } from './segments.js';
 
 /** Options for {@link Repository.verify}. */
 export interface VerifyOptions {
@@ -36,6 +42,16 @@ export interface VerifyReport {
   readonly checks: readonly CheckResult[];
 }
 
+/** What `verify` found about one chain of segments (see {@link Validator.verifySegments}). */
+export interface SegmentVerifyReport {
+  readonly database: string;
+  readonly base: string;
+  readonly segments: number;
+  readonly outcome: 'passed' | 'failed';
+  /** What is wrong, one sentence each: a break in the chain, a segment missing, damaged or misplaced. */
+  readonly problems: readonly string[];
+}
+
 /**
  * The validator: five checks per backup (file accessibility, checksum match, database readable,
  * schema integrity, data consistency). Findings are collected as check results, never thrown at
@@ -48,6 +64,47 @@ export class Validator {
   constructor(ctx: RepositoryContext, restorer: Restorer) {
     this.#ctx = ctx;
     this.#restorer = restorer;
+  }
+
+  /**
+   * Checks every chain of segments (of one database, or all): the chain unbroken, and every
+   * segment's artifact present, of the catalog's size and SHA-256, decrypting and decompressing
+   * cleanly, its manifest the catalog's and its changes its manifest's. Collects what is wrong.
+   */
+  async verifySegments(filter: { database?: string }, options: { signal?: AbortSignal } = {}): Promise<SegmentVerifyReport[]> {
+    const contents = await readCatalogContents(this.#ctx.storage);
+    if (!contents) return [];
+    const windows = continuityWindows(contents.backups, contents.segments).filter((w) => filter.database === undefined || w.database === filter.database);
+    if (windows.length === 0) return [];
+    await this.#ctx.unlock();
+    const dir = path.join(await this.#ctx.tempDir(), `verify-segments-${randomBytes(6).toString('hex')}`);
+    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const reports: SegmentVerifyReport[] = [];
+    try {
+      for (const window of windows) {
+        throwIfAborted(options.signal, 'verify');
+        const op = await this.#ctx.journal.begin('verify', { database: window.database, backupId: window.base, details: { segments: window.segments } });
+        const problems: string[] = window.broken ? [window.broken] : [];
+        const segments = contents.segments.filter((s) => s.base === window.base).sort((a, b) => a.sequence - b.sequence);
+        for (const segment of segments) {
+          const out = path.join(dir, `${segment.sequence}.bin`);
+          try {
+            await readSegment(this.#ctx, segment, out, options.signal);
+          } catch (err) {
+            if (isStrataError(err, 'ABORTED')) throw err;
+            problems.push(err instanceof Error ? err.message : String(err));
+          } finally {
+            await fs.rm(out, { force: true });
+          }
+        }
+        const report: SegmentVerifyReport = { database: window.database, base: window.base, segments: segments.length, outcome: problems.length === 0 ? 'passed' : 'failed', problems };
+        reports.push(report);
+        await op.complete({ details: { segments: segments.length, outcome: report.outcome, problems: problems.length } });
+      }
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+    return reports;
   }
 
   /**

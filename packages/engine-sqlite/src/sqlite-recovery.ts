@@ -10,5 +10,10 @@ writing the stored pages at their positions over the full backup is not enough (
 are not stored again): assemble it with recover-chain.py, then data/main.db is the database.`,
   loadCommands: ['cp "$OUT/data/main.db" "$NEWDB.db"', `sqlite3 "$NEWDB.db" 'PRAGMA integrity_check'`],
   tools: ['sqlite3'],
+  changes: `SQLite: changes.bin is the write-ahead-log frames of each transaction, exactly as SQLite
+wrote them: per frame a 24-byte header (big-endian: page number, database size in pages after the
+commit or 0, two salts, two checksums) and one page. Replaying them onto the restored base means
+writing each frame's page at offset (page number - 1) * page size, in order, and after the last
+transaction wanted cutting the file to the size its commit frame gives (docs/replay-segments.py).`,
   exampleTarget: (database) => `./${database}.db`,
 };
