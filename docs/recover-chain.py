@@ -636,7 +636,15 @@ def main():
         fail(f"{out} is not empty")
     work = os.path.join(out, "work")
     manifests = []
-    for n, artifact in enumerate(args.artifacts):
+    artifacts = []
+    for artifact in args.artifacts:
+        # backups/<database>/segments/ holds the segments of continuous protection, which
+        # replay-segments.py replays onto a recovered base; they are no restore points.
+        if os.path.isdir(artifact):
+            print(f"skipping the folder {artifact} (segments: see replay-segments.py)", file=sys.stderr)
+            continue
+        artifacts.append(artifact)
+    for n, artifact in enumerate(artifacts):
         folder = os.path.join(work, str(n))
         os.makedirs(folder)
         manifests.append((folder, unpack_with_keys(artifact, folder, keys) if keys else unpack(artifact, folder, args.passphrase_file)))

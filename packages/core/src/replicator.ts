@@ -103,18 +103,29 @@ export class Replicator {
       let buffer: CapturedTransaction[] = [];
       let bufferBytes = 0;
       let failure: unknown;
-      let queue: Promise<void> = Promise.resolve();
+      // Set when a prune removed the base the chain grows from: the next segment needs a new one.
+      let baseGone: string | undefined;
+      // One job at a time (a base, or a segment), so that segments are written in order: a cut
+      // while one is being written waits, and the next cut takes everything read meanwhile.
+      let busy: Promise<void> | undefined;
       // Until the base's snapshot is taken the feed must stay where it is (maintain() moves it on).
       let snapshotTaken = true;
 
-      const enqueue = (job: () => Promise<void>): void => {
-        queue = queue.then(job).catch((err: unknown) => {
-          failure ??= err;
-        });
+      const run = (job: () => Promise<void>): void => {
+        busy = job()
+          .catch((err: unknown) => {
+            failure ??= err;
+          })
+          .finally(() => {
+            busy = undefined;
+          });
+      };
+      const idle = async (): Promise<void> => {
+        while (busy) await busy;
       };
       const takeBase = (current: ChangeFeed, reason: string): void => {
         snapshotTaken = false;
-        enqueue(async () => {
+        run(async () => {
           try {
             const base = await this.#writer.backup(locator, {
               database,
@@ -142,13 +153,14 @@ export class Replicator {
           }
         });
       };
+      /** Starts writing what the buffer holds as the next segment, unless a job is running. */
       const cut = (): void => {
-        if (buffer.length === 0) return;
+        if (busy || buffer.length === 0 || !chain || baseGone) return;
         const transactions = buffer;
+        const state = chain;
         buffer = [];
         bufferBytes = 0;
-        enqueue(async () => {
-          const state = chain!;
+        run(async () => {
           try {
             const segment = await writeSegment(this.#ctx, {
               database,
@@ -165,20 +177,48 @@ export class Replicator {
             summary.transactions += transactions.length;
             emit({ kind: 'segment', database, segment, lagMs: Date.now() - transactions.at(-1)!.observedAt });
           } catch (err) {
-            if (!isStrataError(err) || FATAL.has(err.code) || signal.aborted) throw err;
-            // Storage trouble (a full disk, a network error): the transactions wait for the next
-            // cut, ahead of those read since, and nothing is lost while the log holds them.
+            if (isStrataError(err, 'CHAIN_BROKEN') && (err.details as { baseRemoved?: boolean } | undefined)?.baseRemoved) {
+              baseGone = err.message;
+              return;
+            }
+            if (!isStrataError(err) || FATAL.has(err.code)) throw err;
+            // Storage trouble (a full disk, a network error): the transactions go back ahead of
+            // those read since, for the next cut; nothing is lost while the log holds them.
             buffer = [...transactions, ...buffer];
             bufferBytes += transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
             emit({ kind: 'retry', database, error: { code: err.code, message: err.message } });
           }
         });
       };
+      /** Ships everything buffered (a few attempts when storage fails), then waits until it is written. */
+      const flush = async (): Promise<void> => {
+        for (let attempt = 0; attempt < 5 && failure === undefined && !baseGone; attempt++) {
+          await idle();
+          if (buffer.length === 0 || failure !== undefined || baseGone) break;
+          cut();
+          await idle();
+          if (buffer.length === 0) break;
+          await sleep(500 * (attempt + 1), new AbortController().signal);
+        }
+      };
       const take = (transactions: readonly CapturedTransaction[]): void => {
         for (const t of transactions) {
           buffer.push(t);
           bufferBytes += t.bytes.byteLength;
         }
+      };
+      /** Starts over where the log is now, with a new base: what the buffer holds is in that base. */
+      const startOver = async (reason: string): Promise<void> => {
+        emit({ kind: 'lost', database, reason });
+        await idle();
+        await feed!.close();
+        feed = undefined;
+        buffer = [];
+        bufferBytes = 0;
+        chain = undefined;
+        baseGone = undefined;
+        feed = await capture.open(locator, {});
+        takeBase(feed, reason);
       };
 
       if (feed.resumed && continued) {
@@ -194,24 +234,22 @@ export class Replicator {
         const read = await feed.read();
         take(read.transactions);
         let lost = read.lost;
-        if (!lost && Date.now() - lastCut >= intervalMs) {
-          if (snapshotTaken) {
-            const maintained = await feed.maintain();
-            take(maintained.transactions);
-            lost = maintained.lost;
-          }
+        if (!lost && Date.now() - lastCut >= intervalMs && snapshotTaken) {
+          const maintained = await feed.maintain();
+          take(maintained.transactions);
+          lost = maintained.lost;
         }
         if (lost) {
           // What was read is good: it goes to the old chain; then a new base where the log is now.
-          emit({ kind: 'lost', database, reason: lost });
-          cut();
-          await queue;
+          await flush();
           if (failure !== undefined) break;
-          await feed.close();
-          feed = undefined;
-          feed = await capture.open(locator, {});
+          await startOver(lost);
           lastCut = Date.now();
-          takeBase(feed, lost);
+          continue;
+        }
+        if (baseGone) {
+          await startOver(baseGone);
+          lastCut = Date.now();
           continue;
         }
         if (Date.now() - lastCut >= intervalMs || bufferBytes >= maxBytes) {
@@ -223,9 +261,9 @@ export class Replicator {
         // Stopping: what the log holds now goes into a last segment.
         const last = await feed.read();
         take(last.transactions);
-        cut();
+        await flush();
       }
-      await queue;
+      await idle();
       if (failure !== undefined) throw failure;
       if (buffer.length > 0) throw new StrataError('IO', `replicate ${database}: ${buffer.length} transaction(s) could not be shipped before stopping; the database still holds them and the next \`strata replicate\` ships them`);
       await op.complete({ details: { segments: summary.segments, transactions: summary.transactions, bases: summary.bases } });

@@ -189,7 +189,7 @@ export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, 
         const current = await readCatalogContents(ctx.storage);
         if (!current) throw new StrataError('CHAIN_BROKEN', `replicate: the catalog of ${ctx.storage.location} does not read; rebuild it (strata list rebuilds a missing one) and start again`);
         if (!current.backups.some((b) => b.id === draft.base.id)) {
-          throw new StrataError('CHAIN_BROKEN', `replicate: the base restore point ${draft.base.id} was removed while segments were being added to it`);
+          throw new StrataError('CHAIN_BROKEN', `replicate: the base restore point ${draft.base.id} was removed while segments were being added to it`, { details: { baseRemoved: true } });
         }
         const tip = current.segments.filter((s) => s.base === draft.base.id).at(-1);
         if ((tip?.id ?? null) !== draft.previous || (tip?.sequence ?? 0) + 1 !== draft.sequence) {
