@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Passphrase, openRepository } from '@strata/sdk';
-import { TEST_PASSPHRASE, finished, json, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { TEST_PASSPHRASE, catalogPath, finished, json, sqliteQuery, strata, useTempDir } from './helpers/env.js';
 import { checkPrefix, commits, exited, markersOf, sleep, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 
@@ -63,6 +63,12 @@ describe('continuous protection: strata replicate and restore --as-of', function
     // The chain was continued at least once (the quiet phase) and a new base was taken at least once.
     assert.ok(readyLines.some((l) => l.includes('continuing the segments')), `no run continued the chain:\n${readyLines.join('\n')}`);
     assert.ok(readyLines.filter((l) => l.includes('as the base')).length >= 2, `no run took a new base:\n${readyLines.join('\n')}`);
+    // What killed replicators left half-written was removed by the next one to open the
+    // repository: every segment file is one the catalog lists, and no pending note is left.
+    const listed = new Set((JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { segments: { key: string }[] }).segments.map((s) => s.key));
+    const files = readdirSync(path.join(repo, 'backups', 'app', 'segments')).map((f) => `backups/app/segments/${f}`);
+    assert.deepEqual(files.filter((f) => !listed.has(f)), [], 'segment files the catalog does not list');
+    assert.deepEqual(existsSync(path.join(repo, 'pending')) ? readdirSync(path.join(repo, 'pending')) : [], []);
     const written = commits(log);
     assert.ok(written.length > 1000, `the writer committed only ${written.length} transactions`);
 

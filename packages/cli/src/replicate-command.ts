@@ -55,7 +55,7 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
         say(`replicate ${event.database}: took ${event.base.id} (${event.base.type}) as the base of new segments (${event.reason}); shipping every ${intervalMs / 1000} s`);
         break;
       case 'lost':
-        say(`replicate ${event.database}: lost its place in the database's log (${printable(event.reason)}); taking a new base`);
+        say(`replicate ${event.database}: cannot continue its chain of segments (${printable(event.reason)}); taking a new base`);
         break;
       case 'retry':
         say(`replicate ${event.database}: could not write a segment (${printable(event.error.message)}); trying again with the next one`);
