@@ -1,5 +1,6 @@
 import { readCatalog, recordFromManifest, sortBackups, writeCatalog } from './catalog.js';
-import type { BackupRecord, VerificationRecord } from './catalog.js';
+import type { BackupRecord, SegmentRecord, VerificationRecord } from './catalog.js';
+import { isSegmentKey, segmentRecordFromArtifact } from './segments.js';
 import type { Passphrase } from './encryption.js';
 import { StrataError, isStrataError, redactedMessage } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
@@ -97,7 +98,12 @@ export class BackupCatalog {
       // Artifacts a pending note names never committed (or, without a catalog, nobody can tell
       // that they did): they are not backups (pending-writes.ts).
       const uncommitted = await pendingArtifactKeys(this.#ctx.storage);
+      const segmentKeys: string[] = [];
       for await (const object of this.#ctx.storage.list('backups/', { signal })) {
+        if (isSegmentKey(object.key)) {
+          if (!uncommitted.has(object.key)) segmentKeys.push(object.key);
+          continue;
+        }
         const parsed = parseArtifactKey(object.key);
         if (!parsed || uncommitted.has(object.key)) continue;
         let failure: unknown;
@@ -141,8 +147,23 @@ export class BackupCatalog {
           `rebuild-catalog: ${unopened.length} artifact(s) (${unopened.slice(0, 3).join(', ')}${unopened.length > 3 ? ', ...' : ''}) open with none of the data keys your key file holds, and the repository has data keys it does not hold; rebuild with the passphrase of a key file that holds them all (\`strata key list\`)`,
         );
       }
-      await writeCatalog(this.#ctx.storage, records);
-      await op.complete({ details: { backups: records.length, skipped } });
+      // Segments come back from their own manifests; those whose base is not among the backups
+      // replay onto nothing and are left out (writeCatalog drops them).
+      const segments: SegmentRecord[] = [];
+      for (const key of segmentKeys) {
+        if (!candidates && key.endsWith('.gpg')) {
+          await this.#ctx.unlock();
+          candidates = this.#ctx.vault.candidates();
+        }
+        try {
+          segments.push(await segmentRecordFromArtifact(this.#ctx.storage, key, candidates, this.#ctx.vault.section.profile, signal));
+        } catch (err) {
+          if (isStrataError(err, 'ABORTED')) throw err;
+          skipped.push(`${key}: ${redactedMessage(err)}`);
+        }
+      }
+      await writeCatalog(this.#ctx.storage, records, segments);
+      await op.complete({ details: { backups: records.length, segments: segments.length, skipped } });
       return sortBackups(records);
     } catch (err) {
       await op.fail(err);

@@ -6,6 +6,8 @@ import { getCodec } from './compression.js';
 import type { CodecName } from './compression.js';
 import { decryptStream, encryptStream } from './encryption.js';
 import type { CapturedTransaction, ChangePosition } from './engine.js';
+import type { Passphrase } from './encryption.js';
+import { isNotFound } from './storage.js';
 import { StrataError, errorText, isStrataError, redactable, wrapError } from './errors.js';
 import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js';
 import { withRepositoryLock } from './lock.js';
@@ -246,6 +248,86 @@ export function samePosition(a: ChangePosition, b: ChangePosition): boolean {
   return canonical(a) === canonical(b);
 }
 
+/** What reading a segment's artifact found, before it is compared with anything. */
+interface OpenedSegment {
+  readonly manifest: SegmentManifest | undefined;
+  readonly storedBytes: number;
+  readonly sha256: string;
+  /** Bytes of the tar (the artifact decrypted and decompressed). */
+  readonly rawBytes: number;
+  readonly sawChanges: boolean;
+  readonly changesBytes: number;
+  readonly changesSha256: string;
+}
+
+/**
+ * Reads a segment's artifact to its end: decrypted, decompressed, unpacked; `changes.bin` goes to
+ * `out` when given. Errors of the layers (a wrong key, damage) are thrown as they are.
+ */
+async function openSegment(storage: RepositoryContext['storage'], key: string, passphrase: Passphrase | undefined, out: fs.FileHandle | undefined, signal?: AbortSignal): Promise<OpenedSegment> {
+  const parsed = parseSegmentKey(key);
+  if (!parsed) throw new StrataError('ARTIFACT_FOREIGN', `${key} is not a segment name Strata writes`);
+  const source = await storage.get(key, signal ? { signal } : {});
+  const sha = createHash('sha256');
+  let stored = 0;
+  const hashed = (async function* () {
+    for await (const chunk of source) {
+      sha.update(chunk);
+      stored += chunk.byteLength;
+      yield chunk;
+    }
+  })();
+  let plain: AsyncIterable<Uint8Array> = hashed;
+  if (parsed.encrypted) plain = decryptStream(plain, passphrase!);
+  let raw = 0;
+  const counted = (async function* () {
+    for await (const chunk of getCodec(parsed.codec).decompress(plain, signal)) {
+      raw += chunk.byteLength;
+      yield chunk;
+    }
+  })();
+  let manifest: SegmentManifest | undefined;
+  const changesSha = createHash('sha256');
+  let changesBytes = 0;
+  let sawChanges = false;
+  for await (const item of readTar(counted)) {
+    if (item.name === SEGMENT_CHANGES_ENTRY) {
+      sawChanges = true;
+      for await (const chunk of item.body) {
+        changesSha.update(chunk);
+        changesBytes += chunk.length;
+        if (out) {
+          let done = 0;
+          while (done < chunk.length) done += (await out.write(chunk, done, chunk.length - done)).bytesWritten;
+        }
+      }
+    } else if (item.name === SEGMENT_MANIFEST_ENTRY) {
+      if (item.size > MAX_SEGMENT_MANIFEST_BYTES) throw new StrataError('ARTIFACT_HOSTILE', `${key}: its manifest is too large`);
+      const parts: Buffer[] = [];
+      for await (const chunk of item.body) parts.push(chunk);
+      try {
+        manifest = JSON.parse(Buffer.concat(parts).toString('utf8')) as SegmentManifest;
+      } catch {
+        throw new StrataError('ARTIFACT_CORRUPT', `${key}: its manifest is not JSON`);
+      }
+    } else {
+      for await (const _ of item.body) void _;
+    }
+  }
+  return { manifest, storedBytes: stored, sha256: sha.digest('hex'), rawBytes: raw, sawChanges, changesBytes, changesSha256: changesSha.digest('hex') };
+}
+
+/** A manifest's own consistency: its format, and its changes and transactions adding up. */
+function manifestProblem(opened: OpenedSegment): string | undefined {
+  const manifest = opened.manifest;
+  if (!manifest || manifest.format !== SEGMENT_FORMAT) return 'it has no segment manifest';
+  if (!opened.sawChanges || opened.changesBytes !== manifest.changesBytes || opened.changesSha256 !== manifest.changesSha256) return 'its changes do not match its manifest';
+  if (!Array.isArray(manifest.transactions) || manifest.transactions.length === 0 || manifest.transactions.reduce((sum, t) => sum + t.bytes, 0) !== opened.changesBytes) {
+    return 'its transactions do not add up to its changes';
+  }
+  return undefined;
+}
+
 /**
  * Reads a segment's artifact whole and checks it: its size and SHA-256 against the catalog, the
  * encryption's integrity, the manifest against the catalog record, the changes against the
@@ -253,77 +335,85 @@ export function samePosition(a: ChangePosition, b: ChangePosition): boolean {
  * folder, created 0600). Any mismatch is ARTIFACT_CORRUPT naming the segment.
  */
 export async function readSegment(ctx: RepositoryContext, record: SegmentRecord, out: string, signal?: AbortSignal): Promise<SegmentManifest> {
-  const parsed = parseSegmentKey(record.key);
-  if (!parsed) throw new StrataError('ARTIFACT_FOREIGN', `catalog: ${record.key} is not a segment name Strata writes`);
+  if (!parseSegmentKey(record.key)) throw new StrataError('ARTIFACT_FOREIGN', `catalog: ${record.key} is not a segment name Strata writes`);
   const what = `segment ${record.sequence} (${record.id}) after ${record.base}`;
   const corrupt = (why: string): StrataError => new StrataError('ARTIFACT_CORRUPT', `${what}: ${why}; the chain of segments cannot be replayed past it`);
   const file = await fs.open(out, 'wx', 0o600);
   try {
-    let source: AsyncIterable<Uint8Array>;
+    let opened: OpenedSegment;
     try {
-      source = await ctx.storage.get(record.key, signal ? { signal } : {});
+      opened = await openSegment(ctx.storage, record.key, record.encryption.profile === 'none' ? undefined : ctx.vault.keyFor(record, 'restore'), file, signal);
     } catch (err) {
-      throw new StrataError('CHAIN_BROKEN', redactable`${what}: cannot read ${record.key}: ${errorText(err)}`, { cause: err });
-    }
-    const sha = createHash('sha256');
-    let stored = 0;
-    const hashed = (async function* () {
-      for await (const chunk of source) {
-        sha.update(chunk);
-        stored += chunk.byteLength;
-        yield chunk;
-      }
-    })();
-    let plain: AsyncIterable<Uint8Array> = hashed;
-    if (parsed.encrypted) plain = decryptStream(plain, ctx.vault.keyFor(record, 'restore')!);
-    plain = getCodec(parsed.codec).decompress(plain, signal);
-    let manifest: SegmentManifest | undefined;
-    const changesSha = createHash('sha256');
-    let changesBytes = 0;
-    let sawChanges = false;
-    try {
-      for await (const item of readTar(plain)) {
-        if (item.name === SEGMENT_CHANGES_ENTRY) {
-          sawChanges = true;
-          for await (const chunk of item.body) {
-            changesSha.update(chunk);
-            changesBytes += chunk.length;
-            let done = 0;
-            while (done < chunk.length) done += (await file.write(chunk, done, chunk.length - done)).bytesWritten;
-          }
-        } else if (item.name === SEGMENT_MANIFEST_ENTRY) {
-          if (item.size > MAX_SEGMENT_MANIFEST_BYTES) throw corrupt('its manifest is too large');
-          const parts: Buffer[] = [];
-          for await (const chunk of item.body) parts.push(chunk);
-          try {
-            manifest = JSON.parse(Buffer.concat(parts).toString('utf8')) as SegmentManifest;
-          } catch {
-            throw corrupt('its manifest is not JSON');
-          }
-        } else {
-          for await (const _ of item.body) void _;
-        }
-      }
-    } catch (err) {
-      if (isStrataError(err) && err.message.startsWith(what)) throw err;
       if (isStrataError(err, 'ABORTED')) throw err;
+      if (isNotFound(err)) throw new StrataError('CHAIN_BROKEN', redactable`${what}: ${record.key} is missing from the repository`, { cause: err });
       throw new StrataError(isStrataError(err, 'PASSPHRASE_WRONG') ? 'PASSPHRASE_WRONG' : 'ARTIFACT_CORRUPT', redactable`${what}: ${errorText(err)}`, { cause: err });
     }
-    if (stored !== record.storedBytes) throw corrupt(`it has ${stored} bytes, the catalog says ${record.storedBytes}`);
-    if (sha.digest('hex') !== record.sha256) throw corrupt("its SHA-256 is not the catalog's");
-    if (!manifest || manifest.format !== SEGMENT_FORMAT) throw corrupt('it has no segment manifest');
-    if (manifest.version > SEGMENT_VERSION) throw new StrataError('ARTIFACT_FOREIGN', `${what}: segment format version ${manifest.version} is newer than this Strata reads (${SEGMENT_VERSION}); upgrade Strata`);
-    if (manifest.id !== record.id || manifest.base !== record.base || manifest.sequence !== record.sequence || manifest.previous !== record.previous) {
-      throw corrupt(`its manifest describes segment ${manifest.sequence} (${manifest.id}) after ${manifest.base}, not this one`);
+    if (opened.storedBytes !== record.storedBytes) throw corrupt(`it has ${opened.storedBytes} bytes, the catalog says ${record.storedBytes}`);
+    if (opened.sha256 !== record.sha256) throw corrupt("its SHA-256 is not the catalog's");
+    const manifest = opened.manifest;
+    if (manifest && manifest.version > SEGMENT_VERSION) throw new StrataError('ARTIFACT_FOREIGN', `${what}: segment format version ${manifest.version} is newer than this Strata reads (${SEGMENT_VERSION}); upgrade Strata`);
+    const problem = manifestProblem(opened);
+    if (problem) throw corrupt(problem);
+    if (manifest!.id !== record.id || manifest!.base !== record.base || manifest!.sequence !== record.sequence || manifest!.previous !== record.previous) {
+      throw corrupt(`its manifest describes segment ${manifest!.sequence} (${manifest!.id}) after ${manifest!.base}, not this one`);
     }
-    if (!samePosition(manifest.from, record.from) || !samePosition(manifest.to, record.to)) throw corrupt("its positions are not the catalog's");
-    if (!sawChanges || changesBytes !== manifest.changesBytes || changesSha.digest('hex') !== manifest.changesSha256) throw corrupt('its changes do not match its manifest');
-    if (!Array.isArray(manifest.transactions) || manifest.transactions.reduce((sum, t) => sum + t.bytes, 0) !== changesBytes || manifest.transactions.length !== record.transactions) {
-      throw corrupt('its transactions do not add up to its changes');
-    }
+    if (!samePosition(manifest!.from, record.from) || !samePosition(manifest!.to, record.to)) throw corrupt("its positions are not the catalog's");
+    if (manifest!.transactions.length !== record.transactions) throw corrupt('its transactions are not as many as the catalog says');
     await file.sync();
-    return manifest;
+    return manifest!;
   } finally {
     await file.close();
   }
+}
+
+/** True for the key of a segment artifact (backups/<database>/segments/...). */
+export function isSegmentKey(key: string): boolean {
+  return parseSegmentKey(key) !== undefined;
+}
+
+/**
+ * A segment's catalog record rebuilt from its artifact alone (the catalog was lost): each key in
+ * `candidates` is tried until one opens it. Throws when none does or the segment is damaged.
+ */
+export async function segmentRecordFromArtifact(
+  storage: RepositoryContext['storage'],
+  key: string,
+  candidates: readonly { id: string | undefined; secret: Passphrase }[] | undefined,
+  profile: string,
+  signal?: AbortSignal,
+): Promise<SegmentRecord> {
+  const parsed = parseSegmentKey(key)!;
+  let failure: unknown;
+  for (const candidate of parsed.encrypted ? (candidates ?? []) : [undefined]) {
+    try {
+      const opened = await openSegment(storage, key, candidate?.secret, undefined, signal);
+      const problem = manifestProblem(opened);
+      if (problem) throw new StrataError('ARTIFACT_CORRUPT', `${key}: ${problem}`);
+      const m = opened.manifest!;
+      return {
+        id: m.id,
+        database: m.database,
+        engine: m.engine,
+        base: m.base,
+        sequence: m.sequence,
+        previous: m.previous,
+        from: m.from,
+        to: m.to,
+        firstAt: m.transactions[0]!.observedAt,
+        lastAt: m.transactions.at(-1)!.observedAt,
+        transactions: m.transactions.length,
+        createdAt: m.createdAt,
+        key,
+        rawBytes: opened.rawBytes,
+        storedBytes: opened.storedBytes,
+        sha256: opened.sha256,
+        compression: { codec: parsed.codec, level: 0 },
+        encryption: { profile: parsed.encrypted ? profile : 'none', ...(candidate?.id !== undefined ? { keyId: candidate.id } : {}) },
+      };
+    } catch (err) {
+      if (isStrataError(err, 'ABORTED')) throw err;
+      failure ??= err;
+    }
+  }
+  throw failure ?? new StrataError('KEY_MISSING', `${key}: no data key to open it`);
 }
