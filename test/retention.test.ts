@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DEFAULT_RETENTION, planRetention } from '@strata/sdk';
-import type { BackupRecord, BackupType, RetentionPlan, RetentionPolicy } from '@strata/sdk';
+import type { BackupRecord, BackupType, ContinuityWindow, RetentionPlan, RetentionPolicy } from '@strata/sdk';
 import { ROOT } from './helpers/env.js';
 
 /** Builds catalogs for retention scenarios: `history('app').every('1d', 365, from)` and so on. */
@@ -173,6 +173,33 @@ describe('retention planning', () => {
       const plan = planRetention([...a.backups, ...b.backups], { keepLast: 2 });
       assert.equal(plan.keep.length, 4);
       assert.ok(plan.keep.some((d) => d.database === 'b'));
+    });
+    it('keepWithinPitr keeps every base whose segments reach into the point-in-time window, with the chain it builds on', () => {
+      // A full each week, a replication base (incremental) each day; each base's segments run 20 hours.
+      const history = new History();
+      const windows: ContinuityWindow[] = [];
+      for (let day = 1; day <= 10; day++) {
+        const at = `2026-03-${String(day).padStart(2, '0')}T00:00:00Z`;
+        history.add(at, day % 7 === 1 ? 'full' : 'incremental', { changePosition: { frame: day } });
+        const base = history.backups.at(-1)!;
+        windows.push({ database: 'app', base: base.id, from: base.createdAt, to: new Date(Date.parse(base.createdAt) + 20 * 3_600_000).toISOString(), segments: 72_000, transactions: 1, lastShippedAt: base.createdAt, lastLagMs: 0, storedBytes: 1 });
+      }
+      const plan = planRetention(history.backups, { keepLast: 1, keepWithinPitr: '3d' }, windows);
+      // The newest moment shipped is 2026-03-10T20:00Z; three days back is the 7th at 20:00, which
+      // the 7th's segments reach (to 20:00) and the 6th's do not (to the 6th, 20:00).
+      const kept = ids(plan, 'keep');
+      for (const day of ['07', '08', '09', '10']) {
+        const base = history.backups.find((b) => b.createdAt.startsWith(`2026-03-${day}`))!;
+        assert.ok(kept.includes(base.id), `the base of the ${day}th is kept`);
+        assert.ok(plan.keep.find((d) => d.id === base.id)!.reasons.some((r) => r.startsWith('point-in-time window 3d')), `the ${day}th is kept for the window`);
+      }
+      // The 7th is an incremental on the 6th, and so on back to the full of the 1st: those are kept
+      // as its chain, not for the window.
+      const sixth = history.backups.find((b) => b.createdAt.startsWith('2026-03-06'))!;
+      assert.ok(plan.keep.find((d) => d.id === sixth.id)!.reasons.every((r) => r.startsWith('needed by')), 'the 6th is kept only as a link of the chain');
+      assert.throws(() => planRetention(history.backups, { keepWithinPitr: 'a week' }, windows), /not a duration/);
+      // Without windows (no segments), keepWithinPitr keeps nothing by itself.
+      assert.deepEqual(ids(planRetention(history.backups, { keepLast: 1, keepWithinPitr: '3d' }), 'keep'), [history.backups.at(-1)!.id, ...history.backups.slice(7, 9).reverse().map((b) => b.id)]);
     });
   });
 });

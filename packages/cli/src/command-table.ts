@@ -103,6 +103,7 @@ const POLICY_OPTIONS: readonly OptionSpec[] = [
   { flags: '--keep-monthly <n>', description: 'the same per month' },
   { flags: '--keep-yearly <n>', description: 'the same per year' },
   { flags: '--keep-within <dur>', description: 'keep every backup within DUR of the newest one' },
+  { flags: '--keep-within-pitr <dur>', description: 'keep restoring to any moment of the last DUR: the bases of segments (strata replicate) reaching into it, with their segments' },
   { flags: '--keep-label <label=dur>', description: 'keep backups labelled LABEL for DUR, or forever (repeatable)', repeatable: true },
 ];
 
@@ -146,6 +147,7 @@ function policyFlags(opts: Readonly<Record<string, unknown>>): PolicyFlags {
       keepMonthly: count('keep-monthly', 'keepMonthly'),
       keepYearly: count('keep-yearly', 'keepYearly'),
       keepWithin: str(opts, 'keepWithin'),
+      keepWithinPitr: str(opts, 'keepWithinPitr'),
     }),
     keepLabels: (opts['keepLabel'] as string[] | undefined) ?? [],
   };

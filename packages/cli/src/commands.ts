@@ -323,7 +323,7 @@ export type PolicyFlags = Omit<RetentionPolicy, 'keepLabels'> & { readonly keepL
  */
 export function policyResolver(ctx: CommandContext, flags: PolicyFlags): (database: string) => RetentionPolicy {
   const fromFlags: Record<string, unknown> = {};
-  for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin'] as const) {
+  for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin', 'keepWithinPitr'] as const) {
     if (flags[key] !== undefined) fromFlags[key] = flags[key];
   }
   if (flags.keepLabels.length > 0) {

@@ -1,5 +1,6 @@
-import { readCatalog } from './catalog.js';
-import type { BackupRecord } from './catalog.js';
+import { readCatalog, readCatalogContents } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
+import { continuityWindows } from './continuity.js';
 import { StrataError } from './errors.js';
 import { withRepositoryLock } from './lock.js';
 import { newestGoodBackup } from './newest-good.js';
@@ -26,12 +27,13 @@ export class RetentionApplier {
    * and finishes them; nothing a kept backup needs is ever touched.
    */
   async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean } = {}): Promise<RetentionPlan> {
-    const plan = (records: readonly BackupRecord[]): RetentionPlan => {
+    const plan = (records: readonly BackupRecord[], segments: readonly SegmentRecord[]): RetentionPlan => {
       const all = options.database === undefined ? records : records.filter((b) => b.database === options.database);
+      const windows = continuityWindows(records, segments);
       const keep: RetentionDecision[] = [];
       const remove: RetentionDecision[] = [];
       for (const database of [...new Set(all.map((b) => b.database))].sort()) {
-        const part = planRetention(all.filter((b) => b.database === database), policyFor(database));
+        const part = planRetention(all.filter((b) => b.database === database), policyFor(database), windows);
         keep.push(...part.keep);
         remove.push(...part.remove);
       }
@@ -40,15 +42,16 @@ export class RetentionApplier {
     };
     // A wrong passphrase must not be able to delete what it cannot read (nor plan to).
     await this.#ctx.unlock();
-    if (options.dryRun) return plan(await this.#ctx.catalog.list());
+    if (options.dryRun) return plan(await this.#ctx.catalog.list(), (await readCatalogContents(this.#ctx.storage))?.segments ?? []);
     const op = await this.#ctx.journal.begin('prune', options.database ? { database: options.database } : {});
     try {
       const result = await withRepositoryLock(
         this.#ctx.storage,
         'prune',
         async () => {
-          const records = (await readCatalog(this.#ctx.storage)) ?? [];
-          const decided = plan(records);
+          const contents = await readCatalogContents(this.#ctx.storage);
+          const records = contents?.backups ?? [];
+          const decided = plan(records, contents?.segments ?? []);
           const doomed = new Set(decided.remove.map((d) => d.id));
           await removeBackups(this.#ctx.storage, records, doomed);
           return decided;

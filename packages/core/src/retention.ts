@@ -1,4 +1,5 @@
 import type { BackupRecord } from './catalog.js';
+import type { ContinuityWindow } from './continuity.js';
 import { durationBefore, durationMs, parseDuration } from './duration.js';
 import { StrataError } from './errors.js';
 import { compareNewestFirst, newestGoodBackup } from './newest-good.js';
@@ -19,6 +20,12 @@ export interface RetentionPolicy {
   readonly keepWithin?: string;
   /** Label → how long backups with it are kept (a duration, or `forever`). */
   readonly keepLabels?: Readonly<Record<string, string>>;
+  /**
+   * The point-in-time window (continuous protection): every base restore point whose segments
+   * reach into this duration before the newest moment shipped is kept, with its segments and the
+   * restore points it builds on, so a restore to any moment of the window stays possible.
+   */
+  readonly keepWithinPitr?: string;
 }
 
 /** The tiers Strata keeps when nothing is configured: daily 7, weekly 8, monthly 12. */
@@ -50,6 +57,7 @@ function checkCount(name: string, value: number | undefined): void {
 export function validatePolicy(policy: RetentionPolicy): void {
   for (const key of ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly'] as const) checkCount(key, policy[key]);
   if (policy.keepWithin !== undefined) parseDuration(policy.keepWithin, 'retention');
+  if (policy.keepWithinPitr !== undefined) parseDuration(policy.keepWithinPitr, 'retention');
   for (const [label, duration] of Object.entries(policy.keepLabels ?? {})) {
     if (duration === 'forever') continue;
     try {
@@ -60,7 +68,8 @@ export function validatePolicy(policy: RetentionPolicy): void {
   }
   const keepsSomething =
     (policy.keepLast ?? 0) + (policy.keepHourly ?? 0) + (policy.keepDaily ?? 0) + (policy.keepWeekly ?? 0) + (policy.keepMonthly ?? 0) + (policy.keepYearly ?? 0) > 0 ||
-    (policy.keepWithin !== undefined && durationMs(parseDuration(policy.keepWithin, 'retention')) > 0);
+    (policy.keepWithin !== undefined && durationMs(parseDuration(policy.keepWithin, 'retention')) > 0) ||
+    (policy.keepWithinPitr !== undefined && durationMs(parseDuration(policy.keepWithinPitr, 'retention')) > 0);
   if (!keepsSomething) {
     throw new StrataError('USAGE', 'retention: the policy keeps nothing (every count is 0 and there is no keep-within); refusing rather than deleting every backup');
   }
@@ -95,7 +104,7 @@ const BUCKETS: { rule: keyof RetentionPolicy; tier: string; key: (d: Date) => st
  * - Pinned backups (tag `pinned`) and labelled backups within their label's duration are kept.
  * - A kept restore point keeps its whole chain (parent, base, and their ancestors).
  */
-export function planRetention(backups: readonly BackupRecord[], policy: RetentionPolicy): RetentionPlan {
+export function planRetention(backups: readonly BackupRecord[], policy: RetentionPolicy, windows: readonly ContinuityWindow[] = []): RetentionPlan {
   validatePolicy(policy);
   const reasons = new Map<string, string[]>();
   const add = (id: string, reason: string): void => {
@@ -128,6 +137,13 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
     if (policy.keepWithin !== undefined) {
       const since = durationBefore(newest, parseDuration(policy.keepWithin, 'retention')).getTime();
       for (const b of newestFirst) if (Date.parse(b.createdAt) >= since) add(b.id, `within ${policy.keepWithin} of the newest backup`);
+    }
+    const mine = windows.filter((w) => w.database === database);
+    if (policy.keepWithinPitr !== undefined && mine.length > 0) {
+      // Counted back from the newest moment shipped, as the other windows count from the newest backup.
+      const newestShipped = mine.reduce((latest, w) => (w.to > latest ? w.to : latest), mine[0]!.to);
+      const since = durationBefore(Date.parse(newestShipped), parseDuration(policy.keepWithinPitr, 'retention')).toISOString();
+      for (const w of mine) if (w.to >= since && byId.has(w.base)) add(w.base, `point-in-time window ${policy.keepWithinPitr} (segments from ${w.from} to ${w.to})`);
     }
     for (const b of newestFirst) {
       if (b.tags.includes(PIN_TAG)) add(b.id, 'pinned');
@@ -162,8 +178,8 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
  * it (a backup kept as both daily and monthly shows as monthly, which is how long it will stay).
  */
 export function tierOf(decision: RetentionDecision): string {
-  const order = ['pinned', 'label', 'yearly', 'monthly', 'weekly', 'daily', 'hourly', 'within', 'last', 'newest', 'needed'];
-  const names: Record<string, string> = { label: 'labelled', within: 'within', last: 'last', newest: 'newest', needed: 'chain' };
+  const order = ['pinned', 'label', 'yearly', 'monthly', 'weekly', 'daily', 'hourly', 'within', 'point-in-time', 'last', 'newest', 'needed'];
+  const names: Record<string, string> = { label: 'labelled', within: 'within', 'point-in-time': 'point-in-time', last: 'last', newest: 'newest', needed: 'chain' };
   for (const kind of order) {
     if (decision.reasons.some((r) => r.startsWith(kind))) return names[kind] ?? kind;
   }
