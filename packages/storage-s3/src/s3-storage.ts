@@ -600,17 +600,9 @@ async function* markedBeyond(body: AsyncIterable<Uint8Array>, limit: number, mar
 /** The body as it streams into the upload: counted, and failing as soon as the signal fires. */
 async function* countedUntilAborted(body: AsyncIterable<Uint8Array>, signal: AbortSignal | undefined, key: string, count: (n: number) => void): AsyncGenerator<Uint8Array> {
   const iterator = body[Symbol.asyncIterator]();
-  const aborted = signal
-    ? new Promise<never>((_, reject) => {
-        const fail = (): void => reject(new StrataError('ABORTED', `storage: write ${key}: cancelled`, { cause: signal.reason }));
-        if (signal.aborted) fail();
-        else signal.addEventListener('abort', fail, { once: true });
-      })
-    : undefined;
-  aborted?.catch(() => undefined);
   try {
     for (;;) {
-      const step = await (aborted ? Promise.race([iterator.next(), aborted]) : iterator.next());
+      const step = await nextUnlessAborted(iterator, signal, key);
       if (step.done) break;
       count(step.value.byteLength);
       yield step.value;
@@ -619,6 +611,32 @@ async function* countedUntilAborted(body: AsyncIterable<Uint8Array>, signal: Abo
   } finally {
     await iterator.return?.();
   }
+}
+
+/**
+ * The iterator's next step, or a rejection as soon as the signal fires (a producer stuck on a slow
+ * source must not hold a cancelled upload open). Each step listens to the signal only while it
+ * is pending. Racing every step against one promise that lives as long as the upload would not
+ * do: each race leaves a reaction on that promise which keeps the step's result, so every chunk
+ * of the body stayed reachable until the put ended (memory grew with the size of the upload).
+ */
+function nextUnlessAborted(iterator: AsyncIterator<Uint8Array>, signal: AbortSignal | undefined, key: string): Promise<IteratorResult<Uint8Array>> {
+  if (!signal) return iterator.next();
+  return new Promise((resolve, reject) => {
+    const fail = (): void => reject(new StrataError('ABORTED', `storage: write ${key}: cancelled`, { cause: signal.reason }));
+    if (signal.aborted) return fail();
+    signal.addEventListener('abort', fail, { once: true });
+    iterator.next().then(
+      (step) => {
+        signal.removeEventListener('abort', fail);
+        resolve(step);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', fail);
+        reject(err);
+      },
+    );
+  });
 }
 
 async function* emptyStream(): AsyncGenerator<Uint8Array> {}
