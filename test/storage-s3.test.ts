@@ -3,6 +3,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { S3Storage, isNotFound, isStrataError, openStorage, parseS3Location, supportedStorages } from '@strata/sdk';
 import { describeStorageConformance } from './conformance/storage-conformance.js';
@@ -90,6 +92,41 @@ describe('S3 storage (the real server of scripts/s3/start-s3.sh)', function () {
       assert.equal(count('UploadPart'), 5, 'five parts of at most 5 MiB were uploaded');
       assert.equal(count('CompleteMultipartUpload'), 1);
       assert.equal(count('GetObject'), 5 + 3 + 1, 'the whole object came in five ranged GETs');
+    });
+
+    it('a put with a cancel signal (as a backup passes) keeps none of the body it has sent, however long the body', async function () {
+      this.timeout(600_000);
+      const partSize = 5 * 1024 * 1024;
+      const chunkSize = 1024 * 1024;
+      const bodySize = 96 * 1024 * 1024;
+      const storage = new S3Storage(freshLocation(), { partSize, concurrency: 2 });
+      // Which of the body's buffers are still reachable, asked at checkpoints in the producer right
+      // after a full collection: a count of memory kept, independent of how fast anything runs.
+      // (Each chunk owns its ArrayBuffer; a part cut from it, or the chunk itself, keeps it alive.)
+      const gc = fullCollection();
+      const sent: WeakRef<ArrayBuffer>[] = [];
+      const held: number[] = [];
+      async function* body(): AsyncGenerator<Uint8Array> {
+        for (let at = 0; at < bodySize; at += chunkSize) {
+          if (at > 0 && at % (16 * chunkSize) === 0) {
+            // A turn of the event loop first: a WeakRef made in this turn keeps its target until it ends.
+            await new Promise((resolve) => setImmediate(resolve));
+            gc();
+            held.push(sent.filter((ref) => ref.deref() !== undefined).length * chunkSize);
+          }
+          const chunk = Buffer.alloc(chunkSize, at / chunkSize);
+          sent.push(new WeakRef(chunk.buffer));
+          yield chunk;
+        }
+      }
+      const controller = new AbortController();
+      assert.equal((await storage.put('big/bounded', body(), { signal: controller.signal })).size, bodySize);
+      assert.equal((await storage.stat('big/bounded')).size, bodySize);
+      // What may be kept: the part being filled, and a few chunks on their way to it.
+      const bound = partSize + 4 * chunkSize;
+      const mib = (n: number): string => `${n / 2 ** 20} MiB`;
+      assert.equal(held.length, 5);
+      assert.ok(Math.max(...held) <= bound, `the put kept ${held.map(mib).join(', ')} of the body at 16, 32, 48, 64 and 80 MiB of 96; at most ${mib(bound)} expected, whatever the body's length`);
     });
 
     it('a cancelled multipart put leaves no object and no unfinished upload', async function () {
@@ -308,6 +345,15 @@ describe('S3 storage (the real server of scripts/s3/start-s3.sh)', function () {
     const d = mkdtempSync(path.join(tmpdir(), 'strata-s3-test-'));
     tmpDirs.push(d);
     return d;
+  }
+
+  /**
+   * V8's full garbage collection, callable without starting the process with --expose-gc: after it
+   * only what is still reachable holds memory, so what a test measures next is what is kept.
+   */
+  function fullCollection(): () => void {
+    setFlagsFromString('--expose-gc');
+    return runInNewContext('gc') as () => void;
   }
 
   /** A pid no process has on this host right now. */
