@@ -3,7 +3,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'no
 import * as path from 'node:path';
 import { Passphrase, openRepository } from '@strata/sdk';
 import { TEST_PASSPHRASE, catalogPath, finished, json, sqliteQuery, strata, useTempDir } from './helpers/env.js';
-import { checkPrefix, commits, exited, markersOf, sleep, startReplicator, startWriter } from './helpers/pitr.js';
+import { checkPrefix, commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 
 /**
@@ -24,7 +24,7 @@ describe('continuous protection: strata replicate and restore --as-of', function
     const writer = startWriter(db, log, 120_000);
     const writerDone = finished(writer);
     const startedAt = Date.now();
-    await sleep(800);
+    await firstCommit(log);
     const readyLines: string[] = [];
     // Five runs of the replicator, each killed without warning except the last, stopped by SIGTERM.
     // Before the third kill the writer stops checkpointing, so the log still continues the chain
@@ -33,7 +33,8 @@ describe('continuous protection: strata replicate and restore --as-of', function
       const replicator = await startReplicator(repo, db);
       readyLines.push(replicator.ready);
       if (run === 2) writeFileSync(`${log}.quiet`, '');
-      await sleep(run === 4 ? 3000 : run === 2 ? 2000 : 3500 + run * 700);
+      // Each run ships a few hundred transactions (a few seconds of the writer's), the quiet one fewer.
+      await moreCommits(log, run === 2 ? 150 : 250 + run * 50);
       if (run === 3) rmSync(`${log}.quiet`, { force: true });
       if (run < 4) {
         replicator.child.kill('SIGKILL');
@@ -46,14 +47,14 @@ describe('continuous protection: strata replicate and restore --as-of', function
           assert.equal(replication?.status, 'unhealthy');
           assert.match(replication!.message, /replicate died/);
         }
-        await sleep(400 + run * 300);
+        // While it is down the writer goes on (and, but in the quiet phase, checkpoints and restarts the log).
+        await moreCommits(log, 40 + run * 30);
         continue;
       }
       writer.kill('SIGTERM');
       const writerResult = await writerDone;
       assert.equal(writerResult.status, 0, `the writer failed: ${writerResult.stderr}`);
       // Everything the writer committed is in the log now; SIGTERM must ship it before exiting.
-      await sleep(300);
       replicator.child.kill('SIGTERM');
       const stopped = await exited(replicator.child);
       assert.equal(stopped.code, 0, `replicate stopped with ${stopped.code ?? stopped.signal}:\n${replicator.stderr()}`);

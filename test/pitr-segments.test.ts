@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { ROOT, TEST_PASSPHRASE, catalogPath, finished, removeCatalog, json, sqliteQuery, strata, useTempDir } from './helpers/env.js';
-import { commits, exited, markersOf, sleep, startReplicator, startWriter } from './helpers/pitr.js';
+import { commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 
 /**
@@ -23,9 +23,9 @@ describe('continuous protection: stopping and refusing', function () {
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
     writeFileSync(`${log}.quiet`, '');
     const writer = startWriter(db, log, 60_000);
-    await sleep(500);
+    await firstCommit(log);
     const replicator = await startReplicator(repo, db, ['--interval', '600']);
-    await sleep(1500);
+    await moreCommits(log, 100);
     const running = json<{ checks: { check: string; status: string; message: string }[] }>(strata(['health', '--repo', repo, '--json'])).checks.find((c) => c.check === 'replication');
     assert.equal(running?.status, 'ok');
     assert.match(running!.message, /replicate is running since/);
@@ -73,9 +73,10 @@ describe('continuous protection: damaged segments', function () {
     const log = path.join(dir.path, 'commits.log');
     assert.equal(strata(['init', '--repo', repo]).status, 0);
     const writer = startWriter(db, log, 60_000);
-    await sleep(300);
-    const replicator = await startReplicator(repo, db, ['--interval', '0.3']);
-    await sleep(2500);
+    await firstCommit(log);
+    const replicator = await startReplicator(repo, db, ['--interval', '0.3', '--verbose']);
+    // Until it has shipped five segments.
+    while (!/segment 5 \(/.test(replicator.stderr())) await new Promise((resolve) => setTimeout(resolve, 50));
     replicator.child.kill('SIGTERM');
     assert.equal((await exited(replicator.child)).code, 0, replicator.stderr());
     writer.kill('SIGTERM');

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { ROOT, strataAsync } from './env.js';
@@ -31,6 +31,18 @@ export interface PointInTime {
 
 export function startWriter(db: string, log: string, durationMs: number): ChildProcess {
   return spawn(process.execPath, [WRITER, db, log, String(durationMs)], { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** Resolves once the writer has committed its first marker (the database and its log exist then). */
+export async function firstCommit(log: string): Promise<void> {
+  while (!existsSync(log) || statSync(log).size === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+/** Resolves once the writer has committed `n` more markers than it had when called. */
+export async function moreCommits(log: string, n: number): Promise<void> {
+  const lines = (): number => (existsSync(log) ? readFileSync(log, 'utf8').split('\n').length - 1 : 0);
+  const target = lines() + n;
+  while (lines() < target) await new Promise((resolve) => setTimeout(resolve, 50));
 }
 
 export function commits(log: string): Commit[] {
@@ -64,8 +76,6 @@ export async function exited(child: ChildProcess): Promise<{ code: number | null
   if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The marker sequence numbers in a restored database, and its integrity check. */
 export function markersOf(file: string): { seqs: number[]; integrity: string } {
