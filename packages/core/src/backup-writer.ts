@@ -96,7 +96,10 @@ export class BackupWriter {
       await withRepositoryLock(this.#ctx.storage, 'backup', async () => undefined, this.#ctx.options.lock);
       let parent: BackupRecord | undefined;
       if (type === 'incremental' || type === 'differential') {
-        parent = this.#pickParent(await this.#ctx.catalog.list({ database }), type);
+        const records = await this.#ctx.catalog.list({ database });
+        // A replication base is of the moment its position was read; a backup committed since (by
+        // cron, say) is newer than that moment and cannot be its parent.
+        parent = this.#pickParent(options.snapshotAt ? records.filter((r) => r.createdAt <= time.toISOString()) : records, type);
         if (!parent) {
           if (!options.autoFull) {
             throw new StrataError('BACKUP_NOT_FOUND', `backup: ${database} has no full backup yet, so there is nothing to take ${type === 'incremental' ? 'an' : 'a'} ${type} against; take a full backup first (or pass --auto-full)`);
