@@ -9,6 +9,7 @@ import {
   StrataError,
   assessHealth,
   assessMirror,
+  backupRuns,
   backupStats,
   defaultCompression,
   displayLocation,
@@ -26,7 +27,7 @@ import {
 } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { backupRuns, renderStatsReport } from './stats-report.js';
+import { renderStatsReport } from './stats-report.js';
 import { printTable } from './table.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 
