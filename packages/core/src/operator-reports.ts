@@ -21,6 +21,8 @@ export interface BackupRun {
   /** stored / raw (lower is better). */
   readonly compressionRatio: number | null;
   readonly errorCode: string | null;
+  /** The failure's redacted message (no schema names, SQL or values), for a failed run. */
+  readonly errorMessage: string | null;
   /** The restore point's label, when the catalog still has it. */
   readonly label: string | null;
 }
@@ -47,6 +49,7 @@ export function backupRuns(operations: readonly JournalOperation[], backups: rea
         databaseBytes: record?.databaseBytes ?? null,
         compressionRatio: op.status === 'COMPLETED' && stored !== null && raw !== null && raw > 0 ? stored / raw : null,
         errorCode: op.last.error?.code ?? null,
+        errorMessage: op.last.error?.message ?? null,
         label: op.status === 'COMPLETED' ? (record?.label ?? null) : null,
       } satisfies BackupRun;
     })
