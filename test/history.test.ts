@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { timeSpan, timeTicks, ticks } from '@strata/protocol/charts';
+import { byteTicks, timeSpan, timeTicks, ticks } from '@strata/protocol/charts';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { useTempDir } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
@@ -117,6 +117,9 @@ describe('chart axes shared by strata stats --html and Backup History', () => {
     assert.deepEqual(ticks(0.9, false), [0, 0.25, 0.5, 0.75, 1]);
     assert.deepEqual(ticks(3_500_000, false), [0, 1_000_000, 2_000_000, 3_000_000, 4_000_000]);
     assert.deepEqual(ticks(0, true), [0, 1], 'an empty chart still has an axis');
+    // Sizes step in the binary unit their labels use: 0, 1, 2, 3, 4 MiB, not 0, 0.95, 1.9 MiB.
+    assert.deepEqual(byteTicks(3.5 * 1024 * 1024), [0, 1, 2, 3, 4].map((m) => m * 1024 * 1024));
+    assert.deepEqual(byteTicks(700), [0, 200, 400, 600, 800]);
   });
 
   it('puts at most eight round moments on a time axis, by day past a week', () => {

@@ -23,6 +23,15 @@ export function ticks(max: number, whole: boolean): number[] {
   return out;
 }
 
+/**
+ * Round byte counts for a size axis, in the binary unit (KiB, MiB, ...) the labels are written in,
+ * so that they read 0, 2 MiB, 4 MiB rather than 0, 1.9 MiB, 3.8 MiB.
+ */
+export function byteTicks(max: number): number[] {
+  const unit = max >= 1024 ? 1024 ** Math.floor(Math.log(max) / Math.log(1024)) : 1;
+  return ticks(max / unit, unit === 1).map((v) => v * unit);
+}
+
 const MINUTE = 60_000;
 const DAY = 1440 * MINUTE;
 const TIME_STEPS = [MINUTE, 5 * MINUTE, 15 * MINUTE, 60 * MINUTE, 3 * 60 * MINUTE, 6 * 60 * MINUTE, 12 * 60 * MINUTE, DAY, 7 * DAY, 28 * DAY];
