@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { byteTicks, timeSpan, timeTicks, ticks } from '@strata/protocol/charts';
+import { byteTicks, timeSpan, timeTicks, ticks, utcTickLabel } from '@strata/protocol/charts';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { useTempDir } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
@@ -126,9 +126,13 @@ describe('chart axes shared by strata stats --html and Backup History', () => {
     const start = Date.parse('2026-11-20T09:07:00Z');
     const hours = timeTicks(start, start + 5 * 3600_000);
     assert.ok(hours.length > 1 && hours.length <= 8);
-    assert.ok(hours.every((t) => t.at % 3600_000 === 0 && !t.daily), 'on the hour');
+    assert.ok(hours.every((t) => t.at % 3600_000 === 0 && t.precision === 'minute'), 'on the hour');
     const weeks = timeTicks(start, start + 20 * 86_400_000);
-    assert.ok(weeks.length <= 8 && weeks.every((t) => t.daily && t.at % 86_400_000 === 0));
+    assert.ok(weeks.length <= 8 && weeks.every((t) => t.precision === 'day' && t.at % 86_400_000 === 0));
+    // Backups of the last minute (a first try) get labels to the second.
+    const seconds = timeTicks(start, start + 70_000);
+    assert.deepEqual(seconds.map(utcTickLabel), ['09:07:00', '09:07:10', '09:07:20', '09:07:30', '09:07:40', '09:07:50', '09:08:00', '09:08:10']);
+    assert.equal(utcTickLabel(hours[0]!), '11-20 10:00');
     // One backup a moment ago still gets an axis a minute wide, reaching now.
     const now = Date.parse('2026-11-20T10:00:00Z');
     assert.deepEqual(timeSpan(now - 1000, now), { start: now - 1000 - 3000, end: now + 59_000 });

@@ -66,7 +66,7 @@ function describeFailure(f: HistoryFailure): string {
 /** A tick's label in local time, as the tree shows times. */
 function tickLabel(tick: TimeTick): string {
   const time = formatTime(new Date(tick.at).toISOString());
-  return tick.daily ? time.slice(5, 10) : time.slice(5, 16);
+  return tick.precision === 'day' ? time.slice(5, 10) : tick.precision === 'minute' ? time.slice(5, 16) : time.slice(11, 19);
 }
 
 /** The x of every moment, shared by the three charts so that one restore point lines up in all of them. */

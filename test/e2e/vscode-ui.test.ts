@@ -165,7 +165,7 @@ describe('VS Code extension, end to end in a real VS Code', function () {
       assert.equal(await mark.getAttribute('data-tier'), tierOf(id), `the tier of ${id}`);
     }
     // The failed run: a cross on the timeline and in the sizes, and a row that names the error.
-    assert.equal(await history.locator('.failure').count(), 2);
+    assert.equal(await history.locator('svg g.failure').count(), 2);
     assert.match(await history.locator('tr.failed-run').innerText(), /incremental\s+backup failed: DATABASE_NOT_FOUND/);
     assert.equal(await history.locator('rect.bar').count(), 2, 'a stored-size bar per restore point');
     assert.equal(await history.locator('circle.size-dot').count(), 2, 'a database-size dot per restore point');
@@ -184,17 +184,23 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     assert.match(await toast(page, /verified app_full_/), /passed/);
     await history.locator('tr.restore-point[data-type="full"] .verification', { hasText: /passed \(quick, / }).waitFor();
 
-    // The pictures for the README, in the dark theme (code-server's default) and a light one.
+    // The pictures for the README, in a dark and a light theme; then the theme the workbench had.
     await page.mouse.move(1300, 800);
-    await page.screenshot({ path: path.join(SHOTS, 'backup-history-dark.png') });
     const settingsFile = path.join(root, 'data/User/settings.json');
     const settings = readFileSync(settingsFile, 'utf8');
-    writeFileSync(settingsFile, JSON.stringify({ ...JSON.parse(settings), 'workbench.colorTheme': 'Default Light Modern' }, null, 2));
-    await page.locator('.monaco-workbench.vs').waitFor();
-    await history.locator('body.vscode-light').waitFor();
-    await page.screenshot({ path: path.join(SHOTS, 'backup-history-light.png') });
+    const themeClass = /\b(vs|vs-dark|hc-black|hc-light)\b/.exec((await page.locator('.monaco-workbench').getAttribute('class')) ?? '')?.[1];
+    assert.ok(themeClass, 'the workbench names its theme kind');
+    for (const [theme, workbench, webview, file] of [
+      ['Default Dark Modern', 'vs-dark', 'vscode-dark', 'backup-history-dark.png'],
+      ['Default Light Modern', 'vs', 'vscode-light', 'backup-history-light.png'],
+    ] as const) {
+      writeFileSync(settingsFile, JSON.stringify({ ...JSON.parse(settings), 'workbench.colorTheme': theme }, null, 2));
+      await page.locator(`.monaco-workbench.${workbench}`).waitFor();
+      await history.locator(`body.${webview}`).waitFor();
+      await page.screenshot({ path: path.join(SHOTS, file) });
+    }
     writeFileSync(settingsFile, settings);
-    await page.locator('.monaco-workbench.vs-dark').waitFor();
+    await page.locator(`.monaco-workbench.${themeClass}`).waitFor();
     await runCommand(page, 'View: Close All Editors');
   });
 

@@ -32,28 +32,30 @@ export function byteTicks(max: number): number[] {
   return ticks(max / unit, unit === 1).map((v) => v * unit);
 }
 
-const MINUTE = 60_000;
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
 const DAY = 1440 * MINUTE;
-const TIME_STEPS = [MINUTE, 5 * MINUTE, 15 * MINUTE, 60 * MINUTE, 3 * 60 * MINUTE, 6 * 60 * MINUTE, 12 * 60 * MINUTE, DAY, 7 * DAY, 28 * DAY];
+const TIME_STEPS = [10 * SECOND, 30 * SECOND, MINUTE, 5 * MINUTE, 15 * MINUTE, 60 * MINUTE, 3 * 60 * MINUTE, 6 * 60 * MINUTE, 12 * 60 * MINUTE, DAY, 7 * DAY, 28 * DAY];
 
-/** A moment on a time axis, and whether its step is a day or more (labels then leave out the time of day). */
+/** A moment on a time axis, and how precisely its label must say it: by day, to the minute, or to the second. */
 export interface TimeTick {
   readonly at: number;
-  readonly daily: boolean;
+  readonly precision: 'day' | 'minute' | 'second';
 }
 
 /** Round moments (multiples of the step since the epoch) between `start` and `end`, in ms, at most eight. */
 export function timeTicks(start: number, end: number): TimeTick[] {
   const step = TIME_STEPS.find((s) => (end - start) / s <= 8) ?? TIME_STEPS.at(-1)!;
+  const precision = step >= DAY ? 'day' : step >= MINUTE ? 'minute' : 'second';
   const out: TimeTick[] = [];
-  for (let at = Math.ceil(start / step) * step; at <= end; at += step) out.push({ at, daily: step >= DAY });
+  for (let at = Math.ceil(start / step) * step; at <= end; at += step) out.push({ at, precision });
   return out;
 }
 
-/** A tick's label in UTC: `MM-DD`, or `MM-DD hh:mm` below a day. */
+/** A tick's label in UTC: `MM-DD`, `MM-DD hh:mm`, or `hh:mm:ss` below a minute. */
 export function utcTickLabel(tick: TimeTick): string {
   const iso = new Date(tick.at).toISOString();
-  return tick.daily ? iso.slice(5, 10) : `${iso.slice(5, 10)} ${iso.slice(11, 16)}`;
+  return tick.precision === 'day' ? iso.slice(5, 10) : tick.precision === 'minute' ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}` : iso.slice(11, 19);
 }
 
 /**
