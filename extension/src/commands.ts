@@ -30,7 +30,10 @@ const BACKUP_TYPES: readonly (vscode.QuickPickItem & { type: BackupType })[] = [
 /** The command handlers, by command id. Each returns what it did (for tests) or undefined when cancelled. */
 export function createCommands(ctx: CommandContext): Record<string, (...args: unknown[]) => Promise<unknown>> {
   return {
-    'strata.refresh': async () => ctx.tree.reload(),
+    'strata.refresh': async () => {
+      await ctx.tree.reload();
+      await ctx.history.refreshAll();
+    },
     'strata.showLog': async () => ctx.output.show(true),
     'strata.restartServer': async () => {
       await ctx.connection.restart();

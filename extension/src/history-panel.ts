@@ -48,6 +48,11 @@ export class HistoryPanels implements vscode.Disposable {
     await Promise.all([...this.#panels.values()].filter((p) => p.subject.repository === repository).map((p) => p.refresh().catch(() => undefined)));
   }
 
+  /** Strata: Refresh: every panel reads its history again (backups made by cron or the CLI announce nothing). */
+  async refreshAll(): Promise<void> {
+    await Promise.all([...this.#panels.values()].map((p) => p.refresh().catch(() => undefined)));
+  }
+
   /** A restore point was selected in the tree: the panels that show it highlight it. */
   selected(repository: string, id: string): void {
     for (const panel of this.#panels.values()) if (panel.subject.repository === repository) panel.highlight(id);
@@ -64,6 +69,8 @@ export class HistoryPanel implements vscode.Disposable {
   readonly #panel: vscode.WebviewPanel;
   readonly #disposables: vscode.Disposable[] = [];
   #selected: string | undefined;
+  /** Whether the panel was visible at its last view-state change (only hidden -> shown reads again). */
+  #visible = true;
   #history: BackupHistory | undefined;
   /** The last drawing asked for; a refresh that ends after a newer one started is dropped. */
   #generation = 0;
@@ -82,6 +89,12 @@ export class HistoryPanel implements vscode.Disposable {
         if (!(await select(subject.repository, message.id))) {
           void vscode.window.showInformationMessage(`Strata: ${message.id} is no longer in the repository (deleted or pruned meanwhile).`);
         }
+      }),
+      // Brought back into view: read again, as backups from cron or the CLI announce nothing.
+      this.#panel.onDidChangeViewState((e) => {
+        const shown = e.webviewPanel.visible && !this.#visible;
+        this.#visible = e.webviewPanel.visible;
+        if (shown) void this.refresh().catch(() => undefined);
       }),
       this.#panel.onDidDispose(() => {
         onDispose();
