@@ -258,6 +258,7 @@ async function releaseTarget(target, packages, outDir, rootManifest) {
     };
     writeFileSync(path.join(stage, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     copyFileSync(path.join(root, target.template, 'README.md'), path.join(stage, 'README.md'));
+    copyFileSync(path.join(root, 'LICENSE'), path.join(stage, 'LICENSE'));
     const packed = spawnSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', outDir, stage], { encoding: 'utf8', cwd: stage });
     if (packed.status !== 0) throw new ReleaseError(`npm pack failed:\n${packed.stderr}`);
     const [{ filename }] = JSON.parse(packed.stdout);

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { CancellationTokenSource, ResponseError } from 'vscode-jsonrpc/node';
 import { STRATA_ERROR } from '@strata/protocol';
+import { Passphrase, initRepository, openRepository } from '@strata/sdk';
 import type { StrataErrorData } from '@strata/protocol';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { CLI, FIXTURE_DB, TEST_PASSPHRASE, sqliteDump, useTempDir } from './helpers/env.js';
@@ -168,5 +169,41 @@ describe('strata-server over JSON-RPC (stdio)', function () {
       (await client.request('strata/list', { repository })).backups.map((b) => b.id),
       plan.keep.map((d) => d.id),
     );
+  });
+
+  it("backs up to the config's mirror too, with the mirror's own passphrase file, and reports a mirror it could not write", async () => {
+    await initialized();
+    const mirror = path.join(workspace, '.mirror');
+    writeFileSync(path.join(workspace, 'mirror-passphrase'), 'the mirror passphrase\n');
+    await initRepository(mirror, { encryption: 'compat', passphrase: new Passphrase('the mirror passphrase') });
+    writeFileSync(
+      path.join(workspace, 'strata.config.json'),
+      JSON.stringify({ repository: './.backups', mirror: { repository: './.mirror', passphraseFile: './mirror-passphrase' }, databases: { app: { url: './app.db' } } }),
+    );
+    await client.request('strata/workspace', { folders: [workspace], databases: [] });
+    const first = await client.request('strata/backup', { repository, database: 'app', type: 'full' });
+    assert.deepEqual(first.mirror, { location: mirror, ok: true });
+    const onMirror = await openRepository(mirror, { passphrase: new Passphrase('the mirror passphrase') });
+    try {
+      assert.deepEqual((await onMirror.list()).map((b) => b.id), [first.backup.id], 'the mirror holds the backup');
+    } finally {
+      await onMirror.close();
+    }
+    assert.deepEqual(client.passphraseRequests.map((r) => r.repository), [repository, repository], 'the mirror passphrase came from its file, not the client');
+
+    // A mirror that cannot be written: the backup still succeeds and says so.
+    rmSync(mirror, { recursive: true });
+    writeFileSync(mirror, 'not a repository');
+    mutate(path.join(workspace, 'app.db'), 1);
+    await client.stop();
+    client = new Client();
+    await client.start();
+    await client.request('strata/workspace', { folders: [workspace], databases: [] });
+    const second = await client.request('strata/backup', { repository, database: 'app', type: 'incremental' });
+    assert.equal(second.backup.parent, first.backup.id);
+    assert.equal(second.mirror?.ok, false);
+    assert.equal(second.mirror?.location, mirror);
+    assert.match(second.mirror?.error ?? '', /\.mirror/, 'the error names the mirror');
+    assert.deepEqual((await client.request('strata/list', { repository, database: 'app' })).backups.map((b) => b.id), [second.backup.id, first.backup.id]);
   });
 });

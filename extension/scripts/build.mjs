@@ -3,7 +3,7 @@
 // With --package, also packages out/strata.vsix with vsce. Nothing native goes in: the database
 // drivers live with the server, which runs under the system's Node.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -28,6 +28,8 @@ await esbuild.build({ ...common, entryPoints: ['test-host/index.ts'], outfile: '
 
 if (process.argv.includes('--package')) {
   mkdirSync(new URL('../out', import.meta.url), { recursive: true });
+  // The repository's one LICENSE goes into the .vsix (vsce takes it from the extension's folder).
+  copyFileSync(new URL('../../LICENSE', import.meta.url), new URL('../LICENSE', import.meta.url));
   // --no-dependencies: everything the extension runs is in the bundle.
   run(process.execPath, [require.resolve('@vscode/vsce/vsce'), 'package', '--no-dependencies', '--out', 'out/strata.vsix']);
 }

@@ -225,7 +225,7 @@ async function backupNow(ctx: CommandContext, node: DatabaseNode | undefined): P
   if (!entry) return undefined;
   const type = await ctx.prompts.pick(BACKUP_TYPES, { placeHolder: `Back up ${entry.name}: which type?` });
   if (!type) return undefined;
-  const { backup, unchanged } = await ctx.connection.withProgress(`Strata: backing up ${entry.name} (${type.type})`, 'strata/backup', {
+  const { backup, unchanged, mirror } = await ctx.connection.withProgress(`Strata: backing up ${entry.name} (${type.type})`, 'strata/backup', {
     repository: entry.repository,
     database: entry.name,
     type: type.type,
@@ -236,6 +236,9 @@ async function backupNow(ctx: CommandContext, node: DatabaseNode | undefined): P
       ? `Strata: ${entry.name} is unchanged since ${backup.parent}; recorded an empty ${backup.type} restore point.`
       : `Strata: backed up ${entry.name}: ${backup.type}${fellBack}, ${formatBytes(backup.storedBytes)} stored (${backup.id}).`,
   );
+  if (mirror && !mirror.ok) {
+    void ctx.prompts.error(`Strata: the backup is complete, but the mirror ${mirror.location} was not written: ${mirror.error ?? 'unknown error'}. The next backup (or \`strata copy\`) catches it up.`);
+  }
   return backup;
 }
 

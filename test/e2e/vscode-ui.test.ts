@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -75,6 +75,27 @@ describe('VS Code extension, end to end in a real VS Code', function () {
   });
 
   const sidebarRow = (text: string | RegExp) => page.locator('.part.sidebar .monaco-list-row', { hasText: text }).first();
+
+  /**
+   * Chooses a colour theme by its name in Preferences: Color Theme, and returns the name of the
+   * one that was current (the picker opens on it); without a name, only returns that.
+   */
+  async function colorTheme(name?: string): Promise<string> {
+    await runCommand(page, 'Preferences: Color Theme');
+    // The theme list replaces the palette's in the same widget: wait for it, not the palette's row.
+    const focused = page.locator('.quick-input-list .monaco-list-row.focused .label-name').filter({ hasNotText: 'Preferences: Color Theme' }).first();
+    await focused.waitFor();
+    const current = (await focused.innerText()).trim();
+    if (name === undefined) {
+      await page.keyboard.press('Escape');
+    } else {
+      await page.locator('.quick-input-widget input').fill(name);
+      await page.locator('.quick-input-list .monaco-list-row.focused .label-name', { hasText: new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }).waitFor();
+      await page.keyboard.press('Enter');
+    }
+    await page.locator('.quick-input-widget').waitFor({ state: 'hidden' });
+    return current;
+  }
 
   it('shows the Strata view with the database from strata.config.json', async () => {
     await page.locator('.activitybar a[aria-label="Strata"]').click();
@@ -184,23 +205,21 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     assert.match(await toast(page, /verified app_full_/), /passed/);
     await history.locator('tr.restore-point[data-type="full"] .verification', { hasText: /passed \(quick, / }).waitFor();
 
-    // The pictures for the README, in a dark and a light theme; then the theme the workbench had.
+    // The pictures for the README, in a dark and a light theme (chosen as a person does, with
+    // Preferences: Color Theme); then the theme the workbench had.
     await page.mouse.move(1300, 800);
-    const settingsFile = path.join(root, 'data/User/settings.json');
-    const settings = readFileSync(settingsFile, 'utf8');
-    const themeClass = /\b(vs|vs-dark|hc-black|hc-light)\b/.exec((await page.locator('.monaco-workbench').getAttribute('class')) ?? '')?.[1];
-    assert.ok(themeClass, 'the workbench names its theme kind');
+    const original = await colorTheme();
     for (const [theme, workbench, webview, file] of [
-      ['Default Dark Modern', 'vs-dark', 'vscode-dark', 'backup-history-dark.png'],
-      ['Default Light Modern', 'vs', 'vscode-light', 'backup-history-light.png'],
+      ['Dark Modern', 'vs-dark', 'vscode-dark', 'backup-history-dark.png'],
+      ['Light Modern', 'vs', 'vscode-light', 'backup-history-light.png'],
     ] as const) {
-      writeFileSync(settingsFile, JSON.stringify({ ...JSON.parse(settings), 'workbench.colorTheme': theme }, null, 2));
+      await colorTheme(theme);
       await page.locator(`.monaco-workbench.${workbench}`).waitFor();
       await history.locator(`body.${webview}`).waitFor();
+      await page.mouse.move(1300, 800);
       await page.screenshot({ path: path.join(SHOTS, file) });
     }
-    writeFileSync(settingsFile, settings);
-    await page.locator(`.monaco-workbench.${themeClass}`).waitFor();
+    await colorTheme(original);
     await runCommand(page, 'View: Close All Editors');
   });
 

@@ -1,7 +1,7 @@
-import { StrataError, isStrataError } from '@strata/sdk';
+import { StrataError, isStrataError, passphraseFromFile } from '@strata/sdk';
 import type { KeyFileInfo, KeyListing, Passphrase } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { interactive, passphraseFromFile, passphraseGiven, printable, readPassphrase } from './terminal.js';
+import { interactive, passphraseGiven, printable, readPassphrase } from './terminal.js';
 import { printTable } from './table.js';
 
 /** Options of `strata key <action>`. */

@@ -1,8 +1,6 @@
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import * as readline from 'node:readline';
-import { DATA_PHASES, Passphrase, StrataError } from '@strata/sdk';
+import { DATA_PHASES, Passphrase, StrataError, passphraseFromCommand, passphraseFromFile } from '@strata/sdk';
 import type { ProgressEvent } from '@strata/sdk';
 
 /** True when a person is watching stderr (progress bars, prompts make sense). */
@@ -141,28 +139,6 @@ export function passphraseGiven(sources: PassphraseSources): boolean {
   const set = (name: string): boolean => (process.env[name] ?? '') !== '';
   const variable = { repository: 'STRATA_PASSPHRASE', new: 'STRATA_NEW_PASSPHRASE', target: 'STRATA_TO_PASSPHRASE', mirror: 'STRATA_MIRROR_PASSPHRASE' }[sources.which ?? 'repository'];
   return sources.passphraseFile !== undefined || sources.passphraseCommand !== undefined || set(`${variable}_COMMAND`) || set(`${variable}_FILE`) || set(variable);
-}
-
-/** Reads a passphrase from a file: its text less one trailing newline. */
-export function passphraseFromFile(file: string): Passphrase {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new StrataError('USAGE', `passphrase file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  // One trailing newline is what editors and `echo` add; it is not part of the passphrase.
-  return new Passphrase(text.replace(/\r?\n$/, ''));
-}
-
-/** Runs the command through the shell; its standard output, less one trailing newline, is the passphrase. */
-function passphraseFromCommand(command: string): Passphrase {
-  const result = spawnSync('/bin/sh', ['-c', command], { encoding: 'utf8', stdio: ['inherit', 'pipe', 'inherit'], maxBuffer: 1024 * 1024 });
-  if (result.error) throw new StrataError('USAGE', `the passphrase command could not run: ${result.error.message}`);
-  if (result.status !== 0) throw new StrataError('USAGE', `the passphrase command exited with ${result.status ?? result.signal}; nothing was done`);
-  const text = result.stdout.replace(/\r?\n$/, '');
-  if (text === '') throw new StrataError('USAGE', 'the passphrase command printed nothing');
-  return new Passphrase(text);
 }
 
 /** Asks for a line on the terminal without echoing it. */

@@ -118,8 +118,8 @@ export async function readRepositoryConfig(storage: Storage): Promise<Repository
       throw new StrataError(
         'REPO_NOT_FOUND',
         exists
-          ? `repository: ${storage.location} is not a Strata repository (no ${REPOSITORY_CONFIG_KEY}); run \`strata init\` first`
-          : `repository: ${storage.location} does not exist; run \`strata init\` to create it`,
+          ? `repository: ${storage.location} is not a Strata repository (no ${REPOSITORY_CONFIG_KEY}); create one first (\`strata init\`, or initRepository() in the SDK)`
+          : `repository: ${storage.location} does not exist; create it first (\`strata init\`, or initRepository() in the SDK)`,
       );
     }
     throw err;

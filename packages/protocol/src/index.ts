@@ -143,6 +143,15 @@ export interface BackupHistory {
 }
 
 /** Requests the client sends, by method: their params and results. */
+/** Whether a backup also reached the repository's mirror. */
+export interface MirrorOutcome {
+  /** The mirror's location, without secrets. */
+  readonly location: string;
+  readonly ok: boolean;
+  /** Why the mirror was not written, when it was not. */
+  readonly error?: string;
+}
+
 export interface RequestMap {
   /** Reads the config files of the workspace folders and adds the client's own databases. */
   'strata/workspace': {
@@ -164,7 +173,12 @@ export interface RequestMap {
   };
   'strata/backup': {
     params: RepositoryRef & WorkDone & { readonly database: string; readonly type: BackupType; readonly label?: string };
-    result: { readonly backup: BackupRecord; readonly unchanged: boolean };
+    /**
+     * `mirror` when the repository's config names a mirror: whether the backup reached it too (a
+     * failed mirror write leaves the backup complete on the primary; `strata copy` or the next
+     * backup catches the mirror up).
+     */
+    result: { readonly backup: BackupRecord; readonly unchanged: boolean; readonly mirror?: MirrorOutcome };
   };
   'strata/verify': {
     params: RepositoryRef & WorkDone & { readonly id: string; readonly level: 'quick' | 'full' };

@@ -30,6 +30,7 @@ export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
 export type { S3StorageSettings } from '@strata/storage-s3';
 export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
 export type { DatabaseConfig, LoadedConfig, MirrorConfig, StorageConfig, StrataConfig } from './config.js';
+export { passphraseFromCommand, passphraseFromFile } from './passphrase-files.js';
 
 /** Settings of the storages that have any (the `storage` section of strata.config.json). */
 export type StorageSettings = S3StorageSettings;

@@ -15,17 +15,20 @@ import {
   isStrataError,
   loadConfig,
   newestGoodByDatabase,
+  mirrorAt,
   openRepository,
+  passphraseFromCommand,
+  passphraseFromFile,
   repositoryLocation,
   resolveLocator,
   retentionFor,
   tierOf,
   validateDatabaseName,
 } from '@strata/sdk';
-import type { Engine, EngineRegistry, ProgressEvent, Repository, StorageSettings, StrataConfig } from '@strata/sdk';
+import type { Engine, EngineRegistry, MirrorConfig, MirrorSyncResult, ProgressEvent, Repository, StorageSettings, StrataConfig } from '@strata/sdk';
 import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
+import type { ClientRequestMap, ConfigProblem, DatabaseEntry, EngineInfo, MirrorOutcome, ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
 import { backupHistory } from './history.js';
-import type { ClientRequestMap, ConfigProblem, DatabaseEntry, EngineInfo, ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
 
 /** A database the server can back up: where it is (with any secret) and where its backups go. */
 interface KnownDatabase {
@@ -54,6 +57,10 @@ export class StrataServer {
   readonly #repositories = new Map<string, Promise<Repository>>();
   /** The `storage` section of the config file naming each s3:// repository. */
   readonly #storageSettings = new Map<string, StorageSettings>();
+  /** The `mirror` of the config file whose own repository each one is. */
+  readonly #mirrors = new Map<string, MirrorConfig>();
+  /** The passphrase each repository was unlocked with, offered first to its mirror (as the CLI does). */
+  readonly #givenPassphrases = new Map<string, Passphrase>();
   #databases = new Map<string, KnownDatabase>();
 
   constructor(connection: Connection) {
@@ -137,17 +144,47 @@ export class StrataServer {
       if (!isLocationUrl(location) && !existsSync(location)) {
         return Promise.reject(new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; create it first (Strata: Add Database offers to)`));
       }
+      const mirror = this.#mirrors.get(location);
       repo = openRepository(location, {
         engines: this.#engines,
-        passphrase: () => this.#askPassphrase(location, 'unlock'),
+        passphrase: async () => {
+          const given = await this.#askPassphrase(location, 'unlock');
+          this.#givenPassphrases.set(location, given);
+          return given;
+        },
         lock: { waitMs: 30_000 },
         storage: this.#storageSettings.get(location) ?? {},
+        ...(mirror ? { mirror: this.#mirrorOf(location, mirror) } : {}),
       });
       // A failed open is not cached: the next request tries again (the folder may appear).
       repo.catch(() => this.#repositories.delete(location));
       this.#repositories.set(location, repo);
     }
     return repo;
+  }
+
+  /**
+   * The mirror of the repository at `location`, opened when a backup first writes to it. Its
+   * passphrase comes from the config's passphraseFile or passphraseCommand, else it is the
+   * repository's own, else the client is asked for the mirror's.
+   */
+  #mirrorOf(location: string, mirror: MirrorConfig): ReturnType<typeof mirrorAt> {
+    return mirrorAt(mirror.repository, {
+      engines: this.#engines,
+      lock: { waitMs: 30_000 },
+      storage: this.#storageSettings.get(location) ?? {},
+      passphrase: async (attempt) => {
+        if (attempt === 1) {
+          // The server's standard input carries JSON-RPC: a passphrase command must not read it.
+          if (mirror.passphraseCommand !== undefined) return passphraseFromCommand(mirror.passphraseCommand, { stdin: 'ignore' });
+          if (mirror.passphraseFile !== undefined) return passphraseFromFile(mirror.passphraseFile);
+          const own = this.#givenPassphrases.get(location);
+          if (own) return own;
+        }
+        if (attempt > 2 || mirror.passphraseCommand !== undefined || mirror.passphraseFile !== undefined) return undefined;
+        return this.#askPassphrase(mirror.repository, 'unlock');
+      },
+    });
   }
 
   async #askPassphrase(repository: string, purpose: 'unlock' | 'init'): Promise<Passphrase> {
@@ -169,6 +206,7 @@ export class StrataServer {
   async #workspace(params: ParamsOf<'strata/workspace'>): Promise<ResultOf<'strata/workspace'>> {
     const problems: ConfigProblem[] = [];
     const found = new Map<string, KnownDatabase>();
+    this.#mirrors.clear();
     const add = (name: string, locator: string, repository: string, origin: string, config: StrataConfig): void => {
       const engine = this.#engines.forLocator(locator);
       if (!engine) {
@@ -178,6 +216,10 @@ export class StrataServer {
       const entry: DatabaseEntry = { name, engine: engine.kind, location: displayLocation(engine.display, engine.describe(locator)), repository, repositoryExists: isLocationUrl(repository) || existsSync(repository), origin };
       // An s3:// repository is reached with the storage settings of the config file that names it.
       if (config.storage) this.#storageSettings.set(repositoryLocation(repository), config.storage);
+      // Backups of the config's own repository also go to its mirror (as with the CLI).
+      if (config.mirror && config.repository !== undefined && repositoryLocation(config.repository) === repositoryLocation(repository)) {
+        this.#mirrors.set(repositoryLocation(repository), config.mirror);
+      }
       found.set(keyOf(repository, name), { entry, locator, config });
     };
     for (const folder of params.folders) {
@@ -240,6 +282,7 @@ export class StrataServer {
     await repo.unlock();
     run.begin(`Backing up ${params.database}`);
     this.#log(`backup ${params.database} (${params.type}) from ${known.entry.location}`);
+    let mirrored: MirrorSyncResult | undefined;
     const backup = await repo.backup(known.locator, {
       database: params.database,
       type: params.type,
@@ -247,9 +290,18 @@ export class StrataServer {
       ...(params.label ? { label: params.label } : {}),
       signal: run.signal,
       onProgress: run.progress,
+      onMirror: (result) => {
+        mirrored = result;
+        if (!result.ok) this.#log(`MIRROR FAILED: ${result.mirror}: ${result.error?.message ?? 'unknown error'}`);
+      },
     });
     this.#changed(params.repository);
-    return { backup, unchanged: backup.parent !== null && backup.payloadBytes === 0 };
+    const mirror: MirrorOutcome | undefined = mirrored && {
+      location: mirrored.mirror,
+      ok: mirrored.ok,
+      ...(mirrored.error ? { error: mirrored.error.message } : {}),
+    };
+    return { backup, unchanged: backup.parent !== null && backup.payloadBytes === 0, ...(mirror ? { mirror } : {}) };
   }
 
   async #verify(params: ParamsOf<'strata/verify'>, run: Run): Promise<ResultOf<'strata/verify'>> {
