@@ -86,8 +86,12 @@ export class HistoryPanel implements vscode.Disposable {
       this.#panel.webview.onDidReceiveMessage(async (message: { type?: string; id?: string }) => {
         if (message?.type !== 'select' || typeof message.id !== 'string') return;
         this.#selected = message.id;
-        if (!(await select(subject.repository, message.id))) {
-          void vscode.window.showInformationMessage(`Strata: ${message.id} is no longer in the repository (deleted or pruned meanwhile).`);
+        try {
+          if (!(await select(subject.repository, message.id))) {
+            void vscode.window.showInformationMessage(`Strata: ${message.id} is no longer in the repository (deleted or pruned meanwhile).`);
+          }
+        } catch (err) {
+          void vscode.window.showErrorMessage(`Strata: could not select ${message.id} in the Restore Points view: ${err instanceof Error ? err.message : String(err)}`);
         }
       }),
       // Brought back into view: read again, as backups from cron or the CLI announce nothing.

@@ -76,27 +76,6 @@ describe('VS Code extension, end to end in a real VS Code', function () {
 
   const sidebarRow = (text: string | RegExp) => page.locator('.part.sidebar .monaco-list-row', { hasText: text }).first();
 
-  /**
-   * Chooses a colour theme by its name in Preferences: Color Theme, and returns the name of the
-   * one that was current (the picker opens on it); without a name, only returns that.
-   */
-  async function colorTheme(name?: string): Promise<string> {
-    await runCommand(page, 'Preferences: Color Theme');
-    // The theme list replaces the palette's in the same widget: wait for it, not the palette's row.
-    const focused = page.locator('.quick-input-list .monaco-list-row.focused .label-name').filter({ hasNotText: 'Preferences: Color Theme' }).first();
-    await focused.waitFor();
-    const current = (await focused.innerText()).trim();
-    if (name === undefined) {
-      await page.keyboard.press('Escape');
-    } else {
-      await page.locator('.quick-input-widget input').fill(name);
-      await page.locator('.quick-input-list .monaco-list-row.focused .label-name', { hasText: new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) }).waitFor();
-      await page.keyboard.press('Enter');
-    }
-    await page.locator('.quick-input-widget').waitFor({ state: 'hidden' });
-    return current;
-  }
-
   it('shows the Strata view with the database from strata.config.json', async () => {
     await page.locator('.activitybar a[aria-label="Strata"]').click();
     // A wider side bar, so the restore points' descriptions show in full (and in the screenshot).
@@ -205,21 +184,23 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     assert.match(await toast(page, /verified app_full_/), /passed/);
     await history.locator('tr.restore-point[data-type="full"] .verification', { hasText: /passed \(quick, / }).waitFor();
 
-    // The pictures for the README, in a dark and a light theme (chosen as a person does, with
-    // Preferences: Color Theme); then the theme the workbench had.
-    await page.mouse.move(1300, 800);
-    const original = await colorTheme();
-    for (const [theme, workbench, webview, file] of [
-      ['Dark Modern', 'vs-dark', 'vscode-dark', 'backup-history-dark.png'],
-      ['Light Modern', 'vs', 'vscode-light', 'backup-history-light.png'],
+    // The pictures for the README, in a dark and a light theme (Preferences: Toggle between
+    // Light/Dark Themes, as a person switches); then the kind of theme the workbench had.
+    const themeKind = async (): Promise<string | undefined> =>
+      ((await page.locator('.monaco-workbench').getAttribute('class')) ?? '').split(/\s+/).find((c) => ['vs', 'vs-dark', 'hc-black', 'hc-light'].includes(c));
+    const original = await themeKind();
+    for (const [workbench, webview, file] of [
+      ['vs-dark', 'vscode-dark', 'backup-history-dark.png'],
+      ['vs', 'vscode-light', 'backup-history-light.png'],
     ] as const) {
-      await colorTheme(theme);
+      if ((await themeKind()) !== workbench) await runCommand(page, 'Preferences: Toggle between Light/Dark Themes');
       await page.locator(`.monaco-workbench.${workbench}`).waitFor();
       await history.locator(`body.${webview}`).waitFor();
       await page.mouse.move(1300, 800);
       await page.screenshot({ path: path.join(SHOTS, file) });
     }
-    await colorTheme(original);
+    if ((await themeKind()) !== original) await runCommand(page, 'Preferences: Toggle between Light/Dark Themes');
+    await page.locator(`.monaco-workbench.${original}`).waitFor();
     await runCommand(page, 'View: Close All Editors');
   });
 
