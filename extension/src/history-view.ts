@@ -262,7 +262,7 @@ circle.verification-failed{fill:none;stroke:var(--vscode-charts-red);stroke-widt
 .swatch.tier-not-kept{background:none;border:1.5px dashed var(--c);box-sizing:border-box}
 .glyph{font-style:normal;font-weight:700;margin-right:4px}.glyph.verified{color:var(--vscode-charts-green)}.glyph.verification-failed,.glyph.failure{color:var(--vscode-charts-red)}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:3px 8px;border-bottom:1px solid var(--vscode-editorWidget-border,rgba(128,128,128,.25));white-space:nowrap}
-th.n,td.n{text-align:right;font-variant-numeric:tabular-nums}
+th.n,td.n{text-align:right;font-variant-numeric:tabular-nums}td.verification,td.error{white-space:normal}
 tr[data-selected]{background:var(--vscode-list-inactiveSelectionBackground)}
 tr.v-failed .verification,tr.failed-run .error{color:var(--vscode-errorForeground)}
 button.link{background:none;border:none;padding:0;color:var(--vscode-textLink-foreground);font:inherit;cursor:pointer}
