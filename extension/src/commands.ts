@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { BackupType, BackupView, DatabaseEntry, EngineInfo, RetentionDecision } from '@strata/protocol';
+import type { BackupHistory, BackupType, BackupView, DatabaseEntry, EngineInfo, RetentionDecision } from '@strata/protocol';
 import { SERVER_PROBLEMS, StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatBytes, formatTime } from './format.js';
+import type { HistoryPanels, HistorySubject } from './history-panel.js';
 import type { Prompts } from './prompts.js';
 import type { BackupNode, DatabaseNode, RestorePointsProvider, StrataNode } from './tree.js';
 import type { Passphrases } from './passphrases.js';
@@ -13,6 +14,7 @@ import type { Passphrases } from './passphrases.js';
 export interface CommandContext {
   readonly connection: StrataConnection;
   readonly tree: RestorePointsProvider;
+  readonly history: HistoryPanels;
   readonly passphrases: Passphrases;
   readonly output: vscode.LogOutputChannel;
   prompts: Prompts;
@@ -28,7 +30,10 @@ const BACKUP_TYPES: readonly (vscode.QuickPickItem & { type: BackupType })[] = [
 /** The command handlers, by command id. Each returns what it did (for tests) or undefined when cancelled. */
 export function createCommands(ctx: CommandContext): Record<string, (...args: unknown[]) => Promise<unknown>> {
   return {
-    'strata.refresh': async () => ctx.tree.reload(),
+    'strata.refresh': async () => {
+      await ctx.tree.reload();
+      await ctx.history.refreshAll();
+    },
     'strata.showLog': async () => ctx.output.show(true),
     'strata.restartServer': async () => {
       await ctx.connection.restart();
@@ -48,6 +53,7 @@ export function createCommands(ctx: CommandContext): Record<string, (...args: un
     'strata.prune': (node) => guarded(ctx, () => prune(ctx, node as DatabaseNode | undefined)),
     'strata.delete': (node) => guarded(ctx, () => deleteBackup(ctx, node as BackupNode | undefined)),
     'strata.showDetails': (node) => guarded(ctx, () => showDetails(ctx, node as BackupNode | undefined)),
+    'strata.showHistory': (node) => guarded(ctx, () => showHistory(ctx, node as DatabaseNode | undefined)),
     'strata.setPassphrase': (node) => guarded(ctx, () => setPassphrase(ctx, node as DatabaseNode | undefined)),
   };
 }
@@ -182,6 +188,36 @@ async function initRepository(ctx: CommandContext, repository: string): Promise<
   void ctx.prompts.info(`Strata: created the repository ${repository}. Keep the passphrase safe: without it no backup can be restored.`);
   await ctx.tree.reload();
   return repository;
+}
+
+/**
+ * Opens the Backup History of a database (the row it was run on, or one picked), or of every
+ * database of a repository: the palette offers that too when a repository holds several.
+ * Returns what the panel drew.
+ */
+async function showHistory(ctx: CommandContext, node: DatabaseNode | undefined): Promise<BackupHistory | undefined> {
+  let subject: HistorySubject | undefined;
+  if (node?.kind === 'database') {
+    subject = { repository: node.entry.repository, database: node.entry.name };
+  } else {
+    await ctx.tree.loaded;
+    const databases = ctx.tree.databases.filter((d) => d.repositoryExists);
+    if (databases.length === 0) {
+      void ctx.prompts.info('Strata: no database has a repository yet: add one, then back it up.');
+      return undefined;
+    }
+    const repositories = [...new Set(databases.map((d) => d.repository))];
+    const items = [
+      ...databases.map((entry) => ({ label: entry.name, description: entry.location, detail: `backups in ${entry.repository}`, subject: { repository: entry.repository, database: entry.name } as HistorySubject })),
+      ...repositories
+        .filter((repository) => databases.filter((d) => d.repository === repository).length > 1)
+        .map((repository) => ({ label: '$(folder-library) All databases', description: repository, detail: 'Every database of this repository on one timeline', subject: { repository } as HistorySubject })),
+    ];
+    subject = items.length === 1 ? items[0]!.subject : (await ctx.prompts.pick(items, { placeHolder: 'Backup History of which database?' }))?.subject;
+  }
+  if (!subject) return undefined;
+  const panel = await ctx.history.show(subject);
+  return panel.history;
 }
 
 async function backupNow(ctx: CommandContext, node: DatabaseNode | undefined): Promise<BackupView | undefined> {

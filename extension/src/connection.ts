@@ -266,6 +266,10 @@ function asStrataError(err: unknown, method: string): Error {
     // The server process ended while this request was under way; it is restarted on its own.
     return new StrataRequestError(`the Strata server stopped during ${method}, before it answered: try again`, SERVER_EXITED);
   }
+  if (err instanceof ResponseError && err.code === ErrorCodes.MethodNotFound) {
+    // An older strata of the same release line, from before this request existed.
+    return new StrataRequestError(`the installed strata does not know ${method} (it is older than this extension): update it as in How to Install`, 'SERVER_INCOMPATIBLE');
+  }
   if (err instanceof ResponseError && /NODE_MODULE_VERSION/.test(err.message)) {
     return new StrataRequestError(
       `${err.message}\nstrata runs under another Node than the one it was installed with: set strata.server.nodePath to that Node (\`which node\` where you ran npm install -g), or reinstall strata with this Node`,

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { createCommands } from './commands.js';
+import { HistoryPanels } from './history-panel.js';
 import type { CommandContext } from './commands.js';
 import { StrataConnection } from './connection.js';
 import { Passphrases } from './passphrases.js';
@@ -9,12 +10,17 @@ import { vscodePrompts } from './prompts.js';
 import type { Prompts } from './prompts.js';
 import { BackupAgeStatus } from './status.js';
 import { RestorePointsProvider, VerificationDecorations } from './tree.js';
+import type { StrataNode } from './tree.js';
 
 /** What `activate` returns: the parts tests inside the extension host drive directly. */
 export interface StrataExtensionApi {
   readonly connection: StrataConnection;
   readonly tree: RestorePointsProvider;
   readonly status: BackupAgeStatus;
+  /** The Backup History panels (Strata: Show Backup History). */
+  readonly history: HistoryPanels;
+  /** The Restore Points tree view (its selection, for tests). */
+  readonly view: vscode.TreeView<StrataNode>;
   /** Replaceable so tests can answer the questions a person would. */
   setPrompts(prompts: Prompts): void;
   /** The command handlers, by id (the same the palette and menus run). */
@@ -26,6 +32,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
   const ctx: CommandContext = {
     connection: undefined as unknown as StrataConnection,
     tree: undefined as unknown as RestorePointsProvider,
+    history: undefined as unknown as HistoryPanels,
     passphrases: new Passphrases(context.secrets, () => ctx.prompts),
     output,
     prompts: vscodePrompts,
@@ -38,9 +45,17 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
     readme: vscode.Uri.joinPath(context.extensionUri, existsSync(path.join(context.extensionPath, 'readme.md')) ? 'readme.md' : 'README.md'),
   });
   const tree = new RestorePointsProvider(connection);
-  Object.assign(ctx, { connection, tree });
   const status = new BackupAgeStatus(tree);
   const view = vscode.window.createTreeView('strata.restorePoints', { treeDataProvider: tree, showCollapseAll: true });
+  // A click on a restore point in a Backup History selects it in the tree (revealing it: its
+  // database expanded, the view shown), without taking the focus from the history.
+  const history = new HistoryPanels(connection, async (repository, id) => {
+    const node = await tree.backupNode(repository, id);
+    if (!node) return false;
+    await view.reveal(node, { select: true, focus: false });
+    return true;
+  });
+  Object.assign(ctx, { connection, tree, history });
   const commands = createCommands(ctx);
 
   context.subscriptions.push(
@@ -48,12 +63,18 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
     connection,
     status,
     view,
+    history,
+    view.onDidChangeSelection((e) => {
+      const [node] = e.selection;
+      if (node?.kind === 'backup') history.selected(node.entry.repository, node.backup.id);
+    }),
     vscode.window.registerFileDecorationProvider(new VerificationDecorations()),
     ...Object.entries(commands).map(([id, handler]) => vscode.commands.registerCommand(id, handler)),
     connection.onRestarted(() => refresh()),
     connection.onChanged((repository) => {
       tree.invalidate(repository);
       void status.update();
+      void history.changed(repository);
     }),
     vscode.workspace.onDidChangeConfiguration(async (e) => {
       if (e.affectsConfiguration('strata.server') || e.affectsConfiguration('strata.cliPath')) await connection.restart();
@@ -74,6 +95,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
     connection,
     tree,
     status,
+    history,
+    view,
     commands,
     setPrompts: (prompts) => {
       ctx.prompts = prompts;

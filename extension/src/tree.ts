@@ -118,6 +118,31 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
     return list;
   }
 
+  /**
+   * The tree's node of a restore point, by id (as the Backup History names it), or undefined when
+   * the repository no longer has it. Reads the list again once when the cached one lacks it.
+   */
+  async backupNode(repository: string, id: string): Promise<BackupNode | undefined> {
+    for (const fresh of [false, true]) {
+      if (fresh) this.invalidate(repository);
+      for (const entry of this.#databases.filter((d) => d.repository === repository)) {
+        const backup = (await this.backupsOf(entry)).find((b) => b.id === id);
+        if (backup) return { kind: 'backup', entry, backup };
+      }
+    }
+    return undefined;
+  }
+
+  /** For TreeView.reveal: a restore point's parent is its tier group (when grouped) or its database. */
+  async getParent(node: StrataNode): Promise<StrataNode | undefined> {
+    if (node.kind === 'tier') return { kind: 'database', entry: node.entry };
+    if (node.kind !== 'backup') return undefined;
+    if (!groupByTier()) return { kind: 'database', entry: node.entry };
+    const tier = node.backup.tier ?? 'other';
+    const backups = (await this.backupsOf(node.entry)).filter((b) => (b.tier ?? 'other') === tier);
+    return { kind: 'tier', entry: node.entry, tier, backups };
+  }
+
   getTreeItem(node: StrataNode): vscode.TreeItem {
     switch (node.kind) {
       case 'database': {

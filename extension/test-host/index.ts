@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import type { BackupHistory } from '@strata/protocol';
 import type { StrataExtensionApi } from '../src/extension.js';
 import type { Prompts } from '../src/prompts.js';
 import type { BackupNode, DatabaseNode, StrataNode, TierNode } from '../src/tree.js';
@@ -194,6 +195,41 @@ export async function run(): Promise<void> {
     } finally {
       await vscode.workspace.getConfiguration('strata').update('tree.groupByTier', false, vscode.ConfigurationTarget.Global);
       await api.tree.loaded;
+    }
+  });
+
+  test('Show Backup History draws what the server has, and a restore point it names is revealed in the tree, also under its tier', async () => {
+    const list = await backups();
+    const history = (await vscode.commands.executeCommand('strata.showHistory', database)) as BackupHistory;
+    assert.deepEqual(
+      history.points.map((p) => p.id),
+      list.map((n) => n.backup.id).reverse(),
+      'oldest first',
+    );
+    assert.deepEqual(
+      history.points.map((p) => p.verification),
+      ['never', 'passed'],
+    );
+    await vscode.workspace.getConfiguration('strata').update('tree.groupByTier', true, vscode.ConfigurationTarget.Global);
+    try {
+      await api.tree.loaded;
+      const node = await api.tree.backupNode(database.entry.repository, history.points[0]!.id);
+      assert.ok(node, 'the tree has it');
+      const parent = await api.tree.getParent(node);
+      assert.equal(parent?.kind, 'tier');
+      assert.equal((parent as TierNode).tier, node.backup.tier);
+      await api.view.reveal(node, { select: true, focus: false });
+      // The selection comes back from the workbench a moment after reveal settles.
+      for (let waited = 0; waited < 10_000 && api.view.selection.length === 0; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(
+        api.view.selection.map((n) => (n.kind === 'backup' ? n.backup.id : n.kind)),
+        [history.points[0]!.id],
+      );
+      assert.equal(await api.tree.backupNode(database.entry.repository, 'app_full_19990101_000000_dead'), undefined, 'an id the repository does not have');
+    } finally {
+      await vscode.workspace.getConfiguration('strata').update('tree.groupByTier', false, vscode.ConfigurationTarget.Global);
+      await api.tree.loaded;
+      await vscode.commands.executeCommand('workbench.action.closeAllEditors');
     }
   });
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -139,6 +139,69 @@ describe('VS Code extension, end to end in a real VS Code', function () {
     await page.locator('.notifications-toasts').evaluate((el) => ((el as HTMLElement).style.visibility = 'hidden'));
     await page.mouse.move(900, 600);
     await page.screenshot({ path: path.join(SHOTS, 'strata-tree.png'), clip: { x: 0, y: 0, width: 760, height: 300 } });
+  });
+
+  it('shows the Backup History of the database with the failed run, follows changes, and a click on a restore point selects it in the tree', async () => {
+    // A backup run that fails, from the command line: the database file is away for a moment.
+    const db = path.join(workspace, 'app.db');
+    renameSync(db, `${db}.away`);
+    const failed = strata(['backup', 'app', '--type', 'incremental'], { cwd: workspace });
+    renameSync(`${db}.away`, db);
+    assert.equal(failed.status, 1, `the backup of a missing file fails: ${failed.stderr}`);
+    await runCommand(page, 'Strata: Show Backup History');
+    // The webview's document, inside the workbench's webview frame.
+    const history = page.frameLocator('iframe.webview.ready').frameLocator('iframe#active-frame');
+    await history.locator('h1', { hasText: 'Backup History: app' }).waitFor();
+    const full = history.locator('.point[data-type="full"]');
+    const incremental = history.locator('.point[data-type="incremental"]');
+    assert.equal(await history.locator('.point').count(), 2, 'one mark per restore point');
+    assert.deepEqual([await full.getAttribute('data-verification'), await incremental.getAttribute('data-verification')], ['passed', 'never']);
+    assert.match((await full.getAttribute('aria-label')) ?? '', /app: full restore point of .* verified \(full, /);
+    // The retention tier of each, as the tree's Group by Retention Tier shows it.
+    const byTier = JSON.parse(strata(['list', 'app', '--by-tier', '--json'], { cwd: workspace }).stdout) as { tiers: Record<string, { id: string }[]> };
+    const tierOf = (id: string | null): string | undefined => Object.entries(byTier.tiers).find(([, list]) => list.some((b) => b.id === id))?.[0];
+    for (const mark of [full, incremental]) {
+      const id = await mark.getAttribute('data-backup-id');
+      assert.equal(await mark.getAttribute('data-tier'), tierOf(id), `the tier of ${id}`);
+    }
+    // The failed run: a cross on the timeline and in the sizes, and a row that names the error.
+    assert.equal(await history.locator('svg g.failure').count(), 2);
+    assert.match(await history.locator('tr.failed-run').innerText(), /incremental\s+backup failed: DATABASE_NOT_FOUND/);
+    assert.equal(await history.locator('rect.bar').count(), 2, 'a stored-size bar per restore point');
+    assert.equal(await history.locator('circle.size-dot').count(), 2, 'a database-size dot per restore point');
+
+    const selectedRow = page.locator('.part.sidebar .monaco-list-row.selected');
+    await incremental.locator('circle.dot').click();
+    await selectedRow.filter({ hasText: /incremental · / }).waitFor();
+    await full.locator('circle.dot').click();
+    await selectedRow.filter({ hasText: /full · / }).waitFor();
+    assert.equal(await selectedRow.count(), 1, 'the clicked restore point is the one selected');
+    assert.equal(await full.getAttribute('data-selected'), 'true', 'and the page highlights it');
+
+    // The page follows the repository: a quick verification of the full shows in its row.
+    await contextMenu(page, sidebarRow(/full · /), 'Verify…');
+    await choose(page, 'Quick');
+    assert.match(await toast(page, /verified app_full_/), /passed/);
+    await history.locator('tr.restore-point[data-type="full"] .verification', { hasText: /passed \(quick, / }).waitFor();
+
+    // The pictures for the README, in a dark and a light theme (Preferences: Toggle between
+    // Light/Dark Themes, as a person switches); then the kind of theme the workbench had.
+    const themeKind = async (): Promise<string | undefined> =>
+      ((await page.locator('.monaco-workbench').getAttribute('class')) ?? '').split(/\s+/).find((c) => ['vs', 'vs-dark', 'hc-black', 'hc-light'].includes(c));
+    const original = await themeKind();
+    for (const [workbench, webview, file] of [
+      ['vs-dark', 'vscode-dark', 'backup-history-dark.png'],
+      ['vs', 'vscode-light', 'backup-history-light.png'],
+    ] as const) {
+      if ((await themeKind()) !== workbench) await runCommand(page, 'Preferences: Toggle between Light/Dark Themes');
+      await page.locator(`.monaco-workbench.${workbench}`).waitFor();
+      await history.locator(`body.${webview}`).waitFor();
+      await page.mouse.move(1300, 800);
+      await page.screenshot({ path: path.join(SHOTS, file) });
+    }
+    if ((await themeKind()) !== original) await runCommand(page, 'Preferences: Toggle between Light/Dark Themes');
+    await page.locator(`.monaco-workbench.${original}`).waitFor();
+    await runCommand(page, 'View: Close All Editors');
   });
 
   it('restarts the server when its process dies, says so, and the next action works', async () => {

@@ -10,6 +10,7 @@ import {
   assessContinuity,
   assessHealth,
   assessMirror,
+  backupRuns,
   backupStats,
   defaultCompression,
   displayLocation,
@@ -28,7 +29,7 @@ import {
 import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { backupRuns, renderStatsReport } from './stats-report.js';
+import { renderStatsReport } from './stats-report.js';
 import { printTable } from './table.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 

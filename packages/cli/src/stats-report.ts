@@ -1,80 +1,18 @@
-import type { BackupRecord, JournalOperation } from '@strata/sdk';
+import { escapeMarkup, ticks, timeSpan, timeTicks, utcTickLabel } from '@strata/protocol/charts';
+import type { BackupRun } from '@strata/sdk';
 import { formatBytes } from './terminal.js';
 
 /**
  * `strata stats --html FILE`: one self-contained HTML page (inline CSS, charts drawn as inline
  * SVG, no script, nothing fetched) that a person can open from a mail or an artifact store offline.
  * The charts are drawn here rather than with a charting library because every such library is
- * either a script from a CDN or hundreds of kB to inline, for a handful of bars and dots.
+ * either a script from a CDN or hundreds of kB to inline, for a handful of bars and dots; the
+ * axis arithmetic is shared with the editor's Backup History (@strata/protocol/charts).
  */
-
-/** One backup run, as the report shows it: from the journal, with its restore point's facts when the catalog still has it. */
-export interface BackupRun {
-  readonly at: string;
-  readonly day: string;
-  readonly database: string;
-  readonly type: string;
-  readonly outcome: 'completed' | 'failed' | 'running';
-  readonly durationMs: number | null;
-  readonly backupId: string | null;
-  readonly storedBytes: number | null;
-  readonly rawBytes: number | null;
-  readonly databaseBytes: number | null;
-  /** stored / raw (lower is better). */
-  readonly compressionRatio: number | null;
-  readonly errorCode: string | null;
-  /** The restore point's label, when the catalog still has it. */
-  readonly label: string | null;
-}
-
-/** The backup runs started at or after `since`, oldest first. */
-export function backupRuns(operations: readonly JournalOperation[], backups: readonly BackupRecord[], since: Date): BackupRun[] {
-  const byId = new Map(backups.map((b) => [b.id, b]));
-  return operations
-    .filter((op) => op.kind === 'backup' && Date.parse(op.startedAt) >= since.getTime())
-    .map((op) => {
-      const record = op.last.backupId !== undefined ? byId.get(op.last.backupId) : undefined;
-      const stored = op.last.storedBytes ?? record?.storedBytes ?? null;
-      const raw = op.last.rawBytes ?? record?.rawBytes ?? null;
-      return {
-        at: op.startedAt,
-        day: op.startedAt.slice(0, 10),
-        database: op.last.database ?? record?.database ?? 'unknown',
-        type: record?.type ?? op.last.type ?? 'unknown',
-        outcome: op.status === 'COMPLETED' ? 'completed' : op.status === 'FAILED' ? 'failed' : 'running',
-        durationMs: op.last.durationMs ?? null,
-        backupId: op.status === 'COMPLETED' ? (op.last.backupId ?? null) : null,
-        storedBytes: op.status === 'COMPLETED' ? stored : null,
-        rawBytes: op.status === 'COMPLETED' ? raw : null,
-        databaseBytes: record?.databaseBytes ?? null,
-        compressionRatio: op.status === 'COMPLETED' && stored !== null && raw !== null && raw > 0 ? stored / raw : null,
-        errorCode: op.last.error?.code ?? null,
-        label: op.status === 'COMPLETED' ? (record?.label ?? null) : null,
-      } satisfies BackupRun;
-    })
-    .sort((a, b) => a.at.localeCompare(b.at));
-}
-
-/** Text for HTML (content and attribute values alike): database names and labels are anyone's. */
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
 
 const TYPE_COLOURS: Readonly<Record<string, string>> = { full: '#2f6fb0', incremental: '#5aa469', differential: '#d9a441', 'schema-only': '#8a6fb5' };
 const FAILED_COLOUR = '#c8423b';
 const colourOf = (type: string): string => TYPE_COLOURS[type] ?? '#888888';
-
-/** Round numbers for an axis: 0, then up to four steps to at least `max`. */
-function ticks(max: number, whole: boolean): number[] {
-  if (max <= 0) return [0, 1];
-  const rough = max / 4;
-  const power = 10 ** Math.floor(Math.log10(rough));
-  let step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= rough)!;
-  if (whole) step = Math.max(1, Math.ceil(step));
-  const out = [0];
-  while (out.at(-1)! < max) out.push(Number((out.at(-1)! + step).toPrecision(12)));
-  return out;
-}
 
 const WIDTH = 760;
 const HEIGHT = 220;
@@ -120,7 +58,7 @@ function runsPerDayChart(runs: readonly BackupRun[], from: Date, to: Date): stri
     let base = 0;
     for (const s of stack.segments) {
       const colour = s.outcome === 'completed' ? colourOf(s.type) : s.outcome === 'failed' ? FAILED_COLOUR : '#bbbbbb';
-      svg += `<rect class="bar" data-day="${stack.day}" data-type="${escapeHtml(s.type)}" data-outcome="${s.outcome}" data-count="${s.count}" x="${x.toFixed(1)}" y="${y(base + s.count).toFixed(1)}" width="${(band * 0.7).toFixed(1)}" height="${(y(base) - y(base + s.count)).toFixed(1)}" fill="${colour}"><title>${stack.day}: ${s.count} ${escapeHtml(s.type)} ${s.outcome}</title></rect>`;
+      svg += `<rect class="bar" data-day="${stack.day}" data-type="${escapeMarkup(s.type)}" data-outcome="${s.outcome}" data-count="${s.count}" x="${x.toFixed(1)}" y="${y(base + s.count).toFixed(1)}" width="${(band * 0.7).toFixed(1)}" height="${(y(base) - y(base + s.count)).toFixed(1)}" fill="${colour}"><title>${stack.day}: ${s.count} ${escapeMarkup(s.type)} ${s.outcome}</title></rect>`;
       base += s.count;
     }
     // Label every day when they fit, else every seventh.
@@ -140,57 +78,44 @@ function overTimeChart(title: string, runs: readonly BackupRun[], value: (r: Bac
   const plotW = WIDTH - MARGIN.left - MARGIN.right;
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
   // From a little before the first run to now, so that a day of runs is not a dot at the edge of a month.
-  const first = runs.length > 0 ? Date.parse(runs[0]!.at) : from.getTime();
-  const end = Math.max(to.getTime(), first + 60_000);
-  const start = Math.max(from.getTime(), first - (end - first) * 0.05);
+  const { start, end } = timeSpan(runs.length > 0 ? Date.parse(runs[0]!.at) : from.getTime(), to.getTime(), from.getTime());
   const span = Math.max(1, end - start);
   const x = (at: string | number): number => MARGIN.left + (((typeof at === 'number' ? at : Date.parse(at)) - start) / span) * plotW;
   const y = (v: number): number => MARGIN.top + plotH - (v / top) * plotH;
   let svg = axisY(yTicks, y, format);
-  for (const { at, label } of timeTicks(start, end)) {
+  for (const tick of timeTicks(start, end)) {
+    const { at } = tick;
+    const label = utcTickLabel(tick);
     svg += `<line x1="${x(at).toFixed(1)}" x2="${x(at).toFixed(1)}" y1="${HEIGHT - MARGIN.bottom}" y2="${HEIGHT - MARGIN.bottom + 4}" class="grid"/><text x="${x(at).toFixed(1)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle" class="tick">${label}</text>`;
   }
   if (valued.length > 1) svg += `<polyline fill="none" stroke="#999" stroke-width="1" points="${valued.map((p) => `${x(p.r.at).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ')}"/>`;
   for (const p of valued) {
-    svg += `<circle class="point" data-metric="${metric}" data-at="${p.r.at}" data-value="${p.v}" cx="${x(p.r.at).toFixed(1)}" cy="${y(p.v).toFixed(1)}" r="3.5" fill="${p.r.outcome === 'failed' ? FAILED_COLOUR : colourOf(p.r.type)}"><title>${p.r.at} ${escapeHtml(p.r.type)}${p.r.outcome === 'failed' ? ' (failed)' : ''}: ${escapeHtml(format(p.v))}</title></circle>`;
+    svg += `<circle class="point" data-metric="${metric}" data-at="${p.r.at}" data-value="${p.v}" cx="${x(p.r.at).toFixed(1)}" cy="${y(p.v).toFixed(1)}" r="3.5" fill="${p.r.outcome === 'failed' ? FAILED_COLOUR : colourOf(p.r.type)}"><title>${p.r.at} ${escapeMarkup(p.r.type)}${p.r.outcome === 'failed' ? ' (failed)' : ''}: ${escapeMarkup(format(p.v))}</title></circle>`;
   }
   // A failed run has no size: a red cross on the axis says it happened.
   for (const p of points.filter((q) => q.r.outcome === 'failed' && q.v === null)) {
     const cx = x(p.r.at);
     const cy = y(0);
-    svg += `<path class="failure" data-at="${p.r.at}" d="M${(cx - 4).toFixed(1)},${(cy - 4).toFixed(1)}l8,8m0,-8l-8,8" stroke="${FAILED_COLOUR}" stroke-width="2"><title>${p.r.at} failed${p.r.errorCode ? `: ${escapeHtml(p.r.errorCode)}` : ''}</title></path>`;
+    svg += `<path class="failure" data-at="${p.r.at}" d="M${(cx - 4).toFixed(1)},${(cy - 4).toFixed(1)}l8,8m0,-8l-8,8" stroke="${FAILED_COLOUR}" stroke-width="2"><title>${p.r.at} failed${p.r.errorCode ? `: ${escapeMarkup(p.r.errorCode)}` : ''}</title></path>`;
   }
   return figure(title, svg, '');
-}
-
-/** Round moments between start and end (UTC), at most eight, labelled by day or by time of day. */
-function timeTicks(start: number, end: number): { at: number; label: string }[] {
-  const minute = 60_000;
-  const steps = [minute, 5 * minute, 15 * minute, 60 * minute, 3 * 60 * minute, 6 * 60 * minute, 12 * 60 * minute, 1440 * minute, 7 * 1440 * minute, 28 * 1440 * minute];
-  const step = steps.find((s) => (end - start) / s <= 8) ?? steps.at(-1)!;
-  const out: { at: number; label: string }[] = [];
-  for (let at = Math.ceil(start / step) * step; at <= end; at += step) {
-    const iso = new Date(at).toISOString();
-    out.push({ at, label: step >= 1440 * minute ? iso.slice(5, 10) : `${iso.slice(5, 10)} ${iso.slice(11, 16)}` });
-  }
-  return out;
 }
 
 function axisY(values: readonly number[], y: (v: number) => number, format: (v: number) => string): string {
   return values
     .map(
       (v) =>
-        `<line x1="${MARGIN.left}" x2="${WIDTH - MARGIN.right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" class="grid"/><text x="${MARGIN.left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end" class="tick">${escapeHtml(format(v))}</text>`,
+        `<line x1="${MARGIN.left}" x2="${WIDTH - MARGIN.right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" class="grid"/><text x="${MARGIN.left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end" class="tick">${escapeMarkup(format(v))}</text>`,
     )
     .join('');
 }
 
 function figure(title: string, svg: string, after: string): string {
-  return `<figure><figcaption>${escapeHtml(title)}</figcaption><svg viewBox="0 0 ${WIDTH} ${HEIGHT}" width="${WIDTH}" height="${HEIGHT}" role="img" aria-label="${escapeHtml(title)}">${svg}</svg>${after}</figure>`;
+  return `<figure><figcaption>${escapeMarkup(title)}</figcaption><svg viewBox="0 0 ${WIDTH} ${HEIGHT}" width="${WIDTH}" height="${HEIGHT}" role="img" aria-label="${escapeMarkup(title)}">${svg}</svg>${after}</figure>`;
 }
 
 function legend(entries: readonly (readonly [string, string])[]): string {
-  return `<p class="legend">${entries.map(([name, colour]) => `<span><i style="background:${colour}"></i>${escapeHtml(name)}</span>`).join('')}</p>`;
+  return `<p class="legend">${entries.map(([name, colour]) => `<span><i style="background:${colour}"></i>${escapeMarkup(name)}</span>`).join('')}</p>`;
 }
 
 const seconds = (ms: number): string => (ms >= 60_000 ? `${(ms / 60_000).toFixed(1)} min` : `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`);
@@ -204,7 +129,7 @@ export interface StatsReportInput {
   readonly runs: readonly BackupRun[];
 }
 
-/** The whole page. Every text that comes from the repository goes through escapeHtml. */
+/** The whole page. Every text that comes from the repository goes through escapeMarkup. */
 export function renderStatsReport(input: StatsReportInput): string {
   const { runs, since, now } = input;
   const databases = [...new Set(runs.map((r) => r.database))].sort();
@@ -214,7 +139,7 @@ export function renderStatsReport(input: StatsReportInput): string {
       const mine = runs.filter((r) => r.database === database);
       const ok = mine.filter((r) => r.outcome === 'completed');
       const stored = ok.reduce((sum, r) => sum + (r.storedBytes ?? 0), 0);
-      return `<tr data-database="${escapeHtml(database)}" data-runs="${mine.length}" data-completed="${ok.length}" data-failed="${mine.filter((r) => r.outcome === 'failed').length}"><td>${escapeHtml(database)}</td><td class="n">${mine.length}</td><td class="n">${ok.length}</td><td class="n">${mine.filter((r) => r.outcome === 'failed').length}</td><td class="n">${formatBytes(stored)}</td><td>${escapeHtml(mine.at(-1)!.at)}</td></tr>`;
+      return `<tr data-database="${escapeMarkup(database)}" data-runs="${mine.length}" data-completed="${ok.length}" data-failed="${mine.filter((r) => r.outcome === 'failed').length}"><td>${escapeMarkup(database)}</td><td class="n">${mine.length}</td><td class="n">${ok.length}</td><td class="n">${mine.filter((r) => r.outcome === 'failed').length}</td><td class="n">${formatBytes(stored)}</td><td>${escapeMarkup(mine.at(-1)!.at)}</td></tr>`;
     })
     .join('');
   const sections = databases
@@ -224,10 +149,10 @@ export function renderStatsReport(input: StatsReportInput): string {
         .reverse()
         .map(
           (r) =>
-            `<tr class="run ${r.outcome}" data-outcome="${r.outcome}" data-type="${escapeHtml(r.type)}"${r.backupId ? ` data-backup-id="${escapeHtml(r.backupId)}"` : ''}${r.storedBytes !== null ? ` data-stored-bytes="${r.storedBytes}"` : ''}${r.rawBytes !== null ? ` data-raw-bytes="${r.rawBytes}"` : ''}${r.durationMs !== null ? ` data-duration-ms="${r.durationMs}"` : ''}><td>${escapeHtml(r.at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</td><td>${escapeHtml(r.type)}</td><td>${r.outcome}${r.errorCode ? ` (${escapeHtml(r.errorCode)})` : ''}</td><td class="n">${r.durationMs !== null ? seconds(r.durationMs) : '-'}</td><td class="n">${r.storedBytes !== null ? formatBytes(r.storedBytes) : '-'}</td><td class="n">${r.compressionRatio !== null ? percent(r.compressionRatio) : '-'}</td><td class="id">${r.backupId ? escapeHtml(r.backupId) : ''}</td><td class="label">${r.label !== null ? escapeHtml(r.label) : ''}</td></tr>`,
+            `<tr class="run ${r.outcome}" data-outcome="${r.outcome}" data-type="${escapeMarkup(r.type)}"${r.backupId ? ` data-backup-id="${escapeMarkup(r.backupId)}"` : ''}${r.storedBytes !== null ? ` data-stored-bytes="${r.storedBytes}"` : ''}${r.rawBytes !== null ? ` data-raw-bytes="${r.rawBytes}"` : ''}${r.durationMs !== null ? ` data-duration-ms="${r.durationMs}"` : ''}><td>${escapeMarkup(r.at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</td><td>${escapeMarkup(r.type)}</td><td>${r.outcome}${r.errorCode ? ` (${escapeMarkup(r.errorCode)})` : ''}</td><td class="n">${r.durationMs !== null ? seconds(r.durationMs) : '-'}</td><td class="n">${r.storedBytes !== null ? formatBytes(r.storedBytes) : '-'}</td><td class="n">${r.compressionRatio !== null ? percent(r.compressionRatio) : '-'}</td><td class="id">${r.backupId ? escapeMarkup(r.backupId) : ''}</td><td class="label">${r.label !== null ? escapeMarkup(r.label) : ''}</td></tr>`,
         )
         .join('');
-      return `<section id="database-${index}" data-database="${escapeHtml(database)}"><h2>${escapeHtml(database)}</h2>
+      return `<section id="database-${index}" data-database="${escapeMarkup(database)}"><h2>${escapeMarkup(database)}</h2>
 ${overTimeChart('duration of each run', mine, (r) => r.durationMs, seconds, since, now, 'duration-ms')}
 ${overTimeChart('stored size of each backup', mine, (r) => r.storedBytes, (v) => formatBytes(Math.round(v)), since, now, 'stored-bytes')}
 ${overTimeChart('compression ratio (stored / archive; lower is better)', mine, (r) => r.compressionRatio, percent, since, now, 'compression-ratio')}
@@ -236,7 +161,7 @@ ${overTimeChart('compression ratio (stored / archive; lower is better)', mine, (
     .join('\n');
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Strata backups: ${escapeHtml(input.repository)}</title>
+<title>Strata backups: ${escapeMarkup(input.repository)}</title>
 <style>
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;margin:24px auto;max-width:820px;padding:0 16px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:17px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -247,7 +172,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}td.id{font-family:ui-mon
 tr.failed td{color:${FAILED_COLOUR}}.legend span{margin-right:14px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
 </style></head><body>
 <h1>Strata backups</h1>
-<p class="meta">${escapeHtml(input.repository)} · ${runs.length} backup run(s), ${failed} failed, of ${databases.length} database(s) · ${escapeHtml(since.toISOString().slice(0, 10))} to ${escapeHtml(now.toISOString().slice(0, 10))} · made ${escapeHtml(now.toISOString())}</p>
+<p class="meta">${escapeMarkup(input.repository)} · ${runs.length} backup run(s), ${failed} failed, of ${databases.length} database(s) · ${escapeMarkup(since.toISOString().slice(0, 10))} to ${escapeMarkup(now.toISOString().slice(0, 10))} · made ${escapeMarkup(now.toISOString())}</p>
 ${runs.length === 0 ? '<p>No backup runs in this period.</p>' : `${runsPerDayChart(runs, since, now)}
 <table class="summary"><thead><tr><th>database</th><th>runs</th><th>completed</th><th>failed</th><th>stored (completed runs)</th><th>latest run</th></tr></thead><tbody>${summary}</tbody></table>
 ${sections}`}

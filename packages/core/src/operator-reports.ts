@@ -3,6 +3,59 @@ import type { JournalOperation } from './journal.js';
 import { newestGoodBackup } from './newest-good.js';
 import type { SpaceInfo } from './storage.js';
 
+/**
+ * One backup run, as `strata stats --html` and the editor's Backup History show it: from the
+ * journal (so failed runs count), with its restore point's facts when the catalog still has it.
+ */
+export interface BackupRun {
+  readonly at: string;
+  readonly day: string;
+  readonly database: string;
+  readonly type: string;
+  readonly outcome: 'completed' | 'failed' | 'running';
+  readonly durationMs: number | null;
+  readonly backupId: string | null;
+  readonly storedBytes: number | null;
+  readonly rawBytes: number | null;
+  readonly databaseBytes: number | null;
+  /** stored / raw (lower is better). */
+  readonly compressionRatio: number | null;
+  readonly errorCode: string | null;
+  /** The failure's redacted message (no schema names, SQL or values), for a failed run. */
+  readonly errorMessage: string | null;
+  /** The restore point's label, when the catalog still has it. */
+  readonly label: string | null;
+}
+
+/** The backup runs started at or after `since`, oldest first. */
+export function backupRuns(operations: readonly JournalOperation[], backups: readonly BackupRecord[], since: Date): BackupRun[] {
+  const byId = new Map(backups.map((b) => [b.id, b]));
+  return operations
+    .filter((op) => op.kind === 'backup' && Date.parse(op.startedAt) >= since.getTime())
+    .map((op) => {
+      const record = op.last.backupId !== undefined ? byId.get(op.last.backupId) : undefined;
+      const stored = op.last.storedBytes ?? record?.storedBytes ?? null;
+      const raw = op.last.rawBytes ?? record?.rawBytes ?? null;
+      return {
+        at: op.startedAt,
+        day: op.startedAt.slice(0, 10),
+        database: op.last.database ?? record?.database ?? 'unknown',
+        type: record?.type ?? op.last.type ?? 'unknown',
+        outcome: op.status === 'COMPLETED' ? 'completed' : op.status === 'FAILED' ? 'failed' : 'running',
+        durationMs: op.last.durationMs ?? null,
+        backupId: op.status === 'COMPLETED' ? (op.last.backupId ?? null) : null,
+        storedBytes: op.status === 'COMPLETED' ? stored : null,
+        rawBytes: op.status === 'COMPLETED' ? raw : null,
+        databaseBytes: record?.databaseBytes ?? null,
+        compressionRatio: op.status === 'COMPLETED' && stored !== null && raw !== null && raw > 0 ? stored / raw : null,
+        errorCode: op.last.error?.code ?? null,
+        errorMessage: op.last.error?.message ?? null,
+        label: op.status === 'COMPLETED' ? (record?.label ?? null) : null,
+      } satisfies BackupRun;
+    })
+    .sort((a, b) => a.at.localeCompare(b.at));
+}
+
 /** One row of `strata stats`: backups of one type on one day. */
 export interface StatsRow {
   readonly day: string;

@@ -91,6 +91,57 @@ export interface BackupView extends BackupRecord {
   readonly newestGood?: boolean;
 }
 
+/** A restore point on the Backup History timeline: what the charts and the table show of it. */
+export interface HistoryPoint {
+  readonly id: string;
+  readonly database: string;
+  readonly type: BackupType;
+  readonly createdAt: string;
+  /** The restore point it builds on (null for a self-contained one). */
+  readonly parent: string | null;
+  readonly label: string | null;
+  /** Bytes of the artifact on storage. */
+  readonly storedBytes: number;
+  /** Bytes of the uncompressed archive inside the artifact. */
+  readonly rawBytes: number;
+  /** Bytes of the database when it was backed up. */
+  readonly databaseBytes: number;
+  /** The outcome of its last verification, or `never`. */
+  readonly verification: 'passed' | 'failed' | 'never';
+  readonly verifiedAt: string | null;
+  readonly verificationLevel: 'quick' | 'full' | null;
+  /** `name: reason` of each check its last verification failed. */
+  readonly failedChecks: readonly string[];
+  /** The longest-lived retention rule that keeps it (`daily`, `weekly`, ...), or `not kept`. */
+  readonly tier: string;
+  /** Why retention keeps or drops it. */
+  readonly reasons: readonly string[];
+  /** True on its database's newest good restore point (see {@link BackupView.newestGood}). */
+  readonly newestGood: boolean;
+}
+
+/** A backup run that failed (or was interrupted): from the journal, so it has no restore point. */
+export interface HistoryFailure {
+  /** When the run started. */
+  readonly at: string;
+  readonly database: string;
+  readonly type: string;
+  readonly durationMs: number | null;
+  readonly errorCode: string | null;
+  /** The error's redacted message: no schema names, SQL or values. */
+  readonly errorMessage: string | null;
+}
+
+/** Everything the Backup History view draws, in one answer. */
+export interface BackupHistory {
+  /** Restore points, oldest first. */
+  readonly points: readonly HistoryPoint[];
+  /** Failed backup runs, oldest first. */
+  readonly failures: readonly HistoryFailure[];
+  /** When the server read the repository (the right end of the time axis). */
+  readonly at: string;
+}
+
 /** Requests the client sends, by method: their params and results. */
 /** Whether a backup also reached the repository's mirror. */
 export interface MirrorOutcome {
@@ -111,6 +162,14 @@ export interface RequestMap {
   'strata/list': {
     params: RepositoryRef & { readonly database?: string; readonly byTier?: boolean };
     result: { readonly backups: readonly BackupView[] };
+  };
+  /**
+   * The Backup History of a database (or, without `database`, of the whole repository): restore
+   * points with sizes, verification and retention tier, and the failed backup runs of the journal.
+   */
+  'strata/history': {
+    params: RepositoryRef & { readonly database?: string };
+    result: BackupHistory;
   };
   'strata/backup': {
     params: RepositoryRef & WorkDone & { readonly database: string; readonly type: BackupType; readonly label?: string };
@@ -195,6 +254,7 @@ export type ResultOf<M extends RequestMethod> = RequestMap[M]['result'];
 export const REQUEST_METHODS = [
   'strata/workspace',
   'strata/list',
+  'strata/history',
   'strata/backup',
   'strata/verify',
   'strata/restoreTarget',

@@ -6,6 +6,7 @@ import {
   CONFIG_FILE,
   Passphrase,
   StrataError,
+  backupRuns,
   createDefaultEngines,
   displayLocation,
   exitCodeFor,
@@ -27,6 +28,7 @@ import {
 import type { Engine, EngineRegistry, MirrorConfig, MirrorSyncResult, ProgressEvent, Repository, StorageSettings, StrataConfig } from '@strata/sdk';
 import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
 import type { ClientRequestMap, ConfigProblem, DatabaseEntry, EngineInfo, MirrorOutcome, ParamsOf, RequestMethod, ResultOf, StrataErrorData } from '@strata/protocol';
+import { backupHistory } from './history.js';
 
 /** A database the server can back up: where it is (with any secret) and where its backups go. */
 interface KnownDatabase {
@@ -65,6 +67,7 @@ export class StrataServer {
     this.#connection = connection;
     this.#handle('strata/workspace', (p) => this.#workspace(p));
     this.#handle('strata/list', (p) => this.#list(p));
+    this.#handle('strata/history', (p) => this.#history(p));
     this.#handle('strata/backup', (p, run) => this.#backup(p, run));
     this.#handle('strata/verify', (p, run) => this.#verify(p, run));
     this.#handle('strata/restoreTarget', async (p) => {
@@ -256,6 +259,15 @@ export class StrataServer {
     const plan = await repo.prune((database) => this.#policyFor(params.repository, database), { ...(params.database !== undefined ? { database: params.database } : {}), dryRun: true });
     const decisions = new Map([...plan.keep.map((d) => [d.id, { tier: tierOf(d), reasons: d.reasons }] as const), ...plan.remove.map((d) => [d.id, { tier: 'not kept', reasons: d.reasons }] as const)]);
     return { backups: newestFirst.map((b) => ({ ...b, ...decisions.get(b.id) })) };
+  }
+
+  async #history(params: ParamsOf<'strata/history'>): Promise<ResultOf<'strata/history'>> {
+    const repo = await this.#repository(params.repository);
+    const only = params.database !== undefined ? { database: params.database } : {};
+    const backups = await repo.list(only);
+    const plan = await repo.prune((database) => this.#policyFor(params.repository, database), { ...only, dryRun: true });
+    const runs = backupRuns(await repo.journal.operations(), backups, new Date(0)).filter((r) => params.database === undefined || r.database === params.database);
+    return backupHistory(backups, plan, runs, new Date());
   }
 
   /** Retention as the config file that names the database says, else the defaults. */
