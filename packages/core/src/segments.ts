@@ -164,26 +164,14 @@ export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, 
       })(),
       signal ? { signal } : {},
     );
-    const record: SegmentRecord = {
-      id,
-      database: draft.database,
-      engine: draft.engine,
-      base: draft.base.id,
-      sequence: draft.sequence,
-      previous: draft.previous,
-      from: draft.from,
-      to: last.position,
-      firstAt: manifest.transactions[0]!.observedAt,
-      lastAt: manifest.transactions.at(-1)!.observedAt,
-      transactions: draft.transactions.length,
-      createdAt: manifest.createdAt,
+    const record = segmentRecord(manifest, {
       key,
       rawBytes: tar.length,
       storedBytes: info.size,
       sha256: sha.digest('hex'),
       compression: { codec: codec.name, level: ctx.config.compression.level },
       encryption: { profile, ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}) },
-    };
+    });
     await withRepositoryLock(
       ctx.storage,
       'replicate',
@@ -372,6 +360,29 @@ export function isSegmentKey(key: string): boolean {
 }
 
 /**
+ * A segment's catalog record: what its manifest says, and what only the stored artifact knows
+ * (where it is, its sizes and checksum, how it was compressed and encrypted). One function for
+ * the record written at commit and the one rebuilt from the artifact, so the two cannot drift.
+ */
+function segmentRecord(manifest: SegmentManifest, stored: Pick<SegmentRecord, 'key' | 'rawBytes' | 'storedBytes' | 'sha256' | 'compression' | 'encryption'>): SegmentRecord {
+  return {
+    id: manifest.id,
+    database: manifest.database,
+    engine: manifest.engine,
+    base: manifest.base,
+    sequence: manifest.sequence,
+    previous: manifest.previous,
+    from: manifest.from,
+    to: manifest.to,
+    firstAt: manifest.transactions[0]!.observedAt,
+    lastAt: manifest.transactions.at(-1)!.observedAt,
+    transactions: manifest.transactions.length,
+    createdAt: manifest.createdAt,
+    ...stored,
+  };
+}
+
+/**
  * A segment's catalog record rebuilt from its artifact alone (the catalog was lost): each key in
  * `candidates` is tried until one opens it. Throws when none does or the segment is damaged.
  */
@@ -389,27 +400,14 @@ export async function segmentRecordFromArtifact(
       const opened = await openSegment(storage, key, candidate?.secret, undefined, signal);
       const problem = manifestProblem(opened);
       if (problem) throw new StrataError('ARTIFACT_CORRUPT', `${key}: ${problem}`);
-      const m = opened.manifest!;
-      return {
-        id: m.id,
-        database: m.database,
-        engine: m.engine,
-        base: m.base,
-        sequence: m.sequence,
-        previous: m.previous,
-        from: m.from,
-        to: m.to,
-        firstAt: m.transactions[0]!.observedAt,
-        lastAt: m.transactions.at(-1)!.observedAt,
-        transactions: m.transactions.length,
-        createdAt: m.createdAt,
+      return segmentRecord(opened.manifest!, {
         key,
         rawBytes: opened.rawBytes,
         storedBytes: opened.storedBytes,
         sha256: opened.sha256,
         compression: { codec: parsed.codec, level: 0 },
         encryption: { profile: parsed.encrypted ? profile : 'none', ...(candidate?.id !== undefined ? { keyId: candidate.id } : {}) },
-      };
+      });
     } catch (err) {
       if (isStrataError(err, 'ABORTED')) throw err;
       failure ??= err;
