@@ -14,7 +14,8 @@ copy of it: it is changed in place). Give it the segment artifacts of the databa
 
   1. decrypts and decompresses each segment as recover-chain.py does and reads segment.json and
      changes.bin from its tar;
-  2. keeps the segments whose "base" is BACKUP_ID, orders them by "sequence" and checks that they
+  2. keeps the segments whose "base" is BACKUP_ID (of those a merged segment covers, the merged
+     one), orders them by "sequence" and checks that they
      form one chain: sequences 1, 2, 3... without a gap, each naming the one before ("previous")
      and starting where it ended ("from" equals the previous "to"), each one's changes matching
      "changesSha256";
@@ -79,8 +80,8 @@ def read_segment(artifact, passphrase_file, secret=None):
         if secret is not None and procs and procs[0].args[0] == "gpg":
             raise recover_chain.GpgFailed()
         fail(f"{artifact}: {problem or 'no segment.json or changes.bin'}; damaged or truncated file?")
-    if manifest.get("format") != "strata-segment" or manifest.get("version") != 1:
-        fail(f"{artifact}: not a Strata segment of version 1")
+    if manifest.get("format") != "strata-segment" or manifest.get("version") not in (1, 2):
+        fail(f"{artifact}: not a Strata segment of version 1 or 2")
     return manifest, changes
 
 
@@ -115,16 +116,32 @@ def main():
         manifest, changes = read_segment_with_keys(artifact, keys) if keys else read_segment(artifact, args.passphrase_file)
         if manifest["base"] == args.base:
             chain.append((manifest, changes, artifact))
+    # A merged segment (version 2, from compaction) holds the sequences merged.firstSequence to
+    # sequence. Parts it replaced can still be there if a compaction was interrupted: the widest wins.
+    def first_sequence(m):
+        return m["merged"]["firstSequence"] if m.get("merged") else m["sequence"]
+
+    def link_id(m):
+        return m["merged"]["lastId"] if m.get("merged") else m["id"]
+
+    def covered(m):
+        return any(
+            o is not m and first_sequence(o) <= first_sequence(m) and m["sequence"] <= o["sequence"]
+            and (o["sequence"] - first_sequence(o) > m["sequence"] - first_sequence(m) or o["id"] < m["id"])
+            for o, _, _ in chain
+        )
+
+    chain = [item for item in chain if not covered(item[0])]
     chain.sort(key=lambda item: item[0]["sequence"])
     if not chain:
         fail(f"no segment has base {args.base}")
     previous = None
     for manifest, changes, artifact in chain:
         expected = 1 if previous is None else previous["sequence"] + 1
-        if manifest["sequence"] != expected:
-            fail(f"segment {expected} after {args.base} is missing (next given: {manifest['sequence']}, {artifact})")
-        if manifest["previous"] != (previous["id"] if previous else None):
-            fail(f"{artifact}: names {manifest['previous']} before it, not {previous['id'] if previous else None}")
+        if first_sequence(manifest) != expected:
+            fail(f"segment {expected} after {args.base} is missing (next given: {first_sequence(manifest)}, {artifact})")
+        if manifest["previous"] != (link_id(previous) if previous else None):
+            fail(f"{artifact}: names {manifest['previous']} before it, not {link_id(previous) if previous else None}")
         if previous is not None and manifest["from"] != previous["to"]:
             fail(f"{artifact}: does not start where segment {previous['sequence']} ended")
         if hashlib.sha256(changes).hexdigest() != manifest["changesSha256"] or len(changes) != manifest["changesBytes"]:

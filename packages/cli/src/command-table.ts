@@ -313,7 +313,9 @@ Filters combine: --db app --type full --since 30d lists app's full backups of th
     options: [
       { flags: '--interval <seconds>', description: 'ship at least this often: seconds (1, 0.5), 500ms, or 5s (default 1 s); a crash loses at most about this much' },
       { flags: '--switch-mode', description: "switch a database into the journal mode replication reads (SQLite: WAL) instead of refusing it" },
-      { flags: '--verbose', description: 'a line for every segment shipped' },
+      { flags: '--base-every <dur>', description: 'take a new base restore point when the chain of segments is this old (default 24h): a restore replays at most this much, and prune can drop older chains' },
+      { flags: '--compact <windows>', description: 'merge the segments of each closed window of these lengths, shortest first (default 1min,1h); off keeps every segment' },
+      { flags: '--verbose', description: 'a line for every segment shipped and every merge' },
     ],
     details: `Runs in the foreground until SIGINT or SIGTERM, then ships what it has and exits 0.
 Transactions are shipped as segments (compressed and encrypted like every artifact) chained to a
@@ -323,10 +325,17 @@ new incremental (or full) backup taken at exactly the point the segments start f
 last transaction seen committed at or before it. Applications keep writing and checkpointing as
 they like; give their connections a busy timeout (replicate holds the write lock for a few
 milliseconds about once a second, and a checkpoint that must wait for every reader, such as
-wal_checkpoint(TRUNCATE), waits for it to move on).`,
-    examples: ['replicate app', 'replicate ./app.db --interval 0.5', 'replicate app orders --verbose'],
+wal_checkpoint(TRUNCATE), waits for it to move on).
+Compaction merges the segments of each closed minute into one, then those of each hour, so the
+catalog stays short and a restore reads a few objects; every transaction keeps its own time, so
+restores stay exact to the transaction.`,
+    examples: ['replicate app', 'replicate ./app.db --interval 0.5', 'replicate app orders --verbose', 'replicate app --base-every 6h --compact 30s,10min,1h'],
     run: (ctx, { args, opts, signal }) =>
-      replicateCommand(ctx, { databases: args, ...given({ interval: str(opts, 'interval') }), switchMode: opts['switchMode'] === true, verbose: opts['verbose'] === true }, signal),
+      replicateCommand(
+        ctx,
+        { databases: args, ...given({ interval: str(opts, 'interval'), baseEvery: str(opts, 'baseEvery'), compact: str(opts, 'compact') }), switchMode: opts['switchMode'] === true, verbose: opts['verbose'] === true },
+        signal,
+      ),
   },
   {
     path: ['restore'],

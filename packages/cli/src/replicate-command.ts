@@ -1,4 +1,4 @@
-import { StrataError, parseDuration, resolveDatabase } from '@strata/sdk';
+import { StrataError, durationMs, parseDuration, resolveDatabase } from '@strata/sdk';
 import type { ReplicationEvent, ReplicationSummary } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { printable } from './terminal.js';
@@ -7,6 +7,8 @@ import { printable } from './terminal.js';
 export interface ReplicateCommandOptions {
   readonly databases: readonly string[];
   readonly interval?: string;
+  readonly baseEvery?: string;
+  readonly compact?: string;
   readonly switchMode: boolean;
   readonly verbose: boolean;
 }
@@ -22,6 +24,19 @@ export function parseInterval(text: string): number {
   return ms;
 }
 
+/** `--compact`: `off`, or window lengths separated by commas (`1min,1h`, `30s`). */
+export function parseCompactionWindows(text: string): number[] {
+  if (text.trim() === 'off') return [];
+  const windows = text.split(',').map((part) => {
+    const trimmed = part.trim();
+    const plain = /^(\d+)(s)?$/.exec(trimmed);
+    const ms = plain ? Number(plain[1]) * 1000 : durationMs(parseDuration(trimmed, '--compact'));
+    if (!Number.isFinite(ms) || ms < 1000) throw new StrataError('USAGE', `replicate: --compact ${JSON.stringify(text)}: each window is a length of at least 1 s (e.g. 1min,1h), or write off`);
+    return ms;
+  });
+  return windows.sort((a, b) => a - b);
+}
+
 /**
  * `strata replicate <db>...`: ships each database's committed transactions into the repository
  * until SIGINT or SIGTERM, then ships what it has and exits 0. Everything it says goes to stderr;
@@ -30,6 +45,9 @@ export function parseInterval(text: string): number {
 export async function replicateCommand(ctx: CommandContext, options: ReplicateCommandOptions, signal: AbortSignal): Promise<number> {
   if (options.databases.length === 0) throw new StrataError('USAGE', 'replicate: name the databases to replicate (see strata replicate --help)');
   const intervalMs = options.interval !== undefined ? parseInterval(options.interval) : 1000;
+  const baseEveryMs = options.baseEvery !== undefined ? durationMs(parseDuration(options.baseEvery, '--base-every')) : undefined;
+  if (baseEveryMs !== undefined && !(baseEveryMs >= 10_000)) throw new StrataError('USAGE', `replicate: --base-every ${JSON.stringify(options.baseEvery)} must be at least 10s`);
+  const compactionWindowsMs = options.compact !== undefined ? parseCompactionWindows(options.compact) : undefined;
   const targets = options.databases.map((arg) => resolveDatabase(arg, ctx.loaded.config));
   const names = new Set<string>();
   for (const t of targets) {
@@ -60,6 +78,12 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
       case 'retry':
         say(`replicate ${event.database}: could not write a segment (${printable(event.error.message)}); trying again with the next one`);
         break;
+      case 'compacted':
+        if (options.verbose) say(`replicate ${event.database}: merged ${event.parts} segments into one (sequences ${event.segment.merged?.firstSequence}-${event.segment.sequence}, ${event.segment.transactions} transactions)`);
+        break;
+      case 'compaction-failed':
+        say(`replicate ${event.database}: could not merge segments (${printable(event.error.message)}); shipping goes on, merging is tried again in a minute`);
+        break;
       case 'segment':
         if (options.verbose) say(`replicate ${event.database}: segment ${event.segment.sequence} (${event.segment.transactions} transactions, ${event.segment.storedBytes} bytes), shipped ${(event.lagMs / 1000).toFixed(2)} s after the last was seen committed`);
         break;
@@ -70,7 +94,15 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
     results = await Promise.allSettled(
       targets.map(async (t) => {
         try {
-          return await repo.replicate(t.locator, { database: t.name, intervalMs, switchMode: options.switchMode, signal: stop.signal, onEvent });
+          return await repo.replicate(t.locator, {
+            database: t.name,
+            intervalMs,
+            ...(baseEveryMs !== undefined ? { baseEveryMs } : {}),
+            ...(compactionWindowsMs !== undefined ? { compactionWindowsMs } : {}),
+            switchMode: options.switchMode,
+            signal: stop.signal,
+            onEvent,
+          });
         } catch (err) {
           stop.abort();
           throw err;
@@ -82,7 +114,7 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
   }
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   const done = results.filter((r): r is PromiseFulfilledResult<ReplicationSummary> => r.status === 'fulfilled').map((r) => r.value);
-  for (const s of done) say(`replicate ${s.database}: stopped; shipped ${s.transactions} transactions in ${s.segments} segments${s.bases.length > 0 ? `, took ${s.bases.length} base(s)` : ''}`);
+  for (const s of done) say(`replicate ${s.database}: stopped; shipped ${s.transactions} transactions in ${s.segments} segments${s.compactions > 0 ? `, merged ${s.compactions} times` : ''}${s.bases.length > 0 ? `, took ${s.bases.length} base(s)` : ''}`);
   if (failed) throw failed.reason;
   if (ctx.json) ctx.printJson({ replicated: done });
   return 0;

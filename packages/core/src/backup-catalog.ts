@@ -1,6 +1,6 @@
 import { readCatalog, recordFromManifest, sortBackups, writeCatalog } from './catalog.js';
 import type { BackupRecord, SegmentRecord, VerificationRecord } from './catalog.js';
-import { isSegmentKey, segmentRecordFromArtifact } from './segments.js';
+import { isSegmentKey, segmentRecordFromArtifact, withoutMergedParts } from './segments.js';
 import type { Passphrase } from './encryption.js';
 import { StrataError, isStrataError, redactedMessage } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
@@ -162,7 +162,7 @@ export class BackupCatalog {
           skipped.push(`${key}: ${redactedMessage(err)}`);
         }
       }
-      await writeCatalog(this.#ctx.storage, records, segments);
+      await writeCatalog(this.#ctx.storage, records, withoutMergedParts(segments));
       await op.complete({ details: { backups: records.length, segments: segments.length, skipped } });
       return sortBackups(records);
     } catch (err) {

@@ -117,6 +117,12 @@ export interface SegmentRecord {
   /** Where the log stood before its first transaction and after its last (engine-defined). */
   readonly from: ChangePosition;
   readonly to: ChangePosition;
+  /**
+   * Set on a segment compaction merged from several consecutive ones: the sequence of the first it
+   * holds (its own `sequence` is the last's), the id of the last one (the next segment names that
+   * id as its previous), and how many original segments it holds.
+   */
+  readonly merged?: SegmentMerge;
   /** When its first and last transactions were seen committed (ISO). */
   readonly firstAt: string;
   readonly lastAt: string;
@@ -131,6 +137,23 @@ export interface SegmentRecord {
   readonly sha256: string;
   readonly compression: { readonly codec: string; readonly level: number };
   readonly encryption: { readonly profile: string; readonly keyId?: string };
+}
+
+/** What a merged segment stands for (see {@link SegmentRecord.merged}). */
+export interface SegmentMerge {
+  readonly firstSequence: number;
+  readonly lastId: string;
+  readonly segments: number;
+}
+
+/** The first sequence a segment holds: its own, unless it was merged from several. */
+export function firstSequenceOf(segment: Pick<SegmentRecord, 'sequence' | 'merged'>): number {
+  return segment.merged?.firstSequence ?? segment.sequence;
+}
+
+/** The id the segment after this one names as its previous: the last original segment it holds. */
+export function linkIdOf(segment: Pick<SegmentRecord, 'id' | 'merged'>): string {
+  return segment.merged?.lastId ?? segment.id;
 }
 
 /** One catalog generation (and the old catalog.json): the list of backups and of segments. */

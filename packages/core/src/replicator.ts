@@ -1,11 +1,11 @@
 import type { BackupRecord, SegmentRecord } from './catalog.js';
-import { readCatalogContents } from './catalog.js';
+import { linkIdOf, readCatalogContents } from './catalog.js';
 import type { BackupWriter } from './backup-writer.js';
 import type { CapturedTransaction, ChangeFeed, ChangePosition, Engine } from './engine.js';
 import { StrataError, isStrataError, wrapError } from './errors.js';
 import { validateDatabaseName } from './naming.js';
 import type { RepositoryContext } from './repository-context.js';
-import { chainBreak, writeSegment } from './segments.js';
+import { chainBreak, mergeSegments, writeSegment } from './segments.js';
 
 /** Options for {@link Repository.replicate}. */
 export interface ReplicateOptions {
@@ -17,6 +17,16 @@ export interface ReplicateOptions {
   readonly maxSegmentBytes?: number;
   /** Switch the database into the mode capture needs instead of refusing it. */
   readonly switchMode?: boolean;
+  /**
+   * A new base restore point is taken when the chain's is this old (ms; default 24 h), so a restore
+   * replays at most this much and retention can drop old chains' segments.
+   */
+  readonly baseEveryMs?: number;
+  /**
+   * Compaction: the segments of each closed window of these lengths (ms, shortest first; default a
+   * minute, then an hour) are merged into one. An empty list turns compaction off.
+   */
+  readonly compactionWindowsMs?: readonly number[];
   /** Stops replication: what was captured is shipped, then the call returns. */
   readonly signal: AbortSignal;
   readonly onEvent?: (event: ReplicationEvent) => void;
@@ -28,6 +38,8 @@ export type ReplicationEvent =
   | { readonly kind: 'base'; readonly database: string; readonly base: BackupRecord; readonly reason: string }
   | { readonly kind: 'segment'; readonly database: string; readonly segment: SegmentRecord; readonly lagMs: number }
   | { readonly kind: 'retry'; readonly database: string; readonly error: { readonly code: string; readonly message: string } }
+  | { readonly kind: 'compacted'; readonly database: string; readonly segment: SegmentRecord; readonly parts: number }
+  | { readonly kind: 'compaction-failed'; readonly database: string; readonly error: { readonly code: string; readonly message: string } }
   | { readonly kind: 'lost'; readonly database: string; readonly reason: string };
 
 /** What a replication did, when it stopped. */
@@ -35,6 +47,8 @@ export interface ReplicationSummary {
   readonly database: string;
   readonly segments: number;
   readonly transactions: number;
+  /** Merges compaction committed. */
+  readonly compactions: number;
   /** Restore points taken as bases (when there was none to continue, or continuity was lost). */
   readonly bases: readonly string[];
 }
@@ -48,6 +62,41 @@ interface ChainState {
 
 /** Errors a later attempt cannot fix: replication stops with them instead of retrying. */
 const FATAL = new Set(['CHAIN_BROKEN', 'KEY_MISSING', 'PASSPHRASE_WRONG', 'PASSPHRASE_MISSING', 'USAGE', 'REPO_VERSION_UNSUPPORTED', 'ACCESS_DENIED', 'INTERNAL']);
+
+export const DEFAULT_COMPACTION_WINDOWS_MS: readonly number[] = [60_000, 3_600_000];
+export const DEFAULT_BASE_EVERY_MS = 24 * 3_600_000;
+/** After a failed merge, compaction waits this long before trying again. */
+const COMPACTION_BACKOFF_MS = 60_000;
+
+/**
+ * The next segments to merge in one chain (sorted by sequence), or undefined: for each window
+ * length, shortest first, the segments whose last transaction falls in the same closed window
+ * (one that ended at least `graceMs` before `now`: by then the segment holding its last
+ * transactions is written), when there are two or more of them. A segment written later still
+ * (a slow store) lands in a merged window and is merged with it the next time.
+ * Shorter windows go first, so an hour is merged from its minutes, never from thousands of
+ * seconds at once.
+ */
+export function compactionGroup(segments: readonly SegmentRecord[], windowsMs: readonly number[], now: number, graceMs: number): SegmentRecord[] | undefined {
+  for (const window of windowsMs) {
+    const closedBefore = Math.floor((now - graceMs) / window) * window;
+    let group: SegmentRecord[] = [];
+    let groupWindow: number | undefined;
+    for (const segment of segments) {
+      const last = Date.parse(segment.lastAt);
+      if (!(last < closedBefore)) break;
+      const slot = Math.floor(last / window);
+      if (slot !== groupWindow) {
+        if (group.length >= 2) return group;
+        group = [];
+        groupWindow = slot;
+      }
+      group.push(segment);
+    }
+    if (group.length >= 2) return group;
+  }
+  return undefined;
+}
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -87,14 +136,20 @@ export class Replicator {
     if (!Number.isFinite(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) throw new StrataError('USAGE', 'replicate: the interval must be between 0.05 s and 1 hour');
     const maxBytes = options.maxSegmentBytes ?? 16 * 1024 * 1024;
     const pollMs = Math.min(250, Math.max(20, Math.floor(intervalMs / 10)));
+    const baseEveryMs = options.baseEveryMs ?? DEFAULT_BASE_EVERY_MS;
+    if (!(baseEveryMs >= 10_000)) throw new StrataError('USAGE', 'replicate: a new base can be taken at most every 10 s');
+    const windowsMs = [...(options.compactionWindowsMs ?? DEFAULT_COMPACTION_WINDOWS_MS)].sort((a, b) => a - b);
+    if (windowsMs.some((w) => !(w >= 1000))) throw new StrataError('USAGE', 'replicate: compaction windows must be at least a second long');
     const signal = options.signal;
     const emit = (event: ReplicationEvent): void => options.onEvent?.(event);
     await this.#ctx.unlock();
     // New segments go under the current data key: a passphrase whose key file lacks it stops here.
     if (this.#ctx.vault.section.profile !== 'none') this.#ctx.vault.current('replicate');
     const op = await this.#ctx.journal.begin('replicate', { database });
-    const summary = { database, segments: 0, transactions: 0, bases: [] as string[] };
+    const summary = { database, segments: 0, transactions: 0, compactions: 0, bases: [] as string[] };
     let feed: ChangeFeed | undefined;
+    let compacting: Promise<void> | undefined;
+    const stopCompaction = new AbortController();
     try {
       const continued = await this.#chainToContinue(engine, locator, database);
       feed = await capture.open(locator, { ...(continued ? { resume: continued.from } : {}), ...(options.switchMode ? { switchMode: true } : {}) });
@@ -110,6 +165,45 @@ export class Replicator {
       let busy: Promise<void> | undefined;
       // Until the base's snapshot is taken the feed must stay where it is (maintain() moves it on).
       let snapshotTaken = true;
+      // The committed segments of the chains this run grows, by base: what compaction merges. Only
+      // this process adds to them; a prune that removes some is noticed when a merge is refused.
+      const chains = new Map<string, SegmentRecord[]>();
+      // Compaction runs beside the cuts (both commit under the repository lock), so a long merge
+      // never delays shipping; stopping aborts it, which leaves nothing behind.
+      let compactAfter = 0;
+      // Chains of earlier runs too: a run killed before it merged its last windows left them.
+      for (const [base, segments] of continued?.chains ?? []) chains.set(base, [...segments]);
+      const compact = (): void => {
+        if (compacting || windowsMs.length === 0 || Date.now() < compactAfter) return;
+        const now = Date.now();
+        let group: SegmentRecord[] | undefined;
+        for (const segments of chains.values()) if ((group = compactionGroup(segments, windowsMs, now, 2 * intervalMs + 1000))) break;
+        if (!group) {
+          compactAfter = now + 1000;
+          return;
+        }
+        const parts = group;
+        compacting = mergeSegments(this.#ctx, parts, { ...(engine.handRecovery?.changes ? { readme: engine.handRecovery.changes } : {}), signal: stopCompaction.signal })
+          .then((merged) => {
+            const list = chains.get(merged.base);
+            const first = list?.indexOf(parts[0]!) ?? -1;
+            if (list && first >= 0 && list[first + parts.length - 1] === parts.at(-1)) list.splice(first, parts.length, merged);
+            summary.compactions++;
+            emit({ kind: 'compacted', database, segment: merged, parts: parts.length });
+          })
+          .catch(async (err: unknown) => {
+            if (stopCompaction.signal.aborted) return;
+            const e = isStrataError(err) ? err : wrapError(`compact ${database}`, err);
+            emit({ kind: 'compaction-failed', database, error: { code: e.code, message: e.message } });
+            compactAfter = Date.now() + COMPACTION_BACKOFF_MS;
+            // The catalog is the truth: a prune may have removed segments (or the base) meanwhile.
+            const contents = await readCatalogContents(this.#ctx.storage).catch(() => undefined);
+            if (contents) for (const base of [...chains.keys()]) chains.set(base, contents.segments.filter((seg) => seg.base === base));
+          })
+          .finally(() => {
+            compacting = undefined;
+          });
+      };
 
       const run = (job: () => Promise<void>): void => {
         busy = job()
@@ -146,6 +240,7 @@ export class Replicator {
               },
             });
             chain = { base, sequence: 0, previous: null, from: current.position };
+            chains.set(base.id, []);
             summary.bases.push(base.id);
             emit({ kind: 'base', database, base, reason });
           } finally {
@@ -173,6 +268,7 @@ export class Replicator {
               ...(engine.handRecovery?.changes ? { readme: engine.handRecovery.changes } : {}),
             });
             chain = { base: state.base, sequence: segment.sequence, previous: segment.id, from: segment.to };
+            chains.get(state.base.id)?.push(segment);
             summary.segments++;
             summary.transactions += transactions.length;
             emit({ kind: 'segment', database, segment, lagMs: Date.now() - transactions.at(-1)!.observedAt });
@@ -207,9 +303,13 @@ export class Replicator {
           bufferBytes += t.bytes.byteLength;
         }
       };
-      /** Starts over where the log is now, with a new base: what the buffer holds is in that base. */
-      const startOver = async (reason: string): Promise<void> => {
-        emit({ kind: 'lost', database, reason });
+      /**
+       * Starts over where the log is now, with a new base: what the buffer holds is in that base.
+       * `lost` says why the chain could not go on; without it the chain was complete (a new base
+       * on schedule), and ends where it was flushed.
+       */
+      const startOver = async (reason: string, lost = true): Promise<void> => {
+        if (lost) emit({ kind: 'lost', database, reason });
         await idle();
         await feed!.close();
         feed = undefined;
@@ -217,12 +317,14 @@ export class Replicator {
         bufferBytes = 0;
         chain = undefined;
         baseGone = undefined;
+        // A feed's position and snapshot are where it was opened: a new base needs a new feed.
         feed = await capture.open(locator, {});
         takeBase(feed, reason);
       };
 
       if (feed.resumed && continued) {
         chain = { base: continued.base, sequence: continued.sequence, previous: continued.previous, from: continued.from };
+
         emit({ kind: 'resumed', database, base: continued.base.id, sequence: continued.sequence });
       } else {
         takeBase(feed, continued ? 'the database log no longer continues the last segment' : 'no chain of segments to continue');
@@ -252,11 +354,26 @@ export class Replicator {
           lastCut = Date.now();
           continue;
         }
+        // The chain is old enough (and has grown since its base): what was read goes to it, then a
+        // new base where the log is now. A database nobody writes to keeps its base.
+        if (chain && chain.sequence > 0 && !busy && snapshotTaken && Date.now() - Date.parse(chain.base.createdAt) >= baseEveryMs) {
+          await flush();
+          if (failure !== undefined) break;
+          if (buffer.length === 0 && !baseGone) {
+            await startOver(`the chain's base is older than ${baseEveryMs >= 3_600_000 ? `${+(baseEveryMs / 3_600_000).toFixed(1)} h` : `${Math.round(baseEveryMs / 1000)} s`}`, false);
+            lastCut = Date.now();
+            continue;
+          }
+        }
         if (Date.now() - lastCut >= intervalMs || bufferBytes >= maxBytes) {
           lastCut = Date.now();
           cut();
         }
+        compact();
       }
+      stopCompaction.abort();
+      await compacting;
+      compacting = undefined;
       if (failure === undefined) {
         // Stopping: what the log holds now goes into a last segment.
         const last = await feed.read();
@@ -273,12 +390,14 @@ export class Replicator {
       await op.fail(wrapped).catch(() => undefined);
       throw wrapped;
     } finally {
+      stopCompaction.abort();
+      await compacting;
       await feed?.close().catch(() => undefined);
     }
   }
 
   /** The database's newest chain of segments from this source, if its base has a position: base, tip and where it ended. */
-  async #chainToContinue(engine: Engine, locator: string, database: string): Promise<(ChainState & { base: BackupRecord }) | undefined> {
+  async #chainToContinue(engine: Engine, locator: string, database: string): Promise<(ChainState & { chains: Map<string, SegmentRecord[]> }) | undefined> {
     const contents = await readCatalogContents(this.#ctx.storage);
     if (!contents) return undefined;
     const source = engine.describe(locator);
@@ -289,6 +408,12 @@ export class Replicator {
     // A chain with a break cannot be continued: what follows the break would be unreachable.
     if (chainBreak(base, segments)) return undefined;
     const tip = segments.at(-1);
-    return { base, sequence: tip?.sequence ?? 0, previous: tip?.id ?? null, from: tip?.to ?? base.changePosition! };
+    // Every unbroken chain of these bases, for compaction.
+    const chains = new Map<string, SegmentRecord[]>();
+    for (const b of bases) {
+      const mine = contents.segments.filter((s) => s.base === b.id);
+      if (b.id === base.id || !chainBreak(b, mine)) chains.set(b.id, mine);
+    }
+    return { base, chains, sequence: tip?.sequence ?? 0, previous: tip ? linkIdOf(tip) : null, from: tip?.to ?? base.changePosition!, };
   }
 }

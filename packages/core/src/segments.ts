@@ -1,7 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
-import { readCatalogContents, writeCatalog } from './catalog.js';
-import type { BackupRecord, SegmentRecord } from './catalog.js';
+import * as path from 'node:path';
+import { firstSequenceOf, linkIdOf, readCatalogContents, writeCatalog } from './catalog.js';
+import type { BackupRecord, CatalogContents, SegmentMerge, SegmentRecord } from './catalog.js';
 import { getCodec } from './compression.js';
 import type { CodecName } from './compression.js';
 import { decryptStream, encryptStream } from './encryption.js';
@@ -13,6 +15,8 @@ import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js
 import { withRepositoryLock } from './lock.js';
 import { timestampPart } from './naming.js';
 import { announceWrite } from './pending-writes.js';
+import type { PendingWrite } from './pending-writes.js';
+import { readPendingDeletions, writePendingDeletions } from './recovery.js';
 import type { RepositoryContext } from './repository-context.js';
 import { STRATA_VERSION } from './version.js';
 
@@ -25,13 +29,21 @@ import { STRATA_VERSION } from './version.js';
 
 export const SEGMENT_FORMAT = 'strata-segment';
 export const SEGMENT_VERSION = 1;
+/**
+ * Merged segments (compaction) are version 2: the same layout with `merged` in the manifest. A
+ * Strata that reads only version 1 refuses them instead of seeing a gap in the sequence.
+ */
+export const MERGED_SEGMENT_VERSION = 2;
 /** The transactions' bytes, concatenated in commit order. */
 export const SEGMENT_CHANGES_ENTRY = 'changes.bin';
 /** The segment's manifest, the archive's last entry. */
 export const SEGMENT_MANIFEST_ENTRY = 'segment.json';
 const SEGMENT_README_ENTRY = 'README.txt';
-/** A segment's manifest is a few KiB (one line per transaction); more is not one of ours. */
-const MAX_SEGMENT_MANIFEST_BYTES = 16 * 1024 * 1024;
+/**
+ * A manifest has a line per transaction: a few KiB for a segment, tens of MiB for one compaction
+ * merged from an hour of a busy database's (about 100 bytes each). More is not one of ours.
+ */
+const MAX_SEGMENT_MANIFEST_BYTES = 256 * 1024 * 1024;
 
 /** One transaction of a segment, in order: its bytes in `changes.bin` follow the previous one's. */
 export interface SegmentTransaction {
@@ -52,6 +64,8 @@ export interface SegmentManifest {
   readonly base: string;
   readonly sequence: number;
   readonly previous: string | null;
+  /** Set when compaction merged it from several segments (version 2). */
+  readonly merged?: SegmentMerge;
   readonly from: ChangePosition;
   readonly to: ChangePosition;
   readonly createdAt: string;
@@ -103,56 +117,62 @@ function entry(name: string, body: Buffer, mtime: Date): Buffer[] {
   return [tarHeaderBytes({ name, size: body.length, mtime }), body, tarPadding(body.length)];
 }
 
+/** A segment's artifact as it is about to be written: everything but what its changes hash to. */
+interface SegmentToStore {
+  readonly id: string;
+  readonly database: string;
+  readonly time: Date;
+  readonly readme: string | undefined;
+  /** Bytes of `changes`, known before they are read (the tar header comes first). */
+  readonly changesBytes: number;
+  readonly changes: AsyncIterable<Uint8Array>;
+  readonly manifest: (changesSha256: string, keyId: string | undefined) => SegmentManifest;
+}
+
+/** A stored segment, not yet committed: its pending note is still there. */
+interface StoredSegment {
+  readonly record: SegmentRecord;
+  readonly pending: PendingWrite;
+}
+
 /**
- * Writes a segment and commits it: the catalog lists it only if the chain it continues is still
- * the newest of its base (its `previous` is the base's last segment). A kill at any point leaves
- * nothing visible but committed segments (the pending note covers the rest).
+ * Writes a segment's artifact under its final key after a pending note: tar (README, changes,
+ * manifest last, so the changes' SHA-256 is known by then), compressed, encrypted, streamed, so a
+ * merged segment of an hour's changes never sits in memory. Nothing is committed here.
  */
-export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, signal?: AbortSignal): Promise<SegmentRecord> {
-  if (draft.transactions.length === 0) throw new StrataError('INTERNAL', 'segment: no transactions to write');
-  const now = new Date();
-  const id = newSegmentId(draft.database, now);
+async function storeSegment(ctx: RepositoryContext, what: SegmentToStore, signal?: AbortSignal): Promise<StoredSegment> {
   const codec = getCodec(ctx.config.compression.codec);
   const profile = ctx.vault.section.profile;
   const dataKey = profile === 'none' ? undefined : ctx.vault.current('replicate');
-  const key = segmentKey(draft.database, id, codec.extension, profile !== 'none');
-  const changes = Buffer.concat(draft.transactions.map((t) => t.bytes));
-  const last = draft.transactions.at(-1)!;
-  const manifest: SegmentManifest = {
-    format: SEGMENT_FORMAT,
-    version: SEGMENT_VERSION,
-    id,
-    database: draft.database,
-    engine: draft.engine,
-    base: draft.base.id,
-    sequence: draft.sequence,
-    previous: draft.previous,
-    from: draft.from,
-    to: last.position,
-    createdAt: now.toISOString(),
-    transactions: draft.transactions.map((t) => ({ bytes: t.bytes.byteLength, observedAt: new Date(t.observedAt).toISOString(), scannedAt: new Date(t.scannedAt).toISOString() })),
-    changesBytes: changes.length,
-    changesSha256: createHash('sha256').update(changes).digest('hex'),
-    ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}),
-    tool: { name: 'strata', version: STRATA_VERSION },
-  };
-  const tar = Buffer.concat([
-    ...entry(SEGMENT_README_ENTRY, Buffer.from(draft.readme ? `${README}\n${draft.readme}\n` : README), now),
-    ...entry(SEGMENT_CHANGES_ENTRY, changes, now),
-    ...entry(SEGMENT_MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 1) + '\n'), now),
-    tarTrailer(),
-  ]);
-  let bytes: AsyncIterable<Uint8Array> = codec.compress(
-    (async function* () {
-      yield tar;
-    })(),
-    ctx.config.compression.level,
-    signal,
-  );
+  const key = segmentKey(what.database, what.id, codec.extension, profile !== 'none');
+  const changesSha = createHash('sha256');
+  let changesSeen = 0;
+  let manifest: SegmentManifest | undefined;
+  let rawBytes = 0;
+  const tar = (async function* (): AsyncGenerator<Uint8Array> {
+    const emit = function* (parts: Buffer[]): Generator<Buffer> {
+      for (const part of parts) {
+        rawBytes += part.length;
+        yield part;
+      }
+    };
+    yield* emit(entry(SEGMENT_README_ENTRY, Buffer.from(what.readme ? `${README}\n${what.readme}\n` : README), what.time));
+    yield* emit([tarHeaderBytes({ name: SEGMENT_CHANGES_ENTRY, size: what.changesBytes, mtime: what.time })]);
+    for await (const chunk of what.changes) {
+      changesSha.update(chunk);
+      changesSeen += chunk.byteLength;
+      if (changesSeen > what.changesBytes) break;
+      rawBytes += chunk.byteLength;
+      yield chunk;
+    }
+    if (changesSeen !== what.changesBytes) throw new StrataError('INTERNAL', `segment ${what.id}: its changes were ${changesSeen} bytes, not the ${what.changesBytes} announced`);
+    manifest = what.manifest(changesSha.digest('hex'), dataKey?.id);
+    yield* emit([tarPadding(what.changesBytes), ...entry(SEGMENT_MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 1) + '\n'), what.time), tarTrailer()]);
+  })();
+  let bytes: AsyncIterable<Uint8Array> = codec.compress(tar, ctx.config.compression.level, signal);
   if (profile !== 'none') bytes = encryptStream(bytes, dataKey!.secret, profile);
   const sha = createHash('sha256');
-  const pending = await announceWrite(ctx.storage, id, [key], []);
-  let committed = false;
+  const pending = await announceWrite(ctx.storage, what.id, [key], []);
   try {
     const info = await ctx.storage.put(
       key,
@@ -164,51 +184,222 @@ export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, 
       })(),
       signal ? { signal } : {},
     );
-    const record = segmentRecord(manifest, {
+    const record = segmentRecord(manifest!, {
       key,
-      rawBytes: tar.length,
+      rawBytes,
       storedBytes: info.size,
       sha256: sha.digest('hex'),
       compression: { codec: codec.name, level: ctx.config.compression.level },
       encryption: { profile, ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}) },
     });
+    return { record, pending };
+  } catch (err) {
+    await pending.abandon().catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Commits a stored segment: `change` makes the new list of segments from the catalog's (under the
+ * repository lock), or throws to refuse. After an error the catalog decides, as for a backup
+ * (catalog-commit.ts): an error does not prove the generation was not written.
+ */
+async function commitSegment(ctx: RepositoryContext, stored: StoredSegment, what: string, change: (current: CatalogContents) => SegmentRecord[], retired: readonly SegmentRecord[] = []): Promise<void> {
+  let committed = false;
+  try {
     await withRepositoryLock(
       ctx.storage,
       'replicate',
       async () => {
         const current = await readCatalogContents(ctx.storage);
-        if (!current) throw new StrataError('CHAIN_BROKEN', `replicate: the catalog of ${ctx.storage.location} does not read; rebuild it (strata list rebuilds a missing one) and start again`);
-        if (!current.backups.some((b) => b.id === draft.base.id)) {
-          throw new StrataError('CHAIN_BROKEN', `replicate: the base restore point ${draft.base.id} was removed while segments were being added to it`, { details: { baseRemoved: true } });
+        if (!current) throw new StrataError('CHAIN_BROKEN', `${what}: the catalog of ${ctx.storage.location} does not read; rebuild it (strata list rebuilds a missing one) and start again`);
+        const next = change(current);
+        if (retired.length === 0) {
+          await writeCatalog(ctx.storage, current.backups, next);
+          committed = true;
+          return;
         }
-        const tip = current.segments.filter((s) => s.base === draft.base.id).at(-1);
-        if ((tip?.id ?? null) !== draft.previous || (tip?.sequence ?? 0) + 1 !== draft.sequence) {
-          throw new StrataError(
-            'CHAIN_BROKEN',
-            `replicate: segment ${draft.sequence} of ${draft.database} after ${draft.base.id} does not follow the newest one in the catalog (${tip ? `${tip.id}, sequence ${tip.sequence}` : 'none'}); is another \`strata replicate\` shipping ${draft.database}?`,
-          );
-        }
-        await writeCatalog(ctx.storage, current.backups, [...current.segments, record]);
+        // Segments a merge replaces go as a prune's files go (catalog-commit.ts removeBackups): noted,
+        // unlisted, deleted. A note left by a kill counts only for keys the catalog no longer lists.
+        const listed = new Set(next.map((s) => s.key));
+        const leftovers = (await readPendingDeletions(ctx.storage)).filter((key) => !listed.has(key));
+        const doomed = [...leftovers, ...retired.map((s) => s.key)];
+        await writePendingDeletions(ctx.storage, doomed);
+        await writeCatalog(ctx.storage, current.backups, next);
         committed = true;
+        for (const key of doomed) await ctx.storage.delete(key);
+        await writePendingDeletions(ctx.storage, []);
       },
       ctx.options.lock,
     );
-    await pending.committed().catch(() => undefined);
-    return record;
+    await stored.pending.committed().catch(() => undefined);
   } catch (err) {
     if (!committed) {
-      // As for a backup (catalog-commit.ts): an error does not prove the generation was not written.
       const listed = await readCatalogContents(ctx.storage).then(
-        (c) => c?.segments.some((s) => s.key === key) ?? false,
+        (c) => c?.segments.some((s) => s.key === stored.record.key) ?? false,
         () => undefined,
       );
       if (listed === true) {
-        await pending.committed().catch(() => undefined);
+        await stored.pending.committed().catch(() => undefined);
         throw err;
       }
-      if (listed === false) await pending.abandon().catch(() => undefined);
+      if (listed === false) await stored.pending.abandon().catch(() => undefined);
+    } else {
+      // Committed: what failed came after (deleting the retired segments), and the note finishes it.
+      await stored.pending.committed().catch(() => undefined);
+      return;
     }
+    throw err;
+  }
+}
+
+/**
+ * Writes a segment and commits it: the catalog lists it only if the chain it continues is still
+ * the newest of its base (its `previous` is the base's last segment). A kill at any point leaves
+ * nothing visible but committed segments (the pending note covers the rest).
+ */
+export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, signal?: AbortSignal): Promise<SegmentRecord> {
+  if (draft.transactions.length === 0) throw new StrataError('INTERNAL', 'segment: no transactions to write');
+  const now = new Date();
+  const id = newSegmentId(draft.database, now);
+  const changes = Buffer.concat(draft.transactions.map((t) => t.bytes));
+  const last = draft.transactions.at(-1)!;
+  try {
+    const stored = await storeSegment(
+      ctx,
+      {
+        id,
+        database: draft.database,
+        time: now,
+        readme: draft.readme,
+        changesBytes: changes.length,
+        changes: (async function* () {
+          yield changes;
+        })(),
+        manifest: (changesSha256, keyId) => ({
+          format: SEGMENT_FORMAT,
+          version: SEGMENT_VERSION,
+          id,
+          database: draft.database,
+          engine: draft.engine,
+          base: draft.base.id,
+          sequence: draft.sequence,
+          previous: draft.previous,
+          from: draft.from,
+          to: last.position,
+          createdAt: now.toISOString(),
+          transactions: draft.transactions.map((t) => ({ bytes: t.bytes.byteLength, observedAt: new Date(t.observedAt).toISOString(), scannedAt: new Date(t.scannedAt).toISOString() })),
+          changesBytes: changes.length,
+          changesSha256,
+          ...(keyId !== undefined ? { keyId } : {}),
+          tool: { name: 'strata', version: STRATA_VERSION },
+        }),
+      },
+      signal,
+    );
+    await commitSegment(ctx, stored, 'replicate', (current) => {
+      if (!current.backups.some((b) => b.id === draft.base.id)) {
+        throw new StrataError('CHAIN_BROKEN', `replicate: the base restore point ${draft.base.id} was removed while segments were being added to it`, { details: { baseRemoved: true } });
+      }
+      const tip = current.segments.filter((s) => s.base === draft.base.id).at(-1);
+      if ((tip ? linkIdOf(tip) : null) !== draft.previous || (tip?.sequence ?? 0) + 1 !== draft.sequence) {
+        throw new StrataError(
+          'CHAIN_BROKEN',
+          `replicate: segment ${draft.sequence} of ${draft.database} after ${draft.base.id} does not follow the newest one in the catalog (${tip ? `${tip.id}, sequence ${tip.sequence}` : 'none'}); is another \`strata replicate\` shipping ${draft.database}?`,
+        );
+      }
+      return [...current.segments, stored.record];
+    });
+    return stored.record;
+  } catch (err) {
     throw isStrataError(err) ? err : wrapError(`replicate ${draft.database}: write segment`, err);
+  }
+}
+
+/**
+ * Compaction: merges consecutive segments of one chain into one, so that a restore reads a few
+ * large objects instead of thousands of small ones and the catalog stays short. Each part is read
+ * and checked whole first (a damaged one stops the merge, and is named); the merged segment holds
+ * every transaction with its own times, so restores to a moment inside it are as exact as before.
+ * It replaces the parts in one catalog generation, then their files are deleted.
+ */
+export async function mergeSegments(ctx: RepositoryContext, parts: readonly SegmentRecord[], options: { readme?: string; signal?: AbortSignal } = {}): Promise<SegmentRecord> {
+  const signal = options.signal;
+  if (parts.length < 2) throw new StrataError('INTERNAL', 'merge segments: fewer than two segments');
+  const first = parts[0]!;
+  const last = parts.at(-1)!;
+  for (const [i, s] of parts.entries()) {
+    const before = parts[i - 1];
+    if (s.base !== first.base) throw new StrataError('INTERNAL', `merge segments: ${s.id} is not in the chain of ${first.base}`);
+    if (before && (firstSequenceOf(s) !== before.sequence + 1 || s.previous !== linkIdOf(before) || !samePosition(before.to, s.from))) {
+      throw new StrataError('INTERNAL', `merge segments: ${s.id} does not follow ${before.id}`);
+    }
+  }
+  const dir = path.join(await ctx.tempDir(), `merge-${randomBytes(6).toString('hex')}`);
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  try {
+    const files: string[] = [];
+    const manifests: SegmentManifest[] = [];
+    for (const [i, part] of parts.entries()) {
+      const file = path.join(dir, `${String(i).padStart(6, '0')}.bin`);
+      manifests.push(await readSegment(ctx, part, file, signal));
+      files.push(file);
+    }
+    const now = new Date();
+    const id = newSegmentId(first.database, now);
+    const changesBytes = manifests.reduce((sum, m) => sum + m.changesBytes, 0);
+    const merged: SegmentMerge = { firstSequence: firstSequenceOf(first), lastId: linkIdOf(last), segments: parts.reduce((sum, p) => sum + (p.merged?.segments ?? 1), 0) };
+    const stored = await storeSegment(
+      ctx,
+      {
+        id,
+        database: first.database,
+        time: now,
+        readme: options.readme,
+        changesBytes,
+        changes: (async function* () {
+          for (const file of files) yield* createReadStream(file, { highWaterMark: 1024 * 1024 });
+        })(),
+        manifest: (changesSha256, keyId) => ({
+          format: SEGMENT_FORMAT,
+          version: MERGED_SEGMENT_VERSION,
+          id,
+          database: first.database,
+          engine: first.engine,
+          base: first.base,
+          sequence: last.sequence,
+          previous: first.previous,
+          merged,
+          from: first.from,
+          to: last.to,
+          createdAt: now.toISOString(),
+          transactions: manifests.flatMap((m) => m.transactions),
+          changesBytes,
+          changesSha256,
+          ...(keyId !== undefined ? { keyId } : {}),
+          tool: { name: 'strata', version: STRATA_VERSION },
+        }),
+      },
+      signal,
+    );
+    await commitSegment(
+      ctx,
+      stored,
+      `compact ${first.database}`,
+      (current) => {
+        const listed = new Set(current.segments.map((s) => s.key));
+        const gone = parts.find((p) => !listed.has(p.key));
+        if (gone) throw new StrataError('CHAIN_BROKEN', `compact ${first.database}: segment ${gone.id} left the catalog while it was being merged (a prune or another compaction); nothing was changed`);
+        const merging = new Set(parts.map((p) => p.key));
+        return [...current.segments.filter((s) => !merging.has(s.key)), stored.record];
+      },
+      parts,
+    );
+    return stored.record;
+  } catch (err) {
+    throw isStrataError(err) ? err : wrapError(`compact ${first.database}: merge segments`, err);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -221,8 +412,9 @@ export function chainBreak(base: BackupRecord, segments: readonly SegmentRecord[
   let previous: SegmentRecord | undefined;
   for (const s of segments) {
     const expected = (previous?.sequence ?? 0) + 1;
-    if (s.sequence !== expected) return `segment ${expected} after ${base.id} is missing (the next one listed is ${s.sequence}, ${s.id})`;
-    if (s.previous !== (previous?.id ?? null)) return `segment ${s.sequence} (${s.id}) names ${s.previous ?? 'no segment'} before it, not ${previous?.id ?? 'none'}`;
+    if (firstSequenceOf(s) !== expected) return `segment ${expected} after ${base.id} is missing (the next one listed is ${firstSequenceOf(s)}, ${s.id})`;
+    const link = previous ? linkIdOf(previous) : null;
+    if (s.previous !== link) return `segment ${s.sequence} (${s.id}) names ${s.previous ?? 'no segment'} before it, not ${link ?? 'none'}`;
     const start = previous ? previous.to : base.changePosition;
     if (!start || !samePosition(start, s.from)) return `segment ${s.sequence} (${s.id}) does not start where ${previous ? `segment ${previous.sequence}` : `its base ${base.id}`} ended`;
     previous = s;
@@ -339,10 +531,16 @@ export async function readSegment(ctx: RepositoryContext, record: SegmentRecord,
     if (opened.storedBytes !== record.storedBytes) throw corrupt(`it has ${opened.storedBytes} bytes, the catalog says ${record.storedBytes}`);
     if (opened.sha256 !== record.sha256) throw corrupt("its SHA-256 is not the catalog's");
     const manifest = opened.manifest;
-    if (manifest && manifest.version > SEGMENT_VERSION) throw new StrataError('ARTIFACT_FOREIGN', `${what}: segment format version ${manifest.version} is newer than this Strata reads (${SEGMENT_VERSION}); upgrade Strata`);
+    if (manifest && manifest.version > MERGED_SEGMENT_VERSION) throw new StrataError('ARTIFACT_FOREIGN', `${what}: segment format version ${manifest.version} is newer than this Strata reads (${MERGED_SEGMENT_VERSION}); upgrade Strata`);
     const problem = manifestProblem(opened);
     if (problem) throw corrupt(problem);
-    if (manifest!.id !== record.id || manifest!.base !== record.base || manifest!.sequence !== record.sequence || manifest!.previous !== record.previous) {
+    if (
+      manifest!.id !== record.id ||
+      manifest!.base !== record.base ||
+      manifest!.sequence !== record.sequence ||
+      manifest!.previous !== record.previous ||
+      JSON.stringify(manifest!.merged ?? null) !== JSON.stringify(record.merged ?? null)
+    ) {
       throw corrupt(`its manifest describes segment ${manifest!.sequence} (${manifest!.id}) after ${manifest!.base}, not this one`);
     }
     if (!samePosition(manifest!.from, record.from) || !samePosition(manifest!.to, record.to)) throw corrupt("its positions are not the catalog's");
@@ -372,6 +570,7 @@ function segmentRecord(manifest: SegmentManifest, stored: Pick<SegmentRecord, 'k
     base: manifest.base,
     sequence: manifest.sequence,
     previous: manifest.previous,
+    ...(manifest.merged ? { merged: { firstSequence: manifest.merged.firstSequence, lastId: manifest.merged.lastId, segments: manifest.merged.segments } } : {}),
     from: manifest.from,
     to: manifest.to,
     firstAt: manifest.transactions[0]!.observedAt,
@@ -414,4 +613,15 @@ export async function segmentRecordFromArtifact(
     }
   }
   throw failure ?? new StrataError('KEY_MISSING', `${key}: no data key to open it`);
+}
+
+/**
+ * Segments rebuilt from artifacts (the catalog was lost) can include both a merged segment and
+ * the parts it replaced, when a compaction was killed between its commit and the parts' deletion
+ * (or before its commit). Both hold the same transactions; the widest one stays.
+ */
+export function withoutMergedParts(segments: readonly SegmentRecord[]): SegmentRecord[] {
+  const covers = (m: SegmentRecord, s: SegmentRecord): boolean => m.base === s.base && firstSequenceOf(m) <= firstSequenceOf(s) && s.sequence <= m.sequence;
+  const width = (s: SegmentRecord): number => s.sequence - firstSequenceOf(s);
+  return segments.filter((s) => !segments.some((m) => m !== s && covers(m, s) && (width(m) > width(s) || m.id < s.id)));
 }
