@@ -359,6 +359,7 @@ export async function pruneCommand(ctx: CommandContext, options: PruneCommandOpt
       dryRun: options.dryRun,
       keep: plan.keep.map((d) => ({ id: d.id, reasons: d.reasons })),
       remove: plan.remove.map((d) => ({ id: d.id, reasons: d.reasons })),
+      removeSegments: plan.removeSegments,
     });
     return 0;
   }
@@ -374,6 +375,11 @@ export async function pruneCommand(ctx: CommandContext, options: PruneCommandOpt
       ? `dry run: would keep ${plan.keep.length} and remove ${plan.remove.length} backup(s); nothing was deleted\n`
       : `kept ${plan.keep.length}, removed ${plan.remove.length} backup(s)\n`,
   );
+  for (const d of plan.removeSegments) {
+    process.stdout.write(
+      `${options.dryRun ? 'would remove' : 'removed'} the ${d.segments} segment(s) after ${d.base} (restores to moments from ${d.from} to ${d.to}; the restore point itself stays): ${d.reason}\n`,
+    );
+  }
   return 0;
 }
 

@@ -1,5 +1,5 @@
 import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
-import type { BackupRecord } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { factsCacheKey } from './facts-cache.js';
 import { layoutCacheKey } from './layout-cache.js';
@@ -110,20 +110,23 @@ export async function abandonImport(ctx: RepositoryContext, placed: readonly Pen
  * restore points), delete the files, forget the note. Killed anywhere, it leaves at worst files
  * listed in the note, which the next prune or delete removes.
  */
-export async function removeBackups(storage: Storage, records: readonly BackupRecord[], doomed: ReadonlySet<string>): Promise<void> {
+export async function removeBackups(storage: Storage, records: readonly BackupRecord[], doomed: ReadonlySet<string>, segmentsOf: ReadonlySet<string> = new Set()): Promise<void> {
   const gone = records.filter((r) => doomed.has(r.id));
   const cacheKeys = (r: BackupRecord): string[] => [layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')];
-  // Segments go with their base: without it they replay onto nothing.
-  const segments = (await readCatalogContents(storage))?.segments ?? [];
-  const keys = [...gone.flatMap((r) => [r.key, ...cacheKeys(r)]), ...segments.filter((s) => doomed.has(s.base)).map((s) => s.key)];
+  // Segments go with their base (without it they replay onto nothing), and those of the chains
+  // in `segmentsOf`, whose bases stay.
+  const allSegments = (await readCatalogContents(storage))?.segments ?? [];
+  const segmentGoes = (s: SegmentRecord): boolean => doomed.has(s.base) || segmentsOf.has(s.base);
+  const segments = allSegments.filter((s) => !segmentGoes(s));
+  const keys = [...gone.flatMap((r) => [r.key, ...cacheKeys(r)]), ...allSegments.filter(segmentGoes).map((s) => s.key)];
   // A note left by a killed prune counts only for files the catalog no longer lists: if that
   // prune died before its catalog write, it did not happen, and its note must not delete the
   // artifacts of backups that are still listed (and restorable).
-  const kept = new Set([...records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...cacheKeys(r)]), ...segments.filter((s) => !doomed.has(s.base)).map((s) => s.key)]);
+  const kept = new Set([...records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...cacheKeys(r)]), ...segments.map((s) => s.key)]);
   const leftovers = (await readPendingDeletions(storage)).filter((key) => !kept.has(key));
   const pending = [...leftovers, ...keys];
   await writePendingDeletions(storage, pending);
-  await writeCatalog(storage, records.filter((r) => !doomed.has(r.id)), segments.filter((s) => !doomed.has(s.base)));
+  await writeCatalog(storage, records.filter((r) => !doomed.has(r.id)), segments);
   for (const key of pending) await storage.delete(key);
   await writePendingDeletions(storage, []);
 }

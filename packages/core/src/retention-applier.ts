@@ -5,7 +5,7 @@ import { StrataError } from './errors.js';
 import { withRepositoryLock } from './lock.js';
 import { newestGoodBackup } from './newest-good.js';
 import { planRetention } from './retention.js';
-import type { RetentionDecision, RetentionPlan, RetentionPolicy } from './retention.js';
+import type { RetentionDecision, RetentionPlan, RetentionPolicy, SegmentsDecision } from './retention.js';
 import { removeBackups } from './catalog-commit.js';
 import type { RepositoryContext } from './repository-context.js';
 
@@ -32,13 +32,15 @@ export class RetentionApplier {
       const windows = continuityWindows(records, segments);
       const keep: RetentionDecision[] = [];
       const remove: RetentionDecision[] = [];
+      const removeSegments: SegmentsDecision[] = [];
       for (const database of [...new Set(all.map((b) => b.database))].sort()) {
         const part = planRetention(all.filter((b) => b.database === database), policyFor(database), windows);
         keep.push(...part.keep);
         remove.push(...part.remove);
+        removeSegments.push(...part.removeSegments);
       }
       const newestFirst = (a: RetentionDecision, b: RetentionDecision): number => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id);
-      return { keep: keep.sort(newestFirst), remove: remove.sort(newestFirst) };
+      return { keep: keep.sort(newestFirst), remove: remove.sort(newestFirst), removeSegments };
     };
     // A wrong passphrase must not be able to delete what it cannot read (nor plan to).
     await this.#ctx.unlock();
@@ -53,12 +55,18 @@ export class RetentionApplier {
           const records = contents?.backups ?? [];
           const decided = plan(records, contents?.segments ?? []);
           const doomed = new Set(decided.remove.map((d) => d.id));
-          await removeBackups(this.#ctx.storage, records, doomed);
+          await removeBackups(this.#ctx.storage, records, doomed, new Set(decided.removeSegments.map((d) => d.base)));
           return decided;
         },
         this.#ctx.options.lock,
       );
-      await op.complete({ details: { removed: result.remove.map((d) => d.id), kept: result.keep.length } });
+      await op.complete({
+        details: {
+          removed: result.remove.map((d) => d.id),
+          kept: result.keep.length,
+          ...(result.removeSegments.length > 0 ? { segmentsRemoved: result.removeSegments.map((d) => ({ base: d.base, segments: d.segments })) } : {}),
+        },
+      });
       return result;
     } catch (err) {
       await op.fail(err).catch(() => undefined);

@@ -43,10 +43,26 @@ export interface RetentionDecision {
   readonly reasons: readonly string[];
 }
 
+/** The segments of one chain that go while its base stays (see {@link RetentionPolicy.keepWithinPitr}). */
+export interface SegmentsDecision {
+  readonly database: string;
+  readonly base: string;
+  readonly segments: number;
+  /** The moments they covered. */
+  readonly from: string;
+  readonly to: string;
+  readonly reason: string;
+}
+
 /** The plan: every backup appears exactly once, in keep or in remove. Newest first. */
 export interface RetentionPlan {
   readonly keep: readonly RetentionDecision[];
   readonly remove: readonly RetentionDecision[];
+  /**
+   * Chains of segments that end before the point-in-time window while their base is kept by
+   * another rule: the segments go, the base stays. (A removed base takes its segments with it.)
+   */
+  readonly removeSegments: readonly SegmentsDecision[];
 }
 
 function checkCount(name: string, value: number | undefined): void {
@@ -165,11 +181,29 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
       current = parent;
     }
   }
+  // Segments of a kept base that end before the point-in-time window: the snapshot tiers keep the
+  // base for what it is, a restore point; restoring to moments after it is no longer promised. A
+  // chain reaching into the window keeps all its segments, back to its base (they replay in
+  // order). The newest chain of a database always reaches the newest moment shipped, so the chain
+  // a running replicator grows is never touched.
+  const removeSegments: SegmentsDecision[] = [];
+  for (const database of databases) {
+    const policyWindow = policy.keepWithinPitr;
+    const mine = windows.filter((w) => w.database === database);
+    if (policyWindow === undefined || mine.length === 0) continue;
+    const newestShipped = mine.reduce((latest, w) => (w.to > latest ? w.to : latest), mine[0]!.to);
+    const since = durationBefore(Date.parse(newestShipped), parseDuration(policyWindow, 'retention')).toISOString();
+    for (const w of mine) {
+      if (w.segments === 0 || w.to >= since || !reasons.has(w.base)) continue;
+      removeSegments.push({ database, base: w.base, segments: w.segments, from: w.from, to: w.to, reason: `they end before the point-in-time window ${policyWindow} (from ${since})` });
+    }
+  }
   const order = [...backups].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id));
   const decision = (b: BackupRecord, why: string[]): RetentionDecision => ({ id: b.id, database: b.database, createdAt: b.createdAt, type: b.type, reasons: why });
   return {
     keep: order.filter((b) => reasons.has(b.id)).map((b) => decision(b, reasons.get(b.id)!)),
     remove: order.filter((b) => !reasons.has(b.id)).map((b) => decision(b, ['no rule keeps it'])),
+    removeSegments,
   };
 }
 
