@@ -1,7 +1,8 @@
 // Benchmark: continuous protection of a SQLite database (`strata replicate`, `restore --as-of`).
 //
 //   node bench/pitr.mjs [--base-mb 1024] [--minutes 60] [--rate 100] [--low-rate 1] [--low-minutes 10]
-//                       [--interval 1] [--overhead-rounds 3] [--overhead-seconds 30] [--restore-rounds 3]
+//                       [--interval 1] [--overhead-rounds 3] [--overhead-seconds 30] [--overhead-batch 1]
+//                       [--restore-rounds 3]
 //                       [--only lag,overhead,low] [--keep]
 //
 // Three parts (bench/README.md, "pitr.mjs", says what each measures and how):
@@ -11,8 +12,9 @@
 //            requests per hour, then `restore --as-of` the last second against restoring the base.
 //   low      the same at --low-rate for --low-minutes on an empty database (lag and requests), at
 //            the same time as `lag`.
-//   overhead the writer as fast as it can for --overhead-seconds, alone and with `strata replicate`
-//            (the CLI) beside it, alternating, --overhead-rounds each.
+//   overhead the writer as fast as it can for --overhead-seconds (--overhead-batch rows per
+//            transaction), alone and with `strata replicate` (the CLI) beside it, alternating,
+//            --overhead-rounds each.
 // Results go to bench/.data/results-pitr-<base-mb>mb.json.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -33,6 +35,7 @@ const { values: opts } = parseArgs({
     interval: { type: 'string', default: '1' },
     'overhead-rounds': { type: 'string', default: '3' },
     'overhead-seconds': { type: 'string', default: '30' },
+    'overhead-batch': { type: 'string', default: '1' },
     'restore-rounds': { type: 'string', default: '3' },
     only: { type: 'string', default: PARTS.join(',') },
     keep: { type: 'boolean', default: false },
@@ -52,6 +55,14 @@ const num = (name) => {
 };
 const baseMb = num('base-mb'), minutes = num('minutes'), rate = num('rate'), lowRate = num('low-rate'), lowMinutes = num('low-minutes');
 const intervalMs = num('interval') * 1000, overheadRounds = num('overhead-rounds'), overheadSeconds = num('overhead-seconds'), restoreRounds = num('restore-rounds');
+const overheadBatch = Math.max(1, Math.floor(num('overhead-batch')));
+/** CPU seconds a live process has used so far (/proc/PID/stat utime + stime, at 100 ticks a second). */
+const cpuSecondsOf = (pid) => {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch { return NaN; }
+};
 
 const PASSPHRASE = 'strata-bench correct horse battery staple';
 const WRITER = path.join(BENCH, 'lib/pitr-writer.mjs');
@@ -167,6 +178,7 @@ const results = { date: startedAt.toISOString(), commit: gitCommit(), machine: m
 try {
   if (parts.has('overhead')) {
     const rounds = { alone: [], replicated: [] };
+    const details = [];
     for (let round = 0; round < overheadRounds; round++) {
       // Alternate which goes first, so a trend in the machine's load falls on both.
       const order = round % 2 === 0 ? ['alone', 'replicated'] : ['replicated', 'alone'];
@@ -185,20 +197,22 @@ try {
             await new Promise((resolve) => setTimeout(resolve, 50));
           }
         }
-        const writer = await child(process.execPath, [WRITER, db, `${db}.commits`, '0', String(overheadSeconds)]).done;
+        const writer = await child(process.execPath, [WRITER, db, `${db}.commits`, '0', String(overheadSeconds), String(overheadBatch)]).done;
         if (writer.code !== 0) throw new Error(`overhead writer failed:\n${writer.stderr()}`);
         const w = JSON.parse(writer.stdout);
+        const replicatorCpu = replicator ? cpuSecondsOf(replicator.proc.pid) : undefined;
+        details.push({ round, mode, ...w, replicatorCpu, load: loadAvg() });
         if (replicator) {
           replicator.proc.kill('SIGTERM');
           const r = await replicator.done;
           if (r.code !== 0) throw new Error(`strata replicate failed (${r.code ?? r.signal}):\n${r.stderr()}`);
         }
         rounds[mode].push(w.transactions / w.seconds);
-        console.log(`overhead round ${round + 1} ${mode}: ${w.transactions} transactions in ${w.seconds.toFixed(1)} s = ${(w.transactions / w.seconds).toFixed(0)} tx/s (load ${loadAvg()})`);
+        console.log(`overhead round ${round + 1} ${mode}: ${w.transactions} transactions of ${overheadBatch} row(s) in ${w.seconds.toFixed(1)} s = ${(w.transactions / w.seconds).toFixed(0)} tx/s; commit p50 / p99 / max ${w.commitMs.p50} / ${w.commitMs.p99} / ${w.commitMs.max} ms, ${(w.stalledMs / 1000).toFixed(1)} s in commits over 50 ms${replicatorCpu !== undefined ? `; replicate used ${replicatorCpu.toFixed(1)} CPU s` : ''} (load ${loadAvg()})`);
         fs.rmSync(dir, { recursive: true, force: true });
       }
     }
-    results.overhead = { rounds, alone: median(rounds.alone), replicated: median(rounds.replicated) };
+    results.overhead = { batch: overheadBatch, rounds, details, alone: median(rounds.alone), replicated: median(rounds.replicated) };
     results.overhead.slower = 1 - results.overhead.replicated / results.overhead.alone;
   }
 
@@ -263,7 +277,7 @@ for (const r of [results.lag, results.low].filter(Boolean)) {
 }
 if (results.overhead) {
   const o = results.overhead;
-  lines.push(`| writer throughput alone / with replicate (median of ${o.rounds.alone.length}) | ${o.alone.toFixed(0)} / ${o.replicated.toFixed(0)} tx/s, ${(o.slower * 100).toFixed(1)}% slower | <= 10% slower | ${o.slower <= 0.1 ? 'yes' : 'NO'} |`);
+  lines.push(`| writer throughput (${o.batch} row(s) per transaction) alone / with replicate (median of ${o.rounds.alone.length}) | ${o.alone.toFixed(0)} / ${o.replicated.toFixed(0)} tx/s, ${(o.slower * 100).toFixed(1)}% slower | <= 10% slower | ${o.slower <= 0.1 ? 'yes' : 'NO'} |`);
 }
 if (results.lag) {
   const r = results.lag;
