@@ -242,7 +242,9 @@ try {
         const order = round % 2 === 0 ? ['asOf', 'base'] : ['base', 'asOf'];
         for (const which of order) {
           const to = path.join(dir, `restored-${which}.db`);
-          fs.rmSync(to, { force: true });
+          // The file and the side files the check's read-only open left (a stale -wal must never meet the next restore).
+          const removeRestored = () => { for (const f of [to, `${to}-wal`, `${to}-shm`]) fs.rmSync(f, { force: true }); };
+          removeRestored();
           const res = which === 'asOf'
             ? await strata(['restore', '--repo', repo, '--db', 'app', '--as-of', asOf, '--to', to, '--json'])
             : await strata(['restore', r.baseId, '--repo', repo, '--to', to, '--json']);
@@ -252,7 +254,7 @@ try {
           if (which === 'asOf') r.restore.pointInTime = JSON.parse(res.stdout).pointInTime;
           r.restore[`${which}Ms`].push(res.wallMs);
           console.log(`restore round ${round + 1} ${which === 'asOf' ? `--as-of ${asOf}` : 'base alone'}: ${fmtS(res.wallMs)} (${markers} transactions; load ${loadAvg()})`);
-          fs.rmSync(to, { force: true });
+          removeRestored();
         }
       }
       r.restore.asOfMedian = median(r.restore.asOfMs);
