@@ -1,6 +1,6 @@
 // Runs every benchmark in bench/, one after the other, each with its own defaults (see
-// bench/README.md for what each measures and how long it takes: about two hours in all, pitr's
-// 75 minutes of them, more the first time, when the databases are built). `npm run bench -- sqlite-full scale` runs only those.
+// bench/README.md for what each measures and how long it takes: about 2.5 hours in all, pitr's
+// 1.5 hours of them, more the first time, when the databases are built). `npm run bench -- sqlite-full scale` runs only those.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
