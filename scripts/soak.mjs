@@ -104,7 +104,7 @@ await run('pitr', async (work) => {
     log: (line) => process.stderr.write(`  pitr: ${new Date().toISOString().slice(11, 19)} ${line}\n`),
   });
   process.stdout.write(
-    `(${result.transactions} transactions written, ${result.segments} segments in the catalog, ${result.restarts} replicator restarts after SIGKILL, ${result.restoresChecked} restores checked, ${result.relaxed} of them with the target where the replicator was down, ${result.problems.length} failures) `,
+    `(${result.transactions} transactions written, ${result.segments} segments in the catalog, ${result.restarts} replicator restarts after SIGKILL, ${result.restoresChecked} restores checked, ${result.relaxed} of them with the target where the replicator was down, complete through at most ${(result.maxBehindMs / 1000).toFixed(1)} s before the target, ${result.problems.length} failures) `,
   );
   return result;
 });

@@ -31,6 +31,8 @@ export interface PitrSoakResult extends ScenarioResult {
   readonly restoresChecked: number;
   /** Restores whose target fell where the replicator was down: checked without the interval rule. */
   readonly relaxed: number;
+  /** The most a restore was behind its target: target minus the moment it says it is complete through. */
+  readonly maxBehindMs: number;
 }
 
 const INTERVAL_MS = 1000;
@@ -65,6 +67,7 @@ export async function pitrSoak(options: {
   let restarts = 0;
   let restoresChecked = 0;
   let relaxed = 0;
+  let maxBehindMs = 0;
   const nextKillIn = (): number => options.killEverySeconds * 1000 * (0.5 + random());
   let nextKill = Date.now() + nextKillIn();
   let nextRestore = Date.now() + options.restoreEverySeconds * 1000;
@@ -84,6 +87,7 @@ export async function pitrSoak(options: {
       try {
         const pit = (await repository.restore({ database: 'app', asOf: new Date(target) }, { to })).pointInTime;
         if (!pit) throw new AssertionError({ message: `${label}: the restore reported no point in time` });
+        maxBehindMs = Math.max(maxBehindMs, target - Date.parse(pit.completeThrough));
         const { seqs, integrity } = markersOf(to);
         if (integrity !== 'ok') throw new AssertionError({ message: `${label}: integrity_check says ${integrity}` });
         // A prefix, nothing begun after the target, everything before what it says it is complete through.
@@ -149,11 +153,12 @@ export async function pitrSoak(options: {
     if (stopped.code !== 0 || !/stopped; shipped \d+ transactions/.test(replicator.stderr())) problems.push(`strata replicate did not stop cleanly on SIGTERM (${stopped.code ?? stopped.signal}):\n${replicator.stderr().slice(-2000)}`);
     const written = commits(commitLog);
     const end = Date.now() + 1000;
+    const behindBeforeFinal = maxBehindMs;
     const all = await check(`the final restore as of ${new Date(end).toISOString()}`, end, written);
     restoresChecked++;
     if (all !== undefined && all !== written.length) problems.push(`the final restore holds ${all} of the ${written.length} transactions`);
     const segments = (JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { segments: unknown[] }).segments.length;
-    return { scenario: 'continuous protection (SIGKILLed replicator, restores to random moments)', runs: restoresChecked, detected: 0, problems, transactions: written.length, segments, restarts, restoresChecked, relaxed };
+    return { scenario: 'continuous protection (SIGKILLed replicator, restores to random moments)', runs: restoresChecked, detected: 0, problems, transactions: written.length, segments, restarts, restoresChecked, relaxed, maxBehindMs: behindBeforeFinal };
   } finally {
     await repository.close();
     if (replicator.child.exitCode === null && replicator.child.signalCode === null) replicator.child.kill('SIGKILL');
