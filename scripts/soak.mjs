@@ -1,7 +1,8 @@
 // The long reliability run (issue counts: 200 kills, 100 concurrency rounds, 1,000 corruptions).
 //   npm run test:soak -- [--seed N] [--kills N] [--rounds N] [--mutations N] [--fuzz N] [--disk N]
 //                        [--secrets N] [--syscall-spread N] [--s3-kills N]
-//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets,s3]
+//                        [--minutes N] [--kill-every S] [--restore-every S]
+//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets,s3,pitr]
 // Builds the workspace first (npm run setup), writes results to test-output/soak-<seed>.json and
 // exits 1 if any scenario saw a problem. The secrets sessions include PostgreSQL when the test
 // server (STRATA_TEST_PG_URL) answers; otherwise they say so and run on SQLite alone.
@@ -23,6 +24,10 @@ const { values } = parseArgs({
     secrets: { type: 'string', default: '10' },
     'syscall-spread': { type: 'string', default: '8' },
     's3-kills': { type: 'string', default: '50' },
+    // pitr: minutes of writes, mean seconds between SIGKILLs of the replicator, seconds between restore checks.
+    minutes: { type: 'string', default: '60' },
+    'kill-every': { type: 'string', default: '120' },
+    'restore-every': { type: 'string', default: '30' },
     only: { type: 'string' },
   },
 });
@@ -86,6 +91,20 @@ await run('s3', async (work) => {
   }
   process.stdout.write(
     `(${result.kills} kills; ${result.completedBackups} completed backups, ${result.prunedByPolicy} pruned by policy, ${result.lostBackups} lost, ${result.corruptRepositories} corrupt, ${result.leftovers} leftover objects, ${result.incompleteUploads} incomplete uploads) `,
+  );
+  return result;
+});
+// Continuous protection (test/reliability/pitr-soak.ts): a writer committing every 10 ms for
+// --minutes, `strata replicate` beside it SIGKILLed and restarted about every --kill-every
+// seconds, a restore to a random past moment checked every --restore-every seconds.
+await run('pitr', async (work) => {
+  const { pitrSoak } = await import(path.join(root, '.build/test/reliability/pitr-soak.js'));
+  const result = await pitrSoak({
+    seed, work, minutes: Number(values.minutes), killEverySeconds: Number(values['kill-every']), restoreEverySeconds: Number(values['restore-every']),
+    log: (line) => process.stderr.write(`  pitr: ${new Date().toISOString().slice(11, 19)} ${line}\n`),
+  });
+  process.stdout.write(
+    `(${result.transactions} transactions written, ${result.segments} segments in the catalog, ${result.restarts} replicator restarts after SIGKILL, ${result.restoresChecked} restores checked, ${result.relaxed} of them with the target where the replicator was down, complete through at most ${(result.maxBehindMs / 1000).toFixed(1)} s before the target, ${result.problems.length} failures) `,
   );
   return result;
 });

@@ -3,7 +3,7 @@
  * child process (`node pitr-writer.js DB LOG DURATION_MS`), it commits one marker row every 10 ms
  * (its sequence number and the time just before the commit) and appends `seq before after` to LOG
  * for every commit (`after`: the time just after COMMIT returned). Meanwhile it checkpoints in
- * every way SQLite offers: PASSIVE, RESTART and TRUNCATE checkpoints, a VACUUM, automatic
+ * every way SQLite offers: PASSIVE, FULL, RESTART and TRUNCATE checkpoints, a VACUUM, automatic
  * checkpoints (a small wal_autocheckpoint), and rows of varying size so the file grows and shrinks.
  * While a file LOG.quiet exists it checkpoints not at all (explicitly or automatically), so that
  * the log keeps everything a stopped replicator has not read yet. It stops after DURATION_MS, or on
@@ -64,6 +64,7 @@ function step(): void {
   }
   if (seq % 97 === 0) impatient('TRUNCATE');
   else if (seq % 61 === 0) impatient('RESTART');
+  else if (seq % 43 === 0) impatient('FULL');
   else if (seq % 29 === 0) db.pragma('wal_checkpoint(PASSIVE)');
   // A VACUUM rewrites every page in one transaction (and shrinks the file: the side rows deleted
   // before it leave free pages); the side table holds no markers.
