@@ -462,15 +462,35 @@ async function scanFrames(
   return { cursor: committed, transactions };
 }
 
+/** Pages held by a replay before they are written: the newest version of each, up to this many bytes. */
+const REPLAY_PAGE_BUDGET_BYTES = 64 * 1024 * 1024;
+
 /**
  * Applies captured transactions (their WAL frames, concatenated) to a database file restored from
  * their base: each frame's page goes to its place, and the file takes the size the last commit
- * frame gives. This is what a checkpoint does.
+ * frame gives. This is what a checkpoint does, and like a checkpoint it writes only the newest
+ * version of each page: a busy table's last page is rewritten by nearly every transaction, and
+ * writing each version was most of a replay's time. Pages are held until the budget is reached,
+ * then written in page order; a later version overwrites an earlier one, so the file ends the same.
  */
 export async function applyWalFrames(file: string, changes: AsyncIterable<Uint8Array>, pageSize: number): Promise<void> {
   if (!Number.isSafeInteger(pageSize) || pageSize < 512) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base restore point records no page size to replay segments with');
   const frameBytes = FRAME_HEADER_BYTES + pageSize;
   const handle = await fs.open(file, 'r+');
+  const held = new Map<number, Buffer>();
+  const writeHeld = async (): Promise<void> => {
+    const pages = [...held.keys()].sort((a, b) => a - b);
+    for (let i = 0; i < pages.length; ) {
+      // Consecutive pages go in one write.
+      let j = i + 1;
+      while (j < pages.length && pages[j] === pages[j - 1]! + 1 && j - i < 256) j++;
+      const run = Buffer.concat(pages.slice(i, j).map((p) => held.get(p)!));
+      let done = 0;
+      while (done < run.length) done += (await handle.write(run, done, run.length - done, (pages[i]! - 1) * pageSize + done)).bytesWritten;
+      i = j;
+    }
+    held.clear();
+  };
   try {
     let carry = Buffer.alloc(0);
     let size: number | undefined;
@@ -481,9 +501,9 @@ export async function applyWalFrames(file: string, changes: AsyncIterable<Uint8A
         const page = data.readUInt32BE(at);
         const commit = data.readUInt32BE(at + 4);
         if (page === 0) throw new StrataError('ARTIFACT_CORRUPT', 'restore: a replayed frame names page 0');
-        const body = data.subarray(at + FRAME_HEADER_BYTES, at + frameBytes);
-        let done = 0;
-        while (done < body.length) done += (await handle.write(body, done, body.length - done, (page - 1) * pageSize + done)).bytesWritten;
+        // A copy: the chunk it came from is not kept alive by the pages held.
+        held.set(page, Buffer.from(data.subarray(at + FRAME_HEADER_BYTES, at + frameBytes)));
+        if (held.size * pageSize >= REPLAY_PAGE_BUDGET_BYTES) await writeHeld();
         if (commit !== 0) size = commit;
         at += frameBytes;
       }
@@ -491,6 +511,7 @@ export async function applyWalFrames(file: string, changes: AsyncIterable<Uint8A
       data = Buffer.alloc(0);
     }
     if (carry.length > 0) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the replayed changes end in the middle of a frame');
+    await writeHeld();
     if (size !== undefined) await handle.truncate(size * pageSize);
     await handle.sync();
   } finally {
