@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
+import { Cron } from 'croner';
+import { BACKUP_TYPES, DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
 import type { EngineDisplay, RetentionPolicy } from '@strata/core';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
@@ -13,6 +14,60 @@ export interface DatabaseConfig {
   readonly url: string;
   /** Retention for this database (overrides the top-level `retention`). */
   readonly retention?: RetentionPolicy;
+  /** Jobs of this database for `strata daemon`, by name; they add to (or, by name, replace) the top-level `schedules`; `false` drops one. */
+  readonly schedules?: Readonly<Record<string, JobConfig | false>>;
+}
+
+/** Commands a job runs around its work (with sh -c), each given the job's facts. */
+export interface HooksConfig {
+  /** Runs first; when it fails (or times out) the job is not run and counts as failed. */
+  readonly before?: string;
+  /** Runs after the job succeeded. */
+  readonly after?: string;
+  /** Runs after the job (or its before hook) failed. */
+  readonly onFailure?: string;
+  /** How long each hook may run (a duration, default 5min); then it is killed and counts as failed. */
+  readonly timeout?: string;
+}
+
+/** What every scheduled job has. */
+interface JobCommon {
+  /** A cron expression of 5 fields (minute …) or 6 (second minute …). */
+  readonly cron: string;
+  /** The time zone the expression is read in (IANA name, default the machine's). */
+  readonly timezone?: string;
+  /** A run due while another job of the same database runs: skip it (default: daemon.overlap) or queue it. */
+  readonly overlap?: 'skip' | 'queue';
+  readonly hooks?: HooksConfig;
+}
+
+export type BackupJobConfig = JobCommon & { readonly job: 'backup'; readonly type?: 'full' | 'incremental' | 'differential' | 'schema-only' };
+export type VerifyJobConfig = JobCommon & { readonly job: 'verify'; readonly level?: 'quick' | 'full'; readonly sample?: number };
+export type PruneJobConfig = JobCommon & { readonly job: 'prune' };
+export type HealthJobConfig = JobCommon & { readonly job: 'health'; readonly maxAge?: string; readonly maxUnverified?: string };
+export type CopyJobConfig = JobCommon & { readonly job: 'copy' };
+/** The continuous job: runs as long as the daemon does (no cron), restarted after a failure. */
+export interface ReplicateJobConfig {
+  readonly job: 'replicate';
+  /** How often to ship, in milliseconds (default 1000). */
+  readonly intervalMs?: number;
+  readonly switchMode?: boolean;
+  /** How long to wait before starting it again after it failed (a duration, default 30s). */
+  readonly restartAfter?: string;
+}
+export type ScheduledJobConfig = BackupJobConfig | VerifyJobConfig | PruneJobConfig | HealthJobConfig | CopyJobConfig;
+export type JobConfig = ScheduledJobConfig | ReplicateJobConfig;
+
+/** How `strata daemon` runs the jobs. */
+export interface DaemonConfig {
+  /** Jobs of different databases that may run at once (default 2). */
+  readonly concurrency?: number;
+  /** A run due while another job of the same database runs: skip (default) or queue it. */
+  readonly overlap?: 'skip' | 'queue';
+  /** Runs missed while the daemon was not running: skip them (default), or run each job once on start. */
+  readonly missedRuns?: 'skip' | 'run-once';
+  /** On SIGTERM: abort the running jobs (default; journaled as interrupted) or let them finish. */
+  readonly onStop?: 'abort' | 'finish';
 }
 
 /**
@@ -52,6 +107,9 @@ export interface StrataConfig {
   readonly databases?: Readonly<Record<string, DatabaseConfig>>;
   /** Retention for every database without its own (default: daily 7, weekly 8, monthly 12). */
   readonly retention?: RetentionPolicy;
+  /** Jobs every database gets from `strata daemon`, by name (a database's own `schedules` add to or replace them). */
+  readonly schedules?: Readonly<Record<string, JobConfig>>;
+  readonly daemon?: DaemonConfig;
 }
 
 /** A config file that was found and checked. */
@@ -156,6 +214,138 @@ function urlDescription(engines: readonly EngineDisplay[]): { description: strin
   };
 }
 
+const OVERLAP = z.enum(['skip', 'queue'], { error: 'expected "skip" or "queue"' });
+
+const cron = z
+  .string({ error: (issue) => `expected a cron expression such as "0 2 * * *" (got ${got(issue.input)})` })
+  .check((ctx) => {
+    // croner parses it, so what is accepted here is exactly what the daemon runs.
+    try {
+      new Cron(ctx.value, { mode: '5-or-6-parts', paused: true });
+    } catch (err) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: `not a cron expression of 5 or 6 fields (${(err as Error).message.replace(/^CronPattern: /, '')})` });
+    }
+  })
+  .meta({ description: 'When it runs: a cron expression of 5 fields (minute hour day-of-month month day-of-week) or 6 (a leading second).', examples: ['0 2 * * *', '*/30 * * * *', '0 0 3 * * 0'] });
+
+const timezone = z
+  .string({ error: (issue) => `expected an IANA time zone such as "Europe/Berlin" (got ${got(issue.input)})` })
+  .check((ctx) => {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: ctx.value });
+    } catch {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: `unknown time zone ${JSON.stringify(ctx.value)} (expected an IANA name such as "Europe/Berlin" or "UTC")` });
+    }
+  })
+  .meta({ description: "The time zone the cron expression is read in (an IANA name; default the machine's)." });
+
+const HOOKS_SHAPE = {
+  before: z.string({ error: 'expected a command' }).min(1).meta({ description: 'Runs (sh -c) before the job; a failure or timeout aborts the job.' }).optional(),
+  after: z.string({ error: 'expected a command' }).min(1).meta({ description: 'Runs (sh -c) after the job succeeded.' }).optional(),
+  onFailure: z.string({ error: 'expected a command' }).min(1).meta({ description: 'Runs (sh -c) after the job or its before hook failed.' }).optional(),
+  timeout: duration.optional().meta({ description: 'How long each hook may run before it is killed (default 5min).' }),
+};
+
+const hooks = z
+  .strictObject(HOOKS_SHAPE, {
+    error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown hook (expected ${Object.keys(HOOKS_SHAPE).join(', ')})` : 'expected an object such as { "before": "./maintenance on" }'),
+  })
+  .meta({ description: 'Commands run around the job. Each gets the job\'s facts as STRATA_* environment variables and as one JSON document on stdin; its exit status and output go to the journal.' });
+
+const JOB_COMMON = {
+  cron,
+  timezone: timezone.optional(),
+  overlap: OVERLAP.optional().meta({ description: 'A run due while another job of the same database runs: skip it or queue it (default: daemon.overlap).' }),
+  hooks: hooks.optional(),
+};
+
+function jobShape<K extends string, S extends z.core.$ZodLooseShape>(kind: K, description: string, shape: S) {
+  const full = { job: z.literal(kind), ...shape };
+  return z
+    .strictObject(full, { error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting of a ${kind} job (expected ${Object.keys(full).join(', ')})` : undefined) })
+    .meta({ description });
+}
+
+const JOB_KINDS = ['backup', 'verify', 'prune', 'health', 'replicate', 'copy'] as const;
+
+const job = z
+  .discriminatedUnion(
+    'job',
+    [
+      jobShape('backup', 'A backup of the database.', {
+        ...JOB_COMMON,
+        type: z.enum(BACKUP_TYPES as unknown as ['full', 'incremental', 'differential', 'schema-only'], { error: `expected one of ${BACKUP_TYPES.join(', ')}` }).optional().meta({ description: 'full (default), incremental or differential (a full one when there is none yet), or schema-only.' }),
+      }),
+      jobShape('verify', 'A verification of restore points.', {
+        ...JOB_COMMON,
+        level: z.enum(['quick', 'full'], { error: 'expected "quick" or "full"' }).optional().meta({ description: 'quick (default): artifacts and hashes; full: also restore into a scratch database and compare.' }),
+        sample: z
+          .int({ error: (issue) => `expected a whole number ≥ 1 (got ${got(issue.input)})` })
+          .min(1, { error: 'must be at least 1' })
+          .optional()
+          .meta({ description: 'Verify this many restore points per run, the oldest never verified at this level first (then the longest ago). Without it: the newest restore point.' }),
+      }),
+      jobShape('prune', 'Removes the backups the retention no longer keeps.', JOB_COMMON),
+      jobShape('health', "Fails when the database's backups are unhealthy (what strata health checks, for this database).", {
+        ...JOB_COMMON,
+        maxAge: duration.optional().meta({ description: "The newest good backup's age limit (default 25h)." }),
+        maxUnverified: duration.optional().meta({ description: 'How long without a passed verification (default 8d).' }),
+      }),
+      jobShape('copy', "Copies the database's restore points the mirror lacks into the mirror (the top-level \"mirror\").", JOB_COMMON),
+      jobShape('replicate', 'Continuous protection (strata replicate): runs as long as the daemon does, no cron; started again after a failure.', {
+        intervalMs: z
+          .int({ error: (issue) => `expected a whole number of milliseconds (got ${got(issue.input)})` })
+          .min(50, { error: 'must be at least 50' })
+          .max(3_600_000, { error: 'must be at most 3600000 (1h)' })
+          .optional()
+          .meta({ description: 'Ship at least this often, in milliseconds (default 1000).' }),
+        switchMode: z.boolean({ error: 'expected true or false' }).optional().meta({ description: 'Switch the database into the journal mode replication reads instead of refusing it.' }),
+        restartAfter: duration.optional().meta({ description: 'How long to wait before starting it again after it failed (default 30s).' }),
+      }),
+    ],
+    {
+      error: (issue) =>
+        issue.code === 'invalid_union' && (issue as { note?: string }).note === 'No matching discriminator'
+          ? `"job" must be one of ${JOB_KINDS.join(', ')} (got ${got((issue.input as { job?: unknown } | undefined)?.job)})`
+          : `expected a job such as { "job": "backup", "type": "full", "cron": "0 2 * * *" }`,
+    },
+  )
+  .meta({ id: 'job' });
+
+/** For editors; validateDatabaseName is the check (job names share its rule: they name files and log lines). */
+const JOB_NAME = z.string().check((ctx) => {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(ctx.value)) ctx.issues.push({ code: 'custom', input: ctx.value, message: `job name ${JSON.stringify(ctx.value)} must be letters, digits, ".", "_" or "-" (up to 64, starting with a letter or digit)` });
+});
+
+const schedules = (withFalse: boolean) =>
+  z
+    .record(JOB_NAME, withFalse ? z.union([job, z.literal(false)], { error: (issue) => (issue.code === 'invalid_union' ? issue.errors.flat()[0]?.message : undefined) }) : job, {
+      error: (issue) => (issue.code === 'invalid_key' ? issue.issues[0]?.message : 'expected an object of job name → { "job": ..., "cron": ... }'),
+    })
+    .meta({
+      description: withFalse
+        ? 'Jobs of this database for strata daemon, by name: they add to the top-level schedules, replace the one of the same name, or drop it with false.'
+        : 'Jobs every database gets from strata daemon, by name (a database\'s own "schedules" add to, replace or drop them).',
+    });
+
+const DAEMON_SHAPE = {
+  concurrency: z
+    .int({ error: (issue) => `expected a whole number (got ${got(issue.input)})` })
+    .min(1, { error: 'must be at least 1' })
+    .max(64, { error: 'must be at most 64' })
+    .optional()
+    .meta({ description: 'Jobs of different databases that may run at once (default 2). Jobs of one database never overlap.' }),
+  overlap: OVERLAP.optional().meta({ description: 'A run due while another job of the same database runs: skip it (default) or queue it (one waiting run per job). Either is journaled.' }),
+  missedRuns: z
+    .enum(['skip', 'run-once'], { error: 'expected "skip" or "run-once"' })
+    .optional()
+    .meta({ description: 'Runs missed while the daemon was down: skip (default) waits for the next one; run-once runs each job that missed a run once on start (known from the journal).' }),
+  onStop: z
+    .enum(['abort', 'finish'], { error: 'expected "abort" or "finish"' })
+    .optional()
+    .meta({ description: 'On SIGTERM: abort the running jobs (default; their journal entries say interrupted) or let them finish; no new job starts either way.' }),
+};
+
 /** For editors; validateDatabaseName is the check (it also limits the length and refuses ".."). */
 const DATABASE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]*$';
 
@@ -165,6 +355,7 @@ const DATABASE_SHAPE = (engines: readonly EngineDisplay[]) => ({
     .min(1, { error: 'expected a SQLite path or a database URL' })
     .meta(urlDescription(engines)),
   retention: retention.optional(),
+  schedules: schedules(true).optional(),
 });
 
 const MIRROR_SHAPE = {
@@ -239,7 +430,7 @@ const STORAGE_SHAPE = {
     .optional(),
 };
 
-const TOP_LEVEL_KEYS = ['repository', 'storage', 'mirror', 'databases', 'retention'];
+const TOP_LEVEL_KEYS = ['repository', 'storage', 'mirror', 'databases', 'retention', 'schedules', 'daemon'];
 
 /**
  * strata.config.json, described once: `loadConfig` validates with it and
@@ -287,6 +478,13 @@ export function strataConfigSchema(engines: readonly EngineDisplay[] = []) {
           .meta({ description: 'The databases, by the name their backups are filed under.' })
           .optional(),
         retention: retention.optional(),
+        schedules: schedules(false).optional(),
+        daemon: z
+          .strictObject(DAEMON_SHAPE, {
+            error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${Object.keys(DAEMON_SHAPE).join(', ')})` : 'expected an object such as { "concurrency": 2 }'),
+          })
+          .meta({ description: 'How strata daemon runs the jobs of "schedules".' })
+          .optional(),
       },
       {
         error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${TOP_LEVEL_KEYS.join(', ')})` : 'expected an object'),
@@ -320,8 +518,18 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
   const base = path.dirname(file);
   const databases: Record<string, DatabaseConfig> = {};
   for (const [name, db] of Object.entries(parsed.databases ?? {})) {
-    databases[name] = { url: resolveLocator(db.url, base), ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}) };
+    databases[name] = {
+      url: resolveLocator(db.url, base),
+      ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}),
+      ...(db.schedules !== undefined ? { schedules: db.schedules as Record<string, JobConfig | false> } : {}),
+    };
   }
+  // A copy job copies to the mirror: without one it could never succeed.
+  const copyJob = [
+    ...Object.entries(parsed.schedules ?? {}).map(([job, config]) => ({ where: `schedules.${job}`, config })),
+    ...Object.entries(parsed.databases ?? {}).flatMap(([db, c]) => Object.entries(c.schedules ?? {}).map(([job, config]) => ({ where: `databases.${db}.schedules.${job}`, config }))),
+  ].find((j) => j.config !== false && j.config.job === 'copy');
+  if (copyJob && parsed.mirror === undefined) throw new StrataError('USAGE', `config: ${file}: ${copyJob.where}: a copy job copies to the mirror; set "mirror" (a repository made with strata init)`);
   // A folder is relative to the config file; a URL (s3://…) is taken as it is.
   const location = (given: string): string => (/^[A-Za-z][A-Za-z0-9+.-]+:\/\//.test(given) ? given : path.resolve(base, given));
   const repository = parsed.repository === undefined ? undefined : location(parsed.repository);
@@ -337,6 +545,8 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     ...(mirror ? { mirror } : {}),
     databases,
     ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}),
+    ...(parsed.schedules ? { schedules: parsed.schedules as Record<string, JobConfig> } : {}),
+    ...(parsed.daemon ? { daemon: parsed.daemon } : {}),
   };
 }
 
@@ -380,4 +590,10 @@ export function databaseNameFromPath(file: string): string {
 /** The retention of one database: its own in the config, else the config's top-level one, else the built-in tiers. */
 export function retentionFor(config: StrataConfig, database: string): RetentionPolicy {
   return config.databases?.[database]?.retention ?? config.retention ?? DEFAULT_RETENTION;
+}
+
+/** The jobs of one database: the top-level `schedules` with its own added, replaced by name, or dropped (`false`). */
+export function schedulesFor(config: StrataConfig, database: string): Record<string, JobConfig> {
+  const merged: Record<string, JobConfig | false> = { ...(config.schedules ?? {}), ...(config.databases?.[database]?.schedules ?? {}) };
+  return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, JobConfig] => entry[1] !== false));
 }

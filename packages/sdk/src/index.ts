@@ -28,8 +28,24 @@ export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
 export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
 export type { S3StorageSettings } from '@strata/storage-s3';
-export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
-export type { DatabaseConfig, LoadedConfig, MirrorConfig, StorageConfig, StrataConfig } from './config.js';
+export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, schedulesFor, strataConfigSchema } from './config.js';
+export type {
+  BackupJobConfig,
+  CopyJobConfig,
+  DaemonConfig,
+  DatabaseConfig,
+  HealthJobConfig,
+  HooksConfig,
+  JobConfig,
+  LoadedConfig,
+  MirrorConfig,
+  PruneJobConfig,
+  ReplicateJobConfig,
+  ScheduledJobConfig,
+  StorageConfig,
+  StrataConfig,
+  VerifyJobConfig,
+} from './config.js';
 export { passphraseFromCommand, passphraseFromFile } from './passphrase-files.js';
 
 /** Settings of the storages that have any (the `storage` section of strata.config.json). */
