@@ -508,7 +508,12 @@ const CONFIG_SCHEMA = strataConfigSchema();
 function validateConfig(raw: unknown, file: string): StrataConfig {
   const result = CONFIG_SCHEMA.safeParse(raw);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    let issue = result.error.issues[0]!;
+    // A database's job is a job or false: report what is wrong inside the job, at its own key.
+    if (issue.code === 'invalid_union' && issue.path.includes('schedules')) {
+      const inner = issue.errors[0]?.[0];
+      if (inner && (inner.path.length > 0 || inner.code !== 'invalid_type')) issue = { ...inner, path: [...issue.path, ...inner.path] } as typeof issue;
+    }
     // An unknown key is reported at the key itself, so the path names what to remove or fix.
     const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
     const where = at.length === 0 ? 'top level' : at.map(String).join('.');

@@ -1,0 +1,233 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { openRepository } from '@strata/sdk';
+import type { JournalOperation } from '@strata/sdk';
+import { buildRichDatabase } from './helpers/databases.js';
+import { detail, jobOperations, startDaemon, writeConfig } from './helpers/daemon.js';
+import { json, strata, useTempDir } from './helpers/env.js';
+
+/**
+ * `strata daemon` with real SQLite databases and jobs every second or two (six-field cron): the
+ * journal's job entries are what is asserted, as an operator would read them.
+ */
+
+/** How late a scheduled job may start after its due time. The issue asks for "within a second". */
+const ON_TIME_MS = 1000;
+
+function startedLate(op: JournalOperation): number {
+  return Date.parse(detail<string>(op, 'startedAt')) - Date.parse(detail<string>(op, 'scheduledAt'));
+}
+
+/** The operations that really ran (not the journal records of skipped or queued runs). */
+const ran = (ops: readonly JournalOperation[]): JournalOperation[] => ops.filter((o) => detail(o, 'skipped') !== true && detail(o, 'queued') !== true);
+
+describe('strata schedule and the schedules of strata.config.json', function () {
+  this.timeout(120_000);
+  const dir = useTempDir();
+
+  it('prints the next runs of every job, defaults merged with each database\'s own, in the job\'s time zone', () => {
+    const config = path.join(dir.path, 'strata.config.json');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db', schedules: { nightly: false, hourly: { job: 'backup', type: 'incremental', cron: '0 * * * *' } } }, orders: { url: './orders.db' } },
+      schedules: { nightly: { job: 'backup', cron: '30 2 * * *', timezone: 'Asia/Kolkata' }, check: { job: 'verify', level: 'full', sample: 1, cron: '0 0 4 * * 0' } },
+    });
+    const out = strata(['schedule', '--config', config, '--count', '2', '--json']);
+    assert.equal(out.status, 0, out.stderr);
+    const jobs = json<{ jobs: { database: string; job: string; next: string[] }[] }>(out).jobs;
+    assert.deepEqual(jobs.map((j) => `${j.database}/${j.job}`), ['app/check', 'app/hourly', 'orders/check', 'orders/nightly']);
+    // 02:30 in Kolkata (UTC+5:30) is 21:00 UTC.
+    const nightly = jobs.find((j) => j.job === 'nightly')!;
+    assert.equal(nightly.next.length, 2);
+    for (const at of nightly.next) assert.match(at, /T21:00:00\.000Z$/);
+    // Six fields: 04:00:00 on Sundays.
+    for (const at of jobs.find((j) => j.job === 'check')!.next) assert.equal(new Date(at).getUTCDay(), 0);
+    const text = strata(['schedule', '--config', config]);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, /orders\s+nightly\s+backup full\s+30 2 \* \* \* \(Asia\/Kolkata\)/);
+  });
+
+  it('refuses a bad cron expression, time zone or job kind, naming the key', () => {
+    const config = path.join(dir.path, 'strata.config.json');
+    const cases: [unknown, RegExp][] = [
+      [{ databases: { app: { url: './a.db', schedules: { b: { job: 'backup', cron: '61 * * * *' } } } } }, /databases\.app\.schedules\.b\.cron: not a cron expression/],
+      [{ schedules: { b: { job: 'backup', cron: '0 2 * * *', timezone: 'Mars/Olympus' } } }, /schedules\.b\.timezone: unknown time zone "Mars\/Olympus"/],
+      [{ schedules: { b: { job: 'backups', cron: '0 2 * * *' } } }, /schedules\.b\.job: "job" must be one of backup, verify, prune, health, replicate, copy/],
+      [{ schedules: { c: { job: 'copy', cron: '0 2 * * *' } } }, /schedules\.c: a copy job copies to the mirror; set "mirror"/],
+      [{ daemon: { overlap: 'wait' } }, /daemon\.overlap: expected "skip" or "queue"/],
+    ];
+    for (const [content, message] of cases) {
+      writeConfig(config, content);
+      const out = strata(['schedule', '--config', config]);
+      assert.equal(out.status, 2, out.stderr);
+      assert.match(out.stderr, message);
+    }
+  });
+});
+
+describe('strata daemon', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it('runs jobs on time, never two of one database at once, queues or skips, journals hooks, reloads on SIGHUP and ends cleanly on SIGTERM', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 50 });
+    buildRichDatabase(path.join(dir.path, 'other.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const first = {
+      repository: './repo',
+      // Whichever of app/b and app/v fires first, the other waits for it.
+      daemon: { overlap: 'queue' },
+      databases: {
+        app: {
+          url: './app.db',
+          schedules: {
+            // Both due every two seconds: one runs, the other is queued behind it.
+            b: { job: 'backup', type: 'incremental', cron: '*/2 * * * * *', hooks: { after: 'echo "after $STRATA_JOB $STRATA_BACKUP_ID"; cat' } },
+            v: { job: 'verify', cron: '*/2 * * * * *' },
+          },
+        },
+        other: { url: './other.db', schedules: { refused: { job: 'backup', cron: '*/2 * * * * *', hooks: { before: 'echo "not now: $STRATA_DATABASE" >&2; exit 3', onFailure: 'echo "failure hook saw $STRATA_ERROR"' } } } },
+      },
+    };
+    writeConfig(config, first);
+    const daemon = startDaemon(config);
+    try {
+      // Three backups of app, each with its queued verification after it.
+      for (let n = 1; n <= 3; n++) await daemon.waitFor(new RegExp(`(?:app/v: succeeded[\\s\\S]*){${n}}`));
+      await daemon.waitFor(/other\/refused: failed: the before hook exited with 3/);
+
+      // SIGHUP: a changed schedule is picked up (app/b stops, app/r starts; other gets a job that blocks).
+      writeConfig(config, {
+        ...first,
+        databases: {
+          app: { url: './app.db', schedules: { r: { job: 'backup', type: 'full', cron: '* * * * * *' } } },
+          other: { url: './other.db', schedules: { long: { job: 'backup', cron: '* * * * * *', hooks: { before: 'sleep 60' } } } },
+        },
+      });
+      const mark = daemon.log().length;
+      daemon.child.kill('SIGHUP');
+      await daemon.waitFor(/SIGHUP: reloaded/, 60_000, mark);
+      const reloadedAt = Date.now();
+      await daemon.waitFor(/app\/r: succeeded/, 60_000, mark);
+      await daemon.waitFor(/other\/long: backup full started/, 60_000, mark);
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.match(exit.stderr, /stopping: aborting 1 running job|stopping: aborting 2 running job/);
+
+      const ops = await jobOperations(repo);
+      const byJob = (name: string): JournalOperation[] => ops.filter((o) => detail(o, 'job') === name);
+      // Nothing is left RUNNING: every entry was closed by the daemon itself.
+      assert.deepEqual(ops.filter((o) => o.status === 'RUNNING'), []);
+
+      // On time: every run started by its schedule began within a second of its due time.
+      const scheduled = ran(ops).filter((o) => detail(o, 'trigger') === 'schedule');
+      assert.ok(scheduled.length >= 6, `expected several scheduled runs, got ${scheduled.length}`);
+      for (const op of scheduled) assert.ok(startedLate(op) >= 0 && startedLate(op) < ON_TIME_MS, `${detail(op, 'job')} due ${detail(op, 'scheduledAt')} started ${detail(op, 'startedAt')}`);
+
+      // Never two jobs of one database at once: the runs of each database, by their journal times, do not overlap.
+      for (const database of ['app', 'other']) {
+        const runs = ran(ops)
+          .filter((o) => o.last.database === database && o.status !== 'RUNNING')
+          .map((o) => ({ start: Date.parse(o.startedAt), end: Date.parse(o.last.at), what: `${detail(o, 'job')}@${o.startedAt}` }))
+          .sort((a, b) => a.start - b.start);
+        for (let i = 1; i < runs.length; i++) assert.ok(runs[i]!.start >= runs[i - 1]!.end, `${runs[i - 1]!.what} and ${runs[i]!.what} overlap`);
+      }
+
+      // One of app/b and app/v was queued behind the other (journaled) and then ran.
+      assert.ok(ops.some((o) => detail(o, 'queued') === true && o.last.database === 'app'));
+      assert.ok(ran(ops).some((o) => detail(o, 'trigger') === 'queued' && o.status === 'COMPLETED'));
+      const backups = await (async () => {
+        const r = await openRepository(repo);
+        try {
+          return await r.list();
+        } finally {
+          await r.close();
+        }
+      })();
+      // Every completed backup job names a backup that exists; its after hook got the facts and the JSON on stdin.
+      const bRuns = ran(byJob('b')).filter((o) => o.status === 'COMPLETED');
+      assert.ok(bRuns.length >= 3);
+      for (const op of bRuns) {
+        assert.ok(backups.some((b) => b.id === op.last.backupId), `${op.last.backupId} is in the catalog`);
+        const [after] = detail<{ hook: string; exitCode: number; output: string }[]>(op, 'hooks');
+        assert.equal(after!.hook, 'after');
+        assert.equal(after!.exitCode, 0);
+        assert.ok(after!.output.startsWith(`after b ${op.last.backupId}\n`), after!.output);
+        const stdin = JSON.parse(after!.output.split('\n')[1]!) as Record<string, unknown>;
+        assert.equal(stdin['database'], 'app');
+        assert.equal(stdin['backupId'], op.last.backupId);
+      }
+
+      // A failing before hook: the job did not run (no backup of other), the failure and both hooks are journaled.
+      const refused = ran(byJob('refused'));
+      assert.ok(refused.length >= 1);
+      for (const op of refused) {
+        assert.equal(op.status, 'FAILED');
+        assert.equal(op.last.error?.code, 'HOOK_FAILED');
+        const hooks = detail<{ hook: string; exitCode: number; output: string }[]>(op, 'hooks');
+        assert.deepEqual(hooks.map((h) => [h.hook, h.exitCode]), [['before', 3], ['onFailure', 0]]);
+        assert.equal(hooks[0]!.output, 'not now: other\n');
+        assert.match(hooks[1]!.output, /^failure hook saw the before hook exited with 3/);
+      }
+      assert.equal(backups.filter((b) => b.database === 'other').length, 0);
+
+      // SIGHUP: app/b did not start after the reload, app/r did.
+      assert.ok(ran(byJob('b')).every((o) => Date.parse(o.startedAt) < reloadedAt));
+      assert.ok(ran(byJob('r')).some((o) => o.status === 'COMPLETED'));
+      // SIGTERM aborted other/long in its before hook: its entry says interrupted.
+      const long = ran(byJob('long'));
+      assert.equal(long.length, 1);
+      assert.equal(long[0]!.status, 'FAILED');
+      assert.equal(long[0]!.last.error?.code, 'ABORTED');
+      assert.equal(detail(long[0]!, 'interrupted'), true);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+
+  it('a job killed with the daemon (SIGKILL) reads as interrupted in the journal', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const pidFile = path.join(dir.path, 'hook.pid');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db' } },
+      schedules: { slow: { job: 'backup', cron: '* * * * * *', hooks: { before: `echo $$ > '${pidFile}'; exec sleep 60` } } },
+    });
+    const daemon = startDaemon(config, ['--log-format', 'json']);
+    try {
+      await daemon.waitFor(/"message":"backup full started/);
+      // The hook has started once its pid file is there.
+      for (let i = 0; i < 600; i++) {
+        try {
+          if (readFileSync(pidFile, 'utf8').trim()) break;
+        } catch {
+          // Not yet.
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      daemon.child.kill('SIGKILL');
+      await daemon.exit;
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+      try {
+        process.kill(Number(readFileSync(pidFile, 'utf8').trim()), 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    // Every log line is one JSON object.
+    for (const line of daemon.log().trim().split('\n')) assert.equal(typeof (JSON.parse(line) as { message: string }).message, 'string');
+    const ops = ran(await jobOperations(repo));
+    assert.equal(ops.length, 1);
+    assert.equal(ops[0]!.interrupted, true);
+    assert.equal(ops[0]!.status, 'FAILED');
+    assert.equal(detail(ops[0]!, 'job'), 'slow');
+  });
+});
