@@ -230,4 +230,75 @@ describe('strata daemon', function () {
     assert.equal(ops[0]!.status, 'FAILED');
     assert.equal(detail(ops[0]!, 'job'), 'slow');
   });
+
+  it('runs every kind of job: sampled verification oldest first, prune, health, copy to the mirror, replication; missed runs once on start', async () => {
+    const repo = path.join(dir.path, 'repo');
+    const mirror = path.join(dir.path, 'mirror');
+    for (const r of [repo, mirror]) assert.equal(strata(['init', '--repo', r, '--no-encryption']).status, 0);
+    for (const db of ['app', 'old', 'stale', 'live']) buildRichDatabase(path.join(dir.path, `${db}.db`), { rows: 10 });
+    const backup = (db: string, time: string): string => {
+      const out = strata(['backup', path.join(dir.path, `${db}.db`), '--repo', repo, '--name', db, '--time', time, '--json']);
+      assert.equal(out.status, 0, out.stderr);
+      return json<{ id: string }>(out).id;
+    };
+    const appIds = ['2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', '2026-01-03T00:00:00Z'].map((t) => backup('app', t));
+    for (const t of ['2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', '2026-01-03T00:00:00Z']) backup('old', t);
+    backup('stale', '2020-01-01T00:00:00Z');
+    const config = path.join(dir.path, 'strata.config.json');
+    const content = {
+      repository: './repo',
+      mirror: './mirror',
+      daemon: { overlap: 'queue', concurrency: 4 },
+      databases: {
+        app: { url: './app.db', schedules: { v: { job: 'verify', sample: 1, cron: '*/2 * * * * *' }, c: { job: 'copy', cron: '*/2 * * * * *' } } },
+        old: { url: './old.db', retention: { keepLast: 1 }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } },
+        stale: { url: './stale.db', schedules: { h: { job: 'health', maxAge: '2d', cron: '*/2 * * * * *' } } },
+        live: { url: './live.db', schedules: { r: { job: 'replicate', intervalMs: 200 } } },
+      },
+    };
+    writeConfig(config, content);
+    let daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/(?:app\/v: succeeded[\s\S]*){3}/);
+      await daemon.waitFor(/app\/c: succeeded: copied 3 backup/);
+      await daemon.waitFor(/old\/p: succeeded: kept 1, removed 2/);
+      await daemon.waitFor(/stale\/h: failed: backup-age/);
+      await daemon.waitFor(/live\/r: replicate took live_\S+ as a new base/);
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.match(exit.stderr, /live\/r: replicate stopped/);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    let ops = ran(await jobOperations(repo));
+    // Sampling: one restore point a run, the oldest never verified first.
+    const verified = ops.filter((o) => detail(o, 'job') === 'v' && o.status === 'COMPLETED').map((o) => detail<{ id: string }[]>(o, 'verified')[0]!.id);
+    assert.deepEqual(verified.slice(0, 3), appIds);
+    const repository = await openRepository(repo);
+    assert.equal((await repository.list({ database: 'old' })).length, 1);
+    // The replicate job took a base restore point of live (it had none) to chain its segments to.
+    assert.equal((await repository.list({ database: 'live' })).length, 1);
+    await repository.close();
+    const mirrored = await openRepository(mirror);
+    assert.deepEqual((await mirrored.list({ database: 'app' })).map((b) => b.id).sort(), [...appIds].sort());
+    await mirrored.close();
+    const health = ops.find((o) => detail(o, 'job') === 'h')!;
+    assert.equal(health.last.error?.code, 'UNHEALTHY');
+
+    // Down for longer than a run's interval: with missedRuns run-once each job runs once on start.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    writeConfig(config, { ...content, daemon: { ...content.daemon, missedRuns: 'run-once' } });
+    daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/old\/p: missed the run due \S+ while not running; running it now/);
+      await daemon.waitFor(/old\/p: succeeded/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    ops = ran(await jobOperations(repo));
+    assert.ok(ops.some((o) => detail(o, 'job') === 'p' && detail(o, 'trigger') === 'missed' && o.status === 'COMPLETED'));
+  });
 });
