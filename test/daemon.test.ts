@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import * as path from 'node:path';
 import { openRepository } from '@strata/sdk';
 import type { JournalOperation } from '@strata/sdk';
@@ -20,6 +21,19 @@ function startedLate(op: JournalOperation): number {
 }
 
 /** The operations that really ran (not the journal records of skipped or queued runs). */
+/** A Prometheus text: value by metric name and database label; every value must be a number. */
+function metricValues(text: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const family of parsePrometheusTextFormat(text)) {
+    for (const sample of family.metrics) {
+      const value = Number(sample.value);
+      assert.ok(Number.isFinite(value), `${family.name} ${sample.value}`);
+      values.set(`${family.name}${sample.labels?.['database'] !== undefined ? `/${sample.labels['database']}` : ''}${sample.labels?.['job'] !== undefined ? `/${sample.labels['job']}` : ''}`, value);
+    }
+  }
+  return values;
+}
+
 const ran = (ops: readonly JournalOperation[]): JournalOperation[] => ops.filter((o) => detail(o, 'skipped') !== true && detail(o, 'queued') !== true);
 
 describe('strata schedule and the schedules of strata.config.json', function () {
@@ -248,7 +262,7 @@ describe('strata daemon', function () {
     const content = {
       repository: './repo',
       mirror: './mirror',
-      daemon: { overlap: 'queue', concurrency: 4 },
+      daemon: { overlap: 'queue', concurrency: 4, metricsFile: './metrics/strata.prom' },
       databases: {
         app: { url: './app.db', schedules: { v: { job: 'verify', sample: 1, cron: '*/2 * * * * *' }, c: { job: 'copy', cron: '*/2 * * * * *' } } },
         old: { url: './old.db', retention: { keepLast: 1 }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } },
@@ -257,6 +271,7 @@ describe('strata daemon', function () {
       },
     };
     writeConfig(config, content);
+    mkdirSync(path.join(dir.path, 'metrics'));
     let daemon = startDaemon(config);
     try {
       await daemon.waitFor(/(?:app\/v: succeeded[\s\S]*){3}/);
@@ -285,6 +300,31 @@ describe('strata daemon', function () {
     await mirrored.close();
     const health = ops.find((o) => detail(o, 'job') === 'h')!;
     assert.equal(health.last.error?.code, 'UNHEALTHY');
+
+    // The metrics file the daemon kept, parsed as Prometheus text, says what inventory says.
+    const metrics = metricValues(readFileSync(path.join(dir.path, 'metrics', 'strata.prom'), 'utf8'));
+    const inventory = json<{ databases: { database: string; backups: number; storedBytes: number; latest: { createdAt: string }; lastVerified: { at: string } | null }[] }>(
+      strata(['inventory', '--json', '--config', config]),
+    ).databases;
+    assert.deepEqual(inventory.map((e) => e.database), ['app', 'live', 'old', 'stale']);
+    for (const entry of inventory) {
+      assert.equal(metrics.get(`strata_backups/${entry.database}`), entry.backups, entry.database);
+      assert.equal(metrics.get(`strata_stored_bytes/${entry.database}`), entry.storedBytes, entry.database);
+      assert.equal(metrics.get(`strata_newest_backup_timestamp_seconds/${entry.database}`), Date.parse(entry.latest.createdAt) / 1000, entry.database);
+      assert.equal(metrics.get(`strata_last_verification_timestamp_seconds/${entry.database}`), entry.lastVerified ? Date.parse(entry.lastVerified.at) / 1000 : undefined, entry.database);
+    }
+    assert.equal(metrics.get('strata_repository_stored_bytes')! >= inventory.reduce((s, e) => s + e.storedBytes, 0), true);
+    assert.equal(metrics.get('strata_job_failures_total/stale/h')! >= 1, true);
+    assert.equal(metrics.get('strata_job_failures_total/app/v'), 0);
+    assert.equal(metrics.get('strata_mirror_lag_seconds/app'), 0);
+    assert.equal(metrics.get('strata_last_verification_passed/app'), 1);
+    // The stale database's newest good backup is from 2020: years old.
+    assert.ok(metrics.get('strata_newest_good_backup_age_seconds/stale')! > 365 * 86_400);
+    // strata metrics prints the same (ages, the time of writing, and the lag of the databases the mirror never had aside).
+    const printed = strata(['metrics', '--config', config]);
+    assert.equal(printed.status, 0, printed.stderr);
+    const now = metricValues(printed.stdout);
+    for (const [key, value] of metrics) if (!/_age_seconds|strata_metrics_timestamp_seconds|strata_mirror_lag_seconds\/(?!app$)/.test(key)) assert.equal(now.get(key), value, key);
 
     // Down for longer than a run's interval: with missedRuns run-once each job runs once on start.
     await new Promise((resolve) => setTimeout(resolve, 2500));

@@ -19,7 +19,7 @@ import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
 import { copyCommand } from './copy-command.js';
 import { replicateCommand } from './replicate-command.js';
-import { daemonCommand, scheduleCommand } from './daemon-commands.js';
+import { daemonCommand, metricsCommand, scheduleCommand } from './daemon-commands.js';
 import { DEFAULT_ROWS_PER_DATABASE, listCommand, parseSince, parseTypes } from './list-command.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
 import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
@@ -482,6 +482,27 @@ whose segments are shipped later than --max-lag after their transactions.`,
     options: [],
     examples: ['inventory', 'inventory --json'],
     run: (ctx) => inventoryCommand(ctx),
+  },
+  {
+    path: ['metrics'],
+    summary: 'the repository in the Prometheus text format: per database backup and verification age, last backup duration, size and ratio, failures, replication and mirror lag',
+    options: [{ flags: '--textfile <file>', description: "write it to FILE (ending in .prom) as node_exporter's textfile collector wants: a temporary file renamed over it" }],
+    details: `Metrics (labels: database; strata_job_failures_total also job):
+  strata_backups, strata_stored_bytes, strata_repository_stored_bytes
+  strata_newest_backup_timestamp_seconds, strata_newest_good_backup_timestamp_seconds,
+  strata_newest_good_backup_age_seconds
+  strata_last_verification_timestamp_seconds, strata_last_verification_age_seconds,
+  strata_last_verification_passed
+  strata_last_backup_duration_seconds, strata_last_backup_stored_bytes,
+  strata_last_backup_compression_ratio
+  strata_backup_failures_total, strata_job_failures_total (from the journal)
+  strata_replication_lag_seconds, strata_mirror_reachable, strata_mirror_lag_seconds
+  strata_metrics_timestamp_seconds
+No network listener: strata daemon keeps the file of daemon.metricsFile up to date, or run this
+from cron with --textfile. Alert on the *_timestamp_seconds gauges (time() - ...), which do not go
+stale between two writes.`,
+    examples: ['metrics', 'metrics --textfile /var/lib/node_exporter/textfile/strata.prom'],
+    run: (ctx, { opts }) => metricsCommand(ctx, given({ textfile: str(opts, 'textfile') })),
   },
   {
     path: ['export'],

@@ -2,6 +2,7 @@ import { StrataError } from '@strata/sdk';
 import { Daemon, cronOf, describeJob, plannedJobs } from './daemon.js';
 import type { CommandContext } from './context.js';
 import { printTable } from './table.js';
+import { metricsText, writeTextfile } from './metrics.js';
 
 /** `strata schedule`: every job of strata.config.json with its next runs. */
 export function scheduleCommand(ctx: CommandContext, options: { count: number }): number {
@@ -32,5 +33,15 @@ export async function daemonCommand(ctx: CommandContext, options: { logFormat?: 
   if (logFormat !== 'text' && logFormat !== 'json') throw new StrataError('USAGE', `daemon: --log-format must be text or json (got ${JSON.stringify(logFormat)})`);
   if (!ctx.loaded.file) throw new StrataError('USAGE', 'daemon: no strata.config.json found; the daemon runs the "schedules" of a config file (pass --config FILE)');
   await new Daemon(ctx, { logFormat, global: ctx.options }).run(signal);
+  return 0;
+}
+
+/** `strata metrics`: the Prometheus text format on stdout, or written to a textfile. */
+export async function metricsCommand(ctx: CommandContext, options: { textfile?: string }): Promise<number> {
+  if (ctx.json) throw new StrataError('USAGE', 'metrics: the output is the Prometheus text format; for JSON use strata inventory --json or strata health --json');
+  if (options.textfile !== undefined && !options.textfile.endsWith('.prom')) throw new StrataError('USAGE', `metrics: --textfile ${JSON.stringify(options.textfile)} must end in .prom (node_exporter's textfile collector reads only those)`);
+  const text = await metricsText(await ctx.repository());
+  if (options.textfile !== undefined) writeTextfile(options.textfile, text);
+  else process.stdout.write(text);
   return 0;
 }

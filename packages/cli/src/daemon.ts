@@ -15,6 +15,7 @@ import {
 import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHandle, ReplicateJobConfig, Repository, ScheduledJobConfig, StrataConfig } from '@strata/sdk';
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
+import { metricsText, writeTextfile } from './metrics.js';
 
 /** One job of one database, as the config has it. */
 export interface PlannedJob {
@@ -172,6 +173,9 @@ export class Daemon {
   /** Continuous jobs by `database/job`. */
   readonly #continuous = new Map<string, { controller: AbortController; done: Promise<void>; config: ReplicateJobConfig }>();
   #stopping = false;
+  #metricsTimer: NodeJS.Timeout | undefined;
+  /** The metrics file being written, so that writes never run two at once. */
+  #metricsWrite: Promise<void> = Promise.resolve();
 
   constructor(ctx: CommandContext, options: DaemonOptions) {
     this.#ctx = ctx;
@@ -196,10 +200,16 @@ export class Daemon {
     try {
       this.#log.write('info', `started (pid ${process.pid}) with ${this.#ctx.loaded.file ?? 'no config file'}; repository ${this.#ctx.repositoryPath()}`);
       await this.#start(true);
+      this.#updateMetrics();
+      // Ages in the file grow between jobs too.
+      this.#metricsTimer = setInterval(() => this.#updateMetrics(), 60_000);
       await new Promise<void>((resolve) => (stop.aborted ? resolve() : stop.addEventListener('abort', () => resolve(), { once: true })));
     } finally {
       process.off('SIGHUP', onHangup);
+      clearInterval(this.#metricsTimer);
       await this.#shutdown();
+      this.#updateMetrics();
+      await this.#metricsWrite;
     }
   }
 
@@ -274,6 +284,19 @@ export class Daemon {
     await this.#start(false);
   }
 
+  /** Rewrites daemon.metricsFile (when set), after the write in progress. */
+  #updateMetrics(): void {
+    const file = this.#settings().metricsFile;
+    if (file === undefined) return;
+    this.#metricsWrite = this.#metricsWrite.then(async () => {
+      try {
+        writeTextfile(file, await metricsText(this.#repo));
+      } catch (err) {
+        this.#log.write('error', `could not write the metrics file ${file}: ${(err as Error).message}`);
+      }
+    });
+  }
+
   #state(database: string): DatabaseState {
     let state = this.#databases.get(database);
     if (!state) this.#databases.set(database, (state = { busy: false, queue: [] }));
@@ -305,6 +328,7 @@ export class Daemon {
     entry.done = this.#runWhenSlot(job, scheduledAt, startedAt, trigger, controller.signal)
       .catch((err: unknown) => this.#log.write('error', `could not run: ${(err as Error).message}`, { database: job.database, job: job.name }))
       .finally(() => {
+        this.#updateMetrics();
         this.#running.delete(entry);
         state.busy = false;
         const next = state.queue.shift();

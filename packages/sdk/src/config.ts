@@ -68,6 +68,8 @@ export interface DaemonConfig {
   readonly missedRuns?: 'skip' | 'run-once';
   /** On SIGTERM: abort the running jobs (default; journaled as interrupted) or let them finish. */
   readonly onStop?: 'abort' | 'finish';
+  /** A file the daemon keeps the metrics in (Prometheus text format), for node_exporter's textfile collector. */
+  readonly metricsFile?: string;
 }
 
 /**
@@ -344,6 +346,11 @@ const DAEMON_SHAPE = {
     .enum(['abort', 'finish'], { error: 'expected "abort" or "finish"' })
     .optional()
     .meta({ description: 'On SIGTERM: abort the running jobs (default; their journal entries say interrupted) or let them finish; no new job starts either way.' }),
+  metricsFile: z
+    .string({ error: (issue) => `expected a file path ending in .prom (got ${got(issue.input)})` })
+    .regex(/\.prom$/, { error: "expected a file path ending in .prom (node_exporter's textfile collector reads only those)" })
+    .optional()
+    .meta({ description: "A file (relative to this file's folder) the daemon keeps the metrics of strata metrics in, at start, after every job and every minute: point node_exporter's --collector.textfile.directory at its folder.", examples: ['/var/lib/node_exporter/textfile/strata.prom'] }),
 };
 
 /** For editors; validateDatabaseName is the check (it also limits the length and refuses ".."). */
@@ -551,7 +558,7 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     databases,
     ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}),
     ...(parsed.schedules ? { schedules: parsed.schedules as Record<string, JobConfig> } : {}),
-    ...(parsed.daemon ? { daemon: parsed.daemon } : {}),
+    ...(parsed.daemon ? { daemon: { ...parsed.daemon, ...(parsed.daemon.metricsFile !== undefined ? { metricsFile: path.resolve(base, parsed.daemon.metricsFile) } : {}) } } : {}),
   };
 }
 
