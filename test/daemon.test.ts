@@ -70,6 +70,14 @@ describe('strata schedule and the schedules of strata.config.json', function () 
       [{ schedules: { b: { job: 'backups', cron: '0 2 * * *' } } }, /schedules\.b\.job: "job" must be one of backup, verify, prune, health, replicate, copy/],
       [{ schedules: { c: { job: 'copy', cron: '0 2 * * *' } } }, /schedules\.c: a copy job copies to the mirror; set "mirror"/],
       [{ daemon: { overlap: 'wait' } }, /daemon\.overlap: expected "skip" or "queue"/],
+      [
+        { notifications: { channels: { ops: { type: 'webhook', url: 'https://hooks.example.invalid/T0/B0/secret', events: ['failure'] } } } },
+        /notifications\.channels\.ops\.url: the webhook URL is a secret: give \{ "env": "VARIABLE" \} or \{ "file": "path" \}, never the value itself/,
+      ],
+      [
+        { notifications: { channels: { m: { type: 'email', host: 'smtp.example.invalid', from: 'a@b.c', to: ['d@e.f'], password: 'hunter2', events: ['failure'] } } } },
+        /notifications\.channels\.m\.password: the SMTP password is a secret/,
+      ],
     ];
     for (const [content, message] of cases) {
       writeConfig(config, content);

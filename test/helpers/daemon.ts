@@ -18,8 +18,8 @@ export function writeConfig(file: string, config: unknown): void {
   writeFileSync(file, JSON.stringify(config, null, 2));
 }
 
-export function startDaemon(config: string, extra: string[] = []): RunningDaemon {
-  const child = strataAsync(['daemon', '--config', config, ...extra]);
+export function startDaemon(config: string, extra: string[] = [], env: Record<string, string> = {}): RunningDaemon {
+  const child = strataAsync(['daemon', '--config', config, ...extra], { env });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const exit = finished(child);

@@ -16,6 +16,8 @@ import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHa
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
 import { metricsText, writeTextfile } from './metrics.js';
+import { Notifier } from './notifier.js';
+import type { Delivery, JobFacts } from './notifier.js';
 
 /** One job of one database, as the config has it. */
 export interface PlannedJob {
@@ -174,6 +176,7 @@ export class Daemon {
   readonly #continuous = new Map<string, { controller: AbortController; done: Promise<void>; config: ReplicateJobConfig }>();
   #stopping = false;
   #metricsTimer: NodeJS.Timeout | undefined;
+  #notifier: Notifier | undefined;
   /** The metrics file being written, so that writes never run two at once. */
   #metricsWrite: Promise<void> = Promise.resolve();
 
@@ -193,6 +196,7 @@ export class Daemon {
     this.#repo = await this.#ctx.repository();
     // The passphrase is read now, while someone may be watching, not at the first job.
     await this.#repo.unlock();
+    await this.#makeNotifier();
     const onHangup = (): void => {
       void this.#reload();
     };
@@ -280,8 +284,27 @@ export class Daemon {
     this.#ctx = next;
     this.#slotsFree += (this.#settings().concurrency ?? 2) - oldSlots;
     this.#wakeSlots();
+    await this.#makeNotifier();
     this.#log.write('info', `SIGHUP: reloaded ${next.loaded.file ?? 'the configuration'}`);
     await this.#start(false);
+  }
+
+  /** The notifier of the current config, its failure counts seeded from the journal. */
+  async #makeNotifier(): Promise<void> {
+    const config = this.#ctx.loaded.config.notifications;
+    this.#notifier = config ? new Notifier(config, await this.#repo.journal.operations()) : undefined;
+  }
+
+  /** Tells the channels about a run; what was sent (or not) goes to the log and the journal. */
+  async #notify(facts: JobFacts): Promise<{ notifications?: Delivery[]; escalated?: true }> {
+    const notifier = this.#notifier;
+    if (!notifier) return {};
+    const events = notifier.eventsFor(facts);
+    const deliveries = await notifier.send(facts, events);
+    for (const d of deliveries) {
+      this.#log.write(d.ok ? 'info' : 'error', `${d.event} notification ${d.ok ? `sent to ${d.channel}` : `to ${d.channel} failed: ${d.error}`}`, { database: facts.database, job: facts.job });
+    }
+    return { ...(deliveries.length > 0 ? { notifications: deliveries } : {}), ...(events.includes('escalation') ? { escalated: true as const } : {}) };
   }
 
   /** Rewrites daemon.metricsFile (when set), after the write in progress. */
@@ -404,12 +427,15 @@ export class Daemon {
     } catch (err) {
       const interrupted = signal.aborted;
       await hook('onFailure', { outcome: 'failed', error: redactedMessage(err), ...(interrupted ? { interrupted: true } : {}) });
-      await handle.fail(err, { details: { ...facts, hooks, ...(interrupted ? { interrupted: true } : {}) } });
+      // A job stopped with the daemon did not fail on its own: nobody is told.
+      const told = interrupted ? {} : await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'failed', error: redactedMessage(err) });
+      await handle.fail(err, { details: { ...facts, hooks, ...told, ...(interrupted ? { interrupted: true } : {}) } });
       this.#log.write('error', `${interrupted ? 'interrupted' : 'failed'}: ${(err as Error).message}`, { database: job.database, job: job.name, ...(isStrataError(err) ? { code: err.code } : {}) });
       return;
     }
     await hook('after', { outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
-    await handle.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks } });
+    const told = await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
+    await handle.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks, ...told } });
     this.#log.write('info', `succeeded: ${result.summary}`, { database: job.database, job: job.name });
   }
 

@@ -112,6 +112,47 @@ export interface StrataConfig {
   /** Jobs every database gets from `strata daemon`, by name (a database's own `schedules` add to or replace them). */
   readonly schedules?: Readonly<Record<string, JobConfig>>;
   readonly daemon?: DaemonConfig;
+  /** Where strata daemon reports failures, recoveries, escalations and (optionally) successes. */
+  readonly notifications?: NotificationsConfig;
+}
+
+/** What a notification is about. */
+export type NotificationEvent = 'failure' | 'recovery' | 'escalation' | 'success';
+
+/** A secret: the name of an environment variable or a file (relative to the config file) holding it, never the value. */
+export interface SecretSource {
+  readonly env?: string;
+  readonly file?: string;
+}
+
+export interface WebhookChannelConfig {
+  readonly type: 'webhook';
+  /** The URL (it usually holds a token), from the environment or a file. */
+  readonly url: SecretSource;
+  /** json (default): the job's facts; slack: { "text": ... } as Slack, Mattermost and Teams incoming webhooks take it. */
+  readonly format?: 'json' | 'slack';
+  readonly events: readonly NotificationEvent[];
+}
+
+export interface EmailChannelConfig {
+  readonly type: 'email';
+  readonly host: string;
+  readonly port?: number;
+  /** TLS from the first byte (port 465); otherwise STARTTLS when the server offers it. */
+  readonly secure?: boolean;
+  readonly user?: string;
+  readonly password?: SecretSource;
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly events: readonly NotificationEvent[];
+}
+
+export type ChannelConfig = WebhookChannelConfig | EmailChannelConfig;
+
+export interface NotificationsConfig {
+  readonly channels: Readonly<Record<string, ChannelConfig>>;
+  /** When a job's failures escalate: after this many in a row, or once they have lasted this long. */
+  readonly escalation?: { readonly afterFailures?: number; readonly after?: string };
 }
 
 /** A config file that was found and checked. */
@@ -314,10 +355,89 @@ const job = z
   )
   .meta({ id: 'job' });
 
-/** For editors; validateDatabaseName is the check (job names share its rule: they name files and log lines). */
-const JOB_NAME = z.string().check((ctx) => {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(ctx.value)) ctx.issues.push({ code: 'custom', input: ctx.value, message: `job name ${JSON.stringify(ctx.value)} must be letters, digits, ".", "_" or "-" (up to 64, starting with a letter or digit)` });
-});
+function JOB_NAME_PATTERN_CHECK(what = 'channel') {
+  return z.string().check((ctx) => {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(ctx.value)) ctx.issues.push({ code: 'custom', input: ctx.value, message: `${what} name ${JSON.stringify(ctx.value)} must be letters, digits, ".", "_" or "-" (up to 64, starting with a letter or digit)` });
+  });
+}
+
+const NOTIFICATION_EVENTS = ['failure', 'recovery', 'escalation', 'success'] as const;
+
+const SECRET_SHAPE = {
+  env: z.string({ error: 'expected the name of an environment variable' }).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected the name of an environment variable' }).optional().meta({ description: 'The environment variable holding it.' }),
+  file: z.string({ error: 'expected a file path' }).min(1).optional().meta({ description: "A file holding it (relative to this file's folder); surrounding whitespace is dropped." }),
+};
+
+const secret = (what: string) =>
+  z
+    .strictObject(SECRET_SHAPE, {
+      error: (issue) =>
+        issue.code === 'unrecognized_keys'
+          ? `unknown setting (expected env or file)`
+          : `${what} is a secret: give { "env": "VARIABLE" } or { "file": "path" }, never the value itself`,
+    })
+    .check((ctx) => {
+      if ((ctx.value.env === undefined) === (ctx.value.file === undefined)) ctx.issues.push({ code: 'custom', input: ctx.value, message: `give one of env or file for ${what}` });
+    })
+    .meta({ description: `Where ${what} comes from: an environment variable or a file, so that it is never in this file.` });
+
+const events = z
+  .array(z.enum(NOTIFICATION_EVENTS, { error: `expected one of ${NOTIFICATION_EVENTS.join(', ')}` }), { error: `expected a list of events such as ["failure", "recovery"]` })
+  .min(1, { error: 'expected at least one event' })
+  .meta({ description: 'What it is told: failure (every failed run), recovery (the first success after failures), escalation (once per run of failures, see escalation), success (every successful run).' });
+
+const WEBHOOK_SHAPE = {
+  type: z.literal('webhook'),
+  url: secret('the webhook URL'),
+  format: z.enum(['json', 'slack'], { error: 'expected "json" or "slack"' }).optional().meta({ description: 'json (default): the facts of the job as a JSON object; slack: { "text": ... }, as Slack, Mattermost and Teams incoming webhooks take it.' }),
+  events,
+};
+
+const EMAIL_SHAPE = {
+  type: z.literal('email'),
+  host: z.string({ error: 'expected the SMTP server host name' }).min(1).meta({ description: 'The SMTP server.' }),
+  port: z.int({ error: 'expected a port number' }).min(1).max(65535, { error: 'expected a port number' }).optional().meta({ description: 'Default 587 (465 with secure).' }),
+  secure: z.boolean({ error: 'expected true or false' }).optional().meta({ description: 'TLS from the first byte (port 465). Otherwise STARTTLS is used when the server offers it.' }),
+  user: z.string({ error: 'expected a user name' }).min(1).optional().meta({ description: 'The SMTP user name (not secret).' }),
+  password: secret('the SMTP password').optional(),
+  from: z.string({ error: 'expected an address' }).min(3).meta({ description: 'The sender address.' }),
+  to: z.array(z.string({ error: 'expected an address' }).min(3), { error: 'expected a list of addresses' }).min(1, { error: 'expected at least one address' }).meta({ description: 'The recipients.' }),
+  events,
+};
+
+const channel = z
+  .discriminatedUnion(
+    'type',
+    [
+      z.strictObject(WEBHOOK_SHAPE, { error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting of a webhook (expected ${Object.keys(WEBHOOK_SHAPE).join(', ')})` : undefined) }).meta({ description: 'An HTTP POST of a JSON body.' }),
+      z.strictObject(EMAIL_SHAPE, { error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting of an email channel (expected ${Object.keys(EMAIL_SHAPE).join(', ')})` : undefined) }).meta({ description: 'An email over SMTP.' }),
+    ],
+    {
+      error: (issue) =>
+        issue.code === 'invalid_union' && (issue as { note?: string }).note === 'No matching discriminator'
+          ? `"type" must be webhook or email (got ${got((issue.input as { type?: unknown } | undefined)?.type)})`
+          : 'expected a channel such as { "type": "webhook", "url": { "env": "SLACK_WEBHOOK_URL" }, "events": ["failure", "recovery"] }',
+    },
+  );
+
+const NOTIFICATIONS_SHAPE = {
+  channels: z
+    .record(JOB_NAME_PATTERN_CHECK(), channel, { error: (issue) => (issue.code === 'invalid_key' ? issue.issues[0]?.message : 'expected an object of channel name → channel') })
+    .meta({ description: 'The channels, by name.' }),
+  escalation: z
+    .strictObject(
+      {
+        afterFailures: z.int({ error: 'expected a whole number' }).min(1, { error: 'must be at least 1' }).optional().meta({ description: 'Escalate when a job has failed this many times in a row (default 3).' }),
+        after: duration.optional().meta({ description: 'Escalate once a job has been failing this long (e.g. 30min), whichever comes first.' }),
+      },
+      { error: (issue) => (issue.code === 'unrecognized_keys' ? 'unknown setting (expected afterFailures, after)' : 'expected an object such as { "afterFailures": 3, "after": "30min" }') },
+    )
+    .optional()
+    .meta({ description: 'When a job\'s failures go to the channels with the "escalation" event: once per run of failures.' }),
+};
+
+/** Job and channel names: they appear in log lines, metric labels and environment variables. */
+const JOB_NAME = JOB_NAME_PATTERN_CHECK('job');
 
 const schedules = (withFalse: boolean) =>
   z
@@ -437,7 +557,7 @@ const STORAGE_SHAPE = {
     .optional(),
 };
 
-const TOP_LEVEL_KEYS = ['repository', 'storage', 'mirror', 'databases', 'retention', 'schedules', 'daemon'];
+const TOP_LEVEL_KEYS = ['repository', 'storage', 'mirror', 'databases', 'retention', 'schedules', 'daemon', 'notifications'];
 
 /**
  * strata.config.json, described once: `loadConfig` validates with it and
@@ -491,6 +611,12 @@ export function strataConfigSchema(engines: readonly EngineDisplay[] = []) {
             error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${Object.keys(DAEMON_SHAPE).join(', ')})` : 'expected an object such as { "concurrency": 2 }'),
           })
           .meta({ description: 'How strata daemon runs the jobs of "schedules".' })
+          .optional(),
+        notifications: z
+          .strictObject(NOTIFICATIONS_SHAPE, {
+            error: (issue) => (issue.code === 'unrecognized_keys' ? 'unknown setting (expected channels, escalation)' : 'expected an object such as { "channels": { ... } }'),
+          })
+          .meta({ description: 'Where strata daemon reports failed runs, recoveries, escalations and (optionally) successes. Secrets (webhook URLs, SMTP passwords) come from the environment or files, never from this file.' })
           .optional(),
       },
       {
@@ -558,6 +684,7 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     databases,
     ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}),
     ...(parsed.schedules ? { schedules: parsed.schedules as Record<string, JobConfig> } : {}),
+    ...(parsed.notifications ? { notifications: resolveNotifications(parsed.notifications as NotificationsConfig, base) } : {}),
     ...(parsed.daemon ? { daemon: { ...parsed.daemon, ...(parsed.daemon.metricsFile !== undefined ? { metricsFile: path.resolve(base, parsed.daemon.metricsFile) } : {}) } } : {}),
   };
 }
@@ -608,4 +735,31 @@ export function retentionFor(config: StrataConfig, database: string): RetentionP
 export function schedulesFor(config: StrataConfig, database: string): Record<string, JobConfig> {
   const merged: Record<string, JobConfig | false> = { ...(config.schedules ?? {}), ...(config.databases?.[database]?.schedules ?? {}) };
   return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, JobConfig] => entry[1] !== false));
+}
+
+/** Secret files relative to the config file's folder. */
+function resolveNotifications(notifications: NotificationsConfig, base: string): NotificationsConfig {
+  const resolve = (source: SecretSource): SecretSource => (source.file !== undefined ? { file: path.resolve(base, source.file) } : source);
+  const channels: Record<string, ChannelConfig> = {};
+  for (const [name, c] of Object.entries(notifications.channels)) {
+    channels[name] = c.type === 'webhook' ? { ...c, url: resolve(c.url) } : { ...c, ...(c.password ? { password: resolve(c.password) } : {}) };
+  }
+  return { ...notifications, channels };
+}
+
+/** Reads a secret from where the config says it is; the error names the setting, never the value. */
+export function readSecret(source: SecretSource, where: string): string {
+  if (source.env !== undefined) {
+    const value = process.env[source.env];
+    if (value === undefined || value.trim() === '') throw new StrataError('USAGE', `${where}: the environment variable ${source.env} is not set`);
+    return value.trim();
+  }
+  try {
+    const value = readFileSync(source.file!, 'utf8').trim();
+    if (value === '') throw new StrataError('USAGE', `${where}: ${source.file} is empty`);
+    return value;
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    throw new StrataError('USAGE', `${where}: cannot read ${source.file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
 }

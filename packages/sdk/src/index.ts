@@ -28,9 +28,15 @@ export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
 export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
 export type { S3StorageSettings } from '@strata/storage-s3';
-export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, schedulesFor, strataConfigSchema } from './config.js';
+export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, readSecret, resolveLocator, retentionFor, schedulesFor, strataConfigSchema } from './config.js';
 export type {
   BackupJobConfig,
+  ChannelConfig,
+  EmailChannelConfig,
+  NotificationEvent,
+  NotificationsConfig,
+  SecretSource,
+  WebhookChannelConfig,
   CopyJobConfig,
   DaemonConfig,
   DatabaseConfig,
