@@ -7,6 +7,7 @@ import type { JournalOperation } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { detail, jobOperations, startDaemon, writeConfig } from './helpers/daemon.js';
 import { json, strata, useTempDir } from './helpers/env.js';
+import { Client } from './helpers/server-client.js';
 
 /**
  * `strata daemon` with real SQLite databases and jobs every second or two (six-field cron): the
@@ -333,6 +334,26 @@ describe('strata daemon', function () {
     assert.equal(printed.status, 0, printed.stderr);
     const now = metricValues(printed.stdout);
     for (const [key, value] of metrics) if (!/_age_seconds|strata_metrics_timestamp_seconds|strata_mirror_lag_seconds\/(?!app$)/.test(key)) assert.equal(now.get(key), value, key);
+
+    // What the editor shows: each database's jobs with their next run and last outcome (the server reads the journal).
+    const client = new Client();
+    try {
+      await client.start();
+      const { databases } = await client.request('strata/workspace', { folders: [dir.path], databases: [] });
+      const scheduleOf = (name: string) => databases.find((d) => d.name === name)!.schedule!;
+      const [copyJob, verifyJob] = scheduleOf('app');
+      assert.deepEqual([copyJob!.job, copyJob!.what, verifyJob!.job, verifyJob!.what], ['c', 'copy', 'v', 'verify quick (sample 1)']);
+      assert.equal(verifyJob!.last?.outcome, 'succeeded');
+      assert.ok(Date.parse(verifyJob!.next!) > Date.now() - 2000);
+      const [healthJob] = scheduleOf('stale');
+      assert.equal(healthJob!.last?.outcome, 'failed');
+      assert.match(healthJob!.last!.error!, /backup-age/);
+      const [replicateJob] = scheduleOf('live');
+      assert.equal(replicateJob!.cron, undefined);
+      assert.equal(replicateJob!.what, 'replicate');
+    } finally {
+      await client.stop();
+    }
 
     // Down for longer than a run's interval: with missedRuns run-once each job runs once on start.
     await new Promise((resolve) => setTimeout(resolve, 2500));

@@ -5,8 +5,10 @@ import {
   StrataError,
   assessContinuity,
   assessHealth,
+  describeJob,
   durationMs,
   isStrataError,
+  jobCron,
   parseDuration,
   redactedMessage,
   retentionFor,
@@ -39,21 +41,11 @@ export function plannedJobs(config: StrataConfig): PlannedJob[] {
 
 /** The cron of a scheduled job, paused (for computing runs) or calling `onTick`. */
 export function cronOf(job: ScheduledJobConfig, onTick?: (self: Cron) => void): Cron {
-  const options = { mode: '5-or-6-parts' as const, ...(job.timezone !== undefined ? { timezone: job.timezone } : {}) };
-  return onTick ? new Cron(job.cron, options, onTick) : new Cron(job.cron, { ...options, paused: true });
+  if (!onTick) return jobCron(job);
+  return new Cron(job.cron, { mode: '5-or-6-parts', ...(job.timezone !== undefined ? { timezone: job.timezone } : {}) }, onTick);
 }
 
-/** `backup full`, `verify full (sample 1)`, `replicate`: what a job does, in a few words. */
-export function describeJob(job: JobConfig): string {
-  switch (job.job) {
-    case 'backup':
-      return `backup ${job.type ?? 'full'}`;
-    case 'verify':
-      return `verify ${job.level ?? 'quick'}${job.sample !== undefined ? ` (sample ${job.sample})` : ' (newest)'}`;
-    default:
-      return job.job;
-  }
-}
+export { describeJob };
 
 /** Log lines on stderr, as text or one JSON object a line. */
 export class DaemonLog {

@@ -52,6 +52,8 @@ export type {
   StrataConfig,
   VerifyJobConfig,
 } from './config.js';
+export { describeJob, jobCron, scheduleOf } from './schedule.js';
+export type { ScheduledJobView } from './schedule.js';
 export { passphraseFromCommand, passphraseFromFile } from './passphrase-files.js';
 
 /** Settings of the storages that have any (the `storage` section of strata.config.json). */
