@@ -108,7 +108,7 @@ describe('strata daemon', function () {
           url: './app.db',
           schedules: {
             // Both due every two seconds: one runs, the other is queued behind it.
-            b: { job: 'backup', type: 'incremental', cron: '*/2 * * * * *', hooks: { after: 'echo "after $STRATA_JOB $STRATA_BACKUP_ID"; cat' } },
+            b: { job: 'backup', type: 'incremental', cron: '*/2 * * * * *', hooks: { after: 'echo "after $STRATA_JOB $STRATA_BACKUP_ID${STRATA_PASSPHRASE:-}"; cat' } },
             v: { job: 'verify', cron: '*/2 * * * * *' },
           },
         },
@@ -179,6 +179,7 @@ describe('strata daemon', function () {
         const [after] = detail<{ hook: string; exitCode: number; output: string }[]>(op, 'hooks');
         assert.equal(after!.hook, 'after');
         assert.equal(after!.exitCode, 0);
+        // The facts, and not the daemon's passphrase (STRATA_PASSPHRASE is set for it).
         assert.ok(after!.output.startsWith(`after b ${op.last.backupId}\n`), after!.output);
         const stdin = JSON.parse(after!.output.split('\n')[1]!) as Record<string, unknown>;
         assert.equal(stdin['database'], 'app');

@@ -83,7 +83,9 @@ const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
  */
 export function runHook(hook: HookOutcome['hook'], command: string, facts: Record<string, unknown>, hooks: HooksConfig, signal: AbortSignal): Promise<HookOutcome> {
   const timeoutMs = hooks.timeout !== undefined ? durationMs(parseDuration(hooks.timeout, 'hooks.timeout')) : DEFAULT_HOOK_TIMEOUT_MS;
-  const env: NodeJS.ProcessEnv = { ...process.env, STRATA_HOOK: hook };
+  // The daemon's own secrets (the repository's passphrase and its sources) are not the hook's business.
+  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^STRATA_.*PASSPHRASE/.test(key)));
+  env['STRATA_HOOK'] = hook;
   for (const [key, value] of Object.entries(facts)) {
     if (value === undefined || value === null) continue;
     env[`STRATA_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`] = typeof value === 'string' ? value : JSON.stringify(value);
@@ -337,10 +339,9 @@ export class Daemon {
       return;
     }
     state.busy = true;
-    const startedAt = new Date();
     const controller = new AbortController();
     const entry = { controller, done: Promise.resolve() };
-    entry.done = this.#runWhenSlot(job, scheduledAt, startedAt, trigger, controller.signal)
+    entry.done = this.#runWhenSlot(job, scheduledAt, trigger, controller.signal)
       .catch((err: unknown) => this.#log.write('error', `could not run: ${(err as Error).message}`, { database: job.database, job: job.name }))
       .finally(() => {
         this.#updateMetrics();
@@ -377,11 +378,12 @@ export class Daemon {
     for (const wake of this.#slotWaiters.splice(0)) wake();
   }
 
-  async #runWhenSlot(job: PlannedJob, scheduledAt: Date, startedAt: Date, trigger: Trigger, signal: AbortSignal): Promise<void> {
+  async #runWhenSlot(job: PlannedJob, scheduledAt: Date, trigger: Trigger, signal: AbortSignal): Promise<void> {
     await this.#acquireSlot();
     try {
       if (signal.aborted) return;
-      await this.#runJob(job, job.config as ScheduledJobConfig, scheduledAt, startedAt, trigger, signal);
+      // Started: it has its slot (a run that waited for one, with daemon.concurrency, starts late).
+      await this.#runJob(job, job.config as ScheduledJobConfig, scheduledAt, new Date(), trigger, signal);
     } finally {
       this.#releaseSlot();
     }
