@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import * as path from 'node:path';
 import { openRepository } from '@strata/sdk';
@@ -253,6 +253,37 @@ describe('strata daemon', function () {
     assert.equal(ops[0]!.interrupted, true);
     assert.equal(ops[0]!.status, 'FAILED');
     assert.equal(detail(ops[0]!, 'job'), 'slow');
+  });
+
+  it('with daemon.onStop "finish", SIGTERM lets the running job finish and starts no other', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const started = path.join(dir.path, 'started');
+    writeConfig(config, {
+      repository: './repo',
+      daemon: { onStop: 'finish' },
+      databases: { app: { url: './app.db' } },
+      schedules: { slow: { job: 'backup', cron: '* * * * * *', hooks: { before: `touch '${started}'; sleep 2` } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/slow: backup full started/);
+      while (!existsSync(started)) await new Promise((resolve) => setTimeout(resolve, 50));
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.match(exit.stderr, /stopping: waiting for 1 running job/);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const ops = ran(await jobOperations(repo));
+    assert.equal(ops.length, 1);
+    assert.equal(ops[0]!.status, 'COMPLETED');
+    const repository = await openRepository(repo);
+    assert.equal((await repository.list()).length, 1);
+    await repository.close();
   });
 
   it('runs every kind of job: sampled verification oldest first, prune, health, copy to the mirror, replication; missed runs once on start', async () => {
