@@ -24,7 +24,7 @@ describe('strata.config.json validation', () => {
 
   it('names the setting, what is wrong and what is expected', () => {
     assert.equal(problem([]), 'top level: expected an object');
-    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, storage, mirror, databases, retention, schedules, daemon)');
+    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, storage, mirror, databases, retention, schedules, daemon, notifications)');
     assert.equal(problem({ repository: 42 }), 'repository: expected a folder path (got 42)');
     assert.equal(problem({ databases: [] }), 'databases: expected an object of name → { "url": ... }');
     assert.match(problem({ databases: { 'a b': { url: './a.db' } } }), /^databases\.a b: database name "a b" is not allowed: use 1 to 64 letters/);
