@@ -255,6 +255,34 @@ describe('strata daemon', function () {
     assert.equal(detail(ops[0]!, 'job'), 'slow');
   });
 
+  it('a hook that outlives its timeout is killed and fails the job, and says so in the journal', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db' } },
+      schedules: { stuck: { job: 'backup', cron: '*/2 * * * * *', hooks: { before: 'echo waiting; exec sleep 60', timeout: '1s' } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/stuck: failed: the before hook timed out; the job did not run/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const failed = ran(await jobOperations(repo)).filter((o) => o.last.error?.code === 'HOOK_FAILED');
+    assert.ok(failed.length >= 1);
+    const [before] = detail<{ hook: string; timedOut: boolean; signal: string; output: string; durationMs: number }[]>(failed[0]!, 'hooks');
+    assert.deepEqual([before!.hook, before!.timedOut, before!.signal, before!.output], ['before', true, 'SIGKILL', 'waiting\n']);
+    assert.ok(before!.durationMs < 60_000);
+    const repository = await openRepository(repo);
+    assert.equal((await repository.list()).length, 0);
+    await repository.close();
+  });
+
   it('with daemon.onStop "finish", SIGTERM lets the running job finish and starts no other', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
