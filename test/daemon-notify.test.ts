@@ -124,4 +124,53 @@ describe('strata daemon notifications', function () {
       smtp.close();
     }
   });
+
+  it('escalates once failures have lasted the configured duration, before the count is reached', async () => {
+    const posts: Record<string, unknown>[] = [];
+    const http = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        posts.push(JSON.parse(body) as Record<string, unknown>);
+        res.writeHead(200).end('ok');
+      });
+    });
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    try {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+      buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 10 });
+      const config = path.join(dir.path, 'strata.config.json');
+      writeConfig(config, {
+        repository: './repo',
+        databases: { app: { url: './app.db' } },
+        schedules: { b: { job: 'backup', cron: '* * * * * *', hooks: { before: 'exit 7' } } },
+        notifications: { escalation: { afterFailures: 1000, after: '3s' }, channels: { pager: { type: 'webhook', url: { env: 'TEST_PAGER_URL' }, events: ['escalation'] } } },
+      });
+      const daemon = startDaemon(config, [], { TEST_PAGER_URL: `http://127.0.0.1:${(http.address() as AddressInfo).port}/pager` });
+      try {
+        await daemon.waitFor(/escalation notification sent to pager/);
+        // A few more failures: no second escalation for the same run of failures.
+        const mark = daemon.log().length;
+        await daemon.waitFor(/(?:app\/b: failed[\s\S]*){2}/, 60_000, mark);
+        daemon.child.kill('SIGTERM');
+        assert.equal((await daemon.exit).status, 0);
+      } finally {
+        if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+      }
+      assert.equal(posts.length, 1);
+      assert.equal(posts[0]!['event'], 'escalation');
+      const failures = posts[0]!['failures'] as number;
+      assert.ok(failures >= 2 && failures < 1000, `escalated after ${failures} failures`);
+      // `since` is the start of the first failed run; the escalated run ended at least 3 s after it.
+      const ops = (await jobOperations(repo)).filter((o) => detail(o, 'skipped') !== true);
+      assert.equal(posts[0]!['since'], detail(ops[0]!, 'startedAt'));
+      const escalated = ops.filter((o) => detail(o, 'escalated') === true);
+      assert.equal(escalated.length, 1);
+      assert.ok(Date.parse(escalated[0]!.last.at) - Date.parse(posts[0]!['since'] as string) >= 3000);
+    } finally {
+      http.close();
+    }
+  });
 });
