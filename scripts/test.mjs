@@ -42,6 +42,7 @@ function setUpE2e() {
 
 // The test files that talk to the PostgreSQL or MariaDB test server.
 const SERVER_FILES = new Set([
+  'daemon-postgres',
   'legacy-repository',
   'mysql-engine',
   'mysql-fidelity',

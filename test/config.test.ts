@@ -24,12 +24,12 @@ describe('strata.config.json validation', () => {
 
   it('names the setting, what is wrong and what is expected', () => {
     assert.equal(problem([]), 'top level: expected an object');
-    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, storage, mirror, databases, retention)');
+    assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, storage, mirror, databases, retention, schedules, daemon, notifications)');
     assert.equal(problem({ repository: 42 }), 'repository: expected a folder path (got 42)');
     assert.equal(problem({ databases: [] }), 'databases: expected an object of name → { "url": ... }');
     assert.match(problem({ databases: { 'a b': { url: './a.db' } } }), /^databases\.a b: database name "a b" is not allowed: use 1 to 64 letters/);
     assert.equal(problem({ databases: { app: {} } }), 'databases.app.url: expected a SQLite path or a database URL');
-    assert.equal(problem({ databases: { app: { url: './a.db', keep: 1 } } }), 'databases.app.keep: unknown setting (expected url, retention)');
+    assert.equal(problem({ databases: { app: { url: './a.db', keep: 1 } } }), 'databases.app.keep: unknown setting (expected url, retention, schedules)');
     assert.equal(problem({ retention: { keepDaily: -1 } }), 'retention.keepDaily: must be a whole number ≥ 0 (got -1)');
     assert.equal(problem({ retention: { keepDaily: '7' } }), 'retention.keepDaily: must be a whole number ≥ 0 (got "7")');
     assert.match(problem({ retention: { keepDaily: 7, keepHours: 1 } }), /^retention\.keepHours: unknown rule \(expected keepLast, keepHourly/);

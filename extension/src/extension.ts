@@ -90,6 +90,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<Strata
     await status.update();
   }
   void refresh();
+  // strata daemon writes to the journal from outside the editor: where databases have jobs, their
+  // last outcomes are read again each minute.
+  const daemonPoll = setInterval(() => {
+    if (tree.databases.some((d) => (d.schedule?.length ?? 0) > 0)) void refresh();
+  }, 60_000);
+  context.subscriptions.push({ dispose: () => clearInterval(daemonPoll) });
 
   return {
     connection,

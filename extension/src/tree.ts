@@ -152,7 +152,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
         item.iconPath = new vscode.ThemeIcon('server');
         item.contextValue = 'strata.database';
         item.tooltip = new vscode.MarkdownString(
-          `**${node.entry.name}** (${node.entry.engine})\n\n${node.entry.location}\n\nbackups in \`${node.entry.repository}\`\n\nfrom ${node.entry.origin === 'settings' ? 'the strata.databases setting' : `\`${node.entry.origin}\``}`,
+          `**${node.entry.name}** (${node.entry.engine})\n\n${node.entry.location}\n\nbackups in \`${node.entry.repository}\`\n\nfrom ${node.entry.origin === 'settings' ? 'the strata.databases setting' : `\`${node.entry.origin}\``}${scheduleText(node.entry)}`,
         );
         return item;
       }
@@ -233,4 +233,15 @@ export class VerificationDecorations implements vscode.FileDecorationProvider {
     if (uri.query === 'failed') return new vscode.FileDecoration('✗', 'verification failed', new vscode.ThemeColor('testing.iconFailed'));
     return undefined;
   }
+}
+
+/** The jobs strata daemon runs for a database, for its tooltip: next run and last outcome. */
+export function scheduleText(entry: DatabaseEntry): string {
+  if (!entry.schedule || entry.schedule.length === 0) return '';
+  const lines = entry.schedule.map((j) => {
+    const when = j.cron === undefined ? 'continuous' : `next ${j.next ? formatTime(j.next) : 'never'} (\`${j.cron}\`${j.timezone ? ` ${j.timezone}` : ''})`;
+    const last = j.last ? `; last ${j.last.outcome === 'failed' ? '**failed**' : j.last.outcome} ${formatAge(j.last.at)}${j.last.error ? `: ${j.last.error}` : ''}` : '; not run yet';
+    return `- ${j.job}: ${j.what}, ${when}${last}`;
+  });
+  return `\n\n**strata daemon** schedule:\n\n${lines.join('\n')}`;
 }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { BackupHistory } from '@strata/protocol';
@@ -325,6 +325,36 @@ export async function run(): Promise<void> {
     const notes = (await children()).find((n): n is DatabaseNode => n.kind === 'database' && n.entry.name === 'notes')!;
     const backup = (await vscode.commands.executeCommand('strata.backupNow', notes)) as { database: string; encryption: { profile: string } };
     assert.deepEqual([backup.database, backup.encryption.profile], ['notes', 'compat']);
+  });
+
+  test('a database with strata daemon jobs shows them in its tooltip, and a failed run turns the status bar to a warning', async () => {
+    const configFile = path.join(workspace, 'strata.config.json');
+    const original = readFileSync(configFile, 'utf8');
+    const config = JSON.parse(original) as Record<string, unknown>;
+    writeFileSync(configFile, JSON.stringify({ ...config, schedules: { nightly: { job: 'backup', cron: '0 2 * * *', timezone: 'UTC' } } }, null, 2));
+    // What strata daemon journals for a run whose before hook failed.
+    const journal = path.join(workspace, '.backups', 'journal');
+    const at = new Date(Date.now() - 60_000).toISOString();
+    const record = { at, op: 'job-daemon-test-1', kind: 'job', pid: process.pid, host: 'elsewhere', database: 'app', details: { job: 'nightly', jobKind: 'backup', trigger: 'schedule' } };
+    const key = (status: string): string => path.join(journal, `${at.replace(/[-:.]/g, '')}-${status === 'RUNNING' ? 'aaaaaaaaaa' : 'bbbbbbbbbb'}.json`);
+    writeFileSync(key('RUNNING'), JSON.stringify({ ...record, status: 'RUNNING' }) + '\n');
+    writeFileSync(key('FAILED'), JSON.stringify({ ...record, status: 'FAILED', error: { code: 'HOOK_FAILED', message: 'the before hook exited with 3; the job did not run' } }) + '\n');
+    try {
+      await api.tree.reload();
+      await api.status.update();
+      const [node] = await children();
+      const tooltip = (api.tree.getTreeItem(node!).tooltip as vscode.MarkdownString).value;
+      assert.match(tooltip, /strata daemon\*\* schedule/);
+      assert.match(tooltip, /- nightly: backup full, next \S.* \(`0 2 \* \* \*` UTC\); last \*\*failed\*\* .*the before hook exited with 3/);
+      assert.match(api.status.text, /^\$\(warning\) /);
+    } finally {
+      writeFileSync(configFile, original);
+      rmSync(key('RUNNING'));
+      rmSync(key('FAILED'));
+      await api.tree.reload();
+      await api.status.update();
+    }
+    assert.doesNotMatch(api.status.text, /\$\(warning\)/);
   });
 
   test('strata.config.json gets validation from the contributed JSON schema', async () => {

@@ -19,6 +19,7 @@ import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
 import { copyCommand } from './copy-command.js';
 import { replicateCommand } from './replicate-command.js';
+import { daemonCommand, metricsCommand, scheduleCommand } from './daemon-commands.js';
 import { DEFAULT_ROWS_PER_DATABASE, listCommand, parseSince, parseTypes } from './list-command.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
 import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
@@ -338,6 +339,44 @@ restores stay exact to the transaction.`,
       ),
   },
   {
+    path: ['schedule'],
+    summary: 'print the jobs of strata.config.json ("schedules") with their next runs',
+    options: [{ flags: '--count <n>', description: 'how many next runs of each job (default 3)' }],
+    details: `Jobs come from "schedules" (every database) and each database's own "schedules" (added, replaced
+by name, or dropped with false). Times are printed in UTC; a job's "timezone" is the zone its
+cron expression is read in. See strata daemon --help.`,
+    examples: ['schedule', 'schedule --count 5 --json'],
+    run: async (ctx, { opts }) => {
+      const count = parseNumber(str(opts, 'count'), '--count') ?? 3;
+      if (!Number.isInteger(count) || count < 1 || count > 100) throw new StrataError('USAGE', `schedule: --count expects a whole number from 1 to 100 (got ${count})`);
+      return scheduleCommand(ctx, { count });
+    },
+  },
+  {
+    path: ['daemon'],
+    summary: 'run the jobs of strata.config.json ("schedules") in the foreground: backups, verifications, prune, health, copies, replication',
+    options: [{ flags: '--log-format <format>', description: 'text (default): one line per event on stderr; json: one JSON object per line' }],
+    details: `Runs until SIGTERM or SIGINT; made for systemd or a supervisor (docs/strata-daemon.service).
+The repository is opened once at start, so its passphrase must come from --passphrase-file,
+--passphrase-command or the STRATA_PASSPHRASE* variables (or a terminal, at start).
+
+  Jobs of one database never overlap: a run due while another runs is skipped (daemon.overlap
+  "skip", the default) or queued (one waiting run per job); either is journaled.
+  Jobs of different databases run at once up to daemon.concurrency (default 2). A replicate job
+  runs all the time, apart from the others, and is started again after a failure.
+  Every run is a "job" entry in the journal: due and start time, hooks with exit status and
+  output, the outcome. Hooks (before/after/onFailure, sh -c) get the job's facts as STRATA_*
+  variables and as JSON on stdin; a failing before hook stops the job.
+  SIGTERM/SIGINT: no new job starts; running jobs are aborted (journaled as interrupted) or, with
+  daemon.onStop "finish", finish; then it exits 0. SIGHUP reads the config again (a bad one is
+  reported and the running one kept).
+  Runs missed while the daemon was down: skipped (daemon.missedRuns "skip", the default), or,
+  with "run-once", each job whose last run in the journal is older than its last due time runs
+  once at start.`,
+    examples: ['daemon', 'daemon --log-format json --passphrase-file /etc/strata/passphrase'],
+    run: (ctx, { opts, signal }) => daemonCommand(ctx, given({ logFormat: str(opts, 'logFormat') }), signal),
+  },
+  {
     path: ['restore'],
     args: [{ name: 'id|latest', required: false }],
     summary: 'restore a restore point (and its chain) to a target; also as of a time, or only some tables',
@@ -452,6 +491,27 @@ whose segments are shipped later than --max-lag after their transactions.`,
     options: [],
     examples: ['inventory', 'inventory --json'],
     run: (ctx) => inventoryCommand(ctx),
+  },
+  {
+    path: ['metrics'],
+    summary: 'the repository in the Prometheus text format: per database backup and verification age, last backup duration, size and ratio, failures, replication and mirror lag',
+    options: [{ flags: '--textfile <file>', description: "write it to FILE (ending in .prom) as node_exporter's textfile collector wants: a temporary file renamed over it" }],
+    details: `Metrics (labels: database; strata_job_failures_total also job):
+  strata_backups, strata_stored_bytes, strata_repository_stored_bytes
+  strata_newest_backup_timestamp_seconds, strata_newest_good_backup_timestamp_seconds,
+  strata_newest_good_backup_age_seconds
+  strata_last_verification_timestamp_seconds, strata_last_verification_age_seconds,
+  strata_last_verification_passed
+  strata_last_backup_duration_seconds, strata_last_backup_stored_bytes,
+  strata_last_backup_compression_ratio
+  strata_backup_failures_total, strata_job_failures_total (from the journal)
+  strata_replication_lag_seconds, strata_mirror_reachable, strata_mirror_lag_seconds
+  strata_metrics_timestamp_seconds
+No network listener: strata daemon keeps the file of daemon.metricsFile up to date, or run this
+from cron with --textfile. Alert on the *_timestamp_seconds gauges (time() - ...), which do not go
+stale between two writes.`,
+    examples: ['metrics', 'metrics --textfile /var/lib/node_exporter/textfile/strata.prom'],
+    run: (ctx, { opts }) => metricsCommand(ctx, given({ textfile: str(opts, 'textfile') })),
   },
   {
     path: ['export'],

@@ -74,6 +74,10 @@ export type StrataErrorCode =
   | 'VERIFY_FAILED'
   /** The operation was cancelled through its AbortSignal. */
   | 'ABORTED'
+  /** A scheduled job's hook failed or timed out (a failing `before` hook stops the job). */
+  | 'HOOK_FAILED'
+  /** A scheduled health check found a problem. */
+  | 'UNHEALTHY'
   /** An I/O or driver failure that is not one of the above. */
   | 'IO'
   /** A bug: something that should be impossible happened. Please report it. */

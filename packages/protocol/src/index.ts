@@ -44,6 +44,21 @@ export interface AddedDatabase {
   readonly repository: string;
 }
 
+/** One job of strata daemon for a database: what it does, when it runs next, how its last run went. */
+export interface ScheduledJobView {
+  readonly job: string;
+  readonly kind: string;
+  /** `backup full`, `verify quick (sample 1)`, `replicate`. */
+  readonly what: string;
+  /** Absent for a continuous job. */
+  readonly cron?: string;
+  readonly timezone?: string;
+  /** The next due time (ISO). */
+  readonly next?: string;
+  /** The last run the daemon journaled. */
+  readonly last?: { readonly at: string; readonly outcome: 'succeeded' | 'failed' | 'interrupted' | 'running'; readonly error?: string };
+}
+
 /** A database the server knows, from a strata.config.json or from the client's settings. */
 export interface DatabaseEntry {
   readonly name: string;
@@ -56,6 +71,8 @@ export interface DatabaseEntry {
   readonly repositoryExists: boolean;
   /** The config file that names it, or `settings`. */
   readonly origin: string;
+  /** Its jobs for strata daemon ("schedules" of its config file): next run and last outcome. */
+  readonly schedule?: readonly ScheduledJobView[];
 }
 
 /**

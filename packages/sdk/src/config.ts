@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
+import { Cron } from 'croner';
+import { BACKUP_TYPES, DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
 import type { EngineDisplay, RetentionPolicy } from '@strata/core';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
@@ -13,6 +14,62 @@ export interface DatabaseConfig {
   readonly url: string;
   /** Retention for this database (overrides the top-level `retention`). */
   readonly retention?: RetentionPolicy;
+  /** Jobs of this database for `strata daemon`, by name; they add to (or, by name, replace) the top-level `schedules`; `false` drops one. */
+  readonly schedules?: Readonly<Record<string, JobConfig | false>>;
+}
+
+/** Commands a job runs around its work (with sh -c), each given the job's facts. */
+export interface HooksConfig {
+  /** Runs first; when it fails (or times out) the job is not run and counts as failed. */
+  readonly before?: string;
+  /** Runs after the job succeeded. */
+  readonly after?: string;
+  /** Runs after the job (or its before hook) failed. */
+  readonly onFailure?: string;
+  /** How long each hook may run (a duration, default 5min); then it is killed and counts as failed. */
+  readonly timeout?: string;
+}
+
+/** What every scheduled job has. */
+interface JobCommon {
+  /** A cron expression of 5 fields (minute …) or 6 (second minute …). */
+  readonly cron: string;
+  /** The time zone the expression is read in (IANA name, default the machine's). */
+  readonly timezone?: string;
+  /** A run due while another job of the same database runs: skip it (default: daemon.overlap) or queue it. */
+  readonly overlap?: 'skip' | 'queue';
+  readonly hooks?: HooksConfig;
+}
+
+export type BackupJobConfig = JobCommon & { readonly job: 'backup'; readonly type?: 'full' | 'incremental' | 'differential' | 'schema-only' };
+export type VerifyJobConfig = JobCommon & { readonly job: 'verify'; readonly level?: 'quick' | 'full'; readonly sample?: number };
+export type PruneJobConfig = JobCommon & { readonly job: 'prune' };
+export type HealthJobConfig = JobCommon & { readonly job: 'health'; readonly maxAge?: string; readonly maxUnverified?: string };
+export type CopyJobConfig = JobCommon & { readonly job: 'copy' };
+/** The continuous job: runs as long as the daemon does (no cron), restarted after a failure. */
+export interface ReplicateJobConfig {
+  readonly job: 'replicate';
+  /** How often to ship, in milliseconds (default 1000). */
+  readonly intervalMs?: number;
+  readonly switchMode?: boolean;
+  /** How long to wait before starting it again after it failed (a duration, default 30s). */
+  readonly restartAfter?: string;
+}
+export type ScheduledJobConfig = BackupJobConfig | VerifyJobConfig | PruneJobConfig | HealthJobConfig | CopyJobConfig;
+export type JobConfig = ScheduledJobConfig | ReplicateJobConfig;
+
+/** How `strata daemon` runs the jobs. */
+export interface DaemonConfig {
+  /** Jobs of different databases that may run at once (default 2). */
+  readonly concurrency?: number;
+  /** A run due while another job of the same database runs: skip (default) or queue it. */
+  readonly overlap?: 'skip' | 'queue';
+  /** Runs missed while the daemon was not running: skip them (default), or run each job once on start. */
+  readonly missedRuns?: 'skip' | 'run-once';
+  /** On SIGTERM: abort the running jobs (default; journaled as interrupted) or let them finish. */
+  readonly onStop?: 'abort' | 'finish';
+  /** A file the daemon keeps the metrics in (Prometheus text format), for node_exporter's textfile collector. */
+  readonly metricsFile?: string;
 }
 
 /**
@@ -52,6 +109,50 @@ export interface StrataConfig {
   readonly databases?: Readonly<Record<string, DatabaseConfig>>;
   /** Retention for every database without its own (default: daily 7, weekly 8, monthly 12). */
   readonly retention?: RetentionPolicy;
+  /** Jobs every database gets from `strata daemon`, by name (a database's own `schedules` add to or replace them). */
+  readonly schedules?: Readonly<Record<string, JobConfig>>;
+  readonly daemon?: DaemonConfig;
+  /** Where strata daemon reports failures, recoveries, escalations and (optionally) successes. */
+  readonly notifications?: NotificationsConfig;
+}
+
+/** What a notification is about. */
+export type NotificationEvent = 'failure' | 'recovery' | 'escalation' | 'success';
+
+/** A secret: the name of an environment variable or a file (relative to the config file) holding it, never the value. */
+export interface SecretSource {
+  readonly env?: string;
+  readonly file?: string;
+}
+
+export interface WebhookChannelConfig {
+  readonly type: 'webhook';
+  /** The URL (it usually holds a token), from the environment or a file. */
+  readonly url: SecretSource;
+  /** json (default): the job's facts; slack: { "text": ... } as Slack, Mattermost and Teams incoming webhooks take it. */
+  readonly format?: 'json' | 'slack';
+  readonly events: readonly NotificationEvent[];
+}
+
+export interface EmailChannelConfig {
+  readonly type: 'email';
+  readonly host: string;
+  readonly port?: number;
+  /** TLS from the first byte (port 465); otherwise STARTTLS when the server offers it. */
+  readonly secure?: boolean;
+  readonly user?: string;
+  readonly password?: SecretSource;
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly events: readonly NotificationEvent[];
+}
+
+export type ChannelConfig = WebhookChannelConfig | EmailChannelConfig;
+
+export interface NotificationsConfig {
+  readonly channels: Readonly<Record<string, ChannelConfig>>;
+  /** When a job's failures escalate: after this many in a row, or once they have lasted this long. */
+  readonly escalation?: { readonly afterFailures?: number; readonly after?: string };
 }
 
 /** A config file that was found and checked. */
@@ -156,6 +257,222 @@ function urlDescription(engines: readonly EngineDisplay[]): { description: strin
   };
 }
 
+const OVERLAP = z.enum(['skip', 'queue'], { error: 'expected "skip" or "queue"' });
+
+const cron = z
+  .string({ error: (issue) => `expected a cron expression such as "0 2 * * *" (got ${got(issue.input)})` })
+  .check((ctx) => {
+    // croner parses it, so what is accepted here is exactly what the daemon runs.
+    try {
+      new Cron(ctx.value, { mode: '5-or-6-parts', paused: true });
+    } catch (err) {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: `not a cron expression of 5 or 6 fields (${(err as Error).message.replace(/^CronPattern: /, '')})` });
+    }
+  })
+  .meta({ description: 'When it runs: a cron expression of 5 fields (minute hour day-of-month month day-of-week) or 6 (a leading second).', examples: ['0 2 * * *', '*/30 * * * *', '0 0 3 * * 0'] });
+
+const timezone = z
+  .string({ error: (issue) => `expected an IANA time zone such as "Europe/Berlin" (got ${got(issue.input)})` })
+  .check((ctx) => {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: ctx.value });
+    } catch {
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: `unknown time zone ${JSON.stringify(ctx.value)} (expected an IANA name such as "Europe/Berlin" or "UTC")` });
+    }
+  })
+  .meta({ description: "The time zone the cron expression is read in (an IANA name; default the machine's)." });
+
+const HOOKS_SHAPE = {
+  before: z.string({ error: 'expected a command' }).min(1).meta({ description: 'Runs (sh -c) before the job; a failure or timeout aborts the job.' }).optional(),
+  after: z.string({ error: 'expected a command' }).min(1).meta({ description: 'Runs (sh -c) after the job succeeded.' }).optional(),
+  onFailure: z.string({ error: 'expected a command' }).min(1).meta({ description: 'Runs (sh -c) after the job or its before hook failed.' }).optional(),
+  timeout: duration.optional().meta({ description: 'How long each hook may run before it is killed (default 5min).' }),
+};
+
+const hooks = z
+  .strictObject(HOOKS_SHAPE, {
+    error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown hook (expected ${Object.keys(HOOKS_SHAPE).join(', ')})` : 'expected an object such as { "before": "./maintenance on" }'),
+  })
+  .meta({ description: 'Commands run around the job. Each gets the job\'s facts as STRATA_* environment variables and as one JSON document on stdin; its exit status and output go to the journal.' });
+
+const JOB_COMMON = {
+  cron,
+  timezone: timezone.optional(),
+  overlap: OVERLAP.optional().meta({ description: 'A run due while another job of the same database runs: skip it or queue it (default: daemon.overlap).' }),
+  hooks: hooks.optional(),
+};
+
+function jobShape<K extends string, S extends z.core.$ZodLooseShape>(kind: K, description: string, shape: S) {
+  const full = { job: z.literal(kind), ...shape };
+  return z
+    .strictObject(full, { error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting of a ${kind} job (expected ${Object.keys(full).join(', ')})` : undefined) })
+    .meta({ description });
+}
+
+const JOB_KINDS = ['backup', 'verify', 'prune', 'health', 'replicate', 'copy'] as const;
+
+const job = z
+  .discriminatedUnion(
+    'job',
+    [
+      jobShape('backup', 'A backup of the database.', {
+        ...JOB_COMMON,
+        type: z.enum(BACKUP_TYPES as unknown as ['full', 'incremental', 'differential', 'schema-only'], { error: `expected one of ${BACKUP_TYPES.join(', ')}` }).optional().meta({ description: 'full (default), incremental or differential (a full one when there is none yet), or schema-only.' }),
+      }),
+      jobShape('verify', 'A verification of restore points.', {
+        ...JOB_COMMON,
+        level: z.enum(['quick', 'full'], { error: 'expected "quick" or "full"' }).optional().meta({ description: 'quick (default): artifacts and hashes; full: also restore into a scratch database and compare.' }),
+        sample: z
+          .int({ error: (issue) => `expected a whole number ≥ 1 (got ${got(issue.input)})` })
+          .min(1, { error: 'must be at least 1' })
+          .optional()
+          .meta({ description: 'Verify this many restore points per run, the oldest never verified at this level first (then the longest ago). Without it: the newest restore point.' }),
+      }),
+      jobShape('prune', 'Removes the backups the retention no longer keeps.', JOB_COMMON),
+      jobShape('health', "Fails when the database's backups are unhealthy (what strata health checks, for this database).", {
+        ...JOB_COMMON,
+        maxAge: duration.optional().meta({ description: "The newest good backup's age limit (default 25h)." }),
+        maxUnverified: duration.optional().meta({ description: 'How long without a passed verification (default 8d).' }),
+      }),
+      jobShape('copy', "Copies the database's restore points the mirror lacks into the mirror (the top-level \"mirror\").", JOB_COMMON),
+      jobShape('replicate', 'Continuous protection (strata replicate): runs as long as the daemon does, no cron; started again after a failure.', {
+        intervalMs: z
+          .int({ error: (issue) => `expected a whole number of milliseconds (got ${got(issue.input)})` })
+          .min(50, { error: 'must be at least 50' })
+          .max(3_600_000, { error: 'must be at most 3600000 (1h)' })
+          .optional()
+          .meta({ description: 'Ship at least this often, in milliseconds (default 1000).' }),
+        switchMode: z.boolean({ error: 'expected true or false' }).optional().meta({ description: 'Switch the database into the journal mode replication reads instead of refusing it.' }),
+        restartAfter: duration.optional().meta({ description: 'How long to wait before starting it again after it failed (default 30s).' }),
+      }),
+    ],
+    {
+      error: (issue) =>
+        issue.code === 'invalid_union' && (issue as { note?: string }).note === 'No matching discriminator'
+          ? `"job" must be one of ${JOB_KINDS.join(', ')} (got ${got((issue.input as { job?: unknown } | undefined)?.job)})`
+          : `expected a job such as { "job": "backup", "type": "full", "cron": "0 2 * * *" }`,
+    },
+  )
+  .meta({ id: 'job' });
+
+function JOB_NAME_PATTERN_CHECK(what = 'channel') {
+  return z.string().check((ctx) => {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(ctx.value)) ctx.issues.push({ code: 'custom', input: ctx.value, message: `${what} name ${JSON.stringify(ctx.value)} must be letters, digits, ".", "_" or "-" (up to 64, starting with a letter or digit)` });
+  });
+}
+
+const NOTIFICATION_EVENTS = ['failure', 'recovery', 'escalation', 'success'] as const;
+
+const SECRET_SHAPE = {
+  env: z.string({ error: 'expected the name of an environment variable' }).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { error: 'expected the name of an environment variable' }).optional().meta({ description: 'The environment variable holding it.' }),
+  file: z.string({ error: 'expected a file path' }).min(1).optional().meta({ description: "A file holding it (relative to this file's folder); surrounding whitespace is dropped." }),
+};
+
+const secret = (what: string) =>
+  z
+    .strictObject(SECRET_SHAPE, {
+      error: (issue) =>
+        issue.code === 'unrecognized_keys'
+          ? `unknown setting (expected env or file)`
+          : `${what} is a secret: give { "env": "VARIABLE" } or { "file": "path" }, never the value itself`,
+    })
+    .check((ctx) => {
+      if ((ctx.value.env === undefined) === (ctx.value.file === undefined)) ctx.issues.push({ code: 'custom', input: ctx.value, message: `give one of env or file for ${what}` });
+    })
+    .meta({ description: `Where ${what} comes from: an environment variable or a file, so that it is never in this file.` });
+
+const events = z
+  .array(z.enum(NOTIFICATION_EVENTS, { error: `expected one of ${NOTIFICATION_EVENTS.join(', ')}` }), { error: `expected a list of events such as ["failure", "recovery"]` })
+  .min(1, { error: 'expected at least one event' })
+  .meta({ description: 'What it is told: failure (every failed run), recovery (the first success after failures), escalation (once per run of failures, see escalation), success (every successful run).' });
+
+const WEBHOOK_SHAPE = {
+  type: z.literal('webhook'),
+  url: secret('the webhook URL'),
+  format: z.enum(['json', 'slack'], { error: 'expected "json" or "slack"' }).optional().meta({ description: 'json (default): the facts of the job as a JSON object; slack: { "text": ... }, as Slack, Mattermost and Teams incoming webhooks take it.' }),
+  events,
+};
+
+const EMAIL_SHAPE = {
+  type: z.literal('email'),
+  host: z.string({ error: 'expected the SMTP server host name' }).min(1).meta({ description: 'The SMTP server.' }),
+  port: z.int({ error: 'expected a port number' }).min(1).max(65535, { error: 'expected a port number' }).optional().meta({ description: 'Default 587 (465 with secure).' }),
+  secure: z.boolean({ error: 'expected true or false' }).optional().meta({ description: 'TLS from the first byte (port 465). Otherwise STARTTLS is used when the server offers it.' }),
+  user: z.string({ error: 'expected a user name' }).min(1).optional().meta({ description: 'The SMTP user name (not secret).' }),
+  password: secret('the SMTP password').optional(),
+  from: z.string({ error: 'expected an address' }).min(3).meta({ description: 'The sender address.' }),
+  to: z.array(z.string({ error: 'expected an address' }).min(3), { error: 'expected a list of addresses' }).min(1, { error: 'expected at least one address' }).meta({ description: 'The recipients.' }),
+  events,
+};
+
+const channel = z
+  .discriminatedUnion(
+    'type',
+    [
+      z.strictObject(WEBHOOK_SHAPE, { error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting of a webhook (expected ${Object.keys(WEBHOOK_SHAPE).join(', ')})` : undefined) }).meta({ description: 'An HTTP POST of a JSON body.' }),
+      z.strictObject(EMAIL_SHAPE, { error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting of an email channel (expected ${Object.keys(EMAIL_SHAPE).join(', ')})` : undefined) }).meta({ description: 'An email over SMTP.' }),
+    ],
+    {
+      error: (issue) =>
+        issue.code === 'invalid_union' && (issue as { note?: string }).note === 'No matching discriminator'
+          ? `"type" must be webhook or email (got ${got((issue.input as { type?: unknown } | undefined)?.type)})`
+          : 'expected a channel such as { "type": "webhook", "url": { "env": "SLACK_WEBHOOK_URL" }, "events": ["failure", "recovery"] }',
+    },
+  );
+
+const NOTIFICATIONS_SHAPE = {
+  channels: z
+    .record(JOB_NAME_PATTERN_CHECK(), channel, { error: (issue) => (issue.code === 'invalid_key' ? issue.issues[0]?.message : 'expected an object of channel name → channel') })
+    .meta({ description: 'The channels, by name.' }),
+  escalation: z
+    .strictObject(
+      {
+        afterFailures: z.int({ error: 'expected a whole number' }).min(1, { error: 'must be at least 1' }).optional().meta({ description: 'Escalate when a job has failed this many times in a row (default 3).' }),
+        after: duration.optional().meta({ description: 'Escalate once a job has been failing this long (e.g. 30min), whichever comes first.' }),
+      },
+      { error: (issue) => (issue.code === 'unrecognized_keys' ? 'unknown setting (expected afterFailures, after)' : 'expected an object such as { "afterFailures": 3, "after": "30min" }') },
+    )
+    .optional()
+    .meta({ description: 'When a job\'s failures go to the channels with the "escalation" event: once per run of failures.' }),
+};
+
+/** Job and channel names: they appear in log lines, metric labels and environment variables. */
+const JOB_NAME = JOB_NAME_PATTERN_CHECK('job');
+
+const schedules = (withFalse: boolean) =>
+  z
+    .record(JOB_NAME, withFalse ? z.union([job, z.literal(false)], { error: (issue) => (issue.code === 'invalid_union' ? issue.errors.flat()[0]?.message : undefined) }) : job, {
+      error: (issue) => (issue.code === 'invalid_key' ? issue.issues[0]?.message : 'expected an object of job name → { "job": ..., "cron": ... }'),
+    })
+    .meta({
+      description: withFalse
+        ? 'Jobs of this database for strata daemon, by name: they add to the top-level schedules, replace the one of the same name, or drop it with false.'
+        : 'Jobs every database gets from strata daemon, by name (a database\'s own "schedules" add to, replace or drop them).',
+    });
+
+const DAEMON_SHAPE = {
+  concurrency: z
+    .int({ error: (issue) => `expected a whole number (got ${got(issue.input)})` })
+    .min(1, { error: 'must be at least 1' })
+    .max(64, { error: 'must be at most 64' })
+    .optional()
+    .meta({ description: 'Jobs of different databases that may run at once (default 2). Jobs of one database never overlap.' }),
+  overlap: OVERLAP.optional().meta({ description: 'A run due while another job of the same database runs: skip it (default) or queue it (one waiting run per job). Either is journaled.' }),
+  missedRuns: z
+    .enum(['skip', 'run-once'], { error: 'expected "skip" or "run-once"' })
+    .optional()
+    .meta({ description: 'Runs missed while the daemon was down: skip (default) waits for the next one; run-once runs each job that missed a run once on start (known from the journal).' }),
+  onStop: z
+    .enum(['abort', 'finish'], { error: 'expected "abort" or "finish"' })
+    .optional()
+    .meta({ description: 'On SIGTERM: abort the running jobs (default; their journal entries say interrupted) or let them finish; no new job starts either way.' }),
+  metricsFile: z
+    .string({ error: (issue) => `expected a file path ending in .prom (got ${got(issue.input)})` })
+    .regex(/\.prom$/, { error: "expected a file path ending in .prom (node_exporter's textfile collector reads only those)" })
+    .optional()
+    .meta({ description: "A file (relative to this file's folder) the daemon keeps the metrics of strata metrics in, at start, after every job and every minute: point node_exporter's --collector.textfile.directory at its folder.", examples: ['/var/lib/node_exporter/textfile/strata.prom'] }),
+};
+
 /** For editors; validateDatabaseName is the check (it also limits the length and refuses ".."). */
 const DATABASE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]*$';
 
@@ -165,6 +482,7 @@ const DATABASE_SHAPE = (engines: readonly EngineDisplay[]) => ({
     .min(1, { error: 'expected a SQLite path or a database URL' })
     .meta(urlDescription(engines)),
   retention: retention.optional(),
+  schedules: schedules(true).optional(),
 });
 
 const MIRROR_SHAPE = {
@@ -239,7 +557,7 @@ const STORAGE_SHAPE = {
     .optional(),
 };
 
-const TOP_LEVEL_KEYS = ['repository', 'storage', 'mirror', 'databases', 'retention'];
+const TOP_LEVEL_KEYS = ['repository', 'storage', 'mirror', 'databases', 'retention', 'schedules', 'daemon', 'notifications'];
 
 /**
  * strata.config.json, described once: `loadConfig` validates with it and
@@ -287,6 +605,19 @@ export function strataConfigSchema(engines: readonly EngineDisplay[] = []) {
           .meta({ description: 'The databases, by the name their backups are filed under.' })
           .optional(),
         retention: retention.optional(),
+        schedules: schedules(false).optional(),
+        daemon: z
+          .strictObject(DAEMON_SHAPE, {
+            error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${Object.keys(DAEMON_SHAPE).join(', ')})` : 'expected an object such as { "concurrency": 2 }'),
+          })
+          .meta({ description: 'How strata daemon runs the jobs of "schedules".' })
+          .optional(),
+        notifications: z
+          .strictObject(NOTIFICATIONS_SHAPE, {
+            error: (issue) => (issue.code === 'unrecognized_keys' ? 'unknown setting (expected channels, escalation)' : 'expected an object such as { "channels": { ... } }'),
+          })
+          .meta({ description: 'Where strata daemon reports failed runs, recoveries, escalations and (optionally) successes. Secrets (webhook URLs, SMTP passwords) come from the environment or files, never from this file.' })
+          .optional(),
       },
       {
         error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown setting (expected ${TOP_LEVEL_KEYS.join(', ')})` : 'expected an object'),
@@ -310,7 +641,12 @@ const CONFIG_SCHEMA = strataConfigSchema();
 function validateConfig(raw: unknown, file: string): StrataConfig {
   const result = CONFIG_SCHEMA.safeParse(raw);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    let issue = result.error.issues[0]!;
+    // A database's job is a job or false: report what is wrong inside the job, at its own key.
+    if (issue.code === 'invalid_union' && issue.path.includes('schedules')) {
+      const inner = issue.errors[0]?.[0];
+      if (inner && (inner.path.length > 0 || inner.code !== 'invalid_type')) issue = { ...inner, path: [...issue.path, ...inner.path] } as typeof issue;
+    }
     // An unknown key is reported at the key itself, so the path names what to remove or fix.
     const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
     const where = at.length === 0 ? 'top level' : at.map(String).join('.');
@@ -320,8 +656,18 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
   const base = path.dirname(file);
   const databases: Record<string, DatabaseConfig> = {};
   for (const [name, db] of Object.entries(parsed.databases ?? {})) {
-    databases[name] = { url: resolveLocator(db.url, base), ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}) };
+    databases[name] = {
+      url: resolveLocator(db.url, base),
+      ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}),
+      ...(db.schedules !== undefined ? { schedules: db.schedules as Record<string, JobConfig | false> } : {}),
+    };
   }
+  // A copy job copies to the mirror: without one it could never succeed.
+  const copyJob = [
+    ...Object.entries(parsed.schedules ?? {}).map(([job, config]) => ({ where: `schedules.${job}`, config })),
+    ...Object.entries(parsed.databases ?? {}).flatMap(([db, c]) => Object.entries(c.schedules ?? {}).map(([job, config]) => ({ where: `databases.${db}.schedules.${job}`, config }))),
+  ].find((j) => j.config !== false && j.config.job === 'copy');
+  if (copyJob && parsed.mirror === undefined) throw new StrataError('USAGE', `config: ${file}: ${copyJob.where}: a copy job copies to the mirror; set "mirror" (a repository made with strata init)`);
   // A folder is relative to the config file; a URL (s3://…) is taken as it is.
   const location = (given: string): string => (/^[A-Za-z][A-Za-z0-9+.-]+:\/\//.test(given) ? given : path.resolve(base, given));
   const repository = parsed.repository === undefined ? undefined : location(parsed.repository);
@@ -337,6 +683,9 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     ...(mirror ? { mirror } : {}),
     databases,
     ...(parsed.retention ? { retention: parsed.retention as RetentionPolicy } : {}),
+    ...(parsed.schedules ? { schedules: parsed.schedules as Record<string, JobConfig> } : {}),
+    ...(parsed.notifications ? { notifications: resolveNotifications(parsed.notifications as NotificationsConfig, base) } : {}),
+    ...(parsed.daemon ? { daemon: { ...parsed.daemon, ...(parsed.daemon.metricsFile !== undefined ? { metricsFile: path.resolve(base, parsed.daemon.metricsFile) } : {}) } } : {}),
   };
 }
 
@@ -380,4 +729,37 @@ export function databaseNameFromPath(file: string): string {
 /** The retention of one database: its own in the config, else the config's top-level one, else the built-in tiers. */
 export function retentionFor(config: StrataConfig, database: string): RetentionPolicy {
   return config.databases?.[database]?.retention ?? config.retention ?? DEFAULT_RETENTION;
+}
+
+/** The jobs of one database: the top-level `schedules` with its own added, replaced by name, or dropped (`false`). */
+export function schedulesFor(config: StrataConfig, database: string): Record<string, JobConfig> {
+  const merged: Record<string, JobConfig | false> = { ...(config.schedules ?? {}), ...(config.databases?.[database]?.schedules ?? {}) };
+  return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, JobConfig] => entry[1] !== false));
+}
+
+/** Secret files relative to the config file's folder. */
+function resolveNotifications(notifications: NotificationsConfig, base: string): NotificationsConfig {
+  const resolve = (source: SecretSource): SecretSource => (source.file !== undefined ? { file: path.resolve(base, source.file) } : source);
+  const channels: Record<string, ChannelConfig> = {};
+  for (const [name, c] of Object.entries(notifications.channels)) {
+    channels[name] = c.type === 'webhook' ? { ...c, url: resolve(c.url) } : { ...c, ...(c.password ? { password: resolve(c.password) } : {}) };
+  }
+  return { ...notifications, channels };
+}
+
+/** Reads a secret from where the config says it is; the error names the setting, never the value. */
+export function readSecret(source: SecretSource, where: string): string {
+  if (source.env !== undefined) {
+    const value = process.env[source.env];
+    if (value === undefined || value.trim() === '') throw new StrataError('USAGE', `${where}: the environment variable ${source.env} is not set`);
+    return value.trim();
+  }
+  try {
+    const value = readFileSync(source.file!, 'utf8').trim();
+    if (value === '') throw new StrataError('USAGE', `${where}: ${source.file} is empty`);
+    return value;
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    throw new StrataError('USAGE', `${where}: cannot read ${source.file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
 }

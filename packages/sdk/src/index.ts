@@ -28,8 +28,32 @@ export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
 export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
 export type { S3StorageSettings } from '@strata/storage-s3';
-export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, resolveLocator, retentionFor, strataConfigSchema } from './config.js';
-export type { DatabaseConfig, LoadedConfig, MirrorConfig, StorageConfig, StrataConfig } from './config.js';
+export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, readSecret, resolveLocator, retentionFor, schedulesFor, strataConfigSchema } from './config.js';
+export type {
+  BackupJobConfig,
+  ChannelConfig,
+  EmailChannelConfig,
+  NotificationEvent,
+  NotificationsConfig,
+  SecretSource,
+  WebhookChannelConfig,
+  CopyJobConfig,
+  DaemonConfig,
+  DatabaseConfig,
+  HealthJobConfig,
+  HooksConfig,
+  JobConfig,
+  LoadedConfig,
+  MirrorConfig,
+  PruneJobConfig,
+  ReplicateJobConfig,
+  ScheduledJobConfig,
+  StorageConfig,
+  StrataConfig,
+  VerifyJobConfig,
+} from './config.js';
+export { describeJob, jobCron, scheduleOf } from './schedule.js';
+export type { ScheduledJobView } from './schedule.js';
 export { passphraseFromCommand, passphraseFromFile } from './passphrase-files.js';
 
 /** Settings of the storages that have any (the `storage` section of strata.config.json). */

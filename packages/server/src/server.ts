@@ -22,6 +22,7 @@ import {
   repositoryLocation,
   resolveLocator,
   retentionFor,
+  scheduleOf,
   tierOf,
   validateDatabaseName,
 } from '@strata/sdk';
@@ -244,6 +245,23 @@ export class StrataServer {
       } catch (err) {
         problems.push({ file: 'settings', message: `strata.databases ${db.name}: ${err instanceof Error ? err.message : String(err)}` });
       }
+    }
+    // The jobs of strata daemon, with the last outcome from each repository's journal (plaintext:
+    // no passphrase needed); a journal that cannot be read leaves the outcomes out.
+    const journals = new Map<string, Awaited<ReturnType<Repository['journal']['operations']>>>();
+    for (const [key, known] of found) {
+      if (Object.keys(known.config.schedules ?? {}).length === 0 && Object.keys(known.config.databases?.[known.entry.name]?.schedules ?? {}).length === 0) continue;
+      let operations = journals.get(known.entry.repository);
+      if (operations === undefined && known.entry.repositoryExists) {
+        try {
+          operations = await (await this.#repository(known.entry.repository)).journal.operations();
+        } catch {
+          operations = [];
+        }
+        journals.set(known.entry.repository, operations);
+      }
+      const schedule = scheduleOf(known.config, known.entry.name, operations ?? []);
+      if (schedule.length > 0) found.set(key, { ...known, entry: { ...known.entry, schedule } });
     }
     this.#databases = found;
     const engines: EngineInfo[] = this.#engines.kinds().map((kind) => ({ kind, ...this.#engines.get(kind)!.display }));

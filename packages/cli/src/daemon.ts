@@ -1,0 +1,565 @@
+import { spawn } from 'node:child_process';
+import { Cron } from 'croner';
+import {
+  DEFAULT_HEALTH,
+  StrataError,
+  assessContinuity,
+  assessHealth,
+  describeJob,
+  durationMs,
+  isStrataError,
+  jobCron,
+  parseDuration,
+  redactedMessage,
+  retentionFor,
+  schedulesFor,
+} from '@strata/sdk';
+import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHandle, ReplicateJobConfig, Repository, ScheduledJobConfig, StrataConfig } from '@strata/sdk';
+import { CommandContext } from './context.js';
+import type { GlobalOptions } from './context.js';
+import { metricsText, writeTextfile } from './metrics.js';
+import { Notifier } from './notifier.js';
+import type { Delivery, JobFacts } from './notifier.js';
+
+/** One job of one database, as the config has it. */
+export interface PlannedJob {
+  readonly database: string;
+  readonly name: string;
+  readonly config: JobConfig;
+}
+
+/** Every database's jobs, databases and jobs by name. */
+export function plannedJobs(config: StrataConfig): PlannedJob[] {
+  return Object.keys(config.databases ?? {})
+    .sort()
+    .flatMap((database) =>
+      Object.entries(schedulesFor(config, database))
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([name, job]) => ({ database, name, config: job })),
+    );
+}
+
+/** The cron of a scheduled job, paused (for computing runs) or calling `onTick`. */
+export function cronOf(job: ScheduledJobConfig, onTick?: (self: Cron) => void): Cron {
+  if (!onTick) return jobCron(job);
+  return new Cron(job.cron, { mode: '5-or-6-parts', ...(job.timezone !== undefined ? { timezone: job.timezone } : {}) }, onTick);
+}
+
+export { describeJob };
+
+/** Log lines on stderr, as text or one JSON object a line. */
+export class DaemonLog {
+  readonly #json: boolean;
+  constructor(format: 'text' | 'json') {
+    this.#json = format === 'json';
+  }
+  write(level: 'info' | 'warn' | 'error', message: string, fields: Record<string, unknown> = {}): void {
+    const time = new Date().toISOString();
+    if (this.#json) process.stderr.write(JSON.stringify({ time, level, message, ...fields }) + '\n');
+    else {
+      const where = fields['database'] !== undefined ? ` ${String(fields['database'])}/${String(fields['job'])}` : '';
+      process.stderr.write(`${time} ${level}${where}: ${message}\n`);
+    }
+  }
+}
+
+/** What one hook did, as the journal keeps it. */
+export interface HookOutcome {
+  readonly hook: 'before' | 'after' | 'onFailure';
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly timedOut: boolean;
+  readonly durationMs: number;
+  /** The end of what it printed (stdout and stderr together), at most HOOK_OUTPUT_LIMIT characters. */
+  readonly output: string;
+}
+
+const HOOK_OUTPUT_LIMIT = 4000;
+const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
+
+/**
+ * Runs one hook with sh -c in a process group of its own (so a timeout or a stop ends what it
+ * started too), the job's facts as STRATA_* variables and as JSON on stdin.
+ */
+export function runHook(hook: HookOutcome['hook'], command: string, facts: Record<string, unknown>, hooks: HooksConfig, signal: AbortSignal): Promise<HookOutcome> {
+  const timeoutMs = hooks.timeout !== undefined ? durationMs(parseDuration(hooks.timeout, 'hooks.timeout')) : DEFAULT_HOOK_TIMEOUT_MS;
+  // The daemon's own secrets (the repository's passphrase and its sources) are not the hook's business.
+  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^STRATA_.*PASSPHRASE/.test(key)));
+  env['STRATA_HOOK'] = hook;
+  for (const [key, value] of Object.entries(facts)) {
+    if (value === undefined || value === null) continue;
+    env[`STRATA_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`] = typeof value === 'string' ? value : JSON.stringify(value);
+  }
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn('sh', ['-c', command], { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    let output = '';
+    const collect = (chunk: Buffer): void => {
+      output = (output + chunk.toString('utf8')).slice(-HOOK_OUTPUT_LIMIT);
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    let timedOut = false;
+    const killGroup = (): void => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, timeoutMs);
+    signal.addEventListener('abort', killGroup, { once: true });
+    // A hook that does not read its stdin closes it early: that is fine.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(JSON.stringify({ hook, ...facts }) + '\n');
+    const finish = (exitCode: number | null, sig: NodeJS.Signals | null, spawnError?: Error): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', killGroup);
+      resolve({ hook, exitCode, signal: sig, timedOut, durationMs: Date.now() - started, output: spawnError ? spawnError.message : output });
+    };
+    child.on('error', (err) => finish(null, null, err));
+    child.on('close', (code, sig) => finish(code, sig));
+  });
+}
+
+function hookFailed(outcome: HookOutcome): boolean {
+  return outcome.exitCode !== 0;
+}
+
+function hookFailure(outcome: HookOutcome): string {
+  return outcome.timedOut ? 'timed out' : outcome.exitCode === null ? `ended by ${outcome.signal ?? 'an error'}` : `exited with ${outcome.exitCode}`;
+}
+
+/** What runs one job's work: its details for the journal and the log. */
+type JobResult = { readonly summary: string; readonly details: Record<string, unknown>; readonly backupId?: string };
+
+/** How a run came about. */
+type Trigger = 'schedule' | 'queued' | 'missed' | 'start';
+
+interface DatabaseState {
+  busy: boolean;
+  /** Queued runs, at most one per job. */
+  readonly queue: { job: PlannedJob; scheduledAt: Date }[];
+}
+
+export interface DaemonOptions {
+  readonly logFormat: 'text' | 'json';
+  /** The options the daemon was started with (reload reads the config again with them). */
+  readonly global: GlobalOptions;
+}
+
+/**
+ * `strata daemon`: runs the jobs of strata.config.json until SIGTERM or SIGINT. Jobs run in this
+ * process through the SDK, one repository opened once (so the passphrase is read once, at start).
+ */
+export class Daemon {
+  readonly #log: DaemonLog;
+  readonly #options: DaemonOptions;
+  #ctx: CommandContext;
+  #repo!: Repository;
+  #crons: Cron[] = [];
+  #databases = new Map<string, DatabaseState>();
+  #slotsFree: number;
+  #slotWaiters: (() => void)[] = [];
+  /** Jobs in progress, each with its own abort. */
+  readonly #running = new Set<{ controller: AbortController; done: Promise<void> }>();
+  /** Continuous jobs by `database/job`. */
+  readonly #continuous = new Map<string, { controller: AbortController; done: Promise<void>; config: ReplicateJobConfig }>();
+  #stopping = false;
+  #metricsTimer: NodeJS.Timeout | undefined;
+  #notifier: Notifier | undefined;
+  /** The metrics file being written, so that writes never run two at once. */
+  #metricsWrite: Promise<void> = Promise.resolve();
+
+  constructor(ctx: CommandContext, options: DaemonOptions) {
+    this.#ctx = ctx;
+    this.#options = options;
+    this.#log = new DaemonLog(options.logFormat);
+    this.#slotsFree = this.#settings().concurrency ?? 2;
+  }
+
+  #settings(): DaemonConfig {
+    return this.#ctx.loaded.config.daemon ?? {};
+  }
+
+  /** Runs until `stop` aborts; resolves once every job is finished or aborted. */
+  async run(stop: AbortSignal): Promise<void> {
+    this.#repo = await this.#ctx.repository();
+    // The passphrase is read now, while someone may be watching, not at the first job.
+    await this.#repo.unlock();
+    await this.#makeNotifier();
+    const onHangup = (): void => {
+      void this.#reload();
+    };
+    process.on('SIGHUP', onHangup);
+    try {
+      this.#log.write('info', `started (pid ${process.pid}) with ${this.#ctx.loaded.file ?? 'no config file'}; repository ${this.#ctx.repositoryPath()}`);
+      await this.#start(true);
+      this.#updateMetrics();
+      // Ages in the file grow between jobs too.
+      this.#metricsTimer = setInterval(() => this.#updateMetrics(), 60_000);
+      await new Promise<void>((resolve) => (stop.aborted ? resolve() : stop.addEventListener('abort', () => resolve(), { once: true })));
+    } finally {
+      process.off('SIGHUP', onHangup);
+      clearInterval(this.#metricsTimer);
+      await this.#shutdown();
+      this.#updateMetrics();
+      await this.#metricsWrite;
+    }
+  }
+
+  async #start(initial: boolean): Promise<void> {
+    const jobs = plannedJobs(this.#ctx.loaded.config);
+    if (jobs.length === 0) this.#log.write('warn', 'no jobs: add "schedules" to strata.config.json (see strata daemon --help)');
+    const missedRuns = this.#settings().missedRuns ?? 'skip';
+    const history = initial && missedRuns === 'run-once' ? await this.#lastStarts() : new Map<string, Date>();
+    for (const job of jobs) {
+      if (job.config.job === 'replicate') {
+        this.#startContinuous(job, job.config);
+        continue;
+      }
+      const config = job.config;
+      // The time each run is due, for the journal (and for judging how late it started): croner
+      // calls a little after it, so the due time is the next run as known before the call.
+      let dueAt: Date | null = null;
+      const cron = cronOf(config, (self) => {
+        const scheduledAt = dueAt ?? new Date();
+        dueAt = self.nextRun();
+        this.#due(job, scheduledAt, 'schedule');
+      });
+      dueAt = cron.nextRun();
+      this.#crons.push(cron);
+      const last = history.get(`${job.database}/${job.name}`);
+      const missed = last ? cronOf(config).nextRun(last) : null;
+      if (missed && missed.getTime() < Date.now()) {
+        this.#log.write('info', `missed the run due ${missed.toISOString()} while not running; running it now (daemon.missedRuns is run-once)`, { database: job.database, job: job.name });
+        this.#due(job, missed, 'missed');
+      }
+      this.#log.write('info', `${describeJob(config)} at "${config.cron}"${config.timezone ? ` (${config.timezone})` : ''}; next ${cron.nextRun()?.toISOString() ?? 'never'}`, { database: job.database, job: job.name });
+    }
+  }
+
+  /** When each job last started, from the journal. */
+  async #lastStarts(): Promise<Map<string, Date>> {
+    const starts = new Map<string, Date>();
+    for (const op of await this.#repo.journal.operations()) {
+      if (op.kind !== 'job' || op.last.details?.['skipped'] === true) continue;
+      const key = `${op.last.database}/${String(op.last.details?.['job'])}`;
+      const at = new Date(op.startedAt);
+      if (!(starts.get(key)! >= at)) starts.set(key, at);
+    }
+    return starts;
+  }
+
+  async #reload(): Promise<void> {
+    let next: CommandContext;
+    try {
+      next = new CommandContext(this.#options.global);
+      if (next.repositoryPath() !== this.#ctx.repositoryPath()) throw new StrataError('USAGE', 'the repository changed; restart the daemon to use another repository');
+    } catch (err) {
+      this.#log.write('error', `SIGHUP: kept the running configuration: ${(err as Error).message}`);
+      return;
+    }
+    for (const cron of this.#crons) cron.stop();
+    this.#crons = [];
+    // Continuous jobs that are still configured the same keep running; the others stop.
+    const wanted = new Map<string, ReplicateJobConfig>(plannedJobs(next.loaded.config).flatMap((j) => (j.config.job === 'replicate' ? [[`${j.database}/${j.name}`, j.config] as [string, ReplicateJobConfig]] : [])));
+    for (const [key, running] of this.#continuous) {
+      if (JSON.stringify(wanted.get(key)) !== JSON.stringify(running.config)) {
+        running.controller.abort(new StrataError('ABORTED', 'removed from the configuration'));
+        await running.done;
+        this.#continuous.delete(key);
+      }
+    }
+    const oldSlots = this.#settings().concurrency ?? 2;
+    this.#ctx = next;
+    this.#slotsFree += (this.#settings().concurrency ?? 2) - oldSlots;
+    this.#wakeSlots();
+    await this.#makeNotifier();
+    this.#log.write('info', `SIGHUP: reloaded ${next.loaded.file ?? 'the configuration'}`);
+    await this.#start(false);
+  }
+
+  /** The notifier of the current config, its failure counts seeded from the journal. */
+  async #makeNotifier(): Promise<void> {
+    const config = this.#ctx.loaded.config.notifications;
+    this.#notifier = config ? new Notifier(config, await this.#repo.journal.operations()) : undefined;
+  }
+
+  /** Tells the channels about a run; what was sent (or not) goes to the log and the journal. */
+  async #notify(facts: JobFacts): Promise<{ notifications?: Delivery[]; escalated?: true }> {
+    const notifier = this.#notifier;
+    if (!notifier) return {};
+    const events = notifier.eventsFor(facts);
+    const deliveries = await notifier.send(facts, events);
+    for (const d of deliveries) {
+      this.#log.write(d.ok ? 'info' : 'error', `${d.event} notification ${d.ok ? `sent to ${d.channel}` : `to ${d.channel} failed: ${d.error}`}`, { database: facts.database, job: facts.job });
+    }
+    return { ...(deliveries.length > 0 ? { notifications: deliveries } : {}), ...(events.includes('escalation') ? { escalated: true as const } : {}) };
+  }
+
+  /** Rewrites daemon.metricsFile (when set), after the write in progress. */
+  #updateMetrics(): void {
+    const file = this.#settings().metricsFile;
+    if (file === undefined) return;
+    this.#metricsWrite = this.#metricsWrite.then(async () => {
+      try {
+        writeTextfile(file, await metricsText(this.#repo));
+      } catch (err) {
+        this.#log.write('error', `could not write the metrics file ${file}: ${(err as Error).message}`);
+      }
+    });
+  }
+
+  #state(database: string): DatabaseState {
+    let state = this.#databases.get(database);
+    if (!state) this.#databases.set(database, (state = { busy: false, queue: [] }));
+    return state;
+  }
+
+  /** A run is due: start it, or queue or skip it when the database is busy. */
+  #due(job: PlannedJob, scheduledAt: Date, trigger: Trigger): void {
+    if (this.#stopping) return;
+    const state = this.#state(job.database);
+    if (state.busy) {
+      const config = job.config as ScheduledJobConfig;
+      const policy = config.overlap ?? this.#settings().overlap ?? 'skip';
+      const alreadyQueued = state.queue.some((q) => q.job.name === job.name);
+      if (policy === 'queue' && !alreadyQueued) {
+        state.queue.push({ job, scheduledAt });
+        this.#log.write('info', `due at ${scheduledAt.toISOString()} while another job of ${job.database} runs; queued`, { database: job.database, job: job.name });
+        void this.#recordNotRun(job, scheduledAt, 'queued');
+      } else {
+        this.#log.write('warn', `due at ${scheduledAt.toISOString()} while another job of ${job.database} runs; skipped${alreadyQueued ? ' (a run of it is already queued)' : ''}`, { database: job.database, job: job.name });
+        void this.#recordNotRun(job, scheduledAt, 'skipped');
+      }
+      return;
+    }
+    state.busy = true;
+    const controller = new AbortController();
+    const entry = { controller, done: Promise.resolve() };
+    entry.done = this.#runWhenSlot(job, scheduledAt, trigger, controller.signal)
+      .catch((err: unknown) => this.#log.write('error', `could not run: ${(err as Error).message}`, { database: job.database, job: job.name }))
+      .finally(() => {
+        this.#updateMetrics();
+        this.#running.delete(entry);
+        state.busy = false;
+        const next = state.queue.shift();
+        if (next) this.#due(next.job, next.scheduledAt, 'queued');
+      });
+    this.#running.add(entry);
+  }
+
+  /** A run that did not start (skipped, or queued behind another job), in the journal. */
+  async #recordNotRun(job: PlannedJob, scheduledAt: Date, what: 'skipped' | 'queued'): Promise<void> {
+    try {
+      const details = { job: job.name, jobKind: job.config.job, scheduledAt: scheduledAt.toISOString(), [what]: true, reason: `another job of ${job.database} was running` };
+      const handle = await this.#repo.journal.begin('job', { database: job.database, details });
+      await handle.complete({ details });
+    } catch (err) {
+      this.#log.write('error', `could not write to the journal: ${(err as Error).message}`, { database: job.database, job: job.name });
+    }
+  }
+
+  async #acquireSlot(): Promise<void> {
+    while (this.#slotsFree <= 0) await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+    this.#slotsFree--;
+  }
+
+  #releaseSlot(): void {
+    this.#slotsFree++;
+    this.#wakeSlots();
+  }
+
+  #wakeSlots(): void {
+    for (const wake of this.#slotWaiters.splice(0)) wake();
+  }
+
+  async #runWhenSlot(job: PlannedJob, scheduledAt: Date, trigger: Trigger, signal: AbortSignal): Promise<void> {
+    await this.#acquireSlot();
+    try {
+      if (signal.aborted) return;
+      // Started: it has its slot (a run that waited for one, with daemon.concurrency, starts late).
+      await this.#runJob(job, job.config as ScheduledJobConfig, scheduledAt, new Date(), trigger, signal);
+    } finally {
+      this.#releaseSlot();
+    }
+  }
+
+  async #runJob(job: PlannedJob, config: ScheduledJobConfig, scheduledAt: Date, startedAt: Date, trigger: Trigger, signal: AbortSignal): Promise<void> {
+    const facts: Record<string, unknown> = {
+      database: job.database,
+      job: job.name,
+      jobKind: config.job,
+      scheduledAt: scheduledAt.toISOString(),
+      startedAt: startedAt.toISOString(),
+      trigger,
+      ...(config.job === 'backup' ? { backupType: config.type ?? 'full' } : {}),
+    };
+    const handle: JournalEntryHandle = await this.#repo.journal.begin('job', { database: job.database, details: facts });
+    this.#log.write('info', `${describeJob(config)} started (due ${scheduledAt.toISOString()}${trigger !== 'schedule' ? `, ${trigger}` : ''})`, { database: job.database, job: job.name });
+    const hooks: HookOutcome[] = [];
+    const hooksConfig = config.hooks ?? {};
+    const hook = async (which: HookOutcome['hook'], extra: Record<string, unknown>): Promise<HookOutcome | undefined> => {
+      const command = hooksConfig[which];
+      if (command === undefined) return undefined;
+      // The after and onFailure hooks run even when a stop aborted the job (they may undo a before).
+      const outcome = await runHook(which, command, { ...facts, ...extra }, hooksConfig, which === 'before' ? signal : new AbortController().signal);
+      hooks.push(outcome);
+      this.#log.write(hookFailed(outcome) ? 'warn' : 'info', `${which} hook ${hookFailed(outcome) ? hookFailure(outcome) : 'succeeded'}`, { database: job.database, job: job.name });
+      return outcome;
+    };
+    let result: JobResult;
+    try {
+      const before = await hook('before', {});
+      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new StrataError('ABORTED', 'interrupted');
+      if (before && hookFailed(before)) throw new StrataError('HOOK_FAILED', `the before hook ${hookFailure(before)}; the job did not run`);
+      result = await this.#work(job.database, config, signal);
+    } catch (err) {
+      const interrupted = signal.aborted;
+      await hook('onFailure', { outcome: 'failed', error: redactedMessage(err), ...(interrupted ? { interrupted: true } : {}) });
+      // A job stopped with the daemon did not fail on its own: nobody is told.
+      const told = interrupted ? {} : await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'failed', error: redactedMessage(err) });
+      await handle.fail(err, { details: { ...facts, hooks, ...told, ...(interrupted ? { interrupted: true } : {}) } });
+      this.#log.write('error', `${interrupted ? 'interrupted' : 'failed'}: ${(err as Error).message}`, { database: job.database, job: job.name, ...(isStrataError(err) ? { code: err.code } : {}) });
+      return;
+    }
+    await hook('after', { outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
+    const told = await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
+    await handle.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks, ...told } });
+    this.#log.write('info', `succeeded: ${result.summary}`, { database: job.database, job: job.name });
+  }
+
+  /** The job's own work, through the SDK. */
+  async #work(database: string, config: ScheduledJobConfig, signal: AbortSignal): Promise<JobResult> {
+    const repo = this.#repo;
+    const locator = this.#ctx.loaded.config.databases?.[database]?.url;
+    switch (config.job) {
+      case 'backup': {
+        if (locator === undefined) throw new StrataError('USAGE', `${database} is no longer in the configuration`);
+        let mirror: string | undefined;
+        const record = await repo.backup(locator, {
+          database,
+          type: config.type ?? 'full',
+          autoFull: true,
+          tags: ['scheduled'],
+          signal,
+          onMirror: (m) => {
+            mirror = m.ok ? 'ok' : `failed: ${m.error?.message ?? 'unknown error'}`;
+          },
+        });
+        return {
+          summary: `${record.id} (${record.type}, stored ${record.storedBytes} bytes)${mirror ? `; mirror ${mirror}` : ''}`,
+          backupId: record.id,
+          details: { type: record.type, storedBytes: record.storedBytes, ...(mirror ? { mirror } : {}) },
+        };
+      }
+      case 'verify': {
+        const level = config.level ?? 'quick';
+        const candidates = (await repo.list({ database })).filter((b) => b.type !== 'schema-only' || level === 'quick');
+        if (candidates.length === 0) throw new StrataError('BACKUP_NOT_FOUND', `${database} has no restore point to verify yet`);
+        const chosen = config.sample === undefined ? [newest(candidates)] : verificationOrder(candidates, level).slice(0, config.sample);
+        const outcomes: { id: string; outcome: string }[] = [];
+        for (const record of chosen) {
+          const reports = await repo.verify({ id: record.id }, { level, signal });
+          outcomes.push({ id: record.id, outcome: reports.some((r) => r.outcome === 'failed') ? 'failed' : 'passed' });
+        }
+        const failed = outcomes.filter((o) => o.outcome === 'failed');
+        if (failed.length > 0) throw new StrataError('VERIFY_FAILED', `${level} verification failed for ${failed.map((f) => f.id).join(', ')}`);
+        return { summary: `${level} verification passed for ${outcomes.map((o) => o.id).join(', ')}`, details: { level, verified: outcomes } };
+      }
+      case 'prune': {
+        const plan = await repo.prune((db) => retentionFor(this.#ctx.loaded.config, db), { database });
+        return { summary: `kept ${plan.keep.length}, removed ${plan.remove.length}`, details: { kept: plan.keep.length, removed: plan.remove.map((d) => d.id) } };
+      }
+      case 'health': {
+        const thresholds = {
+          ...DEFAULT_HEALTH,
+          ...(config.maxAge !== undefined ? { maxAgeMs: durationMs(parseDuration(config.maxAge, 'maxAge')) } : {}),
+          ...(config.maxUnverified !== undefined ? { maxUnverifiedMs: durationMs(parseDuration(config.maxUnverified, 'maxUnverified')) } : {}),
+        };
+        const space = repo.storage.capabilities.space && repo.storage.space ? await repo.storage.space() : undefined;
+        const backups = await repo.list();
+        const operations = await repo.journal.operations();
+        const now = new Date();
+        const checks = [...assessHealth(backups, operations, space, thresholds, now).checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, now)].filter(
+          (c) => c.database === undefined || c.database === database,
+        );
+        const problems = checks.filter((c) => c.status !== 'ok');
+        if (problems.length > 0) throw new StrataError('UNHEALTHY', problems.map((c) => `${c.check}: ${c.message}`).join('; '));
+        return { summary: `healthy (${checks.length} checks)`, details: { checks: checks.length } };
+      }
+      case 'copy': {
+        const mirror = await repo.mirror();
+        if (!mirror) throw new StrataError('USAGE', 'a copy job needs "mirror" in strata.config.json');
+        const result = await repo.copyTo(mirror, { databases: [database], signal });
+        return { summary: `copied ${result.copied.length} backup(s) to ${result.target}`, details: { copied: result.copied.map((c) => c.record.id), target: result.target } };
+      }
+    }
+  }
+
+  /** A continuous job: runs until stopped, started again `restartAfter` after a failure. */
+  #startContinuous(job: PlannedJob, config: ReplicateJobConfig): void {
+    const key = `${job.database}/${job.name}`;
+    if (this.#continuous.has(key)) return;
+    const controller = new AbortController();
+    const restartMs = config.restartAfter !== undefined ? durationMs(parseDuration(config.restartAfter, 'restartAfter')) : 30_000;
+    const loop = async (): Promise<void> => {
+      while (!controller.signal.aborted) {
+        const locator = this.#ctx.loaded.config.databases?.[job.database]?.url;
+        if (locator === undefined) return;
+        this.#log.write('info', `replicate started (every ${config.intervalMs ?? 1000} ms)`, { database: job.database, job: job.name });
+        try {
+          const summary = await this.#repo.replicate(locator, {
+            database: job.database,
+            intervalMs: config.intervalMs ?? 1000,
+            switchMode: config.switchMode === true,
+            signal: controller.signal,
+            onEvent: (event) => {
+              if (event.kind === 'base') this.#log.write('info', `replicate took ${event.base.id} as a new base (${event.reason})`, { database: job.database, job: job.name });
+              if (event.kind === 'retry') this.#log.write('warn', `replicate could not write a segment (${event.error.message}); trying again`, { database: job.database, job: job.name });
+            },
+          });
+          this.#log.write('info', `replicate stopped: shipped ${summary.transactions} transactions in ${summary.segments} segments`, { database: job.database, job: job.name });
+        } catch (err) {
+          if (controller.signal.aborted) break;
+          this.#log.write('error', `replicate failed: ${(err as Error).message}; starting it again in ${restartMs / 1000} s`, { database: job.database, job: job.name });
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, restartMs);
+            controller.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+          });
+        }
+      }
+    };
+    this.#continuous.set(key, { controller, config, done: loop() });
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#stopping = true;
+    for (const cron of this.#crons) cron.stop();
+    for (const state of this.#databases.values()) state.queue.length = 0;
+    const abort = (this.#settings().onStop ?? 'abort') === 'abort';
+    const running = [...this.#running];
+    if (running.length > 0) this.#log.write('info', `stopping: ${abort ? 'aborting' : 'waiting for'} ${running.length} running job(s)`);
+    if (abort) for (const r of running) r.controller.abort(new StrataError('ABORTED', 'the daemon was stopped (SIGTERM)'));
+    for (const c of this.#continuous.values()) c.controller.abort(new StrataError('ABORTED', 'the daemon was stopped'));
+    await Promise.all([...running.map((r) => r.done), ...[...this.#continuous.values()].map((c) => c.done)]);
+    this.#log.write('info', 'stopped');
+  }
+}
+
+function newest(records: readonly BackupRecord[]): BackupRecord {
+  return [...records].sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))[0]!;
+}
+
+/**
+ * The order a sampling verify takes restore points in: never verified at this level first (oldest
+ * first), then the ones verified longest ago. A quick verification does not count for a full one.
+ */
+export function verificationOrder(records: readonly BackupRecord[], level: 'quick' | 'full'): BackupRecord[] {
+  const lastAt = (b: BackupRecord): string => (b.verification && (level === 'quick' || b.verification.level === 'full') ? b.verification.at : '');
+  return [...records].sort((a, b) => lastAt(a).localeCompare(lastAt(b)) || a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id));
+}

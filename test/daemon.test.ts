@@ -1,0 +1,433 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import * as path from 'node:path';
+import { openRepository } from '@strata/sdk';
+import type { JournalOperation } from '@strata/sdk';
+import { buildRichDatabase } from './helpers/databases.js';
+import { detail, jobOperations, startDaemon, writeConfig } from './helpers/daemon.js';
+import { json, strata, useTempDir } from './helpers/env.js';
+import { Client } from './helpers/server-client.js';
+
+/**
+ * `strata daemon` with real SQLite databases and jobs every second or two (six-field cron): the
+ * journal's job entries are what is asserted, as an operator would read them.
+ */
+
+/** How late a scheduled job may start after its due time. The issue asks for "within a second". */
+const ON_TIME_MS = 1000;
+
+function startedLate(op: JournalOperation): number {
+  return Date.parse(detail<string>(op, 'startedAt')) - Date.parse(detail<string>(op, 'scheduledAt'));
+}
+
+/** The operations that really ran (not the journal records of skipped or queued runs). */
+/** A Prometheus text: value by metric name and database label; every value must be a number. */
+function metricValues(text: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const family of parsePrometheusTextFormat(text)) {
+    for (const sample of family.metrics) {
+      const value = Number(sample.value);
+      assert.ok(Number.isFinite(value), `${family.name} ${sample.value}`);
+      values.set(`${family.name}${sample.labels?.['database'] !== undefined ? `/${sample.labels['database']}` : ''}${sample.labels?.['job'] !== undefined ? `/${sample.labels['job']}` : ''}`, value);
+    }
+  }
+  return values;
+}
+
+const ran = (ops: readonly JournalOperation[]): JournalOperation[] => ops.filter((o) => detail(o, 'skipped') !== true && detail(o, 'queued') !== true);
+
+describe('strata schedule and the schedules of strata.config.json', function () {
+  this.timeout(120_000);
+  const dir = useTempDir();
+
+  it('prints the next runs of every job, defaults merged with each database\'s own, in the job\'s time zone', () => {
+    const config = path.join(dir.path, 'strata.config.json');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db', schedules: { nightly: false, hourly: { job: 'backup', type: 'incremental', cron: '0 * * * *' } } }, orders: { url: './orders.db' } },
+      schedules: { nightly: { job: 'backup', cron: '30 2 * * *', timezone: 'Asia/Kolkata' }, check: { job: 'verify', level: 'full', sample: 1, cron: '0 0 4 * * 0' } },
+    });
+    const out = strata(['schedule', '--config', config, '--count', '2', '--json']);
+    assert.equal(out.status, 0, out.stderr);
+    const jobs = json<{ jobs: { database: string; job: string; next: string[] }[] }>(out).jobs;
+    assert.deepEqual(jobs.map((j) => `${j.database}/${j.job}`), ['app/check', 'app/hourly', 'orders/check', 'orders/nightly']);
+    // 02:30 in Kolkata (UTC+5:30) is 21:00 UTC.
+    const nightly = jobs.find((j) => j.job === 'nightly')!;
+    assert.equal(nightly.next.length, 2);
+    for (const at of nightly.next) assert.match(at, /T21:00:00\.000Z$/);
+    // Six fields: 04:00:00 on Sundays.
+    for (const at of jobs.find((j) => j.job === 'check')!.next) assert.equal(new Date(at).getUTCDay(), 0);
+    const text = strata(['schedule', '--config', config]);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, /orders\s+nightly\s+backup full\s+30 2 \* \* \* \(Asia\/Kolkata\)/);
+  });
+
+  it('refuses a bad cron expression, time zone or job kind, naming the key', () => {
+    const config = path.join(dir.path, 'strata.config.json');
+    const cases: [unknown, RegExp][] = [
+      [{ databases: { app: { url: './a.db', schedules: { b: { job: 'backup', cron: '61 * * * *' } } } } }, /databases\.app\.schedules\.b\.cron: not a cron expression/],
+      [{ schedules: { b: { job: 'backup', cron: '0 2 * * *', timezone: 'Mars/Olympus' } } }, /schedules\.b\.timezone: unknown time zone "Mars\/Olympus"/],
+      [{ schedules: { b: { job: 'backups', cron: '0 2 * * *' } } }, /schedules\.b\.job: "job" must be one of backup, verify, prune, health, replicate, copy/],
+      [{ schedules: { c: { job: 'copy', cron: '0 2 * * *' } } }, /schedules\.c: a copy job copies to the mirror; set "mirror"/],
+      [{ daemon: { overlap: 'wait' } }, /daemon\.overlap: expected "skip" or "queue"/],
+      [
+        { notifications: { channels: { ops: { type: 'webhook', url: 'https://hooks.example.invalid/T0/B0/secret', events: ['failure'] } } } },
+        /notifications\.channels\.ops\.url: the webhook URL is a secret: give \{ "env": "VARIABLE" \} or \{ "file": "path" \}, never the value itself/,
+      ],
+      [
+        { notifications: { channels: { m: { type: 'email', host: 'smtp.example.invalid', from: 'a@b.c', to: ['d@e.f'], password: 'hunter2', events: ['failure'] } } } },
+        /notifications\.channels\.m\.password: the SMTP password is a secret/,
+      ],
+    ];
+    for (const [content, message] of cases) {
+      writeConfig(config, content);
+      const out = strata(['schedule', '--config', config]);
+      assert.equal(out.status, 2, out.stderr);
+      assert.match(out.stderr, message);
+    }
+  });
+});
+
+describe('strata daemon', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it('runs jobs on time, never two of one database at once, queues or skips, journals hooks, reloads on SIGHUP and ends cleanly on SIGTERM', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 50 });
+    buildRichDatabase(path.join(dir.path, 'other.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const first = {
+      repository: './repo',
+      // Whichever of app/b and app/v fires first, the other waits for it.
+      daemon: { overlap: 'queue' },
+      databases: {
+        app: {
+          url: './app.db',
+          schedules: {
+            // Both due every two seconds: one runs, the other is queued behind it.
+            b: { job: 'backup', type: 'incremental', cron: '*/2 * * * * *', hooks: { after: 'echo "after $STRATA_JOB $STRATA_BACKUP_ID${STRATA_PASSPHRASE:-}"; cat' } },
+            v: { job: 'verify', cron: '*/2 * * * * *' },
+          },
+        },
+        other: { url: './other.db', schedules: { refused: { job: 'backup', cron: '*/2 * * * * *', hooks: { before: 'echo "not now: $STRATA_DATABASE" >&2; exit 3', onFailure: 'echo "failure hook saw $STRATA_ERROR"' } } } },
+      },
+    };
+    writeConfig(config, first);
+    const daemon = startDaemon(config);
+    try {
+      // Three backups of app, each with its queued verification after it.
+      for (let n = 1; n <= 3; n++) await daemon.waitFor(new RegExp(`(?:app/v: succeeded[\\s\\S]*){${n}}`));
+      await daemon.waitFor(/other\/refused: failed: the before hook exited with 3/);
+
+      // SIGHUP: a changed schedule is picked up (app/b stops, app/r starts; other gets a job that blocks).
+      writeConfig(config, {
+        ...first,
+        databases: {
+          app: { url: './app.db', schedules: { r: { job: 'backup', type: 'full', cron: '* * * * * *' } } },
+          other: { url: './other.db', schedules: { long: { job: 'backup', cron: '* * * * * *', hooks: { before: 'sleep 60' } } } },
+        },
+      });
+      const mark = daemon.log().length;
+      daemon.child.kill('SIGHUP');
+      await daemon.waitFor(/SIGHUP: reloaded/, 60_000, mark);
+      const reloadedAt = Date.now();
+      await daemon.waitFor(/app\/r: succeeded/, 60_000, mark);
+      await daemon.waitFor(/other\/long: backup full started/, 60_000, mark);
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.match(exit.stderr, /stopping: aborting 1 running job|stopping: aborting 2 running job/);
+
+      const ops = await jobOperations(repo);
+      const byJob = (name: string): JournalOperation[] => ops.filter((o) => detail(o, 'job') === name);
+      // Nothing is left RUNNING: every entry was closed by the daemon itself.
+      assert.deepEqual(ops.filter((o) => o.status === 'RUNNING'), []);
+
+      // On time: every run started by its schedule began within a second of its due time.
+      const scheduled = ran(ops).filter((o) => detail(o, 'trigger') === 'schedule');
+      assert.ok(scheduled.length >= 6, `expected several scheduled runs, got ${scheduled.length}`);
+      for (const op of scheduled) assert.ok(startedLate(op) >= 0 && startedLate(op) < ON_TIME_MS, `${detail(op, 'job')} due ${detail(op, 'scheduledAt')} started ${detail(op, 'startedAt')}`);
+
+      // Never two jobs of one database at once: the runs of each database, by their journal times, do not overlap.
+      for (const database of ['app', 'other']) {
+        const runs = ran(ops)
+          .filter((o) => o.last.database === database && o.status !== 'RUNNING')
+          .map((o) => ({ start: Date.parse(o.startedAt), end: Date.parse(o.last.at), what: `${detail(o, 'job')}@${o.startedAt}` }))
+          .sort((a, b) => a.start - b.start);
+        for (let i = 1; i < runs.length; i++) assert.ok(runs[i]!.start >= runs[i - 1]!.end, `${runs[i - 1]!.what} and ${runs[i]!.what} overlap`);
+      }
+
+      // One of app/b and app/v was queued behind the other (journaled) and then ran.
+      assert.ok(ops.some((o) => detail(o, 'queued') === true && o.last.database === 'app'));
+      assert.ok(ran(ops).some((o) => detail(o, 'trigger') === 'queued' && o.status === 'COMPLETED'));
+      const backups = await (async () => {
+        const r = await openRepository(repo);
+        try {
+          return await r.list();
+        } finally {
+          await r.close();
+        }
+      })();
+      // Every completed backup job names a backup that exists; its after hook got the facts and the JSON on stdin.
+      const bRuns = ran(byJob('b')).filter((o) => o.status === 'COMPLETED');
+      assert.ok(bRuns.length >= 3);
+      for (const op of bRuns) {
+        assert.ok(backups.some((b) => b.id === op.last.backupId), `${op.last.backupId} is in the catalog`);
+        const [after] = detail<{ hook: string; exitCode: number; output: string }[]>(op, 'hooks');
+        assert.equal(after!.hook, 'after');
+        assert.equal(after!.exitCode, 0);
+        // The facts, and not the daemon's passphrase (STRATA_PASSPHRASE is set for it).
+        assert.ok(after!.output.startsWith(`after b ${op.last.backupId}\n`), after!.output);
+        const stdin = JSON.parse(after!.output.split('\n')[1]!) as Record<string, unknown>;
+        assert.equal(stdin['database'], 'app');
+        assert.equal(stdin['backupId'], op.last.backupId);
+      }
+
+      // A failing before hook: the job did not run (no backup of other), the failure and both hooks are journaled.
+      const refused = ran(byJob('refused'));
+      assert.ok(refused.length >= 1);
+      for (const op of refused) {
+        assert.equal(op.status, 'FAILED');
+        assert.equal(op.last.error?.code, 'HOOK_FAILED');
+        const hooks = detail<{ hook: string; exitCode: number; output: string }[]>(op, 'hooks');
+        assert.deepEqual(hooks.map((h) => [h.hook, h.exitCode]), [['before', 3], ['onFailure', 0]]);
+        assert.equal(hooks[0]!.output, 'not now: other\n');
+        assert.match(hooks[1]!.output, /^failure hook saw the before hook exited with 3/);
+      }
+      assert.equal(backups.filter((b) => b.database === 'other').length, 0);
+
+      // SIGHUP: app/b did not start after the reload, app/r did.
+      assert.ok(ran(byJob('b')).every((o) => Date.parse(o.startedAt) < reloadedAt));
+      assert.ok(ran(byJob('r')).some((o) => o.status === 'COMPLETED'));
+      // SIGTERM aborted other/long in its before hook: its entry says interrupted.
+      const long = ran(byJob('long'));
+      assert.equal(long.length, 1);
+      assert.equal(long[0]!.status, 'FAILED');
+      assert.equal(long[0]!.last.error?.code, 'ABORTED');
+      assert.equal(detail(long[0]!, 'interrupted'), true);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+
+  it('a job killed with the daemon (SIGKILL) reads as interrupted in the journal', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const pidFile = path.join(dir.path, 'hook.pid');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db' } },
+      schedules: { slow: { job: 'backup', cron: '* * * * * *', hooks: { before: `echo $$ > '${pidFile}'; exec sleep 60` } } },
+    });
+    const daemon = startDaemon(config, ['--log-format', 'json']);
+    try {
+      await daemon.waitFor(/"message":"backup full started/);
+      // The hook has started once its pid file is there.
+      for (let i = 0; i < 600; i++) {
+        try {
+          if (readFileSync(pidFile, 'utf8').trim()) break;
+        } catch {
+          // Not yet.
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      daemon.child.kill('SIGKILL');
+      await daemon.exit;
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+      try {
+        process.kill(Number(readFileSync(pidFile, 'utf8').trim()), 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    // Every log line is one JSON object.
+    for (const line of daemon.log().trim().split('\n')) assert.equal(typeof (JSON.parse(line) as { message: string }).message, 'string');
+    const ops = ran(await jobOperations(repo));
+    assert.equal(ops.length, 1);
+    assert.equal(ops[0]!.interrupted, true);
+    assert.equal(ops[0]!.status, 'FAILED');
+    assert.equal(detail(ops[0]!, 'job'), 'slow');
+  });
+
+  it('a hook that outlives its timeout is killed and fails the job, and says so in the journal', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db' } },
+      schedules: { stuck: { job: 'backup', cron: '*/2 * * * * *', hooks: { before: 'echo waiting; exec sleep 60', timeout: '1s' } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/stuck: failed: the before hook timed out; the job did not run/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const failed = ran(await jobOperations(repo)).filter((o) => o.last.error?.code === 'HOOK_FAILED');
+    assert.ok(failed.length >= 1);
+    const [before] = detail<{ hook: string; timedOut: boolean; signal: string; output: string; durationMs: number }[]>(failed[0]!, 'hooks');
+    assert.deepEqual([before!.hook, before!.timedOut, before!.signal, before!.output], ['before', true, 'SIGKILL', 'waiting\n']);
+    assert.ok(before!.durationMs < 60_000);
+    const repository = await openRepository(repo);
+    assert.equal((await repository.list()).length, 0);
+    await repository.close();
+  });
+
+  it('with daemon.onStop "finish", SIGTERM lets the running job finish and starts no other', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const started = path.join(dir.path, 'started');
+    writeConfig(config, {
+      repository: './repo',
+      daemon: { onStop: 'finish' },
+      databases: { app: { url: './app.db' } },
+      schedules: { slow: { job: 'backup', cron: '* * * * * *', hooks: { before: `touch '${started}'; sleep 2` } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/slow: backup full started/);
+      while (!existsSync(started)) await new Promise((resolve) => setTimeout(resolve, 50));
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.match(exit.stderr, /stopping: waiting for 1 running job/);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const ops = ran(await jobOperations(repo));
+    assert.equal(ops.length, 1);
+    assert.equal(ops[0]!.status, 'COMPLETED');
+    const repository = await openRepository(repo);
+    assert.equal((await repository.list()).length, 1);
+    await repository.close();
+  });
+
+  it('runs every kind of job: sampled verification oldest first, prune, health, copy to the mirror, replication; missed runs once on start', async () => {
+    const repo = path.join(dir.path, 'repo');
+    const mirror = path.join(dir.path, 'mirror');
+    for (const r of [repo, mirror]) assert.equal(strata(['init', '--repo', r, '--no-encryption']).status, 0);
+    for (const db of ['app', 'old', 'stale', 'live']) buildRichDatabase(path.join(dir.path, `${db}.db`), { rows: 10 });
+    const backup = (db: string, time: string): string => {
+      const out = strata(['backup', path.join(dir.path, `${db}.db`), '--repo', repo, '--name', db, '--time', time, '--json']);
+      assert.equal(out.status, 0, out.stderr);
+      return json<{ id: string }>(out).id;
+    };
+    const appIds = ['2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', '2026-01-03T00:00:00Z'].map((t) => backup('app', t));
+    for (const t of ['2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', '2026-01-03T00:00:00Z']) backup('old', t);
+    backup('stale', '2020-01-01T00:00:00Z');
+    const config = path.join(dir.path, 'strata.config.json');
+    const content = {
+      repository: './repo',
+      mirror: './mirror',
+      daemon: { overlap: 'queue', concurrency: 4, metricsFile: './metrics/strata.prom' },
+      databases: {
+        app: { url: './app.db', schedules: { v: { job: 'verify', sample: 1, cron: '*/2 * * * * *' }, c: { job: 'copy', cron: '*/2 * * * * *' } } },
+        old: { url: './old.db', retention: { keepLast: 1 }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } },
+        stale: { url: './stale.db', schedules: { h: { job: 'health', maxAge: '2d', cron: '*/2 * * * * *' } } },
+        live: { url: './live.db', schedules: { r: { job: 'replicate', intervalMs: 200 } } },
+      },
+    };
+    writeConfig(config, content);
+    mkdirSync(path.join(dir.path, 'metrics'));
+    let daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/(?:app\/v: succeeded[\s\S]*){3}/);
+      await daemon.waitFor(/app\/c: succeeded: copied 3 backup/);
+      await daemon.waitFor(/old\/p: succeeded: kept 1, removed 2/);
+      await daemon.waitFor(/stale\/h: failed: backup-age/);
+      await daemon.waitFor(/live\/r: replicate took live_\S+ as a new base/);
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.match(exit.stderr, /live\/r: replicate stopped/);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    let ops = ran(await jobOperations(repo));
+    // Sampling: one restore point a run, the oldest never verified first.
+    const verified = ops.filter((o) => detail(o, 'job') === 'v' && o.status === 'COMPLETED').map((o) => detail<{ id: string }[]>(o, 'verified')[0]!.id);
+    assert.deepEqual(verified.slice(0, 3), appIds);
+    const repository = await openRepository(repo);
+    assert.equal((await repository.list({ database: 'old' })).length, 1);
+    // The replicate job took a base restore point of live (it had none) to chain its segments to.
+    assert.equal((await repository.list({ database: 'live' })).length, 1);
+    await repository.close();
+    const mirrored = await openRepository(mirror);
+    assert.deepEqual((await mirrored.list({ database: 'app' })).map((b) => b.id).sort(), [...appIds].sort());
+    await mirrored.close();
+    const health = ops.find((o) => detail(o, 'job') === 'h')!;
+    assert.equal(health.last.error?.code, 'UNHEALTHY');
+
+    // The metrics file the daemon kept, parsed as Prometheus text, says what inventory says.
+    const metrics = metricValues(readFileSync(path.join(dir.path, 'metrics', 'strata.prom'), 'utf8'));
+    const inventory = json<{ databases: { database: string; backups: number; storedBytes: number; latest: { createdAt: string }; lastVerified: { at: string } | null }[] }>(
+      strata(['inventory', '--json', '--config', config]),
+    ).databases;
+    assert.deepEqual(inventory.map((e) => e.database), ['app', 'live', 'old', 'stale']);
+    for (const entry of inventory) {
+      assert.equal(metrics.get(`strata_backups/${entry.database}`), entry.backups, entry.database);
+      assert.equal(metrics.get(`strata_stored_bytes/${entry.database}`), entry.storedBytes, entry.database);
+      assert.equal(metrics.get(`strata_newest_backup_timestamp_seconds/${entry.database}`), Date.parse(entry.latest.createdAt) / 1000, entry.database);
+      assert.equal(metrics.get(`strata_last_verification_timestamp_seconds/${entry.database}`), entry.lastVerified ? Date.parse(entry.lastVerified.at) / 1000 : undefined, entry.database);
+    }
+    assert.equal(metrics.get('strata_repository_stored_bytes')! >= inventory.reduce((s, e) => s + e.storedBytes, 0), true);
+    assert.equal(metrics.get('strata_job_failures_total/stale/h')! >= 1, true);
+    assert.equal(metrics.get('strata_job_failures_total/app/v'), 0);
+    assert.equal(metrics.get('strata_mirror_lag_seconds/app'), 0);
+    assert.equal(metrics.get('strata_last_verification_passed/app'), 1);
+    // The stale database's newest good backup is from 2020: years old.
+    assert.ok(metrics.get('strata_newest_good_backup_age_seconds/stale')! > 365 * 86_400);
+    // strata metrics prints the same (ages, the time of writing, and the lag of the databases the mirror never had aside).
+    const printed = strata(['metrics', '--config', config]);
+    assert.equal(printed.status, 0, printed.stderr);
+    const now = metricValues(printed.stdout);
+    for (const [key, value] of metrics) if (!/_age_seconds|strata_metrics_timestamp_seconds|strata_mirror_lag_seconds\/(?!app$)/.test(key)) assert.equal(now.get(key), value, key);
+
+    // What the editor shows: each database's jobs with their next run and last outcome (the server reads the journal).
+    const client = new Client();
+    try {
+      await client.start();
+      const { databases } = await client.request('strata/workspace', { folders: [dir.path], databases: [] });
+      const scheduleOf = (name: string) => databases.find((d) => d.name === name)!.schedule!;
+      const [copyJob, verifyJob] = scheduleOf('app');
+      assert.deepEqual([copyJob!.job, copyJob!.what, verifyJob!.job, verifyJob!.what], ['c', 'copy', 'v', 'verify quick (sample 1)']);
+      assert.equal(verifyJob!.last?.outcome, 'succeeded');
+      assert.ok(Date.parse(verifyJob!.next!) > Date.now() - 2000);
+      const [healthJob] = scheduleOf('stale');
+      assert.equal(healthJob!.last?.outcome, 'failed');
+      assert.match(healthJob!.last!.error!, /backup-age/);
+      const [replicateJob] = scheduleOf('live');
+      assert.equal(replicateJob!.cron, undefined);
+      assert.equal(replicateJob!.what, 'replicate');
+    } finally {
+      await client.stop();
+    }
+
+    // Down for longer than a run's interval: with missedRuns run-once each job runs once on start.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    writeConfig(config, { ...content, daemon: { ...content.daemon, missedRuns: 'run-once' } });
+    daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/old\/p: missed the run due \S+ while not running; running it now/);
+      await daemon.waitFor(/old\/p: succeeded/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    ops = ran(await jobOperations(repo));
+    assert.ok(ops.some((o) => detail(o, 'job') === 'p' && detail(o, 'trigger') === 'missed' && o.status === 'COMPLETED'));
+  });
+});
