@@ -235,8 +235,10 @@ try {
       await strata(['init', '--repo', repo, '--json']);
       const r = await replication(`${rate} tx/s`, db, repo, rate, minutes * 60);
       r.baseBytes = meta.bytes;
-      // The last second: the first whole second after the last commit.
-      const asOf = new Date(Math.ceil((r.lastCommit + 1) / 1000) * 1000).toISOString();
+      // The last second: a whole second at least 2 s after the last commit, so that the replicator
+      // has seen it committed (its polling delay on a loaded machine is over a second) and the
+      // restore must replay every transaction of the run.
+      const asOf = new Date(Math.ceil((r.lastCommit + 2000) / 1000) * 1000).toISOString();
       r.restore = { asOf, asOfMs: [], baseMs: [] };
       for (let round = 0; round < restoreRounds; round++) {
         const order = round % 2 === 0 ? ['asOf', 'base'] : ['base', 'asOf'];
