@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describeCoverage } from '@strata/protocol/continuity';
-import { json, strata, useTempDir } from './helpers/env.js';
-import { exited, firstCommit, startReplicator, startWriter } from './helpers/pitr.js';
+import { TEST_PASSPHRASE, json, strata, useTempDir } from './helpers/env.js';
+import { exited, firstCommit, markersOf, startReplicator, startWriter } from './helpers/pitr.js';
+import type { PointInTime } from './helpers/pitr.js';
 import { Client } from './helpers/server-client.js';
 
 /**
@@ -42,6 +43,7 @@ interface Window {
   segments: number;
   transactions: number;
   lastShippedAt: string;
+  storedBytes: number;
 }
 
 describe('continuous protection: the covered window in list and in the extension', function () {
@@ -84,5 +86,69 @@ describe('continuous protection: the covered window in list and in the extension
     const now = Date.parse(window!.lastShippedAt) + 800;
     assert.equal(describeCoverage(window!, now, (iso) => iso), `continuous since ${window!.from}, last change shipped 0.8 s ago`);
     assert.equal(describeCoverage({ ...window!, broken: 'segment 2 is missing' }, now + 300_000, (iso) => iso), `continuous since ${window!.from}, last change shipped 5 min ago; chain broken, restores stop before it: segment 2 is missing`);
+  });
+});
+
+describe('continuous protection: segments in copies, mirrors and exports', function () {
+  this.timeout(600_000);
+  const dir = useTempDir();
+  const at = (name: string): string => path.join(dir.path, name);
+  const MIRROR_PASSPHRASE = 'the mirror passphrase';
+  const COPY_PASSPHRASE = 'the copy passphrase';
+
+  /** A primary (encrypted, with a mirror of another passphrase in strata.config.json) holding a base of app.db and at least 4 segments; the moment halfway through them. */
+  async function replicatedWithMirror(): Promise<{ primary: string; mirror: string; window: Window; middle: string }> {
+    writeFileSync(at('mirror-passphrase'), `${MIRROR_PASSPHRASE}\n`);
+    writeFileSync(at('strata.config.json'), JSON.stringify({ repository: './primary', mirror: { repository: './mirror', passphraseFile: './mirror-passphrase' }, databases: { app: { url: './app.db' } } }));
+    assert.equal(strata(['init'], { cwd: dir.path }).status, 0);
+    assert.equal(strata(['init', '--repo', at('mirror')], { env: { STRATA_PASSPHRASE: MIRROR_PASSPHRASE } }).status, 0);
+    const replication = await replicateFor(at('primary'), at('app.db'), at('commits.log'), 4);
+    await replication.stop();
+    const window = json<{ continuity: Window[] }>(strata(['list', '--repo', at('primary'), '--json'])).continuity.at(-1)!;
+    const middle = new Date((Date.parse(window.from) + Date.parse(window.to)) / 2).toISOString();
+    return { primary: at('primary'), mirror: at('mirror'), window, middle };
+  }
+
+  /** Restores app as of `asOf` from `repo`; the markers restored, and how many transactions came from segments. */
+  function restoredAsOf(repo: string, asOf: string, name: string, passphrase = TEST_PASSPHRASE): { seqs: number[]; transactions: number } {
+    const to = at(name);
+    const result = strata(['restore', '--repo', repo, '--db', 'app', '--as-of', asOf, '--to', to, '--json'], { env: { STRATA_PASSPHRASE: passphrase } });
+    assert.equal(result.status, 0, result.stderr);
+    const { seqs, integrity } = markersOf(to);
+    assert.equal(integrity, 'ok');
+    return { seqs, transactions: json<{ pointInTime: PointInTime }>(result).pointInTime.transactions };
+  }
+
+  it('strata copy brings the segments along: the target restores as of a moment between the base and the last segment, as the source does', async () => {
+    const { primary, window, middle } = await replicatedWithMirror();
+    const reference = restoredAsOf(primary, middle, 'reference.db');
+    assert.ok(reference.transactions > 0, 'the moment is reached by replaying segments');
+    const target = at('copy');
+    assert.equal(strata(['init', '--repo', target], { env: { STRATA_PASSPHRASE: COPY_PASSPHRASE } }).status, 0);
+    const toTarget = { STRATA_TO_PASSPHRASE: COPY_PASSPHRASE };
+    const first = strata(['copy', '--from', primary, '--to', target], { env: toTarget });
+    assert.equal(first.status, 0, first.stderr);
+    assert.match(first.stdout, new RegExp(`copied ${window.segments} segment\\(s\\) of continuous protection`));
+    const copied = json<{ continuity: Window[] }>(strata(['list', '--repo', target, '--json'], { env: { STRATA_PASSPHRASE: COPY_PASSPHRASE } })).continuity;
+    assert.deepEqual(copied, [{ ...window, storedBytes: copied[0]!.storedBytes }], 'the same window, segment for segment');
+    assert.deepEqual(restoredAsOf(target, middle, 'copied.db', COPY_PASSPHRASE), reference);
+    assert.deepEqual(restoredAsOf(target, window.to, 'copied-end.db', COPY_PASSPHRASE), restoredAsOf(primary, window.to, 'reference-end.db'));
+    const verified = strata(['verify', '--repo', target, '--all'], { env: { STRATA_PASSPHRASE: COPY_PASSPHRASE } });
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    const again = json<{ copied: unknown[]; segments: string[] }>(strata(['copy', '--from', primary, '--to', target, '--json'], { env: toTarget }));
+    assert.deepEqual([again.copied.length, again.segments.length], [0, 0], 'a second run copies nothing');
+  });
+
+  it('the mirror receives the segments with the next backup, and restores as of a moment they cover', async () => {
+    const { primary, mirror, window, middle } = await replicatedWithMirror();
+    const backup = strata(['backup', 'app', '--json'], { cwd: dir.path });
+    assert.equal(backup.status, 0, backup.stderr);
+    assert.equal(json<{ mirror: { ok: boolean } }>(backup).mirror.ok, true);
+    const mirrored = json<{ continuity: Window[] }>(strata(['list', '--repo', mirror, '--json'], { env: { STRATA_PASSPHRASE: MIRROR_PASSPHRASE } })).continuity;
+    assert.deepEqual(
+      mirrored.map((w) => [w.base, w.segments, w.transactions, w.to]),
+      [[window.base, window.segments, window.transactions, window.to]],
+    );
+    assert.deepEqual(restoredAsOf(mirror, middle, 'mirrored.db', MIRROR_PASSPHRASE), restoredAsOf(primary, middle, 'reference.db'));
   });
 });
