@@ -151,4 +151,26 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
     );
     assert.deepEqual(restoredAsOf(mirror, middle, 'mirrored.db', MIRROR_PASSPHRASE), restoredAsOf(primary, middle, 'reference.db'));
   });
+
+  it('export carries the segments after the bases it holds, and import brings them in: a restore as of a moment they cover works there', async () => {
+    const { primary, window, middle } = await replicatedWithMirror();
+    const reference = restoredAsOf(primary, middle, 'reference.db');
+    assert.ok(reference.transactions > 0, 'the moment is reached by replaying segments');
+    for (const format of ['tar.gz', 'zip']) {
+      const file = at(`app.${format}`);
+      const exported = strata(['export', 'app', '--repo', primary, '--out', file, '--json']);
+      assert.equal(exported.status, 0, exported.stderr);
+      assert.equal(json<{ segments: string[] }>(exported).segments.length, window.segments);
+      const target = at(`imported-${format}`);
+      assert.equal(strata(['init', '--repo', target]).status, 0);
+      const imported = strata(['import', file, '--repo', target]);
+      assert.equal(imported.status, 0, imported.stderr);
+      assert.match(imported.stdout, new RegExp(`and ${window.segments} segment\\(s\\) of continuous protection`));
+      const windows = json<{ continuity: Window[] }>(strata(['list', '--repo', target, '--json'])).continuity;
+      assert.deepEqual(windows, [window], 'the same window, segment for segment');
+      assert.deepEqual(restoredAsOf(target, middle, `imported-${format}.db`), reference);
+      const again = json<{ imported: unknown[]; segments: unknown[] }>(strata(['import', file, '--repo', target, '--json']));
+      assert.deepEqual([again.imported.length, again.segments.length], [0, 0], 'a second import adds nothing');
+    }
+  });
 });

@@ -585,8 +585,11 @@ export async function exportCommand(ctx: CommandContext, options: { databases: r
   if (!options.all && options.databases.length === 0) throw new StrataError('USAGE', 'export: name the databases to export, or pass --all');
   const repo = await ctx.repository();
   const result = await repo.export({ databases: options.databases, out: options.out });
-  if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id) });
-  else process.stdout.write(`exported ${result.backups.length} backup(s) to ${result.file}:\n${result.backups.map((b) => `  ${b.id}`).join('\n')}\nsee RESTORE.md inside for how to restore them\n`);
+  if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id), segments: result.segments.map((s) => s.id) });
+  else
+    process.stdout.write(
+      `exported ${result.backups.length} backup(s)${result.segments.length > 0 ? ` and ${result.segments.length} segment(s) of continuous protection` : ''} to ${result.file}:\n${result.backups.map((b) => `  ${b.id}`).join('\n')}\nsee RESTORE.md inside for how to restore them\n`,
+    );
   return 0;
 }
 
@@ -595,9 +598,9 @@ export async function importCommand(ctx: CommandContext, file: string | undefine
   if (!file) throw new StrataError('USAGE', 'import: name the export file');
   const repo = await ctx.repository();
   const result = await repo.import(file);
-  if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped });
+  if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped, segments: result.segments.map((s) => s.id) });
   else {
-    process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}\n`);
+    process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}${result.segments.length > 0 ? `, and ${result.segments.length} segment(s) of continuous protection` : ''}\n`);
     for (const b of result.imported) process.stdout.write(`  ${b.id}\n`);
   }
   return 0;

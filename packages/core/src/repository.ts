@@ -286,7 +286,7 @@ export class Repository {
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
    */
-  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[] }> {
+  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[] }> {
     return this.#transfer.export(options);
   }
 
@@ -297,7 +297,7 @@ export class Repository {
    * files the export carries (whose keys it then adds to its own key file); an export from before
    * key files needs that repository's passphrase (or both repositories are unencrypted).
    */
-  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[] }> {
+  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[] }> {
     return this.#transfer.import(file);
   }
 
