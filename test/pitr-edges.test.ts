@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describeCoverage } from '@strata/protocol/continuity';
 import { TEST_PASSPHRASE, json, strata, useTempDir } from './helpers/env.js';
@@ -172,5 +172,36 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
       const again = json<{ imported: unknown[]; segments: unknown[] }>(strata(['import', file, '--repo', target, '--json']));
       assert.deepEqual([again.imported.length, again.segments.length], [0, 0], 'a second import adds nothing');
     }
+  });
+});
+
+describe('continuous protection: deleting a base', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it('a base with segments is not deleted unasked: delete names the segments and the window lost, and --with-dependents deletes them with it', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    const replication = await replicateFor(repo, path.join(dir.path, 'app.db'), path.join(dir.path, 'commits.log'), 3);
+    await replication.stop();
+    const [window] = json<{ continuity: Window[] }>(strata(['list', '--repo', repo, '--json'])).continuity;
+    const expected = `${window!.segments} segment\\(s\\) of continuous protection replay onto it \\(app from ${window!.from} to ${window!.to}, ${window!.segments} after ${window!.base}\\)`;
+
+    const refused = strata(['delete', window!.base, '--repo', repo, '--yes']);
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, new RegExp(`delete: ${expected}; deleting it loses restores as of those moments\\. Delete them too \\(--with-dependents\\) or keep it`));
+    assert.equal(json<{ continuity: Window[] }>(strata(['list', '--repo', repo, '--json'])).continuity[0]!.segments, window!.segments, 'nothing was deleted');
+
+    const dryRun = json<{ remove: string[]; segments: number }>(strata(['delete', window!.base, '--repo', repo, '--dry-run', '--with-dependents', '--json']));
+    assert.deepEqual([dryRun.remove, dryRun.segments], [[window!.base], window!.segments]);
+
+    const deleted = strata(['delete', window!.base, '--repo', repo, '--yes', '--with-dependents']);
+    assert.equal(deleted.status, 0, deleted.stderr);
+    assert.match(deleted.stderr, new RegExp(`warning: deleting ${expected}: restores as of those moments go with it`));
+    assert.match(deleted.stdout, new RegExp(`deleted 1 backup\\(s\\): ${window!.base}, and the ${window!.segments} segment\\(s\\) after them`));
+    const after = json<{ backups: unknown[]; continuity?: Window[] }>(strata(['list', '--repo', repo, '--json']));
+    assert.deepEqual([after.backups.length, after.continuity ?? []], [0, []]);
+    const segmentsDir = path.join(repo, 'backups', 'app', 'segments');
+    assert.deepEqual(existsSync(segmentsDir) ? readdirSync(segmentsDir) : [], [], 'the segment files are gone');
   });
 });

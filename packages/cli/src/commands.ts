@@ -6,6 +6,7 @@ import {
   BACKUP_TYPES,
   DEFAULT_HEALTH,
   DEFAULT_LEVELS,
+  describeLostWindows,
   StrataError,
   assessContinuity,
   assessHealth,
@@ -619,13 +620,21 @@ export async function deleteCommand(ctx: CommandContext, options: DeleteCommandO
   if (options.ids.length === 0) throw new StrataError('USAGE', 'delete: name the restore points to delete (see strata delete --help)');
   const repo = await ctx.repository();
   const plan = await repo.planDelete(options.ids);
-  if (plan.dependents.length > 0 && !options.withDependents) {
+  if ((plan.dependents.length > 0 || plan.lostWindows.length > 0) && !options.withDependents) {
     // The core refuses too, under the lock; saying it here names them before any question.
-    throw new StrataError('CHAIN_BROKEN', `delete: ${plan.dependents.length} restore point(s) build on what you asked to delete (${plan.dependents.map((d) => d.id).join(', ')}); deleting it would break them. Delete them too (--with-dependents) or keep it`);
+    const what = [
+      ...(plan.dependents.length > 0 ? [`${plan.dependents.length} restore point(s) build on what you asked to delete (${plan.dependents.map((d) => d.id).join(', ')}); deleting it would break them`] : []),
+      ...(plan.lostWindows.length > 0 ? [`${describeLostWindows(plan.lostWindows)}; deleting it loses restores as of those moments`] : []),
+    ];
+    throw new StrataError('CHAIN_BROKEN', `delete: ${what.join('; and ')}. Delete them too (--with-dependents) or keep it`);
   }
-  const warning = plan.newestGood.map((b) => `${b.id} is the newest good restore point of ${b.database}${b.verification?.outcome === 'passed' ? ` (verified ${b.verification.at})` : ''}`);
+  const lostSegments = plan.lostWindows.reduce((sum, w) => sum + w.segments, 0);
+  const warning = [
+    ...plan.newestGood.map((b) => `${b.id} is the newest good restore point of ${b.database}${b.verification?.outcome === 'passed' ? ` (verified ${b.verification.at})` : ''}`),
+    ...(lostSegments > 0 ? [`${describeLostWindows(plan.lostWindows)}: restores as of those moments go with it`] : []),
+  ];
   if (options.dryRun) {
-    if (ctx.json) ctx.printJson({ dryRun: true, remove: plan.remove.map((r) => r.id), newestGood: plan.newestGood.map((r) => r.id) });
+    if (ctx.json) ctx.printJson({ dryRun: true, remove: plan.remove.map((r) => r.id), newestGood: plan.newestGood.map((r) => r.id), segments: lostSegments, lostWindows: plan.lostWindows });
     else {
       process.stdout.write(`dry run: would delete ${plan.remove.length} backup(s); nothing was deleted\n`);
       for (const r of plan.remove) process.stdout.write(`  ${r.id}  ${r.type}  ${r.createdAt}\n`);
@@ -650,8 +659,8 @@ export async function deleteCommand(ctx: CommandContext, options: DeleteCommandO
     plan.remove.filter((r) => !plan.dependents.includes(r)).map((r) => r.id),
     { withDependents: options.withDependents },
   );
-  if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id) });
-  else process.stdout.write(`deleted ${removed.length} backup(s): ${removed.map((r) => r.id).join(', ')}\n`);
+  if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id), segments: lostSegments });
+  else process.stdout.write(`deleted ${removed.length} backup(s): ${removed.map((r) => r.id).join(', ')}${lostSegments > 0 ? `, and the ${lostSegments} segment(s) after them` : ''}\n`);
   return 0;
 }
 

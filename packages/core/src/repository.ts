@@ -31,6 +31,7 @@ import { Replicator } from './replicator.js';
 import type { ReplicateOptions, ReplicationSummary } from './replicator.js';
 import { readCatalogContents } from './catalog.js';
 import type { SegmentRecord } from './catalog.js';
+import type { ContinuityWindow } from './continuity.js';
 import type { PointInTimePlan } from './point-in-time.js';
 
 // The public surface of @strata/core's repository: the facade below and the types its methods take.
@@ -256,10 +257,11 @@ export class Repository {
 
   /**
    * What {@link delete} would remove, changing nothing: the restore points asked for, those that
-   * build on them, and for each database whether its newest good restore point is among them (after
-   * which `restore latest` would pick an older one).
+   * build on them, for each database whether its newest good restore point is among them (after
+   * which `restore latest` would pick an older one), and the windows of continuous protection
+   * whose segments would go with their base.
    */
-  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[] }> {
+  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[]; lostWindows: ContinuityWindow[] }> {
     return this.#retention.planDelete(ids);
   }
 
