@@ -2,8 +2,11 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describeCoverage } from '@strata/protocol/continuity';
+import { Passphrase, initRepository, openRepository } from '@strata/sdk';
+import type { ReplicationEvent } from '@strata/sdk';
+import { DiskFullStorage } from './helpers/faulty-storage.js';
 import { TEST_PASSPHRASE, json, strata, useTempDir } from './helpers/env.js';
-import { exited, firstCommit, markersOf, startReplicator, startWriter } from './helpers/pitr.js';
+import { commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 import { Client } from './helpers/server-client.js';
 
@@ -203,5 +206,70 @@ describe('continuous protection: deleting a base', function () {
     assert.deepEqual([after.backups.length, after.continuity ?? []], [0, []]);
     const segmentsDir = path.join(repo, 'backups', 'app', 'segments');
     assert.deepEqual(existsSync(segmentsDir) ? readdirSync(segmentsDir) : [], [], 'the segment files are gone');
+  });
+});
+
+describe('continuous protection: storage that keeps failing', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it('holds at most maxHeldBytes of transactions while every write fails, reads no more meanwhile, and ships everything once storage is back', async () => {
+    const repoDir = path.join(dir.path, 'repo');
+    const db = path.join(dir.path, 'app.db');
+    const log = path.join(dir.path, 'commits.log');
+    const passphrase = new Passphrase(TEST_PASSPHRASE);
+    const storage = new DiskFullStorage(repoDir, Number.MAX_SAFE_INTEGER);
+    await initRepository(storage, { encryption: 'compat', passphrase });
+    const repo = await openRepository(storage, { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    // The writer does not checkpoint: its log keeps what the replicator does not read.
+    writeFileSync(`${log}.quiet`, '');
+    const writer = startWriter(db, log, 600_000);
+    await firstCommit(log);
+    const events: ReplicationEvent[] = [];
+    const stop = new AbortController();
+    const limit = 64 * 1024;
+    const waitFor = async (what: string, test: () => boolean): Promise<void> => {
+      while (!test()) {
+        if (outcome.settled) throw new Error(`replicate stopped before ${what} (${String(await running.catch((err: unknown) => err))}): ${JSON.stringify(events.filter((e) => e.kind !== 'segment' && e.kind !== 'base'))}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    const outcome: { settled: boolean } = { settled: false };
+    const running = repo.replicate(db, { database: 'app', intervalMs: 200, maxHeldBytes: limit, signal: stop.signal, onEvent: (e) => events.push(e) }).finally(() => (outcome.settled = true));
+    try {
+      await waitFor('its first segment', () => events.some((e) => e.kind === 'segment'));
+      const failingFrom = events.length;
+      storage.setBudget(0);
+      await waitFor('it held the limit', () => events.slice(failingFrom).some((e) => e.kind === 'holding'));
+      const holdingAt = events.findIndex((e, i) => i >= failingFrom && e.kind === 'holding');
+      // Storage keeps failing while the writer commits 200 more transactions.
+      await moreCommits(log, 200);
+      await waitFor('two more failed attempts', () => events.slice(holdingAt).filter((e) => e.kind === 'retry').length >= 2);
+      const retries = events.slice(failingFrom).filter((e): e is Extract<ReplicationEvent, { kind: 'retry' }> => e.kind === 'retry');
+      const held = events[holdingAt] as Extract<ReplicationEvent, { kind: 'holding' }>;
+      assert.ok(held.held.bytes >= limit, 'it held up to the limit before it stopped reading');
+      // A read stops at the first transaction's end past the room left: the limit and one transaction at most.
+      const most = Math.max(...retries.map((r) => r.held.bytes), held.held.bytes);
+      assert.ok(most < limit + 64 * 1024, `held at most ${most} bytes`);
+      for (const retry of events.slice(holdingAt).filter((e): e is Extract<ReplicationEvent, { kind: 'retry' }> => e.kind === 'retry')) {
+        assert.deepEqual(retry.held, held.held, 'nothing more was read while holding');
+        assert.equal(retry.error.code, 'NO_SPACE');
+      }
+      // Storage is back: what was held and what the log kept are shipped.
+      storage.setBudget(Number.MAX_SAFE_INTEGER);
+      const resumedAt = events.length;
+      await waitFor('segments after storage came back', () => events.slice(resumedAt).filter((e) => e.kind === 'segment').length >= 2);
+    } finally {
+      writer.kill('SIGTERM');
+      await exited(writer);
+      stop.abort();
+    }
+    const summary = await running;
+    assert.equal(summary.bases.length, 1, 'one base: the chain was never lost');
+    const to = path.join(dir.path, 'restored.db');
+    const restored = await repo.restore({ asOf: new Date(), database: 'app' }, { to });
+    assert.ok((restored.pointInTime?.transactions ?? 0) > 0, 'segments were replayed');
+    assert.deepEqual(markersOf(to).seqs, commits(log).map((c) => c.seq), 'every committed transaction was shipped');
+    await repo.close();
   });
 });
