@@ -411,10 +411,16 @@ async function deleteBackup(ctx: CommandContext, node: BackupNode | undefined): 
   } catch (err) {
     if (!(err instanceof StrataRequestError && err.code === 'CHAIN_BROKEN')) throw err;
     const dependents = (err.details['dependents'] as string[] | undefined) ?? [];
+    const segments = (err.details['segments'] as number | undefined) ?? 0;
+    const windows = (err.details['windows'] as { from: string; to: string }[] | undefined) ?? [];
     const all = `Delete All ${dependents.length + 1}`;
+    const parts = [...(dependents.length > 0 ? [`${dependents.length} restore point(s) build on ${backup.id}`] : []), ...(segments > 0 ? [`${segments} segment(s) of continuous protection replay onto it`] : [])];
     const again = await ctx.prompts.confirm(
-      `${dependents.length} restore point(s) build on ${backup.id}. Delete them too?`,
-      `Without it they cannot be restored:\n${dependents.join('\n')}`,
+      `${parts.join(', and ')}. Delete them too?`,
+      [
+        ...(dependents.length > 0 ? [`Without it they cannot be restored:\n${dependents.join('\n')}`] : []),
+        ...windows.map((w) => `Restores as of ${formatTime(w.from)} to ${formatTime(w.to)} go with it.`),
+      ].join('\n'),
       all,
     );
     if (again !== all) return undefined;

@@ -1,5 +1,6 @@
 import * as vscode from 'vscode';
-import type { BackupView, ConfigProblem, DatabaseEntry, EngineInfo } from '@strata/protocol';
+import type { BackupView, ConfigProblem, ContinuityWindow, DatabaseEntry, EngineInfo } from '@strata/protocol';
+import { describeCoverage } from '@strata/protocol/continuity';
 import { SERVER_PROBLEMS, StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatAge, formatBytes, formatTime } from './format.js';
@@ -47,7 +48,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
   #engines: readonly EngineInfo[] = [];
   #problems: readonly ConfigProblem[] = [];
   #workspaceError: string | undefined;
-  #lists = new Map<string, Promise<readonly BackupView[]>>();
+  #lists = new Map<string, Promise<{ readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[] }>>();
   /** Settles when the databases were (re)loaded; tests and the status bar wait on it. */
   loaded: Promise<void> = Promise.resolve();
 
@@ -106,12 +107,21 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
   }
 
   /** Restore points of a database, newest first (from the cache when it has them). */
-  backupsOf(entry: DatabaseEntry): Promise<readonly BackupView[]> {
+  async backupsOf(entry: DatabaseEntry): Promise<readonly BackupView[]> {
+    return (await this.#listOf(entry)).backups;
+  }
+
+  /** What continuous protection covers of a database: its chains of segments, oldest first (none without segments). */
+  async continuityOf(entry: DatabaseEntry): Promise<readonly ContinuityWindow[]> {
+    return (await this.#listOf(entry)).continuity.filter((w) => w.database === entry.name);
+  }
+
+  #listOf(entry: DatabaseEntry): Promise<{ readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[] }> {
     const byTier = groupByTier();
     const key = `${entry.repository}\0${entry.name}\0${byTier}`;
     let list = this.#lists.get(key);
     if (!list) {
-      list = this.#connection.request('strata/list', { repository: entry.repository, database: entry.name, byTier }).then((r) => r.backups);
+      list = this.#connection.request('strata/list', { repository: entry.repository, database: entry.name, byTier });
       list.catch(() => this.#lists.delete(key));
       this.#lists.set(key, list);
     }
@@ -212,13 +222,28 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
       return [{ kind: 'message', text: message, icon: 'error', command: { command: 'strata.showLog', title: 'Show Server Log' } }];
     }
     if (backups.length === 0) return [{ kind: 'message', text: 'No restore points yet: back up now', icon: 'info', command: { command: 'strata.backupNow', title: 'Back Up Now', arguments: [node] } }];
-    if (!groupByTier()) return backups.map((backup) => ({ kind: 'backup', entry, backup }));
+    // Continuous protection first: the window a restore as of a time can reach, between restore points too.
+    const coverage = continuityNode(await this.continuityOf(entry), Date.now());
+    const above: StrataNode[] = coverage ? [coverage] : [];
+    if (!groupByTier()) return [...above, ...backups.map((backup): StrataNode => ({ kind: 'backup', entry, backup }))];
     const tiers = new Map<string, BackupView[]>();
     for (const b of backups) tiers.set(b.tier ?? 'other', [...(tiers.get(b.tier ?? 'other') ?? []), b]);
-    return [...tiers]
-      .sort(([a], [b]) => TIER_ORDER.indexOf(a) - TIER_ORDER.indexOf(b))
-      .map(([tier, list]) => ({ kind: 'tier', entry, tier, backups: list }));
+    return [
+      ...above,
+      ...[...tiers].sort(([a], [b]) => TIER_ORDER.indexOf(a) - TIER_ORDER.indexOf(b)).map(([tier, list]): StrataNode => ({ kind: 'tier', entry, tier, backups: list })),
+    ];
   }
+}
+
+/**
+ * The line of a database's continuous protection, "continuous since ..., last change shipped 0.8 s
+ * ago", from its newest chain of segments; the tooltip says what the chains cover in all.
+ */
+export function continuityNode(windows: readonly ContinuityWindow[], now: number): MessageNode | undefined {
+  const newest = windows.at(-1);
+  if (!newest) return undefined;
+  const detail = windows.map((w) => `${formatTime(w.from)} to ${formatTime(w.to)}: ${w.segments} segment(s), ${w.transactions} transaction(s), ${formatBytes(w.storedBytes)} after ${w.base}${w.broken ? `; broken: ${w.broken}` : ''}`);
+  return { kind: 'message', text: describeCoverage(newest, now, formatTime), icon: newest.broken ? 'warning' : 'pulse', detail: `Restores as of any moment in:\n${detail.join('\n')}` };
 }
 
 function groupByTier(): boolean {

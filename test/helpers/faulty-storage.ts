@@ -1,5 +1,5 @@
 import type { Abortable, GetOptions, ObjectInfo, Storage } from '@strata/sdk';
-import { LocalStorage } from '@strata/sdk';
+import { LocalStorage, wrapError } from '@strata/sdk';
 
 /**
  * A local storage on a disk with `budget` bytes free: writes fail with ENOSPC once they would take
@@ -61,9 +61,10 @@ export class DiskFullStorage implements Storage {
       this.#budget += replaced;
       return info;
     } catch (err) {
-      // The storage removed what it had written of the object.
+      // The storage removed what it had written of the object; the error is the one a real
+      // storage gives (LocalStorage wraps ENOSPC as NO_SPACE), whichever path the bytes took.
       this.#budget += spent;
-      throw err;
+      throw wrapError(`storage: write ${key}`, err);
     }
   }
 

@@ -575,9 +575,9 @@ copied into an unencrypted target.`,
   {
     path: ['delete'],
     args: [{ name: 'id', required: true, variadic: true }],
-    summary: 'delete restore points (--with-dependents to also delete the backups that build on them)',
+    summary: 'delete restore points (--with-dependents to also delete the backups that build on them and the segments after them)',
     options: [
-      { flags: '--with-dependents', description: 'also delete the backups that build on them' },
+      { flags: '--with-dependents', description: 'also delete the backups that build on them, and the segments of continuous protection after them' },
       { flags: '--dry-run', description: 'show what would go, and delete nothing' },
       { flags: '-y, --yes', description: 'do not ask (needed when not on a terminal)' },
     ],

@@ -6,6 +6,7 @@ import {
   BACKUP_TYPES,
   DEFAULT_HEALTH,
   DEFAULT_LEVELS,
+  describeLostWindows,
   StrataError,
   assessContinuity,
   assessHealth,
@@ -591,8 +592,11 @@ export async function exportCommand(ctx: CommandContext, options: { databases: r
   if (!options.all && options.databases.length === 0) throw new StrataError('USAGE', 'export: name the databases to export, or pass --all');
   const repo = await ctx.repository();
   const result = await repo.export({ databases: options.databases, out: options.out });
-  if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id) });
-  else process.stdout.write(`exported ${result.backups.length} backup(s) to ${result.file}:\n${result.backups.map((b) => `  ${b.id}`).join('\n')}\nsee RESTORE.md inside for how to restore them\n`);
+  if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id), segments: result.segments.map((s) => s.id) });
+  else
+    process.stdout.write(
+      `exported ${result.backups.length} backup(s)${result.segments.length > 0 ? ` and ${result.segments.length} segment(s) of continuous protection` : ''} to ${result.file}:\n${result.backups.map((b) => `  ${b.id}`).join('\n')}\nsee RESTORE.md inside for how to restore them\n`,
+    );
   return 0;
 }
 
@@ -601,9 +605,9 @@ export async function importCommand(ctx: CommandContext, file: string | undefine
   if (!file) throw new StrataError('USAGE', 'import: name the export file');
   const repo = await ctx.repository();
   const result = await repo.import(file);
-  if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped });
+  if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped, segments: result.segments.map((s) => s.id) });
   else {
-    process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}\n`);
+    process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}${result.segments.length > 0 ? `, and ${result.segments.length} segment(s) of continuous protection` : ''}\n`);
     for (const b of result.imported) process.stdout.write(`  ${b.id}\n`);
   }
   return 0;
@@ -622,13 +626,21 @@ export async function deleteCommand(ctx: CommandContext, options: DeleteCommandO
   if (options.ids.length === 0) throw new StrataError('USAGE', 'delete: name the restore points to delete (see strata delete --help)');
   const repo = await ctx.repository();
   const plan = await repo.planDelete(options.ids);
-  if (plan.dependents.length > 0 && !options.withDependents) {
+  if ((plan.dependents.length > 0 || plan.lostWindows.length > 0) && !options.withDependents) {
     // The core refuses too, under the lock; saying it here names them before any question.
-    throw new StrataError('CHAIN_BROKEN', `delete: ${plan.dependents.length} restore point(s) build on what you asked to delete (${plan.dependents.map((d) => d.id).join(', ')}); deleting it would break them. Delete them too (--with-dependents) or keep it`);
+    const what = [
+      ...(plan.dependents.length > 0 ? [`${plan.dependents.length} restore point(s) build on what you asked to delete (${plan.dependents.map((d) => d.id).join(', ')}); deleting it would break them`] : []),
+      ...(plan.lostWindows.length > 0 ? [`${describeLostWindows(plan.lostWindows)}; deleting it loses restores as of those moments`] : []),
+    ];
+    throw new StrataError('CHAIN_BROKEN', `delete: ${what.join('; and ')}. Delete them too (--with-dependents) or keep it`);
   }
-  const warning = plan.newestGood.map((b) => `${b.id} is the newest good restore point of ${b.database}${b.verification?.outcome === 'passed' ? ` (verified ${b.verification.at})` : ''}`);
+  const lostSegments = plan.lostWindows.reduce((sum, w) => sum + w.segments, 0);
+  const warning = [
+    ...plan.newestGood.map((b) => `${b.id} is the newest good restore point of ${b.database}${b.verification?.outcome === 'passed' ? ` (verified ${b.verification.at})` : ''}`),
+    ...(lostSegments > 0 ? [`${describeLostWindows(plan.lostWindows)}: restores as of those moments go with it`] : []),
+  ];
   if (options.dryRun) {
-    if (ctx.json) ctx.printJson({ dryRun: true, remove: plan.remove.map((r) => r.id), newestGood: plan.newestGood.map((r) => r.id) });
+    if (ctx.json) ctx.printJson({ dryRun: true, remove: plan.remove.map((r) => r.id), newestGood: plan.newestGood.map((r) => r.id), segments: lostSegments, lostWindows: plan.lostWindows });
     else {
       process.stdout.write(`dry run: would delete ${plan.remove.length} backup(s); nothing was deleted\n`);
       for (const r of plan.remove) process.stdout.write(`  ${r.id}  ${r.type}  ${r.createdAt}\n`);
@@ -653,8 +665,8 @@ export async function deleteCommand(ctx: CommandContext, options: DeleteCommandO
     plan.remove.filter((r) => !plan.dependents.includes(r)).map((r) => r.id),
     { withDependents: options.withDependents },
   );
-  if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id) });
-  else process.stdout.write(`deleted ${removed.length} backup(s): ${removed.map((r) => r.id).join(', ')}\n`);
+  if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id), segments: lostSegments });
+  else process.stdout.write(`deleted ${removed.length} backup(s): ${removed.map((r) => r.id).join(', ')}${lostSegments > 0 ? `, and the ${lostSegments} segment(s) after them` : ''}\n`);
   return 0;
 }
 

@@ -117,6 +117,7 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
         copied: result.copied.map((c) => ({ id: c.record.id, database: c.record.database, type: c.record.type, createdAt: c.record.createdAt, mode: c.mode, storedBytes: c.record.storedBytes })),
         present: result.present,
         inProgress: result.inProgress,
+        segments: result.segments,
       });
     } else {
       const present = result.present.length > 0 ? ` (${result.present.length} already there)` : '';
@@ -125,6 +126,7 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
           ? `nothing to copy: ${printable(result.target)} has every selected restore point${present}\n`
           : `copied ${result.copied.length} backup(s) from ${printable(result.source)} to ${printable(result.target)}${present}\n`,
       );
+      if (result.segments.length > 0) process.stdout.write(`copied ${result.segments.length} segment(s) of continuous protection: restores as of a time reach as far on the target\n`);
       if (result.inProgress.length > 0) process.stdout.write(`${result.inProgress.length} backup(s) were being copied into the target by another process at the same time and were left to it: ${result.inProgress.join(', ')}\n`);
     }
     return 0;

@@ -84,6 +84,9 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
       case 'compaction-failed':
         say(`replicate ${event.database}: could not merge segments (${printable(event.error.message)}); shipping goes on, merging is tried again in a minute`);
         break;
+      case 'holding':
+        say(`replicate ${event.database}: ${event.held.transactions} transactions (${(event.held.bytes / 1048576).toFixed(1)} MiB) wait to be shipped, the most it holds; reading no more of the log until they are (the database's log keeps the rest)`);
+        break;
       case 'segment':
         if (options.verbose) say(`replicate ${event.database}: segment ${event.segment.sequence} (${event.segment.transactions} transactions, ${event.segment.storedBytes} bytes), shipped ${(event.lagMs / 1000).toFixed(2)} s after the last was seen committed`);
         break;

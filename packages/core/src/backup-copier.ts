@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { PassThrough } from 'node:stream';
-import type { BackupRecord } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { commitBackup } from './catalog-commit.js';
 import { decryptStream, encryptStream } from './encryption.js';
 import type { EncryptionProfile, Passphrase } from './encryption.js';
@@ -9,7 +9,8 @@ import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js
 import { layoutCacheKey, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { artifactKey, parseArtifactKey } from './naming.js';
 import { announceWrite, pendingArtifactKeys } from './pending-writes.js';
-import { readCatalog } from './catalog.js';
+import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
+import { chainBreak, parseSegmentKey, segmentKey } from './segments.js';
 import { withRepositoryLock } from './lock.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { ProgressListener } from './progress.js';
@@ -48,6 +49,11 @@ export interface CopyResult {
   readonly copied: readonly CopiedBackup[];
   /** Ids the target held already (from an earlier run, or another copy). */
   readonly present: readonly string[];
+  /**
+   * Segments copied in this run (ids, chain order): those of every copied or present base
+   * restore point that the target lacked, so a restore there reaches the same moments.
+   */
+  readonly segments: readonly string[];
   /**
    * Ids another process was copying into the target at the same moment (and those building on
    * them): left to it, or to the next run.
@@ -121,6 +127,7 @@ export class BackupCopier {
     const present: string[] = [];
     const failed: { id: string; error: StrataError }[] = [];
     const busy = new Set<string>();
+    const copiedSegments: string[] = [];
     try {
       // The target's current data key: KEY_MISSING now, not after the first artifact was read.
       const targetKey = targetProfile === 'none' ? undefined : inRepositorySync('target', to, () => to.vault.current('copy'));
@@ -162,6 +169,9 @@ export class BackupCopier {
           failed.push({ id: record.id, error: err });
         }
       }
+      // Segments follow their bases: a base whose copy failed takes its segments with it.
+      const segments = await this.#copySegments(new Set(ordered.map((b) => b.id)), onTarget, targetKey, targetProfile, options, failed);
+      copiedSegments.push(...segments);
       if (failed.length > 0) {
         const first = failed.find((f) => f.error.code !== 'CHAIN_BROKEN') ?? failed[0]!;
         throw new StrataError(
@@ -172,14 +182,123 @@ export class BackupCopier {
       }
       await op.complete({
         storedBytes: copied.reduce((sum, c) => sum + c.record.storedBytes, 0),
-        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), present: present.length, inProgress: [...busy], reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
+        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), segments: copiedSegments.length, present: present.length, inProgress: [...busy], reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
       });
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError('copy', err);
       await op.fail(wrapped).catch(() => undefined);
       throw new StrataError(wrapped.code, wrapped.message, { cause: wrapped.cause, details: { ...wrapped.details, copied: copied.map((c) => c.record.id) } });
     }
-    return { source: from.storage.location, target: to.storage.location, copied, present, inProgress: [...busy] };
+    return { source: from.storage.location, target: to.storage.location, copied, present, inProgress: [...busy], segments: copiedSegments };
+  }
+
+  /**
+   * Copies the segments of the bases in `bases` that the target lists and lacks segments of, one
+   * base's at a time: the artifacts (checked like a backup's, as they are or re-encrypted), then
+   * one catalog generation listing them, which must leave the base's chain on the target unbroken.
+   * A failure costs that base's new segments, not the others'; it is added to `failed`.
+   */
+  async #copySegments(
+    bases: ReadonlySet<string>,
+    onTarget: ReadonlyMap<string, BackupRecord>,
+    targetKey: { id: string | undefined; secret: Passphrase } | undefined,
+    targetProfile: EncryptionProfile,
+    options: CopyOptions,
+    failed: { id: string; error: StrataError }[],
+  ): Promise<string[]> {
+    const from = this.#from;
+    const to = this.#to;
+    const source = (await readCatalogContents(from.storage))?.segments ?? [];
+    const already = new Set(((await readCatalogContents(to.storage))?.segments ?? []).map((s) => s.id));
+    const byBase = new Map<string, SegmentRecord[]>();
+    for (const segment of source) {
+      if (!bases.has(segment.base) || !onTarget.has(segment.base) || already.has(segment.id)) continue;
+      byBase.set(segment.base, [...(byBase.get(segment.base) ?? []), segment]);
+    }
+    const copied: string[] = [];
+    for (const [baseId, wanted] of byBase) {
+      throwIfAborted(options.signal, 'copy');
+      const base = onTarget.get(baseId)!;
+      const step = `copy the segments after ${baseId}`;
+      const plan = wanted.map((segment) => {
+        const parsed = parseSegmentKey(segment.key);
+        if (!parsed) throw new StrataError('ARTIFACT_FOREIGN', `${step}: ${segment.key} is not a segment name Strata writes`);
+        const sourceKey = from.vault.keyFor(segment, `copy ${segment.id}`);
+        const keyId = from.vault.keyIdOf(segment);
+        const held = keyId !== undefined ? to.vault.keyring?.get(keyId) : undefined;
+        const asIs = sourceKey === undefined ? targetProfile === 'none' : held !== undefined && held.reveal() === sourceKey.reveal();
+        const encryptedOut = asIs ? parsed.encrypted : targetProfile !== 'none';
+        return { segment, sourceKey, asIs, key: segmentKey(segment.database, segment.id, parsed.codec === 'zstd' ? '.zst' : parsed.codec === 'gzip' ? '.gz' : '', encryptedOut) };
+      });
+      const claim = await withRepositoryLock(
+        to.storage,
+        'copy',
+        async () => {
+          const pendingKeys = await pendingArtifactKeys(to.storage);
+          if (plan.some((p) => pendingKeys.has(p.key))) return 'busy' as const;
+          return announceWrite(to.storage, `segments-${baseId}`, plan.map((p) => p.key), []);
+        },
+        to.options.lock,
+      );
+      // Another copy into the target is writing them now: left to it, or to the next run.
+      if (claim === 'busy') continue;
+      let pending: PendingWrite | undefined = claim;
+      try {
+        const records: SegmentRecord[] = [];
+        for (const { segment, sourceKey, asIs, key } of plan) {
+          throwIfAborted(options.signal, 'copy');
+          const what = `copy ${segment.id}`;
+          const check: { bytes: number; sha: ReturnType<typeof createHash>; failure?: StrataError } = { bytes: 0, sha: createHash('sha256') };
+          const bytes = checked(await readSource(from.storage, segment, what, options.signal), segment, check, what, (done) =>
+            options.onProgress?.({ operation: 'copy', phase: 'read', doneBytes: done, totalBytes: segment.storedBytes, backupId: segment.id }),
+          );
+          const written = createHash('sha256');
+          let info;
+          try {
+            info = await to.storage.put(key, hashing(transfer(bytes, sourceKey, asIs, targetKey, targetProfile), written), options.signal ? { signal: options.signal } : {});
+          } catch (err) {
+            throw check.failure ?? (isStrataError(err) ? err : wrapError(`${what}: write ${key} to ${to.storage.location}`, err));
+          }
+          if (check.failure) throw check.failure;
+          const encryption = asIs ? segment.encryption : targetProfile === 'none' ? { profile: 'none' } : { profile: targetProfile, ...(targetKey!.id !== undefined ? { keyId: targetKey!.id } : {}) };
+          // The whole record, as the source lists it: only where its bytes are and how they are sealed differ.
+          records.push({ ...segment, key, storedBytes: info.size, sha256: written.digest('hex'), encryption });
+        }
+        await withRepositoryLock(
+          to.storage,
+          'copy',
+          async () => {
+            const current = await readCatalogContents(to.storage);
+            if (!current?.backups.some((b) => b.id === baseId)) throw new StrataError('CHAIN_BROKEN', `${step}: the base was removed from ${to.storage.location} while they were copied`);
+            const listed = new Set(current.segments.map((s) => s.id));
+            const fresh = records.filter((r) => !listed.has(r.id));
+            const chain = [...current.segments.filter((s) => s.base === baseId), ...fresh].sort((a, b) => a.sequence - b.sequence);
+            const broken = chainBreak(base, chain);
+            if (broken) throw new StrataError('CHAIN_BROKEN', `${step}: on ${to.storage.location} they would not form one chain (${broken}); nothing of them was copied`);
+            await writeCatalog(to.storage, current.backups, [...current.segments, ...fresh]);
+          },
+          to.options.lock,
+        );
+        pending = undefined;
+        await claim.committed().catch(() => undefined);
+        copied.push(...records.map((r) => r.id));
+      } catch (err) {
+        // As for a backup: an error does not prove the catalog was not written; it decides.
+        const listed = await readCatalogContents(to.storage).then(
+          (c) => new Set(c?.segments.map((s) => s.key) ?? []),
+          () => undefined,
+        );
+        if (listed && plan.every((p) => listed.has(p.key))) {
+          await pending?.committed().catch(() => undefined);
+          copied.push(...plan.map((p) => p.segment.id));
+          continue;
+        }
+        if (listed) await pending?.abandon(listed).catch(() => undefined);
+        if (!isStrataError(err) || !(SKIPPABLE.has(err.code) || err.code === 'CHAIN_BROKEN')) throw err;
+        failed.push({ id: baseId, error: err });
+      }
+    }
+    return copied;
   }
 
   /** Copies one artifact (and its cached layouts and facts) and commits it on the target. */
@@ -225,12 +344,7 @@ export class BackupCopier {
       const source = checked(await readSource(from.storage, record, step, options.signal), record, check, step, (done) =>
         options.onProgress?.({ operation: 'copy', phase: 'read', doneBytes: done, totalBytes: record.storedBytes, backupId: record.id }),
       );
-      let body: AsyncIterable<Uint8Array>;
-      if (asIs) body = sourceKey ? withDecryptCheck(source, sourceKey) : source;
-      else {
-        const plain = sourceKey ? decryptStream(source, sourceKey) : source;
-        body = encryptStream(plain, targetKey!.secret, targetProfile as Exclude<EncryptionProfile, 'none'>);
-      }
+      const body = transfer(source, sourceKey, asIs, targetKey, targetProfile);
       const written = createHash('sha256');
       let info;
       try {
@@ -294,6 +408,22 @@ export class BackupCopier {
   }
 }
 
+/**
+ * An artifact's bytes on their way to the target: as they are (their decryption proven on the
+ * side), or decrypted with the source's data key and encrypted under the target's current one.
+ */
+function transfer(
+  source: AsyncIterable<Uint8Array>,
+  sourceKey: Passphrase | undefined,
+  asIs: boolean,
+  targetKey: { id: string | undefined; secret: Passphrase } | undefined,
+  targetProfile: EncryptionProfile,
+): AsyncIterable<Uint8Array> {
+  if (asIs) return sourceKey ? withDecryptCheck(source, sourceKey) : source;
+  const plain = sourceKey ? decryptStream(source, sourceKey) : source;
+  return encryptStream(plain, targetKey!.secret, targetProfile as Exclude<EncryptionProfile, 'none'>);
+}
+
 /** Failures of one source artifact: the copy goes on with the other backups, then reports them. */
 const SKIPPABLE = new Set(['ARTIFACT_CORRUPT', 'ARTIFACT_FOREIGN', 'ARTIFACT_HOSTILE', 'PASSPHRASE_WRONG', 'KEY_MISSING']);
 
@@ -315,7 +445,7 @@ function inRepositorySync<T>(side: 'source' | 'target', ctx: RepositoryContext, 
 }
 
 /** The source artifact's bytes; a missing one is named as such. */
-async function readSource(storage: Storage, record: BackupRecord, step: string, signal: AbortSignal | undefined): Promise<AsyncIterable<Uint8Array>> {
+async function readSource(storage: Storage, record: Pick<BackupRecord, 'id' | 'key'>, step: string, signal: AbortSignal | undefined): Promise<AsyncIterable<Uint8Array>> {
   try {
     return await storage.get(record.key, signal ? { signal } : {});
   } catch (err) {
@@ -331,7 +461,7 @@ async function readSource(storage: Storage, record: BackupRecord, step: string, 
  */
 async function* checked(
   source: AsyncIterable<Uint8Array>,
-  record: BackupRecord,
+  record: Pick<BackupRecord, 'id' | 'key' | 'storedBytes' | 'sha256'>,
   state: { bytes: number; sha: ReturnType<typeof createHash>; failure?: StrataError },
   step: string,
   onBytes: (done: number) => void,

@@ -1,5 +1,6 @@
 import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
+import { chainBreak } from './segments.js';
 import { StrataError } from './errors.js';
 import { factsCacheKey } from './facts-cache.js';
 import { layoutCacheKey } from './layout-cache.js';
@@ -82,17 +83,40 @@ export interface WrittenImport {
   readonly pending: PendingWrite;
 }
 
+/** An imported segment, written under its final key (announced by `pending`), with its catalog record. */
+export interface WrittenSegmentImport {
+  readonly record: SegmentRecord;
+  readonly pending: PendingWrite;
+}
+
 /**
  * Records written imports in the catalog, under the lock, in one generation; those another
  * process imported meanwhile are in it already (under the same key, with the same bytes: both
- * checked them against the same record). Then their notes go.
+ * checked them against the same record). Then their notes go. Segments join the chains of their
+ * bases, which must stay unbroken (CHAIN_BROKEN and nothing committed otherwise).
  */
-export async function commitImport(ctx: RepositoryContext, placed: readonly WrittenImport[]): Promise<void> {
-  await updateCatalog(ctx, 'import', async (records) => {
-    const fresh = placed.filter((p) => !records.some((r) => r.id === p.record.id));
-    return [...records, ...fresh.map((p) => p.record)];
-  });
-  for (const p of placed) await p.pending.committed();
+export async function commitImport(ctx: RepositoryContext, placed: readonly WrittenImport[], segments: readonly WrittenSegmentImport[] = []): Promise<void> {
+  await withRepositoryLock(
+    ctx.storage,
+    'import',
+    async () => {
+      const current = (await readCatalogContents(ctx.storage)) ?? { backups: await ctx.catalog.rebuildHoldingLock(), segments: [] };
+      const fresh = placed.filter((p) => !current.backups.some((r) => r.id === p.record.id));
+      const backups = [...current.backups, ...fresh.map((p) => p.record)];
+      const listed = new Set(current.segments.map((s) => s.id));
+      const freshSegments = segments.filter((p) => !listed.has(p.record.id)).map((p) => p.record);
+      for (const baseId of new Set(freshSegments.map((s) => s.base))) {
+        const base = backups.find((b) => b.id === baseId);
+        const chain = [...current.segments, ...freshSegments].filter((s) => s.base === baseId).sort((a, b) => a.sequence - b.sequence);
+        const broken = base ? chainBreak(base, chain) : `its base ${baseId} is not in the repository`;
+        if (broken) throw new StrataError('CHAIN_BROKEN', `import: the segments after ${baseId} would not form one chain here (${broken}); nothing was imported`);
+      }
+      await writeCatalog(ctx.storage, backups, [...current.segments, ...freshSegments]);
+      await compactJournal(ctx.storage).catch(() => undefined);
+    },
+    ctx.options.lock,
+  );
+  for (const p of [...placed, ...segments]) await p.pending.committed();
 }
 
 /**
@@ -100,7 +124,8 @@ export async function commitImport(ctx: RepositoryContext, placed: readonly Writ
  * the catalog lists (another process imported and committed the same backup meanwhile).
  */
 export async function abandonImport(ctx: RepositoryContext, placed: readonly PendingWrite[]): Promise<void> {
-  const listed = new Set(((await readCatalog(ctx.storage).catch(() => undefined)) ?? []).map((r) => r.key));
+  const catalog = await readCatalogContents(ctx.storage).catch(() => undefined);
+  const listed = new Set([...(catalog?.backups ?? []), ...(catalog?.segments ?? [])].map((r) => r.key));
   for (const p of placed) await p.abandon(listed).catch(() => undefined);
 }
 

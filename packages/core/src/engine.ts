@@ -240,6 +240,17 @@ export interface ChangeRead {
    * start over from a new snapshot. A sentence saying what happened.
    */
   readonly lost?: string;
+  /** True when the read stopped at its `maxBytes`: more committed transactions wait in the log. */
+  readonly more?: boolean;
+}
+
+/** Options for {@link ChangeFeed.read}. */
+export interface ChangeReadOptions {
+  /**
+   * Stop at the first transaction's end at or past this many bytes (at least one transaction is
+   * read): memory stays bounded, and the log keeps the rest for the next read.
+   */
+  readonly maxBytes?: number;
 }
 
 /** Options for {@link ChangeCapture.open}. */
@@ -262,8 +273,8 @@ export interface ChangeFeed {
   readonly position: ChangePosition;
   /** When the database was seen at `position` (ms since the epoch): everything in it committed before. */
   readonly positionAt: number;
-  /** The transactions committed since the last read, oldest first. */
-  read(): Promise<ChangeRead>;
+  /** The transactions committed since the last read, oldest first (with `maxBytes`, the first of them). */
+  read(options?: ChangeReadOptions): Promise<ChangeRead>;
   /**
    * Lets the database recycle its log up to what was read (briefly holding its writers off), and
    * returns what it read while doing so. Called about once per segment.

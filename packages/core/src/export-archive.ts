@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import yauzl from 'yauzl';
 import yazl from 'yazl';
-import type { BackupRecord } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js';
 
@@ -17,6 +17,7 @@ import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js
  *   strata-export.json          which backups, their catalog entries, the repository's key check
  *   RESTORE.md                  how to restore each database, with Strata and without it
  *   backups/<database>/<file>   the artifacts, byte for byte as in the repository
+ *   backups/<database>/segments/<file>   the segments of the bases among them, likewise
  */
 export type ExportFormat = 'tar.gz' | 'zip';
 
@@ -224,4 +225,9 @@ export interface ExportManifest {
     keyFiles?: readonly { id: string; label: string | null; createdAt: string; dataKeys: readonly string[]; message: string }[];
   };
   readonly backups: readonly BackupRecord[];
+  /**
+   * The segments of continuous protection after the bases among `backups`, chain order (absent
+   * when there are none): restores as of a time reach as far in the importing repository.
+   */
+  readonly segments?: readonly SegmentRecord[];
 }

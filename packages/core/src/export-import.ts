@@ -1,16 +1,17 @@
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
-import type { BackupRecord } from './catalog.js';
+import { readCatalogContents } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { KEYS_PREFIX, hasKeyFiles, keyFileObject, planImportKeys } from './keys.js';
 import type { ImportKeyPlan } from './keys.js';
-import { checkForeignRecord } from './record-checks.js';
+import { checkForeignRecord, checkForeignSegment } from './record-checks.js';
 import { newestGoodBackup } from './newest-good.js';
 import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
 import type { ExportEntry, ExportManifest } from './export-archive.js';
 import { recoveryScript, restoreInstructions } from './restore-instructions.js';
 import { abandonImport, commitImport } from './catalog-commit.js';
-import type { WrittenImport } from './catalog-commit.js';
+import type { WrittenImport, WrittenSegmentImport } from './catalog-commit.js';
 import { announceWrite } from './pending-writes.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { RepositoryContext } from './repository-context.js';
@@ -32,7 +33,7 @@ export class ExportImport {
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
    */
-  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[] }> {
+  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[] }> {
     exportFormatOf(options.out);
     await this.#ctx.unlock();
     const op = await this.#ctx.journal.begin('export', { details: { out: options.out } });
@@ -52,10 +53,13 @@ export class ExportImport {
         tips.push(tip);
         chosen.push(...chain);
       }
+      // The segments after the bases among them: a restore as of a time reaches as far after import.
+      const chosenIds = new Set(chosen.map((b) => b.id));
+      const segments = ((await readCatalogContents(this.#ctx.storage))?.segments ?? []).filter((s) => chosenIds.has(s.base));
       // Key files are OpenPGP messages sealed with their passphrases: the export carries those
-      // that hold the data keys its backups need, so their passphrases open it anywhere.
+      // that hold the data keys its backups and segments need, so their passphrases open it anywhere.
       const section = this.#ctx.vault.section;
-      const keyFiles = await this.#ctx.keys.forExport(chosen);
+      const keyFiles = await this.#ctx.keys.forExport([...chosen, ...segments]);
       const manifest: ExportManifest = {
         format: 'strata-export',
         version: 1,
@@ -64,6 +68,7 @@ export class ExportImport {
           ? { profile: section.profile, keyFiles }
           : { profile: section.profile, ...(section.keyCheck !== undefined ? { keyCheck: section.keyCheck, keyCheckSha256: section.keyCheckSha256! } : {}) },
         backups: chosen,
+        ...(segments.length > 0 ? { segments } : {}),
       };
       const text = (name: string, body: string): ExportEntry => {
         const bytes = Buffer.from(body, 'utf8');
@@ -82,11 +87,11 @@ export class ExportImport {
         text('RESTORE.md', instructions),
         // Also as files, for recovery by hand with gpg (RESTORE.md).
         ...keyFiles.map((f) => text(keyFileObject(f.id), f.message)),
-        ...chosen.map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.#ctx.storage.get(b.key) })),
+        ...[...chosen, ...segments].map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.#ctx.storage.get(b.key) })),
       ];
       await writeExportContainer(options.out, entries);
-      await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id) } });
-      return { file: options.out, backups: chosen };
+      await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id), segments: segments.length } });
+      return { file: options.out, backups: chosen, segments };
     } catch (err) {
       await op.fail(err).catch(() => undefined);
       throw err;
@@ -100,16 +105,18 @@ export class ExportImport {
    * files the export carries (whose keys it then adds to its own key file); an export from before
    * key files needs that repository's passphrase (or both repositories are unencrypted).
    */
-  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[] }> {
+  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[] }> {
     const op = await this.#ctx.journal.begin('import', { details: { file } });
     try {
       let manifest: ExportManifest | undefined;
       let keyPlan: ImportKeyPlan | undefined;
       const placed: WrittenImport[] = [];
+      const placedSegments: WrittenSegmentImport[] = [];
       const announced: PendingWrite[] = [];
       let committed = false;
       const skipped: string[] = [];
       const existing = new Set((await this.#ctx.catalog.list()).map((b) => b.id));
+      const existingSegments = new Set(((await readCatalogContents(this.#ctx.storage))?.segments ?? []).map((s) => s.id));
       const seenEntries = new Set<string>();
       try {
         for await (const entry of readExportContainer(file)) {
@@ -119,7 +126,7 @@ export class ExportImport {
             const chunks: Buffer[] = [];
             for await (const c of limitBytes(entry.body, MAX_EXPORT_MANIFEST_BYTES, `import: strata-export.json in ${file}`)) chunks.push(Buffer.from(c));
             manifest = parseExportManifest(Buffer.concat(chunks), file);
-            keyPlan = await planImportKeys(this.#ctx.vault, manifest.encryption, manifest.backups, file);
+            keyPlan = await planImportKeys(this.#ctx.vault, manifest.encryption, [...manifest.backups, ...(manifest.segments ?? [])], file);
             continue;
           }
           if (entry.name === 'RESTORE.md') {
@@ -131,6 +138,23 @@ export class ExportImport {
             // The key files strata-export.json carries, as files for people: read from there.
             if (!manifest.encryption.keyFiles?.some((f) => keyFileObject(f.id) === entry.name)) throw new StrataError('ARTIFACT_FOREIGN', `import: ${entry.name} in ${file} is not listed in its strata-export.json`);
             for await (const _ of limitBytes(entry.body, 64 * 1024, `import: ${entry.name} in ${file}`)) void _;
+            continue;
+          }
+          const segment = manifest.segments?.find((s) => s.key === entry.name);
+          if (segment) {
+            if (existingSegments.has(segment.id)) {
+              for await (const _ of entry.body) void _;
+              continue;
+            }
+            const sha = createHash('sha256');
+            const pending = await announceWrite(this.#ctx.storage, `import-${segment.id}`, [segment.key], []);
+            announced.push(pending);
+            const info = await this.#ctx.storage.put(segment.key, hashing(limitBytes(entry.body, segment.storedBytes, `import: ${segment.id} in ${file}`), sha));
+            if (info.size !== segment.storedBytes || sha.digest('hex') !== segment.sha256) {
+              throw new StrataError('ARTIFACT_CORRUPT', `import: segment ${segment.id} in ${file} does not match its recorded SHA-256 and size; nothing of the export was kept`);
+            }
+            const keyId = keyPlan?.keyId !== undefined && segment.encryption.profile !== 'none' ? keyPlan.keyId : undefined;
+            placedSegments.push({ record: { ...segment, ...(keyId !== undefined ? { encryption: { ...segment.encryption, keyId } } : {}) }, pending });
             continue;
           }
           const record = manifest.backups.find((b) => b.key === entry.name);
@@ -158,9 +182,11 @@ export class ExportImport {
         if (!manifest) throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} holds no strata-export.json`);
         const missing = manifest.backups.filter((b) => !existing.has(b.id) && !placed.some((p) => p.record.id === b.id));
         if (missing.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the artifacts of ${missing.map((b) => b.id).join(', ')}`);
+        const missingSegments = (manifest.segments ?? []).filter((s) => !existingSegments.has(s.id) && !placedSegments.some((p) => p.record.id === s.id));
+        if (missingSegments.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the segments ${missingSegments.map((s) => s.id).join(', ')}`);
         // The keys first: a catalog must never list a backup that no key file can open.
-        if (keyPlan && placed.length > 0) await this.#ctx.keys.addDataKeys(keyPlan.add);
-        await commitImport(this.#ctx, placed);
+        if (keyPlan && (placed.length > 0 || placedSegments.length > 0)) await this.#ctx.keys.addDataKeys(keyPlan.add);
+        await commitImport(this.#ctx, placed, placedSegments);
         committed = true;
       } catch (err) {
         // Nothing half-imported: what was written goes again (never once cataloged).
@@ -168,8 +194,9 @@ export class ExportImport {
         throw err;
       }
       const imported = placed.map((p) => p.record);
-      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped, ...(keyPlan && keyPlan.add.size > 0 && imported.length > 0 ? { dataKeysAdded: [...keyPlan.add.keys()] } : {}) } });
-      return { imported, skipped };
+      const segments = placedSegments.map((p) => p.record);
+      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped, segments: segments.length, ...(keyPlan && keyPlan.add.size > 0 && imported.length > 0 ? { dataKeysAdded: [...keyPlan.add.keys()] } : {}) } });
+      return { imported, skipped, segments };
     } catch (err) {
       await op.fail(err).catch(() => undefined);
       throw err;
@@ -197,6 +224,15 @@ function parseExportManifest(bytes: Buffer, file: string): ExportManifest {
     checkForeignRecord(record, `import: ${file}`);
     if (ids.has(record.id)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} lists ${record.id} twice; it was not made by Strata or was altered, and nothing of it was imported`);
     ids.add(record.id);
+  }
+  if (manifest.segments !== undefined) {
+    if (!Array.isArray(manifest.segments)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} lists its segments in a shape Strata never writes; nothing of it was imported`);
+    const bases = new Map(manifest.backups.map((b) => [b.id, b]));
+    for (const segment of manifest.segments) {
+      checkForeignSegment(segment, bases, `import: ${file}`);
+      if (ids.has(segment.id)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} lists ${segment.id} twice; it was not made by Strata or was altered, and nothing of it was imported`);
+      ids.add(segment.id);
+    }
   }
   return manifest;
 }

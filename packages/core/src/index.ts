@@ -21,6 +21,7 @@ export * from './repository.js';
 export { KEYS_PREFIX, RepositoryKeys, keyFileObject } from './keys.js';
 export type { DataKeyInfo, EncryptionSection, KeyFileInfo, KeyListing, PassphraseSource, RotateResult } from './keys.js';
 export * from './retention.js';
+export { describeLostWindows } from './retention-applier.js';
 export * from './newest-good.js';
 export * from './duration.js';
 export * from './operator-reports.js';

@@ -307,7 +307,7 @@ export class RepositoryKeys {
   }
 
   /** Key files that the export of `records` must carry so its artifacts can be opened, as armored text. */
-  async forExport(records: readonly BackupRecord[]): Promise<(KeyFileInfo & { message: string })[]> {
+  async forExport(records: readonly Pick<BackupRecord, 'encryption'>[]): Promise<(KeyFileInfo & { message: string })[]> {
     const section = this.#host.vault.section;
     if (!hasKeyFiles(section)) return [];
     const needed = new Set(records.map((r) => this.#host.vault.keyIdOf(r)).filter((id): id is string => id !== undefined));
@@ -420,7 +420,7 @@ export interface ImportKeyPlan {
  * the export's key file that the passphrase opens (added to its key file here), or for an export
  * from before key files with that repository's passphrase. Refuses clearly when none of it opens.
  */
-export async function planImportKeys(vault: KeyVault, theirs: ExportedEncryption, records: readonly BackupRecord[], file: string): Promise<ImportKeyPlan> {
+export async function planImportKeys(vault: KeyVault, theirs: ExportedEncryption, records: readonly Pick<BackupRecord, 'id' | 'encryption'>[], file: string): Promise<ImportKeyPlan> {
   const ours = vault.section;
   const none: ImportKeyPlan = { keyId: undefined, add: new Map() };
   if (theirs.profile === 'none' && ours.profile !== 'none') {

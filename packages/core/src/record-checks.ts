@@ -1,7 +1,8 @@
-import type { BackupRecord } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { BACKUP_TYPES } from './format/manifest.js';
 import { artifactKey, validateDatabaseName } from './naming.js';
+import { segmentKey } from './segments.js';
 
 /**
  * How far ahead of this machine's clock a restore point may be dated: clocks of two machines
@@ -64,4 +65,36 @@ export function checkForeignRecord(record: BackupRecord, where: string, now: Dat
   const created = new Date(record.createdAt);
   if (typeof record.createdAt !== 'string' || Number.isNaN(created.getTime())) fail(`(${record.id}) has no valid creation time`);
   if (created.getTime() > now.getTime() + MAX_CLOCK_SKEW_MS) fail(`(${record.id}) is dated ${record.createdAt}, in the future`);
+}
+
+/**
+ * {@link checkForeignRecord} for a segment's record: its id and key in its own place
+ * (`backups/<database>/segments/<id>...`), its base one of the bundle's backups of the same
+ * database, its chain fields, sizes and hash of the shapes Strata writes.
+ */
+export function checkForeignSegment(record: SegmentRecord, bases: ReadonlyMap<string, BackupRecord>, where: string, now: Date = new Date()): void {
+  const fail = (what: string): never => {
+    throw new StrataError('ARTIFACT_HOSTILE', `${where}: a segment record ${what}; the bundle was not made by Strata or was altered, and nothing of it was imported`);
+  };
+  if (typeof record !== 'object' || record === null) fail('is not an object');
+  const base = typeof record.base === 'string' ? bases.get(record.base) : undefined;
+  if (!base || !base.changePosition) fail(`(${String(record.id).slice(0, 80)}) follows no base restore point the bundle holds`);
+  if (record.database !== base!.database) fail(`(${String(record.id).slice(0, 80)}) is of another database than its base`);
+  const escaped = record.database.replace(/[.]/g, '\\.');
+  const idShape = new RegExp(`^${escaped}_segment_\\d{8}_\\d{6}_[0-9a-f]{6}$`);
+  if (typeof record.id !== 'string' || !idShape.test(record.id)) fail(`has an id that is not a Strata segment id of ${record.database}`);
+  if (!Number.isSafeInteger(record.sequence) || record.sequence < 1) fail(`(${record.id}) has a malformed sequence`);
+  if (record.previous !== null && (typeof record.previous !== 'string' || !idShape.test(record.previous))) fail(`(${record.id}) names a previous segment that is not one of ${record.database}`);
+  const extension = CODEC_EXTENSIONS[String(record.compression?.codec)];
+  if (extension === undefined) fail(`(${record.id}) names an unknown compression`);
+  if (record.key !== segmentKey(record.database, record.id, extension!, record.encryption?.profile !== 'none')) fail(`(${record.id}) points at a file outside its own place (${JSON.stringify(String(record.key).slice(0, 120))})`);
+  const keyId = (record.encryption as { keyId?: unknown } | undefined)?.keyId;
+  if (keyId !== undefined && (typeof keyId !== 'string' || !/^[0-9a-f]{8}$/.test(keyId))) fail(`(${record.id}) names a data key id Strata never writes`);
+  if (typeof record.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(record.sha256)) fail(`(${record.id}) has a malformed SHA-256`);
+  if (!Number.isSafeInteger(record.storedBytes) || record.storedBytes < 0) fail(`(${record.id}) has a malformed size`);
+  for (const time of [record.createdAt, record.firstAt, record.lastAt]) {
+    const parsed = new Date(time);
+    if (typeof time !== 'string' || Number.isNaN(parsed.getTime())) fail(`(${record.id}) has a time that is not valid`);
+    if (parsed.getTime() > now.getTime() + MAX_CLOCK_SKEW_MS) fail(`(${record.id}) is dated ${time}, in the future`);
+  }
 }

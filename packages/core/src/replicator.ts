@@ -1,7 +1,7 @@
 import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { linkIdOf, readCatalogContents } from './catalog.js';
 import type { BackupWriter } from './backup-writer.js';
-import type { CapturedTransaction, ChangeFeed, ChangePosition, Engine } from './engine.js';
+import type { CapturedTransaction, ChangeFeed, ChangePosition, ChangeRead, Engine } from './engine.js';
 import { StrataError, isStrataError, wrapError } from './errors.js';
 import { validateDatabaseName } from './naming.js';
 import type { RepositoryContext } from './repository-context.js';
@@ -15,6 +15,12 @@ export interface ReplicateOptions {
   readonly intervalMs?: number;
   /** A segment is cut early when its transactions reach this many bytes (default 16 MiB). */
   readonly maxSegmentBytes?: number;
+  /**
+   * While storage fails, at most about this many bytes of read transactions are held in memory
+   * (default 4 segments' worth, 64 MiB): past it the feed is not read until they are shipped, and
+   * the database's own log holds the rest.
+   */
+  readonly maxHeldBytes?: number;
   /** Switch the database into the mode capture needs instead of refusing it. */
   readonly switchMode?: boolean;
   /**
@@ -37,7 +43,9 @@ export type ReplicationEvent =
   | { readonly kind: 'resumed'; readonly database: string; readonly base: string; readonly sequence: number }
   | { readonly kind: 'base'; readonly database: string; readonly base: BackupRecord; readonly reason: string }
   | { readonly kind: 'segment'; readonly database: string; readonly segment: SegmentRecord; readonly lagMs: number }
-  | { readonly kind: 'retry'; readonly database: string; readonly error: { readonly code: string; readonly message: string } }
+  | { readonly kind: 'retry'; readonly database: string; readonly error: { readonly code: string; readonly message: string }; readonly held: { readonly transactions: number; readonly bytes: number } }
+  /** `maxHeldBytes` wait to be shipped (storage fails, or is slower than the log grows): the feed is not read until they are. */
+  | { readonly kind: 'holding'; readonly database: string; readonly held: { readonly transactions: number; readonly bytes: number } }
   | { readonly kind: 'compacted'; readonly database: string; readonly segment: SegmentRecord; readonly parts: number }
   | { readonly kind: 'compaction-failed'; readonly database: string; readonly error: { readonly code: string; readonly message: string } }
   | { readonly kind: 'lost'; readonly database: string; readonly reason: string };
@@ -135,6 +143,8 @@ export class Replicator {
     const intervalMs = options.intervalMs ?? 1000;
     if (!Number.isFinite(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) throw new StrataError('USAGE', 'replicate: the interval must be between 0.05 s and 1 hour');
     const maxBytes = options.maxSegmentBytes ?? 16 * 1024 * 1024;
+    const maxHeld = options.maxHeldBytes ?? 4 * maxBytes;
+    if (!(maxHeld > 0)) throw new StrataError('USAGE', 'replicate: the most bytes held while storage fails must be positive');
     const pollMs = Math.min(250, Math.max(20, Math.floor(intervalMs / 10)));
     const baseEveryMs = options.baseEveryMs ?? DEFAULT_BASE_EVERY_MS;
     if (!(baseEveryMs >= 10_000)) throw new StrataError('USAGE', 'replicate: a new base can be taken at most every 10 s');
@@ -157,6 +167,8 @@ export class Replicator {
       let chain: ChainState | undefined;
       let buffer: CapturedTransaction[] = [];
       let bufferBytes = 0;
+      // The segment being written: back in the buffer if the write fails, so it counts.
+      let inFlight = { transactions: 0, bytes: 0 };
       let failure: unknown;
       // Set when a prune removed the base the chain grows from: the next segment needs a new one.
       let baseGone: string | undefined;
@@ -253,6 +265,7 @@ export class Replicator {
         if (busy || buffer.length === 0 || !chain || baseGone) return;
         const transactions = buffer;
         const state = chain;
+        inFlight = { transactions: buffer.length, bytes: bufferBytes };
         buffer = [];
         bufferBytes = 0;
         run(async () => {
@@ -282,7 +295,9 @@ export class Replicator {
             // those read since, for the next cut; nothing is lost while the log holds them.
             buffer = [...transactions, ...buffer];
             bufferBytes += transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
-            emit({ kind: 'retry', database, error: { code: err.code, message: err.message } });
+            emit({ kind: 'retry', database, error: { code: err.code, message: err.message }, held: { transactions: buffer.length, bytes: bufferBytes } });
+          } finally {
+            inFlight = { transactions: 0, bytes: 0 };
           }
         });
       };
@@ -324,19 +339,26 @@ export class Replicator {
 
       if (feed.resumed && continued) {
         chain = { base: continued.base, sequence: continued.sequence, previous: continued.previous, from: continued.from };
-
         emit({ kind: 'resumed', database, base: continued.base.id, sequence: continued.sequence });
       } else {
         takeBase(feed, continued ? 'the database log no longer continues the last segment' : 'no chain of segments to continue');
       }
 
       let lastCut = Date.now();
+      let holding = false;
       while (!signal.aborted && failure === undefined) {
         await sleep(pollMs, signal);
-        const read = await feed.read();
+        // Memory stays bounded while storage fails (or the log holds a long backlog): a read takes
+        // no more than the room left, and past the limit the feed stays where it is (the log is
+        // not recycled past it) until the held transactions are shipped.
+        const full = bufferBytes + inFlight.bytes >= maxHeld;
+        if (full && !holding) emit({ kind: 'holding', database, held: { transactions: buffer.length + inFlight.transactions, bytes: bufferBytes + inFlight.bytes } });
+        holding = full;
+        const read: ChangeRead = full ? { transactions: [] } : await feed.read({ maxBytes: maxHeld - bufferBytes - inFlight.bytes });
         take(read.transactions);
         let lost = read.lost;
-        if (!lost && Date.now() - lastCut >= intervalMs && snapshotTaken) {
+        // maintain() reads the rest of the log before it lets it be recycled: only once it was all read.
+        if (!full && !read.more && !lost && Date.now() - lastCut >= intervalMs && snapshotTaken) {
           const maintained = await feed.maintain();
           take(maintained.transactions);
           lost = maintained.lost;
@@ -375,10 +397,14 @@ export class Replicator {
       await compacting;
       compacting = undefined;
       if (failure === undefined) {
-        // Stopping: what the log holds now goes into a last segment.
-        const last = await feed.read();
-        take(last.transactions);
-        await flush();
+        // Stopping: what the log holds now goes into last segments, a limit's worth at a time;
+        // if storage fails meanwhile, the log keeps the rest for the next run.
+        for (;;) {
+          const last = await feed.read({ maxBytes: Math.max(1, maxHeld - bufferBytes - inFlight.bytes) });
+          take(last.transactions);
+          await flush();
+          if (!last.more || buffer.length > 0 || failure !== undefined || baseGone) break;
+        }
       }
       await idle();
       if (failure !== undefined) throw failure;

@@ -31,6 +31,7 @@ import { Replicator } from './replicator.js';
 import type { ReplicateOptions, ReplicationSummary } from './replicator.js';
 import { readCatalogContents } from './catalog.js';
 import type { SegmentRecord } from './catalog.js';
+import type { ContinuityWindow } from './continuity.js';
 import type { PointInTimePlan } from './point-in-time.js';
 
 // The public surface of @strata/core's repository: the facade below and the types its methods take.
@@ -256,10 +257,11 @@ export class Repository {
 
   /**
    * What {@link delete} would remove, changing nothing: the restore points asked for, those that
-   * build on them, and for each database whether its newest good restore point is among them (after
-   * which `restore latest` would pick an older one).
+   * build on them, for each database whether its newest good restore point is among them (after
+   * which `restore latest` would pick an older one), and the windows of continuous protection
+   * whose segments would go with their base.
    */
-  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[] }> {
+  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[]; lostWindows: ContinuityWindow[] }> {
     return this.#retention.planDelete(ids);
   }
 
@@ -286,7 +288,7 @@ export class Repository {
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
    */
-  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[] }> {
+  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[] }> {
     return this.#transfer.export(options);
   }
 
@@ -297,7 +299,7 @@ export class Repository {
    * files the export carries (whose keys it then adds to its own key file); an export from before
    * key files needs that repository's passphrase (or both repositories are unencrypted).
    */
-  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[] }> {
+  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[] }> {
     return this.#transfer.import(file);
   }
 

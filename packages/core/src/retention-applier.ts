@@ -1,6 +1,7 @@
 import { readCatalog, readCatalogContents } from './catalog.js';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { continuityWindows } from './continuity.js';
+import type { ContinuityWindow } from './continuity.js';
 import { StrataError } from './errors.js';
 import { withRepositoryLock } from './lock.js';
 import { newestGoodBackup } from './newest-good.js';
@@ -89,15 +90,20 @@ export class RetentionApplier {
         this.#ctx.storage,
         'delete',
         async () => {
-          const records = (await readCatalog(this.#ctx.storage)) ?? [];
+          const contents = await readCatalogContents(this.#ctx.storage);
+          const records = contents?.backups ?? [];
           const doomed = withDependentsOf(records, targets.map((t) => t.id));
           const dependents = records.filter((r) => doomed.has(r.id) && !targets.some((t) => t.id === r.id));
-          if (dependents.length > 0 && !options.withDependents) {
-            throw new StrataError(
-              'CHAIN_BROKEN',
-              `delete: ${dependents.length} restore point(s) build on what you asked to delete (${dependents.map((d) => d.id).join(', ')}); deleting it would break them. Delete them too (--with-dependents) or keep it`,
-              { details: { dependents: dependents.map((d) => d.id) } },
-            );
+          // Segments replay onto their base and go with it: like a dependent restore point, they are never lost unasked.
+          const lost = lostWindows(records, contents?.segments ?? [], doomed);
+          if ((dependents.length > 0 || lost.length > 0) && !options.withDependents) {
+            const what = [
+              ...(dependents.length > 0 ? [`${dependents.length} restore point(s) build on what you asked to delete (${dependents.map((d) => d.id).join(', ')}); deleting it would break them`] : []),
+              ...(lost.length > 0 ? [`${describeLostWindows(lost)}; deleting it loses restores as of those moments`] : []),
+            ];
+            throw new StrataError('CHAIN_BROKEN', `delete: ${what.join('; and ')}. Delete them too (--with-dependents) or keep it`, {
+              details: { dependents: dependents.map((d) => d.id), segments: lost.reduce((sum, w) => sum + w.segments, 0), windows: lost.map((w) => ({ base: w.base, from: w.from, to: w.to, segments: w.segments })) },
+            });
           }
           const gone = records.filter((r) => doomed.has(r.id));
           await removeBackups(this.#ctx.storage, records, doomed);
@@ -118,17 +124,29 @@ export class RetentionApplier {
    * build on them, and for each database whether its newest good restore point is among them (after
    * which `restore latest` would pick an older one).
    */
-  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[] }> {
+  async planDelete(ids: readonly string[]): Promise<{ remove: BackupRecord[]; dependents: BackupRecord[]; newestGood: BackupRecord[]; lostWindows: ContinuityWindow[] }> {
     if (ids.length === 0) throw new StrataError('USAGE', 'delete: name at least one backup');
     const targets = await Promise.all(ids.map((id) => this.#ctx.catalog.resolve({ id })));
     const records = await this.#ctx.catalog.list();
+    const segments = (await readCatalogContents(this.#ctx.storage))?.segments ?? [];
     const doomed = withDependentsOf(records, targets.map((t) => t.id));
     const remove = records.filter((r) => doomed.has(r.id));
     const newestGood = [...new Set(remove.map((r) => r.database))]
       .map((database) => newestGoodBackup(records.filter((r) => r.database === database)))
       .filter((b): b is BackupRecord => b !== undefined && doomed.has(b.id));
-    return { remove, dependents: remove.filter((r) => !targets.some((t) => t.id === r.id)), newestGood };
+    return { remove, dependents: remove.filter((r) => !targets.some((t) => t.id === r.id)), newestGood, lostWindows: lostWindows(records, segments, doomed) };
   }
+}
+
+/** The windows of continuous protection whose base is among `doomed` and that have segments: what deleting them loses. */
+function lostWindows(records: readonly BackupRecord[], segments: readonly SegmentRecord[], doomed: ReadonlySet<string>): ContinuityWindow[] {
+  return continuityWindows(records, segments).filter((w) => doomed.has(w.base) && w.segments > 0);
+}
+
+/** "42 segment(s) of continuous protection replay onto it (app from 2026-12-02T09:00:00.000Z to 2026-12-02T09:30:00.000Z, after app_full_...)". */
+export function describeLostWindows(windows: readonly ContinuityWindow[]): string {
+  const count = windows.reduce((sum, w) => sum + w.segments, 0);
+  return `${count} segment(s) of continuous protection replay onto it (${windows.map((w) => `${w.database} from ${w.from} to ${w.to}, ${w.segments} after ${w.base}`).join('; ')})`;
 }
 
 /** `ids` and every backup that needs one of them (its parent or base), until nothing more joins. */

@@ -99,7 +99,7 @@ export function segmentKey(database: string, id: string, compressionExtension: s
   return `backups/${database}/segments/${id}.tar${compressionExtension}${encrypted ? '.gpg' : ''}`;
 }
 
-function parseSegmentKey(key: string): { codec: CodecName; encrypted: boolean } | undefined {
+export function parseSegmentKey(key: string): { codec: CodecName; encrypted: boolean } | undefined {
   const match = /^backups\/[^/]+\/segments\/[^/]+\.tar(\.zst|\.gz)?(\.gpg)?$/.exec(key);
   if (!match) return undefined;
   return { codec: match[1] === '.zst' ? 'zstd' : match[1] === '.gz' ? 'gzip' : 'none', encrypted: match[2] !== undefined };

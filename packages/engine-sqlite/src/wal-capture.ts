@@ -1,7 +1,7 @@
 import * as fs from 'node:fs/promises';
 import Database from 'better-sqlite3';
 import { StrataError, hasErrno, wrapError } from '@strata/core';
-import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, Snapshot, SnapshotOptions } from '@strata/core';
+import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, ChangeReadOptions, Snapshot, SnapshotOptions } from '@strata/core';
 import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sqlite-engine.js';
 
 /**
@@ -291,7 +291,7 @@ class WalFeed implements ChangeFeed {
     }
   }
 
-  async read(): Promise<ChangeRead> {
+  async read(options: ChangeReadOptions = {}): Promise<ChangeRead> {
     if (this.#closed) throw new StrataError('INTERNAL', 'replicate: read after close');
     const scannedAt = Date.now();
     const index = await readIndexHeader(this.#shm);
@@ -324,11 +324,11 @@ class WalFeed implements ChangeFeed {
       this.#bigEndian = header.bigEndian;
       cursor = { ...cursor, checksum: header.checksum };
     }
-    const scanned = await scanFrames(wal, cursor, index.maxFrame, this.#bigEndian);
+    const scanned = await scanFrames(wal, cursor, index.maxFrame, this.#bigEndian, options.maxBytes);
     if ('lost' in scanned) return { transactions: [], lost: scanned.lost };
     const observedAt = Date.now();
     this.#cursor = scanned.cursor;
-    return { transactions: scanned.transactions.map((t) => ({ ...t, observedAt, scannedAt })) };
+    return { transactions: scanned.transactions.map((t) => ({ ...t, observedAt, scannedAt })), ...(scanned.cursor.frame < index.maxFrame ? { more: true } : {}) };
   }
 
   async maintain(): Promise<ChangeRead> {
@@ -429,6 +429,7 @@ async function scanFrames(
   cursor: WalPosition,
   maxFrame: number,
   bigEndian: boolean,
+  maxBytes = Number.POSITIVE_INFINITY,
 ): Promise<{ cursor: WalPosition; transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] } | { lost: string }> {
   const frameBytes = FRAME_HEADER_BYTES + cursor.pageSize;
   const transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] = [];
@@ -436,7 +437,8 @@ async function scanFrames(
   let frame = cursor.frame;
   let pending: Buffer[] = [];
   let committed = cursor;
-  while (frame < maxFrame) {
+  let taken = 0;
+  while (frame < maxFrame && taken < maxBytes) {
     const count = Math.min(FRAMES_PER_READ, maxFrame - frame);
     const bytes = await readAt(wal, WAL_HEADER_BYTES + frame * frameBytes, count * frameBytes);
     if (bytes.length < count * frameBytes) return { lost: `the write-ahead log ${wal} ends before its committed frame ${maxFrame}` };
@@ -454,7 +456,10 @@ async function scanFrames(
       if (one.readUInt32BE(4) !== 0) {
         committed = { salt: cursor.salt, frame, checksum, pageSize: cursor.pageSize };
         transactions.push({ bytes: Buffer.concat(pending), position: toPosition(committed) });
+        taken += frameBytes * pending.length;
         pending = [];
+        // Enough for this read: the frames after stay in the log for the next one.
+        if (taken >= maxBytes) return { cursor: committed, transactions };
       }
     }
   }

@@ -9,9 +9,9 @@
  * Failures are JSON-RPC errors with code {@link STRATA_ERROR} and `data` of type
  * {@link StrataErrorData}: the SDK's string error code, which is what a client should branch on.
  */
-import type { BackupRecord, BackupType, EngineDisplay, RetentionDecision, VerifyReport } from '@strata/core';
+import type { BackupRecord, BackupType, ContinuityWindow, EngineDisplay, RetentionDecision, VerifyReport } from '@strata/core';
 
-export type { BackupRecord, BackupType, CheckResult, EngineDisplay, RetentionDecision, VerificationRecord, VerifyReport } from '@strata/core';
+export type { BackupRecord, BackupType, CheckResult, ContinuityWindow, EngineDisplay, RetentionDecision, VerificationRecord, VerifyReport } from '@strata/core';
 
 /** Bumped when a method changes incompatibly; `initialize` returns it in `serverInfo`. */
 export const PROTOCOL_VERSION = 1;
@@ -175,10 +175,14 @@ export interface RequestMap {
     params: { readonly folders: readonly string[]; readonly databases: readonly AddedDatabase[] };
     result: { readonly databases: readonly DatabaseEntry[]; readonly problems: readonly ConfigProblem[]; readonly engines: readonly EngineInfo[] };
   };
-  /** Restore points, newest first; with `byTier`, each with its retention tier and reasons. */
+  /**
+   * Restore points, newest first; with `byTier`, each with its retention tier and reasons.
+   * `continuity`: what continuous protection covers, each chain of segments of the databases
+   * listed (oldest first within a database); empty when none has segments.
+   */
   'strata/list': {
     params: RepositoryRef & { readonly database?: string; readonly byTier?: boolean };
-    result: { readonly backups: readonly BackupView[] };
+    result: { readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[] };
   };
   /**
    * The Backup History of a database (or, without `database`, of the whole repository): restore

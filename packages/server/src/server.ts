@@ -7,6 +7,7 @@ import {
   Passphrase,
   StrataError,
   backupRuns,
+  continuityWindows,
   createDefaultEngines,
   displayLocation,
   exitCodeFor,
@@ -273,10 +274,11 @@ export class StrataServer {
     const backups = await repo.list(params.database !== undefined ? { database: params.database } : {});
     const good = new Set([...newestGoodByDatabase(backups).values()].map((b) => b.id));
     const newestFirst = [...backups].reverse().map((b) => (good.has(b.id) ? { ...b, newestGood: true } : b));
-    if (!params.byTier) return { backups: newestFirst };
+    const continuity = continuityWindows(backups, await repo.segments(params.database !== undefined ? { database: params.database } : {}));
+    if (!params.byTier) return { backups: newestFirst, continuity };
     const plan = await repo.prune((database) => this.#policyFor(params.repository, database), { ...(params.database !== undefined ? { database: params.database } : {}), dryRun: true });
     const decisions = new Map([...plan.keep.map((d) => [d.id, { tier: tierOf(d), reasons: d.reasons }] as const), ...plan.remove.map((d) => [d.id, { tier: 'not kept', reasons: d.reasons }] as const)]);
-    return { backups: newestFirst.map((b) => ({ ...b, ...decisions.get(b.id) })) };
+    return { backups: newestFirst.map((b) => ({ ...b, ...decisions.get(b.id) })), continuity };
   }
 
   async #history(params: ParamsOf<'strata/history'>): Promise<ResultOf<'strata/history'>> {

@@ -1,0 +1,36 @@
+/**
+ * The words for what continuous protection covers, shared by Strata's clients (the VS Code tree
+ * and anything else showing a `strata/list` answer): free of any import, like charts.ts, so the
+ * extension's bundle takes it as it is.
+ */
+
+/** What a client needs of a chain of segments to describe it (a `ContinuityWindow` of the SDK). */
+export interface CoveredWindow {
+  /** The base restore point's time: restores to any moment from here ... */
+  readonly from: string;
+  /** ... to the last transaction shipped. */
+  readonly to: string;
+  readonly segments: number;
+  /** When the newest segment (or the base) was written to the repository. */
+  readonly lastShippedAt: string;
+  /** The first break in the chain, when a segment is missing. */
+  readonly broken?: string;
+}
+
+/** "0.8 s ago" under a minute (a replicator ships every second or so), then "5 min ago", "3 h ago", "2 days ago". */
+export function shippedAgo(iso: string, now: number): string {
+  const seconds = Math.max(0, (now - Date.parse(iso)) / 1000);
+  if (seconds < 60) return `${seconds.toFixed(1)} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)} h ago`;
+  const days = Math.floor(seconds / 86_400);
+  return days === 1 ? '1 day ago' : `${days} days ago`;
+}
+
+/**
+ * "continuous since 2026-12-02 09:58:01, last change shipped 0.8 s ago" for a database's newest
+ * chain of segments; `time` formats the base's time as the client shows times.
+ */
+export function describeCoverage(window: CoveredWindow, now: number, time: (iso: string) => string): string {
+  return `continuous since ${time(window.from)}, last change shipped ${shippedAgo(window.lastShippedAt, now)}${window.broken ? `; chain broken, restores stop before it: ${window.broken}` : ''}`;
+}

@@ -1,0 +1,275 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { describeCoverage } from '@strata/protocol/continuity';
+import { Passphrase, initRepository, openRepository } from '@strata/sdk';
+import type { ReplicationEvent } from '@strata/sdk';
+import { DiskFullStorage } from './helpers/faulty-storage.js';
+import { TEST_PASSPHRASE, json, strata, useTempDir } from './helpers/env.js';
+import { commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
+import type { PointInTime } from './helpers/pitr.js';
+import { Client } from './helpers/server-client.js';
+
+/**
+ * Continuous protection where it meets the rest of Strata: what `list` and the extension's server
+ * show of it, copies, mirrors and exports of segments, deleting a base, and a replicator whose
+ * storage keeps failing.
+ */
+
+/** Replicates `db` (the writer committing into it) into `repo` until `segments` segments are shipped; the writer keeps going. */
+async function replicateFor(repo: string, db: string, log: string, segments: number): Promise<{ stop: () => Promise<void>; stderr: () => string }> {
+  const writer = startWriter(db, log, 600_000);
+  await firstCommit(log);
+  const replicator = await startReplicator(repo, db, ['--interval', '0.3', '--verbose']);
+  const pattern = new RegExp(`segment ${segments} \\(`);
+  while (!pattern.test(replicator.stderr())) {
+    if (replicator.child.exitCode !== null) throw new Error(`replicate exited early:\n${replicator.stderr()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    stderr: replicator.stderr,
+    stop: async () => {
+      replicator.child.kill('SIGTERM');
+      const stopped = await exited(replicator.child);
+      assert.equal(stopped.code, 0, replicator.stderr());
+      writer.kill('SIGTERM');
+      await exited(writer);
+    },
+  };
+}
+
+interface Window {
+  database: string;
+  base: string;
+  from: string;
+  to: string;
+  segments: number;
+  transactions: number;
+  lastShippedAt: string;
+  storedBytes: number;
+}
+
+describe('continuous protection: the covered window in list and in the extension', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it('strata list and strata/list say since when a database is continuously protected and when its last change was shipped', async () => {
+    const workspace = path.join(dir.path, 'ws');
+    mkdirSync(workspace);
+    const repo = path.join(workspace, '.backups');
+    const db = path.join(workspace, 'app.db');
+    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db' } } }));
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    const replication = await replicateFor(repo, db, path.join(dir.path, 'commits.log'), 3);
+    await replication.stop();
+
+    const listed = strata(['list', '--repo', repo]);
+    assert.equal(listed.status, 0, listed.stderr);
+    const line = listed.stdout.split('\n').find((l) => l.startsWith('app: continuous since'));
+    assert.ok(line, `list names the covered window:\n${listed.stdout}`);
+    const listedJson = json<{ backups: { id: string; createdAt: string }[]; continuity: Window[] }>(strata(['list', '--repo', repo, '--json']));
+    const [window] = listedJson.continuity;
+    assert.equal(listedJson.continuity.length, 1);
+    assert.match(line, new RegExp(`^app: continuous since ${window!.from.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} \\(from ${window!.base}, ${window!.segments} segment\\(s\\), ${window!.transactions} transaction\\(s\\), .*\\), last change shipped \\d+\\.\\d s ago$`));
+    assert.ok(window!.segments >= 3, `${window!.segments} segments`);
+    assert.ok(window!.to > window!.from, 'the window reaches past its base');
+
+    const client = new Client();
+    try {
+      await client.start();
+      await client.request('strata/workspace', { folders: [workspace], databases: [] });
+      for (const byTier of [false, true]) {
+        const answer = await client.request('strata/list', { repository: repo, database: 'app', byTier });
+        assert.deepEqual(answer.continuity, listedJson.continuity, `byTier ${byTier}: the server says what list --json says`);
+      }
+    } finally {
+      await client.stop();
+    }
+    // The tree's line, as the extension words it (extension/src/tree.ts continuityNode).
+    const now = Date.parse(window!.lastShippedAt) + 800;
+    assert.equal(describeCoverage(window!, now, (iso) => iso), `continuous since ${window!.from}, last change shipped 0.8 s ago`);
+    assert.equal(describeCoverage({ ...window!, broken: 'segment 2 is missing' }, now + 300_000, (iso) => iso), `continuous since ${window!.from}, last change shipped 5 min ago; chain broken, restores stop before it: segment 2 is missing`);
+  });
+});
+
+describe('continuous protection: segments in copies, mirrors and exports', function () {
+  this.timeout(600_000);
+  const dir = useTempDir();
+  const at = (name: string): string => path.join(dir.path, name);
+  const MIRROR_PASSPHRASE = 'the mirror passphrase';
+  const COPY_PASSPHRASE = 'the copy passphrase';
+
+  /** A primary (encrypted, with a mirror of another passphrase in strata.config.json) holding a base of app.db and at least 4 segments; the moment halfway through them. */
+  async function replicatedWithMirror(): Promise<{ primary: string; mirror: string; window: Window; middle: string }> {
+    writeFileSync(at('mirror-passphrase'), `${MIRROR_PASSPHRASE}\n`);
+    writeFileSync(at('strata.config.json'), JSON.stringify({ repository: './primary', mirror: { repository: './mirror', passphraseFile: './mirror-passphrase' }, databases: { app: { url: './app.db' } } }));
+    assert.equal(strata(['init'], { cwd: dir.path }).status, 0);
+    assert.equal(strata(['init', '--repo', at('mirror')], { env: { STRATA_PASSPHRASE: MIRROR_PASSPHRASE } }).status, 0);
+    const replication = await replicateFor(at('primary'), at('app.db'), at('commits.log'), 4);
+    await replication.stop();
+    const window = json<{ continuity: Window[] }>(strata(['list', '--repo', at('primary'), '--json'])).continuity.at(-1)!;
+    const middle = new Date((Date.parse(window.from) + Date.parse(window.to)) / 2).toISOString();
+    return { primary: at('primary'), mirror: at('mirror'), window, middle };
+  }
+
+  /** Restores app as of `asOf` from `repo`; the markers restored, and how many transactions came from segments. */
+  function restoredAsOf(repo: string, asOf: string, name: string, passphrase = TEST_PASSPHRASE): { seqs: number[]; transactions: number } {
+    const to = at(name);
+    const result = strata(['restore', '--repo', repo, '--db', 'app', '--as-of', asOf, '--to', to, '--json'], { env: { STRATA_PASSPHRASE: passphrase } });
+    assert.equal(result.status, 0, result.stderr);
+    const { seqs, integrity } = markersOf(to);
+    assert.equal(integrity, 'ok');
+    return { seqs, transactions: json<{ pointInTime: PointInTime }>(result).pointInTime.transactions };
+  }
+
+  it('strata copy brings the segments along: the target restores as of a moment between the base and the last segment, as the source does', async () => {
+    const { primary, window, middle } = await replicatedWithMirror();
+    const reference = restoredAsOf(primary, middle, 'reference.db');
+    assert.ok(reference.transactions > 0, 'the moment is reached by replaying segments');
+    const target = at('copy');
+    assert.equal(strata(['init', '--repo', target], { env: { STRATA_PASSPHRASE: COPY_PASSPHRASE } }).status, 0);
+    const toTarget = { STRATA_TO_PASSPHRASE: COPY_PASSPHRASE };
+    const first = strata(['copy', '--from', primary, '--to', target], { env: toTarget });
+    assert.equal(first.status, 0, first.stderr);
+    assert.match(first.stdout, new RegExp(`copied ${window.segments} segment\\(s\\) of continuous protection`));
+    const copied = json<{ continuity: Window[] }>(strata(['list', '--repo', target, '--json'], { env: { STRATA_PASSPHRASE: COPY_PASSPHRASE } })).continuity;
+    assert.deepEqual(copied, [{ ...window, storedBytes: copied[0]!.storedBytes }], 'the same window, segment for segment');
+    assert.deepEqual(restoredAsOf(target, middle, 'copied.db', COPY_PASSPHRASE), reference);
+    assert.deepEqual(restoredAsOf(target, window.to, 'copied-end.db', COPY_PASSPHRASE), restoredAsOf(primary, window.to, 'reference-end.db'));
+    const verified = strata(['verify', '--repo', target, '--all'], { env: { STRATA_PASSPHRASE: COPY_PASSPHRASE } });
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    const again = json<{ copied: unknown[]; segments: string[] }>(strata(['copy', '--from', primary, '--to', target, '--json'], { env: toTarget }));
+    assert.deepEqual([again.copied.length, again.segments.length], [0, 0], 'a second run copies nothing');
+  });
+
+  it('the mirror receives the segments with the next backup, and restores as of a moment they cover', async () => {
+    const { primary, mirror, window, middle } = await replicatedWithMirror();
+    const backup = strata(['backup', 'app', '--json'], { cwd: dir.path });
+    assert.equal(backup.status, 0, backup.stderr);
+    assert.equal(json<{ mirror: { ok: boolean } }>(backup).mirror.ok, true);
+    const mirrored = json<{ continuity: Window[] }>(strata(['list', '--repo', mirror, '--json'], { env: { STRATA_PASSPHRASE: MIRROR_PASSPHRASE } })).continuity;
+    assert.deepEqual(
+      mirrored.map((w) => [w.base, w.segments, w.transactions, w.to]),
+      [[window.base, window.segments, window.transactions, window.to]],
+    );
+    assert.deepEqual(restoredAsOf(mirror, middle, 'mirrored.db', MIRROR_PASSPHRASE), restoredAsOf(primary, middle, 'reference.db'));
+  });
+
+  it('export carries the segments after the bases it holds, and import brings them in: a restore as of a moment they cover works there', async () => {
+    const { primary, window, middle } = await replicatedWithMirror();
+    const reference = restoredAsOf(primary, middle, 'reference.db');
+    assert.ok(reference.transactions > 0, 'the moment is reached by replaying segments');
+    for (const format of ['tar.gz', 'zip']) {
+      const file = at(`app.${format}`);
+      const exported = strata(['export', 'app', '--repo', primary, '--out', file, '--json']);
+      assert.equal(exported.status, 0, exported.stderr);
+      assert.equal(json<{ segments: string[] }>(exported).segments.length, window.segments);
+      const target = at(`imported-${format}`);
+      assert.equal(strata(['init', '--repo', target]).status, 0);
+      const imported = strata(['import', file, '--repo', target]);
+      assert.equal(imported.status, 0, imported.stderr);
+      assert.match(imported.stdout, new RegExp(`and ${window.segments} segment\\(s\\) of continuous protection`));
+      const windows = json<{ continuity: Window[] }>(strata(['list', '--repo', target, '--json'])).continuity;
+      assert.deepEqual(windows, [window], 'the same window, segment for segment');
+      assert.deepEqual(restoredAsOf(target, middle, `imported-${format}.db`), reference);
+      const again = json<{ imported: unknown[]; segments: unknown[] }>(strata(['import', file, '--repo', target, '--json']));
+      assert.deepEqual([again.imported.length, again.segments.length], [0, 0], 'a second import adds nothing');
+    }
+  });
+});
+
+describe('continuous protection: deleting a base', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it('a base with segments is not deleted unasked: delete names the segments and the window lost, and --with-dependents deletes them with it', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    const replication = await replicateFor(repo, path.join(dir.path, 'app.db'), path.join(dir.path, 'commits.log'), 3);
+    await replication.stop();
+    const [window] = json<{ continuity: Window[] }>(strata(['list', '--repo', repo, '--json'])).continuity;
+    const expected = `${window!.segments} segment\\(s\\) of continuous protection replay onto it \\(app from ${window!.from} to ${window!.to}, ${window!.segments} after ${window!.base}\\)`;
+
+    const refused = strata(['delete', window!.base, '--repo', repo, '--yes']);
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, new RegExp(`delete: ${expected}; deleting it loses restores as of those moments\\. Delete them too \\(--with-dependents\\) or keep it`));
+    assert.equal(json<{ continuity: Window[] }>(strata(['list', '--repo', repo, '--json'])).continuity[0]!.segments, window!.segments, 'nothing was deleted');
+
+    const dryRun = json<{ remove: string[]; segments: number }>(strata(['delete', window!.base, '--repo', repo, '--dry-run', '--with-dependents', '--json']));
+    assert.deepEqual([dryRun.remove, dryRun.segments], [[window!.base], window!.segments]);
+
+    const deleted = strata(['delete', window!.base, '--repo', repo, '--yes', '--with-dependents']);
+    assert.equal(deleted.status, 0, deleted.stderr);
+    assert.match(deleted.stderr, new RegExp(`warning: deleting ${expected}: restores as of those moments go with it`));
+    assert.match(deleted.stdout, new RegExp(`deleted 1 backup\\(s\\): ${window!.base}, and the ${window!.segments} segment\\(s\\) after them`));
+    const after = json<{ backups: unknown[]; continuity?: Window[] }>(strata(['list', '--repo', repo, '--json']));
+    assert.deepEqual([after.backups.length, after.continuity ?? []], [0, []]);
+    const segmentsDir = path.join(repo, 'backups', 'app', 'segments');
+    assert.deepEqual(existsSync(segmentsDir) ? readdirSync(segmentsDir) : [], [], 'the segment files are gone');
+  });
+});
+
+describe('continuous protection: storage that keeps failing', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it('holds at most maxHeldBytes of transactions while every write fails, reads no more meanwhile, and ships everything once storage is back', async () => {
+    const repoDir = path.join(dir.path, 'repo');
+    const db = path.join(dir.path, 'app.db');
+    const log = path.join(dir.path, 'commits.log');
+    const passphrase = new Passphrase(TEST_PASSPHRASE);
+    const storage = new DiskFullStorage(repoDir, Number.MAX_SAFE_INTEGER);
+    await initRepository(storage, { encryption: 'compat', passphrase });
+    const repo = await openRepository(storage, { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    // The writer does not checkpoint: its log keeps what the replicator does not read.
+    writeFileSync(`${log}.quiet`, '');
+    const writer = startWriter(db, log, 600_000);
+    await firstCommit(log);
+    const events: ReplicationEvent[] = [];
+    const stop = new AbortController();
+    const limit = 64 * 1024;
+    const waitFor = async (what: string, test: () => boolean): Promise<void> => {
+      while (!test()) {
+        if (outcome.settled) throw new Error(`replicate stopped before ${what} (${String(await running.catch((err: unknown) => err))}): ${JSON.stringify(events.filter((e) => e.kind !== 'segment' && e.kind !== 'base'))}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    const outcome: { settled: boolean } = { settled: false };
+    const running = repo.replicate(db, { database: 'app', intervalMs: 200, maxHeldBytes: limit, signal: stop.signal, onEvent: (e) => events.push(e) }).finally(() => (outcome.settled = true));
+    try {
+      await waitFor('its first segment', () => events.some((e) => e.kind === 'segment'));
+      const failingFrom = events.length;
+      storage.setBudget(0);
+      await waitFor('it held the limit', () => events.slice(failingFrom).some((e) => e.kind === 'holding'));
+      const holdingAt = events.findIndex((e, i) => i >= failingFrom && e.kind === 'holding');
+      // Storage keeps failing while the writer commits 200 more transactions.
+      await moreCommits(log, 200);
+      await waitFor('two more failed attempts', () => events.slice(holdingAt).filter((e) => e.kind === 'retry').length >= 2);
+      const retries = events.slice(failingFrom).filter((e): e is Extract<ReplicationEvent, { kind: 'retry' }> => e.kind === 'retry');
+      const held = events[holdingAt] as Extract<ReplicationEvent, { kind: 'holding' }>;
+      assert.ok(held.held.bytes >= limit, 'it held up to the limit before it stopped reading');
+      // A read stops at the first transaction's end past the room left: the limit and one transaction at most.
+      const most = Math.max(...retries.map((r) => r.held.bytes), held.held.bytes);
+      assert.ok(most < limit + 64 * 1024, `held at most ${most} bytes`);
+      for (const retry of events.slice(holdingAt).filter((e): e is Extract<ReplicationEvent, { kind: 'retry' }> => e.kind === 'retry')) {
+        assert.deepEqual(retry.held, held.held, 'nothing more was read while holding');
+        assert.equal(retry.error.code, 'NO_SPACE');
+      }
+      // Storage is back: what was held and what the log kept are shipped.
+      storage.setBudget(Number.MAX_SAFE_INTEGER);
+      const resumedAt = events.length;
+      await waitFor('segments after storage came back', () => events.slice(resumedAt).filter((e) => e.kind === 'segment').length >= 2);
+    } finally {
+      writer.kill('SIGTERM');
+      await exited(writer);
+      stop.abort();
+    }
+    const summary = await running;
+    assert.equal(summary.bases.length, 1, 'one base: the chain was never lost');
+    const to = path.join(dir.path, 'restored.db');
+    const restored = await repo.restore({ asOf: new Date(), database: 'app' }, { to });
+    assert.ok((restored.pointInTime?.transactions ?? 0) > 0, 'segments were replayed');
+    assert.deepEqual(markersOf(to).seqs, commits(log).map((c) => c.seq), 'every committed transaction was shipped');
+    await repo.close();
+  });
+});
