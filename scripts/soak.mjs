@@ -1,7 +1,7 @@
 // The long reliability run (issue counts: 200 kills, 100 concurrency rounds, 1,000 corruptions).
 //   npm run test:soak -- [--seed N] [--kills N] [--rounds N] [--mutations N] [--fuzz N] [--disk N]
-//                        [--secrets N] [--syscall-spread N] [--s3-kills N]
-//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets,s3]
+//                        [--secrets N] [--syscall-spread N] [--s3-kills N] [--histories N]
+//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets,s3,chains]
 // Builds the workspace first (npm run setup), writes results to test-output/soak-<seed>.json and
 // exits 1 if any scenario saw a problem. The secrets sessions include PostgreSQL when the test
 // server (STRATA_TEST_PG_URL) answers; otherwise they say so and run on SQLite alone.
@@ -23,6 +23,7 @@ const { values } = parseArgs({
     secrets: { type: 'string', default: '10' },
     'syscall-spread': { type: 'string', default: '8' },
     's3-kills': { type: 'string', default: '50' },
+    histories: { type: 'string', default: '100' },
     only: { type: 'string' },
   },
 });
@@ -88,6 +89,19 @@ await run('s3', async (work) => {
     `(${result.kills} kills; ${result.completedBackups} completed backups, ${result.prunedByPolicy} pruned by policy, ${result.lostBackups} lost, ${result.corruptRepositories} corrupt, ${result.leftovers} leftover objects, ${result.incompleteUploads} incomplete uploads) `,
   );
   return result;
+});
+// The property test of test/chains.test.ts (random histories of full, incremental, differential
+// and schema-only backups; every restore point restored and compared), with --histories random
+// histories instead of npm test's 4, from this run's seed.
+await run('chains', async () => {
+  const histories = Number(values.histories);
+  const mocha = spawnSync(
+    process.execPath,
+    [path.join(root, 'node_modules/mocha/bin/mocha.js'), '--no-config', '--timeout', '0', '--grep', 'random history', path.join(root, '.build/test/chains.test.js')],
+    { cwd: root, env: { ...process.env, STRATA_PROPERTY_RUNS: String(histories), STRATA_PROPERTY_SEED: String(seed) }, encoding: 'utf8' },
+  );
+  const failed = mocha.status !== 0;
+  return { scenario: 'chains (random histories restored)', runs: histories, detected: 0, problems: failed ? [`chains property failed (exit ${mocha.status ?? mocha.signal}):\n${mocha.stdout}${mocha.stderr}`] : [] };
 });
 rmSync(base, { recursive: true, force: true });
 mkdirSync(path.join(root, 'test-output'), { recursive: true });
