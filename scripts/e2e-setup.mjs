@@ -3,10 +3,10 @@
 // - code-server (a real VS Code workbench and extension host) in e2e/vscode, installed with
 //   Node 24 first on PATH (its install script checks npm's Node);
 // - the extension, bundled, and packaged as extension/out/strata.vsix;
-// - `strata` from the release tarball, installed with plain npm (installedCli() of
-//   test/helpers/release.ts, compiled by setup.mjs): the e2e UI test and test/install.test.ts
-//   use this install, which compiles the native addons (minutes), so scripts/test.mjs has it made
-//   here, while the test lanes run, rather than at the end of a lane.
+// - the release (`npm run release`) and its `strata` installed with plain npm (installedRelease()
+//   of test/helpers/release.ts, compiled by setup.mjs): the e2e UI test and test/install.test.ts
+//   share them, and the install compiles the native addons (minutes), so scripts/test.mjs has
+//   them made here, while the test lanes run, rather than in a lane.
 // The two tool installs are pinned by their package-lock.json and skipped when already done; the
 // strata install is reused while the tarball's content stays the same, except that each run of
 // scripts/test.mjs makes a fresh one (STRATA_TEST_RUN). Chromium comes from Debian (see
