@@ -2,9 +2,14 @@
 // - Node 24 (npm package `node`) in e2e/tools, only for code-server; the project runs on Node 20;
 // - code-server (a real VS Code workbench and extension host) in e2e/vscode, installed with
 //   Node 24 first on PATH (its install script checks npm's Node);
-// - the extension, bundled, and packaged as extension/out/strata.vsix.
-// Both npm installs are pinned by their package-lock.json and skipped when already done, so a
-// second run costs only the extension build (a few seconds). Chromium comes from Debian (see
+// - the extension, bundled, and packaged as extension/out/strata.vsix;
+// - the release (`npm run release`) and its `strata` installed with plain npm (installedRelease()
+//   of test/helpers/release.ts, compiled by setup.mjs): the e2e UI test and test/install.test.ts
+//   share them, and the install compiles the native addons (minutes), so scripts/test.mjs has
+//   them made here, while the test lanes run, rather than in a lane.
+// The two tool installs are pinned by their package-lock.json and skipped when already done; the
+// strata install is reused while the tarball's content stays the same, except that each run of
+// scripts/test.mjs makes a fresh one (STRATA_TEST_RUN). Chromium comes from Debian (see
 // test-tools.mjs).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -42,4 +47,15 @@ export function ensureE2eTools() {
   run('extension build and .vsix', process.execPath, [`${root}extension/scripts/build.mjs`, '--package'], { cwd: root });
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) ensureE2eTools();
+export async function ensureInstalledCli() {
+  const started = Date.now();
+  const { installedCli } = await import(`${root}.build/test/helpers/release.js`);
+  const prefix = await installedCli();
+  console.log(`e2e setup: strata installed from the release tarball into ${prefix} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+}
+
+// strata first: test/install.test.ts waits for it too, and needs none of the tools.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await ensureInstalledCli();
+  ensureE2eTools();
+}

@@ -1,8 +1,8 @@
 // The long reliability run (issue counts: 200 kills, 100 concurrency rounds, 1,000 corruptions).
 //   npm run test:soak -- [--seed N] [--kills N] [--rounds N] [--mutations N] [--fuzz N] [--disk N]
-//                        [--secrets N] [--syscall-spread N] [--s3-kills N]
+//                        [--secrets N] [--syscall-spread N] [--s3-kills N] [--histories N]
 //                        [--minutes N] [--kill-every S] [--restore-every S]
-//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets,s3,pitr]
+//                        [--only corruption,fuzz,disk,crash,concurrency,syscalls,keys,secrets,s3,chains,pitr]
 // Builds the workspace first (npm run setup), writes results to test-output/soak-<seed>.json and
 // exits 1 if any scenario saw a problem. The secrets sessions include PostgreSQL when the test
 // server (STRATA_TEST_PG_URL) answers; otherwise they say so and run on SQLite alone.
@@ -28,6 +28,7 @@ const { values } = parseArgs({
     minutes: { type: 'string', default: '60' },
     'kill-every': { type: 'string', default: '120' },
     'restore-every': { type: 'string', default: '30' },
+    histories: { type: 'string', default: '100' },
     only: { type: 'string' },
   },
 });
@@ -107,6 +108,19 @@ await run('pitr', async (work) => {
     `(${result.transactions} transactions written, ${result.segments} segments in the catalog, ${result.restarts} replicator restarts after SIGKILL, ${result.restoresChecked} restores checked, ${result.relaxed} of them with the target where the replicator was down, complete through at most ${(result.maxBehindMs / 1000).toFixed(1)} s before the target, ${result.problems.length} failures) `,
   );
   return result;
+});
+// The property test of test/chains.test.ts (random histories of full, incremental, differential
+// and schema-only backups; every restore point restored and compared), with --histories random
+// histories instead of npm test's 4, from this run's seed.
+await run('chains', async () => {
+  const histories = Number(values.histories);
+  const mocha = spawnSync(
+    process.execPath,
+    [path.join(root, 'node_modules/mocha/bin/mocha.js'), '--no-config', '--timeout', '0', '--grep', 'random history', path.join(root, '.build/test/chains.test.js')],
+    { cwd: root, env: { ...process.env, STRATA_PROPERTY_RUNS: String(histories), STRATA_PROPERTY_SEED: String(seed) }, encoding: 'utf8' },
+  );
+  const failed = mocha.status !== 0;
+  return { scenario: 'chains (random histories restored)', runs: histories, detected: 0, problems: failed ? [`chains property failed (exit ${mocha.status ?? mocha.signal}):\n${mocha.stdout}${mocha.stderr}`] : [] };
 });
 rmSync(base, { recursive: true, force: true });
 mkdirSync(path.join(root, 'test-output'), { recursive: true });

@@ -1,30 +1,34 @@
 // What a user who never clones the repository gets: the tarballs `npm run release` writes,
-// installed with plain npm (no pnpm, no workspace) from folders outside the checkout. The native
+// installed with plain npm (no pnpm, no workspace) into folders outside the checkout. The native
 // dependencies (better-sqlite3, zstd-napi) compile from source in each install, which is most of
 // this file's run time (minutes on a loaded two-core machine); the npm registry must be reachable.
+// The release and the CLI's install are the ones the VS Code e2e uses too (installedRelease()): in
+// a run of the suite the e2e setup makes them at the start, and this file finds them done.
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { FIXTURE_DB, ROOT, TEST_PASSPHRASE, sqliteDump, sqliteQuery } from './helpers/env.js';
-import { installGlobally, makeRelease, run, succeeded, userEnv } from './helpers/release.js';
+import { installedRelease, run, succeeded, userEnv } from './helpers/release.js';
 import type { RunResult } from './helpers/release.js';
 
 describe('the release tarballs, installed with plain npm', function () {
   // Each install compiles better-sqlite3 and zstd-napi: about 2.5 minutes of CPU, measured at
-  // 6 to 8 minutes of wall time at a load of 10 to 18 on two cores (the whole file: 16 to 25).
+  // 6 to 8 minutes of wall time at a load of 10 to 18 on two cores (the whole file, when it makes
+  // both installs: 16 to 25).
   this.timeout(45 * 60_000);
   let work = '';
   let npmCache = '';
-  const tarballs = { cli: '', sdk: '' };
+  let sdkTarball = '';
+  let cliPrefix = '';
 
   before(async function () {
     work = mkdtempSync(path.join(tmpdir(), 'strata-install-'));
-    // One npm cache for both installs, so the second reuses what the first downloaded.
+    // An npm cache of the test's own, as a user's first install would have.
     npmCache = path.join(work, 'npm-cache');
-    const made = await makeRelease(path.join(work, 'release'));
-    tarballs.cli = made.cli;
-    tarballs.sdk = made.sdk;
+    const release = await installedRelease();
+    sdkTarball = release.tarballs.sdk;
+    cliPrefix = release.prefix;
   });
 
   after(() => {
@@ -38,8 +42,7 @@ describe('the release tarballs, installed with plain npm', function () {
     const strata = async (args: string[], cwd: string): Promise<RunResult> => run('strata', args, { cwd, env });
 
     before(async function () {
-      prefix = path.join(work, 'prefix');
-      await installGlobally(tarballs.cli, prefix, npmCache);
+      prefix = cliPrefix;
       env = { ...userEnv([path.join(prefix, 'bin')]), STRATA_PASSPHRASE: TEST_PASSPHRASE };
       installedVersion = (JSON.parse(readFileSync(path.join(prefix, 'lib/node_modules/strata-backup/package.json'), 'utf8')) as { version: string }).version;
     });
@@ -92,7 +95,7 @@ describe('the release tarballs, installed with plain npm', function () {
       project = path.join(work, 'project');
       mkdirSync(project);
       writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'a-users-project', private: true, type: 'module' }));
-      succeeded(await run('npm', ['install', '--cache', npmCache, '--no-audit', '--no-fund', tarballs.sdk], { cwd: project, env: userEnv() }), 'npm install');
+      succeeded(await run('npm', ['install', '--cache', npmCache, '--no-audit', '--no-fund', sdkTarball], { cwd: project, env: userEnv() }), 'npm install');
       copyFileSync(FIXTURE_DB, path.join(project, 'app.db'));
     });
 

@@ -3,8 +3,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { lock } from 'proper-lockfile';
 import { ROOT } from './env.js';
 
 export interface RunResult {
@@ -53,6 +55,11 @@ export interface Tarballs {
 /** `npm run release` into `out`: the CLI's and the SDK's tarballs. */
 export async function makeRelease(out: string): Promise<Tarballs> {
   succeeded(await run(process.execPath, [path.join(ROOT, 'scripts/release.mjs'), '--out', out], { cwd: ROOT, env: process.env }), 'npm run release');
+  return tarballsIn(out);
+}
+
+/** The CLI's and the SDK's tarballs in a folder `npm run release` wrote. */
+function tarballsIn(out: string): Tarballs {
   const files = readdirSync(out);
   const find = (pattern: RegExp): string => {
     const matches = files.filter((file) => pattern.test(file));
@@ -71,25 +78,71 @@ export async function installGlobally(tarball: string, prefix: string, npmCache:
 }
 
 /**
- * The `strata` of this checkout's release, installed with `npm install -g` into a prefix under
- * test-output/installed-cli/, for the tests that need a user's installed command (the VS Code
- * e2e). Installing compiles the native addons (minutes), so an install is kept and reused while
- * the tarball's content is the same (npm pack makes identical tarballs for identical files).
- * Returns the prefix; `strata` is in its bin/.
+ * Where installedRelease() keeps its releases and installs: outside the checkout, so that Node's
+ * module resolution from the installed package never reaches the checkout's node_modules (a
+ * dependency the tarball failed to declare would be found there and the install would seem to
+ * work); one folder per checkout.
  */
+const INSTALLS = path.join(tmpdir(), `strata-installed-cli-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}`);
+
+export interface InstalledRelease {
+  /** The release's tarballs (`npm run release`). */
+  readonly tarballs: Tarballs;
+  /** The prefix the CLI's tarball is installed into with `npm install -g`; `strata` is in its bin/. */
+  readonly prefix: string;
+}
+
+/**
+ * This checkout's release, with its `strata` installed with `npm install -g` into a prefix of its
+ * own, for the tests that need a user's installed command: test/install.test.ts and the VS Code
+ * e2e. Making the release takes a minute of CPU and installing compiles the native addons
+ * (minutes), so both are made once and shared: in a run of scripts/test.mjs, once for that run
+ * (STRATA_TEST_RUN; its e2e setup makes them at the start while the lanes run, so every run of
+ * the suite tests a fresh install); otherwise reused while the CLI tarball's content stays the
+ * same (npm pack makes identical tarballs for identical files). The lanes are separate processes,
+ * so a lock file makes one wait for another's install.
+ */
+export async function installedRelease(): Promise<InstalledRelease> {
+  mkdirSync(INSTALLS, { recursive: true });
+  const runId = process.env['STRATA_TEST_RUN'];
+  const made = mkdtempSync(path.join(INSTALLS, 'release-'));
+  try {
+    // Outside a run of the suite, the release's content names the install, so it is made first.
+    const key = runId ? `run-${runId}` : digestOf((await makeRelease(made)).cli);
+    const folder = path.join(INSTALLS, key);
+    // Waits for another process's install (retrying each second for up to 45 minutes); a lock
+    // whose process died goes stale after a minute, long enough for a loaded machine to renew it.
+    const unlock = await lock(INSTALLS, {
+      realpath: false,
+      lockfilePath: path.join(INSTALLS, 'install.lock'),
+      stale: 60_000,
+      retries: { retries: 45 * 60, factor: 1, minTimeout: 1000, maxTimeout: 1000 },
+    });
+    try {
+      if (!existsSync(folder)) {
+        for (const stale of readdirSync(INSTALLS)) if (/^(run-\w+|[0-9a-f]{16})(\.partial)?$/.test(stale)) rmSync(path.join(INSTALLS, stale), { recursive: true, force: true });
+        // Made aside and renamed when complete, so that an interrupted install is never reused.
+        const partial = `${folder}.partial`;
+        mkdirSync(partial);
+        if (readdirSync(made).length === 0) await makeRelease(made);
+        renameSync(made, path.join(partial, 'release'));
+        await installGlobally(tarballsIn(path.join(partial, 'release')).cli, path.join(partial, 'prefix'), path.join(INSTALLS, 'npm-cache'));
+        renameSync(partial, folder);
+      }
+      return { tarballs: tarballsIn(path.join(folder, 'release')), prefix: path.join(folder, 'prefix') };
+    } finally {
+      await unlock();
+    }
+  } finally {
+    rmSync(made, { recursive: true, force: true });
+  }
+}
+
+/** The `strata` of this checkout's release, installed (installedRelease()); returns the prefix, `strata` is in its bin/. */
 export async function installedCli(): Promise<string> {
-  const base = path.join(ROOT, 'test-output', 'installed-cli');
-  const release = path.join(base, 'release');
-  rmSync(release, { recursive: true, force: true });
-  mkdirSync(release, { recursive: true });
-  const { cli } = await makeRelease(release);
-  const digest = createHash('sha256').update(readFileSync(cli)).digest('hex').slice(0, 16);
-  const prefix = path.join(base, digest);
-  if (existsSync(path.join(prefix, 'bin', 'strata'))) return prefix;
-  for (const stale of readdirSync(base)) if (/^[0-9a-f]{16}(\.partial)?$/.test(stale)) rmSync(path.join(base, stale), { recursive: true, force: true });
-  // Installed aside and renamed when complete, so that an interrupted install is never reused.
-  const partial = `${prefix}.partial`;
-  await installGlobally(cli, partial, path.join(base, 'npm-cache'));
-  renameSync(partial, prefix);
-  return prefix;
+  return (await installedRelease()).prefix;
+}
+
+function digestOf(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 16);
 }
