@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { BackupRecord, CatalogContents, SegmentRecord } from './catalog.js';
-import { StrataError } from './errors.js';
+import { readCatalogContents } from './catalog.js';
+import { StrataError, isStrataError } from './errors.js';
 import type { RepositoryContext } from './repository-context.js';
 import { chainBreak, readSegment } from './segments.js';
 import type { SegmentManifest } from './segments.js';
@@ -76,8 +77,27 @@ export interface FetchedChanges {
 /**
  * Reads every segment of the plan and checks it (catalog, checksums, manifest, chain) before any
  * restore starts: a damaged, missing or misplaced segment stops the restore with nothing written.
+ * A replicator running beside the restore may merge planned segments into one and delete them
+ * (compaction): a segment missing that the catalog no longer lists is planned again from it.
  */
 export async function fetchChanges(ctx: RepositoryContext, plan: PointInTimePlan, signal?: AbortSignal): Promise<FetchedChanges> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetchPlanned(ctx, plan, signal);
+    } catch (err) {
+      if (attempt >= 4 || !isStrataError(err, 'CHAIN_BROKEN')) throw err;
+      const contents = await readCatalogContents(ctx.storage);
+      const listed = new Set(contents?.segments.map((s) => s.key));
+      // Every planned segment still listed: it is really missing.
+      if (!contents || plan.segments.every((s) => listed.has(s.key))) throw err;
+      const again = planPointInTime(contents, plan.restorePoint.database, plan.asOf);
+      if (!again || again.restorePoint.id !== plan.restorePoint.id) throw err;
+      plan = again;
+    }
+  }
+}
+
+async function fetchPlanned(ctx: RepositoryContext, plan: PointInTimePlan, signal?: AbortSignal): Promise<FetchedChanges> {
   const limit = plan.asOf.toISOString();
   const dir = path.join(await ctx.tempDir(), `segments-${randomBytes(6).toString('hex')}`);
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
