@@ -274,6 +274,16 @@ export class Daemon {
         this.#continuous.delete(key);
       }
     }
+    // Queued runs follow the new configuration: a job the reload removed or changed does not run
+    // once more from the queue with its old settings.
+    const planned = new Map(plannedJobs(next.loaded.config).map((j) => [`${j.database}/${j.name}`, j]));
+    for (const state of this.#databases.values()) {
+      const kept = state.queue.flatMap((q) => {
+        const now = planned.get(`${q.job.database}/${q.job.name}`);
+        return now && JSON.stringify(now.config) === JSON.stringify(q.job.config) ? [{ job: now, scheduledAt: q.scheduledAt }] : [];
+      });
+      state.queue.splice(0, state.queue.length, ...kept);
+    }
     const oldSlots = this.#settings().concurrency ?? 2;
     this.#ctx = next;
     this.#slotsFree += (this.#settings().concurrency ?? 2) - oldSlots;

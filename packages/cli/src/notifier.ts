@@ -45,7 +45,11 @@ export class Notifier {
   constructor(config: NotificationsConfig, history: readonly JournalOperation[] = []) {
     this.#config = config;
     // Each job's trailing failed runs, oldest first.
-    const runs = history.filter((o) => o.kind === 'job' && o.last.details?.['skipped'] !== true && o.last.details?.['queued'] !== true && o.status !== 'RUNNING');
+    // A run a stop interrupted is no failure of the job (the running daemon does not report one
+    // either), so it neither counts towards a streak nor ends one.
+    const runs = history.filter(
+      (o) => o.kind === 'job' && o.last.details?.['skipped'] !== true && o.last.details?.['queued'] !== true && o.last.details?.['interrupted'] !== true && o.status !== 'RUNNING',
+    );
     for (const op of [...runs].sort((a, b) => a.startedAt.localeCompare(b.startedAt))) {
       const key = `${op.last.database}/${String(op.last.details?.['job'])}`;
       if (op.status === 'COMPLETED') this.#streaks.delete(key);
