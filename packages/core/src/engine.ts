@@ -225,8 +225,9 @@ export interface CapturedTransaction {
   /** When capture saw it committed (ms since the epoch): never before its commit. */
   readonly observedAt: number;
   /**
-   * When the read that found it began (ms since the epoch): every transaction committed before
-   * this moment is this one or an earlier one.
+   * A moment (ms since the epoch) before which every committed transaction is this one or an
+   * earlier one: when the read that found it began, or, for a read stopped at its byte limit,
+   * when the last read that reached the end of the log began.
    */
   readonly scannedAt: number;
 }

@@ -199,6 +199,8 @@ class WalFeed implements ChangeFeed {
   #bigEndian = false;
   /** A restart of the log is accepted once after each start of the read transaction (see above). */
   #restartAllowed = true;
+  /** When the last read that reached the log's end began (see read()). */
+  #completeScanAt: number;
   #snapshotting = false;
   #closed = false;
   readonly resumed: boolean;
@@ -215,6 +217,7 @@ class WalFeed implements ChangeFeed {
     this.resumed = resumed;
     this.position = toPosition(cursor);
     this.positionAt = Date.now();
+    this.#completeScanAt = this.positionAt;
   }
 
   static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number): Promise<WalFeed> {
@@ -316,7 +319,10 @@ class WalFeed implements ChangeFeed {
     if (index.maxFrame < cursor.frame) {
       return { transactions: [], lost: `the write-ahead log of ${this.#file} is shorter than what strata read of it, under the same salts` };
     }
-    if (index.maxFrame === cursor.frame) return { transactions: [] };
+    if (index.maxFrame === cursor.frame) {
+      this.#completeScanAt = scannedAt;
+      return { transactions: [] };
+    }
     if (cursor.checksum === null) {
       // A log whose header was not written when the position was taken: it is now.
       const header = await readLogHeader(wal);
@@ -328,7 +334,13 @@ class WalFeed implements ChangeFeed {
     if ('lost' in scanned) return { transactions: [], lost: scanned.lost };
     const observedAt = Date.now();
     this.#cursor = scanned.cursor;
-    return { transactions: scanned.transactions.map((t) => ({ ...t, observedAt, scannedAt })), ...(scanned.cursor.frame < index.maxFrame ? { more: true } : {}) };
+    const more = scanned.cursor.frame < index.maxFrame;
+    // `scannedAt` promises that everything committed before it is in this transaction or an
+    // earlier one. A read stopped at its byte limit leaves later commits in the log, so its
+    // transactions keep the promise of the last read that reached the log's end.
+    if (!more) this.#completeScanAt = scannedAt;
+    const complete = this.#completeScanAt;
+    return { transactions: scanned.transactions.map((t) => ({ ...t, observedAt, scannedAt: complete })), ...(more ? { more: true } : {}) };
   }
 
   async maintain(): Promise<ChangeRead> {
