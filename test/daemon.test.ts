@@ -331,7 +331,9 @@ describe('strata daemon', function () {
     const content = {
       repository: './repo',
       mirror: './mirror',
-      daemon: { overlap: 'queue', concurrency: 4, metricsFile: './metrics/strata.prom' },
+      // Jobs run every 2 s, so SIGTERM often meets one running: it finishes, so that each job's last
+      // outcome below is its own (an aborted run reads as interrupted, which other tests cover).
+      daemon: { overlap: 'queue', concurrency: 4, metricsFile: './metrics/strata.prom', onStop: 'finish' },
       databases: {
         app: { url: './app.db', schedules: { v: { job: 'verify', sample: 1, cron: '*/2 * * * * *' }, c: { job: 'copy', cron: '*/2 * * * * *' } } },
         old: { url: './old.db', retention: { keepLast: 1 }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } },
