@@ -1,4 +1,5 @@
-import * as fs from 'node:fs/promises';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import Database from 'better-sqlite3';
 import { StrataError, hasErrno, wrapError } from '@strata/core';
 import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, ChangeReadOptions, Snapshot, SnapshotOptions } from '@strata/core';
@@ -53,6 +54,12 @@ const MAINTAIN_LOCK_WAIT_MS = 200;
 const CHECKPOINT_FRAMES = 4000;
 /** How many frames one read of the log takes at most. */
 const FRAMES_PER_READ = 256;
+/**
+ * maintain() reads under the write lock only what was committed since the last read; when that is
+ * more than this (a VACUUM just committed, say), it lets go of the lock at once and leaves the log
+ * to the next unlocked read, so the application's writers never wait on a long read.
+ */
+const MAINTAIN_MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 
 interface WalPosition {
   readonly salt: readonly [number, number];
@@ -96,10 +103,16 @@ export function walChecksum(data: Buffer, bigEndian: boolean, start: readonly [n
   return [s0, s1];
 }
 
-async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
-  let handle: fs.FileHandle;
+/**
+ * Reads of the log and its index are synchronous: capture holds the database's write lock while it
+ * reads the last frames (see maintain()), and an await there would let the event loop run whatever
+ * else is queued (encrypting and uploading segments, merging them) while every writer of the
+ * application waits. The reads are of the page cache and short; the checksums cost the same either way.
+ */
+function readAt(file: string, offset: number, length: number): Buffer {
+  let fd: number;
   try {
-    handle = await fs.open(file, 'r');
+    fd = fs.openSync(file, 'r');
   } catch (err) {
     if (hasErrno(err, 'ENOENT')) return Buffer.alloc(0);
     throw wrapError(`read ${file}`, err);
@@ -108,13 +121,13 @@ async function readAt(file: string, offset: number, length: number): Promise<Buf
     const buffer = Buffer.alloc(length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await handle.read(buffer, done, length - done, offset + done);
+      const bytesRead = fs.readSync(fd, buffer, done, length - done, offset + done);
       if (bytesRead === 0) break;
       done += bytesRead;
     }
     return buffer.subarray(0, done);
   } finally {
-    await handle.close();
+    fs.closeSync(fd);
   }
 }
 
@@ -128,10 +141,10 @@ async function readAt(file: string, offset: number, length: number): Promise<Buf
  * Writers update its second copy, then its first; a reader that finds
  * the two equal has a consistent one (SQLite's own readers do the same).
  */
-async function readIndexHeader(shm: fs.FileHandle): Promise<IndexHeader | undefined> {
+function readIndexHeader(shm: number): IndexHeader | undefined {
   for (let attempt = 0; attempt < 50; attempt++) {
     const bytes = Buffer.alloc(2 * SHM_HEADER_BYTES);
-    const { bytesRead } = await shm.read(bytes, 0, bytes.length, 0);
+    const bytesRead = fs.readSync(shm, bytes, 0, bytes.length, 0);
     if (bytesRead < bytes.length) return undefined;
     const first = bytes.subarray(0, SHM_HEADER_BYTES);
     if (!first.equals(bytes.subarray(SHM_HEADER_BYTES))) continue;
@@ -155,8 +168,8 @@ interface LogHeader {
   readonly checksum: readonly [number, number];
 }
 
-async function readLogHeader(wal: string): Promise<LogHeader | undefined> {
-  const bytes = await readAt(wal, 0, WAL_HEADER_BYTES);
+function readLogHeader(wal: string): LogHeader | undefined {
+  const bytes = readAt(wal, 0, WAL_HEADER_BYTES);
   if (bytes.length < WAL_HEADER_BYTES) return undefined;
   const magic = bytes.readUInt32BE(0);
   if ((magic & 0xfffffffe) !== WAL_MAGIC) return undefined;
@@ -194,7 +207,8 @@ class WalFeed implements ChangeFeed {
   readonly #reader: Database.Database;
   readonly #writer: Database.Database;
   readonly #checkpointer: Database.Database;
-  readonly #shm: fs.FileHandle;
+  /** The descriptor of the -shm file, open as long as the connections are (see readIndexHeader). */
+  readonly #shm: number;
   #cursor: WalPosition;
   #bigEndian = false;
   /** A restart of the log is accepted once after each start of the read transaction (see above). */
@@ -207,7 +221,7 @@ class WalFeed implements ChangeFeed {
   readonly position: ChangePosition;
   readonly positionAt: number;
 
-  private constructor(file: string, connections: { reader: Database.Database; writer: Database.Database; checkpointer: Database.Database; shm: fs.FileHandle }, cursor: WalPosition, resumed: boolean) {
+  private constructor(file: string, connections: { reader: Database.Database; writer: Database.Database; checkpointer: Database.Database; shm: number }, cursor: WalPosition, resumed: boolean) {
     this.#file = file;
     this.#shm = connections.shm;
     this.#reader = connections.reader;
@@ -222,7 +236,7 @@ class WalFeed implements ChangeFeed {
 
   static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number): Promise<WalFeed> {
     const opened: Database.Database[] = [];
-    let shm: fs.FileHandle | undefined;
+    let shm: number | undefined;
     const connect = (): Database.Database => {
       let db: Database.Database;
       try {
@@ -262,19 +276,20 @@ class WalFeed implements ChangeFeed {
       } catch (err) {
         throw sqliteError(`replicate: lock ${file}`, err);
       }
+      // From here to ROLLBACK everything is synchronous: the application's writers wait meanwhile.
       try {
         // Opened while our connections are (see readIndexHeader), closed only after them.
-        shm = await fs.open(`${file}-shm`, 'r');
+        shm = fs.openSync(`${file}-shm`, 'r');
         // With the write lock nothing is appended: the index header is the committed end.
-        const index = await readIndexHeader(shm);
+        const index = readIndexHeader(shm);
         if (!index) throw new StrataError('DATABASE_INVALID', `replicate: ${file}-shm holds no WAL index; is ${file} opened in exclusive locking mode by another program?`);
         const wanted = fromPosition(options.resume);
         let cursor: WalPosition | undefined;
         if (wanted && wanted.pageSize === pageSize && sameSalt(wanted.salt, index.salt) && wanted.frame <= index.maxFrame) {
-          cursor = await continuesAt(`${file}-wal`, wanted, pageSize);
+          cursor = continuesAt(`${file}-wal`, wanted, pageSize);
         }
         const resumed = cursor !== undefined;
-        cursor ??= await endOf(`${file}-wal`, index, pageSize);
+        cursor ??= endOf(`${file}-wal`, index, pageSize);
         // The read transaction starts while the lock holds: it pins everything after `cursor`.
         reader.exec('BEGIN');
         reader.prepare('SELECT count(*) FROM sqlite_schema').get();
@@ -289,15 +304,20 @@ class WalFeed implements ChangeFeed {
       }
     } catch (err) {
       for (const db of opened) db.close();
-      await shm?.close();
+      if (shm !== undefined) fs.closeSync(shm);
       throw err instanceof StrataError ? err : wrapError(`replicate ${file}`, err);
     }
   }
 
   async read(options: ChangeReadOptions = {}): Promise<ChangeRead> {
     if (this.#closed) throw new StrataError('INTERNAL', 'replicate: read after close');
+    return this.#read(options.maxBytes);
+  }
+
+  /** Reads what was committed after the cursor (up to about `maxBytes`); synchronous (see readAt). */
+  #read(maxBytes?: number): ChangeRead {
     const scannedAt = Date.now();
-    const index = await readIndexHeader(this.#shm);
+    const index = readIndexHeader(this.#shm);
     if (!index) return { transactions: [] };
     const wal = `${this.#file}-wal`;
     let cursor = this.#cursor;
@@ -308,7 +328,7 @@ class WalFeed implements ChangeFeed {
       // The restart SQLite allows while our read transaction holds: only frames we read were
       // overwritten. Frames of the new log count once its header is written.
       if (index.maxFrame === 0) return { transactions: [] };
-      const header = await readLogHeader(wal);
+      const header = readLogHeader(wal);
       if (!header || !sameSalt(header.salt, index.salt)) return { transactions: [] };
       if (header.pageSize !== cursor.pageSize) return { transactions: [], lost: `the page size of ${this.#file} changed` };
       this.#restartAllowed = false;
@@ -325,12 +345,12 @@ class WalFeed implements ChangeFeed {
     }
     if (cursor.checksum === null) {
       // A log whose header was not written when the position was taken: it is now.
-      const header = await readLogHeader(wal);
+      const header = readLogHeader(wal);
       if (!header || !sameSalt(header.salt, cursor.salt)) return { transactions: [] };
       this.#bigEndian = header.bigEndian;
       cursor = { ...cursor, checksum: header.checksum };
     }
-    const scanned = await scanFrames(wal, cursor, index.maxFrame, this.#bigEndian, options.maxBytes);
+    const scanned = scanFrames(wal, cursor, index.maxFrame, this.#bigEndian, maxBytes);
     if ('lost' in scanned) return { transactions: [], lost: scanned.lost };
     const observedAt = Date.now();
     this.#cursor = scanned.cursor;
@@ -343,8 +363,18 @@ class WalFeed implements ChangeFeed {
     return { transactions: scanned.transactions.map((t) => ({ ...t, observedAt, scannedAt: complete })), ...(more ? { more: true } : {}) };
   }
 
+  /**
+   * Lets the log be recycled up to what was read. The read transaction pins the log, so it must
+   * end and start again with nothing appended unread in between: that needs the write lock, which
+   * the application's writers wait for. So everything slow happens before the lock is taken (the
+   * copy of pages a checkpoint makes goes as far as the read transaction allows), and under the
+   * lock capture only reads the frames committed since the last read, restarts its read
+   * transaction, and checkpoints what was appended meanwhile, synchronously, with no await.
+   */
   async maintain(): Promise<ChangeRead> {
     if (this.#snapshotting || this.#closed) return { transactions: [] };
+    const checkpoint = this.#cursor.frame >= CHECKPOINT_FRAMES;
+    if (checkpoint) this.#checkpoint();
     try {
       this.#writer.exec('BEGIN IMMEDIATE');
     } catch {
@@ -352,25 +382,32 @@ class WalFeed implements ChangeFeed {
       return { transactions: [] };
     }
     try {
-      const read = await this.read();
+      const index = readIndexHeader(this.#shm);
+      const frameBytes = FRAME_HEADER_BYTES + this.#cursor.pageSize;
+      if (index && sameSalt(index.salt, this.#cursor.salt) && (index.maxFrame - this.#cursor.frame) * frameBytes > MAINTAIN_MAX_UNREAD_BYTES) {
+        return { transactions: [] };
+      }
+      const read = this.#read();
       if (read.lost) return read;
       this.#reader.exec('COMMIT');
       // A short log is left as it is: every restart is a moment where a replicator that crashes
       // before shipping the next transactions cannot continue its chain (the log no longer holds
       // its place) and must take a new base.
-      if (this.#cursor.frame >= CHECKPOINT_FRAMES) {
-        try {
-          this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
-        } catch {
-          // Another checkpoint is running; the log restarts after a later one.
-        }
-      }
+      if (checkpoint) this.#checkpoint();
       this.#reader.exec('BEGIN');
       this.#reader.prepare('SELECT count(*) FROM sqlite_schema').get();
       this.#restartAllowed = true;
       return read;
     } finally {
       this.#writer.exec('ROLLBACK');
+    }
+  }
+
+  #checkpoint(): void {
+    try {
+      this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
+    } catch {
+      // Another checkpoint is running; the log restarts after a later one.
     }
   }
 
@@ -401,19 +438,19 @@ class WalFeed implements ChangeFeed {
       }
       db.close();
     }
-    await this.#shm.close();
+    fs.closeSync(this.#shm);
   }
 }
 
 /** The position `wanted` if the log still holds it (the frame there carries its checksum), else undefined. */
-async function continuesAt(wal: string, wanted: WalPosition, pageSize: number): Promise<WalPosition | undefined> {
+function continuesAt(wal: string, wanted: WalPosition, pageSize: number): WalPosition | undefined {
   if (wanted.frame === 0) {
     if (wanted.checksum === null) return wanted;
-    const header = await readLogHeader(wal);
+    const header = readLogHeader(wal);
     return header && sameSalt(header.salt, wanted.salt) && header.checksum[0] === wanted.checksum[0] && header.checksum[1] === wanted.checksum[1] ? wanted : undefined;
   }
   const frameBytes = FRAME_HEADER_BYTES + pageSize;
-  const head = await readAt(wal, WAL_HEADER_BYTES + (wanted.frame - 1) * frameBytes, FRAME_HEADER_BYTES);
+  const head = readAt(wal, WAL_HEADER_BYTES + (wanted.frame - 1) * frameBytes, FRAME_HEADER_BYTES);
   if (head.length < FRAME_HEADER_BYTES || !wanted.checksum) return undefined;
   const ok =
     head.readUInt32BE(8) === wanted.salt[0] &&
@@ -425,9 +462,9 @@ async function continuesAt(wal: string, wanted: WalPosition, pageSize: number): 
 }
 
 /** The committed end of the log as the index says. */
-async function endOf(wal: string, index: IndexHeader, pageSize: number): Promise<WalPosition> {
+function endOf(wal: string, index: IndexHeader, pageSize: number): WalPosition {
   if (index.maxFrame > 0) return { salt: index.salt, frame: index.maxFrame, checksum: index.frameChecksum, pageSize };
-  const header = await readLogHeader(wal);
+  const header = readLogHeader(wal);
   const checksum = header && sameSalt(header.salt, index.salt) ? header.checksum : null;
   return { salt: index.salt, frame: 0, checksum, pageSize };
 }
@@ -436,13 +473,13 @@ async function endOf(wal: string, index: IndexHeader, pageSize: number): Promise
  * Reads frames after `cursor` up to `maxFrame` (committed, by the index), checking each frame's
  * salts and running checksum, and cuts them into transactions at commit frames.
  */
-async function scanFrames(
+function scanFrames(
   wal: string,
   cursor: WalPosition,
   maxFrame: number,
   bigEndian: boolean,
   maxBytes = Number.POSITIVE_INFINITY,
-): Promise<{ cursor: WalPosition; transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] } | { lost: string }> {
+): { cursor: WalPosition; transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] } | { lost: string } {
   const frameBytes = FRAME_HEADER_BYTES + cursor.pageSize;
   const transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] = [];
   let checksum = cursor.checksum!;
@@ -452,7 +489,7 @@ async function scanFrames(
   let taken = 0;
   while (frame < maxFrame && taken < maxBytes) {
     const count = Math.min(FRAMES_PER_READ, maxFrame - frame);
-    const bytes = await readAt(wal, WAL_HEADER_BYTES + frame * frameBytes, count * frameBytes);
+    const bytes = readAt(wal, WAL_HEADER_BYTES + frame * frameBytes, count * frameBytes);
     if (bytes.length < count * frameBytes) return { lost: `the write-ahead log ${wal} ends before its committed frame ${maxFrame}` };
     for (let i = 0; i < count; i++) {
       const one = bytes.subarray(i * frameBytes, (i + 1) * frameBytes);
@@ -493,7 +530,7 @@ const REPLAY_PAGE_BUDGET_BYTES = 64 * 1024 * 1024;
 export async function applyWalFrames(file: string, changes: AsyncIterable<Uint8Array>, pageSize: number): Promise<void> {
   if (!Number.isSafeInteger(pageSize) || pageSize < 512) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base restore point records no page size to replay segments with');
   const frameBytes = FRAME_HEADER_BYTES + pageSize;
-  const handle = await fs.open(file, 'r+');
+  const handle = await fsp.open(file, 'r+');
   const held = new Map<number, Buffer>();
   const writeHeld = async (): Promise<void> => {
     const pages = [...held.keys()].sort((a, b) => a - b);

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import * as path from 'node:path';
+import Database from 'better-sqlite3';
+import { SqliteEngine } from '@strata/sdk';
+import { useTempDir } from './helpers/env.js';
+
+/**
+ * The capture under `strata replicate`, next to an application that writes: capture needs the
+ * database's write lock for a moment now and then, and an application whose write finds it taken
+ * waits (or fails with "database is locked" once its busy timeout is over).
+ */
+describe('continuous capture beside an application that writes', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it("never leaves the write lock held while it waits on anything else, and still reads every transaction and lets the log restart", async () => {
+    const file = path.join(dir.path, 'app.db');
+    const app = new Database(file);
+    app.pragma('journal_mode = WAL');
+    // The application checkpoints on its own, as most do.
+    app.pragma('wal_autocheckpoint = 64');
+    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    // A second connection of the application that never waits: any moment the lock is held while
+    // this process goes on with other work, its BEGIN IMMEDIATE fails at once.
+    const impatient = new Database(file, { timeout: 0 });
+    let probes = 0;
+    const refusals: string[] = [];
+    let probing = true;
+    const probe = (): void => {
+      if (!probing) return;
+      probes++;
+      try {
+        impatient.exec('BEGIN IMMEDIATE');
+        impatient.exec('ROLLBACK');
+      } catch (err) {
+        refusals.push((err as Error).message);
+      }
+      setImmediate(probe);
+    };
+    setImmediate(probe);
+
+    const insert = app.prepare('INSERT INTO item (body) VALUES (randomblob(?))');
+    let committed = 0;
+    let read = 0;
+    let largestLog = 0;
+    try {
+      // About 10,000 frames in all: past the length at which capture checkpoints the log itself,
+      // with transactions from one page to several MB (the large ones are what a VACUUM looks like).
+      for (let round = 0; round < 60; round++) {
+        for (let i = 0; i < 5; i++) {
+          insert.run(round % 10 === 9 && i === 0 ? 6_000_000 : 20_000 + ((round * 7 + i) % 13) * 10_000);
+          committed++;
+        }
+        // Let the probe run between the application's writes and capture's steps.
+        await new Promise((resolve) => setImmediate(resolve));
+        for (;;) {
+          const got = await feed.read({ maxBytes: 2 * 1024 * 1024 });
+          assert.equal(got.lost, undefined, got.lost);
+          read += got.transactions.length;
+          if (!got.more) break;
+        }
+        const maintained = await feed.maintain();
+        assert.equal(maintained.lost, undefined, maintained.lost);
+        read += maintained.transactions.length;
+        largestLog = Math.max(largestLog, statSync(`${file}-wal`).size);
+      }
+      const last = await feed.read();
+      read += last.transactions.length;
+    } finally {
+      probing = false;
+      await feed.close();
+      impatient.close();
+    }
+    app.close();
+    assert.ok(probes >= 60, `the application's second connection tried ${probes} times`);
+    assert.deepEqual(refusals, [], `the application was refused the write lock ${refusals.length} time(s) while strata held it`);
+    assert.equal(read, committed, 'every committed transaction was read once');
+    // The log restarted rather than growing with everything written (about 40 MB).
+    assert.ok(largestLog < 30 * 1024 * 1024, `the write-ahead log grew to ${largestLog} bytes`);
+  });
+});
