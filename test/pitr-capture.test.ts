@@ -80,4 +80,38 @@ describe('continuous capture beside an application that writes', function () {
     // The log restarted rather than growing with everything written (about 40 MB).
     assert.ok(largestLog < 30 * 1024 * 1024, `the write-ahead log grew to ${largestLog} bytes`);
   });
+
+  it("a read stopped at its byte limit does not vouch for the commits it left in the log", async () => {
+    const file = path.join(dir.path, 'limit.db');
+    const app = new Database(file);
+    app.pragma('journal_mode = WAL');
+    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    try {
+      const insert = app.prepare('INSERT INTO item (body) VALUES (randomblob(?))');
+      const caughtUp = await feed.read();
+      assert.deepEqual(caughtUp.transactions, []);
+      const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+      await sleep(20);
+      insert.run(100_000);
+      await sleep(20);
+      const beforeSecond = Date.now();
+      insert.run(100);
+      insert.run(100);
+      await sleep(20);
+      const first = await feed.read({ maxBytes: 1 });
+      assert.equal(first.more, true, 'the read stopped at its limit');
+      assert.equal(first.transactions.length, 1);
+      // A restore that replays only this transaction says it is complete through its scannedAt:
+      // the second transaction, committed before this read began, must not be claimed.
+      assert.ok(first.transactions[0]!.scannedAt < beforeSecond, `scannedAt ${first.transactions[0]!.scannedAt} is not before the next commit (${beforeSecond})`);
+      const rest = await feed.read();
+      assert.equal(rest.more, undefined);
+      assert.equal(rest.transactions.length, 2);
+      assert.ok(rest.transactions.every((t) => t.scannedAt >= beforeSecond), 'a read that reached the end vouches for everything committed before it began');
+    } finally {
+      await feed.close();
+      app.close();
+    }
+  });
 });

@@ -228,9 +228,13 @@ describe('continuous protection: storage that keeps failing', function () {
     const events: ReplicationEvent[] = [];
     const stop = new AbortController();
     const limit = 64 * 1024;
+    const notable = (): string => JSON.stringify(events.filter((e) => e.kind !== 'segment' && e.kind !== 'base').slice(-20));
     const waitFor = async (what: string, test: () => boolean): Promise<void> => {
+      // A hang detector, not a speed limit: a replicator stuck for minutes is reported with its events.
+      const giveUpAt = Date.now() + 180_000;
       while (!test()) {
-        if (outcome.settled) throw new Error(`replicate stopped before ${what} (${String(await running.catch((err: unknown) => err))}): ${JSON.stringify(events.filter((e) => e.kind !== 'segment' && e.kind !== 'base'))}`);
+        if (outcome.settled) throw new Error(`replicate stopped before ${what} (${String(await running.catch((err: unknown) => err))}): ${notable()}`);
+        if (Date.now() > giveUpAt) throw new Error(`no ${what} after 3 minutes; the last events: ${notable()}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     };
@@ -240,13 +244,17 @@ describe('continuous protection: storage that keeps failing', function () {
       await waitFor('its first segment', () => events.some((e) => e.kind === 'segment'));
       const failingFrom = events.length;
       storage.setBudget(0);
-      await waitFor('it held the limit', () => events.slice(failingFrom).some((e) => e.kind === 'holding'));
-      const holdingAt = events.findIndex((e, i) => i >= failingFrom && e.kind === 'holding');
+      // Holding: a 'holding' event, or, when the replicator already held the limit as storage began
+      // to fail (it reads the log a limit's worth at a time while it catches up), a failed attempt
+      // that puts the limit's worth back.
+      const holds = (e: ReplicationEvent): boolean => e.kind === 'holding' || (e.kind === 'retry' && e.held.bytes >= limit);
+      await waitFor('it held the limit', () => events.slice(failingFrom).some(holds));
+      const holdingAt = events.findIndex((e, i) => i >= failingFrom && holds(e));
       // Storage keeps failing while the writer commits 200 more transactions.
       await moreCommits(log, 200);
       await waitFor('two more failed attempts', () => events.slice(holdingAt).filter((e) => e.kind === 'retry').length >= 2);
       const retries = events.slice(failingFrom).filter((e): e is Extract<ReplicationEvent, { kind: 'retry' }> => e.kind === 'retry');
-      const held = events[holdingAt] as Extract<ReplicationEvent, { kind: 'holding' }>;
+      const held = events[holdingAt] as Extract<ReplicationEvent, { kind: 'holding' | 'retry' }>;
       assert.ok(held.held.bytes >= limit, 'it held up to the limit before it stopped reading');
       // A read stops at the first transaction's end past the room left: the limit and one transaction at most.
       const most = Math.max(...retries.map((r) => r.held.bytes), held.held.bytes);
@@ -259,17 +267,27 @@ describe('continuous protection: storage that keeps failing', function () {
       storage.setBudget(Number.MAX_SAFE_INTEGER);
       const resumedAt = events.length;
       await waitFor('segments after storage came back', () => events.slice(resumedAt).filter((e) => e.kind === 'segment').length >= 2);
+    } catch (err) {
+      // The replicator stops and the repository closes, or this process would never exit.
+      stop.abort();
+      await running.catch(() => undefined);
+      await repo.close();
+      throw err;
     } finally {
       writer.kill('SIGTERM');
       await exited(writer);
       stop.abort();
     }
-    const summary = await running;
-    assert.equal(summary.bases.length, 1, 'one base: the chain was never lost');
-    const to = path.join(dir.path, 'restored.db');
-    const restored = await repo.restore({ asOf: new Date(), database: 'app' }, { to });
-    assert.ok((restored.pointInTime?.transactions ?? 0) > 0, 'segments were replayed');
-    assert.deepEqual(markersOf(to).seqs, commits(log).map((c) => c.seq), 'every committed transaction was shipped');
-    await repo.close();
+    try {
+      const summary = await running;
+      assert.equal(summary.bases.length, 1, 'one base: the chain was never lost');
+      const to = path.join(dir.path, 'restored.db');
+      const restored = await repo.restore({ asOf: new Date(), database: 'app' }, { to });
+      assert.ok((restored.pointInTime?.transactions ?? 0) > 0, 'segments were replayed');
+      assert.deepEqual(markersOf(to).seqs, commits(log).map((c) => c.seq), 'every committed transaction was shipped');
+    } finally {
+      await running.catch(() => undefined);
+      await repo.close();
+    }
   });
 });
