@@ -25,8 +25,10 @@ import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sql
  *   happen, only if every frame present when R began was already checkpointed.
  * - R is only ever started while capture holds the write lock (connection W, BEGIN IMMEDIATE) and
  *   has read the log to its end: then no frame can be appended between that read and R's start.
- *   Every `maintain()` does this: takes the write lock, reads to the end, lets go of R, runs a
- *   passive checkpoint (connection C) so the log can restart, starts R again, lets go of the lock.
+ *   Every `maintain()` does this: takes the write lock, reads to the end, lets go of R, starts R
+ *   again, lets go of the lock. For the log to restart, a passive checkpoint (connection C) must
+ *   copy every frame while R is let go; the lock is held for only the last of that copying (see
+ *   maintain()), since the application's writers wait for as long as capture holds it.
  * - So a restart (new salts) is accepted once per R; a second one, or a log that does not
  *   continue where capture stopped, is "lost" and the caller takes a new snapshot.
  *
@@ -366,27 +368,39 @@ class WalFeed implements ChangeFeed {
   /**
    * Lets the log be recycled up to what was read. The read transaction pins the log, so it must
    * end and start again with nothing appended unread in between: that needs the write lock, which
-   * the application's writers wait for. So everything slow happens before the lock is taken (the
-   * copy of pages a checkpoint makes goes as far as the read transaction allows), and under the
-   * lock capture only reads the frames committed since the last read, restarts its read
-   * transaction, and checkpoints what was appended meanwhile, synchronously, with no await.
+   * the application's writers wait for. So under the lock capture only reads the frames committed
+   * since its last read and restarts its read transaction, synchronously, with no await; and when
+   * the log is long enough to checkpoint, it does so in two turns: the read transaction restarts
+   * at the log's end, the checkpoint copies everything up to there without the lock (the bulk of
+   * the work), and a second short turn reads the few frames committed meanwhile, checkpoints just
+   * those, and restarts the read transaction once more, now on a log SQLite may restart.
    */
   async maintain(): Promise<ChangeRead> {
     if (this.#snapshotting || this.#closed) return { transactions: [] };
-    const checkpoint = this.#cursor.frame >= CHECKPOINT_FRAMES;
-    if (checkpoint) this.#checkpoint();
+    const first = this.#restartReader(false);
+    if (!first || first.lost || this.#cursor.frame < CHECKPOINT_FRAMES) return first ?? { transactions: [] };
+    this.#checkpoint();
+    const second = this.#restartReader(true);
+    if (!second) return first;
+    return { transactions: [...first.transactions, ...second.transactions], ...(second.lost ? { lost: second.lost } : {}) };
+  }
+
+  /**
+   * One turn under the write lock (see maintain()): reads to the log's end, restarts the read
+   * transaction there, with a checkpoint in between when asked. Undefined when the lock was not
+   * to be had at once or the log holds too much unread to read under it.
+   */
+  #restartReader(checkpoint: boolean): ChangeRead | undefined {
     try {
       this.#writer.exec('BEGIN IMMEDIATE');
     } catch {
       // A writer kept the lock: the log grows a little longer until the next attempt.
-      return { transactions: [] };
+      return undefined;
     }
     try {
       const index = readIndexHeader(this.#shm);
       const frameBytes = FRAME_HEADER_BYTES + this.#cursor.pageSize;
-      if (index && sameSalt(index.salt, this.#cursor.salt) && (index.maxFrame - this.#cursor.frame) * frameBytes > MAINTAIN_MAX_UNREAD_BYTES) {
-        return { transactions: [] };
-      }
+      if (index && sameSalt(index.salt, this.#cursor.salt) && (index.maxFrame - this.#cursor.frame) * frameBytes > MAINTAIN_MAX_UNREAD_BYTES) return undefined;
       const read = this.#read();
       if (read.lost) return read;
       this.#reader.exec('COMMIT');
