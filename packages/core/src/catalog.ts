@@ -97,7 +97,7 @@ export interface BackupRecord {
    * took as the base of its segments (absent for all others).
    */
   readonly changePosition?: ChangePosition;
-  /** The part of the database's log a physical snapshot needs (see engine.ts `LogRange`); absent for others. */
+  /** The part of the database's log a snapshot of its files needs (see engine.ts `LogRange`); absent for others. */
   readonly logRange?: LogRange;
 }
 

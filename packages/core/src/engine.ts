@@ -79,7 +79,7 @@ export interface Snapshot {
 }
 
 /**
- * The part of a database's own log a physical snapshot needs: replaying the log from `start`
+ * The part of a database's own log a snapshot of its files needs: replaying the log from `start`
  * through `end` makes the copied files consistent; replaying further reaches any later moment the
  * log archive (Repository.logArchive) still covers. Positions are engine-defined plain JSON.
  */

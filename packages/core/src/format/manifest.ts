@@ -99,7 +99,7 @@ export interface Manifest {
    * of a chain of segments (`strata replicate`). Engine-defined; absent in every other backup.
    */
   readonly changePosition?: Readonly<Record<string, unknown>>;
-  /** The part of the database's log the snapshot needs (physical snapshots; see engine.ts `LogRange`). */
+  /** The part of the database's log the snapshot needs (snapshots of files; see engine.ts `LogRange`). */
   readonly logRange?: LogRange;
 }
 
