@@ -51,6 +51,7 @@ const SERVER_FILES = new Set([
   'legacy-repository',
   'mysql-engine',
   'mysql-fidelity',
+  'pg-pitr',
   'postgres-database',
   'postgres-engine',
   'postgres-fidelity',

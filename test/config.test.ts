@@ -22,6 +22,18 @@ describe('strata.config.json validation', () => {
     assert.fail('the config was accepted');
   }
 
+  it('takes a physical PostgreSQL entry, and refuses "physical" for anything but a postgres:// URL', () => {
+    const file = path.join(dir.path, 'strata.config.json');
+    writeFileSync(file, JSON.stringify({ databases: { cluster: { url: 'postgres://postgres@127.0.0.1:5433/postgres', method: 'physical' }, app: { url: 'postgres://h/app', method: 'logical' } } }));
+    const { config } = loadConfig(file);
+    assert.equal(config.databases?.['cluster']?.method, 'physical');
+    assert.equal(config.databases?.['cluster']?.url, 'postgres+physical://postgres@127.0.0.1:5433/postgres');
+    assert.equal(config.databases?.['app']?.url, 'postgres://h/app');
+    assert.equal(problem({ databases: { c: { url: 'postgres://h/db', method: 'block' } } }), 'databases.c.method: expected "logical" or "physical" (got "block")');
+    assert.match(problem({ databases: { c: { url: './app.db', method: 'physical' } } }), /^databases\.c\.method: "physical" backs up a whole PostgreSQL cluster over the replication protocol, so "url" must be a postgres:\/\/ URL/);
+    assert.match(problem({ databases: { c: { url: 'mysql://root@h/db', method: 'physical' } } }), /^databases\.c\.method: "physical" .* other databases are backed up logically/);
+  });
+
   it('names the setting, what is wrong and what is expected', () => {
     assert.equal(problem([]), 'top level: expected an object');
     assert.equal(problem({ repo: './r' }), 'repo: unknown setting (expected repository, storage, mirror, databases, retention, schedules, daemon, notifications)');
@@ -29,7 +41,7 @@ describe('strata.config.json validation', () => {
     assert.equal(problem({ databases: [] }), 'databases: expected an object of name → { "url": ... }');
     assert.match(problem({ databases: { 'a b': { url: './a.db' } } }), /^databases\.a b: database name "a b" is not allowed: use 1 to 64 letters/);
     assert.equal(problem({ databases: { app: {} } }), 'databases.app.url: expected a SQLite path or a database URL');
-    assert.equal(problem({ databases: { app: { url: './a.db', keep: 1 } } }), 'databases.app.keep: unknown setting (expected url, retention, schedules)');
+    assert.equal(problem({ databases: { app: { url: './a.db', keep: 1 } } }), 'databases.app.keep: unknown setting (expected url, method, retention, schedules)');
     assert.equal(problem({ retention: { keepDaily: -1 } }), 'retention.keepDaily: must be a whole number ≥ 0 (got -1)');
     assert.equal(problem({ retention: { keepDaily: '7' } }), 'retention.keepDaily: must be a whole number ≥ 0 (got "7")');
     assert.match(problem({ retention: { keepDaily: 7, keepHours: 1 } }), /^retention\.keepHours: unknown rule \(expected keepLast, keepHourly/);

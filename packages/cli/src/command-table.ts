@@ -19,6 +19,7 @@ import type { CommandContext } from './context.js';
 import { keyCommand } from './key-commands.js';
 import { copyCommand } from './copy-command.js';
 import { replicateCommand } from './replicate-command.js';
+import { walFetchCommand, walPushCommand } from './wal-commands.js';
 import { daemonCommand, metricsCommand, scheduleCommand } from './daemon-commands.js';
 import { DEFAULT_ROWS_PER_DATABASE, listCommand, parseSince, parseTypes } from './list-command.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
@@ -387,19 +388,64 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '--tables <a,b>', description: 'only these tables (with their indexes and triggers): into a new database, or replacing just them in an existing one, in one transaction' },
       { flags: '--force', description: 'replace an existing target; it stays intact until the new one is complete' },
       { flags: '-y, --yes', description: 'do not ask before replacing (needed when not on a terminal)' },
+      { flags: '--lsn <lsn>', description: 'physical backups: recover to this WAL position (e.g. 0/3000060)' },
+      { flags: '--xid <xid>', description: 'physical backups: recover through this transaction id' },
+      { flags: '--name <restore-point>', description: 'physical backups: recover to this restore point (made with pg_create_restore_point)' },
+      { flags: '--immediate', description: 'physical backups: recover only until the base backup is consistent' },
+      { flags: '--target-action <action>', description: 'physical backups: at the target pause (default), promote or shutdown' },
+      { flags: '--start', description: 'physical backups: start a temporary server on a free port, wait until recovery reaches the target, report what it reached, stop it' },
     ],
     details: `A target is one of:\n${DATABASE_LOCATIONS()}\nNothing is written to the target until every checksum and the decryption check passed.`,
-    examples: ['restore latest --db app --to ./restored.db', 'restore --as-of 2026-01-02T12:00:00Z --db app --to ./app.db --force --yes', 'restore app_full_20260101_120000_ab12 --to ./orders.db --tables orders,customers'],
+    examples: [
+      'restore latest --db app --to ./restored.db',
+      'restore --as-of 2026-01-02T12:00:00Z --db app --to ./app.db --force --yes',
+      'restore app_full_20260101_120000_ab12 --to ./orders.db --tables orders,customers',
+      'restore latest --db cluster --to /var/lib/postgresql/15/restored --as-of 2026-01-02T12:00:00Z --start',
+    ],
     run: (ctx, { args, opts, signal }) =>
       restoreCommand(
         ctx,
         {
-          ...given({ id: args[0], asOf: str(opts, 'asOf'), tables: str(opts, 'tables'), to: str(opts, 'to'), database: str(opts, 'db') }),
+          ...given({
+            id: args[0],
+            asOf: str(opts, 'asOf'),
+            tables: str(opts, 'tables'),
+            to: str(opts, 'to'),
+            database: str(opts, 'db'),
+            lsn: str(opts, 'lsn'),
+            xid: str(opts, 'xid'),
+            restorePoint: str(opts, 'name'),
+            targetAction: str(opts, 'targetAction'),
+          }),
           force: opts['force'] === true,
           yes: opts['yes'] === true,
+          immediate: opts['immediate'] === true,
+          start: opts['start'] === true,
         },
         signal,
       ),
+  },
+  {
+    path: ['wal-push'],
+    args: [{ name: 'path', required: true }],
+    summary: "archive one write-ahead log file of a physical PostgreSQL entry (archive_command = 'strata wal-push %p --db NAME')",
+    options: [{ flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' }],
+    details:
+      'Stores the file compressed, encrypted and with its SHA-256 in its name. Pushing the same file again succeeds without writing (PostgreSQL retries); a different file under a name already archived fails (exit 1) and replaces nothing.',
+    examples: ["wal-push pg_wal/000000010000000000000003 --db cluster --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase"],
+    run: (ctx, { args, opts, signal }) => walPushCommand(ctx, { file: args[0], database: str(opts, 'db') }, signal),
+  },
+  {
+    path: ['wal-fetch'],
+    args: [
+      { name: 'name', required: true },
+      { name: 'path', required: true },
+    ],
+    summary: "write one archived write-ahead log file where PostgreSQL asks for it (restore_command = 'strata wal-fetch %f %p --db NAME')",
+    options: [{ flags: '--db <name>', description: 'the physical entry the cluster is filed under' }],
+    details: 'Checks the bytes against the SHA-256 they were archived with. A file the archive does not hold is exit 1 with one line on stderr, which PostgreSQL takes as "not there".',
+    examples: ['wal-fetch 000000010000000000000003 pg_wal/RECOVERYXLOG --db cluster'],
+    run: (ctx, { args, opts, signal }) => walFetchCommand(ctx, { name: args[0], file: args[1], database: str(opts, 'db') }, signal),
   },
   {
     path: ['verify'],

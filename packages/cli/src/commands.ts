@@ -30,6 +30,8 @@ import {
 import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
+import { physicalRestore } from './wal-commands.js';
+import type { PhysicalRestoreOptions } from './wal-commands.js';
 import { renderStatsReport } from './stats-report.js';
 import { printTable } from './table.js';
 import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
@@ -161,10 +163,29 @@ export interface RestoreCommandOptions {
   readonly database?: string;
   readonly force: boolean;
   readonly yes: boolean;
+  /** Physical backups: recovery targets other than --as-of, and a temporary server that proves the recovery. */
+  readonly lsn?: string;
+  readonly xid?: string;
+  readonly restorePoint?: string;
+  readonly immediate?: boolean;
+  readonly start?: boolean;
+  readonly targetAction?: string;
 }
 
 export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
   if (!options.to) throw new StrataError('USAGE', 'restore: --to TARGET is required (a new file, or an existing one with --force)');
+  const physical = (): PhysicalRestoreOptions => ({
+    ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction }),
+    to: options.to!,
+    immediate: options.immediate === true,
+    start: options.start === true,
+    force: options.force,
+  });
+  const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined;
+  if (physicalOnly || (options.database !== undefined && ctx.loaded.config.databases?.[options.database]?.method === 'physical')) {
+    if (options.tables !== undefined) throw new StrataError('USAGE', 'restore: --tables is not available for physical backups yet');
+    return physicalRestore(ctx, physical(), signal);
+  }
   if ((options.id === undefined) === (options.asOf === undefined)) throw new StrataError('USAGE', 'restore: name the backup (an id, or latest), or give --as-of TIME');
   let asOf: Date | undefined;
   if (options.asOf !== undefined) {
@@ -182,6 +203,8 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   };
   const plan = asOf ? await repo.planAsOf({ ...selector, asOf }) : undefined;
   const record = plan?.restorePoint ?? (await repo.resolve(selector));
+  // A physical base backup is only half a restore: the data directory must also recover from the WAL archive.
+  if (record.logRange && !plan) return physicalRestore(ctx, { ...physical(), id: record.id }, signal);
   if (plan && !ctx.json) {
     process.stderr.write(
       plan.segments.length > 0
@@ -689,4 +712,9 @@ function parseLag(text: string): number {
   const ms = plain ? Number(plain[1]) * 1000 : durationMs(parseDuration(text, 'health: --max-lag'));
   if (!(ms > 0)) throw new StrataError('USAGE', `health: --max-lag ${JSON.stringify(text)} must be a positive number of seconds or a duration (30, 2min)`);
   return ms;
+}
+
+/** Only the entries that are set, so optional properties stay absent. */
+function given<T extends Record<string, unknown>>(entries: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
 }

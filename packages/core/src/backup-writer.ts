@@ -162,6 +162,7 @@ export class BackupWriter {
           tool: { name: 'strata', version: STRATA_VERSION },
           ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}),
           ...(options.snapshotAt ? { changePosition: options.snapshotAt.position } : {}),
+          ...(snapshot.logRange ? { logRange: snapshot.logRange } : {}),
         },
         tables: () => snapshot!.tableStats(),
         streams: snapshot.streams,

@@ -1,5 +1,5 @@
 import { StrataError } from './errors.js';
-import type { ChangePosition } from './engine.js';
+import type { ChangePosition, LogRange } from './engine.js';
 import type { BackupType, Manifest } from './format/manifest.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
@@ -97,6 +97,8 @@ export interface BackupRecord {
    * took as the base of its segments (absent for all others).
    */
   readonly changePosition?: ChangePosition;
+  /** The part of the database's log a snapshot of its files needs (see engine.ts `LogRange`); absent for others. */
+  readonly logRange?: LogRange;
 }
 
 /**
@@ -324,5 +326,6 @@ export function recordFromManifest(
     rowCount: manifest.factsDelta ? manifest.factsDelta.rowCount : manifest.tables.reduce((sum, t) => sum + t.rows, 0),
     verification: null,
     ...(manifest.changePosition ? { changePosition: manifest.changePosition } : {}),
+    ...(manifest.logRange ? { logRange: manifest.logRange } : {}),
   };
 }

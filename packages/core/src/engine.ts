@@ -69,7 +69,25 @@ export interface Snapshot {
   readonly databaseBytes: number;
   /** Engine-specific facts a restore needs (page size, server version). Never secrets. */
   readonly engineMeta: Readonly<Record<string, unknown>>;
+  /**
+   * For engines whose restores replay an archived log (see {@link LogRange}): the part of the log
+   * this snapshot needs. Recorded in the manifest and the catalog, so a restore to a moment can
+   * pick its base without opening artifacts.
+   */
+  readonly logRange?: LogRange;
   close(): Promise<void>;
+}
+
+/**
+ * The part of a database's own log a snapshot of its files needs: replaying the log from `start`
+ * through `end` makes the copied files consistent; replaying further reaches any later moment the
+ * log archive (Repository.logArchive) still covers. Positions are engine-defined plain JSON.
+ */
+export interface LogRange {
+  readonly start: ChangePosition;
+  readonly end: ChangePosition;
+  /** A moment (ISO) at or after the one the log reached `end`: a restore to a moment before it cannot use this snapshot. */
+  readonly endedAt: string;
 }
 
 /** What kind of snapshot to take. */

@@ -78,6 +78,11 @@ export type StrataErrorCode =
   | 'HOOK_FAILED'
   /** A scheduled health check found a problem. */
   | 'UNHEALTHY'
+  /**
+   * The log archive already holds a different file under the name being archived (a second
+   * server archiving under the same database name); nothing was replaced.
+   */
+  | 'LOG_CONFLICT'
   /** An I/O or driver failure that is not one of the above. */
   | 'IO'
   /** A bug: something that should be impossible happened. Please report it. */

@@ -26,6 +26,8 @@ export * from './newest-good.js';
 export * from './duration.js';
 export * from './operator-reports.js';
 export * from './continuity.js';
+export { LogArchive, logPrefix } from './log-archive.js';
+export type { LogFile, LogPushResult } from './log-archive.js';
 export { exportFormatOf } from './export-archive.js';
 export type { ExportFormat, ExportManifest } from './export-archive.js';
 export { readTar, tarHeaderBytes, tarPadding, tarTrailer, validateEntryName } from './format/tar.js';

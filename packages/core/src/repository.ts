@@ -28,6 +28,7 @@ import { syncMirror } from './mirror-sync.js';
 import type { MirrorSyncResult } from './mirror-sync.js';
 import type { GuardOptions, GuardResult } from './guard.js';
 import { Replicator } from './replicator.js';
+import { LogArchive } from './log-archive.js';
 import type { ReplicateOptions, ReplicationSummary } from './replicator.js';
 import { readCatalogContents } from './catalog.js';
 import type { SegmentRecord } from './catalog.js';
@@ -77,6 +78,8 @@ export class Repository {
   readonly journal: Journal;
   /** Passphrases and data keys: list, add, remove, passwd, rotate, migrate (see {@link RepositoryKeys}). */
   readonly keys: RepositoryKeys;
+  /** Log files a database server archives one by one (write-ahead log segments), for restores to a moment. */
+  readonly logArchive: LogArchive;
   readonly #ctx: RepositoryContext;
   readonly #writer: BackupWriter;
   readonly #restorer: Restorer;
@@ -93,6 +96,7 @@ export class Repository {
     this.storage = storage;
     this.journal = this.#ctx.journal;
     this.keys = this.#ctx.keys;
+    this.logArchive = new LogArchive(this.#ctx);
     this.#writer = new BackupWriter(this.#ctx);
     this.#restorer = new Restorer(this.#ctx, options.mirror ? async () => (await this.mirror())!.#ctx : undefined);
     this.#validator = new Validator(this.#ctx, this.#restorer);

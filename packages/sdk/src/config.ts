@@ -4,14 +4,24 @@ import { z } from 'zod';
 import { Cron } from 'croner';
 import { BACKUP_TYPES, DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
 import type { EngineDisplay, RetentionPolicy } from '@strata/core';
+import { isPostgresUrl, physicalLocator } from '@strata/engine-postgres';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
 export const CONFIG_FILE = 'strata.config.json';
 
 /** One database as a user writes it in strata.config.json. */
 export interface DatabaseConfig {
-  /** A SQLite path, `sqlite:PATH`, or a server URL (`postgres://...`). */
+  /**
+   * A SQLite path, `sqlite:PATH`, or a server URL (`postgres://...`). With `method: "physical"`
+   * the loaded config holds the physical engine's locator (`postgres+physical://...`).
+   */
   readonly url: string;
+  /**
+   * How a PostgreSQL server is backed up: `logical` (default: one database, as rows and schema) or
+   * `physical` (the whole cluster's files over the replication protocol, with its write-ahead log
+   * archived through `strata wal-push`, restorable to any moment).
+   */
+  readonly method?: 'logical' | 'physical';
   /** Retention for this database (overrides the top-level `retention`). */
   readonly retention?: RetentionPolicy;
   /** Jobs of this database for `strata daemon`, by name; they add to (or, by name, replace) the top-level `schedules`; `false` drops one. */
@@ -481,6 +491,13 @@ const DATABASE_SHAPE = (engines: readonly EngineDisplay[]) => ({
     .string({ error: 'expected a SQLite path or a database URL' })
     .min(1, { error: 'expected a SQLite path or a database URL' })
     .meta(urlDescription(engines)),
+  method: z
+    .enum(['logical', 'physical'], { error: (issue) => `expected "logical" or "physical" (got ${got(issue.input)})` })
+    .optional()
+    .meta({
+      description:
+        'How a PostgreSQL server is backed up: "logical" (default: the database in the URL, as rows and schema) or "physical" (the whole cluster over the replication protocol, with its write-ahead log archived by archive_command = \'strata wal-push %p --db NAME\', restorable to any moment).',
+    }),
   retention: retention.optional(),
   schedules: schedules(true).optional(),
 });
@@ -656,8 +673,15 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
   const base = path.dirname(file);
   const databases: Record<string, DatabaseConfig> = {};
   for (const [name, db] of Object.entries(parsed.databases ?? {})) {
+    if (db.method === 'physical' && !isPostgresUrl(db.url)) {
+      throw new StrataError(
+        'USAGE',
+        `config: ${file}: databases.${name}.method: "physical" backs up a whole PostgreSQL cluster over the replication protocol, so "url" must be a postgres:// URL of it (such as "postgres://postgres@127.0.0.1:5432/postgres"); other databases are backed up logically (leave "method" out)`,
+      );
+    }
     databases[name] = {
-      url: resolveLocator(db.url, base),
+      url: db.method === 'physical' ? physicalLocator(db.url) : resolveLocator(db.url, base),
+      ...(db.method !== undefined ? { method: db.method } : {}),
       ...(db.retention !== undefined ? { retention: db.retention as RetentionPolicy } : {}),
       ...(db.schedules !== undefined ? { schedules: db.schedules as Record<string, JobConfig | false> } : {}),
     };

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { EngineRegistry, StorageRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
 import type { InitOptions, MirrorOptions, OpenOptions, PassphraseSource, Repository, Storage } from '@strata/core';
 import { SqliteEngine } from '@strata/engine-sqlite';
-import { PostgresEngine } from '@strata/engine-postgres';
+import { PostgresEngine, PostgresPhysicalEngine } from '@strata/engine-postgres';
 import { MysqlEngine } from '@strata/engine-mysql';
 import { localStorageKind } from '@strata/storage-local';
 import { s3StorageKind } from '@strata/storage-s3';
@@ -22,7 +22,21 @@ import type { S3StorageSettings } from '@strata/storage-s3';
 
 export * from '@strata/core';
 export { SqliteEngine } from '@strata/engine-sqlite';
-export { PostgresEngine } from '@strata/engine-postgres';
+export {
+  PostgresEngine,
+  PostgresPhysicalEngine,
+  chooseBase,
+  configureRecovery,
+  describeGoal,
+  isPostgresUrl,
+  parseWalName,
+  physicalLocator,
+  planWal,
+  proveRecovery,
+  recoverySettings,
+  walRun,
+} from '@strata/engine-postgres';
+export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
@@ -61,7 +75,7 @@ export type StorageSettings = S3StorageSettings;
 
 /** Every engine this build of Strata ships, in one visible place. */
 export function createDefaultEngines(): EngineRegistry {
-  return new EngineRegistry().register(new PostgresEngine()).register(new MysqlEngine()).register(new SqliteEngine());
+  return new EngineRegistry().register(new PostgresEngine()).register(new PostgresPhysicalEngine()).register(new MysqlEngine()).register(new SqliteEngine());
 }
 
 /**

@@ -1,5 +1,5 @@
 import { StrataError } from '../errors.js';
-import type { Chunking, SchemaObjects, TableStats } from '../engine.js';
+import type { Chunking, LogRange, SchemaObjects, TableStats } from '../engine.js';
 import { isFactsDelta } from './facts-delta.js';
 import type { FactsDelta } from './facts-delta.js';
 
@@ -99,6 +99,8 @@ export interface Manifest {
    * of a chain of segments (`strata replicate`). Engine-defined; absent in every other backup.
    */
   readonly changePosition?: Readonly<Record<string, unknown>>;
+  /** The part of the database's log the snapshot needs (snapshots of files; see engine.ts `LogRange`). */
+  readonly logRange?: LogRange;
 }
 
 /** Parses and checks a manifest's shape, refusing foreign or future formats with a clear error. */

@@ -1,0 +1,171 @@
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { StrataError, chooseBase, configureRecovery, describeGoal, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
+import type { BackupRecord, RecoveryGoal, RecoveryReport, TargetAction } from '@strata/sdk';
+import type { CommandContext } from './context.js';
+import { formatBytes } from './terminal.js';
+
+/**
+ * The commands a PostgreSQL server runs itself: `archive_command = 'strata wal-push %p --db NAME'`
+ * and `restore_command = 'strata wal-fetch %f %p --db NAME'`, and the recovery of a physical
+ * backup to a moment (`strata restore ... --as-of/--lsn/--xid/--name/--immediate`).
+ */
+
+function databaseOf(ctx: CommandContext, db: string | undefined, command: string): string {
+  if (db === undefined) throw new StrataError('USAGE', `${command}: --db NAME is required (the name the cluster's backups are filed under in strata.config.json)`);
+  return validateDatabaseName(db);
+}
+
+/** `strata wal-push PATH --db NAME`: archives one file the server hands over (archive_command's %p). */
+export async function walPushCommand(ctx: CommandContext, options: { file: string | undefined; database: string | undefined }, signal: AbortSignal): Promise<number> {
+  if (options.file === undefined) throw new StrataError('USAGE', "wal-push: give the file to archive (archive_command's %p)");
+  const database = databaseOf(ctx, options.database, 'wal-push');
+  const file = path.resolve(options.file);
+  let bytes: Buffer;
+  try {
+    bytes = await fs.readFile(file);
+  } catch (err) {
+    throw new StrataError('USAGE', `wal-push: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const repo = await ctx.repository();
+  const result = await repo.logArchive.push(database, path.basename(file), bytes, { signal });
+  if (ctx.json) ctx.printJson({ name: result.file.name, status: result.status, sha256: result.file.sha256, storedBytes: result.file.storedBytes });
+  return 0;
+}
+
+/**
+ * `strata wal-fetch NAME PATH --db NAME`: writes one archived file where the server asks for it
+ * (restore_command's %f and %p). A file the archive does not hold is exit 1 with one short line:
+ * the server asks for files that may not exist (the next timeline's history) and takes 1 as "no".
+ */
+export async function walFetchCommand(ctx: CommandContext, options: { name: string | undefined; file: string | undefined; database: string | undefined }, signal: AbortSignal): Promise<number> {
+  if (options.name === undefined || options.file === undefined) throw new StrataError('USAGE', "wal-fetch: give the file's name and where to write it (restore_command's %f %p)");
+  const database = databaseOf(ctx, options.database, 'wal-fetch');
+  const repo = await ctx.repository();
+  const bytes = await repo.logArchive.fetch(database, options.name, { signal });
+  if (!bytes) {
+    if (!ctx.json) process.stderr.write(`strata wal-fetch: ${options.name} is not in the archive of ${database}\n`);
+    else ctx.printJson({ name: options.name, found: false });
+    return 1;
+  }
+  // Written beside the target, then renamed: the server never reads half a segment.
+  const file = path.resolve(options.file);
+  const partial = `${file}.strata-${randomBytes(4).toString('hex')}`;
+  try {
+    await fs.writeFile(partial, bytes, { mode: 0o600 });
+    await fs.rename(partial, file);
+  } catch (err) {
+    await fs.rm(partial, { force: true }).catch(() => undefined);
+    throw new StrataError('IO', `wal-fetch: cannot write ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (ctx.json) ctx.printJson({ name: options.name, found: true, bytes: bytes.length });
+  return 0;
+}
+
+/** What `strata restore` gets for a physical backup. */
+export interface PhysicalRestoreOptions {
+  readonly id?: string;
+  readonly database?: string;
+  readonly to: string;
+  readonly asOf?: string;
+  readonly lsn?: string;
+  readonly xid?: string;
+  readonly restorePoint?: string;
+  readonly immediate: boolean;
+  readonly start: boolean;
+  readonly targetAction?: string;
+  readonly force: boolean;
+}
+
+/** The recovery goal of restore's flags: at most one of them; none means the end of the archive. */
+export function recoveryGoal(options: Pick<PhysicalRestoreOptions, 'asOf' | 'lsn' | 'xid' | 'restorePoint' | 'immediate'>): RecoveryGoal {
+  const given = [options.asOf !== undefined && '--as-of', options.lsn !== undefined && '--lsn', options.xid !== undefined && '--xid', options.restorePoint !== undefined && '--name', options.immediate && '--immediate'].filter(Boolean);
+  if (given.length > 1) throw new StrataError('USAGE', `restore: ${given.join(' and ')} are different targets; give one`);
+  if (options.asOf !== undefined) {
+    const time = new Date(options.asOf);
+    if (Number.isNaN(time.getTime())) throw new StrataError('USAGE', `restore: --as-of ${JSON.stringify(options.asOf)} is not an ISO date/time`);
+    return { kind: 'time', time };
+  }
+  if (options.lsn !== undefined) {
+    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(options.lsn)) throw new StrataError('USAGE', `restore: --lsn ${JSON.stringify(options.lsn)} is not a WAL position such as 0/3000060`);
+    return { kind: 'lsn', lsn: options.lsn.toUpperCase() };
+  }
+  if (options.xid !== undefined) {
+    if (!/^[0-9]+$/.test(options.xid)) throw new StrataError('USAGE', `restore: --xid ${JSON.stringify(options.xid)} is not a transaction id (a number)`);
+    return { kind: 'xid', xid: options.xid };
+  }
+  if (options.restorePoint !== undefined) {
+    if (options.restorePoint.length === 0 || options.restorePoint.length > 63) throw new StrataError('USAGE', 'restore: --name takes the name given to pg_create_restore_point (1 to 63 characters)');
+    return { kind: 'name', name: options.restorePoint };
+  }
+  return options.immediate ? { kind: 'immediate' } : { kind: 'latest' };
+}
+
+/** The command the restored server runs to fetch a segment: this Strata, this repository, this passphrase source (never the passphrase). */
+function restoreCommandFor(ctx: CommandContext, database: string): string {
+  const words = [process.execPath, path.resolve(process.argv[1] ?? 'strata'), 'wal-fetch', '%f', '%p', '--db', database, '--repo', ctx.repositoryPath()];
+  if (ctx.loaded.file) words.push('--config', ctx.loaded.file);
+  if (ctx.options.passphraseFile) words.push('--passphrase-file', path.resolve(ctx.options.passphraseFile));
+  if (ctx.options.passphraseCommand) words.push('--passphrase-command', ctx.options.passphraseCommand);
+  // PostgreSQL replaces %f and %p before the shell sees the line; quoted, they stay one word each.
+  return shellCommand(words);
+}
+
+/**
+ * Restores a physical backup into a new data directory set up to recover to the goal. Everything
+ * the recovery needs is checked first: the base backup exists, every archived segment from its
+ * start to the target is there and decrypts to the bytes it was stored with. Only then is the
+ * target written.
+ */
+export async function physicalRestore(ctx: CommandContext, options: PhysicalRestoreOptions, signal: AbortSignal): Promise<number> {
+  const goal = recoveryGoal(options);
+  const action = (options.targetAction ?? 'pause') as TargetAction;
+  if (!['pause', 'promote', 'shutdown'].includes(action)) throw new StrataError('USAGE', `restore: --target-action must be pause, promote or shutdown (got ${JSON.stringify(options.targetAction)})`);
+  const repo = await ctx.repository();
+  await repo.unlock();
+  let base: BackupRecord;
+  if (options.id !== undefined && options.id !== 'latest') {
+    base = await repo.resolve({ id: options.id });
+    if (!base.logRange) throw new StrataError('USAGE', `restore: ${base.id} is not a physical backup; --lsn, --xid, --name, --immediate and --start are for physical ones`);
+  } else {
+    const database = databaseOf(ctx, options.database, 'restore');
+    base = chooseBase(await repo.list({ database }), goal);
+  }
+  const database = base.database;
+  const files = await repo.logArchive.list(database, { signal });
+  const plan = planWal(base, goal, files);
+  if (plan.missing.length > 0) {
+    const shown = plan.missing.length > 4 ? `${plan.missing.slice(0, 3).join(', ')} … ${plan.missing.at(-1)} (${plan.missing.length} segments)` : plan.missing.join(', ');
+    throw new StrataError('CHAIN_BROKEN', `restore: the WAL archive of ${database} lacks ${shown}, which a recovery from ${base.id} to ${describeGoal(goal)} replays; nothing was written. Restore to an earlier moment, or from a later base backup`, {
+      details: { missing: plan.missing },
+    });
+  }
+  // Every segment is read and checked before the target is touched: a damaged one found by the
+  // server halfway would leave a cluster stuck before its target.
+  let checked = 0;
+  for (const file of plan.needed) {
+    try {
+      await repo.logArchive.read(file, { signal });
+    } catch (err) {
+      throw new StrataError('ARTIFACT_CORRUPT', `restore: WAL segment ${file.name} of ${database}, which the recovery replays, is damaged (${(err as Error).message}); nothing was written`, { cause: err });
+    }
+    checked += 1;
+  }
+  const dir = path.resolve(options.to);
+  await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
+  const restoreCommand = restoreCommandFor(ctx, database);
+  await configureRecovery(dir, recoverySettings(goal, restoreCommand, action));
+  let report: RecoveryReport | undefined;
+  if (options.start) report = await proveRecovery(dir, { signal });
+  if (ctx.json) {
+    ctx.printJson({ base: base.id, goal: describeGoal(goal), walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
+  } else {
+    process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
+    if (report) {
+      process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
+    }
+    process.stdout.write(`start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
+  }
+  return 0;
+}

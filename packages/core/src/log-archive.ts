@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto';
+import { getCodec } from './compression.js';
+import type { CodecName } from './compression.js';
+import { decryptStream, encryptStream } from './encryption.js';
+import { StrataError, isStrataError, wrapError } from './errors.js';
+import { validateDatabaseName } from './naming.js';
+import type { RepositoryContext } from './repository-context.js';
+
+/**
+ * The log archive: files a database server hands over one by one as it writes its log (a
+ * write-ahead log's segments and its small companion files), kept so that a restore can replay
+ * the log from a base backup to any moment. The server names the files; core neither reads nor
+ * orders them (the engine does: it knows which files follow which).
+ *
+ * Each file is one object, compressed then encrypted under the repository's data key, with no
+ * container around it, so that `gpg -d | zstd -d` by hand gives the file back (docs/FORMAT.md):
+ *
+ *   `backups/{database}/log/{name}_{sha256 of the file}_{data key id | plain}{.zst|.gz}{.gpg}`
+ *
+ * The SHA-256 in the name makes a push idempotent without reading anything back (the server
+ * retries a file whose earlier push it did not see succeed: same bytes, same name, nothing to
+ * do) and lets a second file under the same name be refused by a listing alone, as pgBackRest
+ * does. A fetch checks the bytes it decrypted against it. Files are not in the catalog: a push
+ * per log file (every few seconds on a busy server) must not take the repository lock.
+ */
+
+/** One file of the log archive. */
+export interface LogFile {
+  /** The name the server gave it (`000000010000000000000003`). */
+  readonly name: string;
+  /** SHA-256 (hex) of the file's bytes. */
+  readonly sha256: string;
+  /** Its storage key. */
+  readonly key: string;
+  /** Bytes on storage (compressed, encrypted). */
+  readonly storedBytes: number;
+  /** When storage last wrote it (ISO), when it knows. */
+  readonly storedAt?: string;
+}
+
+/** What a push did. */
+export interface LogPushResult {
+  /** `stored`: written now; `present`: the same bytes were already there (a retry). */
+  readonly status: 'stored' | 'present';
+  readonly file: LogFile;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,199}$/;
+const KEY = /^backups\/([^/]+)\/log\/([A-Za-z0-9][A-Za-z0-9.-]*)_([0-9a-f]{64})_([A-Za-z0-9-]+)(\.zst|\.gz)?(\.gpg)?$/;
+/** What stands in the key-id place for files written unencrypted, or under the passphrase itself. */
+const NO_KEY_ID = 'plain';
+
+/** The folder of one database's log files. */
+export function logPrefix(database: string): string {
+  return `backups/${database}/log/`;
+}
+
+function checkName(name: string): void {
+  if (!NAME.test(name)) throw new StrataError('USAGE', `log archive: ${JSON.stringify(name.slice(0, 80))} is not a log file name (letters, digits, dots and dashes)`);
+}
+
+function parseLogKey(key: string, size: number, modified?: Date): (LogFile & { keyId: string | undefined; codec: CodecName; encrypted: boolean }) | undefined {
+  const m = KEY.exec(key);
+  if (!m) return undefined;
+  return {
+    name: m[2]!,
+    sha256: m[3]!,
+    key,
+    storedBytes: size,
+    ...(modified ? { storedAt: modified.toISOString() } : {}),
+    keyId: m[4] === NO_KEY_ID ? undefined : m[4],
+    codec: m[5] === '.zst' ? 'zstd' : m[5] === '.gz' ? 'gzip' : 'none',
+    encrypted: m[6] !== undefined,
+  };
+}
+
+export class LogArchive {
+  readonly #ctx: RepositoryContext;
+
+  constructor(ctx: RepositoryContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Every file of a database's log archive, by name (then by key). */
+  async list(database: string, options: { signal?: AbortSignal } = {}): Promise<LogFile[]> {
+    validateDatabaseName(database);
+    return (await this.#versions(logPrefix(database), options.signal)).map(({ name, sha256, key, storedBytes, storedAt }) => ({ name, sha256, key, storedBytes, ...(storedAt ? { storedAt } : {}) }));
+  }
+
+  async #versions(prefix: string, signal?: AbortSignal): Promise<NonNullable<ReturnType<typeof parseLogKey>>[]> {
+    const out: NonNullable<ReturnType<typeof parseLogKey>>[] = [];
+    for await (const object of this.#ctx.storage.list(prefix, signal ? { signal } : {})) {
+      const parsed = parseLogKey(object.key, object.size, object.modified);
+      if (parsed && parsed.key.startsWith(prefix)) out.push(parsed);
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.key < b.key ? -1 : 1));
+  }
+
+  /** The stored versions of one name (normally one). */
+  async #named(database: string, name: string, signal?: AbortSignal) {
+    return (await this.#versions(`${logPrefix(database)}${name}_`, signal)).filter((f) => f.name === name);
+  }
+
+  /**
+   * Stores one log file. Idempotent: the same bytes under the same name succeed without writing.
+   * Different bytes under a name already stored fail (LOG_CONFLICT) and change nothing: a server
+   * of another history archiving into the same place must not replace what a restore needs.
+   */
+  async push(database: string, name: string, bytes: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<LogPushResult> {
+    validateDatabaseName(database);
+    checkName(name);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const existing = await this.#named(database, name, options.signal);
+    const same = existing.find((f) => f.sha256 === sha256);
+    if (same) return { status: 'present', file: same };
+    if (existing.length > 0) {
+      throw new StrataError(
+        'LOG_CONFLICT',
+        `log archive: ${database} already holds a different ${name} (SHA-256 ${existing[0]!.sha256.slice(0, 16)}…, this one ${sha256.slice(0, 16)}…); it was not replaced. Is another server (or a restored copy promoted on the same timeline) archiving under the name ${database}?`,
+        { details: { database, name } },
+      );
+    }
+    await this.#ctx.unlock();
+    const codec = getCodec(this.#ctx.config.compression.codec);
+    const profile = this.#ctx.vault.section.profile;
+    const dataKey = profile === 'none' ? undefined : this.#ctx.vault.current('log archive');
+    const key = `${logPrefix(database)}${name}_${sha256}_${dataKey?.id ?? NO_KEY_ID}${codec.extension}${profile === 'none' ? '' : '.gpg'}`;
+    let body: AsyncIterable<Uint8Array> = codec.compress((async function* () { yield bytes; })(), this.#ctx.config.compression.level, options.signal);
+    if (profile !== 'none') body = encryptStream(body, dataKey!.secret, profile);
+    try {
+      const info = await this.#ctx.storage.put(key, body, options.signal ? { signal: options.signal } : {});
+      return { status: 'stored', file: { name, sha256, key, storedBytes: info.size } };
+    } catch (err) {
+      throw isStrataError(err) ? err : wrapError(`log archive: storing ${name} of ${database}`, err);
+    }
+  }
+
+  /**
+   * The bytes of one log file, checked against the SHA-256 they were stored under; undefined when
+   * the archive has no file of that name (a server asks for files that may not exist).
+   */
+  async fetch(database: string, name: string, options: { signal?: AbortSignal } = {}): Promise<Uint8Array | undefined> {
+    validateDatabaseName(database);
+    checkName(name);
+    const versions = await this.#named(database, name, options.signal);
+    if (versions.length === 0) return undefined;
+    if (versions.length > 1) {
+      throw new StrataError('LOG_CONFLICT', `log archive: ${database} holds ${versions.length} different files named ${name}; remove the wrong one (${versions.map((v) => v.key).join(', ')})`);
+    }
+    return this.#read(versions[0]!, options.signal);
+  }
+
+  /** Reads, decrypts, decompresses and checks one stored file (ARTIFACT_CORRUPT when its bytes are not the ones named). */
+  async read(file: LogFile, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
+    const parsed = parseLogKey(file.key, file.storedBytes);
+    if (!parsed) throw new StrataError('ARTIFACT_FOREIGN', `log archive: ${file.key} is not a log file name Strata writes`);
+    return this.#read(parsed, options.signal);
+  }
+
+  async #read(file: NonNullable<ReturnType<typeof parseLogKey>>, signal?: AbortSignal): Promise<Uint8Array> {
+    const what = `log file ${file.name}`;
+    try {
+      let bytes: AsyncIterable<Uint8Array> = await this.#ctx.storage.get(file.key, signal ? { signal } : {});
+      if (file.encrypted) {
+        await this.#ctx.unlock();
+        const secret = this.#ctx.vault.keyFor({ id: what, encryption: { profile: this.#ctx.vault.section.profile, ...(file.keyId ? { keyId: file.keyId } : {}) } }, what);
+        bytes = decryptStream(bytes, secret!);
+      }
+      bytes = getCodec(file.codec).decompress(bytes, signal);
+      const parts: Uint8Array[] = [];
+      const sha = createHash('sha256');
+      for await (const chunk of bytes) {
+        sha.update(chunk);
+        parts.push(chunk);
+      }
+      if (sha.digest('hex') !== file.sha256) throw new StrataError('ARTIFACT_CORRUPT', `log archive: ${file.key} does not hold the bytes it was stored with (SHA-256 differs)`);
+      return Buffer.concat(parts);
+    } catch (err) {
+      if (isStrataError(err)) throw err;
+      throw new StrataError('ARTIFACT_CORRUPT', `log archive: ${file.key} cannot be read back (${(err as Error).message})`, { cause: err });
+    }
+  }
+
+  /** Removes log files (retention); missing ones are fine. */
+  async remove(files: readonly LogFile[], options: { signal?: AbortSignal } = {}): Promise<void> {
+    for (const file of files) {
+      if (!parseLogKey(file.key, file.storedBytes)) throw new StrataError('INTERNAL', `log archive: ${file.key} is not a log file`);
+      await this.#ctx.storage.delete(file.key, options.signal ? { signal: options.signal } : {});
+    }
+  }
+}

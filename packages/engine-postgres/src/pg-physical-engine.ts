@@ -1,0 +1,349 @@
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, readdirSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { StrataError, isStrataError } from '@strata/core';
+import type {
+  Abortable,
+  DatabaseFacts,
+  Engine,
+  EngineCapabilities,
+  EngineDisplay,
+  EngineRestoreOptions,
+  HandRecovery,
+  LogRange,
+  RestoreSession,
+  Snapshot,
+  SnapshotOptions,
+} from '@strata/core';
+import { connect, parseTarget } from './pg-connection.js';
+import type { PgTarget } from './pg-connection.js';
+import { segmentOf, walFileName } from './pg-wal.js';
+
+/**
+ * PostgreSQL, physically: the whole cluster's files as `pg_basebackup` streams them (one tar),
+ * restored into a new data directory that PostgreSQL then recovers from the archived
+ * write-ahead log (`strata wal-push` / `wal-fetch`) to a chosen moment (pg-point-in-time.ts).
+ *
+ * The locator is the cluster's URL with the scheme `postgres+physical://`; strata.config.json's
+ * `"method": "physical"` makes it from a `postgres://` URL. A restore target is a folder path.
+ */
+
+/** The URL schemes of a physical entry. */
+export const PHYSICAL_SCHEMES = ['postgres+physical', 'postgresql+physical'] as const;
+/** The one stream of a physical backup: pg_basebackup's tar of the cluster, backup_manifest included. */
+export const BASE_STREAM = 'base.tar';
+/** Stored as fixed blocks: there are no incrementals to share chunks with (PostgreSQL 17's own incrementals are not used yet). */
+const BLOCK = 4 * 1024 * 1024;
+
+/** True for a `postgres://` or `postgresql://` URL. */
+export function isPostgresUrl(url: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(url);
+}
+
+/** The physical engine's locator of a cluster URL. */
+export function physicalLocator(url: string): string {
+  return url.replace(/^postgres(ql)?:\/\//i, 'postgres+physical://');
+}
+
+/** The libpq URL of a physical locator. */
+export function clusterUrl(locator: string): string {
+  return locator.replace(/^postgres(ql)?\+physical:\/\//i, 'postgres://');
+}
+
+/** The facts a physical backup records about itself (manifest `engineMeta`). */
+export interface PhysicalMeta {
+  readonly method: 'physical';
+  readonly serverVersion: number;
+  readonly systemIdentifier: string;
+  readonly timeline: number;
+  readonly startLsn: string;
+  readonly endLsn: string;
+  readonly startWal: string;
+  readonly endWal: string;
+  readonly walSegmentBytes: number;
+  readonly backupLabel: string;
+}
+
+/** Where the log stood, as a physical backup's `logRange` records it. */
+export interface PhysicalPosition {
+  readonly timeline: number;
+  readonly lsn: string;
+  readonly wal: string;
+  /** wal_segment_size of the cluster. */
+  readonly segmentBytes: number;
+}
+
+const HAND_RECOVERY: HandRecovery = {
+  layout: `PostgreSQL, physical: base.tar is pg_basebackup's tar of the whole cluster (backup_label and
+backup_manifest inside), its write-ahead log not included: it lives in the log archive
+(backups/<database>/log/, one compressed and encrypted file per segment, see docs/FORMAT.md).
+To recover: concatenate the chunks of base.tar, untar it into an empty folder (mode 0700), add
+recovery.signal and a restore_command that decrypts and decompresses the archived segments,
+set a recovery target if you want one, and start PostgreSQL of the major version in
+engineMeta.serverVersion on it.`,
+  loadCommands: [
+    'mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/base.tar"',
+    'touch "$NEWDB/recovery.signal"   # then set restore_command as docs/FORMAT.md shows, and start PostgreSQL on "$NEWDB"',
+  ],
+  tools: ['tar', 'PostgreSQL server binaries'],
+  exampleTarget: (database) => `/var/lib/postgresql/restored-${database}`,
+};
+
+/** The environment for pg_basebackup: the connection through libpq variables, so no password is on argv. */
+function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PGHOST: target.host, PGPORT: String(target.port), PGUSER: target.user, PGDATABASE: target.database, PGCONNECT_TIMEOUT: '10' };
+  if (target.password !== undefined) env['PGPASSWORD'] = target.password;
+  else delete env['PGPASSWORD'];
+  return env;
+}
+
+/** The PostgreSQL programs of a major version: STRATA_PG_BINDIR, then Debian's and the PGDG's folders, then PATH. */
+export function pgProgram(name: string, major?: number): string {
+  const dirs = [process.env['STRATA_PG_BINDIR'], major ? `/usr/lib/postgresql/${major}/bin` : undefined, major ? `/usr/pgsql-${major}/bin` : undefined].filter((d): d is string => !!d);
+  for (const dir of dirs) if (existsSync(path.join(dir, name))) return path.join(dir, name);
+  return name;
+}
+
+/** Reads a tar file's entries' names, offsets and sizes from their headers (no bodies read). */
+async function tarIndex(file: string): Promise<Map<string, { offset: number; size: number }>> {
+  const handle = await fs.open(file, 'r');
+  const out = new Map<string, { offset: number; size: number }>();
+  try {
+    const header = Buffer.alloc(512);
+    let at = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(header, 0, 512, at);
+      if (bytesRead < 512 || header.every((b) => b === 0)) break;
+      const name = header.toString('latin1', 0, 100).replace(/\0.*$/s, '');
+      const prefix = header.toString('latin1', 345, 500).replace(/\0.*$/s, '');
+      const size = parseInt(header.toString('latin1', 124, 136).replace(/\0.*$/s, '').trim() || '0', 8);
+      out.set((prefix ? `${prefix}/${name}` : name).replace(/^\.\//, ''), { offset: at + 512, size });
+      at += 512 + Math.ceil(size / 512) * 512;
+    }
+  } finally {
+    await handle.close();
+  }
+  return out;
+}
+
+async function readEntry(file: string, entry: { offset: number; size: number }): Promise<string> {
+  const handle = await fs.open(file, 'r');
+  try {
+    const body = Buffer.alloc(entry.size);
+    await handle.read(body, 0, entry.size, entry.offset);
+    return body.toString('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
+/** `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` and friends. */
+function labelField(label: string, field: string): string {
+  const m = new RegExp(`^${field}: (.*)$`, 'm').exec(label);
+  if (!m) throw new StrataError('IO', `postgres: pg_basebackup's backup_label has no ${field} line`);
+  return m[1]!.trim();
+}
+
+export class PostgresPhysicalEngine implements Engine {
+  readonly kind = 'postgres-physical';
+  readonly capabilities: EngineCapabilities = { incrementals: false, tableRestore: false };
+  readonly handRecovery = HAND_RECOVERY;
+  readonly display: EngineDisplay = {
+    name: 'PostgreSQL cluster (physical)',
+    locator: 'url',
+    schemes: [...PHYSICAL_SCHEMES],
+    example: 'postgres+physical://postgres@host:5432/postgres',
+    fileExtensions: [],
+    passwordSources: 'PGPASSWORD or ~/.pgpass',
+  };
+
+  accepts(locator: string): boolean {
+    return /^postgres(ql)?\+physical:\/\//i.test(locator);
+  }
+
+  describe(locator: string): string {
+    try {
+      return physicalLocator(parseTarget(clusterUrl(locator)).safe);
+    } catch {
+      return 'postgres+physical://(unparseable URL)';
+    }
+  }
+
+  async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
+    if (options.schemaOnly) throw new StrataError('USAGE', 'backup: a physical backup copies the whole cluster; it has no schema-only form (use a logical entry for that)');
+    const target = parseTarget(clusterUrl(locator));
+    const client = await connect(target, 'strata physical backup');
+    let serverVersion: number;
+    let systemIdentifier: string;
+    let walSegmentBytes: number;
+    try {
+      const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
+      const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
+      if (setting('archive_mode') === 'off') {
+        throw new StrataError(
+          'USAGE',
+          `backup: ${target.safe} does not archive its write-ahead log (archive_mode is off), and a physical backup cannot be restored without it: set archive_mode = on and archive_command = 'strata wal-push %p --db NAME' in postgresql.conf, and restart the server`,
+        );
+      }
+      serverVersion = Number(setting('server_version_num'));
+      walSegmentBytes = Number(setting('wal_segment_size'));
+      systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+    const dir = await fs.mkdtemp(path.join(options.tempDir, 'basebackup-'));
+    const file = path.join(dir, BASE_STREAM);
+    try {
+      await this.#runBaseBackup(target, file, serverVersion, options);
+      const endedAt = new Date().toISOString();
+      const index = await tarIndex(file);
+      const labelEntry = index.get('backup_label');
+      const manifestEntry = index.get('backup_manifest');
+      if (!labelEntry || !manifestEntry) throw new StrataError('IO', 'postgres: pg_basebackup wrote no backup_label or backup_manifest (is the server older than PostgreSQL 13?)');
+      const label = await readEntry(file, labelEntry);
+      const manifest = JSON.parse(await readEntry(file, manifestEntry)) as { 'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[] };
+      const range = manifest['WAL-Ranges']?.at(-1);
+      if (!range) throw new StrataError('IO', 'postgres: the backup_manifest has no WAL-Ranges');
+      const start = /^(\S+) \(file ([0-9A-F]{24})\)$/.exec(labelField(label, 'START WAL LOCATION'));
+      if (!start) throw new StrataError('IO', "postgres: pg_basebackup's backup_label has an unexpected START WAL LOCATION");
+      const timeline = Number(labelField(label, 'START TIMELINE'));
+      const endWal = walFileName(range.Timeline, segmentOf(range['End-LSN'], walSegmentBytes), walSegmentBytes);
+      const size = (await fs.stat(file)).size;
+      const meta: PhysicalMeta = {
+        method: 'physical',
+        serverVersion,
+        systemIdentifier,
+        timeline,
+        startLsn: start[1]!,
+        endLsn: range['End-LSN'],
+        startWal: start[2]!,
+        endWal,
+        walSegmentBytes,
+        backupLabel: label,
+      };
+      const logRange: LogRange = {
+        start: { timeline, lsn: meta.startLsn, wal: meta.startWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
+        end: { timeline: range.Timeline, lsn: meta.endLsn, wal: endWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
+        endedAt,
+      };
+      const fingerprint = createHash('sha256').update(`postgres cluster ${systemIdentifier}`).digest('hex');
+      return {
+        schemaFingerprint: fingerprint,
+        tableStats: async () => [],
+        streams: [{ name: BASE_STREAM, size, chunking: { kind: 'fixed', size: BLOCK }, open: (opts: Abortable = {}) => createReadStream(file, { highWaterMark: 1024 * 1024, ...(opts.signal ? { signal: opts.signal } : {}) }) }],
+        schemaSql: '',
+        databaseBytes: size,
+        engineMeta: { ...meta },
+        logRange,
+        close: async () => fs.rm(dir, { recursive: true, force: true }),
+      };
+    } catch (err) {
+      await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** pg_basebackup -Ft -D - -X none: one tar on stdout (with backup_manifest), the WAL left to the archive. */
+  async #runBaseBackup(target: PgTarget, file: string, serverVersion: number, options: SnapshotOptions): Promise<void> {
+    const program = pgProgram('pg_basebackup', Math.floor(serverVersion / 10000));
+    const child = spawn(program, ['--no-password', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label=strata'], {
+      env: libpqEnv(target),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    const exited = new Promise<number>((resolve, reject) => {
+      child.on('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'ENOENT' ? new StrataError('TOOL_MISSING', "backup: pg_basebackup is not installed; install the PostgreSQL client of the server's major version (Debian: postgresql-client)") : err),
+      );
+      child.on('close', (code) => resolve(code ?? 1));
+    });
+    let done = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      done += d.length;
+      options.onProgress?.(done, 0);
+    });
+    const written = pipeline(child.stdout, createWriteStream(file, { mode: 0o600 }));
+    const [code] = await Promise.all([exited, written.catch((err: unknown) => Promise.reject(isStrataError(err) ? err : new StrataError('IO', `backup: writing the base backup to ${file} failed: ${(err as Error).message}`, { cause: err })))]);
+    if (code !== 0) {
+      const message = (target.password ? stderr.split(target.password).join('***') : stderr).trim();
+      throw new StrataError('IO', `backup: pg_basebackup failed (exit ${code}): ${message || 'no message'}`);
+    }
+  }
+
+  async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
+    if (options.tables) throw new StrataError('USAGE', 'restore: a physical backup restores a whole cluster; single tables are not available from it yet');
+    const dir = path.resolve(locator);
+    if (await this.targetExists(dir)) {
+      if (!options.force) throw new StrataError('TARGET_EXISTS', `restore: ${dir} exists and is not empty; give an empty or new folder (or --force to replace it)`);
+    }
+    await fs.mkdir(path.dirname(dir), { recursive: true });
+    const partial = `${dir}.strata-partial-${randomBytes(4).toString('hex')}`;
+    await fs.mkdir(partial, { mode: 0o700 });
+    let extracted: Promise<void> | undefined;
+    const abort = async (): Promise<void> => {
+      await fs.rm(partial, { recursive: true, force: true });
+    };
+    return {
+      streamTarget: async (name) => {
+        if (name !== BASE_STREAM) throw new StrataError('ARTIFACT_FOREIGN', `restore: a physical backup holds only ${BASE_STREAM}, not ${JSON.stringify(name)}`);
+        // GNU tar drops leading slashes and refuses members with "..", so an entry cannot leave the folder.
+        const child = spawn('tar', ['-x', '-f', '-', '-C', partial, '--no-same-owner'], { stdio: ['pipe', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+        extracted = new Promise<void>((resolve, reject) => {
+          child.on('error', (err) => reject(new StrataError('TOOL_MISSING', `restore: running tar failed: ${err.message}`)));
+          child.on('close', (code) => (code === 0 ? resolve() : reject(new StrataError('RESTORE_FAILED', `restore: tar could not unpack the base backup into ${partial}: ${stderr.trim()}`))));
+        });
+        extracted.catch(() => undefined);
+        return {
+          kind: 'sink',
+          write: async (chunk) => {
+            if (!child.stdin.write(chunk)) await new Promise<void>((resolve, reject) => {
+              child.stdin.once('drain', resolve);
+              child.stdin.once('error', reject);
+              extracted!.catch(reject);
+            });
+          },
+          end: async () => {
+            child.stdin.end();
+            await extracted;
+          },
+        };
+      },
+      commit: async () => {
+        if (!extracted) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup held no ${BASE_STREAM}`);
+        await extracted;
+        if (!existsSync(path.join(partial, 'PG_VERSION'))) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base backup holds no PG_VERSION: it is not a PostgreSQL data directory');
+        // pg_basebackup leaves these out; the server wants them to exist.
+        for (const sub of ['pg_wal', 'pg_wal/archive_status']) await fs.mkdir(path.join(partial, sub), { recursive: true, mode: 0o700 });
+        if (existsSync(dir)) await fs.rm(dir, { recursive: true, force: true });
+        await fs.rename(partial, dir);
+        await fs.chmod(dir, 0o700);
+      },
+      abort,
+    };
+  }
+
+  async targetExists(locator: string): Promise<boolean> {
+    const dir = path.resolve(locator);
+    if (!existsSync(dir)) return false;
+    try {
+      return readdirSync(dir).length > 0;
+    } catch {
+      return true;
+    }
+  }
+
+  async createScratch(): Promise<{ locator: string; drop(): Promise<void> }> {
+    throw new StrataError('USAGE', 'verify: a full verification of a physical backup (recovering a scratch cluster) is not available yet; use --level quick, and `strata restore ... --start` to prove a recovery');
+  }
+
+  async inspect(): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+    throw new StrataError('USAGE', 'verify: a physical backup is checked by recovering it (`strata restore ... --start`), not by reading its facts');
+  }
+}

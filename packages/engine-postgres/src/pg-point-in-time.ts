@@ -1,0 +1,261 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import { createServer } from 'node:net';
+import * as path from 'node:path';
+import { StrataError } from '@strata/core';
+import type { BackupRecord, LogFile } from '@strata/core';
+import { connect, literal, parseTarget } from './pg-connection.js';
+import { pgProgram } from './pg-physical-engine.js';
+import type { PhysicalPosition } from './pg-physical-engine.js';
+import { parseLsn, segmentOf, walRun } from './pg-wal.js';
+
+/**
+ * Recovery of a physical backup to a moment: which base backup, which archived segments it needs,
+ * the recovery settings PostgreSQL reads, and a temporary server that proves the recovery.
+ */
+
+/** Where a recovery stops. */
+export type RecoveryGoal =
+  | { readonly kind: 'time'; readonly time: Date }
+  | { readonly kind: 'lsn'; readonly lsn: string }
+  | { readonly kind: 'xid'; readonly xid: string }
+  | { readonly kind: 'name'; readonly name: string }
+  /** As soon as the base backup is consistent. */
+  | { readonly kind: 'immediate' }
+  /** The end of the archived log. */
+  | { readonly kind: 'latest' };
+
+const SEGMENT_BYTES_DEFAULT = 16 * 1024 * 1024;
+
+function segmentBytesOf(record: BackupRecord): number {
+  return Number((record.logRange?.start as Partial<PhysicalPosition> | undefined)?.segmentBytes ?? SEGMENT_BYTES_DEFAULT);
+}
+
+function position(record: BackupRecord, which: 'start' | 'end'): PhysicalPosition {
+  const range = record.logRange;
+  if (!range) throw new StrataError('USAGE', `restore: ${record.id} is not a physical backup (it records no WAL range)`);
+  return range[which] as unknown as PhysicalPosition;
+}
+
+/** Words for a goal, for messages and reports. */
+export function describeGoal(goal: RecoveryGoal): string {
+  switch (goal.kind) {
+    case 'time':
+      return `time ${goal.time.toISOString()}`;
+    case 'lsn':
+      return `LSN ${goal.lsn}`;
+    case 'xid':
+      return `transaction ${goal.xid}`;
+    case 'name':
+      return `restore point ${JSON.stringify(goal.name)}`;
+    case 'immediate':
+      return 'the end of the base backup (--immediate)';
+    case 'latest':
+      return 'the end of the archived WAL';
+  }
+}
+
+/**
+ * The base backup a recovery to `goal` starts from: the newest one that ended before the target.
+ * For a transaction id or a restore point name, whose place in the log only a replay finds, the
+ * oldest one (slower, but never after the target).
+ */
+export function chooseBase(backups: readonly BackupRecord[], goal: RecoveryGoal): BackupRecord {
+  const physical = backups.filter((b) => b.logRange).sort((a, b) => (a.logRange!.endedAt < b.logRange!.endedAt ? -1 : 1));
+  if (physical.length === 0) throw new StrataError('BACKUP_NOT_FOUND', 'restore: this database has no physical base backup yet; take one with `strata backup NAME`');
+  let chosen: BackupRecord | undefined;
+  switch (goal.kind) {
+    case 'time':
+      chosen = physical.filter((b) => Date.parse(b.logRange!.endedAt) <= goal.time.getTime()).at(-1);
+      if (!chosen) throw new StrataError('BACKUP_NOT_FOUND', `restore: no base backup ended before ${goal.time.toISOString()}; the oldest ended at ${physical[0]!.logRange!.endedAt}`);
+      return chosen;
+    case 'lsn': {
+      const target = parseLsn(goal.lsn);
+      chosen = physical.filter((b) => parseLsn(position(b, 'end').lsn) <= target).at(-1);
+      if (!chosen) throw new StrataError('BACKUP_NOT_FOUND', `restore: no base backup ended before LSN ${goal.lsn}; the oldest ended at ${position(physical[0]!, 'end').lsn}`);
+      return chosen;
+    }
+    case 'xid':
+    case 'name':
+      return physical[0]!;
+    case 'immediate':
+    case 'latest':
+      return physical.at(-1)!;
+  }
+}
+
+/** What a recovery needs from the log archive, and what of it is missing. */
+export interface WalPlan {
+  /** The archived segments the recovery will read, in order (the last may hold more than it needs). */
+  readonly needed: readonly LogFile[];
+  /** Names of segments the recovery would need and the archive lacks. */
+  readonly missing: readonly string[];
+}
+
+/**
+ * The segments from the base backup's start to the target: to the segment of an LSN, to the first
+ * segment archived at or after a time (a segment stored before the target holds nothing after it),
+ * to the base's end for --immediate, else to the newest segment of the timeline.
+ */
+export function planWal(base: BackupRecord, goal: RecoveryGoal, files: readonly LogFile[]): WalPlan {
+  const segmentBytes = segmentBytesOf(base);
+  const start = position(base, 'start');
+  const end = position(base, 'end');
+  const from = segmentOf(start.lsn, segmentBytes);
+  const byName = new Map(files.map((f) => [f.name, f]));
+  const all = walRun(byName.keys(), start.timeline, from, segmentBytes);
+  let to: bigint | undefined;
+  const baseEnd = segmentOf(end.lsn, segmentBytes);
+  if (goal.kind === 'lsn') to = segmentOf(goal.lsn, segmentBytes);
+  else if (goal.kind === 'immediate') to = baseEnd;
+  else if (goal.kind === 'time') {
+    const after = all.present.map((n) => byName.get(n)!).find((f) => f.storedAt !== undefined && Date.parse(f.storedAt) >= goal.time.getTime());
+    to = after ? walRunSegno(after.name, segmentBytes) : all.last;
+  } else to = all.last;
+  if (to === undefined || to < baseEnd) to = baseEnd;
+  const run = walRun(byName.keys(), start.timeline, from, segmentBytes, to);
+  return { needed: run.present.map((n) => byName.get(n)!), missing: run.missing };
+}
+
+function walRunSegno(name: string, segmentBytes: number): bigint {
+  const perId = 0x100000000n / BigInt(segmentBytes);
+  return BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16, 24)}`);
+}
+
+/** What a recovery does at its target. */
+export type TargetAction = 'pause' | 'promote' | 'shutdown';
+
+/** The recovery settings for postgresql.auto.conf. */
+export function recoverySettings(goal: RecoveryGoal, restoreCommand: string, action: TargetAction): Record<string, string> {
+  const settings: Record<string, string> = { restore_command: restoreCommand, recovery_target_timeline: 'current' };
+  switch (goal.kind) {
+    case 'time':
+      // PostgreSQL's timestamptz input, not ISO 8601's T and Z.
+      settings['recovery_target_time'] = goal.time.toISOString().replace('T', ' ').replace('Z', '+00');
+      break;
+    case 'lsn':
+      settings['recovery_target_lsn'] = goal.lsn;
+      break;
+    case 'xid':
+      settings['recovery_target_xid'] = goal.xid;
+      break;
+    case 'name':
+      settings['recovery_target_name'] = goal.name;
+      break;
+    case 'immediate':
+      settings['recovery_target'] = 'immediate';
+      break;
+    case 'latest':
+      settings['recovery_target_timeline'] = 'latest';
+      break;
+  }
+  if (goal.kind !== 'latest') {
+    settings['recovery_target_inclusive'] = 'on';
+    settings['recovery_target_action'] = action;
+  }
+  return settings;
+}
+
+/**
+ * Makes a restored data directory recover: the settings appended to postgresql.auto.conf (read
+ * last, so they win over the copied postgresql.conf), recovery.signal, and no postmaster.pid.
+ */
+export async function configureRecovery(dataDir: string, settings: Record<string, string>): Promise<void> {
+  const lines = ['', `# Added by strata restore (${new Date().toISOString()}): recovery of a physical backup.`, ...Object.entries(settings).map(([k, v]) => `${k} = ${literal(v)}`), ''];
+  await fs.appendFile(path.join(dataDir, 'postgresql.auto.conf'), lines.join('\n'), { mode: 0o600 });
+  await fs.writeFile(path.join(dataDir, 'recovery.signal'), '', { mode: 0o600 });
+  await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
+}
+
+/** What a temporary server reached. */
+export interface RecoveryReport {
+  /** `paused` at the target, `promoted` after it, or `ended` (shut down at the target). */
+  readonly state: 'paused' | 'promoted' | 'ended';
+  /** The last replayed position, and the time of the last replayed commit (null when none was replayed). */
+  readonly lsn: string | null;
+  readonly lastCommit: string | null;
+  readonly port: number;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+function majorOf(dataDir: string): number {
+  return Number(readFileSync(path.join(dataDir, 'PG_VERSION'), 'utf8').trim());
+}
+
+/**
+ * Starts PostgreSQL on a recovering data directory (127.0.0.1 on a free port, archiving off, so
+ * the copy never writes into the archive it reads), waits until recovery reached its target (paused
+ * there, or promoted), reports where it stands, and stops it. The server log is in the data
+ * directory (strata-recovery.log) and quoted in errors.
+ */
+export async function proveRecovery(dataDir: string, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<RecoveryReport> {
+  if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --start: PostgreSQL refuses to run as root; run strata as the user that owns the data directory (e.g. postgres)');
+  const major = majorOf(dataDir);
+  const pgCtl = pgProgram('pg_ctl', major);
+  const port = await freePort();
+  const socketDir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'strata-pg-'));
+  const log = path.join(dataDir, 'strata-recovery.log');
+  const serverOptions = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${socketDir} -c archive_mode=off -c hot_standby=on`;
+  const run = (args: string[]): { status: number | null; out: string } => {
+    const r = spawnSync(pgCtl, args, { encoding: 'utf8' });
+    if (r.error) throw new StrataError('TOOL_MISSING', `restore --start: cannot run ${pgCtl}: ${r.error.message} (set STRATA_PG_BINDIR to the PostgreSQL ${major} programs)`);
+    return { status: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+  const tail = async (): Promise<string> => (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
+  const started = run(['start', '-D', dataDir, '-l', log, '-w', '-t', '600', '-o', serverOptions]);
+  try {
+    if (started.status !== 0) throw new StrataError('RESTORE_FAILED', `restore --start: PostgreSQL did not start on the recovered data directory:\n${await tail()}`);
+    const target = parseTarget(`postgres://${process.env['PGUSER'] ?? 'postgres'}@127.0.0.1:${port}/postgres`);
+    const deadline = Date.now() + (options.timeoutMs ?? 30 * 60_000);
+    for (;;) {
+      if (options.signal?.aborted) throw new StrataError('ABORTED', 'restore --start: cancelled');
+      const client = await connect(target, 'strata recovery check').catch(() => undefined);
+      if (client) {
+        try {
+          const row = (
+            await client.query<{ recovering: boolean; paused: string | null; lsn: string | null; last: Date | null }>(
+              `SELECT pg_is_in_recovery() AS recovering,
+                      CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS paused,
+                      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
+                      pg_last_xact_replay_timestamp() AS last`,
+            )
+          ).rows[0]!;
+          if (!row.recovering || row.paused === 'paused') {
+            return { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port };
+          }
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      } else if (!existsPid(dataDir)) {
+        const text = await tail();
+        if (/shutting down|database system is shut down/.test(text) && !/FATAL/.test(text)) return { state: 'ended', lsn: null, lastCommit: null, port };
+        throw new StrataError('RESTORE_FAILED', `restore --start: recovery stopped before reaching its target:\n${text}`);
+      }
+      if (Date.now() > deadline) throw new StrataError('RESTORE_FAILED', `restore --start: recovery did not reach its target in time:\n${await tail()}`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  } finally {
+    run(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
+    await fs.rm(socketDir, { recursive: true, force: true });
+  }
+}
+
+function existsPid(dataDir: string): boolean {
+  try {
+    readFileSync(path.join(dataDir, 'postmaster.pid'));
+    return true;
+  } catch {
+    return false;
+  }
+}
