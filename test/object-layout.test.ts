@@ -42,14 +42,58 @@ describe('the object layout: catalog generations and journal objects', () => {
     await writeCatalog(storage, [record('a'), record('bb')]);
     assert.deepEqual(readdirSync(path.join(dir.path, 'catalog')), ['000000000002.json']);
     assert.deepEqual((await readCatalog(storage))!.map((r) => r.id), ['a', 'bb']);
-    // A generation a kill left behind (its successor was written, it was not deleted yet) is ignored.
+    // A generation a kill left behind (its successor was written, it was not deleted yet) is
+    // ignored, and the next write of a process that listed the folder since removes it (the
+    // process above remembers the newest generation and lists no more).
     writeFileSync(path.join(dir.path, 'catalog/000000000001.json'), readFileSync(path.join(dir.path, 'catalog/000000000002.json')).toString().replace('"bb"', '"old"'));
-    assert.deepEqual((await readCatalog(storage))!.map((r) => r.id), ['a', 'bb']);
-    await writeCatalog(storage, [record('ccc')]);
+    const nextProcess = new LocalStorage(dir.path);
+    assert.deepEqual((await readCatalog(nextProcess))!.map((r) => r.id), ['a', 'bb']);
+    await writeCatalog(nextProcess, [record('ccc')]);
     assert.deepEqual(readdirSync(path.join(dir.path, 'catalog')), ['000000000003.json']);
     writeFileSync(path.join(dir.path, 'catalog/000000000003.json'), '{ "format": "strata-catalog", "backups": [');
     writeFileSync(path.join(dir.path, 'catalog/000000000002.json'), JSON.stringify({ format: 'strata-catalog', version: 1, backups: [record('a')] }));
     assert.equal(await readCatalog(storage), undefined, 'a damaged newest generation means "rebuild", not the older generation');
+    assert.equal(await readCatalog(new LocalStorage(dir.path)), undefined, 'the same for a process that lists the folder');
+  });
+
+  it('a process that committed the newest generation reads and writes the next ones without listing the catalog folder', async () => {
+    const inner = new LocalStorage(dir.path);
+    const listed: string[] = [];
+    // Every call goes to the folder; lists are counted (on an object store a LIST is the dearest request).
+    const storage = new Proxy(inner, {
+      get(target, property, receiver) {
+        if (property === 'list') {
+          return (prefix: string, ...rest: unknown[]) => {
+            listed.push(prefix);
+            return (target.list as (...args: unknown[]) => unknown)(prefix, ...rest);
+          };
+        }
+        const value = Reflect.get(target, property, receiver) as unknown;
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    await writeCatalog(storage, [record('a')]);
+    const first = listed.length;
+    assert.ok(first > 0, 'the first write lists the folder: it knows no generation yet');
+    const ids = ['a'];
+    for (const id of ['bb', 'ccc', 'dddd']) {
+      ids.push(id);
+      assert.deepEqual((await readCatalog(storage))!.map((r) => r.id), ids.slice(0, -1));
+      await writeCatalog(storage, ids.map(record));
+    }
+    assert.deepEqual(listed.slice(first), [], 'no list after the first write');
+    assert.deepEqual(readdirSync(path.join(dir.path, 'catalog')), ['000000000004.json']);
+    // Another process wrote meanwhile: the next read finds its generation, not the remembered one.
+    await writeCatalog(new LocalStorage(dir.path), ['a', 'eeeee'].map(record));
+    assert.deepEqual((await readCatalog(storage))!.map((r) => r.id), ['a', 'eeeee']);
+    // And one that wrote twice (the remembered generation is gone): the same.
+    const other = new LocalStorage(dir.path);
+    await writeCatalog(other, ['a', 'f'].map(record));
+    await writeCatalog(other, ['a', 'gg'].map(record));
+    assert.deepEqual((await readCatalog(storage))!.map((r) => r.id), ['a', 'gg']);
+    await writeCatalog(storage, ['a', 'gg', 'hhh'].map(record));
+    assert.deepEqual(readdirSync(path.join(dir.path, 'catalog')), ['000000000008.json']);
+    assert.deepEqual((await readCatalog(new LocalStorage(dir.path)))!.map((r) => r.id), ['a', 'gg', 'hhh']);
   });
 
   it('the journal folds its records into a segment; a compaction killed before it deleted them shows each record once', async () => {

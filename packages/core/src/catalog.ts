@@ -182,6 +182,38 @@ export async function newestCatalogGeneration(storage: Storage): Promise<number 
   return (await generations(storage))[0];
 }
 
+/**
+ * The generation this process last found or wrote as the newest, per storage: it lets a reader or
+ * writer skip listing the catalog folder (the request a long-running replicator would otherwise
+ * make twice per segment, and the dearest on an object store). Since writers delete the generations
+ * they replace oldest first, "generation G exists and G+1 does not" means G is the newest: any
+ * later writer either deleted G or left G+1 behind (see writeCatalog). Strata before this rule
+ * deleted newest first; only a process of such a version killed twice at the wrong moments, between
+ * two of this process's commits, could leave a gap after G, and this process would then write G+1
+ * behind a newer generation.
+ */
+const knownNewest = new WeakMap<Storage, { readonly generation: number; readonly older: readonly number[] }>();
+
+async function exists(storage: Storage, key: string): Promise<boolean> {
+  return storage.stat(key).then(
+    () => true,
+    (err: unknown) => {
+      if (isNotFound(err)) return false;
+      throw err;
+    },
+  );
+}
+
+/**
+ * The newest generation as remembered, if it is still the newest (see knownNewest), with the older
+ * ones the last list found (a killed writer's leftovers, for the next write to delete); else undefined.
+ */
+async function stillNewest(storage: Storage): Promise<{ readonly generation: number; readonly older: readonly number[] } | undefined> {
+  const known = knownNewest.get(storage);
+  if (known === undefined || (await exists(storage, catalogGenerationKey(known.generation + 1)))) return undefined;
+  return known;
+}
+
 /** Generations present, newest first. */
 async function generations(storage: Storage): Promise<number[]> {
   const found: number[] = [];
@@ -204,9 +236,18 @@ export async function readCatalog(storage: Storage): Promise<BackupRecord[] | un
 
 /** {@link readCatalog} with the segments. */
 export async function readCatalogContents(storage: Storage): Promise<CatalogContents | undefined> {
+  const known = await stillNewest(storage);
+  if (known !== undefined) {
+    try {
+      return parseCatalogContents(await storage.read(catalogGenerationKey(known.generation)));
+    } catch (err) {
+      // Replaced since: the list below finds the newest.
+      if (!isNotFound(err)) throw err;
+    }
+  }
   // A writer deletes the generation it replaced: a reader that listed it just before reads the list again.
   for (let attempt = 0; ; attempt++) {
-    const newest = (await generations(storage))[0];
+    const [newest, ...older] = await generations(storage);
     const key = newest === undefined ? LEGACY_CATALOG_KEY : catalogGenerationKey(newest);
     let bytes: Uint8Array;
     try {
@@ -216,6 +257,8 @@ export async function readCatalogContents(storage: Storage): Promise<CatalogCont
       if (isNotFound(err)) return undefined;
       throw err;
     }
+    if (newest === undefined) knownNewest.delete(storage);
+    else knownNewest.set(storage, { generation: newest, older });
     return parseCatalogContents(bytes);
   }
 }
@@ -264,7 +307,9 @@ function isRecordShaped(r: unknown): r is BackupRecord {
  */
 export async function writeCatalog(storage: Storage, backups: readonly BackupRecord[], segments?: readonly SegmentRecord[]): Promise<void> {
   const redacted = backups.map((b) => (b.verification ? { ...b, verification: { ...b.verification, checks: b.verification.checks.map(redactCheck) } } : b));
-  const existing = await generations(storage);
+  // The caller holds the lock; a remembered newest generation that still exists needs no list.
+  const known = await stillNewest(storage);
+  const existing = known !== undefined && (await exists(storage, catalogGenerationKey(known.generation))) ? [known.generation, ...known.older] : await generations(storage);
   // A change of the backups keeps the segments the newest generation lists (the caller holds the
   // lock, so that generation is the one it read), except those whose base is gone: their chain
   // starts nowhere (a prune or delete removes their files with the base's).
@@ -288,8 +333,10 @@ export async function writeCatalog(storage: Storage, backups: readonly BackupRec
   if (!(await storage.createExclusive(catalogGenerationKey(next), Buffer.from(JSON.stringify(file, null, 1) + '\n')))) {
     throw new StrataError('REPO_LOCKED', `catalog: another process wrote catalog generation ${next} in ${storage.location} while this one held the repository lock; nothing was changed, try again`);
   }
-  // Older generations are dead now; a kill before they go leaves them for the next write.
-  for (const generation of existing) await storage.delete(catalogGenerationKey(generation));
+  knownNewest.set(storage, { generation: next, older: [] });
+  // Older generations are dead now; a kill before they go leaves them for the next write. Oldest
+  // first, so that a kill never leaves an older generation without every newer one (knownNewest).
+  for (const generation of [...existing].sort((a, b) => a - b)) await storage.delete(catalogGenerationKey(generation));
 }
 
 /** Oldest first, ties broken by id so the order is stable. */
