@@ -138,7 +138,8 @@ describe('strata daemon notifications', function () {
     });
     http.listen(0, '127.0.0.1');
     await once(http, 'listening');
-    const AFTER_MS = 6000;
+    // Long enough for the test to act (remove a flag, reload, stop) well within it on a loaded machine.
+    const AFTER_MS = 10_000;
     try {
       const repo = path.join(dir.path, 'repo');
       assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
