@@ -5,9 +5,10 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { SMTPServer } from 'smtp-server';
+import { openRepository } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { detail, jobOperations, startDaemon, writeConfig } from './helpers/daemon.js';
-import { journalFiles, strata, useTempDir } from './helpers/env.js';
+import { TEST_PASSPHRASE, journalFiles, strata, useTempDir } from './helpers/env.js';
 
 /**
  * Notifications of strata daemon, delivered for real: a webhook receiver on 127.0.0.1 and an SMTP
@@ -125,52 +126,201 @@ describe('strata daemon notifications', function () {
     }
   });
 
-  it('escalates once failures have lasted the configured duration, before the count is reached', async () => {
-    const posts: Record<string, unknown>[] = [];
+  it('escalates once failures have lasted escalation.after while the job does not run again; a recovery, a reload that drops the job and a stop cancel it', async () => {
+    const posts: { at: number; body: Record<string, unknown> }[] = [];
     const http = createServer((req, res) => {
       let body = '';
       req.on('data', (d: Buffer) => (body += d.toString()));
       req.on('end', () => {
-        posts.push(JSON.parse(body) as Record<string, unknown>);
+        posts.push({ at: Date.now(), body: JSON.parse(body) as Record<string, unknown> });
         res.writeHead(200).end('ok');
       });
     });
     http.listen(0, '127.0.0.1');
     await once(http, 'listening');
+    // Long enough for the test to act (remove a flag, reload, stop) well within it on a loaded machine.
+    const AFTER_MS = 10_000;
     try {
       const repo = path.join(dir.path, 'repo');
       assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
-      buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 10 });
+      for (const db of ['a', 'b', 'c', 'd', 'e']) buildRichDatabase(path.join(dir.path, `${db}.db`), { rows: 5 });
+      const flaky = path.join(dir.path, 'flaky-fails');
+      const late = path.join(dir.path, 'late-fails');
+      writeFileSync(flaky, '');
       const config = path.join(dir.path, 'strata.config.json');
-      writeConfig(config, {
+      // Prune jobs: cheap, and the hooks decide the outcome.
+      const failing = (extra: Record<string, unknown>) => ({ job: 'prune', hooks: { before: 'exit 7' }, ...extra });
+      const base = {
         repository: './repo',
-        databases: { app: { url: './app.db' } },
-        schedules: { b: { job: 'backup', cron: '* * * * * *', hooks: { before: 'exit 7' } } },
-        notifications: { escalation: { afterFailures: 1000, after: '3s' }, channels: { pager: { type: 'webhook', url: { env: 'TEST_PAGER_URL' }, events: ['escalation'] } } },
-      });
+        notifications: { escalation: { afterFailures: 1000, after: `${AFTER_MS / 1000}s` }, channels: { pager: { type: 'webhook', url: { env: 'TEST_PAGER_URL' }, events: ['escalation', 'recovery'] } } },
+      };
+      const db = (name: string, schedules: Record<string, unknown> = {}) => ({ url: `./${name}.db`, schedules });
+      const flakyJob = { job: 'prune', cron: '*/2 * * * * *', hooks: { before: `test ! -e '${flaky}'` } };
+      /** A cron (UTC) of one moment a few seconds from now: the job runs once, then not for a day. */
+      const onceAt = (at: Date) => ({ cron: `${at.getUTCSeconds()} ${at.getUTCMinutes()} ${at.getUTCHours()} * * *`, timezone: 'UTC' });
+      let due = new Date(Math.ceil(Date.now() / 1000) * 1000 + 8000);
+      const first = () => ({ ...base, databases: { a: db('a', { once: failing(onceAt(due)) }), b: db('b', { flaky: flakyJob }), c: db('c', { gone: failing(onceAt(due)) }) } });
+      writeConfig(config, first());
       const daemon = startDaemon(config, [], { TEST_PAGER_URL: `http://127.0.0.1:${(http.address() as AddressInfo).port}/pager` });
       try {
-        await daemon.waitFor(/escalation notification sent to pager/);
-        // A few more failures: no second escalation for the same run of failures.
+        // The one-moment jobs must be scheduled before their moment: on a slow start, move it and reload.
+        for (let mark = 0; ; ) {
+          const next = (await daemon.waitFor(/a\/once: prune at "[^"]*" \(UTC\); next (\S+)/, 120_000, mark))[1]!;
+          if (next === due.toISOString()) break;
+          due = new Date(Math.ceil(Date.now() / 1000) * 1000 + 8000);
+          writeConfig(config, first());
+          mark = daemon.log().length;
+          daemon.child.kill('SIGHUP');
+        }
+        // b/flaky fails, then recovers: its timer is cancelled.
+        await daemon.waitFor(/b\/flaky: failed/);
+        rmSync(flaky);
+        await daemon.waitFor(/b\/flaky: succeeded/);
+        // c/gone fails once, then a reload drops it (and adds d/witness, failing from now on, and e/late).
+        await daemon.waitFor(/c\/gone: failed/);
+        writeConfig(config, {
+          ...base,
+          databases: {
+            a: db('a', { once: failing(onceAt(due)) }),
+            b: db('b', { flaky: flakyJob }),
+            c: db('c'),
+            d: db('d', { witness: failing({ cron: '* * * * * *' }) }),
+            e: db('e', { late: { job: 'prune', cron: '* * * * * *', hooks: { before: `test ! -e '${late}'` } } }),
+          },
+        });
         const mark = daemon.log().length;
-        await daemon.waitFor(/(?:app\/b: failed[\s\S]*){2}/, 60_000, mark);
+        daemon.child.kill('SIGHUP');
+        await daemon.waitFor(/SIGHUP: reloaded/, 60_000, mark);
+        // a/once failed once and does not run again: its escalation comes from the timer.
+        await daemon.waitFor(/a\/once: escalation notification sent to pager/);
+        // d/witness started failing after every other streak began: once it escalates, the
+        // durations of b/flaky's and c/gone's failures have passed too.
+        await daemon.waitFor(/d\/witness: escalation notification sent to pager/);
+        // e/late starts failing, and the daemon stops before its failures last long enough.
+        writeFileSync(late, '');
+        await daemon.waitFor(/e\/late: failed/);
         daemon.child.kill('SIGTERM');
-        assert.equal((await daemon.exit).status, 0);
+        const exit = await daemon.exit;
+        assert.equal(exit.status, 0, exit.stderr);
       } finally {
         if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
       }
-      assert.equal(posts.length, 1);
-      assert.equal(posts[0]!['event'], 'escalation');
-      const failures = posts[0]!['failures'] as number;
-      assert.ok(failures >= 2 && failures < 1000, `escalated after ${failures} failures`);
-      // `since` is the start of the first failed run; the escalated run ended at least 3 s after it.
-      const ops = (await jobOperations(repo)).filter((o) => detail(o, 'skipped') !== true);
-      assert.equal(posts[0]!['since'], detail(ops[0]!, 'startedAt'));
-      const escalated = ops.filter((o) => detail(o, 'escalated') === true);
-      assert.equal(escalated.length, 1);
-      assert.ok(Date.parse(escalated[0]!.last.at) - Date.parse(posts[0]!['since'] as string) >= 3000);
+      const escalations = posts.filter((p) => p.body['event'] === 'escalation');
+      assert.deepEqual(escalations.map((p) => `${p.body['database']}/${p.body['job']}`).sort(), ['a/once', 'd/witness']);
+      assert.deepEqual(posts.filter((p) => p.body['event'] === 'recovery').map((p) => p.body['job']), ['flaky']);
+
+      const all = await (async () => {
+        const r = await openRepository(repo);
+        try {
+          return await r.journal.operations();
+        } finally {
+          await r.close();
+        }
+      })();
+      const runsOf = (job: string) => all.filter((o) => o.kind === 'job' && detail(o, 'job') === job && detail(o, 'skipped') !== true);
+      // a/once ran once, failed, and escalated AFTER_MS after that run began, with no other run.
+      const [onceRun, ...more] = runsOf('once');
+      assert.deepEqual(more, []);
+      assert.equal(onceRun!.status, 'FAILED');
+      const escalation = escalations.find((p) => p.body['job'] === 'once')!;
+      assert.equal(escalation.body['failures'], 1);
+      assert.equal(escalation.body['since'], detail(onceRun!, 'startedAt'));
+      assert.match(String(escalation.body['error']), /the before hook exited with 7/);
+      assert.ok(escalation.at - Date.parse(detail<string>(onceRun!, 'startedAt')) >= AFTER_MS, 'escalated before its failures lasted escalation.after');
+      // The journal has it, so a restart knows it went out.
+      // (d/witness escalated by its timer or by a run, whichever came first.)
+      const notices = all.filter((o) => o.kind === 'notification' && o.last.database !== 'd');
+      assert.deepEqual(notices.map((o) => `${o.last.database}/${String(detail(o, 'job'))}:${o.status}`), ['a/once:COMPLETED']);
+      assert.deepEqual(detail(notices[0]!, 'notifications'), [{ channel: 'pager', event: 'escalation', ok: true }]);
+      assert.equal(detail(notices[0]!, 'escalated'), true);
+      assert.ok(runsOf('late').some((o) => o.status === 'FAILED'));
     } finally {
       http.close();
+    }
+  });
+
+  it('refuses to start when a notification secret is missing or unreadable, naming the setting (exit 2); a reload naming one keeps the running configuration', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const withChannels = (channels: Record<string, unknown>) => ({ repository: './repo', databases: { app: { url: './app.db' } }, schedules: { p: { job: 'prune', cron: '0 3 * * *' } }, notifications: { channels } });
+    const webhook = (url: Record<string, string>) => ({ ops: { type: 'webhook', url, events: ['failure'] } });
+    const cases: [Record<string, unknown>, Record<string, string | undefined>, RegExp][] = [
+      [webhook({ env: 'TEST_MISSING_WEBHOOK_URL' }), { TEST_MISSING_WEBHOOK_URL: undefined }, /notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL is not set; set it in strata's environment/],
+      [webhook({ env: 'TEST_MISSING_WEBHOOK_URL' }), { TEST_MISSING_WEBHOOK_URL: '  ' }, /notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL is empty/],
+      [webhook({ env: 'TEST_MISSING_WEBHOOK_URL' }), { TEST_MISSING_WEBHOOK_URL: 'hooks.example.invalid/secret-part' }, /notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL does not hold an http:\/\/ or https:\/\/ URL/],
+      [webhook({ file: './no-such-file' }), {}, /notifications\.channels\.ops\.url: cannot read \S+no-such-file \(ENOENT\); create it with the secret in it/],
+      [
+        { mail: { type: 'email', host: '127.0.0.1', user: 'strata', password: { env: 'TEST_MISSING_SMTP_PASSWORD' }, from: 'a@b.c', to: ['d@e.f'], events: ['failure'] } },
+        { TEST_MISSING_SMTP_PASSWORD: undefined },
+        /notifications\.channels\.mail\.password: the environment variable TEST_MISSING_SMTP_PASSWORD is not set/,
+      ],
+    ];
+    for (const [channels, env, message] of cases) {
+      writeConfig(config, withChannels(channels));
+      const daemon = startDaemon(config, [], env as Record<string, string>);
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 2, exit.stderr);
+      assert.match(exit.stderr, message);
+      assert.doesNotMatch(exit.stderr, /secret-part/);
+    }
+    // Nothing ran, nothing was journaled: the start stopped before the repository was opened.
+    assert.deepEqual(await jobOperations(repo), []);
+
+    writeConfig(config, withChannels(webhook({ env: 'TEST_PRESENT_WEBHOOK_URL' })));
+    const daemon = startDaemon(config, [], { TEST_PRESENT_WEBHOOK_URL: 'http://127.0.0.1:9/present' });
+    try {
+      await daemon.waitFor(/app\/p: prune at/);
+      writeConfig(config, withChannels(webhook({ env: 'TEST_MISSING_WEBHOOK_URL' })));
+      daemon.child.kill('SIGHUP');
+      await daemon.waitFor(/SIGHUP: kept the running configuration: notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL is not set/);
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.doesNotMatch(exit.stderr, /SIGHUP: reloaded/);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+
+  it('runs hooks without the notification secrets or the passphrase in their environment', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const envFile = path.join(dir.path, 'hook-env');
+    const config = path.join(dir.path, 'strata.config.json');
+    writeFileSync(path.join(dir.path, 'pager-url'), 'http://127.0.0.1:9/from-a-file\n');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db' } },
+      schedules: { b: { job: 'backup', cron: '* * * * * *', hooks: { before: `env > '${envFile}.tmp' && mv '${envFile}.tmp' '${envFile}'` } } },
+      notifications: {
+        channels: {
+          ops: { type: 'webhook', url: { env: 'TEST_HOOK_WEBHOOK_URL' }, events: ['failure'] },
+          pager: { type: 'webhook', url: { file: './pager-url' }, events: ['escalation'] },
+          mail: { type: 'email', host: '127.0.0.1', user: 'strata', password: { env: 'TEST_HOOK_SMTP_PASSWORD' }, from: 'a@b.c', to: ['d@e.f'], events: ['failure'] },
+        },
+      },
+    });
+    const secrets = { TEST_HOOK_WEBHOOK_URL: 'http://127.0.0.1:9/webhook-token-a1b2c3', TEST_HOOK_SMTP_PASSWORD: 'smtp-password-d4e5f6', STRATA_MIRROR_PASSPHRASE: 'mirror-passphrase-g7h8' };
+    const daemon = startDaemon(config, [], { ...secrets, TEST_HOOK_UNRELATED: 'passed-on' });
+    try {
+      await daemon.waitFor(/app\/b: succeeded/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const seen = readFileSync(envFile, 'utf8');
+    // What the hook is for is there (the job's facts, the rest of the environment) ...
+    assert.match(seen, /^STRATA_DATABASE=app$/m);
+    assert.match(seen, /^STRATA_HOOK=before$/m);
+    assert.match(seen, /^TEST_HOOK_UNRELATED=passed-on$/m);
+    // ... the daemon's secrets are not: neither the variables nor their values.
+    for (const [name, value] of Object.entries({ ...secrets, STRATA_PASSPHRASE: TEST_PASSPHRASE })) {
+      assert.ok(!seen.includes(name), `the hook saw ${name}`);
+      assert.ok(!seen.includes(value), `the hook saw the value of ${name}`);
     }
   });
 });

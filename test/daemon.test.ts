@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import * as path from 'node:path';
 import { openRepository } from '@strata/sdk';
 import type { JournalOperation } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { detail, jobOperations, startDaemon, writeConfig } from './helpers/daemon.js';
-import { json, strata, useTempDir } from './helpers/env.js';
+import { journalFiles, json, strata, useTempDir } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
 
 /**
@@ -79,6 +79,15 @@ describe('strata schedule and the schedules of strata.config.json', function () 
         { notifications: { channels: { m: { type: 'email', host: 'smtp.example.invalid', from: 'a@b.c', to: ['d@e.f'], password: 'hunter2', events: ['failure'] } } } },
         /notifications\.channels\.m\.password: the SMTP password is a secret/,
       ],
+      // Continuous replication reads SQLite's WAL: on a server database it is refused at load, at its key.
+      [
+        { databases: { app: { url: './a.db', schedules: { live: { job: 'replicate' } } }, shop: { url: 'postgres://strata@127.0.0.1:5432/shop', schedules: { live: { job: 'replicate' } } } } },
+        /databases\.shop\.schedules\.live: continuous replication \(job "replicate"\) is for SQLite databases only for now; shop is a PostgreSQL database\. Schedule an incremental backup job for it instead/,
+      ],
+      [
+        { schedules: { live: { job: 'replicate' } }, databases: { app: { url: './a.db' }, orders: { url: 'mysql://strata@127.0.0.1:3306/orders' } } },
+        /schedules\.live \(for databases\.orders\): continuous replication \(job "replicate"\) is for SQLite databases only for now; orders is a MySQL\/MariaDB database\. .*drop the job for it with "schedules": \{ "live": false \} in databases\.orders/,
+      ],
     ];
     for (const [content, message] of cases) {
       writeConfig(config, content);
@@ -86,6 +95,11 @@ describe('strata schedule and the schedules of strata.config.json', function () 
       assert.equal(out.status, 2, out.stderr);
       assert.match(out.stderr, message);
     }
+    // Dropped for the server database, the top-level replicate job is fine.
+    writeConfig(config, { schedules: { live: { job: 'replicate' } }, databases: { app: { url: './a.db' }, shop: { url: 'postgres://strata@127.0.0.1:5432/shop', schedules: { live: false } } } });
+    const out = strata(['schedule', '--config', config, '--json']);
+    assert.equal(out.status, 0, out.stderr);
+    assert.deepEqual(json<{ jobs: { database: string; job: string }[] }>(out).jobs.map((j) => `${j.database}/${j.job}`), ['app/live']);
   });
 });
 
@@ -431,5 +445,109 @@ describe('strata daemon', function () {
     }
     ops = ran(await jobOperations(repo));
     assert.ok(ops.some((o) => detail(o, 'job') === 'p' && detail(o, 'trigger') === 'missed' && o.status === 'COMPLETED'));
+  });
+
+  it('logs what the journal keeps of an error: a password in a URL never reaches the log (text or JSON) or the journal', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    buildRichDatabase(path.join(dir.path, 'other.db'), { rows: 5 });
+    const password = `pw${Math.random().toString(36).slice(2)}`;
+    const config = path.join(dir.path, 'strata.config.json');
+    // A mirror given as a database URL with its password (a mistake): the backups' copies to it
+    // fail and so does the copy job, each saying where. And a "database" that is not one: SQLite's
+    // own words about it are what the journal withholds.
+    const junk = Buffer.alloc(8192, 0x41);
+    junk.write('SQLite format 3\0', 0, 'latin1');
+    writeFileSync(path.join(dir.path, 'junk.db'), junk);
+    writeConfig(config, {
+      repository: './repo',
+      mirror: `postgres://app:${password}@127.0.0.1:5432/app`,
+      databases: {
+        app: { url: './app.db', schedules: { b: { job: 'backup', cron: '*/2 * * * * *' } } },
+        other: { url: './other.db', schedules: { c: { job: 'copy', cron: '*/2 * * * * *' } } },
+        junk: { url: './junk.db', schedules: { j: { job: 'backup', cron: '*/2 * * * * *' } } },
+      },
+      daemon: { concurrency: 3 },
+    });
+    const logs: string[] = [];
+    for (const format of ['json', 'text']) {
+      const daemon = startDaemon(config, ['--log-format', format]);
+      try {
+        await daemon.waitFor(/app\/b: succeeded|"database":"app","job":"b"[^\n]*succeeded|succeeded[^\n]*"database":"app","job":"b"/);
+        await daemon.waitFor(/other\/c: failed|failed: [^\n]*"database":"other","job":"c"/);
+        await daemon.waitFor(/junk\/j: failed|failed: [^\n]*"database":"junk","job":"j"/);
+        daemon.child.kill('SIGTERM');
+        assert.equal((await daemon.exit).status, 0);
+      } finally {
+        if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+      }
+      logs.push(daemon.log());
+    }
+    const [jsonLog, textLog] = logs as [string, string];
+    const journal = journalFiles(repo).map((f) => readFileSync(f, 'utf8')).join('\n');
+    for (const [what, text] of [['the JSON log', jsonLog], ['the text log', textLog], ['the journal', journal]] as const) {
+      assert.ok(!text.includes(password), `the password reached ${what}`);
+      assert.match(text, /postgres:\/\/app:\*\*\*@127\.0\.0\.1:5432\/app/, what);
+    }
+    // A failed job's log line says what its journal entry says, no more.
+    const lines = jsonLog.trim().split('\n').map((l) => JSON.parse(l) as { level: string; message: string; job?: string; code?: string });
+    for (const job of ['c', 'j']) {
+      const failed = ran(await jobOperations(repo)).filter((o) => detail(o, 'job') === job && o.status === 'FAILED');
+      const logged = lines.filter((l) => l.job === job && l.level === 'error');
+      assert.ok(failed.length >= 2 && logged.length >= 1, job);
+      for (const line of logged) assert.ok(failed.some((o) => line.message === `failed: ${o.last.error!.message}` && line.code === o.last.error!.code), line.message);
+    }
+    const junkRun = ran(await jobOperations(repo)).find((o) => detail(o, 'job') === 'j')!;
+    assert.equal(junkRun.last.error?.code, 'DATABASE_INVALID');
+    assert.match(junkRun.last.error!.message, /not a valid SQLite database \(‹message withheld: SQLITE_NOTADB›\)/);
+    assert.doesNotMatch(jsonLog + textLog, /file is not a database/);
+  });
+
+  it('serves the metrics file\'s text at GET /metrics with --metrics-listen, on a loopback address unless told otherwise', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 10 });
+    for (const type of ['full', 'incremental']) assert.equal(strata(['backup', path.join(dir.path, 'app.db'), '--repo', repo, '--name', 'app', '--type', type]).status, 0);
+    const config = path.join(dir.path, 'strata.config.json');
+    const metricsFile = path.join(dir.path, 'strata.prom');
+    writeConfig(config, { repository: './repo', daemon: { metricsFile: './strata.prom' }, databases: { app: { url: './app.db', schedules: { nightly: { job: 'backup', cron: '0 3 * * *' } } } } });
+
+    // Not a loopback address: refused, unless asked for.
+    const remote = strata(['daemon', '--config', config, '--metrics-listen', '0.0.0.0:0']);
+    assert.equal(remote.status, 2, remote.stderr);
+    assert.match(remote.stderr, /--metrics-listen 0\.0\.0\.0:0 is not a loopback address; the metrics are served without authentication, so give 127\.0\.0\.1:0 .* or add --metrics-allow-remote/);
+    const bad = strata(['daemon', '--config', config, '--metrics-listen', 'localhost']);
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /--metrics-listen expects HOST:PORT such as 127\.0\.0\.1:9187/);
+
+    const daemon = startDaemon(config, ['--metrics-listen', '127.0.0.1:0']);
+    try {
+      const url = (await daemon.waitFor(/serving the metrics at (http:\/\/127\.0\.0\.1:\d+\/metrics)/))[1]!;
+      // A second daemon cannot take the same port: it says so, before opening the repository.
+      const taken = strata(['daemon', '--config', config, '--metrics-listen', new URL(url).host]);
+      assert.equal(taken.status, 2, taken.stderr);
+      assert.match(taken.stderr, /cannot serve the metrics on 127\.0\.0\.1:\d+ \(EADDRINUSE\): another process listens there; pick another port/);
+
+      await daemon.waitFor(/app\/nightly: backup full at/);
+      while (!existsSync(metricsFile)) await new Promise((resolve) => setTimeout(resolve, 50));
+      const response = await fetch(url);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+      const served = metricValues(await response.text());
+      const written = metricValues(readFileSync(metricsFile, 'utf8'));
+      // The same metrics (the minute's rewrite may fall between the two reads: ages aside).
+      assert.deepEqual([...served.keys()].sort(), [...written.keys()].sort());
+      for (const [key, value] of written) if (!/_age_seconds|strata_metrics_timestamp_seconds/.test(key)) assert.equal(served.get(key), value, key);
+      assert.equal(served.get('strata_backups/app'), 2);
+      assert.equal((await fetch(url.replace(/\/metrics$/, '/'))).status, 404);
+      assert.equal((await fetch(url, { method: 'POST', body: '' })).status, 405);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+      // Stopped: nothing listens any more.
+      await assert.rejects(fetch(url));
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
   });
 });

@@ -356,7 +356,11 @@ cron expression is read in. See strata daemon --help.`,
   {
     path: ['daemon'],
     summary: 'run the jobs of strata.config.json ("schedules") in the foreground: backups, verifications, prune, health, copies, replication',
-    options: [{ flags: '--log-format <format>', description: 'text (default): one line per event on stderr; json: one JSON object per line' }],
+    options: [
+      { flags: '--log-format <format>', description: 'text (default): one line per event on stderr; json: one JSON object per line' },
+      { flags: '--metrics-listen <host:port>', description: 'also serve the metrics (those of daemon.metricsFile) at http://HOST:PORT/metrics; a loopback address such as 127.0.0.1:9187' },
+      { flags: '--metrics-allow-remote', description: 'let --metrics-listen take an address other machines reach (the metrics are served without authentication)' },
+    ],
     details: `Runs until SIGTERM or SIGINT; made for systemd or a supervisor (docs/strata-daemon.service).
 The repository is opened once at start, so its passphrase must come from --passphrase-file,
 --passphrase-command or the STRATA_PASSPHRASE* variables (or a terminal, at start).
@@ -373,9 +377,13 @@ The repository is opened once at start, so its passphrase must come from --passp
   reported and the running one kept).
   Runs missed while the daemon was down: skipped (daemon.missedRuns "skip", the default), or,
   with "run-once", each job whose last run in the journal is older than its last due time runs
-  once at start.`,
-    examples: ['daemon', 'daemon --log-format json --passphrase-file /etc/strata/passphrase'],
-    run: (ctx, { opts, signal }) => daemonCommand(ctx, given({ logFormat: str(opts, 'logFormat') }), signal),
+  once at start.
+  Secrets of the notification channels are read at start (and at SIGHUP): one missing is a usage
+  error (exit 2) naming the setting. Hooks get neither those variables nor STRATA_*PASSPHRASE*.
+  Metrics: daemon.metricsFile for node_exporter's textfile collector; --metrics-listen serves the
+  same text over HTTP (GET /metrics), on a loopback address unless --metrics-allow-remote.`,
+    examples: ['daemon', 'daemon --log-format json --passphrase-file /etc/strata/passphrase', 'daemon --metrics-listen 127.0.0.1:9187'],
+    run: (ctx, { opts, signal }) => daemonCommand(ctx, { ...given({ logFormat: str(opts, 'logFormat'), metricsListen: str(opts, 'metricsListen') }), metricsAllowRemote: opts['metricsAllowRemote'] === true }, signal),
   },
   {
     path: ['restore'],
@@ -553,8 +561,8 @@ whose segments are shipped later than --max-lag after their transactions.`,
   strata_backup_failures_total, strata_job_failures_total (from the journal)
   strata_replication_lag_seconds, strata_mirror_reachable, strata_mirror_lag_seconds
   strata_metrics_timestamp_seconds
-No network listener: strata daemon keeps the file of daemon.metricsFile up to date, or run this
-from cron with --textfile. Alert on the *_timestamp_seconds gauges (time() - ...), which do not go
+No network listener here: strata daemon keeps the file of daemon.metricsFile up to date (and
+serves it with --metrics-listen), or run this from cron with --textfile. Alert on the *_timestamp_seconds gauges (time() - ...), which do not go
 stale between two writes.`,
     examples: ['metrics', 'metrics --textfile /var/lib/node_exporter/textfile/strata.prom'],
     run: (ctx, { opts }) => metricsCommand(ctx, given({ textfile: str(opts, 'textfile') })),

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, isLocationUrl, loadConfig, openRepository, repositoryLocation } from '@strata/sdk';
+import { StrataError, isLocationUrl, loadConfig, openRepository, redactUrlPasswords, repositoryLocation } from '@strata/sdk';
 import type { LoadedConfig, MirrorConfig, MirrorOptions, Passphrase, Repository, StorageSettings } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
 import type { PassphraseSources } from './terminal.js';
@@ -59,7 +59,8 @@ export class CommandContext {
     };
     const mirror = this.mirrorConfig(location);
     this.#repository = await this.openAt(location, passphrase, 'the repository', mirror && {
-      location: mirror.repository,
+      // For messages and the journal: a location written with a password in it does not carry it there.
+      location: redactUrlPasswords(mirror.repository),
       // The mirror's own passphrase source, else the repository's passphrase (asked once).
       open: () =>
         this.openAt(

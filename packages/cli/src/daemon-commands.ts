@@ -3,6 +3,7 @@ import { Daemon, cronOf, describeJob, plannedJobs } from './daemon.js';
 import type { CommandContext } from './context.js';
 import { printTable } from './table.js';
 import { metricsText, writeTextfile } from './metrics.js';
+import { parseListenAddress } from './metrics-listener.js';
 
 /** `strata schedule`: every job of strata.config.json with its next runs. */
 export function scheduleCommand(ctx: CommandContext, options: { count: number }): number {
@@ -28,11 +29,13 @@ export function scheduleCommand(ctx: CommandContext, options: { count: number })
 }
 
 /** `strata daemon`: runs the schedules in the foreground until SIGTERM or SIGINT. */
-export async function daemonCommand(ctx: CommandContext, options: { logFormat?: string }, signal: AbortSignal): Promise<number> {
+export async function daemonCommand(ctx: CommandContext, options: { logFormat?: string; metricsListen?: string; metricsAllowRemote?: boolean }, signal: AbortSignal): Promise<number> {
   const logFormat = options.logFormat ?? 'text';
   if (logFormat !== 'text' && logFormat !== 'json') throw new StrataError('USAGE', `daemon: --log-format must be text or json (got ${JSON.stringify(logFormat)})`);
+  if (options.metricsAllowRemote && options.metricsListen === undefined) throw new StrataError('USAGE', 'daemon: --metrics-allow-remote goes with --metrics-listen HOST:PORT');
+  const metricsListen = options.metricsListen !== undefined ? parseListenAddress(options.metricsListen, options.metricsAllowRemote === true) : undefined;
   if (!ctx.loaded.file) throw new StrataError('USAGE', 'daemon: no strata.config.json found; the daemon runs the "schedules" of a config file (pass --config FILE)');
-  await new Daemon(ctx, { logFormat, global: ctx.options }).run(signal);
+  await new Daemon(ctx, { logFormat, global: ctx.options, ...(metricsListen ? { metricsListen } : {}) }).run(signal);
   return 0;
 }
 

@@ -10,6 +10,7 @@ import {
   isStrataError,
   jobCron,
   parseDuration,
+  redactUrlPasswords,
   redactedMessage,
   retentionFor,
   schedulesFor,
@@ -18,7 +19,9 @@ import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHa
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
 import { metricsText, writeTextfile } from './metrics.js';
-import { Notifier } from './notifier.js';
+import { listenForMetrics } from './metrics-listener.js';
+import type { ListenAddress } from './metrics-listener.js';
+import { Notifier, channelSecretVariables, checkChannelSecrets } from './notifier.js';
 import type { Delivery, JobFacts } from './notifier.js';
 
 /** One job of one database, as the config has it. */
@@ -47,7 +50,11 @@ export function cronOf(job: ScheduledJobConfig, onTick?: (self: Cron) => void): 
 
 export { describeJob };
 
-/** Log lines on stderr, as text or one JSON object a line. */
+/**
+ * Log lines on stderr, as text or one JSON object a line. Errors go in as `redactedMessage(err)`, the
+ * form the journal keeps: journald and log collectors are files too, so what the journal withholds
+ * (passwords in URLs, schema names, driver messages that quote the database) stays out of them.
+ */
 export class DaemonLog {
   readonly #json: boolean;
   constructor(format: 'text' | 'json') {
@@ -81,10 +88,12 @@ const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
  * Runs one hook with sh -c in a process group of its own (so a timeout or a stop ends what it
  * started too), the job's facts as STRATA_* variables and as JSON on stdin.
  */
-export function runHook(hook: HookOutcome['hook'], command: string, facts: Record<string, unknown>, hooks: HooksConfig, signal: AbortSignal): Promise<HookOutcome> {
+export function runHook(hook: HookOutcome['hook'], command: string, facts: Record<string, unknown>, hooks: HooksConfig, signal: AbortSignal, hidden: readonly string[] = []): Promise<HookOutcome> {
   const timeoutMs = hooks.timeout !== undefined ? durationMs(parseDuration(hooks.timeout, 'hooks.timeout')) : DEFAULT_HOOK_TIMEOUT_MS;
-  // The daemon's own secrets (the repository's passphrase and its sources) are not the hook's business.
-  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^STRATA_.*PASSPHRASE/.test(key)));
+  // The daemon's own secrets are not the hook's business: the passphrases and their sources
+  // (STRATA_PASSPHRASE, STRATA_PASSPHRASE_FILE, STRATA_MIRROR_PASSPHRASE_COMMAND, ...) and the
+  // variables `hidden` names (those the notification channels take their secrets from).
+  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^STRATA_.*PASSPHRASE/.test(key) && !hidden.includes(key)));
   env['STRATA_HOOK'] = hook;
   for (const [key, value] of Object.entries(facts)) {
     if (value === undefined || value === null) continue;
@@ -147,6 +156,8 @@ interface DatabaseState {
 
 export interface DaemonOptions {
   readonly logFormat: 'text' | 'json';
+  /** Serve the metrics over HTTP here too (`--metrics-listen`). */
+  readonly metricsListen?: ListenAddress;
   /** The options the daemon was started with (reload reads the config again with them). */
   readonly global: GlobalOptions;
 }
@@ -160,6 +171,8 @@ export class Daemon {
   readonly #options: DaemonOptions;
   #ctx: CommandContext;
   #repo!: Repository;
+  /** Set once the repository is open (jobs may run from then on). */
+  #opened = false;
   #crons: Cron[] = [];
   #databases = new Map<string, DatabaseState>();
   #slotsFree: number;
@@ -171,8 +184,12 @@ export class Daemon {
   #stopping = false;
   #metricsTimer: NodeJS.Timeout | undefined;
   #notifier: Notifier | undefined;
-  /** The metrics file being written, so that writes never run two at once. */
+  /** The metrics being computed (and written), so that two updates never run at once. */
   #metricsWrite: Promise<void> = Promise.resolve();
+  /** Escalations of overdue failures being sent (a stop waits for them). */
+  readonly #overdue = new Set<Promise<void>>();
+  /** The latest metrics, for --metrics-listen. */
+  #metrics: string | undefined;
 
   constructor(ctx: CommandContext, options: DaemonOptions) {
     this.#ctx = ctx;
@@ -187,15 +204,20 @@ export class Daemon {
 
   /** Runs until `stop` aborts; resolves once every job is finished or aborted. */
   async run(stop: AbortSignal): Promise<void> {
-    this.#repo = await this.#ctx.repository();
-    // The passphrase is read now, while someone may be watching, not at the first job.
-    await this.#repo.unlock();
-    await this.#makeNotifier();
+    // The notifications' secrets are read now, so a missing one stops the start (exit 2), not the first report.
+    if (this.#ctx.loaded.config.notifications) checkChannelSecrets(this.#ctx.loaded.config.notifications);
+    const listener = this.#options.metricsListen ? await listenForMetrics(this.#options.metricsListen, () => this.#metrics) : undefined;
     const onHangup = (): void => {
       void this.#reload();
     };
-    process.on('SIGHUP', onHangup);
     try {
+      this.#repo = await this.#ctx.repository();
+      // The passphrase is read now, while someone may be watching, not at the first job.
+      await this.#repo.unlock();
+      this.#opened = true;
+      await this.#makeNotifier();
+      process.on('SIGHUP', onHangup);
+      if (listener) this.#log.write('info', `serving the metrics at ${listener.url}`);
       this.#log.write('info', `started (pid ${process.pid}) with ${this.#ctx.loaded.file ?? 'no config file'}; repository ${this.#ctx.repositoryPath()}`);
       await this.#start(true);
       this.#updateMetrics();
@@ -205,9 +227,12 @@ export class Daemon {
     } finally {
       process.off('SIGHUP', onHangup);
       clearInterval(this.#metricsTimer);
-      await this.#shutdown();
-      this.#updateMetrics();
-      await this.#metricsWrite;
+      if (this.#opened) {
+        await this.#shutdown();
+        this.#updateMetrics();
+        await this.#metricsWrite;
+      }
+      await listener?.close();
     }
   }
 
@@ -259,8 +284,9 @@ export class Daemon {
     try {
       next = new CommandContext(this.#options.global);
       if (next.repositoryPath() !== this.#ctx.repositoryPath()) throw new StrataError('USAGE', 'the repository changed; restart the daemon to use another repository');
+      if (next.loaded.config.notifications) checkChannelSecrets(next.loaded.config.notifications);
     } catch (err) {
-      this.#log.write('error', `SIGHUP: kept the running configuration: ${(err as Error).message}`);
+      this.#log.write('error', `SIGHUP: kept the running configuration: ${redactedMessage(err)}`);
       return;
     }
     for (const cron of this.#crons) cron.stop();
@@ -293,10 +319,47 @@ export class Daemon {
     await this.#start(false);
   }
 
-  /** The notifier of the current config, its failure counts seeded from the journal. */
+  /**
+   * The notifier of the current config, watching its scheduled jobs for overdue failures. At start
+   * its failure counts are seeded from the journal; a reload keeps the running one's counts (the
+   * journal may not show yet a run that ended a moment ago) and restarts its timers.
+   */
   async #makeNotifier(): Promise<void> {
     const config = this.#ctx.loaded.config.notifications;
-    this.#notifier = config ? new Notifier(config, await this.#repo.journal.operations()) : undefined;
+    if (!config) {
+      this.#notifier?.dispose();
+      this.#notifier = undefined;
+      return;
+    }
+    let notifier = this.#notifier;
+    if (notifier) notifier.reconfigure(config);
+    else {
+      const created: Notifier = new Notifier(config, await this.#repo.journal.operations(), (facts, streak) => {
+        const sending = this.#escalateOverdue(created, facts, streak).finally(() => this.#overdue.delete(sending));
+        this.#overdue.add(sending);
+      });
+      notifier = created;
+    }
+    notifier.watch(plannedJobs(this.#ctx.loaded.config).flatMap((j) => (j.config.job === 'replicate' ? [] : [`${j.database}/${j.name}`])));
+    this.#notifier = notifier;
+  }
+
+  /**
+   * A job's failures have lasted `notifications.escalation.after` and it has not run since: the
+   * escalation goes out now, journaled as a `notification` entry (so a restart knows it went out).
+   */
+  async #escalateOverdue(notifier: Notifier, facts: JobFacts, streak: { failures: number; since: string }): Promise<void> {
+    const where = { database: facts.database, job: facts.job };
+    this.#log.write('warn', `failing since ${streak.since} (${streak.failures} failed run${streak.failures === 1 ? '' : 's'}), longer than notifications.escalation.after: escalating`, where);
+    try {
+      const details = { job: facts.job, jobKind: facts.jobKind, event: 'escalation', escalated: true, failures: streak.failures, since: streak.since };
+      const handle = await this.#repo.journal.begin('notification', { database: facts.database, details });
+      const deliveries = await notifier.send(facts, ['escalation']);
+      for (const d of deliveries) this.#log.write(d.ok ? 'info' : 'error', `${d.event} notification ${d.ok ? `sent to ${d.channel}` : `to ${d.channel} failed: ${d.error}`}`, where);
+      await handle.complete({ details: { ...details, notifications: deliveries } });
+    } catch (err) {
+      this.#log.write('error', `could not escalate: ${redactedMessage(err)}`, where);
+    }
   }
 
   /** Tells the channels about a run; what was sent (or not) goes to the log and the journal. */
@@ -311,15 +374,27 @@ export class Daemon {
     return { ...(deliveries.length > 0 ? { notifications: deliveries } : {}), ...(events.includes('escalation') ? { escalated: true as const } : {}) };
   }
 
-  /** Rewrites daemon.metricsFile (when set), after the write in progress. */
+  /**
+   * Computes the metrics again, after the update in progress: for daemon.metricsFile (when set)
+   * and --metrics-listen, which serves the same text the file holds.
+   */
   #updateMetrics(): void {
     const file = this.#settings().metricsFile;
-    if (file === undefined) return;
+    if (file === undefined && !this.#options.metricsListen) return;
     this.#metricsWrite = this.#metricsWrite.then(async () => {
+      let text: string;
       try {
-        writeTextfile(file, await metricsText(this.#repo));
+        text = await metricsText(this.#repo);
       } catch (err) {
-        this.#log.write('error', `could not write the metrics file ${file}: ${(err as Error).message}`);
+        this.#log.write('error', `could not compute the metrics: ${redactedMessage(err)}`);
+        return;
+      }
+      this.#metrics = text;
+      if (file === undefined) return;
+      try {
+        writeTextfile(file, text);
+      } catch (err) {
+        this.#log.write('error', `could not write the metrics file ${file}: ${redactedMessage(err)}`);
       }
     });
   }
@@ -352,7 +427,7 @@ export class Daemon {
     const controller = new AbortController();
     const entry = { controller, done: Promise.resolve() };
     entry.done = this.#runWhenSlot(job, scheduledAt, trigger, controller.signal)
-      .catch((err: unknown) => this.#log.write('error', `could not run: ${(err as Error).message}`, { database: job.database, job: job.name }))
+      .catch((err: unknown) => this.#log.write('error', `could not run: ${redactedMessage(err)}`, { database: job.database, job: job.name }))
       .finally(() => {
         this.#updateMetrics();
         this.#running.delete(entry);
@@ -370,7 +445,7 @@ export class Daemon {
       const handle = await this.#repo.journal.begin('job', { database: job.database, details });
       await handle.complete({ details });
     } catch (err) {
-      this.#log.write('error', `could not write to the journal: ${(err as Error).message}`, { database: job.database, job: job.name });
+      this.#log.write('error', `could not write to the journal: ${redactedMessage(err)}`, { database: job.database, job: job.name });
     }
   }
 
@@ -417,7 +492,8 @@ export class Daemon {
       const command = hooksConfig[which];
       if (command === undefined) return undefined;
       // The after and onFailure hooks run even when a stop aborted the job (they may undo a before).
-      const outcome = await runHook(which, command, { ...facts, ...extra }, hooksConfig, which === 'before' ? signal : new AbortController().signal);
+      const hidden = channelSecretVariables(this.#ctx.loaded.config.notifications);
+      const outcome = await runHook(which, command, { ...facts, ...extra }, hooksConfig, which === 'before' ? signal : new AbortController().signal, hidden);
       hooks.push(outcome);
       this.#log.write(hookFailed(outcome) ? 'warn' : 'info', `${which} hook ${hookFailed(outcome) ? hookFailure(outcome) : 'succeeded'}`, { database: job.database, job: job.name });
       return outcome;
@@ -434,7 +510,7 @@ export class Daemon {
       // A job stopped with the daemon did not fail on its own: nobody is told.
       const told = interrupted ? {} : await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'failed', error: redactedMessage(err) });
       await handle.fail(err, { details: { ...facts, hooks, ...told, ...(interrupted ? { interrupted: true } : {}) } });
-      this.#log.write('error', `${interrupted ? 'interrupted' : 'failed'}: ${(err as Error).message}`, { database: job.database, job: job.name, ...(isStrataError(err) ? { code: err.code } : {}) });
+      this.#log.write('error', `${interrupted ? 'interrupted' : 'failed'}: ${redactedMessage(err)}`, { database: job.database, job: job.name, ...(isStrataError(err) ? { code: err.code } : {}) });
       return;
     }
     await hook('after', { outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
@@ -458,7 +534,8 @@ export class Daemon {
           tags: ['scheduled'],
           signal,
           onMirror: (m) => {
-            mirror = m.ok ? 'ok' : `failed: ${m.error?.message ?? 'unknown error'}`;
+            // Its message may quote more than the journal keeps; the log and the journal get what it may.
+            mirror = m.ok ? 'ok' : `failed: ${redactUrlPasswords(m.error?.message ?? 'unknown error')}`;
           },
         });
         return {
@@ -530,13 +607,13 @@ export class Daemon {
             signal: controller.signal,
             onEvent: (event) => {
               if (event.kind === 'base') this.#log.write('info', `replicate took ${event.base.id} as a new base (${event.reason})`, { database: job.database, job: job.name });
-              if (event.kind === 'retry') this.#log.write('warn', `replicate could not write a segment (${event.error.message}); trying again`, { database: job.database, job: job.name });
+              if (event.kind === 'retry') this.#log.write('warn', `replicate could not write a segment (${redactedMessage(event.error)}); trying again`, { database: job.database, job: job.name });
             },
           });
           this.#log.write('info', `replicate stopped: shipped ${summary.transactions} transactions in ${summary.segments} segments`, { database: job.database, job: job.name });
         } catch (err) {
           if (controller.signal.aborted) break;
-          this.#log.write('error', `replicate failed: ${(err as Error).message}; starting it again in ${restartMs / 1000} s`, { database: job.database, job: job.name });
+          this.#log.write('error', `replicate failed: ${redactedMessage(err)}; starting it again in ${restartMs / 1000} s`, { database: job.database, job: job.name });
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, restartMs);
             controller.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
@@ -549,6 +626,8 @@ export class Daemon {
 
   async #shutdown(): Promise<void> {
     this.#stopping = true;
+    // No escalation goes out for failures that outlast the daemon; one being sent is finished.
+    this.#notifier?.dispose();
     for (const cron of this.#crons) cron.stop();
     for (const state of this.#databases.values()) state.queue.length = 0;
     const abort = (this.#settings().onStop ?? 'abort') === 'abort';
@@ -556,7 +635,7 @@ export class Daemon {
     if (running.length > 0) this.#log.write('info', `stopping: ${abort ? 'aborting' : 'waiting for'} ${running.length} running job(s)`);
     if (abort) for (const r of running) r.controller.abort(new StrataError('ABORTED', 'the daemon was stopped (SIGTERM)'));
     for (const c of this.#continuous.values()) c.controller.abort(new StrataError('ABORTED', 'the daemon was stopped'));
-    await Promise.all([...running.map((r) => r.done), ...[...this.#continuous.values()].map((c) => c.done)]);
+    await Promise.all([...running.map((r) => r.done), ...[...this.#continuous.values()].map((c) => c.done), ...this.#overdue]);
     this.#log.write('info', 'stopped');
   }
 }

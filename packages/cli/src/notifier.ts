@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import nodemailer from 'nodemailer';
-import { durationMs, parseDuration, readSecret } from '@strata/sdk';
+import { StrataError, durationMs, parseDuration, readSecret } from '@strata/sdk';
 import type { ChannelConfig, JournalOperation, NotificationEvent, NotificationsConfig } from '@strata/sdk';
 
 /** What a notification says about one run of a job. */
@@ -26,40 +26,129 @@ export interface Delivery {
 /** A job's current run of failures. */
 interface Streak {
   failures: number;
+  /** When the first failed run of the streak started (ms). */
   since: number;
   escalated: boolean;
+  /** The facts of its latest failed run, for an escalation that its duration brings. */
+  last: JobFacts;
+  /** Fires the escalation once the failures have lasted `escalation.after`. */
+  timer?: NodeJS.Timeout;
 }
 
 const DEFAULT_ESCALATE_AFTER_FAILURES = 3;
 const SEND_TIMEOUT_MS = 30_000;
+/** setTimeout's longest delay; a longer one is waited for in steps. */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
+function afterMsOf(config: NotificationsConfig): number {
+  return config.escalation?.after !== undefined ? durationMs(parseDuration(config.escalation.after, 'notifications.escalation.after')) : Infinity;
+}
 
 /**
  * Decides which events a run is (failure, recovery, escalation, success) and sends them to the
  * channels that want them. The failures of each job are counted in memory and seeded from the
  * journal at start, so a restart neither forgets a failing job nor announces a recovery twice.
+ *
+ * With `escalation.after`, a job's failures escalate once they have lasted that long even if the
+ * job does not run again meanwhile: a timer per failing job, from {@link watch} on, calls
+ * `onOverdue`; a success, an escalation by count, and {@link dispose} cancel it.
  */
 export class Notifier {
-  readonly #config: NotificationsConfig;
+  #config: NotificationsConfig;
   readonly #streaks = new Map<string, Streak>();
+  #afterMs: number;
+  readonly #onOverdue: ((facts: JobFacts, streak: { failures: number; since: string }) => void) | undefined;
+  /** The jobs whose overdue failures escalate (those of the running configuration); none before {@link watch}. */
+  #watched = new Set<string>();
+  #disposed = false;
 
-  constructor(config: NotificationsConfig, history: readonly JournalOperation[] = []) {
+  constructor(config: NotificationsConfig, history: readonly JournalOperation[] = [], onOverdue?: (facts: JobFacts, streak: { failures: number; since: string }) => void) {
     this.#config = config;
+    this.#afterMs = afterMsOf(config);
+    this.#onOverdue = onOverdue;
     // Each job's trailing failed runs, oldest first.
     // A run a stop interrupted is no failure of the job (the running daemon does not report one
     // either), so it neither counts towards a streak nor ends one.
     const runs = history.filter(
-      (o) => o.kind === 'job' && o.last.details?.['skipped'] !== true && o.last.details?.['queued'] !== true && o.last.details?.['interrupted'] !== true && o.status !== 'RUNNING',
+      (o) =>
+        (o.kind === 'job' && o.last.details?.['skipped'] !== true && o.last.details?.['queued'] !== true && o.last.details?.['interrupted'] !== true && o.status !== 'RUNNING') ||
+        (o.kind === 'notification' && o.last.details?.['escalated'] === true),
     );
     for (const op of [...runs].sort((a, b) => a.startedAt.localeCompare(b.startedAt))) {
       const key = `${op.last.database}/${String(op.last.details?.['job'])}`;
-      if (op.status === 'COMPLETED') this.#streaks.delete(key);
+      if (op.kind === 'notification') {
+        // An escalation its duration brought (the daemon journals it apart from the runs).
+        const streak = this.#streaks.get(key);
+        if (streak) streak.escalated = true;
+      } else if (op.status === 'COMPLETED') this.#streaks.delete(key);
       else {
-        const streak = this.#streaks.get(key) ?? { failures: 0, since: Date.parse(op.startedAt), escalated: false };
+        const details = op.last.details ?? {};
+        const startedAt = typeof details['startedAt'] === 'string' ? details['startedAt'] : op.startedAt;
+        const last: JobFacts = {
+          database: op.last.database ?? '',
+          job: String(details['job']),
+          jobKind: String(details['jobKind']),
+          scheduledAt: typeof details['scheduledAt'] === 'string' ? details['scheduledAt'] : startedAt,
+          startedAt,
+          outcome: 'failed',
+          ...(op.last.error ? { error: op.last.error.message } : {}),
+        };
+        const streak = this.#streaks.get(key) ?? { failures: 0, since: Date.parse(startedAt), escalated: false, last };
         streak.failures++;
-        streak.escalated = streak.escalated || op.last.details?.['escalated'] === true;
+        streak.last = last;
+        streak.escalated = streak.escalated || details['escalated'] === true;
         this.#streaks.set(key, streak);
       }
     }
+  }
+
+  /**
+   * Starts the escalation timers of these jobs (`database/job`) and of no others: a job the
+   * configuration no longer has does not escalate. Call again after a reload.
+   */
+  watch(jobs: Iterable<string>): void {
+    this.#watched = new Set(jobs);
+    for (const [key, streak] of this.#streaks) {
+      if (this.#watched.has(key)) this.#arm(key, streak);
+      else this.#disarm(streak);
+    }
+  }
+
+  /**
+   * Takes a reloaded configuration (channels, escalation), keeping the failures counted so far:
+   * they are the daemon's own, up to the run that ended a moment ago, which the journal may not
+   * show yet. Call {@link watch} after it.
+   */
+  reconfigure(config: NotificationsConfig): void {
+    this.#config = config;
+    this.#afterMs = afterMsOf(config);
+    for (const streak of this.#streaks.values()) this.#disarm(streak);
+  }
+
+  /** Cancels every timer; nothing is sent after this. */
+  dispose(): void {
+    this.#disposed = true;
+    for (const streak of this.#streaks.values()) this.#disarm(streak);
+  }
+
+  #arm(key: string, streak: Streak): void {
+    if (this.#disposed || streak.escalated || streak.timer || !Number.isFinite(this.#afterMs) || !this.#onOverdue) return;
+    const wait = (): void => {
+      const left = streak.since + this.#afterMs - Date.now();
+      streak.timer = setTimeout(() => {
+        streak.timer = undefined;
+        if (this.#streaks.get(key) !== streak || streak.escalated || this.#disposed) return;
+        if (streak.since + this.#afterMs > Date.now()) return wait();
+        streak.escalated = true;
+        this.#onOverdue!(streak.last, { failures: streak.failures, since: new Date(streak.since).toISOString() });
+      }, Math.min(Math.max(left, 0), LONGEST_TIMER_MS));
+    };
+    wait();
+  }
+
+  #disarm(streak: Streak): void {
+    clearTimeout(streak.timer);
+    streak.timer = undefined;
   }
 
   /** The events of this run, in the order they are sent. */
@@ -67,19 +156,22 @@ export class Notifier {
     const key = `${facts.database}/${facts.job}`;
     const streak = this.#streaks.get(key);
     if (facts.outcome === 'succeeded') {
+      if (streak) this.#disarm(streak);
       this.#streaks.delete(key);
       return streak ? ['recovery', 'success'] : ['success'];
     }
-    const current = streak ?? { failures: 0, since: Date.parse(facts.startedAt), escalated: false };
+    const current = streak ?? { failures: 0, since: Date.parse(facts.startedAt), escalated: false, last: facts };
     current.failures++;
+    current.last = facts;
     this.#streaks.set(key, current);
     const events: NotificationEvent[] = ['failure'];
     const afterFailures = this.#config.escalation?.afterFailures ?? DEFAULT_ESCALATE_AFTER_FAILURES;
-    const afterMs = this.#config.escalation?.after !== undefined ? durationMs(parseDuration(this.#config.escalation.after, 'notifications.escalation.after')) : Infinity;
-    if (!current.escalated && (current.failures >= afterFailures || now - current.since >= afterMs)) {
+    if (!current.escalated && (current.failures >= afterFailures || now - current.since >= this.#afterMs)) {
       current.escalated = true;
       events.push('escalation');
     }
+    if (current.escalated) this.#disarm(current);
+    else if (this.#watched.has(key)) this.#arm(key, current);
     return events;
   }
 
@@ -116,7 +208,7 @@ function headline(m: Message): string {
     case 'failure':
       return `Strata: ${what} FAILED${m.failures > 1 ? ` (${m.failures} times in a row)` : ''}: ${m.error ?? 'unknown error'}`;
     case 'escalation':
-      return `Strata: ESCALATION: ${what} has failed ${m.failures} times in a row since ${m.since ?? m.startedAt}: ${m.error ?? 'unknown error'}`;
+      return `Strata: ESCALATION: ${what} has failed ${m.failures} time${m.failures === 1 ? '' : 's'} in a row since ${m.since ?? m.startedAt}: ${m.error ?? 'unknown error'}`;
     case 'recovery':
       return `Strata: ${what} recovered: it succeeded again`;
     case 'success':
@@ -167,4 +259,35 @@ async function deliver(name: string, channel: ChannelConfig, message: Message): 
   } finally {
     transport.close();
   }
+}
+
+/**
+ * Reads every secret the channels name, so that a missing variable or an unreadable file stops the
+ * daemon at start (or a reload) with the setting named, not at the first failure it should report.
+ */
+export function checkChannelSecrets(config: NotificationsConfig): void {
+  for (const [name, channel] of Object.entries(config.channels)) {
+    const where = `notifications.channels.${name}`;
+    if (channel.type === 'webhook') {
+      const url = readSecret(channel.url, `${where}.url`);
+      let protocol: string | undefined;
+      try {
+        protocol = new URL(url).protocol;
+      } catch {
+        protocol = undefined;
+      }
+      // Never quoted: the URL is the secret.
+      if (protocol !== 'http:' && protocol !== 'https:') {
+        throw new StrataError('USAGE', `${where}.url: ${channel.url.env !== undefined ? `the environment variable ${channel.url.env}` : channel.url.file} does not hold an http:// or https:// URL`);
+      }
+    } else if (channel.password) readSecret(channel.password, `${where}.password`);
+  }
+}
+
+/** The environment variables the channels take secrets from (hooks do not get them). */
+export function channelSecretVariables(config: NotificationsConfig | undefined): string[] {
+  return Object.values(config?.channels ?? {}).flatMap((c) => {
+    const source = c.type === 'webhook' ? c.url : c.password;
+    return source?.env !== undefined ? [source.env] : [];
+  });
 }

@@ -165,10 +165,19 @@ function isRedactableMessage(value: unknown): value is RedactableMessage {
  * Any other error (a database driver's or library's) quotes the database, so only its code is kept.
  */
 export function redactedMessage(err: unknown): string {
-  if (err instanceof StrataError) return err.redacted;
-  if (typeof err === 'object' && err !== null && typeof (err as SystemError).syscall === 'string') return (err as Error).message;
+  if (err instanceof StrataError) return redactUrlPasswords(err.redacted);
+  if (typeof err === 'object' && err !== null && typeof (err as SystemError).syscall === 'string') return redactUrlPasswords((err as Error).message);
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   return `‹message withheld${typeof code === 'string' || typeof code === 'number' ? `: ${code}` : ''}›`;
+}
+
+/**
+ * `text` with the password of every `scheme://user:password@` in it replaced by `***`. Messages
+ * name locations with their secrets taken out where they are built; this catches one that a
+ * message quoted as the user wrote it (a mirror or a path given as a URL), anywhere in the text.
+ */
+export function redactUrlPasswords(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:'"]*):[^\s/@'"]+@/gi, '$1:***@');
 }
 
 /**

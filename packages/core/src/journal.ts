@@ -16,7 +16,7 @@ export const LEGACY_JOURNAL_KEY = 'journal.ndjson';
 /** Single-record objects that make a compaction worth it. */
 const COMPACT_AFTER_RECORDS = 200;
 
-export type OperationKind = 'init' | 'backup' | 'restore' | 'verify' | 'prune' | 'rebuild-catalog' | 'run' | 'export' | 'import' | 'delete' | 'key' | 'copy' | 'mirror' | 'replicate' | 'job';
+export type OperationKind = 'init' | 'backup' | 'restore' | 'verify' | 'prune' | 'rebuild-catalog' | 'run' | 'export' | 'import' | 'delete' | 'key' | 'copy' | 'mirror' | 'replicate' | 'job' | 'notification';
 export type OperationStatus = 'RUNNING' | 'COMPLETED' | 'FAILED';
 
 /** One line of the journal. A RUNNING line opens an operation; a COMPLETED or FAILED line closes it. */

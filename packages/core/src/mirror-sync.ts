@@ -1,5 +1,5 @@
 import type { CopyResult } from './backup-copier.js';
-import { StrataError, isStrataError, wrapError } from './errors.js';
+import { StrataError, errorText, isStrataError, redactable, wrapError } from './errors.js';
 import type { Journal } from './journal.js';
 import type { Repository } from './repository.js';
 
@@ -46,7 +46,8 @@ export async function syncMirror(
     return { mirror: mirror.location, ok: true, copied };
   } catch (err) {
     const wrapped = isStrataError(err) ? err : wrapError(`mirror ${mirror.location}`, err);
-    const failure = wrapped.message.startsWith(`mirror ${mirror.location}`) ? wrapped : new StrataError(wrapped.code, `mirror ${mirror.location}: ${wrapped.message}`, { cause: wrapped });
+    // The journal keeps the wrapped error's redacted form, not its whole message (which may quote the database).
+    const failure = wrapped.message.startsWith(`mirror ${mirror.location}`) ? wrapped : new StrataError(wrapped.code, redactable`mirror ${mirror.location}: ${errorText(wrapped)}`, { cause: wrapped });
     await op.fail(failure).catch(() => undefined);
     if (failure.code === 'ABORTED') throw failure;
     const copied = Array.isArray(failure.details['copied']) ? (failure.details['copied'] as string[]) : [];

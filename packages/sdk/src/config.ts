@@ -3,8 +3,9 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { Cron } from 'croner';
 import { BACKUP_TYPES, DEFAULT_RETENTION, StrataError, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
-import type { EngineDisplay, RetentionPolicy } from '@strata/core';
+import type { EngineDisplay, EngineRegistry, RetentionPolicy } from '@strata/core';
 import { isPostgresUrl, physicalLocator } from '@strata/engine-postgres';
+import { createDefaultEngines } from './engines.js';
 
 /** The name of the config file Strata looks for, from the current folder upwards. */
 export const CONFIG_FILE = 'strata.config.json';
@@ -692,6 +693,7 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     ...Object.entries(parsed.databases ?? {}).flatMap(([db, c]) => Object.entries(c.schedules ?? {}).map(([job, config]) => ({ where: `databases.${db}.schedules.${job}`, config }))),
   ].find((j) => j.config !== false && j.config.job === 'copy');
   if (copyJob && parsed.mirror === undefined) throw new StrataError('USAGE', `config: ${file}: ${copyJob.where}: a copy job copies to the mirror; set "mirror" (a repository made with strata init)`);
+  checkReplicateJobs(databases, (parsed.schedules ?? {}) as Record<string, JobConfig>, file);
   // A folder is relative to the config file; a URL (s3://…) is taken as it is.
   const location = (given: string): string => (/^[A-Za-z][A-Za-z0-9+.-]+:\/\//.test(given) ? given : path.resolve(base, given));
   const repository = parsed.repository === undefined ? undefined : location(parsed.repository);
@@ -711,6 +713,31 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
     ...(parsed.notifications ? { notifications: resolveNotifications(parsed.notifications as NotificationsConfig, base) } : {}),
     ...(parsed.daemon ? { daemon: { ...parsed.daemon, ...(parsed.daemon.metricsFile !== undefined ? { metricsFile: path.resolve(base, parsed.daemon.metricsFile) } : {}) } } : {}),
   };
+}
+
+/**
+ * A replicate job follows a database's log of committed transactions, which only engines with
+ * continuous capture read: on any other database it could never run, so the config is refused at
+ * load, naming the job (a top-level one by the database it would apply to).
+ */
+function checkReplicateJobs(databases: Readonly<Record<string, DatabaseConfig>>, defaults: Readonly<Record<string, JobConfig>>, file: string): void {
+  let engines: EngineRegistry | undefined;
+  for (const [database, db] of Object.entries(databases)) {
+    for (const [name, job] of Object.entries(schedulesFor({ databases, schedules: defaults }, database))) {
+      if (job.job !== 'replicate') continue;
+      engines ??= createDefaultEngines();
+      const engine = engines.forLocator(db.url);
+      // A URL no engine takes is reported when a job uses it, as for any command.
+      if (!engine || engine.changeCapture) continue;
+      const own = db.schedules?.[name] !== undefined;
+      const where = own ? `databases.${database}.schedules.${name}` : `schedules.${name} (for databases.${database})`;
+      const capable = engines.kinds().flatMap((kind) => (engines!.get(kind)!.changeCapture ? [engines!.get(kind)!.display.name] : []));
+      throw new StrataError(
+        'USAGE',
+        `config: ${file}: ${where}: continuous replication (job "replicate") is for ${capable.join(' and ')} databases only for now; ${database} is a ${engine.display.name} database. Schedule an incremental backup job for it instead${own ? '' : `, or drop the job for it with "schedules": { "${name}": false } in databases.${database}`}`,
+      );
+    }
+  }
 }
 
 /** Makes a relative SQLite path absolute against `base`; URLs pass through unchanged. */
@@ -775,15 +802,22 @@ function resolveNotifications(notifications: NotificationsConfig, base: string):
 export function readSecret(source: SecretSource, where: string): string {
   if (source.env !== undefined) {
     const value = process.env[source.env];
-    if (value === undefined || value.trim() === '') throw new StrataError('USAGE', `${where}: the environment variable ${source.env} is not set`);
+    if (value === undefined || value.trim() === '') {
+      throw new StrataError(
+        'USAGE',
+        `${where}: the environment variable ${source.env} is ${value === undefined ? 'not set' : 'empty'}; set it in strata's environment (under systemd, in the unit's EnvironmentFile), or name a file holding the secret with { "file": "path" }`,
+      );
+    }
     return value.trim();
   }
   try {
     const value = readFileSync(source.file!, 'utf8').trim();
-    if (value === '') throw new StrataError('USAGE', `${where}: ${source.file} is empty`);
+    if (value === '') throw new StrataError('USAGE', `${where}: ${source.file} is empty; put the secret in it`);
     return value;
   } catch (err) {
     if (err instanceof StrataError) throw err;
-    throw new StrataError('USAGE', `${where}: cannot read ${source.file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const todo = code === 'ENOENT' ? 'create it with the secret in it' : code === 'EACCES' ? 'let the user strata runs as read it (and nobody else)' : 'check the path';
+    throw new StrataError('USAGE', `${where}: cannot read ${source.file} (${code ?? (err as Error).message}); ${todo}`);
   }
 }

@@ -11,11 +11,9 @@
  * ```
  */
 import * as path from 'node:path';
-import { EngineRegistry, StorageRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
+import { StorageRegistry, initRepository as initCore, openRepository as openCore } from '@strata/core';
 import type { InitOptions, MirrorOptions, OpenOptions, PassphraseSource, Repository, Storage } from '@strata/core';
-import { SqliteEngine } from '@strata/engine-sqlite';
-import { PostgresEngine, PostgresPhysicalEngine } from '@strata/engine-postgres';
-import { MysqlEngine } from '@strata/engine-mysql';
+import { createDefaultEngines } from './engines.js';
 import { localStorageKind } from '@strata/storage-local';
 import { s3StorageKind } from '@strata/storage-s3';
 import type { S3StorageSettings } from '@strata/storage-s3';
@@ -73,10 +71,7 @@ export { passphraseFromCommand, passphraseFromFile } from './passphrase-files.js
 /** Settings of the storages that have any (the `storage` section of strata.config.json). */
 export type StorageSettings = S3StorageSettings;
 
-/** Every engine this build of Strata ships, in one visible place. */
-export function createDefaultEngines(): EngineRegistry {
-  return new EngineRegistry().register(new PostgresEngine()).register(new PostgresPhysicalEngine()).register(new MysqlEngine()).register(new SqliteEngine());
-}
+export { createDefaultEngines } from './engines.js';
 
 /**
  * Every storage this build of Strata ships, by the URL scheme of a repository location, in one
