@@ -1,7 +1,8 @@
 import * as fs from 'node:fs/promises';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { StrataError, hasErrno, wrapError } from '@strata/core';
 import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, ChangeReadOptions, Snapshot, SnapshotOptions } from '@strata/core';
+import { openDatabase } from './driver.js';
 import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sqlite-engine.js';
 
 /**
@@ -226,7 +227,7 @@ class WalFeed implements ChangeFeed {
     const connect = (): Database.Database => {
       let db: Database.Database;
       try {
-        db = new Database(file, { fileMustExist: true, timeout: busyTimeoutMs });
+        db = openDatabase(file, { fileMustExist: true, timeout: busyTimeoutMs });
       } catch (err) {
         throw sqliteError(`replicate: open ${file}`, err);
       }
