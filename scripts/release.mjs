@@ -143,7 +143,14 @@ async function bundle(entry, outDir, closure, written) {
   try {
     result = await build({
       entryPoints: [entry],
-      outfile: path.join(outDir, path.basename(entry)),
+      // Split at every import(): a module the code loads only when it needs it (a command's
+      // code, the S3 client, the language server of `strata serve`) stays out of what every
+      // start of `strata` reads, as it does unbundled. The chunks sit next to the entry, so a
+      // `new URL('./x', import.meta.url)` means the same file from any of them.
+      outdir: outDir,
+      entryNames: '[name]',
+      chunkNames: '[name]-[hash]',
+      splitting: true,
       bundle: true,
       platform: 'node',
       format: 'esm',

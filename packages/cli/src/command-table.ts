@@ -1,27 +1,6 @@
 import { StrataError, exitCodeFor } from '@strata/sdk';
-import {
-  backupCommand,
-  deleteCommand,
-  exportCommand,
-  healthCommand,
-  importCommand,
-  initCommand,
-  inventoryCommand,
-  listByTier,
-  pruneCommand,
-  restoreCommand,
-  runCommand,
-  statsCommand,
-  verifyCommand,
-} from './commands.js';
 import type { PolicyFlags } from './commands.js';
 import type { CommandContext } from './context.js';
-import { keyCommand } from './key-commands.js';
-import { copyCommand } from './copy-command.js';
-import { replicateCommand } from './replicate-command.js';
-import { walFetchCommand, walPushCommand } from './wal-commands.js';
-import { daemonCommand, metricsCommand, scheduleCommand } from './daemon-commands.js';
-import { DEFAULT_ROWS_PER_DATABASE, listCommand, parseSince, parseTypes } from './list-command.js';
 import type { KeyAction, KeyCommandOptions } from './key-commands.js';
 import { databaseLocationLines, engineDisplays, repositoryLocationPhrase } from './locations.js';
 
@@ -81,6 +60,39 @@ export interface GroupSpec {
   readonly summary: string;
   readonly details: string;
 }
+
+/**
+ * A command's code, loaded when it runs: the table (what the help shows, what commander parses)
+ * loads none of it, so `strata --help` and each command pay only for the code they use.
+ */
+function lazily<A extends unknown[], R>(load: () => Promise<(...args: A) => R | Promise<R>>): (...args: A) => Promise<R> {
+  return async (...args) => (await load())(...args);
+}
+
+const backupCommand = lazily(async () => (await import('./commands.js')).backupCommand);
+const deleteCommand = lazily(async () => (await import('./commands.js')).deleteCommand);
+const exportCommand = lazily(async () => (await import('./commands.js')).exportCommand);
+const healthCommand = lazily(async () => (await import('./commands.js')).healthCommand);
+const importCommand = lazily(async () => (await import('./commands.js')).importCommand);
+const initCommand = lazily(async () => (await import('./commands.js')).initCommand);
+const inventoryCommand = lazily(async () => (await import('./commands.js')).inventoryCommand);
+const listByTier = lazily(async () => (await import('./commands.js')).listByTier);
+const pruneCommand = lazily(async () => (await import('./commands.js')).pruneCommand);
+const restoreCommand = lazily(async () => (await import('./commands.js')).restoreCommand);
+const runCommand = lazily(async () => (await import('./commands.js')).runCommand);
+const statsCommand = lazily(async () => (await import('./commands.js')).statsCommand);
+const verifyCommand = lazily(async () => (await import('./commands.js')).verifyCommand);
+const keyCommand = lazily(async () => (await import('./key-commands.js')).keyCommand);
+const copyCommand = lazily(async () => (await import('./copy-command.js')).copyCommand);
+const replicateCommand = lazily(async () => (await import('./replicate-command.js')).replicateCommand);
+const daemonCommand = lazily(async () => (await import('./daemon-commands.js')).daemonCommand);
+const metricsCommand = lazily(async () => (await import('./daemon-commands.js')).metricsCommand);
+const scheduleCommand = lazily(async () => (await import('./daemon-commands.js')).scheduleCommand);
+const walPushCommand = lazily(async () => (await import('./wal-commands.js')).walPushCommand);
+const walFetchCommand = lazily(async () => (await import('./wal-commands.js')).walFetchCommand);
+
+/** How many restore points of each database `strata list` shows on a terminal unless told otherwise. */
+export const DEFAULT_ROWS_PER_DATABASE = 10;
 
 const DATABASE_LOCATIONS = (): string => databaseLocationLines().map((line) => `  ${line}`).join('\n');
 
@@ -289,7 +301,7 @@ and --wide lift either. Piped, or with --json, it prints everything the filters 
 --limit applies everywhere; --json then says per database how many it left out ("omitted").
 Filters combine: --db app --type full --since 30d lists app's full backups of the last 30 days.`,
     examples: ['list', 'list app --since 7d', 'list --db app --type full --limit 5', 'list --tag nightly --json', 'list --by-tier --keep-daily 7'],
-    run: (ctx, { args, opts }) => {
+    run: async (ctx, { args, opts }) => {
       const database = listDatabase(args[0], str(opts, 'db'));
       if (opts['byTier'] === true) {
         const filters = ['since', 'type', 'tag', 'label', 'limit', 'all', 'wide'].filter((k) => opts[k] !== undefined);
@@ -299,6 +311,7 @@ Filters combine: --db app --type full --since 30d lists app's full backups of th
       const limit = parseNumber(str(opts, 'limit'), '--limit');
       if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new StrataError('USAGE', `--limit expects a whole number of at least 1 (got ${limit})`);
       const since = str(opts, 'since');
+      const { listCommand, parseSince, parseTypes } = await import('./list-command.js');
       return listCommand(ctx, {
         ...given({ database, limit, label: str(opts, 'label'), since: since === undefined ? undefined : parseSince(since) }),
         types: parseTypes((opts['type'] as string[] | undefined) ?? []),

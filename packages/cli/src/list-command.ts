@@ -1,12 +1,10 @@
 import { BACKUP_TYPES, StrataError, continuityWindows, durationBefore, newestGoodByDatabase, parseDuration } from '@strata/sdk';
 import type { BackupRecord, BackupType, ContinuityWindow } from '@strata/sdk';
+import { DEFAULT_ROWS_PER_DATABASE } from './command-table.js';
 import type { CommandContext } from './context.js';
 import { printTable } from './table.js';
 import type { ColumnFit, TableFit } from './table.js';
 import { formatAge, formatBytes, printable } from './terminal.js';
-
-/** How many restore points of each database `strata list` shows on a terminal unless told otherwise. */
-export const DEFAULT_ROWS_PER_DATABASE = 10;
 
 /** Options of `strata list`. */
 export interface ListCommandOptions {

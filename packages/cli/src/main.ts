@@ -1,20 +1,23 @@
 #!/usr/bin/env node
-import { EXIT, STRATA_VERSION, StrataError, exitCodeFor, isStrataError } from '@strata/sdk';
-import type { StrataErrorCode } from '@strata/sdk';
-import { buildProgram } from './program.js';
+// Only what every start needs, from the modules that hold it: `strata --version` loads nothing
+// else, and each command loads its own code (the command table's run functions).
+import { EXIT, StrataError, exitCodeFor, isStrataError } from '@strata/core/errors';
+import type { StrataErrorCode } from '@strata/core/errors';
+import { STRATA_VERSION } from '@strata/core/version';
 
 /** Runs the CLI and returns its exit status (main() sets process.exitCode from it). */
 export async function run(argv: string[]): Promise<number> {
-  const program = buildProgram();
   const [command, ...rest] = argv;
+  if (command === '--version') {
+    process.stdout.write(`${STRATA_VERSION}\n`);
+    return EXIT.ok;
+  }
+  const { buildProgram } = await import('./program.js');
+  const program = buildProgram();
   if (command === undefined || command === '--help' || command === '-h' || (command === 'help' && rest.length === 0)) {
     process.stdout.write(program.helpText());
     // Without a command it is a usage error (scripts that forget one notice), with --help not.
     return command === undefined ? EXIT.usage : EXIT.ok;
-  }
-  if (command === '--version') {
-    process.stdout.write(`${STRATA_VERSION}\n`);
-    return EXIT.ok;
   }
   const wantsJson = rest.includes('--json');
   const controller = new AbortController();

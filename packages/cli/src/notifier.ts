@@ -1,5 +1,4 @@
 import { hostname } from 'node:os';
-import nodemailer from 'nodemailer';
 import { StrataError, durationMs, parseDuration, readSecret } from '@strata/sdk';
 import type { ChannelConfig, JournalOperation, NotificationEvent, NotificationsConfig } from '@strata/sdk';
 
@@ -234,6 +233,8 @@ async function deliver(name: string, channel: ChannelConfig, message: Message): 
     return;
   }
   const password = channel.password ? readSecret(channel.password, `${where}.password`) : undefined;
+  // Loaded for the first email: nodemailer is some forty modules that no other run of strata needs.
+  const { default: nodemailer } = await import('nodemailer');
   const transport = nodemailer.createTransport({
     host: channel.host,
     port: channel.port ?? (channel.secure ? 465 : 587),

@@ -3,8 +3,7 @@ import type { OutputConfiguration } from 'commander';
 import { STRATA_VERSION, StrataError } from '@strata/sdk';
 import { COMMANDS, GLOBAL_OPTIONS, GROUPS, parseNumber, topLevelDetails } from './command-table.js';
 import type { ArgumentSpec, CommandSpec, OptionSpec } from './command-table.js';
-import { CommandContext } from './context.js';
-import type { GlobalOptions } from './context.js';
+import type { CommandContext, GlobalOptions } from './context.js';
 
 const EVERY_COMMAND = 'Options for every command:';
 
@@ -163,6 +162,8 @@ export function buildProgram(): ProgramRun {
         ...(typeof opts['passphraseCommand'] === 'string' ? { passphraseCommand: opts['passphraseCommand'] } : {}),
         ...(typeof opts['lockWait'] === 'string' ? { lockWait: parseNumber(opts['lockWait'], '--lock-wait')! } : {}),
       };
+      // Loaded here: the repository, the engines' drivers and the config come with it, and help needs none of them.
+      const { CommandContext } = await import('./context.js');
       ctx = new CommandContext(global);
       status = await spec.run(ctx, { args: operands, opts, argv: argvAfter(spec.path), signal });
     });

@@ -183,6 +183,12 @@ interface ZstdNapi {
   DecompressStream: new () => NodeJS.ReadWriteStream;
 }
 
+/** Its low-level binding, which the workers compress with (and this thread, for one short block). */
+interface ZstdBinding {
+  CCtx: new () => { compress(out: Uint8Array, input: Uint8Array, level: number): number };
+  compressBound(length: number): number;
+}
+
 const require = createRequire(import.meta.url);
 
 function loadZstdNapi(): { module: ZstdNapi; bindingPath: string } | undefined {
@@ -292,6 +298,30 @@ class ZstdWorkerPool {
 }
 
 let zstdPool: ZstdWorkerPool | undefined;
+let hereContext: { bindingPath: string; binding: ZstdBinding; cctx: InstanceType<ZstdBinding['CCtx']> } | undefined;
+
+/** One block compressed on this thread, as a worker would compress it (one zstd frame); the block returns to the pool. */
+function compressHere(bindingPath: string, block: Buffer, level: number): Buffer {
+  try {
+    if (hereContext?.bindingPath !== bindingPath) {
+      const binding = require(bindingPath) as ZstdBinding;
+      hereContext = { bindingPath, binding, cctx: new binding.CCtx() };
+    }
+    const out = Buffer.allocUnsafeSlow(hereContext.binding.compressBound(block.byteLength));
+    const n = hereContext.cctx.compress(out, block, level);
+    return out.subarray(0, n);
+  } catch (err) {
+    throw new StrataError('IO', `compress: zstd failed: ${(err as Error).message}`, { cause: err });
+  } finally {
+    blockPool.give(block.buffer as ArrayBuffer);
+  }
+}
+
+/** `first`, then the rest of `rest` (whose return() an early stop still reaches). */
+async function* withFirst(first: Buffer, rest: AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+  yield first;
+  yield* rest;
+}
 
 function napiZstdCodec(): Codec | undefined {
   const loaded = loadZstdNapi();
@@ -299,18 +329,28 @@ function napiZstdCodec(): Codec | undefined {
   return {
     name: 'zstd',
     extension: '.zst',
-    compress: (source, level, signal) => {
-      zstdPool ??= new ZstdWorkerPool(loaded.bindingPath, concurrency());
-      const pool = zstdPool;
-      return (async function* () {
+    compress: (source, level, signal) =>
+      (async function* () {
+        const input = blocks(source);
+        const first = await input.next();
+        if (first.done) return;
+        // A short first block is the whole input (a key check, a small database, a segment of
+        // replicate): compressed here in a millisecond or so, where starting the workers would cost
+        // a hundred times that, once in every strata process.
+        if (first.value.byteLength < BLOCK_BYTES) {
+          throwIfAborted(signal, 'compress');
+          yield compressHere(loaded.bindingPath, first.value, level);
+          return;
+        }
+        zstdPool ??= new ZstdWorkerPool(loaded.bindingPath, concurrency());
+        const pool = zstdPool;
         pool.acquire();
         try {
-          yield* ordered(blocks(source), pool.size, (block) => pool.compress(block, level), signal);
+          yield* ordered(withFirst(first.value, input), pool.size, (block) => pool.compress(block, level), signal);
         } finally {
           pool.release();
         }
-      })();
-    },
+      })(),
     // Decompression is several times faster than compression, so one stream on the main thread keeps up.
     decompress: (source) => through(source, new loaded.module.DecompressStream() as unknown as Duplex),
   };

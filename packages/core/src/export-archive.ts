@@ -4,8 +4,7 @@ import * as fs from 'node:fs/promises';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
-import yauzl from 'yauzl';
-import yazl from 'yazl';
+import type yauzl from 'yauzl';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { StrataError } from './errors.js';
 import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js';
@@ -79,6 +78,8 @@ export async function writeExportContainer(file: string, entries: readonly Expor
  * every Node this project supports.
  */
 async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStream): Promise<void> {
+  // yazl and yauzl are loaded by the zip's writer and reader: every other run of strata goes without them.
+  const { default: yazl } = await import('yazl');
   const zip = new yazl.ZipFile();
   const done = new Promise<void>((resolve, reject) => {
     zip.outputStream.on('error', reject);
@@ -159,9 +160,10 @@ async function* readTarGz(file: string): AsyncGenerator<ImportedEntry> {
  * is inflated by yauzl like any other.
  */
 async function* readZip(file: string): AsyncGenerator<ImportedEntry> {
+  const { default: zipReader } = await import('yauzl');
   let zip: yauzl.ZipFile;
   try {
-    zip = await new Promise<yauzl.ZipFile>((resolve, reject) => yauzl.open(file, { lazyEntries: true, autoClose: false, strictFileNames: true, validateEntrySizes: true }, (err, z) => (err ? reject(err) : resolve(z))));
+    zip = await new Promise<yauzl.ZipFile>((resolve, reject) => zipReader.open(file, { lazyEntries: true, autoClose: false, strictFileNames: true, validateEntrySizes: true }, (err, z) => (err ? reject(err) : resolve(z))));
   } catch (err) {
     throw new StrataError('ARTIFACT_FOREIGN', `import: ${file} is not a zip Strata can read (${(err as Error).message})`, { cause: err });
   }

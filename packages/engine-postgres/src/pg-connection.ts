@@ -28,6 +28,11 @@ const STABLE_OUTPUT = [
   "SET client_encoding = 'UTF8'",
 ];
 
+/** pg-copy-streams, loaded at the first COPY, as pg is at the first connection. */
+export function copyStreams(): Promise<typeof import('pg-copy-streams')> {
+  return import('pg-copy-streams');
+}
+
 /** Opens a connection, turning every way it can fail into a message that names what was wrong. */
 export async function connect(target: PgTarget, application = 'strata'): Promise<pg.Client> {
   // Loaded on first use: every strata process loads this engine, few talk to PostgreSQL.

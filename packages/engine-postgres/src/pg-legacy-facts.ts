@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import type { TableStats } from '@strata/core';
-import { ident } from './pg-connection.js';
+import { copyStreams, ident } from './pg-connection.js';
 import { fingerprint } from './pg-schema.js';
 import { tableError } from './pg-tables.js';
 
@@ -34,7 +33,7 @@ export async function legacyFacts(client: pg.Client, schemaSql: string): Promise
     const sha = createHash('sha256');
     let rows = 0;
     try {
-      const stream = client.query(copyTo(`COPY (SELECT ${columns} FROM ${ident(table.schema)}.${ident(table.name)} AS t ORDER BY ${order}) TO STDOUT`));
+      const stream = client.query((await copyStreams()).to(`COPY (SELECT ${columns} FROM ${ident(table.schema)}.${ident(table.name)} AS t ORDER BY ${order}) TO STDOUT`));
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         sha.update(chunk);
         for (let at = chunk.indexOf(10); at >= 0; at = chunk.indexOf(10, at + 1)) rows++;

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import { StrataError, isStrataError, named, parentsFirst, redactable, withheld } from '@strata/core';
 import type { TableStats } from '@strata/core';
-import { ident } from './pg-connection.js';
+import { copyStreams, ident } from './pg-connection.js';
 import { identInEncoding } from './pg-database.js';
 
 /** A table whose rows Strata copies: ordinary tables and partitions (partitioned parents hold no rows). */
@@ -115,7 +114,7 @@ export function rowFactsSql(table: PgTable): string {
  * bytes; a server error names the table.
  */
 export async function* copyOut(client: pg.Client, table: PgTable, clientEncoding = 'UTF8'): AsyncGenerator<Uint8Array> {
-  const stream = client.query(copyTo(copyOutSql(table, clientEncoding)));
+  const stream = client.query((await copyStreams()).to(copyOutSql(table, clientEncoding)));
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) yield chunk;
   } catch (err) {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
+import type { from as copyFrom } from 'pg-copy-streams';
 import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
@@ -23,7 +23,7 @@ import type {
   SnapshotOptions,
   StreamTarget,
 } from '@strata/core';
-import { PG_URL_RULES, connect, connectionError, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
+import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
@@ -310,7 +310,7 @@ function copyIntoTable(client: pg.Client, schema: string, table: string, target:
     // A table without columns takes no column list (its rows are empty lines).
     const list = columns.length > 0 ? ` (${columns.join(', ')})` : '';
     await setClientEncoding(client, encoding);
-    stream = client.query(copyFrom(`COPY ${quote(schema)}.${quote(table)}${list} FROM STDIN`));
+    stream = client.query((await copyStreams()).from(`COPY ${quote(schema)}.${quote(table)}${list} FROM STDIN`));
     stream.on('error', (err: Error) => (failure = restoreFailed(target, redactable`the rows of table ${named(`${schema}.${table}`, 'table')}`, err)));
     return stream;
   };

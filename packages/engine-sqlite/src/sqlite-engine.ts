@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { StrataError, errorText, hasErrno, named, redactable, throwIfAborted, withheld, wrapError } from '@strata/core';
 import type {
   Abortable,
@@ -20,6 +20,7 @@ import type {
   TableStats,
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
+import { openDatabase } from './driver.js';
 import { collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
 import { createStoredObjects, storedObjects } from './schema-writer.js';
@@ -79,7 +80,7 @@ export class SqliteEngine implements Engine {
   async #copyConsistent(file: string, copy: string, options: SnapshotOptions): Promise<void> {
     let source: Database.Database;
     try {
-      source = new Database(file, { readonly: true, fileMustExist: true, timeout: this.#busyTimeoutMs });
+      source = openDatabase(file, { readonly: true, fileMustExist: true, timeout: this.#busyTimeoutMs });
     } catch (err) {
       throw await explainSourceFailure(file, sqliteError(`open ${file}`, err), this.#busyTimeoutMs);
     }
@@ -174,14 +175,14 @@ export class SqliteEngine implements Engine {
       commit: async (info: RestoreCommitInfo) => {
         try {
           if (info.changes) await applyWalFrames(snapshot, info.changes, info.engineMeta['pageSize'] as number);
-          const source = new Database(snapshot, { readonly: true, fileMustExist: true });
+          const source = openDatabase(snapshot, { readonly: true, fileMustExist: true });
           const pageSize = source.pragma('page_size', { simple: true }) as number;
           const encoding = source.pragma('encoding', { simple: true }) as string;
           source.close();
           if (exists) {
             copyTables(snapshot, file, tables, encoding, this.#busyTimeoutMs);
           } else {
-            const db = new Database(fresh);
+            const db = openDatabase(fresh);
             db.pragma(`page_size = ${pageSize}`);
             // Before WAL mode writes the file's header, which fixes its text encoding.
             db.pragma(`encoding = '${encoding}'`);
@@ -223,7 +224,7 @@ export class SqliteEngine implements Engine {
     await checkIsSqliteFile(file);
     let db: Database.Database;
     try {
-      db = new Database(file, { readonly: true, fileMustExist: true, timeout: this.#busyTimeoutMs });
+      db = openDatabase(file, { readonly: true, fileMustExist: true, timeout: this.#busyTimeoutMs });
     } catch (err) {
       throw sqliteError(`open ${file}`, err);
     }
@@ -259,10 +260,10 @@ export async function snapshotThrough(file: string, options: SnapshotOptions, co
     await copyInto(copy);
     throwIfAborted(options.signal, 'snapshot');
     const { fingerprint, objects, sql, meta } = readSnapshotSchema(copy, options.schemaOnly);
-    const stats = tableStatsInWorker(copy, !options.schemaOnly);
+    const size = (await fs.stat(copy)).size;
+    const stats = size <= STATS_HERE_BYTES ? tableStatsHere(copy, !options.schemaOnly) : tableStatsInWorker(copy, !options.schemaOnly);
     // Settled by tableStats() or, if nobody asks (an aborted backup), ignored.
     stats.promise.catch(() => undefined);
-    const size = (await fs.stat(copy)).size;
     const pageSize = meta['pageSize'] as number;
     const streams = options.schemaOnly
       ? []
@@ -377,7 +378,7 @@ async function explainSourceFailure(file: string, err: StrataError, busyTimeoutM
 }
 
 function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: string; objects: SchemaObjects; sql: string; meta: Record<string, unknown> } {
-  const db = new Database(copy, { readonly: true, fileMustExist: true });
+  const db = openDatabase(copy, { readonly: true, fileMustExist: true });
   try {
     const meta: Record<string, unknown> = {
       pageSize: db.pragma('page_size', { simple: true }) as number,
@@ -397,6 +398,31 @@ function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: s
   } finally {
     db.close();
   }
+}
+
+/**
+ * Up to this size a snapshot's table stats are computed on this thread: reading a database this
+ * small costs about what starting a worker thread does (measured: 70 ms of CPU for a 0.55 MB
+ * database, 60 to 100 ms for a worker to start and load better-sqlite3), and a small backup then
+ * starts no thread at all.
+ */
+const STATS_HERE_BYTES = 1024 * 1024;
+
+/** Table stats of a small snapshot copy, computed now on this thread (the same facts the worker computes). */
+function tableStatsHere(file: string, withData: boolean): { promise: Promise<TableStats[]>; stop(): Promise<void> } {
+  let tables: TableStats[];
+  try {
+    const db = openDatabase(file, { readonly: true, fileMustExist: true });
+    try {
+      tables = [...collectFacts(db, { withData }).tables];
+    } finally {
+      db.close();
+    }
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    return { promise: Promise.reject(new StrataError('DATABASE_INVALID', redactable`snapshot: reading table statistics failed: ${withheld(message, 'SQLite message')}`)), stop: async () => undefined };
+  }
+  return { promise: Promise.resolve(tables), stop: async () => undefined };
 }
 
 /** Starts computing table stats of the snapshot copy on a worker thread. */
@@ -426,7 +452,7 @@ function tableStatsInWorker(file: string, withData: boolean): { promise: Promise
 function copyTables(snapshotFile: string, targetFile: string, tables: readonly string[], encoding: string, busyTimeoutMs: number): void {
   let db: Database.Database;
   try {
-    db = new Database(targetFile, { fileMustExist: true, timeout: busyTimeoutMs });
+    db = openDatabase(targetFile, { fileMustExist: true, timeout: busyTimeoutMs });
   } catch (err) {
     throw sqliteError(`restore: open ${targetFile}`, err);
   }
@@ -519,7 +545,7 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
  * stored sqlite_schema rows where the backup has them, else (older backups) by running its DDL.
  */
 function createFromSchema(file: string, sql: string, meta: Readonly<Record<string, unknown>>): void {
-  const db = new Database(file);
+  const db = openDatabase(file);
   try {
     // Page size, encoding and auto-vacuum only take effect before the first table exists.
     if (typeof meta['pageSize'] === 'number') db.pragma(`page_size = ${meta['pageSize']}`);
@@ -641,7 +667,7 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
     if (!force) throw new StrataError('TARGET_EXISTS', `restore: ${file} appeared while restoring; pass --force to replace it`);
     let guard: Database.Database | undefined;
     try {
-      guard = new Database(file, { fileMustExist: true, timeout: busyTimeoutMs });
+      guard = openDatabase(file, { fileMustExist: true, timeout: busyTimeoutMs });
       guard.exec('BEGIN EXCLUSIVE');
       guard.exec('ROLLBACK');
       if (String(guard.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal') guard.pragma('wal_checkpoint(TRUNCATE)');

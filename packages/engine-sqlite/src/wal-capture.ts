@@ -1,8 +1,9 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { StrataError, hasErrno, wrapError } from '@strata/core';
 import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, ChangeReadOptions, Snapshot, SnapshotOptions } from '@strata/core';
+import { openDatabase } from './driver.js';
 import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sqlite-engine.js';
 
 /**
@@ -242,7 +243,7 @@ class WalFeed implements ChangeFeed {
     const connect = (): Database.Database => {
       let db: Database.Database;
       try {
-        db = new Database(file, { fileMustExist: true, timeout: busyTimeoutMs });
+        db = openDatabase(file, { fileMustExist: true, timeout: busyTimeoutMs });
       } catch (err) {
         throw sqliteError(`replicate: open ${file}`, err);
       }

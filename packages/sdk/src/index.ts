@@ -40,7 +40,8 @@ export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
 export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
 export type { S3StorageSettings } from '@strata/storage-s3';
-export { CONFIG_FILE, configJsonSchema, databaseNameFromPath, loadConfig, resolveDatabase, readSecret, resolveLocator, retentionFor, schedulesFor, strataConfigSchema } from './config.js';
+export { CONFIG_FILE, databaseNameFromPath, loadConfig, resolveDatabase, readSecret, resolveLocator, retentionFor, schedulesFor } from './config.js';
+export { configJsonSchema, strataConfigSchema } from './config-schema.js';
 export type {
   BackupJobConfig,
   ChannelConfig,
