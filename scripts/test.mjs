@@ -89,14 +89,53 @@ const mochaOptions = [
   ...(config.forbidOnly ? ['--forbid-only'] : []),
 ];
 
+/**
+ * A lane that prints nothing for this long is stuck (mocha prints every test as it ends, and no test
+ * runs near this long): it is stopped, so that a hang fails the run instead of holding it forever.
+ */
+const SILENT_LANE_MS = 20 * 60_000;
+
+/** The lanes running: their process groups go with this process when it is interrupted. */
+const running = new Set();
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    for (const pid of running) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    process.exit(130);
+  });
+}
+
 /** Runs a command with each line of its output prefixed by the lane's name; resolves to its exit status. */
 function inLane(name, args) {
   return new Promise((resolve) => {
     const started = Date.now();
-    const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: process.stdout.isTTY ? '1' : '0' } });
+    // In a process group of its own, so that stopping a stuck lane stops what its tests started too.
+    const child = spawn(process.execPath, args, { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FORCE_COLOR: process.stdout.isTTY ? '1' : '0' } });
+    let silentSince = Date.now();
+    const watchdog = setInterval(() => {
+      if (Date.now() - silentSince < SILENT_LANE_MS) return;
+      console.error(`[${name}] printed nothing for ${SILENT_LANE_MS / 60_000} minutes: stopping it as stuck`);
+      clearInterval(watchdog);
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, 10_000);
+    running.add(child.pid);
+    child.on('close', () => {
+      clearInterval(watchdog);
+      running.delete(child.pid);
+    });
     for (const [stream, out] of [[child.stdout, process.stdout], [child.stderr, process.stderr]]) {
       let pending = '';
       stream.on('data', (chunk) => {
+        silentSince = Date.now();
         const lines = (pending + chunk.toString()).split('\n');
         pending = lines.pop();
         for (const line of lines) out.write(`[${name}] ${line}\n`);
