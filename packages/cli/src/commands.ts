@@ -313,13 +313,17 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   // With --all, the chains of segments too (continuous protection): unbroken, every segment intact.
   const segmentReports = options.all ? await repo.verifySegments(options.database === undefined ? {} : { database: options.database }, { signal }) : [];
   const failedSegments = segmentReports.filter((r) => r.outcome === 'failed');
+  // Base backups whose restores replay an archived log: that log, from each of them onwards.
+  const logReports = await repo.verifyLog(options.all ? (options.database === undefined ? {} : { database: options.database }) : { backupId: reports[0]?.backupId ?? '', ...(reports[0] ? { database: reports[0].database } : {}) }, { signal });
+  const failedLogs = logReports.filter((r) => r.outcome === 'failed');
   const failed = reports.filter((r) => r.outcome === 'failed');
   if (ctx.json) {
     ctx.printJson({
       level,
-      outcome: failed.length + failedSegments.length > 0 ? 'failed' : unverified.length > 0 ? 'incomplete' : 'passed',
+      outcome: failed.length + failedSegments.length + failedLogs.length > 0 ? 'failed' : unverified.length > 0 ? 'incomplete' : 'passed',
       reports,
       ...(segmentReports.length > 0 ? { segments: segmentReports } : {}),
+      ...(logReports.length > 0 ? { logs: logReports } : {}),
       ...(unverified.length > 0 ? { unverified } : {}),
     });
   } else {
@@ -333,10 +337,15 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       process.stdout.write(`segments after ${r.base}: ${r.outcome.toUpperCase()} (${r.segments} segment(s))\n`);
       for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
     }
+    for (const r of logReports) {
+      const reach = r.to !== undefined ? `recoverable to moments from ${r.from} to ${r.to}` : 'not recoverable';
+      process.stdout.write(`archived log after ${r.base}: ${r.outcome.toUpperCase()} (${r.files} file(s) checked, ${r.missing.length} missing; ${reach})\n`);
+      for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
+    }
     if (reports.length + unverified.length === 0) process.stdout.write('nothing to verify\n');
     else process.stdout.write(`${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}\n`);
   }
-  return failed.length + failedSegments.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
+  return failed.length + failedSegments.length + failedLogs.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
 }
 
 /** Policy flags of `strata prune` and `list --by-tier`: the policy's rules, labels as `LABEL=DURATION`. */

@@ -28,6 +28,7 @@ export * from './operator-reports.js';
 export * from './continuity.js';
 export { LogArchive, logPrefix } from './log-archive.js';
 export type { LogFile, LogPushResult } from './log-archive.js';
+export type { LogVerifyReport, LogWindow } from './log-coverage.js';
 export { exportFormatOf } from './export-archive.js';
 export type { ExportFormat, ExportManifest } from './export-archive.js';
 export { readTar, tarHeaderBytes, tarPadding, tarTrailer, validateEntryName } from './format/tar.js';

@@ -21,6 +21,7 @@ import type {
 import { connect, parseTarget } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { segmentOf, walFileName } from './pg-wal.js';
+import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
 
 /**
  * PostgreSQL, physically: the whole cluster's files as `pg_basebackup` streams them (one tar),
@@ -151,6 +152,7 @@ export class PostgresPhysicalEngine implements Engine {
   readonly kind = 'postgres-physical';
   readonly capabilities: EngineCapabilities = { incrementals: false, tableRestore: false };
   readonly handRecovery = HAND_RECOVERY;
+  readonly logArchive = PG_LOG_ARCHIVE_RULES;
   readonly display: EngineDisplay = {
     name: 'PostgreSQL cluster (physical)',
     locator: 'url',
