@@ -193,6 +193,11 @@ export interface InspectOptions extends Abortable {
    * Strata still verifies.
    */
   readonly recordedMeta?: Readonly<Record<string, unknown>>;
+  /**
+   * For a restore point with a {@link LogRange}: its database's log archive, from which the
+   * engine takes the files the restored copy replays to become consistent (read checks each).
+   */
+  readonly log?: { readonly range: LogRange; readonly files: readonly LogFile[]; read(file: LogFile): Promise<Uint8Array> };
 }
 
 /** What an engine can do; core branches on these, never on an engine's name. */
