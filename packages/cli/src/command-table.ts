@@ -520,15 +520,17 @@ charts are inline SVG, with no script and no link to anything outside the file.`
       { flags: '--max-unverified <dur>', description: 'how long without a passed verification (default 8d)' },
       { flags: '--max-duration <dur>', description: 'how long a backup may take (default 2h)' },
       { flags: '--max-disk <percent>', description: "how full the repository's disk may be (default 85)" },
+      { flags: '--max-archive-age <dur>', description: "for a log archive (physical PostgreSQL): the newest archived file's age limit (default 1h)" },
     ],
     details: `Exit status 3 when anything is unhealthy, so cron and monitoring can alert. For databases
 under strata replicate: a chain of segments with a break, a replicator that died or failed, or one
-whose segments are shipped later than --max-lag after their transactions.`,
+whose segments are shipped later than --max-lag after their transactions. For physical PostgreSQL
+clusters: the newest archived WAL file older than --max-archive-age, or a gap in the archived WAL.`,
     examples: ['health', 'health --max-age 2h --json'],
     run: (ctx, { opts }) =>
       healthCommand(ctx, {
         ...given({ maxAge: str(opts, 'maxAge'), maxUnverified: str(opts, 'maxUnverified'), maxDuration: str(opts, 'maxDuration'), maxLag: str(opts, 'maxLag') }),
-        ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk') }),
+        ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk'), maxArchiveAge: str(opts, 'maxArchiveAge') }),
       }),
   },
   {

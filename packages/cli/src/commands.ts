@@ -9,6 +9,7 @@ import {
   describeLostWindows,
   StrataError,
   assessContinuity,
+  assessLogArchive,
   assessHealth,
   assessMirror,
   backupRuns,
@@ -341,6 +342,7 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       const reach = r.to !== undefined ? `recoverable to moments from ${r.from} to ${r.to}` : 'not recoverable';
       process.stdout.write(`archived log after ${r.base}: ${r.outcome.toUpperCase()} (${r.files} file(s) checked, ${r.missing.length} missing; ${reach})\n`);
       for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
+      for (const note of r.notes) process.stdout.write(`  note    ${note}\n`);
     }
     if (reports.length + unverified.length === 0) process.stdout.write('nothing to verify\n');
     else process.stdout.write(`${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}\n`);
@@ -393,6 +395,7 @@ export async function pruneCommand(ctx: CommandContext, options: PruneCommandOpt
       keep: plan.keep.map((d) => ({ id: d.id, reasons: d.reasons })),
       remove: plan.remove.map((d) => ({ id: d.id, reasons: d.reasons })),
       removeSegments: plan.removeSegments,
+      removeLog: plan.removeLog ?? [],
     });
     return 0;
   }
@@ -412,6 +415,9 @@ export async function pruneCommand(ctx: CommandContext, options: PruneCommandOpt
     process.stdout.write(
       `${options.dryRun ? 'would remove' : 'removed'} the ${d.segments} segment(s) after ${d.base} (restores to moments from ${d.from} to ${d.to}; the restore point itself stays): ${d.reason}\n`,
     );
+  }
+  for (const d of plan.removeLog ?? []) {
+    process.stdout.write(`${options.dryRun ? 'would remove' : 'removed'} ${d.files} archived log file(s) of ${d.database}, ${d.first === d.last ? d.first : `${d.first} to ${d.last}`} (${formatBytes(d.storedBytes)}): ${d.reason}\n`);
   }
   return 0;
 }
@@ -557,9 +563,10 @@ function writeFileAtomically(file: string, text: string): void {
 }
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
-export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string }): Promise<number> {
+export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string; maxArchiveAge?: string }): Promise<number> {
   const thresholds: HealthThresholds = {
     maxLagMs: options.maxLag ? parseLag(options.maxLag) : DEFAULT_HEALTH.maxLagMs!,
+    ...(options.maxArchiveAge ? { maxArchiveAgeMs: durationMs(parseDuration(options.maxArchiveAge, 'health: --max-archive-age')) } : {}),
     maxAgeMs: options.maxAge ? durationMs(parseDuration(options.maxAge, 'health: --max-age')) : DEFAULT_HEALTH.maxAgeMs,
     maxDurationMs: options.maxDuration ? durationMs(parseDuration(options.maxDuration, 'health: --max-duration')) : DEFAULT_HEALTH.maxDurationMs,
     maxUnverifiedMs: options.maxUnverified ? durationMs(parseDuration(options.maxUnverified, 'health: --max-unverified')) : DEFAULT_HEALTH.maxUnverifiedMs!,
@@ -571,7 +578,7 @@ export async function healthCommand(ctx: CommandContext, options: { maxAge?: str
   const backups = await repo.list();
   const operations = await repo.journal.operations();
   const primary = assessHealth(backups, operations, space, thresholds, new Date());
-  let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date())];
+  let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date()), ...assessLogArchive(await repo.logWindows(), thresholds, new Date())];
   const mirrorLocation = repo.mirrorLocation;
   if (mirrorLocation !== undefined) {
     let state: MirrorState;

@@ -3,6 +3,7 @@ import type { Engine, LogArchiveRules } from './engine.js';
 import { isStrataError, throwIfAborted } from './errors.js';
 import { LogArchive } from './log-archive.js';
 import type { LogFile } from './log-archive.js';
+import type { HealthCheck, HealthThresholds } from './operator-reports.js';
 import type { RepositoryContext } from './repository-context.js';
 
 /**
@@ -29,8 +30,12 @@ export interface LogWindow {
   readonly storedBytes: number;
   /** Names of files it would read that the archive lacks. */
   readonly missing: readonly string[];
-  /** Why a recovery from the base stops early, one sentence each (gaps, missing history). */
+  /** Why a recovery from the base stops early, one sentence each (gaps, missing history, damaged files). */
   readonly problems: readonly string[];
+  /** What is worth knowing and not wrong: a gap that a later base backup bridges. */
+  readonly notes: readonly string[];
+  /** When the newest file of the database's archive was stored (the archive's lag behind the server). */
+  readonly lastArchivedAt?: string;
 }
 
 /** A {@link LogWindow} after every file of it was read back and checked. */
@@ -63,9 +68,10 @@ function someNames(names: readonly string[]): string {
 export async function logWindows(
   ctx: RepositoryContext,
   backups: readonly BackupRecord[],
-  options: { signal?: AbortSignal; check?: boolean } = {},
+  options: { signal?: AbortSignal; check?: boolean; only?: ReadonlySet<string> } = {},
 ): Promise<(LogWindow & { readonly needed: readonly LogFile[] })[]> {
-  const found = bases(ctx, backups);
+  const all = bases(ctx, backups);
+  const found = options.only ? all.filter((b) => options.only!.has(b.record.id)) : all;
   const archive = new LogArchive(ctx);
   const listed = new Map<string, LogFile[]>();
   const checked = new Map<string, string | null>();
@@ -77,6 +83,7 @@ export async function logWindows(
     if (!files) listed.set(record.database, (files = await archive.list(record.database, options.signal ? { signal: options.signal } : {})));
     const range = record.logRange!;
     const walk = await rules.walk(range, files, read);
+    const lastArchivedAt = files.reduce<string | undefined>((latest, f) => (f.storedAt && (!latest || f.storedAt > latest) ? f.storedAt : latest), undefined);
     const problems = [...walk.problems];
     let damaged: LogFile | undefined;
     if (options.check) {
@@ -104,8 +111,19 @@ export async function logWindows(
     const reachable = stop === undefined ? walk.needed : walk.needed.filter((f) => (rules.position(f.name, range) ?? -1n) < stop);
     const span = rules.span(range);
     const baseComplete = stop === undefined || stop > span.last;
-    const to = baseComplete ? reachable.reduce<string | undefined>((latest, f) => (f.storedAt && (!latest || f.storedAt > latest) ? f.storedAt : latest), undefined) ?? range.endedAt : undefined;
-    if (walk.missing.length > 0) {
+    // Files of the base's own range may have been archived before it ended: the window starts at its end.
+    const newestReachable = reachable.reduce<string | undefined>((latest, f) => (f.storedAt && (!latest || f.storedAt > latest) ? f.storedAt : latest), undefined);
+    const to = baseComplete ? (newestReachable !== undefined && newestReachable > range.endedAt ? newestReachable : range.endedAt) : undefined;
+    // Missing files that all lie before a later base backup's start: the log between them was
+    // pruned on purpose (a point-in-time window keeps older bases as restore points of their own
+    // moment) or lost; either way every moment after the gap is recovered from the later base.
+    const later = all.filter((b) => b.record.database === record.database && b.record.logRange!.endedAt > range.endedAt);
+    const positions = walk.missing.map((name) => rules.position(name, range));
+    const bridged = later.find((b) => positions.every((p) => p !== undefined && p < b.rules.span(b.record.logRange!).first));
+    const notes: string[] = [];
+    if (walk.missing.length > 0 && baseComplete && bridged) {
+      notes.push(`the archive lacks ${someNames(walk.missing)} (pruned, or lost): a recovery from ${record.id} reaches moments up to ${to}; later moments are recovered from ${bridged.record.id}`);
+    } else if (walk.missing.length > 0) {
       problems.unshift(
         baseComplete
           ? `the archive lacks ${someNames(walk.missing)}: a recovery from ${record.id} stops before the first of them, at moments up to ${to}`
@@ -123,8 +141,54 @@ export async function logWindows(
       storedBytes: walk.needed.reduce((sum, f) => sum + f.storedBytes, 0),
       missing: walk.missing,
       problems,
+      notes,
+      ...(lastArchivedAt ? { lastArchivedAt } : {}),
       needed: walk.needed,
     });
   }
   return out;
+}
+
+/** The archive's newest file may be this old before health reports it (archive_timeout on an idle server keeps it younger). */
+export const DEFAULT_MAX_ARCHIVE_AGE_MS = 3_600_000;
+
+/**
+ * The health of each database's log archive: the newest file archived within
+ * `thresholds.maxArchiveAgeMs` (a server whose archiving fails or stopped falls behind), and no
+ * gap on the way from any base backup to it.
+ */
+export function assessLogArchive(windows: readonly LogWindow[], thresholds: HealthThresholds, now: Date): HealthCheck[] {
+  const maxAge = thresholds.maxArchiveAgeMs ?? DEFAULT_MAX_ARCHIVE_AGE_MS;
+  const checks: HealthCheck[] = [];
+  const span = (ms: number): string => (ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : ms < 7_200_000 ? `${Math.round(ms / 60_000)} min` : `${(ms / 3_600_000).toFixed(1)} h`);
+  for (const database of [...new Set(windows.map((w) => w.database))].sort()) {
+    const mine = windows.filter((w) => w.database === database);
+    const last = mine.find((w) => w.lastArchivedAt)?.lastArchivedAt;
+    const age = last ? now.getTime() - Date.parse(last) : undefined;
+    const reach = recoverableRange(mine);
+    checks.push({
+      check: 'log-archive',
+      database,
+      status: age !== undefined && age <= maxAge ? 'ok' : 'unhealthy',
+      message:
+        age === undefined
+          ? 'nothing archived yet: is the server handing its log files to strata?'
+          : `newest file archived ${span(Math.max(0, age))} ago${age > maxAge ? ` (more than ${span(maxAge)}: is the server still archiving? its log says why not)` : ''}${reach ? `; recoverable to moments from ${reach.from} to ${reach.to}` : ''}`,
+    });
+    const broken = mine.filter((w) => w.problems.length > 0);
+    checks.push({
+      check: 'log-gaps',
+      database,
+      status: broken.length === 0 ? 'ok' : 'unhealthy',
+      message: broken.length === 0 ? `no gap in the archived log after ${mine.length} base backup(s)` : broken.map((w) => `after ${w.base}: ${w.problems.join('; ')}`).join('; '),
+    });
+  }
+  return checks;
+}
+
+/** The moments a database's log windows reach, from the oldest base's end to the newest reach. */
+export function recoverableRange(windows: readonly LogWindow[]): { from: string; to: string } | undefined {
+  const usable = windows.filter((w) => w.to !== undefined);
+  if (usable.length === 0) return undefined;
+  return { from: usable.map((w) => w.from).sort()[0]!, to: usable.map((w) => w.to!).sort().at(-1)! };
 }

@@ -259,13 +259,12 @@ export class Repository {
    */
   async verifyLog(filter: { database?: string; backupId?: string } = {}, options: { signal?: AbortSignal } = {}): Promise<LogVerifyReport[]> {
     await this.#ctx.unlock();
-    let records = await this.#ctx.catalog.list(filter.database !== undefined ? { database: filter.database } : {});
-    if (filter.backupId !== undefined) records = records.filter((r) => r.id === filter.backupId);
+    const records = await this.#ctx.catalog.list(filter.database !== undefined ? { database: filter.database } : {});
     const reports: LogVerifyReport[] = [];
-    for (const record of records.filter((r) => r.logRange)) {
+    for (const record of records.filter((r) => r.logRange && (filter.backupId === undefined || r.id === filter.backupId))) {
       const op = await this.#ctx.journal.begin('verify', { database: record.database, backupId: record.id, details: { log: true } });
       try {
-        const [window] = await logWindows(this.#ctx, [record], { ...options, check: true });
+        const [window] = await logWindows(this.#ctx, records, { ...options, check: true, only: new Set([record.id]) });
         if (!window) {
           await op.complete({ details: { log: true, outcome: 'skipped' } });
           continue;
