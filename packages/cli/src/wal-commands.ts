@@ -109,8 +109,13 @@ function restoreCommandFor(ctx: CommandContext, database: string): string {
   if (ctx.options.passphraseFile) words.push('--passphrase-file', path.resolve(ctx.options.passphraseFile));
   if (ctx.options.passphraseCommand) words.push('--passphrase-command', ctx.options.passphraseCommand);
   // PostgreSQL replaces %f and %p before the shell sees the line; quoted, they stay one word each.
-  return shellCommand(words);
+  // The segments restore already read and checked wait in the data directory's spool: taking them
+  // from there spares a process start per segment (the recovery's time); others are fetched.
+  return `f=${SPOOL}/%f; if [ -f "$f" ]; then mv "$f" %p; else ${shellCommand(words)}; fi`;
 }
+
+/** The folder of a restored data directory where the checked segments wait for the recovery. */
+export const SPOOL = 'strata-wal';
 
 /**
  * Restores a physical backup into a new data directory set up to recover to the goal. Everything
@@ -142,22 +147,36 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     });
   }
   // Every segment is read and checked before the target is touched: a damaged one found by the
-  // server halfway would leave a cluster stuck before its target.
-  let checked = 0;
-  for (const file of plan.needed) {
-    try {
-      await repo.logArchive.read(file, { signal });
-    } catch (err) {
-      throw new StrataError('ARTIFACT_CORRUPT', `restore: WAL segment ${file.name} of ${database}, which the recovery replays, is damaged (${(err as Error).message}); nothing was written`, { cause: err });
-    }
-    checked += 1;
-  }
+  // server halfway would leave a cluster stuck before its target. They wait beside the target,
+  // then in its spool, where the restore_command takes them from.
   const dir = path.resolve(options.to);
-  await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
+  const spool = `${dir}.strata-wal-${randomBytes(4).toString('hex')}`;
+  await fs.mkdir(spool, { recursive: true, mode: 0o700 });
+  let checked = 0;
+  try {
+    for (const file of plan.needed) {
+      let bytes: Uint8Array;
+      try {
+        bytes = await repo.logArchive.read(file, { signal });
+      } catch (err) {
+        throw new StrataError('ARTIFACT_CORRUPT', `restore: WAL segment ${file.name} of ${database}, which the recovery replays, is damaged (${(err as Error).message}); nothing was written`, { cause: err });
+      }
+      await fs.writeFile(path.join(spool, file.name), bytes, { mode: 0o600 });
+      checked += 1;
+    }
+    await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
+    await fs.rename(spool, path.join(dir, SPOOL));
+  } finally {
+    await fs.rm(spool, { recursive: true, force: true });
+  }
   const restoreCommand = restoreCommandFor(ctx, database);
   await configureRecovery(dir, recoverySettings(goal, restoreCommand, action));
   let report: RecoveryReport | undefined;
-  if (options.start) report = await proveRecovery(dir, { signal });
+  if (options.start) {
+    report = await proveRecovery(dir, { signal });
+    // What the recovery did not take (segments past its target) is no use to the copy.
+    await fs.rm(path.join(dir, SPOOL), { recursive: true, force: true });
+  }
   if (ctx.json) {
     ctx.printJson({ base: base.id, goal: describeGoal(goal), walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
   } else {
@@ -166,6 +185,7 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
       process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
     }
     process.stdout.write(`start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
+    if (!report) process.stdout.write(`the checked segments wait in ${path.join(dir, SPOOL)}, where the recovery takes them from; delete what is left there once it is done\n`);
   }
   return 0;
 }
