@@ -5,7 +5,10 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
+import { describeLogCoverage } from '@strata/protocol/continuity';
+import type { LogWindow } from '@strata/sdk';
 import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
+import { Client } from './helpers/server-client.js';
 
 /**
  * Point-in-time recovery of a physical PostgreSQL backup, as pgBackRest and WAL-G test theirs: a
@@ -253,6 +256,8 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
         assert.equal(report.reached.state, 'paused', `${goal.what}: recovery paused at its target`);
       }
       assert.equal(readFileSync(path.join(target, 'PG_VERSION'), 'utf8').trim(), '15');
+      // The segments restore checked wait in the spool the restore_command takes them from (--start cleared what was left).
+      assert.equal(existsSync(path.join(target, 'strata-wal')), !withStart, `${goal.what}: the spool ${withStart ? 'is cleared' : 'is there'}`);
       assert.ok(existsSync(path.join(target, 'recovery.signal')));
       // The test starts it itself and reads the markers where recovery paused.
       const p = await freePort();
@@ -318,8 +323,20 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     // list and health show the recoverable window and the archive's age.
     const listed = await cli(['list', '--json']);
     assert.equal(listed.status, 0, listed.stderr);
-    const windows = (JSON.parse(listed.stdout) as { logWindows: { base: string; from: string; to: string; problems: string[] }[] }).logWindows;
+    const windows = (JSON.parse(listed.stdout) as { logWindows: LogWindow[] }).logWindows;
     assert.deepEqual(windows.map((w) => [w.base, w.from]), backups.map((b) => [b.id, b.endedAt]));
+    // strata/list gives the editor the same windows, and the tree's line says what list says.
+    const server = new Client();
+    try {
+      await server.start();
+      await server.request('strata/workspace', { folders: [dir], databases: [] });
+      const answer = await server.request('strata/list', { repository: path.join(dir, 'repo'), database: DB });
+      assert.deepEqual(answer.logWindows, windows, 'the server says what list --json says');
+    } finally {
+      await server.stop();
+    }
+    const treeLine = describeLogCoverage(windows, Date.now(), (iso) => iso);
+    assert.match(treeLine ?? '', new RegExp(`^recoverable to any moment from ${backups[0]!.endedAt} to `));
     const listText = await cli(['list']);
     assert.match(listText.stdout, new RegExp(`${DB}: recoverable to any moment from ${backups[0]!.endedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} to .* \\(archived log after 2 base backup\\(s\\), newest file archived .* ago\\)`));
     const health = await cli(['health', '--json']);
