@@ -68,13 +68,14 @@ function someNames(names: readonly string[]): string {
 export async function logWindows(
   ctx: RepositoryContext,
   backups: readonly BackupRecord[],
-  options: { signal?: AbortSignal; check?: boolean; only?: ReadonlySet<string> } = {},
+  options: { signal?: AbortSignal; check?: boolean; only?: ReadonlySet<string>; checked?: Map<string, string | null> } = {},
 ): Promise<(LogWindow & { readonly needed: readonly LogFile[] })[]> {
   const all = bases(ctx, backups);
   const found = options.only ? all.filter((b) => options.only!.has(b.record.id)) : all;
   const archive = new LogArchive(ctx);
   const listed = new Map<string, LogFile[]>();
-  const checked = new Map<string, string | null>();
+  // What reading each file found (null: intact), by key: base backups share most of the log.
+  const checked = options.checked ?? new Map<string, string | null>();
   const read = async (file: LogFile): Promise<Uint8Array> => archive.read(file, options.signal ? { signal: options.signal } : {});
   const out: (LogWindow & { needed: readonly LogFile[] })[] = [];
   for (const { record, rules } of found) {

@@ -261,10 +261,11 @@ export class Repository {
     await this.#ctx.unlock();
     const records = await this.#ctx.catalog.list(filter.database !== undefined ? { database: filter.database } : {});
     const reports: LogVerifyReport[] = [];
+    const checked = new Map<string, string | null>();
     for (const record of records.filter((r) => r.logRange && (filter.backupId === undefined || r.id === filter.backupId))) {
       const op = await this.#ctx.journal.begin('verify', { database: record.database, backupId: record.id, details: { log: true } });
       try {
-        const [window] = await logWindows(this.#ctx, records, { ...options, check: true, only: new Set([record.id]) });
+        const [window] = await logWindows(this.#ctx, records, { ...options, check: true, only: new Set([record.id]), checked });
         if (!window) {
           await op.complete({ details: { log: true, outcome: 'skipped' } });
           continue;
