@@ -400,6 +400,7 @@ The repository is opened once at start, so its passphrase must come from --passp
       'restore latest --db app --to ./restored.db',
       'restore --as-of 2026-01-02T12:00:00Z --db app --to ./app.db --force --yes',
       'restore app_full_20260101_120000_ab12 --to ./orders.db --tables orders,customers',
+      'restore --db cluster --as-of 2026-01-02T12:00:00Z --tables public.orders --to postgres://app@db/shop --force --yes',
       'restore latest --db cluster --to /var/lib/postgresql/15/restored --as-of 2026-01-02T12:00:00Z --start',
     ],
     run: (ctx, { args, opts, signal }) =>

@@ -31,7 +31,7 @@ import {
 import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { physicalRestore } from './wal-commands.js';
+import { physicalRestore, physicalTableRestore } from './wal-commands.js';
 import type { PhysicalRestoreOptions } from './wal-commands.js';
 import { renderStatsReport } from './stats-report.js';
 import { printTable } from './table.js';
@@ -184,7 +184,12 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   });
   const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined;
   if (physicalOnly || (options.database !== undefined && ctx.loaded.config.databases?.[options.database]?.method === 'physical')) {
-    if (options.tables !== undefined) throw new StrataError('USAGE', 'restore: --tables is not available for physical backups yet');
+    if (options.tables !== undefined) {
+      const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
+      if (tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables public.orders,public.customers');
+      if (options.start === true || options.targetAction !== undefined) throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own; --start and --target-action are for whole-cluster restores');
+      return physicalTableRestore(ctx, { ...physical(), tables, yes: options.yes === true }, signal);
+    }
     return physicalRestore(ctx, physical(), signal);
   }
   if ((options.id === undefined) === (options.asOf === undefined)) throw new StrataError('USAGE', 'restore: name the backup (an id, or latest), or give --as-of TIME');

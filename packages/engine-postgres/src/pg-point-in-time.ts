@@ -199,7 +199,7 @@ function majorOf(dataDir: string): number {
  * there, or promoted), reports where it stands, and stops it. The server log is in the data
  * directory (strata-recovery.log) and quoted in errors.
  */
-export async function proveRecovery(dataDir: string, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<RecoveryReport> {
+export async function proveRecovery(dataDir: string, options: { signal?: AbortSignal; timeoutMs?: number; keepRunning?: boolean } = {}): Promise<RecoveryReport & { stop?: () => Promise<void> }> {
   if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --start: PostgreSQL refuses to run as root; run strata as the user that owns the data directory (e.g. postgres)');
   const major = majorOf(dataDir);
   const pgCtl = pgProgram('pg_ctl', major);
@@ -213,6 +213,11 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
     return { status: r.status, out: `${r.stdout}${r.stderr}` };
   };
   const tail = async (): Promise<string> => (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
+  const stopServer = async (): Promise<void> => {
+    run(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
+    await fs.rm(socketDir, { recursive: true, force: true });
+  };
+  let keep = false;
   const started = run(['start', '-D', dataDir, '-l', log, '-w', '-t', '600', '-o', serverOptions]);
   try {
     if (started.status !== 0) throw new StrataError('RESTORE_FAILED', `restore --start: PostgreSQL did not start on the recovered data directory:\n${await tail()}`);
@@ -232,7 +237,11 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
             )
           ).rows[0]!;
           if (!row.recovering || row.paused === 'paused') {
-            return { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port };
+            const reached: RecoveryReport = { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port };
+            if (!options.keepRunning) return reached;
+            // The caller uses the server (a table as of a moment), and stops it with stop().
+            keep = true;
+            return { ...reached, stop: stopServer };
           }
         } finally {
           await client.end().catch(() => undefined);
@@ -246,8 +255,7 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
       await new Promise((resolve) => setTimeout(resolve, 300));
     }
   } finally {
-    run(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
-    await fs.rm(socketDir, { recursive: true, force: true });
+    if (!keep) await stopServer();
   }
 }
 
