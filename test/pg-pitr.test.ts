@@ -446,6 +446,37 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.match(readFileSync(path.join(home, 'server.log'), 'utf8'), /restored log file "[0-9A-F]{24}" from archive/);
   });
 
+  it('restores a table as of a moment into another database, through a scratch cluster recovered to that moment', async function () {
+    const admin = await client(port);
+    try {
+      await admin.query('CREATE DATABASE tables_target');
+    } finally {
+      await admin.end();
+    }
+    const target = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'tables_target' });
+    await target.connect();
+    try {
+      await target.query('CREATE TABLE markers (seq int PRIMARY KEY, at timestamptz NOT NULL)');
+      await target.query('INSERT INTO markers VALUES (-1, now())');
+      const url = `postgres://postgres@127.0.0.1:${port}/tables_target`;
+      const firstEnd = Date.parse(backups[0]!.endedAt);
+      const lastCommitMs = Number(markers.at(-1)!.committedUs / 1000n);
+      const t = Math.floor((firstEnd + lastCommitMs) / 2);
+      const expect = markers.filter((m) => m.committedUs <= BigInt(t) * 1000n).length;
+      const refused = await cli(['restore', '--db', DB, '--as-of', new Date(t).toISOString(), '--tables', 'public.markers', '--to', url]);
+      assert.notEqual(refused.status, 0);
+      assert.match(refused.stderr, /exists; pass --force to replace the tables public\.markers in it/);
+      const r = await cli(['restore', '--db', DB, '--as-of', new Date(t).toISOString(), '--tables', 'public.markers', '--to', url, '--force', '--yes', '--json']);
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      const report = JSON.parse(r.stdout) as { base: string; tables: string[]; from: string; reached: { state: string } };
+      assert.deepEqual([report.tables, report.from, report.reached.state], [['public.markers'], 'postgres', 'promoted']);
+      const rows = (await target.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
+      assert.deepEqual(rows, Array.from({ length: expect }, (_, i) => i + 1), `markers 1..${expect}, committed by ${new Date(t).toISOString()}`);
+    } finally {
+      await target.end().catch(() => undefined);
+    }
+  });
+
   it('prune keeps the WAL kept base backups need: a point-in-time window the log after its first base, older bases their own range', async function () {
     const logDir = path.join(dir, 'repo', 'backups', DB, 'log');
     const names = (): string[] => readdirSync(logDir).map((f) => f.slice(0, f.indexOf('_'))).sort();
