@@ -210,6 +210,7 @@ async function restorePhysicalInto(
  */
 export async function physicalTableRestore(ctx: CommandContext, options: PhysicalRestoreOptions & { readonly tables: readonly string[]; readonly yes: boolean }, signal: AbortSignal): Promise<number> {
   if (!isPostgresUrl(options.to)) throw new StrataError('USAGE', `restore: --tables of a physical backup go into a database: give --to postgres://USER@HOST:PORT/DB (got ${JSON.stringify(options.to.slice(0, 80))})`);
+  if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --tables of a physical backup recovers a scratch cluster, and PostgreSQL refuses to run as root: run strata as the user that owns PostgreSQL (e.g. postgres)');
   const database = databaseOf(ctx, options.database, 'restore --tables');
   const entry = ctx.loaded.config.databases?.[database];
   // The loaded config holds the physical locator (postgres+physical://); its URL names the database.
