@@ -5,7 +5,10 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
-import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
+import { describeLogCoverage } from '@strata/protocol/continuity';
+import type { LogWindow } from '@strata/sdk';
+import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
+import { Client } from './helpers/server-client.js';
 
 /**
  * Point-in-time recovery of a physical PostgreSQL backup, as pgBackRest and WAL-G test theirs: a
@@ -29,6 +32,14 @@ interface Marker {
 
 function asServerUser(cmd: string, args: string[]): [string, string[]] {
   return isRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+}
+
+/** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
+function recipe(marker: string): string {
+  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
+  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
+  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
+  return block[1]!;
 }
 
 function runSync(cmd: string, args: string[]): { status: number; out: string } {
@@ -94,7 +105,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
   const markers: Marker[] = [];
   const lsnTargets: { lsn: string; seq: number }[] = [];
   const restorePoints: { name: string; seq: number }[] = [];
-  const backups: { id: string; endedAt: string; endLsn: string }[] = [];
+  const backups: { id: string; endedAt: string; endLsn: string; startWal: string; endWal: string }[] = [];
   const cli = (args: string[]) => strataAsync([...args, '--config', config, '--passphrase-file', passFile]);
   const pgCtl = (args: string[]) => runSync(path.join(BINDIR, 'pg_ctl'), args);
 
@@ -170,8 +181,8 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     const backup = async (): Promise<void> => {
       const r = await cli(['backup', DB, '--json']);
       assert.equal(r.status, 0, r.stderr);
-      const record = (JSON.parse(r.stdout) as { backup: { id: string; logRange: { endedAt: string; end: { lsn: string } } } }).backup;
-      backups.push({ id: record.id, endedAt: record.logRange.endedAt, endLsn: record.logRange.end.lsn });
+      const record = (JSON.parse(r.stdout) as { backup: { id: string; logRange: { endedAt: string; start: { wal: string }; end: { lsn: string; wal: string } } } }).backup;
+      backups.push({ id: record.id, endedAt: record.logRange.endedAt, endLsn: record.logRange.end.lsn, startWal: record.logRange.start.wal, endWal: record.logRange.end.wal });
     };
     const switchWal = async (): Promise<string> => (await db.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
 
@@ -245,6 +256,8 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
         assert.equal(report.reached.state, 'paused', `${goal.what}: recovery paused at its target`);
       }
       assert.equal(readFileSync(path.join(target, 'PG_VERSION'), 'utf8').trim(), '15');
+      // The segments restore checked wait in the spool the restore_command takes them from (--start cleared what was left).
+      assert.equal(existsSync(path.join(target, 'strata-wal')), !withStart, `${goal.what}: the spool ${withStart ? 'is cleared' : 'is there'}`);
       assert.ok(existsSync(path.join(target, 'recovery.signal')));
       // The test starts it itself and reads the markers where recovery paused.
       const p = await freePort();
@@ -289,6 +302,84 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.equal(existsSync(path.join(probe, 'x')), false);
   });
 
+  it('verify checks the archived WAL from each base backup on, and reports a missing and a damaged segment', async function () {
+    const good = await cli(['verify', '--all', '--json']);
+    assert.equal(good.status, 0, good.stdout + good.stderr);
+    const goodReport = JSON.parse(good.stdout) as { outcome: string; reports: { outcome: string }[]; logs: { base: string; outcome: string; files: number; missing: string[]; to: string }[] };
+    assert.equal(goodReport.outcome, 'passed');
+    assert.deepEqual(goodReport.reports.map((r) => r.outcome), backups.map(() => 'passed'), 'each base backup passes the quick checks');
+    assert.deepEqual(goodReport.logs.map((l) => l.base), backups.map((b) => b.id), 'one log report per base backup');
+    for (const log of goodReport.logs) {
+      assert.equal(log.outcome, 'passed');
+      assert.ok(log.files > 1);
+      assert.ok(Date.parse(log.to) >= Number(markers.at(-1)!.committedUs / 1000n), `${log.base}: recoverable to the last marker's commit`);
+    }
+    // The full level recovers the newest base into a scratch data directory from its archived WAL.
+    const full = await cli(['verify', backups[1]!.id, '--level', 'full', '--json']);
+    assert.equal(full.status, 0, full.stdout + full.stderr);
+    const checks = (JSON.parse(full.stdout) as { reports: { checks: { name: string; status: string }[] }[] }).reports[0]!.checks;
+    assert.deepEqual(checks.map((c) => c.status), ['passed', 'passed', 'passed', 'passed', 'passed'], JSON.stringify(checks));
+
+    // list and health show the recoverable window and the archive's age.
+    const listed = await cli(['list', '--json']);
+    assert.equal(listed.status, 0, listed.stderr);
+    const windows = (JSON.parse(listed.stdout) as { logWindows: LogWindow[] }).logWindows;
+    assert.deepEqual(windows.map((w) => [w.base, w.from]), backups.map((b) => [b.id, b.endedAt]));
+    // strata/list gives the editor the same windows, and the tree's line says what list says.
+    const server = new Client();
+    try {
+      await server.start();
+      await server.request('strata/workspace', { folders: [dir], databases: [] });
+      const answer = await server.request('strata/list', { repository: path.join(dir, 'repo'), database: DB });
+      assert.deepEqual(answer.logWindows, windows, 'the server says what list --json says');
+    } finally {
+      await server.stop();
+    }
+    const treeLine = describeLogCoverage(windows, Date.now(), (iso) => iso);
+    assert.match(treeLine ?? '', new RegExp(`^recoverable to any moment from ${backups[0]!.endedAt} to `));
+    const listText = await cli(['list']);
+    assert.match(listText.stdout, new RegExp(`${DB}: recoverable to any moment from ${backups[0]!.endedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} to .* \\(archived log after 2 base backup\\(s\\), newest file archived .* ago\\)`));
+    const health = await cli(['health', '--json']);
+    const healthChecks = (JSON.parse(health.stdout) as { checks: { check: string; database: string | null; status: string; message: string }[] }).checks;
+    const archiveCheck = healthChecks.find((c) => c.check === 'log-archive' && c.database === DB)!;
+    assert.equal(archiveCheck.status, 'ok', archiveCheck.message);
+    assert.match(archiveCheck.message, /newest file archived .* ago; recoverable to moments from/);
+    assert.equal(healthChecks.find((c) => c.check === 'log-gaps')!.status, 'ok');
+    const stale = await cli(['health', '--max-archive-age', '1s', '--json']);
+    assert.equal(stale.status, 3, 'an archive older than --max-archive-age is unhealthy');
+    assert.match((JSON.parse(stale.stdout) as { checks: { check: string; message: string }[] }).checks.find((c) => c.check === 'log-archive')!.message, /is the server still archiving/);
+
+    const logDir = path.join(dir, 'repo', 'backups', DB, 'log');
+    const segments = readdirSync(logDir).filter((f) => /^[0-9A-F]{24}_/.test(f)).sort();
+    const gone = segments.at(-2)!;
+    const damaged = segments.at(-4)!;
+    const original = readFileSync(path.join(logDir, damaged));
+    renameSync(path.join(logDir, gone), path.join(dir, gone));
+    const bytes = Buffer.from(original);
+    bytes[bytes.length - 40] = bytes[bytes.length - 40]! ^ 0xff;
+    writeFileSync(path.join(logDir, damaged), bytes);
+    try {
+      const bad = await cli(['verify', '--all']);
+      assert.equal(bad.status, 3, bad.stdout + bad.stderr);
+      assert.match(bad.stdout, new RegExp(`archived log after ${backups[1]!.id}: FAILED`));
+      assert.match(bad.stdout, new RegExp(`the archive lacks ${gone.slice(0, 24)}: a recovery from ${backups[1]!.id} stops before the first of them`));
+      assert.match(bad.stdout, new RegExp(`${damaged.slice(0, 24)} is damaged`));
+      const unhealthy = await cli(['health', '--json']);
+      assert.equal(unhealthy.status, 3, 'a gap in the archive is unhealthy');
+      assert.match((JSON.parse(unhealthy.stdout) as { checks: { check: string; message: string }[] }).checks.find((c) => c.check === 'log-gaps')!.message, new RegExp(`lacks ${gone.slice(0, 24)}`));
+      // A single backup's verify checks its log too.
+      const one = await cli(['verify', backups[0]!.id, '--json']);
+      assert.equal(one.status, 3, one.stdout + one.stderr);
+      const report = JSON.parse(one.stdout) as { reports: { outcome: string }[]; logs: { outcome: string; missing: string[]; problems: string[] }[] };
+      assert.equal(report.reports[0]!.outcome, 'passed', 'the base backup itself is intact');
+      assert.deepEqual(report.logs[0]!.missing, [gone.slice(0, 24)]);
+      assert.equal(report.logs[0]!.problems.filter((p) => p.includes(`${damaged.slice(0, 24)} is damaged`)).length, 1);
+    } finally {
+      renameSync(path.join(dir, gone), path.join(logDir, gone));
+      writeFileSync(path.join(logDir, damaged), original);
+    }
+  });
+
   it('refuses a recovery across a missing or damaged segment before writing anything', async function () {
     const logDir = path.join(dir, 'repo', 'backups', DB, 'log');
     const segments = readdirSync(logDir).filter((f) => /^[0-9A-F]{24}_/.test(f)).sort();
@@ -301,12 +392,133 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.match(gap.stderr, new RegExp(`lacks ${victim.slice(0, 24)}`));
     assert.equal(existsSync(target), false, 'nothing written');
     renameSync(path.join(dir, victim), path.join(logDir, victim));
-    const bytes = readFileSync(path.join(logDir, victim));
+    const original = readFileSync(path.join(logDir, victim));
+    const bytes = Buffer.from(original);
     bytes[bytes.length - 40] = bytes[bytes.length - 40]! ^ 0xff;
     writeFileSync(path.join(logDir, victim), bytes);
-    const damaged = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', lastTime]);
-    assert.equal(damaged.status, 1, damaged.stderr);
-    assert.match(damaged.stderr, new RegExp(`${victim.slice(0, 24)} of ${DB}, which the recovery replays, is damaged`));
-    assert.equal(existsSync(target), false, 'nothing written');
+    try {
+      const damaged = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', lastTime]);
+      assert.equal(damaged.status, 1, damaged.stderr);
+      assert.match(damaged.stderr, new RegExp(`${victim.slice(0, 24)} of ${DB}, which the recovery replays, is damaged`));
+      assert.equal(existsSync(target), false, 'nothing written');
+    } finally {
+      writeFileSync(path.join(logDir, victim), original);
+    }
+  });
+
+  it('recovers by hand as docs/FORMAT.md says: gpg, zstd and tar into a data directory, a restore_command that decrypts the archived WAL', async function () {
+    // A person's own GnuPG home and files, as the server's user.
+    const home = path.join(dir, 'by-hand');
+    mkdirSync(path.join(home, 'gnupg'), { recursive: true, mode: 0o700 });
+    if (isRoot) spawnSync('chown', ['-R', 'postgres', home]);
+    const follow = (marker: string, variables: Record<string, string>): string => {
+      const env = { GNUPGHOME: path.join(home, 'gnupg'), ...variables };
+      const [file, argv] = asServerUser('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'bash', '-euo', 'pipefail', '-c', recipe(marker)]);
+      const r = spawnSync(file, argv, { encoding: 'utf8', env: { ...process.env, ...env } });
+      assert.equal(r.status, 0, `${marker} failed:\n${r.stderr}`);
+      return r.stdout;
+    };
+    const keys = path.join(home, 'keys');
+    follow('recover-data-keys', { REPO: path.join(dir, 'repo'), PASSFILE: passFile, KEYS: keys });
+    const listed = JSON.parse((await cli(['list', '--json'])).stdout) as { backups: { id: string; key: string; encryption: { keyId: string } }[] };
+    const base = listed.backups.find((b) => b.id === backups[1]!.id)!;
+    const dataKey = path.join(home, 'data-key');
+    follow('data-key-file', { KEYS: keys, KEYID: base.encryption.keyId, DATAKEY: dataKey });
+    const pgdata = path.join(home, 'pgdata');
+    follow('recover-physical', { ARTIFACT: path.join(dir, 'repo', base.key), DATAKEY: dataKey, KEYS: keys, REPO: path.join(dir, 'repo'), DB, PGDATA: pgdata });
+    assert.match(readFileSync(path.join(pgdata, 'postgresql.auto.conf'), 'utf8'), /^archive_mode = off$/m);
+    // Started as the block's next sentence says: it replays the whole archive, then opens.
+    const p = await freePort();
+    const [file, argv] = asServerUser('env', [`GNUPGHOME=${path.join(home, 'gnupg')}`, path.join(BINDIR, 'pg_ctl'), '-D', pgdata, '-l', path.join(home, 'server.log'), '-w', '-t', '300', '-o', `-c port=${p} -c unix_socket_directories=${dir}`, 'start']);
+    const started = spawnSync(file, argv, { encoding: 'utf8' });
+    running.add(pgdata);
+    assert.equal(started.status, 0, `${started.stdout}${started.stderr}\n${existsSync(path.join(home, 'server.log')) ? readFileSync(path.join(home, 'server.log'), 'utf8') : ''}`);
+    const c = await waitFor('the recovered server', () => client(p));
+    try {
+      await waitFor('the end of recovery', async () => ((await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r ? undefined : true), 300_000);
+      const rows = (await c.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
+      assert.deepEqual(rows, markers.map((m) => m.seq), 'every marker committed, from the archived WAL alone');
+    } finally {
+      await c.end().catch(() => undefined);
+      pgCtl(['stop', '-D', pgdata, '-m', 'fast', '-w']);
+      running.delete(pgdata);
+    }
+    assert.match(readFileSync(path.join(home, 'server.log'), 'utf8'), /restored log file "[0-9A-F]{24}" from archive/);
+  });
+
+  it('restores a table as of a moment into another database, through a scratch cluster recovered to that moment', async function () {
+    const admin = await client(port);
+    try {
+      await admin.query('CREATE DATABASE tables_target');
+    } finally {
+      await admin.end();
+    }
+    const target = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'tables_target' });
+    await target.connect();
+    try {
+      await target.query('CREATE TABLE markers (seq int PRIMARY KEY, at timestamptz NOT NULL)');
+      await target.query('INSERT INTO markers VALUES (-1, now())');
+      const url = `postgres://postgres@127.0.0.1:${port}/tables_target`;
+      const firstEnd = Date.parse(backups[0]!.endedAt);
+      const lastCommitMs = Number(markers.at(-1)!.committedUs / 1000n);
+      const t = Math.floor((firstEnd + lastCommitMs) / 2);
+      const expect = markers.filter((m) => m.committedUs <= BigInt(t) * 1000n).length;
+      const refused = await cli(['restore', '--db', DB, '--as-of', new Date(t).toISOString(), '--tables', 'public.markers', '--to', url]);
+      assert.notEqual(refused.status, 0);
+      assert.match(refused.stderr, /exists; pass --force to replace the tables public\.markers in it/);
+      const r = await cli(['restore', '--db', DB, '--as-of', new Date(t).toISOString(), '--tables', 'public.markers', '--to', url, '--force', '--yes', '--json']);
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      const report = JSON.parse(r.stdout) as { base: string; tables: string[]; from: string; reached: { state: string } };
+      assert.deepEqual([report.tables, report.from, report.reached.state], [['public.markers'], 'postgres', 'promoted']);
+      const rows = (await target.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
+      assert.deepEqual(rows, Array.from({ length: expect }, (_, i) => i + 1), `markers 1..${expect}, committed by ${new Date(t).toISOString()}`);
+    } finally {
+      await target.end().catch(() => undefined);
+    }
+  });
+
+  it('prune keeps the WAL kept base backups need: a point-in-time window the log after its first base, older bases their own range', async function () {
+    const logDir = path.join(dir, 'repo', 'backups', DB, 'log');
+    const names = (): string[] => readdirSync(logDir).map((f) => f.slice(0, f.indexOf('_'))).sort();
+    const segno = (name: string): string => name.slice(8, 24);
+    const [b0, b1] = backups as [(typeof backups)[0], (typeof backups)[0]];
+    const before = names();
+    // Only the newest base kept: everything before its start goes (dry run first: nothing changes).
+    const dry = await cli(['prune', '--dry-run', '--keep-last', '1', '--json']);
+    assert.equal(dry.status, 0, dry.stderr);
+    const dryPlan = JSON.parse(dry.stdout) as { remove: { id: string }[]; removeLog: { database: string; files: number; first: string; last: string }[] };
+    assert.deepEqual(dryPlan.remove.map((d) => d.id), [b0.id]);
+    const older = before.filter((n) => /^[0-9A-F]{24}/.test(n) && segno(n) < segno(b1.startWal));
+    assert.equal(dryPlan.removeLog.length, 1);
+    assert.equal(dryPlan.removeLog[0]!.files, older.length, `the files before ${b1.startWal}: ${older.join(', ')}`);
+    assert.deepEqual(names(), before, 'a dry run removes nothing');
+    const dryText = await cli(['prune', '--dry-run', '--keep-last', '1']);
+    assert.match(dryText.stdout, new RegExp(`would remove ${older.length} archived log file\\(s\\) of ${DB}.*older than the start of ${b1.id}, the oldest kept base backup`));
+
+    // Both bases kept, the point-in-time window only after the second: the first keeps its own range.
+    const windowed = await cli(['prune', '--keep-last', '2', '--keep-within-pitr', '1s', '--json']);
+    assert.equal(windowed.status, 0, windowed.stderr);
+    assert.deepEqual((JSON.parse(windowed.stdout) as { remove: unknown[] }).remove, []);
+    const after = names();
+    const gone = before.filter((n) => !after.includes(n));
+    const between = (n: string): boolean => segno(n) > segno(b0.endWal) && segno(n) < segno(b1.startWal);
+    assert.ok(gone.some(between), 'the WAL between the two bases goes');
+    for (const n of gone) assert.ok(segno(n) < segno(b0.startWal) || between(n), `${n} lies before ${b0.startWal} or between ${b0.endWal} and ${b1.startWal}`);
+    for (const n of before.filter((n) => /^[0-9A-F]{24}$/.test(n) && segno(n) >= segno(b0.startWal) && (segno(n) <= segno(b0.endWal) || segno(n) >= segno(b1.startWal)))) {
+      assert.ok(after.includes(n), `${n} stays`);
+    }
+    const verified = await cli(['verify', '--all', '--json']);
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    const logs = (JSON.parse(verified.stdout) as { logs: { base: string; outcome: string; notes: string[] }[] }).logs;
+    assert.deepEqual(logs.map((l) => l.outcome), ['passed', 'passed']);
+    assert.match(logs[0]!.notes.join(' '), new RegExp(`later moments are recovered from ${b1.id}`));
+
+    // The first base goes: so does its range.
+    const pruned = await cli(['prune', '--keep-last', '1']);
+    assert.equal(pruned.status, 0, pruned.stderr);
+    assert.deepEqual(names().filter((n) => /^[0-9A-F]{24}/.test(n) && segno(n) < segno(b1.startWal)), []);
+    assert.ok(names().some((n) => n === b1.startWal), 'the newest base keeps its start');
+    const last = await cli(['verify', '--all']);
+    assert.equal(last.status, 0, last.stdout + last.stderr);
   });
 });

@@ -1,6 +1,6 @@
 import * as vscode from 'vscode';
-import type { BackupView, ConfigProblem, ContinuityWindow, DatabaseEntry, EngineInfo } from '@strata/protocol';
-import { describeCoverage } from '@strata/protocol/continuity';
+import type { BackupView, ConfigProblem, ContinuityWindow, DatabaseEntry, EngineInfo, LogWindow } from '@strata/protocol';
+import { describeCoverage, describeLogCoverage } from '@strata/protocol/continuity';
 import { SERVER_PROBLEMS, StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatAge, formatBytes, formatTime } from './format.js';
@@ -48,7 +48,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
   #engines: readonly EngineInfo[] = [];
   #problems: readonly ConfigProblem[] = [];
   #workspaceError: string | undefined;
-  #lists = new Map<string, Promise<{ readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[] }>>();
+  #lists = new Map<string, Promise<{ readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[]; readonly logWindows?: readonly LogWindow[] }>>();
   /** Settles when the databases were (re)loaded; tests and the status bar wait on it. */
   loaded: Promise<void> = Promise.resolve();
 
@@ -116,7 +116,12 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
     return (await this.#listOf(entry)).continuity.filter((w) => w.database === entry.name);
   }
 
-  #listOf(entry: DatabaseEntry): Promise<{ readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[] }> {
+  /** What the archived log covers after each base backup of a database that replays one (none for others). */
+  async logWindowsOf(entry: DatabaseEntry): Promise<readonly LogWindow[]> {
+    return ((await this.#listOf(entry)).logWindows ?? []).filter((w) => w.database === entry.name);
+  }
+
+  #listOf(entry: DatabaseEntry): Promise<{ readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[]; readonly logWindows?: readonly LogWindow[] }> {
     const byTier = groupByTier();
     const key = `${entry.repository}\0${entry.name}\0${byTier}`;
     let list = this.#lists.get(key);
@@ -224,7 +229,8 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
     if (backups.length === 0) return [{ kind: 'message', text: 'No restore points yet: back up now', icon: 'info', command: { command: 'strata.backupNow', title: 'Back Up Now', arguments: [node] } }];
     // Continuous protection first: the window a restore as of a time can reach, between restore points too.
     const coverage = continuityNode(await this.continuityOf(entry), Date.now());
-    const above: StrataNode[] = coverage ? [coverage] : [];
+    const logCoverage = logWindowNode(await this.logWindowsOf(entry), Date.now());
+    const above: StrataNode[] = [...(coverage ? [coverage] : []), ...(logCoverage ? [logCoverage] : [])];
     if (!groupByTier()) return [...above, ...backups.map((backup): StrataNode => ({ kind: 'backup', entry, backup }))];
     const tiers = new Map<string, BackupView[]>();
     for (const b of backups) tiers.set(b.tier ?? 'other', [...(tiers.get(b.tier ?? 'other') ?? []), b]);
@@ -244,6 +250,14 @@ export function continuityNode(windows: readonly ContinuityWindow[], now: number
   if (!newest) return undefined;
   const detail = windows.map((w) => `${formatTime(w.from)} to ${formatTime(w.to)}: ${w.segments} segment(s), ${w.transactions} transaction(s), ${formatBytes(w.storedBytes)} after ${w.base}${w.broken ? `; broken: ${w.broken}` : ''}`);
   return { kind: 'message', text: describeCoverage(newest, now, formatTime), icon: newest.broken ? 'warning' : 'pulse', detail: `Restores as of any moment in:\n${detail.join('\n')}` };
+}
+
+/** The line of a database whose restores replay a log archive: the moments it recovers to, and the archive's age. */
+export function logWindowNode(windows: readonly LogWindow[], now: number): MessageNode | undefined {
+  const text = describeLogCoverage(windows, now, formatTime);
+  if (!text) return undefined;
+  const detail = windows.map((w) => `after ${w.base}: ${w.to ? `${formatTime(w.from)} to ${formatTime(w.to)}` : 'not recoverable'}, ${w.files} file(s), ${formatBytes(w.storedBytes)}${w.problems.length > 0 ? `; ${w.problems.join('; ')}` : ''}`);
+  return { kind: 'message', text, icon: windows.some((w) => w.problems.length > 0) ? 'warning' : 'history', detail: `Recovers to any moment in:\n${detail.join('\n')}` };
 }
 
 function groupByTier(): boolean {

@@ -421,6 +421,7 @@ The repository is opened once at start, so its passphrase must come from --passp
       'restore latest --db app --to ./restored.db',
       'restore --as-of 2026-01-02T12:00:00Z --db app --to ./app.db --force --yes',
       'restore app_full_20260101_120000_ab12 --to ./orders.db --tables orders,customers',
+      'restore --db cluster --as-of 2026-01-02T12:00:00Z --tables public.orders --to postgres://app@db/shop --force --yes',
       'restore latest --db cluster --to /var/lib/postgresql/15/restored --as-of 2026-01-02T12:00:00Z --start',
     ],
     run: (ctx, { args, opts, signal }) =>
@@ -541,15 +542,17 @@ charts are inline SVG, with no script and no link to anything outside the file.`
       { flags: '--max-unverified <dur>', description: 'how long without a passed verification (default 8d)' },
       { flags: '--max-duration <dur>', description: 'how long a backup may take (default 2h)' },
       { flags: '--max-disk <percent>', description: "how full the repository's disk may be (default 85)" },
+      { flags: '--max-archive-age <dur>', description: "for a log archive (physical PostgreSQL): the newest archived file's age limit (default 1h)" },
     ],
     details: `Exit status 3 when anything is unhealthy, so cron and monitoring can alert. For databases
 under strata replicate: a chain of segments with a break, a replicator that died or failed, or one
-whose segments are shipped later than --max-lag after their transactions.`,
+whose segments are shipped later than --max-lag after their transactions. For physical PostgreSQL
+clusters: the newest archived WAL file older than --max-archive-age, or a gap in the archived WAL.`,
     examples: ['health', 'health --max-age 2h --json'],
     run: (ctx, { opts }) =>
       healthCommand(ctx, {
         ...given({ maxAge: str(opts, 'maxAge'), maxUnverified: str(opts, 'maxUnverified'), maxDuration: str(opts, 'maxDuration'), maxLag: str(opts, 'maxLag') }),
-        ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk') }),
+        ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk'), maxArchiveAge: str(opts, 'maxArchiveAge') }),
       }),
   },
   {

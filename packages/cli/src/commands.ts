@@ -9,6 +9,7 @@ import {
   describeLostWindows,
   StrataError,
   assessContinuity,
+  assessLogArchive,
   assessHealth,
   assessMirror,
   backupRuns,
@@ -30,7 +31,7 @@ import {
 import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { physicalRestore } from './wal-commands.js';
+import { physicalRestore, physicalTableRestore } from './wal-commands.js';
 import type { PhysicalRestoreOptions } from './wal-commands.js';
 import { renderStatsReport } from './stats-report.js';
 import { printTable } from './table.js';
@@ -183,7 +184,12 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   });
   const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined;
   if (physicalOnly || (options.database !== undefined && ctx.loaded.config.databases?.[options.database]?.method === 'physical')) {
-    if (options.tables !== undefined) throw new StrataError('USAGE', 'restore: --tables is not available for physical backups yet');
+    if (options.tables !== undefined) {
+      const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
+      if (tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables public.orders,public.customers');
+      if (options.start === true || options.targetAction !== undefined) throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own; --start and --target-action are for whole-cluster restores');
+      return physicalTableRestore(ctx, { ...physical(), tables, yes: options.yes === true }, signal);
+    }
     return physicalRestore(ctx, physical(), signal);
   }
   if ((options.id === undefined) === (options.asOf === undefined)) throw new StrataError('USAGE', 'restore: name the backup (an id, or latest), or give --as-of TIME');
@@ -313,13 +319,17 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   // With --all, the chains of segments too (continuous protection): unbroken, every segment intact.
   const segmentReports = options.all ? await repo.verifySegments(options.database === undefined ? {} : { database: options.database }, { signal }) : [];
   const failedSegments = segmentReports.filter((r) => r.outcome === 'failed');
+  // Base backups whose restores replay an archived log: that log, from each of them onwards.
+  const logReports = await repo.verifyLog(options.all ? (options.database === undefined ? {} : { database: options.database }) : { backupId: reports[0]?.backupId ?? '', ...(reports[0] ? { database: reports[0].database } : {}) }, { signal });
+  const failedLogs = logReports.filter((r) => r.outcome === 'failed');
   const failed = reports.filter((r) => r.outcome === 'failed');
   if (ctx.json) {
     ctx.printJson({
       level,
-      outcome: failed.length + failedSegments.length > 0 ? 'failed' : unverified.length > 0 ? 'incomplete' : 'passed',
+      outcome: failed.length + failedSegments.length + failedLogs.length > 0 ? 'failed' : unverified.length > 0 ? 'incomplete' : 'passed',
       reports,
       ...(segmentReports.length > 0 ? { segments: segmentReports } : {}),
+      ...(logReports.length > 0 ? { logs: logReports } : {}),
       ...(unverified.length > 0 ? { unverified } : {}),
     });
   } else {
@@ -333,10 +343,16 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       process.stdout.write(`segments after ${r.base}: ${r.outcome.toUpperCase()} (${r.segments} segment(s))\n`);
       for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
     }
+    for (const r of logReports) {
+      const reach = r.to !== undefined ? `recoverable to moments from ${r.from} to ${r.to}` : 'not recoverable';
+      process.stdout.write(`archived log after ${r.base}: ${r.outcome.toUpperCase()} (${r.files} file(s) checked, ${r.missing.length} missing; ${reach})\n`);
+      for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
+      for (const note of r.notes) process.stdout.write(`  note    ${note}\n`);
+    }
     if (reports.length + unverified.length === 0) process.stdout.write('nothing to verify\n');
     else process.stdout.write(`${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}\n`);
   }
-  return failed.length + failedSegments.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
+  return failed.length + failedSegments.length + failedLogs.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
 }
 
 /** Policy flags of `strata prune` and `list --by-tier`: the policy's rules, labels as `LABEL=DURATION`. */
@@ -384,6 +400,7 @@ export async function pruneCommand(ctx: CommandContext, options: PruneCommandOpt
       keep: plan.keep.map((d) => ({ id: d.id, reasons: d.reasons })),
       remove: plan.remove.map((d) => ({ id: d.id, reasons: d.reasons })),
       removeSegments: plan.removeSegments,
+      removeLog: plan.removeLog ?? [],
     });
     return 0;
   }
@@ -403,6 +420,9 @@ export async function pruneCommand(ctx: CommandContext, options: PruneCommandOpt
     process.stdout.write(
       `${options.dryRun ? 'would remove' : 'removed'} the ${d.segments} segment(s) after ${d.base} (restores to moments from ${d.from} to ${d.to}; the restore point itself stays): ${d.reason}\n`,
     );
+  }
+  for (const d of plan.removeLog ?? []) {
+    process.stdout.write(`${options.dryRun ? 'would remove' : 'removed'} ${d.files} archived log file(s) of ${d.database}, ${d.first === d.last ? d.first : `${d.first} to ${d.last}`} (${formatBytes(d.storedBytes)}): ${d.reason}\n`);
   }
   return 0;
 }
@@ -548,9 +568,10 @@ function writeFileAtomically(file: string, text: string): void {
 }
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
-export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string }): Promise<number> {
+export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string; maxArchiveAge?: string }): Promise<number> {
   const thresholds: HealthThresholds = {
     maxLagMs: options.maxLag ? parseLag(options.maxLag) : DEFAULT_HEALTH.maxLagMs!,
+    ...(options.maxArchiveAge ? { maxArchiveAgeMs: durationMs(parseDuration(options.maxArchiveAge, 'health: --max-archive-age')) } : {}),
     maxAgeMs: options.maxAge ? durationMs(parseDuration(options.maxAge, 'health: --max-age')) : DEFAULT_HEALTH.maxAgeMs,
     maxDurationMs: options.maxDuration ? durationMs(parseDuration(options.maxDuration, 'health: --max-duration')) : DEFAULT_HEALTH.maxDurationMs,
     maxUnverifiedMs: options.maxUnverified ? durationMs(parseDuration(options.maxUnverified, 'health: --max-unverified')) : DEFAULT_HEALTH.maxUnverifiedMs!,
@@ -562,7 +583,7 @@ export async function healthCommand(ctx: CommandContext, options: { maxAge?: str
   const backups = await repo.list();
   const operations = await repo.journal.operations();
   const primary = assessHealth(backups, operations, space, thresholds, new Date());
-  let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date())];
+  let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date()), ...assessLogArchive(await repo.logWindows(), thresholds, new Date())];
   const mirrorLocation = repo.mirrorLocation;
   if (mirrorLocation !== undefined) {
     let state: MirrorState;

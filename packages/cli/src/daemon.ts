@@ -4,6 +4,7 @@ import {
   DEFAULT_HEALTH,
   StrataError,
   assessContinuity,
+  assessLogArchive,
   assessHealth,
   describeJob,
   durationMs,
@@ -560,7 +561,11 @@ export class Daemon {
       }
       case 'prune': {
         const plan = await repo.prune((db) => retentionFor(this.#ctx.loaded.config, db), { database });
-        return { summary: `kept ${plan.keep.length}, removed ${plan.remove.length}`, details: { kept: plan.keep.length, removed: plan.remove.map((d) => d.id) } };
+        const logFiles = (plan.removeLog ?? []).reduce((sum, d) => sum + d.files, 0);
+        return {
+          summary: `kept ${plan.keep.length}, removed ${plan.remove.length}${logFiles > 0 ? ` and ${logFiles} archived log file(s)` : ''}`,
+          details: { kept: plan.keep.length, removed: plan.remove.map((d) => d.id), ...(logFiles > 0 ? { logFilesRemoved: logFiles } : {}) },
+        };
       }
       case 'health': {
         const thresholds = {
@@ -572,7 +577,7 @@ export class Daemon {
         const backups = await repo.list();
         const operations = await repo.journal.operations();
         const now = new Date();
-        const checks = [...assessHealth(backups, operations, space, thresholds, now).checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, now)].filter(
+        const checks = [...assessHealth(backups, operations, space, thresholds, now).checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, now), ...assessLogArchive(await repo.logWindows({ database }), thresholds, now)].filter(
           (c) => c.database === undefined || c.database === database,
         );
         const problems = checks.filter((c) => c.status !== 'ok');

@@ -1,5 +1,6 @@
 import { BACKUP_TYPES, StrataError, continuityWindows, durationBefore, newestGoodByDatabase, parseDuration } from '@strata/sdk';
 import type { BackupRecord, BackupType, ContinuityWindow } from '@strata/sdk';
+import { describeLogCoverage } from '@strata/protocol/continuity';
 import { DEFAULT_ROWS_PER_DATABASE } from './command-table.js';
 import type { CommandContext } from './context.js';
 import { printTable } from './table.js';
@@ -90,11 +91,14 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
   const { shown: backups, omitted } = limit === undefined ? { shown: matched, omitted: new Map<string, number>() } : newestPerDatabase(matched, limit);
   // Continuous protection: what the chains of segments cover, per database listed.
   const continuity = continuityWindows(all, await repo.segments(options.database === undefined ? {} : { database: options.database })).filter((w) => databases.includes(w.database));
+  // Base backups that replay a log archive: what the archive lets them reach.
+  const logWindows = all.some((b) => b.logRange) ? (await repo.logWindows(options.database === undefined ? {} : { database: options.database })).filter((w) => databases.includes(w.database)) : [];
   if (ctx.json) {
     ctx.printJson({
       repository: repo.settings.location,
       backups,
       ...(continuity.length > 0 ? { continuity } : {}),
+      ...(logWindows.length > 0 ? { logWindows } : {}),
       newestGood: Object.fromEntries(databases.map((d) => [d, good.get(d)?.id ?? null])),
       // Restore points that matched but --limit left out, per database; empty without --limit.
       omitted: Object.fromEntries(omitted),
@@ -149,6 +153,10 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
     if (!good.has(database)) process.stdout.write(`${printable(database)} has no good restore point (none with data whose last verification did not fail)\n`);
   }
   for (const line of continuityLines(continuity, Date.now())) process.stdout.write(`${line}\n`);
+  for (const database of databases) {
+    const line = describeLogCoverage(logWindows.filter((w) => w.database === database), Date.now(), (iso) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z'));
+    if (line) process.stdout.write(`${printable(database)}: ${line}\n`);
+  }
   const left = columns.filter((_, i) => layout.widths[i] === null).map((c) => c.header);
   if (left.length > 0 || layout.cut) {
     const what = [...(left.length > 0 ? [`left out ${left.join(', ')}`] : []), ...(layout.cut ? ['cut long cells (…)'] : [])].join(' and ');

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { StrataError, chooseBase, configureRecovery, describeGoal, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
+import { PostgresEngine, StrataError, chooseBase, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
 import type { BackupRecord, RecoveryGoal, RecoveryReport, TargetAction } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { formatBytes } from './terminal.js';
+import { confirm, formatBytes, interactive } from './terminal.js';
 
 /**
  * The commands a PostgreSQL server runs itself: `archive_command = 'strata wal-push %p --db NAME'`
@@ -109,8 +110,13 @@ function restoreCommandFor(ctx: CommandContext, database: string): string {
   if (ctx.options.passphraseFile) words.push('--passphrase-file', path.resolve(ctx.options.passphraseFile));
   if (ctx.options.passphraseCommand) words.push('--passphrase-command', ctx.options.passphraseCommand);
   // PostgreSQL replaces %f and %p before the shell sees the line; quoted, they stay one word each.
-  return shellCommand(words);
+  // The segments restore already read and checked wait in the data directory's spool: taking them
+  // from there spares a process start per segment (the recovery's time); others are fetched.
+  return `f=${SPOOL}/%f; if [ -f "$f" ]; then mv "$f" %p; else ${shellCommand(words)}; fi`;
 }
+
+/** The folder of a restored data directory where the checked segments wait for the recovery. */
+export const SPOOL = 'strata-wal';
 
 /**
  * Restores a physical backup into a new data directory set up to recover to the goal. Everything
@@ -119,6 +125,32 @@ function restoreCommandFor(ctx: CommandContext, database: string): string {
  * target written.
  */
 export async function physicalRestore(ctx: CommandContext, options: PhysicalRestoreOptions, signal: AbortSignal): Promise<number> {
+  const { base, goal, checked, dir, restoreCommand, action } = await restorePhysicalInto(ctx, options, signal);
+  let report: RecoveryReport | undefined;
+  if (options.start) {
+    report = await proveRecovery(dir, { signal });
+    // What the recovery did not take (segments past its target) is no use to the copy.
+    await fs.rm(path.join(dir, SPOOL), { recursive: true, force: true });
+  }
+  if (ctx.json) {
+    ctx.printJson({ base: base.id, goal: describeGoal(goal), walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
+  } else {
+    process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
+    if (report) {
+      process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
+    }
+    process.stdout.write(`start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
+    if (!report) process.stdout.write(`the checked segments wait in ${path.join(dir, SPOOL)}, where the recovery takes them from; delete what is left there once it is done\n`);
+  }
+  return 0;
+}
+
+/** Restores the base backup a goal needs into a data directory set up to recover to it (nothing written when WAL is missing or damaged). */
+async function restorePhysicalInto(
+  ctx: CommandContext,
+  options: PhysicalRestoreOptions,
+  signal: AbortSignal,
+): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction }> {
   const goal = recoveryGoal(options);
   const action = (options.targetAction ?? 'pause') as TargetAction;
   if (!['pause', 'promote', 'shutdown'].includes(action)) throw new StrataError('USAGE', `restore: --target-action must be pause, promote or shutdown (got ${JSON.stringify(options.targetAction)})`);
@@ -142,30 +174,85 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     });
   }
   // Every segment is read and checked before the target is touched: a damaged one found by the
-  // server halfway would leave a cluster stuck before its target.
-  let checked = 0;
-  for (const file of plan.needed) {
-    try {
-      await repo.logArchive.read(file, { signal });
-    } catch (err) {
-      throw new StrataError('ARTIFACT_CORRUPT', `restore: WAL segment ${file.name} of ${database}, which the recovery replays, is damaged (${(err as Error).message}); nothing was written`, { cause: err });
-    }
-    checked += 1;
-  }
+  // server halfway would leave a cluster stuck before its target. They wait beside the target,
+  // then in its spool, where the restore_command takes them from.
   const dir = path.resolve(options.to);
-  await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
+  const spool = `${dir}.strata-wal-${randomBytes(4).toString('hex')}`;
+  await fs.mkdir(spool, { recursive: true, mode: 0o700 });
+  let checked = 0;
+  try {
+    for (const file of plan.needed) {
+      let bytes: Uint8Array;
+      try {
+        bytes = await repo.logArchive.read(file, { signal });
+      } catch (err) {
+        throw new StrataError('ARTIFACT_CORRUPT', `restore: WAL segment ${file.name} of ${database}, which the recovery replays, is damaged (${(err as Error).message}); nothing was written`, { cause: err });
+      }
+      await fs.writeFile(path.join(spool, file.name), bytes, { mode: 0o600 });
+      checked += 1;
+    }
+    await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
+    await fs.rename(spool, path.join(dir, SPOOL));
+  } finally {
+    await fs.rm(spool, { recursive: true, force: true });
+  }
   const restoreCommand = restoreCommandFor(ctx, database);
   await configureRecovery(dir, recoverySettings(goal, restoreCommand, action));
-  let report: RecoveryReport | undefined;
-  if (options.start) report = await proveRecovery(dir, { signal });
-  if (ctx.json) {
-    ctx.printJson({ base: base.id, goal: describeGoal(goal), walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
-  } else {
-    process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
-    if (report) {
-      process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
+  return { base, goal, checked, dir, restoreCommand, action };
+}
+
+/**
+ * Tables as of a moment (`restore --db NAME --as-of T --tables a,b --to postgres://.../db`): the
+ * cluster recovered to the moment in a scratch data directory, started on a free port, its tables
+ * backed up into a scratch repository and restored from there into the target exactly as a
+ * logical table restore does (with its checks of foreign keys), then all of it removed. The tables
+ * come from the database the entry's URL names.
+ */
+export async function physicalTableRestore(ctx: CommandContext, options: PhysicalRestoreOptions & { readonly tables: readonly string[]; readonly yes: boolean }, signal: AbortSignal): Promise<number> {
+  if (!isPostgresUrl(options.to)) throw new StrataError('USAGE', `restore: --tables of a physical backup go into a database: give --to postgres://USER@HOST:PORT/DB (got ${JSON.stringify(options.to.slice(0, 80))})`);
+  if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --tables of a physical backup recovers a scratch cluster, and PostgreSQL refuses to run as root: run strata as the user that owns PostgreSQL (e.g. postgres)');
+  const database = databaseOf(ctx, options.database, 'restore --tables');
+  const entry = ctx.loaded.config.databases?.[database];
+  // The loaded config holds the physical locator (postgres+physical://); its URL names the database.
+  const entryUrl = entry?.url !== undefined ? clusterUrl(entry.url) : undefined;
+  if (entry?.method !== 'physical' || !entryUrl || !isPostgresUrl(entryUrl)) throw new StrataError('USAGE', `restore: ${database} is not a physical PostgreSQL entry of strata.config.json; --tables of a physical backup needs its URL (the database the tables come from)`);
+  const sourceDatabase = parseTarget(entryUrl).database;
+  const logical = new PostgresEngine();
+  const target = parseTarget(options.to);
+  if (await logical.targetExists(options.to)) {
+    if (!options.force) throw new StrataError('TARGET_EXISTS', `restore: ${target.safe} exists; pass --force to replace the tables ${options.tables.join(', ')} in it`);
+    if (!options.yes) {
+      if (!interactive(ctx.json) || !process.stdin.isTTY) throw new StrataError('USAGE', `restore: replacing tables in ${target.safe} needs confirmation; pass --yes when not on a terminal`);
+      if (!(await confirm(`Replace the tables ${options.tables.join(', ')} in ${target.safe} with their state as of ${describeGoal(recoveryGoal(options))}?`))) {
+        process.stderr.write('restore cancelled; nothing was changed\n');
+        return 1;
+      }
     }
-    process.stdout.write(`start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
   }
-  return 0;
+  const scratch = await fs.mkdtemp(path.join(process.env['STRATA_TMPDIR'] ?? os.tmpdir(), 'strata-tables-'));
+  await fs.chmod(scratch, 0o700);
+  let stop: (() => Promise<void>) | undefined;
+  try {
+    const { base, goal, dir } = await restorePhysicalInto(ctx, { ...options, to: path.join(scratch, 'pgdata'), targetAction: 'promote', start: false, force: false }, signal);
+    const reached = await proveRecovery(dir, { signal, keepRunning: true });
+    stop = reached.stop;
+    const scratchRepo = path.join(scratch, 'repo');
+    // Unencrypted, in a folder only this user reads, removed below: the rows never leave this machine's temporary folder.
+    await initRepository(scratchRepo, { encryption: 'none' });
+    const repo = await openRepository(scratchRepo);
+    const user = process.env['PGUSER'] ?? 'postgres';
+    const copy = await repo.backup(`postgres://${user}@127.0.0.1:${reached.port}/${sourceDatabase}`, { database: 'scratch', type: 'full', signal });
+    const restored = await repo.restore({ id: copy.id }, { to: options.to, tables: options.tables, force: true, signal });
+    if (ctx.json) {
+      ctx.printJson({ base: base.id, goal: describeGoal(goal), reached, tables: options.tables, from: sourceDatabase, target: target.safe, bytes: restored.bytes });
+    } else {
+      process.stdout.write(
+        `restored ${options.tables.join(', ')} of ${sourceDatabase} as of ${describeGoal(goal)} into ${target.safe} (recovered from ${base.id} to LSN ${reached.lsn ?? '?'}${reached.lastCommit ? `, last transaction committed ${reached.lastCommit}` : ''}); the scratch cluster was removed\n`,
+      );
+    }
+    return 0;
+  } finally {
+    await stop?.().catch(() => undefined);
+    await fs.rm(scratch, { recursive: true, force: true });
+  }
 }

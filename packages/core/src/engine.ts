@@ -1,3 +1,4 @@
+import type { LogFile } from './log-archive.js';
 import type { Abortable } from './storage.js';
 
 /**
@@ -90,6 +91,40 @@ export interface LogRange {
   readonly endedAt: string;
 }
 
+/**
+ * How the files of an engine's log archive (Repository.logArchive) relate to its base backups,
+ * for engines whose snapshots carry a {@link LogRange}. Core verifies, prunes and reports the
+ * archive with these rules and never reads a log file's name itself.
+ */
+export interface LogArchiveRules {
+  /**
+   * What a recovery from a base backup to the newest archived moment reads, following the log
+   * across the server's own history (timeline switches) as far as the archive goes: the files in
+   * replay order (companion files it needs, such as timeline histories, included), the names of
+   * those the archive lacks, and other problems in words. `read` returns a file's checked bytes
+   * (for companion files whose content says where the log goes on); it may throw.
+   */
+  walk(range: LogRange, files: readonly LogFile[], read: (file: LogFile) => Promise<Uint8Array>): Promise<LogWalk>;
+  /**
+   * Where a file lies along the log, as a number that grows with it (the same scale as
+   * `span`), or undefined for a file retention never removes (small files that say where the log
+   * went, such as timeline histories, and names the engine does not know).
+   */
+  position(name: string, range: LogRange): bigint | undefined;
+  /** The positions of the first and the last file a base backup replays to become consistent. */
+  span(range: LogRange): { readonly first: bigint; readonly last: bigint };
+}
+
+/** What {@link LogArchiveRules.walk} found. */
+export interface LogWalk {
+  /** The archived files the recovery reads, in order. */
+  readonly needed: readonly LogFile[];
+  /** Names of files it would read that the archive lacks, in order. */
+  readonly missing: readonly string[];
+  /** Other reasons the recovery would stop early, one sentence each. */
+  readonly problems: readonly string[];
+}
+
 /** What kind of snapshot to take. */
 export interface SnapshotOptions extends Abortable {
   /** Only the schema: no data streams, no per-table checksums beyond zero rows. */
@@ -158,6 +193,11 @@ export interface InspectOptions extends Abortable {
    * Strata still verifies.
    */
   readonly recordedMeta?: Readonly<Record<string, unknown>>;
+  /**
+   * For a restore point with a {@link LogRange}: its database's log archive, from which the
+   * engine takes the files the restored copy replays to become consistent (read checks each).
+   */
+  readonly log?: { readonly range: LogRange; readonly files: readonly LogFile[]; read(file: LogFile): Promise<Uint8Array> };
 }
 
 /** What an engine can do; core branches on these, never on an engine's name. */
@@ -332,6 +372,8 @@ export interface Engine {
    * applies `RestoreCommitInfo.changes` in its restore sessions.
    */
   readonly changeCapture?: ChangeCapture;
+  /** For engines whose snapshots carry a {@link LogRange}: how the log archive's files relate to them. */
+  readonly logArchive?: LogArchiveRules;
   /** True when this engine understands the locator (a path, `scheme:PATH`, `scheme://...`). */
   accepts(locator: string): boolean;
   /** The locator without secrets, for messages and the catalog. */

@@ -115,6 +115,8 @@ export interface HealthThresholds {
    * so a weekly verify keeps it green.
    */
   readonly maxUnverifiedMs?: number;
+  /** The newest file of a log archive must be younger than this (ms). Default 1 h. */
+  readonly maxArchiveAgeMs?: number;
   /**
    * A running `strata replicate` must have shipped each segment within this long of seeing its
    * last transaction committed (ms). Default 60 s.
@@ -138,7 +140,9 @@ export interface HealthCheck {
     | 'mirror-sync'
     | 'mirror-lag'
     | 'continuity'
-    | 'replication';
+    | 'replication'
+    | 'log-archive'
+    | 'log-gaps';
   /** Which repository the check is about, when the repository has a mirror. */
   readonly target?: 'primary' | 'mirror';
   readonly database: string | null;

@@ -8,6 +8,16 @@ import { newestGoodBackup } from './newest-good.js';
 import { planRetention } from './retention.js';
 import type { RetentionDecision, RetentionPlan, RetentionPolicy, SegmentsDecision } from './retention.js';
 import { removeBackups } from './catalog-commit.js';
+import { LogArchive } from './log-archive.js';
+import type { LogFile } from './log-archive.js';
+import { logPitrWindows, planLogRetention } from './log-retention.js';
+import type { LogBase, LogRemovalDecision } from './log-retention.js';
+
+/** The log archive as prune sees it: base backups that replay it, and its files by database. */
+interface LogState {
+  readonly bases: readonly LogBase[];
+  readonly files: ReadonlyMap<string, readonly LogFile[]>;
+}
 import type { RepositoryContext } from './repository-context.js';
 
 /**
@@ -28,24 +38,46 @@ export class RetentionApplier {
    * and finishes them; nothing a kept backup needs is ever touched.
    */
   async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean } = {}): Promise<RetentionPlan> {
-    const plan = (records: readonly BackupRecord[], segments: readonly SegmentRecord[]): RetentionPlan => {
+    const plan = (records: readonly BackupRecord[], segments: readonly SegmentRecord[], logs: LogState): RetentionPlan & { logFiles: LogFile[] } => {
       const all = options.database === undefined ? records : records.filter((b) => b.database === options.database);
-      const windows = continuityWindows(records, segments);
+      const windows = [...continuityWindows(records, segments), ...logPitrWindows(logs.bases, logs.files)];
       const keep: RetentionDecision[] = [];
       const remove: RetentionDecision[] = [];
       const removeSegments: SegmentsDecision[] = [];
+      const removeLog: LogRemovalDecision[] = [];
+      const logFiles: LogFile[] = [];
       for (const database of [...new Set(all.map((b) => b.database))].sort()) {
-        const part = planRetention(all.filter((b) => b.database === database), policyFor(database), windows);
+        const policy = policyFor(database);
+        const part = planRetention(all.filter((b) => b.database === database), policy, windows);
         keep.push(...part.keep);
         remove.push(...part.remove);
         removeSegments.push(...part.removeSegments);
+        const log = planLogRetention(database, logs.bases, part.keep, logs.files.get(database) ?? [], policy.keepWithinPitr);
+        if (log.decision) removeLog.push(log.decision);
+        logFiles.push(...log.remove);
       }
       const newestFirst = (a: RetentionDecision, b: RetentionDecision): number => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id);
-      return { keep: keep.sort(newestFirst), remove: remove.sort(newestFirst), removeSegments };
+      return { keep: keep.sort(newestFirst), remove: remove.sort(newestFirst), removeSegments, removeLog, logFiles };
     };
+    // The log archive of databases whose base backups replay one: listed, never read.
+    const logState = async (records: readonly BackupRecord[]): Promise<LogState> => {
+      const bases: LogBase[] = [];
+      for (const record of records) {
+        const rules = record.logRange ? this.#ctx.options.engines.get(record.engine)?.logArchive : undefined;
+        if (rules && (options.database === undefined || record.database === options.database)) bases.push({ record, rules });
+      }
+      const files = new Map<string, LogFile[]>();
+      const archive = new LogArchive(this.#ctx);
+      for (const database of new Set(bases.map((b) => b.record.database))) files.set(database, await archive.list(database));
+      return { bases, files };
+    };
+    const publicPlan = ({ logFiles: _files, ...rest }: RetentionPlan & { logFiles: LogFile[] }): RetentionPlan => rest;
     // A wrong passphrase must not be able to delete what it cannot read (nor plan to).
     await this.#ctx.unlock();
-    if (options.dryRun) return plan(await this.#ctx.catalog.list(), (await readCatalogContents(this.#ctx.storage))?.segments ?? []);
+    if (options.dryRun) {
+      const records = await this.#ctx.catalog.list();
+      return publicPlan(plan(records, (await readCatalogContents(this.#ctx.storage))?.segments ?? [], await logState(records)));
+    }
     const op = await this.#ctx.journal.begin('prune', options.database ? { database: options.database } : {});
     try {
       const result = await withRepositoryLock(
@@ -54,10 +86,12 @@ export class RetentionApplier {
         async () => {
           const contents = await readCatalogContents(this.#ctx.storage);
           const records = contents?.backups ?? [];
-          const decided = plan(records, contents?.segments ?? []);
+          const decided = plan(records, contents?.segments ?? [], await logState(records));
           const doomed = new Set(decided.remove.map((d) => d.id));
           await removeBackups(this.#ctx.storage, records, doomed, new Set(decided.removeSegments.map((d) => d.base)));
-          return decided;
+          // After the backups: a crash in between leaves log files a re-run removes, never a kept base without its log.
+          await new LogArchive(this.#ctx).remove(decided.logFiles);
+          return publicPlan(decided);
         },
         this.#ctx.options.lock,
       );
@@ -66,6 +100,7 @@ export class RetentionApplier {
           removed: result.remove.map((d) => d.id),
           kept: result.keep.length,
           ...(result.removeSegments.length > 0 ? { segmentsRemoved: result.removeSegments.map((d) => ({ base: d.base, segments: d.segments })) } : {}),
+          ...((result.removeLog ?? []).length > 0 ? { logRemoved: result.removeLog!.map((d) => ({ database: d.database, files: d.files, first: d.first, last: d.last })) } : {}),
         },
       });
       return result;

@@ -2,6 +2,7 @@ import type { BackupRecord } from './catalog.js';
 import type { ContinuityWindow } from './continuity.js';
 import { durationBefore, durationMs, parseDuration } from './duration.js';
 import { StrataError } from './errors.js';
+import type { LogRemovalDecision } from './log-retention.js';
 import { compareNewestFirst, newestGoodBackup } from './newest-good.js';
 
 /**
@@ -63,6 +64,8 @@ export interface RetentionPlan {
    * another rule: the segments go, the base stays. (A removed base takes its segments with it.)
    */
   readonly removeSegments: readonly SegmentsDecision[];
+  /** Archived log files no kept base backup needs, per database (set by prune; see log-retention.ts). */
+  readonly removeLog?: readonly LogRemovalDecision[];
 }
 
 function checkCount(name: string, value: number | undefined): void {

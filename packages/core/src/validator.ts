@@ -22,6 +22,8 @@ import * as path from 'node:path';
 import { readCatalogContents } from './catalog.js';
 import { continuityWindows } from './continuity.js';
 import { readSegment } from './segments.js';
+import { LogArchive } from './log-archive.js';
+import type { LogFile } from './log-archive.js';
 
 /** Options for {@link Repository.verify}. */
 export interface VerifyOptions {
@@ -239,7 +241,12 @@ export class Validator {
       }
       let facts: Awaited<ReturnType<Engine['inspect']>>;
       try {
-        facts = await engine.inspect(scratch.locator, { signal: options.signal, recordedMeta: contents!.manifest.engineMeta });
+        // A copy of files that replays its log to become consistent gets the archived log.
+        const archive = engine.logArchive && record.logRange ? new LogArchive(this.#ctx) : undefined;
+        const log = archive
+          ? { range: record.logRange!, files: await archive.list(record.database, options.signal ? { signal: options.signal } : {}), read: (file: LogFile) => archive.read(file, options.signal ? { signal: options.signal } : {}) }
+          : undefined;
+        facts = await engine.inspect(scratch.locator, { signal: options.signal, recordedMeta: contents!.manifest.engineMeta, ...(log ? { log } : {}) });
       } catch (err) {
         checks.push(failedCheck('database-readable', err, 'restored, but does not open: '));
         skipRest('the restored database does not open');

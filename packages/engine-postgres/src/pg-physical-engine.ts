@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, readdirSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -13,6 +13,7 @@ import type {
   EngineDisplay,
   EngineRestoreOptions,
   HandRecovery,
+  InspectOptions,
   LogRange,
   RestoreSession,
   Snapshot,
@@ -21,6 +22,8 @@ import type {
 import { connect, parseTarget } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { segmentOf, walFileName } from './pg-wal.js';
+import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
+import { checkRecoveredCopy, clusterFingerprint } from './pg-physical-check.js';
 
 /**
  * PostgreSQL, physically: the whole cluster's files as `pg_basebackup` streams them (one tar),
@@ -151,6 +154,7 @@ export class PostgresPhysicalEngine implements Engine {
   readonly kind = 'postgres-physical';
   readonly capabilities: EngineCapabilities = { incrementals: false, tableRestore: false };
   readonly handRecovery = HAND_RECOVERY;
+  readonly logArchive = PG_LOG_ARCHIVE_RULES;
   readonly display: EngineDisplay = {
     name: 'PostgreSQL cluster (physical)',
     locator: 'url',
@@ -229,7 +233,7 @@ export class PostgresPhysicalEngine implements Engine {
         end: { timeline: range.Timeline, lsn: meta.endLsn, wal: endWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
         endedAt,
       };
-      const fingerprint = createHash('sha256').update(`postgres cluster ${systemIdentifier}`).digest('hex');
+      const fingerprint = clusterFingerprint(systemIdentifier);
       return {
         schemaFingerprint: fingerprint,
         tableStats: async () => [],
@@ -339,11 +343,26 @@ export class PostgresPhysicalEngine implements Engine {
     }
   }
 
-  async createScratch(): Promise<{ locator: string; drop(): Promise<void> }> {
-    throw new StrataError('USAGE', 'verify: a full verification of a physical backup (recovering a scratch cluster) is not available yet; use --level quick, and `strata restore ... --start` to prove a recovery');
+  /** A data directory path under the temporary folder; `drop()` stops a server left on it and removes it. */
+  async createScratch(options: { tempDir: string }): Promise<{ locator: string; drop(): Promise<void> }> {
+    const locator = path.join(options.tempDir, `verify-pgdata-${randomBytes(6).toString('hex')}`);
+    return {
+      locator,
+      drop: async () => {
+        if (existsSync(path.join(locator, 'postmaster.pid'))) {
+          const major = Number((await fs.readFile(path.join(locator, 'PG_VERSION'), 'utf8').catch(() => '0')).trim());
+          spawnSync(pgProgram('pg_ctl', major || undefined), ['stop', '-D', locator, '-m', 'immediate', '-w'], { stdio: 'ignore' });
+        }
+        await fs.rm(locator, { recursive: true, force: true });
+      },
+    };
   }
 
-  async inspect(): Promise<DatabaseFacts & { integrityErrors: string[] }> {
-    throw new StrataError('USAGE', 'verify: a physical backup is checked by recovering it (`strata restore ... --start`), not by reading its facts');
+  /**
+   * Checks a restored base backup by starting PostgreSQL on it with the archived WAL of its range
+   * (pg-physical-check.ts): consistent, pg_amcheck clean, the same cluster.
+   */
+  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+    return checkRecoveredCopy(path.resolve(locator), options);
   }
 }

@@ -199,8 +199,8 @@ function majorOf(dataDir: string): number {
  * there, or promoted), reports where it stands, and stops it. The server log is in the data
  * directory (strata-recovery.log) and quoted in errors.
  */
-export async function proveRecovery(dataDir: string, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<RecoveryReport> {
-  if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --start: PostgreSQL refuses to run as root; run strata as the user that owns the data directory (e.g. postgres)');
+export async function proveRecovery(dataDir: string, options: { signal?: AbortSignal; timeoutMs?: number; keepRunning?: boolean } = {}): Promise<RecoveryReport & { stop?: () => Promise<void> }> {
+  if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore (--start, --tables): PostgreSQL refuses to run as root; run strata as the user that owns the data directory (e.g. postgres)');
   const major = majorOf(dataDir);
   const pgCtl = pgProgram('pg_ctl', major);
   const port = await freePort();
@@ -209,17 +209,22 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
   const serverOptions = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${socketDir} -c archive_mode=off -c hot_standby=on`;
   const run = (args: string[]): { status: number | null; out: string } => {
     const r = spawnSync(pgCtl, args, { encoding: 'utf8' });
-    if (r.error) throw new StrataError('TOOL_MISSING', `restore --start: cannot run ${pgCtl}: ${r.error.message} (set STRATA_PG_BINDIR to the PostgreSQL ${major} programs)`);
+    if (r.error) throw new StrataError('TOOL_MISSING', `restore, on a temporary server: cannot run ${pgCtl}: ${r.error.message} (set STRATA_PG_BINDIR to the PostgreSQL ${major} programs)`);
     return { status: r.status, out: `${r.stdout}${r.stderr}` };
   };
   const tail = async (): Promise<string> => (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
+  const stopServer = async (): Promise<void> => {
+    run(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
+    await fs.rm(socketDir, { recursive: true, force: true });
+  };
+  let keep = false;
   const started = run(['start', '-D', dataDir, '-l', log, '-w', '-t', '600', '-o', serverOptions]);
   try {
-    if (started.status !== 0) throw new StrataError('RESTORE_FAILED', `restore --start: PostgreSQL did not start on the recovered data directory:\n${await tail()}`);
+    if (started.status !== 0) throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: PostgreSQL did not start on the recovered data directory:\n${await tail()}`);
     const target = parseTarget(`postgres://${process.env['PGUSER'] ?? 'postgres'}@127.0.0.1:${port}/postgres`);
     const deadline = Date.now() + (options.timeoutMs ?? 30 * 60_000);
     for (;;) {
-      if (options.signal?.aborted) throw new StrataError('ABORTED', 'restore --start: cancelled');
+      if (options.signal?.aborted) throw new StrataError('ABORTED', 'restore: cancelled while the temporary server recovered');
       const client = await connect(target, 'strata recovery check').catch(() => undefined);
       if (client) {
         try {
@@ -232,7 +237,11 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
             )
           ).rows[0]!;
           if (!row.recovering || row.paused === 'paused') {
-            return { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port };
+            const reached: RecoveryReport = { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port };
+            if (!options.keepRunning) return reached;
+            // The caller uses the server (a table as of a moment), and stops it with stop().
+            keep = true;
+            return { ...reached, stop: stopServer };
           }
         } finally {
           await client.end().catch(() => undefined);
@@ -240,14 +249,13 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
       } else if (!existsPid(dataDir)) {
         const text = await tail();
         if (/shutting down|database system is shut down/.test(text) && !/FATAL/.test(text)) return { state: 'ended', lsn: null, lastCommit: null, port };
-        throw new StrataError('RESTORE_FAILED', `restore --start: recovery stopped before reaching its target:\n${text}`);
+        throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery stopped before reaching its target:\n${text}`);
       }
-      if (Date.now() > deadline) throw new StrataError('RESTORE_FAILED', `restore --start: recovery did not reach its target in time:\n${await tail()}`);
+      if (Date.now() > deadline) throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery did not reach its target in time:\n${await tail()}`);
       await new Promise((resolve) => setTimeout(resolve, 300));
     }
   } finally {
-    run(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
-    await fs.rm(socketDir, { recursive: true, force: true });
+    if (!keep) await stopServer();
   }
 }
 

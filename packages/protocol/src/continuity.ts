@@ -34,3 +34,32 @@ export function shippedAgo(iso: string, now: number): string {
 export function describeCoverage(window: CoveredWindow, now: number, time: (iso: string) => string): string {
   return `continuous since ${time(window.from)}, last change shipped ${shippedAgo(window.lastShippedAt, now)}${window.broken ? `; chain broken, restores stop before it: ${window.broken}` : ''}`;
 }
+
+/** What a client needs of a base backup's archived log to describe it (a `LogWindow` of the SDK). */
+export interface CoveredLog {
+  readonly base: string;
+  /** When the base backup ended: recoveries reach moments from here ... */
+  readonly from: string;
+  /** ... to when the newest file they can replay was archived (undefined: the base cannot be recovered). */
+  readonly to?: string;
+  /** When the newest file of the archive was stored. */
+  readonly lastArchivedAt?: string;
+  /** Why a recovery from the base stops early (gaps, damaged files). */
+  readonly problems: readonly string[];
+}
+
+/**
+ * "recoverable to any moment from 2026-12-02 09:58:01 to 2026-12-02 10:41:07 (archived log after
+ * 2 base backup(s), newest file archived 40 s ago)" for a database whose restores replay a log
+ * archive; undefined when it has no such base backup.
+ */
+export function describeLogCoverage(windows: readonly CoveredLog[], now: number, time: (iso: string) => string): string | undefined {
+  if (windows.length === 0) return undefined;
+  const usable = windows.filter((w) => w.to !== undefined);
+  const from = usable.map((w) => w.from).sort()[0];
+  const to = usable.map((w) => w.to!).sort().at(-1);
+  const last = windows.find((w) => w.lastArchivedAt)?.lastArchivedAt;
+  const broken = windows.filter((w) => w.problems.length > 0);
+  const reach = from !== undefined && to !== undefined ? `recoverable to ${broken.length > 0 ? 'moments' : 'any moment'} from ${time(from)} to ${time(to)}` : 'not recoverable: no base backup has the archived log it needs';
+  return `${reach} (archived log after ${windows.length} base backup(s)${last ? `, newest file archived ${shippedAgo(last, now)}` : ''})${broken.length > 0 ? `; gaps after ${broken.map((w) => w.base).join(', ')}: strata verify --all says where` : ''}`;
+}

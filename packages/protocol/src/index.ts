@@ -9,9 +9,9 @@
  * Failures are JSON-RPC errors with code {@link STRATA_ERROR} and `data` of type
  * {@link StrataErrorData}: the SDK's string error code, which is what a client should branch on.
  */
-import type { BackupRecord, BackupType, ContinuityWindow, EngineDisplay, RetentionDecision, VerifyReport } from '@strata/core';
+import type { BackupRecord, BackupType, ContinuityWindow, EngineDisplay, LogWindow, RetentionDecision, VerifyReport } from '@strata/core';
 
-export type { BackupRecord, BackupType, CheckResult, ContinuityWindow, EngineDisplay, RetentionDecision, VerificationRecord, VerifyReport } from '@strata/core';
+export type { BackupRecord, BackupType, CheckResult, ContinuityWindow, EngineDisplay, LogWindow, RetentionDecision, VerificationRecord, VerifyReport } from '@strata/core';
 
 /** Bumped when a method changes incompatibly; `initialize` returns it in `serverInfo`. */
 export const PROTOCOL_VERSION = 1;
@@ -178,11 +178,12 @@ export interface RequestMap {
   /**
    * Restore points, newest first; with `byTier`, each with its retention tier and reasons.
    * `continuity`: what continuous protection covers, each chain of segments of the databases
-   * listed (oldest first within a database); empty when none has segments.
+   * listed (oldest first within a database); empty when none has segments. `logWindows`: for
+   * databases whose restores replay a log archive, what it covers after each base backup.
    */
   'strata/list': {
     params: RepositoryRef & { readonly database?: string; readonly byTier?: boolean };
-    result: { readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[] };
+    result: { readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[]; readonly logWindows?: readonly LogWindow[] };
   };
   /**
    * The Backup History of a database (or, without `database`, of the whole repository): restore

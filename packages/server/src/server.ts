@@ -275,10 +275,12 @@ export class StrataServer {
     const good = new Set([...newestGoodByDatabase(backups).values()].map((b) => b.id));
     const newestFirst = [...backups].reverse().map((b) => (good.has(b.id) ? { ...b, newestGood: true } : b));
     const continuity = continuityWindows(backups, await repo.segments(params.database !== undefined ? { database: params.database } : {}));
-    if (!params.byTier) return { backups: newestFirst, continuity };
+    const logs = backups.some((b) => b.logRange) ? await repo.logWindows(params.database !== undefined ? { database: params.database } : {}) : [];
+    const logWindows = logs.length > 0 ? { logWindows: logs } : {};
+    if (!params.byTier) return { backups: newestFirst, continuity, ...logWindows };
     const plan = await repo.prune((database) => this.#policyFor(params.repository, database), { ...(params.database !== undefined ? { database: params.database } : {}), dryRun: true });
     const decisions = new Map([...plan.keep.map((d) => [d.id, { tier: tierOf(d), reasons: d.reasons }] as const), ...plan.remove.map((d) => [d.id, { tier: 'not kept', reasons: d.reasons }] as const)]);
-    return { backups: newestFirst.map((b) => ({ ...b, ...decisions.get(b.id) })), continuity };
+    return { backups: newestFirst.map((b) => ({ ...b, ...decisions.get(b.id) })), continuity, ...logWindows };
   }
 
   async #history(params: ParamsOf<'strata/history'>): Promise<ResultOf<'strata/history'>> {

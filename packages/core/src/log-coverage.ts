@@ -1,0 +1,195 @@
+import type { BackupRecord } from './catalog.js';
+import type { Engine, LogArchiveRules } from './engine.js';
+import { isStrataError, throwIfAborted } from './errors.js';
+import { LogArchive } from './log-archive.js';
+import type { LogFile } from './log-archive.js';
+import type { HealthCheck, HealthThresholds } from './operator-reports.js';
+import type { RepositoryContext } from './repository-context.js';
+
+/**
+ * What the log archive makes of each base backup whose restores replay it (a snapshot with a
+ * `logRange`): the moments a recovery from it reaches, and, when verified, whether every file on
+ * the way is there and intact. `list`, `health`, `verify` and `prune` read it; the engine's
+ * {@link LogArchiveRules} say which files follow which.
+ */
+
+/** One base backup and the archived log after it. */
+export interface LogWindow {
+  readonly database: string;
+  readonly base: string;
+  /** The first moment a recovery from the base reaches (when the base backup ended). */
+  readonly from: string;
+  /**
+   * When the newest file a recovery from the base can replay without a gap was archived: no
+   * moment after it is reachable (moments shortly before it may not be either, when their log
+   * was not yet archived). Undefined when even the base's own range is incomplete.
+   */
+  readonly to?: string;
+  /** Files a recovery to the newest moment reads, and their stored size. */
+  readonly files: number;
+  readonly storedBytes: number;
+  /** Names of files it would read that the archive lacks. */
+  readonly missing: readonly string[];
+  /** Why a recovery from the base stops early, one sentence each (gaps, missing history, damaged files). */
+  readonly problems: readonly string[];
+  /** What is worth knowing and not wrong: a gap that a later base backup bridges. */
+  readonly notes: readonly string[];
+  /** When the newest file of the database's archive was stored (the archive's lag behind the server). */
+  readonly lastArchivedAt?: string;
+}
+
+/** A {@link LogWindow} after every file of it was read back and checked. */
+export interface LogVerifyReport extends LogWindow {
+  readonly outcome: 'passed' | 'failed';
+}
+
+/** The log's base backups by database (a snapshot with a log range, and an engine with rules for it). */
+function bases(ctx: RepositoryContext, backups: readonly BackupRecord[]): { record: BackupRecord; rules: LogArchiveRules }[] {
+  const out: { record: BackupRecord; rules: LogArchiveRules }[] = [];
+  for (const record of backups) {
+    if (!record.logRange) continue;
+    const engine: Engine | undefined = ctx.options.engines.get(record.engine);
+    if (engine?.logArchive) out.push({ record, rules: engine.logArchive });
+  }
+  return out.sort((a, b) => a.record.database.localeCompare(b.record.database) || a.record.logRange!.endedAt.localeCompare(b.record.logRange!.endedAt));
+}
+
+/** "A, B and 3 more (… Z)". */
+function someNames(names: readonly string[]): string {
+  if (names.length <= 3) return names.join(', ');
+  return `${names.slice(0, 2).join(', ')} … ${names.at(-1)} (${names.length} files)`;
+}
+
+/**
+ * The window of every base backup of `backups` whose engine has log rules. Reads only what the
+ * rules ask for (small history files), not the segments. `check`, when given, reads and checks
+ * each file a window needs (once, however many windows need it) and adds what fails to problems.
+ */
+export async function logWindows(
+  ctx: RepositoryContext,
+  backups: readonly BackupRecord[],
+  options: { signal?: AbortSignal; check?: boolean; only?: ReadonlySet<string>; checked?: Map<string, string | null> } = {},
+): Promise<(LogWindow & { readonly needed: readonly LogFile[] })[]> {
+  const all = bases(ctx, backups);
+  const found = options.only ? all.filter((b) => options.only!.has(b.record.id)) : all;
+  const archive = new LogArchive(ctx);
+  const listed = new Map<string, LogFile[]>();
+  // What reading each file found (null: intact), by key: base backups share most of the log.
+  const checked = options.checked ?? new Map<string, string | null>();
+  const read = async (file: LogFile): Promise<Uint8Array> => archive.read(file, options.signal ? { signal: options.signal } : {});
+  const out: (LogWindow & { needed: readonly LogFile[] })[] = [];
+  for (const { record, rules } of found) {
+    throwIfAborted(options.signal, 'log archive');
+    let files = listed.get(record.database);
+    if (!files) listed.set(record.database, (files = await archive.list(record.database, options.signal ? { signal: options.signal } : {})));
+    const range = record.logRange!;
+    const walk = await rules.walk(range, files, read);
+    const lastArchivedAt = files.reduce<string | undefined>((latest, f) => (f.storedAt && (!latest || f.storedAt > latest) ? f.storedAt : latest), undefined);
+    const problems = [...walk.problems];
+    let damaged: LogFile | undefined;
+    if (options.check) {
+      for (const file of walk.needed) {
+        throwIfAborted(options.signal, 'verify');
+        if (!checked.has(file.key)) {
+          try {
+            await read(file);
+            checked.set(file.key, null);
+          } catch (err) {
+            if (isStrataError(err, 'ABORTED') || isStrataError(err, 'KEY_MISSING') || isStrataError(err, 'PASSPHRASE_WRONG')) throw err;
+            checked.set(file.key, err instanceof Error ? err.message : String(err));
+          }
+        }
+        const failure = checked.get(file.key);
+        if (failure) {
+          problems.push(`${file.name} is damaged (${failure})`);
+          damaged ??= file;
+        }
+      }
+    }
+    // A recovery replays in order and stops at the first file it lacks or cannot use.
+    const stops = [walk.missing[0] !== undefined ? rules.position(walk.missing[0], range) : undefined, damaged ? rules.position(damaged.name, range) : undefined].filter((p): p is bigint => p !== undefined);
+    const stop = stops.length > 0 ? stops.reduce((a, b) => (a < b ? a : b)) : undefined;
+    const reachable = stop === undefined ? walk.needed : walk.needed.filter((f) => (rules.position(f.name, range) ?? -1n) < stop);
+    const span = rules.span(range);
+    const baseComplete = stop === undefined || stop > span.last;
+    // Files of the base's own range may have been archived before it ended: the window starts at its end.
+    const newestReachable = reachable.reduce<string | undefined>((latest, f) => (f.storedAt && (!latest || f.storedAt > latest) ? f.storedAt : latest), undefined);
+    const to = baseComplete ? (newestReachable !== undefined && newestReachable > range.endedAt ? newestReachable : range.endedAt) : undefined;
+    // Missing files that all lie before a later base backup's start: the log between them was
+    // pruned on purpose (a point-in-time window keeps older bases as restore points of their own
+    // moment) or lost; either way every moment after the gap is recovered from the later base.
+    const later = all.filter((b) => b.record.database === record.database && b.record.logRange!.endedAt > range.endedAt);
+    const positions = walk.missing.map((name) => rules.position(name, range));
+    const bridged = later.find((b) => positions.every((p) => p !== undefined && p < b.rules.span(b.record.logRange!).first));
+    const notes: string[] = [];
+    if (walk.missing.length > 0 && baseComplete && bridged) {
+      notes.push(`the archive lacks ${someNames(walk.missing)} (pruned, or lost): a recovery from ${record.id} reaches moments up to ${to}; later moments are recovered from ${bridged.record.id}`);
+    } else if (walk.missing.length > 0) {
+      problems.unshift(
+        baseComplete
+          ? `the archive lacks ${someNames(walk.missing)}: a recovery from ${record.id} stops before the first of them, at moments up to ${to}`
+          : `the archive lacks ${someNames(walk.missing)}, which ${record.id} itself needs to become consistent: it cannot be restored`,
+      );
+    } else if (damaged && !baseComplete) {
+      problems.push(`${record.id} cannot be restored: a file it needs to become consistent is damaged`);
+    }
+    out.push({
+      database: record.database,
+      base: record.id,
+      from: range.endedAt,
+      ...(to !== undefined ? { to } : {}),
+      files: walk.needed.length,
+      storedBytes: walk.needed.reduce((sum, f) => sum + f.storedBytes, 0),
+      missing: walk.missing,
+      problems,
+      notes,
+      ...(lastArchivedAt ? { lastArchivedAt } : {}),
+      needed: walk.needed,
+    });
+  }
+  return out;
+}
+
+/** The archive's newest file may be this old before health reports it (archive_timeout on an idle server keeps it younger). */
+export const DEFAULT_MAX_ARCHIVE_AGE_MS = 3_600_000;
+
+/**
+ * The health of each database's log archive: the newest file archived within
+ * `thresholds.maxArchiveAgeMs` (a server whose archiving fails or stopped falls behind), and no
+ * gap on the way from any base backup to it.
+ */
+export function assessLogArchive(windows: readonly LogWindow[], thresholds: HealthThresholds, now: Date): HealthCheck[] {
+  const maxAge = thresholds.maxArchiveAgeMs ?? DEFAULT_MAX_ARCHIVE_AGE_MS;
+  const checks: HealthCheck[] = [];
+  const span = (ms: number): string => (ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : ms < 7_200_000 ? `${Math.round(ms / 60_000)} min` : `${(ms / 3_600_000).toFixed(1)} h`);
+  for (const database of [...new Set(windows.map((w) => w.database))].sort()) {
+    const mine = windows.filter((w) => w.database === database);
+    const last = mine.find((w) => w.lastArchivedAt)?.lastArchivedAt;
+    const age = last ? now.getTime() - Date.parse(last) : undefined;
+    const reach = recoverableRange(mine);
+    checks.push({
+      check: 'log-archive',
+      database,
+      status: age !== undefined && age <= maxAge ? 'ok' : 'unhealthy',
+      message:
+        age === undefined
+          ? 'nothing archived yet: is the server handing its log files to strata?'
+          : `newest file archived ${span(Math.max(0, age))} ago${age > maxAge ? ` (more than ${span(maxAge)}: is the server still archiving? its log says why not)` : ''}${reach ? `; recoverable to moments from ${reach.from} to ${reach.to}` : ''}`,
+    });
+    const broken = mine.filter((w) => w.problems.length > 0);
+    checks.push({
+      check: 'log-gaps',
+      database,
+      status: broken.length === 0 ? 'ok' : 'unhealthy',
+      message: broken.length === 0 ? `no gap in the archived log after ${mine.length} base backup(s)` : broken.map((w) => `after ${w.base}: ${w.problems.join('; ')}`).join('; '),
+    });
+  }
+  return checks;
+}
+
+/** The moments a database's log windows reach, from the oldest base's end to the newest reach. */
+export function recoverableRange(windows: readonly LogWindow[]): { from: string; to: string } | undefined {
+  const usable = windows.filter((w) => w.to !== undefined);
+  if (usable.length === 0) return undefined;
+  return { from: usable.map((w) => w.from).sort()[0]!, to: usable.map((w) => w.to!).sort().at(-1)! };
+}

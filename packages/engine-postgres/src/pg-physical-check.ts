@@ -1,0 +1,94 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { StrataError } from '@strata/core';
+import type { DatabaseFacts, InspectOptions } from '@strata/core';
+import { connect, parseTarget } from './pg-connection.js';
+import { pgProgram } from './pg-physical-engine.js';
+import type { PhysicalMeta } from './pg-physical-engine.js';
+import { freePort } from './pg-point-in-time.js';
+import { parseWalName, segmentOf } from './pg-wal.js';
+import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
+
+/**
+ * The validator's checks 3–5 for a physical base backup: the restored data directory gets the
+ * archived segments from its start through its end in pg_wal, and PostgreSQL itself starts on it
+ * (a crash recovery from backup_label to the backup's end: it opens only once consistent); then
+ * pg_amcheck checks every database's tables and indexes, and the cluster's system identifier is
+ * compared with the one recorded. The server runs on 127.0.0.1 on a free port, archiving off, and
+ * is stopped before this returns.
+ */
+
+/** The identity of a cluster as a physical backup records it (its "schema fingerprint"). */
+export function clusterFingerprint(systemIdentifier: string): string {
+  return createHash('sha256').update(`postgres cluster ${systemIdentifier}`).digest('hex');
+}
+
+export async function checkRecoveredCopy(dataDir: string, options: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+  const meta = options.recordedMeta as Partial<PhysicalMeta> | undefined;
+  if (!meta || meta.method !== 'physical' || !options.log) throw new StrataError('USAGE', 'verify: a physical backup is checked with its archived WAL, which this verification was not given');
+  if (process.getuid?.() === 0) {
+    throw new StrataError('USAGE', 'verify --level full of a physical backup starts PostgreSQL on the recovered copy, and PostgreSQL refuses to run as root: run strata as the user that owns the cluster (e.g. postgres)');
+  }
+  const { range, files, read } = options.log;
+  const segmentBytes = meta.walSegmentBytes ?? 16 * 1024 * 1024;
+  const last = segmentOf(meta.endLsn!, segmentBytes);
+  // The segments from the backup's start through its end, as a recovery would fetch them.
+  const walk = await PG_LOG_ARCHIVE_RULES.walk(range, files, read);
+  const lacking = walk.missing.filter((name) => (parseWalName(name, segmentBytes)?.segno ?? 0n) <= last);
+  if (lacking.length > 0) throw new StrataError('CHAIN_BROKEN', `the WAL archive lacks ${lacking.join(', ')}, which the base backup replays to become consistent`);
+  for (const file of walk.needed) {
+    const w = parseWalName(file.name, segmentBytes);
+    if (w && w.segno > last) continue;
+    await fs.writeFile(path.join(dataDir, 'pg_wal', file.name), await read(file), { mode: 0o600 });
+  }
+  const major = Number((await fs.readFile(path.join(dataDir, 'PG_VERSION'), 'utf8')).trim());
+  const pgCtl = pgProgram('pg_ctl', major);
+  const port = await freePort();
+  const socketDir = await fs.mkdtemp(path.join(tmpdir(), 'strata-verify-'));
+  const log = path.join(dataDir, 'strata-verify.log');
+  const tail = async (): Promise<string> => (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
+  const ctl = (args: string[]): { status: number | null; out: string } => {
+    const r = spawnSync(pgCtl, args, { encoding: 'utf8' });
+    if (r.error) throw new StrataError('TOOL_MISSING', `verify: cannot run ${pgCtl}: ${r.error.message} (set STRATA_PG_BINDIR to the PostgreSQL ${major} programs)`);
+    return { status: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+  const serverOptions = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${socketDir} -c archive_mode=off`;
+  try {
+    const started = ctl(['start', '-D', dataDir, '-l', log, '-w', '-t', '1800', '-o', serverOptions]);
+    if (started.status !== 0) throw new StrataError('RESTORE_FAILED', `PostgreSQL did not reach a consistent state on the restored base backup:\n${await tail()}`);
+    const user = process.env['PGUSER'] ?? 'postgres';
+    const client = await connect(parseTarget(`postgres://${user}@127.0.0.1:${port}/postgres`), 'strata verify');
+    let systemIdentifier: string;
+    try {
+      systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+    const integrityErrors = await amcheck(pgProgram('pg_amcheck', major), port, user, options.signal);
+    return { schemaFingerprint: clusterFingerprint(systemIdentifier), tables: [], integrityErrors };
+  } finally {
+    ctl(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
+    await fs.rm(socketDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * pg_amcheck over every database (heap and B-tree indexes), the amcheck extension installed where
+ * missing (in the scratch copy only). Its findings, one per line; none when it is not installed.
+ */
+async function amcheck(program: string, port: number, user: string, signal?: AbortSignal): Promise<string[]> {
+  const child = spawn(program, ['--all', '--install-missing', '--no-password', '-h', '127.0.0.1', '-p', String(port), '-U', user], { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));
+  child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));
+  const code = await new Promise<number | 'missing'>((resolve) => {
+    child.on('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ENOENT' ? 'missing' : 1));
+    child.on('close', (c) => resolve(c ?? 1));
+  });
+  if (code === 'missing' || code === 0) return [];
+  const lines = out.split('\n').map((l) => l.trim()).filter(Boolean);
+  return lines.length > 0 ? lines.map((l) => `pg_amcheck: ${l}`) : [`pg_amcheck exited with ${code}`];
+}
