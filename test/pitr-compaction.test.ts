@@ -106,6 +106,10 @@ describe('continuous protection: compaction and old chains', function () {
     assert.ok(held > segments.length && merged.some((s) => s.merged!.segments >= 4), `${segments.length} segments hold ${held} shipped ones`);
     assert.deepEqual([...sixSecondWindows().values()].filter((n) => n > 1), [], 'one segment per chain and 6 s window');
     assert.ok(new Set(segments.map((s) => s.base)).size >= 3, 'a new base was taken every 10 s');
+    // Once the writer stopped, no new base: a database nobody writes to keeps its base (every
+    // replication base has segments, however long the merges above took).
+    const windows = json<{ continuity: { base: string; segments: number }[] }>(strata(['list', '--repo', repo, '--json'])).continuity;
+    assert.deepEqual(windows.filter((w) => w.segments === 0).map((w) => w.base), [], 'no base without segments');
     // Every segment file in the repository is one the catalog lists: merged-away parts are gone,
     // also those of the merge the kill interrupted (the restart finished or undid it).
     const files = readdirSync(path.join(repo, 'backups/app/segments')).map((f) => `backups/app/segments/${f}`).sort();

@@ -377,8 +377,10 @@ export class Replicator {
           continue;
         }
         // The chain is old enough (and has grown since its base): what was read goes to it, then a
-        // new base where the log is now. A database nobody writes to keeps its base.
-        if (chain && chain.sequence > 0 && !busy && snapshotTaken && Date.now() - Date.parse(chain.base.createdAt) >= baseEveryMs) {
+        // new base where the log is now. A database nobody writes to keeps its base: the new one
+        // waits for the next change (taken when nothing changed since, it would restore the same
+        // database as the chain's end, and only move the point-in-time window past the segments).
+        if (chain && chain.sequence > 0 && buffer.length > 0 && !busy && snapshotTaken && Date.now() - Date.parse(chain.base.createdAt) >= baseEveryMs) {
           await flush();
           if (failure !== undefined) break;
           if (buffer.length === 0 && !baseGone) {
