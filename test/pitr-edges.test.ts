@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describeCoverage } from '@strata/protocol/continuity';
 import { Passphrase, initRepository, openRepository } from '@strata/sdk';
@@ -175,6 +176,25 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
       const again = json<{ imported: unknown[]; segments: unknown[] }>(strata(['import', file, '--repo', target, '--json']));
       assert.deepEqual([again.imported.length, again.segments.length], [0, 0], 'a second import adds nothing');
     }
+    // RESTORE.md's by-hand commands reach the same moment, without Strata: recover-chain.py and
+    // replay-segments.py from its appendices, gpg, zstd and sqlite3.
+    const work = at('by-hand');
+    mkdirSync(work);
+    assert.equal(spawnSync('tar', ['-xzf', at('app.tar.gz'), '-C', work]).status, 0);
+    const restoreMd = readFileSync(path.join(work, 'RESTORE.md'), 'utf8');
+    const extract = /## Without Strata[\s\S]*?```sh\n([\s\S]*?\n)```/.exec(restoreMd);
+    const asOf = /#### app as of a moment[\s\S]*?```sh\n([\s\S]*?\n)```/.exec(restoreMd);
+    assert.ok(extract && asOf, `RESTORE.md lists the by-hand commands to restore app as of a moment:\n${restoreMd.slice(0, 3000)}`);
+    assert.match(asOf[1]!, /UNTIL=\S+/);
+    writeFileSync(path.join(work, 'PASSFILE'), TEST_PASSPHRASE);
+    const gnupg = at('gnupg');
+    mkdirSync(gnupg, { mode: 0o700 });
+    const commands = `cp ../app.tar.gz . && ${extract[1]}${asOf[1]!.replace(/UNTIL=\S+/, `UNTIL='${middle}'`)}`;
+    const run = spawnSync('bash', ['-euo', 'pipefail', '-c', commands], { cwd: work, env: { ...process.env, GNUPGHOME: gnupg }, encoding: 'utf8' });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: gnupg } });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /^ok$/m, 'PRAGMA integrity_check');
+    assert.deepEqual(markersOf(path.join(work, 'app-as-of.db')).seqs, reference.seqs);
   });
 });
 

@@ -118,6 +118,7 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
         present: result.present,
         inProgress: result.inProgress,
         segments: result.segments,
+        logFiles: result.logFiles,
       });
     } else {
       const present = result.present.length > 0 ? ` (${result.present.length} already there)` : '';
@@ -127,6 +128,7 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
           : `copied ${result.copied.length} backup(s) from ${printable(result.source)} to ${printable(result.target)}${present}\n`,
       );
       if (result.segments.length > 0) process.stdout.write(`copied ${result.segments.length} segment(s) of continuous protection: restores as of a time reach as far on the target\n`);
+      if (result.logFiles > 0) process.stdout.write(`copied ${result.logFiles} archived log file(s): recoveries to a moment reach as far on the target\n`);
       if (result.inProgress.length > 0) process.stdout.write(`${result.inProgress.length} backup(s) were being copied into the target by another process at the same time and were left to it: ${result.inProgress.join(', ')}\n`);
     }
     return 0;

@@ -11,6 +11,8 @@ import { artifactKey, parseArtifactKey } from './naming.js';
 import { announceWrite, pendingArtifactKeys } from './pending-writes.js';
 import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
 import { chainBreak, parseSegmentKey, segmentKey } from './segments.js';
+import { LogArchive } from './log-archive.js';
+import { logFilesFor } from './log-retention.js';
 import { withRepositoryLock } from './lock.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { ProgressListener } from './progress.js';
@@ -54,6 +56,12 @@ export interface CopyResult {
    * restore point that the target lacked, so a restore there reaches the same moments.
    */
   readonly segments: readonly string[];
+  /**
+   * Log files (a server's archived write-ahead log) copied in this run: those the copied or
+   * present base backups replay from their start on that the target lacked, so a recovery there
+   * reaches the same moments.
+   */
+  readonly logFiles: number;
   /**
    * Ids another process was copying into the target at the same moment (and those building on
    * them): left to it, or to the next run.
@@ -128,6 +136,7 @@ export class BackupCopier {
     const failed: { id: string; error: StrataError }[] = [];
     const busy = new Set<string>();
     const copiedSegments: string[] = [];
+    let logFiles = 0;
     try {
       // The target's current data key: KEY_MISSING now, not after the first artifact was read.
       const targetKey = targetProfile === 'none' ? undefined : inRepositorySync('target', to, () => to.vault.current('copy'));
@@ -172,6 +181,7 @@ export class BackupCopier {
       // Segments follow their bases: a base whose copy failed takes its segments with it.
       const segments = await this.#copySegments(new Set(ordered.map((b) => b.id)), onTarget, targetKey, targetProfile, options, failed);
       copiedSegments.push(...segments);
+      logFiles = await this.#copyLogs(ordered.filter((b) => onTarget.has(b.id)), options, failed);
       if (failed.length > 0) {
         const first = failed.find((f) => f.error.code !== 'CHAIN_BROKEN') ?? failed[0]!;
         throw new StrataError(
@@ -182,14 +192,14 @@ export class BackupCopier {
       }
       await op.complete({
         storedBytes: copied.reduce((sum, c) => sum + c.record.storedBytes, 0),
-        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), segments: copiedSegments.length, present: present.length, inProgress: [...busy], reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
+        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), segments: copiedSegments.length, logFiles, present: present.length, inProgress: [...busy], reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
       });
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError('copy', err);
       await op.fail(wrapped).catch(() => undefined);
       throw new StrataError(wrapped.code, wrapped.message, { cause: wrapped.cause, details: { ...wrapped.details, copied: copied.map((c) => c.record.id) } });
     }
-    return { source: from.storage.location, target: to.storage.location, copied, present, inProgress: [...busy], segments: copiedSegments };
+    return { source: from.storage.location, target: to.storage.location, copied, present, inProgress: [...busy], segments: copiedSegments, logFiles };
   }
 
   /**
@@ -296,6 +306,42 @@ export class BackupCopier {
         if (listed) await pending?.abandon(listed).catch(() => undefined);
         if (!isStrataError(err) || !(SKIPPABLE.has(err.code) || err.code === 'CHAIN_BROKEN')) throw err;
         failed.push({ id: baseId, error: err });
+      }
+    }
+    return copied;
+  }
+
+  /**
+   * Copies the log archive the base backups in `bases` (on the target now) replay: per database,
+   * every file from the oldest one's start on that the target lacks, plus the files the engine
+   * gives no position (timeline histories). Without them a copied base backup of a cluster could
+   * not even become consistent. Each file is read back against its SHA-256 and pushed through the
+   * target's own log archive (under its current data key), so a different file under an archived
+   * name is refused there as it is for a server's push. Files are not in the catalog and each one
+   * stands alone, so a copy killed halfway leaves only files the next run would copy anyway. A
+   * failure costs that database's remaining files and is added to `failed`; the others go on.
+   */
+  async #copyLogs(bases: readonly BackupRecord[], options: CopyOptions, failed: { id: string; error: StrataError }[]): Promise<number> {
+    const sourceLog = new LogArchive(this.#from);
+    const targetLog = new LogArchive(this.#to);
+    let copied = 0;
+    for (const database of [...new Set(bases.map((b) => b.database))]) {
+      const mine = bases.filter((b) => b.database === database && b.logRange !== undefined);
+      const rules = mine.length > 0 ? this.#from.options.engines.get(mine[0]!.engine)?.logArchive : undefined;
+      if (!rules) continue;
+      const signal = options.signal ? { signal: options.signal } : {};
+      const present = new Set((await targetLog.list(database, signal)).map((f) => `${f.name}/${f.sha256}`));
+      const wanted = logFilesFor(mine, rules, await sourceLog.list(database, signal)).filter((f) => !present.has(`${f.name}/${f.sha256}`));
+      try {
+        for (const file of wanted) {
+          throwIfAborted(options.signal, 'copy');
+          const bytes = await sourceLog.read(file, signal);
+          await targetLog.push(database, file.name, bytes, signal);
+          copied += 1;
+        }
+      } catch (err) {
+        if (!isStrataError(err) || !(SKIPPABLE.has(err.code) || err.code === 'LOG_CONFLICT')) throw err;
+        failed.push({ id: `${database} log`, error: new StrataError(err.code, `copy the archived log of ${database}: ${err.message}`, { cause: err }) });
       }
     }
     return copied;

@@ -264,6 +264,13 @@ export interface HandRecovery {
    * replayed onto the restored base (engines with continuous capture).
    */
   readonly changes?: string;
+  /**
+   * Shell lines that replay segments onto the base recover-chain.py wrote to `$OUT` (engines with
+   * continuous capture): they make `$NEWDB` as of `$UNTIL` from the base `$BASE`, with
+   * replay-segments.py, `keyArgument` (its key option, e.g. `--keys KEYS`) and `segments` (the
+   * shell words naming the segment files).
+   */
+  replayCommands?(keyArgument: string, segments: string): readonly string[];
   /** A restore target for `strata restore ... --to <target>` examples. */
   exampleTarget(database: string): string;
 }

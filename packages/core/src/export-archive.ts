@@ -17,6 +17,7 @@ import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js
  *   RESTORE.md                  how to restore each database, with Strata and without it
  *   backups/<database>/<file>   the artifacts, byte for byte as in the repository
  *   backups/<database>/segments/<file>   the segments of the bases among them, likewise
+ *   backups/<database>/log/<file>        the archived log (write-ahead log) those bases replay, likewise
  */
 export type ExportFormat = 'tar.gz' | 'zip';
 
@@ -232,4 +233,24 @@ export interface ExportManifest {
    * when there are none): restores as of a time reach as far in the importing repository.
    */
   readonly segments?: readonly SegmentRecord[];
+  /**
+   * The archived log files (a server's write-ahead log, see log-archive.ts) the base backups among
+   * `backups` replay, byte for byte as in the repository (absent when there are none): without
+   * them a physical base backup cannot even become consistent.
+   */
+  readonly logFiles?: readonly ExportedLogFile[];
+}
+
+/** One archived log file in an export. */
+export interface ExportedLogFile {
+  readonly database: string;
+  /** The name the server gave it. */
+  readonly name: string;
+  /** SHA-256 of its bytes (decrypted and decompressed); also part of its key. */
+  readonly sha256: string;
+  /** Its key, in the repository and in the export. */
+  readonly key: string;
+  readonly storedBytes: number;
+  /** The data key it is encrypted under (absent when unencrypted). */
+  readonly keyId?: string;
 }

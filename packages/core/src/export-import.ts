@@ -8,8 +8,11 @@ import type { ImportKeyPlan } from './keys.js';
 import { checkForeignRecord, checkForeignSegment } from './record-checks.js';
 import { newestGoodBackup } from './newest-good.js';
 import { exportFormatOf, hashing, readExportContainer, writeExportContainer } from './export-archive.js';
-import type { ExportEntry, ExportManifest } from './export-archive.js';
-import { recoveryScript, restoreInstructions } from './restore-instructions.js';
+import type { ExportEntry, ExportManifest, ExportedLogFile } from './export-archive.js';
+import { LogArchive, describeLogKey } from './log-archive.js';
+import { logFilesFor } from './log-retention.js';
+import { validateDatabaseName } from './naming.js';
+import { recoveryScript, replayScript, restoreInstructions } from './restore-instructions.js';
 import { abandonImport, commitImport } from './catalog-commit.js';
 import type { WrittenImport, WrittenSegmentImport } from './catalog-commit.js';
 import { announceWrite } from './pending-writes.js';
@@ -33,7 +36,7 @@ export class ExportImport {
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
    */
-  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[] }> {
+  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
     exportFormatOf(options.out);
     await this.#ctx.unlock();
     const op = await this.#ctx.journal.begin('export', { details: { out: options.out } });
@@ -56,10 +59,22 @@ export class ExportImport {
       // The segments after the bases among them: a restore as of a time reaches as far after import.
       const chosenIds = new Set(chosen.map((b) => b.id));
       const segments = ((await readCatalogContents(this.#ctx.storage))?.segments ?? []).filter((s) => chosenIds.has(s.base));
+      // The archived log those bases replay: a physical base backup without it cannot even become consistent.
+      const logFiles: ExportedLogFile[] = [];
+      const logArchive = new LogArchive(this.#ctx);
+      for (const database of databases) {
+        const bases = chosen.filter((b) => b.database === database && b.logRange !== undefined);
+        const rules = bases.length > 0 ? this.#ctx.options.engines.get(bases[0]!.engine)?.logArchive : undefined;
+        if (!rules) continue;
+        for (const f of logFilesFor(bases, rules, await logArchive.list(database))) {
+          const keyId = describeLogKey(f.key)?.keyId;
+          logFiles.push({ database, name: f.name, sha256: f.sha256, key: f.key, storedBytes: f.storedBytes, ...(keyId !== undefined ? { keyId } : {}) });
+        }
+      }
       // Key files are OpenPGP messages sealed with their passphrases: the export carries those
       // that hold the data keys its backups and segments need, so their passphrases open it anywhere.
       const section = this.#ctx.vault.section;
-      const keyFiles = await this.#ctx.keys.forExport([...chosen, ...segments]);
+      const keyFiles = await this.#ctx.keys.forExport([...chosen, ...segments, ...logFiles.map(logFileRecord)]);
       const manifest: ExportManifest = {
         format: 'strata-export',
         version: 1,
@@ -69,6 +84,7 @@ export class ExportImport {
           : { profile: section.profile, ...(section.keyCheck !== undefined ? { keyCheck: section.keyCheck, keyCheckSha256: section.keyCheckSha256! } : {}) },
         backups: chosen,
         ...(segments.length > 0 ? { segments } : {}),
+        ...(logFiles.length > 0 ? { logFiles } : {}),
       };
       const text = (name: string, body: string): ExportEntry => {
         const bytes = Buffer.from(body, 'utf8');
@@ -81,17 +97,20 @@ export class ExportImport {
         script: await recoveryScript(),
         handRecovery: (kind) => this.#ctx.options.engines.get(kind)?.handRecovery,
         keyFiles: keyFiles.length > 0,
+        logFiles: logFiles.length,
+        segments,
+        replayScript: segments.length > 0 ? await replayScript() : undefined,
       });
       const entries: ExportEntry[] = [
         text('strata-export.json', JSON.stringify(manifest, null, 2) + '\n'),
         text('RESTORE.md', instructions),
         // Also as files, for recovery by hand with gpg (RESTORE.md).
         ...keyFiles.map((f) => text(keyFileObject(f.id), f.message)),
-        ...[...chosen, ...segments].map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.#ctx.storage.get(b.key) })),
+        ...[...chosen, ...segments, ...logFiles].map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.#ctx.storage.get(b.key) })),
       ];
       await writeExportContainer(options.out, entries);
-      await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id), segments: segments.length } });
-      return { file: options.out, backups: chosen, segments };
+      await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id), segments: segments.length, logFiles: logFiles.length } });
+      return { file: options.out, backups: chosen, segments, logFiles: logFiles.length };
     } catch (err) {
       await op.fail(err).catch(() => undefined);
       throw err;
@@ -105,7 +124,7 @@ export class ExportImport {
    * files the export carries (whose keys it then adds to its own key file); an export from before
    * key files needs that repository's passphrase (or both repositories are unencrypted).
    */
-  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[] }> {
+  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[]; logFiles: number }> {
     const op = await this.#ctx.journal.begin('import', { details: { file } });
     try {
       let manifest: ExportManifest | undefined;
@@ -113,6 +132,9 @@ export class ExportImport {
       const placed: WrittenImport[] = [];
       const placedSegments: WrittenSegmentImport[] = [];
       const announced: PendingWrite[] = [];
+      const logArchive = new LogArchive(this.#ctx);
+      const placedLogs: { file: ExportedLogFile; pending: PendingWrite }[] = [];
+      const seenLogs = new Set<string>();
       let committed = false;
       const skipped: string[] = [];
       const existing = new Set((await this.#ctx.catalog.list()).map((b) => b.id));
@@ -126,7 +148,7 @@ export class ExportImport {
             const chunks: Buffer[] = [];
             for await (const c of limitBytes(entry.body, MAX_EXPORT_MANIFEST_BYTES, `import: strata-export.json in ${file}`)) chunks.push(Buffer.from(c));
             manifest = parseExportManifest(Buffer.concat(chunks), file);
-            keyPlan = await planImportKeys(this.#ctx.vault, manifest.encryption, [...manifest.backups, ...(manifest.segments ?? [])], file);
+            keyPlan = await planImportKeys(this.#ctx.vault, manifest.encryption, [...manifest.backups, ...(manifest.segments ?? []), ...(manifest.logFiles ?? []).map(logFileRecord)], file);
             continue;
           }
           if (entry.name === 'RESTORE.md') {
@@ -138,6 +160,19 @@ export class ExportImport {
             // The key files strata-export.json carries, as files for people: read from there.
             if (!manifest.encryption.keyFiles?.some((f) => keyFileObject(f.id) === entry.name)) throw new StrataError('ARTIFACT_FOREIGN', `import: ${entry.name} in ${file} is not listed in its strata-export.json`);
             for await (const _ of limitBytes(entry.body, 64 * 1024, `import: ${entry.name} in ${file}`)) void _;
+            continue;
+          }
+          const logFile = manifest.logFiles?.find((f) => f.key === entry.name);
+          if (logFile) {
+            seenLogs.add(logFile.key);
+            // Under its own key (its data key's id is part of it, and comes with the key files):
+            // announced like an artifact, so a killed import's files are removed by the next open.
+            const pending = await announceWrite(this.#ctx.storage, `import-log-${logFile.sha256.slice(0, 16)}`, [logFile.key], []);
+            const placedAs = await logArchive.placeAsIs(logFile, limitBytes(entry.body, logFile.storedBytes, `import: ${logFile.key} in ${file}`));
+            if (placedAs === 'stored') {
+              announced.push(pending);
+              placedLogs.push({ file: logFile, pending });
+            } else await pending.committed().catch(() => undefined);
             continue;
           }
           const segment = manifest.segments?.find((s) => s.key === entry.name);
@@ -184,9 +219,15 @@ export class ExportImport {
         if (missing.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the artifacts of ${missing.map((b) => b.id).join(', ')}`);
         const missingSegments = (manifest.segments ?? []).filter((s) => !existingSegments.has(s.id) && !placedSegments.some((p) => p.record.id === s.id));
         if (missingSegments.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the segments ${missingSegments.map((s) => s.id).join(', ')}`);
+        const missingLogs = (manifest.logFiles ?? []).filter((f) => !seenLogs.has(f.key));
+        if (missingLogs.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the archived log files ${missingLogs.map((f) => f.name).join(', ')}`);
         // The keys first: a catalog must never list a backup that no key file can open.
-        if (keyPlan && (placed.length > 0 || placedSegments.length > 0)) await this.#ctx.keys.addDataKeys(keyPlan.add);
+        if (keyPlan && (placed.length > 0 || placedSegments.length > 0 || placedLogs.length > 0)) await this.#ctx.keys.addDataKeys(keyPlan.add);
+        // Each log file read back now that its data key is here: decrypted, decompressed, and its
+        // bytes against the SHA-256 its name carries.
+        for (const { file: logFile } of placedLogs) await logArchive.read(logFile);
         await commitImport(this.#ctx, placed, placedSegments);
+        for (const { pending } of placedLogs) await pending.committed().catch(() => undefined);
         committed = true;
       } catch (err) {
         // Nothing half-imported: what was written goes again (never once cataloged).
@@ -195,8 +236,8 @@ export class ExportImport {
       }
       const imported = placed.map((p) => p.record);
       const segments = placedSegments.map((p) => p.record);
-      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped, segments: segments.length, ...(keyPlan && keyPlan.add.size > 0 && imported.length > 0 ? { dataKeysAdded: [...keyPlan.add.keys()] } : {}) } });
-      return { imported, skipped, segments };
+      await op.complete({ details: { file, imported: imported.map((b) => b.id), skipped, segments: segments.length, logFiles: placedLogs.length, ...(keyPlan && keyPlan.add.size > 0 && imported.length > 0 ? { dataKeysAdded: [...keyPlan.add.keys()] } : {}) } });
+      return { imported, skipped, segments, logFiles: placedLogs.length };
     } catch (err) {
       await op.fail(err).catch(() => undefined);
       throw err;
@@ -234,7 +275,35 @@ function parseExportManifest(bytes: Buffer, file: string): ExportManifest {
       ids.add(segment.id);
     }
   }
+  if (manifest.logFiles !== undefined) {
+    const shape = (what: string): never => {
+      throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} ${what}; it was not made by Strata or was altered, and nothing of it was imported`);
+    };
+    if (!Array.isArray(manifest.logFiles)) shape('lists its archived log in a shape Strata never writes');
+    const keys = new Set<string>();
+    for (const f of manifest.logFiles) {
+      const described = typeof f === 'object' && f !== null && typeof f.key === 'string' ? describeLogKey(f.key) : undefined;
+      const ok =
+        described !== undefined &&
+        described.database === f.database &&
+        described.name === f.name &&
+        described.sha256 === f.sha256 &&
+        described.keyId === f.keyId &&
+        Number.isSafeInteger(f.storedBytes) &&
+        f.storedBytes >= 0 &&
+        manifest.backups.some((b) => b.database === f.database && b.logRange !== undefined);
+      if (!ok) shape(`lists an archived log file Strata never writes (${JSON.stringify(String((f as { key?: unknown } | null)?.key ?? '').slice(0, 120))})`);
+      validateDatabaseName(f.database);
+      if (keys.has(f.key)) shape(`lists ${f.key} twice`);
+      keys.add(f.key);
+    }
+  }
   return manifest;
+}
+
+/** A log file as the key functions see records: what it is called, and what it is sealed with. */
+function logFileRecord(f: ExportedLogFile): Pick<BackupRecord, 'id' | 'encryption'> {
+  return { id: f.name, encryption: f.keyId !== undefined ? { profile: 'compat', keyId: f.keyId } : { profile: 'none' } };
 }
 
 /** Passes `source` through, failing with ARTIFACT_HOSTILE as soon as it yields more than `limit` bytes. */

@@ -74,6 +74,13 @@ function parseLogKey(key: string, size: number, modified?: Date): (LogFile & { k
   };
 }
 
+/** What a log file's key says of it: its database, name, SHA-256 and data key; undefined for keys Strata never writes. */
+export function describeLogKey(key: string): { database: string; name: string; sha256: string; keyId: string | undefined; encrypted: boolean } | undefined {
+  const m = KEY.exec(key);
+  if (!m || !NAME.test(m[2]!)) return undefined;
+  return { database: m[1]!, name: m[2]!, sha256: m[3]!, keyId: m[4] === NO_KEY_ID ? undefined : m[4], encrypted: m[6] !== undefined };
+}
+
 export class LogArchive {
   readonly #ctx: RepositoryContext;
 
@@ -179,6 +186,32 @@ export class LogArchive {
       if (isStrataError(err)) throw err;
       throw new StrataError('ARTIFACT_CORRUPT', `log archive: ${file.key} cannot be read back (${(err as Error).message})`, { cause: err });
     }
+  }
+
+  /**
+   * Stores a log file byte for byte as another repository stored it (import), under the same key:
+   * `present` when this archive holds the same file already (the bytes are drained). A different
+   * file under the same name fails with LOG_CONFLICT, as a push does. The caller reads it back
+   * ({@link read}) once the data key it is sealed with is in this repository's key file.
+   */
+  async placeAsIs(file: LogFile, body: AsyncIterable<Uint8Array>, options: { signal?: AbortSignal } = {}): Promise<'stored' | 'present'> {
+    const parsed = parseLogKey(file.key, file.storedBytes);
+    if (!parsed || parsed.name !== file.name || parsed.sha256 !== file.sha256) throw new StrataError('ARTIFACT_FOREIGN', `log archive: ${file.key} is not a log file name Strata writes`);
+    const database = KEY.exec(file.key)![1]!;
+    const existing = await this.#named(database, file.name, options.signal);
+    const drain = async (): Promise<void> => {
+      for await (const _ of body) void _;
+    };
+    if (existing.some((f) => f.sha256 === file.sha256)) {
+      await drain();
+      return 'present';
+    }
+    if (existing.length > 0) {
+      await drain();
+      throw new StrataError('LOG_CONFLICT', `log archive: ${database} already holds a different ${file.name} (SHA-256 ${existing[0]!.sha256.slice(0, 16)}…, the imported one ${file.sha256.slice(0, 16)}…); it was not replaced`, { details: { database, name: file.name } });
+    }
+    await this.#ctx.storage.put(file.key, body, options.signal ? { signal: options.signal } : {});
+    return 'stored';
   }
 
   /** Removes log files (retention); missing ones are fine. */

@@ -35,6 +35,23 @@ export interface LogBase {
 }
 
 /**
+ * The log files that copies of `bases` (base backups of one database, with the engine's `rules`)
+ * need so that a recovery from them reaches as far as the source's would: every file from the
+ * oldest one's start on, and the files the engine gives no position (timeline histories). Copies
+ * (`copy`, the mirror, `export`) take these and no older ones, so a target that pruned its old
+ * log does not receive it again.
+ */
+export function logFilesFor(bases: readonly BackupRecord[], rules: LogArchiveRules, files: readonly LogFile[]): LogFile[] {
+  const mine = bases.filter((b) => b.logRange !== undefined);
+  if (mine.length === 0) return [];
+  const first = mine.map((b) => rules.span(b.logRange!).first).reduce((low, start) => (start < low ? start : low));
+  return files.filter((f) => {
+    const position = rules.position(f.name, mine[0]!.logRange!);
+    return position === undefined || position >= first;
+  });
+}
+
+/**
  * Point-in-time windows of log base backups for planRetention's `keepWithinPitr`: each base
  * covers the moments from its end to the next base's end (the moments it is the best start for),
  * the newest one to the newest archived file. Their segment counts are 0: the log is not a chain

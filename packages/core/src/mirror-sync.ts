@@ -42,7 +42,7 @@ export async function syncMirror(
     const target = await openMirror();
     const result = await primary.copyTo(target, options.signal ? { signal: options.signal } : {});
     const copied = result.copied.map((c) => c.record.id);
-    await op.complete({ storedBytes: result.copied.reduce((sum, c) => sum + c.record.storedBytes, 0), details: { mirror: mirror.location, copied, segments: result.segments.length } });
+    await op.complete({ storedBytes: result.copied.reduce((sum, c) => sum + c.record.storedBytes, 0), details: { mirror: mirror.location, copied, segments: result.segments.length, logFiles: result.logFiles } });
     return { mirror: mirror.location, ok: true, copied };
   } catch (err) {
     const wrapped = isStrataError(err) ? err : wrapError(`mirror ${mirror.location}`, err);

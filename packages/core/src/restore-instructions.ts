@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { BackupRecord } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
 import type { HandRecovery } from './engine.js';
 import { shellQuote } from './shell-quote.js';
 import { STRATA_VERSION } from './version.js';
@@ -13,6 +13,20 @@ const RECOVERY_SCRIPT = 'recover-chain.py';
  * one that knows no such file would refuse the whole export.
  */
 const WRITE_SCRIPT = `awk '/^\`\`\`python$/ { on = 1; next } /^\`\`\`$/ { on = 0 } on' RESTORE.md > ${RECOVERY_SCRIPT}`;
+
+/** The file name RESTORE.md's commands write the segment replay script to, and its appendix's fence. */
+const REPLAY_SCRIPT = 'replay-segments.py';
+const REPLAY_FENCE = '```python replay-segments.py';
+const WRITE_REPLAY_SCRIPT = `awk '/^${REPLAY_FENCE}$/ { on = 1; next } /^\`\`\`$/ { on = 0 } on' RESTORE.md > ${REPLAY_SCRIPT}`;
+
+/** docs/replay-segments.py, when this program has it (as {@link recoveryScript}). */
+export async function replayScript(): Promise<Buffer | undefined> {
+  try {
+    return await readFile(new URL('../../../docs/replay-segments.py', import.meta.url));
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * docs/recover-chain.py of the Strata project, when this program runs from a checkout or a
@@ -38,6 +52,12 @@ export interface RestoreInstructionsInput {
   readonly handRecovery: (engine: string) => HandRecovery | undefined;
   /** The export carries key files (keys/*.asc): artifacts open with data keys, which they hold. */
   readonly keyFiles?: boolean;
+  /** How many archived log files (write-ahead log) the export carries for its physical base backups. */
+  readonly logFiles?: number;
+  /** The segments of continuous protection the export carries. */
+  readonly segments?: readonly SegmentRecord[];
+  /** docs/replay-segments.py, appended when this program has it and the export carries segments. */
+  readonly replayScript?: Buffer | undefined;
 }
 
 /**
@@ -59,6 +79,8 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
   const extract = /\.zip$/i.test(file) ? `unzip ${shellQuote(file)}` : `tar -xzf ${shellQuote(file)}`;
   // A script with a fence line of its own would end the appendix early: then point to the docs.
   const script = input.script && !/^```/m.test(input.script.toString('utf8')) ? input.script.toString('utf8') : undefined;
+  const segments = input.segments ?? [];
+  const replay = segments.length > 0 && input.replayScript && !/^```/m.test(input.replayScript.toString('utf8')) ? input.replayScript.toString('utf8') : undefined;
   const encrypted = input.backups.some((b) => b.encryption.profile !== 'none');
   const clients = [...new Set(input.tips.flatMap((t) => input.handRecovery(t.engine)?.tools ?? []))];
   const lines = [
@@ -102,6 +124,7 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     '```sh',
     extract,
     ...(script ? [WRITE_SCRIPT] : []),
+    ...(replay ? [WRITE_REPLAY_SCRIPT] : []),
     ...(encrypted && input.keyFiles ? OPEN_KEY_FILE : []),
     '```',
     '',
@@ -119,11 +142,57 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     if (recovery) lines.push(...recovery.loadCommands);
     else lines.push(`# then load "$OUT" as docs/FORMAT.md says for ${tip.engine}`);
     lines.push('```', '');
+    lines.push(...replayInstructions(tip, input, key, replay !== undefined));
+    if (tip.logRange && (input.logFiles ?? 0) > 0) {
+      lines.push(
+        `Its archived write-ahead log is in backups/${tip.database}/log/ (one file per segment, named \`{segment}_{SHA-256}_{data key}.zst.gpg\`: decrypted and decompressed, each is the segment whose SHA-256 its name carries).`,
+        'Recovery reads it through a restore_command that decrypts and decompresses the file of the segment PostgreSQL asks for; docs/FORMAT.md ("Recovering a physical backup by hand") gives that command and the recovery settings.',
+        `With Strata, the restore above takes \`--as-of TIME\` (or \`--lsn\`, \`--xid\`, \`--name\`, \`--immediate\`) to recover to any moment this log reaches.`,
+        '',
+      );
+    }
   }
   if (script) {
     lines.push(`## Appendix: ${RECOVERY_SCRIPT}`, '', `docs/recover-chain.py of Strata ${STRATA_VERSION}.`, '', '```python', script.trimEnd(), '```', '');
   }
+  if (replay) {
+    lines.push(`## Appendix: ${REPLAY_SCRIPT}`, '', `docs/replay-segments.py of Strata ${STRATA_VERSION}.`, '', REPLAY_FENCE, replay.trimEnd(), '```', '');
+  }
   return lines.join('\n');
+}
+
+/**
+ * For a database whose export carries segments: how to restore it as of a moment after their base,
+ * with Strata and by hand (recover the base's chain, then replay-segments.py up to the moment).
+ */
+function replayInstructions(tip: BackupRecord, input: RestoreInstructionsInput, keyArgument: string, haveScript: boolean): string[] {
+  const mine = (input.segments ?? []).filter((s) => s.database === tip.database);
+  if (mine.length === 0) return [];
+  // The base the newest change follows: a restore as of a late moment starts there.
+  const newest = mine.reduce((a, b) => (b.lastAt > a.lastAt ? b : a));
+  const base = input.backups.find((b) => b.id === newest.base);
+  if (!base) return [];
+  const after = mine.filter((s) => s.base === base.id);
+  const first = after.reduce((a, b) => (b.firstAt < a.firstAt ? b : a)).firstAt;
+  const recovery = input.handRecovery(tip.engine);
+  const lines = [
+    `#### ${tip.database} as of a moment`,
+    '',
+    `${after.length} segment(s) of continuous protection follow ${base.id}: its transactions committed from ${first} to ${newest.lastAt} (backups/${tip.database}/segments/).`,
+    `With Strata: \`strata restore --db ${tip.database} --as-of 2026-01-02T12:00:00Z --repo ./restored-repo --to ${shellQuote(recovery?.exampleTarget(tip.database) ?? tip.database)}\` (any moment in that window).`,
+  ];
+  if (!recovery?.replayCommands) return [...lines, `By hand: docs/FORMAT.md of the Strata project ("Restoring to a moment by hand").`, ''];
+  lines.push(
+    `By hand: recover ${base.id} and replay the segments up to the moment (UNTIL, UTC) with ${REPLAY_SCRIPT}${haveScript ? ' (appendix; written out above)' : ' (docs/replay-segments.py of the Strata project: put it in that folder)'}, which checks that they form one chain and each one's changes against its SHA-256:`,
+    '',
+    '```sh',
+    `OUT=${shellQuote(`out-${tip.database}-${base.id}`)} NEWDB=${shellQuote(`${tip.database}-as-of`)} BASE=${shellQuote(base.id)} UNTIL=${shellQuote(newest.lastAt)}`,
+    `python3 ${RECOVERY_SCRIPT}${keyArgument} --out "$OUT" ${chainOf(base, input.backups).map((b) => shellQuote(b.key)).join(' ')}`,
+    ...recovery.replayCommands(keyArgument.trim(), `backups/${tip.database}/segments/*`),
+    '```',
+    '',
+  );
+  return lines;
 }
 
 /** The tip's chain, oldest first, from the backups of the export. */

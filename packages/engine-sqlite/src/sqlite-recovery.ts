@@ -15,5 +15,10 @@ wrote them: per frame a 24-byte header (big-endian: page number, database size i
 commit or 0, two salts, two checksums) and one page. Replaying them onto the restored base means
 writing each frame's page at offset (page number - 1) * page size, in order, and after the last
 transaction wanted cutting the file to the size its commit frame gives (docs/replay-segments.py).`,
+  replayCommands: (keyArgument, segments) => [
+    'cp "$OUT/data/main.db" "$NEWDB.db"',
+    `python3 replay-segments.py ${keyArgument} --db "$NEWDB.db" --base "$BASE" --until "$UNTIL" ${segments}`,
+    `sqlite3 "$NEWDB.db" 'PRAGMA integrity_check'`,
+  ],
   exampleTarget: (database) => `./${database}.db`,
 };
