@@ -446,6 +446,58 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.match(readFileSync(path.join(home, 'server.log'), 'utf8'), /restored log file "[0-9A-F]{24}" from archive/);
   });
 
+  it('copy and export carry the archived WAL: the copy and the import recover to a moment with exactly the markers committed by then', async function () {
+    // A moment after the newest base backup, reached by replaying the archived WAL after it.
+    const lastMs = Number(markers.at(-1)!.committedUs / 1000n);
+    const moment = Math.floor((Date.parse(backups.at(-1)!.endedAt) + lastMs) / 2);
+    const expected = markers.filter((m) => m.committedUs <= BigInt(moment) * 1000n).map((m) => m.seq);
+    assert.ok(expected.length > 0 && expected.length < markers.length, 'the moment lies inside the archive');
+    const recoveredMarkers = async (repo: string, name: string): Promise<number[]> => {
+      const target = path.join(dir, name);
+      const r = await strataAsync(['restore', 'latest', '--db', DB, '--repo', repo, '--to', target, '--as-of', new Date(moment).toISOString(), '--passphrase-file', passFile]);
+      assert.equal(r.status, 0, `${name}: ${r.stderr}`);
+      const p = await freePort();
+      const started = pgCtl(['start', '-D', target, '-w', '-t', '300', '-l', path.join(dir, `${name}.log`), '-o', `-c port=${p} -c archive_mode=off -c unix_socket_directories=${dir}`]);
+      running.add(target);
+      assert.equal(started.status, 0, `${name}: ${started.out}\n${readFileSync(path.join(dir, `${name}.log`), 'utf8')}`);
+      const c = await waitFor(`the server recovered from ${name}`, () => client(p));
+      try {
+        await waitFor(`recovery from ${name} to pause`, async () => ((await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused' ? true : undefined));
+        return (await c.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
+      } finally {
+        await c.end().catch(() => undefined);
+        pgCtl(['stop', '-D', target, '-m', 'fast', '-w']);
+        running.delete(target);
+        rmSync(target, { recursive: true, force: true });
+      }
+    };
+    const copyRepo = path.join(dir, 'copy-repo');
+    const init = await strataAsync(['init', '--repo', copyRepo, '--passphrase-file', passFile]);
+    assert.equal(init.status, 0, init.stderr);
+    const copied = await cli(['copy', DB, '--to', copyRepo, '--to-passphrase-file', passFile, '--json']);
+    assert.equal(copied.status, 0, copied.stderr);
+    const copiedLogs = (JSON.parse(copied.stdout) as { logFiles: number }).logFiles;
+    assert.ok(copiedLogs > 0, 'the archived WAL was copied');
+    const again = await cli(['copy', DB, '--to', copyRepo, '--to-passphrase-file', passFile, '--json']);
+    assert.equal((JSON.parse(again.stdout) as { logFiles: number }).logFiles, 0, 'a second copy copies no WAL again');
+    assert.deepEqual(await recoveredMarkers(copyRepo, 'from-copy'), expected);
+
+    const file = path.join(dir, 'cluster-export.tar.gz');
+    const exported = await cli(['export', DB, '--out', file, '--json']);
+    assert.equal(exported.status, 0, exported.stderr);
+    const importRepo = path.join(dir, 'import-repo');
+    assert.equal((await strataAsync(['init', '--repo', importRepo, '--passphrase-file', passFile])).status, 0);
+    const imported = await strataAsync(['import', file, '--repo', importRepo, '--passphrase-file', passFile, '--json']);
+    assert.equal(imported.status, 0, imported.stderr);
+    // The export holds the newest base backup's chain, so the WAL from its start on (the copy took every base's).
+    const exportedLogs = (JSON.parse(exported.stdout) as { logFiles: number }).logFiles;
+    assert.ok(exportedLogs > 0 && exportedLogs <= copiedLogs, `the export carries the WAL after its base backup (${exportedLogs} of ${copiedLogs} files)`);
+    assert.equal((JSON.parse(imported.stdout) as { logFiles: number }).logFiles, exportedLogs, 'the import brings in every archived file the export carries');
+    const verified = await strataAsync(['verify', '--all', '--repo', importRepo, '--passphrase-file', passFile]);
+    assert.equal(verified.status, 0, `verify walks the imported archive without a gap: ${verified.stdout}${verified.stderr}`);
+    assert.deepEqual(await recoveredMarkers(importRepo, 'from-import'), expected);
+  });
+
   it('restores a table as of a moment into another database, through a scratch cluster recovered to that moment', async function () {
     const admin = await client(port);
     try {

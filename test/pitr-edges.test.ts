@@ -6,7 +6,7 @@ import { describeCoverage } from '@strata/protocol/continuity';
 import { Passphrase, initRepository, openRepository } from '@strata/sdk';
 import type { ReplicationEvent } from '@strata/sdk';
 import { DiskFullStorage } from './helpers/faulty-storage.js';
-import { TEST_PASSPHRASE, json, strata, useTempDir } from './helpers/env.js';
+import { TEST_PASSPHRASE, journalLines, json, strata, strataAsync, useTempDir } from './helpers/env.js';
 import { commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 import { Client } from './helpers/server-client.js';
@@ -154,6 +154,76 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
       [[window.base, window.segments, window.transactions, window.to]],
     );
     assert.deepEqual(restoredAsOf(mirror, middle, 'mirrored.db', MIRROR_PASSPHRASE), restoredAsOf(primary, middle, 'reference.db'));
+  });
+
+  it('a copy after the source merged segments the target holds unmerged: the merged one takes their place there, and the target restores as the source does', async () => {
+    const primary = at('primary');
+    const target = at('target');
+    assert.equal(strata(['init', '--repo', primary]).status, 0);
+    assert.equal(strata(['init', '--repo', target]).status, 0);
+    const writer = startWriter(at('app.db'), at('commits.log'), 600_000);
+    await firstCommit(at('commits.log'));
+    const runUntil = async (extra: string[], done: (stderr: string) => boolean): Promise<void> => {
+      const replicator = await startReplicator(primary, at('app.db'), ['--interval', '0.3', '--verbose', ...extra]);
+      const deadline = Date.now() + 180_000;
+      while (!done(replicator.stderr())) {
+        assert.ok(Date.now() < deadline && replicator.child.exitCode === null, `replicate did not get there:\n${replicator.stderr()}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      replicator.child.kill('SIGTERM');
+      assert.equal((await exited(replicator.child)).code, 0, replicator.stderr());
+    };
+    await runUntil(['--compact', 'off'], (e) => /segment 6 \(/.test(e));
+    const first = strata(['copy', '--from', primary, '--to', target, '--json']);
+    assert.equal(first.status, 0, first.stderr);
+    // The same chain goes on with compaction: the closed seconds of the first run are merged.
+    await runUntil(['--compact', '1s'], (e) => /merged \d+ segments/.test(e) && (e.split(/merged \d+ segments/).at(-1)!.match(/segment \d+ \(/g)?.length ?? 0) >= 2);
+    writer.kill('SIGTERM');
+    await exited(writer);
+    const second = strata(['copy', '--from', primary, '--to', target, '--json']);
+    assert.equal(second.status, 0, second.stderr);
+    const windowOf = (repo: string): Window => json<{ continuity: Window[] }>(strata(['list', '--repo', repo, '--json'])).continuity.at(-1)!;
+    const source = windowOf(primary);
+    const copied = windowOf(target);
+    assert.deepEqual([copied.base, copied.transactions, copied.from, copied.to], [source.base, source.transactions, source.from, source.to]);
+    const middle = new Date((Date.parse(source.from) + Date.parse(source.to)) / 2).toISOString();
+    assert.deepEqual(restoredAsOf(target, middle, 'from-target.db'), restoredAsOf(primary, middle, 'from-primary.db'));
+    assert.equal(strata(['verify', '--all', '--repo', target]).status, 0, 'the target verifies: no segment of the chain is missing or extra');
+  });
+
+  it('with a mirror configured, replicate copies new segments to it while it runs: the mirror restores as of a moment before any backup ran', async () => {
+    writeFileSync(at('mirror-passphrase'), `${MIRROR_PASSPHRASE}\n`);
+    writeFileSync(at('strata.config.json'), JSON.stringify({ repository: './primary', mirror: { repository: './mirror', passphraseFile: './mirror-passphrase' }, databases: { app: { url: './app.db' } } }));
+    assert.equal(strata(['init'], { cwd: dir.path }).status, 0);
+    assert.equal(strata(['init', '--repo', at('mirror')], { env: { STRATA_PASSPHRASE: MIRROR_PASSPHRASE } }).status, 0);
+    const writer = startWriter(at('app.db'), at('commits.log'), 600_000);
+    await firstCommit(at('commits.log'));
+    const replicator = strataAsync(['replicate', 'app', '--interval', '0.3', '--mirror-every', '1'], { cwd: dir.path });
+    let stderr = '';
+    replicator.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    replicator.stdout!.resume();
+    const mirrored = (): Window | undefined => json<{ continuity?: Window[] }>(strata(['list', '--repo', at('mirror'), '--json'], { env: { STRATA_PASSPHRASE: MIRROR_PASSPHRASE } })).continuity?.at(-1);
+    // While it runs, with no backup in between: the mirror's window grows.
+    let seen: Window | undefined;
+    const deadline = Date.now() + 180_000;
+    while (!(seen && seen.segments >= 3)) {
+      assert.ok(Date.now() < deadline && replicator.exitCode === null, `the mirror received no segments while replicate ran:\n${stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      seen = mirrored();
+    }
+    replicator.kill('SIGTERM');
+    assert.equal((await exited(replicator)).code, 0, stderr);
+    writer.kill('SIGTERM');
+    await exited(writer);
+    // A clean stop copies what the last interval shipped: the mirror ends where the primary does.
+    const primary = json<{ continuity: Window[] }>(strata(['list', '--repo', at('primary'), '--json'])).continuity.at(-1)!;
+    const mirror = mirrored()!;
+    assert.deepEqual([mirror.base, mirror.segments, mirror.transactions, mirror.to], [primary.base, primary.segments, primary.transactions, primary.to], stderr);
+    const middle = new Date((Date.parse(primary.from) + Date.parse(primary.to)) / 2).toISOString();
+    assert.deepEqual(restoredAsOf(at('mirror'), middle, 'from-mirror.db', MIRROR_PASSPHRASE), restoredAsOf(at('primary'), middle, 'from-primary.db'));
+    // Only the first copy was journaled, not one per second.
+    const mirrorLines = journalLines(at('primary')).filter((l) => (JSON.parse(l) as { kind: string }).kind === 'mirror');
+    assert.ok(mirrorLines.length >= 1 && mirrorLines.length <= 2, `the first copy to the mirror is journaled, not each one after it:\n${mirrorLines.join('\n')}`);
   });
 
   it('export carries the segments after the bases it holds, and import brings them in: a restore as of a moment they cover works there', async () => {

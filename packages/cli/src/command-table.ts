@@ -330,6 +330,7 @@ Filters combine: --db app --type full --since 30d lists app's full backups of th
       { flags: '--switch-mode', description: "switch a database into the journal mode replication reads (SQLite: WAL) instead of refusing it" },
       { flags: '--base-every <dur>', description: 'take a new base restore point when the chain of segments is this old (default 24h): a restore replays at most this much, and prune can drop older chains' },
       { flags: '--compact <windows>', description: 'merge the segments of each closed window of these lengths, shortest first (default 1min,1h); off keeps every segment' },
+      { flags: '--mirror-every <seconds>', description: 'with a mirror configured, copy new segments to it at least this often (default 10 s; off: only at the next backup)' },
       { flags: '--verbose', description: 'a line for every segment shipped and every merge' },
     ],
     details: `Runs in the foreground until SIGINT or SIGTERM, then ships what it has and exits 0.
@@ -343,12 +344,14 @@ milliseconds about once a second, and a checkpoint that must wait for every read
 wal_checkpoint(TRUNCATE), waits for it to move on).
 Compaction merges the segments of each closed minute into one, then those of each hour, so the
 catalog stays short and a restore reads a few objects; every transaction keeps its own time, so
-restores stay exact to the transaction.`,
+restores stay exact to the transaction.
+With a mirror in strata.config.json, new segments (and new bases) are copied to it every
+--mirror-every; a failed copy is journaled (strata health reports it) and made good by the next.`,
     examples: ['replicate app', 'replicate ./app.db --interval 0.5', 'replicate app orders --verbose', 'replicate app --base-every 6h --compact 30s,10min,1h'],
     run: (ctx, { args, opts, signal }) =>
       replicateCommand(
         ctx,
-        { databases: args, ...given({ interval: str(opts, 'interval'), baseEvery: str(opts, 'baseEvery'), compact: str(opts, 'compact') }), switchMode: opts['switchMode'] === true, verbose: opts['verbose'] === true },
+        { databases: args, ...given({ interval: str(opts, 'interval'), baseEvery: str(opts, 'baseEvery'), compact: str(opts, 'compact'), mirrorEvery: str(opts, 'mirrorEvery') }), switchMode: opts['switchMode'] === true, verbose: opts['verbose'] === true },
         signal,
       ),
   },

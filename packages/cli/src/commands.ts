@@ -183,7 +183,12 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     force: options.force,
   });
   const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined;
-  if (physicalOnly || (options.database !== undefined && ctx.loaded.config.databases?.[options.database]?.method === 'physical')) {
+  // A cluster's physical backups are restored by recovery, also when the config does not name it
+  // (a copy, an import, a repository given with --repo): its catalog says so.
+  const physicalDatabase =
+    options.database !== undefined &&
+    (ctx.loaded.config.databases?.[options.database]?.method === 'physical' || (await (await ctx.repository()).list({ database: options.database })).some((b) => b.logRange !== undefined));
+  if (physicalOnly || physicalDatabase) {
     if (options.tables !== undefined) {
       const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
       if (tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables public.orders,public.customers');
@@ -636,10 +641,10 @@ export async function exportCommand(ctx: CommandContext, options: { databases: r
   if (!options.all && options.databases.length === 0) throw new StrataError('USAGE', 'export: name the databases to export, or pass --all');
   const repo = await ctx.repository();
   const result = await repo.export({ databases: options.databases, out: options.out });
-  if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id), segments: result.segments.map((s) => s.id) });
+  if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id), segments: result.segments.map((s) => s.id), logFiles: result.logFiles });
   else
     process.stdout.write(
-      `exported ${result.backups.length} backup(s)${result.segments.length > 0 ? ` and ${result.segments.length} segment(s) of continuous protection` : ''} to ${result.file}:\n${result.backups.map((b) => `  ${b.id}`).join('\n')}\nsee RESTORE.md inside for how to restore them\n`,
+      `exported ${result.backups.length} backup(s)${result.segments.length > 0 ? ` and ${result.segments.length} segment(s) of continuous protection` : ''}${result.logFiles > 0 ? ` and ${result.logFiles} archived log file(s)` : ''} to ${result.file}:\n${result.backups.map((b) => `  ${b.id}`).join('\n')}\nsee RESTORE.md inside for how to restore them\n`,
     );
   return 0;
 }
@@ -649,9 +654,9 @@ export async function importCommand(ctx: CommandContext, file: string | undefine
   if (!file) throw new StrataError('USAGE', 'import: name the export file');
   const repo = await ctx.repository();
   const result = await repo.import(file);
-  if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped, segments: result.segments.map((s) => s.id) });
+  if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped, segments: result.segments.map((s) => s.id), logFiles: result.logFiles });
   else {
-    process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}${result.segments.length > 0 ? `, and ${result.segments.length} segment(s) of continuous protection` : ''}\n`);
+    process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}${result.segments.length > 0 ? `, and ${result.segments.length} segment(s) of continuous protection` : ''}${result.logFiles > 0 ? `, and ${result.logFiles} archived log file(s)` : ''}\n`);
     for (const b of result.imported) process.stdout.write(`  ${b.id}\n`);
   }
   return 0;

@@ -9,6 +9,7 @@ export interface ReplicateCommandOptions {
   readonly interval?: string;
   readonly baseEvery?: string;
   readonly compact?: string;
+  readonly mirrorEvery?: string;
   readonly switchMode: boolean;
   readonly verbose: boolean;
 }
@@ -17,12 +18,19 @@ export interface ReplicateCommandOptions {
  * The interval as people write it: seconds (`1`, `0.5`), `500ms`, or a duration (`2s`, `1min`).
  * Durations elsewhere have no milliseconds; an interval of a second or less needs them.
  */
-export function parseInterval(text: string): number {
+export function parseInterval(text: string, option = '--interval'): number {
   const plain = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(text);
-  const ms = plain ? Number(plain[1]) * (plain[2] === 'ms' ? 1 : 1000) : parseDuration(text, '--interval').ms;
-  if (!Number.isFinite(ms) || ms < 50 || ms > 3_600_000) throw new StrataError('USAGE', `replicate: --interval ${JSON.stringify(text)} must be between 50ms and 1h (e.g. 1, 0.5, 500ms, 5s)`);
+  const ms = plain ? Number(plain[1]) * (plain[2] === 'ms' ? 1 : 1000) : parseDuration(text, option).ms;
+  if (!Number.isFinite(ms) || ms < 50 || ms > 3_600_000) throw new StrataError('USAGE', `replicate: ${option} ${JSON.stringify(text)} must be between 50ms and 1h (e.g. 1, 0.5, 500ms, 5s)`);
   return ms;
 }
+
+/**
+ * How often new segments go to the mirror. Each copy reads both catalogs, so not every interval:
+ * a mirror is the copy that survives losing the primary, and ten seconds behind it is what that
+ * costs.
+ */
+const DEFAULT_MIRROR_EVERY_MS = 10_000;
 
 /** `--compact`: `off`, or window lengths separated by commas (`1min,1h`, `30s`). */
 export function parseCompactionWindows(text: string): number[] {
@@ -48,6 +56,7 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
   const baseEveryMs = options.baseEvery !== undefined ? durationMs(parseDuration(options.baseEvery, '--base-every')) : undefined;
   if (baseEveryMs !== undefined && !(baseEveryMs >= 10_000)) throw new StrataError('USAGE', `replicate: --base-every ${JSON.stringify(options.baseEvery)} must be at least 10s`);
   const compactionWindowsMs = options.compact !== undefined ? parseCompactionWindows(options.compact) : undefined;
+  const mirrorEveryMs = options.mirrorEvery === undefined ? DEFAULT_MIRROR_EVERY_MS : options.mirrorEvery.trim() === 'off' ? undefined : parseInterval(options.mirrorEvery, '--mirror-every');
   const targets = options.databases.map((arg) => resolveDatabase(arg, ctx.loaded.config));
   const names = new Set<string>();
   for (const t of targets) {
@@ -88,10 +97,12 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
         say(`replicate ${event.database}: ${event.held.transactions} transactions (${(event.held.bytes / 1048576).toFixed(1)} MiB) wait to be shipped, the most it holds; reading no more of the log until they are (the database's log keeps the rest)`);
         break;
       case 'segment':
+        mirroring?.shipped();
         if (options.verbose) say(`replicate ${event.database}: segment ${event.segment.sequence} (${event.segment.transactions} transactions, ${event.segment.storedBytes} bytes), shipped ${(event.lagMs / 1000).toFixed(2)} s after the last was seen committed`);
         break;
     }
   };
+  const mirroring = repo.mirrorLocation !== undefined && mirrorEveryMs !== undefined ? mirrorSegments(repo, mirrorEveryMs, stop.signal, say) : undefined;
   let results: PromiseSettledResult<ReplicationSummary>[];
   try {
     results = await Promise.allSettled(
@@ -114,6 +125,8 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
     );
   } finally {
     signal.removeEventListener('abort', onStop);
+    stop.abort();
+    await mirroring?.stopped();
   }
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   const done = results.filter((r): r is PromiseFulfilledResult<ReplicationSummary> => r.status === 'fulfilled').map((r) => r.value);
@@ -121,4 +134,46 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
   if (failed) throw failed.reason;
   if (ctx.json) ctx.printJson({ replicated: done });
   return 0;
+}
+
+/**
+ * Copies what replication shipped to the mirror every `everyMs` while it runs, and once more when
+ * it stops. Only the first copy, failures, and the first copy after a failure are journaled: a
+ * `mirror` entry every ten seconds would drown the journal, and `strata health` needs only the
+ * newest outcome.
+ */
+function mirrorSegments(
+  repo: { syncMirror(options: { signal?: AbortSignal; journalSuccess?: boolean }): Promise<{ ok: boolean; mirror: string; error?: { message: string } }> },
+  everyMs: number,
+  stop: AbortSignal,
+  say: (line: string) => void,
+): { shipped(): void; stopped(): Promise<void> } {
+  let pending = false;
+  let lastOk: boolean | undefined;
+  const sync = async (): Promise<void> => {
+    pending = false;
+    const result = await repo.syncMirror({ journalSuccess: lastOk !== true });
+    if (!result.ok && lastOk !== false) say(`replicate: could not copy to the mirror ${printable(result.mirror)} (${printable(result.error?.message ?? 'unknown error')}); trying again in ${everyMs / 1000} s`);
+    if (result.ok && lastOk === false) say(`replicate: the mirror ${printable(result.mirror)} has every segment again`);
+    lastOk = result.ok;
+  };
+  const loop = (async () => {
+    while (!stop.aborted) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, everyMs);
+        stop.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      });
+      if (pending && !stop.aborted) await sync().catch(() => undefined);
+    }
+  })();
+  return {
+    shipped: () => {
+      pending = true;
+    },
+    stopped: async () => {
+      await loop;
+      // What the last interval shipped goes too, so a clean stop leaves the mirror complete.
+      if (pending) await sync().catch(() => undefined);
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js
 import { layoutCacheKey, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { artifactKey, parseArtifactKey } from './naming.js';
 import { announceWrite, pendingArtifactKeys } from './pending-writes.js';
-import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
+import { firstSequenceOf, readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
 import { chainBreak, parseSegmentKey, segmentKey } from './segments.js';
 import { LogArchive } from './log-archive.js';
 import { logFilesFor } from './log-retention.js';
@@ -219,10 +219,26 @@ export class BackupCopier {
     const from = this.#from;
     const to = this.#to;
     const source = (await readCatalogContents(from.storage))?.segments ?? [];
-    const already = new Set(((await readCatalogContents(to.storage))?.segments ?? []).map((s) => s.id));
+    const targetSegments = (await readCatalogContents(to.storage))?.segments ?? [];
+    const already = new Set(targetSegments.map((s) => s.id));
+    // Sequences the target holds per base. The source may have merged segments the target holds
+    // unmerged (compaction after an earlier copy): a merged one whose parts are all there is not
+    // needed; one that covers parts the target lacks replaces the parts it has (below).
+    const held = new Map<string, Set<number>>();
+    for (const t of targetSegments) {
+      const seqs = held.get(t.base) ?? new Set<number>();
+      for (let q = firstSequenceOf(t); q <= t.sequence; q++) seqs.add(q);
+      held.set(t.base, seqs);
+    }
+    const covered = (s: SegmentRecord): boolean => {
+      const seqs = held.get(s.base);
+      if (!seqs) return false;
+      for (let q = firstSequenceOf(s); q <= s.sequence; q++) if (!seqs.has(q)) return false;
+      return true;
+    };
     const byBase = new Map<string, SegmentRecord[]>();
     for (const segment of source) {
-      if (!bases.has(segment.base) || !onTarget.has(segment.base) || already.has(segment.id)) continue;
+      if (!bases.has(segment.base) || !onTarget.has(segment.base) || already.has(segment.id) || covered(segment)) continue;
       byBase.set(segment.base, [...(byBase.get(segment.base) ?? []), segment]);
     }
     const copied: string[] = [];
@@ -253,6 +269,7 @@ export class BackupCopier {
       // Another copy into the target is writing them now: left to it, or to the next run.
       if (claim === 'busy') continue;
       let pending: PendingWrite | undefined = claim;
+      let superseded: SegmentRecord[] = [];
       try {
         const records: SegmentRecord[] = [];
         for (const { segment, sourceKey, asIs, key } of plan) {
@@ -282,15 +299,22 @@ export class BackupCopier {
             if (!current?.backups.some((b) => b.id === baseId)) throw new StrataError('CHAIN_BROKEN', `${step}: the base was removed from ${to.storage.location} while they were copied`);
             const listed = new Set(current.segments.map((s) => s.id));
             const fresh = records.filter((r) => !listed.has(r.id));
-            const chain = [...current.segments.filter((s) => s.base === baseId), ...fresh].sort((a, b) => a.sequence - b.sequence);
+            // A merged segment replaces the target's segments whose sequences it covers, as it
+            // replaced them on the source.
+            const within = (t: SegmentRecord): boolean => t.base === baseId && fresh.some((f) => firstSequenceOf(f) <= firstSequenceOf(t) && t.sequence <= f.sequence && f.id !== t.id);
+            superseded = current.segments.filter(within);
+            const kept = current.segments.filter((t) => !within(t));
+            const chain = [...kept.filter((t) => t.base === baseId), ...fresh].sort((a, b) => a.sequence - b.sequence);
             const broken = chainBreak(base, chain);
             if (broken) throw new StrataError('CHAIN_BROKEN', `${step}: on ${to.storage.location} they would not form one chain (${broken}); nothing of them was copied`);
-            await writeCatalog(to.storage, current.backups, [...current.segments, ...fresh]);
+            await writeCatalog(to.storage, current.backups, [...kept, ...fresh]);
           },
           to.options.lock,
         );
         pending = undefined;
         await claim.committed().catch(() => undefined);
+        // No catalog lists them any more: their objects go (best effort; an open removes strays).
+        for (const gone of superseded) await to.storage.delete(gone.key).catch(() => undefined);
         copied.push(...records.map((r) => r.id));
       } catch (err) {
         // As for a backup: an error does not prove the catalog was not written; it decides.

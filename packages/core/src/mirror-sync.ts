@@ -35,20 +35,21 @@ export async function syncMirror(
   primary: { readonly journal: Journal; copyTo(target: Repository, options: { signal?: AbortSignal }): Promise<CopyResult> },
   mirror: MirrorOptions,
   openMirror: () => Promise<Repository>,
-  options: { signal?: AbortSignal } = {},
+  options: { signal?: AbortSignal; journalSuccess?: boolean } = {},
 ): Promise<MirrorSyncResult> {
-  const op = await primary.journal.begin('mirror', { details: { mirror: mirror.location } });
+  // Without journalSuccess a run is journaled only when it fails (frequent syncs of `replicate`).
+  const op = options.journalSuccess === false ? undefined : await primary.journal.begin('mirror', { details: { mirror: mirror.location } });
   try {
     const target = await openMirror();
     const result = await primary.copyTo(target, options.signal ? { signal: options.signal } : {});
     const copied = result.copied.map((c) => c.record.id);
-    await op.complete({ storedBytes: result.copied.reduce((sum, c) => sum + c.record.storedBytes, 0), details: { mirror: mirror.location, copied, segments: result.segments.length, logFiles: result.logFiles } });
+    await op?.complete({ storedBytes: result.copied.reduce((sum, c) => sum + c.record.storedBytes, 0), details: { mirror: mirror.location, copied, segments: result.segments.length, logFiles: result.logFiles } });
     return { mirror: mirror.location, ok: true, copied };
   } catch (err) {
     const wrapped = isStrataError(err) ? err : wrapError(`mirror ${mirror.location}`, err);
     // The journal keeps the wrapped error's redacted form, not its whole message (which may quote the database).
     const failure = wrapped.message.startsWith(`mirror ${mirror.location}`) ? wrapped : new StrataError(wrapped.code, redactable`mirror ${mirror.location}: ${errorText(wrapped)}`, { cause: wrapped });
-    await op.fail(failure).catch(() => undefined);
+    await (op ?? (await primary.journal.begin('mirror', { details: { mirror: mirror.location } }).catch(() => undefined)))?.fail(failure).catch(() => undefined);
     if (failure.code === 'ABORTED') throw failure;
     const copied = Array.isArray(failure.details['copied']) ? (failure.details['copied'] as string[]) : [];
     return { mirror: mirror.location, ok: false, copied, error: { code: failure.code, message: failure.message } };

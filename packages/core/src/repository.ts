@@ -202,7 +202,7 @@ export class Repository {
    * Copies to the mirror every restore point it lacks ({@link copyTo}), journaled here as a
    * `mirror` operation. Never fails for the mirror's sake: the result says whether it worked.
    */
-  async syncMirror(options: { signal?: AbortSignal } = {}): Promise<MirrorSyncResult> {
+  async syncMirror(options: { signal?: AbortSignal; journalSuccess?: boolean } = {}): Promise<MirrorSyncResult> {
     const mirror = this.#ctx.options.mirror;
     if (!mirror) throw new StrataError('USAGE', `${this.storage.location} has no mirror configured`);
     return syncMirror(this, mirror, async () => (await this.mirror())!, options);
@@ -334,7 +334,7 @@ export class Repository {
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
    */
-  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[] }> {
+  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
     return this.#transfer.export(options);
   }
 
@@ -345,7 +345,7 @@ export class Repository {
    * files the export carries (whose keys it then adds to its own key file); an export from before
    * key files needs that repository's passphrase (or both repositories are unencrypted).
    */
-  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[] }> {
+  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[]; logFiles: number }> {
     return this.#transfer.import(file);
   }
 
