@@ -184,7 +184,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
         const item = new vscode.TreeItem(formatTime(b.createdAt), vscode.TreeItemCollapsibleState.None);
         item.id = `backup:${b.id}`;
         const verified = b.verification ? (b.verification.outcome === 'passed' ? 'verified' : 'verification failed') : undefined;
-        item.description = [b.type, formatBytes(b.storedBytes), formatAge(b.createdAt), b.label ?? undefined, verified].filter(Boolean).join(' · ');
+        item.description = [b.incrementalMethod ? `${b.type} (${b.incrementalMethod})` : b.type, formatBytes(b.storedBytes), formatAge(b.createdAt), b.label ?? undefined, verified].filter(Boolean).join(' · ');
         item.iconPath = new vscode.ThemeIcon(TYPE_ICONS[b.type] ?? 'circle-outline', b.verification?.outcome === 'failed' ? new vscode.ThemeColor('testing.iconFailed') : undefined);
         item.resourceUri = vscode.Uri.from({ scheme: BACKUP_SCHEME, path: `/${b.id}`, query: b.verification?.outcome ?? 'never' });
         item.tooltip = new vscode.MarkdownString(describeBackup(b, node.entry.location));

@@ -119,7 +119,8 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
     { header: 'ID', cell: (b, depth) => `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}${good.get(b.database) === b ? ' *' : ''}` },
     { header: 'DATABASE', fit: { drop: 5, shrink: 5, min: 8, elide: 'end' }, cell: (b) => b.database },
     { header: 'ENGINE', fit: { drop: 2 }, cell: (b) => b.engine },
-    { header: 'TYPE', cell: (b) => b.type },
+    // An incremental says how it stores its changes when its engine has more than one way.
+    { header: 'TYPE', cell: (b) => (b.incrementalMethod ? `${b.type} (${printable(b.incrementalMethod)})` : b.type) },
     { header: 'CREATED', cell: (b) => b.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z') },
     { header: 'AGE', fit: { drop: 1 }, cell: (b) => formatAge(b.createdAt) },
     { header: 'DB SIZE', fit: { drop: 4 }, cell: (b) => formatBytes(b.databaseBytes) },
