@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
-import { TestCluster, freePort, sleep, waitFor } from './helpers/pg-cluster.js';
+import { ROOT } from './helpers/env.js';
+import { PG_BINDIR, TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-cluster.js';
 
 /**
  * Incremental and differential physical base backups of a PostgreSQL 15 cluster (which has no
@@ -13,6 +15,15 @@ import { TestCluster, freePort, sleep, waitFor } from './helpers/pg-cluster.js';
  */
 
 const DB = 'cluster';
+const isRoot = process.getuid?.() === 0;
+
+/** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
+function recipe(marker: string): string {
+  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
+  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
+  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
+  return block[1]!;
+}
 
 interface Backup {
   readonly id: string;
@@ -138,6 +149,43 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
         cluster.stopServer(target);
         rmSync(target, { recursive: true, force: true });
       }
+    }
+  });
+
+  it('recovers an incremental by hand as docs/FORMAT.md says: recover-chain.py puts base.tar together from the chain, then the WAL as for a full', async function () {
+    const home = path.join(cluster.dir, 'by-hand');
+    mkdirSync(path.join(home, 'gnupg'), { recursive: true, mode: 0o700 });
+    if (isRoot) spawnSync('chown', ['-R', 'postgres', home]);
+    const follow = (what: string, script: string, variables: Record<string, string>): void => {
+      const env = { GNUPGHOME: path.join(home, 'gnupg'), ...variables };
+      const [file, argv] = asServerUser('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'bash', '-euo', 'pipefail', '-c', script]);
+      const r = spawnSync(file, argv, { encoding: 'utf8' });
+      assert.equal(r.status, 0, `${what} failed:\n${r.stderr}`);
+    };
+    const keys = path.join(home, 'keys');
+    const pgdata = path.join(home, 'pgdata');
+    follow('recover-data-keys', recipe('recover-data-keys'), { REPO: cluster.repo, PASSFILE: cluster.passFile, KEYS: keys });
+    follow('recover-physical-chain', recipe('recover-physical-chain'), { DOCS: path.join(ROOT, 'docs'), KEYS: keys, REPO: cluster.repo, DB, ID: incremental.id, OUT: path.join(home, 'out'), PGDATA: pgdata });
+    // "go on with the lines of recover-physical from mkdir -p ... on"
+    const whole = recipe('recover-physical');
+    const rest = whole.slice(whole.indexOf('mkdir -p "$PGDATA/pg_wal/archive_status"'));
+    assert.ok(rest.length < whole.length && rest.includes('restore_command'));
+    follow('recover-physical (WAL)', `umask 077\n${rest}`, { KEYS: keys, REPO: cluster.repo, DB, PGDATA: pgdata });
+    assert.match(readFileSync(path.join(pgdata, 'backup_label'), 'utf8'), /LABEL: strata/);
+    const port = await freePort();
+    const [file, argv] = asServerUser('env', [`GNUPGHOME=${path.join(home, 'gnupg')}`, path.join(PG_BINDIR, 'pg_ctl'), '-D', pgdata, '-l', path.join(home, 'server.log'), '-w', '-t', '300', '-o', `-c port=${port} -c unix_socket_directories=${cluster.dir}`, 'start']);
+    const started = spawnSync(file, argv, { encoding: 'utf8' });
+    cluster.adopt(pgdata);
+    assert.equal(started.status, 0, `${started.stdout}${started.stderr}`);
+    const c = await waitFor('the recovered server', () => cluster.client(port));
+    try {
+      await waitFor('the end of recovery', async () => ((await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r ? undefined : true), 300_000);
+      const rows = (await c.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
+      assert.deepEqual(rows, Array.from({ length: 25 }, (_, i) => i + 1), 'every marker committed, from the archived WAL alone');
+      assert.equal((await c.query<{ n: string }>('SELECT count(*)::text AS n FROM orders')).rows[0]!.n, '400000');
+    } finally {
+      await c.end().catch(() => undefined);
+      cluster.stopServer(pgdata);
     }
   });
 

@@ -113,6 +113,11 @@ export class TestCluster {
     this.#running.add(dataDir);
   }
 
+  /** A server the test started on its own (with an environment of its own): `stop()` stops it too. */
+  adopt(dataDir: string): void {
+    this.#running.add(dataDir);
+  }
+
   stopServer(dataDir: string): void {
     this.pgCtl(['stop', '-D', dataDir, '-m', 'fast', '-w']);
     this.#running.delete(dataDir);

@@ -98,7 +98,7 @@ recovery.signal and a restore_command that decrypts and decompresses the archive
 set a recovery target if you want one, and start PostgreSQL of the major version in
 engineMeta.serverVersion on it.`,
   loadCommands: [
-    'mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/base.tar"',
+    'mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"',
     'touch "$NEWDB/recovery.signal"   # then set restore_command as docs/FORMAT.md shows, and start PostgreSQL on "$NEWDB"',
   ],
   tools: ['tar', 'PostgreSQL server binaries'],
