@@ -3,7 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
+import { describeBackupType } from '@strata/protocol/labels';
 import { ROOT } from './helpers/env.js';
+import { Client } from './helpers/server-client.js';
 import { PG_BINDIR, TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-cluster.js';
 
 /**
@@ -122,6 +124,20 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
         [differential.id, 'chunk reuse'],
       ],
     );
+    // The editor's tree gets the same records from the server and words their type as list does.
+    const server = new Client();
+    try {
+      await server.start();
+      await server.request('strata/workspace', { folders: [cluster.dir], databases: [] });
+      const answer = await server.request('strata/list', { repository: cluster.repo, database: DB });
+      assert.deepEqual(Object.fromEntries(answer.backups.map((b) => [b.id, describeBackupType(b)])), {
+        [full.id]: 'full',
+        [incremental.id]: 'incremental (chunk reuse)',
+        [differential.id]: 'differential (chunk reuse)',
+      });
+    } finally {
+      await server.stop();
+    }
   });
 
   it('a recovery to a moment after an incremental or a differential starts from it and holds exactly the markers committed by then', async function () {
