@@ -35,7 +35,7 @@ interface Backup {
   readonly payloadBytes: number;
   readonly storedBytes: number;
   readonly incrementalMethod?: string;
-  readonly logRange: { readonly endedAt: string; readonly start: { readonly wal: string } };
+  readonly logRange: { readonly endedAt: string; readonly start: { readonly wal: string }; readonly end: { readonly wal: string } };
 }
 
 describe('PostgreSQL physical incrementals and differentials (chunk reuse on PostgreSQL 15)', function () {
@@ -249,5 +249,16 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
     assert.equal(after.status, 0, after.stdout + after.stderr);
     const left = (JSON.parse((await cluster.cli(['list', DB, '--json'])).stdout) as { backups: Backup[] }).backups.map((b) => b.id);
     assert.deepEqual(left, [full.id, differential.id]);
+
+    // A point-in-time window that holds only the differential: its parent stays (the chain needs
+    // its chunks) with the WAL of its own range, and what lies between the two goes.
+    const windowed = await cluster.cli(['prune', '--dry-run', '--keep-last', '1', '--keep-within-pitr', '1s', '--json']);
+    assert.equal(windowed.status, 0, windowed.stderr);
+    const windowPlan = JSON.parse(windowed.stdout) as { remove: { id: string }[]; removeLog: { files: number; first: string; last: string }[] };
+    assert.deepEqual(windowPlan.remove, [], 'the differential and the full it builds on are kept');
+    const segno = (name: string): string => name.slice(8);
+    assert.equal(windowPlan.removeLog.length, 1, windowed.stdout);
+    const gone = windowPlan.removeLog[0]!;
+    assert.ok(segno(gone.first) > segno(full.logRange.end.wal) && segno(gone.last) < segno(differential.logRange.start.wal), `${gone.first}..${gone.last} lies between ${full.logRange.end.wal} and ${differential.logRange.start.wal}`);
   });
 });
