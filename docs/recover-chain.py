@@ -639,9 +639,10 @@ def main():
     artifacts = []
     for artifact in args.artifacts:
         # backups/<database>/segments/ holds the segments of continuous protection, which
-        # replay-segments.py replays onto a recovered base; they are no restore points.
+        # replay-segments.py replays onto a recovered base, and backups/<database>/log/ a physical
+        # cluster's archived WAL, which its restore_command reads; neither holds restore points.
         if os.path.isdir(artifact):
-            print(f"skipping the folder {artifact} (segments: see replay-segments.py)", file=sys.stderr)
+            print(f"skipping the folder {artifact} (segments: see replay-segments.py; log: the archived WAL, see docs/FORMAT.md)", file=sys.stderr)
             continue
         artifacts.append(artifact)
     for n, artifact in enumerate(artifacts):

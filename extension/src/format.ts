@@ -40,7 +40,7 @@ export function describeBackup(backup: BackupView, location: string): string {
     `| id | \`${backup.id}\` |`,
     `| taken | ${formatTime(backup.createdAt)} (${formatAge(backup.createdAt)}) |`,
     `| database | ${location} (${backup.engine}, ${formatBytes(backup.databaseBytes)}, ${backup.tableCount} tables, ${backup.rowCount} rows) |`,
-    `| chain | ${backup.parent ? `parent \`${backup.parent}\`${backup.base && backup.base !== backup.parent ? `, base \`${backup.base}\`` : ''}` : 'self-contained'} |`,
+    `| chain | ${backup.parent ? `parent \`${backup.parent}\`${backup.base && backup.base !== backup.parent ? `, base \`${backup.base}\`` : ''}${backup.incrementalMethod ? ` (${backup.incrementalMethod})` : ''}` : 'self-contained'} |`,
     `| stored | ${formatBytes(backup.storedBytes)} (${backup.compression.codec}${backup.compression.codec === 'none' ? '' : ` level ${backup.compression.level}`}, encryption ${backup.encryption.profile}${backup.encryption.keyId ? `, data key \`${backup.encryption.keyId}\`` : ''}) |`,
     `| label | ${backup.label ?? '—'} |`,
     `| tags | ${backup.tags.length ? backup.tags.join(', ') : '—'} |`,

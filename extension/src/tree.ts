@@ -1,6 +1,7 @@
 import * as vscode from 'vscode';
 import type { BackupView, ConfigProblem, ContinuityWindow, DatabaseEntry, EngineInfo, LogWindow } from '@strata/protocol';
 import { describeCoverage, describeLogCoverage } from '@strata/protocol/continuity';
+import { describeBackupType } from '@strata/protocol/labels';
 import { SERVER_PROBLEMS, StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatAge, formatBytes, formatTime } from './format.js';
@@ -184,7 +185,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
         const item = new vscode.TreeItem(formatTime(b.createdAt), vscode.TreeItemCollapsibleState.None);
         item.id = `backup:${b.id}`;
         const verified = b.verification ? (b.verification.outcome === 'passed' ? 'verified' : 'verification failed') : undefined;
-        item.description = [b.type, formatBytes(b.storedBytes), formatAge(b.createdAt), b.label ?? undefined, verified].filter(Boolean).join(' · ');
+        item.description = [describeBackupType(b), formatBytes(b.storedBytes), formatAge(b.createdAt), b.label ?? undefined, verified].filter(Boolean).join(' · ');
         item.iconPath = new vscode.ThemeIcon(TYPE_ICONS[b.type] ?? 'circle-outline', b.verification?.outcome === 'failed' ? new vscode.ThemeColor('testing.iconFailed') : undefined);
         item.resourceUri = vscode.Uri.from({ scheme: BACKUP_SCHEME, path: `/${b.id}`, query: b.verification?.outcome ?? 'never' });
         item.tooltip = new vscode.MarkdownString(describeBackup(b, node.entry.location));

@@ -1,6 +1,7 @@
 import { BACKUP_TYPES, StrataError, continuityWindows, durationBefore, newestGoodByDatabase, parseDuration } from '@strata/sdk';
 import type { BackupRecord, BackupType, ContinuityWindow } from '@strata/sdk';
 import { describeLogCoverage } from '@strata/protocol/continuity';
+import { describeBackupType } from '@strata/protocol/labels';
 import { DEFAULT_ROWS_PER_DATABASE } from './command-table.js';
 import type { CommandContext } from './context.js';
 import { printTable } from './table.js';
@@ -119,7 +120,8 @@ export async function listCommand(ctx: CommandContext, options: ListCommandOptio
     { header: 'ID', cell: (b, depth) => `${depth > 0 ? `${'  '.repeat(depth - 1)}└ ` : ''}${b.id}${good.get(b.database) === b ? ' *' : ''}` },
     { header: 'DATABASE', fit: { drop: 5, shrink: 5, min: 8, elide: 'end' }, cell: (b) => b.database },
     { header: 'ENGINE', fit: { drop: 2 }, cell: (b) => b.engine },
-    { header: 'TYPE', cell: (b) => b.type },
+    // An incremental says how it stores its changes when its engine has more than one way.
+    { header: 'TYPE', cell: (b) => printable(describeBackupType(b)) },
     { header: 'CREATED', cell: (b) => b.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z') },
     { header: 'AGE', fit: { drop: 1 }, cell: (b) => formatAge(b.createdAt) },
     { header: 'DB SIZE', fit: { drop: 4 }, cell: (b) => formatBytes(b.databaseBytes) },

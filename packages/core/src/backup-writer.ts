@@ -163,6 +163,7 @@ export class BackupWriter {
           ...(dataKey?.id !== undefined ? { keyId: dataKey.id } : {}),
           ...(options.snapshotAt ? { changePosition: options.snapshotAt.position } : {}),
           ...(snapshot.logRange ? { logRange: snapshot.logRange } : {}),
+          ...(parent && snapshot.incrementalMethod ? { incrementalMethod: snapshot.incrementalMethod } : {}),
         },
         tables: () => snapshot!.tableStats(),
         streams: snapshot.streams,

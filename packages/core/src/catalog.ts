@@ -99,6 +99,8 @@ export interface BackupRecord {
   readonly changePosition?: ChangePosition;
   /** The part of the database's log a snapshot of its files needs (see engine.ts `LogRange`); absent for others. */
   readonly logRange?: LogRange;
+  /** On an incremental or differential: how it stores what changed since its parent, in words for `list` (absent when the engine did not say). */
+  readonly incrementalMethod?: string;
 }
 
 /**
@@ -374,5 +376,6 @@ export function recordFromManifest(
     verification: null,
     ...(manifest.changePosition ? { changePosition: manifest.changePosition } : {}),
     ...(manifest.logRange ? { logRange: manifest.logRange } : {}),
+    ...(manifest.incrementalMethod ? { incrementalMethod: manifest.incrementalMethod } : {}),
   };
 }

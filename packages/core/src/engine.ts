@@ -76,6 +76,12 @@ export interface Snapshot {
    * pick its base without opening artifacts.
    */
   readonly logRange?: LogRange;
+  /**
+   * How an incremental or differential of this snapshot stores what changed since its parent, in
+   * a few words people read in `list` (`chunk reuse`, or a database's own incremental format).
+   * Core records it on incrementals and differentials only; a full has nothing to say here.
+   */
+  readonly incrementalMethod?: string;
   close(): Promise<void>;
 }
 

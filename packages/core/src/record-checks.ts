@@ -1,6 +1,6 @@
 import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { StrataError } from './errors.js';
-import { BACKUP_TYPES } from './format/manifest.js';
+import { BACKUP_TYPES, isShortText } from './format/manifest.js';
 import { artifactKey, validateDatabaseName } from './naming.js';
 import { segmentKey } from './segments.js';
 
@@ -65,6 +65,7 @@ export function checkForeignRecord(record: BackupRecord, where: string, now: Dat
   const created = new Date(record.createdAt);
   if (typeof record.createdAt !== 'string' || Number.isNaN(created.getTime())) fail(`(${record.id}) has no valid creation time`);
   if (created.getTime() > now.getTime() + MAX_CLOCK_SKEW_MS) fail(`(${record.id}) is dated ${record.createdAt}, in the future`);
+  if (record.incrementalMethod !== undefined && !isShortText(record.incrementalMethod)) fail(`(${record.id}) has an incremental method that is not a few printable words`);
 }
 
 /**

@@ -101,6 +101,16 @@ export interface Manifest {
   readonly changePosition?: Readonly<Record<string, unknown>>;
   /** The part of the database's log the snapshot needs (snapshots of files; see engine.ts `LogRange`). */
   readonly logRange?: LogRange;
+  /** How this incremental or differential stores its changes, in words for `list` (see engine.ts `Snapshot.incrementalMethod`). */
+  readonly incrementalMethod?: string;
+}
+
+/**
+ * A few printable words (at most 100 characters, no control characters): what `list` and the
+ * editor show as they are, so an escape sequence in a hostile artifact cannot repaint a terminal.
+ */
+export function isShortText(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= 100 && !/[\u0000-\u001f\u007f-\u009f]/.test(value);
 }
 
 /** Parses and checks a manifest's shape, refusing foreign or future formats with a clear error. */
@@ -140,6 +150,9 @@ export function parseManifest(bytes: Uint8Array, where: string): Manifest {
     if (typeof objects !== 'object' || objects === null || Array.isArray(objects) || Object.entries(objects).some(([k, v]) => k.length > 4096 || typeof v !== 'string' || v.length > 128)) {
       throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field schemaObjects is malformed`);
     }
+  }
+  if (m.incrementalMethod !== undefined && !isShortText(m.incrementalMethod)) {
+    throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field incrementalMethod is malformed`);
   }
   if (m.factsDelta !== undefined && (!isFactsDelta(m.factsDelta) || m.parent === null || m.parent === undefined)) {
     throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field factsDelta is malformed`);
