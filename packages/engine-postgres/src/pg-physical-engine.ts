@@ -96,7 +96,7 @@ engineMeta.serverVersion on it.`,
 };
 
 /** The environment for pg_basebackup: the connection through libpq variables, so no password is on argv. */
-function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
+export function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PGHOST: target.host, PGPORT: String(target.port), PGUSER: target.user, PGDATABASE: target.database, PGCONNECT_TIMEOUT: '10' };
   if (target.password !== undefined) env['PGPASSWORD'] = target.password;
   else delete env['PGPASSWORD'];
