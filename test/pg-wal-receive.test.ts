@@ -10,13 +10,13 @@ import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
 
 /**
  * `strata wal-receive`: a cluster of the test's own (initdb, a free port) streams its WAL through
- * a replication slot into the repository while a writer commits marker rows. Archiving by
- * archive_command is configured but empty at first, so everything archived is what wal-receive
- * shipped: killed and started again, it continues without a gap (the slot kept the WAL, the spool
- * what was received); a recovery to a moment inside the segment still being written (a partial)
- * holds exactly the markers committed by then. Then archive_command (wal-push) joins: segments
- * both archive are stored once; a repository wal-push cannot write makes `health` report the
- * failed pushes and the archive's lag behind the server, until it can again.
+ * a replication slot into the repository while a writer commits marker rows, beside
+ * archive_command (wal-push): a segment both archive is stored once. Then archive_command is
+ * emptied, so everything archived is what wal-receive ships: killed and started again, it
+ * continues without a gap (the slot kept the WAL, the spool what was received); a recovery to a
+ * moment inside the segment still being written (a partial) holds exactly the markers committed
+ * by then. Then wal-push is back, and a repository it cannot write makes `health` report the
+ * failed pushes and the archive's lag behind the server, until it can write again.
  */
 
 const BINDIR = process.env['STRATA_TEST_PG_BINDIR'] ?? '/usr/lib/postgresql/15/bin';
@@ -120,6 +120,7 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
   const running = new Set<string>();
   const receivers: Receiver[] = [];
   const env = (): Record<string, string> => ({ STRATA_STATE_DIR: stateDir });
+  const archiveCommand = (): string => `STRATA_STATE_DIR=${stateDir} ${process.execPath} ${CLI} wal-push %p --db ${DB} --config ${config} --passphrase-file ${passFile}`;
   const cli = (args: string[]) => run(process.execPath, [CLI, ...args, '--config', config, '--passphrase-file', passFile], env());
   const pgCtl = (args: string[]) => run(path.join(BINDIR, 'pg_ctl'), args);
   const receive = (args: string[] = []): Receiver => {
@@ -172,7 +173,7 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     if (isRoot) spawnSync('chown', ['postgres', passFile, config]);
     writeFileSync(
       path.join(dataDir, 'postgresql.auto.conf'),
-      [`port = ${port}`, "listen_addresses = '127.0.0.1'", `unix_socket_directories = '${dir}'`, 'archive_mode = on', "archive_command = ''", 'track_commit_timestamp = on', 'fsync = off', ''].join('\n'),
+      [`port = ${port}`, "listen_addresses = '127.0.0.1'", `unix_socket_directories = '${dir}'`, 'archive_mode = on', `archive_command = '${archiveCommand()}'`, 'track_commit_timestamp = on', 'fsync = off', ''].join('\n'),
       { flag: 'a' },
     );
     const created = await cli(['init']);
@@ -233,10 +234,16 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     })();
     const switchWal = async (): Promise<string> => (await db!.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
 
-    // A completed segment is archived by wal-receive alone (archive_command is empty).
+    // A completed segment, archived by wal-receive and by archive_command: stored once, no conflict.
     await sleep(1000);
     const first = await switchWal();
-    await waitFor(`${first} to be archived by wal-receive`, () => (archived().complete.has(first) ? true : undefined));
+    await receiver.said(new RegExp(`archived ${first}`), `${first} to be archived by wal-receive`);
+    const stat = async () => (await db!.query<{ w: string | null; failed: string }>('SELECT last_archived_wal AS w, failed_count::text AS failed FROM pg_stat_archiver')).rows[0]!;
+    await waitFor(`${first} to be archived by archive_command`, async () => ((await stat()).w !== null && (await stat()).w! >= first ? true : undefined));
+    assert.equal((await stat()).failed, '0', 'wal-push took the segments wal-receive archived as already archived');
+    assert.equal(readdirSync(logDir()).filter((k) => k.startsWith(`${first}_`)).length, 1, `one object of ${first}`);
+    // From here on, only wal-receive archives.
+    await setArchiveCommand('');
 
     // Killed with no chance to clean up; segments completed meanwhile wait in the slot.
     receiver.child.kill('SIGKILL');
@@ -319,8 +326,7 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
   });
 
   it('runs beside archive_command; health reports failed wal-push calls and the lag behind the server, then is healthy again', async function () {
-    const archiveCommand = `STRATA_STATE_DIR=${stateDir} ${process.execPath} ${CLI} wal-push %p --db ${DB} --config ${config} --passphrase-file ${passFile}`;
-    await setArchiveCommand(archiveCommand);
+    await setArchiveCommand(archiveCommand());
     const stat = async () => (await db!.query<{ w: string | null; failed: string }>('SELECT last_archived_wal AS w, failed_count::text AS failed FROM pg_stat_archiver')).rows[0]!;
     const switched = (await db!.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
     // Every segment wal-receive already archived is pushed again by the server: the same bytes, stored once.
