@@ -381,6 +381,37 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     await pgCtl(['stop', '-D', dataDir, '-m', 'fast', '-w']);
     running.delete(dataDir);
     const down = await health();
-    assert.match(down.lag.message, /could not be reached/);
+    assert.equal(down.lag.status, 'ok', 'a server that is down writes no WAL: not counted as lag');
+    assert.match(down.lag.message, /the lag was not measured: the server could not be asked where its log stands \(.*nothing accepts connections/);
+  });
+
+  it('with archive_mode off, takes a base backup while wal-receive streams, and its WAL is archived', async function () {
+    writeFileSync(path.join(dataDir, 'postgresql.auto.conf'), 'archive_mode = off\n', { flag: 'a' });
+    const started = await pgCtl(['start', '-D', dataDir, '-l', path.join(dir, 'server.log'), '-w', '-t', '300']);
+    assert.equal(started.status, 0, started.stderr + started.stdout);
+    running.add(dataDir);
+    await db!.end().catch(() => undefined);
+    db = await client(port);
+    // Refused while nothing streams: the backup could never be recovered.
+    const refused = await cli(['backup', DB]);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /archive_mode is off.*or keep strata wal-receive NAME running/);
+    const receiver = receive();
+    await waitFor('pg_receivewal to stream', async () => ((await db!.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_replication WHERE application_name LIKE 'strata wal-receive %' AND state = 'streaming'")).rows[0]!.n > 0 ? true : undefined));
+    const backup = await cli(['backup', DB, '--json']);
+    assert.equal(backup.status, 0, backup.stderr);
+    const endLsn = (JSON.parse(backup.stdout) as { backup: { logRange: { end: { lsn: string } } } }).backup.logRange.end.lsn;
+    await waitFor("the archive to reach the base backup's end", () => {
+      const { complete, partials } = archived();
+      const ends = [...[...complete].map((n) => (segno(n) + 1n) * BigInt(SEGMENT)), ...partials.map((p) => segno(p.name) * BigInt(SEGMENT) + BigInt(p.received))];
+      return ends.some((e) => e >= lsnValue(endLsn)) ? true : undefined;
+    });
+    receiver.child.kill('SIGINT');
+    assert.equal(await receiver.exited, 0, receiver.stderr);
+    const verified = await cli(['verify', '--all', '--json']);
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    const logs = (JSON.parse(verified.stdout) as { logs: { outcome: string; missing: string[] }[] }).logs;
+    assert.equal(logs.length, 2);
+    assert.deepEqual(logs.map((l) => l.outcome), ['passed', 'passed']);
   });
 });

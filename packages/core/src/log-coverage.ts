@@ -218,7 +218,7 @@ export function assessArchiveLag(measures: readonly ArchiveLagMeasure[], thresho
   const limit = thresholds.maxArchiveLagBytes ?? DEFAULT_MAX_ARCHIVE_LAG_BYTES;
   const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
   return measures.map((m) => {
-    if ('unreachable' in m) return { check: 'archive-lag', database: m.database, status: 'ok', message: `the server could not be reached, so the lag was not measured: ${m.unreachable}` } satisfies HealthCheck;
+    if ('unreachable' in m) return { check: 'archive-lag', database: m.database, status: 'ok', message: `the lag was not measured: the server could not be asked where its log stands (${m.unreachable})` } satisfies HealthCheck;
     const where = m.archivedPosition ? `the archive ends at ${m.archivedPosition} (${m.archivedFile})` : 'the archive holds no segment yet';
     return {
       check: 'archive-lag',
