@@ -249,6 +249,11 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     receiver.child.kill('SIGKILL');
     await receiver.exited;
     await sleep(500);
+    // health: a wal-receive that died is unhealthy until one runs again.
+    const died = JSON.parse((await cli(['health', '--json'])).stdout) as { checks: { check: string; database: string | null; status: string; message: string }[] };
+    const streamingCheck = died.checks.find((c) => c.check === 'log-streaming' && c.database === DB)!;
+    assert.equal(streamingCheck.status, 'unhealthy', streamingCheck.message);
+    assert.match(streamingCheck.message, /died without stopping/);
     const whileDown = [await switchWal()];
     await sleep(300);
     whileDown.push(await switchWal());
@@ -340,6 +345,9 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
       return { status: r.status, report, lag: check('archive-lag'), failed: check('failed-pushes') };
     };
     const fine = await health();
+    const streaming = fine.report.checks.find((c) => c.check === 'log-streaming' && c.database === DB)!;
+    assert.equal(streaming.status, 'ok');
+    assert.match(streaming.message, /the last wal-receive stopped cleanly/);
     assert.equal(fine.lag.status, 'ok', fine.lag.message);
     assert.equal(fine.failed.status, 'ok', fine.failed.message);
     assert.equal(fine.status, fine.report.healthy ? 0 : 3);

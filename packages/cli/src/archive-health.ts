@@ -1,18 +1,20 @@
-import { StrataError, assessArchiveLag, assessFailedPushes, resolveDatabase, walArchiveLag } from '@strata/sdk';
+import { StrataError, assessArchiveLag, assessFailedPushes, assessLogStreaming, resolveDatabase, walArchiveLag } from '@strata/sdk';
 import type { ArchiveLagMeasure, HealthCheck, HealthThresholds, JournalOperation, PushFailure, Repository } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { localPushFailures } from './state-folder.js';
 
 /**
  * The WAL archive's side of `strata health` that needs more than the repository: how far the
- * archive is behind each physical entry's server (asked at the entry's URL), and the wal-push
- * calls that failed, from the journal and from this machine's state folder.
+ * archive is behind each physical entry's server (asked at the entry's URL), the wal-push calls
+ * that failed, from the journal and from this machine's state folder, and whether wal-receive's
+ * last run is still running or stopped cleanly.
  */
 export async function assessWalArchives(ctx: CommandContext, repo: Repository, operations: readonly JournalOperation[], thresholds: HealthThresholds): Promise<HealthCheck[]> {
   const entries = Object.entries(ctx.loaded.config.databases ?? {}).filter(([, entry]) => entry.method === 'physical');
   const journaled = operations.filter((op) => op.kind === 'wal-push' && op.status === 'FAILED' && op.last.database);
   const local = localPushFailures(ctx.repositoryPath());
-  const databases = [...new Set([...entries.map(([name]) => name), ...journaled.map((op) => op.last.database!), ...local.map((f) => f.database)])].sort();
+  const streamed = operations.filter((op) => op.kind === 'wal-receive' && op.last.database).map((op) => op.last.database!);
+  const databases = [...new Set([...entries.map(([name]) => name), ...journaled.map((op) => op.last.database!), ...local.map((f) => f.database), ...streamed])].sort();
   const measures: ArchiveLagMeasure[] = [];
   const checks: HealthCheck[] = [];
   for (const database of databases) {
@@ -30,6 +32,8 @@ export async function assessWalArchives(ctx: CommandContext, repo: Repository, o
       ...local.filter((f) => f.database === database).map((f) => ({ at: f.at, code: f.code, message: f.message, recordedIn: 'local' as const })),
     ];
     checks.push(assessFailedPushes(database, failures, files));
+    const streaming = assessLogStreaming(database, operations);
+    if (streaming) checks.push(streaming);
   }
   return [...assessArchiveLag(measures, thresholds), ...checks];
 }

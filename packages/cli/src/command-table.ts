@@ -578,7 +578,8 @@ clusters: the newest archived WAL file older than --max-archive-age, a gap in th
 the archive more than --max-archive-lag-bytes behind the server's current WAL position (measured
 when the server answers at the entry's URL; an unreachable server is reported, not counted), and
 wal-push calls that failed since the newest file was archived (from the journal, and from this
-machine's state folder when the repository itself failed).`,
+machine's state folder when the repository itself failed), and a wal-receive whose last run
+failed or died.`,
     examples: ['health', 'health --max-age 2h --json'],
     run: (ctx, { opts }) =>
       healthCommand(ctx, {

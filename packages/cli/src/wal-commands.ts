@@ -50,8 +50,8 @@ export async function walPushCommand(ctx: CommandContext, options: { file: strin
 async function recordPushFailure(ctx: CommandContext, repo: Repository | undefined, database: string, file: string, err: unknown): Promise<void> {
   if (isStrataError(err, 'ABORTED')) return;
   try {
-    if (!repo) throw new Error('the repository did not open');
-    await repo.journal.failed('wal-push', err, { database, details: { file } });
+    // Opened here when the push failed before it needed the repository (an unreadable file).
+    await (repo ?? (await ctx.repository())).journal.failed('wal-push', err, { database, details: { file } });
     return;
   } catch {
     // The repository is (part of) what failed: recorded where health finds it without it.

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { StrataError, defaultSlotName, durationMs, parseDuration, receiveWal, resolveDatabase, validateDatabaseName } from '@strata/sdk';
+import { StrataError, clusterUrl, defaultSlotName, parseTarget, durationMs, parseDuration, receiveWal, resolveDatabase, validateDatabaseName } from '@strata/sdk';
 import type { WalReceiveEvent } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { stateFolder } from './state-folder.js';
@@ -36,6 +36,8 @@ export async function walReceiveCommand(ctx: CommandContext, options: WalReceive
     throw new StrataError('USAGE', `wal-receive: ${database} is not a physical PostgreSQL entry of strata.config.json (add { "url": "postgres://...", "method": "physical" } under "databases")`);
   }
   const { locator } = resolveDatabase(database, ctx.loaded.config);
+  // A URL that is not one is a usage error before anything is opened or journaled.
+  parseTarget(clusterUrl(locator));
   const intervalMs = options.interval !== undefined ? parseShipInterval(options.interval) : 5000;
   const slot = options.slot ?? defaultSlotName(database);
   const spool = path.resolve(options.spool ?? path.join(stateFolder(), 'wal-receive', database));

@@ -4,6 +4,7 @@ import { isStrataError, throwIfAborted } from './errors.js';
 import { LogArchive } from './log-archive.js';
 import type { LogFile } from './log-archive.js';
 import type { HealthCheck, HealthThresholds } from './operator-reports.js';
+import type { JournalOperation } from './journal.js';
 import type { RepositoryContext } from './repository-context.js';
 
 /**
@@ -254,5 +255,25 @@ export function assessFailedPushes(database: string, failures: readonly PushFail
     database,
     status: 'unhealthy',
     message: `${since.length} wal-push call(s) failed since ${lastStored ? `the newest file was archived (${lastStored})` : 'ever (nothing is archived)'}${local > 0 ? `, ${local} of them recorded on this machine only (the repository failed)` : ''}; the last at ${last.at}: ${last.code}: ${last.message}`,
+  };
+}
+
+/**
+ * `log-streaming`, for a database some `wal-receive` ran for: its newest run is running, or
+ * stopped cleanly; unhealthy when it failed or its process died (the slot then holds the server's
+ * log until a run resumes, and nothing newer reaches the archive but by archive_command).
+ */
+export function assessLogStreaming(database: string, operations: readonly JournalOperation[]): HealthCheck | undefined {
+  const last = operations.filter((op) => op.kind === 'wal-receive' && op.last.database === database).sort((a, b) => a.startedAt.localeCompare(b.startedAt)).at(-1);
+  if (!last) return undefined;
+  if (last.status === 'RUNNING') return { check: 'log-streaming', database, status: 'ok', message: `wal-receive streams since ${last.startedAt} (pid ${last.last.pid} on ${last.last.host})` };
+  if (last.status === 'COMPLETED') return { check: 'log-streaming', database, status: 'ok', message: `the last wal-receive stopped cleanly at ${last.last.at}` };
+  return {
+    check: 'log-streaming',
+    database,
+    status: 'unhealthy',
+    message: last.interrupted
+      ? `the last wal-receive (pid ${last.last.pid} on ${last.last.host}, started ${last.startedAt}) died without stopping: start it again (its slot kept the log meanwhile)`
+      : `the last wal-receive failed at ${last.last.at}: ${last.last.error?.code ?? 'INTERNAL'}: ${last.last.error?.message ?? 'no error recorded'}`,
   };
 }

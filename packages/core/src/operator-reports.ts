@@ -146,7 +146,8 @@ export interface HealthCheck {
     | 'log-archive'
     | 'log-gaps'
     | 'archive-lag'
-    | 'failed-pushes';
+    | 'failed-pushes'
+    | 'log-streaming';
   /** Which repository the check is about, when the repository has a mirror. */
   readonly target?: 'primary' | 'mirror';
   readonly database: string | null;
