@@ -132,7 +132,8 @@ export function receivedBytesOf(bytes: Uint8Array): number {
  */
 class SpoolShipper {
   readonly #options: WalReceiveOptions;
-  #lastPartial: { name: string; sha256: string } | undefined;
+  #lastPartial: { name: string; sha256: string; mtimeMs: number; quiet: boolean } | undefined;
+  #read = { mtimeMs: 0, quiet: false };
   segments = 0;
   partials = 0;
 
@@ -159,6 +160,13 @@ class SpoolShipper {
     if (partial) {
       let bytes: Buffer;
       try {
+        // Unchanged since a round that read it already quiet (an idle server): not read again. A
+        // file written just before that read may be written again within the same coarse mtime
+        // tick, so only a modification time well before the read proves nothing came after it.
+        const mtimeMs = (await fs.stat(path.join(this.#options.spool, partial[0]))).mtimeMs;
+        const last = this.#lastPartial;
+        if (last !== undefined && last.name === partial[1] && last.mtimeMs === mtimeMs && last.quiet) return;
+        this.#read = { mtimeMs, quiet: Date.now() - mtimeMs > 1000 };
         bytes = await fs.readFile(path.join(this.#options.spool, partial[0]));
       } catch (err) {
         // pg_receivewal renamed it (the segment completed) since the listing: the next round has it.
@@ -166,11 +174,14 @@ class SpoolShipper {
         throw err;
       }
       const sha256 = createHash('sha256').update(bytes).digest('hex');
-      if (this.#lastPartial !== undefined && this.#lastPartial.name === partial[1] && this.#lastPartial.sha256 === sha256) return;
+      if (this.#lastPartial !== undefined && this.#lastPartial.name === partial[1] && this.#lastPartial.sha256 === sha256) {
+        this.#lastPartial = { ...this.#lastPartial, ...this.#read };
+        return;
+      }
       const receivedBytes = receivedBytesOf(bytes);
       if (receivedBytes === 0) return;
       const result = await this.#options.archive.pushPartial(partial[1]!, bytes, receivedBytes);
-      this.#lastPartial = { name: partial[1]!, sha256 };
+      this.#lastPartial = { name: partial[1]!, sha256, ...this.#read };
       if (result.status === 'stored') {
         this.partials += 1;
         this.#options.onEvent?.({ kind: 'partial', name: partial[1]!, receivedBytes });
