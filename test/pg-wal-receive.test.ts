@@ -363,6 +363,9 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     assert.match(failing.failed.message, /\d+ wal-push call\(s\) failed since the newest file was archived/);
     assert.equal(failing.lag.status, 'unhealthy', failing.lag.message);
     assert.match(failing.lag.message, /[1-9]\d* completed segment\(s\) behind/);
+    const metrics = await cli(['metrics']);
+    assert.equal(metrics.status, 0, metrics.stderr);
+    assert.match(metrics.stdout, new RegExp(`^strata_wal_push_failures_total\\{database="${DB}"\\} [1-9]\\d*$`, 'm'));
 
     // The whole repository unreadable: the journal cannot take the failure, the state folder does.
     chmodSync(repo, 0o000);
