@@ -241,7 +241,11 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   });
 
 /** Refusals pg_receivewal reports that no retry mends. */
-function permanentFailure(stderr: string, target: PgTarget, slot: string): StrataError | undefined {
+function permanentFailure(code: number, stderr: string, target: PgTarget): StrataError | undefined {
+  // The shell's "command not found".
+  if (code === 127 || code === 126) {
+    return new StrataError('TOOL_MISSING', `wal-receive: pg_receivewal cannot be run (${stderr.trim().split('\n').at(-1) ?? 'not found'}); install the PostgreSQL client programs of the server's major version, or set STRATA_PG_BINDIR to their folder`);
+  }
   if (/no pg_hba\.conf entry for replication connection/i.test(stderr)) {
     return new StrataError('ACCESS_DENIED', `wal-receive: ${target.safe} refuses replication connections from here for ${JSON.stringify(target.user)}: add a "host replication ${target.user} ..." line to pg_hba.conf and reload`);
   }
@@ -355,7 +359,7 @@ async function receiveInto(target: PgTarget, options: WalReceiveOptions, onEvent
     }
     if (fatal) throw fatal;
     if (options.signal.aborted) break;
-    const permanent = permanentFailure(outcome.stderr, target, options.slot);
+    const permanent = permanentFailure(outcome.code, outcome.stderr, target);
     if (permanent) throw permanent;
     // A run that streamed for a while ended by a dropped connection: start the backoff again.
     if (Date.now() - started > 30_000) backoff = 1000;
