@@ -52,6 +52,8 @@ const SERVER_FILES = new Set([
   'mysql-engine',
   'mysql-fidelity',
   'pg-pitr',
+  // Its own cluster, like pg-pitr: in the same lane, so two scratch clusters never run at once.
+  'pg-wal-receive',
   'postgres-database',
   'postgres-engine',
   'postgres-fidelity',

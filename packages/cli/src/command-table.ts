@@ -90,6 +90,7 @@ const metricsCommand = lazily(async () => (await import('./daemon-commands.js'))
 const scheduleCommand = lazily(async () => (await import('./daemon-commands.js')).scheduleCommand);
 const walPushCommand = lazily(async () => (await import('./wal-commands.js')).walPushCommand);
 const walFetchCommand = lazily(async () => (await import('./wal-commands.js')).walFetchCommand);
+const walReceiveCommand = lazily(async () => (await import('./wal-receive-command.js')).walReceiveCommand);
 
 /** How many restore points of each database `strata list` shows on a terminal unless told otherwise. */
 export const DEFAULT_ROWS_PER_DATABASE = 10;
@@ -473,6 +474,31 @@ The repository is opened once at start, so its passphrase must come from --passp
     run: (ctx, { args, opts, signal }) => walFetchCommand(ctx, { name: args[0], file: args[1], database: str(opts, 'db') }, signal),
   },
   {
+    path: ['wal-receive'],
+    args: [{ name: 'db', required: true }],
+    summary: 'stream the WAL of a physical PostgreSQL entry into the repository continuously (a lower RPO than archive_command), until stopped (Ctrl-C, SIGTERM)',
+    options: [
+      { flags: '--slot <name>', description: 'the physical replication slot to stream through (created if missing; default strata_<db>)' },
+      { flags: '--interval <seconds>', description: 'archive the segment in progress this often when it grew: seconds (5, 0.5), 500ms or 2s (default 5 s); a lost machine loses at most about this much' },
+      { flags: '--spool <dir>', description: 'the private folder pg_receivewal writes into (default: the state folder, wal-receive/<db>)' },
+      { flags: '--verbose', description: 'a line for every segment and partial archived' },
+    ],
+    details: `Runs in the foreground until SIGINT or SIGTERM, then archives what it received and exits 0.
+pg_receivewal (of the server's major version) streams the WAL through a replication slot, so the
+server keeps every segment until it is received, even while wal-receive is down. Each completed
+segment is archived exactly as wal-push archives it (it can run beside archive_command: the same
+segment from both is stored once); the segment in progress is archived as a partial every
+--interval when it grew, and a restore or wal-fetch uses a partial only when the complete segment
+is not archived. The spool (mode 0700) keeps what was received and not yet archived across runs.
+A dropped connection is retried with backoff (1 s doubling to 60 s), said on stderr. The user
+needs the REPLICATION attribute and a replication line in pg_hba.conf (else exit 7); the
+password comes from the URL, PGPASSWORD or ~/.pgpass and reaches pg_receivewal in its environment.
+The state folder is STRATA_STATE_DIR, else $XDG_STATE_HOME/strata, else ~/.local/state/strata.`,
+    examples: ['wal-receive cluster', 'wal-receive cluster --interval 2 --slot strata_main --passphrase-file /etc/strata/passphrase'],
+    run: (ctx, { args, opts, signal }) =>
+      walReceiveCommand(ctx, { database: args[0], ...given({ slot: str(opts, 'slot'), interval: str(opts, 'interval'), spool: str(opts, 'spool') }), verbose: opts['verbose'] === true }, signal),
+  },
+  {
     path: ['verify'],
     args: [{ name: 'id|latest', required: false }],
     summary: 'check backups: artifacts and hashes (quick), or also restore into a scratch database and compare (full)',
@@ -546,16 +572,22 @@ charts are inline SVG, with no script and no link to anything outside the file.`
       { flags: '--max-duration <dur>', description: 'how long a backup may take (default 2h)' },
       { flags: '--max-disk <percent>', description: "how full the repository's disk may be (default 85)" },
       { flags: '--max-archive-age <dur>', description: "for a log archive (physical PostgreSQL): the newest archived file's age limit (default 1h)" },
+      { flags: '--max-archive-lag-bytes <bytes>', description: "physical PostgreSQL: how far the archive may be behind the server's current WAL position, in bytes or with a unit (64MB; default 64MB, four 16 MB segments)" },
     ],
     details: `Exit status 3 when anything is unhealthy, so cron and monitoring can alert. For databases
 under strata replicate: a chain of segments with a break, a replicator that died or failed, or one
 whose segments are shipped later than --max-lag after their transactions. For physical PostgreSQL
-clusters: the newest archived WAL file older than --max-archive-age, or a gap in the archived WAL.`,
+clusters: the newest archived WAL file older than --max-archive-age, a gap in the archived WAL,
+the archive more than --max-archive-lag-bytes behind the server's current WAL position (measured
+when the server answers at the entry's URL; an unreachable server is reported, not counted), and
+wal-push calls that failed since the newest file was archived (from the journal, and from this
+machine's state folder when the repository itself failed), and a wal-receive whose last run
+failed or died.`,
     examples: ['health', 'health --max-age 2h --json'],
     run: (ctx, { opts }) =>
       healthCommand(ctx, {
         ...given({ maxAge: str(opts, 'maxAge'), maxUnverified: str(opts, 'maxUnverified'), maxDuration: str(opts, 'maxDuration'), maxLag: str(opts, 'maxLag') }),
-        ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk'), maxArchiveAge: str(opts, 'maxArchiveAge') }),
+        ...given({ maxDisk: parseNumber(str(opts, 'maxDisk'), '--max-disk'), maxArchiveAge: str(opts, 'maxArchiveAge'), maxArchiveLagBytes: str(opts, 'maxArchiveLagBytes') }),
       }),
   },
   {

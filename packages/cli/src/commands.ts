@@ -573,8 +573,10 @@ function writeFileAtomically(file: string, text: string): void {
 }
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
-export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string; maxArchiveAge?: string }): Promise<number> {
+export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string; maxArchiveAge?: string; maxArchiveLagBytes?: string }): Promise<number> {
+  const { assessWalArchives, parseLagBytes } = await import('./archive-health.js');
   const thresholds: HealthThresholds = {
+    ...(options.maxArchiveLagBytes ? { maxArchiveLagBytes: parseLagBytes(options.maxArchiveLagBytes) } : {}),
     maxLagMs: options.maxLag ? parseLag(options.maxLag) : DEFAULT_HEALTH.maxLagMs!,
     ...(options.maxArchiveAge ? { maxArchiveAgeMs: durationMs(parseDuration(options.maxArchiveAge, 'health: --max-archive-age')) } : {}),
     maxAgeMs: options.maxAge ? durationMs(parseDuration(options.maxAge, 'health: --max-age')) : DEFAULT_HEALTH.maxAgeMs,
@@ -588,7 +590,7 @@ export async function healthCommand(ctx: CommandContext, options: { maxAge?: str
   const backups = await repo.list();
   const operations = await repo.journal.operations();
   const primary = assessHealth(backups, operations, space, thresholds, new Date());
-  let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date()), ...assessLogArchive(await repo.logWindows(), thresholds, new Date())];
+  let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date()), ...assessLogArchive(await repo.logWindows(), thresholds, new Date()), ...(await assessWalArchives(ctx, repo, operations, thresholds))];
   const mirrorLocation = repo.mirrorLocation;
   if (mirrorLocation !== undefined) {
     let state: MirrorState;

@@ -71,6 +71,12 @@ export async function metricsText(repo: Repository, now = new Date()): Promise<s
       return [d, b && b.rawBytes > 0 ? b.storedBytes / b.rawBytes : undefined];
     })),
     byDatabase('strata_backup_failures_total', 'Backups of the database that failed (or were interrupted), from the journal.', 'counter', databases.map((d) => [d, operations.filter((o) => o.kind === 'backup' && o.status === 'FAILED' && o.last.database === d).length])),
+    byDatabase(
+      'strata_wal_push_failures_total',
+      'wal-push calls of the database that failed, as journaled (those the repository could not take are in the state folder, which health reads).',
+      'counter',
+      [...new Set(operations.filter((o) => o.kind === 'wal-push' && o.last.database).map((o) => o.last.database!))].sort().map((d) => [d, operations.filter((o) => o.kind === 'wal-push' && o.status === 'FAILED' && o.last.database === d).length]),
+    ),
     {
       name: 'strata_job_failures_total',
       help: 'Runs of a strata daemon job that failed (or were interrupted), from the journal.',

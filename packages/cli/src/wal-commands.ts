@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, chooseBase, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
-import type { BackupRecord, RecoveryGoal, RecoveryReport, TargetAction } from '@strata/sdk';
+import { PostgresEngine, StrataError, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
+import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction } from '@strata/sdk';
 import type { CommandContext } from './context.js';
+import { recordLocalPushFailure, stateFolder } from './state-folder.js';
 import { confirm, formatBytes, interactive } from './terminal.js';
 
 /**
@@ -18,21 +19,48 @@ function databaseOf(ctx: CommandContext, db: string | undefined, command: string
   return validateDatabaseName(db);
 }
 
-/** `strata wal-push PATH --db NAME`: archives one file the server hands over (archive_command's %p). */
+/**
+ * `strata wal-push PATH --db NAME`: archives one file the server hands over (archive_command's %p).
+ * A failure is recorded for `health` (the server only retries, and logs, where nobody looks): in
+ * the repository's journal, or, when the repository is what failed, in this machine's state folder.
+ */
 export async function walPushCommand(ctx: CommandContext, options: { file: string | undefined; database: string | undefined }, signal: AbortSignal): Promise<number> {
   if (options.file === undefined) throw new StrataError('USAGE', "wal-push: give the file to archive (archive_command's %p)");
   const database = databaseOf(ctx, options.database, 'wal-push');
   const file = path.resolve(options.file);
-  let bytes: Buffer;
+  let repo: Repository | undefined;
   try {
-    bytes = await fs.readFile(file);
+    let bytes: Buffer;
+    try {
+      bytes = await fs.readFile(file);
+    } catch (err) {
+      throw new StrataError('USAGE', `wal-push: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    repo = await ctx.repository();
+    const result = await repo.logArchive.push(database, path.basename(file), bytes, { signal });
+    if (ctx.json) ctx.printJson({ name: result.file.name, status: result.status, sha256: result.file.sha256, storedBytes: result.file.storedBytes });
+    return 0;
   } catch (err) {
-    throw new StrataError('USAGE', `wal-push: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    await recordPushFailure(ctx, repo, database, path.basename(file), err);
+    throw err;
   }
-  const repo = await ctx.repository();
-  const result = await repo.logArchive.push(database, path.basename(file), bytes, { signal });
-  if (ctx.json) ctx.printJson({ name: result.file.name, status: result.status, sha256: result.file.sha256, storedBytes: result.file.storedBytes });
-  return 0;
+}
+
+/** Journals a failed push; records it locally when the journal cannot be written either. */
+async function recordPushFailure(ctx: CommandContext, repo: Repository | undefined, database: string, file: string, err: unknown): Promise<void> {
+  if (isStrataError(err, 'ABORTED')) return;
+  try {
+    // Opened here when the push failed before it needed the repository (an unreadable file).
+    await (repo ?? (await ctx.repository())).journal.failed('wal-push', err, { database, details: { file } });
+    return;
+  } catch {
+    // The repository is (part of) what failed: recorded where health finds it without it.
+  }
+  try {
+    recordLocalPushFailure({ at: new Date().toISOString(), repository: ctx.repositoryPath(), database, file, code: isStrataError(err) ? err.code : 'INTERNAL', message: redactedMessage(err) });
+  } catch (local) {
+    process.stderr.write(`strata wal-push: the failure could not be recorded in the journal nor in ${stateFolder()}: ${(local as Error).message}\n`);
+  }
 }
 
 /**

@@ -16,7 +16,7 @@ export const LEGACY_JOURNAL_KEY = 'journal.ndjson';
 /** Single-record objects that make a compaction worth it. */
 const COMPACT_AFTER_RECORDS = 200;
 
-export type OperationKind = 'init' | 'backup' | 'restore' | 'verify' | 'prune' | 'rebuild-catalog' | 'run' | 'export' | 'import' | 'delete' | 'key' | 'copy' | 'mirror' | 'replicate' | 'job' | 'notification';
+export type OperationKind = 'init' | 'backup' | 'restore' | 'verify' | 'prune' | 'rebuild-catalog' | 'run' | 'export' | 'import' | 'delete' | 'key' | 'copy' | 'mirror' | 'replicate' | 'job' | 'notification' | 'wal-push' | 'wal-receive';
 export type OperationStatus = 'RUNNING' | 'COMPLETED' | 'FAILED';
 
 /** One line of the journal. A RUNNING line opens an operation; a COMPLETED or FAILED line closes it. */
@@ -99,6 +99,24 @@ export class Journal {
           error: { code: err instanceof StrataError ? err.code : 'INTERNAL', message: redactedMessage(err) },
         }),
     };
+  }
+
+  /**
+   * Records an operation that failed, in one FAILED record (no RUNNING before it): for operations
+   * too frequent to journal when they succeed, such as a `wal-push` per archived file.
+   */
+  async failed(kind: OperationKind, err: unknown, fields: JournalOutcome = {}): Promise<void> {
+    const op = `${kind}-${Date.now().toString(36)}-${randomBytes(5).toString('hex')}`;
+    await this.#append({
+      ...fields,
+      at: new Date().toISOString(),
+      op,
+      kind,
+      status: 'FAILED',
+      pid: process.pid,
+      host: hostname(),
+      error: { code: err instanceof StrataError ? err.code : 'INTERNAL', message: redactedMessage(err) },
+    });
   }
 
   async #append(record: JournalRecord): Promise<void> {

@@ -22,6 +22,13 @@ import type { RepositoryContext } from './repository-context.js';
  * do) and lets a second file under the same name be refused by a listing alone, as pgBackRest
  * does. A fetch checks the bytes it decrypted against it. Files are not in the catalog: a push
  * per log file (every few seconds on a busy server) must not take the repository lock.
+ *
+ * A file still being written (streamed by `wal-receive`) is kept as a *partial*, under
+ * `{name}.received-{bytes received so far, 8+ hex digits}`: written again whenever more arrived,
+ * each new one removing the older ones, and used only while the complete file is absent. The
+ * received count in the name orders the versions without reading them, and tells `health` how
+ * far the archive reaches inside the file. {@link list} reports a partial under the name of the
+ * file it stands for, with `partial` set, so that callers treat it as that file.
  */
 
 /** One file of the log archive. */
@@ -36,6 +43,8 @@ export interface LogFile {
   readonly storedBytes: number;
   /** When storage last wrote it (ISO), when it knows. */
   readonly storedAt?: string;
+  /** Set for a partial: the file as received so far (its first `receivedBytes` bytes hold data). */
+  readonly partial?: { readonly receivedBytes: number };
 }
 
 /** What a push did. */
@@ -50,6 +59,15 @@ const KEY = /^backups\/([^/]+)\/log\/([A-Za-z0-9][A-Za-z0-9.-]*)_([0-9a-f]{64})_
 /** What stands in the key-id place for files written unencrypted, or under the passphrase itself. */
 const NO_KEY_ID = 'plain';
 
+/** What a partial's stored name adds to the name of the file it stands for. */
+export const PARTIAL_MARK = '.received-';
+const PARTIAL = /^(.+)\.received-([0-9a-f]{8,12})$/;
+
+/** The stored name of a partial of `name` holding its first `receivedBytes` bytes. */
+export function partialName(name: string, receivedBytes: number): string {
+  return `${name}${PARTIAL_MARK}${receivedBytes.toString(16).padStart(8, '0')}`;
+}
+
 /** The folder of one database's log files. */
 export function logPrefix(database: string): string {
   return `backups/${database}/log/`;
@@ -62,8 +80,10 @@ function checkName(name: string): void {
 function parseLogKey(key: string, size: number, modified?: Date): (LogFile & { keyId: string | undefined; codec: CodecName; encrypted: boolean }) | undefined {
   const m = KEY.exec(key);
   if (!m) return undefined;
+  const partial = PARTIAL.exec(m[2]!);
   return {
-    name: m[2]!,
+    name: partial ? partial[1]! : m[2]!,
+    ...(partial ? { partial: { receivedBytes: parseInt(partial[2]!, 16) } } : {}),
     sha256: m[3]!,
     key,
     storedBytes: size,
@@ -78,7 +98,8 @@ function parseLogKey(key: string, size: number, modified?: Date): (LogFile & { k
 export function describeLogKey(key: string): { database: string; name: string; sha256: string; keyId: string | undefined; encrypted: boolean } | undefined {
   const m = KEY.exec(key);
   if (!m || !NAME.test(m[2]!)) return undefined;
-  return { database: m[1]!, name: m[2]!, sha256: m[3]!, keyId: m[4] === NO_KEY_ID ? undefined : m[4], encrypted: m[6] !== undefined };
+  const partial = PARTIAL.exec(m[2]!);
+  return { database: m[1]!, name: partial ? partial[1]! : m[2]!, sha256: m[3]!, keyId: m[4] === NO_KEY_ID ? undefined : m[4], encrypted: m[6] !== undefined };
 }
 
 export class LogArchive {
@@ -91,7 +112,7 @@ export class LogArchive {
   /** Every file of a database's log archive, by name (then by key). */
   async list(database: string, options: { signal?: AbortSignal } = {}): Promise<LogFile[]> {
     validateDatabaseName(database);
-    return (await this.#versions(logPrefix(database), options.signal)).map(({ name, sha256, key, storedBytes, storedAt }) => ({ name, sha256, key, storedBytes, ...(storedAt ? { storedAt } : {}) }));
+    return (await this.#versions(logPrefix(database), options.signal)).map(({ name, sha256, key, storedBytes, storedAt, partial }) => ({ name, sha256, key, storedBytes, ...(storedAt ? { storedAt } : {}), ...(partial ? { partial } : {}) }));
   }
 
   async #versions(prefix: string, signal?: AbortSignal): Promise<NonNullable<ReturnType<typeof parseLogKey>>[]> {
@@ -103,9 +124,15 @@ export class LogArchive {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.key < b.key ? -1 : 1));
   }
 
-  /** The stored versions of one name (normally one). */
+  /** The stored versions of one name (normally one); partials not included. */
   async #named(database: string, name: string, signal?: AbortSignal) {
-    return (await this.#versions(`${logPrefix(database)}${name}_`, signal)).filter((f) => f.name === name);
+    return (await this.#versions(`${logPrefix(database)}${name}_`, signal)).filter((f) => f.name === name && !f.partial);
+  }
+
+  /** The partials of one name, the one holding the most first. */
+  async #partials(database: string, name: string, signal?: AbortSignal) {
+    const found = (await this.#versions(`${logPrefix(database)}${name}${PARTIAL_MARK}`, signal)).filter((f) => f.name === name && f.partial);
+    return found.sort((a, b) => b.partial!.receivedBytes - a.partial!.receivedBytes || (b.storedAt ?? '').localeCompare(a.storedAt ?? ''));
   }
 
   /**
@@ -127,30 +154,71 @@ export class LogArchive {
         { details: { database, name } },
       );
     }
+    return { status: 'stored', file: await this.#store(database, name, name, sha256, bytes, options.signal) };
+  }
+
+  /** Compresses, encrypts and writes one object under `storedName` (the file's name, or a partial's). */
+  async #store(database: string, name: string, storedName: string, sha256: string, bytes: Uint8Array, signal?: AbortSignal): Promise<LogFile> {
     await this.#ctx.unlock();
     const codec = getCodec(this.#ctx.config.compression.codec);
     const profile = this.#ctx.vault.section.profile;
     const dataKey = profile === 'none' ? undefined : this.#ctx.vault.current('log archive');
-    const key = `${logPrefix(database)}${name}_${sha256}_${dataKey?.id ?? NO_KEY_ID}${codec.extension}${profile === 'none' ? '' : '.gpg'}`;
-    let body: AsyncIterable<Uint8Array> = codec.compress((async function* () { yield bytes; })(), this.#ctx.config.compression.level, options.signal);
+    const key = `${logPrefix(database)}${storedName}_${sha256}_${dataKey?.id ?? NO_KEY_ID}${codec.extension}${profile === 'none' ? '' : '.gpg'}`;
+    let body: AsyncIterable<Uint8Array> = codec.compress((async function* () { yield bytes; })(), this.#ctx.config.compression.level, signal);
     if (profile !== 'none') body = encryptStream(body, dataKey!.secret, profile);
     try {
-      const info = await this.#ctx.storage.put(key, body, options.signal ? { signal: options.signal } : {});
-      return { status: 'stored', file: { name, sha256, key, storedBytes: info.size } };
+      const info = await this.#ctx.storage.put(key, body, signal ? { signal } : {});
+      return { name, sha256, key, storedBytes: info.size };
     } catch (err) {
-      throw isStrataError(err) ? err : wrapError(`log archive: storing ${name} of ${database}`, err);
+      throw isStrataError(err) ? err : wrapError(`log archive: storing ${storedName} of ${database}`, err);
     }
   }
 
   /**
-   * The bytes of one log file, checked against the SHA-256 they were stored under; undefined when
-   * the archive has no file of that name (a server asks for files that may not exist).
+   * Stores what was received so far of a file still being written (its first `receivedBytes`
+   * bytes hold data; the rest may be anything, e.g. zeros), replacing the older partials of it.
+   * Nothing is written when the complete file is archived already (`present`), or when a partial
+   * with these bytes is. A partial never replaces or conflicts with the complete file: that one
+   * is pushed with {@link push} as usual, then {@link dropPartials} removes the partials.
+   */
+  async pushPartial(database: string, name: string, bytes: Uint8Array, receivedBytes: number, options: { signal?: AbortSignal } = {}): Promise<LogPushResult> {
+    validateDatabaseName(database);
+    checkName(name);
+    if (!Number.isSafeInteger(receivedBytes) || receivedBytes < 0 || receivedBytes > bytes.length) throw new StrataError('INTERNAL', `log archive: a partial of ${name} cannot hold ${receivedBytes} of ${bytes.length} bytes`);
+    const complete = await this.#named(database, name, options.signal);
+    if (complete.length > 0) return { status: 'present', file: complete[0]! };
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const older = await this.#partials(database, name, options.signal);
+    const same = older.find((f) => f.sha256 === sha256);
+    if (same) return { status: 'present', file: same };
+    const file = await this.#store(database, name, partialName(name, receivedBytes), sha256, bytes, options.signal);
+    // The new one is whole on storage before the older ones go: a reader always finds one.
+    await this.remove(older, options);
+    return { status: 'stored', file: { ...file, partial: { receivedBytes } } };
+  }
+
+  /** Removes the partials of `name` (once its complete file is archived). */
+  async dropPartials(database: string, name: string, options: { signal?: AbortSignal } = {}): Promise<number> {
+    validateDatabaseName(database);
+    checkName(name);
+    const partials = await this.#partials(database, name, options.signal);
+    await this.remove(partials, options);
+    return partials.length;
+  }
+
+  /**
+   * The bytes of one log file, checked against the SHA-256 they were stored under; when only
+   * partials of it are archived, the newest partial's; undefined when the archive has neither (a
+   * server asks for files that may not exist).
    */
   async fetch(database: string, name: string, options: { signal?: AbortSignal } = {}): Promise<Uint8Array | undefined> {
     validateDatabaseName(database);
     checkName(name);
     const versions = await this.#named(database, name, options.signal);
-    if (versions.length === 0) return undefined;
+    if (versions.length === 0) {
+      const newest = (await this.#partials(database, name, options.signal))[0];
+      return newest ? this.#read(newest, options.signal) : undefined;
+    }
     if (versions.length > 1) {
       throw new StrataError('LOG_CONFLICT', `log archive: ${database} holds ${versions.length} different files named ${name}; remove the wrong one (${versions.map((v) => v.key).join(', ')})`);
     }
@@ -202,6 +270,15 @@ export class LogArchive {
     const drain = async (): Promise<void> => {
       for await (const _ of body) void _;
     };
+    // A partial is worth nothing beside the complete file, and never conflicts with it.
+    if (parsed.partial && existing.length > 0) {
+      await drain();
+      return 'present';
+    }
+    if (parsed.partial) {
+      await this.#ctx.storage.put(file.key, body, options.signal ? { signal: options.signal } : {});
+      return 'stored';
+    }
     if (existing.some((f) => f.sha256 === file.sha256)) {
       await drain();
       return 'present';

@@ -4,6 +4,7 @@ import { isStrataError, throwIfAborted } from './errors.js';
 import { LogArchive } from './log-archive.js';
 import type { LogFile } from './log-archive.js';
 import type { HealthCheck, HealthThresholds } from './operator-reports.js';
+import type { JournalOperation } from './journal.js';
 import type { RepositoryContext } from './repository-context.js';
 
 /**
@@ -192,4 +193,87 @@ export function recoverableRange(windows: readonly LogWindow[]): { from: string;
   const usable = windows.filter((w) => w.to !== undefined);
   if (usable.length === 0) return undefined;
   return { from: usable.map((w) => w.from).sort()[0]!, to: usable.map((w) => w.to!).sort().at(-1)! };
+}
+
+/** The archive may be this far behind its server by default: four 16 MiB WAL segments. */
+export const DEFAULT_MAX_ARCHIVE_LAG_BYTES = 64 * 1024 * 1024;
+
+/** How far one database's log archive is behind its server, as the engine measured it, or why it could not. */
+export type ArchiveLagMeasure =
+  | {
+      readonly database: string;
+      readonly serverPosition: string;
+      readonly archivedPosition?: string;
+      readonly archivedFile?: string;
+      readonly bytesBehind: number;
+      readonly filesBehind: number;
+    }
+  | { readonly database: string; readonly unreachable: string };
+
+/**
+ * `archive-lag`: unhealthy when the archive is more than `maxArchiveLagBytes` behind the server.
+ * A server that cannot be reached is reported and not counted as lag: it writes no log while down,
+ * and its being down is for the database's own monitoring.
+ */
+export function assessArchiveLag(measures: readonly ArchiveLagMeasure[], thresholds: HealthThresholds): HealthCheck[] {
+  const limit = thresholds.maxArchiveLagBytes ?? DEFAULT_MAX_ARCHIVE_LAG_BYTES;
+  const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+  return measures.map((m) => {
+    if ('unreachable' in m) return { check: 'archive-lag', database: m.database, status: 'ok', message: `the lag was not measured: the server could not be asked where its log stands (${m.unreachable})` } satisfies HealthCheck;
+    const where = m.archivedPosition ? `the archive ends at ${m.archivedPosition} (${m.archivedFile})` : 'the archive holds no segment yet';
+    return {
+      check: 'archive-lag',
+      database: m.database,
+      status: m.bytesBehind <= limit ? 'ok' : 'unhealthy',
+      message: `the server is at ${m.serverPosition}, ${where}: ${mib(m.bytesBehind)} and ${m.filesBehind} completed segment(s) behind (limit ${mib(limit)})${m.bytesBehind > limit ? ': is archive_command failing, or wal-receive stopped?' : ''}`,
+    } satisfies HealthCheck;
+  });
+}
+
+/** A failed push of one log file, from the journal or from the machine's own record. */
+export interface PushFailure {
+  readonly at: string;
+  readonly code: string;
+  readonly message: string;
+  readonly recordedIn: 'journal' | 'local';
+}
+
+/**
+ * `failed-pushes`: the pushes that failed after the newest file of the archive was stored (the
+ * last push that succeeded), unhealthy when there is any.
+ */
+export function assessFailedPushes(database: string, failures: readonly PushFailure[], files: readonly LogFile[]): HealthCheck {
+  const lastStored = files.filter((f) => !f.partial).reduce<string | undefined>((latest, f) => (f.storedAt && (!latest || f.storedAt > latest) ? f.storedAt : latest), undefined);
+  const since = failures.filter((f) => lastStored === undefined || f.at > lastStored).sort((a, b) => a.at.localeCompare(b.at));
+  if (since.length === 0) {
+    return { check: 'failed-pushes', database, status: 'ok', message: failures.length === 0 ? 'no failed wal-push recorded' : `no wal-push failed since the newest file was archived${lastStored ? ` (${lastStored})` : ''}` };
+  }
+  const last = since.at(-1)!;
+  const local = since.filter((f) => f.recordedIn === 'local').length;
+  return {
+    check: 'failed-pushes',
+    database,
+    status: 'unhealthy',
+    message: `${since.length} wal-push call(s) failed since ${lastStored ? `the newest file was archived (${lastStored})` : 'ever (nothing is archived)'}${local > 0 ? `, ${local} of them recorded on this machine only (the repository failed)` : ''}; the last at ${last.at}: ${last.code}: ${last.message}`,
+  };
+}
+
+/**
+ * `log-streaming`, for a database some `wal-receive` ran for: its newest run is running, or
+ * stopped cleanly; unhealthy when it failed or its process died (the slot then holds the server's
+ * log until a run resumes, and nothing newer reaches the archive but by archive_command).
+ */
+export function assessLogStreaming(database: string, operations: readonly JournalOperation[]): HealthCheck | undefined {
+  const last = operations.filter((op) => op.kind === 'wal-receive' && op.last.database === database).sort((a, b) => a.startedAt.localeCompare(b.startedAt)).at(-1);
+  if (!last) return undefined;
+  if (last.status === 'RUNNING') return { check: 'log-streaming', database, status: 'ok', message: `wal-receive streams since ${last.startedAt} (pid ${last.last.pid} on ${last.last.host})` };
+  if (last.status === 'COMPLETED') return { check: 'log-streaming', database, status: 'ok', message: `the last wal-receive stopped cleanly at ${last.last.at}` };
+  return {
+    check: 'log-streaming',
+    database,
+    status: 'unhealthy',
+    message: last.interrupted
+      ? `the last wal-receive (pid ${last.last.pid} on ${last.last.host}, started ${last.startedAt}) died without stopping: start it again (its slot kept the log meanwhile)`
+      : `the last wal-receive failed at ${last.last.at}: ${last.last.error?.code ?? 'INTERNAL'}: ${last.last.error?.message ?? 'no error recorded'}`,
+  };
 }

@@ -117,6 +117,8 @@ export interface HealthThresholds {
   readonly maxUnverifiedMs?: number;
   /** The newest file of a log archive must be younger than this (ms). Default 1 h. */
   readonly maxArchiveAgeMs?: number;
+  /** A log archive may be this many bytes behind its server's current log position. Default 64 MiB. */
+  readonly maxArchiveLagBytes?: number;
   /**
    * A running `strata replicate` must have shipped each segment within this long of seeing its
    * last transaction committed (ms). Default 60 s.
@@ -142,7 +144,10 @@ export interface HealthCheck {
     | 'continuity'
     | 'replication'
     | 'log-archive'
-    | 'log-gaps';
+    | 'log-gaps'
+    | 'archive-lag'
+    | 'failed-pushes'
+    | 'log-streaming';
   /** Which repository the check is about, when the repository has a mirror. */
   readonly target?: 'primary' | 'mirror';
   readonly database: string | null;

@@ -7,3 +7,7 @@ export { chooseBase, configureRecovery, describeGoal, freePort, planWal, proveRe
 export type { RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from './pg-point-in-time.js';
 export { parseLsn, parseWalName, segmentOf, walFileName, walRun } from './pg-wal.js';
 export type { WalRun } from './pg-wal.js';
+export { defaultSlotName, receiveWal, receivedBytesOf } from './pg-wal-receiver.js';
+export type { WalArchiveSink, WalReceiveEvent, WalReceiveOptions, WalReceiveSummary } from './pg-wal-receiver.js';
+export { archivedEnd, walArchiveLag } from './pg-archive-lag.js';
+export type { WalArchiveLag } from './pg-archive-lag.js';

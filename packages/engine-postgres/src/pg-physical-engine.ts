@@ -106,7 +106,7 @@ engineMeta.serverVersion on it.`,
 };
 
 /** The environment for pg_basebackup: the connection through libpq variables, so no password is on argv. */
-function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
+export function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PGHOST: target.host, PGPORT: String(target.port), PGUSER: target.user, PGDATABASE: target.database, PGCONNECT_TIMEOUT: '10' };
   if (target.password !== undefined) env['PGPASSWORD'] = target.password;
   else delete env['PGPASSWORD'];
@@ -203,10 +203,15 @@ export class PostgresPhysicalEngine implements Engine {
     try {
       const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
       const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
-      if (setting('archive_mode') === 'off') {
+      // Without archive_mode, the WAL reaches the archive only through a running wal-receive (its
+      // pg_receivewal names itself so); pg_basebackup then does not wait for archiving either.
+      const streamed =
+        setting('archive_mode') === 'off' &&
+        (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_replication WHERE application_name LIKE 'strata wal-receive %' AND state = 'streaming'")).rows[0]!.n > 0;
+      if (setting('archive_mode') === 'off' && !streamed) {
         throw new StrataError(
           'USAGE',
-          `backup: ${target.safe} does not archive its write-ahead log (archive_mode is off), and a physical backup cannot be restored without it: set archive_mode = on and archive_command = 'strata wal-push %p --db NAME' in postgresql.conf, and restart the server`,
+          `backup: ${target.safe} does not archive its write-ahead log (archive_mode is off), and a physical backup cannot be restored without it: set archive_mode = on and archive_command = 'strata wal-push %p --db NAME' in postgresql.conf and restart the server, or keep strata wal-receive NAME running`,
         );
       }
       serverVersion = Number(setting('server_version_num'));

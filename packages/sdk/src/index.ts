@@ -26,6 +26,9 @@ export {
   chooseBase,
   clusterUrl,
   configureRecovery,
+  defaultSlotName,
+  receiveWal,
+  walArchiveLag,
   describeGoal,
   isPostgresUrl,
   parseTarget,
@@ -36,7 +39,7 @@ export {
   recoverySettings,
   walRun,
 } from '@strata/engine-postgres';
-export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from '@strata/engine-postgres';
+export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { Passphrase, PostgresPhysicalEngine, initRepository, openRepository, planWal } from '@strata/sdk';
+import type { BackupRecord, Repository } from '@strata/sdk';
+import { TEST_PASSPHRASE, useTempDir } from './helpers/env.js';
+
+/**
+ * Partials in the log archive (what `wal-receive` ships of the segment still being written), on a
+ * real encrypted repository: replaced by each newer one, used only while the complete file is
+ * absent, standing for their segment in a restore's plan and verify's walk, removed once the
+ * complete one is archived; pushes of complete files keep their rules (idempotent, no conflict).
+ */
+
+const SEG = '000000010000000000000003';
+const NEXT = '000000010000000000000004';
+
+/** A zero-padded segment holding `filled` bytes of `fill`. */
+function segment(filled: number, fill = 7, size = 64 * 1024): Uint8Array {
+  const bytes = new Uint8Array(size);
+  bytes.fill(fill, 0, filled);
+  return bytes;
+}
+
+describe('log archive partials', function () {
+  this.timeout(60_000);
+  const dir = useTempDir();
+  let repo: Repository;
+  const DB = 'cluster';
+  const objects = (): string[] => readdirSync(path.join(dir.path, 'repo', 'backups', DB, 'log')).sort();
+
+  beforeEach(async function () {
+    const passphrase = new Passphrase(TEST_PASSPHRASE);
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+  });
+
+  it('a newer partial replaces the older one; fetch returns the newest while the complete file is absent', async function () {
+    assert.equal(await repo.logArchive.fetch(DB, SEG), undefined);
+    const first = await repo.logArchive.pushPartial(DB, SEG, segment(100), 100);
+    assert.equal(first.status, 'stored');
+    assert.deepEqual(await repo.logArchive.fetch(DB, SEG), Buffer.from(segment(100)));
+    // The same bytes again: nothing written.
+    assert.equal((await repo.logArchive.pushPartial(DB, SEG, segment(100), 100)).status, 'present');
+    await repo.logArchive.pushPartial(DB, SEG, segment(5000), 5000);
+    assert.equal(objects().length, 1, `one partial remains: ${objects().join(', ')}`);
+    assert.match(objects()[0]!, new RegExp(`^${SEG}\\.received-00001388_[0-9a-f]{64}_`));
+    assert.deepEqual(await repo.logArchive.fetch(DB, SEG), Buffer.from(segment(5000)));
+    const listed = await repo.logArchive.list(DB);
+    assert.deepEqual(listed.map((f) => [f.name, f.partial?.receivedBytes]), [[SEG, 5000]]);
+  });
+
+  it('the complete file wins over partials, which are then dropped; a partial after it writes nothing', async function () {
+    await repo.logArchive.pushPartial(DB, SEG, segment(100), 100);
+    const complete = segment(64 * 1024, 9);
+    assert.equal((await repo.logArchive.push(DB, SEG, complete)).status, 'stored');
+    assert.deepEqual(await repo.logArchive.fetch(DB, SEG), Buffer.from(complete), 'fetch prefers the complete file');
+    const listed = await repo.logArchive.list(DB);
+    assert.deepEqual(new Map(listed.map((f) => [f.name, f])).get(SEG)!.partial, undefined, 'by name, the complete file stands last');
+    assert.equal(await repo.logArchive.dropPartials(DB, SEG), 1);
+    assert.equal(objects().length, 1);
+    assert.equal((await repo.logArchive.pushPartial(DB, SEG, segment(200), 200)).status, 'present');
+    assert.equal(objects().length, 1);
+    // A partial never stands in the way of the complete file, nor makes a conflict.
+    assert.equal((await repo.logArchive.push(DB, SEG, complete)).status, 'present');
+    await assert.rejects(repo.logArchive.push(DB, SEG, segment(64 * 1024, 8)), (err: Error & { code?: string }) => err.code === 'LOG_CONFLICT');
+  });
+
+  it('a partial stands for its segment in a restore plan and in the walk verify makes', async function () {
+    await repo.logArchive.push(DB, SEG, segment(64 * 1024));
+    await repo.logArchive.pushPartial(DB, NEXT, segment(300), 300);
+    const files = await repo.logArchive.list(DB);
+    const base = {
+      id: 'cluster_full_x',
+      logRange: {
+        start: { timeline: 1, lsn: '0/3000028', wal: SEG, segmentBytes: 16 * 1024 * 1024 },
+        end: { timeline: 1, lsn: '0/3000100', wal: SEG, segmentBytes: 16 * 1024 * 1024 },
+        endedAt: '2026-12-02T10:00:00.000Z',
+      },
+    } as unknown as BackupRecord;
+    const plan = planWal(base, { kind: 'latest' }, files);
+    assert.deepEqual(plan.missing, []);
+    assert.deepEqual(plan.needed.map((f) => [f.name, f.partial?.receivedBytes]), [[SEG, undefined], [NEXT, 300]]);
+    const walk = await new PostgresPhysicalEngine().logArchive.walk(base.logRange!, files, (f) => repo.logArchive.read(f));
+    assert.deepEqual(walk.missing, []);
+    assert.deepEqual(walk.needed.map((f) => f.name), [SEG, NEXT]);
+    // Read through its own key, it gives the zero-padded segment back.
+    assert.deepEqual(await repo.logArchive.read(plan.needed[1]!), Buffer.from(segment(300)));
+  });
+});
