@@ -496,6 +496,26 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     const verified = await strataAsync(['verify', '--all', '--repo', importRepo, '--passphrase-file', passFile]);
     assert.equal(verified.status, 0, `verify walks the imported archive without a gap: ${verified.stdout}${verified.stderr}`);
     assert.deepEqual(await recoveredMarkers(importRepo, 'from-import'), expected);
+
+    // With a mirror in the config, archive_command stores each segment there too, at once.
+    const mirrorRepo = path.join(dir, 'mirror-repo');
+    assert.equal((await strataAsync(['init', '--repo', mirrorRepo, '--passphrase-file', passFile])).status, 0);
+    const plain = readFileSync(config, 'utf8');
+    writeFileSync(config, JSON.stringify({ ...(JSON.parse(plain) as object), mirror: { repository: mirrorRepo, passphraseFile: passFile } }));
+    const db = await client(port);
+    try {
+      await db.query('CREATE TABLE after_mirror (id int)');
+      const switched = (await db.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
+      await waitFor('the archiver to archive the switched segment', async () => {
+        const row = (await db.query<{ w: string | null }>('SELECT last_archived_wal AS w FROM pg_stat_archiver')).rows[0]!;
+        return row.w !== null && row.w >= switched ? true : undefined;
+      });
+      const inMirror = readdirSync(path.join(mirrorRepo, 'backups', DB, 'log'));
+      assert.ok(inMirror.some((f) => f.startsWith(`${switched}_`)), `the mirror holds ${switched} as soon as it was archived (it holds ${inMirror.join(', ')})`);
+    } finally {
+      await db.end();
+      writeFileSync(config, plain);
+    }
   });
 
   it('restores a table as of a moment into another database, through a scratch cluster recovered to that moment', async function () {

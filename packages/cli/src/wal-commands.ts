@@ -38,7 +38,10 @@ export async function walPushCommand(ctx: CommandContext, options: { file: strin
     }
     repo = await ctx.repository();
     const result = await repo.logArchive.push(database, path.basename(file), bytes, { signal });
-    if (ctx.json) ctx.printJson({ name: result.file.name, status: result.status, sha256: result.file.sha256, storedBytes: result.file.storedBytes });
+    // Archived once the repository has it; the mirror's copy follows, and its failure is journaled, not returned.
+    const mirrored = await repo.mirrorLog(database, path.basename(file), bytes, { signal });
+    if (mirrored && !mirrored.ok) process.stderr.write(`strata wal-push: ${mirrored.error!.message} (archived in the repository; the next backup copies it to the mirror)\n`);
+    if (ctx.json) ctx.printJson({ name: result.file.name, status: result.status, sha256: result.file.sha256, storedBytes: result.file.storedBytes, ...(mirrored ? { mirror: { ok: mirrored.ok } } : {}) });
     return 0;
   } catch (err) {
     await recordPushFailure(ctx, repo, database, path.basename(file), err);

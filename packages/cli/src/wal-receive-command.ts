@@ -70,6 +70,13 @@ export async function walReceiveCommand(ctx: CommandContext, options: WalReceive
         break;
     }
   };
+  // The mirror gets each file as the repository does; a failure is said once until it works again.
+  let mirrorOk = true;
+  const mirrorLog = async (name: string, bytes: Uint8Array, receivedBytes?: number): Promise<void> => {
+    const mirrored = await repo.mirrorLog(database, name, bytes, receivedBytes !== undefined ? { receivedBytes } : {});
+    if (mirrored && !mirrored.ok && mirrorOk) say(`${mirrored.error!.message}; archiving goes on, the next backup copies what the mirror lacks`);
+    if (mirrored) mirrorOk = mirrored.ok;
+  };
   const op = await repo.journal.begin('wal-receive', { database, details: { slot } });
   try {
     const summary = await receiveWal(locator, {
@@ -79,8 +86,16 @@ export async function walReceiveCommand(ctx: CommandContext, options: WalReceive
       signal,
       onEvent,
       archive: {
-        push: (name, bytes) => repo.logArchive.push(database, name, bytes),
-        pushPartial: (name, bytes, received) => repo.logArchive.pushPartial(database, name, bytes, received),
+        push: async (name, bytes) => {
+          const result = await repo.logArchive.push(database, name, bytes);
+          await mirrorLog(name, bytes);
+          return result;
+        },
+        pushPartial: async (name, bytes, received) => {
+          const result = await repo.logArchive.pushPartial(database, name, bytes, received);
+          if (result.status === 'stored') await mirrorLog(name, bytes, received);
+          return result;
+        },
         dropPartials: (name) => repo.logArchive.dropPartials(database, name),
       },
     });

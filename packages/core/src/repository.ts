@@ -7,7 +7,7 @@ import type { RepositoryKeys } from './keys.js';
 import type { Storage, StorageAccess } from './storage.js';
 import type { RetentionPlan, RetentionPolicy } from './retention.js';
 import { readRepositoryConfig } from './repository-setup.js';
-import { StrataError } from './errors.js';
+import { StrataError, errorText, isStrataError, redactable, wrapError } from './errors.js';
 import type { OpenOptions, RepositoryConfigFile } from './repository-setup.js';
 import { RepositoryContext } from './repository-context.js';
 import { recoverInterruptedWork } from './recovery.js';
@@ -206,6 +206,35 @@ export class Repository {
     const mirror = this.#ctx.options.mirror;
     if (!mirror) throw new StrataError('USAGE', `${this.storage.location} has no mirror configured`);
     return syncMirror(this, mirror, async () => (await this.mirror())!, options);
+  }
+
+  /**
+   * Stores one log file a server just handed over in the mirror too (as pgBackRest's archive-push
+   * does for every repository), so the mirror can recover to the same moments without waiting
+   * for the next backup's sync. `receivedBytes` marks a partial (a segment still being streamed);
+   * a complete file removes the mirror's partials of it. Never throws for the mirror's sake: the
+   * file is archived once the repository has it; a failure is journaled here (kind `mirror`), for
+   * `strata health`, and the next sync copies what the mirror lacks. Does nothing without a mirror.
+   */
+  async mirrorLog(database: string, name: string, bytes: Uint8Array, options: { signal?: AbortSignal; receivedBytes?: number } = {}): Promise<{ ok: boolean; error?: StrataError } | undefined> {
+    const mirror = this.#ctx.options.mirror;
+    if (!mirror) return undefined;
+    const signal = options.signal ? { signal: options.signal } : {};
+    try {
+      const target = (await this.mirror())!;
+      if (options.receivedBytes !== undefined) await target.logArchive.pushPartial(database, name, bytes, options.receivedBytes, signal);
+      else {
+        await target.logArchive.push(database, name, bytes, signal);
+        await target.logArchive.dropPartials(database, name, signal);
+      }
+      return { ok: true };
+    } catch (err) {
+      const wrapped = isStrataError(err) ? err : wrapError(`mirror ${mirror.location}`, err);
+      if (wrapped.code === 'ABORTED') throw wrapped;
+      const failure = new StrataError(wrapped.code, redactable`mirror ${mirror.location}: archiving ${name} of ${database}: ${errorText(wrapped)}`, { cause: wrapped });
+      await this.#ctx.journal.failed('mirror', failure, { database, details: { mirror: mirror.location, file: name } }).catch(() => undefined);
+      return { ok: false, error: failure };
+    }
   }
 
   /** The restore points a backup needs, oldest first (for a full backup, just itself). */
