@@ -171,18 +171,19 @@ export interface RestoreCommandOptions {
   readonly immediate?: boolean;
   readonly start?: boolean;
   readonly targetAction?: string;
+  readonly timeline?: string;
 }
 
 export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
   if (!options.to) throw new StrataError('USAGE', 'restore: --to TARGET is required (a new file, or an existing one with --force)');
   const physical = (): PhysicalRestoreOptions => ({
-    ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction }),
+    ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction, timeline: options.timeline }),
     to: options.to!,
     immediate: options.immediate === true,
     start: options.start === true,
     force: options.force,
   });
-  const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined;
+  const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined || options.timeline !== undefined;
   if (physicalOnly || (options.database !== undefined && ctx.loaded.config.databases?.[options.database]?.method === 'physical')) {
     if (options.tables !== undefined) {
       const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);

@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PostgresEngine, StrataError, chooseBase, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
-import type { BackupRecord, RecoveryGoal, RecoveryReport, TargetAction } from '@strata/sdk';
+import type { BackupRecord, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { confirm, formatBytes, interactive } from './terminal.js';
 
@@ -76,7 +76,21 @@ export interface PhysicalRestoreOptions {
   readonly immediate: boolean;
   readonly start: boolean;
   readonly targetAction?: string;
+  /** latest (default), current or a timeline number. */
+  readonly timeline?: string;
   readonly force: boolean;
+}
+
+/**
+ * restore's --timeline: which history to recover along when the archive holds several (a
+ * failover's promoted timeline and the old server's). Default latest, as PostgreSQL's own default
+ * and pgBackRest's --target-timeline.
+ */
+export function timelineChoice(text: string | undefined): TimelineChoice {
+  if (text === undefined || text === 'latest') return 'latest';
+  if (text === 'current') return 'current';
+  if (/^[1-9][0-9]{0,9}$/.test(text) && Number(text) <= 0xffffffff) return Number(text);
+  throw new StrataError('USAGE', `restore: --timeline takes latest, current or a timeline number such as 2 (got ${JSON.stringify(text)})`);
 }
 
 /** The recovery goal of restore's flags: at most one of them; none means the end of the archive. */
@@ -125,7 +139,7 @@ export const SPOOL = 'strata-wal';
  * target written.
  */
 export async function physicalRestore(ctx: CommandContext, options: PhysicalRestoreOptions, signal: AbortSignal): Promise<number> {
-  const { base, goal, checked, dir, restoreCommand, action } = await restorePhysicalInto(ctx, options, signal);
+  const { base, goal, checked, dir, restoreCommand, action, timeline } = await restorePhysicalInto(ctx, options, signal);
   let report: RecoveryReport | undefined;
   if (options.start) {
     report = await proveRecovery(dir, { signal });
@@ -133,9 +147,9 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     await fs.rm(path.join(dir, SPOOL), { recursive: true, force: true });
   }
   if (ctx.json) {
-    ctx.printJson({ base: base.id, goal: describeGoal(goal), walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
+    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
   } else {
-    process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
+    process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)} on timeline ${timeline}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
     if (report) {
       process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
     }
@@ -150,8 +164,9 @@ async function restorePhysicalInto(
   ctx: CommandContext,
   options: PhysicalRestoreOptions,
   signal: AbortSignal,
-): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction }> {
+): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction; timeline: number }> {
   const goal = recoveryGoal(options);
+  const choice = timelineChoice(options.timeline);
   const action = (options.targetAction ?? 'pause') as TargetAction;
   if (!['pause', 'promote', 'shutdown'].includes(action)) throw new StrataError('USAGE', `restore: --target-action must be pause, promote or shutdown (got ${JSON.stringify(options.targetAction)})`);
   const repo = await ctx.repository();
@@ -166,10 +181,10 @@ async function restorePhysicalInto(
   }
   const database = base.database;
   const files = await repo.logArchive.list(database, { signal });
-  const plan = planWal(base, goal, files);
+  const plan = await planWal(base, goal, files, (file) => repo.logArchive.read(file, { signal }), choice);
   if (plan.missing.length > 0) {
     const shown = plan.missing.length > 4 ? `${plan.missing.slice(0, 3).join(', ')} … ${plan.missing.at(-1)} (${plan.missing.length} segments)` : plan.missing.join(', ');
-    throw new StrataError('CHAIN_BROKEN', `restore: the WAL archive of ${database} lacks ${shown}, which a recovery from ${base.id} to ${describeGoal(goal)} replays; nothing was written. Restore to an earlier moment, or from a later base backup`, {
+    throw new StrataError('CHAIN_BROKEN', `restore: the WAL archive of ${database} lacks ${shown}, which a recovery from ${base.id} to ${describeGoal(goal)} replays (along timeline ${plan.timeline}); nothing was written. Restore to an earlier moment, or from a later base backup`, {
       details: { missing: plan.missing },
     });
   }
@@ -197,8 +212,8 @@ async function restorePhysicalInto(
     await fs.rm(spool, { recursive: true, force: true });
   }
   const restoreCommand = restoreCommandFor(ctx, database);
-  await configureRecovery(dir, recoverySettings(goal, restoreCommand, action));
-  return { base, goal, checked, dir, restoreCommand, action };
+  await configureRecovery(dir, recoverySettings(goal, restoreCommand, action, plan.timeline));
+  return { base, goal, checked, dir, restoreCommand, action, timeline: plan.timeline };
 }
 
 /**

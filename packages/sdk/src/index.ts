@@ -36,7 +36,7 @@ export {
   recoverySettings,
   walRun,
 } from '@strata/engine-postgres';
-export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from '@strata/engine-postgres';
+export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
