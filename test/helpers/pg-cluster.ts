@@ -92,9 +92,10 @@ export interface TestCluster {
 
 /**
  * initdb in a new temporary folder, a repository initialised beside it, archive_command through
- * the built CLI under the entry name `db`; the server is not started.
+ * the built CLI under the entry name `db` (with `pushArgs` of the folder added to wal-push's); the
+ * server is not started.
  */
-export async function makeCluster(prefix: string, db: string): Promise<TestCluster> {
+export async function makeCluster(prefix: string, db: string, options: { pushArgs?: (dir: string) => string[] } = {}): Promise<TestCluster> {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
   chmodSync(dir, 0o755);
   if (isRoot) spawnSync('chown', ['postgres', dir]);
@@ -107,7 +108,7 @@ export async function makeCluster(prefix: string, db: string): Promise<TestClust
   writeFileSync(passFile, TEST_PASSPHRASE, { mode: 0o600 });
   writeFileSync(config, JSON.stringify({ repository: path.join(dir, 'repo'), databases: { [db]: { url: `postgres://postgres@127.0.0.1:${port}/postgres`, method: 'physical' } } }));
   if (isRoot) spawnSync('chown', ['postgres', passFile, config]);
-  const archive = `${process.execPath} ${CLI} wal-push %p --db ${db} --config ${config} --passphrase-file ${passFile}`;
+  const archive = [process.execPath, CLI, 'wal-push', '%p', '--db', db, ...(options.pushArgs?.(dir) ?? []), '--config', config, '--passphrase-file', passFile].join(' ');
   writeFileSync(
     path.join(dataDir, 'postgresql.auto.conf'),
     [`port = ${port}`, "listen_addresses = '127.0.0.1'", `unix_socket_directories = '${dir}'`, 'archive_mode = on', `archive_command = '${archive}'`, 'track_commit_timestamp = on', 'fsync = off', ''].join('\n'),

@@ -90,6 +90,7 @@ const metricsCommand = lazily(async () => (await import('./daemon-commands.js'))
 const scheduleCommand = lazily(async () => (await import('./daemon-commands.js')).scheduleCommand);
 const walPushCommand = lazily(async () => (await import('./wal-commands.js')).walPushCommand);
 const walFetchCommand = lazily(async () => (await import('./wal-commands.js')).walFetchCommand);
+const walDaemonCommand = lazily(async () => (await import('./wal-daemon.js')).walDaemonCommand);
 
 /** How many restore points of each database `strata list` shows on a terminal unless told otherwise. */
 export const DEFAULT_ROWS_PER_DATABASE = 10;
@@ -453,11 +454,30 @@ The repository is opened once at start, so its passphrase must come from --passp
     path: ['wal-push'],
     args: [{ name: 'path', required: true }],
     summary: "archive one write-ahead log file of a physical PostgreSQL entry (archive_command = 'strata wal-push %p --db NAME')",
-    options: [{ flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' }],
+    options: [
+      { flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' },
+      { flags: '--socket <path>', description: 'hand the file to the strata wal-daemon listening there (the warm mode); without one, push it here' },
+    ],
     details:
-      'Stores the file compressed, encrypted and with its SHA-256 in its name. Pushing the same file again succeeds without writing (PostgreSQL retries); a different file under a name already archived fails (exit 1) and replaces nothing.',
-    examples: ["wal-push pg_wal/000000010000000000000003 --db cluster --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase"],
-    run: (ctx, { args, opts, signal }) => walPushCommand(ctx, { file: args[0], database: str(opts, 'db') }, signal),
+      'Stores the file compressed, encrypted and with its SHA-256 in its name. Pushing the same file again succeeds without writing (PostgreSQL retries); a different file under a name already archived fails (exit 1) and replaces nothing. With --socket, a running wal-daemon stores it and this process exits as soon as the daemon says it is stored.',
+    examples: [
+      'wal-push pg_wal/000000010000000000000003 --db cluster --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase',
+      'wal-push %p --db cluster --socket /run/postgresql/strata-wal.sock --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase',
+    ],
+    run: (ctx, { args, opts, signal }) => walPushCommand(ctx, { file: args[0], database: str(opts, 'db'), socket: str(opts, 'socket') }, signal),
+  },
+  {
+    path: ['wal-daemon'],
+    args: [],
+    summary: 'store the write-ahead log files that wal-push --socket hands over, from one long-running process (the warm mode of archiving)',
+    options: [
+      { flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' },
+      { flags: '--socket <path>', description: 'the Unix socket to listen on (created mode 0600; the same path as in archive_command)' },
+    ],
+    details:
+      "A wal-push process per segment starts Node, loads Strata and unlocks the repository's key each time; the daemon does that once, and answers each wal-push only once the segment is stored. Run it as the server's user, beside the server (a systemd unit, say); if it is not running, wal-push --socket pushes by itself. Stops on SIGTERM or Ctrl-C after storing what it was handed.",
+    examples: ['wal-daemon --db cluster --socket /run/postgresql/strata-wal.sock --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase'],
+    run: (ctx, { opts, signal }) => walDaemonCommand(ctx, { database: str(opts, 'db'), socket: str(opts, 'socket') }, signal),
   },
   {
     path: ['wal-fetch'],

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { PostgresEngine, StrataError, chooseBase, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
 import type { BackupRecord, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice } from '@strata/sdk';
 import type { CommandContext } from './context.js';
+import { handOff } from './wal-handoff.js';
 import { confirm, formatBytes, interactive } from './terminal.js';
 
 /**
@@ -19,10 +20,19 @@ function databaseOf(ctx: CommandContext, db: string | undefined, command: string
 }
 
 /** `strata wal-push PATH --db NAME`: archives one file the server hands over (archive_command's %p). */
-export async function walPushCommand(ctx: CommandContext, options: { file: string | undefined; database: string | undefined }, signal: AbortSignal): Promise<number> {
+export async function walPushCommand(ctx: CommandContext, options: { file: string | undefined; database: string | undefined; socket?: string | undefined }, signal: AbortSignal): Promise<number> {
   if (options.file === undefined) throw new StrataError('USAGE', "wal-push: give the file to archive (archive_command's %p)");
   const database = databaseOf(ctx, options.database, 'wal-push');
   const file = path.resolve(options.file);
+  if (options.socket !== undefined) {
+    // A wal-daemon on the socket stores it; without one (none started, or it died), this process does.
+    const reply = await handOff(options.socket, database, file);
+    if (reply?.ok) {
+      if (ctx.json) ctx.printJson({ name: reply.name, status: reply.status, sha256: reply.sha256, storedBytes: reply.storedBytes, daemon: true });
+      return 0;
+    }
+    if (reply) throw new StrataError(reply.code, reply.error);
+  }
   let bytes: Buffer;
   try {
     bytes = await fs.readFile(file);
