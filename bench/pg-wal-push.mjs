@@ -109,11 +109,10 @@ try {
       child.stdout.on('data', (d) => {
         out += d;
         const hello = out.split('\n').find((l) => l.includes('"listening"'));
-        if (hello) resolve({ pid: JSON.parse(hello).pid, child });
+        if (hello) resolve({ pid: JSON.parse(hello).pid, child, out: () => out });
       });
       child.on('close', (code) => reject(new Error(`wal-daemon exited (${code}) before listening`)));
     });
-    child.stdout.resume();
     daemon.cpu0 = procCpu(daemon.pid);
   }
   fs.appendFileSync(path.join(dataDir, 'postgresql.auto.conf'), [
@@ -181,12 +180,14 @@ try {
   const failed = drained.failed;
   await db.end();
   const daemonCpu = daemon ? procCpu(daemon.pid) - daemon.cpu0 : 0;
+  const storedAhead = daemon ? daemon.out().split('\n').filter((l) => l.includes('"ahead":true')).length : 0;
 
   const calls = fs.readFileSync(timesFile, 'utf8').trim().split('\n').filter((l) => /^[\d.]+ [\d.]+ [\d.]+$/.test(l)).map((l) => { const [wall, user, sys] = l.split(' ').map(Number); return { wall, cpu: user + sys }; });
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const perCall = {
     calls: calls.length,
     daemonCpuSeconds: +daemonCpu.toFixed(2),
+    storedAhead,
     cpuPerSegment: +((calls.reduce((a, c) => a + c.cpu, 0) + daemonCpu) / calls.length).toFixed(3),
     wallMedian: +median(calls.map((c) => c.wall)).toFixed(3), wallMean: +mean(calls.map((c) => c.wall)).toFixed(3),
     cpuMedian: +median(calls.map((c) => c.cpu)).toFixed(3), cpuMean: +mean(calls.map((c) => c.cpu)).toFixed(3),
@@ -196,7 +197,7 @@ try {
     phases, catchUp: { seconds: +catchUpSeconds.toFixed(1), machineBusyCores: +catchUpBusyCores.toFixed(2) }, failedWalPush: failed,
     walPush: { ...perCall, segmentsPerSecondSerial: +(1 / perCall.wallMean).toFixed(2) },
   };
-  console.log(`\n${mode}: wal-push: ${perCall.calls} calls, wall median ${perCall.wallMedian} s (mean ${perCall.wallMean}), CPU of the call median ${perCall.cpuMedian} s (mean ${perCall.cpuMean})${mode === 'warm' ? `, daemon ${perCall.daemonCpuSeconds} s in all` : ''}; CPU per segment ${perCall.cpuPerSegment} s; at most ${result.walPush.segmentsPerSecondSerial} segments/s one after the other, as the archiver calls it`);
+  console.log(`\n${mode}: wal-push: ${perCall.calls} calls, wall median ${perCall.wallMedian} s (mean ${perCall.wallMean}), CPU of the call median ${perCall.cpuMedian} s (mean ${perCall.cpuMean})${mode === 'warm' ? `, daemon ${perCall.daemonCpuSeconds} s in all, ${storedAhead} segments stored ahead` : ''}; CPU per segment ${perCall.cpuPerSegment} s; at most ${result.walPush.segmentsPerSecondSerial} segments/s one after the other, as the archiver calls it`);
   for (const p of phases) {
     console.log(`${p.name.padEnd(5)} ${p.args}: ${p.seconds} s, WAL made ${p.walSegmentsMade} segments (${p.walSegmentsPerSecond}/s), archived ${p.archived} (${p.archivedPerSecond}/s), .ready at end ${p.readyAtEnd} (max ${p.readyMax}); machine busy ${p.machineBusyCores} of ${cores} cores, load ${p.loadavg1Before} -> ${p.loadavg1After}`);
   }

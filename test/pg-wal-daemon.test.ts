@@ -52,8 +52,10 @@ describe('PostgreSQL WAL archiving through strata wal-daemon (the warm mode)', f
     daemons.push(daemon);
     return daemon;
   };
-  const storedBy = (daemon: Daemon): string[] =>
-    daemon.lines.map((l) => JSON.parse(l) as { name?: string; status?: string }).filter((l) => l.status === 'stored').map((l) => l.name!);
+  /** What the daemon answered the server: stored now (by this request, or read ahead before it). */
+  const answered = (daemon: Daemon): { name: string; status: string }[] =>
+    daemon.lines.map((l) => JSON.parse(l) as { name?: string; status?: string; ahead?: boolean }).filter((l) => l.name !== undefined && l.status !== 'failed' && !l.ahead) as { name: string; status: string }[];
+  const storedBy = (daemon: Daemon): string[] => answered(daemon).filter((l) => l.status === 'stored').map((l) => l.name);
   const archived = (): string[] => readdirSync(path.join(cluster.dir, 'repo', 'backups', DB, 'log')).map((f) => f.slice(0, f.indexOf('_')));
 
   before(async function () {
@@ -93,6 +95,13 @@ describe('PostgreSQL WAL archiving through strata wal-daemon (the warm mode)', f
     }
     for (const name of warm) assert.ok(storedBy(daemon).includes(name), `the daemon stored ${name} (it stored ${storedBy(daemon).join(', ')})`);
     for (const name of warm) assert.ok(archived().includes(name), `${name} is in the repository`);
+    // A burst of segments: those the server marked ready behind the one it handed over are
+    // stored ahead; each is still answered when the server asks for it.
+    await db.query('INSERT INTO t SELECT generate_series(1, 3000000)');
+    const burst = await switchAndArchive(db);
+    assert.ok(archived().includes(burst));
+    const ahead = daemon.lines.map((l) => JSON.parse(l) as { name?: string; ahead?: boolean }).filter((l) => l.ahead).map((l) => l.name!);
+    for (const name of ahead) assert.ok(answered(daemon).some((a) => a.name === name), `${name}, stored ahead, was answered when asked for`);
 
     // The daemon dies (its socket file stays): wal-push stores the segments itself.
     process.kill(daemon.pid, 'SIGKILL');

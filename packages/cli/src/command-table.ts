@@ -473,11 +473,12 @@ The repository is opened once at start, so its passphrase must come from --passp
     options: [
       { flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' },
       { flags: '--socket <path>', description: 'the Unix socket to listen on (created mode 0600; the same path as in archive_command)' },
+      { flags: '--read-ahead <n>', description: 'segments the server has marked ready to store ahead of its asking (default 2, 0 for none)' },
     ],
     details:
       "A wal-push process per segment starts Node, loads Strata and unlocks the repository's key each time; the daemon does that once, and answers each wal-push only once the segment is stored. Run it as the server's user, beside the server (a systemd unit, say); if it is not running, wal-push --socket pushes by itself. Stops on SIGTERM or Ctrl-C after storing what it was handed.",
     examples: ['wal-daemon --db cluster --socket /run/postgresql/strata-wal.sock --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase'],
-    run: (ctx, { opts, signal }) => walDaemonCommand(ctx, { database: str(opts, 'db'), socket: str(opts, 'socket') }, signal),
+    run: (ctx, { opts, signal }) => walDaemonCommand(ctx, { database: str(opts, 'db'), socket: str(opts, 'socket'), readAhead: str(opts, 'readAhead') }, signal),
   },
   {
     path: ['wal-fetch'],
