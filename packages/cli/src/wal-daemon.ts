@@ -59,6 +59,8 @@ export async function walDaemonCommand(ctx: CommandContext, options: { database:
   // and will be asked for next, in name order, so they are stored meanwhile. The server is still
   // answered for each only once that segment is stored.
   const ahead = new Map<string, Promise<LogPushResult>>();
+  // The server's own requests being stored: never stored a second time at once by a read-ahead.
+  const requested = new Map<string, Promise<LogPushResult>>();
   const readAhead = async (file: string): Promise<void> => {
     const name = path.basename(file);
     if (readAheadCount === 0 || !SEGMENT.test(name)) return;
@@ -74,7 +76,7 @@ export async function walDaemonCommand(ctx: CommandContext, options: { database:
     }
     for (const next of ready) {
       if (ahead.size >= readAheadCount) break;
-      if (ahead.has(next)) continue;
+      if (ahead.has(next) || requested.has(next)) continue;
       const early = track(pushFile(path.join(path.dirname(file), next)));
       ahead.set(next, early);
       early.then(
@@ -91,10 +93,17 @@ export async function walDaemonCommand(ctx: CommandContext, options: { database:
     for (const earlier of [...ahead.keys()]) if (earlier < name) ahead.delete(earlier);
     const early = ahead.get(name);
     ahead.delete(name);
+    // Looked up and registered in one step: a read-ahead running meanwhile sees it.
+    // A read-ahead that failed is tried again, as the server's own request.
+    const own = requested.get(name) ?? (early ? early.catch(() => pushFile(request.file)) : pushFile(request.file));
+    requested.set(name, own);
+    void own.then(
+      () => requested.delete(name),
+      () => requested.delete(name),
+    );
     void readAhead(request.file);
     try {
-      // A read-ahead that failed is tried again, as the server's own request.
-      const result = await (early ? early.catch(() => pushFile(request.file)) : pushFile(request.file));
+      const result = await own;
       say(`${result.status} ${result.file.name}`, { name: result.file.name, status: result.status });
       return { ok: true, name: result.file.name, status: result.status, sha256: result.file.sha256, storedBytes: result.file.storedBytes };
     } catch (err) {
