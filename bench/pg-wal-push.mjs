@@ -1,7 +1,7 @@
 // Benchmark: the cost of `strata wal-push` as PostgreSQL's archive_command (one Node process per
 // segment), and whether the archiver keeps up with a server writing WAL as fast as it can.
 //
-//   node bench/pg-wal-push.mjs [--scale 50] [--seconds 60] [--clients 2] [--modes cold,warm] [--keep]
+//   node bench/pg-wal-push.mjs [--scale 50] [--seconds 60] [--clients 2] [--modes cold,warm] [--read-ahead N] [--keep]
 //
 // Builds its own PostgreSQL cluster (initdb in a temporary folder, a free port; as root the server
 // and wal-push run as the postgres user), archive_command = strata wal-push through the built CLI
@@ -12,7 +12,7 @@
 // and after them the time until the archiver has nothing left (.ready files in pg_wal/archive_status).
 // Each mode on a cluster of its own: cold is `wal-push %p` (a whole push per process), warm is
 // `wal-push %p --socket PATH` handing each segment to `strata wal-daemon` (its CPU read from /proc
-// and added to the calls').
+// and added to the calls'; --read-ahead is the daemon's, default its own).
 // Sampled every second: WAL position, pg_stat_archiver, .ready files, the machine's busy CPU.
 // The server runs with fsync = off (more WAL per second: the harder case for the archiver).
 // Results go to bench/.data/results-pg-wal-push.json.
@@ -31,6 +31,7 @@ const { values: opts } = parseArgs({
     seconds: { type: 'string', default: '60' },
     clients: { type: 'string', default: '2' },
     modes: { type: 'string', default: 'cold,warm' },
+    'read-ahead': { type: 'string' },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -102,7 +103,7 @@ try {
   const socket = path.join(work, 'run', 'wal.sock');
   const archive = `/usr/bin/time -a -o ${timesFile} -f "%e %U %S" ${process.execPath} ${CLI} wal-push %p --db ${DB}${mode === 'warm' ? ` --socket ${socket}` : ''} --config ${config} --passphrase-file ${passFile}`;
   if (mode === 'warm') {
-    const [file, argv] = asServerUser(process.execPath, [CLI, 'wal-daemon', '--db', DB, '--socket', socket, '--config', config, '--passphrase-file', passFile, '--json']);
+    const [file, argv] = asServerUser(process.execPath, [CLI, 'wal-daemon', '--db', DB, '--socket', socket, ...(opts['read-ahead'] !== undefined ? ['--read-ahead', opts['read-ahead']] : []), '--config', config, '--passphrase-file', passFile, '--json']);
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
     daemon = await new Promise((resolve, reject) => {
       let out = '';
@@ -211,4 +212,4 @@ try {
 const results = [];
 for (const mode of modes) results.push(await runMode(mode));
 fs.mkdirSync(path.join(BENCH, '.data'), { recursive: true });
-fs.writeFileSync(path.join(BENCH, '.data', 'results-pg-wal-push.json'), JSON.stringify({ date: new Date().toISOString(), commit: gitCommit(), machine: machineInfo(), scale, seconds, clients, results }, null, 2));
+fs.writeFileSync(path.join(BENCH, '.data', 'results-pg-wal-push.json'), JSON.stringify({ date: new Date().toISOString(), commit: gitCommit(), machine: machineInfo(), scale, seconds, clients, readAhead: opts['read-ahead'] ?? 'default', results }, null, 2));
