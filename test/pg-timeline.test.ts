@@ -86,9 +86,13 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
     const t1 = await gap(await insert(old, range(11, 30)));
     await switchAndArchive(old);
 
-    // The old server goes on after T1: markers 1001.. exist only on timeline 1.
+    // The old server goes on after T1: markers 1001.. exist only on timeline 1. Its scheduled
+    // base backup runs too (a base of the diverged history, newer than T1).
     await insert(old, range(1001, 1005));
     await switchAndArchive(old);
+    const lateBackup = await cli(['backup', DB, '--json']);
+    assert.equal(lateBackup.status, 0, lateBackup.stderr);
+    const lateBase = (JSON.parse(lateBackup.stdout) as { backup: { id: string } }).backup.id;
 
     // The failover: a copy recovered to T1 and promoted, archiving into the same repository.
     const standby = path.join(dir, 'promoted');
@@ -129,15 +133,16 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
     // A moment on timeline 2: the history up to T1, then timeline 2's; none of timeline 1's later markers.
     const atT2 = await recoverMarkers('at-t2', ['--as-of', t2]);
     assert.deepEqual(atT2.seqs, [...range(1, 30), ...range(2001, 2015)], `as of ${t2} (timeline 2)`);
-    assert.equal(atT2.report.base, base);
+    assert.equal(atT2.report.base, base, 'from the base on timeline 2\'s history, not the old server\'s later one');
     assert.equal(atT2.report.timeline, 2, 'the recovery follows the newest timeline');
     const atLsn = await recoverMarkers('at-lsn', ['--lsn', lsn]);
     assert.deepEqual(atLsn.seqs, [...range(1, 30), ...range(2001, 2010)], `to LSN ${lsn} (timeline 2)`);
+    assert.equal(atLsn.report.base, base);
 
     // A moment on timeline 1 after the switch, asked for by timeline: the old server's history.
     const onOld = await recoverMarkers('at-t1-late', ['--as-of', t1late, '--timeline', '1']);
     assert.deepEqual(onOld.seqs, [...range(1, 30), ...range(1001, 1009)], `as of ${t1late} on timeline 1`);
-    assert.equal(onOld.report.timeline, 1);
+    assert.deepEqual([onOld.report.timeline, onOld.report.base], [1, lateBase], 'timeline 1, from its newest base before the moment');
     const current = await recoverMarkers('at-t1-current', ['--as-of', t1late, '--timeline', 'current']);
     assert.deepEqual(current.seqs, [...range(1, 30), ...range(1001, 1009)], `as of ${t1late} on the base's timeline (current)`);
 
@@ -158,15 +163,20 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
     const logs = (JSON.parse(verified.stdout) as { logs: { base: string; outcome: string; missing: string[]; problems: string[]; files: number }[] }).logs;
     assert.deepEqual(
       logs.map((l) => [l.base, l.outcome, l.missing, l.problems]),
-      [[base, 'passed', [], []]],
+      [
+        [base, 'passed', [], []],
+        [lateBase, 'passed', [], []],
+      ],
     );
     // list: the window reaches timeline 2's last archived segment, the moment a default recovery reaches.
     const listed = await cli(['list', '--json']);
     assert.equal(listed.status, 0, listed.stderr);
     const windows = (JSON.parse(listed.stdout) as { logWindows: LogWindow[] }).logWindows;
-    assert.equal(windows.length, 1);
+    assert.deepEqual(windows.map((w) => w.base), [base, lateBase]);
     assert.ok(windows[0]!.to !== undefined && Date.parse(windows[0]!.to) >= promotedDone, `the window (to ${windows[0]!.to}) reaches timeline 2's last markers`);
     assert.ok(Date.parse(windows[0]!.to!) < oldStart, `the window (to ${windows[0]!.to}) does not follow the old server's later timeline-1 segments`);
+    // The old server's base is on timeline 1 only: its window is the old server's history.
+    assert.ok(windows[1]!.to !== undefined && Date.parse(windows[1]!.to) > oldStart, `the late base's window (to ${windows[1]!.to}) follows timeline 1`);
     const health = await cli(['health', '--json']);
     const checks = (JSON.parse(health.stdout) as { checks: { check: string; database: string | null; status: string; message: string }[] }).checks;
     const gaps = checks.find((c) => c.check === 'log-gaps' && c.database === DB)!;

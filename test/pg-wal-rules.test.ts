@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { PostgresPhysicalEngine, planLogRetention, planWal, recoverySettings } from '@strata/sdk';
+import { PostgresPhysicalEngine, basesOnTimeline, planLogRetention, planWal, recoverySettings } from '@strata/sdk';
 import type { BackupRecord, LogFile, LogRange, RetentionDecision } from '@strata/sdk';
 
 /**
@@ -75,6 +75,12 @@ describe('PostgreSQL WAL archive rules', function () {
     await assert.rejects(planWal(late, { kind: 'latest' }, files, read, 2), /timeline 2 does not continue the base backup's timeline 1/);
     assert.equal((await planWal(late, { kind: 'latest' }, files, read)).timeline, 1);
     assert.equal(recoverySettings({ kind: 'latest' }, 'true', 'pause', 2)['recovery_target_timeline'], '2');
+    // Choosing the base: the old server's later base is not on timeline 2's history.
+    const ids = async (choice: 'latest' | 'current' | number): Promise<string[]> => (await basesOnTimeline([base, { ...late, id: 'b5' }], files, read, choice)).map((b) => b.id);
+    assert.deepEqual(await ids('latest'), ['b2']);
+    assert.deepEqual(await ids(2), ['b2']);
+    assert.deepEqual(await ids(1), ['b2', 'b5']);
+    assert.deepEqual(await ids('current'), ['b2', 'b5']);
   });
 
   it('reports segments of a newer timeline whose .history file is missing', async function () {

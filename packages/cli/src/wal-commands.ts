@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, chooseBase, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
 import type { BackupRecord, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { handOff } from './wal-handoff.js';
@@ -187,7 +187,10 @@ async function restorePhysicalInto(
     if (!base.logRange) throw new StrataError('USAGE', `restore: ${base.id} is not a physical backup; --lsn, --xid, --name, --immediate and --start are for physical ones`);
   } else {
     const database = databaseOf(ctx, options.database, 'restore');
-    base = chooseBase(await repo.list({ database }), goal);
+    // Among the base backups on the history of the timeline recovered along (after a failover,
+    // one the old server took later would replay its diverged history).
+    const onTimeline = await basesOnTimeline(await repo.list({ database }), await repo.logArchive.list(database, { signal }), (file) => repo.logArchive.read(file, { signal }), choice);
+    base = chooseBase(onTimeline, goal);
   }
   const database = base.database;
   const files = await repo.logArchive.list(database, { signal });

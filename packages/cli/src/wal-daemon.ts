@@ -8,6 +8,11 @@ import type { LogPushResult } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import type { HandoffReply, HandoffRequest } from './wal-handoff.js';
 
+/** A WAL segment's name (not a history, .partial or .backup file, which are only stored when asked for). */
+const SEGMENT = /^[0-9A-F]{24}$/;
+/** Segments stored ahead of the server's asking, at most (0 turns read-ahead off). */
+const DEFAULT_READ_AHEAD = 2;
+
 /**
  * `strata wal-daemon --db NAME --socket PATH`: the warm mode of WAL archiving. A `strata wal-push`
  * costs a Node process start, the CLI's modules, the repository's key unlocked from the passphrase
@@ -19,11 +24,6 @@ import type { HandoffReply, HandoffRequest } from './wal-handoff.js';
  * The socket is created mode 0600: only the daemon's user (the server's) can hand it files, and
  * it reads them with that user's rights.
  */
-/** A WAL segment's name (not a history, .partial or .backup file, which are only stored when asked for). */
-const SEGMENT = /^[0-9A-F]{24}$/;
-/** Segments stored ahead of the server's asking, at most (0 turns read-ahead off). */
-const DEFAULT_READ_AHEAD = 2;
-
 export async function walDaemonCommand(ctx: CommandContext, options: { database: string | undefined; socket: string | undefined; readAhead?: string | undefined }, signal: AbortSignal): Promise<number> {
   if (options.database === undefined) throw new StrataError('USAGE', "wal-daemon: --db NAME is required (the name the cluster's backups are filed under in strata.config.json)");
   if (options.socket === undefined) throw new StrataError('USAGE', 'wal-daemon: --socket PATH is required (the same path archive_command gives wal-push --socket)');

@@ -128,6 +128,52 @@ export async function followTimeline(range: LogRange, files: readonly LogFile[],
   return { ...own, problems };
 }
 
+/**
+ * The base backups a recovery along `choice` can start from: for a timeline number, or for
+ * `latest` the newest timeline the archive holds segments and a history of, those whose start
+ * lies on that timeline's history (a base the old server took after a failover is not on the new
+ * timeline's). For `current`, or when no base is on that history, all of them (planWal then says
+ * why a recovery cannot follow it).
+ */
+export async function basesOnTimeline<T extends { readonly logRange?: LogRange | undefined }>(
+  bases: readonly T[],
+  files: readonly LogFile[],
+  read: (file: LogFile) => Promise<Uint8Array>,
+  choice: TimelineChoice,
+): Promise<T[]> {
+  if (choice === 'current') return [...bases];
+  const histories = new Map<number, LogFile>();
+  const segmentTimelines = new Set<number>();
+  for (const file of files) {
+    const h = HISTORY.exec(file.name);
+    if (h) histories.set(parseInt(h[1]!, 16), file);
+    const w = /^([0-9A-F]{8})[0-9A-F]{16}$/.exec(file.name);
+    if (w) segmentTimelines.add(parseInt(w[1]!, 16));
+  }
+  const target = typeof choice === 'number' ? choice : Math.max(0, ...[...histories.keys()].filter((t) => segmentTimelines.has(t)));
+  if (target === 0) return [...bases];
+  const history = histories.get(target);
+  let text: string | undefined;
+  try {
+    text = history ? Buffer.from(await read(history)).toString('utf8') : undefined;
+  } catch {
+    return [...bases];
+  }
+  const on = bases.filter((b) => {
+    if (!b.logRange) return false;
+    const start = positionOf(b.logRange, 'start');
+    if (start.timeline === target) return true;
+    if (text === undefined) return false;
+    const segmentBytes = segmentBytesOf(b.logRange);
+    try {
+      return branchesFrom(parseHistory(text, target, segmentBytes), start.timeline, segmentOf(start.lsn, segmentBytes)) !== undefined;
+    } catch {
+      return false;
+    }
+  });
+  return on.length > 0 ? on : [...bases];
+}
+
 /** The timeline a recovery along `branches` reads segment `segno` from. */
 export function timelineAt(branches: readonly Branch[], segno: bigint): number {
   let timeline = branches[0]!.timeline;

@@ -23,6 +23,7 @@ export { SqliteEngine } from '@strata/engine-sqlite';
 export {
   PostgresEngine,
   PostgresPhysicalEngine,
+  basesOnTimeline,
   chooseBase,
   clusterUrl,
   configureRecovery,
