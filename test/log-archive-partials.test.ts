@@ -78,7 +78,7 @@ describe('log archive partials', function () {
         endedAt: '2026-12-02T10:00:00.000Z',
       },
     } as unknown as BackupRecord;
-    const plan = planWal(base, { kind: 'latest' }, files);
+    const plan = await planWal(base, { kind: 'latest' }, files, (f) => repo.logArchive.read(f));
     assert.deepEqual(plan.missing, []);
     assert.deepEqual(plan.needed.map((f) => [f.name, f.partial?.receivedBytes]), [[SEG, undefined], [NEXT, 300]]);
     const walk = await new PostgresPhysicalEngine().logArchive.walk(base.logRange!, files, (f) => repo.logArchive.read(f));

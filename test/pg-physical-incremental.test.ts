@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { describeBackupType } from '@strata/protocol/labels';
 import { ROOT } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
-import { PG_BINDIR, TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-cluster.js';
+import { PG_BINDIR, TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
 
 /**
  * Incremental and differential physical base backups of a PostgreSQL 15 cluster (which has no

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { PostgresPhysicalEngine, planLogRetention } from '@strata/sdk';
+import { PostgresPhysicalEngine, basesOnTimeline, planLogRetention, planWal, recoverySettings } from '@strata/sdk';
 import type { BackupRecord, LogFile, LogRange, RetentionDecision } from '@strata/sdk';
 
 /**
@@ -54,6 +54,33 @@ describe('PostgreSQL WAL archive rules', function () {
     const walk = await rules.walk(range(5, 5), earlier.files, earlier.read);
     assert.deepEqual(walk.needed.map((f) => f.name), [seg(1, 5), seg(1, 6)]);
     assert.deepEqual(walk.missing, []);
+  });
+
+  it('plans a recovery along the timeline asked for: the newest by default, the base\'s own, or one by number', async function () {
+    // A failover at 0/4000100: timeline 2 from segment 4 on, the old server's timeline 1 going on to 5.
+    const history = '1\t0/4000100\tno recovery target specified\n';
+    const { files, read } = archive([seg(1, 2), seg(1, 3), seg(1, 4), seg(1, 5), '00000002.history', seg(2, 4), seg(2, 5), seg(2, 6)], { '00000002.history': history });
+    const base = { id: 'b2', database: 'c', engine: 'postgres-physical', logRange: range(2, 2) } as unknown as BackupRecord;
+    const latest = await planWal(base, { kind: 'latest' }, files, read);
+    assert.deepEqual([latest.timeline, latest.needed.map((f) => f.name)], [2, ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5), seg(2, 6)]]);
+    const lsnOnTwo = await planWal(base, { kind: 'lsn', lsn: lsn(5, 0x100) }, files, read);
+    assert.deepEqual(lsnOnTwo.needed.map((f) => f.name), ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5)]);
+    for (const choice of ['current', 1] as const) {
+      const old = await planWal(base, { kind: 'latest' }, files, read, choice);
+      assert.deepEqual([old.timeline, old.needed.map((f) => f.name)], [1, [seg(1, 2), seg(1, 3), seg(1, 4), seg(1, 5)]], `--timeline ${choice}`);
+    }
+    await assert.rejects(planWal(base, { kind: 'latest' }, files, read, 3), /holds no 00000003\.history: timeline 3 was never archived here \(timelines in the archive: 1, 2\)/);
+    // A base taken on the old server after the switch is not on timeline 2's history.
+    const late = { ...base, logRange: range(5, 5) } as unknown as BackupRecord;
+    await assert.rejects(planWal(late, { kind: 'latest' }, files, read, 2), /timeline 2 does not continue the base backup's timeline 1/);
+    assert.equal((await planWal(late, { kind: 'latest' }, files, read)).timeline, 1);
+    assert.equal(recoverySettings({ kind: 'latest' }, 'true', 'pause', 2)['recovery_target_timeline'], '2');
+    // Choosing the base: the old server's later base is not on timeline 2's history.
+    const ids = async (choice: 'latest' | 'current' | number): Promise<string[]> => (await basesOnTimeline([base, { ...late, id: 'b5' }], files, read, choice)).map((b) => b.id);
+    assert.deepEqual(await ids('latest'), ['b2']);
+    assert.deepEqual(await ids(2), ['b2']);
+    assert.deepEqual(await ids(1), ['b2', 'b5']);
+    assert.deepEqual(await ids('current'), ['b2', 'b5']);
   });
 
   it('reports segments of a newer timeline whose .history file is missing', async function () {

@@ -91,6 +91,7 @@ const scheduleCommand = lazily(async () => (await import('./daemon-commands.js')
 const walPushCommand = lazily(async () => (await import('./wal-commands.js')).walPushCommand);
 const walFetchCommand = lazily(async () => (await import('./wal-commands.js')).walFetchCommand);
 const walReceiveCommand = lazily(async () => (await import('./wal-receive-command.js')).walReceiveCommand);
+const walDaemonCommand = lazily(async () => (await import('./wal-daemon.js')).walDaemonCommand);
 
 /** How many restore points of each database `strata list` shows on a terminal unless told otherwise. */
 export const DEFAULT_ROWS_PER_DATABASE = 10;
@@ -418,6 +419,7 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '--name <restore-point>', description: 'physical backups: recover to this restore point (made with pg_create_restore_point)' },
       { flags: '--immediate', description: 'physical backups: recover only until the base backup is consistent' },
       { flags: '--target-action <action>', description: 'physical backups: at the target pause (default), promote or shutdown' },
+      { flags: '--timeline <timeline>', description: 'physical backups: the timeline to recover along when a failover left several: latest (default, the newest one that continues the base), current (the base\'s own) or a number' },
       { flags: '--start', description: 'physical backups: start a temporary server on a free port, wait until recovery reaches the target, report what it reached, stop it' },
     ],
     details: `A target is one of:\n${DATABASE_LOCATIONS()}\nNothing is written to the target until every checksum and the decryption check passed.`,
@@ -442,6 +444,7 @@ The repository is opened once at start, so its passphrase must come from --passp
             xid: str(opts, 'xid'),
             restorePoint: str(opts, 'name'),
             targetAction: str(opts, 'targetAction'),
+            timeline: str(opts, 'timeline'),
           }),
           force: opts['force'] === true,
           yes: opts['yes'] === true,
@@ -455,11 +458,31 @@ The repository is opened once at start, so its passphrase must come from --passp
     path: ['wal-push'],
     args: [{ name: 'path', required: true }],
     summary: "archive one write-ahead log file of a physical PostgreSQL entry (archive_command = 'strata wal-push %p --db NAME')",
-    options: [{ flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' }],
+    options: [
+      { flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' },
+      { flags: '--socket <path>', description: 'hand the file to the strata wal-daemon listening there (the warm mode); without one, push it here' },
+    ],
     details:
-      'Stores the file compressed, encrypted and with its SHA-256 in its name. Pushing the same file again succeeds without writing (PostgreSQL retries); a different file under a name already archived fails (exit 1) and replaces nothing.',
-    examples: ["wal-push pg_wal/000000010000000000000003 --db cluster --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase"],
-    run: (ctx, { args, opts, signal }) => walPushCommand(ctx, { file: args[0], database: str(opts, 'db') }, signal),
+      'Stores the file compressed, encrypted and with its SHA-256 in its name. Pushing the same file again succeeds without writing (PostgreSQL retries); a different file under a name already archived fails (exit 1) and replaces nothing. With --socket, a running wal-daemon stores it and this process exits as soon as the daemon says it is stored.',
+    examples: [
+      'wal-push pg_wal/000000010000000000000003 --db cluster --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase',
+      'wal-push %p --db cluster --socket /run/postgresql/strata-wal.sock --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase',
+    ],
+    run: (ctx, { args, opts, signal }) => walPushCommand(ctx, { file: args[0], database: str(opts, 'db'), socket: str(opts, 'socket') }, signal),
+  },
+  {
+    path: ['wal-daemon'],
+    args: [],
+    summary: 'store the write-ahead log files that wal-push --socket hands over, from one long-running process (the warm mode of archiving)',
+    options: [
+      { flags: '--db <name>', description: 'the physical entry of strata.config.json the cluster is filed under' },
+      { flags: '--socket <path>', description: 'the Unix socket to listen on (created mode 0600; the same path as in archive_command)' },
+      { flags: '--read-ahead <n>', description: 'segments the server has marked ready to store ahead of its asking (default 2, 0 for none)' },
+    ],
+    details:
+      "A wal-push process per segment starts Node, loads Strata and unlocks the repository's key each time; the daemon does that once, and answers each wal-push only once the segment is stored. Run it as the server's user, beside the server (a systemd unit, say); if it is not running, wal-push --socket pushes by itself. Stops on SIGTERM or Ctrl-C after storing what it was handed.",
+    examples: ['wal-daemon --db cluster --socket /run/postgresql/strata-wal.sock --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase'],
+    run: (ctx, { opts, signal }) => walDaemonCommand(ctx, { database: str(opts, 'db'), socket: str(opts, 'socket'), readAhead: str(opts, 'readAhead') }, signal),
   },
   {
     path: ['wal-fetch'],

@@ -171,18 +171,19 @@ export interface RestoreCommandOptions {
   readonly immediate?: boolean;
   readonly start?: boolean;
   readonly targetAction?: string;
+  readonly timeline?: string;
 }
 
 export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
   if (!options.to) throw new StrataError('USAGE', 'restore: --to TARGET is required (a new file, or an existing one with --force)');
   const physical = (): PhysicalRestoreOptions => ({
-    ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction }),
+    ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction, timeline: options.timeline }),
     to: options.to!,
     immediate: options.immediate === true,
     start: options.start === true,
     force: options.force,
   });
-  const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined;
+  const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined || options.timeline !== undefined;
   // A cluster's physical backups are restored by recovery, also when the config does not name it
   // (a copy, an import, a repository given with --repo): its catalog says so.
   const physicalDatabase =

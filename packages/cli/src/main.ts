@@ -12,6 +12,11 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`${STRATA_VERSION}\n`);
     return EXIT.ok;
   }
+  if (command === 'wal-push' && rest.includes('--socket')) {
+    // The warm mode: a running wal-daemon stores the segment; this process loads nothing more.
+    const served = await (await import('./wal-handoff.js')).fastWalPush(rest);
+    if (served !== undefined) return served;
+  }
   const { buildProgram } = await import('./program.js');
   const program = buildProgram();
   if (command === undefined || command === '--help' || command === '-h' || (command === 'help' && rest.length === 0)) {

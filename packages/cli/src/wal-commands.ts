@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
-import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
+import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
+import { handOff } from './wal-handoff.js';
 import { confirm, formatBytes, interactive } from './terminal.js';
 
 /**
@@ -24,12 +25,21 @@ function databaseOf(ctx: CommandContext, db: string | undefined, command: string
  * A failure is recorded for `health` (the server only retries, and logs, where nobody looks): in
  * the repository's journal, or, when the repository is what failed, in this machine's state folder.
  */
-export async function walPushCommand(ctx: CommandContext, options: { file: string | undefined; database: string | undefined }, signal: AbortSignal): Promise<number> {
+export async function walPushCommand(ctx: CommandContext, options: { file: string | undefined; database: string | undefined; socket?: string | undefined }, signal: AbortSignal): Promise<number> {
   if (options.file === undefined) throw new StrataError('USAGE', "wal-push: give the file to archive (archive_command's %p)");
   const database = databaseOf(ctx, options.database, 'wal-push');
   const file = path.resolve(options.file);
   let repo: Repository | undefined;
   try {
+    if (options.socket !== undefined) {
+      // A wal-daemon on the socket stores it; without one (none started, or it died), this process does.
+      const reply = await handOff(options.socket, database, file);
+      if (reply?.ok) {
+        if (ctx.json) ctx.printJson({ name: reply.name, status: reply.status, sha256: reply.sha256, storedBytes: reply.storedBytes, daemon: true });
+        return 0;
+      }
+      if (reply) throw new StrataError(reply.code, reply.error);
+    }
     let bytes: Buffer;
     try {
       bytes = await fs.readFile(file);
@@ -107,7 +117,21 @@ export interface PhysicalRestoreOptions {
   readonly immediate: boolean;
   readonly start: boolean;
   readonly targetAction?: string;
+  /** latest (default), current or a timeline number. */
+  readonly timeline?: string;
   readonly force: boolean;
+}
+
+/**
+ * restore's --timeline: which history to recover along when the archive holds several (a
+ * failover's promoted timeline and the old server's). Default latest, as PostgreSQL's own default
+ * and pgBackRest's --target-timeline.
+ */
+export function timelineChoice(text: string | undefined): TimelineChoice {
+  if (text === undefined || text === 'latest') return 'latest';
+  if (text === 'current') return 'current';
+  if (/^[1-9][0-9]{0,9}$/.test(text) && Number(text) <= 0xffffffff) return Number(text);
+  throw new StrataError('USAGE', `restore: --timeline takes latest, current or a timeline number such as 2 (got ${JSON.stringify(text)})`);
 }
 
 /** The recovery goal of restore's flags: at most one of them; none means the end of the archive. */
@@ -156,7 +180,7 @@ export const SPOOL = 'strata-wal';
  * target written.
  */
 export async function physicalRestore(ctx: CommandContext, options: PhysicalRestoreOptions, signal: AbortSignal): Promise<number> {
-  const { base, goal, checked, dir, restoreCommand, action } = await restorePhysicalInto(ctx, options, signal);
+  const { base, goal, checked, dir, restoreCommand, action, timeline } = await restorePhysicalInto(ctx, options, signal);
   let report: RecoveryReport | undefined;
   if (options.start) {
     report = await proveRecovery(dir, { signal });
@@ -164,9 +188,9 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     await fs.rm(path.join(dir, SPOOL), { recursive: true, force: true });
   }
   if (ctx.json) {
-    ctx.printJson({ base: base.id, goal: describeGoal(goal), walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
+    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
   } else {
-    process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
+    process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)} on timeline ${timeline}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
     if (report) {
       process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
     }
@@ -181,8 +205,9 @@ async function restorePhysicalInto(
   ctx: CommandContext,
   options: PhysicalRestoreOptions,
   signal: AbortSignal,
-): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction }> {
+): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction; timeline: number }> {
   const goal = recoveryGoal(options);
+  const choice = timelineChoice(options.timeline);
   const action = (options.targetAction ?? 'pause') as TargetAction;
   if (!['pause', 'promote', 'shutdown'].includes(action)) throw new StrataError('USAGE', `restore: --target-action must be pause, promote or shutdown (got ${JSON.stringify(options.targetAction)})`);
   const repo = await ctx.repository();
@@ -193,14 +218,17 @@ async function restorePhysicalInto(
     if (!base.logRange) throw new StrataError('USAGE', `restore: ${base.id} is not a physical backup; --lsn, --xid, --name, --immediate and --start are for physical ones`);
   } else {
     const database = databaseOf(ctx, options.database, 'restore');
-    base = chooseBase(await repo.list({ database }), goal);
+    // Among the base backups on the history of the timeline recovered along (after a failover,
+    // one the old server took later would replay its diverged history).
+    const onTimeline = await basesOnTimeline(await repo.list({ database }), await repo.logArchive.list(database, { signal }), (file) => repo.logArchive.read(file, { signal }), choice);
+    base = chooseBase(onTimeline, goal);
   }
   const database = base.database;
   const files = await repo.logArchive.list(database, { signal });
-  const plan = planWal(base, goal, files);
+  const plan = await planWal(base, goal, files, (file) => repo.logArchive.read(file, { signal }), choice);
   if (plan.missing.length > 0) {
     const shown = plan.missing.length > 4 ? `${plan.missing.slice(0, 3).join(', ')} … ${plan.missing.at(-1)} (${plan.missing.length} segments)` : plan.missing.join(', ');
-    throw new StrataError('CHAIN_BROKEN', `restore: the WAL archive of ${database} lacks ${shown}, which a recovery from ${base.id} to ${describeGoal(goal)} replays; nothing was written. Restore to an earlier moment, or from a later base backup`, {
+    throw new StrataError('CHAIN_BROKEN', `restore: the WAL archive of ${database} lacks ${shown}, which a recovery from ${base.id} to ${describeGoal(goal)} replays (along timeline ${plan.timeline}); nothing was written. Restore to an earlier moment, or from a later base backup`, {
       details: { missing: plan.missing },
     });
   }
@@ -228,8 +256,8 @@ async function restorePhysicalInto(
     await fs.rm(spool, { recursive: true, force: true });
   }
   const restoreCommand = restoreCommandFor(ctx, database);
-  await configureRecovery(dir, recoverySettings(goal, restoreCommand, action));
-  return { base, goal, checked, dir, restoreCommand, action };
+  await configureRecovery(dir, recoverySettings(goal, restoreCommand, action, plan.timeline));
+  return { base, goal, checked, dir, restoreCommand, action, timeline: plan.timeline };
 }
 
 /**

@@ -5,6 +5,8 @@ export { BASE_STREAM, PHYSICAL_SCHEMES, PostgresPhysicalEngine, clusterUrl, isPo
 export type { PhysicalMeta, PhysicalPosition } from './pg-physical-engine.js';
 export { chooseBase, configureRecovery, describeGoal, freePort, planWal, proveRecovery, recoverySettings } from './pg-point-in-time.js';
 export type { RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from './pg-point-in-time.js';
+export { basesOnTimeline } from './pg-wal-rules.js';
+export type { TimelineChoice } from './pg-wal-rules.js';
 export { parseLsn, parseWalName, segmentOf, walFileName, walRun } from './pg-wal.js';
 export type { WalRun } from './pg-wal.js';
 export { defaultSlotName, receiveWal, receivedBytesOf } from './pg-wal-receiver.js';

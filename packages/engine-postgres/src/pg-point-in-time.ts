@@ -8,7 +8,9 @@ import type { BackupRecord, LogFile } from '@strata/core';
 import { connect, literal, parseTarget } from './pg-connection.js';
 import { pgProgram } from './pg-physical-engine.js';
 import type { PhysicalPosition } from './pg-physical-engine.js';
-import { parseLsn, segmentOf, walRun } from './pg-wal.js';
+import { parseLsn, parseWalName, segmentOf, walFileName } from './pg-wal.js';
+import { followTimeline, historiesOf, timelineAt } from './pg-wal-rules.js';
+import type { TimelineChoice } from './pg-wal-rules.js';
 
 /**
  * Recovery of a physical backup to a moment: which base backup, which archived segments it needs,
@@ -87,48 +89,60 @@ export function chooseBase(backups: readonly BackupRecord[], goal: RecoveryGoal)
 
 /** What a recovery needs from the log archive, and what of it is missing. */
 export interface WalPlan {
-  /** The archived segments the recovery will read, in order (the last may hold more than it needs). */
+  /** The archived files the recovery will read, in order: timeline histories, then segments (the last may hold more than it needs). */
   readonly needed: readonly LogFile[];
   /** Names of segments the recovery would need and the archive lacks. */
   readonly missing: readonly string[];
+  /** The timeline the recovery follows to its target (recovery_target_timeline). */
+  readonly timeline: number;
 }
 
 /**
- * The segments from the base backup's start to the target: to the segment of an LSN, to the first
- * segment archived at or after a time (a segment stored before the target holds nothing after it),
- * to the base's end for --immediate, else to the newest segment of the timeline.
+ * The files a recovery from `base` reads along the timeline `choice` names (the newest descending
+ * from the base's by default, as after a failover, or the base's own: see followTimeline), each
+ * segment from the timeline PostgreSQL reads it from: to the segment of an LSN, to the first
+ * segment archived at or after a time (a segment stored before the target holds nothing after
+ * it), to the base's end for --immediate, else to the newest segment along the way.
  */
-export function planWal(base: BackupRecord, goal: RecoveryGoal, files: readonly LogFile[]): WalPlan {
+export async function planWal(base: BackupRecord, goal: RecoveryGoal, files: readonly LogFile[], read: (file: LogFile) => Promise<Uint8Array>, choice: TimelineChoice = 'latest'): Promise<WalPlan> {
   const segmentBytes = segmentBytesOf(base);
-  const start = position(base, 'start');
-  const end = position(base, 'end');
-  const from = segmentOf(start.lsn, segmentBytes);
-  const byName = new Map(files.map((f) => [f.name, f]));
-  const all = walRun(byName.keys(), start.timeline, from, segmentBytes);
+  const from = segmentOf(position(base, 'start').lsn, segmentBytes);
+  const baseEnd = segmentOf(position(base, 'end').lsn, segmentBytes);
+  const followed = await followTimeline(base.logRange!, files, read, choice);
+  // The segments on the way (a diverged timeline's segments after its switch are not).
+  const onPath: { file: LogFile; segno: bigint }[] = [];
+  for (const file of files) {
+    const w = parseWalName(file.name, segmentBytes);
+    if (w && w.segno >= from && timelineAt(followed.branches, w.segno) === w.timeline) onPath.push({ file, segno: w.segno });
+  }
+  onPath.sort((x, y) => (x.segno < y.segno ? -1 : x.segno > y.segno ? 1 : 0));
+  const last = onPath.at(-1)?.segno;
   let to: bigint | undefined;
-  const baseEnd = segmentOf(end.lsn, segmentBytes);
   if (goal.kind === 'lsn') to = segmentOf(goal.lsn, segmentBytes);
   else if (goal.kind === 'immediate') to = baseEnd;
   else if (goal.kind === 'time') {
-    const after = all.present.map((n) => byName.get(n)!).find((f) => f.storedAt !== undefined && Date.parse(f.storedAt) >= goal.time.getTime());
-    to = after ? walRunSegno(after.name, segmentBytes) : all.last;
-  } else to = all.last;
+    to = onPath.find(({ file }) => file.storedAt !== undefined && Date.parse(file.storedAt) >= goal.time.getTime())?.segno ?? last;
+  } else to = last;
   if (to === undefined || to < baseEnd) to = baseEnd;
-  const run = walRun(byName.keys(), start.timeline, from, segmentBytes, to);
-  return { needed: run.present.map((n) => byName.get(n)!), missing: run.missing };
-}
-
-function walRunSegno(name: string, segmentBytes: number): bigint {
-  const perId = 0x100000000n / BigInt(segmentBytes);
-  return BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16, 24)}`);
+  const byName = new Map(files.map((f) => [f.name, f]));
+  const needed: LogFile[] = historiesOf(followed.branches, files);
+  const missing: string[] = [];
+  for (let s = from; s <= to; s++) {
+    const name = walFileName(timelineAt(followed.branches, s), s, segmentBytes);
+    const file = byName.get(name);
+    if (file) needed.push(file);
+    else missing.push(name);
+  }
+  return { needed, missing, timeline: followed.timeline };
 }
 
 /** What a recovery does at its target. */
 export type TargetAction = 'pause' | 'promote' | 'shutdown';
 
 /** The recovery settings for postgresql.auto.conf. */
-export function recoverySettings(goal: RecoveryGoal, restoreCommand: string, action: TargetAction): Record<string, string> {
-  const settings: Record<string, string> = { restore_command: restoreCommand, recovery_target_timeline: 'current' };
+export function recoverySettings(goal: RecoveryGoal, restoreCommand: string, action: TargetAction, timeline: number): Record<string, string> {
+  // By number, the timeline planWal checked the segments of (never one archived after the restore).
+  const settings: Record<string, string> = { restore_command: restoreCommand, recovery_target_timeline: String(timeline) };
   switch (goal.kind) {
     case 'time':
       // PostgreSQL's timestamptz input, not ISO 8601's T and Z.
@@ -147,7 +161,6 @@ export function recoverySettings(goal: RecoveryGoal, restoreCommand: string, act
       settings['recovery_target'] = 'immediate';
       break;
     case 'latest':
-      settings['recovery_target_timeline'] = 'latest';
       break;
   }
   if (goal.kind !== 'latest') {

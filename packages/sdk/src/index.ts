@@ -23,6 +23,7 @@ export { SqliteEngine } from '@strata/engine-sqlite';
 export {
   PostgresEngine,
   PostgresPhysicalEngine,
+  basesOnTimeline,
   chooseBase,
   clusterUrl,
   configureRecovery,
@@ -39,7 +40,7 @@ export {
   recoverySettings,
   walRun,
 } from '@strata/engine-postgres';
-export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
+export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
