@@ -8,6 +8,7 @@ import pg from 'pg';
 import { describeLogCoverage } from '@strata/protocol/continuity';
 import type { LogWindow } from '@strata/sdk';
 import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
+import { BINDIR, asServerUser, client, freePort, isRoot, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
 import { Client } from './helpers/server-client.js';
 
 /**
@@ -20,18 +21,12 @@ import { Client } from './helpers/server-client.js';
  * the postgres user (as they would in production).
  */
 
-const BINDIR = process.env['STRATA_TEST_PG_BINDIR'] ?? '/usr/lib/postgresql/15/bin';
-const isRoot = process.getuid?.() === 0;
 const DB = 'cluster';
 
 interface Marker {
   readonly seq: number;
   /** Commit time in microseconds since the epoch (exact, as PostgreSQL compares it). */
   readonly committedUs: bigint;
-}
-
-function asServerUser(cmd: string, args: string[]): [string, string[]] {
-  return isRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
 }
 
 /** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
@@ -42,56 +37,9 @@ function recipe(marker: string): string {
   return block[1]!;
 }
 
-function runSync(cmd: string, args: string[]): { status: number; out: string } {
-  const [file, argv] = asServerUser(cmd, args);
-  const r = spawnSync(file, argv, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
-}
-
-/** Runs the CLI without blocking the event loop (the writer keeps committing meanwhile). */
-function strataAsync(args: string[], env: Record<string, string> = {}): Promise<{ status: number; stdout: string; stderr: string }> {
-  const [file, argv] = asServerUser(process.execPath, [CLI, ...args]);
-  const child = spawn(file, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr })));
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 function lsnValue(lsn: string): bigint {
   const [hi, lo] = lsn.split('/');
   return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
-}
-
-async function client(port: number): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
-  c.on('error', () => undefined);
-  await c.connect();
-  return c;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
 }
 
 describe('PostgreSQL point-in-time recovery (physical backups, WAL archived through strata)', function () {

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
+import { BINDIR, client, freePort, isRoot, sleep, waitFor } from './helpers/pg-cluster.js';
 
 /**
  * `strata wal-receive`: a cluster of the test's own (initdb, a free port) streams its WAL through
@@ -19,8 +19,6 @@ import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
  * failed pushes and the archive's lag behind the server, until it can write again.
  */
 
-const BINDIR = process.env['STRATA_TEST_PG_BINDIR'] ?? '/usr/lib/postgresql/15/bin';
-const isRoot = process.getuid?.() === 0;
 const DB = 'cluster';
 const SEGMENT = 16 * 1024 * 1024;
 
@@ -44,29 +42,6 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}): Pro
   return new Promise((resolve) => child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr })));
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 180_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await Promise.resolve().then(probe).catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
-
 function lsnValue(lsn: string): bigint {
   const [hi, lo] = lsn.split('/');
   return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
@@ -74,13 +49,6 @@ function lsnValue(lsn: string): bigint {
 
 function segno(name: string): bigint {
   return BigInt(`0x${name.slice(8, 16)}`) * 256n + BigInt(`0x${name.slice(16, 24)}`);
-}
-
-async function client(port: number): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
-  c.on('error', () => undefined);
-  await c.connect();
-  return c;
 }
 
 /** A running `strata wal-receive`, with what it said so far. */

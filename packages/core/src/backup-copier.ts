@@ -338,7 +338,7 @@ export class BackupCopier {
   /**
    * Copies the log archive the base backups in `bases` (on the target now) replay: per database,
    * every file from the oldest one's start on that the target lacks, plus the files the engine
-   * gives no position (timeline histories). Without them a copied base backup of a cluster could
+   * gives no position (timeline histories). Without them a copied base backup of a server could
    * not even become consistent. Each file is read back against its SHA-256 and pushed through the
    * target's own log archive (under its current data key), so a different file under an archived
    * name is refused there as it is for a server's push. Files are not in the catalog and each one

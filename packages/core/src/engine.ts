@@ -277,6 +277,12 @@ export interface HandRecovery {
    * shell words naming the segment files).
    */
   replayCommands?(keyArgument: string, segments: string): readonly string[];
+  /**
+   * For engines whose base backups replay a log archive (see {@link LogArchiveRules}): a short
+   * paragraph for RESTORE.md on how a recovery by hand reads the archived files, and the restore
+   * options that pick a moment.
+   */
+  readonly logArchive?: string;
   /** A restore target for `strata restore ... --to <target>` examples. */
   exampleTarget(database: string): string;
 }

@@ -236,7 +236,7 @@ export interface ExportManifest {
   /**
    * The archived log files (a server's write-ahead log, see log-archive.ts) the base backups among
    * `backups` replay, byte for byte as in the repository (absent when there are none): without
-   * them a physical base backup cannot even become consistent.
+   * them a base backup of a server's files cannot even become consistent.
    */
   readonly logFiles?: readonly ExportedLogFile[];
 }

@@ -59,7 +59,7 @@ export class ExportImport {
       // The segments after the bases among them: a restore as of a time reaches as far after import.
       const chosenIds = new Set(chosen.map((b) => b.id));
       const segments = ((await readCatalogContents(this.#ctx.storage))?.segments ?? []).filter((s) => chosenIds.has(s.base));
-      // The archived log those bases replay: a physical base backup without it cannot even become consistent.
+      // The archived log those bases replay: a base backup of a server's files cannot become consistent without it.
       const logFiles: ExportedLogFile[] = [];
       const logArchive = new LogArchive(this.#ctx);
       for (const database of databases) {

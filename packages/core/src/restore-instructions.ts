@@ -52,7 +52,7 @@ export interface RestoreInstructionsInput {
   readonly handRecovery: (engine: string) => HandRecovery | undefined;
   /** The export carries key files (keys/*.asc): artifacts open with data keys, which they hold. */
   readonly keyFiles?: boolean;
-  /** How many archived log files (write-ahead log) the export carries for its physical base backups. */
+  /** How many archived log files (a server's write-ahead log) the export carries for its base backups. */
   readonly logFiles?: number;
   /** The segments of continuous protection the export carries. */
   readonly segments?: readonly SegmentRecord[];
@@ -145,9 +145,8 @@ export function restoreInstructions(input: RestoreInstructionsInput): string {
     lines.push(...replayInstructions(tip, input, key, replay !== undefined));
     if (tip.logRange && (input.logFiles ?? 0) > 0) {
       lines.push(
-        `Its archived write-ahead log is in backups/${tip.database}/log/ (one file per segment, named \`{segment}_{SHA-256}_{data key}.zst.gpg\`: decrypted and decompressed, each is the segment whose SHA-256 its name carries).`,
-        'Recovery reads it through a restore_command that decrypts and decompresses the file of the segment PostgreSQL asks for; docs/FORMAT.md ("Recovering a physical backup by hand") gives that command and the recovery settings.',
-        `With Strata, the restore above takes \`--as-of TIME\` (or \`--lsn\`, \`--xid\`, \`--name\`, \`--immediate\`) to recover to any moment this log reaches.`,
+        `Its archived log is in backups/${tip.database}/log/ (one file per file the server archived, named \`{name}_{SHA-256}_{data key}.zst.gpg\`: decrypted and decompressed, each is the file whose SHA-256 its name carries).`,
+        recovery?.logArchive ?? 'docs/FORMAT.md of the Strata project ("The log archive") says how a recovery reads it.',
         '',
       );
     }

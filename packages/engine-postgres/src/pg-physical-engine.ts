@@ -102,6 +102,9 @@ engineMeta.serverVersion on it.`,
     'touch "$NEWDB/recovery.signal"   # then set restore_command as docs/FORMAT.md shows, and start PostgreSQL on "$NEWDB"',
   ],
   tools: ['tar', 'PostgreSQL server binaries'],
+  logArchive:
+    'Recovery reads it through a restore_command that decrypts and decompresses the file of the segment PostgreSQL asks for; docs/FORMAT.md of the Strata project ("Recovering a physical backup by hand") gives that command and the recovery settings. ' +
+    'With Strata, the restore above takes `--as-of TIME` (or `--lsn`, `--xid`, `--name`, `--immediate`) to recover to any moment this log reaches.',
   exampleTarget: (database) => `/var/lib/postgresql/restored-${database}`,
 };
 
