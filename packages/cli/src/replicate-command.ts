@@ -1,4 +1,4 @@
-import { StrataError, durationMs, parseDuration, resolveDatabase } from '@strata/sdk';
+import { StrataError, durationMs, parseDuration, resolveDatabase, sleepUnlessAborted } from '@strata/sdk';
 import type { ReplicationEvent, ReplicationSummary } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { printable } from './terminal.js';
@@ -159,10 +159,7 @@ function mirrorSegments(
   };
   const loop = (async () => {
     while (!stop.aborted) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, everyMs);
-        stop.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-      });
+      await sleepUnlessAborted(everyMs, stop);
       if (pending && !stop.aborted) await sync().catch(() => undefined);
     }
   })();

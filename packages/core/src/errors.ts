@@ -280,3 +280,17 @@ export function exitCodeFor(code: StrataErrorCode): number {
       return EXIT.failed;
   }
 }
+
+/** Waits `ms`, or less when `signal` aborts first (never rejects): the pause of loops that stop on a signal. */
+export function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -2,7 +2,7 @@ import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { linkIdOf, readCatalogContents } from './catalog.js';
 import type { BackupWriter } from './backup-writer.js';
 import type { CapturedTransaction, ChangeFeed, ChangePosition, ChangeRead, Engine } from './engine.js';
-import { StrataError, isStrataError, wrapError } from './errors.js';
+import { StrataError, isStrataError, sleepUnlessAborted as sleep, wrapError } from './errors.js';
 import { validateDatabaseName } from './naming.js';
 import type { RepositoryContext } from './repository-context.js';
 import { chainBreak, mergeSegments, writeSegment } from './segments.js';
@@ -106,17 +106,6 @@ export function compactionGroup(segments: readonly SegmentRecord[], windowsMs: r
   return undefined;
 }
 
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 
 /**
  * Continuous protection of one database: its engine's {@link ChangeFeed} is read every tenth of an

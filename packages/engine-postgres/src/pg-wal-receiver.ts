@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { StrataError, isStrataError } from '@strata/core';
+import { StrataError, isStrataError, sleepUnlessAborted as sleep } from '@strata/core';
 import type { LogPushResult } from '@strata/core';
 import { connect, parseTarget } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
@@ -228,17 +228,6 @@ function runReceiver(program: string, args: string[], env: NodeJS.ProcessEnv, si
   });
 }
 
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 
 /** Refusals pg_receivewal reports that no retry mends. */
 function permanentFailure(code: number, stderr: string, target: PgTarget): StrataError | undefined {
