@@ -1,10 +1,10 @@
 // Runs every benchmark in bench/, one after the other, each with its own defaults (see
-// bench/README.md for what each measures and how long it takes: about 2.5 hours in all, pitr's
-// 1.5 hours of them, more the first time, when the databases are built). `npm run bench -- sqlite-full scale` runs only those.
+// bench/README.md for what each measures and how long it takes: about 4 hours in all, pitr's
+// 1.5 hours and pg-pitr's 1.5 hours of them, more the first time, when the databases are built). `npm run bench -- sqlite-full scale` runs only those.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const all = ['sqlite-full', 'sqlite-incremental', 'postgres-full', 'mysql-full', 'scale', 's3', 'pitr', 'pg-wal-push'];
+const all = ['sqlite-full', 'sqlite-incremental', 'postgres-full', 'mysql-full', 'scale', 's3', 'pitr', 'pg-pitr', 'pg-wal-push'];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : all;
 const unknown = chosen.filter((name) => !all.includes(name));
 if (unknown.length > 0) {
