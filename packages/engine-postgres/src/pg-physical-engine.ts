@@ -344,9 +344,19 @@ export class PostgresPhysicalEngine implements Engine {
           kind: 'sink',
           write: async (chunk) => {
             if (!child.stdin.write(chunk)) await new Promise<void>((resolve, reject) => {
-              child.stdin.once('drain', resolve);
-              child.stdin.once('error', reject);
-              extracted!.catch(reject);
+              // Each wait removes what it added: a restore waits thousands of times, and left-over
+              // 'error' listeners pile up (MaxListenersExceededWarning).
+              const drained = (): void => {
+                child.stdin.off('error', failed);
+                resolve();
+              };
+              const failed = (err: Error): void => {
+                child.stdin.off('drain', drained);
+                reject(err);
+              };
+              child.stdin.once('drain', drained);
+              child.stdin.once('error', failed);
+              extracted!.catch(failed);
             });
           },
           end: async () => {
