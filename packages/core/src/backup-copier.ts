@@ -355,10 +355,7 @@ export class BackupCopier {
       if (!rules) continue;
       const signal = options.signal ? { signal: options.signal } : {};
       const present = new Set((await targetLog.list(database, signal)).map((f) => `${f.name}/${f.sha256}`));
-      const listed = await sourceLog.list(database, signal);
-      const complete = new Set(listed.filter((f) => !f.partial).map((f) => f.name));
-      // A partial (a segment still being streamed) goes only while its complete file is not archived.
-      const wanted = logFilesFor(mine, rules, listed).filter((f) => !present.has(`${f.name}/${f.sha256}`) && !(f.partial && complete.has(f.name)));
+      const wanted = logFilesFor(mine, rules, await sourceLog.list(database, signal)).filter((f) => !present.has(`${f.name}/${f.sha256}`));
       try {
         for (const file of wanted) {
           throwIfAborted(options.signal, 'copy');

@@ -66,9 +66,7 @@ export class ExportImport {
         const bases = chosen.filter((b) => b.database === database && b.logRange !== undefined);
         const rules = bases.length > 0 ? this.#ctx.options.engines.get(bases[0]!.engine)?.logArchive : undefined;
         if (!rules) continue;
-        const listed = await logArchive.list(database);
-        const complete = new Set(listed.filter((f) => !f.partial).map((f) => f.name));
-        for (const f of logFilesFor(bases, rules, listed).filter((l) => !(l.partial && complete.has(l.name)))) {
+        for (const f of logFilesFor(bases, rules, await logArchive.list(database))) {
           const keyId = describeLogKey(f.key)?.keyId;
           logFiles.push({ database, name: f.name, sha256: f.sha256, key: f.key, storedBytes: f.storedBytes, ...(keyId !== undefined ? { keyId } : {}) });
         }

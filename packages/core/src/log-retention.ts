@@ -37,15 +37,17 @@ export interface LogBase {
 /**
  * The log files that copies of `bases` (base backups of one database, with the engine's `rules`)
  * need so that a recovery from them reaches as far as the source's would: every file from the
- * oldest one's start on, and the files the engine gives no position (timeline histories). Copies
- * (`copy`, the mirror, `export`) take these and no older ones, so a target that pruned its old
- * log does not receive it again.
+ * oldest one's start on, and the files the engine gives no position (timeline histories); a
+ * partial only while its complete file is not archived. Copies (`copy`, the mirror, `export`)
+ * take these and no older ones, so a target that pruned its old log does not receive it again.
  */
 export function logFilesFor(bases: readonly BackupRecord[], rules: LogArchiveRules, files: readonly LogFile[]): LogFile[] {
   const mine = bases.filter((b) => b.logRange !== undefined);
   if (mine.length === 0) return [];
   const first = mine.map((b) => rules.span(b.logRange!).first).reduce((low, start) => (start < low ? start : low));
+  const complete = new Set(files.filter((f) => !f.partial).map((f) => f.name));
   return files.filter((f) => {
+    if (f.partial && complete.has(f.name)) return false;
     const position = rules.position(f.name, mine[0]!.logRange!);
     return position === undefined || position >= first;
   });
