@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
 import { describeBackupType } from '@strata/protocol/labels';
@@ -227,6 +227,26 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
     }
   });
 
+  it('a pg_basebackup that fails halfway through its tar leaves no backup behind and says why', async function () {
+    // The tar streams straight into the artifact, so a failure comes after part of it was stored.
+    // The real pg_basebackup, cut off after 2 MB and exiting 1, as one would when its connection
+    // drops or it is killed: no real server fails on cue.
+    const bin = path.join(cluster.dir, 'failing-bin');
+    mkdirSync(bin, { mode: 0o755 });
+    const real = path.join(PG_BINDIR, 'pg_basebackup');
+    writeFileSync(path.join(bin, 'pg_basebackup'), `#!/bin/sh\n[ "$1" = --version ] && exec ${real} --version\n${real} "$@" | head -c 2000000\nexit 1\n`, { mode: 0o755 });
+    const files = (): string[] => readdirSync(path.join(cluster.repo, 'backups', DB)).filter((f) => f !== 'log').sort();
+    const before = files();
+    const listed = async (): Promise<string[]> => (JSON.parse((await cluster.cli(['list', DB, '--json'])).stdout) as { backups: Backup[] }).backups.map((b) => b.id);
+    const ids = await listed();
+
+    const failed = await cluster.cli(['backup', DB, '--json'], { STRATA_PG_BINDIR: bin });
+    assert.notEqual(failed.status, 0, failed.stdout);
+    assert.match(failed.stderr, /pg_basebackup failed \(exit 1\)/);
+    assert.deepEqual(await listed(), ids, 'no restore point was added');
+    assert.deepEqual(files(), before, 'nothing the failed backup wrote is left in the repository');
+  });
+
   it('delete refuses the parent of an incremental, and prune keeps it and the WAL from it on', async function () {
     const refused = await cluster.cli(['delete', full.id, '--yes']);
     assert.notEqual(refused.status, 0);
@@ -251,7 +271,12 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
     assert.deepEqual(left, [full.id, differential.id]);
 
     // A point-in-time window that holds only the differential: its parent stays (the chain needs
-    // its chunks) with the WAL of its own range, and what lies between the two goes.
+    // its chunks) with the WAL of its own range, and what lies between the two goes. The window
+    // ends at the newest archived file, which on a fast machine was stored within a second of the
+    // differential's end: one archived later makes the window start after it.
+    await sleep(Math.max(0, Date.parse(differential.logRange.endedAt) + 1500 - Date.now()));
+    await db.query('CHECKPOINT');
+    await cluster.archiveCurrentWal(db);
     const windowed = await cluster.cli(['prune', '--dry-run', '--keep-last', '1', '--keep-within-pitr', '1s', '--json']);
     assert.equal(windowed.status, 0, windowed.stderr);
     const windowPlan = JSON.parse(windowed.stdout) as { remove: { id: string }[]; removeLog: { files: number; first: string; last: string }[] };

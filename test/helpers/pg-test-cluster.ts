@@ -96,9 +96,9 @@ export class TestCluster {
   }
 
   /** The built CLI as the server's user, with the cluster's config and passphrase; the event loop stays free meanwhile. */
-  cli(args: readonly string[]): Promise<CliResult> {
+  cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
     const [file, argv] = asServerUser(process.execPath, [CLI, ...args, '--config', this.config, '--passphrase-file', this.passFile]);
-    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -166,6 +166,7 @@ export class BackupWriter {
           ...(parent && snapshot.incrementalMethod ? { incrementalMethod: snapshot.incrementalMethod } : {}),
         },
         tables: () => snapshot!.tableStats(),
+        ...(snapshot.finish ? { finish: snapshot.finish.bind(snapshot) } : {}),
         streams: snapshot.streams,
         schemaSql: snapshot.schemaSql,
         readme: engine.handRecovery?.layout,

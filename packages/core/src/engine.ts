@@ -82,8 +82,17 @@ export interface Snapshot {
    * Core records it on incrementals and differentials only; a full has nothing to say here.
    */
   readonly incrementalMethod?: string;
+  /**
+   * For engines that learn some facts only by reading their own stream to its end (a copy made
+   * by a tool that reports where it ended in its last bytes): called once every stream has been
+   * read, before the manifest is written; what it returns replaces the fields above.
+   */
+  finish?(): Promise<SnapshotFinish>;
   close(): Promise<void>;
 }
+
+/** What {@link Snapshot.finish} may complete. */
+export type SnapshotFinish = Partial<Pick<Snapshot, 'engineMeta' | 'logRange' | 'databaseBytes'>>;
 
 /**
  * The part of a database's own log a snapshot of its files needs: replaying the log from `start`

@@ -1,10 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, readdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { StrataError, isStrataError } from '@strata/core';
+import { StrataError, throwIfAborted } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -130,36 +129,75 @@ export function programMajor(program: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** Reads a tar file's entries' names, offsets and sizes from their headers (no bodies read). */
-async function tarIndex(file: string): Promise<Map<string, { offset: number; size: number }>> {
-  const handle = await fs.open(file, 'r');
-  const out = new Map<string, { offset: number; size: number }>();
-  try {
-    const header = Buffer.alloc(512);
-    let at = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(header, 0, 512, at);
-      if (bytesRead < 512 || header.every((b) => b === 0)) break;
-      const name = header.toString('latin1', 0, 100).replace(/\0.*$/s, '');
-      const prefix = header.toString('latin1', 345, 500).replace(/\0.*$/s, '');
-      const size = parseInt(header.toString('latin1', 124, 136).replace(/\0.*$/s, '').trim() || '0', 8);
-      out.set((prefix ? `${prefix}/${name}` : name).replace(/^\.\//, ''), { offset: at + 512, size });
-      at += 512 + Math.ceil(size / 512) * 512;
-    }
-  } finally {
-    await handle.close();
-  }
-  return out;
-}
+/** Entries of pg_basebackup's tar a backup reads itself are small; more than this is not one of them. */
+const MAX_CAUGHT_ENTRY = 64 * 1024 * 1024;
 
-async function readEntry(file: string, entry: { offset: number; size: number }): Promise<string> {
-  const handle = await fs.open(file, 'r');
-  try {
-    const body = Buffer.alloc(entry.size);
-    await handle.read(body, 0, entry.size, entry.offset);
-    return body.toString('utf8');
-  } finally {
-    await handle.close();
+/**
+ * Follows a tar as it streams past and keeps the bodies of a few named entries (backup_label,
+ * backup_manifest), reading only the 512-byte headers of the rest. Written here rather than taken
+ * from a tar library: those take the stream over and hand out entries, where a backup must pass
+ * every byte on untouched and at once.
+ */
+export class TarEntryCatcher {
+  readonly caught = new Map<string, Buffer>();
+  #fed = 0;
+  #nextHeader = 0;
+  readonly #header = Buffer.alloc(512);
+  #headerFill = 0;
+  #capture: { name: string; start: number; end: number; body: Buffer } | undefined;
+  #ended = false;
+
+  constructor(readonly wanted: ReadonlySet<string>) {}
+
+  feed(chunk: Uint8Array): void {
+    let i = 0;
+    while (i < chunk.length && !this.#ended) {
+      const at = this.#fed + i;
+      if (at < this.#nextHeader) {
+        const take = Math.min(chunk.length - i, this.#nextHeader - at);
+        const capture = this.#capture;
+        if (capture && at < capture.end) {
+          const to = Math.min(at + take, capture.end);
+          capture.body.set(chunk.subarray(i, i + (to - at)), at - capture.start);
+        }
+        i += take;
+        continue;
+      }
+      const take = Math.min(512 - this.#headerFill, chunk.length - i);
+      this.#header.set(chunk.subarray(i, i + take), this.#headerFill);
+      this.#headerFill += take;
+      i += take;
+      if (this.#headerFill < 512) continue;
+      this.#headerFill = 0;
+      // A header follows the previous entry's body, so that body has passed whole.
+      this.#keepCapture(true);
+      if (this.#header.every((b) => b === 0)) {
+        this.#ended = true;
+        break;
+      }
+      const bodyStart = this.#fed + i;
+      const name = this.#header.toString('latin1', 0, 100).replace(/\0.*$/s, '');
+      const prefix = this.#header.toString('latin1', 345, 500).replace(/\0.*$/s, '');
+      const size = parseInt(this.#header.toString('latin1', 124, 136).replace(/\0.*$/s, '').trim() || '0', 8);
+      if (!Number.isSafeInteger(size) || size < 0) throw new StrataError('IO', `postgres: pg_basebackup's tar has an unreadable entry header at byte ${bodyStart - 512}`);
+      this.#nextHeader = bodyStart + Math.ceil(size / 512) * 512;
+      const entry = (prefix ? `${prefix}/${name}` : name).replace(/^\.\//, '');
+      if (this.wanted.has(entry)) {
+        if (size > MAX_CAUGHT_ENTRY) throw new StrataError('IO', `postgres: pg_basebackup's ${entry} is ${size} bytes, far more than one ever is`);
+        this.#capture = { name: entry, start: bodyStart, end: bodyStart + size, body: Buffer.alloc(size) };
+      }
+    }
+    this.#fed += chunk.length;
+  }
+
+  /** Call once the stream has ended: keeps an entry that ended with it. */
+  end(): void {
+    this.#keepCapture(this.#capture !== undefined && this.#fed >= this.#capture.end);
+  }
+
+  #keepCapture(whole: boolean): void {
+    if (this.#capture && whole) this.caught.set(this.#capture.name, this.#capture.body);
+    this.#capture = undefined;
   }
 }
 
@@ -223,63 +261,70 @@ export class PostgresPhysicalEngine implements Engine {
     } finally {
       await client.end().catch(() => undefined);
     }
-    const dir = await fs.mkdtemp(path.join(options.tempDir, 'basebackup-'));
-    const file = path.join(dir, BASE_STREAM);
-    try {
-      await this.#runBaseBackup(target, file, serverVersion, options);
-      const endedAt = new Date().toISOString();
-      const index = await tarIndex(file);
-      const labelEntry = index.get('backup_label');
-      const manifestEntry = index.get('backup_manifest');
-      if (!labelEntry || !manifestEntry) throw new StrataError('IO', 'postgres: pg_basebackup wrote no backup_label or backup_manifest (is the server older than PostgreSQL 13?)');
-      const label = await readEntry(file, labelEntry);
-      const manifest = JSON.parse(await readEntry(file, manifestEntry)) as { 'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[] };
-      const range = manifest['WAL-Ranges']?.at(-1);
-      if (!range) throw new StrataError('IO', 'postgres: the backup_manifest has no WAL-Ranges');
-      const start = /^(\S+) \(file ([0-9A-F]{24})\)$/.exec(labelField(label, 'START WAL LOCATION'));
-      if (!start) throw new StrataError('IO', "postgres: pg_basebackup's backup_label has an unexpected START WAL LOCATION");
-      const timeline = Number(labelField(label, 'START TIMELINE'));
-      const endWal = walFileName(range.Timeline, segmentOf(range['End-LSN'], walSegmentBytes), walSegmentBytes);
-      const size = (await fs.stat(file)).size;
-      const meta: PhysicalMeta = {
-        method: 'physical',
-        serverVersion,
-        systemIdentifier,
-        timeline,
-        startLsn: start[1]!,
-        endLsn: range['End-LSN'],
-        startWal: start[2]!,
-        endWal,
-        walSegmentBytes,
-        backupLabel: label,
-      };
-      const logRange: LogRange = {
-        start: { timeline, lsn: meta.startLsn, wal: meta.startWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
-        end: { timeline: range.Timeline, lsn: meta.endLsn, wal: endWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
-        endedAt,
-      };
-      const fingerprint = clusterFingerprint(systemIdentifier);
-      return {
-        schemaFingerprint: fingerprint,
-        tableStats: async () => [],
-        streams: [{ name: BASE_STREAM, size, chunking: { kind: 'content-defined', averageSize: AVERAGE_CHUNK }, open: (opts: Abortable = {}) => createReadStream(file, { highWaterMark: 1024 * 1024, ...(opts.signal ? { signal: opts.signal } : {}) }) }],
-        schemaSql: '',
-        databaseBytes: size,
-        engineMeta: { ...meta },
-        logRange,
-        // PostgreSQL 17's own block-level incrementals (pg_basebackup --incremental, pg_combinebackup)
-        // are not used yet: every server's incrementals reuse the parent's chunks.
-        incrementalMethod: CHUNK_REUSE,
-        close: async () => fs.rm(dir, { recursive: true, force: true }),
-      };
-    } catch (err) {
-      await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
-      throw err;
-    }
+    // pg_basebackup's tar streams straight into the artifact (a copy staged on disk first doubled
+    // the disk traffic and let nothing overlap); the facts it holds at its start (backup_label) and
+    // end (backup_manifest) are caught as they pass and reach the manifest through finish().
+    const tar = new TarEntryCatcher(new Set(['backup_label', 'backup_manifest']));
+    const run = { opened: false, bytes: 0, endedAt: undefined as string | undefined, stop: undefined as (() => void) | undefined };
+    const fingerprint = clusterFingerprint(systemIdentifier);
+    const known = { method: 'physical', serverVersion, systemIdentifier, walSegmentBytes };
+    return {
+      schemaFingerprint: fingerprint,
+      tableStats: async () => [],
+      streams: [
+        {
+          name: BASE_STREAM,
+          chunking: { kind: 'content-defined', averageSize: AVERAGE_CHUNK },
+          open: (opts: Abortable = {}) => {
+            // pg_basebackup cannot replay its stream, and a second base backup would be another moment.
+            if (run.opened) throw new StrataError('INTERNAL', 'backup: the base backup stream was opened twice');
+            run.opened = true;
+            return this.#streamBaseBackup(target, serverVersion, opts.signal ?? options.signal, tar, run);
+          },
+        },
+      ],
+      schemaSql: '',
+      databaseBytes: 0,
+      engineMeta: known,
+      // PostgreSQL 17's own block-level incrementals (pg_basebackup --incremental, pg_combinebackup)
+      // are not used yet: every server's incrementals reuse the parent's chunks.
+      incrementalMethod: CHUNK_REUSE,
+      finish: async () => {
+        if (run.endedAt === undefined) throw new StrataError('INTERNAL', 'backup: the base backup was not read to its end');
+        const labelBytes = tar.caught.get('backup_label');
+        const manifestBytes = tar.caught.get('backup_manifest');
+        if (!labelBytes || !manifestBytes) throw new StrataError('IO', 'postgres: pg_basebackup wrote no backup_label or backup_manifest (is the server older than PostgreSQL 13?)');
+        const label = labelBytes.toString('utf8');
+        const manifest = JSON.parse(manifestBytes.toString('utf8')) as { 'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[] };
+        const range = manifest['WAL-Ranges']?.at(-1);
+        if (!range) throw new StrataError('IO', 'postgres: the backup_manifest has no WAL-Ranges');
+        const start = /^(\S+) \(file ([0-9A-F]{24})\)$/.exec(labelField(label, 'START WAL LOCATION'));
+        if (!start) throw new StrataError('IO', "postgres: pg_basebackup's backup_label has an unexpected START WAL LOCATION");
+        const timeline = Number(labelField(label, 'START TIMELINE'));
+        const endWal = walFileName(range.Timeline, segmentOf(range['End-LSN'], walSegmentBytes), walSegmentBytes);
+        const meta: PhysicalMeta = { ...known, method: 'physical', timeline, startLsn: start[1]!, endLsn: range['End-LSN'], startWal: start[2]!, endWal, backupLabel: label };
+        const logRange: LogRange = {
+          start: { timeline, lsn: meta.startLsn, wal: meta.startWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
+          end: { timeline: range.Timeline, lsn: meta.endLsn, wal: endWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
+          endedAt: run.endedAt,
+        };
+        return { engineMeta: { ...meta }, logRange, databaseBytes: run.bytes };
+      },
+      close: async () => run.stop?.(),
+    };
   }
 
-  /** pg_basebackup -Ft -D - -X none: one tar on stdout (with backup_manifest), the WAL left to the archive. */
-  async #runBaseBackup(target: PgTarget, file: string, serverVersion: number, options: SnapshotOptions): Promise<void> {
+  /**
+   * pg_basebackup -Ft -D - -X none: one tar on stdout (with backup_manifest), the WAL left to the
+   * archive. Yields its bytes as they come and fails, after the last one, if pg_basebackup did.
+   */
+  async *#streamBaseBackup(
+    target: PgTarget,
+    serverVersion: number,
+    signal: AbortSignal | undefined,
+    tar: TarEntryCatcher,
+    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
+  ): AsyncGenerator<Uint8Array> {
     const major = Math.floor(serverVersion / 10000);
     const program = pgProgram('pg_basebackup', major);
     const toolMajor = programMajor(program);
@@ -292,8 +337,13 @@ export class PostgresPhysicalEngine implements Engine {
     const child = spawn(program, ['--no-password', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label=strata'], {
       env: libpqEnv(target),
       stdio: ['ignore', 'pipe', 'pipe'],
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...(signal ? { signal } : {}),
     });
+    // A backup that stops reading (an error downstream, an abort) must not leave pg_basebackup
+    // holding the server's backup mode.
+    run.stop = () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    };
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
     const exited = new Promise<number>((resolve, reject) => {
@@ -302,16 +352,24 @@ export class PostgresPhysicalEngine implements Engine {
       );
       child.on('close', (code) => resolve(code ?? 1));
     });
-    let done = 0;
-    child.stdout.on('data', (d: Buffer) => {
-      done += d.length;
-      options.onProgress?.(done, 0);
-    });
-    const written = pipeline(child.stdout, createWriteStream(file, { mode: 0o600 }));
-    const [code] = await Promise.all([exited, written.catch((err: unknown) => Promise.reject(isStrataError(err) ? err : new StrataError('IO', `backup: writing the base backup to ${file} failed: ${(err as Error).message}`, { cause: err })))]);
-    if (code !== 0) {
-      const message = (target.password ? stderr.split(target.password).join('***') : stderr).trim();
-      throw new StrataError('IO', `backup: pg_basebackup failed (exit ${code}): ${message || 'no message'}`);
+    // Observed below; without this, a failure to start would also surface as an unhandled rejection.
+    exited.catch(() => undefined);
+    try {
+      for await (const piece of child.stdout as AsyncIterable<Buffer>) {
+        tar.feed(piece);
+        run.bytes += piece.length;
+        yield piece;
+      }
+      const code = await exited;
+      throwIfAborted(signal, 'backup');
+      if (code !== 0) {
+        const message = (target.password ? stderr.split(target.password).join('***') : stderr).trim();
+        throw new StrataError('IO', `backup: pg_basebackup failed (exit ${code}): ${message || 'no message'}`);
+      }
+      tar.end();
+      run.endedAt = new Date().toISOString();
+    } finally {
+      run.stop();
     }
   }
 

@@ -38,6 +38,7 @@ export {
   planWal,
   proveRecovery,
   recoverySettings,
+  TarEntryCatcher,
   walRun,
 } from '@strata/engine-postgres';
 export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { SnapshotStream, TableStats } from '../engine.js';
+import type { SnapshotFinish, SnapshotStream, TableStats } from '../engine.js';
 import { splitChunks } from './chunker.js';
 import { StrataError, named, redactable, throwIfAborted } from '../errors.js';
 import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, expectedChunks, layoutEntryFor } from './chunk-index.js';
@@ -23,6 +23,8 @@ export interface ArtifactPlan {
   readonly manifest: Omit<Manifest, 'streams' | 'tables'>;
   /** Per-table facts, awaited after the streams (an engine may compute them meanwhile). */
   readonly tables: () => Promise<readonly TableStats[]>;
+  /** Facts the source knows only once its streams were read (see `Snapshot.finish`). */
+  readonly finish?: () => Promise<SnapshotFinish>;
   readonly streams: readonly SnapshotStream[];
   readonly schemaSql: string;
   /** The engine's paragraph for README.txt (see `HandRecovery.layout`). */
@@ -97,11 +99,12 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
       result.layouts.set(stream.name, recorded.layout!);
       result.layoutEntries.set(stream.name, recorded.entry!);
     }
-    const facts: CompleteFacts = { tables: await plan.tables(), ...(plan.manifest.schemaObjects ? { schemaObjects: plan.manifest.schemaObjects } : {}) };
+    const finished = { ...plan.manifest, ...(await plan.finish?.()) };
+    const facts: CompleteFacts = { tables: await plan.tables(), ...(finished.schemaObjects ? { schemaObjects: finished.schemaObjects } : {}) };
     const delta = plan.parentFacts ? deltaFacts(facts, plan.parentFacts) : undefined;
     const manifest: Manifest = delta
-      ? { ...plan.manifest, formatVersion: FACTS_DELTA_FORMAT_VERSION, ...(delta.schemaObjects ? { schemaObjects: delta.schemaObjects } : {}), tables: delta.tables, factsDelta: delta.delta, streams }
-      : { ...plan.manifest, tables: facts.tables, streams };
+      ? { ...finished, formatVersion: FACTS_DELTA_FORMAT_VERSION, ...(delta.schemaObjects ? { schemaObjects: delta.schemaObjects } : {}), tables: delta.tables, factsDelta: delta.delta, streams }
+      : { ...finished, tables: facts.tables, streams };
     result.manifest = manifest;
     result.facts = facts;
     yield* entry(MANIFEST_ENTRY, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), mtime);

@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { TarEntryCatcher } from '@strata/sdk';
+
+/**
+ * A physical backup streams pg_basebackup's tar straight into the artifact and reads its
+ * backup_label and backup_manifest as they pass (their positions give the backup its place in
+ * the log). A pipe hands the tar over in pieces of any size, so a header or a body may be cut
+ * anywhere: these feed a real tar (made by GNU tar, laid out as pg_basebackup lays its own out)
+ * in every kind of piece and check that exactly those two bodies come out.
+ */
+describe('reading backup_label and backup_manifest from a streaming tar', function () {
+  let dir: string;
+  let tar: Buffer;
+  const label = 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n';
+  const manifest = JSON.stringify({ 'PostgreSQL-Backup-Manifest-Version': 1, Files: [], 'WAL-Ranges': [{ Timeline: 1, 'Start-LSN': '0/2000028', 'End-LSN': '0/2000100' }], pad: 'm'.repeat(1500) });
+
+  before(function () {
+    dir = mkdtempSync(path.join(tmpdir(), 'strata-basetar-'));
+    const root = path.join(dir, 'root');
+    mkdirSync(path.join(root, 'base', '1'), { recursive: true });
+    writeFileSync(path.join(root, 'backup_label'), label);
+    // Bodies of odd sizes (padding), one a whole number of blocks, one empty, and a file whose
+    // name holds "backup_label" without being it.
+    writeFileSync(path.join(root, 'base', '1', '16384'), randomBytes(70_001));
+    writeFileSync(path.join(root, 'base', '1', '16385'), randomBytes(8192));
+    writeFileSync(path.join(root, 'base', '1', 'backup_label'), 'not the label\n');
+    writeFileSync(path.join(root, 'empty'), '');
+    writeFileSync(path.join(root, 'backup_manifest'), manifest);
+    const made = spawnSync('tar', ['--format=ustar', '-c', '-f', path.join(dir, 'base.tar'), '-C', root, 'backup_label', 'base', 'empty', 'backup_manifest']);
+    assert.equal(made.status, 0, made.stderr.toString());
+    tar = readFileSync(path.join(dir, 'base.tar'));
+  });
+
+  after(function () {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const catchIn = (pieces: Buffer[], end = true): Map<string, Buffer> => {
+    const catcher = new TarEntryCatcher(new Set(['backup_label', 'backup_manifest']));
+    for (const piece of pieces) catcher.feed(piece);
+    if (end) catcher.end();
+    return catcher.caught;
+  };
+  const cut = (sizes: (i: number) => number): Buffer[] => {
+    const out: Buffer[] = [];
+    for (let at = 0, i = 0; at < tar.length; i++) {
+      const n = Math.max(1, sizes(i));
+      out.push(tar.subarray(at, at + n));
+      at += n;
+    }
+    return out;
+  };
+  const expectBoth = (caught: Map<string, Buffer>, how: string): void => {
+    assert.deepEqual([...caught.keys()].sort(), ['backup_label', 'backup_manifest'], how);
+    assert.equal(caught.get('backup_label')!.toString(), label, how);
+    assert.equal(caught.get('backup_manifest')!.toString(), manifest, how);
+  };
+
+  it('in one piece, in pieces of one byte, and in pieces cut around every block boundary', function () {
+    expectBoth(catchIn([tar]), 'one piece');
+    expectBoth(catchIn(cut(() => 1)), 'one byte at a time');
+    for (const size of [511, 512, 513, 1000, 4096, 65_536]) expectBoth(catchIn(cut(() => size)), `pieces of ${size} bytes`);
+  });
+
+  it('in pieces of random sizes', function () {
+    for (let round = 0; round < 50; round++) {
+      const sizes = randomBytes(tar.length);
+      expectBoth(catchIn(cut((i) => (sizes[i]! % 3 === 0 ? sizes[i]! * 37 : sizes[i]!))), `random round ${round}`);
+    }
+  });
+
+  it('keeps no manifest from a tar that ends inside it, and nothing after the end-of-archive blocks', function () {
+    const manifestAt = tar.indexOf(Buffer.from(manifest.slice(0, 40)));
+    assert.ok(manifestAt > 0);
+    const truncated = catchIn([tar.subarray(0, manifestAt + 100)]);
+    assert.deepEqual([...truncated.keys()], ['backup_label'], 'a cut-off manifest is not kept');
+    // Bytes after the two zero blocks (a tar ends there) are not read as entries.
+    const trailing = Buffer.concat([tar, Buffer.from(tar.subarray(0, 1024))]);
+    expectBoth(catchIn([trailing]), 'with bytes after the end');
+  });
+});
