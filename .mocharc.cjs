@@ -8,5 +8,5 @@ module.exports = {
   // busy with other work too. A timeout is a hang detector, never an assertion about speed.
   timeout: 180000,
   slow: 5000,
-  reporter: 'spec',
+  reporter: './scripts/spec-with-files.cjs',
 };

@@ -31,8 +31,17 @@ export interface Codec {
   readonly name: CodecName;
   /** File extension of its output (`.zst`, `.gz`, or empty). */
   readonly extension: string;
-  compress(source: AsyncIterable<Uint8Array>, level: number, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  compress(source: AsyncIterable<Uint8Array>, level: number, signal?: AbortSignal, options?: CompressOptions): AsyncIterable<Uint8Array>;
   decompress(source: AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+}
+
+export interface CompressOptions {
+  /**
+   * Compress on the calling thread: for one input of a few blocks in a short-lived process (a log
+   * file handed to an archive command), where starting worker threads costs more CPU than the
+   * compression itself (zstd level 3 does 16 MiB in some tens of milliseconds).
+   */
+  readonly onThisThread?: boolean;
 }
 
 /** How many blocks are compressed at the same time: one per core, at least two. */
@@ -329,9 +338,16 @@ function napiZstdCodec(): Codec | undefined {
   return {
     name: 'zstd',
     extension: '.zst',
-    compress: (source, level, signal) =>
+    compress: (source, level, signal, options) =>
       (async function* () {
         const input = blocks(source);
+        if (options?.onThisThread) {
+          for await (const block of input) {
+            throwIfAborted(signal, 'compress');
+            yield compressHere(loaded.bindingPath, block, level);
+          }
+          return;
+        }
         const first = await input.next();
         if (first.done) return;
         // A short first block is the whole input (a key check, a small database, a segment of

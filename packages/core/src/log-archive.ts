@@ -58,6 +58,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,199}$/;
 const KEY = /^backups\/([^/]+)\/log\/([A-Za-z0-9][A-Za-z0-9.-]*)_([0-9a-f]{64})_([A-Za-z0-9-]+)(\.zst|\.gz)?(\.gpg)?$/;
 /** What stands in the key-id place for files written unencrypted, or under the passphrase itself. */
 const NO_KEY_ID = 'plain';
+/** Log files up to this size are compressed on the pushing thread (see CompressOptions.onThisThread). */
+const MAX_COMPRESSED_HERE = 64 * 1024 * 1024;
 
 /** What a partial's stored name adds to the name of the file it stands for. */
 export const PARTIAL_MARK = '.received-';
@@ -164,7 +166,8 @@ export class LogArchive {
     const profile = this.#ctx.vault.section.profile;
     const dataKey = profile === 'none' ? undefined : this.#ctx.vault.current('log archive');
     const key = `${logPrefix(database)}${storedName}_${sha256}_${dataKey?.id ?? NO_KEY_ID}${codec.extension}${profile === 'none' ? '' : '.gpg'}`;
-    let body: AsyncIterable<Uint8Array> = codec.compress((async function* () { yield bytes; })(), this.#ctx.config.compression.level, signal);
+    // A log file is one segment (16 MiB by default), most often pushed by a process of its own.
+    let body: AsyncIterable<Uint8Array> = codec.compress((async function* () { yield bytes; })(), this.#ctx.config.compression.level, signal, { onThisThread: bytes.byteLength <= MAX_COMPRESSED_HERE });
     if (profile !== 'none') body = encryptStream(body, dataKey!.secret, profile);
     try {
       const info = await this.#ctx.storage.put(key, body, signal ? { signal } : {});
