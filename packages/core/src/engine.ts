@@ -18,7 +18,9 @@ export interface SnapshotStream {
   readonly chunking: Chunking;
   /**
    * Opens the stream. It may be opened more than once (e.g. a retry) and yields the same bytes each
-   * time. The caller consumes it to the end or calls `return()` on the iterator.
+   * time. The caller consumes it to the end or calls `return()` on the iterator. Each piece it
+   * yields is the caller's to keep: a source never writes into a buffer it has yielded again (the
+   * writer holds chunks as views of the pieces instead of copying them).
    */
   open(options?: Abortable): AsyncIterable<Uint8Array>;
 }

@@ -218,7 +218,8 @@ async function* segmentedStream(
     // chunks by hash). Without one, every chunk is stored in order, so the segments of a full
     // backup concatenate to the stream for a person recovering by hand.
     if (parent) known.add(key);
-    pending.push(Buffer.from(chunk));
+    // A view, not a copy: the stream's pieces are never written to again (SnapshotStream.open).
+    pending.push(chunk);
     pendingRecords.push({ position, size: chunk.length, hash });
     pendingBytes += chunk.length;
     storedChunks++;

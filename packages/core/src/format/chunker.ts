@@ -66,8 +66,10 @@ async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number
   }
   const min = averageSize >> 2;
   const max = averageSize * 4;
-  // Expected rows per chunk is unknown, so the mask is tuned on bytes: a boundary chance per row
-  // proportional to the row's length keeps chunks near averageSize whatever the row width.
+  // The chunk being built and the row that runs past the end of a piece are held as views of the
+  // pieces (a source never reuses a buffer it has yielded, see SnapshotStream.open): copying them
+  // at every piece's end, and the piece itself behind a carried row, allocated several times the
+  // stream's size, and the garbage collector's time grew with it.
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   let hash = 0;
@@ -78,22 +80,32 @@ async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number
     hash = 0;
     return out;
   };
-  let carry: Buffer | undefined;
+  // A row begun in an earlier piece: its pieces, its length, and its first and last (up to) four
+  // bytes, which are all of it the boundary rule reads.
+  let carried: Buffer[] = [];
+  let carriedBytes = 0;
+  const head = new Uint8Array(4);
+  let headLength = 0;
+  const tail = new Uint8Array(4);
+  let tailLength = 0;
+  const remember = (bytes: Buffer): void => {
+    for (let i = 0; headLength < 4 && i < bytes.length; i++) head[headLength++] = bytes[i]!;
+    const last = bytes.subarray(Math.max(0, bytes.length - 4));
+    const keep = Math.min(tailLength, 4 - last.length);
+    tail.copyWithin(0, tailLength - keep, tailLength);
+    tail.set(last, keep);
+    tailLength = keep + last.length;
+  };
   for await (const piece of source) {
-    let buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
-    if (carry) {
-      buf = Buffer.concat([carry, buf]);
-      carry = undefined;
-    }
+    const buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
     let rowStart = 0;
     let cutFrom = 0;
     for (;;) {
       const newline = buf.indexOf(10, rowStart);
       if (newline < 0) break;
       const rowEnd = newline + 1;
-      const rowLength = rowEnd - rowStart;
-      // A row as long as a chunk starts a chunk of its own, so changes to the rows before it
-      // never drag it into an incremental (and it is cut after too, below).
+      const fromCarry = rowStart === 0 ? carriedBytes : 0;
+      const rowLength = fromCarry + rowEnd - rowStart;
       if (rowLength >= averageSize && pendingBytes + (rowStart - cutFrom) > 0) {
         if (rowStart > cutFrom) {
           pending.push(buf.subarray(cutFrom, rowStart));
@@ -102,13 +114,24 @@ async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number
         yield flush();
         cutFrom = rowStart;
       }
-      // The row's feature: up to 4 bytes from its start and 4 before its newline.
       let feature = 0;
-      for (let i = rowStart; i < Math.min(rowStart + 4, newline); i++) feature = (feature * 31 + buf[i]!) >>> 0;
-      for (let i = Math.max(rowStart, newline - 4); i < newline; i++) feature = (feature * 31 + buf[i]!) >>> 0;
+      if (fromCarry > 0) {
+        // The row's first bytes are (mostly) carried, its last ones may be too.
+        for (let i = 0; i < headLength; i++) feature = (feature * 31 + head[i]!) >>> 0;
+        for (let i = 0; i < Math.min(4 - headLength, newline); i++) feature = (feature * 31 + buf[i]!) >>> 0;
+        const fromTail = Math.min(Math.max(0, 4 - newline), tailLength);
+        for (let i = tailLength - fromTail; i < tailLength; i++) feature = (feature * 31 + tail[i]!) >>> 0;
+        for (let i = Math.max(0, newline - 4); i < newline; i++) feature = (feature * 31 + buf[i]!) >>> 0;
+        for (const part of carried) pending.push(part);
+        pendingBytes += carriedBytes;
+        carried = [];
+        carriedBytes = 0;
+      } else {
+        for (let i = rowStart; i < Math.min(rowStart + 4, newline); i++) feature = (feature * 31 + buf[i]!) >>> 0;
+        for (let i = Math.max(rowStart, newline - 4); i < newline; i++) feature = (feature * 31 + buf[i]!) >>> 0;
+      }
       hash = ((hash << 1) + GEAR[(feature ^ (feature >>> 8) ^ (feature >>> 16) ^ (feature >>> 24)) & 0xff]!) >>> 0;
       const size = pendingBytes + (rowEnd - cutFrom);
-      // Probability of a cut at this row ~ rowLength / averageSize: compare against a threshold.
       const threshold = Math.min(0xffffffff, Math.floor((rowLength / averageSize) * 0x100000000));
       const mixed = Math.imul(hash ^ (hash >>> 15), 0x2c1b3c6d) >>> 0;
       if ((size >= min && mixed < threshold) || size >= max) {
@@ -119,16 +142,21 @@ async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number
       }
       rowStart = rowEnd;
     }
-    // Keep the unfinished row for the next piece; whole rows not yet cut wait in `pending`.
     if (rowStart > cutFrom) {
-      pending.push(Buffer.from(buf.subarray(cutFrom, rowStart)));
+      pending.push(buf.subarray(cutFrom, rowStart));
       pendingBytes += rowStart - cutFrom;
     }
-    if (rowStart < buf.length) carry = Buffer.from(buf.subarray(rowStart));
+    if (rowStart < buf.length) {
+      if (carriedBytes === 0) headLength = tailLength = 0;
+      const rest = buf.subarray(rowStart);
+      carried.push(rest);
+      carriedBytes += rest.length;
+      remember(rest);
+    }
   }
-  if (carry && carry.length > 0) {
-    pending.push(carry);
-    pendingBytes += carry.length;
+  if (carriedBytes > 0) {
+    for (const part of carried) pending.push(part);
+    pendingBytes += carriedBytes;
   }
   if (pendingBytes > 0) yield flush();
 }
