@@ -63,6 +63,14 @@ const FRAMES_PER_READ = 256;
  * to the next unlocked read, so the application's writers never wait on a long read.
  */
 const MAINTAIN_MAX_UNREAD_BYTES = 4 * 1024 * 1024;
+/**
+ * The last turn of a maintain() checkpoints under the write lock the frames appended since the
+ * turn before; it is taken once they are at most this many bytes (the copy, and the fsyncs a
+ * checkpoint makes, are what the application's writers wait for).
+ */
+const MAINTAIN_CHECKPOINT_BYTES = 1024 * 1024;
+/** How many turns under the lock one maintain() takes at most (see maintain()). */
+const MAINTAIN_TURNS = 4;
 
 interface WalPosition {
   readonly salt: readonly [number, number];
@@ -393,19 +401,41 @@ class WalFeed implements ChangeFeed {
    * end and start again with nothing appended unread in between: that needs the write lock, which
    * the application's writers wait for. So under the lock capture only reads the frames committed
    * since its last read and restarts its read transaction, synchronously, with no await; and when
-   * the log is long enough to checkpoint, it does so in two turns: the read transaction restarts
-   * at the log's end, the checkpoint copies everything up to there without the lock (the bulk of
-   * the work), and a second short turn reads the few frames committed meanwhile, checkpoints just
-   * those, and restarts the read transaction once more, now on a log SQLite may restart.
+   * the log is long enough to checkpoint, it does so in turns: the read transaction restarts at
+   * the log's end, the checkpoint copies everything up to there without the lock (the bulk of the
+   * work), capture reads what was committed meanwhile without the lock too, and once what the last
+   * checkpoint could not copy is short, a last turn reads the few frames committed since, copies
+   * just those, and restarts the read transaction once more, now on a log SQLite may restart.
+   * Against a writer that commits without pause the frames left after one checkpoint are too many
+   * to copy under the lock; each further turn leaves fewer, up to MAINTAIN_TURNS of them.
    */
-  async maintain(): Promise<ChangeRead> {
+  async maintain(options: ChangeReadOptions = {}): Promise<ChangeRead> {
     if (this.#snapshotting || this.#closed) return { transactions: [] };
     const first = this.#restartReader(false);
     if (!first || first.lost || this.#cursor.frame < CHECKPOINT_FRAMES) return first ?? { transactions: [] };
-    this.#checkpoint();
-    const second = this.#restartReader(true);
-    if (!second) return first;
-    return { transactions: [...first.transactions, ...second.transactions], ...(second.lost ? { lost: second.lost } : {}) };
+    const transactions = [...first.transactions];
+    let taken = transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
+    const room = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    const frameBytes = FRAME_HEADER_BYTES + this.#cursor.pageSize;
+    for (let turn = 1; turn < MAINTAIN_TURNS; turn++) {
+      // The reader's snapshot ends where the cursor is now: the checkpoint copies up to there.
+      const mark = this.#cursor;
+      this.#checkpoint();
+      if (taken >= room) break;
+      const caughtUp = this.#read(room - taken);
+      transactions.push(...caughtUp.transactions);
+      taken += caughtUp.transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
+      if (caughtUp.lost) return { transactions, lost: caughtUp.lost };
+      if (caughtUp.more || !sameSalt(mark.salt, this.#cursor.salt)) break;
+      const last = (this.#cursor.frame - mark.frame) * frameBytes <= MAINTAIN_CHECKPOINT_BYTES;
+      const next = this.#restartReader(last);
+      if (!next) break;
+      transactions.push(...next.transactions);
+      taken += next.transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
+      if (next.lost) return { transactions, lost: next.lost };
+      if (last) break;
+    }
+    return { transactions };
   }
 
   /**
