@@ -366,9 +366,10 @@ export interface ChangeFeed {
   read(options?: ChangeReadOptions): Promise<ChangeRead>;
   /**
    * Lets the database recycle its log up to what was read (briefly holding its writers off), and
-   * returns what it read while doing so. Called about once per segment.
+   * returns what it read while doing so (about `maxBytes` at most, beyond the few transactions
+   * it must read while its writers are held off). Called about once per segment.
    */
-  maintain(): Promise<ChangeRead>;
+  maintain(options?: ChangeReadOptions): Promise<ChangeRead>;
   /** A snapshot of the database at `position`, to be the base the captured transactions apply to. */
   snapshot(options: SnapshotOptions): Promise<Snapshot>;
   close(): Promise<void>;

@@ -334,6 +334,7 @@ export class Replicator {
       }
 
       let lastCut = Date.now();
+      let lastMaintained = Date.now();
       let holding = false;
       while (!signal.aborted && failure === undefined) {
         await sleep(pollMs, signal);
@@ -347,8 +348,13 @@ export class Replicator {
         take(read.transactions);
         let lost = read.lost;
         // maintain() reads the rest of the log before it lets it be recycled: only once it was all read.
-        if (!full && !read.more && !lost && Date.now() - lastCut >= intervalMs && snapshotTaken) {
-          const maintained = await feed.maintain();
+        // Once per interval, and at each segment's worth read: a busy database cuts segments by size
+        // more often than once per interval, and its log would otherwise grow without end (the
+        // application's writes then go to a file that keeps growing, which slows them down).
+        const maintainDue = Date.now() - lastMaintained >= intervalMs || bufferBytes >= maxBytes;
+        if (!full && !read.more && !lost && maintainDue && snapshotTaken) {
+          lastMaintained = Date.now();
+          const maintained = await feed.maintain({ maxBytes: maxHeld - bufferBytes - inFlight.bytes });
           take(maintained.transactions);
           lost = maintained.lost;
         }
