@@ -41,6 +41,7 @@ export { ARTIFACT_FORMAT_VERSION, BACKUP_TYPES, MANIFEST_ENTRY, parseManifest } 
 export type { BackupType, Manifest, StreamManifest, StreamDescriptor } from './format/manifest.js';
 export { readArtifact } from './format/artifact-reader.js';
 export { ChunkLayout, LayoutDelta } from './format/chunk-index.js';
+export { splitChunks } from './format/chunker.js';
 export type { LayoutEntry } from './format/chunk-index.js';
 export type { ArtifactContents, ArtifactLocation } from './format/artifact-reader.js';
 export { STRATA_VERSION } from './version.js';
