@@ -143,6 +143,22 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
     assert.deepEqual([again.copied.length, again.segments.length], [0, 0], 'a second run copies nothing');
   });
 
+  it('a copy that cannot carry a damaged segment says so, and does not count it as a backup that failed', async () => {
+    const { primary } = await replicatedWithMirror();
+    const segmentsDir = path.join(primary, 'backups', 'app', 'segments');
+    const last = readdirSync(segmentsDir).sort().at(-1)!;
+    const damaged = readFileSync(path.join(segmentsDir, last));
+    damaged[Math.floor(damaged.length / 2)]! ^= 0x5a;
+    writeFileSync(path.join(segmentsDir, last), damaged);
+    const target = at('copy');
+    assert.equal(strata(['init', '--repo', target]).status, 0);
+    const copy = strata(['copy', '--from', primary, '--to', target]);
+    assert.notEqual(copy.status, 0, copy.stdout);
+    assert.match(copy.stderr, /the new segments of 1 base\(s\) was not copied \(1 backup\(s\) were\)/);
+    assert.doesNotMatch(copy.stderr, /backup\(s\) (was|were) not copied/);
+    assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 1, 'the base itself was copied');
+  });
+
   it('the mirror receives the segments with the next backup, and restores as of a moment they cover', async () => {
     const { primary, mirror, window, middle } = await replicatedWithMirror();
     const backup = strata(['backup', 'app', '--json'], { cwd: dir.path });

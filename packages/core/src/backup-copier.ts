@@ -69,6 +69,24 @@ export interface CopyResult {
   readonly inProgress: readonly string[];
 }
 
+/** What a copy could not carry: a restore point, the new segments of one base, or one database's archived log. */
+interface CopyFailure {
+  readonly id: string;
+  readonly kind: 'backup' | 'segments' | 'log';
+  readonly error: StrataError;
+}
+
+/** "2 backup(s) and the archived log of 1 database(s) were", counting each kind by its own name. */
+function describeFailures(failed: readonly CopyFailure[]): string {
+  const count = (kind: CopyFailure['kind']): number => failed.filter((f) => f.kind === kind).length;
+  const parts = [
+    count('backup') > 0 ? `${count('backup')} backup(s)` : '',
+    count('segments') > 0 ? `the new segments of ${count('segments')} base(s)` : '',
+    count('log') > 0 ? `the archived log of ${count('log')} database(s)` : '',
+  ].filter(Boolean);
+  return `${parts.join(' and ')} ${failed.length === 1 ? 'was' : 'were'}`;
+}
+
 /**
  * Copies restore points from one repository to another, each with its whole chain, like `restic
  * copy`: by backup id, so a re-run copies only what the target lacks, and every record keeps its
@@ -133,7 +151,7 @@ export class BackupCopier {
     const op = await to.journal.begin('copy', { details: { from: from.storage.location } });
     const copied: CopiedBackup[] = [];
     const present: string[] = [];
-    const failed: { id: string; error: StrataError }[] = [];
+    const failed: CopyFailure[] = [];
     const busy = new Set<string>();
     const copiedSegments: string[] = [];
     let logFiles = 0;
@@ -155,7 +173,7 @@ export class BackupCopier {
         if (record.parent !== null && !parent) {
           // Its parent failed above (or vanished from the source's chain): it cannot be restored
           // on the target without it, so it is not copied either.
-          failed.push({ id: record.id, error: new StrataError('CHAIN_BROKEN', `copy ${record.id}: its parent ${record.parent} was not copied`) });
+          failed.push({ id: record.id, kind: 'backup', error: new StrataError('CHAIN_BROKEN', `copy ${record.id}: its parent ${record.parent} was not copied`) });
           continue;
         }
         try {
@@ -175,7 +193,7 @@ export class BackupCopier {
         } catch (err) {
           // A damaged or unreadable source artifact costs its own chain, not every other backup.
           if (!isStrataError(err) || !SKIPPABLE.has(err.code)) throw err;
-          failed.push({ id: record.id, error: err });
+          failed.push({ id: record.id, kind: 'backup', error: err });
         }
       }
       // Segments follow their bases: a base whose copy failed takes its segments with it.
@@ -186,7 +204,7 @@ export class BackupCopier {
         const first = failed.find((f) => f.error.code !== 'CHAIN_BROKEN') ?? failed[0]!;
         throw new StrataError(
           first.error.code,
-          `copy: ${failed.length} backup(s) were not copied (${copied.length} were): ${failed.map((f) => f.error.message).join('; ')}`,
+          `copy: ${describeFailures(failed)} not copied (${copied.length} backup(s) were): ${failed.map((f) => f.error.message).join('; ')}`,
           { cause: first.error, details: { failed: failed.map((f) => f.id) } },
         );
       }
@@ -214,7 +232,7 @@ export class BackupCopier {
     targetKey: { id: string | undefined; secret: Passphrase } | undefined,
     targetProfile: EncryptionProfile,
     options: CopyOptions,
-    failed: { id: string; error: StrataError }[],
+    failed: CopyFailure[],
   ): Promise<string[]> {
     const from = this.#from;
     const to = this.#to;
@@ -329,7 +347,7 @@ export class BackupCopier {
         }
         if (listed) await pending?.abandon(listed).catch(() => undefined);
         if (!isStrataError(err) || !(SKIPPABLE.has(err.code) || err.code === 'CHAIN_BROKEN')) throw err;
-        failed.push({ id: baseId, error: err });
+        failed.push({ id: baseId, kind: 'segments', error: err });
       }
     }
     return copied;
@@ -345,7 +363,7 @@ export class BackupCopier {
    * stands alone, so a copy killed halfway leaves only files the next run would copy anyway. A
    * failure costs that database's remaining files and is added to `failed`; the others go on.
    */
-  async #copyLogs(bases: readonly BackupRecord[], options: CopyOptions, failed: { id: string; error: StrataError }[]): Promise<number> {
+  async #copyLogs(bases: readonly BackupRecord[], options: CopyOptions, failed: CopyFailure[]): Promise<number> {
     const sourceLog = new LogArchive(this.#from);
     const targetLog = new LogArchive(this.#to);
     let copied = 0;
@@ -369,7 +387,7 @@ export class BackupCopier {
         }
       } catch (err) {
         if (!isStrataError(err) || !(SKIPPABLE.has(err.code) || err.code === 'LOG_CONFLICT')) throw err;
-        failed.push({ id: `${database} log`, error: new StrataError(err.code, `copy the archived log of ${database}: ${err.message}`, { cause: err }) });
+        failed.push({ id: `${database} log`, kind: 'log', error: new StrataError(err.code, `copy the archived log of ${database}: ${err.message}`, { cause: err }) });
       }
     }
     return copied;
