@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { EngineRegistry, Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { BackupRecord, Repository } from '@strata/sdk';
@@ -57,6 +58,37 @@ describe('PostgreSQL engine', function () {
     await repo.restore({ id: record.id }, { to: pgUrl(target) });
     assert.equal(pgDump(target, ['--schema-only']), pgDump(source, ['--schema-only']));
     assert.equal(pgDump(target), pgDump(source));
+  });
+
+  it('builds indexes and constraints two at a time, each in the tablespace the source had (pg_dump sets it only where it changes)', async () => {
+    // A tablespace of the test server's machine, removed afterwards; the server process must own its folder.
+    const location = path.join(dir.path, 'ts');
+    mkdirSync(location, { mode: 0o700 });
+    if (process.getuid?.() === 0) spawnSync('chown', ['postgres', location, dir.path]);
+    const tablespace = `strata_ts_${process.pid}`;
+    await pgQuery('postgres', `CREATE TABLESPACE ${tablespace} LOCATION '${location}'`);
+    try {
+      const statements = ['CREATE TABLE parent (id int PRIMARY KEY, code text UNIQUE)', 'INSERT INTO parent SELECT g, g::text FROM generate_series(1, 5000) g'];
+      for (let t = 0; t < 4; t++) {
+        statements.push(`CREATE TABLE t${t} (id int, parent_id int REFERENCES parent (id), a int, b text)`, `INSERT INTO t${t} SELECT g, 1 + g % 5000, g % 97, md5(g::text) FROM generate_series(1, 20000) g`);
+        statements.push(`ALTER TABLE t${t} ADD CONSTRAINT t${t}_pkey PRIMARY KEY (id)${t % 2 === 0 ? ` USING INDEX TABLESPACE ${tablespace}` : ''}`);
+        for (let i = 0; i < 4; i++) statements.push(`CREATE INDEX t${t}_i${i} ON t${t} (${i % 2 === 0 ? 'a' : 'b'}, id)${(t + i) % 3 === 0 ? ` TABLESPACE ${tablespace}` : ''}`);
+      }
+      const source = await databases.create(`${statements.join(';\n')};`);
+      const record = await repo.backup(pgUrl(source), { database: 'spaced' });
+      const target = databases.name();
+      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      const placed = async (db: string): Promise<string> =>
+        JSON.stringify((await pgQuery(db, "SELECT indexname, coalesce(tablespace, '') AS ts FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname")).rows);
+      assert.equal(await placed(target), await placed(source));
+      assert.match(await placed(target), new RegExp(tablespace), 'some indexes are in the tablespace');
+      assert.equal(pgDump(target, ['--schema-only']), pgDump(source, ['--schema-only']));
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report));
+    } finally {
+      await databases.dropAll();
+      await pgQuery('postgres', `DROP TABLESPACE IF EXISTS ${tablespace}`);
+    }
   });
 
   it('incrementals store only the chunks around changed rows and restore exactly', async () => {

@@ -40,14 +40,21 @@ export async function applySchema(client: pg.Client, sql: string, target: PgTarg
   }
 }
 
-/** The entries of a pg_dump script, each labelled like pg_restore's messages (`TABLE public.orders`). */
-function schemaEntries(sql: string): { label: string; sql: string }[] {
-  const entries: { label: string; sql: string }[] = [{ label: 'the script header (SET statements)', sql: '' }];
+/** One object of a pg_dump script: its type as pg_dump names it, a label like pg_restore's messages (`TABLE public.orders`), its statements. */
+interface SchemaEntry {
+  readonly type: string;
+  readonly label: string;
+  sql: string;
+}
+
+/** The entries of a pg_dump script; the first is what comes before any object (the session settings). */
+function schemaEntries(sql: string): SchemaEntry[] {
+  const entries: SchemaEntry[] = [{ type: '', label: 'the script header (SET statements)', sql: '' }];
   for (const line of sql.split('\n')) {
     const header = /^-- (?:Data for )?Name: (.*); Type: (.*); Schema: ([^;]*);/.exec(line);
     if (header) {
       const [, name, type, schema] = header;
-      entries.push({ label: `${type} ${schema === '-' ? '' : `${schema}.`}${name}`, sql: '' });
+      entries.push({ type: type!, label: `${type} ${schema === '-' ? '' : `${schema}.`}${name}`, sql: '' });
       continue;
     }
     const entry = entries.at(-1)!;
@@ -55,3 +62,91 @@ function schemaEntries(sql: string): { label: string; sql: string }[] {
   }
   return entries;
 }
+
+/**
+ * Entry types that build an index or a constraint of one table from that table's rows alone. pg_dump
+ * writes them one after the other after the data, none needs another, and they are most of the time
+ * of the post-data: two can be built at once, as pg_restore -j builds them.
+ */
+const BUILDS = new Set(['INDEX', 'CONSTRAINT']);
+
+/**
+ * Session settings pg_dump writes only when they change from one object to the next (the tablespace
+ * and table access method new objects get): an entry run on another connection, or after entries
+ * that ran elsewhere, needs them as the script had them at its place.
+ */
+const CARRIED_SETTING = /^SET (default_tablespace|default_table_access_method) = .*;$/;
+
+/**
+ * Like {@link applySchema}, with runs of index and constraint entries built on `client` and on the
+ * `helpers` at once, each connection one statement at a time. Every other entry waits for the
+ * builds before it and runs alone on `client`, in the script's order, so whatever depends on an
+ * index or a constraint (a foreign key, an index attached to a partitioned one) finds it built. A
+ * build the server ends as a deadlock (two statements locking a partitioned table and a partition
+ * in opposite orders) runs again once the others are done.
+ */
+export async function applySchemaConcurrently(client: pg.Client, helpers: readonly pg.Client[], sql: string, target: PgTarget): Promise<void> {
+  const entries = schemaEntries(sql);
+  const header = entries[0]!;
+  if (normaliseSchema(header.sql) !== '') {
+    for (const c of [client, ...helpers]) {
+      try {
+        await c.query(header.sql);
+      } catch (err) {
+        throw restoreFailed(target, redactable`the schema statement for ${named(header.label, 'object')}`, err);
+      }
+    }
+  }
+  // Each entry with the carried settings in force at its place in the script, then its own statements.
+  const settings = new Map<string, string>();
+  const steps = entries.slice(1).flatMap((entry) => {
+    const before = [...settings.values()];
+    for (const line of entry.sql.split('\n')) {
+      const set = CARRIED_SETTING.exec(line);
+      if (set) settings.set(set[1]!, line);
+    }
+    if (normaliseSchema(entry.sql) === '') return [];
+    return [{ entry, sql: before.length > 0 ? `${before.join('\n')}\n${entry.sql}` : entry.sql }];
+  });
+  const run = async (c: pg.Client, step: { entry: SchemaEntry; sql: string }): Promise<void> => {
+    try {
+      await c.query(step.sql);
+    } catch (err) {
+      throw restoreFailed(target, redactable`the schema statement for ${named(step.entry.label, 'object')}`, err);
+    }
+  };
+  for (let at = 0; at < steps.length; ) {
+    if (helpers.length === 0 || !BUILDS.has(steps[at]!.entry.type)) {
+      await run(client, steps[at]!);
+      at += 1;
+      continue;
+    }
+    let end = at;
+    while (end < steps.length && BUILDS.has(steps[end]!.entry.type)) end += 1;
+    const batch = steps.slice(at, end);
+    const again: typeof batch = [];
+    let next = 0;
+    let failure: unknown;
+    // Every connection finishes the statement it is in before the error is thrown: the caller
+    // closes them next.
+    await Promise.all(
+      [client, ...helpers].map(async (c) => {
+        while (failure === undefined && next < batch.length) {
+          const step = batch[next++]!;
+          try {
+            await c.query(step.sql);
+          } catch (err) {
+            if ((err as { code?: string }).code === DEADLOCK) again.push(step);
+            else failure ??= restoreFailed(target, redactable`the schema statement for ${named(step.entry.label, 'object')}`, err);
+          }
+        }
+      }),
+    );
+    if (failure !== undefined) throw failure;
+    for (const step of again) await run(client, step);
+    at = end;
+  }
+}
+
+/** SQLSTATE deadlock_detected. */
+const DEADLOCK = '40P01';

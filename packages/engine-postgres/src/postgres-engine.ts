@@ -29,7 +29,7 @@ import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajo
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
-import { applySchema, restoreFailed } from './pg-apply-schema.js';
+import { applySchema, applySchemaConcurrently, restoreFailed } from './pg-apply-schema.js';
 import {
   DATABASE_PLACEHOLDER,
   applyDatabaseProperties,
@@ -404,7 +404,13 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
         const roles = await existingRoles(work);
         const postData = executableSchema(post, roles);
         reportSkipped(postData.skipped);
-        await applySchema(work, postData.sql, target);
+        // The indexes and constraints are built two at a time, on a second connection too.
+        const helper = await connect(withDatabase(target, workName), 'strata restore');
+        try {
+          await applySchemaConcurrently(work, [helper], postData.sql, target);
+        } finally {
+          await helper.end().catch(() => undefined);
+        }
         await restoreSequences(work, meta.sequences ?? []);
         for (const view of await refreshOrder(work, meta.matviews ?? [])) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
         reportSkipped(largeObjects?.skipped() ?? []);
