@@ -169,9 +169,10 @@ function restoreCommandFor(ctx: CommandContext, database: string): string {
   // PostgreSQL replaces %f and %p before the shell sees the line; quoted, they stay one word each
   // (%f is a WAL file name, hex digits and dots). The segments restore already read and checked
   // wait in the data directory's spool: taking them from there spares a process start per segment
-  // (the recovery's time). A name marked not needed is "no" at once (see markNotNeeded); others
-  // are fetched.
-  return `f=${SPOOL}/%f; if [ -f "$f" ]; then mv "$f" %p; elif [ -f ${SPOOL}/${NOT_NEEDED}/%f ]; then exit 1; else ${shellCommand(words)}; fi`;
+  // (the recovery's time). A timeline's history is copied, not moved: the server reads it more
+  // than once (to check the target timeline, then to follow it). A name marked not needed is "no"
+  // at once (see markNotNeeded); others are fetched.
+  return `f=${SPOOL}/%f; if [ -f "$f" ]; then case %f in *.history) cp "$f" %p ;; *) mv "$f" %p ;; esac; elif [ -f ${SPOOL}/${NOT_NEEDED}/%f ]; then exit 1; else ${shellCommand(words)}; fi`;
 }
 
 /** The folder of a restored data directory where the checked segments wait for the recovery. */
