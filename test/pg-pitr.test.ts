@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import { describeLogCoverage } from '@strata/protocol/continuity';
+import { stopsWithin } from '@strata/sdk';
 import type { LogWindow } from '@strata/sdk';
 import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
 import { BINDIR, asServerUser, client, freePort, isRoot, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
@@ -233,6 +234,29 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
         running.delete(target);
         rmSync(target, { recursive: true, force: true });
       }
+    }
+  });
+
+  it('marks nothing "not needed" unless the record a recovery stops at is among the spooled segments', async function () {
+    // A restore to a moment (no --start) leaves its checked segments in the spool.
+    const lastMs = Number(markers.at(-1)!.committedUs / 1000n);
+    const moment = new Date(Math.floor((Date.parse(backups.at(-1)!.endedAt) + lastMs) / 2));
+    const target = path.join(dir, 'restored-spool');
+    const r = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment.toISOString()]);
+    assert.equal(r.status, 0, r.stderr);
+    try {
+      const spool = path.join(target, 'strata-wal');
+      const segments = readdirSync(spool).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort();
+      const proved = (goal: Parameters<typeof stopsWithin>[2]): Promise<boolean> => stopsWithin(spool, segments, goal, { major: 15, backupEnd: backups.at(-1)!.endLsn });
+      assert.equal(await proved({ kind: 'time', time: moment }), true, 'the first commit after the moment is spooled');
+      // Targets the spool does not reach: the server would need later files, which may be archived yet.
+      assert.equal(await proved({ kind: 'time', time: new Date(lastMs + 3_600_000) }), false, 'a moment after every commit');
+      assert.equal(await proved({ kind: 'lsn', lsn: 'FF/0' }), false, 'an LSN past the spool');
+      assert.equal(await proved({ kind: 'xid', xid: '4000000000' }), false, 'a transaction never committed');
+      assert.equal(await proved({ kind: 'name', name: 'no such point' }), false, 'a restore point never made');
+      assert.equal(await proved({ kind: 'latest' }), false, 'the end of the archive');
+    } finally {
+      rmSync(target, { recursive: true, force: true });
     }
   });
 
