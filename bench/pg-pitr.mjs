@@ -372,7 +372,15 @@ sync -f "${F.pushHand}"`);
       await settle();
       const s = await strata(['restore', 'latest', '--db', ENTRY, '--to', F.strataRestored, '--as-of', targetTime.replace(' ', 'T').replace('+00', 'Z'), '--start', '--json']);
       const sj = JSON.parse(s.stdout);
-      rec('strataRecovery', s, { walSegments: sj.walSegments, reached: sj.reached });
+      // Each `strata wal-fetch` the server fell back to says so in the recovery's log, one line per process.
+      const fetches = (() => {
+        try {
+          return fs.readFileSync(path.join(F.strataRestored, 'strata-recovery.log'), 'utf8').split('\n').filter((l) => l.startsWith('strata wal-fetch: '));
+        } catch {
+          return [];
+        }
+      })();
+      rec('strataRecovery', s, { walSegments: sj.walSegments, reached: sj.reached, walFetches: fetches });
       fs.rmSync(F.strataRestored, { recursive: true, force: true });
       await settle();
       const h = await shPg(handRecoveryScript(targetTime, await freePort()));
@@ -380,7 +388,7 @@ sync -f "${F.pushHand}"`);
       rec('handRecovery', h, { reached: { lsn, lastCommit: `${last.slice(0, 23)}Z` } });
       fs.rmSync(F.handRestored, { recursive: true, force: true });
       reached.push({ strata: sj.reached, hand: { lsn, last } });
-      console.log(`round ${round}/${ROUNDS} recovery: strata ${fmtS(s.wallMs)} (reached ${sj.reached.lsn}, last commit ${sj.reached.lastCommit}, ${sj.walSegments} segments checked), ` +
+      console.log(`round ${round}/${ROUNDS} recovery: strata ${fmtS(s.wallMs)} (reached ${sj.reached.lsn}, last commit ${sj.reached.lastCommit}, ${sj.walSegments} segments checked, ${fetches.length} wal-fetch process(es): ${fetches.map((l) => l.split(' ')[2]).join(', ') || 'none'}), ` +
         `by hand ${fmtS(h.wallMs)} (reached ${lsn}, last commit ${last}); load ${s.load1}/${h.load1}`);
       // Reported, not thrown: an hour of traffic is not thrown away over it; the report says so.
       if (sj.reached.state !== 'paused' || sj.reached.lsn !== lsn) mismatches.push(`round ${round}: strata ${JSON.stringify(sj.reached)}, by hand ${lsn} ${last}`);

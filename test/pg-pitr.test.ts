@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import { describeLogCoverage } from '@strata/protocol/continuity';
+import { stopsWithin } from '@strata/sdk';
 import type { LogWindow } from '@strata/sdk';
 import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
 import { BINDIR, asServerUser, client, freePort, isRoot, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
@@ -196,16 +197,26 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     for (const goal of goals) {
       n += 1;
       const target = path.join(dir, `restored-${n}`);
-      const withStart = n === 1;
+      // The first time and the first LSN are proved by --start.
+      const withStart = n === 1 || n === 6;
       const r = await cli(['restore', 'latest', '--db', DB, '--to', target, ...goal.args, ...(withStart ? ['--start', '--json'] : [])]);
       assert.equal(r.status, 0, `${goal.what}: ${r.stderr}`);
       if (withStart) {
-        const report = JSON.parse(r.stdout) as { reached: { state: string; lastCommit: string | null } };
+        const report = JSON.parse(r.stdout) as { reached: { state: string; lastCommit: string | null }; restoreCommand: string };
         assert.equal(report.reached.state, 'paused', `${goal.what}: recovery paused at its target`);
+        // Every file the proving server asked for came from the spool (the segment with the first
+        // commit after the target among them) or was answered "not needed" at once: each
+        // `strata wal-fetch` started would have said so in the server's log.
+        const serverLog = readFileSync(path.join(target, 'strata-recovery.log'), 'utf8');
+        assert.match(serverLog, /restored log file "[0-9A-F]{24}" from archive/);
+        assert.deepEqual(serverLog.split('\n').filter((l) => l.startsWith('strata wal-fetch:')), [], `${goal.what}: no wal-fetch process`);
+        assert.match(report.restoreCommand, /^f=strata-wal\/%f; if \[ -f "\$f" \]; then .* elif \[ -f strata-wal\/not-needed\/%f \]; then exit 1; else .* wal-fetch %f %p --db cluster /);
       }
       assert.equal(readFileSync(path.join(target, 'PG_VERSION'), 'utf8').trim(), '15');
       // The segments restore checked wait in the spool the restore_command takes them from (--start cleared what was left).
       assert.equal(existsSync(path.join(target, 'strata-wal')), !withStart, `${goal.what}: the spool ${withStart ? 'is cleared' : 'is there'}`);
+      // "Not needed" answers are for the proving server only: one started later may be given a later target.
+      assert.equal(existsSync(path.join(target, 'strata-wal', 'not-needed')), false, `${goal.what}: no file is marked not needed`);
       assert.ok(existsSync(path.join(target, 'recovery.signal')));
       // The test starts it itself and reads the markers where recovery paused.
       const p = await freePort();
@@ -223,6 +234,29 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
         running.delete(target);
         rmSync(target, { recursive: true, force: true });
       }
+    }
+  });
+
+  it('marks nothing "not needed" unless the record a recovery stops at is among the spooled segments', async function () {
+    // A restore to a moment (no --start) leaves its checked segments in the spool.
+    const lastMs = Number(markers.at(-1)!.committedUs / 1000n);
+    const moment = new Date(Math.floor((Date.parse(backups.at(-1)!.endedAt) + lastMs) / 2));
+    const target = path.join(dir, 'restored-spool');
+    const r = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment.toISOString()]);
+    assert.equal(r.status, 0, r.stderr);
+    try {
+      const spool = path.join(target, 'strata-wal');
+      const segments = readdirSync(spool).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort();
+      const proved = (goal: Parameters<typeof stopsWithin>[2]): Promise<boolean> => stopsWithin(spool, segments, goal, { major: 15, backupEnd: backups.at(-1)!.endLsn });
+      assert.equal(await proved({ kind: 'time', time: moment }), true, 'the first commit after the moment is spooled');
+      // Targets the spool does not reach: the server would need later files, which may be archived yet.
+      assert.equal(await proved({ kind: 'time', time: new Date(lastMs + 3_600_000) }), false, 'a moment after every commit');
+      assert.equal(await proved({ kind: 'lsn', lsn: 'FF/0' }), false, 'an LSN past the spool');
+      assert.equal(await proved({ kind: 'xid', xid: '4000000000' }), false, 'a transaction never committed');
+      assert.equal(await proved({ kind: 'name', name: 'no such point' }), false, 'a restore point never made');
+      assert.equal(await proved({ kind: 'latest' }), false, 'the end of the archive');
+    } finally {
+      rmSync(target, { recursive: true, force: true });
     }
   });
 
@@ -540,5 +574,39 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.ok(names().some((n) => n === b1.startWal), 'the newest base keeps its start');
     const last = await cli(['verify', '--all']);
     assert.equal(last.status, 0, last.stdout + last.stderr);
+  });
+
+  it('a recovery to the end of the archive, started after more WAL was archived, replays that WAL too', async function () {
+    const target = path.join(dir, 'restored-latest');
+    const r = await cli(['restore', 'latest', '--db', DB, '--to', target]);
+    assert.equal(r.status, 0, r.stderr);
+    // The source goes on: a table made after the restore, its segment archived before the copy starts.
+    const db = await client(port);
+    let switched: string;
+    try {
+      await db.query('CREATE TABLE after_restore (id int); INSERT INTO after_restore VALUES (42)');
+      switched = (await db.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
+      await waitFor('the archiver to archive the switched segment', async () => {
+        const row = (await db.query<{ w: string | null }>('SELECT last_archived_wal AS w FROM pg_stat_archiver')).rows[0]!;
+        return row.w !== null && row.w >= switched ? true : undefined;
+      });
+    } finally {
+      await db.end();
+    }
+    const p = await freePort();
+    const log = path.join(dir, 'restored-latest.log');
+    const started = pgCtl(['start', '-D', target, '-w', '-t', '300', '-l', log, '-o', `-c port=${p} -c archive_mode=off -c unix_socket_directories=${dir}`]);
+    running.add(target);
+    assert.equal(started.status, 0, `${started.out}\n${readFileSync(log, 'utf8')}`);
+    const c = await waitFor('the restored server', () => client(p));
+    try {
+      await waitFor('the end of recovery', async () => ((await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r ? undefined : true), 300_000);
+      assert.deepEqual((await c.query<{ id: number }>('SELECT id FROM after_restore')).rows, [{ id: 42 }], 'the row committed after the restore');
+    } finally {
+      await c.end().catch(() => undefined);
+      pgCtl(['stop', '-D', target, '-m', 'fast', '-w']);
+      running.delete(target);
+    }
+    assert.match(readFileSync(log, 'utf8'), new RegExp(`^strata wal-fetch: ${switched} fetched from the archive of ${DB}$`, 'm'), 'the segment archived after the restore was fetched');
   });
 });

@@ -49,10 +49,13 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
   };
 
   /** Restores, starts the copy where its recovery pauses, and returns the markers it holds. */
-  const recoverMarkers = async (name: string, args: string[]): Promise<{ seqs: number[]; report: { base: string; timeline?: number } }> => {
+  const recoverMarkers = async (name: string, args: string[]): Promise<{ seqs: number[]; report: { base: string; timeline?: number }; fetched: string[] }> => {
     const target = path.join(cluster.dir, name);
     const r = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, ...args, '--json']);
     assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+    // What the server of --start fetched with a `strata wal-fetch` process each (it says so in the log).
+    const proof = path.join(target, 'strata-recovery.log');
+    const fetched = existsSync(proof) ? readFileSync(proof, 'utf8').split('\n').filter((l) => l.startsWith('strata wal-fetch:')) : [];
     const p = await freePort();
     const log = path.join(cluster.dir, `${name}.log`);
     const started = cluster.pgCtl(['start', '-D', target, '-w', '-t', '300', '-l', log, '-o', `-c port=${p} -c archive_mode=off`]);
@@ -62,7 +65,7 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
     try {
       await waitFor(`recovery to ${args.join(' ')} to pause`, async () => ((await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused' ? true : undefined));
       const seqs = (await c.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
-      return { seqs, report: JSON.parse(r.stdout) as { base: string; timeline?: number } };
+      return { seqs, report: JSON.parse(r.stdout) as { base: string; timeline?: number }, fetched };
     } finally {
       await c.end().catch(() => undefined);
       cluster.pgCtl(['stop', '-D', target, '-m', 'fast', '-w']);
@@ -131,8 +134,11 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
     assert.ok(existsSync(logDir));
 
     // A moment on timeline 2: the history up to T1, then timeline 2's; none of timeline 1's later markers.
-    const atT2 = await recoverMarkers('at-t2', ['--as-of', t2]);
+    const atT2 = await recoverMarkers('at-t2', ['--as-of', t2, '--start']);
     assert.deepEqual(atT2.seqs, [...range(1, 30), ...range(2001, 2015)], `as of ${t2} (timeline 2)`);
+    // Proved by --start from what the restore checked: the history and segments of both timelines
+    // from the spool, what lies past the stop answered at once; no wal-fetch process.
+    assert.deepEqual(atT2.fetched, [], 'the proving server fetched nothing');
     assert.equal(atT2.report.base, base, 'from the base on timeline 2\'s history, not the old server\'s later one');
     assert.equal(atT2.report.timeline, 2, 'the recovery follows the newest timeline');
     const atLsn = await recoverMarkers('at-lsn', ['--lsn', lsn]);

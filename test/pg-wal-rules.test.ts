@@ -64,7 +64,9 @@ describe('PostgreSQL WAL archive rules', function () {
     const latest = await planWal(base, { kind: 'latest' }, files, read);
     assert.deepEqual([latest.timeline, latest.needed.map((f) => f.name)], [2, ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5), seg(2, 6)]]);
     const lsnOnTwo = await planWal(base, { kind: 'lsn', lsn: lsn(5, 0x100) }, files, read);
-    assert.deepEqual(lsnOnTwo.needed.map((f) => f.name), ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5)]);
+    // The segment after the target's too: the server reads the record after the target to stop.
+    assert.deepEqual(lsnOnTwo.needed.map((f) => f.name), ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5), seg(2, 6)]);
+    assert.deepEqual(lsnOnTwo.readAhead, [seg(2, 7), seg(2, 8)]);
     for (const choice of ['current', 1] as const) {
       const old = await planWal(base, { kind: 'latest' }, files, read, choice);
       assert.deepEqual([old.timeline, old.needed.map((f) => f.name)], [1, [seg(1, 2), seg(1, 3), seg(1, 4), seg(1, 5)]], `--timeline ${choice}`);

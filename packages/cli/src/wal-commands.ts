@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, validateDatabaseName } from '@strata/sdk';
-import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, stopsWithin, validateDatabaseName } from '@strata/sdk';
+import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
 import { handOff } from './wal-handoff.js';
@@ -101,7 +101,9 @@ export async function walFetchCommand(ctx: CommandContext, options: { name: stri
     await fs.rm(partial, { force: true }).catch(() => undefined);
     throw new StrataError('IO', `wal-fetch: cannot write ${file}: ${(err as Error).message}`, { cause: err });
   }
+  // One line per process, found or not, in the server's log: which files a recovery had to fetch.
   if (ctx.json) ctx.printJson({ name: options.name, found: true, bytes: bytes.length });
+  else process.stderr.write(`strata wal-fetch: ${options.name} fetched from the archive of ${database}\n`);
   return 0;
 }
 
@@ -164,14 +166,43 @@ function restoreCommandFor(ctx: CommandContext, database: string): string {
   if (ctx.loaded.file) words.push('--config', ctx.loaded.file);
   if (ctx.options.passphraseFile) words.push('--passphrase-file', path.resolve(ctx.options.passphraseFile));
   if (ctx.options.passphraseCommand) words.push('--passphrase-command', ctx.options.passphraseCommand);
-  // PostgreSQL replaces %f and %p before the shell sees the line; quoted, they stay one word each.
-  // The segments restore already read and checked wait in the data directory's spool: taking them
-  // from there spares a process start per segment (the recovery's time); others are fetched.
-  return `f=${SPOOL}/%f; if [ -f "$f" ]; then mv "$f" %p; else ${shellCommand(words)}; fi`;
+  // PostgreSQL replaces %f and %p before the shell sees the line; quoted, they stay one word each
+  // (%f is a WAL file name, hex digits and dots). The segments restore already read and checked
+  // wait in the data directory's spool: taking them from there spares a process start per segment
+  // (the recovery's time). A timeline's history is copied, not moved: the server reads it more
+  // than once (to check the target timeline, then to follow it). A name marked not needed is "no"
+  // at once (see markNotNeeded); others are fetched.
+  return `f=${SPOOL}/%f; if [ -f "$f" ]; then case %f in *.history) cp "$f" %p ;; *) mv "$f" %p ;; esac; elif [ -f ${SPOOL}/${NOT_NEEDED}/%f ]; then exit 1; else ${shellCommand(words)}; fi`;
 }
 
 /** The folder of a restored data directory where the checked segments wait for the recovery. */
 export const SPOOL = 'strata-wal';
+/** The spool's folder of names the restore_command answers "not there" without asking the archive. */
+const NOT_NEEDED = 'not-needed';
+
+/**
+ * Marks, for the temporary server that proves a recovery (--start, --tables), the segments it
+ * reads ahead for past the spool as not there, when pg_waldump finds the record the recovery stops
+ * at in the spool: without them, each is a `wal-fetch` process (seconds on a loaded machine) for a
+ * file the stop does not need and the archive usually lacks. Two conditions make a "no" harmless
+ * even when the file is archived meanwhile (a live server archiving, a restore to the end of the
+ * archive): the stop is proven inside the spool, so the server never needs those files to reach
+ * its target (a target past the spool, and `latest`, get no marks and fetch as before); and the
+ * marks live only while the proof runs (the caller removes them after it, pass or fail), because
+ * a server started later may have been given a later target (shutdown at the target, a new
+ * recovery_target_time, a restart): then the next segments are needed after all.
+ */
+async function markNotNeeded(dir: string, plan: WalPlan, goal: RecoveryGoal, base: BackupRecord, signal: AbortSignal): Promise<string | undefined> {
+  const spool = path.join(dir, SPOOL);
+  const segments = plan.needed.map((f) => f.name).filter((name) => /^[0-9A-F]{24}$/.test(name));
+  const major = Number((await fs.readFile(path.join(dir, 'PG_VERSION'), 'utf8')).trim());
+  const backupEnd = (base.logRange!.end as { lsn?: string }).lsn ?? '0/0';
+  if (!(await stopsWithin(spool, segments, goal, { major, backupEnd, signal }))) return undefined;
+  const marks = path.join(spool, NOT_NEEDED);
+  await fs.mkdir(marks, { mode: 0o700 });
+  for (const name of plan.readAhead) await fs.writeFile(path.join(marks, name), '', { mode: 0o600 });
+  return marks;
+}
 
 /**
  * Restores a physical backup into a new data directory set up to recover to the goal. Everything
@@ -180,10 +211,14 @@ export const SPOOL = 'strata-wal';
  * target written.
  */
 export async function physicalRestore(ctx: CommandContext, options: PhysicalRestoreOptions, signal: AbortSignal): Promise<number> {
-  const { base, goal, checked, dir, restoreCommand, action, timeline } = await restorePhysicalInto(ctx, options, signal);
+  const { base, goal, checked, dir, restoreCommand, action, timeline, notNeeded } = await restorePhysicalInto(ctx, options, signal);
   let report: RecoveryReport | undefined;
   if (options.start) {
-    report = await proveRecovery(dir, { signal });
+    try {
+      report = await proveRecovery(dir, { signal });
+    } finally {
+      if (notNeeded) await fs.rm(notNeeded, { recursive: true, force: true });
+    }
     // What the recovery did not take (segments past its target) is no use to the copy.
     await fs.rm(path.join(dir, SPOOL), { recursive: true, force: true });
   }
@@ -205,7 +240,7 @@ async function restorePhysicalInto(
   ctx: CommandContext,
   options: PhysicalRestoreOptions,
   signal: AbortSignal,
-): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction; timeline: number }> {
+): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction; timeline: number; notNeeded?: string }> {
   const goal = recoveryGoal(options);
   const choice = timelineChoice(options.timeline);
   const action = (options.targetAction ?? 'pause') as TargetAction;
@@ -257,7 +292,8 @@ async function restorePhysicalInto(
   }
   const restoreCommand = restoreCommandFor(ctx, database);
   await configureRecovery(dir, recoverySettings(goal, restoreCommand, action, plan.timeline));
-  return { base, goal, checked, dir, restoreCommand, action, timeline: plan.timeline };
+  const notNeeded = options.start ? await markNotNeeded(dir, plan, goal, base, signal) : undefined;
+  return { base, goal, checked, dir, restoreCommand, action, timeline: plan.timeline, ...(notNeeded ? { notNeeded } : {}) };
 }
 
 /**
@@ -292,7 +328,8 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
   await fs.chmod(scratch, 0o700);
   let stop: (() => Promise<void>) | undefined;
   try {
-    const { base, goal, dir } = await restorePhysicalInto(ctx, { ...options, to: path.join(scratch, 'pgdata'), targetAction: 'promote', start: false, force: false }, signal);
+    // start: the scratch cluster is proved right away (and removed after).
+    const { base, goal, dir } = await restorePhysicalInto(ctx, { ...options, to: path.join(scratch, 'pgdata'), targetAction: 'promote', start: true, force: false }, signal);
     const reached = await proveRecovery(dir, { signal, keepRunning: true });
     stop = reached.stop;
     const scratchRepo = path.join(scratch, 'repo');

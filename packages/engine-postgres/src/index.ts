@@ -5,6 +5,7 @@ export { BASE_STREAM, PHYSICAL_SCHEMES, PostgresPhysicalEngine, TarEntryCatcher,
 export type { PhysicalMeta, PhysicalPosition } from './pg-physical-engine.js';
 export { chooseBase, configureRecovery, describeGoal, freePort, planWal, proveRecovery, recoverySettings } from './pg-point-in-time.js';
 export type { RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from './pg-point-in-time.js';
+export { stopsWithin } from './pg-recovery-stop.js';
 export { basesOnTimeline } from './pg-wal-rules.js';
 export type { TimelineChoice } from './pg-wal-rules.js';
 export { parseLsn, parseWalName, segmentOf, walFileName, walRun } from './pg-wal.js';

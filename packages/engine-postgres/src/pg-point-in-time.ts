@@ -95,6 +95,11 @@ export interface WalPlan {
   readonly missing: readonly string[];
   /** The timeline the recovery follows to its target (recovery_target_timeline). */
   readonly timeline: number;
+  /**
+   * The names of the two segments after the last one needed, on that timeline: what the server
+   * reads ahead for once it holds the record it stops at (whether or not they are archived).
+   */
+  readonly readAhead: readonly string[];
 }
 
 /**
@@ -127,13 +132,26 @@ export async function planWal(base: BackupRecord, goal: RecoveryGoal, files: rea
   const byName = new Map(files.map((f) => [f.name, f]));
   const needed: LogFile[] = historiesOf(followed.branches, files);
   const missing: string[] = [];
+  const nameOf = (s: bigint): string => walFileName(timelineAt(followed.branches, s), s, segmentBytes);
   for (let s = from; s <= to; s++) {
-    const name = walFileName(timelineAt(followed.branches, s), s, segmentBytes);
+    const name = nameOf(s);
     const file = byName.get(name);
     if (file) needed.push(file);
     else missing.push(name);
   }
-  return { needed, missing, timeline: followed.timeline };
+  // To stop, the server reads the record after its target, often at the start of the next segment
+  // (the first commit after a time, the record after an LSN): when archived, it is checked and
+  // spooled with the others, so the stop needs no fetch. Not missing when it is not archived: the
+  // target may lie in the segment before.
+  let end = to;
+  if (goal.kind !== 'latest') {
+    const next = byName.get(nameOf(to + 1n));
+    if (next) {
+      needed.push(next);
+      end = to + 1n;
+    }
+  }
+  return { needed, missing, timeline: followed.timeline, readAhead: [nameOf(end + 1n), nameOf(end + 2n)] };
 }
 
 /** What a recovery does at its target. */

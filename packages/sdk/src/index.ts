@@ -38,6 +38,7 @@ export {
   planWal,
   proveRecovery,
   recoverySettings,
+  stopsWithin,
   TarEntryCatcher,
   walRun,
 } from '@strata/engine-postgres';

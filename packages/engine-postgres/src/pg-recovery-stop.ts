@@ -1,0 +1,87 @@
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { pgProgram } from './pg-physical-engine.js';
+import { parseLsn } from './pg-wal.js';
+import type { RecoveryGoal } from './pg-point-in-time.js';
+
+/** How many segments at the end of the spool are searched for the record a recovery stops at. */
+const SEARCHED_SEGMENTS = 8;
+
+/**
+ * Whether a recovery to `goal` stops inside the WAL segments already on disk in `dir`: PostgreSQL's
+ * own pg_waldump reads the last of `segments` (names in order, contiguous; those of the last
+ * timeline among them) looking for the record the server stops at, or a later one that proves it
+ * stops before it. For a time, a commit or abort after it (inclusive targets stop before the first
+ * one); for an LSN (and `immediate`, the base backup's end), any record starting at or after it; for
+ * a transaction its commit or abort; for a restore point its record. `latest` never does. A record
+ * pg_waldump prints is whole in those files, so the server needs nothing after them to stop.
+ *
+ * False whenever it cannot tell (pg_waldump missing or failing, a record it cannot read): a false
+ * "no" only costs the caller a shortcut.
+ */
+export async function stopsWithin(dir: string, segments: readonly string[], goal: RecoveryGoal, options: { major: number; backupEnd: string; signal?: AbortSignal }): Promise<boolean> {
+  const wanted = matcher(goal, options.backupEnd);
+  if (!wanted || segments.length === 0) return false;
+  const last = segments.at(-1)!;
+  const timeline = last.slice(0, 8);
+  let first = segments.length - 1;
+  while (first > 0 && segments.length - first < SEARCHED_SEGMENTS && segments[first - 1]!.slice(0, 8) === timeline) first -= 1;
+  const args = ['-p', dir, ...(wanted.rmgr ? ['-r', wanted.rmgr] : []), segments[first]!, last];
+  // TZ=UTC: pg_waldump prints commit times in the local zone, named (…34.303792 UTC).
+  const child = spawn(pgProgram('pg_waldump', options.major), args, { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'], signal: options.signal });
+  const ended = new Promise<void>((resolve) => {
+    child.once('close', () => resolve());
+    child.once('error', () => resolve());
+  });
+  let found = false;
+  try {
+    for await (const line of createInterface({ input: child.stdout })) {
+      const m = /\btx:\s*(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F/]+, desc: (.*)$/.exec(line);
+      if (m && wanted.test({ xid: m[1]!, lsn: parseLsn(m[2]!), desc: m[3]! })) {
+        found = true;
+        break;
+      }
+    }
+  } catch {
+    found = false;
+  } finally {
+    if (child.exitCode === null) child.kill();
+    await ended;
+  }
+  return found;
+}
+
+interface WalRecord {
+  readonly xid: string;
+  readonly lsn: bigint;
+  readonly desc: string;
+}
+
+function matcher(goal: RecoveryGoal, backupEnd: string): { rmgr?: string; test: (r: WalRecord) => boolean } | undefined {
+  switch (goal.kind) {
+    case 'time': {
+      // recovery_target_time is given to the millisecond; commit times are in microseconds.
+      const target = BigInt(goal.time.getTime()) * 1000n;
+      return { rmgr: 'Transaction', test: (r) => (committedAt(r.desc) ?? -1n) > target };
+    }
+    case 'lsn':
+    case 'immediate': {
+      const target = parseLsn(goal.kind === 'lsn' ? goal.lsn : backupEnd);
+      return { test: (r) => r.lsn >= target };
+    }
+    case 'xid':
+      return { rmgr: 'Transaction', test: (r) => r.xid === goal.xid && /^(COMMIT|ABORT)\b/.test(r.desc) };
+    case 'name':
+      return { rmgr: 'XLOG', test: (r) => r.desc === `RESTORE_POINT ${goal.name}` };
+    case 'latest':
+      return undefined;
+  }
+}
+
+/** A plain COMMIT's or ABORT's time in microseconds since the epoch (`COMMIT 2026-12-02 21:16:34.303792 UTC; ...`). */
+function committedAt(desc: string): bigint | undefined {
+  const m = /^(?:COMMIT|ABORT) (\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)\.(\d{6}) UTC\b/.exec(desc);
+  if (!m) return undefined;
+  const seconds = Date.parse(`${m[1]}T${m[2]}Z`);
+  return Number.isNaN(seconds) ? undefined : BigInt(seconds) * 1000n + BigInt(m[3]!);
+}
