@@ -68,12 +68,12 @@ const config = createRequire(import.meta.url)(`${root}.mocharc.cjs`);
 const built = `${root}.build/test`;
 const testFiles = readdirSync(built).filter((f) => f.endsWith('.test.js')).sort();
 // Files that use no server but run in the `servers` lane, after its own files, to even out the
-// lanes: the `local` lane, with the e2e tests after it, is the longer one without them (measured
-// on a quiet two-core machine: servers 1513 s, local 1765 s and e2e 273 s, before these two
-// files moved; bad-input and copy-mirror are two of the local lane's longest files). The install
-// test still spends minutes compiling the SDK's native addons. pg-timeline and pg-wal-daemon run
+// lanes: the `local` lane, with the e2e tests after it, is the longer one without them. Each lane
+// prints its time per file at its end (scripts/spec-with-files.cjs); a CI run on 2026-12-02 took
+// servers 1000 s, local 1150 s and e2e 70 s with keys (140 s) still in the local lane. The install
+// test spends minutes compiling the SDK's native addons; pg-timeline and pg-wal-daemon run
 // clusters of their own (a minute each).
-const BALANCING_FILES = new Set(['bad-input', 'copy-mirror', 'install', 'pg-timeline', 'pg-wal-daemon']);
+const BALANCING_FILES = new Set(['bad-input', 'copy-mirror', 'install', 'keys', 'pg-timeline', 'pg-wal-daemon']);
 const laneOf = (f) => (SERVER_FILES.has(f.replace(/\.test\.js$/, '')) ? 'servers' : BALANCING_FILES.has(f.replace(/\.test\.js$/, '')) ? 'balancing' : 'local');
 const inLaneFiles = (lane) => testFiles.filter((f) => laneOf(f) === lane).map((f) => `.build/test/${f}`);
 const lanes = {
