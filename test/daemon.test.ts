@@ -82,11 +82,11 @@ describe('strata schedule and the schedules of strata.config.json', function () 
       // Continuous replication reads SQLite's WAL: on a server database it is refused at load, at its key.
       [
         { databases: { app: { url: './a.db', schedules: { live: { job: 'replicate' } } }, shop: { url: 'postgres://strata@127.0.0.1:5432/shop', schedules: { live: { job: 'replicate' } } } } },
-        /databases\.shop\.schedules\.live: continuous replication \(job "replicate"\) is for SQLite databases only for now; shop is a PostgreSQL database\. Schedule an incremental backup job for it instead/,
+        /databases\.shop\.schedules\.live: continuous replication \(job "replicate"\) is for PostgreSQL cluster \(physical\) and SQLite databases only for now; shop is a PostgreSQL database\. Schedule an incremental backup job for it instead/,
       ],
       [
         { schedules: { live: { job: 'replicate' } }, databases: { app: { url: './a.db' }, orders: { url: 'mysql://strata@127.0.0.1:3306/orders' } } },
-        /schedules\.live \(for databases\.orders\): continuous replication \(job "replicate"\) is for SQLite databases only for now; orders is a MySQL\/MariaDB database\. .*drop the job for it with "schedules": \{ "live": false \} in databases\.orders/,
+        /schedules\.live \(for databases\.orders\): continuous replication \(job "replicate"\) is for PostgreSQL cluster \(physical\) and SQLite databases only for now; orders is a MySQL\/MariaDB database\. .*drop the job for it with "schedules": \{ "live": false \} in databases\.orders/,
       ],
     ];
     for (const [content, message] of cases) {

@@ -393,4 +393,33 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     assert.equal(logs.length, 2);
     assert.deepEqual(logs.map((l) => l.outcome), ['passed', 'passed']);
   });
+  it("strata daemon runs a physical entry's replicate job as wal-receive: the WAL streams in until SIGTERM stops it cleanly", async function () {
+    // archive_mode is still off (the test before): what reaches the archive now, the daemon streamed.
+    const daemonConfig = path.join(dir, 'daemon.config.json');
+    writeFileSync(daemonConfig, JSON.stringify({ repository: repo, databases: { [DB]: { url: `postgres://postgres@127.0.0.1:${port}/postgres`, method: 'physical', schedules: { live: { job: 'replicate', intervalMs: 500 } } } } }));
+    if (isRoot) spawnSync('chown', ['postgres', daemonConfig]);
+    const daemon = spawnAsServerUser(process.execPath, [CLI, 'daemon', '--config', daemonConfig, '--passphrase-file', passFile], env());
+    let log = '';
+    daemon.stdout!.resume();
+    daemon.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    const exited = new Promise<number | string>((resolve) => daemon.on('close', (code, signal) => resolve(code ?? signal ?? -1)));
+    try {
+      await waitFor('the daemon to stream', () => (/cluster\/live: wal-receive streaming/.test(log) ? true : undefined), 300_000);
+      const before = archived();
+      await db!.query('CREATE TABLE IF NOT EXISTS daemon_marks (n int)');
+      await db!.query('INSERT INTO daemon_marks SELECT generate_series(1, 1000)');
+      const switched = (await db!.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
+      await waitFor(`${switched} to be archived by the daemon`, () => (archived().complete.has(switched) ? true : undefined), 300_000);
+      assert.ok(!before.complete.has(switched), 'the segment was not in the archive before');
+      // The segment in progress arrives as a partial, as wal-receive sends it.
+      await db!.query('INSERT INTO daemon_marks SELECT generate_series(1, 10)');
+      const current = (await db!.query<{ w: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS w')).rows[0]!.w;
+      await waitFor(`a partial of ${current}`, () => (archived().partials.some((p) => p.name === current) ? true : undefined), 300_000);
+    } finally {
+      daemon.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, log);
+    assert.match(log, /wal-receive stopped: archived \d+ segment\(s\)/);
+    assert.ok(!log.includes(TEST_PASSPHRASE));
+  });
 });

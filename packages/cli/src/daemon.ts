@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import * as path from 'node:path';
 import { Cron } from 'croner';
 import {
   DEFAULT_HEALTH,
@@ -6,6 +7,7 @@ import {
   assessContinuity,
   assessLogArchive,
   assessHealth,
+  defaultSlotName,
   describeJob,
   durationMs,
   isStrataError,
@@ -15,12 +17,15 @@ import {
   redactedMessage,
   retentionFor,
   schedulesFor,
+  sleepUnlessAborted,
 } from '@strata/sdk';
 import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHandle, ReplicateJobConfig, Repository, ScheduledJobConfig, StrataConfig } from '@strata/sdk';
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
 import { metricsText, writeTextfile } from './metrics.js';
 import { listenForMetrics } from './metrics-listener.js';
+import { stateFolder } from './state-folder.js';
+import { streamClusterWal } from './wal-receive-command.js';
 import type { ListenAddress } from './metrics-listener.js';
 import { Notifier, channelSecretVariables, checkChannelSecrets } from './notifier.js';
 import type { Delivery, JobFacts } from './notifier.js';
@@ -601,8 +606,20 @@ export class Daemon {
     const restartMs = config.restartAfter !== undefined ? durationMs(parseDuration(config.restartAfter, 'restartAfter')) : 30_000;
     const loop = async (): Promise<void> => {
       while (!controller.signal.aborted) {
-        const locator = this.#ctx.loaded.config.databases?.[job.database]?.url;
+        const entry = this.#ctx.loaded.config.databases?.[job.database];
+        const locator = entry?.url;
         if (locator === undefined) return;
+        if (entry?.method === 'physical') {
+          // A cluster's continuous protection is its WAL, streamed as `strata wal-receive` does.
+          try {
+            await this.#streamWal(job, locator, config, controller.signal);
+          } catch (err) {
+            if (controller.signal.aborted) break;
+            this.#log.write('error', `wal-receive failed: ${redactedMessage(err)}; starting it again in ${restartMs / 1000} s`, { database: job.database, job: job.name });
+            await sleepUnlessAborted(restartMs, controller.signal);
+          }
+          continue;
+        }
         this.#log.write('info', `replicate started (every ${config.intervalMs ?? 1000} ms)`, { database: job.database, job: job.name });
         try {
           const summary = await this.#repo.replicate(locator, {
@@ -627,6 +644,28 @@ export class Daemon {
       }
     };
     this.#continuous.set(key, { controller, config, done: loop() });
+  }
+
+  /** The `replicate` job of a physical entry: its WAL streamed into the repository until stopped. */
+  async #streamWal(job: PlannedJob, locator: string, config: ReplicateJobConfig, signal: AbortSignal): Promise<void> {
+    const where = { database: job.database, job: job.name };
+    const slot = defaultSlotName(job.database);
+    const spool = path.join(stateFolder(), 'wal-receive', job.database);
+    const intervalMs = config.intervalMs ?? 5000;
+    const summary = await streamClusterWal(this.#repo, job.database, locator, {
+      spool,
+      slot,
+      intervalMs,
+      signal,
+      say: (line) => this.#log.write('warn', `wal-receive: ${line}`, where),
+      onEvent: (event) => {
+        if (event.kind === 'slot') this.#log.write('info', `wal-receive ${event.created ? 'created' : 'uses'} the replication slot ${event.slot}`, where);
+        if (event.kind === 'streaming') this.#log.write('info', event.attempt === 1 ? `wal-receive streaming (the segment in progress archived every ${intervalMs} ms)` : 'wal-receive connected again, streaming', where);
+        if (event.kind === 'disconnected') this.#log.write('warn', `wal-receive: the connection ended (${event.reason}); trying again in ${Math.round(event.retryInMs / 1000)} s`, where);
+        if (event.kind === 'ship-failed') this.#log.write('warn', `wal-receive could not archive (${event.reason}); trying again in ${Math.round(event.retryInMs / 1000)} s`, where);
+      },
+    });
+    this.#log.write('info', `wal-receive stopped: archived ${summary.segments} segment(s) and ${summary.partials} partial(s)`, where);
   }
 
   async #shutdown(): Promise<void> {

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { StrataError, clusterUrl, defaultSlotName, parseTarget, durationMs, parseDuration, receiveWal, resolveDatabase, validateDatabaseName } from '@strata/sdk';
-import type { WalReceiveEvent } from '@strata/sdk';
+import type { Repository, WalReceiveEvent, WalReceiveSummary } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { stateFolder } from './state-folder.js';
 import { printable } from './terminal.js';
@@ -70,6 +70,30 @@ export async function walReceiveCommand(ctx: CommandContext, options: WalReceive
         break;
     }
   };
+  const summary = await streamClusterWal(repo, database, locator, { spool, slot, intervalMs, signal, onEvent, say });
+  say(`stopped; archived ${summary.segments} segment(s) and ${summary.partials} partial(s)${summary.reconnections > 0 ? `, reconnected ${summary.reconnections} time(s)` : ''}; the slot ${slot} stays, so the next run continues where this one stopped`);
+  if (ctx.json) ctx.printJson({ database, ...summary, spool });
+  return 0;
+}
+
+/** What {@link streamClusterWal} needs besides the repository and the entry. */
+export interface ClusterWalStreamOptions {
+  readonly spool: string;
+  readonly slot: string;
+  readonly intervalMs: number;
+  readonly signal: AbortSignal;
+  readonly onEvent: (event: WalReceiveEvent) => void;
+  /** A line for the operator (a failing mirror). */
+  readonly say: (line: string) => void;
+}
+
+/**
+ * Streams a physical entry's WAL into the repository (and its mirror) until `signal` fires: the
+ * work of `strata wal-receive`, also run by the daemon's `replicate` job for a physical entry. One
+ * journal operation for the whole run.
+ */
+export async function streamClusterWal(repo: Repository, database: string, locator: string, options: ClusterWalStreamOptions): Promise<WalReceiveSummary> {
+  const { spool, slot, intervalMs, signal, onEvent, say } = options;
   // The mirror gets each file as the repository does; a failure is said once until it works again.
   let mirrorOk = true;
   const mirrorLog = async (name: string, bytes: Uint8Array, receivedBytes?: number): Promise<void> => {
@@ -100,9 +124,7 @@ export async function walReceiveCommand(ctx: CommandContext, options: WalReceive
       },
     });
     await op.complete({ details: { slot, segments: summary.segments, partials: summary.partials, reconnections: summary.reconnections } });
-    say(`stopped; archived ${summary.segments} segment(s) and ${summary.partials} partial(s)${summary.reconnections > 0 ? `, reconnected ${summary.reconnections} time(s)` : ''}; the slot ${slot} stays, so the next run continues where this one stopped`);
-    if (ctx.json) ctx.printJson({ database, ...summary, spool });
-    return 0;
+    return summary;
   } catch (err) {
     await op.fail(err).catch(() => undefined);
     throw err;

@@ -258,9 +258,10 @@ function validateConfig(raw: unknown, file: string): StrataConfig {
 }
 
 /**
- * A replicate job follows a database's log of committed transactions, which only engines with
- * continuous capture read: on any other database it could never run, so the config is refused at
- * load, naming the job (a top-level one by the database it would apply to).
+ * A replicate job follows a database's log of committed transactions: with the engine's continuous
+ * capture, or, for an engine whose own log is archived (a physical cluster), by streaming that log
+ * as `strata wal-receive` does. On any other database it could never run, so the config is refused
+ * at load, naming the job (a top-level one by the database it would apply to).
  */
 function checkReplicateJobs(databases: Readonly<Record<string, DatabaseConfig>>, defaults: Readonly<Record<string, JobConfig>>, file: string): void {
   let engines: EngineRegistry | undefined;
@@ -270,10 +271,10 @@ function checkReplicateJobs(databases: Readonly<Record<string, DatabaseConfig>>,
       engines ??= createDefaultEngines();
       const engine = engines.forLocator(db.url);
       // A URL no engine takes is reported when a job uses it, as for any command.
-      if (!engine || engine.changeCapture) continue;
+      if (!engine || engine.changeCapture || engine.logArchive) continue;
       const own = db.schedules?.[name] !== undefined;
       const where = own ? `databases.${database}.schedules.${name}` : `schedules.${name} (for databases.${database})`;
-      const capable = engines.kinds().flatMap((kind) => (engines!.get(kind)!.changeCapture ? [engines!.get(kind)!.display.name] : []));
+      const capable = engines.kinds().flatMap((kind) => (engines!.get(kind)!.changeCapture || engines!.get(kind)!.logArchive ? [engines!.get(kind)!.display.name] : []));
       throw new StrataError(
         'USAGE',
         `config: ${file}: ${where}: continuous replication (job "replicate") is for ${capable.join(' and ')} databases only for now; ${database} is a ${engine.display.name} database. Schedule an incremental backup job for it instead${own ? '' : `, or drop the job for it with "schedules": { "${name}": false } in databases.${database}`}`,
