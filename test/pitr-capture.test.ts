@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { SqliteEngine } from '@strata/sdk';
@@ -109,6 +109,61 @@ describe('continuous capture beside an application that writes', function () {
       assert.equal(rest.more, undefined);
       assert.equal(rest.transactions.length, 2);
       assert.ok(rest.transactions.every((t) => t.scannedAt >= beforeSecond), 'a read that reached the end vouches for everything committed before it began');
+    } finally {
+      await feed.close();
+      app.close();
+    }
+  });
+
+  it('condenses the transactions of one read into one that, replayed as docs/FORMAT.md says, gives the same database in fewer bytes', async () => {
+    const file = path.join(dir.path, 'condensed.db');
+    const app = new Database(file);
+    app.pragma('journal_mode = WAL');
+    // The database file stays the base: nothing is checkpointed into it while the test writes.
+    app.pragma('wal_autocheckpoint = 0');
+    app.exec('CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER, note TEXT)');
+    app.exec("WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 200) INSERT INTO counter (n, note) SELECT i, 'start' FROM k");
+    app.pragma('wal_checkpoint(TRUNCATE)');
+    const base = readFileSync(file);
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    try {
+      // Many small transactions on the same few pages, as a busy application's are.
+      const bump = app.prepare('UPDATE counter SET n = n + 1, note = ? WHERE id = ?');
+      for (let i = 0; i < 300; i++) bump.run(`bump ${i}`, 1 + (i % 200));
+      app.prepare('INSERT INTO counter (n, note) VALUES (?, ?)').run(-1, 'x'.repeat(5000));
+      const read = await feed.read();
+      assert.equal(read.transactions.length, 301);
+      const condensed = feed.condense!(read.transactions);
+      assert.equal(condensed.length, 1, 'one read is one moment');
+      assert.equal(condensed[0]!.commits, 301);
+      assert.deepEqual(condensed[0]!.position, read.transactions.at(-1)!.position);
+      const readBytes = read.transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
+      assert.ok(condensed[0]!.bytes.byteLength * 10 < readBytes, `${condensed[0]!.bytes.byteLength} of ${readBytes} bytes`);
+
+      // The replay docs/FORMAT.md describes: each frame's page at its place, then the size the last frame gives.
+      const pageSize = app.pragma('page_size', { simple: true }) as number;
+      const frameBytes = 24 + pageSize;
+      const replayed = path.join(dir.path, 'replayed.db');
+      writeFileSync(replayed, base);
+      const fd = openSync(replayed, 'r+');
+      const bytes = Buffer.from(condensed[0]!.bytes);
+      let size = 0;
+      for (let at = 0; at < bytes.length; at += frameBytes) {
+        writeSync(fd, bytes, at + 24, pageSize, (bytes.readUInt32BE(at) - 1) * pageSize);
+        if (bytes.readUInt32BE(at + 4) !== 0) {
+          assert.equal(at + frameBytes, bytes.length, 'only the last frame carries a database size');
+          size = bytes.readUInt32BE(at + 4);
+        }
+      }
+      ftruncateSync(fd, size * pageSize);
+      closeSync(fd);
+      const check = new Database(replayed, { readonly: true });
+      try {
+        assert.equal(check.pragma('integrity_check', { simple: true }), 'ok');
+        assert.deepEqual(check.prepare('SELECT * FROM counter ORDER BY id').all(), app.prepare('SELECT * FROM counter ORDER BY id').all());
+      } finally {
+        check.close();
+      }
     } finally {
       await feed.close();
       app.close();

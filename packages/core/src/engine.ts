@@ -318,6 +318,11 @@ export interface CapturedTransaction {
    * when the last read that reached the end of the log began.
    */
   readonly scannedAt: number;
+  /**
+   * How many of the database's transactions this one stands for (default 1): more than one after
+   * `ChangeFeed.condense` joined transactions no restore can stop between.
+   */
+  readonly commits?: number;
 }
 
 /** What one read of the log found. */
@@ -372,6 +377,14 @@ export interface ChangeFeed {
   maintain(options?: ChangeReadOptions): Promise<ChangeRead>;
   /** A snapshot of the database at `position`, to be the base the captured transactions apply to. */
   snapshot(options: SnapshotOptions): Promise<Snapshot>;
+  /**
+   * Optional: the same changes in fewer bytes. Consecutive transactions with the same `observedAt`
+   * and `scannedAt` are one moment to a restore (it replays all of them or none), so an engine
+   * whose replay keeps only the last write of each place may join them into one transaction that
+   * writes each place once, its final version; `commits` says how many it stands for. The replay
+   * of the joined transaction must leave the database exactly as replaying them one by one would.
+   */
+  condense?(transactions: readonly CapturedTransaction[]): CapturedTransaction[];
   close(): Promise<void>;
 }
 

@@ -120,7 +120,7 @@ async function fetchPlanned(ctx: RepositoryContext, plan: PointInTimePlan, signa
       for (const t of manifest.transactions) {
         if (t.observedAt > limit) break;
         bytes += t.bytes;
-        transactions++;
+        transactions += t.commits ?? 1;
         reachedAt = t.observedAt;
         completeThrough = t.scannedAt;
       }

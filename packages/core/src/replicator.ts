@@ -5,7 +5,7 @@ import type { CapturedTransaction, ChangeFeed, ChangePosition, ChangeRead, Engin
 import { StrataError, isStrataError, sleepUnlessAborted as sleep, wrapError } from './errors.js';
 import { validateDatabaseName } from './naming.js';
 import type { RepositoryContext } from './repository-context.js';
-import { chainBreak, mergeSegments, writeSegment } from './segments.js';
+import { chainBreak, commitsIn, mergeSegments, writeSegment } from './segments.js';
 
 /** Options for {@link Repository.replicate}. */
 export interface ReplicateOptions {
@@ -156,6 +156,8 @@ export class Replicator {
       let chain: ChainState | undefined;
       let buffer: CapturedTransaction[] = [];
       let bufferBytes = 0;
+      // Counted as read, before condense: how far the log went on since maintain() last ran.
+      let readSinceMaintained = 0;
       // The segment being written: back in the buffer if the write fails, so it counts.
       let inFlight = { transactions: 0, bytes: 0 };
       let failure: unknown;
@@ -254,7 +256,7 @@ export class Replicator {
         if (busy || buffer.length === 0 || !chain || baseGone) return;
         const transactions = buffer;
         const state = chain;
-        inFlight = { transactions: buffer.length, bytes: bufferBytes };
+        inFlight = { transactions: commitsIn(buffer), bytes: bufferBytes };
         buffer = [];
         bufferBytes = 0;
         run(async () => {
@@ -272,7 +274,7 @@ export class Replicator {
             chain = { base: state.base, sequence: segment.sequence, previous: segment.id, from: segment.to };
             chains.get(state.base.id)?.push(segment);
             summary.segments++;
-            summary.transactions += transactions.length;
+            summary.transactions += commitsIn(transactions);
             emit({ kind: 'segment', database, segment, lagMs: Date.now() - transactions.at(-1)!.observedAt });
           } catch (err) {
             if (isStrataError(err, 'CHAIN_BROKEN') && (err.details as { baseRemoved?: boolean } | undefined)?.baseRemoved) {
@@ -284,7 +286,7 @@ export class Replicator {
             // those read since, for the next cut; nothing is lost while the log holds them.
             buffer = [...transactions, ...buffer];
             bufferBytes += transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
-            emit({ kind: 'retry', database, error: { code: err.code, message: err.message }, held: { transactions: buffer.length, bytes: bufferBytes } });
+            emit({ kind: 'retry', database, error: { code: err.code, message: err.message }, held: { transactions: commitsIn(buffer), bytes: bufferBytes } });
           } finally {
             inFlight = { transactions: 0, bytes: 0 };
           }
@@ -301,7 +303,10 @@ export class Replicator {
           await sleep(500 * (attempt + 1), new AbortController().signal);
         }
       };
-      const take = (transactions: readonly CapturedTransaction[]): void => {
+      const take = (read: readonly CapturedTransaction[]): void => {
+        for (const t of read) readSinceMaintained += t.bytes.byteLength;
+        // Transactions of one read are one moment to a restore: an engine may ship them in fewer bytes.
+        const transactions = read.length > 1 && feed?.condense ? feed.condense(read) : read;
         for (const t of transactions) {
           buffer.push(t);
           bufferBytes += t.bytes.byteLength;
@@ -342,7 +347,7 @@ export class Replicator {
         // no more than the room left, and past the limit the feed stays where it is (the log is
         // not recycled past it) until the held transactions are shipped.
         const full = bufferBytes + inFlight.bytes >= maxHeld;
-        if (full && !holding) emit({ kind: 'holding', database, held: { transactions: buffer.length + inFlight.transactions, bytes: bufferBytes + inFlight.bytes } });
+        if (full && !holding) emit({ kind: 'holding', database, held: { transactions: commitsIn(buffer) + inFlight.transactions, bytes: bufferBytes + inFlight.bytes } });
         holding = full;
         const read: ChangeRead = full ? { transactions: [] } : await feed.read({ maxBytes: maxHeld - bufferBytes - inFlight.bytes });
         take(read.transactions);
@@ -351,9 +356,10 @@ export class Replicator {
         // Once per interval, and at each segment's worth read: a busy database cuts segments by size
         // more often than once per interval, and its log would otherwise grow without end (the
         // application's writes then go to a file that keeps growing, which slows them down).
-        const maintainDue = Date.now() - lastMaintained >= intervalMs || bufferBytes >= maxBytes;
+        const maintainDue = Date.now() - lastMaintained >= intervalMs || readSinceMaintained >= maxBytes;
         if (!full && !read.more && !lost && maintainDue && snapshotTaken) {
           lastMaintained = Date.now();
+          readSinceMaintained = 0;
           const maintained = await feed.maintain({ maxBytes: maxHeld - bufferBytes - inFlight.bytes });
           take(maintained.transactions);
           lost = maintained.lost;
@@ -405,7 +411,7 @@ export class Replicator {
       }
       await idle();
       if (failure !== undefined) throw failure;
-      if (buffer.length > 0) throw new StrataError('IO', `replicate ${database}: ${buffer.length} transaction(s) could not be shipped before stopping; the database still holds them and the next \`strata replicate\` ships them`);
+      if (buffer.length > 0) throw new StrataError('IO', `replicate ${database}: ${commitsIn(buffer)} transaction(s) could not be shipped before stopping; the database still holds them and the next \`strata replicate\` ships them`);
       await op.complete({ details: { segments: summary.segments, transactions: summary.transactions, bases: summary.bases } });
       return summary;
     } catch (err) {

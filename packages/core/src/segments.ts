@@ -52,6 +52,15 @@ export interface SegmentTransaction {
   readonly observedAt: string;
   /** When the read that found it began (ISO, ms): everything committed before is in it or earlier. */
   readonly scannedAt: string;
+  /** How many of the database's transactions it stands for, when more than one (ChangeFeed.condense). */
+  readonly commits?: number;
+}
+
+/** How many of the database's transactions a list of segment transactions stands for. */
+export function commitsIn(transactions: readonly { readonly commits?: number }[]): number {
+  let sum = 0;
+  for (const t of transactions) sum += t.commits ?? 1;
+  return sum;
 }
 
 /** `segment.json`. */
@@ -346,7 +355,12 @@ export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, 
           from: draft.from,
           to: last.position,
           createdAt: now.toISOString(),
-          transactions: draft.transactions.map((t) => ({ bytes: t.bytes.byteLength, observedAt: isoTime(t.observedAt), scannedAt: isoTime(t.scannedAt) })),
+          transactions: draft.transactions.map((t) => ({
+            bytes: t.bytes.byteLength,
+            observedAt: isoTime(t.observedAt),
+            scannedAt: isoTime(t.scannedAt),
+            ...(t.commits !== undefined && t.commits > 1 ? { commits: t.commits } : {}),
+          })),
           changesBytes,
           changesSha256,
           ...(keyId !== undefined ? { keyId } : {}),
@@ -563,6 +577,7 @@ function manifestProblem(opened: OpenedSegment): string | undefined {
   if (!Array.isArray(manifest.transactions) || manifest.transactions.length === 0 || manifest.transactions.reduce((sum, t) => sum + t.bytes, 0) !== opened.changesBytes) {
     return 'its transactions do not add up to its changes';
   }
+  if (manifest.transactions.some((t) => t.commits !== undefined && !(Number.isSafeInteger(t.commits) && t.commits > 1))) return 'a transaction of it stands for a number of commits that is not a whole number above 1';
   return undefined;
 }
 
@@ -602,7 +617,7 @@ export async function readSegment(ctx: RepositoryContext, record: SegmentRecord,
       throw corrupt(`its manifest describes segment ${manifest!.sequence} (${manifest!.id}) after ${manifest!.base}, not this one`);
     }
     if (!samePosition(manifest!.from, record.from) || !samePosition(manifest!.to, record.to)) throw corrupt("its positions are not the catalog's");
-    if (manifest!.transactions.length !== record.transactions) throw corrupt('its transactions are not as many as the catalog says');
+    if (commitsIn(manifest!.transactions) !== record.transactions) throw corrupt('its transactions are not as many as the catalog says');
     await file.sync();
     return manifest!;
   } finally {
@@ -633,7 +648,7 @@ function segmentRecord(manifest: SegmentManifest, stored: Pick<SegmentRecord, 'k
     to: manifest.to,
     firstAt: manifest.transactions[0]!.observedAt,
     lastAt: manifest.transactions.at(-1)!.observedAt,
-    transactions: manifest.transactions.length,
+    transactions: commitsIn(manifest.transactions),
     createdAt: manifest.createdAt,
     ...stored,
   };

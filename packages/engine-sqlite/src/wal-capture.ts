@@ -71,6 +71,12 @@ const MAINTAIN_MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 const MAINTAIN_CHECKPOINT_BYTES = 1024 * 1024;
 /** How many turns under the lock one maintain() takes at most (see maintain()). */
 const MAINTAIN_TURNS = 4;
+/** How long the last turn of maintain() waits for another connection's checkpoint to end (see #checkpoint). */
+const MAINTAIN_CHECKPOINT_WAIT_MS = 100;
+/** How many times #lock tries the write lock back to back before it pauses between tries. */
+const LOCK_SPIN_TRIES = 200;
+/** What a synchronous pause of a millisecond waits on (Atomics.wait; nothing ever wakes it). */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 
 interface WalPosition {
   readonly salt: readonly [number, number];
@@ -110,18 +116,30 @@ const NATIVE_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 
  * and adds in 32-bit integers, several times faster than decoding each word from the buffer.
  */
 export function walChecksum(data: Buffer, bigEndian: boolean, start: readonly [number, number]): [number, number] {
-  if (data.length % 8 !== 0) throw new StrataError('INTERNAL', 'wal checksum over a length that is not a multiple of 8');
+  return checksumRange(data, wordsOf(data, bigEndian), 0, data.length, bigEndian, start);
+}
+
+/** `data` as 32-bit words when the checksum can read them so (see walChecksum), else undefined. */
+function wordsOf(data: Buffer, bigEndian: boolean): Int32Array | undefined {
+  return bigEndian !== NATIVE_LITTLE_ENDIAN && data.byteOffset % 4 === 0 ? new Int32Array(data.buffer, data.byteOffset, data.length >>> 2) : undefined;
+}
+
+/**
+ * walChecksum over data[from, to), with `words` from wordsOf(data) made once for a whole read:
+ * a view or two per frame (tens of thousands a second) were a visible share of the garbage collector's work.
+ */
+function checksumRange(data: Buffer, words: Int32Array | undefined, from: number, to: number, bigEndian: boolean, start: readonly [number, number]): [number, number] {
+  if ((to - from) % 8 !== 0 || from % 8 !== 0) throw new StrataError('INTERNAL', 'wal checksum over a range that is not in whole 8-byte steps');
   let s0 = start[0] | 0;
   let s1 = start[1] | 0;
-  if (bigEndian !== NATIVE_LITTLE_ENDIAN && data.byteOffset % 4 === 0) {
-    const words = new Int32Array(data.buffer, data.byteOffset, data.length >>> 2);
-    for (let i = 0; i < words.length; i += 2) {
+  if (words) {
+    for (let i = from >>> 2, end = to >>> 2; i < end; i += 2) {
       s0 = (s0 + words[i]! + s1) | 0;
       s1 = (s1 + words[i + 1]! + s0) | 0;
     }
     return [s0 >>> 0, s1 >>> 0];
   }
-  for (let i = 0; i < data.length; i += 8) {
+  for (let i = from; i < to; i += 8) {
     const a = bigEndian ? data.readInt32BE(i) : data.readInt32LE(i);
     const b = bigEndian ? data.readInt32BE(i + 4) : data.readInt32LE(i + 4);
     s0 = (s0 + a + s1) | 0;
@@ -206,6 +224,8 @@ function readLogHeader(wal: string): LogHeader | undefined {
   if (checksum[0] !== bytes.readUInt32BE(24) || checksum[1] !== bytes.readUInt32BE(28)) return undefined;
   return { salt: [bytes.readUInt32BE(16), bytes.readUInt32BE(20)], pageSize: bytes.readUInt32BE(8), bigEndian, checksum };
 }
+
+const isBusy = (err: unknown): boolean => /^SQLITE_(BUSY|LOCKED)/.test(String((err as { code?: unknown } | undefined)?.code ?? ''));
 
 const sameSalt = (a: readonly [number, number], b: readonly [number, number]): boolean => a[0] === b[0] && a[1] === b[1];
 
@@ -324,7 +344,8 @@ class WalFeed implements ChangeFeed {
         const feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, resumed);
         // maintain() tries the write lock briefly and tries again later: a checkpoint that waits
         // for our reader holds that lock meanwhile, and waiting on each other helps nobody.
-        writer.pragma(`busy_timeout = ${MAINTAIN_LOCK_WAIT_MS}`);
+        // It tries itself (see #lock), so SQLite's own wait is off.
+        writer.pragma('busy_timeout = 0');
         feed.#bigEndian = index.bigEndianChecksums;
         return feed;
       } finally {
@@ -411,11 +432,30 @@ class WalFeed implements ChangeFeed {
    */
   async maintain(options: ChangeReadOptions = {}): Promise<ChangeRead> {
     if (this.#snapshotting || this.#closed) return { transactions: [] };
-    const first = this.#restartReader(false);
-    if (!first || first.lost || this.#cursor.frame < CHECKPOINT_FRAMES) return first ?? { transactions: [] };
-    const transactions = [...first.transactions];
-    let taken = transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
     const room = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    const transactions: CapturedTransaction[] = [];
+    let taken = 0;
+    const keep = (read: ChangeRead): void => {
+      transactions.push(...read.transactions);
+      taken += read.transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
+    };
+    // While capture waits for the lock, a writer that never pauses appends more than is read under
+    // it: that is read without the lock, and the lock tried again (the log was never recycled at
+    // full speed otherwise).
+    let first: ChangeRead | 'busy' | 'behind' = 'behind';
+    for (let attempt = 0; attempt < MAINTAIN_TURNS && first === 'behind'; attempt++) {
+      if (attempt > 0) {
+        const caughtUp = this.#read(room - taken);
+        keep(caughtUp);
+        if (caughtUp.lost) return { transactions, lost: caughtUp.lost };
+        if (caughtUp.more) return { transactions };
+      }
+      first = this.#restartReader(false);
+    }
+    if (typeof first === 'string') return { transactions };
+    keep(first);
+    if (first.lost) return { transactions, lost: first.lost };
+    if (this.#cursor.frame < CHECKPOINT_FRAMES) return { transactions };
     const frameBytes = FRAME_HEADER_BYTES + this.#cursor.pageSize;
     for (let turn = 1; turn < MAINTAIN_TURNS; turn++) {
       // The reader's snapshot ends where the cursor is now: the checkpoint copies up to there.
@@ -429,9 +469,10 @@ class WalFeed implements ChangeFeed {
       if (caughtUp.more || !sameSalt(mark.salt, this.#cursor.salt)) break;
       const last = (this.#cursor.frame - mark.frame) * frameBytes <= MAINTAIN_CHECKPOINT_BYTES;
       const next = this.#restartReader(last);
-      if (!next) break;
-      transactions.push(...next.transactions);
-      taken += next.transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);
+      // Behind: what was appended while capture waited for the lock is caught up by the next turn.
+      if (next === 'behind') continue;
+      if (next === 'busy') break;
+      keep(next);
       if (next.lost) return { transactions, lost: next.lost };
       if (last) break;
     }
@@ -440,27 +481,23 @@ class WalFeed implements ChangeFeed {
 
   /**
    * One turn under the write lock (see maintain()): reads to the log's end, restarts the read
-   * transaction there, with a checkpoint in between when asked. Undefined when the lock was not
-   * to be had at once or the log holds too much unread to read under it.
+   * transaction there, with a checkpoint in between when asked. 'busy' when the lock was not to
+   * be had in time, 'behind' when the log holds too much unread to read under it.
    */
-  #restartReader(checkpoint: boolean): ChangeRead | undefined {
-    try {
-      this.#writer.exec('BEGIN IMMEDIATE');
-    } catch {
-      // A writer kept the lock: the log grows a little longer until the next attempt.
-      return undefined;
-    }
+  #restartReader(checkpoint: boolean): ChangeRead | 'busy' | 'behind' {
+    // A writer kept the lock: the log grows a little longer until the next attempt.
+    if (!this.#lock()) return 'busy';
     try {
       const index = readIndexHeader(this.#shm);
       const frameBytes = FRAME_HEADER_BYTES + this.#cursor.pageSize;
-      if (index && sameSalt(index.salt, this.#cursor.salt) && (index.maxFrame - this.#cursor.frame) * frameBytes > MAINTAIN_MAX_UNREAD_BYTES) return undefined;
+      if (index && sameSalt(index.salt, this.#cursor.salt) && (index.maxFrame - this.#cursor.frame) * frameBytes > MAINTAIN_MAX_UNREAD_BYTES) return 'behind';
       const read = this.#read();
       if (read.lost) return read;
       this.#reader.exec('COMMIT');
       // A short log is left as it is: every restart is a moment where a replicator that crashes
       // before shipping the next transactions cannot continue its chain (the log no longer holds
       // its place) and must take a new base.
-      if (checkpoint) this.#checkpoint();
+      if (checkpoint) this.#checkpoint(MAINTAIN_CHECKPOINT_WAIT_MS);
       this.#reader.exec('BEGIN');
       this.#reader.prepare('SELECT count(*) FROM sqlite_schema').get();
       this.#restartAllowed = true;
@@ -470,12 +507,67 @@ class WalFeed implements ChangeFeed {
     }
   }
 
-  #checkpoint(): void {
-    try {
-      this.#checkpointer.pragma('wal_checkpoint(PASSIVE)');
-    } catch {
-      // Another checkpoint is running; the log restarts after a later one.
+  /**
+   * Takes the write lock within MAINTAIN_LOCK_WAIT_MS, trying again at once and then every
+   * millisecond. SQLite's busy handler sleeps for up to 100 ms between its tries, and against a
+   * writer that commits tens of thousands of times a second (holding the lock most of the time,
+   * letting go for microseconds) it lost nearly every time: maintain() never ran and the log grew.
+   */
+  #lock(): boolean {
+    const started = Date.now();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.#writer.exec('BEGIN IMMEDIATE');
+        return true;
+      } catch (err) {
+        if (!isBusy(err) || Date.now() - started >= MAINTAIN_LOCK_WAIT_MS) return false;
+      }
+      if (attempt >= LOCK_SPIN_TRIES) Atomics.wait(PAUSE, 0, 0, 1);
     }
+  }
+
+  /**
+   * A passive checkpoint; with `waitMs`, tried again until no other checkpoint is running. The
+   * application's own automatic checkpoint runs after nearly every commit of a writer that never
+   * pauses, and a passive checkpoint does not wait for it: the last turn of maintain() found it
+   * running every time, so the log was never fully copied and never restarted (it grew to GBs).
+   * Under the write lock that checkpoint is the application's writer, which commits nothing until
+   * it ends, so waiting for it there holds nobody else up.
+   */
+  #checkpoint(waitMs = 0): void {
+    const until = Date.now() + waitMs;
+    for (;;) {
+      let busy: boolean;
+      try {
+        const [result] = this.#checkpointer.pragma('wal_checkpoint(PASSIVE)') as { busy: number }[];
+        busy = result?.busy !== 0;
+      } catch {
+        busy = true;
+      }
+      if (!busy || Date.now() >= until) return;
+      Atomics.wait(PAUSE, 0, 0, 1);
+    }
+  }
+
+  /**
+   * Joins each run of transactions read at the same moment into one (see ChangeFeed.condense):
+   * its frames are the newest frame of each page the run wrote. A writer of many small
+   * transactions rewrites the same few pages in nearly every one (a table's last page, its
+   * parent, the database header), so most frames of a read are superseded within it; every byte
+   * kept is hashed, compressed, encrypted, stored and replayed, and at full speed that work was
+   * most of the replicator's.
+   */
+  condense(transactions: readonly CapturedTransaction[]): CapturedTransaction[] {
+    const frameBytes = FRAME_HEADER_BYTES + this.#cursor.pageSize;
+    const condensed: CapturedTransaction[] = [];
+    for (let i = 0; i < transactions.length; ) {
+      const first = transactions[i]!;
+      let end = i + 1;
+      while (end < transactions.length && transactions[end]!.observedAt === first.observedAt && transactions[end]!.scannedAt === first.scannedAt) end++;
+      condensed.push(end - i === 1 ? first : joinTransactions(transactions.slice(i, end), frameBytes));
+      i = end;
+    }
+    return condensed;
   }
 
   async snapshot(options: SnapshotOptions): Promise<Snapshot> {
@@ -564,17 +656,18 @@ function scanFrames(
     if (bytes.length < count * frameBytes) return { lost: `the write-ahead log ${wal} ends before its committed frame ${maxFrame}` };
     /** Where the transaction being read began in this read. */
     let start = 0;
+    const words = wordsOf(bytes, bigEndian);
     for (let i = 0; i < count; i++) {
-      const one = bytes.subarray(i * frameBytes, (i + 1) * frameBytes);
-      if (one.readUInt32BE(8) !== cursor.salt[0] || one.readUInt32BE(12) !== cursor.salt[1]) {
+      const at = i * frameBytes;
+      if (bytes.readUInt32BE(at + 8) !== cursor.salt[0] || bytes.readUInt32BE(at + 12) !== cursor.salt[1]) {
         return { lost: `frame ${frame + 1} of ${wal} belongs to another log (its salts differ)` };
       }
-      checksum = walChecksum(one.subarray(FRAME_HEADER_BYTES), bigEndian, walChecksum(one.subarray(0, 8), bigEndian, checksum));
-      if (checksum[0] !== one.readUInt32BE(16) || checksum[1] !== one.readUInt32BE(20)) {
+      checksum = checksumRange(bytes, words, at + FRAME_HEADER_BYTES, at + frameBytes, bigEndian, checksumRange(bytes, words, at, at + 8, bigEndian, checksum));
+      if (checksum[0] !== bytes.readUInt32BE(at + 16) || checksum[1] !== bytes.readUInt32BE(at + 20)) {
         return { lost: `frame ${frame + 1} of ${wal} does not continue the log's checksum` };
       }
       frame++;
-      if (one.readUInt32BE(4) !== 0) {
+      if (bytes.readUInt32BE(at + 4) !== 0) {
         const end = (i + 1) * frameBytes;
         const own = bytes.subarray(start, end);
         const transaction = carried.length > 0 ? Buffer.concat([...carried, own]) : own;
@@ -591,6 +684,32 @@ function scanFrames(
   }
   if (carried.length > 0) return { lost: `the committed end of ${wal} (frame ${maxFrame}) is not the end of a transaction` };
   return { cursor: committed, transactions };
+}
+
+/**
+ * One transaction that leaves the database as the given ones, replayed in order, do: the newest
+ * frame of each page, in log order. The last frame is the last transaction's commit frame (it is
+ * the newest of its page) and carries the database's size after it; every other frame kept gets
+ * 0 there, so the joined frames read as one transaction. Their checksums are SQLite's as written
+ * and no longer chain (a replay never checks them; the segment's SHA-256 covers the bytes).
+ */
+function joinTransactions(group: readonly CapturedTransaction[], frameBytes: number): CapturedTransaction {
+  const frames: Buffer[] = [];
+  for (const t of group) {
+    const bytes = Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength);
+    for (let at = 0; at < bytes.length; at += frameBytes) frames.push(bytes.subarray(at, at + frameBytes));
+  }
+  const newest = new Map<number, number>();
+  for (let k = 0; k < frames.length; k++) newest.set(frames[k]!.readUInt32BE(0), k);
+  const kept = [...newest.values()].sort((a, b) => a - b);
+  const joined = Buffer.allocUnsafe(kept.length * frameBytes);
+  kept.forEach((k, n) => {
+    frames[k]!.copy(joined, n * frameBytes);
+    if (n < kept.length - 1) joined.writeUInt32BE(0, n * frameBytes + 4);
+  });
+  const last = group.at(-1)!;
+  const commits = group.reduce((sum, t) => sum + (t.commits ?? 1), 0);
+  return { bytes: joined, position: last.position, observedAt: last.observedAt, scannedAt: last.scannedAt, commits };
 }
 
 /** Pages held by a replay before they are written: the newest version of each, up to this many bytes. */
