@@ -636,10 +636,7 @@ export class Daemon {
         } catch (err) {
           if (controller.signal.aborted) break;
           this.#log.write('error', `replicate failed: ${redactedMessage(err)}; starting it again in ${restartMs / 1000} s`, { database: job.database, job: job.name });
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, restartMs);
-            controller.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-          });
+          await sleepUnlessAborted(restartMs, controller.signal);
         }
       }
     };

@@ -25,21 +25,6 @@ export function restoreFailed(target: PgTarget, what: MessageText, err: unknown)
   });
 }
 
-/**
- * Runs a pg_dump script entry by entry (pg_dump heads each with `-- Name: ...; Type: ...`), so a
- * statement the target refuses is named in the error, as pg_restore names the entry it was at.
- */
-export async function applySchema(client: pg.Client, sql: string, target: PgTarget): Promise<void> {
-  for (const entry of schemaEntries(sql)) {
-    if (normaliseSchema(entry.sql) === '') continue;
-    try {
-      await client.query(entry.sql);
-    } catch (err) {
-      throw restoreFailed(target, redactable`the schema statement for ${named(entry.label, 'object')}`, err);
-    }
-  }
-}
-
 /** One object of a pg_dump script: its type as pg_dump names it, a label like pg_restore's messages (`TABLE public.orders`), its statements. */
 interface SchemaEntry {
   readonly type: string;
@@ -78,26 +63,29 @@ const BUILDS = new Set(['INDEX', 'CONSTRAINT']);
 const CARRIED_SETTING = /^SET (default_tablespace|default_table_access_method) = .*;$/;
 
 /**
- * Like {@link applySchema}, with runs of index and constraint entries built on `client` and on the
- * `helpers` at once, each connection one statement at a time. Every other entry waits for the
- * builds before it and runs alone on `client`, in the script's order, so whatever depends on an
- * index or a constraint (a foreign key, an index attached to a partitioned one) finds it built. A
- * build the server ends as a deadlock (two statements locking a partitioned table and a partition
- * in opposite orders) runs again once the others are done.
+ * Runs a pg_dump script entry by entry (pg_dump heads each with `-- Name: ...; Type: ...`), so a
+ * statement the target refuses is named in the error, as pg_restore names the entry it was at.
+ *
+ * Given `helpers` (more connections to the same database), runs of index and constraint entries
+ * are built on `client` and the helpers at once, each connection one statement at a time. Every
+ * other entry waits for the builds before it and runs alone on `client`, in the script's order, so
+ * whatever depends on an index or a constraint (a foreign key, an index attached to a partitioned
+ * one) finds it built. A build the server ends as a deadlock (two statements locking a partitioned
+ * table and a partition in opposite orders) runs again once the others are done.
  */
-export async function applySchemaConcurrently(client: pg.Client, helpers: readonly pg.Client[], sql: string, target: PgTarget): Promise<void> {
+export async function applySchema(client: pg.Client, sql: string, target: PgTarget, helpers: readonly pg.Client[] = []): Promise<void> {
   const entries = schemaEntries(sql);
-  const header = entries[0]!;
-  if (normaliseSchema(header.sql) !== '') {
-    for (const c of [client, ...helpers]) {
-      try {
-        await c.query(header.sql);
-      } catch (err) {
-        throw restoreFailed(target, redactable`the schema statement for ${named(header.label, 'object')}`, err);
-      }
+  const run = async (c: pg.Client, step: { entry: SchemaEntry; sql: string }): Promise<void> => {
+    try {
+      await c.query(step.sql);
+    } catch (err) {
+      throw restoreFailed(target, redactable`the schema statement for ${named(step.entry.label, 'object')}`, err);
     }
-  }
-  // Each entry with the carried settings in force at its place in the script, then its own statements.
+  };
+  const header = entries[0]!;
+  if (normaliseSchema(header.sql) !== '') for (const c of [client, ...helpers]) await run(c, { entry: header, sql: header.sql });
+  // On one connection the session carries pg_dump's settings from entry to entry; across several,
+  // each entry gets those in force at its place in the script, then its own statements.
   const settings = new Map<string, string>();
   const steps = entries.slice(1).flatMap((entry) => {
     const before = [...settings.values()];
@@ -106,15 +94,8 @@ export async function applySchemaConcurrently(client: pg.Client, helpers: readon
       if (set) settings.set(set[1]!, line);
     }
     if (normaliseSchema(entry.sql) === '') return [];
-    return [{ entry, sql: before.length > 0 ? `${before.join('\n')}\n${entry.sql}` : entry.sql }];
+    return [{ entry, sql: helpers.length > 0 && before.length > 0 ? `${before.join('\n')}\n${entry.sql}` : entry.sql }];
   });
-  const run = async (c: pg.Client, step: { entry: SchemaEntry; sql: string }): Promise<void> => {
-    try {
-      await c.query(step.sql);
-    } catch (err) {
-      throw restoreFailed(target, redactable`the schema statement for ${named(step.entry.label, 'object')}`, err);
-    }
-  };
   for (let at = 0; at < steps.length; ) {
     if (helpers.length === 0 || !BUILDS.has(steps[at]!.entry.type)) {
       await run(client, steps[at]!);

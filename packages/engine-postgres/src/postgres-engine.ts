@@ -29,7 +29,7 @@ import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajo
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
-import { applySchema, applySchemaConcurrently, restoreFailed } from './pg-apply-schema.js';
+import { applySchema, restoreFailed } from './pg-apply-schema.js';
 import {
   DATABASE_PLACEHOLDER,
   applyDatabaseProperties,
@@ -407,7 +407,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
         // The indexes and constraints are built two at a time, on a second connection too.
         const helper = await connect(withDatabase(target, workName), 'strata restore');
         try {
-          await applySchemaConcurrently(work, [helper], postData.sql, target);
+          await applySchema(work, postData.sql, target, [helper]);
         } finally {
           await helper.end().catch(() => undefined);
         }
