@@ -379,11 +379,17 @@ describe('bad input gets a clear error and nothing is lost', () => {
     });
 
     it('a real filesystem that is too small (tmpfs) for the backup or the restore', function () {
-      if (process.getuid?.() !== 0) this.skip();
+      if (process.getuid?.() !== 0) {
+        console.log('      skipping: mounting a small tmpfs needs root (the simulated full disk above covers the same paths)');
+        this.skip();
+      }
       const mount = path.join(dir.path, 'small');
       mkdirSync(mount);
       const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mount]);
-      if (mounted.status !== 0) this.skip();
+      if (mounted.status !== 0) {
+        console.log(`      skipping: this machine refuses to mount a tmpfs (${mounted.stderr.toString().trim()})`);
+        this.skip();
+      }
       try {
         const smallRepo = path.join(mount, 'repo');
         assert.equal(strata(['init', '--repo', smallRepo]).status, 0);

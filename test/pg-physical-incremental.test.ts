@@ -7,6 +7,7 @@ import { describeBackupType } from '@strata/protocol/labels';
 import { ROOT } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
 import { PG_BINDIR, TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
+import { requireServerPrograms } from './helpers/pg-cluster.js';
 
 /**
  * Incremental and differential physical base backups of a PostgreSQL 15 cluster (which has no
@@ -66,7 +67,7 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
   const between = (after: number): Date => new Date(Number((committedUs[after - 1]! + committedUs[after]!) / 2n / 1000n));
 
   before(async function () {
-    if (!TestCluster.available()) this.skip();
+    requireServerPrograms(this);
     cluster = await TestCluster.create(DB, 'strata-pgincr-');
     db = await cluster.client();
     await db.query('CREATE TABLE markers (seq int PRIMARY KEY)');

@@ -9,7 +9,7 @@ import { describeLogCoverage } from '@strata/protocol/continuity';
 import { stopsWithin } from '@strata/sdk';
 import type { LogWindow } from '@strata/sdk';
 import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
-import { BINDIR, asServerUser, client, freePort, isRoot, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
+import { asServerUser, BINDIR, client, freePort, isRoot, requireServerPrograms, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
 import { Client } from './helpers/server-client.js';
 
 /**
@@ -59,7 +59,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
   const pgCtl = (args: string[]) => runSync(path.join(BINDIR, 'pg_ctl'), args);
 
   before(async function () {
-    if (!existsSync(path.join(BINDIR, 'initdb'))) this.skip();
+    requireServerPrograms(this);
     dir = mkdtempSync(path.join(tmpdir(), 'strata-pitr-'));
     chmodSync(dir, 0o755);
     if (isRoot) spawnSync('chown', ['postgres', dir]);

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
 import type { LogWindow } from '@strata/sdk';
-import { BINDIR, client, freePort, makeCluster, sleep, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
+import { BINDIR, client, freePort, makeCluster, requireServerPrograms, sleep, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
 import type { TestCluster } from './helpers/pg-cluster.js';
 
 /**
@@ -24,7 +24,7 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
   const running = new Set<string>();
 
   before(async function () {
-    if (!existsSync(path.join(BINDIR, 'initdb'))) this.skip();
+    requireServerPrograms(this);
     cluster = await makeCluster('strata-timeline-', DB);
   });
 

@@ -5,7 +5,7 @@ import { chmodSync, existsSync, lstatSync, readdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
 import { CLI } from './helpers/env.js';
-import { BINDIR, asServerUser, client, makeCluster, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
+import { asServerUser, BINDIR, client, makeCluster, requireServerPrograms, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
 import type { TestCluster } from './helpers/pg-cluster.js';
 
 /**
@@ -59,7 +59,7 @@ describe('PostgreSQL WAL archiving through strata wal-daemon (the warm mode)', f
   const archived = (): string[] => readdirSync(path.join(cluster.dir, 'repo', 'backups', DB, 'log')).map((f) => f.slice(0, f.indexOf('_')));
 
   before(async function () {
-    if (!existsSync(path.join(BINDIR, 'initdb'))) this.skip();
+    requireServerPrograms(this);
     cluster = await makeCluster('strata-wal-daemon-', DB, { pushArgs: (dir) => ['--socket', path.join(dir, 'run', 'wal.sock')] });
     socket = path.join(cluster.dir, 'run', 'wal.sock');
   });

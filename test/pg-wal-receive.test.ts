@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
-import { BINDIR, client, freePort, isRoot, sleep, waitFor } from './helpers/pg-cluster.js';
+import { BINDIR, client, freePort, isRoot, requireServerPrograms, sleep, waitFor } from './helpers/pg-cluster.js';
 
 /**
  * `strata wal-receive`: a cluster of the test's own (initdb, a free port) streams its WAL through
@@ -115,7 +115,7 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
   };
 
   before(async function () {
-    if (!existsSync(path.join(BINDIR, 'initdb'))) this.skip();
+    requireServerPrograms(this);
     dir = mkdtempSync(path.join(tmpdir(), 'strata-walrecv-'));
     chmodSync(dir, 0o755);
     if (isRoot) spawnSync('chown', ['postgres', dir]);
