@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const all = ['sqlite-full', 'sqlite-incremental', 'postgres-full', 'mysql-full', 'scale', 's3', 'pitr', 'pg-pitr', 'pg-wal-push'];
+const all = ['sqlite-full', 'sqlite-incremental', 'postgres-full', 'mysql-full', 'server-incremental', 'scale', 's3', 'pitr', 'pg-pitr', 'pg-wal-push'];
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : all;
 const unknown = chosen.filter((name) => !all.includes(name));
 if (unknown.length > 0) {
