@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { TarEntryCatcher } from '@strata/sdk';
+import { MANIFEST_TAIL_BYTES, TarEntryCatcher, lastWalRange } from '@strata/sdk';
 
 /**
  * A physical backup streams pg_basebackup's tar straight into the artifact and reads its
@@ -82,5 +82,45 @@ describe('reading backup_label and backup_manifest from a streaming tar', functi
     // Bytes after the two zero blocks (a tar ends there) are not read as entries.
     const trailing = Buffer.concat([tar, Buffer.from(tar.subarray(0, 1024))]);
     expectBoth(catchIn([trailing]), 'with bytes after the end');
+  });
+
+  it("a cluster's manifest of any length: only its end is kept, and its WAL-Ranges are read from there", function () {
+    // Laid out as pg_basebackup writes it, for some 500,000 files: longer than any entry read whole may be.
+    const files = Array.from({ length: 500_000 }, (_, i) =>
+      `{ "Path": "base/16384/${100000 + i}", "Size": 8192, "Last-Modified": "2026-12-03 06:00:00 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "0a1b2c3d" }`);
+    const big = `{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [\n${files.join(',\n')}\n],\n` +
+      `"WAL-Ranges": [\n{ "Timeline": 1, "Start-LSN": "0/9000028", "End-LSN": "0/9000138" }\n],\n"Manifest-Checksum": "${'c'.repeat(64)}"}\n`;
+    assert.ok(big.length > 64 * 1024 * 1024);
+    const root = path.join(dir, 'big');
+    mkdirSync(root);
+    writeFileSync(path.join(root, 'backup_label'), label);
+    writeFileSync(path.join(root, 'backup_manifest'), big);
+    const made = spawnSync('tar', ['--format=ustar', '-c', '-f', path.join(dir, 'big.tar'), '-C', root, 'backup_label', 'backup_manifest']);
+    assert.equal(made.status, 0, made.stderr.toString());
+    const bigTar = readFileSync(path.join(dir, 'big.tar'));
+    for (const size of [1, 511, 65_536, 1_000_003]) {
+      const catcher = new TarEntryCatcher(new Set(['backup_label']), new Map([['backup_manifest', MANIFEST_TAIL_BYTES]]));
+      // One byte at a time only around the manifest's end, where the kept part begins.
+      const slow = size === 1 ? bigTar.length - 200_000 : 0;
+      catcher.feed(bigTar.subarray(0, slow));
+      for (let at = slow; at < bigTar.length; at += size) catcher.feed(bigTar.subarray(at, at + size));
+      catcher.end();
+      assert.equal(catcher.caught.get('backup_label')!.toString(), label);
+      assert.equal(catcher.caught.get('backup_manifest')!.toString(), big.slice(-MANIFEST_TAIL_BYTES), `pieces of ${size}`);
+      assert.deepEqual(lastWalRange(catcher.caught.get('backup_manifest')!.toString()), { Timeline: 1, 'Start-LSN': '0/9000028', 'End-LSN': '0/9000138' });
+    }
+    // A short manifest is kept whole, as before.
+    const small = new TarEntryCatcher(new Set(['backup_label']), new Map([['backup_manifest', MANIFEST_TAIL_BYTES]]));
+    small.feed(tar);
+    small.end();
+    assert.equal(small.caught.get('backup_manifest')!.toString(), manifest);
+  });
+
+  it('a manifest whose end has no readable WAL-Ranges is an error that says so', function () {
+    for (const end of ['"Files": [] }', '"WAL-Ranges": [ { "Timeline": 1 ', '"WAL-Ranges": [] }', '"WAL-Ranges": [{"Timeline": "1", "Start-LSN": "0/1", "End-LSN": "0/2"}]']) {
+      assert.throws(() => lastWalRange(end), /no readable WAL-Ranges/, end);
+    }
+    // Several ranges (a backup taken across a timeline switch on a standby): the last counts.
+    assert.deepEqual(lastWalRange('"WAL-Ranges": [\n{ "Timeline": 1, "Start-LSN": "0/1", "End-LSN": "0/5" },\n{ "Timeline": 2, "Start-LSN": "0/5", "End-LSN": "0/9" }\n]'), { Timeline: 2, 'Start-LSN': '0/5', 'End-LSN': '0/9' });
   });
 });

@@ -388,6 +388,32 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     }
   });
 
+  it('a damaged copy of the segment after the target stops no recovery that does not read it; a warning names it', async function () {
+    const logDir = path.join(dir, 'repo', 'backups', DB, 'log');
+    const archived = readdirSync(logDir).filter((f) => /^[0-9A-F]{24}_/.test(f));
+    const hex8 = (n: bigint): string => n.toString(16).toUpperCase().padStart(8, '0');
+    // Timeline 1 throughout, 16 MiB segments: 256 to a log id.
+    const segmentName = (segno: bigint): string => `00000001${hex8(segno >> 8n)}${hex8(segno & 0xffn)}`;
+    const fileOf = (segno: bigint): string | undefined => archived.find((f) => f.startsWith(`${segmentName(segno)}_`));
+    const goal = lsnTargets.find((l) => lsnValue(l.lsn) > lsnValue(backups[0]!.endLsn) && fileOf((lsnValue(l.lsn) >> 24n) + 1n) !== undefined);
+    assert.ok(goal, 'a target LSN whose next segment is archived');
+    const after = fileOf((lsnValue(goal.lsn) >> 24n) + 1n)!;
+    const original = readFileSync(path.join(logDir, after));
+    const bytes = Buffer.from(original);
+    bytes[bytes.length - 40] = bytes[bytes.length - 40]! ^ 0xff;
+    writeFileSync(path.join(logDir, after), bytes);
+    const target = path.join(dir, 'after-target-damaged');
+    try {
+      const r = await cli(['restore', 'latest', '--db', DB, '--to', target, '--lsn', goal.lsn, '--start', '--json']);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`warning: WAL segment ${after.slice(0, 24)} of ${DB}, the one after the target, is damaged`));
+      assert.equal((JSON.parse(r.stdout) as { reached: { state: string } }).reached.state, 'paused', 'the recovery reached its target');
+    } finally {
+      writeFileSync(path.join(logDir, after), original);
+      rmSync(target, { recursive: true, force: true });
+    }
+  });
+
   it('recovers by hand as docs/FORMAT.md says: gpg, zstd and tar into a data directory, a restore_command that decrypts the archived WAL', async function () {
     // A person's own GnuPG home and files, as the server's user.
     const home = path.join(dir, 'by-hand');

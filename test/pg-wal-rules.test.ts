@@ -64,9 +64,14 @@ describe('PostgreSQL WAL archive rules', function () {
     const latest = await planWal(base, { kind: 'latest' }, files, read);
     assert.deepEqual([latest.timeline, latest.needed.map((f) => f.name)], [2, ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5), seg(2, 6)]]);
     const lsnOnTwo = await planWal(base, { kind: 'lsn', lsn: lsn(5, 0x100) }, files, read);
-    // The segment after the target's too: the server reads the record after the target to stop.
-    assert.deepEqual(lsnOnTwo.needed.map((f) => f.name), ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5), seg(2, 6)]);
+    // The segment after the target's apart: the server usually reads the record after the target
+    // to stop, but the target may lie before it, so it is spooled only when it reads cleanly.
+    assert.deepEqual(lsnOnTwo.needed.map((f) => f.name), ['00000002.history', seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5)]);
+    assert.equal(lsnOnTwo.afterTarget?.name, seg(2, 6));
     assert.deepEqual(lsnOnTwo.readAhead, [seg(2, 7), seg(2, 8)]);
+    // Not archived yet: nothing after the target, and nothing missing.
+    const atTheEnd = await planWal(base, { kind: 'lsn', lsn: lsn(6, 0x100) }, files, read);
+    assert.deepEqual([atTheEnd.afterTarget, atTheEnd.missing, atTheEnd.readAhead], [undefined, [], [seg(2, 7), seg(2, 8)]]);
     for (const choice of ['current', 1] as const) {
       const old = await planWal(base, { kind: 'latest' }, files, read, choice);
       assert.deepEqual([old.timeline, old.needed.map((f) => f.name)], [1, [seg(1, 2), seg(1, 3), seg(1, 4), seg(1, 5)]], `--timeline ${choice}`);

@@ -194,7 +194,9 @@ const NOT_NEEDED = 'not-needed';
  */
 async function markNotNeeded(dir: string, plan: WalPlan, goal: RecoveryGoal, base: BackupRecord, signal: AbortSignal): Promise<string | undefined> {
   const spool = path.join(dir, SPOOL);
-  const segments = plan.needed.map((f) => f.name).filter((name) => /^[0-9A-F]{24}$/.test(name));
+  // The segment after the target only when it was spooled (a damaged copy was left out).
+  const spooledAfter = plan.afterTarget && (await fs.stat(path.join(spool, plan.afterTarget.name)).then(() => true, () => false)) ? [plan.afterTarget] : [];
+  const segments = [...plan.needed, ...spooledAfter].map((f) => f.name).filter((name) => /^[0-9A-F]{24}$/.test(name));
   const major = Number((await fs.readFile(path.join(dir, 'PG_VERSION'), 'utf8')).trim());
   const backupEnd = (base.logRange!.end as { lsn?: string }).lsn ?? '0/0';
   if (!(await stopsWithin(spool, segments, goal, { major, backupEnd, signal }))) return undefined;
@@ -285,6 +287,21 @@ async function restorePhysicalInto(
       await fs.writeFile(path.join(spool, file.name), bytes, { mode: 0o600 });
       checked += 1;
     }
+    const after = plan.afterTarget;
+    if (after) {
+      let bytes: Uint8Array | undefined;
+      try {
+        bytes = await repo.logArchive.read(after, { signal });
+      } catch (err) {
+        if (signal.aborted) throw err;
+        // Left out of the spool, it is asked of the archive (wal-fetch) only if the server reads it.
+        process.stderr.write(`strata: warning: WAL segment ${after.name} of ${database}, the one after the target, is damaged (${(err as Error).message}); the recovery reads it only if its target lies past ${plan.needed.at(-1)?.name ?? 'the base backup'}\n`);
+      }
+      if (bytes) {
+        await fs.writeFile(path.join(spool, after.name), bytes, { mode: 0o600 });
+        checked += 1;
+      }
+    }
     await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
     await fs.rename(spool, path.join(dir, SPOOL));
   } finally {
@@ -329,8 +346,15 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
   let stop: (() => Promise<void>) | undefined;
   try {
     // start: the scratch cluster is proved right away (and removed after).
-    const { base, goal, dir } = await restorePhysicalInto(ctx, { ...options, to: path.join(scratch, 'pgdata'), targetAction: 'promote', start: true, force: false }, signal);
-    const reached = await proveRecovery(dir, { signal, keepRunning: true });
+    const { base, goal, dir, notNeeded } = await restorePhysicalInto(ctx, { ...options, to: path.join(scratch, 'pgdata'), targetAction: 'promote', start: true, force: false }, signal);
+    let reached: Awaited<ReturnType<typeof proveRecovery>>;
+    try {
+      reached = await proveRecovery(dir, { signal, keepRunning: true });
+    } finally {
+      // The "not needed" answers are for reaching the target only, as in physicalRestore: the
+      // scratch server keeps running while its tables are copied.
+      if (notNeeded) await fs.rm(notNeeded, { recursive: true, force: true });
+    }
     stop = reached.stop;
     const scratchRepo = path.join(scratch, 'repo');
     // Unencrypted, in a folder only this user reads, removed below: the rows never leave this machine's temporary folder.

@@ -129,14 +129,23 @@ export function programMajor(program: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** Entries of pg_basebackup's tar a backup reads itself are small; more than this is not one of them. */
+/** Entries of pg_basebackup's tar a backup reads whole are small; more than this is not one of them. */
 const MAX_CAUGHT_ENTRY = 64 * 1024 * 1024;
 
 /**
- * Follows a tar as it streams past and keeps the bodies of a few named entries (backup_label,
- * backup_manifest), reading only the 512-byte headers of the rest. Written here rather than taken
- * from a tar library: those take the stream over and hand out entries, where a backup must pass
- * every byte on untouched and at once.
+ * How much of backup_manifest's end a backup keeps. The manifest lists every file of the cluster
+ * (about 150 bytes each: 64 MiB at some 400,000 files) and only its WAL-Ranges are read, which
+ * pg_basebackup writes last, before the manifest's own checksum.
+ */
+export const MANIFEST_TAIL_BYTES = 64 * 1024;
+
+/**
+ * Follows a tar as it streams past and keeps the bodies of a few named entries (backup_label
+ * whole, the end of backup_manifest), reading only the 512-byte headers of the rest. Written here
+ * rather than taken from a tar library: those take the stream over and hand out entries, where a
+ * backup must pass every byte on untouched and at once.
+ *
+ * `wanted` entries are kept whole; `tails` entries only their last so many bytes, however long.
  */
 export class TarEntryCatcher {
   readonly caught = new Map<string, Buffer>();
@@ -147,7 +156,10 @@ export class TarEntryCatcher {
   #capture: { name: string; start: number; end: number; body: Buffer } | undefined;
   #ended = false;
 
-  constructor(readonly wanted: ReadonlySet<string>) {}
+  constructor(
+    readonly wanted: ReadonlySet<string>,
+    readonly tails: ReadonlyMap<string, number> = new Map(),
+  ) {}
 
   feed(chunk: Uint8Array): void {
     let i = 0;
@@ -156,9 +168,10 @@ export class TarEntryCatcher {
       if (at < this.#nextHeader) {
         const take = Math.min(chunk.length - i, this.#nextHeader - at);
         const capture = this.#capture;
-        if (capture && at < capture.end) {
+        if (capture && at < capture.end && at + take > capture.start) {
+          const from = Math.max(at, capture.start);
           const to = Math.min(at + take, capture.end);
-          capture.body.set(chunk.subarray(i, i + (to - at)), at - capture.start);
+          capture.body.set(chunk.subarray(i + (from - at), i + (to - at)), from - capture.start);
         }
         i += take;
         continue;
@@ -182,7 +195,11 @@ export class TarEntryCatcher {
       if (!Number.isSafeInteger(size) || size < 0) throw new StrataError('IO', `postgres: pg_basebackup's tar has an unreadable entry header at byte ${bodyStart - 512}`);
       this.#nextHeader = bodyStart + Math.ceil(size / 512) * 512;
       const entry = (prefix ? `${prefix}/${name}` : name).replace(/^\.\//, '');
-      if (this.wanted.has(entry)) {
+      const tail = this.tails.get(entry);
+      if (tail !== undefined) {
+        const kept = Math.min(size, tail);
+        this.#capture = { name: entry, start: bodyStart + size - kept, end: bodyStart + size, body: Buffer.alloc(kept) };
+      } else if (this.wanted.has(entry)) {
         if (size > MAX_CAUGHT_ENTRY) throw new StrataError('IO', `postgres: pg_basebackup's ${entry} is ${size} bytes, far more than one ever is`);
         this.#capture = { name: entry, start: bodyStart, end: bodyStart + size, body: Buffer.alloc(size) };
       }
@@ -199,6 +216,26 @@ export class TarEntryCatcher {
     if (this.#capture && whole) this.caught.set(this.#capture.name, this.#capture.body);
     this.#capture = undefined;
   }
+}
+
+/**
+ * The last of the WAL-Ranges of a backup_manifest, read from the manifest's end alone (see
+ * MANIFEST_TAIL_BYTES): the list of files before it is never parsed.
+ */
+export function lastWalRange(manifestEnd: string): { Timeline: number; 'Start-LSN': string; 'End-LSN': string } {
+  // The ranges hold numbers and LSN strings only, so the list ends at its first ']'.
+  const list = /"WAL-Ranges"\s*:\s*(\[[^\]]*\])/.exec(manifestEnd);
+  let ranges: unknown;
+  try {
+    ranges = list ? JSON.parse(list[1]!) : undefined;
+  } catch {
+    ranges = undefined;
+  }
+  const range = Array.isArray(ranges) ? (ranges.at(-1) as Record<string, unknown> | undefined) : undefined;
+  if (!range || typeof range['Timeline'] !== 'number' || typeof range['Start-LSN'] !== 'string' || typeof range['End-LSN'] !== 'string') {
+    throw new StrataError('IO', 'postgres: the backup_manifest has no readable WAL-Ranges at its end');
+  }
+  return range as { Timeline: number; 'Start-LSN': string; 'End-LSN': string };
 }
 
 /** `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` and friends. */
@@ -264,7 +301,7 @@ export class PostgresPhysicalEngine implements Engine {
     // pg_basebackup's tar streams straight into the artifact (a copy staged on disk first doubled
     // the disk traffic and let nothing overlap); the facts it holds at its start (backup_label) and
     // end (backup_manifest) are caught as they pass and reach the manifest through finish().
-    const tar = new TarEntryCatcher(new Set(['backup_label', 'backup_manifest']));
+    const tar = new TarEntryCatcher(new Set(['backup_label']), new Map([['backup_manifest', MANIFEST_TAIL_BYTES]]));
     const run = { opened: false, bytes: 0, endedAt: undefined as string | undefined, stop: undefined as (() => void) | undefined };
     const fingerprint = clusterFingerprint(systemIdentifier);
     const known = { method: 'physical', serverVersion, systemIdentifier, walSegmentBytes };
@@ -295,9 +332,7 @@ export class PostgresPhysicalEngine implements Engine {
         const manifestBytes = tar.caught.get('backup_manifest');
         if (!labelBytes || !manifestBytes) throw new StrataError('IO', 'postgres: pg_basebackup wrote no backup_label or backup_manifest (is the server older than PostgreSQL 13?)');
         const label = labelBytes.toString('utf8');
-        const manifest = JSON.parse(manifestBytes.toString('utf8')) as { 'WAL-Ranges'?: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[] };
-        const range = manifest['WAL-Ranges']?.at(-1);
-        if (!range) throw new StrataError('IO', 'postgres: the backup_manifest has no WAL-Ranges');
+        const range = lastWalRange(manifestBytes.toString('utf8'));
         const start = /^(\S+) \(file ([0-9A-F]{24})\)$/.exec(labelField(label, 'START WAL LOCATION'));
         if (!start) throw new StrataError('IO', "postgres: pg_basebackup's backup_label has an unexpected START WAL LOCATION");
         const timeline = Number(labelField(label, 'START TIMELINE'));

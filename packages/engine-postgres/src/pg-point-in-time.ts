@@ -91,6 +91,13 @@ export function chooseBase(backups: readonly BackupRecord[], goal: RecoveryGoal)
 export interface WalPlan {
   /** The archived files the recovery will read, in order: timeline histories, then segments (the last may hold more than it needs). */
   readonly needed: readonly LogFile[];
+  /**
+   * The archived segment after the last needed one, when the goal is a target: to stop, the server
+   * usually reads the record after the target, often at this segment's start. Worth spooling with
+   * the others, but not needed: the target may lie in the segment before, so a damaged copy of it
+   * must not stop a restore that does not read it.
+   */
+  readonly afterTarget?: LogFile;
   /** Names of segments the recovery would need and the archive lacks. */
   readonly missing: readonly string[];
   /** The timeline the recovery follows to its target (recovery_target_timeline). */
@@ -140,18 +147,12 @@ export async function planWal(base: BackupRecord, goal: RecoveryGoal, files: rea
     else missing.push(name);
   }
   // To stop, the server reads the record after its target, often at the start of the next segment
-  // (the first commit after a time, the record after an LSN): when archived, it is checked and
-  // spooled with the others, so the stop needs no fetch. Not missing when it is not archived: the
-  // target may lie in the segment before.
-  let end = to;
-  if (goal.kind !== 'latest') {
-    const next = byName.get(nameOf(to + 1n));
-    if (next) {
-      needed.push(next);
-      end = to + 1n;
-    }
-  }
-  return { needed, missing, timeline: followed.timeline, readAhead: [nameOf(end + 1n), nameOf(end + 2n)] };
+  // (the first commit after a time, the record after an LSN): when archived, it is spooled with
+  // the others if it reads cleanly, so the stop needs no fetch (afterTarget). Neither missing when
+  // it is not archived nor fatal when damaged: the target may lie in the segment before.
+  const afterTarget = goal.kind !== 'latest' ? byName.get(nameOf(to + 1n)) : undefined;
+  const end = afterTarget ? to + 1n : to;
+  return { needed, ...(afterTarget ? { afterTarget } : {}), missing, timeline: followed.timeline, readAhead: [nameOf(end + 1n), nameOf(end + 2n)] };
 }
 
 /** What a recovery does at its target. */

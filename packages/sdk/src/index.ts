@@ -32,6 +32,8 @@ export {
   walArchiveLag,
   describeGoal,
   isPostgresUrl,
+  lastWalRange,
+  MANIFEST_TAIL_BYTES,
   parseTarget,
   parseWalName,
   physicalLocator,
