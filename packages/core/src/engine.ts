@@ -159,6 +159,9 @@ export type StreamTarget =
   /** Core pushes the stream's bytes in order, then calls `end()`. */
   | { readonly kind: 'sink'; write(chunk: Uint8Array): Promise<void>; end(): Promise<void> };
 
+/** A {@link StreamTarget} the core pushes bytes into. */
+export type StreamSink = Extract<StreamTarget, { kind: 'sink' }>;
+
 /** What a restore is asked to produce. */
 export interface EngineRestoreOptions extends Abortable {
   /** Replace an existing target. Without it, an existing target is an error (TARGET_EXISTS). */

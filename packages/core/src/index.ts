@@ -6,6 +6,7 @@ export * from './errors.js';
 export * from './storage.js';
 export * from './engine.js';
 export * from './server-engine.js';
+export * from './row-turns.js';
 export * from './work-databases.js';
 export * from './catalog.js';
 export * from './journal.js';

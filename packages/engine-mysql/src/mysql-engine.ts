@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type mysql from 'mysql2/promise';
-import { ServerEngine, StrataError, WorkDatabase, Withheld, discardSink, errorText, isStrataError, named, redactable, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
+import { ServerEngine, StrataError, WorkDatabase, Withheld, discardSink, errorText, isStrataError, named, redactable, rowsInTurns, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -16,6 +16,7 @@ import type {
   TableFilter,
   Snapshot,
   SnapshotOptions,
+  StreamSink,
   StreamTarget,
 } from '@strata/core';
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
@@ -159,7 +160,7 @@ export class MysqlEngine extends ServerEngine {
 
 
 /** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
-function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamTarget {
+function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamSink {
   const inserter = new RowInserter(connection, table, database, { bitAsHex: hasLegacyRowFormat(schemaSql) });
   return { kind: 'sink', write: (chunk) => inserter.write(chunk), end: () => inserter.end() };
 }
@@ -278,6 +279,13 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
   const { name: work, aside } = workDatabase;
   let schema: MysqlSchema | undefined;
   let schemaSql = '';
+  // A second connection: rows load on both at once (rowsInTurns), as the server inserts a
+  // statement's rows on one core.
+  let second: mysql.Connection | undefined;
+  const endSecond = async (): Promise<void> => {
+    await second?.end().catch(() => undefined);
+    second = undefined;
+  };
   const session: RestoreSession = {
     prepare: async (text) => {
       schemaSql = text;
@@ -285,6 +293,8 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
       await admin.query(`CREATE DATABASE ${ident(work)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
       workDatabase.created();
       await admin.query(`USE ${ident(work)}`);
+      second = await connect(target, { useDatabase: false });
+      await second.query(RESTORE_SESSION);
       for (const sql of schema.pre.filter(isDataStatement)) {
         try {
           await admin.query(sql.replaceAll('{{db}}.', `${ident(work)}.`));
@@ -298,7 +308,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
       const table = tableOfRowStream(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
       if (wanted && !wanted.wants(table)) return discardSink;
-      return insertInto(admin, work, table, schemaSql);
+      return rowsInTurns([admin, ...(second ? [second] : [])].map((connection) => insertInto(connection, work, table, schemaSql)));
     },
     commit: async (info: RestoreCommitInfo) => {
       let old: string | undefined;
@@ -308,6 +318,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
       let current: string[] = [];
       let swapped = false;
       try {
+        await endSecond();
         if (!schema) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
         if (wanted) wanted.check(info.tables);
         // A routine, view or trigger the target refuses fails here, before the target is touched.
@@ -365,7 +376,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
       if (old) await dropQuietly(old);
     },
     // Nothing of the target was touched before commit: the work database is all there is to drop.
-    abort: async () => undefined,
+    abort: endSecond,
   };
   return workDatabaseSession(workDatabase, session, () => admin.end().catch(() => undefined));
 }

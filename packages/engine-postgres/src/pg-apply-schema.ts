@@ -82,8 +82,7 @@ export async function applySchema(client: pg.Client, sql: string, target: PgTarg
       throw restoreFailed(target, redactable`the schema statement for ${named(step.entry.label, 'object')}`, err);
     }
   };
-  const header = entries[0]!;
-  if (normaliseSchema(header.sql) !== '') for (const c of [client, ...helpers]) await run(c, { entry: header, sql: header.sql });
+  for (const c of [client, ...helpers]) await runHeader(c, entries[0]!, target);
   // On one connection the session carries pg_dump's settings from entry to entry; across several,
   // each entry gets those in force at its place in the script, then its own statements.
   const settings = new Map<string, string>();
@@ -126,6 +125,24 @@ export async function applySchema(client: pg.Client, sql: string, target: PgTarg
     if (failure !== undefined) throw failure;
     for (const step of again) await run(client, step);
     at = end;
+  }
+}
+
+/**
+ * Gives a connection the session settings a pg_dump script opens with (search_path, the quoting and
+ * encoding rules), as pg_restore gives every connection it opens: rows loaded on another connection
+ * than the schema's are read under the same rules.
+ */
+export async function applyScriptHeader(client: pg.Client, sql: string, target: PgTarget): Promise<void> {
+  await runHeader(client, schemaEntries(sql)[0]!, target);
+}
+
+async function runHeader(client: pg.Client, header: SchemaEntry, target: PgTarget): Promise<void> {
+  if (normaliseSchema(header.sql) === '') return;
+  try {
+    await client.query(header.sql);
+  } catch (err) {
+    throw restoreFailed(target, redactable`the schema statement for ${named(header.label, 'object')}`, err);
   }
 }
 

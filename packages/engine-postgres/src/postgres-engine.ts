@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import type { from as copyFrom } from 'pg-copy-streams';
-import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
+import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -21,6 +21,7 @@ import type {
   TableFilter,
   Snapshot,
   SnapshotOptions,
+  StreamSink,
   StreamTarget,
 } from '@strata/core';
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
@@ -29,7 +30,7 @@ import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajo
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
-import { applySchema, restoreFailed } from './pg-apply-schema.js';
+import { applySchema, applyScriptHeader, restoreFailed } from './pg-apply-schema.js';
 import {
   DATABASE_PLACEHOLDER,
   applyDatabaseProperties,
@@ -293,7 +294,7 @@ function drained(stream: NodeJS.EventEmitter): Promise<void> {
  * before it writes any, and one connection runs one COPY at a time. `streamColumns` are the
  * stream's columns as the backup recorded them; without them, the table's own order is assumed.
  */
-function copyIntoTable(client: pg.Client, schema: string, table: string, target: PgTarget, encoding: string, streamColumns?: readonly string[]): StreamTarget {
+function copyIntoTable(client: pg.Client, schema: string, table: string, target: PgTarget, encoding: string, streamColumns?: readonly string[]): StreamSink {
   let stream: ReturnType<typeof copyFrom> | undefined;
   let failure: Error | undefined;
   const start = async (): Promise<ReturnType<typeof copyFrom>> => {
@@ -345,7 +346,15 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
   const workDatabase = new WorkDatabase(names, (name) => dropDatabase(admin, target, name));
   const { name: workName, aside } = workDatabase;
   let work: pg.Client | undefined;
+  // A second connection to the work database: rows load on both at once (rowsInTurns), then the
+  // indexes and constraints are built on both.
+  let second: pg.Client | undefined;
+  const endSecond = async (): Promise<void> => {
+    await second?.end().catch(() => undefined);
+    second = undefined;
+  };
   const endWork = async (): Promise<void> => {
+    await endSecond();
     await work?.end().catch(() => undefined);
     work = undefined;
   };
@@ -369,12 +378,14 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
       }
       workDatabase.created();
       work = await connect(withDatabase(target, workName), 'strata restore');
+      second = await connect(withDatabase(target, workName), 'strata restore');
       const parts = splitSchema(schemaSql);
       post = parts.post;
       const roles = await existingRoles(work);
       const pre = executableSchema(parts.pre, roles);
       reportSkipped(pre.skipped);
       await applySchema(work, pre.sql, target);
+      await applyScriptHeader(second, pre.sql, target);
     },
     streamTarget: async (name) => {
       if (name === LARGE_OBJECTS_STREAM && work) {
@@ -392,7 +403,8 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
         children.set(qualified(table), file);
         return { kind: 'file', path: file };
       }
-      return copyIntoTable(work, table.schema, table.name, target, copyEncoding);
+      const lanes = [work, ...(second ? [second] : [])].map((client) => copyIntoTable(client, table.schema, table.name, target, copyEncoding));
+      return rowsInTurns(lanes);
     },
     commit: async (info: RestoreCommitInfo) => {
       try {
@@ -404,12 +416,12 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
         const roles = await existingRoles(work);
         const postData = executableSchema(post, roles);
         reportSkipped(postData.skipped);
-        // The indexes and constraints are built two at a time, on a second connection too.
-        const helper = await connect(withDatabase(target, workName), 'strata restore');
+        // The indexes and constraints are built two at a time, on the second connection too. It
+        // is closed before the rename, which no other session of the database may see.
         try {
-          await applySchema(work, postData.sql, target, [helper]);
+          await applySchema(work, postData.sql, target, second ? [second] : []);
         } finally {
-          await helper.end().catch(() => undefined);
+          await endSecond();
         }
         await restoreSequences(work, meta.sequences ?? []);
         for (const view of await refreshOrder(work, meta.matviews ?? [])) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
@@ -481,7 +493,6 @@ async function loadFiles(client: pg.Client, target: PgTarget, files: ReadonlyMap
   for (const q of order) {
     const [schema, name] = splitQualified(q);
     const sink = copyIntoTable(client, schema, name, target, meta.database?.encoding ?? 'UTF8', streamColumnsOf(meta, q));
-    if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a COPY sink');
     const file = files.get(q);
     if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
     await sink.end();
