@@ -61,3 +61,23 @@ export function ensureS3Server() {
     if (match) process.env[match[1]] = match[2];
   }
 }
+
+/**
+ * PostgreSQL 17 for the tests of its block-level incremental base backups: Debian 12 has only 15,
+ * so scripts/pg17/install.sh unpacks Debian 13's programs into a private folder (once; later runs
+ * find it). The tests read the folder from STRATA_TEST_PG17_BINDIR; without it, outside CI they
+ * skip with one line, and under CI that is a failure.
+ */
+export function ensurePg17() {
+  if (process.env.STRATA_TEST_PG17_BINDIR) return;
+  if (process.getuid?.() !== 0) return;
+  const script = new URL('./pg17/install.sh', import.meta.url).pathname;
+  const result = spawnSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const bindir = result.stdout.trim().split('\n').at(-1);
+  if (result.status !== 0 || !bindir) {
+    console.error('PostgreSQL 17 (scripts/pg17/install.sh) could not be installed; its tests will say so');
+    if (process.env.CI) process.exit(1);
+    return;
+  }
+  process.env.STRATA_TEST_PG17_BINDIR = bindir;
+}

@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { ensureS3Server, ensureTestTools } from './test-tools.mjs';
+import { ensurePg17, ensureS3Server, ensureTestTools } from './test-tools.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const mocha = fileURLToPath(new URL('../node_modules/mocha/bin/mocha.js', import.meta.url));
@@ -25,6 +25,7 @@ const skipE2e = Boolean(process.env.STRATA_SKIP_E2E && !process.env.CI);
 
 ensureTestTools();
 ensureS3Server();
+ensurePg17();
 // Names this run for its child processes: the e2e setup installs the release's `strata` for the
 // run, and test/install.test.ts and the e2e tests use that install (test/helpers/release.ts).
 process.env.STRATA_TEST_RUN = `${Date.now().toString(36)}${process.pid.toString(36)}`;

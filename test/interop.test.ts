@@ -4,17 +4,10 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { buildRichDatabase } from './helpers/databases.js';
 import { ROOT, TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { recipe } from './helpers/format-recipes.js';
 
 interface ListJson {
   backups: { id: string; key: string; encryption: { profile: string; keyId?: string } }[];
-}
-
-/** The shell block of docs/FORMAT.md whose first line is `# <marker>`, exactly as a person would copy it. */
-function recipe(marker: string): string {
-  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
-  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
-  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
-  return block[1]!;
 }
 
 describe('interoperability with standard tools', () => {

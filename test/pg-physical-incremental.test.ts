@@ -8,6 +8,7 @@ import { ROOT } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
 import { PG_BINDIR, TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
 import { requireServerPrograms } from './helpers/pg-cluster.js';
+import { recipe } from './helpers/format-recipes.js';
 
 /**
  * Incremental and differential physical base backups of a PostgreSQL 15 cluster (which has no
@@ -19,14 +20,6 @@ import { requireServerPrograms } from './helpers/pg-cluster.js';
 
 const DB = 'cluster';
 const isRoot = process.getuid?.() === 0;
-
-/** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
-function recipe(marker: string): string {
-  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
-  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
-  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
-  return block[1]!;
-}
 
 interface Backup {
   readonly id: string;
@@ -223,6 +216,12 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
       const bad = await cluster.cli(['verify', incremental.id]);
       assert.notEqual(bad.status, 0, bad.stdout);
       assert.match(bad.stdout + bad.stderr, new RegExp(full.id));
+      // The restore finds the damage after it began unpacking the incremental's tar: it must stop
+      // that tar and exit (it used to wait for it forever), leaving no data directory.
+      const target = path.join(cluster.dir, 'restored-damaged');
+      const refused = await cluster.cli(['restore', incremental.id, '--to', target]);
+      assert.notEqual(refused.status, 0, refused.stdout);
+      assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('restored-damaged')), [], 'no partial data directory is left');
     } finally {
       writeFileSync(artifact, original);
     }

@@ -8,9 +8,10 @@ import pg from 'pg';
 import { describeLogCoverage } from '@strata/protocol/continuity';
 import { stopsWithin } from '@strata/sdk';
 import type { LogWindow } from '@strata/sdk';
-import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
+import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
 import { asServerUser, BINDIR, client, freePort, isRoot, requireServerPrograms, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
 import { Client } from './helpers/server-client.js';
+import { recipe } from './helpers/format-recipes.js';
 
 /**
  * Point-in-time recovery of a physical PostgreSQL backup, as pgBackRest and WAL-G test theirs: a
@@ -28,14 +29,6 @@ interface Marker {
   readonly seq: number;
   /** Commit time in microseconds since the epoch (exact, as PostgreSQL compares it). */
   readonly committedUs: bigint;
-}
-
-/** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
-function recipe(marker: string): string {
-  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
-  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
-  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
-  return block[1]!;
 }
 
 function lsnValue(lsn: string): bigint {

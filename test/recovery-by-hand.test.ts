@@ -9,20 +9,13 @@ import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql, MYSQL_UR
 import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 import { MUTATE_MYSQL_SQL, RICH_MYSQL_SQL } from './helpers/rich-mysql.js';
 import { MUTATE_POSTGRES_SQL, RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
+import { recipe } from './helpers/format-recipes.js';
 
 /**
  * Recovery without Strata, the way a person does it: the shell blocks of docs/FORMAT.md, copied
  * word for word, run by bash with real gpg, zstd, python3, sqlite3, psql and mysql. Nothing of
  * Strata's code takes part after the backups are made.
  */
-
-/** The shell block of docs/FORMAT.md whose first line is `# <marker>`. */
-function recipe(marker: string): string {
-  const doc = readFileSync(path.join(ROOT, 'docs/FORMAT.md'), 'utf8');
-  const block = new RegExp('```sh\\n(# ' + marker + '[:\\s][\\s\\S]*?)```').exec(doc);
-  assert.ok(block, `docs/FORMAT.md has the ${marker} recipe`);
-  return block[1]!;
-}
 
 interface ListJson {
   backups: { id: string; key: string; type: string; parent: string | null; encryption: { keyId?: string } }[];

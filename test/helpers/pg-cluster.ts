@@ -30,6 +30,20 @@ export function requireServerPrograms(context: Mocha.Context): void {
   context.skip();
 }
 
+/**
+ * PostgreSQL 17's programs (for its block-level incrementals), from STRATA_TEST_PG17_BINDIR, which
+ * the test command sets after scripts/pg17/install.sh: without them, skip with one line outside
+ * CI, and fail under CI=true.
+ */
+export function requirePg17(context: Mocha.Context): string {
+  const bindir = process.env['STRATA_TEST_PG17_BINDIR'];
+  if (bindir && existsSync(path.join(bindir, 'pg_combinebackup'))) return bindir;
+  const message = `PostgreSQL 17's programs are not in STRATA_TEST_PG17_BINDIR (${bindir ?? 'unset'}); run bash scripts/pg17/install.sh and set it to the folder it prints`;
+  if (process.env['CI']) throw new Error(`${message}; under CI=true this is a failure, not a skip`);
+  console.log(`      skipping: ${message}`);
+  context.skip();
+}
+
 export function asServerUser(cmd: string, args: readonly string[]): [string, string[]] {
   return isRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, [...args]];
 }

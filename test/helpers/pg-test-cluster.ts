@@ -31,7 +31,12 @@ export class TestCluster {
   /** Data directories with a server that the test started and `stop()` stops. */
   readonly #running = new Set<string>();
 
-  private constructor(dir: string, readonly database: string) {
+  private constructor(
+    dir: string,
+    readonly database: string,
+    /** The PostgreSQL programs the cluster runs, and the CLI finds (STRATA_PG_BINDIR) when they are not the default ones. */
+    readonly bindir: string,
+  ) {
     this.dir = dir;
     this.dataDir = path.join(dir, 'data');
     this.config = path.join(dir, 'strata.config.json');
@@ -43,14 +48,17 @@ export class TestCluster {
     return existsSync(path.join(BINDIR, 'initdb'));
   }
 
-  /** initdb, the config and the repository, then the server started with archiving through strata. */
-  static async create(database: string, prefix: string): Promise<TestCluster> {
+  /**
+   * initdb, the config and the repository, then the server started with archiving through strata.
+   * `bindir`: another PostgreSQL's programs (PostgreSQL 17's); `settings`: more postgresql.conf lines.
+   */
+  static async create(database: string, prefix: string, options: { bindir?: string; settings?: readonly string[] } = {}): Promise<TestCluster> {
     const dir = mkdtempSync(path.join(tmpdir(), prefix));
     chmodSync(dir, 0o755);
     if (isRoot) spawnSync('chown', ['postgres', dir]);
-    const cluster = new TestCluster(dir, database);
+    const cluster = new TestCluster(dir, database, options.bindir ?? BINDIR);
     cluster.port = await freePort();
-    const init = cluster.run(path.join(BINDIR, 'initdb'), ['-D', cluster.dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync']);
+    const init = cluster.run(path.join(cluster.bindir, 'initdb'), ['-D', cluster.dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync']);
     if (init.status !== 0) throw new Error(`initdb failed: ${init.out}`);
     writeFileSync(cluster.passFile, TEST_PASSPHRASE, { mode: 0o600 });
     writeFileSync(cluster.config, JSON.stringify({ repository: cluster.repo, databases: { [database]: { url: `postgres://postgres@127.0.0.1:${cluster.port}/postgres`, method: 'physical' } } }));
@@ -58,7 +66,7 @@ export class TestCluster {
     const archive = `${process.execPath} ${CLI} wal-push %p --db ${database} --config ${cluster.config} --passphrase-file ${cluster.passFile}`;
     writeFileSync(
       path.join(cluster.dataDir, 'postgresql.auto.conf'),
-      [`port = ${cluster.port}`, "listen_addresses = '127.0.0.1'", `unix_socket_directories = '${dir}'`, 'archive_mode = on', `archive_command = '${archive}'`, 'track_commit_timestamp = on', 'fsync = off', 'autovacuum = off', ''].join('\n'),
+      [`port = ${cluster.port}`, "listen_addresses = '127.0.0.1'", `unix_socket_directories = '${dir}'`, 'archive_mode = on', `archive_command = '${archive}'`, 'track_commit_timestamp = on', 'fsync = off', 'autovacuum = off', ...(options.settings ?? []), ''].join('\n'),
       { flag: 'a' },
     );
     const initRepo = await cluster.cli(['init']);
@@ -74,7 +82,7 @@ export class TestCluster {
   }
 
   pgCtl(args: readonly string[]): { status: number; out: string } {
-    return this.run(path.join(BINDIR, 'pg_ctl'), args);
+    return this.run(path.join(this.bindir, 'pg_ctl'), args);
   }
 
   /** Starts a server on a data directory (the cluster's own, or a restored copy with `-o` options). */
@@ -98,7 +106,8 @@ export class TestCluster {
   /** The built CLI as the server's user, with the cluster's config and passphrase; the event loop stays free meanwhile. */
   cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
     const [file, argv] = asServerUser(process.execPath, [CLI, ...args, '--config', this.config, '--passphrase-file', this.passFile]);
-    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const bindir = this.bindir === BINDIR ? {} : { STRATA_PG_BINDIR: this.bindir };
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...bindir, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

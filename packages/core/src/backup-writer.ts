@@ -3,7 +3,9 @@ import { recordFromManifest } from './catalog.js';
 import type { BackupRecord } from './catalog.js';
 import { getCodec } from './compression.js';
 import { encryptStream } from './encryption.js';
-import type { ChangePosition, Engine, Snapshot, SnapshotOptions } from './engine.js';
+import type { ChangePosition, Engine, RestoreSession, Snapshot, SnapshotOptions, SnapshotParent } from './engine.js';
+import { restoreChain } from './chain-restore.js';
+import { checkManifestMatches } from './chain-reader.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
 import { writeArchive } from './format/artifact-writer.js';
 import type { ChunkLayout } from './format/chunk-index.js';
@@ -136,6 +138,7 @@ export class BackupWriter {
         tempDir: await this.#ctx.tempDir(),
         signal: options.signal,
         onProgress: (done, total) => emit({ operation: 'backup', phase: 'snapshot', doneBytes: done, totalBytes: total, backupId: id }),
+        ...(parent ? { parent: this.#snapshotParent(parent, [...parents.keys()]) } : {}),
       });
       throwIfAborted(options.signal, 'backup');
       const totalBytes = snapshot.streams.reduce((sum, s) => sum + (s.size ?? 0), 0);
@@ -232,6 +235,42 @@ export class BackupWriter {
     } finally {
       await snapshot?.close().catch(() => undefined);
     }
+  }
+
+  /** What an engine may learn of, and read from, the restore point a backup builds on. */
+  #snapshotParent(parent: BackupRecord, streams: readonly string[]): SnapshotParent {
+    return {
+      id: parent.id,
+      streams,
+      ...(parent.logRange ? { logRange: parent.logRange } : {}),
+      ...(parent.incrementalMethod ? { incrementalMethod: parent.incrementalMethod } : {}),
+      read: async (streams, dir, options = {}) => {
+        const chain = await this.#ctx.catalog.chainOf(parent);
+        await this.#ctx.chains.checkPresent(chain, parent);
+        const files = new Map<string, string>();
+        // Each stream asked for goes to a file of its own; nothing is committed anywhere.
+        const session: RestoreSession = {
+          streamTarget: async (name) => {
+            const file = `${dir}/parent-stream-${files.size}`;
+            files.set(name, file);
+            return { kind: 'file', path: file };
+          },
+          commit: async () => undefined,
+          abort: async () => undefined,
+        };
+        const { contents } = await restoreChain({
+          storage: this.#ctx.storage,
+          chain: chain.map((record) => ({ record, location: this.#ctx.chains.location(record), passphrase: this.#ctx.keyFor(record, 'backup') })),
+          session,
+          tempDir: dir,
+          ...(options.signal ? { signal: options.signal } : {}),
+          checkManifest: checkManifestMatches,
+          completeLayouts: (entries) => this.#ctx.chains.complete(parent, entries, 'backup'),
+          only: new Set(streams),
+        });
+        return { streams: contents.manifest.streams.map((s) => ({ name: s.name, size: s.size, sha256: s.sha256 })), files };
+      },
+    };
   }
 
   /** `derived`, or `derived-<hash of source>` when another source already files its backups under `derived`. */

@@ -32,6 +32,8 @@ export interface ChainRestoreOptions {
   readonly checkManifest: (contents: ArtifactContents, record: BackupRecord) => void;
   /** The tip's complete layouts from its layout entries (deltas need the parent's layouts). */
   readonly completeLayouts: (entries: ReadonlyMap<string, LayoutEntry>) => Promise<ReadonlyMap<string, ChunkLayout>>;
+  /** Restore only these streams (the session is asked for no other); all of them when absent. */
+  readonly only?: ReadonlySet<string>;
 }
 
 /** Writes bytes at an offset of a file; page-sized writes are gathered while they are contiguous. */
@@ -104,6 +106,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     hashes: new Map<string, string>(),
     current: undefined as { name: string; next: number; sha: ReturnType<typeof createHash>; writer: StreamWriter & { close(): Promise<void> } } | undefined,
     async write(name: string, position: number, chunk: Buffer): Promise<boolean> {
+      if (!wanted(name)) return true;
       if (this.current && this.current.name !== name) await this.end();
       if (!this.current) {
         if (position !== 0 || this.hashes.has(name)) return false;
@@ -127,6 +130,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
       await this.end();
     },
   };
+  const wanted = (name: string): boolean => !options.only || options.only.has(name);
   const assembled: PositionalFile[] = [];
   const targets = new Map<string, StreamTarget>();
   let bytes = 0;
@@ -146,6 +150,7 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
       streamWriter:
         chain.length === 1
           ? async (name) => {
+              if (!wanted(name)) return { write: async () => undefined, end: async () => undefined };
               const target = await session.streamTarget(name);
               targets.set(name, target);
               const writer = await sequentialWriter(target, (n) => (bytes += n));
@@ -172,12 +177,13 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     await ordered.finish();
     options.checkManifest(contents, tip.record);
     for (const [name, sha] of ordered.hashes) {
+      if (!wanted(name)) continue;
       const expected = contents.manifest.streams.find((s) => s.name === name);
       if (!expected || sha !== expected.sha256) {
         throw new StrataError('ARTIFACT_CORRUPT', redactable`restore ${tip.record.id}: stream ${named(name, 'stream')} does not match the SHA-256 in its manifest`);
       }
     }
-    const pending = contents.manifest.streams.filter((s) => !direct.has(s.name) && !ordered.hashes.has(s.name));
+    const pending = contents.manifest.streams.filter((s) => wanted(s.name) && !direct.has(s.name) && !ordered.hashes.has(s.name));
     if (pending.length === 0) return { contents, bytes };
 
     // 2. Where every missing chunk goes: stream index and chunk index packed in one number.

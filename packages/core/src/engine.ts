@@ -23,6 +23,13 @@ export interface SnapshotStream {
    * writer holds chunks as views of the pieces instead of copying them).
    */
   open(options?: Abortable): AsyncIterable<Uint8Array>;
+  /**
+   * Set when this stream is the parent's stream of the same name, unchanged (an engine whose
+   * incrementals add a stream of the database's own incremental format beside the parent's,
+   * which restore layers on). The writer records it from the parent's layout, with this size and
+   * SHA-256 (from {@link SnapshotParent.read}), and never opens it: nothing of it is read or stored.
+   */
+  readonly inherited?: { readonly size: number; readonly sha256: string };
 }
 
 /** Per-table facts recorded at backup time and checked again by the validator after a restore. */
@@ -150,6 +157,34 @@ export interface SnapshotOptions extends Abortable {
   readonly tempDir: string;
   /** Reports bytes the engine has copied while taking the snapshot. */
   readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** The restore point an incremental or differential builds on; absent for a full. */
+  readonly parent?: SnapshotParent;
+}
+
+/**
+ * The restore point an incremental or differential builds on, for engines whose incrementals
+ * use the database's own incremental format and need something of the parent's (a database that
+ * sends only the blocks changed since a backup needs that backup's own description of itself).
+ * Engines that only let core reuse the parent's chunks need nothing from it.
+ */
+export interface SnapshotParent {
+  readonly id: string;
+  /** The names of the parent's streams, in its manifest's order (known without reading its artifact). */
+  readonly streams: readonly string[];
+  readonly logRange?: LogRange;
+  /** How the parent stores its own changes (`Snapshot.incrementalMethod`), absent on a full. */
+  readonly incrementalMethod?: string;
+  /**
+   * Reads the parent from the repository: the name, size and SHA-256 of each of its streams, and
+   * the bytes of the `streams` asked for, each in a new file in `dir` (private to the caller,
+   * who removes it). Costs a read of the parent's artifact, and of its ancestors' where those
+   * streams reuse their chunks.
+   */
+  read(
+    streams: readonly string[],
+    dir: string,
+    options?: Abortable,
+  ): Promise<{ readonly streams: readonly { readonly name: string; readonly size: number; readonly sha256: string }[]; readonly files: ReadonlyMap<string, string> }>;
 }
 
 /** Where a restored stream's bytes go. */

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, throwIfAborted } from '@strata/core';
@@ -17,6 +17,9 @@ import type {
   RestoreSession,
   Snapshot,
   SnapshotOptions,
+  SnapshotParent,
+  StreamSink,
+  SnapshotStream,
 } from '@strata/core';
 import { connect, parseTarget } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
@@ -48,6 +51,25 @@ export const BASE_STREAM = 'base.tar';
 const AVERAGE_CHUNK = 64 * 1024;
 /** What `list` says of a physical incremental or differential: how it stores its changes. */
 export const CHUNK_REUSE = 'chunk reuse';
+/**
+ * What `list` says of one taken with PostgreSQL 17's own incremental base backup
+ * (`pg_basebackup --incremental`): only the blocks changed since the parent, read by the server
+ * from its WAL summaries; restored with `pg_combinebackup`.
+ */
+export const BLOCK_LEVEL = 'block-level';
+/**
+ * A block-level incremental stores its own tar under this name, numbered by its depth above the
+ * full (`incremental.1.tar` on a full, `incremental.2.tar` on that, ...), and lists its parent's
+ * tars beside it unchanged (SnapshotStream.inherited): a restore gets every layer, oldest first.
+ */
+const LAYER = /^incremental\.(\d+)\.tar$/;
+export const layerName = (depth: number): string => `incremental.${depth}.tar`;
+
+/** The parent's tars in the order pg_combinebackup takes them: base.tar, then its layers by depth. */
+export function layersOf(streams: readonly string[]): string[] {
+  const layers = streams.filter((name) => LAYER.test(name)).sort((a, b) => Number(LAYER.exec(a)![1]) - Number(LAYER.exec(b)![1]));
+  return [BASE_STREAM, ...layers];
+}
 
 /** True for a `postgres://` or `postgresql://` URL. */
 export function isPostgresUrl(url: string): boolean {
@@ -92,7 +114,9 @@ const HAND_RECOVERY: HandRecovery = {
 backup_manifest inside), its write-ahead log not included: it lives in the log archive
 (backups/<database>/log/, one compressed and encrypted file per segment, see docs/FORMAT.md).
 An incremental or differential stores only the chunks of base.tar its parent lacks: recover-chain.py
-assembles the whole base.tar from the chain. To recover: concatenate the chunks of base.tar, untar it into an empty folder (mode 0700), add
+assembles the whole base.tar from the chain. A block-level one (PostgreSQL 17 and later) also has
+incremental.1.tar, incremental.2.tar, ...: unpack each into a folder of its own and put them
+together, base.tar first, with pg_combinebackup (docs/FORMAT.md, recover-physical-layers). To recover: concatenate the chunks of base.tar, untar it into an empty folder (mode 0700), add
 recovery.signal and a restore_command that decrypts and decompresses the archived segments,
 set a recovery target if you want one, and start PostgreSQL of the major version in
 engineMeta.serverVersion on it.`,
@@ -238,11 +262,110 @@ export function lastWalRange(manifestEnd: string): { Timeline: number; 'Start-LS
   return range as { Timeline: number; 'Start-LSN': string; 'End-LSN': string };
 }
 
+/**
+ * Whether the server's WAL summaries cover the log from where `parent` started to where the
+ * summarizer has got to, without a gap, on the parent's timeline: then `pg_basebackup
+ * --incremental` can name every block changed since. Not when summarize_wal is off, was off for
+ * a while since (a gap), the summaries were removed (wal_summary_keep_time), or the server
+ * switched timelines since (a restore): that incremental is taken whole, by chunk reuse.
+ */
+async function summariesCover(client: Awaited<ReturnType<typeof connect>>, parent: SnapshotParent): Promise<boolean> {
+  const start = parent.logRange?.start as PhysicalPosition | undefined;
+  if (!start || typeof start.lsn !== 'string' || typeof start.timeline !== 'number') return false;
+  if ((await client.query<{ on: string }>("SELECT current_setting('summarize_wal') AS on")).rows[0]!.on !== 'on') return false;
+  const state = (await client.query<{ tli: number; at: string }>("SELECT summarized_tli::int AS tli, (summarized_lsn - '0/0'::pg_lsn)::text AS at FROM pg_get_wal_summarizer_state()")).rows[0];
+  if (!state || state.tli !== start.timeline) return false;
+  const summaries = (
+    await client.query<{ s: string; e: string }>(
+      "SELECT (start_lsn - '0/0'::pg_lsn)::text AS s, (end_lsn - '0/0'::pg_lsn)::text AS e FROM pg_available_wal_summaries() WHERE tli = $1 ORDER BY start_lsn",
+      [start.timeline],
+    )
+  ).rows.map((r) => ({ start: BigInt(r.s), end: BigInt(r.e) }));
+  let reached = BigInt((await client.query<{ n: string }>("SELECT ($1::pg_lsn - '0/0'::pg_lsn)::text AS n", [start.lsn])).rows[0]!.n);
+  const summarized = BigInt(state.at);
+  for (const summary of summaries) {
+    if (summary.start > reached) break;
+    if (summary.end > reached) reached = summary.end;
+  }
+  return reached >= summarized;
+}
+
+/** Extracts one member of a tar file into `dir` (GNU tar) and returns its path. */
+async function extractMember(tarFile: string, member: string, dir: string): Promise<string> {
+  const r = spawnSync('tar', ['-x', '-f', tarFile, '-C', dir, member], { encoding: 'utf8' });
+  if (r.status !== 0) throw new StrataError('CHAIN_BROKEN', `backup: the parent's base backup holds no readable ${member}: ${(r.stderr ?? '').trim() || r.error?.message}`);
+  return path.join(dir, member);
+}
+
 /** `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` and friends. */
 function labelField(label: string, field: string): string {
   const m = new RegExp(`^${field}: (.*)$`, 'm').exec(label);
   if (!m) throw new StrataError('IO', `postgres: pg_basebackup's backup_label has no ${field} line`);
   return m[1]!.trim();
+}
+
+/**
+ * A restore target that unpacks a tar into `folder` as its bytes arrive. GNU tar drops leading
+ * slashes and refuses members with "..", so an entry cannot leave the folder.
+ */
+function untarInto(folder: string): { sink: StreamSink; done: Promise<void>; stop(): void } {
+  const child = spawn('tar', ['-x', '-f', '-', '-C', folder, '--no-same-owner'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  const done = new Promise<void>((resolve, reject) => {
+    child.on('error', (err) => reject(new StrataError('TOOL_MISSING', `restore: running tar failed: ${err.message}`)));
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new StrataError('RESTORE_FAILED', `restore: tar could not unpack the base backup into ${folder}: ${stderr.trim()}`))));
+  });
+  done.catch(() => undefined);
+  const sink: StreamSink = {
+    kind: 'sink',
+    write: async (chunk) => {
+      if (!child.stdin.write(chunk)) await new Promise<void>((resolve, reject) => {
+        // Each wait removes what it added: a restore waits thousands of times, and left-over
+        // 'error' listeners pile up (MaxListenersExceededWarning).
+        const drained = (): void => {
+          child.stdin.off('error', failed);
+          resolve();
+        };
+        const failed = (err: Error): void => {
+          child.stdin.off('drain', drained);
+          reject(err);
+        };
+        child.stdin.once('drain', drained);
+        child.stdin.once('error', failed);
+        done.catch(failed);
+      });
+    },
+    end: async () => {
+      child.stdin.end();
+      await done;
+    },
+  };
+  const stop = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  return { sink, done, stop };
+}
+
+/**
+ * pg_combinebackup: the full's data directory and each incremental layer above it, oldest first,
+ * into `output`, a whole data directory again (PostgreSQL 17 and later).
+ */
+async function combineLayers(folders: readonly string[], output: string, serverVersion: number): Promise<void> {
+  const major = Math.floor(serverVersion / 10000);
+  const program = pgProgram('pg_combinebackup', major);
+  const toolMajor = programMajor(program);
+  const install = `install PostgreSQL ${major}'s client programs (Debian: postgresql-client-${major}) or set STRATA_PG_BINDIR to their folder`;
+  if (toolMajor === undefined) throw new StrataError('TOOL_MISSING', `restore: this backup is a PostgreSQL ${major} block-level incremental and needs pg_combinebackup, which is not installed; ${install}`);
+  if (toolMajor !== major) throw new StrataError('TOOL_MISSING', `restore: this backup is a PostgreSQL ${major} block-level incremental, and the pg_combinebackup found (${program}) is PostgreSQL ${toolMajor}'s; ${install}`);
+  const child = spawn(program, ['-o', output, ...folders], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const code = await new Promise<number>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (c) => resolve(c ?? 1));
+  });
+  if (code !== 0) throw new StrataError('RESTORE_FAILED', `restore: pg_combinebackup could not combine the base backup with its ${folders.length - 1} incremental layer(s) (exit ${code}): ${stderr.trim() || 'no message'}`);
 }
 
 export class PostgresPhysicalEngine implements Engine {
@@ -278,6 +401,8 @@ export class PostgresPhysicalEngine implements Engine {
     let serverVersion: number;
     let systemIdentifier: string;
     let walSegmentBytes: number;
+    let blockLevelOn: SnapshotParent | undefined;
+    let clusterBytes = 0;
     try {
       const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
       const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
@@ -295,6 +420,10 @@ export class PostgresPhysicalEngine implements Engine {
       serverVersion = Number(setting('server_version_num'));
       walSegmentBytes = Number(setting('wal_segment_size'));
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
+      if (options.parent && serverVersion >= 170000 && (await summariesCover(client, options.parent))) {
+        clusterBytes = Number((await client.query<{ n: string }>('SELECT sum(pg_database_size(oid))::text AS n FROM pg_database')).rows[0]!.n);
+        blockLevelOn = options.parent;
+      }
     } finally {
       await client.end().catch(() => undefined);
     }
@@ -305,27 +434,56 @@ export class PostgresPhysicalEngine implements Engine {
     const run = { opened: false, bytes: 0, endedAt: undefined as string | undefined, stop: undefined as (() => void) | undefined };
     const fingerprint = clusterFingerprint(systemIdentifier);
     const known = { method: 'physical', serverVersion, systemIdentifier, walSegmentBytes };
+    const chunking = { kind: 'content-defined', averageSize: AVERAGE_CHUNK } as const;
+    // A block-level incremental hands pg_basebackup the parent's backup_manifest, read back from
+    // the repository into a private folder removed at close().
+    let work: string | undefined;
+    let streams: SnapshotStream[] = [];
+    let ownStream = BASE_STREAM;
+    const pgBasebackupArgs: string[] = [];
+    if (blockLevelOn) {
+      const parent = blockLevelOn;
+      work = mkdtempSync(path.join(options.tempDir, 'pg-incremental-'));
+      const layers = layersOf(parent.streams);
+      const newest = layers.at(-1)!;
+      const read = await parent.read([newest], work, options);
+      const manifest = await extractMember(read.files.get(newest)!, 'backup_manifest', work);
+      pgBasebackupArgs.push(`--incremental=${manifest}`);
+      streams = layers.map((name) => {
+        const stored = read.streams.find((st) => st.name === name);
+        if (!stored) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} lists no stream ${name}, which its layout names`);
+        return {
+          name,
+          chunking,
+          inherited: { size: stored.size, sha256: stored.sha256 },
+          open: () => {
+            throw new StrataError('INTERNAL', `backup: ${name} is the parent's and is not read again`);
+          },
+        };
+      });
+      ownStream = layerName(layers.length);
+    }
+    streams.push({
+      name: ownStream,
+      chunking,
+      open: (opts: Abortable = {}) => {
+        // pg_basebackup cannot replay its stream, and a second base backup would be another moment.
+        if (run.opened) throw new StrataError('INTERNAL', 'backup: the base backup stream was opened twice');
+        run.opened = true;
+        return this.#streamBaseBackup(target, serverVersion, opts.signal ?? options.signal, tar, run, pgBasebackupArgs);
+      },
+    });
     return {
       schemaFingerprint: fingerprint,
       tableStats: async () => [],
-      streams: [
-        {
-          name: BASE_STREAM,
-          chunking: { kind: 'content-defined', averageSize: AVERAGE_CHUNK },
-          open: (opts: Abortable = {}) => {
-            // pg_basebackup cannot replay its stream, and a second base backup would be another moment.
-            if (run.opened) throw new StrataError('INTERNAL', 'backup: the base backup stream was opened twice');
-            run.opened = true;
-            return this.#streamBaseBackup(target, serverVersion, opts.signal ?? options.signal, tar, run);
-          },
-        },
-      ],
+      streams,
       schemaSql: '',
       databaseBytes: 0,
       engineMeta: known,
-      // PostgreSQL 17's own block-level incrementals (pg_basebackup --incremental, pg_combinebackup)
-      // are not used yet: every server's incrementals reuse the parent's chunks.
-      incrementalMethod: CHUNK_REUSE,
+      // PostgreSQL 17 and later send only the blocks changed since the parent when their WAL
+      // summaries reach back to its start (summarize_wal = on); otherwise, and on older servers,
+      // the incremental is a whole base backup that stores only the chunks its parent lacks.
+      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : CHUNK_REUSE,
       finish: async () => {
         if (run.endedAt === undefined) throw new StrataError('INTERNAL', 'backup: the base backup was not read to its end');
         const labelBytes = tar.caught.get('backup_label');
@@ -343,9 +501,12 @@ export class PostgresPhysicalEngine implements Engine {
           end: { timeline: range.Timeline, lsn: meta.endLsn, wal: endWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
           endedAt: run.endedAt,
         };
-        return { engineMeta: { ...meta }, logRange, databaseBytes: run.bytes };
+        return { engineMeta: { ...meta }, logRange, databaseBytes: blockLevelOn ? clusterBytes : run.bytes };
       },
-      close: async () => run.stop?.(),
+      close: async () => {
+        run.stop?.();
+        if (work) await fs.rm(work, { recursive: true, force: true });
+      },
     };
   }
 
@@ -359,6 +520,7 @@ export class PostgresPhysicalEngine implements Engine {
     signal: AbortSignal | undefined,
     tar: TarEntryCatcher,
     run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
+    extraArgs: readonly string[],
   ): AsyncGenerator<Uint8Array> {
     const major = Math.floor(serverVersion / 10000);
     const program = pgProgram('pg_basebackup', major);
@@ -369,7 +531,7 @@ export class PostgresPhysicalEngine implements Engine {
         `backup: ${target.safe} runs PostgreSQL ${major}, and the pg_basebackup found (${program}) is PostgreSQL ${toolMajor}'s, which cannot copy a newer server; install PostgreSQL ${major}'s client programs (Debian: postgresql-client-${major}) or set STRATA_PG_BINDIR to their folder`,
       );
     }
-    const child = spawn(program, ['--no-password', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label=strata'], {
+    const child = spawn(program, ['--no-password', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label=strata', ...extraArgs], {
       env: libpqEnv(target),
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(signal ? { signal } : {}),
@@ -417,56 +579,47 @@ export class PostgresPhysicalEngine implements Engine {
     await fs.mkdir(path.dirname(dir), { recursive: true });
     const partial = `${dir}.strata-partial-${randomBytes(4).toString('hex')}`;
     await fs.mkdir(partial, { mode: 0o700 });
-    let extracted: Promise<void> | undefined;
+    // base.tar unpacks into the new data directory; the layers of a block-level incremental each
+    // into a folder of their own beside it, for pg_combinebackup at commit.
+    const unpacked = new Map<string, { folder: string; done: Promise<void>; stop(): void }>();
+    const scratch: string[] = [partial];
     const abort = async (): Promise<void> => {
-      await fs.rm(partial, { recursive: true, force: true });
+      // A restore that fails before a stream's end (a damaged artifact further down the chain)
+      // leaves its tar waiting for more: without this the process never exits.
+      for (const { stop } of unpacked.values()) stop();
+      for (const folder of scratch) await fs.rm(folder, { recursive: true, force: true });
     };
     return {
       streamTarget: async (name) => {
-        if (name !== BASE_STREAM) throw new StrataError('ARTIFACT_FOREIGN', `restore: a physical backup holds only ${BASE_STREAM}, not ${JSON.stringify(name)}`);
-        // GNU tar drops leading slashes and refuses members with "..", so an entry cannot leave the folder.
-        const child = spawn('tar', ['-x', '-f', '-', '-C', partial, '--no-same-owner'], { stdio: ['pipe', 'ignore', 'pipe'] });
-        let stderr = '';
-        child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
-        extracted = new Promise<void>((resolve, reject) => {
-          child.on('error', (err) => reject(new StrataError('TOOL_MISSING', `restore: running tar failed: ${err.message}`)));
-          child.on('close', (code) => (code === 0 ? resolve() : reject(new StrataError('RESTORE_FAILED', `restore: tar could not unpack the base backup into ${partial}: ${stderr.trim()}`))));
-        });
-        extracted.catch(() => undefined);
-        return {
-          kind: 'sink',
-          write: async (chunk) => {
-            if (!child.stdin.write(chunk)) await new Promise<void>((resolve, reject) => {
-              // Each wait removes what it added: a restore waits thousands of times, and left-over
-              // 'error' listeners pile up (MaxListenersExceededWarning).
-              const drained = (): void => {
-                child.stdin.off('error', failed);
-                resolve();
-              };
-              const failed = (err: Error): void => {
-                child.stdin.off('drain', drained);
-                reject(err);
-              };
-              child.stdin.once('drain', drained);
-              child.stdin.once('error', failed);
-              extracted!.catch(failed);
-            });
-          },
-          end: async () => {
-            child.stdin.end();
-            await extracted;
-          },
-        };
+        let folder = partial;
+        if (name !== BASE_STREAM) {
+          if (!LAYER.test(name)) throw new StrataError('ARTIFACT_FOREIGN', `restore: a physical backup holds ${BASE_STREAM} and its incremental layers, not ${JSON.stringify(name)}`);
+          folder = `${partial}.${name}`;
+          scratch.push(folder);
+          await fs.mkdir(folder, { mode: 0o700 });
+        }
+        const { sink, done, stop } = untarInto(folder);
+        unpacked.set(name, { folder, done, stop });
+        return sink;
       },
-      commit: async () => {
-        if (!extracted) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup held no ${BASE_STREAM}`);
-        await extracted;
-        if (!existsSync(path.join(partial, 'PG_VERSION'))) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base backup holds no PG_VERSION: it is not a PostgreSQL data directory');
+      commit: async (info) => {
+        const base = unpacked.get(BASE_STREAM);
+        if (!base) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup held no ${BASE_STREAM}`);
+        for (const { done } of unpacked.values()) await done;
+        let restored = partial;
+        const layers = layersOf([...unpacked.keys()]).slice(1);
+        if (layers.length > 0) {
+          restored = `${dir}.strata-combined-${randomBytes(4).toString('hex')}`;
+          scratch.push(restored);
+          await combineLayers([partial, ...layers.map((name) => unpacked.get(name)!.folder)], restored, Number(info.engineMeta['serverVersion']));
+        }
+        if (!existsSync(path.join(restored, 'PG_VERSION'))) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base backup holds no PG_VERSION: it is not a PostgreSQL data directory');
         // pg_basebackup leaves these out; the server wants them to exist.
-        for (const sub of ['pg_wal', 'pg_wal/archive_status']) await fs.mkdir(path.join(partial, sub), { recursive: true, mode: 0o700 });
+        for (const sub of ['pg_wal', 'pg_wal/archive_status']) await fs.mkdir(path.join(restored, sub), { recursive: true, mode: 0o700 });
         if (existsSync(dir)) await fs.rm(dir, { recursive: true, force: true });
-        await fs.rename(partial, dir);
+        await fs.rename(restored, dir);
         await fs.chmod(dir, 0o700);
+        await abort();
       },
       abort,
     };

@@ -89,11 +89,13 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
     for (const stream of plan.streams) {
       const parent = plan.parents.get(stream.name);
       const recorded: Recorded = {};
-      const whole = !parent && stream.size !== undefined;
+      const whole = !parent && stream.size !== undefined && !stream.inherited;
       // A small descriptor ahead of the payload tells a reader how to cut and check the chunks.
-      const descriptor: StreamDescriptor = { name: stream.name, size: stream.size ?? null, chunking: stream.chunking, payload: whole ? 'whole' : 'segments' };
+      const size = stream.inherited?.size ?? stream.size ?? null;
+      const descriptor: StreamDescriptor = { name: stream.name, size, chunking: stream.chunking, payload: whole ? 'whole' : 'segments' };
       yield* entry(`streams/${stream.name}.json`, Buffer.from(JSON.stringify(descriptor) + '\n'), mtime);
-      if (whole) yield* wholeStream(stream, recorded, plan, mtime);
+      if (stream.inherited) yield* inheritedStream(stream, stream.inherited, parent, recorded, mtime);
+      else if (whole) yield* wholeStream(stream, recorded, plan, mtime);
       else yield* segmentedStream(stream, parent, recorded, plan, mtime);
       streams.push(recorded.manifest!);
       result.layouts.set(stream.name, recorded.layout!);
@@ -141,6 +143,31 @@ async function* wholeStream(stream: SnapshotStream, out: Recorded, plan: Artifac
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;
   yield* finishStream(stream, layout, undefined, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
+}
+
+/**
+ * The parent's stream, unchanged (SnapshotStream.inherited): its layout is the parent's, no chunk
+ * is stored, and nothing is read. The size and SHA-256 come from the parent's manifest; the size
+ * is checked against the layout, the SHA-256 by every restore of the stream.
+ */
+function* inheritedStream(
+  stream: SnapshotStream,
+  inherited: { readonly size: number; readonly sha256: string },
+  parent: ParentStream | undefined,
+  out: Recorded,
+  mtime: Date,
+): Generator<Uint8Array> {
+  if (!parent) throw new StrataError('INTERNAL', redactable`backup: stream ${named(stream.name, 'stream')} is said to be the parent's, and the parent has no such stream`);
+  const layout = new ChunkLayoutBuilder(parent.layout.count);
+  let size = 0;
+  for (let i = 0; i < parent.layout.count; i++) {
+    layout.add(parent.layout.hashAt(i), parent.layout.sizes[i]!);
+    size += parent.layout.sizes[i]!;
+  }
+  if (size !== inherited.size) {
+    throw new StrataError('INTERNAL', redactable`backup: the parent's stream ${named(stream.name, 'stream')} has ${size} bytes by its layout, not the ${inherited.size} its manifest records`);
+  }
+  yield* finishStream(stream, layout, parent, { size, sha256: inherited.sha256, storedChunks: 0, storedBytes: 0, payload: 'segments' }, out, mtime);
 }
 
 /**

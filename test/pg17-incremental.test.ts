@@ -1,0 +1,234 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import type pg from 'pg';
+import { ROOT } from './helpers/env.js';
+import { TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
+import { requirePg17 } from './helpers/pg-cluster.js';
+import { recipe } from './helpers/format-recipes.js';
+
+/**
+ * PostgreSQL 17's own block-level incremental base backups: with summarize_wal on, an incremental
+ * or differential asks the server (pg_basebackup --incremental, given the parent's backup_manifest
+ * read back from the repository) for the blocks changed since its parent, stores that tar as a
+ * layer of its own beside its parents' (inherited, nothing read or stored again), and a restore
+ * puts the layers together with pg_combinebackup. Where the server cannot (summarize_wal off), the
+ * incremental is taken whole by chunk reuse, as on PostgreSQL 15, and list says which.
+ *
+ * A real PostgreSQL 17 (Debian 13's programs, scripts/pg17/install.sh) in a cluster of the test's own.
+ */
+
+const DB = 'cluster';
+const isRoot = process.getuid?.() === 0;
+
+interface Backup {
+  readonly id: string;
+  readonly type: string;
+  readonly parent: string | null;
+  readonly key: string;
+  readonly payloadBytes: number;
+  readonly storedBytes: number;
+  readonly databaseBytes: number;
+  readonly incrementalMethod?: string;
+}
+
+describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, pg_combinebackup)', function () {
+  this.timeout(15 * 60_000);
+  let cluster: TestCluster;
+  let db: pg.Client;
+  const made: Record<'full' | 'incremental' | 'second' | 'differential' | 'whole', Backup> = {} as never;
+  /** Commit times of the markers, in microseconds since the epoch, by sequence number (1-based). */
+  const committedUs: bigint[] = [];
+  let seq = 0;
+
+  const backup = async (type: string): Promise<Backup> => {
+    const r = await cluster.cli(['backup', DB, '--type', type, '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { backup: Backup }).backup;
+  };
+  const markers = async (count: number): Promise<void> => {
+    for (let i = 0; i < count; i++) {
+      seq += 1;
+      await db.query('INSERT INTO markers VALUES ($1)', [seq]);
+      await sleep(30);
+    }
+  };
+  /** One key range of orders changed: `qty` set to `mark` for ids in [from, to]. */
+  const change = async (from: number, to: number, mark: number): Promise<void> => {
+    await db.query('UPDATE orders SET qty = $3 WHERE id BETWEEN $1 AND $2', [from, to, mark]);
+    await db.query('CHECKPOINT');
+  };
+  const between = (after: number): Date => new Date(Number((committedUs[after - 1]! + committedUs[after]!) / 2n / 1000n));
+
+  before(async function () {
+    const bindir = requirePg17(this);
+    cluster = await TestCluster.create(DB, 'strata-pg17-', { bindir, settings: ['summarize_wal = on'] });
+    db = await cluster.client();
+    assert.match((await db.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v, /^17\./);
+    await db.query('CREATE TABLE markers (seq int PRIMARY KEY)');
+    // About 45 MB of rows, frozen and checkpointed, so the full holds them as they stay.
+    await db.query('CREATE TABLE orders (id int PRIMARY KEY, qty int NOT NULL, note text NOT NULL)');
+    await db.query("INSERT INTO orders SELECT g, 0, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 400000) g");
+    await db.query('VACUUM FREEZE ANALYZE orders');
+    await db.query('CHECKPOINT');
+  });
+
+  after(async function () {
+    await db?.end().catch(() => undefined);
+    cluster?.stop();
+  });
+
+  it('incrementals and differentials store only the changed blocks, and list says they are block-level', async function () {
+    made.full = await backup('full');
+    await markers(5);
+    await change(100001, 104000, 1);
+    made.incremental = await backup('incremental');
+    await markers(5);
+    await change(200001, 204000, 2);
+    made.second = await backup('incremental');
+    await markers(5);
+    await change(300001, 304000, 3);
+    made.differential = await backup('differential');
+    await markers(5);
+    // Without WAL summaries the server cannot say what changed: the next incremental is whole.
+    await db.query('ALTER SYSTEM SET summarize_wal = off');
+    await db.query('SELECT pg_reload_conf()');
+    await change(350001, 354000, 4);
+    made.whole = await backup('incremental');
+    await markers(5);
+    await cluster.archiveCurrentWal(db);
+    for (const row of (await db.query<{ us: string }>('SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint::text AS us FROM markers ORDER BY seq')).rows) {
+      committedUs.push(BigInt(row.us));
+    }
+    assert.equal(committedUs.length, 25);
+
+    const { full, incremental, second, differential, whole } = made;
+    assert.equal(full.incrementalMethod, undefined);
+    assert.equal(incremental.parent, full.id);
+    assert.equal(second.parent, incremental.id, 'an incremental builds on the newest restore point');
+    assert.equal(differential.parent, full.id, 'a differential builds on the full');
+    assert.equal(whole.parent, differential.id);
+    for (const b of [incremental, second, differential]) {
+      assert.equal(b.incrementalMethod, 'block-level', b.id);
+      // 1% of the table's rows in one range: a few hundred blocks, where the full stored ~60 MB.
+      assert.ok(b.payloadBytes < full.payloadBytes * 0.1, `${b.id} stored ${b.payloadBytes} bytes, the full ${full.payloadBytes}`);
+      assert.ok(b.databaseBytes > full.payloadBytes * 0.5, `${b.id} records the cluster's size (${b.databaseBytes}), not its own tar's`);
+    }
+    assert.equal(whole.incrementalMethod, 'chunk reuse', 'with summarize_wal off the incremental is whole, stored by chunk reuse');
+
+    const listed = await cluster.cli(['list', DB, '--wide']);
+    assert.equal(listed.status, 0, listed.stderr);
+    const lineOf = (id: string): string => listed.stdout.split('\n').find((l) => l.includes(id)) ?? '';
+    assert.match(lineOf(incremental.id), /incremental \(block-level\)/);
+    assert.match(lineOf(differential.id), /differential \(block-level\)/);
+    assert.match(lineOf(whole.id), /incremental \(chunk reuse\)/);
+  });
+
+  it('a recovery to a moment after each restore point starts from it and holds exactly what was committed by then', async function () {
+    const goals = [
+      { after: 7, base: made.incremental.id, marks: [1] },
+      { after: 12, base: made.second.id, marks: [1, 2] },
+      // The differential is on the full alone: the second incremental's change came back through the WAL.
+      { after: 17, base: made.differential.id, marks: [1, 2, 3] },
+      { after: 22, base: made.whole.id, marks: [1, 2, 3, 4] },
+    ];
+    for (const goal of goals) {
+      const at = between(goal.after);
+      const target = path.join(cluster.dir, `restored-${goal.after}`);
+      const r = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', at.toISOString(), '--json']);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { base: string }).base, goal.base, `the newest base backup that ended before ${at.toISOString()}`);
+      const port = await freePort();
+      cluster.start(target, ['-o', `-c port=${port} -c archive_mode=off -c summarize_wal=off -c unix_socket_directories=${cluster.dir}`]);
+      const c = await waitFor('the restored server', () => cluster.client(port));
+      try {
+        await waitFor('recovery to pause at its target', async () => ((await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused' ? true : undefined));
+        const rows = (await c.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
+        assert.deepEqual(rows, Array.from({ length: goal.after }, (_, i) => i + 1));
+        const counts = (await c.query<{ qty: number; n: string }>('SELECT qty, count(*)::text AS n FROM orders GROUP BY qty ORDER BY qty')).rows;
+        assert.deepEqual(
+          counts.map((row) => [row.qty, row.n]),
+          [[0, String(400000 - 4000 * goal.marks.length)], ...goal.marks.map((m) => [m, '4000'])],
+          `every changed block of the chain is in place as of ${goal.base}`,
+        );
+      } finally {
+        await c.end().catch(() => undefined);
+        cluster.stopServer(target);
+        rmSync(target, { recursive: true, force: true });
+      }
+    }
+  });
+
+  it('verify passes on the second incremental (full level: recovered, amchecked) and finds a damaged layer under it', async function () {
+    const deep = await cluster.cli(['verify', made.second.id, '--level', 'full', '--json']);
+    assert.equal(deep.status, 0, deep.stdout + deep.stderr);
+    assert.match(deep.stdout, /"outcome": "passed"/);
+
+    // The first incremental's own layer: the second's restore needs it, and nothing else holds it.
+    const artifact = path.join(cluster.repo, made.incremental.key);
+    const original = readFileSync(artifact);
+    const damaged = Buffer.from(original);
+    damaged[Math.floor(damaged.length / 2)]! ^= 0x5a;
+    writeFileSync(artifact, damaged);
+    try {
+      const bad = await cluster.cli(['verify', made.second.id]);
+      assert.notEqual(bad.status, 0, bad.stdout);
+      assert.match(bad.stdout + bad.stderr, new RegExp(made.incremental.id));
+      const target = path.join(cluster.dir, 'restored-damaged');
+      const refused = await cluster.cli(['restore', made.second.id, '--to', target]);
+      assert.notEqual(refused.status, 0, refused.stdout);
+      assert.throws(() => readFileSync(path.join(target, 'PG_VERSION')), 'nothing is put in place');
+    } finally {
+      writeFileSync(artifact, original);
+    }
+  });
+
+  it('a restore without PostgreSQL 17\'s pg_combinebackup says what to install, and leaves nothing behind', async function () {
+    const target = path.join(cluster.dir, 'restored-no-tool');
+    // PostgreSQL 15's programs only: its pg_combinebackup does not exist.
+    const r = await cluster.cli(['restore', made.second.id, '--to', target], { STRATA_PG_BINDIR: '/usr/lib/postgresql/15/bin' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /pg_combinebackup/);
+    assert.match(r.stderr, /PostgreSQL 17/);
+    assert.throws(() => readFileSync(path.join(target, 'PG_VERSION')));
+    assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('restored-no-tool')), [], 'no partial data directory or layer is left');
+  });
+
+  it('recovers the second incremental by hand as docs/FORMAT.md says: recover-chain.py, pg_combinebackup, then the WAL', async function () {
+    const home = path.join(cluster.dir, 'by-hand');
+    mkdirSync(path.join(home, 'gnupg'), { recursive: true, mode: 0o700 });
+    if (isRoot) spawnSync('chown', ['-R', 'postgres', home]);
+    const follow = (what: string, script: string, variables: Record<string, string>): void => {
+      const env = { GNUPGHOME: path.join(home, 'gnupg'), ...variables };
+      const [file, argv] = asServerUser('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'bash', '-euo', 'pipefail', '-c', script]);
+      const r = spawnSync(file, argv, { encoding: 'utf8' });
+      assert.equal(r.status, 0, `${what} failed:\n${r.stderr}`);
+    };
+    const keys = path.join(home, 'keys');
+    const pgdata = path.join(home, 'pgdata');
+    follow('recover-data-keys', recipe('recover-data-keys'), { REPO: cluster.repo, PASSFILE: cluster.passFile, KEYS: keys });
+    const layers = recipe('recover-physical-layers');
+    follow('recover-physical-layers', layers, { DOCS: path.join(ROOT, 'docs'), KEYS: keys, REPO: cluster.repo, DB, ID: made.second.id, OUT: path.join(home, 'out'), PGDATA: pgdata, PGBIN: cluster.bindir });
+    const whole = recipe('recover-physical');
+    const rest = whole.slice(whole.indexOf('mkdir -p "$PGDATA/pg_wal/archive_status"'));
+    assert.ok(rest.length < whole.length && rest.includes('restore_command'));
+    follow('recover-physical (WAL)', `umask 077\n${rest}\necho "recovery_target_time = '${between(12).toISOString().replace('T', ' ').replace('Z', '+00')}'" >> "$PGDATA/postgresql.auto.conf"\necho "summarize_wal = off" >> "$PGDATA/postgresql.auto.conf"`, { KEYS: keys, REPO: cluster.repo, DB, PGDATA: pgdata });
+    const port = await freePort();
+    const [file, argv] = asServerUser('env', [`GNUPGHOME=${path.join(home, 'gnupg')}`, path.join(cluster.bindir, 'pg_ctl'), '-D', pgdata, '-l', path.join(home, 'server.log'), '-w', '-t', '300', '-o', `-c port=${port} -c unix_socket_directories=${cluster.dir}`, 'start']);
+    const started = spawnSync(file, argv, { encoding: 'utf8' });
+    cluster.adopt(pgdata);
+    assert.equal(started.status, 0, `${started.stdout}${started.stderr}${readFileSync(path.join(home, 'server.log'), 'utf8').slice(-3000)}`);
+    const c = await waitFor('the recovered server', () => cluster.client(port));
+    try {
+      await waitFor('recovery to pause at its target', async () => ((await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused' ? true : undefined), 300_000);
+      const rows = (await c.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
+      assert.deepEqual(rows, Array.from({ length: 12 }, (_, i) => i + 1));
+      const counts = (await c.query<{ qty: number; n: string }>('SELECT qty, count(*)::text AS n FROM orders GROUP BY qty ORDER BY qty')).rows;
+      assert.deepEqual(counts.map((row) => [row.qty, row.n]), [[0, String(400000 - 8000)], [1, '4000'], [2, '4000']]);
+    } finally {
+      await c.end().catch(() => undefined);
+      cluster.stopServer(pgdata);
+    }
+  });
+});
