@@ -4,6 +4,8 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'nod
 import * as path from 'node:path';
 import type pg from 'pg';
 import { ROOT } from './helpers/env.js';
+import { RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
+import { pgDump } from './helpers/postgres.js';
 import { TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
 import { requirePg17 } from './helpers/pg-cluster.js';
 import { recipe } from './helpers/format-recipes.js';
@@ -158,6 +160,38 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
         rmSync(target, { recursive: true, force: true });
       }
     }
+  });
+
+  it('a table as of a moment after the second incremental comes back into the running cluster, the other tables untouched', async function () {
+    const at = between(12);
+    const r = await cluster.cli(['restore', '--db', DB, '--as-of', at.toISOString(), '--tables', 'public.orders', '--to', `postgres://postgres@127.0.0.1:${cluster.port}/postgres`, '--force', '--yes', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const counts = (await db.query<{ qty: number; n: string }>('SELECT qty, count(*)::text AS n FROM orders GROUP BY qty ORDER BY qty')).rows;
+    assert.deepEqual(counts.map((row) => [row.qty, row.n]), [[0, String(400000 - 8000)], [1, '4000'], [2, '4000']], 'orders as of the moment: the first two changes, not the later ones');
+    assert.equal((await db.query<{ n: string }>('SELECT count(*)::text AS n FROM markers')).rows[0]!.n, '25', 'markers was not restored');
+    // Put the later changes back for the tests after this one.
+    await change(300001, 304000, 3);
+    await change(350001, 354000, 4);
+  });
+
+  it('a logical backup of a PostgreSQL 17 database with every kind of object restores and verifies, as pg_dump 17 sees it', async function () {
+    await db.query('CREATE DATABASE strata_pg17_src');
+    const rich = await cluster.client(cluster.port, 'strata_pg17_src');
+    try {
+      await rich.query(RICH_POSTGRES_SQL);
+    } finally {
+      await rich.end();
+    }
+    const url = (name: string): string => `postgres://postgres@127.0.0.1:${cluster.port}/${name}`;
+    const taken = await cluster.cli(['backup', url('strata_pg17_src'), '--name', 'rich', '--json']);
+    assert.equal(taken.status, 0, taken.stderr);
+    const restored = await cluster.cli(['restore', 'latest', '--db', 'rich', '--to', url('strata_pg17_copy'), '--json']);
+    assert.equal(restored.status, 0, restored.stderr);
+    const verified = await cluster.cli(['verify', 'latest', '--db', 'rich', '--level', 'full', '--json']);
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    // pg_dump 17 itself as the oracle: the copy dumps the same as the original, but for its name.
+    const server = { url: url('postgres'), pgDump: path.join(cluster.bindir, 'pg_dump') };
+    assert.equal(pgDump('strata_pg17_copy', [], server), pgDump('strata_pg17_src', [], server));
   });
 
   it('verify passes on the second incremental (full level: recovered, amchecked) and finds a damaged layer under it', async function () {

@@ -115,8 +115,8 @@ export class TestCluster {
     return new Promise((resolve) => child.on('close', (status) => resolve({ status: status ?? -1, stdout, stderr })));
   }
 
-  async client(port = this.port): Promise<pg.Client> {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+  async client(port = this.port, database = 'postgres'): Promise<pg.Client> {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database });
     c.on('error', () => undefined);
     await c.connect();
     return c;

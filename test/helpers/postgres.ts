@@ -89,9 +89,9 @@ export class Databases {
  * physical order of rows: rows inside each COPY block are sorted, since a restore writes them in
  * key order while the source keeps them where updates left them.
  */
-export function pgDump(database: string, args: string[] = []): string {
-  const url = new URL(PG_URL);
-  const result = spawnSync('pg_dump', ['--no-password', ...args, database], {
+export function pgDump(database: string, args: string[] = [], server: { url?: string; pgDump?: string } = {}): string {
+  const url = new URL(server.url ?? PG_URL);
+  const result = spawnSync(server.pgDump ?? 'pg_dump', ['--no-password', ...args, database], {
     encoding: 'utf8',
     maxBuffer: 1024 * 1024 * 1024,
     env: { ...process.env, PGHOST: url.hostname, PGPORT: url.port || '5432', PGUSER: decodeURIComponent(url.username || 'postgres') },

@@ -20,9 +20,10 @@ const SECTION_END = '-- strata: end of database properties';
 export interface DatabaseDescription {
   /** Server encoding; row streams are COPY text in this encoding, so no conversion can lose a byte. */
   readonly encoding: string;
-  readonly localeProvider: 'libc' | 'icu';
+  readonly localeProvider: 'libc' | 'icu' | 'builtin';
   readonly collate: string;
   readonly ctype: string;
+  /** The ICU (or, from PostgreSQL 17, builtin provider's) locale; null for libc. */
   readonly icuLocale: string | null;
   /** `CREATE DATABASE :"db" WITH TEMPLATE = template0 ENCODING = ... LOCALE ...;` */
   readonly create: string;
@@ -40,8 +41,11 @@ export interface DatabaseDescription {
 export async function describeDatabase(client: pg.Client, target: PgTarget, snapshot: string | undefined): Promise<DatabaseDescription> {
   const dump = await runPgDump(target, ['--create', '--schema-only', '--quote-all-identifiers', '--exclude-schema=*', ...(snapshot ? [`--snapshot=${snapshot}`] : [])]);
   const row = (await client.query<{ encoding: string; provider: string; collate: string; ctype: string; icu: string | null }>(
-    `SELECT pg_encoding_to_char(encoding) AS encoding, datlocprovider AS provider, datcollate AS collate, datctype AS ctype, daticulocale AS icu
-     FROM pg_database WHERE datname = current_database()`,
+    // PostgreSQL 17 renamed daticulocale to datlocale (shared by the new builtin provider): the
+    // row as JSON reads whichever the server has.
+    `SELECT pg_encoding_to_char(encoding) AS encoding, datlocprovider AS provider, datcollate AS collate, datctype AS ctype,
+            COALESCE(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale') AS icu
+     FROM pg_database d WHERE datname = current_database()`,
   )).rows[0]!;
   const name = ident(target.database);
   let create: string | undefined;
@@ -54,7 +58,7 @@ export async function describeDatabase(client: pg.Client, target: PgTarget, snap
     }
   }
   if (!create) throw new StrataError('INTERNAL', `postgres: pg_dump --create printed no CREATE DATABASE for ${target.database}`);
-  return { encoding: row.encoding, localeProvider: row.provider === 'i' ? 'icu' : 'libc', collate: row.collate, ctype: row.ctype, icuLocale: row.icu, create, properties };
+  return { encoding: row.encoding, localeProvider: row.provider === 'i' ? 'icu' : row.provider === 'b' ? 'builtin' : 'libc', collate: row.collate, ctype: row.ctype, icuLocale: row.icu, create, properties };
 }
 
 /**

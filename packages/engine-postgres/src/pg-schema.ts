@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { StrataError, redactSecret, redactable, withheld } from '@strata/core';
 import type { PgTarget } from './pg-connection.js';
+import { pgProgram } from './pg-physical-engine.js';
 
 /** Separates the two halves of schema.sql: restores load rows between them. */
 export const POST_DATA_MARKER = '-- strata: post-data (indexes, constraints, triggers) below; load the rows before running it';
@@ -18,7 +19,8 @@ function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
 export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     // UTF-8 whatever the database's encoding: the output is decoded as UTF-8 below.
-    const child = spawn('pg_dump', ['--no-password', '--encoding=UTF8', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
+    // STRATA_PG_BINDIR first: a server newer than the pg_dump on PATH needs its own major's.
+    const child = spawn(pgProgram('pg_dump'), ['--no-password', '--encoding=UTF8', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -33,7 +35,7 @@ export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
       else {
         const message = redactSecret(err.trim(), target.password);
         if (/server version mismatch|aborting because of server version mismatch/i.test(message)) {
-          reject(new StrataError('TOOL_MISSING', `postgres: pg_dump is older than the server (${message}); install a pg_dump of the server's major version or newer`));
+          reject(new StrataError('TOOL_MISSING', `postgres: pg_dump is older than the server (${message}); install a pg_dump of the server's major version or newer (or set STRATA_PG_BINDIR to the folder of one)`));
         } else reject(new StrataError('IO', redactable`postgres: pg_dump failed (exit ${code}): ${withheld(message, 'pg_dump message')}`));
       }
     });
@@ -43,7 +45,7 @@ export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
 /** Major version of the installed pg_dump, or a TOOL_MISSING error. */
 export async function pgDumpMajor(): Promise<number> {
   const version = await new Promise<string>((resolve, reject) => {
-    const child = spawn('pg_dump', ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(pgProgram('pg_dump'), ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', (e: NodeJS.ErrnoException) =>
