@@ -8,7 +8,7 @@ import { RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
 import { pgDump } from './helpers/postgres.js';
 import { TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
 import { requirePg17 } from './helpers/pg-cluster.js';
-import { recipe } from './helpers/format-recipes.js';
+import { followExportRestoreMd, recipe } from './helpers/format-recipes.js';
 
 /**
  * PostgreSQL 17's own block-level incremental base backups: with summarize_wal on, an incremental
@@ -33,6 +33,7 @@ interface Backup {
   readonly storedBytes: number;
   readonly databaseBytes: number;
   readonly incrementalMethod?: string;
+  readonly logRange: { readonly start: { readonly lsn: string } };
 }
 
 describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, pg_combinebackup)', function () {
@@ -218,10 +219,39 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     }
   });
 
+  it("an export's RESTORE.md recovers a block-level incremental with pg_combinebackup, and pg_verifybackup finds every file of the result", async function () {
+    await db.query('ALTER SYSTEM SET summarize_wal = on');
+    await db.query('SELECT pg_reload_conf()');
+    const full = await backup('full');
+    await change(1, 4000, 5);
+    const incremental = await backup('incremental');
+    assert.equal(incremental.parent, full.id);
+    assert.equal(incremental.incrementalMethod, 'block-level');
+    const file = path.join(cluster.dir, 'export', 'cluster.tar.gz');
+    mkdirSync(path.dirname(file), { mode: 0o755 });
+    if (isRoot) spawnSync('chown', ['postgres', path.dirname(file)]);
+    const exported = await cluster.cli(['export', DB, '--out', file]);
+    assert.equal(exported.status, 0, exported.stderr);
+    const home = path.join(cluster.dir, 'export-home');
+    mkdirSync(home, { mode: 0o700 });
+    const { restoreMd, folder } = followExportRestoreMd(file, DB, home, { PATH: `${cluster.bindir}:${process.env['PATH']}` });
+    assert.match(restoreMd, new RegExp(`Newest restore point: ${incremental.id}`));
+    assert.match(restoreMd, /pg_combinebackup/);
+    const newdb = path.join(folder, DB);
+    assert.equal(readFileSync(path.join(newdb, 'PG_VERSION'), 'utf8').trim(), '17');
+    const verified = spawnSync(path.join(cluster.bindir, 'pg_verifybackup'), ['--no-parse-wal', newdb], { encoding: 'utf8' });
+    assert.equal(verified.status, 0, `${verified.stdout}${verified.stderr}`);
+    const incrementalFiles = spawnSync('find', [newdb, '-name', 'INCREMENTAL.*'], { encoding: 'utf8' }).stdout.trim();
+    assert.equal(incrementalFiles, '', 'every incremental file was combined into a whole one');
+    assert.match(readFileSync(path.join(newdb, 'backup_label'), 'utf8'), new RegExp(`^START WAL LOCATION: ${incremental.logRange.start.lsn} `, 'm'), "the label is the incremental's: recovery starts where it did");
+  });
+
   it('a restore without PostgreSQL 17\'s pg_combinebackup says what to install, and leaves nothing behind', async function () {
     const target = path.join(cluster.dir, 'restored-no-tool');
-    // PostgreSQL 15's programs only: its pg_combinebackup does not exist.
-    const r = await cluster.cli(['restore', made.second.id, '--to', target], { STRATA_PG_BINDIR: '/usr/lib/postgresql/15/bin' });
+    // An empty folder of programs (nor /usr/lib/postgresql/17/bin nor PATH has one here).
+    const empty = path.join(cluster.dir, 'no-programs');
+    mkdirSync(empty, { mode: 0o755 });
+    const r = await cluster.cli(['restore', made.second.id, '--to', target], { STRATA_PG_BINDIR: empty });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /pg_combinebackup/);
     assert.match(r.stderr, /PostgreSQL 17/);

@@ -9,7 +9,7 @@ import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql, MYSQL_UR
 import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 import { MUTATE_MYSQL_SQL, RICH_MYSQL_SQL } from './helpers/rich-mysql.js';
 import { MUTATE_POSTGRES_SQL, RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
-import { recipe } from './helpers/format-recipes.js';
+import { followExportRestoreMd, recipe } from './helpers/format-recipes.js';
 
 /**
  * Recovery without Strata, the way a person does it: the shell blocks of docs/FORMAT.md, copied
@@ -472,30 +472,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       await pgDatabases.dropAll();
     });
 
-    /** Runs RESTORE.md's extract block, then the block of `database`, in the export's folder. */
-    function followRestoreMd(exportFile: string, database: string, variables: Record<string, string> = {}): { restoreMd: string; folder: string } {
-      const folder = path.dirname(exportFile);
-      const listing = exportFile.endsWith('.zip')
-        ? spawnSync('unzip', ['-p', exportFile, 'RESTORE.md'], { encoding: 'utf8' })
-        : spawnSync('tar', ['-xzf', exportFile, '-O', 'RESTORE.md'], { encoding: 'utf8' });
-      assert.equal(listing.status, 0, listing.stderr);
-      const restoreMd = listing.stdout;
-      const without = restoreMd.slice(restoreMd.indexOf('## Without Strata'));
-      const extract = /```sh\n([\s\S]*?\n)```/.exec(without);
-      const block = new RegExp('### ' + database + ' \\([a-z]+\\)[\\s\\S]*?```sh\\n([\\s\\S]*?\\n)```').exec(restoreMd);
-      assert.ok(extract && block, `RESTORE.md has the extract command and a block for ${database}:\n${restoreMd}`);
-      writeFileSync(path.join(folder, 'PASSFILE'), TEST_PASSPHRASE, { mode: 0o600 });
-      const run = spawnSync('bash', ['-euo', 'pipefail', '-c', `${extract[1]}\n${block[1]}`], {
-        cwd: folder,
-        env: { ...process.env, HOME: home, GNUPGHOME: path.join(home, '.gnupg'), ...variables },
-        encoding: 'utf8',
-      });
-      assert.equal(run.status, 0, `RESTORE.md's commands failed:\n${run.stderr}\n${restoreMd}`);
-      // The commands, without the script appended to them (which knows every engine).
-      const appendix = restoreMd.indexOf('## Appendix: recover-chain.py');
-      assert.ok(appendix > 0, 'RESTORE.md carries recover-chain.py, so the export alone is enough');
-      return { restoreMd: restoreMd.slice(0, appendix), folder };
-    }
+    const followRestoreMd = (exportFile: string, database: string, variables: Record<string, string> = {}) => followExportRestoreMd(exportFile, database, home, variables);
 
     it("SQLite: a file whose path has a space, exported under a name with a space, a quote, $ and a backtick: the commands run as written", () => {
       const repo = path.join(dir.path, 'repo');

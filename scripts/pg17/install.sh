@@ -2,7 +2,8 @@
 # PostgreSQL 17's server and client programs for the tests of its block-level incremental base
 # backups (pg_basebackup --incremental, pg_combinebackup). Debian 12 has only PostgreSQL 15, so
 # this takes Debian 13's packages (deb.debian.org, the only package host CI reaches), unpacks them
-# into a private folder without installing anything system-wide, and points the programs at the
+# into a private folder without installing any of them system-wide (only patchelf, from Debian 12,
+# is installed with apt-get when missing), and points the programs at the
 # C library and shared libraries that came with them (patchelf), so they never load Debian 12's.
 #
 # Usage: bash scripts/pg17/install.sh [DIR]   (default /opt/strata-pg17; needs root for apt-get)

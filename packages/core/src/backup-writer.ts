@@ -4,8 +4,6 @@ import type { BackupRecord } from './catalog.js';
 import { getCodec } from './compression.js';
 import { encryptStream } from './encryption.js';
 import type { ChangePosition, Engine, RestoreSession, Snapshot, SnapshotOptions, SnapshotParent } from './engine.js';
-import { restoreChain } from './chain-restore.js';
-import { checkManifestMatches } from './chain-reader.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
 import { writeArchive } from './format/artifact-writer.js';
 import type { ChunkLayout } from './format/chunk-index.js';
@@ -258,16 +256,7 @@ export class BackupWriter {
           commit: async () => undefined,
           abort: async () => undefined,
         };
-        const { contents } = await restoreChain({
-          storage: this.#ctx.storage,
-          chain: chain.map((record) => ({ record, location: this.#ctx.chains.location(record), passphrase: this.#ctx.keyFor(record, 'backup') })),
-          session,
-          tempDir: dir,
-          ...(options.signal ? { signal: options.signal } : {}),
-          checkManifest: checkManifestMatches,
-          completeLayouts: (entries) => this.#ctx.chains.complete(parent, entries, 'backup'),
-          only: new Set(streams),
-        });
+        const { contents } = await this.#ctx.chains.restore(chain, session, { tempDir: dir, ...(options.signal ? { signal: options.signal } : {}), only: new Set(streams) }, 'backup');
         return { streams: contents.manifest.streams.map((s) => ({ name: s.name, size: s.size, sha256: s.sha256 })), files };
       },
     };

@@ -12,6 +12,9 @@ import { factsCacheKey, readFactsCache } from './facts-cache.js';
 import { layoutCacheKey, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { parseArtifactKey } from './naming.js';
 import type { RepositoryContext } from './repository-context.js';
+import { restoreChain } from './chain-restore.js';
+import type { RestoreSession } from './engine.js';
+import type { ProgressListener } from './progress.js';
 import { isNotFound } from './storage.js';
 
 /**
@@ -106,6 +109,27 @@ export class ChainReader {
       expectedSize: record.storedBytes,
       maxRawBytes: record.rawBytes,
     };
+  }
+
+  /**
+   * Assembles the streams of `chain`'s last link into `session` (see {@link restoreChain}): every
+   * link read with its own key, checked against the catalog, deltas resolved against the parents.
+   */
+  restore(
+    chain: readonly BackupRecord[],
+    session: RestoreSession,
+    options: { tempDir: string; signal?: AbortSignal; onProgress?: ProgressListener; only?: ReadonlySet<string> },
+    operation: string,
+  ): Promise<{ contents: ArtifactContents; bytes: number }> {
+    const tip = chain.at(-1)!;
+    return restoreChain({
+      storage: this.#ctx.storage,
+      chain: chain.map((record) => ({ record, location: this.location(record), passphrase: this.#ctx.keyFor(record, operation) })),
+      session,
+      ...options,
+      checkManifest: checkManifestMatches,
+      completeLayouts: (entries) => this.complete(tip, entries, operation),
+    });
   }
 
   /** Checks that every artifact of a chain exists with its recorded size, before anything is written. */

@@ -1,8 +1,6 @@
 import type { BackupRecord } from './catalog.js';
 import type { Engine, EngineDisplay } from './engine.js';
 import { StrataError, isStrataError, wrapError } from './errors.js';
-import { restoreChain } from './chain-restore.js';
-import { checkManifestMatches } from './chain-reader.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ProgressListener } from './progress.js';
 import { throttleProgress } from './progress.js';
@@ -59,7 +57,7 @@ const MIRROR_CAN_HELP = new Set(['ARTIFACT_CORRUPT', 'ARTIFACT_FOREIGN', 'ARTIFA
 
 /**
  * Restores restore points: checks the target, the chain's artifacts and keys before anything is
- * written, then has {@link restoreChain} assemble the chain into the engine's restore session.
+ * written, then has ChainReader.restore (restoreChain) assemble the chain into the engine's restore session.
  */
 export class Restorer {
   readonly #ctx: RepositoryContext;
@@ -221,16 +219,12 @@ export class Restorer {
       ...(options.tables ? { tables: options.tables } : {}),
     });
     try {
-      const { contents, bytes } = await restoreChain({
-        storage: this.#ctx.storage,
-        chain: chain.map((record) => ({ record, location: this.#ctx.chains.location(record), passphrase: this.#ctx.keyFor(record, 'restore') })),
+      const { contents, bytes } = await this.#ctx.chains.restore(
+        chain,
         session,
-        tempDir: await this.#ctx.tempDir(),
-        signal: options.signal,
-        onProgress: options.onProgress,
-        checkManifest: checkManifestMatches,
-        completeLayouts: (entries) => this.#ctx.chains.complete(tip, entries, 'restore'),
-      });
+        { tempDir: await this.#ctx.tempDir(), ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) },
+        'restore',
+      );
       options.onProgress?.({ operation: 'restore', phase: 'commit', doneBytes: tip.storedBytes, totalBytes: tip.storedBytes, backupId: tip.id });
       await session.commit({
         schemaOnly: tip.type === 'schema-only',

@@ -121,10 +121,12 @@ recovery.signal and a restore_command that decrypts and decompresses the archive
 set a recovery target if you want one, and start PostgreSQL of the major version in
 engineMeta.serverVersion on it.`,
   loadCommands: [
-    'mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"',
+    '# a block-level incremental (PostgreSQL 17 and later) has layers above base.tar: incremental.1.tar, ...',
+    'layers=(base); for n in $(ls "$OUT/data" | sed -n \'s/^incremental\\.\\([0-9]*\\)\\.tar$/\\1/p\' | sort -n); do layers+=("incremental.$n"); done',
+    'if [ ${#layers[@]} -eq 1 ]; then mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"; else dirs=(); for l in "${layers[@]}"; do mkdir -p "$OUT/layers/$l" && tar -x -C "$OUT/layers/$l" -f "$OUT/data/$l.tar" && dirs+=("$OUT/layers/$l"); done; pg_combinebackup -o "$NEWDB" "${dirs[@]}" && rm -r "$OUT/layers"; fi',
     'touch "$NEWDB/recovery.signal"   # then set restore_command as docs/FORMAT.md shows, and start PostgreSQL on "$NEWDB"',
   ],
-  tools: ['tar', 'PostgreSQL server binaries'],
+  tools: ['tar', 'PostgreSQL server binaries', 'pg_combinebackup (PostgreSQL 17 and later, for block-level incrementals)'],
   logArchive:
     'Recovery reads it through a restore_command that decrypts and decompresses the file of the segment PostgreSQL asks for; docs/FORMAT.md of the Strata project ("Recovering a physical backup by hand") gives that command and the recovery settings. ' +
     'With Strata, the restore above takes `--as-of TIME` (or `--lsn`, `--xid`, `--name`, `--immediate`) to recover to any moment this log reaches.',
@@ -291,9 +293,18 @@ async function summariesCover(client: Awaited<ReturnType<typeof connect>>, paren
 }
 
 /** Extracts one member of a tar file into `dir` (GNU tar) and returns its path. */
-async function extractMember(tarFile: string, member: string, dir: string): Promise<string> {
-  const r = spawnSync('tar', ['-x', '-f', tarFile, '-C', dir, member], { encoding: 'utf8' });
-  if (r.status !== 0) throw new StrataError('CHAIN_BROKEN', `backup: the parent's base backup holds no readable ${member}: ${(r.stderr ?? '').trim() || r.error?.message}`);
+async function extractMember(tarFile: string, tarName: string, member: string, dir: string, signal: AbortSignal | undefined): Promise<string> {
+  const child = spawn('tar', ['-x', '-f', tarFile, '-C', dir, member], { stdio: ['ignore', 'ignore', 'pipe'], ...(signal ? { signal } : {}) });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  const code = await new Promise<number>((resolve, reject) => {
+    child.on('error', (err: NodeJS.ErrnoException) => reject(err.code === 'ENOENT' ? new StrataError('TOOL_MISSING', 'backup: tar is not installed') : err));
+    child.on('close', (c) => resolve(c ?? 1));
+  });
+  throwIfAborted(signal, 'backup');
+  // The parent's tar checked out against its manifest: a member missing from it is damage.
+  if (/Not found in archive/i.test(stderr)) throw new StrataError('CHAIN_BROKEN', `backup: the parent's ${tarName} holds no ${member}, which every base backup has; take a full backup`);
+  if (code !== 0) throw new StrataError('IO', `backup: tar could not take ${member} out of the parent's ${tarName} into ${dir}: ${stderr.trim() || `exit ${code}`}`);
   return path.join(dir, member);
 }
 
@@ -308,13 +319,13 @@ function labelField(label: string, field: string): string {
  * A restore target that unpacks a tar into `folder` as its bytes arrive. GNU tar drops leading
  * slashes and refuses members with "..", so an entry cannot leave the folder.
  */
-function untarInto(folder: string): { sink: StreamSink; done: Promise<void>; stop(): void } {
+function untarInto(folder: string, name: string): { sink: StreamSink; done: Promise<void>; stop(): void } {
   const child = spawn('tar', ['-x', '-f', '-', '-C', folder, '--no-same-owner'], { stdio: ['pipe', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   const done = new Promise<void>((resolve, reject) => {
     child.on('error', (err) => reject(new StrataError('TOOL_MISSING', `restore: running tar failed: ${err.message}`)));
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new StrataError('RESTORE_FAILED', `restore: tar could not unpack the base backup into ${folder}: ${stderr.trim()}`))));
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new StrataError('RESTORE_FAILED', `restore: tar could not unpack ${name} into ${folder}: ${stderr.trim()}`))));
   });
   done.catch(() => undefined);
   const sink: StreamSink = {
@@ -348,23 +359,33 @@ function untarInto(folder: string): { sink: StreamSink; done: Promise<void>; sto
 }
 
 /**
+ * The PostgreSQL program `name` of the server's `major` version, or TOOL_MISSING saying what to
+ * install: `newerWorks` for programs that can read an older server's files (pg_basebackup).
+ */
+export function pgProgramFor(name: string, major: number, why: string, newerWorks: boolean): string {
+  const program = pgProgram(name, major);
+  const toolMajor = programMajor(program);
+  const install = `install PostgreSQL ${major}'s client programs (Debian: postgresql-client-${major}) or set STRATA_PG_BINDIR to their folder`;
+  if (toolMajor === undefined) throw new StrataError('TOOL_MISSING', `${why} needs PostgreSQL ${major}'s ${name}, which is not installed; ${install}`);
+  if (newerWorks ? toolMajor < major : toolMajor !== major) {
+    throw new StrataError('TOOL_MISSING', `${why} needs PostgreSQL ${major}'s ${name}, and the one found (${program}) is PostgreSQL ${toolMajor}'s; ${install}`);
+  }
+  return program;
+}
+
+/**
  * pg_combinebackup: the full's data directory and each incremental layer above it, oldest first,
  * into `output`, a whole data directory again (PostgreSQL 17 and later).
  */
-async function combineLayers(folders: readonly string[], output: string, serverVersion: number): Promise<void> {
-  const major = Math.floor(serverVersion / 10000);
-  const program = pgProgram('pg_combinebackup', major);
-  const toolMajor = programMajor(program);
-  const install = `install PostgreSQL ${major}'s client programs (Debian: postgresql-client-${major}) or set STRATA_PG_BINDIR to their folder`;
-  if (toolMajor === undefined) throw new StrataError('TOOL_MISSING', `restore: this backup is a PostgreSQL ${major} block-level incremental and needs pg_combinebackup, which is not installed; ${install}`);
-  if (toolMajor !== major) throw new StrataError('TOOL_MISSING', `restore: this backup is a PostgreSQL ${major} block-level incremental, and the pg_combinebackup found (${program}) is PostgreSQL ${toolMajor}'s; ${install}`);
-  const child = spawn(program, ['-o', output, ...folders], { stdio: ['ignore', 'ignore', 'pipe'] });
+async function combineLayers(program: string, folders: readonly string[], output: string, signal: AbortSignal | undefined): Promise<void> {
+  const child = spawn(program, ['-o', output, ...folders], { stdio: ['ignore', 'ignore', 'pipe'], ...(signal ? { signal } : {}) });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const code = await new Promise<number>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (c) => resolve(c ?? 1));
   });
+  throwIfAborted(signal, 'restore');
   if (code !== 0) throw new StrataError('RESTORE_FAILED', `restore: pg_combinebackup could not combine the base backup with its ${folders.length - 1} incremental layer(s) (exit ${code}): ${stderr.trim() || 'no message'}`);
 }
 
@@ -420,9 +441,15 @@ export class PostgresPhysicalEngine implements Engine {
       serverVersion = Number(setting('server_version_num'));
       walSegmentBytes = Number(setting('wal_segment_size'));
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
-      if (options.parent && serverVersion >= 170000 && (await summariesCover(client, options.parent))) {
-        clusterBytes = Number((await client.query<{ n: string }>('SELECT sum(pg_database_size(oid))::text AS n FROM pg_database')).rows[0]!.n);
+      // The summary functions are the superuser's unless granted (README): a role that may not
+      // read them gets chunk reuse, as on a server without summaries.
+      if (options.parent && serverVersion >= 170000 && (await summariesCover(client, options.parent).catch(() => false))) {
         blockLevelOn = options.parent;
+        // The cluster's size for list, where the role may see it (its own tar holds only the changes).
+        clusterBytes = await client
+          .query<{ n: string }>('SELECT sum(pg_database_size(oid))::text AS n FROM pg_database WHERE has_database_privilege(oid, \'CONNECT\')')
+          .then((r) => Number(r.rows[0]!.n ?? 0))
+          .catch(() => 0);
       }
     } finally {
       await client.end().catch(() => undefined);
@@ -444,24 +471,34 @@ export class PostgresPhysicalEngine implements Engine {
     if (blockLevelOn) {
       const parent = blockLevelOn;
       work = mkdtempSync(path.join(options.tempDir, 'pg-incremental-'));
-      const layers = layersOf(parent.streams);
-      const newest = layers.at(-1)!;
-      const read = await parent.read([newest], work, options);
-      const manifest = await extractMember(read.files.get(newest)!, 'backup_manifest', work);
-      pgBasebackupArgs.push(`--incremental=${manifest}`);
-      streams = layers.map((name) => {
-        const stored = read.streams.find((st) => st.name === name);
-        if (!stored) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} lists no stream ${name}, which its layout names`);
-        return {
-          name,
-          chunking,
-          inherited: { size: stored.size, sha256: stored.sha256 },
-          open: () => {
-            throw new StrataError('INTERNAL', `backup: ${name} is the parent's and is not read again`);
-          },
-        };
-      });
-      ownStream = layerName(layers.length);
+      try {
+        const layers = layersOf(parent.streams);
+        const newest = layers.at(-1)!;
+        // The parent's newest tar, in plaintext in the private folder only until its
+        // backup_manifest is out of it (for a full: the size of the cluster, for that long).
+        const read = await parent.read([newest], work, options);
+        const tarFile = read.files.get(newest);
+        if (!tarFile) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} holds no ${newest}, which its layout names`);
+        const manifest = await extractMember(tarFile, newest, 'backup_manifest', work, options.signal);
+        await fs.rm(tarFile, { force: true });
+        pgBasebackupArgs.push(`--incremental=${manifest}`);
+        streams = layers.map((name) => {
+          const stored = read.streams.find((st) => st.name === name);
+          if (!stored) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} lists no stream ${name}, which its layout names`);
+          return {
+            name,
+            chunking,
+            inherited: { size: stored.size, sha256: stored.sha256 },
+            open: () => {
+              throw new StrataError('INTERNAL', `backup: ${name} is the parent's and is not read again`);
+            },
+          };
+        });
+        ownStream = layerName(layers.length);
+      } catch (err) {
+        await fs.rm(work, { recursive: true, force: true });
+        throw err;
+      }
     }
     streams.push({
       name: ownStream,
@@ -523,14 +560,8 @@ export class PostgresPhysicalEngine implements Engine {
     extraArgs: readonly string[],
   ): AsyncGenerator<Uint8Array> {
     const major = Math.floor(serverVersion / 10000);
-    const program = pgProgram('pg_basebackup', major);
-    const toolMajor = programMajor(program);
-    if (toolMajor !== undefined && toolMajor < major) {
-      throw new StrataError(
-        'TOOL_MISSING',
-        `backup: ${target.safe} runs PostgreSQL ${major}, and the pg_basebackup found (${program}) is PostgreSQL ${toolMajor}'s, which cannot copy a newer server; install PostgreSQL ${major}'s client programs (Debian: postgresql-client-${major}) or set STRATA_PG_BINDIR to their folder`,
-      );
-    }
+    // A newer pg_basebackup copies an older server; an older one cannot.
+    const program = pgProgramFor('pg_basebackup', major, `backup: ${target.safe} runs PostgreSQL ${major} and`, true);
     const child = spawn(program, ['--no-password', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label=strata', ...extraArgs], {
       env: libpqEnv(target),
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -585,8 +616,12 @@ export class PostgresPhysicalEngine implements Engine {
     const scratch: string[] = [partial];
     const abort = async (): Promise<void> => {
       // A restore that fails before a stream's end (a damaged artifact further down the chain)
-      // leaves its tar waiting for more: without this the process never exits.
-      for (const { stop } of unpacked.values()) stop();
+      // leaves its tar waiting for more: without this the process never exits. Once it has gone
+      // it writes nothing more into the folders removed next.
+      for (const { stop, done } of unpacked.values()) {
+        stop();
+        await done.catch(() => undefined);
+      }
       for (const folder of scratch) await fs.rm(folder, { recursive: true, force: true });
     };
     return {
@@ -598,7 +633,7 @@ export class PostgresPhysicalEngine implements Engine {
           scratch.push(folder);
           await fs.mkdir(folder, { mode: 0o700 });
         }
-        const { sink, done, stop } = untarInto(folder);
+        const { sink, done, stop } = untarInto(folder, name);
         unpacked.set(name, { folder, done, stop });
         return sink;
       },
@@ -611,7 +646,9 @@ export class PostgresPhysicalEngine implements Engine {
         if (layers.length > 0) {
           restored = `${dir}.strata-combined-${randomBytes(4).toString('hex')}`;
           scratch.push(restored);
-          await combineLayers([partial, ...layers.map((name) => unpacked.get(name)!.folder)], restored, Number(info.engineMeta['serverVersion']));
+          // Checked only now: the server's version is in the manifest, the artifact's last entry.
+          const combine = pgProgramFor('pg_combinebackup', Math.floor(Number(info.engineMeta['serverVersion']) / 10000), 'restore: this block-level incremental', false);
+          await combineLayers(combine, [partial, ...layers.map((name) => unpacked.get(name)!.folder)], restored, options.signal);
         }
         if (!existsSync(path.join(restored, 'PG_VERSION'))) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base backup holds no PG_VERSION: it is not a PostgreSQL data directory');
         // pg_basebackup leaves these out; the server wants them to exist.

@@ -2,18 +2,10 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { StrataError, redactSecret, redactable, withheld } from '@strata/core';
 import type { PgTarget } from './pg-connection.js';
-import { pgProgram } from './pg-physical-engine.js';
+import { libpqEnv, pgProgram } from './pg-physical-engine.js';
 
 /** Separates the two halves of schema.sql: restores load rows between them. */
 export const POST_DATA_MARKER = '-- strata: post-data (indexes, constraints, triggers) below; load the rows before running it';
-
-/** The environment for pg_dump: connection through libpq variables, so no password is on argv. */
-function libpqEnv(target: PgTarget): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, PGHOST: target.host, PGPORT: String(target.port), PGUSER: target.user, PGDATABASE: target.database, PGCONNECT_TIMEOUT: '10' };
-  if (target.password !== undefined) env['PGPASSWORD'] = target.password;
-  else delete env['PGPASSWORD'];
-  return env;
-}
 
 /** Runs pg_dump and returns its output; a missing binary or a failure is a clear error. */
 export function runPgDump(target: PgTarget, args: string[]): Promise<string> {

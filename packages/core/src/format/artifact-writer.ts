@@ -142,7 +142,7 @@ async function* wholeStream(stream: SnapshotStream, out: Recorded, plan: Artifac
   if (seen !== size) throw new StrataError('IO', redactable`backup: stream ${named(stream.name, 'stream')} ended after ${seen} of ${size} bytes`);
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;
-  yield* finishStream(stream, layout, undefined, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
+  yield* finishStream(stream, layout.build(), undefined, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
 }
 
 /**
@@ -158,16 +158,11 @@ function* inheritedStream(
   mtime: Date,
 ): Generator<Uint8Array> {
   if (!parent) throw new StrataError('INTERNAL', redactable`backup: stream ${named(stream.name, 'stream')} is said to be the parent's, and the parent has no such stream`);
-  const layout = new ChunkLayoutBuilder(parent.layout.count);
-  let size = 0;
-  for (let i = 0; i < parent.layout.count; i++) {
-    layout.add(parent.layout.hashAt(i), parent.layout.sizes[i]!);
-    size += parent.layout.sizes[i]!;
-  }
+  const size = parent.layout.sizes.reduce((sum, n) => sum + n, 0);
   if (size !== inherited.size) {
     throw new StrataError('INTERNAL', redactable`backup: the parent's stream ${named(stream.name, 'stream')} has ${size} bytes by its layout, not the ${inherited.size} its manifest records`);
   }
-  yield* finishStream(stream, layout, parent, { size, sha256: inherited.sha256, storedChunks: 0, storedBytes: 0, payload: 'segments' }, out, mtime);
+  yield* finishStream(stream, parent.layout, parent, { size, sha256: inherited.sha256, storedChunks: 0, storedBytes: 0, payload: 'segments' }, out, mtime);
 }
 
 /**
@@ -176,13 +171,12 @@ function* inheritedStream(
  */
 function* finishStream(
   stream: SnapshotStream,
-  layout: ChunkLayoutBuilder,
+  built: ChunkLayout,
   parent: ParentStream | undefined,
   facts: Pick<StreamManifest, 'size' | 'sha256' | 'storedChunks' | 'storedBytes' | 'payload'>,
   out: Recorded,
   mtime: Date,
 ): Generator<Uint8Array> {
-  const built = layout.build();
   out.layout = built;
   out.entry = layoutEntryFor(built, parent?.layout);
   const layoutEntry = `layout/${stream.name}.idx`;
@@ -258,5 +252,5 @@ async function* segmentedStream(
     if (pendingBytes >= SEGMENT_BYTES) yield* flush();
   }
   yield* flush();
-  yield* finishStream(stream, layout, parent, { size, sha256: sha.digest('hex'), storedChunks, storedBytes, payload: 'segments' }, out, mtime);
+  yield* finishStream(stream, layout.build(), parent, { size, sha256: sha.digest('hex'), storedChunks, storedBytes, payload: 'segments' }, out, mtime);
 }
