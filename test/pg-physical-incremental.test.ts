@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { describeBackupType } from '@strata/protocol/labels';
 import { ROOT } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
-import { PG_BINDIR, TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
+import { PG_BINDIR, TestCluster, asServerUser, betweenMarkers, freePort, loadMarkersAndOrders, markerCommitTimes, sleep, waitFor } from './helpers/pg-test-cluster.js';
 import { requireServerPrograms } from './helpers/pg-cluster.js';
 import { recipe } from './helpers/format-recipes.js';
 
@@ -56,19 +56,13 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
       await sleep(30);
     }
   };
-  /** A moment halfway between the commits of marker `seq` and the next one. */
-  const between = (after: number): Date => new Date(Number((committedUs[after - 1]! + committedUs[after]!) / 2n / 1000n));
+  const between = (after: number): Date => betweenMarkers(committedUs, after);
 
   before(async function () {
     requireServerPrograms(this);
     cluster = await TestCluster.create(DB, 'strata-pgincr-');
     db = await cluster.client();
-    await db.query('CREATE TABLE markers (seq int PRIMARY KEY)');
-    // About 45 MB of rows, frozen and checkpointed, so the full backup holds them as they stay.
-    await db.query('CREATE TABLE orders (id int PRIMARY KEY, qty int NOT NULL, note text NOT NULL)');
-    await db.query("INSERT INTO orders SELECT g, g % 1000, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 400000) g");
-    await db.query('VACUUM FREEZE ANALYZE orders');
-    await db.query('CHECKPOINT');
+    await loadMarkersAndOrders(db, 'g % 1000');
   });
 
   after(async function () {
@@ -87,9 +81,7 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
     differential = await backup('differential');
     await markers(10);
     await cluster.archiveCurrentWal(db);
-    for (const row of (await db.query<{ us: string }>('SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint::text AS us FROM markers ORDER BY seq')).rows) {
-      committedUs.push(BigInt(row.us));
-    }
+    committedUs.push(...(await markerCommitTimes(db)));
     assert.equal(committedUs.length, 25);
 
     assert.equal(full.type, 'full');
@@ -163,15 +155,7 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
   });
 
   it('recovers an incremental by hand as docs/FORMAT.md says: recover-chain.py puts base.tar together from the chain, then the WAL as for a full', async function () {
-    const home = path.join(cluster.dir, 'by-hand');
-    mkdirSync(path.join(home, 'gnupg'), { recursive: true, mode: 0o700 });
-    if (isRoot) spawnSync('chown', ['-R', 'postgres', home]);
-    const follow = (what: string, script: string, variables: Record<string, string>): void => {
-      const env = { GNUPGHOME: path.join(home, 'gnupg'), ...variables };
-      const [file, argv] = asServerUser('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'bash', '-euo', 'pipefail', '-c', script]);
-      const r = spawnSync(file, argv, { encoding: 'utf8' });
-      assert.equal(r.status, 0, `${what} failed:\n${r.stderr}`);
-    };
+    const { home, follow } = cluster.byHand('by-hand');
     const keys = path.join(home, 'keys');
     const pgdata = path.join(home, 'pgdata');
     follow('recover-data-keys', recipe('recover-data-keys'), { REPO: cluster.repo, PASSFILE: cluster.passFile, KEYS: keys });

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { ROOT } from './helpers/env.js';
 import { RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
 import { pgDump } from './helpers/postgres.js';
-import { TestCluster, asServerUser, freePort, sleep, waitFor } from './helpers/pg-test-cluster.js';
+import { TestCluster, asServerUser, betweenMarkers, freePort, loadMarkersAndOrders, markerCommitTimes, sleep, waitFor } from './helpers/pg-test-cluster.js';
 import { requirePg17 } from './helpers/pg-cluster.js';
 import { followExportRestoreMd, recipe } from './helpers/format-recipes.js';
 
@@ -62,19 +62,14 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     await db.query('UPDATE orders SET qty = $3 WHERE id BETWEEN $1 AND $2', [from, to, mark]);
     await db.query('CHECKPOINT');
   };
-  const between = (after: number): Date => new Date(Number((committedUs[after - 1]! + committedUs[after]!) / 2n / 1000n));
+  const between = (after: number): Date => betweenMarkers(committedUs, after);
 
   before(async function () {
     const bindir = requirePg17(this);
     cluster = await TestCluster.create(DB, 'strata-pg17-', { bindir, settings: ['summarize_wal = on'] });
     db = await cluster.client();
     assert.match((await db.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v, /^17\./);
-    await db.query('CREATE TABLE markers (seq int PRIMARY KEY)');
-    // About 45 MB of rows, frozen and checkpointed, so the full holds them as they stay.
-    await db.query('CREATE TABLE orders (id int PRIMARY KEY, qty int NOT NULL, note text NOT NULL)');
-    await db.query("INSERT INTO orders SELECT g, 0, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 400000) g");
-    await db.query('VACUUM FREEZE ANALYZE orders');
-    await db.query('CHECKPOINT');
+    await loadMarkersAndOrders(db, '0');
   });
 
   after(async function () {
@@ -101,9 +96,7 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     made.whole = await backup('incremental');
     await markers(5);
     await cluster.archiveCurrentWal(db);
-    for (const row of (await db.query<{ us: string }>('SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint::text AS us FROM markers ORDER BY seq')).rows) {
-      committedUs.push(BigInt(row.us));
-    }
+    committedUs.push(...(await markerCommitTimes(db)));
     assert.equal(committedUs.length, 25);
 
     const { full, incremental, second, differential, whole } = made;
@@ -260,15 +253,7 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
   });
 
   it('recovers the second incremental by hand as docs/FORMAT.md says: recover-chain.py, pg_combinebackup, then the WAL', async function () {
-    const home = path.join(cluster.dir, 'by-hand');
-    mkdirSync(path.join(home, 'gnupg'), { recursive: true, mode: 0o700 });
-    if (isRoot) spawnSync('chown', ['-R', 'postgres', home]);
-    const follow = (what: string, script: string, variables: Record<string, string>): void => {
-      const env = { GNUPGHOME: path.join(home, 'gnupg'), ...variables };
-      const [file, argv] = asServerUser('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'bash', '-euo', 'pipefail', '-c', script]);
-      const r = spawnSync(file, argv, { encoding: 'utf8' });
-      assert.equal(r.status, 0, `${what} failed:\n${r.stderr}`);
-    };
+    const { home, follow } = cluster.byHand('by-hand');
     const keys = path.join(home, 'keys');
     const pgdata = path.join(home, 'pgdata');
     follow('recover-data-keys', recipe('recover-data-keys'), { REPO: cluster.repo, PASSFILE: cluster.passFile, KEYS: keys });

@@ -1,5 +1,6 @@
+import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
@@ -122,6 +123,25 @@ export class TestCluster {
     return c;
   }
 
+  /**
+   * A folder `name` of the server's user for recovering by hand, with a private GnuPG home, and
+   * `follow`, which runs a shell recipe there as that user (bash -euo pipefail) and fails the test
+   * with its stderr when it fails.
+   */
+  byHand(name: string): { home: string; gnupg: string; follow(what: string, script: string, variables: Record<string, string>): void } {
+    const home = path.join(this.dir, name);
+    const gnupg = path.join(home, 'gnupg');
+    mkdirSync(gnupg, { recursive: true, mode: 0o700 });
+    if (isRoot) spawnSync('chown', ['-R', 'postgres', home]);
+    const follow = (what: string, script: string, variables: Record<string, string>): void => {
+      const env = { GNUPGHOME: gnupg, ...variables };
+      const [file, argv] = asServerUser('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'bash', '-euo', 'pipefail', '-c', script]);
+      const r = spawnSync(file, argv, { encoding: 'utf8' });
+      assert.equal(r.status, 0, `${what} failed:\n${r.stderr}`);
+    };
+    return { home, gnupg, follow };
+  }
+
   /** Switches to a new WAL segment and waits until the archiver has stored the one it closed. */
   async archiveCurrentWal(db: pg.Client): Promise<void> {
     const last = (await db.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
@@ -136,4 +156,27 @@ export class TestCluster {
     this.#running.clear();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The tables of the physical incremental tests: `markers` (one row per transaction) and about
+ * 45 MB of `orders` with `qty` from `qty`, frozen and checkpointed, so a full holds them as they stay.
+ */
+export async function loadMarkersAndOrders(db: pg.Client, qty: string): Promise<void> {
+  await db.query('CREATE TABLE markers (seq int PRIMARY KEY)');
+  await db.query('CREATE TABLE orders (id int PRIMARY KEY, qty int NOT NULL, note text NOT NULL)');
+  await db.query(`INSERT INTO orders SELECT g, ${qty}, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 400000) g`);
+  await db.query('VACUUM FREEZE ANALYZE orders');
+  await db.query('CHECKPOINT');
+}
+
+/** The commit times of the markers (track_commit_timestamp), in microseconds since the epoch, by sequence number (1-based). */
+export async function markerCommitTimes(db: pg.Client): Promise<bigint[]> {
+  const rows = (await db.query<{ us: string }>('SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint::text AS us FROM markers ORDER BY seq')).rows;
+  return rows.map((row) => BigInt(row.us));
+}
+
+/** A moment halfway between the commits of marker `after` and the next one. */
+export function betweenMarkers(committedUs: readonly bigint[], after: number): Date {
+  return new Date(Number((committedUs[after - 1]! + committedUs[after]!) / 2n / 1000n));
 }
