@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import type { SnapshotFinish, SnapshotStream, TableStats } from '../engine.js';
-import { splitChunks } from './chunker.js';
+import { createHash } from 'node:crypto';
+import { chunkParts } from './chunker.js';
 import { StrataError, named, redactable, throwIfAborted } from '../errors.js';
-import { ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, expectedChunks, layoutEntryFor } from './chunk-index.js';
+import { CHUNK_HASH_BYTES, ChunkLayout, ChunkLayoutBuilder, chunkHash, encodeSegmentIndex, expectedChunks, layoutEntryFor } from './chunk-index.js';
 import type { LayoutEntry, SegmentRecord } from './chunk-index.js';
 import { deltaFacts } from './facts-delta.js';
 import type { CompleteFacts } from './facts-delta.js';
@@ -122,27 +122,59 @@ function* entry(name: string, body: Buffer, mtime: Date): Generator<Uint8Array> 
   if (pad.length > 0) yield pad;
 }
 
+/** A chunk of a stream being backed up: the source's pieces it spans, its length and its id. */
+interface HashedChunk {
+  readonly parts: readonly Buffer[];
+  readonly length: number;
+  readonly hash: Buffer;
+}
+
+/**
+ * The stream's chunks with their ids; `result.sha256` is the whole stream's SHA-256 once the
+ * iteration has ended. Hashed here, on the thread that read the bytes a moment ago: a thread of
+ * its own for the hashing (tried) cost more CPU than it saved, since its copy of every byte
+ * arrived in another core's cache, and on two cores the total is what a backup waits for.
+ */
+async function* hashedChunks(stream: SnapshotStream, plan: ArtifactPlan, result: { sha256?: string }): AsyncGenerator<HashedChunk> {
+  const sha = createHash('sha256');
+  for await (const parts of chunkParts(stream.open({ signal: plan.signal }), stream.chunking)) {
+    let length = 0;
+    for (const part of parts) {
+      sha.update(part);
+      length += part.length;
+    }
+    yield { parts, length, hash: parts.length === 1 ? chunkHash(parts[0]!) : idOfParts(parts) };
+  }
+  result.sha256 = sha.digest('hex');
+}
+
+/** {@link chunkHash} of a chunk given as the pieces it spans, without joining them. */
+function idOfParts(parts: readonly Buffer[]): Buffer {
+  const sha = createHash('sha256');
+  for (const part of parts) sha.update(part);
+  return sha.digest().subarray(0, CHUNK_HASH_BYTES);
+}
+
 /** A full stream whose size is known: one tar entry with every byte, readable with plain `tar`. */
 async function* wholeStream(stream: SnapshotStream, out: Recorded, plan: ArtifactPlan, mtime: Date): AsyncGenerator<Uint8Array> {
   const size = stream.size!;
   const name = `data/${stream.name}`;
   yield tarHeaderBytes({ name, size, mtime });
-  const sha = createHash('sha256');
+  const hashed: { sha256?: string } = {};
   const layout = new ChunkLayoutBuilder(expectedChunks(size, stream.chunking));
   let seen = 0;
-  for await (const chunk of splitChunks(stream.open({ signal: plan.signal }), stream.chunking)) {
+  for await (const chunk of hashedChunks(stream, plan, hashed)) {
     throwIfAborted(plan.signal, 'backup');
     seen += chunk.length;
     if (seen > size) throw new StrataError('IO', redactable`backup: stream ${named(stream.name, 'stream')} grew while being read (expected ${size} bytes)`);
-    sha.update(chunk);
-    layout.add(chunkHash(chunk), chunk.length);
+    layout.add(chunk.hash, chunk.length);
     plan.onBytes?.(chunk.length);
-    yield chunk;
+    yield* chunk.parts;
   }
   if (seen !== size) throw new StrataError('IO', redactable`backup: stream ${named(stream.name, 'stream')} ended after ${seen} of ${size} bytes`);
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;
-  yield* finishStream(stream, layout.build(), undefined, { size, sha256: sha.digest('hex'), storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
+  yield* finishStream(stream, layout.build(), undefined, { size, sha256: hashed.sha256!, storedChunks: -1, storedBytes: size, payload: 'whole' }, out, mtime);
 }
 
 /**
@@ -204,7 +236,7 @@ async function* segmentedStream(
   mtime: Date,
 ): AsyncGenerator<Uint8Array> {
   const known = parent ? parent.layout.hashSet() : new Set<string>();
-  const sha = createHash('sha256');
+  const hashed: { sha256?: string } = {};
   const layout = new ChunkLayoutBuilder(stream.size !== undefined ? expectedChunks(stream.size, stream.chunking) : undefined);
   let size = 0;
   let storedChunks = 0;
@@ -226,11 +258,10 @@ async function* segmentedStream(
     pendingRecords = [];
     pendingBytes = 0;
   };
-  for await (const chunk of splitChunks(stream.open({ signal: plan.signal }), stream.chunking)) {
+  for await (const chunk of hashedChunks(stream, plan, hashed)) {
     throwIfAborted(plan.signal, 'backup');
-    sha.update(chunk);
     size += chunk.length;
-    const hash = chunkHash(chunk);
+    const hash = chunk.hash;
     const position = layout.add(hash, chunk.length);
     plan.onBytes?.(chunk.length);
     const key = hash.toString('hex');
@@ -239,12 +270,13 @@ async function* segmentedStream(
     // chunks by hash). Without one, every chunk is stored in order, so the segments of a full
     // backup concatenate to the stream for a person recovering by hand.
     if (parent) known.add(key);
-    // A full backup stores every chunk, so a view is enough: the stream's pieces are never written
+    // A full backup stores every chunk, so views are enough: the stream's pieces are never written
     // to again (SnapshotStream.open). With a parent only changed chunks are stored, a few of each
     // piece, and a view would keep its whole piece alive until the segment is written (a 1 MiB
     // read for one 4 KiB page): changes spread over a 1 GiB database pinned 270 MB. A copy keeps
     // the page alone.
-    pending.push(parent ? Buffer.from(chunk) : chunk);
+    if (parent) pending.push(Buffer.concat(chunk.parts as Buffer[], chunk.length));
+    else pending.push(...chunk.parts);
     pendingRecords.push({ position, size: chunk.length, hash });
     pendingBytes += chunk.length;
     storedChunks++;
@@ -252,5 +284,5 @@ async function* segmentedStream(
     if (pendingBytes >= SEGMENT_BYTES) yield* flush();
   }
   yield* flush();
-  yield* finishStream(stream, layout.build(), parent, { size, sha256: sha.digest('hex'), storedChunks, storedBytes, payload: 'segments' }, out, mtime);
+  yield* finishStream(stream, layout.build(), parent, { size, sha256: hashed.sha256!, storedChunks, storedBytes, payload: 'segments' }, out, mtime);
 }

@@ -6,6 +6,17 @@ import { StrataError } from '../errors.js';
  * shorter); writer and reader share this so they always agree on boundaries.
  */
 export async function* splitChunks(source: AsyncIterable<Uint8Array>, chunking: Chunking): AsyncGenerator<Buffer> {
+  for await (const parts of chunkParts(source, chunking)) yield parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/**
+ * The same chunks as {@link splitChunks}, each as the views of the source's pieces it spans. A
+ * content-defined chunk of 64 KiB read from a pipe's 64 KiB pieces nearly always spans two, and
+ * joining them copied (and allocated) the whole stream once more; the writer copies each chunk
+ * once anyway, into the block it hashes or compresses. Valid as long as the source never reuses a
+ * piece it has yielded (SnapshotStream.open).
+ */
+export async function* chunkParts(source: AsyncIterable<Uint8Array>, chunking: Chunking): AsyncGenerator<Buffer[]> {
   if (chunking.kind === 'content-defined') {
     yield* rowChunks(source, chunking.averageSize);
     return;
@@ -24,13 +35,13 @@ export async function* splitChunks(source: AsyncIterable<Uint8Array>, chunking: 
     }
     let offset = 0;
     while (buf.length - offset >= size) {
-      yield buf.subarray(offset, offset + size);
+      yield [buf.subarray(offset, offset + size)];
       offset += size;
     }
     // Copy the remainder: the producer may reuse its buffer once we ask for the next piece.
     if (offset < buf.length) carry = Buffer.from(buf.subarray(offset));
   }
-  if (carry && carry.length > 0) yield carry;
+  if (carry && carry.length > 0) yield [carry];
 }
 
 /** 256 random 32-bit values (fixed: boundaries must be the same in every backup and every version). */
@@ -60,7 +71,7 @@ const GEAR = (() => {
  * Sizes stay between a quarter of and four times the average; a single row longer than that is a
  * chunk on its own.
  */
-async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number): AsyncGenerator<Buffer> {
+async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number): AsyncGenerator<Buffer[]> {
   if (!Number.isInteger(averageSize) || averageSize < 1024 || averageSize > 16 * 1024 * 1024) {
     throw new StrataError('ARTIFACT_CORRUPT', `average chunk size ${averageSize} is out of range`);
   }
@@ -73,8 +84,8 @@ async function* rowChunks(source: AsyncIterable<Uint8Array>, averageSize: number
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   let hash = 0;
-  const flush = (): Buffer => {
-    const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+  const flush = (): Buffer[] => {
+    const out = pending;
     pending = [];
     pendingBytes = 0;
     hash = 0;
