@@ -81,6 +81,48 @@ describe('continuous capture beside an application that writes', function () {
     assert.ok(largestLog < 30 * 1024 * 1024, `the write-ahead log grew to ${largestLog} bytes`);
   });
 
+  it('checkpoints a long log on a thread of its own: the application commits meanwhile, and that commit is read once, with the moment it was seen', async () => {
+    const file = path.join(dir.path, 'long-log.db');
+    const app = new Database(file);
+    app.pragma('journal_mode = WAL');
+    // Only capture checkpoints: the log keeps everything until maintain() copies it.
+    app.pragma('wal_autocheckpoint = 0');
+    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    try {
+      const insert = app.prepare('INSERT INTO item (body) VALUES (randomblob(?))');
+      // 24 MB of log, past the length at which maintain() checkpoints (what a VACUUM leaves).
+      for (let i = 0; i < 6; i++) insert.run(4_000_000);
+      for (;;) {
+        const got = await feed.read({ maxBytes: 8 * 1024 * 1024 });
+        assert.equal(got.lost, undefined, got.lost);
+        if (!got.more) break;
+      }
+      let maintaining = true;
+      const maintained = feed.maintain().finally(() => (maintaining = false));
+      // With the checkpoint on this thread, maintain() ran to its end before any timer fired.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      let during: { before: number; after: number } | undefined;
+      if (maintaining) {
+        const before = Date.now();
+        insert.run(100);
+        during = { before, after: Date.now() };
+      }
+      const first = await maintained;
+      assert.equal(first.lost, undefined, first.lost);
+      assert.ok(during, 'the application committed while maintain() checkpointed');
+      const read = [...first.transactions, ...(await feed.read()).transactions];
+      assert.equal(read.length, 1, 'the commit made during the checkpoint is read once');
+      assert.ok(read[0]!.observedAt >= during.before, 'it was not seen before it was made');
+      assert.ok(read[0]!.scannedAt <= read[0]!.observedAt);
+      // The checkpoint copied the log: the database file holds the 24 MB now.
+      assert.ok(statSync(file).size > 20 * 1024 * 1024, `the database file has ${statSync(file).size} bytes`);
+    } finally {
+      await feed.close();
+      app.close();
+    }
+  });
+
   it("a read stopped at its byte limit does not vouch for the commits it left in the log", async () => {
     const file = path.join(dir.path, 'limit.db');
     const app = new Database(file);
@@ -108,7 +150,11 @@ describe('continuous capture beside an application that writes', function () {
       const rest = await feed.read();
       assert.equal(rest.more, undefined);
       assert.equal(rest.transactions.length, 2);
-      assert.ok(rest.transactions.every((t) => t.scannedAt >= beforeSecond), 'a read that reached the end vouches for everything committed before it began');
+      // Both were committed by the time the read looked: one moment, and the last of them vouches
+      // for everything committed before the read began.
+      assert.equal(rest.transactions[0]!.observedAt, rest.transactions[1]!.observedAt);
+      assert.ok(rest.transactions[1]!.scannedAt >= beforeSecond, 'a read that reached the end vouches for everything committed before it began');
+      assert.ok(rest.transactions[0]!.scannedAt < beforeSecond, 'the one before the last does not vouch for the last');
     } finally {
       await feed.close();
       app.close();

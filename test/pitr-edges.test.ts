@@ -319,7 +319,7 @@ describe('continuous protection: storage that keeps failing', function () {
   this.timeout(300_000);
   const dir = useTempDir();
 
-  it('holds at most maxHeldBytes of transactions while every write fails, reads no more meanwhile, and ships everything once storage is back', async () => {
+  it('holds at most maxHeldBytes of transactions while every write fails, reads no more meanwhile, ships everything once storage is back, and files what was committed meanwhile at its commit', async () => {
     const repoDir = path.join(dir.path, 'repo');
     const db = path.join(dir.path, 'app.db');
     const log = path.join(dir.path, 'commits.log');
@@ -345,6 +345,7 @@ describe('continuous protection: storage that keeps failing', function () {
       }
     };
     const outcome: { settled: boolean } = { settled: false };
+    let unreadCheck: { seq: number; asOf: number } | undefined;
     const running = repo.replicate(db, { database: 'app', intervalMs: 200, maxHeldBytes: limit, signal: stop.signal, onEvent: (e) => events.push(e) }).finally(() => (outcome.settled = true));
     try {
       await waitFor('its first segment', () => events.some((e) => e.kind === 'segment'));
@@ -356,6 +357,7 @@ describe('continuous protection: storage that keeps failing', function () {
       const holds = (e: ReplicationEvent): boolean => e.kind === 'holding' || (e.kind === 'retry' && e.held.bytes >= limit);
       await waitFor('it held the limit', () => events.slice(failingFrom).some(holds));
       const holdingAt = events.findIndex((e, i) => i >= failingFrom && holds(e));
+      const holdingSeenAt = Date.now();
       // Storage keeps failing while the writer commits 200 more transactions.
       await moreCommits(log, 200);
       await waitFor('two more failed attempts', () => events.slice(holdingAt).filter((e) => e.kind === 'retry').length >= 2);
@@ -369,6 +371,11 @@ describe('continuous protection: storage that keeps failing', function () {
         assert.deepEqual(retry.held, held.held, 'nothing more was read while holding');
         assert.equal(retry.error.code, 'NO_SPACE');
       }
+      // A transaction committed while nothing was read, and a moment well after it, but before
+      // storage comes back (and the replicator reads it): a restore to that moment must hold it.
+      const unread = commits(log).find((c) => c.before > holdingSeenAt)!;
+      unreadCheck = { seq: unread.seq, asOf: unread.after + 1500 };
+      while (Date.now() < unreadCheck.asOf + 1500) await new Promise((resolve) => setTimeout(resolve, 100));
       // Storage is back: what was held and what the log kept are shipped.
       storage.setBudget(Number.MAX_SAFE_INTEGER);
       const resumedAt = events.length;
@@ -391,6 +398,11 @@ describe('continuous protection: storage that keeps failing', function () {
       const restored = await repo.restore({ asOf: new Date(), database: 'app' }, { to });
       assert.ok((restored.pointInTime?.transactions ?? 0) > 0, 'segments were replayed');
       assert.deepEqual(markersOf(to).seqs, commits(log).map((c) => c.seq), 'every committed transaction was shipped');
+      // Read only once storage was back, but seen committed while the replicator held its limit.
+      const asOf = path.join(dir.path, 'as-of.db');
+      const during = await repo.restore({ asOf: new Date(unreadCheck!.asOf), database: 'app' }, { to: asOf });
+      assert.ok(markersOf(asOf).seqs.includes(unreadCheck!.seq), `transaction ${unreadCheck!.seq}, committed 1.5 s before the target, is in the restore (it reached ${during.pointInTime?.reachedAt})`);
+      assert.ok(Date.parse(during.pointInTime!.reachedAt) <= unreadCheck!.asOf);
     } finally {
       await running.catch(() => undefined);
       await repo.close();

@@ -352,8 +352,8 @@ export interface CapturedTransaction {
   readonly observedAt: number;
   /**
    * A moment (ms since the epoch) before which every committed transaction is this one or an
-   * earlier one: when the read that found it began, or, for a read stopped at its byte limit,
-   * when the last read that reached the end of the log began.
+   * earlier one (for SQLite: the start of the last look at the log's committed end that had not
+   * gone past this transaction); never after `observedAt`.
    */
   readonly scannedAt: number;
   /**
@@ -413,11 +413,19 @@ export interface ChangeFeed {
    * it must read while its writers are held off). Called about once per segment.
    */
   maintain(options?: ChangeReadOptions): Promise<ChangeRead>;
+  /**
+   * Optional: notes how far the log is committed now, without reading it. Called on each poll
+   * while nothing is read (the held transactions at their memory bound), so that what is
+   * committed meanwhile, read later, still carries the moment it was seen committed (`observedAt`)
+   * rather than the moment it was read: a large transaction being shipped then delays the
+   * repository, not the times restores go by.
+   */
+  observe?(): void;
   /** A snapshot of the database at `position`, to be the base the captured transactions apply to. */
   snapshot(options: SnapshotOptions): Promise<Snapshot>;
   /**
    * Optional: the same changes in fewer bytes. Consecutive transactions with the same `observedAt`
-   * and `scannedAt` are one moment to a restore (it replays all of them or none), so an engine
+   * are one moment to a restore (it replays all of them or none; the last one's `scannedAt` holds for the run), so an engine
    * whose replay keeps only the last write of each place may join them into one transaction that
    * writes each place once, its final version; `commits` says how many it stands for. The replay
    * of the joined transaction must leave the database exactly as replaying them one by one would.

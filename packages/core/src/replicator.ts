@@ -349,6 +349,7 @@ export class Replicator {
         const full = bufferBytes + inFlight.bytes >= maxHeld;
         if (full && !holding) emit({ kind: 'holding', database, held: { transactions: commitsIn(buffer) + inFlight.transactions, bytes: bufferBytes + inFlight.bytes } });
         holding = full;
+        if (full) feed.observe?.();
         const read: ChangeRead = full ? { transactions: [] } : await feed.read({ maxBytes: maxHeld - bufferBytes - inFlight.bytes });
         take(read.transactions);
         let lost = read.lost;

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import { StrataError, hasErrno, wrapError } from '@strata/core';
 import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, ChangeReadOptions, Snapshot, SnapshotOptions } from '@strata/core';
@@ -92,6 +93,30 @@ interface IndexHeader {
   readonly frameChecksum: readonly [number, number];
   readonly bigEndianChecksums: boolean;
 }
+
+/**
+ * One reading of how far the log was committed (the wal-index header's maxFrame under its salts):
+ * `firstAfter`, the end of the first reading that found it there (so every frame up to it was
+ * committed by then), and `lastBefore`, the start of the last reading that found it there (so
+ * every commit before that moment is at or before it).
+ */
+interface ClockReading {
+  readonly salt: readonly [number, number];
+  readonly maxFrame: number;
+  readonly firstAfter: number;
+  lastBefore: number;
+}
+
+/**
+ * Readings kept at most (a replicator holding its memory bound reads the clock every poll for as
+ * long as its storage is slow): past it every other old one goes. Fewer readings only make the
+ * times they give less exact, never wrong: a later reading gives a later `observedAt`, an earlier
+ * one an earlier `scannedAt`.
+ */
+const CLOCK_READINGS = 4096;
+
+/** How often the commit clock is read while a checkpoint runs on its own thread. */
+const CLOCK_READ_MS = 50;
 
 function toPosition(p: WalPosition): ChangePosition {
   return { log: 'sqlite-wal', salt: [...p.salt], frame: p.frame, checksum: p.checksum ? [...p.checksum] : null, pageSize: p.pageSize };
@@ -261,10 +286,16 @@ class WalFeed implements ChangeFeed {
   #bigEndian = false;
   /** A restart of the log is accepted once after each start of the read transaction (see above). */
   #restartAllowed = true;
-  /** When the last read that reached the log's end began (see read()). */
-  #completeScanAt: number;
+  /**
+   * The commit clock: readings of the log's committed end, oldest first, from the last one at or
+   * before the cursor on (see observe()). SQLite's log records no commit times; a transaction's
+   * times come from the readings around its commit frame, not from when its frames were read.
+   */
+  #clock: ClockReading[];
   #snapshotting = false;
   #closed = false;
+  /** The thread maintain()'s long checkpoints run on (see checkpoint-worker.ts), started at the first. */
+  #checkpointThread: { worker: Worker; next: number } | undefined;
   readonly resumed: boolean;
   readonly position: ChangePosition;
   readonly positionAt: number;
@@ -279,7 +310,8 @@ class WalFeed implements ChangeFeed {
     this.resumed = resumed;
     this.position = toPosition(cursor);
     this.positionAt = Date.now();
-    this.#completeScanAt = this.positionAt;
+    // Opened under the write lock: everything committed before now is at or before the cursor.
+    this.#clock = [{ salt: cursor.salt, maxFrame: cursor.frame, firstAfter: this.positionAt, lastBefore: this.positionAt }];
   }
 
   static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number): Promise<WalFeed> {
@@ -363,11 +395,61 @@ class WalFeed implements ChangeFeed {
     return this.#read(options.maxBytes);
   }
 
+  /**
+   * Reads the log's committed end and notes it on the commit clock, without reading any frame.
+   * The replicator calls it while it reads nothing (its memory bound reached, a large transaction
+   * being shipped): the transactions committed meanwhile, read later, still carry the moment they
+   * were committed by, so a restore to a moment after it includes them.
+   */
+  observe(): void {
+    if (this.#closed) return;
+    const before = Date.now();
+    const index = readIndexHeader(this.#shm);
+    if (index) this.#note(index, before);
+  }
+
+  #note(index: IndexHeader, before: number): void {
+    const after = Date.now();
+    const last = this.#clock.at(-1);
+    if (last && last.maxFrame === index.maxFrame && sameSalt(last.salt, index.salt)) {
+      last.lastBefore = before;
+      return;
+    }
+    this.#clock.push({ salt: index.salt, maxFrame: index.maxFrame, firstAfter: after, lastBefore: before });
+    if (this.#clock.length > CLOCK_READINGS) this.#clock = this.#clock.filter((_, i) => i === 0 || i >= CLOCK_READINGS / 2 || i % 2 === 1);
+  }
+
+  /**
+   * A transaction's times by the clock: seen committed at the end of the first reading that
+   * reached its commit frame; complete through the start of the last reading that had not gone
+   * past it (the one before that first reading, or that reading itself when it ended there).
+   */
+  #timesOf(salt: readonly [number, number], frame: number): { observedAt: number; scannedAt: number } {
+    const k = this.#clock.findIndex((r) => sameSalt(r.salt, salt) && r.maxFrame >= frame);
+    // Never: every read notes the reading it reads up to. Now is a true (if late) answer.
+    if (k < 0) return { observedAt: Date.now(), scannedAt: this.positionAt };
+    const reading = this.#clock[k]!;
+    const before = reading.maxFrame === frame ? reading.lastBefore : (this.#clock[k - 1]?.lastBefore ?? this.positionAt);
+    return { observedAt: reading.firstAfter, scannedAt: Math.min(before, reading.firstAfter) };
+  }
+
+  /** Drops the readings no transaction still to be read needs: all before the last one at or before the cursor. */
+  #forgetReadings(): void {
+    let keepFrom = 0;
+    for (let i = 0; i < this.#clock.length; i++) {
+      const r = this.#clock[i]!;
+      if (!sameSalt(r.salt, this.#cursor.salt) || r.maxFrame <= this.#cursor.frame) keepFrom = i;
+      else break;
+    }
+    if (keepFrom > 0) this.#clock = this.#clock.slice(keepFrom);
+  }
+
   /** Reads what was committed after the cursor (up to about `maxBytes`); synchronous (see readAt). */
   #read(maxBytes?: number): ChangeRead {
     const scannedAt = Date.now();
     const index = readIndexHeader(this.#shm);
     if (!index) return { transactions: [] };
+    this.#note(index, scannedAt);
     const wal = `${this.#file}-wal`;
     let cursor = this.#cursor;
     if (!sameSalt(index.salt, cursor.salt)) {
@@ -388,10 +470,7 @@ class WalFeed implements ChangeFeed {
     if (index.maxFrame < cursor.frame) {
       return { transactions: [], lost: `the write-ahead log of ${this.#file} is shorter than what strata read of it, under the same salts` };
     }
-    if (index.maxFrame === cursor.frame) {
-      this.#completeScanAt = scannedAt;
-      return { transactions: [] };
-    }
+    if (index.maxFrame === cursor.frame) return { transactions: [] };
     if (cursor.checksum === null) {
       // A log whose header was not written when the position was taken: it is now.
       const header = readLogHeader(wal);
@@ -401,19 +480,14 @@ class WalFeed implements ChangeFeed {
     }
     const scanned = scanFrames(wal, cursor, index.maxFrame, this.#bigEndian, maxBytes);
     if ('lost' in scanned) return { transactions: [], lost: scanned.lost };
-    const observedAt = Date.now();
     this.#cursor = scanned.cursor;
     const more = scanned.cursor.frame < index.maxFrame;
-    // `scannedAt` promises that everything committed before it is in this transaction or an
-    // earlier one. A read stopped at its byte limit leaves later commits in the log, so its
-    // transactions keep the promise of the last read that reached the log's end.
-    if (!more) this.#completeScanAt = scannedAt;
-    const complete = this.#completeScanAt;
     const transactions: CapturedTransaction[] = new Array(scanned.transactions.length);
     for (let i = 0; i < transactions.length; i++) {
       const t = scanned.transactions[i]!;
-      transactions[i] = { bytes: t.bytes, position: t.position, observedAt, scannedAt: complete };
+      transactions[i] = { bytes: t.bytes, position: t.position, ...this.#timesOf(cursor.salt, t.frame) };
     }
+    this.#forgetReadings();
     return { transactions, ...(more ? { more: true } : {}) };
   }
 
@@ -460,7 +534,9 @@ class WalFeed implements ChangeFeed {
     for (let turn = 1; turn < MAINTAIN_TURNS; turn++) {
       // The reader's snapshot ends where the cursor is now: the checkpoint copies up to there.
       const mark = this.#cursor;
-      this.#checkpoint();
+      await this.#checkpointElsewhere();
+      // The read transaction is the snapshot's while one is taken; the feed closed meanwhile.
+      if (this.#snapshotting || this.#closed) break;
       if (taken >= room) break;
       const caughtUp = this.#read(room - taken);
       transactions.push(...caughtUp.transactions);
@@ -550,7 +626,55 @@ class WalFeed implements ChangeFeed {
   }
 
   /**
-   * Joins each run of transactions read at the same moment into one (see ChangeFeed.condense):
+   * The passive checkpoint of a maintain() turn, without the write lock, on the checkpoint thread:
+   * the replicator's thread goes on shipping meanwhile, and the commit clock keeps being read
+   * (see observe()), so what the application commits during a long checkpoint keeps its time.
+   * Where the thread cannot run, the checkpoint runs here, as it used to.
+   */
+  async #checkpointElsewhere(): Promise<void> {
+    if (!this.#checkpointThread) {
+      const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file: this.#file } });
+      worker.unref();
+      // A thread that fails is dropped, and the next checkpoint starts another.
+      worker.on('error', () => undefined);
+      this.#checkpointThread = { worker, next: 0 };
+    }
+    const thread = this.#checkpointThread;
+    const id = thread.next++;
+    const clock = setInterval(() => this.observe(), CLOCK_READ_MS);
+    try {
+      const error = await new Promise<string | undefined>((resolve) => {
+        const onMessage = (msg: { id: number; error?: string }): void => {
+          if (msg.id !== id) return;
+          done();
+          resolve(msg.error);
+        };
+        const onExit = (): void => {
+          done();
+          resolve('the checkpoint thread stopped');
+        };
+        const done = (): void => {
+          thread.worker.off('message', onMessage);
+          thread.worker.off('exit', onExit);
+          thread.worker.unref();
+        };
+        thread.worker.ref();
+        thread.worker.on('message', onMessage);
+        thread.worker.on('exit', onExit);
+        thread.worker.postMessage(id);
+      });
+      if (error !== undefined) {
+        if (this.#checkpointThread === thread) this.#checkpointThread = undefined;
+        await thread.worker.terminate().catch(() => undefined);
+        if (!this.#closed) this.#checkpoint();
+      }
+    } finally {
+      clearInterval(clock);
+    }
+  }
+
+  /**
+   * Joins each run of transactions seen committed at the same moment into one (see ChangeFeed.condense):
    * its frames are the newest frame of each page the run wrote. A writer of many small
    * transactions rewrites the same few pages in nearly every one (a table's last page, its
    * parent, the database header), so most frames of a read are superseded within it; every byte
@@ -563,7 +687,7 @@ class WalFeed implements ChangeFeed {
     for (let i = 0; i < transactions.length; ) {
       const first = transactions[i]!;
       let end = i + 1;
-      while (end < transactions.length && transactions[end]!.observedAt === first.observedAt && transactions[end]!.scannedAt === first.scannedAt) end++;
+      while (end < transactions.length && transactions[end]!.observedAt === first.observedAt) end++;
       condensed.push(end - i === 1 ? first : joinTransactions(transactions.slice(i, end), frameBytes));
       i = end;
     }
@@ -589,6 +713,8 @@ class WalFeed implements ChangeFeed {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#checkpointThread?.worker.terminate().catch(() => undefined);
+    this.#checkpointThread = undefined;
     for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
       try {
         if (db.inTransaction) db.exec('ROLLBACK');
@@ -628,6 +754,9 @@ function endOf(wal: string, index: IndexHeader, pageSize: number): WalPosition {
   return { salt: index.salt, frame: 0, checksum, pageSize };
 }
 
+/** A transaction as read from the log: its frames, the position after it, and its commit frame's number. */
+type ScannedTransaction = Omit<CapturedTransaction, 'observedAt' | 'scannedAt'> & { readonly frame: number };
+
 /**
  * Reads frames after `cursor` up to `maxFrame` (committed, by the index), checking each frame's
  * salts and running checksum, and cuts them into transactions at commit frames. A transaction's
@@ -641,9 +770,9 @@ function scanFrames(
   maxFrame: number,
   bigEndian: boolean,
   maxBytes = Number.POSITIVE_INFINITY,
-): { cursor: WalPosition; transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] } | { lost: string } {
+): { cursor: WalPosition; transactions: ScannedTransaction[] } | { lost: string } {
   const frameBytes = FRAME_HEADER_BYTES + cursor.pageSize;
-  const transactions: Omit<CapturedTransaction, 'observedAt' | 'scannedAt'>[] = [];
+  const transactions: ScannedTransaction[] = [];
   let checksum = cursor.checksum!;
   let frame = cursor.frame;
   /** Frames of a transaction that began in an earlier read and has not ended yet. */
@@ -674,7 +803,7 @@ function scanFrames(
         carried = [];
         start = end;
         committed = { salt: cursor.salt, frame, checksum, pageSize: cursor.pageSize };
-        transactions.push({ bytes: transaction, position: toPosition(committed) });
+        transactions.push({ bytes: transaction, position: toPosition(committed), frame });
         taken += transaction.length;
         // Enough for this read: the frames after stay in the log for the next one.
         if (taken >= maxBytes) return { cursor: committed, transactions };
