@@ -161,6 +161,38 @@ describe('continuous capture beside an application that writes', function () {
     }
   });
 
+  it('a feed that resumes behind the log\'s end vouches only for the last of what was committed while it was away', async () => {
+    const file = path.join(dir.path, 'resumed.db');
+    const app = new Database(file);
+    app.pragma('journal_mode = WAL');
+    app.pragma('wal_autocheckpoint = 0');
+    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const capture = new SqliteEngine().changeCapture;
+    const away = await capture.open(file, {});
+    const position = away.position;
+    await away.close();
+    const insert = app.prepare('INSERT INTO item (body) VALUES (randomblob(?))');
+    insert.run(100);
+    const secondAt = Date.now();
+    insert.run(100);
+    insert.run(100);
+    const feed = await capture.open(file, { resume: position });
+    try {
+      assert.equal(feed.resumed, true, 'the log still holds everything after the position');
+      const first = await feed.read({ maxBytes: 1 });
+      assert.equal(first.transactions.length, 1);
+      // A restore that replays only the first may not claim the second, committed before the feed opened.
+      assert.ok(first.transactions[0]!.scannedAt < secondAt, `scannedAt ${first.transactions[0]!.scannedAt} is not before the second commit (${secondAt})`);
+      assert.ok(first.transactions[0]!.observedAt <= feed.positionAt, 'seen committed by the time the feed opened');
+      const rest = await feed.read();
+      assert.equal(rest.transactions.length, 2);
+      assert.ok(rest.transactions[1]!.scannedAt >= secondAt, 'the last of them vouches for everything committed before the feed opened');
+    } finally {
+      await feed.close();
+      app.close();
+    }
+  });
+
   it('condenses the transactions of one read into one that, replayed as docs/FORMAT.md says, gives the same database in fewer bytes', async () => {
     const file = path.join(dir.path, 'condensed.db');
     const app = new Database(file);

@@ -122,7 +122,10 @@ async function fetchPlanned(ctx: RepositoryContext, plan: PointInTimePlan, signa
         bytes += t.bytes;
         transactions += t.commits ?? 1;
         reachedAt = t.observedAt;
-        completeThrough = t.scannedAt;
+        // A transaction may promise less than one before it (a replicator that resumed behind the
+        // log's end knows little of when its backlog was committed); replaying more never takes
+        // back what an earlier one promised.
+        if (t.scannedAt > completeThrough) completeThrough = t.scannedAt;
       }
       files.push({ file, bytes });
     }

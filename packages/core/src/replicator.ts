@@ -305,7 +305,7 @@ export class Replicator {
       };
       const take = (read: readonly CapturedTransaction[]): void => {
         for (const t of read) readSinceMaintained += t.bytes.byteLength;
-        // Transactions of one read are one moment to a restore: an engine may ship them in fewer bytes.
+        // Transactions seen committed at the same moment are one moment to a restore: an engine may ship them in fewer bytes.
         const transactions = read.length > 1 && feed?.condense ? feed.condense(read) : read;
         for (const t of transactions) {
           buffer.push(t);

@@ -296,11 +296,19 @@ class WalFeed implements ChangeFeed {
   #closed = false;
   /** The thread maintain()'s long checkpoints run on (see checkpoint-worker.ts), started at the first. */
   #checkpointThread: { worker: Worker; next: number } | undefined;
+  /** Set once that thread could not run: the checkpoints stay on this thread from then on. */
+  #checkpointThreadFailed = false;
   readonly resumed: boolean;
   readonly position: ChangePosition;
   readonly positionAt: number;
 
-  private constructor(file: string, connections: { reader: Database.Database; writer: Database.Database; checkpointer: Database.Database; shm: number }, cursor: WalPosition, resumed: boolean) {
+  private constructor(
+    file: string,
+    connections: { reader: Database.Database; writer: Database.Database; checkpointer: Database.Database; shm: number },
+    cursor: WalPosition,
+    committedEnd: IndexHeader,
+    resumed: boolean,
+  ) {
     this.#file = file;
     this.#shm = connections.shm;
     this.#reader = connections.reader;
@@ -310,8 +318,13 @@ class WalFeed implements ChangeFeed {
     this.resumed = resumed;
     this.position = toPosition(cursor);
     this.positionAt = Date.now();
-    // Opened under the write lock: everything committed before now is at or before the cursor.
-    this.#clock = [{ salt: cursor.salt, maxFrame: cursor.frame, firstAfter: this.positionAt, lastBefore: this.positionAt }];
+    // Opened under the write lock: everything committed before now is at or before the log's
+    // committed end. A resumed feed's cursor may be behind that end (what was committed while no
+    // replicator ran): those transactions were committed by now, and before which moment
+    // everything up to each of them was committed is not known (0: no such promise).
+    const behind = sameSalt(committedEnd.salt, cursor.salt) && committedEnd.maxFrame > cursor.frame;
+    this.#clock = [{ salt: cursor.salt, maxFrame: cursor.frame, firstAfter: this.positionAt, lastBefore: behind ? 0 : this.positionAt }];
+    if (behind) this.#clock.push({ salt: committedEnd.salt, maxFrame: committedEnd.maxFrame, firstAfter: this.positionAt, lastBefore: this.positionAt });
   }
 
   static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number): Promise<WalFeed> {
@@ -373,7 +386,7 @@ class WalFeed implements ChangeFeed {
         // The read transaction starts while the lock holds: it pins everything after `cursor`.
         reader.exec('BEGIN');
         reader.prepare('SELECT count(*) FROM sqlite_schema').get();
-        const feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, resumed);
+        const feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, index, resumed);
         // maintain() tries the write lock briefly and tries again later: a checkpoint that waits
         // for our reader holds that lock meanwhile, and waiting on each other helps nobody.
         // It tries itself (see #lock), so SQLite's own wait is off.
@@ -415,7 +428,8 @@ class WalFeed implements ChangeFeed {
       last.lastBefore = before;
       return;
     }
-    this.#clock.push({ salt: index.salt, maxFrame: index.maxFrame, firstAfter: after, lastBefore: before });
+    // A clock stepped back must not give a later commit an earlier time than an earlier one's.
+    this.#clock.push({ salt: index.salt, maxFrame: index.maxFrame, firstAfter: Math.max(after, last?.firstAfter ?? after), lastBefore: before });
     if (this.#clock.length > CLOCK_READINGS) this.#clock = this.#clock.filter((_, i) => i === 0 || i >= CLOCK_READINGS / 2 || i % 2 === 1);
   }
 
@@ -424,12 +438,15 @@ class WalFeed implements ChangeFeed {
    * reached its commit frame; complete through the start of the last reading that had not gone
    * past it (the one before that first reading, or that reading itself when it ended there).
    */
-  #timesOf(salt: readonly [number, number], frame: number): { observedAt: number; scannedAt: number } {
-    const k = this.#clock.findIndex((r) => sameSalt(r.salt, salt) && r.maxFrame >= frame);
+  #timesOf(salt: readonly [number, number], frame: number, from: { k: number }): { observedAt: number; scannedAt: number } {
+    // The transactions of a read come in log order, so the search goes on from the last one's reading.
+    let k = from.k;
+    while (k < this.#clock.length && !(sameSalt(this.#clock[k]!.salt, salt) && this.#clock[k]!.maxFrame >= frame)) k++;
+    from.k = k;
     // Never: every read notes the reading it reads up to. Now is a true (if late) answer.
-    if (k < 0) return { observedAt: Date.now(), scannedAt: this.positionAt };
+    if (k >= this.#clock.length) return { observedAt: Date.now(), scannedAt: 0 };
     const reading = this.#clock[k]!;
-    const before = reading.maxFrame === frame ? reading.lastBefore : (this.#clock[k - 1]?.lastBefore ?? this.positionAt);
+    const before = reading.maxFrame === frame ? reading.lastBefore : (this.#clock[k - 1]?.lastBefore ?? 0);
     return { observedAt: reading.firstAfter, scannedAt: Math.min(before, reading.firstAfter) };
   }
 
@@ -483,9 +500,10 @@ class WalFeed implements ChangeFeed {
     this.#cursor = scanned.cursor;
     const more = scanned.cursor.frame < index.maxFrame;
     const transactions: CapturedTransaction[] = new Array(scanned.transactions.length);
+    const search = { k: 0 };
     for (let i = 0; i < transactions.length; i++) {
       const t = scanned.transactions[i]!;
-      transactions[i] = { bytes: t.bytes, position: t.position, ...this.#timesOf(cursor.salt, t.frame) };
+      transactions[i] = { bytes: t.bytes, position: t.position, ...this.#timesOf(cursor.salt, t.frame, search) };
     }
     this.#forgetReadings();
     return { transactions, ...(more ? { more: true } : {}) };
@@ -632,16 +650,34 @@ class WalFeed implements ChangeFeed {
    * Where the thread cannot run, the checkpoint runs here, as it used to.
    */
   async #checkpointElsewhere(): Promise<void> {
+    if (this.#checkpointThreadFailed) return this.#checkpoint();
     if (!this.#checkpointThread) {
-      const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file: this.#file } });
+      let worker: Worker;
+      try {
+        worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file: this.#file } });
+      } catch {
+        this.#checkpointThreadFailed = true;
+        return this.#checkpoint();
+      }
       worker.unref();
-      // A thread that fails is dropped, and the next checkpoint starts another.
+      // Its error reaches the checkpoint waiting on it as the exit that follows.
       worker.on('error', () => undefined);
-      this.#checkpointThread = { worker, next: 0 };
+      const thread = { worker, next: 0 };
+      // A thread that ends between checkpoints is not asked again (the next one would wait forever).
+      worker.once('exit', () => {
+        if (this.#checkpointThread === thread) this.#checkpointThread = undefined;
+      });
+      this.#checkpointThread = thread;
     }
     const thread = this.#checkpointThread;
     const id = thread.next++;
-    const clock = setInterval(() => this.observe(), CLOCK_READ_MS);
+    const clock = setInterval(() => {
+      try {
+        this.observe();
+      } catch {
+        // A reading missed: the next one, or the read after the checkpoint, gives later times.
+      }
+    }, CLOCK_READ_MS);
     try {
       const error = await new Promise<string | undefined>((resolve) => {
         const onMessage = (msg: { id: number; error?: string }): void => {
@@ -664,6 +700,9 @@ class WalFeed implements ChangeFeed {
         thread.worker.postMessage(id);
       });
       if (error !== undefined) {
+        // It failed once (it could not load, or its connection could not checkpoint): the
+        // checkpoints run here from now on, as they did before there was a thread.
+        this.#checkpointThreadFailed = true;
         if (this.#checkpointThread === thread) this.#checkpointThread = undefined;
         await thread.worker.terminate().catch(() => undefined);
         if (!this.#closed) this.#checkpoint();

@@ -275,7 +275,7 @@ async function* segmentedStream(
     // piece, and a view would keep its whole piece alive until the segment is written (a 1 MiB
     // read for one 4 KiB page): changes spread over a 1 GiB database pinned 270 MB. A copy keeps
     // the page alone.
-    if (parent) pending.push(Buffer.concat(chunk.parts as Buffer[], chunk.length));
+    if (parent) pending.push(Buffer.concat(chunk.parts, chunk.length));
     else pending.push(...chunk.parts);
     pendingRecords.push({ position, size: chunk.length, hash });
     pendingBytes += chunk.length;

@@ -12,9 +12,9 @@ export async function* splitChunks(source: AsyncIterable<Uint8Array>, chunking: 
 /**
  * The same chunks as {@link splitChunks}, each as the views of the source's pieces it spans. A
  * content-defined chunk of 64 KiB read from a pipe's 64 KiB pieces nearly always spans two, and
- * joining them copied (and allocated) the whole stream once more; the writer copies each chunk
- * once anyway, into the block it hashes or compresses. Valid as long as the source never reuses a
- * piece it has yielded (SnapshotStream.open).
+ * joining them copied (and allocated) the whole stream once more; the writer hashes the pieces
+ * as they are, and the compressor copies them into its blocks anyway. Valid as long as the source
+ * never reuses a piece it has yielded (SnapshotStream.open).
  */
 export async function* chunkParts(source: AsyncIterable<Uint8Array>, chunking: Chunking): AsyncGenerator<Buffer[]> {
   if (chunking.kind === 'content-defined') {
