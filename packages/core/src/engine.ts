@@ -352,7 +352,7 @@ export interface CapturedTransaction {
   readonly observedAt: number;
   /**
    * A moment (ms since the epoch) before which every committed transaction is this one or an
-   * earlier one (for SQLite: the start of the last look at the log's committed end that had not
+   * earlier one (for example the start of the last look at the log's committed end that had not
    * gone past this transaction); never after `observedAt`.
    */
   readonly scannedAt: number;
