@@ -5,6 +5,8 @@ import type Database from 'better-sqlite3';
 import { StrataError, hasErrno, wrapError } from '@strata/core';
 import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFeed, ChangePosition, ChangeRead, ChangeReadOptions, Snapshot, SnapshotOptions } from '@strata/core';
 import { openDatabase } from './driver.js';
+import { CLOCK_READ_MS, ClockTap } from './commit-clock.js';
+import { type IndexHeader, readIndexHeader } from './wal-index.js';
 import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sqlite-engine.js';
 
 /**
@@ -48,7 +50,6 @@ import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sql
 const WAL_HEADER_BYTES = 32;
 const FRAME_HEADER_BYTES = 24;
 const WAL_MAGIC = 0x377f0682;
-const SHM_HEADER_BYTES = 48;
 /** How long maintain() waits for the write lock before leaving it for the next time. */
 const MAINTAIN_LOCK_WAIT_MS = 200;
 /**
@@ -86,13 +87,6 @@ interface WalPosition {
   readonly pageSize: number;
 }
 
-/** The wal-index header: what SQLite's connections agree is committed. */
-interface IndexHeader {
-  readonly maxFrame: number;
-  readonly salt: readonly [number, number];
-  readonly frameChecksum: readonly [number, number];
-  readonly bigEndianChecksums: boolean;
-}
 
 /**
  * One reading of how far the log was committed (the wal-index header's maxFrame under its salts):
@@ -114,9 +108,6 @@ interface ClockReading {
  * one an earlier `scannedAt`.
  */
 const CLOCK_READINGS = 4096;
-
-/** How often the commit clock is read while a checkpoint runs on its own thread. */
-const CLOCK_READ_MS = 50;
 
 function toPosition(p: WalPosition): ChangePosition {
   return { log: 'sqlite-wal', salt: [...p.salt], frame: p.frame, checksum: p.checksum ? [...p.checksum] : null, pageSize: p.pageSize };
@@ -202,36 +193,6 @@ function readAt(file: string, offset: number, length: number): Buffer {
   }
 }
 
-/**
- * Reads the wal-index header from the -shm file, through the one handle the feed keeps open for
- * as long as its connections are: SQLite's locks on -shm are POSIX record locks, which the kernel
- * drops for the whole process when it closes any descriptor of the file. Opening and closing -shm
- * for each read would silently release our read transaction's lock, and with it the guarantee
- * that the log is not recycled behind us. (The log file itself carries no locks.)
- *
- * Writers update its second copy, then its first; a reader that finds
- * the two equal has a consistent one (SQLite's own readers do the same).
- */
-function readIndexHeader(shm: number): IndexHeader | undefined {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const bytes = Buffer.alloc(2 * SHM_HEADER_BYTES);
-    const bytesRead = fs.readSync(shm, bytes, 0, bytes.length, 0);
-    if (bytesRead < bytes.length) return undefined;
-    const first = bytes.subarray(0, SHM_HEADER_BYTES);
-    if (!first.equals(bytes.subarray(SHM_HEADER_BYTES))) continue;
-    // isInit: SQLite has built the index (a connection has opened the log).
-    if (first[12] !== 1) return undefined;
-    // The wal-index is in the machine's byte order; the salts are the log header's bytes as they are.
-    return {
-      maxFrame: first.readUInt32LE(16),
-      frameChecksum: [first.readUInt32LE(24), first.readUInt32LE(28)],
-      salt: [first.readUInt32BE(32), first.readUInt32BE(36)],
-      bigEndianChecksums: first[13] === 1,
-    };
-  }
-  return undefined;
-}
-
 interface LogHeader {
   readonly salt: readonly [number, number];
   readonly pageSize: number;
@@ -292,6 +253,10 @@ class WalFeed implements ChangeFeed {
    * times come from the readings around its commit frame, not from when its frames were read.
    */
   #clock: ClockReading[];
+  /** The clock's readings taken on its own thread (see commit-clock.ts); undefined where it cannot run. */
+  #tap: ClockTap | undefined;
+  /** The latest start of a reading noted: one from the clock's thread that began before it is stale. */
+  #notedBefore = 0;
   #snapshotting = false;
   #closed = false;
   /** The thread maintain()'s long checkpoints run on (see checkpoint-worker.ts), started at the first. */
@@ -392,6 +357,7 @@ class WalFeed implements ChangeFeed {
         // It tries itself (see #lock), so SQLite's own wait is off.
         writer.pragma('busy_timeout = 0');
         feed.#bigEndian = index.bigEndianChecksums;
+        feed.#tap = ClockTap.open(shm);
         return feed;
       } finally {
         writer.exec('ROLLBACK');
@@ -416,20 +382,33 @@ class WalFeed implements ChangeFeed {
    */
   observe(): void {
     if (this.#closed) return;
+    this.#drainClock();
     const before = Date.now();
     const index = readIndexHeader(this.#shm);
-    if (index) this.#note(index, before);
+    if (index) this.#note(index.salt, index.maxFrame, before, Date.now());
   }
 
-  #note(index: IndexHeader, before: number): void {
-    const after = Date.now();
+  /**
+   * Notes the readings the clock's thread took since the last time, before a reading of this
+   * thread's own: so readings are noted in the order they were taken. One that began before the
+   * latest noted (it overlapped this thread's own) is left out: which came first is not known.
+   */
+  #drainClock(): void {
+    if (!this.#tap) return;
+    for (const sample of this.#tap.drain()) {
+      if (sample.before >= this.#notedBefore) this.#note(sample.salt, sample.maxFrame, sample.before, sample.after);
+    }
+  }
+
+  #note(salt: readonly [number, number], maxFrame: number, before: number, after: number): void {
+    this.#notedBefore = Math.max(this.#notedBefore, before);
     const last = this.#clock.at(-1);
-    if (last && last.maxFrame === index.maxFrame && sameSalt(last.salt, index.salt)) {
-      last.lastBefore = before;
+    if (last && last.maxFrame === maxFrame && sameSalt(last.salt, salt)) {
+      last.lastBefore = Math.max(last.lastBefore, before);
       return;
     }
     // A clock stepped back must not give a later commit an earlier time than an earlier one's.
-    this.#clock.push({ salt: index.salt, maxFrame: index.maxFrame, firstAfter: Math.max(after, last?.firstAfter ?? after), lastBefore: before });
+    this.#clock.push({ salt, maxFrame, firstAfter: Math.max(after, last?.firstAfter ?? after), lastBefore: before });
     if (this.#clock.length > CLOCK_READINGS) this.#clock = this.#clock.filter((_, i) => i === 0 || i >= CLOCK_READINGS / 2 || i % 2 === 1);
   }
 
@@ -463,10 +442,11 @@ class WalFeed implements ChangeFeed {
 
   /** Reads what was committed after the cursor (up to about `maxBytes`); synchronous (see readAt). */
   #read(maxBytes?: number): ChangeRead {
-    const scannedAt = Date.now();
+    this.#drainClock();
+    const before = Date.now();
     const index = readIndexHeader(this.#shm);
     if (!index) return { transactions: [] };
-    this.#note(index, scannedAt);
+    this.#note(index.salt, index.maxFrame, before, Date.now());
     const wal = `${this.#file}-wal`;
     let cursor = this.#cursor;
     if (!sameSalt(index.salt, cursor.salt)) {
@@ -671,13 +651,16 @@ class WalFeed implements ChangeFeed {
     }
     const thread = this.#checkpointThread;
     const id = thread.next++;
-    const clock = setInterval(() => {
-      try {
-        this.observe();
-      } catch {
-        // A reading missed: the next one, or the read after the checkpoint, gives later times.
-      }
-    }, CLOCK_READ_MS);
+    // Without the clock's thread, this one reads the clock meanwhile.
+    const clock = this.#tap
+      ? undefined
+      : setInterval(() => {
+          try {
+            this.observe();
+          } catch {
+            // A reading missed: the next one, or the read after the checkpoint, gives later times.
+          }
+        }, CLOCK_READ_MS);
     try {
       const error = await new Promise<string | undefined>((resolve) => {
         const onMessage = (msg: { id: number; error?: string }): void => {
@@ -708,7 +691,7 @@ class WalFeed implements ChangeFeed {
         if (!this.#closed) this.#checkpoint();
       }
     } finally {
-      clearInterval(clock);
+      if (clock) clearInterval(clock);
     }
   }
 
@@ -754,6 +737,8 @@ class WalFeed implements ChangeFeed {
     this.#closed = true;
     await this.#checkpointThread?.worker.terminate().catch(() => undefined);
     this.#checkpointThread = undefined;
+    // Before the -shm descriptor closes: its number could be another file's next.
+    await this.#tap?.close();
     for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
       try {
         if (db.inTransaction) db.exec('ROLLBACK');
