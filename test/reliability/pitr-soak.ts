@@ -2,9 +2,9 @@
  * The long version of test/pitr-replicate.test.ts, for `npm run test:soak -- --only pitr
  * [--minutes N]`: an application (test/helpers/pitr-writer.ts) commits a marker row every 10 ms
  * for the whole run while checkpointing in every way SQLite has (automatic; PASSIVE, FULL, RESTART
- * and TRUNCATE; a VACUUM every 450 commits); `strata replicate` (the CLI, --interval 1) runs
- * beside it and is SIGKILLed and started again every few minutes; every 30 s a restore to a random
- * past moment is checked. What a restore to T must hold:
+ * and TRUNCATE; a VACUUM whenever the file has doubled since the last); `strata replicate` (the
+ * CLI, --interval 1) runs beside it and is SIGKILLed and started again every few minutes; every
+ * 30 s a restore to a random past moment is checked. What a restore to T must hold:
  *   - exactly a prefix 1..k of the writer's transactions, and `PRAGMA integrity_check` ok;
  *   - none that began committing after T;
  *   - every one that had committed before the moment the restore says it is complete through;
