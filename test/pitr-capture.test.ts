@@ -14,13 +14,23 @@ describe('continuous capture beside an application that writes', function () {
   this.timeout(300_000);
   const dir = useTempDir();
 
-  it("never leaves the write lock held while it waits on anything else, and still reads every transaction and lets the log restart", async () => {
-    const file = path.join(dir.path, 'app.db');
+  /**
+   * The application's database, in WAL mode with an `item` table (or `schema`). `autocheckpoint`
+   * is its wal_autocheckpoint (SQLite's default when not given; 0: the log keeps everything until
+   * capture checkpoints).
+   */
+  const appDatabase = (name: string, options: { autocheckpoint?: number; schema?: string } = {}): { file: string; app: Database.Database } => {
+    const file = path.join(dir.path, name);
     const app = new Database(file);
     app.pragma('journal_mode = WAL');
+    if (options.autocheckpoint !== undefined) app.pragma(`wal_autocheckpoint = ${options.autocheckpoint}`);
+    app.exec(options.schema ?? 'CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    return { file, app };
+  };
+
+  it("never leaves the write lock held while it waits on anything else, and still reads every transaction and lets the log restart", async () => {
     // The application checkpoints on its own, as most do.
-    app.pragma('wal_autocheckpoint = 64');
-    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const { file, app } = appDatabase('app.db', { autocheckpoint: 64 });
     const feed = await new SqliteEngine().changeCapture.open(file, {});
     // A second connection of the application that never waits: any moment the lock is held while
     // this process goes on with other work, its BEGIN IMMEDIATE fails at once.
@@ -82,12 +92,8 @@ describe('continuous capture beside an application that writes', function () {
   });
 
   it('checkpoints a long log on a thread of its own: the application commits meanwhile, and that commit is read once, with the moment it was seen', async () => {
-    const file = path.join(dir.path, 'long-log.db');
-    const app = new Database(file);
-    app.pragma('journal_mode = WAL');
     // Only capture checkpoints: the log keeps everything until maintain() copies it.
-    app.pragma('wal_autocheckpoint = 0');
-    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const { file, app } = appDatabase('long-log.db', { autocheckpoint: 0 });
     const feed = await new SqliteEngine().changeCapture.open(file, {});
     try {
       const insert = app.prepare('INSERT INTO item (body) VALUES (randomblob(?))');
@@ -124,21 +130,20 @@ describe('continuous capture beside an application that writes', function () {
   });
 
   it("keeps a commit's moment while the replicator's thread is busy: the commit clock is read on a thread of its own", async () => {
-    const file = path.join(dir.path, 'busy.db');
-    const app = new Database(file);
-    app.pragma('journal_mode = WAL');
-    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const { file, app } = appDatabase('busy.db');
     const feed = await new SqliteEngine().changeCapture.open(file, {});
     try {
       assert.deepEqual((await feed.read()).transactions, []);
+      // Time for the clock's thread to start, on a loaded machine too.
+      await new Promise((resolve) => setTimeout(resolve, 500));
       app.prepare('INSERT INTO item (body) VALUES (randomblob(100))').run();
       const committedBy = Date.now();
-      // This thread busy for 3 s, as behind a large read, a checkpoint or the garbage collector.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3000);
+      // This thread busy for 5 s, as behind a large read, a checkpoint or the garbage collector.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);
       const read = await feed.read();
       assert.equal(read.transactions.length, 1);
       const late = read.transactions[0]!.observedAt - committedBy;
-      assert.ok(late < 2000, `seen committed ${late} ms after it was, when this thread got to read`);
+      assert.ok(late < 4000, `seen committed ${late} ms after it was, when this thread got to read`);
     } finally {
       await feed.close();
       app.close();
@@ -146,10 +151,7 @@ describe('continuous capture beside an application that writes', function () {
   });
 
   it("a read stopped at its byte limit does not vouch for the commits it left in the log", async () => {
-    const file = path.join(dir.path, 'limit.db');
-    const app = new Database(file);
-    app.pragma('journal_mode = WAL');
-    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const { file, app } = appDatabase('limit.db');
     const feed = await new SqliteEngine().changeCapture.open(file, {});
     try {
       const insert = app.prepare('INSERT INTO item (body) VALUES (randomblob(?))');
@@ -186,11 +188,7 @@ describe('continuous capture beside an application that writes', function () {
   });
 
   it('a feed that resumes behind the log\'s end vouches only for the last of what was committed while it was away', async () => {
-    const file = path.join(dir.path, 'resumed.db');
-    const app = new Database(file);
-    app.pragma('journal_mode = WAL');
-    app.pragma('wal_autocheckpoint = 0');
-    app.exec('CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)');
+    const { file, app } = appDatabase('resumed.db', { autocheckpoint: 0 });
     const capture = new SqliteEngine().changeCapture;
     const away = await capture.open(file, {});
     const position = away.position;
@@ -218,12 +216,8 @@ describe('continuous capture beside an application that writes', function () {
   });
 
   it('condenses the transactions of one read into one that, replayed as docs/FORMAT.md says, gives the same database in fewer bytes', async () => {
-    const file = path.join(dir.path, 'condensed.db');
-    const app = new Database(file);
-    app.pragma('journal_mode = WAL');
     // The database file stays the base: nothing is checkpointed into it while the test writes.
-    app.pragma('wal_autocheckpoint = 0');
-    app.exec('CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER, note TEXT)');
+    const { file, app } = appDatabase('condensed.db', { autocheckpoint: 0, schema: 'CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER, note TEXT)' });
     app.exec("WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 200) INSERT INTO counter (n, note) SELECT i, 'start' FROM k");
     app.pragma('wal_checkpoint(TRUNCATE)');
     const base = readFileSync(file);
@@ -231,14 +225,16 @@ describe('continuous capture beside an application that writes', function () {
     try {
       // Many small transactions on the same few pages, as a busy application's are.
       const bump = app.prepare('UPDATE counter SET n = n + 1, note = ? WHERE id = ?');
+      const loopStart = Date.now();
       for (let i = 0; i < 300; i++) bump.run(`bump ${i}`, 1 + (i % 200));
       app.prepare('INSERT INTO counter (n, note) VALUES (?, ?)').run(-1, 'x'.repeat(5000));
+      const loopMs = Date.now() - loopStart;
       const read = await feed.read();
       assert.equal(read.transactions.length, 301);
       const condensed = feed.condense!(read.transactions);
-      // One transaction for each moment the clock saw (the clock's thread may read mid-loop).
+      // One transaction for each moment the clock saw: its thread reads every 50 ms, also mid-loop.
       assert.equal(condensed.length, new Set(read.transactions.map((t) => t.observedAt)).size);
-      assert.ok(condensed.length <= 10, `${condensed.length} moments in a loop of 301 commits`);
+      assert.ok(condensed.length <= 2 + Math.ceil(loopMs / 50), `${condensed.length} moments in a loop of 301 commits that took ${loopMs} ms`);
       assert.equal(condensed.reduce((sum, t) => sum + (t.commits ?? 1), 0), 301);
       assert.deepEqual(condensed.at(-1)!.position, read.transactions.at(-1)!.position);
       const readBytes = read.transactions.reduce((sum, t) => sum + t.bytes.byteLength, 0);

@@ -12,7 +12,7 @@ import { RING_SLOTS, SLOT_FIELDS, type ClockMessage } from './commit-clock.js';
 interface Ring {
   readonly shm: number;
   readonly written: Uint32Array;
-  readonly slots: Float64Array;
+  readonly slots: BigInt64Array;
 }
 
 const { everyMs } = workerData as { everyMs: number };
@@ -20,7 +20,7 @@ const rings = new Map<number, Ring>();
 
 parentPort!.on('message', (message: ClockMessage) => {
   if (message.kind === 'add') {
-    rings.set(message.id, { shm: message.shm, written: new Uint32Array(message.written), slots: new Float64Array(message.slots) });
+    rings.set(message.id, { shm: message.shm, written: new Uint32Array(message.written), slots: new BigInt64Array(message.slots) });
   } else {
     rings.delete(message.id);
     parentPort!.postMessage({ kind: 'removed', id: message.id } satisfies ClockMessage);
@@ -41,8 +41,9 @@ setInterval(() => {
     const after = Date.now();
     const n = Atomics.load(ring.written, 0);
     const at = (n % RING_SLOTS) * SLOT_FIELDS;
-    ring.slots.set([index.salt[0], index.salt[1], index.maxFrame, before, after], at);
-    // Published only once its fields are written (Atomics.store orders the writes before it).
+    const fields = [index.salt[0], index.salt[1], index.maxFrame, before, after];
+    for (let k = 0; k < SLOT_FIELDS; k++) Atomics.store(ring.slots, at + k, BigInt(fields[k]!));
+    // Published only once its fields are written.
     Atomics.store(ring.written, 0, (n + 1) >>> 0);
   }
 }, everyMs);

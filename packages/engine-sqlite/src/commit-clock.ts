@@ -32,11 +32,24 @@ export interface ClockSample {
   readonly after: number;
 }
 
+/** How long close() waits for the thread to let go of a descriptor before it stops the thread. */
+const RELEASE_WAIT_MS = 2000;
+
+const within = <T>(ms: number, promise: Promise<T>): Promise<T | 'late'> => {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+};
+
 class ClockThread {
   readonly worker: Worker;
   readonly taps = new Set<number>();
   readonly #removed = new Map<number, () => void>();
+  readonly #exited: Promise<void>;
   #nextId = 0;
+  /** Removals waiting for the thread's answer: the thread keeps the process alive while any is. */
+  #waiting = 0;
+  #stopping = false;
   alive = true;
 
   constructor() {
@@ -47,10 +60,15 @@ class ClockThread {
     this.worker.on('message', (message: ClockMessage) => {
       if (message.kind === 'removed') this.#removed.get(message.id)?.();
     });
-    this.worker.once('exit', () => {
-      this.alive = false;
-      if (clockThread === this) clockThread = undefined;
-      for (const done of this.#removed.values()) done();
+    this.#exited = new Promise((resolve) => {
+      this.worker.once('exit', () => {
+        this.alive = false;
+        // Not stopped by us: it could not load or it failed; the next feeds do without it.
+        if (!this.#stopping) clockThreadFailed = true;
+        if (clockThread === this) clockThread = undefined;
+        for (const done of this.#removed.values()) done();
+        resolve();
+      });
     });
   }
 
@@ -61,61 +79,88 @@ class ClockThread {
     return id;
   }
 
-  /** Resolves once the thread will never read that tap's descriptor again. */
-  async remove(id: number): Promise<void> {
+  /**
+   * Resolves once the thread will never read that tap's descriptor again: true when it said so
+   * or has stopped; false when it could not be stopped in time (a read stuck in the kernel), and
+   * the descriptor must then stay open, or the thread could read whatever file gets its number.
+   */
+  async remove(id: number): Promise<boolean> {
     this.taps.delete(id);
     if (this.alive) {
-      // Held open meanwhile: a process whose last work is closing a feed must not exit before it has.
-      this.worker.ref();
+      // Held alive meanwhile: a process whose last work is closing a feed must not exit before it has.
+      if (this.#waiting++ === 0) this.worker.ref();
       try {
-        await new Promise<void>((resolve) => {
-          this.#removed.set(id, resolve);
-          this.worker.postMessage({ kind: 'remove', id } satisfies ClockMessage);
-        });
+        const answer = await within(
+          RELEASE_WAIT_MS,
+          new Promise<void>((resolve) => {
+            this.#removed.set(id, resolve);
+            this.worker.postMessage({ kind: 'remove', id } satisfies ClockMessage);
+          }),
+        );
+        if (answer === 'late') return this.#stop();
       } finally {
         this.#removed.delete(id);
-        this.worker.unref();
+        if (--this.#waiting === 0) this.worker.unref();
       }
     }
-    if (this.taps.size === 0 && clockThread === this) {
-      clockThread = undefined;
-      await this.worker.terminate().catch(() => undefined);
-    }
+    if (this.taps.size === 0 && clockThread === this) await this.#stop();
+    return true;
+  }
+
+  /** Stops the thread; false when it has not stopped within RELEASE_WAIT_MS. */
+  async #stop(): Promise<boolean> {
+    this.#stopping = true;
+    if (clockThread === this) clockThread = undefined;
+    void this.worker.terminate().catch(() => undefined);
+    return (await within(RELEASE_WAIT_MS, this.#exited)) !== 'late';
   }
 }
 
 let clockThread: ClockThread | undefined;
+/** Set once a clock thread failed on its own: later feeds read the clock on their own threads. */
+let clockThreadFailed = false;
 
 /** The readings of one database's commit end, taken on the clock's thread. */
 export class ClockTap {
   readonly #thread: ClockThread;
   readonly #id: number;
   readonly #written: Uint32Array;
-  readonly #slots: Float64Array;
+  /**
+   * Each field is written and read with Atomics (64-bit integers, since Float64Array has none):
+   * plain reads could be torn or reordered past the counter's check that finds an overwritten slot.
+   */
+  readonly #slots: BigInt64Array;
   #read = 0;
   #closed = false;
 
   private constructor(thread: ClockThread, written: SharedArrayBuffer, slots: SharedArrayBuffer, shm: number) {
     this.#thread = thread;
     this.#written = new Uint32Array(written);
-    this.#slots = new Float64Array(slots);
+    this.#slots = new BigInt64Array(slots);
     this.#id = thread.add(shm, written, slots);
   }
 
   /**
    * Starts reading the wal-index header through `shm` (a -shm descriptor the caller keeps open
-   * until close() has resolved). Undefined where no thread can start: the caller's own readings
+   * until close() has resolved). Undefined where no thread can run: the caller's own readings
    * are then the only ones, as they were before.
    */
   static open(shm: number): ClockTap | undefined {
+    if (clockThreadFailed) return undefined;
     try {
       clockThread ??= new ClockThread();
     } catch {
+      clockThreadFailed = true;
       return undefined;
     }
     const written = new SharedArrayBuffer(Uint32Array.BYTES_PER_ELEMENT);
-    const slots = new SharedArrayBuffer(RING_SLOTS * SLOT_FIELDS * Float64Array.BYTES_PER_ELEMENT);
+    const slots = new SharedArrayBuffer(RING_SLOTS * SLOT_FIELDS * BigInt64Array.BYTES_PER_ELEMENT);
     return new ClockTap(clockThread, written, slots, shm);
+  }
+
+  /** Whether the thread is still taking readings (a caller without them reads the clock itself). */
+  get live(): boolean {
+    return !this.#closed && this.#thread.alive;
   }
 
   /** The readings taken since the last drain, oldest first; those the ring no longer holds are skipped. */
@@ -126,10 +171,10 @@ export class ClockTap {
     // Slots older than the ring's length were overwritten; the one about to be is left too.
     if (unread > RING_SLOTS - 1) unread = RING_SLOTS - 1;
     const samples: ClockSample[] = [];
+    const field = (at: number, k: number): number => Number(Atomics.load(this.#slots, at + k));
     for (let i = unread; i > 0; i--) {
       const at = (((written - i) >>> 0) % RING_SLOTS) * SLOT_FIELDS;
-      const s = this.#slots;
-      samples.push({ salt: [s[at]!, s[at + 1]!], maxFrame: s[at + 2]!, before: s[at + 3]!, after: s[at + 4]! });
+      samples.push({ salt: [field(at, 0), field(at, 1)], maxFrame: field(at, 2), before: field(at, 3), after: field(at, 4) });
     }
     // The thread may have written slots again while they were copied: the oldest ones it can
     // have reached (from the slot it writes next, RING_SLOTS - 1 - unread of them are spare) may be
@@ -140,10 +185,13 @@ export class ClockTap {
     return torn === 0 ? samples : samples.slice(Math.min(samples.length, torn));
   }
 
-  /** Stops the readings; resolves once the thread no longer reads the descriptor, so the caller may close it. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Stops the readings. Resolves true once the thread no longer reads the descriptor, so the
+   * caller may close it; false when it must stay open (see ClockThread.remove).
+   */
+  async close(): Promise<boolean> {
+    if (this.#closed) return true;
     this.#closed = true;
-    await this.#thread.remove(this.#id);
+    return this.#thread.remove(this.#id);
   }
 }

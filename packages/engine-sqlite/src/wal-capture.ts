@@ -335,6 +335,7 @@ class WalFeed implements ChangeFeed {
         throw sqliteError(`replicate: lock ${file}`, err);
       }
       // From here to ROLLBACK everything is synchronous: the application's writers wait meanwhile.
+      let feed: WalFeed;
       try {
         // Opened while our connections are (see readIndexHeader), closed only after them.
         shm = fs.openSync(`${file}-shm`, 'r');
@@ -351,17 +352,19 @@ class WalFeed implements ChangeFeed {
         // The read transaction starts while the lock holds: it pins everything after `cursor`.
         reader.exec('BEGIN');
         reader.prepare('SELECT count(*) FROM sqlite_schema').get();
-        const feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, index, resumed);
+        feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, index, resumed);
         // maintain() tries the write lock briefly and tries again later: a checkpoint that waits
         // for our reader holds that lock meanwhile, and waiting on each other helps nobody.
         // It tries itself (see #lock), so SQLite's own wait is off.
         writer.pragma('busy_timeout = 0');
         feed.#bigEndian = index.bigEndianChecksums;
-        feed.#tap = ClockTap.open(shm);
-        return feed;
       } finally {
         writer.exec('ROLLBACK');
       }
+      // Only once nothing can fail: a failed open closes the descriptor, which the clock's
+      // thread must not be reading then.
+      feed.#tap = ClockTap.open(shm);
+      return feed;
     } catch (err) {
       for (const db of opened) db.close();
       if (shm !== undefined) fs.closeSync(shm);
@@ -390,8 +393,10 @@ class WalFeed implements ChangeFeed {
 
   /**
    * Notes the readings the clock's thread took since the last time, before a reading of this
-   * thread's own: so readings are noted in the order they were taken. One that began before the
-   * latest noted (it overlapped this thread's own) is left out: which came first is not known.
+   * thread's own, so they are noted about in the order they were taken; one that began before the
+   * latest noted is left out. Order is not what makes them right: each reading alone is true (the
+   * log was committed to its maxFrame by its end, and not past it at its start), so a reading
+   * that overlapped another and saw less only makes times less exact.
    */
   #drainClock(): void {
     if (!this.#tap) return;
@@ -651,8 +656,8 @@ class WalFeed implements ChangeFeed {
     }
     const thread = this.#checkpointThread;
     const id = thread.next++;
-    // Without the clock's thread, this one reads the clock meanwhile.
-    const clock = this.#tap
+    // Without the clock's thread (or with one that failed), this one reads the clock meanwhile.
+    const clock = this.#tap?.live
       ? undefined
       : setInterval(() => {
           try {
@@ -737,8 +742,9 @@ class WalFeed implements ChangeFeed {
     this.#closed = true;
     await this.#checkpointThread?.worker.terminate().catch(() => undefined);
     this.#checkpointThread = undefined;
-    // Before the -shm descriptor closes: its number could be another file's next.
-    await this.#tap?.close();
+    // Before the -shm descriptor closes: its number could be another file's next. A thread that
+    // could not be stopped keeps it (left open: a descriptor, against reading the wrong file).
+    const released = (await this.#tap?.close()) ?? true;
     for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
       try {
         if (db.inTransaction) db.exec('ROLLBACK');
@@ -747,7 +753,7 @@ class WalFeed implements ChangeFeed {
       }
       db.close();
     }
-    fs.closeSync(this.#shm);
+    if (released) fs.closeSync(this.#shm);
   }
 }
 
