@@ -14,7 +14,8 @@
 //            the same time as `lag`.
 //   overhead the writer as fast as it can for --overhead-seconds (--overhead-batch rows per
 //            transaction), alone and with `strata replicate` (the CLI) beside it, alternating,
-//            --overhead-rounds each.
+//            --overhead-rounds each; and with replicate beside a writer that leaves checkpoints
+//            to it (wal_autocheckpoint = 0, the README's advice for busy writers).
 // Results go to bench/.data/results-pitr-<base-mb>mb.json.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -177,18 +178,19 @@ const markerCount = (file) => {
 const results = { date: startedAt.toISOString(), commit: gitCommit(), machine: machineInfo(), loadBefore: load0, options: opts };
 try {
   if (parts.has('overhead')) {
-    const rounds = { alone: [], replicated: [] };
+    // `quiet`: replicated, the writer's automatic checkpoints off (it leaves them to replicate).
+    const rounds = { alone: [], replicated: [], quiet: [] };
     const details = [];
     for (let round = 0; round < overheadRounds; round++) {
       // Alternate which goes first, so a trend in the machine's load falls on both.
-      const order = round % 2 === 0 ? ['alone', 'replicated'] : ['replicated', 'alone'];
+      const order = round % 2 === 0 ? ['alone', 'replicated', 'quiet'] : ['quiet', 'replicated', 'alone'];
       for (const mode of order) {
         const dir = path.join(ws.WORK, `overhead-${round}-${mode}`);
         fs.mkdirSync(dir, { recursive: true });
         const db = path.join(dir, 'app.db');
         prepareDatabase(db);
         let replicator;
-        if (mode === 'replicated') {
+        if (mode !== 'alone') {
           const repo = path.join(dir, 'repo');
           await strata(['init', '--repo', repo, '--json']);
           replicator = child(process.execPath, [CLI, 'replicate', db, '--repo', repo, '--interval', String(intervalMs / 1000)]);
@@ -197,7 +199,7 @@ try {
             await new Promise((resolve) => setTimeout(resolve, 50));
           }
         }
-        const writer = await child(process.execPath, [WRITER, db, `${db}.commits`, '0', String(overheadSeconds), String(overheadBatch)]).done;
+        const writer = await child(process.execPath, [WRITER, db, `${db}.commits`, '0', String(overheadSeconds), String(overheadBatch), ...(mode === 'quiet' ? ['0'] : [])]).done;
         if (writer.code !== 0) throw new Error(`overhead writer failed:\n${writer.stderr()}`);
         const w = JSON.parse(writer.stdout);
         const replicatorCpu = replicator ? cpuSecondsOf(replicator.proc.pid) : undefined;
@@ -208,12 +210,13 @@ try {
           if (r.code !== 0) throw new Error(`strata replicate failed (${r.code ?? r.signal}):\n${r.stderr()}`);
         }
         rounds[mode].push(w.transactions / w.seconds);
-        console.log(`overhead round ${round + 1} ${mode}: ${w.transactions} transactions of ${overheadBatch} row(s) in ${w.seconds.toFixed(1)} s = ${(w.transactions / w.seconds).toFixed(0)} tx/s; commit p50 / p99 / max ${w.commitMs.p50} / ${w.commitMs.p99} / ${w.commitMs.max} ms, ${(w.stalledMs / 1000).toFixed(1)} s in commits over 50 ms${replicatorCpu !== undefined ? `; replicate used ${replicatorCpu.toFixed(1)} CPU s` : ''} (load ${loadAvg()})`);
+        console.log(`overhead round ${round + 1} ${mode === 'quiet' ? 'replicated, no automatic checkpoints' : mode}: ${w.transactions} transactions of ${overheadBatch} row(s) in ${w.seconds.toFixed(1)} s = ${(w.transactions / w.seconds).toFixed(0)} tx/s; commit p50 / p99 / max ${w.commitMs.p50} / ${w.commitMs.p99} / ${w.commitMs.max} ms, ${(w.stalledMs / 1000).toFixed(1)} s in commits over 50 ms${replicatorCpu !== undefined ? `; replicate used ${replicatorCpu.toFixed(1)} CPU s` : ''} (load ${loadAvg()})`);
         fs.rmSync(dir, { recursive: true, force: true });
       }
     }
-    results.overhead = { batch: overheadBatch, rounds, details, alone: median(rounds.alone), replicated: median(rounds.replicated) };
+    results.overhead = { batch: overheadBatch, rounds, details, alone: median(rounds.alone), replicated: median(rounds.replicated), quiet: median(rounds.quiet) };
     results.overhead.slower = 1 - results.overhead.replicated / results.overhead.alone;
+    results.overhead.quietSlower = 1 - results.overhead.quiet / results.overhead.alone;
   }
 
   const runs = [];
@@ -282,6 +285,7 @@ for (const r of [results.lag, results.low].filter(Boolean)) {
 if (results.overhead) {
   const o = results.overhead;
   lines.push(`| writer throughput (${o.batch} row(s) per transaction) alone / with replicate (median of ${o.rounds.alone.length}) | ${o.alone.toFixed(0)} / ${o.replicated.toFixed(0)} tx/s, ${(o.slower * 100).toFixed(1)}% slower | <= 10% slower | ${o.slower <= 0.1 ? 'yes' : 'NO'} |`);
+  lines.push(`| the same writer alone / with replicate, its automatic checkpoints left to replicate (wal_autocheckpoint = 0) | ${o.alone.toFixed(0)} / ${o.quiet.toFixed(0)} tx/s, ${(o.quietSlower * 100).toFixed(1)}% slower | <= 10% slower | ${o.quietSlower <= 0.1 ? 'yes' : 'NO'} |`);
 }
 if (results.lag) {
   const r = results.lag;
@@ -295,7 +299,10 @@ for (const r of [results.low, results.lag].filter(Boolean)) {
   lines.push(`requests per hour at ${r.txRate} tx/s (extrapolated from ${r.requests.minutes.toFixed(1)} minutes after the base): PUT ${q.PUT.toFixed(0)}, GET ${q.GET.toFixed(0)}, HEAD ${q.HEAD.toFixed(0)}, LIST ${q.LIST.toFixed(0)}, DELETE ${q.DELETE.toFixed(0)}`
     + ` (counted: put ${c.put}, createExclusive ${c.createExclusive}, get ${c.get}, read ${c.read}, stat ${c.stat}, list ${c.list} pages / ${c.listed} objects, delete ${c.delete}; segments ${r.segments}, ${(r.segmentBytes / 1e6).toFixed(1)} MB stored)`);
 }
-if (results.overhead) lines.push(`overhead rounds (tx/s): alone ${results.overhead.rounds.alone.map((x) => x.toFixed(0)).join(', ')}; with replicate ${results.overhead.rounds.replicated.map((x) => x.toFixed(0)).join(', ')}`);
+if (results.overhead) {
+  const r = results.overhead.rounds;
+  lines.push(`overhead rounds (tx/s): alone ${r.alone.map((x) => x.toFixed(0)).join(', ')}; with replicate ${r.replicated.map((x) => x.toFixed(0)).join(', ')}; with replicate, no automatic checkpoints ${r.quiet.map((x) => x.toFixed(0)).join(', ')}`);
+}
 if (results.lag) lines.push(`restore rounds: --as-of ${results.lag.restore.asOfMs.map(s).join(', ')}; base ${results.lag.restore.baseMs.map(s).join(', ')}; point in time ${JSON.stringify(results.lag.restore.pointInTime)}`);
 if (results.distRebuilt) lines.push('WARNING: packages/*/dist was rebuilt during the benchmark');
 console.log(lines.join('\n'));

@@ -1,9 +1,9 @@
 // The application of bench/pitr.mjs, run as a child process:
 //
-//   node bench/lib/pitr-writer.mjs DB LOG RATE SECONDS [BATCH]
+//   node bench/lib/pitr-writer.mjs DB LOG RATE SECONDS [BATCH] [AUTOCHECKPOINT]
 //
 // Commits one transaction at a time into DB (WAL mode, synchronous = NORMAL, SQLite's automatic
-// checkpoints at their default of 1000 pages): a row of `bench_marker` (its sequence number, the
+// checkpoints at their default of 1000 pages, or AUTOCHECKPOINT pages; 0 turns them off): a row of `bench_marker` (its sequence number, the
 // time just before COMMIT, and a 400-700 byte JSON payload, like the benchmark database's events).
 // RATE is transactions per second, paced against the clock (transaction i is due at start + i/RATE,
 // so a slow commit does not shift the ones after it); RATE 0 means as fast as it can. For every
@@ -19,10 +19,12 @@ const [file, log, rateArg, secondsArg] = process.argv.slice(2);
 if (!file || !log || rateArg === undefined || !secondsArg) throw new Error('usage: pitr-writer DB LOG RATE SECONDS [BATCH]');
 const rate = Number(rateArg);
 const batch = Number(process.argv[6] ?? 1);
+const autocheckpoint = process.argv[7];
 const Database = betterSqlite3();
 const db = new Database(file, { timeout: 10_000 });
 db.pragma('journal_mode = WAL');
 db.pragma('synchronous = NORMAL');
+if (autocheckpoint !== undefined) db.pragma(`wal_autocheckpoint = ${Number(autocheckpoint)}`);
 db.exec('CREATE TABLE IF NOT EXISTS bench_marker (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, payload TEXT NOT NULL)');
 let seq = db.prepare('SELECT max(seq) AS m FROM bench_marker').get().m ?? 0;
 const insert = db.prepare('INSERT INTO bench_marker (seq, at, payload) VALUES (?, ?, ?)');
