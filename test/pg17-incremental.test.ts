@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
 import { ROOT } from './helpers/env.js';
@@ -279,5 +279,41 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       await c.end().catch(() => undefined);
       cluster.stopServer(pgdata);
     }
+  });
+
+  it('an incremental the server refuses when it starts is taken whole by chunk reuse, and list says so; a block-level one then builds on it and verifies', async function () {
+    await db.query('ALTER SYSTEM SET summarize_wal = on');
+    await db.query('SELECT pg_reload_conf()');
+    // The race an operator can cause, made certain: summarization is off for the moment the
+    // server is asked for an incremental (after strata found the summaries in place), then on
+    // again. The refusal is the real server's.
+    const racing = path.join(cluster.dir, 'racing-programs');
+    mkdirSync(racing, { mode: 0o755 });
+    for (const name of readdirSync(cluster.bindir)) if (name !== 'pg_basebackup') symlinkSync(path.join(cluster.bindir, name), path.join(racing, name));
+    const summarize = (on: string): string => `"${cluster.bindir}/psql" -X -q -d postgres -c "ALTER SYSTEM SET summarize_wal = ${on}" -c "SELECT pg_reload_conf()" >/dev/null || exit 9`;
+    writeFileSync(
+      path.join(racing, 'pg_basebackup'),
+      ['#!/bin/sh', 'case " $* " in', '  *" --incremental="*)', `    ${summarize('off')}`, '    sleep 1', `    "${cluster.bindir}/pg_basebackup" "$@"`, '    code=$?', `    ${summarize('on')}`, '    touch "$0.refused"', '    exit $code ;;', 'esac', `exec "${cluster.bindir}/pg_basebackup" "$@"`, ''].join('\n'),
+      { mode: 0o755 },
+    );
+    if (isRoot) spawnSync('chown', ['-R', 'postgres', racing]);
+    await change(4001, 8000, 6);
+    const r = await cluster.cli(['backup', DB, '--type', 'incremental', '--json'], { STRATA_PG_BINDIR: racing });
+    assert.equal(r.status, 0, r.stderr);
+    const whole = (JSON.parse(r.stdout) as { backup: Backup }).backup;
+    assert.ok(readdirSync(racing).includes('pg_basebackup.refused'), 'the server was asked for an incremental first');
+    assert.equal(whole.incrementalMethod, 'chunk reuse, the server refused block-level');
+    assert.ok(whole.databaseBytes > 0 && whole.payloadBytes < whole.databaseBytes * 0.5, `only the chunks its parent lacks are stored (${whole.payloadBytes} of ${whole.databaseBytes})`);
+    const listed = await cluster.cli(['list', DB, '--wide']);
+    assert.match(listed.stdout.split('\n').find((l) => l.includes(whole.id)) ?? '', /incremental \(chunk reuse, the server refused block-level\)/);
+
+    await change(8001, 12000, 7);
+    const onTop = await backup('incremental');
+    assert.equal(onTop.parent, whole.id);
+    assert.equal(onTop.incrementalMethod, 'block-level', 'with the summaries back, the next incremental asks for the blocks changed since the whole one');
+    assert.ok(onTop.payloadBytes < whole.databaseBytes * 0.1, `${onTop.payloadBytes} bytes stored`);
+    const deep = await cluster.cli(['verify', onTop.id, '--level', 'full', '--json']);
+    assert.equal(deep.status, 0, deep.stdout + deep.stderr);
+    assert.match(deep.stdout, /"outcome": "passed"/);
   });
 });

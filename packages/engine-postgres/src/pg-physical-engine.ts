@@ -51,6 +51,8 @@ export const BASE_STREAM = 'base.tar';
 const AVERAGE_CHUNK = 64 * 1024;
 /** What `list` says of a physical incremental or differential: how it stores its changes. */
 export const CHUNK_REUSE = 'chunk reuse';
+/** The same, taken so because the server refused a block-level one when it started (its words in the manifest's engineMeta). */
+export const CHUNK_REUSE_REFUSED = 'chunk reuse, the server refused block-level';
 /**
  * What `list` says of one taken with PostgreSQL 17's own incremental base backup
  * (`pg_basebackup --incremental`): only the blocks changed since the parent, read by the server
@@ -64,6 +66,18 @@ export const BLOCK_LEVEL = 'block-level';
  */
 const LAYER = /^incremental\.(\d+)\.tar$/;
 export const layerName = (depth: number): string => `incremental.${depth}.tar`;
+
+/**
+ * How pg_basebackup reports a server's refusal to take an incremental (PostgreSQL 17's messages
+ * name the WAL summaries, summarization, the manifest or the incremental backup itself).
+ */
+const BLOCK_LEVEL_REFUSED = /incremental|WAL summar|manifest/i;
+
+/** A stream whose first piece was already read: that piece, then the rest. */
+async function* resumed(started: { first: Uint8Array | undefined; rest: AsyncGenerator<Uint8Array> }): AsyncGenerator<Uint8Array> {
+  if (started.first) yield started.first;
+  yield* started.rest;
+}
 
 /** The parent's tars in the order pg_combinebackup takes them: base.tar, then its layers by depth. */
 export function layersOf(streams: readonly string[]): string[] {
@@ -461,6 +475,8 @@ export class PostgresPhysicalEngine implements Engine {
     const run = { opened: false, bytes: 0, endedAt: undefined as string | undefined, stop: undefined as (() => void) | undefined };
     const fingerprint = clusterFingerprint(systemIdentifier);
     const known = { method: 'physical', serverVersion, systemIdentifier, walSegmentBytes };
+    /** Why the server would not take this incremental block-level, when it refused (kept in the manifest). */
+    let refusal: { blockLevelRefused: string } | undefined;
     const chunking = { kind: 'content-defined', averageSize: AVERAGE_CHUNK } as const;
     // A block-level incremental hands pg_basebackup the parent's backup_manifest, read back from
     // the repository into a private folder removed at close().
@@ -468,6 +484,8 @@ export class PostgresPhysicalEngine implements Engine {
     let streams: SnapshotStream[] = [];
     let ownStream = BASE_STREAM;
     const pgBasebackupArgs: string[] = [];
+    // A block-level base backup already under way (see below): what it sent first, and the rest.
+    let started: { first: Uint8Array | undefined; rest: AsyncGenerator<Uint8Array> } | undefined;
     if (blockLevelOn) {
       const parent = blockLevelOn;
       work = mkdtempSync(path.join(options.tempDir, 'pg-incremental-'));
@@ -499,6 +517,29 @@ export class PostgresPhysicalEngine implements Engine {
         await fs.rm(work, { recursive: true, force: true });
         throw err;
       }
+      // The server decides at the start whether it can send only the changed blocks, and may
+      // refuse what summariesCover allowed (summaries removed or summarize_wal turned off since, or
+      // not reaching the new backup's start in time). Started here, so that a refusal makes this a
+      // whole base backup by chunk reuse, as when the summaries are seen missing, rather than a
+      // failed backup each time until someone notices.
+      const attempt = this.#streamBaseBackup(target, serverVersion, options.signal, tar, run, pgBasebackupArgs);
+      try {
+        const first = await attempt.next();
+        started = { first: first.done ? undefined : first.value, rest: attempt };
+      } catch (err) {
+        const said = err instanceof StrataError && err.code === 'IO' ? /^backup: pg_basebackup failed \(exit \d+\): ([^]*)$/.exec(err.message)?.[1] : undefined;
+        if (said === undefined || run.bytes > 0 || !BLOCK_LEVEL_REFUSED.test(said)) {
+          await fs.rm(work, { recursive: true, force: true });
+          throw err;
+        }
+        refusal = { blockLevelRefused: said.trim() };
+        blockLevelOn = undefined;
+        streams = [];
+        ownStream = BASE_STREAM;
+        pgBasebackupArgs.length = 0;
+        await fs.rm(work, { recursive: true, force: true });
+        work = undefined;
+      }
     }
     streams.push({
       name: ownStream,
@@ -507,6 +548,7 @@ export class PostgresPhysicalEngine implements Engine {
         // pg_basebackup cannot replay its stream, and a second base backup would be another moment.
         if (run.opened) throw new StrataError('INTERNAL', 'backup: the base backup stream was opened twice');
         run.opened = true;
+        if (started) return resumed(started);
         return this.#streamBaseBackup(target, serverVersion, opts.signal ?? options.signal, tar, run, pgBasebackupArgs);
       },
     });
@@ -516,11 +558,11 @@ export class PostgresPhysicalEngine implements Engine {
       streams,
       schemaSql: '',
       databaseBytes: 0,
-      engineMeta: known,
+      engineMeta: { ...known, ...refusal },
       // PostgreSQL 17 and later send only the blocks changed since the parent when their WAL
       // summaries reach back to its start (summarize_wal = on); otherwise, and on older servers,
       // the incremental is a whole base backup that stores only the chunks its parent lacks.
-      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : CHUNK_REUSE,
+      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : refusal ? CHUNK_REUSE_REFUSED : CHUNK_REUSE,
       finish: async () => {
         if (run.endedAt === undefined) throw new StrataError('INTERNAL', 'backup: the base backup was not read to its end');
         const labelBytes = tar.caught.get('backup_label');
@@ -538,7 +580,7 @@ export class PostgresPhysicalEngine implements Engine {
           end: { timeline: range.Timeline, lsn: meta.endLsn, wal: endWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
           endedAt: run.endedAt,
         };
-        return { engineMeta: { ...meta }, logRange, databaseBytes: blockLevelOn ? clusterBytes : run.bytes };
+        return { engineMeta: { ...meta, ...refusal }, logRange, databaseBytes: blockLevelOn ? clusterBytes : run.bytes };
       },
       close: async () => {
         run.stop?.();
