@@ -3,8 +3,9 @@
 //   node bench/lib/pitr-writer.mjs DB LOG RATE SECONDS [BATCH] [AUTOCHECKPOINT]
 //
 // Commits one transaction at a time into DB (WAL mode, synchronous = NORMAL, SQLite's automatic
-// checkpoints at their default of 1000 pages, or AUTOCHECKPOINT pages; 0 turns them off): a row of `bench_marker` (its sequence number, the
-// time just before COMMIT, and a 400-700 byte JSON payload, like the benchmark database's events).
+// checkpoints at their default of 1000 pages, or at AUTOCHECKPOINT pages; 0 turns them off): a
+// row of `bench_marker` (its sequence number, the time just before COMMIT, and a 400-700 byte
+// JSON payload, like the benchmark database's events).
 // RATE is transactions per second, paced against the clock (transaction i is due at start + i/RATE,
 // so a slow commit does not shift the ones after it); RATE 0 means as fast as it can. For every
 // commit it appends `seq before after` to LOG (ms since the epoch; `after` is when COMMIT returned,
@@ -16,7 +17,7 @@ import * as fs from 'node:fs';
 import { betterSqlite3 } from './app-database.mjs';
 
 const [file, log, rateArg, secondsArg] = process.argv.slice(2);
-if (!file || !log || rateArg === undefined || !secondsArg) throw new Error('usage: pitr-writer DB LOG RATE SECONDS [BATCH]');
+if (!file || !log || rateArg === undefined || !secondsArg) throw new Error('usage: pitr-writer DB LOG RATE SECONDS [BATCH] [AUTOCHECKPOINT]');
 const rate = Number(rateArg);
 const batch = Number(process.argv[6] ?? 1);
 const autocheckpoint = process.argv[7];

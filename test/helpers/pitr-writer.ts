@@ -6,10 +6,10 @@
  * every way SQLite offers: PASSIVE, FULL, RESTART and TRUNCATE checkpoints, automatic checkpoints
  * (a small wal_autocheckpoint), and VACUUMs; rows of varying size, whose padding it drops once
  * they are old, so the file grows and shrinks. It VACUUMs as an application that keeps its file
- * small does, when the file has doubled since its last VACUUM (every several seconds; a trimmed row
- * leaves its page sparse, not free, so a share of free pages is never reached): VACUUMing on a fixed
- * count of commits while the table only grew rewrote a database of hundreds of MB every few
- * seconds in the hour soak, about 60 MB/s of log that no application writes.
+ * small does, when the file has doubled since its last VACUUM (every several seconds; a trimmed
+ * row leaves its page sparse, not free, so a share of free pages is never reached). VACUUMing on
+ * a fixed count of commits while the table only grew rewrote a database of hundreds of MB every
+ * few seconds in an hour soak, about 60 MB/s of log that no application writes.
  * While a file LOG.quiet exists it checkpoints not at all (explicitly or automatically), so that
  * the log keeps everything a stopped replicator has not read yet. It stops after DURATION_MS, or on
  * SIGTERM.

@@ -87,7 +87,6 @@ interface WalPosition {
   readonly pageSize: number;
 }
 
-
 /**
  * One reading of how far the log was committed (the wal-index header's maxFrame under its salts):
  * `firstAfter`, the end of the first reading that found it there (so every frame up to it was
