@@ -336,6 +336,11 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     assert.match(metrics.stdout, new RegExp(`^strata_wal_push_failures_total\\{database="${DB}"\\} [1-9]\\d*$`, 'm'));
 
     // The whole repository unreadable: the journal cannot take the failure, the state folder does.
+    // The server tries a file three times in a row (NUM_ARCHIVE_RETRIES), a second apart, and counts
+    // a failure when the call exits: until all three are counted, a call begun with the repository
+    // readable may be the failure counted after the chmod, and the call after it find it readable
+    // again, so nothing would ever be recorded on this machine.
+    await waitFor("the server's three tries of the file to end", async () => (Number((await stat()).failed) >= 3 ? true : undefined));
     chmodSync(repo, 0o000);
     const before = Number((await stat()).failed);
     // A new segment ready to archive wakes the archiver, which waits a minute after failures.
@@ -365,6 +370,13 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
   });
 
   it('with archive_mode off, takes a base backup while wal-receive streams, and its WAL is archived', async function () {
+    // Left running, and perhaps read-only, by the test before when it failed: a failure here is then this test's own.
+    if (running.has(dataDir)) {
+      chmodSync(repo, 0o755);
+      chmodSync(logDir(), 0o755);
+      await pgCtl(['stop', '-D', dataDir, '-m', 'fast', '-w']);
+      running.delete(dataDir);
+    }
     writeFileSync(path.join(dataDir, 'postgresql.auto.conf'), 'archive_mode = off\n', { flag: 'a' });
     const started = await pgCtl(['start', '-D', dataDir, '-l', path.join(dir, 'server.log'), '-w', '-t', '300']);
     assert.equal(started.status, 0, started.stderr + started.stdout);
