@@ -202,4 +202,51 @@ describe('continuous protection: compaction and old chains', function () {
     assert.equal(result.status, 0, result.stderr);
     checkPrefix('restore after prune', markersOf(to).seqs, written, asOf, Date.parse(json<{ pointInTime: PointInTime }>(result).pointInTime.completeThrough));
   });
+
+  it('takes a new base once the changes since the base outgrow --base-after, so a restore to the end replays only what came after it', async () => {
+    const repo = path.join(dir.path, 'repo-after');
+    const db = path.join(dir.path, 'after.db');
+    const log = path.join(dir.path, 'after-commits.log');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    const refused = strata(['replicate', db, '--repo', repo, '--base-after', '0']);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /replicate: --base-after "0" must be a positive size/);
+    const writer = startWriter(db, log, 900_000);
+    await firstCommit(log);
+    // Compaction off: what is counted is what was shipped, merged or not.
+    const replicator = await startReplicator(repo, db, ['--interval', '0.3', '--base-after', '1MB', '--compact', 'off']);
+    const rebased = (): number => (replicator.stderr().match(/as the base of new segments \(a restore from the chain's base would replay \d+\.\d MiB of changes \(a new base is taken after 1\.0 MiB\)\)/g) ?? []).length;
+    while (rebased() < 2) {
+      assert.equal(replicator.child.exitCode, null, replicator.stderr());
+      assert.equal(writer.exitCode, null, 'the writer is still writing');
+      // Each commit adds a page or more (4 KiB): by 10,000 of them, well over 2 MiB were shipped.
+      assert.ok(commits(log).length < 10_000, `no two new bases after ${commits(log).length} commits:\n${replicator.stderr()}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await moreCommits(log, 50);
+    writer.kill('SIGTERM');
+    await finished(writer);
+    replicator.child.kill('SIGTERM');
+    assert.equal((await exited(replicator.child)).code, 0, replicator.stderr());
+
+    const catalog = JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { segments: { base: string; rawBytes: number; lastAt: string }[] };
+    const bases = [...new Set(catalog.segments.map((s) => s.base))];
+    assert.ok(bases.length >= 3, `bases with segments: ${bases.length}`);
+    // Every chain but the newest ended once it held 1 MiB: at most one cut past it (a cut of 0.3 s).
+    for (const base of bases.slice(0, -1)) {
+      const bytes = catalog.segments.filter((s) => s.base === base).reduce((sum, seg) => sum + seg.rawBytes, 0);
+      assert.ok(bytes >= 1024 * 1024, `the chain from ${base} ended at ${bytes} bytes, before 1 MiB`);
+    }
+    // A restore to the end starts from the newest base and is the writer's every transaction.
+    const asOf = Math.max(...catalog.segments.map((s) => Date.parse(s.lastAt)));
+    const to = path.join(dir.path, 'after-restored.db');
+    const result = strata(['restore', '--repo', repo, '--db', 'after', '--as-of', new Date(asOf).toISOString(), '--to', to, '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    const reached = json<{ pointInTime: PointInTime & { restorePoint: string } }>(result).pointInTime;
+    assert.equal(reached.restorePoint, bases.at(-1));
+    const { seqs, integrity } = markersOf(to);
+    assert.equal(integrity, 'ok');
+    checkPrefix('restore to the end', seqs, commits(log), asOf, Date.parse(reached.completeThrough));
+    assert.equal(seqs.length, commits(log).length, 'every transaction the writer committed');
+  });
 });
