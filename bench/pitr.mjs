@@ -2,7 +2,7 @@
 //
 //   node bench/pitr.mjs [--base-mb 1024] [--minutes 60] [--rate 100] [--low-rate 1] [--low-minutes 10]
 //                       [--interval 1] [--overhead-rounds 3] [--overhead-seconds 30] [--overhead-batch 1]
-//                       [--restore-rounds 3] [--base-after MiB]
+//                       [--restore-rounds 3]
 //                       [--only lag,overhead,low] [--keep]
 //
 // Three parts (bench/README.md, "pitr.mjs", says what each measures and how):
@@ -10,8 +10,6 @@
 //            --rate transactions per second for --minutes (real time); lag of each transaction
 //            (when the segment holding it was committed minus when its COMMIT returned), storage
 //            requests per hour, then `restore --as-of` the last second against restoring the base.
-//            The replicator takes new bases as the product does (--base-after overrides its
-//            default); the restore --as-of starts from the newest, the comparison is the first.
 //   low      the same at --low-rate for --low-minutes on an empty database (lag and requests), at
 //            the same time as `lag`.
 //   overhead the writer as fast as it can for --overhead-seconds (--overhead-batch rows per
@@ -46,7 +44,6 @@ const { values: opts } = parseArgs({
     'overhead-seconds': { type: 'string', default: '30' },
     'overhead-batch': { type: 'string', default: '1' },
     'restore-rounds': { type: 'string', default: '3' },
-    'base-after': { type: 'string' },
     only: { type: 'string', default: PARTS.join(',') },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -124,8 +121,7 @@ async function replication(label, db, repo, txRate, seconds) {
   const events = [];
   let onBase;
   const baseCommitted = new Promise((resolve) => (onBase = resolve));
-  const baseAfter = opts['base-after'] === undefined ? [] : [String(num('base-after') * 2 ** 20)];
-  const rep = child(process.execPath, [REPLICATOR, repo, db, String(intervalMs), ...baseAfter], (line) => {
+  const rep = child(process.execPath, [REPLICATOR, repo, db, String(intervalMs)], (line) => {
     const e = JSON.parse(line);
     events.push(e);
     if (e.kind === 'base') onBase(e);
@@ -144,35 +140,23 @@ async function replication(label, db, repo, txRate, seconds) {
   const result = await rep.done;
   if (result.code !== 0) throw new Error(`${label}: the replicator failed (${result.code ?? result.signal}):\n${result.stderr()}`);
   const stopped = events.find((e) => e.kind === 'stopped');
-  // New bases once the changes outgrow --base-after are the product at work; any other is not.
-  const rebases = events.filter((e) => e.kind === 'base' && e !== base && /would replay/.test(e.reason));
-  const unexpected = events.filter((e) => e.kind === 'lost' || e.kind === 'retry' || (e.kind === 'base' && e !== base && !rebases.includes(e)));
+  const unexpected = events.filter((e) => e.kind === 'lost' || e.kind === 'retry' || (e.kind === 'base' && e !== base));
   const commits = commitsOf(log);
-  const cannot = (why) => new Error(`${label}: cannot attribute transactions to segments: ${why}; the writer logged ${commits.length} of ${written.transactions} commits, the replicator shipped ${stopped.summary.transactions}; other events: ${JSON.stringify(unexpected)}`);
-  if (commits.length !== written.transactions || unexpected.length > 0 || (rebases.length === 0 && stopped.summary.transactions !== commits.length)) throw cannot('counts differ');
-  // Segments hold the transactions in commit order (only the writer writes, and it started after
-  // the base), each chain's after those of the segments before it, so a transaction is in the first
-  // segment whose running count reaches it. Durable = when the replicator process saw the segment
-  // event, which it emits after the catalog generation listing the segment is written. A new base
-  // holds what was committed between its chain's start and the last segment of the chain before:
-  // those are durable with it (their moment, by the base's time; a transaction within a few
-  // milliseconds of it may be counted on the other side, which moves its lag by one interval).
-  const lags = [];
-  let i = 0;
-  let taken = 0;
-  for (const e of events) {
-    if (e.kind === 'base' && rebases.includes(e)) {
-      const at = Date.parse(e.createdAt);
-      for (; i < commits.length && commits[i][2] <= at; i++) if (e.t < stopAt) lags.push(e.t - commits[i][2]);
-      taken = i;
-    }
-    if (e.kind !== 'segment') continue;
-    taken += e.transactions;
-    for (; i < commits.length && i < taken; i++) if (e.t < stopAt) lags.push(e.t - commits[i][2]);
+  if (commits.length !== written.transactions || stopped.summary.transactions !== commits.length || unexpected.length > 0) {
+    throw new Error(`${label}: cannot attribute transactions to segments: the writer logged ${commits.length} of ${written.transactions} commits, the replicator shipped ${stopped.summary.transactions}; other events: ${JSON.stringify(unexpected)}`);
   }
-  // Off by the few transactions a base's moment put on the wrong side, at most (they are left out).
-  const boundaryOff = taken - commits.length;
-  if (Math.abs(boundaryOff) > 5 * rebases.length) throw cannot(`${i} attributed, ${taken} counted`);
+  // Segment k holds the transactions after those of segments 1..k-1, in commit order (only the
+  // writer writes, and it started after the base), so transaction seq is in the first segment
+  // whose running total reaches seq. Durable = when the replicator process saw the segment event,
+  // which it emits after the catalog generation listing the segment is written.
+  const lags = [];
+  let total = 0;
+  let i = 0;
+  for (const e of events) {
+    if (e.kind !== 'segment') continue;
+    total += e.transactions;
+    for (; i < commits.length && commits[i][0] <= total; i++) if (e.t < stopAt) lags.push(e.t - commits[i][2]);
+  }
   lags.sort((a, b) => a - b);
   const segments = events.filter((e) => e.kind === 'segment');
   const hours = (stopped.t - base.t) / 3_600_000;
@@ -182,14 +166,7 @@ async function replication(label, db, repo, txRate, seconds) {
     segmentBytes: segments.reduce((s, e) => s + e.storedBytes, 0),
     lag: { measured: lags.length, p50: pct(lags, 50), p99: pct(lags, 99), max: lags.at(-1) },
     requests: { minutes: (stopped.t - base.t) / 60_000, counted: Object.fromEntries(Object.keys(stopped.counts).map((k) => [k, stopped.counts[k] - base.counts[k]])), perHour },
-    baseId: base.id, lastCommit: commits.at(-1)[2], boundaryOff,
-    // When each new base was committed, minutes after the first, and how long shipping waited for it
-    // (the gap between the segments around it).
-    rebases: rebases.map((e) => {
-      const before = events.filter((x) => x.kind === 'segment' && x.t < e.t).at(-1);
-      const after = events.find((x) => x.kind === 'segment' && x.t > e.t);
-      return { id: e.id, atMinutes: +((e.t - base.t) / 60_000).toFixed(1), shippingPausedMs: before && after ? after.t - before.t : null };
-    }),
+    baseId: base.id, lastCommit: commits.at(-1)[2],
   };
 }
 
@@ -319,8 +296,7 @@ if (results.overhead) {
 if (results.lag) {
   const r = results.lag;
   const ratio = r.restore.asOfMedian / r.restore.baseMedian;
-  const from = r.rebases.length > 0 ? `, ${r.rebases.length} new base(s) taken, the --as-of restore from the last with ${r.restore.pointInTime.transactions} transactions` : '';
-  lines.push(`| restore --as-of the last second / the base alone (${(r.baseBytes / 2 ** 20).toFixed(0)} MiB base + ${r.transactions} transactions, ${r.segments} segments${from}) | ${s(r.restore.asOfMedian)} / ${s(r.restore.baseMedian)} = ${ratio.toFixed(2)}x | <= 2x | ${ratio <= 2 ? 'yes' : 'NO'} |`);
+  lines.push(`| restore --as-of the last second / the base alone (${(r.baseBytes / 2 ** 20).toFixed(0)} MiB base + ${r.transactions} transactions, ${r.segments} segments) | ${s(r.restore.asOfMedian)} / ${s(r.restore.baseMedian)} = ${ratio.toFixed(2)}x | <= 2x | ${ratio <= 2 ? 'yes' : 'NO'} |`);
 }
 lines.push('');
 for (const r of [results.low, results.lag].filter(Boolean)) {
@@ -333,7 +309,6 @@ if (results.overhead) {
   const r = results.overhead.rounds;
   lines.push(`overhead rounds (tx/s): alone ${r.alone.map((x) => x.toFixed(0)).join(', ')}; with replicate ${r.replicated.map((x) => x.toFixed(0)).join(', ')}; with replicate, wal_autocheckpoint = ${QUIET_AUTOCHECKPOINT}: ${r.quiet.map((x) => x.toFixed(0)).join(', ')}`);
 }
-if (results.lag?.rebases.length) lines.push(`new bases: ${results.lag.rebases.map((b) => `${b.id} at minute ${b.atMinutes} (shipping paused ${b.shippingPausedMs === null ? '?' : s(b.shippingPausedMs)})`).join('; ')}`);
 if (results.lag) lines.push(`restore rounds: --as-of ${results.lag.restore.asOfMs.map(s).join(', ')}; base ${results.lag.restore.baseMs.map(s).join(', ')}; point in time ${JSON.stringify(results.lag.restore.pointInTime)}`);
 if (results.distRebuilt) lines.push('WARNING: packages/*/dist was rebuilt during the benchmark');
 console.log(lines.join('\n'));

@@ -1,11 +1,11 @@
 // The replicator of bench/pitr.mjs, run as a child process beside the writer:
 //
-//   STRATA_PASSPHRASE=... node bench/lib/pitr-replicator.mjs REPO DB INTERVAL_MS [BASE_AFTER_BYTES]
+//   STRATA_PASSPHRASE=... node bench/lib/pitr-replicator.mjs REPO DB INTERVAL_MS
 //
 // What `strata replicate DB --repo REPO --interval ...` runs (the SDK's `Repository.replicate`,
 // the same core code), with the repository's storage wrapped so every call to it is counted.
 // One JSON line per event on stdout, stamped with the time this process saw it:
-//   { kind: 'base', t, id, createdAt, reason, counts }  a base was committed (the first, or a new one)
+//   { kind: 'base', t, id, counts }          the base restore point was committed
 //   { kind: 'segment', t, transactions, storedBytes }   a segment was committed (the catalog lists it)
 //   { kind: 'lost' | 'retry' | 'resumed', t, ... }
 //   { kind: 'stopped', t, summary, counts }  after SIGTERM, once everything read was shipped
@@ -14,8 +14,8 @@
 // objects the lists returned.
 import { openRepository, openStorage, Passphrase } from '../../packages/sdk/dist/index.js';
 
-const [repoPath, db, intervalArg, baseAfterArg] = process.argv.slice(2);
-if (!repoPath || !db || !intervalArg) throw new Error('usage: pitr-replicator REPO DB INTERVAL_MS [BASE_AFTER_BYTES]');
+const [repoPath, db, intervalArg] = process.argv.slice(2);
+if (!repoPath || !db || !intervalArg) throw new Error('usage: pitr-replicator REPO DB INTERVAL_MS');
 const counts = { put: 0, get: 0, read: 0, stat: 0, list: 0, listed: 0, delete: 0, createExclusive: 0 };
 
 /** The local storage of REPO, every call counted (lists also count the objects they return). */
@@ -55,11 +55,10 @@ try {
   const summary = await repository.replicate(db, {
     database: 'app',
     intervalMs: Number(intervalArg),
-    ...(baseAfterArg ? { baseAfterBytes: Number(baseAfterArg) } : {}),
     signal: stop.signal,
     onEvent: (event) => {
       switch (event.kind) {
-        case 'base': emit({ kind: 'base', id: event.base.id, createdAt: event.base.createdAt, reason: event.reason, counts: { ...counts } }); break;
+        case 'base': emit({ kind: 'base', id: event.base.id, reason: event.reason, counts: { ...counts } }); break;
         case 'segment': emit({ kind: 'segment', sequence: event.segment.sequence, transactions: event.segment.transactions, storedBytes: event.segment.storedBytes }); break;
         case 'resumed': emit({ kind: 'resumed', base: event.base }); break;
         case 'lost': emit({ kind: 'lost', reason: event.reason }); break;

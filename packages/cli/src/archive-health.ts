@@ -38,14 +38,11 @@ export async function assessWalArchives(ctx: CommandContext, repo: Repository, o
   return [...assessArchiveLag(measures, thresholds), ...checks];
 }
 
-/**
- * A size given on the command line: bytes, or with a unit (kB, MB, GB: powers of 1024, as
- * PostgreSQL reads them). `what` names the command and option in the error.
- */
-export function parseByteSize(text: string, what: string): number {
+/** `--max-archive-lag-bytes`: bytes, or with a unit (kB, MB, GB: powers of 1024, as PostgreSQL reads them). */
+export function parseLagBytes(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?$/.exec(text.trim());
   const unit = m?.[2]?.[0]?.toUpperCase();
   const bytes = m ? Math.round(Number(m[1]) * (unit === 'K' ? 1024 : unit === 'M' ? 1024 ** 2 : unit === 'G' ? 1024 ** 3 : 1)) : NaN;
-  if (!(bytes > 0)) throw new StrataError('USAGE', `${what} ${JSON.stringify(text)} must be a positive size (67108864, 64MB, 1GB)`);
+  if (!(bytes > 0)) throw new StrataError('USAGE', `health: --max-archive-lag-bytes ${JSON.stringify(text)} must be a positive size (67108864, 64MB, 1GB)`);
   return bytes;
 }

@@ -331,7 +331,6 @@ Filters combine: --db app --type full --since 30d lists app's full backups of th
       { flags: '--interval <seconds>', description: 'ship at least this often: seconds (1, 0.5), 500ms, or 5s (default 1 s); a crash loses at most about this much' },
       { flags: '--switch-mode', description: "switch a database into the journal mode replication reads (SQLite: WAL) instead of refusing it" },
       { flags: '--base-every <dur>', description: 'take a new base restore point when the chain of segments is this old (default 24h): a restore replays at most this much, and prune can drop older chains' },
-      { flags: '--base-after <size>', description: "take a new base restore point once the segments since the base hold this much change (default a quarter of the database's size, at least 64MB): a restore replays every byte since its base" },
       { flags: '--compact <windows>', description: 'merge the segments of each closed window of these lengths, shortest first (default 1min,1h); off keeps every segment' },
       { flags: '--mirror-every <seconds>', description: 'with a mirror configured, copy new segments to it at least this often (default 10 s; off: only at the next backup)' },
       { flags: '--verbose', description: 'a line for every segment shipped and every merge' },
@@ -354,7 +353,7 @@ With a mirror in strata.config.json, new segments (and new bases) are copied to 
     run: (ctx, { args, opts, signal }) =>
       replicateCommand(
         ctx,
-        { databases: args, ...given({ interval: str(opts, 'interval'), baseEvery: str(opts, 'baseEvery'), baseAfter: str(opts, 'baseAfter'), compact: str(opts, 'compact'), mirrorEvery: str(opts, 'mirrorEvery') }), switchMode: opts['switchMode'] === true, verbose: opts['verbose'] === true },
+        { databases: args, ...given({ interval: str(opts, 'interval'), baseEvery: str(opts, 'baseEvery'), compact: str(opts, 'compact'), mirrorEvery: str(opts, 'mirrorEvery') }), switchMode: opts['switchMode'] === true, verbose: opts['verbose'] === true },
         signal,
       ),
   },

@@ -575,9 +575,9 @@ function writeFileAtomically(file: string, text: string): void {
 
 /** `strata health`: exit 3 when anything is unhealthy, so cron and monitoring can alert. */
 export async function healthCommand(ctx: CommandContext, options: { maxAge?: string; maxDuration?: string; maxUnverified?: string; maxDisk?: number; maxLag?: string; maxArchiveAge?: string; maxArchiveLagBytes?: string }): Promise<number> {
-  const { assessWalArchives, parseByteSize } = await import('./archive-health.js');
+  const { assessWalArchives, parseLagBytes } = await import('./archive-health.js');
   const thresholds: HealthThresholds = {
-    ...(options.maxArchiveLagBytes ? { maxArchiveLagBytes: parseByteSize(options.maxArchiveLagBytes, 'health: --max-archive-lag-bytes') } : {}),
+    ...(options.maxArchiveLagBytes ? { maxArchiveLagBytes: parseLagBytes(options.maxArchiveLagBytes) } : {}),
     maxLagMs: options.maxLag ? parseLag(options.maxLag) : DEFAULT_HEALTH.maxLagMs!,
     ...(options.maxArchiveAge ? { maxArchiveAgeMs: durationMs(parseDuration(options.maxArchiveAge, 'health: --max-archive-age')) } : {}),
     maxAgeMs: options.maxAge ? durationMs(parseDuration(options.maxAge, 'health: --max-age')) : DEFAULT_HEALTH.maxAgeMs,

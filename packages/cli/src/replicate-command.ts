@@ -1,6 +1,5 @@
 import { StrataError, durationMs, parseDuration, resolveDatabase, sleepUnlessAborted } from '@strata/sdk';
 import type { ReplicationEvent, ReplicationSummary } from '@strata/sdk';
-import { parseByteSize } from './archive-health.js';
 import type { CommandContext } from './context.js';
 import { printable } from './terminal.js';
 
@@ -9,7 +8,6 @@ export interface ReplicateCommandOptions {
   readonly databases: readonly string[];
   readonly interval?: string;
   readonly baseEvery?: string;
-  readonly baseAfter?: string;
   readonly compact?: string;
   readonly mirrorEvery?: string;
   readonly switchMode: boolean;
@@ -57,7 +55,6 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
   const intervalMs = options.interval !== undefined ? parseInterval(options.interval) : 1000;
   const baseEveryMs = options.baseEvery !== undefined ? durationMs(parseDuration(options.baseEvery, '--base-every')) : undefined;
   if (baseEveryMs !== undefined && !(baseEveryMs >= 10_000)) throw new StrataError('USAGE', `replicate: --base-every ${JSON.stringify(options.baseEvery)} must be at least 10s`);
-  const baseAfterBytes = options.baseAfter !== undefined ? parseByteSize(options.baseAfter, 'replicate: --base-after') : undefined;
   const compactionWindowsMs = options.compact !== undefined ? parseCompactionWindows(options.compact) : undefined;
   const mirrorEveryMs = options.mirrorEvery === undefined ? DEFAULT_MIRROR_EVERY_MS : options.mirrorEvery.trim() === 'off' ? undefined : parseInterval(options.mirrorEvery, '--mirror-every');
   const targets = options.databases.map((arg) => resolveDatabase(arg, ctx.loaded.config));
@@ -115,7 +112,6 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
             database: t.name,
             intervalMs,
             ...(baseEveryMs !== undefined ? { baseEveryMs } : {}),
-            ...(baseAfterBytes !== undefined ? { baseAfterBytes } : {}),
             ...(compactionWindowsMs !== undefined ? { compactionWindowsMs } : {}),
             switchMode: options.switchMode,
             signal: stop.signal,

@@ -4,7 +4,6 @@ import { isStrataError, throwIfAborted } from './errors.js';
 import { LogArchive } from './log-archive.js';
 import type { LogFile } from './log-archive.js';
 import type { HealthCheck, HealthThresholds } from './operator-reports.js';
-import { mebibytes } from './progress.js';
 import type { JournalOperation } from './journal.js';
 import type { RepositoryContext } from './repository-context.js';
 
@@ -218,6 +217,7 @@ export type ArchiveLagMeasure =
  */
 export function assessArchiveLag(measures: readonly ArchiveLagMeasure[], thresholds: HealthThresholds): HealthCheck[] {
   const limit = thresholds.maxArchiveLagBytes ?? DEFAULT_MAX_ARCHIVE_LAG_BYTES;
+  const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
   return measures.map((m) => {
     if ('unreachable' in m) return { check: 'archive-lag', database: m.database, status: 'ok', message: `the lag was not measured: the server could not be asked where its log stands (${m.unreachable})` } satisfies HealthCheck;
     const where = m.archivedPosition ? `the archive ends at ${m.archivedPosition} (${m.archivedFile})` : 'the archive holds no segment yet';
@@ -225,7 +225,7 @@ export function assessArchiveLag(measures: readonly ArchiveLagMeasure[], thresho
       check: 'archive-lag',
       database: m.database,
       status: m.bytesBehind <= limit ? 'ok' : 'unhealthy',
-      message: `the server is at ${m.serverPosition}, ${where}: ${mebibytes(m.bytesBehind)} and ${m.filesBehind} completed segment(s) behind (limit ${mebibytes(limit)})${m.bytesBehind > limit ? ': is archive_command failing, or wal-receive stopped?' : ''}`,
+      message: `the server is at ${m.serverPosition}, ${where}: ${mib(m.bytesBehind)} and ${m.filesBehind} completed segment(s) behind (limit ${mib(limit)})${m.bytesBehind > limit ? ': is archive_command failing, or wal-receive stopped?' : ''}`,
     } satisfies HealthCheck;
   });
 }

@@ -80,8 +80,3 @@ export function throttleProgress(listener: ProgressListener | undefined, interva
     },
   };
 }
-
-/** A size as people read it in messages: 12.3 MiB. */
-export function mebibytes(bytes: number): string {
-  return `${(bytes / 1048576).toFixed(1)} MiB`;
-}

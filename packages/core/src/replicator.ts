@@ -4,7 +4,6 @@ import type { BackupWriter } from './backup-writer.js';
 import type { CapturedTransaction, ChangeFeed, ChangePosition, ChangeRead, Engine } from './engine.js';
 import { StrataError, isStrataError, sleepUnlessAborted as sleep, wrapError } from './errors.js';
 import { validateDatabaseName } from './naming.js';
-import { mebibytes } from './progress.js';
 import type { RepositoryContext } from './repository-context.js';
 import { chainBreak, commitsIn, mergeSegments, writeSegment } from './segments.js';
 
@@ -29,13 +28,6 @@ export interface ReplicateOptions {
    * replays at most this much and retention can drop old chains' segments.
    */
   readonly baseEveryMs?: number;
-  /**
-   * A new base restore point is also taken once the segments shipped since the chain's base hold
-   * this many bytes of changes (default: a quarter of the database's size, and at least 64 MiB).
-   * A restore replays every byte since its base, at about half the speed a base is restored, so
-   * this keeps a restore to the chain's end within about 1.5 times restoring the base alone.
-   */
-  readonly baseAfterBytes?: number;
   /**
    * Compaction: the segments of each closed window of these lengths (ms, shortest first; default a
    * minute, then an hour) are merged into one. An empty list turns compaction off.
@@ -81,10 +73,6 @@ const FATAL = new Set(['CHAIN_BROKEN', 'KEY_MISSING', 'PASSPHRASE_WRONG', 'PASSP
 
 export const DEFAULT_COMPACTION_WINDOWS_MS: readonly number[] = [60_000, 3_600_000];
 export const DEFAULT_BASE_EVERY_MS = 24 * 3_600_000;
-/** Without `baseAfterBytes`: a new base once the changes since the base reach this share of the database... */
-export const DEFAULT_BASE_AFTER_SHARE = 0.25;
-/** ...and this many bytes: a small database's base is small, and a base every few seconds would only add restore points. */
-export const DEFAULT_BASE_AFTER_MIN_BYTES = 64 * 1024 * 1024;
 /** After a failed merge, compaction waits this long before trying again. */
 const COMPACTION_BACKOFF_MS = 60_000;
 
@@ -149,8 +137,6 @@ export class Replicator {
     const pollMs = Math.min(250, Math.max(20, Math.floor(intervalMs / 10)));
     const baseEveryMs = options.baseEveryMs ?? DEFAULT_BASE_EVERY_MS;
     if (!(baseEveryMs >= 10_000)) throw new StrataError('USAGE', 'replicate: a new base can be taken at most every 10 s');
-    if (options.baseAfterBytes !== undefined && !(options.baseAfterBytes > 0)) throw new StrataError('USAGE', 'replicate: the changes after which a new base is taken must be a positive size');
-    const baseAfterBytes = (base: BackupRecord): number => options.baseAfterBytes ?? Math.max(DEFAULT_BASE_AFTER_MIN_BYTES, DEFAULT_BASE_AFTER_SHARE * base.databaseBytes);
     const windowsMs = [...(options.compactionWindowsMs ?? DEFAULT_COMPACTION_WINDOWS_MS)].sort((a, b) => a - b);
     if (windowsMs.some((w) => !(w >= 1000))) throw new StrataError('USAGE', 'replicate: compaction windows must be at least a second long');
     const signal = options.signal;
@@ -220,15 +206,6 @@ export class Replicator {
           .finally(() => {
             compacting = undefined;
           });
-      };
-
-      /** Why the chain from `base` should end with a new base now, if it should. */
-      const rebaseReason = (base: BackupRecord): string | undefined => {
-        if (Date.now() - Date.parse(base.createdAt) >= baseEveryMs) return `the chain's base is older than ${baseEveryMs >= 3_600_000 ? `${+(baseEveryMs / 3_600_000).toFixed(1)} h` : `${Math.round(baseEveryMs / 1000)} s`}`;
-        const replayed = (chains.get(base.id) ?? []).reduce((sum, segment) => sum + segment.rawBytes, 0);
-        const limit = baseAfterBytes(base);
-        if (replayed < limit) return undefined;
-        return `a restore from the chain's base would replay ${mebibytes(replayed)} of changes (a new base is taken after ${mebibytes(limit)}${options.baseAfterBytes === undefined ? `, a quarter of the database's ${mebibytes(base.databaseBytes)} and at least ${mebibytes(DEFAULT_BASE_AFTER_MIN_BYTES)}` : ''})`;
       };
 
       const run = (job: () => Promise<void>): void => {
@@ -401,17 +378,15 @@ export class Replicator {
           lastCut = Date.now();
           continue;
         }
-        // The chain is old enough, or a restore from its base would replay too much (and it has
-        // grown since its base): what was read goes to it, then a new base where the log is now. A
-        // database nobody writes to keeps its base: the new one waits for the next change (taken
-        // when nothing changed since, it would restore the same database as the chain's end, and
-        // only move the point-in-time window past the segments).
-        const rebase = chain && chain.sequence > 0 && buffer.length > 0 && !busy && snapshotTaken ? rebaseReason(chain.base) : undefined;
-        if (rebase) {
+        // The chain is old enough (and has grown since its base): what was read goes to it, then a
+        // new base where the log is now. A database nobody writes to keeps its base: the new one
+        // waits for the next change (taken when nothing changed since, it would restore the same
+        // database as the chain's end, and only move the point-in-time window past the segments).
+        if (chain && chain.sequence > 0 && buffer.length > 0 && !busy && snapshotTaken && Date.now() - Date.parse(chain.base.createdAt) >= baseEveryMs) {
           await flush();
           if (failure !== undefined) break;
           if (buffer.length === 0 && !baseGone) {
-            await startOver(rebase, false);
+            await startOver(`the chain's base is older than ${baseEveryMs >= 3_600_000 ? `${+(baseEveryMs / 3_600_000).toFixed(1)} h` : `${Math.round(baseEveryMs / 1000)} s`}`, false);
             lastCut = Date.now();
             continue;
           }
