@@ -204,6 +204,12 @@ export interface EngineRestoreOptions extends Abortable {
   /** Restore only these tables (into the target, replacing them). Undefined means everything. */
   readonly tables?: readonly string[];
   readonly tempDir: string;
+  /**
+   * The restore points being restored, oldest first, as the catalog lists them: what an engine can
+   * check before any byte is read (the programs the chain needs, say), where the artifacts tell
+   * it only at their end.
+   */
+  readonly chain?: readonly { readonly id: string; readonly incrementalMethod?: string }[];
 }
 
 /** What the artifact said, handed to `commit()` once every byte has been verified. */

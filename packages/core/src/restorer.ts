@@ -217,6 +217,7 @@ export class Restorer {
       tempDir: await this.#ctx.tempDir(),
       signal: options.signal,
       ...(options.tables ? { tables: options.tables } : {}),
+      chain: chain.map((link) => ({ id: link.id, ...(link.incrementalMethod ? { incrementalMethod: link.incrementalMethod } : {}) })),
     });
     try {
       const { contents, bytes } = await this.#ctx.chains.restore(

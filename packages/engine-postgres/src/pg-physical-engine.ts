@@ -387,6 +387,40 @@ export function pgProgramFor(name: string, major: number, why: string, newerWork
   return program;
 }
 
+/** The numbers in the names of a folder's entries, by `pattern`'s first group (none when it cannot be read). */
+function listed(folder: string, pattern: RegExp): number[] {
+  try {
+    return readdirSync(folder).flatMap((name) => {
+      const m = pattern.exec(name);
+      return m ? [Number(m[1])] : [];
+    });
+  } catch {
+    return [];
+  }
+}
+
+/** The first PostgreSQL release with block-level incrementals, and so with pg_combinebackup. */
+const FIRST_COMBINING_MAJOR = 17;
+
+/**
+ * Refuses, before anything is read, a chain with a block-level incremental when no
+ * pg_combinebackup of PostgreSQL 17 or later is to be found: the artifact names the server's
+ * version only at its end, so the exact version is checked at commit, and without this a restore
+ * of a large cluster downloaded everything before it said the program was missing.
+ */
+function checkCombineAvailable(chain: readonly { readonly id: string; readonly incrementalMethod?: string }[]): void {
+  const blockLevel = chain.find((link) => link.incrementalMethod === BLOCK_LEVEL);
+  if (!blockLevel) return;
+  // The majors installed where pgProgram looks (Debian's and the PGDG RPMs' folders).
+  const majors = [...listed('/usr/lib/postgresql', /^(\d+)$/), ...listed('/usr', /^pgsql-(\d+)$/)].filter((major) => major >= FIRST_COMBINING_MAJOR);
+  const candidates = [pgProgram('pg_combinebackup'), ...majors.map((major) => pgProgram('pg_combinebackup', major))];
+  if (candidates.some((program) => (programMajor(program) ?? 0) >= FIRST_COMBINING_MAJOR)) return;
+  throw new StrataError(
+    'TOOL_MISSING',
+    `restore: ${blockLevel.id} is a block-level incremental, which needs pg_combinebackup (PostgreSQL ${FIRST_COMBINING_MAJOR} or later, the server's version) and none is installed; install the server's client programs (Debian: postgresql-client-17) or set STRATA_PG_BINDIR to their folder`,
+  );
+}
+
 /**
  * pg_combinebackup: the full's data directory and each incremental layer above it, oldest first,
  * into `output`, a whole data directory again (PostgreSQL 17 and later).
@@ -645,6 +679,7 @@ export class PostgresPhysicalEngine implements Engine {
 
   async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     if (options.tables) throw new StrataError('USAGE', 'restore: a physical backup restores a whole cluster; single tables are not available from it yet');
+    checkCombineAvailable(options.chain ?? []);
     const dir = path.resolve(locator);
     if (await this.targetExists(dir)) {
       if (!options.force) throw new StrataError('TARGET_EXISTS', `restore: ${dir} exists and is not empty; give an empty or new folder (or --force to replace it)`);
