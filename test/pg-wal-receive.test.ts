@@ -339,8 +339,12 @@ describe('PostgreSQL WAL streaming (strata wal-receive) and the health of the WA
     // The server tries a file three times in a row (NUM_ARCHIVE_RETRIES), a second apart, and counts
     // a failure when the call exits: until all three are counted, a call begun with the repository
     // readable may be the failure counted after the chmod, and the call after it find it readable
-    // again, so nothing would ever be recorded on this machine.
-    await waitFor("the server's three tries of the file to end", async () => (Number((await stat()).failed) >= 3 ? true : undefined));
+    // again, so nothing would ever be recorded on this machine. (It tries again after a minute: a
+    // count that is not a multiple of three is such a round under way.)
+    await waitFor("the server's three tries of the file to end", async () => {
+      const failed = Number((await stat()).failed);
+      return failed >= 3 && failed % 3 === 0 ? true : undefined;
+    });
     chmodSync(repo, 0o000);
     const before = Number((await stat()).failed);
     // A new segment ready to archive wakes the archiver, which waits a minute after failures.
