@@ -231,7 +231,11 @@ describe('continuous capture beside an application that writes', function () {
       const loopMs = Date.now() - loopStart;
       const read = await feed.read();
       assert.equal(read.transactions.length, 301);
+      const engine = new SqliteEngine();
       const condensed = feed.condense!(read.transactions);
+      // Compaction's join of the whole read is one transaction with the newest frame of each page:
+      // no more bytes than the moments above together.
+      const joined = engine.changeCapture.join(read.transactions.map((t) => t.bytes), read.transactions.at(-1)!.position);
       // One transaction for each moment the clock saw: its thread reads every 50 ms, also mid-loop.
       assert.equal(condensed.length, new Set(read.transactions.map((t) => t.observedAt)).size);
       assert.ok(condensed.length <= 2 + Math.ceil(loopMs / 50), `${condensed.length} moments in a loop of 301 commits that took ${loopMs} ms`);
@@ -241,31 +245,35 @@ describe('continuous capture beside an application that writes', function () {
       const condensedBytes = condensed.reduce((sum, t) => sum + t.bytes.byteLength, 0);
       assert.ok(condensedBytes * 10 < readBytes, `${condensedBytes} of ${readBytes} bytes`);
 
+      assert.ok(joined.byteLength <= condensedBytes, `joined ${joined.byteLength} bytes, the moments ${condensedBytes}`);
+
       // The replay docs/FORMAT.md describes: each frame's page at its place, then the size the last frame gives.
       const pageSize = app.pragma('page_size', { simple: true }) as number;
       const frameBytes = 24 + pageSize;
-      const replayed = path.join(dir.path, 'replayed.db');
-      writeFileSync(replayed, base);
-      const fd = openSync(replayed, 'r+');
-      let size = 0;
-      for (const transaction of condensed) {
-        const bytes = Buffer.from(transaction.bytes);
-        for (let at = 0; at < bytes.length; at += frameBytes) {
-          writeSync(fd, bytes, at + 24, pageSize, (bytes.readUInt32BE(at) - 1) * pageSize);
-          if (bytes.readUInt32BE(at + 4) !== 0) {
-            assert.equal(at + frameBytes, bytes.length, 'only the last frame carries a database size');
-            size = bytes.readUInt32BE(at + 4);
+      for (const [name, transactions] of [['condensed', condensed.map((t) => t.bytes)], ['joined', [joined]]] as const) {
+        const replayed = path.join(dir.path, `replayed-${name}.db`);
+        writeFileSync(replayed, base);
+        const fd = openSync(replayed, 'r+');
+        let size = 0;
+        for (const transaction of transactions) {
+          const bytes = Buffer.from(transaction);
+          for (let at = 0; at < bytes.length; at += frameBytes) {
+            writeSync(fd, bytes, at + 24, pageSize, (bytes.readUInt32BE(at) - 1) * pageSize);
+            if (bytes.readUInt32BE(at + 4) !== 0) {
+              assert.equal(at + frameBytes, bytes.length, `${name}: only the last frame carries a database size`);
+              size = bytes.readUInt32BE(at + 4);
+            }
           }
         }
-      }
-      ftruncateSync(fd, size * pageSize);
-      closeSync(fd);
-      const check = new Database(replayed, { readonly: true });
-      try {
-        assert.equal(check.pragma('integrity_check', { simple: true }), 'ok');
-        assert.deepEqual(check.prepare('SELECT * FROM counter ORDER BY id').all(), app.prepare('SELECT * FROM counter ORDER BY id').all());
-      } finally {
-        check.close();
+        ftruncateSync(fd, size * pageSize);
+        closeSync(fd);
+        const check = new Database(replayed, { readonly: true });
+        try {
+          assert.equal(check.pragma('integrity_check', { simple: true }), 'ok', name);
+          assert.deepEqual(check.prepare('SELECT * FROM counter ORDER BY id').all(), app.prepare('SELECT * FROM counter ORDER BY id').all(), name);
+        } finally {
+          check.close();
+        }
       }
     } finally {
       await feed.close();

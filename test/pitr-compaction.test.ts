@@ -159,6 +159,35 @@ describe('continuous protection: compaction and old chains', function () {
       const files = readdirSync(path.join(repo, 'backups/app/segments')).map((f) => path.join(repo, 'backups/app/segments', f));
       const replayed = spawnSync('python3', [path.join(ROOT, 'docs/replay-segments.py'), '--keys', keys, '--db', byHand, '--base', inMerged.base, '--until', until, ...files], { env, encoding: 'utf8' });
       assert.equal(replayed.status, 0, replayed.stderr);
+
+      // What the merges wrote (segment.json, read as docs/FORMAT.md says): the transactions seen
+      // committed in each slot of 125 ms (half the 0.3 s interval, halved from 500 ms) joined into
+      // one, so a merged segment lists fewer transactions than it holds commits, and no two of
+      // them in one slot.
+      const manifests = spawnSync(
+        'python3',
+        [
+          '-c',
+          [
+            'import importlib.util, json, sys',
+            `spec = importlib.util.spec_from_file_location("replay", ${JSON.stringify(path.join(ROOT, 'docs/replay-segments.py'))})`,
+            'replay = importlib.util.module_from_spec(spec); spec.loader.exec_module(replay)',
+            'keys = replay.recover_chain.read_keys(sys.argv[1])',
+            'print(json.dumps([replay.read_segment_with_keys(a, keys)[0] for a in sys.argv[2:]]))',
+          ].join('\n'),
+          keys,
+          ...merged.map((m) => path.join(repo, m.key)),
+        ],
+        { env, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 },
+      );
+      assert.equal(manifests.status, 0, manifests.stderr);
+      for (const manifest of JSON.parse(manifests.stdout) as { id: string; condensedWithinMs?: number; transactions: { observedAt: string; commits?: number }[] }[]) {
+        assert.equal(manifest.condensedWithinMs, 125, manifest.id);
+        const slots = manifest.transactions.map((t) => Math.floor(Date.parse(t.observedAt) / 125));
+        assert.equal(new Set(slots).size, slots.length, `${manifest.id}: two transactions of one slot were left apart`);
+        const held = manifest.transactions.reduce((sum, t) => sum + (t.commits ?? 1), 0);
+        assert.ok(manifest.transactions.length * 2 < held, `${manifest.id}: ${manifest.transactions.length} transactions for ${held} commits`);
+      }
     } finally {
       spawnSync('gpgconf', ['--kill', 'all'], { env });
     }

@@ -444,6 +444,14 @@ export interface ChangeFeed {
 export interface ChangeCapture {
   /** Starts capturing `locator`; fails with USAGE when the database is not in a mode capture can follow. */
   open(locator: string, options: ChangeCaptureOptions): Promise<ChangeFeed>;
+  /**
+   * Optional: one transaction's record that leaves the database as replaying `changes` (the
+   * records of consecutive transactions of one chain, oldest first) one by one does, in as few
+   * bytes as the engine can. Compaction uses it for transactions no restore needs to stop between
+   * (see {@link ChangeFeed.condense}); `at` is a position of the same log, for what reading the
+   * records takes (a page size, say).
+   */
+  join?(changes: readonly Uint8Array[], at: ChangePosition): Uint8Array;
 }
 
 /**

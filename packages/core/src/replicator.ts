@@ -73,6 +73,19 @@ const FATAL = new Set(['CHAIN_BROKEN', 'KEY_MISSING', 'PASSPHRASE_WRONG', 'PASSP
 
 export const DEFAULT_COMPACTION_WINDOWS_MS: readonly number[] = [60_000, 3_600_000];
 export const DEFAULT_BASE_EVERY_MS = 24 * 3_600_000;
+/**
+ * The slot compaction joins transactions within (SegmentCondensing): at most half the interval,
+ * so that a transaction committed an interval before a restore's target, seen committed a little
+ * after its commit, is still replayed (its slot ends before the target). From 500 ms halving, so
+ * that the slots of a run with a shorter interval nest inside those of a longer one and merging
+ * again never widens them.
+ */
+export function condenseWithinMs(intervalMs: number): number {
+  let within = 500;
+  while (within > intervalMs / 2) within /= 2;
+  return within;
+}
+
 /** After a failed merge, compaction waits this long before trying again. */
 const COMPACTION_BACKOFF_MS = 60_000;
 
@@ -127,6 +140,7 @@ export class Replicator {
   async run(locator: string, options: ReplicateOptions): Promise<ReplicationSummary> {
     const engine = this.#ctx.engineFor(locator);
     const capture = engine.changeCapture;
+    const join = capture?.join?.bind(capture);
     if (!capture) throw new StrataError('USAGE', `replicate: ${engine.display.name} databases cannot be replicated continuously; schedule \`strata backup --type incremental\` instead`);
     const database = validateDatabaseName(options.database);
     const intervalMs = options.intervalMs ?? 1000;
@@ -186,7 +200,11 @@ export class Replicator {
           return;
         }
         const parts = group;
-        compacting = mergeSegments(this.#ctx, parts, { ...(engine.handRecovery?.changes ? { readme: engine.handRecovery.changes } : {}), signal: stopCompaction.signal })
+        compacting = mergeSegments(this.#ctx, parts, {
+          ...(engine.handRecovery?.changes ? { readme: engine.handRecovery.changes } : {}),
+          ...(join ? { condense: { withinMs: condenseWithinMs(intervalMs), join } } : {}),
+          signal: stopCompaction.signal,
+        })
           .then((merged) => {
             const list = chains.get(merged.base);
             const first = list?.indexOf(parts[0]!) ?? -1;

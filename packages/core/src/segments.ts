@@ -75,6 +75,8 @@ export interface SegmentManifest {
   readonly previous: string | null;
   /** Set when compaction merged it from several segments (version 2). */
   readonly merged?: SegmentMerge;
+  /** Set when the merge joined the transactions seen committed in each slot of this many ms (SegmentCondensing). */
+  readonly condensedWithinMs?: number;
   readonly from: ChangePosition;
   readonly to: ChangePosition;
   readonly createdAt: string;
@@ -388,14 +390,28 @@ export async function writeSegment(ctx: RepositoryContext, draft: SegmentDraft, 
   }
 }
 
+/** How compaction joins transactions (see {@link mergeSegments}). */
+export interface SegmentCondensing {
+  /**
+   * Consecutive transactions seen committed (`observedAt`) in the same slot of this many ms,
+   * counted from the epoch, are joined. Fixed slots, so that merging merged segments again joins
+   * nothing across a slot: a transaction never waits longer than this for the ones joined to it.
+   */
+  readonly withinMs: number;
+  /** The engine's join (ChangeCapture.join). */
+  readonly join: (changes: readonly Uint8Array[], at: ChangePosition) => Uint8Array;
+}
+
 /**
  * Compaction: merges consecutive segments of one chain into one, so that a restore reads a few
  * large objects instead of thousands of small ones and the catalog stays short. Each part is read
  * and checked whole first (a damaged one stops the merge, and is named); the merged segment holds
- * every transaction with its own times, so restores to a moment inside it are as exact as before.
+ * every transaction with its own times, so restores to a moment inside it are as exact as before,
+ * except that with `condense` the transactions seen committed within one short slot are joined
+ * into one: a restore then stops before or after all of them, a slot earlier at most.
  * It replaces the parts in one catalog generation, then their files are deleted.
  */
-export async function mergeSegments(ctx: RepositoryContext, parts: readonly SegmentRecord[], options: { readme?: string; signal?: AbortSignal } = {}): Promise<SegmentRecord> {
+export async function mergeSegments(ctx: RepositoryContext, parts: readonly SegmentRecord[], options: { readme?: string; signal?: AbortSignal; condense?: SegmentCondensing } = {}): Promise<SegmentRecord> {
   const signal = options.signal;
   if (parts.length < 2) throw new StrataError('INTERNAL', 'merge segments: fewer than two segments');
   const first = parts[0]!;
@@ -417,9 +433,17 @@ export async function mergeSegments(ctx: RepositoryContext, parts: readonly Segm
       manifests.push(await readSegment(ctx, part, file, signal));
       files.push(file);
     }
+    let transactions = manifests.flatMap((m) => m.transactions);
+    let changesBytes = manifests.reduce((sum, m) => sum + m.changesBytes, 0);
+    let changeFiles = files;
+    if (options.condense) {
+      const condensedFile = path.join(dir, 'condensed.bin');
+      transactions = await condenseTransactions(files, manifests, options.condense, last.to, condensedFile, signal);
+      changesBytes = transactions.reduce((sum, t) => sum + t.bytes, 0);
+      changeFiles = [condensedFile];
+    }
     const now = new Date();
     const id = newSegmentId(first.database, now);
-    const changesBytes = manifests.reduce((sum, m) => sum + m.changesBytes, 0);
     const merged: SegmentMerge = { firstSequence: firstSequenceOf(first), lastId: linkIdOf(last), segments: parts.reduce((sum, p) => sum + (p.merged?.segments ?? 1), 0) };
     const stored = await storeSegment(
       ctx,
@@ -430,7 +454,7 @@ export async function mergeSegments(ctx: RepositoryContext, parts: readonly Segm
         readme: options.readme,
         changesBytes,
         changes: (async function* () {
-          for (const file of files) yield* createReadStream(file, { highWaterMark: 1024 * 1024 });
+          for (const file of changeFiles) yield* createReadStream(file, { highWaterMark: 1024 * 1024 });
         })(),
         manifest: (changesSha256, keyId) => ({
           format: SEGMENT_FORMAT,
@@ -445,7 +469,8 @@ export async function mergeSegments(ctx: RepositoryContext, parts: readonly Segm
           from: first.from,
           to: last.to,
           createdAt: now.toISOString(),
-          transactions: manifests.flatMap((m) => m.transactions),
+          transactions,
+          ...(options.condense ? { condensedWithinMs: options.condense.withinMs } : {}),
           changesBytes,
           changesSha256,
           ...(keyId !== undefined ? { keyId } : {}),
@@ -472,6 +497,127 @@ export async function mergeSegments(ctx: RepositoryContext, parts: readonly Segm
     throw isStrataError(err) ? err : wrapError(`compact ${first.database}: merge segments`, err);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Transactions longer than this are never joined (joining holds them in memory): they stay as they are. */
+const MAX_JOINED_BYTES = 16 * 1024 * 1024;
+/** How much of a part's changes one read takes. */
+const PART_READ_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The parts' changes (`files`, one per manifest, in order) written to `out` with each run of
+ * consecutive transactions seen committed in one slot of `condense.withinMs` joined by the engine;
+ * returns the transactions of `out`. Only the transactions being joined are held in memory.
+ */
+async function condenseTransactions(
+  files: readonly string[],
+  manifests: readonly SegmentManifest[],
+  condense: SegmentCondensing,
+  at: ChangePosition,
+  out: string,
+  signal?: AbortSignal,
+): Promise<SegmentTransaction[]> {
+  const output = await fs.open(out, 'wx', 0o600);
+  const transactions: SegmentTransaction[] = [];
+  const write = async (data: Uint8Array): Promise<void> => {
+    let done = 0;
+    while (done < data.byteLength) done += (await output.write(data, done, data.byteLength - done)).bytesWritten;
+  };
+  let run: { slot: number; changes: Buffer[]; entries: SegmentTransaction[]; bytes: number } | undefined;
+  const flush = async (): Promise<void> => {
+    if (!run) return;
+    const { changes, entries } = run;
+    run = undefined;
+    if (entries.length === 1) {
+      await write(changes[0]!);
+      transactions.push(entries[0]!);
+      return;
+    }
+    const joined = condense.join(changes, at);
+    await write(joined);
+    const lastEntry = entries.at(-1)!;
+    transactions.push({ bytes: joined.byteLength, observedAt: lastEntry.observedAt, scannedAt: lastEntry.scannedAt, commits: commitsIn(entries) });
+  };
+  try {
+    for (const [i, file] of files.entries()) {
+      const reader = new SequentialReader(await fs.open(file, 'r'));
+      try {
+        for (const entry of manifests[i]!.transactions) {
+          if (signal?.aborted) throw new StrataError('ABORTED', 'compact: stopped');
+          const slot = Math.floor(Date.parse(entry.observedAt) / condense.withinMs);
+          if (run && (run.slot !== slot || run.bytes + entry.bytes > MAX_JOINED_BYTES)) await flush();
+          if (entry.bytes > MAX_JOINED_BYTES) {
+            await reader.copy(entry.bytes, write);
+            transactions.push(entry);
+            continue;
+          }
+          run ??= { slot, changes: [], entries: [], bytes: 0 };
+          run.changes.push(await reader.read(entry.bytes));
+          run.entries.push(entry);
+          run.bytes += entry.bytes;
+        }
+      } finally {
+        await reader.close();
+      }
+    }
+    await flush();
+  } finally {
+    await output.close();
+  }
+  return transactions;
+}
+
+/**
+ * Reads a file front to back in pieces the caller names, through large reads (a merge of an hour
+ * takes hundreds of thousands of transactions of a few KiB from its parts).
+ */
+class SequentialReader {
+  readonly #handle: fs.FileHandle;
+  #block = Buffer.alloc(0);
+  #at = 0;
+
+  constructor(handle: fs.FileHandle) {
+    this.#handle = handle;
+  }
+
+  /** The next `n` bytes; a short file is ARTIFACT_CORRUPT (its manifest promised more). */
+  async read(n: number): Promise<Buffer> {
+    if (this.#block.length - this.#at >= n) {
+      const piece = this.#block.subarray(this.#at, this.#at + n);
+      this.#at += n;
+      return piece;
+    }
+    const pieces: Buffer[] = [];
+    let got = 0;
+    await this.copy(n, (piece) => {
+      pieces.push(Buffer.from(piece));
+      got += piece.byteLength;
+    });
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, got);
+  }
+
+  /** Hands the next `n` bytes to `sink`, in pieces that are only valid during the call. */
+  async copy(n: number, sink: (piece: Buffer) => void | Promise<void>): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      if (this.#at >= this.#block.length) {
+        // A new block each time: pieces handed out by read() stay valid.
+        const block = Buffer.allocUnsafe(PART_READ_BYTES);
+        const { bytesRead } = await this.#handle.read(block, 0, block.length, null);
+        if (bytesRead === 0) throw new StrataError('ARTIFACT_CORRUPT', 'compact: a segment holds fewer bytes of changes than its manifest says');
+        this.#block = block.subarray(0, bytesRead);
+        this.#at = 0;
+      }
+      const take = Math.min(left, this.#block.length - this.#at);
+      await sink(this.#block.subarray(this.#at, this.#at + take));
+      this.#at += take;
+      left -= take;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#handle.close();
   }
 }
 

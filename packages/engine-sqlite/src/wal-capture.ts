@@ -233,6 +233,12 @@ export class WalCapture implements ChangeCapture {
     await checkIsSqliteFile(file);
     return WalFeed.open(file, options, this.#options.busyTimeoutMs);
   }
+
+  join(changes: readonly Uint8Array[], at: ChangePosition): Uint8Array {
+    const position = fromPosition(at);
+    if (!position) throw new StrataError('ARTIFACT_CORRUPT', 'compact: the segments record no position of a SQLite log to read their frames by');
+    return joinFrames(changes, FRAME_HEADER_BYTES + position.pageSize);
+  }
 }
 
 class WalFeed implements ChangeFeed {
@@ -852,9 +858,17 @@ function scanFrames(
  * and no longer chain (a replay never checks them; the segment's SHA-256 covers the bytes).
  */
 function joinTransactions(group: readonly CapturedTransaction[], frameBytes: number): CapturedTransaction {
+  const last = group.at(-1)!;
+  const commits = group.reduce((sum, t) => sum + (t.commits ?? 1), 0);
+  return { bytes: joinFrames(group.map((t) => t.bytes), frameBytes), position: last.position, observedAt: last.observedAt, scannedAt: last.scannedAt, commits };
+}
+
+/** The frames of joinTransactions(): the newest of each page, in log order, the last one the commit. */
+function joinFrames(changes: readonly Uint8Array[], frameBytes: number): Buffer {
   const frames: Buffer[] = [];
-  for (const t of group) {
-    const bytes = Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength);
+  for (const change of changes) {
+    const bytes = Buffer.from(change.buffer, change.byteOffset, change.byteLength);
+    if (bytes.length % frameBytes !== 0) throw new StrataError('ARTIFACT_CORRUPT', `a transaction of ${bytes.length} bytes is not whole frames of ${frameBytes}`);
     for (let at = 0; at < bytes.length; at += frameBytes) frames.push(bytes.subarray(at, at + frameBytes));
   }
   const newest = new Map<number, number>();
@@ -865,9 +879,7 @@ function joinTransactions(group: readonly CapturedTransaction[], frameBytes: num
     frames[k]!.copy(joined, n * frameBytes);
     if (n < kept.length - 1) joined.writeUInt32BE(0, n * frameBytes + 4);
   });
-  const last = group.at(-1)!;
-  const commits = group.reduce((sum, t) => sum + (t.commits ?? 1), 0);
-  return { bytes: joined, position: last.position, observedAt: last.observedAt, scannedAt: last.scannedAt, commits };
+  return joined;
 }
 
 /** Pages held by a replay before they are written: the newest version of each, up to this many bytes. */
