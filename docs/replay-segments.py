@@ -175,7 +175,7 @@ def main():
                     db.write(frame[FRAME_HEADER:])
                     if commit:
                         size = commit
-                replayed += 1
+                replayed += t.get("commits", 1)
                 reached = t["observedAt"]
             if done:
                 break

@@ -248,7 +248,7 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     assert.equal(r.status, 1, r.stderr);
     // Said from the catalog, before the chain's artifacts are read (they name the server's version only at their end).
     assert.match(r.stderr, /restore: \S+_incremental_\S+ is a block-level incremental, which needs pg_combinebackup \(PostgreSQL 17 or later/);
-    assert.match(r.stderr, /postgresql-client-17\) or set STRATA_PG_BINDIR/);
+    assert.match(r.stderr, /the client programs of the server's PostgreSQL version \(Debian: postgresql-client-<version>, e\.g\. postgresql-client-17\) or set STRATA_PG_BINDIR/);
     assert.throws(() => readFileSync(path.join(target, 'PG_VERSION')));
     assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('restored-no-tool')), [], 'no partial data directory or layer is left');
   });

@@ -345,8 +345,10 @@ they like; give their connections a busy timeout (replicate holds the write lock
 milliseconds about once a second, and a checkpoint that must wait for every reader, such as
 wal_checkpoint(TRUNCATE), waits for it to move on).
 Compaction merges the segments of each closed minute into one, then those of each hour, so the
-catalog stays short and a restore reads a few objects; every transaction keeps its own time, so
-restores stay exact to the transaction.
+catalog stays short and a restore reads a few objects; a merge joins what was seen committed
+within each slot of at most half the interval and at most 500 ms into one transaction that writes each
+page once, so a restore reads a fraction of the bytes and, inside a merged segment, stops at the
+end of a slot (it says from which moment on it may lack what was committed).
 With a mirror in strata.config.json, new segments (and new bases) are copied to it every
 --mirror-every; a failed copy is journaled (strata health reports it) and made good by the next.`,
     examples: ['replicate app', 'replicate ./app.db --interval 0.5', 'replicate app orders --verbose', 'replicate app --base-every 6h --compact 30s,10min,1h'],
@@ -409,7 +411,7 @@ The repository is opened once at start, so its passphrase must come from --passp
     summary: 'restore a restore point (and its chain) to a target; also as of a time, or only some tables',
     options: [
       { flags: '--to <target>', description: 'where to restore (created if missing; an existing one needs --force)' },
-      { flags: '--as-of <time>', description: 'restore the database as of TIME (ISO 8601): replayed to the last transaction committed at or before it where replicate shipped segments, else the newest restore point taken at or before it' },
+      { flags: '--as-of <time>', description: 'restore the database as of TIME (ISO 8601): replayed to the last transaction seen committed at or before it (inside merged segments, to the end of a slot of at most half the interval) where replicate shipped segments, else the newest restore point taken at or before it' },
       { flags: '--db <name>', description: 'with "latest" or --as-of: which database' },
       { flags: '--tables <a,b>', description: 'only these tables (with their indexes and triggers): into a new database, or replacing just them in an existing one, in one transaction' },
       { flags: '--force', description: 'replace an existing target; it stays intact until the new one is complete' },

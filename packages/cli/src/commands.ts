@@ -277,7 +277,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     process.stdout.write(`restored ${what} (${record.type}, ${record.createdAt})${via}${fromMirror ? ` from the mirror ${printable(fromMirror.mirror)}` : ''} to ${file}${inPlace ? (tables ? ' (replaced those tables)' : display.locator === 'file' ? ' (replaced the old file)' : ' (replaced the old database)') : ''}\n`);
     if (pointInTime && pointInTime.transactions > 0) {
       process.stdout.write(
-        `replayed ${pointInTime.transactions} transaction(s) from ${pointInTime.segments} segment(s): the database as of ${pointInTime.reachedAt}, when its last transaction was seen committed (${formatSpan(pointInTime.behindMs)} before ${pointInTime.asOf})\n`,
+        `replayed ${pointInTime.transactions} transaction(s) from ${pointInTime.segments} segment(s): the database as of ${pointInTime.reachedAt}, when its last transaction was seen committed; it holds everything committed before ${pointInTime.completeThrough} (${formatSpan(pointInTime.behindMs)} before ${pointInTime.asOf})\n`,
       );
     } else if (pointInTime) {
       process.stdout.write(`no transactions after ${record.id} were shipped before ${pointInTime.asOf}: the database as of ${pointInTime.reachedAt}, ${formatSpan(pointInTime.behindMs)} before it\n`);

@@ -364,7 +364,8 @@ export interface CapturedTransaction {
   readonly scannedAt: number;
   /**
    * How many of the database's transactions this one stands for (default 1): more than one after
-   * `ChangeFeed.condense` joined transactions no restore can stop between.
+   * `ChangeFeed.condense` (or compaction, through `ChangeCapture.join`) joined transactions no
+   * restore can stop between.
    */
   readonly commits?: number;
 }

@@ -77,8 +77,9 @@ export const DEFAULT_BASE_EVERY_MS = 24 * 3_600_000;
  * The slot compaction joins transactions within (SegmentCondensing): at most half the interval,
  * so that a transaction committed an interval before a restore's target, seen committed a little
  * after its commit, is still replayed (its slot ends before the target). From 500 ms halving, so
- * that the slots of a run with a shorter interval nest inside those of a longer one and merging
- * again never widens them.
+ * that the slots of a run with a shorter interval nest inside those of a longer one. (A later run
+ * with a longer interval merges older segments in its wider slots: restores into them are then
+ * exact to its slot, which is still at most half of its interval and 500 ms.)
  */
 export function condenseWithinMs(intervalMs: number): number {
   let within = 500;

@@ -52,7 +52,7 @@ export interface SegmentTransaction {
   readonly observedAt: string;
   /** When the read that found it began (ISO, ms): everything committed before is in it or earlier. */
   readonly scannedAt: string;
-  /** How many of the database's transactions it stands for, when more than one (ChangeFeed.condense). */
+  /** How many of the database's transactions it stands for, when more than one (ChangeFeed.condense, or compaction's join). */
   readonly commits?: number;
 }
 
@@ -536,8 +536,10 @@ async function condenseTransactions(
     }
     const joined = condense.join(changes, at);
     await write(joined);
-    const lastEntry = entries.at(-1)!;
-    transactions.push({ bytes: joined.byteLength, observedAt: lastEntry.observedAt, scannedAt: lastEntry.scannedAt, commits: commitsIn(entries) });
+    // The latest of their times, not the last one's: a wall clock stepped back within a slot must
+    // not let a restore replay a transaction seen after its target.
+    const latest = (times: string[]): string => times.reduce((a, b) => (Date.parse(b) > Date.parse(a) ? b : a));
+    transactions.push({ bytes: joined.byteLength, observedAt: latest(entries.map((e) => e.observedAt)), scannedAt: latest(entries.map((e) => e.scannedAt)), commits: commitsIn(entries) });
   };
   try {
     for (const [i, file] of files.entries()) {
@@ -560,6 +562,8 @@ async function condenseTransactions(
       } finally {
         await reader.close();
       }
+      // Read: the merge needs only its condensed copy from here on, not twice the disk.
+      await fs.rm(file, { force: true });
     }
     await flush();
   } finally {

@@ -417,7 +417,7 @@ function checkCombineAvailable(chain: readonly { readonly id: string; readonly i
   if (candidates.some((program) => (programMajor(program) ?? 0) >= FIRST_COMBINING_MAJOR)) return;
   throw new StrataError(
     'TOOL_MISSING',
-    `restore: ${blockLevel.id} is a block-level incremental, which needs pg_combinebackup (PostgreSQL ${FIRST_COMBINING_MAJOR} or later, the server's version) and none is installed; install the server's client programs (Debian: postgresql-client-17) or set STRATA_PG_BINDIR to their folder`,
+    `restore: ${blockLevel.id} is a block-level incremental, which needs pg_combinebackup (PostgreSQL ${FIRST_COMBINING_MAJOR} or later, the server's version) and none is installed; install the client programs of the server's PostgreSQL version (Debian: postgresql-client-<version>, e.g. postgresql-client-17) or set STRATA_PG_BINDIR to their folder`,
   );
 }
 
