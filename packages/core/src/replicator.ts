@@ -141,8 +141,8 @@ export class Replicator {
   async run(locator: string, options: ReplicateOptions): Promise<ReplicationSummary> {
     const engine = this.#ctx.engineFor(locator);
     const capture = engine.changeCapture;
-    const join = capture?.join?.bind(capture);
     if (!capture) throw new StrataError('USAGE', `replicate: ${engine.display.name} databases cannot be replicated continuously; schedule \`strata backup --type incremental\` instead`);
+    const join = capture.join?.bind(capture);
     const database = validateDatabaseName(options.database);
     const intervalMs = options.intervalMs ?? 1000;
     if (!Number.isFinite(intervalMs) || intervalMs < 50 || intervalMs > 3_600_000) throw new StrataError('USAGE', 'replicate: the interval must be between 0.05 s and 1 hour');

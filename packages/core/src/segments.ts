@@ -592,13 +592,12 @@ class SequentialReader {
       this.#at += n;
       return piece;
     }
-    const pieces: Buffer[] = [];
+    const whole = Buffer.allocUnsafe(n);
     let got = 0;
     await this.copy(n, (piece) => {
-      pieces.push(Buffer.from(piece));
-      got += piece.byteLength;
+      got += piece.copy(whole, got);
     });
-    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, got);
+    return whole;
   }
 
   /** Hands the next `n` bytes to `sink`, in pieces that are only valid during the call. */

@@ -14,8 +14,9 @@ are not stored again): assemble it with recover-chain.py, then data/main.db is t
 them: per frame a 24-byte header (big-endian: page number, database size in pages after the
 commit or 0, two salts, two checksums) and one page. An entry of segment.json with "commits"
 stands for several transactions seen committed at the same moment (or within one slot of a
-merged segment) and holds only the newest frame of each page they wrote (their checksums no longer chain; the replay does not need them). Replaying them onto the restored base means
-writing each frame's page at offset (page number - 1) * page size, in order, and after the last
+merged segment) and holds only the newest frame of each page they wrote (their checksums no
+longer chain; the replay does not need them). Replaying them onto the restored base means writing
+each frame's page at offset (page number - 1) * page size, in order, and after the last
 transaction wanted cutting the file to the size its commit frame gives (docs/replay-segments.py).`,
   replayCommands: (keyArgument, segments) => [
     'cp "$OUT/data/main.db" "$NEWDB.db"',
