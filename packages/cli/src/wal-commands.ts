@@ -224,14 +224,25 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     // What the recovery did not take (segments past its target) is no use to the copy.
     await fs.rm(path.join(dir, SPOOL), { recursive: true, force: true });
   }
+  // A cluster that keeps its configuration outside its data directory (Debian's and Ubuntu's
+  // /etc/postgresql/VERSION/NAME) restores without it: the directory cannot start until it has one.
+  const configurationMissing: string[] = [];
+  for (const file of ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']) {
+    if (!(await fs.access(path.join(dir, file)).then(() => true, () => false))) configurationMissing.push(file);
+  }
   if (ctx.json) {
-    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, ...(report ? { reached: report } : {}) });
+    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, configurationMissing, ...(report ? { reached: report } : {}) });
   } else {
     process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)} on timeline ${timeline}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
     if (report) {
       process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
     }
-    process.stdout.write(`start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
+    if (configurationMissing.length > 0) {
+      process.stdout.write(
+        `the backed-up cluster keeps ${configurationMissing.join(', ')} outside its data directory (as Debian and Ubuntu do, in /etc/postgresql/VERSION/NAME), so ${dir} has none: copy yours in first, without data_directory, hba_file and ident_file (they name the original cluster's)\n`,
+      );
+    }
+    process.stdout.write(`${configurationMissing.length > 0 ? 'then ' : ''}start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
     if (!report) process.stdout.write(`the checked segments wait in ${path.join(dir, SPOOL)}, where the recovery takes them from; delete what is left there once it is done\n`);
   }
   return 0;
@@ -360,8 +371,7 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
     // Unencrypted, in a folder only this user reads, removed below: the rows never leave this machine's temporary folder.
     await initRepository(scratchRepo, { encryption: 'none' });
     const repo = await openRepository(scratchRepo);
-    const user = process.env['PGUSER'] ?? 'postgres';
-    const copy = await repo.backup(`postgres://${user}@127.0.0.1:${reached.port}/${sourceDatabase}`, { database: 'scratch', type: 'full', signal });
+    const copy = await repo.backup(reached.url(sourceDatabase), { database: 'scratch', type: 'full', signal });
     const restored = await repo.restore({ id: copy.id }, { to: options.to, tables: options.tables, force: true, signal });
     if (ctx.json) {
       ctx.printJson({ base: base.id, goal: describeGoal(goal), reached, tables: options.tables, from: sourceDatabase, target: target.safe, bytes: restored.bytes });

@@ -49,6 +49,11 @@ export interface ServerUrlRules {
   readonly defaultUser: string;
   /** Environment variable that may hold the password, as the server's own client tools read it. */
   readonly passwordEnv: string;
+  /**
+   * Whether `?host=/folder` names a Unix socket's folder instead of the URL's host, as libpq's
+   * URLs allow (`postgres://user@localhost:5433/db?host=/run/postgresql`).
+   */
+  readonly socketHostParam?: boolean;
 }
 
 /** Parses a server URL; a bad one is a usage error that never repeats the password. */
@@ -66,8 +71,9 @@ export function parseServerUrl(locator: string, rules: ServerUrlRules): ServerTa
   }
   const safe = new URL(locator);
   safe.password = '';
+  const socketFolder = rules.socketHostParam ? url.searchParams.get('host') : null;
   return {
-    host: url.hostname || 'localhost',
+    host: socketFolder?.startsWith('/') ? socketFolder : url.hostname || 'localhost',
     port: url.port ? Number(url.port) : rules.defaultPort,
     user: decodeURIComponent(url.username || rules.defaultUser),
     password: url.password ? decodeURIComponent(url.password) : process.env[rules.passwordEnv],

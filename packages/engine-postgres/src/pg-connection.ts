@@ -6,7 +6,7 @@ import type { ServerTarget, ServerUrlRules } from '@strata/core';
 export type PgTarget = ServerTarget;
 
 /** How postgres:// URLs look. */
-export const PG_URL_RULES: ServerUrlRules = { engine: 'postgres', protocols: ['postgres', 'postgresql'], defaultPort: 5432, defaultUser: process.env['PGUSER'] ?? 'postgres', passwordEnv: 'PGPASSWORD' };
+export const PG_URL_RULES: ServerUrlRules = { engine: 'postgres', protocols: ['postgres', 'postgresql'], defaultPort: 5432, defaultUser: process.env['PGUSER'] ?? 'postgres', passwordEnv: 'PGPASSWORD', socketHostParam: true };
 
 /** Parses a postgres:// or postgresql:// URL; a bad one is a usage error that never echoes a password. */
 export function parseTarget(locator: string): PgTarget {

@@ -1,14 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { StrataError } from '@strata/core';
 import type { DatabaseFacts, InspectOptions } from '@strata/core';
 import { connect, parseTarget } from './pg-connection.js';
 import { pgProgram } from './pg-physical-engine.js';
 import type { PhysicalMeta } from './pg-physical-engine.js';
-import { freePort } from './pg-point-in-time.js';
+import { privateServer } from './pg-point-in-time.js';
+import type { PrivateServer } from './pg-point-in-time.js';
 import { parseWalName, segmentOf } from './pg-wal.js';
 import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
 
@@ -46,8 +46,7 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
   }
   const major = Number((await fs.readFile(path.join(dataDir, 'PG_VERSION'), 'utf8')).trim());
   const pgCtl = pgProgram('pg_ctl', major);
-  const port = await freePort();
-  const socketDir = await fs.mkdtemp(path.join(tmpdir(), 'strata-verify-'));
+  const server = await privateServer(dataDir, major, 'strata-verify-');
   const log = path.join(dataDir, 'strata-verify.log');
   const tail = async (): Promise<string> => (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
   const ctl = (args: string[]): { status: number | null; out: string } => {
@@ -55,23 +54,22 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
     if (r.error) throw new StrataError('TOOL_MISSING', `verify: cannot run ${pgCtl}: ${r.error.message} (set STRATA_PG_BINDIR to the PostgreSQL ${major} programs)`);
     return { status: r.status, out: `${r.stdout}${r.stderr}` };
   };
-  const serverOptions = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${socketDir} -c archive_mode=off`;
   try {
-    const started = ctl(['start', '-D', dataDir, '-l', log, '-w', '-t', '1800', '-o', serverOptions]);
+    const started = ctl(['start', '-D', dataDir, '-l', log, '-w', '-t', '1800', '-o', server.options]);
     if (started.status !== 0) throw new StrataError('RESTORE_FAILED', `PostgreSQL did not reach a consistent state on the restored base backup:\n${await tail()}`);
     const user = process.env['PGUSER'] ?? 'postgres';
-    const client = await connect(parseTarget(`postgres://${user}@127.0.0.1:${port}/postgres`), 'strata verify');
+    const client = await connect(parseTarget(server.url('postgres')), 'strata verify');
     let systemIdentifier: string;
     try {
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
     } finally {
       await client.end().catch(() => undefined);
     }
-    const integrityErrors = await amcheck(pgProgram('pg_amcheck', major), port, user, options.signal);
+    const integrityErrors = await amcheck(pgProgram('pg_amcheck', major), server, user, options.signal);
     return { schemaFingerprint: clusterFingerprint(systemIdentifier), tables: [], integrityErrors };
   } finally {
     ctl(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
-    await fs.rm(socketDir, { recursive: true, force: true });
+    await fs.rm(server.socketDir, { recursive: true, force: true });
   }
 }
 
@@ -79,8 +77,8 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
  * pg_amcheck over every database (heap and B-tree indexes), the amcheck extension installed where
  * missing (in the scratch copy only). Its findings, one per line; none when it is not installed.
  */
-async function amcheck(program: string, port: number, user: string, signal?: AbortSignal): Promise<string[]> {
-  const child = spawn(program, ['--all', '--install-missing', '--no-password', '-h', '127.0.0.1', '-p', String(port), '-U', user], { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+async function amcheck(program: string, server: PrivateServer, user: string, signal?: AbortSignal): Promise<string[]> {
+  const child = spawn(program, ['--all', '--install-missing', '--no-password', '-h', server.socketDir, '-p', String(server.port), '-U', user], { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));
   child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));

@@ -486,6 +486,22 @@ export class PostgresPhysicalEngine implements Engine {
           `backup: ${target.safe} does not archive its write-ahead log (archive_mode is off), and a physical backup cannot be restored without it: set archive_mode = on and archive_command = 'strata wal-push %p --db NAME' in postgresql.conf and restart the server, or keep strata wal-receive NAME running`,
         );
       }
+      // pg_basebackup streams one tablespace only (`-D -`), and a restore would have to put each
+      // other one somewhere (its recorded path is usually the live cluster's own, on the same
+      // machine): until both exist, such a cluster is refused here, before anything is written,
+      // rather than by pg_basebackup's message halfway into an artifact.
+      const tablespaces = (
+        await client.query<{ name: string; location: string }>(
+          "SELECT spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') AND pg_tablespace_location(oid) LIKE '/%' ORDER BY 1",
+        )
+      ).rows;
+      if (tablespaces.length > 0) {
+        const named = tablespaces.map((t) => `${t.name} at ${t.location}`).join(', ');
+        throw new StrataError(
+          'USAGE',
+          `backup: ${target.safe} has ${tablespaces.length === 1 ? 'a tablespace' : `${tablespaces.length} tablespaces`} outside its data directory (${named}), and Strata's physical backups do not carry tablespaces yet: move what they hold into pg_default (ALTER TABLE ... SET TABLESPACE pg_default, ALTER DATABASE ... SET TABLESPACE pg_default) and drop them, or back the databases up with logical entries (without "method": "physical") meanwhile`,
+        );
+      }
       serverVersion = Number(setting('server_version_num'));
       walSegmentBytes = Number(setting('wal_segment_size'));
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);

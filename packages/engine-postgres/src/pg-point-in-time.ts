@@ -208,6 +208,8 @@ export interface RecoveryReport {
   readonly lsn: string | null;
   readonly lastCommit: string | null;
   readonly port: number;
+  /** A URL of one of the temporary server's databases (through its socket), while it runs. */
+  readonly url: (database: string) => string;
 }
 
 export function freePort(): Promise<number> {
@@ -219,6 +221,75 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
     });
   });
+}
+
+/**
+ * The settings that a hot standby must have at least as high as the primary had: PostgreSQL
+ * aborts a recovery with lower ones ("recovery aborted because of insufficient parameter
+ * settings"). pg_control records the primary's, under these names.
+ */
+const RECOVERY_FLOORS: ReadonlyArray<readonly [label: string, setting: string]> = [
+  ['max_connections setting', 'max_connections'],
+  ['max_worker_processes setting', 'max_worker_processes'],
+  ['max_wal_senders setting', 'max_wal_senders'],
+  ['max_prepared_xacts setting', 'max_prepared_transactions'],
+  ['max_locks_per_xact setting', 'max_locks_per_transaction'],
+];
+
+/** A temporary server of Strata's own on a restored data directory (see startOptions). */
+export interface PrivateServer {
+  readonly port: number;
+  /** The folder of its Unix socket (and of the files below), the only way in. */
+  readonly socketDir: string;
+  /** pg_ctl's -o: how it starts. */
+  readonly options: string;
+  /** A URL of one of its databases, through the socket. */
+  url(database: string): string;
+}
+
+/**
+ * How Strata's own temporary servers (verify's scratch copy, `restore --start`, `--tables`) start
+ * on a restored data directory, whatever the backed-up cluster's configuration was:
+ *
+ * - Reached only through a Unix socket in a new folder only this user can enter, with its own
+ *   pg_hba.conf trusting that socket: the source's pg_hba.conf may demand passwords Strata does not
+ *   have, or be missing altogether.
+ * - The source's postgresql.conf when the data directory has one; an empty one when it has not
+ *   (Debian and Ubuntu keep it, pg_hba.conf and pg_ident.conf in /etc/postgresql/..., outside the
+ *   data directory, so a base backup never holds them).
+ * - The primary's own max_connections, max_prepared_transactions and the other settings recovery
+ *   needs at least as high, read from the restored pg_control: a configuration that is not there
+ *   (or was given on the primary's command line) leaves PostgreSQL's defaults, often lower.
+ * - Never archiving (the copy must not write into the archive it reads).
+ */
+export async function privateServer(dataDir: string, major: number, prefix: string): Promise<PrivateServer> {
+  const port = await freePort();
+  const socketDir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), prefix));
+  await fs.writeFile(path.join(socketDir, 'pg_hba.conf'), 'local all all trust\n', { mode: 0o600 });
+  await fs.writeFile(path.join(socketDir, 'pg_ident.conf'), '', { mode: 0o600 });
+  const options = [
+    `-c port=${port}`,
+    "-c listen_addresses=''",
+    `-c unix_socket_directories=${socketDir}`,
+    `-c hba_file=${path.join(socketDir, 'pg_hba.conf')}`,
+    `-c ident_file=${path.join(socketDir, 'pg_ident.conf')}`,
+    '-c archive_mode=off',
+  ];
+  const hasConfig = await fs.access(path.join(dataDir, 'postgresql.conf')).then(() => true, () => false);
+  if (!hasConfig) {
+    await fs.writeFile(path.join(socketDir, 'postgresql.conf'), '', { mode: 0o600 });
+    options.push(`-c config_file=${path.join(socketDir, 'postgresql.conf')}`);
+  }
+  const control = spawnSync(pgProgram('pg_controldata', major), ['-D', dataDir], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
+  // Without pg_controldata the server starts on the configuration alone, as it did before.
+  if (control.status === 0) {
+    for (const [label, setting] of RECOVERY_FLOORS) {
+      const value = new RegExp(`^${label}:\\s+(\\d+)$`, 'm').exec(control.stdout)?.[1];
+      if (value !== undefined) options.push(`-c ${setting}=${value}`);
+    }
+  }
+  const user = encodeURIComponent(process.env['PGUSER'] ?? 'postgres');
+  return { port, socketDir, options: options.join(' '), url: (database) => `postgres://${user}@localhost:${port}/${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}` };
 }
 
 function majorOf(dataDir: string): number {
@@ -235,10 +306,10 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
   if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore (--start, --tables): PostgreSQL refuses to run as root; run strata as the user that owns the data directory (e.g. postgres)');
   const major = majorOf(dataDir);
   const pgCtl = pgProgram('pg_ctl', major);
-  const port = await freePort();
-  const socketDir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'strata-pg-'));
+  const server = await privateServer(dataDir, major, 'strata-pg-');
+  const { port, socketDir } = server;
   const log = path.join(dataDir, 'strata-recovery.log');
-  const serverOptions = `-c port=${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${socketDir} -c archive_mode=off -c hot_standby=on`;
+  const serverOptions = `${server.options} -c hot_standby=on`;
   const run = (args: string[]): { status: number | null; out: string } => {
     const r = spawnSync(pgCtl, args, { encoding: 'utf8' });
     if (r.error) throw new StrataError('TOOL_MISSING', `restore, on a temporary server: cannot run ${pgCtl}: ${r.error.message} (set STRATA_PG_BINDIR to the PostgreSQL ${major} programs)`);
@@ -253,7 +324,7 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
   const started = run(['start', '-D', dataDir, '-l', log, '-w', '-t', '600', '-o', serverOptions]);
   try {
     if (started.status !== 0) throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: PostgreSQL did not start on the recovered data directory:\n${await tail()}`);
-    const target = parseTarget(`postgres://${process.env['PGUSER'] ?? 'postgres'}@127.0.0.1:${port}/postgres`);
+    const target = parseTarget(server.url('postgres'));
     const deadline = Date.now() + (options.timeoutMs ?? 30 * 60_000);
     for (;;) {
       if (options.signal?.aborted) throw new StrataError('ABORTED', 'restore: cancelled while the temporary server recovered');
@@ -269,7 +340,7 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
             )
           ).rows[0]!;
           if (!row.recovering || row.paused === 'paused') {
-            const reached: RecoveryReport = { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port };
+            const reached: RecoveryReport = { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port, url: server.url };
             if (!options.keepRunning) return reached;
             // The caller uses the server (a table as of a moment), and stops it with stop().
             keep = true;
@@ -280,7 +351,7 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
         }
       } else if (!existsPid(dataDir)) {
         const text = await tail();
-        if (/shutting down|database system is shut down/.test(text) && !/FATAL/.test(text)) return { state: 'ended', lsn: null, lastCommit: null, port };
+        if (/shutting down|database system is shut down/.test(text) && !/FATAL/.test(text)) return { state: 'ended', lsn: null, lastCommit: null, port, url: server.url };
         throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery stopped before reaching its target:\n${text}`);
       }
       if (Date.now() > deadline) throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery did not reach its target in time:\n${await tail()}`);

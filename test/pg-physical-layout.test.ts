@@ -1,0 +1,166 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import pg from 'pg';
+import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
+import { BINDIR, freePort, isRoot, requireServerPrograms, runSync, strataAsync, switchAndArchive } from './helpers/pg-cluster.js';
+
+/**
+ * A physical backup of a cluster laid out the way Debian and Ubuntu lay out every cluster they
+ * create: postgresql.conf, pg_hba.conf and pg_ident.conf in a folder of their own (there,
+ * /etc/postgresql/VERSION/NAME), outside the data directory, so a base backup holds none of them.
+ * The primary's configuration also raises settings a recovering server must match
+ * (max_connections, max_prepared_transactions), and its pg_hba.conf wants a password over TCP.
+ * Strata's own temporary servers (restore --start, --tables, verify --level full) must still start
+ * and be reachable, and restore must say what the directory lacks. A cluster with a tablespace
+ * is refused before anything is written.
+ */
+
+const DB = 'cluster';
+const PASSWORD = 'layout-secret-7Q';
+
+describe('physical backups of a cluster whose configuration lives outside its data directory (Debian\'s layout)', function () {
+  this.timeout(10 * 60_000);
+  let dir = '';
+  let etc = '';
+  let port = 0;
+  let config = '';
+  let passFile = '';
+  let running = false;
+  const cli = (args: string[]) => strataAsync([...args, '--config', config, '--passphrase-file', passFile]);
+  const pgCtl = (args: string[]) => runSync(path.join(BINDIR, 'pg_ctl'), args);
+  const connect = async (database = 'postgres'): Promise<pg.Client> => {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: PASSWORD, database });
+    c.on('error', () => undefined);
+    await c.connect();
+    return c;
+  };
+
+  before(async function () {
+    requireServerPrograms(this);
+    dir = mkdtempSync(path.join(tmpdir(), 'strata-layout-'));
+    chmodSync(dir, 0o755);
+    const dataDir = path.join(dir, 'data');
+    etc = path.join(dir, 'etc');
+    mkdirSync(etc);
+    if (isRoot) spawnSync('chown', ['postgres', dir, etc]);
+    port = await freePort();
+    const init = runSync(path.join(BINDIR, 'initdb'), ['-D', dataDir, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync']);
+    assert.equal(init.status, 0, init.out);
+    passFile = path.join(dir, 'passphrase');
+    config = path.join(dir, 'strata.config.json');
+    writeFileSync(passFile, TEST_PASSPHRASE, { mode: 0o600 });
+    writeFileSync(config, JSON.stringify({ repository: path.join(dir, 'repo'), databases: { [DB]: { url: `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`, method: 'physical' } } }));
+    if (isRoot) spawnSync('chown', ['postgres', passFile, config]);
+    for (const file of ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']) renameSync(path.join(dataDir, file), path.join(etc, file));
+    const archive = `${process.execPath} ${CLI} wal-push %p --db ${DB} --config ${config} --passphrase-file ${passFile}`;
+    writeFileSync(
+      path.join(etc, 'postgresql.conf'),
+      [
+        `data_directory = '${dataDir}'`,
+        `hba_file = '${path.join(etc, 'pg_hba.conf')}'`,
+        `ident_file = '${path.join(etc, 'pg_ident.conf')}'`,
+        `port = ${port}`,
+        "listen_addresses = '127.0.0.1'",
+        `unix_socket_directories = '${dir}'`,
+        // Higher than PostgreSQL's defaults: a recovering server with the defaults would abort.
+        'max_connections = 130',
+        'max_prepared_transactions = 7',
+        'archive_mode = on',
+        `archive_command = '${archive}'`,
+        'fsync = off',
+        '',
+      ].join('\n'),
+      { flag: 'a' },
+    );
+    // The socket for the server's own user (to set the password), a password over TCP for everyone.
+    writeFileSync(path.join(etc, 'pg_hba.conf'), ['local all postgres trust', 'host all all 127.0.0.1/32 scram-sha-256', 'local replication all trust', 'host replication all 127.0.0.1/32 scram-sha-256', ''].join('\n'));
+    const started = pgCtl(['start', '-D', etc, '-l', path.join(dir, 'server.log'), '-w', '-t', '300']);
+    assert.equal(started.status, 0, started.out);
+    running = true;
+    const psql = runSync(path.join(BINDIR, 'psql'), ['-X', '-q', '-h', dir, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-c', `ALTER ROLE postgres PASSWORD '${PASSWORD}'`]);
+    assert.equal(psql.status, 0, psql.out);
+    const initRepo = await cli(['init']);
+    assert.equal(initRepo.status, 0, initRepo.stderr);
+  });
+
+  after(function () {
+    if (running) pgCtl(['stop', '-D', etc, '-m', 'immediate', '-w']);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a cluster with a tablespace before writing anything, naming it', async function () {
+    const location = path.join(dir, 'tablespace');
+    mkdirSync(location);
+    if (isRoot) spawnSync('chown', ['postgres', location]);
+    const db = await connect();
+    try {
+      await db.query(`CREATE TABLESPACE layout_space LOCATION '${location}'`);
+      const refused = await cli(['backup', DB]);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`a tablespace outside its data directory \\(layout_space at ${location}\\).*do not carry tablespaces yet.*SET TABLESPACE pg_default`));
+      const listed = JSON.parse((await cli(['list', '--json'])).stdout) as { backups: unknown[] };
+      assert.deepEqual(listed.backups, [], 'nothing was filed');
+    } finally {
+      await db.query('DROP TABLESPACE IF EXISTS layout_space');
+      await db.end();
+    }
+  });
+
+  it('restores with --start, restores a table as of a moment and verifies, with none of the configuration in the backup', async function () {
+    const db = await connect();
+    let moment = '';
+    try {
+      await db.query('CREATE TABLE markers (seq int PRIMARY KEY)');
+      await db.query('INSERT INTO markers SELECT generate_series(1, 100)');
+      const backup = await cli(['backup', DB, '--json']);
+      assert.equal(backup.status, 0, backup.stderr);
+      await db.query('INSERT INTO markers SELECT generate_series(101, 150)');
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      moment = new Date().toISOString();
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await db.query('INSERT INTO markers SELECT generate_series(151, 200)');
+      await switchAndArchive(db);
+      await db.query('CREATE DATABASE copies');
+    } finally {
+      await db.end();
+    }
+    // A table restore replaces a table the target already has.
+    const empty = await connect('copies');
+    await empty.query('CREATE TABLE markers (seq int PRIMARY KEY)').finally(() => empty.end());
+
+    const target = path.join(dir, 'restored');
+    const restored = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment, '--start', '--json']);
+    assert.equal(restored.status, 0, restored.stderr);
+    const report = JSON.parse(restored.stdout) as { reached: { state: string; lsn: string }; configurationMissing: string[] };
+    assert.equal(report.reached.state, 'paused', 'the temporary server started, recovered and paused at the moment');
+    assert.deepEqual(report.configurationMissing, ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']);
+    assert.equal(existsSync(path.join(target, 'postgresql.conf')), false, 'restore writes no configuration of its own into the directory');
+    rmSync(target, { recursive: true, force: true });
+    const text = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment]);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, /keeps postgresql\.conf, pg_hba\.conf, pg_ident\.conf outside its data directory .*copy yours in first, without data_directory, hba_file and ident_file/);
+    assert.match(text.stdout, /then start it with: pg_ctl -D /);
+    rmSync(target, { recursive: true, force: true });
+
+    const tables = await cli(['restore', '--db', DB, '--as-of', moment, '--tables', 'public.markers', '--to', `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/copies`, '--force', '--yes', '--json']);
+    assert.equal(tables.status, 0, tables.stderr);
+    const copies = await connect('copies');
+    try {
+      const seqs = (await copies.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((r) => r.seq);
+      assert.deepEqual(seqs, Array.from({ length: 150 }, (_, i) => i + 1), 'the table as of the moment: markers 1..150');
+    } finally {
+      await copies.end();
+    }
+
+    const verified = await cli(['verify', 'latest', '--level', 'full', '--json']);
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    const checks = (JSON.parse(verified.stdout) as { reports: { checks: { name: string; status: string }[] }[] }).reports[0]!.checks;
+    assert.deepEqual(
+      checks.map((c) => `${c.name} ${c.status}`),
+      ['file-accessibility passed', 'checksum-match passed', 'database-readable passed', 'schema-integrity passed', 'data-consistency passed'],
+    );
+  });
+});
