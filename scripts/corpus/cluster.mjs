@@ -32,7 +32,8 @@ export function serverOwnedDir(dir) {
   chmodSync(dir, 0o755);
 }
 
-function freePort() {
+/** A port nothing listens on now, on 127.0.0.1. */
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -83,8 +84,15 @@ export class PrivateCluster {
     return existsSync(join(this.dataDir, 'PG_VERSION'));
   }
 
-  async start() {
-    this.port = await freePort();
+  /** Picks the port the next start() listens on (kept across restarts once picked). */
+  async reservePort() {
+    if (this.port === 0) this.port = await freePort();
+    return this.port;
+  }
+
+  /** Starts the server; `settings` (`name=value`) come after the defaults below and override them. */
+  async start(settings = []) {
+    await this.reservePort();
     // Durability is worthless for a throw-away cluster and costs minutes on a small machine.
     const serverOptions = [
       `-p ${this.port}`,
@@ -94,6 +102,7 @@ export class PrivateCluster {
       '-c synchronous_commit=off',
       '-c full_page_writes=off',
       '-c max_prepared_transactions=10',
+      ...settings.map((setting) => `-c ${setting}`),
     ].join(' ');
     const result = runAsServerUser(join(this.bindir, 'pg_ctl'), ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', '120', '-o', serverOptions, 'start'], { cwd: this.dir });
     if (result.status !== 0) throw new Error(`pg_ctl start failed on port ${this.port}:\n${result.stdout}${result.stderr}`);

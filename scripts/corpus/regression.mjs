@@ -95,3 +95,23 @@ export function restoreCachedCluster(tools, cluster) {
   installHelpers(tools);
   return existsSync(join(cluster.dataDir, 'PG_VERSION')) && readFileSync(join(cluster.dataDir, 'PG_VERSION'), 'utf8').trim() === tools.major;
 }
+
+/**
+ * Starts `cluster` (not yet initialised) holding the regression database: the cached one, or a new
+ * one built by pg_regress (and cached) when there is none or `rebuild` is set. Returns what
+ * pg_regress said when it built it.
+ */
+export async function startRegressionCluster(tools, cluster, { rebuild = false, say = console.log } = {}) {
+  if (!rebuild && restoreCachedCluster(tools, cluster)) {
+    say(`reusing the regression cluster cached in ${cachedClusterFile(tools)} (--rebuild runs pg_regress again)`);
+    await cluster.start();
+    return `cached cluster; when built: ${cachedClusterSummary(tools)}`;
+  }
+  cluster.init();
+  await cluster.start();
+  const built = await buildRegressionDatabase(tools, cluster);
+  cluster.stop();
+  say(`caching the cluster in ${cacheCluster(tools, cluster, built.summary)}`);
+  await cluster.start();
+  return built.summary;
+}

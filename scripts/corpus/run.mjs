@@ -17,7 +17,7 @@ import { PrivateCluster } from './cluster.mjs';
 import { classify, lineDifference } from './compare.mjs';
 import { dataFingerprints, objectCounts, schemaEntries, sortedRows } from './inspect.mjs';
 import { prepareCorpusTools } from './prepare.mjs';
-import { buildRegressionDatabase, cacheCluster, cachedClusterFile, cachedClusterSummary, restoreCachedCluster } from './regression.mjs';
+import { startRegressionCluster } from './regression.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const cli = join(root, 'packages', 'cli', 'dist', 'main.js');
@@ -325,22 +325,7 @@ async function main() {
     });
   }
   try {
-    const cached = !flags.has('--rebuild') && (await timed('unpacking the cached cluster', async () => restoreCachedCluster(tools, cluster)));
-    if (cached) {
-      say(`reusing the regression cluster cached in ${cachedClusterFile(tools)} (--rebuild runs pg_regress again)`);
-      await cluster.start();
-      report.corpus.pgRegress = `cached cluster; when built: ${cachedClusterSummary(tools)}`;
-    } else {
-      await timed('initdb + pg_regress', async () => {
-        cluster.init();
-        await cluster.start();
-        const built = await buildRegressionDatabase(tools, cluster);
-        report.corpus.pgRegress = built.summary;
-        cluster.stop();
-        say(`caching the cluster in ${cacheCluster(tools, cluster, built.summary)}`);
-        await cluster.start();
-      });
-    }
+    report.corpus.pgRegress = await timed('the regression cluster (cached, or initdb + pg_regress)', async () => startRegressionCluster(tools, cluster, { rebuild: flags.has('--rebuild'), say }));
     say(`private cluster on 127.0.0.1:${cluster.port} (data in ${cluster.dataDir})`);
 
     await timed('oracle: pg_dump -Fc + pg_restore (full and schema-only)', async () => runOracle(cluster, work));
