@@ -15,7 +15,8 @@ import { BINDIR, freePort, isRoot, requireServerPrograms, runSync, strataAsync, 
  * (max_connections, max_prepared_transactions), and its pg_hba.conf wants a password over TCP.
  * Strata's own temporary servers (restore --start, --tables, verify --level full) must still start
  * and be reachable, and restore must say what the directory lacks. A cluster with a tablespace
- * is refused before anything is written.
+ * is refused before anything is written, and a recovery that would replay a CREATE TABLESPACE into
+ * a folder that exists here (the primary's own, on its machine) before the server can start.
  */
 
 const DB = 'cluster';
@@ -162,5 +163,45 @@ describe('physical backups of a cluster whose configuration lives outside its da
       checks.map((c) => `${c.name} ${c.status}`),
       ['file-accessibility passed', 'checksum-match passed', 'database-readable passed', 'schema-integrity passed', 'data-consistency passed'],
     );
+  });
+
+  it('refuses a recovery that would replay a CREATE TABLESPACE into a folder of this machine, and recovers to the record before it', async function () {
+    const location = path.join(dir, 'later-tablespace');
+    mkdirSync(location);
+    if (isRoot) spawnSync('chown', ['postgres', location]);
+    const db = await connect();
+    try {
+      // A moment before it, in the same WAL segment: a recovery to it stops before the first
+      // commit after it (the marker), so before the CREATE. (A recovery stops at commits only: to
+      // a moment between the CREATE's record and its commit, it would replay the CREATE.)
+      await db.query('INSERT INTO markers VALUES (1000)');
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const beforeCreate = new Date().toISOString();
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await db.query('INSERT INTO markers VALUES (1001)');
+      await db.query(`CREATE TABLESPACE later_space LOCATION '${location}'`);
+      await db.query('CREATE TABLE kept TABLESPACE later_space AS SELECT 42 AS answer');
+      writeFileSync(path.join(location, 'witness'), 'the primary tablespace folder must survive');
+      await switchAndArchive(db);
+      const target = path.join(dir, 'refused');
+      const refused = await cli(['restore', 'latest', '--db', DB, '--to', target]);
+      assert.equal(refused.status, 2, refused.stdout + refused.stderr);
+      assert.match(refused.stderr, new RegExp(`creates tablespace \\d+ at ${location} \\(at LSN [0-9A-F]+/[0-9A-F]+\\), and that folder exists on this machine.*The restored files were removed`));
+      assert.equal(existsSync(target), false, 'nothing is left where the restore was to go');
+      assert.equal(existsSync(path.join(location, 'witness')), true, 'the tablespace folder is untouched');
+      const before = /--lsn ([0-9A-F]+\/[0-9A-F]+), the record before it/.exec(refused.stderr)?.[1];
+      assert.ok(before, refused.stderr);
+      const recovered = await cli(['restore', 'latest', '--db', DB, '--to', target, '--lsn', before, '--start', '--json']);
+      assert.equal(recovered.status, 0, recovered.stderr);
+      assert.equal((JSON.parse(recovered.stdout) as { reached: { state: string } }).reached.state, 'paused');
+      rmSync(target, { recursive: true, force: true });
+      const earlier = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', beforeCreate, '--start', '--json']);
+      assert.equal(earlier.status, 0, `a moment before the CREATE TABLESPACE: ${earlier.stderr}`);
+      rmSync(target, { recursive: true, force: true });
+    } finally {
+      await db.query('DROP TABLE IF EXISTS kept');
+      await db.query('DROP TABLESPACE IF EXISTS later_space');
+      await db.end();
+    }
   });
 });

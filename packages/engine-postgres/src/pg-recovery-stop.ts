@@ -85,3 +85,66 @@ function committedAt(desc: string): bigint | undefined {
   const seconds = Date.parse(`${m[1]}T${m[2]}Z`);
   return Number.isNaN(seconds) ? undefined : BigInt(seconds) * 1000n + BigInt(m[3]!);
 }
+
+/** A `CREATE TABLESPACE` in the WAL: the tablespace's OID, its absolute location, where the record is and the one before it. */
+export interface TablespaceCreation {
+  readonly oid: string;
+  readonly location: string;
+  readonly lsn: string;
+  readonly previousLsn: string;
+}
+
+/**
+ * The `CREATE TABLESPACE` records a recovery to `goal` replays from WAL segments on disk in `dir`
+ * (names in order, as it replays them). PostgreSQL replays one at the absolute path the primary
+ * gave, emptying what is there first: on the primary's machine, the primary's own tablespace.
+ * Which are replayed follows where the recovery stops (see matcher()): for a moment, those before
+ * the first commit after it; for a transaction or restore point, those before its record; for an
+ * LSN, every record up to the first at or past it; for `immediate`, those before the base
+ * backup's end. pg_waldump reads each run of segments of one timeline; what it cannot read (the
+ * unwritten end of the last segment) ends the run. Undefined when pg_waldump cannot be run.
+ */
+export async function tablespacesReplayed(
+  dir: string,
+  segments: readonly string[],
+  goal: RecoveryGoal,
+  options: { major: number; backupEnd: string; signal?: AbortSignal },
+): Promise<TablespaceCreation[] | undefined> {
+  const stop = goal.kind === 'time' || goal.kind === 'xid' || goal.kind === 'name' ? matcher(goal, options.backupEnd) : undefined;
+  const replayed = (t: TablespaceCreation): boolean => {
+    if (goal.kind === 'lsn') return parseLsn(t.previousLsn) < parseLsn(goal.lsn);
+    if (goal.kind === 'immediate') return parseLsn(t.lsn) < parseLsn(options.backupEnd);
+    return true;
+  };
+  const runs: string[][] = [];
+  for (const name of segments) {
+    const last = runs.at(-1);
+    if (last && last[0]!.slice(0, 8) === name.slice(0, 8)) last.push(name);
+    else runs.push([name]);
+  }
+  const found: TablespaceCreation[] = [];
+  for (const run of runs) {
+    const rmgrs = ['-r', 'Tablespace', ...(stop?.rmgr ? ['-r', stop.rmgr] : [])];
+    // TZ=UTC: pg_waldump prints commit times in the local zone (see stopsWithin).
+    const child = spawn(pgProgram('pg_waldump', options.major), ['-p', dir, ...rmgrs, run[0]!, run.at(-1)!], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'], signal: options.signal });
+    const ended = new Promise<boolean>((resolve) => {
+      child.once('close', () => resolve(true));
+      child.once('error', () => resolve(false));
+    });
+    let stopped = false;
+    for await (const line of createInterface({ input: child.stdout })) {
+      const record = /\btx:\s*(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev ([0-9A-F]+\/[0-9A-F]+), desc: (.*)$/.exec(line);
+      if (!record || stopped) continue;
+      const created = /^CREATE (\d+) "(.*)"$/.exec(record[4]!);
+      if (line.startsWith('rmgr: Tablespace') && created) {
+        const t = { lsn: record[2]!, previousLsn: record[3]!, oid: created[1]!, location: created[2]! };
+        if (replayed(t)) found.push(t);
+      } else if (stop?.test({ xid: record[1]!, lsn: parseLsn(record[2]!), desc: record[4]! })) {
+        stopped = true;
+      }
+    }
+    if (!(await ended)) return undefined;
+    if (stopped) break;
+  }
+  return found;
+}

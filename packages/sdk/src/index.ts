@@ -41,6 +41,7 @@ export {
   proveRecovery,
   recoverySettings,
   stopsWithin,
+  tablespacesReplayed,
   TarEntryCatcher,
   walRun,
 } from '@strata/engine-postgres';
