@@ -204,4 +204,28 @@ describe('physical backups of a cluster whose configuration lives outside its da
       await db.end();
     }
   });
+
+  it('a setting the primary raised after the base backup fails --start with PostgreSQL\'s words, never a pause reported as the target', async function () {
+    // A base backup after the tablespace of the test before (its WAL is refused, see there).
+    const backup = await cli(['backup', DB]);
+    assert.equal(backup.status, 0, backup.stderr);
+    const conf = path.join(etc, 'postgresql.conf');
+    writeFileSync(conf, 'max_connections = 160\n', { flag: 'a' });
+    const restarted = pgCtl(['restart', '-D', etc, '-m', 'fast', '-w', '-t', '300', '-l', path.join(dir, 'server.log')]);
+    assert.equal(restarted.status, 0, restarted.out);
+    const db = await connect();
+    try {
+      await db.query('INSERT INTO markers VALUES (2000)');
+      await switchAndArchive(db);
+    } finally {
+      await db.end();
+    }
+    const target = path.join(dir, 'short');
+    // The newest base backup is from before the restart: its pg_control says 130; the WAL after it, 160.
+    const r = await cli(['restore', 'latest', '--db', DB, '--to', target, '--start']);
+    assert.notEqual(r.status, 0, r.stdout);
+    assert.match(r.stderr, /paused short of its target because a setting is lower than on the primary[^]*max_connections = 130 is a lower setting than on the primary server, where its value was 160/);
+    rmSync(target, { recursive: true, force: true });
+  });
 });
+

@@ -286,6 +286,9 @@ async function main() {
     const base = await timed('strata backup (full)', async () => backup('full base backup', []));
     const atBase = await contents('at the full');
     say(`the source holds ${atBase.databases.length} databases, ${atBase.items.size} compared items (${atBase.unlogged.size} unlogged relations)`);
+    // A change between the base backup's end and the restore point, so that stopping at either is told apart.
+    await applyChanges(cluster, ['CREATE TABLE strata_corpus_before_point AS SELECT g AS n FROM generate_series(1, 10) g']);
+    const atPoint = await contents('at the restore point');
     await withClient(cluster.url('postgres'), (c) => c.query("SELECT pg_create_restore_point('corpus_before_changes')"));
     await timed('the first changes', async () => applyChanges(cluster, FIRST_CHANGES));
     const atIncremental = await contents('before the incremental');
@@ -311,6 +314,11 @@ async function main() {
         return;
       }
       entry.reached = result.json?.reached;
+      // What Strata's own server reached is the result; the directory is read afterwards.
+      if (entry.reached?.state !== 'promoted') {
+        problem(`${label}: strata restore --start reports ${JSON.stringify(entry.reached)}, not a promotion at the target`);
+        return;
+      }
       const port = await freePort();
       const log = join(restores, `r${report.recoveries.length}.log`);
       const started = pgCtl(['-D', target, '-l', log, '-w', '-t', '300', '-o', `-p ${port} -k ${target} -c listen_addresses=127.0.0.1 -c archive_mode=off`, 'start']);
@@ -333,7 +341,7 @@ async function main() {
       }
     };
     await recover('the full base backup\'s end', [base, '--immediate'], atBase);
-    await recover('the named restore point', ['latest', '--name', 'corpus_before_changes'], atBase);
+    await recover('the named restore point', ['latest', '--name', 'corpus_before_changes'], atPoint);
     await recover('the incremental\'s end', [incremental, '--immediate'], atIncremental);
     await recover(`a moment between commits (${moment})`, ['latest', '--as-of', moment], atMoment);
 

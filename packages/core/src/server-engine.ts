@@ -71,7 +71,11 @@ export function parseServerUrl(locator: string, rules: ServerUrlRules): ServerTa
   }
   const safe = new URL(locator);
   safe.password = '';
-  const socketFolder = rules.socketHostParam ? url.searchParams.get('host') : null;
+  // libpq also takes a password as a parameter: never shown either.
+  if (safe.searchParams.has('password')) safe.searchParams.set('password', '***');
+  // Decoded as libpq decodes it (%XX only: URLSearchParams would also turn '+' into a space).
+  const hostParam = rules.socketHostParam ? /(?:^\?|&)host=([^&]*)/.exec(url.search)?.[1] : undefined;
+  const socketFolder = hostParam === undefined ? undefined : decodeURIComponent(hostParam);
   return {
     host: socketFolder?.startsWith('/') ? socketFolder : url.hostname || 'localhost',
     port: url.port ? Number(url.port) : rules.defaultPort,

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
-import { StrataError } from '@strata/core';
+import { StrataError, shellQuote } from '@strata/core';
 import type { BackupRecord, LogFile } from '@strata/core';
 import { connect, literal, parseTarget } from './pg-connection.js';
 import { pgProgram } from './pg-physical-engine.js';
@@ -257,39 +257,61 @@ export interface PrivateServer {
  * - The source's postgresql.conf when the data directory has one; an empty one when it has not
  *   (Debian and Ubuntu keep it, pg_hba.conf and pg_ident.conf in /etc/postgresql/..., outside the
  *   data directory, so a base backup never holds them).
- * - The primary's own max_connections, max_prepared_transactions and the other settings recovery
- *   needs at least as high, read from the restored pg_control: a configuration that is not there
- *   (or was given on the primary's command line) leaves PostgreSQL's defaults, often lower.
+ * - max_connections, max_prepared_transactions and the other settings recovery needs at least as
+ *   high as the primary's, raised to the values in the restored pg_control where the data
+ *   directory's configuration asks for less: a configuration that is not there (or was given on
+ *   the primary's command line) leaves PostgreSQL's defaults, often lower. A value the primary
+ *   raised after the backup reaches the WAL only; the server then pauses short of its target, and
+ *   proveRecovery says so rather than reporting the pause as the target.
  * - Never archiving (the copy must not write into the archive it reads).
  */
 export async function privateServer(dataDir: string, major: number, prefix: string): Promise<PrivateServer> {
   const port = await freePort();
-  const socketDir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), prefix));
+  const socketDir = await socketFolder(prefix, port);
   await fs.writeFile(path.join(socketDir, 'pg_hba.conf'), 'local all all trust\n', { mode: 0o600 });
   await fs.writeFile(path.join(socketDir, 'pg_ident.conf'), '', { mode: 0o600 });
-  const options = [
-    `-c port=${port}`,
-    "-c listen_addresses=''",
-    `-c unix_socket_directories=${socketDir}`,
-    `-c hba_file=${path.join(socketDir, 'pg_hba.conf')}`,
-    `-c ident_file=${path.join(socketDir, 'pg_ident.conf')}`,
-    '-c archive_mode=off',
+  const settings: [string, string][] = [
+    ['port', String(port)],
+    ['listen_addresses', ''],
+    ['unix_socket_directories', socketDir],
+    ['hba_file', path.join(socketDir, 'pg_hba.conf')],
+    ['ident_file', path.join(socketDir, 'pg_ident.conf')],
+    ['archive_mode', 'off'],
   ];
   const hasConfig = await fs.access(path.join(dataDir, 'postgresql.conf')).then(() => true, () => false);
   if (!hasConfig) {
     await fs.writeFile(path.join(socketDir, 'postgresql.conf'), '', { mode: 0o600 });
-    options.push(`-c config_file=${path.join(socketDir, 'postgresql.conf')}`);
+    settings.push(['config_file', path.join(socketDir, 'postgresql.conf')]);
   }
   const control = spawnSync(pgProgram('pg_controldata', major), ['-D', dataDir], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
-  // Without pg_controldata the server starts on the configuration alone, as it did before.
-  if (control.status === 0) {
+  // Without pg_controldata (or with a pg_control it doubts) the server starts on the configuration
+  // alone, as it did before; a recovery that then needs more says so (see proveRecovery).
+  if (control.status === 0 && !/WARNING/.test(control.stdout + control.stderr)) {
+    const configFile = settings.filter(([name]) => name === 'config_file').flatMap(([name, value]) => ['-c', `${name}=${value}`]);
     for (const [label, setting] of RECOVERY_FLOORS) {
-      const value = new RegExp(`^${label}:\\s+(\\d+)$`, 'm').exec(control.stdout)?.[1];
-      if (value !== undefined) options.push(`-c ${setting}=${value}`);
+      const primary = Number(new RegExp(`^${label}:\\s+(\\d+)$`, 'm').exec(control.stdout)?.[1] ?? Number.NaN);
+      // Only ever raised: the data directory's own configuration may already ask for more (a
+      // value the primary set after this backup, which the WAL replayed here carries too).
+      const configured = spawnSync(pgProgram('postgres', major), ['-D', dataDir, ...configFile, '-C', setting], { encoding: 'utf8' });
+      const own = configured.status === 0 ? Number(configured.stdout.trim()) : Number.NaN;
+      if (Number.isFinite(primary) && !(own >= primary)) settings.push([setting, String(primary)]);
     }
   }
   const user = encodeURIComponent(process.env['PGUSER'] ?? 'postgres');
-  return { port, socketDir, options: options.join(' '), url: (database) => `postgres://${user}@localhost:${port}/${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}` };
+  return {
+    port,
+    socketDir,
+    // pg_ctl hands -o to a shell: every value is quoted, whatever the temporary folder's name holds.
+    options: settings.map(([name, value]) => `-c ${shellQuote(`${name}=${value}`)}`).join(' '),
+    url: (database) => `postgres://${user}@localhost:${port}/${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}`,
+  };
+}
+
+/** A Unix socket's whole path may not pass 107 bytes: a long temporary folder gives way to /tmp. */
+async function socketFolder(prefix: string, port: number): Promise<string> {
+  const { tmpdir } = await import('node:os');
+  const fits = (dir: string): boolean => Buffer.byteLength(path.join(dir, `${prefix}XXXXXX`, `.s.PGSQL.${port}`)) <= 107;
+  return fs.mkdtemp(path.join(fits(tmpdir()) ? tmpdir() : '/tmp', prefix));
 }
 
 function majorOf(dataDir: string): number {
@@ -297,8 +319,8 @@ function majorOf(dataDir: string): number {
 }
 
 /**
- * Starts PostgreSQL on a recovering data directory (127.0.0.1 on a free port, archiving off, so
- * the copy never writes into the archive it reads), waits until recovery reached its target (paused
+ * Starts PostgreSQL on a recovering data directory (see privateServer: its own socket, archiving
+ * off, so the copy never writes into the archive it reads), waits until recovery reached its target (paused
  * there, or promoted), reports where it stands, and stops it. The server log is in the data
  * directory (strata-recovery.log) and quoted in errors.
  */
@@ -339,7 +361,11 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
                       pg_last_xact_replay_timestamp() AS last`,
             )
           ).rows[0]!;
-          if (!row.recovering || row.paused === 'paused') {
+          // A server whose settings are below the primary's also pauses (PostgreSQL 14 and later),
+          // short of its target: only the pause at the target is one.
+          const pausedShort = row.paused === 'paused' && /insufficient parameter settings/.test(await fs.readFile(log, 'utf8').catch(() => ''));
+          if (pausedShort) throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery paused short of its target because a setting is lower than on the primary (set it in the data directory's postgresql.conf):\n${await tail()}`);
+          if (!row.recovering || (row.paused === 'paused' && /pausing at the end of recovery/.test(await fs.readFile(log, 'utf8').catch(() => '')))) {
             const reached: RecoveryReport = { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port, url: server.url };
             if (!options.keepRunning) return reached;
             // The caller uses the server (a table as of a moment), and stops it with stop().
