@@ -313,6 +313,8 @@ async function restorePhysicalInto(
   const spool = `${dir}.strata-wal-${randomBytes(4).toString('hex')}`;
   await fs.mkdir(spool, { recursive: true, mode: 0o700 });
   let checked = 0;
+  // The recovery replays records of the segment after the target's too, up to where it stops.
+  const spooled = plan.needed.map((f) => f.name);
   try {
     for (const file of plan.needed) {
       let bytes: Uint8Array;
@@ -337,11 +339,12 @@ async function restorePhysicalInto(
       if (bytes) {
         await fs.writeFile(path.join(spool, after.name), bytes, { mode: 0o600 });
         checked += 1;
+        spooled.push(after.name);
       }
     }
     await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
     try {
-      await refuseTablespaceReplay(spool, plan.needed.map((f) => f.name), dir, goal, base, signal);
+      await refuseTablespaceReplay(spool, spooled, dir, goal, base, signal);
     } catch (err) {
       await fs.rm(dir, { recursive: true, force: true });
       throw err;

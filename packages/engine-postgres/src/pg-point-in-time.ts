@@ -236,7 +236,7 @@ const RECOVERY_FLOORS: ReadonlyArray<readonly [label: string, setting: string]> 
   ['max_locks_per_xact setting', 'max_locks_per_transaction'],
 ];
 
-/** A temporary server of Strata's own on a restored data directory (see startOptions). */
+/** A temporary server of Strata's own on a restored data directory (see privateServer). */
 export interface PrivateServer {
   readonly port: number;
   /** The folder of its Unix socket (and of the files below), the only way in. */
