@@ -50,8 +50,8 @@ export interface ServerUrlRules {
   /** Environment variable that may hold the password, as the server's own client tools read it. */
   readonly passwordEnv: string;
   /**
-   * Whether `?host=/folder` names a Unix socket's folder instead of the URL's host, as libpq's
-   * URLs allow (`postgres://user@localhost:5433/db?host=/run/postgresql`).
+   * Whether `?host=/folder` names a Unix socket's folder instead of the URL's host, as some
+   * servers' client libraries allow (`scheme://user@localhost:5433/db?host=/run/server`).
    */
   readonly socketHostParam?: boolean;
 }
