@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
@@ -15,11 +15,19 @@ import { BINDIR, freePort, isRoot, requireServerPrograms, runSync, strataAsync, 
  * (max_connections, max_prepared_transactions), and its pg_hba.conf wants a password over TCP.
  * Strata's own temporary servers (restore --start, --tables, verify --level full) must still start
  * and be reachable, and restore must say what the directory lacks. A cluster with a tablespace
- * is refused before anything is written, and a recovery that would replay a CREATE TABLESPACE into
- * a folder that exists here (the primary's own, on its machine) before the server can start.
+ * is refused before anything is written, and a recovery (or verify's copy) that would replay a
+ * CREATE TABLESPACE into a folder that exists here (the primary's own, on its machine) before the
+ * server can start.
  */
 
 const DB = 'cluster';
+
+/** A tablespace's folder for this server version (PG_15_202209061): what a replayed CREATE TABLESPACE removes. */
+function versionFolder(location: string): string {
+  const found = readdirSync(location).find((name) => name.startsWith('PG_'));
+  assert.ok(found, `${location} holds no PG_ folder`);
+  return found;
+}
 const PASSWORD = 'layout-secret-7Q';
 
 describe('physical backups of a cluster whose configuration lives outside its data directory (Debian\'s layout)', function () {
@@ -181,14 +189,14 @@ describe('physical backups of a cluster whose configuration lives outside its da
       await db.query('INSERT INTO markers VALUES (1001)');
       await db.query(`CREATE TABLESPACE later_space LOCATION '${location}'`);
       await db.query('CREATE TABLE kept TABLESPACE later_space AS SELECT 42 AS answer');
-      writeFileSync(path.join(location, 'witness'), 'the primary tablespace folder must survive');
+      writeFileSync(path.join(location, versionFolder(location), 'witness'), 'the primary tablespace folder must survive');
       await switchAndArchive(db);
       const target = path.join(dir, 'refused');
       const refused = await cli(['restore', 'latest', '--db', DB, '--to', target]);
       assert.equal(refused.status, 2, refused.stdout + refused.stderr);
       assert.match(refused.stderr, new RegExp(`creates tablespace \\d+ at ${location} \\(at LSN [0-9A-F]+/[0-9A-F]+\\), and that folder exists on this machine.*The restored files were removed`));
       assert.equal(existsSync(target), false, 'nothing is left where the restore was to go');
-      assert.equal(existsSync(path.join(location, 'witness')), true, 'the tablespace folder is untouched');
+      assert.equal(existsSync(path.join(location, versionFolder(location), 'witness')), true, 'the tablespace folder is untouched');
       const before = /--lsn ([0-9A-F]+\/[0-9A-F]+), the record before it/.exec(refused.stderr)?.[1];
       assert.ok(before, refused.stderr);
       const recovered = await cli(['restore', 'latest', '--db', DB, '--to', target, '--lsn', before, '--start', '--json']);
@@ -199,8 +207,61 @@ describe('physical backups of a cluster whose configuration lives outside its da
       assert.equal(earlier.status, 0, `a moment before the CREATE TABLESPACE: ${earlier.stderr}`);
       rmSync(target, { recursive: true, force: true });
     } finally {
+      for (const name of readdirSync(location).filter((n) => n.startsWith('PG_'))) rmSync(path.join(location, name, 'witness'), { force: true });
       await db.query('DROP TABLE IF EXISTS kept');
       await db.query('DROP TABLESPACE IF EXISTS later_space');
+      await db.end();
+    }
+  });
+
+  it('verify --level full does not start a copy whose WAL replays a CREATE TABLESPACE into a folder of this machine', async function () {
+    const location = path.join(dir, 'during-backup-tablespace');
+    mkdirSync(location);
+    if (isRoot) spawnSync('chown', ['postgres', location]);
+    let db = await connect();
+    try {
+      // Enough data that the base backup is still streaming files when the tablespace is made:
+      // its CREATE then lies between the backup's start and end, in the WAL a copy replays.
+      await db.query("CREATE TABLE bulk AS SELECT g, repeat(md5(g::text), 10) AS filler FROM generate_series(1, 300000) g");
+      const backup = cli(['backup', DB]);
+      const phase = async (): Promise<string | undefined> => (await db.query<{ phase: string }>('SELECT phase FROM pg_stat_progress_basebackup')).rows[0]?.phase;
+      for (let tries = 0; (await phase()) !== 'streaming database files'; tries++) {
+        assert.ok(tries < 30_000, 'the base backup never reached its file-streaming phase');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await db.query(`CREATE TABLESPACE during_space LOCATION '${location}'`);
+      await db.query('CREATE TABLE during_kept TABLESPACE during_space AS SELECT 7 AS answer');
+      assert.equal(await phase(), 'streaming database files', 'the tablespace was made while the backup still streamed its files');
+      // Where a replayed CREATE TABLESPACE empties: the folder of this server version inside it.
+      writeFileSync(path.join(location, versionFolder(location), 'witness'), 'the primary tablespace folder must survive');
+      const taken = await backup;
+      assert.equal(taken.status, 0, taken.stderr);
+      await switchAndArchive(db);
+      // The primary moves on, onto disk: a copy replaying into its folder would put the old page back.
+      await db.query('UPDATE during_kept SET answer = 8');
+      await db.query('CHECKPOINT');
+
+      const verified = await cli(['verify', 'latest', '--level', 'full', '--json']);
+      assert.equal(existsSync(path.join(location, versionFolder(location), 'witness')), true, 'the tablespace folder is untouched');
+      // Read from disk again, not from the primary's buffers.
+      const restarted = pgCtl(['restart', '-D', etc, '-m', 'fast', '-w', '-t', '300', '-l', path.join(dir, 'server.log')]);
+      assert.equal(restarted.status, 0, restarted.out);
+      await db.end().catch(() => undefined);
+      db = await connect();
+      const answer = await db.query<{ answer: number }>('SELECT answer FROM during_kept');
+      assert.deepEqual(answer.rows, [{ answer: 8 }], 'the primary still holds what it wrote in its tablespace');
+      assert.notEqual(verified.status, 0, verified.stdout);
+      const checks = (JSON.parse(verified.stdout) as { reports: { checks: { name: string; status: string; reason: string }[] }[] }).reports[0]!.checks;
+      // The base backup restored (one database-readable passed); the copy was not started (one failed).
+      const readable = checks.find((c) => c.name === 'database-readable' && c.status === 'failed');
+      assert.ok(readable, JSON.stringify(checks));
+      assert.match(readable.reason, new RegExp(`creates tablespace \\d+ at ${location} \\(at LSN [0-9A-F]+/[0-9A-F]+\\), and that folder exists on this machine.*the copy was not started`));
+    } finally {
+      // DROP TABLESPACE wants nothing but databases' folders in the version folder.
+      for (const name of readdirSync(location).filter((n) => n.startsWith('PG_'))) rmSync(path.join(location, name, 'witness'), { force: true });
+      await db.query('DROP TABLE IF EXISTS during_kept');
+      await db.query('DROP TABLE IF EXISTS bulk');
+      await db.query('DROP TABLESPACE IF EXISTS during_space');
       await db.end();
     }
   });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, stopsWithin, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
 import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -251,7 +251,7 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
 /**
  * Refuses, before the server can start, a recovery whose WAL creates a tablespace at a folder that
  * exists on this machine: PostgreSQL replays a CREATE TABLESPACE at the primary's absolute path
- * and empties that folder first, so on the primary's machine it would destroy the primary's own
+ * and writes into that folder, so on the primary's machine it would overwrite the primary's own
  * tablespace (PostgreSQL's documented caveat of point-in-time recovery). A folder that does not
  * exist here harms nothing. The caller removes the restored base when it refuses (its PG_VERSION
  * is what says which pg_waldump reads the WAL). When pg_waldump cannot run, a warning says the
@@ -264,13 +264,12 @@ async function refuseTablespaceReplay(spool: string, segments: readonly string[]
     process.stderr.write('strata: warning: could not look for CREATE TABLESPACE in the WAL to replay (pg_waldump did not run); a recovery on the primary\'s machine that replays one would overwrite that tablespace\'s folder\n');
     return;
   }
-  for (const t of created) {
-    if (await fs.access(t.location).then(() => true, () => false)) {
-      throw new StrataError(
-        'USAGE',
-        `restore: the WAL this recovery replays creates tablespace ${t.oid} at ${t.location} (at LSN ${t.lsn}), and that folder exists on this machine: PostgreSQL would replay it there, emptying it first (the original cluster's tablespace, if this is its machine). The restored files were removed. Recover on another machine, or to a moment before it (--lsn ${t.previousLsn}, the record before it)`,
-      );
-    }
+  const t = (await tablespacesInTheWay(created))[0];
+  if (t) {
+    throw new StrataError(
+      'USAGE',
+      `restore: the WAL this recovery replays creates tablespace ${t.oid} at ${t.location} (at LSN ${t.lsn}), and that folder exists on this machine: PostgreSQL would replay it there and write into that folder (the original cluster's tablespace, if this is its machine). The restored files were removed. Recover on another machine, or to a moment before it (--lsn ${t.previousLsn}, the record before it)`,
+    );
   }
 }
 

@@ -5,7 +5,7 @@ export { BASE_STREAM, MANIFEST_TAIL_BYTES, PHYSICAL_SCHEMES, PostgresPhysicalEng
 export type { PhysicalMeta, PhysicalPosition } from './pg-physical-engine.js';
 export { chooseBase, configureRecovery, describeGoal, freePort, planWal, proveRecovery, recoverySettings } from './pg-point-in-time.js';
 export type { RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from './pg-point-in-time.js';
-export { stopsWithin, tablespacesReplayed } from './pg-recovery-stop.js';
+export { stopsWithin, tablespacesInTheWay, tablespacesReplayed } from './pg-recovery-stop.js';
 export type { TablespaceCreation } from './pg-recovery-stop.js';
 export { basesOnTimeline } from './pg-wal-rules.js';
 export type { TimelineChoice } from './pg-wal-rules.js';

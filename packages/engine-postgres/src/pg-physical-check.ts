@@ -8,6 +8,7 @@ import { connect, parseTarget } from './pg-connection.js';
 import { pgProgram } from './pg-physical-engine.js';
 import type { PhysicalMeta } from './pg-physical-engine.js';
 import { privateServer } from './pg-point-in-time.js';
+import { tablespacesInTheWay, tablespacesReplayed } from './pg-recovery-stop.js';
 import type { PrivateServer } from './pg-point-in-time.js';
 import { parseWalName, segmentOf } from './pg-wal.js';
 import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
@@ -39,12 +40,15 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
   const walk = await PG_LOG_ARCHIVE_RULES.walk(range, files, read);
   const lacking = walk.missing.filter((name) => (parseWalName(name, segmentBytes)?.segno ?? 0n) <= last);
   if (lacking.length > 0) throw new StrataError('CHAIN_BROKEN', `the WAL archive lacks ${lacking.join(', ')}, which the base backup replays to become consistent`);
+  const written: string[] = [];
   for (const file of walk.needed) {
     const w = parseWalName(file.name, segmentBytes);
     if (w && w.segno > last) continue;
     await fs.writeFile(path.join(dataDir, 'pg_wal', file.name), await read(file), { mode: 0o600 });
+    if (w) written.push(file.name);
   }
   const major = Number((await fs.readFile(path.join(dataDir, 'PG_VERSION'), 'utf8')).trim());
+  await refuseTablespaceReplay(path.join(dataDir, 'pg_wal'), written, major, meta.endLsn!, options.signal);
   const pgCtl = pgProgram('pg_ctl', major);
   const server = await privateServer(dataDir, major, 'strata-verify-');
   const log = path.join(dataDir, 'strata-verify.log');
@@ -70,6 +74,28 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
   } finally {
     ctl(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
     await fs.rm(server.socketDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The server started on the copy replays every record of the segments in its pg_wal, those past
+ * the backup's end in its last segment too, and a CREATE TABLESPACE among them makes it write into
+ * the folder the primary gave: on the primary's machine, the primary's tablespace, whose pages it
+ * puts back as they were (test/pg-physical-layout.test.ts saw an UPDATE lost) (restore refuses the same,
+ * see tablespacesInTheWay). Such a copy is not started here; nor is one whose WAL pg_waldump could
+ * not read, since what it would replay is then unknown.
+ */
+async function refuseTablespaceReplay(walDir: string, segments: readonly string[], major: number, backupEnd: string, signal: AbortSignal | undefined): Promise<void> {
+  const created = await tablespacesReplayed(walDir, segments, { kind: 'latest' }, { major, backupEnd, ...(signal ? { signal } : {}) });
+  if (created === undefined) {
+    throw new StrataError('TOOL_MISSING', `verify: pg_waldump (PostgreSQL ${major}) did not run, so the WAL the check would replay could not be searched for CREATE TABLESPACE, which would write into a folder of this machine; install PostgreSQL ${major}'s server programs or set STRATA_PG_BINDIR to their folder`);
+  }
+  const t = (await tablespacesInTheWay(created))[0];
+  if (t) {
+    throw new StrataError(
+      'USAGE',
+      `verify: the WAL this base backup replays to become consistent creates tablespace ${t.oid} at ${t.location} (at LSN ${t.lsn}), and that folder exists on this machine: PostgreSQL would replay it there and write into that folder (the original cluster's tablespace, if this is its machine), so the copy was not started. Verify --level full on another machine; the checks before this one stand`,
+    );
   }
 }
 

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { access } from 'node:fs/promises';
+import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { pgProgram } from './pg-physical-engine.js';
 import { parseLsn } from './pg-wal.js';
@@ -97,7 +99,7 @@ export interface TablespaceCreation {
 /**
  * The `CREATE TABLESPACE` records a recovery to `goal` replays from WAL segments on disk in `dir`
  * (names in order, as it replays them). PostgreSQL replays one at the absolute path the primary
- * gave, emptying what is there first: on the primary's machine, the primary's own tablespace.
+ * gave, writing into what is there: on the primary's machine, the primary's own tablespace.
  * Which are replayed follows where the recovery stops (see matcher()): for a moment, those before
  * the first commit after it; for a transaction or restore point, those before its record; for an
  * LSN, every record up to the first at or past it; for `immediate`, those before the base
@@ -147,4 +149,14 @@ export async function tablespacesReplayed(
     if (stopped) break;
   }
   return found;
+}
+
+/**
+ * The tablespaces among `created` whose folder exists on this machine: replaying their CREATE
+ * TABLESPACE would write into it (on the primary's machine, the primary's own tablespace). A relative
+ * location is an in-place tablespace, inside the data directory being recovered.
+ */
+export async function tablespacesInTheWay(created: readonly TablespaceCreation[]): Promise<TablespaceCreation[]> {
+  const exists = await Promise.all(created.map((t) => (path.isAbsolute(t.location) ? access(t.location).then(() => true, () => false) : false)));
+  return created.filter((_, i) => exists[i]);
 }

@@ -41,6 +41,7 @@ export {
   proveRecovery,
   recoverySettings,
   stopsWithin,
+  tablespacesInTheWay,
   tablespacesReplayed,
   TarEntryCatcher,
   walRun,
