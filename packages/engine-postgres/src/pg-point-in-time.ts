@@ -263,7 +263,9 @@ export interface PrivateServer {
  *   the primary's command line) leaves PostgreSQL's defaults, often lower. A value the primary
  *   raised after the backup reaches the WAL only; the server then pauses short of its target, and
  *   proveRecovery says so rather than reporting the pause as the target.
- * - Never archiving (the copy must not write into the archive it reads).
+ * - Never archiving (the copy must not write into the archive it reads), and never starting the
+ *   apply workers of logical replication subscriptions (the copy must not consume the slots of
+ *   the real subscribers).
  */
 export async function privateServer(dataDir: string, major: number, prefix: string): Promise<PrivateServer> {
   const port = await freePort();
@@ -277,6 +279,11 @@ export async function privateServer(dataDir: string, major: number, prefix: stri
     ['hba_file', path.join(socketDir, 'pg_hba.conf')],
     ['ident_file', path.join(socketDir, 'pg_ident.conf')],
     ['archive_mode', 'off'],
+    // A copy that ends recovery as a primary would start the apply workers of its logical
+    // replication subscriptions, enabled as on the primary: they connect to the publishers and
+    // take the subscriptions' slots, acknowledging changes the real subscriber then never gets
+    // (test/pg-physical-isolation.test.ts saw ten rows lost so).
+    ['max_logical_replication_workers', '0'],
   ];
   const hasConfig = await fs.access(path.join(dataDir, 'postgresql.conf')).then(() => true, () => false);
   if (!hasConfig) {

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { appendFileSync, readFileSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
+import pg from 'pg';
+import { makeCluster, requireServerPrograms, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
+import type { TestCluster } from './helpers/pg-cluster.js';
+
+/**
+ * Strata's own temporary servers on a restored copy (verify --level full, restore --start) run on
+ * the machine the backed-up cluster runs on, with that cluster's catalog. A logical replication
+ * subscription in it is enabled there as it was on the primary, and a copy that ends recovery as
+ * a primary (verify's, or --start with --target-action promote) would start its apply worker:
+ * it connects to the publisher and takes the subscription's slot, receiving (and acknowledging)
+ * changes meant for the real subscriber while that one is away. The copies must never reach out.
+ */
+
+const DB = 'cluster';
+const SLOT = 'items_sub';
+
+describe('Strata\'s temporary servers on a restored copy never act on its logical replication subscriptions', function () {
+  this.timeout(10 * 60_000);
+  let cluster: TestCluster;
+  let running = false;
+  const serverLog = (): string => path.join(cluster.dir, 'server.log');
+  const connect = async (database: string): Promise<pg.Client> => {
+    const c = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database });
+    c.on('error', () => undefined);
+    await c.connect();
+    return c;
+  };
+  /** How often a walsender started decoding for the subscription's slot, by the primary's log. */
+  const decodingStarts = (): number => readFileSync(serverLog(), 'utf8').split(`starting logical decoding for slot "${SLOT}"`).length - 1;
+
+  before(async function () {
+    requireServerPrograms(this);
+    cluster = await makeCluster('strata-isolation-', DB);
+    appendFileSync(path.join(cluster.dataDir, 'postgresql.auto.conf'), 'wal_level = logical\n');
+    const started = cluster.pgCtl(['start', '-D', cluster.dataDir, '-l', serverLog(), '-w', '-t', '300']);
+    assert.equal(started.status, 0, started.out);
+    running = true;
+  });
+
+  after(function () {
+    if (!cluster) return;
+    if (running) cluster.pgCtl(['stop', '-D', cluster.dataDir, '-m', 'immediate', '-w']);
+    rmSync(cluster.dir, { recursive: true, force: true });
+  });
+
+  it('verify --level full and restore --start --target-action promote leave the slot to the real subscriber', async function () {
+    const admin = await connect('postgres');
+    await admin.query('CREATE DATABASE pub');
+    await admin.query('CREATE DATABASE sub');
+    const pub = await connect('pub');
+    const sub = await connect('sub');
+    const count = async (): Promise<number> => Number((await sub.query<{ n: string }>('SELECT count(*) AS n FROM items')).rows[0]!.n);
+    try {
+      await pub.query('CREATE TABLE items (id int PRIMARY KEY)');
+      await pub.query('CREATE PUBLICATION items_pub FOR TABLE items');
+      // A subscription to a database of the same cluster needs its slot made beforehand.
+      await pub.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [SLOT]);
+      await sub.query('CREATE TABLE items (id int PRIMARY KEY)');
+      await sub.query(`CREATE SUBSCRIPTION items_sub CONNECTION 'host=127.0.0.1 port=${cluster.port} user=postgres dbname=pub' PUBLICATION items_pub WITH (create_slot = false, slot_name = '${SLOT}')`);
+      await pub.query('INSERT INTO items SELECT generate_series(1, 10)');
+      await waitFor('the subscriber to receive the first rows', async () => ((await count()) === 10 ? true : undefined));
+
+      const backup = await cluster.cli(['backup', DB]);
+      assert.equal(backup.status, 0, backup.stderr);
+      // After the backup the real subscriber goes away for a while; in the copies it is still on.
+      await sub.query('ALTER SUBSCRIPTION items_sub DISABLE');
+      await waitFor('the slot to be released', async () => ((await pub.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [SLOT])).rows[0]!.active ? undefined : true));
+      await pub.query('INSERT INTO items SELECT generate_series(11, 20)');
+      await switchAndArchive(pub);
+      const slotBefore = (await pub.query<{ lsn: string }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [SLOT])).rows[0]!.lsn;
+      const startsBefore = decodingStarts();
+
+      const verified = await cluster.cli(['verify', 'latest', '--level', 'full', '--json']);
+      assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+      const target = path.join(cluster.dir, 'promoted');
+      const restored = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, '--immediate', '--start', '--target-action', 'promote', '--json']);
+      assert.equal(restored.status, 0, restored.stderr);
+      assert.equal((JSON.parse(restored.stdout) as { reached: { state: string } }).reached.state, 'promoted');
+
+      assert.equal(decodingStarts(), startsBefore, 'no copy started decoding from the subscription\'s slot on the primary');
+      const slotAfter = (await pub.query<{ lsn: string }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [SLOT])).rows[0]!.lsn;
+      assert.equal(slotAfter, slotBefore, 'nothing was acknowledged on the slot while its subscriber was away');
+      await sub.query('ALTER SUBSCRIPTION items_sub ENABLE');
+      await waitFor('the subscriber to receive what was written while it was away', async () => ((await count()) === 20 ? true : undefined));
+    } finally {
+      await Promise.all([pub.end(), sub.end(), admin.end()]);
+    }
+  });
+});
