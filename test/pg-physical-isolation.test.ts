@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import pg from 'pg';
 import { makeCluster, requireServerPrograms, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
@@ -11,7 +11,9 @@ import type { TestCluster } from './helpers/pg-cluster.js';
  * subscription in it is enabled there as it was on the primary, and a copy that ends recovery as
  * a primary (verify's, or --start with --target-action promote) would start its apply worker:
  * it connects to the publisher and takes the subscription's slot, receiving (and acknowledging)
- * changes meant for the real subscriber while that one is away. The copies must never reach out.
+ * changes meant for the real subscriber while that one is away. Nor may a copy run the primary's
+ * recovery_end_command or archive_cleanup_command, which act on its archive. The copies must never
+ * reach out.
  */
 
 const DB = 'cluster';
@@ -34,7 +36,10 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
   before(async function () {
     requireServerPrograms(this);
     cluster = await makeCluster('strata-isolation-', DB);
-    appendFileSync(path.join(cluster.dataDir, 'postgresql.auto.conf'), 'wal_level = logical\n');
+    // The primary's own commands for the end of a recovery and a standby's archive cleanup (which
+    // it never runs itself): a copy must not run them either.
+    const witness = (name: string): string => `touch ${path.join(cluster.dir, name)}`;
+    appendFileSync(path.join(cluster.dataDir, 'postgresql.auto.conf'), `wal_level = logical\nrecovery_end_command = '${witness('recovery-end-ran')}'\narchive_cleanup_command = '${witness('cleanup-ran')}'\n`);
     const started = cluster.pgCtl(['start', '-D', cluster.dataDir, '-l', serverLog(), '-w', '-t', '300']);
     assert.equal(started.status, 0, started.out);
     running = true;
@@ -46,7 +51,7 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
     rmSync(cluster.dir, { recursive: true, force: true });
   });
 
-  it('verify --level full and restore --start --target-action promote leave the slot to the real subscriber', async function () {
+  it('verify --level full and restore --start --target-action promote leave the slot to the real subscriber and run none of the primary\'s recovery commands', async function () {
     const admin = await connect('postgres');
     await admin.query('CREATE DATABASE pub');
     await admin.query('CREATE DATABASE sub');
@@ -80,6 +85,8 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
       assert.equal(restored.status, 0, restored.stderr);
       assert.equal((JSON.parse(restored.stdout) as { reached: { state: string } }).reached.state, 'promoted');
 
+      assert.equal(existsSync(path.join(cluster.dir, 'recovery-end-ran')), false, 'no copy ran the primary\'s recovery_end_command');
+      assert.equal(existsSync(path.join(cluster.dir, 'cleanup-ran')), false, 'no copy ran the primary\'s archive_cleanup_command');
       assert.equal(decodingStarts(), startsBefore, 'no copy started decoding from the subscription\'s slot on the primary');
       const slotAfter = (await pub.query<{ lsn: string }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [SLOT])).rows[0]!.lsn;
       assert.equal(slotAfter, slotBefore, 'nothing was acknowledged on the slot while its subscriber was away');

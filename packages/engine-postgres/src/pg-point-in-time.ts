@@ -265,7 +265,7 @@ export interface PrivateServer {
  *   proveRecovery says so rather than reporting the pause as the target.
  * - Never archiving (the copy must not write into the archive it reads), and never starting the
  *   apply workers of logical replication subscriptions (the copy must not consume the slots of
- *   the real subscribers).
+ *   the real subscribers), nor the source's recovery_end_command and archive_cleanup_command.
  */
 export async function privateServer(dataDir: string, major: number, prefix: string): Promise<PrivateServer> {
   const port = await freePort();
@@ -284,6 +284,10 @@ export async function privateServer(dataDir: string, major: number, prefix: stri
     // take the subscriptions' slots, acknowledging changes the real subscriber then never gets
     // (test/pg-physical-isolation.test.ts saw ten rows lost so).
     ['max_logical_replication_workers', '0'],
+    // The source's own commands for the end of a recovery and for a standby's archive cleanup act
+    // on its archive or machine (removing files, notifying someone); a copy runs neither.
+    ['recovery_end_command', ''],
+    ['archive_cleanup_command', ''],
   ];
   const hasConfig = await fs.access(path.join(dataDir, 'postgresql.conf')).then(() => true, () => false);
   if (!hasConfig) {
