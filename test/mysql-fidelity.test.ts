@@ -122,6 +122,43 @@ describe('MySQL/MariaDB fidelity', function () {
     }
   });
 
+  it('verify creates events disabled in its scratch database, where the scheduler would run them against other databases, and restore keeps them enabled', async function () {
+    this.timeout(300_000);
+    const server = await privateMariadb(this, ['--event-scheduler=ON']);
+    const session = await import('mysql2/promise').then((m) => m.default.createConnection({ uri: server.url('mysql'), multipleStatements: true }));
+    const ticks = async (): Promise<string[]> => {
+      const [found] = await session.query<import('mysql2/promise').RowDataPacket[]>('SELECT DISTINCT db FROM elsewhere.ticks ORDER BY db');
+      return found.map((r) => String(r['db']));
+    };
+    try {
+      // The application's event writes into another database, naming the database it runs in.
+      await session.query(
+        'CREATE DATABASE app; CREATE DATABASE elsewhere; CREATE TABLE elsewhere.ticks (db VARCHAR(200), at DATETIME(6));' +
+          'CREATE TABLE app.items (id INT PRIMARY KEY, body VARCHAR(200));' +
+          'INSERT INTO app.items SELECT seq, REPEAT(MD5(seq), 5) FROM seq_1_to_200000;' +
+          "CREATE EVENT app.tick ON SCHEDULE EVERY 1 SECOND DO INSERT INTO elsewhere.ticks VALUES (DATABASE(), NOW(6));",
+      );
+      const deadline = Date.now() + 60_000;
+      while (!(await ticks()).includes('app')) {
+        assert.ok(Date.now() < deadline, 'the event scheduler never ran the application\'s event');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const record = await repo.backup(server.url('app'), { database: 'app' });
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.deepEqual(report!.checks.map((c) => `${c.name} ${c.status}`), ['file-accessibility passed', 'checksum-match passed', 'database-readable passed', 'schema-integrity passed', 'data-consistency passed'], JSON.stringify(report!.checks));
+      // A scratch event that ran would have written its own database's name.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.deepEqual(await ticks(), ['app'], 'only the application\'s own event ran');
+
+      await repo.restore({ id: record.id }, { to: server.url('app_restored') });
+      const [events] = await session.query<import('mysql2/promise').RowDataPacket[]>("SELECT EVENT_SCHEMA AS db, STATUS AS status FROM information_schema.EVENTS WHERE EVENT_NAME = 'tick' ORDER BY 1");
+      assert.deepEqual(events.map((e) => `${String(e['db'])} ${String(e['status'])}`), ['app ENABLED', 'app_restored ENABLED'], 'a restore keeps the event as the backup had it');
+    } finally {
+      await session.end().catch(() => undefined);
+      await server.stop();
+    }
+  });
+
   it('system-versioned tables come back with their current and history rows, and the history keeps working', async () => {
     const source = await databases.create(
       'CREATE TABLE p (id INT PRIMARY KEY, v INT) WITH SYSTEM VERSIONING; INSERT INTO p VALUES (1, 1), (2, 2); UPDATE p SET v = 10 WHERE id = 1; DELETE FROM p WHERE id = 2;',

@@ -338,7 +338,29 @@ export abstract class ServerEngine implements Engine {
     const source = this.parseTarget(options.source);
     await this.sweepLeftovers(source, 'verify');
     const name = scratchDatabaseName(source.database, this.identifierLimit);
-    return { locator: withServerDatabase(source.raw, name), drop: () => this.#withAdmin(source, 'verify', (admin) => admin.drop(name)) };
+    this.#scratches.add(name);
+    return {
+      locator: withServerDatabase(source.raw, name),
+      drop: async () => {
+        try {
+          await this.#withAdmin(source, 'verify', (admin) => admin.drop(name));
+        } finally {
+          this.#scratches.delete(name);
+        }
+      },
+    };
+  }
+
+  /** Verify's scratch databases this engine made and has not dropped yet. */
+  readonly #scratches = new Set<string>();
+
+  /**
+   * Whether `database` is one of verify's scratch databases, made by this engine: a restore into
+   * it is checked and dropped, and lives beside the source on the source's server, so whatever in
+   * it would act by itself there (a scheduled job) must not.
+   */
+  protected isScratch(database: string): boolean {
+    return this.#scratches.has(database);
   }
 
   /** Removes what killed restores and verifications left on the server, and says so (see {@link sweepAndReport}). */

@@ -22,7 +22,7 @@ import type {
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
-import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withoutTriggerOrder } from './mysql-schema.js';
+import { eventDisabled, fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withEventStatuses, withoutTriggerOrder } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
@@ -122,7 +122,9 @@ export class MysqlEngine extends ServerEngine {
           foreignKeysChecked: true,
         };
       }
-      const schema = await readSchema(connection, target.database);
+      const disabledEvents = this.#scratchEvents.get(target.database);
+      const read = await readSchema(connection, target.database);
+      const schema = disabledEvents ? withEventStatuses(read, disabledEvents) : read;
       const tables = await listTables(connection, target.database);
       return {
         schemaFingerprint: fingerprint(schema),
@@ -150,8 +152,23 @@ export class MysqlEngine extends ServerEngine {
   }
 
   protected beginDatabaseRestore(target: MysqlTarget, exists: boolean, names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession> {
-    return beginDatabaseRestore(target, exists, names, this.tableFilter(options));
+    let disabledEvents: Map<string, string> | undefined;
+    if (this.isScratch(target.database)) {
+      disabledEvents = new Map();
+      this.#scratchEvents.set(target.database, disabledEvents);
+    }
+    return beginDatabaseRestore(target, exists, names, this.tableFilter(options), disabledEvents);
   }
+
+  /**
+   * The events a restore into one of verify's scratch databases created disabled, with the status
+   * each had in the backup. With the server's event scheduler on (MySQL 8's default), an enabled
+   * event in the scratch database runs on its schedule while verify reads it, and one whose body
+   * names another database (`INSERT INTO reporting.daily ...`) writes there, into live data. The
+   * facts read from the scratch give each back its status, so the comparison with the backup is
+   * unchanged.
+   */
+  readonly #scratchEvents = new Map<string, Map<string, string>>();
 
   protected replaceTables(target: MysqlTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, names: RestoreWorkNames): Promise<void> {
     return replaceTables(target, tables, spooled, info, names);
@@ -220,11 +237,22 @@ async function runUnit(connection: mysql.Connection, unit: readonly string[], da
   await connection.query(RESTORE_SESSION);
 }
 
-/** Runs routines and the post-data statements (views, triggers, events) in `database`. */
-async function runProgrammable(connection: mysql.Connection, database: string, schema: MysqlSchema, options: { events: boolean }): Promise<void> {
+/**
+ * Runs routines and the post-data statements (views, triggers, events) in `database`. With
+ * `disabledEvents`, events are created disabled and their statuses recorded there.
+ */
+async function runProgrammable(connection: mysql.Connection, database: string, schema: MysqlSchema, options: { events: boolean; disabledEvents?: Map<string, string> }): Promise<void> {
   await connection.query(`USE ${ident(database)}`);
   for (const unit of unitsOf(schema.pre.filter((s) => !isDataStatement(s)), database)) await runUnit(connection, unit, database);
-  const units = unitsOf(schema.post, database).filter((u) => options.events || !/^CREATE\b[\s\S]*?\bEVENT\b/i.test(u.at(-1)!));
+  const disable = (unit: string[]): string[] => {
+    const disabled = options.disabledEvents ? eventDisabled(unit.at(-1)!) : undefined;
+    if (!disabled) return unit;
+    options.disabledEvents!.set(disabled.name, disabled.status);
+    return [...unit.slice(0, -1), disabled.sql];
+  };
+  const units = unitsOf(schema.post, database)
+    .filter((u) => options.events || !/^CREATE\b[\s\S]*?\bEVENT\b/i.test(u.at(-1)!))
+    .map(disable);
   const isView = (u: readonly string[]): boolean => /^CREATE\b[\s\S]*?\bVIEW\b/i.test(u.at(-1)!);
   // A view may name another view created later; retry until no statement makes progress.
   await runUntilNoProgress(connection, units.filter(isView), database);
@@ -271,7 +299,7 @@ async function retargetDefaults(connection: mysql.Connection, from: string, to: 
  * routines, views, triggers and events recreated, so a failed restore leaves the target as it
  * was and no work database behind.
  */
-async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names: RestoreWorkNames, wanted: TableFilter | undefined): Promise<RestoreSession> {
+async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names: RestoreWorkNames, wanted: TableFilter | undefined, disabledEvents: Map<string, string> | undefined): Promise<RestoreSession> {
   const admin = await connect(target, { useDatabase: false });
   await admin.query(RESTORE_SESSION);
   const dropQuietly = async (database: string): Promise<void> => void (await admin.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
@@ -346,7 +374,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
         swapped = true;
         if (exists) await admin.query(`ALTER DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
         await retargetDefaults(admin, work, target.database);
-        await runProgrammable(admin, target.database, schema, { events: true });
+        await runProgrammable(admin, target.database, schema, { events: true, ...(disabledEvents ? { disabledEvents } : {}) });
       } catch (err) {
         const failure = isStrataError(err) ? err : connectionError(target, err);
         if (createdTarget) await dropQuietly(target.database);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type mysql from 'mysql2/promise';
+import { StrataError } from '@strata/core';
 import { ident } from './mysql-connection.js';
 
 /** Statement terminator in schema.sql: a line with only `;;` (what `DELIMITER ;;` expects). */
@@ -108,6 +109,43 @@ export async function readSchema(connection: mysql.Connection, database: string)
   const collation = String(info?.['collation'] ?? 'utf8mb4_general_ci');
   objects['database'] = `charset ${charset} collate ${collation}`;
   return { charset, collation, pre, post, objects };
+}
+
+/** An event's status in SHOW CREATE EVENT, which always prints it, after ON COMPLETION. */
+const EVENT_STATUS = /(\bON COMPLETION (?:NOT )?PRESERVE )(ENABLE|DISABLE ON (?:SLAVE|REPLICA)|DISABLE)\b/i;
+/** The head of SHOW CREATE EVENT's statement: CREATE [DEFINER=user@host] EVENT name (a line of its own in a unit). */
+const EVENT_NAME = /^CREATE\s+(?:DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|[^\s@]+)@(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|\S+)\s+)?EVENT\s+(`(?:[^`]|``)+`|[^\s`]+)/im;
+
+/** The event a statement creates, by the name SHOW EVENTS gives it; undefined for other statements. */
+export function eventCreated(sql: string): string | undefined {
+  const quoted = EVENT_NAME.exec(sql)?.[1];
+  if (quoted === undefined) return undefined;
+  return quoted.startsWith('`') ? quoted.slice(1, -1).replaceAll('``', '`') : quoted;
+}
+
+/**
+ * An event's statement made to create it disabled, and the status it had; undefined for other
+ * statements. An event statement without the status SHOW CREATE EVENT always prints is refused:
+ * it would be created enabled.
+ */
+export function eventDisabled(sql: string): { sql: string; name: string; status: string } | undefined {
+  const name = eventCreated(sql);
+  if (name === undefined) return undefined;
+  const status = EVENT_STATUS.exec(sql)?.[2];
+  if (status === undefined) throw new StrataError('ARTIFACT_FOREIGN', `restore: the backup's statement of event ${name} has no ENABLE or DISABLE after ON COMPLETION, as SHOW CREATE EVENT writes it, so it cannot be created disabled in verify's scratch database`);
+  return { sql: sql.replace(EVENT_STATUS, '$1DISABLE'), name, status };
+}
+
+/** The schema with the events named in `statuses` given back those statuses (see eventDisabled). */
+export function withEventStatuses(schema: MysqlSchema, statuses: ReadonlyMap<string, string>): MysqlSchema {
+  const restored = (sql: string, name: string | undefined): string => {
+    const status = name === undefined ? undefined : statuses.get(name);
+    return status === undefined ? sql : sql.replace(EVENT_STATUS, `$1${status}`);
+  };
+  const objects = schema.objects
+    ? Object.fromEntries(Object.entries(schema.objects).map(([key, sql]) => [key, key.startsWith('event ') ? restored(sql, key.slice('event '.length)) : sql]))
+    : undefined;
+  return { ...schema, post: schema.post.map((sql) => restored(sql, eventCreated(sql))), ...(objects ? { objects } : {}) };
 }
 
 /** The schema object by object: key to SHA-256 of its definition, as the validator compares them. */
