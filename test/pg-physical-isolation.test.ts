@@ -83,7 +83,12 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
       const target = path.join(cluster.dir, 'promoted');
       const restored = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, '--immediate', '--start', '--target-action', 'promote', '--json']);
       assert.equal(restored.status, 0, restored.stderr);
-      assert.equal((JSON.parse(restored.stdout) as { reached: { state: string } }).reached.state, 'promoted');
+      const reached = (JSON.parse(restored.stdout) as { reached: { state: string; subscriptions: string[] } }).reached;
+      assert.equal(reached.state, 'promoted');
+      assert.deepEqual(reached.subscriptions, ['sub.items_sub'], 'the report names the subscriptions the directory would start');
+      const paused = await cluster.cli(['restore', 'latest', '--db', DB, '--to', path.join(cluster.dir, 'paused'), '--immediate', '--start']);
+      assert.equal(paused.status, 0, paused.stderr);
+      assert.match(paused.stdout, /enabled logical replication subscription\(s\) sub\.items_sub: started as a primary, it connects to their publishers.*max_logical_replication_workers=0/);
 
       assert.equal(existsSync(path.join(cluster.dir, 'recovery-end-ran')), false, 'no copy ran the primary\'s recovery_end_command');
       assert.equal(existsSync(path.join(cluster.dir, 'cleanup-ran')), false, 'no copy ran the primary\'s archive_cleanup_command');

@@ -237,6 +237,11 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     if (report) {
       process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
     }
+    if (report && report.subscriptions.length > 0) {
+      process.stdout.write(
+        `the restored cluster has enabled logical replication subscription(s) ${report.subscriptions.join(', ')}: started as a primary, it connects to their publishers and consumes their slots, and the real subscribers never get what it acknowledges. Unless it replaces the original, start it with -c max_logical_replication_workers=0 and ALTER SUBSCRIPTION ... DISABLE them first (Strata's temporary server started none)\n`,
+      );
+    }
     if (configurationMissing.length > 0) {
       process.stdout.write(
         `the backed-up cluster keeps ${configurationMissing.join(', ')} outside its data directory (as Debian and Ubuntu do, in /etc/postgresql/VERSION/NAME), so ${dir} has none: copy yours in first, without data_directory, hba_file and ident_file (they name the original cluster's)\n`,

@@ -210,6 +210,12 @@ export interface RecoveryReport {
   readonly port: number;
   /** A URL of one of the temporary server's databases (through its socket), while it runs. */
   readonly url: (database: string) => string;
+  /**
+   * The recovered cluster's enabled logical replication subscriptions (`database.subscription`),
+   * which connect to their publishers once the directory is started as a primary by anyone but
+   * Strata; empty when it has none or once it has shut down.
+   */
+  readonly subscriptions: readonly string[];
 }
 
 export function freePort(): Promise<number> {
@@ -377,7 +383,12 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
           const pausedShort = row.paused === 'paused' && /insufficient parameter settings/.test(await fs.readFile(log, 'utf8').catch(() => ''));
           if (pausedShort) throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery paused short of its target because a setting is lower than on the primary (set it in the data directory's postgresql.conf):\n${await tail()}`);
           if (!row.recovering || (row.paused === 'paused' && /pausing at the end of recovery/.test(await fs.readFile(log, 'utf8').catch(() => '')))) {
-            const reached: RecoveryReport = { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port, url: server.url };
+            const subscriptions = (
+              await client
+                .query<{ name: string }>("SELECT d.datname || '.' || s.subname AS name FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE s.subenabled ORDER BY 1")
+                .catch(() => ({ rows: [] as { name: string }[] }))
+            ).rows.map((r) => r.name);
+            const reached: RecoveryReport = { state: row.recovering ? 'paused' : 'promoted', lsn: row.lsn, lastCommit: row.last ? row.last.toISOString() : null, port, url: server.url, subscriptions };
             if (!options.keepRunning) return reached;
             // The caller uses the server (a table as of a moment), and stops it with stop().
             keep = true;
@@ -388,7 +399,7 @@ export async function proveRecovery(dataDir: string, options: { signal?: AbortSi
         }
       } else if (!existsPid(dataDir)) {
         const text = await tail();
-        if (/shutting down|database system is shut down/.test(text) && !/FATAL/.test(text)) return { state: 'ended', lsn: null, lastCommit: null, port, url: server.url };
+        if (/shutting down|database system is shut down/.test(text) && !/FATAL/.test(text)) return { state: 'ended', lsn: null, lastCommit: null, port, url: server.url, subscriptions: [] };
         throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery stopped before reaching its target:\n${text}`);
       }
       if (Date.now() > deadline) throw new StrataError('RESTORE_FAILED', `restore, on a temporary server: recovery did not reach its target in time:\n${await tail()}`);
