@@ -116,6 +116,40 @@ describe('a repository written by the previous release (fixtures/legacy-v1)', ()
       assert.equal(checksum(changed, 'customers'), checksum(legacy, 'customers'));
     });
 
+    it("events verify's scratch database holds disabled are measured with their recorded status, as that release and this one measure them", async function () {
+      this.timeout(300_000);
+      // A database with an enabled event, restored as usual and into a scratch database of verify's.
+      const source = await databases.create("CREATE TABLE t (id INT PRIMARY KEY); CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY DO DELETE FROM t;");
+      const tempDir = path.join(dir.path, 'tmp');
+      const snapshot = await engine.snapshot(mysqlUrl(source), { tempDir, schemaOnly: true });
+      const schemaSql = snapshot.schemaSql;
+      await snapshot.close?.();
+      const restoreInto = async (locator: string): Promise<void> => {
+        const session = await engine.beginRestore(locator, { tempDir, force: false });
+        await session.prepare?.(schemaSql);
+        const sink = await session.streamTarget('t.rows');
+        if (sink.kind !== 'sink') throw new Error('expected a row sink');
+        await sink.end();
+        await session.commit({ schemaOnly: false, schemaSql, engineMeta: { serverVersion: '10.11' }, tables: ['t'] });
+      };
+      const restored = databases.name();
+      await restoreInto(mysqlUrl(restored));
+      const scratch = await engine.createScratch({ tempDir, source: mysqlUrl(source) });
+      try {
+        await restoreInto(scratch.locator);
+        const scratchName = new URL(scratch.locator).pathname.slice(1);
+        const status = async (database: string): Promise<unknown> => mysqlQuery(undefined, `SELECT STATUS AS status FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '${database}'`);
+        assert.deepEqual([await status(restored), await status(scratchName)], [[{ status: 'ENABLED' }], [{ status: 'DISABLED' }]]);
+        for (const recordedMeta of [{ serverVersion: '10.11', nonTransactionalTables: [] }, { serverVersion: '10.11', nonTransactionalTables: [], factsVersion: 2 }]) {
+          const copy = await engine.inspect(mysqlUrl(restored), { recordedMeta });
+          const checked = await engine.inspect(scratch.locator, { recordedMeta });
+          assert.equal(checked.schemaFingerprint, copy.schemaFingerprint, `facts version ${recordedMeta.factsVersion ?? 1}`);
+        }
+      } finally {
+        await scratch.drop();
+      }
+    });
+
     it("BIT values in that release's row streams (HEX text) restore as the same numbers, whole and with --tables", async function () {
       this.timeout(300_000);
       // schema.sql as that release wrote it: no row format line.

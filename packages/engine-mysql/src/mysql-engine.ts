@@ -114,15 +114,15 @@ export class MysqlEngine extends ServerEngine {
     const connection = await connect(target);
     try {
       await connection.query('START TRANSACTION WITH CONSISTENT SNAPSHOT');
+      const disabledEvents = this.#scratchEvents.get(target.database);
       if (recordedWithLegacyFacts(options.recordedMeta)) {
         // No schemaObjects: such a backup recorded none, and today's would not match its fingerprint's reading.
         return {
-          ...(await legacyFacts(connection, target.database)),
+          ...(await legacyFacts(connection, target.database, disabledEvents)),
           integrityErrors: await foreignKeyViolations(connection, target.database),
           foreignKeysChecked: true,
         };
       }
-      const disabledEvents = this.#scratchEvents.get(target.database);
       const read = await readSchema(connection, target.database);
       const schema = disabledEvents ? withEventStatuses(read, disabledEvents) : read;
       const tables = await listTables(connection, target.database);

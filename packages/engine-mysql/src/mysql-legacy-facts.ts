@@ -4,7 +4,7 @@ import type mysql from 'mysql2/promise';
 import type { DatabaseFacts, TableStats } from '@strata/core';
 import { ident } from './mysql-connection.js';
 import { encodeRow, rowBatches } from './mysql-rows.js';
-import { ROW_FORMAT_MARKER } from './mysql-schema.js';
+import { ROW_FORMAT_MARKER, withEventStatus } from './mysql-schema.js';
 
 /**
  * Verifying MySQL/MariaDB backups made before facts version 2 (Strata up to cc33e74).
@@ -43,8 +43,8 @@ export function hasLegacyRowFormat(schemaSql: string): boolean {
 }
 
 /** Fingerprint and per-table facts of a database, as facts version 1 computed them. */
-export async function legacyFacts(connection: mysql.Connection, database: string): Promise<Pick<DatabaseFacts, 'schemaFingerprint' | 'tables'>> {
-  const schemaFingerprint = await legacyFingerprint(connection, database);
+export async function legacyFacts(connection: mysql.Connection, database: string, eventStatuses?: ReadonlyMap<string, string>): Promise<Pick<DatabaseFacts, 'schemaFingerprint' | 'tables'>> {
+  const schemaFingerprint = await legacyFingerprint(connection, database, eventStatuses);
   const tables: TableStats[] = [];
   for (const table of await legacyTables(connection, database)) tables.push(await legacyTableStats(connection, table));
   return { schemaFingerprint, tables };
@@ -101,8 +101,11 @@ async function legacyTableStats(connection: mysql.Connection, table: LegacyTable
   return { name: table.name, rows, checksum: sha.digest('hex') };
 }
 
-/** SHA-256 of the schema as that release read it: routines, tables, views, triggers and events by name. */
-async function legacyFingerprint(connection: mysql.Connection, database: string): Promise<string> {
+/**
+ * SHA-256 of the schema as that release read it: routines, tables, views, triggers and events by
+ * name (events Strata created disabled with the statuses in `eventStatuses`, see eventDisabled).
+ */
+async function legacyFingerprint(connection: mysql.Connection, database: string, eventStatuses?: ReadonlyMap<string, string>): Promise<string> {
   const [[info]] = (await connection.query<mysql.RowDataPacket[]>(
     'SELECT DEFAULT_CHARACTER_SET_NAME AS charset, DEFAULT_COLLATION_NAME AS collation FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?',
     [database],
@@ -127,7 +130,11 @@ async function legacyFingerprint(connection: mysql.Connection, database: string)
   const [triggers] = await connection.query<mysql.RowDataPacket[]>('SHOW TRIGGERS');
   for (const t of byName(triggers, 'Trigger')) statements.push(await legacyShowCreate(connection, 'TRIGGER', t['Trigger'] as string, 'SQL Original Statement'));
   const [events] = await connection.query<mysql.RowDataPacket[]>('SHOW EVENTS');
-  for (const e of byName(events, 'Name')) statements.push(await legacyShowCreate(connection, 'EVENT', e['Name'] as string, 'Create Event'));
+  for (const e of byName(events, 'Name')) {
+    const status = eventStatuses?.get(String(e['Name']));
+    const sql = await legacyShowCreate(connection, 'EVENT', e['Name'] as string, 'Create Event');
+    statements.push(status === undefined ? sql : withEventStatus(sql, status));
+  }
   const normal = statements.map((s) => s.replace(/ AUTO_INCREMENT=\d+/g, ''));
   const charset = String(info?.['charset'] ?? 'utf8mb4');
   const collation = String(info?.['collation'] ?? 'utf8mb4_general_ci');

@@ -133,14 +133,19 @@ export function eventDisabled(sql: string): { sql: string; name: string; status:
   if (name === undefined) return undefined;
   const status = EVENT_STATUS.exec(sql)?.[2];
   if (status === undefined) throw new StrataError('ARTIFACT_FOREIGN', `restore: the backup's statement of event ${name} has no ENABLE or DISABLE after ON COMPLETION, as SHOW CREATE EVENT writes it, so it cannot be created disabled in verify's scratch database`);
-  return { sql: sql.replace(EVENT_STATUS, '$1DISABLE'), name, status };
+  return { sql: withEventStatus(sql, 'DISABLE'), name, status };
+}
+
+/** An event's statement with its status set to `status` (ENABLE, DISABLE, DISABLE ON SLAVE). */
+export function withEventStatus(sql: string, status: string): string {
+  return sql.replace(EVENT_STATUS, `$1${status}`);
 }
 
 /** The schema with the events named in `statuses` given back those statuses (see eventDisabled). */
 export function withEventStatuses(schema: MysqlSchema, statuses: ReadonlyMap<string, string>): MysqlSchema {
   const restored = (sql: string, name: string | undefined): string => {
     const status = name === undefined ? undefined : statuses.get(name);
-    return status === undefined ? sql : sql.replace(EVENT_STATUS, `$1${status}`);
+    return status === undefined ? sql : withEventStatus(sql, status);
   };
   const objects = schema.objects
     ? Object.fromEntries(Object.entries(schema.objects).map(([key, sql]) => [key, key.startsWith('event ') ? restored(sql, key.slice('event '.length)) : sql]))
