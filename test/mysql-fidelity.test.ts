@@ -122,7 +122,7 @@ describe('MySQL/MariaDB fidelity', function () {
     }
   });
 
-  it('verify creates events disabled in its scratch database, where the scheduler would run them against other databases, and restore keeps them enabled', async function () {
+  it('verify creates events disabled in its scratch database, where the scheduler would run them against other databases, and restore keeps them enabled and says they run', async function () {
     this.timeout(300_000);
     const server = await privateMariadb(this, ['--event-scheduler=ON']);
     const session = await import('mysql2/promise').then((m) => m.default.createConnection({ uri: server.url('mysql'), multipleStatements: true }));
@@ -150,7 +150,17 @@ describe('MySQL/MariaDB fidelity', function () {
       await new Promise((resolve) => setTimeout(resolve, 1500));
       assert.deepEqual(await ticks(), ['app'], 'only the application\'s own event ran');
 
-      await repo.restore({ id: record.id }, { to: server.url('app_restored') });
+      const warnings: Error[] = [];
+      const keep = (w: Error): number => warnings.push(w);
+      process.on('warning', keep);
+      try {
+        await repo.restore({ id: record.id }, { to: server.url('app_restored') });
+        await new Promise((resolve) => setImmediate(resolve));
+      } finally {
+        process.off('warning', keep);
+      }
+      const said = warnings.filter((w) => (w as Error & { code?: string }).code === 'STRATA_EVENTS_ENABLED').map((w) => w.message);
+      assert.deepEqual(said, ["restore: event(s) tick restored enabled, and this server's event scheduler is on: they run in app_restored on their schedules from now on (ALTER EVENT ... DISABLE in a copy that should not act by itself)"]);
       const [events] = await session.query<import('mysql2/promise').RowDataPacket[]>("SELECT EVENT_SCHEMA AS db, STATUS AS status FROM information_schema.EVENTS WHERE EVENT_NAME = 'tick' ORDER BY 1");
       assert.deepEqual(events.map((e) => `${String(e['db'])} ${String(e['status'])}`), ['app ENABLED', 'app_restored ENABLED'], 'a restore keeps the event as the backup had it');
     } finally {

@@ -279,6 +279,23 @@ async function runUntilNoProgress(connection: mysql.Connection, units: readonly 
   }
 }
 
+/**
+ * Restored events keep the status they were backed up with, so with the server's event scheduler
+ * on (MySQL 8's default) the enabled ones run in the target from now on: as they should in a
+ * database restored in place, not always in a copy beside the original (an event whose body names
+ * another database writes there). Said, not changed.
+ */
+async function reportRunningEvents(admin: mysql.Connection, database: string): Promise<void> {
+  const [[scheduler]] = (await admin.query<mysql.RowDataPacket[]>('SELECT @@GLOBAL.event_scheduler AS state')) as unknown as [mysql.RowDataPacket[]];
+  if (String(scheduler?.['state'] ?? '').toUpperCase() !== 'ON') return;
+  const [events] = await admin.query<mysql.RowDataPacket[]>("SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND STATUS = 'ENABLED' ORDER BY EVENT_NAME", [database]);
+  if (events.length === 0) return;
+  process.emitWarning(
+    `restore: event(s) ${events.map((e) => String(e['name'])).join(', ')} restored enabled, and this server's event scheduler is on: they run in ${database} on their schedules from now on (ALTER EVENT ... DISABLE in a copy that should not act by itself)`,
+    { code: 'STRATA_EVENTS_ENABLED' },
+  );
+}
+
 /** Column defaults that name the work database (DEFAULT NEXT VALUE FOR a sequence) name the target instead. */
 async function retargetDefaults(connection: mysql.Connection, from: string, to: string): Promise<void> {
   const [columns] = await connection.query<mysql.RowDataPacket[]>(
@@ -375,6 +392,7 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
         if (exists) await admin.query(`ALTER DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
         await retargetDefaults(admin, work, target.database);
         await runProgrammable(admin, target.database, schema, { events: true, ...(disabledEvents ? { disabledEvents } : {}) });
+        if (!disabledEvents) await reportRunningEvents(admin, target.database);
       } catch (err) {
         const failure = isStrataError(err) ? err : connectionError(target, err);
         if (createdTarget) await dropQuietly(target.database);
