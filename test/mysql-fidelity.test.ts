@@ -136,10 +136,15 @@ describe('MySQL/MariaDB fidelity', function () {
         'CREATE DATABASE app; CREATE DATABASE elsewhere; CREATE TABLE elsewhere.ticks (db VARCHAR(200), at DATETIME(6));' +
           'CREATE TABLE app.items (id INT PRIMARY KEY, body VARCHAR(200));' +
           'INSERT INTO app.items SELECT seq, REPEAT(MD5(seq), 5) FROM seq_1_to_200000;' +
-          "CREATE EVENT app.tick ON SCHEDULE EVERY 1 SECOND DO INSERT INTO elsewhere.ticks VALUES (DATABASE(), NOW(6));",
+          "CREATE EVENT app.tick ON SCHEDULE EVERY 1 SECOND DO INSERT INTO elsewhere.ticks VALUES (DATABASE(), NOW(6));" +
+          // A role as definer (no @host), a name with a space and a comment that reads like a status.
+          'CREATE ROLE app_role; GRANT ALL ON *.* TO app_role;' +
+          "CREATE DEFINER = app_role EVENT app.`role tick` ON SCHEDULE EVERY 1 SECOND COMMENT 'ON COMPLETION PRESERVE ENABLE' DO INSERT INTO elsewhere.ticks VALUES (CONCAT(DATABASE(), ' as role'), NOW(6));" +
+          // A trigger whose body holds a line that starts like an event's statement.
+          'USE app; CREATE TRIGGER items_bi BEFORE INSERT ON items FOR EACH ROW /*\nCREATE EVENT not_one\n*/ SET NEW.body = NEW.body;',
       );
       const deadline = Date.now() + 60_000;
-      while (!(await ticks()).includes('app')) {
+      while ((await ticks()).join() !== 'app,app as role') {
         assert.ok(Date.now() < deadline, 'the event scheduler never ran the application\'s event');
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
@@ -148,7 +153,7 @@ describe('MySQL/MariaDB fidelity', function () {
       assert.deepEqual(report!.checks.map((c) => `${c.name} ${c.status}`), ['file-accessibility passed', 'checksum-match passed', 'database-readable passed', 'schema-integrity passed', 'data-consistency passed'], JSON.stringify(report!.checks));
       // A scratch event that ran would have written its own database's name.
       await new Promise((resolve) => setTimeout(resolve, 1500));
-      assert.deepEqual(await ticks(), ['app'], 'only the application\'s own event ran');
+      assert.deepEqual(await ticks(), ['app', 'app as role'], 'only the application\'s own events ran');
 
       const warnings: Error[] = [];
       const keep = (w: Error): number => warnings.push(w);
@@ -160,9 +165,13 @@ describe('MySQL/MariaDB fidelity', function () {
         process.off('warning', keep);
       }
       const said = warnings.filter((w) => (w as Error & { code?: string }).code === 'STRATA_EVENTS_ENABLED').map((w) => w.message);
-      assert.deepEqual(said, ["restore: event(s) tick restored enabled, and this server's event scheduler is on: they run in app_restored on their schedules from now on (ALTER EVENT ... DISABLE in a copy that should not act by itself)"]);
-      const [events] = await session.query<import('mysql2/promise').RowDataPacket[]>("SELECT EVENT_SCHEMA AS db, STATUS AS status FROM information_schema.EVENTS WHERE EVENT_NAME = 'tick' ORDER BY 1");
-      assert.deepEqual(events.map((e) => `${String(e['db'])} ${String(e['status'])}`), ['app ENABLED', 'app_restored ENABLED'], 'a restore keeps the event as the backup had it');
+      assert.deepEqual(said, ["restore: event(s) role tick, tick restored enabled, and this server's event scheduler is on: they run in app_restored on their schedules from now on (ALTER EVENT ... DISABLE in a copy that should not act by itself)"]);
+      const [events] = await session.query<import('mysql2/promise').RowDataPacket[]>('SELECT EVENT_SCHEMA AS db, EVENT_NAME AS name, STATUS AS status FROM information_schema.EVENTS ORDER BY 1, 2');
+      assert.deepEqual(
+        events.map((e) => `${String(e['db'])}.${String(e['name'])} ${String(e['status'])}`),
+        ['app.role tick ENABLED', 'app.tick ENABLED', 'app_restored.role tick ENABLED', 'app_restored.tick ENABLED'],
+        'a restore keeps the events as the backup had them',
+      );
     } finally {
       await session.end().catch(() => undefined);
       await server.stop();

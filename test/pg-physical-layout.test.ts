@@ -224,14 +224,23 @@ describe('physical backups of a cluster whose configuration lives outside its da
       // its CREATE then lies between the backup's start and end, in the WAL a copy replays.
       await db.query("CREATE TABLE bulk AS SELECT g, repeat(md5(g::text), 10) AS filler FROM generate_series(1, 300000) g");
       const backup = cli(['backup', DB]);
-      const phase = async (): Promise<string | undefined> => (await db.query<{ phase: string }>('SELECT phase FROM pg_stat_progress_basebackup')).rows[0]?.phase;
-      for (let tries = 0; (await phase()) !== 'streaming database files'; tries++) {
+      const progress = async (): Promise<{ phase: string; pid: number } | undefined> => (await db.query<{ phase: string; pid: number }>('SELECT phase, pid FROM pg_stat_progress_basebackup')).rows[0];
+      let sender: { phase: string; pid: number } | undefined;
+      for (let tries = 0; (sender = await progress())?.phase !== 'streaming database files'; tries++) {
         assert.ok(tries < 30_000, 'the base backup never reached its file-streaming phase');
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
-      await db.query(`CREATE TABLESPACE during_space LOCATION '${location}'`);
-      await db.query('CREATE TABLE during_kept TABLESPACE during_space AS SELECT 7 AS answer');
-      assert.equal(await phase(), 'streaming database files', 'the tablespace was made while the backup still streamed its files');
+      assert.ok(sender);
+      const pid = sender.pid;
+      // The server process sending the files is held still meanwhile, however fast the machine.
+      process.kill(pid, 'SIGSTOP');
+      try {
+        await db.query(`CREATE TABLESPACE during_space LOCATION '${location}'`);
+        await db.query('CREATE TABLE during_kept TABLESPACE during_space AS SELECT 7 AS answer');
+        assert.equal((await progress())?.phase, 'streaming database files', 'the tablespace was made while the backup still streamed its files');
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
       // Where a replayed CREATE TABLESPACE empties: the folder of this server version inside it.
       writeFileSync(path.join(location, versionFolder(location), 'witness'), 'the primary tablespace folder must survive');
       const taken = await backup;

@@ -266,7 +266,7 @@ async function refuseTablespaceReplay(spool: string, segments: readonly string[]
   const major = Number((await fs.readFile(path.join(dir, 'PG_VERSION'), 'utf8')).trim());
   const created = await tablespacesReplayed(spool, segments, goal, { major, backupEnd: (base.logRange!.end as { lsn?: string }).lsn ?? '0/0', signal });
   if (created === undefined) {
-    process.stderr.write('strata: warning: could not look for CREATE TABLESPACE in the WAL to replay (pg_waldump did not run); a recovery on the primary\'s machine that replays one would overwrite that tablespace\'s folder\n');
+    process.stderr.write(`strata: warning: could not look for CREATE TABLESPACE in the WAL to replay (PostgreSQL ${major}'s pg_waldump did not run, or read none of it); a recovery on the primary's machine that replays one would overwrite that tablespace's folder\n`);
     return;
   }
   const t = (await tablespacesInTheWay(created))[0];

@@ -346,6 +346,7 @@ export abstract class ServerEngine implements Engine {
           await this.#withAdmin(source, 'verify', (admin) => admin.drop(name));
         } finally {
           this.#scratches.delete(name);
+          this.scratchDropped(name);
         }
       },
     };
@@ -362,6 +363,9 @@ export abstract class ServerEngine implements Engine {
   protected isScratch(database: string): boolean {
     return this.#scratches.has(database);
   }
+
+  /** Called once one of verify's scratch databases is dropped: what an engine kept about it can go. */
+  protected scratchDropped(_database: string): void {}
 
   /** Removes what killed restores and verifications left on the server, and says so (see {@link sweepAndReport}). */
   protected async sweepLeftovers(server: ServerTarget, operation: string): Promise<void> {

@@ -170,6 +170,10 @@ export class MysqlEngine extends ServerEngine {
    */
   readonly #scratchEvents = new Map<string, Map<string, string>>();
 
+  protected override scratchDropped(database: string): void {
+    this.#scratchEvents.delete(database);
+  }
+
   protected replaceTables(target: MysqlTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, names: RestoreWorkNames): Promise<void> {
     return replaceTables(target, tables, spooled, info, names);
   }
@@ -244,14 +248,23 @@ async function runUnit(connection: mysql.Connection, unit: readonly string[], da
 async function runProgrammable(connection: mysql.Connection, database: string, schema: MysqlSchema, options: { events: boolean; disabledEvents?: Map<string, string> }): Promise<void> {
   await connection.query(`USE ${ident(database)}`);
   for (const unit of unitsOf(schema.pre.filter((s) => !isDataStatement(s)), database)) await runUnit(connection, unit, database);
+  // EVENT on the statement's first line before any other kind of object: a trigger's body that
+  // mentions events (even a commented-out CREATE EVENT line) is not one.
+  const mayBeEvent = (u: readonly string[]): boolean => /^CREATE\b(?:(?!\b(?:TRIGGER|VIEW|PROCEDURE|FUNCTION|TABLE|SEQUENCE)\b)[^\n])*\bEVENT\b/i.test(u.at(-1)!);
   const disable = (unit: string[]): string[] => {
-    const disabled = options.disabledEvents ? eventDisabled(unit.at(-1)!) : undefined;
-    if (!disabled) return unit;
-    options.disabledEvents!.set(disabled.name, disabled.status);
+    if (!options.disabledEvents) return unit;
+    const disabled = eventDisabled(unit.at(-1)!);
+    if (!disabled) {
+      // An event this cannot read would be created enabled: refused, since the scratch database
+      // lives on the source's server.
+      if (mayBeEvent(unit)) throw new StrataError('ARTIFACT_FOREIGN', redactable`restore: cannot tell whether ${withheld(objectOf(unit), 'object')} creates an event (its statement is not as SHOW CREATE EVENT writes one), so it cannot be created disabled in verify's scratch database`);
+      return unit;
+    }
+    options.disabledEvents.set(disabled.name, disabled.status);
     return [...unit.slice(0, -1), disabled.sql];
   };
   const units = unitsOf(schema.post, database)
-    .filter((u) => options.events || !/^CREATE\b[\s\S]*?\bEVENT\b/i.test(u.at(-1)!))
+    .filter((u) => options.events || !mayBeEvent(u))
     .map(disable);
   const isView = (u: readonly string[]): boolean => /^CREATE\b[\s\S]*?\bVIEW\b/i.test(u.at(-1)!);
   // A view may name another view created later; retry until no statement makes progress.
@@ -392,7 +405,8 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
         if (exists) await admin.query(`ALTER DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
         await retargetDefaults(admin, work, target.database);
         await runProgrammable(admin, target.database, schema, { events: true, ...(disabledEvents ? { disabledEvents } : {}) });
-        if (!disabledEvents) await reportRunningEvents(admin, target.database);
+        // Advice only: a failure to give it leaves the finished restore as it is.
+        if (!disabledEvents) await reportRunningEvents(admin, target.database).catch(() => undefined);
       } catch (err) {
         const failure = isStrataError(err) ? err : connectionError(target, err);
         if (createdTarget) await dropQuietly(target.database);

@@ -113,14 +113,31 @@ export async function readSchema(connection: mysql.Connection, database: string)
 
 /** An event's status in SHOW CREATE EVENT, which always prints it, after ON COMPLETION. */
 const EVENT_STATUS = /(\bON COMPLETION (?:NOT )?PRESERVE )(ENABLE|DISABLE ON (?:SLAVE|REPLICA)|DISABLE)\b/i;
-/** The head of SHOW CREATE EVENT's statement: CREATE [DEFINER=user@host] EVENT name (a line of its own in a unit). */
-const EVENT_NAME = /^CREATE\s+(?:DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|[^\s@]+)@(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|\S+)\s+)?EVENT\s+(`(?:[^`]|``)+`|[^\s`]+)/im;
+/**
+ * The head of SHOW CREATE EVENT's statement, at its start: CREATE [DEFINER=user@host] EVENT name
+ * (a role as definer has no host).
+ */
+const EVENT_HEAD = /^CREATE\s+(?:DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|[^\s@`']+)(?:@(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|\S+))?\s+)?EVENT\s+(`(?:[^`]|``)+`|[^\s`]+)/i;
+/** Between the SET SESSION of a statement's settings and the statement, as showCreate joins them. */
+const SETTINGS_END = '\n;;\n';
 
-/** The event a statement creates, by the name SHOW EVENTS gives it; undefined for other statements. */
+/** Where the head of the event a statement creates ends, and the event's name (as SHOW EVENTS gives it). */
+function eventHead(sql: string): { end: number; name: string } | undefined {
+  let start = 0;
+  if (/^SET SESSION /i.test(sql)) {
+    const at = sql.indexOf(SETTINGS_END);
+    if (at < 0) return undefined;
+    start = at + SETTINGS_END.length;
+  }
+  const head = EVENT_HEAD.exec(sql.slice(start));
+  if (!head) return undefined;
+  const quoted = head[1]!;
+  return { end: start + head[0].length, name: quoted.startsWith('`') ? quoted.slice(1, -1).replaceAll('``', '`') : quoted };
+}
+
+/** The event a statement creates; undefined for other statements. */
 export function eventCreated(sql: string): string | undefined {
-  const quoted = EVENT_NAME.exec(sql)?.[1];
-  if (quoted === undefined) return undefined;
-  return quoted.startsWith('`') ? quoted.slice(1, -1).replaceAll('``', '`') : quoted;
+  return eventHead(sql)?.name;
 }
 
 /**
@@ -129,16 +146,17 @@ export function eventCreated(sql: string): string | undefined {
  * it would be created enabled.
  */
 export function eventDisabled(sql: string): { sql: string; name: string; status: string } | undefined {
-  const name = eventCreated(sql);
-  if (name === undefined) return undefined;
-  const status = EVENT_STATUS.exec(sql)?.[2];
-  if (status === undefined) throw new StrataError('ARTIFACT_FOREIGN', `restore: the backup's statement of event ${name} has no ENABLE or DISABLE after ON COMPLETION, as SHOW CREATE EVENT writes it, so it cannot be created disabled in verify's scratch database`);
-  return { sql: withEventStatus(sql, 'DISABLE'), name, status };
+  const head = eventHead(sql);
+  if (!head) return undefined;
+  const status = EVENT_STATUS.exec(sql.slice(head.end))?.[2];
+  if (status === undefined) throw new StrataError('ARTIFACT_FOREIGN', `restore: the backup's statement of event ${head.name} has no ENABLE or DISABLE after ON COMPLETION, as SHOW CREATE EVENT writes it, so it cannot be created disabled in verify's scratch database`);
+  return { sql: withEventStatus(sql, 'DISABLE'), name: head.name, status };
 }
 
-/** An event's statement with its status set to `status` (ENABLE, DISABLE, DISABLE ON SLAVE). */
+/** An event's statement with its status set to `status` (ENABLE, DISABLE, DISABLE ON SLAVE); other statements unchanged. */
 export function withEventStatus(sql: string, status: string): string {
-  return sql.replace(EVENT_STATUS, `$1${status}`);
+  const head = eventHead(sql);
+  return head ? sql.slice(0, head.end) + sql.slice(head.end).replace(EVENT_STATUS, `$1${status}`) : sql;
 }
 
 /** The schema with the events named in `statuses` given back those statuses (see eventDisabled). */

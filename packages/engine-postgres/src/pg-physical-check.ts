@@ -83,12 +83,13 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
  * the folder the primary gave: on the primary's machine, the primary's tablespace, whose pages it
  * puts back as they were (test/pg-physical-layout.test.ts saw an UPDATE lost) (restore refuses the same,
  * see tablespacesInTheWay). Such a copy is not started here; nor is one whose WAL pg_waldump could
- * not read, since what it would replay is then unknown.
+ * not read (not installed, another major version, nothing readable), since what it would replay is
+ * then unknown.
  */
 async function refuseTablespaceReplay(walDir: string, segments: readonly string[], major: number, backupEnd: string, signal: AbortSignal | undefined): Promise<void> {
   const created = await tablespacesReplayed(walDir, segments, { kind: 'latest' }, { major, backupEnd, ...(signal ? { signal } : {}) });
   if (created === undefined) {
-    throw new StrataError('TOOL_MISSING', `verify: pg_waldump (PostgreSQL ${major}) did not run, so the WAL the check would replay could not be searched for CREATE TABLESPACE, which would write into a folder of this machine; install PostgreSQL ${major}'s server programs or set STRATA_PG_BINDIR to their folder`);
+    throw new StrataError('TOOL_MISSING', `verify: PostgreSQL ${major}'s pg_waldump did not run or read none of the WAL the check would replay, so it could not be searched for CREATE TABLESPACE, which would write into a folder of this machine; install PostgreSQL ${major}'s server programs (Debian: postgresql-${major}; PGDG RPMs: postgresql${major}-contrib) or set STRATA_PG_BINDIR to their folder`);
   }
   const t = (await tablespacesInTheWay(created))[0];
   if (t) {

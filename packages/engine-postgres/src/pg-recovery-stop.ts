@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import { pgProgram } from './pg-physical-engine.js';
+import { pgProgram, pgProgramFor } from './pg-physical-engine.js';
 import { parseLsn } from './pg-wal.js';
 import type { RecoveryGoal } from './pg-point-in-time.js';
 
@@ -124,28 +124,40 @@ export async function tablespacesReplayed(
     if (last && last[0]!.slice(0, 8) === name.slice(0, 8)) last.push(name);
     else runs.push([name]);
   }
+  // Only this major's pg_waldump reads its WAL; another one found on PATH would read nothing.
+  let program: string;
+  try {
+    program = pgProgramFor('pg_waldump', options.major, 'looking for CREATE TABLESPACE in the WAL', false);
+  } catch {
+    return undefined;
+  }
   const found: TablespaceCreation[] = [];
   for (const run of runs) {
-    const rmgrs = ['-r', 'Tablespace', ...(stop?.rmgr ? ['-r', stop.rmgr] : [])];
+    // XLOG records (checkpoints, the base backup's end, a timeline's start) are in every run a
+    // recovery replays: a run that shows none was not read, and the answer would be a false "none".
+    const rmgrs = ['-r', 'Tablespace', '-r', 'XLOG', ...(stop?.rmgr && stop.rmgr !== 'XLOG' ? ['-r', stop.rmgr] : [])];
     // TZ=UTC: pg_waldump prints commit times in the local zone (see stopsWithin).
-    const child = spawn(pgProgram('pg_waldump', options.major), ['-p', dir, ...rmgrs, run[0]!, run.at(-1)!], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'], signal: options.signal });
+    const child = spawn(program, ['-p', dir, ...rmgrs, run[0]!, run.at(-1)!], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'], signal: options.signal });
     const ended = new Promise<boolean>((resolve) => {
       child.once('close', () => resolve(true));
       child.once('error', () => resolve(false));
     });
     let stopped = false;
+    let read = false;
     for await (const line of createInterface({ input: child.stdout })) {
       const record = /\btx:\s*(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev ([0-9A-F]+\/[0-9A-F]+), desc: (.*)$/.exec(line);
-      if (!record || stopped) continue;
+      if (!record) continue;
+      if (line.startsWith('rmgr: XLOG ')) read = true;
+      if (stopped) continue;
       const created = /^CREATE (\d+) "(.*)"$/.exec(record[4]!);
       if (line.startsWith('rmgr: Tablespace') && created) {
         const t = { lsn: record[2]!, previousLsn: record[3]!, oid: created[1]!, location: created[2]! };
         if (replayed(t)) found.push(t);
-      } else if (stop?.test({ xid: record[1]!, lsn: parseLsn(record[2]!), desc: record[4]! })) {
+      } else if (stop && line.startsWith(`rmgr: ${stop.rmgr} `) && stop.test({ xid: record[1]!, lsn: parseLsn(record[2]!), desc: record[4]! })) {
         stopped = true;
       }
     }
-    if (!(await ended)) return undefined;
+    if (!(await ended) || !read) return undefined;
     if (stopped) break;
   }
   return found;
