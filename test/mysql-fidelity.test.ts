@@ -178,6 +178,27 @@ describe('MySQL/MariaDB fidelity', function () {
     }
   });
 
+  it('triggers created with their database named (CREATE TRIGGER db.t ... ON db.items) restore into the target and verify, leaving the source alone', async function () {
+    this.timeout(300_000);
+    const source = await databases.create('CREATE TABLE items (id INT PRIMARY KEY, v INT)');
+    // As migration tools write them: the database named, quoted or not.
+    await mysqlQuery(source, `CREATE TRIGGER \`${source}\`.plus_one BEFORE INSERT ON \`${source}\`.items FOR EACH ROW SET NEW.v = NEW.v + 1`);
+    await mysqlQuery(source, `CREATE TRIGGER ${source}.times_two BEFORE UPDATE ON ${source}.items FOR EACH ROW SET NEW.v = NEW.v * 2`);
+    const triggersOf = async (database: string): Promise<string[]> =>
+      ((await rows(undefined, `SELECT TRIGGER_NAME AS t FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '${database}' ORDER BY 1`)) as { t: string }[]).map((r) => r.t);
+    const record = await repo.backup(mysqlUrl(source), { database: 'qualified' });
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.deepEqual(report!.checks.map((c) => `${c.name} ${c.status}`), ['file-accessibility passed', 'checksum-match passed', 'database-readable passed', 'schema-integrity passed', 'data-consistency passed'], JSON.stringify(report!.checks));
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    assert.deepEqual(await triggersOf(target), ['plus_one', 'times_two']);
+    assert.deepEqual(await triggersOf(source), ['plus_one', 'times_two'], 'the source keeps its own triggers, and gains none');
+    await mysqlQuery(target, 'INSERT INTO items VALUES (1, 1)');
+    await mysqlQuery(target, 'UPDATE items SET v = v + 1');
+    assert.deepEqual(await rows(target, 'SELECT id, v FROM items'), [{ id: 1, v: 6 }], 'the restored triggers act on the restored table: (1 + 1 + 1) * 2');
+    assert.deepEqual(await rows(source, 'SELECT id, v FROM items'), [], 'and the source saw nothing');
+  });
+
   it('system-versioned tables come back with their current and history rows, and the history keeps working', async () => {
     const source = await databases.create(
       'CREATE TABLE p (id INT PRIMARY KEY, v INT) WITH SYSTEM VERSIONING; INSERT INTO p VALUES (1, 1), (2, 2); UPDATE p SET v = 10 WHERE id = 1; DELETE FROM p WHERE id = 2;',

@@ -22,7 +22,7 @@ import type {
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
-import { eventDisabled, fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withEventStatuses, withoutTriggerOrder } from './mysql-schema.js';
+import { eventDisabled, fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, unqualifiedTrigger, withEventStatuses, withoutTriggerOrder } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
@@ -265,7 +265,9 @@ async function runProgrammable(connection: mysql.Connection, database: string, s
   };
   const units = unitsOf(schema.post, database)
     .filter((u) => options.events || !mayBeEvent(u))
-    .map(disable);
+    .map(disable)
+    // Backups from before readSchema dropped it still name the source database in a trigger's head.
+    .map((u) => [...u.slice(0, -1), unqualifiedTrigger(u.at(-1)!)]);
   const isView = (u: readonly string[]): boolean => /^CREATE\b[\s\S]*?\bVIEW\b/i.test(u.at(-1)!);
   // A view may name another view created later; retry until no statement makes progress.
   await runUntilNoProgress(connection, units.filter(isView), database);

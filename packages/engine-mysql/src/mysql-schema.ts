@@ -29,6 +29,30 @@ export function withoutTriggerOrder(sql: string): string {
   return sql.replace(/(\bFOR\s+EACH\s+ROW)\s+(?:FOLLOWS|PRECEDES)\s+(?:`(?:[^`]|``)+`|[\w$]+)/i, '$1');
 }
 
+const IDENTIFIER = '(?:`(?:[^`]|``)+`|[^\\s.`(]+)';
+/**
+ * A trigger statement's head, at its start: CREATE [OR REPLACE] [DEFINER=...] TRIGGER [IF NOT
+ * EXISTS] [db.]name BEFORE|AFTER event ON [db.]table. A trigger lives in its table's database,
+ * so a database named there can only be the one it was created in.
+ */
+const TRIGGER_HEAD = new RegExp(
+  `^(CREATE\\s+(?:OR\\s+REPLACE\\s+)?(?:DEFINER\\s*=\\s*(?:\`(?:[^\`]|\`\`)*\`|'(?:[^']|'')*'|[^\\s@\`']+)(?:@(?:\`(?:[^\`]|\`\`)*\`|'(?:[^']|'')*'|\\S+))?\\s+)?TRIGGER\\s+(?:IF\\s+NOT\\s+EXISTS\\s+)?)` +
+    `(?:${IDENTIFIER}\\s*\\.\\s*)?(${IDENTIFIER}\\s+(?:BEFORE|AFTER)\\s+(?:INSERT|UPDATE|DELETE)(?:\\s+OR\\s+(?:INSERT|UPDATE|DELETE))*\\s+ON\\s+)(?:${IDENTIFIER}\\s*\\.\\s*)?`,
+  'i',
+);
+
+/**
+ * A trigger's statement without the database its head names (`CREATE TRIGGER app.t BEFORE INSERT
+ * ON app.items`, as SHOW CREATE TRIGGER keeps what was typed): it then restores into the database
+ * it is run in, not into the source (where it failed, "already exists", or would have been made).
+ * Other statements unchanged.
+ */
+export function unqualifiedTrigger(sql: string): string {
+  const settings = /^SET SESSION /i.test(sql) ? sql.indexOf(SETTINGS_END) : -1;
+  const start = settings < 0 ? 0 : settings + SETTINGS_END.length;
+  return sql.slice(0, start) + sql.slice(start).replace(TRIGGER_HEAD, '$1$2');
+}
+
 export async function showCreate(connection: mysql.Connection, kind: string, name: string, column: string): Promise<string> {
   const [rows] = await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE ${kind} ${ident(name)}`);
   const row = rows[0]!;
@@ -97,7 +121,7 @@ export async function readSchema(connection: mysql.Connection, database: string)
     [database],
   );
   for (const t of triggers) {
-    const sql = withoutTriggerOrder(await showCreate(connection, 'TRIGGER', t['name'] as string, 'SQL Original Statement'));
+    const sql = unqualifiedTrigger(withoutTriggerOrder(await showCreate(connection, 'TRIGGER', t['name'] as string, 'SQL Original Statement')));
     post.push(sql);
     objects[`trigger ${String(t['name'])}`] = `${sql}\n-- action order ${String(t['actionOrder'])}`;
   }
