@@ -40,6 +40,19 @@ describe('physical backups of a cluster whose configuration lives outside its da
   let running = false;
   const cli = (args: string[]) => strataAsync([...args, '--config', config, '--passphrase-file', passFile]);
   const pgCtl = (args: string[]) => runSync(path.join(BINDIR, 'pg_ctl'), args);
+  /** A new folder for a tablespace, owned by the server's user. */
+  const tablespaceFolder = (name: string): string => {
+    const location = path.join(dir, name);
+    mkdirSync(location);
+    if (isRoot) spawnSync('chown', ['postgres', location]);
+    return location;
+  };
+  /** A file in the tablespace's version folder, where a replayed CREATE TABLESPACE writes. */
+  const witness = (location: string): string => path.join(location, versionFolder(location), 'witness');
+  /** DROP TABLESPACE wants nothing but databases' folders in the version folder. */
+  const removeWitness = (location: string): void => {
+    for (const name of readdirSync(location).filter((n) => n.startsWith('PG_'))) rmSync(path.join(location, name, 'witness'), { force: true });
+  };
   const connect = async (database = 'postgres'): Promise<pg.Client> => {
     const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: PASSWORD, database });
     c.on('error', () => undefined);
@@ -101,9 +114,7 @@ describe('physical backups of a cluster whose configuration lives outside its da
   });
 
   it('refuses a cluster with a tablespace before writing anything, naming it', async function () {
-    const location = path.join(dir, 'tablespace');
-    mkdirSync(location);
-    if (isRoot) spawnSync('chown', ['postgres', location]);
+    const location = tablespaceFolder('tablespace');
     const db = await connect();
     try {
       await db.query(`CREATE TABLESPACE layout_space LOCATION '${location}'`);
@@ -174,9 +185,7 @@ describe('physical backups of a cluster whose configuration lives outside its da
   });
 
   it('refuses a recovery that would replay a CREATE TABLESPACE into a folder of this machine, and recovers to the record before it', async function () {
-    const location = path.join(dir, 'later-tablespace');
-    mkdirSync(location);
-    if (isRoot) spawnSync('chown', ['postgres', location]);
+    const location = tablespaceFolder('later-tablespace');
     const db = await connect();
     try {
       // A moment before it, in the same WAL segment: a recovery to it stops before the first
@@ -189,14 +198,14 @@ describe('physical backups of a cluster whose configuration lives outside its da
       await db.query('INSERT INTO markers VALUES (1001)');
       await db.query(`CREATE TABLESPACE later_space LOCATION '${location}'`);
       await db.query('CREATE TABLE kept TABLESPACE later_space AS SELECT 42 AS answer');
-      writeFileSync(path.join(location, versionFolder(location), 'witness'), 'the primary tablespace folder must survive');
+      writeFileSync(witness(location), 'the primary tablespace folder must survive');
       await switchAndArchive(db);
       const target = path.join(dir, 'refused');
       const refused = await cli(['restore', 'latest', '--db', DB, '--to', target]);
       assert.equal(refused.status, 2, refused.stdout + refused.stderr);
       assert.match(refused.stderr, new RegExp(`creates tablespace \\d+ at ${location} \\(at LSN [0-9A-F]+/[0-9A-F]+\\), and that folder exists on this machine.*The restored files were removed`));
       assert.equal(existsSync(target), false, 'nothing is left where the restore was to go');
-      assert.equal(existsSync(path.join(location, versionFolder(location), 'witness')), true, 'the tablespace folder is untouched');
+      assert.equal(existsSync(witness(location)), true, 'the tablespace folder is untouched');
       const before = /--lsn ([0-9A-F]+\/[0-9A-F]+), the record before it/.exec(refused.stderr)?.[1];
       assert.ok(before, refused.stderr);
       const recovered = await cli(['restore', 'latest', '--db', DB, '--to', target, '--lsn', before, '--start', '--json']);
@@ -207,7 +216,7 @@ describe('physical backups of a cluster whose configuration lives outside its da
       assert.equal(earlier.status, 0, `a moment before the CREATE TABLESPACE: ${earlier.stderr}`);
       rmSync(target, { recursive: true, force: true });
     } finally {
-      for (const name of readdirSync(location).filter((n) => n.startsWith('PG_'))) rmSync(path.join(location, name, 'witness'), { force: true });
+      removeWitness(location);
       await db.query('DROP TABLE IF EXISTS kept');
       await db.query('DROP TABLESPACE IF EXISTS later_space');
       await db.end();
@@ -215,9 +224,7 @@ describe('physical backups of a cluster whose configuration lives outside its da
   });
 
   it('verify --level full does not start a copy whose WAL replays a CREATE TABLESPACE into a folder of this machine', async function () {
-    const location = path.join(dir, 'during-backup-tablespace');
-    mkdirSync(location);
-    if (isRoot) spawnSync('chown', ['postgres', location]);
+    const location = tablespaceFolder('during-backup-tablespace');
     let db = await connect();
     try {
       // Enough data that the base backup is still streaming files when the tablespace is made:
@@ -241,8 +248,7 @@ describe('physical backups of a cluster whose configuration lives outside its da
       } finally {
         process.kill(pid, 'SIGCONT');
       }
-      // Where a replayed CREATE TABLESPACE empties: the folder of this server version inside it.
-      writeFileSync(path.join(location, versionFolder(location), 'witness'), 'the primary tablespace folder must survive');
+      writeFileSync(witness(location), 'the primary tablespace folder must survive');
       const taken = await backup;
       assert.equal(taken.status, 0, taken.stderr);
       await switchAndArchive(db);
@@ -251,7 +257,7 @@ describe('physical backups of a cluster whose configuration lives outside its da
       await db.query('CHECKPOINT');
 
       const verified = await cli(['verify', 'latest', '--level', 'full', '--json']);
-      assert.equal(existsSync(path.join(location, versionFolder(location), 'witness')), true, 'the tablespace folder is untouched');
+      assert.equal(existsSync(witness(location)), true, 'the tablespace folder is untouched');
       // Read from disk again, not from the primary's buffers.
       const restarted = pgCtl(['restart', '-D', etc, '-m', 'fast', '-w', '-t', '300', '-l', path.join(dir, 'server.log')]);
       assert.equal(restarted.status, 0, restarted.out);
@@ -266,8 +272,7 @@ describe('physical backups of a cluster whose configuration lives outside its da
       assert.ok(readable, JSON.stringify(checks));
       assert.match(readable.reason, new RegExp(`creates tablespace \\d+ at ${location} \\(at LSN [0-9A-F]+/[0-9A-F]+\\), and that folder exists on this machine.*the copy was not started`));
     } finally {
-      // DROP TABLESPACE wants nothing but databases' folders in the version folder.
-      for (const name of readdirSync(location).filter((n) => n.startsWith('PG_'))) rmSync(path.join(location, name, 'witness'), { force: true });
+      removeWitness(location);
       await db.query('DROP TABLE IF EXISTS during_kept');
       await db.query('DROP TABLE IF EXISTS bulk');
       await db.query('DROP TABLESPACE IF EXISTS during_space');
