@@ -81,8 +81,8 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
  * The server started on the copy replays every record of the segments in its pg_wal, those past
  * the backup's end in its last segment too, and a CREATE TABLESPACE among them makes it write into
  * the folder the primary gave: on the primary's machine, the primary's tablespace, whose pages it
- * puts back as they were (test/pg-physical-layout.test.ts saw an UPDATE lost) (restore refuses the same,
- * see tablespacesInTheWay). Such a copy is not started here; nor is one whose WAL pg_waldump could
+ * puts back as they were (test/pg-physical-layout.test.ts saw an UPDATE lost). Restore refuses the
+ * same (tablespacesInTheWay). Such a copy is not started here; nor is one whose WAL pg_waldump could
  * not read (not installed, another major version, nothing readable), since what it would replay is
  * then unknown.
  */
