@@ -14,8 +14,8 @@ import { BINDIR, freePort, isRoot, requireServerPrograms, runSync, strataAsync, 
  * The primary's configuration also raises settings a recovering server must match
  * (max_connections, max_prepared_transactions), and its pg_hba.conf wants a password over TCP.
  * Strata's own temporary servers (restore --start, --tables, verify --level full) must still start
- * and be reachable, and restore must say what the directory lacks. A cluster with a tablespace
- * is refused before anything is written, and a recovery (or verify's copy) that would replay a
+ * and be reachable, and restore must say what the directory lacks. A tablespace is carried, and
+ * restored only into a folder that holds nothing; a recovery (or verify's copy) that would replay a
  * CREATE TABLESPACE into a folder that exists here (the primary's own, on its machine) before the
  * server can start.
  */
@@ -113,19 +113,122 @@ describe('physical backups of a cluster whose configuration lives outside its da
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('refuses a cluster with a tablespace before writing anything, naming it', async function () {
+  it('carries a tablespace: restored into the folder --tablespace-map gives (never into its own, which is refused), a table of it as of a moment, verify and an incremental', async function () {
     const location = tablespaceFolder('tablespace');
     const db = await connect();
+    let moment = '';
+    let oid = '';
     try {
       await db.query(`CREATE TABLESPACE layout_space LOCATION '${location}'`);
-      const refused = await cli(['backup', DB]);
-      assert.equal(refused.status, 2, refused.stderr);
-      assert.match(refused.stderr, new RegExp(`a tablespace outside its data directory \\(layout_space at ${location}\\).*do not carry tablespaces yet.*SET TABLESPACE pg_default`));
-      const listed = JSON.parse((await cli(['list', '--json'])).stdout) as { backups: unknown[] };
-      assert.deepEqual(listed.backups, [], 'nothing was filed');
+      oid = (await db.query<{ oid: string }>("SELECT oid::text FROM pg_tablespace WHERE spcname = 'layout_space'")).rows[0]!.oid;
+      // A table and its index in the tablespace, and a whole database whose default it is.
+      await db.query('CREATE TABLE spaced (seq int PRIMARY KEY USING INDEX TABLESPACE layout_space, note text) TABLESPACE layout_space');
+      await db.query("INSERT INTO spaced SELECT g, 'row ' || g FROM generate_series(1, 100) g");
+      await db.query('CREATE DATABASE spaced_db TABLESPACE layout_space');
+      const inside = await connect('spaced_db');
+      await inside.query('CREATE TABLE notes AS SELECT generate_series(1, 10) AS n').finally(() => inside.end());
+      const backup = await cli(['backup', DB, '--json']);
+      assert.equal(backup.status, 0, backup.stderr);
+      await db.query("INSERT INTO spaced SELECT g, 'row ' || g FROM generate_series(101, 150) g");
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      moment = new Date().toISOString();
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await db.query("INSERT INTO spaced SELECT g, 'row ' || g FROM generate_series(151, 200) g");
+      await switchAndArchive(db);
+      await db.query('CREATE DATABASE spaced_copies');
     } finally {
-      await db.query('DROP TABLESPACE IF EXISTS layout_space');
       await db.end();
+    }
+    // A table restore replaces a table the target already has.
+    const empty = await connect('spaced_copies');
+    await empty.query('CREATE TABLE spaced (seq int PRIMARY KEY, note text)').finally(() => empty.end());
+
+    // Without a map the tablespace would go back into its own folder, the live cluster's.
+    const target = path.join(dir, 'restored-spaced');
+    const refused = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment]);
+    assert.equal(refused.status, 1, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`tablespace ${oid} was at ${location} when backed up, and ${location} exists and is not empty \\(on the machine the backup was taken on, it is the cluster's own tablespace\\); nothing was written there\\. Give --tablespace-map ${location}=NEW_FOLDER`));
+    assert.equal(existsSync(target), false, 'no data directory was left');
+    assert.deepEqual(readdirSync(dir).filter((name) => name.includes('strata-')), [], 'no partial folder was left beside the target or the tablespace');
+
+    const moved = path.join(dir, 'moved-space');
+    const restored = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment, '--tablespace-map', `${location}=${moved}`, '--start', '--target-action', 'promote', '--json']);
+    assert.equal(restored.status, 0, restored.stderr);
+    const report = JSON.parse(restored.stdout) as { reached: { state: string }; tablespaces: { oid: string; location: string }[] };
+    assert.equal(report.reached.state, 'promoted');
+    assert.deepEqual(report.tablespaces, [{ oid, location: moved }]);
+    assert.ok(readdirSync(moved).some((name) => name.startsWith('PG_')), 'the tablespace was unpacked into the folder the map gave');
+    // Started by hand, the copy reads the table, its index and the database from the moved tablespace.
+    writeFileSync(path.join(target, 'postgresql.conf'), `listen_addresses = ''\nunix_socket_directories = '${dir}'\narchive_mode = off\n`);
+    writeFileSync(path.join(target, 'pg_hba.conf'), 'local all all trust\n');
+    if (isRoot) spawnSync('chown', ['postgres', path.join(target, 'postgresql.conf'), path.join(target, 'pg_hba.conf')]);
+    const copyPort = await freePort();
+    const started = pgCtl(['start', '-D', target, '-l', path.join(dir, 'spaced.log'), '-w', '-t', '300', '-o', `-c port=${copyPort}`]);
+    assert.equal(started.status, 0, started.out);
+    try {
+      const copy = new pg.Client({ host: dir, port: copyPort, user: 'postgres', database: 'postgres' });
+      await copy.connect();
+      try {
+        const seqs = (await copy.query<{ seq: number }>('SET enable_seqscan = off; SELECT seq FROM spaced WHERE seq > 0 ORDER BY seq')) as unknown as { rows: { seq: number }[] }[];
+        assert.deepEqual(seqs[1]!.rows.map((r) => r.seq), Array.from({ length: 150 }, (_, i) => i + 1), 'rows 1..150, read through the index in the tablespace');
+        assert.equal((await copy.query<{ at: string }>("SELECT pg_tablespace_location(oid) AS at FROM pg_tablespace WHERE spcname = 'layout_space'")).rows[0]!.at, moved);
+      } finally {
+        await copy.end();
+      }
+      const inside = new pg.Client({ host: dir, port: copyPort, user: 'postgres', database: 'spaced_db' });
+      await inside.connect();
+      try {
+        assert.equal((await inside.query<{ n: number }>('SELECT count(*)::int AS n FROM notes')).rows[0]!.n, 10, 'the database whose default is the tablespace');
+      } finally {
+        await inside.end();
+      }
+    } finally {
+      pgCtl(['stop', '-D', target, '-m', 'fast', '-w']);
+    }
+
+    // A table of the tablespace as of the moment, through a scratch cluster whose tablespace is its own.
+    const tables = await cli(['restore', '--db', DB, '--as-of', moment, '--tables', 'public.spaced', '--to', `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/spaced_copies`, '--force', '--yes', '--json']);
+    assert.equal(tables.status, 0, tables.stderr);
+    const copies = await connect('spaced_copies');
+    try {
+      const seqs = (await copies.query<{ seq: number }>('SELECT seq FROM spaced ORDER BY seq')).rows.map((r) => r.seq);
+      assert.deepEqual(seqs, Array.from({ length: 150 }, (_, i) => i + 1), 'the table as of the moment');
+    } finally {
+      await copies.end();
+    }
+
+    // verify's copy puts the tablespace beside itself: with the live folder in the way it could not run at all.
+    const verified = await cli(['verify', 'latest', '--level', 'full', '--json']);
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    const checks = (JSON.parse(verified.stdout) as { reports: { checks: { name: string; status: string }[] }[] }).reports[0]!.checks;
+    assert.deepEqual(
+      checks.map((c) => `${c.name} ${c.status}`),
+      ['file-accessibility passed', 'checksum-match passed', 'database-readable passed', 'schema-integrity passed', 'data-consistency passed'],
+    );
+
+    // An incremental stores the tablespace's changed chunks; restored over the first copy (--force), its own folder is replaced too.
+    const more = await connect();
+    try {
+      await more.query("INSERT INTO spaced SELECT g, 'row ' || g FROM generate_series(201, 250) g");
+    } finally {
+      await more.end();
+    }
+    const incremental = await cli(['backup', DB, '--type', 'incremental', '--json']);
+    assert.equal(incremental.status, 0, incremental.stderr);
+    const again = await cli(['restore', 'latest', '--db', DB, '--to', target, '--tablespace-map', `${location}=${moved}`, '--force', '--immediate', '--start', '--json']);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal((JSON.parse(again.stdout) as { reached: { state: string } }).reached.state, 'paused');
+    rmSync(target, { recursive: true, force: true });
+    rmSync(moved, { recursive: true, force: true });
+
+    const db2 = await connect();
+    try {
+      await db2.query('DROP DATABASE spaced_db');
+      await db2.query('DROP DATABASE spaced_copies');
+      await db2.query('DROP TABLE spaced');
+      await db2.query('DROP TABLESPACE layout_space');
+    } finally {
+      await db2.end();
     }
   });
 

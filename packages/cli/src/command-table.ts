@@ -423,6 +423,11 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '--target-action <action>', description: 'physical backups: at the target pause (default), promote or shutdown' },
       { flags: '--timeline <timeline>', description: 'physical backups: the timeline to recover along when a failover left several: latest (default, the newest one that continues the base), current (the base\'s own) or a number' },
       { flags: '--start', description: 'physical backups: start a temporary server on a free port, wait until recovery reaches the target, report what it reached, stop it' },
+      {
+        flags: '--tablespace-map <old=new>',
+        description: 'physical backups: restore the tablespace that was in folder OLD into folder NEW (empty or new) instead (repeatable); without it each goes back where it was, refused when that folder is not empty',
+        repeatable: true,
+      },
     ],
     details: `A target is one of:\n${DATABASE_LOCATIONS()}\nNothing is written to the target until every checksum and the decryption check passed.`,
     examples: [
@@ -431,6 +436,7 @@ The repository is opened once at start, so its passphrase must come from --passp
       'restore app_full_20260101_120000_ab12 --to ./orders.db --tables orders,customers',
       'restore --db cluster --as-of 2026-01-02T12:00:00Z --tables public.orders --to postgres://app@db/shop --force --yes',
       'restore latest --db cluster --to /var/lib/postgresql/15/restored --as-of 2026-01-02T12:00:00Z --start',
+      'restore latest --db cluster --to /srv/pg/restored --tablespace-map /srv/pg/fast=/srv/pg/restored-fast',
     ],
     run: (ctx, { args, opts, signal }) =>
       restoreCommand(
@@ -452,6 +458,7 @@ The repository is opened once at start, so its passphrase must come from --passp
           yes: opts['yes'] === true,
           immediate: opts['immediate'] === true,
           start: opts['start'] === true,
+          tablespaceMap: (opts['tablespaceMap'] as string[] | undefined) ?? [],
         },
         signal,
       ),

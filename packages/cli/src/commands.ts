@@ -172,6 +172,21 @@ export interface RestoreCommandOptions {
   readonly start?: boolean;
   readonly targetAction?: string;
   readonly timeline?: string;
+  /** --tablespace-map OLD=NEW, as given. */
+  readonly tablespaceMap?: readonly string[];
+}
+
+/** --tablespace-map OLD=NEW (repeatable): both absolute folders, each OLD once. */
+function tablespaceMapOf(pairs: readonly string[]): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf('=');
+    const [from, to] = at < 0 ? [pair, ''] : [pair.slice(0, at), pair.slice(at + 1)];
+    if (!path.isAbsolute(from) || !path.isAbsolute(to)) throw new StrataError('USAGE', `restore: --tablespace-map takes OLD=NEW, two absolute folders (the tablespace's folder when it was backed up, and where to restore it), not ${JSON.stringify(pair)}`);
+    if (path.resolve(from) in map) throw new StrataError('USAGE', `restore: --tablespace-map names ${from} twice`);
+    map[path.resolve(from)] = path.resolve(to);
+  }
+  return map;
 }
 
 export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
@@ -182,8 +197,9 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     immediate: options.immediate === true,
     start: options.start === true,
     force: options.force,
+    tablespaceMap: tablespaceMapOf(options.tablespaceMap ?? []),
   });
-  const physicalOnly = options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined || options.timeline !== undefined;
+  const physicalOnly = (options.tablespaceMap ?? []).length > 0 || options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined || options.timeline !== undefined;
   // A cluster's physical backups are restored by recovery, also when the config does not name it
   // (a copy, an import, a repository given with --repo): its catalog says so.
   const physicalDatabase =
@@ -193,7 +209,9 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     if (options.tables !== undefined) {
       const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
       if (tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables public.orders,public.customers');
-      if (options.start === true || options.targetAction !== undefined) throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own; --start and --target-action are for whole-cluster restores');
+      if (options.start === true || options.targetAction !== undefined || (options.tablespaceMap ?? []).length > 0) {
+        throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own (its tablespaces in its own temporary folder); --start, --target-action and --tablespace-map are for whole-cluster restores');
+      }
       return physicalTableRestore(ctx, { ...physical(), tables, yes: options.yes === true }, signal);
     }
     return physicalRestore(ctx, physical(), signal);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTablespaceMap, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
 import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -107,6 +107,19 @@ export async function walFetchCommand(ctx: CommandContext, options: { name: stri
   return 0;
 }
 
+/** OID → folder of a restored data directory's tablespaces: its tablespace_map, or once a server has read that, its links. */
+async function readRestoredTablespaces(dir: string): Promise<Map<string, string>> {
+  const map = await fs.readFile(path.join(dir, 'tablespace_map'), 'utf8').then(parseTablespaceMap, () => undefined);
+  if (map) return map;
+  const links = path.join(dir, 'pg_tblspc');
+  const found = new Map<string, string>();
+  for (const oid of await fs.readdir(links).catch(() => [] as string[])) {
+    const location = await fs.readlink(path.join(links, oid)).catch(() => undefined);
+    if (location !== undefined) found.set(oid, path.resolve(links, location));
+  }
+  return found;
+}
+
 /** What `strata restore` gets for a physical backup. */
 export interface PhysicalRestoreOptions {
   readonly id?: string;
@@ -122,6 +135,10 @@ export interface PhysicalRestoreOptions {
   /** latest (default), current or a timeline number. */
   readonly timeline?: string;
   readonly force: boolean;
+  /** --tablespace-map: a tablespace's folder when backed up → where to restore it. */
+  readonly tablespaceMap?: Readonly<Record<string, string>>;
+  /** Where tablespaces the map does not name go (the scratch cluster of --tables): a folder each, by OID. */
+  readonly tablespacesUnder?: string;
 }
 
 /**
@@ -230,10 +247,14 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
   for (const file of ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']) {
     if (!(await fs.access(path.join(dir, file)).then(() => true, () => false))) configurationMissing.push(file);
   }
+  // Where the tablespaces went: the map the recovering server links them from (PostgreSQL renames
+  // it to tablespace_map.old once it has, so after --start the links say it).
+  const tablespaces = [...(await readRestoredTablespaces(dir))].map(([oid, location]) => ({ oid, location }));
   if (ctx.json) {
-    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, configurationMissing, ...(report ? { reached: report } : {}) });
+    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, configurationMissing, tablespaces, ...(report ? { reached: report } : {}) });
   } else {
     process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)} on timeline ${timeline}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
+    if (tablespaces.length > 0) process.stdout.write(`its tablespace(s) are in ${tablespaces.map((t) => `${t.location} (OID ${t.oid})`).join(', ')}\n`);
     if (report) {
       process.stdout.write(`recovery reached LSN ${report.lsn ?? '?'}${report.lastCommit ? `, last transaction committed ${report.lastCommit}` : ''} (${report.state}); the server was stopped\n`);
     }
@@ -346,11 +367,12 @@ async function restorePhysicalInto(
         spooled.push(after.name);
       }
     }
-    await repo.restore({ id: base.id }, { to: dir, force: options.force, signal });
+    const relocate = { ...(options.tablespaceMap && Object.keys(options.tablespaceMap).length > 0 ? { map: options.tablespaceMap } : {}), ...(options.tablespacesUnder ? { under: options.tablespacesUnder } : {}) };
+    await repo.restore({ id: base.id }, { to: dir, force: options.force, signal, ...(Object.keys(relocate).length > 0 ? { relocate } : {}) });
     try {
       await refuseTablespaceReplay(spool, spooled, dir, goal, base, signal);
     } catch (err) {
-      await fs.rm(dir, { recursive: true, force: true });
+      await removeRestoredCluster(dir);
       throw err;
     }
     await fs.rename(spool, path.join(dir, SPOOL));
@@ -396,7 +418,12 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
   let stop: (() => Promise<void>) | undefined;
   try {
     // start: the scratch cluster is proved right away (and removed after).
-    const { base, goal, dir, notNeeded } = await restorePhysicalInto(ctx, { ...options, to: path.join(scratch, 'pgdata'), targetAction: 'promote', start: true, force: false }, signal);
+    // Its tablespaces, if any, go into the scratch folder too, never where the primary has them.
+    const { base, goal, dir, notNeeded } = await restorePhysicalInto(
+      ctx,
+      { ...options, to: path.join(scratch, 'pgdata'), targetAction: 'promote', start: true, force: false, tablespaceMap: {}, tablespacesUnder: path.join(scratch, 'tablespaces') },
+      signal,
+    );
     let reached: Awaited<ReturnType<typeof proveRecovery>>;
     try {
       reached = await proveRecovery(dir, { signal, keepRunning: true });

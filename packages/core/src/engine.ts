@@ -210,6 +210,20 @@ export interface EngineRestoreOptions extends Abortable {
    * it only at their end.
    */
   readonly chain?: readonly { readonly id: string; readonly incrementalMethod?: string }[];
+  /** Where the parts of a backup that lived outside its target go (see {@link Relocation}). */
+  readonly relocate?: Relocation;
+}
+
+/**
+ * Where a restore puts what its backup held outside the target itself (a cluster's tablespaces,
+ * each in a folder of its own elsewhere on the machine): `map` from the location recorded at
+ * backup to a new one, `under` a folder for every one the map does not name (each in a subfolder
+ * named by the engine). Without either, each goes back where it was, and a location that is not
+ * empty is refused.
+ */
+export interface Relocation {
+  readonly map?: Readonly<Record<string, string>>;
+  readonly under?: string;
 }
 
 /** What the artifact said, handed to `commit()` once every byte has been verified. */

@@ -1,5 +1,5 @@
 import type { BackupRecord } from './catalog.js';
-import type { Engine, EngineDisplay } from './engine.js';
+import type { Engine, EngineDisplay, Relocation } from './engine.js';
 import { StrataError, isStrataError, wrapError } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ProgressListener } from './progress.js';
@@ -17,6 +17,8 @@ export interface RestoreOptions {
   readonly force?: boolean;
   /** Restore only these tables: into a new target, or replacing just them in an existing one. */
   readonly tables?: readonly string[];
+  /** Where what the backup held outside its target goes (a cluster's tablespaces); see {@link Relocation}. */
+  readonly relocate?: Relocation;
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
 }
@@ -111,6 +113,7 @@ export class Restorer {
         signal: options.signal,
         onProgress: progress.emit,
         ...(options.tables !== undefined ? { tables: options.tables } : {}),
+        ...(options.relocate ? { relocate: options.relocate } : {}),
       };
       let chain: BackupRecord[];
       let bytes: number;
@@ -181,7 +184,7 @@ export class Restorer {
     record: BackupRecord,
     engine: Engine,
     to: string,
-    options: { force: boolean; tables?: readonly string[]; signal?: AbortSignal; onProgress?: ProgressListener },
+    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; signal?: AbortSignal; onProgress?: ProgressListener },
     primaryError: StrataError,
   ): Promise<{ chain: BackupRecord[]; bytes: number; fromMirror: RestoreFallback }> {
     let location = 'the mirror';
@@ -209,7 +212,7 @@ export class Restorer {
     engine: Engine,
     chain: readonly BackupRecord[],
     target: string,
-    options: { force: boolean; tables?: readonly string[]; signal?: AbortSignal; onProgress?: ProgressListener; changes?: AsyncIterable<Uint8Array> },
+    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; signal?: AbortSignal; onProgress?: ProgressListener; changes?: AsyncIterable<Uint8Array> },
   ): Promise<number> {
     const tip = chain.at(-1)!;
     const session = await engine.beginRestore(target, {
@@ -217,6 +220,7 @@ export class Restorer {
       tempDir: await this.#ctx.tempDir(),
       signal: options.signal,
       ...(options.tables ? { tables: options.tables } : {}),
+      ...(options.relocate ? { relocate: options.relocate } : {}),
       chain: chain.map((link) => ({ id: link.id, ...(link.incrementalMethod ? { incrementalMethod: link.incrementalMethod } : {}) })),
     });
     try {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, throwIfAborted } from '@strata/core';
@@ -26,6 +26,8 @@ import type { PgTarget } from './pg-connection.js';
 import { segmentOf, walFileName } from './pg-wal.js';
 import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
 import { checkRecoveredCopy, clusterFingerprint } from './pg-physical-check.js';
+import { TABLESPACE_STREAM, TAR_END_BYTES, formatTablespaceMap, placeTablespaces, readTablespaceMap, tablespaceStream, tarMember } from './pg-tablespaces.js';
+import type { Tablespace } from './pg-tablespaces.js';
 
 /**
  * PostgreSQL, physically: the whole cluster's files as `pg_basebackup` streams them (one tar),
@@ -35,6 +37,9 @@ import { checkRecoveredCopy, clusterFingerprint } from './pg-physical-check.js';
  * The locator is the cluster's URL with the scheme `postgres+physical://`; strata.config.json's
  * `"method": "physical"` makes it from a `postgres://` URL. A restore target is a folder path.
  */
+
+/** Where a scratch copy's tablespaces go: a folder beside it, removed with it. */
+const scratchTablespaces = (dataDir: string): string => `${dataDir}.tablespaces`;
 
 /** The URL schemes of a physical entry. */
 export const PHYSICAL_SCHEMES = ['postgres+physical', 'postgresql+physical'] as const;
@@ -442,6 +447,8 @@ export class PostgresPhysicalEngine implements Engine {
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: false };
   readonly handRecovery = HAND_RECOVERY;
   readonly logArchive = PG_LOG_ARCHIVE_RULES;
+  /** The data directories of verify's scratch copies (createScratch), whose tablespaces go beside them. */
+  readonly #scratches = new Set<string>();
   readonly display: EngineDisplay = {
     name: 'PostgreSQL cluster (physical)',
     locator: 'url',
@@ -472,6 +479,7 @@ export class PostgresPhysicalEngine implements Engine {
     let walSegmentBytes: number;
     let blockLevelOn: SnapshotParent | undefined;
     let clusterBytes = 0;
+    let tablespaces: Tablespace[] = [];
     try {
       const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
       const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
@@ -486,28 +494,21 @@ export class PostgresPhysicalEngine implements Engine {
           `backup: ${target.safe} does not archive its write-ahead log (archive_mode is off), and a physical backup cannot be restored without it: set archive_mode = on and archive_command = 'strata wal-push %p --db NAME' in postgresql.conf and restart the server, or keep strata wal-receive NAME running`,
         );
       }
-      // pg_basebackup streams one tablespace only (`-D -`), and a restore would have to put each
-      // other one somewhere (its recorded path is usually the live cluster's own, on the same
-      // machine): until both exist, such a cluster is refused here, before anything is written,
-      // rather than by pg_basebackup's message halfway into an artifact.
-      const tablespaces = (
-        await client.query<{ name: string; location: string }>(
-          "SELECT spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') AND pg_tablespace_location(oid) LIKE '/%' ORDER BY 1",
+      // pg_basebackup writes a tar of each tablespace outside the data directory beside base.tar;
+      // such a backup is staged (see #stagedStreams) and each tar kept as a stream of its own.
+      tablespaces = (
+        await client.query<Tablespace>(
+          "SELECT oid::text AS oid, spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') AND pg_tablespace_location(oid) LIKE '/%' ORDER BY oid",
         )
       ).rows;
-      if (tablespaces.length > 0) {
-        const named = tablespaces.map((t) => `${t.name} at ${t.location}`).join(', ');
-        throw new StrataError(
-          'USAGE',
-          `backup: ${target.safe} has ${tablespaces.length === 1 ? 'a tablespace' : `${tablespaces.length} tablespaces`} outside its data directory (${named}), and Strata's physical backups do not carry tablespaces yet: move what they hold into pg_default (ALTER TABLE ... SET TABLESPACE pg_default, ALTER DATABASE ... SET TABLESPACE pg_default) and drop them, or back the databases up with logical entries (without "method": "physical") meanwhile`,
-        );
-      }
       serverVersion = Number(setting('server_version_num'));
       walSegmentBytes = Number(setting('wal_segment_size'));
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
       // The summary functions are the superuser's unless granted (README): a role that may not
       // read them gets chunk reuse, as on a server without summaries.
-      if (options.parent && serverVersion >= 170000 && (await summariesCover(client, options.parent).catch(() => false))) {
+      // pg_combinebackup needs each layer's tablespaces linked beside it; a cluster with tablespaces
+      // takes its incrementals by chunk reuse instead.
+      if (options.parent && serverVersion >= 170000 && tablespaces.length === 0 && (await summariesCover(client, options.parent).catch(() => false))) {
         blockLevelOn = options.parent;
         // The cluster's size for list, where the role may see it (its own tar holds only the changes).
         clusterBytes = await client
@@ -591,7 +592,11 @@ export class PostgresPhysicalEngine implements Engine {
         work = undefined;
       }
     }
-    streams.push({
+    let staged: { streams: SnapshotStream[]; remove(): Promise<void> } | undefined;
+    if (tablespaces.length > 0) {
+      staged = this.#stagedStreams(target, serverVersion, options, tar, run, tablespaces, chunking);
+      streams.push(...staged.streams);
+    } else streams.push({
       name: ownStream,
       chunking,
       open: (opts: Abortable = {}) => {
@@ -608,7 +613,7 @@ export class PostgresPhysicalEngine implements Engine {
       streams,
       schemaSql: '',
       databaseBytes: 0,
-      engineMeta: { ...known, ...refusal },
+      engineMeta: { ...known, ...refusal, ...(tablespaces.length > 0 ? { tablespaces } : {}) },
       // PostgreSQL 17 and later send only the blocks changed since the parent when their WAL
       // summaries reach back to its start (summarize_wal = on); otherwise, and on older servers,
       // the incremental is a whole base backup that stores only the chunks its parent lacks.
@@ -630,31 +635,32 @@ export class PostgresPhysicalEngine implements Engine {
           end: { timeline: range.Timeline, lsn: meta.endLsn, wal: endWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
           endedAt: run.endedAt,
         };
-        return { engineMeta: { ...meta, ...refusal }, logRange, databaseBytes: blockLevelOn ? clusterBytes : run.bytes };
+        return { engineMeta: { ...meta, ...refusal, ...(tablespaces.length > 0 ? { tablespaces } : {}) }, logRange, databaseBytes: blockLevelOn ? clusterBytes : run.bytes };
       },
       close: async () => {
         run.stop?.();
         if (work) await fs.rm(work, { recursive: true, force: true });
+        await staged?.remove();
       },
     };
   }
 
   /**
-   * pg_basebackup -Ft -D - -X none: one tar on stdout (with backup_manifest), the WAL left to the
-   * archive. Yields its bytes as they come and fails, after the last one, if pg_basebackup did.
+   * pg_basebackup -Ft -X none (the WAL left to the archive) into `destination` (`-D -`: one tar on
+   * stdout, with backup_manifest), and what waits for its end: that fails if pg_basebackup did.
    */
-  async *#streamBaseBackup(
+  #startBaseBackup(
     target: PgTarget,
     serverVersion: number,
     signal: AbortSignal | undefined,
-    tar: TarEntryCatcher,
-    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
+    run: { stop: (() => void) | undefined },
+    destination: readonly string[],
     extraArgs: readonly string[],
-  ): AsyncGenerator<Uint8Array> {
+  ): { stdout: AsyncIterable<Buffer>; finished(): Promise<void> } {
     const major = Math.floor(serverVersion / 10000);
     // A newer pg_basebackup copies an older server; an older one cannot.
     const program = pgProgramFor('pg_basebackup', major, `backup: ${target.safe} runs PostgreSQL ${major} and`, true);
-    const child = spawn(program, ['--no-password', '-Ft', '-D', '-', '-X', 'none', '--checkpoint=fast', '--label=strata', ...extraArgs], {
+    const child = spawn(program, ['--no-password', '-Ft', ...destination, '-X', 'none', '--checkpoint=fast', '--label=strata', ...extraArgs], {
       env: libpqEnv(target),
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(signal ? { signal } : {}),
@@ -674,23 +680,128 @@ export class PostgresPhysicalEngine implements Engine {
     });
     // Observed below; without this, a failure to start would also surface as an unhandled rejection.
     exited.catch(() => undefined);
+    return {
+      stdout: child.stdout,
+      finished: async () => {
+        const code = await exited;
+        throwIfAborted(signal, 'backup');
+        if (code !== 0) {
+          const message = (target.password ? stderr.split(target.password).join('***') : stderr).trim();
+          throw new StrataError('IO', `backup: pg_basebackup failed (exit ${code}): ${message || 'no message'}`);
+        }
+      },
+    };
+  }
+
+  /** pg_basebackup's one tar on stdout, its bytes as they come; fails, after the last one, if pg_basebackup did. */
+  async *#streamBaseBackup(
+    target: PgTarget,
+    serverVersion: number,
+    signal: AbortSignal | undefined,
+    tar: TarEntryCatcher,
+    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
+    extraArgs: readonly string[],
+  ): AsyncGenerator<Uint8Array> {
+    const started = this.#startBaseBackup(target, serverVersion, signal, run, ['-D', '-'], extraArgs);
     try {
-      for await (const piece of child.stdout as AsyncIterable<Buffer>) {
+      for await (const piece of started.stdout) {
         tar.feed(piece);
         run.bytes += piece.length;
         yield piece;
       }
-      const code = await exited;
-      throwIfAborted(signal, 'backup');
-      if (code !== 0) {
-        const message = (target.password ? stderr.split(target.password).join('***') : stderr).trim();
-        throw new StrataError('IO', `backup: pg_basebackup failed (exit ${code}): ${message || 'no message'}`);
-      }
+      await started.finished();
       tar.end();
       run.endedAt = new Date().toISOString();
     } finally {
-      run.stop();
+      run.stop?.();
     }
+  }
+
+  /**
+   * The streams of a cluster with tablespaces. pg_basebackup writes one tar per tablespace only
+   * into a folder (`-D -` takes one), so the backup is staged in the private temporary folder when
+   * the first stream is opened, and each tar read from there: base.tar, with backup_manifest added
+   * as its last member as `-D -` would have put it, then `tablespace-<oid>.tar` for each.
+   */
+  #stagedStreams(
+    target: PgTarget,
+    serverVersion: number,
+    options: SnapshotOptions,
+    tar: TarEntryCatcher,
+    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
+    tablespaces: readonly Tablespace[],
+    chunking: SnapshotStream['chunking'],
+  ): { streams: SnapshotStream[]; remove(): Promise<void> } {
+    let folder: string | undefined;
+    let staging: Promise<string> | undefined;
+    const stage = (signal: AbortSignal | undefined): Promise<string> =>
+      (staging ??= (async () => {
+        folder = mkdtempSync(path.join(options.tempDir, 'pg-tablespaces-'));
+        const started = this.#startBaseBackup(target, serverVersion, signal, run, ['-D', folder, '--no-sync'], []);
+        for await (const piece of started.stdout) void piece;
+        await started.finished();
+        const made = readdirSync(folder).sort();
+        const expected = ['backup_manifest', BASE_STREAM, ...tablespaces.map((t) => `${t.oid}.tar`)].sort();
+        if (made.join('\n') !== expected.join('\n')) {
+          throw new StrataError('IO', `backup: the cluster's tablespaces changed while the backup ran (pg_basebackup wrote ${made.join(', ')} where ${expected.join(', ')} were expected); run the backup again`);
+        }
+        run.endedAt = new Date().toISOString();
+        return folder;
+      })());
+    const read = async function* (file: string): AsyncGenerator<Buffer> {
+      for await (const piece of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
+        run.bytes += (piece as Buffer).length;
+        yield piece as Buffer;
+      }
+    };
+    const base: SnapshotStream = {
+      name: BASE_STREAM,
+      chunking,
+      open: (opts: Abortable = {}) =>
+        (async function* () {
+          const dir = await stage(opts.signal ?? options.signal);
+          const file = path.join(dir, BASE_STREAM);
+          const size = (await fs.stat(file)).size;
+          const end = Buffer.alloc(TAR_END_BYTES);
+          const handle = await fs.open(file, 'r');
+          try {
+            await handle.read(end, 0, TAR_END_BYTES, size - TAR_END_BYTES);
+          } finally {
+            await handle.close();
+          }
+          if (size < 2 * TAR_END_BYTES || end.some((b) => b !== 0)) throw new StrataError('IO', `backup: pg_basebackup's base.tar (${size} bytes) does not end as a tar does`);
+          for await (const piece of createReadStream(file, { start: 0, end: size - TAR_END_BYTES - 1, highWaterMark: 1024 * 1024 })) {
+            tar.feed(piece as Buffer);
+            run.bytes += (piece as Buffer).length;
+            yield piece as Buffer;
+          }
+          const manifest = await fs.readFile(path.join(dir, 'backup_manifest'));
+          for (const piece of [...tarMember('backup_manifest', manifest), end]) {
+            tar.feed(piece);
+            run.bytes += piece.length;
+            yield piece;
+          }
+          tar.end();
+        })(),
+    };
+    const spaces = tablespaces.map(
+      (t): SnapshotStream => ({
+        name: tablespaceStream(t.oid),
+        chunking,
+        open: (opts: Abortable = {}) =>
+          (async function* () {
+            yield* read(path.join(await stage(opts.signal ?? options.signal), `${t.oid}.tar`));
+          })(),
+      }),
+    );
+    return {
+      streams: [base, ...spaces],
+      remove: async () => {
+        run.stop?.();
+        await staging?.catch(() => undefined);
+        if (folder) await fs.rm(folder, { recursive: true, force: true });
+      },
+    };
   }
 
   async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
@@ -707,6 +818,39 @@ export class PostgresPhysicalEngine implements Engine {
     // into a folder of their own beside it, for pg_combinebackup at commit.
     const unpacked = new Map<string, { folder: string; done: Promise<void>; stop(): void }>();
     const scratch: string[] = [partial];
+    // Verify's scratch copies put the tablespaces beside themselves, never where the primary has them.
+    const relocate = options.relocate ?? (this.#scratches.has(dir) ? { under: scratchTablespaces(dir) } : undefined);
+    const baseTar = { ended: false, placed: undefined as Map<string, string> | undefined };
+    // Where each tablespace's tar was unpacked (OID → its folder beside where it goes).
+    const tablespaceFolders = new Map<string, string>();
+    /**
+     * Where the tablespaces go, decided once from base.tar's tablespace_map: a tablespace's stream
+     * comes after base.tar, whose sink has ended (unpacked) before the first byte of the next.
+     */
+    const placement = async (): Promise<Map<string, string>> => {
+      if (baseTar.placed) return baseTar.placed;
+      if (!baseTar.ended) throw new StrataError('ARTIFACT_FOREIGN', `restore: a tablespace's tar comes before ${BASE_STREAM} in this backup, which Strata never writes`);
+      baseTar.placed = placeTablespaces(await readTablespaceMap(partial), relocate, dir, options.force);
+      return baseTar.placed;
+    };
+    /** A tablespace's tar: unpacked beside the folder it goes to, once where that is is known. */
+    const tablespaceSink = (name: string, oid: string): StreamSink => {
+      let opened: Promise<StreamSink> | undefined;
+      const open = (): Promise<StreamSink> =>
+        (opened ??= (async () => {
+          const to = (await placement()).get(oid);
+          if (!to) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup holds ${name}, and its tablespace_map names no tablespace ${oid}`);
+          await fs.mkdir(path.dirname(to), { recursive: true });
+          const folder = `${to}.strata-partial-${randomBytes(4).toString('hex')}`;
+          await fs.mkdir(folder, { mode: 0o700 });
+          scratch.push(folder);
+          tablespaceFolders.set(oid, folder);
+          const untar = untarInto(folder, name);
+          unpacked.set(name, { folder, done: untar.done, stop: untar.stop });
+          return untar.sink;
+        })());
+      return { kind: 'sink', write: async (chunk) => (await open()).write(chunk), end: async () => (await open()).end() };
+    };
     const abort = async (): Promise<void> => {
       // A restore that fails before a stream's end (a damaged artifact further down the chain)
       // leaves its tar waiting for more: without this the process never exits. Once it has gone
@@ -719,6 +863,8 @@ export class PostgresPhysicalEngine implements Engine {
     };
     return {
       streamTarget: async (name) => {
+        const tablespace = TABLESPACE_STREAM.exec(name);
+        if (tablespace) return tablespaceSink(name, tablespace[1]!);
         let folder = partial;
         if (name !== BASE_STREAM) {
           if (!LAYER.test(name)) throw new StrataError('ARTIFACT_FOREIGN', `restore: a physical backup holds ${BASE_STREAM} and its incremental layers, not ${JSON.stringify(name)}`);
@@ -728,7 +874,14 @@ export class PostgresPhysicalEngine implements Engine {
         }
         const { sink, done, stop } = untarInto(folder, name);
         unpacked.set(name, { folder, done, stop });
-        return sink;
+        if (name !== BASE_STREAM) return sink;
+        return {
+          ...sink,
+          end: async () => {
+            await sink.end();
+            baseTar.ended = true;
+          },
+        };
       },
       commit: async (info) => {
         const base = unpacked.get(BASE_STREAM);
@@ -746,8 +899,26 @@ export class PostgresPhysicalEngine implements Engine {
         if (!existsSync(path.join(restored, 'PG_VERSION'))) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base backup holds no PG_VERSION: it is not a PostgreSQL data directory');
         // pg_basebackup leaves these out; the server wants them to exist.
         for (const sub of ['pg_wal', 'pg_wal/archive_status']) await fs.mkdir(path.join(restored, sub), { recursive: true, mode: 0o700 });
-        if (existsSync(dir)) await fs.rm(dir, { recursive: true, force: true });
-        await fs.rename(restored, dir);
+        const placed = baseTar.ended ? await placement() : new Map<string, string>();
+        for (const oid of placed.keys()) {
+          if (!tablespaceFolders.has(oid)) throw new StrataError('ARTIFACT_CORRUPT', `restore: base.tar's tablespace_map names tablespace ${oid}, and the backup holds no ${tablespaceStream(oid)}: it is incomplete`);
+        }
+        // The recovering server links each tablespace from tablespace_map: it names the new folders.
+        if (placed.size > 0) await fs.writeFile(path.join(restored, 'tablespace_map'), formatTablespaceMap(placed), { mode: 0o600 });
+        const moved: string[] = [];
+        try {
+          for (const [oid, to] of placed) {
+            // Only a folder of the data directory being replaced (--force) or an empty one is here.
+            if (existsSync(to)) await fs.rm(to, { recursive: true, force: true });
+            await fs.rename(tablespaceFolders.get(oid)!, to);
+            moved.push(to);
+          }
+          if (existsSync(dir)) await fs.rm(dir, { recursive: true, force: true });
+          await fs.rename(restored, dir);
+        } catch (err) {
+          for (const folder of moved) await fs.rm(folder, { recursive: true, force: true });
+          throw err;
+        }
         await fs.chmod(dir, 0o700);
         await abort();
       },
@@ -768,6 +939,7 @@ export class PostgresPhysicalEngine implements Engine {
   /** A data directory path under the temporary folder; `drop()` stops a server left on it and removes it. */
   async createScratch(options: { tempDir: string }): Promise<{ locator: string; drop(): Promise<void> }> {
     const locator = path.join(options.tempDir, `verify-pgdata-${randomBytes(6).toString('hex')}`);
+    this.#scratches.add(locator);
     return {
       locator,
       drop: async () => {
@@ -776,6 +948,8 @@ export class PostgresPhysicalEngine implements Engine {
           spawnSync(pgProgram('pg_ctl', major || undefined), ['stop', '-D', locator, '-m', 'immediate', '-w'], { stdio: 'ignore' });
         }
         await fs.rm(locator, { recursive: true, force: true });
+        await fs.rm(scratchTablespaces(locator), { recursive: true, force: true });
+        this.#scratches.delete(locator);
       },
     };
   }

@@ -1,0 +1,170 @@
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { StrataError } from '@strata/core';
+import type { Relocation } from '@strata/core';
+
+/**
+ * A cluster's tablespaces in a physical backup. pg_basebackup in tar format leaves the links in
+ * pg_tblspc out of base.tar and writes `tablespace_map` into it instead (one line per tablespace:
+ * its OID and the folder it was in), and one more tar per tablespace holding that folder's
+ * contents. At the start of recovery PostgreSQL makes the links from tablespace_map. So a restore
+ * unpacks each tablespace's tar into the folder it is to live in and rewrites tablespace_map to
+ * name those folders: the data directory needs nothing else.
+ */
+
+/** The stream of one tablespace's tar, named by its OID. */
+export const TABLESPACE_STREAM = /^tablespace-(\d+)\.tar$/;
+export const tablespaceStream = (oid: string): string => `tablespace-${oid}.tar`;
+
+/** A tablespace outside the data directory, as the backup found it. */
+export interface Tablespace {
+  readonly oid: string;
+  readonly name: string;
+  readonly location: string;
+}
+
+/**
+ * tablespace_map's lines: `OID PATH`, where PostgreSQL (read_tablespace_map) takes a backslash
+ * to mean "the next character as it is", so a path may hold a newline.
+ */
+export function parseTablespaceMap(text: string): Map<string, string> {
+  const map = new Map<string, string>();
+  let line = '';
+  let escaped = false;
+  const take = (): void => {
+    if (line === '') return;
+    const m = /^(\d+) (.+)$/s.exec(line);
+    if (!m) throw new StrataError('ARTIFACT_CORRUPT', `restore: base.tar's tablespace_map has a line PostgreSQL would not read: ${JSON.stringify(line)}`);
+    map.set(m[1]!, m[2]!);
+    line = '';
+  };
+  for (const ch of text) {
+    if (!escaped && (ch === '\n' || ch === '\r')) take();
+    else if (!escaped && ch === '\\') escaped = true;
+    else {
+      line += ch;
+      escaped = false;
+    }
+  }
+  take();
+  return map;
+}
+
+/** tablespace_map for `map` (OID → folder), escaped as PostgreSQL reads it. */
+export function formatTablespaceMap(map: ReadonlyMap<string, string>): string {
+  return [...map].map(([oid, folder]) => `${oid} ${folder.replace(/[\\\n\r]/g, (c) => `\\${c}`)}\n`).join('');
+}
+
+/** The tablespace_map of a data directory being restored (none when the cluster had no tablespaces). */
+export async function readTablespaceMap(dataDir: string): Promise<Map<string, string>> {
+  const file = path.join(dataDir, 'tablespace_map');
+  if (!existsSync(file)) return new Map();
+  return parseTablespaceMap(await fs.readFile(file, 'utf8'));
+}
+
+/** True when `inner` is `outer` or inside it. */
+function within(inner: string, outer: string): boolean {
+  const rel = path.relative(outer, inner);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** True for a folder that exists and holds something (or cannot be read). */
+function occupied(folder: string): boolean {
+  if (!existsSync(folder)) return false;
+  try {
+    return readdirSync(folder).length > 0;
+  } catch {
+    return true;
+  }
+}
+
+/** The folders the links in `dataDir`/pg_tblspc point at: where that data directory's tablespaces are. */
+export function linkedTablespaces(dataDir: string): string[] {
+  const links = path.join(dataDir, 'pg_tblspc');
+  try {
+    return readdirSync(links).flatMap((name) => {
+      try {
+        return [path.resolve(links, readlinkSync(path.join(links, name)))];
+      } catch {
+        return [];
+      }
+    });
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Decides where each tablespace of a backup is restored (`recorded`: OID → the folder it was in),
+ * and refuses, naming the tablespace and what to give, a plan that would write into a folder that
+ * holds something: on the machine the backup was taken on, the recorded folder is the live
+ * cluster's own tablespace. With `force`, only the folders of the data directory being replaced
+ * may be replaced too.
+ */
+export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate: Relocation | undefined, target: string, force: boolean): Map<string, string> {
+  const map = new Map(Object.entries(relocate?.map ?? {}).map(([from, to]) => [path.resolve(from), path.resolve(to)]));
+  const known = new Set([...recorded.values()].map((location) => path.resolve(location)));
+  const unknown = [...map.keys()].filter((from) => !known.has(from));
+  if (unknown.length > 0) {
+    const has = recorded.size === 0 ? 'no tablespaces' : `its tablespaces were at ${[...recorded.values()].join(', ')}`;
+    throw new StrataError('USAGE', `restore: --tablespace-map names ${unknown.join(', ')}, where this backup had no tablespace (${has}); give OLD as the folder the tablespace was in when the backup was taken`);
+  }
+  const replaceable = force ? linkedTablespaces(target) : [];
+  const placed = new Map<string, string>();
+  for (const [oid, location] of recorded) {
+    const from = path.resolve(location);
+    const to = map.get(from) ?? (relocate?.under ? path.join(path.resolve(relocate.under), oid) : from);
+    if (within(to, target) || within(target, to)) {
+      throw new StrataError('USAGE', `restore: tablespace ${oid} (at ${location} when backed up) would be restored into ${to}, which is inside the data directory ${target} or holds it; give --tablespace-map ${location}=FOLDER outside it`);
+    }
+    const twin = [...placed].find(([, other]) => within(to, other) || within(other, to));
+    if (twin) throw new StrataError('USAGE', `restore: tablespaces ${twin[0]} and ${oid} would both be restored into ${to}; give each a folder of its own with --tablespace-map`);
+    if (occupied(to) && !replaceable.includes(to)) {
+      throw new StrataError(
+        'TARGET_EXISTS',
+        `restore: tablespace ${oid} was at ${location} when backed up, and ${to} exists and is not empty${to === from ? ' (on the machine the backup was taken on, it is the cluster\'s own tablespace)' : ''}; nothing was written there. Give --tablespace-map ${location}=NEW_FOLDER with an empty or new folder`,
+      );
+    }
+    placed.set(oid, to);
+  }
+  return placed;
+}
+
+/** Removes a data directory a restore wrote and the tablespace folders its tablespace_map names. */
+export async function removeRestoredCluster(dataDir: string): Promise<void> {
+  const folders = [...(await readTablespaceMap(dataDir).catch(() => new Map<string, string>())).values(), ...linkedTablespaces(dataDir)];
+  for (const folder of new Set(folders)) await fs.rm(folder, { recursive: true, force: true });
+  await fs.rm(dataDir, { recursive: true, force: true });
+}
+
+const TAR_BLOCK = 512;
+/** The two empty blocks that end a tar (pg_basebackup writes exactly these). */
+export const TAR_END_BYTES = 2 * TAR_BLOCK;
+
+/**
+ * One regular file as tar blocks (a ustar header, the body, padding). Written here rather than
+ * taken from a tar library: it is the one member a backup adds (backup_manifest to base.tar,
+ * where pg_basebackup puts it when it writes to a pipe), and a library would take over the stream.
+ */
+export function tarMember(name: string, body: Uint8Array, mtime = Math.floor(Date.now() / 1000)): Buffer[] {
+  if (Buffer.byteLength(name) > 100) throw new StrataError('INTERNAL', `backup: tar member name ${name} is too long`);
+  const header = Buffer.alloc(TAR_BLOCK);
+  const field = (offset: number, length: number, value: string): void => void header.write(value, offset, length, 'latin1');
+  const octal = (offset: number, length: number, value: number): void => field(offset, length - 1, value.toString(8).padStart(length - 1, '0'));
+  field(0, 100, name);
+  octal(100, 8, 0o600);
+  octal(108, 8, 0);
+  octal(116, 8, 0);
+  octal(124, 12, body.length);
+  octal(136, 12, mtime);
+  field(156, 1, '0');
+  field(257, 6, 'ustar');
+  field(263, 2, '00');
+  // The checksum is the sum of the header's bytes with its own field read as eight spaces.
+  header.fill(0x20, 148, 156);
+  const sum = header.reduce((total, byte) => total + byte, 0);
+  field(148, 8, `${sum.toString(8).padStart(6, '0')}\0 `);
+  const padding = Buffer.alloc((TAR_BLOCK - (body.length % TAR_BLOCK)) % TAR_BLOCK);
+  return [header, Buffer.from(body.buffer, body.byteOffset, body.byteLength), padding];
+}
