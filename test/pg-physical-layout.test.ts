@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
-import { BINDIR, freePort, isRoot, requireServerPrograms, runSync, strataAsync, switchAndArchive } from './helpers/pg-cluster.js';
+import { asServerUser, BINDIR, freePort, isRoot, requireServerPrograms, runSync, strataAsync, switchAndArchive } from './helpers/pg-cluster.js';
+import { recipe } from './helpers/format-recipes.js';
 
 /**
  * A physical backup of a cluster laid out the way Debian and Ubuntu lay out every cluster they
@@ -205,6 +206,49 @@ describe('physical backups of a cluster whose configuration lives outside its da
       checks.map((c) => `${c.name} ${c.status}`),
       ['file-accessibility passed', 'checksum-match passed', 'database-readable passed', 'schema-integrity passed', 'data-consistency passed'],
     );
+
+    // By hand, as docs/FORMAT.md says: recover-physical, then recover-physical-tablespaces.
+    const home = path.join(dir, 'by-hand');
+    mkdirSync(path.join(home, 'gnupg'), { recursive: true, mode: 0o700 });
+    if (isRoot) spawnSync('chown', ['-R', 'postgres', home]);
+    const follow = (marker: string, variables: Record<string, string>): void => {
+      const env = { GNUPGHOME: path.join(home, 'gnupg'), ...variables };
+      const [file, argv] = asServerUser('env', [...Object.entries(env).map(([k, v]) => `${k}=${v}`), 'bash', '-euo', 'pipefail', '-c', recipe(marker)]);
+      const r = spawnSync(file, argv, { encoding: 'utf8' });
+      assert.equal(r.status, 0, `${marker} failed:\n${r.stderr}`);
+    };
+    const keys = path.join(home, 'keys');
+    follow('recover-data-keys', { REPO: path.join(dir, 'repo'), PASSFILE: passFile, KEYS: keys });
+    const listed = (JSON.parse((await cli(['list', '--json'])).stdout) as { backups: { key: string; encryption: { keyId: string } }[] }).backups;
+    assert.equal(listed.length, 1, 'the tablespace\'s base backup is the repository\'s only one so far');
+    const base = listed[0]!;
+    const dataKey = path.join(home, 'data-key');
+    follow('data-key-file', { KEYS: keys, KEYID: base.encryption.keyId, DATAKEY: dataKey });
+    const pgdata = path.join(home, 'pgdata');
+    const handSpaces = path.join(home, 'tablespaces');
+    follow('recover-physical', { ARTIFACT: path.join(dir, 'repo', base.key), DATAKEY: dataKey, KEYS: keys, REPO: path.join(dir, 'repo'), DB, PGDATA: pgdata });
+    follow('recover-physical-tablespaces', { ARTIFACT: path.join(dir, 'repo', base.key), DATAKEY: dataKey, PGDATA: pgdata, TABLESPACES: handSpaces });
+    writeFileSync(path.join(pgdata, 'postgresql.conf'), `listen_addresses = ''\nunix_socket_directories = '${dir}'\nmax_connections = 130\nmax_prepared_transactions = 7\n`);
+    writeFileSync(path.join(pgdata, 'pg_hba.conf'), 'local all all trust\n');
+    if (isRoot) spawnSync('chown', ['postgres', path.join(pgdata, 'postgresql.conf'), path.join(pgdata, 'pg_hba.conf')]);
+    const handPort = await freePort();
+    const handStarted = pgCtl(['start', '-D', pgdata, '-l', path.join(home, 'server.log'), '-w', '-t', '300', '-o', `-c port=${handPort}`]);
+    assert.equal(handStarted.status, 0, `${handStarted.out}\n${existsSync(path.join(home, 'server.log')) ? readFileSync(path.join(home, 'server.log'), 'utf8') : ''}`);
+    try {
+      const c = new pg.Client({ host: dir, port: handPort, user: 'postgres', database: 'postgres' });
+      await c.connect();
+      try {
+        for (let i = 0; i < 600 && (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r; i++) await new Promise((resolve) => setTimeout(resolve, 500));
+        const seqs = (await c.query<{ seq: number }>('SELECT seq FROM spaced ORDER BY seq')).rows.map((r) => r.seq);
+        assert.deepEqual(seqs, Array.from({ length: 200 }, (_, i) => i + 1), 'every row archived, read from the tablespace recovered by hand');
+        assert.equal((await c.query<{ at: string }>("SELECT pg_tablespace_location(oid) AS at FROM pg_tablespace WHERE spcname = 'layout_space'")).rows[0]!.at, path.join(handSpaces, oid));
+      } finally {
+        await c.end();
+      }
+    } finally {
+      pgCtl(['stop', '-D', pgdata, '-m', 'fast', '-w']);
+      rmSync(home, { recursive: true, force: true });
+    }
 
     // An incremental stores the tablespace's changed chunks; restored over the first copy (--force), its own folder is replaced too.
     const more = await connect();

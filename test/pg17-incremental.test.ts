@@ -317,4 +317,35 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     assert.equal(deep.status, 0, deep.stdout + deep.stderr);
     assert.match(deep.stdout, /"outcome": "passed"/);
   });
+  it('a cluster with a tablespace takes its incrementals by chunk reuse and says why; one restores with its tablespace where --tablespace-map puts it, and verifies', async function () {
+    const location = path.join(cluster.dir, 'pg17-space');
+    mkdirSync(location);
+    if (isRoot) spawnSync('chown', ['postgres', location]);
+    await db.query(`CREATE TABLESPACE pg17_space LOCATION '${location}'`);
+    try {
+      await db.query('CREATE TABLE spaced TABLESPACE pg17_space AS SELECT generate_series(1, 1000) AS n');
+      await backup('full');
+      await db.query('INSERT INTO spaced SELECT generate_series(1001, 1500)');
+      await db.query('CHECKPOINT');
+      const incremental = await backup('incremental');
+      assert.equal(incremental.incrementalMethod, 'chunk reuse, the cluster has tablespaces', 'summarize_wal is on, and still the incremental is not block-level');
+      const listed = await cluster.cli(['list', DB, '--wide']);
+      assert.match(listed.stdout.split('\n').find((l) => l.includes(incremental.id)) ?? '', /incremental \(chunk reuse, the cluster has tablespaces\)/);
+      const target = path.join(cluster.dir, 'spaced-restore');
+      const moved = path.join(cluster.dir, 'spaced-moved');
+      const r = await cluster.cli(['restore', incremental.id, '--to', target, '--immediate', '--tablespace-map', `${location}=${moved}`, '--start', '--json']);
+      assert.equal(r.status, 0, r.stderr);
+      const report = JSON.parse(r.stdout) as { reached: { state: string }; tablespaces: { location: string }[] };
+      assert.equal(report.reached.state, 'paused');
+      assert.deepEqual(report.tablespaces.map((t) => t.location), [moved]);
+      rmSync(target, { recursive: true, force: true });
+      rmSync(moved, { recursive: true, force: true });
+      const deep = await cluster.cli(['verify', incremental.id, '--level', 'full', '--json']);
+      assert.equal(deep.status, 0, deep.stdout + deep.stderr);
+      assert.match(deep.stdout, /"outcome": "passed"/);
+    } finally {
+      await db.query('DROP TABLE IF EXISTS spaced');
+      await db.query('DROP TABLESPACE IF EXISTS pg17_space');
+    }
+  });
 });

@@ -59,6 +59,11 @@ export const CHUNK_REUSE = 'chunk reuse';
 /** The same, taken so because the server refused a block-level one when it started (its words in the manifest's engineMeta). */
 export const CHUNK_REUSE_REFUSED = 'chunk reuse, the server refused block-level';
 /**
+ * The same, on a server that could take block-level ones: the cluster has tablespaces, and
+ * pg_combinebackup would need each layer's tablespaces linked beside it.
+ */
+export const CHUNK_REUSE_TABLESPACES = 'chunk reuse, the cluster has tablespaces';
+/**
  * What `list` says of one taken with PostgreSQL 17's own incremental base backup
  * (`pg_basebackup --incremental`): only the blocks changed since the parent, read by the server
  * from its WAL summaries; restored with `pg_combinebackup`.
@@ -117,6 +122,8 @@ export interface PhysicalMeta {
   readonly endWal: string;
   readonly walSegmentBytes: number;
   readonly backupLabel: string;
+  /** The tablespaces outside the data directory, each a stream `tablespace-<oid>.tar` (absent when none). */
+  readonly tablespaces?: readonly Tablespace[];
 }
 
 /** Where the log stood, as a physical backup's `logRange` records it. */
@@ -135,7 +142,9 @@ backup_manifest inside), its write-ahead log not included: it lives in the log a
 An incremental or differential stores only the chunks of base.tar its parent lacks: recover-chain.py
 assembles the whole base.tar from the chain. A block-level one (PostgreSQL 17 and later) also has
 incremental.1.tar, incremental.2.tar, ...: unpack each into a folder of its own and put them
-together, base.tar first, with pg_combinebackup (docs/FORMAT.md, recover-physical-layers). To recover: concatenate the chunks of base.tar, untar it into an empty folder (mode 0700), add
+together, base.tar first, with pg_combinebackup (docs/FORMAT.md, recover-physical-layers). A cluster
+with tablespaces also has tablespace-<OID>.tar, one per tablespace: unpack each into a folder of its
+own and make tablespace_map (in base.tar) name those folders (docs/FORMAT.md, "Tablespaces"). To recover: concatenate the chunks of base.tar, untar it into an empty folder (mode 0700), add
 recovery.signal and a restore_command that decrypts and decompresses the archived segments,
 set a recovery target if you want one, and start PostgreSQL of the major version in
 engineMeta.serverVersion on it.`,
@@ -143,6 +152,7 @@ engineMeta.serverVersion on it.`,
     '# a block-level incremental (PostgreSQL 17 and later) has layers above base.tar: incremental.1.tar, ...',
     'layers=(base); for n in $(ls "$OUT/data" | sed -n \'s/^incremental\\.\\([0-9]*\\)\\.tar$/\\1/p\' | sort -n); do layers+=("incremental.$n"); done',
     'if [ ${#layers[@]} -eq 1 ]; then mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"; else dirs=(); for l in "${layers[@]}"; do mkdir -p "$OUT/layers/$l" && tar -x -C "$OUT/layers/$l" -f "$OUT/data/$l.tar" && dirs+=("$OUT/layers/$l"); done; pg_combinebackup -o "$NEWDB" "${dirs[@]}" && rm -r "$OUT/layers"; fi',
+    '# a cluster with tablespaces also has tablespace-<OID>.tar files: unpack each into a folder of its own and make "$NEWDB/tablespace_map" name it (docs/FORMAT.md, recover-physical-tablespaces)',
     'touch "$NEWDB/recovery.signal"   # then set restore_command as docs/FORMAT.md shows, and start PostgreSQL on "$NEWDB"',
   ],
   tools: ['tar', 'PostgreSQL server binaries', 'pg_combinebackup (PostgreSQL 17 and later, for block-level incrementals)'],
@@ -617,7 +627,7 @@ export class PostgresPhysicalEngine implements Engine {
       // PostgreSQL 17 and later send only the blocks changed since the parent when their WAL
       // summaries reach back to its start (summarize_wal = on); otherwise, and on older servers,
       // the incremental is a whole base backup that stores only the chunks its parent lacks.
-      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : refusal ? CHUNK_REUSE_REFUSED : CHUNK_REUSE,
+      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : refusal ? CHUNK_REUSE_REFUSED : serverVersion >= 170000 && tablespaces.length > 0 ? CHUNK_REUSE_TABLESPACES : CHUNK_REUSE,
       finish: async () => {
         if (run.endedAt === undefined) throw new StrataError('INTERNAL', 'backup: the base backup was not read to its end');
         const labelBytes = tar.caught.get('backup_label');
