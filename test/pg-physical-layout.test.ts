@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
@@ -151,6 +151,20 @@ describe('physical backups of a cluster whose configuration lives outside its da
     assert.match(refused.stderr, new RegExp(`tablespace ${oid} was at ${location} when backed up, and ${location} exists and is not empty \\(on the machine the backup was taken on, it is the cluster's own tablespace\\); nothing was written there\\. Give --tablespace-map ${location}=NEW_FOLDER`));
     assert.equal(existsSync(target), false, 'no data directory was left');
     assert.deepEqual(readdirSync(dir).filter((name) => name.includes('strata-')), [], 'no partial folder was left beside the target or the tablespace');
+    // --force over a copy of the live data directory (its links point at the live tablespace)
+    // replaces the copy, never the tablespace it links to.
+    const copyOfLive = path.join(dir, 'copy-of-live');
+    mkdirSync(path.join(copyOfLive, 'pg_tblspc'), { recursive: true });
+    writeFileSync(path.join(copyOfLive, 'PG_VERSION'), '15\n');
+    symlinkSync(location, path.join(copyOfLive, 'pg_tblspc', oid));
+    if (isRoot) spawnSync('chown', ['-R', '-h', 'postgres', copyOfLive]);
+    const live = readdirSync(location).sort();
+    const forced = await cli(['restore', 'latest', '--db', DB, '--to', copyOfLive, '--as-of', moment, '--force']);
+    assert.equal(forced.status, 1, forced.stderr);
+    assert.match(forced.stderr, /exists and is not empty \(on the machine the backup was taken on, it is the cluster's own tablespace\)/);
+    assert.deepEqual(readdirSync(location).sort(), live, 'the live tablespace is as it was');
+    assert.ok(existsSync(path.join(copyOfLive, 'PG_VERSION')), 'the data directory --force would have replaced is still there');
+    rmSync(copyOfLive, { recursive: true, force: true });
 
     const moved = path.join(dir, 'moved-space');
     const restored = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment, '--tablespace-map', `${location}=${moved}`, '--start', '--target-action', 'promote', '--json']);

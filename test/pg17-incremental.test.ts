@@ -328,9 +328,9 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       await db.query('INSERT INTO spaced SELECT generate_series(1001, 1500)');
       await db.query('CHECKPOINT');
       const incremental = await backup('incremental');
-      assert.equal(incremental.incrementalMethod, 'chunk reuse, the cluster has tablespaces', 'summarize_wal is on, and still the incremental is not block-level');
+      assert.equal(incremental.incrementalMethod, 'chunk reuse, the chain has tablespaces', 'summarize_wal is on, and still the incremental is not block-level');
       const listed = await cluster.cli(['list', DB, '--wide']);
-      assert.match(listed.stdout.split('\n').find((l) => l.includes(incremental.id)) ?? '', /incremental \(chunk reuse, the cluster has tablespaces\)/);
+      assert.match(listed.stdout.split('\n').find((l) => l.includes(incremental.id)) ?? '', /incremental \(chunk reuse, the chain has tablespaces\)/);
       const target = path.join(cluster.dir, 'spaced-restore');
       const moved = path.join(cluster.dir, 'spaced-moved');
       const r = await cluster.cli(['restore', incremental.id, '--to', target, '--immediate', '--tablespace-map', `${location}=${moved}`, '--start', '--json']);
@@ -343,6 +343,22 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       const deep = await cluster.cli(['verify', incremental.id, '--level', 'full', '--json']);
       assert.equal(deep.status, 0, deep.stdout + deep.stderr);
       assert.match(deep.stdout, /"outcome": "passed"/);
+
+      // Dropped: the next incremental is whole still (a layer on its parent would inherit a
+      // tablespace_map naming the tablespace), the one after it block-level again, and restores.
+      await db.query('DROP TABLE spaced');
+      await db.query('DROP TABLESPACE pg17_space');
+      await change(12001, 16000, 8);
+      const afterDrop = await backup('incremental');
+      assert.equal(afterDrop.incrementalMethod, 'chunk reuse, the chain has tablespaces');
+      await change(16001, 20000, 9);
+      const layered = await backup('incremental');
+      assert.equal(layered.parent, afterDrop.id);
+      assert.equal(layered.incrementalMethod, 'block-level');
+      const back = await cluster.cli(['restore', layered.id, '--to', target, '--immediate', '--start', '--json']);
+      assert.equal(back.status, 0, back.stderr);
+      assert.deepEqual((JSON.parse(back.stdout) as { tablespaces: unknown[] }).tablespaces, []);
+      rmSync(target, { recursive: true, force: true });
     } finally {
       await db.query('DROP TABLE IF EXISTS spaced');
       await db.query('DROP TABLESPACE IF EXISTS pg17_space');

@@ -314,7 +314,7 @@ async function restorePhysicalInto(
   let base: BackupRecord;
   if (options.id !== undefined && options.id !== 'latest') {
     base = await repo.resolve({ id: options.id });
-    if (!base.logRange) throw new StrataError('USAGE', `restore: ${base.id} is not a physical backup; --lsn, --xid, --name, --immediate and --start are for physical ones`);
+    if (!base.logRange) throw new StrataError('USAGE', `restore: ${base.id} is not a physical backup; --lsn, --xid, --name, --immediate, --start and --tablespace-map are for physical ones`);
   } else {
     const database = databaseOf(ctx, options.database, 'restore');
     // Among the base backups on the history of the timeline recovered along (after a failover,

@@ -26,8 +26,8 @@ import type { PgTarget } from './pg-connection.js';
 import { segmentOf, walFileName } from './pg-wal.js';
 import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
 import { checkRecoveredCopy, clusterFingerprint } from './pg-physical-check.js';
-import { TABLESPACE_STREAM, TAR_END_BYTES, formatTablespaceMap, placeTablespaces, readTablespaceMap, tablespaceStream, tarMember } from './pg-tablespaces.js';
-import type { Tablespace } from './pg-tablespaces.js';
+import { TABLESPACE_STREAM, TAR_END_BYTES, entriesOf, formatTablespaceMap, occupiedError, placeTablespaces, plainLocation, readTablespaceMap, tablespaceStream, tarMember } from './pg-tablespaces.js';
+import type { Tablespace, TablespacePlacement } from './pg-tablespaces.js';
 
 /**
  * PostgreSQL, physically: the whole cluster's files as `pg_basebackup` streams them (one tar),
@@ -59,10 +59,10 @@ export const CHUNK_REUSE = 'chunk reuse';
 /** The same, taken so because the server refused a block-level one when it started (its words in the manifest's engineMeta). */
 export const CHUNK_REUSE_REFUSED = 'chunk reuse, the server refused block-level';
 /**
- * The same, on a server that could take block-level ones: the cluster has tablespaces, and
- * pg_combinebackup would need each layer's tablespaces linked beside it.
+ * The same, on a server that could take block-level ones: the cluster has tablespaces (or its
+ * parent had), and pg_combinebackup would need each layer's tablespaces linked beside it.
  */
-export const CHUNK_REUSE_TABLESPACES = 'chunk reuse, the cluster has tablespaces';
+export const CHUNK_REUSE_TABLESPACES = 'chunk reuse, the chain has tablespaces';
 /**
  * What `list` says of one taken with PostgreSQL 17's own incremental base backup
  * (`pg_basebackup --incremental`): only the blocks changed since the parent, read by the server
@@ -424,7 +424,9 @@ const FIRST_COMBINING_MAJOR = 17;
  * of a large cluster downloaded everything before it said the program was missing.
  */
 function checkCombineAvailable(chain: readonly { readonly id: string; readonly incrementalMethod?: string }[]): void {
-  const blockLevel = chain.find((link) => link.incrementalMethod === BLOCK_LEVEL);
+  // A link taken whole (a full, or by chunk reuse) holds all of base.tar: the layers under it are not read.
+  const whole = chain.map((link) => link.incrementalMethod !== BLOCK_LEVEL).lastIndexOf(true);
+  const blockLevel = chain.slice(Math.max(whole, 0)).find((link) => link.incrementalMethod === BLOCK_LEVEL);
   if (!blockLevel) return;
   // The majors installed where pgProgram looks (Debian's and the PGDG RPMs' folders).
   const majors = [...listed('/usr/lib/postgresql', /^(\d+)$/), ...listed('/usr', /^pgsql-(\d+)$/)].filter((major) => major >= FIRST_COMBINING_MAJOR);
@@ -490,6 +492,7 @@ export class PostgresPhysicalEngine implements Engine {
     let blockLevelOn: SnapshotParent | undefined;
     let clusterBytes = 0;
     let tablespaces: Tablespace[] = [];
+    const parentHasTablespaces = options.parent?.streams.some((name) => TABLESPACE_STREAM.test(name)) ?? false;
     try {
       const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
       const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
@@ -511,14 +514,19 @@ export class PostgresPhysicalEngine implements Engine {
           "SELECT oid::text AS oid, spcname AS name, pg_tablespace_location(oid) AS location FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') AND pg_tablespace_location(oid) LIKE '/%' ORDER BY oid",
         )
       ).rows;
+      const unreadable = tablespaces.find((t) => !plainLocation(t.location));
+      if (unreadable) {
+        throw new StrataError('USAGE', `backup: tablespace ${unreadable.name} is at ${JSON.stringify(unreadable.location)}, whose name has a backslash or a line end, which PostgreSQL's tablespace_map does not carry the same way in every version; move it to a folder without them (ALTER TABLE ... SET TABLESPACE into a new tablespace), or back it up with a logical entry`);
+      }
       serverVersion = Number(setting('server_version_num'));
       walSegmentBytes = Number(setting('wal_segment_size'));
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
       // The summary functions are the superuser's unless granted (README): a role that may not
       // read them gets chunk reuse, as on a server without summaries.
       // pg_combinebackup needs each layer's tablespaces linked beside it; a cluster with tablespaces
-      // takes its incrementals by chunk reuse instead.
-      if (options.parent && serverVersion >= 170000 && tablespaces.length === 0 && (await summariesCover(client, options.parent).catch(() => false))) {
+      // (or whose parent had some: its tablespace_map would name them) takes its incrementals by
+      // chunk reuse instead.
+      if (options.parent && serverVersion >= 170000 && tablespaces.length === 0 && !parentHasTablespaces && (await summariesCover(client, options.parent).catch(() => false))) {
         blockLevelOn = options.parent;
         // The cluster's size for list, where the role may see it (its own tar holds only the changes).
         clusterBytes = await client
@@ -627,7 +635,7 @@ export class PostgresPhysicalEngine implements Engine {
       // PostgreSQL 17 and later send only the blocks changed since the parent when their WAL
       // summaries reach back to its start (summarize_wal = on); otherwise, and on older servers,
       // the incremental is a whole base backup that stores only the chunks its parent lacks.
-      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : refusal ? CHUNK_REUSE_REFUSED : serverVersion >= 170000 && tablespaces.length > 0 ? CHUNK_REUSE_TABLESPACES : CHUNK_REUSE,
+      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : refusal ? CHUNK_REUSE_REFUSED : serverVersion >= 170000 && (tablespaces.length > 0 || parentHasTablespaces) ? CHUNK_REUSE_TABLESPACES : CHUNK_REUSE,
       finish: async () => {
         if (run.endedAt === undefined) throw new StrataError('INTERNAL', 'backup: the base backup was not read to its end');
         const labelBytes = tar.caught.get('backup_label');
@@ -830,28 +838,33 @@ export class PostgresPhysicalEngine implements Engine {
     const scratch: string[] = [partial];
     // Verify's scratch copies put the tablespaces beside themselves, never where the primary has them.
     const relocate = options.relocate ?? (this.#scratches.has(dir) ? { under: scratchTablespaces(dir) } : undefined);
-    const baseTar = { ended: false, placed: undefined as Map<string, string> | undefined };
-    // Where each tablespace's tar was unpacked (OID → its folder beside where it goes).
+    const baseTar = { ended: false, placed: undefined as Map<string, TablespacePlacement> | undefined };
+    // Where each tablespace's tar is unpacked (OID → a folder inside the one it goes to: the same
+    // file system, an empty mount point included, and the folder's owner and mode kept).
     const tablespaceFolders = new Map<string, string>();
+    // Tablespace folders this restore made, removed if it does not complete.
+    const madeFolders: string[] = [];
+    let committed = false;
     /**
-     * Where the tablespaces go, decided once from base.tar's tablespace_map: a tablespace's stream
-     * comes after base.tar, whose sink has ended (unpacked) before the first byte of the next.
+     * Where the tablespaces go, decided once from base.tar's tablespace_map, as soon as base.tar is
+     * unpacked (a tablespace's stream comes after it): a folder in the way is refused then.
      */
-    const placement = async (): Promise<Map<string, string>> => {
+    const placement = async (): Promise<Map<string, TablespacePlacement>> => {
       if (baseTar.placed) return baseTar.placed;
       if (!baseTar.ended) throw new StrataError('ARTIFACT_FOREIGN', `restore: a tablespace's tar comes before ${BASE_STREAM} in this backup, which Strata never writes`);
       baseTar.placed = placeTablespaces(await readTablespaceMap(partial), relocate, dir, options.force);
       return baseTar.placed;
     };
-    /** A tablespace's tar: unpacked beside the folder it goes to, once where that is is known. */
+    /** A tablespace's tar: unpacked into a private folder inside the one it goes to, once where that is is known. */
     const tablespaceSink = (name: string, oid: string): StreamSink => {
       let opened: Promise<StreamSink> | undefined;
       const open = (): Promise<StreamSink> =>
         (opened ??= (async () => {
-          const to = (await placement()).get(oid);
-          if (!to) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup holds ${name}, and its tablespace_map names no tablespace ${oid}`);
-          await fs.mkdir(path.dirname(to), { recursive: true });
-          const folder = `${to}.strata-partial-${randomBytes(4).toString('hex')}`;
+          const place = (await placement()).get(oid);
+          if (!place) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup holds ${name}, and its tablespace_map names no tablespace ${oid}`);
+          const made = await fs.mkdir(place.to, { recursive: true, mode: 0o700 });
+          if (made) madeFolders.push(made);
+          const folder = path.join(place.to, `.strata-partial-${randomBytes(4).toString('hex')}`);
           await fs.mkdir(folder, { mode: 0o700 });
           scratch.push(folder);
           tablespaceFolders.set(oid, folder);
@@ -870,6 +883,7 @@ export class PostgresPhysicalEngine implements Engine {
         await done.catch(() => undefined);
       }
       for (const folder of scratch) await fs.rm(folder, { recursive: true, force: true });
+      if (!committed) for (const folder of madeFolders) await fs.rm(folder, { recursive: true, force: true });
     };
     return {
       streamTarget: async (name) => {
@@ -890,6 +904,7 @@ export class PostgresPhysicalEngine implements Engine {
           end: async () => {
             await sink.end();
             baseTar.ended = true;
+            await placement();
           },
         };
       },
@@ -909,26 +924,39 @@ export class PostgresPhysicalEngine implements Engine {
         if (!existsSync(path.join(restored, 'PG_VERSION'))) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base backup holds no PG_VERSION: it is not a PostgreSQL data directory');
         // pg_basebackup leaves these out; the server wants them to exist.
         for (const sub of ['pg_wal', 'pg_wal/archive_status']) await fs.mkdir(path.join(restored, sub), { recursive: true, mode: 0o700 });
-        const placed = baseTar.ended ? await placement() : new Map<string, string>();
+        const placed = baseTar.ended ? await placement() : new Map<string, TablespacePlacement>();
         for (const oid of placed.keys()) {
           if (!tablespaceFolders.has(oid)) throw new StrataError('ARTIFACT_CORRUPT', `restore: base.tar's tablespace_map names tablespace ${oid}, and the backup holds no ${tablespaceStream(oid)}: it is incomplete`);
         }
+        const recorded = (info.engineMeta['tablespaces'] as readonly Tablespace[] | undefined) ?? [];
+        if (recorded.map((t) => t.oid).sort().join() !== [...placed.keys()].sort().join()) {
+          throw new StrataError('ARTIFACT_CORRUPT', `restore: base.tar's tablespace_map names tablespaces ${[...placed.keys()].join(', ') || 'none'}, and the backup's manifest ${recorded.map((t) => t.oid).join(', ') || 'none'}`);
+        }
         // The recovering server links each tablespace from tablespace_map: it names the new folders.
-        if (placed.size > 0) await fs.writeFile(path.join(restored, 'tablespace_map'), formatTablespaceMap(placed), { mode: 0o600 });
+        if (placed.size > 0) await fs.writeFile(path.join(restored, 'tablespace_map'), formatTablespaceMap(new Map([...placed].map(([oid, p]) => [oid, p.to]))), { mode: 0o600 });
         const moved: string[] = [];
         try {
-          for (const [oid, to] of placed) {
-            // Only a folder of the data directory being replaced (--force) or an empty one is here.
-            if (existsSync(to)) await fs.rm(to, { recursive: true, force: true });
-            await fs.rename(tablespaceFolders.get(oid)!, to);
-            moved.push(to);
+          for (const [oid, place] of placed) {
+            const folder = tablespaceFolders.get(oid)!;
+            // Looked at again: the folder was free when base.tar was read, which may be long ago.
+            const there = entriesOf(place.to, [path.basename(folder)]);
+            if (there.length > 0) {
+              if (!place.replace) throw occupiedError(oid, recorded.find((t) => t.oid === oid)?.location ?? place.to, place.to);
+              for (const name of there) await fs.rm(path.join(place.to, name), { recursive: true, force: true });
+            }
+            for (const name of await fs.readdir(folder)) {
+              await fs.rename(path.join(folder, name), path.join(place.to, name));
+              moved.push(path.join(place.to, name));
+            }
+            await fs.rmdir(folder);
           }
           if (existsSync(dir)) await fs.rm(dir, { recursive: true, force: true });
           await fs.rename(restored, dir);
         } catch (err) {
-          for (const folder of moved) await fs.rm(folder, { recursive: true, force: true });
+          for (const entry of moved) await fs.rm(entry, { recursive: true, force: true });
           throw err;
         }
+        committed = true;
         await fs.chmod(dir, 0o700);
         await abort();
       },
@@ -948,7 +976,7 @@ export class PostgresPhysicalEngine implements Engine {
 
   /** A data directory path under the temporary folder; `drop()` stops a server left on it and removes it. */
   async createScratch(options: { tempDir: string }): Promise<{ locator: string; drop(): Promise<void> }> {
-    const locator = path.join(options.tempDir, `verify-pgdata-${randomBytes(6).toString('hex')}`);
+    const locator = path.resolve(options.tempDir, `verify-pgdata-${randomBytes(6).toString('hex')}`);
     this.#scratches.add(locator);
     return {
       locator,

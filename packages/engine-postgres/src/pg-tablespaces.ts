@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError } from '@strata/core';
@@ -63,19 +63,38 @@ export async function readTablespaceMap(dataDir: string): Promise<Map<string, st
   return parseTablespaceMap(await fs.readFile(file, 'utf8'));
 }
 
-/** True when `inner` is `outer` or inside it. */
+/**
+ * `folder` with its symbolic links resolved, as far as it exists (the rest appended as given), so
+ * that two spellings of one folder compare equal.
+ */
+function realFolder(folder: string): string {
+  const absolute = path.resolve(folder);
+  let existing = absolute;
+  const rest: string[] = [];
+  while (!existsSync(existing) && path.dirname(existing) !== existing) {
+    rest.unshift(path.basename(existing));
+    existing = path.dirname(existing);
+  }
+  try {
+    return path.join(realpathSync(existing), ...rest);
+  } catch {
+    return absolute;
+  }
+}
+
+/** True when `inner` is `outer` or inside it, symbolic links resolved. */
 function within(inner: string, outer: string): boolean {
-  const rel = path.relative(outer, inner);
+  const rel = path.relative(realFolder(outer), realFolder(inner));
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
-/** True for a folder that exists and holds something (or cannot be read). */
-function occupied(folder: string): boolean {
-  if (!existsSync(folder)) return false;
+/** The entries of a folder, but for those named (none when it does not exist; a folder that cannot be read holds something). */
+export function entriesOf(folder: string, except: readonly string[] = []): string[] {
+  if (!existsSync(folder)) return [];
   try {
-    return readdirSync(folder).length > 0;
+    return readdirSync(folder).filter((name) => !except.includes(name));
   } catch {
-    return true;
+    return ['(unreadable)'];
   }
 }
 
@@ -95,14 +114,40 @@ export function linkedTablespaces(dataDir: string): string[] {
   }
 }
 
+/** Where a data directory's tablespaces are: its links, or before a server has made them, its tablespace_map. */
+function tablespacesOf(dataDir: string): string[] {
+  let mapped: string[] = [];
+  try {
+    mapped = [...parseTablespaceMap(readFileSync(path.join(dataDir, 'tablespace_map'), 'utf8')).values()];
+  } catch {
+    mapped = [];
+  }
+  return [...linkedTablespaces(dataDir), ...mapped].map(realFolder);
+}
+
+/** Where one tablespace is restored, and whether what that folder holds may be replaced (--force). */
+export interface TablespacePlacement {
+  readonly to: string;
+  readonly replace: boolean;
+}
+
+/**
+ * A folder PostgreSQL reads back from tablespace_map as written (PostgreSQL 13 and 14 escape only
+ * line ends there, 15 and later backslashes too): one with neither reads the same everywhere.
+ */
+export function plainLocation(folder: string): boolean {
+  return !/[\\\n\r]/.test(folder);
+}
+
 /**
  * Decides where each tablespace of a backup is restored (`recorded`: OID → the folder it was in),
  * and refuses, naming the tablespace and what to give, a plan that would write into a folder that
  * holds something: on the machine the backup was taken on, the recorded folder is the live
- * cluster's own tablespace. With `force`, only the folders of the data directory being replaced
- * may be replaced too.
+ * cluster's own tablespace. With `force`, a folder of the data directory being replaced (its links,
+ * or its tablespace_map before it was started) may be replaced too, but never the folder a
+ * tablespace was in when backed up: a copy of the live data directory links to the live ones.
  */
-export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate: Relocation | undefined, target: string, force: boolean): Map<string, string> {
+export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate: Relocation | undefined, target: string, force: boolean): Map<string, TablespacePlacement> {
   const map = new Map(Object.entries(relocate?.map ?? {}).map(([from, to]) => [path.resolve(from), path.resolve(to)]));
   const known = new Set([...recorded.values()].map((location) => path.resolve(location)));
   const unknown = [...map.keys()].filter((from) => !known.has(from));
@@ -110,25 +155,31 @@ export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate
     const has = recorded.size === 0 ? 'no tablespaces' : `its tablespaces were at ${[...recorded.values()].join(', ')}`;
     throw new StrataError('USAGE', `restore: --tablespace-map names ${unknown.join(', ')}, where this backup had no tablespace (${has}); give OLD as the folder the tablespace was in when the backup was taken`);
   }
-  const replaceable = force ? linkedTablespaces(target) : [];
-  const placed = new Map<string, string>();
+  const originals = new Set([...known].map(realFolder));
+  const replaceable = force ? tablespacesOf(target).filter((folder) => !originals.has(folder)) : [];
+  const placed = new Map<string, TablespacePlacement>();
   for (const [oid, location] of recorded) {
     const from = path.resolve(location);
     const to = map.get(from) ?? (relocate?.under ? path.join(path.resolve(relocate.under), oid) : from);
+    if (!plainLocation(to)) throw new StrataError('USAGE', `restore: tablespace ${oid} would be restored into ${JSON.stringify(to)}, whose name has a backslash or a line end that PostgreSQL's tablespace_map cannot carry; give --tablespace-map ${location}=FOLDER with another name`);
     if (within(to, target) || within(target, to)) {
       throw new StrataError('USAGE', `restore: tablespace ${oid} (at ${location} when backed up) would be restored into ${to}, which is inside the data directory ${target} or holds it; give --tablespace-map ${location}=FOLDER outside it`);
     }
-    const twin = [...placed].find(([, other]) => within(to, other) || within(other, to));
+    const twin = [...placed].find(([, other]) => within(to, other.to) || within(other.to, to));
     if (twin) throw new StrataError('USAGE', `restore: tablespaces ${twin[0]} and ${oid} would both be restored into ${to}; give each a folder of its own with --tablespace-map`);
-    if (occupied(to) && !replaceable.includes(to)) {
-      throw new StrataError(
-        'TARGET_EXISTS',
-        `restore: tablespace ${oid} was at ${location} when backed up, and ${to} exists and is not empty${to === from ? ' (on the machine the backup was taken on, it is the cluster\'s own tablespace)' : ''}; nothing was written there. Give --tablespace-map ${location}=NEW_FOLDER with an empty or new folder`,
-      );
-    }
-    placed.set(oid, to);
+    const replace = replaceable.includes(realFolder(to));
+    if (entriesOf(to).length > 0 && !replace) throw occupiedError(oid, location, to);
+    placed.set(oid, { to, replace });
   }
   return placed;
+}
+
+/** The refusal of a tablespace folder that holds something. */
+export function occupiedError(oid: string, location: string, to: string): StrataError {
+  return new StrataError(
+    'TARGET_EXISTS',
+    `restore: tablespace ${oid} was at ${location} when backed up, and ${to} exists and is not empty${path.resolve(to) === path.resolve(location) ? " (on the machine the backup was taken on, it is the cluster's own tablespace)" : ''}; nothing was written there. Give --tablespace-map ${location}=NEW_FOLDER with an empty or new folder`,
+  );
 }
 
 /** Removes a data directory a restore wrote and the tablespace folders its tablespace_map names. */
