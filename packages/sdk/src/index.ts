@@ -31,6 +31,7 @@ export {
   receiveWal,
   walArchiveLag,
   describeGoal,
+  formatTablespaceMap,
   isPostgresUrl,
   lastWalRange,
   MANIFEST_TAIL_BYTES,
@@ -38,6 +39,7 @@ export {
   parseTarget,
   parseWalName,
   physicalLocator,
+  placeTablespaces,
   planWal,
   proveRecovery,
   recoverySettings,
@@ -46,6 +48,7 @@ export {
   tablespacesInTheWay,
   tablespacesReplayed,
   TarEntryCatcher,
+  tarMember,
   walRun,
 } from '@strata/engine-postgres';
 export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
