@@ -290,6 +290,35 @@ describe('physical backups of a cluster whose configuration lives outside its da
     }
   });
 
+  it('a tablespace made as the backup starts fails it, saying what changed, and files nothing', async function () {
+    const first = tablespaceFolder('first-space');
+    const second = tablespaceFolder('second-space');
+    // pg_basebackup, after Strata read the tablespaces: one more is made first.
+    const racing = path.join(dir, 'racing-programs');
+    mkdirSync(racing, { mode: 0o755 });
+    for (const name of readdirSync(BINDIR)) if (name !== 'pg_basebackup') symlinkSync(path.join(BINDIR, name), path.join(racing, name));
+    writeFileSync(
+      path.join(racing, 'pg_basebackup'),
+      ['#!/bin/sh', `case " $* " in *" --version "*) exec "${BINDIR}/pg_basebackup" "$@" ;; esac`, `"${BINDIR}/psql" -X -q -h "${dir}" -p ${port} -U postgres -d postgres -c "CREATE TABLESPACE second_space LOCATION '${second}'" >/dev/null || exit 9`, `exec "${BINDIR}/pg_basebackup" "$@"`, ''].join('\n'),
+      { mode: 0o755 },
+    );
+    if (isRoot) spawnSync('chown', ['-R', '-h', 'postgres', racing]);
+    const db = await connect();
+    try {
+      await db.query(`CREATE TABLESPACE first_space LOCATION '${first}'`);
+      const before = (JSON.parse((await cli(['list', '--json'])).stdout) as { backups: unknown[] }).backups.length;
+      const r = await strataAsync(['backup', DB, '--config', config, '--passphrase-file', passFile], { STRATA_PG_BINDIR: racing });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /the cluster's tablespaces changed while the backup ran \(pg_basebackup wrote \d+\.tar, \d+\.tar, backup_manifest, base\.tar where \d+\.tar, backup_manifest, base\.tar were expected\); run the backup again/);
+      assert.equal((JSON.parse((await cli(['list', '--json'])).stdout) as { backups: unknown[] }).backups.length, before, 'nothing was filed');
+    } finally {
+      await db.query('DROP TABLESPACE IF EXISTS first_space');
+      await db.query('DROP TABLESPACE IF EXISTS second_space');
+      await db.end();
+      rmSync(racing, { recursive: true, force: true });
+    }
+  });
+
   it('restores with --start, restores a table as of a moment and verifies, with none of the configuration in the backup', async function () {
     const db = await connect();
     let moment = '';
