@@ -71,7 +71,11 @@ const syncPg = (cmd, args, env) => {
   return r.stdout;
 };
 
-const CLUSTER = path.join(DATA, `pg-pitr-cluster-${SIZE_MB}mb`);
+/** The major version of the server programs: PostgreSQL 17 and later also run the block-level differential case. */
+const MAJOR = Number(/\(PostgreSQL\) (\d+)/.exec(spawnSync(BIN('postgres'), ['--version'], { encoding: 'utf8' }).stdout ?? '')?.[1] ?? 0);
+const BLOCK_LEVEL = MAJOR >= 17;
+// A cluster of another major version lives in a folder of its own (PostgreSQL 15's keeps its old name).
+const CLUSTER = path.join(DATA, MAJOR === 15 || MAJOR === 0 ? `pg-pitr-cluster-${SIZE_MB}mb` : `pg-pitr-cluster-pg${MAJOR}-${SIZE_MB}mb`);
 const PGDATA = path.join(CLUSTER, 'data');
 const WORK = path.join(DATA, `work-pg-pitr-${SIZE_MB}mb`);
 /** Present once a run's traffic has changed the cluster's database. */
@@ -83,6 +87,8 @@ const F = {
   raw: path.join(WORK, 'raw-wal'),
   hand: path.join(WORK, 'hand-wal'),
   handBase: path.join(WORK, 'hand-base.tar.zst.gpg'),
+  handManifest: path.join(WORK, 'hand-base.backup_manifest'),
+  handDifferential: path.join(WORK, 'hand-differential.tar.zst.gpg'),
   gnupg: path.join(WORK, 'gnupg'),
   restoreScript: path.join(WORK, 'hand-restore.sh'),
   pushRepo: path.join(WORK, 'push-repo'),
@@ -129,7 +135,8 @@ async function measured(cmd, args, env = {}) {
   return res;
 }
 const strata = (args, config = F.config) => measured(process.execPath, [CLI, ...args, '--config', config, '--passphrase-file', F.passfile]);
-const shPg = (script, env) => measured('bash', ['-c', `set -euo pipefail\n${script}`], env);
+// The by-hand side runs the programs of --bindir (a pg_basebackup older than the server refuses it).
+const shPg = (script, env) => measured('bash', ['-c', `set -euo pipefail\n${script}`], { PATH: `${opts.bindir}:${process.env.PATH}`, ...env });
 
 /** What a run measured so far, kept in case a later phase fails (an hour of traffic is dear). */
 const partial = (what) => fs.writeFileSync(path.join(DATA, `partial-pg-pitr-${SIZE_MB}mb.json`), JSON.stringify({ at: new Date().toISOString(), ...what }, null, 2) + '\n');
@@ -182,6 +189,8 @@ async function ensureCluster() {
       'archive_mode = on',
       "archive_command = 'true'",
       "max_wal_size = '2GB'",
+      // What block-level incrementals need (PostgreSQL 17 and later).
+      ...(BLOCK_LEVEL ? ['summarize_wal = on'] : []),
       '',
     ].join('\n'));
   }
@@ -288,7 +297,7 @@ async function main() {
     await switchAndWait();
 
     // 1. Base backups, alternating.
-    const r = { strataBackup: [], handBackup: [], strataPush: [], handPush: [], strataRecovery: [], handRecovery: [] };
+    const r = { strataBackup: [], handBackup: [], strataDifferential: [], handDifferential: [], strataPush: [], handPush: [], strataRecovery: [], handRecovery: [] };
     const rec = (k, res, extra = {}) => { r[k].push({ wallMs: res.wallMs, rssKiB: res.rssKiB, cpuSec: res.cpuSec, cpu: res.cpu, load1: res.load1, ...extra }); return res; };
     let strataBase;
     for (let round = 1; round <= ROUNDS; round++) {
@@ -345,6 +354,29 @@ END;
     };
     partial({ r, traffic });
     console.log(`traffic done: ${tps} tps (latency ${lat} ms), ${fmtMB(traffic.walBytes)} of WAL, ${traffic.segmentsArchived} segments archived through strata wal-push; target ${targetTime}; load ${JSON.stringify(traffic.loadAverage)}`);
+
+    // 2b. PostgreSQL 17 and later: a block-level differential on the last full, after the traffic,
+    //     alternating with pg_basebackup --incremental given the by-hand full's manifest | zstd | gpg.
+    //     Strata reads its parent's backup_manifest back from the repository (a read of the full),
+    //     the by-hand side has it at hand (taken out of its base, untimed).
+    if (BLOCK_LEVEL) {
+      await shPg(`export GNUPGHOME="${F.gnupg}"; ${GPG_DEC} "${F.handBase}" 3<"${F.passfile}" | zstd -q -d -c | tar -x -O -f - backup_manifest > "${F.handManifest}"`);
+      for (let round = 1; round <= ROUNDS; round++) {
+        await settle();
+        const d = await strata(['backup', ENTRY, '--type', 'differential', '--json']);
+        const made = JSON.parse(d.stdout).backup;
+        rec('strataDifferential', d, { bytes: made.storedBytes, id: made.id, incrementalMethod: made.incrementalMethod });
+        await settle();
+        fs.rmSync(F.handDifferential, { force: true });
+        const h = await shPg(`pg_basebackup -h 127.0.0.1 -p ${port} -U postgres --no-password -Ft -D - -X none --checkpoint=fast --label=by-hand --incremental="${F.handManifest}" \\
+  | zstd -3 -q -c | ${GPG_ENC} -o "${F.handDifferential}" 3<"${F.passfile}"
+sync "${F.handDifferential}"`);
+        rec('handDifferential', h, { bytes: fs.statSync(F.handDifferential).size });
+        partial({ r, traffic });
+        console.log(`round ${round}/${ROUNDS} differential: strata ${fmtS(d.wallMs)} (${fmtMB(made.storedBytes)}, ${made.incrementalMethod}), by hand ${fmtS(h.wallMs)} (${fmtMB(fs.statSync(F.handDifferential).size)}); load ${d.load1}/${h.load1}`);
+        if (made.incrementalMethod !== 'block-level') throw new Error(`the differential was taken by ${made.incrementalMethod}, not block-level: is summarize_wal on?`);
+      }
+    }
 
     // 3. wal-push segments per second: N raw segments pushed one process at a time into a fresh
     //    repository, against zstd | gpg per segment; then the by-hand archive of every segment (untimed).
@@ -411,7 +443,7 @@ sync -f "${F.pushHand}"`);
 
 function report(r, { meta, clusterBytes, traffic, dist, rebuilt, startedAt, loads, cached, reached, mismatches }) {
   const m = (xs, f) => median(xs.map(f));
-  const med = Object.fromEntries(Object.entries(r).map(([k, xs]) => [k, {
+  const med = Object.fromEntries(Object.entries(r).filter(([, xs]) => xs.length > 0).map(([k, xs]) => [k, {
     wallMs: m(xs, (x) => x.wallMs), bytes: xs[0].bytes === undefined ? undefined : m(xs, (x) => x.bytes),
     rssKiB: m(xs, (x) => x.rssKiB), maxRssKiB: Math.max(...xs.map((x) => x.rssKiB)),
     cpuSec: m(xs, (x) => x.cpuSec), serverCpu: m(xs, (x) => x.cpu.server), machineCpu: m(xs, (x) => x.cpu.total),
@@ -440,12 +472,18 @@ function report(r, { meta, clusterBytes, traffic, dist, rebuilt, startedAt, load
     '| --- | ---: | ---: | ---: | --- | --- |',
     row('physical full backup vs `pg_basebackup -Ft -X none \\| zstd -3 \\| gpg`', fmtS(med.strataBackup.wallMs), fmtS(med.handBackup.wallMs), med.strataBackup.wallMs / med.handBackup.wallMs, '<= 1.0'),
     row('backup size', fmtMB(med.strataBackup.bytes), fmtMB(med.handBackup.bytes), med.strataBackup.bytes / med.handBackup.bytes, ''),
+    ...(med.strataDifferential
+      ? [
+          row(`block-level differential after ${traffic.minutes} min of traffic vs \`pg_basebackup --incremental \\| zstd -3 \\| gpg\``, fmtS(med.strataDifferential.wallMs), fmtS(med.handDifferential.wallMs), med.strataDifferential.wallMs / med.handDifferential.wallMs, ''),
+          row('differential size', fmtMB(med.strataDifferential.bytes), fmtMB(med.handDifferential.bytes), med.strataDifferential.bytes / med.handDifferential.bytes, ''),
+        ]
+      : []),
     row(`recovery to the end of ${traffic.minutes} min of traffic vs by hand with a restore_command`, fmtS(med.strataRecovery.wallMs), fmtS(med.handRecovery.wallMs), med.strataRecovery.wallMs / med.handRecovery.wallMs, '<= 1.2'),
     row(`archiving ${segs} segments one process each (segments/s)`, perSec(med.strataPush).toFixed(2), perSec(med.handPush).toFixed(2), perSec(med.strataPush) / perSec(med.handPush), ''),
     '',
     `CPU per archived segment: strata wal-push ${(med.strataPush.cpuSec / segs).toFixed(2)} s, zstd | gpg ${(med.handPush.cpuSec / segs).toFixed(2)} s`,
     'CPU seconds (median; tool = the measured process tree, server = the benchmark cluster and the recovering copies, machine = all CPUs busy):',
-    ...[['Strata backup', 'strataBackup'], ['by-hand backup', 'handBackup'], ['Strata recovery', 'strataRecovery'], ['by-hand recovery', 'handRecovery'], ['strata wal-push xN', 'strataPush'], ['zstd | gpg xN', 'handPush']]
+    ...[['Strata backup', 'strataBackup'], ['by-hand backup', 'handBackup'], ...(med.strataDifferential ? [['Strata differential', 'strataDifferential'], ['by-hand differential', 'handDifferential']] : []), ['Strata recovery', 'strataRecovery'], ['by-hand recovery', 'handRecovery'], ['strata wal-push xN', 'strataPush'], ['zstd | gpg xN', 'handPush']]
       .map(([label, k]) => `  ${label.padEnd(20)}wall ${fmtS(med[k].wallMs).padStart(9)}   tool ${med[k].cpuSec.toFixed(1).padStart(6)}   server ${med[k].serverCpu.toFixed(1).padStart(6)}   machine ${med[k].machineCpu.toFixed(1).padStart(6)}   load1 ${med[k].load1.toFixed(2)}`),
     '',
     `load average (1 min, every 10 s): whole run ${loadAverage.min.toFixed(2)}–${loadAverage.max.toFixed(2)} (median ${loadAverage.median.toFixed(2)}); during the traffic ${traffic.loadAverage.min.toFixed(2)}–${traffic.loadAverage.max.toFixed(2)}`,
