@@ -215,8 +215,8 @@ export interface EngineRestoreOptions extends Abortable {
 }
 
 /**
- * Where a restore puts what its backup held outside the target itself (a cluster's tablespaces,
- * each in a folder of its own elsewhere on the machine): `map` from the location recorded at
+ * Where a restore puts what its backup held outside the target itself (tablespaces, each kept
+ * in a folder of its own elsewhere on the machine): `map` from the location recorded at
  * backup to a new one, `under` a folder for every one the map does not name (each in a subfolder
  * named by the engine). Without either, each goes back where it was, and a location that is not
  * empty is refused.

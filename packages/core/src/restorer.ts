@@ -17,7 +17,7 @@ export interface RestoreOptions {
   readonly force?: boolean;
   /** Restore only these tables: into a new target, or replacing just them in an existing one. */
   readonly tables?: readonly string[];
-  /** Where what the backup held outside its target goes (a cluster's tablespaces); see {@link Relocation}. */
+  /** Where what the backup held outside its target goes (tablespaces kept in folders of their own); see {@link Relocation}. */
   readonly relocate?: Relocation;
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
