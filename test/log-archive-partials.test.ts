@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Passphrase, PostgresPhysicalEngine, initRepository, openRepository, planWal } from '@strata/sdk';
+import { Passphrase, PostgresPhysicalEngine, initRepository, isStrataError, openRepository, planWal } from '@strata/sdk';
 import type { BackupRecord, Repository } from '@strata/sdk';
 import { TEST_PASSPHRASE, useTempDir } from './helpers/env.js';
 
@@ -86,5 +86,19 @@ describe('log archive partials', function () {
     assert.deepEqual(walk.needed.map((f) => f.name), [SEG, NEXT]);
     // Read through its own key, it gives the zero-padded segment back.
     assert.deepEqual(await repo.logArchive.read(plan.needed[1]!), Buffer.from(segment(300)));
+  });
+  it('a file altered in its last bytes (OpenPGP\'s integrity check, the data intact) is damaged, never a wrong passphrase', async function () {
+    const complete = segment(64 * 1024, 5);
+    assert.equal((await repo.logArchive.push(DB, SEG, complete)).status, 'stored');
+    const [name] = objects();
+    assert.match(name!, /_[0-9a-f]+\.zst\.gpg$/, 'the file names its data key');
+    const file = path.join(dir.path, 'repo', 'backups', DB, 'log', name!);
+    const bytes = readFileSync(file);
+    // The last byte belongs to the modification detection code: zstd's frame before it is untouched.
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0x01;
+    writeFileSync(file, bytes);
+    const [listed] = await repo.logArchive.list(DB);
+    await assert.rejects(repo.logArchive.read(listed!), (err: unknown) => isStrataError(err, 'ARTIFACT_CORRUPT') && /was altered: its data key opened/.test((err as Error).message));
+    await assert.rejects(repo.logArchive.fetch(DB, SEG), (err: unknown) => isStrataError(err, 'ARTIFACT_CORRUPT'));
   });
 });

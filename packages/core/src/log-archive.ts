@@ -237,11 +237,16 @@ export class LogArchive {
 
   async #read(file: NonNullable<ReturnType<typeof parseLogKey>>, signal?: AbortSignal): Promise<Uint8Array> {
     const what = `log file ${file.name}`;
+    // Set once the file's data key is open: a decryption that fails after that (OpenPGP's integrity
+    // check, "Modification detected") means altered bytes, not a wrong passphrase. Files of a
+    // repository from before key files are encrypted with the passphrase itself and keep that doubt.
+    let keyOpened = false;
     try {
       let bytes: AsyncIterable<Uint8Array> = await this.#ctx.storage.get(file.key, signal ? { signal } : {});
       if (file.encrypted) {
         await this.#ctx.unlock();
         const secret = this.#ctx.vault.keyFor({ id: what, encryption: { profile: this.#ctx.vault.section.profile, ...(file.keyId ? { keyId: file.keyId } : {}) } }, what);
+        keyOpened = file.keyId !== undefined;
         bytes = decryptStream(bytes, secret!);
       }
       bytes = getCodec(file.codec).decompress(bytes, signal);
@@ -254,6 +259,9 @@ export class LogArchive {
       if (sha.digest('hex') !== file.sha256) throw new StrataError('ARTIFACT_CORRUPT', `log archive: ${file.key} does not hold the bytes it was stored with (SHA-256 differs)`);
       return Buffer.concat(parts);
     } catch (err) {
+      if (keyOpened && isStrataError(err, 'PASSPHRASE_WRONG')) {
+        throw new StrataError('ARTIFACT_CORRUPT', `log archive: ${file.key} was altered: its data key opened, and its decryption's integrity check failed (${err.message})`, { cause: err });
+      }
       if (isStrataError(err)) throw err;
       throw new StrataError('ARTIFACT_CORRUPT', `log archive: ${file.key} cannot be read back (${(err as Error).message})`, { cause: err });
     }
