@@ -60,6 +60,25 @@ describe('physical backups of a cluster whose configuration lives outside its da
     await c.connect();
     return c;
   };
+  /**
+   * A base backup of what `db` holds, then rows 101..150 of `table` committed before the moment it
+   * returns and 151..200 after it, archived; database `copies` is made with an empty `table` (as
+   * `columns` says), for a table restore to replace.
+   */
+  const backupAroundMoment = async (db: pg.Client, table: string, insert: (from: number, to: number) => string, copies: string, columns: string): Promise<string> => {
+    const backup = await cli(['backup', DB, '--json']);
+    assert.equal(backup.status, 0, backup.stderr);
+    await db.query(insert(101, 150));
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const moment = new Date().toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await db.query(insert(151, 200));
+    await switchAndArchive(db);
+    await db.query(`CREATE DATABASE ${copies}`);
+    const empty = await connect(copies);
+    await empty.query(`CREATE TABLE ${table} (${columns})`).finally(() => empty.end());
+    return moment;
+  };
 
   before(async function () {
     requireServerPrograms(this);
@@ -128,21 +147,10 @@ describe('physical backups of a cluster whose configuration lives outside its da
       await db.query('CREATE DATABASE spaced_db TABLESPACE layout_space');
       const inside = await connect('spaced_db');
       await inside.query('CREATE TABLE notes AS SELECT generate_series(1, 10) AS n').finally(() => inside.end());
-      const backup = await cli(['backup', DB, '--json']);
-      assert.equal(backup.status, 0, backup.stderr);
-      await db.query("INSERT INTO spaced SELECT g, 'row ' || g FROM generate_series(101, 150) g");
-      await new Promise((resolve) => setTimeout(resolve, 1100));
-      moment = new Date().toISOString();
-      await new Promise((resolve) => setTimeout(resolve, 1100));
-      await db.query("INSERT INTO spaced SELECT g, 'row ' || g FROM generate_series(151, 200) g");
-      await switchAndArchive(db);
-      await db.query('CREATE DATABASE spaced_copies');
+      moment = await backupAroundMoment(db, 'spaced', (from, to) => `INSERT INTO spaced SELECT g, 'row ' || g FROM generate_series(${from}, ${to}) g`, 'spaced_copies', 'seq int PRIMARY KEY, note text');
     } finally {
       await db.end();
     }
-    // A table restore replaces a table the target already has.
-    const empty = await connect('spaced_copies');
-    await empty.query('CREATE TABLE spaced (seq int PRIMARY KEY, note text)').finally(() => empty.end());
 
     // Without a map the tablespace would go back into its own folder, the live cluster's.
     const target = path.join(dir, 'restored-spaced');
@@ -325,21 +333,10 @@ describe('physical backups of a cluster whose configuration lives outside its da
     try {
       await db.query('CREATE TABLE markers (seq int PRIMARY KEY)');
       await db.query('INSERT INTO markers SELECT generate_series(1, 100)');
-      const backup = await cli(['backup', DB, '--json']);
-      assert.equal(backup.status, 0, backup.stderr);
-      await db.query('INSERT INTO markers SELECT generate_series(101, 150)');
-      await new Promise((resolve) => setTimeout(resolve, 1100));
-      moment = new Date().toISOString();
-      await new Promise((resolve) => setTimeout(resolve, 1100));
-      await db.query('INSERT INTO markers SELECT generate_series(151, 200)');
-      await switchAndArchive(db);
-      await db.query('CREATE DATABASE copies');
+      moment = await backupAroundMoment(db, 'markers', (from, to) => `INSERT INTO markers SELECT generate_series(${from}, ${to})`, 'copies', 'seq int PRIMARY KEY');
     } finally {
       await db.end();
     }
-    // A table restore replaces a table the target already has.
-    const empty = await connect('copies');
-    await empty.query('CREATE TABLE markers (seq int PRIMARY KEY)').finally(() => empty.end());
 
     const target = path.join(dir, 'restored');
     const restored = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment, '--start', '--json']);
