@@ -114,6 +114,15 @@ describe('reading backup_label and backup_manifest from a streaming tar', functi
     small.feed(tar);
     small.end();
     assert.equal(small.caught.get('backup_manifest')!.toString(), manifest);
+    // Up to a limit a manifest is kept whole (to hand forward to the next incremental), and said to be.
+    for (const [wholeUpTo, whole] of [[big.length, true], [big.length - 1, false]] as const) {
+      const catcher = new TarEntryCatcher(new Set(['backup_label']), new Map([['backup_manifest', MANIFEST_TAIL_BYTES]]), wholeUpTo);
+      for (let at = 0; at < bigTar.length; at += 65_536) catcher.feed(bigTar.subarray(at, at + 65_536));
+      catcher.end();
+      assert.equal(catcher.caught.get('backup_manifest')!.toString(), whole ? big : big.slice(-MANIFEST_TAIL_BYTES), `kept whole up to ${wholeUpTo}`);
+      assert.equal(catcher.caughtWhole.has('backup_manifest'), whole);
+      assert.equal(catcher.caughtWhole.has('backup_label'), true);
+    }
   });
 
   it('a manifest whose end has no readable WAL-Ranges is an error that says so', function () {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
 import { ROOT } from './helpers/env.js';
@@ -12,8 +12,8 @@ import { followExportRestoreMd, recipe } from './helpers/format-recipes.js';
 
 /**
  * PostgreSQL 17's own block-level incremental base backups: with summarize_wal on, an incremental
- * or differential asks the server (pg_basebackup --incremental, given the parent's backup_manifest
- * read back from the repository) for the blocks changed since its parent, stores that tar as a
+ * or differential asks the server (pg_basebackup --incremental, given the parent's backup_manifest,
+ * which the parent left in the repository's cache) for the blocks changed since its parent, stores that tar as a
  * layer of its own beside its parents' (inherited, nothing read or stored again), and a restore
  * puts the layers together with pg_combinebackup. Where the server cannot (summarize_wal off), the
  * incremental is taken whole by chunk reuse, as on PostgreSQL 15, and list says which.
@@ -363,5 +363,63 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       await db.query('DROP TABLE IF EXISTS spaced');
       await db.query('DROP TABLESPACE IF EXISTS pg17_space');
     }
+  });
+
+  it("a block-level incremental reads its parent's backup_manifest from the small file the parent left, not from the parent's artifact; without that file it reads the artifact; both restore", async function () {
+    const carried = (b: Backup): string | undefined => {
+      const dir = path.join(cluster.repo, 'cache', 'carry', DB);
+      const file = readdirSync(dir).find((f) => f.startsWith(`${b.id}.bin`));
+      return file && path.join(dir, file);
+    };
+    await change(20001, 24000, 10);
+    const parent = await backup('incremental');
+    assert.equal(parent.incrementalMethod, 'block-level');
+    assert.ok(carried(parent), `${parent.id} left its backup_manifest beside its artifact`);
+
+    // With the parent's artifact out of the repository, a backup that read it would fail.
+    const artifact = path.join(cluster.repo, parent.key);
+    const aside = `${artifact}.aside`;
+    renameSync(artifact, aside);
+    let onTop: Backup;
+    try {
+      await change(24001, 28000, 11);
+      onTop = await backup('incremental');
+    } finally {
+      renameSync(aside, artifact);
+    }
+    assert.equal(onTop.parent, parent.id);
+    assert.equal(onTop.incrementalMethod, 'block-level');
+    assert.ok(onTop.payloadBytes < onTop.databaseBytes * 0.1, `${onTop.payloadBytes} bytes stored`);
+
+    // With the small file damaged (or missing: a repository from before it, a cache someone
+    // cleared) the artifact is read, as before.
+    writeFileSync(carried(onTop)!, 'damaged');
+    await change(28001, 32000, 12);
+    const fallback = await backup('incremental');
+    assert.equal(fallback.parent, onTop.id);
+    assert.equal(fallback.incrementalMethod, 'block-level');
+    const expected = (await db.query<{ qty: number; n: string }>('SELECT qty, count(*)::text AS n FROM orders GROUP BY qty ORDER BY qty')).rows;
+    assert.deepEqual(expected.filter((row) => row.qty >= 10).map((row) => [row.qty, row.n]), [[10, '4000'], [11, '4000'], [12, '4000']]);
+
+    const target = path.join(cluster.dir, 'carried-restore');
+    const r = await cluster.cli(['restore', fallback.id, '--to', target, '--immediate', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const port = await freePort();
+    cluster.start(target, ['-o', `-c port=${port} -c archive_mode=off -c summarize_wal=off -c unix_socket_directories=${cluster.dir}`]);
+    const c = await waitFor('the restored server', () => cluster.client(port));
+    try {
+      await waitFor('recovery to pause at its target', async () => ((await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused' ? true : undefined));
+      const counts = (await c.query<{ qty: number; n: string }>('SELECT qty, count(*)::text AS n FROM orders GROUP BY qty ORDER BY qty')).rows;
+      assert.deepEqual(counts, expected, 'every block changed under the three incrementals is in place');
+    } finally {
+      await c.end().catch(() => undefined);
+      cluster.stopServer(target);
+      rmSync(target, { recursive: true, force: true });
+    }
+    // The small file goes with its backup.
+    assert.ok(carried(fallback));
+    const deleted = await cluster.cli(['delete', fallback.id, '--yes']);
+    assert.equal(deleted.status, 0, deleted.stderr);
+    assert.equal(carried(fallback), undefined, `${fallback.id}'s cached backup_manifest was deleted with it`);
   });
 });

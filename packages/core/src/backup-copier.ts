@@ -5,6 +5,7 @@ import { commitBackup } from './catalog-commit.js';
 import { decryptStream, encryptStream } from './encryption.js';
 import type { EncryptionProfile, Passphrase } from './encryption.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
+import { carryCacheKey, readCarryFile, writeCarryCache } from './carry-cache.js';
 import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js';
 import { layoutCacheKey, readLayoutCache, writeLayoutCache } from './layout-cache.js';
 import { artifactKey, parseArtifactKey } from './naming.js';
@@ -425,7 +426,7 @@ export class BackupCopier {
       async () => {
         if (((await readCatalog(to.storage)) ?? []).some((r) => r.id === record.id)) return 'present' as const;
         if ((await pendingArtifactKeys(to.storage)).has(key)) return 'busy' as const;
-        return announceWrite(to.storage, record.id, [key], [layoutKey, factsKey]);
+        return announceWrite(to.storage, record.id, [key], [layoutKey, factsKey, carryCacheKey(record.database, record.id, encryptedOut)]);
       },
       to.options.lock,
     );
@@ -470,8 +471,9 @@ export class BackupCopier {
   }
 
   /**
-   * The cached layouts and facts go along, so the target's next restore or incremental need not
-   * decrypt whole chains. Best effort, as at backup time: without them the artifact is read instead.
+   * The cached layouts, facts and what the backup carries forward go along, so the target's next
+   * restore or incremental need not decrypt whole chains. Best effort, as at backup time: without
+   * them the artifact is read instead.
    */
   async #copyCaches(record: BackupRecord, copy: BackupRecord, sourceKey: Passphrase | undefined, targetSecret: Passphrase | undefined, asIs: boolean): Promise<void> {
     const from = this.#from;
@@ -495,6 +497,15 @@ export class BackupCopier {
       else {
         const facts = await readFactsCache(from.storage, source, record.factsSha256, sourceKey);
         if (facts) await writeFactsCache(to.storage, target, facts, encryption).catch(() => undefined);
+      }
+    }
+    if (record.carrySha256) {
+      const source = carryCacheKey(record.database, record.id, sourceEncrypted);
+      const target = carryCacheKey(copy.database, copy.id, targetEncrypted);
+      if (asIs) await copyObject(from.storage, source, to.storage, target).catch(() => undefined);
+      else {
+        const carried = await readCarryFile(from.storage, source, record.carrySha256, sourceKey);
+        if (carried) await writeCarryCache(to.storage, target, carried, encryption).catch(() => undefined);
       }
     }
   }

@@ -10,6 +10,7 @@ import type { ChunkLayout } from './format/chunk-index.js';
 import { BACKUP_TYPES, PLAIN_FORMAT_VERSION } from './format/manifest.js';
 import type { BackupType } from './format/manifest.js';
 import { factsDigest } from './format/facts-delta.js';
+import { carryCacheKey, carryDigest, encodeCarry, readCarryCache, writeCarryCache } from './carry-cache.js';
 import { factsCacheKey, readFactsCache, writeFactsCache } from './facts-cache.js';
 import { layoutCacheKey, layoutsDigest, writeLayoutCache } from './layout-cache.js';
 import { withRepositoryLock } from './lock.js';
@@ -186,9 +187,10 @@ export class BackupWriter {
       const sha = createHash('sha256');
       const cacheKey = layoutCacheKey(database, id, profile !== 'none');
       const factsKey = factsCacheKey(database, id, profile !== 'none');
+      const carryKey = carryCacheKey(database, id, profile !== 'none');
       // The artifact goes under its final key at once (an object store cannot rename); the note
       // written before it says it is no backup until the catalog lists it (pending-writes.ts).
-      pending = await announceWrite(this.#ctx.storage, id, [key], [cacheKey, factsKey]);
+      pending = await announceWrite(this.#ctx.storage, id, [key], [cacheKey, factsKey, carryKey]);
       const info = await this.#ctx.storage.put(key, hashBytes(bytes, sha), { signal: options.signal });
       const manifest = result.manifest;
       if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
@@ -202,12 +204,22 @@ export class BackupWriter {
       });
       const layoutsSha256 = layoutsDigest(result.layoutEntries);
       const factsSha256 = factsDigest(result.facts!);
-      const full: BackupRecord = { ...record, layoutsSha256, factsSha256 };
       emit({ operation: 'backup', phase: 'commit', doneBytes: totalBytes, totalBytes, backupId: id });
       // Best effort: without the cached copy the next incremental reads the layouts from the artifact.
       // Caches are encrypted under the artifact's own key, so whoever can open the one opens the other.
       await writeLayoutCache(this.#ctx.storage, cacheKey, result.layoutEntries, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
       await writeFactsCache(this.#ctx.storage, factsKey, result.facts!, { profile, passphrase: dataKey?.secret }).catch(() => undefined);
+      const carried = snapshot.carryForward?.();
+      let carrySha256: string | undefined;
+      if (carried) {
+        const encoded = encodeCarry({ streams: manifest.streams, bytes: carried });
+        // Recorded only once written: a digest without its file would only cost a failed read.
+        carrySha256 = await writeCarryCache(this.#ctx.storage, carryKey, encoded, { profile, passphrase: dataKey?.secret }).then(
+          () => carryDigest(encoded),
+          () => undefined,
+        );
+      }
+      const full: BackupRecord = { ...record, layoutsSha256, factsSha256, ...(carrySha256 ? { carrySha256 } : {}) };
       // From here the commit owns the written objects: it records them or removes them.
       const written = pending;
       pending = undefined;
@@ -242,6 +254,9 @@ export class BackupWriter {
       streams,
       ...(parent.logRange ? { logRange: parent.logRange } : {}),
       ...(parent.incrementalMethod ? { incrementalMethod: parent.incrementalMethod } : {}),
+      ...(parent.carrySha256
+        ? { carried: async () => readCarryCache(this.#ctx.storage, carryCacheKey(parent.database, parent.id, parent.encryption.profile !== 'none'), parent.carrySha256!, this.#ctx.keyFor(parent, 'backup')) }
+        : {}),
       read: async (streams, dir, options = {}) => {
         const chain = await this.#ctx.catalog.chainOf(parent);
         await this.#ctx.chains.checkPresent(chain, parent);

@@ -2,8 +2,7 @@ import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { chainBreak } from './segments.js';
 import { StrataError } from './errors.js';
-import { factsCacheKey } from './facts-cache.js';
-import { layoutCacheKey } from './layout-cache.js';
+import { backupCacheKeys } from './carry-cache.js';
 import { withRepositoryLock } from './lock.js';
 import { compactJournal } from './journal.js';
 import type { PendingWrite } from './pending-writes.js';
@@ -137,17 +136,16 @@ export async function abandonImport(ctx: RepositoryContext, placed: readonly Pen
  */
 export async function removeBackups(storage: Storage, records: readonly BackupRecord[], doomed: ReadonlySet<string>, segmentsOf: ReadonlySet<string> = new Set()): Promise<void> {
   const gone = records.filter((r) => doomed.has(r.id));
-  const cacheKeys = (r: BackupRecord): string[] => [layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')];
   // Segments go with their base (without it they replay onto nothing), and those of the chains
   // in `segmentsOf`, whose bases stay.
   const allSegments = (await readCatalogContents(storage))?.segments ?? [];
   const segmentGoes = (s: SegmentRecord): boolean => doomed.has(s.base) || segmentsOf.has(s.base);
   const segments = allSegments.filter((s) => !segmentGoes(s));
-  const keys = [...gone.flatMap((r) => [r.key, ...cacheKeys(r)]), ...allSegments.filter(segmentGoes).map((s) => s.key)];
+  const keys = [...gone.flatMap((r) => [r.key, ...backupCacheKeys(r)]), ...allSegments.filter(segmentGoes).map((s) => s.key)];
   // A note left by a killed prune counts only for files the catalog no longer lists: if that
   // prune died before its catalog write, it did not happen, and its note must not delete the
   // artifacts of backups that are still listed (and restorable).
-  const kept = new Set([...records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...cacheKeys(r)]), ...segments.map((s) => s.key)]);
+  const kept = new Set([...records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...backupCacheKeys(r)]), ...segments.map((s) => s.key)]);
   const leftovers = (await readPendingDeletions(storage)).filter((key) => !kept.has(key));
   const pending = [...leftovers, ...keys];
   await writePendingDeletions(storage, pending);

@@ -92,6 +92,8 @@ export interface BackupRecord {
   readonly layoutsSha256?: string;
   /** Digest of the backup's complete facts (format/facts-delta.ts), to validate their cached copy. */
   readonly factsSha256?: string;
+  /** SHA-256 of what the backup handed forward to its incrementals (carry-cache.ts), to validate the cached copy. */
+  readonly carrySha256?: string;
   /**
    * Where the database's log stood at this restore point, for backups that continuous capture
    * took as the base of its segments (absent for all others).

@@ -97,6 +97,13 @@ export interface Snapshot {
    * read, before the manifest is written; what it returns replaces the fields above.
    */
   finish?(): Promise<SnapshotFinish>;
+  /**
+   * For engines whose incrementals need a piece of the parent's own data: called once the
+   * artifact is written, what it returns is kept beside it (carry-cache.ts) and handed to the
+   * incremental built on this backup through {@link SnapshotParent.carried}, so that it need not
+   * read the whole artifact back. Only a shortcut: without it the engine reads the parent.
+   */
+  carryForward?(): Uint8Array | undefined;
   close(): Promise<void>;
 }
 
@@ -180,6 +187,12 @@ export interface SnapshotParent {
    * who removes it). Costs a read of the parent's artifact, and of its ancestors' where those
    * streams reuse their chunks.
    */
+  /**
+   * What the parent's snapshot handed forward ({@link Snapshot.carryForward}), with the name,
+   * size and SHA-256 of each of its streams, read from a small cached file; undefined when there
+   * is none or it does not match the catalog (then `read` is the way).
+   */
+  carried?(options?: Abortable): Promise<{ readonly streams: readonly { readonly name: string; readonly size: number; readonly sha256: string }[]; readonly bytes: Uint8Array } | undefined>;
   read(
     streams: readonly string[],
     dir: string,

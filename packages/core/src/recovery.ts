@@ -2,8 +2,7 @@ import { readCatalogContents } from './catalog.js';
 import { finishAbandonedWrites } from './pending-writes.js';
 import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
-import { layoutCacheKey } from './layout-cache.js';
-import { factsCacheKey } from './facts-cache.js';
+import { backupCacheKeys } from './carry-cache.js';
 import { sweepPrivateTemps } from './private-temp.js';
 import type { Storage } from './storage.js';
 
@@ -65,7 +64,7 @@ async function finishInterruptedDeletions(storage: Storage, lock: LockOptions | 
       const contents = await readCatalogContents(storage);
       if (pending.length === 0 || contents === undefined) return;
       const listed = new Set([
-        ...contents.backups.flatMap((r) => [r.key, layoutCacheKey(r.database, r.id, r.encryption.profile !== 'none'), factsCacheKey(r.database, r.id, r.encryption.profile !== 'none')]),
+        ...contents.backups.flatMap((r) => [r.key, ...backupCacheKeys(r)]),
         ...contents.segments.map((s) => s.key),
       ]);
       for (const key of pending) if (!listed.has(key)) await storage.delete(key);

@@ -195,25 +195,35 @@ const MAX_CAUGHT_ENTRY = 64 * 1024 * 1024;
 export const MANIFEST_TAIL_BYTES = 64 * 1024;
 
 /**
+ * A backup_manifest of at most this many bytes (some 200,000 files) is kept whole and handed
+ * forward (`carryForward`): the next block-level incremental gives it to `pg_basebackup
+ * --incremental` without reading the parent's artifact back. A larger one is read back as before.
+ */
+export const CARRIED_MANIFEST_BYTES = 32 * 1024 * 1024;
+
+/**
  * Follows a tar as it streams past and keeps the bodies of a few named entries (backup_label
  * whole, the end of backup_manifest), reading only the 512-byte headers of the rest. Written here
  * rather than taken from a tar library: those take the stream over and hand out entries, where a
  * backup must pass every byte on untouched and at once.
  *
- * `wanted` entries are kept whole; `tails` entries only their last so many bytes, however long.
+ * `wanted` entries are kept whole; `tails` entries only their last so many bytes, unless they
+ * are at most `wholeUpTo` bytes long (then whole, and named in `caughtWhole`).
  */
 export class TarEntryCatcher {
   readonly caught = new Map<string, Buffer>();
+  readonly caughtWhole = new Set<string>();
   #fed = 0;
   #nextHeader = 0;
   readonly #header = Buffer.alloc(512);
   #headerFill = 0;
-  #capture: { name: string; start: number; end: number; body: Buffer } | undefined;
+  #capture: { name: string; start: number; end: number; body: Buffer; whole: boolean } | undefined;
   #ended = false;
 
   constructor(
     readonly wanted: ReadonlySet<string>,
     readonly tails: ReadonlyMap<string, number> = new Map(),
+    readonly wholeUpTo = 0,
   ) {}
 
   feed(chunk: Uint8Array): void {
@@ -252,11 +262,11 @@ export class TarEntryCatcher {
       const entry = (prefix ? `${prefix}/${name}` : name).replace(/^\.\//, '');
       const tail = this.tails.get(entry);
       if (tail !== undefined) {
-        const kept = Math.min(size, tail);
-        this.#capture = { name: entry, start: bodyStart + size - kept, end: bodyStart + size, body: Buffer.alloc(kept) };
+        const kept = size <= this.wholeUpTo ? size : Math.min(size, tail);
+        this.#capture = { name: entry, start: bodyStart + size - kept, end: bodyStart + size, body: Buffer.alloc(kept), whole: kept === size };
       } else if (this.wanted.has(entry)) {
         if (size > MAX_CAUGHT_ENTRY) throw new StrataError('IO', `postgres: pg_basebackup's ${entry} is ${size} bytes, far more than one ever is`);
-        this.#capture = { name: entry, start: bodyStart, end: bodyStart + size, body: Buffer.alloc(size) };
+        this.#capture = { name: entry, start: bodyStart, end: bodyStart + size, body: Buffer.alloc(size), whole: true };
       }
     }
     this.#fed += chunk.length;
@@ -268,7 +278,10 @@ export class TarEntryCatcher {
   }
 
   #keepCapture(whole: boolean): void {
-    if (this.#capture && whole) this.caught.set(this.#capture.name, this.#capture.body);
+    if (this.#capture && whole) {
+      this.caught.set(this.#capture.name, this.#capture.body);
+      if (this.#capture.whole) this.caughtWhole.add(this.#capture.name);
+    }
     this.#capture = undefined;
   }
 }
@@ -540,7 +553,7 @@ export class PostgresPhysicalEngine implements Engine {
     // pg_basebackup's tar streams straight into the artifact (a copy staged on disk first doubled
     // the disk traffic and let nothing overlap); the facts it holds at its start (backup_label) and
     // end (backup_manifest) are caught as they pass and reach the manifest through finish().
-    const tar = new TarEntryCatcher(new Set(['backup_label']), new Map([['backup_manifest', MANIFEST_TAIL_BYTES]]));
+    const tar = new TarEntryCatcher(new Set(['backup_label']), new Map([['backup_manifest', MANIFEST_TAIL_BYTES]]), CARRIED_MANIFEST_BYTES);
     const run = { opened: false, bytes: 0, endedAt: undefined as string | undefined, stop: undefined as (() => void) | undefined };
     const fingerprint = clusterFingerprint(systemIdentifier);
     const known = { method: 'physical', serverVersion, systemIdentifier, walSegmentBytes };
@@ -561,16 +574,27 @@ export class PostgresPhysicalEngine implements Engine {
       try {
         const layers = layersOf(parent.streams);
         const newest = layers.at(-1)!;
-        // The parent's newest tar, in plaintext in the private folder only until its
-        // backup_manifest is out of it (for a full: the size of the cluster, for that long).
-        const read = await parent.read([newest], work, options);
-        const tarFile = read.files.get(newest);
-        if (!tarFile) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} holds no ${newest}, which its layout names`);
-        const manifest = await extractMember(tarFile, newest, 'backup_manifest', work, options.signal);
-        await fs.rm(tarFile, { force: true });
+        // The parent's backup_manifest as it handed it forward (carryForward below), a small file;
+        // else out of the parent's newest tar, read back whole (for a full: decrypting the whole
+        // artifact, and the cluster's size in plaintext in the private folder for that long).
+        const carried = await parent.carried?.(options);
+        let manifest: string;
+        let parentStreams: readonly { name: string; size: number; sha256: string }[];
+        if (carried) {
+          manifest = path.join(work, 'backup_manifest');
+          await fs.writeFile(manifest, carried.bytes, { mode: 0o600, flag: 'wx' });
+          parentStreams = carried.streams;
+        } else {
+          const read = await parent.read([newest], work, options);
+          const tarFile = read.files.get(newest);
+          if (!tarFile) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} holds no ${newest}, which its layout names`);
+          manifest = await extractMember(tarFile, newest, 'backup_manifest', work, options.signal);
+          await fs.rm(tarFile, { force: true });
+          parentStreams = read.streams;
+        }
         pgBasebackupArgs.push(`--incremental=${manifest}`);
         streams = layers.map((name) => {
-          const stored = read.streams.find((st) => st.name === name);
+          const stored = parentStreams.find((st) => st.name === name);
           if (!stored) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} lists no stream ${name}, which its layout names`);
           return {
             name,
@@ -655,6 +679,9 @@ export class PostgresPhysicalEngine implements Engine {
         };
         return { engineMeta: { ...meta, ...refusal, ...(tablespaces.length > 0 ? { tablespaces } : {}) }, logRange, databaseBytes: blockLevelOn ? clusterBytes : run.bytes };
       },
+      // The next block-level incremental needs this backup's whole backup_manifest; only servers
+      // that take those (17 and later) hand it forward.
+      carryForward: () => (serverVersion >= 170000 && tar.caughtWhole.has('backup_manifest') ? tar.caught.get('backup_manifest') : undefined),
       close: async () => {
         run.stop?.();
         if (work) await fs.rm(work, { recursive: true, force: true });
