@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, describeGoal, initRepository, isPostgresUrl, openRepository, parseTablespaceMap, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
 import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -105,19 +105,6 @@ export async function walFetchCommand(ctx: CommandContext, options: { name: stri
   if (ctx.json) ctx.printJson({ name: options.name, found: true, bytes: bytes.length });
   else process.stderr.write(`strata wal-fetch: ${options.name} fetched from the archive of ${database}\n`);
   return 0;
-}
-
-/** OID → folder of a restored data directory's tablespaces: its tablespace_map, or once a server has read that, its links. */
-async function readRestoredTablespaces(dir: string): Promise<Map<string, string>> {
-  const map = await fs.readFile(path.join(dir, 'tablespace_map'), 'utf8').then(parseTablespaceMap, () => undefined);
-  if (map) return map;
-  const links = path.join(dir, 'pg_tblspc');
-  const found = new Map<string, string>();
-  for (const oid of await fs.readdir(links).catch(() => [] as string[])) {
-    const location = await fs.readlink(path.join(links, oid)).catch(() => undefined);
-    if (location !== undefined) found.set(oid, path.resolve(links, location));
-  }
-  return found;
 }
 
 /** What `strata restore` gets for a physical backup. */
@@ -249,7 +236,7 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
   }
   // Where the tablespaces went: the map the recovering server links them from (PostgreSQL renames
   // it to tablespace_map.old once it has, so after --start the links say it).
-  const tablespaces = [...(await readRestoredTablespaces(dir))].map(([oid, location]) => ({ oid, location }));
+  const tablespaces = [...dataDirTablespaces(dir)].map(([oid, location]) => ({ oid, location }));
   if (ctx.json) {
     ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, configurationMissing, tablespaces, ...(report ? { reached: report } : {}) });
   } else {

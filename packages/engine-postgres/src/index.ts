@@ -7,7 +7,7 @@ export { chooseBase, configureRecovery, describeGoal, freePort, planWal, proveRe
 export type { RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from './pg-point-in-time.js';
 export { stopsWithin, tablespacesInTheWay, tablespacesReplayed } from './pg-recovery-stop.js';
 export type { TablespaceCreation } from './pg-recovery-stop.js';
-export { formatTablespaceMap, parseTablespaceMap, placeTablespaces, removeRestoredCluster, tarMember } from './pg-tablespaces.js';
+export { dataDirTablespaces, formatTablespaceMap, parseTablespaceMap, placeTablespaces, removeRestoredCluster, tarMember } from './pg-tablespaces.js';
 export { basesOnTimeline } from './pg-wal-rules.js';
 export type { TimelineChoice } from './pg-wal-rules.js';
 export { parseLsn, parseWalName, segmentOf, walFileName, walRun } from './pg-wal.js';

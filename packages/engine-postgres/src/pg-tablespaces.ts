@@ -98,31 +98,33 @@ export function entriesOf(folder: string, except: readonly string[] = []): strin
   }
 }
 
-/** The folders the links in `dataDir`/pg_tblspc point at: where that data directory's tablespaces are. */
-export function linkedTablespaces(dataDir: string): string[] {
+/**
+ * OID → folder of each tablespace of a data directory: its links (pg_tblspc), and for one no server
+ * has started yet, its tablespace_map (PostgreSQL links the tablespaces from it at startup and
+ * renames it tablespace_map.old). Where both name an OID, the map's folder, which the next start uses.
+ */
+export function dataDirTablespaces(dataDir: string): Map<string, string> {
+  const found = new Map<string, string>();
   const links = path.join(dataDir, 'pg_tblspc');
+  let names: string[] = [];
   try {
-    return readdirSync(links).flatMap((name) => {
-      try {
-        return [path.resolve(links, readlinkSync(path.join(links, name)))];
-      } catch {
-        return [];
-      }
-    });
+    names = readdirSync(links);
   } catch {
-    return [];
+    names = [];
   }
-}
-
-/** Where a data directory's tablespaces are: its links, or before a server has made them, its tablespace_map. */
-function tablespacesOf(dataDir: string): string[] {
-  let mapped: string[] = [];
+  for (const oid of names) {
+    try {
+      found.set(oid, path.resolve(links, readlinkSync(path.join(links, oid))));
+    } catch {
+      // Not a link: nothing PostgreSQL would follow.
+    }
+  }
   try {
-    mapped = [...parseTablespaceMap(readFileSync(path.join(dataDir, 'tablespace_map'), 'utf8')).values()];
+    for (const [oid, location] of parseTablespaceMap(readFileSync(path.join(dataDir, 'tablespace_map'), 'utf8'))) found.set(oid, location);
   } catch {
-    mapped = [];
+    // No map (or an unreadable one): the links are all there is.
   }
-  return [...linkedTablespaces(dataDir), ...mapped].map(realFolder);
+  return found;
 }
 
 /** Where one tablespace is restored, and whether what that folder holds may be replaced (--force). */
@@ -156,7 +158,7 @@ export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate
     throw new StrataError('USAGE', `restore: --tablespace-map names ${unknown.join(', ')}, where this backup had no tablespace (${has}); give OLD as the folder the tablespace was in when the backup was taken`);
   }
   const originals = new Set([...known].map(realFolder));
-  const replaceable = force ? tablespacesOf(target).filter((folder) => !originals.has(folder)) : [];
+  const replaceable = force ? [...dataDirTablespaces(target).values()].map(realFolder).filter((folder) => !originals.has(folder)) : [];
   const placed = new Map<string, TablespacePlacement>();
   for (const [oid, location] of recorded) {
     const from = path.resolve(location);
@@ -182,10 +184,9 @@ export function occupiedError(oid: string, location: string, to: string): Strata
   );
 }
 
-/** Removes a data directory a restore wrote and the tablespace folders its tablespace_map names. */
+/** Removes a data directory a restore wrote and its tablespaces' folders. */
 export async function removeRestoredCluster(dataDir: string): Promise<void> {
-  const folders = [...(await readTablespaceMap(dataDir).catch(() => new Map<string, string>())).values(), ...linkedTablespaces(dataDir)];
-  for (const folder of new Set(folders)) await fs.rm(folder, { recursive: true, force: true });
+  for (const folder of new Set(dataDirTablespaces(dataDir).values())) await fs.rm(folder, { recursive: true, force: true });
   await fs.rm(dataDir, { recursive: true, force: true });
 }
 

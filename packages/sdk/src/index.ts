@@ -27,6 +27,7 @@ export {
   chooseBase,
   clusterUrl,
   configureRecovery,
+  dataDirTablespaces,
   defaultSlotName,
   receiveWal,
   walArchiveLag,
