@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
@@ -192,6 +194,58 @@ and a second line';
     const settings = (await pgQuery('postgres', 'SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = $1', [target])).rows;
     assert.deepEqual(settings.map((r) => r.setconfig), [['work_mem=3MB']]);
     assert.equal((await pgQuery('postgres', 'SELECT shobj_description(oid, \'pg_database\') AS c FROM pg_database WHERE datname = $1', [target])).rows[0].c, 'kept');
+  });
+
+  it('tables, indexes and a database in tablespaces the target lacks are restored into the default tablespace, with a warning naming those tablespaces; a tablespace it has keeps its objects', async function () {
+    // Tablespaces of the test server's machine, removed afterwards; the server process must own their folders.
+    const folder = (name: string): string => {
+      const location = path.join(dir.path, name);
+      mkdirSync(location, { mode: 0o700 });
+      if (process.getuid?.() === 0) spawnSync('chown', ['postgres', location, dir.path]);
+      return location;
+    };
+    const suffix = randomBytes(3).toString('hex');
+    const databaseSpace = `strata_dbspace_${suffix}`;
+    const oddSpace = `Strata Odd "${suffix}"`;
+    const keptSpace = `strata_kept_${suffix}`;
+    const quoted = (name: string): string => `"${name.replaceAll('"', '""')}"`;
+    await pgQuery('postgres', `CREATE TABLESPACE ${quoted(databaseSpace)} LOCATION '${folder('db-space')}'`);
+    await pgQuery('postgres', `CREATE TABLESPACE ${quoted(oddSpace)} LOCATION '${folder('odd-space')}'`);
+    await pgQuery('postgres', `CREATE TABLESPACE ${quoted(keptSpace)} LOCATION '${folder('kept-space')}'`);
+    try {
+      const source = await createDatabase(`TABLESPACE ${quoted(databaseSpace)}`, `
+        CREATE TABLE odd (id int PRIMARY KEY USING INDEX TABLESPACE ${quoted(oddSpace)}, v text) TABLESPACE ${quoted(oddSpace)};
+        CREATE INDEX odd_v ON odd (v) TABLESPACE ${quoted(oddSpace)};
+        CREATE TABLE kept (id int, v text) TABLESPACE ${quoted(keptSpace)};
+        CREATE INDEX kept_v ON kept (v) TABLESPACE ${quoted(keptSpace)};
+        CREATE TABLE plain (id int, v text);
+        INSERT INTO odd SELECT g, md5(g::text) FROM generate_series(1, 500) g;
+        INSERT INTO kept SELECT g, md5(g::text) FROM generate_series(1, 300) g;
+        INSERT INTO plain SELECT g, md5(g::text) FROM generate_series(1, 200) g;`);
+      const record = await repo.backup(pgUrl(source), { database: 'spaces' });
+      const rows = async (db: string): Promise<string> => JSON.stringify((await pgQuery(db, 'SELECT (SELECT json_agg(o ORDER BY id) FROM odd o) AS odd, (SELECT json_agg(k ORDER BY id) FROM kept k) AS kept, (SELECT json_agg(p ORDER BY id) FROM plain p) AS plain')).rows);
+      const expected = await rows(source);
+      // The restore goes to a server without two of the three tablespaces.
+      await pgQuery('postgres', `DROP DATABASE "${source}"`);
+      await pgQuery('postgres', `DROP TABLESPACE ${quoted(databaseSpace)}`);
+      await pgQuery('postgres', `DROP TABLESPACE ${quoted(oddSpace)}`);
+      const target = databases.name();
+      const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(target) }));
+      const said = warnings.filter((w) => w.includes('has no tablespace'));
+      assert.equal(said.length, 1, JSON.stringify(warnings));
+      assert.ok(said[0]!.includes(databaseSpace) && said[0]!.includes(oddSpace) && !said[0]!.includes(keptSpace), said[0]);
+      assert.equal(await rows(target), expected);
+      const placed = (await pgQuery(target, "SELECT c.relname AS name, coalesce(t.spcname, '') AS space FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1")).rows;
+      assert.deepEqual(
+        placed.map((r) => [r.name, r.space]),
+        [['kept', keptSpace], ['kept_v', keptSpace], ['odd', ''], ['odd_pkey', ''], ['odd_v', ''], ['plain', '']],
+        'what had a missing tablespace is in the default one; what had the kept one is still there',
+      );
+      assert.equal((await pgQuery('postgres', 'SELECT t.spcname AS space FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = $1', [target])).rows[0].space, 'pg_default');
+    } finally {
+      await databases.dropAll();
+      for (const name of [databaseSpace, oddSpace, keptSpace]) await pgQuery('postgres', `DROP TABLESPACE IF EXISTS ${quoted(name)}`);
+    }
   });
 
   it('large objects (empty, small with owner, grants and comment, a few MiB) are backed up, restored with their OIDs and checked by verify', async () => {

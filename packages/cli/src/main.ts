@@ -58,6 +58,14 @@ if (invokedDirectly) {
   // That is a note for whoever pins the SDK (we do, in the lockfile), not for someone running a
   // backup; the SDK's documented switch turns it off unless the user set it either way.
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+  // Engines say what a restore left out or changed (roles or tablespaces the target lacks,
+  // subscriptions left disabled) as process warnings: printed as Strata's own lines, not as Node's
+  // `(node:PID) [CODE] Warning: ...` followed by a hint about --trace-warnings.
+  process.removeAllListeners('warning');
+  process.on('warning', (warning) => {
+    const own = 'code' in warning && typeof warning.code === 'string' && warning.code.startsWith('STRATA_');
+    process.stderr.write(`strata: warning: ${own ? '' : `${warning.name}: `}${warning.message}\n`);
+  });
   // `strata list | head`: the reader went away. What is left to print has no reader, but the
   // command itself (a backup, say) finishes as it would have: a closed pipe is no reason to stop it.
   for (const stream of [process.stdout, process.stderr]) {

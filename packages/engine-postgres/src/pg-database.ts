@@ -238,6 +238,15 @@ export function reportSkipped(statements: readonly string[]): void {
   process.emitWarning(`restore: left out ${statements.length} statement(s) naming roles this server does not have (the objects belong to the restoring user): ${shown}${more}`, { code: 'STRATA_ROLE_MISSING' });
 }
 
+/** Says which tablespaces the restore left out (see pg-schema.ts withoutTablespaces). */
+export function reportTablespacesMissing(names: readonly string[]): void {
+  if (names.length === 0) return;
+  process.emitWarning(
+    `restore: this server has no tablespace ${names.join(', ')}; the tables, indexes or database the backup had there were created in the default tablespace instead. To keep them apart, CREATE TABLESPACE first and restore again`,
+    { code: 'STRATA_TABLESPACE_MISSING' },
+  );
+}
+
 /**
  * Subscriptions come back as pg_dump restores them: disabled, never connected, with no slot
  * created. Their slot_name still names the source's slot, so enabling one would take it over.

@@ -112,6 +112,54 @@ export function fingerprint(sql: string): string {
   return createHash('sha256').update(normaliseSchema(sql)).digest('hex');
 }
 
+/** A name as pg_dump writes it (fmtId: in double quotes, doubled inside, unless it need not be). */
+const WRITTEN_NAME = '("(?:[^"]|"")*"|[^\\s;\'"]+)';
+/** The line pg_dump writes before each table and index whose tablespace differs from the one before. */
+const SET_TABLESPACE = new RegExp(`^SET default_tablespace = ${WRITTEN_NAME};$`);
+/** The clause of pg_dump --create's CREATE DATABASE for a database whose default tablespace is not pg_default. */
+const DATABASE_TABLESPACE = new RegExp(` TABLESPACE = ${WRITTEN_NAME}`);
+
+function nameOf(written: string): string {
+  return written.startsWith('"') ? written.slice(1, -1).replaceAll('""', '"') : written;
+}
+
+/**
+ * The tablespaces a schema script (and the CREATE DATABASE recorded with it) puts objects in that
+ * the target server does not have. A restore onto another server than the source's meets them.
+ */
+export function missingTablespaces(scripts: readonly string[], existing: ReadonlySet<string>): string[] {
+  const named = new Set<string>();
+  for (const script of scripts) {
+    for (const line of script.split('\n')) {
+      const written = SET_TABLESPACE.exec(line)?.[1] ?? (line.startsWith('-- CREATE DATABASE ') || line.startsWith('CREATE DATABASE ') ? DATABASE_TABLESPACE.exec(line)?.[1] : undefined);
+      if (written && written !== "''") named.add(nameOf(written));
+    }
+  }
+  return [...named].filter((name) => !existing.has(name)).sort();
+}
+
+/**
+ * `sql` (a schema script, or a CREATE DATABASE statement) with the tablespaces in `missing` left out,
+ * so that their tables, indexes or the database itself go to the default tablespace: the server
+ * refuses `SET default_tablespace` to a tablespace it lacks, and pg_restore, after reporting
+ * that, creates the object in the default one. A restore that stopped there instead could never
+ * bring a database whose tables had a tablespace onto another server.
+ */
+export function withoutTablespaces(sql: string, missing: readonly string[]): string {
+  if (missing.length === 0) return sql;
+  const gone = new Set(missing);
+  return sql
+    .split('\n')
+    .map((line) => {
+      const set = SET_TABLESPACE.exec(line);
+      if (set && gone.has(nameOf(set[1]!))) return "SET default_tablespace = '';";
+      const clause = line.startsWith('CREATE DATABASE ') ? DATABASE_TABLESPACE.exec(line) : null;
+      if (clause && gone.has(nameOf(clause[1]!))) return line.replace(clause[0], '');
+      return line;
+    })
+    .join('\n');
+}
+
 /**
  * The statements of a schema script that a plain connection can run: psql meta-commands removed,
  * and ownership/privilege statements for roles the target server lacks left out (the objects are

@@ -26,7 +26,7 @@ import type {
 } from '@strata/core';
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { comparableSchema, dumpSchema, executableSchema, fingerprint, pgDumpMajor, schemaObjects, splitSchema } from './pg-schema.js';
+import { comparableSchema, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, schemaObjects, splitSchema, withoutTablespaces } from './pg-schema.js';
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
@@ -42,6 +42,7 @@ import {
   recordedCreate,
   renameDatabase,
   reportSkipped,
+  reportTablespacesMissing,
   refuseEnabledSubscriptions,
   reportSubscriptions,
   setClientEncoding,
@@ -370,7 +371,11 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
     prepare: async (schemaSql) => {
       const recorded = recordedCreate(schemaSql);
       copyEncoding = recorded?.encoding ?? 'UTF8';
-      const create = recorded ? renameDatabase(recorded.create, DATABASE_PLACEHOLDER, ident(workName)) : `CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`;
+      const parts = splitSchema(schemaSql);
+      const tablespaces = new Set((await admin.query<{ name: string }>('SELECT spcname AS name FROM pg_tablespace')).rows.map((r) => r.name));
+      const missing = missingTablespaces([recorded?.create ?? '', parts.pre, parts.post], tablespaces);
+      reportTablespacesMissing(missing);
+      const create = withoutTablespaces(recorded ? renameDatabase(recorded.create, DATABASE_PLACEHOLDER, ident(workName)) : `CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`, missing);
       try {
         await admin.query(create);
       } catch (err) {
@@ -379,10 +384,9 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
       workDatabase.created();
       work = await connect(withDatabase(target, workName), 'strata restore');
       second = await connect(withDatabase(target, workName), 'strata restore');
-      const parts = splitSchema(schemaSql);
-      post = parts.post;
+      post = withoutTablespaces(parts.post, missing);
       const roles = await existingRoles(work);
-      const pre = executableSchema(parts.pre, roles);
+      const pre = executableSchema(withoutTablespaces(parts.pre, missing), roles);
       reportSkipped(pre.skipped);
       await applySchema(work, pre.sql, target);
       await applyScriptHeader(second, pre.sql, target);
