@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
@@ -84,6 +84,24 @@ describe('strata export and import', () => {
     spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: gnupg } });
     assert.equal(run.status, 0, run.stderr);
     assert.equal(sqliteDump(path.join(work, 'blog.db')), sqliteDump(blog));
+  });
+
+  it('an export to a folder that does not exist, or onto a full disk, fails saying so, and leaves no file', () => {
+    populated();
+    const missing = strata(['export', 'blog', '--out', path.join(dir.path, 'no-such-folder', 'blog.tar.gz'), '--repo', source(), '--json']);
+    assert.equal(missing.status, 1, missing.stderr);
+    assert.equal(json<{ error: { code: string } }>(missing).error.code, 'IO');
+    assert.match(missing.stderr, /export: cannot write .*no-such-folder\/blog\.tar\.gz \(ENOENT\); give --out a file in a folder you can write to/);
+    for (const extension of ['tar.gz', 'zip']) {
+      // The file being written is a link to /dev/full: every write fails as on a full disk.
+      const file = path.join(dir.path, `full.${extension}`);
+      symlinkSync('/dev/full', `${file}.partial`);
+      const full = strata(['export', '--all', '--out', file, '--repo', source(), '--json']);
+      assert.equal(full.status, 1, full.stderr);
+      assert.equal(json<{ error: { code: string } }>(full).error.code, 'IO');
+      assert.match(full.stderr, /export: writing .*full\.(tar\.gz|zip) failed \(ENOSPC\); nothing was kept/);
+      assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith('full.')), [], `nothing named full.${extension}* is left`);
+    }
   });
 
   it('refuses a damaged export and imports nothing from it', () => {

@@ -37,13 +37,25 @@ export interface ExportEntry {
 /** Writes the container to `file` (through a temporary name, renamed when complete). */
 export async function writeExportContainer(file: string, entries: readonly ExportEntry[]): Promise<void> {
   const temp = `${file}.partial`;
+  const format = exportFormatOf(file);
+  // Opened first, so a folder that cannot be written to is an error that says so, not a stream
+  // failing after the backups were read.
+  await fs
+    .open(temp, 'w', 0o600)
+    .then((handle) => handle.close())
+    .catch((err: NodeJS.ErrnoException) => {
+      throw new StrataError('IO', `export: cannot write ${file} (${err.code ?? err.message}); give --out a file in a folder you can write to`, { cause: err });
+    });
   const out = createWriteStream(temp, { mode: 0o600 });
+  // A write that fails later (a full disk) fails the export rather than the process.
+  const failed = new Promise<never>((_, reject) => out.once('error', (err: NodeJS.ErrnoException) => reject(new StrataError('IO', `export: writing ${file} failed (${err.code ?? err.message}); nothing was kept`, { cause: err }))));
+  failed.catch(() => undefined);
   try {
-    if (exportFormatOf(file) === 'tar.gz') {
+    if (format === 'tar.gz') {
       const gzip = zlib.createGzip({ level: 1 });
       const piped = gzip.pipe(out);
       const gz = async (chunk: Uint8Array): Promise<void> => {
-        if (!gzip.write(chunk)) await once(gzip, 'drain');
+        if (!gzip.write(chunk)) await Promise.race([once(gzip, 'drain'), failed]);
       };
       for (const entry of entries) {
         await gz(tarHeaderBytes({ name: entry.name, size: entry.size, mtime: new Date() }));
@@ -58,13 +70,13 @@ export async function writeExportContainer(file: string, entries: readonly Expor
       }
       await gz(tarTrailer());
       gzip.end();
-      await once(piped, 'finish');
+      await Promise.race([once(piped, 'finish'), failed]);
     } else {
-      await writeZip(entries, out);
+      await Promise.race([writeZip(entries, out), failed]);
     }
-    const handle = await fs.open(temp, 'r+');
-    await handle.sync();
-    await handle.close();
+    const written = await fs.open(temp, 'r+');
+    await written.sync();
+    await written.close();
     await fs.rename(temp, file);
   } catch (err) {
     out.destroy();
@@ -87,6 +99,8 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
     out.on('error', reject);
     out.on('finish', resolve);
   });
+  // Awaited once every entry is added; a write that fails before then must not go unhandled meanwhile.
+  done.catch(() => undefined);
   zip.outputStream.pipe(out);
   // One entry at a time: yazl reads each stream only when it writes that entry, and the sizes
   // are checked as they pass so a changed artifact cannot make a zip that lies about itself.
