@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import pg from 'pg';
 import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
 import { asServerUser, BINDIR, freePort, isRoot, requireServerPrograms, runSync, strataAsync, switchAndArchive } from './helpers/pg-cluster.js';
-import { recipe } from './helpers/format-recipes.js';
+import { followExportRestoreMd, recipe } from './helpers/format-recipes.js';
 
 /**
  * A physical backup of a cluster laid out the way Debian and Ubuntu lay out every cluster they
@@ -250,6 +250,10 @@ describe('physical backups of a cluster whose configuration lives outside its da
     const handSpaces = path.join(home, 'tablespaces');
     follow('recover-physical', { ARTIFACT: path.join(dir, 'repo', base.key), DATAKEY: dataKey, KEYS: keys, REPO: path.join(dir, 'repo'), DB, PGDATA: pgdata });
     follow('recover-physical-tablespaces', { ARTIFACT: path.join(dir, 'repo', base.key), DATAKEY: dataKey, PGDATA: pgdata, TABLESPACES: handSpaces });
+    // Every file of the tablespace with its SHA-256, as recovered by hand (before a server changes them).
+    const filesOf = (folder: string): string => spawnSync('bash', ['-c', 'cd "$0" && find . -type f -print0 | sort -z | xargs -0 sha256sum', folder], { encoding: 'utf8' }).stdout;
+    const recovered = filesOf(path.join(handSpaces, oid));
+    assert.match(recovered, /PG_15_/);
     writeFileSync(path.join(pgdata, 'postgresql.conf'), `listen_addresses = ''\nunix_socket_directories = '${dir}'\nmax_connections = 130\nmax_prepared_transactions = 7\n`);
     writeFileSync(path.join(pgdata, 'pg_hba.conf'), 'local all all trust\n');
     if (isRoot) spawnSync('chown', ['postgres', path.join(pgdata, 'postgresql.conf'), path.join(pgdata, 'pg_hba.conf')]);
@@ -271,6 +275,21 @@ describe('physical backups of a cluster whose configuration lives outside its da
       pgCtl(['stop', '-D', pgdata, '-m', 'fast', '-w']);
       rmSync(home, { recursive: true, force: true });
     }
+
+    // An export's RESTORE.md puts the tablespace beside the data directory it makes, as the recipe did.
+    const exportFile = path.join(dir, 'export', 'cluster.tar.gz');
+    mkdirSync(path.dirname(exportFile), { mode: 0o700 });
+    if (isRoot) spawnSync('chown', ['postgres', path.dirname(exportFile)]);
+    const exported = await cli(['export', DB, '--out', exportFile]);
+    assert.equal(exported.status, 0, exported.stderr);
+    const exportHome = path.join(dir, 'export-home');
+    mkdirSync(exportHome, { mode: 0o700 });
+    const { folder } = followExportRestoreMd(exportFile, DB, exportHome);
+    const newdb = path.join(folder, DB);
+    assert.equal(readFileSync(path.join(newdb, 'tablespace_map'), 'utf8'), `${oid} ${newdb}.tablespaces/${oid}\n`);
+    assert.equal(filesOf(path.join(`${newdb}.tablespaces`, oid)), recovered, 'the same files as the recipe recovered');
+    rmSync(path.dirname(exportFile), { recursive: true, force: true });
+    rmSync(exportHome, { recursive: true, force: true });
 
     // An incremental stores the tablespace's changed chunks; restored over the first copy (--force), its own folder is replaced too.
     const more = await connect();
