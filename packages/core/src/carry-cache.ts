@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { BackupRecord } from './catalog.js';
-import { decryptStream, encryptStream } from './encryption.js';
+import { putCacheFile, readCacheFile } from './cache-files.js';
 import type { EncryptionProfile, Passphrase } from './encryption.js';
 import { factsCacheKey } from './facts-cache.js';
 import { layoutCacheKey } from './layout-cache.js';
@@ -46,26 +46,15 @@ export function carryDigest(encoded: Uint8Array): string {
   return createHash('sha256').update(encoded).digest('hex');
 }
 
-async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
-  yield bytes;
-}
-
-async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of source) parts.push(Buffer.from(chunk));
-  return Buffer.concat(parts);
-}
-
 /** Writes the cached copy; failures are ignored by callers (the artifacts stay authoritative). */
 export async function writeCarryCache(storage: Storage, key: string, encoded: Buffer, encryption: { profile: EncryptionProfile; passphrase: Passphrase | undefined }): Promise<void> {
-  await storage.put(key, encryption.profile !== 'none' ? encryptStream(once(encoded), encryption.passphrase!, encryption.profile) : once(encoded));
+  await putCacheFile(storage, key, encoded, encryption);
 }
 
 /** The cached file's plaintext if present and matching `digest`, else undefined. */
 export async function readCarryFile(storage: Storage, key: string, digest: string, passphrase: Passphrase | undefined): Promise<Buffer | undefined> {
   try {
-    let bytes: Buffer = Buffer.from(await storage.read(key));
-    if (key.endsWith('.gpg')) bytes = await collect(decryptStream(once(bytes), passphrase!));
+    const bytes = await readCacheFile(storage, key, passphrase);
     return carryDigest(bytes) === digest ? bytes : undefined;
   } catch {
     return undefined;

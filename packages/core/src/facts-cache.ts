@@ -1,4 +1,4 @@
-import { decryptStream, encryptStream } from './encryption.js';
+import { putCacheFile, readCacheFile } from './cache-files.js';
 import type { EncryptionProfile, Passphrase } from './encryption.js';
 import { factsDigest } from './format/facts-delta.js';
 import type { CompleteFacts } from './format/facts-delta.js';
@@ -15,16 +15,6 @@ export function factsCacheKey(database: string, id: string, encrypted: boolean):
   return `cache/facts/${database}/${id}.json${encrypted ? '.gpg' : ''}`;
 }
 
-async function* once(bytes: Buffer): AsyncGenerator<Uint8Array> {
-  yield bytes;
-}
-
-async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of source) parts.push(Buffer.from(chunk));
-  return Buffer.concat(parts);
-}
-
 /** Writes the cached copy; failures are ignored by callers (the artifacts stay authoritative). */
 export async function writeFactsCache(
   storage: Storage,
@@ -32,16 +22,13 @@ export async function writeFactsCache(
   facts: CompleteFacts,
   encryption: { profile: EncryptionProfile; passphrase: Passphrase | undefined },
 ): Promise<void> {
-  const bytes = Buffer.from(JSON.stringify(facts));
-  await storage.put(key, encryption.profile !== 'none' ? encryptStream(once(bytes), encryption.passphrase!, encryption.profile) : once(bytes));
+  await putCacheFile(storage, key, Buffer.from(JSON.stringify(facts)), encryption);
 }
 
 /** The cached facts if present and matching `digest`, else undefined. */
 export async function readFactsCache(storage: Storage, key: string, digest: string, passphrase: Passphrase | undefined): Promise<CompleteFacts | undefined> {
   try {
-    let bytes: Buffer = Buffer.from(await storage.read(key));
-    if (key.endsWith('.gpg')) bytes = await collect(decryptStream(once(bytes), passphrase!));
-    const facts = JSON.parse(bytes.toString('utf8')) as CompleteFacts;
+    const facts = JSON.parse((await readCacheFile(storage, key, passphrase)).toString('utf8')) as CompleteFacts;
     return factsDigest(facts) === digest ? facts : undefined;
   } catch {
     return undefined;

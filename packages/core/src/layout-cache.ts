@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { decryptStream, encryptStream } from './encryption.js';
+import { putCacheFile, readCacheFile } from './cache-files.js';
 import type { EncryptionProfile, Passphrase } from './encryption.js';
 import { StrataError } from './errors.js';
 import { decodeLayoutEntry } from './format/chunk-index.js';
@@ -60,18 +60,8 @@ function decode(bytes: Buffer): Map<string, LayoutEntry> {
   return out;
 }
 
-async function* once(bytes: Buffer): AsyncGenerator<Uint8Array> {
-  yield bytes;
-}
-
 async function* each(pieces: Iterable<Buffer>): AsyncGenerator<Uint8Array> {
   yield* pieces;
-}
-
-async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of source) parts.push(Buffer.from(chunk));
-  return Buffer.concat(parts);
 }
 
 /** Writes the cached copy; failures are ignored by callers (the artifact stays authoritative). */
@@ -83,16 +73,13 @@ export async function writeLayoutCache(
 ): Promise<void> {
   // Streamed, not gathered: a 4 GiB database's layout is 20 MiB, and every whole copy of it
   // showed in a backup's peak memory.
-  const pieces = each(encode(layouts));
-  await storage.put(key, encryption.profile !== 'none' ? encryptStream(pieces, encryption.passphrase!, encryption.profile) : pieces);
+  await putCacheFile(storage, key, each(encode(layouts)), encryption);
 }
 
 /** The cached layouts if present and matching `digest`, else undefined. */
 export async function readLayoutCache(storage: Storage, key: string, digest: string, passphrase: Passphrase | undefined): Promise<Map<string, LayoutEntry> | undefined> {
   try {
-    let bytes: Buffer = Buffer.from(await storage.read(key));
-    if (key.endsWith('.gpg')) bytes = await collect(decryptStream(once(bytes), passphrase!));
-    const layouts = decode(bytes);
+    const layouts = decode(await readCacheFile(storage, key, passphrase));
     return layoutsDigest(layouts) === digest ? layouts : undefined;
   } catch {
     return undefined;
