@@ -4,7 +4,7 @@ import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir } from './helpers/env.js';
+import { CLI, TEST_PASSPHRASE, copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir } from './helpers/env.js';
 
 describe('strata export and import', () => {
   const dir = useTempDir();
@@ -92,14 +92,22 @@ describe('strata export and import', () => {
     assert.equal(missing.status, 1, missing.stderr);
     assert.equal(json<{ error: { code: string } }>(missing).error.code, 'IO');
     assert.match(missing.stderr, /export: cannot write .*no-such-folder\/blog\.tar\.gz \(ENOENT\); give --out a file in a folder you can write to/);
+    // A link planted where the export writes its file first is replaced, not written through.
+    const planted = path.join(dir.path, 'planted');
+    writeFileSync(planted, 'not to be overwritten');
+    symlinkSync(planted, path.join(dir.path, 'linked.tar.gz.partial'));
+    assert.equal(strata(['export', 'blog', '--out', path.join(dir.path, 'linked.tar.gz'), '--repo', source()]).status, 0);
+    assert.equal(readFileSync(planted, 'utf8'), 'not to be overwritten');
     for (const extension of ['tar.gz', 'zip']) {
-      // The file being written is a link to /dev/full: every write fails as on a full disk.
+      // Files may grow to 64 KiB only (ulimit -f, its signal ignored): the export's writes then
+      // fail past that size, as on a full disk.
       const file = path.join(dir.path, `full.${extension}`);
-      symlinkSync('/dev/full', `${file}.partial`);
-      const full = strata(['export', '--all', '--out', file, '--repo', source(), '--json']);
+      const cli = ['export', '--all', '--out', file, '--repo', source(), '--json'].map((a) => `'${a}'`).join(' ');
+      const run = spawnSync('bash', ['-c', `trap '' XFSZ; ulimit -f 64; exec '${process.execPath}' '${CLI}' ${cli}`], { encoding: 'utf8', env: { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE } });
+      const full = { status: run.status ?? -1, stdout: run.stdout, stderr: run.stderr };
       assert.equal(full.status, 1, full.stderr);
       assert.equal(json<{ error: { code: string } }>(full).error.code, 'IO');
-      assert.match(full.stderr, /export: writing .*full\.(tar\.gz|zip) failed \(ENOSPC\); nothing was kept/);
+      assert.match(full.stderr, /export: writing .*full\.(tar\.gz|zip) failed \(EFBIG\); nothing was kept/);
       assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith('full.')), [], `nothing named full.${extension}* is left`);
     }
   });

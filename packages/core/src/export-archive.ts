@@ -38,15 +38,17 @@ export interface ExportEntry {
 export async function writeExportContainer(file: string, entries: readonly ExportEntry[]): Promise<void> {
   const temp = `${file}.partial`;
   const format = exportFormatOf(file);
-  // Opened first, so a folder that cannot be written to is an error that says so, not a stream
-  // failing after the backups were read.
+  // Created first, so a folder that cannot be written to is an error that says so, not a stream
+  // failing after the backups were read; and created anew (what a killed export left goes first),
+  // never opened through whatever else is at that name, such as a link planted in a shared folder.
+  await fs.rm(temp, { force: true });
   await fs
-    .open(temp, 'w', 0o600)
+    .open(temp, 'wx', 0o600)
     .then((handle) => handle.close())
     .catch((err: NodeJS.ErrnoException) => {
       throw new StrataError('IO', `export: cannot write ${file} (${err.code ?? err.message}); give --out a file in a folder you can write to`, { cause: err });
     });
-  const out = createWriteStream(temp, { mode: 0o600 });
+  const out = createWriteStream(temp, { flags: 'r+' });
   // A write that fails later (a full disk) fails the export rather than the process.
   const failed = new Promise<never>((_, reject) => out.once('error', (err: NodeJS.ErrnoException) => reject(new StrataError('IO', `export: writing ${file} failed (${err.code ?? err.message}); nothing was kept`, { cause: err }))));
   failed.catch(() => undefined);
