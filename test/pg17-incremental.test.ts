@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
 import { ROOT } from './helpers/env.js';
@@ -376,16 +376,21 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     assert.equal(parent.incrementalMethod, 'block-level');
     assert.ok(carried(parent), `${parent.id} left its backup_manifest beside its artifact`);
 
-    // With the parent's artifact out of the repository, a backup that read it would fail.
+    // With the parent's artifact replaced by as many zeros, a backup that read it would fail (one
+    // that found it missing, or of another size, must: the chain would not restore).
     const artifact = path.join(cluster.repo, parent.key);
-    const aside = `${artifact}.aside`;
-    renameSync(artifact, aside);
+    const original = readFileSync(artifact);
+    writeFileSync(artifact, Buffer.alloc(original.length));
     let onTop: Backup;
     try {
       await change(24001, 28000, 11);
       onTop = await backup('incremental');
+      writeFileSync(artifact, original.subarray(1));
+      const truncated = await cluster.cli(['backup', DB, '--type', 'incremental', '--json']);
+      assert.equal(truncated.status, 1, truncated.stderr);
+      assert.match(truncated.stderr, /is \d+ bytes, the catalog recorded \d+ \(truncated or replaced\)/);
     } finally {
-      renameSync(aside, artifact);
+      writeFileSync(artifact, original);
     }
     assert.equal(onTop.parent, parent.id);
     assert.equal(onTop.incrementalMethod, 'block-level');

@@ -255,7 +255,14 @@ export class BackupWriter {
       ...(parent.logRange ? { logRange: parent.logRange } : {}),
       ...(parent.incrementalMethod ? { incrementalMethod: parent.incrementalMethod } : {}),
       ...(parent.carrySha256
-        ? { carried: async () => readCarryCache(this.#ctx.storage, carryCacheKey(parent.database, parent.id, parent.encryption.profile !== 'none'), parent.carrySha256!, this.#ctx.keyFor(parent, 'backup')) }
+        ? {
+            carried: async () => {
+              // The small file stands in for reading the parent, not for its chain being there:
+              // an incremental on a missing or replaced ancestor would restore nothing.
+              await this.#ctx.chains.checkPresent(await this.#ctx.catalog.chainOf(parent), parent);
+              return readCarryCache(this.#ctx.storage, carryCacheKey(parent.database, parent.id, parent.encryption.profile !== 'none'), parent.carrySha256!, this.#ctx.keyFor(parent, 'backup'));
+            },
+          }
         : {}),
       read: async (streams, dir, options = {}) => {
         const chain = await this.#ctx.catalog.chainOf(parent);

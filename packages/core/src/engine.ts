@@ -182,17 +182,18 @@ export interface SnapshotParent {
   /** How the parent stores its own changes (`Snapshot.incrementalMethod`), absent on a full. */
   readonly incrementalMethod?: string;
   /**
+   * What the parent's snapshot handed forward ({@link Snapshot.carryForward}), with the name,
+   * size and SHA-256 of each of its streams, read from a small cached file once the parent's
+   * chain is checked to be all there (as `read` checks it); undefined when there is no such file
+   * or it does not match the catalog (then `read` is the way).
+   */
+  carried?(options?: Abortable): Promise<{ readonly streams: readonly { readonly name: string; readonly size: number; readonly sha256: string }[]; readonly bytes: Uint8Array } | undefined>;
+  /**
    * Reads the parent from the repository: the name, size and SHA-256 of each of its streams, and
    * the bytes of the `streams` asked for, each in a new file in `dir` (private to the caller,
    * who removes it). Costs a read of the parent's artifact, and of its ancestors' where those
    * streams reuse their chunks.
    */
-  /**
-   * What the parent's snapshot handed forward ({@link Snapshot.carryForward}), with the name,
-   * size and SHA-256 of each of its streams, read from a small cached file; undefined when there
-   * is none or it does not match the catalog (then `read` is the way).
-   */
-  carried?(options?: Abortable): Promise<{ readonly streams: readonly { readonly name: string; readonly size: number; readonly sha256: string }[]; readonly bytes: Uint8Array } | undefined>;
   read(
     streams: readonly string[],
     dir: string,
