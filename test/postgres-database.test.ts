@@ -219,12 +219,19 @@ and a second line';
         CREATE TABLE kept (id int, v text) TABLESPACE ${quoted(keptSpace)};
         CREATE INDEX kept_v ON kept (v) TABLESPACE ${quoted(keptSpace)};
         CREATE TABLE plain (id int, v text);
+        CREATE FUNCTION use_space() RETURNS void LANGUAGE plpgsql AS $body$
+BEGIN
+SET default_tablespace = ${quoted(databaseSpace)};
+END
+$body$;
         INSERT INTO odd SELECT g, md5(g::text) FROM generate_series(1, 500) g;
         INSERT INTO kept SELECT g, md5(g::text) FROM generate_series(1, 300) g;
         INSERT INTO plain SELECT g, md5(g::text) FROM generate_series(1, 200) g;`);
       const record = await repo.backup(pgUrl(source), { database: 'spaces' });
       const rows = async (db: string): Promise<string> => JSON.stringify((await pgQuery(db, 'SELECT (SELECT json_agg(o ORDER BY id) FROM odd o) AS odd, (SELECT json_agg(k ORDER BY id) FROM kept k) AS kept, (SELECT json_agg(p ORDER BY id) FROM plain p) AS plain')).rows);
       const expected = await rows(source);
+      const bodyOf = async (db: string): Promise<string> => (await pgQuery(db, "SELECT prosrc FROM pg_proc WHERE proname = 'use_space'")).rows[0].prosrc as string;
+      const body = await bodyOf(source);
       // The restore goes to a server without two of the three tablespaces.
       await pgQuery('postgres', `DROP DATABASE "${source}"`);
       await pgQuery('postgres', `DROP TABLESPACE ${quoted(databaseSpace)}`);
@@ -235,6 +242,7 @@ and a second line';
       assert.equal(said.length, 1, JSON.stringify(warnings));
       assert.ok(said[0]!.includes(databaseSpace) && said[0]!.includes(oddSpace) && !said[0]!.includes(keptSpace), said[0]);
       assert.equal(await rows(target), expected);
+      assert.equal(await bodyOf(target), body, "a function's body that sets the tablespace is restored as written");
       const placed = (await pgQuery(target, "SELECT c.relname AS name, coalesce(t.spcname, '') AS space FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1")).rows;
       assert.deepEqual(
         placed.map((r) => [r.name, r.space]),

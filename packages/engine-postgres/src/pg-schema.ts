@@ -124,40 +124,89 @@ function nameOf(written: string): string {
 }
 
 /**
+ * Each line of a pg_dump script, with whether it starts between statements (not inside one, a
+ * string, a quoted name, a dollar-quoted function body or a comment), so that a line of the same
+ * text as pg_dump's `SET default_tablespace` inside a function's body is never taken for it.
+ * Written here: what is needed is where statements begin, not a parse of them.
+ */
+function* topLevelLines(sql: string): Generator<[line: string, topLevel: boolean]> {
+  let inStatement = false;
+  /** The quote being read: `'`, `"`, or a dollar quote's tag such as `$body$`. */
+  let quote: string | undefined;
+  let commentDepth = 0;
+  for (const line of sql.split('\n')) {
+    yield [line, !inStatement && quote === undefined && commentDepth === 0];
+    for (let i = 0; i < line.length; ) {
+      if (commentDepth > 0) {
+        if (line.startsWith('*/', i)) commentDepth -= 1;
+        else if (line.startsWith('/*', i)) commentDepth += 1;
+        else {
+          i += 1;
+          continue;
+        }
+        i += 2;
+      } else if (quote !== undefined) {
+        if (!line.startsWith(quote, i)) i += 1;
+        else if ((quote === "'" || quote === '"') && line[i + 1] === quote) i += 2;
+        else {
+          i += quote.length;
+          quote = undefined;
+        }
+      } else if (line.startsWith('--', i)) break;
+      else if (line.startsWith('/*', i)) {
+        commentDepth = 1;
+        i += 2;
+      } else {
+        const ch = line[i]!;
+        const dollar = ch === '$' ? /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.exec(line.slice(i))?.[0] : undefined;
+        if (ch === "'" || ch === '"' || dollar) quote = dollar ?? ch;
+        if (ch === ';') inStatement = false;
+        else if (!/\s/.test(ch)) inStatement = true;
+        i += dollar?.length ?? 1;
+      }
+    }
+  }
+}
+
+/**
  * The tablespaces a schema script (and the CREATE DATABASE recorded with it) puts objects in that
  * the target server does not have. A restore onto another server than the source's meets them.
  */
-export function missingTablespaces(scripts: readonly string[], existing: ReadonlySet<string>): string[] {
+export function missingTablespaces(create: string | undefined, scripts: readonly string[], existing: ReadonlySet<string>): string[] {
   const named = new Set<string>();
+  const clause = create ? DATABASE_TABLESPACE.exec(create)?.[1] : undefined;
+  if (clause) named.add(nameOf(clause));
   for (const script of scripts) {
-    for (const line of script.split('\n')) {
-      const written = SET_TABLESPACE.exec(line)?.[1] ?? (line.startsWith('-- CREATE DATABASE ') || line.startsWith('CREATE DATABASE ') ? DATABASE_TABLESPACE.exec(line)?.[1] : undefined);
-      if (written && written !== "''") named.add(nameOf(written));
+    for (const [line, topLevel] of topLevelLines(script)) {
+      const written = topLevel ? SET_TABLESPACE.exec(line)?.[1] : undefined;
+      if (written) named.add(nameOf(written));
     }
   }
   return [...named].filter((name) => !existing.has(name)).sort();
 }
 
 /**
- * `sql` (a schema script, or a CREATE DATABASE statement) with the tablespaces in `missing` left out,
- * so that their tables, indexes or the database itself go to the default tablespace: the server
- * refuses `SET default_tablespace` to a tablespace it lacks, and pg_restore, after reporting
- * that, creates the object in the default one. A restore that stopped there instead could never
- * bring a database whose tables had a tablespace onto another server.
+ * A schema script with the tablespaces in `missing` left out, so that their tables and indexes
+ * go to the database's default tablespace: the server refuses `SET default_tablespace` to a
+ * tablespace it lacks, and pg_restore, after reporting that, creates the object in the default
+ * one. A restore that stopped there instead could never bring a database whose tables had a
+ * tablespace onto another server.
  */
 export function withoutTablespaces(sql: string, missing: readonly string[]): string {
   if (missing.length === 0) return sql;
   const gone = new Set(missing);
-  return sql
-    .split('\n')
-    .map((line) => {
-      const set = SET_TABLESPACE.exec(line);
-      if (set && gone.has(nameOf(set[1]!))) return "SET default_tablespace = '';";
-      const clause = line.startsWith('CREATE DATABASE ') ? DATABASE_TABLESPACE.exec(line) : null;
-      if (clause && gone.has(nameOf(clause[1]!))) return line.replace(clause[0], '');
-      return line;
+  return [...topLevelLines(sql)]
+    .map(([line, topLevel]) => {
+      const set = topLevel ? SET_TABLESPACE.exec(line) : null;
+      return set && gone.has(nameOf(set[1]!)) ? "SET default_tablespace = '';" : line;
     })
     .join('\n');
+}
+
+/** pg_dump's CREATE DATABASE without its TABLESPACE clause when that tablespace is in `missing`. */
+export function createWithoutTablespace(create: string, missing: readonly string[]): string {
+  const clause = DATABASE_TABLESPACE.exec(create);
+  return clause && missing.includes(nameOf(clause[1]!)) ? create.replace(clause[0], '') : create;
 }
 
 /**

@@ -26,7 +26,7 @@ import type {
 } from '@strata/core';
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { comparableSchema, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, schemaObjects, splitSchema, withoutTablespaces } from './pg-schema.js';
+import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, schemaObjects, splitSchema, withoutTablespaces } from './pg-schema.js';
 import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
@@ -373,9 +373,9 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
       copyEncoding = recorded?.encoding ?? 'UTF8';
       const parts = splitSchema(schemaSql);
       const tablespaces = new Set((await admin.query<{ name: string }>('SELECT spcname AS name FROM pg_tablespace')).rows.map((r) => r.name));
-      const missing = missingTablespaces([recorded?.create ?? '', parts.pre, parts.post], tablespaces);
+      const missing = missingTablespaces(recorded?.create, [parts.pre, parts.post], tablespaces);
       reportTablespacesMissing(missing);
-      const create = withoutTablespaces(recorded ? renameDatabase(recorded.create, DATABASE_PLACEHOLDER, ident(workName)) : `CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`, missing);
+      const create = recorded ? createWithoutTablespace(renameDatabase(recorded.create, DATABASE_PLACEHOLDER, ident(workName)), missing) : `CREATE DATABASE ${ident(workName)} TEMPLATE template0 ENCODING 'UTF8'`;
       try {
         await admin.query(create);
       } catch (err) {
