@@ -317,51 +317,129 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     assert.equal(deep.status, 0, deep.stdout + deep.stderr);
     assert.match(deep.stdout, /"outcome": "passed"/);
   });
-  it('a cluster with a tablespace takes its incrementals by chunk reuse and says why; one restores with its tablespace where --tablespace-map puts it, and verifies', async function () {
-    const location = path.join(cluster.dir, 'pg17-space');
-    mkdirSync(location);
-    if (isRoot) spawnSync('chown', ['postgres', location]);
-    await db.query(`CREATE TABLESPACE pg17_space LOCATION '${location}'`);
+  it("a cluster with tablespaces takes block-level incrementals too, each layer's tablespaces beside it; the chain restores with every change where --tablespace-map puts them, verifies, and recovers by hand as RESTORE.md and docs/FORMAT.md say", async function () {
+    await db.query('ALTER SYSTEM SET summarize_wal = on');
+    await db.query('SELECT pg_reload_conf()');
+    const first = path.join(cluster.dir, 'pg17-space');
+    const later = path.join(cluster.dir, 'pg17-later');
+    for (const folder of [first, later]) {
+      mkdirSync(folder);
+      if (isRoot) spawnSync('chown', ['postgres', folder]);
+    }
+    await db.query(`CREATE TABLESPACE pg17_space LOCATION '${first}'`);
     try {
-      await db.query('CREATE TABLE spaced TABLESPACE pg17_space AS SELECT generate_series(1, 1000) AS n');
-      await backup('full');
-      await db.query('INSERT INTO spaced SELECT generate_series(1001, 1500)');
+      await db.query('CREATE TABLE spaced (n int) TABLESPACE pg17_space');
+      await db.query('INSERT INTO spaced SELECT generate_series(1, 200000)');
+      await db.query('CREATE INDEX spaced_n ON spaced (n) TABLESPACE pg17_space');
+      const full = await backup('full');
+      // Changes in the tablespace the full had, and a tablespace it did not have.
+      await db.query('UPDATE spaced SET n = -n WHERE n <= 1000');
+      await db.query(`CREATE TABLESPACE pg17_later LOCATION '${later}'`);
+      await db.query('CREATE TABLE later TABLESPACE pg17_later AS SELECT generate_series(1, 77) AS n');
       await db.query('CHECKPOINT');
-      const incremental = await backup('incremental');
-      assert.equal(incremental.incrementalMethod, 'chunk reuse, the chain has tablespaces', 'summarize_wal is on, and still the incremental is not block-level');
+      const layer1 = await backup('incremental');
+      assert.equal(layer1.parent, full.id);
+      assert.equal(layer1.incrementalMethod, 'block-level', 'a cluster with tablespaces takes block-level incrementals');
+      await db.query('INSERT INTO spaced SELECT generate_series(200001, 201000)');
+      await db.query('DELETE FROM later WHERE n > 70');
+      await db.query('CHECKPOINT');
+      const layer2 = await backup('incremental');
+      assert.equal(layer2.parent, layer1.id);
+      assert.equal(layer2.incrementalMethod, 'block-level');
+      assert.ok(layer2.payloadBytes < layer2.databaseBytes * 0.1, `only the changed blocks are stored (${layer2.payloadBytes} of ${layer2.databaseBytes} bytes)`);
       const listed = await cluster.cli(['list', DB, '--wide']);
-      assert.match(listed.stdout.split('\n').find((l) => l.includes(incremental.id)) ?? '', /incremental \(chunk reuse, the chain has tablespaces\)/);
+      assert.match(listed.stdout.split('\n').find((l) => l.includes(layer2.id)) ?? '', /incremental \(block-level\)/);
+      const expected = {
+        spaced: (await db.query<{ n: string; s: string }>('SELECT count(*)::text AS n, sum(n)::text AS s FROM spaced')).rows[0],
+        later: (await db.query<{ n: string; s: string }>('SELECT count(*)::text AS n, sum(n)::text AS s FROM later')).rows[0],
+      };
+      const oids = new Map((await db.query<{ oid: string; spcname: string }>("SELECT oid::text, spcname FROM pg_tablespace WHERE spcname LIKE 'pg17_%'")).rows.map((row) => [row.spcname, row.oid]));
+
+      // What each way of recovering puts in each tablespace's folder, file by file.
+      const filesOf = (folder: string): Record<string, string> => {
+        const listing = spawnSync('find', [folder, '-type', 'f', '-exec', 'sha256sum', '{}', '+'], { encoding: 'utf8' });
+        assert.equal(listing.status, 0, listing.stderr);
+        const files = Object.fromEntries(listing.stdout.trim().split('\n').map((line) => [line.slice(66).slice(folder.length), line.slice(0, 64)]));
+        assert.ok(Object.keys(files).length > 0 && !Object.keys(files).some((f) => f.includes('INCREMENTAL.')), `${folder} holds whole files, none left incremental`);
+        return files;
+      };
+
       const target = path.join(cluster.dir, 'spaced-restore');
-      const moved = path.join(cluster.dir, 'spaced-moved');
-      const r = await cluster.cli(['restore', incremental.id, '--to', target, '--immediate', '--tablespace-map', `${location}=${moved}`, '--start', '--json']);
+      const moved = { first: path.join(cluster.dir, 'spaced-moved'), later: path.join(cluster.dir, 'later-moved') };
+      const r = await cluster.cli(['restore', layer2.id, '--to', target, '--immediate', '--tablespace-map', `${first}=${moved.first}`, '--tablespace-map', `${later}=${moved.later}`, '--json']);
       assert.equal(r.status, 0, r.stderr);
-      const report = JSON.parse(r.stdout) as { reached: { state: string }; tablespaces: { location: string }[] };
-      assert.equal(report.reached.state, 'paused');
-      assert.deepEqual(report.tablespaces.map((t) => t.location), [moved]);
-      rmSync(target, { recursive: true, force: true });
-      rmSync(moved, { recursive: true, force: true });
-      const deep = await cluster.cli(['verify', incremental.id, '--level', 'full', '--json']);
+      assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('spaced-restore.')), [], 'no layer, partial folder or combined copy is left');
+      const restored = { first: filesOf(moved.first), later: filesOf(moved.later) };
+
+      // By hand: an export's RESTORE.md, and docs/FORMAT.md's recipe, put the same files in place.
+      const file = path.join(cluster.dir, 'export-spaced', 'cluster.tar.gz');
+      mkdirSync(path.dirname(file), { mode: 0o755 });
+      if (isRoot) spawnSync('chown', ['postgres', path.dirname(file)]);
+      const exported = await cluster.cli(['export', DB, '--out', file]);
+      assert.equal(exported.status, 0, exported.stderr);
+      const home = path.join(cluster.dir, 'export-spaced-home');
+      mkdirSync(home, { mode: 0o700 });
+      const { restoreMd, folder } = followExportRestoreMd(file, DB, home, { PATH: `${cluster.bindir}:${process.env['PATH']}` });
+      assert.match(restoreMd, new RegExp(`Newest restore point: ${layer2.id}`));
+      const newdb = path.join(folder, DB);
+      assert.deepEqual(filesOf(`${newdb}.tablespaces/${oids.get('pg17_space')}`), restored.first);
+      assert.deepEqual(filesOf(`${newdb}.tablespaces/${oids.get('pg17_later')}`), restored.later);
+      // tablespace_map names the new folders, not the ones the manifest describes; the files in them are checked.
+      const verified = spawnSync(path.join(cluster.bindir, 'pg_verifybackup'), ['--no-parse-wal', '-i', 'tablespace_map', newdb], { encoding: 'utf8' });
+      assert.equal(verified.status, 0, `${verified.stdout}${verified.stderr}`);
+      assert.match(readFileSync(path.join(newdb, 'tablespace_map'), 'utf8'), new RegExp(`^${oids.get('pg17_space')} ${newdb}\\.tablespaces/${oids.get('pg17_space')}$`, 'm'));
+
+      const { home: byHand, follow } = cluster.byHand('by-hand-spaced');
+      const keys = path.join(byHand, 'keys');
+      const spaces = path.join(byHand, 'tablespaces');
+      follow('recover-data-keys', recipe('recover-data-keys'), { REPO: cluster.repo, PASSFILE: cluster.passFile, KEYS: keys });
+      follow('recover-physical-layers', recipe('recover-physical-layers'), { DOCS: path.join(ROOT, 'docs'), KEYS: keys, REPO: cluster.repo, DB, ID: layer2.id, OUT: path.join(byHand, 'out'), PGDATA: path.join(byHand, 'pgdata'), PGBIN: cluster.bindir, TABLESPACES: spaces });
+      assert.deepEqual(filesOf(path.join(spaces, oids.get('pg17_space')!)), restored.first);
+      assert.deepEqual(filesOf(path.join(spaces, oids.get('pg17_later')!)), restored.later);
+      const handVerified = spawnSync(path.join(cluster.bindir, 'pg_verifybackup'), ['--no-parse-wal', '-i', 'tablespace_map', path.join(byHand, 'pgdata')], { encoding: 'utf8' });
+      assert.equal(handVerified.status, 0, `${handVerified.stdout}${handVerified.stderr}`);
+
+      // Strata's restore starts, every change in place, each tablespace where it was put.
+      const port = await freePort();
+      cluster.start(target, ['-o', `-c port=${port} -c archive_mode=off -c summarize_wal=off -c unix_socket_directories=${cluster.dir}`]);
+      const c = await waitFor('the restored server', () => cluster.client(port));
+      try {
+        await waitFor('recovery to pause at its target', async () => ((await c.query<{ s: string }>('SELECT pg_get_wal_replay_pause_state() AS s')).rows[0]!.s === 'paused' ? true : undefined));
+        assert.deepEqual((await c.query('SELECT count(*)::text AS n, sum(n)::text AS s FROM spaced')).rows[0], expected.spaced);
+        assert.deepEqual((await c.query('SELECT count(*)::text AS n, sum(n)::text AS s FROM later')).rows[0], expected.later);
+        assert.equal((await c.query<{ n: number }>('SELECT count(*)::int AS n FROM spaced WHERE n BETWEEN 150000 AND 150100')).rows[0]!.n, 101, 'the index in the tablespace answers');
+        const locations = (await c.query<{ spcname: string; at: string }>("SELECT spcname, pg_tablespace_location(oid) AS at FROM pg_tablespace WHERE spcname LIKE 'pg17_%' ORDER BY spcname")).rows;
+        assert.deepEqual(locations, [{ spcname: 'pg17_later', at: moved.later }, { spcname: 'pg17_space', at: moved.first }]);
+      } finally {
+        await c.end().catch(() => undefined);
+        cluster.stopServer(target);
+        for (const folder of [target, moved.first, moved.later]) rmSync(folder, { recursive: true, force: true });
+      }
+      const deep = await cluster.cli(['verify', layer2.id, '--level', 'full', '--json']);
       assert.equal(deep.status, 0, deep.stdout + deep.stderr);
       assert.match(deep.stdout, /"outcome": "passed"/);
 
-      // Dropped: the next incremental is whole still (a layer on its parent would inherit a
-      // tablespace_map naming the tablespace), the one after it block-level again, and restores.
+      // Dropped: the next layer has no tablespaces while the ones under it do; the chain restores.
       await db.query('DROP TABLE spaced');
+      await db.query('DROP TABLE later');
       await db.query('DROP TABLESPACE pg17_space');
+      await db.query('DROP TABLESPACE pg17_later');
       await change(12001, 16000, 8);
       const afterDrop = await backup('incremental');
-      assert.equal(afterDrop.incrementalMethod, 'chunk reuse, the chain has tablespaces');
+      assert.equal(afterDrop.incrementalMethod, 'block-level');
       await change(16001, 20000, 9);
-      const layered = await backup('incremental');
-      assert.equal(layered.parent, afterDrop.id);
-      assert.equal(layered.incrementalMethod, 'block-level');
-      const back = await cluster.cli(['restore', layered.id, '--to', target, '--immediate', '--start', '--json']);
+      const onTop = await backup('incremental');
+      assert.equal(onTop.parent, afterDrop.id);
+      assert.equal(onTop.incrementalMethod, 'block-level');
+      const back = await cluster.cli(['restore', onTop.id, '--to', target, '--immediate', '--start', '--json']);
       assert.equal(back.status, 0, back.stderr);
       assert.deepEqual((JSON.parse(back.stdout) as { tablespaces: unknown[] }).tablespaces, []);
       rmSync(target, { recursive: true, force: true });
     } finally {
       await db.query('DROP TABLE IF EXISTS spaced');
+      await db.query('DROP TABLE IF EXISTS later');
       await db.query('DROP TABLESPACE IF EXISTS pg17_space');
+      await db.query('DROP TABLESPACE IF EXISTS pg17_later');
     }
   });
 

@@ -59,11 +59,6 @@ export const CHUNK_REUSE = 'chunk reuse';
 /** The same, taken so because the server refused a block-level one when it started (its words in the manifest's engineMeta). */
 export const CHUNK_REUSE_REFUSED = 'chunk reuse, the server refused block-level';
 /**
- * The same, on a server that could take block-level ones: the cluster has tablespaces (or its
- * parent had), and pg_combinebackup would need each layer's tablespaces linked beside it.
- */
-export const CHUNK_REUSE_TABLESPACES = 'chunk reuse, the chain has tablespaces';
-/**
  * What `list` says of one taken with PostgreSQL 17's own incremental base backup
  * (`pg_basebackup --incremental`): only the blocks changed since the parent, read by the server
  * from its WAL summaries; restored with `pg_combinebackup`.
@@ -76,6 +71,22 @@ export const BLOCK_LEVEL = 'block-level';
  */
 const LAYER = /^incremental\.(\d+)\.tar$/;
 export const layerName = (depth: number): string => `incremental.${depth}.tar`;
+/**
+ * A layer's tablespaces, each a tar of its own beside the layer's: `incremental.<depth>.tablespace-<oid>.tar`
+ * (the whole base backup's are `tablespace-<oid>.tar`). pg_combinebackup finds a layer's tablespaces
+ * through the links in that layer's pg_tblspc, so a restore unpacks each beside its layer and links it.
+ */
+const LAYER_TABLESPACE = /^incremental\.(\d+)\.tablespace-(\d+)\.tar$/;
+const layerTablespaceStream = (depth: number, oid: string): string => `incremental.${depth}.tablespace-${oid}.tar`;
+/** The stream of tablespace `oid` in the layer at `depth` (0: the whole base backup). */
+const tablespaceStreamAt = (depth: number, oid: string): string => (depth === 0 ? tablespaceStream(oid) : layerTablespaceStream(depth, oid));
+/** The layer (its tar's stream name) that holds a tablespace stream, and the tablespace's OID; undefined for any other stream. */
+function tablespaceLayer(name: string): { layer: string; oid: string } | undefined {
+  const whole = TABLESPACE_STREAM.exec(name);
+  if (whole) return { layer: BASE_STREAM, oid: whole[1]! };
+  const layered = LAYER_TABLESPACE.exec(name);
+  return layered ? { layer: layerName(Number(layered[1])), oid: layered[2]! } : undefined;
+}
 
 /**
  * How pg_basebackup reports a server's refusal to take an incremental (PostgreSQL 17's messages
@@ -93,6 +104,34 @@ async function* resumed(started: { first: Uint8Array | undefined; rest: AsyncGen
 export function layersOf(streams: readonly string[]): string[] {
   const layers = streams.filter((name) => LAYER.test(name)).sort((a, b) => Number(LAYER.exec(a)![1]) - Number(LAYER.exec(b)![1]));
   return [BASE_STREAM, ...layers];
+}
+
+/**
+ * Every stream of a physical backup, layer by layer as pg_combinebackup takes them, each layer's
+ * tablespaces after its own tar: what a block-level incremental lists of its parent's.
+ */
+function physicalStreams(streams: readonly string[]): string[] {
+  const depth = (name: string): number => (name === BASE_STREAM || TABLESPACE_STREAM.test(name) ? 0 : Number((LAYER.exec(name) ?? LAYER_TABLESPACE.exec(name))?.[1] ?? -1));
+  const unknown = streams.find((name) => depth(name) < 0);
+  if (unknown !== undefined) throw new StrataError('ARTIFACT_FOREIGN', `backup: the parent holds a stream ${JSON.stringify(unknown)}, which this version of Strata does not write into a physical backup; take a full backup`);
+  const known = [...streams];
+  // Within a layer its own tar comes first, then its tablespaces by OID.
+  const order = (name: string): [number, number, number] => {
+    const space = tablespaceLayer(name);
+    return [depth(name), space ? 1 : 0, space ? Number(space.oid) : 0];
+  };
+  return known.sort((a, b) => {
+    const [x, y] = [order(a), order(b)];
+    return x[0] - y[0] || x[1] - y[1] || x[2] - y[2];
+  });
+}
+
+/** A cluster's base backup staged in the private folder (PgPhysicalEngine's #stagedStreams). */
+interface StagedBackup {
+  readonly streams: SnapshotStream[];
+  /** Runs pg_basebackup into the folder now rather than when the first stream is opened. */
+  stage(signal: AbortSignal | undefined): Promise<void>;
+  remove(): Promise<void>;
 }
 
 /** True for a `postgres://` or `postgresql://` URL. */
@@ -144,16 +183,19 @@ assembles the whole base.tar from the chain. A block-level one (PostgreSQL 17 an
 incremental.1.tar, incremental.2.tar, ...: unpack each into a folder of its own and put them
 together, base.tar first, with pg_combinebackup (docs/FORMAT.md, recover-physical-layers). A cluster
 with tablespaces also has tablespace-<OID>.tar, one per tablespace: unpack each into a folder of its
-own and make tablespace_map (in base.tar) name those folders (docs/FORMAT.md, "Tablespaces"). To recover: concatenate the chunks of base.tar, untar it into an empty folder (mode 0700), add
+own and make tablespace_map (in base.tar) name those folders (docs/FORMAT.md, "Tablespaces"); in a
+block-level chain each layer has its own, incremental.<n>.tablespace-<OID>.tar, linked from that
+layer's pg_tblspc for pg_combinebackup. To recover: concatenate the chunks of base.tar, untar it into an empty folder (mode 0700), add
 recovery.signal and a restore_command that decrypts and decompresses the archived segments,
 set a recovery target if you want one, and start PostgreSQL of the major version in
 engineMeta.serverVersion on it.`,
   loadCommands: [
     '# a block-level incremental (PostgreSQL 17 and later) has layers above base.tar: incremental.1.tar, ...',
     'layers=(base); for n in $(ls "$OUT/data" | sed -n \'s/^incremental\\.\\([0-9]*\\)\\.tar$/\\1/p\' | sort -n); do layers+=("incremental.$n"); done',
-    'if [ ${#layers[@]} -eq 1 ]; then mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"; else dirs=(); for l in "${layers[@]}"; do mkdir -p "$OUT/layers/$l" && tar -x -C "$OUT/layers/$l" -f "$OUT/data/$l.tar" && dirs+=("$OUT/layers/$l"); done; pg_combinebackup -o "$NEWDB" "${dirs[@]}" && rm -r "$OUT/layers"; fi',
+    '# a layer\'s tablespaces (incremental.<n>.tablespace-<OID>.tar; the whole base backup\'s are tablespace-<OID>.tar) are unpacked beside it and linked from its pg_tblspc, where pg_combinebackup looks for them, and the result goes into "$NEWDB.tablespaces/<OID>", linked from "$NEWDB/pg_tblspc"; its tablespace_map, which names the folders they were in, is made to name those',
+    'if [ ${#layers[@]} -eq 1 ]; then mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"; else ok=1; dirs=(); for l in "${layers[@]}"; do d="$(cd "$OUT" && pwd)/layers/$l"; maps=(); mkdir -p "$d/pg_tblspc" && tar -x -C "$d" -f "$OUT/data/$l.tar" && dirs+=("$d") || { ok=; break; }; p="$l."; [ "$l" = base ] && p=""; while read -r oid old; do mkdir -p "$d.tablespaces/$oid" && tar -x -C "$d.tablespaces/$oid" -f "$OUT/data/${p}tablespace-$oid.tar" && ln -s "$d.tablespaces/$oid" "$d/pg_tblspc/$oid" && maps+=(-T "$d.tablespaces/$oid=$(realpath -m "$NEWDB").tablespaces/$oid") || { ok=; break 2; }; done < <(cat "$d/tablespace_map" 2>/dev/null); done; if [ -n "$ok" ]; then pg_combinebackup -o "$NEWDB" "${maps[@]}" "${dirs[@]}" && { [ ! -s "$NEWDB/tablespace_map" ] || { while read -r oid old; do printf \'%s %s\\n\' "$oid" "$(realpath -m "$NEWDB").tablespaces/$oid"; done < "$NEWDB/tablespace_map" > "$NEWDB/tablespace_map.new" && mv "$NEWDB/tablespace_map.new" "$NEWDB/tablespace_map"; }; } && rm -r "$OUT/layers"; else echo "a layer could not be unpacked: nothing was combined" >&2; false; fi; fi',
     '# a cluster with tablespaces also has tablespace-<OID>.tar files: each goes into "$NEWDB.tablespaces/<OID>", and tablespace_map is made to name those folders (absolute paths) (docs/FORMAT.md, "Tablespaces"); never the folders they were in, on the machine of the cluster they came from',
-    'if [ -s "$NEWDB/tablespace_map" ]; then mkdir -m 0700 "$NEWDB.tablespaces" && : > "$NEWDB/tablespace_map.new" && while read -r oid old; do mkdir -m 0700 "$NEWDB.tablespaces/$oid" && tar -x -C "$NEWDB.tablespaces/$oid" -f "$OUT/data/tablespace-$oid.tar" && printf \'%s %s\\n\' "$oid" "$(cd "$NEWDB.tablespaces/$oid" && pwd)" >> "$NEWDB/tablespace_map.new" || break; done < "$NEWDB/tablespace_map"; if [ "$(wc -l < "$NEWDB/tablespace_map.new")" = "$(wc -l < "$NEWDB/tablespace_map")" ]; then mv "$NEWDB/tablespace_map.new" "$NEWDB/tablespace_map"; else echo "a tablespace could not be unpacked: do not start PostgreSQL on $NEWDB" >&2; false; fi; fi',
+    'if [ ${#layers[@]} -eq 1 ] && [ -s "$NEWDB/tablespace_map" ]; then mkdir -m 0700 "$NEWDB.tablespaces" && : > "$NEWDB/tablespace_map.new" && while read -r oid old; do mkdir -m 0700 "$NEWDB.tablespaces/$oid" && tar -x -C "$NEWDB.tablespaces/$oid" -f "$OUT/data/tablespace-$oid.tar" && printf \'%s %s\\n\' "$oid" "$(cd "$NEWDB.tablespaces/$oid" && pwd)" >> "$NEWDB/tablespace_map.new" || break; done < "$NEWDB/tablespace_map"; if [ "$(wc -l < "$NEWDB/tablespace_map.new")" = "$(wc -l < "$NEWDB/tablespace_map")" ]; then mv "$NEWDB/tablespace_map.new" "$NEWDB/tablespace_map"; else echo "a tablespace could not be unpacked: do not start PostgreSQL on $NEWDB" >&2; false; fi; fi',
     'touch "$NEWDB/recovery.signal"   # then set restore_command as docs/FORMAT.md shows, and start PostgreSQL on "$NEWDB"',
   ],
   tools: ['tar', 'PostgreSQL server binaries', 'pg_combinebackup (PostgreSQL 17 and later, for block-level incrementals)'],
@@ -456,8 +498,11 @@ function checkCombineAvailable(chain: readonly { readonly id: string; readonly i
  * pg_combinebackup: the full's data directory and each incremental layer above it, oldest first,
  * into `output`, a whole data directory again (PostgreSQL 17 and later).
  */
-async function combineLayers(program: string, folders: readonly string[], output: string, signal: AbortSignal | undefined): Promise<void> {
-  const child = spawn(program, ['-o', output, ...folders], { stdio: ['ignore', 'ignore', 'pipe'], ...(signal ? { signal } : {}) });
+async function combineLayers(program: string, folders: readonly string[], output: string, tablespaces: ReadonlyMap<string, string>, signal: AbortSignal | undefined): Promise<void> {
+  // -T OLD=NEW: where each tablespace of the newest layer (the folder its pg_tblspc link names) is
+  // written; pg_combinebackup reads a backslash before "=" as a literal "=".
+  const mapping = [...tablespaces].flatMap(([from, to]) => ['-T', `${from.replaceAll('=', '\\=')}=${to.replaceAll('=', '\\=')}`]);
+  const child = spawn(program, ['-o', output, ...mapping, ...folders], { stdio: ['ignore', 'ignore', 'pipe'], ...(signal ? { signal } : {}) });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const code = await new Promise<number>((resolve, reject) => {
@@ -506,7 +551,6 @@ export class PostgresPhysicalEngine implements Engine {
     let blockLevelOn: SnapshotParent | undefined;
     let clusterBytes = 0;
     let tablespaces: Tablespace[] = [];
-    const parentHasTablespaces = options.parent?.streams.some((name) => TABLESPACE_STREAM.test(name)) ?? false;
     try {
       const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
       const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
@@ -537,10 +581,7 @@ export class PostgresPhysicalEngine implements Engine {
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
       // The summary functions are the superuser's unless granted (README): a role that may not
       // read them gets chunk reuse, as on a server without summaries.
-      // pg_combinebackup needs each layer's tablespaces linked beside it; a cluster with tablespaces
-      // (or whose parent had some: its tablespace_map would name them) takes its incrementals by
-      // chunk reuse instead.
-      if (options.parent && serverVersion >= 170000 && tablespaces.length === 0 && !parentHasTablespaces && (await summariesCover(client, options.parent).catch(() => false))) {
+      if (options.parent && serverVersion >= 170000 && (await summariesCover(client, options.parent).catch(() => false))) {
         blockLevelOn = options.parent;
         // The cluster's size for list, where the role may see it (its own tar holds only the changes).
         clusterBytes = await client
@@ -565,10 +606,14 @@ export class PostgresPhysicalEngine implements Engine {
     // the repository into a private folder removed at close().
     let work: string | undefined;
     let streams: SnapshotStream[] = [];
+    // This backup's layer above the whole base backup under it (0: it is one), and its tar's name.
+    let depth = 0;
     let ownStream = BASE_STREAM;
     const pgBasebackupArgs: string[] = [];
     // A block-level base backup already under way (see below): what it sent first, and the rest.
     let started: { first: Uint8Array | undefined; rest: AsyncGenerator<Uint8Array> } | undefined;
+    // A cluster with tablespaces: its backup staged in the private folder (see #stagedStreams).
+    let staged: StagedBackup | undefined;
     if (blockLevelOn) {
       const parent = blockLevelOn;
       work = mkdtempSync(path.join(options.tempDir, 'pg-incremental-'));
@@ -594,7 +639,8 @@ export class PostgresPhysicalEngine implements Engine {
           parentStreams = read.streams;
         }
         pgBasebackupArgs.push(`--incremental=${manifest}`);
-        streams = layers.map((name) => {
+        // The parent's tars, its layers' and their tablespaces', listed as they are (none stored again).
+        streams = physicalStreams(parent.streams).map((name) => {
           const stored = parentStreams.find((st) => st.name === name);
           if (!stored) throw new StrataError('CHAIN_BROKEN', `backup: ${parent.id} lists no stream ${name}, which its layout names`);
           return {
@@ -606,7 +652,8 @@ export class PostgresPhysicalEngine implements Engine {
             },
           };
         });
-        ownStream = layerName(layers.length);
+        depth = layers.length;
+        ownStream = layerName(depth);
       } catch (err) {
         await fs.rm(work, { recursive: true, force: true });
         throw err;
@@ -616,11 +663,18 @@ export class PostgresPhysicalEngine implements Engine {
       // not reaching the new backup's start in time). Started here, so that a refusal makes this a
       // whole base backup by chunk reuse, as when the summaries are seen missing, rather than a
       // failed backup each time until someone notices.
-      const attempt = this.#streamBaseBackup(target, serverVersion, options.signal, tar, run, pgBasebackupArgs);
       try {
-        const first = await attempt.next();
-        started = { first: first.done ? undefined : first.value, rest: attempt };
+        if (tablespaces.length > 0) {
+          staged = this.#stagedStreams(target, serverVersion, options, tar, run, tablespaces, chunking, { depth, extraArgs: pgBasebackupArgs });
+          await staged.stage(options.signal);
+        } else {
+          const attempt = this.#streamBaseBackup(target, serverVersion, options.signal, tar, run, pgBasebackupArgs);
+          const first = await attempt.next();
+          started = { first: first.done ? undefined : first.value, rest: attempt };
+        }
       } catch (err) {
+        await staged?.remove();
+        staged = undefined;
         const said = err instanceof StrataError && err.code === 'IO' ? /^backup: pg_basebackup failed \(exit \d+\): ([^]*)$/.exec(err.message)?.[1] : undefined;
         if (said === undefined || run.bytes > 0 || !BLOCK_LEVEL_REFUSED.test(said)) {
           await fs.rm(work, { recursive: true, force: true });
@@ -629,15 +683,15 @@ export class PostgresPhysicalEngine implements Engine {
         refusal = { blockLevelRefused: said.trim() };
         blockLevelOn = undefined;
         streams = [];
+        depth = 0;
         ownStream = BASE_STREAM;
         pgBasebackupArgs.length = 0;
         await fs.rm(work, { recursive: true, force: true });
         work = undefined;
       }
     }
-    let staged: { streams: SnapshotStream[]; remove(): Promise<void> } | undefined;
     if (tablespaces.length > 0) {
-      staged = this.#stagedStreams(target, serverVersion, options, tar, run, tablespaces, chunking);
+      staged ??= this.#stagedStreams(target, serverVersion, options, tar, run, tablespaces, chunking, { depth: 0, extraArgs: [] });
       streams.push(...staged.streams);
     } else streams.push({
       name: ownStream,
@@ -660,7 +714,7 @@ export class PostgresPhysicalEngine implements Engine {
       // PostgreSQL 17 and later send only the blocks changed since the parent when their WAL
       // summaries reach back to its start (summarize_wal = on); otherwise, and on older servers,
       // the incremental is a whole base backup that stores only the chunks its parent lacks.
-      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : refusal ? CHUNK_REUSE_REFUSED : serverVersion >= 170000 && (tablespaces.length > 0 || parentHasTablespaces) ? CHUNK_REUSE_TABLESPACES : CHUNK_REUSE,
+      incrementalMethod: blockLevelOn ? BLOCK_LEVEL : refusal ? CHUNK_REUSE_REFUSED : CHUNK_REUSE,
       finish: async () => {
         if (run.endedAt === undefined) throw new StrataError('INTERNAL', 'backup: the base backup was not read to its end');
         const labelBytes = tar.caught.get('backup_label');
@@ -766,8 +820,10 @@ export class PostgresPhysicalEngine implements Engine {
   /**
    * The streams of a cluster with tablespaces. pg_basebackup writes one tar per tablespace only
    * into a folder (`-D -` takes one), so the backup is staged in the private temporary folder when
-   * the first stream is opened, and each tar read from there: base.tar, with backup_manifest added
-   * as its last member as `-D -` would have put it, then `tablespace-<oid>.tar` for each.
+   * the first stream is opened (or `stage` is called), and each tar read from there: base.tar, with
+   * backup_manifest added as its last member as `-D -` would have put it, then
+   * `tablespace-<oid>.tar` for each. A block-level layer at `depth` names them
+   * `incremental.<depth>.tar` and `incremental.<depth>.tablespace-<oid>.tar`.
    */
   #stagedStreams(
     target: PgTarget,
@@ -777,13 +833,14 @@ export class PostgresPhysicalEngine implements Engine {
     run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
     tablespaces: readonly Tablespace[],
     chunking: SnapshotStream['chunking'],
-  ): { streams: SnapshotStream[]; remove(): Promise<void> } {
+    layer: { readonly depth: number; readonly extraArgs: readonly string[] },
+  ): StagedBackup {
     let folder: string | undefined;
     let staging: Promise<string> | undefined;
     const stage = (signal: AbortSignal | undefined): Promise<string> =>
       (staging ??= (async () => {
         folder = mkdtempSync(path.join(options.tempDir, 'pg-tablespaces-'));
-        const started = this.#startBaseBackup(target, serverVersion, signal, run, ['-D', folder, '--no-sync'], []);
+        const started = this.#startBaseBackup(target, serverVersion, signal, run, ['-D', folder, '--no-sync'], layer.extraArgs);
         for await (const piece of started.stdout) void piece;
         await started.finished();
         const made = readdirSync(folder).sort();
@@ -801,7 +858,7 @@ export class PostgresPhysicalEngine implements Engine {
       }
     };
     const base: SnapshotStream = {
-      name: BASE_STREAM,
+      name: layer.depth === 0 ? BASE_STREAM : layerName(layer.depth),
       chunking,
       open: (opts: Abortable = {}) =>
         (async function* () {
@@ -832,7 +889,7 @@ export class PostgresPhysicalEngine implements Engine {
     };
     const spaces = tablespaces.map(
       (t): SnapshotStream => ({
-        name: tablespaceStream(t.oid),
+        name: tablespaceStreamAt(layer.depth, t.oid),
         chunking,
         open: (opts: Abortable = {}) =>
           (async function* () {
@@ -842,6 +899,9 @@ export class PostgresPhysicalEngine implements Engine {
     );
     return {
       streams: [base, ...spaces],
+      stage: async (signal) => {
+        await stage(signal);
+      },
       remove: async () => {
         run.stop?.();
         await staging?.catch(() => undefined);
@@ -863,6 +923,11 @@ export class PostgresPhysicalEngine implements Engine {
     // base.tar unpacks into the new data directory; the layers of a block-level incremental each
     // into a folder of their own beside it, for pg_combinebackup at commit.
     const unpacked = new Map<string, { folder: string; done: Promise<void>; stop(): void }>();
+    // A block-level chain's tablespaces are unpacked beside their layers (pg_combinebackup reads
+    // them there and writes the result where they go); a whole base backup's straight where they go.
+    const layered = options.chain?.at(-1)?.incrementalMethod === BLOCK_LEVEL;
+    /** Each layer's unpacked tablespaces: the layer's tar → OID → folder. */
+    const layerTablespaces = new Map<string, Map<string, string>>();
     const scratch: string[] = [partial];
     // Verify's scratch copies put the tablespaces beside themselves, never where the primary has them.
     const relocate = options.relocate ?? (this.#scratches.has(dir) ? { under: scratchTablespaces(dir) } : undefined);
@@ -877,11 +942,28 @@ export class PostgresPhysicalEngine implements Engine {
      * Where the tablespaces go, decided once from base.tar's tablespace_map, as soon as base.tar is
      * unpacked (a tablespace's stream comes after it): a folder in the way is refused then.
      */
-    const placement = async (): Promise<Map<string, TablespacePlacement>> => {
+    const placement = async (mapOf = partial): Promise<Map<string, TablespacePlacement>> => {
       if (baseTar.placed) return baseTar.placed;
       if (!baseTar.ended) throw new StrataError('ARTIFACT_FOREIGN', `restore: a tablespace's tar comes before ${BASE_STREAM} in this backup, which Strata never writes`);
-      baseTar.placed = placeTablespaces(await readTablespaceMap(partial), relocate, dir, options.force);
+      baseTar.placed = placeTablespaces(await readTablespaceMap(mapOf), relocate, dir, options.force);
       return baseTar.placed;
+    };
+    /** A tablespace's tar of a block-level chain: unpacked into a folder beside its layer's. */
+    const layerTablespaceSink = (name: string, layer: string, oid: string): StreamSink => {
+      const folder = path.join(`${layer === BASE_STREAM ? partial : `${partial}.${layer}`}.tablespaces`, oid);
+      scratch.push(path.dirname(folder));
+      let opened: Promise<StreamSink> | undefined;
+      const open = (): Promise<StreamSink> =>
+        (opened ??= (async () => {
+          await fs.mkdir(folder, { recursive: true, mode: 0o700 });
+          const spaces = layerTablespaces.get(layer) ?? new Map<string, string>();
+          spaces.set(oid, folder);
+          layerTablespaces.set(layer, spaces);
+          const untar = untarInto(folder, name);
+          unpacked.set(name, { folder, done: untar.done, stop: untar.stop });
+          return untar.sink;
+        })());
+      return { kind: 'sink', write: async (chunk) => (await open()).write(chunk), end: async () => (await open()).end() };
     };
     /** A tablespace's tar: unpacked into a private folder inside the one it goes to, once where that is is known. */
     const tablespaceSink = (name: string, oid: string): StreamSink => {
@@ -915,8 +997,12 @@ export class PostgresPhysicalEngine implements Engine {
     };
     return {
       streamTarget: async (name) => {
-        const tablespace = TABLESPACE_STREAM.exec(name);
-        if (tablespace) return tablespaceSink(name, tablespace[1]!);
+        const tablespace = tablespaceLayer(name);
+        if (tablespace && layered) return layerTablespaceSink(name, tablespace.layer, tablespace.oid);
+        if (tablespace) {
+          if (tablespace.layer !== BASE_STREAM) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup holds ${name}, a block-level layer's tablespace, and the catalog does not list it as block-level`);
+          return tablespaceSink(name, tablespace.oid);
+        }
         let folder = partial;
         if (name !== BASE_STREAM) {
           if (!LAYER.test(name)) throw new StrataError('ARTIFACT_FOREIGN', `restore: a physical backup holds ${BASE_STREAM} and its incremental layers, not ${JSON.stringify(name)}`);
@@ -932,7 +1018,8 @@ export class PostgresPhysicalEngine implements Engine {
           end: async () => {
             await sink.end();
             baseTar.ended = true;
-            await placement();
+            // A block-level chain's newest layer says where its tablespaces go, at commit.
+            if (!layered) await placement();
           },
         };
       },
@@ -943,11 +1030,37 @@ export class PostgresPhysicalEngine implements Engine {
         let restored = partial;
         const layers = layersOf([...unpacked.keys()]).slice(1);
         if (layers.length > 0) {
+          // Told by the catalog (options.chain): a whole base backup's tablespaces went straight into place, not beside their layer.
+          if (!layered) throw new StrataError('INTERNAL', `restore: the backup holds block-level layers (${layers.join(', ')}) and the restore was not told it is block-level`);
           restored = `${dir}.strata-combined-${randomBytes(4).toString('hex')}`;
           scratch.push(restored);
           // Checked only now: the server's version is in the manifest, the artifact's last entry.
           const combine = pgProgramFor('pg_combinebackup', Math.floor(Number(info.engineMeta['serverVersion']) / 10000), 'restore: this block-level incremental', false);
-          await combineLayers(combine, [partial, ...layers.map((name) => unpacked.get(name)!.folder)], restored, options.signal);
+          const folders = [partial, ...layers.map((name) => unpacked.get(name)!.folder)];
+          // pg_combinebackup finds each layer's tablespaces through the links in its pg_tblspc (a
+          // tar holds tablespace_map instead), and writes the newest layer's where -T says: into
+          // a private folder inside the one each goes to, moved into place below.
+          for (const [i, layer] of [BASE_STREAM, ...layers].entries()) {
+            const wanted = await readTablespaceMap(folders[i]!);
+            const spaces = layerTablespaces.get(layer) ?? new Map<string, string>();
+            const lacking = [...wanted.keys()].find((oid) => !spaces.has(oid)) ?? [...spaces.keys()].find((oid) => !wanted.has(oid));
+            if (lacking !== undefined) throw new StrataError('ARTIFACT_CORRUPT', `restore: ${layer}'s tablespace_map names tablespaces ${[...wanted.keys()].join(', ') || 'none'}, and the backup holds that layer's ${[...spaces.keys()].join(', ') || 'none'}: it is incomplete`);
+            if (spaces.size > 0) await fs.mkdir(path.join(folders[i]!, 'pg_tblspc'), { recursive: true, mode: 0o700 });
+            for (const [oid, folder] of spaces) await fs.symlink(folder, path.join(folders[i]!, 'pg_tblspc', oid));
+          }
+          const newest = layerTablespaces.get(layers.at(-1)!) ?? new Map<string, string>();
+          const targets = new Map<string, string>();
+          for (const [oid, place] of await placement(folders.at(-1))) {
+            const made = await fs.mkdir(place.to, { recursive: true, mode: 0o700 });
+            if (made) madeFolders.push(made);
+            const folder = path.join(place.to, `.strata-partial-${randomBytes(4).toString('hex')}`);
+            scratch.push(folder);
+            tablespaceFolders.set(oid, folder);
+            targets.set(newest.get(oid)!, folder);
+          }
+          await combineLayers(combine, folders, restored, targets, options.signal);
+          // The recovering server makes the links from tablespace_map, written below.
+          for (const oid of tablespaceFolders.keys()) await fs.rm(path.join(restored, 'pg_tblspc', oid), { force: true });
         }
         if (!existsSync(path.join(restored, 'PG_VERSION'))) throw new StrataError('ARTIFACT_CORRUPT', 'restore: the base backup holds no PG_VERSION: it is not a PostgreSQL data directory');
         // pg_basebackup leaves these out; the server wants them to exist.
