@@ -5,10 +5,11 @@
 // generated data key) and the artifact's SHA-256, to /dev/null. What is left of a backup's time
 // once the database's own work is taken out, and where it goes: CPU seconds per thread.
 //
-//   node bench/write-path.mjs FILE [--fixed] [--stage archive|compress|all] [--rounds 3] [--root DIR]
+//   node bench/write-path.mjs FILE [--fixed] [--stage archive|compress|all] [--rounds 3] [--root DIR] [--read-kib N] [--coalesce-kib N] [--pipe]
 //
 // FILE: any large file; a pg_basebackup tar (pg_basebackup -Ft -D - -X none > base.tar) is what the
 // numbers in bench/README.md used. --root: another checkout's built packages (to compare builds).
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
@@ -22,6 +23,12 @@ const { values: opts, positionals } = parseArgs({
     stage: { type: 'string', default: 'all' },
     rounds: { type: 'string', default: '3' },
     root: { type: 'string', default: ROOT },
+    // The size of each read (64 KiB: a pipe's; 1 MiB with --fixed, as the SQLite engine reads).
+    'read-kib': { type: 'string' },
+    // Reads copied into slabs of this size before the chunker sees them.
+    'coalesce-kib': { type: 'string' },
+    // Read from a pipe (`cat FILE` as a child process, as a backup reads pg_basebackup) instead of the file.
+    pipe: { type: 'boolean', default: false },
   },
 });
 const file = positionals[0];
@@ -41,6 +48,28 @@ function threadCpu() {
   });
 }
 
+async function* coalesced(source) {
+  if (!opts['coalesce-kib']) return yield* source;
+  const size = Number(opts['coalesce-kib']) * 1024;
+  let slab = Buffer.allocUnsafeSlow(size);
+  let used = 0;
+  for await (const piece of source) {
+    let at = 0;
+    while (at < piece.length) {
+      const n = Math.min(piece.length - at, size - used);
+      piece.copy(slab, used, at, at + n);
+      used += n;
+      at += n;
+      if (used === size) {
+        yield slab;
+        slab = Buffer.allocUnsafeSlow(size);
+        used = 0;
+      }
+    }
+  }
+  if (used > 0) yield slab.subarray(0, used);
+}
+
 async function once() {
   const size = statSync(file).size;
   const chunking = opts.fixed ? { kind: 'fixed', size: 4096 } : { kind: 'content-defined', averageSize: 64 * 1024 };
@@ -48,7 +77,7 @@ async function once() {
     manifest: { format: 'strata-artifact', formatVersion: 1, id: 'bench', database: 'bench', engine: 'bench', type: 'full', createdAt: new Date().toISOString(), parent: null, base: null, label: null, tags: [], source: file, databaseBytes: size, schemaFingerprint: '', engineMeta: {}, tool: { name: 'strata', version: 'bench' } },
     tables: async () => [],
     // --fixed: a stream of known size, stored whole (as SQLite's); else segments (as pg_basebackup's).
-    streams: [{ name: 'data', chunking, ...(opts.fixed ? { size } : {}), open: () => createReadStream(file, { highWaterMark: opts.fixed ? 1024 * 1024 : 64 * 1024 }) }],
+    streams: [{ name: 'data', chunking, ...(opts.fixed ? { size } : {}), open: () => coalesced(opts.pipe ? spawn('cat', [file], { stdio: ['ignore', 'pipe', 'inherit'] }).stdout : createReadStream(file, { highWaterMark: opts['read-kib'] ? Number(opts['read-kib']) * 1024 : opts.fixed ? 1024 * 1024 : 64 * 1024 })) }],
     schemaSql: '',
     parents: new Map(),
   });
