@@ -63,6 +63,26 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     await db.query('CHECKPOINT');
   };
   const between = (after: number): Date => betweenMarkers(committedUs, after);
+  /**
+   * A folder of PostgreSQL's programs whose pg_basebackup makes certain the race an operator can
+   * cause: summarization is off for the moment the server is asked for an incremental (after
+   * strata found the summaries in place), then on again; it leaves `pg_basebackup.refused` when it
+   * did. The refusal is the real server's.
+   */
+  const racingPrograms = (): string => {
+    const racing = path.join(cluster.dir, 'racing-programs');
+    rmSync(racing, { recursive: true, force: true });
+    mkdirSync(racing, { mode: 0o755 });
+    for (const name of readdirSync(cluster.bindir)) if (name !== 'pg_basebackup') symlinkSync(path.join(cluster.bindir, name), path.join(racing, name));
+    const summarize = (on: string): string => `"${cluster.bindir}/psql" -X -q -d postgres -c "ALTER SYSTEM SET summarize_wal = ${on}" -c "SELECT pg_reload_conf()" >/dev/null || exit 9`;
+    writeFileSync(
+      path.join(racing, 'pg_basebackup'),
+      ['#!/bin/sh', 'case " $* " in', '  *" --incremental="*)', `    ${summarize('off')}`, '    sleep 1', `    "${cluster.bindir}/pg_basebackup" "$@"`, '    code=$?', `    ${summarize('on')}`, '    touch "$0.refused"', '    exit $code ;;', 'esac', `exec "${cluster.bindir}/pg_basebackup" "$@"`, ''].join('\n'),
+      { mode: 0o755 },
+    );
+    if (isRoot) spawnSync('chown', ['-R', 'postgres', racing]);
+    return racing;
+  };
 
   before(async function () {
     const bindir = requirePg17(this);
@@ -285,19 +305,7 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
   it('an incremental the server refuses when it starts is taken whole by chunk reuse, and list says so; a block-level one then builds on it and verifies', async function () {
     await db.query('ALTER SYSTEM SET summarize_wal = on');
     await db.query('SELECT pg_reload_conf()');
-    // The race an operator can cause, made certain: summarization is off for the moment the
-    // server is asked for an incremental (after strata found the summaries in place), then on
-    // again. The refusal is the real server's.
-    const racing = path.join(cluster.dir, 'racing-programs');
-    mkdirSync(racing, { mode: 0o755 });
-    for (const name of readdirSync(cluster.bindir)) if (name !== 'pg_basebackup') symlinkSync(path.join(cluster.bindir, name), path.join(racing, name));
-    const summarize = (on: string): string => `"${cluster.bindir}/psql" -X -q -d postgres -c "ALTER SYSTEM SET summarize_wal = ${on}" -c "SELECT pg_reload_conf()" >/dev/null || exit 9`;
-    writeFileSync(
-      path.join(racing, 'pg_basebackup'),
-      ['#!/bin/sh', 'case " $* " in', '  *" --incremental="*)', `    ${summarize('off')}`, '    sleep 1', `    "${cluster.bindir}/pg_basebackup" "$@"`, '    code=$?', `    ${summarize('on')}`, '    touch "$0.refused"', '    exit $code ;;', 'esac', `exec "${cluster.bindir}/pg_basebackup" "$@"`, ''].join('\n'),
-      { mode: 0o755 },
-    );
-    if (isRoot) spawnSync('chown', ['-R', 'postgres', racing]);
+    const racing = racingPrograms();
     await change(4001, 8000, 6);
     const r = await cluster.cli(['backup', DB, '--type', 'incremental', '--json'], { STRATA_PG_BINDIR: racing });
     assert.equal(r.status, 0, r.stderr);
@@ -364,11 +372,12 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
         return files;
       };
 
-      const target = path.join(cluster.dir, 'spaced-restore');
+      // An "=" in the folders: pg_combinebackup's -T OLD=NEW needs it written \=.
+      const target = path.join(cluster.dir, 'spaced=restore');
       const moved = { first: path.join(cluster.dir, 'spaced-moved'), later: path.join(cluster.dir, 'later-moved') };
       const r = await cluster.cli(['restore', layer2.id, '--to', target, '--immediate', '--tablespace-map', `${first}=${moved.first}`, '--tablespace-map', `${later}=${moved.later}`, '--json']);
       assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('spaced-restore.')), [], 'no layer, partial folder or combined copy is left');
+      assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('spaced=restore.')), [], 'no layer, partial folder or combined copy is left');
       const restored = { first: filesOf(moved.first), later: filesOf(moved.later) };
 
       // By hand: an export's RESTORE.md, and docs/FORMAT.md's recipe, put the same files in place.
@@ -393,7 +402,7 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       const keys = path.join(byHand, 'keys');
       const spaces = path.join(byHand, 'tablespaces');
       follow('recover-data-keys', recipe('recover-data-keys'), { REPO: cluster.repo, PASSFILE: cluster.passFile, KEYS: keys });
-      follow('recover-physical-layers', recipe('recover-physical-layers'), { DOCS: path.join(ROOT, 'docs'), KEYS: keys, REPO: cluster.repo, DB, ID: layer2.id, OUT: path.join(byHand, 'out'), PGDATA: path.join(byHand, 'pgdata'), PGBIN: cluster.bindir, TABLESPACES: spaces });
+      follow('recover-physical-layers', recipe('recover-physical-layers'), { DOCS: path.join(ROOT, 'docs'), KEYS: keys, REPO: cluster.repo, DB, ID: layer2.id, OUT: path.join(byHand, 'out=1'), PGDATA: path.join(byHand, 'pgdata'), PGBIN: cluster.bindir, TABLESPACES: spaces });
       assert.deepEqual(filesOf(path.join(spaces, oids.get('pg17_space')!)), restored.first);
       assert.deepEqual(filesOf(path.join(spaces, oids.get('pg17_later')!)), restored.later);
       const handVerified = spawnSync(path.join(cluster.bindir, 'pg_verifybackup'), ['--no-parse-wal', '-i', 'tablespace_map', path.join(byHand, 'pgdata')], { encoding: 'utf8' });
@@ -418,6 +427,16 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       const deep = await cluster.cli(['verify', layer2.id, '--level', 'full', '--json']);
       assert.equal(deep.status, 0, deep.stdout + deep.stderr);
       assert.match(deep.stdout, /"outcome": "passed"/);
+
+      // Refused by the server as it starts (staged: nothing is read before pg_basebackup ends), the
+      // incremental is taken whole by chunk reuse, with its tablespaces.
+      const racing = racingPrograms();
+      const raced = await cluster.cli(['backup', DB, '--type', 'incremental', '--json'], { STRATA_PG_BINDIR: racing });
+      assert.equal(raced.status, 0, raced.stderr);
+      const whole = (JSON.parse(raced.stdout) as { backup: Backup }).backup;
+      assert.ok(readdirSync(racing).includes('pg_basebackup.refused'), 'the server was asked for an incremental first');
+      assert.equal(whole.parent, layer2.id);
+      assert.equal(whole.incrementalMethod, 'chunk reuse, the server refused block-level');
 
       // Dropped: the next layer has no tablespaces while the ones under it do; the chain restores.
       await db.query('DROP TABLE spaced');

@@ -93,6 +93,8 @@ function tablespaceLayer(name: string): { layer: string; oid: string } | undefin
  * name the WAL summaries, summarization, the manifest or the incremental backup itself).
  */
 const BLOCK_LEVEL_REFUSED = /incremental|WAL summar|manifest/i;
+/** pg_basebackup's words for a base backup the server never began (the manifest not taken, or the backup not started). */
+const NOT_BEGUN = /could not initiate base backup|UPLOAD_MANIFEST|could not upload manifest/i;
 
 /** A stream whose first piece was already read: that piece, then the rest. */
 async function* resumed(started: { first: Uint8Array | undefined; rest: AsyncGenerator<Uint8Array> }): AsyncGenerator<Uint8Array> {
@@ -193,7 +195,7 @@ engineMeta.serverVersion on it.`,
     '# a block-level incremental (PostgreSQL 17 and later) has layers above base.tar: incremental.1.tar, ...',
     'layers=(base); for n in $(ls "$OUT/data" | sed -n \'s/^incremental\\.\\([0-9]*\\)\\.tar$/\\1/p\' | sort -n); do layers+=("incremental.$n"); done',
     '# a layer\'s tablespaces (incremental.<n>.tablespace-<OID>.tar; the whole base backup\'s are tablespace-<OID>.tar) are unpacked beside it and linked from its pg_tblspc, where pg_combinebackup looks for them, and the result goes into "$NEWDB.tablespaces/<OID>", linked from "$NEWDB/pg_tblspc"; its tablespace_map, which names the folders they were in, is made to name those',
-    'if [ ${#layers[@]} -eq 1 ]; then mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"; else ok=1; dirs=(); for l in "${layers[@]}"; do d="$(cd "$OUT" && pwd)/layers/$l"; maps=(); mkdir -p "$d/pg_tblspc" && tar -x -C "$d" -f "$OUT/data/$l.tar" && dirs+=("$d") || { ok=; break; }; p="$l."; [ "$l" = base ] && p=""; while read -r oid old; do mkdir -p "$d.tablespaces/$oid" && tar -x -C "$d.tablespaces/$oid" -f "$OUT/data/${p}tablespace-$oid.tar" && ln -s "$d.tablespaces/$oid" "$d/pg_tblspc/$oid" && maps+=(-T "$d.tablespaces/$oid=$(realpath -m "$NEWDB").tablespaces/$oid") || { ok=; break 2; }; done < <(cat "$d/tablespace_map" 2>/dev/null); done; if [ -n "$ok" ]; then pg_combinebackup -o "$NEWDB" "${maps[@]}" "${dirs[@]}" && { [ ! -s "$NEWDB/tablespace_map" ] || { while read -r oid old; do printf \'%s %s\\n\' "$oid" "$(realpath -m "$NEWDB").tablespaces/$oid"; done < "$NEWDB/tablespace_map" > "$NEWDB/tablespace_map.new" && mv "$NEWDB/tablespace_map.new" "$NEWDB/tablespace_map"; }; } && rm -r "$OUT/layers"; else echo "a layer could not be unpacked: nothing was combined" >&2; false; fi; fi',
+    'if [ ${#layers[@]} -eq 1 ]; then mkdir -m 0700 "$NEWDB" && tar -x -C "$NEWDB" -f "$OUT/data/base.tar"; else ok=1; dirs=(); maps=(); top="$(cd "$(dirname "$NEWDB")" && pwd)/$(basename "$NEWDB")" || ok=; rm -rf "$OUT/layers"; for l in "${layers[@]}"; do [ -n "$ok" ] || break; d="$(cd "$OUT" && pwd)/layers/$l"; maps=(); mkdir -p "$d/pg_tblspc" && tar -x -C "$d" -f "$OUT/data/$l.tar" && dirs+=("$d") || { ok=; break; }; p="$l."; [ "$l" = base ] && p=""; while read -r oid old; do mkdir -p "$d.tablespaces/$oid" && tar -x -C "$d.tablespaces/$oid" -f "$OUT/data/${p}tablespace-$oid.tar" && ln -sfn "$d.tablespaces/$oid" "$d/pg_tblspc/$oid" && maps+=(-T "${d//=/\\\\=}.tablespaces/$oid=${top//=/\\\\=}.tablespaces/$oid") || { ok=; break 2; }; done < <(cat "$d/tablespace_map" 2>/dev/null); done; if [ -z "$ok" ]; then echo "a layer could not be unpacked: nothing was combined" >&2; false; elif pg_combinebackup -o "$NEWDB" ${maps[@]+"${maps[@]}"} "${dirs[@]}" && { [ ! -s "$NEWDB/tablespace_map" ] || { while read -r oid old; do printf \'%s %s\\n\' "$oid" "$top.tablespaces/$oid"; done < "$NEWDB/tablespace_map" > "$NEWDB/tablespace_map.new" && mv "$NEWDB/tablespace_map.new" "$NEWDB/tablespace_map"; }; }; then rm -r "$OUT/layers"; else echo "pg_combinebackup or the tablespace_map rewrite failed: do not start PostgreSQL on $NEWDB" >&2; false; fi; fi',
     '# a cluster with tablespaces also has tablespace-<OID>.tar files: each goes into "$NEWDB.tablespaces/<OID>", and tablespace_map is made to name those folders (absolute paths) (docs/FORMAT.md, "Tablespaces"); never the folders they were in, on the machine of the cluster they came from',
     'if [ ${#layers[@]} -eq 1 ] && [ -s "$NEWDB/tablespace_map" ]; then mkdir -m 0700 "$NEWDB.tablespaces" && : > "$NEWDB/tablespace_map.new" && while read -r oid old; do mkdir -m 0700 "$NEWDB.tablespaces/$oid" && tar -x -C "$NEWDB.tablespaces/$oid" -f "$OUT/data/tablespace-$oid.tar" && printf \'%s %s\\n\' "$oid" "$(cd "$NEWDB.tablespaces/$oid" && pwd)" >> "$NEWDB/tablespace_map.new" || break; done < "$NEWDB/tablespace_map"; if [ "$(wc -l < "$NEWDB/tablespace_map.new")" = "$(wc -l < "$NEWDB/tablespace_map")" ]; then mv "$NEWDB/tablespace_map.new" "$NEWDB/tablespace_map"; else echo "a tablespace could not be unpacked: do not start PostgreSQL on $NEWDB" >&2; false; fi; fi',
     'touch "$NEWDB/recovery.signal"   # then set restore_command as docs/FORMAT.md shows, and start PostgreSQL on "$NEWDB"',
@@ -673,10 +675,14 @@ export class PostgresPhysicalEngine implements Engine {
           started = { first: first.done ? undefined : first.value, rest: attempt };
         }
       } catch (err) {
+        // A staged backup reads nothing until it has ended, so run.bytes cannot tell a refusal at
+        // the start from a failure late in it (a full disk as backup_manifest is written): only
+        // pg_basebackup's words for a backup that never began can.
+        const whileStaging = staged !== undefined;
         await staged?.remove();
         staged = undefined;
         const said = err instanceof StrataError && err.code === 'IO' ? /^backup: pg_basebackup failed \(exit \d+\): ([^]*)$/.exec(err.message)?.[1] : undefined;
-        if (said === undefined || run.bytes > 0 || !BLOCK_LEVEL_REFUSED.test(said)) {
+        if (said === undefined || run.bytes > 0 || !BLOCK_LEVEL_REFUSED.test(said) || (whileStaging && !NOT_BEGUN.test(said))) {
           await fs.rm(work, { recursive: true, force: true });
           throw err;
         }
