@@ -375,6 +375,15 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       // An "=" in the folders: pg_combinebackup's -T OLD=NEW needs it written \=.
       const target = path.join(cluster.dir, 'spaced=restore');
       const moved = { first: path.join(cluster.dir, 'spaced-moved'), later: path.join(cluster.dir, 'later-moved') };
+      // Without --tablespace-map the folders are the live cluster's own: refused once the newest
+      // layer says where its tablespaces go, nothing written there, nothing left beside the target.
+      const live = readdirSync(first, { recursive: true }).sort();
+      const refused = await cluster.cli(['restore', layer2.id, '--to', target, '--immediate']);
+      assert.equal(refused.status, 1, refused.stderr);
+      assert.match(refused.stderr, /was at \S+ when backed up, and \S+ exists and is not empty \(on the machine the backup was taken on, it is the cluster's own tablespace\); nothing was written there\. Give --tablespace-map/);
+      assert.deepEqual(readdirSync(first, { recursive: true }).sort(), live);
+      assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('spaced=restore')), []);
+
       const r = await cluster.cli(['restore', layer2.id, '--to', target, '--immediate', '--tablespace-map', `${first}=${moved.first}`, '--tablespace-map', `${later}=${moved.later}`, '--json']);
       assert.equal(r.status, 0, r.stderr);
       assert.deepEqual(readdirSync(cluster.dir).filter((f) => f.startsWith('spaced=restore.')), [], 'no layer, partial folder or combined copy is left');

@@ -932,6 +932,9 @@ export class PostgresPhysicalEngine implements Engine {
     // A block-level chain's tablespaces are unpacked beside their layers (pg_combinebackup reads
     // them there and writes the result where they go); a whole base backup's straight where they go.
     const layered = options.chain?.at(-1)?.incrementalMethod === BLOCK_LEVEL;
+    // The newest layer's tar, whose tablespace_map says where the tablespaces go: its depth is the
+    // number of block-level links above the chain's last whole base backup.
+    const newestLayer = layered ? layerName((options.chain ?? []).length - 1 - (options.chain ?? []).map((link) => link.incrementalMethod === BLOCK_LEVEL).lastIndexOf(false)) : undefined;
     /** Each layer's unpacked tablespaces: the layer's tar → OID → folder. */
     const layerTablespaces = new Map<string, Map<string, string>>();
     const scratch: string[] = [partial];
@@ -1018,6 +1021,16 @@ export class PostgresPhysicalEngine implements Engine {
         }
         const { sink, done, stop } = untarInto(folder, name);
         unpacked.set(name, { folder, done, stop });
+        if (name === newestLayer) {
+          // A tablespace folder in the way is refused now, before the newest layer's tablespaces are read and anything is combined.
+          return {
+            ...sink,
+            end: async () => {
+              await sink.end();
+              await placement(folder);
+            },
+          };
+        }
         if (name !== BASE_STREAM) return sink;
         return {
           ...sink,
