@@ -1022,7 +1022,8 @@ export class PostgresPhysicalEngine implements Engine {
         const { sink, done, stop } = untarInto(folder, name);
         unpacked.set(name, { folder, done, stop });
         if (name === newestLayer) {
-          // A tablespace folder in the way is refused now, before the newest layer's tablespaces are read and anything is combined.
+          // A tablespace folder in the way is refused now, before the newest layer's tablespaces
+          // are read and anything is combined.
           return {
             ...sink,
             end: async () => {
@@ -1037,7 +1038,7 @@ export class PostgresPhysicalEngine implements Engine {
           end: async () => {
             await sink.end();
             baseTar.ended = true;
-            // A block-level chain's newest layer says where its tablespaces go, at commit.
+            // A block-level chain's newest layer says where its tablespaces go, once its own tar is read (above).
             if (!layered) await placement();
           },
         };
