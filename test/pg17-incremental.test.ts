@@ -63,6 +63,19 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     await db.query('CHECKPOINT');
   };
   const between = (after: number): Date => betweenMarkers(committedUs, after);
+  /** `strata export` of the database into a folder of its own, then its RESTORE.md followed: the newest restore point's data directory. */
+  const exportAndFollow = async (name: string, newest: string): Promise<{ restoreMd: string; newdb: string }> => {
+    const file = path.join(cluster.dir, name, 'cluster.tar.gz');
+    mkdirSync(path.dirname(file), { mode: 0o755 });
+    if (isRoot) spawnSync('chown', ['postgres', path.dirname(file)]);
+    const exported = await cluster.cli(['export', DB, '--out', file]);
+    assert.equal(exported.status, 0, exported.stderr);
+    const home = path.join(cluster.dir, `${name}-home`);
+    mkdirSync(home, { mode: 0o700 });
+    const { restoreMd, folder } = followExportRestoreMd(file, DB, home, { PATH: `${cluster.bindir}:${process.env['PATH']}` });
+    assert.match(restoreMd, new RegExp(`Newest restore point: ${newest}`));
+    return { restoreMd, newdb: path.join(folder, DB) };
+  };
   /**
    * A folder of PostgreSQL's programs whose pg_basebackup makes certain the race an operator can
    * cause: summarization is off for the moment the server is asked for an incremental (after
@@ -240,17 +253,8 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
     const incremental = await backup('incremental');
     assert.equal(incremental.parent, full.id);
     assert.equal(incremental.incrementalMethod, 'block-level');
-    const file = path.join(cluster.dir, 'export', 'cluster.tar.gz');
-    mkdirSync(path.dirname(file), { mode: 0o755 });
-    if (isRoot) spawnSync('chown', ['postgres', path.dirname(file)]);
-    const exported = await cluster.cli(['export', DB, '--out', file]);
-    assert.equal(exported.status, 0, exported.stderr);
-    const home = path.join(cluster.dir, 'export-home');
-    mkdirSync(home, { mode: 0o700 });
-    const { restoreMd, folder } = followExportRestoreMd(file, DB, home, { PATH: `${cluster.bindir}:${process.env['PATH']}` });
-    assert.match(restoreMd, new RegExp(`Newest restore point: ${incremental.id}`));
+    const { restoreMd, newdb } = await exportAndFollow('export', incremental.id);
     assert.match(restoreMd, /pg_combinebackup/);
-    const newdb = path.join(folder, DB);
     assert.equal(readFileSync(path.join(newdb, 'PG_VERSION'), 'utf8').trim(), '17');
     const verified = spawnSync(path.join(cluster.bindir, 'pg_verifybackup'), ['--no-parse-wal', newdb], { encoding: 'utf8' });
     assert.equal(verified.status, 0, `${verified.stdout}${verified.stderr}`);
@@ -390,16 +394,7 @@ describe('PostgreSQL 17 block-level incrementals (pg_basebackup --incremental, p
       const restored = { first: filesOf(moved.first), later: filesOf(moved.later) };
 
       // By hand: an export's RESTORE.md, and docs/FORMAT.md's recipe, put the same files in place.
-      const file = path.join(cluster.dir, 'export-spaced', 'cluster.tar.gz');
-      mkdirSync(path.dirname(file), { mode: 0o755 });
-      if (isRoot) spawnSync('chown', ['postgres', path.dirname(file)]);
-      const exported = await cluster.cli(['export', DB, '--out', file]);
-      assert.equal(exported.status, 0, exported.stderr);
-      const home = path.join(cluster.dir, 'export-spaced-home');
-      mkdirSync(home, { mode: 0o700 });
-      const { restoreMd, folder } = followExportRestoreMd(file, DB, home, { PATH: `${cluster.bindir}:${process.env['PATH']}` });
-      assert.match(restoreMd, new RegExp(`Newest restore point: ${layer2.id}`));
-      const newdb = path.join(folder, DB);
+      const { newdb } = await exportAndFollow('export-spaced', layer2.id);
       assert.deepEqual(filesOf(`${newdb}.tablespaces/${oids.get('pg17_space')}`), restored.first);
       assert.deepEqual(filesOf(`${newdb}.tablespaces/${oids.get('pg17_later')}`), restored.later);
       // tablespace_map names the new folders, not the ones the manifest describes; the files in them are checked.
