@@ -402,6 +402,13 @@ function labelField(label: string, field: string): string {
   return m[1]!.trim();
 }
 
+/** A sink made only when its first bytes (or its end) arrive, by `open`, once. */
+function openedOnFirstWrite(open: () => Promise<StreamSink>): StreamSink {
+  let opened: Promise<StreamSink> | undefined;
+  const sink = (): Promise<StreamSink> => (opened ??= open());
+  return { kind: 'sink', write: async (chunk) => (await sink()).write(chunk), end: async () => (await sink()).end() };
+}
+
 /**
  * A restore target that unpacks a tar into `folder` as its bytes arrive. GNU tar drops leading
  * slashes and refuses members with "..", so an entry cannot leave the folder.
@@ -961,38 +968,31 @@ export class PostgresPhysicalEngine implements Engine {
     const layerTablespaceSink = (name: string, layer: string, oid: string): StreamSink => {
       const folder = path.join(`${layer === BASE_STREAM ? partial : `${partial}.${layer}`}.tablespaces`, oid);
       scratch.push(path.dirname(folder));
-      let opened: Promise<StreamSink> | undefined;
-      const open = (): Promise<StreamSink> =>
-        (opened ??= (async () => {
-          await fs.mkdir(folder, { recursive: true, mode: 0o700 });
-          const spaces = layerTablespaces.get(layer) ?? new Map<string, string>();
-          spaces.set(oid, folder);
-          layerTablespaces.set(layer, spaces);
-          const untar = untarInto(folder, name);
-          unpacked.set(name, { folder, done: untar.done, stop: untar.stop });
-          return untar.sink;
-        })());
-      return { kind: 'sink', write: async (chunk) => (await open()).write(chunk), end: async () => (await open()).end() };
+      return openedOnFirstWrite(async () => {
+        await fs.mkdir(folder, { recursive: true, mode: 0o700 });
+        const spaces = layerTablespaces.get(layer) ?? new Map<string, string>();
+        spaces.set(oid, folder);
+        layerTablespaces.set(layer, spaces);
+        const untar = untarInto(folder, name);
+        unpacked.set(name, { folder, done: untar.done, stop: untar.stop });
+        return untar.sink;
+      });
     };
     /** A tablespace's tar: unpacked into a private folder inside the one it goes to, once where that is is known. */
-    const tablespaceSink = (name: string, oid: string): StreamSink => {
-      let opened: Promise<StreamSink> | undefined;
-      const open = (): Promise<StreamSink> =>
-        (opened ??= (async () => {
-          const place = (await placement()).get(oid);
-          if (!place) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup holds ${name}, and its tablespace_map names no tablespace ${oid}`);
-          const made = await fs.mkdir(place.to, { recursive: true, mode: 0o700 });
-          if (made) madeFolders.push(made);
-          const folder = path.join(place.to, `.strata-partial-${randomBytes(4).toString('hex')}`);
-          await fs.mkdir(folder, { mode: 0o700 });
-          scratch.push(folder);
-          tablespaceFolders.set(oid, folder);
-          const untar = untarInto(folder, name);
-          unpacked.set(name, { folder, done: untar.done, stop: untar.stop });
-          return untar.sink;
-        })());
-      return { kind: 'sink', write: async (chunk) => (await open()).write(chunk), end: async () => (await open()).end() };
-    };
+    const tablespaceSink = (name: string, oid: string): StreamSink =>
+      openedOnFirstWrite(async () => {
+        const place = (await placement()).get(oid);
+        if (!place) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup holds ${name}, and its tablespace_map names no tablespace ${oid}`);
+        const made = await fs.mkdir(place.to, { recursive: true, mode: 0o700 });
+        if (made) madeFolders.push(made);
+        const folder = path.join(place.to, `.strata-partial-${randomBytes(4).toString('hex')}`);
+        await fs.mkdir(folder, { mode: 0o700 });
+        scratch.push(folder);
+        tablespaceFolders.set(oid, folder);
+        const untar = untarInto(folder, name);
+        unpacked.set(name, { folder, done: untar.done, stop: untar.stop });
+        return untar.sink;
+      });
     const abort = async (): Promise<void> => {
       // A restore that fails before a stream's end (a damaged artifact further down the chain)
       // leaves its tar waiting for more: without this the process never exits. Once it has gone
