@@ -3,7 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
+import { Passphrase, openRepository } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { ReadFaultStorage } from './helpers/faulty-storage.js';
 import { CLI, TEST_PASSPHRASE, copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir } from './helpers/env.js';
 
 describe('strata export and import', () => {
@@ -110,6 +112,30 @@ describe('strata export and import', () => {
       assert.match(full.stderr, /export: writing .*full\.(tar\.gz|zip) failed \(EFBIG\); nothing was kept/);
       assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith('full.')), [], `nothing named full.${extension}* is left`);
     }
+  });
+
+  it('a read that fails part way through an export fails it naming the object, leaves no file, and opens nothing after it', async () => {
+    populated();
+    const passphrase = new Passphrase(TEST_PASSPHRASE);
+    for (const extension of ['zip', 'tar.gz']) {
+      // The first of shop's backups breaks 1,000 bytes in, as a disk read error or a download cut off would.
+      const storage = new ReadFaultStorage(source(), { prefix: 'backups/shop/', afterBytes: 1000 });
+      const repository = await openRepository(storage, { passphrase, tempDir: path.join(dir.path, 'tmp') });
+      const out = path.join(dir.path, `cut.${extension}`);
+      await assert.rejects(repository.export({ out }), (err: Error & { code: string }) => {
+        assert.equal(err.code, 'IO');
+        assert.match(err.message, /^export: reading backups\/shop\/\S+ failed after 1000 of its \d+ bytes \(EIO\); nothing was kept/);
+        return true;
+      });
+      assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith('cut.')), [], `nothing named cut.${extension}* is left`);
+      // Each object is opened when its turn comes: none after the one that failed.
+      const objects = storage.opened.filter((key) => key.startsWith('backups/'));
+      assert.equal(objects.filter((key) => key.startsWith('backups/shop/')).length, 1, objects.join(', '));
+      assert.match(objects.at(-1)!, /^backups\/shop\//);
+    }
+    // The same export from the same repository, read without a fault, is whole.
+    const whole = strata(['export', '--all', '--out', path.join(dir.path, 'whole.zip'), '--repo', source()]);
+    assert.equal(whole.status, 0, whole.stderr);
   });
 
   it('refuses a damaged export and imports nothing from it', () => {

@@ -105,3 +105,36 @@ export class DiskFullStorage implements Storage {
     return this.#inner.sweepTemp();
   }
 }
+
+/**
+ * A local storage whose reads of the objects under `failing.prefix` fail with EIO once
+ * `failing.afterBytes` of them were read, as a disk read error or a download cut part way does;
+ * `opened` lists every object read, in the order they were opened.
+ */
+export class ReadFaultStorage extends DiskFullStorage {
+  readonly opened: string[] = [];
+  readonly #failing: { readonly prefix: string; readonly afterBytes: number };
+
+  constructor(root: string, failing: { readonly prefix: string; readonly afterBytes: number }) {
+    super(root, Number.MAX_SAFE_INTEGER);
+    this.#failing = failing;
+  }
+
+  override async get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>> {
+    this.opened.push(key);
+    const body = await super.get(key, options);
+    if (!key.startsWith(this.#failing.prefix)) return body;
+    const { afterBytes } = this.#failing;
+    return (async function* () {
+      let seen = 0;
+      for await (const chunk of body) {
+        if (seen + chunk.byteLength > afterBytes) {
+          yield chunk.subarray(0, afterBytes - seen);
+          throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' });
+        }
+        seen += chunk.byteLength;
+        yield chunk;
+      }
+    })();
+  }
+}

@@ -61,12 +61,7 @@ export async function writeExportContainer(file: string, entries: readonly Expor
       };
       for (const entry of entries) {
         await gz(tarHeaderBytes({ name: entry.name, size: entry.size, mtime: new Date() }));
-        let seen = 0;
-        for await (const chunk of await entry.open()) {
-          seen += chunk.byteLength;
-          await gz(chunk);
-        }
-        if (seen !== entry.size) throw new StrataError('ARTIFACT_CORRUPT', `export: ${entry.name} has ${seen} bytes, expected ${entry.size}`);
+        for await (const chunk of exactly(await entry.open(), entry.size, entry.name)) await gz(chunk);
         const pad = tarPadding(entry.size);
         if (pad.length > 0) await gz(pad);
       }
@@ -96,7 +91,12 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
   // yazl and yauzl are loaded by the zip's writer and reader: every other run of strata goes without them.
   const { default: yazl } = await import('yazl');
   const zip = new yazl.ZipFile();
+  const sources: Readable[] = [];
+  let fail: (err: unknown) => void = () => undefined;
   const done = new Promise<void>((resolve, reject) => {
+    fail = reject;
+    // yazl reports a stream that was not as long as it was told on the zip itself.
+    zip.on('error', reject);
     zip.outputStream.on('error', reject);
     out.on('error', reject);
     out.on('finish', resolve);
@@ -104,21 +104,46 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
   // Awaited once every entry is added; a write that fails before then must not go unhandled meanwhile.
   done.catch(() => undefined);
   zip.outputStream.pipe(out);
-  // One entry at a time: yazl reads each stream only when it writes that entry, and the sizes
-  // are checked as they pass so a changed artifact cannot make a zip that lies about itself.
+  // yazl reads each entry's stream only when it writes that entry, and never listens for its
+  // errors: a read that fails (a storage connection cut, a size that does not match) would
+  // otherwise be an unhandled 'error' that ends the process and leaves the partial file. Each
+  // entry is opened only when yazl reaches it (opening all of them first held a file or a
+  // connection per object for the whole export), and its size is checked as it passes so a
+  // changed artifact cannot make a zip that lies about itself.
   for (const entry of entries) {
-    const checked = Readable.from(exactly(await entry.open(), entry.size, entry.name));
-    zip.addReadStream(checked, entry.name, { compress: false, size: entry.size, mtime: new Date() });
+    const source = Readable.from(openedWhenRead(entry));
+    source.once('error', fail);
+    sources.push(source);
+    zip.addReadStream(source, entry.name, { compress: false, size: entry.size, mtime: new Date() });
   }
   zip.end();
-  await done;
+  try {
+    await done;
+  } catch (err) {
+    // Nothing more is read once the export has failed: the entry being written lets go of its
+    // file or connection, and the later ones were never opened.
+    for (const source of sources) source.destroy();
+    zip.outputStream.unpipe();
+    throw err;
+  }
 }
 
+async function* openedWhenRead(entry: ExportEntry): AsyncGenerator<Uint8Array> {
+  yield* exactly(await entry.open(), entry.size, entry.name);
+}
+
+/** An entry's bytes, checked to be as many as its header said; a read that fails says which entry. */
 async function* exactly(source: AsyncIterable<Uint8Array>, size: number, name: string): AsyncGenerator<Uint8Array> {
   let seen = 0;
-  for await (const chunk of source) {
-    seen += chunk.byteLength;
-    yield chunk;
+  try {
+    for await (const chunk of source) {
+      seen += chunk.byteLength;
+      yield chunk;
+    }
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    const cause = err as NodeJS.ErrnoException;
+    throw new StrataError('IO', `export: reading ${name} failed after ${seen} of its ${size} bytes (${cause.code ?? cause.message}); nothing was kept, try the export again`, { cause: err });
   }
   if (seen !== size) throw new StrataError('ARTIFACT_CORRUPT', `export: ${name} has ${seen} bytes, expected ${size}`);
 }
