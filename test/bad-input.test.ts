@@ -8,24 +8,13 @@ import * as zlib from 'node:zlib';
 import Database from 'better-sqlite3';
 import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
-import { buildRichDatabase } from './helpers/databases.js';
+import { bigDatabase, buildRichDatabase } from './helpers/databases.js';
 import { FIXTURE_DB, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir, catalogPath } from './helpers/env.js';
 import { DiskFullStorage } from './helpers/faulty-storage.js';
 
 interface BackupJson {
   id: string;
   backup: BackupRecord;
-}
-
-/** Builds a database of roughly `mb` megabytes of incompressible blobs. */
-function bigDatabase(file: string, mb: number): void {
-  const db = new Database(file);
-  db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
-  const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
-  db.transaction(() => {
-    for (let i = 0; i < mb * 16; i++) insert.run(randomBytes(64 * 1024));
-  })();
-  db.close();
 }
 
 /** One raw ustar header + body, for crafting archives Strata itself would never write. */

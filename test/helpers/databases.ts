@@ -51,3 +51,14 @@ export function mutate(file: string, seed: number): void {
   })();
   db.close();
 }
+
+/** Builds a database of roughly `mb` megabytes of incompressible blobs. */
+export function bigDatabase(file: string, mb: number): void {
+  const db = new Database(file);
+  db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+  const insert = db.prepare('INSERT INTO blobs(data) VALUES (?)');
+  db.transaction(() => {
+    for (let i = 0; i < mb * 16; i++) insert.run(randomBytes(64 * 1024));
+  })();
+  db.close();
+}
