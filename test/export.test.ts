@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
 import { Passphrase, openRepository } from '@strata/sdk';
-import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { bigDatabase, buildRichDatabase, mutate } from './helpers/databases.js';
 import { ReadFaultStorage } from './helpers/faulty-storage.js';
-import { CLI, TEST_PASSPHRASE, copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir } from './helpers/env.js';
+import { CLI, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir } from './helpers/env.js';
+import type { CliResult } from './helpers/env.js';
 
 describe('strata export and import', () => {
   const dir = useTempDir();
@@ -136,6 +137,50 @@ describe('strata export and import', () => {
     // The same export from the same repository, read without a fault, is whole.
     const whole = strata(['export', '--all', '--out', path.join(dir.path, 'whole.zip'), '--repo', source()]);
     assert.equal(whole.status, 0, whole.stderr);
+  });
+
+  it('Ctrl-C stops an export and an import part way: no file is left, nothing is imported, and each says so', async function () {
+    this.timeout(300_000);
+    // 160 MiB that does not compress: long enough to export and import that each is caught part way.
+    const big = path.join(dir.path, 'big.db');
+    bigDatabase(big, 160);
+    const repo = path.join(dir.path, 'big-repo');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    const backedUp = strata(['backup', big, '--repo', repo]);
+    assert.equal(backedUp.status, 0, backedUp.stderr);
+    // Held still as soon as its work shows on disk, then interrupted and let go: the signal lands
+    // part way through however fast or slow the machine is.
+    const interrupted = async (args: string[], started: () => boolean): Promise<CliResult> => {
+      const child = strataAsync(args);
+      const result = finished(child);
+      while (child.exitCode === null && !started()) await new Promise((resolve) => setTimeout(resolve, 5));
+      child.kill('SIGSTOP');
+      child.kill('SIGINT');
+      child.kill('SIGCONT');
+      return result;
+    };
+    for (const extension of ['zip', 'tar.gz']) {
+      const out = path.join(dir.path, `big.${extension}`);
+      const stopped = await interrupted(['export', '--all', '--out', out, '--repo', repo], () => existsSync(`${out}.partial`) && statSync(`${out}.partial`).size > 0);
+      assert.equal(stopped.status, 1, stopped.stderr);
+      assert.match(stopped.stderr, /export: interrupted; nothing was kept/);
+      assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith('big.') && name !== 'big.db'), [], `nothing named big.${extension}* is left`);
+    }
+    const out = path.join(dir.path, 'big.zip');
+    const exported = strata(['export', '--all', '--out', out, '--repo', repo]);
+    assert.equal(exported.status, 0, exported.stderr);
+    const target = path.join(dir.path, 'big-target');
+    assert.equal(strata(['init', '--repo', target]).status, 0);
+    const uploads = path.join(target, '.tmp');
+    const stopped = await interrupted(['import', out, '--repo', target], () => existsSync(uploads) && readdirSync(uploads).some((name) => name.startsWith('big_full')));
+    assert.equal(stopped.status, 1, stopped.stderr);
+    assert.match(stopped.stderr, /import: interrupted; nothing of .*big\.zip was imported/);
+    assert.deepEqual(json<{ backups: BackupRecord[] }>(strata(['list', '--repo', target, '--json'])).backups, []);
+    assert.deepEqual(readdirSync(target, { recursive: true }).filter((name) => String(name).includes('big_full')), [], 'no object of the export is left in the repository');
+    // Nothing stands in the way of doing it again.
+    const again = strata(['import', out, '--repo', target, '--json']);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(json<{ imported: string[] }>(again).imported.length, 1);
   });
 
   it('refuses a damaged export and imports nothing from it', () => {

@@ -656,12 +656,12 @@ export async function inventoryCommand(ctx: CommandContext): Promise<number> {
 }
 
 /** `strata export [<db>...|--all] --out FILE`. */
-export async function exportCommand(ctx: CommandContext, options: { databases: readonly string[]; all: boolean; out?: string }): Promise<number> {
+export async function exportCommand(ctx: CommandContext, options: { databases: readonly string[]; all: boolean; out?: string }, signal: AbortSignal): Promise<number> {
   if (!options.out) throw new StrataError('USAGE', 'export: --out FILE is required (.tar.gz or .zip)');
   if (options.all && options.databases.length > 0) throw new StrataError('USAGE', 'export: name databases or pass --all, not both');
   if (!options.all && options.databases.length === 0) throw new StrataError('USAGE', 'export: name the databases to export, or pass --all');
   const repo = await ctx.repository();
-  const result = await repo.export({ databases: options.databases, out: options.out });
+  const result = await repo.export({ databases: options.databases, out: options.out, signal });
   if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id), segments: result.segments.map((s) => s.id), logFiles: result.logFiles });
   else
     process.stdout.write(
@@ -671,10 +671,10 @@ export async function exportCommand(ctx: CommandContext, options: { databases: r
 }
 
 /** `strata import FILE`. */
-export async function importCommand(ctx: CommandContext, file: string | undefined): Promise<number> {
+export async function importCommand(ctx: CommandContext, file: string | undefined, signal: AbortSignal): Promise<number> {
   if (!file) throw new StrataError('USAGE', 'import: name the export file');
   const repo = await ctx.repository();
-  const result = await repo.import(file);
+  const result = await repo.import(file, { signal });
   if (ctx.json) ctx.printJson({ imported: result.imported.map((b) => b.id), skipped: result.skipped, segments: result.segments.map((s) => s.id), logFiles: result.logFiles });
   else {
     process.stdout.write(`imported ${result.imported.length} backup(s)${result.skipped.length ? `, ${result.skipped.length} already present` : ''}${result.segments.length > 0 ? `, and ${result.segments.length} segment(s) of continuous protection` : ''}${result.logFiles > 0 ? `, and ${result.logFiles} archived log file(s)` : ''}\n`);

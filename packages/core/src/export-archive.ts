@@ -6,7 +6,8 @@ import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import type yauzl from 'yauzl';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
-import { StrataError } from './errors.js';
+import { StrataError, isAbortError } from './errors.js';
+import type { Abortable } from './storage.js';
 import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js';
 
 /**
@@ -31,11 +32,16 @@ export function exportFormatOf(file: string): ExportFormat {
 export interface ExportEntry {
   readonly name: string;
   readonly size: number;
-  open(): Promise<AsyncIterable<Uint8Array>>;
+  open(options: Abortable): Promise<AsyncIterable<Uint8Array>>;
 }
 
-/** Writes the container to `file` (through a temporary name, renamed when complete). */
-export async function writeExportContainer(file: string, entries: readonly ExportEntry[]): Promise<void> {
+/**
+ * Writes the container to `file` (through a temporary name, renamed when complete). When `signal`
+ * aborts, reading and writing stop, the temporary file goes, and the export fails with ABORTED.
+ */
+export async function writeExportContainer(file: string, entries: readonly ExportEntry[], options: Abortable = {}): Promise<void> {
+  const { signal } = options;
+  if (signal?.aborted) throw interruption(signal);
   const temp = `${file}.partial`;
   const format = exportFormatOf(file);
   // Created first, so a folder that cannot be written to is an error that says so, not a stream
@@ -52,24 +58,34 @@ export async function writeExportContainer(file: string, entries: readonly Expor
   // A write that fails later (a full disk) fails the export rather than the process.
   const failed = new Promise<never>((_, reject) => out.once('error', (err: NodeJS.ErrnoException) => reject(new StrataError('IO', `export: writing ${file} failed (${err.code ?? err.message}); nothing was kept`, { cause: err }))));
   failed.catch(() => undefined);
+  // An interruption ends a write that waits for the disk as it ends a read.
+  let onAbort: (() => void) | undefined;
+  const stopped = new Promise<never>((_, reject) => {
+    onAbort = () => reject(interruption(signal));
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  stopped.catch(() => undefined);
+  const interrupted = Promise.race([failed, stopped]);
+  interrupted.catch(() => undefined);
   try {
     if (format === 'tar.gz') {
       const gzip = zlib.createGzip({ level: 1 });
       const piped = gzip.pipe(out);
       const gz = async (chunk: Uint8Array): Promise<void> => {
-        if (!gzip.write(chunk)) await Promise.race([once(gzip, 'drain'), failed]);
+        if (!gzip.write(chunk)) await Promise.race([once(gzip, 'drain'), interrupted]);
       };
       for (const entry of entries) {
         await gz(tarHeaderBytes({ name: entry.name, size: entry.size, mtime: new Date() }));
-        for await (const chunk of exactly(await entry.open(), entry.size, entry.name)) await gz(chunk);
+        if (signal?.aborted) throw interruption(signal);
+        for await (const chunk of exactly(await entry.open({ signal }), entry.size, entry.name)) await gz(chunk);
         const pad = tarPadding(entry.size);
         if (pad.length > 0) await gz(pad);
       }
       await gz(tarTrailer());
       gzip.end();
-      await Promise.race([once(piped, 'finish'), failed]);
+      await Promise.race([once(piped, 'finish'), interrupted]);
     } else {
-      await Promise.race([writeZip(entries, out), failed]);
+      await Promise.race([writeZip(entries, out, signal), interrupted]);
     }
     const written = await fs.open(temp, 'r+');
     await written.sync();
@@ -79,7 +95,13 @@ export async function writeExportContainer(file: string, entries: readonly Expor
     out.destroy();
     await fs.rm(temp, { force: true });
     throw err;
+  } finally {
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
   }
+}
+
+function interruption(signal: AbortSignal | undefined): StrataError {
+  return new StrataError('ABORTED', 'export: interrupted; nothing was kept', { cause: signal?.reason });
 }
 
 /**
@@ -87,7 +109,7 @@ export async function writeExportContainer(file: string, entries: readonly Expor
  * writes ZIP64 records when an entry or the archive passes 4 GiB, and computes CRC-32 itself on
  * every Node this project supports.
  */
-async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStream): Promise<void> {
+async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStream, signal: AbortSignal | undefined): Promise<void> {
   // yazl and yauzl are loaded by the zip's writer and reader: every other run of strata goes without them.
   const { default: yazl } = await import('yazl');
   const zip = new yazl.ZipFile();
@@ -111,7 +133,7 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
   // connection per object for the whole export), and its size is checked as it passes so a
   // changed artifact cannot make a zip that lies about itself.
   for (const entry of entries) {
-    const source = Readable.from(openedWhenRead(entry));
+    const source = Readable.from(openedWhenRead(entry, signal));
     source.once('error', fail);
     sources.push(source);
     zip.addReadStream(source, entry.name, { compress: false, size: entry.size, mtime: new Date() });
@@ -128,8 +150,9 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
   }
 }
 
-async function* openedWhenRead(entry: ExportEntry): AsyncGenerator<Uint8Array> {
-  yield* exactly(await entry.open(), entry.size, entry.name);
+async function* openedWhenRead(entry: ExportEntry, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  if (signal?.aborted) throw interruption(signal);
+  yield* exactly(await entry.open({ signal }), entry.size, entry.name);
 }
 
 /** An entry's bytes, checked to be as many as its header said; a read that fails says which entry. */
@@ -142,6 +165,7 @@ async function* exactly(source: AsyncIterable<Uint8Array>, size: number, name: s
     }
   } catch (err) {
     if (err instanceof StrataError) throw err;
+    if (isAbortError(err)) throw interruption(undefined);
     const cause = err as NodeJS.ErrnoException;
     throw new StrataError('IO', `export: reading ${name} failed after ${seen} of its ${size} bytes (${cause.code ?? cause.message}); nothing was kept, try the export again`, { cause: err });
   }

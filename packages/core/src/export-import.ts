@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { readCatalogContents } from './catalog.js';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
-import { StrataError } from './errors.js';
+import { StrataError, isAbortError, throwIfAborted } from './errors.js';
 import { KEYS_PREFIX, hasKeyFiles, keyFileObject, planImportKeys } from './keys.js';
 import type { ImportKeyPlan } from './keys.js';
 import { checkForeignRecord, checkForeignSegment } from './record-checks.js';
@@ -18,6 +18,7 @@ import type { WrittenImport, WrittenSegmentImport } from './catalog-commit.js';
 import { announceWrite } from './pending-writes.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { RepositoryContext } from './repository-context.js';
+import type { Abortable } from './storage.js';
 
 /**
  * Moves backups between repositories: `export` writes a self-contained archive of each database's
@@ -36,7 +37,7 @@ export class ExportImport {
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
    */
-  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
+  async export(options: { databases?: readonly string[]; out: string } & Abortable): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
     exportFormatOf(options.out);
     await this.#ctx.unlock();
     const op = await this.#ctx.journal.begin('export', { details: { out: options.out } });
@@ -106,9 +107,9 @@ export class ExportImport {
         text('RESTORE.md', instructions),
         // Also as files, for recovery by hand with gpg (RESTORE.md).
         ...keyFiles.map((f) => text(keyFileObject(f.id), f.message)),
-        ...[...chosen, ...segments, ...logFiles].map((b) => ({ name: b.key, size: b.storedBytes, open: () => this.#ctx.storage.get(b.key) })),
+        ...[...chosen, ...segments, ...logFiles].map((b) => ({ name: b.key, size: b.storedBytes, open: (read: Abortable) => this.#ctx.storage.get(b.key, read) })),
       ];
-      await writeExportContainer(options.out, entries);
+      await writeExportContainer(options.out, entries, options.signal ? { signal: options.signal } : {});
       await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id), segments: segments.length, logFiles: logFiles.length } });
       return { file: options.out, backups: chosen, segments, logFiles: logFiles.length };
     } catch (err) {
@@ -124,7 +125,7 @@ export class ExportImport {
    * files the export carries (whose keys it then adds to its own key file); an export from before
    * key files needs that repository's passphrase (or both repositories are unencrypted).
    */
-  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[]; logFiles: number }> {
+  async import(file: string, options: Abortable = {}): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[]; logFiles: number }> {
     const op = await this.#ctx.journal.begin('import', { details: { file } });
     try {
       let manifest: ExportManifest | undefined;
@@ -141,7 +142,11 @@ export class ExportImport {
       const existingSegments = new Set(((await readCatalogContents(this.#ctx.storage))?.segments ?? []).map((s) => s.id));
       const seenEntries = new Set<string>();
       try {
+        const { signal } = options;
+        const put = signal ? { signal } : {};
         for await (const entry of readExportContainer(file)) {
+          // Interrupted: what was written so far goes again (below), as after any failure.
+          throwIfAborted(signal, 'import');
           if (seenEntries.has(entry.name)) throw new StrataError('ARTIFACT_HOSTILE', `import: ${file} holds ${entry.name} twice; it was not made by Strata or was altered, and nothing of it was imported`);
           seenEntries.add(entry.name);
           if (entry.name === 'strata-export.json') {
@@ -168,7 +173,7 @@ export class ExportImport {
             // Under its own key (its data key's id is part of it, and comes with the key files):
             // announced like an artifact, so a killed import's files are removed by the next open.
             const pending = await announceWrite(this.#ctx.storage, `import-log-${logFile.sha256.slice(0, 16)}`, [logFile.key], []);
-            const placedAs = await logArchive.placeAsIs(logFile, limitBytes(entry.body, logFile.storedBytes, `import: ${logFile.key} in ${file}`));
+            const placedAs = await logArchive.placeAsIs(logFile, limitBytes(entry.body, logFile.storedBytes, `import: ${logFile.key} in ${file}`), put);
             if (placedAs === 'stored') {
               announced.push(pending);
               placedLogs.push({ file: logFile, pending });
@@ -184,7 +189,7 @@ export class ExportImport {
             const sha = createHash('sha256');
             const pending = await announceWrite(this.#ctx.storage, `import-${segment.id}`, [segment.key], []);
             announced.push(pending);
-            const info = await this.#ctx.storage.put(segment.key, hashing(limitBytes(entry.body, segment.storedBytes, `import: ${segment.id} in ${file}`), sha));
+            const info = await this.#ctx.storage.put(segment.key, hashing(limitBytes(entry.body, segment.storedBytes, `import: ${segment.id} in ${file}`), sha), put);
             if (info.size !== segment.storedBytes || sha.digest('hex') !== segment.sha256) {
               throw new StrataError('ARTIFACT_CORRUPT', `import: segment ${segment.id} in ${file} does not match its recorded SHA-256 and size; nothing of the export was kept`);
             }
@@ -207,7 +212,7 @@ export class ExportImport {
           announced.push(pending);
           // The record's size is a limit enforced while reading: a bundle entry that inflates
           // beyond it (a decompression bomb) stops at the first byte too many.
-          const info = await this.#ctx.storage.put(record.key, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha));
+          const info = await this.#ctx.storage.put(record.key, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha), put);
           if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
             throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
           }
@@ -232,6 +237,7 @@ export class ExportImport {
       } catch (err) {
         // Nothing half-imported: what was written goes again (never once cataloged).
         if (!committed) await abandonImport(this.#ctx, announced);
+        if (!committed && isAbortError(err)) throw new StrataError('ABORTED', `import: interrupted; nothing of ${file} was imported`, { cause: err });
         throw err;
       }
       const imported = placed.map((p) => p.record);

@@ -362,8 +362,9 @@ export class Repository {
    * Writes a self-contained archive (`.tar.gz` or `.zip`) holding, for each database, its newest
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
+   * `signal` stops it (ABORTED), leaving no file.
    */
-  async export(options: { databases?: readonly string[]; out: string }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
+  async export(options: { databases?: readonly string[]; out: string; signal?: AbortSignal }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
     return this.#transfer.export(options);
   }
 
@@ -373,9 +374,10 @@ export class Repository {
    * the export's artifacts: with the data keys its key file holds, or by opening one of the key
    * files the export carries (whose keys it then adds to its own key file); an export from before
    * key files needs that repository's passphrase (or both repositories are unencrypted).
+   * `signal` stops it (ABORTED), and nothing of the export stays in the repository.
    */
-  async import(file: string): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[]; logFiles: number }> {
-    return this.#transfer.import(file);
+  async import(file: string, options: { signal?: AbortSignal } = {}): Promise<{ imported: BackupRecord[]; skipped: string[]; segments: SegmentRecord[]; logFiles: number }> {
+    return this.#transfer.import(file, options);
   }
 
   /**
