@@ -497,6 +497,25 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     const verified = await strataAsync(['verify', '--all', '--repo', importRepo, '--passphrase-file', passFile]);
     assert.equal(verified.status, 0, `verify walks the imported archive without a gap: ${verified.stdout}${verified.stderr}`);
     assert.deepEqual(await recoveredMarkers(importRepo, 'from-import'), expected);
+    // A repository holding another file under one of the export's log names refuses the import
+    // (LOG_CONFLICT) and keeps its file; nothing of the import stays, not even the note of a write
+    // (the next open would act on it: a note naming a log key removes that key).
+    const conflictRepo = path.join(dir, 'conflict-repo');
+    assert.equal((await strataAsync(['init', '--repo', conflictRepo, '--passphrase-file', passFile])).status, 0);
+    const logFolder = path.join(importRepo, 'backups', DB, 'log');
+    const firstLog = readdirSync(logFolder).sort()[0]!;
+    const planted = firstLog.replace(/_[0-9a-f]{64}_/, `_${'0'.repeat(64)}_`);
+    const conflictLog = path.join(conflictRepo, 'backups', DB, 'log');
+    const plant = runSync('bash', ['-c', `mkdir -p "$1" && cp "$2" "$1/$3"`, 'plant', conflictLog, path.join(logFolder, firstLog), planted]);
+    assert.equal(plant.status, 0, plant.out);
+    const conflicting = await strataAsync(['import', file, '--repo', conflictRepo, '--passphrase-file', passFile, '--json']);
+    assert.equal(conflicting.status, 1, conflicting.stderr);
+    assert.equal((JSON.parse(conflicting.stdout) as { error: { code: string } }).error.code, 'LOG_CONFLICT');
+    assert.deepEqual(readdirSync(conflictLog), [planted]);
+    const pending = path.join(conflictRepo, 'pending');
+    assert.deepEqual(existsSync(pending) ? readdirSync(pending) : [], [], 'no note of the failed import is left');
+    const listed = await strataAsync(['list', '--repo', conflictRepo, '--passphrase-file', passFile, '--json']);
+    assert.deepEqual((JSON.parse(listed.stdout) as { backups: unknown[] }).backups, []);
 
     // With a mirror in the config, archive_command stores each segment there too, at once.
     const mirrorRepo = path.join(dir, 'mirror-repo');

@@ -141,9 +141,9 @@ export class ExportImport {
       const existing = new Set((await this.#ctx.catalog.list()).map((b) => b.id));
       const existingSegments = new Set(((await readCatalogContents(this.#ctx.storage))?.segments ?? []).map((s) => s.id));
       const seenEntries = new Set<string>();
+      const { signal } = options;
+      const put = signal ? { signal } : {};
       try {
-        const { signal } = options;
-        const put = signal ? { signal } : {};
         for await (const entry of readExportContainer(file)) {
           // Interrupted: what was written so far goes again (below), as after any failure.
           throwIfAborted(signal, 'import');
@@ -173,7 +173,15 @@ export class ExportImport {
             // Under its own key (its data key's id is part of it, and comes with the key files):
             // announced like an artifact, so a killed import's files are removed by the next open.
             const pending = await announceWrite(this.#ctx.storage, `import-log-${logFile.sha256.slice(0, 16)}`, [logFile.key], []);
-            const placedAs = await logArchive.placeAsIs(logFile, limitBytes(entry.body, logFile.storedBytes, `import: ${logFile.key} in ${file}`), put);
+            let placedAs: 'stored' | 'present';
+            try {
+              placedAs = await logArchive.placeAsIs(logFile, limitBytes(entry.body, logFile.storedBytes, `import: ${logFile.key} in ${file}`), put);
+            } catch (err) {
+              // Nothing was placed (a log file already there is never replaced): only the note goes,
+              // which would otherwise make the next open remove that key.
+              await pending.committed().catch(() => undefined);
+              throw err;
+            }
             if (placedAs === 'stored') {
               announced.push(pending);
               placedLogs.push({ file: logFile, pending });
@@ -226,6 +234,8 @@ export class ExportImport {
         if (missingSegments.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the segments ${missingSegments.map((s) => s.id).join(', ')}`);
         const missingLogs = (manifest.logFiles ?? []).filter((f) => !seenLogs.has(f.key));
         if (missingLogs.length > 0) throw new StrataError('ARTIFACT_CORRUPT', `import: ${file} lacks the archived log files ${missingLogs.map((f) => f.name).join(', ')}`);
+        // The last moment an interruption stops the import: from here it adds keys and commits.
+        throwIfAborted(signal, 'import');
         // The keys first: a catalog must never list a backup that no key file can open.
         if (keyPlan && (placed.length > 0 || placedSegments.length > 0 || placedLogs.length > 0)) await this.#ctx.keys.addDataKeys(keyPlan.add);
         // Each log file read back now that its data key is here: decrypted, decompressed, and its
@@ -237,7 +247,7 @@ export class ExportImport {
       } catch (err) {
         // Nothing half-imported: what was written goes again (never once cataloged).
         if (!committed) await abandonImport(this.#ctx, announced);
-        if (!committed && isAbortError(err)) throw new StrataError('ABORTED', `import: interrupted; nothing of ${file} was imported`, { cause: err });
+        if (!committed && signal?.aborted && isAbortError(err)) throw new StrataError('ABORTED', `import: interrupted; nothing of ${file} was imported`, { cause: err });
         throw err;
       }
       const imported = placed.map((p) => p.record);
