@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { fork, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import Database from 'better-sqlite3';
 import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { bigDatabase, buildRichDatabase } from './helpers/databases.js';

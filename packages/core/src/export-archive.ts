@@ -55,48 +55,50 @@ export async function writeExportContainer(file: string, entries: readonly Expor
       throw new StrataError('IO', `export: cannot write ${file} (${err.code ?? err.message}); give --out a file in a folder you can write to`, { cause: err });
     });
   const out = createWriteStream(temp, { flags: 'r+' });
-  // A write that fails later (a full disk) fails the export rather than the process.
-  const failed = new Promise<never>((_, reject) => out.once('error', (err: NodeJS.ErrnoException) => reject(new StrataError('IO', `export: writing ${file} failed (${err.code ?? err.message}); nothing was kept`, { cause: err }))));
-  failed.catch(() => undefined);
-  // An interruption ends a write that waits for the disk as it ends a read.
-  let onAbort: (() => void) | undefined;
-  const stopped = new Promise<never>((_, reject) => {
-    onAbort = () => reject(interruption(signal));
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-  stopped.catch(() => undefined);
-  const interrupted = Promise.race([failed, stopped]);
-  interrupted.catch(() => undefined);
+  // Ends every wait of the export at once, its reason the error the export fails with: a write
+  // that fails later (a full disk) rather than the process, or an interruption. (Racing each wait
+  // against a promise that never settles kept every race alive until the export ended.)
+  const stop = new AbortController();
+  out.once('error', (err: NodeJS.ErrnoException) => stop.abort(new StrataError('IO', `export: writing ${file} failed (${err.code ?? err.message}); nothing was kept`, { cause: err })));
+  const onAbort = (): void => stop.abort(interruption(signal));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const halted = { signal: stop.signal };
+  let gzip: zlib.Gzip | undefined;
   try {
     if (format === 'tar.gz') {
-      const gzip = zlib.createGzip({ level: 1 });
-      const piped = gzip.pipe(out);
+      const compressor = (gzip = zlib.createGzip({ level: 1 }));
+      const piped = compressor.pipe(out);
       const gz = async (chunk: Uint8Array): Promise<void> => {
-        if (!gzip.write(chunk)) await Promise.race([once(gzip, 'drain'), interrupted]);
+        if (!compressor.write(chunk)) await once(compressor, 'drain', halted);
       };
       for (const entry of entries) {
         await gz(tarHeaderBytes({ name: entry.name, size: entry.size, mtime: new Date() }));
-        if (signal?.aborted) throw interruption(signal);
-        for await (const chunk of exactly(await entry.open({ signal }), entry.size, entry.name)) await gz(chunk);
+        stop.signal.throwIfAborted();
+        for await (const chunk of exactly(await entry.open(halted), entry.size, entry.name)) await gz(chunk);
         const pad = tarPadding(entry.size);
         if (pad.length > 0) await gz(pad);
       }
       await gz(tarTrailer());
-      gzip.end();
-      await Promise.race([once(piped, 'finish'), interrupted]);
+      compressor.end();
+      await once(piped, 'finish', halted);
     } else {
-      await Promise.race([writeZip(entries, out, signal), interrupted]);
+      await writeZip(entries, out, stop.signal);
     }
     const written = await fs.open(temp, 'r+');
     await written.sync();
     await written.close();
+    // Interrupted while the file was made durable: it is still not put in place.
+    stop.signal.throwIfAborted();
     await fs.rename(temp, file);
   } catch (err) {
+    // Decided before the streams go: destroying one with a write in flight fails that write too.
+    const reason: unknown = stop.signal.aborted ? stop.signal.reason : err;
+    gzip?.destroy();
     out.destroy();
     await fs.rm(temp, { force: true });
-    throw err;
+    throw reason;
   } finally {
-    if (onAbort) signal?.removeEventListener('abort', onAbort);
+    signal?.removeEventListener('abort', onAbort);
   }
 }
 
@@ -109,7 +111,7 @@ function interruption(signal: AbortSignal | undefined): StrataError {
  * writes ZIP64 records when an entry or the archive passes 4 GiB, and computes CRC-32 itself on
  * every Node this project supports.
  */
-async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStream, signal: AbortSignal | undefined): Promise<void> {
+async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStream, stop: AbortSignal): Promise<void> {
   // yazl and yauzl are loaded by the zip's writer and reader: every other run of strata goes without them.
   const { default: yazl } = await import('yazl');
   const zip = new yazl.ZipFile();
@@ -125,6 +127,8 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
   });
   // Awaited once every entry is added; a write that fails before then must not go unhandled meanwhile.
   done.catch(() => undefined);
+  const onStop = (): void => fail(stop.reason);
+  stop.addEventListener('abort', onStop, { once: true });
   zip.outputStream.pipe(out);
   // yazl reads each entry's stream only when it writes that entry, and never listens for its
   // errors: a read that fails (a storage connection cut, a size that does not match) would
@@ -133,7 +137,7 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
   // connection per object for the whole export), and its size is checked as it passes so a
   // changed artifact cannot make a zip that lies about itself.
   for (const entry of entries) {
-    const source = Readable.from(openedWhenRead(entry, signal));
+    const source = Readable.from(openedWhenRead(entry, stop));
     source.once('error', fail);
     sources.push(source);
     zip.addReadStream(source, entry.name, { compress: false, size: entry.size, mtime: new Date() });
@@ -147,12 +151,14 @@ async function writeZip(entries: readonly ExportEntry[], out: NodeJS.WritableStr
     for (const source of sources) source.destroy();
     zip.outputStream.unpipe();
     throw err;
+  } finally {
+    stop.removeEventListener('abort', onStop);
   }
 }
 
-async function* openedWhenRead(entry: ExportEntry, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
-  if (signal?.aborted) throw interruption(signal);
-  yield* exactly(await entry.open({ signal }), entry.size, entry.name);
+async function* openedWhenRead(entry: ExportEntry, stop: AbortSignal): AsyncGenerator<Uint8Array> {
+  stop.throwIfAborted();
+  yield* exactly(await entry.open({ signal: stop }), entry.size, entry.name);
 }
 
 /** An entry's bytes, checked to be as many as its header said; a read that fails says which entry. */
