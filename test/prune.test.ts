@@ -94,6 +94,34 @@ describe('strata prune', () => {
     void initRepository;
   });
 
+  it('an interruption part way through a prune stops its deletions; what it removed is out of the catalog, and the next command deletes the rest', async () => {
+    tenDays();
+    const passphrase = new Passphrase('correct horse battery staple');
+    const interruption = new AbortController();
+    // The interruption arrives while the second artifact is deleted, as a Ctrl-C would (the CLI
+    // turns SIGINT and SIGTERM into this signal).
+    class Interrupting extends LocalStorage {
+      deletes = 0;
+      override async delete(key: string): Promise<void> {
+        if (key.startsWith('backups/') && ++this.deletes === 2) interruption.abort();
+        return super.delete(key);
+      }
+    }
+    const first = await openRepository(new Interrupting(repo()), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    await assert.rejects(first.prune(() => ({ keepDaily: 2 }), { signal: interruption.signal }), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'ABORTED');
+      assert.match(err.message, /^prune: interrupted after deleting \d+ of \d+ files; the catalog no longer lists what was removed, and the next strata command on this repository deletes the rest$/);
+      return true;
+    });
+    assert.equal((await first.list()).length, 5, 'the catalog lists only what the prune keeps');
+    assert.ok(readdirSync(path.join(repo(), 'backups/app')).length > 5, 'files of pruned backups are still there');
+    const list = strata(['list', '--repo', repo(), '--json']);
+    assert.equal(json<{ backups: BackupRecord[] }>(list).backups.length, 5);
+    assert.equal(readdirSync(path.join(repo(), 'backups/app')).length, 5, 'the next command deleted them');
+    const verify = strata(['verify', '--all', '--repo', repo(), '--level', 'full']);
+    assert.equal(verify.status, 0, verify.stdout);
+  });
+
   it('list --by-tier groups restore points under the rule that keeps them', () => {
     tenDays();
     const result = strata(['list', '--by-tier', '--repo', repo(), '--keep-daily', '2', '--keep-monthly', '1', '--json']);

@@ -562,7 +562,7 @@ back from the newest backup, not from now. Always kept: the newest good backup, 
 "pinned", and every backup a kept one depends on (its chain). A policy that keeps nothing is
 refused. DUR: 30min, 12h, 30d, 2w, 6mo, 1y.`,
     examples: ['prune --dry-run', 'prune app --keep-daily 7 --keep-weekly 4 --keep-label pre-update=30d'],
-    run: (ctx, { args, opts }) => pruneCommand(ctx, { ...policyFlags(opts), ...given({ database: args[0] }), dryRun: opts['dryRun'] === true }),
+    run: (ctx, { args, opts, signal }) => pruneCommand(ctx, { ...policyFlags(opts), ...given({ database: args[0] }), dryRun: opts['dryRun'] === true }, signal),
   },
   {
     path: ['run'],
@@ -722,7 +722,7 @@ copied into an unencrypted target.`,
 that includes a database's newest good restore point. For routine clean-up use prune, which
 follows the retention policy.`,
     examples: ['delete app_full_20260101_120000_ab12 --dry-run', 'delete app_full_20260101_120000_ab12 --with-dependents --yes'],
-    run: (ctx, { args, opts }) => deleteCommand(ctx, { ids: args, withDependents: opts['withDependents'] === true, yes: opts['yes'] === true, dryRun: opts['dryRun'] === true }),
+    run: (ctx, { args, opts, signal }) => deleteCommand(ctx, { ids: args, withDependents: opts['withDependents'] === true, yes: opts['yes'] === true, dryRun: opts['dryRun'] === true }, signal),
   },
   {
     path: ['serve'],

@@ -414,10 +414,10 @@ export interface PruneCommandOptions extends PolicyFlags {
   readonly dryRun: boolean;
 }
 
-export async function pruneCommand(ctx: CommandContext, options: PruneCommandOptions): Promise<number> {
+export async function pruneCommand(ctx: CommandContext, options: PruneCommandOptions, signal: AbortSignal): Promise<number> {
   const repo = await ctx.repository();
   const policyFor = policyResolver(ctx, options);
-  const plan = await repo.prune(policyFor, { ...(options.database !== undefined ? { database: options.database } : {}), dryRun: options.dryRun });
+  const plan = await repo.prune(policyFor, { ...(options.database !== undefined ? { database: options.database } : {}), dryRun: options.dryRun, signal });
   if (ctx.json) {
     ctx.printJson({
       dryRun: options.dryRun,
@@ -692,7 +692,7 @@ export interface DeleteCommandOptions {
   readonly dryRun?: boolean;
 }
 
-export async function deleteCommand(ctx: CommandContext, options: DeleteCommandOptions): Promise<number> {
+export async function deleteCommand(ctx: CommandContext, options: DeleteCommandOptions, signal: AbortSignal): Promise<number> {
   if (options.ids.length === 0) throw new StrataError('USAGE', 'delete: name the restore points to delete (see strata delete --help)');
   const repo = await ctx.repository();
   const plan = await repo.planDelete(options.ids);
@@ -733,7 +733,7 @@ export async function deleteCommand(ctx: CommandContext, options: DeleteCommandO
   }
   const removed = await repo.delete(
     plan.remove.filter((r) => !plan.dependents.includes(r)).map((r) => r.id),
-    { withDependents: options.withDependents },
+    { withDependents: options.withDependents, signal },
   );
   if (ctx.json) ctx.printJson({ removed: removed.map((r) => r.id), segments: lostSegments });
   else process.stdout.write(`deleted ${removed.length} backup(s): ${removed.map((r) => r.id).join(', ')}${lostSegments > 0 ? `, and the ${lostSegments} segment(s) after them` : ''}\n`);

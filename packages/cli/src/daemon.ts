@@ -565,7 +565,7 @@ export class Daemon {
         return { summary: `${level} verification passed for ${outcomes.map((o) => o.id).join(', ')}`, details: { level, verified: outcomes } };
       }
       case 'prune': {
-        const plan = await repo.prune((db) => retentionFor(this.#ctx.loaded.config, db), { database });
+        const plan = await repo.prune((db) => retentionFor(this.#ctx.loaded.config, db), { database, signal });
         const logFiles = (plan.removeLog ?? []).reduce((sum, d) => sum + d.files, 0);
         return {
           summary: `kept ${plan.keep.length}, removed ${plan.remove.length}${logFiles > 0 ? ` and ${logFiles} archived log file(s)` : ''}`,

@@ -1,7 +1,7 @@
 import { readCatalog, readCatalogContents, writeCatalog } from './catalog.js';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { chainBreak } from './segments.js';
-import { StrataError } from './errors.js';
+import { StrataError, throwIfAborted } from './errors.js';
 import { backupCacheKeys } from './carry-cache.js';
 import { withRepositoryLock } from './lock.js';
 import { compactJournal } from './journal.js';
@@ -134,7 +134,8 @@ export async function abandonImport(ctx: RepositoryContext, placed: readonly Pen
  * restore points), delete the files, forget the note. Killed anywhere, it leaves at worst files
  * listed in the note, which the next prune or delete removes.
  */
-export async function removeBackups(storage: Storage, records: readonly BackupRecord[], doomed: ReadonlySet<string>, segmentsOf: ReadonlySet<string> = new Set()): Promise<void> {
+export async function removeBackups(storage: Storage, records: readonly BackupRecord[], doomed: ReadonlySet<string>, segmentsOf: ReadonlySet<string> = new Set(), options: { signal?: AbortSignal; step?: string } = {}): Promise<void> {
+  const step = options.step ?? 'remove';
   const gone = records.filter((r) => doomed.has(r.id));
   // Segments go with their base (without it they replay onto nothing), and those of the chains
   // in `segmentsOf`, whose bases stay.
@@ -148,8 +149,17 @@ export async function removeBackups(storage: Storage, records: readonly BackupRe
   const kept = new Set([...records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...backupCacheKeys(r)]), ...segments.map((s) => s.key)]);
   const leftovers = (await readPendingDeletions(storage)).filter((key) => !kept.has(key));
   const pending = [...leftovers, ...keys];
+  // Interrupted before this point, nothing has changed.
+  throwIfAborted(options.signal, step);
   await writePendingDeletions(storage, pending);
   await writeCatalog(storage, records.filter((r) => !doomed.has(r.id)), segments);
-  for (const key of pending) await storage.delete(key);
+  for (const [deleted, key] of pending.entries()) {
+    // The catalog no longer lists them: interrupted now, their files stay in the note, which the
+    // next open of the repository (any strata command) finishes.
+    if (options.signal?.aborted) {
+      throw new StrataError('ABORTED', `${step}: interrupted after deleting ${deleted} of ${pending.length} files; the catalog no longer lists what was removed, and the next strata command on this repository deletes the rest`, { cause: options.signal.reason });
+    }
+    await storage.delete(key);
+  }
   await writePendingDeletions(storage, []);
 }

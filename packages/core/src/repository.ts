@@ -317,7 +317,7 @@ export class Repository {
    * then drops them from the catalog. Safe to kill at any point: a re-run plans the same removals
    * and finishes them; nothing a kept backup needs is ever touched.
    */
-  async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean } = {}): Promise<RetentionPlan> {
+  async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean; signal?: AbortSignal } = {}): Promise<RetentionPlan> {
     return this.#retention.prune(policyFor, options);
   }
 
@@ -326,7 +326,7 @@ export class Repository {
    * only with `withDependents`, which deletes those too; otherwise the call fails with
    * CHAIN_BROKEN naming them, and nothing is deleted. Crash-safe like {@link prune}.
    */
-  async delete(ids: readonly string[], options: { withDependents?: boolean } = {}): Promise<BackupRecord[]> {
+  async delete(ids: readonly string[], options: { withDependents?: boolean; signal?: AbortSignal } = {}): Promise<BackupRecord[]> {
     return this.#retention.delete(ids, options);
   }
 

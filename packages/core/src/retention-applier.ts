@@ -37,7 +37,7 @@ export class RetentionApplier {
    * then drops them from the catalog. Safe to kill at any point: a re-run plans the same removals
    * and finishes them; nothing a kept backup needs is ever touched.
    */
-  async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean } = {}): Promise<RetentionPlan> {
+  async prune(policyFor: (database: string) => RetentionPolicy, options: { database?: string; dryRun?: boolean; signal?: AbortSignal } = {}): Promise<RetentionPlan> {
     const plan = (records: readonly BackupRecord[], segments: readonly SegmentRecord[], logs: LogState): RetentionPlan & { logFiles: LogFile[] } => {
       const all = options.database === undefined ? records : records.filter((b) => b.database === options.database);
       const windows = [...continuityWindows(records, segments), ...logPitrWindows(logs.bases, logs.files)];
@@ -88,9 +88,16 @@ export class RetentionApplier {
           const records = contents?.backups ?? [];
           const decided = plan(records, contents?.segments ?? [], await logState(records));
           const doomed = new Set(decided.remove.map((d) => d.id));
-          await removeBackups(this.#ctx.storage, records, doomed, new Set(decided.removeSegments.map((d) => d.base)));
+          await removeBackups(this.#ctx.storage, records, doomed, new Set(decided.removeSegments.map((d) => d.base)), { ...(options.signal ? { signal: options.signal } : {}), step: 'prune' });
           // After the backups: a crash in between leaves log files a re-run removes, never a kept base without its log.
-          await new LogArchive(this.#ctx).remove(decided.logFiles);
+          const logArchive = new LogArchive(this.#ctx);
+          for (const [removed, file] of decided.logFiles.entries()) {
+            // What is left is still beyond what any kept restore point needs: the next prune plans it again.
+            if (options.signal?.aborted) {
+              throw new StrataError('ABORTED', `prune: interrupted after removing ${removed} of the ${decided.logFiles.length} archived log files no longer needed; the next prune removes the rest`, { cause: options.signal.reason });
+            }
+            await logArchive.remove([file]);
+          }
           return publicPlan(decided);
         },
         this.#ctx.options.lock,
@@ -115,7 +122,7 @@ export class RetentionApplier {
    * only with `withDependents`, which deletes those too; otherwise the call fails with
    * CHAIN_BROKEN naming them, and nothing is deleted. Crash-safe like {@link prune}.
    */
-  async delete(ids: readonly string[], options: { withDependents?: boolean } = {}): Promise<BackupRecord[]> {
+  async delete(ids: readonly string[], options: { withDependents?: boolean; signal?: AbortSignal } = {}): Promise<BackupRecord[]> {
     if (ids.length === 0) throw new StrataError('USAGE', 'delete: name at least one backup');
     await this.#ctx.unlock();
     const targets = await Promise.all(ids.map((id) => this.#ctx.catalog.resolve({ id })));
@@ -141,7 +148,7 @@ export class RetentionApplier {
             });
           }
           const gone = records.filter((r) => doomed.has(r.id));
-          await removeBackups(this.#ctx.storage, records, doomed);
+          await removeBackups(this.#ctx.storage, records, doomed, new Set(), { ...(options.signal ? { signal: options.signal } : {}), step: 'delete' });
           return gone;
         },
         this.#ctx.options.lock,
