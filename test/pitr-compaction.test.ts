@@ -232,4 +232,39 @@ describe('continuous protection: compaction and old chains', function () {
     assert.equal(result.status, 0, result.stderr);
     checkPrefix('restore after prune', markersOf(to).seqs, written, asOf, Date.parse(json<{ pointInTime: PointInTime }>(result).pointInTime.completeThrough));
   });
+
+  it('a merge never deletes the files of a backup the catalog lists, whatever a note of pending deletions says', async () => {
+    const repo = path.join(dir.path, 'noted-repo');
+    const db = path.join(dir.path, 'noted.db');
+    const log = path.join(dir.path, 'noted-commits.log');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    const writer = startWriter(db, log, 900_000);
+    try {
+      await firstCommit(log);
+      const replicator = await startReplicator(repo, db, ['--interval', '0.3', '--compact', '2s', '--verbose']);
+      try {
+        // A prune that died (or failed) between its note and its catalog write, after this
+        // replicator opened the repository: the note names the base's files, which the catalog
+        // still lists, so that prune did not happen and they must stay.
+        const [base] = (JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { backups: { key: string }[] }).backups;
+        mkdirSync(path.join(repo, 'locks'), { recursive: true });
+        writeFileSync(path.join(repo, 'locks', 'pending-deletions.json'), JSON.stringify([base!.key]));
+        const merges = (): number => (replicator.stderr().match(/merged \d+ segments/g) ?? []).length;
+        const before = merges();
+        while (merges() < before + 2) {
+          assert.equal(replicator.child.exitCode, null, replicator.stderr());
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        assert.ok(existsSync(path.join(repo, base!.key)), `the base's artifact ${base!.key} is still there after two merges`);
+      } finally {
+        replicator.child.kill('SIGTERM');
+        await exited(replicator.child);
+      }
+    } finally {
+      writer.kill('SIGTERM');
+      await finished(writer);
+    }
+    const verified = strata(['verify', '--all', '--repo', repo, '--json']);
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+  });
 });
