@@ -110,10 +110,13 @@ describe('strata prune', () => {
     const first = await openRepository(new Interrupting(repo()), { passphrase, tempDir: path.join(dir.path, 'tmp') });
     await assert.rejects(first.prune(() => ({ keepDaily: 2 }), { signal: interruption.signal }), (err: Error & { code: string }) => {
       assert.equal(err.code, 'ABORTED');
-      assert.match(err.message, /^prune: interrupted after deleting \d+ of \d+ files; the catalog no longer lists what was removed, and the next strata command on this repository deletes the rest$/);
+      assert.match(err.message, /^prune: interrupted after removing 5 backup\(s\) from the catalog and deleting \d+ of their \d+ files; the next strata command on this repository deletes the rest$/);
       return true;
     });
     assert.equal((await first.list()).length, 5, 'the catalog lists only what the prune keeps');
+    const entry = (await first.journal.operations()).find((o) => o.kind === 'prune');
+    assert.equal(entry?.status, 'FAILED');
+    assert.equal((entry?.last.details?.['removed'] as string[] | undefined)?.length, 5, 'its journal entry names what it removed');
     assert.ok(readdirSync(path.join(repo(), 'backups/app')).length > 5, 'files of pruned backups are still there');
     const list = strata(['list', '--repo', repo(), '--json']);
     assert.equal(json<{ backups: BackupRecord[] }>(list).backups.length, 5);

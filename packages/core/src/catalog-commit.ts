@@ -131,8 +131,8 @@ export async function abandonImport(ctx: RepositoryContext, placed: readonly Pen
 /**
  * Drops backups from the catalog and deletes their files; the caller holds the lock. Crash-safe
  * order: note what is about to go, drop it from the catalog (which then only lists complete
- * restore points), delete the files, forget the note. Killed anywhere, it leaves at worst files
- * listed in the note, which the next prune or delete removes.
+ * restore points), delete the files, forget the note. Killed (or interrupted) anywhere, it leaves
+ * at worst files listed in the note, which the next open of the repository removes.
  */
 export async function removeBackups(storage: Storage, records: readonly BackupRecord[], doomed: ReadonlySet<string>, segmentsOf: ReadonlySet<string> = new Set(), options: { signal?: AbortSignal; step?: string } = {}): Promise<void> {
   const step = options.step ?? 'remove';
@@ -157,7 +157,10 @@ export async function removeBackups(storage: Storage, records: readonly BackupRe
     // The catalog no longer lists them: interrupted now, their files stay in the note, which the
     // next open of the repository (any strata command) finishes.
     if (options.signal?.aborted) {
-      throw new StrataError('ABORTED', `${step}: interrupted after deleting ${deleted} of ${pending.length} files; the catalog no longer lists what was removed, and the next strata command on this repository deletes the rest`, { cause: options.signal.reason });
+      throw new StrataError('ABORTED', `${step}: interrupted after removing ${gone.length} backup(s) from the catalog and deleting ${deleted} of their ${pending.length} files; the next strata command on this repository deletes the rest`, {
+        cause: options.signal.reason,
+        details: { removed: gone.map((r) => r.id) },
+      });
     }
     await storage.delete(key);
   }

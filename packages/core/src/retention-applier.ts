@@ -19,6 +19,7 @@ interface LogState {
   readonly files: ReadonlyMap<string, readonly LogFile[]>;
 }
 import type { RepositoryContext } from './repository-context.js';
+import type { JournalOutcome } from './journal.js';
 
 /**
  * Applies what retention and `delete` decide: plans under the repository lock, then removes the
@@ -94,7 +95,10 @@ export class RetentionApplier {
           for (const [removed, file] of decided.logFiles.entries()) {
             // What is left is still beyond what any kept restore point needs: the next prune plans it again.
             if (options.signal?.aborted) {
-              throw new StrataError('ABORTED', `prune: interrupted after removing ${removed} of the ${decided.logFiles.length} archived log files no longer needed; the next prune removes the rest`, { cause: options.signal.reason });
+              throw new StrataError('ABORTED', `prune: removed ${decided.remove.length} backup(s), then was interrupted after removing ${removed} of the ${decided.logFiles.length} archived log files no longer needed; the next prune removes the rest`, {
+                cause: options.signal.reason,
+                details: { removed: decided.remove.map((d) => d.id) },
+              });
             }
             await logArchive.remove([file]);
           }
@@ -112,7 +116,7 @@ export class RetentionApplier {
       });
       return result;
     } catch (err) {
-      await op.fail(err).catch(() => undefined);
+      await op.fail(err, interruptedOutcome(err)).catch(() => undefined);
       throw err;
     }
   }
@@ -156,7 +160,7 @@ export class RetentionApplier {
       await op.complete({ details: { removed: removed.map((r) => r.id) } });
       return removed;
     } catch (err) {
-      await op.fail(err).catch(() => undefined);
+      await op.fail(err, interruptedOutcome(err)).catch(() => undefined);
       throw err;
     }
   }
@@ -205,4 +209,10 @@ function withDependentsOf(records: readonly BackupRecord[], ids: readonly string
     }
   }
   return doomed;
+}
+
+/** What an interrupted prune or delete had already removed from the catalog, for its journal entry. */
+function interruptedOutcome(err: unknown): JournalOutcome | undefined {
+  const removed = err instanceof StrataError && err.code === 'ABORTED' ? err.details?.['removed'] : undefined;
+  return Array.isArray(removed) ? { details: { removed, interrupted: true } } : undefined;
 }
