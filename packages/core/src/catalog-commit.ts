@@ -6,7 +6,7 @@ import { backupCacheKeys } from './carry-cache.js';
 import { withRepositoryLock } from './lock.js';
 import { compactJournal } from './journal.js';
 import type { PendingWrite } from './pending-writes.js';
-import { readPendingDeletions, writePendingDeletions } from './recovery.js';
+import { catalogKeys, readPendingDeletions, writePendingDeletions } from './recovery.js';
 import type { RepositoryContext } from './repository-context.js';
 import type { Storage } from './storage.js';
 
@@ -146,7 +146,7 @@ export async function removeBackups(storage: Storage, records: readonly BackupRe
   // A note left by a killed prune counts only for files the catalog no longer lists: if that
   // prune died before its catalog write, it did not happen, and its note must not delete the
   // artifacts of backups that are still listed (and restorable).
-  const kept = new Set([...records.filter((r) => !doomed.has(r.id)).flatMap((r) => [r.key, ...backupCacheKeys(r)]), ...segments.map((s) => s.key)]);
+  const kept = catalogKeys(records.filter((r) => !doomed.has(r.id)), segments);
   const leftovers = (await readPendingDeletions(storage)).filter((key) => !kept.has(key));
   const pending = [...leftovers, ...keys];
   // Interrupted before this point, nothing has changed.

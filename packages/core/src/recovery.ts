@@ -1,4 +1,5 @@
 import { readCatalogContents } from './catalog.js';
+import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { finishAbandonedWrites } from './pending-writes.js';
 import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
@@ -27,6 +28,14 @@ export async function recoverInterruptedWork(storage: Storage, options: { tempDi
     return catalog && new Set([...catalog.backups.map((r) => r.key), ...catalog.segments.map((s) => s.key)]);
   });
   await finishInterruptedDeletions(storage, options.lock);
+}
+
+/**
+ * Every key a catalog's backups and segments hold (artifacts and their cache files): what a note
+ * of pending deletions must never delete, whoever reads it.
+ */
+export function catalogKeys(backups: readonly BackupRecord[], segments: readonly SegmentRecord[]): Set<string> {
+  return new Set([...backups.flatMap((r) => [r.key, ...backupCacheKeys(r)]), ...segments.map((s) => s.key)]);
 }
 
 /** Artifacts a prune dropped from the catalog but may not have deleted yet (it was killed). */
@@ -63,10 +72,7 @@ async function finishInterruptedDeletions(storage: Storage, lock: LockOptions | 
       const pending = await readPendingDeletions(storage);
       const contents = await readCatalogContents(storage);
       if (pending.length === 0 || contents === undefined) return;
-      const listed = new Set([
-        ...contents.backups.flatMap((r) => [r.key, ...backupCacheKeys(r)]),
-        ...contents.segments.map((s) => s.key),
-      ]);
+      const listed = catalogKeys(contents.backups, contents.segments);
       for (const key of pending) if (!listed.has(key)) await storage.delete(key);
       await writePendingDeletions(storage, []);
     },

@@ -16,8 +16,7 @@ import { withRepositoryLock } from './lock.js';
 import { timestampPart } from './naming.js';
 import { announceWrite } from './pending-writes.js';
 import type { PendingWrite } from './pending-writes.js';
-import { readPendingDeletions, writePendingDeletions } from './recovery.js';
-import { backupCacheKeys } from './carry-cache.js';
+import { catalogKeys, readPendingDeletions, writePendingDeletions } from './recovery.js';
 import type { RepositoryContext } from './repository-context.js';
 import { STRATA_VERSION } from './version.js';
 
@@ -235,7 +234,7 @@ async function commitSegment(ctx: RepositoryContext, stored: StoredSegment, what
         // unlisted, deleted. A note left by a kill counts only for keys the catalog no longer lists:
         // its backups' files as well as its segments (a prune that died before its catalog write
         // noted the files of backups the catalog still lists, and did not happen).
-        const listed = new Set([...current.backups.flatMap((r) => [r.key, ...backupCacheKeys(r)]), ...next.map((s) => s.key)]);
+        const listed = catalogKeys(current.backups, next);
         const leftovers = (await readPendingDeletions(ctx.storage)).filter((key) => !listed.has(key));
         const doomed = [...leftovers, ...retired.map((s) => s.key)];
         await writePendingDeletions(ctx.storage, doomed);
