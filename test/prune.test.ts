@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { LocalStorage, Passphrase, initRepository, openRepository } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
@@ -123,6 +124,27 @@ describe('strata prune', () => {
     assert.equal(readdirSync(path.join(repo(), 'backups/app')).length, 5, 'the next command deleted them');
     const verify = strata(['verify', '--all', '--repo', repo(), '--level', 'full']);
     assert.equal(verify.status, 0, verify.stdout);
+  });
+
+  it('an interruption while a prune waits for the repository lock ends the wait and changes nothing', async () => {
+    tenDays();
+    // A live process (this one) holds the lock, as a backup committing at that moment would.
+    mkdirSync(path.join(repo(), 'locks'), { recursive: true });
+    writeFileSync(path.join(repo(), 'locks/repository.lock'), JSON.stringify({ token: 'held', pid: process.pid, host: hostname(), operation: 'backup', acquiredAt: new Date().toISOString() }));
+    const interruption = new AbortController();
+    const repository = await openRepository(repo(), { passphrase: new Passphrase('correct horse battery staple'), tempDir: path.join(dir.path, 'tmp'), lock: { waitMs: 600_000 } });
+    const pruning = repository.prune(() => ({ keepDaily: 2 }), { signal: interruption.signal });
+    // Without the signal reaching the wait, the prune would wait the whole ten minutes, then fail with REPO_LOCKED.
+    setTimeout(() => interruption.abort(), 200);
+    await assert.rejects(pruning, (err: Error & { code: string }) => {
+      assert.equal(err.code, 'ABORTED');
+      assert.match(err.message, /^prune: interrupted while waiting for the repository lock, held by backup by pid \d+ on .+; nothing was changed$/);
+      return true;
+    });
+    assert.equal(readFileSync(path.join(repo(), 'locks/repository.lock'), 'utf8').includes('"held"'), true, 'the holder\'s lock is untouched');
+    rmSync(path.join(repo(), 'locks/repository.lock'));
+    assert.equal((await repository.list()).length, 10, 'the catalog still lists every backup');
+    await repository.close();
   });
 
   it('list --by-tier groups restore points under the rule that keeps them', () => {

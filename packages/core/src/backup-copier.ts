@@ -14,7 +14,7 @@ import { firstSequenceOf, readCatalog, readCatalogContents, writeCatalog } from 
 import { chainBreak, parseSegmentKey, segmentKey } from './segments.js';
 import { LogArchive } from './log-archive.js';
 import { logFilesFor } from './log-retention.js';
-import { withRepositoryLock } from './lock.js';
+import { lockFor, withRepositoryLock } from './lock.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { ProgressListener } from './progress.js';
 import type { RepositoryContext } from './repository-context.js';
@@ -283,7 +283,7 @@ export class BackupCopier {
           if (plan.some((p) => pendingKeys.has(p.key))) return 'busy' as const;
           return announceWrite(to.storage, `segments-${baseId}`, plan.map((p) => p.key), []);
         },
-        to.options.lock,
+        lockFor(to.options.lock, options.signal),
       );
       // Another copy into the target is writing them now: left to it, or to the next run.
       if (claim === 'busy') continue;
@@ -428,7 +428,7 @@ export class BackupCopier {
         if ((await pendingArtifactKeys(to.storage)).has(key)) return 'busy' as const;
         return announceWrite(to.storage, record.id, [key], [layoutKey, factsKey, carryCacheKey(record.database, record.id, encryptedOut)]);
       },
-      to.options.lock,
+      lockFor(to.options.lock, options.signal),
     );
     if (claim === 'present' || claim === 'busy') return claim;
     let pending: PendingWrite | undefined = claim;

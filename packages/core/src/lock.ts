@@ -28,6 +28,10 @@ export interface LockOptions {
   readonly waitMs?: number;
   /** A lock older than this from another host is taken over. Default 1 hour. */
   readonly staleAfterMs?: number;
+  /**
+   * Ends a wait for a busy lock with ABORTED (Ctrl-C during a prune that waits for a backup's
+   * commit). Given only where giving up changes nothing: a lock that is free is still taken.
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -68,7 +72,10 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
       await takeOverStale(storage, holder);
       continue;
     }
-    if (Date.now() >= deadline || options.signal?.aborted) {
+    if (options.signal?.aborted) {
+      throw new StrataError('ABORTED', `${operation}: interrupted while waiting for the repository lock, held by ${describeHolder(holder)}; nothing was changed`, { cause: options.signal.reason });
+    }
+    if (Date.now() >= deadline) {
       if (holder?.token.startsWith(UNREADABLE)) {
         throw new StrataError(
           'REPO_LOCKED',
@@ -76,12 +83,17 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
           { details: { holder: null } },
         );
       }
-      const who = holder ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.acquiredAt}` : 'another process';
-      throw new StrataError('REPO_LOCKED', `repository is locked by ${who}; try again later`, { details: { holder } });
+      throw new StrataError('REPO_LOCKED', `repository is locked by ${describeHolder(holder)}; try again later`, { details: { holder } });
     }
-    await delay(backoff + Math.random() * backoff);
+    // The signal ends the pause too, so an interruption is answered at once, not after the backoff.
+    await delay(backoff + Math.random() * backoff, undefined, options.signal ? { signal: options.signal } : {}).catch(() => undefined);
     backoff = Math.min(backoff * 2, 500);
   }
+}
+
+function describeHolder(holder: LockInfo | undefined): string {
+  if (holder?.token.startsWith(UNREADABLE)) return `${LOCK_KEY}, whose content is not a Strata lock`;
+  return holder ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.acquiredAt}` : 'another process';
 }
 
 function isStale(holder: LockInfo, staleAfterMs: number): boolean {
@@ -152,4 +164,10 @@ async function takeoverAbandoned(storage: Storage, marker: string): Promise<bool
     if (isNotFound(err)) return false;
     return true;
   }
+}
+
+/** A repository's lock options with the wait ending on `signal` as well (see {@link LockOptions.signal}). */
+export function lockFor(lock: LockOptions | undefined, signal: AbortSignal | undefined): LockOptions | undefined {
+  if (!signal) return lock;
+  return { ...lock, signal: lock?.signal ? AbortSignal.any([lock.signal, signal]) : signal };
 }

@@ -3,7 +3,7 @@ import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { continuityWindows } from './continuity.js';
 import type { ContinuityWindow } from './continuity.js';
 import { StrataError } from './errors.js';
-import { withRepositoryLock } from './lock.js';
+import { lockFor, withRepositoryLock } from './lock.js';
 import { newestGoodBackup } from './newest-good.js';
 import { planRetention } from './retention.js';
 import type { RetentionDecision, RetentionPlan, RetentionPolicy, SegmentsDecision } from './retention.js';
@@ -104,7 +104,7 @@ export class RetentionApplier {
           }
           return publicPlan(decided);
         },
-        this.#ctx.options.lock,
+        lockFor(this.#ctx.options.lock, options.signal),
       );
       await op.complete({
         details: {
@@ -155,7 +155,7 @@ export class RetentionApplier {
           await removeBackups(this.#ctx.storage, records, doomed, new Set(), { ...(options.signal ? { signal: options.signal } : {}), step: 'delete' });
           return gone;
         },
-        this.#ctx.options.lock,
+        lockFor(this.#ctx.options.lock, options.signal),
       );
       await op.complete({ details: { removed: removed.map((r) => r.id) } });
       return removed;
