@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { CancellationTokenSource, ResponseError } from 'vscode-jsonrpc/node';
 import { STRATA_ERROR } from '@strata/protocol';
@@ -149,6 +150,26 @@ describe('strata-server over JSON-RPC (stdio)', function () {
     assert.equal((await client.request('strata/list', { repository })).backups.length, 0);
     const { backup } = await client.request('strata/backup', { repository, database: 'app', type: 'full' });
     assert.equal(backup.type, 'full', 'the next backup runs normally');
+  });
+
+  it('honours cancellation of a prune that waits for the repository lock: ABORTED, nothing removed', async () => {
+    await initialized();
+    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './.backups', databases: { app: { url: './app.db', retention: { keepLast: 1 } } } }));
+    await client.request('strata/workspace', { folders: [workspace], databases: [] });
+    for (let i = 0; i < 2; i++) {
+      mutate(path.join(workspace, 'app.db'), i);
+      await client.request('strata/backup', { repository, database: 'app', type: 'full' });
+    }
+    // A live process (this one) holds the lock; the server would wait 30 s for it, then fail with REPO_LOCKED.
+    const lock = path.join(repository, 'locks/repository.lock');
+    mkdirSync(path.dirname(lock), { recursive: true });
+    writeFileSync(lock, JSON.stringify({ token: 'held', pid: process.pid, host: hostname(), operation: 'backup', acquiredAt: new Date().toISOString() }));
+    const source = new CancellationTokenSource();
+    const pending = client.request('strata/prune', { repository, dryRun: false }, source);
+    setTimeout(() => source.cancel(), 200);
+    await assert.rejects(pending, (err: unknown) => err instanceof ResponseError && (err.data as StrataErrorData).code === 'ABORTED' && /waiting for the repository lock/.test(err.message));
+    rmSync(lock);
+    assert.equal((await client.request('strata/list', { repository })).backups.length, 2, 'nothing was removed');
   });
 
   it('prunes by the config file\'s retention, with a dry run first', async () => {

@@ -81,8 +81,8 @@ export class StrataServer {
       run.begin('Reading the table list');
       return { tables: await (await this.#repository(p.repository)).tablesOf({ id: p.id }, { signal: run.signal }) };
     });
-    this.#handle('strata/prune', (p) => this.#prune(p));
-    this.#handle('strata/delete', (p) => this.#delete(p));
+    this.#handle('strata/prune', (p, run) => this.#prune(p, run));
+    this.#handle('strata/delete', (p, run) => this.#delete(p, run));
     this.#handle('strata/init', (p) => this.#init(p));
     this.#handle('strata/unlock', (p) => this.#unlock(p));
   }
@@ -353,21 +353,28 @@ export class StrataServer {
     return { backup: result.backup, chain: result.chain.map((b) => b.id), target: params.to, bytes: result.bytes };
   }
 
-  async #prune(params: ParamsOf<'strata/prune'>): Promise<ResultOf<'strata/prune'>> {
+  async #prune(params: ParamsOf<'strata/prune'>, run: Run): Promise<ResultOf<'strata/prune'>> {
     const repo = await this.#repository(params.repository);
-    const plan = await repo.prune((database) => this.#policyFor(params.repository, database), {
-      ...(params.database !== undefined ? { database: params.database } : {}),
-      dryRun: params.dryRun,
-    });
-    if (!params.dryRun) this.#changed(params.repository);
-    return plan;
+    try {
+      return await repo.prune((database) => this.#policyFor(params.repository, database), {
+        ...(params.database !== undefined ? { database: params.database } : {}),
+        dryRun: params.dryRun,
+        signal: run.signal,
+      });
+    } finally {
+      // Also after a failure: one cancelled after its catalog write has removed backups all the same.
+      if (!params.dryRun) this.#changed(params.repository);
+    }
   }
 
-  async #delete(params: ParamsOf<'strata/delete'>): Promise<ResultOf<'strata/delete'>> {
+  async #delete(params: ParamsOf<'strata/delete'>, run: Run): Promise<ResultOf<'strata/delete'>> {
     const repo = await this.#repository(params.repository);
-    const removed = await repo.delete(params.ids, { withDependents: params.withDependents });
-    this.#changed(params.repository);
-    return { removed: removed.map((r) => r.id) };
+    try {
+      const removed = await repo.delete(params.ids, { withDependents: params.withDependents, signal: run.signal });
+      return { removed: removed.map((r) => r.id) };
+    } finally {
+      this.#changed(params.repository);
+    }
   }
 
   async #init(params: ParamsOf<'strata/init'>): Promise<ResultOf<'strata/init'>> {
