@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { BackupRecord } from '@strata/sdk';
-import { Passphrase, openRepository } from '@strata/sdk';
+import { Passphrase, StrataError, openRepository } from '@strata/sdk';
 import { bigDatabase, buildRichDatabase, mutate } from './helpers/databases.js';
 import { ReadFaultStorage } from './helpers/faulty-storage.js';
 import { CLI, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir } from './helpers/env.js';
@@ -134,6 +134,19 @@ describe('strata export and import', () => {
       assert.equal(objects.filter((key) => key.startsWith('backups/shop/')).length, 1, objects.join(', '));
       assert.match(objects.at(-1)!, /^backups\/shop\//);
     }
+    // An object store's broken download comes as the storage's own error: its words stay, with what it means for the export.
+    const storage = new ReadFaultStorage(source(), {
+      prefix: 'backups/shop/',
+      afterBytes: 1000,
+      fault: () => new StrataError('IO', 'storage: read backups/shop/x in s3://bucket failed: socket hang up'),
+    });
+    const repository = await openRepository(storage, { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    await assert.rejects(repository.export({ out: path.join(dir.path, 'cut.zip') }), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'IO');
+      assert.match(err.message, /^export: reading backups\/shop\/\S+ failed after 1000 of its \d+ bytes: storage: read backups\/shop\/x in s3:\/\/bucket failed: socket hang up; nothing was kept, try the export again$/);
+      return true;
+    });
+    assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith('cut.')), []);
     // The same export from the same repository, read without a fault, is whole.
     const whole = strata(['export', '--all', '--out', path.join(dir.path, 'whole.zip'), '--repo', source()]);
     assert.equal(whole.status, 0, whole.stderr);

@@ -113,9 +113,10 @@ export class DiskFullStorage implements Storage {
  */
 export class ReadFaultStorage extends DiskFullStorage {
   readonly opened: string[] = [];
-  readonly #failing: { readonly prefix: string; readonly afterBytes: number };
+  readonly #failing: { readonly prefix: string; readonly afterBytes: number; readonly fault?: () => Error };
 
-  constructor(root: string, failing: { readonly prefix: string; readonly afterBytes: number }) {
+  /** `fault` makes the error thrown (default: a disk's EIO). */
+  constructor(root: string, failing: { readonly prefix: string; readonly afterBytes: number; readonly fault?: () => Error }) {
     super(root, Number.MAX_SAFE_INTEGER);
     this.#failing = failing;
   }
@@ -124,13 +125,13 @@ export class ReadFaultStorage extends DiskFullStorage {
     this.opened.push(key);
     const body = await super.get(key, options);
     if (!key.startsWith(this.#failing.prefix)) return body;
-    const { afterBytes } = this.#failing;
+    const { afterBytes, fault = () => Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' }) } = this.#failing;
     return (async function* () {
       let seen = 0;
       for await (const chunk of body) {
         if (seen + chunk.byteLength > afterBytes) {
           yield chunk.subarray(0, afterBytes - seen);
-          throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' });
+          throw fault();
         }
         seen += chunk.byteLength;
         yield chunk;

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import type yauzl from 'yauzl';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
-import { StrataError, isAbortError } from './errors.js';
+import { StrataError, errorText, isAbortError, redactable } from './errors.js';
 import type { Abortable } from './storage.js';
 import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js';
 
@@ -170,8 +170,11 @@ async function* exactly(source: AsyncIterable<Uint8Array>, size: number, name: s
       yield chunk;
     }
   } catch (err) {
-    if (err instanceof StrataError) throw err;
-    if (isAbortError(err)) throw interruption(undefined);
+    if (isAbortError(err)) throw err instanceof StrataError ? err : interruption(undefined);
+    // A storage's own error (an object store's broken download) keeps its code and words, and says what it means for the export.
+    if (err instanceof StrataError) {
+      throw new StrataError(err.code, redactable`export: reading ${name} failed after ${seen} of its ${size} bytes: ${errorText(err)}; nothing was kept, try the export again`, { cause: err, details: err.details });
+    }
     const cause = err as NodeJS.ErrnoException;
     throw new StrataError('IO', `export: reading ${name} failed after ${seen} of its ${size} bytes (${cause.code ?? cause.message}); nothing was kept, try the export again`, { cause: err });
   }
