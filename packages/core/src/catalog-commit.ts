@@ -148,7 +148,8 @@ export async function removeBackups(storage: Storage, records: readonly BackupRe
   // artifacts of backups that are still listed (and restorable).
   const kept = catalogKeys(records.filter((r) => !doomed.has(r.id)), segments);
   const leftovers = (await readPendingDeletions(storage)).filter((key) => !kept.has(key));
-  const pending = [...leftovers, ...keys];
+  // Once each: a leftover of an earlier note can name a file this removal names again.
+  const pending = [...new Set([...leftovers, ...keys])];
   // Interrupted before this point, nothing has changed.
   throwIfAborted(options.signal, step);
   await writePendingDeletions(storage, pending);
