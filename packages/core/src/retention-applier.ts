@@ -69,7 +69,7 @@ export class RetentionApplier {
       }
       const files = new Map<string, LogFile[]>();
       const archive = new LogArchive(this.#ctx);
-      for (const database of new Set(bases.map((b) => b.record.database))) files.set(database, await archive.list(database));
+      for (const database of new Set(bases.map((b) => b.record.database))) files.set(database, await archive.list(database, options.signal ? { signal: options.signal } : {}));
       return { bases, files };
     };
     const publicPlan = ({ logFiles: _files, ...rest }: RetentionPlan & { logFiles: LogFile[] }): RetentionPlan => rest;
