@@ -3,7 +3,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import Database from 'better-sqlite3';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { BackupRecord, KeyListing } from '@strata/sdk';
+import { LocalStorage, Passphrase, openRepository, readCatalogContents } from '@strata/sdk';
+import { exited, startReplicator } from './helpers/pitr.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
 import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir, catalogPath, journalFiles, journalLines, removeCatalog } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
@@ -170,6 +174,58 @@ describe('keys that can change', function () {
     assert.equal(stranded.status, 2);
     assert.match(stranded.stderr, new RegExp(`only key file holding data key\\(s\\) ${rotated} \\(the current data key, needed by 1 backup\\(s\\)\\)`));
     assert.equal(keyList().keyFiles.length, 2, 'nothing was removed');
+  });
+
+  it('a running replicator seals new segments under a key rotated meanwhile, and stops once its key file lacks the current key; key remove keeps a key that only segments or archived log files need', async () => {
+    init();
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const db = path.join(dir.path, 'live.db');
+    const live = new Database(db);
+    live.pragma('journal_mode = WAL');
+    live.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('first')");
+    const replicator = await startReplicator(repo(), db);
+    try {
+      const segmentsUnder = async (keyId: string): Promise<number> => ((await readCatalogContents(new LocalStorage(repo())))?.segments ?? []).filter((s) => s.encryption.keyId === keyId).length;
+      // Alice's passphrase (the replicator's) makes a new data key that only her key file holds.
+      const rotated = json<{ dataKey: string }>(ok(['key', 'rotate', '--json'])).dataKey;
+      for (let i = 0; (await segmentsUnder(rotated)) === 0; i++) {
+        assert.ok(i < 600, `no segment under the rotated key ${rotated} after 3 minutes:\n${replicator.stderr()}`);
+        live.prepare('INSERT INTO t (v) VALUES (?)').run(`row ${i}`);
+        await delay(300);
+      }
+      // An archived log file under the same key (as `strata wal-push` with Alice's passphrase stores one).
+      const opened = await openRepository(repo(), { passphrase: new Passphrase(TEST_PASSPHRASE), tempDir: path.join(dir.path, 'tmp') });
+      assert.equal((await opened.logArchive.push('cluster', '000000010000000000000003', new Uint8Array(64 * 1024).fill(7))).status, 'stored');
+      await opened.close();
+
+      // Bob rotates without bringing Alice's key file along: the replicator stops rather than go on under a key being retired.
+      ok(['key', 'rotate'], bob());
+      const stopped = exited(replicator.child);
+      for (let i = 0; replicator.child.exitCode === null && i < 600; i++) {
+        live.prepare('INSERT INTO t (v) VALUES (?)').run(`after ${i}`);
+        await delay(300);
+      }
+      const outcome = await stopped;
+      assert.equal(outcome.code, 4, replicator.stderr());
+      assert.match(replicator.stderr(), /data key/);
+
+      const listed = keyList(bob()).dataKeys.find((k) => k.id === rotated)!;
+      assert.deepEqual([listed.backups, listed.logFiles, listed.segments > 0], [0, 1, true], JSON.stringify(listed));
+      const aliceFile = keyList().opened!;
+      const refused = run(['key', 'remove', aliceFile], bob());
+      assert.equal(refused.status, 2, refused.stdout);
+      assert.match(refused.stderr, new RegExp(`only key file holding data key\\(s\\) ${rotated} \\(needed by \\d+ segment\\(s\\) of continuous protection, 1 archived log file\\(s\\)\\)`));
+      assert.equal(keyList().keyFiles.length, 2, 'nothing was removed');
+      // What the replicator shipped restores, with the passphrase that holds its keys.
+      const asOf = path.join(dir.path, 'as-of.db');
+      ok(['restore', '--db', 'live', '--as-of', new Date().toISOString(), '--to', asOf]);
+      const restoredRows = new Database(asOf, { readonly: true });
+      assert.ok((restoredRows.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n > 1);
+      restoredRows.close();
+    } finally {
+      replicator.child.kill('SIGKILL');
+      live.close();
+    }
   });
 
   it('key passwd: the new passphrase opens, the old one no longer does (exit 4), the label stays', () => {

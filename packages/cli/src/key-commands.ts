@@ -1,4 +1,4 @@
-import { StrataError, isStrataError, passphraseFromFile } from '@strata/sdk';
+import { StrataError, describeKeyUse, isStrataError, passphraseFromFile } from '@strata/sdk';
 import type { KeyFileInfo, KeyListing, Passphrase } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { interactive, passphraseGiven, printable, readPassphrase } from './terminal.js';
@@ -95,8 +95,8 @@ async function listKeys(ctx: CommandContext): Promise<number> {
   );
   process.stdout.write('\nData keys (* current: new backups are encrypted under it):\n');
   printTable(
-    ['ID', 'CREATED', 'ORIGIN', 'BACKUPS', 'HELD BY'],
-    listing.dataKeys.map((k) => [`${k.id}${k.current ? '*' : ''}`, when(k.createdAt), k.legacy ? 'legacy (the old passphrase)' : k.origin, String(k.backups), k.heldBy.join(' ') || 'NO KEY FILE']),
+    ['ID', 'CREATED', 'ORIGIN', 'NEEDED BY', 'HELD BY'],
+    listing.dataKeys.map((k) => [`${k.id}${k.current ? '*' : ''}`, when(k.createdAt), k.legacy ? 'legacy (the old passphrase)' : k.origin, describeKeyUse(k) || 'nothing', k.heldBy.join(' ') || 'NO KEY FILE']),
   );
   printStale(listing);
   return 0;

@@ -46,7 +46,7 @@ export interface KeyListing {
   /** The key file this process's passphrase opened, if it was unlocked. */
   readonly opened: string | null;
   readonly keyFiles: readonly (KeyFileInfo & { readonly opened: boolean; readonly holdsCurrent: boolean })[];
-  readonly dataKeys: readonly (DataKeyInfo & { readonly current: boolean; readonly legacy: boolean; readonly backups: number; readonly heldBy: readonly string[] })[];
+  readonly dataKeys: readonly (DataKeyInfo & { readonly current: boolean; readonly legacy: boolean; readonly backups: number; readonly segments: number; readonly logFiles: number; readonly heldBy: readonly string[] })[];
 }
 
 /** What {@link RepositoryKeys.rotate} did. */
@@ -67,16 +67,36 @@ export interface KeyHost {
   readonly vault: KeyVault;
   /** Every backup in the catalog (rebuilding it if it is missing). */
   backups(): Promise<readonly BackupRecord[]>;
+  /** The data key of every other sealed thing a restore needs: the catalog's segments and the archived log files. */
+  otherArtifacts(): Promise<readonly { readonly kind: 'segments' | 'logFiles'; readonly keyId: string | undefined }[]>;
 }
 
-/** How many backups need each data key. */
-function backupsPerKey(backups: readonly BackupRecord[], vault: KeyVault): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const b of backups) {
-    const id = vault.keyIdOf(b);
-    if (id !== undefined) counts.set(id, (counts.get(id) ?? 0) + 1);
-  }
-  return counts;
+/** What needs one data key: a key file that is the only holder of a key in use must not go. */
+export interface KeyUse {
+  backups: number;
+  segments: number;
+  logFiles: number;
+}
+
+/** What needs each data key (keys nothing uses are absent). */
+function usesPerKey(backups: readonly BackupRecord[], others: Awaited<ReturnType<KeyHost['otherArtifacts']>>, vault: KeyVault): Map<string, KeyUse> {
+  const uses = new Map<string, KeyUse>();
+  const count = (id: string | undefined, kind: keyof KeyUse): void => {
+    if (id === undefined) return;
+    const use = uses.get(id) ?? { backups: 0, segments: 0, logFiles: 0 };
+    use[kind]++;
+    uses.set(id, use);
+  };
+  for (const b of backups) count(vault.keyIdOf(b), 'backups');
+  for (const o of others) count(o.keyId, o.kind);
+  return uses;
+}
+
+/** "3 backup(s), 120 segment(s)"; empty when nothing needs it. */
+export function describeKeyUse(use: KeyUse | undefined): string {
+  if (!use) return '';
+  const parts = [[use.backups, 'backup(s)'], [use.segments, 'segment(s) of continuous protection'], [use.logFiles, 'archived log file(s)']] as const;
+  return parts.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}`).join(', ');
 }
 
 /**
@@ -103,7 +123,7 @@ export class RepositoryKeys {
     const vault = this.#host.vault;
     const { section } = await readSection(this.#host.storage);
     const keyring = vault.keyring;
-    const counts = backupsPerKey(await this.#host.backups(), vault);
+    const uses = usesPerKey(await this.#host.backups(), await this.#host.otherArtifacts(), vault);
     const files = section.keyFiles ?? [];
     const opened = keyring?.keyFile?.id ?? null;
     return {
@@ -116,7 +136,9 @@ export class RepositoryKeys {
         ...k,
         current: k.id === section.currentKey,
         legacy: k.id === section.legacyKey,
-        backups: counts.get(k.id) ?? 0,
+        backups: uses.get(k.id)?.backups ?? 0,
+        segments: uses.get(k.id)?.segments ?? 0,
+        logFiles: uses.get(k.id)?.logFiles ?? 0,
         heldBy: files.filter((f) => f.dataKeys.includes(k.id)).map((f) => f.id),
       })),
     };
@@ -159,15 +181,18 @@ export class RepositoryKeys {
         throw new StrataError('USAGE', `key remove: ${describeKeyFile(target)} is the key file your passphrase opens; after removing it you need another passphrase. Pass --force if that is what you want (to change your passphrase, use \`strata key passwd\`)`);
       }
       const rest = files.filter((f) => f.id !== id);
-      const counts = backupsPerKey(backups, this.#host.vault);
-      const needed = new Map(counts);
-      if (!needed.has(section.currentKey!)) needed.set(section.currentKey!, 0);
+      // Segments and archived log files are sealed like backups: a key only they need is as much in use.
+      const needed = usesPerKey(backups, await this.#host.otherArtifacts(), this.#host.vault);
+      if (!needed.has(section.currentKey!)) needed.set(section.currentKey!, { backups: 0, segments: 0, logFiles: 0 });
       const stranded = [...needed].filter(([key]) => target.dataKeys.includes(key) && !rest.some((f) => f.dataKeys.includes(key)));
       if (stranded.length > 0) {
-        const what = stranded.map(([key, n]) => (key === section.currentKey ? `${key} (the current data key${n > 0 ? `, needed by ${n} backup(s)` : ''})` : `${key} (needed by ${n} backup(s))`));
+        const what = stranded.map(([key, use]) => {
+          const users = describeKeyUse(use);
+          return key === section.currentKey ? `${key} (the current data key${users ? `, needed by ${users}` : ''})` : `${key} (needed by ${users})`;
+        });
         throw new StrataError(
           'USAGE',
-          `key remove: ${describeKeyFile(target)} is the only key file holding data key(s) ${what.join(', ')}; without it they could not be ${stranded.some(([, n]) => n > 0) ? 'restored' : 'used'}. ` +
+          `key remove: ${describeKeyFile(target)} is the only key file holding data key(s) ${what.join(', ')}; without it they could not be ${stranded.some(([, use]) => describeKeyUse(use) !== '') ? 'restored' : 'used'}. ` +
             'First give them to another key file: `strata key add` with the passphrase of this key file makes a new key file holding all of its data keys',
           { details: { stranded: stranded.map(([key]) => key) } },
         );

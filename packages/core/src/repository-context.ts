@@ -1,4 +1,6 @@
 import type { BackupRecord } from './catalog.js';
+import { readCatalogContents } from './catalog.js';
+import { describeLogKey } from './log-archive.js';
 import type { Passphrase } from './encryption.js';
 import type { Engine } from './engine.js';
 import { StrataError } from './errors.js';
@@ -35,7 +37,24 @@ export class RepositoryContext {
     this.vault = new KeyVault(storage, config.encryption, options.passphrase);
     this.catalog = new BackupCatalog(this);
     this.chains = new ChainReader(this);
-    this.keys = new RepositoryKeys({ storage, journal: this.journal, lock: options.lock, repositoryId: config.id, vault: this.vault, backups: () => this.catalog.list() });
+    this.keys = new RepositoryKeys({
+      storage,
+      journal: this.journal,
+      lock: options.lock,
+      repositoryId: config.id,
+      vault: this.vault,
+      backups: () => this.catalog.list(),
+      otherArtifacts: async () => {
+        const segments = (await readCatalogContents(storage))?.segments ?? [];
+        const out: { kind: 'segments' | 'logFiles'; keyId: string | undefined }[] = segments.map((s) => ({ kind: 'segments', keyId: this.vault.keyIdOf(s) }));
+        // Every database's folder, not only the catalog's: log files outlive the backups listed now (an import can bring a base for them).
+        for await (const object of storage.list('backups/')) {
+          const log = describeLogKey(object.key);
+          if (log) out.push({ kind: 'logFiles', keyId: log.keyId });
+        }
+        return out;
+      },
+    });
   }
 
   /** This process's private temporary folder, made on first use (see {@link makePrivateTemp}). */

@@ -146,12 +146,30 @@ interface StoredSegment {
   readonly pending: PendingWrite;
 }
 
+/** How often a replicator that runs for weeks re-reads the repository's keys (one storage read each time). */
+const KEYS_RECHECK_MS = 10_000;
+const keysCheckedAt = new WeakMap<RepositoryContext, number>();
+
+/**
+ * Re-reads the keys, as every backup does before it writes, but at most every KEYS_RECHECK_MS: a
+ * key rotated meanwhile is used from then on, and a revoked passphrase (its key file removed or
+ * replaced) or a current key its key file lacks stops the replicator (PASSPHRASE_WRONG,
+ * KEY_MISSING) instead of sealing more segments under a key someone meant to retire.
+ */
+async function recheckKeys(ctx: RepositoryContext): Promise<void> {
+  const now = Date.now();
+  if (now - (keysCheckedAt.get(ctx) ?? 0) < KEYS_RECHECK_MS) return;
+  await ctx.unlock();
+  keysCheckedAt.set(ctx, now);
+}
+
 /**
  * Writes a segment's artifact under its final key after a pending note: tar (README, changes,
  * manifest last, so the changes' SHA-256 is known by then), compressed, encrypted, streamed, so a
  * merged segment of an hour's changes never sits in memory. Nothing is committed here.
  */
 async function storeSegment(ctx: RepositoryContext, what: SegmentToStore, signal?: AbortSignal): Promise<StoredSegment> {
+  await recheckKeys(ctx);
   const codec = getCodec(ctx.config.compression.codec);
   const profile = ctx.vault.section.profile;
   const dataKey = profile === 'none' ? undefined : ctx.vault.current('replicate');
