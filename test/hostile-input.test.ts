@@ -10,6 +10,7 @@ import type { BackupRecord } from '@strata/sdk';
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
+import { bigDatabase } from './helpers/databases.js';
 import { FIXTURE_DB, copyInto, finished, json, strata, strataAsync, useSuiteDir, useTempDir, catalogPath, removeCatalog } from './helpers/env.js';
 
 interface BackupJson {
@@ -471,6 +472,33 @@ describe('hostile input and private data', () => {
       for (const f of leftovers) writeFileSync(f, 'x'.repeat(4096));
       assert.equal(strata(['restore', b.id, '--to', target, '--force', '--yes', '--repo', repo()]).status, 0);
       for (const f of leftovers) assert.equal(existsSync(f), false, f);
+    });
+
+    it('a table restore killed part way leaves only a private side file, which the next restore of that target removes', async () => {
+      init();
+      const big = path.join(dir.path, 'big.db');
+      bigDatabase(big, 96);
+      const b = json<BackupJson>(strata(['backup', big, '--repo', repo(), '--json']));
+      const target = path.join(dir.path, 'tables.db');
+      const sideFiles = (): string[] => readdirSync(dir.path).filter((f) => f.startsWith('.tables.db.strata-'));
+      const child = strataAsync(['restore', b.id, '--to', target, '--tables', 'blobs', '--repo', repo()]);
+      const exit = finished(child);
+      // Killed while it copies the table into the new file beside the target.
+      let seen: string[] = [];
+      while (child.exitCode === null && (seen = sideFiles()).length === 0) await delay(5);
+      child.kill('SIGKILL');
+      await exit;
+      if (seen.length > 0) {
+        for (const f of sideFiles()) assert.equal(statSync(path.join(dir.path, f)).mode & 0o777, 0o600, `${f} holds the backup's rows in plaintext`);
+        assert.match(seen[0]!, new RegExp(`^\\.tables\\.db\\.strata-restore-${child.pid}-[0-9a-f]{12}`));
+      }
+      // Planted as well: what a killed one leaves, whether or not this machine was quick enough above.
+      const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
+      writeFileSync(path.join(dir.path, `.tables.db.strata-restore-${dead}-0123456789ab`), 'x'.repeat(4096), { mode: 0o600 });
+      const again = strata(['restore', b.id, '--to', target, '--tables', 'blobs', '--repo', repo()]);
+      assert.equal(again.status, 0, again.stderr);
+      assert.deepEqual(sideFiles(), [], 'the next table restore removed what the killed ones left');
+      assert.equal(statSync(target).mode & 0o777, 0o600, 'a new file restored from a backup is private, as a whole restore makes it');
     });
 
     it('a read-only or full target folder is named as the target, not as a damaged backup', () => {

@@ -162,8 +162,10 @@ export class SqliteEngine implements Engine {
     const dir = path.dirname(file);
     if (!(await fileExists(dir))) throw new StrataError('USAGE', `restore: folder ${dir} does not exist`);
     await fs.mkdir(options.tempDir, { recursive: true });
+    await sweepRestoreLeftovers(file);
     const snapshot = path.join(options.tempDir, `tables-${randomBytes(6).toString('hex')}.db`);
-    const fresh = path.join(dir, `.${path.basename(file)}.strata-restore-${randomBytes(6).toString('hex')}`);
+    // Named like a whole restore's temporary file, so a restore after a kill removes it too.
+    const fresh = restoreSideFile(file, 'restore');
     const remove = async (): Promise<void> => {
       await Promise.all([snapshot, fresh].flatMap((f) => [f, ...SIDE_SUFFIXES.map((x) => f + x)]).map((f) => fs.rm(f, { force: true })));
     };
@@ -182,6 +184,9 @@ export class SqliteEngine implements Engine {
           if (exists) {
             copyTables(snapshot, file, tables, encoding, this.#busyTimeoutMs);
           } else {
+            // Private from its first byte, as a whole restore's file is: it holds the backup's rows in
+            // plaintext beside the target (SQLite gives its journal the same mode).
+            await fs.writeFile(fresh, '', { mode: 0o600, flag: 'wx' });
             const db = openDatabase(fresh);
             db.pragma(`page_size = ${pageSize}`);
             // Before WAL mode writes the file's header, which fixes its text encoding.
