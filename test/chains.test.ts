@@ -291,6 +291,26 @@ describe('incremental and differential chains', () => {
     });
   });
 
+  describe('restore latest', () => {
+    it('passes over a newer schema-only backup (it would empty the tables); its id still restores it', () => {
+      const source = path.join(dir.path, 'app.db');
+      buildRichDatabase(source, { rows: 30 });
+      const repo = path.join(dir.path, 'repo');
+      strata(['init', '--repo', repo]);
+      assert.equal(strata(['backup', source, '--repo', repo]).status, 0);
+      const withRows = sqliteDump(source);
+      const schemaOnly = json<{ backup: { id: string } }>(strata(['backup', source, '--repo', repo, '--type', 'schema-only', '--json'])).backup.id;
+      const latest = path.join(dir.path, 'latest.db');
+      const result = strata(['restore', 'latest', '--repo', repo, '--to', latest]);
+      assert.equal(result.status, 0, result.stderr);
+      assert.equal(sqliteDump(latest), withRows);
+      const byId = path.join(dir.path, 'schema.db');
+      assert.equal(strata(['restore', schemaOnly, '--repo', repo, '--to', byId]).status, 0);
+      assert.equal(sqliteQuery(byId, 'SELECT count(*) FROM books'), '0');
+      assert.equal(sqliteQuery(byId, '.schema'), sqliteQuery(source, '.schema'));
+    });
+  });
+
   describe('restore --tables', () => {
     // Built once; each test restores from its own copy.
     const built = useSuiteDir();

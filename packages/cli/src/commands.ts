@@ -232,7 +232,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     ...(options.database !== undefined ? { database: options.database } : {}),
   };
   const plan = asOf ? await repo.planAsOf({ ...selector, asOf }) : undefined;
-  const record = plan?.restorePoint ?? (await repo.resolve(selector));
+  const record = plan?.restorePoint ?? (await repo.resolve({ ...selector, withRows: true }));
   // A physical base backup is only half a restore: the data directory must also recover from the WAL archive.
   if (record.logRange && !plan) return physicalRestore(ctx, { ...physical(), id: record.id }, signal);
   if (plan && !ctx.json) {

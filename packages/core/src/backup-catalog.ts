@@ -20,6 +20,12 @@ export interface Selector {
   readonly id?: string;
   readonly asOf?: Date;
   readonly database?: string;
+  /**
+   * `latest` means the newest restore point with rows: a newer schema-only backup is passed over
+   * (it is chosen by its id, or when the database has nothing else). What a restore asks for: a
+   * schema-only backup restored by `latest --force` would replace a database with empty tables.
+   */
+  readonly withRows?: boolean;
 }
 
 /**
@@ -200,7 +206,7 @@ export class BackupCatalog {
     const id = selector.id ?? 'latest';
     if (id === 'latest') {
       single('"latest"');
-      const newest = all.at(-1);
+      const newest = (selector.withRows ? all.filter((b) => b.type !== 'schema-only').at(-1) : undefined) ?? all.at(-1);
       if (!newest) throw new StrataError('BACKUP_NOT_FOUND', selector.database ? `no backups of ${selector.database} yet` : 'the repository holds no backups yet');
       return newest;
     }

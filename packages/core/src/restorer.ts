@@ -94,7 +94,7 @@ export class Restorer {
    */
   async restore(selector: Selector, options: RestoreOptions): Promise<RestoreResult> {
     const plan = selector.asOf !== undefined ? await this.planAsOf(selector) : undefined;
-    const record = plan?.restorePoint ?? (await this.#ctx.catalog.resolve(selector));
+    const record = plan?.restorePoint ?? (await this.#ctx.catalog.resolve({ ...selector, withRows: true }));
     const op = await this.#ctx.journal.begin('restore', { database: record.database, backupId: record.id, type: record.type });
     try {
       if (options.tables !== undefined) {
