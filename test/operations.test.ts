@@ -51,6 +51,17 @@ describe('operator commands', () => {
       assert.equal(sqliteDump(db), before);
     });
 
+    it('the command does not inherit the passphrase or its sources', () => {
+      const db = setup();
+      const seen = path.join(dir.path, 'env.txt');
+      const result = strata(['run', '--db', db, '--repo', repo(), '--', 'sh', '-c', 'env > "$0"', seen], { env: { STRATA_MIRROR_PASSPHRASE_FILE: '/run/mirror-pass', STRATA_TEST_VISIBLE: 'yes' } });
+      assert.equal(result.status, 0, result.stderr);
+      const env = readFileSync(seen, 'utf8');
+      assert.doesNotMatch(env, new RegExp(TEST_PASSPHRASE));
+      assert.doesNotMatch(env, /^STRATA_[A-Z_]*PASSPHRASE/m);
+      assert.match(env, /^STRATA_TEST_VISIBLE=yes$/m, 'the rest of the environment is passed on');
+    });
+
     it('refuses to run the command when the safety backup fails', () => {
       setup();
       const marker = path.join(dir.path, 'ran');

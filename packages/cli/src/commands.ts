@@ -35,7 +35,7 @@ import { physicalRestore, physicalTableRestore } from './wal-commands.js';
 import type { PhysicalRestoreOptions } from './wal-commands.js';
 import { renderStatsReport } from './stats-report.js';
 import { printTable } from './table.js';
-import { ProgressBar, confirm, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
+import { ProgressBar, confirm, environmentWithoutSecrets, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 
 /** Options of `strata init`. */
 export interface InitCommandOptions {
@@ -528,7 +528,7 @@ export async function runCommand(ctx: CommandContext, options: RunCommandOptions
 function runChild(command: readonly string[], json: boolean): Promise<number> {
   return new Promise((resolve, reject) => {
     // With --json our stdout carries one JSON document, so the command's output goes to stderr.
-    const child = spawn(command[0]!, command.slice(1), { stdio: ['inherit', json ? process.stderr : 'inherit', 'inherit'] });
+    const child = spawn(command[0]!, command.slice(1), { stdio: ['inherit', json ? process.stderr : 'inherit', 'inherit'], env: environmentWithoutSecrets() });
     child.on('error', (err: NodeJS.ErrnoException) =>
       reject(new StrataError(err.code === 'ENOENT' ? 'USAGE' : 'IO', `run: cannot start ${command[0]}: ${err.code === 'ENOENT' ? 'command not found' : err.message}`)),
     );

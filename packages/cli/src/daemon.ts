@@ -29,6 +29,7 @@ import { streamClusterWal } from './wal-receive-command.js';
 import type { ListenAddress } from './metrics-listener.js';
 import { Notifier, channelSecretVariables, checkChannelSecrets } from './notifier.js';
 import type { Delivery, JobFacts } from './notifier.js';
+import { environmentWithoutSecrets } from './terminal.js';
 
 /** One job of one database, as the config has it. */
 export interface PlannedJob {
@@ -96,10 +97,9 @@ const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
  */
 export function runHook(hook: HookOutcome['hook'], command: string, facts: Record<string, unknown>, hooks: HooksConfig, signal: AbortSignal, hidden: readonly string[] = []): Promise<HookOutcome> {
   const timeoutMs = hooks.timeout !== undefined ? durationMs(parseDuration(hooks.timeout, 'hooks.timeout')) : DEFAULT_HOOK_TIMEOUT_MS;
-  // The daemon's own secrets are not the hook's business: the passphrases and their sources
-  // (STRATA_PASSPHRASE, STRATA_PASSPHRASE_FILE, STRATA_MIRROR_PASSPHRASE_COMMAND, ...) and the
-  // variables `hidden` names (those the notification channels take their secrets from).
-  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^STRATA_.*PASSPHRASE/.test(key) && !hidden.includes(key)));
+  // The daemon's own secrets are not the hook's business, nor are the variables `hidden` names
+  // (those the notification channels take their secrets from).
+  const env = environmentWithoutSecrets(hidden);
   env['STRATA_HOOK'] = hook;
   for (const [key, value] of Object.entries(facts)) {
     if (value === undefined || value === null) continue;

@@ -184,3 +184,14 @@ export function confirm(question: string): Promise<boolean> {
 export function printable(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
+
+/**
+ * The environment for a command Strata starts on the user's behalf (a `run` command, a daemon's
+ * hook): this process's, without the passphrases and their sources (STRATA_PASSPHRASE,
+ * STRATA_PASSPHRASE_FILE, STRATA_MIRROR_PASSPHRASE_COMMAND, ...) and the variables `hidden` names.
+ * A migration or a notification script has no use for them, and every process it starts would
+ * inherit them.
+ */
+export function environmentWithoutSecrets(hidden: readonly string[] = []): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^STRATA_.*PASSPHRASE/.test(key) && !hidden.includes(key)));
+}
