@@ -133,6 +133,17 @@ describe('PostgreSQL engine', function () {
     assert.equal(pgDump(live), before, 'nothing changed');
   });
 
+  it('restores a table of a schema whose name has a dot', async () => {
+    const sql = `CREATE SCHEMA "my.schema"; CREATE TABLE "my.schema".t (id serial PRIMARY KEY, v text); INSERT INTO "my.schema".t (v) SELECT 'v' || g FROM generate_series(1, 10) g`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(pgUrl(source), { database: 'dotted' });
+    const live = await databases.create(sql);
+    await pgQuery(live, `DELETE FROM "my.schema".t WHERE id > 5; UPDATE "my.schema".t SET v = 'changed'; INSERT INTO "my.schema".t (v) SELECT 'new' FROM generate_series(1, 20)`);
+    await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['my.schema.t'], force: true });
+    const state = async (db: string) => JSON.stringify([(await pgQuery(db, 'SELECT * FROM "my.schema".t ORDER BY id')).rows, (await pgQuery(db, 'SELECT last_value FROM "my.schema".t_id_seq')).rows]);
+    assert.equal(await state(live), await state(source));
+  });
+
   describe('bad input', () => {
     it('names the wrong host, port, database or user, and never prints the password', async () => {
       const url = (part: string) => `postgres://nobody:sekrit-pw@${part}`;

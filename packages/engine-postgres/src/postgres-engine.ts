@@ -362,8 +362,8 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
   let post = '';
   // Rows of plain inheritance children wait in files for the column order the backup recorded:
   // pg_dump recreates a child with its parent's columns first, whatever order the source had.
-  const children = new Map<string, string>();
-  const removeChildFiles = (): Promise<unknown> => Promise.all([...children.values()].map((f) => fs.rm(f, { force: true })));
+  const children: { table: TableName; file: string }[] = [];
+  const removeChildFiles = (): Promise<unknown> => Promise.all(children.map((c) => fs.rm(c.file, { force: true })));
   // Backups from before database properties were recorded hold UTF-8 rows and were restored as UTF-8.
   let copyEncoding = 'UTF8';
   let largeObjects: ReturnType<typeof largeObjectsSink> | undefined;
@@ -404,7 +404,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
       if (await isInheritanceChild(work, table)) {
         await fs.mkdir(options.tempDir, { recursive: true });
         const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
-        children.set(qualified(table), file);
+        children.push({ table, file });
         return { kind: 'file', path: file };
       }
       const lanes = [work, ...(second ? [second] : [])].map((client) => copyIntoTable(client, table.schema, table.name, target, copyEncoding));
@@ -492,12 +492,10 @@ function streamColumnsOf(meta: PgMeta, table: string): readonly string[] | undef
   return meta.tables?.find((t) => t.table === table)?.columns;
 }
 
-/** COPYs spooled row files (`schema.table` → file) into their tables, in the recorded column order. */
-async function loadFiles(client: pg.Client, target: PgTarget, files: ReadonlyMap<string, string>, meta: PgMeta, order: readonly string[] = [...files.keys()]): Promise<void> {
-  for (const q of order) {
-    const [schema, name] = splitQualified(q);
-    const sink = copyIntoTable(client, schema, name, target, meta.database?.encoding ?? 'UTF8', streamColumnsOf(meta, q));
-    const file = files.get(q);
+/** COPYs spooled row files into their tables, in this order and the recorded column order (no file: no rows). */
+async function loadFiles(client: pg.Client, target: PgTarget, spooled: readonly { table: TableName; file: string | undefined }[], meta: PgMeta): Promise<void> {
+  for (const { table, file } of spooled) {
+    const sink = copyIntoTable(client, table.schema, table.name, target, meta.database?.encoding ?? 'UTF8', streamColumnsOf(meta, qualified(table)));
     if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
     await sink.end();
   }
@@ -510,31 +508,57 @@ async function restoreSequences(client: pg.Client, sequences: readonly SequenceS
   }
 }
 
+/** A table by its schema and its name: `a.b.c` alone cannot tell whether the schema is `a` or `a.b`. */
+interface TableName {
+  schema: string;
+  name: string;
+}
+
+/** The backup's tables by the `schema.table` names it gives them, each split as its stream name records it. */
+function recordedTables(meta: PgMeta): Map<string, TableName> {
+  const out = new Map<string, TableName>();
+  for (const t of meta.tables ?? []) {
+    const table = parseStreamName(t.stream);
+    if (table) out.set(t.table, table);
+  }
+  return out;
+}
+
+/** A key that tells any two tables apart, also when their `schema.table` texts are the same. */
+const tableKey = streamName;
+
 /**
  * Replaces the rows of some tables of an existing database in one transaction, loading parents
  * before children from the rows the shared scaffolding spooled (the backup delivers tables in
  * name order).
  */
 async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo): Promise<void> {
+  const meta = info.engineMeta as unknown as PgMeta;
+  const recorded = recordedTables(meta);
   const client = await connect(target, 'strata restore');
   try {
-    const present = new Set((await listTables(client)).map(qualified));
-    for (const q of chosen) {
-      if (!present.has(q)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(q, 'table')}; restore the whole backup, or create the table first`);
-    }
-    const order = parentsFirst(chosen, await foreignKeys(client));
+    const present = new Set((await listTables(client)).map(tableKey));
+    const tables = chosen.map((q) => {
+      const table = recorded.get(q);
+      if (!table || !present.has(tableKey(table))) {
+        throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(q, 'table')}; restore the whole backup, or create the table first`);
+      }
+      return table;
+    });
     await client.query('BEGIN');
     try {
-      for (const q of [...order].reverse()) {
-        const [schema, name] = splitQualified(q);
+      const edges = await foreignKeys(client);
+      const byKey = new Map(tables.map((t) => [tableKey(t), t]));
+      const order = parentsFirst([...byKey.keys()], edges.map((e) => ({ child: tableKey(e.child), parent: tableKey(e.parent) }))).map((key) => byKey.get(key)!);
+      for (const t of [...order].reverse()) {
         // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
-        await client.query(`DELETE FROM ONLY ${ident(schema)}.${ident(name)}`);
+        await client.query(`DELETE FROM ONLY ${ident(t.schema)}.${ident(t.name)}`);
       }
-      await loadFiles(client, target, files, info.engineMeta as unknown as PgMeta, order);
+      await loadFiles(client, target, order.map((t) => ({ table: t, file: files.get(qualified(t)) })), meta);
       // Check deferred foreign keys now: setval() is not transactional, so sequences move
       // only once nothing can fail any more.
       await client.query('SET CONSTRAINTS ALL IMMEDIATE');
-      await restoreSequences(client, (info.engineMeta as unknown as PgMeta).sequences ?? [], new Set(chosen));
+      await restoreSequences(client, meta.sequences ?? [], new Set(chosen));
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -551,15 +575,23 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
   }
 }
 
-function splitQualified(q: string): [string, string] {
-  const dot = q.indexOf('.');
-  return [q.slice(0, dot), q.slice(dot + 1)];
+/** A foreign key between tables of the database; `child`'s rows refer to `parent`'s. */
+interface ForeignKey {
+  constraint: string;
+  child: TableName;
+  parent: TableName;
 }
 
-/** Foreign-key edges between tables of the database, as `schema.table` names. */
-async function foreignKeys(client: pg.Client): Promise<{ child: string; parent: string }[]> {
-  return (await client.query<{ child: string; parent: string }>(`
-    SELECT cn.nspname || '.' || c.relname AS child, pn.nspname || '.' || p.relname AS parent
+/**
+ * The foreign keys between tables that hold rows. A key of or to a partitioned table is listed
+ * through the copies the server keeps on each partition.
+ */
+async function foreignKeys(client: pg.Client): Promise<ForeignKey[]> {
+  const rows = (await client.query<{ constraint: string; child_schema: string; child: string; parent_schema: string; parent: string }>(`
+    SELECT k.conname AS constraint, cn.nspname AS child_schema, c.relname AS child, pn.nspname AS parent_schema, p.relname AS parent
     FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
-    JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE k.contype = 'f'`)).rows;
+    JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+    WHERE k.contype = 'f' AND c.relkind = 'r' AND p.relkind = 'r'
+    ORDER BY 2, 3, 1`)).rows;
+  return rows.map((r) => ({ constraint: r.constraint, child: { schema: r.child_schema, name: r.child }, parent: { schema: r.parent_schema, name: r.parent } }));
 }
