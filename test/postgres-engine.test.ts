@@ -133,6 +133,35 @@ describe('PostgreSQL engine', function () {
     assert.equal(pgDump(live), before, 'nothing changed');
   });
 
+  it('refuses a table restore when a table outside --tables refers to a chosen one (ON DELETE CASCADE, SET NULL), before changing anything', async () => {
+    const sql = `CREATE TABLE parent (id int PRIMARY KEY, name text);
+      CREATE TABLE cascading (id int PRIMARY KEY, parent_id int REFERENCES parent ON DELETE CASCADE);
+      CREATE TABLE nulling (id int PRIMARY KEY, parent_id int REFERENCES parent ON DELETE SET NULL, self_id int REFERENCES nulling);
+      INSERT INTO parent SELECT g, 'parent ' || g FROM generate_series(1, 5) g;
+      INSERT INTO cascading SELECT g, 1 + g % 5 FROM generate_series(1, 20) g;
+      INSERT INTO nulling SELECT g, 1 + g % 5, NULLIF(g - 1, 0) FROM generate_series(1, 20) g;`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(pgUrl(source), { database: 'related' });
+    const live = await databases.create(sql);
+    await pgQuery(live, `UPDATE parent SET name = 'changed'; INSERT INTO cascading VALUES (100, 1); INSERT INTO nulling VALUES (100, 2, 1)`);
+    const before = pgDump(live);
+    const refused = (children: string[], suggested: string) => (err: unknown) => {
+      assert.ok(isStrataError(err, 'USAGE'), String(err));
+      for (const child of children) assert.match(err.message, new RegExp(`public\\.${child} → public\\.parent`));
+      assert.ok(err.message.endsWith(`include the related tables in --tables: --tables ${suggested}`), err.message);
+      return true;
+    };
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['parent'], force: true }), refused(['cascading', 'nulling'], 'public.parent,public.cascading,public.nulling'));
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['parent', 'cascading'], force: true }), refused(['nulling'], 'public.cascading,public.parent,public.nulling'));
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['parent', 'nulling'], force: true }), refused(['cascading'], 'public.nulling,public.parent,public.cascading'));
+    assert.equal(pgDump(live), before, 'nothing changed: the children keep their rows');
+    assert.equal((await pgQuery(live, 'SELECT count(*) AS n FROM cascading')).rows[0].n, '21');
+
+    await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['parent', 'cascading', 'nulling'], force: true });
+    const rows = async (db: string, table: string) => JSON.stringify((await pgQuery(db, `SELECT * FROM ${table} ORDER BY id`)).rows);
+    for (const table of ['parent', 'cascading', 'nulling']) assert.equal(await rows(live, table), await rows(source, table), table);
+  });
+
   it('restores a table of a schema whose name has a dot', async () => {
     const sql = `CREATE SCHEMA "my.schema"; CREATE TABLE "my.schema".t (id serial PRIMARY KEY, v text); INSERT INTO "my.schema".t (v) SELECT 'v' || g FROM generate_series(1, 10) g`;
     const source = await databases.create(sql);

@@ -531,6 +531,10 @@ const tableKey = streamName;
  * Replaces the rows of some tables of an existing database in one transaction, loading parents
  * before children from the rows the shared scaffolding spooled (the backup delivers tables in
  * name order).
+ *
+ * The rows must end up as the backup has them, and nothing outside the chosen tables may change.
+ * So a table outside the set whose foreign key refers to one inside is refused before anything
+ * changes (its ON DELETE action would empty or change it, or the DELETE would fail).
  */
 async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo): Promise<void> {
   const meta = info.engineMeta as unknown as PgMeta;
@@ -547,7 +551,10 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
     });
     await client.query('BEGIN');
     try {
+      // Held to the end: no foreign key to these tables can be added between the check below and the commit.
+      await client.query(`LOCK TABLE ONLY ${tables.map((t) => `${ident(t.schema)}.${ident(t.name)}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
       const edges = await foreignKeys(client);
+      refuseReferencesFromOutside(tables, edges, recorded);
       const byKey = new Map(tables.map((t) => [tableKey(t), t]));
       const order = parentsFirst([...byKey.keys()], edges.map((e) => ({ child: tableKey(e.child), parent: tableKey(e.parent) }))).map((key) => byKey.get(key)!);
       for (const t of [...order].reverse()) {
@@ -573,6 +580,38 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/**
+ * Refuses (USAGE) when a table outside `tables` has a foreign key to one of them, whatever its ON
+ * DELETE action: CASCADE would empty it, SET NULL and SET DEFAULT would change it, NO ACTION and
+ * RESTRICT would make the DELETE fail. The message names every table to add, including those that
+ * refer to an added one in turn.
+ */
+function refuseReferencesFromOutside(tables: readonly TableName[], edges: readonly ForeignKey[], recorded: ReadonlyMap<string, TableName>): void {
+  const inside = new Set(tables.map(tableKey));
+  const added: TableName[] = [];
+  const crossing: string[] = [];
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const e of edges) {
+      if (!inside.has(tableKey(e.parent)) || inside.has(tableKey(e.child))) continue;
+      inside.add(tableKey(e.child));
+      added.push(e.child);
+      crossing.push(`${qualified(e.child)} → ${qualified(e.parent)} (${e.constraint})`);
+      grew = true;
+    }
+  }
+  if (added.length === 0) return;
+  const notInBackup = added.map(qualified).filter((q) => !recorded.has(q));
+  const remedy =
+    notInBackup.length > 0
+      ? redactable`the backup has no rows for ${named(notInBackup, 'table')}; restore the whole backup instead`
+      : redactable`include the related tables in --tables: --tables ${named([...tables, ...added].map(qualified).join(','), 'table list')}`;
+  throw new StrataError(
+    'USAGE',
+    redactable`restore: replacing the rows of ${named(tables.map(qualified), 'table')} would delete, change or orphan rows of ${named(added.map(qualified), 'table')}, whose foreign keys refer to them (${named(crossing, 'foreign key')}); nothing was changed; ${remedy}`,
+  );
 }
 
 /** A foreign key between tables of the database; `child`'s rows refer to `parent`'s. */
