@@ -162,6 +162,52 @@ describe('PostgreSQL engine', function () {
     for (const table of ['parent', 'cascading', 'nulling']) assert.equal(await rows(live, table), await rows(source, table), table);
   });
 
+  it("replaces rows without running the tables' triggers, whose enabled states stay as they were, also when the restore fails", async () => {
+    const sql = `CREATE TABLE owners (id int PRIMARY KEY);
+      CREATE TABLE items (id int PRIMARY KEY, owner_id int REFERENCES owners, name text, updated_at timestamptz);
+      CREATE TABLE audit (what text);
+      INSERT INTO owners SELECT generate_series(1, 3);
+      INSERT INTO items SELECT g, 1 + g % 3, 'item ' || g, TIMESTAMPTZ '2026-01-01 00:00:00Z' FROM generate_series(1, 30) g;
+      CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := upper(NEW.name); NEW.updated_at := now(); RETURN NEW; END $$;
+      CREATE FUNCTION audited() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit VALUES (TG_NAME); RETURN NULL; END $$;
+      CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'trigger % must not run', TG_NAME; END $$;
+      CREATE TRIGGER items_touch BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION touch();
+      CREATE TRIGGER items_audit AFTER DELETE ON items FOR EACH ROW EXECUTE FUNCTION audited();
+      CREATE TRIGGER items_always AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION audited();
+      ALTER TABLE items ENABLE ALWAYS TRIGGER items_always;
+      CREATE TRIGGER items_replica AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION audited();
+      ALTER TABLE items ENABLE REPLICA TRIGGER items_replica;
+      CREATE TRIGGER items_off BEFORE INSERT OR DELETE ON items FOR EACH ROW EXECUTE FUNCTION refuse();
+      ALTER TABLE items DISABLE TRIGGER items_off;`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(pgUrl(source), { database: 'triggered' });
+    const live = await databases.create(sql);
+    await pgQuery(live, `UPDATE items SET name = 'changed' WHERE id <= 10; DELETE FROM items WHERE id > 25`);
+    const items = async (db: string) => JSON.stringify((await pgQuery(db, 'SELECT id, owner_id, name, updated_at::text FROM items ORDER BY id')).rows);
+    const audited = async () => (await pgQuery(live, 'SELECT count(*) AS n FROM audit')).rows[0].n as string;
+    const triggers = async () => JSON.stringify((await pgQuery(live, "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal ORDER BY tgname")).rows);
+    const states = await triggers();
+    assert.equal(states, JSON.stringify([
+      { tgname: 'items_always', tgenabled: 'A' }, { tgname: 'items_audit', tgenabled: 'O' }, { tgname: 'items_off', tgenabled: 'D' },
+      { tgname: 'items_replica', tgenabled: 'R' }, { tgname: 'items_touch', tgenabled: 'O' },
+    ]));
+    const auditedBefore = await audited();
+    assert.equal(auditedBefore, '5', 'the triggers work outside the restore');
+
+    await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['items'], force: true });
+    assert.equal(await items(live), await items(source), "the backup's rows, as they were");
+    assert.equal(await audited(), auditedBefore, 'no trigger wrote to the audit table');
+    assert.equal(await triggers(), states);
+
+    // A failure after the triggers were switched off (the backup's items refer to an owner the
+    // target no longer has) rolls everything back, the triggers' states too.
+    await pgQuery(live, 'DELETE FROM items WHERE owner_id = 3; DELETE FROM owners WHERE id = 3');
+    const before = pgDump(live);
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['items'], force: true }), (err: unknown) => isStrataError(err, 'USAGE') && /would break a foreign key/.test(err.message));
+    assert.equal(pgDump(live), before, 'nothing changed');
+    assert.equal(await triggers(), states);
+  });
+
   it('restores a table of a schema whose name has a dot', async () => {
     const sql = `CREATE SCHEMA "my.schema"; CREATE TABLE "my.schema".t (id serial PRIMARY KEY, v text); INSERT INTO "my.schema".t (v) SELECT 'v' || g FROM generate_series(1, 10) g`;
     const source = await databases.create(sql);

@@ -527,6 +527,9 @@ function recordedTables(meta: PgMeta): Map<string, TableName> {
 /** A key that tells any two tables apart, also when their `schema.table` texts are the same. */
 const tableKey = streamName;
 
+/** What a trigger's `tgenabled` mode is restored with; `D` (disabled) triggers are left as they are. */
+const TRIGGER_ENABLE: Readonly<Record<string, string>> = { O: 'ENABLE', R: 'ENABLE REPLICA', A: 'ENABLE ALWAYS' };
+
 /**
  * Replaces the rows of some tables of an existing database in one transaction, loading parents
  * before children from the rows the shared scaffolding spooled (the backup delivers tables in
@@ -534,7 +537,10 @@ const tableKey = streamName;
  *
  * The rows must end up as the backup has them, and nothing outside the chosen tables may change.
  * So a table outside the set whose foreign key refers to one inside is refused before anything
- * changes (its ON DELETE action would empty or change it, or the DELETE would fail).
+ * changes (its ON DELETE action would empty or change it, or the DELETE would fail), and the
+ * chosen tables' own triggers are switched off while their rows are replaced (a trigger could
+ * rewrite the restored rows or write elsewhere), then switched back on in the mode each had. The
+ * foreign keys' internal triggers stay on, so rows without their parents are still refused.
  */
 async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo): Promise<void> {
   const meta = info.engineMeta as unknown as PgMeta;
@@ -551,23 +557,29 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
     });
     await client.query('BEGIN');
     try {
-      // Held to the end: no foreign key to these tables can be added between the check below and the commit.
+      // Held to the end: no foreign key to these tables can be added, and no trigger of theirs
+      // changed, between the checks below and the commit.
       await client.query(`LOCK TABLE ONLY ${tables.map((t) => `${ident(t.schema)}.${ident(t.name)}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
       const edges = await foreignKeys(client);
       refuseReferencesFromOutside(tables, edges, recorded);
       const byKey = new Map(tables.map((t) => [tableKey(t), t]));
       const order = parentsFirst([...byKey.keys()], edges.map((e) => ({ child: tableKey(e.child), parent: tableKey(e.parent) }))).map((key) => byKey.get(key)!);
+      const triggers = await enabledTriggers(client, tables);
+      await switchTriggers(client, target, triggers, () => 'DISABLE');
       for (const t of [...order].reverse()) {
         // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
         await client.query(`DELETE FROM ONLY ${ident(t.schema)}.${ident(t.name)}`);
       }
       await loadFiles(client, target, order.map((t) => ({ table: t, file: files.get(qualified(t)) })), meta);
       // Check deferred foreign keys now: setval() is not transactional, so sequences move
-      // only once nothing can fail any more.
+      // only once nothing can fail any more. The server also refuses to change a trigger of a
+      // table with checks still pending.
       await client.query('SET CONSTRAINTS ALL IMMEDIATE');
+      await switchTriggers(client, target, triggers, (t) => TRIGGER_ENABLE[t.mode]!);
       await restoreSequences(client, meta.sequences ?? [], new Set(chosen));
       await client.query('COMMIT');
     } catch (err) {
+      // Also switches the triggers back: ALTER TABLE is part of the transaction.
       await client.query('ROLLBACK').catch(() => undefined);
       const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
       if (e.code === '23503') {
@@ -612,6 +624,42 @@ function refuseReferencesFromOutside(tables: readonly TableName[], edges: readon
     'USAGE',
     redactable`restore: replacing the rows of ${named(tables.map(qualified), 'table')} would delete, change or orphan rows of ${named(added.map(qualified), 'table')}, whose foreign keys refer to them (${named(crossing, 'foreign key')}); nothing was changed; ${remedy}`,
   );
+}
+
+/** A user trigger of a chosen table that is switched on, with its `tgenabled` mode (O, R or A). */
+interface EnabledTrigger {
+  table: TableName;
+  name: string;
+  mode: string;
+}
+
+/** The switched-on user triggers of `tables`; the internal ones that enforce foreign keys are not listed. */
+async function enabledTriggers(client: pg.Client, tables: readonly TableName[]): Promise<EnabledTrigger[]> {
+  const rows = (await client.query<{ schema: string; table: string; name: string; mode: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name, t.tgenabled::text AS mode
+     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN unnest($1::text[], $2::text[]) AS chosen(schema, name) ON chosen.schema = n.nspname AND chosen.name = c.relname
+     WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+     ORDER BY 1, 2, 3`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  )).rows;
+  return rows.map((r) => ({ table: { schema: r.schema, name: r.table }, name: r.name, mode: r.mode }));
+}
+
+/** Runs `ALTER TABLE … <action> TRIGGER` for each trigger; only a table's owner may, which the error says. */
+async function switchTriggers(client: pg.Client, target: PgTarget, triggers: readonly EnabledTrigger[], action: (trigger: EnabledTrigger) => string): Promise<void> {
+  for (const t of triggers) {
+    try {
+      await client.query(`ALTER TABLE ONLY ${ident(t.table.schema)}.${ident(t.table.name)} ${action(t)} TRIGGER ${ident(t.name)}`);
+    } catch (err) {
+      if ((err as { code?: string }).code !== '42501') throw err;
+      throw new StrataError(
+        'RESTORE_FAILED',
+        redactable`restore: ${target.host}:${target.port} refused to switch off trigger ${named(t.name, 'trigger')} of table ${named(qualified(t.table), 'table')} (only the table's owner may), and its triggers must not run while the backup's rows go in; restore as the owner of the table, or restore the whole backup; nothing was changed`,
+        { cause: err, details: { pgCode: '42501', host: target.host, port: target.port } },
+      );
+    }
+  }
 }
 
 /** A foreign key between tables of the database; `child`'s rows refer to `parent`'s. */
