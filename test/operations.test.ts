@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Passphrase, openRepository } from '@strata/sdk';
+import { Passphrase, StrataError, openRepository } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir, catalogPath } from './helpers/env.js';
@@ -103,6 +103,42 @@ describe('operator commands', () => {
       const tightDisk = strata(['health', '--repo', repo(), '--max-disk', '1']);
       assert.equal(tightDisk.status, 3);
       assert.match(tightDisk.stdout, /UNHEALTHY\s+disk-use/);
+    });
+
+    it('health counts a database the config names but nobody backed up, and a scheduled job whose latest run failed', async () => {
+      setup();
+      const other = path.join(dir.path, 'other.db');
+      buildRichDatabase(other, { rows: 5 });
+      const config = path.join(dir.path, 'strata.config.json');
+      writeFileSync(config, JSON.stringify({ repository: './repo', databases: { app: { url: './app.db' }, other: { url: './other.db' } } }));
+      const health = (): { healthy: boolean; checks: { check: string; database: string | null; status: string; message: string }[] } =>
+        json(strata(['health', '--config', config, '--json']));
+      assert.equal(strata(['backup', 'app', '--config', config]).status, 0);
+      const never = health();
+      assert.equal(never.healthy, false);
+      assert.deepEqual(never.checks.filter((c) => c.status === 'unhealthy').map((c) => [c.check, c.database, c.message]), [['backup-age', 'other', 'other has never been backed up']]);
+      // Another repository than the config's is not about the config's databases.
+      const elsewhere = path.join(dir.path, 'elsewhere');
+      assert.equal(strata(['init', '--repo', elsewhere]).status, 0);
+      assert.equal(strata(['backup', path.join(dir.path, 'app.db'), '--repo', elsewhere]).status, 0);
+      assert.equal(strata(['health', '--config', config, '--repo', elsewhere]).status, 0);
+
+      assert.equal(strata(['backup', 'other', '--config', config]).status, 0);
+      assert.equal(health().healthy, true);
+      // What a daemon journals for a job its before hook stopped (the backup itself never ran).
+      const r = await openRepository(repo(), { passphrase: new Passphrase(TEST_PASSPHRASE) });
+      const facts = { job: 'nightly', jobKind: 'backup' };
+      const failed = await r.journal.begin('job', { database: 'app', details: facts });
+      await failed.fail(new StrataError('HOOK_FAILED', 'the before hook exited with 7; the job did not run'), { details: facts });
+      const failing = health();
+      assert.equal(failing.healthy, false);
+      const check = failing.checks.find((c) => c.check === 'failed-jobs' && c.database === 'app')!;
+      assert.equal(check.status, 'unhealthy');
+      assert.match(check.message, /the latest run of job nightly \(.+\) failed: the before hook exited with 7/);
+      const ran = await r.journal.begin('job', { database: 'app', details: facts });
+      await ran.complete({ details: facts });
+      assert.equal(health().healthy, true, 'the next run of the job succeeded');
+      await r.close();
     });
 
     it('health flags two failed verifications in a row and a failed latest backup run', () => {

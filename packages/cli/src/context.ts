@@ -86,6 +86,15 @@ export class CommandContext {
   }
 
   /**
+   * The databases the config file names, when the repository in use is the config's own (a --repo
+   * or STRATA_REPO naming another repository is not about them).
+   */
+  configuredDatabases(): string[] {
+    const { repository, databases } = this.loaded.config;
+    return databases && repository !== undefined && repositoryLocation(repository) === this.repositoryPath() ? Object.keys(databases).sort() : [];
+  }
+
+  /**
    * Opens a repository at `location` (a folder, or a URL of a registered storage), taking its
    * passphrase from `passphrase` when an operation first needs it. The caller closes it.
    * `what` names it in messages ("the target repository").

@@ -138,6 +138,7 @@ export interface HealthCheck {
     | 'backup-duration'
     | 'disk-use'
     | 'failed-backups'
+    | 'failed-jobs'
     | 'mirror-reachable'
     | 'mirror-sync'
     | 'mirror-lag'
@@ -172,16 +173,18 @@ export function assessHealth(
   space: SpaceInfo | undefined,
   thresholds: HealthThresholds,
   now: Date,
+  expected: readonly string[] = [],
 ): HealthReport {
   const checks: HealthCheck[] = [];
   const hours = (ms: number): string => `${(ms / 3_600_000).toFixed(1)} h`;
-  const databases = [...new Set([...backups.map((b) => b.database), ...operations.filter((o) => o.kind === 'backup' && o.last.database).map((o) => o.last.database!)])].sort();
+  // `expected`: the databases the config names. One never backed up is the worst case of an old backup, not a database health forgets.
+  const databases = [...new Set([...expected, ...backups.map((b) => b.database), ...operations.filter((o) => (o.kind === 'backup' || o.kind === 'job') && o.last.database).map((o) => o.last.database!)])].sort();
   if (databases.length === 0) checks.push({ check: 'backup-age', database: null, status: 'unhealthy', message: 'the repository holds no backups at all' });
   for (const database of databases) {
     const mine = backups.filter((b) => b.database === database && b.type !== 'schema-only');
     const good = newestGoodBackup(mine);
     if (!good) {
-      checks.push({ check: 'backup-age', database, status: 'unhealthy', message: `${database} has no good backup` });
+      checks.push({ check: 'backup-age', database, status: 'unhealthy', message: mine.length === 0 ? `${database} has never been backed up` : `${database} has no good backup` });
     } else {
       const age = now.getTime() - Date.parse(good.createdAt);
       checks.push({
@@ -247,6 +250,21 @@ export function assessHealth(
         message: `the latest backup run failed${latest.interrupted ? ' (interrupted)' : ''}: ${latest.last.error?.message ?? 'no error recorded'}`,
       });
     }
+    const jobs = latestJobRuns(operations, database);
+    if (jobs.size > 0) {
+      // A scheduled job that keeps failing (a hook that stops it, a verify, prune or copy job) shows
+      // nowhere else; one a daemon's stop interrupted did not fail, its next run tells.
+      const failing = [...jobs].filter(([, o]) => o.status === 'FAILED' && !(o.last.details as { interrupted?: boolean } | undefined)?.interrupted);
+      checks.push({
+        check: 'failed-jobs',
+        database,
+        status: failing.length === 0 ? 'ok' : 'unhealthy',
+        message:
+          failing.length === 0
+            ? `the latest run of each of its ${jobs.size} scheduled job(s) did not fail`
+            : failing.map(([name, o]) => `the latest run of job ${name} (${o.startedAt}) failed${o.interrupted ? ' (its daemon died)' : ''}: ${o.last.error?.message ?? 'no error recorded'}`).join('; '),
+      });
+    }
   }
   if (space) {
     const used = 1 - space.freeBytes / space.totalBytes;
@@ -258,6 +276,19 @@ export function assessHealth(
     });
   }
   return { healthy: checks.every((c) => c.status === 'ok'), checks };
+}
+
+/** The latest run of each of a database's scheduled jobs (a daemon's `job` entries), by job name; runs it skipped or queued do not count. */
+function latestJobRuns(operations: readonly JournalOperation[], database: string): Map<string, JournalOperation> {
+  const latest = new Map<string, JournalOperation>();
+  for (const o of operations) {
+    if (o.kind !== 'job' || o.last.database !== database) continue;
+    const details = o.last.details as { job?: unknown; skipped?: boolean; queued?: boolean } | undefined;
+    if (typeof details?.job !== 'string' || details.skipped || details.queued) continue;
+    const seen = latest.get(details.job);
+    if (!seen || seen.startedAt <= o.startedAt) latest.set(details.job, o);
+  }
+  return latest;
 }
 
 /** The mirror as `strata health` found it: its backups, or why it could not be read. */
