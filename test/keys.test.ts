@@ -93,6 +93,11 @@ describe('keys that can change', function () {
     assert.deepEqual(listed.dataKeys.map((k) => [k.id, k.current, k.backups, k.heldBy]), [[listed.currentKey, true, 1, [file!.id]]]);
     assert.equal(record.encryption.keyId, listed.currentKey, 'the catalog names the data key the artifact needs');
     assert.equal(keyList().opened, file!.id);
+    // A passphrase of another repository left in the environment: listed all the same, with a warning.
+    const stale = strata(['key', 'list', '--json', '--repo', repo()], { env: { STRATA_PASSPHRASE: 'the passphrase of another repository' } });
+    assert.equal(stale.status, 0, stale.stderr);
+    assert.equal(json<KeyListing>(stale).opened, null);
+    assert.match(stale.stderr, /warning: repository: wrong passphrase.*; listed without marking the key file it opens/);
 
     // The key file is an OpenPGP message gpg opens with the passphrase: a person can read its data key.
     const text = openWithGpg(path.join(repo(), 'keys', `${file!.id}.asc`), TEST_PASSPHRASE);

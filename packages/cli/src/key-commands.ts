@@ -69,7 +69,9 @@ async function listKeys(ctx: CommandContext): Promise<number> {
     try {
       await repo.unlock();
     } catch (err) {
-      if (!isStrataError(err, 'PASSPHRASE_MISSING')) throw err;
+      // A passphrase meant for another repository (a STRATA_PASSPHRASE left set) must not stop a listing that needs none.
+      if (isStrataError(err, 'PASSPHRASE_WRONG')) process.stderr.write(`strata: warning: ${err.message}; listed without marking the key file it opens\n`);
+      else if (!isStrataError(err, 'PASSPHRASE_MISSING')) throw err;
     }
   }
   const listing = await repo.keys.list();
