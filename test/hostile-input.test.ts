@@ -463,6 +463,28 @@ describe('hostile input and private data', () => {
       }
     });
 
+    it('a restore over a database another process holds open is refused, nothing changed, until it lets go', () => {
+      const b = withOneBackup();
+      const target = path.join(dir.path, 'open.db');
+      copyFileSync(FIXTURE_DB, target);
+      const before = readFileSync(target);
+      // An application's idle connection (this test process): in rollback mode it holds no SQLite lock at all.
+      const app = new Database(target);
+      app.prepare('SELECT count(*) FROM sqlite_master').get();
+      try {
+        const refused = strata(['restore', b.id, '--to', target, '--force', '--yes', '--repo', repo(), '--json']);
+        assert.equal(refused.status, 1, refused.stderr);
+        const error = json<{ error: { code: string; message: string } }>(refused).error;
+        assert.equal(error.code, 'DATABASE_LOCKED');
+        assert.match(error.message, new RegExp(`is open in pid ${process.pid} \\(.+\\); a program that keeps the database open across the restore goes on using the replaced file.*nothing was changed`));
+        assert.deepEqual(readFileSync(target), before, 'the target is as it was');
+      } finally {
+        app.close();
+      }
+      const result = strata(['restore', b.id, '--to', target, '--force', '--yes', '--repo', repo()]);
+      assert.equal(result.status, 0, result.stderr);
+    });
+
     it('leftovers of a killed in-place restore are removed by the next restore of that target', () => {
       const b = withOneBackup();
       const target = path.join(dir.path, 'live.db');

@@ -670,6 +670,14 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
   });
   if (old) {
     if (!force) throw new StrataError('TARGET_EXISTS', `restore: ${file} appeared while restoring; pass --force to replace it`);
+    const openers = await otherProcessesWithOpen(file);
+    if (openers.length > 0) {
+      throw new StrataError(
+        'DATABASE_LOCKED',
+        `restore: ${file} is open in ${openers.map((p) => `pid ${p.pid} (${p.command})`).join(', ')}; a program that keeps the database open across the restore goes on using the replaced file, and what it writes afterwards is lost. Stop it (or let it close the database), then restore again; nothing was changed`,
+        { details: { pids: openers.map((p) => p.pid) } },
+      );
+    }
     let guard: Database.Database | undefined;
     try {
       guard = openDatabase(file, { fileMustExist: true, timeout: busyTimeoutMs });
@@ -716,6 +724,31 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
   } finally {
     await dirHandle.close();
   }
+}
+
+/**
+ * Other processes that hold `file` or its -wal open, as far as this process may see (Linux's /proc:
+ * all of them for root, its own user's otherwise; nothing elsewhere). A connection that is idle
+ * holds no SQLite lock in rollback mode, so the lock taken before a swap cannot see it, yet it
+ * would go on reading and writing the file the swap replaces.
+ */
+async function otherProcessesWithOpen(file: string): Promise<{ pid: number; command: string }[]> {
+  if (process.platform !== 'linux') return [];
+  const real = await fs.realpath(file).catch(() => file);
+  const wanted = new Set([real, `${real}-wal`]);
+  const pids = (await fs.readdir('/proc').catch(() => [] as string[])).filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid);
+  const found: { pid: number; command: string }[] = [];
+  for (const pid of pids) {
+    const fds = await fs.readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const target = await fs.readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      if (!wanted.has(target)) continue;
+      const command = (await fs.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
+      found.push({ pid: Number(pid), command });
+      break;
+    }
+  }
+  return found;
 }
 
 /** Creates an empty file readable by its owner only; fails if the name exists. */
