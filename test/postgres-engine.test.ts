@@ -58,6 +58,9 @@ describe('PostgreSQL engine', function () {
     await repo.restore({ id: record.id }, { to: pgUrl(target) });
     assert.equal(pgDump(target, ['--schema-only']), pgDump(source, ['--schema-only']));
     assert.equal(pgDump(target), pgDump(source));
+    // A name the server would cut to 63 bytes is refused, not restored under the cut name.
+    const long = `${target}_${'é'.repeat(30)}`;
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(long) }), (err: unknown) => isStrataError(err, 'USAGE') && /is \d+ bytes long; the server keeps at most 63/.test((err as Error).message));
   });
 
   it('builds indexes and constraints two at a time, each in the tablespace the source had (pg_dump sets it only where it changes)', async () => {

@@ -15,7 +15,7 @@ import type {
   SnapshotOptions,
   StreamTarget,
 } from './engine.js';
-import { scratchDatabaseName, sweepAndReport, workDatabaseNames } from './work-databases.js';
+import { checkDatabaseNameFits, scratchDatabaseName, sweepAndReport, workDatabaseNames } from './work-databases.js';
 import type { IdentifierLimit, LeftoverServer, RestoreWorkNames } from './work-databases.js';
 
 /**
@@ -325,6 +325,7 @@ export abstract class ServerEngine implements Engine {
 
   async beginRestore(locator: string, options: EngineRestoreOptions): Promise<RestoreSession> {
     const target = this.parseTarget(locator);
+    checkDatabaseNameFits(target.database, this.identifierLimit);
     await this.sweepLeftovers(target, 'restore');
     const exists = await this.targetExists(locator);
     refuseExistingTarget(target, exists, options);

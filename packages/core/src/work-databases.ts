@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { StrataError } from './errors.js';
 
 /**
  * Names for the databases a server engine creates beside the user's (a restore's work database,
@@ -76,6 +77,18 @@ export function thisHostTag(): string {
 
 function measure(text: string, unit: IdentifierLimit['unit']): number {
   return unit === 'bytes' ? Buffer.byteLength(text) : [...text].length;
+}
+
+/**
+ * Refuses a target database name longer than the server keeps: PostgreSQL would cut it to its
+ * first 63 bytes without a word, and the restore would land in a database of another name than
+ * the one asked for (and reported).
+ */
+export function checkDatabaseNameFits(name: string, limit: IdentifierLimit): void {
+  const length = measure(name, limit.unit);
+  if (length > limit.max) {
+    throw new StrataError('USAGE', `restore: the database name ${name} is ${length} ${limit.unit} long; the server keeps at most ${limit.max}, so give a shorter one`);
+  }
 }
 
 /** The longest start of `text` that measures at most `budget`, cut between characters. */
