@@ -17,6 +17,7 @@ import type {
 } from './engine.js';
 import { checkDatabaseNameFits, scratchDatabaseName, sweepAndReport, workDatabaseNames } from './work-databases.js';
 import type { IdentifierLimit, LeftoverServer, RestoreWorkNames } from './work-databases.js';
+import type { Abortable } from './storage.js';
 
 /**
  * What every engine for a database server shares: {@link ServerEngine}, the restore scaffolding
@@ -284,9 +285,10 @@ export abstract class ServerEngine implements Engine {
   /**
    * Replaces the rows of `tables` (names as the backup has them) in the existing target with the
    * spooled ones, all or nothing: if anything fails, the target is as it was. `work` names are
-   * free for databases the swap needs.
+   * free for databases the swap needs. `options.signal` is the restore's: a swap that waits for
+   * the server (another session's lock) stops on it.
    */
-  protected abstract replaceTables(target: ServerTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, work: RestoreWorkNames): Promise<void>;
+  protected abstract replaceTables(target: ServerTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, work: RestoreWorkNames, options?: Abortable): Promise<void>;
 
   /**
    * The table whose rows a stream holds (as `RestoreCommitInfo.tables` names it), or undefined for
@@ -428,7 +430,7 @@ export abstract class ServerEngine implements Engine {
       },
       commit: async (info) => {
         try {
-          await this.replaceTables(target, this.requestedTables(requested, info.tables), spooled, info, names);
+          await this.replaceTables(target, this.requestedTables(requested, info.tables), spooled, info, names, options.signal ? { signal: options.signal } : {});
         } finally {
           await removeFiles();
         }
