@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type mysql from 'mysql2/promise';
-import { ServerEngine, StrataError, WorkDatabase, discardSink, errorText, isStrataError, named, redactable, rowsInTurns, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
+import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, redactable, rowsInTurns, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -22,8 +22,10 @@ import type {
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
-import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, showCreate, withEventStatuses, withoutTriggerOrder } from './mysql-schema.js';
-import { RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, runUnit, serverMessage } from './mysql-objects.js';
+import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
+import { RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
+import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
+import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
 import type { MysqlSchema } from './mysql-schema.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
@@ -158,7 +160,7 @@ export class MysqlEngine extends ServerEngine {
       disabledEvents = new Map();
       this.#scratchEvents.set(target.database, disabledEvents);
     }
-    return beginDatabaseRestore(target, exists, names, this.tableFilter(options), disabledEvents);
+    return beginDatabaseRestore(target, exists, names, this.tableFilter(options), disabledEvents, options.signal);
   }
 
   /**
@@ -175,8 +177,8 @@ export class MysqlEngine extends ServerEngine {
     this.#scratchEvents.delete(database);
   }
 
-  protected replaceTables(target: MysqlTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, names: RestoreWorkNames): Promise<void> {
-    return replaceTables(target, tables, spooled, info, names);
+  protected replaceTables(target: MysqlTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, names: RestoreWorkNames, options: Abortable = {}): Promise<void> {
+    return replaceTables(target, tables, spooled, info, names, options.signal);
   }
 }
 
@@ -212,7 +214,14 @@ async function reportRunningEvents(admin: mysql.Connection, database: string): P
  * routines, views, triggers and events recreated, so a failed restore leaves the target as it
  * was and no work database behind.
  */
-async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names: RestoreWorkNames, wanted: TableFilter | undefined, disabledEvents: Map<string, string> | undefined): Promise<RestoreSession> {
+async function beginDatabaseRestore(
+  target: MysqlTarget,
+  exists: boolean,
+  names: RestoreWorkNames,
+  wanted: TableFilter | undefined,
+  disabledEvents: Map<string, string> | undefined,
+  signal: AbortSignal | undefined,
+): Promise<RestoreSession> {
   const admin = await connect(target, { useDatabase: false });
   await admin.query(RESTORE_SESSION);
   const dropQuietly = async (database: string): Promise<void> => void (await admin.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
@@ -252,11 +261,8 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
       return rowsInTurns([admin, ...(second ? [second] : [])].map((connection) => insertInto(connection, work, table, schemaSql)));
     },
     commit: async (info: RestoreCommitInfo) => {
-      let old: string | undefined;
       let createdTarget = false;
-      let original: MysqlSchema | undefined;
-      let moved: string[] = [];
-      let current: string[] = [];
+      let record: SwapRecord | undefined;
       let swapped = false;
       try {
         await endSecond();
@@ -265,58 +271,52 @@ async function beginDatabaseRestore(target: MysqlTarget, exists: boolean, names:
         // A routine, view or trigger the target refuses fails here, before the target is touched.
         await runProgrammable(admin, work, schema, { events: false });
         await dropProgrammable(admin, work);
-        moved = await movableTables(admin, work);
+        const incoming = await movableTables(admin, work);
         if (exists) {
           await admin.query(`USE ${ident(target.database)}`);
-          // Through its text, as a backup would hold it: that splits each object from its session settings.
-          original = parseSchemaText(schemaText(await readSchema(admin, target.database)));
-          old = aside;
-          await admin.query(`CREATE DATABASE ${ident(old)}`);
-          current = await movableTables(admin, target.database);
-          await dropProgrammable(admin, target.database);
+          const before = await readSchema(admin, target.database);
+          record = await saveSwapRecord(admin, aside, {
+            format: 1,
+            database: target.database,
+            work,
+            ...(await swapPlan(admin, target.database, await movableTables(admin, target.database), [...(await tableNames(admin, target.database)), ...incoming])),
+            incoming,
+            objects: {
+              kind: 'database',
+              // Through its text, as a backup would hold it: that splits each object from its session settings.
+              before: schemaText(before),
+              beforeObjects: Object.keys(before.objects ?? {}).filter((key) => /^(view|trigger|routine|event) /.test(key)),
+              after: schemaSql,
+            },
+          });
+          await swapTables(admin, target, record, aside, signal);
+          swapped = true;
+          await finishSwap(admin, record, aside, disabledEvents ? { disabledEvents } : {});
         } else {
           await admin.query(`CREATE DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
           createdTarget = true;
+          // One statement: every table moves, or none does.
+          if (incoming.length > 0) await admin.query(`RENAME TABLE ${incoming.map((t) => `${ident(work)}.${ident(t)} TO ${ident(target.database)}.${ident(t)}`).join(', ')}`);
+          await retargetDefaults(admin, work, target.database);
+          await runProgrammable(admin, target.database, schema, { events: true, ...(disabledEvents ? { disabledEvents } : {}) });
         }
-        const moves = [
-          ...current.map((t) => `${ident(target.database)}.${ident(t)} TO ${ident(old!)}.${ident(t)}`),
-          ...moved.map((t) => `${ident(work)}.${ident(t)} TO ${ident(target.database)}.${ident(t)}`),
-        ];
-        // One statement: every table moves, or none does.
-        if (moves.length > 0) await admin.query(`RENAME TABLE ${moves.join(', ')}`);
-        swapped = true;
-        if (exists) await admin.query(`ALTER DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
-        await retargetDefaults(admin, work, target.database);
-        await runProgrammable(admin, target.database, schema, { events: true, ...(disabledEvents ? { disabledEvents } : {}) });
         // Advice only: a failure to give it leaves the finished restore as it is.
         if (!disabledEvents) await reportRunningEvents(admin, target.database).catch(() => undefined);
       } catch (err) {
         const failure = isStrataError(err) ? err : connectionError(target, err);
         if (createdTarget) await dropQuietly(target.database);
-        else if (exists && original) {
+        else if (record && swapped) {
           try {
-            await dropProgrammable(admin, target.database);
-            const back = swapped
-              ? [
-                  ...moved.map((t) => `${ident(target.database)}.${ident(t)} TO ${ident(work)}.${ident(t)}`),
-                  ...current.map((t) => `${ident(old!)}.${ident(t)} TO ${ident(target.database)}.${ident(t)}`),
-                ]
-              : [];
-            if (back.length > 0) await admin.query(`RENAME TABLE ${back.join(', ')}`);
-            await admin.query(`ALTER DATABASE ${ident(target.database)} CHARACTER SET ${original.charset} COLLATE ${original.collation}`);
-            await runProgrammable(admin, target.database, original, { events: true });
-            await dropQuietly(old!);
-          } catch (rollbackErr) {
-            throw new StrataError(
-              'RESTORE_FAILED',
-              redactable`${errorText(failure)}; putting the target back failed too (${errorText(rollbackErr)}): the original tables of ${target.database} are in database ${old}`,
-              { cause: err, details: { parkedIn: old } },
-            );
+            await undoSwap(admin, record, aside);
+          } catch (undoErr) {
+            // The aside database stays: it holds the target's old tables and the record the next run settles it from.
+            throw undoFailed(failure, undoErr, target.database, aside);
           }
-        } else if (old) await dropQuietly(old);
+          await dropQuietly(aside);
+        } else if (exists && !(isStrataError(failure) && failure.details?.['parkedIn'] === aside)) await dropQuietly(aside);
         throw failure;
       }
-      if (old) await dropQuietly(old);
+      if (record) await dropQuietly(aside);
     },
     // Nothing of the target was touched before commit: the work database is all there is to drop.
     abort: endSecond,
@@ -384,12 +384,13 @@ async function foreignKeyViolations(connection: mysql.Connection, database: stri
  * A replacement that would leave rows of the database without their parents is refused before
  * anything changes.
  */
-async function replaceTables(target: MysqlTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, names: RestoreWorkNames): Promise<void> {
+async function replaceTables(target: MysqlTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, names: RestoreWorkNames, signal: AbortSignal | undefined): Promise<void> {
   const wanted = new Set(chosen);
   const connection = await connect(target);
   const db = target.database;
   const { work, aside: old } = names;
   const dropQuietly = async (database: string): Promise<void> => void (await connection.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
+  let keepAside = false;
   try {
     const present = new Set((await listTables(connection, db)).map((t) => t.name));
     for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
@@ -426,43 +427,41 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
         throw new StrataError('USAGE', redactable`restore: replacing ${named(tables, 'table')} would leave ${n} row(s) of ${named(key.table, 'table')} without their ${named(key.parent, 'table')} row (foreign key ${named(key.name, 'constraint')}); include ${named(key.parent, 'table')} in --tables`);
       }
     }
-    // Triggers stay with a table that moves, and cannot move between databases: they are
-    // dropped, and recreated on the new tables in their action order.
+    // The swap parks the replaced tables in the target with their triggers; those are recreated
+    // on the new tables in their action order.
     const [triggerRows] = await connection.query<mysql.RowDataPacket[]>(
       `SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE IN (${tables.map(() => '?').join(', ')}) ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER`,
       [db, ...tables],
     );
     await connection.query(`USE ${ident(db)}`);
-    const triggers: string[][] = [];
-    for (const t of triggerRows) {
-      const [context, create] = (await showCreate(connection, 'TRIGGER', t['name'] as string, 'SQL Original Statement')).split('\n;;\n');
-      triggers.push(create === undefined ? [withoutTriggerOrder(context!)] : [context!, withoutTriggerOrder(create)]);
-    }
-    await connection.query(`CREATE DATABASE ${ident(old)}`);
+    const triggers: SavedTrigger[] = [];
+    for (const t of triggerRows) triggers.push(await savedTrigger(connection, t['name'] as string));
+    const plan = await swapPlan(connection, db, tables, await tableNames(connection, db));
+    const record = await saveSwapRecord(connection, old, { format: 1, database: db, work, ...plan, incoming: tables, objects: { kind: 'tables', triggers } });
     let swapped = false;
     try {
-      for (const t of triggerRows) await connection.query(`DROP TRIGGER ${ident(db)}.${ident(t['name'])}`);
-      await connection.query(
-        `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(old)}.${ident(t)}`), ...tables.map((t) => `${ident(work)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
-      );
+      await swapTables(connection, target, record, old, signal);
       swapped = true;
-      for (const unit of triggers) await runUnit(connection, unit, db);
+      await finishSwap(connection, record, old);
     } catch (err) {
-      await connection.query(`USE ${ident(db)}`);
-      for (const t of triggerRows) await connection.query(`DROP TRIGGER IF EXISTS ${ident(t['name'])}`).catch(() => undefined);
+      // The triggers dropped for the swap could not be recreated: the record in it has them.
+      if (isStrataError(err) && err.details?.['parkedIn'] === old) keepAside = true;
       if (swapped) {
-        await connection.query(
-          `RENAME TABLE ${[...tables.map((t) => `${ident(db)}.${ident(t)} TO ${ident(work)}.${ident(t)}`), ...tables.map((t) => `${ident(old)}.${ident(t)} TO ${ident(db)}.${ident(t)}`)].join(', ')}`,
-        );
+        try {
+          await undoSwap(connection, record, old);
+        } catch (undoErr) {
+          // The aside database stays: it holds the replaced tables and the record the next run settles it from.
+          keepAside = true;
+          throw undoFailed(err, undoErr, db, old);
+        }
       }
-      for (const unit of triggers) await runUnit(connection, unit, db);
       throw err;
     }
   } catch (err) {
     throw isStrataError(err) ? err : connectionError(target, err);
   } finally {
     await dropQuietly(work);
-    await dropQuietly(old);
+    if (!keepAside) await dropQuietly(old);
     await connection.end().catch(() => undefined);
   }
 }
