@@ -3,8 +3,9 @@ import * as path from 'node:path';
 import { EngineRegistry, MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
-import { json, strata, useTempDir } from './helpers/env.js';
-import { MysqlDatabases, killSessions, mysqlDump, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
+import { finished, json, strata, strataAsync, useTempDir } from './helpers/env.js';
+import type { CliResult } from './helpers/env.js';
+import { MysqlDatabases, killSessions, mysqlDump, mysqlQuery, mysqlSession, mysqlUrl, requireMysql } from './helpers/mysql.js';
 import { MUTATE_MYSQL_SQL, RICH_MYSQL_SQL } from './helpers/rich-mysql.js';
 
 const engine = new MysqlEngine();
@@ -105,6 +106,172 @@ describe('MySQL/MariaDB engine', function () {
     await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['nosuch'], force: true }), (err: unknown) => isStrataError(err, 'TABLE_NOT_FOUND'));
     await repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true });
     assert.equal(mysqlDump(live).replaceAll(live, '<db>'), mysqlDump(source));
+  });
+
+  describe('a restore whose swap waits for another session', () => {
+    // Every kind of object a restore must keep. `parent` sorts after `child`: the swap holds
+    // child's lock while it waits for parent's, so a session that then reads child waits behind
+    // the swap, and holds the new child once the swap is done.
+    const OBJECTS_SQL = `
+      CREATE TABLE parent (id INT PRIMARY KEY, name VARCHAR(20));
+      CREATE TABLE child (id INT PRIMARY KEY, parent_id INT, note VARCHAR(40), FOREIGN KEY (parent_id) REFERENCES parent (id));
+      INSERT INTO parent VALUES (1, 'one'), (2, 'two');
+      INSERT INTO child VALUES (10, 1, 'A'), (11, 2, 'B');
+      CREATE VIEW v_parent AS SELECT id, name FROM parent;
+      CREATE TRIGGER trg BEFORE INSERT ON child FOR EACH ROW SET NEW.note = UPPER(NEW.note);
+      CREATE FUNCTION f1(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;
+      CREATE EVENT ev ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' DISABLE DO DELETE FROM child WHERE id < 0;`;
+    const LOCK_WAIT = 'Waiting for table metadata lock';
+    const repoPath = (): string => path.join(dir.path, 'repo');
+    const env = { STRATA_PASSPHRASE: 'mysql tests' };
+
+    /** A backup of a database with every kind of object, and a target like it whose rows differ. */
+    async function backedUpTarget(): Promise<{ source: string; target: string; before: string }> {
+      const source = await databases.create(OBJECTS_SQL);
+      await repo.backup(mysqlUrl(source), { database: 'my1' });
+      const target = await databases.create(OBJECTS_SQL);
+      await mysqlQuery(target, "INSERT INTO parent VALUES (3, 'three'); INSERT INTO child VALUES (12, 3, 'c')");
+      return { source, target, before: mysqlDump(target) };
+    }
+
+    function restoreInto(target: string, tables: string | undefined): { child: ReturnType<typeof strataAsync>; outcome: ReturnType<typeof finished> } {
+      const child = strataAsync(['restore', 'latest', '--db', 'my1', '--to', mysqlUrl(target), '--force', '--yes', '--repo', repoPath(), '--json', ...(tables ? ['--tables', tables] : [])], { env });
+      return { child, outcome: finished(child) };
+    }
+
+    /** Polls the server's sessions until one waits for a metadata lock in a statement `statement` matches; fails if the restore ends first. */
+    async function lockWaitIn(statement: RegExp, restore: Promise<CliResult>): Promise<void> {
+      let ended: CliResult | undefined;
+      void restore.then((result) => (ended = result));
+      for (const deadline = Date.now() + 300_000; Date.now() < deadline; ) {
+        const sessions = (await mysqlQuery(undefined, `SELECT INFO AS info FROM information_schema.PROCESSLIST WHERE STATE = '${LOCK_WAIT}'`)) as { info: string | null }[];
+        if (sessions.some((s) => statement.test(s.info ?? ''))) return;
+        if (ended) assert.fail(`the restore ended (exit ${ended.status}) before a statement matching ${statement} waited for a lock:\n${ended.stdout}\n${ended.stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.fail(`no statement matching ${statement} waited for a lock within 5 minutes`);
+    }
+
+    /** The restore's outcome, or a failure if it has not ended `minutes` after it was told to stop. */
+    async function endOf(child: ReturnType<typeof strataAsync>, restore: Promise<CliResult & { signal: NodeJS.Signals | null }>, minutes: number): Promise<CliResult & { signal: NodeJS.Signals | null }> {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), minutes * 60_000)));
+      const result = await Promise.race([restore, late]);
+      clearTimeout(timer);
+      if (result) return result;
+      child.kill('SIGKILL');
+      await restore;
+      return assert.fail(`the restore still ran ${minutes} minute(s) after it was told to stop`);
+    }
+
+    /** The next strata run on that server (a restore elsewhere), which settles what a killed one left. */
+    function nextRun(): CliResult {
+      const result = strata(['restore', 'latest', '--db', 'my1', '--to', mysqlUrl(databases.name()), '--repo', repoPath()], { env });
+      assert.equal(result.status, 0, result.stderr);
+      return result;
+    }
+
+    const leftovers = async (target: string): Promise<string[]> =>
+      ((await mysqlQuery(undefined, 'SHOW DATABASES')) as { Database: string }[]).map((r) => r.Database).filter((d) => d.startsWith(`${target}__strata_`));
+
+    for (const tables of [undefined, 'child,parent']) {
+      const kind = tables ? `--tables ${tables}` : 'a whole restore';
+
+      it(`${kind}, killed while its swap waits for a lock, leaves the target with all its objects and rows`, async () => {
+        const { target, before } = await backedUpTarget();
+        const holder = await mysqlSession(target);
+        try {
+          await holder.query('START TRANSACTION');
+          await holder.query('SELECT * FROM parent');
+          const { child, outcome } = restoreInto(target, tables);
+          await lockWaitIn(/^RENAME TABLE/, outcome);
+          child.kill('SIGKILL');
+          assert.equal((await outcome).signal, 'SIGKILL');
+        } finally {
+          await holder.query('ROLLBACK');
+          await holder.end();
+        }
+        nextRun();
+        assert.equal(mysqlDump(target), before, 'the target after the next run');
+        assert.deepEqual(await leftovers(target), []);
+      });
+
+      it(`${kind}, killed after its swap, is finished by the next run: the backup's rows with every view, trigger, routine and event`, async () => {
+        const { source, target } = await backedUpTarget();
+        const holder = await mysqlSession(target);
+        const reader = await mysqlSession(target);
+        try {
+          await holder.query('START TRANSACTION');
+          await holder.query('SELECT * FROM parent');
+          const { child, outcome } = restoreInto(target, tables);
+          await lockWaitIn(/^RENAME TABLE/, outcome);
+          // Queued behind the swap, this read holds the new child once the swap is done: the
+          // restore then waits to create child's trigger, after the swap, and is killed there.
+          await reader.query('START TRANSACTION');
+          const read = reader.query('SELECT COUNT(*) FROM child');
+          await lockWaitIn(/^SELECT COUNT\(\*\) FROM child/, outcome);
+          await holder.query('ROLLBACK');
+          await read;
+          await lockWaitIn(/^CREATE\b[\s\S]*\bTRIGGER\b/, outcome);
+          child.kill('SIGKILL');
+          assert.equal((await outcome).signal, 'SIGKILL');
+        } finally {
+          await holder.query('ROLLBACK');
+          await reader.query('ROLLBACK');
+          await holder.end();
+          await reader.end();
+        }
+        const next = nextRun();
+        assert.equal(mysqlDump(target), mysqlDump(source), `the target after the next run, which said:\n${next.stderr}`);
+        assert.deepEqual(await leftovers(target), []);
+      });
+
+      it(`${kind}, interrupted (SIGINT) while its swap waits for a lock, stops at once with ABORTED and leaves the target as it was`, async () => {
+        const { target, before } = await backedUpTarget();
+        const holder = await mysqlSession(target);
+        try {
+          await holder.query('START TRANSACTION');
+          await holder.query('SELECT * FROM parent');
+          const { child, outcome } = restoreInto(target, tables);
+          await lockWaitIn(/^RENAME TABLE/, outcome);
+          child.kill('SIGINT');
+          // The other session still holds its lock: the restore must not wait for it.
+          const result = await endOf(child, outcome, 2);
+          assert.equal(result.status, 1, result.stderr);
+          assert.equal(json<{ error: { code: string } }>(result).error.code, 'ABORTED', result.stdout);
+          assert.equal(mysqlDump(target), before, 'the target right after the interrupted restore');
+          assert.deepEqual(await leftovers(target), []);
+        } finally {
+          await holder.query('ROLLBACK');
+          await holder.end();
+        }
+        nextRun();
+        assert.equal(mysqlDump(target), before);
+        assert.deepEqual(await leftovers(target), []);
+      });
+    }
+
+    it('a restore whose swap cannot get its tables within 30 s fails with DATABASE_LOCKED, naming the session, and changes nothing', async () => {
+      const { target, before } = await backedUpTarget();
+      const holder = await mysqlSession(target);
+      try {
+        await holder.query('START TRANSACTION');
+        await holder.query('SELECT * FROM parent');
+        const { child, outcome } = restoreInto(target, undefined);
+        await lockWaitIn(/^RENAME TABLE/, outcome);
+        const result = await endOf(child, outcome, 2);
+        assert.equal(result.status, 1, result.stderr);
+        const error = json<{ error: { code: string; message: string } }>(result).error;
+        assert.equal(error.code, 'DATABASE_LOCKED', error.message);
+        assert.match(error.message, new RegExp(`\\b${holder.threadId}\\b`), 'names the session holding the lock');
+        assert.match(error.message, /run the restore again/);
+        assert.equal(mysqlDump(target), before);
+        assert.deepEqual(await leftovers(target), []);
+      } finally {
+        await holder.query('ROLLBACK');
+        await holder.end();
+      }
+    });
   });
 
   describe('bad input', () => {

@@ -55,6 +55,11 @@ export async function mysqlQuery(database: string | undefined, sql: string): Pro
   }
 }
 
+/** A connection of the test's own, for sessions that must stay open (a transaction holding a lock); end it when done. */
+export async function mysqlSession(database?: string): Promise<mysql.Connection> {
+  return mysql.createConnection(connectionOptions(database));
+}
+
 /** Throw-away databases, dropped (with restore leftovers) afterwards. */
 export class MysqlDatabases {
   readonly #created = new Set<string>();
