@@ -110,7 +110,14 @@ describe('operator commands', () => {
       const other = path.join(dir.path, 'other.db');
       buildRichDatabase(other, { rows: 5 });
       const config = path.join(dir.path, 'strata.config.json');
-      writeFileSync(config, JSON.stringify({ repository: './repo', databases: { app: { url: './app.db' }, other: { url: './other.db' } } }));
+      writeFileSync(
+        config,
+        JSON.stringify({
+          repository: './repo',
+          schedules: { nightly: { job: 'backup', type: 'full', cron: '0 2 * * *' }, check: { job: 'health', cron: '*/30 * * * *' } },
+          databases: { app: { url: './app.db' }, other: { url: './other.db' } },
+        }),
+      );
       const health = (): { healthy: boolean; checks: { check: string; database: string | null; status: string; message: string }[] } =>
         json(strata(['health', '--config', config, '--json']));
       assert.equal(strata(['backup', 'app', '--config', config]).status, 0);
@@ -125,8 +132,16 @@ describe('operator commands', () => {
 
       assert.equal(strata(['backup', 'other', '--config', config]).status, 0);
       assert.equal(health().healthy, true);
-      // What a daemon journals for a job its before hook stopped (the backup itself never ran).
       const r = await openRepository(repo(), { passphrase: new Passphrase(TEST_PASSPHRASE) });
+      const journalFailure = async (job: string, jobKind: string): Promise<void> => {
+        const entry = await r.journal.begin('job', { database: 'app', details: { job, jobKind } });
+        await entry.fail(new StrataError('HOOK_FAILED', `${job} failed`), { details: { job, jobKind } });
+      };
+      // A job renamed or removed from the config never runs again; a health job fails exactly when a check does.
+      await journalFailure('old-name', 'backup');
+      await journalFailure('check', 'health');
+      assert.equal(health().healthy, true, 'neither counts');
+      // What a daemon journals for a job its before hook stopped (the backup itself never ran).
       const facts = { job: 'nightly', jobKind: 'backup' };
       const failed = await r.journal.begin('job', { database: 'app', details: facts });
       await failed.fail(new StrataError('HOOK_FAILED', 'the before hook exited with 7; the job did not run'), { details: facts });

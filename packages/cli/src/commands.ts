@@ -608,7 +608,7 @@ export async function healthCommand(ctx: CommandContext, options: { maxAge?: str
   const space = repo.storage.capabilities.space && repo.storage.space ? await repo.storage.space() : undefined;
   const backups = await repo.list();
   const operations = await repo.journal.operations();
-  const primary = assessHealth(backups, operations, space, thresholds, new Date(), ctx.configuredDatabases());
+  const primary = assessHealth(backups, operations, space, thresholds, new Date(), ctx.configuredWork());
   let checks: HealthCheck[] = [...primary.checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, new Date()), ...assessLogArchive(await repo.logWindows(), thresholds, new Date()), ...(await assessWalArchives(ctx, repo, operations, thresholds))];
   const mirrorLocation = repo.mirrorLocation;
   if (mirrorLocation !== undefined) {

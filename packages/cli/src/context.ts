@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { StrataError, isLocationUrl, loadConfig, openRepository, redactUrlPasswords, repositoryLocation } from '@strata/sdk';
-import type { LoadedConfig, MirrorConfig, MirrorOptions, Passphrase, Repository, StorageSettings } from '@strata/sdk';
+import { StrataError, isLocationUrl, loadConfig, openRepository, redactUrlPasswords, repositoryLocation, schedulesFor } from '@strata/sdk';
+import type { ConfiguredWork, LoadedConfig, MirrorConfig, MirrorOptions, Passphrase, Repository, StorageSettings } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
 import type { PassphraseSources } from './terminal.js';
 
@@ -89,9 +89,11 @@ export class CommandContext {
    * The databases the config file names, when the repository in use is the config's own (a --repo
    * or STRATA_REPO naming another repository is not about them).
    */
-  configuredDatabases(): string[] {
-    const { repository, databases } = this.loaded.config;
-    return databases && repository !== undefined && repositoryLocation(repository) === this.repositoryPath() ? Object.keys(databases).sort() : [];
+  configuredWork(): ConfiguredWork {
+    const config = this.loaded.config;
+    if (!config.databases || config.repository === undefined || repositoryLocation(config.repository) !== this.repositoryPath()) return { databases: [], jobs: [] };
+    const databases = Object.keys(config.databases).sort();
+    return { databases, jobs: databases.flatMap((database) => Object.entries(schedulesFor(config, database)).map(([name, job]) => ({ database, name, kind: job.job }))) };
   }
 
   /**

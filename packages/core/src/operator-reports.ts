@@ -173,18 +173,19 @@ export function assessHealth(
   space: SpaceInfo | undefined,
   thresholds: HealthThresholds,
   now: Date,
-  expected: readonly string[] = [],
+  configured: ConfiguredWork = { databases: [], jobs: [] },
 ): HealthReport {
   const checks: HealthCheck[] = [];
   const hours = (ms: number): string => `${(ms / 3_600_000).toFixed(1)} h`;
-  // `expected`: the databases the config names. One never backed up is the worst case of an old backup, not a database health forgets.
-  const databases = [...new Set([...expected, ...backups.map((b) => b.database), ...operations.filter((o) => (o.kind === 'backup' || o.kind === 'job') && o.last.database).map((o) => o.last.database!)])].sort();
+  // A database the config names but nobody backed up is the worst case of an old backup, not one health forgets.
+  const databases = [...new Set([...configured.databases, ...backups.map((b) => b.database), ...operations.filter((o) => o.kind === 'backup' && o.last.database).map((o) => o.last.database!)])].sort();
   if (databases.length === 0) checks.push({ check: 'backup-age', database: null, status: 'unhealthy', message: 'the repository holds no backups at all' });
   for (const database of databases) {
     const mine = backups.filter((b) => b.database === database && b.type !== 'schema-only');
     const good = newestGoodBackup(mine);
     if (!good) {
-      checks.push({ check: 'backup-age', database, status: 'unhealthy', message: mine.length === 0 ? `${database} has never been backed up` : `${database} has no good backup` });
+      const ever = backups.some((b) => b.database === database) || operations.some((o) => o.kind === 'backup' && o.last.database === database);
+      checks.push({ check: 'backup-age', database, status: 'unhealthy', message: ever ? `${database} has no good backup` : `${database} has never been backed up` });
     } else {
       const age = now.getTime() - Date.parse(good.createdAt);
       checks.push({
@@ -250,7 +251,7 @@ export function assessHealth(
         message: `the latest backup run failed${latest.interrupted ? ' (interrupted)' : ''}: ${latest.last.error?.message ?? 'no error recorded'}`,
       });
     }
-    const jobs = latestJobRuns(operations, database);
+    const jobs = latestJobRuns(operations, database, new Set(configured.jobs.filter((j) => j.database === database && j.kind !== 'health').map((j) => j.name)));
     if (jobs.size > 0) {
       // A scheduled job that keeps failing (a hook that stops it, a verify, prune or copy job) shows
       // nowhere else; one a daemon's stop interrupted did not fail, its next run tells.
@@ -278,13 +279,27 @@ export function assessHealth(
   return { healthy: checks.every((c) => c.status === 'ok'), checks };
 }
 
-/** The latest run of each of a database's scheduled jobs (a daemon's `job` entries), by job name; runs it skipped or queued do not count. */
-function latestJobRuns(operations: readonly JournalOperation[], database: string): Map<string, JournalOperation> {
+/**
+ * What the config file says a repository should hold: its databases, and the jobs a daemon runs
+ * on them (by name and kind). Health judges only the jobs named here: one renamed or removed from
+ * the config never runs again, and its last failure must not count forever.
+ */
+export interface ConfiguredWork {
+  readonly databases: readonly string[];
+  readonly jobs: readonly { readonly database: string; readonly name: string; readonly kind: string }[];
+}
+
+/**
+ * The latest run of each of a database's scheduled jobs named in `names` (a daemon's `job`
+ * entries), by job name; runs it skipped or queued do not count. Health jobs are left out by the
+ * caller: one fails exactly when a check fails, so it would only repeat what the others say.
+ */
+function latestJobRuns(operations: readonly JournalOperation[], database: string, names: ReadonlySet<string>): Map<string, JournalOperation> {
   const latest = new Map<string, JournalOperation>();
   for (const o of operations) {
     if (o.kind !== 'job' || o.last.database !== database) continue;
     const details = o.last.details as { job?: unknown; skipped?: boolean; queued?: boolean } | undefined;
-    if (typeof details?.job !== 'string' || details.skipped || details.queued) continue;
+    if (typeof details?.job !== 'string' || !names.has(details.job) || details.skipped || details.queued) continue;
     const seen = latest.get(details.job);
     if (!seen || seen.startedAt <= o.startedAt) latest.set(details.job, o);
   }
