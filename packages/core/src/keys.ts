@@ -169,6 +169,9 @@ export class RepositoryKeys {
    * under those keys: after removing a passphrase that may have leaked, rotate the data key.
    */
   async remove(id: string, options: { force?: boolean } = {}): Promise<KeyFileInfo> {
+    // Listed before the lock (a listing of every log folder must not hold up commits): what is
+    // stored meanwhile is sealed under the current key, which a removal never strands.
+    const others = await this.#host.otherArtifacts();
     return this.#change('remove', async (section, mine, backups) => {
       const files = section.keyFiles!;
       const target = files.find((f) => f.id === id);
@@ -182,7 +185,7 @@ export class RepositoryKeys {
       }
       const rest = files.filter((f) => f.id !== id);
       // Segments and archived log files are sealed like backups: a key only they need is as much in use.
-      const needed = usesPerKey(backups, await this.#host.otherArtifacts(), this.#host.vault);
+      const needed = usesPerKey(backups, others, this.#host.vault);
       if (!needed.has(section.currentKey!)) needed.set(section.currentKey!, { backups: 0, segments: 0, logFiles: 0 });
       const stranded = [...needed].filter(([key]) => target.dataKeys.includes(key) && !rest.some((f) => f.dataKeys.includes(key)));
       if (stranded.length > 0) {

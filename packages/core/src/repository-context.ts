@@ -1,6 +1,6 @@
 import type { BackupRecord } from './catalog.js';
 import { readCatalogContents } from './catalog.js';
-import { describeLogKey } from './log-archive.js';
+import { describeLogKey, logPrefix } from './log-archive.js';
 import type { Passphrase } from './encryption.js';
 import type { Engine } from './engine.js';
 import { StrataError } from './errors.js';
@@ -45,12 +45,16 @@ export class RepositoryContext {
       vault: this.vault,
       backups: () => this.catalog.list(),
       otherArtifacts: async () => {
-        const segments = (await readCatalogContents(storage))?.segments ?? [];
+        const contents = await readCatalogContents(storage);
+        const segments = contents?.segments ?? [];
         const out: { kind: 'segments' | 'logFiles'; keyId: string | undefined }[] = segments.map((s) => ({ kind: 'segments', keyId: this.vault.keyIdOf(s) }));
-        // Every database's folder, not only the catalog's: log files outlive the backups listed now (an import can bring a base for them).
-        for await (const object of storage.list('backups/')) {
-          const log = describeLogKey(object.key);
-          if (log) out.push({ kind: 'logFiles', keyId: log.keyId });
+        // The log folders of the catalog's databases: log files only replay onto a listed base.
+        for (const database of new Set([...(contents?.backups ?? []).map((b) => b.database), ...segments.map((s) => s.database)])) {
+          for await (const object of storage.list(logPrefix(database))) {
+            const log = describeLogKey(object.key);
+            // One archived before key files names no key and needs the old passphrase's (keyIdOf's fallback).
+            if (log?.encrypted) out.push({ kind: 'logFiles', keyId: this.vault.keyIdOf({ encryption: { profile: this.vault.section.profile, ...(log.keyId ? { keyId: log.keyId } : {}) } }) });
+          }
         }
         return out;
       },
