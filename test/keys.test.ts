@@ -198,9 +198,9 @@ describe('keys that can change', function () {
         live.prepare('INSERT INTO t (v) VALUES (?)').run(`row ${i}`);
         await delay(300);
       }
-      // An archived log file under the same key (as `strata wal-push` with Alice's passphrase stores one).
+      // An archived log file under the same key, in a database the catalog lists (as `strata wal-push` with Alice's passphrase stores one).
       const opened = await openRepository(repo(), { passphrase: new Passphrase(TEST_PASSPHRASE), tempDir: path.join(dir.path, 'tmp') });
-      assert.equal((await opened.logArchive.push('cluster', '000000010000000000000003', new Uint8Array(64 * 1024).fill(7))).status, 'stored');
+      assert.equal((await opened.logArchive.push('live', '000000010000000000000003', new Uint8Array(64 * 1024).fill(7))).status, 'stored');
       await opened.close();
 
       // Bob rotates without bringing Alice's key file along: the replicator stops rather than go on under a key being retired.
