@@ -73,7 +73,8 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
       continue;
     }
     if (options.signal?.aborted) {
-      throw new StrataError('ABORTED', `${operation}: interrupted while waiting for the repository lock, held by ${describeHolder(holder)}; nothing was changed`, { cause: options.signal.reason });
+      // What the operation did before it waited (a copy's earlier backups) is its own to say; here only the lock was not taken.
+      throw new StrataError('ABORTED', `${operation}: interrupted while waiting for the repository lock, held by ${describeHolder(holder)}; the lock was not taken`, { cause: options.signal.reason });
     }
     if (Date.now() >= deadline) {
       if (holder?.token.startsWith(UNREADABLE)) {

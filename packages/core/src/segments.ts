@@ -159,7 +159,20 @@ const keysCheckedAt = new WeakMap<RepositoryContext, number>();
 async function recheckKeys(ctx: RepositoryContext): Promise<void> {
   const now = Date.now();
   if (now - (keysCheckedAt.get(ctx) ?? 0) < KEYS_RECHECK_MS) return;
-  await ctx.unlock();
+  try {
+    await ctx.unlock();
+    if (ctx.vault.section.profile !== 'none') ctx.vault.current('replicate');
+  } catch (err) {
+    // The passphrase opened the repository when this process started: say what changed since, not "wrong passphrase".
+    if (isStrataError(err, 'PASSPHRASE_WRONG') || isStrataError(err, 'KEY_MISSING')) {
+      throw new StrataError(
+        err.code,
+        `replicate: the repository's keys changed while it ran, and its passphrase no longer seals new segments (its key file was removed or replaced, or lacks the current data key after a \`strata key rotate\`): ${err.message}. Give it the current key (\`strata key rotate --also-passphrase-file\`) or another passphrase, then start it again`,
+        { cause: err, details: err.details },
+      );
+    }
+    throw err;
+  }
   keysCheckedAt.set(ctx, now);
 }
 
