@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
+import pg from 'pg';
 import { EngineRegistry, Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { BackupRecord, Repository } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
@@ -123,6 +124,47 @@ describe('PostgreSQL engine', function () {
     assert.equal(await count(live, 'SELECT count(*) AS n FROM shop.orders'), await count(source, 'SELECT count(*) AS n FROM shop.orders'));
     assert.equal(await count(live, "SELECT count(*) AS n FROM shop.customers WHERE name = 'changed'"), '0');
     assert.equal(await count(live, 'SELECT count(*) AS n FROM public.no_pk WHERE a = 999'), '1', 'other tables keep their rows');
+  });
+
+  it('a table restore blocked by another session\'s open transaction stops on an interruption, and gives up after its bounded wait; the rows stay as they were', async function () {
+    this.timeout(300_000);
+    const source = await databases.create(RICH_POSTGRES_SQL);
+    const record = await repo.backup(pgUrl(source), { database: 'shop' });
+    const live = await databases.create(RICH_POSTGRES_SQL);
+    await pgQuery(live, "UPDATE shop.customers SET name = 'changed'");
+    const before = pgDump(live, ['--data-only']);
+    // An application's transaction that wrote to the table and was left open.
+    const holder = new pg.Client({ connectionString: pgUrl(live), application_name: 'the app' });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN; UPDATE shop.customers SET name = 'changed' WHERE id = 1");
+      const waiting = async (): Promise<boolean> => (await pgQuery(live, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'strata restore'")).rowCount! > 0;
+      const interruption = new AbortController();
+      const restoring = repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['customers'], force: true, signal: interruption.signal });
+      const settled = restoring.then(() => undefined, () => undefined);
+      for (let i = 0; !(await waiting()); i++) {
+        assert.ok(i < 1200, 'the restore never waited for the lock');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      interruption.abort();
+      await assert.rejects(restoring, (err: unknown) => isStrataError(err, 'ABORTED') && /restore: interrupted; the rows of shop.customers were not changed/.test((err as Error).message));
+      await settled;
+      assert.equal(pgDump(live, ['--data-only']), before);
+
+      // Not interrupted: it waits 30 s, then says who holds the table.
+      await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['customers'], force: true }), (err: unknown) => {
+        assert.ok(isStrataError(err, 'DATABASE_LOCKED'), String(err));
+        assert.match((err as Error).message, /other sessions kept shop.customers locked for 30 s \(pid \d+ \(the app\), idle in transaction since .+\); .*nothing was changed/);
+        return true;
+      });
+      assert.equal(pgDump(live, ['--data-only']), before);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await holder.end();
+    }
+    // Once the transaction ended, the restore goes ahead (with the table that refers to customers).
+    await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['shop.orders', 'customers'], force: true });
+    assert.equal((await pgQuery(live, "SELECT count(*) AS n FROM shop.customers WHERE name = 'changed'")).rows[0].n, '0');
   });
 
   it('refuses a table the backup does not have, and one whose replacement would orphan rows elsewhere', async () => {

@@ -246,8 +246,8 @@ export class PostgresEngine extends ServerEngine {
     return beginDatabaseRestore(target, exists, names, options, this.tableFilter(options));
   }
 
-  protected replaceTables(target: PgTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo): Promise<void> {
-    return replaceTables(target, tables, spooled, info);
+  protected replaceTables(target: PgTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, _work: RestoreWorkNames, options: { signal?: AbortSignal } = {}): Promise<void> {
+    return replaceTables(target, tables, spooled, info, options.signal);
   }
 }
 
@@ -542,11 +542,26 @@ const TRIGGER_ENABLE: Readonly<Record<string, string>> = { O: 'ENABLE', R: 'ENAB
  * rewrite the restored rows or write elsewhere), then switched back on in the mode each had. The
  * foreign keys' internal triggers stay on, so rows without their parents are still refused.
  */
-async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo): Promise<void> {
+async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, signal?: AbortSignal): Promise<void> {
   const meta = info.engineMeta as unknown as PgMeta;
   const recorded = recordedTables(meta);
   const client = await connect(target, 'strata restore');
+  // A statement waiting on the server notices nothing of an interruption: another connection cancels it, and the transaction rolls back.
+  const backendPid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  let cancelling: Promise<unknown> | undefined;
+  const cancel = (): void => {
+    cancelling = (async () => {
+      const other = await connect(target, 'strata restore (cancel)');
+      try {
+        await other.query('SELECT pg_cancel_backend($1)', [backendPid]);
+      } finally {
+        await other.end().catch(() => undefined);
+      }
+    })().catch(() => undefined);
+  };
+  signal?.addEventListener('abort', cancel, { once: true });
   try {
+    throwIfAborted(signal, 'restore');
     const present = new Set((await listTables(client)).map(tableKey));
     const tables = chosen.map((q) => {
       const table = recorded.get(q);
@@ -557,6 +572,9 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
     });
     await client.query('BEGIN');
     try {
+      // The lock waits for every open transaction that wrote to these tables: bounded, so a
+      // session left idle in a transaction makes the restore fail and say so, not hang.
+      await client.query(`SET LOCAL lock_timeout = '${TABLE_LOCK_WAIT_SECONDS}s'`);
       // Held to the end: no foreign key to these tables can be added, and no trigger of theirs
       // changed, between the checks below and the commit.
       await client.query(`LOCK TABLE ONLY ${tables.map((t) => `${ident(t.schema)}.${ident(t.name)}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
@@ -582,6 +600,17 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       // Also switches the triggers back: ALTER TABLE is part of the transaction.
       await client.query('ROLLBACK').catch(() => undefined);
       const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
+      if (signal?.aborted) {
+        throw new StrataError('ABORTED', redactable`restore: interrupted; the rows of ${named(chosen, 'table')} were not changed`, { cause: signal.reason });
+      }
+      if (e.code === '55P03') {
+        const holders = await sessionsLocking(client, chosen.map((q) => recorded.get(q)).filter((t): t is TableName => t !== undefined)).catch(() => []);
+        throw new StrataError(
+          'DATABASE_LOCKED',
+          redactable`restore: other sessions kept ${named(chosen, 'table')} locked for ${TABLE_LOCK_WAIT_SECONDS} s (${withheld(holders.length > 0 ? holders.join('; ') : 'sessions that ended meanwhile', 'sessions')}); an open transaction that wrote to them holds them until it ends. End it, then run the restore again; nothing was changed`,
+          { cause: err },
+        );
+      }
       if (e.code === '23503') {
         throw new StrataError('USAGE', redactable`restore: replacing ${named(chosen, 'table')} would break a foreign key (${withheld(e.detail ?? (err as Error).message, 'server message 23503')}); include the related tables in --tables`, { cause: err });
       }
@@ -590,8 +619,26 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
   } catch (err) {
     throw restoreFailed(target, 'the table restore', err);
   } finally {
+    signal?.removeEventListener('abort', cancel);
+    await cancelling;
     await client.end().catch(() => undefined);
   }
+}
+
+/** How long a table restore waits for other transactions' locks on its tables. */
+const TABLE_LOCK_WAIT_SECONDS = 30;
+
+/** The sessions holding locks on `tables`: pid, state and application, for the message that says why the restore gave up. */
+async function sessionsLocking(client: pg.Client, tables: readonly TableName[]): Promise<string[]> {
+  const rows = (await client.query<{ pid: number; state: string | null; application: string | null; since: string | null }>(
+    `SELECT DISTINCT a.pid, a.state, a.application_name AS application, a.xact_start::text AS since
+     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN unnest($1::text[], $2::text[]) AS chosen(schema, name) ON chosen.schema = n.nspname AND chosen.name = c.relname
+     WHERE l.pid <> pg_backend_pid() ORDER BY a.pid`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)],
+  )).rows;
+  return rows.map((r) => `pid ${r.pid}${r.application ? ` (${r.application})` : ''}${r.state ? `, ${r.state}` : ''}${r.since ? ` since ${r.since}` : ''}`);
 }
 
 /**
