@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type mysql from 'mysql2/promise';
 import { StrataError, errorText, redactable } from '@strata/core';
 import type { WorkDatabaseName } from '@strata/core';
@@ -153,9 +154,17 @@ async function serverStarted(connection: mysql.Connection): Promise<number> {
 
 /**
  * How far a restore got, as its record says: `prepared` until the restore saw its swap done,
- * then `swapped`; `undoing` once it began to put the target back.
+ * then `swapped`; `undoing` once it began to put the target back; `finished` once the target has
+ * everything (only the aside database is left to drop).
  */
-type SwapPhase = 'prepared' | 'swapped' | 'undoing';
+type SwapPhase = 'prepared' | 'swapped' | 'undoing' | 'finished';
+
+/**
+ * How long the steps after the swap wait for a lock (a session reading a restored table): they
+ * must not give up as easily as the swap, which changes nothing when it gives up, while these
+ * would leave the target without its views, routines, triggers or events.
+ */
+const FINISH_LOCK_WAIT_SECONDS = 600;
 
 async function setPhase(connection: mysql.Connection, aside: string, phase: SwapPhase): Promise<void> {
   const table = await recordTable(connection, aside);
@@ -286,6 +295,7 @@ export async function swapTables(connection: mysql.Connection, server: MysqlTarg
     // From here a sweep finishes the restore; before, it puts the target back (the server may
     // do a RENAME whose client died waiting, but that restore did not go on with it).
     await setPhase(connection, aside, 'swapped');
+    await connection.query(`SET SESSION lock_wait_timeout = ${FINISH_LOCK_WAIT_SECONDS}`);
   } catch (err) {
     if (record.dropped.length > 0) {
       try {
@@ -341,14 +351,17 @@ export async function finishSwap(connection: mysql.Connection, record: SwapRecor
   const db = record.database;
   if (record.objects.kind === 'tables') {
     await recreateTriggers(connection, db, record.objects.triggers);
-    return;
+  } else {
+    const schema = parseSchemaText(record.objects.after);
+    await connection.query(`ALTER DATABASE ${ident(db)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
+    await retargetDefaults(connection, record.work, db);
+    // The target's own views, routines and events stayed until now; its tables' triggers left with them.
+    await dropProgrammable(connection, db);
+    await runProgrammable(connection, db, schema, { events: true, ...(options.disabledEvents ? { disabledEvents: options.disabledEvents } : {}) });
   }
-  const schema = parseSchemaText(record.objects.after);
-  await connection.query(`ALTER DATABASE ${ident(db)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
-  await retargetDefaults(connection, record.work, db);
-  // The target's own views, routines and events stayed until now; its tables' triggers left with them.
-  await dropProgrammable(connection, db);
-  await runProgrammable(connection, db, schema, { events: true, ...(options.disabledEvents ? { disabledEvents: options.disabledEvents } : {}) });
+  // A sweep that finds this record later (the restore killed before dropping the aside database)
+  // must not do it again: the user may have changed the target's objects since.
+  await setPhase(connection, aside, 'finished');
 }
 
 /**
@@ -401,13 +414,26 @@ async function missingObjects(connection: mysql.Connection, record: SwapRecord):
  * Settles the aside database of a restore that did not finish, from the record in it; undefined
  * when it holds none (an older Strata's aside database: the caller settles it as it did).
  *
- * Past the swap, the restore is finished from the record and the aside database, holding the
- * tables it replaced, is dropped (as a finished restore would). Before it, nothing of the target
+ * Past the swap, whatever the restore's phase, it is finished from the record and the aside
+ * database, holding the tables it replaced, is dropped (as a finished restore would): going back
+ * would drop the restored tables and what was written to them since. Before it, nothing of the target
  * was changed and it is left alone, unless the restore was putting it back after a failed swap:
  * then what it had dropped and not yet recreated is recreated. If any of that fails, the aside
  * database stays and the sentence says what the target lacks and what to do.
  */
 export async function settleSwap(connection: mysql.Connection, aside: WorkDatabaseName): Promise<string | undefined> {
+  // Two runs starting together would both settle it, one dropping what the other recreates: one at a time, the other leaves it.
+  const lock = `strata-settle-${createHash('sha256').update(aside.name).digest('hex').slice(0, 40)}`;
+  const [[taken]] = (await connection.query<mysql.RowDataPacket[]>('SELECT GET_LOCK(?, 0) AS got', [lock])) as unknown as [mysql.RowDataPacket[]];
+  if (Number(taken?.['got']) !== 1) return `left ${aside.name} to another strata run, which is settling it now`;
+  try {
+    return await settleSwapHeld(connection, aside);
+  } finally {
+    await connection.query('SELECT RELEASE_LOCK(?)', [lock]).catch(() => undefined);
+  }
+}
+
+async function settleSwapHeld(connection: mysql.Connection, aside: WorkDatabaseName): Promise<string | undefined> {
   const found = await readSwapRecord(connection, aside.name);
   if (!found) return undefined;
   const { record } = found;
@@ -424,19 +450,19 @@ export async function settleSwap(connection: mysql.Connection, aside: WorkDataba
   await connection.query(`SET SESSION lock_wait_timeout = ${SWAP_LOCK_WAIT_SECONDS}`);
   const what = record.objects.kind === 'tables' ? `table(s) ${record.parked.map((p) => p.table).join(', ')} of ${db}` : db;
   let swapped = false;
-  let undone = false;
   let missing: string[] = [];
   try {
     await endRestoreSession(connection, record);
+    if (found.phase === 'finished') {
+      await drop();
+      return `removed ${aside.name}, left by a restore of ${what} that had finished`;
+    }
     swapped = await swapDone(connection, record, aside.name);
-    if (swapped && found.phase === 'swapped') await finishSwap(connection, record, aside.name);
-    else if (swapped) {
-      // The server swapped after the restore's process died, or the restore died putting the
-      // target back: the restore never went on from its swap, so the target goes back.
-      await undoSwap(connection, record, aside.name);
-      await connection.query(`DROP DATABASE IF EXISTS ${ident(record.work)}`);
-      undone = true;
-    } else if (found.phase === 'undoing') {
+    // Past the swap, whatever the phase (the server may have swapped after the restore's process
+    // died, or that restore died putting the target back), the restore is finished forward: the
+    // restored tables may have taken writes since, and going back would drop them.
+    if (swapped) await finishSwap(connection, record, aside.name);
+    else if (found.phase === 'undoing') {
       missing = await missingObjects(connection, record);
       if (missing.length > 0) await restoreObjects(connection, record);
     } else if (record.dropped.length > 0) {
@@ -452,10 +478,6 @@ export async function settleSwap(connection: mysql.Connection, aside: WorkDataba
       : `kept ${aside.name}: a restore of ${what} stopped before its swap or while putting ${db} back, and ${db} lacks ${missing.join(', ')}, which recreating from the record in ${aside.name} (table ${found.table}) failed (${message}); create them from there, then DROP DATABASE ${ident(aside.name)}`;
   }
   await drop();
-  if (undone) {
-    const objects = record.objects.kind === 'tables' ? 'their triggers' : 'its routines, views, triggers and events';
-    return `put ${what} back as it was before a restore that did not finish (the server swapped in the restored tables after that restore's process died, or that restore died putting them back), with ${objects}, and removed ${aside.name}`;
-  }
   if (swapped) {
     return record.objects.kind === 'tables'
       ? `finished a restore of ${what} that stopped after swapping in the restored tables: recreated their triggers, and removed ${aside.name} with the tables they replaced`
