@@ -1,5 +1,5 @@
 import { StrataError } from '@strata/sdk';
-import { Daemon, cronOf, describeJob, plannedJobs } from './daemon.js';
+import { Daemon, cronOf, describeDueTogether, describeJob, jobsDueTogether, plannedJobs } from './daemon.js';
 import type { CommandContext } from './context.js';
 import { printTable } from './table.js';
 import { metricsText, writeTextfile } from './metrics.js';
@@ -7,14 +7,16 @@ import { parseListenAddress } from './metrics-listener.js';
 
 /** `strata schedule`: every job of strata.config.json with its next runs. */
 export function scheduleCommand(ctx: CommandContext, options: { count: number }): number {
-  const jobs = plannedJobs(ctx.loaded.config).map((job) => {
+  const planned = plannedJobs(ctx.loaded.config);
+  const dueTogether = jobsDueTogether(planned);
+  const jobs = planned.map((job) => {
     const config = job.config;
     if (config.job === 'replicate') return { database: job.database, job: job.name, kind: config.job, what: describeJob(config), continuous: true, next: [] as string[] };
     const next = cronOf(config).nextRuns(options.count).map((d) => d.toISOString());
     return { database: job.database, job: job.name, kind: config.job, what: describeJob(config), cron: config.cron, ...(config.timezone !== undefined ? { timezone: config.timezone } : {}), next };
   });
   if (ctx.json) {
-    ctx.printJson({ config: ctx.loaded.file ?? null, jobs });
+    ctx.printJson({ config: ctx.loaded.file ?? null, jobs, dueTogether: dueTogether.map((pair) => ({ database: pair.database, jobs: pair.jobs, next: pair.next.toISOString() })) });
     return 0;
   }
   if (jobs.length === 0) {
@@ -25,6 +27,7 @@ export function scheduleCommand(ctx: CommandContext, options: { count: number })
     ['DATABASE', 'JOB', 'WHAT', 'WHEN', 'NEXT RUNS'],
     jobs.map((j) => [j.database, j.job, j.what, 'cron' in j ? `${j.cron}${'timezone' in j ? ` (${j.timezone})` : ''}` : 'continuous', j.next.length > 0 ? j.next.join(', ') : 'while the daemon runs']),
   );
+  for (const line of describeDueTogether(dueTogether)) process.stdout.write(`${line}\n`);
   return 0;
 }
 

@@ -58,6 +58,50 @@ export function cronOf(job: ScheduledJobConfig, onTick?: (self: Cron) => void): 
 export { describeJob };
 
 /**
+ * How many runs of each job `jobsDueTogether` looks at: a weekly job's next 200 runs meet an hourly
+ * one's schedule, and a per-second job's still cost nothing to compute.
+ */
+const DUE_TOGETHER_RUNS = 200;
+
+/** Two scheduled jobs of one database that are due at the same instant now and then. */
+export interface JobsDueTogether {
+  readonly database: string;
+  readonly jobs: readonly [string, string];
+  /** The first instant both are due. */
+  readonly next: Date;
+}
+
+/**
+ * The pairs of scheduled jobs of one database due at the same instant within their next runs: the
+ * daemon runs such jobs one after the other (never two of one database at once), so one of them
+ * starts late, after the other.
+ */
+export function jobsDueTogether(jobs: readonly PlannedJob[], from: Date = new Date()): JobsDueTogether[] {
+  const scheduled = jobs.flatMap((j) => (j.config.job === 'replicate' ? [] : [{ job: j, cron: cronOf(j.config) }]));
+  const found: JobsDueTogether[] = [];
+  for (const [i, a] of scheduled.entries()) {
+    for (const b of scheduled.slice(i + 1)) {
+      if (a.job.database !== b.job.database) continue;
+      const together = [...a.cron.nextRuns(DUE_TOGETHER_RUNS, from), ...b.cron.nextRuns(DUE_TOGETHER_RUNS, from)].filter((at) => a.cron.match(at) && b.cron.match(at)).sort((x, y) => x.getTime() - y.getTime());
+      if (together[0]) found.push({ database: a.job.database, jobs: [a.job.name, b.job.name], next: together[0] });
+    }
+  }
+  return found;
+}
+
+/**
+ * What `strata schedule` and the daemon's start say of the jobs due together: a line per database,
+ * the pairs that meet soonest first.
+ */
+export function describeDueTogether(pairs: readonly JobsDueTogether[]): string[] {
+  const databases = [...new Set(pairs.map((p) => p.database))];
+  return databases.map((database) => {
+    const mine = pairs.filter((p) => p.database === database).sort((a, b) => a.next.getTime() - b.next.getTime());
+    return `${database}: jobs due at the same time run one after the other: ${mine.map((p) => `${p.jobs[0]} and ${p.jobs[1]} (next ${p.next.toISOString()})`).join(', ')}`;
+  });
+}
+
+/**
  * Log lines on stderr, as text or one JSON object a line. Errors go in as `redactedMessage(err)`, the
  * form the journal keeps: journald and log collectors are files too, so what the journal withholds
  * (passwords in URLs, schema names, driver messages that quote the database) stays out of them.
@@ -156,6 +200,8 @@ type Trigger = 'schedule' | 'queued' | 'missed' | 'start';
 
 interface DatabaseState {
   busy: boolean;
+  /** The run that holds the database (running, or waiting for a concurrency slot). */
+  current: { job: PlannedJob; scheduledAt: Date } | undefined;
   /** Queued runs, at most one per job. */
   readonly queue: { job: PlannedJob; scheduledAt: Date }[];
 }
@@ -271,6 +317,7 @@ export class Daemon {
       }
       this.#log.write('info', `${describeJob(config)} at "${config.cron}"${config.timezone ? ` (${config.timezone})` : ''}; next ${cron.nextRun()?.toISOString() ?? 'never'}`, { database: job.database, job: job.name });
     }
+    for (const line of describeDueTogether(jobsDueTogether(jobs))) this.#log.write('info', line);
   }
 
   /** When each job last started, from the journal. */
@@ -407,7 +454,7 @@ export class Daemon {
 
   #state(database: string): DatabaseState {
     let state = this.#databases.get(database);
-    if (!state) this.#databases.set(database, (state = { busy: false, queue: [] }));
+    if (!state) this.#databases.set(database, (state = { busy: false, current: undefined, queue: [] }));
     return state;
   }
 
@@ -419,17 +466,27 @@ export class Daemon {
       const config = job.config as ScheduledJobConfig;
       const policy = config.overlap ?? this.#settings().overlap ?? 'skip';
       const alreadyQueued = state.queue.some((q) => q.job.name === job.name);
-      if (policy === 'queue' && !alreadyQueued) {
+      // Jobs due at the same instant (an hourly and a nightly job at 02:00) are not an overlap:
+      // whichever timer fired first must not make the others look as if they came while it ran.
+      // They run one after the other, whatever the overlap policy; "skip" is for a run in progress.
+      const dueWith = state.current !== undefined && state.current.scheduledAt.getTime() === scheduledAt.getTime() ? state.current.job.name : undefined;
+      if ((policy === 'queue' || dueWith !== undefined) && !alreadyQueued) {
         state.queue.push({ job, scheduledAt });
-        this.#log.write('info', `due at ${scheduledAt.toISOString()} while another job of ${job.database} runs; queued`, { database: job.database, job: job.name });
-        void this.#recordNotRun(job, scheduledAt, 'queued');
+        if (dueWith !== undefined) {
+          this.#log.write('info', `due at ${scheduledAt.toISOString()} together with ${dueWith}; runs after it`, { database: job.database, job: job.name });
+          void this.#recordNotRun(job, scheduledAt, 'queued', `due at the same time as ${job.database}/${dueWith}, which runs first`);
+        } else {
+          this.#log.write('info', `due at ${scheduledAt.toISOString()} while another job of ${job.database} runs; queued`, { database: job.database, job: job.name });
+          void this.#recordNotRun(job, scheduledAt, 'queued', `another job of ${job.database} was running`);
+        }
       } else {
         this.#log.write('warn', `due at ${scheduledAt.toISOString()} while another job of ${job.database} runs; skipped${alreadyQueued ? ' (a run of it is already queued)' : ''}`, { database: job.database, job: job.name });
-        void this.#recordNotRun(job, scheduledAt, 'skipped');
+        void this.#recordNotRun(job, scheduledAt, 'skipped', `another job of ${job.database} was running`);
       }
       return;
     }
     state.busy = true;
+    state.current = { job, scheduledAt };
     const controller = new AbortController();
     const entry = { controller, done: Promise.resolve() };
     entry.done = this.#runWhenSlot(job, scheduledAt, trigger, controller.signal)
@@ -438,6 +495,7 @@ export class Daemon {
         this.#updateMetrics();
         this.#running.delete(entry);
         state.busy = false;
+        state.current = undefined;
         const next = state.queue.shift();
         if (next) this.#due(next.job, next.scheduledAt, 'queued');
       });
@@ -445,9 +503,9 @@ export class Daemon {
   }
 
   /** A run that did not start (skipped, or queued behind another job), in the journal. */
-  async #recordNotRun(job: PlannedJob, scheduledAt: Date, what: 'skipped' | 'queued'): Promise<void> {
+  async #recordNotRun(job: PlannedJob, scheduledAt: Date, what: 'skipped' | 'queued', reason: string): Promise<void> {
     try {
-      const details = { job: job.name, jobKind: job.config.job, scheduledAt: scheduledAt.toISOString(), [what]: true, reason: `another job of ${job.database} was running` };
+      const details = { job: job.name, jobKind: job.config.job, scheduledAt: scheduledAt.toISOString(), [what]: true, reason };
       const handle = await this.#repo.journal.begin('job', { database: job.database, details });
       await handle.complete({ details });
     } catch (err) {
