@@ -271,6 +271,36 @@ describe('strata daemon', function () {
     assert.ok(both.length >= 1, `b and p never both ran for one instant: ${completed.map(at).join(', ')}`);
   });
 
+  it('a health job fails for a database with no backups: an empty repository, or one that holds only other databases\' backups', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    for (const db of ['a', 'c']) buildRichDatabase(path.join(dir.path, `${db}.db`), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    writeConfig(config, { repository: './repo', databases: { a: { url: './a.db' }, c: { url: './c.db' } }, schedules: { h: { job: 'health', maxAge: '1h', cron: '*/2 * * * * *' } } });
+    const daemon = startDaemon(config);
+    try {
+      const outcome = /c\/h: (?:succeeded|failed)[^\n]*/;
+      assert.match((await daemon.waitFor(outcome))[0], /c\/h: failed: backup-age: the repository holds no backups at all/);
+      // a gets a backup, c still has none.
+      const backup = strata(['backup', path.join(dir.path, 'a.db'), '--repo', repo, '--name', 'a']);
+      assert.equal(backup.status, 0, backup.stderr);
+      let mark = daemon.log().length;
+      const seen = await daemon.waitFor(/a\/h: succeeded: healthy \([1-9]\d* checks\)/, 120_000, mark);
+      mark += seen.index! + seen[0].length;
+      // A run of c beside a's may have read the repository before the backup: either way, not healthy.
+      assert.match((await daemon.waitFor(outcome, 120_000, mark))[0], /c\/h: failed: backup-age: (?:c has no backups at all|the repository holds no backups at all)/);
+      await daemon.waitFor(/c\/h: failed: backup-age: c has no backups at all/, 120_000, mark);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    assert.doesNotMatch(daemon.log(), /c\/h: succeeded/);
+    const health = ran(await jobOperations(repo)).filter((o) => o.last.database === 'c' && o.status !== 'RUNNING' && detail(o, 'interrupted') !== true);
+    assert.ok(health.length >= 2);
+    for (const op of health) assert.equal(op.last.error?.code, 'UNHEALTHY');
+  });
+
   it('a job killed with the daemon (SIGKILL) reads as interrupted in the journal', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);

@@ -640,9 +640,13 @@ export class Daemon {
         const backups = await repo.list();
         const operations = await repo.journal.operations();
         const now = new Date();
+        // A check of the whole repository (database null: no backups at all, its disk) concerns every database's job.
         const checks = [...assessHealth(backups, operations, space, thresholds, now).checks, ...assessContinuity(backups, await repo.segments(), operations, thresholds, now), ...assessLogArchive(await repo.logWindows({ database }), thresholds, now)].filter(
-          (c) => c.database === undefined || c.database === database,
+          (c) => c.database == null || c.database === database,
         );
+        // The report knows only the databases the repository has seen; one never backed up is the
+        // unhealthiest of all, not a database with nothing to check.
+        if (!checks.some((c) => c.check === 'backup-age')) checks.push({ check: 'backup-age', database, status: 'unhealthy', message: `${database} has no backups at all` });
         const problems = checks.filter((c) => c.status !== 'ok');
         if (problems.length > 0) throw new StrataError('UNHEALTHY', problems.map((c) => `${c.check}: ${c.message}`).join('; '));
         return { summary: `healthy (${checks.length} checks)`, details: { checks: checks.length } };
