@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -281,6 +281,54 @@ describe('strata daemon notifications', function () {
       assert.doesNotMatch(exit.stderr, /SIGHUP: reloaded/);
     } finally {
       if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+
+  it('a run the journal cannot take (the repository cannot be written) fails like any other: its onFailure hook runs and the failure is notified', async () => {
+    const posts: Record<string, unknown>[] = [];
+    const http = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        posts.push(JSON.parse(body) as Record<string, unknown>);
+        res.writeHead(204).end();
+      });
+    });
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    try {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+      buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+      const hookLog = path.join(dir.path, 'on-failure.log');
+      const config = path.join(dir.path, 'strata.config.json');
+      writeConfig(config, {
+        repository: './repo',
+        databases: { app: { url: './app.db' } },
+        schedules: { p: { job: 'prune', cron: '*/2 * * * * *', hooks: { onFailure: `echo "onFailure saw: $STRATA_ERROR" >> '${hookLog}'` } } },
+        notifications: { channels: { ops: { type: 'webhook', url: { env: 'TEST_WEBHOOK_URL' }, events: ['failure'] } } },
+      });
+      const daemon = startDaemon(config, [], { TEST_WEBHOOK_URL: `http://127.0.0.1:${(http.address() as AddressInfo).port}/ops` });
+      const journal = path.join(repo, 'journal');
+      try {
+        await daemon.waitFor(/app\/p: prune at/);
+        // A file where the journal's folder was: every write to the journal fails, as on a full or read-only disk.
+        if (existsSync(journal)) renameSync(journal, `${journal}.away`);
+        writeFileSync(journal, '');
+        const outcome = (await daemon.waitFor(/app\/p: (?:failed|could not run)[^\n]*/))[0];
+        assert.match(outcome, /^app\/p: failed: storage: write journal\//);
+        await daemon.waitFor(/app\/p: failure notification sent to ops/);
+        daemon.child.kill('SIGTERM');
+        assert.equal((await daemon.exit).status, 0);
+      } finally {
+        if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+      }
+      assert.match(readFileSync(hookLog, 'utf8'), /^onFailure saw: storage: write journal\//);
+      assert.ok(posts.length >= 1);
+      assert.deepEqual([posts[0]!['event'], posts[0]!['database'], posts[0]!['job']], ['failure', 'app', 'p']);
+      assert.match(String(posts[0]!['error']), /storage: write journal\//);
+    } finally {
+      http.close();
     }
   });
 

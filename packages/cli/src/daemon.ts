@@ -548,8 +548,19 @@ export class Daemon {
       trigger,
       ...(config.job === 'backup' ? { backupType: config.type ?? 'full' } : {}),
     };
-    const handle: JournalEntryHandle = await this.#repo.journal.begin('job', { database: job.database, details: facts });
-    this.#log.write('info', `${describeJob(config)} started (due ${scheduledAt.toISOString()}${trigger !== 'schedule' ? `, ${trigger}` : ''})`, { database: job.database, job: job.name });
+    const where = { database: job.database, job: job.name };
+    this.#log.write('info', `${describeJob(config)} started (due ${scheduledAt.toISOString()}${trigger !== 'schedule' ? `, ${trigger}` : ''})`, where);
+    // Set once the journal took the run: a repository that cannot be written fails the run like
+    // any other error (notified, onFailure run), and the journal's own records are best effort.
+    let handle: JournalEntryHandle | undefined;
+    const writeJournal = async (write: (handle: JournalEntryHandle) => Promise<void>): Promise<void> => {
+      if (!handle) return;
+      try {
+        await write(handle);
+      } catch (err) {
+        this.#log.write('error', `could not write to the journal: ${redactedMessage(err)}`, where);
+      }
+    };
     const hooks: HookOutcome[] = [];
     const hooksConfig = config.hooks ?? {};
     const hook = async (which: HookOutcome['hook'], extra: Record<string, unknown>): Promise<HookOutcome | undefined> => {
@@ -564,6 +575,7 @@ export class Daemon {
     };
     let result: JobResult;
     try {
+      handle = await this.#repo.journal.begin('job', { database: job.database, details: facts });
       const before = await hook('before', {});
       if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new StrataError('ABORTED', 'interrupted');
       if (before && hookFailed(before)) throw new StrataError('HOOK_FAILED', `the before hook ${hookFailure(before)}; the job did not run`);
@@ -573,13 +585,13 @@ export class Daemon {
       await hook('onFailure', { outcome: 'failed', error: redactedMessage(err), ...(interrupted ? { interrupted: true } : {}) });
       // A job stopped with the daemon did not fail on its own: nobody is told.
       const told = interrupted ? {} : await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'failed', error: redactedMessage(err) });
-      await handle.fail(err, { details: { ...facts, hooks, ...told, ...(interrupted ? { interrupted: true } : {}) } });
+      await writeJournal((h) => h.fail(err, { details: { ...facts, hooks, ...told, ...(interrupted ? { interrupted: true } : {}) } }));
       this.#log.write('error', `${interrupted ? 'interrupted' : 'failed'}: ${redactedMessage(err)}`, { database: job.database, job: job.name, ...(isStrataError(err) ? { code: err.code } : {}) });
       return;
     }
     await hook('after', { outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
     const told = await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
-    await handle.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks, ...told } });
+    await writeJournal((h) => h.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks, ...told } }));
     this.#log.write('info', `succeeded: ${result.summary}`, { database: job.database, job: job.name });
   }
 
