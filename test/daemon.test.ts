@@ -35,6 +35,15 @@ function metricValues(text: string): Map<string, number> {
   return values;
 }
 
+/** Waits until one of `files` exists (a hook's mark that it started), failing after a generous deadline. */
+async function untilExists(files: readonly string[], timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!files.some((f) => existsSync(f))) {
+    if (Date.now() > deadline) throw new Error(`none of ${files.join(', ')} appeared within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 const ran = (ops: readonly JournalOperation[]): JournalOperation[] => ops.filter((o) => detail(o, 'skipped') !== true && detail(o, 'queued') !== true);
 
 describe('strata schedule and the schedules of strata.config.json', function () {
@@ -397,6 +406,39 @@ describe('strata daemon', function () {
     const ops = ran(await jobOperations(repo));
     assert.equal(ops.length, 1);
     assert.equal(ops[0]!.status, 'COMPLETED');
+    const repository = await openRepository(repo);
+    assert.equal((await repository.list()).length, 1);
+    await repository.close();
+  });
+
+  it('with daemon.onStop "finish", SIGTERM does not start a run that was waiting for a concurrency slot', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    for (const db of ['a', 'b']) buildRichDatabase(path.join(dir.path, `${db}.db`), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    // One slot for two databases due together: one runs (its before hook holds it), the other waits.
+    writeConfig(config, {
+      repository: './repo',
+      daemon: { onStop: 'finish', concurrency: 1 },
+      databases: { a: { url: './a.db' }, b: { url: './b.db' } },
+      schedules: { s: { job: 'backup', cron: '* * * * * *', hooks: { before: `touch '${dir.path}'/started-"$STRATA_DATABASE"; sleep 2` } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/[ab]\/s: backup full started/);
+      await untilExists(['a', 'b'].map((db) => path.join(dir.path, `started-${db}`)));
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.equal(exit.status, 0, exit.stderr);
+      assert.match(exit.stderr, /[ab]\/s: due at \S+; not started: the daemon is stopping/);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const ops = await jobOperations(repo);
+    assert.deepEqual(ran(ops).map((o) => o.status), ['COMPLETED']);
+    const notStarted = ops.filter((o) => detail(o, 'skipped') === true);
+    assert.ok(notStarted.length >= 1);
+    for (const op of notStarted) assert.equal(detail(op, 'reason'), 'the daemon was stopping');
     const repository = await openRepository(repo);
     assert.equal((await repository.list()).length, 1);
     await repository.close();

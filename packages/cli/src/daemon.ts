@@ -513,8 +513,9 @@ export class Daemon {
     }
   }
 
+  /** Waits for a concurrency slot; a stop ends the wait at once (the run then does not start). */
   async #acquireSlot(): Promise<void> {
-    while (this.#slotsFree <= 0) await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+    while (this.#slotsFree <= 0 && !this.#stopping) await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
     this.#slotsFree--;
   }
 
@@ -530,7 +531,13 @@ export class Daemon {
   async #runWhenSlot(job: PlannedJob, scheduledAt: Date, trigger: Trigger, signal: AbortSignal): Promise<void> {
     await this.#acquireSlot();
     try {
-      if (signal.aborted) return;
+      // No new job starts once the daemon stops, whether it aborts or finishes the running ones:
+      // a run that waited for a slot (daemon.concurrency) until then is journaled as skipped.
+      if (signal.aborted || this.#stopping) {
+        this.#log.write('info', `due at ${scheduledAt.toISOString()}; not started: the daemon is stopping`, { database: job.database, job: job.name });
+        await this.#recordNotRun(job, scheduledAt, 'skipped', 'the daemon was stopping');
+        return;
+      }
       // Started: it has its slot (a run that waited for one, with daemon.concurrency, starts late).
       await this.#runJob(job, job.config as ScheduledJobConfig, scheduledAt, new Date(), trigger, signal);
     } finally {
@@ -741,6 +748,8 @@ export class Daemon {
 
   async #shutdown(): Promise<void> {
     this.#stopping = true;
+    // Runs waiting for a concurrency slot learn now that they will not start.
+    this.#wakeSlots();
     // No escalation goes out for failures that outlast the daemon; one being sent is finished.
     this.#notifier?.dispose();
     for (const cron of this.#crons) cron.stop();
