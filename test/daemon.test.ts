@@ -310,6 +310,38 @@ describe('strata daemon', function () {
     for (const op of health) assert.equal(op.last.error?.code, 'UNHEALTHY');
   });
 
+  it('several SIGHUPs close together reload one after the other: each job still runs once per due time', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const content = { repository: './repo', databases: { app: { url: './app.db' } }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } };
+    writeConfig(config, content);
+    const daemon = startDaemon(config, [], { TEST_WEBHOOK_URL: 'http://127.0.0.1:9/unused' });
+    try {
+      await daemon.waitFor(/app\/p: prune at/);
+      // The new config adds notifications: a reload then reads the journal (for the failure counts),
+      // and the SIGHUPs after the first come while it waits for that.
+      writeConfig(config, { ...content, notifications: { channels: { ops: { type: 'webhook', url: { env: 'TEST_WEBHOOK_URL' }, events: ['failure'] } } } });
+      for (let i = 0; i < 4; i++) {
+        daemon.child.kill('SIGHUP');
+        // Apart, so that the kernel does not merge them into one.
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      const mark = daemon.log().length;
+      await daemon.waitFor(/SIGHUP: reloaded/, 60_000, mark);
+      await daemon.waitFor(/(?:app\/p: (?:succeeded|due at)[\s\S]*){3}/, 120_000, mark);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    // One journal entry per due time: no second timer of the same job ran it again, queued or skipped it.
+    const dueTimes = (await jobOperations(repo)).map((o) => detail<string>(o, 'scheduledAt'));
+    assert.deepEqual(dueTimes.filter((at, i) => dueTimes.indexOf(at) !== i), []);
+    assert.doesNotMatch(daemon.log(), /app\/p: due at/);
+  });
+
   it('a job killed with the daemon (SIGKILL) reads as interrupted in the journal', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);

@@ -238,6 +238,11 @@ export class Daemon {
   #notifier: Notifier | undefined;
   /** The metrics being computed (and written), so that two updates never run at once. */
   #metricsWrite: Promise<void> = Promise.resolve();
+  /**
+   * The reloads asked for, one after the other: SIGHUPs close together must not interleave (each
+   * would stop the crons the other has not made yet, then both would add theirs).
+   */
+  #reloads: Promise<void> = Promise.resolve();
   /** Escalations of overdue failures being sent (a stop waits for them). */
   readonly #overdue = new Set<Promise<void>>();
   /** The latest metrics, for --metrics-listen. */
@@ -260,7 +265,7 @@ export class Daemon {
     if (this.#ctx.loaded.config.notifications) checkChannelSecrets(this.#ctx.loaded.config.notifications);
     const listener = this.#options.metricsListen ? await listenForMetrics(this.#options.metricsListen, () => this.#metrics) : undefined;
     const onHangup = (): void => {
-      void this.#reload();
+      this.#reloads = this.#reloads.then(() => this.#reload()).catch((err: unknown) => this.#log.write('error', `SIGHUP: the reload failed: ${redactedMessage(err)}`));
     };
     try {
       this.#repo = await this.#ctx.repository();
@@ -288,7 +293,11 @@ export class Daemon {
     }
   }
 
+  /** Schedules the config's jobs, in place of any scheduled before. */
   async #start(initial: boolean): Promise<void> {
+    for (const cron of this.#crons) cron.stop();
+    this.#crons = [];
+    if (this.#stopping) return;
     const jobs = plannedJobs(this.#ctx.loaded.config);
     if (jobs.length === 0) this.#log.write('warn', 'no jobs: add "schedules" to strata.config.json (see strata daemon --help)');
     const missedRuns = this.#settings().missedRuns ?? 'skip';
@@ -333,6 +342,7 @@ export class Daemon {
   }
 
   async #reload(): Promise<void> {
+    if (this.#stopping) return;
     let next: CommandContext;
     try {
       next = new CommandContext(this.#options.global);
@@ -750,6 +760,8 @@ export class Daemon {
     this.#stopping = true;
     // Runs waiting for a concurrency slot learn now that they will not start.
     this.#wakeSlots();
+    // A reload under way finishes first (it schedules nothing now), so that what it set up is stopped below.
+    await this.#reloads;
     // No escalation goes out for failures that outlast the daemon; one being sent is finished.
     this.#notifier?.dispose();
     for (const cron of this.#crons) cron.stop();
