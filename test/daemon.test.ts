@@ -412,6 +412,47 @@ describe('strata daemon', function () {
     await repository.close();
   });
 
+  it('a hook is done when its shell exits: what it left running in the background does not hold the job up and is killed', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const pidFile = path.join(dir.path, 'helper.pid');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db' } },
+      // The helper keeps the hook's output open; the timeout is long enough never to be reached by the hook itself.
+      schedules: { b: { job: 'backup', cron: '*/2 * * * * *', hooks: { before: `sleep 600 & echo $! > '${pidFile}'; echo started`, timeout: '20s' } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/b: (?:succeeded|failed)/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const helper = Number(readFileSync(pidFile, 'utf8').trim());
+    const [first] = ran(await jobOperations(repo)).filter((o) => o.status !== 'RUNNING' && detail(o, 'interrupted') !== true);
+    assert.equal(first!.status, 'COMPLETED');
+    const [before] = detail<{ hook: string; exitCode: number | null; timedOut: boolean; output: string }[]>(first!, 'hooks');
+    assert.deepEqual([before!.hook, before!.exitCode, before!.timedOut, before!.output], ['before', 0, false, 'started\n']);
+    // The helper was killed with the hook's process group (a killed process may linger as a zombie until reaped).
+    const alive = (): boolean => {
+      try {
+        return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${helper}/stat`, 'utf8'));
+      } catch {
+        return false;
+      }
+    };
+    for (const deadline = Date.now() + 60_000; alive() && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 100));
+    try {
+      assert.equal(alive(), false, `the hook's background process ${helper} is still running`);
+    } finally {
+      if (alive()) process.kill(helper, 'SIGKILL');
+    }
+  });
+
   it('with daemon.onStop "finish", SIGTERM lets the running job finish and starts no other', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);

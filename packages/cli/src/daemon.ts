@@ -134,6 +134,11 @@ export interface HookOutcome {
 
 const HOOK_OUTPUT_LIMIT = 4000;
 const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
+/**
+ * How long a hook's output is still read after its shell exited: what the hook started in the
+ * background (`helper &`) may hold the output open for as long as it lives.
+ */
+const HOOK_DRAIN_MS = 1000;
 
 /**
  * Runs one hook with sh -c in a process group of its own (so a timeout or a stop ends what it
@@ -174,18 +179,36 @@ export function runHook(hook: HookOutcome['hook'], command: string, facts: Recor
     // A hook that does not read its stdin closes it early: that is fine.
     child.stdin.on('error', () => undefined);
     child.stdin.end(JSON.stringify({ hook, ...facts }) + '\n');
+    let finished = false;
+    let drain: NodeJS.Timeout | undefined;
     const finish = (exitCode: number | null, sig: NodeJS.Signals | null, spawnError?: Error): void => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
+      clearTimeout(drain);
       signal.removeEventListener('abort', killGroup);
       resolve({ hook, exitCode, signal: sig, timedOut, durationMs: Date.now() - started, output: spawnError ? spawnError.message : output });
     };
     child.on('error', (err) => finish(null, null, err));
+    // The hook is done when its shell exits, not when the last process holding its output does:
+    // what it left behind gets HOOK_DRAIN_MS to finish printing, then, still holding the output,
+    // it is killed with the hook's process group.
+    child.on('exit', (code, sig) => {
+      clearTimeout(timer);
+      drain = setTimeout(() => {
+        killGroup();
+        child.stdout.destroy();
+        child.stderr.destroy();
+        finish(code, sig);
+      }, HOOK_DRAIN_MS);
+    });
     child.on('close', (code, sig) => finish(code, sig));
   });
 }
 
+/** A hook failed when it did not exit 0, or when it ran out of time (whatever it exited with). */
 function hookFailed(outcome: HookOutcome): boolean {
-  return outcome.exitCode !== 0;
+  return outcome.timedOut || outcome.exitCode !== 0;
 }
 
 function hookFailure(outcome: HookOutcome): string {
