@@ -517,6 +517,38 @@ describe('strata daemon', function () {
     await repository.close();
   });
 
+  it('a SIGHUP while the daemon stops is ignored: the job it waits for finishes and the daemon exits 0', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const started = path.join(dir.path, 'started');
+    const release = path.join(dir.path, 'release');
+    // The before hook holds the job until the test releases it (a minute at most).
+    writeConfig(config, {
+      repository: './repo',
+      daemon: { onStop: 'finish' },
+      databases: { app: { url: './app.db' } },
+      schedules: { slow: { job: 'backup', cron: '* * * * * *', hooks: { before: `touch '${started}'; for i in $(seq 600); do [ -e '${release}' ] && break; sleep 0.1; done` } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await untilExists([started]);
+      daemon.child.kill('SIGTERM');
+      await daemon.waitFor(/stopping: waiting for 1 running job/);
+      daemon.child.kill('SIGHUP');
+      await daemon.waitFor(/SIGHUP ignored: the daemon is stopping/);
+      writeFileSync(release, '');
+      const exit = await daemon.exit;
+      assert.deepEqual([exit.status, exit.signal], [0, null], exit.stderr);
+    } finally {
+      writeFileSync(release, '');
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const ops = ran(await jobOperations(repo));
+    assert.deepEqual(ops.map((o) => o.status), ['COMPLETED']);
+  });
+
   it('runs every kind of job: sampled verification oldest first, prune, health, copy to the mirror, replication; missed runs once on start', async () => {
     const repo = path.join(dir.path, 'repo');
     const mirror = path.join(dir.path, 'mirror');

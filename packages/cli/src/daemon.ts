@@ -305,6 +305,9 @@ export class Daemon {
       this.#metricsTimer = setInterval(() => this.#updateMetrics(), 60_000);
       await new Promise<void>((resolve) => (stop.aborted ? resolve() : stop.addEventListener('abort', () => resolve(), { once: true })));
     } finally {
+      // A SIGHUP without a listener ends the process (Node's default): during the stop, while jobs
+      // finish or abort, and until the process exits, one (a reload asked for by then) is ignored.
+      process.on('SIGHUP', () => this.#log.write('info', 'SIGHUP ignored: the daemon is stopping'));
       process.off('SIGHUP', onHangup);
       clearInterval(this.#metricsTimer);
       if (this.#opened) {
