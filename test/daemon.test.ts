@@ -549,6 +549,47 @@ describe('strata daemon', function () {
     assert.deepEqual(ops.map((o) => o.status), ['COMPLETED']);
   });
 
+  it('refuses to start (exit 2) when a database with jobs has a URL no engine understands, naming it and the scheme; a reload to such a config keeps the running one', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const good = { repository: './repo', databases: { app: { url: './app.db' } }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } };
+    const typo = { ...good, databases: { ...good.databases, shop: { url: 'postgress://backup:hunter2@127.0.0.1:5432/shop' } } };
+    writeConfig(config, typo);
+    const attempt = startDaemon(config);
+    const ranAnyway = attempt.waitFor(/ info: started \(pid/).then(
+      () => true,
+      () => false,
+    );
+    if (await Promise.race([ranAnyway, attempt.exit.then(() => false)])) {
+      attempt.child.kill('SIGKILL');
+      assert.fail(`the daemon started with a database no engine understands:\n${attempt.log()}`);
+    }
+    const refused = await attempt.exit;
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /databases\.shop\.url: no engine understands the URL scheme "postgress:" \(known: postgres, postgresql, mysql, mariadb, sqlite, or a SQLite file path\)/);
+    assert.doesNotMatch(refused.stderr, /hunter2/);
+    assert.deepEqual(await jobOperations(repo), []);
+
+    writeConfig(config, good);
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/p: prune at/);
+      writeConfig(config, typo);
+      daemon.child.kill('SIGHUP');
+      await daemon.waitFor(/SIGHUP: kept the running configuration: databases\.shop\.url: no engine understands the URL scheme "postgress:"/);
+      // The running configuration goes on.
+      const mark = daemon.log().length;
+      await daemon.waitFor(/app\/p: succeeded/, 120_000, mark);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    assert.doesNotMatch(daemon.log(), /SIGHUP: reloaded|shop\/p|hunter2/);
+  });
+
   it('runs every kind of job: sampled verification oldest first, prune, health, copy to the mirror, replication; missed runs once on start', async () => {
     const repo = path.join(dir.path, 'repo');
     const mirror = path.join(dir.path, 'mirror');

@@ -5,6 +5,7 @@ import {
   DEFAULT_HEALTH,
   StrataError,
   assessContinuity,
+  createDefaultEngines,
   assessLogArchive,
   assessHealth,
   defaultSlotName,
@@ -99,6 +100,26 @@ export function describeDueTogether(pairs: readonly JobsDueTogether[]): string[]
     const mine = pairs.filter((p) => p.database === database).sort((a, b) => a.next.getTime() - b.next.getTime());
     return `${database}: jobs due at the same time run one after the other: ${mine.map((p) => `${p.jobs[0]} and ${p.jobs[1]} (next ${p.next.toISOString()})`).join(', ')}`;
   });
+}
+
+/**
+ * Refuses a config in which a database with jobs has a URL no engine understands (`postgress://`):
+ * said at start (exit 2) or at SIGHUP, not hours later when its first job runs. The URL itself is
+ * not repeated (it may hold a password); its scheme is what is wrong.
+ */
+export function checkDatabaseUrls(config: StrataConfig): void {
+  const engines = createDefaultEngines();
+  for (const database of new Set(plannedJobs(config).map((j) => j.database))) {
+    const url = config.databases?.[database]?.url;
+    if (url === undefined || engines.forLocator(url)) continue;
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
+    // The schemes written in a config (a physical entry is `method: "physical"` on a postgres:// URL).
+    const known = engines.kinds().flatMap((kind) => engines.get(kind)!.display.schemes.filter((s) => !s.includes('+')));
+    throw new StrataError(
+      'USAGE',
+      `databases.${database}.url: no engine understands ${scheme !== undefined ? `the URL scheme "${scheme}:"` : 'this URL'} (known: ${known.join(', ')}, or a SQLite file path); the jobs of ${database} could never run`,
+    );
+  }
 }
 
 /**
@@ -286,6 +307,7 @@ export class Daemon {
   async run(stop: AbortSignal): Promise<void> {
     // The notifications' secrets are read now, so a missing one stops the start (exit 2), not the first report.
     if (this.#ctx.loaded.config.notifications) checkChannelSecrets(this.#ctx.loaded.config.notifications);
+    checkDatabaseUrls(this.#ctx.loaded.config);
     const listener = this.#options.metricsListen ? await listenForMetrics(this.#options.metricsListen, () => this.#metrics) : undefined;
     const onHangup = (): void => {
       this.#reloads = this.#reloads.then(() => this.#reload()).catch((err: unknown) => this.#log.write('error', `SIGHUP: the reload failed: ${redactedMessage(err)}`));
@@ -374,6 +396,7 @@ export class Daemon {
       next = new CommandContext(this.#options.global);
       if (next.repositoryPath() !== this.#ctx.repositoryPath()) throw new StrataError('USAGE', 'the repository changed; restart the daemon to use another repository');
       if (next.loaded.config.notifications) checkChannelSecrets(next.loaded.config.notifications);
+      checkDatabaseUrls(next.loaded.config);
     } catch (err) {
       this.#log.write('error', `SIGHUP: kept the running configuration: ${redactedMessage(err)}`);
       return;
