@@ -5,9 +5,9 @@ import {
   DEFAULT_HEALTH,
   StrataError,
   assessContinuity,
-  createDefaultEngines,
   assessLogArchive,
   assessHealth,
+  createDefaultEngines,
   defaultSlotName,
   describeJob,
   durationMs,
@@ -78,12 +78,16 @@ export interface JobsDueTogether {
  * starts late, after the other.
  */
 export function jobsDueTogether(jobs: readonly PlannedJob[], from: Date = new Date()): JobsDueTogether[] {
-  const scheduled = jobs.flatMap((j) => (j.config.job === 'replicate' ? [] : [{ job: j, cron: cronOf(j.config) }]));
+  const scheduled = jobs.flatMap((j) => {
+    if (j.config.job === 'replicate') return [];
+    const cron = cronOf(j.config);
+    return [{ job: j, cron, runs: cron.nextRuns(DUE_TOGETHER_RUNS, from) }];
+  });
   const found: JobsDueTogether[] = [];
   for (const [i, a] of scheduled.entries()) {
     for (const b of scheduled.slice(i + 1)) {
       if (a.job.database !== b.job.database) continue;
-      const together = [...a.cron.nextRuns(DUE_TOGETHER_RUNS, from), ...b.cron.nextRuns(DUE_TOGETHER_RUNS, from)].filter((at) => a.cron.match(at) && b.cron.match(at)).sort((x, y) => x.getTime() - y.getTime());
+      const together = [...a.runs.filter((at) => b.cron.match(at)), ...b.runs.filter((at) => a.cron.match(at))].sort((x, y) => x.getTime() - y.getTime());
       if (together[0]) found.push({ database: a.job.database, jobs: [a.job.name, b.job.name], next: together[0] });
     }
   }
