@@ -257,8 +257,9 @@ describe('strata daemon', function () {
     const daemon = startDaemon(config);
     try {
       await daemon.waitFor(/app: jobs due at the same time run one after the other: b and p/);
-      // Two outcomes: both jobs of one instant (without the fix: one run and one skip).
-      await daemon.waitFor(/(?:(?:app\/[bp]: succeeded|runs; skipped)[\s\S]*){2}/);
+      // Both jobs ran, however slow the first one of an instant was: the journal below says
+      // whether they ran for one instant (without the fix, one of each instant was skipped).
+      await daemon.waitFor(/app\/b: succeeded[\s\S]*app\/p: succeeded|app\/p: succeeded[\s\S]*app\/b: succeeded/, 120_000);
       daemon.child.kill('SIGTERM');
       assert.equal((await daemon.exit).status, 0);
     } finally {
@@ -339,7 +340,6 @@ describe('strata daemon', function () {
     // One journal entry per due time: no second timer of the same job ran it again, queued or skipped it.
     const dueTimes = (await jobOperations(repo)).map((o) => detail<string>(o, 'scheduledAt'));
     assert.deepEqual(dueTimes.filter((at, i) => dueTimes.indexOf(at) !== i), []);
-    assert.doesNotMatch(daemon.log(), /app\/p: due at/);
   });
 
   it('a job killed with the daemon (SIGKILL) reads as interrupted in the journal', async () => {
@@ -509,9 +509,12 @@ describe('strata daemon', function () {
     }
     const ops = await jobOperations(repo);
     assert.deepEqual(ran(ops).map((o) => o.status), ['COMPLETED']);
-    const notStarted = ops.filter((o) => detail(o, 'skipped') === true);
-    assert.ok(notStarted.length >= 1);
-    for (const op of notStarted) assert.equal(detail(op, 'reason'), 'the daemon was stopping');
+    // The run due with the one that ran (waiting for the slot) is the one the stop must not start;
+    // runs due later, while that one held its database, may also be skipped for being busy.
+    const dueAt = detail(ran(ops)[0]!, 'scheduledAt');
+    const notStarted = ops.filter((o) => detail(o, 'skipped') === true && detail(o, 'scheduledAt') === dueAt);
+    assert.equal(notStarted.length, 1, JSON.stringify(ops.map((o) => o.last.details)));
+    assert.equal(detail(notStarted[0]!, 'reason'), 'the daemon was stopping');
     const repository = await openRepository(repo);
     assert.equal((await repository.list()).length, 1);
     await repository.close();
@@ -549,13 +552,14 @@ describe('strata daemon', function () {
     assert.deepEqual(ops.map((o) => o.status), ['COMPLETED']);
   });
 
-  it('refuses to start (exit 2) when a database with jobs has a URL no engine understands, naming it and the scheme; a reload to such a config keeps the running one', async () => {
+  it('refuses to start (exit 2) when a database with backup jobs has a URL no engine understands, naming it and the scheme; a reload to such a config keeps the running one', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
     buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
     const config = path.join(dir.path, 'strata.config.json');
-    const good = { repository: './repo', databases: { app: { url: './app.db' } }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } };
-    const typo = { ...good, databases: { ...good.databases, shop: { url: 'postgress://backup:hunter2@127.0.0.1:5432/shop' } } };
+    // A database whose jobs never open it (prune, health) may have a URL this build cannot read (kept for its retention).
+    const good = { repository: './repo', databases: { app: { url: './app.db' }, legacy: { url: 'mssql://db.example/old' } }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } };
+    const typo = { ...good, databases: { ...good.databases, shop: { url: 'postgress://backup:hunter2@127.0.0.1:5432/shop', schedules: { nightly: { job: 'backup', cron: '0 2 * * *' } } } } };
     writeConfig(config, typo);
     const attempt = startDaemon(config);
     const ranAnyway = attempt.waitFor(/ info: started \(pid/).then(

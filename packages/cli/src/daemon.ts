@@ -113,7 +113,8 @@ export function describeDueTogether(pairs: readonly JobsDueTogether[]): string[]
  */
 export function checkDatabaseUrls(config: StrataConfig): void {
   const engines = createDefaultEngines();
-  for (const database of new Set(plannedJobs(config).map((j) => j.database))) {
+  // Only backup and replicate jobs open the database; prune, verify, health and copy jobs work on the repository alone.
+  for (const database of new Set(plannedJobs(config).filter((j) => j.config.job === 'backup' || j.config.job === 'replicate').map((j) => j.database))) {
     const url = config.databases?.[database]?.url;
     if (url === undefined || engines.forLocator(url)) continue;
     const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
@@ -121,7 +122,7 @@ export function checkDatabaseUrls(config: StrataConfig): void {
     const known = engines.kinds().flatMap((kind) => engines.get(kind)!.display.schemes.filter((s) => !s.includes('+')));
     throw new StrataError(
       'USAGE',
-      `databases.${database}.url: no engine understands ${scheme !== undefined ? `the URL scheme "${scheme}:"` : 'this URL'} (known: ${known.join(', ')}, or a SQLite file path); the jobs of ${database} could never run`,
+      `databases.${database}.url: no engine understands ${scheme !== undefined ? `the URL scheme "${scheme}:"` : 'this URL'} (known: ${known.join(', ')}, or a SQLite file path); the backup or replicate jobs of ${database} could never run`,
     );
   }
 }
@@ -325,7 +326,11 @@ export class Daemon {
       process.on('SIGHUP', onHangup);
       if (listener) this.#log.write('info', `serving the metrics at ${listener.url}`);
       this.#log.write('info', `started (pid ${process.pid}) with ${this.#ctx.loaded.file ?? 'no config file'}; repository ${this.#ctx.repositoryPath()}`);
-      await this.#start(true);
+      // In the chain of reloads: a SIGHUP while the first start reads the journal waits for it,
+      // instead of scheduling beside it (every job would then fire twice).
+      const first = this.#start(true);
+      this.#reloads = first.catch(() => undefined);
+      await first;
       this.#updateMetrics();
       // Ages in the file grow between jobs too.
       this.#metricsTimer = setInterval(() => this.#updateMetrics(), 60_000);
@@ -528,6 +533,9 @@ export class Daemon {
     if (state.busy) {
       const config = job.config as ScheduledJobConfig;
       const policy = config.overlap ?? this.#settings().overlap ?? 'skip';
+      const sameInstant = (other: { job: PlannedJob; scheduledAt: Date } | undefined): boolean => other !== undefined && other.scheduledAt.getTime() === scheduledAt.getTime();
+      // A second timer of the same job for the same instant is no second run.
+      if ((sameInstant(state.current) && state.current!.job.name === job.name) || state.queue.some((q) => q.job.name === job.name && sameInstant(q))) return;
       const alreadyQueued = state.queue.some((q) => q.job.name === job.name);
       // Jobs due at the same instant (an hourly and a nightly job at 02:00) are not an overlap:
       // whichever timer fired first must not make the others look as if they came while it ran.
