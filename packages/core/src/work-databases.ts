@@ -80,9 +80,9 @@ function measure(text: string, unit: IdentifierLimit['unit']): number {
 }
 
 /**
- * Refuses a target database name longer than the server keeps: PostgreSQL would cut it to its
- * first 63 bytes without a word, and the restore would land in a database of another name than
- * the one asked for (and reported).
+ * Refuses a target database name longer than the server keeps: a server that cuts a long name
+ * without a word (to its first 63 bytes, say) would take the restore into a database of another
+ * name than the one asked for (and reported).
  */
 export function checkDatabaseNameFits(name: string, limit: IdentifierLimit): void {
   const length = measure(name, limit.unit);
