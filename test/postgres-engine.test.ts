@@ -207,7 +207,7 @@ describe('PostgreSQL engine', function () {
     for (const table of ['parent', 'cascading', 'nulling']) assert.equal(await rows(live, table), await rows(source, table), table);
   });
 
-  it("replaces rows without running the tables' triggers, whose enabled states stay as they were, also when the restore fails", async () => {
+  it("replaces rows without running the tables' triggers or DELETE rules, whose enabled states stay as they were, also when the restore fails", async () => {
     const sql = `CREATE TABLE owners (id int PRIMARY KEY);
       CREATE TABLE items (id int PRIMARY KEY, owner_id int REFERENCES owners, name text, updated_at timestamptz);
       CREATE TABLE audit (what text);
@@ -223,7 +223,12 @@ describe('PostgreSQL engine', function () {
       CREATE TRIGGER items_replica AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION audited();
       ALTER TABLE items ENABLE REPLICA TRIGGER items_replica;
       CREATE TRIGGER items_off BEFORE INSERT OR DELETE ON items FOR EACH ROW EXECUTE FUNCTION refuse();
-      ALTER TABLE items DISABLE TRIGGER items_off;`;
+      ALTER TABLE items DISABLE TRIGGER items_off;
+      CREATE RULE items_keep AS ON DELETE TO items WHERE OLD.id % 2 = 0 DO INSTEAD NOTHING;
+      CREATE RULE items_also AS ON DELETE TO items DO ALSO INSERT INTO audit VALUES ('rule');
+      ALTER TABLE items ENABLE ALWAYS RULE items_also;
+      CREATE RULE items_off_rule AS ON DELETE TO items DO INSTEAD NOTHING;
+      ALTER TABLE items DISABLE RULE items_off_rule;`;
     const source = await databases.create(sql);
     const record = await repo.backup(pgUrl(source), { database: 'triggered' });
     const live = await databases.create(sql);
@@ -231,26 +236,34 @@ describe('PostgreSQL engine', function () {
     const items = async (db: string) => JSON.stringify((await pgQuery(db, 'SELECT id, owner_id, name, updated_at::text FROM items ORDER BY id')).rows);
     const audited = async () => (await pgQuery(live, 'SELECT count(*) AS n FROM audit')).rows[0].n as string;
     const triggers = async () => JSON.stringify((await pgQuery(live, "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal ORDER BY tgname")).rows);
+    const rules = async () => JSON.stringify((await pgQuery(live, "SELECT rulename, ev_enabled FROM pg_rewrite WHERE ev_class = 'items'::regclass ORDER BY rulename")).rows);
     const states = await triggers();
     assert.equal(states, JSON.stringify([
       { tgname: 'items_always', tgenabled: 'A' }, { tgname: 'items_audit', tgenabled: 'O' }, { tgname: 'items_off', tgenabled: 'D' },
       { tgname: 'items_replica', tgenabled: 'R' }, { tgname: 'items_touch', tgenabled: 'O' },
     ]));
+    const ruleStates = await rules();
+    assert.equal(ruleStates, JSON.stringify([{ rulename: 'items_also', ev_enabled: 'A' }, { rulename: 'items_keep', ev_enabled: 'O' }, { rulename: 'items_off_rule', ev_enabled: 'D' }]));
     const auditedBefore = await audited();
-    assert.equal(auditedBefore, '5', 'the triggers work outside the restore');
+    // The live copy's DELETE of ids 26–30: the DO INSTEAD rule kept the even ones, the trigger
+    // wrote for the two deleted, the DO ALSO rule for all five.
+    assert.equal(auditedBefore, '7', 'the triggers and rules work outside the restore');
+    assert.equal((await pgQuery(live, 'SELECT count(*) AS n FROM items WHERE id > 25')).rows[0].n, '3');
 
     await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['items'], force: true });
     assert.equal(await items(live), await items(source), "the backup's rows, as they were");
-    assert.equal(await audited(), auditedBefore, 'no trigger wrote to the audit table');
+    assert.equal(await audited(), auditedBefore, 'no trigger or rule wrote to the audit table');
     assert.equal(await triggers(), states);
+    assert.equal(await rules(), ruleStates);
 
     // A failure after the triggers were switched off (the backup's items refer to an owner the
     // target no longer has) rolls everything back, the triggers' states too.
-    await pgQuery(live, 'DELETE FROM items WHERE owner_id = 3; DELETE FROM owners WHERE id = 3');
+    await pgQuery(live, 'ALTER TABLE items DISABLE RULE items_keep; DELETE FROM items WHERE owner_id = 3; DELETE FROM owners WHERE id = 3; ALTER TABLE items ENABLE RULE items_keep');
     const before = pgDump(live);
     await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['items'], force: true }), (err: unknown) => isStrataError(err, 'USAGE') && /would break a foreign key/.test(err.message));
     assert.equal(pgDump(live), before, 'nothing changed');
     assert.equal(await triggers(), states);
+    assert.equal(await rules(), ruleStates);
   });
 
   it('restores a table of a schema whose name has a dot', async () => {

@@ -527,8 +527,8 @@ function recordedTables(meta: PgMeta): Map<string, TableName> {
 /** A key that tells any two tables apart, also when their `schema.table` texts are the same. */
 const tableKey = streamName;
 
-/** What a trigger's `tgenabled` mode is restored with; `D` (disabled) triggers are left as they are. */
-const TRIGGER_ENABLE: Readonly<Record<string, string>> = { O: 'ENABLE', R: 'ENABLE REPLICA', A: 'ENABLE ALWAYS' };
+/** What a trigger's `tgenabled` or a rule's `ev_enabled` mode is restored with; `D` (disabled) ones are left as they are. */
+const SWITCH_ENABLE: Readonly<Record<string, string>> = { O: 'ENABLE', R: 'ENABLE REPLICA', A: 'ENABLE ALWAYS' };
 
 /**
  * Replaces the rows of some tables of an existing database in one transaction, loading parents
@@ -539,8 +539,10 @@ const TRIGGER_ENABLE: Readonly<Record<string, string>> = { O: 'ENABLE', R: 'ENAB
  * So a table outside the set whose foreign key refers to one inside is refused before anything
  * changes (its ON DELETE action would empty or change it, or the DELETE would fail), and the
  * chosen tables' own triggers are switched off while their rows are replaced (a trigger could
- * rewrite the restored rows or write elsewhere), then switched back on in the mode each had. The
- * foreign keys' internal triggers stay on, so rows without their parents are still refused.
+ * rewrite the restored rows or write elsewhere), and so are their rules on DELETE (a DO INSTEAD rule
+ * would keep the old rows, a DO ALSO rule write elsewhere; COPY runs no rules), then switched back
+ * on in the mode each had. The foreign keys' internal triggers stay on, so rows without their
+ * parents are still refused.
  */
 async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, signal?: AbortSignal): Promise<void> {
   const meta = info.engineMeta as unknown as PgMeta;
@@ -582,8 +584,8 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       refuseReferencesFromOutside(tables, edges, recorded);
       const byKey = new Map(tables.map((t) => [tableKey(t), t]));
       const order = parentsFirst([...byKey.keys()], edges.map((e) => ({ child: tableKey(e.child), parent: tableKey(e.parent) }))).map((key) => byKey.get(key)!);
-      const triggers = await enabledTriggers(client, tables);
-      await switchTriggers(client, target, triggers, () => 'DISABLE');
+      const switches = await enabledTriggersAndRules(client, tables);
+      await flipSwitches(client, target, switches, () => 'DISABLE');
       for (const t of [...order].reverse()) {
         // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
         await client.query(`DELETE FROM ONLY ${ident(t.schema)}.${ident(t.name)}`);
@@ -593,11 +595,11 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       // only once nothing can fail any more. The server also refuses to change a trigger of a
       // table with checks still pending.
       await client.query('SET CONSTRAINTS ALL IMMEDIATE');
-      await switchTriggers(client, target, triggers, (t) => TRIGGER_ENABLE[t.mode]!);
+      await flipSwitches(client, target, switches, (t) => SWITCH_ENABLE[t.mode]!);
       await restoreSequences(client, meta.sequences ?? [], new Set(chosen));
       await client.query('COMMIT');
     } catch (err) {
-      // Also switches the triggers back: ALTER TABLE is part of the transaction.
+      // Also switches the triggers and rules back: ALTER TABLE is part of the transaction.
       await client.query('ROLLBACK').catch(() => undefined);
       const e = (isStrataError(err) && err.cause ? err.cause : err) as { code?: string; table?: string; detail?: string };
       if (signal?.aborted) {
@@ -673,36 +675,48 @@ function refuseReferencesFromOutside(tables: readonly TableName[], edges: readon
   );
 }
 
-/** A user trigger of a chosen table that is switched on, with its `tgenabled` mode (O, R or A). */
-interface EnabledTrigger {
+/** A user trigger, or a rule on DELETE, of a chosen table that is switched on, with its mode (O, R or A). */
+interface EnabledSwitch {
+  kind: 'TRIGGER' | 'RULE';
   table: TableName;
   name: string;
   mode: string;
 }
 
-/** The switched-on user triggers of `tables`; the internal ones that enforce foreign keys are not listed. */
-async function enabledTriggers(client: pg.Client, tables: readonly TableName[]): Promise<EnabledTrigger[]> {
-  const rows = (await client.query<{ schema: string; table: string; name: string; mode: string }>(
-    `SELECT n.nspname AS schema, c.relname AS table, t.tgname AS name, t.tgenabled::text AS mode
+/**
+ * The switched-on user triggers and DELETE rules of `tables`. The internal triggers that enforce
+ * foreign keys are not listed, nor rules on other events: the rows go in with COPY, which runs no
+ * rules.
+ */
+async function enabledTriggersAndRules(client: pg.Client, tables: readonly TableName[]): Promise<EnabledSwitch[]> {
+  const rows = (await client.query<{ kind: 'TRIGGER' | 'RULE'; schema: string; table: string; name: string; mode: string }>(
+    `WITH chosen(schema, name) AS (SELECT * FROM unnest($1::text[], $2::text[]))
+     SELECT 'TRIGGER' AS kind, n.nspname AS schema, c.relname AS table, t.tgname AS name, t.tgenabled::text AS mode
      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-     JOIN unnest($1::text[], $2::text[]) AS chosen(schema, name) ON chosen.schema = n.nspname AND chosen.name = c.relname
+     JOIN chosen ON chosen.schema = n.nspname AND chosen.name = c.relname
      WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
-     ORDER BY 1, 2, 3`,
+     UNION ALL
+     SELECT 'RULE', n.nspname, c.relname, r.rulename, r.ev_enabled::text
+     FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN chosen ON chosen.schema = n.nspname AND chosen.name = c.relname
+     WHERE r.ev_type = '4' AND r.ev_enabled <> 'D'
+     ORDER BY 1, 2, 3, 4`,
     [tables.map((t) => t.schema), tables.map((t) => t.name)],
   )).rows;
-  return rows.map((r) => ({ table: { schema: r.schema, name: r.table }, name: r.name, mode: r.mode }));
+  return rows.map((r) => ({ kind: r.kind, table: { schema: r.schema, name: r.table }, name: r.name, mode: r.mode }));
 }
 
-/** Runs `ALTER TABLE … <action> TRIGGER` for each trigger; only a table's owner may, which the error says. */
-async function switchTriggers(client: pg.Client, target: PgTarget, triggers: readonly EnabledTrigger[], action: (trigger: EnabledTrigger) => string): Promise<void> {
-  for (const t of triggers) {
+/** Runs `ALTER TABLE … <action> TRIGGER|RULE` for each; only a table's owner may, which the error says. */
+async function flipSwitches(client: pg.Client, target: PgTarget, switches: readonly EnabledSwitch[], action: (s: EnabledSwitch) => string): Promise<void> {
+  for (const s of switches) {
     try {
-      await client.query(`ALTER TABLE ONLY ${ident(t.table.schema)}.${ident(t.table.name)} ${action(t)} TRIGGER ${ident(t.name)}`);
+      await client.query(`ALTER TABLE ONLY ${ident(s.table.schema)}.${ident(s.table.name)} ${action(s)} ${s.kind} ${ident(s.name)}`);
     } catch (err) {
       if ((err as { code?: string }).code !== '42501') throw err;
+      const what = s.kind === 'TRIGGER' ? 'trigger' : 'rule';
       throw new StrataError(
         'RESTORE_FAILED',
-        redactable`restore: ${target.host}:${target.port} refused to switch off trigger ${named(t.name, 'trigger')} of table ${named(qualified(t.table), 'table')} (only the table's owner may), and its triggers must not run while the backup's rows go in; restore as the owner of the table, or restore the whole backup; nothing was changed`,
+        redactable`restore: ${target.host}:${target.port} refused to switch off ${what} ${named(s.name, what)} of table ${named(qualified(s.table), 'table')} (only the table's owner may), and its triggers and rules must not run while the backup's rows go in; restore as the owner of the table, or restore the whole backup; nothing was changed`,
         { cause: err, details: { pgCode: '42501', host: target.host, port: target.port } },
       );
     }
