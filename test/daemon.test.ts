@@ -552,6 +552,34 @@ describe('strata daemon', function () {
     assert.deepEqual(ops.map((o) => o.status), ['COMPLETED']);
   });
 
+  it('a SIGHUP while the repository opens (a slow passphrase command) does not end the daemon: it reloads once started', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo], { env: { STRATA_PASSPHRASE: 'opening passphrase' } }).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const asked = path.join(dir.path, 'asked');
+    const release = path.join(dir.path, 'release');
+    writeConfig(config, { repository: './repo', databases: { app: { url: './app.db' } }, schedules: { p: { job: 'prune', cron: '0 3 * * *' } } });
+    // The passphrase command answers once the test has sent its SIGHUP (a minute at most).
+    const command = `touch '${asked}'; for i in $(seq 600); do [ -e '${release}' ] && break; sleep 0.1; done; echo 'opening passphrase'`;
+    const daemon = startDaemon(config, ['--passphrase-command', command]);
+    try {
+      await untilExists([asked]);
+      // The command runs synchronously: the daemon's handler sees the signal once it answers.
+      daemon.child.kill('SIGHUP');
+      writeFileSync(release, '');
+      await daemon.waitFor(/SIGHUP: the configuration will be read again once the daemon has started/);
+      await daemon.waitFor(/ info: started \(pid/);
+      await daemon.waitFor(/SIGHUP: reloaded/);
+      daemon.child.kill('SIGTERM');
+      const exit = await daemon.exit;
+      assert.deepEqual([exit.status, exit.signal], [0, null], exit.stderr);
+    } finally {
+      writeFileSync(release, '');
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+
   it('refuses to start (exit 2) when a database with backup jobs has a URL no engine understands, naming it and the scheme; a reload to such a config keeps the running one', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);

@@ -313,16 +313,27 @@ export class Daemon {
     // The notifications' secrets are read now, so a missing one stops the start (exit 2), not the first report.
     if (this.#ctx.loaded.config.notifications) checkChannelSecrets(this.#ctx.loaded.config.notifications);
     checkDatabaseUrls(this.#ctx.loaded.config);
-    const listener = this.#options.metricsListen ? await listenForMetrics(this.#options.metricsListen, () => this.#metrics) : undefined;
     const onHangup = (): void => {
       this.#reloads = this.#reloads.then(() => this.#reload()).catch((err: unknown) => this.#log.write('error', `SIGHUP: the reload failed: ${redactedMessage(err)}`));
     };
+    // A SIGHUP without a listener ends the process (Node's default). One that comes while the
+    // repository opens (a slow passphrase command, a distant bucket) is a reload asked for
+    // early, done once the jobs are scheduled.
+    let hangupWhileOpening = false;
+    const onHangupWhileOpening = (): void => {
+      hangupWhileOpening = true;
+      this.#log.write('info', 'SIGHUP: the configuration will be read again once the daemon has started');
+    };
+    process.on('SIGHUP', onHangupWhileOpening);
+    let listener: Awaited<ReturnType<typeof listenForMetrics>> | undefined;
     try {
+      listener = this.#options.metricsListen ? await listenForMetrics(this.#options.metricsListen, () => this.#metrics) : undefined;
       this.#repo = await this.#ctx.repository();
       // The passphrase is read now, while someone may be watching, not at the first job.
       await this.#repo.unlock();
       this.#opened = true;
       await this.#makeNotifier();
+      process.off('SIGHUP', onHangupWhileOpening);
       process.on('SIGHUP', onHangup);
       if (listener) this.#log.write('info', `serving the metrics at ${listener.url}`);
       this.#log.write('info', `started (pid ${process.pid}) with ${this.#ctx.loaded.file ?? 'no config file'}; repository ${this.#ctx.repositoryPath()}`);
@@ -330,6 +341,7 @@ export class Daemon {
       // instead of scheduling beside it (every job would then fire twice).
       const first = this.#start(true);
       this.#reloads = first.catch(() => undefined);
+      if (hangupWhileOpening) onHangup();
       await first;
       this.#updateMetrics();
       // Ages in the file grow between jobs too.
@@ -340,6 +352,7 @@ export class Daemon {
       // finish or abort, and until the process exits, one (a reload asked for by then) is ignored.
       process.on('SIGHUP', () => this.#log.write('info', 'SIGHUP ignored: the daemon is stopping'));
       process.off('SIGHUP', onHangup);
+      process.off('SIGHUP', onHangupWhileOpening);
       clearInterval(this.#metricsTimer);
       if (this.#opened) {
         await this.#shutdown();
