@@ -108,6 +108,28 @@ describe('MySQL/MariaDB engine', function () {
     assert.equal(mysqlDump(live).replaceAll(live, '<db>'), mysqlDump(source));
   });
 
+  it("refuses a whole restore over a database another database's foreign keys refer to, before changing anything (they would be left referring to the dropped old tables)", async () => {
+    const source = await databases.create(RICH_MYSQL_SQL);
+    const record = await repo.backup(mysqlUrl(source), { database: 'shop' });
+    const live = await databases.create(RICH_MYSQL_SQL);
+    const other = await databases.create(`CREATE TABLE loans (id INT PRIMARY KEY, book_id BIGINT);`);
+    await mysqlQuery(other, `ALTER TABLE loans ADD CONSTRAINT loans_book FOREIGN KEY (book_id) REFERENCES \`${live}\`.books (id); INSERT INTO loans SELECT 1, MIN(id) FROM \`${live}\`.books`);
+    await mysqlQuery(live, 'DELETE FROM books WHERE id % 2 = 0');
+    const before = mysqlDump(live);
+    await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true }), (err: unknown) => {
+      assert.ok(isStrataError(err, 'USAGE'), String(err));
+      assert.match(err.message, new RegExp(`foreign keys of other databases refer to tables of ${live} \\(${other}\\.loans → books \\(loans_book\\)\\).*nothing was changed`));
+      return true;
+    });
+    assert.equal(mysqlDump(live), before, 'nothing changed');
+    // The other database's key still refers to the live table: a row for a book it lacks is refused.
+    await assert.rejects(mysqlQuery(other, 'INSERT INTO loans VALUES (2, -1)'), /foreign key constraint fails/);
+
+    await mysqlQuery(other, 'ALTER TABLE loans DROP FOREIGN KEY loans_book');
+    await repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true });
+    assert.equal(mysqlDump(live).replaceAll(live, '<db>'), mysqlDump(source));
+  });
+
   describe('a restore whose swap waits for another session', () => {
     // Every kind of object a restore must keep. `parent` sorts after `child`: the swap holds
     // child's lock while it waits for parent's, so a session that then reads child waits behind

@@ -224,6 +224,15 @@ async function beginDatabaseRestore(
 ): Promise<RestoreSession> {
   const admin = await connect(target, { useDatabase: false });
   await admin.query(RESTORE_SESSION);
+  // Before any row is loaded; checked again just before the swap.
+  if (exists) {
+    try {
+      await refuseReferencesFromOtherDatabases(admin, target.database);
+    } catch (err) {
+      await admin.end().catch(() => undefined);
+      throw err;
+    }
+  }
   const dropQuietly = async (database: string): Promise<void> => void (await admin.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
   const workDatabase = new WorkDatabase(names, dropQuietly);
   const { name: work, aside } = workDatabase;
@@ -273,6 +282,7 @@ async function beginDatabaseRestore(
         await dropProgrammable(admin, work);
         const incoming = await movableTables(admin, work);
         if (exists) {
+          await refuseReferencesFromOtherDatabases(admin, target.database);
           await admin.query(`USE ${ident(target.database)}`);
           const before = await readSchema(admin, target.database);
           record = await saveSwapRecord(admin, aside, {
@@ -354,6 +364,21 @@ async function foreignKeysOf(connection: mysql.Connection, database: string, ref
     key.parentColumns.push(r['pc'] as string);
   }
   return [...keys.values()];
+}
+
+/**
+ * Refuses (USAGE) a restore over `database` while another database's foreign key refers to one of
+ * its tables. The swap renames the old tables out, the server moves such a key with its table, and
+ * dropping the old tables then leaves the key referring to nothing: every later insert into the
+ * other database's table would fail. Changing another database's tables is not the restore's to do.
+ */
+async function refuseReferencesFromOtherDatabases(connection: mysql.Connection, database: string): Promise<void> {
+  const incoming = (await foreignKeysOf(connection, database, true)).filter((k) => k.schema !== database);
+  if (incoming.length === 0) return;
+  throw new StrataError(
+    'USAGE',
+    redactable`restore: foreign keys of other databases refer to tables of ${named(database, 'database')} (${named(incoming.map((k) => `${k.schema}.${k.table} → ${k.parent} (${k.name})`), 'foreign key')}); the restore swaps those tables out, and each key would be left referring to the old table, which is dropped; nothing was changed. Drop those foreign keys, restore, then add them again, or restore into a new database`,
+  );
 }
 
 /** Child rows whose key (all of its columns set, as MySQL checks it) has no parent row. */
