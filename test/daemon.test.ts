@@ -580,6 +580,45 @@ describe('strata daemon', function () {
     }
   });
 
+  it('with missedRuns run-once, a run cut off by a kill is run again at the next start, though its next due time is a year away', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const started = path.join(dir.path, 'started');
+    const release = path.join(dir.path, 'release');
+    const hold = `touch '${started}'; for i in $(seq 600); do [ -e '${release}' ] && break; sleep 0.1; done`;
+    const content = (cron: string) => ({
+      repository: './repo',
+      daemon: { missedRuns: 'run-once' },
+      databases: { app: { url: './app.db' } },
+      schedules: { nightly: { job: 'backup', cron, hooks: { before: hold } } },
+    });
+    writeConfig(config, content('* * * * * *'));
+    const first = startDaemon(config);
+    try {
+      await untilExists([started]);
+      first.child.kill('SIGKILL');
+      await first.exit;
+    } finally {
+      writeFileSync(release, '');
+      if (first.child.exitCode === null) first.child.kill('SIGKILL');
+    }
+    writeConfig(config, content('0 3 1 1 *'));
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/nightly: the run due \S+ was interrupted \(the daemon stopped or was killed during it\); running it again now/);
+      await daemon.waitFor(/app\/nightly: succeeded/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const ops = ran(await jobOperations(repo));
+    assert.deepEqual(ops.map((o) => [o.status, o.interrupted, detail(o, 'trigger')]), [['FAILED', true, 'schedule'], ['COMPLETED', false, 'missed']]);
+    assert.equal(detail(ops[1]!, 'scheduledAt'), detail(ops[0]!, 'scheduledAt'), 'the run again is the one that was due');
+  });
+
   it('refuses to start (exit 2) when a database with backup jobs has a URL no engine understands, naming it and the scheme; a reload to such a config keeps the running one', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);

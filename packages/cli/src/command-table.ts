@@ -396,8 +396,8 @@ The repository is opened once at start, so its passphrase must come from --passp
   daemon.onStop "finish", finish; then it exits 0. SIGHUP reads the config again (a bad one is
   reported and the running one kept).
   Runs missed while the daemon was down: skipped (daemon.missedRuns "skip", the default), or,
-  with "run-once", each job whose last run in the journal is older than its last due time runs
-  once at start.
+  with "run-once", each job whose last run in the journal is older than its last due time, or
+  was cut off by a kill or a stop, runs once at start.
   Secrets of the notification channels are read at start (and at SIGHUP): one missing is a usage
   error (exit 2) naming the setting. Hooks get neither those variables nor STRATA_*PASSPHRASE*.
   Metrics: daemon.metricsFile for node_exporter's textfile collector; --metrics-listen serves the

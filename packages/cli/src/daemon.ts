@@ -247,6 +247,14 @@ type JobResult = { readonly summary: string; readonly details: Record<string, un
 /** How a run came about. */
 type Trigger = 'schedule' | 'queued' | 'missed' | 'start';
 
+/** A job's latest run as the journal has it, for `missedRuns: "run-once"`. */
+interface LastRun {
+  readonly startedAt: Date;
+  readonly dueAt: Date;
+  /** The daemon was killed during it, or stopped it (onStop "abort"). */
+  readonly interrupted: boolean;
+}
+
 interface DatabaseState {
   busy: boolean;
   /** The run that holds the database (running, or waiting for a concurrency slot). */
@@ -371,7 +379,7 @@ export class Daemon {
     const jobs = plannedJobs(this.#ctx.loaded.config);
     if (jobs.length === 0) this.#log.write('warn', 'no jobs: add "schedules" to strata.config.json (see strata daemon --help)');
     const missedRuns = this.#settings().missedRuns ?? 'skip';
-    const history = initial && missedRuns === 'run-once' ? await this.#lastStarts() : new Map<string, Date>();
+    const history: Map<string, LastRun> = initial && missedRuns === 'run-once' ? await this.#lastStarts() : new Map();
     for (const job of jobs) {
       if (job.config.job === 'replicate') {
         this.#startContinuous(job, job.config);
@@ -389,24 +397,33 @@ export class Daemon {
       dueAt = cron.nextRun();
       this.#crons.push(cron);
       const last = history.get(`${job.database}/${job.name}`);
-      const missed = last ? cronOf(config).nextRun(last) : null;
+      const missed = last ? cronOf(config).nextRun(last.startedAt) : null;
       if (missed && missed.getTime() < Date.now()) {
         this.#log.write('info', `missed the run due ${missed.toISOString()} while not running; running it now (daemon.missedRuns is run-once)`, { database: job.database, job: job.name });
         this.#due(job, missed, 'missed');
+      } else if (last?.interrupted) {
+        // Its due time has passed and the next is ahead: without this, a nightly backup cut off by
+        // a reboot would wait a whole day.
+        this.#log.write('info', `the run due ${last.dueAt.toISOString()} was interrupted (the daemon stopped or was killed during it); running it again now (daemon.missedRuns is run-once)`, { database: job.database, job: job.name });
+        this.#due(job, last.dueAt, 'missed');
       }
       this.#log.write('info', `${describeJob(config)} at "${config.cron}"${config.timezone ? ` (${config.timezone})` : ''}; next ${cron.nextRun()?.toISOString() ?? 'never'}`, { database: job.database, job: job.name });
     }
     for (const line of describeDueTogether(jobsDueTogether(jobs))) this.#log.write('info', line);
   }
 
-  /** When each job last started, from the journal. */
-  async #lastStarts(): Promise<Map<string, Date>> {
-    const starts = new Map<string, Date>();
+    /** Each job's latest run in the journal; runs that never started are left out. */
+  async #lastStarts(): Promise<Map<string, LastRun>> {
+    const starts = new Map<string, LastRun>();
     for (const op of await this.#repo.journal.operations()) {
       if (op.kind !== 'job' || op.last.details?.['skipped'] === true) continue;
       const key = `${op.last.database}/${String(op.last.details?.['job'])}`;
-      const at = new Date(op.startedAt);
-      if (!(starts.get(key)! >= at)) starts.set(key, at);
+      const startedAt = new Date(op.startedAt);
+      const seen = starts.get(key);
+      if (seen && seen.startedAt >= startedAt) continue;
+      const scheduledAt = op.last.details?.['scheduledAt'];
+      const dueAt = typeof scheduledAt === 'string' && !Number.isNaN(Date.parse(scheduledAt)) ? new Date(scheduledAt) : startedAt;
+      starts.set(key, { startedAt, dueAt, interrupted: op.interrupted || op.last.details?.['interrupted'] === true });
     }
     return starts;
   }
