@@ -429,6 +429,22 @@ describe('physical backups of a cluster whose configuration lives outside its da
     }
   });
 
+  it("refuses --force over the data directory of a running server, which goes on (a restore replaced its files under it)", async function () {
+    const backup = await cli(['backup', DB]);
+    assert.equal(backup.status, 0, backup.stderr);
+    const dataDir = path.join(dir, 'data');
+    const refused = await cli(['restore', 'latest', '--db', DB, '--to', dataDir, '--force', '--yes']);
+    assert.equal(refused.status, 1, refused.stdout + refused.stderr);
+    assert.match(refused.stderr, new RegExp(`a PostgreSQL server is running on ${dataDir} \\(pid \\d+, in its postmaster.pid\\).*stop it first \\(pg_ctl -D ${dataDir} stop\\), then restore; nothing was changed`));
+    const db = await connect();
+    try {
+      assert.equal((await db.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_class')).rows.length, 1, 'the server still reads its own files');
+    } finally {
+      await db.end();
+    }
+    assert.deepEqual(readdirSync(dir).filter((name) => name.startsWith('data.strata-')), [], 'nothing left beside it');
+  });
+
   it('verify --level full does not start a copy whose WAL replays a CREATE TABLESPACE into a folder of this machine', async function () {
     const location = tablespaceFolder('during-backup-tablespace');
     let db = await connect();

@@ -929,6 +929,13 @@ export class PostgresPhysicalEngine implements Engine {
     const dir = path.resolve(locator);
     if (await this.targetExists(dir)) {
       if (!options.force) throw new StrataError('TARGET_EXISTS', `restore: ${dir} exists and is not empty; give an empty or new folder (or --force to replace it)`);
+      const server = await serverRunningOn(dir);
+      if (server !== undefined) {
+        throw new StrataError(
+          'DATABASE_LOCKED',
+          `restore: a PostgreSQL server is running on ${dir} (pid ${server}, in its postmaster.pid): replacing the files under it would destroy that cluster, with the WAL it has not archived yet; stop it first (pg_ctl -D ${dir} stop), then restore; nothing was changed`,
+        );
+      }
     }
     await fs.mkdir(path.dirname(dir), { recursive: true });
     const partial = `${dir}.strata-partial-${randomBytes(4).toString('hex')}`;
@@ -1160,4 +1167,27 @@ export class PostgresPhysicalEngine implements Engine {
   async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[] }> {
     return checkRecoveredCopy(path.resolve(locator), options);
   }
+}
+
+/** Whether a process of this machine runs (EPERM: it does, as another user). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The pid of the server running on a data directory, from the first line of its postmaster.pid.
+ * A server killed hard leaves the file behind, and its pid may since be another program's: on
+ * Linux that program's name tells them apart (elsewhere a live pid counts as the server).
+ */
+async function serverRunningOn(dir: string): Promise<number | undefined> {
+  const text = await fs.readFile(path.join(dir, 'postmaster.pid'), 'utf8').catch(() => undefined);
+  const pid = Number(text?.split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return undefined;
+  const program = await fs.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => undefined);
+  return program === undefined || /^(postgres|postmaster)/.test(program.trim()) ? pid : undefined;
 }

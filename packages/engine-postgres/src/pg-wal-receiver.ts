@@ -6,7 +6,7 @@ import { StrataError, isStrataError, sleepUnlessAborted as sleep } from '@strata
 import type { LogPushResult } from '@strata/core';
 import { connect, parseTarget } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { clusterUrl, libpqEnv, pgProgram } from './pg-physical-engine.js';
+import { clusterUrl, libpqEnv, pgProgram, processAlive } from './pg-physical-engine.js';
 
 /**
  * Continuous WAL streaming (`strata wal-receive NAME`): the cluster's write-ahead log received as
@@ -279,20 +279,11 @@ async function lockSpool(spool: string): Promise<() => Promise<void>> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) throw err;
       const pid = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
         throw new StrataError('DATABASE_LOCKED', `wal-receive: another wal-receive (pid ${pid}) streams into ${spool}; stop it first`);
       }
       await fs.rm(file, { force: true });
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
