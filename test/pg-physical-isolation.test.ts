@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import pg from 'pg';
-import { makeCluster, requireServerPrograms, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
+import { BINDIR, makeCluster, requireServerPrograms, runSync, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
 import type { TestCluster } from './helpers/pg-cluster.js';
 
 /**
@@ -100,5 +100,30 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
     } finally {
       await Promise.all([pub.end(), sub.end(), admin.end()]);
     }
+  });
+  it("a restored data directory archives nothing once started (a copy beside the original would push its new timeline into the original's archive); --archive-mode preserve keeps the original's archiving", async function () {
+    const backup = await cluster.cli(['backup', DB]);
+    assert.equal(backup.status, 0, backup.stderr);
+    /** What the server would run with, read from the directory's configuration as PostgreSQL reads it. */
+    const archiveMode = (dir: string): string => {
+      const shown = runSync(path.join(BINDIR, 'postgres'), ['-D', dir, '-C', 'archive_mode']);
+      assert.equal(shown.status, 0, shown.out);
+      return shown.out.trim();
+    };
+    assert.equal(archiveMode(cluster.dataDir), 'on', 'the original archives');
+    const copy = path.join(cluster.dir, 'copy-not-archiving');
+    const restored = await cluster.cli(['restore', 'latest', '--db', DB, '--to', copy]);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.match(restored.stdout, new RegExp(`archiving is off in the restored cluster .*push its new timeline into ${DB}'s archive.*--archive-mode preserve`));
+    assert.equal(archiveMode(copy), 'off');
+    const replacement = path.join(cluster.dir, 'copy-archiving');
+    const preserved = await cluster.cli(['restore', 'latest', '--db', DB, '--to', replacement, '--archive-mode', 'preserve', '--json']);
+    assert.equal(preserved.status, 0, preserved.stderr);
+    assert.equal((JSON.parse(preserved.stdout) as { archiveMode: string }).archiveMode, 'preserve');
+    assert.equal(archiveMode(replacement), 'on');
+    const wrong = await cluster.cli(['restore', 'latest', '--db', DB, '--to', path.join(cluster.dir, 'never'), '--archive-mode', 'on']);
+    assert.equal(wrong.status, 2, wrong.stderr);
+    assert.match(wrong.stderr, /--archive-mode takes off \(the default\) or preserve \(got "on"\)/);
+    for (const dir of [copy, replacement]) rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -424,6 +424,10 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '--timeline <timeline>', description: 'physical backups: the timeline to recover along when a failover left several: latest (default, the newest one that continues the base), current (the base\'s own) or a number' },
       { flags: '--start', description: 'physical backups: start a temporary server on a free port, wait until recovery reaches the target, report what it reached, stop it' },
       {
+        flags: '--archive-mode <mode>',
+        description: "physical backups: off (default: the restored cluster archives nothing, so a copy started beside the original never writes into its archive) or preserve (it keeps the backed-up cluster's archive_command: for a cluster that replaces the original)",
+      },
+      {
         flags: '--tablespace-map <old=new>',
         description: 'physical backups: restore the tablespace that was in folder OLD into folder NEW (empty or new) instead (repeatable); without it each goes back where it was, refused when that folder is not empty',
         repeatable: true,
@@ -453,6 +457,7 @@ The repository is opened once at start, so its passphrase must come from --passp
             restorePoint: str(opts, 'name'),
             targetAction: str(opts, 'targetAction'),
             timeline: str(opts, 'timeline'),
+            archiveMode: str(opts, 'archiveMode'),
           }),
           force: opts['force'] === true,
           yes: opts['yes'] === true,

@@ -172,6 +172,8 @@ export interface RestoreCommandOptions {
   readonly start?: boolean;
   readonly targetAction?: string;
   readonly timeline?: string;
+  /** off or preserve, as given. */
+  readonly archiveMode?: string;
   /** --tablespace-map OLD=NEW, as given. */
   readonly tablespaceMap?: readonly string[];
 }
@@ -192,14 +194,14 @@ function tablespaceMapOf(pairs: readonly string[]): Record<string, string> {
 export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
   if (!options.to) throw new StrataError('USAGE', 'restore: --to TARGET is required (a new file, or an existing one with --force)');
   const physical = (): PhysicalRestoreOptions => ({
-    ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction, timeline: options.timeline }),
+    ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction, timeline: options.timeline, archiveMode: options.archiveMode }),
     to: options.to!,
     immediate: options.immediate === true,
     start: options.start === true,
     force: options.force,
     tablespaceMap: tablespaceMapOf(options.tablespaceMap ?? []),
   });
-  const physicalOnly = (options.tablespaceMap ?? []).length > 0 || options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined || options.timeline !== undefined;
+  const physicalOnly = (options.tablespaceMap ?? []).length > 0 || options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined || options.timeline !== undefined || options.archiveMode !== undefined;
   // A cluster's physical backups are restored by recovery, also when the config does not name it
   // (a copy, an import, a repository given with --repo): its catalog says so.
   const physicalDatabase =
@@ -209,8 +211,8 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     if (options.tables !== undefined) {
       const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
       if (tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables public.orders,public.customers');
-      if (options.start === true || options.targetAction !== undefined || (options.tablespaceMap ?? []).length > 0) {
-        throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own (its tablespaces in its own temporary folder); --start, --target-action and --tablespace-map are for whole-cluster restores');
+      if (options.start === true || options.targetAction !== undefined || options.archiveMode !== undefined || (options.tablespaceMap ?? []).length > 0) {
+        throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own (its tablespaces in its own temporary folder); --start, --target-action, --archive-mode and --tablespace-map are for whole-cluster restores');
       }
       return physicalTableRestore(ctx, { ...physical(), tables, yes: options.yes === true }, signal);
     }

@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
-import type { BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
+import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
 import { handOff } from './wal-handoff.js';
@@ -121,6 +121,8 @@ export interface PhysicalRestoreOptions {
   readonly targetAction?: string;
   /** latest (default), current or a timeline number. */
   readonly timeline?: string;
+  /** off (default) or preserve: whether the restored cluster keeps the backed-up one's archiving. */
+  readonly archiveMode?: string;
   readonly force: boolean;
   /** --tablespace-map: a tablespace's folder when backed up → where to restore it. */
   readonly tablespaceMap?: Readonly<Record<string, string>>;
@@ -133,6 +135,12 @@ export interface PhysicalRestoreOptions {
  * failover's promoted timeline and the old server's). Default latest, as PostgreSQL's own default
  * and pgBackRest's --target-timeline.
  */
+export function archiveModeOf(text: string | undefined): ArchiveMode {
+  if (text === undefined || text === 'off') return 'off';
+  if (text === 'preserve') return 'preserve';
+  throw new StrataError('USAGE', `restore: --archive-mode takes off (the default) or preserve (got ${JSON.stringify(text)})`);
+}
+
 export function timelineChoice(text: string | undefined): TimelineChoice {
   if (text === undefined || text === 'latest') return 'latest';
   if (text === 'current') return 'current';
@@ -217,7 +225,7 @@ async function markNotNeeded(dir: string, plan: WalPlan, goal: RecoveryGoal, bas
  * target written.
  */
 export async function physicalRestore(ctx: CommandContext, options: PhysicalRestoreOptions, signal: AbortSignal): Promise<number> {
-  const { base, goal, checked, dir, restoreCommand, action, timeline, notNeeded } = await restorePhysicalInto(ctx, options, signal);
+  const { base, goal, checked, dir, restoreCommand, action, timeline, archiving, notNeeded } = await restorePhysicalInto(ctx, options, signal);
   let report: RecoveryReport | undefined;
   if (options.start) {
     try {
@@ -238,7 +246,7 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
   // it to tablespace_map.old once it has, so after --start the links say it).
   const tablespaces = [...dataDirTablespaces(dir)].map(([oid, location]) => ({ oid, location }));
   if (ctx.json) {
-    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, configurationMissing, tablespaces, ...(report ? { reached: report } : {}) });
+    ctx.printJson({ base: base.id, goal: describeGoal(goal), timeline, walSegments: checked, target: dir, restoreCommand, targetAction: action, archiveMode: archiving, configurationMissing, tablespaces, ...(report ? { reached: report } : {}) });
   } else {
     process.stdout.write(`restored ${base.id} (${formatBytes(base.databaseBytes)}) into ${dir}, set to recover to ${describeGoal(goal)} on timeline ${timeline}; ${checked} archived WAL segment(s) from the base backup onwards checked\n`);
     if (tablespaces.length > 0) process.stdout.write(`its tablespace(s) are in ${tablespaces.map((t) => `${t.location} (OID ${t.oid})`).join(', ')}\n`);
@@ -253,6 +261,11 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     if (configurationMissing.length > 0) {
       process.stdout.write(
         `the backed-up cluster keeps ${configurationMissing.join(', ')} outside its data directory (as Debian and Ubuntu do, in /etc/postgresql/VERSION/NAME), so ${dir} has none: copy yours in first, without data_directory, hba_file and ident_file (they name the original cluster's)\n`,
+      );
+    }
+    if (archiving === 'off') {
+      process.stdout.write(
+        `archiving is off in the restored cluster (archive_mode = 'off' in its postgresql.auto.conf): started beside the original, it would otherwise push its new timeline into ${base.database}'s archive, and later recoveries of ${base.database} would follow it. For a cluster that replaces the original, restore with --archive-mode preserve (or remove that line)\n`,
       );
     }
     process.stdout.write(`${configurationMissing.length > 0 ? 'then ' : ''}start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
@@ -291,11 +304,12 @@ async function restorePhysicalInto(
   ctx: CommandContext,
   options: PhysicalRestoreOptions,
   signal: AbortSignal,
-): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction; timeline: number; notNeeded?: string }> {
+): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction; timeline: number; archiving: ArchiveMode; notNeeded?: string }> {
   const goal = recoveryGoal(options);
   const choice = timelineChoice(options.timeline);
   const action = (options.targetAction ?? 'pause') as TargetAction;
   if (!['pause', 'promote', 'shutdown'].includes(action)) throw new StrataError('USAGE', `restore: --target-action must be pause, promote or shutdown (got ${JSON.stringify(options.targetAction)})`);
+  const archiving = archiveModeOf(options.archiveMode);
   const repo = await ctx.repository();
   await repo.unlock();
   let base: BackupRecord;
@@ -367,9 +381,9 @@ async function restorePhysicalInto(
     await fs.rm(spool, { recursive: true, force: true });
   }
   const restoreCommand = restoreCommandFor(ctx, database);
-  await configureRecovery(dir, recoverySettings(goal, restoreCommand, action, plan.timeline));
+  await configureRecovery(dir, recoverySettings(goal, restoreCommand, action, plan.timeline, archiving));
   const notNeeded = options.start ? await markNotNeeded(dir, plan, goal, base, signal) : undefined;
-  return { base, goal, checked, dir, restoreCommand, action, timeline: plan.timeline, ...(notNeeded ? { notNeeded } : {}) };
+  return { base, goal, checked, dir, restoreCommand, action, timeline: plan.timeline, archiving, ...(notNeeded ? { notNeeded } : {}) };
 }
 
 /**

@@ -158,10 +158,18 @@ export async function planWal(base: BackupRecord, goal: RecoveryGoal, files: rea
 /** What a recovery does at its target. */
 export type TargetAction = 'pause' | 'promote' | 'shutdown';
 
-/** The recovery settings for postgresql.auto.conf. */
-export function recoverySettings(goal: RecoveryGoal, restoreCommand: string, action: TargetAction, timeline: number): Record<string, string> {
+/** Whether a restored cluster archives its WAL as the backed-up one did (`preserve`) or not at all. */
+export type ArchiveMode = 'off' | 'preserve';
+
+/**
+ * The recovery settings for postgresql.auto.conf. With archiving `off`, a copy started beside the
+ * original does not push its new timeline into the original's archive under the same name, where
+ * every later recovery to the latest timeline would follow the copy's history instead.
+ */
+export function recoverySettings(goal: RecoveryGoal, restoreCommand: string, action: TargetAction, timeline: number, archiving: ArchiveMode = 'off'): Record<string, string> {
   // By number, the timeline planWal checked the segments of (never one archived after the restore).
   const settings: Record<string, string> = { restore_command: restoreCommand, recovery_target_timeline: String(timeline) };
+  if (archiving === 'off') settings['archive_mode'] = 'off';
   switch (goal.kind) {
     case 'time':
       // PostgreSQL's timestamptz input, not ISO 8601's T and Z.

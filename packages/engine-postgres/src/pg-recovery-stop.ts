@@ -119,7 +119,9 @@ export async function tablespacesReplayed(
     return true;
   };
   const runs: string[][] = [];
-  for (const name of segments) {
+  // Only segments: a timeline's history file (00000002.history) shares its first eight
+  // characters with the timeline's segments, and in their run pg_waldump reads none of them.
+  for (const name of segments.filter((n) => /^[0-9A-F]{24}$/.test(n))) {
     const last = runs.at(-1);
     if (last && last[0]!.slice(0, 8) === name.slice(0, 8)) last.push(name);
     else runs.push([name]);

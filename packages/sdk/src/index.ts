@@ -52,7 +52,7 @@ export {
   tarMember,
   walRun,
 } from '@strata/engine-postgres';
-export type { PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
+export type { ArchiveMode, PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
