@@ -91,6 +91,23 @@ describe('bad input gets a clear error and nothing is lost', () => {
       assert.match(result.stderr, /is not a SQLite database/);
     });
 
+    it('a database name nobody backed up, in prune and verify --all, is refused instead of finding nothing to do', () => {
+      init();
+      backupId(fixture());
+      backupId(fixture());
+      for (const args of [['prune', 'ap', '--keep-last', '1'], ['verify', '--all', '--db', 'ap']]) {
+        const result = strata([...args, '--repo', repo(), '--json']);
+        assert.equal(result.status, 1, `${args.join(' ')}: ${result.stdout}${result.stderr}`);
+        const error = json<{ error: { code: string; message: string } }>(result).error;
+        assert.equal(error.code, 'BACKUP_NOT_FOUND');
+        assert.match(error.message, new RegExp(`^${args[0]}: .* holds no backups of ap, and the config names no such database \\(known: app\\)$`));
+      }
+      assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 2, 'nothing was pruned');
+      const pruned = strata(['prune', 'app', '--keep-last', '1', '--repo', repo()]);
+      assert.equal(pruned.status, 0, pruned.stderr);
+      assert.match(pruned.stdout, /kept 1, removed 1 backup\(s\)/);
+    });
+
     it('a URL no engine understands is named without its password', () => {
       init();
       const result = strata(['backup', 'postgress://app:typo-secret-pw@db.example:5432/shop', '--repo', repo(), '--name', 'shop', '--json']);

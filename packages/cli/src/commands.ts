@@ -29,7 +29,7 @@ import {
   validatePolicy,
 } from '@strata/sdk';
 import type { PointInTimeResult } from '@strata/sdk';
-import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
+import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, Repository, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { physicalRestore, physicalTableRestore } from './wal-commands.js';
 import type { PhysicalRestoreOptions } from './wal-commands.js';
@@ -314,6 +314,19 @@ export interface VerifyCommandOptions {
   readonly database?: string;
 }
 
+/**
+ * Refuses a --db that names neither a database of the repository nor one of the config: a typo in
+ * a scheduled `prune` or `verify --all` would otherwise find nothing to do, exit 0, and keep doing
+ * so while the real database's backups pile up unpruned and unverified.
+ */
+async function requireKnownDatabase(ctx: CommandContext, repo: Repository, database: string | undefined, command: string): Promise<void> {
+  if (database === undefined || ctx.loaded.config.databases?.[database] !== undefined) return;
+  const known = new Set((await repo.list()).map((b) => b.database));
+  if (known.has(database)) return;
+  for (const name of Object.keys(ctx.loaded.config.databases ?? {})) known.add(name);
+  throw new StrataError('BACKUP_NOT_FOUND', `${command}: ${ctx.repositoryPath()} holds no backups of ${database}, and the config names no such database (known: ${[...known].sort().join(', ') || 'none'})`);
+}
+
 export async function verifyCommand(ctx: CommandContext, options: VerifyCommandOptions, signal: AbortSignal): Promise<number> {
   const level = options.level ?? 'quick';
   if (level !== 'quick' && level !== 'full') throw new StrataError('USAGE', `verify: --level must be quick or full (got ${level})`);
@@ -324,14 +337,21 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   let reports: VerifyReport[];
   // Backups whose data key the passphrase's key file lacks: not verified (and not failed).
   const unverified: { backupId: string; code: string; message: string }[] = [];
+  // Backups a prune removed while this ran: gone, neither passed nor failed.
+  const removed: string[] = [];
   try {
     if (options.all) {
+      if (options.database !== undefined) await requireKnownDatabase(ctx, repo, options.database, 'verify');
       const all = await repo.list(options.database === undefined ? {} : { database: options.database });
       reports = [];
       for (const b of all) {
         try {
           reports.push(...(await repo.verify({ id: b.id }, { level, signal, onProgress: bar.update })));
         } catch (err) {
+          if (isStrataError(err, 'BACKUP_NOT_FOUND') && !(await repo.list({ database: b.database })).some((other) => other.id === b.id)) {
+            removed.push(b.id);
+            continue;
+          }
           if (!isStrataError(err, 'KEY_MISSING')) throw err;
           unverified.push({ backupId: b.id, code: err.code, message: err.message });
         }
@@ -357,6 +377,7 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       ...(segmentReports.length > 0 ? { segments: segmentReports } : {}),
       ...(logReports.length > 0 ? { logs: logReports } : {}),
       ...(unverified.length > 0 ? { unverified } : {}),
+      ...(removed.length > 0 ? { removedMeanwhile: removed } : {}),
     });
   } else {
     for (const report of reports) {
@@ -365,6 +386,7 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       for (const check of report.checks) process.stdout.write(`  ${check.status.padEnd(7)} ${check.name}: ${check.reason}\n`);
     }
     for (const u of unverified) process.stdout.write(`${u.backupId}: NOT VERIFIED\n  ${u.message}\n`);
+    for (const id of removed) process.stdout.write(`${id}: REMOVED while this ran (by a prune or a delete)\n`);
     for (const r of segmentReports) {
       process.stdout.write(`segments after ${r.base}: ${r.outcome.toUpperCase()} (${r.segments} segment(s))\n`);
       for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
@@ -375,8 +397,16 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
       for (const note of r.notes) process.stdout.write(`  note    ${note}\n`);
     }
-    if (reports.length + unverified.length === 0) process.stdout.write('nothing to verify\n');
-    else process.stdout.write(`${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}\n`);
+    const otherFailures = [
+      ...(failedSegments.length > 0 ? [`${failedSegments.length} chain(s) of segments failed`] : []),
+      ...(failedLogs.length > 0 ? [`${failedLogs.length} archived log check(s) failed`] : []),
+    ];
+    if (reports.length + unverified.length === 0) process.stdout.write(`nothing to verify${otherFailures.length > 0 ? `; ${otherFailures.join('; ')}` : ''}\n`);
+    else {
+      process.stdout.write(
+        `${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}${otherFailures.length > 0 ? `; ${otherFailures.join('; ')}` : ''}\n`,
+      );
+    }
   }
   return failed.length + failedSegments.length + failedLogs.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
 }
@@ -419,6 +449,7 @@ export interface PruneCommandOptions extends PolicyFlags {
 export async function pruneCommand(ctx: CommandContext, options: PruneCommandOptions, signal: AbortSignal): Promise<number> {
   const repo = await ctx.repository();
   const policyFor = policyResolver(ctx, options);
+  await requireKnownDatabase(ctx, repo, options.database, 'prune');
   const plan = await repo.prune(policyFor, { ...(options.database !== undefined ? { database: options.database } : {}), dryRun: options.dryRun, signal });
   if (ctx.json) {
     ctx.printJson({
