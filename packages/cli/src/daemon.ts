@@ -20,7 +20,7 @@ import {
   schedulesFor,
   sleepUnlessAborted,
 } from '@strata/sdk';
-import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHandle, ReplicateJobConfig, Repository, ScheduledJobConfig, StrataConfig } from '@strata/sdk';
+import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHandle, ReplicateJobConfig, Repository, ScheduledJobConfig, StrataConfig, VerifyReport } from '@strata/sdk';
 import { CommandContext } from './context.js';
 import type { GlobalOptions } from './context.js';
 import { metricsText, writeTextfile } from './metrics.js';
@@ -735,12 +735,25 @@ export class Daemon {
         const chosen = config.sample === undefined ? [newest(candidates)] : verificationOrder(candidates, level).slice(0, config.sample);
         const outcomes: { id: string; outcome: string }[] = [];
         for (const record of chosen) {
-          const reports = await repo.verify({ id: record.id }, { level, signal });
+          let reports: VerifyReport[];
+          try {
+            reports = await repo.verify({ id: record.id }, { level, signal });
+          } catch (err) {
+            // A prune elsewhere (the oldest first, as this samples them) removed it meanwhile.
+            if (!isStrataError(err, 'BACKUP_NOT_FOUND') || (await repo.list({ database })).some((b) => b.id === record.id)) throw err;
+            outcomes.push({ id: record.id, outcome: 'removed' });
+            continue;
+          }
           outcomes.push({ id: record.id, outcome: reports.some((r) => r.outcome === 'failed') ? 'failed' : 'passed' });
         }
         const failed = outcomes.filter((o) => o.outcome === 'failed');
         if (failed.length > 0) throw new StrataError('VERIFY_FAILED', `${level} verification failed for ${failed.map((f) => f.id).join(', ')}`);
-        return { summary: `${level} verification passed for ${outcomes.map((o) => o.id).join(', ')}`, details: { level, verified: outcomes } };
+        const passed = outcomes.filter((o) => o.outcome === 'passed');
+        const removed = outcomes.filter((o) => o.outcome === 'removed');
+        return {
+          summary: `${level} verification passed for ${passed.map((o) => o.id).join(', ') || 'none'}${removed.length > 0 ? `; removed while it ran: ${removed.map((o) => o.id).join(', ')}` : ''}`,
+          details: { level, verified: outcomes },
+        };
       }
       case 'prune': {
         const plan = await repo.prune((db) => retentionFor(this.#ctx.loaded.config, db), { database, signal });
