@@ -259,8 +259,11 @@ describe('bad input gets a clear error and nothing is lost', () => {
       const file = artifactOf(id);
       truncateSync(file, Math.floor(statSync(file).size / 2));
       writeFileSync(catalogPath(repo()), '');
-      const list = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json']));
+      const listed = strata(['list', '--repo', repo(), '--json']);
+      const list = json<{ backups: BackupRecord[] }>(listed);
       assert.deepEqual(list.backups, [], 'an artifact that does not read to its end is not listed as a restore point');
+      // Unlisted, it would be out of every verify and health check: the rebuild says so.
+      assert.match(listed.stderr, new RegExp(`warning: the catalog was rebuilt without ${path.relative(repo(), file)}: .*; it stays in the repository, unlisted`));
     });
 
     for (const [label, entry] of [

@@ -170,6 +170,11 @@ export class BackupCatalog {
       }
       await writeCatalog(this.#ctx.storage, records, withoutMergedParts(segments));
       await op.complete({ details: { backups: records.length, segments: segments.length, skipped } });
+      // Left out of the catalog, a damaged artifact is out of every list, verify and health check
+      // from now on: said where someone sees it, not only in the journal.
+      for (const line of skipped) {
+        process.emitWarning(`the catalog was rebuilt without ${line}; it stays in the repository, unlisted: restore that backup from a mirror (strata copy), or delete the file`, { code: 'STRATA_UNREADABLE_ARTIFACT' });
+      }
       return sortBackups(records);
     } catch (err) {
       await op.fail(err);
