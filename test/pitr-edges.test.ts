@@ -169,7 +169,24 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
       mirrored.map((w) => [w.base, w.segments, w.transactions, w.to]),
       [[window.base, window.segments, window.transactions, window.to]],
     );
-    assert.deepEqual(restoredAsOf(mirror, middle, 'mirrored.db', MIRROR_PASSPHRASE), restoredAsOf(primary, middle, 'reference.db'));
+    const reference = restoredAsOf(primary, middle, 'reference.db');
+    assert.deepEqual(restoredAsOf(mirror, middle, 'mirrored.db', MIRROR_PASSPHRASE), reference);
+
+    // A damaged segment in the repository: the restore as of the moment stands in with the mirror's.
+    const segmentsDir = path.join(primary, 'backups', 'app', 'segments');
+    const first = readdirSync(segmentsDir).sort()[0]!;
+    const damaged = readFileSync(path.join(segmentsDir, first));
+    damaged[Math.floor(damaged.length / 2)]! ^= 0x5a;
+    writeFileSync(path.join(segmentsDir, first), damaged);
+    const to = at('fallback.db');
+    const restored = strata(['restore', '--db', 'app', '--as-of', middle, '--to', to, '--json'], { cwd: dir.path });
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.match(restored.stderr, /restored from the mirror/);
+    const result = json<{ pointInTime: PointInTime; fromMirror: { reason: { code: string } } }>(restored);
+    assert.equal(result.fromMirror.reason.code, 'ARTIFACT_CORRUPT');
+    const { seqs, integrity } = markersOf(to);
+    assert.equal(integrity, 'ok');
+    assert.deepEqual({ seqs, transactions: result.pointInTime.transactions }, reference);
   });
 
   it('a copy after the source merged segments the target holds unmerged: the merged one takes their place there, and the target restores as the source does', async () => {

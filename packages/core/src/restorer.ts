@@ -135,24 +135,17 @@ export class Restorer {
           fetched = await fetchChanges(this.#ctx, plan, options.signal);
           pointInTime = fetched.result;
         } else if (plan) {
-          pointInTime = {
-            asOf: plan.asOf.toISOString(),
-            restorePoint: record.id,
-            segments: 0,
-            transactions: 0,
-            reachedAt: record.createdAt,
-            completeThrough: record.createdAt,
-            behindMs: plan.asOf.getTime() - Date.parse(record.createdAt),
-          };
+          pointInTime = withoutSegments(plan);
         }
         bytes = await this.restoreInto(engine, chain, options.to, { ...restoreOptions, ...(fetched ? { changes: fetched.changes() } : {}) });
       } catch (err) {
         // The target was not touched (a failed restore aborts its session): the mirror's copy of
-        // the same chain may still be good (not for segments, which mirrors do not hold yet).
-        if (fetched || (plan && plan.segments.length > 0) || !this.#mirror || !isStrataError(err) || !MIRROR_CAN_HELP.has(err.code)) throw err;
+        // the same chain, or of the base and segments for the moment, may still be good.
+        if (!this.#mirror || !isStrataError(err) || !MIRROR_CAN_HELP.has(err.code)) throw err;
         // A passphrase that does not open this repository's keys is no damage the mirror repairs.
         if (err.code === 'PASSPHRASE_WRONG' && !unlocked) throw err;
-        ({ chain, bytes, fromMirror } = await this.#fromMirror(record, engine, options.to, restoreOptions, err));
+        if (plan && plan.segments.length > 0) ({ chain, bytes, fromMirror, pointInTime } = await this.#asOfFromMirror(plan, engine, options.to, restoreOptions, err));
+        else ({ chain, bytes, fromMirror } = await this.#fromMirror(record, engine, options.to, restoreOptions, err));
       } finally {
         await fetched?.remove().catch(() => undefined);
       }
@@ -204,6 +197,42 @@ export class Restorer {
         cause: primaryError,
         details: primaryError.details,
       });
+    }
+  }
+
+  /**
+   * Restores the database as of `plan`'s moment from the mirror: its own plan (the mirror may hold
+   * fewer segments, and the result says how far it reached), base and segments. When it cannot,
+   * the repository's own error is the one reported, with what the mirror lacked.
+   */
+  async #asOfFromMirror(
+    primaryPlan: PointInTimePlan,
+    engine: Engine,
+    to: string,
+    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; signal?: AbortSignal; onProgress?: ProgressListener },
+    primaryError: StrataError,
+  ): Promise<{ chain: BackupRecord[]; bytes: number; fromMirror: RestoreFallback; pointInTime: PointInTimeResult }> {
+    let location = 'the mirror';
+    let fetched: FetchedChanges | undefined;
+    try {
+      const mirror = await this.#mirror!();
+      location = mirror.storage.location;
+      const plan = await new Restorer(mirror).planAsOf({ database: primaryPlan.restorePoint.database, asOf: primaryPlan.asOf });
+      const chain = await mirror.catalog.chainOf(plan.restorePoint);
+      await mirror.chains.checkPresent(chain, plan.restorePoint);
+      await mirror.unlock();
+      for (const link of chain) mirror.keyFor(link, 'restore');
+      for (const segment of plan.segments) mirror.vault.keyFor(segment, 'restore');
+      if (plan.segments.length > 0) fetched = await fetchChanges(mirror, plan, options.signal);
+      const bytes = await new Restorer(mirror).restoreInto(engine, chain, to, { ...options, ...(fetched ? { changes: fetched.changes() } : {}) });
+      return { chain, bytes, fromMirror: { mirror: location, reason: { code: primaryError.code, message: primaryError.message } }, pointInTime: fetched?.result ?? withoutSegments(plan) };
+    } catch (err) {
+      throw new StrataError(primaryError.code, `${primaryError.message} (the mirror could not stand in: ${err instanceof Error ? err.message : String(err)})`, {
+        cause: primaryError,
+        details: primaryError.details,
+      });
+    } finally {
+      await fetched?.remove().catch(() => undefined);
     }
   }
 
@@ -264,4 +293,18 @@ export class Restorer {
     const contents = await readArtifact({ storage: this.#ctx.storage, location: this.#ctx.chains.location(record), passphrase: this.#ctx.keyFor(record, 'tables'), ...(options.signal ? { signal: options.signal } : {}) });
     return (await this.#ctx.chains.factsOf(record, contents.manifest, 'tables')).tables.map((t) => t.name);
   }
+}
+
+/** What a restore as of a moment reached when no segment covers it: the restore point itself. */
+function withoutSegments(plan: PointInTimePlan): PointInTimeResult {
+  const record = plan.restorePoint;
+  return {
+    asOf: plan.asOf.toISOString(),
+    restorePoint: record.id,
+    segments: 0,
+    transactions: 0,
+    reachedAt: record.createdAt,
+    completeThrough: record.createdAt,
+    behindMs: plan.asOf.getTime() - Date.parse(record.createdAt),
+  };
 }
