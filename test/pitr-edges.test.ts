@@ -6,7 +6,7 @@ import { describeCoverage } from '@strata/protocol/continuity';
 import { Passphrase, initRepository, openRepository } from '@strata/sdk';
 import type { ReplicationEvent } from '@strata/sdk';
 import { DiskFullStorage } from './helpers/faulty-storage.js';
-import { TEST_PASSPHRASE, journalLines, json, strata, strataAsync, useTempDir } from './helpers/env.js';
+import { TEST_PASSPHRASE, catalogPath, journalLines, json, strata, strataAsync, useTempDir } from './helpers/env.js';
 import { commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 import { Client } from './helpers/server-client.js';
@@ -143,20 +143,26 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
     assert.deepEqual([again.copied.length, again.segments.length], [0, 0], 'a second run copies nothing');
   });
 
-  it('a copy that cannot carry a damaged segment says so, and does not count it as a backup that failed', async () => {
-    const { primary } = await replicatedWithMirror();
-    const segmentsDir = path.join(primary, 'backups', 'app', 'segments');
-    const last = readdirSync(segmentsDir).sort().at(-1)!;
-    const damaged = readFileSync(path.join(segmentsDir, last));
+  it('a copy that cannot carry a damaged segment says so, carries the segments before it, and does not count it as a backup that failed', async () => {
+    const { primary, window } = await replicatedWithMirror();
+    // The last by sequence (names sort by second only, then by a random part).
+    const listed = (JSON.parse(readFileSync(catalogPath(primary), 'utf8')) as { segments: { key: string; sequence: number }[] }).segments;
+    const last = path.join(primary, [...listed].sort((a, b) => a.sequence - b.sequence).at(-1)!.key);
+    const damaged = readFileSync(last);
     damaged[Math.floor(damaged.length / 2)]! ^= 0x5a;
-    writeFileSync(path.join(segmentsDir, last), damaged);
+    writeFileSync(last, damaged);
     const target = at('copy');
     assert.equal(strata(['init', '--repo', target]).status, 0);
     const copy = strata(['copy', '--from', primary, '--to', target]);
     assert.notEqual(copy.status, 0, copy.stdout);
-    assert.match(copy.stderr, /the new segments of 1 base\(s\) was not copied \(1 backup\(s\) were\)/);
+    assert.match(copy.stderr, /the new segments of 1 base\(s\), from the first that could not be copied on, were not copied \(1 backup\(s\) were\)/);
     assert.doesNotMatch(copy.stderr, /backup\(s\) (was|were) not copied/);
-    assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', target, '--json'])).backups.length, 1, 'the base itself was copied');
+    const onTarget = json<{ backups: unknown[]; continuity: Window[] }>(strata(['list', '--repo', target, '--json']));
+    assert.equal(onTarget.backups.length, 1, 'the base itself was copied');
+    // The intact segments before the damaged one extend the target's window as far as they reach.
+    assert.equal(onTarget.continuity.at(-1)!.segments, window.segments - 1);
+    assert.equal(strata(['verify', '--all', '--repo', target]).status, 0, 'the target verifies: its chain is whole');
+    assert.deepEqual(readdirSync(path.join(target, 'backups', 'app', 'segments')).length, window.segments - 1, 'no object of the damaged one on the target');
   });
 
   it('the mirror receives the segments with the next backup, and restores as of a moment they cover', async () => {

@@ -82,10 +82,10 @@ function describeFailures(failed: readonly CopyFailure[]): string {
   const count = (kind: CopyFailure['kind']): number => failed.filter((f) => f.kind === kind).length;
   const parts = [
     count('backup') > 0 ? `${count('backup')} backup(s)` : '',
-    count('segments') > 0 ? `the new segments of ${count('segments')} base(s)` : '',
+    count('segments') > 0 ? `the new segments of ${count('segments')} base(s), from the first that could not be copied on,` : '',
     count('log') > 0 ? `the archived log of ${count('log')} database(s)` : '',
   ].filter(Boolean);
-  return `${parts.join(' and ')} ${failed.length === 1 ? 'was' : 'were'}`;
+  return `${parts.join(' and ')} ${failed.length === 1 && failed[0]!.kind !== 'segments' ? 'was' : 'were'}`;
 }
 
 /**
@@ -291,24 +291,35 @@ export class BackupCopier {
       let superseded: SegmentRecord[] = [];
       try {
         const records: SegmentRecord[] = [];
+        // The first segment that cannot be copied (damaged at the source): those before it still
+        // extend the target's chain, so they are committed and the rest waits for a repair.
+        let stoppedBy: StrataError | undefined;
         for (const { segment, sourceKey, asIs, key } of plan) {
           throwIfAborted(options.signal, 'copy');
           const what = `copy ${segment.id}`;
-          const check: { bytes: number; sha: ReturnType<typeof createHash>; failure?: StrataError } = { bytes: 0, sha: createHash('sha256') };
-          const bytes = checked(await readSource(from.storage, segment, what, options.signal), segment, check, what, (done) =>
-            options.onProgress?.({ operation: 'copy', phase: 'read', doneBytes: done, totalBytes: segment.storedBytes, backupId: segment.id }),
-          );
-          const written = createHash('sha256');
-          let info;
           try {
-            info = await to.storage.put(key, hashing(transfer(bytes, sourceKey, asIs, targetKey, targetProfile), written), options.signal ? { signal: options.signal } : {});
+            const check: { bytes: number; sha: ReturnType<typeof createHash>; failure?: StrataError } = { bytes: 0, sha: createHash('sha256') };
+            const bytes = checked(await readSource(from.storage, segment, what, options.signal), segment, check, what, (done) =>
+              options.onProgress?.({ operation: 'copy', phase: 'read', doneBytes: done, totalBytes: segment.storedBytes, backupId: segment.id }),
+            );
+            const written = createHash('sha256');
+            let info;
+            try {
+              info = await to.storage.put(key, hashing(transfer(bytes, sourceKey, asIs, targetKey, targetProfile), written), options.signal ? { signal: options.signal } : {});
+            } catch (err) {
+              throw check.failure ?? (isStrataError(err) ? err : wrapError(`${what}: write ${key} to ${to.storage.location}`, err));
+            }
+            if (check.failure) throw check.failure;
+            const encryption = asIs ? segment.encryption : targetProfile === 'none' ? { profile: 'none' } : { profile: targetProfile, ...(targetKey!.id !== undefined ? { keyId: targetKey!.id } : {}) };
+            // The whole record, as the source lists it: only where its bytes are and how they are sealed differ.
+            records.push({ ...segment, key, storedBytes: info.size, sha256: written.digest('hex'), encryption });
           } catch (err) {
-            throw check.failure ?? (isStrataError(err) ? err : wrapError(`${what}: write ${key} to ${to.storage.location}`, err));
+            if (records.length === 0 || !isStrataError(err) || !SKIPPABLE.has(err.code)) throw err;
+            // Its bytes may have reached the target before the check failed: never listed, they go.
+            await to.storage.delete(key).catch(() => undefined);
+            stoppedBy = err;
+            break;
           }
-          if (check.failure) throw check.failure;
-          const encryption = asIs ? segment.encryption : targetProfile === 'none' ? { profile: 'none' } : { profile: targetProfile, ...(targetKey!.id !== undefined ? { keyId: targetKey!.id } : {}) };
-          // The whole record, as the source lists it: only where its bytes are and how they are sealed differ.
-          records.push({ ...segment, key, storedBytes: info.size, sha256: written.digest('hex'), encryption });
         }
         await withRepositoryLock(
           to.storage,
@@ -335,6 +346,7 @@ export class BackupCopier {
         // No catalog lists them any more: their objects go (best effort; an open removes strays).
         for (const gone of superseded) await to.storage.delete(gone.key).catch(() => undefined);
         copied.push(...records.map((r) => r.id));
+        if (stoppedBy) failed.push({ id: baseId, kind: 'segments', error: stoppedBy });
       } catch (err) {
         // As for a backup: an error does not prove the catalog was not written; it decides.
         const listed = await readCatalogContents(to.storage).then(
