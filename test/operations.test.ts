@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Passphrase, StrataError, openRepository } from '@strata/sdk';
@@ -30,10 +30,11 @@ describe('operator commands', () => {
       assert.equal(list[0]!.label, 'pre-update');
     });
 
-    it('without rollback keeps the change and journals the command that undoes it', async () => {
+    it('without rollback keeps the change and journals the command that undoes it, and the program it ran without its arguments', async () => {
       const db = setup();
       const before = sqliteDump(db);
-      const result = strata(['run', '--db', db, '--repo', repo(), '--json', '--', 'sqlite3', db, 'DELETE FROM log']);
+      // Arguments may hold secrets (here a password in a URL the command never uses): the journal is plain text.
+      const result = strata(['run', '--db', db, '--repo', repo(), '--json', '--', 'sh', '-c', 'sqlite3 "$0" "DELETE FROM log"', db, 'postgres://app:TopSecretPw@db.example/shop']);
       assert.equal(result.status, 0, result.stderr);
       const summary = json<{ backupId: string; exitCode: number; undo: string; rolledBack: boolean }>(result);
       assert.equal(summary.exitCode, 0);
@@ -42,6 +43,8 @@ describe('operator commands', () => {
       const op = (await r.journal.operations()).find((o) => o.kind === 'run')!;
       assert.equal(op.status, 'COMPLETED');
       assert.equal((op.last.details as { undo: string }).undo, summary.undo);
+      assert.equal((op.last.details as { command: string }).command, 'sh (4 argument(s), not recorded)');
+      for (const file of readdirSync(path.join(repo(), 'journal'))) assert.doesNotMatch(readFileSync(path.join(repo(), 'journal', file), 'utf8'), /TopSecretPw/, file);
       // The journalled command really undoes it.
       const undo = spawnSync('sh', ['-c', summary.undo.replace(/^strata /, `${process.execPath} ${path.resolve('packages/cli/dist/main.js')} `)], {
         env: { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE },

@@ -523,13 +523,17 @@ export async function runCommand(ctx: CommandContext, options: RunCommandOptions
   const repo = await ctx.repository();
   await repo.unlock();
   const description = options.command.join(' ');
+  // The journal is plain text, kept and copied with the repository, and a command line may carry a
+  // password (a URL, -pSECRET, PGPASSWORD=...): it records the program only; the terminal, whose
+  // user typed the command, gets it whole.
+  const journaled = `${path.basename(options.command[0]!)}${options.command.length > 1 ? ` (${options.command.length - 1} argument(s), not recorded)` : ''}`;
   let result;
   try {
     result = await repo.guard(db.locator, () => runChild(options.command, ctx.json), {
       database: db.name,
       type,
       rollbackOnError: options.rollbackOnFailure,
-      description,
+      description: journaled,
       isFailure: (status: number) => status !== 0,
       signal,
     });
