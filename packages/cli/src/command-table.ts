@@ -506,7 +506,8 @@ The repository is opened once at start, so its passphrase must come from --passp
     ],
     summary: "write one archived write-ahead log file where PostgreSQL asks for it (restore_command = 'strata wal-fetch %f %p --db NAME')",
     options: [{ flags: '--db <name>', description: 'the physical entry the cluster is filed under' }],
-    details: 'Checks the bytes against the SHA-256 they were archived with. A file the archive does not hold is exit 1 with one line on stderr, which PostgreSQL takes as "not there".',
+    details:
+      'Checks the bytes against the SHA-256 they were archived with. A file the archive does not hold is exit 1 with one line on stderr, which PostgreSQL takes as "not there". Every other failure (a wrong or missing passphrase, a damaged segment, storage or configuration) is exit 128 with its message on stderr: PostgreSQL takes any status up to 125 as "not there" and would end recovery short of the archive\'s end, while above 125 it stops with a fatal error (fix the cause and start the server again).',
     examples: ['wal-fetch 000000010000000000000003 pg_wal/RECOVERYXLOG --db cluster'],
     run: (ctx, { args, opts, signal }) => walFetchCommand(ctx, { name: args[0], file: args[1], database: str(opts, 'db') }, signal),
   },
@@ -825,5 +826,6 @@ Exit status:
   4  wrong or missing passphrase, or its key file lacks the data key needed
   5  the repository is locked by another live process
   6  no repository at the location (folder or bucket missing, or no strata init yet)
-  7  the storage denied access (check the credentials, the profile, the bucket's policy)`;
+  7  the storage denied access (check the credentials, the profile, the bucket's policy)
+  128  wal-fetch: any failure but "the archive does not hold that file" (1), so that PostgreSQL stops its recovery instead of ending it early`;
 }

@@ -5,9 +5,19 @@ import { EXIT, StrataError, exitCodeFor, isStrataError } from '@strata/core/erro
 import type { StrataErrorCode } from '@strata/core/errors';
 import { STRATA_VERSION } from '@strata/core/version';
 
+/**
+ * wal-fetch's status for every failure but "the archive does not hold that file" (exit 1): the
+ * server running its restore_command takes any status up to 125 as "not there", ends recovery at
+ * the last file it has and promotes (a restore to the end of the archive silently loses the rest),
+ * while above 125 it stops with a fatal error that can be fixed and restarted from. 128 is no
+ * status of another Strata command, nor the shell's 126 (not executable) and 127 (not found).
+ */
+export const WAL_FETCH_CANNOT_READ = 128;
+
 /** Runs the CLI and returns its exit status (main() sets process.exitCode from it). */
 export async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  const walFetch = command === 'wal-fetch';
   if (command === '--version') {
     process.stdout.write(`${STRATA_VERSION}\n`);
     return EXIT.ok;
@@ -30,9 +40,13 @@ export async function run(argv: string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    return await program.parse(argv, controller.signal);
+    const status = await program.parse(argv, controller.signal);
+    // wal-fetch returns 1 itself only for a file the archive lacks; any other non-zero is a failure.
+    return walFetch && status !== 0 && status !== 1 ? WAL_FETCH_CANNOT_READ : status;
   } catch (err) {
-    return report(err, wantsJson);
+    // A wrong or missing passphrase, a damaged file, storage, configuration or usage errors:
+    // never "not there" for wal-fetch (see WAL_FETCH_CANNOT_READ).
+    return report(err, wantsJson, walFetch ? WAL_FETCH_CANNOT_READ : undefined);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -41,11 +55,11 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Prints an error for people (stderr) and, with --json, as the JSON document on stdout. */
-function report(err: unknown, json: boolean): number {
+function report(err: unknown, json: boolean, exitOverride?: number): number {
   const known = isStrataError(err);
   const code: StrataErrorCode = known ? err.code : 'INTERNAL';
   const message = known ? err.message : `unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\nThis is a bug in Strata; please report it.`;
-  const exit = exitCodeFor(code);
+  const exit = exitOverride ?? exitCodeFor(code);
   if (json) process.stdout.write(JSON.stringify({ error: { code, message: known ? err.message : String(err), exitCode: exit } }, null, 2) + '\n');
   process.stderr.write(`strata: ${message}\n`);
   return exit;
@@ -72,6 +86,16 @@ if (invokedDirectly) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EPIPE') throw err;
     });
+  }
+  if (process.argv[2] === 'wal-fetch') {
+    // An error no command caught would end Node with status 1, which wal-fetch means for "the
+    // archive does not hold that file": the server would end its recovery there.
+    const fatal = (err: unknown): void => {
+      process.stderr.write(`strata wal-fetch: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(WAL_FETCH_CANNOT_READ);
+    };
+    process.on('uncaughtException', fatal);
+    process.on('unhandledRejection', fatal);
   }
   process.exitCode = await run(process.argv.slice(2));
 }

@@ -80,6 +80,8 @@ async function recordPushFailure(ctx: CommandContext, repo: Repository | undefin
  * `strata wal-fetch NAME PATH --db NAME`: writes one archived file where the server asks for it
  * (restore_command's %f and %p). A file the archive does not hold is exit 1 with one short line:
  * the server asks for files that may not exist (the next timeline's history) and takes 1 as "no".
+ * Only that is 1: any failure (a wrong or missing passphrase, a damaged file, storage) is thrown,
+ * and main.ts makes it status 128, which stops the recovery instead of ending it early as "no".
  */
 export async function walFetchCommand(ctx: CommandContext, options: { name: string | undefined; file: string | undefined; database: string | undefined }, signal: AbortSignal): Promise<number> {
   if (options.name === undefined || options.file === undefined) throw new StrataError('USAGE', "wal-fetch: give the file's name and where to write it (restore_command's %f %p)");
@@ -172,19 +174,53 @@ export function recoveryGoal(options: Pick<PhysicalRestoreOptions, 'asOf' | 'lsn
   return options.immediate ? { kind: 'immediate' } : { kind: 'latest' };
 }
 
+/**
+ * The passphrase source a written restore_command carries: --passphrase-file or
+ * --passphrase-command, else this run's STRATA_PASSPHRASE_COMMAND or STRATA_PASSPHRASE_FILE (in
+ * the order readPassphrase takes them) made flags, because the server that runs the command later
+ * has neither this run's environment nor its terminal. A name or a command, never the passphrase;
+ * none when the passphrase can only come from STRATA_PASSPHRASE or a prompt.
+ */
+function passphraseWords(ctx: CommandContext): string[] {
+  const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
+  const command = ctx.options.passphraseCommand ?? (ctx.options.passphraseFile === undefined ? env('STRATA_PASSPHRASE_COMMAND') : undefined);
+  const file = ctx.options.passphraseFile ?? (command === undefined ? env('STRATA_PASSPHRASE_FILE') : undefined);
+  if (command !== undefined) return ['--passphrase-command', command];
+  if (file !== undefined) return ['--passphrase-file', path.resolve(file)];
+  return [];
+}
+
+/**
+ * Refuses, before anything is read or written, a restore of an encrypted repository whose
+ * restore_command would carry no passphrase source (it came from STRATA_PASSPHRASE or a prompt):
+ * the server started later (pg_ctl, systemd) has no such variable, so every segment it fetches
+ * fails. Allowed only when Strata's own temporary server, which inherits this environment, ends
+ * the recovery and promotes (--start --target-action promote, and --tables): a promoted copy never
+ * runs its restore_command again.
+ */
+function refuseUnreadableRecovery(ctx: CommandContext, repo: Repository, options: { start: boolean; action: TargetAction; to: string }): void {
+  if (repo.settings.encryption === 'none' || passphraseWords(ctx).length > 0) return;
+  const inEnvironment = (process.env['STRATA_PASSPHRASE'] ?? '') !== '';
+  if (inEnvironment && options.start && options.action === 'promote') return;
+  throw new StrataError(
+    'USAGE',
+    `restore: the repository is encrypted and this run's passphrase comes ${inEnvironment ? 'from STRATA_PASSPHRASE' : 'from no file or command'}, which the restore_command written into ${path.resolve(options.to)} cannot carry (the passphrase itself is never written): the server started on it later has no such variable nor a terminal, so its recovery could not read the archive. Nothing was written. Pass --passphrase-file FILE or --passphrase-command CMD, readable by the server's OS user${inEnvironment ? '; or let Strata finish the recovery with --start --target-action promote (its temporary server inherits STRATA_PASSPHRASE, and the promoted copy needs the archive no more)' : ''}`,
+  );
+}
+
 /** The command the restored server runs to fetch a segment: this Strata, this repository, this passphrase source (never the passphrase). */
 function restoreCommandFor(ctx: CommandContext, database: string): string {
   const words = [process.execPath, path.resolve(process.argv[1] ?? 'strata'), 'wal-fetch', '%f', '%p', '--db', database, '--repo', ctx.repositoryPath()];
   if (ctx.loaded.file) words.push('--config', ctx.loaded.file);
-  if (ctx.options.passphraseFile) words.push('--passphrase-file', path.resolve(ctx.options.passphraseFile));
-  if (ctx.options.passphraseCommand) words.push('--passphrase-command', ctx.options.passphraseCommand);
+  words.push(...passphraseWords(ctx));
   // PostgreSQL replaces %f and %p before the shell sees the line; quoted, they stay one word each
   // (%f is a WAL file name, hex digits and dots). The segments restore already read and checked
   // wait in the data directory's spool: taking them from there spares a process start per segment
   // (the recovery's time). A timeline's history is copied, not moved: the server reads it more
   // than once (to check the target timeline, then to follow it). A name marked not needed is "no"
-  // at once (see markNotNeeded); others are fetched.
-  return `f=${SPOOL}/%f; if [ -f "$f" ]; then case %f in *.history) cp "$f" %p ;; *) mv "$f" %p ;; esac; elif [ -f ${SPOOL}/${NOT_NEEDED}/%f ]; then exit 1; else ${shellCommand(words)}; fi`;
+  // at once (see markNotNeeded); others are fetched. Exit 1 means "not there" to the server, which
+  // then ends its recovery: a spooled file that cannot be copied is 128 (stop), as in wal-fetch.
+  return `f=${SPOOL}/%f; if [ -f "$f" ]; then case %f in *.history) cp "$f" %p || exit 128 ;; *) mv "$f" %p || exit 128 ;; esac; elif [ -f ${SPOOL}/${NOT_NEEDED}/%f ]; then exit 1; else ${shellCommand(words)}; fi`;
 }
 
 /** The folder of a restored data directory where the checked segments wait for the recovery. */
@@ -311,6 +347,7 @@ async function restorePhysicalInto(
   if (!['pause', 'promote', 'shutdown'].includes(action)) throw new StrataError('USAGE', `restore: --target-action must be pause, promote or shutdown (got ${JSON.stringify(options.targetAction)})`);
   const archiving = archiveModeOf(options.archiveMode);
   const repo = await ctx.repository();
+  refuseUnreadableRecovery(ctx, repo, { start: options.start, action, to: options.to });
   await repo.unlock();
   let base: BackupRecord;
   if (options.id !== undefined && options.id !== 'latest') {
