@@ -103,6 +103,16 @@ describe('operator commands', () => {
       const fresh = strata(['health', '--repo', repo()]);
       assert.equal(fresh.status, 0, fresh.stdout);
       assert.match(fresh.stdout, /^healthy$/m);
+      // Mistyped sources (no such file, a folder) fail their run and make no database to watch:
+      // nothing could ever be pruned or deleted to clear it.
+      const typo = strata(['backup', path.join(dir.path, 'apps.db'), '--repo', repo()]);
+      assert.equal(typo.status, 1);
+      const folder = strata(['backup', dir.path, '--repo', repo(), '--name', 'folder', '--json']);
+      assert.equal(folder.status, 1);
+      assert.equal(json<{ error: { code: string; message: string } }>(folder).error.code, 'DATABASE_INVALID');
+      assert.match(json<{ error: { code: string; message: string } }>(folder).error.message, /is a folder, not a SQLite database file/);
+      const stillFresh = strata(['health', '--repo', repo()]);
+      assert.equal(stillFresh.status, 0, stillFresh.stdout);
       const tightDisk = strata(['health', '--repo', repo(), '--max-disk', '1']);
       assert.equal(tightDisk.status, 3);
       assert.match(tightDisk.stdout, /UNHEALTHY\s+disk-use/);

@@ -326,6 +326,8 @@ export async function checkIsSqliteFile(file: string): Promise<void> {
     throw wrapError(`open ${file}`, err);
   }
   try {
+    // Linux opens a folder for reading; only the read fails, with a bare EISDIR.
+    if ((await handle.stat()).isDirectory()) throw new StrataError('DATABASE_INVALID', `${file} is a folder, not a SQLite database file`);
     const head = Buffer.alloc(16);
     const { bytesRead } = await handle.read(head, 0, 16, 0);
     // An empty file is a valid empty database to SQLite; anything else must carry the magic.
