@@ -33,6 +33,15 @@ describe('the SDK', () => {
     assert.equal(restoreEvents.filter((e) => e.phase === 'read').at(-1)!.doneBytes, record.storedBytes);
   });
 
+  it("says what a program must pass: the passphrase to openRepository, the name to backup (plain JavaScript gets no type error)", async () => {
+    const { repo, source } = await setup();
+    const locked = await openRepository(path.join(dir.path, 'repo'));
+    await assert.rejects(locked.backup(source, { database: 'app' }), (err: unknown) => isStrataError(err, 'PASSPHRASE_MISSING') && /openRepository\(path, \{ passphrase: new Passphrase\(\.\.\.\) \}\)/.test(err.message));
+    await assert.rejects(repo.backup(source, {} as never), (err: unknown) => isStrataError(err, 'USAGE') && /give the name to file the backup under, e\.g\. repo\.backup\('\.\/app\.db', \{ database: 'app' \}\)/.test(err.message));
+    await assert.rejects((repo.backup as (...args: unknown[]) => Promise<unknown>)(), (err: unknown) => isStrataError(err, 'USAGE') && /give the database to back up/.test(err.message));
+    assert.deepEqual(await repo.list(), [], 'nothing was backed up');
+  });
+
   it('stops a backup when its AbortSignal fires, leaving nothing behind and a FAILED journal entry', async () => {
     const { repo, source } = await setup();
     const controller = new AbortController();

@@ -27,7 +27,7 @@ import type { MirrorSyncResult } from './mirror-sync.js';
 
 /** Options for {@link Repository.backup}. */
 export interface BackupOptions {
-  /** The name the backup is filed under; defaults to one derived from the locator. */
+  /** The name the backup is filed under (the CLI derives one from a file's name; the SDK needs it given). */
   readonly database: string;
   /**
    * The name was derived from the source (a file's base name), not chosen by the user. Two files

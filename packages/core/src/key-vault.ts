@@ -104,7 +104,8 @@ export class KeyVault {
     await this.#refresh();
     if (this.#keyring) return this.#keyring;
     const source = this.#source;
-    if (!source) throw new StrataError('PASSPHRASE_MISSING', 'repository: it is encrypted; give the passphrase with STRATA_PASSPHRASE, --passphrase-file or at the prompt');
+    // The command line says where it takes a passphrase from before it gets here; a program does not.
+    if (!source) throw new StrataError('PASSPHRASE_MISSING', 'repository: it is encrypted; open it with its passphrase: openRepository(path, { passphrase: new Passphrase(...) })');
     for (let attempt = 1; ; attempt++) {
       const passphrase = attempt > MAX_PASSPHRASE_TRIES ? undefined : typeof source === 'function' ? await source(attempt) : attempt === 1 ? source : undefined;
       if (!passphrase) throw this.#wrong(attempt);

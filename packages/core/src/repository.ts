@@ -176,6 +176,11 @@ export class Repository {
    * repository has it, and a failed copy is only reported (`onMirror`, the journal, `health`).
    */
   async backup(locator: string, options: BackupOptions): Promise<BackupRecord> {
+    // A program in plain JavaScript gets no type error: it gets one that says what to pass.
+    if (typeof locator !== 'string' || locator === '') throw new StrataError('USAGE', 'backup: give the database to back up (a file path or a URL) as the first argument');
+    if (typeof options?.database !== 'string' || options.database === '') {
+      throw new StrataError('USAGE', "backup: give the name to file the backup under, e.g. repo.backup('./app.db', { database: 'app' })");
+    }
     const record = await this.#writer.backup(locator, options);
     if (this.#ctx.options.mirror && options.mirror !== false) options.onMirror?.(await this.syncMirror({ ...(options.signal ? { signal: options.signal } : {}) }));
     return record;
