@@ -31,7 +31,8 @@ const WORKSPACE_SCOPE = '@strata/';
 
 /** What goes out, and where from. The templates hold the published name, metadata and README. */
 const TARGETS = [
-  { template: 'packaging/strata-backup', workspace: 'packages/cli', entry: 'dist/main.js', types: false },
+  // The systemd unit the README installs: a user without a clone takes it from the package.
+  { template: 'packaging/strata-backup', workspace: 'packages/cli', entry: 'dist/main.js', types: false, extra: ['docs/strata-daemon.service'] },
   { template: 'packaging/strata-backup-sdk', workspace: 'packages/sdk', entry: 'dist/index.js', types: true },
 ];
 
@@ -259,13 +260,14 @@ async function releaseTarget(target, packages, outDir, rootManifest) {
       license: template.license ?? workspaceManifest.license,
       type: 'module',
       engines: rootManifest.engines,
-      files: ['dist'],
+      files: ['dist', ...(target.extra ?? []).map((file) => path.basename(file))],
       dependencies: Object.fromEntries(Object.entries(dependencies).sort(([a], [b]) => a.localeCompare(b))),
       ...(Object.keys(optionalDependencies).length > 0 ? { optionalDependencies } : {}),
     };
     writeFileSync(path.join(stage, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     copyFileSync(path.join(root, target.template, 'README.md'), path.join(stage, 'README.md'));
     copyFileSync(path.join(root, 'LICENSE'), path.join(stage, 'LICENSE'));
+    for (const file of target.extra ?? []) copyFileSync(path.join(root, file), path.join(stage, path.basename(file)));
     const packed = spawnSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', outDir, stage], { encoding: 'utf8', cwd: stage });
     if (packed.status !== 0) throw new ReleaseError(`npm pack failed:\n${packed.stderr}`);
     const [{ filename }] = JSON.parse(packed.stdout);

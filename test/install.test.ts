@@ -60,6 +60,11 @@ describe('the release tarballs, installed with plain npm', function () {
       assert.equal(result.stdout.trim(), installedVersion);
     });
 
+    it('ships the systemd unit the README installs from the package', () => {
+      const unit = readFileSync(path.join(prefix, 'lib/node_modules/strata-backup/strata-daemon.service'), 'utf8');
+      assert.equal(unit, readFileSync(path.join(ROOT, 'docs/strata-daemon.service'), 'utf8'));
+    });
+
     it('inits, backs up, verifies and restores a SQLite database, every path relative to the current folder', async () => {
       const folder = userFolder();
       succeeded(await strata(['init', '--repo', 'backups'], folder), 'strata init');

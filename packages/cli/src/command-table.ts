@@ -381,7 +381,8 @@ cron expression is read in. See strata daemon --help.`,
       { flags: '--metrics-listen <host:port>', description: 'also serve the metrics (those of daemon.metricsFile) at http://HOST:PORT/metrics; a loopback address such as 127.0.0.1:9187' },
       { flags: '--metrics-allow-remote', description: 'let --metrics-listen take an address other machines reach (the metrics are served without authentication)' },
     ],
-    details: `Runs until SIGTERM or SIGINT; made for systemd or a supervisor (docs/strata-daemon.service).
+    details: `Runs until SIGTERM or SIGINT; made for systemd or a supervisor (strata-daemon.service in
+the installed strata-backup package, docs/ of a clone).
 The repository is opened once at start, so its passphrase must come from --passphrase-file,
 --passphrase-command or the STRATA_PASSPHRASE* variables (or a terminal, at start).
 
