@@ -115,6 +115,22 @@ describe('strata export and import', () => {
     }
   });
 
+  it('refuses to replace a file already at --out unless --force, which replaces it only with a complete export', () => {
+    populated();
+    const out = path.join(dir.path, 'keep.tar.gz');
+    writeFileSync(out, 'important');
+    const refused = strata(['export', 'blog', '--out', out, '--repo', source(), '--json']);
+    assert.equal(refused.status, 1, refused.stderr);
+    assert.equal(json<{ error: { code: string } }>(refused).error.code, 'TARGET_EXISTS');
+    assert.match(refused.stderr, /export: .*keep\.tar\.gz exists; give another --out, or --force to replace it/);
+    assert.equal(readFileSync(out, 'utf8'), 'important');
+    const forced = strata(['export', 'blog', '--out', out, '--repo', source(), '--force']);
+    assert.equal(forced.status, 0, forced.stderr);
+    const imported = path.join(dir.path, 'imported');
+    assert.equal(strata(['init', '--repo', imported]).status, 0);
+    assert.equal(strata(['import', out, '--repo', imported]).status, 0, 'the replacement is a whole export');
+  });
+
   it('a read that fails part way through an export fails it naming the object, leaves no file, and opens nothing after it', async () => {
     populated();
     const passphrase = new Passphrase(TEST_PASSPHRASE);

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import {
@@ -693,10 +694,16 @@ export async function inventoryCommand(ctx: CommandContext): Promise<number> {
 }
 
 /** `strata export [<db>...|--all] --out FILE`. */
-export async function exportCommand(ctx: CommandContext, options: { databases: readonly string[]; all: boolean; out?: string }, signal: AbortSignal): Promise<number> {
+export async function exportCommand(ctx: CommandContext, options: { databases: readonly string[]; all: boolean; force: boolean; out?: string }, signal: AbortSignal): Promise<number> {
   if (!options.out) throw new StrataError('USAGE', 'export: --out FILE is required (.tar.gz or .zip)');
   if (options.all && options.databases.length > 0) throw new StrataError('USAGE', 'export: name databases or pass --all, not both');
   if (!options.all && options.databases.length === 0) throw new StrataError('USAGE', 'export: name the databases to export, or pass --all');
+  // As a restore target: a file already there may be the only copy of something.
+  const existing = await fs.lstat(options.out).catch(() => undefined);
+  if (existing && !options.force) {
+    throw new StrataError('TARGET_EXISTS', `export: ${path.resolve(options.out)} exists; give another --out, or --force to replace it (only once the export is complete)`);
+  }
+  if (existing?.isDirectory()) throw new StrataError('USAGE', `export: ${path.resolve(options.out)} is a folder; give --out a file name (.tar.gz or .zip)`);
   const repo = await ctx.repository();
   const result = await repo.export({ databases: options.databases, out: options.out, signal });
   if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id), segments: result.segments.map((s) => s.id), logFiles: result.logFiles });
