@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -261,11 +261,22 @@ async function markNotNeeded(dir: string, plan: WalPlan, goal: RecoveryGoal, bas
  * target written.
  */
 export async function physicalRestore(ctx: CommandContext, options: PhysicalRestoreOptions, signal: AbortSignal): Promise<number> {
-  const { base, goal, checked, dir, restoreCommand, action, timeline, archiving, notNeeded } = await restorePhysicalInto(ctx, options, signal);
+  // Said before anything is read: found only at --start, it would cost the whole restore.
+  if (options.start && process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --start: PostgreSQL refuses to run as root; run strata as the user that owns the data directory (e.g. postgres), or restore without --start');
+  const { base, goal, checked, dir, made, restoreCommand, action, timeline, archiving, notNeeded } = await restorePhysicalInto(ctx, options, signal);
   let report: RecoveryReport | undefined;
   if (options.start) {
     try {
       report = await proveRecovery(dir, { signal });
+    } catch (err) {
+      // A copy that did not recover (or whose recovery was interrupted) is of no use, and left in
+      // place it made the next try need --force. What this restore wrote goes; a folder that was
+      // there before (empty, or replaced with --force, its old files gone already) stays, empty.
+      await removeRestoredCluster(dir);
+      if (!made) await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      const note = made ? `the restored data directory ${dir} was removed` : `the restored files in ${dir} were removed (the folder was there before and stays, empty)`;
+      if (isStrataError(err)) throw new StrataError(err.code, `${err.message}\n${note}`, { cause: err });
+      throw err;
     } finally {
       if (notNeeded) await fs.rm(notNeeded, { recursive: true, force: true });
     }
@@ -340,7 +351,7 @@ async function restorePhysicalInto(
   ctx: CommandContext,
   options: PhysicalRestoreOptions,
   signal: AbortSignal,
-): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; restoreCommand: string; action: TargetAction; timeline: number; archiving: ArchiveMode; notNeeded?: string }> {
+): Promise<{ base: BackupRecord; goal: RecoveryGoal; checked: number; dir: string; made: boolean; restoreCommand: string; action: TargetAction; timeline: number; archiving: ArchiveMode; notNeeded?: string }> {
   const goal = recoveryGoal(options);
   const choice = timelineChoice(options.timeline);
   const action = (options.targetAction ?? 'pause') as TargetAction;
@@ -373,8 +384,13 @@ async function restorePhysicalInto(
   // server halfway would leave a cluster stuck before its target. They wait beside the target,
   // then in its spool, where the restore_command takes them from.
   const dir = path.resolve(options.to);
-  const spool = `${dir}.strata-wal-${randomBytes(4).toString('hex')}`;
-  await fs.mkdir(spool, { recursive: true, mode: 0o700 });
+  await fs.mkdir(path.dirname(dir), { recursive: true });
+  // The spool holds the log decrypted: named so that the next restore into this folder removes it
+  // should this process be killed (as the engine's own unpacking folder; see sweepSideFolders).
+  await sweepSideFolders(path.dirname(dir), 'restore');
+  const spool = await makeSideFolder(dir, 'wal');
+  // Whether this restore makes the target folder: a failed --start removes only what it made.
+  const made = !(await fs.stat(dir).then(() => true, () => false));
   let checked = 0;
   // The recovery replays records of the segment after the target's too, up to where it stops.
   const spooled = plan.needed.map((f) => f.name);
@@ -420,7 +436,7 @@ async function restorePhysicalInto(
   const restoreCommand = restoreCommandFor(ctx, database);
   await configureRecovery(dir, recoverySettings(goal, restoreCommand, action, plan.timeline, archiving));
   const notNeeded = options.start ? await markNotNeeded(dir, plan, goal, base, signal) : undefined;
-  return { base, goal, checked, dir, restoreCommand, action, timeline: plan.timeline, archiving, ...(notNeeded ? { notNeeded } : {}) };
+  return { base, goal, checked, dir, made, restoreCommand, action, timeline: plan.timeline, archiving, ...(notNeeded ? { notNeeded } : {}) };
 }
 
 /**

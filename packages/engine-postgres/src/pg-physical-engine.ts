@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { StrataError, throwIfAborted } from '@strata/core';
+import { StrataError, makeSideFolder, sideFolderPath, sweepSideFolders, throwIfAborted } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -938,8 +938,10 @@ export class PostgresPhysicalEngine implements Engine {
       }
     }
     await fs.mkdir(path.dirname(dir), { recursive: true });
-    const partial = `${dir}.strata-partial-${randomBytes(4).toString('hex')}`;
-    await fs.mkdir(partial, { mode: 0o700 });
+    // The unpacked files are the cluster's, decrypted: a killed restore's are removed by the next
+    // restore into this folder (the side folder's name says whose it is; see sweepSideFolders).
+    await sweepSideFolders(path.dirname(dir), 'restore');
+    const partial = await makeSideFolder(dir, 'partial');
     // base.tar unpacks into the new data directory; the layers of a block-level incremental each
     // into a folder of their own beside it, for pg_combinebackup at commit.
     const unpacked = new Map<string, { folder: string; done: Promise<void>; stop(): void }>();
@@ -1059,7 +1061,7 @@ export class PostgresPhysicalEngine implements Engine {
         if (layers.length > 0) {
           // Told by the catalog (options.chain): a whole base backup's tablespaces went straight into place, not beside their layer.
           if (!layered) throw new StrataError('INTERNAL', `restore: the backup holds block-level layers (${layers.join(', ')}) and the restore was not told it is block-level`);
-          restored = `${dir}.strata-combined-${randomBytes(4).toString('hex')}`;
+          restored = sideFolderPath(dir, 'combined');
           scratch.push(restored);
           // Checked only now: the server's version is in the manifest, the artifact's last entry.
           const combine = pgProgramFor('pg_combinebackup', Math.floor(Number(info.engineMeta['serverVersion']) / 10000), 'restore: this block-level incremental', false);

@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { CLI } from './helpers/env.js';
+import { asServerUser, client, isRoot, makeCluster, requireServerPrograms, sleep, switchAndArchive } from './helpers/pg-cluster.js';
+import type { TestCluster } from './helpers/pg-cluster.js';
+
+/**
+ * What a physical restore leaves beside its target:
+ * - the folders a restore works in (the unpacked cluster, the spooled WAL) hold decrypted data:
+ *   they are 0700, and those of a restore killed with SIGKILL are removed by the next restore
+ *   into the same parent folder, which says so;
+ * - a restore with --start whose recovery fails leaves no target behind (a folder that was there
+ *   before stays, empty).
+ */
+
+const DB = 'c';
+
+describe('physical PostgreSQL: restore leftovers', function () {
+  this.timeout(10 * 60_000);
+  let cluster: TestCluster;
+  let running = false;
+  let restores: string;
+  /** A configuration file the cluster includes, removed after the backups: a restored copy then cannot start. */
+  let extra: string;
+
+  before(async function () {
+    requireServerPrograms(this);
+    cluster = await makeCluster('strata-leftovers-', DB);
+    extra = path.join(cluster.dir, 'extra.conf');
+    writeFileSync(extra, '# read at every start\n');
+    appendFileSync(path.join(cluster.dataDir, 'postgresql.conf'), `include '${extra}'\n`);
+    const started = cluster.pgCtl(['start', '-D', cluster.dataDir, '-l', path.join(cluster.dir, 'server.log'), '-w', '-t', '300']);
+    assert.equal(started.status, 0, started.out);
+    running = true;
+    restores = path.join(cluster.dir, 'restores');
+    mkdirSync(restores);
+    if (isRoot) spawnSync('chown', ['postgres', restores]);
+    const db = await client(cluster.port);
+    try {
+      await db.query('CREATE TABLE t AS SELECT generate_series(1, 1000) AS n');
+      await switchAndArchive(db);
+    } finally {
+      await db.end();
+    }
+    const backup = await cluster.cli(['backup', DB]);
+    assert.equal(backup.status, 0, backup.stderr);
+  });
+
+  after(function () {
+    if (!cluster) return;
+    if (running) cluster.pgCtl(['stop', '-D', cluster.dataDir, '-m', 'immediate', '-w']);
+    rmSync(cluster.dir, { recursive: true, force: true });
+  });
+
+  const sideFolders = (): string[] => readdirSync(restores).filter((name) => name.includes('.strata-'));
+
+  /**
+   * Starts `strata restore latest --to target` and returns, once the restore unpacks the cluster's
+   * files, the name of its unpacking folder and the pid of the strata process (under runuser as root).
+   */
+  const restoreCaughtUnpacking = async (target: string): Promise<{ partial: string; pid: number; exited: Promise<number | null> }> => {
+    const [file, argv] = asServerUser(process.execPath, [CLI, 'restore', 'latest', '--db', DB, '--to', target, '--config', cluster.config, '--passphrase-file', cluster.passFile]);
+    const child = spawn(file, argv, { stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    // Caught while the cluster's files are unpacked (the WAL spool is made before that).
+    const prefix = `${path.basename(target)}.strata-partial-`;
+    let partial: string | undefined;
+    const deadline = Date.now() + 60_000;
+    while (!partial && Date.now() < deadline) {
+      partial = sideFolders().find((name) => name.startsWith(prefix));
+      if (!partial) await sleep(5);
+    }
+    assert.ok(partial, 'the restore made its unpacking folder');
+    const pid = isRoot ? Number(spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0]) : child.pid!;
+    assert.ok(pid > 0, 'the strata process was found');
+    return { partial, pid, exited };
+  };
+
+  it('removes, at the next restore, the 0700 folders of a restore killed with SIGKILL', async function () {
+    const target = path.join(restores, 'r11');
+    const { partial, pid, exited } = await restoreCaughtUnpacking(target);
+    process.kill(pid, 'SIGKILL');
+    await exited;
+    assert.match(partial, new RegExp(`-${pid}-[0-9a-f]{8}$`), 'the folder\'s name says whose it is');
+    const left = sideFolders();
+    const spool = left.find((name) => name.startsWith('r11.strata-wal-'));
+    assert.ok(left.includes(partial), `the killed restore left ${partial} (${left.join(', ')})`);
+    assert.ok(spool, `the killed restore left its WAL spool (${left.join(', ')})`);
+    for (const name of [partial, spool]) assert.equal(statSync(path.join(restores, name)).mode & 0o777, 0o700, `${name} is private`);
+    assert.ok(!existsSync(target), 'no target was made');
+
+    const next = await cluster.cli(['restore', 'latest', '--db', DB, '--to', path.join(restores, 'r12')]);
+    assert.equal(next.status, 0, next.stderr);
+    assert.match(next.stderr, new RegExp(`removed .*${partial}.*left by pid ${pid} on this host, which is no longer running`));
+    assert.match(next.stderr, new RegExp(`removed .*${spool}`));
+    assert.deepEqual(sideFolders(), [], 'nothing is left beside the targets');
+    rmSync(path.join(restores, 'r12'), { recursive: true, force: true });
+  });
+
+  it('a restore stopped with SIGTERM removes its folders and writes no target', async function () {
+    const target = path.join(restores, 'r15');
+    const { pid, exited } = await restoreCaughtUnpacking(target);
+    process.kill(pid, 'SIGTERM');
+    assert.notEqual(await exited, 0);
+    assert.deepEqual(sideFolders().filter((name) => name.startsWith('r15.')), [], 'nothing is left beside the target');
+    assert.ok(!existsSync(target), 'no target was made');
+  });
+
+  it('a restore --start whose recovery fails removes the target it made, and empties a folder that was there', async function () {
+    // The backed-up configuration includes a file the copy can no longer read: its server cannot start.
+    rmSync(extra);
+    const target = path.join(restores, 'r13');
+    const failed = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, '--start']);
+    assert.notEqual(failed.status, 0, failed.stdout);
+    assert.match(failed.stderr, /did not start/);
+    assert.match(failed.stderr, /the restored data directory .*r13 was removed/);
+    assert.ok(!existsSync(target), 'the target it made is gone');
+    assert.deepEqual(sideFolders(), []);
+    // A retry needs no --force.
+    const again = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target]);
+    assert.equal(again.status, 0, again.stderr);
+    rmSync(target, { recursive: true, force: true });
+
+    const existing = path.join(restores, 'r14');
+    mkdirSync(existing);
+    if (isRoot) spawnSync('chown', ['postgres', existing]);
+    const failedInto = await cluster.cli(['restore', 'latest', '--db', DB, '--to', existing, '--start']);
+    assert.notEqual(failedInto.status, 0, failedInto.stdout);
+    assert.match(failedInto.stderr, /the folder was there before and stays, empty/);
+    assert.deepEqual(readdirSync(existing), []);
+    assert.deepEqual(sideFolders(), []);
+  });
+});
