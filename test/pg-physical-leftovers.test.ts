@@ -1,23 +1,26 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { CLI } from './helpers/env.js';
 import { asServerUser, client, isRoot, makeCluster, requireServerPrograms, sleep, switchAndArchive } from './helpers/pg-cluster.js';
 import type { TestCluster } from './helpers/pg-cluster.js';
 
 /**
- * What a physical restore leaves beside its target:
+ * What a physical restore leaves beside its target, and what a backup checks of the log archive:
  * - the folders a restore works in (the unpacked cluster, the spooled WAL) hold decrypted data:
  *   they are 0700, and those of a restore killed with SIGKILL are removed by the next restore
  *   into the same parent folder, which says so;
  * - a restore with --start whose recovery fails leaves no target behind (a folder that was there
- *   before stays, empty).
+ *   before stays, empty);
+ * - a backup of an entry whose WAL the cluster archives under another entry's name fails, and
+ *   records nothing: it could never be restored.
  */
 
 const DB = 'c';
+const OTHER = 'c2';
 
-describe('physical PostgreSQL: restore leftovers', function () {
+describe('physical PostgreSQL: restore leftovers, and a backup whose WAL goes to another archive', function () {
   this.timeout(10 * 60_000);
   let cluster: TestCluster;
   let running = false;
@@ -28,6 +31,10 @@ describe('physical PostgreSQL: restore leftovers', function () {
   before(async function () {
     requireServerPrograms(this);
     cluster = await makeCluster('strata-leftovers-', DB);
+    // A second entry for the same cluster; archive_command pushes with --db c only.
+    const config = JSON.parse(readFileSync(cluster.config, 'utf8')) as { databases: Record<string, unknown> };
+    config.databases[OTHER] = config.databases[DB];
+    writeFileSync(cluster.config, JSON.stringify(config));
     extra = path.join(cluster.dir, 'extra.conf');
     writeFileSync(extra, '# read at every start\n');
     appendFileSync(path.join(cluster.dataDir, 'postgresql.conf'), `include '${extra}'\n`);
@@ -44,6 +51,7 @@ describe('physical PostgreSQL: restore leftovers', function () {
     } finally {
       await db.end();
     }
+    // The entry archive_command names backs up (and the restores below restore it).
     const backup = await cluster.cli(['backup', DB]);
     assert.equal(backup.status, 0, backup.stderr);
   });
@@ -55,6 +63,20 @@ describe('physical PostgreSQL: restore leftovers', function () {
   });
 
   const sideFolders = (): string[] => readdirSync(restores).filter((name) => name.includes('.strata-'));
+
+  it('fails the backup of an entry whose WAL is archived under another entry, and records nothing', async function () {
+    const wrong = await cluster.cli(['backup', OTHER]);
+    assert.notEqual(wrong.status, 0, `backup ${OTHER} must fail: ${wrong.stdout}`);
+    assert.match(wrong.stderr, /is not in the WAL archive of c2/);
+    assert.match(wrong.stderr, /archives its WAL elsewhere/);
+    assert.match(wrong.stderr, /--db c2/);
+    assert.match(wrong.stderr, /Nothing was recorded/);
+    const listed = await cluster.cli(['list', OTHER, '--json']);
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.deepEqual((JSON.parse(listed.stdout) as { backups: unknown[] }).backups, [], 'no restore point of c2');
+    const own = await cluster.cli(['list', DB, '--json']);
+    assert.equal((JSON.parse(own.stdout) as { backups: unknown[] }).backups.length, 1, "c's backup (before) is recorded");
+  });
 
   /**
    * Starts `strata restore latest --to target` and returns, once the restore unpacks the cluster's

@@ -5,6 +5,7 @@ import { getCodec } from './compression.js';
 import { encryptStream } from './encryption.js';
 import type { ChangePosition, Engine, RestoreSession, Snapshot, SnapshotOptions, SnapshotParent } from './engine.js';
 import { StrataError, isStrataError, throwIfAborted, wrapError } from './errors.js';
+import { LogArchive } from './log-archive.js';
 import { writeArchive } from './format/artifact-writer.js';
 import type { ChunkLayout } from './format/chunk-index.js';
 import { BACKUP_TYPES, PLAIN_FORMAT_VERSION } from './format/manifest.js';
@@ -138,6 +139,7 @@ export class BackupWriter {
         signal: options.signal,
         onProgress: (done, total) => emit({ operation: 'backup', phase: 'snapshot', doneBytes: done, totalBytes: total, backupId: id }),
         ...(parent ? { parent: this.#snapshotParent(parent, [...parents.keys()]) } : {}),
+        logArchive: { database, has: (name, o) => new LogArchive(this.#ctx).has(database, name, o?.signal ? { signal: o.signal } : {}) },
       });
       throwIfAborted(options.signal, 'backup');
       const totalBytes = snapshot.streams.reduce((sum, s) => sum + (s.size ?? 0), 0);

@@ -166,6 +166,14 @@ export interface SnapshotOptions extends Abortable {
   readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** The restore point an incremental or differential builds on; absent for a full. */
   readonly parent?: SnapshotParent;
+  /**
+   * The log archive the backup will be restored from, for engines whose snapshots carry a
+   * {@link LogRange}: a restore replays the log from there, so a snapshot whose last log file the
+   * server sent to another archive (another database's name, another repository) can never be
+   * restored, and the engine fails it rather than have it recorded. `has` looks up one file by
+   * name (one small listing of its name, never of the whole archive); partials do not count.
+   */
+  readonly logArchive?: { readonly database: string; has(name: string, options?: Abortable): Promise<boolean> };
 }
 
 /**

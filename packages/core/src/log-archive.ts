@@ -209,6 +209,13 @@ export class LogArchive {
     return partials.length;
   }
 
+  /** Whether the archive holds the complete file `name` (a listing of that name only). */
+  async has(database: string, name: string, options: { signal?: AbortSignal } = {}): Promise<boolean> {
+    validateDatabaseName(database);
+    checkName(name);
+    return (await this.#named(database, name, options.signal)).length > 0;
+  }
+
   /**
    * The bytes of one log file, checked against the SHA-256 they were stored under; when only
    * partials of it are archived, the newest partial's; undefined when the archive has neither (a

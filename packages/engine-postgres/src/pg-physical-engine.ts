@@ -395,6 +395,30 @@ async function extractMember(tarFile: string, tarName: string, member: string, d
   return path.join(dir, member);
 }
 
+/** How long a backup waits for its end segment to show in the log archive (a slow object store's listing). */
+const END_ARCHIVED_WAIT_MS = 5_000;
+
+/**
+ * Fails a backup whose end segment is not in the log archive it will be restored from. With
+ * archive_mode on, pg_basebackup (-X none) returns only after the server archived that segment,
+ * so it is there unless archive_command sends the WAL elsewhere: another entry's name in
+ * `--db` (two entries for one cluster), another repository. Such a backup can never be restored
+ * (verify says the archive lacks its WAL), and recorded it would pass for a restore point.
+ */
+async function checkEndArchived(archive: NonNullable<SnapshotOptions['logArchive']>, endWal: string, signal: AbortSignal | undefined): Promise<void> {
+  const deadline = Date.now() + END_ARCHIVED_WAIT_MS;
+  for (;;) {
+    if (await archive.has(endWal, signal ? { signal } : {})) return;
+    throwIfAborted(signal, 'backup');
+    if (Date.now() >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new StrataError(
+    'USAGE',
+    `backup: the server archived the backup's last WAL segment ${endWal}, and it is not in the WAL archive of ${archive.database} in this repository: the cluster archives its WAL elsewhere, so this backup could never be restored. Check that archive_command runs strata wal-push %p --db ${archive.database} with this repository (two entries for one cluster share one archive_command: back up the entry it names). Nothing was recorded`,
+  );
+}
+
 /** `START WAL LOCATION: 0/2000028 (file 000000010000000000000002)` and friends. */
 function labelField(label: string, field: string): string {
   const m = new RegExp(`^${field}: (.*)$`, 'm').exec(label);
@@ -560,6 +584,9 @@ export class PostgresPhysicalEngine implements Engine {
     let blockLevelOn: SnapshotParent | undefined;
     let clusterBytes = 0;
     let tablespaces: Tablespace[] = [];
+    // Whether the server's archive_command archives the WAL: then pg_basebackup returns only once
+    // it archived the backup's end segment (finish() checks that it reached this entry's archive).
+    let archiving = false;
     try {
       const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
       const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
@@ -568,6 +595,9 @@ export class PostgresPhysicalEngine implements Engine {
       const streamed =
         setting('archive_mode') === 'off' &&
         (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_replication WHERE application_name LIKE 'strata wal-receive %' AND state = 'streaming'")).rows[0]!.n > 0;
+      // A standby archives itself only with archive_mode = always (with on, its primary does, and
+      // pg_basebackup does not wait for that).
+      archiving = setting('archive_mode') === 'always' || (setting('archive_mode') === 'on' && !(await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r);
       if (setting('archive_mode') === 'off' && !streamed) {
         throw new StrataError(
           'USAGE',
@@ -739,6 +769,7 @@ export class PostgresPhysicalEngine implements Engine {
         if (!start) throw new StrataError('IO', "postgres: pg_basebackup's backup_label has an unexpected START WAL LOCATION");
         const timeline = Number(labelField(label, 'START TIMELINE'));
         const endWal = walFileName(range.Timeline, segmentOf(range['End-LSN'], walSegmentBytes), walSegmentBytes);
+        if (archiving && options.logArchive) await checkEndArchived(options.logArchive, endWal, options.signal);
         const meta: PhysicalMeta = { ...known, method: 'physical', timeline, startLsn: start[1]!, endLsn: range['End-LSN'], startWal: start[2]!, endWal, backupLabel: label };
         const logRange: LogRange = {
           start: { timeline, lsn: meta.startLsn, wal: meta.startWal, segmentBytes: walSegmentBytes } satisfies PhysicalPosition,
