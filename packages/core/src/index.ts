@@ -9,6 +9,7 @@ export * from './server-engine.js';
 export * from './row-turns.js';
 export * from './work-databases.js';
 export { makeSideFolder, sideFolderPath, sweepSideFolders } from './side-folders.js';
+export { processRuns } from './work-databases.js';
 export * from './catalog.js';
 export * from './journal.js';
 export * from './lock.js';

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { FOREIGN_LEFTOVER_AGE_MS, thisHostTag } from './work-databases.js';
+import { FOREIGN_LEFTOVER_AGE_MS, processRuns, thisHostTag } from './work-databases.js';
 
 /**
  * Folders a restore keeps beside its target while it works (the files being unpacked, the log
@@ -26,16 +26,6 @@ export async function makeSideFolder(target: string, kind: string): Promise<stri
   await fs.mkdir(folder, { mode: 0o700 });
   await fs.chmod(folder, 0o700);
   return folder;
-}
-
-function processRuns(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -158,7 +158,7 @@ export function parseWorkDatabaseName(name: string, limit: IdentifierLimit): Wor
 }
 
 /** Whether a process of this host is running (a pid of another user's process counts as running). */
-function processRuns(pid: number): boolean {
+export function processRuns(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);

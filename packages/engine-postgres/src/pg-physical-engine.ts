@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { StrataError, makeSideFolder, sideFolderPath, sweepSideFolders, throwIfAborted } from '@strata/core';
+import { StrataError, makeSideFolder, processRuns, sideFolderPath, sweepSideFolders, throwIfAborted } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -1202,16 +1202,6 @@ export class PostgresPhysicalEngine implements Engine {
   }
 }
 
-/** Whether a process of this machine runs (EPERM: it does, as another user). */
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * The pid of the server running on a data directory, from the first line of its postmaster.pid.
  * A server killed hard leaves the file behind, and its pid may since be another program's: on
@@ -1220,7 +1210,7 @@ export function processAlive(pid: number): boolean {
 async function serverRunningOn(dir: string): Promise<number | undefined> {
   const text = await fs.readFile(path.join(dir, 'postmaster.pid'), 'utf8').catch(() => undefined);
   const pid = Number(text?.split('\n')[0]);
-  if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return undefined;
+  if (!Number.isInteger(pid) || pid <= 0 || !processRuns(pid)) return undefined;
   const program = await fs.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => undefined);
   return program === undefined || /^(postgres|postmaster)/.test(program.trim()) ? pid : undefined;
 }

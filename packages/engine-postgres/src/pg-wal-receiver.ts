@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { StrataError, isStrataError, sleepUnlessAborted as sleep } from '@strata/core';
+import { StrataError, isStrataError, processRuns, sleepUnlessAborted as sleep } from '@strata/core';
 import type { LogPushResult } from '@strata/core';
 import { connect, parseTarget } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { clusterUrl, libpqEnv, pgProgram, processAlive } from './pg-physical-engine.js';
+import { clusterUrl, libpqEnv, pgProgram } from './pg-physical-engine.js';
 
 /**
  * Continuous WAL streaming (`strata wal-receive NAME`): the cluster's write-ahead log received as
@@ -279,7 +279,7 @@ async function lockSpool(spool: string): Promise<() => Promise<void>> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 0) throw err;
       const pid = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processRuns(pid)) {
         throw new StrataError('DATABASE_LOCKED', `wal-receive: another wal-receive (pid ${pid}) streams into ${spool}; stop it first`);
       }
       await fs.rm(file, { force: true });
