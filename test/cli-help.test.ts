@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { COMMANDS, GLOBAL_OPTIONS, GROUPS } from '@strata/cli/command-table';
 import { REPOSITORY_LOCATIONS } from '@strata/cli/locations';
@@ -92,6 +92,17 @@ describe('strata command line: help and usage errors', () => {
     const far = strata(['frobnicate']);
     assert.equal(far.status, 2);
     assert.match(far.stderr, /unknown command frobnicate \(see strata --help\)/);
+    const help = strata(['help', 'nosuch']);
+    assert.equal(help.status, 2);
+    assert.equal(help.stderr, 'strata: help: there is no command "nosuch" (see strata --help for the commands)\n');
+  });
+
+  it('an option that took another flag as its value (an empty shell variable before it) is a usage error, and nothing runs', () => {
+    const repo = path.join(dir.path, 'flag-as-value');
+    const result = strata(['init', '--repo', repo, '--no-encryption', '--compression', '--json']);
+    assert.equal(result.status, 2, result.stdout);
+    assert.equal(json<{ error: { code: string; message: string } }>(result).error.message, 'init: --compression took --json as its value; give --compression a value, or leave it out (a value that starts with -- goes as --compression=VALUE)');
+    assert.equal(existsSync(repo), false, 'no repository was made');
   });
 
   it('the committed JSON schema of strata.config.json is the one the SDK generates', () => {

@@ -97,9 +97,10 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
     assert.equal(lateBackup.status, 0, lateBackup.stderr);
     const lateBase = (JSON.parse(lateBackup.stdout) as { backup: { id: string } }).backup.id;
 
-    // The failover: a copy recovered to T1 and promoted, archiving into the same repository.
+    // The failover: a copy recovered to T1 and promoted, archiving into the same repository (as
+    // the cluster that replaces the original: --archive-mode preserve).
     const standby = path.join(dir, 'promoted');
-    const restored = await cli(['restore', 'latest', '--db', DB, '--to', standby, '--as-of', t1, '--target-action', 'promote']);
+    const restored = await cli(['restore', 'latest', '--db', DB, '--to', standby, '--as-of', t1, '--target-action', 'promote', '--archive-mode', 'preserve']);
     assert.equal(restored.status, 0, restored.stderr);
     const standbyPort = await freePort();
     const promotedStart = pgCtl(['start', '-D', standby, '-w', '-t', '300', '-l', path.join(dir, 'promoted.log'), '-o', `-c port=${standbyPort}`]);

@@ -147,6 +147,14 @@ describe('strata wal-fetch exit statuses and the passphrase source of the restor
     const restoreCommand = (JSON.parse(fromFile.stdout) as { restoreCommand: string }).restoreCommand;
     assert.ok(restoreCommand.includes(`--passphrase-file ${cluster.passFile}`), restoreCommand);
     assert.ok(!restoreCommand.includes(TEST_PASSPHRASE), 'never the passphrase itself');
+    assert.doesNotMatch(fromFile.stderr, /is after the newest WAL archived/);
+    rmSync(target, { recursive: true, force: true });
+
+    // A moment the archive does not reach yet: written all the same (the archive may catch up before the server starts), with a warning.
+    const ahead = new Date(Date.now() + 24 * 3_600_000).toISOString();
+    const later = await run(['restore', 'latest', '--db', DB, '--to', target, '--as-of', ahead], [], { STRATA_PASSPHRASE_FILE: cluster.passFile });
+    assert.equal(later.status, 0, later.stderr);
+    assert.match(later.stderr, new RegExp(`warning: ${ahead.replace(/[.]/g, '\\.')} is after the newest WAL archived for ${DB} \\(stored .*\\).*SELECT pg_switch_wal\\(\\)`));
     rmSync(target, { recursive: true, force: true });
 
     // Strata's own temporary server inherits STRATA_PASSPHRASE, and a copy it promotes never runs its restore_command again.

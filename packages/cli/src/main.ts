@@ -50,7 +50,14 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    // The command is done and has said so: a signal while the repository closes must not turn its
+    // status into 130 (Node's default with no listener), nor cut what it printed.
+    const done = (): void => undefined;
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
     await program.close().catch(() => undefined);
+    process.off('SIGINT', done);
+    process.off('SIGTERM', done);
   }
 }
 

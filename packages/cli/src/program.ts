@@ -154,6 +154,7 @@ export function buildProgram(): ProgramRun {
       const declared = args.some((a) => a.variadic) ? Number.MAX_SAFE_INTEGER : args.length;
       if (operands.length > declared) throw new StrataError('USAGE', `${where}: unexpected argument ${JSON.stringify(operands[declared])}`);
       const opts = self.opts();
+      refuseFlagsTakenAsValues(where, self);
       const global: GlobalOptions = {
         json: opts['json'] === true,
         ...(typeof opts['repo'] === 'string' ? { repo: opts['repo'] } : {}),
@@ -186,6 +187,10 @@ export function buildProgram(): ProgramRun {
           const actions = group.commands.filter((c) => c.name() !== 'help').map((c) => c.name());
           throw new StrataError('USAGE', `${group.name()}: name an action: ${actions.join(', ')} (see strata ${group.name()} --help)`);
         }
+        // `strata help nosuch`: commander answers with its help on stderr and a token for a message.
+        if (err.code === 'commander.help' && argv[0] === 'help' && argv[1] !== undefined) {
+          throw new StrataError('USAGE', `help: there is no command ${JSON.stringify(argv.slice(1).join(' '))} (see strata --help for the commands)`);
+        }
         throw new StrataError('USAGE', usageMessage(failedIn, err));
       }
     },
@@ -193,4 +198,22 @@ export function buildProgram(): ProgramRun {
       await ctx?.close();
     },
   };
+}
+
+/**
+ * Refuses an option whose value is another of the command's flags: `--label $L --json` with an
+ * empty `$L` makes `--json` the label, and the run would go ahead without the JSON a script then
+ * fails to parse. A value that really starts with `--` can still be given as `--label=--x`.
+ */
+function refuseFlagsTakenAsValues(where: string, cmd: Command): void {
+  const flags = new Set(cmd.options.map((o) => o.long).filter((long): long is string => long !== undefined));
+  const opts = cmd.opts();
+  for (const option of cmd.options) {
+    const value: unknown = opts[option.attributeName()];
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (typeof item === 'string' && flags.has(item)) {
+        throw new StrataError('USAGE', `${where}: ${option.long} took ${item} as its value; give ${option.long} a value, or leave it out (a value that starts with -- goes as ${option.long}=VALUE)`);
+      }
+    }
+  }
 }

@@ -374,6 +374,14 @@ async function restorePhysicalInto(
   const database = base.database;
   const files = await repo.logArchive.list(database, { signal });
   const plan = await planWal(base, goal, files, (file) => repo.logArchive.read(file, { signal }), choice);
+  // Every record the archive holds was written before its newest file was stored: a later moment
+  // is not there yet, and the server would replay all of it and then stop short with a FATAL.
+  const newestStored = files.reduce((newest, f) => (f.storedAt !== undefined && f.storedAt > newest ? f.storedAt : newest), '');
+  if (goal.kind === 'time' && newestStored !== '' && Date.parse(newestStored) < goal.time.getTime()) {
+    process.stderr.write(
+      `strata: warning: ${goal.time.toISOString()} is after the newest WAL archived for ${database} (stored ${newestStored}): a recovery reaches it only once the archive holds WAL written after it, else PostgreSQL stops it with "recovery ended before configured recovery target was reached". Archive the server's current WAL first (SELECT pg_switch_wal()), or give an earlier time\n`,
+    );
+  }
   if (plan.missing.length > 0) {
     const shown = plan.missing.length > 4 ? `${plan.missing.slice(0, 3).join(', ')} … ${plan.missing.at(-1)} (${plan.missing.length} segments)` : plan.missing.join(', ');
     throw new StrataError('CHAIN_BROKEN', `restore: the WAL archive of ${database} lacks ${shown}, which a recovery from ${base.id} to ${describeGoal(goal)} replays (along timeline ${plan.timeline}); nothing was written. Restore to an earlier moment, or from a later base backup`, {
