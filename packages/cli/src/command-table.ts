@@ -478,7 +478,7 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '--socket <path>', description: 'hand the file to the strata wal-daemon listening there (the warm mode); without one, push it here' },
     ],
     details:
-      'Stores the file compressed, encrypted and with its SHA-256 in its name. Pushing the same file again succeeds without writing (PostgreSQL retries); a different file under a name already archived fails (exit 1) and replaces nothing. With --socket, a running wal-daemon stores it and this process exits as soon as the daemon says it is stored.',
+      'Stores the file compressed, encrypted and with its SHA-256 in its name. Pushing the same file again succeeds without writing (PostgreSQL retries); a different file under a name already archived fails (exit 1) and replaces nothing. A file under a WAL segment\'s name must be that segment of this cluster: its first page header says its size, position, timeline and system identifier, and a truncated copy, a stray file, a segment under another name or another cluster\'s segment fails (exit 1) with nothing stored. With --socket, a running wal-daemon stores it and this process exits as soon as the daemon says it is stored.',
     examples: [
       'wal-push pg_wal/000000010000000000000003 --db cluster --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase',
       'wal-push %p --db cluster --socket /run/postgresql/strata-wal.sock --config /etc/strata/strata.config.json --passphrase-file /etc/strata/passphrase',

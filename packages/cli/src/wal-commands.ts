@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -47,7 +47,9 @@ export async function walPushCommand(ctx: CommandContext, options: { file: strin
       throw new StrataError('USAGE', `wal-push: cannot read ${file}: ${(err as Error).message}`, { cause: err });
     }
     repo = await ctx.repository();
-    const result = await repo.logArchive.push(database, path.basename(file), bytes, { signal });
+    // A segment's name must hold that segment, of this cluster (walFileCheck): a wrong file stored
+    // under it would make the server's real one a conflict on every retry.
+    const result = await repo.logArchive.push(database, path.basename(file), bytes, { signal, check: walFileCheck });
     // Archived once the repository has it; the mirror's copy follows, and its failure is journaled, not returned.
     const mirrored = await repo.mirrorLog(database, path.basename(file), bytes, { signal });
     if (mirrored && !mirrored.ok) process.stderr.write(`strata wal-push: ${mirrored.error!.message} (archived in the repository; the next backup copies it to the mirror)\n`);

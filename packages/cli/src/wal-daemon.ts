@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
-import { StrataError, isStrataError, validateDatabaseName } from '@strata/sdk';
+import { StrataError, isStrataError, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { LogPushResult } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import type { HandoffReply, HandoffRequest } from './wal-handoff.js';
@@ -43,7 +43,8 @@ export async function walDaemonCommand(ctx: CommandContext, options: { database:
       throw new StrataError('USAGE', `wal-push: cannot read ${file}: ${err.message}`, { cause: err });
     });
     // No signal: a segment being stored when the daemon is told to stop is finished first.
-    const result = await repo.logArchive.push(database, path.basename(file), bytes);
+    // Checked as wal-push checks what it stores itself (walFileCheck).
+    const result = await repo.logArchive.push(database, path.basename(file), bytes, { check: walFileCheck });
     // The mirror's copy follows the repository's; its failure is journaled there, not the push's.
     const mirrored = await repo.mirrorLog(database, path.basename(file), bytes);
     if (mirrored && !mirrored.ok) process.stderr.write(`strata wal-daemon: ${mirrored.error!.message} (archived in the repository; the next backup copies it to the mirror)\n`);

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { StrataError, clusterUrl, defaultSlotName, parseTarget, durationMs, parseDuration, receiveWal, resolveDatabase, validateDatabaseName } from '@strata/sdk';
+import { StrataError, clusterUrl, defaultSlotName, parseTarget, durationMs, parseDuration, receiveWal, resolveDatabase, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { Repository, WalReceiveEvent, WalReceiveSummary } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { stateFolder } from './state-folder.js';
@@ -111,7 +111,9 @@ export async function streamClusterWal(repo: Repository, database: string, locat
       onEvent,
       archive: {
         push: async (name, bytes) => {
-          const result = await repo.logArchive.push(database, name, bytes);
+          // Checked as wal-push checks what it stores (walFileCheck): a segment streamed from
+          // another cluster than the archive's (the entry's URL changed) is refused, not stored.
+          const result = await repo.logArchive.push(database, name, bytes, { check: walFileCheck });
           await mirrorLog(name, bytes);
           return result;
         },

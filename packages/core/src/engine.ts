@@ -144,6 +144,14 @@ export interface LogArchiveRules {
   position(name: string, range: LogRange): bigint | undefined;
   /** The positions of the first and the last file a base backup replays to become consistent. */
   span(range: LogRange): { readonly first: bigint; readonly last: bigint };
+  /**
+   * What an archived file's content says, for verify, which reads each file back anyway: what is
+   * wrong with it as the file of its name (`problem`, in words; the stored SHA-256 only says the
+   * bytes are the ones pushed, not that the right file was pushed), and which server's log it is
+   * of (`identity`, in words; undefined when the file does not say), which every file a recovery
+   * reads must share.
+   */
+  inspect?(file: LogFile, bytes: Uint8Array, range: LogRange): { readonly problem?: string; readonly identity?: string };
 }
 
 /** What {@link LogArchiveRules.walk} found. */

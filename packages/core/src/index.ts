@@ -30,7 +30,7 @@ export * from './duration.js';
 export * from './operator-reports.js';
 export * from './continuity.js';
 export { LogArchive, PARTIAL_MARK, logPrefix, partialName } from './log-archive.js';
-export type { LogFile, LogPushResult } from './log-archive.js';
+export type { LogFile, LogFileCheck, LogPushResult } from './log-archive.js';
 export { DEFAULT_MAX_ARCHIVE_AGE_MS, DEFAULT_MAX_ARCHIVE_LAG_BYTES, assessArchiveLag, assessFailedPushes, assessLogArchive, assessLogStreaming, recoverableRange } from './log-coverage.js';
 export type { ArchiveLagMeasure, PushFailure } from './log-coverage.js';
 export type { LogVerifyReport, LogWindow } from './log-coverage.js';

@@ -54,6 +54,19 @@ export interface LogPushResult {
   readonly file: LogFile;
 }
 
+/**
+ * What the engine checks of a file before it is archived: it throws (and nothing is stored) when
+ * `bytes` cannot be the file `name` of this database's log. Core stores whatever it is handed and
+ * refuses a second file under a name it holds, so a wrong file accepted once would keep the right
+ * one out for good; only the engine can tell the two apart. `peer` gives the first `length` bytes
+ * of one other complete file of the same archive whose name `accept` takes (undefined when there is
+ * none), for what every file of one server's log shares.
+ */
+export type LogFileCheck = (
+  file: { readonly database: string; readonly name: string; readonly bytes: Uint8Array },
+  peer: (accept: (name: string) => boolean, length: number) => Promise<{ name: string; head: Uint8Array } | undefined>,
+) => Promise<void>;
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9.-]{0,199}$/;
 const KEY = /^backups\/([^/]+)\/log\/([A-Za-z0-9][A-Za-z0-9.-]*)_([0-9a-f]{64})_([A-Za-z0-9-]+)(\.zst|\.gz)?(\.gpg)?$/;
 /** What stands in the key-id place for files written unencrypted, or under the passphrase itself. */
@@ -141,14 +154,18 @@ export class LogArchive {
    * Stores one log file. Idempotent: the same bytes under the same name succeed without writing.
    * Different bytes under a name already stored fail (LOG_CONFLICT) and change nothing: a server
    * of another history archiving into the same place must not replace what a restore needs.
+   * `check` (the engine's) runs before anything is stored, except on a retry of bytes already
+   * stored, which changes nothing.
    */
-  async push(database: string, name: string, bytes: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<LogPushResult> {
+  async push(database: string, name: string, bytes: Uint8Array, options: { signal?: AbortSignal; check?: LogFileCheck } = {}): Promise<LogPushResult> {
     validateDatabaseName(database);
     checkName(name);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const existing = await this.#named(database, name, options.signal);
     const same = existing.find((f) => f.sha256 === sha256);
     if (same) return { status: 'present', file: same };
+    // Before the conflict test: a file refused for what it is gets the engine's reason, which says more.
+    if (options.check) await options.check({ database, name, bytes }, (accept, length) => this.#peer(database, name, accept, length, options.signal));
     if (existing.length > 0) {
       throw new StrataError(
         'LOG_CONFLICT',
@@ -157,6 +174,62 @@ export class LogArchive {
       );
     }
     return { status: 'stored', file: await this.#store(database, name, name, sha256, bytes, options.signal) };
+  }
+
+  /**
+   * The first `length` bytes of one complete file of the archive other than `name` whose name
+   * `accept` takes: the first such file the listing gives (the listing stops there), read only as
+   * far as those bytes, so a check costs one listing page and the start of one object.
+   */
+  async #peer(database: string, name: string, accept: (name: string) => boolean, length: number, signal?: AbortSignal): Promise<{ name: string; head: Uint8Array } | undefined> {
+    const prefix = logPrefix(database);
+    let found: NonNullable<ReturnType<typeof parseLogKey>> | undefined;
+    for await (const object of this.#ctx.storage.list(prefix, signal ? { signal } : {})) {
+      const parsed = parseLogKey(object.key, object.size, object.modified);
+      if (parsed && parsed.key.startsWith(prefix) && !parsed.partial && parsed.name !== name && accept(parsed.name)) {
+        found = parsed;
+        break;
+      }
+    }
+    if (!found) return undefined;
+    try {
+      return { name: found.name, head: await this.#head(found, length, signal) };
+    } catch (err) {
+      // A file that cannot be read back (damaged, under a data key this key file lacks) says
+      // nothing either way; refusing the push for it would stop archiving.
+      if (signal?.aborted || isStrataError(err, 'ABORTED')) throw err;
+      return undefined;
+    }
+  }
+
+  /** The first `length` bytes of a stored file (fewer when it is shorter), unchecked: the rest is not read. */
+  async #head(file: NonNullable<ReturnType<typeof parseLogKey>>, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    // Aborted once enough is read: the object's body, decryption and decompression all stop.
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const parts: Uint8Array[] = [];
+    let got = 0;
+    try {
+      let bytes: AsyncIterable<Uint8Array> = await this.#ctx.storage.get(file.key, { signal: stop.signal });
+      if (file.encrypted) {
+        await this.#ctx.unlock();
+        const what = `log file ${file.name}`;
+        const secret = this.#ctx.vault.keyFor({ id: what, encryption: { profile: this.#ctx.vault.section.profile, ...(file.keyId ? { keyId: file.keyId } : {}) } }, what);
+        bytes = decryptStream(bytes, secret!);
+      }
+      for await (const chunk of getCodec(file.codec).decompress(bytes, stop.signal)) {
+        parts.push(chunk);
+        got += chunk.length;
+        if (got >= length) break;
+      }
+    } catch (err) {
+      throw isStrataError(err) ? err : wrapError(`log archive: reading ${file.key}`, err);
+    } finally {
+      stop.abort();
+      signal?.removeEventListener('abort', onAbort);
+    }
+    return Buffer.concat(parts).subarray(0, length);
   }
 
   /** Compresses, encrypts and writes one object under `storedName` (the file's name, or a partial's). */

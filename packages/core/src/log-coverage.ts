@@ -64,12 +64,14 @@ function someNames(names: readonly string[]): string {
 /**
  * The window of every base backup of `backups` whose engine has log rules. Reads only what the
  * rules ask for (small history files), not the segments. `check`, when given, reads and checks
- * each file a window needs (once, however many windows need it) and adds what fails to problems.
+ * each file a window needs (once, however many windows need it): its SHA-256, what the rules'
+ * `inspect` finds wrong with its content, and that it is of the same server's log as the window's
+ * other files; and adds what fails to problems.
  */
 export async function logWindows(
   ctx: RepositoryContext,
   backups: readonly BackupRecord[],
-  options: { signal?: AbortSignal; check?: boolean; only?: ReadonlySet<string>; checked?: Map<string, string | null> } = {},
+  options: { signal?: AbortSignal; check?: boolean; only?: ReadonlySet<string>; checked?: Map<string, string | null>; identities?: Map<string, string> } = {},
 ): Promise<(LogWindow & { readonly needed: readonly LogFile[] })[]> {
   const all = bases(ctx, backups);
   const found = options.only ? all.filter((b) => options.only!.has(b.record.id)) : all;
@@ -77,6 +79,8 @@ export async function logWindows(
   const listed = new Map<string, LogFile[]>();
   // What reading each file found (null: intact), by key: base backups share most of the log.
   const checked = options.checked ?? new Map<string, string | null>();
+  // What each file read says of the server whose log it is (LogArchiveRules.inspect), by key.
+  const identities = options.identities ?? new Map<string, string>();
   const read = async (file: LogFile): Promise<Uint8Array> => archive.read(file, options.signal ? { signal: options.signal } : {});
   const out: (LogWindow & { needed: readonly LogFile[] })[] = [];
   for (const { record, rules } of found) {
@@ -89,18 +93,26 @@ export async function logWindows(
     const problems = [...walk.problems];
     let damaged: LogFile | undefined;
     if (options.check) {
+      // The first file of the window whose content names its server: every other one must name the same.
+      let reference: { name: string; identity: string } | undefined;
       for (const file of walk.needed) {
         throwIfAborted(options.signal, 'verify');
         if (!checked.has(file.key)) {
           try {
-            await read(file);
-            checked.set(file.key, null);
+            const seen = rules.inspect?.(file, await read(file), range);
+            checked.set(file.key, seen?.problem ?? null);
+            if (seen?.identity !== undefined) identities.set(file.key, seen.identity);
           } catch (err) {
             if (isStrataError(err, 'ABORTED') || isStrataError(err, 'KEY_MISSING') || isStrataError(err, 'PASSPHRASE_WRONG')) throw err;
             checked.set(file.key, err instanceof Error ? err.message : String(err));
           }
         }
-        const failure = checked.get(file.key);
+        let failure = checked.get(file.key);
+        const identity = identities.get(file.key);
+        if (!failure && identity !== undefined) {
+          reference ??= { name: file.name, identity };
+          if (identity !== reference.identity) failure = `it is of another server's log (${identity}) than ${reference.name} (${reference.identity}) before it`;
+        }
         if (failure) {
           problems.push(`${file.name} is damaged (${failure})`);
           damaged ??= file;

@@ -288,7 +288,8 @@ export class Repository {
   /**
    * Verifies the log archive after each base backup (of one database, one backup, or all): no file
    * missing from the base's start to the newest archived one, across the server's history, and
-   * every one of them decrypting to the bytes it was stored with (WAL-G's wal-verify). Findings are
+   * every one of them decrypting to the bytes it was stored with (WAL-G's wal-verify), and being
+   * what the engine's rules say its name holds (LogArchiveRules.inspect). Findings are
    * collected, never thrown; each base's result goes into the journal.
    */
   async verifyLog(filter: { database?: string; backupId?: string } = {}, options: { signal?: AbortSignal } = {}): Promise<LogVerifyReport[]> {
@@ -296,10 +297,11 @@ export class Repository {
     const records = await this.#ctx.catalog.list(filter.database !== undefined ? { database: filter.database } : {});
     const reports: LogVerifyReport[] = [];
     const checked = new Map<string, string | null>();
+    const identities = new Map<string, string>();
     for (const record of records.filter((r) => r.logRange && (filter.backupId === undefined || r.id === filter.backupId))) {
       const op = await this.#ctx.journal.begin('verify', { database: record.database, backupId: record.id, details: { log: true } });
       try {
-        const [window] = await logWindows(this.#ctx, records, { ...options, check: true, only: new Set([record.id]), checked });
+        const [window] = await logWindows(this.#ctx, records, { ...options, check: true, only: new Set([record.id]), checked, identities });
         if (!window) {
           await op.complete({ details: { log: true, outcome: 'skipped' } });
           continue;

@@ -1,6 +1,7 @@
 import { StrataError } from '@strata/core';
 import type { LogArchiveRules, LogFile, LogRange, LogWalk } from '@strata/core';
 import type { PhysicalPosition } from './pg-physical-engine.js';
+import { WAL_LONG_HEADER_BYTES, readWalLongHeader, segmentNameOf, walSegmentProblem } from './pg-wal-header.js';
 import { parseLsn, parseWalName, segmentOf, walFileName } from './pg-wal.js';
 
 /**
@@ -229,6 +230,18 @@ export const PG_LOG_ARCHIVE_RULES: LogArchiveRules = {
   span(range) {
     const segmentBytes = segmentBytesOf(range);
     return { first: segmentOf(positionOf(range, 'start').lsn, segmentBytes), last: segmentOf(positionOf(range, 'end').lsn, segmentBytes) };
+  },
+
+  inspect(file, bytes, range) {
+    // What wal-push checks before storing (pg-wal-header.ts), for segments stored before it did,
+    // or by an older Strata. A partial (wal-receive's segment in progress) is zero-padded to full
+    // size and holds its first page once it holds anything.
+    if (!segmentNameOf(file.name) || (file.partial && file.partial.receivedBytes < WAL_LONG_HEADER_BYTES)) return {};
+    const problem = walSegmentProblem(file.name, bytes);
+    if (problem) return { problem };
+    const header = readWalLongHeader(bytes)!;
+    if (header.segmentBytes !== segmentBytesOf(range)) return { problem: `${file.name} is a segment of ${header.segmentBytes} bytes, and the base backup's cluster writes segments of ${segmentBytesOf(range)}` };
+    return { identity: `system identifier ${header.systemIdentifier}` };
   },
 };
 

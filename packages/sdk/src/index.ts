@@ -43,6 +43,7 @@ export {
   placeTablespaces,
   planWal,
   proveRecovery,
+  readWalLongHeader,
   recoverySettings,
   removeRestoredCluster,
   stopsWithin,
@@ -50,7 +51,9 @@ export {
   tablespacesReplayed,
   TarEntryCatcher,
   tarMember,
+  walFileCheck,
   walRun,
+  walSegmentProblem,
 } from '@strata/engine-postgres';
 export type { ArchiveMode, PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
