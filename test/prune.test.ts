@@ -213,3 +213,73 @@ describe('strata delete', () => {
     assert.match(result.stderr, /pass --yes/);
   });
 });
+
+describe('retention and restore points known to be bad', () => {
+  const dir = useTempDir();
+  const repo = (): string => path.join(dir.path, 'repo');
+  const list = (): BackupRecord[] => json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+
+  /** Damages a backup's artifact and records a failed verification of it. */
+  function damage(id: string): void {
+    const file = path.join(repo(), list().find((b) => b.id === id)!.key);
+    const bytes = readFileSync(file);
+    bytes[bytes.length >> 1]! ^= 1;
+    writeFileSync(file, bytes);
+    assert.equal(strata(['verify', id, '--repo', repo(), '--level', 'quick']).status, 3);
+  }
+
+  function twoFulls(): { db: string; older: string; newer: string } {
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 20 });
+    assert.equal(strata(['init', '--repo', repo()]).status, 0);
+    const backup = (time: string): string => json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--time', time, '--json'])).id;
+    return { db, older: backup('2026-11-20T10:00:00Z'), newer: backup('2026-11-21T10:00:00Z') };
+  }
+
+  it('an incremental is not built on a full that failed verification, and the intact older full survives keep-last 1', () => {
+    const { db, older, newer } = twoFulls();
+    damage(newer);
+    mutate(db, 1);
+    const incremental = strata(['backup', db, '--repo', repo(), '--type', 'incremental', '--json']);
+    assert.equal(incremental.status, 0, incremental.stderr);
+    assert.match(incremental.stderr, new RegExp(`strata: warning: ${newer} failed verification at .*; this incremental builds on ${older} instead`));
+    const made = json<{ backup: BackupRecord }>(incremental).backup;
+    assert.equal(made.type, 'incremental');
+    assert.equal(made.parent, older, 'it builds on the intact full');
+    assert.deepEqual(json<{ newestGood: Record<string, string> }>(strata(['list', '--repo', repo(), '--json'])).newestGood, { app: made.id });
+    assert.equal(strata(['prune', '--repo', repo(), '--keep-last', '1', '--json']).status, 0);
+    assert.deepEqual(list().map((b) => b.id).sort(), [older, made.id].sort(), 'the damaged full goes; the incremental and the full it needs stay');
+    const target = path.join(dir.path, 'out.db');
+    const restored = strata(['restore', 'latest', '--repo', repo(), '--to', target]);
+    assert.equal(restored.status, 0, restored.stderr);
+  });
+
+  it('an incremental whose every possible parent is known bad is a full instead, and says so', () => {
+    const { db, older, newer } = twoFulls();
+    damage(newer);
+    damage(older);
+    mutate(db, 1);
+    const result = strata(['backup', db, '--repo', repo(), '--type', 'incremental', '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    assert.match(result.stderr, new RegExp(`strata: warning: ${newer} failed verification at .*; this backup is a full instead`));
+    const made = json<{ backup: BackupRecord }>(result).backup;
+    assert.equal(made.type, 'full');
+    assert.equal(made.parent, null);
+  });
+
+  it('a restore point built on a link that failed verification is not the newest good one, so keep-last 1 does not lose the intact chain', () => {
+    // Made before anything is known to be bad (as a nightly incremental is): the incremental builds
+    // on the newer full, whose verification fails later.
+    const { db, older, newer } = twoFulls();
+    mutate(db, 1);
+    const incremental = json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--type', 'incremental', '--time', '2026-11-22T10:00:00Z', '--json'])).id;
+    damage(newer);
+    const listed = json<{ newestGood: Record<string, string> }>(strata(['list', '--repo', repo(), '--json']));
+    assert.deepEqual(listed.newestGood, { app: older });
+    const plan = json<{ keep: { id: string; reasons: string[] }[] }>(strata(['prune', '--repo', repo(), '--keep-last', '1', '--dry-run', '--json']));
+    assert.deepEqual(plan.keep.filter((k) => k.reasons.includes('newest good backup (always kept)')).map((k) => k.id), [older]);
+    assert.ok(plan.keep.some((k) => k.id === incremental), 'keep-last still keeps what it names');
+    const health = json<{ checks: { check: string; message: string }[] }>(strata(['health', '--repo', repo(), '--json']));
+    assert.match(health.checks.find((c) => c.check === 'backup-age')!.message, new RegExp(`^newest good backup ${older} `));
+  });
+});

@@ -119,6 +119,7 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
   const bar = new ProgressBar(`backup ${db.name}`, interactive(ctx.json));
   let record: BackupRecord;
   let mirrored: MirrorSyncResult | undefined;
+  let warned = false;
   try {
     record = await repo.backup(db.locator, {
       database: db.name,
@@ -130,6 +131,11 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
       autoFull: options.autoFull,
       signal,
       onProgress: bar.update,
+      onWarning: (message) => {
+        bar.done();
+        warned = true;
+        process.stderr.write(`strata: warning: ${message}\n`);
+      },
       onMirror: (result) => {
         bar.done();
         mirrored = result;
@@ -148,7 +154,7 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
   } else {
     const ratio = record.rawBytes > 0 ? ` (${((record.storedBytes / record.rawBytes) * 100).toFixed(0)}% of ${formatBytes(record.rawBytes)})` : '';
     const against = record.parent ? `, against ${record.parent}` : '';
-    const fellBack = type !== record.type ? ` (no full backup existed, so a full one was taken)` : '';
+    const fellBack = type !== record.type ? (warned ? ' (see the warning above)' : ` (no full backup existed, so a full one was taken)`) : '';
     process.stdout.write(`backup ${record.id} completed: ${record.type}${against}${fellBack}, database ${formatBytes(record.databaseBytes)}, stored ${formatBytes(record.storedBytes)}${ratio}\n`);
     if (unchanged) process.stdout.write(`nothing changed since ${record.parent}; recorded an empty ${record.type} so the schedule shows the database was checked\n`);
     if (mirrored?.ok) process.stdout.write(`mirror ${printable(mirrored.mirror)}: ${mirrored.copied.length === 0 ? 'already up to date' : `copied ${mirrored.copied.length} backup(s)`}\n`);

@@ -717,6 +717,7 @@ export class Daemon {
           autoFull: true,
           tags: ['scheduled'],
           signal,
+          onWarning: (message) => this.#log.write('warn', message, { database }),
           onMirror: (m) => {
             // Its message may quote more than the journal keeps; the log and the journal get what it may.
             mirror = m.ok ? 'ok' : `failed: ${redactUrlPasswords(m.error?.message ?? 'unknown error')}`;

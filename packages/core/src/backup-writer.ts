@@ -19,6 +19,7 @@ import { artifactKey, newBackupId, validateDatabaseName } from './naming.js';
 import type { ProgressListener } from './progress.js';
 import { throttleProgress } from './progress.js';
 import { refuseFutureTime } from './record-checks.js';
+import { chainFault } from './newest-good.js';
 import { STRATA_VERSION } from './version.js';
 import { commitBackup } from './catalog-commit.js';
 import { announceWrite } from './pending-writes.js';
@@ -50,6 +51,11 @@ export interface BackupOptions {
   readonly mirror?: boolean;
   /** With a mirror: how its copy went (the backup is complete either way). */
   readonly onMirror?: (result: MirrorSyncResult) => void;
+  /**
+   * Told when the backup is not what was asked for in a way the user must hear of: an incremental
+   * or differential whose newest parent is known bad builds on another one, or is a full instead.
+   */
+  readonly onWarning?: (message: string) => void;
   /**
    * Takes the snapshot instead of the engine's `snapshot()`: continuous capture's snapshot at the
    * exact position its segments start from (see replicator.ts), recorded as `changePosition`.
@@ -101,9 +107,15 @@ export class BackupWriter {
         const records = await this.#ctx.catalog.list({ database });
         // A replication base is of the moment its position was read; a backup committed since (by
         // cron, say) is newer than that moment and cannot be its parent.
-        parent = this.#pickParent(options.snapshotAt ? records.filter((r) => r.createdAt <= time.toISOString()) : records, type);
+        const picked = this.#pickParent(options.snapshotAt ? records.filter((r) => r.createdAt <= time.toISOString()) : records, records, type);
+        parent = picked.parent;
+        if (picked.passedOver) {
+          // A full is the safe answer to a bad chain, asked for or not: refusing would leave the
+          // database without a new restore point just when its newest one is known to be bad.
+          options.onWarning?.(`${picked.passedOver}; ${parent ? `this ${type} builds on ${parent.id} instead` : 'this backup is a full instead'}`);
+        }
         if (!parent) {
-          if (!options.autoFull) {
+          if (!options.autoFull && !picked.passedOver) {
             throw new StrataError('BACKUP_NOT_FOUND', `backup: ${database} has no full backup yet, so there is nothing to take ${type === 'incremental' ? 'an' : 'a'} ${type} against; take a full backup first (or pass --auto-full)`);
           }
           type = 'full';
@@ -295,11 +307,27 @@ export class BackupWriter {
 
   /**
    * The restore point a new backup stores its differences against: for an incremental the newest
-   * restore point with data (full, differential or incremental), for a differential the newest full.
+   * restore point with data (full, differential or incremental), for a differential the newest full;
+   * in both cases the newest whose chain is not known bad (newest-good.ts), since a backup built on
+   * a damaged link restores nothing, and retention would keep it as the newest restore point while
+   * the intact older ones go. `passedOver` says why the newest candidate was not taken (without a
+   * parent left, the backup is a full). `all` are the database's records, to find ancestors in.
    */
-  #pickParent(records: readonly BackupRecord[], type: 'incremental' | 'differential'): BackupRecord | undefined {
+  #pickParent(records: readonly BackupRecord[], all: readonly BackupRecord[], type: 'incremental' | 'differential'): { parent?: BackupRecord; passedOver?: string } {
     const candidates = records.filter((r) => (type === 'differential' ? r.type === 'full' : r.type !== 'schema-only'));
-    return candidates.at(-1);
+    const byId = new Map(all.map((b) => [b.id, b]));
+    const newest = candidates.at(-1);
+    if (!newest) return {};
+    const parent = candidates.findLast((r) => chainFault(r, byId) === undefined);
+    if (parent === newest) return { parent };
+    const fault = chainFault(newest, byId)!;
+    const why =
+      'missing' in fault
+        ? `${newest.id} needs ${fault.missing}, which is missing from the catalog`
+        : fault.link === newest
+          ? `${newest.id} failed verification at ${fault.failedAt}`
+          : `${newest.id} builds on ${fault.link.id}, which failed verification at ${fault.failedAt}`;
+    return { ...(parent ? { parent } : {}), passedOver: why };
   }
 }
 

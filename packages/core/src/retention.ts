@@ -119,7 +119,7 @@ const BUCKETS: { rule: keyof RetentionPolicy; tier: string; key: (d: Date) => st
  * - Each database is planned on its own.
  * - Buckets count only if they hold a backup, and windows count back from the newest backup, not
  *   from now: a machine that was off for two weeks keeps its history.
- * - The newest backup whose last verification did not fail is always kept.
+ * - The newest good restore point is always kept: with rows, and no link of its chain known bad.
  * - Pinned backups (tag `pinned`) and labelled backups within their label's duration are kept.
  * - A kept restore point keeps its whole chain (parent, base, and their ancestors).
  */
