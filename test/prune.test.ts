@@ -282,4 +282,21 @@ describe('retention and restore points known to be bad', () => {
     const health = json<{ checks: { check: string; message: string }[] }>(strata(['health', '--repo', repo(), '--json']));
     assert.match(health.checks.find((c) => c.check === 'backup-age')!.message, new RegExp(`^newest good backup ${older} `));
   });
+
+  it('a daily slot goes to the day\'s full, not to a schema-only backup taken after it', () => {
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 20 });
+    assert.equal(strata(['init', '--repo', repo()]).status, 0);
+    const day = (back: number): string => new Date(Date.now() - back * 86_400_000).toISOString().slice(0, 10);
+    const backup = (time: string, type = 'full'): string => json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--time', time, '--type', type, '--json'])).id;
+    const full = backup(`${day(2)}T09:00:00Z`);
+    const schema = backup(`${day(2)}T11:00:00Z`, 'schema-only');
+    const next = backup(`${day(1)}T09:00:00Z`);
+    const plan = json<{ keep: { id: string; reasons: string[] }[]; remove: { id: string }[] }>(strata(['prune', '--repo', repo(), '--keep-daily', '2', '--dry-run', '--json']));
+    assert.deepEqual(plan.keep.map((k) => [k.id, k.reasons]), [
+      [next, ['newest good backup (always kept)', `daily 1 of 2 (${day(1)})`]],
+      [full, [`daily 2 of 2 (${day(2)})`]],
+    ]);
+    assert.deepEqual(plan.remove.map((r) => r.id), [schema]);
+  });
 });

@@ -167,6 +167,24 @@ describe('retention planning', () => {
       assert.deepEqual(plan.keep[1]!.reasons, ['newest good backup (always kept)']);
     });
 
+    it('a tier gives its slot to the newest good restore point of the period, not a later schema-only or failed one', () => {
+      const failed = { at: '2026-01-05T00:00:00Z', level: 'quick' as const, outcome: 'failed' as const, checks: [] };
+      for (const later of ['schema-only', 'failed'] as const) {
+        const history = new History().add('2026-01-02T09:00:00Z').add('2026-01-02T11:00:00Z', later === 'schema-only' ? 'schema-only' : 'full', later === 'failed' ? { verification: failed } : {}).add('2026-01-03T09:00:00Z');
+        const [dayOne, useless, dayTwo] = history.backups;
+        const plan = planRetention(history.backups, { keepDaily: 2 });
+        const reasons = new Map(plan.keep.map((d) => [d.id, d.reasons]));
+        assert.deepEqual(reasons.get(dayOne!.id), ['daily 2 of 2 (2026-01-02)'], `the 09:00 full keeps the day, not the ${later} one`);
+        assert.deepEqual(reasons.get(dayTwo!.id), ['newest good backup (always kept)', 'daily 1 of 2 (2026-01-03)']);
+        assert.deepEqual(ids(plan, 'remove'), [useless!.id]);
+      }
+      // A period without a good restore point keeps its newest backup rather than nothing.
+      const bad = new History().add('2026-01-02T09:00:00Z', 'full', { verification: failed }).add('2026-01-02T11:00:00Z', 'schema-only').add('2026-01-03T09:00:00Z');
+      const plan = planRetention(bad.backups, { keepDaily: 2 });
+      assert.deepEqual(plan.keep.find((d) => d.id === bad.backups[1]!.id)?.reasons, ['daily 2 of 2 (2026-01-02; no good restore point in it)']);
+      assert.deepEqual(ids(plan, 'remove'), [bad.backups[0]!.id]);
+    });
+
     it('plans each database on its own', () => {
       const a = new History('a').daily('2026-01-01', 5);
       const b = new History('b').daily('2025-01-01', 5);

@@ -3,12 +3,13 @@ import type { ContinuityWindow } from './continuity.js';
 import { durationBefore, durationMs, parseDuration } from './duration.js';
 import { StrataError } from './errors.js';
 import type { LogRemovalDecision } from './log-retention.js';
-import { compareNewestFirst, newestGoodBackup } from './newest-good.js';
+import { compareNewestFirst, isGoodRestorePoint, newestGoodBackup } from './newest-good.js';
 
 /**
- * Which restore points to keep. Counts keep the newest restore point of each of the last N
- * hours/days/weeks/months/years that hold one; `keepWithin` keeps everything within a duration of
- * the newest backup; `keepLabels` keeps backups with a label for their own duration.
+ * Which restore points to keep. Counts keep the newest good restore point (newest-good.ts) of each
+ * of the last N hours/days/weeks/months/years that hold a backup (the newest backup of a period
+ * without a good one); `keepWithin` keeps everything within a duration of the newest backup;
+ * `keepLabels` keeps backups with a label for their own duration.
  */
 export interface RetentionPolicy {
   readonly keepLast?: number;
@@ -140,18 +141,33 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
     const good = newestGoodBackup(newestFirst) ?? newestFirst[0]!;
     add(good.id, 'newest good backup (always kept)');
     newestFirst.slice(0, policy.keepLast ?? 0).forEach((b, i) => add(b.id, `last ${i + 1} of ${policy.keepLast}`));
+    const isGood = (b: BackupRecord): boolean => isGoodRestorePoint(b, byId);
     for (const bucket of BUCKETS) {
       const count = (policy[bucket.rule] as number | undefined) ?? 0;
-      let kept = 0;
-      let lastKey: string | undefined;
+      if (count === 0) continue;
+      // The newest `count` periods that hold a backup, each with its backups newest first.
+      const periods: { key: string; members: BackupRecord[] }[] = [];
       for (const b of newestFirst) {
-        if (kept >= count) break;
         const key = bucket.key(new Date(b.createdAt));
-        if (key === lastKey) continue;
-        lastKey = key;
-        kept++;
-        add(b.id, `${bucket.tier} ${kept} of ${count} (${key})`);
+        if (periods.at(-1)?.key === key) periods.at(-1)!.members.push(b);
+        else if (periods.length < count) periods.push({ key, members: [b] });
+        else break;
       }
+      periods.forEach(({ key, members }, i) => {
+        // A period's slot is what a restore to that period would use: its newest good restore
+        // point, not a schema-only backup (no rows) or one whose chain is known bad taken later
+        // the same day, which would send the day's only usable backup to deletion.
+        const good = members.find(isGood);
+        if (good) {
+          add(good.id, `${bucket.tier} ${i + 1} of ${count} (${key})`);
+          return;
+        }
+        // No good one in the period: its newest backup keeps the slot anyway. It is the only trace
+        // of that period (a schema-only backup still records its schema; a damaged artifact may
+        // still give up part of its tables by hand, and is the evidence of what went wrong), and
+        // it takes no good restore point's place. Its cost is bounded by the count.
+        add(members[0]!.id, `${bucket.tier} ${i + 1} of ${count} (${key}; no good restore point in it)`);
+      });
     }
     if (policy.keepWithin !== undefined) {
       const since = durationBefore(newest, parseDuration(policy.keepWithin, 'retention')).getTime();
