@@ -214,7 +214,7 @@ describe('strata delete', () => {
   });
 });
 
-describe('retention and restore points known to be bad', () => {
+describe('retention that must not delete what a restore needs', () => {
   const dir = useTempDir();
   const repo = (): string => path.join(dir.path, 'repo');
   const list = (): BackupRecord[] => json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
@@ -298,5 +298,18 @@ describe('retention and restore points known to be bad', () => {
       [full, [`daily 2 of 2 (${day(2)})`]],
     ]);
     assert.deepEqual(plan.remove.map((r) => r.id), [schema]);
+  });
+
+  it('--keep-within-pitr on a database that is not replicated keeps every backup of the window', () => {
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 20 });
+    assert.equal(strata(['init', '--repo', repo()]).status, 0);
+    const made = ['01', '02', '03', '04'].map((d) => json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--time', `2026-12-${d}T10:00:00Z`, '--json'])).id);
+    const dry = strata(['prune', '--repo', repo(), '--keep-within-pitr', '30d', '--dry-run']);
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.match(dry.stdout, /point-in-time window 30d \(within it, where no segments cover\)/);
+    const result = strata(['prune', '--repo', repo(), '--keep-within-pitr', '30d', '--json']);
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(list().map((b) => b.id).sort(), [...made].sort());
   });
 });

@@ -216,8 +216,38 @@ describe('retention planning', () => {
       const sixth = history.backups.find((b) => b.createdAt.startsWith('2026-03-06'))!;
       assert.ok(plan.keep.find((d) => d.id === sixth.id)!.reasons.every((r) => r.startsWith('needed by')), 'the 6th is kept only as a link of the chain');
       assert.throws(() => planRetention(history.backups, { keepWithinPitr: 'a week' }, windows), /not a duration/);
-      // Without windows (no segments), keepWithinPitr keeps nothing by itself.
-      assert.deepEqual(ids(planRetention(history.backups, { keepLast: 1, keepWithinPitr: '3d' }), 'keep'), [history.backups.at(-1)!.id, ...history.backups.slice(7, 9).reverse().map((b) => b.id)]);
+      // Without windows (no segments), the window is counted back from the newest backup: the 7th
+      // to the 10th are within it, and their chain goes back to the full of the 1st.
+      assert.deepEqual(ids(planRetention(history.backups, { keepWithinPitr: '3d' }), 'keep'), history.backups.map((b) => b.id).reverse());
+    });
+
+    it('keepWithinPitr on a database without segments keeps every restore point of the window and the newest before it', () => {
+      const history = new History().daily('2026-01-01', 60);
+      const plan = planRetention(history.backups, { keepWithinPitr: '29d12h' });
+      // The newest is day 59 (1 March, 02:00); the window starts 29.5 days before, on day 29 at 14:00.
+      assert.deepEqual(ids(plan, 'keep'), history.backups.slice(29).map((b) => b.id).reverse());
+      const reasons = new Map(plan.keep.map((d) => [d.id, d.reasons]));
+      assert.deepEqual(reasons.get(history.backups[29]!.id), ['point-in-time window 29d12h (a restore to 2026-01-30T14:00:00.000Z starts from it)']);
+      assert.deepEqual(reasons.get(history.backups[30]!.id), ['point-in-time window 29d12h (within it, where no segments cover)']);
+      assert.equal(plan.remove.length, 29);
+      // Four backups within 30 days are all kept (a policy of only keepWithinPitr removed three).
+      const four = new History().daily('2026-12-01', 4);
+      assert.deepEqual(planRetention(four.backups, { keepWithinPitr: '30d' }).remove, []);
+    });
+
+    it('keepWithinPitr keeps the restore points of the part of the window that segments do not cover', () => {
+      const history = new History().daily('2026-03-01', 10);
+      const at = (day: number, hour = 2): string => new Date(Date.UTC(2026, 2, day, hour)).toISOString();
+      const window = (day: number, to: string): ContinuityWindow => ({ database: 'app', base: history.backups[day - 1]!.id, from: at(day), to, segments: 10, transactions: 1, lastShippedAt: to, lastLagMs: 0, storedBytes: 1 });
+      // Only the 9th and the 10th were replicated; the newest moment shipped is the 10th at 20:00.
+      const windows = [window(9, at(10)), window(10, at(10, 20))];
+      const plan = planRetention(history.backups, { keepWithinPitr: '5d' }, windows);
+      // The window starts on the 5th at 20:00: the 5th is where a restore to then starts, the 6th to
+      // the 8th are within the part no segments cover, the 9th and 10th are bases of segments.
+      assert.deepEqual(ids(plan, 'keep'), history.backups.slice(4).map((b) => b.id).reverse());
+      assert.deepEqual(plan.keep.find((d) => d.id === history.backups[8]!.id)!.reasons, [`point-in-time window 5d (segments from ${at(9)} to ${at(10)})`], 'a base is kept for its segments as before');
+      assert.deepEqual(plan.keep.find((d) => d.id === history.backups[4]!.id)!.reasons, ['point-in-time window 5d (a restore to 2026-03-05T20:00:00.000Z starts from it)']);
+      assert.deepEqual(plan.removeSegments, []);
     });
   });
 });

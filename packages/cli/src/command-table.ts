@@ -119,7 +119,7 @@ const POLICY_OPTIONS: readonly OptionSpec[] = [
   { flags: '--keep-monthly <n>', description: 'the same per month' },
   { flags: '--keep-yearly <n>', description: 'the same per year' },
   { flags: '--keep-within <dur>', description: 'keep every backup within DUR of the newest one' },
-  { flags: '--keep-within-pitr <dur>', description: 'keep restoring to any moment of the last DUR: the bases of segments (strata replicate) reaching into it, with their segments' },
+  { flags: '--keep-within-pitr <dur>', description: 'keep restoring to any moment of the last DUR: the bases of segments (strata replicate) reaching into it, with their segments; where no segments cover it, every backup within DUR and the newest before it' },
   { flags: '--keep-label <label=dur>', description: 'keep backups labelled LABEL for DUR, or forever (repeatable)', repeatable: true },
 ];
 

@@ -25,7 +25,9 @@ export interface RetentionPolicy {
   /**
    * The point-in-time window (continuous protection): every base restore point whose segments
    * reach into this duration before the newest moment shipped is kept, with its segments and the
-   * restore points it builds on, so a restore to any moment of the window stays possible.
+   * restore points it builds on, so a restore to any moment of the window stays possible. Where
+   * no segments cover the window (a database that is not replicated: all of it, counted back from
+   * its newest backup), every restore point within it is kept, and the newest good one before it.
    */
   readonly keepWithinPitr?: string;
 }
@@ -114,6 +116,47 @@ const BUCKETS: { rule: keyof RetentionPolicy; tier: string; key: (d: Date) => st
 ];
 
 /**
+ * The part of a point-in-time window no chain of segments (or archived log) covers: a restore to
+ * a moment there starts from the newest restore point at or before it and goes no further. So
+ * every restore point taken in such a gap is kept, and so is the newest good one at or before the
+ * gap's start (the one a restore to that moment needs). The window counts back from the newest
+ * moment a restore reaches: for a database without segments its newest backup, as for keepWithin,
+ * and then the whole window is such a gap; otherwise normally the newest moment shipped, as for
+ * the bases' rule in planRetention, to which this only adds. A database that is not replicated
+ * under a repository-wide keepWithinPitr is promised the same recovery to any moment of the
+ * window as one that is, and must not be left with its newest backup alone.
+ */
+function keepUncoveredMoments(database: string, newestFirst: readonly BackupRecord[], windows: readonly ContinuityWindow[], duration: string, add: (id: string, reason: string) => void): void {
+  const byId = new Map(newestFirst.map((b) => [b.id, b]));
+  const covered = windows.filter((w) => w.database === database && byId.has(w.base)).map((w) => ({ from: Date.parse(w.from), to: Date.parse(w.to) }));
+  const newestBackup = Date.parse(newestFirst[0]!.createdAt);
+  const newestShipped = covered.length > 0 ? Math.max(...covered.map((c) => c.to)) : undefined;
+  // The newest moment a restore reaches: the newest shipped, or a newer backup (taken after the
+  // replication stopped), from which the window counts back.
+  const end = Math.max(newestBackup, newestShipped ?? newestBackup);
+  const since = durationBefore(end, parseDuration(duration, 'retention')).getTime();
+  // The gaps in ms: the moments from `since` to `end` that no window covers. One that ends where a
+  // window starts ends before it (that window's base restores its own moment).
+  const gaps: { start: number; stop: number; closed: boolean }[] = [];
+  let cursor = since;
+  for (const c of covered.sort((a, b) => a.from - b.from)) {
+    if (c.to < cursor) continue;
+    if (c.from > cursor) gaps.push({ start: cursor, stop: c.from, closed: false });
+    cursor = Math.max(cursor, c.to);
+  }
+  // Without any window the whole of it is a gap, even when it is a single moment (one backup).
+  if (cursor < end || covered.length === 0) gaps.push({ start: cursor, stop: end, closed: true });
+  const at = (b: BackupRecord): number => Date.parse(b.createdAt);
+  for (const { start, stop, closed } of gaps) {
+    const startIso = new Date(start).toISOString();
+    const before = newestFirst.filter((b) => at(b) <= start);
+    const needed = before.find((b) => isGoodRestorePoint(b, byId)) ?? before[0];
+    if (needed) add(needed.id, `point-in-time window ${duration} (a restore to ${startIso} starts from it)`);
+    for (const b of newestFirst) if (at(b) > start && (at(b) < stop || (closed && at(b) === stop))) add(b.id, `point-in-time window ${duration} (within it, where no segments cover)`);
+  }
+}
+
+/**
  * Decides, for every backup, keep or remove, with the reasons. Pure: the same backups and policy
  * always give the same plan, and nothing is read or deleted here.
  *
@@ -180,6 +223,7 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
       const since = durationBefore(Date.parse(newestShipped), parseDuration(policy.keepWithinPitr, 'retention')).toISOString();
       for (const w of mine) if (w.to >= since && byId.has(w.base)) add(w.base, `point-in-time window ${policy.keepWithinPitr} (segments from ${w.from} to ${w.to})`);
     }
+    if (policy.keepWithinPitr !== undefined) keepUncoveredMoments(database, newestFirst, mine, policy.keepWithinPitr, add);
     for (const b of newestFirst) {
       if (b.tags.includes(PIN_TAG)) add(b.id, 'pinned');
       const duration = b.label !== null ? policy.keepLabels?.[b.label] : undefined;

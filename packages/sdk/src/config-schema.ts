@@ -71,7 +71,7 @@ function buildSchemas({ z }: { z: typeof Zod }) {
     keepMonthly: count('The newest backup of each of the last N months that hold one.').optional(),
     keepYearly: count('The newest backup of each of the last N years that hold one.').optional(),
     keepWithin: duration.optional().meta({ description: 'Every backup within this long of the newest one.' }),
-    keepWithinPitr: duration.optional().meta({ description: 'The point-in-time window: every base restore point whose segments (strata replicate) reach into this long before the newest moment shipped, with its segments.' }),
+    keepWithinPitr: duration.optional().meta({ description: 'The point-in-time window: every base restore point whose segments (strata replicate) reach into this long before the newest moment shipped, with its segments; where no segments cover it (a database that is not replicated), every restore point within it and the newest before it.' }),
     keepLabels: z
       .record(z.string(), z.union([duration, z.literal('forever')], {
           // A string that is almost a duration gets parseDuration's own words ("1m" is ambiguous ...).
