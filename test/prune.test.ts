@@ -312,4 +312,20 @@ describe('retention that must not delete what a restore needs', () => {
     assert.equal(result.status, 0, result.stderr);
     assert.deepEqual(list().map((b) => b.id).sort(), [...made].sort());
   });
+
+  it('a backup labelled constructor (or any name every object inherits) is planned, not a crash', () => {
+    const db = path.join(dir.path, 'app.db');
+    buildRichDatabase(db, { rows: 20 });
+    assert.equal(strata(['init', '--repo', repo()]).status, 0);
+    const labelled = json<{ id: string }>(strata(['backup', db, '--repo', repo(), '--label', 'constructor', '--time', '2026-12-01T10:00:00Z', '--json'])).id;
+    assert.equal(strata(['backup', db, '--repo', repo(), '--label', '__proto__', '--time', '2026-12-02T10:00:00Z']).status, 0);
+    const dry = strata(['prune', '--repo', repo(), '--dry-run', '--json']);
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.ok(json<{ keep: { id: string }[] }>(dry).keep.some((k) => k.id === labelled), 'the default daily tier keeps it');
+    const tiers = strata(['list', '--by-tier', '--repo', repo(), '--json']);
+    assert.equal(tiers.status, 0, tiers.stderr);
+    const kept = strata(['prune', '--repo', repo(), '--keep-last', '1', '--keep-label', 'constructor=forever', '--dry-run', '--json']);
+    assert.equal(kept.status, 0, kept.stderr);
+    assert.deepEqual(json<{ keep: { id: string; reasons: string[] }[] }>(kept).keep.find((k) => k.id === labelled)?.reasons, ['label constructor (kept forever)']);
+  });
 });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_RETENTION, planRetention } from '@strata/sdk';
-import type { BackupRecord, BackupType, ContinuityWindow, RetentionPlan, RetentionPolicy } from '@strata/sdk';
+import { DEFAULT_RETENTION, planRetention, resolveDatabase, retentionFor, schedulesFor, tierOf } from '@strata/sdk';
+import type { BackupRecord, BackupType, ContinuityWindow, RetentionPlan, RetentionPolicy, StrataConfig } from '@strata/sdk';
 import { ROOT } from './helpers/env.js';
 
 /** Builds catalogs for retention scenarios: `history('app').every('1d', 365, from)` and so on. */
@@ -183,6 +183,20 @@ describe('retention planning', () => {
       const plan = planRetention(bad.backups, { keepDaily: 2 });
       assert.deepEqual(plan.keep.find((d) => d.id === bad.backups[1]!.id)?.reasons, ['daily 2 of 2 (2026-01-02; no good restore point in it)']);
       assert.deepEqual(ids(plan, 'remove'), [bad.backups[0]!.id]);
+    });
+
+    it('labels, database and job names that objects inherit (constructor, toString, __proto__) are names like any other', () => {
+      const names = ['constructor', 'toString', '__proto__', 'valueOf', 'hasOwnProperty'];
+      const history = new History().daily('2026-01-01', names.length + 2);
+      names.forEach((label, i) => (history.backups[i] = { ...history.backups[i]!, label }));
+      const plan = planRetention(history.backups, { keepLast: 1, keepLabels: { toString: '30d' } });
+      assert.deepEqual(plan.keep.find((d) => d.id === history.backups[1]!.id)?.reasons, ['label toString (kept for 30d)'], 'a label the policy names is kept');
+      for (const i of [0, 2, 3, 4]) assert.ok(ids(plan, 'remove').includes(history.backups[i]!.id), `label ${names[i]} is not in the policy`);
+      assert.equal(tierOf(plan.keep[0]!), 'last');
+      const config = { databases: { app: { url: 'sqlite:/tmp/app.db' } }, retention: { keepLast: 3 }, schedules: {} } as unknown as StrataConfig;
+      assert.throws(() => resolveDatabase('constructor', config), /database "constructor" is not in strata.config.json/);
+      assert.deepEqual(retentionFor(config, 'constructor'), { keepLast: 3 });
+      assert.deepEqual(schedulesFor(config, 'toString'), {});
     });
 
     it('plans each database on its own', () => {

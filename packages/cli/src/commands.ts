@@ -28,6 +28,7 @@ import {
   retentionFor,
   tierOf,
   validatePolicy,
+  ownEntry,
 } from '@strata/sdk';
 import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, Repository, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
@@ -213,7 +214,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   // (a copy, an import, a repository given with --repo): its catalog says so.
   const physicalDatabase =
     options.database !== undefined &&
-    (ctx.loaded.config.databases?.[options.database]?.method === 'physical' || (await (await ctx.repository()).list({ database: options.database })).some((b) => b.logRange !== undefined));
+    (ownEntry(ctx.loaded.config.databases, options.database)?.method === 'physical' || (await (await ctx.repository()).list({ database: options.database })).some((b) => b.logRange !== undefined));
   if (physicalOnly || physicalDatabase) {
     if (options.tables !== undefined) {
       const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);

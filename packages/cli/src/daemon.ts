@@ -19,6 +19,7 @@ import {
   retentionFor,
   schedulesFor,
   sleepUnlessAborted,
+  ownEntry,
 } from '@strata/sdk';
 import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHandle, ReplicateJobConfig, Repository, ScheduledJobConfig, StrataConfig, VerifyReport } from '@strata/sdk';
 import { CommandContext } from './context.js';
@@ -115,7 +116,7 @@ export function checkDatabaseUrls(config: StrataConfig): void {
   const engines = createDefaultEngines();
   // Only backup and replicate jobs open the database; prune, verify, health and copy jobs work on the repository alone.
   for (const database of new Set(plannedJobs(config).filter((j) => j.config.job === 'backup' || j.config.job === 'replicate').map((j) => j.database))) {
-    const url = config.databases?.[database]?.url;
+    const url = ownEntry(config.databases, database)?.url;
     if (url === undefined || engines.forLocator(url)) continue;
     const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
     // The schemes written in a config (a physical entry is `method: "physical"` on a postgres:// URL).
@@ -706,7 +707,7 @@ export class Daemon {
   /** The job's own work, through the SDK. */
   async #work(database: string, config: ScheduledJobConfig, signal: AbortSignal): Promise<JobResult> {
     const repo = this.#repo;
-    const locator = this.#ctx.loaded.config.databases?.[database]?.url;
+    const locator = ownEntry(this.#ctx.loaded.config.databases, database)?.url;
     switch (config.job) {
       case 'backup': {
         if (locator === undefined) throw new StrataError('USAGE', `${database} is no longer in the configuration`);
@@ -802,7 +803,7 @@ export class Daemon {
     const restartMs = config.restartAfter !== undefined ? durationMs(parseDuration(config.restartAfter, 'restartAfter')) : 30_000;
     const loop = async (): Promise<void> => {
       while (!controller.signal.aborted) {
-        const entry = this.#ctx.loaded.config.databases?.[job.database];
+        const entry = ownEntry(this.#ctx.loaded.config.databases, job.database);
         const locator = entry?.url;
         if (locator === undefined) return;
         if (entry?.method === 'physical') {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName, walFileCheck } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -460,7 +460,7 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
   if (!isPostgresUrl(options.to)) throw new StrataError('USAGE', `restore: --tables of a physical backup go into a database: give --to postgres://USER@HOST:PORT/DB (got ${JSON.stringify(options.to.slice(0, 80))})`);
   if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --tables of a physical backup recovers a scratch cluster, and PostgreSQL refuses to run as root: run strata as the user that owns PostgreSQL (e.g. postgres)');
   const database = databaseOf(ctx, options.database, 'restore --tables');
-  const entry = ctx.loaded.config.databases?.[database];
+  const entry = ownEntry(ctx.loaded.config.databases, database);
   // The loaded config holds the physical locator (postgres+physical://); its URL names the database.
   const entryUrl = entry?.url !== undefined ? clusterUrl(entry.url) : undefined;
   if (entry?.method !== 'physical' || !entryUrl || !isPostgresUrl(entryUrl)) throw new StrataError('USAGE', `restore: ${database} is not a physical PostgreSQL entry of strata.config.json; --tables of a physical backup needs its URL (the database the tables come from)`);

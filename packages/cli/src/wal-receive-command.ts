@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { StrataError, clusterUrl, defaultSlotName, parseTarget, durationMs, parseDuration, receiveWal, resolveDatabase, validateDatabaseName, walFileCheck } from '@strata/sdk';
+import { StrataError, clusterUrl, defaultSlotName, ownEntry, parseTarget, durationMs, parseDuration, receiveWal, resolveDatabase, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { Repository, WalReceiveEvent, WalReceiveSummary } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { stateFolder } from './state-folder.js';
@@ -31,7 +31,7 @@ function parseShipInterval(text: string): number {
 export async function walReceiveCommand(ctx: CommandContext, options: WalReceiveCommandOptions, signal: AbortSignal): Promise<number> {
   if (options.database === undefined) throw new StrataError('USAGE', 'wal-receive: name the physical entry of strata.config.json whose WAL to stream');
   const database = validateDatabaseName(options.database);
-  const entry = ctx.loaded.config.databases?.[database];
+  const entry = ownEntry(ctx.loaded.config.databases, database);
   if (!entry || entry.method !== 'physical') {
     throw new StrataError('USAGE', `wal-receive: ${database} is not a physical PostgreSQL entry of strata.config.json (add { "url": "postgres://...", "method": "physical" } under "databases")`);
   }

@@ -26,6 +26,7 @@ export type { DataKeyInfo, EncryptionSection, KeyFileInfo, KeyListing, Passphras
 export * from './retention.js';
 export { describeLostWindows } from './retention-applier.js';
 export * from './newest-good.js';
+export * from './own-entry.js';
 export * from './duration.js';
 export * from './operator-reports.js';
 export * from './continuity.js';

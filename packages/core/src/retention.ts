@@ -4,6 +4,7 @@ import { durationBefore, durationMs, parseDuration } from './duration.js';
 import { StrataError } from './errors.js';
 import type { LogRemovalDecision } from './log-retention.js';
 import { compareNewestFirst, isGoodRestorePoint, newestGoodBackup } from './newest-good.js';
+import { ownEntry } from './own-entry.js';
 
 /**
  * Which restore points to keep. Counts keep the newest good restore point (newest-good.ts) of each
@@ -226,7 +227,7 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
     if (policy.keepWithinPitr !== undefined) keepUncoveredMoments(database, newestFirst, mine, policy.keepWithinPitr, add);
     for (const b of newestFirst) {
       if (b.tags.includes(PIN_TAG)) add(b.id, 'pinned');
-      const duration = b.label !== null ? policy.keepLabels?.[b.label] : undefined;
+      const duration = b.label !== null ? ownEntry(policy.keepLabels, b.label) : undefined;
       if (duration === 'forever') add(b.id, `label ${b.label} (kept forever)`);
       else if (duration !== undefined && Date.parse(b.createdAt) >= durationBefore(newest, parseDuration(duration, 'retention')).getTime()) add(b.id, `label ${b.label} (kept for ${duration})`);
     }

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_RETENTION, StrataError, validateDatabaseName } from '@strata/core';
+import { DEFAULT_RETENTION, StrataError, ownEntry, validateDatabaseName } from '@strata/core';
 import type { EngineRegistry, RetentionPolicy } from '@strata/core';
 import { isPostgresUrl, physicalLocator } from '@strata/engine-postgres';
 import { configSchema } from './config-schema.js';
@@ -272,7 +272,7 @@ function checkReplicateJobs(databases: Readonly<Record<string, DatabaseConfig>>,
       const engine = engines.forLocator(db.url);
       // A URL no engine takes is reported when a job uses it, as for any command.
       if (!engine || engine.changeCapture || engine.logArchive) continue;
-      const own = db.schedules?.[name] !== undefined;
+      const own = ownEntry(db.schedules, name) !== undefined;
       const where = own ? `databases.${database}.schedules.${name}` : `schedules.${name} (for databases.${database})`;
       const capable = engines.kinds().flatMap((kind) => (engines!.get(kind)!.changeCapture || engines!.get(kind)!.logArchive ? [engines!.get(kind)!.display.name] : []));
       throw new StrataError(
@@ -296,7 +296,7 @@ export function resolveLocator(locator: string, base: string): string {
  * file or database name (`derived`: the repository may then make it unique, see BackupOptions).
  */
 export function resolveDatabase(arg: string, config: StrataConfig, nameOverride?: string): { name: string; locator: string; derived: boolean } {
-  const configured = config.databases?.[arg];
+  const configured = ownEntry(config.databases, arg);
   if (configured) return { name: nameOverride ?? arg, locator: configured.url, derived: false };
   const looksLikeLocation = arg.includes('/') || arg.includes('\\') || arg.includes(':') || /\.(db|sqlite3?|db3)$/i.test(arg) || existsSync(arg);
   if (!looksLikeLocation) {
@@ -322,12 +322,12 @@ export function databaseNameFromPath(file: string): string {
 
 /** The retention of one database: its own in the config, else the config's top-level one, else the built-in tiers. */
 export function retentionFor(config: StrataConfig, database: string): RetentionPolicy {
-  return config.databases?.[database]?.retention ?? config.retention ?? DEFAULT_RETENTION;
+  return ownEntry(config.databases, database)?.retention ?? config.retention ?? DEFAULT_RETENTION;
 }
 
 /** The jobs of one database: the top-level `schedules` with its own added, replaced by name, or dropped (`false`). */
 export function schedulesFor(config: StrataConfig, database: string): Record<string, JobConfig> {
-  const merged: Record<string, JobConfig | false> = { ...(config.schedules ?? {}), ...(config.databases?.[database]?.schedules ?? {}) };
+  const merged: Record<string, JobConfig | false> = { ...(config.schedules ?? {}), ...(ownEntry(config.databases, database)?.schedules ?? {}) };
   return Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, JobConfig] => entry[1] !== false));
 }
 

@@ -26,6 +26,7 @@ import {
   scheduleOf,
   tierOf,
   validateDatabaseName,
+  ownEntry,
 } from '@strata/sdk';
 import type { Engine, EngineRegistry, MirrorConfig, MirrorSyncResult, ProgressEvent, Repository, StorageSettings, StrataConfig } from '@strata/sdk';
 import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
@@ -251,7 +252,7 @@ export class StrataServer {
     // no passphrase needed); a journal that cannot be read leaves the outcomes out.
     const journals = new Map<string, Awaited<ReturnType<Repository['journal']['operations']>>>();
     for (const [key, known] of found) {
-      if (Object.keys(known.config.schedules ?? {}).length === 0 && Object.keys(known.config.databases?.[known.entry.name]?.schedules ?? {}).length === 0) continue;
+      if (Object.keys(known.config.schedules ?? {}).length === 0 && Object.keys(ownEntry(known.config.databases, known.entry.name)?.schedules ?? {}).length === 0) continue;
       let operations = journals.get(known.entry.repository);
       if (operations === undefined && known.entry.repositoryExists) {
         try {
