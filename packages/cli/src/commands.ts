@@ -328,7 +328,7 @@ export interface VerifyCommandOptions {
  * so while the real database's backups pile up unpruned and unverified.
  */
 async function requireKnownDatabase(ctx: CommandContext, repo: Repository, database: string | undefined, command: string): Promise<void> {
-  if (database === undefined || ctx.loaded.config.databases?.[database] !== undefined) return;
+  if (database === undefined || ownEntry(ctx.loaded.config.databases, database) !== undefined) return;
   const known = new Set((await repo.list()).map((b) => b.database));
   if (known.has(database)) return;
   for (const name of Object.keys(ctx.loaded.config.databases ?? {})) known.add(name);
