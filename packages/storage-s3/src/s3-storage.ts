@@ -19,6 +19,8 @@ const CLAIMS = '.claims/';
  * anything that says whose they are. `list` never yields these either.
  */
 const UPLOADS = '.uploads/';
+/** Where a repository writes objects (docs/FORMAT.md): the sweep of stray uploads looks nowhere else. */
+const REPOSITORY_PREFIXES = ['backups/', 'cache/', 'catalog/', 'journal/', 'keys/', 'locks/', 'pending/', 'repository.json', UPLOADS];
 
 // The AWS SDK, imported when the first S3 storage is used (loadS3Sdk), not when Strata starts:
 // loading it costs a noticeable part of a second, which commands on a folder should not pay.
@@ -534,6 +536,9 @@ export class S3StorageImpl implements Storage {
         );
         for (const upload of page.Uploads ?? []) {
           if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > before) continue;
+          // A repository at the bucket's root lists every upload of the bucket: another program's
+          // day-long upload is not this repository's to abort.
+          if (!REPOSITORY_PREFIXES.some((prefix) => upload.Key!.startsWith(this.#where.root + prefix))) continue;
           await this.#client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.#where.bucket, Key: upload.Key, UploadId: upload.UploadId }));
           swept++;
         }
