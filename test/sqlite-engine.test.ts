@@ -330,4 +330,75 @@ describe('SQLite engine', () => {
     );
     assert.equal(sqliteDump(target), before);
   });
+
+  it('a table restore keeps the triggers and checks the foreign keys that name the table in another case (ON FOO, REFERENCES FOO for Foo)', async () => {
+    const source = path.join(dir.path, 'cases.db');
+    sqlite3Script(
+      source,
+      `CREATE TABLE Foo (id INTEGER PRIMARY KEY, x TEXT);
+       CREATE TABLE audit (m TEXT);
+       CREATE TRIGGER foo_upd AFTER UPDATE ON FOO BEGIN INSERT INTO audit VALUES ('updated ' || new.id); END;
+       CREATE TABLE kid (id INTEGER PRIMARY KEY, fid INT REFERENCES FOO(id));
+       INSERT INTO Foo VALUES (1, 'a'); INSERT INTO kid VALUES (1, 1);`,
+    );
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'cases' });
+    const fresh = path.join(dir.path, 'cases-fresh.db');
+    await repo.restore({ id: record.id }, { to: fresh, tables: ['Foo'] });
+    assert.equal(sqliteQuery(fresh, "SELECT name FROM sqlite_schema WHERE type = 'trigger'"), 'foo_upd');
+    // Into the live database: the rows of kid point at a Foo row the backup lacks.
+    const live = path.join(dir.path, 'cases-live.db');
+    copyFileSync(source, live);
+    sqlite3Script(live, "INSERT INTO Foo VALUES (5, 'z'); UPDATE kid SET fid = 5;");
+    const before = sqliteDump(live);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: live, tables: ['Foo'], force: true }),
+      (err: unknown) => err instanceof StrataError && err.code === 'USAGE' && /break 1 foreign key reference/.test(err.message),
+    );
+    assert.equal(sqliteDump(live), before);
+    assert.equal(sqliteQuery(live, "SELECT name FROM sqlite_schema WHERE type = 'trigger'"), 'foo_upd');
+  });
+
+  it('a table restore keeps the rowids of a table that has a column named rowid', async () => {
+    const source = path.join(dir.path, 'rowid-column.db');
+    sqlite3Script(source, "CREATE TABLE rr (rowid TEXT, x TEXT); INSERT INTO rr (oid, rowid, x) VALUES (10, 'r10', 'a'), (20, 'r20', 'b');");
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'rowid-column' });
+    const target = path.join(dir.path, 'rowid-column-out.db');
+    await repo.restore({ id: record.id }, { to: target, tables: ['rr'] });
+    assert.equal(sqliteQuery(target, 'SELECT oid, rowid, x FROM rr ORDER BY oid'), '10|r10|a\n20|r20|b');
+  });
+
+  it('rows the source holds in violation of its foreign keys (written with them off) pass verify and restore as tables, as they were', async () => {
+    const source = path.join(dir.path, 'violations.db');
+    sqlite3Script(
+      source,
+      `CREATE TABLE p (id INTEGER PRIMARY KEY);
+       CREATE TABLE c (id INTEGER PRIMARY KEY, pid INT REFERENCES p(id));
+       INSERT INTO p VALUES (1); INSERT INTO c VALUES (1, 1), (2, 99);
+       CREATE TABLE loose (id, name);
+       CREATE TABLE tied (id INTEGER PRIMARY KEY, name REFERENCES loose(name));
+       INSERT INTO loose VALUES (1, 'a'); INSERT INTO tied VALUES (1, 'a');`,
+    );
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'violations' });
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    const data = report!.checks.find((c) => c.name === 'data-consistency')!;
+    assert.match(data.reason ?? '', /1 foreign key violation, as the backed-up rows had/);
+    const target = path.join(dir.path, 'violations-out.db');
+    await repo.restore({ id: record.id }, { to: target, tables: ['c', 'p'] });
+    assert.equal(sqliteQuery(target, 'SELECT id, pid FROM c ORDER BY id'), '1|1\n2|99');
+    // A foreign key to a column without a unique index cannot be checked: the tables still restore.
+    await repo.restore({ id: record.id }, { to: target, tables: ['tied', 'loose'], force: true });
+    assert.equal(sqliteQuery(target, 'SELECT tied.id, loose.name FROM tied JOIN loose USING (name)'), '1|a');
+    // A restore that would add a violation the backup lacks is still refused.
+    const live = path.join(dir.path, 'violations-live.db');
+    copyFileSync(source, live);
+    sqlite3Script(live, 'INSERT INTO p VALUES (7); INSERT INTO c VALUES (3, 7);');
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: live, tables: ['p'], force: true }),
+      (err: unknown) => err instanceof StrataError && err.code === 'USAGE' && /break 1 foreign key reference/.test(err.message),
+    );
+  });
 });

@@ -236,10 +236,9 @@ export class SqliteEngine implements Engine {
     try {
       const facts = collectFacts(db, { withData: true });
       const integrity = (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((m) => m !== 'ok');
-      const fk = (db.pragma('foreign_key_check') as { table: string; rowid: number; parent: string }[]).map(
-        (r) => `foreign key violation: ${r.table} rowid ${r.rowid} references missing row in ${r.parent}`,
-      );
-      return { ...facts, integrityErrors: [...integrity, ...fk], foreignKeysChecked: true };
+      const { violations, unchecked } = foreignKeyViolations(db, 'main');
+      const fk = violations.map((r) => `foreign key violation: ${r.table} rowid ${r.rowid} references missing row in ${r.parent}`);
+      return { ...facts, integrityErrors: [...integrity, ...fk], foreignKeysChecked: unchecked === 0 };
     } catch (err) {
       throw sqliteError(`inspect ${file}`, err);
     } finally {
@@ -452,6 +451,54 @@ function tableStatsInWorker(file: string, withData: boolean): { promise: Promise
 }
 
 
+interface ForeignKeyViolation {
+  table: string;
+  rowid: number | null;
+  parent: string;
+  fkid: number;
+}
+
+/**
+ * `PRAGMA foreign_key_check`, table by table: a foreign key to columns without a unique index,
+ * which SQLite accepts while foreign keys are off (its default), makes the check of its table
+ * fail with "foreign key mismatch"; such tables are counted as unchecked instead of failing the rest.
+ */
+function foreignKeyViolations(db: Database.Database, schema: string): { violations: ForeignKeyViolation[]; unchecked: number } {
+  const q = quoteIdent(schema);
+  const tables = (db.prepare(`SELECT name FROM ${q}.sqlite_schema WHERE type = 'table'`).all() as { name: string }[]).map((t) => t.name);
+  const violations: ForeignKeyViolation[] = [];
+  let unchecked = 0;
+  for (const table of tables) {
+    try {
+      violations.push(...(db.prepare(`PRAGMA ${q}.foreign_key_check(${quoteIdent(table)})`).all() as ForeignKeyViolation[]));
+    } catch (err) {
+      if (!(err instanceof Error && /foreign key mismatch/.test(err.message))) throw err;
+      unchecked++;
+    }
+  }
+  return { violations, unchecked };
+}
+
+const violationKey = (v: ForeignKeyViolation): string => JSON.stringify([folded(v.table), v.rowid, folded(v.parent), v.fkid]);
+
+/** SQLite compares identifiers ignoring the case of ASCII letters only (`Foo` is `FOO`, `É` is not `é`). */
+function folded(name: string): string {
+  return name.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
+}
+
+function sameName(a: string, b: string): boolean {
+  return folded(a) === folded(b);
+}
+
+/**
+ * The name that reaches a rowid table's rowid in `INSERT ... SELECT`: `rowid`, unless a column
+ * is called that (then it is the column), else `oid` or `_rowid_`; undefined when all three are
+ * columns (the rowids are then out of reach, as for SQLite itself, and are renumbered).
+ */
+function rowidAlias(columns: readonly string[]): string | undefined {
+  return ['rowid', 'oid', '_rowid_'].find((alias) => !columns.some((c) => sameName(c, alias)));
+}
+
 /**
  * Copies `tables` (with their indexes, triggers and AUTOINCREMENT counters) from the snapshot
  * into `targetFile`, replacing tables of the same names, in one transaction.
@@ -499,16 +546,17 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
         // The table with its automatic (constraint) indexes first, and a sqlite_sequence for an
         // AUTOINCREMENT table that the target lacks (creating the table by its statement would
         // make one); then the rows; then indexes and triggers, so no trigger fires on restored rows.
-        const automatic = objects.filter((o) => o.type === 'index' && o.tblName === table && o.sql === null);
-        const later = objects.filter((o) => (o.type === 'index' || o.type === 'trigger') && o.tblName === table && o.sql !== null);
+        const automatic = objects.filter((o) => o.type === 'index' && sameName(o.tblName, table) && o.sql === null);
+        // A trigger's tbl_name is the table's name as its CREATE TRIGGER spelled it (`ON FOO` for Foo).
+        const later = objects.filter((o) => (o.type === 'index' || o.type === 'trigger') && sameName(o.tblName, table) && o.sql !== null);
         const needsSequence =
           backupSequence !== undefined && /\bAUTOINCREMENT\b/i.test(created.sql ?? '') && !db.prepare("SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").get();
         createStoredObjects(db, [created, ...automatic, ...(needsSequence ? [backupSequence] : [])]);
-        const columns = (db.prepare(`PRAGMA strata_backup.table_xinfo(${q})`).all() as { name: string; hidden: number }[])
-          .filter((c) => c.hidden === 0)
-          .map((c) => quoteIdent(c.name));
-        const list = created.storage === 'index' ? columns : ['rowid', ...columns];
-        db.exec(`INSERT INTO main.${q} (${list.join(', ')}) SELECT ${list.join(', ')} FROM strata_backup.${q}`);
+        const columns = (db.prepare(`PRAGMA strata_backup.table_xinfo(${q})`).all() as { name: string; hidden: number }[]).filter((c) => c.hidden === 0).map((c) => c.name);
+        const rowid = rowidAlias(columns);
+        const list = created.storage === 'index' || rowid === undefined ? columns : [rowid, ...columns];
+        const quoted = list.map(quoteIdent).join(', ');
+        db.exec(`INSERT INTO main.${q} (${quoted}) SELECT ${quoted} FROM strata_backup.${q}`);
         createStoredObjects(db, later);
         // The indexes were written empty; REINDEX fills them from the rows, as CREATE INDEX would.
         for (const index of later.filter((o) => o.type === 'index')) db.exec(`REINDEX main.${quoteIdent(index.name)}`);
@@ -518,10 +566,19 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
           db.prepare('INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM strata_backup.sqlite_sequence WHERE name = ?').run(table);
         }
       }
-      const restored = new Set(tables);
-      const violations = (db.pragma('foreign_key_check') as { table: string; rowid: number | null; parent: string }[]).filter(
-        (v) => restored.has(v.table) || restored.has(v.parent),
-      );
+      // A REFERENCES clause names its parent as it was written, in any case.
+      const restored = new Set(tables.map(folded));
+      const touches = (v: ForeignKeyViolation): boolean => restored.has(folded(v.table)) || restored.has(folded(v.parent));
+      // Rows the backup itself holds in violation (written with foreign keys off, SQLite's default)
+      // come back as they were: only a violation the backup did not have refuses the restore.
+      const inBackup = new Map<string, number>();
+      for (const v of foreignKeyViolations(db, 'strata_backup').violations.filter(touches)) inBackup.set(violationKey(v), (inBackup.get(violationKey(v)) ?? 0) + 1);
+      const violations = foreignKeyViolations(db, 'main').violations.filter(touches).filter((v) => {
+        const left = inBackup.get(violationKey(v)) ?? 0;
+        if (left === 0) return true;
+        inBackup.set(violationKey(v), left - 1);
+        return false;
+      });
       if (violations.length > 0) {
         const sample = violations.slice(0, 5).map((v) => `${v.table} row ${v.rowid} → ${v.parent}`).join('; ');
         const together = [...new Set([...tables, ...violations.flatMap((v) => [v.table, v.parent])])].join(',');
