@@ -359,6 +359,24 @@ describe('SQLite engine', () => {
     assert.equal(sqliteQuery(live, "SELECT name FROM sqlite_schema WHERE type = 'trigger'"), 'foo_upd');
   });
 
+  it('refuses a table restore of a contentless full-text table, whose rows would come back unindexed', async () => {
+    const source = path.join(dir.path, 'contentless.db');
+    sqlite3Script(source, "CREATE VIRTUAL TABLE fc USING fts5(body, content=''); INSERT INTO fc (rowid, body) VALUES (1, 'alpha beta'), (2, 'gamma delta'); CREATE VIRTUAL TABLE c4 USING fts4(body, content=\"\");");
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'contentless' });
+    for (const table of ['fc', 'c4']) {
+      const target = path.join(dir.path, `contentless-${table}.db`);
+      await assert.rejects(
+        repo.restore({ id: record.id }, { to: target, tables: [table] }),
+        (err: unknown) => err instanceof StrataError && err.code === 'USAGE' && /contentless full-text table .*restore the whole database/.test(err.message),
+      );
+      assert.equal(existsSync(target), false, 'nothing is written');
+    }
+    const whole = path.join(dir.path, 'contentless-whole.db');
+    await repo.restore({ id: record.id }, { to: whole });
+    assert.equal(sqliteQuery(whole, "SELECT rowid FROM fc WHERE fc MATCH 'alpha'"), '1');
+  });
+
   it('a table restore keeps the rowids of a table that has a column named rowid', async () => {
     const source = path.join(dir.path, 'rowid-column.db');
     sqlite3Script(source, "CREATE TABLE rr (rowid TEXT, x TEXT); INSERT INTO rr (oid, rowid, x) VALUES (10, 'r10', 'a'), (20, 'r20', 'b');");

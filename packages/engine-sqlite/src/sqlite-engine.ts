@@ -535,6 +535,12 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
       if (!restorable.includes(table)) {
         throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(table), 'table')} (it has: ${named(restorable, 'table')})`, { details: { table } });
       }
+      // A table restore copies rows with INSERT ... SELECT; a contentless full-text table gives
+      // back no text to index (NULLs), so its copy would be an empty index.
+      const created = objects.find((o) => o.type === 'table' && o.name === table);
+      if (created?.storage === 'virtual' && /\busing\s+fts[45]\b/i.test(created.sql ?? '') && /\bcontent\s*=\s*(''|"")/i.test(created.sql ?? '')) {
+        throw new StrataError('USAGE', redactable`restore: ${named(table, 'table')} is a contentless full-text table (content=''), which keeps only its index, and a table restore cannot copy an index; restore the whole database instead`);
+      }
     }
     const backupSequence = objects.find((o) => o.name === 'sqlite_sequence');
     db.exec('BEGIN IMMEDIATE');
