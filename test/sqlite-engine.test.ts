@@ -344,7 +344,9 @@ describe('SQLite engine', () => {
     const repo = await repository();
     const record = await repo.backup(source, { database: 'cases' });
     const fresh = path.join(dir.path, 'cases-fresh.db');
-    await repo.restore({ id: record.id }, { to: fresh, tables: ['Foo'] });
+    // Named as SQLite reads names, in any case.
+    await repo.restore({ id: record.id }, { to: fresh, tables: ['foo'] });
+    assert.equal(sqliteQuery(fresh, "SELECT name FROM sqlite_schema WHERE type = 'table'"), 'Foo');
     assert.equal(sqliteQuery(fresh, "SELECT name FROM sqlite_schema WHERE type = 'trigger'"), 'foo_upd');
     // Into the live database: the rows of kid point at a Foo row the backup lacks.
     const live = path.join(dir.path, 'cases-live.db');

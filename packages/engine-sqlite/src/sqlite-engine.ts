@@ -503,7 +503,7 @@ function rowidAlias(columns: readonly string[]): string | undefined {
  * Copies `tables` (with their indexes, triggers and AUTOINCREMENT counters) from the snapshot
  * into `targetFile`, replacing tables of the same names, in one transaction.
  */
-function copyTables(snapshotFile: string, targetFile: string, tables: readonly string[], encoding: string, busyTimeoutMs: number): void {
+function copyTables(snapshotFile: string, targetFile: string, requested: readonly string[], encoding: string, busyTimeoutMs: number): void {
   let db: Database.Database;
   try {
     db = openDatabase(targetFile, { fileMustExist: true, timeout: busyTimeoutMs });
@@ -527,6 +527,13 @@ function copyTables(snapshotFile: string, targetFile: string, tables: readonly s
     db.prepare('ATTACH DATABASE ? AS strata_backup').run(snapshotFile);
     const objects = storedObjects(db, 'strata_backup');
     const restorable = objects.filter((o) => o.type === 'table' && !o.name.startsWith('sqlite_') && o.storage !== 'shadow').map((o) => o.name);
+    // Names as SQLite reads them (`users` is `Users`); a name that matches two tables in case only
+    // (possible through quoting) must be given exactly.
+    const tables = requested.map((name) => {
+      if (objects.some((o) => o.name === name)) return name;
+      const matches = restorable.filter((r) => sameName(r, name));
+      return matches.length === 1 ? matches[0]! : name;
+    });
     for (const table of tables) {
       if (objects.some((o) => o.name === table && o.storage === 'shadow')) {
         const owner = objects.find((o) => o.storage === 'virtual' && table.startsWith(`${o.name}_`));
