@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Passphrase, openRepository } from '@strata/sdk';
-import { TEST_PASSPHRASE, catalogPath, finished, json, sqliteQuery, strata, useTempDir } from './helpers/env.js';
+import { TEST_PASSPHRASE, catalogPath, finished, json, sqliteQuery, strata, strataAsync, useTempDir } from './helpers/env.js';
 import { checkPrefix, commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 
@@ -168,4 +169,119 @@ describe('continuous protection: strata replicate and restore --as-of', function
     assert.equal(sqliteQuery(tableTarget, "SELECT count(*) FROM sqlite_schema WHERE name = 'side'"), '0', 'only the table asked for is restored');
   });
 
+  /** Writes with the sqlite3 program, as an application that opens, writes and closes would. */
+  function write(db: string, sql: string): void {
+    const result = spawnSync('sqlite3', [db, sql], { encoding: 'utf8' });
+    assert.equal(result.status, 0, result.stderr);
+  }
+
+  /** Waits until replicate's output matches `pattern`, failing if it exits first. */
+  async function untilSaid(replicator: Awaited<ReturnType<typeof startReplicator>>, pattern: RegExp): Promise<void> {
+    for (let waited = 0; !pattern.test(replicator.stderr()); waited += 50) {
+      if (replicator.child.exitCode !== null) throw new Error(`replicate exited early:\n${replicator.stderr()}`);
+      if (waited > 120_000) throw new Error(`replicate never said ${pattern}:\n${replicator.stderr()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async function stop(replicator: Awaited<ReturnType<typeof startReplicator>>): Promise<void> {
+    replicator.child.kill('SIGTERM');
+    assert.equal((await exited(replicator.child)).code, 0, replicator.stderr());
+  }
+
+  it('a replicate started again after the application wrote and closed the database meanwhile (SQLite removed its log) takes a new base, and a restore holds those rows', async () => {
+    const repo = path.join(dir.path, 'repo-closed');
+    const db = path.join(dir.path, 'closed.db');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    write(db, "PRAGMA journal_mode = WAL; CREATE TABLE a (x); CREATE TABLE b (y); INSERT INTO a VALUES ('a1'); INSERT INTO b VALUES ('b1');");
+    // Its base is taken with no log on disk (the last connection closed removed it), and nothing ships.
+    await stop(await startReplicator(repo, db));
+    write(db, "INSERT INTO b VALUES ('b2, while replicate was stopped');");
+    const again = await startReplicator(repo, db, ['--verbose']);
+    try {
+      assert.match(again.ready, /took \S+ \(\w+\) as the base/, 'the chain is not continued: nothing proves the log still holds what was written meanwhile');
+      write(db, "INSERT INTO a VALUES ('a2');");
+      await untilSaid(again, /segment 1 \(/);
+    } finally {
+      await stop(again);
+    }
+    const target = path.join(dir.path, 'closed-restored.db');
+    const restored = strata(['restore', '--db', 'closed', '--as-of', new Date().toISOString(), '--to', target, '--repo', repo]);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.equal(sqliteQuery(target, 'SELECT y FROM b ORDER BY rowid'), 'b1\nb2, while replicate was stopped');
+    assert.equal(sqliteQuery(target, 'SELECT x FROM a ORDER BY rowid'), 'a1\na2');
+  });
+
+  it('a database file renamed over the replicated one is noticed: replicate takes a new base of the new file, and says why', async () => {
+    const repo = path.join(dir.path, 'repo-swapped');
+    const db = path.join(dir.path, 'swapped.db');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    write(db, "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('old-1');");
+    const replicator = await startReplicator(repo, db, ['--interval', '0.3', '--verbose']);
+    try {
+      write(db, "INSERT INTO t VALUES ('old-2');");
+      await untilSaid(replicator, /segment 1 \(/);
+      const fresh = path.join(dir.path, 'fresh.db');
+      write(fresh, "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('new-1');");
+      renameSync(fresh, db);
+      for (const side of ['-wal', '-shm']) rmSync(db + side, { force: true });
+      await untilSaid(replicator, /was replaced by another file .*; taking a new base/);
+      await untilSaid(replicator, /took \S+ \(\w+\) as the base of new segments \(.*was replaced/);
+      write(db, "INSERT INTO t VALUES ('new-2');");
+      await untilSaid(replicator, /segment 1 \(.*\n(.*\n)*.*segment 1 \(/);
+    } finally {
+      await stop(replicator);
+    }
+    const target = path.join(dir.path, 'swapped-restored.db');
+    const restored = strata(['restore', '--db', 'swapped', '--as-of', new Date().toISOString(), '--to', target, '--repo', repo]);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.equal(sqliteQuery(target, 'SELECT group_concat(v) FROM t'), 'new-1,new-2');
+  });
+
+  it('a replicated database file that is removed stops replicate with exit 1, naming it, and health reports the failure', async () => {
+    const repo = path.join(dir.path, 'repo-removed');
+    const db = path.join(dir.path, 'removed.db');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    write(db, "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES (1);");
+    const replicator = await startReplicator(repo, db, ['--interval', '0.3']);
+    for (const file of [db, `${db}-wal`, `${db}-shm`]) rmSync(file, { force: true });
+    const giveUp = setTimeout(() => replicator.child.kill('SIGKILL'), 120_000);
+    const ended = await exited(replicator.child);
+    clearTimeout(giveUp);
+    assert.equal(ended.code, 1, replicator.stderr());
+    assert.match(replicator.stderr(), /removed\.db was removed while strata replicated it/);
+    const health = strata(['health', '--repo', repo]);
+    assert.equal(health.status, 3, health.stdout);
+    assert.match(health.stdout, /UNHEALTHY\s+replication \(removed\): replicate failed: .*removed\.db does not exist/);
+  });
+
+  it('a second replicate of the same database, refused while the first ships, does not make health report the running one as failed', async () => {
+    const repo = path.join(dir.path, 'repo-second');
+    const db = path.join(dir.path, 'second.db');
+    const log = path.join(dir.path, 'second-commits.log');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    const writer = startWriter(db, log, 120_000);
+    try {
+      await firstCommit(log);
+      const first = await startReplicator(repo, db, ['--interval', '0.3', '--verbose']);
+      try {
+        await untilSaid(first, /segment 2 \(/);
+        const second = strataAsync(['replicate', db, '--repo', repo, '--interval', '0.3']);
+        const refused = await finished(second);
+        assert.equal(refused.status, 1, refused.stderr);
+        assert.match(refused.stderr, /another `strata replicate`/);
+        const health = strata(['health', '--repo', repo]);
+        assert.equal(health.status, 0, health.stdout);
+        assert.match(health.stdout, /ok\s+replication \(second\): replicate is running since/);
+      } finally {
+        await stop(first);
+      }
+      const afterStop = strata(['health', '--repo', repo]);
+      assert.equal(afterStop.status, 0, afterStop.stdout);
+      assert.match(afterStop.stdout, /ok\s+replication \(second\): replicate was stopped at/);
+    } finally {
+      writer.kill('SIGTERM');
+      await exited(writer);
+    }
+  });
 });

@@ -77,7 +77,13 @@ export function assessContinuity(backups: readonly BackupRecord[], segments: rea
             : `${mine.length} chain(s) of segments, unbroken; continuous since ${mine[0]!.from}`
           : `${broken.length} chain(s) of segments are broken (restores stop before the break): ${broken.map((w) => `${w.base}: ${w.broken}`).join('; ')}`,
     });
-    const run = runs.filter((o) => o.last.database === database).at(-1);
+    // A running replicator speaks for the database; else the run that ended last. Not simply the
+    // newest started: a second replicate refused at its start (one was already shipping) is newer
+    // than the one that goes on, and would report a healthy replication as failed.
+    const mineRuns = runs.filter((o) => o.last.database === database);
+    const run =
+      mineRuns.filter((o) => o.status === 'RUNNING' && !o.interrupted).at(-1) ??
+      mineRuns.reduce<JournalOperation | undefined>((latest, o) => (latest === undefined || Date.parse(o.last.at) >= Date.parse(latest.last.at) ? o : latest), undefined);
     const newest = mine.at(-1);
     const shipped = newest ? `last change shipped ${seconds(now.getTime() - Date.parse(newest.lastShippedAt))} ago` : 'nothing shipped yet';
     if (!run) continue;

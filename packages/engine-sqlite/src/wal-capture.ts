@@ -252,6 +252,8 @@ class WalFeed implements ChangeFeed {
   #bigEndian = false;
   /** A restart of the log is accepted once after each start of the read transaction (see above). */
   #restartAllowed = true;
+  /** The database file opened (device and inode): one renamed over it or removed is not this one. */
+  readonly #identity: { dev: number; ino: number };
   /**
    * The commit clock: readings of the log's committed end, oldest first, from the last one at or
    * before the cursor on (see observe()). SQLite's log records no commit times; a transaction's
@@ -278,8 +280,10 @@ class WalFeed implements ChangeFeed {
     cursor: WalPosition,
     committedEnd: IndexHeader,
     resumed: boolean,
+    identity: { dev: number; ino: number },
   ) {
     this.#file = file;
+    this.#identity = identity;
     this.#shm = connections.shm;
     this.#reader = connections.reader;
     this.#writer = connections.writer;
@@ -344,6 +348,7 @@ class WalFeed implements ChangeFeed {
       try {
         // Opened while our connections are (see readIndexHeader), closed only after them.
         shm = fs.openSync(`${file}-shm`, 'r');
+        const { dev, ino } = fs.statSync(file);
         // With the write lock nothing is appended: the index header is the committed end.
         const index = readIndexHeader(shm);
         if (!index) throw new StrataError('DATABASE_INVALID', `replicate: ${file}-shm holds no WAL index; is ${file} opened in exclusive locking mode by another program?`);
@@ -357,7 +362,7 @@ class WalFeed implements ChangeFeed {
         // The read transaction starts while the lock holds: it pins everything after `cursor`.
         reader.exec('BEGIN');
         reader.prepare('SELECT count(*) FROM sqlite_schema').get();
-        feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, index, resumed);
+        feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, index, resumed, { dev, ino });
         // maintain() tries the write lock briefly and tries again later: a checkpoint that waits
         // for our reader holds that lock meanwhile, and waiting on each other helps nobody.
         // It tries itself (see #lock), so SQLite's own wait is off.
@@ -452,6 +457,13 @@ class WalFeed implements ChangeFeed {
 
   /** Reads what was committed after the cursor (up to about `maxBytes`); synchronous (see readAt). */
   #read(maxBytes?: number): ChangeRead {
+    // Our connections keep reading the file they opened: one moved over it, or its removal, would
+    // otherwise leave capture shipping nothing while the application writes elsewhere.
+    const now = fs.statSync(this.#file, { throwIfNoEntry: false });
+    if (!now) return { transactions: [], lost: `${this.#file} was removed while strata replicated it` };
+    if (now.ino !== this.#identity.ino || now.dev !== this.#identity.dev) {
+      return { transactions: [], lost: `${this.#file} was replaced by another file (renamed or copied over it) while strata replicated it` };
+    }
     this.#drainClock();
     const before = Date.now();
     const index = readIndexHeader(this.#shm);
@@ -765,7 +777,10 @@ class WalFeed implements ChangeFeed {
 /** The position `wanted` if the log still holds it (the frame there carries its checksum), else undefined. */
 function continuesAt(wal: string, wanted: WalPosition, pageSize: number): WalPosition | undefined {
   if (wanted.frame === 0) {
-    if (wanted.checksum === null) return wanted;
+    // Taken while there was no log: since then the application may have written, checkpointed
+    // and closed (SQLite then removes the log, and a new one starts with the same empty index), and
+    // nothing here can tell. Only a new base is sure to hold what was written meanwhile.
+    if (wanted.checksum === null) return undefined;
     const header = readLogHeader(wal);
     return header && sameSalt(header.salt, wanted.salt) && header.checksum[0] === wanted.checksum[0] && header.checksum[1] === wanted.checksum[1] ? wanted : undefined;
   }
