@@ -462,7 +462,7 @@ class WalFeed implements ChangeFeed {
     const now = fs.statSync(this.#file, { throwIfNoEntry: false });
     if (!now) return { transactions: [], lost: `${this.#file} was removed while strata replicated it` };
     if (now.ino !== this.#identity.ino || now.dev !== this.#identity.dev) {
-      return { transactions: [], lost: `${this.#file} was replaced by another file (renamed or copied over it) while strata replicated it` };
+      return { transactions: [], lost: `${this.#file} was replaced by another file (one renamed over it) while strata replicated it` };
     }
     this.#drainClock();
     const before = Date.now();
