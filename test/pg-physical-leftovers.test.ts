@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { CLI } from './helpers/env.js';
-import { asServerUser, client, isRoot, makeCluster, requireServerPrograms, sleep, switchAndArchive } from './helpers/pg-cluster.js';
+import { asServerUser, client, isRoot, makeCluster, requireServerPrograms, sleep, strataAsync, switchAndArchive, waitFor } from './helpers/pg-cluster.js';
 import type { TestCluster } from './helpers/pg-cluster.js';
 
 /**
@@ -14,7 +14,10 @@ import type { TestCluster } from './helpers/pg-cluster.js';
  * - a restore with --start whose recovery fails leaves no target behind (a folder that was there
  *   before stays, empty);
  * - a backup of an entry whose WAL the cluster archives under another entry's name fails, and
- *   records nothing: it could never be restored.
+ *   records nothing: it could never be restored;
+ * - a backup while archive_command fails (the server would wait for ever to archive its last
+ *   segment) stops with the reason once STRATA_ARCHIVE_TIMEOUT has passed, records nothing and
+ *   leaves no server process waiting.
  */
 
 const DB = 'c';
@@ -153,5 +156,49 @@ describe('physical PostgreSQL: restore leftovers, and a backup whose WAL goes to
     assert.match(failedInto.stderr, /the folder was there before and stays, empty/);
     assert.deepEqual(readdirSync(existing), []);
     assert.deepEqual(sideFolders(), []);
+  });
+
+  it('a backup while archive_command fails stops after STRATA_ARCHIVE_TIMEOUT with the reason, records nothing and leaves no WAL sender waiting', async function () {
+    // The restore test above removed the file the configuration includes: a reload would fail.
+    writeFileSync(extra, '# read at every start\n');
+    const db = await client(cluster.port);
+    const archiveCommand = (await db.query<{ c: string }>("SELECT current_setting('archive_command') AS c")).rows[0]!.c;
+    const setArchiveCommand = async (command: string): Promise<void> => {
+      await db.query(`ALTER SYSTEM SET archive_command = ${db.escapeLiteral(command)}`);
+      await db.query('SELECT pg_reload_conf()');
+      await waitFor(`archive_command to become ${command}`, async () => ((await db.query<{ c: string }>("SELECT current_setting('archive_command') AS c")).rows[0]!.c === command ? true : undefined), 30_000);
+    };
+    try {
+      await setArchiveCommand('exit 3');
+      const before = (await db.query<{ f: number }>('SELECT failed_count::int AS f FROM pg_stat_archiver')).rows[0]!.f;
+      const started = Date.now();
+      const stuck = await strataAsync(['backup', DB, '--config', cluster.config, '--passphrase-file', cluster.passFile], { STRATA_ARCHIVE_TIMEOUT: '4s' });
+      assert.equal(stuck.status, 1, `the backup must fail: ${stuck.stdout}${stuck.stderr}`);
+      assert.match(stuck.stderr, /stopped after waiting 4 s for the server to archive its last WAL segment, because archive_command keeps failing/);
+      assert.match(stuck.stderr, /failure\(s\) while this backup ran, the last on [0-9A-F]{24} at /);
+      assert.match(stuck.stderr, /Nothing was recorded/);
+      assert.ok(Date.now() - started < 120_000, 'it did not wait for the default timeout');
+      assert.ok((await db.query<{ f: number }>('SELECT failed_count::int AS f FROM pg_stat_archiver')).rows[0]!.f > before, 'the archiver did fail meanwhile');
+      const listed = await cluster.cli(['list', DB, '--json']);
+      assert.equal((JSON.parse(listed.stdout) as { backups: unknown[] }).backups.length, 1, 'only the backup of before is recorded');
+      // The server's side of the backup does not notice pg_basebackup going; it was ended.
+      await waitFor('the WAL sender of the stopped backup to end', async () => ((await db.query('SELECT 1 FROM pg_stat_progress_basebackup')).rowCount === 0 ? true : undefined));
+
+      const bad = await strataAsync(['backup', DB, '--config', cluster.config, '--passphrase-file', cluster.passFile], { STRATA_ARCHIVE_TIMEOUT: 'soon' });
+      assert.equal(bad.status, 2, bad.stderr);
+      assert.match(bad.stderr, /STRATA_ARCHIVE_TIMEOUT: "soon" is not a duration/);
+
+      // Archiving on with no archive_command archives nothing and fails nothing: refused at once.
+      await setArchiveCommand('');
+      const unset = await cluster.cli(['backup', DB]);
+      assert.equal(unset.status, 2, unset.stderr);
+      assert.match(unset.stderr, /archive_mode = on and an empty archive_command, so it archives no WAL/);
+    } finally {
+      await setArchiveCommand(archiveCommand);
+      await db.end();
+    }
+    // With archive_command working again, the same backup goes through.
+    const fixed = await cluster.cli(['backup', DB]);
+    assert.equal(fixed.status, 0, fixed.stderr);
   });
 });

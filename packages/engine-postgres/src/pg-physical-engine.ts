@@ -26,6 +26,7 @@ import type { PgTarget } from './pg-connection.js';
 import { segmentOf, walFileName } from './pg-wal.js';
 import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
 import { checkRecoveredCopy, clusterFingerprint } from './pg-physical-check.js';
+import { archiveTimeoutMs, watchArchiveWait } from './pg-archive-wait.js';
 import { TABLESPACE_STREAM, TAR_END_BYTES, entriesOf, formatTablespaceMap, occupiedError, placeTablespaces, plainLocation, readTablespaceMap, tablespaceStream, tarMember } from './pg-tablespaces.js';
 import type { Tablespace, TablespacePlacement } from './pg-tablespaces.js';
 
@@ -588,7 +589,7 @@ export class PostgresPhysicalEngine implements Engine {
     // it archived the backup's end segment (finish() checks that it reached this entry's archive).
     let archiving = false;
     try {
-      const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'server_version_num', 'wal_segment_size')")).rows;
+      const settings = (await client.query<{ name: string; setting: string }>("SELECT name, setting FROM pg_settings WHERE name IN ('archive_mode', 'archive_command', 'archive_library', 'server_version_num', 'wal_segment_size')")).rows;
       const setting = (name: string): string => settings.find((s) => s.name === name)?.setting ?? '';
       // Without archive_mode, the WAL reaches the archive only through a running wal-receive (its
       // pg_receivewal names itself so); pg_basebackup then does not wait for archiving either.
@@ -598,6 +599,16 @@ export class PostgresPhysicalEngine implements Engine {
       // A standby archives itself only with archive_mode = always (with on, its primary does, and
       // pg_basebackup does not wait for that).
       archiving = setting('archive_mode') === 'always' || (setting('archive_mode') === 'on' && !(await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r);
+      // An empty archive_command (and no archive_library) with archive_mode on archives nothing and
+      // fails nothing: the server would wait for ever at the backup's end. A role that may not see
+      // the setting gets no row, and the archive wait's watch is what speaks for it then.
+      const visible = (name: string): boolean => settings.some((s) => s.name === name);
+      if (archiving && visible('archive_command') && setting('archive_command') === '' && setting('archive_library') === '') {
+        throw new StrataError(
+          'USAGE',
+          `backup: ${target.safe} has archive_mode = ${setting('archive_mode')} and an empty archive_command, so it archives no WAL and a base backup would wait for ever for its last segment: set archive_command = 'strata wal-push %p --db NAME' in postgresql.conf and reload the server (SELECT pg_reload_conf()); nothing was recorded`,
+        );
+      }
       if (setting('archive_mode') === 'off' && !streamed) {
         throw new StrataError(
           'USAGE',
@@ -635,7 +646,7 @@ export class PostgresPhysicalEngine implements Engine {
     // the disk traffic and let nothing overlap); the facts it holds at its start (backup_label) and
     // end (backup_manifest) are caught as they pass and reach the manifest through finish().
     const tar = new TarEntryCatcher(new Set(['backup_label']), new Map([['backup_manifest', MANIFEST_TAIL_BYTES]]), CARRIED_MANIFEST_BYTES);
-    const run = { opened: false, bytes: 0, endedAt: undefined as string | undefined, stop: undefined as (() => void) | undefined };
+    const run = { opened: false, bytes: 0, endedAt: undefined as string | undefined, stop: undefined as (() => void) | undefined, archiveTimeoutMs: archiving ? archiveTimeoutMs() : undefined };
     const fingerprint = clusterFingerprint(systemIdentifier);
     const known = { method: 'physical', serverVersion, systemIdentifier, walSegmentBytes };
     /** Why the server would not take this incremental block-level, when it refused (kept in the manifest). */
@@ -797,15 +808,17 @@ export class PostgresPhysicalEngine implements Engine {
     target: PgTarget,
     serverVersion: number,
     signal: AbortSignal | undefined,
-    run: { stop: (() => void) | undefined },
+    run: { stop: (() => void) | undefined; readonly archiveTimeoutMs: number | undefined },
     destination: readonly string[],
     extraArgs: readonly string[],
   ): { stdout: AsyncIterable<Buffer>; finished(): Promise<void> } {
     const major = Math.floor(serverVersion / 10000);
     // A newer pg_basebackup copies an older server; an older one cannot.
     const program = pgProgramFor('pg_basebackup', major, `backup: ${target.safe} runs PostgreSQL ${major} and`, true);
+    // Its own name, so that the archive watch below finds its progress among the server's sessions.
+    const applicationName = `strata backup ${randomBytes(6).toString('hex')}`;
     const child = spawn(program, ['--no-password', '-Ft', ...destination, '-X', 'none', '--checkpoint=fast', '--label=strata', ...extraArgs], {
-      env: libpqEnv(target),
+      env: { ...libpqEnv(target), PGAPPNAME: applicationName },
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(signal ? { signal } : {}),
     });
@@ -824,10 +837,16 @@ export class PostgresPhysicalEngine implements Engine {
     });
     // Observed below; without this, a failure to start would also surface as an unhandled rejection.
     exited.catch(() => undefined);
+    // With archiving on, the server ends a base backup only once it archived the last segment,
+    // and waits for ever for that: a failing archive_command must end the backup with a reason.
+    const archiveWait = run.archiveTimeoutMs !== undefined ? watchArchiveWait(target, applicationName, run.archiveTimeoutMs, () => run.stop?.()) : undefined;
+    const endWatch = (): Promise<void> | undefined => archiveWait?.stop();
+    exited.then(endWatch, endWatch);
     return {
       stdout: child.stdout,
       finished: async () => {
         const code = await exited;
+        if (archiveWait?.failure) throw archiveWait.failure;
         throwIfAborted(signal, 'backup');
         if (code !== 0) {
           const message = (target.password ? stderr.split(target.password).join('***') : stderr).trim();
@@ -843,7 +862,7 @@ export class PostgresPhysicalEngine implements Engine {
     serverVersion: number,
     signal: AbortSignal | undefined,
     tar: TarEntryCatcher,
-    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
+    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined; readonly archiveTimeoutMs: number | undefined },
     extraArgs: readonly string[],
   ): AsyncGenerator<Uint8Array> {
     const started = this.#startBaseBackup(target, serverVersion, signal, run, ['-D', '-'], extraArgs);
@@ -874,7 +893,7 @@ export class PostgresPhysicalEngine implements Engine {
     serverVersion: number,
     options: SnapshotOptions,
     tar: TarEntryCatcher,
-    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined },
+    run: { bytes: number; endedAt: string | undefined; stop: (() => void) | undefined; readonly archiveTimeoutMs: number | undefined },
     tablespaces: readonly Tablespace[],
     chunking: SnapshotStream['chunking'],
     layer: { readonly depth: number; readonly extraArgs: readonly string[] },
