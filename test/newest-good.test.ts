@@ -77,4 +77,52 @@ describe('the newest good backup', function () {
     assert.deepEqual(listed.filter((b) => b.newestGood).map((b) => b.id), [full]);
     assert.equal(listed[0]!.id, schemaOnly, 'the schema-only backup is the newest');
   });
+
+  it('is what restore latest and --as-of restore: a newer restore point whose chain failed verification is passed over, and said', () => {
+    const workspace = dir.path;
+    const repo = path.join(workspace, 'repo');
+    const db = path.join(workspace, 'app.db');
+    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './repo', databases: { app: { url: './app.db' } } }));
+    sqliteQuery(db, 'CREATE TABLE t (a); INSERT INTO t VALUES (1)');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    const id = (args: string[]): string => json<{ id: string }>(strata(['backup', 'app', '--repo', repo, '--json', ...args], { cwd: workspace })).id;
+    const full = id([]);
+    sqliteQuery(db, 'INSERT INTO t VALUES (2)');
+    const incremental = id(['--type', 'incremental']);
+    sqliteQuery(db, 'INSERT INTO t VALUES (3)');
+    const second = id(['--type', 'incremental']);
+    const records = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo, '--json'])).backups;
+    const damage = (backupId: string): void => {
+      const artifact = path.join(repo, records.find((b) => b.id === backupId)!.key);
+      const bytes = readFileSync(artifact);
+      bytes[bytes.length >> 1]! ^= 0xff;
+      writeFileSync(artifact, bytes);
+    };
+    // The first incremental is damaged and its verification fails: the second is built on it.
+    damage(incremental);
+    assert.equal(strata(['verify', incremental, '--level', 'quick', '--repo', repo]).status, 3);
+    const rows = (file: string): string => sqliteQuery(file, 'SELECT group_concat(a) FROM t').trim();
+
+    const latest = strata(['restore', 'latest', '--db', 'app', '--to', path.join(workspace, 'latest.db'), '--repo', repo]);
+    assert.equal(latest.status, 0, latest.stderr);
+    assert.match(latest.stderr, new RegExp(`passed over ${second} \\(taken [^)]+\\): its ancestor ${incremental} failed verification at `));
+    assert.match(latest.stderr, new RegExp(`passed over ${incremental} \\(taken [^)]+\\): it failed verification at `));
+    assert.equal(rows(path.join(workspace, 'latest.db')), '1', 'the full backup, the newest restore point without a failed link');
+
+    const asOf = strata(['restore', '--db', 'app', '--as-of', new Date().toISOString(), '--to', path.join(workspace, 'as-of.db'), '--repo', repo, '--json']);
+    assert.equal(asOf.status, 0, asOf.stderr);
+    assert.equal(json<{ id: string }>(asOf).id, full);
+    assert.match(asOf.stderr, new RegExp(`passed over ${second} `));
+
+    // Named by its id, a restore point is restored as asked, with the warning.
+    const named = strata(['restore', second, '--to', path.join(workspace, 'named.db'), '--repo', repo]);
+    assert.match(named.stderr, new RegExp(`warning: restore: ${second} its ancestor ${incremental} failed verification at .*restoring it as named`));
+
+    // With every restore point's chain failed, latest names the newest and says how to go on.
+    damage(full);
+    assert.equal(strata(['verify', full, '--level', 'quick', '--repo', repo]).status, 3);
+    const none = strata(['restore', 'latest', '--db', 'app', '--to', path.join(workspace, 'none.db'), '--repo', repo]);
+    assert.equal(none.status, 3, none.stderr);
+    assert.match(none.stderr, new RegExp(`every restore point of app has a link of its chain that failed verification or is missing; the newest, ${second}, its ancestor ${incremental} failed verification at .*name it by its id`));
+  });
 });

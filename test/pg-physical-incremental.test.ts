@@ -209,6 +209,14 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
     } finally {
       writeFileSync(artifact, original);
     }
+    // The incremental's failed verification stays on record until it passes again: a recovery to
+    // a moment after it starts from the full instead, and says so.
+    const target = path.join(cluster.dir, 'restored-passed-over');
+    const passedOver = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', between(10).toISOString(), '--json']);
+    assert.equal(passedOver.status, 0, passedOver.stderr);
+    assert.equal((JSON.parse(passedOver.stdout) as { base: string }).base, full.id);
+    assert.match(passedOver.stderr, new RegExp(`passed over ${incremental.id} \\(taken [^)]+\\): it failed verification at .*recovering from ${full.id} instead`));
+    rmSync(target, { recursive: true, force: true });
   });
 
   it('a pg_basebackup that fails halfway through its tar leaves no backup behind and says why', async function () {

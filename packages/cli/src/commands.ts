@@ -36,6 +36,7 @@ import type { CommandContext } from './context.js';
 import { physicalRestore, physicalTableRestore } from './wal-commands.js';
 import type { PhysicalRestoreOptions } from './wal-commands.js';
 import { renderStatsReport } from './stats-report.js';
+import { warnOfFailedVerifications } from './restore-choice.js';
 import { printTable } from './table.js';
 import { ProgressBar, confirm, environmentWithoutSecrets, formatAge, formatBytes, interactive, printable, readPassphrase } from './terminal.js';
 
@@ -242,7 +243,8 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     ...(options.database !== undefined ? { database: options.database } : {}),
   };
   const plan = asOf ? await repo.planAsOf({ ...selector, asOf }) : undefined;
-  const record = plan?.restorePoint ?? (await repo.resolve({ ...selector, withRows: true }));
+  const record = plan?.restorePoint ?? (await repo.resolve({ ...selector, withRows: true, trusted: true }));
+  warnOfFailedVerifications(record, await repo.list({ database: record.database }), options.id !== undefined && options.id !== 'latest' ? 'named' : { asOf });
   // A physical base backup is only half a restore: the data directory must also recover from the WAL archive.
   if (record.logRange && !plan) return physicalRestore(ctx, { ...physical(), id: record.id }, signal);
   if (plan && !ctx.json) {
@@ -816,3 +818,4 @@ function parseLag(text: string): number {
 function given<T extends Record<string, unknown>>(entries: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
   return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
 }
+

@@ -2,6 +2,7 @@ import { readCatalog, recordFromManifest, sortBackups, writeCatalog } from './ca
 import type { BackupRecord, SegmentRecord, VerificationRecord } from './catalog.js';
 import { isSegmentKey, segmentRecordFromArtifact, withoutMergedParts } from './segments.js';
 import type { Passphrase } from './encryption.js';
+import { chainFault, describeChainFault } from './newest-good.js';
 import { StrataError, isStrataError, redactedMessage } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import { factsDigest } from './format/facts-delta.js';
@@ -26,6 +27,13 @@ export interface Selector {
    * schema-only backup restored by `latest --force` would replace a database with empty tables.
    */
   readonly withRows?: boolean;
+  /**
+   * With `withRows`: `latest` and `asOf` pass over a restore point whose chain holds a link that
+   * failed its last verification (see {@link chainFault}), for the newest one without; an id
+   * still names any backup. What a restore asks for: a verification that failed said that
+   * backup does not bring the data back as it was.
+   */
+  readonly trusted?: boolean;
 }
 
 /**
@@ -198,7 +206,7 @@ export class BackupCatalog {
       const limit = selector.asOf.toISOString();
       // Schema-only backups hold no rows, so they are not what "the database as of" means.
       const candidates = all.filter((b) => b.type !== 'schema-only' && b.createdAt <= limit);
-      const chosen = candidates.at(-1);
+      const chosen = selector.trusted ? trustedNewest(candidates, all, `at or before ${limit}`) : candidates.at(-1);
       if (!chosen) {
         const first = all.find((b) => b.type !== 'schema-only');
         throw new StrataError(
@@ -211,7 +219,8 @@ export class BackupCatalog {
     const id = selector.id ?? 'latest';
     if (id === 'latest') {
       single('"latest"');
-      const newest = (selector.withRows ? all.filter((b) => b.type !== 'schema-only').at(-1) : undefined) ?? all.at(-1);
+      const withRows = selector.withRows ? all.filter((b) => b.type !== 'schema-only') : [];
+      const newest = (selector.trusted && withRows.length > 0 ? trustedNewest(withRows, all, '') : withRows.at(-1)) ?? all.at(-1);
       if (!newest) throw new StrataError('BACKUP_NOT_FOUND', selector.database ? `no backups of ${selector.database} yet` : 'the repository holds no backups yet');
       return newest;
     }
@@ -243,4 +252,19 @@ export class BackupCatalog {
     }
     return chain;
   }
+}
+
+/**
+ * The newest of `candidates` (oldest first) with no link of its chain known bad; throws
+ * VERIFY_FAILED, naming the newest and its bad link, when every one has such a link.
+ */
+function trustedNewest(candidates: readonly BackupRecord[], all: readonly BackupRecord[], when: string): BackupRecord | undefined {
+  const chosen = candidates.findLast((b) => chainFault(b, all) === undefined);
+  const newest = candidates.at(-1);
+  if (chosen || !newest) return chosen;
+  const why = describeChainFault(newest, chainFault(newest, all)!);
+  throw new StrataError(
+    'VERIFY_FAILED',
+    `restore: every restore point of ${newest.database}${when ? ` ${when}` : ''} has a link of its chain that failed verification or is missing; the newest, ${newest.id}, ${why}. To restore one anyway, name it by its id (strata verify ID says what failed)`,
+  );
 }

@@ -27,6 +27,12 @@ export function chainFault(backup: BackupRecord, backups: readonly BackupRecord[
   return undefined;
 }
 
+/** What {@link chainFault} found against `backup`, said of it: "its ancestor X failed verification at T". */
+export function describeChainFault(backup: BackupRecord, fault: NonNullable<ReturnType<typeof chainFault>>): string {
+  if ('missing' in fault) return `its ancestor ${fault.missing} is missing from the catalog`;
+  return `${fault.link.id === backup.id ? 'it' : `its ancestor ${fault.link.id}`} failed verification at ${fault.failedAt}`;
+}
+
 /**
  * A restore point that brings the data back: it holds rows (a schema-only backup restores an
  * empty database), and no link of its chain is known bad (see {@link chainFault}). `backups` are

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import type { BackupRecord, CatalogContents, SegmentRecord } from './catalog.js';
 import { readCatalogContents } from './catalog.js';
 import { StrataError, isStrataError } from './errors.js';
+import { chainFault } from './newest-good.js';
 import type { RepositoryContext } from './repository-context.js';
 import { chainBreak, readSegment } from './segments.js';
 import type { SegmentManifest } from './segments.js';
@@ -42,7 +43,8 @@ export interface PointInTimeResult {
 /** Picks the restore point and segments for `asOf`; undefined when nothing of the database is that old. */
 export function planPointInTime(catalog: CatalogContents, database: string, asOf: Date): PointInTimePlan | undefined {
   const limit = asOf.toISOString();
-  const backups = catalog.backups.filter((b) => b.database === database && b.type !== 'schema-only' && b.createdAt <= limit);
+  // A restore point with a link that failed verification is passed over, as `latest` passes it.
+  const backups = catalog.backups.filter((b) => b.database === database && b.type !== 'schema-only' && b.createdAt <= limit && chainFault(b, catalog.backups) === undefined);
   let best: { plan: PointInTimePlan; reach: string } | undefined;
   for (const record of backups) {
     let reach = record.createdAt;

@@ -94,7 +94,7 @@ export class Restorer {
    */
   async restore(selector: Selector, options: RestoreOptions): Promise<RestoreResult> {
     const plan = selector.asOf !== undefined ? await this.planAsOf(selector) : undefined;
-    const record = plan?.restorePoint ?? (await this.#ctx.catalog.resolve({ ...selector, withRows: true }));
+    const record = plan?.restorePoint ?? (await this.#ctx.catalog.resolve({ ...selector, withRows: true, trusted: true }));
     const op = await this.#ctx.journal.begin('restore', { database: record.database, backupId: record.id, type: record.type });
     try {
       if (options.tables !== undefined) {
@@ -280,7 +280,7 @@ export class Restorer {
    * database has nothing that old.
    */
   async planAsOf(selector: Selector): Promise<PointInTimePlan> {
-    const chosen = await this.#ctx.catalog.resolve(selector);
+    const chosen = await this.#ctx.catalog.resolve({ ...selector, trusted: true });
     const contents = await readCatalogContents(this.#ctx.storage);
     if (!contents || !contents.segments.some((s) => s.database === chosen.database)) return { restorePoint: chosen, segments: [], asOf: selector.asOf! };
     return planPointInTime(contents, chosen.database, selector.asOf!) ?? { restorePoint: chosen, segments: [], asOf: selector.asOf! };
