@@ -311,6 +311,13 @@ describe('mirror', () => {
       assert.equal(json<{ fromMirror: { mirror: string; reason: { code: string } } }>(json2).fromMirror.mirror, at('mirror'));
       const verify = run(['verify', full!]);
       assert.equal(verify.status, 3, 'verify reports the repository as it is');
+      // A failed verification of a damaged artifact does not make latest pass it over: the
+      // restore finds the damage itself, and the mirror's copy brings back the newest data.
+      const afterVerify = run(['restore', 'latest', '--db', 'app', '--to', at('after-verify.db')]);
+      assert.equal(afterVerify.status, 0, afterVerify.stderr);
+      assert.doesNotMatch(afterVerify.stderr, /passed over/);
+      assert.match(afterVerify.stderr, /restored from the mirror /);
+      assert.equal(sqliteDump(at('after-verify.db')), sqliteDump(db));
     });
   }
 

@@ -4,7 +4,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'nod
 import * as path from 'node:path';
 import type pg from 'pg';
 import { describeBackupType } from '@strata/protocol/labels';
-import { ROOT } from './helpers/env.js';
+import { ROOT, recordContentFailure } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
 import { PG_BINDIR, TestCluster, asServerUser, betweenMarkers, freePort, loadMarkersAndOrders, markerCommitTimes, sleep, waitFor } from './helpers/pg-test-cluster.js';
 import { requireServerPrograms } from './helpers/pg-cluster.js';
@@ -209,13 +209,15 @@ describe('PostgreSQL physical incrementals and differentials (chunk reuse on Pos
     } finally {
       writeFileSync(artifact, original);
     }
-    // The incremental's failed verification stays on record until it passes again: a recovery to
-    // a moment after it starts from the full instead, and says so.
+    // A failed verification of a damaged artifact is not passed over (the restore finds it, or
+    // takes a mirror's copy); one that found the incremental's restored data wrong is: a recovery
+    // to a moment after it starts from the full instead, and says so.
+    recordContentFailure(cluster.repo, incremental.id);
     const target = path.join(cluster.dir, 'restored-passed-over');
     const passedOver = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', between(10).toISOString(), '--json']);
     assert.equal(passedOver.status, 0, passedOver.stderr);
     assert.equal((JSON.parse(passedOver.stdout) as { base: string }).base, full.id);
-    assert.match(passedOver.stderr, new RegExp(`passed over ${incremental.id} \\(taken [^)]+\\): it failed verification at .*recovering from ${full.id} instead`));
+    assert.match(passedOver.stderr, new RegExp(`passed over ${incremental.id} \\(taken [^)]+\\): it failed verification at .*its restored data was not what the backup recorded; recovering from ${full.id} instead`));
     rmSync(target, { recursive: true, force: true });
   });
 

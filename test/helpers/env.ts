@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +19,28 @@ export function catalogPath(repo: string): string {
   const generations = existsSync(path.join(repo, 'catalog')) ? readdirSync(path.join(repo, 'catalog')).filter((f) => /^\d{12}\.json$/.test(f)).sort() : [];
   if (generations.length === 0) throw new Error(`${repo} has no catalog generation`);
   return path.join(repo, 'catalog', generations.at(-1)!);
+}
+
+/**
+ * Records in the catalog that a full verification of `backupId` found its restored rows wrong, as
+ * the validator records it. No real backup of ours restores wrong rows to make it happen (that
+ * would be the very bug verify exists to catch), so the tests of what follows from such a finding
+ * write it; `checkName` is the check that failed.
+ */
+export function recordContentFailure(repo: string, backupId: string, checkName = 'data-consistency'): void {
+  const file = catalogPath(repo);
+  const catalog = JSON.parse(readFileSync(file, 'utf8')) as { backups: { id: string; verification?: unknown }[] };
+  const record = catalog.backups.find((b) => b.id === backupId);
+  if (!record) throw new Error(`${backupId} is not in the catalog of ${repo}`);
+  record.verification = {
+    at: new Date().toISOString(),
+    level: 'full',
+    outcome: 'failed',
+    checks: ['file-accessibility', 'checksum-match', 'database-readable', 'schema-integrity', 'data-consistency'].map((name) =>
+      name === checkName ? { name, status: 'failed', reason: 'table t: 2 rows restored, 3 recorded' } : { name, status: 'passed', reason: 'as recorded' },
+    ),
+  };
+  writeFileSync(file, JSON.stringify(catalog));
 }
 
 /** Loses a repository's catalog (every generation), as a person deleting it would. */

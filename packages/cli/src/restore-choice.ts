@@ -1,22 +1,22 @@
-import { chainFault, describeChainFault } from '@strata/sdk';
+import { contentFault, describeContentFault } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 
 /**
  * Says on stderr (in every mode: it is about the data coming back) when the restore point named
- * by its id has a link of its chain that failed verification, or, for `latest` and `--as-of`,
- * which newer restore points were passed over for one.
+ * by its id has a link whose verification found its restored data wrong, or, for `latest` and
+ * `--as-of`, which newer restore points were passed over for one (see contentFault).
  */
 export function warnOfFailedVerifications(chosen: BackupRecord, backups: readonly BackupRecord[], how: 'named' | { readonly asOf: Date | undefined }): void {
   if (how === 'named') {
-    const own = chainFault(chosen, backups);
-    if (own) process.stderr.write(`strata: warning: restore: ${chosen.id} ${describeChainFault(chosen, own)}; restoring it as named (strata verify ${chosen.id} says what failed)\n`);
+    const own = contentFault(chosen, backups);
+    if (own) process.stderr.write(`strata: warning: restore: ${chosen.id} ${describeContentFault(chosen, own)}; restoring it as named (strata verify ${chosen.id} says what failed)\n`);
     return;
   }
   const limit = how.asOf?.toISOString();
   const passedOver = backups.filter((b) => b.database === chosen.database && b.type !== 'schema-only' && b.createdAt > chosen.createdAt && (limit === undefined || b.createdAt <= limit));
   for (const b of passedOver) {
-    const fault = chainFault(b, backups);
+    const fault = contentFault(b, backups);
     if (!fault) continue;
-    process.stderr.write(`strata: warning: restore: passed over ${b.id} (taken ${b.createdAt}): ${describeChainFault(b, fault)}; to restore it anyway, name it by its id\n`);
+    process.stderr.write(`strata: warning: restore: passed over ${b.id} (taken ${b.createdAt}): ${describeContentFault(b, fault)}; to restore it anyway, name it by its id\n`);
   }
 }

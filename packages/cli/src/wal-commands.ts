@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, chainFault, describeChainFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName, walFileCheck } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -375,20 +375,20 @@ async function restorePhysicalInto(
     // one the old server took later would replay its diverged history).
     const onTimeline = await basesOnTimeline(all, await repo.logArchive.list(database, { signal }), (file) => repo.logArchive.read(file, { signal }), choice);
     base = chooseBase(onTimeline, goal);
-    // One whose verification failed is passed over for the one the goal would take among the others.
-    const fault = chainFault(base, all);
+    // One whose verification found its restored data wrong is passed over for the one the goal would take among the others.
+    const fault = contentFault(base, all);
     if (fault) {
       const wanted = base;
-      const trusted = onTimeline.filter((b) => chainFault(b, all) === undefined);
+      const trusted = onTimeline.filter((b) => contentFault(b, all) === undefined);
       try {
         base = chooseBase(trusted, goal);
       } catch {
         throw new StrataError(
           'VERIFY_FAILED',
-          `restore: ${wanted.id}, the base backup this recovery would start from, ${describeChainFault(wanted, fault)}, and no other base backup without a failed link suits the target. strata verify ${wanted.id} says what failed; to restore it anyway, name it by its id`,
+          `restore: ${wanted.id}, the base backup this recovery would start from, ${describeContentFault(wanted, fault)}, and no other base backup suits the target. strata verify ${wanted.id} says what failed; to restore it anyway, name it by its id`,
         );
       }
-      process.stderr.write(`strata: warning: restore: passed over ${wanted.id} (taken ${wanted.createdAt}): ${describeChainFault(wanted, fault)}; recovering from ${base.id} instead (a longer replay). To restore it anyway, name it by its id\n`);
+      process.stderr.write(`strata: warning: restore: passed over ${wanted.id} (taken ${wanted.createdAt}): ${describeContentFault(wanted, fault)}; recovering from ${base.id} instead (a longer replay). To restore it anyway, name it by its id\n`);
     }
   }
   const database = base.database;

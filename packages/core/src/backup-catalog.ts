@@ -2,7 +2,7 @@ import { readCatalog, recordFromManifest, sortBackups, writeCatalog } from './ca
 import type { BackupRecord, SegmentRecord, VerificationRecord } from './catalog.js';
 import { isSegmentKey, segmentRecordFromArtifact, withoutMergedParts } from './segments.js';
 import type { Passphrase } from './encryption.js';
-import { chainFault, describeChainFault } from './newest-good.js';
+import { contentFault, describeContentFault } from './newest-good.js';
 import { StrataError, isStrataError, redactedMessage } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import { factsDigest } from './format/facts-delta.js';
@@ -28,10 +28,10 @@ export interface Selector {
    */
   readonly withRows?: boolean;
   /**
-   * With `withRows`: `latest` and `asOf` pass over a restore point whose chain holds a link that
-   * failed its last verification (see {@link chainFault}), for the newest one without; an id
-   * still names any backup. What a restore asks for: a verification that failed said that
-   * backup does not bring the data back as it was.
+   * `latest` and `asOf` pass over a restore point whose chain holds a link whose last
+   * verification found its restored data wrong (see {@link contentFault}), for the newest one
+   * without; an id still names any backup. What a restore asks for: such a backup would bring the
+   * data back wrong, and nothing in the restore would say so.
    */
   readonly trusted?: boolean;
 }
@@ -255,16 +255,16 @@ export class BackupCatalog {
 }
 
 /**
- * The newest of `candidates` (oldest first) with no link of its chain known bad; throws
- * VERIFY_FAILED, naming the newest and its bad link, when every one has such a link.
+ * The newest of `candidates` (oldest first) with no link whose restored data a verification found
+ * wrong; throws VERIFY_FAILED, naming the newest and its bad link, when every one has such a link.
  */
 function trustedNewest(candidates: readonly BackupRecord[], all: readonly BackupRecord[], when: string): BackupRecord | undefined {
-  const chosen = candidates.findLast((b) => chainFault(b, all) === undefined);
+  const chosen = candidates.findLast((b) => contentFault(b, all) === undefined);
   const newest = candidates.at(-1);
   if (chosen || !newest) return chosen;
-  const why = describeChainFault(newest, chainFault(newest, all)!);
+  const why = describeContentFault(newest, contentFault(newest, all)!);
   throw new StrataError(
     'VERIFY_FAILED',
-    `restore: every restore point of ${newest.database}${when ? ` ${when}` : ''} has a link of its chain that failed verification or is missing; the newest, ${newest.id}, ${why}. To restore one anyway, name it by its id (strata verify ID says what failed)`,
+    `restore: every restore point of ${newest.database}${when ? ` ${when}` : ''} has a link whose verification found its restored data wrong; the newest, ${newest.id}, ${why}. To restore one anyway, name it by its id (strata verify ID says what failed)`,
   );
 }

@@ -27,10 +27,34 @@ export function chainFault(backup: BackupRecord, backups: readonly BackupRecord[
   return undefined;
 }
 
-/** What {@link chainFault} found against `backup`, said of it: "its ancestor X failed verification at T". */
-export function describeChainFault(backup: BackupRecord, fault: NonNullable<ReturnType<typeof chainFault>>): string {
-  if ('missing' in fault) return `its ancestor ${fault.missing} is missing from the catalog`;
-  return `${fault.link.id === backup.id ? 'it' : `its ancestor ${fault.link.id}`} failed verification at ${fault.failedAt}`;
+/** The checks that restore the data and compare it with what the backup recorded. */
+const CONTENT_CHECKS: ReadonlySet<string> = new Set(['database-readable', 'schema-integrity', 'data-consistency']);
+
+/**
+ * The link of `backup`'s chain whose last verification found its restored data wrong (it did not
+ * open, or its schema or rows differed from what the backup recorded), or undefined. What a
+ * restore passes over when it chooses for itself: restoring it would bring back wrong data without
+ * a word. A damaged or missing artifact is not such a link: the restore finds that itself, and
+ * takes a mirror's copy where there is one. A failure recorded without its checks (older journals)
+ * counts, its cause unknown.
+ */
+export function contentFault(backup: BackupRecord, backups: readonly BackupRecord[]): { readonly link: BackupRecord; readonly failedAt: string; readonly checks: readonly string[] } | undefined {
+  const byId = new Map(backups.map((b) => [b.id, b]));
+  const seen = new Set<string>();
+  for (let at: BackupRecord | undefined = backup; at && !seen.has(at.id); at = at.parent === null ? undefined : byId.get(at.parent)) {
+    seen.add(at.id);
+    const v = at.verification;
+    if (v?.outcome !== 'failed') continue;
+    const failed = v.checks.filter((c) => c.status === 'failed').map((c) => c.name);
+    if (failed.length === 0 || failed.some((name) => CONTENT_CHECKS.has(name))) return { link: at, failedAt: v.at, checks: failed };
+  }
+  return undefined;
+}
+
+/** What {@link contentFault} found against `backup`, said of it: "its ancestor X failed verification at T (data-consistency)". */
+export function describeContentFault(backup: BackupRecord, fault: NonNullable<ReturnType<typeof contentFault>>): string {
+  const which = fault.checks.length > 0 ? ` (${fault.checks.join(', ')})` : '';
+  return `${fault.link.id === backup.id ? 'it' : `its ancestor ${fault.link.id}`} failed verification at ${fault.failedAt}${which}: its restored data was not what the backup recorded`;
 }
 
 /**

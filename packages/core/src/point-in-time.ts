@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import type { BackupRecord, CatalogContents, SegmentRecord } from './catalog.js';
 import { readCatalogContents } from './catalog.js';
 import { StrataError, isStrataError } from './errors.js';
-import { chainFault } from './newest-good.js';
+import { contentFault } from './newest-good.js';
 import type { RepositoryContext } from './repository-context.js';
 import { chainBreak, readSegment } from './segments.js';
 import type { SegmentManifest } from './segments.js';
@@ -44,7 +44,7 @@ export interface PointInTimeResult {
 export function planPointInTime(catalog: CatalogContents, database: string, asOf: Date): PointInTimePlan | undefined {
   const limit = asOf.toISOString();
   // A restore point with a link that failed verification is passed over, as `latest` passes it.
-  const backups = catalog.backups.filter((b) => b.database === database && b.type !== 'schema-only' && b.createdAt <= limit && chainFault(b, catalog.backups) === undefined);
+  const backups = catalog.backups.filter((b) => b.database === database && b.type !== 'schema-only' && b.createdAt <= limit && contentFault(b, catalog.backups) === undefined);
   let best: { plan: PointInTimePlan; reach: string } | undefined;
   for (const record of backups) {
     let reach = record.createdAt;
