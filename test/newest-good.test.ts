@@ -32,7 +32,8 @@ describe('the newest good backup', function () {
   this.timeout(300_000);
   const dir = useTempDir();
 
-  it('is the same one for list, health, prune, delete and the editor when the newest backup is schema-only and another failed verification', async () => {
+  /** A workspace whose config names app.db (a table t holding 1) and a repository; `id` backs app up and gives the backup's id. */
+  const appWorkspace = (): { workspace: string; repo: string; db: string; id: (args: string[]) => string } => {
     const workspace = dir.path;
     const repo = path.join(workspace, 'repo');
     const db = path.join(workspace, 'app.db');
@@ -40,6 +41,11 @@ describe('the newest good backup', function () {
     sqliteQuery(db, 'CREATE TABLE t (a); INSERT INTO t VALUES (1)');
     assert.equal(strata(['init', '--repo', repo]).status, 0);
     const id = (args: string[]): string => json<{ id: string }>(strata(['backup', 'app', '--repo', repo, '--json', ...args], { cwd: workspace })).id;
+    return { workspace, repo, db, id };
+  };
+
+  it('is the same one for list, health, prune, delete and the editor when the newest backup is schema-only and another failed verification', async () => {
+    const { workspace, repo, db, id } = appWorkspace();
 
     const full = id([]);
     assert.equal(strata(['verify', full, '--level', 'quick', '--repo', repo]).status, 0);
@@ -79,13 +85,7 @@ describe('the newest good backup', function () {
   });
 
   it('restore latest and --as-of pass over a newer restore point whose verification found its restored data wrong, and say so', () => {
-    const workspace = dir.path;
-    const repo = path.join(workspace, 'repo');
-    const db = path.join(workspace, 'app.db');
-    writeFileSync(path.join(workspace, 'strata.config.json'), JSON.stringify({ repository: './repo', databases: { app: { url: './app.db' } } }));
-    sqliteQuery(db, 'CREATE TABLE t (a); INSERT INTO t VALUES (1)');
-    assert.equal(strata(['init', '--repo', repo]).status, 0);
-    const id = (args: string[]): string => json<{ id: string }>(strata(['backup', 'app', '--repo', repo, '--json', ...args], { cwd: workspace })).id;
+    const { workspace, repo, db, id } = appWorkspace();
     const full = id([]);
     sqliteQuery(db, 'INSERT INTO t VALUES (2)');
     const incremental = id(['--type', 'incremental']);
