@@ -113,7 +113,7 @@ describe('the newest good backup', function () {
     assert.equal(rows(path.join(workspace, 'named.db')), '1,2,3');
 
     // With every restore point's chain found wrong, latest names the newest and says how to go on.
-    recordContentFailure(repo, full, 'database-readable');
+    recordContentFailure(repo, full, 'schema-integrity');
     const none = strata(['restore', 'latest', '--db', 'app', '--to', path.join(workspace, 'none.db'), '--repo', repo]);
     assert.equal(none.status, 3, none.stderr);
     assert.match(none.stderr, new RegExp(`every restore point of app has a link whose verification found its restored data wrong; the newest, ${second}, its ancestor ${incremental} failed verification at .*name it by its id`));

@@ -201,4 +201,17 @@ describe('physical PostgreSQL: restore leftovers, and a backup whose WAL goes to
     const fixed = await cluster.cli(['backup', DB]);
     assert.equal(fixed.status, 0, fixed.stderr);
   });
+
+  it('a verify --level full that cannot run a PostgreSQL program fails as an error of this machine (exit 1) and records nothing against the backup', async function () {
+    const tools = path.join(cluster.dir, 'broken-tools');
+    mkdirSync(tools);
+    // A pg_waldump that does not work: the check cannot search the WAL it would replay.
+    writeFileSync(path.join(tools, 'pg_waldump'), '#!/bin/sh\necho "pg_waldump: broken" >&2\nexit 1\n', { mode: 0o755 });
+    const before = (JSON.parse((await cluster.cli(['list', DB, '--json'])).stdout) as { backups: { id: string; verification?: unknown }[] }).backups;
+    const verified = await strataAsync(['verify', 'latest', '--db', DB, '--level', 'full', '--config', cluster.config, '--passphrase-file', cluster.passFile], { STRATA_PG_BINDIR: tools });
+    assert.equal(verified.status, 1, verified.stdout + verified.stderr);
+    assert.match(verified.stderr, /pg_waldump did not run/);
+    const after = (JSON.parse((await cluster.cli(['list', DB, '--json'])).stdout) as { backups: { id: string; verification?: unknown }[] }).backups;
+    assert.deepEqual(after.map((b) => b.verification), before.map((b) => b.verification), 'no verification was recorded');
+  });
 });

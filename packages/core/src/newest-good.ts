@@ -27,16 +27,17 @@ export function chainFault(backup: BackupRecord, backups: readonly BackupRecord[
   return undefined;
 }
 
-/** The checks that restore the data and compare it with what the backup recorded. */
-const CONTENT_CHECKS: ReadonlySet<string> = new Set(['database-readable', 'schema-integrity', 'data-consistency']);
+/** The checks that compare a restored copy with what the backup recorded. */
+const CONTENT_CHECKS: ReadonlySet<string> = new Set(['schema-integrity', 'data-consistency']);
 
 /**
- * The link of `backup`'s chain whose last verification found its restored data wrong (it did not
- * open, or its schema or rows differed from what the backup recorded), or undefined. What a
- * restore passes over when it chooses for itself: restoring it would bring back wrong data without
- * a word. A damaged or missing artifact is not such a link: the restore finds that itself, and
- * takes a mirror's copy where there is one. A failure recorded without its checks (older journals)
- * counts, its cause unknown.
+ * The link of `backup`'s chain whose last verification found its restored data wrong (its schema
+ * or rows differed from what the backup recorded), or undefined. What a restore passes over when
+ * it chooses for itself: restoring it would bring back wrong data without a word. Other failures
+ * are not: a damaged or missing artifact the restore finds itself (and takes a mirror's copy where
+ * there is one), and a copy that did not restore or open is most often the verifying machine's
+ * doing (a tablespace folder in the way, a setting). A failure recorded without its checks (older
+ * journals) counts, its cause unknown.
  */
 export function contentFault(backup: BackupRecord, backups: readonly BackupRecord[]): { readonly link: BackupRecord; readonly failedAt: string; readonly checks: readonly string[] } | undefined {
   const byId = new Map(backups.map((b) => [b.id, b]));

@@ -43,7 +43,7 @@ export interface PointInTimeResult {
 /** Picks the restore point and segments for `asOf`; undefined when nothing of the database is that old. */
 export function planPointInTime(catalog: CatalogContents, database: string, asOf: Date): PointInTimePlan | undefined {
   const limit = asOf.toISOString();
-  // A restore point with a link that failed verification is passed over, as `latest` passes it.
+  // A restore point with a link whose verification found its restored data wrong is passed over, as `latest` passes it.
   const backups = catalog.backups.filter((b) => b.database === database && b.type !== 'schema-only' && b.createdAt <= limit && contentFault(b, catalog.backups) === undefined);
   let best: { plan: PointInTimePlan; reach: string } | undefined;
   for (const record of backups) {

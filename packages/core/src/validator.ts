@@ -2,7 +2,7 @@ import type { BackupRecord, CheckResult, VerificationRecord } from './catalog.js
 import { redactCheck } from './catalog.js';
 import type { Engine } from './engine.js';
 import { StrataError, errorText, isStrataError, redactable, redactedMessage, throwIfAborted } from './errors.js';
-import type { RedactableMessage } from './errors.js';
+import type { RedactableMessage, StrataErrorCode } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents } from './format/artifact-reader.js';
 import type { Manifest } from './format/manifest.js';
@@ -228,12 +228,12 @@ export class Validator {
         await this.#restorer.restoreInto(engine, chain, scratch.locator, { force: true, signal: options.signal, onProgress: options.onProgress });
         checks.push({ name: 'database-readable', status: 'passed', reason: 'the chain restored into a scratch database' });
       } catch (err) {
-        // A full scratch disk says nothing about the backup: it is this machine's problem, reported
-        // as an error, never recorded as a failed verification of a good backup.
-        if (isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE') || /database or disk is full|no space left/i.test(messageOf(err))) {
-          throw isStrataError(err, 'ABORTED') || isStrataError(err, 'NO_SPACE')
-            ? err
-            : new StrataError('NO_SPACE', redactable`verify ${record.id}: the scratch restore ran out of space in the temporary folder (${errorText(err)}); set STRATA_TMPDIR to a folder with room for the database`, { cause: err });
+        // A full scratch disk, a missing program or a server out of reach says nothing about the
+        // backup: it is this machine's problem, reported as an error, never recorded as a failed
+        // verification of a good backup (which a restore would then pass over).
+        if (ofThisMachine(err)) throw err;
+        if (/database or disk is full|no space left/i.test(messageOf(err))) {
+          throw new StrataError('NO_SPACE', redactable`verify ${record.id}: the scratch restore ran out of space in the temporary folder (${errorText(err)}); set STRATA_TMPDIR to a folder with room for the database`, { cause: err });
         }
         checks.push(failedCheck('database-readable', err));
         skipRest('the backup could not be restored');
@@ -248,6 +248,7 @@ export class Validator {
           : undefined;
         facts = await engine.inspect(scratch.locator, { signal: options.signal, recordedMeta: contents!.manifest.engineMeta, ...(log ? { log } : {}) });
       } catch (err) {
+        if (ofThisMachine(err)) throw err;
         checks.push(failedCheck('database-readable', err, 'restored, but does not open: '));
         skipRest('the restored database does not open');
         return done();
@@ -259,6 +260,12 @@ export class Validator {
       await scratch.drop().catch(() => undefined);
     }
   }
+}
+
+/** Errors of the machine a scratch restore runs on, not findings about the backup. */
+function ofThisMachine(err: unknown): boolean {
+  const codes: readonly StrataErrorCode[] = ['ABORTED', 'NO_SPACE', 'TOOL_MISSING', 'CONNECTION_FAILED', 'AUTH_FAILED'];
+  return codes.some((code) => isStrataError(err, code));
 }
 
 function messageOf(err: unknown): string {
