@@ -379,6 +379,62 @@ describe('SQLite engine', () => {
     assert.equal(sqliteQuery(whole, "SELECT rowid FROM fc WHERE fc MATCH 'alpha'"), '1');
   });
 
+  it('says when a restored table\'s triggers or external content use a table the restore leaves out and the target lacks, unless the backup lacked it too', async () => {
+    const source = path.join(dir.path, 'references.db');
+    sqlite3Script(
+      source,
+      [
+        'CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL, note TEXT)',
+        'CREATE TABLE audit (order_id INTEGER, at TEXT)',
+        'CREATE TRIGGER orders_deleted AFTER DELETE ON orders BEGIN INSERT INTO audit VALUES (old.id, 1); END',
+        'CREATE TRIGGER orders_noted AFTER UPDATE OF note ON orders BEGIN INSERT INTO AUDIT VALUES (new.id, 2); END',
+        'CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT)',
+        "CREATE VIRTUAL TABLE docs_fts USING fts5(body, content='docs', content_rowid='id')",
+        "INSERT INTO orders VALUES (1, 9.5, 'a'), (2, 3.25, 'b'); INSERT INTO docs VALUES (1, 'alpha'); INSERT INTO docs_fts (rowid, body) VALUES (1, 'alpha')",
+        // A trigger that the source itself cannot fire (its table is long gone): restored as it was.
+        'CREATE TABLE legacy (x); INSERT INTO legacy VALUES (1)',
+        'CREATE TRIGGER legacy_gone AFTER INSERT ON legacy BEGIN DELETE FROM dropped_long_ago; END',
+      ].join(';\n') + ';',
+    );
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'references' });
+    /** The warnings a table restore emits (the CLI prints them on stderr). */
+    const restoreSaying = async (tables: string[], name: string, force = false): Promise<string[]> => {
+      const said: string[] = [];
+      const listener = (warning: Error & { code?: string }): void => {
+        if (warning.code === 'STRATA_TABLES_INCOMPLETE') said.push(warning.message);
+      };
+      process.on('warning', listener);
+      try {
+        await repo.restore({ id: record.id }, { to: path.join(dir.path, name), tables, force });
+        // Warnings are delivered on the next turn of the event loop.
+        await new Promise((resolve) => setImmediate(resolve));
+      } finally {
+        process.off('warning', listener);
+      }
+      return said;
+    };
+    assert.deepEqual(await restoreSaying(['orders'], 'references-orders.db'), [
+      'restore: UPDATE on orders fires a trigger that uses AUDIT; DELETE on orders fires a trigger that uses audit, which this restore did not bring back and the target database lacks: each fails with "no such table" until it is there (restore it too, e.g. --tables orders,audit)',
+    ]);
+    assert.equal(sqliteQuery(path.join(dir.path, 'references-orders.db'), 'SELECT count(*) FROM orders'), '2', 'the rows asked for are restored');
+    assert.deepEqual(await restoreSaying(['docs_fts'], 'references-fts.db'), [
+      'restore: docs_fts reads its content from docs, which this restore did not bring back and the target database lacks: each fails with "no such table" until it is there (restore it too, e.g. --tables docs_fts,docs)',
+    ]);
+    // With what they use, or into a database that has it, nothing is said, and they work.
+    assert.deepEqual(await restoreSaying(['orders', 'audit', 'docs_fts', 'docs'], 'references-together.db'), []);
+    const together = path.join(dir.path, 'references-together.db');
+    sqliteQuery(together, 'DELETE FROM orders WHERE id = 2');
+    assert.equal(sqliteQuery(together, 'SELECT order_id FROM audit'), '2');
+    assert.equal(sqliteQuery(together, "SELECT rowid FROM docs_fts WHERE docs_fts MATCH 'alpha'"), '1');
+    const existing = path.join(dir.path, 'references-existing.db');
+    sqlite3Script(existing, 'CREATE TABLE audit (order_id INTEGER, at TEXT);');
+    assert.deepEqual(await restoreSaying(['orders'], 'references-existing.db', true), []);
+    // What the source itself lacked is not this restore's doing.
+    assert.deepEqual(await restoreSaying(['legacy'], 'references-legacy.db'), []);
+    assert.equal(sqliteQuery(path.join(dir.path, 'references-legacy.db'), "SELECT name FROM sqlite_schema WHERE type = 'trigger'"), 'legacy_gone');
+  });
+
   it('a table restore keeps the rowids of a table that has a column named rowid', async () => {
     const source = path.join(dir.path, 'rowid-column.db');
     sqlite3Script(source, "CREATE TABLE rr (rowid TEXT, x TEXT); INSERT INTO rr (oid, rowid, x) VALUES (10, 'r10', 'a'), (20, 'r20', 'b');");

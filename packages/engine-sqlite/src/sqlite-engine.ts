@@ -499,6 +499,64 @@ function rowidAlias(columns: readonly string[]): string | undefined {
   return ['rowid', 'oid', '_rowid_'].find((alias) => !columns.some((c) => sameName(c, alias)));
 }
 
+/** A table that a restored table's triggers (or its external content) name and the schema lacks. */
+interface MissingReference {
+  readonly table: string;
+  readonly missing: string;
+  /** What would fail: `INSERT`, `UPDATE`, `DELETE` (its triggers), or `SELECT` (an external-content table). */
+  readonly statement: string;
+}
+
+/**
+ * The tables that `tables`' triggers and external content name and `schema` lacks, found as SQLite
+ * finds them: preparing each kind of write compiles the triggers it would fire (nothing runs), and
+ * reading one row of a virtual table reads its external content.
+ */
+function missingReferences(db: Database.Database, schema: string, tables: readonly string[], objects: readonly StoredObject[]): MissingReference[] {
+  const found: MissingReference[] = [];
+  for (const table of tables) {
+    const q = `${quoteIdent(schema)}.${quoteIdent(table)}`;
+    const virtual = objects.find((o) => o.type === 'table' && o.name === table)?.storage === 'virtual';
+    const columns = (db.prepare(`PRAGMA ${quoteIdent(schema)}.table_xinfo(${quoteIdent(table)})`).all() as { name: string; hidden: number }[]).filter((c) => c.hidden === 0).map((c) => quoteIdent(c.name));
+    const statements: [string, () => void][] = virtual
+      ? [['SELECT', () => db.prepare(`SELECT * FROM ${q} LIMIT 1`).all()]]
+      : [
+          ['INSERT', () => db.prepare(`INSERT INTO ${q} DEFAULT VALUES`)],
+          ...(columns.length > 0 ? [['UPDATE', () => db.prepare(`UPDATE ${q} SET ${columns.map((c) => `${c} = ${c}`).join(', ')} WHERE 0`)] as [string, () => void]] : []),
+          ['DELETE', () => db.prepare(`DELETE FROM ${q} WHERE 0`)],
+        ];
+    for (const [statement, compile] of statements) {
+      try {
+        compile();
+      } catch (err) {
+        // Only a missing table is this check's business; anything else is the restore's to meet.
+        const missing = err instanceof Error ? /^no such table: (?:[^.]+\.)?(.+)$/.exec(err.message)?.[1] : undefined;
+        if (missing !== undefined) found.push({ table, missing, statement });
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * What to tell of a table restore whose triggers or external content name a table this restore
+ * does not bring back and the target lacks: every such write (or read) fails with "no such table"
+ * until that table is there. Said, not refused: the rows are what was asked for (often to look
+ * at them in a new file), and only writes that fire the trigger fail. What the backup itself
+ * lacked comes back as it was, unsaid.
+ */
+function missingReferencesWarning(db: Database.Database, tables: readonly string[], objects: readonly StoredObject[]): string | undefined {
+  const key = (m: MissingReference): string => JSON.stringify([folded(m.table), folded(m.missing), m.statement]);
+  const inBackup = new Set(missingReferences(db, 'strata_backup', tables, objects).map(key));
+  const added = missingReferences(db, 'main', tables, objects).filter((m) => !inBackup.has(key(m)));
+  if (added.length === 0) return undefined;
+  const said = added.map((m) => (m.statement === 'SELECT' ? `${m.table} reads its content from ${m.missing}` : `${m.statement} on ${m.table} fires a trigger that uses ${m.missing}`)).join('; ');
+  // Named as the backup names them (a trigger may write `AUDIT` for `audit`), each once.
+  const asStored = (name: string): string => objects.find((o) => o.type === 'table' && sameName(o.name, name))?.name ?? name;
+  const together = [...new Set([...tables, ...added.map((m) => asStored(m.missing))])].join(',');
+  return `restore: ${said}, which this restore did not bring back and the target database lacks: each fails with "no such table" until it is there (restore it too, e.g. --tables ${together})`;
+}
+
 /**
  * Copies `tables` (with their indexes, triggers and AUTOINCREMENT counters) from the snapshot
  * into `targetFile`, replacing tables of the same names, in one transaction.
@@ -579,6 +637,7 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
           db.prepare('INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM strata_backup.sqlite_sequence WHERE name = ?').run(table);
         }
       }
+      const incomplete = missingReferencesWarning(db, tables, objects);
       // A REFERENCES clause names its parent as it was written, in any case.
       const restored = new Set(tables.map(folded));
       const touches = (v: ForeignKeyViolation): boolean => restored.has(folded(v.table)) || restored.has(folded(v.parent));
@@ -601,6 +660,7 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
         );
       }
       db.exec('COMMIT');
+      if (incomplete) process.emitWarning(incomplete, { code: 'STRATA_TABLES_INCOMPLETE' });
     } catch (err) {
       if (db.inTransaction) db.exec('ROLLBACK');
       throw err;
