@@ -244,9 +244,9 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   };
   const plan = asOf ? await repo.planAsOf({ ...selector, asOf }) : undefined;
   const record = plan?.restorePoint ?? (await repo.resolve({ ...selector, withRows: true, trusted: true }));
-  warnOfFailedVerifications(record, await repo.list({ database: record.database }), options.id !== undefined && options.id !== 'latest' ? 'named' : { asOf });
   // A physical base backup is only half a restore: the data directory must also recover from the WAL archive.
   if (record.logRange && !plan) return physicalRestore(ctx, { ...physical(), id: record.id }, signal);
+  warnOfFailedVerifications(record, await repo.list({ database: record.database }), options.id !== undefined && options.id !== 'latest' ? 'named' : { asOf });
   if (plan && !ctx.json) {
     process.stderr.write(
       plan.segments.length > 0
@@ -818,4 +818,3 @@ function parseLag(text: string): number {
 function given<T extends Record<string, unknown>>(entries: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
   return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
 }
-
