@@ -435,6 +435,53 @@ describe('SQLite engine', () => {
     assert.equal(sqliteQuery(path.join(dir.path, 'references-legacy.db'), "SELECT name FROM sqlite_schema WHERE type = 'trigger'"), 'legacy_gone');
   });
 
+  it("a table restore brings the table's query planner statistics back with its rows, and keeps the other tables'", async () => {
+    const source = path.join(dir.path, 'analyzed.db');
+    const build = new Database(source);
+    build.exec(`CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT, customer INT);
+      CREATE INDEX orders_status ON orders (status);
+      WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < 3000)
+      INSERT INTO orders (status, customer) SELECT CASE WHEN value % 50 = 0 THEN 'open' ELSE 'done' END, value % 300 FROM n;
+      CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); CREATE INDEX notes_body ON notes (body);
+      INSERT INTO notes (body) SELECT 'n' || id FROM orders WHERE id <= 200;
+      ANALYZE;`);
+    const statsOf = (file: string, table: string): unknown[] => {
+      const db = new Database(file, { readonly: true });
+      try {
+        const one = db.prepare('SELECT idx, stat FROM sqlite_stat1 WHERE tbl = ? ORDER BY idx').all(table);
+        const four = db.prepare('SELECT idx, neq, nlt, ndlt, hex(sample) AS sample FROM sqlite_stat4 WHERE tbl = ? ORDER BY idx, sample').all(table);
+        return [one, four];
+      } finally {
+        db.close();
+      }
+    };
+    const backedUp = statsOf(source, 'orders');
+    assert.equal((backedUp[0] as unknown[]).length, 1, 'the source was analyzed');
+    build.close();
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'analyzed' });
+
+    // An analyzed target whose orders table holds other rows: its statistics become the backup's, notes' stay.
+    const target = path.join(dir.path, 'analyzed-target.db');
+    const other = new Database(target);
+    other.exec(`CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT, customer INT); CREATE INDEX orders_status ON orders (status);
+      INSERT INTO orders (status) VALUES ('done'), ('done');
+      CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); CREATE INDEX notes_body ON notes (body); INSERT INTO notes (body) VALUES ('x'), ('y');
+      ANALYZE;`);
+    other.close();
+    const notesBefore = statsOf(target, 'notes');
+    await repo.restore({ id: record.id }, { to: target, tables: ['orders'], force: true });
+    assert.deepEqual(statsOf(target, 'orders'), backedUp);
+    assert.deepEqual(statsOf(target, 'notes'), notesBefore);
+
+    // A target that was never analyzed gets the statistics tables, holding the restored table's rows only.
+    const fresh = path.join(dir.path, 'analyzed-fresh.db');
+    await repo.restore({ id: record.id }, { to: fresh, tables: ['orders'] });
+    assert.deepEqual(statsOf(fresh, 'orders'), backedUp);
+    assert.equal(sqliteQuery(fresh, 'SELECT count(*) FROM sqlite_stat1 WHERE tbl <> \'orders\''), '0');
+    assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
+  });
+
   it('a table restore keeps the rowids of a table that has a column named rowid', async () => {
     const source = path.join(dir.path, 'rowid-column.db');
     sqlite3Script(source, "CREATE TABLE rr (rowid TEXT, x TEXT); INSERT INTO rr (oid, rowid, x) VALUES (10, 'r10', 'a'), (20, 'r20', 'b');");

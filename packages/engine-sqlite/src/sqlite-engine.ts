@@ -637,6 +637,7 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
           db.prepare('INSERT INTO main.sqlite_sequence (name, seq) SELECT name, seq FROM strata_backup.sqlite_sequence WHERE name = ?').run(table);
         }
       }
+      copyPlannerStatistics(db, tables);
       const incomplete = missingReferencesWarning(db, tables, objects);
       // A REFERENCES clause names its parent as it was written, in any case.
       const restored = new Set(tables.map(folded));
@@ -674,6 +675,31 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
       // not attached (the error happened before ATTACH)
     }
     db.close();
+  }
+}
+
+/**
+ * The restored tables' query planner statistics (ANALYZE's rows in sqlite_stat1, and in
+ * sqlite_stat4 where both files have it) come from the backup with their rows: DROP TABLE took the
+ * target's, and an analyzed database whose restored tables had none would plan every query on them
+ * from guesses until someone ran ANALYZE again.
+ */
+function copyPlannerStatistics(db: Database.Database, tables: readonly string[]): void {
+  const has = (schema: 'main' | 'strata_backup', name: string): boolean => db.prepare(`SELECT 1 FROM ${schema}.sqlite_schema WHERE name = ?`).get(name) !== undefined;
+  if (!has('strata_backup', 'sqlite_stat1')) return;
+  const analyzed = db.prepare('SELECT 1 FROM strata_backup.sqlite_stat1 WHERE tbl = ?');
+  if (!tables.some((table) => analyzed.get(table) !== undefined)) return;
+  // The documented way to create the statistics tables without analyzing anything.
+  if (!has('main', 'sqlite_stat1')) db.exec('ANALYZE main.sqlite_schema');
+  const kinds = [{ name: 'sqlite_stat1', columns: 'tbl, idx, stat' }];
+  if (has('strata_backup', 'sqlite_stat4') && has('main', 'sqlite_stat4')) kinds.push({ name: 'sqlite_stat4', columns: 'tbl, idx, neq, nlt, ndlt, sample' });
+  for (const { name, columns } of kinds) {
+    const remove = db.prepare(`DELETE FROM main.${name} WHERE tbl = ?`);
+    const copy = db.prepare(`INSERT INTO main.${name} (${columns}) SELECT ${columns} FROM strata_backup.${name} WHERE tbl = ?`);
+    for (const table of tables) {
+      remove.run(table);
+      copy.run(table);
+    }
   }
 }
 
