@@ -370,6 +370,35 @@ describe('incremental and differential chains', () => {
       assert.equal(sqliteDump(live), before);
     });
 
+    it('takes names with commas or edge spaces in double quotes, and quotes them where it suggests a --tables', () => {
+      const source = path.join(dir.path, 'odd-names.db');
+      const db = new Database(source);
+      db.exec(`CREATE TABLE "orders, 2024" (id INTEGER PRIMARY KEY, total REAL); INSERT INTO "orders, 2024" (total) VALUES (9.5), (12);
+        CREATE TABLE " padded " (id INTEGER PRIMARY KEY, note TEXT); INSERT INTO " padded " (note) VALUES ('kept');
+        CREATE TABLE "say ""hi""" (id INTEGER PRIMARY KEY); INSERT INTO "say ""hi""" VALUES (7);
+        CREATE TABLE "log, old" (at TEXT);
+        CREATE TRIGGER logged AFTER INSERT ON " padded " BEGIN INSERT INTO "log, old" VALUES (datetime()); END;`);
+      db.close();
+      const repo = path.join(dir.path, 'odd-repo');
+      assert.equal(strata(['init', '--repo', repo]).status, 0);
+      const id = json<{ id: string }>(strata(['backup', source, '--repo', repo, '--json'])).id;
+      const target = path.join(dir.path, 'odd-out.db');
+      const result = strata(['restore', id, '--repo', repo, '--to', target, '--tables', '"orders, 2024", " padded ","say ""hi"""']);
+      assert.equal(result.status, 0, result.stderr);
+      assert.equal(sqliteQuery(target, 'SELECT group_concat(total) FROM "orders, 2024"'), '9.5,12.0');
+      assert.equal(sqliteQuery(target, 'SELECT note FROM " padded "'), 'kept');
+      assert.equal(sqliteQuery(target, 'SELECT id FROM "say ""hi"""'), '7');
+      // The suggestion is one a user can paste back (a quote inside a name needs no quoting).
+      assert.match(result.stderr, /INSERT on {2}padded  fires a trigger that uses log, old, .*e\.g\. --tables "orders, 2024"," padded ",say "hi","log, old"\)$/m);
+      const unclosed = strata(['restore', id, '--repo', repo, '--to', path.join(dir.path, 'odd-2.db'), '--tables', '"orders, 2024']);
+      assert.equal(unclosed.status, 2);
+      assert.match(unclosed.stderr, /--tables has a quoted name without its closing quote/);
+      const trailing = strata(['restore', id, '--repo', repo, '--to', path.join(dir.path, 'odd-2.db'), '--tables', '"orders", 2024']);
+      assert.equal(trailing.status, 1, 'two names: "orders" and "2024", neither in the backup');
+      assert.match(trailing.stderr, /no table "orders"/);
+      assert.equal(existsSync(path.join(dir.path, 'odd-2.db')), false);
+    });
+
     it('rolls back when the restored rows would break foreign keys, and names the related tables', () => {
       const { repo, id } = tablesRepo();
       const live = path.join(dir.path, 'live.db');

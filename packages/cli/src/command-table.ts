@@ -414,7 +414,7 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '--to <target>', description: 'where to restore (created if missing; an existing one needs --force)' },
       { flags: '--as-of <time>', description: 'restore the database as of TIME (ISO 8601): replayed to the last transaction seen committed at or before it (inside merged segments, to the end of a slot of at most half the interval) where replicate shipped segments, else the newest restore point taken at or before it' },
       { flags: '--db <name>', description: 'with "latest" or --as-of: which database' },
-      { flags: '--tables <a,b>', description: 'only these tables (with their indexes and triggers): into a new database, or replacing just them in an existing one, in one transaction' },
+      { flags: '--tables <a,b>', description: 'only these tables (with their indexes and triggers; "a name, with commas" in double quotes): into a new database, or replacing just them in an existing one, in one transaction' },
       { flags: '--force', description: 'replace an existing target; it stays intact until the new one is complete' },
       { flags: '-y, --yes', description: 'do not ask before replacing (needed when not on a terminal)' },
       { flags: '--lsn <lsn>', description: 'physical backups: recover to this WAL position (e.g. 0/3000060)' },

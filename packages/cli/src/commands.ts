@@ -23,6 +23,7 @@ import {
   durationBefore,
   durationMs,
   parseDuration,
+  parseTableList,
   resolveDatabase,
   resolveLocator,
   retentionFor,
@@ -218,8 +219,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     (ownEntry(ctx.loaded.config.databases, options.database)?.method === 'physical' || (await (await ctx.repository()).list({ database: options.database })).some((b) => b.logRange !== undefined));
   if (physicalOnly || physicalDatabase) {
     if (options.tables !== undefined) {
-      const tables = options.tables.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
-      if (tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables public.orders,public.customers');
+      const tables = parseTableList(options.tables, 'public.orders,public.customers');
       if (options.start === true || options.targetAction !== undefined || options.archiveMode !== undefined || (options.tablespaceMap ?? []).length > 0) {
         throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own (its tablespaces in its own temporary folder); --start, --target-action, --archive-mode and --tablespace-map are for whole-cluster restores');
       }
@@ -233,8 +233,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
     asOf = new Date(options.asOf);
     if (Number.isNaN(asOf.getTime())) throw new StrataError('USAGE', `restore: --as-of ${JSON.stringify(options.asOf)} is not an ISO date/time`);
   }
-  const tables = options.tables?.split(',').map((t) => t.trim()).filter((t) => t.length > 0);
-  if (tables !== undefined && tables.length === 0) throw new StrataError('USAGE', 'restore: --tables needs table names, e.g. --tables orders,customers');
+  const tables = options.tables === undefined ? undefined : parseTableList(options.tables, 'orders,customers');
   const target = resolveLocator(options.to, process.cwd());
   const repo = await ctx.repository();
   const selector = {

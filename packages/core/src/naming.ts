@@ -42,3 +42,54 @@ export function parseArtifactKey(key: string): { id: string; database: string; c
   const codec = match[3] === '.zst' ? 'zstd' : match[3] === '.gz' ? 'gzip' : 'none';
   return { database: match[1]!, id: match[2]!, codec, encrypted: match[4] !== undefined };
 }
+
+/**
+ * The names of `--tables a,b`. Names are cut at commas and trimmed; a name that holds a comma or
+ * begins or ends with spaces is given in double quotes, a quote inside doubled, as in SQL
+ * (`--tables '"orders, 2024",customers'`). Only a name quoted as a whole is unquoted: `public.orders`
+ * and `"Sales".orders` are passed on as written, for the engine to match as it always has.
+ * By hand because no option parser knows SQL's quoting, and a CSV parser would also take
+ * quotes in the middle of a name. {@link tableListArgument} writes a list back this way.
+ */
+export function parseTableList(text: string, example: string): string[] {
+  const names: string[] = [];
+  let at = 0;
+  while (at <= text.length) {
+    while (text[at] === ' ') at++;
+    if (text[at] === '"') {
+      let name = '';
+      let end = at + 1;
+      for (;;) {
+        const quote = text.indexOf('"', end);
+        if (quote < 0) throw new StrataError('USAGE', `restore: --tables has a quoted name without its closing quote (${JSON.stringify(text.slice(at, at + 60))}); write a quote inside a name as "", e.g. --tables ${example}`);
+        name += text.slice(end, quote);
+        if (text[quote + 1] === '"') {
+          name += '"';
+          end = quote + 2;
+          continue;
+        }
+        end = quote + 1;
+        break;
+      }
+      const comma = text.indexOf(',', end);
+      const rest = comma < 0 ? text.slice(end) : text.slice(end, comma);
+      if (rest.trim() !== '') {
+        throw new StrataError('USAGE', `restore: --tables has ${JSON.stringify(rest.trim().slice(0, 40))} after the quoted name "${name}"; quote a name as a whole and put a comma between names, e.g. --tables ${example}`);
+      }
+      if (name !== '') names.push(name);
+      at = comma < 0 ? text.length + 1 : comma + 1;
+      continue;
+    }
+    const comma = text.indexOf(',', at);
+    const name = (comma < 0 ? text.slice(at) : text.slice(at, comma)).trim();
+    if (name !== '') names.push(name);
+    at = comma < 0 ? text.length + 1 : comma + 1;
+  }
+  if (names.length === 0) throw new StrataError('USAGE', `restore: --tables needs table names, e.g. --tables ${example}`);
+  return names;
+}
+
+/** `--tables` as {@link parseTableList} reads it back, for messages that suggest one. */
+export function tableListArgument(names: readonly string[]): string {
+  return names.map((name) => (/,|^\s|\s$|^"/.test(name) || name === '' ? `"${name.replace(/"/g, '""')}"` : name)).join(',');
+}

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import type { from as copyFrom } from 'pg-copy-streams';
-import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
+import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, tableListArgument, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -668,7 +668,7 @@ function refuseReferencesFromOutside(tables: readonly TableName[], edges: readon
   const remedy =
     notInBackup.length > 0
       ? redactable`the backup has no rows for ${named(notInBackup, 'table')}; restore the whole backup instead`
-      : redactable`include the related tables in --tables: --tables ${named([...tables, ...added].map(qualified).join(','), 'table list')}`;
+      : redactable`include the related tables in --tables: --tables ${named(tableListArgument([...tables, ...added].map(qualified)), 'table list')}`;
   throw new StrataError(
     'USAGE',
     redactable`restore: replacing the rows of ${named(tables.map(qualified), 'table')} would delete, change or orphan rows of ${named(added.map(qualified), 'table')}, whose foreign keys refer to them (${named(crossing, 'foreign key')}); nothing was changed; ${remedy}`,

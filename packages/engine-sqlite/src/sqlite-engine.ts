@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type Database from 'better-sqlite3';
-import { StrataError, errorText, hasErrno, named, redactable, throwIfAborted, withheld, wrapError } from '@strata/core';
+import { StrataError, errorText, hasErrno, named, redactable, tableListArgument, throwIfAborted, withheld, wrapError } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -553,7 +553,7 @@ function missingReferencesWarning(db: Database.Database, tables: readonly string
   const said = added.map((m) => (m.statement === 'SELECT' ? `${m.table} reads its content from ${m.missing}` : `${m.statement} on ${m.table} fires a trigger that uses ${m.missing}`)).join('; ');
   // Named as the backup names them (a trigger may write `AUDIT` for `audit`), each once.
   const asStored = (name: string): string => objects.find((o) => o.type === 'table' && sameName(o.name, name))?.name ?? name;
-  const together = [...new Set([...tables, ...added.map((m) => asStored(m.missing))])].join(',');
+  const together = tableListArgument([...new Set([...tables, ...added.map((m) => asStored(m.missing))])]);
   return `restore: ${said}, which this restore did not bring back and the target database lacks: each fails with "no such table" until it is there (restore it too, e.g. --tables ${together})`;
 }
 
@@ -654,7 +654,7 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
       });
       if (violations.length > 0) {
         const sample = violations.slice(0, 5).map((v) => `${v.table} row ${v.rowid} → ${v.parent}`).join('; ');
-        const together = [...new Set([...tables, ...violations.flatMap((v) => [v.table, v.parent])])].join(',');
+        const together = tableListArgument([...new Set([...tables, ...violations.flatMap((v) => [v.table, v.parent])])]);
         throw new StrataError(
           'USAGE',
           redactable`restore: the restored rows would break ${violations.length} foreign key reference(s) (${withheld(sample, 'rows')}); restore the related tables together, e.g. --tables ${withheld(together, 'tables')}`,
