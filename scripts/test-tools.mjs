@@ -2,6 +2,7 @@
 // they must be present. On a fresh Debian machine where we are root, install them; elsewhere say
 // exactly what to install.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 const needed = [
   ['gpg', 'gnupg'],
@@ -21,9 +22,13 @@ const needed = [
   // code-server's native `kerberos` module builds against.
   ['chromium', 'chromium'],
   ['krb5-config', 'libkrb5-dev'],
+  // A job scheduler that Strata's temporary servers on a restored copy must not start
+  // (test/pg-physical-isolation.test.ts); a file, not a command: the extension of the PostgreSQL
+  // 15 server programs the tests run.
+  ...(existsSync('/usr/lib/postgresql/15/bin/initdb') ? [['/usr/lib/postgresql/15/lib/pg_cron.so', 'postgresql-15-cron']] : []),
 ];
 
-const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const has = (cmd) => (cmd.startsWith('/') ? existsSync(cmd) : spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0);
 
 export function ensureTestTools() {
   const missing = [...new Set(needed.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg))];

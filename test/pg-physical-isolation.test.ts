@@ -17,6 +17,7 @@ import type { TestCluster } from './helpers/pg-cluster.js';
  */
 
 const DB = 'cluster';
+const hasPgCron = existsSync(path.join(BINDIR, '..', 'lib', 'pg_cron.so'));
 const SLOT = 'items_sub';
 
 describe('Strata\'s temporary servers on a restored copy never act on its logical replication subscriptions', function () {
@@ -40,6 +41,8 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
     // it never runs itself): a copy must not run them either.
     const witness = (name: string): string => `touch ${path.join(cluster.dir, name)}`;
     appendFileSync(path.join(cluster.dataDir, 'postgresql.auto.conf'), `wal_level = logical\nrecovery_end_command = '${witness('recovery-end-ran')}'\narchive_cleanup_command = '${witness('cleanup-ran')}'\n`);
+    // pg_cron's scheduler starts with the primary (its last test), beside a library the copies keep.
+    if (hasPgCron) appendFileSync(path.join(cluster.dataDir, 'postgresql.auto.conf'), `shared_preload_libraries = 'pg_stat_statements, pg_cron'\n`);
     const started = cluster.pgCtl(['start', '-D', cluster.dataDir, '-l', serverLog(), '-w', '-t', '300']);
     assert.equal(started.status, 0, started.out);
     running = true;
@@ -100,6 +103,37 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
     } finally {
       await Promise.all([pub.end(), sub.end(), admin.end()]);
     }
+  });
+  it("a promoted --start runs none of the source's pg_cron jobs: the scheduler never starts in Strata's temporary servers (verify's and --tables' copies start the same way)", async function () {
+    if (!hasPgCron) {
+      const message = `pg_cron is not installed for ${BINDIR} (apt-get install postgresql-15-cron)`;
+      if (process.env['CI']) throw new Error(`${message}; under CI=true this is a failure, not a skip`);
+      console.log(`      skipping: ${message}`);
+      this.skip();
+    }
+    const admin = await connect('postgres');
+    try {
+      await admin.query('CREATE EXTENSION IF NOT EXISTS pg_cron');
+      await admin.query('CREATE TABLE IF NOT EXISTS cron_ticks (at timestamptz)');
+      await admin.query("SELECT cron.schedule('tick', '* * * * *', 'INSERT INTO cron_ticks VALUES (now())')");
+    } finally {
+      await admin.end();
+    }
+    const started = 'pg_cron scheduler started';
+    assert.match(readFileSync(serverLog(), 'utf8'), new RegExp(started), 'the primary runs the scheduler (so its absence below means something)');
+    const backup = await cluster.cli(['backup', DB]);
+    assert.equal(backup.status, 0, backup.stderr);
+    const target = path.join(cluster.dir, 'promoted-cron');
+    const restored = await cluster.cli(['restore', 'latest', '--db', DB, '--to', target, '--immediate', '--start', '--target-action', 'promote', '--json']);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.equal((JSON.parse(restored.stdout) as { reached: { state: string } }).reached.state, 'promoted');
+    const copyLog = readFileSync(path.join(target, 'strata-recovery.log'), 'utf8');
+    assert.match(copyLog, /database system is ready to accept connections/);
+    assert.doesNotMatch(copyLog, new RegExp(started));
+    // The copy keeps the other preloaded library and pg_cron's job list; only the scheduler is left out.
+    const shown = runSync(path.join(BINDIR, 'postgres'), ['-D', target, '-C', 'shared_preload_libraries']);
+    assert.equal(shown.out.trim(), 'pg_stat_statements, pg_cron', 'the restored directory keeps its configuration for when its owner starts it');
+    rmSync(target, { recursive: true, force: true });
   });
   it("a restored data directory archives nothing once started (a copy beside the original would push its new timeline into the original's archive); --archive-mode preserve keeps the original's archiving", async function () {
     const backup = await cluster.cli(['backup', DB]);

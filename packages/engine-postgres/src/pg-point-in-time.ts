@@ -279,7 +279,8 @@ export interface PrivateServer {
  *   proveRecovery says so rather than reporting the pause as the target.
  * - Never archiving (the copy must not write into the archive it reads), and never starting the
  *   apply workers of logical replication subscriptions (the copy must not consume the slots of
- *   the real subscribers), nor the source's recovery_end_command and archive_cleanup_command.
+ *   the real subscribers), nor the source's recovery_end_command and archive_cleanup_command,
+ *   nor its job schedulers (see JOB_SCHEDULERS).
  */
 export async function privateServer(dataDir: string, major: number, prefix: string): Promise<PrivateServer> {
   const port = await freePort();
@@ -308,17 +309,22 @@ export async function privateServer(dataDir: string, major: number, prefix: stri
     await fs.writeFile(path.join(socketDir, 'postgresql.conf'), '', { mode: 0o600 });
     settings.push(['config_file', path.join(socketDir, 'postgresql.conf')]);
   }
+  const configFile = settings.filter(([name]) => name === 'config_file').flatMap(([name, value]) => ['-c', `${name}=${value}`]);
+  const shown = (setting: string): string | undefined => {
+    const r = spawnSync(pgProgram('postgres', major), ['-D', dataDir, ...configFile, '-C', setting], { encoding: 'utf8' });
+    return r.status === 0 ? r.stdout.trim() : undefined;
+  };
+  const preload = withoutSchedulers(shown('shared_preload_libraries') ?? '');
+  if (preload !== undefined) settings.push(['shared_preload_libraries', preload]);
   const control = spawnSync(pgProgram('pg_controldata', major), ['-D', dataDir], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
   // Without pg_controldata (or with a pg_control it doubts) the server starts on the configuration
   // alone, as it did before; a recovery that then needs more says so (see proveRecovery).
   if (control.status === 0 && !/WARNING/.test(control.stdout + control.stderr)) {
-    const configFile = settings.filter(([name]) => name === 'config_file').flatMap(([name, value]) => ['-c', `${name}=${value}`]);
     for (const [label, setting] of RECOVERY_FLOORS) {
       const primary = Number(new RegExp(`^${label}:\\s+(\\d+)$`, 'm').exec(control.stdout)?.[1] ?? Number.NaN);
       // Only ever raised: the data directory's own configuration may already ask for more (a
       // value the primary set after this backup, which the WAL replayed here carries too).
-      const configured = spawnSync(pgProgram('postgres', major), ['-D', dataDir, ...configFile, '-C', setting], { encoding: 'utf8' });
-      const own = configured.status === 0 ? Number(configured.stdout.trim()) : Number.NaN;
+      const own = Number(shown(setting) ?? Number.NaN);
       if (Number.isFinite(primary) && !(own >= primary)) settings.push([setting, String(primary)]);
     }
   }
@@ -330,6 +336,25 @@ export async function privateServer(dataDir: string, major: number, prefix: stri
     options: settings.map(([name, value]) => `-c ${shellQuote(`${name}=${value}`)}`).join(' '),
     url: (database) => `postgres://${user}@localhost:${port}/${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}`,
   };
+}
+
+/**
+ * Libraries whose only work is running the source's scheduled jobs in background workers, which
+ * start once a server ends recovery as a primary (verify's copy, `--target-action promote`, the
+ * scratch cluster of `--tables`). Their jobs would run in the copy on this machine: a cleanup's
+ * DELETE changing the rows `--tables` is about to copy out, a COPY ... TO PROGRAM or a dblink call
+ * acting on the world as if from the source. Left out of the copy's shared_preload_libraries, they
+ * start nothing; their tables stay readable.
+ */
+const JOB_SCHEDULERS = new Set(['pg_cron', 'pg_partman_bgw']);
+
+/** `shared_preload_libraries` without {@link JOB_SCHEDULERS}; undefined when it names none. */
+export function withoutSchedulers(libraries: string): string | undefined {
+  const names = libraries.split(',').map((name) => name.trim()).filter((name) => name !== '');
+  // A name may be quoted; a library is named by its file's base name, with or without a folder and `.so`.
+  const bare = (name: string): string => path.basename(name.replace(/^"(.*)"$/, '$1')).replace(/\.so$/, '');
+  const kept = names.filter((name) => !JOB_SCHEDULERS.has(bare(name)));
+  return kept.length === names.length ? undefined : kept.join(',');
 }
 
 /** A Unix socket's whole path may not pass 107 bytes: a long temporary folder gives way to /tmp. */
