@@ -153,3 +153,13 @@ export function json<T = Record<string, unknown>>(result: CliResult): T {
     throw new Error(`stdout is not one JSON document:\n${result.stdout}\nstderr:\n${result.stderr}`);
   }
 }
+
+/**
+ * Skips a test with one line saying what is missing; under CI=true, where everything the tests
+ * need is installed by scripts/test-tools.mjs, it is a failure instead.
+ */
+export function skipOrFail(context: Mocha.Context, message: string): never {
+  if (process.env['CI']) throw new Error(`${message}; under CI=true this is a failure, not a skip`);
+  console.log(`      skipping: ${message}`);
+  context.skip();
+}
