@@ -345,13 +345,14 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.deepEqual(await rows(undefined, `SHOW DATABASES LIKE '${live}\\_\\_strata%'`), []);
   });
 
-  it('restore --tables of every kind of table (versioned, partitioned, MEMORY, Aria, generated columns, sequence defaults) brings back their rows and history', async function () {
+  it('restore --tables of every kind of table (versioned, partitioned, MEMORY, Aria, generated columns, sequence defaults, spatial, INET6/UUID, an application-time period, compressed columns, other character sets) brings back their rows and history', async function () {
     this.timeout(300_000);
     const source = await databases.create(FULL_MARIADB_SQL);
     const record = await repo.backup(mysqlUrl(source), { database: 'full' });
     const live = await databases.create(FULL_MARIADB_SQL);
     await mysqlQuery(live, "UPDATE numbers SET f = 1; DELETE FROM texts WHERE id = 1; UPDATE prices SET price = 99; DELETE FROM parts WHERE id > 5; DELETE FROM mem; UPDATE ar SET v = 'x'; INSERT INTO orders (amount) VALUES (1); UPDATE stock SET qty = 0; DELETE FROM blobs WHERE id = 5");
-    const tables = ['ar', 'blobs', 'mem', 'numbers', 'orders', 'parts', 'prices', 'stock', 'texts'];
+    await mysqlQuery(live, "DELETE FROM geo WHERE id = 2; UPDATE nets SET u = NULL; DELETE FROM rooms; UPDATE squeezed SET t = 'short'; UPDATE charsets SET e = 'x'");
+    const tables = ['ar', 'blobs', 'charsets', 'geo', 'mem', 'nets', 'numbers', 'orders', 'parts', 'prices', 'rooms', 'squeezed', 'stock', 'texts'];
     await repo.restore({ id: record.id }, { to: mysqlUrl(live), tables, force: true });
     const sorted = (dump: string) => dump.replace(/ AUTO_INCREMENT=\d+/g, '').replace(/^SELECT SETVAL.*$/gm, '');
     const others = (db: string) => ['audit', 'dup', 'my'].map((t) => `--ignore-table=${db}.${t}`);

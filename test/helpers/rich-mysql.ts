@@ -44,7 +44,9 @@ INSERT INTO nopk VALUES (${seed}, 'mutated');
  * MEMORY tables, partitions, a sequence used as a column default, system-versioned tables (with
  * implicit and with explicit period columns) with history, several triggers per event in an
  * order that differs from their names', an event, routines, and views with algorithm, security
- * and definer.
+ * and definer; spatial types with a spatial index and an SRID, INET6, INET4 and UUID, a FULLTEXT
+ * index, CHECK constraints, COMPRESSED columns, an application-time period WITHOUT OVERLAPS,
+ * UNSIGNED ZEROFILL, expression defaults, and ucs2, utf16, utf32, cp1251 and sjis text.
  */
 export const FULL_MARIADB_SQL = `
 CREATE TABLE numbers (id INT PRIMARY KEY, b1 BIT(1), b7 BIT(7), b64 BIT(64), d DECIMAL(65,30), f FLOAT, dbl DOUBLE, fu FLOAT UNSIGNED,
@@ -106,4 +108,27 @@ CREATE ALGORITHM=TEMPTABLE SQL SECURITY DEFINER VIEW v_totals AS SELECT COUNT(*)
 CREATE FUNCTION f_tax(x DECIMAL(10,2)) RETURNS DECIMAL(10,2) DETERMINISTIC RETURN x * 1.2;
 CREATE PROCEDURE p_add(IN a INT) MODIFIES SQL DATA BEGIN INSERT INTO orders (amount) VALUES (a); END;
 CREATE EVENT e_purge ON SCHEDULE EVERY 1 DAY STARTS '2035-01-01 00:00:00' ON COMPLETION PRESERVE DISABLE DO DELETE FROM audit WHERE n < 0;
+CREATE TABLE geo (id INT PRIMARY KEY, g GEOMETRY NOT NULL, p POINT, ls LINESTRING, poly POLYGON REF_SYSTEM_ID=4326, gc GEOMETRYCOLLECTION, SPATIAL INDEX (g)) ENGINE=InnoDB;
+INSERT INTO geo VALUES (1, ST_GeomFromText('POINT(1 2)'), ST_GeomFromText('POINT(-3.5 4.25)'), ST_GeomFromText('LINESTRING(0 0,1 1,2 5)'),
+  ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0))', 4326), ST_GeomFromText('GEOMETRYCOLLECTION(POINT(1 1),LINESTRING(0 0,2 2))')),
+  (2, ST_GeomFromText('MULTIPOLYGON(((0 0,1 0,1 1,0 0)),((5 5,6 5,6 6,5 5)))'), NULL, NULL, NULL, NULL);
+CREATE TABLE nets (id INT PRIMARY KEY, a INET6, b INET4, u UUID, UNIQUE KEY (u)) ENGINE=InnoDB;
+INSERT INTO nets VALUES (1, '2001:db8::ff00:42:8329', '192.168.0.1', '123e4567-e89b-12d3-a456-426655440000'), (2, '::ffff:1.2.3.4', '0.0.0.0', '00000000-0000-0000-0000-000000000000'),
+  (3, NULL, NULL, NULL), (4, '::', '255.255.255.255', 'ffffffff-ffff-ffff-ffff-ffffffffffff');
+CREATE TABLE docs (id INT PRIMARY KEY, title VARCHAR(200), body TEXT, FULLTEXT KEY ft (title, body)) ENGINE=InnoDB;
+INSERT INTO docs VALUES (1, 'backup guide', 'how to restore a database'), (2, 'other', 'nothing here');
+CREATE TABLE checked (id INT PRIMARY KEY, qty INT CHECK (qty >= 0), lo INT, hi INT, CONSTRAINT range_ok CHECK (lo <= hi)) ENGINE=InnoDB;
+INSERT INTO checked VALUES (1, 5, 1, 2);
+CREATE TABLE squeezed (id INT PRIMARY KEY, t TEXT COMPRESSED, b BLOB COMPRESSED, v VARCHAR(500) COMPRESSED) ENGINE=InnoDB;
+INSERT INTO squeezed VALUES (1, REPEAT('abc', 1000), REPEAT(X'00FF', 500), REPEAT('x', 400));
+CREATE TABLE rooms (id INT, booked_from DATE, booked_to DATE, who VARCHAR(20), PERIOD FOR booking (booked_from, booked_to), PRIMARY KEY (id, booking WITHOUT OVERLAPS)) ENGINE=InnoDB;
+INSERT INTO rooms VALUES (1, '2026-01-01', '2026-01-05', 'ann'), (1, '2026-01-05', '2026-01-09', 'bob');
+CREATE TABLE unsig (id INT PRIMARY KEY, d DECIMAL(10,2) UNSIGNED ZEROFILL, ti TINYINT UNSIGNED, bi BIGINT UNSIGNED, m MEDIUMINT, fz FLOAT(7,3)) ENGINE=InnoDB;
+INSERT INTO unsig VALUES (1, 12.5, 255, 18446744073709551615, -8388608, 1234.567);
+CREATE TABLE defaults (id INT PRIMARY KEY, at DATETIME DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP, code VARCHAR(10) DEFAULT (UPPER('x')),
+  doc JSON DEFAULT '{}' CHECK (JSON_VALID(doc))) ENGINE=InnoDB;
+INSERT INTO defaults (id, at) VALUES (1, '2026-01-02 03:04:05');
+CREATE TABLE charsets (id INT PRIMARY KEY, a VARCHAR(20) CHARACTER SET ucs2, b VARCHAR(20) CHARACTER SET utf16, c VARCHAR(20) CHARACTER SET utf32,
+  d VARCHAR(20) CHARACTER SET cp1251, e VARCHAR(20) CHARACTER SET sjis) ENGINE=InnoDB;
+INSERT INTO charsets VALUES (1, 'Ωmega', '😀 smile', 'ᚠ rune', 'Привет', 'ｱｲｳ日本');
 `;
