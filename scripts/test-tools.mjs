@@ -26,6 +26,14 @@ const needed = [
   // (test/pg-physical-isolation.test.ts); a file, not a command: the extension of the PostgreSQL
   // 15 server programs the tests run.
   ...(existsSync('/usr/lib/postgresql/15/bin/initdb') ? [['/usr/lib/postgresql/15/lib/pg_cron.so', 'postgresql-15-cron']] : []),
+  // Extensions whose configuration tables hold the user's rows (test/postgres-fidelity.test.ts),
+  // for the PostgreSQL 15 server the tests use.
+  ...(existsSync('/usr/share/postgresql/15/extension')
+    ? [
+        ['/usr/share/postgresql/15/extension/pg_partman.control', 'postgresql-15-partman'],
+        ['/usr/share/postgresql/15/extension/postgis_topology.control', 'postgresql-15-postgis-3'],
+      ]
+    : []),
 ];
 
 const has = (cmd) => (cmd.startsWith('/') ? existsSync(cmd) : spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0);

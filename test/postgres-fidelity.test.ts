@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import pg from 'pg';
 import { EngineRegistry, Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { EngineRestoreOptions, Repository, RestoreSession, TableStats, VerifyReport } from '@strata/sdk';
-import { useTempDir } from './helpers/env.js';
+import { skipOrFail, useTempDir } from './helpers/env.js';
 import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
 /**
@@ -275,6 +276,44 @@ describe('PostgreSQL fidelity', function () {
     // The child alone: its values go back into their own columns, whatever their order.
     await repo.restore({ id }, { to: pgUrl(live), tables: ['special'], force: true });
     assert.deepEqual((await pgQuery(live, 'SELECT id, label, note FROM special ORDER BY id')).rows, [{ id: 10, label: 'special', note: 'n' }]);
+  });
+
+  it("extensions' configuration rows (pg_partman's part_config, PostGIS's own spatial_ref_sys entries, a topology) come back as pg_dump/pg_restore brings them, verify counts them, and --tables replaces only the user's", async function () {
+    // Real extensions from Debian's packages (scripts/test-tools.mjs installs them).
+    const sharedir = spawnSync('pg_config', ['--sharedir'], { encoding: 'utf8' }).stdout.trim() || '/usr/share/postgresql/15';
+    const missing = ['pg_partman', 'postgis', 'postgis_topology'].filter((e) => !existsSync(path.join(sharedir, 'extension', `${e}.control`)));
+    if (missing.length > 0) skipOrFail(this, `the extensions ${missing.join(', ')} are not installed (apt-get install postgresql-15-partman postgresql-15-postgis-3)`);
+    const source = await databases.create(`
+      CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman; CREATE EXTENSION postgis; CREATE EXTENSION postgis_topology;
+      CREATE TABLE events (id bigint, at timestamptz NOT NULL, v text) PARTITION BY RANGE (at);
+      INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, srtext, proj4text) VALUES (990001, 'strata', 990001, 'LOCAL_CS["site grid"]', '+proj=longlat +datum=WGS84');
+      CREATE TABLE places (id int PRIMARY KEY, g geometry(Point, 4326), gg geography, local geometry(Point, 990001));
+      INSERT INTO places VALUES (1, ST_SetSRID(ST_MakePoint(1.5, 2.5), 4326), 'POINT(3 4)', ST_SetSRID(ST_MakePoint(7, 8), 990001));
+      SELECT topology.CreateTopology('city', 4326);`);
+    await pgQuery(source, `SELECT partman.create_parent('public.events', 'at', 'native', 'daily', p_premake := 2, p_start_partition := '2026-12-01')`);
+    await pgQuery(source, `UPDATE partman.part_config SET retention = '30 days' WHERE parent_table = 'public.events'`);
+    // The facts a backup records hold the user's rows of each configuration table, not the extension's own.
+    const facts = new Map((await backupFacts(pgUrl(source), path.join(dir.path, 'tmp'))).map((t) => [t.name, t.rows]));
+    assert.equal(facts.get('public.spatial_ref_sys'), 1, 'one SRID of the user among the 8,500 PostGIS brings');
+    assert.equal(facts.get('partman.part_config'), 1);
+    assert.equal(facts.get('topology.topology'), 1);
+
+    const { target, repo, id } = await roundTrip(source);
+    const oracle = databases.name();
+    await pgQuery('postgres', `CREATE DATABASE "${oracle}"`);
+    pgDumpRestore(source, oracle);
+    assert.deepEqual(await rowsByTable(target), await rowsByTable(oracle));
+    assert.equal(pgDump(target), pgDump(source));
+    const [report] = await repo.verify({ id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    // A live database whose configuration moved on: --tables puts the user's rows back and leaves the extension's alone.
+    await pgQuery(target, `DELETE FROM spatial_ref_sys WHERE srid = 990001; DELETE FROM spatial_ref_sys WHERE srid = 4326;
+      INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, srtext, proj4text) VALUES (990002, 'later', 990002, 'LOCAL_CS["later"]', '+proj=longlat');
+      UPDATE partman.part_config SET retention = '1 day'`);
+    await repo.restore({ id }, { to: pgUrl(target), tables: ['public.spatial_ref_sys', 'partman.part_config', 'partman.part_config_sub'], force: true });
+    assert.deepEqual((await pgQuery(target, "SELECT srid FROM spatial_ref_sys WHERE srid >= 990000 OR srid = 4326 ORDER BY srid")).rows, [{ srid: 990001 }], 'the SRID PostGIS owns is not the backup\'s to bring back');
+    assert.deepEqual((await pgQuery(target, "SELECT retention FROM partman.part_config")).rows, [{ retention: '30 days' }]);
   });
 
   it('a table without columns keeps its rows, in full and schema-only backups', async () => {

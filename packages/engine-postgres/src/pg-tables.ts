@@ -18,6 +18,13 @@ export interface PgTable {
   readonly primaryKey: readonly string[];
   /** Every column, generated ones too, in name order: what the server hashes for verification. */
   readonly hashedColumns: readonly string[];
+  /**
+   * For an extension's configuration table (pg_extension_config_dump), the extension's condition
+   * on the rows that are the user's, e.g. `WHERE NOT standard_entry`, or '' when all are: only
+   * these rows are copied and counted, as pg_dump does, since CREATE EXTENSION makes the others.
+   * Undefined for every other table.
+   */
+  readonly extensionRows?: string;
 }
 /** Qualified name as users write it: `schema.table`. */
 export function qualified(table: { schema: string; name: string }): string {
@@ -38,17 +45,25 @@ export function parseStreamName(stream: string): { schema: string; name: string 
   return { schema: decodeURIComponent(match[1]!), name: decodeURIComponent(match[2]!) };
 }
 
-/** User tables with rows, leaving out system schemas and tables that belong to extensions. */
-export async function listTables(client: pg.Client): Promise<PgTable[]> {
+/**
+ * User tables with rows, leaving out system schemas and tables that belong to extensions, except
+ * (with `extensionConfig`, the default) the configuration tables an extension marked with
+ * pg_extension_config_dump, whose rows are the user's (pg_partman's part_config, PostGIS's own
+ * spatial_ref_sys entries, pg_cron's jobs): pg_dump dumps them, and a restore without them has the
+ * extension but none of its configuration. Facts recorded before they were copied
+ * (`factsVersion` 2) leave them out too.
+ */
+export async function listTables(client: pg.Client, options: { extensionConfig?: boolean } = {}): Promise<PgTable[]> {
+  const extensionConfig = options.extensionConfig ?? true;
   // A primary key's opclasses are btree; ORDER BY needs each to be its type's default, which a key
   // built on a unique index (ADD PRIMARY KEY USING INDEX) need not have.
-  const result = await client.query<{ schema: string; name: string; columns: string[] | null; pk: string[] | null; pk_sortable: boolean | null; hashed: string[] | null }>(`
+  const result = await client.query<{ schema: string; name: string; columns: string[] | null; pk: string[] | null; pk_sortable: boolean | null; hashed: string[] | null; extension_rows: string | null }>(`
     SELECT n.nspname AS schema, c.relname AS name,
       (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
       (SELECT array_agg(a.attname::text COLLATE "C" ORDER BY a.attname COLLATE "C") FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS hashed,
-      pk.columns AS pk, pk.sortable AS pk_sortable
+      pk.columns AS pk, pk.sortable AS pk_sortable, ext.rows AS extension_rows
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN LATERAL (
       SELECT array_agg(a.attname::text ORDER BY k.position) AS columns, bool_and(oc.opcdefault) AS sortable
@@ -58,16 +73,24 @@ export async function listTables(client: pg.Client): Promise<PgTable[]> {
       JOIN pg_opclass oc ON oc.oid = k.opclass
       WHERE i.indrelid = c.oid AND i.indisprimary AND k.position <= i.indnkeyatts
     ) pk ON true
+    LEFT JOIN LATERAL (
+      -- The extension the table belongs to, and its row condition when it is a configuration table
+      -- (NULL when it is not); extensions built into the server (plpgsql) are not dumped, nor are theirs.
+      SELECT e.oid AS extension, CASE WHEN e.oid >= 16384 THEN e.extcondition[array_position(e.extconfig, c.oid)] END AS rows
+      FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+    ) ext ON true
     WHERE c.relkind = 'r'
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-    ORDER BY n.nspname, c.relname`);
+      AND (ext.extension IS NULL OR ($1 AND ext.rows IS NOT NULL))
+    ORDER BY n.nspname, c.relname`, [extensionConfig]);
   return result.rows.map((r) => ({
     schema: r.schema,
     name: r.name,
     columns: r.columns ?? [],
     primaryKey: r.pk && r.pk_sortable ? r.pk : [],
     hashedColumns: r.hashed ?? [],
+    ...(r.extension_rows !== null ? { extensionRows: r.extension_rows } : {}),
   }));
 }
 
@@ -78,9 +101,14 @@ export async function listTables(client: pg.Client): Promise<PgTable[]> {
  */
 const ROW_ALIAS = '"strata row"';
 
-/** `ONLY schema.table AS alias`: pg_dump's row selection, without the rows of inheritance children. */
+/**
+ * `ONLY schema.table AS alias`: pg_dump's row selection, without the rows of inheritance children.
+ * An extension's configuration table is read through its condition, in a subquery of its own so
+ * that the condition may name the table as pg_dump lets it.
+ */
 function onlyTable(table: PgTable, quote: (name: string) => string = ident): string {
-  return `ONLY ${quote(table.schema)}.${quote(table.name)} AS ${ROW_ALIAS}`;
+  const only = `ONLY ${quote(table.schema)}.${quote(table.name)}`;
+  return table.extensionRows ? `(SELECT * FROM ${only} ${table.extensionRows}) AS ${ROW_ALIAS}` : `${only} AS ${ROW_ALIAS}`;
 }
 
 /**

@@ -53,8 +53,11 @@ import { legacyFacts } from './pg-legacy-facts.js';
 import { PG_IDENTIFIER_LIMIT, pgAdmin } from './pg-admin.js';
 import { LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
 
-/** The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}). */
-const FACTS_VERSION = 2;
+/**
+ * The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}).
+ * 3: extensions' configuration tables are among the tables (see listTables).
+ */
+const FACTS_VERSION = 3;
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
 const AVERAGE_CHUNK = 64 * 1024;
@@ -138,7 +141,7 @@ export class PostgresEngine extends ServerEngine {
       const database = await describeDatabase(client, target, exported);
       const schemaSql = databaseSection(database) + (await dumpSchema(target, exported));
       throwIfAborted(options.signal, 'snapshot');
-      const tables = await listTables(client);
+      const tables = await loadOrder(client, await listTables(client));
       const sequences = await readSequences(client);
       const matviews = await populatedMatviews(client);
       const databaseBytes = Number((await client.query<{ size: string }>('SELECT pg_database_size(current_database()) AS size')).rows[0]!.size);
@@ -201,7 +204,9 @@ export class PostgresEngine extends ServerEngine {
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const schemaSql = await dumpSchema(target, exported);
       const database = await describeDatabase(client, target, exported);
-      const tables = await listTables(client);
+      // A backup's facts leave out what its release did not copy.
+      const recordedVersion = options.recordedMeta?.['factsVersion'];
+      const tables = await listTables(client, { extensionConfig: typeof recordedVersion !== 'number' || recordedVersion >= 3 });
       // PostgreSQL enforces foreign keys itself, except those added NOT VALID, whose old rows it
       // never checked. Such a constraint is no fault of the restore: pg_dump writes NOT VALID into
       // the schema, so one that differs from the backup's shows in the schema comparison.
@@ -252,6 +257,22 @@ export class PostgresEngine extends ServerEngine {
 }
 
 
+/**
+ * The tables in the order their streams are stored, which is the order a restore loads them: as
+ * listed, except that an extension's configuration tables come after those their foreign keys
+ * refer to (pg_partman's part_config_sub after part_config). CREATE EXTENSION makes their keys
+ * before any row is loaded; every other table gets its keys after its rows.
+ */
+async function loadOrder(client: pg.Client, tables: PgTable[]): Promise<PgTable[]> {
+  const configuration = new Set(tables.filter((t) => t.extensionRows !== undefined).map(tableKey));
+  if (configuration.size < 2) return tables;
+  const edges = (await foreignKeys(client))
+    .map((k) => ({ child: tableKey(k.child), parent: tableKey(k.parent) }))
+    .filter((e) => e.child !== e.parent && configuration.has(e.child) && configuration.has(e.parent));
+  const byKey = new Map(tables.map((t) => [tableKey(t), t]));
+  return parentsFirst([...byKey.keys()], edges).map((key) => byKey.get(key)!);
+}
+
 async function readSequences(client: pg.Client): Promise<SequenceState[]> {
   const seqs = (await client.query<{ schema: string; name: string; owned_by: string | null }>(`
     SELECT n.nspname AS schema, c.relname AS name,
@@ -259,7 +280,10 @@ async function readSequences(client: pg.Client): Promise<SequenceState[]> {
         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) AS owned_by
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      -- An extension's sequences are its own, except those it marked as configuration (pg_cron's
+      -- job ids): as pg_dump does, their position is the user's, or restored jobs' ids come again.
+      AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+        OR EXISTS (SELECT 1 FROM pg_extension e WHERE e.oid >= 16384 AND c.oid = ANY (e.extconfig)))
     ORDER BY 1, 2`)).rows;
   const out: SequenceState[] = [];
   for (const s of seqs) {
@@ -564,7 +588,8 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
   signal?.addEventListener('abort', cancel, { once: true });
   try {
     throwIfAborted(signal, 'restore');
-    const present = new Set((await listTables(client)).map(tableKey));
+    const inTarget = new Map((await listTables(client)).map((t) => [tableKey(t), t]));
+    const present = new Set(inTarget.keys());
     const tables = chosen.map((q) => {
       const table = recorded.get(q);
       if (!table || !present.has(tableKey(table))) {
@@ -588,7 +613,9 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       await flipSwitches(client, target, switches, () => 'DISABLE');
       for (const t of [...order].reverse()) {
         // ONLY: an inheritance parent's DELETE would also empty its children, which are not restored.
-        await client.query(`DELETE FROM ONLY ${ident(t.schema)}.${ident(t.name)}`);
+        // Of an extension's configuration table only the rows its condition gives the user are
+        // replaced; the rest are the extension's own, and the backup does not hold them.
+        await client.query(`DELETE FROM ONLY ${ident(t.schema)}.${ident(t.name)} ${inTarget.get(tableKey(t))?.extensionRows ?? ''}`);
       }
       await loadFiles(client, target, order.map((t) => ({ table: t, file: files.get(qualified(t)) })), meta);
       // Check deferred foreign keys now: setval() is not transactional, so sequences move
