@@ -20,7 +20,7 @@ describe('continuous protection: strata replicate and restore --as-of', function
   this.timeout(300_000);
   const dir = useTempDir();
 
-  it('restores to 21 random moments each give exactly the transactions committed by then, and every one committed an interval before, across SIGKILLs, WAL restarts, TRUNCATE checkpoints and VACUUM', async () => {
+  it('restores to 21 random moments and one inside each run of the replicator each give exactly the transactions committed by then, and every one committed an interval before, across SIGKILLs, WAL restarts, TRUNCATE checkpoints and VACUUM', async () => {
     const repo = path.join(dir.path, 'repo');
     const db = path.join(dir.path, 'app.db');
     const log = path.join(dir.path, 'commits.log');
@@ -97,6 +97,14 @@ describe('continuous protection: strata replicate and restore --as-of', function
     for (let i = 0; i < 5; i++) {
       const c = written[Math.floor(Math.random() * written.length)]!;
       targets.push(i % 2 === 0 ? c.before : c.after);
+    }
+    // And one inside each later run, between an interval after it was shipping and what it last
+    // shipped: on a loaded machine the restarts are slow and the runs short, and random moments
+    // alone may all fall near a restart, where the interval's promise does not hold.
+    for (let run = 1; run < 5; run++) {
+      const from = downs[run - 1]!.upAt + INTERVAL_MS;
+      const to = run < 4 ? blind[run]!.from : endedAt;
+      if (to - from > 100) targets.push(from + Math.floor((to - from) / 2));
     }
     let replayed = 0;
     let maxBehind = 0;
