@@ -349,7 +349,7 @@ export async function privateServer(dataDir: string, major: number, prefix: stri
 const JOB_SCHEDULERS = new Set(['pg_cron', 'pg_partman_bgw']);
 
 /** `shared_preload_libraries` without {@link JOB_SCHEDULERS}; undefined when it names none. */
-export function withoutSchedulers(libraries: string): string | undefined {
+function withoutSchedulers(libraries: string): string | undefined {
   const names = libraries.split(',').map((name) => name.trim()).filter((name) => name !== '');
   // A name may be quoted; a library is named by its file's base name, with or without a folder and `.so`.
   const bare = (name: string): string => path.basename(name.replace(/^"(.*)"$/, '$1')).replace(/\.so$/, '');
