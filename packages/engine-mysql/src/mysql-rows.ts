@@ -364,6 +364,11 @@ const PIECE_CHARS = 256 * 1024;
  * a value larger than the target's max_allowed_packet cannot be stored there at all and fails
  * the restore with the table, the column and the setting to raise.
  */
+/** The server's error for a transaction it rolled back to end a deadlock. */
+const ER_LOCK_DEADLOCK = 1213;
+/** How often one INSERT is sent before a deadlock ends the restore. */
+const DEADLOCK_ATTEMPTS = 5;
+
 export class RowInserter {
   readonly #decoder = new StringDecoder('utf8');
   /** Text after the last complete line, in pieces (a long row can span many). */
@@ -503,6 +508,23 @@ export class RowInserter {
   }
 
   /** Waits for the INSERT still running, if any. */
+  /**
+   * One INSERT of many rows. Two connections load a table in turns (rowsInTurns), and InnoDB may end
+   * their lock waits as a deadlock (seen on a table without a key): it then rolls back the whole
+   * transaction of one side, which here is that one statement (the restore's connections
+   * autocommit), so the statement is sent again, a few times, before the restore gives up.
+   */
+  async #insert(sql: string): Promise<unknown> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.connection.query(sql);
+      } catch (err) {
+        if ((err as { errno?: number }).errno !== ER_LOCK_DEADLOCK || attempt >= DEADLOCK_ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
+      }
+    }
+  }
+
   async #settle(): Promise<void> {
     const running = this.#running;
     this.#running = undefined;
@@ -521,7 +543,7 @@ export class RowInserter {
     this.#values = [];
     this.#size = 0;
     await this.#settle();
-    const running = this.connection.query(sql);
+    const running = this.#insert(sql);
     // Its failure is thrown by the next flush or by end(); until then it must not count as unhandled.
     running.catch(() => undefined);
     this.#running = running;
