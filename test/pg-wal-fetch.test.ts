@@ -154,7 +154,7 @@ describe('strata wal-fetch exit statuses and the passphrase source of the restor
     const ahead = new Date(Date.now() + 24 * 3_600_000).toISOString();
     const later = await run(['restore', 'latest', '--db', DB, '--to', target, '--as-of', ahead], [], { STRATA_PASSPHRASE_FILE: cluster.passFile });
     assert.equal(later.status, 0, later.stderr);
-    assert.match(later.stderr, new RegExp(`warning: ${ahead.replace(/[.]/g, '\\.')} is after the newest WAL archived for ${DB} \\(stored .*\\).*SELECT pg_switch_wal\\(\\)`));
+    assert.match(later.stderr, new RegExp(`warning: nothing archived for ${DB} committed after ${ahead.replace(/[.]/g, '\\.')}, .*--xid \\d+ recovers through it.*SELECT pg_switch_wal\\(\\)`));
     rmSync(target, { recursive: true, force: true });
 
     // Strata's own temporary server inherits STRATA_PASSPHRASE, and a copy it promotes never runs its restore_command again.
@@ -166,5 +166,55 @@ describe('strata wal-fetch exit statuses and the passphrase source of the restor
     const paused = await run(['restore', 'latest', '--db', DB, '--to', target, '--start'], [], { STRATA_PASSPHRASE: TEST_PASSPHRASE });
     assert.equal(paused.status, 2, paused.stderr);
     assert.equal(existsSync(target), false, 'nothing written');
+  });
+  it('refuses, before its server starts, a recovery the archive cannot end: a moment after its last commit, a transaction or restore point it lacks; and names the transaction it can end at', async function () {
+    // The last commit, then a moment after it, and only then is its WAL switched and archived: the
+    // archive's newest file is stored after the moment, yet holds no commit after it, so the
+    // server cannot tell that it reached the moment.
+    await db!.query('BEGIN');
+    const xid = (await db!.query<{ x: string }>('INSERT INTO markers VALUES (4) RETURNING pg_current_xact_id()::text AS x')).rows[0]!.x;
+    await db!.query('COMMIT');
+    const moment = new Date(Date.now() + 500).toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await switchAndArchive(db!);
+    const flags = ['--passphrase-file', cluster.passFile];
+    const target = path.join(cluster.dir, 'unreachable');
+
+    const refused = await run(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment, '--start', '--target-action', 'promote'], flags);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`nothing archived for ${DB} committed after ${moment.replace(/[.]/g, '\\.')}.*recovery ended before configured recovery target was reached.*The archive's last transaction, ${xid}, committed at .*--xid ${xid} recovers through it`));
+    assert.equal(existsSync(target), false, 'the restored files were removed');
+    // Written without --start (a server started later may find more archived), with the same words as a warning.
+    const written = await run(['restore', 'latest', '--db', DB, '--to', target, '--as-of', moment], flags);
+    assert.equal(written.status, 0, written.stderr);
+    assert.match(written.stderr, new RegExp(`warning: nothing archived for ${DB} committed after .*--xid ${xid} recovers through it`));
+    rmSync(target, { recursive: true, force: true });
+
+    for (const [args, said] of [
+      [['--xid', '999999'], /transaction 999999 neither commits nor aborts in the WAL archived/],
+      [['--name', 'never-made'], /holds no restore point named "never-made"/],
+    ] as const) {
+      const r = await run(['restore', 'latest', '--db', DB, '--to', target, ...args, '--start'], flags);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, said);
+      assert.match(r.stderr, new RegExp(`--xid ${xid} recovers through it`));
+      assert.equal(existsSync(target), false, 'the restored files were removed');
+    }
+
+    // What it suggests does recover, through that transaction.
+    const suggested = await run(['restore', 'latest', '--db', DB, '--to', target, '--xid', xid, '--start', '--target-action', 'promote', '--json'], flags);
+    assert.equal(suggested.status, 0, suggested.stderr);
+    assert.equal((JSON.parse(suggested.stdout) as { reached: { state: string } }).reached.state, 'promoted');
+    const port = await freePort();
+    const log = path.join(cluster.dir, 'suggested.log');
+    const started = cluster.pgCtl(['start', '-D', target, '-w', '-t', '120', '-l', log, '-o', `-c port=${port} -c unix_socket_directories=${cluster.dir}`]);
+    running.add(target);
+    assert.equal(started.status, 0, started.out);
+    const c = await client(port);
+    try {
+      assert.deepEqual((await c.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq), [1, 2, 3, 4]);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
   });
 });

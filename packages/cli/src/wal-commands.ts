@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, stopsWithin, tablespacesInTheWay, tablespacesReplayed, validateDatabaseName, walFileCheck } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -325,27 +325,72 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
 }
 
 /**
- * Refuses, before the server can start, a recovery whose WAL creates a tablespace at a folder that
- * exists on this machine: PostgreSQL replays a CREATE TABLESPACE at the primary's absolute path
- * and writes into that folder, so on the primary's machine it would overwrite the primary's own
- * tablespace (PostgreSQL's documented caveat of point-in-time recovery). A folder that does not
- * exist here harms nothing. The caller removes the restored base when it refuses (its PG_VERSION
- * is what says which pg_waldump reads the WAL). When pg_waldump cannot run, a warning says the
- * check was not made.
+ * Looks, before the server can start, at what its recovery would replay (pg_waldump over the
+ * checked segments), and refuses two recoveries:
+ *
+ * - one whose WAL creates a tablespace at a folder that exists on this machine: PostgreSQL replays
+ *   a CREATE TABLESPACE at the primary's absolute path and writes into that folder, so on the
+ *   primary's machine it would overwrite the primary's own tablespace (PostgreSQL's documented
+ *   caveat of point-in-time recovery). A folder that does not exist here harms nothing.
+ * - one that cannot reach its target: a moment with no commit after it, or a transaction or
+ *   restore point whose record is not there, in WAL that ends with these segments (`atArchiveEnd`:
+ *   the archive holds nothing after them). PostgreSQL would replay all of it and then fail with
+ *   "recovery ended before configured recovery target was reached". Refused when Strata's own
+ *   server would run that recovery now (`start`); otherwise a warning, since the server started
+ *   later fetches what was archived meanwhile.
+ *
+ * The caller removes the restored base when it refuses (its PG_VERSION is what says which
+ * pg_waldump reads the WAL). When pg_waldump cannot run, a warning says the check was not made.
  */
-async function refuseTablespaceReplay(spool: string, segments: readonly string[], dir: string, goal: RecoveryGoal, base: BackupRecord, signal: AbortSignal): Promise<void> {
+async function checkReplay(
+  spool: string,
+  segments: readonly string[],
+  dir: string,
+  goal: RecoveryGoal,
+  base: BackupRecord,
+  options: { start: boolean; atArchiveEnd: boolean; newestStored: string },
+  signal: AbortSignal,
+): Promise<void> {
   const major = Number((await fs.readFile(path.join(dir, 'PG_VERSION'), 'utf8')).trim());
-  const created = await tablespacesReplayed(spool, segments, goal, { major, backupEnd: (base.logRange!.end as { lsn?: string }).lsn ?? '0/0', signal });
-  if (created === undefined) {
+  const scan = await scanReplay(spool, segments, goal, { major, backupEnd: (base.logRange!.end as { lsn?: string }).lsn ?? '0/0', signal });
+  if (scan === undefined) {
     process.stderr.write(`strata: warning: could not look for CREATE TABLESPACE in the WAL to replay (PostgreSQL ${major}'s pg_waldump did not run, or read none of it); a recovery on the primary's machine that replays one would overwrite that tablespace's folder\n`);
+    // Without a look at the commits, what the archive's times say: every record it holds was
+    // written before its newest file was stored, so a later moment is not there yet.
+    if (goal.kind === 'time' && options.newestStored !== '' && Date.parse(options.newestStored) < goal.time.getTime()) {
+      process.stderr.write(
+        `strata: warning: ${goal.time.toISOString()} is after the newest WAL archived for ${base.database} (stored ${options.newestStored}): a recovery reaches it only once the archive holds WAL written after it, else PostgreSQL stops it with "recovery ended before configured recovery target was reached". Archive the server's current WAL first (SELECT pg_switch_wal()), or give an earlier time\n`,
+      );
+    }
     return;
   }
-  const t = (await tablespacesInTheWay(created))[0];
+  const t = (await tablespacesInTheWay(scan.tablespaces))[0];
   if (t) {
     throw new StrataError(
       'USAGE',
       `restore: the WAL this recovery replays creates tablespace ${t.oid} at ${t.location} (at LSN ${t.lsn}), and that folder exists on this machine: PostgreSQL would replay it there and write into that folder (the original cluster's tablespace, if this is its machine). The restored files were removed. Recover on another machine, or to a moment before it (--lsn ${t.previousLsn}, the record before it)`,
     );
+  }
+  if (scan.stopFound !== false || !options.atArchiveEnd) return;
+  const problem = unreachableTarget(goal, base, scan);
+  if (options.start) throw new StrataError('USAGE', `restore: ${problem}. The restored files were removed`);
+  process.stderr.write(`strata: warning: ${problem}; started now, the server would do just that (unless WAL archived by then holds what it stops at)\n`);
+}
+
+/** Why the archived WAL cannot end a recovery at `goal` (the scan found no stop), and which target it can end at. */
+function unreachableTarget(goal: RecoveryGoal, base: BackupRecord, scan: { lastCommit?: { xid: string; lsn: string; time: string } }): string {
+  const last = scan.lastCommit;
+  const fails = 'PostgreSQL would replay all of it and then fail ("recovery ended before configured recovery target was reached")';
+  const instead = last
+    ? `The archive's last transaction, ${last.xid}, committed at ${last.time} (LSN ${last.lsn}): --xid ${last.xid} recovers through it`
+    : "The archive holds no commit after the base backup: --immediate recovers to the base backup's end";
+  switch (goal.kind) {
+    case 'time':
+      return `nothing archived for ${base.database} committed after ${goal.time.toISOString()}, and a recovery to a moment ends at the first commit after it: without one, ${fails}. ${instead}, which is that moment's state unless something committed in WAL not archived yet; to know, archive the server's current WAL (SELECT pg_switch_wal()) and try again`;
+    case 'xid':
+      return `transaction ${goal.xid} neither commits nor aborts in the WAL archived for ${base.database} after ${base.id}, so ${fails}: it ended before that base backup, has not ended yet, or its WAL is not archived yet. ${instead}`;
+    default:
+      return `the WAL archived for ${base.database} after ${base.id} holds no restore point named ${JSON.stringify(goal.kind === 'name' ? goal.name : '')}, so ${fails}: it was made before that base backup or on another server, or its WAL is not archived yet (SELECT pg_switch_wal() archives it). ${instead}`;
   }
 }
 
@@ -394,14 +439,6 @@ async function restorePhysicalInto(
   const database = base.database;
   const files = await repo.logArchive.list(database, { signal });
   const plan = await planWal(base, goal, files, (file) => repo.logArchive.read(file, { signal }), choice);
-  // Every record the archive holds was written before its newest file was stored: a later moment
-  // is not there yet, and the server would replay all of it and then stop short with a FATAL.
-  const newestStored = files.reduce((newest, f) => (f.storedAt !== undefined && f.storedAt > newest ? f.storedAt : newest), '');
-  if (goal.kind === 'time' && newestStored !== '' && Date.parse(newestStored) < goal.time.getTime()) {
-    process.stderr.write(
-      `strata: warning: ${goal.time.toISOString()} is after the newest WAL archived for ${database} (stored ${newestStored}): a recovery reaches it only once the archive holds WAL written after it, else PostgreSQL stops it with "recovery ended before configured recovery target was reached". Archive the server's current WAL first (SELECT pg_switch_wal()), or give an earlier time\n`,
-    );
-  }
   if (plan.missing.length > 0) {
     const shown = plan.missing.length > 4 ? `${plan.missing.slice(0, 3).join(', ')} … ${plan.missing.at(-1)} (${plan.missing.length} segments)` : plan.missing.join(', ');
     throw new StrataError('CHAIN_BROKEN', `restore: the WAL archive of ${database} lacks ${shown}, which a recovery from ${base.id} to ${describeGoal(goal)} replays (along timeline ${plan.timeline}); nothing was written. Restore to an earlier moment, or from a later base backup`, {
@@ -451,8 +488,13 @@ async function restorePhysicalInto(
     }
     const relocate = { ...(options.tablespaceMap && Object.keys(options.tablespaceMap).length > 0 ? { map: options.tablespaceMap } : {}), ...(options.tablespacesUnder ? { under: options.tablespacesUnder } : {}) };
     await repo.restore({ id: base.id }, { to: dir, force: options.force, signal, ...(Object.keys(relocate).length > 0 ? { relocate } : {}) });
+    // Nothing archived after the spool: the recovery can replay only what it holds.
+    // (A damaged segment after the target, left out of the spool, is not looked at: nor is it the end.)
+    const archived = new Set(files.map((f) => f.name));
+    const atArchiveEnd = !plan.readAhead.some((name) => archived.has(name)) && (!plan.afterTarget || spooled.includes(plan.afterTarget.name));
+    const newestStored = files.reduce((newest, f) => (f.storedAt !== undefined && f.storedAt > newest ? f.storedAt : newest), '');
     try {
-      await refuseTablespaceReplay(spool, spooled, dir, goal, base, signal);
+      await checkReplay(spool, spooled, dir, goal, base, { start: options.start, atArchiveEnd, newestStored }, signal);
     } catch (err) {
       await removeRestoredCluster(dir);
       throw err;

@@ -8,7 +8,7 @@ import { connect, parseTarget } from './pg-connection.js';
 import { pgProgram } from './pg-physical-engine.js';
 import type { PhysicalMeta } from './pg-physical-engine.js';
 import { privateServer } from './pg-point-in-time.js';
-import { tablespacesInTheWay, tablespacesReplayed } from './pg-recovery-stop.js';
+import { scanReplay, tablespacesInTheWay } from './pg-recovery-stop.js';
 import type { PrivateServer } from './pg-point-in-time.js';
 import { parseWalName, segmentOf } from './pg-wal.js';
 import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
@@ -87,7 +87,7 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
  * then unknown.
  */
 async function refuseTablespaceReplay(walDir: string, segments: readonly string[], major: number, backupEnd: string, signal: AbortSignal | undefined): Promise<void> {
-  const created = await tablespacesReplayed(walDir, segments, { kind: 'latest' }, { major, backupEnd, ...(signal ? { signal } : {}) });
+  const created = (await scanReplay(walDir, segments, { kind: 'latest' }, { major, backupEnd, ...(signal ? { signal } : {}) }))?.tablespaces;
   if (created === undefined) {
     throw new StrataError('TOOL_MISSING', `verify: PostgreSQL ${major}'s pg_waldump did not run or read none of the WAL the check would replay, so it could not be searched for CREATE TABLESPACE, which would write into a folder of this machine; install PostgreSQL ${major}'s server programs (Debian: postgresql-${major}; PGDG RPMs: postgresql${major}-contrib) or set STRATA_PG_BINDIR to their folder`);
   }

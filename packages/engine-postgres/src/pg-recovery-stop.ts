@@ -72,7 +72,8 @@ function matcher(goal: RecoveryGoal, backupEnd: string): { rmgr?: string; test: 
       return { test: (r) => r.lsn >= target };
     }
     case 'xid':
-      return { rmgr: 'Transaction', test: (r) => r.xid === goal.xid && /^(COMMIT|ABORT)\b/.test(r.desc) };
+      // A prepared transaction ends in another's record, which names it: `COMMIT_PREPARED 737: ...`.
+      return { rmgr: 'Transaction', test: (r) => (r.xid === goal.xid && /^(COMMIT|ABORT) /.test(r.desc)) || /^(?:COMMIT|ABORT)_PREPARED (\d+):/.exec(r.desc)?.[1] === goal.xid };
     case 'name':
       return { rmgr: 'XLOG', test: (r) => r.desc === `RESTORE_POINT ${goal.name}` };
     case 'latest':
@@ -80,12 +81,15 @@ function matcher(goal: RecoveryGoal, backupEnd: string): { rmgr?: string; test: 
   }
 }
 
-/** A plain COMMIT's or ABORT's time in microseconds since the epoch (`COMMIT 2026-12-02 21:16:34.303792 UTC; ...`). */
-function committedAt(desc: string): bigint | undefined {
-  const m = /^(?:COMMIT|ABORT) (\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)\.(\d{6}) UTC\b/.exec(desc);
-  if (!m) return undefined;
-  const seconds = Date.parse(`${m[1]}T${m[2]}Z`);
-  return Number.isNaN(seconds) ? undefined : BigInt(seconds) * 1000n + BigInt(m[3]!);
+/**
+ * A commit's or abort's time in microseconds since the epoch (`COMMIT 2026-12-02 21:16:34.303792
+ * UTC; ...`, and a prepared transaction's `COMMIT_PREPARED 737: 2026-...`), of `kind` only when given.
+ */
+function committedAt(desc: string, kind?: 'COMMIT' | 'ABORT'): bigint | undefined {
+  const m = /^(COMMIT|ABORT)(?:_PREPARED \d+:)? (\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)\.(\d{6}) UTC\b/.exec(desc);
+  if (!m || (kind !== undefined && m[1] !== kind)) return undefined;
+  const seconds = Date.parse(`${m[2]}T${m[3]}Z`);
+  return Number.isNaN(seconds) ? undefined : BigInt(seconds) * 1000n + BigInt(m[4]!);
 }
 
 /** A `CREATE TABLESPACE` in the WAL: the tablespace's OID, its absolute location, where the record is and the one before it. */
@@ -96,22 +100,43 @@ export interface TablespaceCreation {
   readonly previousLsn: string;
 }
 
+/** A transaction's commit as the WAL records it. */
+export interface ArchivedCommit {
+  readonly xid: string;
+  readonly lsn: string;
+  /** Its commit time, to the microsecond (`2026-12-05T14:50:26.155621Z`). */
+  readonly time: string;
+}
+
+/** What a recovery to a goal would replay, as pg_waldump reads it from the segments on disk. */
+export interface ReplayScan {
+  /** The `CREATE TABLESPACE` records it replays. */
+  readonly tablespaces: TablespaceCreation[];
+  /**
+   * For a goal that stops at a record (a time, a transaction, a restore point): whether that
+   * record (or for a time, the first commit after it) is in the segments read. Undefined for the
+   * others.
+   */
+  readonly stopFound?: boolean;
+  /** For the same goals, the last commit read before the stop (or in all of it when there is none). */
+  readonly lastCommit?: ArchivedCommit;
+}
+
 /**
- * The `CREATE TABLESPACE` records a recovery to `goal` replays from WAL segments on disk in `dir`
- * (names in order, as it replays them). PostgreSQL replays one at the absolute path the primary
- * gave, writing into what is there: on the primary's machine, the primary's own tablespace.
- * Which are replayed follows where the recovery stops (see matcher()): for a moment, those before
- * the first commit after it; for a transaction or restore point, those before its record; for an
- * LSN, every record up to the first at or past it; for `immediate`, those before the base
- * backup's end. pg_waldump reads each run of segments of one timeline; what it cannot read (the
- * unwritten end of the last segment) ends the run. Undefined when pg_waldump cannot be run.
+ * What a recovery to `goal` replays from WAL segments on disk in `dir` (names in order, as it
+ * replays them): its `CREATE TABLESPACE` records, and whether the record it stops at is there.
+ * PostgreSQL replays a CREATE TABLESPACE at the absolute path the primary gave, writing into what
+ * is there: on the primary's machine, the primary's own tablespace. Which are replayed follows
+ * where the recovery stops (see matcher()): for a moment, those before the first commit after it;
+ * for a transaction or restore point, those before its record; for an LSN, every record up to the
+ * first at or past it; for `immediate`, those before the base backup's end. A recovery to a
+ * moment, transaction or restore point whose record is in none of the WAL it can fetch replays all
+ * of it and then fails ("recovery ended before configured recovery target was reached"), which is
+ * why the stop is looked for too. pg_waldump reads each run of segments of one timeline; what it
+ * cannot read (the unwritten end of the last segment) ends the run. Undefined when pg_waldump
+ * cannot be run.
  */
-export async function tablespacesReplayed(
-  dir: string,
-  segments: readonly string[],
-  goal: RecoveryGoal,
-  options: { major: number; backupEnd: string; signal?: AbortSignal },
-): Promise<TablespaceCreation[] | undefined> {
+export async function scanReplay(dir: string, segments: readonly string[], goal: RecoveryGoal, options: { major: number; backupEnd: string; signal?: AbortSignal }): Promise<ReplayScan | undefined> {
   const stop = goal.kind === 'time' || goal.kind === 'xid' || goal.kind === 'name' ? matcher(goal, options.backupEnd) : undefined;
   const replayed = (t: TablespaceCreation): boolean => {
     if (goal.kind === 'lsn') return parseLsn(t.previousLsn) < parseLsn(goal.lsn);
@@ -134,17 +159,19 @@ export async function tablespacesReplayed(
     return undefined;
   }
   const found: TablespaceCreation[] = [];
+  let stopped = false;
+  let lastCommit: ArchivedCommit | undefined;
   for (const run of runs) {
     // XLOG records (checkpoints, the base backup's end, a timeline's start) are in every run a
     // recovery replays: a run that shows none was not read, and the answer would be a false "none".
-    const rmgrs = ['-r', 'Tablespace', '-r', 'XLOG', ...(stop?.rmgr && stop.rmgr !== 'XLOG' ? ['-r', stop.rmgr] : [])];
+    // Transaction records, for a goal with a stop, give the last commit before it.
+    const rmgrs = ['-r', 'Tablespace', '-r', 'XLOG', ...(stop ? ['-r', 'Transaction'] : [])];
     // TZ=UTC: pg_waldump prints commit times in the local zone (see stopsWithin).
     const child = spawn(program, ['-p', dir, ...rmgrs, run[0]!, run.at(-1)!], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'], signal: options.signal });
     const ended = new Promise<boolean>((resolve) => {
       child.once('close', () => resolve(true));
       child.once('error', () => resolve(false));
     });
-    let stopped = false;
     let read = false;
     for await (const line of createInterface({ input: child.stdout })) {
       const record = /\btx:\s*(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev ([0-9A-F]+\/[0-9A-F]+), desc: (.*)$/.exec(line);
@@ -157,12 +184,22 @@ export async function tablespacesReplayed(
         if (replayed(t)) found.push(t);
       } else if (stop && line.startsWith(`rmgr: ${stop.rmgr} `) && stop.test({ xid: record[1]!, lsn: parseLsn(record[2]!), desc: record[4]! })) {
         stopped = true;
+      } else if (line.startsWith('rmgr: Transaction ')) {
+        const at = committedAt(record[4]!, 'COMMIT');
+        // A prepared transaction's commit is another's record (tx 0), naming it: `COMMIT_PREPARED 737: ...`.
+        const prepared = /^COMMIT_PREPARED (\d+):/.exec(record[4]!)?.[1];
+        if (at !== undefined) lastCommit = { xid: prepared ?? record[1]!, lsn: record[2]!, time: isoMicros(at) };
       }
     }
     if (!(await ended) || !read) return undefined;
     if (stopped) break;
   }
-  return found;
+  return { tablespaces: found, ...(stop ? { stopFound: stopped, ...(lastCommit ? { lastCommit } : {}) } : {}) };
+}
+
+/** Microseconds since the epoch as ISO 8601 with all six digits. */
+function isoMicros(us: bigint): string {
+  return new Date(Number(us / 1000n)).toISOString().replace(/\.\d{3}Z$/, `.${(us % 1000000n).toString().padStart(6, '0')}Z`);
 }
 
 /**
