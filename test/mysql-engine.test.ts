@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { EngineRegistry, MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
-import { finished, json, strata, strataAsync, useTempDir } from './helpers/env.js';
+import { ROOT, finished, json, strata, strataAsync, useTempDir } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 import { MysqlDatabases, killSessions, mysqlDump, mysqlQuery, mysqlSession, mysqlUrl, requireMysql } from './helpers/mysql.js';
+import { waitFor } from './helpers/pg-cluster.js';
 import { MUTATE_MYSQL_SQL, RICH_MYSQL_SQL } from './helpers/rich-mysql.js';
 
 const engine = new MysqlEngine();
@@ -347,5 +349,59 @@ describe('MySQL/MariaDB engine', function () {
       assert.deepEqual((await repo.list()).map((b) => b.id), []);
       assert.equal((await repo.journal.operations()).at(-1)!.status, 'FAILED');
     });
+  });
+});
+
+describe('MySQL/MariaDB restore: an INSERT that InnoDB rolls back to end a deadlock', function () {
+  const databases = new MysqlDatabases();
+
+  before(async function () {
+    await requireMysql(this);
+  });
+
+  after(async () => {
+    await databases.dropAll();
+  });
+
+  it('is sent again, and the rows arrive once each (the restore does not fail)', async function () {
+    // The restore's row writer itself (internal to the engine), on a connection of the test's:
+    // the deadlock needs another session's lock timed against its INSERT.
+    const rows = (await import(pathToFileURL(path.join(ROOT, 'packages/engine-mysql/dist/mysql-rows.js')).href)) as {
+      RowInserter: new (connection: unknown, table: string, database: string) => { write(chunk: Uint8Array): Promise<void>; end(): Promise<void> };
+    };
+    const db = await databases.create('CREATE TABLE keyed (k INT PRIMARY KEY, v TEXT) ENGINE=InnoDB;');
+    const other = await mysqlSession(db);
+    const restoring = await mysqlSession(db);
+    const watcher = await mysqlSession(db);
+    try {
+      const [[{ id }]] = (await restoring.query('SELECT CONNECTION_ID() AS id')) as unknown as [[{ id: number }]];
+      // The other session has written more rows, so InnoDB makes the restore's INSERT the victim.
+      await other.query('BEGIN');
+      await other.query('INSERT INTO keyed SELECT seq, NULL FROM seq_1000_to_1200');
+      await other.query('INSERT INTO keyed VALUES (1, NULL)');
+      const inserter = new rows.RowInserter(restoring, 'keyed', db);
+      await inserter.write(Buffer.from('2\trestored\n1\trestored\n'));
+      // The restore's INSERT takes row 2, then waits for the other session's row 1.
+      const ended = inserter.end().then(
+        () => undefined,
+        (err: Error) => err,
+      );
+      await waitFor('the INSERT to wait for the lock on row 1', async () => {
+        const [[{ n }]] = (await watcher.query("SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = ? AND trx_state = 'LOCK WAIT'", [id])) as unknown as [[{ n: number }]];
+        return n > 0 ? true : undefined;
+      });
+      // Now the other session waits for row 2: a deadlock, which rolls back the restore's INSERT.
+      await other.query("INSERT INTO keyed VALUES (2, 'other')");
+      await other.query('ROLLBACK');
+      assert.equal(await ended, undefined, 'the restore went on');
+      const [status] = (await watcher.query('SHOW ENGINE INNODB STATUS')) as unknown as [[{ Status: string }]];
+      assert.match(status[0].Status, /LATEST DETECTED DEADLOCK/, 'InnoDB did see a deadlock');
+      assert.deepEqual(await mysqlQuery(db, 'SELECT k, v FROM keyed ORDER BY k'), [
+        { k: 1, v: 'restored' },
+        { k: 2, v: 'restored' },
+      ]);
+    } finally {
+      for (const c of [other, restoring, watcher]) await c.end().catch(() => undefined);
+    }
   });
 });

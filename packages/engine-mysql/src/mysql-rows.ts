@@ -499,7 +499,7 @@ export class RowInserter {
         for (const piece of pieces.slice(1)) await this.connection.query(`SET ${variable} = CONCAT(${variable}, ${piece})`);
         literals.push(variable);
       }
-      await this.connection.query(`${this.#insertSql()}(${literals.join(',')})`);
+      await this.#insert(`${this.#insertSql()}(${literals.join(',')})`);
     } catch (err) {
       throw this.#refused(err);
     } finally {
@@ -507,12 +507,12 @@ export class RowInserter {
     }
   }
 
-  /** Waits for the INSERT still running, if any. */
   /**
-   * One INSERT of many rows. Two connections load a table in turns (rowsInTurns), and InnoDB may end
-   * their lock waits as a deadlock (seen on a table without a key): it then rolls back the whole
-   * transaction of one side, which here is that one statement (the restore's connections
-   * autocommit), so the statement is sent again, a few times, before the restore gives up.
+   * One INSERT (of many rows, or of one with long values). Two connections load a table in turns
+   * (rowsInTurns), and InnoDB may end their lock waits as a deadlock (seen on a table without a
+   * key): it then rolls back the whole transaction of one side, which here is that one statement
+   * (the restore's connections autocommit), so the statement is sent again, a few times, before
+   * the restore gives up.
    */
   async #insert(sql: string): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
@@ -525,6 +525,7 @@ export class RowInserter {
     }
   }
 
+  /** Waits for the INSERT still running, if any. */
   async #settle(): Promise<void> {
     const running = this.#running;
     this.#running = undefined;
