@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
@@ -305,6 +305,44 @@ describe('physical backups of a cluster whose configuration lives outside its da
     assert.equal((JSON.parse(again.stdout) as { reached: { state: string } }).reached.state, 'paused');
     rmSync(target, { recursive: true, force: true });
     rmSync(moved, { recursive: true, force: true });
+
+    // A restore killed while it unpacks the tablespace leaves that tablespace's files, decrypted, in
+    // a private folder inside the folder it goes to: the next restore into it removes them (and is
+    // not refused because the folder holds something).
+    const killedSpace = path.join(dir, 'killed-space');
+    const killedTarget = path.join(dir, 'killed-target');
+    const restoreArgs = ['restore', 'latest', '--db', DB, '--to', killedTarget, '--tablespace-map', `${location}=${killedSpace}`];
+    let leftover: { name: string; pid: number } | undefined;
+    for (let attempt = 1; attempt <= 5 && !leftover; attempt++) {
+      const [file, argv] = asServerUser(process.execPath, [CLI, ...restoreArgs, '--config', config, '--passphrase-file', passFile]);
+      const child = spawn(file, argv, { stdio: 'ignore' });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      let done = false;
+      void exited.then(() => (done = true));
+      let unpacking: string | undefined;
+      while (!unpacking && !done) {
+        unpacking = (existsSync(killedSpace) ? readdirSync(killedSpace) : []).find((name) => name.includes('.strata-partial-'));
+        if (!unpacking) await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      if (unpacking) {
+        const pid = isRoot ? Number(spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0]) : child.pid!;
+        if (pid > 0) process.kill(pid, 'SIGKILL');
+        await exited;
+        if (existsSync(path.join(killedSpace, unpacking))) leftover = { name: unpacking, pid };
+      } else await exited;
+      // Caught too late (the restore had finished): again.
+      if (!leftover) for (const folder of [killedTarget, killedSpace]) rmSync(folder, { recursive: true, force: true });
+    }
+    assert.ok(leftover, 'a restore was caught unpacking the tablespace in one of 5 tries');
+    assert.match(leftover.name, new RegExp(`-${leftover.pid}-[0-9a-f]{8}$`), "the folder's name says whose it is");
+    assert.equal(statSync(path.join(killedSpace, leftover.name)).mode & 0o777, 0o700, 'it is private');
+    const next = await cli(restoreArgs);
+    assert.equal(next.status, 0, next.stderr);
+    assert.match(next.stderr, new RegExp(`removed ${killedSpace}/${leftover.name.replace(/[.]/g, '\\.')}, .*left by pid ${leftover.pid} on this host, which is no longer running`));
+    assert.deepEqual(readdirSync(killedSpace).filter((name) => name.includes('strata-')), [], 'nothing is left in the tablespace folder');
+    assert.ok(readdirSync(killedSpace).some((name) => name.startsWith('PG_')), 'the tablespace is restored there');
+    rmSync(killedTarget, { recursive: true, force: true });
+    rmSync(killedSpace, { recursive: true, force: true });
 
     const db2 = await connect();
     try {

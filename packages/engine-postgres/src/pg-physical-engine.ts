@@ -27,7 +27,7 @@ import { segmentOf, walFileName } from './pg-wal.js';
 import { PG_LOG_ARCHIVE_RULES } from './pg-wal-rules.js';
 import { checkRecoveredCopy, clusterFingerprint } from './pg-physical-check.js';
 import { archiveTimeoutMs, watchArchiveWait } from './pg-archive-wait.js';
-import { TABLESPACE_STREAM, TAR_END_BYTES, entriesOf, formatTablespaceMap, occupiedError, placeTablespaces, plainLocation, readTablespaceMap, tablespaceStream, tarMember } from './pg-tablespaces.js';
+import { TABLESPACE_STREAM, TAR_END_BYTES, entriesOf, formatTablespaceMap, occupiedError, placeTablespaces, plainLocation, readTablespaceMap, tablespaceDestinations, tablespaceStream, tarMember } from './pg-tablespaces.js';
 import type { Tablespace, TablespacePlacement } from './pg-tablespaces.js';
 
 /**
@@ -41,6 +41,13 @@ import type { Tablespace, TablespacePlacement } from './pg-tablespaces.js';
 
 /** Where a scratch copy's tablespaces go: a folder beside it, removed with it. */
 const scratchTablespaces = (dataDir: string): string => `${dataDir}.tablespaces`;
+/**
+ * What a restore names the folder it unpacks a tablespace into before it commits: a side folder
+ * inside the folder the tablespace goes to (the same file system, an empty mount point included,
+ * and that folder's owner and mode kept), named as the data directory's are, because it holds
+ * decrypted files that the next restore must be able to tell from another's and remove.
+ */
+const tablespaceUnpackFolder = (to: string): string => path.join(to, 'tablespace');
 
 /** The URL schemes of a physical entry. */
 export const PHYSICAL_SCHEMES = ['postgres+physical', 'postgresql+physical'] as const;
@@ -1020,7 +1027,11 @@ export class PostgresPhysicalEngine implements Engine {
     const placement = async (mapOf = partial): Promise<Map<string, TablespacePlacement>> => {
       if (baseTar.placed) return baseTar.placed;
       if (!baseTar.ended) throw new StrataError('ARTIFACT_FOREIGN', `restore: a tablespace's tar comes before ${BASE_STREAM} in this backup, which Strata never writes`);
-      baseTar.placed = placeTablespaces(await readTablespaceMap(mapOf), relocate, dir, options.force);
+      const recorded = await readTablespaceMap(mapOf);
+      // A killed restore's unpacking folder inside a tablespace's folder (decrypted files, see
+      // tablespaceUnpackFolder) would make that folder look taken: removed first, as beside the data directory.
+      for (const to of tablespaceDestinations(recorded, relocate)) await sweepSideFolders(to, 'restore');
+      baseTar.placed = placeTablespaces(recorded, relocate, dir, options.force);
       return baseTar.placed;
     };
     /** A tablespace's tar of a block-level chain: unpacked into a folder beside its layer's. */
@@ -1044,8 +1055,7 @@ export class PostgresPhysicalEngine implements Engine {
         if (!place) throw new StrataError('ARTIFACT_CORRUPT', `restore: the backup holds ${name}, and its tablespace_map names no tablespace ${oid}`);
         const made = await fs.mkdir(place.to, { recursive: true, mode: 0o700 });
         if (made) madeFolders.push(made);
-        const folder = path.join(place.to, `.strata-partial-${randomBytes(4).toString('hex')}`);
-        await fs.mkdir(folder, { mode: 0o700 });
+        const folder = await makeSideFolder(tablespaceUnpackFolder(place.to), 'partial');
         scratch.push(folder);
         tablespaceFolders.set(oid, folder);
         const untar = untarInto(folder, name);
@@ -1132,7 +1142,7 @@ export class PostgresPhysicalEngine implements Engine {
           for (const [oid, place] of await placement(folders.at(-1))) {
             const made = await fs.mkdir(place.to, { recursive: true, mode: 0o700 });
             if (made) madeFolders.push(made);
-            const folder = path.join(place.to, `.strata-partial-${randomBytes(4).toString('hex')}`);
+            const folder = sideFolderPath(tablespaceUnpackFolder(place.to), 'partial');
             scratch.push(folder);
             tablespaceFolders.set(oid, folder);
             targets.set(newest.get(oid)!, folder);

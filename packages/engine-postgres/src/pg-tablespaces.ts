@@ -150,7 +150,7 @@ export function plainLocation(folder: string): boolean {
  * tablespace was in when backed up: a copy of the live data directory links to the live ones.
  */
 export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate: Relocation | undefined, target: string, force: boolean): Map<string, TablespacePlacement> {
-  const map = new Map(Object.entries(relocate?.map ?? {}).map(([from, to]) => [path.resolve(from), path.resolve(to)]));
+  const map = relocationMap(relocate);
   const known = new Set([...recorded.values()].map((location) => path.resolve(location)));
   const unknown = [...map.keys()].filter((from) => !known.has(from));
   if (unknown.length > 0) {
@@ -161,8 +161,7 @@ export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate
   const replaceable = force ? [...dataDirTablespaces(target).values()].map(realFolder).filter((folder) => !originals.has(folder)) : [];
   const placed = new Map<string, TablespacePlacement>();
   for (const [oid, location] of recorded) {
-    const from = path.resolve(location);
-    const to = map.get(from) ?? (relocate?.under ? path.join(path.resolve(relocate.under), oid) : from);
+    const to = destination(oid, location, map, relocate);
     if (!plainLocation(to)) throw new StrataError('USAGE', `restore: tablespace ${oid} would be restored into ${JSON.stringify(to)}, whose name has a backslash or a line end that PostgreSQL's tablespace_map cannot carry; give --tablespace-map ${location}=FOLDER with another name`);
     if (within(to, target) || within(target, to)) {
       throw new StrataError('USAGE', `restore: tablespace ${oid} (at ${location} when backed up) would be restored into ${to}, which is inside the data directory ${target} or holds it; give --tablespace-map ${location}=FOLDER outside it`);
@@ -174,6 +173,22 @@ export function placeTablespaces(recorded: ReadonlyMap<string, string>, relocate
     placed.set(oid, { to, replace });
   }
   return placed;
+}
+
+/** --tablespace-map's OLD → NEW, both absolute. */
+function relocationMap(relocate: Relocation | undefined): Map<string, string> {
+  return new Map(Object.entries(relocate?.map ?? {}).map(([from, to]) => [path.resolve(from), path.resolve(to)]));
+}
+
+function destination(oid: string, location: string, map: ReadonlyMap<string, string>, relocate: Relocation | undefined): string {
+  const from = path.resolve(location);
+  return map.get(from) ?? (relocate?.under ? path.join(path.resolve(relocate.under), oid) : from);
+}
+
+/** The folders the tablespaces of `recorded` (OID → folder when backed up) would be restored into, unchecked. */
+export function tablespaceDestinations(recorded: ReadonlyMap<string, string>, relocate: Relocation | undefined): string[] {
+  const map = relocationMap(relocate);
+  return [...recorded].map(([oid, location]) => destination(oid, location, map, relocate));
 }
 
 /** The refusal of a tablespace folder that holds something. */
