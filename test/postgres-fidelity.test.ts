@@ -278,7 +278,7 @@ describe('PostgreSQL fidelity', function () {
     assert.deepEqual((await pgQuery(live, 'SELECT id, label, note FROM special ORDER BY id')).rows, [{ id: 10, label: 'special', note: 'n' }]);
   });
 
-  it("extensions' configuration rows (pg_partman's part_config, PostGIS's own spatial_ref_sys entries, a topology) come back as pg_dump/pg_restore brings them, verify counts them, and --tables replaces only the user's", async function () {
+  it("extensions' configuration rows (pg_partman's part_config, PostGIS's own spatial_ref_sys entries, a topology and its layer) come back as pg_dump/pg_restore brings them, verify counts them, and --tables replaces only the user's", async function () {
     // Real extensions from Debian's packages (scripts/test-tools.mjs installs them).
     const sharedir = spawnSync('pg_config', ['--sharedir'], { encoding: 'utf8' }).stdout.trim() || '/usr/share/postgresql/15';
     const missing = ['pg_partman', 'postgis', 'postgis_topology'].filter((e) => !existsSync(path.join(sharedir, 'extension', `${e}.control`)));
@@ -289,7 +289,9 @@ describe('PostgreSQL fidelity', function () {
       INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, srtext, proj4text) VALUES (990001, 'strata', 990001, 'LOCAL_CS["site grid"]', '+proj=longlat +datum=WGS84');
       CREATE TABLE places (id int PRIMARY KEY, g geometry(Point, 4326), gg geography, local geometry(Point, 990001));
       INSERT INTO places VALUES (1, ST_SetSRID(ST_MakePoint(1.5, 2.5), 4326), 'POINT(3 4)', ST_SetSRID(ST_MakePoint(7, 8), 990001));
-      SELECT topology.CreateTopology('city', 4326);`);
+      SELECT topology.CreateTopology('city', 4326);
+      CREATE TABLE roads (id int PRIMARY KEY);
+      SELECT topology.AddTopoGeometryColumn('city', 'public', 'roads', 'topo', 'LINE');`);
     await pgQuery(source, `SELECT partman.create_parent('public.events', 'at', 'native', 'daily', p_premake := 2, p_start_partition := '2026-12-01')`);
     await pgQuery(source, `UPDATE partman.part_config SET retention = '30 days' WHERE parent_table = 'public.events'`);
     // The facts a backup records hold the user's rows of each configuration table, not the extension's own.
@@ -297,6 +299,8 @@ describe('PostgreSQL fidelity', function () {
     assert.equal(facts.get('public.spatial_ref_sys'), 1, 'one SRID of the user among the 8,500 PostGIS brings');
     assert.equal(facts.get('partman.part_config'), 1);
     assert.equal(facts.get('topology.topology'), 1);
+    // topology.layer's rows refer to topology.topology's and sort before them: a restore loads the parent's first.
+    assert.equal(facts.get('topology.layer'), 1);
 
     const { target, repo, id } = await roundTrip(source);
     const oracle = databases.name();
