@@ -374,7 +374,7 @@ async function checkReplay(
   if (scan.stopFound !== false || !options.atArchiveEnd) return;
   const problem = unreachableTarget(goal, base, scan);
   if (options.start) throw new StrataError('USAGE', `restore: ${problem}. The restored files were removed`);
-  process.stderr.write(`strata: warning: ${problem}; started now, the server would do just that (unless WAL archived by then holds what it stops at)\n`);
+  process.stderr.write(`strata: warning: ${problem}. Written all the same: the server, started once the archive holds more, fetches that too\n`);
 }
 
 /** Why the archived WAL cannot end a recovery at `goal` (the scan found no stop), and which target it can end at. */
