@@ -313,7 +313,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     const treeLine = describeLogCoverage(windows, Date.now(), (iso) => iso);
     assert.match(treeLine ?? '', new RegExp(`^recoverable to any moment from ${backups[0]!.endedAt} to `));
     const listText = await cli(['list']);
-    assert.match(listText.stdout, new RegExp(`${DB}: recoverable to any moment from ${backups[0]!.endedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} to .* \\(archived log after 2 base backup\\(s\\), newest file archived .* ago\\)`));
+    assert.match(listText.stdout, new RegExp(`${DB}: recoverable to any moment from ${backups[0]!.endedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')} to the last commit archived by .* \\(archived log after 2 base backup\\(s\\), newest file archived .* ago\\)`));
     const health = await cli(['health', '--json']);
     const healthChecks = (JSON.parse(health.stdout) as { checks: { check: string; database: string | null; status: string; message: string }[] }).checks;
     const archiveCheck = healthChecks.find((c) => c.check === 'log-archive' && c.database === DB)!;

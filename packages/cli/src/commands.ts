@@ -401,7 +401,7 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
       for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
     }
     for (const r of logReports) {
-      const reach = r.to !== undefined ? `recoverable to moments from ${r.from} to ${r.to}` : 'not recoverable';
+      const reach = r.to !== undefined ? `recoverable to moments from ${r.from} to the last commit archived by ${r.to}` : 'not recoverable';
       process.stdout.write(`archived log after ${r.base}: ${r.outcome.toUpperCase()} (${r.files} file(s) checked, ${r.missing.length} missing; ${reach})\n`);
       for (const problem of r.problems) process.stdout.write(`  failed  ${problem}\n`);
       for (const note of r.notes) process.stdout.write(`  note    ${note}\n`);

@@ -187,7 +187,7 @@ export function assessLogArchive(windows: readonly LogWindow[], thresholds: Heal
       message:
         age === undefined
           ? 'nothing archived yet: is the server handing its log files to strata?'
-          : `newest file archived ${span(Math.max(0, age))} ago${age > maxAge ? ` (more than ${span(maxAge)}: is the server still archiving? its log says why not)` : ''}${reach ? `; recoverable to moments from ${reach.from} to ${reach.to}` : ''}`,
+          : `newest file archived ${span(Math.max(0, age))} ago${age > maxAge ? ` (more than ${span(maxAge)}: is the server still archiving? its log says why not)` : ''}${reach ? `; recoverable to moments from ${reach.from} to the last commit archived by ${reach.to}` : ''}`,
     });
     const broken = mine.filter((w) => w.problems.length > 0);
     checks.push({

@@ -49,7 +49,7 @@ export interface CoveredLog {
 }
 
 /**
- * "recoverable to any moment from 2026-12-02 09:58:01 to 2026-12-02 10:41:07 (archived log after
+ * "recoverable to any moment from 2026-12-02 09:58:01 to the last commit archived by 2026-12-02 10:41:07 (archived log after
  * 2 base backup(s), newest file archived 40 s ago)" for a database whose restores replay a log
  * archive; undefined when it has no such base backup.
  */
@@ -60,6 +60,8 @@ export function describeLogCoverage(windows: readonly CoveredLog[], now: number,
   const to = usable.map((w) => w.to!).sort().at(-1);
   const last = windows.find((w) => w.lastArchivedAt)?.lastArchivedAt;
   const broken = windows.filter((w) => w.problems.length > 0);
-  const reach = from !== undefined && to !== undefined ? `recoverable to ${broken.length > 0 ? 'moments' : 'any moment'} from ${time(from)} to ${time(to)}` : 'not recoverable: no base backup has the archived log it needs';
+  // A recovery to a moment ends at the first commit after it: the log archived by `to` proves
+  // moments up to its last commit, not the ones between that commit and `to`.
+  const reach = from !== undefined && to !== undefined ? `recoverable to ${broken.length > 0 ? 'moments' : 'any moment'} from ${time(from)} to the last commit archived by ${time(to)}` : 'not recoverable: no base backup has the archived log it needs';
   return `${reach} (archived log after ${windows.length} base backup(s)${last ? `, newest file archived ${shippedAgo(last, now)}` : ''})${broken.length > 0 ? `; gaps after ${broken.map((w) => w.base).join(', ')}: strata verify --all says where` : ''}`;
 }
