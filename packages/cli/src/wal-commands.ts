@@ -3,7 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
-import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
+import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, ReplayScan, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
 import { handOff } from './wal-handoff.js';
@@ -378,7 +378,7 @@ async function checkReplay(
 }
 
 /** Why the archived WAL cannot end a recovery at `goal` (the scan found no stop), and which target it can end at. */
-function unreachableTarget(goal: RecoveryGoal, base: BackupRecord, scan: { lastCommit?: { xid: string; lsn: string; time: string } }): string {
+function unreachableTarget(goal: RecoveryGoal, base: BackupRecord, scan: Pick<ReplayScan, 'lastCommit'>): string {
   const last = scan.lastCommit;
   const fails = 'PostgreSQL would replay all of it and then fail ("recovery ended before configured recovery target was reached")';
   const instead = last

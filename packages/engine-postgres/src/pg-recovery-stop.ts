@@ -72,13 +72,20 @@ function matcher(goal: RecoveryGoal, backupEnd: string): { rmgr?: string; test: 
       return { test: (r) => r.lsn >= target };
     }
     case 'xid':
-      // A prepared transaction ends in another's record, which names it: `COMMIT_PREPARED 737: ...`.
-      return { rmgr: 'Transaction', test: (r) => (r.xid === goal.xid && /^(COMMIT|ABORT) /.test(r.desc)) || /^(?:COMMIT|ABORT)_PREPARED (\d+):/.exec(r.desc)?.[1] === goal.xid };
+      return { rmgr: 'Transaction', test: (r) => /^(?:COMMIT|ABORT)(?: |_PREPARED )/.test(r.desc) && endedXid(r) === goal.xid };
     case 'name':
       return { rmgr: 'XLOG', test: (r) => r.desc === `RESTORE_POINT ${goal.name}` };
     case 'latest':
       return undefined;
   }
+}
+
+/**
+ * The transaction a COMMIT or ABORT record ends: its own, or for a prepared transaction the one it
+ * names, since another session's record ends it (`COMMIT_PREPARED 737: ...`).
+ */
+function endedXid(record: WalRecord): string {
+  return /^(?:COMMIT|ABORT)_PREPARED (\d+):/.exec(record.desc)?.[1] ?? record.xid;
 }
 
 /**
@@ -186,9 +193,7 @@ export async function scanReplay(dir: string, segments: readonly string[], goal:
         stopped = true;
       } else if (line.startsWith('rmgr: Transaction ')) {
         const at = committedAt(record[4]!, 'COMMIT');
-        // A prepared transaction's commit is another's record (tx 0), naming it: `COMMIT_PREPARED 737: ...`.
-        const prepared = /^COMMIT_PREPARED (\d+):/.exec(record[4]!)?.[1];
-        if (at !== undefined) lastCommit = { xid: prepared ?? record[1]!, lsn: record[2]!, time: isoMicros(at) };
+        if (at !== undefined) lastCommit = { xid: endedXid({ xid: record[1]!, lsn: parseLsn(record[2]!), desc: record[4]! }), lsn: record[2]!, time: isoMicros(at) };
       }
     }
     if (!(await ended) || !read) return undefined;

@@ -55,7 +55,7 @@ export {
   walRun,
   walSegmentProblem,
 } from '@strata/engine-postgres';
-export type { ArchiveMode, PhysicalPosition, RecoveryGoal, RecoveryReport, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
+export type { ArchiveMode, PhysicalPosition, RecoveryGoal, RecoveryReport, ReplayScan, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
