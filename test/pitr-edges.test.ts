@@ -109,8 +109,17 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
     const replication = await replicateFor(at('primary'), at('app.db'), at('commits.log'), 4);
     await replication.stop();
     const window = json<{ continuity: Window[] }>(strata(['list', '--repo', at('primary'), '--json'])).continuity.at(-1)!;
-    const middle = new Date((Date.parse(window.from) + Date.parse(window.to)) / 2).toISOString();
+    // Halfway through the segments' own transactions, not through the window: on a slow machine the
+    // base can be taken long before the first segment, and a moment before it replays none.
+    const segments = segmentsBySequence(at('primary'));
+    const middle = new Date((Date.parse(segments[0]!.firstAt) + Date.parse(segments.at(-1)!.lastAt)) / 2).toISOString();
     return { primary: at('primary'), mirror: at('mirror'), window, middle };
+  }
+
+  /** The repository's segments in chain order (their names sort by second only, then by a random part). */
+  function segmentsBySequence(repo: string): { key: string; sequence: number; firstAt: string; lastAt: string }[] {
+    const listed = (JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { segments: { key: string; sequence: number; firstAt: string; lastAt: string }[] }).segments;
+    return [...listed].sort((a, b) => a.sequence - b.sequence);
   }
 
   /** Restores app as of `asOf` from `repo`; the markers restored, and how many transactions came from segments. */
@@ -145,9 +154,7 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
 
   it('a copy that cannot carry a damaged segment says so, carries the segments before it, and does not count it as a backup that failed', async () => {
     const { primary, window } = await replicatedWithMirror();
-    // The last by sequence (names sort by second only, then by a random part).
-    const listed = (JSON.parse(readFileSync(catalogPath(primary), 'utf8')) as { segments: { key: string; sequence: number }[] }).segments;
-    const last = path.join(primary, [...listed].sort((a, b) => a.sequence - b.sequence).at(-1)!.key);
+    const last = path.join(primary, segmentsBySequence(primary).at(-1)!.key);
     const damaged = readFileSync(last);
     damaged[Math.floor(damaged.length / 2)]! ^= 0x5a;
     writeFileSync(last, damaged);
@@ -176,14 +183,15 @@ describe('continuous protection: segments in copies, mirrors and exports', funct
       [[window.base, window.segments, window.transactions, window.to]],
     );
     const reference = restoredAsOf(primary, middle, 'reference.db');
+    assert.ok(reference.transactions > 0, 'the moment is reached by replaying segments');
     assert.deepEqual(restoredAsOf(mirror, middle, 'mirrored.db', MIRROR_PASSPHRASE), reference);
 
-    // A damaged segment in the repository: the restore as of the moment stands in with the mirror's.
-    const segmentsDir = path.join(primary, 'backups', 'app', 'segments');
-    const first = readdirSync(segmentsDir).sort()[0]!;
-    const damaged = readFileSync(path.join(segmentsDir, first));
+    // A damaged segment in the repository, the first, which every restore past the base replays:
+    // the restore as of the moment stands in with the mirror's.
+    const first = path.join(primary, segmentsBySequence(primary)[0]!.key);
+    const damaged = readFileSync(first);
     damaged[Math.floor(damaged.length / 2)]! ^= 0x5a;
-    writeFileSync(path.join(segmentsDir, first), damaged);
+    writeFileSync(first, damaged);
     const to = at('fallback.db');
     const restored = strata(['restore', '--db', 'app', '--as-of', middle, '--to', to, '--json'], { cwd: dir.path });
     assert.equal(restored.status, 0, restored.stderr);
