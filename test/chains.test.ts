@@ -251,7 +251,7 @@ describe('incremental and differential chains', () => {
       assert.match(verify.stdout, /failed\s+file-accessibility: .*ancestor/);
     });
 
-    it('with a damaged ancestor fails to restore and leaves an existing target untouched', () => {
+    it('with a damaged ancestor fails to restore, naming the ancestor, and leaves an existing target untouched; verify names it too', () => {
       const { repo, ids } = chainRepo();
       const list = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo, '--json'])).backups;
       const file = path.join(repo, list.find((b) => b.id === ids[0])!.key);
@@ -260,10 +260,15 @@ describe('incremental and differential chains', () => {
       writeFileSync(file, bytes);
       const target = path.join(dir.path, 'current.db');
       writeFileSync(target, 'current contents');
-      const result = strata(['restore', ids[2]!, '--repo', repo, '--to', target, '--force', '--yes']);
-      assert.notEqual(result.status, 0);
-      assert.match(result.stderr, new RegExp(`${ids[0]}|damaged`));
+      const result = strata(['restore', ids[2]!, '--repo', repo, '--to', target, '--force', '--yes', '--json']);
+      assert.equal(result.status, 1, result.stderr);
+      const error = json<{ error: { code: string; message: string } }>(result).error;
+      assert.equal(error.code, 'CHAIN_BROKEN');
+      assert.match(error.message, new RegExp(`^restore ${ids[2]}: ancestor ${ids[0]} is damaged: .*SHA-256 differs`));
       assert.equal(readFileSync(target, 'utf8'), 'current contents');
+      const verify = strata(['verify', ids[2]!, '--repo', repo]);
+      assert.equal(verify.status, 3);
+      assert.match(verify.stdout, new RegExp(`failed\\s+checksum-match: ancestor ${ids[0]} is damaged: `));
     });
   });
 

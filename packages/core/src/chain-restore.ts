@@ -245,15 +245,25 @@ export async function restoreChain(options: ChainRestoreOptions): Promise<{ cont
     for (let i = chain.length - 2; i >= 0 && needed.size > 0; i--) {
       throwIfAborted(options.signal, 'restore');
       const link = chain[i]!;
-      const read = await readArtifact({
-        storage: options.storage,
-        location: link.location,
-        passphrase: link.passphrase,
-        signal: options.signal,
-        onBytes: progress(link),
-        onChunk: async (_stream, record, chunk) => place(record.hash.toString('hex'), chunk),
-      });
-      options.checkManifest(read, link.record);
+      try {
+        const read = await readArtifact({
+          storage: options.storage,
+          location: link.location,
+          passphrase: link.passphrase,
+          signal: options.signal,
+          onBytes: progress(link),
+          onChunk: async (_stream, record, chunk) => place(record.hash.toString('hex'), chunk),
+        });
+        options.checkManifest(read, link.record);
+      } catch (err) {
+        // The user asked for the tip; what they must hear is which older restore point it builds
+        // on is the damaged one, in the words a missing ancestor gets (ChainReader.checkPresent).
+        if (!isStrataError(err, 'ARTIFACT_CORRUPT')) throw err;
+        throw new StrataError('CHAIN_BROKEN', redactable`restore ${tip.record.id}: ancestor ${link.record.id} is damaged: ${errorText(err)}`, {
+          cause: err,
+          details: { ...err.details, damaged: link.record.id },
+        });
+      }
     }
     if (needed.size > 0) {
       throw new StrataError('CHAIN_BROKEN', `restore ${tip.record.id}: ${needed.size} chunk(s) are in no artifact of its chain (${chain.map((l) => l.record.id).join(' → ')})`);

@@ -187,8 +187,10 @@ export class Validator {
     for (const link of chain) this.#ctx.keyFor(link, 'verify');
     let contents: ArtifactContents | undefined;
     let recorded: CompleteFacts | undefined;
+    let reading: BackupRecord | undefined;
     try {
       for (const link of chain) {
+        reading = link;
         const read = await readArtifact({
           storage: this.#ctx.storage,
           location: this.#ctx.chains.location(link),
@@ -207,8 +209,10 @@ export class Validator {
       checks.push({ name: 'checksum-match', status: 'passed', reason: 'artifact SHA-256 matches the catalog; every stream and chunk hash matches the manifest' });
     } catch (err) {
       if (isStrataError(err, 'ABORTED')) throw err;
-      checks.push(failedCheck('checksum-match', err));
-      skipRest('the artifact does not match its checksums');
+      // Which restore point of the chain is damaged is what the user needs to repair or replace.
+      const ancestor = reading !== undefined && reading !== record && isStrataError(err, 'ARTIFACT_CORRUPT');
+      checks.push(failedCheck('checksum-match', err, ancestor ? `ancestor ${reading!.id} is damaged: ` : ''));
+      skipRest(ancestor ? 'an artifact of its chain does not match its checksums' : 'the artifact does not match its checksums');
       return done();
     }
     if (options.level === 'quick') {
