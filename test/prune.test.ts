@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { LocalStorage, Passphrase, initRepository, openRepository } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { copyInto, json, strata, useSuiteDir, useTempDir } from './helpers/env.js';
+import { catalogPath, copyInto, json, strata, useSuiteDir, useTempDir } from './helpers/env.js';
 
 describe('strata prune', () => {
   const dir = useTempDir();
@@ -62,6 +62,24 @@ describe('strata prune', () => {
     assert.equal(strata(['restore', 'latest', '--repo', repo(), '--to', target]).status, 0);
     assert.ok(existsSync(target) && existsSync(db));
   });
+
+  for (const damage of ['damaged', 'missing'] as const) {
+    it(`on a ${damage} catalog plans on the catalog rebuilt from the artifacts, as --dry-run does, and leaves the kept backups listed`, () => {
+      tenDays();
+      const dryRun = json<{ keep: { id: string }[]; remove: { id: string }[] }>(strata(['prune', '--repo', repo(), '--keep-daily', '2', '--dry-run', '--json']));
+      const catalog = catalogPath(repo());
+      if (damage === 'damaged') writeFileSync(catalog, '{garbage');
+      else rmSync(path.dirname(catalog), { recursive: true });
+      const result = strata(['prune', '--repo', repo(), '--keep-daily', '2', '--json']);
+      assert.equal(result.status, 0, result.stderr);
+      const pruned = json<{ keep: { id: string }[]; remove: { id: string }[] }>(result);
+      assert.deepEqual([pruned.keep.map((d) => d.id), pruned.remove.map((d) => d.id)], [dryRun.keep.map((d) => d.id), dryRun.remove.map((d) => d.id)]);
+      const listed = json<{ backups: BackupRecord[] }>(strata(['list', '--repo', repo(), '--json'])).backups;
+      assert.deepEqual(listed.map((b) => b.id).sort(), dryRun.keep.map((d) => d.id).sort(), 'what prune kept is what the catalog lists');
+      assert.equal(readdirSync(path.join(repo(), 'backups/app')).length, 5);
+      assert.equal(strata(['restore', 'latest', '--repo', repo(), '--to', path.join(dir.path, 'latest.db')]).status, 0);
+    });
+  }
 
   it('refuses an empty policy, and uses the config file\'s retention when no flags are given', () => {
     tenDays();

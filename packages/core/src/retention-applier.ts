@@ -1,5 +1,5 @@
 import { readCatalog, readCatalogContents } from './catalog.js';
-import type { BackupRecord, SegmentRecord } from './catalog.js';
+import type { BackupRecord, CatalogContents, SegmentRecord } from './catalog.js';
 import { continuityWindows } from './continuity.js';
 import type { ContinuityWindow } from './continuity.js';
 import { StrataError } from './errors.js';
@@ -85,9 +85,9 @@ export class RetentionApplier {
         this.#ctx.storage,
         'prune',
         async () => {
-          const contents = await readCatalogContents(this.#ctx.storage);
-          const records = contents?.backups ?? [];
-          const decided = plan(records, contents?.segments ?? [], await logState(records));
+          const contents = await this.#contentsHoldingLock();
+          const records = contents.backups;
+          const decided = plan(records, contents.segments, await logState(records));
           const doomed = new Set(decided.remove.map((d) => d.id));
           await removeBackups(this.#ctx.storage, records, doomed, new Set(decided.removeSegments.map((d) => d.base)), { ...(options.signal ? { signal: options.signal } : {}), step: 'prune' });
           // After the backups: a crash in between leaves log files a re-run removes, never a kept base without its log.
@@ -122,6 +122,21 @@ export class RetentionApplier {
   }
 
   /**
+   * The catalog as a removal must plan on, for a caller holding the lock: a missing or unreadable
+   * one is rebuilt from the artifacts first, as every other writer does (updateCatalog). Planned
+   * on nothing, a removal would write an empty catalog over every backup, which then reads as
+   * valid and is never rebuilt: the backups would be on disk, listed nowhere, restorable by no one.
+   */
+  async #contentsHoldingLock(): Promise<CatalogContents> {
+    const contents = await readCatalogContents(this.#ctx.storage);
+    if (contents) return contents;
+    await this.#ctx.catalog.rebuildHoldingLock();
+    const rebuilt = await readCatalogContents(this.#ctx.storage);
+    if (!rebuilt) throw new StrataError('INTERNAL', 'the catalog was rebuilt, and no catalog is there to read: nothing was removed');
+    return rebuilt;
+  }
+
+  /**
    * Deletes restore points by id. A backup that others build on (their parent or base) is deleted
    * only with `withDependents`, which deletes those too; otherwise the call fails with
    * CHAIN_BROKEN naming them, and nothing is deleted. Crash-safe like {@link prune}.
@@ -136,12 +151,12 @@ export class RetentionApplier {
         this.#ctx.storage,
         'delete',
         async () => {
-          const contents = await readCatalogContents(this.#ctx.storage);
-          const records = contents?.backups ?? [];
+          const contents = await this.#contentsHoldingLock();
+          const records = contents.backups;
           const doomed = withDependentsOf(records, targets.map((t) => t.id));
           const dependents = records.filter((r) => doomed.has(r.id) && !targets.some((t) => t.id === r.id));
           // Segments replay onto their base and go with it: like a dependent restore point, they are never lost unasked.
-          const lost = lostWindows(records, contents?.segments ?? [], doomed);
+          const lost = lostWindows(records, contents.segments, doomed);
           if ((dependents.length > 0 || lost.length > 0) && !options.withDependents) {
             const what = [
               ...(dependents.length > 0 ? [`${dependents.length} restore point(s) build on what you asked to delete (${dependents.map((d) => d.id).join(', ')}); deleting it would break them`] : []),
