@@ -249,6 +249,40 @@ describe('retention planning', () => {
       assert.deepEqual(planRetention(four.backups, { keepWithinPitr: '30d' }).remove, []);
     });
 
+    it('the base of segments newer than every good backup is always kept, with its chain, whatever the policy', () => {
+      // A full on the 1st; replicate's base (an incremental on it) on the 2nd at 01:00; an ordinary
+      // full on the 2nd at 03:00 takes that day's slot; the segments run on to 05:00.
+      const history = new History().add('2026-03-01T02:00:00Z').add('2026-03-02T01:00:00Z', 'incremental', { label: 'replication base' }).add('2026-03-02T03:00:00Z');
+      const [first, base] = history.backups;
+      const windowTo = (to: string): ContinuityWindow[] => [{ database: 'app', base: base!.id, from: base!.createdAt, to, segments: 240, transactions: 240, lastShippedAt: to, lastLagMs: 0, storedBytes: 1 }];
+      const plan = planRetention(history.backups, DEFAULT_RETENTION, windowTo('2026-03-02T05:00:00.000Z'));
+      assert.deepEqual(plan.keep.find((d) => d.id === base!.id)?.reasons, ['newest moment shipped (always kept): segments from 2026-03-02T01:00:00.000Z to 2026-03-02T05:00:00.000Z']);
+      assert.ok(plan.keep.find((d) => d.id === first!.id)!.reasons.includes(`needed by ${base!.id}`));
+      assert.deepEqual(plan.remove, []);
+      assert.deepEqual(plan.removeSegments, []);
+      // Segments that end before the newest good backup hold nothing it does not: the tiers decide.
+      assert.deepEqual(ids(planRetention(history.backups, DEFAULT_RETENTION, windowTo('2026-03-02T02:30:00.000Z')), 'remove'), [base!.id]);
+      // Under a point-in-time window that the newest backup has moved past, the newest segments stay too.
+      const schemaOnly = new History().add('2026-03-01T02:00:00Z').add('2026-03-02T01:00:00Z', 'incremental').add('2026-04-20T03:00:00Z', 'schema-only');
+      const pitr = planRetention(schemaOnly.backups, { keepLast: 1, keepWithinPitr: '7d' }, windowTo('2026-03-02T05:00:00.000Z').map((w) => ({ ...w, base: schemaOnly.backups[1]!.id })));
+      assert.ok(ids(pitr, 'keep').includes(schemaOnly.backups[1]!.id));
+      assert.deepEqual(pitr.removeSegments, [], 'the only copy of the newest transactions with rows');
+    });
+
+    it('keepWithinPitr counts back from a backup newer than the last segment: a replication that stopped lets its chain go', () => {
+      // Replicated on the 1st (segments to the 2nd), then only daily fulls until 3 March.
+      const history = new History().add('2026-01-01T00:00:00Z').daily('2026-01-03', 60);
+      const replicated = history.backups[0]!;
+      const windows: ContinuityWindow[] = [{ database: 'app', base: replicated.id, from: replicated.createdAt, to: '2026-01-02T00:00:00.000Z', segments: 40, transactions: 40, lastShippedAt: '2026-01-02T00:00:00.000Z', lastLagMs: 0, storedBytes: 1 }];
+      const plan = planRetention(history.backups, { keepDaily: 7, keepWithinPitr: '7d' }, windows);
+      assert.ok(ids(plan, 'remove').includes(replicated.id), `the old base goes: ${JSON.stringify(plan.keep.find((d) => d.id === replicated.id)?.reasons)}`);
+      // Kept by a rule of its own (pinned), it stays as a restore point, and its segments go.
+      history.backups[0] = { ...replicated, tags: ['pinned'] };
+      const pinned = planRetention(history.backups, { keepDaily: 7, keepWithinPitr: '7d' }, windows);
+      assert.deepEqual(pinned.keep.find((d) => d.id === replicated.id)!.reasons, ['pinned']);
+      assert.deepEqual(pinned.removeSegments.map((d) => [d.base, d.segments]), [[replicated.id, 40]]);
+    });
+
     it('keepWithinPitr keeps the restore points of the part of the window that segments do not cover', () => {
       const history = new History().daily('2026-03-01', 10);
       const at = (day: number, hour = 2): string => new Date(Date.UTC(2026, 2, day, hour)).toISOString();

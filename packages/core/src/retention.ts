@@ -25,7 +25,8 @@ export interface RetentionPolicy {
   readonly keepLabels?: Readonly<Record<string, string>>;
   /**
    * The point-in-time window (continuous protection): every base restore point whose segments
-   * reach into this duration before the newest moment shipped is kept, with its segments and the
+   * reach into this duration before the newest moment a restore reaches (the newest moment
+   * shipped, or a newer backup taken after replication stopped) is kept, with its segments and the
    * restore points it builds on, so a restore to any moment of the window stays possible. Where
    * no segments cover the window (a database that is not replicated: all of it, counted back from
    * its newest backup), every restore point within it is kept, and the newest good one before it.
@@ -158,6 +159,18 @@ function keepUncoveredMoments(database: string, newestFirst: readonly BackupReco
 }
 
 /**
+ * Where the point-in-time window of a database with segments starts (ISO): `duration` before the
+ * newest moment a restore reaches, the newest moment shipped or a newer backup taken after the
+ * replication stopped, as {@link keepUncoveredMoments} counts. Counted from the newest moment
+ * shipped alone, a replication that stopped while backups went on kept its last chain, and every
+ * segment of it, for good.
+ */
+function pitrWindowStart(windows: readonly ContinuityWindow[], newestBackup: number, duration: string): string {
+  const newestShipped = Math.max(...windows.map((w) => Date.parse(w.to)));
+  return durationBefore(Math.max(newestShipped, newestBackup), parseDuration(duration, 'retention')).toISOString();
+}
+
+/**
  * Decides, for every backup, keep or remove, with the reasons. Pure: the same backups and policy
  * always give the same plan, and nothing is read or deleted here.
  *
@@ -179,11 +192,24 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
   };
   const byId = new Map(backups.map((b) => [b.id, b]));
   const databases = [...new Set(backups.map((b) => b.database))].sort();
+  // Chains of segments whose transactions no restore point holds (see below): never thinned.
+  const newestChanges = new Set<ContinuityWindow>();
   for (const database of databases) {
     const newestFirst = backups.filter((b) => b.database === database).sort(compareNewestFirst);
     const newest = Date.parse(newestFirst[0]!.createdAt);
     const good = newestGoodBackup(newestFirst) ?? newestFirst[0]!;
     add(good.id, 'newest good backup (always kept)');
+    const mine = windows.filter((w) => w.database === database);
+    // As the newest good restore point, the newest moment shipped is always kept, policy or not:
+    // segments newer than every good restore point are the only copy of their transactions, and a
+    // prune that removed their base (a running replicator's, which no tier need keep) would take
+    // them with it and move the newest moment a restore reaches back.
+    const reachesFurther = (w: ContinuityWindow, than: ContinuityWindow): boolean => Date.parse(w.to) > Date.parse(than.to) || (w.to === than.to && Date.parse(w.from) > Date.parse(than.from));
+    const newestWindow = mine.reduce<ContinuityWindow | undefined>((latest, w) => (latest === undefined || reachesFurther(w, latest) ? w : latest), undefined);
+    if (newestWindow && newestWindow.segments > 0 && byId.has(newestWindow.base) && Date.parse(newestWindow.to) > Date.parse(good.createdAt)) {
+      add(newestWindow.base, `newest moment shipped (always kept): segments from ${newestWindow.from} to ${newestWindow.to}`);
+      newestChanges.add(newestWindow);
+    }
     newestFirst.slice(0, policy.keepLast ?? 0).forEach((b, i) => add(b.id, `last ${i + 1} of ${policy.keepLast}`));
     const isGood = (b: BackupRecord): boolean => isGoodRestorePoint(b, byId);
     for (const bucket of BUCKETS) {
@@ -217,11 +243,8 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
       const since = durationBefore(newest, parseDuration(policy.keepWithin, 'retention')).getTime();
       for (const b of newestFirst) if (Date.parse(b.createdAt) >= since) add(b.id, `within ${policy.keepWithin} of the newest backup`);
     }
-    const mine = windows.filter((w) => w.database === database);
     if (policy.keepWithinPitr !== undefined && mine.length > 0) {
-      // Counted back from the newest moment shipped, as the other windows count from the newest backup.
-      const newestShipped = mine.reduce((latest, w) => (w.to > latest ? w.to : latest), mine[0]!.to);
-      const since = durationBefore(Date.parse(newestShipped), parseDuration(policy.keepWithinPitr, 'retention')).toISOString();
+      const since = pitrWindowStart(mine, newest, policy.keepWithinPitr);
       for (const w of mine) if (w.to >= since && byId.has(w.base)) add(w.base, `point-in-time window ${policy.keepWithinPitr} (segments from ${w.from} to ${w.to})`);
     }
     if (policy.keepWithinPitr !== undefined) keepUncoveredMoments(database, newestFirst, mine, policy.keepWithinPitr, add);
@@ -248,17 +271,17 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
   // Segments of a kept base that end before the point-in-time window: the snapshot tiers keep the
   // base for what it is, a restore point; restoring to moments after it is no longer promised. A
   // chain reaching into the window keeps all its segments, back to its base (they replay in
-  // order). The newest chain of a database always reaches the newest moment shipped, so the chain
-  // a running replicator grows is never touched.
+  // order), and so does the chain holding the newest moment shipped when no good restore point
+  // is newer: the chain a running replicator grows is never touched.
   const removeSegments: SegmentsDecision[] = [];
   for (const database of databases) {
     const policyWindow = policy.keepWithinPitr;
     const mine = windows.filter((w) => w.database === database);
     if (policyWindow === undefined || mine.length === 0) continue;
-    const newestShipped = mine.reduce((latest, w) => (w.to > latest ? w.to : latest), mine[0]!.to);
-    const since = durationBefore(Date.parse(newestShipped), parseDuration(policyWindow, 'retention')).toISOString();
+    const newest = Math.max(...backups.filter((b) => b.database === database).map((b) => Date.parse(b.createdAt)));
+    const since = pitrWindowStart(mine, newest, policyWindow);
     for (const w of mine) {
-      if (w.segments === 0 || w.to >= since || !reasons.has(w.base)) continue;
+      if (w.segments === 0 || w.to >= since || !reasons.has(w.base) || newestChanges.has(w)) continue;
       removeSegments.push({ database, base: w.base, segments: w.segments, from: w.from, to: w.to, reason: `they end before the point-in-time window ${policyWindow} (from ${since})` });
     }
   }
