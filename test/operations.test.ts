@@ -214,6 +214,22 @@ describe('operator commands', () => {
       assert.equal(relaxed.find((c) => c.check === 'verification-age' && c.database === 'other')!.status, 'ok');
     });
 
+    it('verify latest checks the newest restore point with rows, and a schema-only backup that passed does not count as the data verified', () => {
+      setup();
+      const other = path.join(dir.path, 'other.db');
+      buildRichDatabase(other, { rows: 5 });
+      const full = json<{ id: string }>(strata(['backup', other, '--repo', repo(), '--time', new Date(Date.now() - 10 * 86_400_000).toISOString(), '--json'])).id;
+      const schemaOnly = json<{ id: string }>(strata(['backup', other, '--repo', repo(), '--type', 'schema-only', '--json'])).id;
+      const ageOfOther = (): { status: string; message: string } =>
+        json<{ checks: { check: string; database: string; status: string; message: string }[] }>(strata(['health', '--repo', repo(), '--max-age', '1y', '--json'])).checks.find((c) => c.check === 'verification-age' && c.database === 'other')!;
+      assert.equal(strata(['verify', schemaOnly, '--repo', repo()]).status, 0);
+      assert.equal(ageOfOther().status, 'unhealthy', 'the data of other was never verified');
+      const latest = strata(['verify', 'latest', '--db', 'other', '--repo', repo(), '--json']);
+      assert.equal(latest.status, 0, latest.stdout);
+      assert.deepEqual(json<{ reports: { backupId: string }[] }>(latest).reports.map((r) => r.backupId), [full]);
+      assert.equal(ageOfOther().status, 'ok');
+    });
+
     it('inventory lists each database with its latest backup, count, size and last verification', () => {
       const db = setup();
       const other = path.join(dir.path, 'other.db');

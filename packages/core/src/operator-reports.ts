@@ -224,8 +224,9 @@ export function assessHealth(
           : `${broken.length} of ${verified.length} verified restore point(s) failed their last verification: ${broken.slice(-5).map((b) => b.id).join(', ')}${broken.length > 5 ? ', ...' : ''}`,
     });
     const maxUnverified = thresholds.maxUnverifiedMs ?? DEFAULT_HEALTH.maxUnverifiedMs!;
-    const lastPassed = backups
-      .filter((b) => b.database === database && b.verification?.outcome === 'passed')
+    // Of a restore point with rows: a schema-only backup that passed proves nothing of the data.
+    const lastPassed = mine
+      .filter((b) => b.verification?.outcome === 'passed')
       .map((b) => Date.parse(b.verification!.at))
       .sort((a, b) => a - b)
       .at(-1);

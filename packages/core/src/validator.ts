@@ -120,7 +120,9 @@ export class Validator {
    * each check reports passed, failed or skipped with a reason. Results go to the catalog.
    */
   async verify(selector: Selector | 'all', options: VerifyOptions): Promise<VerifyReport[]> {
-    const targets = selector === 'all' ? await this.#ctx.catalog.list() : [await this.#ctx.catalog.resolve(selector)];
+    // `latest` is what a restore of `latest` would use, the newest restore point with rows: a newer
+    // schema-only backup passing verification says nothing of the data a nightly `verify latest` is for.
+    const targets = selector === 'all' ? await this.#ctx.catalog.list() : [await this.#ctx.catalog.resolve({ ...selector, withRows: true })];
     const reports: VerifyReport[] = [];
     for (const record of targets) {
       throwIfAborted(options.signal, 'verify');
