@@ -435,6 +435,33 @@ describe('SQLite engine', () => {
     assert.equal(sqliteQuery(path.join(dir.path, 'references-legacy.db'), "SELECT name FROM sqlite_schema WHERE type = 'trigger'"), 'legacy_gone');
   });
 
+  it('a table restore over an existing database says which of its indexes and triggers on the replaced tables the backup lacks, with their statements', async () => {
+    const source = path.join(dir.path, 'own-objects.db');
+    sqlite3Script(source, 'CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); CREATE INDEX customers_name ON customers (name); CREATE TABLE kv (k, v); INSERT INTO customers VALUES (1, \'a\');');
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'own-objects' });
+    const target = path.join(dir.path, 'own-objects-target.db');
+    copyFileSync(source, target);
+    const audit = "CREATE TRIGGER audit_kv AFTER DELETE ON customers BEGIN INSERT INTO kv VALUES ('deleted ' || old.id, 1); END";
+    sqlite3Script(target, `CREATE INDEX idx_name_id ON customers (name, id); ${audit}; CREATE INDEX kv_k ON kv (k);`);
+    const said: string[] = [];
+    const listener = (warning: Error & { code?: string }): void => {
+      if (warning.code === 'STRATA_TABLES_REPLACED') said.push(warning.message);
+    };
+    process.on('warning', listener);
+    try {
+      await repo.restore({ id: record.id }, { to: target, tables: ['customers'], force: true });
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', listener);
+    }
+    assert.deepEqual(said, [
+      `restore: these objects of ${target} are not in the backup and went with the table(s) this restore replaced: index idx_name_id on customers (CREATE INDEX idx_name_id ON customers (name, id)); trigger audit_kv on customers (${audit}). Run a statement again to have its object back`,
+    ]);
+    // The backup's own index is back, and the other table's index was never touched.
+    assert.equal(sqliteQuery(target, "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_schema WHERE type IN ('index', 'trigger') ORDER BY name)"), 'customers_name,kv_k');
+  });
+
   it("a table restore brings the table's query planner statistics back with its rows, and keeps the other tables'", async () => {
     const source = path.join(dir.path, 'analyzed.db');
     const build = new Database(source);

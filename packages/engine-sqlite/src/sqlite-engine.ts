@@ -608,6 +608,7 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
       }
     }
     const backupSequence = objects.find((o) => o.name === 'sqlite_sequence');
+    const removed = replacedOwnObjects(db, tables, objects);
     db.exec('BEGIN IMMEDIATE');
     try {
       for (const table of tables) {
@@ -662,6 +663,13 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
       }
       db.exec('COMMIT');
       if (incomplete) process.emitWarning(incomplete, { code: 'STRATA_TABLES_INCOMPLETE' });
+      if (removed.length > 0) {
+        const each = removed.map((o) => `${o.type} ${o.name} on ${o.tblName} (${o.sql})`).join('; ');
+        process.emitWarning(
+          `restore: these objects of ${targetFile} are not in the backup and went with the table(s) this restore replaced: ${each}. Run a statement again to have its object back`,
+          { code: 'STRATA_TABLES_REPLACED' },
+        );
+      }
     } catch (err) {
       if (db.inTransaction) db.exec('ROLLBACK');
       throw err;
@@ -676,6 +684,18 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
     }
     db.close();
   }
+}
+
+/**
+ * The target's own indexes and triggers on `tables` that the backup has no object of the same
+ * name for: replacing a table drops them with it, and the restore creates the backup's. An index
+ * or an audit trigger added since the backup would otherwise vanish without a word.
+ */
+function replacedOwnObjects(db: Database.Database, tables: readonly string[], backup: readonly StoredObject[]): StoredObject[] {
+  const inBackup = new Set(backup.filter((o) => o.type === 'index' || o.type === 'trigger').map((o) => folded(o.name)));
+  return storedObjects(db, 'main').filter(
+    (o) => (o.type === 'index' || o.type === 'trigger') && o.sql !== null && tables.some((t) => sameName(o.tblName, t)) && !inBackup.has(folded(o.name)),
+  );
 }
 
 /**
