@@ -293,6 +293,12 @@ describe('incremental and differential chains', () => {
       const early = strata(['restore', '--as-of', '2025-12-31T00:00:00Z', '--repo', repo, '--to', path.join(dir.path, 'x.db')]);
       assert.equal(early.status, 1);
       assert.match(early.stderr, /no restore point of|at or before 2025-12-31.*oldest is app_full_20260101/);
+      // A mistyped database name is told which databases there are, not only that it has no backups.
+      const typo = strata(['restore', 'latest', '--db', 'ap', '--repo', repo, '--to', path.join(dir.path, 'y.db')]);
+      assert.equal(typo.status, 1);
+      assert.match(typo.stderr, /no backups of ap yet \(the repository holds backups of app\)/);
+      const typoAsOf = strata(['restore', '--as-of', '2026-01-02T23:59:59Z', '--db', 'ap', '--repo', repo, '--to', path.join(dir.path, 'y.db')]);
+      assert.match(typoAsOf.stderr, /no restore point of ap at or before .* \(the repository holds backups of app\)/);
     });
   });
 

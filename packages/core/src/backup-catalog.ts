@@ -211,7 +211,7 @@ export class BackupCatalog {
         const first = all.find((b) => b.type !== 'schema-only');
         throw new StrataError(
           'BACKUP_NOT_FOUND',
-          `no restore point${selector.database ? ` of ${selector.database}` : ''} at or before ${limit}${first ? ` (the oldest is ${first.id} at ${first.createdAt})` : ''}`,
+          `no restore point${selector.database ? ` of ${selector.database}` : ''} at or before ${limit}${first ? ` (the oldest is ${first.id} at ${first.createdAt})` : await this.#otherDatabases(selector, all)}`,
         );
       }
       return chosen;
@@ -221,7 +221,7 @@ export class BackupCatalog {
       single('"latest"');
       const withRows = selector.withRows ? all.filter((b) => b.type !== 'schema-only') : [];
       const newest = (selector.trusted && withRows.length > 0 ? trustedNewest(withRows, all, '') : withRows.at(-1)) ?? all.at(-1);
-      if (!newest) throw new StrataError('BACKUP_NOT_FOUND', selector.database ? `no backups of ${selector.database} yet` : 'the repository holds no backups yet');
+      if (!newest) throw new StrataError('BACKUP_NOT_FOUND', selector.database ? `no backups of ${selector.database} yet${await this.#otherDatabases(selector, all)}` : 'the repository holds no backups yet');
       return newest;
     }
     const exact = all.find((b) => b.id === id);
@@ -230,6 +230,16 @@ export class BackupCatalog {
     if (matches.length === 1) return matches[0]!;
     if (matches.length > 1) throw new StrataError('USAGE', `backup id prefix ${id} matches ${matches.length} backups; give more of the id`);
     throw new StrataError('BACKUP_NOT_FOUND', `no backup ${id}${selector.database ? ` of ${selector.database}` : ''} in ${this.#ctx.storage.location}`);
+  }
+
+  /**
+   * For a database with no backups at all, the ones the repository has: most often the name was
+   * mistyped (`--db ap`), and "no backups of ap yet" alone reads as if the backups were lost.
+   */
+  async #otherDatabases(selector: Selector, mine: readonly BackupRecord[]): Promise<string> {
+    if (selector.database === undefined || mine.length > 0) return '';
+    const others = [...new Set((await this.list()).map((b) => b.database))].sort();
+    return others.length > 0 ? ` (the repository holds backups of ${others.join(', ')})` : '';
   }
 
   /** The restore points a backup needs, oldest first (for a full backup, just itself). */
