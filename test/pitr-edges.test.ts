@@ -93,6 +93,25 @@ describe('continuous protection: the covered window in list and in the extension
   });
 });
 
+describe('continuous protection: a restore over the database replicate ships', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+
+  it("is refused while replicate holds it, naming Strata's replicator and what to do", async () => {
+    const repo = path.join(dir.path, 'repo');
+    const db = path.join(dir.path, 'app.db');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    const replication = await replicateFor(repo, db, path.join(dir.path, 'commits.log'), 1);
+    try {
+      const restore = strata(['restore', 'latest', '--db', 'app', '--repo', repo, '--to', db, '--force', '--yes']);
+      assert.equal(restore.status, 1, restore.stderr);
+      assert.match(restore.stderr, /is open in (pid \d+ \(.+\), )*pid \d+ \(strata replicate\).*nothing was changed\. Strata's own replicator holds it to ship its changes: stop it for the restore and start it again after/);
+    } finally {
+      await replication.stop();
+    }
+  });
+});
+
 describe('continuous protection: segments in copies, mirrors and exports', function () {
   this.timeout(600_000);
   const dir = useTempDir();

@@ -852,7 +852,11 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
     if (openers.length > 0) {
       throw new StrataError(
         'DATABASE_LOCKED',
-        `restore: ${file} is open in ${openers.map((p) => `pid ${p.pid} (${p.command})`).join(', ')}; a program that keeps the database open across the restore goes on using the replaced file, and what it writes afterwards is lost. Stop it (or let it close the database), then restore again; nothing was changed`,
+        `restore: ${file} is open in ${openers.map((p) => `pid ${p.pid} (${p.command})`).join(', ')}; a program that keeps the database open across the restore goes on using the replaced file, and what it writes afterwards is lost. Stop it (or let it close the database), then restore again; nothing was changed${
+          openers.some((p) => p.command === 'strata replicate' || p.command === 'strata daemon')
+            ? ". Strata's own replicator holds it to ship its changes: stop it for the restore and start it again after, and it takes a new base of the restored database"
+            : ''
+        }`,
         { details: { pids: openers.map((p) => p.pid) } },
       );
     }
@@ -921,12 +925,24 @@ async function otherProcessesWithOpen(file: string): Promise<{ pid: number; comm
     for (const fd of fds) {
       const target = await fs.readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
       if (!wanted.has(target)) continue;
-      const command = (await fs.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
+      const command = strataCommand(await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) ?? (await fs.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
       found.push({ pid: Number(pid), command });
       break;
     }
   }
   return found;
+}
+
+/**
+ * `strata replicate` (or another command of Strata) when a process's command line is one, from
+ * /proc/PID/cmdline: Node's name alone, `node`, leaves a user looking for a program they did not
+ * know held the database, when it is Strata's own replicator.
+ */
+function strataCommand(cmdline: string): string | undefined {
+  const args = cmdline.split('\0');
+  const at = args.findIndex((arg, i) => i > 0 && (path.basename(arg) === 'strata' || /[\\/]cli[\\/]dist[\\/]main\.js$/.test(arg)));
+  const command = at > 0 ? args[at + 1] : undefined;
+  return command && /^[a-z-]+$/.test(command) ? `strata ${command}` : undefined;
 }
 
 /** Creates an empty file readable by its owner only; fails if the name exists. */
