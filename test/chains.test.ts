@@ -379,6 +379,11 @@ describe('incremental and differential chains', () => {
       assert.equal(error.code, 'TABLE_NOT_FOUND');
       assert.match(error.message, /no table "nosuch" \(it has: authors, books, tags, log, search\)/);
       assert.equal(sqliteDump(live), before);
+      // A view is named as one: it has no rows to restore, the tables it reads do.
+      const view = strata(['restore', id, '--repo', repo, '--to', live, '--tables', 'expensive_books', '--force', '--yes']);
+      assert.equal(view.status, 2);
+      assert.match(view.stderr, /expensive_books is a view, which holds no rows of its own; restore the tables it reads \(the backup has: authors, books, tags, log, search\)/);
+      assert.equal(sqliteDump(live), before);
     });
 
     it('takes names with commas or edge spaces in double quotes, and quotes them where it suggests a --tables', () => {

@@ -309,7 +309,8 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
         `replayed ${pointInTime.transactions} transaction(s) from ${pointInTime.segments} segment(s): the database as of ${pointInTime.reachedAt}, when its last transaction was seen committed; it holds everything committed before ${pointInTime.completeThrough} (${formatSpan(pointInTime.behindMs)} before ${pointInTime.asOf})\n`,
       );
     } else if (pointInTime) {
-      process.stdout.write(`no transactions after ${record.id} were shipped before ${pointInTime.asOf}: the database as of ${pointInTime.reachedAt}, ${formatSpan(pointInTime.behindMs)} before it\n`);
+      // Worded for a database that was never replicated too, where "shipped" would mean nothing.
+      process.stdout.write(`the database as of ${pointInTime.reachedAt}, when ${record.id} was taken, ${formatSpan(pointInTime.behindMs)} before ${pointInTime.asOf}: no segment holds a transaction in between\n`);
     }
   }
   return 0;

@@ -81,7 +81,9 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
       )
       .catch((err: unknown) => {
         if (err instanceof StrataError && err.code === 'REPO_NOT_FOUND') {
-          throw new StrataError('REPO_NOT_FOUND', `copy: the target ${err.message.replace(/^repository: /, '')} (copy never creates a repository: run \`strata init --repo ${targetLocation}\` first, with the passphrase it should have)`);
+          // The repository's own message already says to run init; said once, with what copy adds.
+          const missing = err.message.replace(/^repository: /, '').replace(/; run `strata init[^`]*` to create it$/, '');
+          throw new StrataError('REPO_NOT_FOUND', `copy: the target ${missing}; copy never creates a repository: run \`strata init --repo ${targetLocation}\` first, with the passphrase it should have`);
         }
         throw err;
       });

@@ -597,6 +597,10 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
         const owner = objects.find((o) => o.storage === 'virtual' && table.startsWith(`${o.name}_`));
         throw new StrataError('USAGE', redactable`restore: ${named(table, 'table')} belongs to the virtual table ${named(owner?.name ?? '(unknown)', 'table')}; restore that table instead`);
       }
+      const view = objects.find((o) => o.type === 'view' && sameName(o.name, table));
+      if (!restorable.includes(table) && view) {
+        throw new StrataError('USAGE', redactable`restore: ${named(view.name, 'table')} is a view, which holds no rows of its own; restore the tables it reads (the backup has: ${named(restorable, 'table')})`);
+      }
       if (!restorable.includes(table)) {
         throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(table), 'table')} (it has: ${named(restorable, 'table')})`, { details: { table } });
       }
