@@ -244,6 +244,8 @@ describe('incremental and differential chains', () => {
       const error = json<{ error: { code: string; message: string } }>(result).error;
       assert.equal(error.code, 'CHAIN_BROKEN');
       assert.match(error.message, new RegExp(`ancestor ${ids[1]} is missing`));
+      // What to restore instead: the newest restore point whose chain does not need it.
+      assert.match(error.message, new RegExp(`\\. The newest restore point that does not need ${ids[1]} is ${ids[0]} \\(.*\\): restore it by its id$`));
       assert.equal(existsSync(target), false);
       assert.deepEqual(readdirSync(dir.path).filter((f) => f.includes('strata-restore')), []);
       const verify = strata(['verify', ids[2]!, '--repo', repo]);
@@ -265,6 +267,7 @@ describe('incremental and differential chains', () => {
       const error = json<{ error: { code: string; message: string } }>(result).error;
       assert.equal(error.code, 'CHAIN_BROKEN');
       assert.match(error.message, new RegExp(`^restore ${ids[2]}: ancestor ${ids[0]} is damaged: .*SHA-256 differs`));
+      assert.doesNotMatch(error.message, /newest restore point that does not need/, 'every restore point needs the full');
       assert.equal(readFileSync(target, 'utf8'), 'current contents');
       const verify = strata(['verify', ids[2]!, '--repo', repo]);
       assert.equal(verify.status, 3);

@@ -1,6 +1,7 @@
 import type { BackupRecord } from './catalog.js';
 import type { Engine, EngineDisplay, Relocation } from './engine.js';
-import { StrataError, isStrataError, wrapError } from './errors.js';
+import { StrataError, errorText, isStrataError, redactable, wrapError } from './errors.js';
+import { compareNewestFirst, isGoodRestorePoint } from './newest-good.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ProgressListener } from './progress.js';
 import { throttleProgress } from './progress.js';
@@ -163,10 +164,35 @@ export class Restorer {
       });
       return { backup: record, chain, target: options.to, bytes, ...(fromMirror ? { fromMirror } : {}), ...(pointInTime ? { pointInTime } : {}) };
     } catch (err) {
-      const wrapped = isStrataError(err) ? err : wrapError(`restore ${record.id}`, err);
+      let wrapped = isStrataError(err) ? err : wrapError(`restore ${record.id}`, err);
+      // A damaged segment says nothing of the restore points; a damaged or missing backup does.
+      const damaged = typeof wrapped.details['damaged'] === 'string' ? wrapped.details['damaged'] : typeof wrapped.details['missing'] === 'string' ? wrapped.details['missing'] : isStrataError(wrapped, 'ARTIFACT_CORRUPT') && !plan?.segments.length ? record.id : undefined;
+      if (damaged !== undefined && (isStrataError(wrapped, 'ARTIFACT_CORRUPT') || isStrataError(wrapped, 'CHAIN_BROKEN'))) {
+        wrapped = await this.#withAlternative(wrapped, record, damaged, selector.asOf).catch(() => wrapped);
+      }
       await op.fail(wrapped).catch(() => undefined);
       throw wrapped;
     }
+  }
+
+  /**
+   * `err` with the newest good restore point of the database (at or before `asOf`) whose chain
+   * does not need `damaged`: what a person woken by a failed restore needs next, and what `list`
+   * would make them work out link by link.
+   */
+  async #withAlternative(err: StrataError, record: BackupRecord, damaged: string, asOf: Date | undefined): Promise<StrataError> {
+    const all = await this.#ctx.catalog.list({ database: record.database });
+    const limit = asOf?.toISOString();
+    const candidates = all.filter((b) => b.type !== 'schema-only' && b.id !== record.id && (limit === undefined || b.createdAt <= limit) && isGoodRestorePoint(b, all)).sort(compareNewestFirst);
+    for (const candidate of candidates) {
+      const chain = await this.#ctx.catalog.chainOf(candidate).catch(() => undefined);
+      if (!chain || chain.some((link) => link.id === damaged)) continue;
+      return new StrataError(err.code, redactable`${errorText(err)}. The newest restore point that does not need ${damaged} is ${candidate.id} (${candidate.createdAt}): restore it by its id`, {
+        cause: err.cause,
+        details: { ...err.details, alternative: candidate.id },
+      });
+    }
+    return err;
   }
 
   /**
