@@ -247,6 +247,27 @@ describe('keys that can change', function () {
     assert.deepEqual(readdirSync(path.join(repo(), 'keys')), [`${changed.added.id}.asc`], 'the old key file is gone');
   });
 
+  it('an older repository.json put back after a rotate: passwd, add, rotate and remove are refused, naming the data key it does not list, rather than writing key files without it', () => {
+    init();
+    const db = source();
+    backup(db, 'full');
+    const before = readFileSync(path.join(repo(), 'repository.json'));
+    ok(['key', 'rotate']);
+    const newer = backup(db, 'full');
+    const rotated = newer.encryption.keyId!;
+    writeFileSync(path.join(repo(), 'repository.json'), before);
+    const keyFiles = readdirSync(path.join(repo(), 'keys')).sort();
+    for (const args of [['key', 'passwd', '--new-passphrase-file', bob()], ['key', 'add', '--new-passphrase-file', carol()], ['key', 'rotate']]) {
+      const refused = run([...args, '--json']);
+      assert.equal(refused.status, 4, `${args.join(' ')}: ${refused.stdout}`);
+      const error = json<{ error: { code: string; message: string } }>(refused).error;
+      assert.equal(error.code, 'KEY_MISSING');
+      assert.match(error.message, new RegExp(`holds data key\\(s\\) ${rotated} \\(needed by 1 backup\\(s\\)\\) that repository.json does not list.*put back the newest copy.*nothing was changed`));
+    }
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), keyFiles, 'no key file was written or removed');
+    assert.equal(restored(newer.id), sqliteDump(db), 'the backup under the rotated key still restores');
+  });
+
   it('key rotate: new backups use the new data key; older ones, and a chain that spans both keys, stay restorable, and nothing is re-encrypted', () => {
     init();
     const db = source();

@@ -366,6 +366,7 @@ export class RepositoryKeys {
     try {
       const { result, details } = await this.#locked(async (section, mine) => {
         const catalog = (await readCatalog(this.#host.storage)) ?? backups;
+        if (options.keyFiles) await this.#refuseUnlisted(what, section, mine, catalog);
         return fn(section, mine, catalog);
       }, !options.keyFiles);
       await op.complete({ details: { action, ...details } });
@@ -374,6 +375,30 @@ export class RepositoryKeys {
       await op.fail(err, { details: { action } }).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Refuses a change while the unlocking key file holds a data key that the repository's
+   * artifacts need and repository.json does not list: every change writes key files from what
+   * repository.json lists (Keyring.for), so the key would be left out, and with the old key file
+   * deleted (passwd) or the only other holder removed, those artifacts could never be opened
+   * again. It happens when an older copy of repository.json was put back (its damage message says
+   * a copy will do: it holds no secret) after a rotate. A key only a killed rotate left, which
+   * nothing uses, is dropped as before.
+   */
+  async #refuseUnlisted(what: string, section: EncryptionSection, mine: Keyring, backups: readonly BackupRecord[]): Promise<void> {
+    const listed = new Set((section.dataKeys ?? []).map((k) => k.id));
+    const unlisted = mine.ids().filter((id) => !listed.has(id));
+    if (unlisted.length === 0) return;
+    const uses = usesPerKey(backups, await this.#host.otherArtifacts(), this.#host.vault);
+    const needed = unlisted.filter((id) => uses.has(id));
+    if (needed.length === 0) return;
+    throw new StrataError(
+      'KEY_MISSING',
+      `${what}: your key file holds data key(s) ${needed.map((id) => `${id} (needed by ${describeKeyUse(uses.get(id))})`).join(', ')} that repository.json does not list, so a change of keys would leave them out and those artifacts could never be opened again. ` +
+        'repository.json is older than the key file (an older copy put back after a `key rotate`?): put back the newest copy, the one that lists them; nothing was changed',
+      { details: { unlisted: needed } },
+    );
   }
 
   /** Under the lock: repository.json as it is now, orphaned key files swept, and the unlocking passphrase's keys reopened from it. */
