@@ -110,6 +110,26 @@ describe('MySQL/MariaDB engine', function () {
     assert.equal(mysqlDump(live).replaceAll(live, '<db>'), mysqlDump(source));
   });
 
+  it('refuses a table restore into a table whose columns were reordered, renamed or dropped since the backup, naming both lists, and changes nothing', async () => {
+    const source = await databases.create('CREATE TABLE pair (id INT PRIMARY KEY, a INT, b INT); INSERT INTO pair VALUES (1, 10, 20), (2, 11, 21);');
+    const record = await repo.backup(mysqlUrl(source), { database: 'pairs' });
+    const live = await databases.create('CREATE TABLE pair (id INT PRIMARY KEY, a INT, b INT); INSERT INTO pair VALUES (1, 10, 20), (2, 11, 21), (3, 12, 22);');
+    const rows = async (): Promise<unknown> => mysqlQuery(live, 'SELECT * FROM pair ORDER BY id');
+    for (const change of ['ALTER TABLE pair MODIFY b INT AFTER id', 'ALTER TABLE pair DROP COLUMN a, ADD COLUMN c INT']) {
+      await mysqlQuery(live, change);
+      const before = await rows();
+      await assert.rejects(
+        repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['pair'], force: true }),
+        (err: unknown) => isStrataError(err, 'USAGE') && /table pair of the target has the columns id, b, (a|c), the backup's id, a, b; .*nothing was changed/.test((err as Error).message),
+      );
+      assert.deepEqual(await rows(), before, `after ${change}: the target's rows are as they were`);
+    }
+    // With the backup's columns again, the rows land in their own columns.
+    await mysqlQuery(live, 'ALTER TABLE pair DROP COLUMN c, ADD COLUMN a INT AFTER id, MODIFY b INT AFTER a');
+    await repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['pair'], force: true });
+    assert.deepEqual(await rows(), [{ id: 1, a: 10, b: 20 }, { id: 2, a: 11, b: 21 }]);
+  });
+
   it("refuses a whole restore over a database another database's foreign keys refer to, before changing anything (they would be left referring to the dropped old tables)", async () => {
     const source = await databases.create(RICH_MYSQL_SQL);
     const record = await repo.backup(mysqlUrl(source), { database: 'shop' });

@@ -401,6 +401,29 @@ async function foreignKeyViolations(connection: mysql.Connection, database: stri
   return problems;
 }
 
+/** The column names of a CREATE TABLE as the server shows it (SHOW CREATE TABLE: one column a line, each line's name first). */
+function createdColumns(create: string): string[] {
+  return [...create.matchAll(/^ {2}`((?:[^`]|``)+)` /gm)].map((m) => m[1]!.replace(/``/g, '`'));
+}
+
+/**
+ * A table restore loads the backup's rows, whose values come in the backup's column order, into
+ * the target's own definition of the table. Columns reordered, renamed, added or dropped since the
+ * backup would put values into other columns without a word (b's into a) or fail half-way with
+ * the server's message, so the two must have the same columns in the same order.
+ */
+function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSchema): void {
+  const statement = backup.pre.find((sql) => sql.startsWith(`CREATE TABLE ${ident(table)} (`));
+  if (!statement) return;
+  const theirs = createdColumns(targetCreate);
+  const ours = createdColumns(statement);
+  if (theirs.length === ours.length && theirs.every((name, i) => name === ours[i])) return;
+  throw new StrataError(
+    'USAGE',
+    redactable`restore: table ${named(table, 'table')} of the target has the columns ${named(theirs.join(', '), 'column')}, the backup's ${named(ours.join(', '), 'column')}; a table restore loads the backup's rows, column by column, into the target's own table, so they must match. Restore into a new database (--to another database), then copy the rows across naming the columns; nothing was changed`,
+  );
+}
+
 /**
  * Replaces some tables of an existing database: each is built beside the target in a work
  * database from the target's own definition and the backup's rows, then all of them swap in with
@@ -429,6 +452,11 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
         'USAGE',
         redactable`restore: table ${named(`${k.schema === db ? '' : `${k.schema}.`}${k.table}`, 'table')} refers to ${named(k.parent, 'table')} (foreign key ${named(k.name, 'constraint')}) and is not restored with it; include ${named(k.table, 'table')} in --tables`,
       );
+    }
+    const backupSchema = parseSchemaText(info.schemaSql);
+    for (const t of tables) {
+      const [[row]] = (await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE TABLE ${ident(db)}.${ident(t)}`)) as unknown as [mysql.RowDataPacket[]];
+      refuseOtherColumns(t, String(row!['Create Table']), backupSchema);
     }
     await connection.query(`CREATE DATABASE ${ident(work)}`);
     for (const t of tables) {
