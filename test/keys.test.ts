@@ -268,6 +268,31 @@ describe('keys that can change', function () {
     assert.equal(restored(newer.id), sqliteDump(db), 'the backup under the rotated key still restores');
   });
 
+  it('a repository.json that says "not encrypted" over a repository with key files or encrypted backups is refused, and nothing is written in plaintext', () => {
+    init();
+    const db = source();
+    backup(db, 'full');
+    const file = path.join(repo(), 'repository.json');
+    const config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    writeFileSync(file, JSON.stringify({ ...config, encryption: { profile: 'none' } }));
+    const artifacts = (): string[] => readdirSync(path.join(repo(), 'backups', 'app')).sort();
+    const before = artifacts();
+    const refused = run(['backup', db, '--name', 'app', '--json'], alice());
+    assert.equal(refused.status, 1, refused.stdout);
+    assert.match(json<{ error: { message: string } }>(refused).error.message, /says the repository is not encrypted, but it holds 1 key file\(s\): .*Put back its copy .*nothing was written/);
+    // Without key files (a repository from before them), its encrypted backups tell the same.
+    rmSync(path.join(repo(), 'keys'), { recursive: true });
+    const again = run(['backup', db, '--name', 'app']);
+    assert.equal(again.status, 1);
+    assert.match(again.stderr, /but it holds 1 encrypted backup\(s\)/);
+    assert.deepEqual(artifacts(), before, 'no artifact was written');
+    // A passphrase given on the command line to a repository that really is unencrypted is said to be unused.
+    const plain = path.join(dir.path, 'plain');
+    ok(['init', '--no-encryption'], undefined, {}, plain);
+    const written = ok(['backup', db, '--name', 'app'], alice(), {}, plain);
+    assert.match(written.stderr, /is not encrypted \(made with init --no-encryption\): the passphrase of --passphrase-file is not used, and what this command writes is stored unencrypted/);
+  });
+
   it('key rotate: new backups use the new data key; older ones, and a chain that spans both keys, stay restorable, and nothing is re-encrypted', () => {
     init();
     const db = source();

@@ -105,7 +105,7 @@ export class CommandContext {
     if (!isLocationUrl(location) && !existsSync(location)) {
       throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
     }
-    return openRepository(location, {
+    const repo = await openRepository(location, {
       passphrase: async (attempt) => {
         const given = await passphrase(attempt);
         // After a wrong answer, no further source means the wrong passphrase is final.
@@ -120,6 +120,12 @@ export class CommandContext {
       ...(process.env['STRATA_TMPDIR'] ? { tempDir: process.env['STRATA_TMPDIR'] } : {}),
       ...(mirror ? { mirror } : {}),
     });
+    // A passphrase asked for on the command line and quietly unused reads as "encrypted".
+    const flag = this.options.passphraseFile !== undefined ? '--passphrase-file' : this.options.passphraseCommand !== undefined ? '--passphrase-command' : undefined;
+    if (flag && what === 'the repository' && repo.settings.encryption === 'none') {
+      process.stderr.write(`strata: warning: ${location} is not encrypted (made with init --no-encryption): the passphrase of ${flag} is not used, and what this command writes is stored unencrypted\n`);
+    }
+    return repo;
   }
 
   /** Where this run takes the passphrase from (see readPassphrase for the order). */

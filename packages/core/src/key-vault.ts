@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { BackupRecord } from './catalog.js';
+import { readCatalog } from './catalog.js';
 import { decryptSmall } from './encryption.js';
 import type { Passphrase } from './encryption.js';
 import { StrataError, isStrataError } from './errors.js';
@@ -78,6 +79,8 @@ export class KeyVault {
   #keyring: Keyring | undefined;
   /** Key files repository.json lists that the last unlock did not find on storage. */
   #missing = new Set<string>();
+  /** An unencrypted repository was found to hold no key files and no encrypted backups. */
+  #plaintextChecked = false;
 
   constructor(storage: Storage, section: EncryptionSection, source: PassphraseSource | undefined) {
     this.#storage = storage;
@@ -100,7 +103,10 @@ export class KeyVault {
    * (rotate, passwd, remove) so a long-lived process never writes under a key that was replaced.
    */
   async unlock(): Promise<Keyring | undefined> {
-    if (this.#section.profile === 'none') return undefined;
+    if (this.#section.profile === 'none') {
+      await this.#refuseUnencryptedOverKeys();
+      return undefined;
+    }
     await this.#refresh();
     if (this.#keyring) return this.#keyring;
     const source = this.#source;
@@ -115,6 +121,27 @@ export class KeyVault {
         return keyring;
       }
     }
+  }
+
+  /**
+   * repository.json alone says whether new artifacts are encrypted, and nothing authenticates it:
+   * an edited, damaged or wrong copy saying `none` would have every later backup written in
+   * plaintext, with the passphrase given quietly unused. A repository that holds key files or
+   * encrypted backups was encrypted, so such a repository.json is refused, once per process
+   * (one listing of keys/ and one catalog read, for unencrypted repositories only).
+   */
+  async #refuseUnencryptedOverKeys(): Promise<void> {
+    if (this.#plaintextChecked) return;
+    let keyFiles = 0;
+    for await (const object of this.#storage.list(KEYS_PREFIX)) if (object.key.endsWith('.asc')) keyFiles++;
+    const encrypted = keyFiles > 0 ? [] : ((await readCatalog(this.#storage).catch(() => undefined)) ?? []).filter((b) => b.encryption.profile !== 'none');
+    if (keyFiles > 0 || encrypted.length > 0) {
+      throw new StrataError(
+        'ARTIFACT_CORRUPT',
+        `repository: repository.json in ${this.#storage.location} says the repository is not encrypted, but it holds ${keyFiles > 0 ? `${keyFiles} key file(s)` : `${encrypted.length} encrypted backup(s)`}: it was replaced or edited, and new backups would be written unencrypted. Put back its copy (it holds no secret); nothing was written`,
+      );
+    }
+    this.#plaintextChecked = true;
   }
 
   #wrong(attempt: number): StrataError {
