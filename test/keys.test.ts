@@ -227,6 +227,16 @@ describe('keys that can change', function () {
       const restoredRows = new Database(asOf, { readonly: true });
       assert.ok((restoredRows.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n > 1);
       restoredRows.close();
+      // A lost catalog rebuilt with Bob's key file, which cannot open the segments under Alice's
+      // rotated key, is refused rather than written without them; Alice's rebuilds them all.
+      const segmentsBefore = (await readCatalogContents(new LocalStorage(repo())))!.segments.length;
+      removeCatalog(repo());
+      const withBob = run(['list', '--json'], bob());
+      assert.equal(withBob.status, 4, withBob.stdout);
+      assert.match(json<{ error: { message: string } }>(withBob).error.message, /rebuild-catalog: \d+ segment\(s\) of continuous protection .* open with none of the data keys your key file holds/);
+      assert.ok(!existsSync(path.join(repo(), 'catalog')) || readdirSync(path.join(repo(), 'catalog')).length === 0, 'no catalog without those segments was written');
+      ok(['list']);
+      assert.equal((await readCatalogContents(new LocalStorage(repo())))!.segments.length, segmentsBefore);
     } finally {
       replicator.child.kill('SIGKILL');
       live.close();

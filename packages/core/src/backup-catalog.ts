@@ -173,8 +173,17 @@ export class BackupCatalog {
           segments.push(await segmentRecordFromArtifact(this.#ctx.storage, key, candidates, this.#ctx.vault.section.profile, signal));
         } catch (err) {
           if (isStrataError(err, 'ABORTED')) throw err;
-          skipped.push(`${key}: ${redactedMessage(err)}`);
+          // As for backups above: one this key file cannot open may be whole, and left out of the
+          // catalog it would be lost to every restore as of its moments.
+          if (key.endsWith('.gpg') && this.#ctx.vault.lacksSomeKey()) unopened.push(key);
+          else skipped.push(`${key}: ${redactedMessage(err)}`);
         }
+      }
+      if (unopened.length > 0) {
+        throw new StrataError(
+          'KEY_MISSING',
+          `rebuild-catalog: ${unopened.length} segment(s) of continuous protection (${unopened.slice(0, 3).join(', ')}${unopened.length > 3 ? ', ...' : ''}) open with none of the data keys your key file holds, and the repository has data keys it does not hold; rebuild with the passphrase of a key file that holds them all (\`strata key list\`)`,
+        );
       }
       await writeCatalog(this.#ctx.storage, records, withoutMergedParts(segments));
       await op.complete({ details: { backups: records.length, segments: segments.length, skipped } });
