@@ -303,6 +303,24 @@ describe('keys that can change', function () {
     assert.match(written.stderr, /is not encrypted \(made with init --no-encryption\): the passphrase of --passphrase-file is not used, and what this command writes is stored unencrypted/);
   });
 
+  it('a new passphrase with a line break in it, which gpg --passphrase-file could not read, is refused by init, key add and key passwd', () => {
+    const twoLines = path.join(dir.path, 'two-lines.pass');
+    writeFileSync(twoLines, 'secret one\n\n');
+    const fresh = path.join(dir.path, 'fresh');
+    const refusedInit = run(['init'], twoLines, {}, fresh);
+    assert.equal(refusedInit.status, 2);
+    assert.match(refusedInit.stderr, /init: the new passphrase contains a line break .*gpg --passphrase-file would not read/);
+    assert.ok(!existsSync(fresh), 'no repository was made');
+    init();
+    const files = readdirSync(path.join(repo(), 'keys')).sort();
+    for (const action of ['add', 'passwd']) {
+      const refused = run(['key', action, '--new-passphrase-file', twoLines]);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`key ${action}: the new passphrase contains a line break`));
+    }
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
+  });
+
   it('key rotate: new backups use the new data key; older ones, and a chain that spans both keys, stay restorable, and nothing is re-encrypted', () => {
     init();
     const db = source();

@@ -33,8 +33,21 @@ export async function createKeys(storage: Storage, options: { profile: Exclude<E
   const createdAt = new Date().toISOString();
   const dataKeyId = newId([]);
   const keyFile: KeyFileInfo = { id: newId([]), label: checkKeyLabel(options.label, 'init'), createdAt, dataKeys: [dataKeyId] };
+  checkNewPassphrase(options.passphrase, 'init');
   await writeKeyFile(storage, options.repositoryId, keyFile, new Map([[dataKeyId, newDataKey()]]), options.passphrase, undefined);
   return { section: { profile: options.profile, currentKey: dataKeyId, dataKeys: [{ id: dataKeyId, createdAt, origin: 'init' }], keyFiles: [keyFile] }, keyFile };
+}
+
+/**
+ * A passphrase that will seal a key file must survive the documented recovery by hand: `gpg
+ * --passphrase-file` reads only the first line of its file, so a passphrase with a line break in
+ * it (a file ending in two newlines, say: one is taken off, the other stays) would open the key
+ * file for Strata and never for gpg.
+ */
+function checkNewPassphrase(passphrase: Passphrase, step: string): void {
+  if (/[\r\n]/.test(passphrase.reveal())) {
+    throw new StrataError('USAGE', `${step}: the new passphrase contains a line break (a passphrase file with an empty line at its end?), which gpg --passphrase-file would not read, so a recovery by hand could not open the key file; give one without, nothing was changed`);
+  }
 }
 
 /** What `strata key list` shows: nothing here is secret. */
@@ -150,6 +163,7 @@ export class RepositoryKeys {
    */
   async add(options: { passphrase: Passphrase; label?: string }): Promise<KeyFileInfo> {
     const label = checkKeyLabel(options.label, 'key add');
+    checkNewPassphrase(options.passphrase, 'key add');
     return this.#change('add', async (section, mine) => {
       await this.#refuseKnown(section, options.passphrase, mine, 'key add');
       const secrets = mine.for(section);
@@ -214,6 +228,7 @@ export class RepositoryKeys {
    * after it, the new one does.
    */
   async passwd(options: { passphrase: Passphrase }): Promise<{ removed: KeyFileInfo; added: KeyFileInfo }> {
+    checkNewPassphrase(options.passphrase, 'key passwd');
     return this.#change('passwd', async (section, mine) => {
       await this.#refuseKnown(section, options.passphrase, mine, 'key passwd');
       const old = mine.keyFile!;
