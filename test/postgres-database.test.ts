@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
-import { useTempDir } from './helpers/env.js';
+import { json, strata, useTempDir } from './helpers/env.js';
 import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
 const engine = new PostgresEngine();
@@ -75,6 +75,23 @@ describe('PostgreSQL engine: the database itself', function () {
     }
     await databases.dropAll();
     for (const name of roles.splice(0)) await pgQuery('postgres', `DROP ROLE IF EXISTS "${name}"`);
+  });
+
+  it('an incremental after a change of schema only (a comment) is not reported as "nothing changed": it holds that schema', async () => {
+    const source = await databases.create('CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)');
+    const env = { STRATA_PASSPHRASE: 'postgres database tests' };
+    const repoPath = path.join(dir.path, 'repo');
+    assert.equal(strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema'], { env }).status, 0);
+    const same = strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental', '--json'], { env });
+    assert.equal(json<{ unchanged: boolean }>(same).unchanged, true);
+    await pgQuery(source, "COMMENT ON TABLE t IS 'the one table'");
+    const commented = strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental'], { env });
+    assert.equal(commented.status, 0, commented.stderr);
+    assert.doesNotMatch(commented.stdout, /nothing changed/);
+    assert.match(commented.stdout, /no table's rows changed since schema_incremental_\S+, its schema did: the incremental holds the schema as it is now/);
+    const target = databases.name();
+    assert.equal(strata(['restore', 'latest', '--db', 'schema', '--repo', repoPath, '--to', pgUrl(target)], { env }).status, 0);
+    assert.deepEqual((await pgQuery(target, "SELECT obj_description('t'::regclass) AS c")).rows, [{ c: 'the one table' }]);
   });
 
   it('a LATIN1 database with the C locale restores with its encoding, locale and text byte for byte', async () => {

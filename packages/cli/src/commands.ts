@@ -30,6 +30,7 @@ import {
   tierOf,
   validatePolicy,
   ownEntry,
+  unchangedSinceParent,
 } from '@strata/sdk';
 import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, Repository, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
@@ -147,7 +148,7 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
   } finally {
     bar.done();
   }
-  const unchanged = record.parent !== null && record.payloadBytes === 0;
+  const unchanged = record.parent !== null && unchangedSinceParent(record, (await repo.list({ database: record.database })).find((b) => b.id === record.parent));
   if (mirrored && !mirrored.ok) {
     // The backup is complete; the mirror's failure is a warning here, journaled, and `health` fails.
     process.stderr.write(`strata: warning: MIRROR FAILED: ${mirrored.error?.message ?? 'unknown error'}; the backup is complete in the repository, and the next backup (or strata copy) copies what the mirror lacks\n`);
@@ -160,6 +161,7 @@ export async function backupCommand(ctx: CommandContext, options: BackupCommandO
     const fellBack = type !== record.type ? (warned ? ' (see the warning above)' : ` (no full backup existed, so a full one was taken)`) : '';
     process.stdout.write(`backup ${record.id} completed: ${record.type}${against}${fellBack}, database ${formatBytes(record.databaseBytes)}, stored ${formatBytes(record.storedBytes)}${ratio}\n`);
     if (unchanged) process.stdout.write(`nothing changed since ${record.parent}; recorded an empty ${record.type} so the schedule shows the database was checked\n`);
+    else if (record.parent !== null && record.payloadBytes === 0) process.stdout.write(`no table's rows changed since ${record.parent}, its schema did: the ${record.type} holds the schema as it is now\n`);
     if (mirrored?.ok) process.stdout.write(`mirror ${printable(mirrored.mirror)}: ${mirrored.copied.length === 0 ? 'already up to date' : `copied ${mirrored.copied.length} backup(s)`}\n`);
   }
   return 0;

@@ -87,3 +87,13 @@ export function newestGoodByDatabase(backups: readonly BackupRecord[]): Map<stri
   }
   return out;
 }
+
+/**
+ * An incremental or differential that stored nothing new against its parent: no row data, and
+ * the same schema. Stored nothing but the schema as of now, one whose schema changed (a column, a
+ * comment, a grant, a function) is not "unchanged": said so, a user might delete it, and with it
+ * the only copy of that change.
+ */
+export function unchangedSinceParent(backup: BackupRecord, parent: BackupRecord | undefined): boolean {
+  return backup.parent !== null && backup.payloadBytes === 0 && parent !== undefined && parent.schemaFingerprint === backup.schemaFingerprint;
+}

@@ -27,6 +27,7 @@ import {
   tierOf,
   validateDatabaseName,
   ownEntry,
+  unchangedSinceParent,
 } from '@strata/sdk';
 import type { Engine, EngineRegistry, MirrorConfig, MirrorSyncResult, ProgressEvent, Repository, StorageSettings, StrataConfig } from '@strata/sdk';
 import { CHANGED_NOTIFICATION, PASSPHRASE_REQUEST, STRATA_ERROR } from '@strata/protocol';
@@ -324,7 +325,8 @@ export class StrataServer {
       ok: mirrored.ok,
       ...(mirrored.error ? { error: mirrored.error.message } : {}),
     };
-    return { backup, unchanged: backup.parent !== null && backup.payloadBytes === 0, ...(mirror ? { mirror } : {}) };
+    const unchanged = backup.parent !== null && unchangedSinceParent(backup, (await repo.list({ database: backup.database })).find((b) => b.id === backup.parent));
+    return { backup, unchanged, ...(mirror ? { mirror } : {}) };
   }
 
   async #verify(params: ParamsOf<'strata/verify'>, run: Run): Promise<ResultOf<'strata/verify'>> {
