@@ -94,6 +94,21 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.deepEqual((await pgQuery(target, "SELECT obj_description('t'::regclass) AS c")).rows, [{ c: 'the one table' }]);
   });
 
+  it("a table restore of every partition of a partitioned table brings back its identity sequence with the rows; of some partitions, it leaves it", async () => {
+    const schema = `CREATE TABLE ev (id int GENERATED ALWAYS AS IDENTITY, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
+      CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+      CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');`;
+    const source = await databases.create(`${schema} INSERT INTO ev (d) VALUES ('2024-05-01'), ('2025-05-01'), ('2025-06-01');`);
+    const record = await repo.backup(pgUrl(source), { database: 'partitioned' });
+    const nextId = async (db: string): Promise<number> => (await pgQuery(db, "INSERT INTO ev (d) VALUES ('2024-07-01') RETURNING id")).rows[0]!.id as number;
+    const some = await databases.create(schema);
+    await repo.restore({ id: record.id }, { to: pgUrl(some), tables: ['public.ev_2025'], force: true });
+    assert.equal(await nextId(some), 1, 'with ev_2024 left as it was, the sequence is too');
+    const all = await databases.create(schema);
+    await repo.restore({ id: record.id }, { to: pgUrl(all), tables: ['public.ev_2024', 'public.ev_2025'], force: true });
+    assert.equal(await nextId(all), 4, 'the next id follows the restored rows');
+  });
+
   it('a LATIN1 database with the C locale restores with its encoding, locale and text byte for byte', async () => {
     const source = await createDatabase("ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'", `
       CREATE TABLE words (id int PRIMARY KEY, word text DEFAULT 'défaut', note varchar(20));
