@@ -321,6 +321,23 @@ describe('keys that can change', function () {
     assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
   });
 
+  it('an export of modern (AEAD) artifacts is refused by a compat repository, whose every artifact gpg opens; a modern one takes it', () => {
+    const modern = path.join(dir.path, 'modern');
+    ok(['init', '--encryption', 'modern'], undefined, {}, modern);
+    ok(['backup', source(), '--name', 'app'], undefined, {}, modern);
+    const file = path.join(dir.path, 'modern-export.tar.gz');
+    ok(['export', '--all', '--out', file], undefined, {}, modern);
+    init();
+    const refused = run(['import', file]);
+    assert.equal(refused.status, 2, refused.stdout);
+    assert.match(refused.stderr, /import: the export is encrypted with the modern profile \(AEAD\), which gpg cannot open, and this repository is compat/);
+    assert.deepEqual(backups(), [], 'nothing was imported');
+    const another = path.join(dir.path, 'modern-2');
+    ok(['init', '--encryption', 'modern'], undefined, {}, another);
+    ok(['import', file], undefined, {}, another);
+    assert.equal(backups(undefined, another).length, 1);
+  });
+
   it('key rotate: new backups use the new data key; older ones, and a chain that spans both keys, stay restorable, and nothing is re-encrypted', () => {
     init();
     const db = source();

@@ -271,7 +271,7 @@ export class BackupCopier {
         const sourceKey = from.vault.keyFor(segment, `copy ${segment.id}`);
         const keyId = from.vault.keyIdOf(segment);
         const held = keyId !== undefined ? to.vault.keyring?.get(keyId) : undefined;
-        const asIs = sourceKey === undefined ? targetProfile === 'none' : held !== undefined && held.reveal() === sourceKey.reveal();
+        const asIs = sourceKey === undefined ? targetProfile === 'none' : held !== undefined && held.reveal() === sourceKey.reveal() && keepsProfile(segment.encryption.profile, targetProfile);
         const encryptedOut = asIs ? parsed.encrypted : targetProfile !== 'none';
         return { segment, sourceKey, asIs, key: segmentKey(segment.database, segment.id, parsed.codec === 'zstd' ? '.zst' : parsed.codec === 'gzip' ? '.gz' : '', encryptedOut) };
       });
@@ -423,7 +423,7 @@ export class BackupCopier {
     // encrypted under (same id and same secret), or when neither side encrypts.
     const keyId = from.vault.keyIdOf(record);
     const held = keyId !== undefined ? to.vault.keyring?.get(keyId) : undefined;
-    const asIs = sourceKey === undefined ? targetProfile === 'none' : held !== undefined && held.reveal() === sourceKey.reveal();
+    const asIs = sourceKey === undefined ? targetProfile === 'none' : held !== undefined && held.reveal() === sourceKey.reveal() && keepsProfile(record.encryption.profile, targetProfile);
     const encryptedOut = asIs ? parsed.encrypted : targetProfile !== 'none';
     const key = artifactKey(record.database, record.id, parsed.codec === 'zstd' ? '.zst' : parsed.codec === 'gzip' ? '.gz' : '', encryptedOut);
     const layoutKey = layoutCacheKey(record.database, record.id, encryptedOut);
@@ -635,4 +635,12 @@ async function* hashing(source: AsyncIterable<Uint8Array>, sha: ReturnType<typeo
 async function copyObject(from: Storage, fromKey: string, to: Storage, toKey: string): Promise<void> {
   const bytes = await from.read(fromKey);
   await to.put(toKey, bytes);
+}
+
+/**
+ * Whether an artifact sealed under `profile` may go into a repository of `target` as it is: not a
+ * modern (AEAD) one into a compat repository, whose promise is that gpg opens every artifact.
+ */
+function keepsProfile(profile: string, target: EncryptionProfile): boolean {
+  return !(profile === 'modern' && target === 'compat');
 }

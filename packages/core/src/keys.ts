@@ -497,6 +497,10 @@ export async function planImportKeys(vault: KeyVault, theirs: ExportedEncryption
   if (theirs.profile !== 'none' && ours.profile === 'none') {
     throw new StrataError('USAGE', 'import: the export is encrypted and this repository is not; import it into an encrypted repository with the same passphrase');
   }
+  if (theirs.profile === 'modern' && ours.profile === 'compat') {
+    // Imported as they are, they would be the repository's only artifacts gpg cannot open.
+    throw new StrataError('USAGE', 'import: the export is encrypted with the modern profile (AEAD), which gpg cannot open, and this repository is compat (gpg opens every artifact in it); import it into a repository made with `strata init --encryption modern`, and `strata copy` from there re-encrypts into this one');
+  }
   if (theirs.profile === 'none') return none;
   const keyring = (await vault.unlock())!;
   if (theirs.keyFiles === undefined) {
