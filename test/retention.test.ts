@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_RETENTION, planRetention, resolveDatabase, retentionFor, schedulesFor, tierOf } from '@strata/sdk';
-import type { BackupRecord, BackupType, ContinuityWindow, RetentionPlan, RetentionPolicy, StrataConfig } from '@strata/sdk';
+import { DEFAULT_RETENTION, continuityWindows, planRetention, resolveDatabase, retentionFor, schedulesFor, tierOf } from '@strata/sdk';
+import type { BackupRecord, BackupType, ContinuityWindow, RetentionPlan, RetentionPolicy, SegmentRecord, StrataConfig } from '@strata/sdk';
 import { ROOT } from './helpers/env.js';
 
 /** Builds catalogs for retention scenarios: `history('app').every('1d', 365, from)` and so on. */
@@ -281,6 +281,26 @@ describe('retention planning', () => {
       const pinned = planRetention(history.backups, { keepDaily: 7, keepWithinPitr: '7d' }, windows);
       assert.deepEqual(pinned.keep.find((d) => d.id === replicated.id)!.reasons, ['pinned']);
       assert.deepEqual(pinned.removeSegments.map((d) => [d.base, d.segments]), [[replicated.id, 40]]);
+    });
+
+    it('keepWithinPitr counts a broken chain of segments as covering only up to its break', () => {
+      const history = new History().daily('2026-03-01', 10);
+      const at = (day: number, hour = 2): string => new Date(Date.UTC(2026, 2, day, hour)).toISOString();
+      // Replicated from the 1st to the 10th at 20:00, but a segment after the 3rd is missing: a
+      // restore to a later moment stops at the 3rd.
+      const windows: ContinuityWindow[] = [{ database: 'app', base: history.backups[0]!.id, from: at(1), to: at(10, 20), segments: 200, transactions: 200, lastShippedAt: at(10, 20), lastLagMs: 0, storedBytes: 1, broken: 'segment 61 is missing', reachable: at(3) }];
+      const plan = planRetention(history.backups, { keepWithinPitr: '5d' }, windows);
+      // The window runs from the 5th at 20:00: what restores there are the daily backups, kept.
+      assert.deepEqual(ids(plan, 'keep'), [...history.backups.slice(4).map((b) => b.id).reverse(), history.backups[0]!.id]);
+      // continuityWindows says where a broken chain stops: the last segment before the break.
+      const base = { ...history.backups[0]!, changePosition: { frame: 0 } };
+      const segment = (sequence: number, lastAt: string): SegmentRecord => ({
+        id: `s${sequence}`, database: 'app', engine: 'sqlite', base: base.id, sequence, previous: sequence === 1 ? null : `s${sequence - 1}`,
+        from: { frame: sequence - 1 }, to: { frame: sequence }, firstAt: lastAt, lastAt, transactions: 1, createdAt: lastAt, key: `s${sequence}`,
+        rawBytes: 1, storedBytes: 1, sha256: '0', compression: { codec: 'none', level: 0 }, encryption: { profile: 'none' },
+      });
+      const [listed] = continuityWindows([base], [segment(1, at(2)), segment(2, at(3)), segment(4, at(9))]);
+      assert.deepEqual([listed!.to, listed!.reachable, /segment 3 .* is missing/.test(listed!.broken ?? '')], [at(9), at(3), true]);
     });
 
     it('keepWithinPitr keeps the restore points of the part of the window that segments do not cover', () => {

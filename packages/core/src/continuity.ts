@@ -2,7 +2,7 @@ import type { BackupRecord, SegmentRecord } from './catalog.js';
 import type { JournalOperation } from './journal.js';
 import { DEFAULT_HEALTH } from './operator-reports.js';
 import type { HealthCheck, HealthThresholds } from './operator-reports.js';
-import { chainBreak } from './segments.js';
+import { chainBreakAt } from './segments.js';
 
 /**
  * What continuous protection covers, per chain of segments: from its base restore point to the
@@ -25,6 +25,8 @@ export interface ContinuityWindow {
   readonly storedBytes: number;
   /** The first break in the chain, if a segment is missing from the catalog (restores stop before it). */
   readonly broken?: string;
+  /** With a break: the last moment a restore reaches, that of the last segment before it (or the base's). */
+  readonly reachable?: string;
 }
 
 /** Every chain of segments, oldest base first (within a database). */
@@ -33,7 +35,9 @@ export function continuityWindows(backups: readonly BackupRecord[], segments: re
   for (const base of backups.filter((b) => b.changePosition)) {
     const mine = segments.filter((s) => s.base === base.id).sort((a, b) => a.sequence - b.sequence);
     const last = mine.at(-1);
-    const broken = chainBreak(base, mine);
+    const breakAt = chainBreakAt(base, mine);
+    const broken = breakAt?.reason;
+    const reachable = breakAt ? (mine[breakAt.at - 1]?.lastAt ?? base.createdAt) : undefined;
     out.push({
       database: base.database,
       base: base.id,
@@ -44,7 +48,7 @@ export function continuityWindows(backups: readonly BackupRecord[], segments: re
       lastShippedAt: last?.createdAt ?? base.createdAt,
       lastLagMs: last ? Date.parse(last.createdAt) - Date.parse(last.lastAt) : 0,
       storedBytes: mine.reduce((sum, s) => sum + s.storedBytes, 0),
-      ...(broken ? { broken } : {}),
+      ...(broken ? { broken, reachable } : {}),
     });
   }
   return out.sort((a, b) => a.database.localeCompare(b.database) || a.from.localeCompare(b.from));

@@ -130,7 +130,8 @@ const BUCKETS: { rule: keyof RetentionPolicy; tier: string; key: (d: Date) => st
  */
 function keepUncoveredMoments(database: string, newestFirst: readonly BackupRecord[], windows: readonly ContinuityWindow[], duration: string, add: (id: string, reason: string) => void): void {
   const byId = new Map(newestFirst.map((b) => [b.id, b]));
-  const covered = windows.filter((w) => w.database === database && byId.has(w.base)).map((w) => ({ from: Date.parse(w.from), to: Date.parse(w.to) }));
+  // A broken chain covers only what a restore reaches, up to its break.
+  const covered = windows.filter((w) => w.database === database && byId.has(w.base)).map((w) => ({ from: Date.parse(w.from), to: Date.parse(w.reachable ?? w.to) }));
   const newestBackup = Date.parse(newestFirst[0]!.createdAt);
   const newestShipped = covered.length > 0 ? Math.max(...covered.map((c) => c.to)) : undefined;
   // The newest moment a restore reaches: the newest shipped, or a newer backup (taken after the

@@ -663,14 +663,19 @@ class SequentialReader {
  * naming the first break, or undefined.
  */
 export function chainBreak(base: BackupRecord, segments: readonly SegmentRecord[]): string | undefined {
+  return chainBreakAt(base, segments)?.reason;
+}
+
+/** {@link chainBreak}, with the index of the first segment past the break (those before it replay). */
+export function chainBreakAt(base: BackupRecord, segments: readonly SegmentRecord[]): { at: number; reason: string } | undefined {
   let previous: SegmentRecord | undefined;
-  for (const s of segments) {
+  for (const [at, s] of segments.entries()) {
     const expected = (previous?.sequence ?? 0) + 1;
-    if (firstSequenceOf(s) !== expected) return `segment ${expected} after ${base.id} is missing (the next one listed is ${firstSequenceOf(s)}, ${s.id})`;
+    if (firstSequenceOf(s) !== expected) return { at, reason: `segment ${expected} after ${base.id} is missing (the next one listed is ${firstSequenceOf(s)}, ${s.id})` };
     const link = previous ? linkIdOf(previous) : null;
-    if (s.previous !== link) return `segment ${s.sequence} (${s.id}) names ${s.previous ?? 'no segment'} before it, not ${link ?? 'none'}`;
+    if (s.previous !== link) return { at, reason: `segment ${s.sequence} (${s.id}) names ${s.previous ?? 'no segment'} before it, not ${link ?? 'none'}` };
     const start = previous ? previous.to : base.changePosition;
-    if (!start || !samePosition(start, s.from)) return `segment ${s.sequence} (${s.id}) does not start where ${previous ? `segment ${previous.sequence}` : `its base ${base.id}`} ended`;
+    if (!start || !samePosition(start, s.from)) return { at, reason: `segment ${s.sequence} (${s.id}) does not start where ${previous ? `segment ${previous.sequence}` : `its base ${base.id}`} ended` };
     previous = s;
   }
   return undefined;
