@@ -437,13 +437,15 @@ describe('SQLite engine', () => {
 
   it('a table restore over an existing database says which of its indexes and triggers on the replaced tables the backup lacks, with their statements', async () => {
     const source = path.join(dir.path, 'own-objects.db');
-    sqlite3Script(source, 'CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); CREATE INDEX customers_name ON customers (name); CREATE TABLE kv (k, v); INSERT INTO customers VALUES (1, \'a\');');
+    sqlite3Script(source, 'CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); CREATE INDEX customers_name ON customers (name); CREATE TABLE kv (k, v); CREATE TRIGGER moved AFTER INSERT ON kv BEGIN SELECT 1; END; INSERT INTO customers VALUES (1, \'a\');');
     const repo = await repository();
     const record = await repo.backup(source, { database: 'own-objects' });
     const target = path.join(dir.path, 'own-objects-target.db');
     copyFileSync(source, target);
     const audit = "CREATE TRIGGER audit_kv AFTER DELETE ON customers BEGIN INSERT INTO kv VALUES ('deleted ' || old.id, 1); END";
-    sqlite3Script(target, `CREATE INDEX idx_name_id ON customers (name, id); ${audit}; CREATE INDEX kv_k ON kv (k);`);
+    // `moved`: the backup's trigger of that name is on another table, so the restore does not bring it back here.
+    const moved = 'CREATE TRIGGER moved AFTER INSERT ON customers BEGIN SELECT 2; END';
+    sqlite3Script(target, `CREATE INDEX idx_name_id ON customers (name, id); ${audit}; CREATE INDEX kv_k ON kv (k); DROP TRIGGER moved; ${moved};`);
     const said: string[] = [];
     const listener = (warning: Error & { code?: string }): void => {
       if (warning.code === 'STRATA_TABLES_REPLACED') said.push(warning.message);
@@ -456,7 +458,7 @@ describe('SQLite engine', () => {
       process.off('warning', listener);
     }
     assert.deepEqual(said, [
-      `restore: these objects of ${target} are not in the backup and went with the table(s) this restore replaced: index idx_name_id on customers (CREATE INDEX idx_name_id ON customers (name, id)); trigger audit_kv on customers (${audit}). Run a statement again to have its object back`,
+      `restore: these objects of ${target} are not in the backup and went with the table(s) this restore replaced: index idx_name_id on customers (CREATE INDEX idx_name_id ON customers (name, id)); trigger audit_kv on customers (${audit}); trigger moved on customers (${moved}). Run a statement again to have its object back`,
     ]);
     // The backup's own index is back, and the other table's index was never touched.
     assert.equal(sqliteQuery(target, "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_schema WHERE type IN ('index', 'trigger') ORDER BY name)"), 'customers_name,kv_k');

@@ -696,9 +696,10 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
  * or an audit trigger added since the backup would otherwise vanish without a word.
  */
 function replacedOwnObjects(db: Database.Database, tables: readonly string[], backup: readonly StoredObject[]): StoredObject[] {
-  const inBackup = new Set(backup.filter((o) => o.type === 'index' || o.type === 'trigger').map((o) => folded(o.name)));
+  // By name and table: one of that name on another table is not what the restore creates here.
+  const inBackup = new Set(backup.filter((o) => o.type === 'index' || o.type === 'trigger').map((o) => `${o.type} ${folded(o.name)} ${folded(o.tblName)}`));
   return storedObjects(db, 'main').filter(
-    (o) => (o.type === 'index' || o.type === 'trigger') && o.sql !== null && tables.some((t) => sameName(o.tblName, t)) && !inBackup.has(folded(o.name)),
+    (o) => (o.type === 'index' || o.type === 'trigger') && o.sql !== null && tables.some((t) => sameName(o.tblName, t)) && !inBackup.has(`${o.type} ${folded(o.name)} ${folded(o.tblName)}`),
   );
 }
 
