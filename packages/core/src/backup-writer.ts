@@ -98,6 +98,7 @@ export class BackupWriter {
       await this.#ctx.unlock();
       // New artifacts are encrypted under the current data key (KEY_MISSING if this passphrase's
       // key file does not hold it: the backup stops here, before any work).
+      await this.#ctx.vault.refuseUnencryptedOverKeys();
       const dataKey = this.#ctx.vault.section.profile === 'none' ? undefined : this.#ctx.vault.current('backup');
       // Wait for a held lock now, not after the snapshot: otherwise a backup that meets a long
       // prune reads and compresses the whole database only to fail at its commit with exit 5.

@@ -103,10 +103,7 @@ export class KeyVault {
    * (rotate, passwd, remove) so a long-lived process never writes under a key that was replaced.
    */
   async unlock(): Promise<Keyring | undefined> {
-    if (this.#section.profile === 'none') {
-      await this.#refuseUnencryptedOverKeys();
-      return undefined;
-    }
+    if (this.#section.profile === 'none') return undefined;
     await this.#refresh();
     if (this.#keyring) return this.#keyring;
     const source = this.#source;
@@ -128,9 +125,12 @@ export class KeyVault {
    * an edited, damaged or wrong copy saying `none` would have every later backup written in
    * plaintext, with the passphrase given quietly unused. A repository that holds key files or
    * encrypted backups was encrypted, so such a repository.json is refused, once per process
-   * (one listing of keys/ and one catalog read, for unencrypted repositories only).
+   * (one listing of keys/ and one catalog read, for unencrypted repositories only), before a
+   * backup or a segment is written. Not before each archived log file: `wal-push` is a process
+   * per file, and those two requests would come with every one.
    */
-  async #refuseUnencryptedOverKeys(): Promise<void> {
+  async refuseUnencryptedOverKeys(): Promise<void> {
+    if (this.#section.profile !== 'none') return;
     if (this.#plaintextChecked) return;
     let keyFiles = 0;
     for await (const object of this.#storage.list(KEYS_PREFIX)) if (object.key.endsWith('.asc')) keyFiles++;

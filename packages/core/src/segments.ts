@@ -184,6 +184,7 @@ async function recheckKeys(ctx: RepositoryContext): Promise<void> {
 async function storeSegment(ctx: RepositoryContext, what: SegmentToStore, signal?: AbortSignal): Promise<StoredSegment> {
   await recheckKeys(ctx);
   const codec = getCodec(ctx.config.compression.codec);
+  await ctx.vault.refuseUnencryptedOverKeys();
   const profile = ctx.vault.section.profile;
   const dataKey = profile === 'none' ? undefined : ctx.vault.current('replicate');
   const key = segmentKey(what.database, what.id, codec.extension, profile !== 'none');
