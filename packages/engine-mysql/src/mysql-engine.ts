@@ -401,9 +401,16 @@ async function foreignKeyViolations(connection: mysql.Connection, database: stri
   return problems;
 }
 
-/** The column names of a CREATE TABLE as the server shows it (SHOW CREATE TABLE: one column a line, each line's name first). */
-function createdColumns(create: string): string[] {
-  return [...create.matchAll(/^ {2}`((?:[^`]|``)+)` /gm)].map((m) => m[1]!.replace(/``/g, '`'));
+/**
+ * The names of the columns whose values a backup's rows carry, in order, from a CREATE TABLE as
+ * the server shows it (SHOW CREATE TABLE: one column a line, each line's name first). Generated
+ * columns carry none (the server computes them), as describeTable leaves them out; names are
+ * compared as the server does, whatever their case.
+ */
+function valuedColumns(create: string): string[] {
+  return [...create.matchAll(/^ {2}`((?:[^`]|``)+)` (.*)$/gm)]
+    .filter((m) => !(/\bAS \(/i.test(m[2]!) && /\b(VIRTUAL|PERSISTENT|STORED)\b/i.test(m[2]!)))
+    .map((m) => m[1]!.replace(/``/g, '`').toLowerCase());
 }
 
 /**
@@ -415,8 +422,8 @@ function createdColumns(create: string): string[] {
 function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSchema): void {
   const statement = backup.pre.find((sql) => sql.startsWith(`CREATE TABLE ${ident(table)} (`));
   if (!statement) return;
-  const theirs = createdColumns(targetCreate);
-  const ours = createdColumns(statement);
+  const theirs = valuedColumns(targetCreate);
+  const ours = valuedColumns(statement);
   if (theirs.length === ours.length && theirs.every((name, i) => name === ours[i])) return;
   throw new StrataError(
     'USAGE',
