@@ -249,7 +249,7 @@ describe('retention planning', () => {
       assert.deepEqual(planRetention(four.backups, { keepWithinPitr: '30d' }).remove, []);
     });
 
-    it('the base of segments newer than every good backup is always kept, with its chain, whatever the policy', () => {
+    it('the newest chain of segments is always kept, base and segments, whatever the policy; older chains are not', () => {
       // A full on the 1st; replicate's base (an incremental on it) on the 2nd at 01:00; an ordinary
       // full on the 2nd at 03:00 takes that day's slot; the segments run on to 05:00.
       const history = new History().add('2026-03-01T02:00:00Z').add('2026-03-02T01:00:00Z', 'incremental', { label: 'replication base' }).add('2026-03-02T03:00:00Z');
@@ -260,27 +260,32 @@ describe('retention planning', () => {
       assert.ok(plan.keep.find((d) => d.id === first!.id)!.reasons.includes(`needed by ${base!.id}`));
       assert.deepEqual(plan.remove, []);
       assert.deepEqual(plan.removeSegments, []);
-      // Segments that end before the newest good backup hold nothing it does not: the tiers decide.
-      assert.deepEqual(ids(planRetention(history.backups, DEFAULT_RETENTION, windowTo('2026-03-02T02:30:00.000Z')), 'remove'), [base!.id]);
-      // Under a point-in-time window that the newest backup has moved past, the newest segments stay too.
-      const schemaOnly = new History().add('2026-03-01T02:00:00Z').add('2026-03-02T01:00:00Z', 'incremental').add('2026-04-20T03:00:00Z', 'schema-only');
-      const pitr = planRetention(schemaOnly.backups, { keepLast: 1, keepWithinPitr: '7d' }, windowTo('2026-03-02T05:00:00.000Z').map((w) => ({ ...w, base: schemaOnly.backups[1]!.id })));
-      assert.ok(ids(pitr, 'keep').includes(schemaOnly.backups[1]!.id));
-      assert.deepEqual(pitr.removeSegments, [], 'the only copy of the newest transactions with rows');
+      // Idle since, with backups taken after its last segment, a running replicator's chain is still the newest: kept whole.
+      const idle = planRetention(history.backups, { keepLast: 1, keepWithinPitr: '1h' }, windowTo('2026-03-02T02:30:00.000Z'));
+      assert.ok(ids(idle, 'keep').includes(base!.id));
+      assert.deepEqual(idle.removeSegments, [], 'the chain it grows is not thinned');
+      // An older chain has no such claim: the tiers and the window decide.
+      const older = new History().add('2026-02-01T02:00:00Z').add('2026-03-01T02:00:00Z').add('2026-03-02T03:00:00Z');
+      const windows: ContinuityWindow[] = older.backups.slice(0, 2).map((b, i) => ({ database: 'app', base: b.id, from: b.createdAt, to: i === 0 ? '2026-02-02T00:00:00.000Z' : '2026-03-01T20:00:00.000Z', segments: 10, transactions: 10, lastShippedAt: b.createdAt, lastLagMs: 0, storedBytes: 1 }));
+      const thinned = planRetention(older.backups, { keepLast: 1, keepWithinPitr: '1d' }, windows);
+      assert.deepEqual(ids(thinned, 'remove'), [older.backups[0]!.id]);
+      assert.equal(thinned.keep.find((d) => d.id === older.backups[1]!.id)!.reasons[0], 'newest moment shipped (always kept): segments from 2026-03-01T02:00:00.000Z to 2026-03-01T20:00:00.000Z');
     });
 
-    it('keepWithinPitr counts back from a backup newer than the last segment: a replication that stopped lets its chain go', () => {
-      // Replicated on the 1st (segments to the 2nd), then only daily fulls until 3 March.
-      const history = new History().add('2026-01-01T00:00:00Z').daily('2026-01-03', 60);
-      const replicated = history.backups[0]!;
-      const windows: ContinuityWindow[] = [{ database: 'app', base: replicated.id, from: replicated.createdAt, to: '2026-01-02T00:00:00.000Z', segments: 40, transactions: 40, lastShippedAt: '2026-01-02T00:00:00.000Z', lastLagMs: 0, storedBytes: 1 }];
+    it('keepWithinPitr counts back from a backup newer than the last segment: a replication that stopped lets its older chains go', () => {
+      // Replicated from the 1st (one chain to the 2nd, the next to the 3rd), then only daily fulls until 3 March.
+      const history = new History().add('2026-01-01T00:00:00Z').add('2026-01-02T00:00:00Z').daily('2026-01-03', 60);
+      const [oldest, last] = history.backups;
+      const window = (b: BackupRecord, to: string): ContinuityWindow => ({ database: 'app', base: b.id, from: b.createdAt, to, segments: 40, transactions: 40, lastShippedAt: to, lastLagMs: 0, storedBytes: 1 });
+      const windows = [window(oldest!, '2026-01-02T00:00:00.000Z'), window(last!, '2026-01-03T00:00:00.000Z')];
       const plan = planRetention(history.backups, { keepDaily: 7, keepWithinPitr: '7d' }, windows);
-      assert.ok(ids(plan, 'remove').includes(replicated.id), `the old base goes: ${JSON.stringify(plan.keep.find((d) => d.id === replicated.id)?.reasons)}`);
-      // Kept by a rule of its own (pinned), it stays as a restore point, and its segments go.
-      history.backups[0] = { ...replicated, tags: ['pinned'] };
+      assert.ok(ids(plan, 'remove').includes(oldest!.id), `the older base goes: ${JSON.stringify(plan.keep.find((d) => d.id === oldest!.id)?.reasons)}`);
+      assert.deepEqual(plan.keep.find((d) => d.id === last!.id)!.reasons, ['newest moment shipped (always kept): segments from 2026-01-02T00:00:00.000Z to 2026-01-03T00:00:00.000Z'], 'the newest chain stays, and only for that');
+      // Kept by a rule of its own (pinned), the older base stays as a restore point, and its segments go.
+      history.backups[0] = { ...oldest!, tags: ['pinned'] };
       const pinned = planRetention(history.backups, { keepDaily: 7, keepWithinPitr: '7d' }, windows);
-      assert.deepEqual(pinned.keep.find((d) => d.id === replicated.id)!.reasons, ['pinned']);
-      assert.deepEqual(pinned.removeSegments.map((d) => [d.base, d.segments]), [[replicated.id, 40]]);
+      assert.deepEqual(pinned.keep.find((d) => d.id === oldest!.id)!.reasons, ['pinned']);
+      assert.deepEqual(pinned.removeSegments.map((d) => [d.base, d.segments]), [[oldest!.id, 40]]);
     });
 
     it('keepWithinPitr counts a broken chain of segments as covering only up to its break', () => {

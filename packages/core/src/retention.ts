@@ -193,7 +193,7 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
   };
   const byId = new Map(backups.map((b) => [b.id, b]));
   const databases = [...new Set(backups.map((b) => b.database))].sort();
-  // Chains of segments whose transactions no restore point holds (see below): never thinned.
+  // The newest chain of segments of each database (see below): never thinned.
   const newestChanges = new Set<ContinuityWindow>();
   for (const database of databases) {
     const newestFirst = backups.filter((b) => b.database === database).sort(compareNewestFirst);
@@ -201,13 +201,14 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
     const good = newestGoodBackup(newestFirst) ?? newestFirst[0]!;
     add(good.id, 'newest good backup (always kept)');
     const mine = windows.filter((w) => w.database === database);
-    // As the newest good restore point, the newest moment shipped is always kept, policy or not:
-    // segments newer than every good restore point are the only copy of their transactions, and a
-    // prune that removed their base (a running replicator's, which no tier need keep) would take
-    // them with it and move the newest moment a restore reaches back.
+    // As the newest good restore point, the newest chain of segments is always kept, base and all,
+    // policy or not: its segments may be the only copy of transactions newer than every good
+    // restore point, and a running replicator (of a database idle since, too) goes on adding to
+    // it. A prune that removed its base, which no tier need keep, or thinned its segments, would
+    // lose those transactions or break the chain it grows. Bounded: one chain per database.
     const reachesFurther = (w: ContinuityWindow, than: ContinuityWindow): boolean => Date.parse(w.to) > Date.parse(than.to) || (w.to === than.to && Date.parse(w.from) > Date.parse(than.from));
     const newestWindow = mine.reduce<ContinuityWindow | undefined>((latest, w) => (latest === undefined || reachesFurther(w, latest) ? w : latest), undefined);
-    if (newestWindow && newestWindow.segments > 0 && byId.has(newestWindow.base) && Date.parse(newestWindow.to) > Date.parse(good.createdAt)) {
+    if (newestWindow && newestWindow.segments > 0 && byId.has(newestWindow.base)) {
       add(newestWindow.base, `newest moment shipped (always kept): segments from ${newestWindow.from} to ${newestWindow.to}`);
       newestChanges.add(newestWindow);
     }
@@ -272,8 +273,8 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
   // Segments of a kept base that end before the point-in-time window: the snapshot tiers keep the
   // base for what it is, a restore point; restoring to moments after it is no longer promised. A
   // chain reaching into the window keeps all its segments, back to its base (they replay in
-  // order), and so does the chain holding the newest moment shipped when no good restore point
-  // is newer: the chain a running replicator grows is never touched.
+  // order), and so does the newest chain, whatever its age: the chain a running replicator grows
+  // is never touched.
   const removeSegments: SegmentsDecision[] = [];
   for (const database of databases) {
     const policyWindow = policy.keepWithinPitr;
