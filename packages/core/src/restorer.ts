@@ -182,17 +182,25 @@ export class Restorer {
    */
   async #withAlternative(err: StrataError, record: BackupRecord, damaged: string, asOf: Date | undefined): Promise<StrataError> {
     const all = await this.#ctx.catalog.list({ database: record.database });
+    const byId = new Map(all.map((b) => [b.id, b]));
+    // Walked in the one listing: a damaged full may have hundreds of dependents to pass over.
+    const needsDamaged = (b: BackupRecord): boolean => {
+      for (let link: BackupRecord | undefined = b, steps = 0; link && steps <= byId.size; link = link.parent ? byId.get(link.parent) : undefined, steps++) {
+        if (link.id === damaged) return true;
+      }
+      return false;
+    };
     const limit = asOf?.toISOString();
-    const candidates = all.filter((b) => b.type !== 'schema-only' && b.id !== record.id && (limit === undefined || b.createdAt <= limit) && isGoodRestorePoint(b, all)).sort(compareNewestFirst);
-    for (const candidate of candidates) {
-      const chain = await this.#ctx.catalog.chainOf(candidate).catch(() => undefined);
-      if (!chain || chain.some((link) => link.id === damaged)) continue;
-      return new StrataError(err.code, redactable`${errorText(err)}. The newest restore point that does not need ${damaged} is ${candidate.id} (${candidate.createdAt}): restore it by its id`, {
-        cause: err.cause,
-        details: { ...err.details, alternative: candidate.id },
-      });
-    }
-    return err;
+    const candidate = all
+      .filter((b) => b.type !== 'schema-only' && b.id !== record.id && (limit === undefined || b.createdAt <= limit))
+      .sort(compareNewestFirst)
+      .find((b) => !needsDamaged(b) && isGoodRestorePoint(b, byId));
+    if (!candidate) return err;
+    const what = limit === undefined ? 'The newest restore point' : `The newest restore point at or before ${limit}`;
+    return new StrataError(err.code, redactable`${errorText(err)}. ${what} that does not need ${damaged} is ${candidate.id} (${candidate.createdAt}): restore it by its id`, {
+      cause: err.cause,
+      details: { ...err.details, alternative: candidate.id },
+    });
   }
 
   /**
