@@ -353,6 +353,24 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
       renameSync(path.join(dir, gone), path.join(logDir, gone));
       writeFileSync(path.join(logDir, damaged), original);
     }
+
+    // A segment lost between two base backups: the moments from it until the later base ended are
+    // recovered from neither, so it is a failure, not the note a prune's gap gets (see the prune test).
+    const segno = (name: string): string => name.slice(8, 24);
+    const [b0, b1] = backups as [(typeof backups)[0], (typeof backups)[0]];
+    const between = segments.find((f) => segno(f) > segno(b0.endWal) && segno(f) < segno(b1.startWal))!;
+    assert.ok(between, `a segment between ${b0.endWal} and ${b1.startWal}`);
+    renameSync(path.join(logDir, between), path.join(dir, between));
+    try {
+      const lost = await cli(['verify', '--all']);
+      assert.equal(lost.status, 3, lost.stdout + lost.stderr);
+      assert.match(lost.stdout, new RegExp(`the archive lacks ${between.slice(0, 24)}, which no prune removed: a recovery from ${b0.id} reaches moments up to .*, and moments from then until ${b1.id} ended \\(${b1.endedAt}\\) cannot be recovered`));
+      const unhealthy = await cli(['health', '--json']);
+      assert.equal(unhealthy.status, 3, 'a lost segment between two bases is unhealthy');
+      assert.match((JSON.parse(unhealthy.stdout) as { checks: { check: string; message: string }[] }).checks.find((c) => c.check === 'log-gaps')!.message, new RegExp(`lacks ${between.slice(0, 24)}`));
+    } finally {
+      renameSync(path.join(dir, between), path.join(logDir, between));
+    }
   });
 
   it('refuses a recovery across a missing or damaged segment before writing anything', async function () {

@@ -83,6 +83,7 @@ export async function logWindows(
   const identities = options.identities ?? new Map<string, string>();
   const read = async (file: LogFile): Promise<Uint8Array> => archive.read(file, options.signal ? { signal: options.signal } : {});
   const out: (LogWindow & { needed: readonly LogFile[] })[] = [];
+  let pruned: ReadonlyMap<string, readonly { first: string; last: string }[]> | undefined;
   for (const { record, rules } of found) {
     throwIfAborted(options.signal, 'log archive');
     let files = listed.get(record.database);
@@ -135,8 +136,18 @@ export async function logWindows(
     const positions = walk.missing.map((name) => rules.position(name, range));
     const bridged = later.find((b) => positions.every((p) => p !== undefined && p < b.rules.span(b.record.logRange!).first));
     const notes: string[] = [];
-    if (walk.missing.length > 0 && baseComplete && bridged) {
-      notes.push(`the archive lacks ${someNames(walk.missing)} (pruned, or lost): a recovery from ${record.id} reaches moments up to ${to}; later moments are recovered from ${bridged.record.id}`);
+    // The moments from the gap until the later base ended are recovered from neither: a prune
+    // under a point-in-time window gives them up on purpose (and says so in the journal); a file
+    // no prune removed was lost, and those moments with it.
+    pruned ??= await prunedLogRanges(ctx);
+    const ranges = pruned.get(record.database) ?? [];
+    const byPrune = walk.missing.every((name) => ranges.some((r) => r.first <= name && name <= r.last));
+    if (walk.missing.length > 0 && baseComplete && bridged && byPrune) {
+      notes.push(`the archive lacks ${someNames(walk.missing)} (pruned): a recovery from ${record.id} reaches moments up to ${to}; later moments are recovered from ${bridged.record.id}`);
+    } else if (walk.missing.length > 0 && baseComplete && bridged) {
+      problems.unshift(
+        `the archive lacks ${someNames(walk.missing)}, which no prune removed: a recovery from ${record.id} reaches moments up to ${to}, and moments from then until ${bridged.record.id} ended (${bridged.record.logRange!.endedAt}) cannot be recovered; later ones are recovered from ${bridged.record.id}`,
+      );
     } else if (walk.missing.length > 0) {
       problems.unshift(
         baseComplete
@@ -159,6 +170,21 @@ export async function logWindows(
       ...(lastArchivedAt ? { lastArchivedAt } : {}),
       needed: walk.needed,
     });
+  }
+  return out;
+}
+
+/** The archived log files each prune removed, by database, as the journal recorded them (first and last name). */
+async function prunedLogRanges(ctx: RepositoryContext): Promise<Map<string, { first: string; last: string }[]>> {
+  const out = new Map<string, { first: string; last: string }[]>();
+  for (const r of await ctx.journal.records().catch(() => [])) {
+    if (r.kind !== 'prune') continue;
+    const removed = (r.details as { logRemoved?: unknown } | undefined)?.logRemoved;
+    if (!Array.isArray(removed)) continue;
+    for (const d of removed as { database?: unknown; first?: unknown; last?: unknown }[]) {
+      if (typeof d?.database !== 'string' || typeof d.first !== 'string' || typeof d.last !== 'string') continue;
+      out.set(d.database, [...(out.get(d.database) ?? []), { first: d.first, last: d.last }]);
+    }
   }
   return out;
 }
