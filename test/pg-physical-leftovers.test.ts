@@ -184,6 +184,16 @@ describe('physical PostgreSQL: restore leftovers, and a backup whose WAL goes to
       // The server's side of the backup does not notice pg_basebackup going; it was ended.
       await waitFor('the WAL sender of the stopped backup to end', async () => ((await db.query('SELECT 1 FROM pg_stat_progress_basebackup')).rowCount === 0 ? true : undefined));
 
+      // A path the shell cannot run (exit 127) stops the archiver before it counts a failure: no
+      // failure is counted, nothing is archived, and the backup stops all the same.
+      await setArchiveCommand('/nonexistent/strata wal-push %p');
+      const failedBefore = (await db.query<{ f: number }>('SELECT failed_count::int AS f FROM pg_stat_archiver')).rows[0]!.f;
+      const unrunnable = await strataAsync(['backup', DB, '--config', cluster.config, '--passphrase-file', cluster.passFile], { STRATA_ARCHIVE_TIMEOUT: '4s' });
+      assert.equal(unrunnable.status, 1, `the backup must fail: ${unrunnable.stdout}${unrunnable.stderr}`);
+      assert.match(unrunnable.stderr, /stopped after waiting 4 s for the server to archive its last WAL segment, because the server archived nothing in that time and counted no failure: an archive_command the shell cannot run/);
+      assert.equal((await db.query<{ f: number }>('SELECT failed_count::int AS f FROM pg_stat_archiver')).rows[0]!.f, failedBefore, 'the server counted no failure');
+      await waitFor('the WAL sender of the stopped backup to end', async () => ((await db.query('SELECT 1 FROM pg_stat_progress_basebackup')).rowCount === 0 ? true : undefined));
+
       const bad = await strataAsync(['backup', DB, '--config', cluster.config, '--passphrase-file', cluster.passFile], { STRATA_ARCHIVE_TIMEOUT: 'soon' });
       assert.equal(bad.status, 2, bad.stderr);
       assert.match(bad.stderr, /STRATA_ARCHIVE_TIMEOUT: "soon" is not a duration/);

@@ -38,7 +38,7 @@ export interface ArchiveWait {
 
 /**
  * Watches a running pg_basebackup (found by its application_name) for the one state in which it
- * would never end: waiting for WAL archiving while the archiver fails. When that has lasted
+ * would never end: waiting for WAL archiving while the archiver fails or archives nothing. When that has lasted
  * `timeoutMs`, the server's side of the backup is ended where the role may, `abandon` is called
  * (it stops pg_basebackup) and `failure` says why. An archiver that is only slow (a backlog, a slow store) is waited
  * for: it is still archiving. A connection that cannot be made or breaks ends the watch, never the
@@ -52,6 +52,8 @@ export function watchArchiveWait(target: PgTarget, applicationName: string, time
   /** When the backup was first seen waiting for an archiver whose last attempt had failed. */
   let stuckSince: number | undefined;
   let failuresBefore: number | undefined;
+  /** The server's last archived segment when the wait began: one archived since means it is archiving. */
+  let archivedWhenStuck: string | null = null;
 
   const poll = async (): Promise<void> => {
     if (!client) {
@@ -72,18 +74,27 @@ export function watchArchiveWait(target: PgTarget, applicationName: string, time
     ).rows[0]!;
     const failures = Number(row.failed_count);
     failuresBefore ??= failures;
-    const failing = row.last_failed_time !== null && (row.last_archived_time === null || row.last_failed_time > row.last_archived_time);
-    if (row.phase !== 'waiting for wal archiving to finish' || !failing) {
+    // Failures counted while this backup ran: one left from before says nothing of this wait.
+    const failing = failures > failuresBefore;
+    // An archive_command the shell cannot run at all (a wrong path: exit 127) makes the archiver
+    // exit before it counts a failure, so pg_stat_archiver shows none: an archiver that archives
+    // nothing while the backup waits on it is as stuck as one that fails.
+    if (row.phase !== 'waiting for wal archiving to finish' || (stuckSince !== undefined && row.last_archived_wal !== archivedWhenStuck)) {
       stuckSince = undefined;
       return;
     }
-    stuckSince ??= Date.now();
+    if (stuckSince === undefined) {
+      stuckSince = Date.now();
+      archivedWhenStuck = row.last_archived_wal;
+    }
     if (Date.now() - stuckSince < timeoutMs) return;
     const lastArchived = row.last_archived_wal ? `the last segment it archived was ${row.last_archived_wal} at ${row.last_archived_time!.toISOString()}` : 'it has archived nothing since its statistics were reset';
+    const why = failing
+      ? `because archive_command keeps failing (${failures - failuresBefore} failure(s) while this backup ran, the last on ${row.last_failed_wal} at ${row.last_failed_time!.toISOString()}; ${lastArchived})`
+      : `because the server archived nothing in that time and counted no failure: an archive_command the shell cannot run (a wrong path, exit 127) stops the archiver before it counts one (${lastArchived})`;
     failure = new StrataError(
       'IO',
-      `backup: the base backup was stopped after waiting ${Math.round(timeoutMs / 1000)} s for the server to archive its last WAL segment, because archive_command keeps failing ` +
-        `(${failures - failuresBefore} failure(s) while this backup ran, the last on ${row.last_failed_wal} at ${row.last_failed_time!.toISOString()}; ${lastArchived}). ` +
+      `backup: the base backup was stopped after waiting ${Math.round(timeoutMs / 1000)} s for the server to archive its last WAL segment, ${why}. ` +
         `A base backup is usable only with that segment archived. The server's log says why archive_command fails; fix it, then run the backup again ` +
         `(STRATA_ARCHIVE_TIMEOUT sets how long to wait). Nothing was recorded`,
     );
