@@ -318,7 +318,8 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
         `archiving is off in the restored cluster (archive_mode = 'off' in its postgresql.auto.conf): started beside the original, it would otherwise push its new timeline into ${base.database}'s archive, and later recoveries of ${base.database} would follow it. For a cluster that replaces the original, restore with --archive-mode preserve (or remove that line)\n`,
       );
     }
-    process.stdout.write(`${configurationMissing.length > 0 ? 'then ' : ''}start it with: pg_ctl -D ${dir} start  (recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
+    // Its postgresql.conf is the original's, port included: beside a running original it needs a port of its own.
+    process.stdout.write(`${configurationMissing.length > 0 ? 'then ' : ''}start it with: pg_ctl -D ${dir} start  (beside the original, on a port of its own: pg_ctl -D ${dir} -o '-c port=5433' start; recovery ${action === 'pause' ? 'pauses at the target: check, then SELECT pg_wal_replay_resume() to promote' : action === 'promote' ? 'ends at the target and promotes' : 'shuts the server down at the target'})\n`);
     if (!report) process.stdout.write(`the checked segments wait in ${path.join(dir, SPOOL)}, where the recovery takes them from; delete what is left there once it is done\n`);
   }
   return 0;
