@@ -424,6 +424,8 @@ function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSc
   if (!statement) return;
   const theirs = valuedColumns(targetCreate);
   const ours = valuedColumns(statement);
+  // A statement not in the server's one-column-a-line form (written by hand) tells no columns.
+  if (ours.length === 0) return;
   if (theirs.length === ours.length && theirs.every((name, i) => name === ours[i])) return;
   throw new StrataError(
     'USAGE',
