@@ -162,6 +162,15 @@ describe('continuous protection: damaged segments', function () {
     flipped[Math.floor(flipped.length / 2)]! ^= 0x40;
     writeFileSync(segments[1]!, flipped);
     restoreFails(repo, end, /segment 2 .*SHA-256|segment 2 .*corrupt|segment 2/);
+    // A byte of its session key packet, at the start: the data key no longer decrypts it, which
+    // is damage (exit 1, ARTIFACT_CORRUPT), never a wrong passphrase (exit 4) to go looking for.
+    const keyPacket = Buffer.from(original);
+    keyPacket[12]! ^= 0x40;
+    writeFileSync(segments[1]!, keyPacket);
+    const damagedKey = strata(['restore', '--repo', repo, '--db', 'app', '--as-of', end, '--to', path.join(dir.path, 'fresh.db'), '--json']);
+    assert.equal(damagedKey.status, 1, damagedKey.stdout);
+    const keyError = json<{ error: { code: string; message: string } }>(damagedKey).error;
+    assert.deepEqual([keyError.code, /segment 2 /.test(keyError.message)], ['ARTIFACT_CORRUPT', true], keyError.message);
     writeFileSync(segments[1]!, original);
 
     // Reordered: the second and third segments' files swapped.

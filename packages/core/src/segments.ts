@@ -783,12 +783,17 @@ export async function readSegment(ctx: RepositoryContext, record: SegmentRecord,
   const file = await fs.open(out, 'wx', 0o600);
   try {
     let opened: OpenedSegment;
+    // Outside the try: a key the passphrase's key file lacks is its own error, not damage.
+    const dataKey = record.encryption.profile === 'none' ? undefined : ctx.vault.keyFor(record, 'restore');
     try {
-      opened = await openSegment(ctx.storage, record.key, record.encryption.profile === 'none' ? undefined : ctx.vault.keyFor(record, 'restore'), file, signal);
+      opened = await openSegment(ctx.storage, record.key, dataKey, file, signal);
     } catch (err) {
       if (isStrataError(err, 'ABORTED')) throw err;
       if (isNotFound(err)) throw new StrataError('CHAIN_BROKEN', redactable`${what}: ${record.key} is missing from the repository`, { cause: err });
-      throw new StrataError(isStrataError(err, 'PASSPHRASE_WRONG') ? 'PASSPHRASE_WRONG' : 'ARTIFACT_CORRUPT', redactable`${what}: ${errorText(err)}`, { cause: err });
+      // Its data key was opened (keyFor), and data keys are random: one that does not decrypt the
+      // segment (its session key packet altered, as a damaged byte of a small segment often is)
+      // means damage, never a wrong passphrase, which would send the user looking for another.
+      throw new StrataError('ARTIFACT_CORRUPT', redactable`${what}: ${errorText(err)}`, { cause: err });
     }
     if (opened.storedBytes !== record.storedBytes) throw corrupt(`it has ${opened.storedBytes} bytes, the catalog says ${record.storedBytes}`);
     if (opened.sha256 !== record.sha256) throw corrupt("its SHA-256 is not the catalog's");
