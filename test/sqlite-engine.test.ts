@@ -30,6 +30,23 @@ describeEngineConformance('sqlite', async () => ({
   leftovers: async (file) => readdirSync(path.dirname(file)).filter((f) => f.startsWith(`.${path.basename(file)}.strata-`)),
 }));
 
+/** The messages of the process warnings with `code` that `work` emits (the CLI prints them on stderr). */
+async function warningsDuring(code: string, work: () => Promise<unknown>): Promise<string[]> {
+  const said: string[] = [];
+  const listener = (warning: Error & { code?: string }): void => {
+    if (warning.code === code) said.push(warning.message);
+  };
+  process.on('warning', listener);
+  try {
+    await work();
+    // Warnings are delivered on the next turn of the event loop.
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.off('warning', listener);
+  }
+  return said;
+}
+
 describe('SQLite engine', () => {
   const dir = useTempDir();
   const passphrase = new Passphrase('sqlite engine tests');
@@ -399,21 +416,8 @@ describe('SQLite engine', () => {
     const repo = await repository();
     const record = await repo.backup(source, { database: 'references' });
     /** The warnings a table restore emits (the CLI prints them on stderr). */
-    const restoreSaying = async (tables: string[], name: string, force = false): Promise<string[]> => {
-      const said: string[] = [];
-      const listener = (warning: Error & { code?: string }): void => {
-        if (warning.code === 'STRATA_TABLES_INCOMPLETE') said.push(warning.message);
-      };
-      process.on('warning', listener);
-      try {
-        await repo.restore({ id: record.id }, { to: path.join(dir.path, name), tables, force });
-        // Warnings are delivered on the next turn of the event loop.
-        await new Promise((resolve) => setImmediate(resolve));
-      } finally {
-        process.off('warning', listener);
-      }
-      return said;
-    };
+    const restoreSaying = (tables: string[], name: string, force = false): Promise<string[]> =>
+      warningsDuring('STRATA_TABLES_INCOMPLETE', () => repo.restore({ id: record.id }, { to: path.join(dir.path, name), tables, force }));
     assert.deepEqual(await restoreSaying(['orders'], 'references-orders.db'), [
       'restore: UPDATE on orders fires a trigger that uses AUDIT; DELETE on orders fires a trigger that uses audit, which this restore did not bring back and the target database lacks: each fails with "no such table" until it is there (restore it too, e.g. --tables orders,audit)',
     ]);
@@ -446,17 +450,7 @@ describe('SQLite engine', () => {
     // `moved`: the backup's trigger of that name is on another table, so the restore does not bring it back here.
     const moved = 'CREATE TRIGGER moved AFTER INSERT ON customers BEGIN SELECT 2; END';
     sqlite3Script(target, `CREATE INDEX idx_name_id ON customers (name, id); ${audit}; CREATE INDEX kv_k ON kv (k); DROP TRIGGER moved; ${moved};`);
-    const said: string[] = [];
-    const listener = (warning: Error & { code?: string }): void => {
-      if (warning.code === 'STRATA_TABLES_REPLACED') said.push(warning.message);
-    };
-    process.on('warning', listener);
-    try {
-      await repo.restore({ id: record.id }, { to: target, tables: ['customers'], force: true });
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.off('warning', listener);
-    }
+    const said = await warningsDuring('STRATA_TABLES_REPLACED', () => repo.restore({ id: record.id }, { to: target, tables: ['customers'], force: true }));
     assert.deepEqual(said, [
       `restore: these objects of ${target} are not in the backup and went with the table(s) this restore replaced: index idx_name_id on customers (CREATE INDEX idx_name_id ON customers (name, id)); trigger audit_kv on customers (${audit}); trigger moved on customers (${moved}). Run a statement again to have its object back`,
     ]);

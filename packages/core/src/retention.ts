@@ -163,8 +163,8 @@ function keepUncoveredMoments(database: string, newestFirst: readonly BackupReco
  * Where the point-in-time window of a database with segments starts (ISO): `duration` before the
  * newest moment a restore reaches, the newest moment shipped or a newer backup taken after the
  * replication stopped, as {@link keepUncoveredMoments} counts. Counted from the newest moment
- * shipped alone, a replication that stopped while backups went on kept its last chain, and every
- * segment of it, for good.
+ * shipped alone, a replication that stopped while backups went on kept every chain that reached
+ * within `duration` of its end, for good (the newest one stays anyway: see planRetention).
  */
 function pitrWindowStart(windows: readonly ContinuityWindow[], newestBackup: number, duration: string): string {
   const newestShipped = Math.max(...windows.map((w) => Date.parse(w.to)));
