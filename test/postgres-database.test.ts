@@ -333,6 +333,54 @@ $body$;
     assert.equal(pgDump(target2), pgDump(source));
   });
 
+  it("sequences' positions are recorded as facts and checked by verify; they are not offered as a table", async () => {
+    const source = await createDatabase('', `
+      CREATE TABLE orders (id serial PRIMARY KEY, note text);
+      CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+      CREATE SEQUENCE "Invoice numbers" START 1000;
+      CREATE SEQUENCE untouched START 7;
+      INSERT INTO orders (note) SELECT 'o' || i FROM generate_series(1, 5) i;
+      INSERT INTO events DEFAULT VALUES; INSERT INTO events DEFAULT VALUES;
+      DELETE FROM orders WHERE id > 3;
+      SELECT nextval('"Invoice numbers"'), nextval('"Invoice numbers"');`);
+    const record = await repo.backup(pgUrl(source), { database: 'seq' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(target) });
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+
+    // What the backup recorded is what the restored database holds, and it moves with any position.
+    const snapshot = await engine.snapshot(pgUrl(source), { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
+    let recorded;
+    try {
+      for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
+      recorded = (await snapshot.tableStats()).find((t) => t.name === 'pg_sequences');
+    } finally {
+      await snapshot.close();
+    }
+    assert.equal(recorded?.rows, 4);
+    const facts = async () => (await engine.inspect(pgUrl(target))).tables.find((t) => t.name === 'pg_sequences');
+    assert.deepEqual(await facts(), recorded);
+    // A restore that left a sequence where it started (the next insert would collide with a kept row).
+    await pgQuery(target, "SELECT setval('orders_id_seq', 1, false)");
+    assert.notEqual((await facts())!.checksum, recorded.checksum);
+    await pgQuery(target, "SELECT setval('orders_id_seq', 5, true)");
+    assert.deepEqual(await facts(), recorded);
+    // Handed out or not is part of the position: nextval() gives 7 or 8.
+    await pgQuery(target, "SELECT setval('untouched', 7, true)");
+    assert.notEqual((await facts())!.checksum, recorded.checksum);
+    await pgQuery(target, 'DROP SEQUENCE "Invoice numbers"');
+    assert.equal((await facts())!.rows, 3);
+
+    // Not a table: not among the restore point's tables, and refused by --tables as any unknown name.
+    assert.deepEqual((await repo.tablesOf({ id: record.id })).sort(), ['public.events', 'public.orders']);
+    await assert.rejects(repo.restore({ id: record.id }, { to: pgUrl(target), tables: ['pg_sequences'], force: true }), (err: unknown) => {
+      assert.ok(isStrataError(err, 'TABLE_NOT_FOUND'), String(err));
+      assert.match((err as Error).message, /has no table "pg_sequences" \(it has: public\.events, public\.orders\)/);
+      return true;
+    });
+  });
+
   describe('subscriptions', () => {
     const withSubscription = (subscription: string, slot: string) => `
       CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);

@@ -523,6 +523,11 @@ export interface Engine {
   readonly changeCapture?: ChangeCapture;
   /** For engines whose snapshots carry a {@link LogRange}: how the log archive's files relate to them. */
   readonly logArchive?: LogArchiveRules;
+  /**
+   * Names of entries in a snapshot's table facts that are not tables (what the database holds
+   * beside them, checked by verify the same way): never offered, listed or accepted as tables.
+   */
+  readonly nonTableFacts?: readonly string[];
   /** True when this engine understands the locator (a path, `scheme:PATH`, `scheme://...`). */
   accepts(locator: string): boolean;
   /** The locator without secrets, for messages and the catalog. */

@@ -298,7 +298,7 @@ export class Restorer {
         schemaOnly: tip.type === 'schema-only',
         schemaSql: contents.schemaSql,
         engineMeta: contents.manifest.engineMeta,
-        tables: (await this.#ctx.chains.factsOf(tip, contents.manifest, 'restore')).tables.map((t) => t.name),
+        tables: tableNames(engine, await this.#ctx.chains.factsOf(tip, contents.manifest, 'restore')),
         ...(options.changes ? { changes: options.changes } : {}),
       });
       return bytes;
@@ -325,8 +325,14 @@ export class Restorer {
     const record = await this.#ctx.catalog.resolve(selector);
     await this.#ctx.unlock();
     const contents = await readArtifact({ storage: this.#ctx.storage, location: this.#ctx.chains.location(record), passphrase: this.#ctx.keyFor(record, 'tables'), ...(options.signal ? { signal: options.signal } : {}) });
-    return (await this.#ctx.chains.factsOf(record, contents.manifest, 'tables')).tables.map((t) => t.name);
+    return tableNames(this.#ctx.options.engines.get(record.engine), await this.#ctx.chains.factsOf(record, contents.manifest, 'tables'));
   }
+}
+
+/** The tables among a restore point's facts, without the entries its engine records beside them. */
+function tableNames(engine: Engine | undefined, facts: { tables: readonly { name: string }[] }): string[] {
+  const besides = new Set(engine?.nonTableFacts ?? []);
+  return facts.tables.map((t) => t.name).filter((name) => !besides.has(name));
 }
 
 /** What a restore as of a moment reached when no segment covers it: the restore point itself. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type mysql from 'mysql2/promise';
 import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, redactable, rowsInTurns, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
@@ -18,18 +19,19 @@ import type {
   SnapshotOptions,
   StreamSink,
   StreamTarget,
+  TableStats,
 } from '@strata/core';
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
-import { fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
+import { autoIncrementCounters, fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
 import { RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
 import type { MysqlSchema } from './mysql-schema.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
-import { FACTS_VERSION, hasLegacyRowFormat, legacyFacts, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
+import { FACTS_VERSION, hasLegacyRowFormat, legacyFacts, recordedWithCounters, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
 
@@ -94,7 +96,8 @@ export class MysqlEngine extends ServerEngine {
         schemaObjects: schemaObjects(schema),
         // Computed by the server in the same snapshot, not from the streams: a value the stream
         // encoding loses then shows up as a difference when verify recomputes them after a restore.
-        tableStats: async () => (options.schemaOnly ? tables.map((t) => emptyFacts(t.name)) : await statsOf(connection, tables)),
+        // The counters are those the restore's CREATE TABLE sets, so a restore that loses one is caught.
+        tableStats: async () => (options.schemaOnly ? tables.map((t) => emptyFacts(t.name)) : withCounters(await statsOf(connection, tables), schema)),
         streams,
         schemaSql: schemaText(schema),
         databaseBytes: Number(size?.['bytes'] ?? 0),
@@ -132,7 +135,7 @@ export class MysqlEngine extends ServerEngine {
       return {
         schemaFingerprint: fingerprint(schema),
         schemaObjects: schemaObjects(schema),
-        tables: await statsOf(connection, tables),
+        tables: recordedWithCounters(options.recordedMeta) ? withCounters(await statsOf(connection, tables), read) : await statsOf(connection, tables),
         integrityErrors: await foreignKeyViolations(connection, target.database),
         foreignKeysChecked: true,
       };
@@ -184,6 +187,18 @@ export class MysqlEngine extends ServerEngine {
 
 
 /** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
+/**
+ * Table facts with each table's AUTO_INCREMENT counter folded into its checksum: a restore that
+ * brought the rows back but not the counter would hand out again the ids of deleted rows.
+ */
+function withCounters(stats: readonly TableStats[], schema: MysqlSchema): TableStats[] {
+  const counters = autoIncrementCounters(schema);
+  return stats.map((t) => {
+    const counter = counters.get(t.name);
+    return counter === undefined ? t : { ...t, checksum: createHash('sha256').update(`${t.checksum} AUTO_INCREMENT=${counter}`).digest('hex') };
+  });
+}
+
 function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamSink {
   const inserter = new RowInserter(connection, table, database, { bitAsHex: hasLegacyRowFormat(schemaSql) });
   return { kind: 'sink', write: (chunk) => inserter.write(chunk), end: () => inserter.end() };

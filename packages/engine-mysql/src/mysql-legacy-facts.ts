@@ -19,11 +19,20 @@ import { ROW_FORMAT_MARKER, withEventStatus } from './mysql-schema.js';
  */
 
 /**
- * The `engineMeta.factsVersion` that MySQL backups record since facts come from the server.
- * Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
+ * The `engineMeta.factsVersion` that MySQL backups record since facts come from the server
+ * (2; 3 since table checksums include the AUTO_INCREMENT counter). Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
  * reachable for backups that recorded the earlier version.
  */
-export const FACTS_VERSION = 2;
+export const FACTS_VERSION = 3;
+
+/**
+ * Whether a backup's table checksums include the tables' AUTO_INCREMENT counters (facts version
+ * 3). A caller that passes no recorded engineMeta gets today's facts.
+ */
+export function recordedWithCounters(recordedMeta: Readonly<Record<string, unknown>> | undefined): boolean {
+  const version = recordedMeta?.['factsVersion'];
+  return recordedMeta === undefined || (typeof version === 'number' && version >= 3);
+}
 
 /**
  * Whether a backup's facts were computed the way of facts version 1. Only a recorded engineMeta

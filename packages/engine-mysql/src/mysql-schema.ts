@@ -231,6 +231,21 @@ export function parseSchemaText(text: string): MysqlSchema {
   };
 }
 
+/**
+ * Each table's AUTO_INCREMENT counter as its CREATE TABLE states it (tables whose counter has never
+ * moved state none). The counter is read from the table options line, `) ENGINE=... AUTO_INCREMENT=N
+ * ...`, so a column comment that happens to contain the words cannot be taken for it.
+ */
+export function autoIncrementCounters(schema: MysqlSchema): Map<string, string> {
+  const counters = new Map<string, string>();
+  for (const sql of schema.pre) {
+    const table = /^CREATE TABLE `((?:[^`]|``)+)`/m.exec(sql);
+    const counter = /^\) ENGINE=[^\n]*? AUTO_INCREMENT=(\d+)/m.exec(sql);
+    if (table && counter) counters.set(table[1]!.replaceAll('``', '`'), counter[1]!);
+  }
+  return counters;
+}
+
 /** SHA-256 of the schema, without AUTO_INCREMENT counters (they move with the data). */
 export function fingerprint(schema: MysqlSchema): string {
   const normal = [...schema.pre, ...schema.post].map((s) => s.replace(/ AUTO_INCREMENT=\d+/g, ''));

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
@@ -23,6 +23,7 @@ import type {
   SnapshotOptions,
   StreamSink,
   StreamTarget,
+  TableStats,
 } from '@strata/core';
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
@@ -51,13 +52,16 @@ import {
 import type { DatabaseDescription } from './pg-database.js';
 import { legacyFacts } from './pg-legacy-facts.js';
 import { PG_IDENTIFIER_LIMIT, pgAdmin } from './pg-admin.js';
-import { LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
+import { LARGE_OBJECTS_FACTS, LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
 
 /**
  * The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}).
  * 3: extensions' configuration tables are among the tables (see listTables).
  */
 const FACTS_VERSION = 3;
+
+/** The name under which verify facts record the sequences' positions, beside the tables. */
+const SEQUENCES_FACTS = 'pg_sequences';
 
 /** Row streams are cut into content-defined chunks of about this size (whole rows each). */
 const AVERAGE_CHUNK = 64 * 1024;
@@ -114,6 +118,7 @@ export class PostgresEngine extends ServerEngine {
     fileExtensions: [],
     passwordSources: 'PGPASSWORD, ~/.pgpass',
   };
+  readonly nonTableFacts = [LARGE_OBJECTS_FACTS, SEQUENCES_FACTS];
   protected readonly urlRules = PG_URL_RULES;
   protected readonly identifierLimit = PG_IDENTIFIER_LIMIT;
 
@@ -180,8 +185,12 @@ export class PostgresEngine extends ServerEngine {
         schemaFingerprint: withDatabaseProperties(fingerprint(comparableSchema(schemaSql)), database),
         schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database), ...databaseSchemaObjects(database) },
         // The same transaction as the streams, so the server counts and hashes the rows they hold.
+        // The sequences' positions are those the restore sets (read outside the transaction, as
+        // sequences always are), so a restore that loses one is caught; a schema-only backup has none.
         tableStats: async () =>
-          options.schemaOnly ? tables.map(emptyTableStats) : [...(await statsOf(client, tables)), ...(largeObjects > 0 ? [await largeObjectFacts(client)] : [])],
+          options.schemaOnly
+            ? tables.map(emptyTableStats)
+            : [...(await statsOf(client, tables)), ...(largeObjects > 0 ? [await largeObjectFacts(client)] : []), ...sequenceFacts(sequences)],
         streams,
         schemaSql,
         databaseBytes,
@@ -220,7 +229,8 @@ export class PostgresEngine extends ServerEngine {
         schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database), ...databaseSchemaObjects(database) },
         // As in snapshot(): large objects have facts only when there are some (a backup that had some
         // and a restore that lost them all then differ by the missing pg_largeobject entry).
-        tables: [...(await statsOf(client, tables)), ...((await countLargeObjects(client)) > 0 ? [await largeObjectFacts(client)] : [])],
+        // Backups made before sequences had facts record no entry for them, and so check none.
+        tables: [...(await statsOf(client, tables)), ...((await countLargeObjects(client)) > 0 ? [await largeObjectFacts(client)] : []), ...sequenceFacts(await readSequences(client))],
         ...checks,
       };
     } catch (err) {
@@ -291,6 +301,17 @@ async function readSequences(client: pg.Client): Promise<SequenceState[]> {
     out.push({ schema: s.schema, name: s.name, lastValue: state.last_value, isCalled: state.is_called, ownedBy: s.owned_by });
   }
   return out;
+}
+
+/**
+ * The sequences' positions as one facts entry: their count, and a SHA-256 over each one's name,
+ * value and whether that value was handed out. None when the database has no sequence, as for
+ * large objects: a restore that lost every sequence then lacks the entry the backup recorded.
+ */
+function sequenceFacts(sequences: readonly SequenceState[]): TableStats[] {
+  if (sequences.length === 0) return [];
+  const lines = sequences.map((s) => JSON.stringify([s.schema, s.name, s.lastValue, s.isCalled])).sort();
+  return [{ name: SEQUENCES_FACTS, rows: sequences.length, checksum: createHash('sha256').update(lines.join('\n')).digest('hex') }];
 }
 
 async function existingRoles(client: pg.Client): Promise<Set<string>> {
