@@ -4,11 +4,12 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { describeLogCoverage } from '@strata/protocol/continuity';
 import { stopsWithin } from '@strata/sdk';
 import type { LogWindow } from '@strata/sdk';
-import { CLI, TEST_PASSPHRASE } from './helpers/env.js';
+import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
 import { asServerUser, BINDIR, client, freePort, isRoot, requireServerPrograms, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
 import { Client } from './helpers/server-client.js';
 import { recipe } from './helpers/format-recipes.js';
@@ -604,6 +605,39 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.deepEqual(names(), before, 'a dry run removes nothing');
     const dryText = await cli(['prune', '--dry-run', '--keep-last', '1']);
     assert.match(dryText.stdout, new RegExp(`would remove ${older.length} archived log file\\(s\\) of ${DB}.*older than the start of ${b1.id}, the oldest kept base backup`));
+
+    // A prune that dies while it removes log files (here the process, through the SDK, right
+    // after removing the first file between the bases) has journaled what it was removing: the gap
+    // it leaves is a prune's, not log lost, for verify and for the next prune alike.
+    const betweenBases = before.filter((n) => /^[0-9A-F]{24}$/.test(n) && segno(n) > segno(b0.endWal) && segno(n) < segno(b1.startWal));
+    const script = path.join(dir, 'prune-dies.mjs');
+    writeFileSync(
+      script,
+      `import { readFileSync } from 'node:fs';
+      import { LocalStorage, Passphrase, openRepository } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'packages/sdk/dist/index.js')).href)};
+      const [repoPath, passFile, between] = process.argv.slice(2);
+      const local = new LocalStorage(repoPath);
+      const storage = new Proxy(local, {
+        get: (target, key) =>
+          key === 'delete'
+            ? async (name, options) => {
+                await target.delete(name, options);
+                const file = name.split('/').pop();
+                if (JSON.parse(between).includes(file.slice(0, file.indexOf('_')))) { console.log('died after removing ' + name); process.exit(9); }
+              }
+            : typeof target[key] === 'function' ? target[key].bind(target) : target[key],
+      });
+      const repo = await openRepository(storage, { passphrase: new Passphrase(readFileSync(passFile, 'utf8')) });
+      await repo.prune(() => ({ keepLast: 2, keepWithinPitr: '1s' }));
+      console.log('the prune completed');`,
+    );
+    if (isRoot) spawnSync('chown', ['postgres', script]);
+    const died = runSync(process.execPath, [script, path.join(dir, 'repo'), passFile, JSON.stringify(betweenBases)]);
+    assert.equal(died.status, 9, died.out);
+    assert.deepEqual(before.filter((n) => !names().includes(n)).filter((n) => betweenBases.includes(n)).length, 1, died.out);
+    const afterDeath = await cli(['verify', '--all', '--json']);
+    assert.equal(afterDeath.status, 0, afterDeath.stdout + afterDeath.stderr);
+    assert.deepEqual((JSON.parse(afterDeath.stdout) as { logs: { outcome: string }[] }).logs.map((l) => l.outcome), ['passed', 'passed']);
 
     // Both bases kept, the point-in-time window only after the second: the first keeps its own range.
     const windowed = await cli(['prune', '--keep-last', '2', '--keep-within-pitr', '1s', '--json']);

@@ -90,6 +90,10 @@ export class Journal {
     };
     return {
       op,
+      note: async (outcome) => {
+        if (closed) return;
+        await this.#append({ ...fields, ...outcome, at: new Date().toISOString(), op, kind, status: 'RUNNING', pid: process.pid, host: hostname() });
+      },
       complete: (outcome = {}) => close('COMPLETED', outcome),
       fail: (err, outcome = {}) =>
         close('FAILED', {
@@ -218,9 +222,14 @@ async function readIfExists(storage: Storage, key: string): Promise<string | und
   }
 }
 
-/** Closes one operation. Both methods are no-ops after the first call. */
+/** Closes one operation. `complete` and `fail` are no-ops after the first call of either. */
 export interface JournalEntryHandle {
   readonly op: string;
+  /**
+   * Records what the open operation is about to do (another RUNNING record of it), so that the
+   * journal keeps it even if the process dies doing it. No-op once closed.
+   */
+  note(outcome: JournalOutcome): Promise<void>;
   complete(outcome?: JournalOutcome): Promise<void>;
   fail(err: unknown, outcome?: JournalOutcome): Promise<void>;
 }

@@ -91,6 +91,10 @@ export class RetentionApplier {
           const doomed = new Set(decided.remove.map((d) => d.id));
           await removeBackups(this.#ctx.storage, records, doomed, new Set(decided.removeSegments.map((d) => d.base)), { ...(options.signal ? { signal: options.signal } : {}), step: 'prune' });
           // After the backups: a crash in between leaves log files a re-run removes, never a kept base without its log.
+          // The ranges are journaled first: a prune that dies part way through leaves a gap the
+          // next one cannot name (those files are gone), which would then read as log lost.
+          const logRemoved = loggedRanges(decided.removeLog);
+          if (logRemoved.length > 0) await op.note({ details: { logRemoved } });
           const logArchive = new LogArchive(this.#ctx);
           for (const [removed, file] of decided.logFiles.entries()) {
             // What is left is still beyond what any kept restore point needs: the next prune plans it again.
@@ -111,7 +115,7 @@ export class RetentionApplier {
           removed: result.remove.map((d) => d.id),
           kept: result.keep.length,
           ...(result.removeSegments.length > 0 ? { segmentsRemoved: result.removeSegments.map((d) => ({ base: d.base, segments: d.segments })) } : {}),
-          ...((result.removeLog ?? []).length > 0 ? { logRemoved: result.removeLog!.map((d) => ({ database: d.database, files: d.files, first: d.first, last: d.last })) } : {}),
+          ...(loggedRanges(result.removeLog).length > 0 ? { logRemoved: loggedRanges(result.removeLog) } : {}),
         },
       });
       return result;
@@ -230,4 +234,9 @@ function withDependentsOf(records: readonly BackupRecord[], ids: readonly string
 function interruptedOutcome(err: unknown): JournalOutcome | undefined {
   const removed = err instanceof StrataError && err.code === 'ABORTED' ? err.details?.['removed'] : undefined;
   return Array.isArray(removed) ? { details: { removed, interrupted: true } } : undefined;
+}
+
+/** The archived log files a prune removes, as its journal keeps them (log-coverage.ts reads them back). */
+function loggedRanges(removeLog: readonly LogRemovalDecision[] | undefined): { database: string; files: number; first: string; last: string }[] {
+  return (removeLog ?? []).map((d) => ({ database: d.database, files: d.files, first: d.first, last: d.last }));
 }
