@@ -100,12 +100,18 @@ describe('the object layout: catalog generations and journal objects', () => {
     const storage = new LocalStorage(dir.path);
     const journal = new Journal(storage);
     for (let i = 0; i < 3; i++) await (await journal.begin('verify', { backupId: `b${i}` })).complete();
+    // An operation that notes what it is about to do writes RUNNING twice: both are records.
+    const noted = await journal.begin('prune');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await noted.note({ details: { logRemoved: [{ database: 'cluster', files: 2, first: 'A', last: 'B' }] } });
+    await noted.complete();
     const before = await journal.records();
-    assert.equal(before.length, 6);
-    assert.equal(readdirSync(path.join(dir.path, 'journal')).length, 6, 'one object per record');
+    assert.equal(before.length, 9);
+    assert.deepEqual(before.filter((r) => r.op === noted.op).map((r) => [r.status, r.details?.['logRemoved'] !== undefined]), [['RUNNING', false], ['RUNNING', true], ['COMPLETED', false]]);
+    assert.equal(readdirSync(path.join(dir.path, 'journal')).length, 9, 'one object per record');
     const singles = readdirSync(path.join(dir.path, 'journal')).map((f) => [f, readFileSync(path.join(dir.path, 'journal', f))] as const);
     assert.equal(await compactJournal(storage, { minimum: 10 }), 0, 'too few to fold');
-    assert.equal(await compactJournal(storage, { minimum: 6 }), 6);
+    assert.equal(await compactJournal(storage, { minimum: 9 }), 9);
     const after = readdirSync(path.join(dir.path, 'journal'));
     assert.equal(after.length, 1);
     assert.match(after[0]!, /^\d{8}T\d{9}Z-[0-9a-f]{10}\.ndjson$/);
@@ -113,6 +119,6 @@ describe('the object layout: catalog generations and journal objects', () => {
     // As if the compaction had been killed before its deletions: the records are there twice.
     for (const [name, bytes] of singles) writeFileSync(path.join(dir.path, 'journal', name), bytes);
     assert.deepEqual(await journal.records(), before);
-    assert.deepEqual((await journal.operations()).map((o) => [o.kind, o.status, o.last.backupId]), [0, 1, 2].map((i) => ['verify', 'COMPLETED', `b${i}`]));
+    assert.deepEqual((await journal.operations()).map((o) => [o.kind, o.status, o.last.backupId]), [...[0, 1, 2].map((i) => ['verify', 'COMPLETED', `b${i}`]), ['prune', 'COMPLETED', undefined]]);
   });
 });

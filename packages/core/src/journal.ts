@@ -138,8 +138,9 @@ export class Journal {
       const text = await readIfExists(this.#storage, object.key);
       if (text !== undefined) texts.push(text);
     }
-    // A compaction killed before it deleted the records it folded leaves them twice; an operation
-    // writes each status once (RUNNING, then COMPLETED or FAILED), so op and status name a record.
+    // A compaction killed before it deleted the records it folded leaves them twice, each line as
+    // it was written. The line names a record: an operation may write RUNNING more than once (a
+    // note of what it is about to do), so op and status alone would drop a note or its opening.
     const seen = new Set<string>();
     const out: JournalRecord[] = [];
     for (const text of texts) {
@@ -153,7 +154,7 @@ export class Journal {
           continue;
         }
         if (typeof record?.op !== 'string' || typeof record.at !== 'string') continue;
-        const id = `${record.op}\u0000${record.status}`;
+        const id = line.trim();
         if (seen.has(id)) continue;
         seen.add(id);
         out.push(record);
