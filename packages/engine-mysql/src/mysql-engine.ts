@@ -23,12 +23,13 @@ import type {
 } from '@strata/core';
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
-import { RowInserter, emptyFacts, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
+import { RowInserter, emptyFacts, fromClause, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
 import { autoIncrementCounters, fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
 import { RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
 import type { MysqlSchema } from './mysql-schema.js';
+import type { MysqlTable } from './mysql-rows.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
 import { FACTS_VERSION, hasLegacyRowFormat, legacyFacts, recordedWithCounters, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
@@ -97,7 +98,7 @@ export class MysqlEngine extends ServerEngine {
         // Computed by the server in the same snapshot, not from the streams: a value the stream
         // encoding loses then shows up as a difference when verify recomputes them after a restore.
         // The counters are those the restore's CREATE TABLE sets, so a restore that loses one is caught.
-        tableStats: async () => (options.schemaOnly ? tables.map((t) => emptyFacts(t.name)) : withCounters(await statsOf(connection, tables), schema)),
+        tableStats: async () => withCounters(connection, target.database, tables, options.schemaOnly ? tables.map((t) => emptyFacts(t.name)) : await statsOf(connection, tables), schema),
         streams,
         schemaSql: schemaText(schema),
         databaseBytes: Number(size?.['bytes'] ?? 0),
@@ -135,7 +136,7 @@ export class MysqlEngine extends ServerEngine {
       return {
         schemaFingerprint: fingerprint(schema),
         schemaObjects: schemaObjects(schema),
-        tables: recordedWithCounters(options.recordedMeta) ? withCounters(await statsOf(connection, tables), read) : await statsOf(connection, tables),
+        tables: recordedWithCounters(options.recordedMeta) ? await withCounters(connection, target.database, tables, await statsOf(connection, tables), read) : await statsOf(connection, tables),
         integrityErrors: await foreignKeyViolations(connection, target.database),
         foreignKeysChecked: true,
       };
@@ -186,19 +187,43 @@ export class MysqlEngine extends ServerEngine {
 }
 
 
-/** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
 /**
  * Table facts with each table's AUTO_INCREMENT counter folded into its checksum: a restore that
- * brought the rows back but not the counter would hand out again the ids of deleted rows.
+ * brought the rows back but not the counter would hand out again the ids of deleted rows. The
+ * counter folded in is the one a restore leaves, the stated one or, where the table already holds
+ * a larger id (a server that did not move the counter when an id was updated past it), that id
+ * plus one: loading rows with their ids moves the counter past them.
  */
-function withCounters(stats: readonly TableStats[], schema: MysqlSchema): TableStats[] {
+async function withCounters(connection: mysql.Connection, database: string, tables: readonly MysqlTable[], stats: readonly TableStats[], schema: MysqlSchema): Promise<TableStats[]> {
   const counters = autoIncrementCounters(schema);
-  return stats.map((t) => {
-    const counter = counters.get(t.name);
-    return counter === undefined ? t : { ...t, checksum: createHash('sha256').update(`${t.checksum} AUTO_INCREMENT=${counter}`).digest('hex') };
-  });
+  if (counters.size === 0) return [...stats];
+  const [columns] = await connection.query<mysql.RowDataPacket[]>(
+    "SELECT TABLE_NAME AS t, COLUMN_NAME AS c FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND EXTRA LIKE '%auto_increment%'",
+    [database],
+  );
+  const autoColumn = new Map(columns.map((r) => [String(r['t']), String(r['c'])]));
+  const byName = new Map(tables.map((t) => [t.name, t]));
+  const out: TableStats[] = [];
+  for (const t of stats) {
+    const stated = counters.get(t.name);
+    if (stated === undefined) {
+      out.push(t);
+      continue;
+    }
+    let counter = BigInt(stated);
+    const column = autoColumn.get(t.name);
+    const table = byName.get(t.name);
+    if (column !== undefined && table !== undefined) {
+      const [[row]] = (await connection.query<mysql.RowDataPacket[]>(`SELECT CAST(MAX(${ident(column)}) AS CHAR) AS top FROM ${fromClause(table)}`)) as unknown as [mysql.RowDataPacket[]];
+      const top = row?.['top'];
+      if (typeof top === 'string' && /^-?\d+$/.test(top) && BigInt(top) + 1n > counter) counter = BigInt(top) + 1n;
+    }
+    out.push({ ...t, checksum: createHash('sha256').update(`${t.checksum} AUTO_INCREMENT=${counter}`).digest('hex') });
+  }
+  return out;
 }
 
+/** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
 function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamSink {
   const inserter = new RowInserter(connection, table, database, { bitAsHex: hasLegacyRowFormat(schemaSql) });
   return { kind: 'sink', write: (chunk) => inserter.write(chunk), end: () => inserter.end() };

@@ -115,7 +115,7 @@ function columnRef(table: MysqlTable, column: MysqlColumn): string {
   return ident(column.name);
 }
 
-function fromClause(table: MysqlTable): string {
+export function fromClause(table: MysqlTable): string {
   return `${ident(table.name)}${table.versioning ? ' FOR SYSTEM_TIME ALL' : ''}`;
 }
 

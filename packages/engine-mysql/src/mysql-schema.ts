@@ -239,8 +239,9 @@ export function parseSchemaText(text: string): MysqlSchema {
 export function autoIncrementCounters(schema: MysqlSchema): Map<string, string> {
   const counters = new Map<string, string>();
   for (const sql of schema.pre) {
-    const table = /^CREATE TABLE `((?:[^`]|``)+)`/m.exec(sql);
-    const counter = /^\) ENGINE=[^\n]*? AUTO_INCREMENT=(\d+)/m.exec(sql);
+    // Anchored to the statement's start: a routine's body may hold such lines too.
+    const table = /^CREATE TABLE `((?:[^`]|``)+)`/.exec(sql);
+    const counter = table ? /\n\) ENGINE=[^\n]*? AUTO_INCREMENT=(\d+)/.exec(sql) : null;
     if (table && counter) counters.set(table[1]!.replaceAll('``', '`'), counter[1]!);
   }
   return counters;
