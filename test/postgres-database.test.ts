@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
+import pg from 'pg';
 import { Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { json, strata, useTempDir } from './helpers/env.js';
@@ -343,7 +344,16 @@ $body$;
       INSERT INTO events DEFAULT VALUES; INSERT INTO events DEFAULT VALUES;
       DELETE FROM orders WHERE id > 3;
       SELECT nextval('"Invoice numbers"'), nextval('"Invoice numbers"');`);
-    const record = await repo.backup(pgUrl(source), { database: 'seq' });
+    // An application's session with a temporary table of its own: not the database's, and not readable by another session.
+    const session = new pg.Client({ connectionString: pgUrl(source) });
+    await session.connect();
+    let record;
+    try {
+      await session.query('CREATE TEMPORARY TABLE scratch_rows (id serial PRIMARY KEY)');
+      record = await repo.backup(pgUrl(source), { database: 'seq' });
+    } finally {
+      await session.end();
+    }
     const target = databases.name();
     await repo.restore({ id: record.id }, { to: pgUrl(target) });
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });

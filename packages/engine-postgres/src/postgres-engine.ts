@@ -290,6 +290,8 @@ async function readSequences(client: pg.Client): Promise<SequenceState[]> {
         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) AS owned_by
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      -- Another session's temporary sequences are its own (and reading one fails), as its temporary tables are.
+      AND c.relpersistence <> 't'
       -- An extension's sequences are its own, except those it marked as configuration (pg_cron's
       -- job ids): as pg_dump does, their position is the user's, or restored jobs' ids come again.
       AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
