@@ -68,6 +68,41 @@ describe('SQLite engine', () => {
     assert.equal(sqliteQuery(target, "SELECT count(*) FROM search WHERE search MATCH 'Buch'"), '500');
   });
 
+  it("AUTOINCREMENT's counters are in the verify facts: a copy that lost one is told apart, and they are not offered as a table", async () => {
+    const source = path.join(dir.path, 'counters.db');
+    const db = new Database(source);
+    db.exec(`CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, note TEXT);
+      CREATE TABLE "odd ""name""" (id INTEGER PRIMARY KEY AUTOINCREMENT);
+      CREATE TABLE plain (k INTEGER PRIMARY KEY);
+      INSERT INTO orders (note) VALUES ('a'), ('b'), ('c'), ('d'), ('e'); DELETE FROM orders WHERE id > 3;
+      INSERT INTO "odd ""name""" DEFAULT VALUES; INSERT INTO plain VALUES (1);`);
+    db.close();
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'counters' });
+    const target = path.join(dir.path, 'counters-out.db');
+    await repo.restore({ id: record.id }, { to: target });
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    const snapshot = await engine.snapshot(source, { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
+    let recorded;
+    try {
+      for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
+      recorded = (await snapshot.tableStats()).find((t) => t.name === 'sqlite_sequence');
+    } finally {
+      await snapshot.close();
+    }
+    assert.equal(recorded?.rows, 2);
+    const facts = async () => (await engine.inspect(target)).tables.find((t) => t.name === 'sqlite_sequence');
+    assert.deepEqual(await facts(), recorded);
+    // Every row still there, but the next order would get id 4 again, a deleted order's.
+    sqliteQuery(target, "UPDATE sqlite_sequence SET seq = 3 WHERE name = 'orders'");
+    assert.notEqual((await facts())!.checksum, recorded.checksum);
+    sqliteQuery(target, "DELETE FROM sqlite_sequence WHERE name = 'orders'");
+    assert.equal((await facts())!.rows, 1);
+    assert.deepEqual((await repo.tablesOf({ id: record.id })).sort(), ['odd "name"', 'orders', 'plain']);
+    await repo.close();
+  });
+
   it('takes a consistent snapshot of a WAL database while another process writes to it', async function () {
     // Generous: three backups and restores beside a busy writer, on a machine that may be loaded.
     this.timeout(240_000);

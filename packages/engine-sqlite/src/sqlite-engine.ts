@@ -21,7 +21,7 @@ import type {
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
 import { openDatabase } from './driver.js';
-import { collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
+import { COUNTERS_FACTS, collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
 import { createStoredObjects, storedObjects } from './schema-writer.js';
 import { checkSchemaSql } from './schema-check.js';
@@ -55,6 +55,7 @@ export class SqliteEngine implements Engine {
   readonly capabilities: EngineCapabilities = { incrementals: true, tableRestore: true };
   readonly handRecovery = SQLITE_HAND_RECOVERY;
   readonly display: EngineDisplay = { name: 'SQLite', locator: 'file', schemes: ['sqlite'], example: './app.db', fileExtensions: ['.db', '.sqlite', '.sqlite3', '.db3'] };
+  readonly nonTableFacts = [COUNTERS_FACTS];
   readonly changeCapture: WalCapture;
   readonly #busyTimeoutMs: number;
 

@@ -157,5 +157,21 @@ export function collectFacts(db: Database, options: { withData: boolean }): Data
   const tables = dataTables(db)
     .filter((t) => options.withData || t.type === 'table')
     .map((t) => (options.withData ? tableStats(db, t) : { name: t.name, rows: 0, checksum: empty }));
-  return { schemaFingerprint: schemaFingerprint(db), schemaObjects: schemaObjects(db), tables };
+  return { schemaFingerprint: schemaFingerprint(db), schemaObjects: schemaObjects(db), tables: options.withData ? [...tables, ...counterStats(db)] : tables };
+}
+
+/** The facts entry of AUTOINCREMENT's counters, named after the table SQLite keeps them in (no user table can have its name). */
+export const COUNTERS_FACTS = 'sqlite_sequence';
+
+/**
+ * AUTOINCREMENT's counters as one facts entry, when the database has them: how many tables have
+ * one, and a SHA-256 over each table's name and counter. They are data a restore must bring back
+ * (without them the next row reuses a deleted row's id) in a table that is no user's. Backups
+ * made before this entry record none, and verify then compares none.
+ */
+function counterStats(db: Database): TableStats[] {
+  if (!db.prepare(`SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = '${COUNTERS_FACTS}'`).get()) return [];
+  const counters = db.prepare(`SELECT name, seq FROM main.${COUNTERS_FACTS}`).raw(true).all() as unknown[][];
+  const lines = counters.map((row) => JSON.stringify(row)).sort();
+  return [{ name: COUNTERS_FACTS, rows: counters.length, checksum: createHash('sha256').update(lines.join('\n')).digest('hex') }];
 }
