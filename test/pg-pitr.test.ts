@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { describeLogCoverage } from '@strata/protocol/continuity';
-import { stopsWithin } from '@strata/sdk';
+import { checkAgainstManifest, stopsWithin } from '@strata/sdk';
 import type { LogWindow } from '@strata/sdk';
 import { CLI, ROOT, TEST_PASSPHRASE } from './helpers/env.js';
 import { asServerUser, BINDIR, client, freePort, isRoot, requireServerPrograms, runSync, sleep, strataAsync, waitFor } from './helpers/pg-cluster.js';
@@ -295,6 +295,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.equal(full.status, 0, full.stdout + full.stderr);
     const checks = (JSON.parse(full.stdout) as { reports: { checks: { name: string; status: string }[] }[] }).reports[0]!.checks;
     assert.deepEqual(checks.map((c) => c.status), ['passed', 'passed', 'passed', 'passed', 'passed'], JSON.stringify(checks));
+    assert.match(JSON.stringify(checks.at(-1)), /every file of the base backup matches the size and checksum PostgreSQL recorded in its backup_manifest/);
 
     // list and health show the recoverable window and the archive's age.
     const listed = await cli(['list', '--json']);
@@ -577,8 +578,13 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
       const refused = await cli(['restore', '--db', DB, '--as-of', new Date(t).toISOString(), '--tables', 'public.markers', '--to', url]);
       assert.notEqual(refused.status, 0);
       assert.match(refused.stderr, /exists; pass --force to replace the tables public\.markers in it/);
-      const r = await cli(['restore', '--db', DB, '--as-of', new Date(t).toISOString(), '--tables', 'public.markers', '--to', url, '--force', '--yes', '--json']);
+      // Everything the scratch cluster and repository needed was in the temporary folder, and is gone from it.
+      const tmp = path.join(dir, 'tables-tmp');
+      mkdirSync(tmp);
+      if (isRoot) spawnSync('chown', ['postgres', tmp]);
+      const r = await strataAsync(['restore', '--db', DB, '--as-of', new Date(t).toISOString(), '--tables', 'public.markers', '--to', url, '--force', '--yes', '--json', '--config', config, '--passphrase-file', passFile], { STRATA_TMPDIR: tmp });
       assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.deepEqual(readdirSync(tmp), []);
       const report = JSON.parse(r.stdout) as { base: string; tables: string[]; from: string; reached: { state: string } };
       assert.deepEqual([report.tables, report.from, report.reached.state], [['public.markers'], 'postgres', 'promoted']);
       const rows = (await target.query<{ seq: number }>('SELECT seq FROM markers ORDER BY seq')).rows.map((row) => row.seq);
@@ -586,6 +592,26 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     } finally {
       await target.end().catch(() => undefined);
     }
+  });
+
+  it("verify --level full checks the restored copy's files against PostgreSQL's backup_manifest: one lost or changed is a difference", async function () {
+    const target = path.join(dir, 'restored-files');
+    const r = await cli(['restore', backups[1]!.id, '--to', target]);
+    assert.equal(r.status, 0, r.stderr);
+    const major = Number(readFileSync(path.join(target, 'PG_VERSION'), 'utf8').trim());
+    // The restore's recovery settings are not a difference (pg_verifybackup leaves them out; the
+    // folder of WAL this restore spooled for its recovery is the CLI's, and never in a verify's copy).
+    rmSync(path.join(target, 'strata-wal'), { recursive: true, force: true });
+    assert.deepEqual((await checkAgainstManifest(target, major)).problems, []);
+    // A table's file, as the manifest PostgreSQL wrote names it.
+    const listed = (JSON.parse(readFileSync(path.join(target, 'backup_manifest'), 'utf8')) as { Files: { Path: string; Size: number }[] }).Files;
+    const relation = listed.find((f) => /^base\/\d+\/\d+$/.test(f.Path) && f.Size > 0)!.Path;
+    rmSync(path.join(target, relation));
+    const lost = await checkAgainstManifest(target, major);
+    assert.match(lost.problems.join('\n'), new RegExp(`"${relation}" is present in the manifest but not on disk`));
+    writeFileSync(path.join(target, 'pg_xact', '0000'), Buffer.alloc(8192, 0x55), { flag: 'r+' });
+    assert.match((await checkAgainstManifest(target, major)).problems.join('\n'), /checksum mismatch for file "pg_xact\/0000"/);
+    rmSync(target, { recursive: true, force: true });
   });
 
   it('prune keeps the WAL kept base backups need: a point-in-time window the log after its first base, older bases their own range', async function () {

@@ -561,9 +561,15 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
     const scratchRepo = path.join(scratch, 'repo');
     // Unencrypted, in a folder only this user reads, removed below: the rows never leave this machine's temporary folder.
     await initRepository(scratchRepo, { encryption: 'none' });
-    const repo = await openRepository(scratchRepo);
-    const copy = await repo.backup(reached.url(sourceDatabase), { database: 'scratch', type: 'full', signal });
-    const restored = await repo.restore({ id: copy.id }, { to: options.to, tables: options.tables, force: true, signal });
+    // Its temporary files in the scratch folder too, and closed: an open repository keeps a folder of its own in the temporary folder.
+    const repo = await openRepository(scratchRepo, { tempDir: path.join(scratch, 'tmp') });
+    let restored: Awaited<ReturnType<typeof repo.restore>>;
+    try {
+      const copy = await repo.backup(reached.url(sourceDatabase), { database: 'scratch', type: 'full', signal });
+      restored = await repo.restore({ id: copy.id }, { to: options.to, tables: options.tables, force: true, signal });
+    } finally {
+      await repo.close();
+    }
     if (ctx.json) {
       ctx.printJson({ base: base.id, goal: describeGoal(goal), reached, tables: options.tables, from: sourceDatabase, target: target.safe, bytes: restored.bytes });
     } else {

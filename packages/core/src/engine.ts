@@ -546,7 +546,17 @@ export interface Engine {
    * `foreignKeysChecked` is true only when the engine really checked every foreign key (its
    * violations are `integrityErrors` starting with "foreign key"); verify says so only then.
    */
-  inspect(locator: string, options?: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean }>;
+  inspect(locator: string, options?: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean; dataCheck?: DataCheck }>;
+}
+
+/**
+ * How an engine whose backups record no per-table facts (a copy of a database's files) checked
+ * the restored copy's data instead, against facts the database itself recorded when it sent the
+ * backup: what was checked, in words verify reports, and each difference found.
+ */
+export interface DataCheck {
+  readonly checked: string;
+  readonly problems: readonly string[];
 }
 
 /**

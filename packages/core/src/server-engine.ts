@@ -3,6 +3,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, named, redactable } from './errors.js';
 import type {
+  DataCheck,
   DatabaseFacts,
   Engine,
   EngineCapabilities,
@@ -269,7 +270,7 @@ export abstract class ServerEngine implements Engine {
   protected abstract readonly identifierLimit: IdentifierLimit;
 
   abstract snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot>;
-  abstract inspect(locator: string, options?: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean }>;
+  abstract inspect(locator: string, options?: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked?: boolean; dataCheck?: DataCheck }>;
 
   /** Opens an administrative session on the server of `server`; `purpose` (`restore`, `verify`) may show in the server's session list. */
   protected abstract connectAdmin(server: ServerTarget, purpose: string): Promise<ServerAdmin>;

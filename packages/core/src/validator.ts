@@ -327,6 +327,8 @@ export function compareWithRecorded(
       tally.content++;
     }
   }
+  const dataCheckProblems = facts.dataCheck?.problems ?? [];
+  dataProblems.push(...dataCheckProblems);
   const foreignKeys = facts.integrityErrors.filter((e) => e.startsWith('foreign key'));
   // Rows in violation with every table's rows and content as recorded are the source's own (an
   // engine that lets foreign keys be switched off keeps such rows): they come back as they were,
@@ -338,6 +340,7 @@ export function compareWithRecorded(
     tally.rows > 0 ? `row counts differ in ${counted(tally.rows, 'table')}` : '',
     tally.content > 0 ? `content checksums differ in ${counted(tally.content, 'table')}` : '',
     foreignKeys.length > 0 ? counted(foreignKeys.length, 'foreign key violation') : '',
+    dataCheckProblems.length > 0 ? `${counted(dataCheckProblems.length, 'difference')} from what the database recorded of its files` : '',
   ].filter(Boolean);
   const foreignKeyNote =
     sourceViolations > 0
@@ -347,7 +350,12 @@ export function compareWithRecorded(
         : '';
   const data: CheckResult =
     dataProblems.length === 0
-      ? { name: 'data-consistency', status: 'passed', reason: `${recorded.tables.length} table(s): row counts and content checksums match${foreignKeyNote}` }
-      : { name: 'data-consistency', status: 'failed', reason: dataProblems.slice(0, 10).join('; '), redacted: `${dataSummary.join('; ')} (of ${counted(recorded.tables.length, 'table')})` };
+      ? { name: 'data-consistency', status: 'passed', reason: facts.dataCheck && recorded.tables.length === 0 ? facts.dataCheck.checked : `${recorded.tables.length} table(s): row counts and content checksums match${foreignKeyNote}` }
+      : {
+          name: 'data-consistency',
+          status: 'failed',
+          reason: dataProblems.slice(0, 10).join('; '),
+          redacted: `${dataSummary.join('; ')}${recorded.tables.length > 0 ? ` (of ${counted(recorded.tables.length, 'table')})` : ''}`,
+        };
   return [schema, data];
 }

@@ -5,6 +5,7 @@ export { BASE_STREAM, MANIFEST_TAIL_BYTES, PHYSICAL_SCHEMES, PostgresPhysicalEng
 export type { PhysicalMeta, PhysicalPosition } from './pg-physical-engine.js';
 export { chooseBase, configureRecovery, describeGoal, freePort, planWal, proveRecovery, recoverySettings } from './pg-point-in-time.js';
 export type { ArchiveMode, RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from './pg-point-in-time.js';
+export { checkAgainstManifest } from './pg-physical-check.js';
 export { scanReplay, stopsWithin, tablespacesInTheWay } from './pg-recovery-stop.js';
 export type { ArchivedCommit, ReplayScan, TablespaceCreation } from './pg-recovery-stop.js';
 export { dataDirTablespaces, formatTablespaceMap, parseTablespaceMap, placeTablespaces, removeRestoredCluster, tarMember } from './pg-tablespaces.js';

@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError } from '@strata/core';
-import type { DatabaseFacts, InspectOptions } from '@strata/core';
+import type { DataCheck, DatabaseFacts, InspectOptions } from '@strata/core';
 import { connect, parseTarget } from './pg-connection.js';
-import { pgProgram } from './pg-physical-engine.js';
+import { pgProgram, pgProgramFor } from './pg-physical-engine.js';
 import type { PhysicalMeta } from './pg-physical-engine.js';
 import { privateServer } from './pg-point-in-time.js';
 import { scanReplay, tablespacesInTheWay } from './pg-recovery-stop.js';
@@ -27,7 +27,7 @@ export function clusterFingerprint(systemIdentifier: string): string {
   return createHash('sha256').update(`postgres cluster ${systemIdentifier}`).digest('hex');
 }
 
-export async function checkRecoveredCopy(dataDir: string, options: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+export async function checkRecoveredCopy(dataDir: string, options: InspectOptions): Promise<DatabaseFacts & { integrityErrors: string[]; dataCheck: DataCheck }> {
   const meta = options.recordedMeta as Partial<PhysicalMeta> | undefined;
   if (!meta || meta.method !== 'physical' || !options.log) throw new StrataError('USAGE', 'verify: a physical backup is checked with its archived WAL, which this verification was not given');
   if (process.getuid?.() === 0) {
@@ -40,6 +40,9 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
   const walk = await PG_LOG_ARCHIVE_RULES.walk(range, files, read);
   const lacking = walk.missing.filter((name) => (parseWalName(name, segmentBytes)?.segno ?? 0n) <= last);
   if (lacking.length > 0) throw new StrataError('CHAIN_BROKEN', `the WAL archive lacks ${lacking.join(', ')}, which the base backup replays to become consistent`);
+  const major = Number((await fs.readFile(path.join(dataDir, 'PG_VERSION'), 'utf8')).trim());
+  // Before the archive's WAL goes in and the server writes anything.
+  const dataCheck = await checkAgainstManifest(dataDir, major, options.signal);
   const written: string[] = [];
   for (const file of walk.needed) {
     const w = parseWalName(file.name, segmentBytes);
@@ -47,7 +50,6 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
     await fs.writeFile(path.join(dataDir, 'pg_wal', file.name), await read(file), { mode: 0o600 });
     if (w) written.push(file.name);
   }
-  const major = Number((await fs.readFile(path.join(dataDir, 'PG_VERSION'), 'utf8')).trim());
   await refuseTablespaceReplay(path.join(dataDir, 'pg_wal'), written, major, meta.endLsn!, options.signal);
   const pgCtl = pgProgram('pg_ctl', major);
   const server = await privateServer(dataDir, major, 'strata-verify-');
@@ -70,7 +72,7 @@ export async function checkRecoveredCopy(dataDir: string, options: InspectOption
       await client.end().catch(() => undefined);
     }
     const integrityErrors = await amcheck(pgProgram('pg_amcheck', major), server, user, options.signal);
-    return { schemaFingerprint: clusterFingerprint(systemIdentifier), tables: [], integrityErrors };
+    return { schemaFingerprint: clusterFingerprint(systemIdentifier), tables: [], integrityErrors, dataCheck };
   } finally {
     ctl(['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '600']);
     await fs.rm(server.socketDir, { recursive: true, force: true });
@@ -98,6 +100,42 @@ async function refuseTablespaceReplay(walDir: string, segments: readonly string[
       `verify: the WAL this base backup replays to become consistent creates tablespace ${t.oid} at ${t.location} (at LSN ${t.lsn}), and that folder exists on this machine: PostgreSQL would replay it there and write into that folder (the original cluster's tablespace, if this is its machine), so the copy was not started. Verify --level full on another machine; the checks before this one stand`,
     );
   }
+}
+
+/**
+ * pg_verifybackup on the restored copy: every file backup_manifest lists is there, with the size
+ * and CRC-32C PostgreSQL computed as it sent the backup. Those are the server's facts, not
+ * Strata's, so a file lost or changed anywhere on the way (the artifact, the tar, the restore)
+ * shows here, where pg_amcheck sees only what its catalogs name. Left out, besides what
+ * pg_verifybackup always leaves out (pg_wal, backup_manifest, postgresql.auto.conf, the signal
+ * files): tablespace_map, which a restore rewrites to name the tablespaces' new folders, and with
+ * it pg_tblspc, whose links the server makes from that map only when it starts. So a cluster's
+ * tablespaces are checked by the server's recovery and pg_amcheck alone.
+ */
+export async function checkAgainstManifest(dataDir: string, major: number, signal?: AbortSignal): Promise<DataCheck> {
+  // From PostgreSQL 17 on, the manifest names the cluster and pg_verifybackup reads pg_control,
+  // whose layout is its own major's; the earlier manifests any later pg_verifybackup reads.
+  const program = pgProgramFor('pg_verifybackup', major, "verify: checking the restored copy's files against backup_manifest", major < 17);
+  const args = ['--no-parse-wal', '--quiet', '--ignore', 'tablespace_map', '--ignore', 'pg_tblspc', dataDir];
+  const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));
+  child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));
+  const code = await new Promise<number | Error>((resolve) => {
+    child.on('error', resolve);
+    child.on('close', (c) => resolve(c ?? 1));
+  });
+  if (code instanceof Error) {
+    if (signal?.aborted) throw new StrataError('ABORTED', 'verify: cancelled', { cause: signal.reason });
+    throw new StrataError('TOOL_MISSING', `verify: cannot run ${program}: ${code.message}; install PostgreSQL ${major}'s client programs (Debian: postgresql-client-${major}) or set STRATA_PG_BINDIR to their folder`);
+  }
+  const checked = "every file of the base backup matches the size and checksum PostgreSQL recorded in its backup_manifest (pg_verifybackup; tablespaces' files left to the recovery and pg_amcheck)";
+  if (code === 0) return { checked, problems: [] };
+  const problems = out
+    .split('\n')
+    .map((l) => l.trim().replace(/^pg_verifybackup: (error: )?/, ''))
+    .filter((l) => l.length > 0 && !l.startsWith('hint:') && !/^Try "pg_verifybackup --help"/.test(l));
+  return { checked, problems: problems.length > 0 ? problems.map((p) => `pg_verifybackup: ${p}`) : [`pg_verifybackup exited with ${code}`] };
 }
 
 /**

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { StrataError, makeSideFolder, processRuns, sideFolderPath, sweepSideFolders, throwIfAborted } from '@strata/core';
 import type {
   Abortable,
+  DataCheck,
   DatabaseFacts,
   Engine,
   EngineCapabilities,
@@ -1224,9 +1225,10 @@ export class PostgresPhysicalEngine implements Engine {
 
   /**
    * Checks a restored base backup by starting PostgreSQL on it with the archived WAL of its range
-   * (pg-physical-check.ts): consistent, pg_amcheck clean, the same cluster.
+   * (pg-physical-check.ts): every file as backup_manifest recorded it, consistent, pg_amcheck
+   * clean, the same cluster.
    */
-  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[] }> {
+  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; dataCheck: DataCheck }> {
     return checkRecoveredCopy(path.resolve(locator), options);
   }
 }

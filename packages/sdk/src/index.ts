@@ -24,6 +24,7 @@ export {
   PostgresEngine,
   PostgresPhysicalEngine,
   basesOnTimeline,
+  checkAgainstManifest,
   chooseBase,
   clusterUrl,
   configureRecovery,
