@@ -98,7 +98,10 @@ export class MysqlEngine extends ServerEngine {
         // Computed by the server in the same snapshot, not from the streams: a value the stream
         // encoding loses then shows up as a difference when verify recomputes them after a restore.
         // The counters are those the restore's CREATE TABLE sets, so a restore that loses one is caught.
-        tableStats: async () => withCounters(connection, target.database, tables, options.schemaOnly ? tables.map((t) => emptyFacts(t.name)) : await statsOf(connection, tables), schema),
+        tableStats: async () =>
+          options.schemaOnly
+            ? withCounters(connection, target.database, tables, tables.map((t) => emptyFacts(t.name)), schema, { rows: false })
+            : withCounters(connection, target.database, tables, await statsOf(connection, tables), schema, { rows: true }),
         streams,
         schemaSql: schemaText(schema),
         databaseBytes: Number(size?.['bytes'] ?? 0),
@@ -136,7 +139,7 @@ export class MysqlEngine extends ServerEngine {
       return {
         schemaFingerprint: fingerprint(schema),
         schemaObjects: schemaObjects(schema),
-        tables: recordedWithCounters(options.recordedMeta) ? await withCounters(connection, target.database, tables, await statsOf(connection, tables), read) : await statsOf(connection, tables),
+        tables: recordedWithCounters(options.recordedMeta) ? await withCounters(connection, target.database, tables, await statsOf(connection, tables), read, { rows: true }) : await statsOf(connection, tables),
         integrityErrors: await foreignKeyViolations(connection, target.database),
         foreignKeysChecked: true,
       };
@@ -190,11 +193,19 @@ export class MysqlEngine extends ServerEngine {
 /**
  * Table facts with each table's AUTO_INCREMENT counter folded into its checksum: a restore that
  * brought the rows back but not the counter would hand out again the ids of deleted rows. The
- * counter folded in is the one a restore leaves, the stated one or, where the table already holds
- * a larger id (a server that did not move the counter when an id was updated past it), that id
- * plus one: loading rows with their ids moves the counter past them.
+ * counter folded in is the one a restore leaves, the stated one or, where the table holds a larger
+ * id (a server that did not move the counter when an id was updated past it), that id plus one:
+ * loading rows with their ids moves the counter past them. A restore without rows (`rows: false`,
+ * a schema-only backup) leaves the stated one.
  */
-async function withCounters(connection: mysql.Connection, database: string, tables: readonly MysqlTable[], stats: readonly TableStats[], schema: MysqlSchema): Promise<TableStats[]> {
+async function withCounters(
+  connection: mysql.Connection,
+  database: string,
+  tables: readonly MysqlTable[],
+  stats: readonly TableStats[],
+  schema: MysqlSchema,
+  restored: { rows: boolean },
+): Promise<TableStats[]> {
   const counters = autoIncrementCounters(schema);
   if (counters.size === 0) return [...stats];
   const [columns] = await connection.query<mysql.RowDataPacket[]>(
@@ -213,7 +224,7 @@ async function withCounters(connection: mysql.Connection, database: string, tabl
     let counter = BigInt(stated);
     const column = autoColumn.get(t.name);
     const table = byName.get(t.name);
-    if (column !== undefined && table !== undefined) {
+    if (restored.rows && column !== undefined && table !== undefined) {
       const [[row]] = (await connection.query<mysql.RowDataPacket[]>(`SELECT CAST(MAX(${ident(column)}) AS CHAR) AS top FROM ${fromClause(table)}`)) as unknown as [mysql.RowDataPacket[]];
       const top = row?.['top'];
       if (typeof top === 'string' && /^-?\d+$/.test(top) && BigInt(top) + 1n > counter) counter = BigInt(top) + 1n;
@@ -287,6 +298,7 @@ async function beginDatabaseRestore(
   };
   const session: RestoreSession = {
     prepare: async (text) => {
+      wanted?.prepare(text);
       schemaSql = text;
       schema = parseSchemaText(text);
       await admin.query(`CREATE DATABASE ${ident(work)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
