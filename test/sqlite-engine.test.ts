@@ -83,6 +83,7 @@ describe('SQLite engine', () => {
     await repo.restore({ id: record.id }, { to: target });
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    assert.match(report!.checks.at(-1)!.reason, /^3 table\(s\) and sqlite_sequence: row counts and content checksums match/);
     const snapshot = await engine.snapshot(source, { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
     let recorded;
     try {

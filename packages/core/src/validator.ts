@@ -260,7 +260,7 @@ export class Validator {
         return done();
       }
       const manifest = { ...contents!.manifest, tables: recorded!.tables, ...(recorded!.schemaObjects ? { schemaObjects: recorded!.schemaObjects } : {}) };
-      checks.push(...compareWithRecorded(manifest, facts));
+      checks.push(...compareWithRecorded(manifest, facts, engine.nonTableFacts));
       return done();
     } finally {
       await scratch.drop().catch(() => undefined);
@@ -297,6 +297,7 @@ function counted(n: number, noun: string): string {
 export function compareWithRecorded(
   recorded: Pick<Manifest, 'schemaFingerprint' | 'schemaObjects' | 'tables'>,
   facts: Awaited<ReturnType<Engine['inspect']>>,
+  besideTables: readonly string[] = [],
 ): [schema: CheckResult, data: CheckResult] {
   const schemaProblems: RedactableMessage[] = [];
   // Objects are compared even when the fingerprints agree: an engine may describe more per
@@ -314,16 +315,21 @@ export function compareWithRecorded(
   // The catalog and journal keep counts per kind of problem, never the tables' names.
   const tally = { missing: 0, rows: 0, content: 0 };
   const restored = new Map(facts.tables.map((t) => [t.name, t]));
+  // Entries beside the tables (what the database holds besides its tables' rows) are named as themselves.
+  const beside = (name: string): boolean => besideTables.includes(name);
+  const tableCount = recorded.tables.filter((t) => !beside(t.name)).length;
+  const besides = recorded.tables.filter((t) => beside(t.name)).map((t) => t.name);
   for (const table of recorded.tables) {
     const got = restored.get(table.name);
+    const what = beside(table.name) ? table.name : `table ${table.name}`;
     if (!got) {
-      dataProblems.push(`table ${table.name} is missing`);
+      dataProblems.push(`${what} is missing`);
       tally.missing++;
     } else if (got.rows !== table.rows) {
-      dataProblems.push(`table ${table.name} has ${got.rows} rows, the backup recorded ${table.rows}`);
+      dataProblems.push(`${what} has ${got.rows} ${beside(table.name) ? 'entries' : 'rows'}, the backup recorded ${table.rows}`);
       tally.rows++;
     } else if (got.checksum !== table.checksum) {
-      dataProblems.push(`table ${table.name} content checksum differs from the recorded one`);
+      dataProblems.push(beside(table.name) ? `${what} differs from what the backup recorded` : `${what} content checksum differs from the recorded one`);
       tally.content++;
     }
   }
@@ -350,12 +356,19 @@ export function compareWithRecorded(
         : '';
   const data: CheckResult =
     dataProblems.length === 0
-      ? { name: 'data-consistency', status: 'passed', reason: facts.dataCheck && recorded.tables.length === 0 ? facts.dataCheck.checked : `${recorded.tables.length} table(s): row counts and content checksums match${foreignKeyNote}` }
+      ? {
+          name: 'data-consistency',
+          status: 'passed',
+          reason:
+            facts.dataCheck && recorded.tables.length === 0
+              ? facts.dataCheck.checked
+              : `${tableCount} table(s)${besides.length > 0 ? ` and ${besides.join(', ')}` : ''}: row counts and content checksums match${foreignKeyNote}`,
+        }
       : {
           name: 'data-consistency',
           status: 'failed',
           reason: dataProblems.slice(0, 10).join('; '),
-          redacted: `${dataSummary.join('; ')}${recorded.tables.length > 0 ? ` (of ${counted(recorded.tables.length, 'table')})` : ''}`,
+          redacted: `${dataSummary.join('; ')}${recorded.tables.length > 0 ? ` (of ${counted(tableCount, 'table')}${besides.length > 0 ? ` and ${besides.length} other entr${besides.length === 1 ? 'y' : 'ies'}` : ''})` : ''}`,
         };
   return [schema, data];
 }
