@@ -108,6 +108,35 @@ describe('PostgreSQL engine: the database itself', function () {
     const all = await databases.create(schema);
     await repo.restore({ id: record.id }, { to: pgUrl(all), tables: ['public.ev_2024', 'public.ev_2025'], force: true });
     assert.equal(await nextId(all), 4, 'the next id follows the restored rows');
+    // Naming the partitioned table itself means its partitions, into an existing database or a new one.
+    const byParent = await databases.create(schema);
+    await repo.restore({ id: record.id }, { to: pgUrl(byParent), tables: ['ev'], force: true });
+    const days = async (db: string): Promise<string[]> => (await pgQuery(db, 'SELECT d::text AS d FROM ev ORDER BY id')).rows.map((r) => r.d as string);
+    assert.deepEqual(await days(byParent), ['2024-05-01', '2025-05-01', '2025-06-01']);
+    assert.equal(await nextId(byParent), 4);
+    const fresh = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(fresh), tables: ['public.ev'] });
+    assert.deepEqual(await days(fresh), ['2024-05-01', '2025-05-01', '2025-06-01']);
+  });
+
+  it('a table restore naming a partitioned table that is itself partitioned, or one a level down, brings the rows of the partitions under it', async () => {
+    const schema = `CREATE TABLE m (id int, region text, d date) PARTITION BY LIST (region);
+      CREATE TABLE "m EU" PARTITION OF m FOR VALUES IN ('eu') PARTITION BY RANGE (d);
+      CREATE TABLE m_eu_2024 PARTITION OF "m EU" FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+      CREATE TABLE m_eu_2025 PARTITION OF "m EU" FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+      CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us');
+      CREATE TABLE other (id int PRIMARY KEY);`;
+    const source = await databases.create(`${schema} INSERT INTO m VALUES (1, 'eu', '2024-03-01'), (2, 'eu', '2025-03-01'), (3, 'us', '2025-04-01'); INSERT INTO other VALUES (7);`);
+    const record = await repo.backup(pgUrl(source), { database: 'levels' });
+    const ids = async (db: string, table = 'm'): Promise<number[]> => (await pgQuery(db, `SELECT id FROM ${table} ORDER BY id`)).rows.map((r) => r.id as number);
+    const eu = await databases.create(`${schema} INSERT INTO m VALUES (9, 'us', '2025-01-01'); INSERT INTO other VALUES (8);`);
+    await repo.restore({ id: record.id }, { to: pgUrl(eu), tables: ['public.m EU'], force: true });
+    assert.deepEqual(await ids(eu), [1, 2, 9], 'the EU partitions from the backup, the US one as it was');
+    assert.deepEqual(await ids(eu, 'other'), [8]);
+    const whole = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(whole), tables: ['m'] });
+    assert.deepEqual(await ids(whole), [1, 2, 3]);
+    assert.deepEqual(await ids(whole, 'other'), [], 'a table not named stays empty');
   });
 
   it('a LATIN1 database with the C locale restores with its encoding, locale and text byte for byte', async () => {
@@ -358,6 +387,7 @@ $body$;
     await repo.restore({ id: record.id }, { to: pgUrl(target) });
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    assert.match(report!.checks.at(-1)!.reason, /^2 table\(s\) and pg_sequences: row counts and content checksums match/);
 
     // What the backup recorded is what the restored database holds, and it moves with any position.
     const snapshot = await engine.snapshot(pgUrl(source), { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });

@@ -169,6 +169,8 @@ export interface ServerAdmin {
  * tables' rows to load, and the check at commit that the backup has every table asked for.
  */
 export interface TableFilter {
+  /** Called with the backup's schema before the first row arrives (see {@link ServerEngine.tablesNamedBy}). */
+  prepare(schemaSql: string): void;
   wants(table: string): boolean;
   /** The backup's tables asked for; TABLE_NOT_FOUND or USAGE (ambiguous) as {@link ServerEngine.requestedTables}. */
   check(inBackup: readonly string[]): string[];
@@ -380,9 +382,23 @@ export abstract class ServerEngine implements Engine {
 
   /** What `options.tables` asks of a whole-database restore, or undefined when it restores everything. */
   protected tableFilter(options: EngineRestoreOptions): TableFilter | undefined {
-    const requested = options.tables;
-    if (!requested) return undefined;
-    return { wants: (table) => this.isRequested(table, requested), check: (inBackup) => this.requestedTables(requested, inBackup) };
+    const given = options.tables;
+    if (!given) return undefined;
+    let requested = given;
+    return {
+      prepare: (schemaSql) => void (requested = this.tablesNamedBy(given, schemaSql)),
+      wants: (table) => this.isRequested(table, requested),
+      check: (inBackup) => this.requestedTables(requested, inBackup),
+    };
+  }
+
+  /**
+   * `--tables` as the backup's schema resolves them, before any row arrives: by default as given.
+   * An engine whose tables can hold no rows of their own but have tables under them that do
+   * (partitioned ones) names those instead.
+   */
+  protected tablesNamedBy(requested: readonly string[], _schemaSql: string): readonly string[] {
+    return requested;
   }
 
   /** Whether a backup table is one of those `--tables` asked for. */
@@ -417,11 +433,13 @@ export abstract class ServerEngine implements Engine {
    * name order, while foreign keys may need parents loaded first); the engine replaces the tables
    * from them at commit, when every byte was verified. The files are removed on every path.
    */
-  async #beginTableRestore(target: ServerTarget, requested: readonly string[], names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession> {
+  async #beginTableRestore(target: ServerTarget, given: readonly string[], names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession> {
     await fs.mkdir(options.tempDir, { recursive: true });
     const spooled = new Map<string, string>();
     const removeFiles = async (): Promise<void> => void (await Promise.all([...spooled.values()].map((file) => fs.rm(file, { force: true }))));
+    let requested = given;
     return {
+      prepare: async (schemaSql) => void (requested = this.tablesNamedBy(given, schemaSql)),
       streamTarget: async (name) => {
         const table = this.tableOfStream(name);
         if (table === undefined || !this.isRequested(table, requested)) return discardSink;

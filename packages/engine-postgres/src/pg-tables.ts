@@ -241,3 +241,35 @@ export async function populatedMatviews(client: pg.Client): Promise<string[]> {
   }
   return parentsFirst(populated, reads);
 }
+
+/** An identifier as pg_dump writes it: lower-case bare, or double-quoted with `""` for a quote. */
+const DUMPED_IDENT = String.raw`(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)`;
+const DUMPED_NAME = String.raw`(${DUMPED_IDENT})\.(${DUMPED_IDENT})`;
+
+function dumpedName(schema: string, name: string): string {
+  const bare = (id: string): string => (id.startsWith('"') ? id.slice(1, -1).replaceAll('""', '"') : id);
+  return qualified({ schema: bare(schema), name: bare(name) });
+}
+
+/**
+ * The tables a pg_dump schema creates (`CREATE TABLE`, not foreign tables) and the partitions it
+ * attaches to each partitioned table, by `schema.table`. Read from the statements, which pg_dump
+ * writes one a line: `ALTER TABLE ONLY parent ATTACH PARTITION child FOR VALUES ...`.
+ */
+export function partitionTree(schemaSql: string): { tables: Set<string>; partitions: Map<string, string[]> } {
+  const tables = new Set<string>();
+  for (const m of schemaSql.matchAll(new RegExp(String.raw`^CREATE (?:UNLOGGED )?TABLE ${DUMPED_NAME}`, 'gm'))) tables.add(dumpedName(m[1]!, m[2]!));
+  const partitions = new Map<string, string[]>();
+  for (const m of schemaSql.matchAll(new RegExp(String.raw`^ALTER TABLE ONLY ${DUMPED_NAME} ATTACH PARTITION ${DUMPED_NAME} `, 'gm'))) {
+    const parent = dumpedName(m[1]!, m[2]!);
+    partitions.set(parent, [...(partitions.get(parent) ?? []), dumpedName(m[3]!, m[4]!)]);
+  }
+  return { tables, partitions };
+}
+
+/** The tables under a partitioned table that hold its rows: its partitions, every level down, foreign ones left out. */
+export function leafPartitions(parent: string, tree: ReturnType<typeof partitionTree>, seen = new Set<string>()): string[] {
+  if (seen.has(parent)) return [];
+  seen.add(parent);
+  return (tree.partitions.get(parent) ?? []).flatMap((child) => (tree.partitions.has(child) ? leafPartitions(child, tree, seen) : tree.tables.has(child) ? [child] : []));
+}

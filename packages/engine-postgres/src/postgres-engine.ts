@@ -28,7 +28,7 @@ import type {
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, schemaObjects, splitSchema, withoutTablespaces } from './pg-schema.js';
-import { copyOut, emptyTableStats, listTables, parseStreamName, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
+import { copyOut, emptyTableStats, leafPartitions, listTables, parseStreamName, partitionTree, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
 import { applySchema, applyScriptHeader, restoreFailed } from './pg-apply-schema.js';
@@ -257,6 +257,27 @@ export class PostgresEngine extends ServerEngine {
     return requested === table || requested === table.slice(table.indexOf('.') + 1);
   }
 
+  /**
+   * `--tables` naming a partitioned table means the partitions that hold its rows, every level
+   * down (it has none of its own, and no stream). Restoring them all also resets the sequence of
+   * its identity column (wholePartitionedTables), as a restore of the table would.
+   */
+  protected override tablesNamedBy(requested: readonly string[], schemaSql: string): readonly string[] {
+    const tree = partitionTree(schemaSql);
+    if (tree.partitions.size === 0) return requested;
+    return requested.flatMap((name) => {
+      const parents = [...tree.partitions.keys()].filter((parent) => this.namesTable(name, parent));
+      if (parents.length === 0) return [name];
+      const alike = [...tree.tables].filter((table) => this.namesTable(name, table) && !tree.partitions.has(table));
+      if (parents.length > 1 || alike.length > 0) {
+        throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named([...parents, ...alike].sort(), 'table')}); qualify it with its schema`);
+      }
+      const leaves = leafPartitions(parents[0]!, tree);
+      if (leaves.length === 0) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the partitioned table ${named(parents[0]!, 'table')} has no partition in the backup that holds rows`, { details: { table: name } });
+      return leaves;
+    });
+  }
+
   protected beginDatabaseRestore(target: PgTarget, exists: boolean, names: RestoreWorkNames, options: EngineRestoreOptions): Promise<RestoreSession> {
     return beginDatabaseRestore(target, exists, names, options, this.tableFilter(options));
   }
@@ -416,6 +437,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
   let largeObjects: ReturnType<typeof largeObjectsSink> | undefined;
   const session: RestoreSession = {
     prepare: async (schemaSql) => {
+      wanted?.prepare(schemaSql);
       const recorded = recordedCreate(schemaSql);
       copyEncoding = recorded?.encoding ?? 'UTF8';
       const parts = splitSchema(schemaSql);
