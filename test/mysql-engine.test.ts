@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { EngineRegistry, MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
-import { ROOT, finished, json, strata, strataAsync, useTempDir } from './helpers/env.js';
+import { ROOT, factsAtBackup, finished, json, strata, strataAsync, useTempDir } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 import { MysqlDatabases, killSessions, mysqlDump, mysqlQuery, mysqlSession, mysqlUrl, requireMysql } from './helpers/mysql.js';
 import { waitFor } from './helpers/pg-cluster.js';
@@ -97,14 +97,7 @@ describe('MySQL/MariaDB engine', function () {
     const [schemaReport] = await repo.verify({ id: schemaOnly.id }, { level: 'full' });
     assert.equal(schemaReport!.outcome, 'passed', JSON.stringify(schemaReport!.checks));
 
-    const snapshot = await engine.snapshot(mysqlUrl(source), { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
-    let recorded;
-    try {
-      for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
-      recorded = await snapshot.tableStats();
-    } finally {
-      await snapshot.close();
-    }
+    const recorded = await factsAtBackup(engine, mysqlUrl(source), path.join(dir.path, 'tmp'));
     const facts = async (recordedMeta?: Record<string, unknown>) => (await engine.inspect(mysqlUrl(target), recordedMeta ? { recordedMeta } : {})).tables;
     assert.deepEqual(await facts(), recorded);
     const earlier = await facts({ factsVersion: 2 });

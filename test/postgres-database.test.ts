@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import pg from 'pg';
 import { Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
-import { json, strata, useTempDir } from './helpers/env.js';
+import { factsAtBackup, json, strata, useTempDir } from './helpers/env.js';
 import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
 const engine = new PostgresEngine();
@@ -339,14 +339,7 @@ $body$;
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
 
     // The recorded facts are the server's, and they move with any change to a large object.
-    const snapshot = await engine.snapshot(pgUrl(source), { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
-    let recorded;
-    try {
-      for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
-      recorded = (await snapshot.tableStats()).find((t) => t.name === 'pg_largeobject');
-    } finally {
-      await snapshot.close();
-    }
+    const recorded = (await factsAtBackup(engine, pgUrl(source), path.join(dir.path, 'tmp'))).find((t) => t.name === 'pg_largeobject');
     assert.equal(recorded?.rows, 4);
     const facts = async () => (await engine.inspect(pgUrl(target))).tables.find((t) => t.name === 'pg_largeobject');
     assert.deepEqual(await facts(), recorded);
@@ -390,14 +383,7 @@ $body$;
     assert.match(report!.checks.at(-1)!.reason, /^2 table\(s\) and pg_sequences: row counts and content checksums match/);
 
     // What the backup recorded is what the restored database holds, and it moves with any position.
-    const snapshot = await engine.snapshot(pgUrl(source), { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
-    let recorded;
-    try {
-      for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
-      recorded = (await snapshot.tableStats()).find((t) => t.name === 'pg_sequences');
-    } finally {
-      await snapshot.close();
-    }
+    const recorded = (await factsAtBackup(engine, pgUrl(source), path.join(dir.path, 'tmp'))).find((t) => t.name === 'pg_sequences');
     assert.equal(recorded?.rows, 4);
     const facts = async () => (await engine.inspect(pgUrl(target))).tables.find((t) => t.name === 'pg_sequences');
     assert.deepEqual(await facts(), recorded);

@@ -8,7 +8,7 @@ import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, 
 import type { Engine, EngineRestoreOptions, RestoreSession } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
-import { sqliteDump, sqliteQuery, useTempDir } from './helpers/env.js';
+import { factsAtBackup, sqliteDump, sqliteQuery, useTempDir } from './helpers/env.js';
 
 const engine = new SqliteEngine({ busyTimeoutMs: 500 });
 
@@ -84,14 +84,7 @@ describe('SQLite engine', () => {
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
     assert.match(report!.checks.at(-1)!.reason, /^3 table\(s\) and sqlite_sequence: row counts and content checksums match/);
-    const snapshot = await engine.snapshot(source, { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
-    let recorded;
-    try {
-      for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
-      recorded = (await snapshot.tableStats()).find((t) => t.name === 'sqlite_sequence');
-    } finally {
-      await snapshot.close();
-    }
+    const recorded = (await factsAtBackup(engine, source, path.join(dir.path, 'tmp'))).find((t) => t.name === 'sqlite_sequence');
     assert.equal(recorded?.rows, 2);
     const facts = async () => (await engine.inspect(target)).tables.find((t) => t.name === 'sqlite_sequence');
     assert.deepEqual(await facts(), recorded);

@@ -4,6 +4,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, wri
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Engine, TableStats } from '@strata/sdk';
 
 /** The repository root (tests run from .build/test/...). */
 export const ROOT = path.resolve(fileURLToPath(new URL('../../..', import.meta.url)));
@@ -162,4 +163,15 @@ export function skipOrFail(context: Mocha.Context, message: string): never {
   if (process.env['CI']) throw new Error(`${message}; under CI=true this is a failure, not a skip`);
   console.log(`      skipping: ${message}`);
   context.skip();
+}
+
+/** The table facts a backup of `locator` would record now: a snapshot read to its end, as a backup reads it. */
+export async function factsAtBackup(engine: Engine, locator: string, tempDir: string): Promise<readonly TableStats[]> {
+  const snapshot = await engine.snapshot(locator, { schemaOnly: false, tempDir });
+  try {
+    for (const stream of snapshot.streams) for await (const _ of stream.open()) void _;
+    return await snapshot.tableStats();
+  } finally {
+    await snapshot.close();
+  }
 }
