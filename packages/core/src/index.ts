@@ -18,7 +18,7 @@ export { shellCommand, shellQuote } from './shell-quote.js';
 export { MAX_CLOCK_SKEW_MS } from './record-checks.js';
 export * from './progress.js';
 export * from './compression.js';
-export { Passphrase } from './encryption.js';
+export { Passphrase, decryptStream, encryptStream } from './encryption.js';
 export type { EncryptionProfile } from './encryption.js';
 export * from './repository.js';
 export { KEYS_PREFIX, RepositoryKeys, describeKeyUse, keyFileObject } from './keys.js';

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { Passphrase, decryptStream, encryptStream, isStrataError } from '@strata/sdk';
+import { TEST_PASSPHRASE, useTempDir } from './helpers/env.js';
+
+/**
+ * The `compat` profile's data packet is framed by Strata itself (packages/core/src/seipd-stream.ts),
+ * in parts of 1 MiB with partial body lengths: every message must open in GnuPG and in openpgp.js
+ * whatever its length and however its plaintext arrived, and a changed or cut message must not.
+ */
+const MiB = 1024 * 1024;
+
+async function* inPieces(bytes: Buffer, sizes: readonly number[]): AsyncGenerator<Uint8Array> {
+  let at = 0;
+  for (let n = 0; at < bytes.length; n++) {
+    const size = sizes[n % sizes.length]!;
+    yield bytes.subarray(at, at + size);
+    at += size;
+  }
+}
+
+async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of source) parts.push(Buffer.from(part));
+  return Buffer.concat(parts);
+}
+
+describe('OpenPGP messages of the compat profile', () => {
+  const dir = useTempDir();
+  const passphrase = new Passphrase(TEST_PASSPHRASE);
+
+  function gpgDecrypt(message: Buffer): { status: number | null; stdout: Buffer; stderr: string } {
+    const home = path.join(dir.path, `gnupg-${randomBytes(4).toString('hex')}`);
+    mkdirSync(home, { mode: 0o700 });
+    const file = path.join(dir.path, 'message.gpg');
+    const passfile = path.join(dir.path, 'passphrase');
+    writeFileSync(file, message);
+    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const r = spawnSync('gpg', ['--batch', '--quiet', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--decrypt', file], { maxBuffer: 64 * MiB });
+    spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']);
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
+  }
+
+  // Around every boundary of the framing: empty, under the 512 bytes a first part needs, one part
+  // exactly and a byte either side of it, for the literal packet and (53 bytes of headers, prefix
+  // and MDC around the plaintext) for the encrypted packet, and several parts with a short tail.
+  for (const size of [0, 1, 511, 512, MiB - 54, MiB - 53, MiB - 52, MiB - 7, MiB, MiB + 1, 3 * MiB + 77]) {
+    it(`${size} bytes open in gpg and in Strata, byte for byte`, async () => {
+      const plain = randomBytes(size);
+      const message = await collect(encryptStream(inPieces(plain, [65_536 + 3, 1, 700_001, 4096]), passphrase, 'compat'));
+      const gpg = gpgDecrypt(message);
+      assert.equal(gpg.status, 0, gpg.stderr);
+      assert.ok(gpg.stdout.equals(plain), 'gpg recovers the plaintext');
+      assert.doesNotMatch(gpg.stderr, /WARNING/, 'gpg sees an integrity-protected message');
+      assert.ok((await collect(decryptStream(inPieces(message, [1000]), passphrase))).equals(plain), 'Strata recovers the plaintext');
+    });
+  }
+
+  it('a changed byte or a cut message fails in gpg and in Strata', async () => {
+    const plain = randomBytes(2 * MiB + 300);
+    const message = await collect(encryptStream(inPieces(plain, [MiB / 2]), passphrase, 'compat'));
+    const changed = Buffer.from(message);
+    changed[Math.floor(changed.length * 0.6)]! ^= 0x01;
+    const cut = message.subarray(0, message.length - 30);
+    for (const [what, bad] of [['changed', changed], ['cut', cut]] as const) {
+      assert.notEqual(gpgDecrypt(bad).status, 0, `gpg refuses the ${what} message`);
+      await assert.rejects(
+        collect(decryptStream(inPieces(bad, [MiB]), passphrase)),
+        (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG') || isStrataError(err, 'ARTIFACT_CORRUPT'),
+        `Strata refuses the ${what} message`,
+      );
+    }
+  });
+});
