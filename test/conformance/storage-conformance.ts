@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { setImmediate as yieldToLoop, setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { isNotFound, isStrataError } from '@strata/sdk';
@@ -72,6 +73,25 @@ export function describeStorageConformance(name: string, fixture: StorageFixture
       assert.ok(st.modified instanceof Date && !Number.isNaN(st.modified.getTime()));
       await storage.put('a/b/object', slowBody(0x41, 3, 4));
       assert.equal(Buffer.from(await storage.read('a/b/object')).toString(), 'AAAAAAAAAAAA');
+    });
+
+    it('put keeps every byte of a body of pieces of every size, in order', async () => {
+      const { storage } = await fixture.create();
+      // Empty pieces, single bytes and pieces larger than any buffer a storage may gather them in.
+      const sizes = [0, 1, 3, 0, 64 * 1024, 1, 1536 * 1024, 7, 0, 3 * 1024 * 1024 + 5, 2, 512 * 1024 - 1, 1];
+      const pieces = sizes.map((size, n) => randomBytes(size).fill(n, 0, Math.min(size, 1)));
+      const body = (async function* () {
+        for (const piece of pieces) {
+          yield piece;
+          await yieldToLoop();
+        }
+      })();
+      const expected = Buffer.concat(pieces);
+      const info = await storage.put('pieces/object', body);
+      assert.equal(info.size, expected.length);
+      const read = Buffer.from(await storage.read('pieces/object'));
+      assert.equal(read.length, expected.length);
+      assert.ok(read.equals(expected), 'the object is the pieces, whole and in order');
     });
 
     it('a reader during a put sees the old object or the new one whole, never a part', async () => {
@@ -222,6 +242,13 @@ export function describeStorageConformance(name: string, fixture: StorageFixture
       })();
       await assert.rejects(storage.put('cancelled/failed', failing));
       await rejectsNotFound(storage.stat('cancelled/failed'), 'the object whose body failed');
+      // A body that fails after several MiB (a storage may be writing part of it meanwhile).
+      const failingLater = (async function* () {
+        for (let n = 0; n < 12; n++) yield Buffer.alloc(512 * 1024, 0x66);
+        throw new Error('the source broke later');
+      })();
+      await assert.rejects(storage.put('cancelled/failed-later', failingLater));
+      await rejectsNotFound(storage.stat('cancelled/failed-later'), 'the object whose body failed after several MiB');
       assert.deepEqual(await keys(storage, 'cancelled/'), ['cancelled/old']);
 
       // An aborted signal stops a put and an exclusive create before they write anything.

@@ -70,6 +70,10 @@ export interface Storage {
   readonly capabilities: StorageCapabilities;
   /** A human-readable location for messages (a folder path, a bucket URL without credentials). */
   readonly location: string;
+  /**
+   * Writes a whole object. A storage may keep a piece of `body` after asking for the next one (to
+   * write while the body produces more), so a body never writes again to a piece it has yielded.
+   */
   put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo>;
   get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>>;
   /** Reads a whole small object into memory (catalog, config, lock files). */

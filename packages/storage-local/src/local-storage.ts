@@ -131,11 +131,7 @@ export class LocalStorage implements Storage {
         await writeAll(handle, body);
         size = body.byteLength;
       } else {
-        for await (const chunk of body) {
-          throwIfAborted(options.signal, `storage: write ${key}`);
-          await writeAll(handle, chunk);
-          size += chunk.byteLength;
-        }
+        size = await writeBehind(handle, body, () => throwIfAborted(options.signal, `storage: write ${key}`));
       }
       throwIfAborted(options.signal, `storage: write ${key}`);
       await handle.sync();
@@ -337,6 +333,58 @@ const EXCLUSIVE_FOLDERS = ['locks', 'catalog'];
 /** A temporary file of an unfinished createExclusive: `.<name>.<pid>-<hex>.partial`. */
 function isTempName(name: string): boolean {
   return /^\..*\.\d+-[0-9a-f]+\.partial$/.test(name);
+}
+
+/** Pieces gathered into one write of at least this many bytes. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
+/**
+ * Writes a body's pieces in batches, one batch being written while the next is pulled: awaiting
+ * each piece's write before asking for the next held up everything that produces the body (a
+ * backup's reading, hashing and encryption run only when pulled), 2.8 s of a 14 s base backup.
+ * Relies on a body never writing again to a piece it has yielded (Storage.put).
+ */
+async function writeBehind(handle: fs.FileHandle, body: AsyncIterable<Uint8Array>, checkAborted: () => void): Promise<number> {
+  let size = 0;
+  let batch: Uint8Array[] = [];
+  let batchBytes = 0;
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    for await (const piece of body) {
+      checkAborted();
+      if (piece.byteLength === 0) continue;
+      batch.push(piece);
+      batchBytes += piece.byteLength;
+      size += piece.byteLength;
+      if (batchBytes < WRITE_BATCH_BYTES) continue;
+      await writing;
+      writing = writeAllOf(handle, batch);
+      // Awaited before the next batch or at the end; an early failure must not go unhandled meanwhile.
+      writing.catch(() => undefined);
+      batch = [];
+      batchBytes = 0;
+    }
+  } catch (err) {
+    // The caller removes the file: not while a write to it is still under way.
+    await writing.catch(() => undefined);
+    throw err;
+  }
+  await writing;
+  checkAborted();
+  if (batch.length > 0) await writeAllOf(handle, batch);
+  return size;
+}
+
+/** Writes every byte of the pieces, in order (writev may write part of them). */
+async function writeAllOf(handle: fs.FileHandle, pieces: Uint8Array[]): Promise<void> {
+  let rest = pieces;
+  while (rest.length > 0) {
+    let { bytesWritten } = await handle.writev(rest);
+    let next = 0;
+    while (next < rest.length && bytesWritten >= rest[next]!.byteLength) bytesWritten -= rest[next++]!.byteLength;
+    rest = rest.slice(next);
+    if (bytesWritten > 0) rest[0] = rest[0]!.subarray(bytesWritten);
+  }
 }
 
 async function writeAll(handle: fs.FileHandle, data: Uint8Array): Promise<void> {
