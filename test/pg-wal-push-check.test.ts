@@ -169,6 +169,26 @@ describe('wal-push refuses a file that is not the WAL segment of its name', func
     await switchAndArchive(db!);
   });
 
+  it('refuses to archive in plaintext when repository.json says "not encrypted" over an encrypted archive', async function () {
+    const current = await currentSegment();
+    const file = path.join(cluster.dir, 'repo', 'repository.json');
+    const original = readFileSync(file, 'utf8');
+    const config = JSON.parse(original) as Record<string, unknown>;
+    writeFileSync(file, JSON.stringify({ ...config, encryption: { profile: 'none' } }));
+    try {
+      const refused = await push(place(current, readFileSync(path.join(cluster.dataDir, 'pg_wal', current))));
+      assert.equal(refused.status, 1, refused.stdout + refused.stderr);
+      assert.match(refused.stderr, /says the repository is not encrypted, but it holds 1 key file\(s\): .*Put back its copy .*nothing was written/);
+      assert.ok(!archived().includes(current), 'nothing was stored');
+    } finally {
+      writeFileSync(file, original);
+    }
+    // With it put back, the segment is archived as usual, encrypted.
+    await db!.query('INSERT INTO t VALUES (6)');
+    assert.equal(await switchAndArchive(db!), current);
+    assert.ok(readdirSync(logDir()).filter((f) => f.startsWith(current)).every((f) => f.endsWith('.gpg')));
+  });
+
   it("verify reports a segment stored without the check (another cluster's, in the WAL a recovery replays)", async function () {
     const backup = await cluster.cli(['backup', DB, '--json']);
     assert.equal(backup.status, 0, backup.stderr);

@@ -126,8 +126,9 @@ export class KeyVault {
    * plaintext, with the passphrase given quietly unused. A repository that holds key files or
    * encrypted backups was encrypted, so such a repository.json is refused, once per process
    * (one listing of keys/ and one catalog read, for unencrypted repositories only), before a
-   * backup or a segment is written. Not before each archived log file: `wal-push` is a process
-   * per file, and those two requests would come with every one.
+   * backup, a segment or a log file is written. `wal-push` is a process per log file, so an
+   * unencrypted repository pays those two requests for each: little beside a 16 MiB upload, and
+   * the WAL is the data a plaintext archive would expose.
    */
   async refuseUnencryptedOverKeys(): Promise<void> {
     if (this.#section.profile !== 'none') return;
