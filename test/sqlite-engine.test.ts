@@ -94,6 +94,20 @@ describe('SQLite engine', () => {
     sqliteQuery(target, "DELETE FROM sqlite_sequence WHERE name = 'orders'");
     assert.equal((await facts())!.rows, 1);
     assert.deepEqual((await repo.tablesOf({ id: record.id })).sort(), ['odd "name"', 'orders', 'plain']);
+    // What list and the editor show counts the tables and their rows alone (3 + 1 + 1), in a full,
+    // in an incremental that stores its facts as changes, and in a catalog rebuilt from the artifacts.
+    assert.deepEqual([record.tableCount, record.rowCount], [3, 5]);
+    sqliteQuery(source, "INSERT INTO orders (note) VALUES ('f')");
+    const incremental = await repo.backup(source, { database: 'counters', type: 'incremental' });
+    assert.deepEqual([incremental.tableCount, incremental.rowCount], [3, 6]);
+    const rebuilt = await repo.rebuildCatalog();
+    assert.deepEqual(
+      rebuilt.map((b) => [b.id, b.tableCount, b.rowCount]),
+      [
+        [record.id, 3, 5],
+        [incremental.id, 3, 6],
+      ],
+    );
     await repo.close();
   });
 

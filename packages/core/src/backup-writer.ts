@@ -181,6 +181,7 @@ export class BackupWriter {
           ...(options.snapshotAt ? { changePosition: options.snapshotAt.position } : {}),
           ...(snapshot.logRange ? { logRange: snapshot.logRange } : {}),
           ...(parent && snapshot.incrementalMethod ? { incrementalMethod: snapshot.incrementalMethod } : {}),
+          ...(engine.nonTableFacts?.length ? { nonTableFacts: [...engine.nonTableFacts] } : {}),
         },
         tables: () => snapshot!.tableStats(),
         ...(snapshot.finish ? { finish: snapshot.finish.bind(snapshot) } : {}),

@@ -1,5 +1,6 @@
 import { StrataError } from './errors.js';
 import type { ChangePosition, LogRange } from './engine.js';
+import { countTables } from './format/facts-delta.js';
 import type { BackupType, Manifest } from './format/manifest.js';
 import type { Storage } from './storage.js';
 import { isNotFound } from './storage.js';
@@ -373,8 +374,7 @@ export function recordFromManifest(
     compression: artifact.compression,
     encryption: artifact.encryption,
     schemaFingerprint: manifest.schemaFingerprint,
-    tableCount: manifest.factsDelta ? manifest.factsDelta.tableCount : manifest.tables.length,
-    rowCount: manifest.factsDelta ? manifest.factsDelta.rowCount : manifest.tables.reduce((sum, t) => sum + t.rows, 0),
+    ...(manifest.factsDelta ? { tableCount: manifest.factsDelta.tableCount, rowCount: manifest.factsDelta.rowCount } : countTables(manifest.tables, manifest.nonTableFacts)),
     verification: null,
     ...(manifest.changePosition ? { changePosition: manifest.changePosition } : {}),
     ...(manifest.logRange ? { logRange: manifest.logRange } : {}),

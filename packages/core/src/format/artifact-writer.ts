@@ -103,7 +103,7 @@ export function writeArchive(plan: ArtifactPlan): { archive: AsyncGenerator<Uint
     }
     const finished = { ...plan.manifest, ...(await plan.finish?.()) };
     const facts: CompleteFacts = { tables: await plan.tables(), ...(finished.schemaObjects ? { schemaObjects: finished.schemaObjects } : {}) };
-    const delta = plan.parentFacts ? deltaFacts(facts, plan.parentFacts) : undefined;
+    const delta = plan.parentFacts ? deltaFacts(facts, plan.parentFacts, plan.manifest.nonTableFacts) : undefined;
     const manifest: Manifest = delta
       ? { ...finished, formatVersion: FACTS_DELTA_FORMAT_VERSION, ...(delta.schemaObjects ? { schemaObjects: delta.schemaObjects } : {}), tables: delta.tables, factsDelta: delta.delta, streams }
       : { ...finished, tables: facts.tables, streams };

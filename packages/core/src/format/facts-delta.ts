@@ -40,11 +40,18 @@ export function factsDigest(facts: CompleteFacts): string {
   return createHash('sha256').update(JSON.stringify({ tables, objects })).digest('hex');
 }
 
+/** The catalog's counts of a set of table facts: tables and rows, without the entries that are not tables. */
+export function countTables(tables: readonly TableStats[], nonTableFacts: readonly string[] = []): { tableCount: number; rowCount: number } {
+  const besides = new Set(nonTableFacts);
+  const real = tables.filter((t) => !besides.has(t.name));
+  return { tableCount: real.length, rowCount: real.reduce((sum, t) => sum + t.rows, 0) };
+}
+
 /**
  * The description of `current` as changes against `parent`, or undefined when only the complete
  * facts describe it (schema objects on one side only, or facts a delta would not reproduce).
  */
-export function deltaFacts(current: CompleteFacts, parent: CompleteFacts): { tables: TableStats[]; schemaObjects?: SchemaObjects; delta: FactsDelta } | undefined {
+export function deltaFacts(current: CompleteFacts, parent: CompleteFacts, nonTableFacts: readonly string[] = []): { tables: TableStats[]; schemaObjects?: SchemaObjects; delta: FactsDelta } | undefined {
   if ((current.schemaObjects === undefined) !== (parent.schemaObjects === undefined)) return undefined;
   const before = new Map(parent.tables.map((t) => [t.name, t]));
   const now = new Set(current.tables.map((t) => t.name));
@@ -63,8 +70,7 @@ export function deltaFacts(current: CompleteFacts, parent: CompleteFacts): { tab
     digest: factsDigest(current),
     removedTables: parent.tables.filter((t) => !now.has(t.name)).map((t) => t.name),
     removedObjects,
-    tableCount: current.tables.length,
-    rowCount: current.tables.reduce((sum, t) => sum + t.rows, 0),
+    ...countTables(current.tables, nonTableFacts),
   };
   const stored = { tables, ...(current.schemaObjects ? { schemaObjects: objects } : {}) };
   // Resolving must give back the current facts (a table listed twice would not), else store them whole.

@@ -103,7 +103,14 @@ export interface Manifest {
   readonly logRange?: LogRange;
   /** How this incremental or differential stores its changes, in words for `list` (see engine.ts `Snapshot.incrementalMethod`). */
   readonly incrementalMethod?: string;
+  /**
+   * Names of `tables` entries that are not tables (engine.ts `Engine.nonTableFacts`), left out of
+   * the catalog's table and row counts. Absent in artifacts of older versions, whose counts
+   * include them.
+   */
+  readonly nonTableFacts?: readonly string[];
 }
+
 
 /**
  * A few printable words (at most 100 characters, no control characters): what `list` and the
@@ -150,6 +157,9 @@ export function parseManifest(bytes: Uint8Array, where: string): Manifest {
     if (typeof objects !== 'object' || objects === null || Array.isArray(objects) || Object.entries(objects).some(([k, v]) => k.length > 4096 || typeof v !== 'string' || v.length > 128)) {
       throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field schemaObjects is malformed`);
     }
+  }
+  if (m.nonTableFacts !== undefined && (!Array.isArray(m.nonTableFacts) || m.nonTableFacts.length > 64 || !m.nonTableFacts.every(isShortText))) {
+    throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field nonTableFacts is malformed`);
   }
   if (m.incrementalMethod !== undefined && !isShortText(m.incrementalMethod)) {
     throw new StrataError('ARTIFACT_CORRUPT', `${where}: manifest field incrementalMethod is malformed`);
