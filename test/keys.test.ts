@@ -303,6 +303,26 @@ describe('keys that can change', function () {
     assert.match(written.stderr, /is not encrypted \(made with init --no-encryption\): the passphrase of --passphrase-file is not used, and what this command writes is stored unencrypted/);
   });
 
+  it('a process that was refused over a "not encrypted" repository.json writes encrypted again once it is put back, without a restart', async () => {
+    init();
+    const db = source();
+    backup(db, 'full');
+    const file = path.join(repo(), 'repository.json');
+    const original = readFileSync(file, 'utf8');
+    // Opened while the edited copy is in place, as a daemon started then would be.
+    writeFileSync(file, JSON.stringify({ ...(JSON.parse(original) as Record<string, unknown>), encryption: { profile: 'none' } }));
+    const repository = await openRepository(repo(), { passphrase: new Passphrase(TEST_PASSPHRASE) });
+    try {
+      await assert.rejects(repository.backup(db, { database: 'app' }), /says the repository is not encrypted, but it holds 1 key file\(s\)/);
+      writeFileSync(file, original);
+      const written = await repository.backup(db, { database: 'app' });
+      assert.equal(written.encryption.profile, 'compat');
+      assert.match(written.key, /\.gpg$/);
+    } finally {
+      await repository.close();
+    }
+  });
+
   it('a new passphrase with a line break in it, which gpg --passphrase-file could not read, is refused by init, key add and key passwd', () => {
     const twoLines = path.join(dir.path, 'two-lines.pass');
     writeFileSync(twoLines, 'secret one\n\n');

@@ -127,8 +127,9 @@ export class KeyVault {
    * encrypted backups was encrypted, so such a repository.json is refused, once per process
    * (one listing of keys/ and one catalog read, for unencrypted repositories only), before a
    * backup, a segment or a log file is written. `wal-push` is a process per log file, so an
-   * unencrypted repository pays those two requests for each: little beside a 16 MiB upload, and
-   * the WAL is the data a plaintext archive would expose.
+   * unencrypted repository pays those requests (the listing of keys/, and the catalog's listing
+   * and read) for each, and again for a mirror: little beside a 16 MiB upload, and the WAL is the
+   * data a plaintext archive would expose. The caller reads the profile after this check.
    */
   async refuseUnencryptedOverKeys(): Promise<void> {
     if (this.#section.profile !== 'none') return;
@@ -137,6 +138,13 @@ export class KeyVault {
     for await (const object of this.#storage.list(KEYS_PREFIX)) if (object.key.endsWith('.asc')) keyFiles++;
     const encrypted = keyFiles > 0 ? [] : ((await readCatalog(this.#storage).catch(() => undefined)) ?? []).filter((b) => b.encryption.profile !== 'none');
     if (keyFiles > 0 || encrypted.length > 0) {
+      // A process that runs for days (wal-daemon, wal-receive, replicate) reads repository.json
+      // again, so that one put back, as the message asks, is taken without a restart.
+      await this.#refresh();
+      if (this.#section.profile !== 'none') {
+        await this.unlock();
+        return;
+      }
       throw new StrataError(
         'ARTIFACT_CORRUPT',
         `repository: repository.json in ${this.#storage.location} says the repository is not encrypted, but it holds ${keyFiles > 0 ? `${keyFiles} key file(s)` : `${encrypted.length} encrypted backup(s)`}: it was replaced or edited, and new backups would be written unencrypted. Put back its copy (it holds no secret); nothing was written`,

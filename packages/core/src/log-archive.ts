@@ -236,8 +236,8 @@ export class LogArchive {
   async #store(database: string, name: string, storedName: string, sha256: string, bytes: Uint8Array, signal?: AbortSignal): Promise<LogFile> {
     await this.#ctx.unlock();
     const codec = getCodec(this.#ctx.config.compression.codec);
-    const profile = this.#ctx.vault.section.profile;
     await this.#ctx.vault.refuseUnencryptedOverKeys();
+    const profile = this.#ctx.vault.section.profile;
     const dataKey = profile === 'none' ? undefined : this.#ctx.vault.current('log archive');
     const key = `${logPrefix(database)}${storedName}_${sha256}_${dataKey?.id ?? NO_KEY_ID}${codec.extension}${profile === 'none' ? '' : '.gpg'}`;
     // A log file is one segment (16 MiB by default), most often pushed by a process of its own.
