@@ -59,6 +59,25 @@ describe('OpenPGP messages of the compat profile', () => {
     });
   }
 
+  it('a wrong passphrase is told as such', async () => {
+    const message = await collect(encryptStream(inPieces(randomBytes(100_000), [4096]), passphrase, 'compat'));
+    await assert.rejects(collect(decryptStream(inPieces(message, [1000]), new Passphrase('not the passphrase'))), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'));
+  });
+
+  it("reads a message of another shape, gpg's own (compressed, old-format packets), through openpgp.js", async () => {
+    const plain = randomBytes(3 * MiB);
+    const home = path.join(dir.path, 'gnupg-writer');
+    mkdirSync(home, { mode: 0o700 });
+    const input = path.join(dir.path, 'plain.bin');
+    const passfile = path.join(dir.path, 'passphrase');
+    writeFileSync(input, plain);
+    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const r = spawnSync('gpg', ['--batch', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--symmetric', '--cipher-algo', 'AES256', '-o', '-', input], { maxBuffer: 64 * MiB });
+    spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']);
+    assert.equal(r.status, 0, r.stderr.toString());
+    assert.ok((await collect(decryptStream(inPieces(r.stdout, [MiB]), passphrase))).equals(plain));
+  });
+
   it('a changed byte or a cut message fails in gpg and in Strata', async () => {
     const plain = randomBytes(2 * MiB + 300);
     const message = await collect(encryptStream(inPieces(plain, [MiB / 2]), passphrase, 'compat'));

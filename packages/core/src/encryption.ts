@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
 import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
-import { seipdV1 } from './seipd-stream.js';
+import { openSeipdV1, seipdV1, seipdV1Head } from './seipd-stream.js';
 
 /**
  * - `compat` (default): OpenPGP SEIPDv1 (AES-256, MDC) with an iterated-salted S2K, what
@@ -131,12 +131,71 @@ export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphra
   yield* encrypted as AsyncIterable<Uint8Array>;
 }
 
+/** Octets of a message's start that always hold its session key packets and the start of the data packet after them. */
+const MESSAGE_HEAD_BYTES = 4096;
+
 /**
  * Decrypts a byte stream. Plaintext flows before the message's integrity check at its very end
  * has run (for SEIPDv1 the MDC, for AEAD the final tag), so callers must treat what they receive
  * as unverified until the iterator finishes without error, and only then commit anything.
+ *
+ * A message shaped as the `compat` profile writes it (session key packets, then SEIPDv1) has its
+ * session key opened by openpgp.js and its data read by {@link openSeipdV1}; any other is read
+ * by openpgp.js whole.
  */
 export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
+  const iterator = source[Symbol.asyncIterator]();
+  const pieces: Buffer[] = [];
+  let headBytes = 0;
+  let ended = false;
+  try {
+    while (headBytes < MESSAGE_HEAD_BYTES) {
+      const next = await iterator.next();
+      if (next.done) {
+        ended = true;
+        break;
+      }
+      pieces.push(Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength));
+      headBytes += next.value.byteLength;
+    }
+  } catch (err) {
+    throw classifyDecryptError(err);
+  }
+  const head = Buffer.concat(pieces);
+  const rest: AsyncIterator<Uint8Array> = ended ? { next: async () => ({ done: true, value: undefined }) } : iterator;
+  const shape = seipdV1Head(head);
+  if (shape) {
+    const sessionKey = await openSessionKey(shape.sessionKeyPackets, passphrase);
+    if (sessionKey) {
+      yield* openSeipdV1(shape.dataPacket, rest, sessionKey);
+      return;
+    }
+  }
+  yield* decryptWithOpenpgp(
+    (async function* () {
+      yield head;
+      for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+    })(),
+    passphrase,
+  );
+}
+
+/** The AES-256 session key that `passphrase` opens in the packets, or undefined for another cipher (openpgp.js reads those messages whole). */
+async function openSessionKey(packets: Buffer, passphrase: Passphrase): Promise<Uint8Array | undefined> {
+  const openpgp = await loadOpenpgp();
+  let keys: { data: Uint8Array; algorithm: string | null }[];
+  try {
+    const message = await openpgp.readMessage({ binaryMessage: packets });
+    keys = await settleWithin(openpgp.decryptSessionKeys({ message, passwords: [passphrase.reveal()] }));
+  } catch (err) {
+    throw classifyDecryptError(err);
+  }
+  const key = keys.find((k) => k.algorithm === 'aes256' && k.data.length === 32);
+  return key?.data;
+}
+
+/** A message read by openpgp.js. */
+async function* decryptWithOpenpgp(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
   const openpgp = await loadOpenpgp();
   let data: AsyncIterable<Uint8Array>;
   try {
