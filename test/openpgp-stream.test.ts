@@ -59,6 +59,24 @@ describe('OpenPGP messages of the compat profile', () => {
     });
   }
 
+  it("a bit flipped anywhere in the data packet's framing, prefix, literal header or integrity code is refused", async function () {
+    this.timeout(120_000);
+    const plain = randomBytes(MiB + 5000);
+    const message = await collect(encryptStream(inPieces(plain, [MiB / 4]), passphrase, 'compat'));
+    // The session key packet comes first: new-format tag 3 and a one-octet length.
+    const dataPacket = 2 + message[1]!;
+    const positions = [...Array.from({ length: 48 }, (_, i) => dataPacket + i), ...Array.from({ length: 24 }, (_, i) => message.length - 1 - i)];
+    for (const at of positions) {
+      const flipped = Buffer.from(message);
+      flipped[at]! ^= 1 << (at % 8);
+      await assert.rejects(
+        collect(decryptStream(inPieces(flipped, [4096]), passphrase)),
+        (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG') || isStrataError(err, 'ARTIFACT_CORRUPT'),
+        `a bit flipped at byte ${at} of ${message.length}`,
+      );
+    }
+  });
+
   it('a wrong passphrase is told as such', async () => {
     const message = await collect(encryptStream(inPieces(randomBytes(100_000), [4096]), passphrase, 'compat'));
     await assert.rejects(collect(decryptStream(inPieces(message, [1000]), new Passphrase('not the passphrase'))), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'));
