@@ -7,7 +7,7 @@ import { StrataError } from './errors.js';
  * 5.13.1), around one literal data packet (5.9), both streamed with partial body lengths (4.2.1.4).
  *
  * Why by hand: openpgp.js streams this packet through web streams, a tee of the plaintext for the
- * MDC and a copy of every piece at each of them; measured on a 1.5 GB physical base backup (560 MB
+ * MDC and a copy of every piece at each of them; measured on a backup of 1.5 GB (560 MB
  * after zstd) that cost the main thread about 3 CPU seconds, as much as reading, chunking and
  * hashing the 1.5 GB, where the work itself (AES-256-CFB and SHA-1 over 560 MB, both Node's
  * OpenSSL) is under one; reading it back cost a restore 4.5 CPU s. The cryptography stays Node's
