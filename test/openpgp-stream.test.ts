@@ -77,6 +77,26 @@ describe('OpenPGP messages of the compat profile', () => {
     }
   });
 
+  it('a reader that stops early lets the source go (a file handle, a connection)', async () => {
+    const message = await collect(encryptStream(inPieces(randomBytes(3 * MiB), [MiB]), passphrase, 'compat'));
+    for (const at of [0, MiB]) {
+      let released = false;
+      const source = (async function* () {
+        try {
+          yield* inPieces(message, [64 * 1024]);
+        } finally {
+          released = true;
+        }
+      })();
+      let seen = 0;
+      for await (const piece of decryptStream(source, passphrase)) {
+        seen += piece.byteLength;
+        if (seen > at) break;
+      }
+      assert.ok(released, `the source is closed after ${seen} bytes read`);
+    }
+  });
+
   it('a wrong passphrase is told as such', async () => {
     const message = await collect(encryptStream(inPieces(randomBytes(100_000), [4096]), passphrase, 'compat'));
     await assert.rejects(collect(decryptStream(inPieces(message, [1000]), new Passphrase('not the passphrase'))), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'));

@@ -381,6 +381,8 @@ $body$;
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
     assert.match(report!.checks.at(-1)!.reason, /^2 table\(s\) and pg_sequences: row counts and content checksums match/);
+    // list counts the two tables and their 3 + 2 rows, not the four sequences.
+    assert.deepEqual([record.tableCount, record.rowCount], [2, 5]);
 
     // What the backup recorded is what the restored database holds, and it moves with any position.
     const recorded = (await factsAtBackup(engine, pgUrl(source), path.join(dir.path, 'tmp'))).find((t) => t.name === 'pg_sequences');

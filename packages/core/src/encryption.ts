@@ -159,25 +159,31 @@ export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphra
       headBytes += next.value.byteLength;
     }
   } catch (err) {
+    await iterator.return?.().catch(() => undefined);
     throw classifyDecryptError(err);
   }
   const head = Buffer.concat(pieces);
   const rest: AsyncIterator<Uint8Array> = ended ? { next: async () => ({ done: true, value: undefined }) } : iterator;
-  const shape = seipdV1Head(head);
-  if (shape) {
-    const sessionKey = await openSessionKey(shape.sessionKeyPackets, passphrase);
-    if (sessionKey) {
-      yield* openSeipdV1(shape.dataPacket, rest, sessionKey);
-      return;
+  try {
+    const shape = seipdV1Head(head);
+    if (shape) {
+      const sessionKey = await openSessionKey(shape.sessionKeyPackets, passphrase);
+      if (sessionKey) {
+        yield* openSeipdV1(shape.dataPacket, rest, sessionKey);
+        return;
+      }
     }
+    yield* decryptWithOpenpgp(
+      (async function* () {
+        yield head;
+        for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+      })(),
+      passphrase,
+    );
+  } finally {
+    // A reader that stops early (or fails) lets the source go: a file's handle, an object's connection.
+    if (!ended) await iterator.return?.().catch(() => undefined);
   }
-  yield* decryptWithOpenpgp(
-    (async function* () {
-      yield head;
-      for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
-    })(),
-    passphrase,
-  );
 }
 
 /** The AES-256 session key that `passphrase` opens in the packets, or undefined for another cipher (openpgp.js reads those messages whole). */
