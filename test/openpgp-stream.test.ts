@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Passphrase, decryptStream, encryptStream, isStrataError } from '@strata/sdk';
+import { Passphrase, decryptStream, encryptStream, isStrataError, readTar, tarHeaderBytes, tarPadding, tarTrailer } from '@strata/sdk';
 import { TEST_PASSPHRASE, useTempDir } from './helpers/env.js';
 
 /**
@@ -95,6 +95,37 @@ describe('OpenPGP messages of the compat profile', () => {
       }
       assert.ok(released, `the source is closed after ${seen} bytes read`);
     }
+  });
+
+  it('a tar read from a message is read to the message\'s end: the integrity code in its last bytes is checked', async () => {
+    // A tar that ends (its first zero block) well before the message does: the second zero block
+    // and the integrity code come in a last piece of their own.
+    const body = randomBytes(5000);
+    const tar = Buffer.concat([tarHeaderBytes({ name: 'data/x', size: body.length, mtime: new Date() }), body, tarPadding(body.length), tarTrailer()]);
+    const message = await collect(encryptStream(inPieces(tar, [tar.length]), passphrase, 'compat'));
+    const cut = message.length - 600;
+    const read = async (bytes: Buffer): Promise<{ names: string[]; consumed: number }> => {
+      let consumed = 0;
+      const source = (async function* () {
+        for (const piece of [bytes.subarray(0, cut), bytes.subarray(cut)]) {
+          consumed += piece.length;
+          yield piece;
+        }
+      })();
+      const names: string[] = [];
+      for await (const entry of readTar(decryptStream(source, passphrase))) {
+        names.push(entry.name);
+        for await (const part of entry.body) void part;
+      }
+      return { names, consumed };
+    };
+    assert.deepEqual(await read(message), { names: ['data/x'], consumed: message.length });
+    const altered = Buffer.from(message);
+    altered[altered.length - 3]! ^= 0x40;
+    await assert.rejects(read(altered), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'), 'the altered integrity code is noticed');
+    // Anything but zeros after the end-of-archive marker is refused.
+    const extended = await collect(encryptStream(inPieces(Buffer.concat([tar, Buffer.from('more')]), [4096]), passphrase, 'compat'));
+    await assert.rejects(read(extended), (err: unknown) => isStrataError(err, 'ARTIFACT_CORRUPT'));
   });
 
   it('a wrong passphrase is told as such', async () => {

@@ -139,9 +139,11 @@ const MESSAGE_HEAD_BYTES = 4096;
  * has run (for SEIPDv1 the MDC, for AEAD the final tag), so callers must treat what they receive
  * as unverified until the iterator finishes without error, and only then commit anything.
  *
- * A message shaped as the `compat` profile writes it (session key packets, then SEIPDv1) has its
- * session key opened by openpgp.js and its data read by {@link openSeipdV1}; any other is read
- * by openpgp.js whole.
+ * A message that starts as the `compat` profile writes it (version 4 session key packets, then a
+ * version 1 SEIPD packet, under AES-256) has its session key opened by openpgp.js and its data
+ * read by {@link openSeipdV1}, which expects a literal data packet inside, as Strata and
+ * openpgp.js write it; a message that starts otherwise (the `modern` profile's, gpg's own) is
+ * read by openpgp.js whole.
  */
 export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
   const iterator = source[Symbol.asyncIterator]();
@@ -159,10 +161,11 @@ export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphra
       headBytes += next.value.byteLength;
     }
   } catch (err) {
+    // The source's own failure (a storage error), as it is: nothing here read it as a message yet.
     await iterator.return?.().catch(() => undefined);
-    throw classifyDecryptError(err);
+    throw err;
   }
-  const head = Buffer.concat(pieces);
+  const head = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
   const rest: AsyncIterator<Uint8Array> = ended ? { next: async () => ({ done: true, value: undefined }) } : iterator;
   try {
     const shape = seipdV1Head(head);

@@ -217,11 +217,17 @@ export function seipdV1Head(head: Buffer): MessageHead | undefined {
   let at = 0;
   while (at < head.length && head[at] === (0xc0 | 3)) {
     const first = head[at + 1];
-    if (first === undefined || first >= 192) return undefined;
+    // One-octet lengths, version 4 (version 6, with AEAD, is the modern profile's).
+    if (first === undefined || first >= 192 || head[at + 2] !== 4) return undefined;
     at += 2 + first;
   }
   if (at === 0 || at >= head.length) return undefined;
   if (head[at] !== TAG_SEIPD) return undefined;
+  // The body's first octet is the version (2 is AEAD): past a length of one, two or five octets.
+  const lengthOctet = head[at + 1];
+  if (lengthOctet === undefined) return undefined;
+  const lengthBytes = lengthOctet < 192 || (lengthOctet >= 224 && lengthOctet < 255) ? 1 : lengthOctet < 224 ? 2 : 5;
+  if (head[at + 1 + lengthBytes] !== SEIPD_VERSION) return undefined;
   return { sessionKeyPackets: head.subarray(0, at), dataPacket: head.subarray(at) };
 }
 

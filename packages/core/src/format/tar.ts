@@ -156,8 +156,15 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       if (header.length === 0) throw new StrataError('ARTIFACT_CORRUPT', 'archive: truncated (no end-of-archive marker)');
       if (header.length < BLOCK) throw new StrataError('ARTIFACT_CORRUPT', 'archive: truncated inside a header');
       if (header.equals(ZERO_BLOCK)) {
-        // End of archive. Anything after the marker besides zero padding means a crafted file.
-        return;
+        // End of archive. Read on to the input's end: only zero padding may follow (anything else
+        // means an altered or crafted file), and the layers under the tar see their last bytes
+        // only when they are asked for them: decryption's integrity check at the end of the
+        // message, and the count of bytes read that a reader compares with the catalog.
+        for (;;) {
+          const rest = await reader.readUpTo(64 * 1024);
+          if (rest.length === 0) return;
+          if (rest.some((b) => b !== 0)) throw new StrataError('ARTIFACT_CORRUPT', 'archive: data after the end-of-archive marker');
+        }
       }
       const stored = parseOctal(header.subarray(148, 156));
       if (stored !== checksum(header)) throw new StrataError('ARTIFACT_CORRUPT', 'archive: header checksum mismatch');
