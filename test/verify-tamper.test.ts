@@ -200,6 +200,13 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
       db.exec('CREATE TABLE ledger (id INTEGER PRIMARY KEY, account TEXT NOT NULL, amount INTEGER, note TEXT)');
       const insert = db.prepare('INSERT INTO ledger VALUES (?, ?, ?, ?)');
       for (const row of LEDGER_ROWS) insert.run(...row);
+      // Values a JavaScript number cannot hold, or holds alike: integers past 2^53 that differ in
+      // their lowest bit, and an INTEGER beside a REAL of the same value.
+      db.exec(`CREATE TABLE wide (id INTEGER PRIMARY KEY, n INTEGER, v);
+        INSERT INTO wide VALUES (1, 9007199254740993, 1), (2, -9223372036854775807, 2.5), (3, 9223372036854775807, 'x');
+        CREATE TABLE counted (id INTEGER PRIMARY KEY AUTOINCREMENT, v);
+        INSERT INTO counted (v) VALUES (1);
+        UPDATE sqlite_sequence SET seq = 9007199254740993 WHERE name = 'counted'`);
       db.close();
       return file;
     }
@@ -212,7 +219,7 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
       streams.set('main.db', readFileSync(file));
     }
 
-    const cases: { name: string; edit: (file: string) => void }[] = [
+    const cases: { name: string; table?: string; edit: (file: string) => void }[] = [
       {
         name: 'a changed byte in a row value',
         edit: (file) => {
@@ -227,6 +234,10 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
       { name: 'a row dropped', edit: (file) => sqlEdit(file, 'DELETE FROM ledger WHERE id = 8') },
       { name: "two columns' values swapped", edit: (file) => sqlEdit(file, 'UPDATE ledger SET account = note, note = account WHERE id = 3') },
       { name: "the table's rows emptied (SQLite has one stream, the file)", edit: (file) => sqlEdit(file, 'DELETE FROM ledger') },
+      { name: 'an integer past 2^53 changed in its lowest bit', table: 'wide', edit: (file) => sqlEdit(file, 'UPDATE wide SET n = 9007199254740992 WHERE id = 1') },
+      { name: 'the largest integer changed by one', table: 'wide', edit: (file) => sqlEdit(file, 'UPDATE wide SET n = 9223372036854775806 WHERE id = 3') },
+      { name: 'an INTEGER turned into a REAL of the same value', table: 'wide', edit: (file) => sqlEdit(file, 'UPDATE wide SET v = 1.0 WHERE id = 1') },
+      { name: "an AUTOINCREMENT counter past 2^53 changed in its lowest bit", table: 'sqlite_sequence', edit: (file) => sqlEdit(file, "UPDATE sqlite_sequence SET seq = 9007199254740992 WHERE name = 'counted'") },
     ];
 
     for (const c of cases) {
@@ -235,9 +246,12 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
         const record = await repo.backup(source(), { database: 'app' });
         await tamperAndReseal(repoDir, record, (streams) => editDatabase(streams, c.edit));
         const [report] = await repo.verify({ id: record.id }, { level: 'full' });
-        assertCaughtInDataConsistency(report!, /table ledger /);
+        const table = c.table ?? 'ledger';
+        // The counters are an entry of their own, not a table, and named as such.
+        assertCaughtInDataConsistency(report!, table === 'sqlite_sequence' ? /^sqlite_sequence differs/ : new RegExp(`table ${table} `));
         // Only the altered table is named: the others restored as recorded.
-        assert.doesNotMatch(report!.checks.find((x) => x.name === 'data-consistency')!.reason, /table (books|authors|tags|log) /);
+        const others = ['books', 'authors', 'tags', 'log', 'ledger', 'wide', 'counted', 'sqlite_sequence'].filter((t) => t !== table);
+        assert.doesNotMatch(report!.checks.find((x) => x.name === 'data-consistency')!.reason, new RegExp(`table (${others.join('|')}) `));
       });
     }
 

@@ -10,6 +10,7 @@ import type {
   Engine,
   EngineCapabilities,
   EngineDisplay,
+  InspectOptions,
   RestoreCommitInfo,
   EngineRestoreOptions,
   RestoreSession,
@@ -21,7 +22,7 @@ import type {
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
 import { openDatabase } from './driver.js';
-import { COUNTERS_FACTS, collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
+import { COUNTERS_FACTS, FACTS_VERSION, collectFacts, quoteIdent, recordedFactsVersion, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
 import { createStoredObjects, storedObjects } from './schema-writer.js';
 import { checkSchemaSql } from './schema-check.js';
@@ -225,7 +226,7 @@ export class SqliteEngine implements Engine {
     };
   }
 
-  async inspect(locator: string): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
+  async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const file = filePath(locator);
     await checkIsSqliteFile(file);
     let db: Database.Database;
@@ -235,7 +236,8 @@ export class SqliteEngine implements Engine {
       throw sqliteError(`open ${file}`, err);
     }
     try {
-      const facts = collectFacts(db, { withData: true });
+      // Computed as the restore point being verified computed them (its factsVersion).
+      const facts = collectFacts(db, { withData: true, version: recordedFactsVersion(options.recordedMeta) });
       const integrity = (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((m) => m !== 'ok');
       const { violations, unchecked } = foreignKeyViolations(db, 'main');
       const fk = violations.map((r) => `foreign key violation: ${r.table} rowid ${r.rowid} references missing row in ${r.parent}`);
@@ -396,6 +398,7 @@ function readSnapshotSchema(copy: string, schemaOnly: boolean): { fingerprint: s
       autoVacuum: db.pragma('auto_vacuum', { simple: true }) as number,
       journalMode: db.pragma('journal_mode', { simple: true }) as string,
       sqliteVersion: (db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v,
+      factsVersion: FACTS_VERSION,
     };
     // A schema-only restore recreates sqlite_schema row by row (see createStoredObjects); schema.sql
     // alone cannot be cut into statements reliably, nor run where it uses "double-quoted" strings.
@@ -434,7 +437,7 @@ function tableStatsHere(file: string, withData: boolean): { promise: Promise<Tab
 
 /** Starts computing table stats of the snapshot copy on a worker thread. */
 function tableStatsInWorker(file: string, withData: boolean): { promise: Promise<TableStats[]>; stop(): Promise<void> } {
-  const worker = new Worker(new URL('./stats-worker.js', import.meta.url), { workerData: { file, withData } });
+  const worker = new Worker(new URL('./stats-worker.js', import.meta.url), { workerData: { file, withData, version: FACTS_VERSION } });
   const promise = new Promise<TableStats[]>((resolve, reject) => {
     worker.once('message', (msg: { tables?: TableStats[]; error?: string }) => {
       if (msg.tables) resolve(msg.tables);

@@ -88,22 +88,41 @@ function orderBy(db: Database, table: TableListRow): string {
 }
 
 const TAG_NULL = 0;
+const TAG_INTEGER = 1;
 const TAG_NUMBER = 2;
 const TAG_TEXT = 3;
 const TAG_BLOB = 4;
 const FLUSH_AT = 256 * 1024;
+const SHORT_TEXT = 16 * 1024;
+
+/**
+ * How this release computes a table's checksum, recorded in every snapshot's engineMeta as
+ * `factsVersion`. Version 1 (backups without the field) read every number as a JavaScript number:
+ * an INTEGER and a REAL of the same value (1 and 1.0) hashed alike, and so did two integers beyond
+ * 2^53 that differ only in their low bits, so verify could not notice a restore that changed one
+ * into the other. Version 2 reads integers exactly and tags them apart from reals.
+ */
+export const FACTS_VERSION = 2;
+
+/** The facts version a restore point's engineMeta records: 1 for backups made before the field. */
+export function recordedFactsVersion(meta: Readonly<Record<string, unknown>> | undefined): number {
+  const version = meta?.['factsVersion'];
+  if (meta === undefined) return FACTS_VERSION;
+  return typeof version === 'number' ? version : 1;
+}
 
 /**
  * Row count and a SHA-256 over every value of every row in a stable order (rowid, or the primary
  * key for WITHOUT ROWID tables). Each value is tagged with its storage class and length, so
- * `'1'` and `1`, or `NULL` and `''`, hash differently.
+ * `'1'` and `1`, `1` and `1.0`, or `NULL` and `''` hash differently (`1` and `1.0` alike in
+ * version 1, see {@link FACTS_VERSION}).
  */
-export function tableStats(db: Database, table: TableListRow): TableStats {
+export function tableStats(db: Database, table: TableListRow, version = FACTS_VERSION): TableStats {
   const hash = createHash('sha256');
-  // Plain numbers, not BigInts: an order of magnitude cheaper per value. Integers beyond 2^53
-  // lose precision in the checksum input, identically at backup and at verify, so equal tables
-  // still hash equal; the row count and every other value still tell different tables apart.
-  const stmt = db.prepare(`SELECT * FROM main.${quoteIdent(table.name)} ${orderBy(db, table)}`).raw(true);
+  // Version 2 reads integers as BigInts (exact to 64 bits, and told apart from reals). That costs
+  // about a third more per integer than a plain number, which version 1 read, at the price of
+  // exactness; version 1 stays only to verify the backups that recorded it.
+  const stmt = db.prepare(`SELECT * FROM main.${quoteIdent(table.name)} ${orderBy(db, table)}`).raw(true).safeIntegers(version >= 2);
   let buffer = Buffer.allocUnsafe(FLUSH_AT * 2);
   let used = 0;
   let rows = 0;
@@ -121,16 +140,25 @@ export function tableStats(db: Database, table: TableListRow): TableStats {
       if (value === null) {
         ensure(1);
         buffer[used++] = TAG_NULL;
+      } else if (typeof value === 'bigint') {
+        ensure(9);
+        buffer[used++] = TAG_INTEGER;
+        used = buffer.writeBigInt64LE(value, used);
       } else if (typeof value === 'number') {
         ensure(9);
         buffer[used++] = TAG_NUMBER;
         used = buffer.writeDoubleLE(value, used);
       } else if (typeof value === 'string') {
-        const len = Buffer.byteLength(value);
-        ensure(5 + len);
-        buffer[used++] = TAG_TEXT;
-        used = buffer.writeUInt32LE(len, used);
-        used += buffer.write(value, used, 'utf8');
+        // A short text is written first and measured by the write (a UTF-16 unit is at most 3
+        // UTF-8 bytes), then its tag and length go in front: measuring it first read every string
+        // twice. A long one is measured first, so the buffer grows only by what it needs.
+        const short = value.length <= SHORT_TEXT;
+        const room = short ? value.length * 3 : Buffer.byteLength(value);
+        ensure(5 + room);
+        const len = buffer.write(value, used + 5, 'utf8');
+        buffer[used] = TAG_TEXT;
+        buffer.writeUInt32LE(len, used + 1);
+        used += 5 + len;
       } else {
         const bytes = value as Buffer;
         ensure(5 + bytes.length);
@@ -149,15 +177,16 @@ export function tableStats(db: Database, table: TableListRow): TableStats {
 }
 
 /** Fingerprint and per-table stats of an open database. */
-export function collectFacts(db: Database, options: { withData: boolean }): DatabaseFacts {
+export function collectFacts(db: Database, options: { withData: boolean; version?: number }): DatabaseFacts {
+  const version = options.version ?? FACTS_VERSION;
   // A schema-only restore holds every table empty, so that is what a schema-only backup records.
   const empty = createHash('sha256').digest('hex');
   // Shadow tables are left out of a schema-only record: recreating an FTS5 table fills its
   // shadow tables with the module's bookkeeping rows, which are not the user's data.
   const tables = dataTables(db)
     .filter((t) => options.withData || t.type === 'table')
-    .map((t) => (options.withData ? tableStats(db, t) : { name: t.name, rows: 0, checksum: empty }));
-  return { schemaFingerprint: schemaFingerprint(db), schemaObjects: schemaObjects(db), tables: options.withData ? [...tables, ...counterStats(db)] : tables };
+    .map((t) => (options.withData ? tableStats(db, t, version) : { name: t.name, rows: 0, checksum: empty }));
+  return { schemaFingerprint: schemaFingerprint(db), schemaObjects: schemaObjects(db), tables: options.withData ? [...tables, ...counterStats(db, version)] : tables };
 }
 
 /** The facts entry of AUTOINCREMENT's counters, named after the table SQLite keeps them in (no user table can have its name). */
@@ -169,9 +198,12 @@ export const COUNTERS_FACTS = 'sqlite_sequence';
  * (without them the next row reuses a deleted row's id) in a table that is no user's. Backups
  * made before this entry record none, and verify then compares none.
  */
-function counterStats(db: Database): TableStats[] {
+function counterStats(db: Database, version: number): TableStats[] {
   if (!db.prepare(`SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = '${COUNTERS_FACTS}'`).get()) return [];
-  const counters = db.prepare(`SELECT name, seq FROM main.${COUNTERS_FACTS}`).raw(true).all() as unknown[][];
-  const lines = counters.map((row) => JSON.stringify(row)).sort();
+  const counters = db.prepare(`SELECT name, seq FROM main.${COUNTERS_FACTS}`).raw(true).safeIntegers(version >= 2).all() as unknown[][];
+  // Version 2 writes a counter's exact digits where JSON.stringify would round it to a double (or
+  // refuse a BigInt): the same text as before up to 2^53, exact beyond.
+  const line = (row: unknown[]): string => (version >= 2 ? `[${row.map((value) => (typeof value === 'bigint' ? value.toString() : JSON.stringify(value))).join(',')}]` : JSON.stringify(row));
+  const lines = counters.map(line).sort();
   return [{ name: COUNTERS_FACTS, rows: counters.length, checksum: createHash('sha256').update(lines.join('\n')).digest('hex') }];
 }
