@@ -341,6 +341,33 @@ describe('keys that can change', function () {
     assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
   });
 
+  it('a new passphrase in a file with a Windows line end (CR LF), which gpg --passphrase-file reads with its CR, is refused by init, key add and key passwd; such a file still opens the repository', () => {
+    const crlf = path.join(dir.path, 'crlf.pass');
+    writeFileSync(crlf, `${TEST_PASSPHRASE}\r\n`, { mode: 0o600 });
+    const fresh = path.join(dir.path, 'fresh');
+    const refusedInit = run(['init'], crlf, {}, fresh);
+    assert.equal(refusedInit.status, 2, refusedInit.stderr);
+    assert.match(refusedInit.stderr, /ends its line with CR LF .*gpg --passphrase-file.* would read the CR/);
+    assert.ok(!existsSync(fresh), 'no repository was made');
+    init();
+    const files = readdirSync(path.join(repo(), 'keys')).sort();
+    for (const action of ['add', 'passwd']) {
+      const refused = run(['key', action, '--new-passphrase-file', crlf]);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, /ends its line with CR LF/);
+    }
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
+    // Why: gpg, given the same file, cannot open the key file that the passphrase without the CR sealed.
+    const home = path.join(dir.path, 'gnupg');
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    const keyFile = path.join(repo(), 'keys', files.find((f) => f.endsWith('.asc'))!);
+    const byGpg = spawnSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase-file', crlf, '--decrypt', keyFile], { encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
+    assert.notEqual(byGpg.status, 0, 'gpg opened the key file with a CR at the end of the passphrase');
+    // Opening is unchanged: the same file still opens the repository it always opened.
+    ok(['key', 'list'], crlf);
+  });
+
   it('an export of modern (AEAD) artifacts is refused by a compat repository, whose every artifact gpg opens; a modern one takes it', () => {
     const modern = path.join(dir.path, 'modern');
     ok(['init', '--encryption', 'modern'], undefined, {}, modern);

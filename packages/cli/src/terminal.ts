@@ -121,7 +121,8 @@ export async function readPassphrase(sources: PassphraseSources, attempt = 1): P
   const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env(`${variable}_COMMAND`) : undefined);
   const file = sources.passphraseFile ?? (command === undefined ? env(`${variable}_FILE`) : undefined);
   if (command !== undefined) return attempt === 1 ? passphraseFromCommand(command) : undefined;
-  if (file !== undefined) return attempt === 1 ? passphraseFromFile(file) : undefined;
+  // Asked twice on a terminal means a new passphrase: it seals a key file (init, key add, passwd).
+  if (file !== undefined) return attempt === 1 ? passphraseFromFile(file, { sealsKeyFile: sources.confirm === true }) : undefined;
   const value = env(variable);
   if (value !== undefined) return attempt === 1 ? new Passphrase(value) : undefined;
   if (!sources.prompt || !process.stdin.isTTY || !process.stderr.isTTY) return undefined;

@@ -90,6 +90,7 @@ export type {
 export { describeJob, jobCron, scheduleOf } from './schedule.js';
 export type { ScheduledJobView } from './schedule.js';
 export { passphraseFromCommand, passphraseFromFile } from './passphrase-files.js';
+export type { PassphraseFileOptions } from './passphrase-files.js';
 
 /** Settings of the storages that have any (the `storage` section of strata.config.json). */
 export type StorageSettings = S3StorageSettings;

@@ -2,16 +2,34 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Passphrase, StrataError } from '@strata/core';
 
+/** How a passphrase file is read. */
+export interface PassphraseFileOptions {
+  /**
+   * The passphrase will seal a new key file (init, key add, key passwd). Recovery by hand opens a
+   * key file with `gpg --passphrase-file`, which takes the file's first line up to its LF: from a
+   * file saved with Windows line ends (CR LF) it takes the CR too, and the key file never opens
+   * (gpg says "Bad session key"), while Strata, dropping the whole line end, opens it every day.
+   * Such a file is refused for a new key file, rather than found out in a recovery.
+   */
+  readonly sealsKeyFile?: boolean;
+}
+
 /**
  * Reads a passphrase from a file: its text less one trailing newline. Shared by the command line
  * (--passphrase-file) and the server (a mirror's "passphraseFile"), so both read it the same way.
  */
-export function passphraseFromFile(file: string): Passphrase {
+export function passphraseFromFile(file: string, options: PassphraseFileOptions = {}): Passphrase {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new StrataError('USAGE', `passphrase file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (options.sealsKeyFile && text.endsWith('\r\n')) {
+    throw new StrataError(
+      'USAGE',
+      `passphrase file ${file} ends its line with CR LF (a Windows line end): gpg --passphrase-file, which a recovery by hand uses, would read the CR as part of the passphrase and could not open the key file; save it with a plain LF line end (sed -i 's/\\r$//' FILE) and run this again; nothing was changed`,
+    );
   }
   // One trailing newline is what editors and `echo` add; it is not part of the passphrase.
   return new Passphrase(text.replace(/\r?\n$/, ''));
