@@ -341,7 +341,7 @@ describe('keys that can change', function () {
     assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
   });
 
-  it('a new passphrase in a file with a Windows line end (CR LF), which gpg --passphrase-file reads with its CR, is refused by init, key add and key passwd; such a file still opens the repository', () => {
+  it('a new passphrase in a file with a Windows line end (CR LF), which gpg --passphrase-file reads with its CR, or not in UTF-8, is refused by init, key add, key passwd and key migrate; such a file still opens the repository', () => {
     const crlf = path.join(dir.path, 'crlf.pass');
     writeFileSync(crlf, `${TEST_PASSPHRASE}\r\n`, { mode: 0o600 });
     const fresh = path.join(dir.path, 'fresh');
@@ -366,6 +366,20 @@ describe('keys that can change', function () {
     assert.notEqual(byGpg.status, 0, 'gpg opened the key file with a CR at the end of the passphrase');
     // Opening is unchanged: the same file still opens the repository it always opened.
     ok(['key', 'list'], crlf);
+    // A file in another encoding than UTF-8: gpg would take its bytes, Strata U+FFFD for each.
+    const latin1 = path.join(dir.path, 'latin1.pass');
+    writeFileSync(latin1, Buffer.from('p\xe4sswort of bob\n', 'latin1'), { mode: 0o600 });
+    const notUtf8 = run(['key', 'add', '--new-passphrase-file', latin1]);
+    assert.equal(notUtf8.status, 2, notUtf8.stderr);
+    assert.match(notUtf8.stderr, /is not UTF-8 text/);
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
+    // key migrate seals the first key file with the passphrase that opens the repository.
+    const legacy = path.join(dir.path, 'legacy');
+    cpSync(path.join(ROOT, 'fixtures/legacy-v1/sqlite/repo'), legacy, { recursive: true });
+    const refusedMigrate = run(['key', 'migrate'], crlf, {}, legacy);
+    assert.equal(refusedMigrate.status, 2, refusedMigrate.stderr);
+    assert.match(refusedMigrate.stderr, /ends its line with CR LF/);
+    assert.match(ok(['key', 'list'], crlf, {}, legacy).stdout, /made before key files/);
   });
 
   it('an export of modern (AEAD) artifacts is refused by a compat repository, whose every artifact gpg opens; a modern one takes it', () => {

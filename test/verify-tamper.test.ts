@@ -206,7 +206,9 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
         INSERT INTO wide VALUES (1, 9007199254740993, 1), (2, -9223372036854775807, 2.5), (3, 9223372036854775807, 'x');
         CREATE TABLE counted (id INTEGER PRIMARY KEY AUTOINCREMENT, v);
         INSERT INTO counted (v) VALUES (1);
-        UPDATE sqlite_sequence SET seq = 9007199254740993 WHERE name = 'counted'`);
+        UPDATE sqlite_sequence SET seq = 9007199254740993 WHERE name = 'counted';
+        CREATE TABLE counted_too (id INTEGER PRIMARY KEY AUTOINCREMENT, v);
+        INSERT INTO counted_too (v) VALUES (1), (2), (3), (4), (5)`);
       db.close();
       return file;
     }
@@ -238,6 +240,7 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
       { name: 'the largest integer changed by one', table: 'wide', edit: (file) => sqlEdit(file, 'UPDATE wide SET n = 9223372036854775806 WHERE id = 3') },
       { name: 'an INTEGER turned into a REAL of the same value', table: 'wide', edit: (file) => sqlEdit(file, 'UPDATE wide SET v = 1.0 WHERE id = 1') },
       { name: "an AUTOINCREMENT counter past 2^53 changed in its lowest bit", table: 'sqlite_sequence', edit: (file) => sqlEdit(file, "UPDATE sqlite_sequence SET seq = 9007199254740992 WHERE name = 'counted'") },
+      { name: 'an AUTOINCREMENT counter turned into a REAL of the same value', table: 'sqlite_sequence', edit: (file) => sqlEdit(file, "UPDATE sqlite_sequence SET seq = 5.0 WHERE name = 'counted_too'") },
     ];
 
     for (const c of cases) {
@@ -250,7 +253,7 @@ describe('verify catches altered rows in a re-sealed artifact', () => {
         // The counters are an entry of their own, not a table, and named as such.
         assertCaughtInDataConsistency(report!, table === 'sqlite_sequence' ? /^sqlite_sequence differs/ : new RegExp(`table ${table} `));
         // Only the altered table is named: the others restored as recorded.
-        const others = ['books', 'authors', 'tags', 'log', 'ledger', 'wide', 'counted', 'sqlite_sequence'].filter((t) => t !== table);
+        const others = ['books', 'authors', 'tags', 'log', 'ledger', 'wide', 'counted', 'counted_too', 'sqlite_sequence'].filter((t) => t !== table);
         assert.doesNotMatch(report!.checks.find((x) => x.name === 'data-consistency')!.reason, new RegExp(`table (${others.join('|')}) `));
       });
     }

@@ -1,7 +1,7 @@
 import { StrataError, describeKeyUse, isStrataError, passphraseFromFile } from '@strata/sdk';
 import type { KeyFileInfo, KeyListing, Passphrase } from '@strata/sdk';
 import type { CommandContext } from './context.js';
-import { interactive, passphraseGiven, printable, readPassphrase } from './terminal.js';
+import { checkPassphraseFileSeals, interactive, passphraseGiven, printable, readPassphrase } from './terminal.js';
 import { printTable } from './table.js';
 
 /** Options of `strata key <action>`. */
@@ -166,6 +166,8 @@ async function rotateKey(ctx: CommandContext, options: KeyCommandOptions): Promi
 }
 
 async function migrateKeys(ctx: CommandContext, options: KeyCommandOptions): Promise<number> {
+  // The passphrase that opens the repository seals its first key file.
+  checkPassphraseFileSeals(ctx.passphraseSources(false));
   const repo = await ctx.repository();
   await repo.unlock();
   const result = await repo.keys.migrate(options.label !== undefined ? { label: options.label } : {});

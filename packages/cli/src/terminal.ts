@@ -117,13 +117,11 @@ export async function readPassphrase(sources: PassphraseSources, attempt = 1): P
   if (sources.passphraseCommand !== undefined && sources.passphraseFile !== undefined) {
     throw new StrataError('USAGE', mirror ? 'give the mirror\'s passphrase one way in strata.config.json: passphraseCommand or passphraseFile, not both' : `give the ${whose}passphrase one way: ${flag}-command or ${flag}-file, not both`);
   }
-  const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
-  const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env(`${variable}_COMMAND`) : undefined);
-  const file = sources.passphraseFile ?? (command === undefined ? env(`${variable}_FILE`) : undefined);
+  const { command, file } = chosenSource(sources, variable);
   if (command !== undefined) return attempt === 1 ? passphraseFromCommand(command) : undefined;
   // Asked twice on a terminal means a new passphrase: it seals a key file (init, key add, passwd).
   if (file !== undefined) return attempt === 1 ? passphraseFromFile(file, { sealsKeyFile: sources.confirm === true }) : undefined;
-  const value = env(variable);
+  const value = process.env[variable] === '' ? undefined : process.env[variable];
   if (value !== undefined) return attempt === 1 ? new Passphrase(value) : undefined;
   if (!sources.prompt || !process.stdin.isTTY || !process.stderr.isTTY) return undefined;
   if (attempt > 1) process.stderr.write('wrong passphrase, try again\n');
@@ -133,6 +131,24 @@ export async function readPassphrase(sources: PassphraseSources, attempt = 1): P
     if (first !== second) throw new StrataError('USAGE', 'the two passphrases differ');
   }
   return new Passphrase(first);
+}
+
+/** The command or file readPassphrase reads the passphrase from (flags first, then the variables), if any. */
+function chosenSource(sources: PassphraseSources, variable: string): { command?: string; file?: string } {
+  const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
+  const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env(`${variable}_COMMAND`) : undefined);
+  const file = sources.passphraseFile ?? (command === undefined ? env(`${variable}_FILE`) : undefined);
+  return { ...(command !== undefined ? { command } : {}), ...(file !== undefined ? { file } : {}) };
+}
+
+/**
+ * Refuses the repository's passphrase file when it could not seal a key file that gpg opens (see
+ * PassphraseFileOptions.sealsKeyFile): for `key migrate`, which seals one with the passphrase that
+ * opened the repository.
+ */
+export function checkPassphraseFileSeals(sources: PassphraseSources): void {
+  const { command, file } = chosenSource(sources, 'STRATA_PASSPHRASE');
+  if (command === undefined && file !== undefined) passphraseFromFile(file, { sealsKeyFile: true });
 }
 
 /** True when a passphrase is available without asking (a flag or one of the variables). */

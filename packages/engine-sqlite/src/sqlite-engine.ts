@@ -22,7 +22,7 @@ import type {
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
 import { openDatabase } from './driver.js';
-import { COUNTERS_FACTS, FACTS_VERSION, collectFacts, quoteIdent, recordedFactsVersion, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
+import { COUNTERS_FACTS, FACTS_VERSION, collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
 import { createStoredObjects, storedObjects } from './schema-writer.js';
 import { checkSchemaSql } from './schema-check.js';
@@ -228,6 +228,8 @@ export class SqliteEngine implements Engine {
 
   async inspect(locator: string, options: InspectOptions = {}): Promise<DatabaseFacts & { integrityErrors: string[]; foreignKeysChecked: boolean }> {
     const file = filePath(locator);
+    // Computed as the restore point being verified computed them (its factsVersion).
+    const version = recordedFactsVersion(options.recordedMeta);
     await checkIsSqliteFile(file);
     let db: Database.Database;
     try {
@@ -236,8 +238,7 @@ export class SqliteEngine implements Engine {
       throw sqliteError(`open ${file}`, err);
     }
     try {
-      // Computed as the restore point being verified computed them (its factsVersion).
-      const facts = collectFacts(db, { withData: true, version: recordedFactsVersion(options.recordedMeta) });
+      const facts = collectFacts(db, { withData: true, version });
       const integrity = (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((m) => m !== 'ok');
       const { violations, unchecked } = foreignKeyViolations(db, 'main');
       const fk = violations.map((r) => `foreign key violation: ${r.table} rowid ${r.rowid} references missing row in ${r.parent}`);
@@ -248,6 +249,21 @@ export class SqliteEngine implements Engine {
       db.close();
     }
   }
+}
+
+/**
+ * The facts version a restore point's engineMeta records: 1 for backups made before the field.
+ * One this release does not know was made by a newer one, whose facts it cannot compute: said so,
+ * rather than reported as tables that differ.
+ */
+function recordedFactsVersion(meta: Readonly<Record<string, unknown>> | undefined): number {
+  if (meta === undefined) return FACTS_VERSION;
+  const version = meta['factsVersion'];
+  if (version === undefined) return 1;
+  if (typeof version !== 'number' || !Number.isInteger(version) || version < 1 || version > FACTS_VERSION) {
+    throw new StrataError('ARTIFACT_FOREIGN', `the backup's facts are of version ${JSON.stringify(version)}, which this Strata cannot compute (it knows 1 to ${FACTS_VERSION}): verify it with the release that made it, or a newer one`);
+  }
+  return version;
 }
 
 /**

@@ -104,13 +104,6 @@ const SHORT_TEXT = 16 * 1024;
  */
 export const FACTS_VERSION = 2;
 
-/** The facts version a restore point's engineMeta records: 1 for backups made before the field. */
-export function recordedFactsVersion(meta: Readonly<Record<string, unknown>> | undefined): number {
-  const version = meta?.['factsVersion'];
-  if (meta === undefined) return FACTS_VERSION;
-  return typeof version === 'number' ? version : 1;
-}
-
 /**
  * Row count and a SHA-256 over every value of every row in a stable order (rowid, or the primary
  * key for WITHOUT ROWID tables). Each value is tagged with its storage class and length, so
@@ -202,8 +195,14 @@ function counterStats(db: Database, version: number): TableStats[] {
   if (!db.prepare(`SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = '${COUNTERS_FACTS}'`).get()) return [];
   const counters = db.prepare(`SELECT name, seq FROM main.${COUNTERS_FACTS}`).raw(true).safeIntegers(version >= 2).all() as unknown[][];
   // Version 2 writes a counter's exact digits where JSON.stringify would round it to a double (or
-  // refuse a BigInt): the same text as before up to 2^53, exact beyond.
-  const line = (row: unknown[]): string => (version >= 2 ? `[${row.map((value) => (typeof value === 'bigint' ? value.toString() : JSON.stringify(value))).join(',')}]` : JSON.stringify(row));
+  // refuse a BigInt): the same text as before up to 2^53, exact beyond; and a REAL always with a
+  // decimal point or exponent, so that 5.0 is not 5.
+  const exact = (value: unknown): string => {
+    if (typeof value === 'bigint') return value.toString();
+    const text = JSON.stringify(value);
+    return typeof value === 'number' && /^-?\d+$/.test(text) ? `${text}.0` : text;
+  };
+  const line = (row: unknown[]): string => (version >= 2 ? `[${row.map(exact).join(',')}]` : JSON.stringify(row));
   const lines = counters.map(line).sort();
   return [{ name: COUNTERS_FACTS, rows: counters.length, checksum: createHash('sha256').update(lines.join('\n')).digest('hex') }];
 }

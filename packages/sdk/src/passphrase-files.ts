@@ -19,11 +19,24 @@ export interface PassphraseFileOptions {
  * (--passphrase-file) and the server (a mirror's "passphraseFile"), so both read it the same way.
  */
 export function passphraseFromFile(file: string, options: PassphraseFileOptions = {}): Passphrase {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (err) {
     throw new StrataError('USAGE', `passphrase file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let text = bytes.toString('utf8');
+  if (options.sealsKeyFile) {
+    // gpg takes the file's bytes as they are; Strata reads UTF-8, where a byte that is not (a
+    // Windows-1252 "ä", a UTF-16 file) becomes U+FFFD: the two would seal and open different keys.
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      throw new StrataError(
+        'USAGE',
+        `passphrase file ${file} is not UTF-8 text (saved as Windows-1252, Latin-1 or UTF-16?): gpg --passphrase-file, which a recovery by hand uses, reads its bytes as they are, so it would not open the key file Strata seals; save it as UTF-8 and run this again; nothing was changed`,
+      );
+    }
   }
   if (options.sealsKeyFile && text.endsWith('\r\n')) {
     throw new StrataError(
