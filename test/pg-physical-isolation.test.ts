@@ -105,7 +105,7 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
       await Promise.all([pub.end(), sub.end(), admin.end()]);
     }
   });
-  it("a promoted --start runs none of the source's pg_cron jobs: the scheduler never starts in Strata's temporary servers (verify's and --tables' copies start the same way)", async function () {
+  it("a promoted --start runs none of the source's pg_cron jobs: the scheduler never starts in Strata's temporary servers (verify's and --tables' copies start the same way); a logical backup of pg_cron's database warns that it cannot be restored", async function () {
     if (!hasPgCron) skipOrFail(this, `pg_cron is not installed for ${BINDIR} (apt-get install postgresql-15-cron)`);
     const admin = await connect('postgres');
     try {
@@ -130,6 +130,15 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
     const shown = runSync(path.join(BINDIR, 'postgres'), ['-D', target, '-C', 'shared_preload_libraries']);
     assert.equal(shown.out.trim(), 'pg_stat_statements, pg_cron', 'the restored directory keeps its configuration for when its owner starts it');
     rmSync(target, { recursive: true, force: true });
+    // A logical backup of pg_cron's database says at once what its restore would find out.
+    const url = `postgres://postgres@127.0.0.1:${cluster.port}/postgres`;
+    const logical = await cluster.cli(['backup', url, '--name', 'cron_logical', '--json']);
+    assert.equal(logical.status, 0, logical.stderr);
+    assert.match(logical.stderr, /postgres holds the extension pg_cron.*cannot be restored or verified by Strata/);
+    const id = (JSON.parse(logical.stdout) as { backup: { id: string } }).backup.id;
+    const refused = await cluster.cli(['restore', id, '--to', `postgres://postgres@127.0.0.1:${cluster.port}/cron_copy`]);
+    assert.notEqual(refused.status, 0, 'the warning was true: the restore fails');
+    assert.match(refused.stderr, /pg_cron/);
   });
   it("a restored data directory archives nothing once started (a copy beside the original would push its new timeline into the original's archive); --archive-mode preserve keeps the original's archiving", async function () {
     const backup = await cluster.cli(['backup', DB]);

@@ -146,6 +146,14 @@ export class PostgresEngine extends ServerEngine {
       const database = await describeDatabase(client, target, exported);
       const schemaSql = databaseSection(database) + (await dumpSchema(target, exported));
       throwIfAborted(options.signal, 'snapshot');
+      // Said at the backup, not first at the restore that needs it: pg_cron's CREATE EXTENSION runs
+      // only in its own database, and every restore (and verify's) builds under a work name first.
+      if (((await client.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'")).rowCount ?? 0) > 0) {
+        process.emitWarning(
+          `backup: ${target.database} holds the extension pg_cron, which PostgreSQL creates only in the database cron.database_name names; a restore builds a database under a work name first, so this backup cannot be restored or verified by Strata (it fails at CREATE EXTENSION pg_cron). Back the cluster up physically ("method": "physical" in strata.config.json) to keep this database`,
+          { code: 'STRATA_NOT_RESTORABLE' },
+        );
+      }
       const tables = await loadOrder(client, await listTables(client));
       const sequences = await readSequences(client);
       const matviews = await populatedMatviews(client);
