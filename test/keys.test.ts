@@ -380,6 +380,17 @@ describe('keys that can change', function () {
     assert.equal(refusedMigrate.status, 2, refusedMigrate.stderr);
     assert.match(refusedMigrate.stderr, /ends its line with CR LF/);
     assert.match(ok(['key', 'list'], crlf, {}, legacy).stdout, /made before key files/);
+    // A UTF-8 file that starts with a byte order mark (as some Windows editors save) is fine: its
+    // mark is part of the passphrase for Strata, when sealing and when opening, as it is for gpg.
+    const marked = path.join(dir.path, 'bom.pass');
+    writeFileSync(marked, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('bob with a mark\n')]), { mode: 0o600 });
+    const withMark = path.join(dir.path, 'with-mark');
+    ok(['init'], marked, {}, withMark);
+    ok(['list'], marked, {}, withMark);
+    const markedKey = path.join(withMark, 'keys', readdirSync(path.join(withMark, 'keys')).find((f) => f.endsWith('.asc'))!);
+    const openedByGpg = spawnSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase-file', marked, '--decrypt', markedKey], { encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
+    assert.equal(openedByGpg.status, 0, openedByGpg.stderr);
   });
 
   it('an export of modern (AEAD) artifacts is refused by a compat repository, whose every artifact gpg opens; a modern one takes it', () => {

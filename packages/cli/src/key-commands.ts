@@ -166,10 +166,10 @@ async function rotateKey(ctx: CommandContext, options: KeyCommandOptions): Promi
 }
 
 async function migrateKeys(ctx: CommandContext, options: KeyCommandOptions): Promise<number> {
-  // The passphrase that opens the repository seals its first key file.
-  checkPassphraseFileSeals(ctx.passphraseSources(false));
   const repo = await ctx.repository();
   await repo.unlock();
+  // The passphrase that opened the repository seals its first key file.
+  checkPassphraseFileSeals(ctx.passphraseSources(false));
   const result = await repo.keys.migrate(options.label !== undefined ? { label: options.label } : {});
   if (ctx.json) ctx.printJson(result);
   else {

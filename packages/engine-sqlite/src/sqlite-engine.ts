@@ -261,7 +261,8 @@ function recordedFactsVersion(meta: Readonly<Record<string, unknown>> | undefine
   const version = meta['factsVersion'];
   if (version === undefined) return 1;
   if (typeof version !== 'number' || !Number.isInteger(version) || version < 1 || version > FACTS_VERSION) {
-    throw new StrataError('ARTIFACT_FOREIGN', `the backup's facts are of version ${JSON.stringify(version)}, which this Strata cannot compute (it knows 1 to ${FACTS_VERSION}): verify it with the release that made it, or a newer one`);
+    // This machine's shortcoming, not the backup's: verify stops without recording a failure.
+    throw new StrataError('TOOL_MISSING', `the backup's facts are of version ${JSON.stringify(version)}, which this Strata cannot compute (it knows 1 to ${FACTS_VERSION}): upgrade Strata here, or verify with the release that made the backup`);
   }
   return version;
 }

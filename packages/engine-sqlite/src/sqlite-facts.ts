@@ -199,8 +199,11 @@ function counterStats(db: Database, version: number): TableStats[] {
   // decimal point or exponent, so that 5.0 is not 5.
   const exact = (value: unknown): string => {
     if (typeof value === 'bigint') return value.toString();
-    const text = JSON.stringify(value);
-    return typeof value === 'number' && /^-?\d+$/.test(text) ? `${text}.0` : text;
+    if (typeof value !== 'number') return JSON.stringify(value);
+    // JSON writes both infinities as null, and -0 as 0.
+    if (!Number.isFinite(value)) return String(value);
+    const text = Object.is(value, -0) ? '-0' : JSON.stringify(value);
+    return /^-?\d+$/.test(text) ? `${text}.0` : text;
   };
   const line = (row: unknown[]): string => (version >= 2 ? `[${row.map(exact).join(',')}]` : JSON.stringify(row));
   const lines = counters.map(line).sort();

@@ -30,7 +30,7 @@ export function passphraseFromFile(file: string, options: PassphraseFileOptions 
     // gpg takes the file's bytes as they are; Strata reads UTF-8, where a byte that is not (a
     // Windows-1252 "ä", a UTF-16 file) becomes U+FFFD: the two would seal and open different keys.
     try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
     } catch {
       throw new StrataError(
         'USAGE',
