@@ -74,6 +74,26 @@ describe('bad input gets a clear error and nothing is lost', () => {
       assert.doesNotMatch(result.stderr + result.stdout, /S3cret-In-Url/);
     });
 
+    it('a --table-lock-wait that is not whole seconds from 1s to a day is refused before anything is read', () => {
+      init();
+      const id = backupId(fixture());
+      const target = path.join(dir.path, 'lock-wait.db');
+      for (const [wait, message] of [
+        ['0s', /whole seconds from 1s to 1d/],
+        ['2d', /whole seconds from 1s to 1d/],
+        ['1mo', /whole seconds from 1s to 1d/],
+        ['1.5s', /is not a duration/],
+        ['soon', /is not a duration/],
+      ] as const) {
+        const result = strata(['restore', id, '--repo', repo(), '--to', target, '--table-lock-wait', wait]);
+        assert.equal(result.status, 2, `${wait}: ${result.stderr}`);
+        assert.match(result.stderr, /restore: --table-lock-wait/);
+        assert.match(result.stderr, message);
+        assert.ok(!existsSync(target), `${wait}: nothing was restored`);
+      }
+      assert.equal(strata(['restore', id, '--repo', repo(), '--to', target, '--table-lock-wait', '1min']).status, 0);
+    });
+
     it('a missing database file', () => {
       init();
       const result = strata(['backup', path.join(dir.path, 'nope.db'), '--repo', repo()]);
@@ -473,7 +493,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
         path.join(repo(), 'locks/repository.lock'),
         JSON.stringify({ token: 't', pid: process.pid, host: (spawnSync('hostname').stdout.toString().trim()), operation: 'prune', acquiredAt: new Date().toISOString() }),
       );
-      const result = strata(['backup', db, '--repo', repo(), '--lock-wait', '0']);
+      const result = strata(['backup', db, '--repo', repo(), '--table-lock-wait', '0']);
       assert.equal(result.status, 5, result.stderr);
       assert.match(result.stderr, /locked by prune by pid/);
       assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 0);
@@ -487,7 +507,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
         path.join(repo(), 'locks/repository.lock'),
         JSON.stringify({ token: 't', pid: Number(dead), host: spawnSync('hostname').stdout.toString().trim(), operation: 'backup', acquiredAt: new Date().toISOString() }),
       );
-      const result = strata(['backup', fixture(), '--repo', repo(), '--lock-wait', '0']);
+      const result = strata(['backup', fixture(), '--repo', repo(), '--table-lock-wait', '0']);
       assert.equal(result.status, 0, result.stderr);
       assert.equal(existsSync(path.join(repo(), 'locks/repository.lock')), false);
     });

@@ -215,8 +215,8 @@ describe('MySQL/MariaDB engine', function () {
       return { source, target, before: mysqlDump(target) };
     }
 
-    function restoreInto(target: string, tables: string | undefined): { child: ReturnType<typeof strataAsync>; outcome: ReturnType<typeof finished> } {
-      const child = strataAsync(['restore', 'latest', '--db', 'my1', '--to', mysqlUrl(target), '--force', '--yes', '--repo', repoPath(), '--json', ...(tables ? ['--tables', tables] : [])], { env });
+    function restoreInto(target: string, tables: string | undefined, extra: readonly string[] = []): { child: ReturnType<typeof strataAsync>; outcome: ReturnType<typeof finished> } {
+      const child = strataAsync(['restore', 'latest', '--db', 'my1', '--to', mysqlUrl(target), '--force', '--yes', '--repo', repoPath(), '--json', ...(tables ? ['--tables', tables] : []), ...extra], { env });
       return { child, outcome: finished(child) };
     }
 
@@ -345,19 +345,20 @@ describe('MySQL/MariaDB engine', function () {
       });
     }
 
-    it('a restore whose swap cannot get its tables within 30 s fails with DATABASE_LOCKED, naming the session, and changes nothing', async () => {
+    it('a restore whose swap cannot get its tables within its --table-lock-wait fails with DATABASE_LOCKED, naming the session, and changes nothing', async () => {
       const { target, before } = await backedUpTarget();
       const holder = await mysqlSession(target);
       try {
         await holder.query('START TRANSACTION');
         await holder.query('SELECT * FROM parent');
-        const { child, outcome } = restoreInto(target, undefined);
+        const { child, outcome } = restoreInto(target, undefined, ['--table-lock-wait', '10s']);
         await lockWaitIn(/^RENAME TABLE/, outcome);
         const result = await endOf(child, outcome, 2);
         assert.equal(result.status, 1, result.stderr);
         const error = json<{ error: { code: string; message: string } }>(result).error;
         assert.equal(error.code, 'DATABASE_LOCKED', error.message);
         assert.match(error.message, new RegExp(`\\b${holder.threadId}\\b`), 'names the session holding the lock');
+        assert.match(error.message, /in use for 10 s/);
         assert.match(error.message, /run the restore again/);
         assert.equal(mysqlDump(target), before);
         assert.deepEqual(await leftovers(target), []);

@@ -417,6 +417,10 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '--tables <a,b>', description: 'only these tables (with their indexes and triggers; "a name, with commas" in double quotes): into a new database, or replacing just them in an existing one, in one transaction' },
       { flags: '--force', description: 'replace an existing target; it stays intact until the new one is complete' },
       { flags: '-y, --yes', description: 'do not ask before replacing (needed when not on a terminal)' },
+      {
+        flags: '--table-lock-wait <duration>',
+        description: "into a live database (--tables with --force, or a MySQL database replaced by --force): how long to wait for other sessions' locks on the tables it replaces (an application's open transaction) before giving up and changing nothing; whole seconds, e.g. 10s or 5min (default 30s)",
+      },
       { flags: '--lsn <lsn>', description: 'physical backups: recover to this WAL position (e.g. 0/3000060)' },
       { flags: '--xid <xid>', description: 'physical backups: recover through this transaction id' },
       { flags: '--name <restore-point>', description: 'physical backups: recover to this restore point (made with pg_create_restore_point)' },
@@ -459,6 +463,7 @@ The repository is opened once at start, so its passphrase must come from --passp
             targetAction: str(opts, 'targetAction'),
             timeline: str(opts, 'timeline'),
             archiveMode: str(opts, 'archiveMode'),
+            tableLockWait: str(opts, 'tableLockWait'),
           }),
           force: opts['force'] === true,
           yes: opts['yes'] === true,

@@ -188,6 +188,17 @@ export interface RestoreCommandOptions {
   readonly archiveMode?: string;
   /** --tablespace-map OLD=NEW, as given. */
   readonly tablespaceMap?: readonly string[];
+  /** --table-lock-wait, as given (a duration). */
+  readonly tableLockWait?: string;
+}
+
+/** --table-lock-wait as whole seconds: the servers take a lock wait in seconds. */
+function lockWaitSecondsOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const duration = parseDuration(text, 'restore: --table-lock-wait');
+  const ms = durationMs(duration);
+  if (duration.months > 0 || ms % 1000 !== 0 || ms < 1000 || ms > 86_400_000) throw new StrataError('USAGE', `restore: --table-lock-wait takes whole seconds from 1s to 1d (e.g. 10s, 5min), not ${JSON.stringify(text)}`);
+  return ms / 1000;
 }
 
 /** --tablespace-map OLD=NEW (repeatable): both absolute folders, each OLD once. */
@@ -205,6 +216,7 @@ function tablespaceMapOf(pairs: readonly string[]): Record<string, string> {
 
 export async function restoreCommand(ctx: CommandContext, options: RestoreCommandOptions, signal: AbortSignal): Promise<number> {
   if (!options.to) throw new StrataError('USAGE', 'restore: --to TARGET is required (a new file, or an existing one with --force)');
+  const lockWaitSeconds = lockWaitSecondsOf(options.tableLockWait);
   const physical = (): PhysicalRestoreOptions => ({
     ...given({ id: options.id, database: options.database, asOf: options.asOf, lsn: options.lsn, xid: options.xid, restorePoint: options.restorePoint, targetAction: options.targetAction, timeline: options.timeline, archiveMode: options.archiveMode }),
     to: options.to!,
@@ -225,7 +237,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
       if (options.start === true || options.targetAction !== undefined || options.archiveMode !== undefined || (options.tablespaceMap ?? []).length > 0) {
         throw new StrataError('USAGE', 'restore: --tables recovers a scratch cluster of its own (its tablespaces in its own temporary folder); --start, --target-action, --archive-mode and --tablespace-map are for whole-cluster restores');
       }
-      return physicalTableRestore(ctx, { ...physical(), tables, yes: options.yes === true }, signal);
+      return physicalTableRestore(ctx, { ...physical(), tables, yes: options.yes === true, ...(lockWaitSeconds !== undefined ? { lockWaitSeconds } : {}) }, signal);
     }
     return physicalRestore(ctx, physical(), signal);
   }
@@ -281,7 +293,7 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   let fromMirror: RestoreFallback | undefined;
   let pointInTime: PointInTimeResult | undefined;
   try {
-    ({ chain, fromMirror, pointInTime } = await repo.restore(asOf ? selector : { id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update, ...(tables ? { tables } : {}) }));
+    ({ chain, fromMirror, pointInTime } = await repo.restore(asOf ? selector : { id: record.id }, { to: target, force: options.force, signal, onProgress: bar.update, ...(tables ? { tables } : {}), ...(lockWaitSeconds !== undefined ? { lockWaitSeconds } : {}) }));
   } finally {
     bar.done();
   }

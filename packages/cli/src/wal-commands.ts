@@ -517,7 +517,7 @@ async function restorePhysicalInto(
  * logical table restore does (with its checks of foreign keys), then all of it removed. The tables
  * come from the database the entry's URL names.
  */
-export async function physicalTableRestore(ctx: CommandContext, options: PhysicalRestoreOptions & { readonly tables: readonly string[]; readonly yes: boolean }, signal: AbortSignal): Promise<number> {
+export async function physicalTableRestore(ctx: CommandContext, options: PhysicalRestoreOptions & { readonly tables: readonly string[]; readonly yes: boolean; readonly lockWaitSeconds?: number }, signal: AbortSignal): Promise<number> {
   if (!isPostgresUrl(options.to)) throw new StrataError('USAGE', `restore: --tables of a physical backup go into a database: give --to postgres://USER@HOST:PORT/DB (got ${JSON.stringify(options.to.slice(0, 80))})`);
   if (process.getuid?.() === 0) throw new StrataError('USAGE', 'restore --tables of a physical backup recovers a scratch cluster, and PostgreSQL refuses to run as root: run strata as the user that owns PostgreSQL (e.g. postgres)');
   const database = databaseOf(ctx, options.database, 'restore --tables');
@@ -566,7 +566,7 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
     let restored: Awaited<ReturnType<typeof repo.restore>>;
     try {
       const copy = await repo.backup(reached.url(sourceDatabase), { database: 'scratch', type: 'full', signal });
-      restored = await repo.restore({ id: copy.id }, { to: options.to, tables: options.tables, force: true, signal });
+      restored = await repo.restore({ id: copy.id }, { to: options.to, tables: options.tables, force: true, signal, ...(options.lockWaitSeconds !== undefined ? { lockWaitSeconds: options.lockWaitSeconds } : {}) });
     } finally {
       await repo.close();
     }

@@ -242,6 +242,11 @@ export interface EngineRestoreOptions extends Abortable {
   readonly chain?: readonly { readonly id: string; readonly incrementalMethod?: string }[];
   /** Where the parts of a backup that lived outside its target go (see {@link Relocation}). */
   readonly relocate?: Relocation;
+  /**
+   * How long a restore into a live target waits for other sessions' locks on the tables it
+   * replaces before it gives up and changes nothing (DATABASE_LOCKED). Default 30 seconds.
+   */
+  readonly lockWaitSeconds?: number;
 }
 
 /**

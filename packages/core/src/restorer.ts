@@ -20,6 +20,8 @@ export interface RestoreOptions {
   readonly tables?: readonly string[];
   /** Where what the backup held outside its target goes (tablespaces kept in folders of their own); see {@link Relocation}. */
   readonly relocate?: Relocation;
+  /** How long a restore into a live target waits for other sessions' locks on its tables (see {@link EngineRestoreOptions.lockWaitSeconds}). */
+  readonly lockWaitSeconds?: number;
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
 }
@@ -115,6 +117,7 @@ export class Restorer {
         onProgress: progress.emit,
         ...(options.tables !== undefined ? { tables: options.tables } : {}),
         ...(options.relocate ? { relocate: options.relocate } : {}),
+        ...(options.lockWaitSeconds !== undefined ? { lockWaitSeconds: checkLockWait(options.lockWaitSeconds) } : {}),
       };
       let chain: BackupRecord[];
       let bytes: number;
@@ -211,7 +214,7 @@ export class Restorer {
     record: BackupRecord,
     engine: Engine,
     to: string,
-    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; signal?: AbortSignal; onProgress?: ProgressListener },
+    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; lockWaitSeconds?: number; signal?: AbortSignal; onProgress?: ProgressListener },
     primaryError: StrataError,
   ): Promise<{ chain: BackupRecord[]; bytes: number; fromMirror: RestoreFallback }> {
     let location = 'the mirror';
@@ -243,7 +246,7 @@ export class Restorer {
     primaryPlan: PointInTimePlan,
     engine: Engine,
     to: string,
-    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; signal?: AbortSignal; onProgress?: ProgressListener },
+    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; lockWaitSeconds?: number; signal?: AbortSignal; onProgress?: ProgressListener },
     primaryError: StrataError,
   ): Promise<{ chain: BackupRecord[]; bytes: number; fromMirror: RestoreFallback; pointInTime: PointInTimeResult }> {
     let location = 'the mirror';
@@ -275,7 +278,7 @@ export class Restorer {
     engine: Engine,
     chain: readonly BackupRecord[],
     target: string,
-    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; signal?: AbortSignal; onProgress?: ProgressListener; changes?: AsyncIterable<Uint8Array> },
+    options: { force: boolean; tables?: readonly string[]; relocate?: Relocation; lockWaitSeconds?: number; signal?: AbortSignal; onProgress?: ProgressListener; changes?: AsyncIterable<Uint8Array> },
   ): Promise<number> {
     const tip = chain.at(-1)!;
     const session = await engine.beginRestore(target, {
@@ -284,6 +287,7 @@ export class Restorer {
       signal: options.signal,
       ...(options.tables ? { tables: options.tables } : {}),
       ...(options.relocate ? { relocate: options.relocate } : {}),
+      ...(options.lockWaitSeconds !== undefined ? { lockWaitSeconds: options.lockWaitSeconds } : {}),
       chain: chain.map((link) => ({ id: link.id, ...(link.incrementalMethod ? { incrementalMethod: link.incrementalMethod } : {}) })),
     });
     try {
@@ -347,4 +351,12 @@ function withoutSegments(plan: PointInTimePlan): PointInTimeResult {
     completeThrough: record.createdAt,
     behindMs: plan.asOf.getTime() - Date.parse(record.createdAt),
   };
+}
+
+/** A lock wait is whole seconds from 1 to a day: the servers take it as whole seconds, and 0 would mean "forever" to some. */
+function checkLockWait(seconds: number): number {
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400) {
+    throw new StrataError('USAGE', `restore: the lock wait must be whole seconds from 1 to 86400 (a day), not ${seconds}`);
+  }
+  return seconds;
 }

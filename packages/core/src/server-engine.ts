@@ -179,6 +179,12 @@ export interface TableFilter {
 /** The rows of the tables a table restore replaces, spooled to files: table (as the backup names it) → file. */
 export type SpooledTables = ReadonlyMap<string, string>;
 
+/** What a table restore into a live target is told besides its tables (see EngineRestoreOptions). */
+export interface ReplaceTablesOptions extends Abortable {
+  /** How long to wait for other sessions' locks on the tables before giving up (default 30 s). */
+  readonly lockWaitSeconds?: number;
+}
+
 /**
  * The work database of one whole-database restore. The engine says when it `created()` it, and
  * `keep()`s it once it was renamed into place (or must stay, holding what the user needs);
@@ -291,7 +297,7 @@ export abstract class ServerEngine implements Engine {
    * free for databases the swap needs. `options.signal` is the restore's: a swap that waits for
    * the server (another session's lock) stops on it.
    */
-  protected abstract replaceTables(target: ServerTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, work: RestoreWorkNames, options?: Abortable): Promise<void>;
+  protected abstract replaceTables(target: ServerTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, work: RestoreWorkNames, options?: ReplaceTablesOptions): Promise<void>;
 
   /**
    * The table whose rows a stream holds (as `RestoreCommitInfo.tables` names it), or undefined for
@@ -449,7 +455,10 @@ export abstract class ServerEngine implements Engine {
       },
       commit: async (info) => {
         try {
-          await this.replaceTables(target, this.requestedTables(requested, info.tables), spooled, info, names, options.signal ? { signal: options.signal } : {});
+          await this.replaceTables(target, this.requestedTables(requested, info.tables), spooled, info, names, {
+            ...(options.signal ? { signal: options.signal } : {}),
+            ...(options.lockWaitSeconds !== undefined ? { lockWaitSeconds: options.lockWaitSeconds } : {}),
+          });
         } finally {
           await removeFiles();
         }

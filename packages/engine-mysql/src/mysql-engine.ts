@@ -4,6 +4,7 @@ import type mysql from 'mysql2/promise';
 import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, redactable, rowsInTurns, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
+  ReplaceTablesOptions,
   DatabaseFacts,
   EngineCapabilities,
   EngineDisplay,
@@ -167,7 +168,7 @@ export class MysqlEngine extends ServerEngine {
       disabledEvents = new Map();
       this.#scratchEvents.set(target.database, disabledEvents);
     }
-    return beginDatabaseRestore(target, exists, names, this.tableFilter(options), disabledEvents, options.signal);
+    return beginDatabaseRestore(target, exists, names, this.tableFilter(options), disabledEvents, options.signal, options.lockWaitSeconds);
   }
 
   /**
@@ -184,8 +185,8 @@ export class MysqlEngine extends ServerEngine {
     this.#scratchEvents.delete(database);
   }
 
-  protected replaceTables(target: MysqlTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, names: RestoreWorkNames, options: Abortable = {}): Promise<void> {
-    return replaceTables(target, tables, spooled, info, names, options.signal);
+  protected replaceTables(target: MysqlTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, names: RestoreWorkNames, options: ReplaceTablesOptions = {}): Promise<void> {
+    return replaceTables(target, tables, spooled, info, names, options.signal, options.lockWaitSeconds);
   }
 }
 
@@ -272,6 +273,7 @@ async function beginDatabaseRestore(
   wanted: TableFilter | undefined,
   disabledEvents: Map<string, string> | undefined,
   signal: AbortSignal | undefined,
+  lockWaitSeconds: number | undefined,
 ): Promise<RestoreSession> {
   const admin = await connect(target, { useDatabase: false });
   await admin.query(RESTORE_SESSION);
@@ -351,7 +353,7 @@ async function beginDatabaseRestore(
               after: schemaSql,
             },
           });
-          await swapTables(admin, target, record, aside, signal);
+          await swapTables(admin, target, record, aside, signal, lockWaitSeconds);
           swapped = true;
           await finishSwap(admin, record, aside, disabledEvents ? { disabledEvents } : {});
         } else {
@@ -493,7 +495,7 @@ function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSc
  * A replacement that would leave rows of the database without their parents is refused before
  * anything changes.
  */
-async function replaceTables(target: MysqlTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, names: RestoreWorkNames, signal: AbortSignal | undefined): Promise<void> {
+async function replaceTables(target: MysqlTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, names: RestoreWorkNames, signal: AbortSignal | undefined, lockWaitSeconds: number | undefined): Promise<void> {
   const wanted = new Set(chosen);
   const connection = await connect(target);
   const db = target.database;
@@ -554,7 +556,7 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
     const record = await saveSwapRecord(connection, old, { format: 1, database: db, work, ...plan, incoming: tables, objects: { kind: 'tables', triggers } });
     let swapped = false;
     try {
-      await swapTables(connection, target, record, old, signal);
+      await swapTables(connection, target, record, old, signal, lockWaitSeconds);
       swapped = true;
       await finishSwap(connection, record, old);
     } catch (err) {

@@ -276,17 +276,17 @@ async function interruptible(connection: mysql.Connection, server: MysqlTarget, 
 
 /**
  * The swap: one RENAME TABLE that parks the target's tables and moves the restored ones in. It
- * waits at most SWAP_LOCK_WAIT_SECONDS for other sessions' locks (the server's default is a
- * day, while every new query on those tables queues behind it) and stops on `signal`: either
- * way the target is as it was.
+ * waits at most `lockWaitSeconds` (default SWAP_LOCK_WAIT_SECONDS) for other sessions' locks (the
+ * server's default is a day, while every new query on those tables queues behind it) and stops
+ * on `signal`: either way the target is as it was.
  */
-export async function swapTables(connection: mysql.Connection, server: MysqlTarget, record: SwapRecord, aside: string, signal: AbortSignal | undefined): Promise<void> {
+export async function swapTables(connection: mysql.Connection, server: MysqlTarget, record: SwapRecord, aside: string, signal: AbortSignal | undefined, lockWaitSeconds = SWAP_LOCK_WAIT_SECONDS): Promise<void> {
   const db = ident(record.database);
   const moves = [
     ...record.parked.map((p) => `${db}.${ident(p.table)} TO ${p.as === undefined ? ident(aside) : db}.${ident(p.as ?? p.table)}`),
     ...record.incoming.map((t) => `${ident(record.work)}.${ident(t)} TO ${db}.${ident(t)}`),
   ];
-  await connection.query(`SET SESSION lock_wait_timeout = ${SWAP_LOCK_WAIT_SECONDS}`);
+  await connection.query(`SET SESSION lock_wait_timeout = ${lockWaitSeconds}`);
   try {
     // As late as can be: from here until the swap the target lacks these triggers (the record
     // has them, for a sweep after a kill).
@@ -313,7 +313,7 @@ export async function swapTables(connection: mysql.Connection, server: MysqlTarg
     const holders = sessions.length > 0 ? `session(s) with an open transaction: ${sessions.join(', ')}` : 'see SHOW PROCESSLIST for who holds them';
     throw new StrataError(
       'DATABASE_LOCKED',
-      `restore: other sessions kept tables of ${record.database} in use for ${SWAP_LOCK_WAIT_SECONDS} s (an open transaction that read or wrote them, LOCK TABLES, or a long query), so the restored tables could not be swapped in; ${record.database} was not changed (${holders}); end those transactions (COMMIT or ROLLBACK, or stop the application) and run the restore again`,
+      `restore: other sessions kept tables of ${record.database} in use for ${lockWaitSeconds} s (an open transaction that read or wrote them, LOCK TABLES, or a long query), so the restored tables could not be swapped in; ${record.database} was not changed (${holders}); end those transactions (COMMIT or ROLLBACK, or stop the application) and run the restore again`,
       { cause: err, details: { sessions } },
     );
   }

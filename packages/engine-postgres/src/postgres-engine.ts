@@ -8,6 +8,7 @@ import type { from as copyFrom } from 'pg-copy-streams';
 import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, tableListArgument, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
+  ReplaceTablesOptions,
   DatabaseFacts,
   EngineCapabilities,
   EngineDisplay,
@@ -290,8 +291,8 @@ export class PostgresEngine extends ServerEngine {
     return beginDatabaseRestore(target, exists, names, options, this.tableFilter(options));
   }
 
-  protected replaceTables(target: PgTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, _work: RestoreWorkNames, options: { signal?: AbortSignal } = {}): Promise<void> {
-    return replaceTables(target, tables, spooled, info, options.signal);
+  protected replaceTables(target: PgTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, _work: RestoreWorkNames, options: ReplaceTablesOptions = {}): Promise<void> {
+    return replaceTables(target, tables, spooled, info, options.signal, options.lockWaitSeconds ?? TABLE_LOCK_WAIT_SECONDS);
   }
 }
 
@@ -645,7 +646,7 @@ const SWITCH_ENABLE: Readonly<Record<string, string>> = { O: 'ENABLE', R: 'ENABL
  * on in the mode each had. The foreign keys' internal triggers stay on, so rows without their
  * parents are still refused.
  */
-async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, signal?: AbortSignal): Promise<void> {
+async function replaceTables(target: PgTarget, chosen: readonly string[], files: ReadonlyMap<string, string>, info: RestoreCommitInfo, signal: AbortSignal | undefined, lockWaitSeconds: number): Promise<void> {
   const meta = info.engineMeta as unknown as PgMeta;
   const recorded = recordedTables(meta);
   const client = await connect(target, 'strata restore');
@@ -678,7 +679,7 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
     try {
       // The lock waits for every open transaction that wrote to these tables: bounded, so a
       // session left idle in a transaction makes the restore fail and say so, not hang.
-      await client.query(`SET LOCAL lock_timeout = '${TABLE_LOCK_WAIT_SECONDS}s'`);
+      await client.query(`SET LOCAL lock_timeout = '${lockWaitSeconds}s'`);
       // Held to the end: no foreign key to these tables can be added, and no trigger of theirs
       // changed, between the checks below and the commit.
       await client.query(`LOCK TABLE ONLY ${tables.map((t) => `${ident(t.schema)}.${ident(t.name)}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
@@ -713,7 +714,7 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
         const holders = await sessionsLocking(client, chosen.map((q) => recorded.get(q)).filter((t): t is TableName => t !== undefined)).catch(() => []);
         throw new StrataError(
           'DATABASE_LOCKED',
-          redactable`restore: other sessions kept ${named(chosen, 'table')} locked for ${TABLE_LOCK_WAIT_SECONDS} s (${withheld(holders.length > 0 ? holders.join('; ') : 'sessions that ended meanwhile', 'sessions')}); an open transaction that wrote to them holds them until it ends. End it, then run the restore again; nothing was changed`,
+          redactable`restore: other sessions kept ${named(chosen, 'table')} locked for ${lockWaitSeconds} s (${withheld(holders.length > 0 ? holders.join('; ') : 'sessions that ended meanwhile', 'sessions')}); an open transaction that wrote to them holds them until it ends. End it, then run the restore again; nothing was changed`,
           { cause: err },
         );
       }
