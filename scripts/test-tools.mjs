@@ -38,10 +38,23 @@ const needed = [
 
 const has = (cmd) => (cmd.startsWith('/') ? existsSync(cmd) : spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0);
 
+/**
+ * Installed with the others where we can, never required: a compiler cache for the release's
+ * native addons, which the e2e setup's `strata` install and test/install.test.ts's SDK install
+ * each compile from source (test/helpers/release.ts, userEnv); without it they compile twice.
+ */
+const optional = [['ccache', 'ccache']];
+
 export function ensureTestTools() {
+  const root = process.getuid?.() === 0;
+  const wanted = root && has('apt-get') ? optional.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg) : [];
+  if (wanted.length > 0) {
+    console.log(`installing optional test tools: ${wanted.join(' ')}`);
+    const update = spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+    if (update.status === 0) spawnSync('apt-get', ['install', '-y', '-qq', ...wanted], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  }
   const missing = [...new Set(needed.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg))];
   if (missing.length === 0) return;
-  const root = process.getuid?.() === 0;
   if (root && has('apt-get')) {
     console.log(`installing test tools: ${missing.join(' ')}`);
     const update = spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });

@@ -1,7 +1,7 @@
 // The release tarballs as a user gets them, for the tests that install them with plain npm
 // (test/install.test.ts) and for the VS Code e2e test, which needs the installed `strata`.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -37,6 +37,14 @@ export function succeeded(result: RunResult, what: string): RunResult {
  * The environment of a user's shell: none of the npm_* variables `npm test` sets (they would
  * point npm at this checkout's configuration), no node_modules/.bin of the checkout on PATH,
  * `extraPath` first. JOBS lets node-gyp compile the native addons on every core.
+ *
+ * With ccache on the machine, the compilers run through it (CC, CXX, which node-gyp's makefiles
+ * take): every run of the suite installs the release twice (its `strata`, and the SDK in
+ * test/install.test.ts), each compiling the same C and C++ of better-sqlite3 and zstd-napi for two
+ * minutes of CPU while the test lanes need it. The compiler still runs on every file the first
+ * time, and the cache gives back exactly what it produced; the installs are npm's, as a user's.
+ * The cache lives with the installs (tmpdir), and its base folder lets two installs in different
+ * folders share entries.
  */
 export function userEnv(extraPath: string[] = []): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -44,7 +52,20 @@ export function userEnv(extraPath: string[] = []): NodeJS.ProcessEnv {
   const systemPath = (process.env['PATH'] ?? '').split(path.delimiter).filter((dir) => dir !== '' && !dir.includes('node_modules'));
   env['PATH'] = [...extraPath, path.dirname(process.execPath), ...systemPath].join(path.delimiter);
   env['JOBS'] = 'max';
+  if (hasCcache()) {
+    env['CC'] = 'ccache gcc';
+    env['CXX'] = 'ccache g++';
+    env['CCACHE_DIR'] = path.join(tmpdir(), 'strata-test-ccache');
+    env['CCACHE_BASEDIR'] = tmpdir();
+  }
   return env;
+}
+
+let ccacheFound: boolean | undefined;
+
+function hasCcache(): boolean {
+  ccacheFound ??= spawnSync('sh', ['-c', 'command -v ccache && command -v gcc && command -v g++'], { stdio: 'ignore' }).status === 0;
+  return ccacheFound;
 }
 
 export interface Tarballs {
