@@ -2,7 +2,9 @@
 // they must be present. On a fresh Debian machine where we are root, install them; elsewhere say
 // exactly what to install.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 const needed = [
   ['gpg', 'gnupg'],
@@ -47,8 +49,12 @@ const optional = [['ccache', 'ccache']];
 
 export function ensureTestTools() {
   const root = process.getuid?.() === 0;
-  const wanted = root && has('apt-get') ? optional.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg) : [];
+  // Tried once per machine (a marker in tmpdir), so a package the sources lack does not cost an
+  // apt-get update on every run.
+  const tried = path.join(tmpdir(), 'strata-optional-test-tools-tried');
+  const wanted = root && has('apt-get') && !existsSync(tried) ? optional.filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg) : [];
   if (wanted.length > 0) {
+    writeFileSync(tried, `${new Date().toISOString()}\n`);
     console.log(`installing optional test tools: ${wanted.join(' ')}`);
     const update = spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
     if (update.status === 0) spawnSync('apt-get', ['install', '-y', '-qq', ...wanted], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });

@@ -493,7 +493,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
         path.join(repo(), 'locks/repository.lock'),
         JSON.stringify({ token: 't', pid: process.pid, host: (spawnSync('hostname').stdout.toString().trim()), operation: 'prune', acquiredAt: new Date().toISOString() }),
       );
-      const result = strata(['backup', db, '--repo', repo(), '--table-lock-wait', '0']);
+      const result = strata(['backup', db, '--repo', repo(), '--lock-wait', '0']);
       assert.equal(result.status, 5, result.stderr);
       assert.match(result.stderr, /locked by prune by pid/);
       assert.equal(json<{ backups: unknown[] }>(strata(['list', '--repo', repo(), '--json'])).backups.length, 0);
@@ -507,7 +507,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
         path.join(repo(), 'locks/repository.lock'),
         JSON.stringify({ token: 't', pid: Number(dead), host: spawnSync('hostname').stdout.toString().trim(), operation: 'backup', acquiredAt: new Date().toISOString() }),
       );
-      const result = strata(['backup', fixture(), '--repo', repo(), '--table-lock-wait', '0']);
+      const result = strata(['backup', fixture(), '--repo', repo(), '--lock-wait', '0']);
       assert.equal(result.status, 0, result.stderr);
       assert.equal(existsSync(path.join(repo(), 'locks/repository.lock')), false);
     });

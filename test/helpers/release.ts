@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { lock } from 'proper-lockfile';
@@ -55,10 +55,19 @@ export function userEnv(extraPath: string[] = []): NodeJS.ProcessEnv {
   if (hasCcache()) {
     env['CC'] = 'ccache gcc';
     env['CXX'] = 'ccache g++';
-    env['CCACHE_DIR'] = path.join(tmpdir(), 'strata-test-ccache');
+    env['CCACHE_DIR'] = ccacheDir();
     env['CCACHE_BASEDIR'] = tmpdir();
   }
   return env;
+}
+
+/** The cache: this user's own (0700), so that no other user of the machine can plant entries in it. */
+function ccacheDir(): string {
+  const dir = path.join(tmpdir(), `strata-test-ccache-${process.getuid?.() ?? 'user'}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const owner = statSync(dir);
+  if (owner.uid !== process.getuid?.() || (owner.mode & 0o077) !== 0) throw new Error(`${dir} is not this user's private folder; remove it`);
+  return dir;
 }
 
 let ccacheFound: boolean | undefined;

@@ -9,6 +9,7 @@ import type { Selector } from './backup-catalog.js';
 import type { RepositoryContext } from './repository-context.js';
 import { readCatalogContents } from './catalog.js';
 import { fetchChanges, planPointInTime } from './point-in-time.js';
+import { checkLockWait } from './server-engine.js';
 import type { FetchedChanges, PointInTimePlan, PointInTimeResult } from './point-in-time.js';
 
 /** Options for {@link Repository.restore}. */
@@ -96,6 +97,7 @@ export class Restorer {
    * point with data at or before that time.
    */
   async restore(selector: Selector, options: RestoreOptions): Promise<RestoreResult> {
+    if (options.lockWaitSeconds !== undefined) checkLockWait(options.lockWaitSeconds);
     const plan = selector.asOf !== undefined ? await this.planAsOf(selector) : undefined;
     const record = plan?.restorePoint ?? (await this.#ctx.catalog.resolve({ ...selector, withRows: true, trusted: true }));
     const op = await this.#ctx.journal.begin('restore', { database: record.database, backupId: record.id, type: record.type });
@@ -117,7 +119,7 @@ export class Restorer {
         onProgress: progress.emit,
         ...(options.tables !== undefined ? { tables: options.tables } : {}),
         ...(options.relocate ? { relocate: options.relocate } : {}),
-        ...(options.lockWaitSeconds !== undefined ? { lockWaitSeconds: checkLockWait(options.lockWaitSeconds) } : {}),
+        ...(options.lockWaitSeconds !== undefined ? { lockWaitSeconds: options.lockWaitSeconds } : {}),
       };
       let chain: BackupRecord[];
       let bytes: number;
@@ -351,12 +353,4 @@ function withoutSegments(plan: PointInTimePlan): PointInTimeResult {
     completeThrough: record.createdAt,
     behindMs: plan.asOf.getTime() - Date.parse(record.createdAt),
   };
-}
-
-/** A lock wait is whole seconds from 1 to a day: the servers take it as whole seconds, and 0 would mean "forever" to some. */
-function checkLockWait(seconds: number): number {
-  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400) {
-    throw new StrataError('USAGE', `restore: the lock wait must be whole seconds from 1 to 86400 (a day), not ${seconds}`);
-  }
-  return seconds;
 }

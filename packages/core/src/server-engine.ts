@@ -467,3 +467,15 @@ export abstract class ServerEngine implements Engine {
     };
   }
 }
+
+/**
+ * A lock wait is whole seconds from 1 to a day: the servers take it as whole seconds, and 0 would
+ * mean "forever" to some. Checked before anything is read; the engines, which write it into SQL,
+ * check that it is a whole number again.
+ */
+export function checkLockWait(seconds: number): number {
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400) {
+    throw new StrataError('USAGE', `restore: the lock wait must be whole seconds from 1 to 86400 (a day), not ${seconds}`);
+  }
+  return seconds;
+}

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type mysql from 'mysql2/promise';
-import { StrataError, errorText, redactable } from '@strata/core';
+import { StrataError, checkLockWait, errorText, redactable } from '@strata/core';
 import type { WorkDatabaseName } from '@strata/core';
 import { connect, ident } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
@@ -286,7 +286,7 @@ export async function swapTables(connection: mysql.Connection, server: MysqlTarg
     ...record.parked.map((p) => `${db}.${ident(p.table)} TO ${p.as === undefined ? ident(aside) : db}.${ident(p.as ?? p.table)}`),
     ...record.incoming.map((t) => `${ident(record.work)}.${ident(t)} TO ${db}.${ident(t)}`),
   ];
-  await connection.query(`SET SESSION lock_wait_timeout = ${lockWaitSeconds}`);
+  await connection.query(`SET SESSION lock_wait_timeout = ${checkLockWait(lockWaitSeconds)}`);
   try {
     // As late as can be: from here until the swap the target lacks these triggers (the record
     // has them, for a sweep after a kill).

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import type { from as copyFrom } from 'pg-copy-streams';
-import { ServerEngine, StrataError, WorkDatabase, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, tableListArgument, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
+import { ServerEngine, StrataError, WorkDatabase, checkLockWait, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, tableListArgument, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   ReplaceTablesOptions,
@@ -679,7 +679,7 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
     try {
       // The lock waits for every open transaction that wrote to these tables: bounded, so a
       // session left idle in a transaction makes the restore fail and say so, not hang.
-      await client.query(`SET LOCAL lock_timeout = '${lockWaitSeconds}s'`);
+      await client.query(`SET LOCAL lock_timeout = '${checkLockWait(lockWaitSeconds)}s'`);
       // Held to the end: no foreign key to these tables can be added, and no trigger of theirs
       // changed, between the checks below and the commit.
       await client.query(`LOCK TABLE ONLY ${tables.map((t) => `${ident(t.schema)}.${ident(t.name)}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
