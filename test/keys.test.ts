@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import type { SpawnSyncReturns } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -56,6 +57,33 @@ describe('keys that can change', function () {
     spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
     assert.equal(result.status, 0, result.stderr);
     return result.stdout;
+  }
+  /** gpg decrypting `file` with the passphrase in `passfile`, as FORMAT.md's recovery by hand runs it. */
+  function gpgWithPassphraseFile(passfile: string, file: string): SpawnSyncReturns<string> {
+    const home = path.join(dir.path, 'gnupg');
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    const result = spawnSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--decrypt', file], { encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
+    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
+    return result;
+  }
+  /**
+   * A passphrase file refused as a new passphrase by init (no repository made at `fresh`), then by
+   * key add and key passwd on a repository (its key files unchanged); returns those key files.
+   */
+  function refusedAsNewPassphrase(passfile: string, fresh: string, message: (step: string) => RegExp): string[] {
+    const refusedInit = run(['init'], passfile, {}, fresh);
+    assert.equal(refusedInit.status, 2, refusedInit.stderr);
+    assert.match(refusedInit.stderr, message('init'));
+    assert.ok(!existsSync(fresh), 'no repository was made');
+    init();
+    const files = readdirSync(path.join(repo(), 'keys')).sort();
+    for (const action of ['add', 'passwd']) {
+      const refused = run(['key', action, '--new-passphrase-file', passfile]);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, message(`key ${action}`));
+    }
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
+    return files;
   }
   /** The S2K count of an OpenPGP message's password packet, as gpg lists it (it needs no passphrase for that). */
   function s2kCount(file: string): number {
@@ -327,43 +355,17 @@ describe('keys that can change', function () {
     const twoLines = path.join(dir.path, 'two-lines.pass');
     writeFileSync(twoLines, 'secret one\n\n');
     const fresh = path.join(dir.path, 'fresh');
-    const refusedInit = run(['init'], twoLines, {}, fresh);
-    assert.equal(refusedInit.status, 2);
-    assert.match(refusedInit.stderr, /init: the new passphrase contains a line break .*gpg --passphrase-file would not read/);
-    assert.ok(!existsSync(fresh), 'no repository was made');
-    init();
-    const files = readdirSync(path.join(repo(), 'keys')).sort();
-    for (const action of ['add', 'passwd']) {
-      const refused = run(['key', action, '--new-passphrase-file', twoLines]);
-      assert.equal(refused.status, 2, refused.stderr);
-      assert.match(refused.stderr, new RegExp(`key ${action}: the new passphrase contains a line break`));
-    }
-    assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
+    refusedAsNewPassphrase(twoLines, fresh, (step) => new RegExp(`${step}: the new passphrase contains a line break${step === 'init' ? ' .*gpg --passphrase-file would not read' : ''}`));
   });
 
   it('a new passphrase in a file with a Windows line end (CR LF), which gpg --passphrase-file reads with its CR, or not in UTF-8, is refused by init, key add, key passwd and key migrate; such a file still opens the repository', () => {
     const crlf = path.join(dir.path, 'crlf.pass');
     writeFileSync(crlf, `${TEST_PASSPHRASE}\r\n`, { mode: 0o600 });
     const fresh = path.join(dir.path, 'fresh');
-    const refusedInit = run(['init'], crlf, {}, fresh);
-    assert.equal(refusedInit.status, 2, refusedInit.stderr);
-    assert.match(refusedInit.stderr, /ends its line with CR LF .*gpg --passphrase-file.* would read the CR/);
-    assert.ok(!existsSync(fresh), 'no repository was made');
-    init();
-    const files = readdirSync(path.join(repo(), 'keys')).sort();
-    for (const action of ['add', 'passwd']) {
-      const refused = run(['key', action, '--new-passphrase-file', crlf]);
-      assert.equal(refused.status, 2, refused.stderr);
-      assert.match(refused.stderr, /ends its line with CR LF/);
-    }
-    assert.deepEqual(readdirSync(path.join(repo(), 'keys')).sort(), files);
+    const files = refusedAsNewPassphrase(crlf, fresh, (step) => (step === 'init' ? /ends its line with CR LF .*gpg --passphrase-file.* would read the CR/ : /ends its line with CR LF/));
     // Why: gpg, given the same file, cannot open the key file that the passphrase without the CR sealed.
-    const home = path.join(dir.path, 'gnupg');
-    mkdirSync(home, { recursive: true, mode: 0o700 });
     const keyFile = path.join(repo(), 'keys', files.find((f) => f.endsWith('.asc'))!);
-    const byGpg = spawnSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase-file', crlf, '--decrypt', keyFile], { encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
-    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
-    assert.notEqual(byGpg.status, 0, 'gpg opened the key file with a CR at the end of the passphrase');
+    assert.notEqual(gpgWithPassphraseFile(crlf, keyFile).status, 0, 'gpg opened the key file with a CR at the end of the passphrase');
     // Opening is unchanged: the same file still opens the repository it always opened.
     ok(['key', 'list'], crlf);
     // A file in another encoding than UTF-8: gpg would take its bytes, Strata U+FFFD for each.
@@ -388,8 +390,7 @@ describe('keys that can change', function () {
     ok(['init'], marked, {}, withMark);
     ok(['list'], marked, {}, withMark);
     const markedKey = path.join(withMark, 'keys', readdirSync(path.join(withMark, 'keys')).find((f) => f.endsWith('.asc'))!);
-    const openedByGpg = spawnSync('gpg', ['--batch', '--quiet', '--pinentry-mode', 'loopback', '--passphrase-file', marked, '--decrypt', markedKey], { encoding: 'utf8', env: { ...process.env, GNUPGHOME: home } });
-    spawnSync('gpgconf', ['--kill', 'all'], { env: { ...process.env, GNUPGHOME: home } });
+    const openedByGpg = gpgWithPassphraseFile(marked, markedKey);
     assert.equal(openedByGpg.status, 0, openedByGpg.stderr);
   });
 

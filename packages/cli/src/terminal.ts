@@ -134,7 +134,7 @@ export async function readPassphrase(sources: PassphraseSources, attempt = 1): P
 }
 
 /** The command or file readPassphrase reads the passphrase from (flags first, then the variables), if any. */
-function chosenSource(sources: PassphraseSources, variable: string): { command?: string; file?: string } {
+export function chosenSource(sources: PassphraseSources, variable: string): { command?: string; file?: string } {
   const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
   const command = sources.passphraseCommand ?? (sources.passphraseFile === undefined ? env(`${variable}_COMMAND`) : undefined);
   const file = sources.passphraseFile ?? (command === undefined ? env(`${variable}_FILE`) : undefined);

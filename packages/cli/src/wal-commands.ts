@@ -8,7 +8,7 @@ import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
 import { handOff } from './wal-handoff.js';
 import { warnOfFailedVerifications } from './restore-choice.js';
-import { confirm, formatBytes, interactive } from './terminal.js';
+import { chosenSource, confirm, formatBytes, interactive } from './terminal.js';
 
 /**
  * The commands a PostgreSQL server runs itself: `archive_command = 'strata wal-push %p --db NAME'`
@@ -185,9 +185,7 @@ export function recoveryGoal(options: Pick<PhysicalRestoreOptions, 'asOf' | 'lsn
  * none when the passphrase can only come from STRATA_PASSPHRASE or a prompt.
  */
 function passphraseWords(ctx: CommandContext): string[] {
-  const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
-  const command = ctx.options.passphraseCommand ?? (ctx.options.passphraseFile === undefined ? env('STRATA_PASSPHRASE_COMMAND') : undefined);
-  const file = ctx.options.passphraseFile ?? (command === undefined ? env('STRATA_PASSPHRASE_FILE') : undefined);
+  const { command, file } = chosenSource(ctx.passphraseSources(false), 'STRATA_PASSPHRASE');
   if (command !== undefined) return ['--passphrase-command', command];
   if (file !== undefined) return ['--passphrase-file', path.resolve(file)];
   return [];
