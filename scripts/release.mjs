@@ -17,17 +17,16 @@
 // declarations, with the @strata/* types inlined; @types/* packages the public types need are
 // declared as the SDK's dependencies.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire, isBuiltin } from 'node:module';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { build } from 'esbuild';
+import { BundleError, WORKSPACE_SCOPE, bundle, closureOf, packageNameOf, readJson, workspacePackages } from './bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const typescript = createRequire(import.meta.url)('typescript');
-const WORKSPACE_SCOPE = '@strata/';
 
 /** What goes out, and where from. The templates hold the published name, metadata and README. */
 const TARGETS = [
@@ -37,139 +36,6 @@ const TARGETS = [
 ];
 
 class ReleaseError extends Error {}
-
-function readJson(file) {
-  return JSON.parse(readFileSync(file, 'utf8'));
-}
-
-/** Every workspace package by name: its folder and package.json. */
-function workspacePackages() {
-  const byName = new Map();
-  for (const dir of readdirSync(path.join(root, 'packages'))) {
-    const file = path.join(root, 'packages', dir, 'package.json');
-    if (existsSync(file)) byName.set(readJson(file).name, { dir: path.join(root, 'packages', dir), manifest: readJson(file) });
-  }
-  return byName;
-}
-
-/** The package name a bare import specifier refers to: `pg`, `@scope/x` (from `@scope/x/sub`). */
-function packageNameOf(specifier) {
-  const parts = specifier.split('/');
-  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0];
-}
-
-/**
- * The workspace packages a target is made of (itself and its `workspace:` dependencies, all the
- * way down) and the third-party dependencies they declare, each at one version.
- */
-function closureOf(targetDir, packages) {
-  const members = new Map();
-  const dependencies = new Map();
-  const optionalDependencies = new Map();
-  const visit = (dir, manifest) => {
-    if (members.has(manifest.name)) return;
-    members.set(manifest.name, dir);
-    for (const [field, into] of [['dependencies', dependencies], ['optionalDependencies', optionalDependencies]]) {
-      for (const [name, spec] of Object.entries(manifest[field] ?? {})) {
-        if (spec.startsWith('workspace:')) {
-          const member = packages.get(name);
-          if (!member) throw new ReleaseError(`${manifest.name} depends on ${name} (${spec}), which is not a package of this workspace`);
-          visit(member.dir, member.manifest);
-        } else if (/^(file|link|portal|patch):/.test(spec)) {
-          throw new ReleaseError(`${manifest.name} depends on ${name}@${spec}, which an installed package cannot`);
-        } else {
-          const seen = into.get(name);
-          if (seen && seen.spec !== spec) {
-            throw new ReleaseError(`${name} is declared at two versions: ${seen.spec} by ${seen.by}, ${spec} by ${manifest.name}; use one`);
-          }
-          into.set(name, { spec, by: manifest.name });
-        }
-      }
-    }
-  };
-  visit(targetDir, readJson(path.join(targetDir, 'package.json')));
-  for (const name of optionalDependencies.keys()) dependencies.delete(name);
-  return { members, dependencies, optionalDependencies };
-}
-
-const URL_REFERENCE = /new URL\((['"])(\.{1,2}\/[^'"]+)\1,\s*import\.meta\.url\)/g;
-
-/**
- * Bundles one entry file. esbuild leaves `new URL('./x', import.meta.url)` alone, but after
- * bundling the code no longer sits where the path was written from, so (as Vite and Parcel do)
- * every such reference is rewritten to a file next to the bundle: a worker script (.js) is
- * bundled there too, any other file is copied there.
- */
-async function bundle(entry, outDir, closure, written) {
-  const members = [...closure.members.values()];
-  const declared = new Set([...closure.dependencies.keys(), ...closure.optionalDependencies.keys()]);
-  const references = [];
-  const assets = new Map();
-  const claim = (base, from) => {
-    const owner = written.get(base);
-    if (owner && owner !== from) throw new ReleaseError(`two files would both be ${base} in the package: ${owner} and ${from}`);
-    written.set(base, from);
-  };
-  const plugin = {
-    name: 'strata-release',
-    setup(esb) {
-      esb.onResolve({ filter: /^[^./]/ }, (args) => {
-        if (isBuiltin(args.path)) return { path: args.path, external: true };
-        const name = packageNameOf(args.path);
-        if (name.startsWith(WORKSPACE_SCOPE)) {
-          if (!closure.members.has(name)) throw new ReleaseError(`${path.relative(root, args.importer)} imports ${name}, which its package.json does not declare`);
-          return undefined; // bundled: esbuild resolves it through the workspace's node_modules
-        }
-        if (!declared.has(name)) throw new ReleaseError(`${path.relative(root, args.importer)} imports ${args.path}, but no package.json of the workspace packages bundled here declares ${name}`);
-        return { path: args.path, external: true };
-      });
-      esb.onLoad({ filter: /\.js$/ }, (args) => {
-        if (!members.some((dir) => args.path.startsWith(dir + path.sep))) return undefined;
-        const source = readFileSync(args.path, 'utf8');
-        const contents = source.replace(URL_REFERENCE, (_match, quote, relative) => {
-          const target = path.resolve(path.dirname(args.path), relative);
-          if (!existsSync(target)) throw new ReleaseError(`${args.path} refers to ${relative}, which does not exist (${target})`);
-          const base = path.basename(target);
-          claim(base, target);
-          if (target.endsWith('.js')) references.push(target);
-          else assets.set(base, target);
-          return `new URL(${quote}./${base}${quote}, import.meta.url)`;
-        });
-        return { contents, loader: 'js' };
-      });
-    },
-  };
-  claim(path.basename(entry), entry);
-  let result;
-  try {
-    result = await build({
-      entryPoints: [entry],
-      // Split at every import(): a module the code loads only when it needs it (a command's
-      // code, the S3 client, the language server of `strata serve`) stays out of what every
-      // start of `strata` reads, as it does unbundled. The chunks sit next to the entry, so a
-      // `new URL('./x', import.meta.url)` means the same file from any of them.
-      outdir: outDir,
-      entryNames: '[name]',
-      chunkNames: '[name]-[hash]',
-      splitting: true,
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      logLevel: 'silent',
-      plugins: [plugin],
-    });
-  } catch (err) {
-    // A plugin's ReleaseError arrives wrapped in esbuild's report; say it once, plainly.
-    if (!Array.isArray(err?.errors)) throw err;
-    throw new ReleaseError(`bundling ${path.relative(root, entry)} failed:\n${err.errors.map((e) => `  ${e.text}`).join('\n')}`);
-  }
-  for (const warning of result.warnings) console.warn(`release: esbuild: ${warning.text}`);
-  for (const [base, from] of assets) copyFileSync(from, path.join(outDir, base));
-  for (const worker of references) {
-    if (!existsSync(path.join(outDir, path.basename(worker)))) await bundle(worker, outDir, closure, written);
-  }
-}
 
 /** The bare packages a declaration file imports or references (TypeScript's own scanner, which skips comments). */
 function typeImports(declarations) {
@@ -310,6 +176,6 @@ async function main() {
 }
 
 main().catch((err) => {
-  console.error(err instanceof ReleaseError ? `release: ${err.message}` : err);
+  console.error(err instanceof ReleaseError || err instanceof BundleError ? `release: ${err.message}` : err);
   process.exit(1);
 });

@@ -17,6 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { bundleCliForTests } from './bundle.mjs';
 import { ensurePg17, ensureS3Server, ensureTestTools } from './test-tools.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -29,6 +30,9 @@ ensurePg17();
 // Names this run for its child processes: the e2e setup installs the release's `strata` for the
 // run, and test/install.test.ts and the e2e tests use that install (test/helpers/release.ts).
 process.env.STRATA_TEST_RUN = `${Date.now().toString(36)}${process.pid.toString(36)}`;
+// The tests start `strata` thousands of times; they run it bundled, as the release ships it
+// (test/helpers/env.ts reads this; a test file run on its own uses packages/cli/dist).
+process.env.STRATA_TEST_CLI = await bundleCliForTests();
 const extra = process.argv.slice(2);
 if (extra.length > 0) {
   if (skipE2e) console.log('VS Code e2e: skipped (STRATA_SKIP_E2E is set)');

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { Passphrase, StrataError, openRepository } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
-import { TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir, catalogPath } from './helpers/env.js';
+import { CLI, TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir, catalogPath } from './helpers/env.js';
 
 describe('operator commands', () => {
   const dir = useTempDir();
@@ -46,7 +46,7 @@ describe('operator commands', () => {
       assert.equal((op.last.details as { command: string }).command, 'sh (4 argument(s), not recorded)');
       for (const file of readdirSync(path.join(repo(), 'journal'))) assert.doesNotMatch(readFileSync(path.join(repo(), 'journal', file), 'utf8'), /TopSecretPw/, file);
       // The journalled command really undoes it.
-      const undo = spawnSync('sh', ['-c', summary.undo.replace(/^strata /, `${process.execPath} ${path.resolve('packages/cli/dist/main.js')} `)], {
+      const undo = spawnSync('sh', ['-c', summary.undo.replace(/^strata /, `${process.execPath} ${CLI} `)], {
         env: { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE },
         encoding: 'utf8',
       });
