@@ -147,6 +147,10 @@ export async function bundle(entry, outDir, closure, written, { pinExternals = f
       format: 'esm',
       target: 'node20',
       logLevel: 'silent',
+      // Pinned imports are resolved by esbuild for Node to load: with Node's conditions (node,
+      // import or require, default), not esbuild's extra `module`, which picks files written for
+      // bundlers (@smithy/core/retry's dist-es, ES syntax that Node reads as CommonJS).
+      ...(pinExternals ? { conditions: [] } : {}),
       plugins: [plugin],
     });
   } catch (err) {
