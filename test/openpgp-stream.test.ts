@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Passphrase, decryptStream, encryptStream, isStrataError, readTar, tarHeaderBytes, tarPadding, tarTrailer } from '@strata/sdk';
@@ -145,6 +145,77 @@ describe('OpenPGP messages of the compat profile', () => {
     spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']);
     assert.equal(r.status, 0, r.stderr.toString());
     assert.ok((await collect(decryptStream(inPieces(r.stdout, [MiB]), passphrase))).equals(plain));
+  });
+
+  // Strata derives a passphrase's key itself (packages/core/src/s2k.ts), streamed, where openpgp.js
+  // would build the whole iterated input in memory: every digest gpg can be told to use, small and
+  // large counts, both key sizes, a passphrase in and out of ASCII and one longer than the count
+  // must open what gpg wrote, and only with it.
+  it("opens gpg's messages under every S2K digest, count and key size, and not with a near-miss passphrase", async function () {
+    this.timeout(120_000);
+    const home = path.join(dir.path, 'gnupg-s2k');
+    mkdirSync(home, { mode: 0o700 });
+    const input = path.join(dir.path, 'plain.bin');
+    const passfile = path.join(dir.path, 'passphrase');
+    const plain = randomBytes(70_000);
+    writeFileSync(input, plain);
+    // Longer than the smallest count, so hashed once whole (gpg's secure memory holds ~32 KiB of passphrase).
+    const long = `${'long passphrase '.repeat(125)}end`;
+    const cases = [
+      ['SHA256', 'AES256', 65_011_712, TEST_PASSPHRASE],
+      ['SHA256', 'AES128', 1_024, TEST_PASSPHRASE],
+      ['SHA1', 'AES256', 65_011_712, TEST_PASSPHRASE],
+      ['SHA1', 'AES128', 2_097_152, 'pässwörd ✓ 鍵'],
+      ['SHA224', 'AES256', 65_536, 'pässwörd ✓ 鍵'],
+      ['SHA384', 'AES128', 1_024, long],
+      ['SHA512', 'AES256', 65_011_712, long],
+      ['SHA512', 'AES256', 3_145_728, 'x'],
+    ] as const;
+    try {
+      for (const [digest, cipher, count, secret] of cases) {
+        const what = `${digest}, ${cipher}, count ${count}, a passphrase of ${secret.length} characters`;
+        writeFileSync(passfile, secret, { mode: 0o600 });
+        const gpgArgs = ['--batch', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--symmetric', '--cipher-algo', cipher];
+        const r = spawnSync('gpg', [...gpgArgs, '--s2k-mode', '3', '--s2k-digest-algo', digest, '--s2k-count', String(count), '-o', '-', input], { maxBuffer: 64 * MiB });
+        assert.equal(r.status, 0, `${what}: ${r.stderr.toString()}`);
+        assert.ok((await collect(decryptStream(inPieces(r.stdout, [MiB]), new Passphrase(secret)))).equals(plain), `${what}: opens`);
+        await assert.rejects(
+          collect(decryptStream(inPieces(r.stdout, [MiB]), new Passphrase(`${secret.slice(0, -1)}${secret.endsWith('x') ? 'y' : 'x'}`))),
+          // Which of the two depends on the garbage a wrong key makes of gpg's compressed packet:
+          // openpgp.js fails its parse (corrupt) or the integrity code (wrong passphrase) first.
+          (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG') || isStrataError(err, 'ARTIFACT_CORRUPT'),
+          `${what}: the passphrase with its last character changed does not open it`,
+        );
+      }
+    } finally {
+      spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']);
+    }
+  });
+
+  it('opens a message whose S2K count is smaller than its salt and passphrase, which are then hashed once whole', async () => {
+    // gpg writes no count under 65,536, so the message is one of Strata's with its session key
+    // packet rewritten by hand (RFC 4880 5.3, 3.7.1.3): the smallest count byte (1,024 bytes) and
+    // the session key encrypted again under the key that count gives, computed here the plain way.
+    const secret = `${'a passphrase longer than the count '.repeat(60)}!`;
+    const plain = randomBytes(50_000);
+    const message = await collect(encryptStream(inPieces(plain, [4096]), new Passphrase(secret), 'compat'));
+    assert.deepEqual([...message.subarray(0, 6)], [0xc3, 46, 4, 9, 3, 8], 'a session key packet of AES-256 under an iterated and salted SHA-256 S2K, then 46 bytes long');
+    const salt = message.subarray(6, 14);
+    const s2k = (countByte: number): Buffer => {
+      const unit = Buffer.concat([salt, Buffer.from(secret, 'utf8')]);
+      const count = Math.max((16 + (countByte & 15)) << ((countByte >> 4) + 6), unit.length);
+      const input = Buffer.alloc(count);
+      for (let at = 0; at < count; at += unit.length) unit.copy(input, at);
+      return createHash('sha256').update(input).digest();
+    };
+    const cfb = (key: Buffer, bytes: Buffer, encrypt: boolean): Buffer => {
+      const cipher = (encrypt ? createCipheriv : createDecipheriv)('aes-256-cfb', key, Buffer.alloc(16));
+      return Buffer.concat([cipher.update(bytes), cipher.final()]);
+    };
+    const sessionKey = cfb(s2k(message[14]!), message.subarray(15, 48), false);
+    assert.equal(sessionKey[0], 9, 'the packet holds an AES-256 session key');
+    const rewritten = Buffer.concat([message.subarray(0, 14), Buffer.from([0]), cfb(s2k(0), sessionKey, true), message.subarray(48)]);
+    assert.ok((await collect(decryptStream(inPieces(rewritten, [MiB]), new Passphrase(secret)))).equals(plain));
   });
 
   it('a changed byte or a cut message fails in gpg and in Strata', async () => {

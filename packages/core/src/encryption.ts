@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
 import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
+import { streamIteratedS2kOf } from './s2k.js';
 import { openSeipdV1, seipdV1, seipdV1Head } from './seipd-stream.js';
 
 /**
@@ -195,6 +196,7 @@ async function openSessionKey(packets: Buffer, passphrase: Passphrase): Promise<
   let keys: { data: Uint8Array; algorithm: string | null }[];
   try {
     const message = await openpgp.readMessage({ binaryMessage: packets });
+    streamIteratedS2kOf(openpgp, message);
     keys = await settleWithin(openpgp.decryptSessionKeys({ message, passwords: [passphrase.reveal()] }));
   } catch (err) {
     throw classifyDecryptError(err);
@@ -209,6 +211,7 @@ async function* decryptWithOpenpgp(source: AsyncIterable<Uint8Array>, passphrase
   let data: AsyncIterable<Uint8Array>;
   try {
     const message = await openpgp.readMessage({ binaryMessage: toWeb(source) });
+    streamIteratedS2kOf(openpgp, message);
     const result = await settleWithin(
       openpgp.decrypt({
         message,
@@ -278,6 +281,7 @@ export async function decryptSmall(armored: string, passphrase: Passphrase, what
   const openpgp = await loadOpenpgp();
   try {
     const message = await openpgp.readMessage({ armoredMessage: armored });
+    streamIteratedS2kOf(openpgp, message);
     // Non-streaming, so the MDC is checked before anything is returned: a wrong passphrase that
     // slips past the session-key check (about 1 in 140 for SEIPDv1) still fails here.
     const { data } = await settleWithin(openpgp.decrypt({ message, passwords: [passphrase.reveal()], format: 'binary' }));
