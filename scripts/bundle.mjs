@@ -166,14 +166,16 @@ export async function bundle(entry, outDir, closure, written, { pinExternals = f
 }
 
 /**
- * The command line as one bundle in .build/cli/ (the entry main.js), for the test suite: the same
+ * The command line as one bundle in .build/cli/dist/ (the entry main.js), for the test suite: the same
  * bundling as the release's `strata`, so a test runs the code a user installs, and about a third
  * less CPU for each `strata` the tests start than the unbundled packages/cli/dist (Node 20 spends
  * most of a short command resolving and loading the ~150 modules of the workspace one by one).
  * Returns the entry's path.
  */
 export async function bundleCliForTests() {
-  const outDir = path.join(root, '.build', 'cli');
+  // Named as the CLI's own build (cli/dist/main.js), which is how Strata tells its own processes
+  // among those that hold a database open.
+  const outDir = path.join(root, '.build', 'cli', 'dist');
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const entry = path.join(root, 'packages/cli/dist/main.js');
