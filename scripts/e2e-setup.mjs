@@ -38,11 +38,14 @@ function npmEnv(extraPath) {
   return env;
 }
 
-export function ensureE2eTools() {
+export async function ensureE2eTools() {
   const npmCi = ['ci', '--no-audit', '--no-fund', '--loglevel=error'];
   if (!existsSync(`${node24}/node`)) run('Node 24 for code-server', 'npm', npmCi, { cwd: tools, env: npmEnv() });
   if (!existsSync(`${vscode}/node_modules/.bin/code-server`)) {
-    run('code-server', 'npm', npmCi, { cwd: vscode, env: npmEnv(node24) });
+    // code-server's postinstall compiles a dozen native modules (node-gyp, minutes of CPU beside
+    // the test lanes): through the release install's compiler cache, a later run reuses them.
+    const { userEnv } = await import(`${root}.build/test/helpers/release.js`);
+    run('code-server', 'npm', npmCi, { cwd: vscode, env: userEnv([node24]) });
   }
   run('extension build and .vsix', process.execPath, [`${root}extension/scripts/build.mjs`, '--package'], { cwd: root });
 }
@@ -57,5 +60,5 @@ export async function ensureInstalledCli() {
 // strata first: test/install.test.ts waits for it too, and needs none of the tools.
 if (import.meta.url === `file://${process.argv[1]}`) {
   await ensureInstalledCli();
-  ensureE2eTools();
+  await ensureE2eTools();
 }

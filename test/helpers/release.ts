@@ -41,8 +41,10 @@ export function succeeded(result: RunResult, what: string): RunResult {
  * With ccache on the machine, the compilers run through it (CC, CXX, which node-gyp's makefiles
  * take): every run of the suite installs the release twice (its `strata`, and the SDK in
  * test/install.test.ts), each compiling the same C and C++ of better-sqlite3 and zstd-napi for two
- * minutes of CPU while the test lanes need it. The compiler still runs on every file the first
- * time, and the cache gives back exactly what it produced; the installs are npm's, as a user's.
+ * minutes of CPU while the test lanes need it; scripts/e2e-setup.mjs installs code-server, whose
+ * postinstall compiles a dozen more, with this environment too. The compiler still runs on every
+ * file the first time, and the cache gives back exactly what it produced; the installs are npm's,
+ * as a user's.
  * The cache lives with the installs (tmpdir), and its base folder lets two installs in different
  * folders share entries.
  */
