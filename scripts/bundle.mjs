@@ -1,7 +1,8 @@
 // Folds the workspace's own packages (@strata/*) that an entry file needs into one bundle with
 // esbuild, for the release (scripts/release.mjs) and for the test suite (bundleCliForTests).
 // Third-party packages stay outside the bundle: the release declares them as dependencies, while
-// the tests' bundle imports each one by its absolute path in this checkout.
+// the tests' bundle imports each one by the file Node resolves it to in this checkout.
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { isBuiltin } from 'node:module';
 import * as path from 'node:path';
@@ -71,29 +72,42 @@ export function closureOf(targetDir, packages) {
 const URL_REFERENCE = /new URL\((['"])(\.{1,2}\/[^'"]+)\1,\s*import\.meta\.url\)/g;
 
 /**
+ * Where Node itself resolves `specifier` imported from `importer` (a file URL), as Node would at
+ * run time: its own resolver (conditions, exports, no probing for extensions), which a script can
+ * ask for another file only behind this flag on Node 20. One short process per distinct import.
+ */
+function resolvedByNode(specifier, importer) {
+  const result = spawnSync(process.execPath, ['--experimental-import-meta-resolve', '--no-warnings', '--input-type=module', '-e', 'console.log(import.meta.resolve(process.argv[1], process.argv[2]))', specifier, importer], { encoding: 'utf8' });
+  if (result.status !== 0) throw new BundleError(`${fileURLToPath(importer)} imports ${specifier}, which Node does not resolve: ${result.stderr.trim().split('\n').at(-1)}`);
+  return result.stdout.trim();
+}
+
+/**
  * Bundles one entry file. esbuild leaves `new URL('./x', import.meta.url)` alone, but after
  * bundling the code no longer sits where the path was written from, so (as Vite and Parcel do)
  * every such reference is rewritten to a file next to the bundle: a worker script (.js) is
  * bundled there too, any other file is copied there.
+ *
+ * Third-party imports stay imports. For the release they stay bare, for npm to install beside the
+ * bundle; with `pinExternals` (the tests' bundle) each becomes the file URL Node resolves it to
+ * from the workspace file that imports it (pnpm gives each workspace package only its declared
+ * dependencies, so nothing would resolve from the bundle's own folder).
  */
-/** Marks the resolutions the plugin asks esbuild for, so the plugin does not answer them itself. */
-const PINNING = Symbol('pinning');
-
 export async function bundle(entry, outDir, closure, written, { pinExternals = false } = {}) {
   const members = [...closure.members.values()];
   const declared = new Set([...closure.dependencies.keys(), ...closure.optionalDependencies.keys()]);
   const references = [];
   const assets = new Map();
+  const pinned = new Map();
   const claim = (base, from) => {
     const owner = written.get(base);
     if (owner && owner !== from) throw new BundleError(`two files would both be ${base} in the package: ${owner} and ${from}`);
     written.set(base, from);
   };
   const plugin = {
-    name: 'strata-release',
+    name: 'strata-bundle',
     setup(esb) {
       esb.onResolve({ filter: /^[^./]/ }, (args) => {
-        if (args.pluginData === PINNING) return undefined; // our own esb.resolve below: esbuild's resolution
         if (isBuiltin(args.path)) return { path: args.path, external: true };
         const name = packageNameOf(args.path);
         if (name.startsWith(WORKSPACE_SCOPE)) {
@@ -102,12 +116,10 @@ export async function bundle(entry, outDir, closure, written, { pinExternals = f
         }
         if (!declared.has(name)) throw new BundleError(`${path.relative(root, args.importer)} imports ${args.path}, but no package.json of the workspace packages bundled here declares ${name}`);
         if (!pinExternals) return { path: args.path, external: true };
-        // Resolved here, from the importing workspace package's own node_modules (pnpm gives each
-        // package only its declared dependencies), and imported by that file's absolute path.
-        return esb.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, pluginData: PINNING }).then((resolved) => {
-          if (resolved.errors.length > 0) throw new BundleError(`${path.relative(root, args.importer)} imports ${args.path}, which does not resolve: ${resolved.errors[0].text}`);
-          return { path: resolved.path, external: true };
-        });
+        const importer = pathToFileURL(args.importer).href;
+        const key = `${args.path}\0${importer}`;
+        if (!pinned.has(key)) pinned.set(key, resolvedByNode(args.path, importer));
+        return { path: pinned.get(key), external: true };
       });
       esb.onLoad({ filter: /\.js$/ }, (args) => {
         if (!members.some((dir) => args.path.startsWith(dir + path.sep))) return undefined;
@@ -147,10 +159,6 @@ export async function bundle(entry, outDir, closure, written, { pinExternals = f
       format: 'esm',
       target: 'node20',
       logLevel: 'silent',
-      // Pinned imports are resolved by esbuild for Node to load: with Node's conditions (node,
-      // import or require, default), not esbuild's extra `module`, which picks files written for
-      // bundlers (@smithy/core/retry's dist-es, ES syntax that Node reads as CommonJS).
-      ...(pinExternals ? { conditions: [] } : {}),
       plugins: [plugin],
     });
   } catch (err) {
@@ -158,7 +166,7 @@ export async function bundle(entry, outDir, closure, written, { pinExternals = f
     if (!Array.isArray(err?.errors)) throw err;
     throw new BundleError(`bundling ${path.relative(root, entry)} failed:\n${err.errors.map((e) => `  ${e.text}`).join('\n')}`);
   }
-  for (const warning of result.warnings) console.warn(`release: esbuild: ${warning.text}`);
+  for (const warning of result.warnings) console.warn(`bundle: esbuild: ${warning.text}`);
   for (const [base, from] of assets) copyFileSync(from, path.join(outDir, base));
   for (const worker of references) {
     if (!existsSync(path.join(outDir, path.basename(worker)))) await bundle(worker, outDir, closure, written, { pinExternals });
@@ -166,11 +174,11 @@ export async function bundle(entry, outDir, closure, written, { pinExternals = f
 }
 
 /**
- * The command line as one bundle in .build/cli/dist/ (the entry main.js), for the test suite: the same
- * bundling as the release's `strata`, so a test runs the code a user installs, and about a third
- * less CPU for each `strata` the tests start than the unbundled packages/cli/dist (Node 20 spends
- * most of a short command resolving and loading the ~150 modules of the workspace one by one).
- * Returns the entry's path.
+ * The command line as one bundle in .build/cli/dist/ (the entry main.js), for the test suite: Strata's
+ * own code bundled as the release's `strata` bundles it, and about a third less CPU for each
+ * `strata` the tests start than the unbundled packages/cli/dist (Node 20 spends most of a short
+ * command resolving and loading the ~150 modules of the workspace one by one). Rebuilt whole by
+ * every run of scripts/test.mjs. Returns the entry's path.
  */
 export async function bundleCliForTests() {
   // Named as the CLI's own build (cli/dist/main.js), which is how Strata tells its own processes

@@ -148,9 +148,10 @@ describe('OpenPGP messages of the compat profile', () => {
   });
 
   // Strata derives a passphrase's key itself (packages/core/src/s2k.ts), streamed, where openpgp.js
-  // would build the whole iterated input in memory: every digest gpg can be told to use, small and
-  // large counts, both key sizes, a passphrase in and out of ASCII and one longer than the count
-  // must open what gpg wrote, and only with it.
+  // would build the whole iterated input in memory: the digests gpg can be told to use (RIPEMD-160,
+  // which node:crypto may lack, and keys longer than one digest are left to openpgp.js), gpg's
+  // smallest count and larger ones, both key sizes, passphrases in and out of ASCII must open what
+  // gpg wrote, and only with it.
   it("opens gpg's messages under every S2K digest, count and key size, and not with a near-miss passphrase", async function () {
     this.timeout(120_000);
     const home = path.join(dir.path, 'gnupg-s2k');
@@ -159,17 +160,18 @@ describe('OpenPGP messages of the compat profile', () => {
     const passfile = path.join(dir.path, 'passphrase');
     const plain = randomBytes(70_000);
     writeFileSync(input, plain);
-    // Longer than the smallest count, so hashed once whole (gpg's secure memory holds ~32 KiB of passphrase).
+    // Many repetitions of itself fewer than the others (gpg's secure memory holds ~32 KiB of passphrase).
     const long = `${'long passphrase '.repeat(125)}end`;
     const cases = [
       ['SHA256', 'AES256', 65_011_712, TEST_PASSPHRASE],
-      ['SHA256', 'AES128', 1_024, TEST_PASSPHRASE],
+      ['SHA256', 'AES128', 65_536, TEST_PASSPHRASE],
       ['SHA1', 'AES256', 65_011_712, TEST_PASSPHRASE],
       ['SHA1', 'AES128', 2_097_152, 'pässwörd ✓ 鍵'],
       ['SHA224', 'AES256', 65_536, 'pässwörd ✓ 鍵'],
-      ['SHA384', 'AES128', 1_024, long],
+      ['SHA384', 'AES128', 65_536, long],
       ['SHA512', 'AES256', 65_011_712, long],
       ['SHA512', 'AES256', 3_145_728, 'x'],
+      ['RIPEMD160', 'AES128', 65_536, TEST_PASSPHRASE],
     ] as const;
     try {
       for (const [digest, cipher, count, secret] of cases) {
@@ -178,6 +180,9 @@ describe('OpenPGP messages of the compat profile', () => {
         const gpgArgs = ['--batch', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--symmetric', '--cipher-algo', cipher];
         const r = spawnSync('gpg', [...gpgArgs, '--s2k-mode', '3', '--s2k-digest-algo', digest, '--s2k-count', String(count), '-o', '-', input], { maxBuffer: 64 * MiB });
         assert.equal(r.status, 0, `${what}: ${r.stderr.toString()}`);
+        // gpg's session key packet (old format, 2 header bytes: version, cipher, S2K type, digest, salt) then the count byte.
+        const countByte = r.stdout[14]!;
+        assert.equal((16 + (countByte & 15)) << ((countByte >> 4) + 6), count, `${what}: gpg wrote the count asked for`);
         assert.ok((await collect(decryptStream(inPieces(r.stdout, [MiB]), new Passphrase(secret)))).equals(plain), `${what}: opens`);
         await assert.rejects(
           collect(decryptStream(inPieces(r.stdout, [MiB]), new Passphrase(`${secret.slice(0, -1)}${secret.endsWith('x') ? 'y' : 'x'}`))),

@@ -10,7 +10,9 @@ import type { Engine, TableStats } from '@strata/sdk';
 export const ROOT = path.resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 /**
  * The `strata` the tests run: the bundle scripts/test.mjs makes (the release's bundling, and a
- * third less CPU per start), or the compiled packages/cli when a test file is run on its own.
+ * third less CPU per start), or the compiled packages/cli when a test file is run on its own. A
+ * failure only the bundle shows comes back with STRATA_TEST_CLI=.build/cli/dist/main.js after
+ * `node -e "import('./scripts/bundle.mjs').then((b) => b.bundleCliForTests())"`.
  */
 export const CLI = process.env.STRATA_TEST_CLI ?? path.join(ROOT, 'packages/cli/dist/main.js');
 export const FIXTURE_DB = path.join(ROOT, 'fixtures/sample.db');
