@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
+import { createDecipheriv, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
 import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
 import { streamIteratedS2kOf } from './s2k.js';
-import { openSeipdV1, seipdV1, seipdV1Head } from './seipd-stream.js';
+import { openSeipdV1, seipdV1, seipdV1Head, seipdV1Start } from './seipd-stream.js';
 
 /**
  * - `compat` (default): OpenPGP SEIPDv1 (AES-256, MDC) with an iterated-salted S2K, what
@@ -177,12 +177,13 @@ export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphra
         return;
       }
     }
+    const sessionKeys = await checkedSessionKeys(head, passphrase);
     yield* decryptWithOpenpgp(
       (async function* () {
         yield head;
         for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
       })(),
-      passphrase,
+      sessionKeys ? { sessionKeys } : { passwords: [passphrase.reveal()] },
     );
   } finally {
     // A reader that stops early (or fails) lets the source go: a file's handle, an object's connection.
@@ -205,8 +206,51 @@ async function openSessionKey(packets: Buffer, passphrase: Passphrase): Promise<
   return key?.data;
 }
 
-/** A message read by openpgp.js. */
-async function* decryptWithOpenpgp(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
+type SessionKey = { data: Uint8Array; algorithm: OpenPgp.enums.symmetricNames };
+
+/** node:crypto's CFB ciphers for the session key algorithms a quick check is made for. */
+const CFB_CIPHERS: ReadonlyMap<string, { name: string; keyBytes: number }> = new Map([
+  ['aes128', { name: 'aes-128-cfb', keyBytes: 16 }],
+  ['aes192', { name: 'aes-192-cfb', keyBytes: 24 }],
+  ['aes256', { name: 'aes-256-cfb', keyBytes: 32 }],
+]);
+
+/**
+ * The session keys `passphrase` opens in a SEIPDv1 message of any packet format (gpg's own, an
+ * openpgp.js key file) that pass OpenPGP's quick check (the prefix's last block ends in two
+ * octets it repeats), or undefined when the message is of another shape or a cipher not checked
+ * here (openpgp.js then decides with the passphrase). Throws PASSPHRASE_WRONG when no key passes.
+ *
+ * Why: openpgp.js does not make this check, so a wrong passphrase reaches its packet parser as
+ * garbage, which it may take for a packet of indeterminate length and then wait on forever (a
+ * quarter of the wrong passphrases on gpg's messages here) or report as a corrupt message. gpg
+ * makes the check; a wrong key passes it 1 time in 65,536, and the integrity code still fails it.
+ */
+async function checkedSessionKeys(message: Buffer, passphrase: Passphrase): Promise<SessionKey[] | undefined> {
+  const start = seipdV1Start(message);
+  if (!start) return undefined;
+  const openpgp = await loadOpenpgp();
+  let keys: SessionKey[];
+  try {
+    const packets = await openpgp.readMessage({ binaryMessage: start.sessionKeyPackets });
+    streamIteratedS2kOf(openpgp, packets);
+    keys = (await settleWithin(openpgp.decryptSessionKeys({ message: packets, passwords: [passphrase.reveal()] }))) as SessionKey[];
+  } catch (err) {
+    throw classifyDecryptError(err);
+  }
+  const passing: SessionKey[] = [];
+  for (const key of keys) {
+    const cipher = CFB_CIPHERS.get(key.algorithm);
+    if (!cipher || key.data.length !== cipher.keyBytes) return undefined;
+    const prefix = createDecipheriv(cipher.name, key.data, Buffer.alloc(16)).update(start.encryptedStart);
+    if (prefix[16] === prefix[14] && prefix[17] === prefix[15]) passing.push(key);
+  }
+  if (passing.length === 0) throw new StrataError('PASSPHRASE_WRONG', 'decrypt: the passphrase does not decrypt this data, or the data was altered (its session key does not open it)');
+  return passing;
+}
+
+/** A message read by openpgp.js, with the session keys that open it or the passphrase. */
+async function* decryptWithOpenpgp(source: AsyncIterable<Uint8Array>, opener: { sessionKeys: SessionKey[] } | { passwords: string[] }): AsyncGenerator<Uint8Array> {
   const openpgp = await loadOpenpgp();
   let data: AsyncIterable<Uint8Array>;
   try {
@@ -215,7 +259,7 @@ async function* decryptWithOpenpgp(source: AsyncIterable<Uint8Array>, passphrase
     const result = await settleWithin(
       openpgp.decrypt({
         message,
-        passwords: [passphrase.reveal()],
+        ...opener,
         format: 'binary',
         // Without this openpgp.js buffers the whole plaintext (3x the database in RAM) until the
         // MDC checks out; our callers write to temporary files and commit only on success instead.
@@ -237,15 +281,16 @@ async function* decryptWithOpenpgp(source: AsyncIterable<Uint8Array>, passphrase
 const HEADER_TIMEOUT_MS = 30_000;
 
 /**
- * openpgp.js can wait forever when a wrong key turns the first packet into garbage that declares an
- * indeterminate length (seen in about 1 of 1,000 wrong passphrases). Headers parse in milliseconds
- * otherwise, so a generous timeout turns that hang into an error.
+ * openpgp.js can wait forever when a key turns the first packet into garbage that declares an
+ * indeterminate length: a wrong key that passes the quick check (1 in 65,536), or altered data.
+ * Headers parse in milliseconds otherwise, so a generous timeout turns that hang into an error.
+ * The timer holds the process open: the wait is on nothing (no I/O pending), so without it a
+ * command would end there with no error said.
  */
 async function settleWithin<T>(promise: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error('decryption made no progress (wrong passphrase or not an OpenPGP message)')), HEADER_TIMEOUT_MS);
-    timer.unref();
   });
   try {
     return await Promise.race([promise, timeout]);
@@ -282,9 +327,11 @@ export async function decryptSmall(armored: string, passphrase: Passphrase, what
   try {
     const message = await openpgp.readMessage({ armoredMessage: armored });
     streamIteratedS2kOf(openpgp, message);
+    const sessionKeys = await checkedSessionKeys(Buffer.from(message.write() as Uint8Array), passphrase);
     // Non-streaming, so the MDC is checked before anything is returned: a wrong passphrase that
-    // slips past the session-key check (about 1 in 140 for SEIPDv1) still fails here.
-    const { data } = await settleWithin(openpgp.decrypt({ message, passwords: [passphrase.reveal()], format: 'binary' }));
+    // slips past the quick check still fails here.
+    const opener = sessionKeys ? { sessionKeys } : { passwords: [passphrase.reveal()] };
+    const { data } = await settleWithin(openpgp.decrypt({ message, ...opener, format: 'binary' }));
     return data as Uint8Array;
   } catch (err) {
     const e = classifyDecryptError(err);

@@ -231,6 +231,62 @@ export function seipdV1Head(head: Buffer): MessageHead | undefined {
   return { sessionKeyPackets: head.subarray(0, at), dataPacket: head.subarray(at) };
 }
 
+/** A packet's header at `at`: its tag, where its body starts, and the body's first run of bytes. */
+interface PacketHeader {
+  readonly tag: number;
+  readonly bodyAt: number;
+  /** Octets of the body that follow bodyAt without another length header: all of it, or its first part. */
+  readonly run: number;
+  /** True when `run` is the whole body. */
+  readonly whole: boolean;
+}
+
+/** Reads a packet header in either format (RFC 9580 4.2): gpg writes the old one, Strata and openpgp.js the new. */
+function packetHeaderAt(bytes: Buffer, at: number): PacketHeader | undefined {
+  const first = bytes[at];
+  if (first === undefined || (first & 0x80) === 0) return undefined;
+  const octet = (n: number): number | undefined => bytes[at + 1 + n];
+  if (first & 0x40) {
+    const tag = first & 0x3f;
+    const l = octet(0);
+    if (l === undefined) return undefined;
+    if (l < 192) return { tag, bodyAt: at + 2, run: l, whole: true };
+    if (l < 224) {
+      const l2 = octet(1);
+      return l2 === undefined ? undefined : { tag, bodyAt: at + 3, run: ((l - 192) << 8) + l2 + 192, whole: true };
+    }
+    if (l < 255) return { tag, bodyAt: at + 2, run: 2 ** (l & 0x1f), whole: false };
+    if (at + 6 > bytes.length) return undefined;
+    return { tag, bodyAt: at + 6, run: bytes.readUInt32BE(at + 2), whole: true };
+  }
+  const tag = (first >> 2) & 0x0f;
+  const lengthBytes = [1, 2, 4, 0][first & 3]!;
+  // An old-format packet of indeterminate length runs to the end of the message.
+  if (lengthBytes === 0) return { tag, bodyAt: at + 1, run: Infinity, whole: true };
+  if (at + 1 + lengthBytes > bytes.length) return undefined;
+  return { tag, bodyAt: at + 1 + lengthBytes, run: bytes.readUIntBE(at + 1, lengthBytes), whole: true };
+}
+
+const TAG_NUMBER_SESSION_KEY = 3;
+const TAG_NUMBER_SEIPD = 18;
+
+/**
+ * The session key packets at a message's start and the first octets of encrypted data in the
+ * SEIPDv1 packet after them (the prefix, enough for OpenPGP's quick check of a key), in either
+ * packet format, or undefined for a message of another shape.
+ */
+export function seipdV1Start(head: Buffer): { sessionKeyPackets: Buffer; encryptedStart: Buffer } | undefined {
+  let at = 0;
+  let header = packetHeaderAt(head, at);
+  while (header?.tag === TAG_NUMBER_SESSION_KEY && header.whole) {
+    at = header.bodyAt + header.run;
+    header = packetHeaderAt(head, at);
+  }
+  if (at === 0 || header?.tag !== TAG_NUMBER_SEIPD || head[header.bodyAt] !== SEIPD_VERSION) return undefined;
+  const encryptedStart = head.subarray(header.bodyAt + 1, header.bodyAt + Math.min(header.run, 1 + PREFIX_BYTES));
+  return encryptedStart.length === PREFIX_BYTES ? { sessionKeyPackets: head.subarray(0, at), encryptedStart } : undefined;
+}
+
 /**
  * The plaintext of a SEIPDv1 packet (from its tag on: `head`, then the rest of the message from
  * `rest`) under a 32-byte AES-256 session key. Throws PASSPHRASE_WRONG when the key does not open
