@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { fork, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
@@ -546,6 +547,91 @@ describe('SQLite engine', () => {
     assert.deepEqual(statsOf(fresh, 'orders'), backedUp);
     assert.equal(sqliteQuery(fresh, 'SELECT count(*) FROM sqlite_stat1 WHERE tbl <> \'orders\''), '0');
     assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
+  });
+
+  describe('a table restore into a database another connection is writing to', () => {
+    /**
+     * A sqlite3 process holding `file`'s write lock for `seconds` (an application's open write
+     * transaction, adding a row to log), then committing it; resolves once it holds the lock.
+     */
+    async function holdWriteLock(file: string, seconds: number): Promise<{ holder: ChildProcess; exited: Promise<number | null> }> {
+      // In a process group of its own, so that stopping it stops its sleep too.
+      const holder = spawn('sqlite3', [file], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+      const exited = new Promise<number | null>((resolve) => holder.on('exit', (code) => resolve(code)));
+      holder.stdin!.end(`BEGIN IMMEDIATE;\nINSERT INTO log (message) VALUES ('written beside the restore');\n.print holding\n.shell sleep ${seconds}\nCOMMIT;\n`);
+      let said = '';
+      holder.stderr!.on('data', (d: Buffer) => (said += d.toString()));
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout!.on('data', (d: Buffer) => d.toString().includes('holding') && resolve());
+        void exited.then((code) => reject(new Error(`sqlite3 ended (${code}) before it held the lock: ${said}`)));
+      });
+      return { holder, exited };
+    }
+
+    const stop = (holder: ChildProcess): void => {
+      if (holder.exitCode === null) process.kill(-holder.pid!, 'SIGKILL');
+    };
+
+    async function backedUp(): Promise<{ repo: Awaited<ReturnType<typeof repository>>; id: string; target: string; books: string }> {
+      const source = path.join(dir.path, 'app.db');
+      buildRichDatabase(source, { rows: 20 });
+      const repo = await repository();
+      const record = await repo.backup(source, { database: 'app' });
+      const target = path.join(dir.path, 'target.db');
+      await repo.restore({ id: record.id }, { to: target });
+      const books = sqliteQuery(target, 'SELECT * FROM books ORDER BY id');
+      sqlite3Script(target, 'DELETE FROM books WHERE id > 10;');
+      return { repo, id: record.id, target, books };
+    }
+
+    it('waits for the write transaction to end, longer than a moment (--table-lock-wait), and keeps what it wrote', async function () {
+      this.timeout(120_000);
+      const { repo, id, target, books } = await backedUp();
+      // Longer than the engine's own 5 s wait for a moment's lock, which is all a table restore waited before.
+      const { holder, exited } = await holdWriteLock(target, 7);
+      try {
+        await repo.restore({ id }, { to: target, tables: ['books'], force: true, lockWaitSeconds: 60 });
+        assert.equal(await exited, 0, "the application's transaction committed");
+      } finally {
+        stop(holder);
+      }
+      assert.equal(sqliteQuery(target, 'SELECT * FROM books ORDER BY id'), books, 'the table is the backup\'s');
+      assert.equal(sqliteQuery(target, "SELECT count(*) FROM log WHERE message = 'written beside the restore'"), '1', 'the row the application wrote meanwhile is kept');
+      assert.equal(sqliteQuery(target, 'PRAGMA integrity_check'), 'ok');
+    });
+
+    it('gives up after --table-lock-wait with DATABASE_LOCKED naming the process that holds it, and changes nothing', async function () {
+      this.timeout(120_000);
+      const { repo, id, target } = await backedUp();
+      const before = sqliteDump(target);
+      const { holder } = await holdWriteLock(target, 600);
+      try {
+        await assert.rejects(repo.restore({ id }, { to: target, tables: ['books'], force: true, lockWaitSeconds: 1 }), (err: unknown) => {
+          assert.ok(err instanceof StrataError && err.code === 'DATABASE_LOCKED', String(err));
+          assert.match(err.message, new RegExp(`held its write lock for 1 s \\(open in pid ${holder.pid} \\(sqlite3\\)\\).*--table-lock-wait.*nothing was changed`));
+          return true;
+        });
+      } finally {
+        stop(holder);
+      }
+      assert.equal(sqliteDump(target), before);
+    });
+
+    it('a cancelled restore stops waiting at once and changes nothing', async function () {
+      this.timeout(120_000);
+      const { repo, id, target } = await backedUp();
+      const before = sqliteDump(target);
+      const { holder } = await holdWriteLock(target, 600);
+      const cancel = new AbortController();
+      try {
+        const restoring = repo.restore({ id }, { to: target, tables: ['books'], force: true, lockWaitSeconds: 3600, signal: cancel.signal });
+        setTimeout(() => cancel.abort(), 1000);
+        await assert.rejects(restoring, (err: unknown) => err instanceof StrataError && err.code === 'ABORTED');
+      } finally {
+        stop(holder);
+      }
+      assert.equal(sqliteDump(target), before);
+    });
   });
 
   it('a table restore keeps the rowids of a table that has a column named rowid', async () => {

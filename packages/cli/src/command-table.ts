@@ -419,7 +419,7 @@ The repository is opened once at start, so its passphrase must come from --passp
       { flags: '-y, --yes', description: 'do not ask before replacing (needed when not on a terminal)' },
       {
         flags: '--table-lock-wait <duration>',
-        description: "into a live database (--tables with --force, or a MySQL database replaced by --force): how long to wait for other sessions' locks on the tables it replaces (an application's open transaction) before giving up and changing nothing; whole seconds, e.g. 10s or 5min (default 30s)",
+        description: "into a live database (--tables with --force, or a MySQL database replaced by --force): how long to wait for other sessions' locks on the tables it replaces (an application's open transaction; in SQLite, any write transaction) before giving up and changing nothing; whole seconds, e.g. 10s or 5min (default 30s)",
       },
       { flags: '--lsn <lsn>', description: 'physical backups: recover to this WAL position (e.g. 0/3000060)' },
       { flags: '--xid <xid>', description: 'physical backups: recover through this transaction id' },

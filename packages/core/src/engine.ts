@@ -244,10 +244,14 @@ export interface EngineRestoreOptions extends Abortable {
   readonly relocate?: Relocation;
   /**
    * How long a restore into a live target waits for other sessions' locks on the tables it
-   * replaces before it gives up and changes nothing (DATABASE_LOCKED). Default 30 seconds.
+   * replaces before it gives up and changes nothing (DATABASE_LOCKED). Default
+   * {@link DEFAULT_TABLE_LOCK_WAIT_SECONDS}.
    */
   readonly lockWaitSeconds?: number;
 }
+
+/** How long a restore into a live target waits for other sessions' locks when not told (`--table-lock-wait`). */
+export const DEFAULT_TABLE_LOCK_WAIT_SECONDS = 30;
 
 /**
  * Where a restore puts what its backup held outside the target itself (tablespaces, each kept

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import type pg from 'pg';
 import type { from as copyFrom } from 'pg-copy-streams';
-import { ServerEngine, StrataError, WorkDatabase, checkLockWait, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, tableListArgument, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
+import { DEFAULT_TABLE_LOCK_WAIT_SECONDS, ServerEngine, StrataError, WorkDatabase, checkLockWait, discardSink, isStrataError, named, parentsFirst, redactable, rowsInTurns, tableListArgument, throwIfAborted, withheld, workDatabaseSession } from '@strata/core';
 import type {
   Abortable,
   ReplaceTablesOptions,
@@ -292,7 +292,7 @@ export class PostgresEngine extends ServerEngine {
   }
 
   protected replaceTables(target: PgTarget, tables: readonly string[], spooled: SpooledTables, info: RestoreCommitInfo, _work: RestoreWorkNames, options: ReplaceTablesOptions = {}): Promise<void> {
-    return replaceTables(target, tables, spooled, info, options.signal, options.lockWaitSeconds ?? TABLE_LOCK_WAIT_SECONDS);
+    return replaceTables(target, tables, spooled, info, options.signal, options.lockWaitSeconds ?? DEFAULT_TABLE_LOCK_WAIT_SECONDS);
   }
 }
 
@@ -731,9 +731,6 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
     await client.end().catch(() => undefined);
   }
 }
-
-/** How long a table restore waits for other transactions' locks on its tables. */
-const TABLE_LOCK_WAIT_SECONDS = 30;
 
 /** The sessions holding locks on `tables`: pid, state and application, for the message that says why the restore gave up. */
 async function sessionsLocking(client: pg.Client, tables: readonly TableName[]): Promise<string[]> {

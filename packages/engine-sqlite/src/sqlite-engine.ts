@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type Database from 'better-sqlite3';
-import { StrataError, errorText, hasErrno, named, redactable, tableListArgument, throwIfAborted, withheld, wrapError } from '@strata/core';
+import { DEFAULT_TABLE_LOCK_WAIT_SECONDS, StrataError, errorText, hasErrno, named, redactable, sleepUnlessAborted, tableListArgument, throwIfAborted, withheld, wrapError } from '@strata/core';
 import type {
   Abortable,
   DatabaseFacts,
@@ -184,7 +184,7 @@ export class SqliteEngine implements Engine {
           const encoding = source.pragma('encoding', { simple: true }) as string;
           source.close();
           if (exists) {
-            copyTables(snapshot, file, tables, encoding, this.#busyTimeoutMs);
+            await copyTables(snapshot, file, tables, encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: (options.lockWaitSeconds ?? DEFAULT_TABLE_LOCK_WAIT_SECONDS) * 1000, signal: options.signal });
           } else {
             // Private from its first byte, as a whole restore's file is: it holds the backup's rows in
             // plaintext beside the target (SQLite gives its journal the same mode).
@@ -195,7 +195,7 @@ export class SqliteEngine implements Engine {
             db.pragma(`encoding = '${encoding}'`);
             if (info.engineMeta['journalMode'] === 'wal') db.pragma('journal_mode = WAL');
             db.close();
-            copyTables(snapshot, fresh, tables, encoding, this.#busyTimeoutMs);
+            await copyTables(snapshot, fresh, tables, encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: this.#busyTimeoutMs, signal: options.signal });
             await syncFile(fresh);
             await swapIntoPlace(fresh, file, false, this.#busyTimeoutMs);
           }
@@ -579,13 +579,59 @@ function missingReferencesWarning(db: Database.Database, tables: readonly string
 }
 
 /**
+ * A table restore's waits: `busyTimeoutMs` for a moment's lock (another connection's commit),
+ * `lockWaitMs` for the write lock its transaction needs (another's whole write transaction).
+ */
+interface TableLockWait {
+  readonly busyTimeoutMs: number;
+  readonly lockWaitMs: number;
+  readonly signal: AbortSignal | undefined;
+}
+
+/** How long each try for the write lock lets SQLite's own busy handler wait before the next. */
+const WRITE_LOCK_TRY_MS = 100;
+
+/**
+ * Begins the table restore's write transaction, waiting until `deadline` for another connection's
+ * write transaction (an application's) to end; then DATABASE_LOCKED, with nothing changed.
+ *
+ * Why in turns: SQLite's busy handler sleeps inside the call, which blocks the process for the
+ * whole wait, so Ctrl-C could not end it. After the lock is held, the busy handler gets what is
+ * left of the wait, for a commit that must wait for readers in rollback-journal mode.
+ */
+async function beginWriteWithin(db: Database.Database, targetFile: string, tables: readonly string[], deadline: number, wait: TableLockWait): Promise<void> {
+  db.pragma(`busy_timeout = ${WRITE_LOCK_TRY_MS}`);
+  for (;;) {
+    throwIfAborted(wait.signal, 'restore: waiting for the write lock');
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      break;
+    } catch (err) {
+      const locked = sqliteError(`restore: lock ${targetFile}`, err);
+      if (locked.code !== 'DATABASE_LOCKED') throw locked;
+      if (Date.now() >= deadline) {
+        const holders = await otherProcessesWithOpen(targetFile);
+        throw new StrataError(
+          'DATABASE_LOCKED',
+          redactable`restore: could not replace ${named(tables, 'table')} in ${targetFile}: another connection held its write lock for ${Math.round(wait.lockWaitMs / 1000)} s (${holders.length > 0 ? `open in ${holders.map((p) => `pid ${p.pid} (${p.command})`).join(', ')}` : 'no other process this user can see has it open'}); SQLite locks the whole database for a write transaction until it ends. End it, or give --table-lock-wait longer, then run the restore again; nothing was changed`,
+          { cause: err, details: { pids: holders.map((p) => p.pid) } },
+        );
+      }
+      await sleepUnlessAborted(Math.min(WRITE_LOCK_TRY_MS, Math.max(0, deadline - Date.now())), wait.signal ?? new AbortController().signal);
+    }
+  }
+  db.pragma(`busy_timeout = ${Math.max(WRITE_LOCK_TRY_MS, deadline - Date.now())}`);
+}
+
+/**
  * Copies `tables` (with their indexes, triggers and AUTOINCREMENT counters) from the snapshot
  * into `targetFile`, replacing tables of the same names, in one transaction.
  */
-function copyTables(snapshotFile: string, targetFile: string, requested: readonly string[], encoding: string, busyTimeoutMs: number): void {
+async function copyTables(snapshotFile: string, targetFile: string, requested: readonly string[], encoding: string, wait: TableLockWait): Promise<void> {
+  const deadline = Date.now() + wait.lockWaitMs;
   let db: Database.Database;
   try {
-    db = openDatabase(targetFile, { fileMustExist: true, timeout: busyTimeoutMs });
+    db = openDatabase(targetFile, { fileMustExist: true, timeout: wait.busyTimeoutMs });
   } catch (err) {
     throw sqliteError(`restore: open ${targetFile}`, err);
   }
@@ -634,7 +680,7 @@ function copyTables(snapshotFile: string, targetFile: string, requested: readonl
     }
     const backupSequence = objects.find((o) => o.name === 'sqlite_sequence');
     const removed = replacedOwnObjects(db, tables, objects);
-    db.exec('BEGIN IMMEDIATE');
+    await beginWriteWithin(db, targetFile, tables, deadline, wait);
     try {
       for (const table of tables) {
         const q = quoteIdent(table);
