@@ -1,7 +1,27 @@
 // mocha's spec reporter, plus, at the end, how long each test file took: the lanes of
 // scripts/test.mjs are balanced by hand (SERVER_FILES, BALANCING_FILES), and that needs each
-// file's time from a real run, not a guess.
+// file's time from a real run, not a guess. Beside the wall time, the CPU the file spent: this
+// process's and that of the programs it ran and waited for (strata, sqlite3, pg_dump; not the
+// database servers'), since the lanes share two cores and the wall time of one is the other's too.
+const { readFileSync } = require('node:fs');
 const Mocha = require('mocha');
+
+/** Clock ticks per second of /proc's times (USER_HZ, 100 on Linux's usual builds). */
+const TICKS_PER_SECOND = 100;
+
+/** CPU milliseconds this process and its waited-for children have spent (children's only on Linux). */
+function cpuMs() {
+  const own = process.cpuUsage();
+  let children = 0;
+  try {
+    // Fields after the command's closing parenthesis; cutime and cstime are the 16th and 17th of the line.
+    const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+    children = ((Number(fields[13]) + Number(fields[14])) * 1000) / TICKS_PER_SECOND;
+  } catch {
+    // Not Linux: this process's own only.
+  }
+  return (own.user + own.system) / 1000 + children;
+}
 
 const { EVENT_SUITE_BEGIN, EVENT_SUITE_END, EVENT_RUN_END } = Mocha.Runner.constants;
 
@@ -11,17 +31,21 @@ class SpecWithFiles extends Mocha.reporters.Spec {
     const started = new Map();
     const took = new Map();
     runner.on(EVENT_SUITE_BEGIN, (suite) => {
-      if (suite.file && !started.has(suite.file)) started.set(suite.file, Date.now());
+      if (suite.file && !started.has(suite.file)) started.set(suite.file, { at: Date.now(), cpu: cpuMs() });
     });
     runner.on(EVENT_SUITE_END, (suite) => {
       // A file's top-level suites end one after the other; the last end counts.
-      if (suite.file && started.has(suite.file)) took.set(suite.file, Date.now() - started.get(suite.file));
+      const start = suite.file && started.get(suite.file);
+      if (start) took.set(suite.file, { ms: Date.now() - start.at, cpu: cpuMs() - start.cpu });
     });
     runner.once(EVENT_RUN_END, () => {
-      const rows = [...took].sort((a, b) => b[1] - a[1]);
-      const total = rows.reduce((sum, [, ms]) => sum + ms, 0);
-      console.log(`\n  time per file (${Math.round(total / 1000)} s in all):`);
-      for (const [file, ms] of rows) console.log(`  ${String(Math.round(ms / 1000)).padStart(6)} s  ${file.replace(/^.*\.build\/test\//, '').replace(/\.test\.js$/, '')}`);
+      const rows = [...took].sort((a, b) => b[1].ms - a[1].ms);
+      const total = rows.reduce((sum, [, t]) => sum + t.ms, 0);
+      const totalCpu = rows.reduce((sum, [, t]) => sum + t.cpu, 0);
+      console.log(`\n  time per file (${Math.round(total / 1000)} s in all; CPU ${Math.round(totalCpu / 1000)} s):`);
+      for (const [file, t] of rows) {
+        console.log(`  ${String(Math.round(t.ms / 1000)).padStart(6)} s  CPU ${String(Math.round(t.cpu / 1000)).padStart(4)} s  ${file.replace(/^.*\.build\/test\//, '').replace(/\.test\.js$/, '')}`);
+      }
     });
   }
 }
