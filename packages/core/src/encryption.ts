@@ -241,7 +241,9 @@ async function checkedSessionKeys(message: Buffer, passphrase: Passphrase): Prom
   const passing: SessionKey[] = [];
   for (const key of keys) {
     const cipher = CFB_CIPHERS.get(key.algorithm);
-    if (!cipher || key.data.length !== cipher.keyBytes) return undefined;
+    if (!cipher) return undefined;
+    // A session key packet opened with the wrong passphrase can name a cipher its key does not fit.
+    if (key.data.length !== cipher.keyBytes) continue;
     const prefix = createDecipheriv(cipher.name, key.data, Buffer.alloc(16)).update(start.encryptedStart);
     if (prefix[16] === prefix[14] && prefix[17] === prefix[15]) passing.push(key);
   }
