@@ -15,7 +15,8 @@ function cpuMs() {
   let children = 0;
   try {
     // Fields after the command's closing parenthesis; cutime and cstime are the 16th and 17th of the line.
-    const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     children = ((Number(fields[13]) + Number(fields[14])) * 1000) / TICKS_PER_SECOND;
   } catch {
     // Not Linux: this process's own only.

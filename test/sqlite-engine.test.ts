@@ -572,9 +572,9 @@ describe('SQLite engine', () => {
       if (holder.exitCode === null) process.kill(-holder.pid!, 'SIGKILL');
     };
 
-    async function backedUp(): Promise<{ repo: Awaited<ReturnType<typeof repository>>; id: string; target: string; books: string }> {
+    async function backedUp(wal = true): Promise<{ repo: Awaited<ReturnType<typeof repository>>; id: string; target: string; books: string }> {
       const source = path.join(dir.path, 'app.db');
-      buildRichDatabase(source, { rows: 20 });
+      buildRichDatabase(source, { rows: 20, wal });
       const repo = await repository();
       const record = await repo.backup(source, { database: 'app' });
       const target = path.join(dir.path, 'target.db');
@@ -587,8 +587,9 @@ describe('SQLite engine', () => {
     it('waits for the write transaction to end, longer than a moment (--table-lock-wait), and keeps what it wrote', async function () {
       this.timeout(120_000);
       const { repo, id, target, books } = await backedUp();
-      // Longer than the engine's own 5 s wait for a moment's lock, which is all a table restore waited before.
-      const { holder, exited } = await holdWriteLock(target, 7);
+      // Longer than the engine's own 5 s wait for a moment's lock, which is all a table restore
+      // waited before, with time to spare for the restore's own work before it asks for the lock.
+      const { holder, exited } = await holdWriteLock(target, 12);
       try {
         await repo.restore({ id }, { to: target, tables: ['books'], force: true, lockWaitSeconds: 60 });
         assert.equal(await exited, 0, "the application's transaction committed");
@@ -600,9 +601,10 @@ describe('SQLite engine', () => {
       assert.equal(sqliteQuery(target, 'PRAGMA integrity_check'), 'ok');
     });
 
-    it('gives up after --table-lock-wait with DATABASE_LOCKED naming the process that holds it, and changes nothing', async function () {
+    it('gives up after --table-lock-wait with DATABASE_LOCKED naming the process that holds it, and changes nothing (a rollback-journal database)', async function () {
       this.timeout(120_000);
-      const { repo, id, target } = await backedUp();
+      const { repo, id, target } = await backedUp(false);
+      assert.equal(sqliteQuery(target, 'PRAGMA journal_mode'), 'delete');
       const before = sqliteDump(target);
       const { holder } = await holdWriteLock(target, 600);
       try {
@@ -625,7 +627,8 @@ describe('SQLite engine', () => {
       const cancel = new AbortController();
       try {
         const restoring = repo.restore({ id }, { to: target, tables: ['books'], force: true, lockWaitSeconds: 3600, signal: cancel.signal });
-        setTimeout(() => cancel.abort(), 1000);
+        // Late enough that the restore is waiting for the lock by then, on all but a very slow machine.
+        setTimeout(() => cancel.abort(), 5000);
         await assert.rejects(restoring, (err: unknown) => err instanceof StrataError && err.code === 'ABORTED');
       } finally {
         stop(holder);

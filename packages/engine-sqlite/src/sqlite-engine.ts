@@ -596,8 +596,7 @@ const WRITE_LOCK_TRY_MS = 100;
  * write transaction (an application's) to end; then DATABASE_LOCKED, with nothing changed.
  *
  * Why in turns: SQLite's busy handler sleeps inside the call, which blocks the process for the
- * whole wait, so Ctrl-C could not end it. After the lock is held, the busy handler gets what is
- * left of the wait, for a commit that must wait for readers in rollback-journal mode.
+ * whole wait, so Ctrl-C could not end it.
  */
 async function beginWriteWithin(db: Database.Database, targetFile: string, tables: readonly string[], deadline: number, wait: TableLockWait): Promise<void> {
   db.pragma(`busy_timeout = ${WRITE_LOCK_TRY_MS}`);
@@ -609,7 +608,7 @@ async function beginWriteWithin(db: Database.Database, targetFile: string, table
     } catch (err) {
       const locked = sqliteError(`restore: lock ${targetFile}`, err);
       if (locked.code !== 'DATABASE_LOCKED') throw locked;
-      if (Date.now() >= deadline) {
+      if (performance.now() >= deadline) {
         const holders = await otherProcessesWithOpen(targetFile);
         throw new StrataError(
           'DATABASE_LOCKED',
@@ -617,10 +616,12 @@ async function beginWriteWithin(db: Database.Database, targetFile: string, table
           { cause: err, details: { pids: holders.map((p) => p.pid) } },
         );
       }
-      await sleepUnlessAborted(Math.min(WRITE_LOCK_TRY_MS, Math.max(0, deadline - Date.now())), wait.signal ?? new AbortController().signal);
+      await sleepUnlessAborted(Math.min(WRITE_LOCK_TRY_MS, Math.max(0, deadline - performance.now())), wait.signal ?? new AbortController().signal);
     }
   }
-  db.pragma(`busy_timeout = ${Math.max(WRITE_LOCK_TRY_MS, deadline - Date.now())}`);
+  // The commit may still wait a moment for readers (in rollback-journal mode); inside SQLite, so
+  // no longer than any other moment's lock.
+  db.pragma(`busy_timeout = ${wait.busyTimeoutMs}`);
 }
 
 /**
@@ -628,7 +629,7 @@ async function beginWriteWithin(db: Database.Database, targetFile: string, table
  * into `targetFile`, replacing tables of the same names, in one transaction.
  */
 async function copyTables(snapshotFile: string, targetFile: string, requested: readonly string[], encoding: string, wait: TableLockWait): Promise<void> {
-  const deadline = Date.now() + wait.lockWaitMs;
+  const deadline = performance.now() + wait.lockWaitMs;
   let db: Database.Database;
   try {
     db = openDatabase(targetFile, { fileMustExist: true, timeout: wait.busyTimeoutMs });
@@ -679,8 +680,9 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
       }
     }
     const backupSequence = objects.find((o) => o.name === 'sqlite_sequence');
-    const removed = replacedOwnObjects(db, tables, objects);
     await beginWriteWithin(db, targetFile, tables, deadline, wait);
+    // With the write lock held: what the target has on the tables now, not before the wait.
+    const removed = replacedOwnObjects(db, tables, objects);
     try {
       for (const table of tables) {
         const q = quoteIdent(table);
