@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { Cron } from 'croner';
@@ -127,6 +128,14 @@ export function checkDatabaseUrls(config: StrataConfig): void {
     );
   }
 }
+
+/** The job whose work is running, for the process warnings its engines and repository emit. */
+interface WarningScope {
+  readonly where: { readonly database: string; readonly job: string };
+  /** The warnings' codes (`STRATA_NOT_RESTORABLE`), for the journal: a code holds nothing of the data. */
+  readonly codes: Set<string>;
+}
+const warningScope = new AsyncLocalStorage<WarningScope>();
 
 /**
  * Log lines on stderr, as text or one JSON object a line. Errors go in as `redactedMessage(err)`, the
@@ -334,6 +343,19 @@ export class Daemon {
       this.#log.write('info', 'SIGHUP: the configuration will be read again once the daemon has started');
     };
     process.on('SIGHUP', onHangupWhileOpening);
+    // What engines and the repository say as process warnings (a backup that cannot be restored,
+    // a role a verification's scratch copy lacks) goes into the daemon's log as its own lines, in
+    // its format, with the job it came from, instead of the CLI's plain line among them.
+    const cliWarningListeners = process.listeners('warning');
+    process.removeAllListeners('warning');
+    const onWarning = (warning: Error & { code?: string }): void => {
+      const scope = warningScope.getStore();
+      const code = typeof warning.code === 'string' ? warning.code : undefined;
+      scope?.codes.add(code ?? 'other');
+      const message = code?.startsWith('STRATA_') ? warning.message : `${warning.name}: ${warning.message}`;
+      this.#log.write('warn', redactUrlPasswords(message), { ...scope?.where, ...(code ? { code } : {}) });
+    };
+    process.on('warning', onWarning);
     let listener: Awaited<ReturnType<typeof listenForMetrics>> | undefined;
     try {
       listener = this.#options.metricsListen ? await listenForMetrics(this.#options.metricsListen, () => this.#metrics) : undefined;
@@ -369,6 +391,8 @@ export class Daemon {
         await this.#metricsWrite;
       }
       await listener?.close();
+      process.off('warning', onWarning);
+      for (const cliListener of cliWarningListeners) process.on('warning', cliListener);
     }
   }
 
@@ -658,6 +682,9 @@ export class Daemon {
       ...(config.job === 'backup' ? { backupType: config.type ?? 'full' } : {}),
     };
     const where = { database: job.database, job: job.name };
+    const scope: WarningScope = { where, codes: new Set() };
+    /** The codes of the warnings the run gave, for its journal entry. */
+    const warned = (): Record<string, unknown> => (scope.codes.size > 0 ? { warnings: [...scope.codes] } : {});
     this.#log.write('info', `${describeJob(config)} started (due ${scheduledAt.toISOString()}${trigger !== 'schedule' ? `, ${trigger}` : ''})`, where);
     // Set once the journal took the run: a repository that cannot be written fails the run like
     // any other error (notified, onFailure run), and the journal's own records are best effort.
@@ -688,19 +715,19 @@ export class Daemon {
       const before = await hook('before', {});
       if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new StrataError('ABORTED', 'interrupted');
       if (before && hookFailed(before)) throw new StrataError('HOOK_FAILED', `the before hook ${hookFailure(before)}; the job did not run`);
-      result = await this.#work(job.database, config, signal);
+      result = await warningScope.run(scope, () => this.#work(job.database, config, signal));
     } catch (err) {
       const interrupted = signal.aborted;
       await hook('onFailure', { outcome: 'failed', error: redactedMessage(err), ...(interrupted ? { interrupted: true } : {}) });
       // A job stopped with the daemon did not fail on its own: nobody is told.
       const told = interrupted ? {} : await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'failed', error: redactedMessage(err) });
-      await writeJournal((h) => h.fail(err, { details: { ...facts, hooks, ...told, ...(interrupted ? { interrupted: true } : {}) } }));
+      await writeJournal((h) => h.fail(err, { details: { ...facts, hooks, ...told, ...warned(), ...(interrupted ? { interrupted: true } : {}) } }));
       this.#log.write('error', `${interrupted ? 'interrupted' : 'failed'}: ${redactedMessage(err)}`, { database: job.database, job: job.name, ...(isStrataError(err) ? { code: err.code } : {}) });
       return;
     }
     await hook('after', { outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
     const told = await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
-    await writeJournal((h) => h.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks, ...told } }));
+    await writeJournal((h) => h.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks, ...told, ...warned() } }));
     this.#log.write('info', `succeeded: ${result.summary}`, { database: job.database, job: job.name });
   }
 
@@ -837,7 +864,7 @@ export class Daemon {
         }
       }
     };
-    this.#continuous.set(key, { controller, config, done: loop() });
+    this.#continuous.set(key, { controller, config, done: warningScope.run({ where: { database: job.database, job: job.name }, codes: new Set() }, loop) });
   }
 
   /** The `replicate` job of a physical entry: its WAL streamed into the repository until stopped. */
