@@ -119,6 +119,26 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.deepEqual(await days(fresh), ['2024-05-01', '2025-05-01', '2025-06-01']);
   });
 
+  it("a table restore of every partition under a partitioned table a level down brings back that table's own sequence; of some of them, it leaves it", async () => {
+    // "m EU" was made on its own with a serial column, then attached: inserts into it directly take
+    // its own sequence, and inserts through m take m's.
+    const schema = `CREATE TABLE m (id int NOT NULL, region text, d date) PARTITION BY LIST (region);
+      CREATE TABLE "m EU" (id serial, region text, d date) PARTITION BY RANGE (d);
+      CREATE TABLE m_eu_2024 PARTITION OF "m EU" FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+      CREATE TABLE m_eu_2025 PARTITION OF "m EU" FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+      ALTER TABLE m ATTACH PARTITION "m EU" FOR VALUES IN ('eu');
+      CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us');`;
+    const source = await databases.create(`${schema} INSERT INTO "m EU" (region, d) VALUES ('eu', '2024-03-01'), ('eu', '2025-03-01'), ('eu', '2025-04-01');`);
+    const record = await repo.backup(pgUrl(source), { database: 'level-sequences' });
+    const nextId = async (db: string): Promise<number> => (await pgQuery(db, `INSERT INTO "m EU" (region, d) VALUES ('eu', '2024-07-01') RETURNING id`)).rows[0]!.id as number;
+    const all = await databases.create(schema);
+    await repo.restore({ id: record.id }, { to: pgUrl(all), tables: ['public.m EU'], force: true });
+    assert.equal(await nextId(all), 4, 'the next id follows the restored rows');
+    const some = await databases.create(schema);
+    await repo.restore({ id: record.id }, { to: pgUrl(some), tables: ['public.m_eu_2025'], force: true });
+    assert.equal(await nextId(some), 1, 'with m_eu_2024 left as it was, the sequence is too');
+  });
+
   it('a table restore naming a partitioned table that is itself partitioned, or one a level down, brings the rows of the partitions under it', async () => {
     const schema = `CREATE TABLE m (id int, region text, d date) PARTITION BY LIST (region);
       CREATE TABLE "m EU" PARTITION OF m FOR VALUES IN ('eu') PARTITION BY RANGE (d);

@@ -580,27 +580,30 @@ async function loadFiles(client: pg.Client, target: PgTarget, spooled: readonly 
 }
 
 /**
- * The partitioned tables (`schema.name`) all of whose partitions are among `tables`. Their rows
- * are all restored, so their own sequences (an identity or serial column is the partitioned
- * table's, shared by every partition) go back with them; otherwise the next insert took a value
- * the restored rows already held. With one partition left out, whose rows may be newer than the
- * backup, the sequence stays where it is.
+ * The partitioned tables (`schema.name`) all of whose partitions are among `tables`, at every
+ * level. Their rows are all restored, so their own sequences go back with them: an identity or
+ * serial column of a partitioned table is shared by every partition under it, and one a level
+ * down can have its own (a partitioned table with a serial column, attached to another), which
+ * inserts into it directly use. Otherwise the next insert took a value the restored rows already
+ * held. With one partition under it left out, whose rows may be newer than the backup, a
+ * table's sequence stays where it is.
  */
 async function wholePartitionedTables(client: pg.Client, tables: readonly TableName[]): Promise<string[]> {
   if (tables.length === 0) return [];
-  const rows = (await client.query<{ root: string; leaves: string[] }>(
-    `SELECT rn.nspname || '.' || r.relname AS root, array_agg(ln.nspname || '.' || l.relname) AS leaves
-       FROM (SELECT DISTINCT pg_partition_root(c.oid) AS root FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relispartition AND (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))) roots
-       JOIN pg_class r ON r.oid = roots.root JOIN pg_namespace rn ON rn.oid = r.relnamespace
-       CROSS JOIN LATERAL pg_partition_tree(roots.root) t
+  const rows = (await client.query<{ parent: string; leaves: string[] }>(
+    `SELECT pn.nspname || '.' || p.relname AS parent, array_agg(ln.nspname || '.' || l.relname) AS leaves
+       FROM (SELECT DISTINCT a.relid AS parent FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               CROSS JOIN LATERAL pg_partition_ancestors(c.oid) a
+               WHERE c.relispartition AND (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))) parents
+       JOIN pg_class p ON p.oid = parents.parent AND p.relkind = 'p' JOIN pg_namespace pn ON pn.oid = p.relnamespace
+       CROSS JOIN LATERAL pg_partition_tree(parents.parent) t
        JOIN pg_class l ON l.oid = t.relid JOIN pg_namespace ln ON ln.oid = l.relnamespace
       WHERE t.isleaf
       GROUP BY 1`,
     [tables.map((t) => t.schema), tables.map((t) => t.name)],
   )).rows;
   const restored = new Set(tables.map((t) => `${t.schema}.${t.name}`));
-  return rows.filter((r) => r.leaves.every((leaf) => restored.has(leaf))).map((r) => r.root);
+  return rows.filter((r) => r.leaves.every((leaf) => restored.has(leaf))).map((r) => r.parent);
 }
 
 async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: ReadonlySet<string>): Promise<void> {
