@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { FIXTURE_DB, TEST_PASSPHRASE, json, sqliteDump, strata, useTempDir, catalogPath, journalFiles } from './helpers/env.js';
@@ -120,6 +121,25 @@ describe('strata command line', () => {
       assert.equal(result.status, 0, result.stderr);
       assert.equal(json(result)['id'], id);
       assert.equal(sqliteDump(target), sqliteDump(db));
+    });
+
+    it("carries the warnings it printed into its --json output: a table restore that took an index the backup lacks with the table", () => {
+      initEncrypted();
+      const db = copyFixture();
+      const { id } = json<BackupJson>(strata(['backup', db, '--repo', repo(), '--json']));
+      const target = path.join(dir.path, 'target.db');
+      copyFileSync(db, target);
+      const added = spawnSync('sqlite3', [target, 'CREATE INDEX audit_by_time ON audit(at)'], { encoding: 'utf8' });
+      assert.equal(added.status, 0, added.stderr);
+      const result = strata(['restore', id, '--repo', repo(), '--to', target, '--tables', 'audit', '--force', '--yes', '--json']);
+      assert.equal(result.status, 0, result.stderr);
+      assert.match(result.stderr, /strata: warning: restore: these objects of .* went with the table\(s\) this restore replaced: index audit_by_time on audit/);
+      const warnings = json(result)['warnings'] as { code: string; message: string }[];
+      assert.equal(warnings.length, 1, JSON.stringify(warnings));
+      assert.equal(warnings[0]!.code, 'STRATA_TABLES_REPLACED');
+      assert.match(warnings[0]!.message, /index audit_by_time on audit \(CREATE INDEX audit_by_time ON audit\(at\)\)/);
+      const quiet = strata(['restore', id, '--repo', repo(), '--to', target, '--tables', 'audit', '--force', '--yes', '--json']);
+      assert.equal(json(quiet)['warnings'], undefined, 'a restore that warned of nothing has no warnings');
     });
 
     it('restores "latest" and needs --db when several databases are in the repository', () => {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { StrataError, isLocationUrl, loadConfig, openRepository, redactUrlPasswords, repositoryLocation, schedulesFor } from '@strata/sdk';
 import type { ConfiguredWork, LoadedConfig, MirrorConfig, MirrorOptions, Passphrase, Repository, StorageSettings } from '@strata/sdk';
 import { interactive, readPassphrase } from './terminal.js';
+import { warningsSaid } from './warnings.js';
 import type { PassphraseSources } from './terminal.js';
 
 /** Options every command accepts. */
@@ -139,8 +140,11 @@ export class CommandContext {
   }
 
   /** Prints a command's JSON document: one document, on stdout, nothing else there. */
+  /** Prints a command's `--json` output, with the warnings the command gave (`warnings`, when any) in an object. */
   printJson(value: unknown): void {
-    process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+    const warnings = warningsSaid();
+    const withWarnings = warnings.length > 0 && typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...value, warnings } : value;
+    process.stdout.write(JSON.stringify(withWarnings, null, 2) + '\n');
   }
 
   async close(): Promise<void> {

@@ -4,6 +4,7 @@
 import { EXIT, StrataError, exitCodeFor, isStrataError } from '@strata/core/errors';
 import type { StrataErrorCode } from '@strata/core/errors';
 import { STRATA_VERSION } from '@strata/core/version';
+import { noteWarning } from './warnings.js';
 
 /**
  * wal-fetch's status for every failure but "the archive does not hold that file" (exit 1): the
@@ -85,6 +86,7 @@ if (invokedDirectly) {
   process.removeAllListeners('warning');
   process.on('warning', (warning) => {
     const own = 'code' in warning && typeof warning.code === 'string' && warning.code.startsWith('STRATA_');
+    if (own) noteWarning({ code: warning.code as string, message: warning.message });
     process.stderr.write(`strata: warning: ${own ? '' : `${warning.name}: `}${warning.message}\n`);
   });
   // `strata list | head`: the reader went away. What is left to print has no reader, but the
