@@ -44,6 +44,27 @@ describe('OpenPGP messages of the compat profile', () => {
     return { status: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
   }
 
+  /**
+   * gpg writing `plain` with `gpg --symmetric` from a home of its own: `encrypt` takes the
+   * passphrase and gpg's further options (cipher, S2K); `close` stops the home's agent.
+   */
+  function gpgWriter(name: string, plain: Buffer): { encrypt(secret: string, options: readonly string[]): Buffer; close(): void } {
+    const home = path.join(dir.path, `gnupg-${name}`);
+    mkdirSync(home, { mode: 0o700 });
+    const input = path.join(dir.path, `${name}.bin`);
+    const passfile = path.join(dir.path, `${name}.passphrase`);
+    writeFileSync(input, plain);
+    return {
+      encrypt(secret, options) {
+        writeFileSync(passfile, secret, { mode: 0o600 });
+        const r = spawnSync('gpg', ['--batch', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--symmetric', ...options, '-o', '-', input], { maxBuffer: 64 * MiB });
+        assert.equal(r.status, 0, `gpg ${options.join(' ')}: ${r.stderr.toString()}`);
+        return r.stdout;
+      },
+      close: () => void spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']),
+    };
+  }
+
   // Around every boundary of the framing: empty, under the 512 bytes a first part needs, one part
   // exactly and a byte either side of it, for the literal packet and (53 bytes of headers, prefix
   // and MDC around the plaintext) for the encrypted packet, and several parts with a short tail.
@@ -135,37 +156,28 @@ describe('OpenPGP messages of the compat profile', () => {
 
   it("reads a message of another shape, gpg's own (compressed, old-format packets), through openpgp.js", async () => {
     const plain = randomBytes(3 * MiB);
-    const home = path.join(dir.path, 'gnupg-writer');
-    mkdirSync(home, { mode: 0o700 });
-    const input = path.join(dir.path, 'plain.bin');
-    const passfile = path.join(dir.path, 'passphrase');
-    writeFileSync(input, plain);
-    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
-    const r = spawnSync('gpg', ['--batch', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--symmetric', '--cipher-algo', 'AES256', '-o', '-', input], { maxBuffer: 64 * MiB });
-    spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']);
-    assert.equal(r.status, 0, r.stderr.toString());
-    assert.ok((await collect(decryptStream(inPieces(r.stdout, [MiB]), passphrase))).equals(plain));
+    const gpg = gpgWriter('writer', plain);
+    try {
+      const message = gpg.encrypt(TEST_PASSPHRASE, ['--cipher-algo', 'AES256']);
+      assert.ok((await collect(decryptStream(inPieces(message, [MiB]), passphrase))).equals(plain));
+    } finally {
+      gpg.close();
+    }
   });
 
   it("a wrong passphrase on gpg's messages is told as such, at once", async function () {
     // A wrong key makes garbage of gpg's compressed packet, which openpgp.js read as a corrupt
     // message or waited on for ever (a quarter of the time, so forty messages all but always hit one).
     this.timeout(120_000);
-    const home = path.join(dir.path, 'gnupg-wrong');
-    mkdirSync(home, { mode: 0o700 });
-    const input = path.join(dir.path, 'plain.bin');
-    const passfile = path.join(dir.path, 'passphrase');
-    writeFileSync(input, randomBytes(20_000));
-    writeFileSync(passfile, TEST_PASSPHRASE, { mode: 0o600 });
+    const gpg = gpgWriter('wrong', randomBytes(20_000));
     try {
       for (let n = 0; n < 40; n++) {
         const cipher = n % 2 === 0 ? 'AES256' : 'AES128';
-        const r = spawnSync('gpg', ['--batch', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--symmetric', '--cipher-algo', cipher, '--s2k-count', '65536', '-o', '-', input], { maxBuffer: 64 * MiB });
-        assert.equal(r.status, 0, r.stderr.toString());
-        await assert.rejects(collect(decryptStream(inPieces(r.stdout, [MiB]), new Passphrase('not the passphrase'))), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'), `message ${n} (${cipher})`);
+        const message = gpg.encrypt(TEST_PASSPHRASE, ['--cipher-algo', cipher, '--s2k-count', '65536']);
+        await assert.rejects(collect(decryptStream(inPieces(message, [MiB]), new Passphrase('not the passphrase'))), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'), `message ${n} (${cipher})`);
       }
     } finally {
-      spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']);
+      gpg.close();
     }
   });
 
@@ -176,12 +188,8 @@ describe('OpenPGP messages of the compat profile', () => {
   // gpg wrote, and only with it.
   it("opens gpg's messages under every S2K digest, count and key size, and not with a near-miss passphrase", async function () {
     this.timeout(120_000);
-    const home = path.join(dir.path, 'gnupg-s2k');
-    mkdirSync(home, { mode: 0o700 });
-    const input = path.join(dir.path, 'plain.bin');
-    const passfile = path.join(dir.path, 'passphrase');
     const plain = randomBytes(70_000);
-    writeFileSync(input, plain);
+    const gpg = gpgWriter('s2k', plain);
     // Many repetitions of itself fewer than the others (gpg's secure memory holds ~32 KiB of passphrase).
     const long = `${'long passphrase '.repeat(125)}end`;
     const cases = [
@@ -198,22 +206,19 @@ describe('OpenPGP messages of the compat profile', () => {
     try {
       for (const [digest, cipher, count, secret] of cases) {
         const what = `${digest}, ${cipher}, count ${count}, a passphrase of ${secret.length} characters`;
-        writeFileSync(passfile, secret, { mode: 0o600 });
-        const gpgArgs = ['--batch', '--homedir', home, '--pinentry-mode', 'loopback', '--passphrase-file', passfile, '--symmetric', '--cipher-algo', cipher];
-        const r = spawnSync('gpg', [...gpgArgs, '--s2k-mode', '3', '--s2k-digest-algo', digest, '--s2k-count', String(count), '-o', '-', input], { maxBuffer: 64 * MiB });
-        assert.equal(r.status, 0, `${what}: ${r.stderr.toString()}`);
+        const message = gpg.encrypt(secret, ['--cipher-algo', cipher, '--s2k-mode', '3', '--s2k-digest-algo', digest, '--s2k-count', String(count)]);
         // gpg's session key packet (old format, 2 header bytes: version, cipher, S2K type, digest, salt) then the count byte.
-        const countByte = r.stdout[14]!;
+        const countByte = message[14]!;
         assert.equal((16 + (countByte & 15)) << ((countByte >> 4) + 6), count, `${what}: gpg wrote the count asked for`);
-        assert.ok((await collect(decryptStream(inPieces(r.stdout, [MiB]), new Passphrase(secret)))).equals(plain), `${what}: opens`);
+        assert.ok((await collect(decryptStream(inPieces(message, [MiB]), new Passphrase(secret)))).equals(plain), `${what}: opens`);
         await assert.rejects(
-          collect(decryptStream(inPieces(r.stdout, [MiB]), new Passphrase(`${secret.slice(0, -1)}${secret.endsWith('x') ? 'y' : 'x'}`))),
+          collect(decryptStream(inPieces(message, [MiB]), new Passphrase(`${secret.slice(0, -1)}${secret.endsWith('x') ? 'y' : 'x'}`))),
           (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'),
           `${what}: the passphrase with its last character changed does not open it`,
         );
       }
     } finally {
-      spawnSync('gpgconf', ['--homedir', home, '--kill', 'all']);
+      gpg.close();
     }
   });
 
