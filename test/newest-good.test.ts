@@ -105,6 +105,10 @@ describe('the newest good backup', function () {
     assert.equal(asOf.status, 0, asOf.stderr);
     assert.equal(json<{ id: string }>(asOf).id, full);
     assert.match(asOf.stderr, new RegExp(`passed over ${second} `));
+    // A script that reads only the JSON learns it too.
+    const passedOver = json<{ warnings: { code: string; message: string }[] }>(asOf).warnings;
+    assert.deepEqual(passedOver.map((w) => w.code), ['STRATA_PASSED_OVER', 'STRATA_PASSED_OVER']);
+    assert.match(passedOver.map((w) => w.message).join('\n'), new RegExp(`^restore: passed over ${second} `, 'm'));
 
     // Named by its id, a restore point is restored as asked, with the warning.
     const named = strata(['restore', second, '--to', path.join(workspace, 'named.db'), '--repo', repo]);

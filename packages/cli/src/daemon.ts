@@ -137,10 +137,17 @@ interface WarningScope {
 }
 const warningScope = new AsyncLocalStorage<WarningScope>();
 
+/** A process warning reaches its listeners a tick after it is emitted: this waits for those emitted so far. */
+function warningsDelivered(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /**
  * Log lines on stderr, as text or one JSON object a line. Errors go in as `redactedMessage(err)`, the
  * form the journal keeps: journald and log collectors are files too, so what the journal withholds
  * (passwords in URLs, schema names, driver messages that quote the database) stays out of them.
+ * Warnings go in as the command would print them on a terminal, but for passwords in URLs: they
+ * have no redacted form, and a warning without its names (the roles a copy lacks) says nothing.
  */
 export class DaemonLog {
   readonly #json: boolean;
@@ -351,7 +358,9 @@ export class Daemon {
     const onWarning = (warning: Error & { code?: string }): void => {
       const scope = warningScope.getStore();
       const code = typeof warning.code === 'string' ? warning.code : undefined;
-      scope?.codes.add(code ?? 'other');
+      // Only Strata's own codes go into the journal: Node's and libraries' warnings (said once
+      // per process) would be pinned on whichever job happened to be running.
+      if (code?.startsWith('STRATA_')) scope?.codes.add(code);
       const message = code?.startsWith('STRATA_') ? warning.message : `${warning.name}: ${warning.message}`;
       this.#log.write('warn', redactUrlPasswords(message), { ...scope?.where, ...(code ? { code } : {}) });
     };
@@ -379,6 +388,8 @@ export class Daemon {
       this.#metricsTimer = setInterval(() => this.#updateMetrics(), 60_000);
       await new Promise<void>((resolve) => (stop.aborted ? resolve() : stop.addEventListener('abort', () => resolve(), { once: true })));
     } finally {
+      process.off('warning', onWarning);
+      for (const cliListener of cliWarningListeners) process.on('warning', cliListener);
       // A SIGHUP without a listener ends the process (Node's default): during the stop, while jobs
       // finish or abort, and until the process exits, one (a reload asked for by then) is ignored.
       process.on('SIGHUP', () => this.#log.write('info', 'SIGHUP ignored: the daemon is stopping'));
@@ -391,8 +402,6 @@ export class Daemon {
         await this.#metricsWrite;
       }
       await listener?.close();
-      process.off('warning', onWarning);
-      for (const cliListener of cliWarningListeners) process.on('warning', cliListener);
     }
   }
 
@@ -716,7 +725,9 @@ export class Daemon {
       if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new StrataError('ABORTED', 'interrupted');
       if (before && hookFailed(before)) throw new StrataError('HOOK_FAILED', `the before hook ${hookFailure(before)}; the job did not run`);
       result = await warningScope.run(scope, () => this.#work(job.database, config, signal));
+      await warningsDelivered();
     } catch (err) {
+      await warningsDelivered();
       const interrupted = signal.aborted;
       await hook('onFailure', { outcome: 'failed', error: redactedMessage(err), ...(interrupted ? { interrupted: true } : {}) });
       // A job stopped with the daemon did not fail on its own: nobody is told.
@@ -745,7 +756,7 @@ export class Daemon {
           autoFull: true,
           tags: ['scheduled'],
           signal,
-          onWarning: (message) => this.#log.write('warn', message, { database }),
+          onWarning: (message) => this.#log.write('warn', redactUrlPasswords(message), warningScope.getStore()?.where ?? { database }),
           onMirror: (m) => {
             // Its message may quote more than the journal keeps; the log and the journal get what it may.
             mirror = m.ok ? 'ok' : `failed: ${redactUrlPasswords(m.error?.message ?? 'unknown error')}`;

@@ -4,7 +4,7 @@
 import { EXIT, StrataError, exitCodeFor, isStrataError } from '@strata/core/errors';
 import type { StrataErrorCode } from '@strata/core/errors';
 import { STRATA_VERSION } from '@strata/core/version';
-import { noteWarning } from './warnings.js';
+import { noteWarning, warningsSaid } from './warnings.js';
 
 /**
  * wal-fetch's status for every failure but "the archive does not hold that file" (exit 1): the
@@ -68,7 +68,8 @@ function report(err: unknown, json: boolean, exitOverride?: number): number {
   const code: StrataErrorCode = known ? err.code : 'INTERNAL';
   const message = known ? err.message : `unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\nThis is a bug in Strata; please report it.`;
   const exit = exitOverride ?? exitCodeFor(code);
-  if (json) process.stdout.write(JSON.stringify({ error: { code, message: known ? err.message : String(err), exitCode: exit } }, null, 2) + '\n');
+  const warnings = warningsSaid();
+  if (json) process.stdout.write(JSON.stringify({ error: { code, message: known ? err.message : String(err), exitCode: exit }, ...(warnings.length > 0 ? { warnings } : {}) }, null, 2) + '\n');
   process.stderr.write(`strata: ${message}\n`);
   return exit;
 }

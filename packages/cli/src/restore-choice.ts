@@ -1,5 +1,11 @@
 import { contentFault, describeContentFault } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
+import { noteWarning } from './warnings.js';
+
+function warn(code: string, message: string): void {
+  process.stderr.write(`strata: warning: ${message}\n`);
+  noteWarning({ code, message });
+}
 
 /**
  * Says on stderr (in every mode: it is about the data coming back) when the restore point named
@@ -9,7 +15,7 @@ import type { BackupRecord } from '@strata/sdk';
 export function warnOfFailedVerifications(chosen: BackupRecord, backups: readonly BackupRecord[], how: 'named' | { readonly asOf: Date | undefined }): void {
   if (how === 'named') {
     const own = contentFault(chosen, backups);
-    if (own) process.stderr.write(`strata: warning: restore: ${chosen.id} ${describeContentFault(chosen, own)}; restoring it as named (strata verify ${chosen.id} says what failed)\n`);
+    if (own) warn('STRATA_VERIFICATION_FAILED', `restore: ${chosen.id} ${describeContentFault(chosen, own)}; restoring it as named (strata verify ${chosen.id} says what failed)`);
     return;
   }
   const limit = how.asOf?.toISOString();
@@ -17,6 +23,6 @@ export function warnOfFailedVerifications(chosen: BackupRecord, backups: readonl
   for (const b of passedOver) {
     const fault = contentFault(b, backups);
     if (!fault) continue;
-    process.stderr.write(`strata: warning: restore: passed over ${b.id} (taken ${b.createdAt}): ${describeContentFault(b, fault)}; to restore it anyway, name it by its id\n`);
+    warn('STRATA_PASSED_OVER', `restore: passed over ${b.id} (taken ${b.createdAt}): ${describeContentFault(b, fault)}; to restore it anyway, name it by its id`);
   }
 }

@@ -10,8 +10,11 @@ export interface SaidWarning {
 }
 
 const said: SaidWarning[] = [];
+/** More are not kept: a command that runs for days (replicate) must not grow without end. */
+const KEPT_WARNINGS = 100;
 
 export function noteWarning(warning: SaidWarning): void {
+  if (said.length >= KEPT_WARNINGS || said.some((w) => w.code === warning.code && w.message === warning.message)) return;
   said.push(warning);
 }
 
