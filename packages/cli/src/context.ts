@@ -139,8 +139,7 @@ export class CommandContext {
     };
   }
 
-  /** Prints a command's JSON document: one document, on stdout, nothing else there. */
-  /** Prints a command's `--json` output, with the warnings the command gave (`warnings`, when any) in an object. */
+  /** Prints a command's JSON document: one document, on stdout, nothing else there, with the warnings the command gave (`warnings`, when any). */
   printJson(value: unknown): void {
     const warnings = warningsSaid();
     const withWarnings = warnings.length > 0 && typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...value, warnings } : value;

@@ -1,10 +1,9 @@
 import { contentFault, describeContentFault } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
-import { noteWarning } from './warnings.js';
 
+/** Said as the engines say theirs: on stderr, and in the command's --json output. */
 function warn(code: string, message: string): void {
-  process.stderr.write(`strata: warning: ${message}\n`);
-  noteWarning({ code, message });
+  process.emitWarning(message, { code });
 }
 
 /**
