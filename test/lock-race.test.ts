@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { S3Storage } from '@strata/sdk';
+import { S3Storage, openStorage, withRepositoryLock } from '@strata/sdk';
 import { useTempDir } from './helpers/env.js';
 import { Buckets, requireS3, s3Configured } from './helpers/s3.js';
 
@@ -91,5 +91,58 @@ describe('the repository lock under a many-process race on S3 (claims instead of
     for await (const object of storage.list('locks/')) left.push(object.key);
     assert.deepEqual(left, [], 'no lock and no takeover marker is left');
     assert.deepEqual(await buckets.keys(bucket, 'lock-race/.claims/'), [], 'no claim is left');
+  });
+});
+
+describe('a lock held for longer than its stale age', () => {
+  const dir = useTempDir();
+  /** What a process on another host writes when it takes the lock. */
+  const foreignLock = (token: string, acquiredAt: Date): string => JSON.stringify({ token, pid: 4_000_000, host: 'elsewhere.invalid', operation: 'prune', acquiredAt: acquiredAt.toISOString() });
+  const lockedOrTaken = (p: Promise<string>): Promise<string> => p.catch((err: { code?: string }) => err.code ?? String(err));
+
+  it('is not taken over by a process that judges it by age while its holder is still at work', async function () {
+    this.timeout(120_000);
+    const repo = path.join(dir.path, 'held');
+    mkdirSync(repo, { recursive: true });
+    const storage = openStorage(repo);
+    const lockFile = path.join(repo, 'locks/repository.lock');
+    // Generous against a loaded machine: the holder says it is alive every 0.75 s, and the
+    // contender waits 6 s, twice the stale age, before it gives up.
+    const staleAfterMs = 3_000;
+    let contender: string | undefined;
+    let signs = 0;
+    await withRepositoryLock(
+      storage,
+      'prune',
+      async () => {
+        // Seen from another host, the lock is judged by its age and its holder's signs of life, not by a pid.
+        writeFileSync(lockFile, JSON.stringify({ ...JSON.parse(readFileSync(lockFile, 'utf8')), host: 'elsewhere.invalid' }));
+        contender = await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs, waitMs: 2 * staleAfterMs }));
+        signs = readdirSync(path.join(repo, 'locks')).filter((f) => f.startsWith('repository.lock.alive-')).length;
+      },
+      { staleAfterMs },
+    );
+    assert.equal(contender, 'REPO_LOCKED', 'the contender must wait for a holder that is still at work, not take its lock over');
+    assert.equal(signs, 1, "the holder's sign of life is beside its lock while it holds it");
+    assert.deepEqual(readdirSync(path.join(repo, 'locks')).filter((f) => !f.startsWith('.')), [], 'the lock and its sign of life are gone once released');
+  });
+
+  it("is taken over once its holder's last sign of life is older than the stale age, and not before", async () => {
+    const repo = path.join(dir.path, 'signs');
+    mkdirSync(path.join(repo, 'locks'), { recursive: true });
+    const storage = openStorage(repo);
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    const sign = (token: string, at: Date): void =>
+      writeFileSync(path.join(repo, `locks/repository.lock.alive-${token}`), JSON.stringify({ pid: 4_000_000, host: 'elsewhere.invalid', at: at.toISOString() }));
+
+    writeFileSync(path.join(repo, 'locks/repository.lock'), foreignLock('recentsign0001', hourAgo));
+    sign('recentsign0001', new Date(Date.now() - 5_000));
+    assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'REPO_LOCKED');
+
+    writeFileSync(path.join(repo, 'locks/repository.lock'), foreignLock('oldsign0000002', hourAgo));
+    sign('oldsign0000002', new Date(Date.now() - 120_000));
+    assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'taken');
+    // The takeover removed the abandoned lock's sign of life with it (the first one's is still there, its lock was replaced by hand).
+    assert.deepEqual(readdirSync(path.join(repo, 'locks')).filter((f) => !f.startsWith('.')).sort(), ['repository.lock.alive-recentsign0001']);
   });
 });

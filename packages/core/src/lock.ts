@@ -41,7 +41,9 @@ export interface LockOptions {
  * backups from several processes overlap and only their commits take turns.
  *
  * A lock whose holder died on this host (its pid is gone) is stale and taken over at once; a lock
- * from another host is taken over once it is older than `staleAfterMs`.
+ * from another host is taken over once its holder has given no sign of life for `staleAfterMs`:
+ * a holder that keeps the lock longer than a quarter of that (a prune removing thousands of
+ * objects, a catalog rebuilt from a large bucket) writes one beside it (see {@link keepAlive}).
  */
 export async function withRepositoryLock<T>(storage: Storage, operation: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
   const release = await acquireLock(storage, operation, options);
@@ -61,14 +63,17 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
   for (;;) {
     info.acquiredAt = new Date().toISOString();
     if (await storage.createExclusive(LOCK_KEY, Buffer.from(JSON.stringify(info)))) {
+      const alive = keepAlive(storage, info.token, staleAfterMs);
       return async () => {
+        await alive.stop();
         // Only remove the lock if it is still ours (a stale-takeover may have replaced it).
         const current = await readLock(storage);
         if (current?.token === info.token) await storage.delete(LOCK_KEY);
+        await alive.remove();
       };
     }
     const holder = await readLock(storage);
-    if (holder && isStale(holder, staleAfterMs)) {
+    if (holder && (await isStale(storage, holder, staleAfterMs))) {
       await takeOverStale(storage, holder);
       continue;
     }
@@ -97,10 +102,78 @@ function describeHolder(holder: LockInfo | undefined): string {
   return holder ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.acquiredAt}` : 'another process';
 }
 
-function isStale(holder: LockInfo, staleAfterMs: number): boolean {
+async function isStale(storage: Storage, holder: LockInfo, staleAfterMs: number): Promise<boolean> {
   if (holder.token.startsWith(UNREADABLE)) return Date.now() - Date.parse(holder.acquiredAt) > UNREADABLE_STALE_AFTER_MS;
   if (holder.host === hostname()) return !defaultIsAlive(holder.pid, holder.host);
-  return Date.now() - Date.parse(holder.acquiredAt) > staleAfterMs;
+  if (Date.now() - Date.parse(holder.acquiredAt) <= staleAfterMs) return false;
+  // Old by its start: looked for the holder's last sign of life only now, so a lock seen busy
+  // costs one read, not two.
+  const lastAlive = await lastSignOfLife(storage, holder.token);
+  return lastAlive === undefined || Date.now() - lastAlive > staleAfterMs;
+}
+
+/** The key beside the lock that its holder rewrites while it keeps the lock (see {@link keepAlive}). */
+function aliveKey(token: string): string {
+  return `${LOCK_KEY}.alive-${token}`;
+}
+
+/** How often a holder says it is alive: four times per stale age, at most every five minutes. */
+function aliveEveryMs(staleAfterMs: number): number {
+  return Math.max(250, Math.min(staleAfterMs / 4, 5 * 60_000));
+}
+
+/**
+ * While the lock is held, rewrites its sign of life every {@link aliveEveryMs}. A process on
+ * another host judges a lock by its age, and without this would take over a lock whose holder is
+ * still at work once the work outlasts the stale age, and two processes would change the catalog
+ * at once. The first sign is written only after the first interval, so the short critical
+ * sections that nearly every lock is held for cost no extra request. A sign that fails to write is
+ * tried again at the next interval: the lock is only taken over after several have failed.
+ */
+function keepAlive(storage: Storage, token: string, staleAfterMs: number): { stop(): Promise<void>; remove(): Promise<void> } {
+  let written = false;
+  let writing: Promise<void> = Promise.resolve();
+  const timer = setInterval(() => {
+    writing = writing.then(() =>
+      storage.put(aliveKey(token), Buffer.from(JSON.stringify({ pid: process.pid, host: hostname(), at: new Date().toISOString() }))).then(
+        () => {
+          written = true;
+        },
+        () => undefined,
+      ),
+    );
+  }, aliveEveryMs(staleAfterMs));
+  // The work under the lock keeps the process alive; this timer must not outlive it.
+  timer.unref();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await writing;
+    },
+    remove: async () => {
+      if (written) await storage.delete(aliveKey(token)).catch(() => undefined);
+    },
+  };
+}
+
+/** When the holder of the lock with `token` last said it was alive (ms since the epoch), if it ever did. */
+async function lastSignOfLife(storage: Storage, token: string): Promise<number | undefined> {
+  // A storage that cannot be read now fails the wait (the error goes up): a live holder's lock is
+  // never judged abandoned because its sign of life could not be read.
+  const gone = (err: unknown): undefined => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  };
+  const body = await storage.read(aliveKey(token)).catch(gone);
+  if (body === undefined) return undefined;
+  try {
+    const sign = JSON.parse(Buffer.from(body).toString('utf8')) as { at?: unknown };
+    const at = typeof sign?.at === 'string' ? Date.parse(sign.at) : Number.NaN;
+    if (!Number.isNaN(at)) return at;
+  } catch {
+    // Unreadable (a write cut short): its time on the storage still says when it was written.
+  }
+  return storage.stat(aliveKey(token)).then((info) => info.modified.getTime(), gone);
 }
 
 async function readLock(storage: Storage): Promise<LockInfo | undefined> {
@@ -138,7 +211,10 @@ async function takeOverStale(storage: Storage, stale: LockInfo): Promise<void> {
     if (await storage.createExclusive(marker, mine)) {
       try {
         const again = await readLock(storage);
-        if (again?.token === stale.token) await storage.delete(LOCK_KEY);
+        if (again?.token === stale.token) {
+          await storage.delete(LOCK_KEY);
+          await storage.delete(aliveKey(stale.token)).catch(() => undefined);
+        }
       } finally {
         for (let g = 0; g <= generation; g++) await storage.delete(`${TAKEOVER_PREFIX}${stale.token}-${g}`).catch(() => undefined);
       }
