@@ -139,6 +139,14 @@ describe('Strata\'s temporary servers on a restored copy never act on its logica
     const refused = await cluster.cli(['restore', id, '--to', `postgres://postgres@127.0.0.1:${cluster.port}/cron_copy`]);
     assert.notEqual(refused.status, 0, 'the warning was true: the restore fails');
     assert.match(refused.stderr, /pg_cron/);
+    // Said once at the backup is not enough for an operator who watches health: it says so as long
+    // as that backup is the newest good one.
+    const health = await cluster.cli(['health', '--json']);
+    assert.equal(health.status, 3, health.stderr);
+    const checks = (JSON.parse(health.stdout) as { checks: { check: string; database: string | null; status: string; message: string }[] }).checks;
+    const restorable = checks.filter((c) => c.check === 'restorable');
+    assert.deepEqual(restorable.map((c) => [c.database, c.status]), [['cron_logical', 'unhealthy']], 'only the logical backup of the pg_cron database is reported, not the cluster backed up physically');
+    assert.match(restorable[0]!.message, new RegExp(`cannot restore the newest good backup ${id}: it holds the extension pg_cron`));
   });
   it("a restored data directory archives nothing once started (a copy beside the original would push its new timeline into the original's archive); --archive-mode preserve keeps the original's archiving", async function () {
     const backup = await cluster.cli(['backup', DB]);

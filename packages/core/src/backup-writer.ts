@@ -248,6 +248,7 @@ export class BackupWriter {
         details: {
           databaseBytes: record.databaseBytes,
           ...(parent ? { parent: parent.id, unchanged: manifest.streams.every((st) => st.storedChunks === 0) } : {}),
+          ...(snapshot.unrestorable ? { unrestorable: snapshot.unrestorable } : {}),
         },
       });
       return full;

@@ -92,6 +92,13 @@ export interface Snapshot {
    */
   readonly incrementalMethod?: string;
   /**
+   * Why Strata cannot restore this snapshot, when the engine knows at backup time (a database
+   * only the server itself can recreate where it is), in words without the data's names. The
+   * backup is still taken and kept; its journal entry carries the reason, and `health` reports a
+   * database whose newest good restore point has one.
+   */
+  readonly unrestorable?: string;
+  /**
    * For engines that learn some facts only by reading their own stream to its end (a copy made
    * by a tool that reports where it ended in its last bytes): called once every stream has been
    * read, before the manifest is written; what it returns replaces the fields above.

@@ -138,6 +138,7 @@ export interface HealthCheck {
     | 'backup-duration'
     | 'disk-use'
     | 'failed-backups'
+    | 'restorable'
     | 'failed-jobs'
     | 'mirror-reachable'
     | 'mirror-sync'
@@ -200,6 +201,13 @@ export function assessHealth(
         status: age <= thresholds.maxAgeMs ? 'ok' : 'unhealthy',
         message: `newest good backup ${good.id} is ${hours(age)} old (limit ${hours(thresholds.maxAgeMs)})`,
       });
+      // A backup the engine said at its start that Strata cannot restore (Snapshot.unrestorable) is
+      // no protection however new it is: said here until a newer restore point is not one of them.
+      const taken = operations.find((o) => o.kind === 'backup' && o.status === 'COMPLETED' && o.last.backupId === good.id);
+      const unrestorable = (taken?.last.details as { unrestorable?: unknown } | undefined)?.unrestorable;
+      if (typeof unrestorable === 'string') {
+        checks.push({ check: 'restorable', database, status: 'unhealthy', message: `Strata cannot restore the newest good backup ${good.id}: ${unrestorable}` });
+      }
     }
     const verifies = operations.filter((o) => o.kind === 'verify' && o.last.database === database && o.status === 'COMPLETED');
     const lastTwo = verifies.slice(-2).map((o) => (o.last.details as { outcome?: string } | undefined)?.outcome);

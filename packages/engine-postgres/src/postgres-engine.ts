@@ -95,6 +95,10 @@ interface PgMeta {
   factsVersion?: number;
 }
 
+/** A logical backup's `unrestorable` reason (Snapshot.unrestorable) when the database holds pg_cron. */
+const PG_CRON_UNRESTORABLE =
+  'it holds the extension pg_cron, which PostgreSQL creates only in the database cron.database_name names, and a restore builds under a work name first; back the cluster up physically to keep this database';
+
 /**
  * PostgreSQL through `pg` and `pg-copy-streams`, with `pg_dump` for the schema.
  *
@@ -149,7 +153,8 @@ export class PostgresEngine extends ServerEngine {
       throwIfAborted(options.signal, 'snapshot');
       // Said at the backup, not first at the restore that needs it: pg_cron's CREATE EXTENSION runs
       // only in its own database, and every restore (and verify's) builds under a work name first.
-      if (((await client.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'")).rowCount ?? 0) > 0) {
+      const holdsPgCron = ((await client.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'")).rowCount ?? 0) > 0;
+      if (holdsPgCron) {
         process.emitWarning(
           `backup: ${target.database} holds the extension pg_cron, which PostgreSQL creates only in the database cron.database_name names; a restore builds a database under a work name first, so this backup cannot be restored or verified by Strata (it fails at CREATE EXTENSION pg_cron). Back the cluster up physically ("method": "physical" in strata.config.json) to keep this database`,
           { code: 'STRATA_NOT_RESTORABLE' },
@@ -204,6 +209,7 @@ export class PostgresEngine extends ServerEngine {
         schemaSql,
         databaseBytes,
         engineMeta: meta as unknown as Record<string, unknown>,
+        ...(holdsPgCron ? { unrestorable: PG_CRON_UNRESTORABLE } : {}),
         close,
       };
     } catch (err) {
