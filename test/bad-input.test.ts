@@ -377,6 +377,17 @@ describe('bad input gets a clear error and nothing is lost', () => {
       const result = strata(['restore', id, '--repo', repo(), '--to', path.join(dir.path, 'x.db')]);
       assert.equal(result.status, 1);
       assert.match(result.stderr, /format version 9 is not supported.*upgrade Strata/);
+      // A verify by a Strata older than the backup's writer (one machine of a fleet not upgraded
+      // yet) is an error, not a failed verification: one recorded would make every later restore
+      // pass this good backup over, and health report it.
+      const verified = strata(['verify', id, '--repo', repo(), '--json']);
+      assert.equal(verified.status, 1, verified.stderr);
+      const error = json<{ error: { code: string; message: string } }>(verified).error;
+      assert.equal(error.code, 'ARTIFACT_FOREIGN');
+      assert.match(error.message, new RegExp(`verify ${id}: was written by a newer Strata \\(.*format version 9 is not supported.*\\); nothing was recorded against it`));
+      assert.equal(JSON.parse(readFileSync(catalogPath(repo()), 'utf8')).backups[0].verification, null);
+      const health = json<{ checks: { check: string; status: string }[] }>(strata(['health', '--repo', repo(), '--json']));
+      assert.equal(health.checks.find((c) => c.check === 'failed-verifications')!.status, 'ok');
     });
   });
 

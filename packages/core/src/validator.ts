@@ -211,6 +211,12 @@ export class Validator {
       checks.push({ name: 'checksum-match', status: 'passed', reason: 'artifact SHA-256 matches the catalog; every stream and chunk hash matches the manifest' });
     } catch (err) {
       if (isStrataError(err, 'ABORTED')) throw err;
+      // Written by a newer Strata (a format or chunking this one does not know): this program can
+      // judge nothing of it, and a failure recorded now would make every restore pass the backup
+      // over and health report it, on a fleet where one machine was not upgraded yet.
+      if (isStrataError(err, 'ARTIFACT_FOREIGN') && err.details['newerFormat'] !== undefined) {
+        throw new StrataError('ARTIFACT_FOREIGN', `verify ${record.id}: ${reading !== undefined && reading !== record ? `its ancestor ${reading.id} ` : ''}was written by a newer Strata (${err.message}); nothing was recorded against it`, { cause: err, details: err.details });
+      }
       // Which restore point of the chain is damaged is what the user needs to repair or replace.
       const ancestor = reading !== undefined && reading !== record && isStrataError(err, 'ARTIFACT_CORRUPT');
       checks.push(failedCheck('checksum-match', err, ancestor ? `ancestor ${reading!.id} is damaged: ` : ''));

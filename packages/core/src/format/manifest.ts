@@ -137,6 +137,8 @@ export function parseManifest(bytes: Uint8Array, where: string): Manifest {
     throw new StrataError(
       'ARTIFACT_FOREIGN',
       `${where}: artifact format version ${String(m.formatVersion)} is not supported by this Strata (reads 1 to ${ARTIFACT_FORMAT_VERSION}); upgrade Strata`,
+      // A newer writer's artifact, not a damaged one: verify records nothing against it (validator.ts).
+      typeof m.formatVersion === 'number' && m.formatVersion > ARTIFACT_FORMAT_VERSION ? { details: { newerFormat: m.formatVersion } } : {},
     );
   }
   const stringFields = ['id', 'database', 'engine', 'type', 'createdAt', 'schemaFingerprint'] as const;
