@@ -836,6 +836,8 @@ describe('strata daemon', function () {
     assert.equal(junkRun.last.error?.code, 'DATABASE_INVALID');
     assert.match(junkRun.last.error!.message, /not a valid SQLite database \(‹message withheld: SQLITE_NOTADB›\)/);
     assert.doesNotMatch(jsonLog + textLog, /file is not a database/);
+    // The text log ends an error's line with its code, which the JSON log has as `code`.
+    assert.match(textLog, /junk\/j: failed: [^\n]*\[DATABASE_INVALID\]$/m);
   });
 
   it('serves the metrics file\'s text at GET /metrics with --metrics-listen, on a loopback address unless told otherwise', async () => {

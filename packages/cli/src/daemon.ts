@@ -159,7 +159,10 @@ export class DaemonLog {
     if (this.#json) process.stderr.write(JSON.stringify({ time, level, message, ...fields }) + '\n');
     else {
       const where = fields['database'] !== undefined ? ` ${String(fields['database'])}/${String(fields['job'])}` : '';
-      process.stderr.write(`${time} ${level}${where}: ${message}\n`);
+      // The code too, at the end (where a pattern for `db/job: failed` still matches), so a line can
+      // be matched without its words, which change between releases.
+      const code = typeof fields['code'] === 'string' ? ` [${fields['code']}]` : '';
+      process.stderr.write(`${time} ${level}${where}: ${message}${code}\n`);
     }
   }
 }
