@@ -388,6 +388,36 @@ describe('bad input gets a clear error and nothing is lost', () => {
       assert.equal(JSON.parse(readFileSync(catalogPath(repo()), 'utf8')).backups[0].verification, null);
       const health = json<{ checks: { check: string; status: string }[] }>(strata(['health', '--repo', repo(), '--json']));
       assert.equal(health.checks.find((c) => c.check === 'failed-verifications')!.status, 'ok');
+      // verify --all goes on past it: a backup of this Strata's format is verified, this one named as not verified.
+      const current = backupId(fixture('other.db'));
+      const all = strata(['verify', '--all', '--repo', repo(), '--json']);
+      assert.equal(all.status, 1, all.stderr);
+      const outcome = json<{ outcome: string; reports: { backupId: string; outcome: string }[]; unverified: { backupId: string; code: string }[] }>(all);
+      assert.equal(outcome.outcome, 'incomplete');
+      assert.deepEqual(outcome.reports.map((r) => [r.backupId, r.outcome]), [[current, 'passed']]);
+      assert.deepEqual(outcome.unverified.map((u) => [u.backupId, u.code]), [[id, 'ARTIFACT_FOREIGN']]);
+      const text = strata(['verify', '--all', '--repo', repo()]);
+      assert.equal(text.status, 1, text.stderr);
+      assert.match(text.stdout, /1 of 2 backup\(s\) passed; 1 written by a newer Strata could not be verified \(upgrade Strata\)/);
+    });
+    it('a chunking this Strata does not know is a newer writer\'s, not damage: verify records nothing', () => {
+      init('--no-encryption', '--compression', 'none');
+      const id = backupId(fixture());
+      const file = artifactOf(id);
+      // The same length, so the tar's entries keep their sizes: only the catalog's SHA-256 changes.
+      const tar = Buffer.from(readFileSync(file).toString('latin1').replaceAll('"kind":"fixed"', '"kind":"fancy"').replaceAll('"kind": "fixed"', '"kind": "fancy"'), 'latin1');
+      assert.ok(tar.includes('"kind":"fancy"'), 'the stream descriptor names the new chunking');
+      writeFileSync(file, tar);
+      const catalogFile = catalogPath(repo());
+      const catalog = JSON.parse(readFileSync(catalogFile, 'utf8'));
+      catalog.backups[0].sha256 = createHash('sha256').update(tar).digest('hex');
+      writeFileSync(catalogFile, JSON.stringify(catalog));
+      const verified = strata(['verify', id, '--repo', repo(), '--json']);
+      assert.equal(verified.status, 1, verified.stderr);
+      const error = json<{ error: { code: string; message: string } }>(verified).error;
+      assert.equal(error.code, 'ARTIFACT_FOREIGN');
+      assert.match(error.message, /was written by a newer Strata \(chunking "fancy" is not supported by this version of Strata; upgrade Strata\)/);
+      assert.equal(JSON.parse(readFileSync(catalogPath(repo()), 'utf8')).backups[0].verification, null);
     });
   });
 

@@ -144,5 +144,13 @@ describe('a lock held for longer than its stale age', () => {
     assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'taken');
     // The takeover removed the abandoned lock's sign of life with it (the first one's is still there, its lock was replaced by hand).
     assert.deepEqual(readdirSync(path.join(repo, 'locks')).filter((f) => !f.startsWith('.')).sort(), ['repository.lock.alive-recentsign0001']);
+
+    // A sign cut short (not JSON) counts by when it was written: just now, so the holder is alive.
+    writeFileSync(path.join(repo, 'locks/repository.lock'), foreignLock('tornsign000003', hourAgo));
+    writeFileSync(path.join(repo, 'locks/repository.lock.alive-tornsign000003'), '{"pid": 4000');
+    assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'REPO_LOCKED');
+    // No sign at all: judged by when the lock was taken, as before signs existed.
+    writeFileSync(path.join(repo, 'locks/repository.lock'), foreignLock('nosign00000004', hourAgo));
+    assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'taken');
   });
 });

@@ -20,6 +20,7 @@ import {
   initRepository,
   inventory,
   isStrataError,
+  writtenByNewerStrata,
   durationBefore,
   durationMs,
   parseDuration,
@@ -359,7 +360,8 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   await repo.unlock();
   const bar = new ProgressBar('verify', interactive(ctx.json));
   let reports: VerifyReport[];
-  // Backups whose data key the passphrase's key file lacks: not verified (and not failed).
+  // Backups whose data key the passphrase's key file lacks, or that a newer Strata wrote: not
+  // verified (and not failed); --all goes on with the others.
   const unverified: { backupId: string; code: string; message: string }[] = [];
   // Backups a prune removed while this ran: gone, neither passed nor failed.
   const removed: string[] = [];
@@ -376,7 +378,7 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
             removed.push(b.id);
             continue;
           }
-          if (!isStrataError(err, 'KEY_MISSING')) throw err;
+          if (!isStrataError(err) || (err.code !== 'KEY_MISSING' && !writtenByNewerStrata(err))) throw err;
           unverified.push({ backupId: b.id, code: err.code, message: err.message });
         }
       }
@@ -393,6 +395,8 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   const logReports = await repo.verifyLog(options.all ? (options.database === undefined ? {} : { database: options.database }) : { backupId: reports[0]?.backupId ?? '', ...(reports[0] ? { database: reports[0].database } : {}) }, { signal });
   const failedLogs = logReports.filter((r) => r.outcome === 'failed');
   const failed = reports.filter((r) => r.outcome === 'failed');
+  const keyMissing = unverified.filter((u) => u.code === 'KEY_MISSING').length;
+  const newer = unverified.length - keyMissing;
   if (ctx.json) {
     ctx.printJson({
       level,
@@ -428,12 +432,13 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
     if (reports.length + unverified.length === 0) process.stdout.write(`nothing to verify${otherFailures.length > 0 ? `; ${otherFailures.join('; ')}` : ''}\n`);
     else {
       process.stdout.write(
-        `${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${unverified.length > 0 ? `; ${unverified.length} could not be verified with this passphrase's key file (exit 4)` : ''}${otherFailures.length > 0 ? `; ${otherFailures.join('; ')}` : ''}\n`,
+        `${reports.length - failed.length} of ${reports.length + unverified.length} backup(s) passed${keyMissing > 0 ? `; ${keyMissing} could not be verified with this passphrase's key file (exit 4)` : ''}${newer > 0 ? `; ${newer} written by a newer Strata could not be verified (upgrade Strata)` : ''}${otherFailures.length > 0 ? `; ${otherFailures.join('; ')}` : ''}\n`,
       );
     }
   }
-  return failed.length + failedSegments.length + failedLogs.length > 0 ? 3 : unverified.length > 0 ? 4 : 0;
+  return failed.length + failedSegments.length + failedLogs.length > 0 ? 3 : keyMissing > 0 ? 4 : newer > 0 ? 1 : 0;
 }
+
 
 /** Policy flags of `strata prune` and `list --by-tier`: the policy's rules, labels as `LABEL=DURATION`. */
 export type PolicyFlags = Omit<RetentionPolicy, 'keepLabels'> & { readonly keepLabels: readonly string[] };

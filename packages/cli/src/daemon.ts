@@ -21,6 +21,7 @@ import {
   schedulesFor,
   sleepUnlessAborted,
   ownEntry,
+  writtenByNewerStrata,
 } from '@strata/sdk';
 import type { BackupRecord, DaemonConfig, HooksConfig, JobConfig, JournalEntryHandle, ReplicateJobConfig, Repository, ScheduledJobConfig, StrataConfig, VerifyReport } from '@strata/sdk';
 import { CommandContext } from './context.js';
@@ -777,11 +778,19 @@ export class Daemon {
         if (candidates.length === 0) throw new StrataError('BACKUP_NOT_FOUND', `${database} has no restore point to verify yet`);
         const chosen = config.sample === undefined ? [newest(candidates)] : verificationOrder(candidates, level).slice(0, config.sample);
         const outcomes: { id: string; outcome: string }[] = [];
+        const newer: string[] = [];
         for (const record of chosen) {
           let reports: VerifyReport[];
           try {
             reports = await repo.verify({ id: record.id }, { level, signal });
           } catch (err) {
+            // A newer Strata wrote it: the others are still verified, and the job fails below, so
+            // that the daemon's operator hears it needs upgrading.
+            if (writtenByNewerStrata(err)) {
+              outcomes.push({ id: record.id, outcome: 'newer' });
+              newer.push(err.message);
+              continue;
+            }
             // A prune elsewhere (the oldest first, as this samples them) removed it meanwhile.
             if (!isStrataError(err, 'BACKUP_NOT_FOUND') || (await repo.list({ database })).some((b) => b.id === record.id)) throw err;
             outcomes.push({ id: record.id, outcome: 'removed' });
@@ -791,6 +800,7 @@ export class Daemon {
         }
         const failed = outcomes.filter((o) => o.outcome === 'failed');
         if (failed.length > 0) throw new StrataError('VERIFY_FAILED', `${level} verification failed for ${failed.map((f) => f.id).join(', ')}`);
+        if (newer.length > 0) throw new StrataError('ARTIFACT_FOREIGN', `${newer.join('; ')}; upgrade this Strata to verify them`);
         const passed = outcomes.filter((o) => o.outcome === 'passed');
         const removed = outcomes.filter((o) => o.outcome === 'removed');
         return {

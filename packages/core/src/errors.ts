@@ -211,6 +211,14 @@ export function isStrataError(err: unknown, code?: StrataErrorCode): err is Stra
   return err instanceof StrataError && (code === undefined || err.code === code);
 }
 
+/**
+ * An artifact of a format or chunking newer than this Strata reads (`details.newerFormat`): the
+ * answer is to upgrade, not a repair, and verify records nothing against such a backup.
+ */
+export function writtenByNewerStrata(err: unknown): err is StrataError {
+  return isStrataError(err, 'ARTIFACT_FOREIGN') && err.details['newerFormat'] !== undefined;
+}
+
 /** Node's system error shape (`ENOENT`, `ENOSPC`, ...). */
 export interface SystemError extends Error {
   code?: string;

@@ -42,8 +42,8 @@ export interface LockOptions {
  *
  * A lock whose holder died on this host (its pid is gone) is stale and taken over at once; a lock
  * from another host is taken over once its holder has given no sign of life for `staleAfterMs`:
- * a holder that keeps the lock longer than a quarter of that (a prune removing thousands of
- * objects, a catalog rebuilt from a large bucket) writes one beside it (see {@link keepAlive}).
+ * a holder that keeps the lock for long (a prune removing thousands of objects, a catalog rebuilt
+ * from a large bucket) writes one beside it (see {@link keepAlive}).
  */
 export async function withRepositoryLock<T>(storage: Storage, operation: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
   const release = await acquireLock(storage, operation, options);
@@ -66,10 +66,13 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
       const alive = keepAlive(storage, info.token, staleAfterMs);
       return async () => {
         await alive.stop();
-        // Only remove the lock if it is still ours (a stale-takeover may have replaced it).
-        const current = await readLock(storage);
-        if (current?.token === info.token) await storage.delete(LOCK_KEY);
-        await alive.remove();
+        try {
+          // Only remove the lock if it is still ours (a stale-takeover may have replaced it).
+          const current = await readLock(storage);
+          if (current?.token === info.token) await storage.delete(LOCK_KEY);
+        } finally {
+          await alive.remove();
+        }
       };
     }
     const holder = await readLock(storage);
@@ -107,8 +110,9 @@ async function isStale(storage: Storage, holder: LockInfo, staleAfterMs: number)
   if (holder.host === hostname()) return !defaultIsAlive(holder.pid, holder.host);
   if (Date.now() - Date.parse(holder.acquiredAt) <= staleAfterMs) return false;
   // Old by its start: looked for the holder's last sign of life only now, so a lock seen busy
-  // costs one read, not two.
-  const lastAlive = await lastSignOfLife(storage, holder.token);
+  // costs one read, not two. A sign that cannot be read now (the storage failing) counts as
+  // alive: the wait goes on and looks again, rather than taking over a lock that may be in use.
+  const lastAlive = await lastSignOfLife(storage, holder.token).catch(() => Date.now());
   return lastAlive === undefined || Date.now() - lastAlive > staleAfterMs;
 }
 
@@ -117,7 +121,7 @@ function aliveKey(token: string): string {
   return `${LOCK_KEY}.alive-${token}`;
 }
 
-/** How often a holder says it is alive: four times per stale age, at most every five minutes. */
+/** How often a holder says it is alive: four times per stale age, and at least every five minutes (every 5 min at the default hour). */
 function aliveEveryMs(staleAfterMs: number): number {
   return Math.max(250, Math.min(staleAfterMs / 4, 5 * 60_000));
 }
@@ -128,38 +132,46 @@ function aliveEveryMs(staleAfterMs: number): number {
  * still at work once the work outlasts the stale age, and two processes would change the catalog
  * at once. The first sign is written only after the first interval, so the short critical
  * sections that nearly every lock is held for cost no extra request. A sign that fails to write is
- * tried again at the next interval: the lock is only taken over after several have failed.
+ * tried again at the next interval: the lock is only taken over after several have failed. A write
+ * still under way when the next is due is left to finish (no queue behind a slow storage), and
+ * one under way at the release is cut short: letting go of the lock never waits on a sign.
  */
 function keepAlive(storage: Storage, token: string, staleAfterMs: number): { stop(): Promise<void>; remove(): Promise<void> } {
-  let written = false;
-  let writing: Promise<void> = Promise.resolve();
+  let tried = false;
+  let writing: Promise<void> | undefined;
+  const stopping = new AbortController();
   const timer = setInterval(() => {
-    writing = writing.then(() =>
-      storage.put(aliveKey(token), Buffer.from(JSON.stringify({ pid: process.pid, host: hostname(), at: new Date().toISOString() }))).then(
-        () => {
-          written = true;
-        },
-        () => undefined,
-      ),
+    if (writing) return;
+    tried = true;
+    const sign = Buffer.from(JSON.stringify({ pid: process.pid, host: hostname(), at: new Date().toISOString() }));
+    writing = storage.put(aliveKey(token), sign, { signal: stopping.signal }).then(
+      () => undefined,
+      () => undefined,
     );
+    void writing.then(() => {
+      writing = undefined;
+    });
   }, aliveEveryMs(staleAfterMs));
   // The work under the lock keeps the process alive; this timer must not outlive it.
   timer.unref();
   return {
     stop: async () => {
       clearInterval(timer);
-      await writing;
+      stopping.abort();
+      // A storage that ignores the signal gets a moment to finish, no more.
+      if (writing) await Promise.race([writing, delay(2_000, undefined, { ref: false })]);
     },
     remove: async () => {
-      if (written) await storage.delete(aliveKey(token)).catch(() => undefined);
+      // Tried, not only written: a write reported failed may still have reached the storage.
+      if (tried) await storage.delete(aliveKey(token)).catch(() => undefined);
     },
   };
 }
 
 /** When the holder of the lock with `token` last said it was alive (ms since the epoch), if it ever did. */
 async function lastSignOfLife(storage: Storage, token: string): Promise<number | undefined> {
-  // A storage that cannot be read now fails the wait (the error goes up): a live holder's lock is
-  // never judged abandoned because its sign of life could not be read.
+  // Errors but "not found" go to the caller (isStale): a live holder's lock is never judged
+  // abandoned because its sign of life could not be read.
   const gone = (err: unknown): undefined => {
     if (isNotFound(err)) return undefined;
     throw err;

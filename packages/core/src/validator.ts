@@ -1,7 +1,7 @@
 import type { BackupRecord, CheckResult, VerificationRecord } from './catalog.js';
 import { redactCheck } from './catalog.js';
 import type { Engine } from './engine.js';
-import { StrataError, errorText, isStrataError, redactable, redactedMessage, throwIfAborted } from './errors.js';
+import { StrataError, errorText, isStrataError, redactable, redactedMessage, throwIfAborted, writtenByNewerStrata } from './errors.js';
 import type { RedactableMessage, StrataErrorCode } from './errors.js';
 import { readArtifact } from './format/artifact-reader.js';
 import type { ArtifactContents } from './format/artifact-reader.js';
@@ -214,7 +214,7 @@ export class Validator {
       // Written by a newer Strata (a format or chunking this one does not know): this program can
       // judge nothing of it, and a failure recorded now would make every restore pass the backup
       // over and health report it, on a fleet where one machine was not upgraded yet.
-      if (isStrataError(err, 'ARTIFACT_FOREIGN') && err.details['newerFormat'] !== undefined) {
+      if (writtenByNewerStrata(err)) {
         throw new StrataError('ARTIFACT_FOREIGN', `verify ${record.id}: ${reading !== undefined && reading !== record ? `its ancestor ${reading.id} ` : ''}was written by a newer Strata (${err.message}); nothing was recorded against it`, { cause: err, details: err.details });
       }
       // Which restore point of the chain is damaged is what the user needs to repair or replace.
