@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { S3Storage, openStorage, withRepositoryLock } from '@strata/sdk';
+import type { Storage } from '@strata/sdk';
 import { useTempDir } from './helpers/env.js';
 import { Buckets, requireS3, s3Configured } from './helpers/s3.js';
 
@@ -96,6 +97,16 @@ describe('the repository lock under a many-process race on S3 (claims instead of
 
 describe('a lock held for longer than its stale age', () => {
   const dir = useTempDir();
+  /** `storage` with some of its methods replaced. */
+  const withStorage = (storage: Storage, replaced: Partial<Pick<Storage, 'read' | 'put'>>): Storage =>
+    new Proxy(storage, {
+      get: (target, name) => {
+        if (name in replaced) return replaced[name as keyof typeof replaced];
+        // Bound to the storage itself: its methods use its private fields.
+        const value = Reflect.get(target, name) as unknown;
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
   /** What a process on another host writes when it takes the lock. */
   const foreignLock = (token: string, acquiredAt: Date): string => JSON.stringify({ token, pid: 4_000_000, host: 'elsewhere.invalid', operation: 'prune', acquiredAt: acquiredAt.toISOString() });
   const lockedOrTaken = (p: Promise<string>): Promise<string> => p.catch((err: { code?: string }) => err.code ?? String(err));
@@ -145,12 +156,53 @@ describe('a lock held for longer than its stale age', () => {
     // The takeover removed the abandoned lock's sign of life with it (the first one's is still there, its lock was replaced by hand).
     assert.deepEqual(readdirSync(path.join(repo, 'locks')).filter((f) => !f.startsWith('.')).sort(), ['repository.lock.alive-recentsign0001']);
 
-    // A sign cut short (not JSON) counts by when it was written: just now, so the holder is alive.
+    // A sign cut short (not JSON) counts by when it was written: just now, so the holder is alive;
+    // an hour ago, so it is not.
     writeFileSync(path.join(repo, 'locks/repository.lock'), foreignLock('tornsign000003', hourAgo));
     writeFileSync(path.join(repo, 'locks/repository.lock.alive-tornsign000003'), '{"pid": 4000');
     assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'REPO_LOCKED');
+    utimesSync(path.join(repo, 'locks/repository.lock.alive-tornsign000003'), hourAgo, hourAgo);
+    assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'taken');
     // No sign at all: judged by when the lock was taken, as before signs existed.
     writeFileSync(path.join(repo, 'locks/repository.lock'), foreignLock('nosign00000004', hourAgo));
     assert.equal(await lockedOrTaken(withRepositoryLock(storage, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 })), 'taken');
+
+    // A sign the storage fails to read counts as alive, and the wait's end says why it went on.
+    writeFileSync(path.join(repo, 'locks/repository.lock'), foreignLock('unreadable0005', hourAgo));
+    const failing = withStorage(storage, {
+      read: async (key) => {
+        if (key.includes('.alive-')) throw new Error('connection reset by peer');
+        return storage.read(key);
+      },
+    });
+    await assert.rejects(withRepositoryLock(failing, 'backup', async () => 'taken', { staleAfterMs: 60_000, waitMs: 300 }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'REPO_LOCKED');
+      assert.match(err.message, /its sign of life could not be read, so it counts as alive: connection reset by peer/);
+      return true;
+    });
+  });
+
+  it('lets go of the lock at once when its sign of life cannot be written, and never queues signs behind a stuck write', async function () {
+    this.timeout(120_000);
+    const repo = path.join(dir.path, 'stuck');
+    mkdirSync(repo, { recursive: true });
+    const storage = openStorage(repo);
+    let signs = 0;
+    // A storage whose write of the sign never ends, whatever the signal says.
+    const stuck = withStorage(storage, {
+      put: async (key, body, options) => {
+        if (!key.includes('.alive-')) return storage.put(key, body, options);
+        signs++;
+        return new Promise(() => undefined);
+      },
+    });
+    const started = Date.now();
+    // Signs due every 250 ms, held for 1.5 s: five of them would be due.
+    await withRepositoryLock(stuck, 'prune', () => delay(1_500), { staleAfterMs: 1_000 });
+    const heldAndReleased = Date.now() - started;
+    assert.equal(signs, 1, 'a sign still being written is not followed by others queued behind it');
+    // 1.5 s held, at most 2 s more for the stuck write; generous for a loaded machine, far from "never".
+    assert.ok(heldAndReleased < 15_000, `the release took ${heldAndReleased} ms`);
+    assert.deepEqual(readdirSync(path.join(repo, 'locks')).filter((f) => !f.startsWith('.')), [], 'the lock is gone');
   });
 });

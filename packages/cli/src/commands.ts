@@ -439,7 +439,6 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   return failed.length + failedSegments.length + failedLogs.length > 0 ? 3 : keyMissing > 0 ? 4 : newer > 0 ? 1 : 0;
 }
 
-
 /** Policy flags of `strata prune` and `list --by-tier`: the policy's rules, labels as `LABEL=DURATION`. */
 export type PolicyFlags = Omit<RetentionPolicy, 'keepLabels'> & { readonly keepLabels: readonly string[] };
 

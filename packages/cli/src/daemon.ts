@@ -799,7 +799,8 @@ export class Daemon {
           outcomes.push({ id: record.id, outcome: reports.some((r) => r.outcome === 'failed') ? 'failed' : 'passed' });
         }
         const failed = outcomes.filter((o) => o.outcome === 'failed');
-        if (failed.length > 0) throw new StrataError('VERIFY_FAILED', `${level} verification failed for ${failed.map((f) => f.id).join(', ')}`);
+        const newerToo = newer.length > 0 ? `; ${newer.length} written by a newer Strata could not be verified: ${newer.join('; ')}` : '';
+        if (failed.length > 0) throw new StrataError('VERIFY_FAILED', `${level} verification failed for ${failed.map((f) => f.id).join(', ')}${newerToo}`);
         if (newer.length > 0) throw new StrataError('ARTIFACT_FOREIGN', `${newer.join('; ')}; upgrade this Strata to verify them`);
         const passed = outcomes.filter((o) => o.outcome === 'passed');
         const removed = outcomes.filter((o) => o.outcome === 'removed');

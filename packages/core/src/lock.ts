@@ -60,6 +60,8 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
   const info: LockInfo = { token: randomBytes(12).toString('hex'), pid: process.pid, host: hostname(), operation, acquiredAt: '' };
   const deadline = Date.now() + waitMs;
   let backoff = 20;
+  /** Why the holder's sign of life could not be read, when that kept this wait going (said at its end). */
+  let signUnreadable: unknown;
   for (;;) {
     info.acquiredAt = new Date().toISOString();
     if (await storage.createExclusive(LOCK_KEY, Buffer.from(JSON.stringify(info)))) {
@@ -76,7 +78,7 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
       };
     }
     const holder = await readLock(storage);
-    if (holder && (await isStale(storage, holder, staleAfterMs))) {
+    if (holder && (await isStale(storage, holder, staleAfterMs, (err) => (signUnreadable = err)))) {
       await takeOverStale(storage, holder);
       continue;
     }
@@ -92,7 +94,8 @@ async function acquireLock(storage: Storage, operation: string, options: LockOpt
           { details: { holder: null } },
         );
       }
-      throw new StrataError('REPO_LOCKED', `repository is locked by ${describeHolder(holder)}; try again later`, { details: { holder } });
+      const unread = signUnreadable === undefined ? '' : ` (its sign of life could not be read, so it counts as alive: ${signUnreadable instanceof Error ? signUnreadable.message : String(signUnreadable)})`;
+      throw new StrataError('REPO_LOCKED', `repository is locked by ${describeHolder(holder)}${unread}; try again later`, { details: { holder } });
     }
     // The signal ends the pause too, so an interruption is answered at once, not after the backoff.
     await delay(backoff + Math.random() * backoff, undefined, options.signal ? { signal: options.signal } : {}).catch(() => undefined);
@@ -105,14 +108,17 @@ function describeHolder(holder: LockInfo | undefined): string {
   return holder ? `${holder.operation} by pid ${holder.pid} on ${holder.host} since ${holder.acquiredAt}` : 'another process';
 }
 
-async function isStale(storage: Storage, holder: LockInfo, staleAfterMs: number): Promise<boolean> {
+async function isStale(storage: Storage, holder: LockInfo, staleAfterMs: number, onUnreadableSign: (err: unknown) => void): Promise<boolean> {
   if (holder.token.startsWith(UNREADABLE)) return Date.now() - Date.parse(holder.acquiredAt) > UNREADABLE_STALE_AFTER_MS;
   if (holder.host === hostname()) return !defaultIsAlive(holder.pid, holder.host);
   if (Date.now() - Date.parse(holder.acquiredAt) <= staleAfterMs) return false;
   // Old by its start: looked for the holder's last sign of life only now, so a lock seen busy
   // costs one read, not two. A sign that cannot be read now (the storage failing) counts as
   // alive: the wait goes on and looks again, rather than taking over a lock that may be in use.
-  const lastAlive = await lastSignOfLife(storage, holder.token).catch(() => Date.now());
+  const lastAlive = await lastSignOfLife(storage, holder.token).catch((err: unknown) => {
+    onUnreadableSign(err);
+    return Date.now();
+  });
   return lastAlive === undefined || Date.now() - lastAlive > staleAfterMs;
 }
 
@@ -158,12 +164,20 @@ function keepAlive(storage: Storage, token: string, staleAfterMs: number): { sto
     stop: async () => {
       clearInterval(timer);
       stopping.abort();
-      // A storage that ignores the signal gets a moment to finish, no more.
-      if (writing) await Promise.race([writing, delay(2_000, undefined, { ref: false })]);
+      // A storage that ignores the signal gets a moment to finish, no more; the timer holds the
+      // process for that moment (a storage's write may hold nothing), and ends with the write.
+      if (writing) {
+        const cap = new AbortController();
+        await Promise.race([writing, delay(2_000, undefined, { signal: cap.signal }).catch(() => undefined)]);
+        cap.abort();
+      }
     },
     remove: async () => {
       // Tried, not only written: a write reported failed may still have reached the storage.
-      if (tried) await storage.delete(aliveKey(token)).catch(() => undefined);
+      if (!tried) return;
+      await storage.delete(aliveKey(token)).catch(() => undefined);
+      // One that outlived the release's wait lands later: removed once it has.
+      if (writing) void writing.then(() => storage.delete(aliveKey(token)).catch(() => undefined));
     },
   };
 }
