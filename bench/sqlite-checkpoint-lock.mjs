@@ -11,8 +11,9 @@
 // holds the checkpoint lock (byte 121 of the -shm file, SQLite's WAL_CKPT_LOCK), so that nobody
 // checkpoints (an upper bound: the log grows by gigabytes, so give it a temporary folder with
 // ~5 GB free); and as the last, with the holder also checkpointing as replicate would, a
-// wal_checkpoint(RESTART) between two read transactions once the log passes 4,000 pages (16 MB),
-// taking the lock again after it. Node has no byte-range file locks (fcntl F_SETLK), which is the
+// wal_checkpoint(RESTART) between two read transactions once the log holds more than 4,000 frames
+// (read from the wal-index header: the file keeps its size when the log starts again), taking the
+// lock again after it. At this writer's pace that is every turn. Node has no byte-range file locks (fcntl F_SETLK), which is the
 // point of the probe, so the reader is a python3 process (its sqlite3 module and fcntl.lockf);
 // Strata itself does not use python. Prints tx/s per mode and round, the medians, and the size the
 // log reached.
@@ -35,7 +36,7 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-ckpt-lock-'));
 
 // The reader: a read transaction restarted every 200 ms (replicate restarts its own at each turn).
 // HOLD 1: the checkpoint lock taken once and kept; HOLD 2: kept too, and the log checkpointed and
-// restarted between two read transactions once past 16 MB, the lock taken again after it (SQLite
+// restarted between two read transactions once past 4,000 frames, the lock taken again after it (SQLite
 // lets go of it at the end of a checkpoint, and the lock is this process's either way). It says
 // "ready" once in place.
 const READER = `
@@ -61,7 +62,8 @@ while True:
     con.execute('SELECT count(*) FROM sqlite_master').fetchall()
     time.sleep(0.2)
     con.execute('COMMIT')
-    if hold == 2 and os.path.getsize(db + '-wal') > 16 * 1024 * 1024:
+    # The log's length in frames: mxFrame of the wal-index header, in the machine's byte order.
+    if hold == 2 and int.from_bytes(os.pread(shm, 4, 16), sys.byteorder) > 4000:
         con.execute('PRAGMA wal_checkpoint(RESTART)').fetchall()
         take()
 `;
@@ -130,8 +132,9 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const alone = median(results.alone.map((r) => r.txPerSecond));
-console.log('\n| writer | tx/s, median | against alone |\n| --- | ---: | ---: |');
+console.log('\n| writer | tx/s, median | against alone | log reached, largest |\n| --- | ---: | ---: | ---: |');
 for (const mode of MODES) {
   const m = median(results[mode].map((r) => r.txPerSecond));
-  console.log(`| ${mode} | ${Math.round(m).toLocaleString('en')} | ${mode === 'alone' ? '' : `${(((m - alone) / alone) * 100).toFixed(1)}%`} |`);
+  const log = Math.max(...results[mode].map((r) => r.walMB));
+  console.log(`| ${mode} | ${Math.round(m).toLocaleString('en')} | ${mode === 'alone' ? '' : `${(((m - alone) / alone) * 100).toFixed(1)}%`} | ${log.toFixed(0)} MB |`);
 }
