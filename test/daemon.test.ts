@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import * as path from 'node:path';
@@ -6,7 +7,7 @@ import { openRepository } from '@strata/sdk';
 import type { JournalOperation } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { detail, jobOperations, startDaemon, writeConfig } from './helpers/daemon.js';
-import { journalFiles, json, strata, useTempDir } from './helpers/env.js';
+import { catalogPath, journalFiles, json, strata, useTempDir } from './helpers/env.js';
 import { Client } from './helpers/server-client.js';
 
 /**
@@ -778,6 +779,43 @@ describe('strata daemon', function () {
     }
     ops = ran(await jobOperations(repo));
     assert.ok(ops.some((o) => detail(o, 'job') === 'p' && detail(o, 'trigger') === 'missed' && o.status === 'COMPLETED'));
+  });
+
+  it('a sampled verify job verifies the other backups and fails naming one a newer Strata wrote, recording nothing against it', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption', '--compression', 'none']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 5 });
+    const [newer, current] = ['2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z'].map((time) => {
+      const out = strata(['backup', path.join(dir.path, 'app.db'), '--repo', repo, '--name', 'app', '--time', time, '--json']);
+      assert.equal(out.status, 0, out.stderr);
+      return json<{ id: string }>(out).id;
+    }) as [string, string];
+    // The older one as a newer Strata would have written it (its catalog entry's SHA-256 to match).
+    const listed = json<{ backups: { id: string; key: string }[] }>(strata(['list', '--repo', repo, '--json'])).backups;
+    const file = path.join(repo, listed.find((b) => b.id === newer)!.key);
+    const tar = readFileSync(file);
+    tar.write('"formatVersion": 9', tar.indexOf('"formatVersion": 1'));
+    writeFileSync(file, tar);
+    const catalog = JSON.parse(readFileSync(catalogPath(repo), 'utf8')) as { backups: { id: string; sha256: string }[] };
+    catalog.backups.find((b) => b.id === newer)!.sha256 = createHash('sha256').update(tar).digest('hex');
+    writeFileSync(catalogPath(repo), JSON.stringify(catalog));
+    const config = path.join(dir.path, 'strata.config.json');
+    writeConfig(config, { repository: './repo', databases: { app: { url: './app.db', schedules: { v: { job: 'verify', sample: 2, cron: '*/2 * * * * *' } } } } });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/v: failed: /);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const failed = ran(await jobOperations(repo)).find((o) => detail(o, 'job') === 'v' && o.status === 'FAILED')!;
+    assert.equal(failed.last.error?.code, 'ARTIFACT_FOREIGN');
+    assert.match(failed.last.error!.message, new RegExp(`verify ${newer}: was written by a newer Strata .*upgrade this Strata to verify them`));
+    const repository = await openRepository(repo);
+    const verification = new Map((await repository.list({ database: 'app' })).map((b) => [b.id, b.verification?.outcome ?? null]));
+    await repository.close();
+    assert.deepEqual([verification.get(newer), verification.get(current)], [null, 'passed'], 'the other backup was verified, and nothing was recorded against the newer one');
   });
 
   it('logs what the journal keeps of an error: a password in a URL never reaches the log (text or JSON) or the journal', async () => {
