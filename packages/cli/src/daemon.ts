@@ -787,7 +787,6 @@ export class Daemon {
             // A newer Strata wrote it: the others are still verified, and the job fails below, so
             // that the daemon's operator hears it needs upgrading.
             if (writtenByNewerStrata(err)) {
-              outcomes.push({ id: record.id, outcome: 'newer' });
               newer.push(err.message);
               continue;
             }

@@ -22,9 +22,8 @@ export async function* chunkParts(source: AsyncIterable<Uint8Array>, chunking: C
     return;
   }
   if (chunking.kind !== 'fixed') {
-    throw new StrataError('ARTIFACT_FOREIGN', `chunking ${JSON.stringify((chunking as { kind: string }).kind)} is not supported by this version of Strata; upgrade Strata`, {
-      details: { newerFormat: (chunking as { kind: string }).kind },
-    });
+    const kind = (chunking as { kind: string }).kind;
+    throw new StrataError('ARTIFACT_FOREIGN', `chunking ${JSON.stringify(kind)} is not supported by this version of Strata; upgrade Strata`, { details: { newerFormat: kind } });
   }
   const size = chunking.size;
   if (!Number.isInteger(size) || size < 512 || size > 64 * 1024 * 1024) throw new StrataError('ARTIFACT_CORRUPT', `chunk size ${size} is out of range`);
