@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
@@ -278,6 +279,100 @@ describe('continuous capture beside an application that writes', function () {
     } finally {
       await feed.close();
       app.close();
+    }
+  });
+
+  /**
+   * SQLite's checkpoint lock is a record lock of the process, so only another process sees it held:
+   * these tests are the application as the `sqlite3` shell, a process of its own.
+   */
+  const shell = (file: string, sql: string): string => {
+    const result = spawnSync('sqlite3', [file, sql], { encoding: 'utf8' });
+    assert.equal(result.status, 0, `sqlite3 ${sql}: ${result.stderr}`);
+    return result.stdout.trim();
+  };
+  /** What the application's checkpoint answers: `busy|log|checkpointed`; busy `1|-1|-1` when it could not start. */
+  const applicationCheckpoint = (file: string): string => shell(file, 'PRAGMA wal_checkpoint(PASSIVE)');
+  /** Reads on until the application's checkpoint finds the lock held (the hold is taken in the background). */
+  const untilHeld = async (file: string, feed: { read(): Promise<{ lost?: string }> }): Promise<void> => {
+    for (let tries = 0; applicationCheckpoint(file) !== '1|-1|-1'; tries++) {
+      assert.ok(tries < 600, `the application could still checkpoint a minute after capture started: ${applicationCheckpoint(file)}`);
+      assert.equal((await feed.read()).lost, undefined);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+
+  it("holds SQLite's checkpoint lock while it runs: the application's checkpoints give up at once, capture's own keep the log short, and once it stops the application checkpoints again", async () => {
+    const { file, app } = appDatabase('held.db');
+    app.close();
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    let read = 0;
+    let largestLog = 0;
+    const salts = new Set<string>();
+    try {
+      await untilHeld(file, feed);
+      // About 40 MB of log from another process, a megabyte at a time, with SQLite's automatic
+      // checkpoints every 64 pages: those attempts now fail, and only capture's copy the log.
+      for (let round = 0; round < 40; round++) {
+        shell(file, `PRAGMA wal_autocheckpoint = 64; ${'INSERT INTO item (body) VALUES (randomblob(200000));'.repeat(5)}`);
+        for (;;) {
+          const got = await feed.read({ maxBytes: 2 * 1024 * 1024 });
+          assert.equal(got.lost, undefined, got.lost);
+          read += got.transactions.length;
+          for (const t of got.transactions) salts.add(JSON.stringify(t.position['salt']));
+          if (!got.more) break;
+        }
+        const maintained = await feed.maintain();
+        assert.equal(maintained.lost, undefined, maintained.lost);
+        read += maintained.transactions.length;
+        for (const t of maintained.transactions) salts.add(JSON.stringify(t.position['salt']));
+        largestLog = Math.max(largestLog, statSync(`${file}-wal`).size);
+      }
+      read += (await feed.read()).transactions.length;
+      // Capture's checkpoints let go of the lock when they end; it was taken again.
+      await untilHeld(file, feed);
+    } finally {
+      await feed.close();
+    }
+    assert.equal(read, 200, 'every committed transaction was read once');
+    assert.ok(salts.size >= 2, 'the log restarted under capture\'s own checkpoints');
+    assert.ok(largestLog < 30 * 1024 * 1024, `the write-ahead log grew to ${largestLog} bytes`);
+    assert.match(applicationCheckpoint(file), /^0\|/, 'the application checkpoints again once capture has stopped');
+  });
+
+  it('rebuilds a damaged wal-index header itself while it holds the checkpoint lock: another process reading the database is not refused', async () => {
+    const { file, app } = appDatabase('damaged-index.db');
+    app.close();
+    shell(file, "INSERT INTO item (body) VALUES ('before')");
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    try {
+      await untilHeld(file, feed);
+      // A writer killed while it wrote the header leaves its two copies different. The bytes are
+      // changed by another process: closing a descriptor of -shm here would drop this process's locks.
+      const damage = spawnSync('dd', [`of=${file}-shm`, 'bs=1', 'seek=16', 'count=4', 'conv=notrunc', 'status=none'], { input: Buffer.from([0xde, 0xad, 0xbe, 0xef]) });
+      assert.equal(damage.status, 0, String(damage.stderr));
+      // The application reads meanwhile; SQLite retries a rebuild it cannot make for about ten
+      // seconds, then fails with "locking protocol".
+      const reader = spawn('sqlite3', [file, 'SELECT count(*) FROM item'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      reader.stdout.on('data', (d: Buffer) => (out += d));
+      reader.stderr.on('data', (d: Buffer) => (out += d));
+      let exited: number | null | undefined;
+      reader.on('close', (code) => (exited = code));
+      while (exited === undefined) {
+        assert.equal((await feed.read()).lost, undefined);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(exited, 0, `the application's read failed: ${out}`);
+      assert.equal(out.trim(), '1');
+      // Capture goes on where it was, and holds the lock again.
+      shell(file, "INSERT INTO item (body) VALUES ('after')");
+      const after = await feed.read();
+      assert.equal(after.lost, undefined, after.lost);
+      assert.equal(after.transactions.length, 1);
+      await untilHeld(file, feed);
+    } finally {
+      await feed.close();
     }
   });
 });

@@ -7,6 +7,7 @@ import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFe
 import { openDatabase } from './driver.js';
 import { CLOCK_READ_MS, ClockTap } from './commit-clock.js';
 import { type IndexHeader, readIndexHeader } from './wal-index.js';
+import { CheckpointLockHold } from './checkpoint-lock.js';
 import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sqlite-engine.js';
 
 /**
@@ -270,6 +271,8 @@ class WalFeed implements ChangeFeed {
   #checkpointThread: { worker: Worker; next: number } | undefined;
   /** Set once that thread could not run: the checkpoints stay on this thread from then on. */
   #checkpointThreadFailed = false;
+  /** SQLite's checkpoint lock, held so that the application's connections leave checkpoints to us (see checkpoint-lock.ts). */
+  readonly #checkpointLock: CheckpointLockHold;
   readonly resumed: boolean;
   readonly position: ChangePosition;
   readonly positionAt: number;
@@ -288,6 +291,7 @@ class WalFeed implements ChangeFeed {
     this.#reader = connections.reader;
     this.#writer = connections.writer;
     this.#checkpointer = connections.checkpointer;
+    this.#checkpointLock = new CheckpointLockHold(connections.shm);
     this.#cursor = cursor;
     this.resumed = resumed;
     this.position = toPosition(cursor);
@@ -374,6 +378,7 @@ class WalFeed implements ChangeFeed {
       // Only once nothing can fail: a failed open closes the descriptor, which the clock's
       // thread must not be reading then.
       feed.#tap = ClockTap.open(shm);
+      feed.#checkpointLock.take();
       return feed;
     } catch (err) {
       for (const db of opened) db.close();
@@ -467,7 +472,10 @@ class WalFeed implements ChangeFeed {
     this.#drainClock();
     const before = Date.now();
     const index = readIndexHeader(this.#shm);
-    if (!index) return { transactions: [] };
+    if (!index) {
+      this.#rebuildIndex();
+      return { transactions: [] };
+    }
     this.#note(index.salt, index.maxFrame, before, Date.now());
     const wal = `${this.#file}-wal`;
     let cursor = this.#cursor;
@@ -526,6 +534,9 @@ class WalFeed implements ChangeFeed {
    */
   async maintain(options: ChangeReadOptions = {}): Promise<ChangeRead> {
     if (this.#snapshotting || this.#closed) return { transactions: [] };
+    // Taken again once an interval: a take that met another process's checkpoint failed, and one
+    // that landed inside a checkpoint of ours was dropped at its end.
+    this.#checkpointLock.take();
     const room = options.maxBytes ?? Number.POSITIVE_INFINITY;
     const transactions: CapturedTransaction[] = [];
     let taken = 0;
@@ -640,9 +651,26 @@ class WalFeed implements ChangeFeed {
       } catch {
         busy = true;
       }
-      if (!busy || Date.now() >= until) return;
+      if (!busy || Date.now() >= until) break;
       Atomics.wait(PAUSE, 0, 0, 1);
     }
+    this.#checkpointLock.dropped();
+  }
+
+  /**
+   * The wal-index header is damaged (a writer killed while it wrote it): the first connection to
+   * read rebuilds it, under the checkpoint lock. While we hold that lock no other process's
+   * connection can, and each would retry for about ten seconds and then fail ("locking protocol"),
+   * so one of ours reads now, which rebuilds it (the lock is this process's own).
+   */
+  #rebuildIndex(): void {
+    if (!this.#checkpointLock.held) return;
+    try {
+      this.#checkpointer.prepare('SELECT count(*) FROM sqlite_schema').get();
+    } catch {
+      // Still damaged, or the application's writer holds the write lock: the next read tries again.
+    }
+    this.#checkpointLock.dropped();
   }
 
   /**
@@ -652,6 +680,11 @@ class WalFeed implements ChangeFeed {
    * Where the thread cannot run, the checkpoint runs here, as it used to.
    */
   async #checkpointElsewhere(): Promise<void> {
+    if (this.#checkpointThreadFailed) return this.#checkpoint();
+    return this.#checkpointLock.around(() => this.#checkpointOnThread());
+  }
+
+  async #checkpointOnThread(): Promise<void> {
     if (this.#checkpointThreadFailed) return this.#checkpoint();
     if (!this.#checkpointThread) {
       let worker: Worker;
@@ -762,6 +795,8 @@ class WalFeed implements ChangeFeed {
     // Before the -shm descriptor closes: its number could be another file's next. A thread that
     // could not be stopped keeps it (left open: a descriptor, against reading the wrong file).
     const released = (await this.#tap?.close()) ?? true;
+    // Closing the descriptor below lets go of the checkpoint lock; one left open must let go itself.
+    await this.#checkpointLock.close(!released);
     for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
       try {
         if (db.inTransaction) db.exec('ROLLBACK');
