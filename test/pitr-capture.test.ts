@@ -287,7 +287,7 @@ describe('continuous capture beside an application that writes', function () {
    * these tests are the application as the `sqlite3` shell, a process of its own.
    */
   const shell = (file: string, sql: string): string => {
-    const result = spawnSync('sqlite3', [file, sql], { encoding: 'utf8' });
+    const result = spawnSync('sqlite3', ['-cmd', '.timeout 20000', file, sql], { encoding: 'utf8' });
     assert.equal(result.status, 0, `sqlite3 ${sql}: ${result.stderr}`);
     return result.stdout.trim();
   };
@@ -353,7 +353,7 @@ describe('continuous capture beside an application that writes', function () {
       assert.equal(damage.status, 0, String(damage.stderr));
       // The application reads meanwhile; SQLite retries a rebuild it cannot make for about ten
       // seconds, then fails with "locking protocol".
-      const reader = spawn('sqlite3', [file, 'SELECT count(*) FROM item'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const reader = spawn('sqlite3', ['-cmd', '.timeout 20000', file, 'SELECT count(*) FROM item'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       reader.stdout.on('data', (d: Buffer) => (out += d));
       reader.stderr.on('data', (d: Buffer) => (out += d));
@@ -374,5 +374,47 @@ describe('continuous capture beside an application that writes', function () {
     } finally {
       await feed.close();
     }
+  });
+
+  it('beside a second capture of the same database in another process (into another repository), one holds the checkpoint lock and its checkpoints keep the log short for both', async () => {
+    const { file, app } = appDatabase('two-captures.db');
+    app.close();
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    const child = spawn(process.execPath, [new URL('./helpers/capture-child.js', import.meta.url).pathname, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (out += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    let read = 0;
+    let largestLog = 0;
+    try {
+      while (!out.includes('open')) {
+        assert.equal(child.exitCode, null, `the second capture stopped: ${out}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await untilHeld(file, feed);
+      // 60 MB of log: two holders that kept each other's checkpoints out would let it grow to all of it.
+      for (let round = 0; round < 60; round++) {
+        shell(file, `PRAGMA wal_autocheckpoint = 64; ${'INSERT INTO item (body) VALUES (randomblob(200000));'.repeat(5)}`);
+        for (;;) {
+          const got = await feed.read({ maxBytes: 2 * 1024 * 1024 });
+          assert.equal(got.lost, undefined, got.lost);
+          read += got.transactions.length;
+          if (!got.more) break;
+        }
+        const maintained = await feed.maintain();
+        assert.equal(maintained.lost, undefined, maintained.lost);
+        read += maintained.transactions.length;
+        largestLog = Math.max(largestLog, statSync(`${file}-wal`).size);
+      }
+      read += (await feed.read()).transactions.length;
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+      await feed.close();
+    }
+    assert.equal(child.exitCode, 0, `the second capture failed: ${out}`);
+    assert.equal(read, 300, 'every committed transaction was read once');
+    assert.ok(largestLog < 40 * 1024 * 1024, `the write-ahead log grew to ${largestLog} bytes`);
   });
 });

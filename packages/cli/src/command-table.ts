@@ -340,10 +340,12 @@ Transactions are shipped as segments (compressed and encrypted like every artifa
 base restore point: the chain of the last run when the database's log still continues it, else a
 new incremental (or full) backup taken at exactly the point the segments start from. Then
 \`strata restore --db <name> --as-of <time>\` restores to any moment the segments cover, to the
-last transaction seen committed at or before it. Applications keep writing and checkpointing as
-they like; give their connections a busy timeout (replicate holds the write lock for a few
-milliseconds about once a second, and a checkpoint that must wait for every reader, such as
-wal_checkpoint(TRUNCATE), waits for it to move on).
+last transaction seen committed at or before it. Applications keep writing as they like; give
+their connections a busy timeout (replicate holds the write lock for a few milliseconds about
+once a second). While it runs replicate does the checkpoints: it holds SQLite's checkpoint lock,
+so an application's checkpoint returns busy at once (with the optional os-lock addon installed;
+without it, a checkpoint that must wait for every reader, such as wal_checkpoint(TRUNCATE), waits
+for replicate's reader to move on).
 Compaction merges the segments of each closed minute into one, then those of each hour, so the
 catalog stays short and a restore reads a few objects; a merge joins what was seen committed
 within each slot of at most half the interval and at most 500 ms into one transaction that writes each

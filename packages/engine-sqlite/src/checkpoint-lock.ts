@@ -22,8 +22,10 @@ import { createRequire } from 'node:module';
  *   there, nothing is lost);
  * - closing any descriptor of the -shm file drops every lock the process holds on it, so the hold
  *   is made through the feed's own descriptor, which stays open as long as its connections.
- * We hold it shared: SQLite takes it only exclusively (a checkpoint, a rebuild of the index), and
- * a shared lock keeps those out while letting a second holder in.
+ * We hold it exclusively, as a checkpoint does: a second replicator of the same database (into
+ * another repository) then fails to take it and runs as it would without the addon, while the
+ * first one's checkpoints serve both (two shared holders would keep each other's checkpoints out,
+ * and the log would never be copied again).
  *
  * Node has no byte-range locks of its own (`flock` locks do not meet SQLite's), hence the os-lock
  * addon, an optional dependency built at install. Where it is not installed capture works as it did
@@ -64,13 +66,32 @@ export class CheckpointLockHold {
   #again = false;
   /** Checkpoints of our own running on another thread: no take meanwhile (it would be dropped at their end). */
   #paused = 0;
+  /** The last take found another process holding the lock (or checkpointing). */
+  #refused = false;
   #closed = false;
-  /** Whether the last take succeeded and nothing of ours has dropped it since. */
+  /**
+   * Whether the last take succeeded and no checkpoint of ours has ended since. Our connections can
+   * still drop it unseen (one that rebuilds a damaged index as it begins a transaction); maintain()
+   * takes it again every interval for that.
+   */
   held = false;
 
   constructor(shmDescriptor: number) {
     this.#fd = shmDescriptor;
     this.#addon = process.platform === 'win32' ? undefined : loadAddon();
+  }
+
+  /**
+   * Whether the lock can be held here at all (the addon loaded). Where it cannot, the application
+   * checkpoints after nearly every commit, and a checkpoint of ours waits for its to end.
+   */
+  get available(): boolean {
+    return this.#addon !== undefined;
+  }
+
+  /** The last take was refused: another process holds the lock (a second replicator) or was checkpointing. */
+  get refused(): boolean {
+    return this.#refused;
   }
 
   /**
@@ -85,13 +106,15 @@ export class CheckpointLockHold {
       return;
     }
     this.#taking = addon
-      .lock(this.#fd, CHECKPOINT_LOCK_BYTE, 1, { exclusive: false, immediate: true })
+      .lock(this.#fd, CHECKPOINT_LOCK_BYTE, 1, { exclusive: true, immediate: true })
       .then(
         () => {
           this.held = true;
+          this.#refused = false;
         },
         () => {
           this.held = false;
+          this.#refused = true;
         },
       )
       .finally(() => {
@@ -110,12 +133,12 @@ export class CheckpointLockHold {
   }
 
   /**
-   * Runs a checkpoint of our own on another thread: the take in flight lands first (it must not
-   * land inside the checkpoint, whose end would drop it unseen), none starts meanwhile, and the
-   * lock is taken again after.
+   * Runs a checkpoint of our own on another thread: no take starts meanwhile, and the lock is
+   * taken again after it (a take still in flight may land inside it, and its end would drop that
+   * one unseen: dropped() then takes once more after it lands). Nothing here waits on the take:
+   * the thread pool it runs on is shared with file I/O, which a hung storage can fill.
    */
   async around<T>(checkpoint: () => Promise<T>): Promise<T> {
-    while (this.#taking) await this.#taking;
     this.#paused++;
     try {
       return await checkpoint();
@@ -127,12 +150,21 @@ export class CheckpointLockHold {
 
   /**
    * No take after this one. `unlock`: let go now, for a descriptor that stays open (closing it,
-   * after the connections, lets go of everything by itself).
+   * after the connections, lets go of everything by itself). False when a take is still in flight
+   * after `waitMs` (the thread pool is stuck behind other I/O): the descriptor must then stay open,
+   * or the take could land on another file that reuses its number.
    */
-  async close(unlock: boolean): Promise<void> {
+  async close(unlock: boolean, waitMs = 2000): Promise<boolean> {
     this.#closed = true;
-    while (this.#taking) await this.#taking;
-    if (unlock && this.held && this.#addon) await this.#addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
+    const taking = this.#taking;
+    if (taking) {
+      let timer: NodeJS.Timeout | undefined;
+      const landed = await Promise.race([taking.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, waitMs, false)))]);
+      clearTimeout(timer);
+      if (!landed) return false;
+    }
+    if (unlock && this.#addon) await this.#addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
     this.held = false;
+    return true;
   }
 }

@@ -351,7 +351,8 @@ class WalFeed implements ChangeFeed {
       let feed: WalFeed;
       try {
         // Opened while our connections are (see readIndexHeader), closed only after them.
-        shm = fs.openSync(`${file}-shm`, 'r');
+        // Read and write: the checkpoint lock is taken through it, exclusively (checkpoint-lock.ts).
+        shm = fs.openSync(`${file}-shm`, 'r+');
         const { dev, ino } = fs.statSync(file);
         // With the write lock nothing is appended: the index header is the committed end.
         const index = readIndexHeader(shm);
@@ -404,6 +405,9 @@ class WalFeed implements ChangeFeed {
     const before = Date.now();
     const index = readIndexHeader(this.#shm);
     if (index) this.#note(index.salt, index.maxFrame, before, Date.now());
+    // While the replicator holds its memory bound nothing else reads the log, and for as long as
+    // storage fails the checkpoint lock stays ours.
+    else this.#rebuildIndex();
   }
 
   /**
@@ -534,8 +538,8 @@ class WalFeed implements ChangeFeed {
    */
   async maintain(options: ChangeReadOptions = {}): Promise<ChangeRead> {
     if (this.#snapshotting || this.#closed) return { transactions: [] };
-    // Taken again once an interval: a take that met another process's checkpoint failed, and one
-    // that landed inside a checkpoint of ours was dropped at its end.
+    // Taken again once an interval: a take that met another process's checkpoint failed, and our
+    // own connections drop it unseen when one rebuilds a damaged index as it begins a transaction.
     this.#checkpointLock.take();
     const room = options.maxBytes ?? Number.POSITIVE_INFINITY;
     const transactions: CapturedTransaction[] = [];
@@ -634,15 +638,20 @@ class WalFeed implements ChangeFeed {
   }
 
   /**
-   * A passive checkpoint; with `waitMs`, tried again until no other checkpoint is running. The
-   * application's own automatic checkpoint runs after nearly every commit of a writer that never
-   * pauses, and a passive checkpoint does not wait for it: the last turn of maintain() found it
-   * running every time, so the log was never fully copied and never restarted (it grew to GBs).
-   * Under the write lock that checkpoint is the application's writer, which commits nothing until
-   * it ends, so waiting for it there holds nobody else up.
+   * A passive checkpoint; with `waitMs`, tried again until no other checkpoint is running. Where
+   * the checkpoint lock is not held (see checkpoint-lock.ts: no addon, or another process's
+   * checkpoint had it when we tried), the application's own automatic checkpoint runs after nearly
+   * every commit of a writer that never pauses, and a passive checkpoint does not wait for it: the
+   * last turn of maintain() found it running every time, so the log was never fully copied and
+   * never restarted (it grew to GBs). Under the write lock that checkpoint is the application's
+   * writer, which commits nothing until it ends, so waiting for it there holds nobody else up.
+   * It ends by letting go of the checkpoint lock, which is taken again.
    */
   #checkpoint(waitMs = 0): void {
-    const until = Date.now() + waitMs;
+    // Where the lock can be held, no application's checkpoint runs to be waited for; one that was
+    // refused to us is held by another process (a second replicator), which a wait under our
+    // write lock would only hold the application's writers up for.
+    const until = Date.now() + (this.#checkpointLock.available ? 0 : waitMs);
     for (;;) {
       let busy: boolean;
       try {
@@ -664,11 +673,14 @@ class WalFeed implements ChangeFeed {
    * so one of ours reads now, which rebuilds it (the lock is this process's own).
    */
   #rebuildIndex(): void {
-    if (!this.#checkpointLock.held) return;
+    // Under our own write lock the rebuild (which needs it) would wait on us; our BEGIN IMMEDIATE
+    // has rebuilt a damaged index by then anyway.
+    if (!this.#checkpointLock.held || this.#writer.inTransaction) return;
     try {
       this.#checkpointer.prepare('SELECT count(*) FROM sqlite_schema').get();
     } catch {
-      // Still damaged, or the application's writer holds the write lock: the next read tries again.
+      // Still damaged after SQLite's own retries (about ten seconds, while the application's
+      // writer holds the write lock): the next read tries again.
     }
     this.#checkpointLock.dropped();
   }
@@ -796,7 +808,7 @@ class WalFeed implements ChangeFeed {
     // could not be stopped keeps it (left open: a descriptor, against reading the wrong file).
     const released = (await this.#tap?.close()) ?? true;
     // Closing the descriptor below lets go of the checkpoint lock; one left open must let go itself.
-    await this.#checkpointLock.close(!released);
+    const lockSettled = await this.#checkpointLock.close(!released);
     for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
       try {
         if (db.inTransaction) db.exec('ROLLBACK');
@@ -805,7 +817,7 @@ class WalFeed implements ChangeFeed {
       }
       db.close();
     }
-    if (released) fs.closeSync(this.#shm);
+    if (released && lockSettled) fs.closeSync(this.#shm);
   }
 }
 
