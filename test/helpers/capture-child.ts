@@ -1,13 +1,20 @@
 /**
  * A second continuous capture of a SQLite database, in a process of its own, for the tests of the
- * checkpoint lock (test/pitr-capture.test.ts): `node capture-child.js DB` reads and maintains the
- * log every 100 ms until SIGTERM, then closes and prints how many transactions it read.
+ * checkpoint lock (test/pitr-capture.test.ts): `node capture-child.js DB` prints `open` and reads and
+ * maintains the log every 100 ms until SIGTERM, then closes and prints how many transactions it
+ * read; refused, it prints `refused: MESSAGE` and exits 3.
  */
 import { SqliteEngine } from '@strata/sdk';
 
 const file = process.argv[2];
 if (!file) throw new Error('usage: capture-child DB');
-const feed = await new SqliteEngine().changeCapture.open(file, {});
+let feed: Awaited<ReturnType<SqliteEngine['changeCapture']['open']>>;
+try {
+  feed = await new SqliteEngine().changeCapture.open(file, {});
+} catch (err) {
+  console.log(`refused: ${(err as Error).message}`);
+  process.exit(3);
+}
 let read = 0;
 let stopping = false;
 process.on('SIGTERM', () => {

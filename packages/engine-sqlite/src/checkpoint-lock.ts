@@ -1,3 +1,4 @@
+import { fstatSync as statOf, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 /**
@@ -34,6 +35,16 @@ import { createRequire } from 'node:module';
 
 /** SQLite's checkpoint lock: WAL_CKPT_LOCK (1) past the first lock byte of the -shm file (120). */
 const CHECKPOINT_LOCK_BYTE = 121;
+/**
+ * A byte of the -shm file far past anything SQLite stores or locks there (1 TiB; locks past the
+ * end of a file are allowed), held by each capture for as long as it runs: a second capture of the
+ * same database in another process finds it taken and is refused. Two captures that each held the
+ * checkpoint lock in turn would keep each other from checkpointing: only the holder's checkpoints
+ * run, while the other's read transaction, which only it moves, keeps the log from restarting,
+ * and the log grew without end (test/pitr-capture.test.ts). SQLite never unlocks this byte, so
+ * it stays held across our checkpoints.
+ */
+const CAPTURE_TOKEN_BYTE = 2 ** 40;
 
 interface OsLock {
   lock(fd: number, start: number, length: number, options: { exclusive: boolean; immediate: boolean }): Promise<void>;
@@ -92,6 +103,24 @@ export class CheckpointLockHold {
   /** The last take was refused: another process holds the lock (a second replicator) or was checkpointing. */
   get refused(): boolean {
     return this.#refused;
+  }
+
+  /**
+   * Claims the database for this capture (see CAPTURE_TOKEN_BYTE): undefined when claimed (or
+   * where the addon is missing: then nobody holds the checkpoint lock, and two captures work as
+   * they did before it), else the process that holds it, as far as /proc/locks tells.
+   */
+  async claim(): Promise<{ pid: number | undefined } | undefined> {
+    const addon = this.#addon;
+    if (!addon) return undefined;
+    try {
+      await addon.lock(this.#fd, CAPTURE_TOKEN_BYTE, 1, { exclusive: true, immediate: true });
+      return undefined;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EAGAIN' && code !== 'EACCES') return undefined;
+      return { pid: tokenHolder(this.#fd) };
+    }
   }
 
   /**
@@ -168,3 +197,21 @@ export class CheckpointLockHold {
     return true;
   }
 }
+
+/** The process holding CAPTURE_TOKEN_BYTE of the file behind `fd`, from Linux's /proc/locks (undefined elsewhere). */
+function tokenHolder(fd: number): number | undefined {
+  try {
+    // /proc/self/fd/N names the file; its inode is what /proc/locks lists (MAJOR:MINOR:INODE).
+    const { ino } = statOf(fd);
+    for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
+      // "1: POSIX  ADVISORY  WRITE 3824 fe:00:1466568 1099511627776 1099511627776"
+      const fields = line.trim().split(/\s+/);
+      if (fields[1] !== 'POSIX' || Number(fields[6]) !== CAPTURE_TOKEN_BYTE) continue;
+      if (Number(fields[5]?.split(':')[2]) === ino) return Number(fields[4]);
+    }
+  } catch {
+    // Not Linux, or /proc is not mounted: the message does without the process.
+  }
+  return undefined;
+}
+

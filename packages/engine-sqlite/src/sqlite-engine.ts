@@ -1012,7 +1012,7 @@ async function otherProcessesWithOpen(file: string): Promise<{ pid: number; comm
  * /proc/PID/cmdline: Node's name alone, `node`, leaves a user looking for a program they did not
  * know held the database, when it is Strata's own replicator.
  */
-function strataCommand(cmdline: string): string | undefined {
+export function strataCommand(cmdline: string): string | undefined {
   const args = cmdline.split('\0');
   const at = args.findIndex((arg, i) => i > 0 && (path.basename(arg) === 'strata' || /[\\/]cli[\\/]dist[\\/]main\.js$/.test(arg)));
   const command = at > 0 ? args[at + 1] : undefined;

@@ -8,7 +8,7 @@ import { openDatabase } from './driver.js';
 import { CLOCK_READ_MS, ClockTap } from './commit-clock.js';
 import { type IndexHeader, readIndexHeader } from './wal-index.js';
 import { CheckpointLockHold } from './checkpoint-lock.js';
-import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError } from './sqlite-engine.js';
+import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError, strataCommand } from './sqlite-engine.js';
 
 /**
  * Continuous capture of a SQLite database in WAL mode: the frames of each committed transaction,
@@ -375,6 +375,15 @@ class WalFeed implements ChangeFeed {
         feed.#bigEndian = index.bigEndianChecksums;
       } finally {
         writer.exec('ROLLBACK');
+      }
+      const other = await feed.#checkpointLock.claim();
+      if (other) {
+        const command = other.pid === undefined ? undefined : strataCommand(readFileOr(`/proc/${other.pid}/cmdline`));
+        throw new StrataError(
+          'DATABASE_LOCKED',
+          `replicate: ${file} is already replicated by another process${other.pid === undefined ? '' : ` (pid ${other.pid}${command ? `, ${command}` : ''})`}. Two replicators of one database keep each other from checkpointing it, and its log would grow without end: replicate it once, into one repository (a mirror in strata.config.json copies the segments to a second one), or stop the other replicator first`,
+          other.pid === undefined ? undefined : { details: { pid: other.pid } },
+        );
       }
       // Only once nothing can fail: a failed open closes the descriptor, which the clock's
       // thread must not be reading then.
@@ -998,5 +1007,14 @@ export async function applyWalFrames(file: string, changes: AsyncIterable<Uint8A
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/** A small file's text (a /proc entry), or '' when it cannot be read. */
+function readFileOr(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
   }
 }
