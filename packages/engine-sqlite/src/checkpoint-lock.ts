@@ -23,10 +23,9 @@ import { createRequire } from 'node:module';
  *   there, nothing is lost);
  * - closing any descriptor of the -shm file drops every lock the process holds on it, so the hold
  *   is made through the feed's own descriptor, which stays open as long as its connections.
- * We hold it exclusively, as a checkpoint does: a second replicator of the same database (into
- * another repository) then fails to take it and runs as it would without the addon, while the
- * first one's checkpoints serve both (two shared holders would keep each other's checkpoints out,
- * and the log would never be copied again).
+ * We hold it exclusively, as a checkpoint does. A second capture of the same database in another
+ * process is refused at its start (see CAPTURE_TOKEN_BYTE), so the only other takers are the
+ * application's checkpoints.
  *
  * Node has no byte-range locks of its own (`flock` locks do not meet SQLite's), hence the os-lock
  * addon, an optional dependency built at install. Where it is not installed capture works as it did
@@ -77,8 +76,6 @@ export class CheckpointLockHold {
   #again = false;
   /** Checkpoints of our own running on another thread: no take meanwhile (it would be dropped at their end). */
   #paused = 0;
-  /** The last take found another process holding the lock (or checkpointing). */
-  #refused = false;
   #closed = false;
   /**
    * Whether the last take succeeded and no checkpoint of ours has ended since. Our connections can
@@ -98,11 +95,6 @@ export class CheckpointLockHold {
    */
   get available(): boolean {
     return this.#addon !== undefined;
-  }
-
-  /** The last take was refused: another process holds the lock (a second replicator) or was checkpointing. */
-  get refused(): boolean {
-    return this.#refused;
   }
 
   /**
@@ -139,11 +131,9 @@ export class CheckpointLockHold {
       .then(
         () => {
           this.held = true;
-          this.#refused = false;
         },
         () => {
           this.held = false;
-          this.#refused = true;
         },
       )
       .finally(() => {

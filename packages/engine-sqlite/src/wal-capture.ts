@@ -657,9 +657,8 @@ class WalFeed implements ChangeFeed {
    * It ends by letting go of the checkpoint lock, which is taken again.
    */
   #checkpoint(waitMs = 0): void {
-    // Where the lock can be held, no application's checkpoint runs to be waited for; one that was
-    // refused to us is held by another process (a second replicator), which a wait under our
-    // write lock would only hold the application's writers up for.
+    // Where the lock can be held, no application's checkpoint runs to be waited for (one that had
+    // it when we last tried ends soon, and the next maintain() checkpoints).
     const until = Date.now() + (this.#checkpointLock.available ? 0 : waitMs);
     for (;;) {
       let busy: boolean;
