@@ -277,7 +277,8 @@ describe('continuous protection: strata replicate and restore --as-of', function
         const second = strataAsync(['replicate', db, '--repo', repo, '--interval', '0.3']);
         const refused = await finished(second);
         assert.equal(refused.status, 1, refused.stderr);
-        assert.match(refused.stderr, /another `strata replicate`/);
+        // Refused at its start, naming the first: before it ships anything into the catalog.
+        assert.match(refused.stderr, /second\.db is already replicated by another process \(pid \d+, strata replicate\)/);
         const health = strata(['health', '--repo', repo]);
         assert.equal(health.status, 0, health.stdout);
         assert.match(health.stdout, /ok\s+replication \(second\): replicate is running since/);
