@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { ROOT, strataAsync } from './env.js';
 
@@ -100,6 +102,19 @@ export function checkPrefix(label: string, seqs: readonly number[], log: readonl
   for (const c of log) {
     if (c.before > asOf) assert.ok(c.seq > k, `${label}: transaction ${c.seq} began committing at ${new Date(c.before).toISOString()}, after the target, yet it is restored`);
     if (c.after < completeThrough) assert.ok(c.seq <= k, `${label}: transaction ${c.seq} had committed at ${new Date(c.after).toISOString()}, before ${new Date(completeThrough).toISOString()} which the restore says it is complete through, yet it is missing`);
+  }
+}
+
+/**
+ * Whether the optional os-lock addon is installed (built from source at install), through which
+ * replicate holds SQLite's checkpoint lock and refuses a second replicator of a database.
+ */
+export function hasLockAddon(): boolean {
+  try {
+    createRequire(fileURLToPath(new URL('../../../packages/engine-sqlite/package.json', import.meta.url)))('os-lock');
+    return true;
+  } catch {
+    return false;
   }
 }
 

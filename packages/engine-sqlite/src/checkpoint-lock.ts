@@ -1,4 +1,4 @@
-import { fstatSync as statOf, readFileSync } from 'node:fs';
+import { closeSync, fstatSync as statOf, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 /**
@@ -41,7 +41,8 @@ const CHECKPOINT_LOCK_BYTE = 121;
  * checkpoint lock in turn would keep each other from checkpointing: only the holder's checkpoints
  * run, while the other's read transaction, which only it moves, keeps the log from restarting,
  * and the log grew without end (test/pitr-capture.test.ts). SQLite never unlocks this byte, so
- * it stays held across our checkpoints.
+ * it stays held across our checkpoints; like every lock of ours on the file, closing any descriptor
+ * of -shm in this process drops it (which is why claim() refuses a second capture of this process).
  */
 const CAPTURE_TOKEN_BYTE = 2 ** 40;
 
@@ -64,9 +65,34 @@ function loadAddon(): OsLock | undefined {
   return addon ?? undefined;
 }
 
+/** Captures of this process by database file (device and inode): see reserveCapture(). */
+const reserved = new Set<string>();
+
+/**
+ * Reserves a database file for a capture of this process, before anything of it is opened: false
+ * when another capture of this process has it. POSIX locks never conflict within a process, so
+ * claim() cannot tell; and the second capture's descriptor of -shm, once closed, would drop every
+ * lock the first one holds on it (SQLite's own read locks included).
+ */
+export function reserveCapture(database: { dev: number; ino: number }): string | undefined {
+  const key = `${database.dev}:${database.ino}`;
+  if (reserved.has(key)) return undefined;
+  reserved.add(key);
+  return key;
+}
+
+export function releaseCapture(key: string): void {
+  reserved.delete(key);
+}
+
 export class CheckpointLockHold {
   readonly #fd: number;
-  readonly #addon: OsLock | undefined;
+  /** Undefined where locks cannot be held: no addon, or the file system refused a lock (see claim()). */
+  #addon: OsLock | undefined;
+  /** The reservation of the database file (see reserveCapture()), given up at close(). */
+  #reservation: string | undefined;
+  /** The claim in flight (see close()). */
+  #claiming: Promise<unknown> | undefined;
   /** The take in flight: the addon locks on libuv's thread pool. */
   #taking: Promise<void> | undefined;
   /**
@@ -84,8 +110,9 @@ export class CheckpointLockHold {
    */
   held = false;
 
-  constructor(shmDescriptor: number) {
+  constructor(shmDescriptor: number, reservation: string) {
     this.#fd = shmDescriptor;
+    this.#reservation = reservation;
     this.#addon = process.platform === 'win32' ? undefined : loadAddon();
   }
 
@@ -98,21 +125,30 @@ export class CheckpointLockHold {
   }
 
   /**
-   * Claims the database for this capture (see CAPTURE_TOKEN_BYTE): undefined when claimed (or
-   * where the addon is missing: then nobody holds the checkpoint lock, and two captures work as
-   * they did before it), else the process that holds it, as far as /proc/locks tells.
+   * Claims the database for this capture against other processes: 'claimed' (also where locks
+   * cannot be held: then nobody holds the checkpoint lock, and two captures work as they did
+   * before it), `{ pid }` when another process has it (see CAPTURE_TOKEN_BYTE; the pid as far as
+   * /proc/locks tells), 'timeout' when the thread pool the addon locks on did not answer within
+   * `waitMs` (a hung storage can fill it).
    */
-  async claim(): Promise<{ pid: number | undefined } | undefined> {
+  async claim(waitMs = 30_000): Promise<'claimed' | 'timeout' | { pid: number | undefined }> {
     const addon = this.#addon;
-    if (!addon) return undefined;
-    try {
-      await addon.lock(this.#fd, CAPTURE_TOKEN_BYTE, 1, { exclusive: true, immediate: true });
-      return undefined;
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code !== 'EAGAIN' && code !== 'EACCES') return undefined;
-      return { pid: tokenHolder(this.#fd) };
-    }
+    if (!addon) return 'claimed';
+    const attempt = addon.lock(this.#fd, CAPTURE_TOKEN_BYTE, 1, { exclusive: true, immediate: true }).then(
+      () => 'claimed' as const,
+      (err: unknown) => {
+        const code = (err as { code?: string }).code;
+        if (code === 'EAGAIN' || code === 'EACCES') return { pid: tokenHolder(this.#fd) };
+        // A file system without record locks (ENOLCK, say): capture runs as it does without the addon.
+        this.#addon = undefined;
+        return 'claimed' as const;
+      },
+    );
+    this.#claiming = attempt.finally(() => (this.#claiming = undefined));
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([attempt, new Promise<'timeout'>((resolve) => (timer = setTimeout(resolve, waitMs, 'timeout')))]);
+    clearTimeout(timer);
+    return result;
   }
 
   /**
@@ -168,23 +204,38 @@ export class CheckpointLockHold {
   }
 
   /**
-   * No take after this one. `unlock`: let go now, for a descriptor that stays open (closing it,
-   * after the connections, lets go of everything by itself). False when a take is still in flight
-   * after `waitMs` (the thread pool is stuck behind other I/O): the descriptor must then stay open,
-   * or the take could land on another file that reuses its number.
+   * Ends the capture's hold, after its connections are closed: closes the descriptor, which lets
+   * go of both locks, or where it must stay open (`keepOpen`: another thread still reads through
+   * it) lets go of them. Never while a claim or take of ours is in flight, which could land on
+   * another file reusing the descriptor's number, or lock again after the unlock: when one is
+   * still in flight after `waitMs` (a thread pool stuck behind other I/O) that is done once it
+   * lands, and close() returns meanwhile.
    */
-  async close(unlock: boolean, waitMs = 2000): Promise<boolean> {
+  async close(keepOpen: boolean, waitMs = 2000): Promise<void> {
     this.#closed = true;
-    const taking = this.#taking;
-    if (taking) {
-      let timer: NodeJS.Timeout | undefined;
-      const landed = await Promise.race([taking.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, waitMs, false)))]);
-      clearTimeout(timer);
-      if (!landed) return false;
-    }
-    if (unlock && this.#addon) await this.#addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
     this.held = false;
-    return true;
+    if (this.#reservation) releaseCapture(this.#reservation);
+    this.#reservation = undefined;
+    const addon = this.#addon;
+    const finish = async (): Promise<void> => {
+      if (!keepOpen) {
+        closeSync(this.#fd);
+        return;
+      }
+      if (!addon) return;
+      await addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
+      await addon.unlock(this.#fd, CAPTURE_TOKEN_BYTE, 1).catch(() => undefined);
+    };
+    const inFlight = (): Promise<unknown> | undefined => this.#claiming ?? this.#taking;
+    const settled = async (): Promise<void> => {
+      for (let pending = inFlight(); pending; pending = inFlight()) await pending.catch(() => undefined);
+    };
+    if (!inFlight()) return finish();
+    let timer: NodeJS.Timeout | undefined;
+    const landed = await Promise.race([settled().then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, waitMs, false)))]);
+    clearTimeout(timer);
+    if (landed) return finish();
+    void settled().then(finish);
   }
 }
 
@@ -197,7 +248,8 @@ function tokenHolder(fd: number): number | undefined {
       // "1: POSIX  ADVISORY  WRITE 3824 fe:00:1466568 1099511627776 1099511627776"
       const fields = line.trim().split(/\s+/);
       if (fields[1] !== 'POSIX' || Number(fields[6]) !== CAPTURE_TOKEN_BYTE) continue;
-      if (Number(fields[5]?.split(':')[2]) === ino) return Number(fields[4]);
+      // A holder in another pid namespace shows as 0 or less.
+      if (Number(fields[5]?.split(':')[2]) === ino) return Number(fields[4]) > 0 ? Number(fields[4]) : undefined;
     }
   } catch {
     // Not Linux, or /proc is not mounted: the message does without the process.

@@ -7,7 +7,7 @@ import type { CapturedTransaction, ChangeCapture, ChangeCaptureOptions, ChangeFe
 import { openDatabase } from './driver.js';
 import { CLOCK_READ_MS, ClockTap } from './commit-clock.js';
 import { type IndexHeader, readIndexHeader } from './wal-index.js';
-import { CheckpointLockHold } from './checkpoint-lock.js';
+import { CheckpointLockHold, releaseCapture, reserveCapture } from './checkpoint-lock.js';
 import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError, strataCommand } from './sqlite-engine.js';
 
 /**
@@ -231,8 +231,19 @@ export class WalCapture implements ChangeCapture {
 
   async open(locator: string, options: ChangeCaptureOptions): Promise<ChangeFeed> {
     const file = filePath(locator);
-    await checkIsSqliteFile(file);
-    return WalFeed.open(file, options, this.#options.busyTimeoutMs);
+    // Before any descriptor of the file is opened here: closing one drops every lock this process
+    // holds on it, those of a capture already running in it included (see reserveCapture).
+    const identity = fs.statSync(file, { throwIfNoEntry: false });
+    const reservation = identity ? reserveCapture(identity) : undefined;
+    if (identity && !reservation) throw claimRefused(file, 'this process');
+    try {
+      await checkIsSqliteFile(file);
+    } catch (err) {
+      if (reservation) releaseCapture(reservation);
+      throw err;
+    }
+    // A file that appeared only since (it cannot be another capture's: that one reserves it first).
+    return WalFeed.open(file, options, this.#options.busyTimeoutMs, reservation ?? reserveCapture(fs.statSync(file)));
   }
 
   join(changes: readonly Uint8Array[], at: ChangePosition): Uint8Array {
@@ -279,7 +290,7 @@ class WalFeed implements ChangeFeed {
 
   private constructor(
     file: string,
-    connections: { reader: Database.Database; writer: Database.Database; checkpointer: Database.Database; shm: number },
+    connections: { reader: Database.Database; writer: Database.Database; checkpointer: Database.Database; shm: number; hold: CheckpointLockHold },
     cursor: WalPosition,
     committedEnd: IndexHeader,
     resumed: boolean,
@@ -291,7 +302,7 @@ class WalFeed implements ChangeFeed {
     this.#reader = connections.reader;
     this.#writer = connections.writer;
     this.#checkpointer = connections.checkpointer;
-    this.#checkpointLock = new CheckpointLockHold(connections.shm);
+    this.#checkpointLock = connections.hold;
     this.#cursor = cursor;
     this.resumed = resumed;
     this.position = toPosition(cursor);
@@ -305,9 +316,11 @@ class WalFeed implements ChangeFeed {
     if (behind) this.#clock.push({ salt: committedEnd.salt, maxFrame: committedEnd.maxFrame, firstAfter: this.positionAt, lastBefore: this.positionAt });
   }
 
-  static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number): Promise<WalFeed> {
+  /** Owns `reservation` (see reserveCapture): given up when the feed closes, or when it cannot open. */
+  static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number, reservation: string | undefined): Promise<WalFeed> {
     const opened: Database.Database[] = [];
     let shm: number | undefined;
+    let hold: CheckpointLockHold | undefined;
     const connect = (): Database.Database => {
       let db: Database.Database;
       try {
@@ -340,8 +353,16 @@ class WalFeed implements ChangeFeed {
         }
       }
       const pageSize = writer.pragma('page_size', { simple: true }) as number;
+      if (!reservation) throw claimRefused(file, 'this process');
       const reader = connect();
       const checkpointer = connect();
+      // Opened while our connections are (see readIndexHeader), closed only after them, by the
+      // hold. Read and write: the checkpoint lock is taken through it, exclusively.
+      shm = fs.openSync(`${file}-shm`, 'r+');
+      hold = new CheckpointLockHold(shm, reservation);
+      // Before any transaction of ours: the claim waits on the thread pool, with nothing pinned.
+      const claim = await hold.claim();
+      if (claim !== 'claimed') throw claimRefused(file, claim);
       try {
         writer.exec('BEGIN IMMEDIATE');
       } catch (err) {
@@ -350,9 +371,6 @@ class WalFeed implements ChangeFeed {
       // From here to ROLLBACK everything is synchronous: the application's writers wait meanwhile.
       let feed: WalFeed;
       try {
-        // Opened while our connections are (see readIndexHeader), closed only after them.
-        // Read and write: the checkpoint lock is taken through it, exclusively (checkpoint-lock.ts).
-        shm = fs.openSync(`${file}-shm`, 'r+');
         const { dev, ino } = fs.statSync(file);
         // With the write lock nothing is appended: the index header is the committed end.
         const index = readIndexHeader(shm);
@@ -367,7 +385,7 @@ class WalFeed implements ChangeFeed {
         // The read transaction starts while the lock holds: it pins everything after `cursor`.
         reader.exec('BEGIN');
         reader.prepare('SELECT count(*) FROM sqlite_schema').get();
-        feed = new WalFeed(file, { reader, writer, checkpointer, shm }, cursor, index, resumed, { dev, ino });
+        feed = new WalFeed(file, { reader, writer, checkpointer, shm, hold }, cursor, index, resumed, { dev, ino });
         // maintain() tries the write lock briefly and tries again later: a checkpoint that waits
         // for our reader holds that lock meanwhile, and waiting on each other helps nobody.
         // It tries itself (see #lock), so SQLite's own wait is off.
@@ -376,15 +394,6 @@ class WalFeed implements ChangeFeed {
       } finally {
         writer.exec('ROLLBACK');
       }
-      const other = await feed.#checkpointLock.claim();
-      if (other) {
-        const command = other.pid === undefined ? undefined : strataCommand(readFileOr(`/proc/${other.pid}/cmdline`));
-        throw new StrataError(
-          'DATABASE_LOCKED',
-          `replicate: ${file} is already replicated by another process${other.pid === undefined ? '' : ` (pid ${other.pid}${command ? `, ${command}` : ''})`}. Two replicators of one database keep each other from checkpointing it, and its log would grow without end: replicate it once, into one repository (a mirror in strata.config.json copies the segments to a second one), or stop the other replicator first`,
-          other.pid === undefined ? undefined : { details: { pid: other.pid } },
-        );
-      }
       // Only once nothing can fail: a failed open closes the descriptor, which the clock's
       // thread must not be reading then.
       feed.#tap = ClockTap.open(shm);
@@ -392,7 +401,11 @@ class WalFeed implements ChangeFeed {
       return feed;
     } catch (err) {
       for (const db of opened) db.close();
-      if (shm !== undefined) fs.closeSync(shm);
+      if (hold) await hold.close(false);
+      else {
+        if (shm !== undefined) fs.closeSync(shm);
+        if (reservation) releaseCapture(reservation);
+      }
       throw err instanceof StrataError ? err : wrapError(`replicate ${file}`, err);
     }
   }
@@ -815,8 +828,6 @@ class WalFeed implements ChangeFeed {
     // Before the -shm descriptor closes: its number could be another file's next. A thread that
     // could not be stopped keeps it (left open: a descriptor, against reading the wrong file).
     const released = (await this.#tap?.close()) ?? true;
-    // Closing the descriptor below lets go of the checkpoint lock; one left open must let go itself.
-    const lockSettled = await this.#checkpointLock.close(!released);
     for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
       try {
         if (db.inTransaction) db.exec('ROLLBACK');
@@ -825,7 +836,8 @@ class WalFeed implements ChangeFeed {
       }
       db.close();
     }
-    if (released && lockSettled) fs.closeSync(this.#shm);
+    // Closes the descriptor (a thread that could not be stopped keeps it: only the locks go).
+    await this.#checkpointLock.close(!released);
   }
 }
 
@@ -1017,3 +1029,26 @@ function readFileOr(file: string): string {
     return '';
   }
 }
+
+/** Why a capture of `file` may not start (see CheckpointLockHold.claim). */
+function claimRefused(file: string, claim: 'this process' | 'timeout' | { pid: number | undefined }): StrataError {
+  if (claim === 'timeout') {
+    return new StrataError('IO', `replicate: ${file}-shm could not be locked within 30 s: the thread pool that Node's file locks and file reads share did not answer (is a storage hanging?); try again`);
+  }
+  const who =
+    claim === 'this process'
+      ? 'this process (another replicate job of the daemon, or another capture of this program)'
+      : `another process${claim.pid === undefined ? '' : ` (pid ${claim.pid}${describeProcess(claim.pid)})`}`;
+  return new StrataError(
+    'DATABASE_LOCKED',
+    `replicate: ${file} is already replicated by ${who}. Two replicators of one database keep each other from checkpointing it, and its log would grow without end: replicate it once, into one repository (a mirror in strata.config.json copies the segments to a second one), or stop the other replicator first`,
+    typeof claim === 'object' && claim.pid !== undefined ? { details: { pid: claim.pid } } : {},
+  );
+}
+
+/** `, strata replicate` when the process is one of Strata's commands, from /proc (else ''). */
+function describeProcess(pid: number): string {
+  const command = strataCommand(readFileOr(`/proc/${pid}/cmdline`));
+  return command ? `, ${command}` : '';
+}
+
