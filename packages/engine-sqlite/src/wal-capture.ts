@@ -356,6 +356,9 @@ class WalFeed implements ChangeFeed {
       if (!reservation) throw claimRefused(file, 'this process');
       const reader = connect();
       const checkpointer = connect();
+      // A read makes SQLite open the log's index, -shm, which a database just switched to WAL
+      // mode does not have yet.
+      writer.prepare('SELECT count(*) FROM sqlite_schema').get();
       // Opened while our connections are (see readIndexHeader), closed only after them, by the
       // hold. Read and write: the checkpoint lock is taken through it, exclusively.
       shm = fs.openSync(`${file}-shm`, 'r+');
