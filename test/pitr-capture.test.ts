@@ -429,4 +429,22 @@ describe('continuous capture beside an application that writes', function () {
     assert.equal(started.code, 0, started.out);
     assert.match(started.out, /^open\nread 0\n$/);
   });
+
+  it("a backup of the database by the process that captures it (a daemon's backup job beside its replicate job) leaves the capture's locks alone: the application closing its last connection does not take the log from under it", async () => {
+    const { file, app } = appDatabase('backup-beside.db');
+    app.close();
+    const feed = await new SqliteEngine().changeCapture.open(file, {});
+    try {
+      const snapshot = await new SqliteEngine().snapshot(file, { schemaOnly: false, tempDir: dir.path });
+      assert.ok(snapshot.databaseBytes > 0);
+      // Each shell is the application's only connection, closed after its insert: SQLite then
+      // checkpoints and removes the log unless it sees another connection's lock on the file.
+      shell(file, "INSERT INTO item (body) VALUES ('one')");
+      shell(file, "INSERT INTO item (body) VALUES ('two')");
+      const got = await readAndMaintain(feed);
+      assert.equal(got.length, 2, 'both transactions were captured');
+    } finally {
+      await feed.close();
+    }
+  });
 });

@@ -85,6 +85,11 @@ export function releaseCapture(key: string): void {
   reserved.delete(key);
 }
 
+/** Whether a capture of this process holds the database file (see reserveCapture()). */
+export function capturedHere(database: { dev: number; ino: number }): boolean {
+  return reserved.has(`${database.dev}:${database.ino}`);
+}
+
 export class CheckpointLockHold {
   readonly #fd: number;
   /** Undefined where locks cannot be held: no addon, or the file system refused a lock (see claim()). */

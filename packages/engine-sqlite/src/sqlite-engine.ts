@@ -21,6 +21,7 @@ import type {
   TableStats,
 } from '@strata/core';
 import { Worker } from 'node:worker_threads';
+import { capturedHere } from './checkpoint-lock.js';
 import { openDatabase } from './driver.js';
 import { COUNTERS_FACTS, FACTS_VERSION, collectFacts, quoteIdent, schemaFingerprint, schemaObjects, schemaSql } from './sqlite-facts.js';
 import { SQLITE_HAND_RECOVERY } from './sqlite-recovery.js';
@@ -75,7 +76,7 @@ export class SqliteEngine implements Engine {
 
   async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
     const file = filePath(locator);
-    await checkIsSqliteFile(file);
+    await checkUnlessCaptured(file);
     return snapshotThrough(file, options, (copy) => this.#copyConsistent(file, copy, options));
   }
 
@@ -230,7 +231,7 @@ export class SqliteEngine implements Engine {
     const file = filePath(locator);
     // Computed as the restore point being verified computed them (its factsVersion).
     const version = recordedFactsVersion(options.recordedMeta);
-    await checkIsSqliteFile(file);
+    await checkUnlessCaptured(file);
     let db: Database.Database;
     try {
       db = openDatabase(file, { readonly: true, fileMustExist: true, timeout: this.#busyTimeoutMs });
@@ -333,6 +334,20 @@ async function fileExists(file: string): Promise<boolean> {
     if (hasErrno(err, 'ENOENT')) return false;
     throw wrapError(`stat ${file}`, err);
   }
+}
+
+/**
+ * checkIsSqliteFile, except for a database a capture of this process holds (a daemon's backup job
+ * beside its replicate job): the capture checked it when it opened it, and this check's descriptor,
+ * closed, would drop every lock the process holds on the file. Without the capture's lock on the
+ * database file, an application closing its last connection takes SQLite for the only user: it
+ * checkpoints the log, ignoring the capture's reader, and removes it and its index, while the
+ * capture goes on reading the removed index and ships nothing more (test/pitr-capture.test.ts).
+ */
+async function checkUnlessCaptured(file: string): Promise<void> {
+  const identity = await fs.stat(file).catch(() => undefined);
+  if (identity && capturedHere(identity)) return;
+  await checkIsSqliteFile(file);
 }
 
 export async function checkIsSqliteFile(file: string): Promise<void> {
