@@ -416,8 +416,11 @@ describe('continuous capture beside an application that writes', function () {
       assert.match(refused.out, new RegExp(`refused: replicate: .*two-captures\\.db is already replicated by another process \\(pid ${process.pid}\\)`));
       assert.match(refused.out, /a mirror in strata\.config\.json copies the segments to a second one/);
       // In this same process too (a daemon with two replicate jobs of one database): POSIX locks
-      // never conflict within a process, so it is told by the file.
+      // never conflict within a process, so a reservation of the file in the process refuses it,
+      // before anything of the file is opened (closing a descriptor of it would drop the first
+      // one's locks: another process is still refused after).
       await assert.rejects(new SqliteEngine().changeCapture.open(file, {}), /two-captures\.db is already replicated by this process/);
+      assert.equal((await second()).code, 3, 'the first capture still holds its claim');
       // The first goes on as it was.
       shell(file, "INSERT INTO item (body) VALUES ('meanwhile')");
       assert.equal((await readAndMaintain(feed)).length, 1);

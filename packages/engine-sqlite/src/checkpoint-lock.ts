@@ -136,7 +136,7 @@ export class CheckpointLockHold {
    * /proc/locks tells), 'timeout' when the thread pool the addon locks on did not answer within
    * `waitMs` (a hung storage can fill it).
    */
-  async claim(waitMs = 30_000): Promise<'claimed' | 'timeout' | { pid: number | undefined }> {
+  async claim(waitMs: number): Promise<'claimed' | 'timeout' | { pid: number | undefined }> {
     const addon = this.#addon;
     if (!addon) return 'claimed';
     const attempt = addon.lock(this.#fd, CAPTURE_TOKEN_BYTE, 1, { exclusive: true, immediate: true }).then(
@@ -219,17 +219,20 @@ export class CheckpointLockHold {
   async close(keepOpen: boolean, waitMs = 2000): Promise<void> {
     this.#closed = true;
     this.held = false;
-    if (this.#reservation) releaseCapture(this.#reservation);
-    this.#reservation = undefined;
     const addon = this.#addon;
+    // The reservation goes last: a capture of this process reserving the file before this
+    // descriptor is closed would have its locks dropped by the close.
     const finish = async (): Promise<void> => {
-      if (!keepOpen) {
-        closeSync(this.#fd);
-        return;
+      try {
+        if (!keepOpen) closeSync(this.#fd);
+        else if (addon) {
+          await addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
+          await addon.unlock(this.#fd, CAPTURE_TOKEN_BYTE, 1).catch(() => undefined);
+        }
+      } finally {
+        if (this.#reservation) releaseCapture(this.#reservation);
+        this.#reservation = undefined;
       }
-      if (!addon) return;
-      await addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
-      await addon.unlock(this.#fd, CAPTURE_TOKEN_BYTE, 1).catch(() => undefined);
     };
     const inFlight = (): Promise<unknown> | undefined => this.#claiming ?? this.#taking;
     const settled = async (): Promise<void> => {
@@ -240,7 +243,11 @@ export class CheckpointLockHold {
     const landed = await Promise.race([settled().then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, waitMs, false)))]);
     clearTimeout(timer);
     if (landed) return finish();
-    void settled().then(finish);
+    // Late: done once the call lands, meanwhile the file stays reserved (a new capture of it in
+    // this process is refused). A failed close has nobody left to tell.
+    void settled()
+      .then(finish)
+      .catch(() => undefined);
   }
 }
 

@@ -76,6 +76,8 @@ const MAINTAIN_CHECKPOINT_BYTES = 1024 * 1024;
 const MAINTAIN_TURNS = 4;
 /** How long the last turn of maintain() waits for another connection's checkpoint to end (see #checkpoint). */
 const MAINTAIN_CHECKPOINT_WAIT_MS = 100;
+/** How long a capture waits to claim its database (see CheckpointLockHold.claim). */
+const CLAIM_WAIT_MS = 30_000;
 /** How many times #lock tries the write lock back to back before it pauses between tries. */
 const LOCK_SPIN_TRIES = 200;
 /** What a synchronous pause of a millisecond waits on (Atomics.wait; nothing ever wakes it). */
@@ -234,7 +236,7 @@ export class WalCapture implements ChangeCapture {
     // Before any descriptor of the file is opened here: closing one drops every lock this process
     // holds on it, those of a capture already running in it included (see reserveCapture).
     const identity = fs.statSync(file, { throwIfNoEntry: false });
-    const reservation = identity ? reserveCapture(identity) : undefined;
+    let reservation = identity ? reserveCapture(identity) : undefined;
     if (identity && !reservation) throw claimRefused(file, 'this process');
     try {
       await checkIsSqliteFile(file);
@@ -242,8 +244,10 @@ export class WalCapture implements ChangeCapture {
       if (reservation) releaseCapture(reservation);
       throw err;
     }
-    // A file that appeared only since (it cannot be another capture's: that one reserves it first).
-    return WalFeed.open(file, options, this.#options.busyTimeoutMs, reservation ?? reserveCapture(fs.statSync(file)));
+    // A file that appeared only since the first look.
+    reservation ??= reserveCapture(fs.statSync(file));
+    if (!reservation) throw claimRefused(file, 'this process');
+    return WalFeed.open(file, options, this.#options.busyTimeoutMs, reservation);
   }
 
   join(changes: readonly Uint8Array[], at: ChangePosition): Uint8Array {
@@ -317,7 +321,7 @@ class WalFeed implements ChangeFeed {
   }
 
   /** Owns `reservation` (see reserveCapture): given up when the feed closes, or when it cannot open. */
-  static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number, reservation: string | undefined): Promise<WalFeed> {
+  static async open(file: string, options: ChangeCaptureOptions, busyTimeoutMs: number, reservation: string): Promise<WalFeed> {
     const opened: Database.Database[] = [];
     let shm: number | undefined;
     let hold: CheckpointLockHold | undefined;
@@ -353,18 +357,26 @@ class WalFeed implements ChangeFeed {
         }
       }
       const pageSize = writer.pragma('page_size', { simple: true }) as number;
-      if (!reservation) throw claimRefused(file, 'this process');
       const reader = connect();
       const checkpointer = connect();
       // A read makes SQLite open the log's index, -shm, which a database just switched to WAL
       // mode does not have yet.
-      writer.prepare('SELECT count(*) FROM sqlite_schema').get();
+      try {
+        writer.prepare('SELECT count(*) FROM sqlite_schema').get();
+      } catch (err) {
+        throw sqliteError(`replicate: read ${file}`, err);
+      }
       // Opened while our connections are (see readIndexHeader), closed only after them, by the
       // hold. Read and write: the checkpoint lock is taken through it, exclusively.
-      shm = fs.openSync(`${file}-shm`, 'r+');
+      try {
+        shm = fs.openSync(`${file}-shm`, 'r+');
+      } catch (err) {
+        if (!hasErrno(err, 'ENOENT')) throw err;
+        throw new StrataError('DATABASE_INVALID', `replicate: ${file} has no ${file}-shm after a read; is it opened in exclusive locking mode by another program?`, { cause: err });
+      }
       hold = new CheckpointLockHold(shm, reservation);
       // Before any transaction of ours: the claim waits on the thread pool, with nothing pinned.
-      const claim = await hold.claim();
+      const claim = await hold.claim(CLAIM_WAIT_MS);
       if (claim !== 'claimed') throw claimRefused(file, claim);
       try {
         writer.exec('BEGIN IMMEDIATE');
@@ -404,10 +416,11 @@ class WalFeed implements ChangeFeed {
       return feed;
     } catch (err) {
       for (const db of opened) db.close();
-      if (hold) await hold.close(false);
+      // The error that stopped the open is the one to report, not one of this cleanup.
+      if (hold) await hold.close(false).catch(() => undefined);
       else {
         if (shm !== undefined) fs.closeSync(shm);
-        if (reservation) releaseCapture(reservation);
+        releaseCapture(reservation);
       }
       throw err instanceof StrataError ? err : wrapError(`replicate ${file}`, err);
     }
@@ -830,17 +843,22 @@ class WalFeed implements ChangeFeed {
     this.#checkpointThread = undefined;
     // Before the -shm descriptor closes: its number could be another file's next. A thread that
     // could not be stopped keeps it (left open: a descriptor, against reading the wrong file).
-    const released = (await this.#tap?.close()) ?? true;
-    for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
-      try {
-        if (db.inTransaction) db.exec('ROLLBACK');
-      } catch {
-        // closing anyway
+    let released = false;
+    try {
+      released = (await this.#tap?.close()) ?? true;
+      for (const db of [this.#reader, this.#writer, this.#checkpointer]) {
+        try {
+          if (db.inTransaction) db.exec('ROLLBACK');
+        } catch {
+          // closing anyway
+        }
+        db.close();
       }
-      db.close();
+    } finally {
+      // Closes the descriptor (a thread that could not be stopped keeps it: only the locks go),
+      // and gives up the reservation, whatever failed above.
+      await this.#checkpointLock.close(!released);
     }
-    // Closes the descriptor (a thread that could not be stopped keeps it: only the locks go).
-    await this.#checkpointLock.close(!released);
   }
 }
 
@@ -1036,7 +1054,7 @@ function readFileOr(file: string): string {
 /** Why a capture of `file` may not start (see CheckpointLockHold.claim). */
 function claimRefused(file: string, claim: 'this process' | 'timeout' | { pid: number | undefined }): StrataError {
   if (claim === 'timeout') {
-    return new StrataError('IO', `replicate: ${file}-shm could not be locked within 30 s: the thread pool that Node's file locks and file reads share did not answer (is a storage hanging?); try again`);
+    return new StrataError('IO', `replicate: ${file}-shm could not be locked within ${CLAIM_WAIT_MS / 1000} s: the thread pool that Node's file locks and file reads share did not answer (is a storage hanging?); try again`);
   }
   const who =
     claim === 'this process'
