@@ -42,7 +42,8 @@ const CHECKPOINT_LOCK_BYTE = 121;
  * run, while the other's read transaction, which only it moves, keeps the log from restarting,
  * and the log grew without end (test/pitr-capture.test.ts). SQLite never unlocks this byte, so
  * it stays held across our checkpoints; like every lock of ours on the file, closing any descriptor
- * of -shm in this process drops it (which is why claim() refuses a second capture of this process).
+ * of -shm in this process drops it (which is why reserveCapture() refuses a second capture of this
+ * process).
  */
 const CAPTURE_TOKEN_BYTE = 2 ** 40;
 
@@ -69,8 +70,8 @@ function loadAddon(): OsLock | undefined {
 const reserved = new Set<string>();
 
 /**
- * Reserves a database file for a capture of this process, before anything of it is opened: false
- * when another capture of this process has it. POSIX locks never conflict within a process, so
+ * Reserves a database file for a capture of this process, before anything of it is opened: the
+ * reservation's key, undefined when another capture of this process has it. POSIX locks never conflict within a process, so
  * claim() cannot tell; and the second capture's descriptor of -shm, once closed, would drop every
  * lock the first one holds on it (SQLite's own read locks included).
  */
@@ -150,10 +151,7 @@ export class CheckpointLockHold {
       },
     );
     this.#claiming = attempt.finally(() => (this.#claiming = undefined));
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([attempt, new Promise<'timeout'>((resolve) => (timer = setTimeout(resolve, waitMs, 'timeout')))]);
-    clearTimeout(timer);
-    return result;
+    return within(attempt, waitMs, 'timeout' as const);
   }
 
   /**
@@ -239,15 +237,22 @@ export class CheckpointLockHold {
       for (let pending = inFlight(); pending; pending = inFlight()) await pending.catch(() => undefined);
     };
     if (!inFlight()) return finish();
-    let timer: NodeJS.Timeout | undefined;
-    const landed = await Promise.race([settled().then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, waitMs, false)))]);
-    clearTimeout(timer);
-    if (landed) return finish();
+    if (await within(settled().then(() => true), waitMs, false)) return finish();
     // Late: done once the call lands, meanwhile the file stays reserved (a new capture of it in
     // this process is refused). A failed close has nobody left to tell.
     void settled()
       .then(finish)
       .catch(() => undefined);
+  }
+}
+
+/** What `promise` gives, or `otherwise` once `ms` have passed without it (it still runs on). */
+async function within<T, U>(promise: Promise<T>, ms: number, otherwise: U): Promise<T | U> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<U>((resolve) => (timer = setTimeout(resolve, ms, otherwise)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -734,7 +734,6 @@ class WalFeed implements ChangeFeed {
   }
 
   async #checkpointOnThread(): Promise<void> {
-    if (this.#checkpointThreadFailed) return this.#checkpoint();
     if (!this.#checkpointThread) {
       let worker: Worker;
       try {
