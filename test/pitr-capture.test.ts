@@ -400,9 +400,14 @@ describe('continuous capture beside an application that writes', function () {
     const second = async (): Promise<{ code: number | null; out: string }> => {
       const child = spawn(process.execPath, [fileURLToPath(new URL('./helpers/capture-child.js', import.meta.url)), file], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
+      let stopped = false;
       child.stdout.on('data', (d: Buffer) => {
         out += d;
-        if (out.includes('open')) child.kill('SIGTERM');
+        // Once: a second SIGTERM could reach it while it exits, after Node has let go of the handler.
+        if (!stopped && out.includes('open')) {
+          stopped = true;
+          child.kill('SIGTERM');
+        }
       });
       child.stderr.on('data', (d: Buffer) => (out += d));
       const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
