@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
@@ -686,7 +687,7 @@ describe('strata daemon', function () {
         app: { url: './app.db', schedules: { v: { job: 'verify', sample: 1, cron: '*/2 * * * * *' }, c: { job: 'copy', cron: '*/2 * * * * *' } } },
         old: { url: './old.db', retention: { keepLast: 1 }, schedules: { p: { job: 'prune', cron: '*/2 * * * * *' } } },
         stale: { url: './stale.db', schedules: { h: { job: 'health', maxAge: '2d', cron: '*/2 * * * * *' } } },
-        live: { url: './live.db', schedules: { r: { job: 'replicate', intervalMs: 200 } } },
+        live: { url: './live.db', schedules: { r: { job: 'replicate', intervalMs: 200, checkpointLock: false } } },
       },
     };
     writeConfig(config, content);
@@ -698,6 +699,9 @@ describe('strata daemon', function () {
       await daemon.waitFor(/old\/p: succeeded: kept 1, removed 2/);
       await daemon.waitFor(/stale\/h: failed: backup-age/);
       await daemon.waitFor(/live\/r: replicate took live_\S+ as a new base/);
+      // checkpointLock: false: the application's checkpoint runs (held, the lock makes it give up: 1|-1|-1).
+      const checkpoint = spawnSync('sqlite3', ['-cmd', '.timeout 20000', path.join(dir.path, 'live.db'), 'PRAGMA wal_checkpoint(PASSIVE)'], { encoding: 'utf8' });
+      assert.match(checkpoint.stdout, /^0\|/, `the application's checkpoint beside the replicate job: ${checkpoint.stdout}${checkpoint.stderr}`);
       daemon.child.kill('SIGTERM');
       const exit = await daemon.exit;
       assert.equal(exit.status, 0, exit.stderr);

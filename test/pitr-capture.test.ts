@@ -325,6 +325,47 @@ describe('continuous capture beside an application that writes', function () {
     }
   };
 
+  /** A capture of `file` by test/helpers/capture-child.ts, stopped once it opened: its exit code and output. */
+  const captureInAnotherProcess = async (file: string): Promise<{ code: number | null; out: string }> => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL('./helpers/capture-child.js', import.meta.url)), file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let stopped = false;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d;
+      // Once: a second SIGTERM could reach it while it exits, after Node has let go of the handler.
+      if (!stopped && out.includes('open')) {
+        stopped = true;
+        child.kill('SIGTERM');
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (out += d));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    return { code, out };
+  };
+
+  it("leaves the checkpoints to the application when asked (replicate --no-checkpoint-lock): its explicit checkpoints succeed while capture runs, and a second capture is still refused", async function () {
+    needsLockAddon(this);
+    const { file, app } = appDatabase('left.db');
+    app.close();
+    const feed = await new SqliteEngine().changeCapture.open(file, { leaveCheckpoints: true });
+    let read = 0;
+    try {
+      // The hold is taken in the background within a read or two (untilHeld): ten rounds would see it.
+      for (let round = 0; round < 10; round++) {
+        shell(file, 'INSERT INTO item (body) VALUES (randomblob(1000));');
+        read += (await readAndMaintain(feed)).length;
+        assert.match(applicationCheckpoint(file), /^0\|/, `round ${round}: the application's checkpoint gave up`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const refused = await captureInAnotherProcess(file);
+      assert.equal(refused.code, 3, refused.out);
+      assert.match(refused.out, /left\.db is already replicated by another process/);
+    } finally {
+      await feed.close();
+    }
+    assert.equal(read, 10, 'every committed transaction was read once');
+  });
+
   it("holds SQLite's checkpoint lock while it runs: the application's checkpoints give up at once, capture's own keep the log short, and once it stops the application checkpoints again", async function () {
     needsLockAddon(this);
     const { file, app } = appDatabase('held.db');
@@ -397,22 +438,7 @@ describe('continuous capture beside an application that writes', function () {
     needsLockAddon(this);
     const { file, app } = appDatabase('two-captures.db');
     app.close();
-    const second = async (): Promise<{ code: number | null; out: string }> => {
-      const child = spawn(process.execPath, [fileURLToPath(new URL('./helpers/capture-child.js', import.meta.url)), file], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let stopped = false;
-      child.stdout.on('data', (d: Buffer) => {
-        out += d;
-        // Once: a second SIGTERM could reach it while it exits, after Node has let go of the handler.
-        if (!stopped && out.includes('open')) {
-          stopped = true;
-          child.kill('SIGTERM');
-        }
-      });
-      child.stderr.on('data', (d: Buffer) => (out += d));
-      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-      return { code, out };
-    };
+    const second = (): Promise<{ code: number | null; out: string }> => captureInAnotherProcess(file);
     const feed = await new SqliteEngine().changeCapture.open(file, {});
     try {
       // Each would hold the checkpoint lock in turn, and the log would never restart.

@@ -874,6 +874,7 @@ export class Daemon {
             database: job.database,
             intervalMs: config.intervalMs ?? 1000,
             switchMode: config.switchMode === true,
+            ...(config.checkpointLock === false ? { leaveCheckpoints: true } : {}),
             signal: controller.signal,
             onEvent: (event) => {
               if (event.kind === 'base') this.#log.write('info', `replicate took ${event.base.id} as a new base (${event.reason})`, { database: job.database, job: job.name });

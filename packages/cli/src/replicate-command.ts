@@ -11,6 +11,8 @@ export interface ReplicateCommandOptions {
   readonly compact?: string;
   readonly mirrorEvery?: string;
   readonly switchMode: boolean;
+  /** --no-checkpoint-lock (ChangeCaptureOptions.leaveCheckpoints). */
+  readonly leaveCheckpoints?: boolean;
   readonly verbose: boolean;
 }
 
@@ -114,6 +116,7 @@ export async function replicateCommand(ctx: CommandContext, options: ReplicateCo
             ...(baseEveryMs !== undefined ? { baseEveryMs } : {}),
             ...(compactionWindowsMs !== undefined ? { compactionWindowsMs } : {}),
             switchMode: options.switchMode,
+            ...(options.leaveCheckpoints ? { leaveCheckpoints: true } : {}),
             signal: stop.signal,
             onEvent,
           });

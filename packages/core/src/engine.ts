@@ -458,6 +458,12 @@ export interface ChangeCaptureOptions {
   readonly resume?: ChangePosition;
   /** Switch the database into the mode capture needs instead of refusing a database not in it. */
   readonly switchMode?: boolean;
+  /**
+   * Leave the database's own checkpoints to its applications: an engine whose capture keeps them
+   * from running, to do them itself on its own thread, lets them run (for an application that
+   * checkpoints explicitly and relies on it succeeding). The log may then grow a little more.
+   */
+  readonly leaveCheckpoints?: boolean;
 }
 
 /**

@@ -23,6 +23,8 @@ export interface ReplicateOptions {
   readonly maxHeldBytes?: number;
   /** Switch the database into the mode capture needs instead of refusing it. */
   readonly switchMode?: boolean;
+  /** See ChangeCaptureOptions.leaveCheckpoints. */
+  readonly leaveCheckpoints?: boolean;
   /**
    * A new base restore point is taken when the chain's is this old (ms; default 24 h), so a restore
    * replays at most this much and retention can drop old chains' segments.
@@ -166,7 +168,7 @@ export class Replicator {
     const stopCompaction = new AbortController();
     try {
       const continued = await this.#chainToContinue(engine, locator, database);
-      feed = await capture.open(locator, { ...(continued ? { resume: continued.from } : {}), ...(options.switchMode ? { switchMode: true } : {}) });
+      feed = await capture.open(locator, { ...(continued ? { resume: continued.from } : {}), ...(options.switchMode ? { switchMode: true } : {}), ...(options.leaveCheckpoints ? { leaveCheckpoints: true } : {}) });
 
       let chain: ChainState | undefined;
       let buffer: CapturedTransaction[] = [];

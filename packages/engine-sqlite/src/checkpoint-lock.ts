@@ -95,6 +95,8 @@ export class CheckpointLockHold {
   readonly #fd: number;
   /** Undefined where locks cannot be held: no addon, or the file system refused a lock (see claim()). */
   #addon: OsLock | undefined;
+  /** False when the application keeps its checkpoints (ChangeCaptureOptions.leaveCheckpoints): the claim alone is held. */
+  readonly #checkpoints: boolean;
   /** The reservation of the database file (see reserveCapture()), given up at close(). */
   #reservation: string | undefined;
   /** The claim in flight (see close()). */
@@ -116,18 +118,20 @@ export class CheckpointLockHold {
    */
   held = false;
 
-  constructor(shmDescriptor: number, reservation: string) {
+  constructor(shmDescriptor: number, reservation: string, options: { readonly checkpoints: boolean }) {
     this.#fd = shmDescriptor;
     this.#reservation = reservation;
+    this.#checkpoints = options.checkpoints;
     this.#addon = process.platform === 'win32' ? undefined : loadAddon();
   }
 
   /**
-   * Whether the lock can be held here at all (the addon loaded). Where it cannot, the application
-   * checkpoints after nearly every commit, and a checkpoint of ours waits for its to end.
+   * Whether the checkpoint lock is held here at all (the addon loaded, and the application does not
+   * keep its checkpoints). Where it is not, the application checkpoints after nearly every commit,
+   * and a checkpoint of ours waits for its to end.
    */
   get available(): boolean {
-    return this.#addon !== undefined;
+    return this.#addon !== undefined && this.#checkpoints;
   }
 
   /**
@@ -160,7 +164,7 @@ export class CheckpointLockHold {
    */
   take(): void {
     const addon = this.#addon;
-    if (!addon || this.#closed || this.#paused > 0) return;
+    if (!addon || !this.#checkpoints || this.#closed || this.#paused > 0) return;
     if (this.#taking) {
       this.#again = true;
       return;

@@ -374,7 +374,7 @@ class WalFeed implements ChangeFeed {
         if (!hasErrno(err, 'ENOENT')) throw err;
         throw new StrataError('DATABASE_INVALID', `replicate: ${file} has no ${file}-shm after a read; is it opened in exclusive locking mode by another program?`, { cause: err });
       }
-      hold = new CheckpointLockHold(shm, reservation);
+      hold = new CheckpointLockHold(shm, reservation, { checkpoints: !options.leaveCheckpoints });
       // Before any transaction of ours: the claim waits on the thread pool, with nothing pinned.
       const claim = await hold.claim(CLAIM_WAIT_MS);
       if (claim !== 'claimed') throw claimRefused(file, claim);

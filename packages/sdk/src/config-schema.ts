@@ -197,6 +197,10 @@ function buildSchemas({ z }: { z: typeof Zod }) {
             .optional()
             .meta({ description: 'Ship at least this often, in milliseconds (default 1000).' }),
           switchMode: z.boolean({ error: 'expected true or false' }).optional().meta({ description: 'Switch the database into the journal mode replication reads instead of refusing it.' }),
+          checkpointLock: z
+            .boolean({ error: 'expected true or false' })
+            .optional()
+            .meta({ description: "SQLite: false leaves the checkpoints to the application (strata replicate --no-checkpoint-lock); by default replicate holds SQLite's checkpoint lock and does them itself." }),
           restartAfter: duration.optional().meta({ description: 'How long to wait before starting it again after it failed (default 30s).' }),
         }),
       ],

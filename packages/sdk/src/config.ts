@@ -62,6 +62,8 @@ export interface ReplicateJobConfig {
   /** How often to ship, in milliseconds (default 1000). */
   readonly intervalMs?: number;
   readonly switchMode?: boolean;
+  /** False: leave the database's checkpoints to its applications (ChangeCaptureOptions.leaveCheckpoints). */
+  readonly checkpointLock?: boolean;
   /** How long to wait before starting it again after it failed (a duration, default 30s). */
   readonly restartAfter?: string;
 }
