@@ -330,7 +330,7 @@ Filters combine: --db app --type full --since 30d lists app's full backups of th
     options: [
       { flags: '--interval <seconds>', description: 'ship at least this often: seconds (1, 0.5), 500ms, or 5s (default 1 s); a crash loses at most about this much' },
       { flags: '--switch-mode', description: "switch a database into the journal mode replication reads (SQLite: WAL) instead of refusing it" },
-      { flags: '--no-checkpoint-lock', description: "SQLite: leave the checkpoints to the application (its explicit wal_checkpoint succeeds while replicate runs) instead of holding SQLite's checkpoint lock and doing them on replicate's side" },
+      { flags: '--no-checkpoint-lock', description: "SQLite: leave the checkpoints to the application, whose explicit wal_checkpoint then runs rather than returning busy (by default replicate holds SQLite's checkpoint lock and does them itself)" },
       { flags: '--base-every <dur>', description: 'take a new base restore point when the chain of segments is this old (default 24h): a restore replays at most this much, and prune can drop older chains' },
       { flags: '--compact <windows>', description: 'merge the segments of each closed window of these lengths, shortest first (default 1min,1h); off keeps every segment' },
       { flags: '--mirror-every <seconds>', description: 'with a mirror configured, copy new segments to it at least this often (default 10 s; off: only at the next backup)' },
@@ -347,7 +347,7 @@ once a second). While it runs replicate does the checkpoints: it holds SQLite's 
 so an application's checkpoint returns busy at once (with the optional os-lock addon installed;
 without it, a checkpoint that must wait for every reader, such as wal_checkpoint(TRUNCATE), waits
 for replicate's reader to move on). --no-checkpoint-lock leaves them to the application, as
-without the addon: for an application that checkpoints explicitly and relies on it succeeding.
+without the addon: for an application that checkpoints explicitly and needs those to run.
 Compaction merges the segments of each closed minute into one, then those of each hour, so the
 catalog stays short and a restore reads a few objects; a merge joins what was seen committed
 within each slot of at most half the interval and at most 500 ms into one transaction that writes each
