@@ -6,8 +6,8 @@ import { describeCoverage } from '@strata/protocol/continuity';
 import { Passphrase, initRepository, openRepository } from '@strata/sdk';
 import type { ReplicationEvent } from '@strata/sdk';
 import { DiskFullStorage } from './helpers/faulty-storage.js';
-import { TEST_PASSPHRASE, catalogPath, journalLines, json, strata, strataAsync, useTempDir } from './helpers/env.js';
-import { commits, exited, firstCommit, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
+import { TEST_PASSPHRASE, catalogPath, journalLines, json, skipOrFail, strata, strataAsync, useTempDir } from './helpers/env.js';
+import { commits, exited, firstCommit, hasLockAddon, markersOf, moreCommits, startReplicator, startWriter } from './helpers/pitr.js';
 import type { PointInTime } from './helpers/pitr.js';
 import { Client } from './helpers/server-client.js';
 
@@ -368,6 +368,47 @@ describe('continuous protection: deleting a base', function () {
 describe('continuous protection: storage that keeps failing', function () {
   this.timeout(300_000);
   const dir = useTempDir();
+
+  it("leaveCheckpoints (replicate --no-checkpoint-lock) holds for every feed of the run: after a new base, the application's checkpoints still run", async function () {
+    // Without the addon replicate never holds the lock, and this would prove nothing.
+    if (!hasLockAddon()) skipOrFail(this, 'the os-lock addon is not installed (its build failed at install?): replicate cannot hold the checkpoint lock here');
+    const repoDir = path.join(dir.path, 'repo-left');
+    const db = path.join(dir.path, 'left.db');
+    const app = spawnSync('sqlite3', [db, "PRAGMA journal_mode=WAL; CREATE TABLE item (body TEXT); INSERT INTO item VALUES ('first');"], { encoding: 'utf8' });
+    assert.equal(app.status, 0, app.stderr);
+    assert.equal(strata(['init', '--repo', repoDir]).status, 0);
+    const repo = await openRepository(repoDir, { passphrase: new Passphrase(TEST_PASSPHRASE), tempDir: path.join(dir.path, 'tmp-left') });
+    const events: ReplicationEvent[] = [];
+    const stop = new AbortController();
+    // A base every 10 s (the shortest allowed): the replicator starts over with a new feed for each.
+    const running = repo.replicate(db, { database: 'left', intervalMs: 200, baseEveryMs: 10_000, leaveCheckpoints: true, signal: stop.signal, onEvent: (e) => events.push(e) });
+    const outcome = running.then(
+      () => 'stopped',
+      (err: unknown) => `failed: ${String(err)}`,
+    );
+    try {
+      // A hang detector, not a speed limit.
+      const giveUpAt = Date.now() + 180_000;
+      let written = 0;
+      while (events.filter((e) => e.kind === 'base').length < 2) {
+        assert.ok(Date.now() < giveUpAt, `no second base after 3 minutes: ${JSON.stringify(events.slice(-10))}`);
+        const settled = await Promise.race([outcome, new Promise((resolve) => setTimeout(resolve, 100, undefined))]);
+        assert.equal(settled, undefined, 'replicate ended before its second base');
+        spawnSync('sqlite3', ['-cmd', '.timeout 20000', db, `INSERT INTO item VALUES ('row ${written++}')`]);
+      }
+      // Held, the lock would refuse each of these (1|-1|-1); the feed takes it at its open.
+      for (let tries = 0; tries < 10; tries++) {
+        const checkpoint = spawnSync('sqlite3', ['-cmd', '.timeout 20000', db, 'PRAGMA wal_checkpoint(PASSIVE)'], { encoding: 'utf8' });
+        assert.match(checkpoint.stdout, /^0\|/, `try ${tries} after the second base: the application's checkpoint gave up (${checkpoint.stdout}${checkpoint.stderr})`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } finally {
+      stop.abort();
+      await running.catch(() => undefined);
+      await repo.close();
+    }
+    assert.equal(await outcome, 'stopped');
+  });
 
   it('holds at most maxHeldBytes of transactions while every write fails, reads no more meanwhile, ships everything once storage is back, and files what was committed meanwhile at its commit', async () => {
     const repoDir = path.join(dir.path, 'repo');

@@ -330,7 +330,7 @@ Filters combine: --db app --type full --since 30d lists app's full backups of th
     options: [
       { flags: '--interval <seconds>', description: 'ship at least this often: seconds (1, 0.5), 500ms, or 5s (default 1 s); a crash loses at most about this much' },
       { flags: '--switch-mode', description: "switch a database into the journal mode replication reads (SQLite: WAL) instead of refusing it" },
-      { flags: '--no-checkpoint-lock', description: "SQLite: leave the checkpoints to the application, whose explicit wal_checkpoint then runs rather than returning busy (by default replicate holds SQLite's checkpoint lock and does them itself)" },
+      { flags: '--no-checkpoint-lock', description: "SQLite: leave the checkpoints to the application, as without the os-lock addon: its explicit wal_checkpoint then runs rather than giving up at once (by default replicate holds SQLite's checkpoint lock and does them itself)" },
       { flags: '--base-every <dur>', description: 'take a new base restore point when the chain of segments is this old (default 24h): a restore replays at most this much, and prune can drop older chains' },
       { flags: '--compact <windows>', description: 'merge the segments of each closed window of these lengths, shortest first (default 1min,1h); off keeps every segment' },
       { flags: '--mirror-every <seconds>', description: 'with a mirror configured, copy new segments to it at least this often (default 10 s; off: only at the next backup)' },

@@ -461,7 +461,7 @@ export interface ChangeCaptureOptions {
   /**
    * Leave the database's own checkpoints to its applications: an engine whose capture keeps them
    * from running, to do them itself on its own thread, lets them run (for an application that
-   * checkpoints explicitly and relies on it succeeding). The log may then grow a little more.
+   * checkpoints explicitly and needs those to run). A writer's commits may then cost it more.
    */
   readonly leaveCheckpoints?: boolean;
 }

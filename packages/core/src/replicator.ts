@@ -168,7 +168,9 @@ export class Replicator {
     const stopCompaction = new AbortController();
     try {
       const continued = await this.#chainToContinue(engine, locator, database);
-      feed = await capture.open(locator, { ...(continued ? { resume: continued.from } : {}), ...(options.switchMode ? { switchMode: true } : {}), ...(options.leaveCheckpoints ? { leaveCheckpoints: true } : {}) });
+      // Every feed of this run is opened so, the ones a new base starts over with (startOver) too.
+      const openOptions = { ...(options.switchMode ? { switchMode: true } : {}), ...(options.leaveCheckpoints ? { leaveCheckpoints: true } : {}) };
+      feed = await capture.open(locator, { ...(continued ? { resume: continued.from } : {}), ...openOptions });
 
       let chain: ChainState | undefined;
       let buffer: CapturedTransaction[] = [];
@@ -348,7 +350,7 @@ export class Replicator {
         chain = undefined;
         baseGone = undefined;
         // A feed's position and snapshot are where it was opened: a new base needs a new feed.
-        feed = await capture.open(locator, {});
+        feed = await capture.open(locator, openOptions);
         takeBase(feed, reason);
       };
 

@@ -228,7 +228,9 @@ export class CheckpointLockHold {
       try {
         if (!keepOpen) closeSync(this.#fd);
         else if (addon) {
-          await addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
+          // Never taken when the application keeps its checkpoints: an unlock could let go of one
+          // a connection of this process holds this moment (the lock is the process's).
+          if (this.#checkpoints) await addon.unlock(this.#fd, CHECKPOINT_LOCK_BYTE, 1).catch(() => undefined);
           await addon.unlock(this.#fd, CAPTURE_TOKEN_BYTE, 1).catch(() => undefined);
         }
       } finally {

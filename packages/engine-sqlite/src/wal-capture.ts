@@ -286,7 +286,10 @@ class WalFeed implements ChangeFeed {
   #checkpointThread: { worker: Worker; next: number } | undefined;
   /** Set once that thread could not run: the checkpoints stay on this thread from then on. */
   #checkpointThreadFailed = false;
-  /** SQLite's checkpoint lock, held so that the application's connections leave checkpoints to us (see checkpoint-lock.ts). */
+  /**
+   * SQLite's checkpoint lock, held so that the application's connections leave checkpoints to us
+   * (see checkpoint-lock.ts), unless they keep them (ChangeCaptureOptions.leaveCheckpoints).
+   */
   readonly #checkpointLock: CheckpointLockHold;
   readonly resumed: boolean;
   readonly position: ChangePosition;
@@ -677,8 +680,8 @@ class WalFeed implements ChangeFeed {
 
   /**
    * A passive checkpoint; with `waitMs`, tried again until no other checkpoint is running. Where
-   * the checkpoint lock is not held (see checkpoint-lock.ts: no addon, or another process's
-   * checkpoint had it when we tried), the application's own automatic checkpoint runs after nearly
+   * the checkpoint lock is not held (see checkpoint-lock.ts: no addon, leaveCheckpoints, or another
+   * process's checkpoint had it when we tried), the application's own automatic checkpoint runs after nearly
    * every commit of a writer that never pauses, and a passive checkpoint does not wait for it: the
    * last turn of maintain() found it running every time, so the log was never fully copied and
    * never restarted (it grew to GBs). Under the write lock that checkpoint is the application's
