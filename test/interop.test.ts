@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { buildRichDatabase } from './helpers/databases.js';
 import { ROOT, TEST_PASSPHRASE, json, sqliteDump, sqliteQuery, strata, useTempDir } from './helpers/env.js';
 import { recipe } from './helpers/format-recipes.js';
@@ -117,6 +118,38 @@ describe('interoperability with standard tools', () => {
       env: { ...process.env, GNUPGHOME: gnupgHome },
     });
     assert.notEqual(gpg.status, 0, 'GnuPG 2.2 has no RFC 9580 AEAD; the docs promise gpg only for compat');
+  });
+
+  // openpgp.js is the largest module a strata process would load (packages/core/src/session-key-packet.ts):
+  // a command of a compat repository reads and writes its packets without it. Blocked here as a
+  // package a process cannot load, the compat commands must still work, and the modern profile's
+  // artifacts, which only openpgp.js reads, must not (or the block proved nothing).
+  it("a compat repository's commands run without openpgp.js; the modern profile's artifacts need it", () => {
+    const blocker = path.join(dir.path, 'block-openpgp.mjs');
+    const hooks = `export async function resolve(specifier, context, next) {
+      if (specifier === 'openpgp') throw new Error('openpgp.js is blocked in this test');
+      return next(specifier, context);
+    }`;
+    writeFileSync(blocker, `import { register } from 'node:module';\nregister(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});\n`);
+    const blocked = { env: { NODE_OPTIONS: `--import=${pathToFileURL(blocker).href}` } };
+
+    const { db, repo, id } = backUp([]);
+    for (const args of [['backup', db, '--repo', repo], ['list', '--repo', repo], ['verify', id, '--level', 'full', '--repo', repo], ['key', 'list', '--repo', repo]]) {
+      const run = strata(args, blocked);
+      assert.equal(run.status, 0, `strata ${args[0]}: ${run.stderr}`);
+    }
+    const target = path.join(dir.path, 'restored.db');
+    const restore = strata(['restore', 'latest', '--repo', repo, '--to', target], blocked);
+    assert.equal(restore.status, 0, restore.stderr);
+    assert.equal(sqliteDump(target), sqliteDump(db));
+
+    const modern = path.join(dir.path, 'modern');
+    assert.equal(strata(['init', '--repo', modern, '--encryption', 'modern']).status, 0);
+    assert.equal(strata(['backup', db, '--repo', modern]).status, 0);
+    assert.equal(strata(['list', '--repo', modern], blocked).status, 0, 'its key file is of the compat shape');
+    const aead = strata(['restore', 'latest', '--repo', modern, '--to', path.join(dir.path, 'modern.db')], blocked);
+    assert.notEqual(aead.status, 0);
+    assert.match(aead.stderr, /openpgp\.js is blocked in this test/);
   });
 
   it('an unencrypted, uncompressed artifact is a plain tar', () => {

@@ -248,6 +248,36 @@ describe('OpenPGP messages of the compat profile', () => {
     assert.ok((await collect(decryptStream(inPieces(rewritten, [MiB]), new Passphrase(secret)))).equals(plain));
   });
 
+  it('opens a session key packet that holds no encrypted key (the passphrase\'s key is the session key), as gpg does', async () => {
+    // Strata's session key packet (packages/core/src/session-key-packet.ts) always holds an
+    // encrypted session key; RFC 9580 5.3 also lets the passphrase's key be the session key, which
+    // is how gpg writes a message for one passphrase. Made here from one of Strata's: the packet
+    // without its encrypted key, and the data packet's ciphertext encrypted again under the
+    // passphrase's key (CFB: the same length, the integrity code unchanged).
+    const plain = randomBytes(60_000);
+    const message = await collect(encryptStream(inPieces(plain, [4096]), passphrase, 'compat'));
+    assert.deepEqual([...message.subarray(0, 6)], [0xc3, 46, 4, 9, 3, 8]);
+    const salt = message.subarray(6, 14);
+    const countByte = message[14]!;
+    const unit = Buffer.concat([salt, Buffer.from(TEST_PASSPHRASE, 'utf8')]);
+    const count = (16 + (countByte & 15)) << ((countByte >> 4) + 6);
+    const s2kInput = Buffer.alloc(count);
+    for (let at = 0; at < count; at += unit.length) unit.copy(s2kInput, at);
+    const passphraseKey = createHash('sha256').update(s2kInput).digest();
+    const opened = createDecipheriv('aes-256-cfb', passphraseKey, Buffer.alloc(16)).update(message.subarray(15, 48));
+    // The data packet: its tag, a five-octet length (under one part, so one definite length), the version, then ciphertext.
+    assert.deepEqual([message[48], message[49], message[54]], [0xc0 | 18, 0xff, 1], 'one encrypted data packet of definite length');
+    assert.equal(message.readUInt32BE(50), message.length - 54);
+    const inner = createDecipheriv('aes-256-cfb', opened.subarray(1), Buffer.alloc(16)).update(message.subarray(55));
+    const again = createCipheriv('aes-256-cfb', passphraseKey, Buffer.alloc(16)).update(inner);
+    const rewritten = Buffer.concat([Buffer.from([0xc3, 13]), message.subarray(2, 15), message.subarray(48, 55), again]);
+    const gpg = gpgDecrypt(rewritten);
+    assert.equal(gpg.status, 0, gpg.stderr);
+    assert.ok(gpg.stdout.equals(plain), 'gpg opens the rewritten message');
+    assert.ok((await collect(decryptStream(inPieces(rewritten, [1000]), passphrase))).equals(plain), 'so does Strata');
+    await assert.rejects(collect(decryptStream(inPieces(rewritten, [1000]), new Passphrase('not the passphrase'))), (err: unknown) => isStrataError(err, 'PASSPHRASE_WRONG'));
+  });
+
   it('a changed byte or a cut message fails in gpg and in Strata', async () => {
     const plain = randomBytes(2 * MiB + 300);
     const message = await collect(encryptStream(inPieces(plain, [MiB / 2]), passphrase, 'compat'));

@@ -5,6 +5,7 @@ import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
 import { streamIteratedS2kOf } from './s2k.js';
 import { openSeipdV1, seipdV1, seipdV1Head, seipdV1Start } from './seipd-stream.js';
+import { STRETCHED_S2K_COUNT_BYTE, UNSTRETCHED_S2K_COUNT_BYTE, dearmorMessage, openSessionKeyPacket, writeSessionKeyPacket } from './session-key-packet.js';
 
 /**
  * - `compat` (default): OpenPGP SEIPDv1 (AES-256, MDC) with an iterated-salted S2K, what
@@ -71,9 +72,6 @@ export class GeneratedKey extends Passphrase {
   }
 }
 
-/** S2K count byte 0: 1,024 bytes hashed, the least OpenPGP allows and GnuPG reads. */
-const UNSTRETCHED_S2K_COUNT_BYTE = 0;
-
 function profileConfig(openpgp: typeof OpenPgp, profile: Exclude<EncryptionProfile, 'none'>, options: { stretch: boolean }): Partial<OpenPgp.Config> {
   const common = {
     preferredSymmetricAlgorithm: openpgp.enums.symmetric.aes256,
@@ -87,9 +85,9 @@ function profileConfig(openpgp: typeof OpenPgp, profile: Exclude<EncryptionProfi
 }
 
 /**
- * openpgp.js, loaded when something is first encrypted or decrypted: it is the largest module a
- * strata process loads, and help, unencrypted repositories and commands that need no key never
- * use it.
+ * openpgp.js, loaded only where a message is not of the `compat` profile's own shape (the
+ * `modern` profile's, another program's) and to write a key file: it is the largest module a
+ * strata process loads (see session-key-packet.ts).
  */
 let openpgpModule: Promise<typeof OpenPgp> | undefined;
 function loadOpenpgp(): Promise<typeof OpenPgp> {
@@ -103,25 +101,19 @@ function toWeb(source: AsyncIterable<Uint8Array>): WebBytes {
 }
 
 /**
- * Encrypts a byte stream with the passphrase; memory stays flat. In the `compat` profile
- * openpgp.js writes the session key packet (the passphrase's S2K) and the data packet is streamed
- * by {@link seipdV1}, which costs a backup a fraction of openpgp.js's streams; `modern` is
+ * Encrypts a byte stream with the passphrase; memory stays flat. In the `compat` profile the
+ * session key packet is {@link writeSessionKeyPacket}'s and the data packet is streamed by
+ * {@link seipdV1}, which costs a backup a fraction of openpgp.js's streams; `modern` is
  * openpgp.js's throughout.
  */
 export async function* encryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): AsyncGenerator<Uint8Array> {
-  const openpgp = await loadOpenpgp();
   if (profile === 'compat') {
     const sessionKey = randomBytes(32);
-    yield await openpgp.encryptSessionKey({
-      data: sessionKey,
-      algorithm: 'aes256',
-      passwords: [passphrase.reveal()],
-      format: 'binary',
-      config: profileConfig(openpgp, profile, { stretch: !(passphrase instanceof GeneratedKey) }),
-    });
+    yield writeSessionKeyPacket(passphrase.reveal(), sessionKey, passphrase instanceof GeneratedKey ? UNSTRETCHED_S2K_COUNT_BYTE : STRETCHED_S2K_COUNT_BYTE);
     yield* seipdV1(source, sessionKey);
     return;
   }
+  const openpgp = await loadOpenpgp();
   const message = await openpgp.createMessage({ binary: toWeb(source) });
   const encrypted = (await openpgp.encrypt({
     message,
@@ -141,10 +133,11 @@ const MESSAGE_HEAD_BYTES = 4096;
  * as unverified until the iterator finishes without error, and only then commit anything.
  *
  * A message that starts as the `compat` profile writes it (version 4 session key packets, then a
- * version 1 SEIPD packet, under AES-256) has its session key opened by openpgp.js and its data
- * read by {@link openSeipdV1}, which expects a literal data packet inside, as Strata and
- * openpgp.js write it; a message that starts otherwise (the `modern` profile's, gpg's own) is
- * read by openpgp.js whole.
+ * version 1 SEIPD packet, under AES-256) has its session key opened by {@link openSessionKeyPacket}
+ * (or by openpgp.js, for session key packets of another shape) and its data read by
+ * {@link openSeipdV1}, which expects a literal data packet inside, as Strata and openpgp.js write
+ * it; a message that starts otherwise (the `modern` profile's, gpg's own) is read by openpgp.js
+ * whole.
  */
 export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphrase: Passphrase): AsyncGenerator<Uint8Array> {
   const iterator = source[Symbol.asyncIterator]();
@@ -193,6 +186,8 @@ export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphra
 
 /** The AES-256 session key that `passphrase` opens in the packets, or undefined for another cipher (openpgp.js reads those messages whole). */
 async function openSessionKey(packets: Buffer, passphrase: Passphrase): Promise<Uint8Array | undefined> {
+  const own = openSessionKeyPacket(packets, passphrase.reveal());
+  if (own) return own;
   const openpgp = await loadOpenpgp();
   let keys: { data: Uint8Array; algorithm: string | null }[];
   try {
@@ -330,6 +325,10 @@ export async function encryptSmall(plain: Uint8Array, passphrase: Passphrase, pr
 
 /** Decrypts a small value encrypted by {@link encryptSmall}; PASSPHRASE_WRONG (naming `what`) when it does not open. */
 export async function decryptSmall(armored: string, passphrase: Passphrase, what = 'the repository key check'): Promise<Uint8Array> {
+  const wrong = (cause: unknown): StrataError => new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase (it does not open ${what})`, { cause });
+  const own = await openSmallHere(armored, passphrase);
+  if (own instanceof StrataError) throw wrong(own);
+  if (own) return own;
   const openpgp = await loadOpenpgp();
   try {
     const message = await openpgp.readMessage({ armoredMessage: armored });
@@ -339,7 +338,29 @@ export async function decryptSmall(armored: string, passphrase: Passphrase, what
     const { data } = await settleWithin(openpgp.decrypt({ message, passwords: [passphrase.reveal()], format: 'binary' }));
     return data as Uint8Array;
   } catch (err) {
-    const e = classifyDecryptError(err);
-    throw new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase (it does not open ${what})`, { cause: e });
+    throw wrong(classifyDecryptError(err));
   }
+}
+
+/**
+ * A small message of the `compat` profile opened without openpgp.js (see session-key-packet.ts):
+ * its plaintext, read whole and returned only after the modification detection code checked out;
+ * the error when the passphrase does not open it; undefined when it is of another shape, which
+ * openpgp.js then reads.
+ */
+async function openSmallHere(armored: string, passphrase: Passphrase): Promise<Uint8Array | StrataError | undefined> {
+  const message = dearmorMessage(armored);
+  const shape = message && seipdV1Head(message);
+  const sessionKey = shape && openSessionKeyPacket(shape.sessionKeyPackets, passphrase.reveal());
+  if (!shape || !sessionKey) return undefined;
+  const ended: AsyncIterator<Uint8Array> = { next: async () => ({ done: true, value: undefined }) };
+  const pieces: Buffer[] = [];
+  try {
+    for await (const piece of openSeipdV1(shape.dataPacket, ended, sessionKey)) pieces.push(piece);
+  } catch (err) {
+    // Not shaped as this reader expects inside (ARTIFACT_CORRUPT): openpgp.js has the last word.
+    if (err instanceof StrataError && err.code === 'PASSPHRASE_WRONG') return err;
+    return undefined;
+  }
+  return Buffer.concat(pieces);
 }
