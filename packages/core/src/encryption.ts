@@ -86,8 +86,9 @@ function profileConfig(openpgp: typeof OpenPgp, profile: Exclude<EncryptionProfi
 
 /**
  * openpgp.js, loaded only where a message is not of the `compat` profile's own shape (the
- * `modern` profile's, another program's) and to write a key file: it is the largest module a
- * strata process loads (see session-key-packet.ts).
+ * `modern` profile's, another program's), where this profile's session key packet opened with the
+ * passphrase names another cipher, and to write a key file: it is the largest module a strata
+ * process loads (see session-key-packet.ts).
  */
 let openpgpModule: Promise<typeof OpenPgp> | undefined;
 function loadOpenpgp(): Promise<typeof OpenPgp> {
@@ -187,6 +188,7 @@ export async function* decryptStream(source: AsyncIterable<Uint8Array>, passphra
 /** The AES-256 session key that `passphrase` opens in the packets, or undefined for another cipher (openpgp.js reads those messages whole). */
 async function openSessionKey(packets: Buffer, passphrase: Passphrase): Promise<Uint8Array | undefined> {
   const own = openSessionKeyPacket(packets, passphrase.reveal());
+  if (own === 'wrong') throw new StrataError('PASSPHRASE_WRONG', 'decrypt: the passphrase does not decrypt this data, or the data was altered (its session key packet does not open)');
   if (own) return own;
   const openpgp = await loadOpenpgp();
   let keys: { data: Uint8Array; algorithm: string | null }[];
@@ -352,6 +354,7 @@ async function openSmallHere(armored: string, passphrase: Passphrase): Promise<U
   const message = dearmorMessage(armored);
   const shape = message && seipdV1Head(message);
   const sessionKey = shape && openSessionKeyPacket(shape.sessionKeyPackets, passphrase.reveal());
+  if (sessionKey === 'wrong') return new StrataError('PASSPHRASE_WRONG', 'decrypt: its session key packet does not open');
   if (!shape || !sessionKey) return undefined;
   const ended: AsyncIterator<Uint8Array> = { next: async () => ({ done: true, value: undefined }) };
   const pieces: Buffer[] = [];

@@ -10,9 +10,9 @@ import { StrataError } from './errors.js';
  * MDC and a copy of every piece at each of them; measured on a backup of 1.5 GB (560 MB
  * after zstd) that cost the main thread about 3 CPU seconds, as much as reading, chunking and
  * hashing the 1.5 GB, where the work itself (AES-256-CFB and SHA-1 over 560 MB, both Node's
- * OpenSSL) is under one; reading it back cost a restore 4.5 CPU s. The cryptography stays Node's
- * and openpgp.js's: the session key packet (the passphrase's S2K) is openpgp.js's both ways, and
- * a message of any other shape (the `modern` profile's, another program's) is read by openpgp.js;
+ * OpenSSL) is under one; reading it back cost a restore 4.5 CPU s. The cryptography stays Node's:
+ * the session key packet (the passphrase's S2K) is session-key-packet.ts's, and a message of any
+ * other shape (the `modern` profile's, another program's) is read by openpgp.js;
  * `gpg --decrypt` reads what is written here in the tests. What is left here is framing, and the
  * integrity check the format defines.
  */
@@ -202,7 +202,7 @@ class BodyReader {
 
 /** The first packets of a message, as far as they tell whether {@link openSeipdV1} reads it. */
 export interface MessageHead {
-  /** The session key packets, whole (for openpgp.js to open with the passphrase). */
+  /** The session key packets, whole (to be opened with the passphrase). */
   readonly sessionKeyPackets: Buffer;
   /** The encrypted data packet's bytes received so far, from its tag on. */
   readonly dataPacket: Buffer;

@@ -8,12 +8,14 @@ import { iteratedS2k } from './s2k.js';
  * key file, read here.
  *
  * Why by hand: openpgp.js is the largest module a strata process loads (1.2 MB of source), and
- * loading it cost every command of an encrypted repository about 100 ms of CPU, a third of what a
- * short command spends (a `wal-push` or `wal-fetch` per log file, a `list`), only to write or open
- * this packet of 48 octets; the data packet after it is framed in seipd-stream.ts already. The
- * key derivation and the cipher are node:crypto's (s2k.ts). Only the exact shape written here
- * (which is also what openpgp.js writes in this profile) is read here: a packet or armor of any
- * other shape gives undefined, and the caller has openpgp.js read the message as before.
+ * loading it cost every command that opens a key file or an artifact 70–110 ms of CPU, a fifth of
+ * what a short command spends (a `wal-push` or `wal-fetch` per log file, a `verify`), only to
+ * write or open this packet of 48 octets; the data packet after it is framed in seipd-stream.ts
+ * already. The key derivation and the cipher are node:crypto's (s2k.ts). What is read here is the
+ * shape written here (also what openpgp.js writes in this profile), with the variations RFC 9580
+ * allows it that cost nothing to read: no encrypted key, another S2K digest, any count. A packet
+ * or armor of any other shape gives undefined, and the caller has openpgp.js read the message as
+ * before.
  */
 
 /** New-format packet tag of a Symmetric-Key Encrypted Session Key packet (0xC0 | 3). */
@@ -21,6 +23,8 @@ const TAG_SESSION_KEY = 0xc0 | 3;
 const PACKET_VERSION = 4;
 /** OpenPGP's identifiers (RFC 9580 9.3, 3.7.1, 9.5): AES-256, the iterated and salted S2K, SHA-256. */
 const ALGORITHM_AES256 = 9;
+/** The other ciphers of 32-byte keys (Twofish, Camellia-256): an encrypted session key may name them. */
+const OTHER_32_BYTE_KEY_ALGORITHMS: ReadonlySet<number> = new Set([10, 13]);
 const S2K_ITERATED = 3;
 const HASH_SHA256 = 8;
 const SALT_BYTES = 8;
@@ -47,6 +51,7 @@ function s2kCount(countByte: number): number {
 /** The session key packet that opens `sessionKey` (32 bytes, AES-256) with `passphrase`. */
 export function writeSessionKeyPacket(passphrase: string, sessionKey: Uint8Array, countByte: number): Buffer {
   if (sessionKey.length !== KEY_BYTES) throw new Error(`session key packet: a key of ${sessionKey.length} bytes, not ${KEY_BYTES}`);
+  if (!Number.isInteger(countByte) || countByte < 0 || countByte > 255) throw new Error(`session key packet: S2K count byte ${countByte} is not an octet`);
   const salt = randomBytes(SALT_BYTES);
   const passphraseKey = iteratedS2k(HASH_SHA256, salt, s2kCount(countByte), passphrase, KEY_BYTES)!;
   // CFB with a zero IV and no resynchronisation, as RFC 9580 5.3 has version 4 encrypt the key.
@@ -59,12 +64,13 @@ export function writeSessionKeyPacket(passphrase: string, sessionKey: Uint8Array
 /**
  * The AES-256 session key that `passphrase` opens in `packets`, which must be exactly one session
  * key packet of the shape written above (its encrypted key may also be absent, as GnuPG writes
- * it: the passphrase's key is then the session key). Undefined for any other shape, and when the
- * key the passphrase opens names another cipher than AES-256, which a wrong passphrase does but
- * for 1 time in 256: openpgp.js then reads the message and tells which it is, as it did before
- * this module. A wrong passphrase that gets past here fails the data packet's quick check.
+ * it: the passphrase's key is then the session key). 'wrong' when what the passphrase opens names
+ * no cipher of a 32-byte key at all, which only a wrong passphrase (or a changed packet) makes;
+ * undefined for any other shape, and for another cipher of a 32-byte key (openpgp.js then reads
+ * the message, as it did before this module). A wrong passphrase that names AES-256 by chance
+ * (1 time in 256) fails the data packet's quick check instead.
  */
-export function openSessionKeyPacket(packets: Buffer, passphrase: string): Buffer | undefined {
+export function openSessionKeyPacket(packets: Buffer, passphrase: string): Buffer | 'wrong' | undefined {
   if (packets.length < 2 || packets[0] !== TAG_SESSION_KEY || packets[1]! >= 192 || packets.length !== 2 + packets[1]!) return undefined;
   const body = packets.subarray(2);
   const keyBytes = body.length - FIXED_BODY_BYTES;
@@ -76,7 +82,8 @@ export function openSessionKeyPacket(packets: Buffer, passphrase: string): Buffe
   if (keyBytes === 0) return Buffer.from(passphraseKey);
   const decipher = createDecipheriv('aes-256-cfb', passphraseKey, Buffer.alloc(AES_BLOCK));
   const opened = Buffer.concat([decipher.update(body.subarray(FIXED_BODY_BYTES)), decipher.final()]);
-  return opened[0] === ALGORITHM_AES256 ? opened.subarray(1) : undefined;
+  if (opened[0] === ALGORITHM_AES256) return opened.subarray(1);
+  return OTHER_32_BYTE_KEY_ALGORITHMS.has(opened[0]!) ? undefined : 'wrong';
 }
 
 const ARMOR_BEGIN = '-----BEGIN PGP MESSAGE-----';
@@ -90,7 +97,7 @@ const BASE64_LINE = /^[A-Za-z0-9+/]*={0,2}$/;
  * message is opened, catches every change a checksum would and more.
  */
 export function dearmorMessage(text: string): Buffer | undefined {
-  const lines = text.split('\n').map((line) => line.replace(/[ \t\r]+$/, ''));
+  const lines = text.split('\n').map(withoutTrailingSpace);
   let at = lines.findIndex((line) => line.length > 0);
   if (at < 0 || lines[at] !== ARMOR_BEGIN) return undefined;
   at++;
@@ -103,7 +110,8 @@ export function dearmorMessage(text: string): Buffer | undefined {
   const base64: string[] = [];
   for (; at < lines.length && lines[at] !== ARMOR_END; at++) {
     const line = lines[at]!;
-    if (line.startsWith('=') && line.length === 5) continue;
+    // The checksum line, last before the end line.
+    if (line.startsWith('=') && line.length === 5 && lines[at + 1] === ARMOR_END) continue;
     if (!BASE64_LINE.test(line)) return undefined;
     base64.push(line);
   }
@@ -112,4 +120,15 @@ export function dearmorMessage(text: string): Buffer | undefined {
   // Padding only at the very end: Node's decoder would stop at one inside and drop the rest.
   if (joined.length === 0 || joined.length % 4 !== 0 || /=[^=]/.test(joined)) return undefined;
   return Buffer.from(joined, 'base64');
+}
+
+/**
+ * A line without the spaces, tabs and carriage return at its end. Counted off by hand: a regular
+ * expression anchored at the end (`/[ \t]+$/`) tries again from every blank of a run that is not at
+ * the end, and a key file of one long such run would cost seconds.
+ */
+function withoutTrailingSpace(line: string): string {
+  let end = line.length;
+  while (end > 0 && (line[end - 1] === ' ' || line[end - 1] === '\t' || line[end - 1] === '\r')) end--;
+  return line.slice(0, end);
 }
