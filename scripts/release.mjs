@@ -11,7 +11,10 @@
 // (native addons such as better-sqlite3 and zstd-napi cannot be bundled anyway, and npm can share
 // the others with the user's project and report their advisories). Those dependencies are read
 // from the workspace's package.json files each time, never copied by hand, and an import that no
-// package.json declares stops the release.
+// package.json declares stops the release. One exception: the few zod functions strata.config.json's
+// schema is built from also ship folded into dist/config-zod.cjs (scripts/compact-zod.mjs, from the
+// zod version the SDK declares, which stays a dependency for the SDK's types), because loading zod's
+// hundred modules cost every command that reads a config file about 0.1 s.
 //
 // The SDK's types are one declaration file made by dts-bundle-generator from the compiled
 // declarations, with the @strata/* types inlined; @types/* packages the public types need are

@@ -26,3 +26,6 @@ const pnpm = pnpmOnPath() ? ['pnpm', []] : ['npx', ['--yes', `pnpm@${pnpmVersion
 const frozen = process.env.CI ? ['--frozen-lockfile'] : [];
 run(pnpm[0], [...pnpm[1], 'install', ...frozen, '--reporter=append-only']);
 run(process.execPath, [fileURLToPath(new URL('../node_modules/typescript/bin/tsc', import.meta.url)), '-b']);
+// After pnpm install, so esbuild is there to import.
+const { compactZod } = await import('./compact-zod.mjs');
+compactZod();

@@ -1,6 +1,9 @@
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { Cron } from 'croner';
 import type { z as Zod } from 'zod';
+import type * as CompactZod from './config-zod.js';
 import { BACKUP_TYPES, DEFAULT_RETENTION, parseDuration, validateDatabaseName, validatePolicy } from '@strata/core';
 import type { EngineDisplay, RetentionPolicy } from '@strata/core';
 
@@ -9,15 +12,27 @@ import type { EngineDisplay, RetentionPolicy } from '@strata/core';
  * needed (a config file is read, or its JSON Schema generated): zod is about a hundred modules,
  * which every start of `strata` without a config file (a backup with --repo, an archive_command,
  * a hook) would otherwise load and build for nothing. Loaded with require (zod ships CommonJS
- * too) because loadConfig is synchronous; every schema here comes from that one copy of zod.
+ * too) because loadConfig is synchronous; every schema here comes from that one copy of zod:
+ * config-zod.cjs, the functions config-zod.ts names bundled into one file by
+ * scripts/compact-zod.mjs (a tenth of the package's loading time), or, in a build that has not
+ * made it (a bare `tsc -b`), the zod package, which has the same functions.
  */
 const requireLazily = createRequire(import.meta.url);
+const COMPACT_ZOD = new URL('./config-zod.cjs', import.meta.url);
+
+/**
+ * The functions of zod the schema is built with. The compact file must export each: passing it as
+ * one is the check (named here, not with config-zod.ts's types, which the SDK's bundled type
+ * declarations could not carry: they re-export `enum`).
+ */
+type ConfigZod = Pick<typeof Zod, 'array' | 'boolean' | 'discriminatedUnion' | 'enum' | 'int' | 'literal' | 'record' | 'strictObject' | 'string' | 'toJSONSchema' | 'union' | 'url'>;
 
 type Schemas = ReturnType<typeof buildSchemas>;
 let built: Schemas | undefined;
 
 function schemas(): Schemas {
-  return (built ??= buildSchemas(requireLazily('zod') as { z: typeof Zod }));
+  const compact = requireLazily(existsSync(COMPACT_ZOD) ? fileURLToPath(COMPACT_ZOD) : 'zod') as typeof CompactZod;
+  return (built ??= buildSchemas(compact));
 }
 
 /**
@@ -39,7 +54,7 @@ export function configSchema(): Schemas['configSchema'] {
   return schemas().configSchema;
 }
 
-function buildSchemas({ z }: { z: typeof Zod }) {
+function buildSchemas(z: ConfigZod) {
   const RETENTION_DESCRIPTION =
     'What prune keeps (default: keepDaily 7, keepWeekly 8, keepMonthly 12). The newest good backup, backups tagged pinned and every backup a kept one depends on are always kept.';
 
