@@ -5,7 +5,7 @@ import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
 import { streamIteratedS2kOf } from './s2k.js';
 import { openSeipdV1, seipdV1, seipdV1Head, seipdV1Start } from './seipd-stream.js';
-import { STRETCHED_S2K_COUNT_BYTE, UNSTRETCHED_S2K_COUNT_BYTE, dearmorMessage, openSessionKeyPacket, writeSessionKeyPacket } from './session-key-packet.js';
+import { STRETCHED_S2K_COUNT_BYTE, UNSTRETCHED_S2K_COUNT_BYTE, armorMessage, dearmorMessage, openSessionKeyPacket, writeSessionKeyPacket } from './session-key-packet.js';
 
 /**
  * - `compat` (default): OpenPGP SEIPDv1 (AES-256, MDC) with an iterated-salted S2K, what
@@ -87,8 +87,8 @@ function profileConfig(openpgp: typeof OpenPgp, profile: Exclude<EncryptionProfi
 /**
  * openpgp.js, loaded only where a message is not of the `compat` profile's own shape (the
  * `modern` profile's, another program's), where this profile's session key packet opened with the
- * passphrase names another cipher, and to write a key file: it is the largest module a strata
- * process loads (see session-key-packet.ts).
+ * passphrase names another cipher: it is the largest module a strata process loads (see
+ * session-key-packet.ts).
  */
 let openpgpModule: Promise<typeof OpenPgp> | undefined;
 function loadOpenpgp(): Promise<typeof OpenPgp> {
@@ -320,6 +320,12 @@ export function classifyDecryptError(err: unknown): StrataError {
  * files). Always under a person's passphrase, so always with the strong default S2K.
  */
 export async function encryptSmall(plain: Uint8Array, passphrase: Passphrase, profile: Exclude<EncryptionProfile, 'none'>): Promise<string> {
+  if (profile === 'compat') {
+    const sessionKey = randomBytes(32);
+    const packets = [writeSessionKeyPacket(passphrase.reveal(), sessionKey, STRETCHED_S2K_COUNT_BYTE)];
+    for await (const piece of seipdV1((async function* () { yield plain; })(), sessionKey)) packets.push(piece);
+    return armorMessage(Buffer.concat(packets));
+  }
   const openpgp = await loadOpenpgp();
   const message = await openpgp.createMessage({ binary: plain });
   return (await openpgp.encrypt({ message, passwords: [passphrase.reveal()], format: 'armored', config: profileConfig(openpgp, profile, { stretch: true }) })) as string;

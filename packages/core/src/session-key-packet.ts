@@ -5,7 +5,7 @@ import { iteratedS2k } from './s2k.js';
  * The session key packet of the `compat` profile, written and read here: one version 4
  * Symmetric-Key Encrypted Session Key packet (RFC 9580 5.3) that holds an AES-256 session key
  * encrypted under the passphrase's iterated and salted S2K (SHA-256). Also the ASCII armor of a
- * key file, read here.
+ * key file, written and read here.
  *
  * Why by hand: openpgp.js is the largest module a strata process loads (1.2 MB of source), and
  * loading it cost every command that opens a key file or an artifact 70–110 ms of CPU, a fifth of
@@ -89,6 +89,34 @@ export function openSessionKeyPacket(packets: Buffer, passphrase: string): Buffe
 const ARMOR_BEGIN = '-----BEGIN PGP MESSAGE-----';
 const ARMOR_END = '-----END PGP MESSAGE-----';
 const BASE64_LINE = /^[A-Za-z0-9+/]*={0,2}$/;
+/** Base64 characters per armor line: openpgp.js's width, within the 76 the format allows. */
+const ARMOR_LINE_CHARS = 60;
+
+/**
+ * `packets` as an ASCII-armored message, as openpgp.js armored the key files before this module:
+ * no armor headers, lines of 60, and the CRC-24 checksum line, which GnuPG 2.2 still expects.
+ */
+export function armorMessage(packets: Uint8Array): string {
+  const base64 = Buffer.from(packets).toString('base64');
+  const lines: string[] = [];
+  for (let at = 0; at < base64.length; at += ARMOR_LINE_CHARS) lines.push(base64.slice(at, at + ARMOR_LINE_CHARS));
+  const crc = armorChecksum(packets);
+  const checksum = Buffer.from([crc >> 16, (crc >> 8) & 0xff, crc & 0xff]).toString('base64');
+  return `${ARMOR_BEGIN}\n\n${lines.join('\n')}\n=${checksum}\n${ARMOR_END}\n`;
+}
+
+/** The armor's CRC-24 (RFC 9580 6.1.1). */
+function armorChecksum(bytes: Uint8Array): number {
+  let crc = 0xb704ce;
+  for (const byte of bytes) {
+    crc ^= byte << 16;
+    for (let bit = 0; bit < 8; bit++) {
+      crc <<= 1;
+      if (crc & 0x1000000) crc ^= 0x1864cfb;
+    }
+  }
+  return crc & 0xffffff;
+}
 
 /**
  * The bytes of an ASCII-armored message (RFC 9580 6.2), or undefined when the text is not one
