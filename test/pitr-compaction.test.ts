@@ -75,6 +75,18 @@ describe('continuous protection: compaction and old chains', function () {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     await moreCommits(log, 800);
+    // The writer stops just after a new base, so that its last commits go into that chain's first
+    // segments long before the chain is --base-every old. (Commits that come as a chain turns old
+    // are shipped to it and a new base taken after them: had the writer stopped then, that base
+    // would rightly have no segments.) From then on nothing changes, and the base must stay.
+    const basesTaken = (): number => (replicator.stderr().match(/as the base of new segments/g) ?? []).length;
+    const basesBefore = basesTaken();
+    while (basesTaken() === basesBefore) {
+      assert.equal(replicator.child.exitCode, null, replicator.stderr());
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const lastBaseSeen = Date.now();
+    await moreCommits(log, 20);
     writer.kill('SIGTERM');
     await finished(writer);
     // The replicator merges every window once it is closed: wait until each 6 s window of the
@@ -92,10 +104,12 @@ describe('continuous protection: compaction and old chains', function () {
       for (const s of current) counts.set(`${s.base} ${Math.floor(Date.parse(s.lastAt) / 6000)}`, (counts.get(`${s.base} ${Math.floor(Date.parse(s.lastAt) / 6000)}`) ?? 0) + 1);
       return counts;
     };
-    while ([...sixSecondWindows().values()].some((n) => n > 1)) {
+    // And past the age at which the chain would get a new base if it changed.
+    while ([...sixSecondWindows().values()].some((n) => n > 1) || Date.now() - lastBaseSeen < 12_000) {
       assert.equal(replicator.child.exitCode, null, replicator.stderr());
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
+    assert.equal(basesTaken(), basesBefore + 1, `no base after the writer stopped:\n${replicator.stderr()}`);
     replicator.child.kill('SIGTERM');
     assert.equal((await exited(replicator.child)).code, 0, replicator.stderr());
     const written = commits(log);
