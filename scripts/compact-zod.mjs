@@ -2,8 +2,8 @@
 // (packages/sdk/src/config-zod.ts) into one CommonJS file beside it, dist/config-zod.cjs. Every
 // `strata` that reads a config file loads zod; through the package's own hundred modules that cost
 // about 110 ms of a command's 300–450, from this one file about 13. config-schema.ts uses it when
-// it is there (setup.mjs makes it after compiling; the release's and the tests' bundles copy it)
-// and the zod package otherwise.
+// it is there (setup.mjs and `npm run build` make it after compiling; the release's and the
+// tests' bundles copy it) and the zod package otherwise.
 import { fileURLToPath } from 'node:url';
 import { buildSync } from 'esbuild';
 

@@ -72,7 +72,7 @@ const SERVER_FILES = new Set([
 const config = createRequire(import.meta.url)(`${root}.mocharc.cjs`);
 const built = `${root}.build/test`;
 const testFiles = readdirSync(built).filter((f) => f.endsWith('.test.js')).sort();
-// Files that use no server but run in the `servers` lane, after its own files, to even out the
+// Files that use no database server but run in the `servers` lane, after its own files, to even out the
 // lanes: the `local` lane, with the e2e tests after it, is the longer one without them. Each lane
 // prints its time per file at its end (scripts/spec-with-files.cjs); a CI run on 2026-12-05 took
 // servers 1829 s and local 1894 s, then e2e 85 s after local, with export (63 s) still in the local

@@ -140,13 +140,24 @@ describe('interoperability with standard tools', () => {
     buildRichDatabase(db, { rows: 300 });
     // Every command that writes a key file, then every kind that opens one.
     const bobFile = path.join(dir.path, 'bob-passphrase');
+    const bobNewFile = path.join(dir.path, 'bob-new-passphrase');
     writeFileSync(bobFile, 'bob is blocked too', { mode: 0o600 });
-    for (const args of [['init', '--repo', repo], ['key', 'add', '--label', 'bob', '--new-passphrase-file', bobFile, '--repo', repo], ['key', 'rotate', '--also-passphrase-file', bobFile, '--repo', repo], ['backup', db, '--repo', repo], ['list', '--repo', repo], ['verify', 'latest', '--level', 'full', '--repo', repo], ['key', 'list', '--repo', repo]]) {
+    writeFileSync(bobNewFile, 'bob changed his', { mode: 0o600 });
+    for (const args of [
+      ['init', '--repo', repo],
+      ['key', 'add', '--label', 'bob', '--new-passphrase-file', bobFile, '--repo', repo],
+      ['key', 'rotate', '--also-passphrase-file', bobFile, '--repo', repo],
+      ['key', 'passwd', '--passphrase-file', bobFile, '--new-passphrase-file', bobNewFile, '--repo', repo],
+      ['backup', db, '--repo', repo],
+      ['list', '--repo', repo],
+      ['verify', 'latest', '--level', 'full', '--repo', repo],
+      ['key', 'list', '--repo', repo],
+    ]) {
       const run = strata(args, blocked);
       assert.equal(run.status, 0, `strata ${args.slice(0, 2).join(' ')}: ${run.stderr}`);
     }
-    const asBob = strata(['verify', 'latest', '--repo', repo, '--passphrase-file', bobFile], blocked);
-    assert.equal(asBob.status, 0, `the key file key add wrote opens with its passphrase: ${asBob.stderr}`);
+    const asBob = strata(['verify', 'latest', '--repo', repo, '--passphrase-file', bobNewFile], blocked);
+    assert.equal(asBob.status, 0, `the key file key passwd wrote for bob opens with his new passphrase: ${asBob.stderr}`);
     const target = path.join(dir.path, 'restored.db');
     const restore = strata(['restore', 'latest', '--repo', repo, '--to', target], blocked);
     assert.equal(restore.status, 0, restore.stderr);

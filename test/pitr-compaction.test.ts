@@ -83,6 +83,7 @@ describe('continuous protection: compaction and old chains', function () {
     const basesBefore = basesTaken();
     while (basesTaken() === basesBefore) {
       assert.equal(replicator.child.exitCode, null, replicator.stderr());
+      assert.equal(writer.exitCode, null, 'the writer is still writing');
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const lastBaseSeen = Date.now();

@@ -31,8 +31,7 @@ type Schemas = ReturnType<typeof buildSchemas>;
 let built: Schemas | undefined;
 
 function schemas(): Schemas {
-  const compact = requireLazily(existsSync(COMPACT_ZOD) ? fileURLToPath(COMPACT_ZOD) : 'zod') as typeof CompactZod;
-  return (built ??= buildSchemas(compact));
+  return (built ??= buildSchemas(requireLazily(existsSync(COMPACT_ZOD) ? fileURLToPath(COMPACT_ZOD) : 'zod') as typeof CompactZod));
 }
 
 /**
