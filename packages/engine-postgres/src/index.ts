@@ -1,5 +1,6 @@
 export { PostgresEngine } from './postgres-engine.js';
 export { parseTarget } from './pg-connection.js';
+export { pgDumpProgram } from './pg-schema.js';
 export type { PgTarget } from './pg-connection.js';
 export { BASE_STREAM, MANIFEST_TAIL_BYTES, PHYSICAL_SCHEMES, PostgresPhysicalEngine, TarEntryCatcher, clusterUrl, isPostgresUrl, lastWalRange, pgProgram, physicalLocator } from './pg-physical-engine.js';
 export type { PhysicalMeta, PhysicalPosition } from './pg-physical-engine.js';

@@ -38,8 +38,8 @@ export interface DatabaseDescription {
  * Reads the database's properties inside the exported snapshot: pg_dump --create with every schema
  * excluded prints the database's own entries (and a few schema-less objects, left out here).
  */
-export async function describeDatabase(client: pg.Client, target: PgTarget, snapshot: string | undefined): Promise<DatabaseDescription> {
-  const dump = await runPgDump(target, ['--create', '--schema-only', '--quote-all-identifiers', '--exclude-schema=*', ...(snapshot ? [`--snapshot=${snapshot}`] : [])]);
+export async function describeDatabase(client: pg.Client, pgDump: string, target: PgTarget, snapshot: string | undefined): Promise<DatabaseDescription> {
+  const dump = await runPgDump(pgDump, target, ['--create', '--schema-only', '--quote-all-identifiers', '--exclude-schema=*', ...(snapshot ? [`--snapshot=${snapshot}`] : [])]);
   const row = (await client.query<{ encoding: string; provider: string; collate: string; ctype: string; icu: string | null }>(
     // PostgreSQL 17 renamed daticulocale to datlocale (shared by the new builtin provider): the
     // row as JSON reads whichever the server has.

@@ -1,18 +1,74 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { accessSync, constants, readdirSync, realpathSync, statSync } from 'node:fs';
+import * as path from 'node:path';
 import { StrataError, redactSecret, redactable, withheld } from '@strata/core';
+import type pg from 'pg';
 import type { PgTarget } from './pg-connection.js';
 import { libpqEnv, pgProgram } from './pg-physical-engine.js';
 
 /** Separates the two halves of schema.sql: restores load rows between them. */
 export const POST_DATA_MARKER = '-- strata: post-data (indexes, constraints, triggers) below; load the rows before running it';
 
-/** Runs pg_dump and returns its output; a missing binary or a failure is a clear error. */
-export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
+/** Where Debian's packages put each major version's programs, as pg_wrapper looks for them. */
+const DEBIAN_BINROOT = '/usr/lib/postgresql';
+
+/**
+ * The pg_dump to run against a server of `serverMajor`: STRATA_PG_BINDIR's when it has one (a
+ * server newer than the pg_dump on PATH needs its own major's), else the one on PATH. Except that
+ * Debian's pg_dump on PATH is pg_wrapper, a Perl script that chooses a version at every call: about
+ * 80 ms of CPU each, and a backup calls pg_dump four times, a verify three. So the program it would
+ * choose is run directly: the server's own major version's when it is installed (the wrapper's
+ * choice for a local cluster of that version), else the newest (its choice for a server it does
+ * not know). `search` is for the tests.
+ */
+export function pgDumpProgram(serverMajor: number, search: { path: string; binroot: string } = { path: process.env['PATH'] ?? '', binroot: DEBIAN_BINROOT }): string {
+  const fromBindir = pgProgram('pg_dump');
+  if (fromBindir !== 'pg_dump') return fromBindir;
+  const onPath = search.path
+    .split(path.delimiter)
+    .filter((dir) => dir !== '')
+    .map((dir) => path.join(dir, 'pg_dump'))
+    .find(isExecutableFile);
+  let wrapped = false;
+  try {
+    wrapped = onPath !== undefined && path.basename(realpathSync(onPath)) === 'pg_wrapper';
+  } catch {
+    // A link that leads nowhere: spawning it says what is wrong.
+  }
+  if (!wrapped) return 'pg_dump';
+  let installed: number[] = [];
+  try {
+    installed = readdirSync(search.binroot)
+      .filter((entry) => /^\d+$/.test(entry) && isExecutableFile(path.join(search.binroot, entry, 'bin', 'pg_dump')))
+      .map(Number)
+      .sort((a, b) => a - b);
+  } catch {
+    // No such folder: the wrapper has nothing to choose from either, and says so.
+  }
+  const chosen = installed.includes(serverMajor) ? serverMajor : installed.at(-1);
+  return chosen === undefined ? 'pg_dump' : path.join(search.binroot, String(chosen), 'bin', 'pg_dump');
+}
+
+function isExecutableFile(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** The server's major version (15 for 15.14). */
+export async function serverMajorOf(client: pg.Client): Promise<number> {
+  return Math.floor(Number((await client.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v) / 10000);
+}
+
+/** Runs pg_dump (`program`, from {@link pgDumpProgram}) and returns its output; a missing binary or a failure is a clear error. */
+export function runPgDump(program: string, target: PgTarget, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     // UTF-8 whatever the database's encoding: the output is decoded as UTF-8 below.
-    // STRATA_PG_BINDIR first: a server newer than the pg_dump on PATH needs its own major's.
-    const child = spawn(pgProgram('pg_dump'), ['--no-password', '--encoding=UTF8', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(program, ['--no-password', '--encoding=UTF8', ...args], { env: libpqEnv(target), stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -34,10 +90,10 @@ export function runPgDump(target: PgTarget, args: string[]): Promise<string> {
   });
 }
 
-/** Major version of the installed pg_dump, or a TOOL_MISSING error. */
-export async function pgDumpMajor(): Promise<number> {
+/** Major version of a pg_dump (`program`, from {@link pgDumpProgram}), or a TOOL_MISSING error. */
+export async function pgDumpMajor(program: string): Promise<number> {
   const version = await new Promise<string>((resolve, reject) => {
-    const child = spawn(pgProgram('pg_dump'), ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(program, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', (e: NodeJS.ErrnoException) =>
@@ -58,10 +114,10 @@ export async function pgDumpMajor(): Promise<number> {
  * The schema of the database as pg_dump sees it in `snapshot` (exported by our transaction, so
  * it matches the rows exactly): pre-data, a marker line, post-data.
  */
-export async function dumpSchema(target: PgTarget, snapshot: string | undefined): Promise<string> {
+export async function dumpSchema(pgDump: string, target: PgTarget, snapshot: string | undefined): Promise<string> {
   const common = ['--schema-only', '--quote-all-identifiers', ...(snapshot ? [`--snapshot=${snapshot}`] : [])];
-  const pre = await runPgDump(target, [...common, '--section=pre-data']);
-  const post = await runPgDump(target, [...common, '--section=post-data']);
+  const pre = await runPgDump(pgDump, target, [...common, '--section=pre-data']);
+  const post = await runPgDump(pgDump, target, [...common, '--section=post-data']);
   return `${pre}\n${POST_DATA_MARKER}\n${post}`;
 }
 

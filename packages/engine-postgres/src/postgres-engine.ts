@@ -28,7 +28,7 @@ import type {
 } from '@strata/core';
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, schemaObjects, splitSchema, withoutTablespaces } from './pg-schema.js';
+import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, pgDumpProgram, schemaObjects, serverMajorOf, splitSchema, withoutTablespaces } from './pg-schema.js';
 import { copyOut, emptyTableStats, leafPartitions, listTables, parseStreamName, partitionTree, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
@@ -129,7 +129,6 @@ export class PostgresEngine extends ServerEngine {
 
   async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
     const target = parseTarget(locator);
-    const dumpMajor = await pgDumpMajor();
     const client = await connect(target, 'strata backup');
     let open = true;
     const close = async (): Promise<void> => {
@@ -139,7 +138,9 @@ export class PostgresEngine extends ServerEngine {
       await client.end().catch(() => undefined);
     };
     try {
-      const serverMajor = Math.floor(Number((await client.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v) / 10000);
+      const serverMajor = await serverMajorOf(client);
+      const pgDump = pgDumpProgram(serverMajor);
+      const dumpMajor = await pgDumpMajor(pgDump);
       if (dumpMajor < serverMajor) {
         throw new StrataError('TOOL_MISSING', `postgres: pg_dump ${dumpMajor} cannot read a PostgreSQL ${serverMajor} server; install pg_dump ${serverMajor} or newer`);
       }
@@ -148,8 +149,8 @@ export class PostgresEngine extends ServerEngine {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
       const serverVersion = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v;
-      const database = await describeDatabase(client, target, exported);
-      const schemaSql = databaseSection(database) + (await dumpSchema(target, exported));
+      const database = await describeDatabase(client, pgDump, target, exported);
+      const schemaSql = databaseSection(database) + (await dumpSchema(pgDump, target, exported));
       throwIfAborted(options.signal, 'snapshot');
       // Said at the backup, not first at the restore that needs it: pg_cron's CREATE EXTENSION runs
       // only in its own database, and every restore (and verify's) builds under a work name first.
@@ -226,8 +227,9 @@ export class PostgresEngine extends ServerEngine {
       await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-      const schemaSql = await dumpSchema(target, exported);
-      const database = await describeDatabase(client, target, exported);
+      const pgDump = pgDumpProgram(await serverMajorOf(client));
+      const schemaSql = await dumpSchema(pgDump, target, exported);
+      const database = await describeDatabase(client, pgDump, target, exported);
       // A backup's facts leave out what its release did not copy.
       const recordedVersion = options.recordedMeta?.['factsVersion'];
       const tables = await listTables(client, { extensionConfig: typeof recordedVersion !== 'number' || recordedVersion >= 3 });

@@ -40,6 +40,7 @@ export {
   parseTablespaceMap,
   parseTarget,
   parseWalName,
+  pgDumpProgram,
   physicalLocator,
   placeTablespaces,
   planWal,
