@@ -14,15 +14,15 @@ export const POST_DATA_MARKER = '-- strata: post-data (indexes, constraints, tri
 const DEBIAN_BINROOT = '/usr/lib/postgresql';
 
 /**
- * The pg_dump to run against a server of `serverMajor`: STRATA_PG_BINDIR's when it has one (a
- * server newer than the pg_dump on PATH needs its own major's), else the one on PATH. Except that
- * Debian's pg_dump on PATH is pg_wrapper, a Perl script that chooses a version at every call: about
- * 80 ms of CPU each, and a backup calls pg_dump four times, a verify three. So the program it would
- * choose is run directly: the server's own major version's when it is installed (the wrapper's
- * choice for a local cluster of that version), else the newest (its choice for a server it does
- * not know). `search` is for the tests.
+ * The pg_dump to run: STRATA_PG_BINDIR's when it has one (a server newer than the pg_dump on PATH
+ * needs its own major's), else the one on PATH. Except that Debian's pg_dump on PATH is
+ * pg_wrapper, a Perl script that chooses a version at every call: about 80 ms of CPU each, and a
+ * backup calls pg_dump four times, a verify three. So the program it chooses is run directly:
+ * with PGHOST in the environment, as Strata always sets it, pg_wrapper consults no cluster,
+ * PGCLUSTER or postgresqlrc and runs the newest version installed that has pg_dump. `search` is
+ * for the tests.
  */
-export function pgDumpProgram(serverMajor: number, search: { path: string; binroot: string } = { path: process.env['PATH'] ?? '', binroot: DEBIAN_BINROOT }): string {
+export function pgDumpProgram(search: { path: string; binroot: string } = { path: process.env['PATH'] ?? '', binroot: DEBIAN_BINROOT }): string {
   const fromBindir = pgProgram('pg_dump');
   if (fromBindir !== 'pg_dump') return fromBindir;
   const onPath = search.path
@@ -34,20 +34,19 @@ export function pgDumpProgram(serverMajor: number, search: { path: string; binro
   try {
     wrapped = onPath !== undefined && path.basename(realpathSync(onPath)) === 'pg_wrapper';
   } catch {
-    // A link that leads nowhere: spawning it says what is wrong.
+    // Gone since it was found: spawning it says what is wrong.
   }
   if (!wrapped) return 'pg_dump';
-  let installed: number[] = [];
+  let newest: number | undefined;
   try {
-    installed = readdirSync(search.binroot)
-      .filter((entry) => /^\d+$/.test(entry) && isExecutableFile(path.join(search.binroot, entry, 'bin', 'pg_dump')))
-      .map(Number)
-      .sort((a, b) => a - b);
+    // Versions 10 and later; a machine whose newest is 9.x keeps the wrapper, which reads those names.
+    for (const entry of readdirSync(search.binroot)) {
+      if (/^\d+$/.test(entry) && Number(entry) >= 10 && isExecutableFile(path.join(search.binroot, entry, 'bin', 'pg_dump'))) newest = Math.max(newest ?? 0, Number(entry));
+    }
   } catch {
     // No such folder: the wrapper has nothing to choose from either, and says so.
   }
-  const chosen = installed.includes(serverMajor) ? serverMajor : installed.at(-1);
-  return chosen === undefined ? 'pg_dump' : path.join(search.binroot, String(chosen), 'bin', 'pg_dump');
+  return newest === undefined ? 'pg_dump' : path.join(search.binroot, String(newest), 'bin', 'pg_dump');
 }
 
 function isExecutableFile(file: string): boolean {

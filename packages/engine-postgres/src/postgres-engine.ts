@@ -139,7 +139,7 @@ export class PostgresEngine extends ServerEngine {
     };
     try {
       const serverMajor = await serverMajorOf(client);
-      const pgDump = pgDumpProgram(serverMajor);
+      const pgDump = pgDumpProgram();
       const dumpMajor = await pgDumpMajor(pgDump);
       if (dumpMajor < serverMajor) {
         throw new StrataError('TOOL_MISSING', `postgres: pg_dump ${dumpMajor} cannot read a PostgreSQL ${serverMajor} server; install pg_dump ${serverMajor} or newer`);
@@ -227,7 +227,7 @@ export class PostgresEngine extends ServerEngine {
       await client.query('SET row_security = off');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
       const exported = (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-      const pgDump = pgDumpProgram(await serverMajorOf(client));
+      const pgDump = pgDumpProgram();
       const schemaSql = await dumpSchema(pgDump, target, exported);
       const database = await describeDatabase(client, pgDump, target, exported);
       // A backup's facts leave out what its release did not copy.
