@@ -359,7 +359,6 @@ function checkTagText(text: string, what: 'label' | 'tag'): void {
   if (/[\u0000-\u001f\u007f-\u009f]/.test(text)) throw new StrataError('USAGE', `backup: the ${what} ${JSON.stringify(text)} contains control characters (escape sequences, newlines, tabs); use printable text`);
 }
 
-
 /**
  * A new backup id under which no artifact is stored. Two backups of a database and type in the
  * same second differ only in their ids' 2-byte random suffix, and an artifact written under a taken
@@ -372,8 +371,8 @@ async function unusedBackupId(storage: Storage, database: string, type: BackupTy
   for (;;) {
     const id = newBackupId(database, type, time);
     let taken = false;
-    for await (const object of storage.list(`backups/${database}/${id}.`)) {
-      taken = object !== undefined;
+    for await (const _object of storage.list(`backups/${database}/${id}.`)) {
+      taken = true;
       break;
     }
     if (!taken) return id;
