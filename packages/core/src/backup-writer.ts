@@ -22,7 +22,7 @@ import { refuseFutureTime } from './record-checks.js';
 import { chainFault } from './newest-good.js';
 import { STRATA_VERSION } from './version.js';
 import { commitBackup } from './catalog-commit.js';
-import { announceWrite } from './pending-writes.js';
+import { claimWrite } from './pending-writes.js';
 import type { PendingWrite } from './pending-writes.js';
 import type { RepositoryContext } from './repository-context.js';
 import type { Storage } from './storage.js';
@@ -140,10 +140,19 @@ export class BackupWriter {
       const parentFacts = parent?.factsSha256
         ? await readFactsCache(this.#ctx.storage, factsCacheKey(database, parent.id, parent.encryption.profile !== 'none'), parent.factsSha256, this.#ctx.keyFor(parent, 'backup'))
         : undefined;
-      const id = await unusedBackupId(this.#ctx.storage, database, type, time);
       const codec = getCodec(this.#ctx.config.compression.codec);
       const profile = this.#ctx.vault.section.profile;
-      const key = artifactKey(database, id, codec.extension, profile !== 'none');
+      const encrypted = profile !== 'none';
+      // Claimed before the snapshot (a long read) and held until the commit: the artifact goes
+      // under its final key at once (an object store cannot rename), and the note claiming it says
+      // it is no backup until the catalog lists it (pending-writes.ts).
+      const claimed = await claimBackupId(this.#ctx.storage, database, type, time, (newId) => ({
+        keys: [artifactKey(database, newId, codec.extension, encrypted)],
+        cacheKeys: [layoutCacheKey(database, newId, encrypted), factsCacheKey(database, newId, encrypted), carryCacheKey(database, newId, encrypted)],
+      }));
+      const id = claimed.id;
+      pending = claimed.pending;
+      const key = artifactKey(database, id, codec.extension, encrypted);
       // The first and last event of each phase, at most ten a second between: the commit event
       // below, the last one, delivers the last write event held back before it.
       const emit = throttleProgress(options.onProgress).emit;
@@ -202,12 +211,9 @@ export class BackupWriter {
       bytes = codec.compress(bytes, this.#ctx.config.compression.level, options.signal);
       if (profile !== 'none') bytes = encryptStream(bytes, dataKey!.secret, profile);
       const sha = createHash('sha256');
-      const cacheKey = layoutCacheKey(database, id, profile !== 'none');
-      const factsKey = factsCacheKey(database, id, profile !== 'none');
-      const carryKey = carryCacheKey(database, id, profile !== 'none');
-      // The artifact goes under its final key at once (an object store cannot rename); the note
-      // written before it says it is no backup until the catalog lists it (pending-writes.ts).
-      pending = await announceWrite(this.#ctx.storage, id, [key], [cacheKey, factsKey, carryKey]);
+      const cacheKey = layoutCacheKey(database, id, encrypted);
+      const factsKey = factsCacheKey(database, id, encrypted);
+      const carryKey = carryCacheKey(database, id, encrypted);
       const info = await this.#ctx.storage.put(key, hashBytes(bytes, sha), { signal: options.signal });
       const manifest = result.manifest;
       if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
@@ -360,21 +366,32 @@ function checkTagText(text: string, what: 'label' | 'tag'): void {
 }
 
 /**
- * A new backup id under which no artifact is stored. Two backups of a database and type in the
- * same second differ only in their ids' 2-byte random suffix, and an artifact written under a taken
- * id's key replaces the other backup's, which then fails its checksum: a CI run met it once, two
- * backups of a test database a moment apart drawing the same suffix. Checked by listing, whatever
- * compression or encryption the other artifact has. Two processes that draw the same suffix in the
- * same second while both are still writing are not caught (about one such pair in 65,536).
+ * A new backup id that no other backup has or is writing, claimed for this one. Two backups of a
+ * database and type in the same second differ only in their ids' 2-byte random suffix, and an
+ * artifact written under a taken id's key replaces the other backup's, which then fails its
+ * checksum: a CI run met it once, two backups of a test database a moment apart drawing the same
+ * suffix. The claim (a note only one writer can create) keeps out a writer still at work; the
+ * listing after it, a backup already committed (whose note is gone once its artifact is stored,
+ * so one of the two is always seen), whatever compression or encryption its artifact has.
  */
-async function unusedBackupId(storage: Storage, database: string, type: BackupType, time: Date): Promise<string> {
+async function claimBackupId(
+  storage: Storage,
+  database: string,
+  type: BackupType,
+  time: Date,
+  keysOf: (id: string) => { keys: string[]; cacheKeys: string[] },
+): Promise<{ id: string; pending: PendingWrite }> {
   for (;;) {
     const id = newBackupId(database, type, time);
-    let taken = false;
+    const { keys, cacheKeys } = keysOf(id);
+    const pending = await claimWrite(storage, id, keys, cacheKeys);
+    if (!pending) continue;
+    let stored = false;
     for await (const _object of storage.list(`backups/${database}/${id}.`)) {
-      taken = true;
+      stored = true;
       break;
     }
-    if (!taken) return id;
+    if (!stored) return { id, pending };
+    await pending.withdraw();
   }
 }

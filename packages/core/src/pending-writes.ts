@@ -42,8 +42,35 @@ export interface PendingWrite {
 /** Writes the note for `keys` (and their cached copies) before any of them is written. */
 export async function announceWrite(storage: Storage, name: string, keys: readonly string[], cacheKeys: readonly string[]): Promise<PendingWrite> {
   const noteKey = `${PENDING_PREFIX}${name}-${randomBytes(4).toString('hex')}.json`;
+  await storage.put(noteKey, noteBytes(keys, cacheKeys));
+  return pendingWrite(storage, noteKey, keys, cacheKeys);
+}
+
+/**
+ * Like {@link announceWrite}, but the note is named `name` alone and written only if no other
+ * writer's note has that name (`createExclusive`): then this process holds `name` until the note
+ * goes, and undefined means another writer holds it. A backup claims its new id this way, so two
+ * processes that draw the same id in the same second cannot both write under it. `withdraw`
+ * gives the name back before anything was written (only the note goes: the keys may be another
+ * writer's).
+ */
+export async function claimWrite(
+  storage: Storage,
+  name: string,
+  keys: readonly string[],
+  cacheKeys: readonly string[],
+): Promise<(PendingWrite & { withdraw(): Promise<void> }) | undefined> {
+  const noteKey = `${PENDING_PREFIX}${name}.json`;
+  if (!(await storage.createExclusive(noteKey, noteBytes(keys, cacheKeys)))) return undefined;
+  return { ...pendingWrite(storage, noteKey, keys, cacheKeys), withdraw: () => storage.delete(noteKey) };
+}
+
+function noteBytes(keys: readonly string[], cacheKeys: readonly string[]): Buffer {
   const note: PendingNote = { keys, cacheKeys, pid: process.pid, host: hostname(), at: new Date().toISOString() };
-  await storage.put(noteKey, Buffer.from(JSON.stringify(note) + '\n'));
+  return Buffer.from(JSON.stringify(note) + '\n');
+}
+
+function pendingWrite(storage: Storage, noteKey: string, keys: readonly string[], cacheKeys: readonly string[]): PendingWrite {
   return {
     committed: () => storage.delete(noteKey),
     abandon: async (keep) => {
