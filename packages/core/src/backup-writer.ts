@@ -146,7 +146,7 @@ export class BackupWriter {
       // Claimed before the snapshot (a long read) and held until the commit: the artifact goes
       // under its final key at once (an object store cannot rename), and the note claiming it says
       // it is no backup until the catalog lists it (pending-writes.ts).
-      const claimed = await claimBackupId(this.#ctx.storage, database, type, time, (newId) => ({
+      const claimed = await claimBackupId(this.#ctx.storage, database, type, time, options.signal, (newId) => ({
         keys: [artifactKey(database, newId, codec.extension, encrypted)],
         cacheKeys: [layoutCacheKey(database, newId, encrypted), factsCacheKey(database, newId, encrypted), carryCacheKey(database, newId, encrypted)],
       }));
@@ -365,33 +365,50 @@ function checkTagText(text: string, what: 'label' | 'tag'): void {
   if (/[\u0000-\u001f\u007f-\u009f]/.test(text)) throw new StrataError('USAGE', `backup: the ${what} ${JSON.stringify(text)} contains control characters (escape sequences, newlines, tabs); use printable text`);
 }
 
+/** How many ids a backup draws before it stops: only a repository in a bad state takes them all. */
+const ID_DRAWS = 100;
+
 /**
- * A new backup id that no other backup has or is writing, claimed for this one. Two backups of a
- * database and type in the same second differ only in their ids' 2-byte random suffix, and an
- * artifact written under a taken id's key replaces the other backup's, which then fails its
- * checksum: a CI run met it once, two backups of a test database a moment apart drawing the same
- * suffix. The claim (a note only one writer can create) keeps out a writer still at work; the
- * listing after it, a backup already committed (whose note is gone once its artifact is stored,
- * so one of the two is always seen), whatever compression or encryption its artifact has.
+ * A new backup id that no other backup has or is writing, claimed for this one and announced with
+ * `keysOf`'s objects. Two backups of a database and type in the same second differ only in their
+ * ids' 2-byte random suffix, and an artifact written under a taken id's key replaces the other
+ * backup's, which then fails its checksum: a CI run met it once, two backups of a test database
+ * a moment apart drawing the same suffix. The claim (a note only one writer can create) keeps out
+ * a writer still at work; the listing after it, a backup already committed (whose note goes only
+ * once its artifact is stored, so one of the two is always seen), whatever compression or
+ * encryption its artifact has.
  */
 async function claimBackupId(
   storage: Storage,
   database: string,
   type: BackupType,
   time: Date,
+  signal: AbortSignal | undefined,
   keysOf: (id: string) => { keys: string[]; cacheKeys: string[] },
 ): Promise<{ id: string; pending: PendingWrite }> {
-  for (;;) {
+  for (let draw = 0; draw < ID_DRAWS; draw++) {
     const id = newBackupId(database, type, time);
-    const { keys, cacheKeys } = keysOf(id);
-    const pending = await claimWrite(storage, id, keys, cacheKeys);
-    if (!pending) continue;
-    let stored = false;
-    for await (const _object of storage.list(`backups/${database}/${id}.`)) {
-      stored = true;
-      break;
+    const claim = await claimWrite(storage, id, signal ? { signal } : {});
+    if (!claim) continue;
+    try {
+      let stored = false;
+      for await (const _object of storage.list(`backups/${database}/${id}.`, signal ? { signal } : {})) {
+        stored = true;
+        break;
+      }
+      if (!stored) {
+        const { keys, cacheKeys } = keysOf(id);
+        return { id, pending: await claim.announce(keys, cacheKeys) };
+      }
+    } catch (err) {
+      await claim.withdraw().catch(() => undefined);
+      throw err;
     }
-    if (!stored) return { id, pending };
-    await pending.withdraw();
+    // A note left by a failed delete names nothing, and goes at an open once this process is gone.
+    await claim.withdraw().catch(() => undefined);
   }
+  throw new StrataError(
+    'IO',
+    `backup: the ${ID_DRAWS} ids drawn for ${database} were all taken or claimed by other writers; look for stale notes in the repository's pending/ folder (Strata removes only those of this host's writers that are gone), or report this as a bug`,
+  );
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { defaultIsAlive } from './journal.js';
-import type { Storage } from './storage.js';
+import type { Abortable, Storage } from './storage.js';
 import { isNotFound } from './storage.js';
 
 /**
@@ -46,23 +46,32 @@ export async function announceWrite(storage: Storage, name: string, keys: readon
   return pendingWrite(storage, noteKey, keys, cacheKeys);
 }
 
+/** A name held for a write that has not started: {@link claimWrite}. */
+export interface Claim {
+  /** Names what the write will store, before its first byte: from here on it is announced. */
+  announce(keys: readonly string[], cacheKeys: readonly string[]): Promise<PendingWrite>;
+  /** Gives the name back before anything was written (only the note goes). */
+  withdraw(): Promise<void>;
+}
+
 /**
- * Like {@link announceWrite}, but the note is named `name` alone and written only if no other
- * writer's note has that name (`createExclusive`): then this process holds `name` until the note
- * goes, and undefined means another writer holds it. A backup claims its new id this way, so two
- * processes that draw the same id in the same second cannot both write under it. `withdraw`
- * gives the name back before anything was written (only the note goes: the keys may be another
- * writer's).
+ * Holds `name` for a write, with a note named `name` alone (`pending/<name>.json`) that only one
+ * writer can create (`createExclusive`); undefined when another writer's note has that name. A
+ * backup claims its new id this way, so two processes that draw the same id in the same second
+ * cannot both write under it. The note names no key until {@link Claim.announce}: a claim given
+ * up because its id turned out to be taken (a committed backup's) must never name that backup's
+ * objects, or a catalog rebuild would leave them out and the next open delete them.
  */
-export async function claimWrite(
-  storage: Storage,
-  name: string,
-  keys: readonly string[],
-  cacheKeys: readonly string[],
-): Promise<(PendingWrite & { withdraw(): Promise<void> }) | undefined> {
+export async function claimWrite(storage: Storage, name: string, options: Abortable = {}): Promise<Claim | undefined> {
   const noteKey = `${PENDING_PREFIX}${name}.json`;
-  if (!(await storage.createExclusive(noteKey, noteBytes(keys, cacheKeys)))) return undefined;
-  return { ...pendingWrite(storage, noteKey, keys, cacheKeys), withdraw: () => storage.delete(noteKey) };
+  if (!(await storage.createExclusive(noteKey, noteBytes([], []), options))) return undefined;
+  return {
+    announce: async (keys, cacheKeys) => {
+      await storage.put(noteKey, noteBytes(keys, cacheKeys), options);
+      return pendingWrite(storage, noteKey, keys, cacheKeys);
+    },
+    withdraw: () => storage.delete(noteKey),
+  };
 }
 
 function noteBytes(keys: readonly string[], cacheKeys: readonly string[]): Buffer {

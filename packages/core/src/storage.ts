@@ -60,9 +60,10 @@ export interface StorageCapabilities {
  * - `delete` is idempotent: deleting a missing key succeeds.
  * - `createExclusive` writes a small object only if the key does not exist yet, atomically with
  *   respect to every other process on every host (S3's `If-None-Match: *`), and returns false if
- *   it existed. Locks and catalog generations rely on it. A store without such a conditional write
- *   must build it from linearizable operations (the S3 storage's claim protocol) or refuse to
- *   hold a repository that several processes write to; see docs/implementing-a-storage.md.
+ *   it existed. Locks, catalog generations and backups' claims of their ids rely on it. A store
+ *   without such a conditional write must build it from linearizable operations (the S3
+ *   storage's claim protocol) or refuse to hold a repository that several processes write to;
+ *   see docs/implementing-a-storage.md.
  * - There is no rename and no append: core only ever writes whole, immutable objects (the
  *   journal is one object per record, the catalog one object per generation).
  */

@@ -287,8 +287,8 @@ export class LocalStorage implements Storage {
    * the file is older than `olderThanMs` (a writer on another host sharing the folder).
    */
   async sweepTemp(olderThanMs = 24 * 60 * 60_000): Promise<number> {
-    // Temporary files of exclusive creates live beside their object, dotted: locks and catalog
-    // generations are the only objects core creates that way.
+    // Temporary files of exclusive creates live beside their object, dotted: locks, catalog
+    // generations and backups' claims of their ids are the only objects core creates that way.
     for (const folder of EXCLUSIVE_FOLDERS) {
       const dir = path.join(this.#root, folder);
       for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
@@ -328,7 +328,7 @@ export class LocalStorage implements Storage {
 }
 
 /** Folders where core creates objects with createExclusive (see sweepTemp). */
-const EXCLUSIVE_FOLDERS = ['locks', 'catalog'];
+const EXCLUSIVE_FOLDERS = ['locks', 'catalog', 'pending'];
 
 /** A temporary file of an unfinished createExclusive: `.<name>.<pid>-<hex>.partial`. */
 function isTempName(name: string): boolean {
