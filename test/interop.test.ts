@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -9,6 +10,18 @@ import { recipe } from './helpers/format-recipes.js';
 
 interface ListJson {
   backups: { id: string; key: string; encryption: { profile: string; keyId?: string } }[];
+}
+
+/** OpenPGP's iterated and salted S2K with SHA-256 (RFC 9580 3.7.1.3), for a 32-byte key. */
+function s2kSha256(passphrase: string, salt: Buffer, countByte: number): Buffer {
+  const count = (16 + (countByte & 15)) << ((countByte >> 4) + 6);
+  const unit = Buffer.concat([salt, Buffer.from(passphrase, 'utf8')]);
+  const block = Buffer.concat(new Array<Buffer>(Math.ceil(65536 / unit.length)).fill(unit));
+  const hash = createHash('sha256');
+  let left = Math.max(count, unit.length);
+  for (; left >= block.length; left -= block.length) hash.update(block);
+  hash.update(block.subarray(0, left));
+  return hash.digest();
 }
 
 describe('interoperability with standard tools', () => {
@@ -124,7 +137,8 @@ describe('interoperability with standard tools', () => {
   // a command of a compat repository reads and writes its packets without it. Blocked here as a
   // package a process cannot load, the compat commands must still work, and the modern profile's
   // artifacts, which only openpgp.js reads, must not (or the block proved nothing).
-  it("a compat repository's commands run without openpgp.js; the modern profile's artifacts need it", () => {
+  /** The environment of a `strata` that cannot load openpgp.js. */
+  function withoutOpenpgp(): { env: Record<string, string> } {
     const blocker = path.join(dir.path, 'block-openpgp.mjs');
     // By where it resolves to: the tests' bundle of the CLI imports it by its file, not by name.
     const hooks = `export async function resolve(specifier, context, next) {
@@ -133,7 +147,11 @@ describe('interoperability with standard tools', () => {
       return resolved;
     }`;
     writeFileSync(blocker, `import { register } from 'node:module';\nregister(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});\n`);
-    const blocked = { env: { NODE_OPTIONS: `--import=${pathToFileURL(blocker).href}` } };
+    return { env: { NODE_OPTIONS: `--import=${pathToFileURL(blocker).href}` } };
+  }
+
+  it("a compat repository's commands run without openpgp.js; the modern profile's artifacts need it", () => {
+    const blocked = withoutOpenpgp();
 
     const repo = path.join(dir.path, 'repo');
     const db = path.join(dir.path, 'app.db');
@@ -171,6 +189,59 @@ describe('interoperability with standard tools', () => {
     const aead = strata(['restore', 'latest', '--repo', modern, '--to', path.join(dir.path, 'modern.db')], blocked);
     assert.notEqual(aead.status, 0);
     assert.match(aead.stderr, /openpgp\.js is blocked in this test/);
+  });
+
+  // A wrong passphrase opens a key file's session key packet into garbage whose first byte names a
+  // cipher; 2 of the 256 values name another cipher of 32-byte keys, which only openpgp.js can
+  // rule out. A command given the passphrase of a later key file meets that in 1 of 128 earlier
+  // files, and must still open its own without openpgp.js. The repository's first key file is
+  // sealed here again, under a salt chosen for that: OpenPGP by hand, with a cheap S2K count.
+  it('a passphrase that leaves an earlier key file undecided still opens its own without openpgp.js', () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    const bobFile = path.join(dir.path, 'bob-passphrase');
+    writeFileSync(bobFile, 'bob, whose key file comes second', { mode: 0o600 });
+    assert.equal(strata(['key', 'add', '--label', 'bob', '--new-passphrase-file', bobFile, '--repo', repo]).status, 0);
+    const firstId = (JSON.parse(readFileSync(path.join(repo, 'repository.json'), 'utf8')) as { encryption: { keyFiles: { id: string }[] } }).encryption.keyFiles[0]!.id;
+    const firstFile = path.join(repo, 'keys', `${firstId}.asc`);
+
+    const packets = Buffer.from(
+      readFileSync(firstFile, 'utf8')
+        .split('\n')
+        .filter((line) => line !== '' && !line.startsWith('-----') && !line.startsWith('='))
+        .join(''),
+      'base64',
+    );
+    // A new-format session key packet (tag 3) of one-octet length: version 4, AES-256, iterated
+    // and salted S2K with SHA-256, 8 bytes of salt, the count, then the encrypted session key.
+    assert.equal(packets[0], 0xc3);
+    const body = packets.subarray(2, 2 + packets[1]!);
+    const data = packets.subarray(2 + packets[1]!);
+    assert.deepEqual([...body.subarray(0, 4)], [4, 9, 3, 8]);
+    const zeroIv = Buffer.alloc(16);
+    const sessionKey = createDecipheriv('aes-256-cfb', s2kSha256(TEST_PASSPHRASE, body.subarray(4, 12), body[12]!), zeroIv).update(body.subarray(13));
+    assert.equal(sessionKey[0], 9, 'the session key is AES-256');
+    const bob = readFileSync(bobFile, 'utf8');
+    let sealed: Buffer | undefined;
+    for (let tries = 0; !sealed; tries++) {
+      assert.ok(tries < 100_000, 'a salt that leaves bob undecided is found (1 in 128)');
+      const salt = randomBytes(8);
+      const encrypted = createCipheriv('aes-256-cfb', s2kSha256(TEST_PASSPHRASE, salt, 0), zeroIv).update(sessionKey);
+      const asBob = createDecipheriv('aes-256-cfb', s2kSha256(bob, salt, 0), zeroIv).update(encrypted);
+      if (asBob[0] === 10 || asBob[0] === 13) sealed = Buffer.concat([Buffer.from([0xc3, 4 + 8 + 1 + encrypted.length, 4, 9, 3, 8]), salt, Buffer.from([0]), encrypted, data]);
+    }
+    const base64 = sealed.toString('base64').match(/.{1,60}/g)!;
+    writeFileSync(firstFile, ['-----BEGIN PGP MESSAGE-----', '', ...base64, '-----END PGP MESSAGE-----', ''].join('\n'));
+
+    const blocked = withoutOpenpgp();
+    const asBob = strata(['key', 'list', '--repo', repo, '--passphrase-file', bobFile], blocked);
+    assert.equal(asBob.status, 0, `bob's passphrase opens his key file: ${asBob.stderr}`);
+    const asOwner = strata(['key', 'list', '--repo', repo], blocked);
+    assert.equal(asOwner.status, 0, `the resealed first key file still opens with its own passphrase: ${asOwner.stderr}`);
+    const nobodyFile = path.join(dir.path, 'nobody-passphrase');
+    writeFileSync(nobodyFile, 'opens neither key file', { mode: 0o600 });
+    const nobody = strata(['key', 'passwd', '--repo', repo, '--passphrase-file', nobodyFile, '--new-passphrase-file', bobFile]);
+    assert.equal(nobody.status, 4, `a passphrase of no key file is wrong: ${nobody.stderr}`);
   });
 
   it('an unencrypted, uncompressed artifact is a plain tar', () => {

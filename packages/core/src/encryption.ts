@@ -351,6 +351,16 @@ export async function decryptSmall(armored: string, passphrase: Passphrase, what
 }
 
 /**
+ * {@link decryptSmall} without openpgp.js: the plaintext, `'wrong'` when the passphrase does not
+ * open it, or undefined when only openpgp.js can tell (a message of another shape, or one whose
+ * session key packet a wrong passphrase turned into another cipher's, about 1 time in 128).
+ */
+export async function decryptSmallHere(armored: string, passphrase: Passphrase): Promise<Uint8Array | 'wrong' | undefined> {
+  const own = await openSmallHere(armored, passphrase);
+  return own instanceof StrataError ? 'wrong' : own;
+}
+
+/**
  * A small message of the `compat` profile opened without openpgp.js (see session-key-packet.ts):
  * its plaintext, read whole and returned only after the modification detection code checked out;
  * the error when the passphrase does not open it; undefined when it is of another shape, which

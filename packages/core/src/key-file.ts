@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { GeneratedKey, Passphrase, decryptSmall, encryptSmall } from './encryption.js';
+import { GeneratedKey, Passphrase, decryptSmall, decryptSmallHere, encryptSmall } from './encryption.js';
 import type { EncryptionProfile } from './encryption.js';
 import { StrataError, isStrataError } from './errors.js';
 import { readRawConfig } from './repository-config.js';
@@ -148,6 +148,16 @@ export async function openKeyFileText(armored: string, passphrase: Passphrase, w
     throw err;
   }
   return parseKeyFileText(plain, where);
+}
+
+/**
+ * {@link openKeyFileText} without openpgp.js: `'undecided'` when only openpgp.js can tell whether
+ * the passphrase opens the file (see decryptSmallHere).
+ */
+export async function openKeyFileTextHere(armored: string, passphrase: Passphrase, where: string): Promise<Map<string, Passphrase> | undefined | 'undecided'> {
+  const plain = await decryptSmallHere(armored, passphrase);
+  if (plain === undefined) return 'undecided';
+  return plain === 'wrong' ? undefined : parseKeyFileText(plain, where);
 }
 
 export async function readKeyFile(storage: Storage, id: string): Promise<string> {
