@@ -127,7 +127,7 @@ export interface InstalledRelease {
 /**
  * This checkout's release, with its `strata` installed with `npm install -g` into a prefix of its
  * own, for the tests that need a user's installed command: test/install.test.ts and the VS Code
- * e2e. Making the release takes a minute of CPU and installing compiles the native addons
+ * e2e. Making the release takes about 15 s of CPU and installing compiles the native addons
  * (minutes), so both are made once and shared: in a run of scripts/test.mjs, once for that run
  * (STRATA_TEST_RUN; its e2e setup makes them at the start while the lanes run, so every run of
  * the suite tests a fresh install); otherwise reused while the CLI tarball's content stays the
