@@ -44,6 +44,8 @@ const has = (cmd) => (cmd.startsWith('/') ? existsSync(cmd) : spawnSync('sh', ['
  * Installed with the others where we can, never required: a compiler cache for the release's
  * native addons, which the e2e setup's `strata` install and test/install.test.ts's SDK install
  * each compile from source (test/helpers/release.ts, userEnv); without it they compile twice.
+ * (.ci/run installs it before the workspace's own install, which then fills the same cache:
+ * scripts/setup.mjs.)
  */
 const optional = [['ccache', 'ccache']];
 

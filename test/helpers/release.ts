@@ -46,7 +46,7 @@ export function succeeded(result: RunResult, what: string): RunResult {
  * file the first time, and the cache gives back exactly what it produced; the installs are npm's,
  * as a user's.
  * The cache lives with the installs (tmpdir), and its base folder lets two installs in different
- * folders share entries.
+ * folders share entries; scripts/setup.mjs compiles the workspace's own addons through it too.
  */
 export function userEnv(extraPath: string[] = []): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
