@@ -2,7 +2,7 @@
 // through npx at the exact version package.json pins. Safe to run again; both steps are
 // incremental.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,12 +34,17 @@ function pnpmOnPath() {
  */
 function installEnv() {
   const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-  if (process.env.CC || process.env.CXX || !['ccache', 'gcc', 'g++'].every(has)) return process.env;
+  if (process.env.CC || process.env.CXX || process.env.CCACHE_DIR || !['ccache', 'gcc', 'g++'].every(has)) return process.env;
   const dir = path.join(tmpdir(), `strata-test-ccache-${process.getuid?.() ?? 'user'}`);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // The user's own folder only: entries another user planted would be linked into the addons.
-  const owner = statSync(dir);
-  if (owner.uid !== process.getuid?.() || (owner.mode & 0o077) !== 0) return process.env;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // The user's own folder only (not a link to one): entries another user planted would be
+    // linked into the addons. Anything else there and the install compiles without the cache.
+    const owner = lstatSync(dir);
+    if (!owner.isDirectory() || owner.uid !== process.getuid?.() || (owner.mode & 0o077) !== 0) return process.env;
+  } catch {
+    return process.env;
+  }
   return { ...process.env, CC: 'ccache gcc', CXX: 'ccache g++', CCACHE_DIR: dir, CCACHE_BASEDIR: tmpdir() };
 }
 

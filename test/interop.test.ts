@@ -194,9 +194,10 @@ describe('interoperability with standard tools', () => {
   // A wrong passphrase opens a key file's session key packet into garbage whose first byte names a
   // cipher; 2 of the 256 values name another cipher of 32-byte keys, which only openpgp.js can
   // rule out. A command given the passphrase of a later key file meets that in 1 of 128 earlier
-  // files, and must still open its own without openpgp.js. The repository's first key file is
-  // sealed here again, under a salt chosen for that: OpenPGP by hand, with a cheap S2K count.
-  it('a passphrase that leaves an earlier key file undecided still opens its own without openpgp.js', () => {
+  // files, and must still open its own without openpgp.js; so must `key add`, which makes sure a
+  // new passphrase opens no key file yet. The repository's first key file is sealed here again,
+  // under a salt chosen for both: OpenPGP by hand, with a cheap S2K count.
+  it('a passphrase that leaves an earlier key file undecided still opens its own, and a new one is taken, without openpgp.js', () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo]).status, 0);
     const bobFile = path.join(dir.path, 'bob-passphrase');
@@ -221,14 +222,16 @@ describe('interoperability with standard tools', () => {
     const zeroIv = Buffer.alloc(16);
     const sessionKey = createDecipheriv('aes-256-cfb', s2kSha256(TEST_PASSPHRASE, body.subarray(4, 12), body[12]!), zeroIv).update(body.subarray(13));
     assert.equal(sessionKey[0], 9, 'the session key is AES-256');
-    const bob = readFileSync(bobFile, 'utf8');
+    const carolFile = path.join(dir.path, 'carol-passphrase');
+    writeFileSync(carolFile, 'carol, who has no key file yet', { mode: 0o600 });
+    const undecidedFor = [readFileSync(bobFile, 'utf8'), readFileSync(carolFile, 'utf8')];
     let sealed: Buffer | undefined;
     for (let tries = 0; !sealed; tries++) {
-      assert.ok(tries < 100_000, 'a salt that leaves bob undecided is found (1 in 128)');
+      assert.ok(tries < 10_000_000, 'a salt that leaves bob and carol undecided is found (1 in 16,384)');
       const salt = randomBytes(8);
       const encrypted = createCipheriv('aes-256-cfb', s2kSha256(TEST_PASSPHRASE, salt, 0), zeroIv).update(sessionKey);
-      const asBob = createDecipheriv('aes-256-cfb', s2kSha256(bob, salt, 0), zeroIv).update(encrypted);
-      if (asBob[0] === 10 || asBob[0] === 13) sealed = Buffer.concat([Buffer.from([0xc3, 4 + 8 + 1 + encrypted.length, 4, 9, 3, 8]), salt, Buffer.from([0]), encrypted, data]);
+      const undecided = (passphrase: string): boolean => [10, 13].includes(createDecipheriv('aes-256-cfb', s2kSha256(passphrase, salt, 0), zeroIv).update(encrypted)[0]!);
+      if (undecidedFor.every(undecided)) sealed = Buffer.concat([Buffer.from([0xc3, 4 + 8 + 1 + encrypted.length, 4, 9, 3, 8]), salt, Buffer.from([0]), encrypted, data]);
     }
     const base64 = sealed.toString('base64').match(/.{1,60}/g)!;
     writeFileSync(firstFile, ['-----BEGIN PGP MESSAGE-----', '', ...base64, '-----END PGP MESSAGE-----', ''].join('\n'));
@@ -238,6 +241,8 @@ describe('interoperability with standard tools', () => {
     assert.equal(asBob.status, 0, `bob's passphrase opens his key file: ${asBob.stderr}`);
     const asOwner = strata(['key', 'list', '--repo', repo], blocked);
     assert.equal(asOwner.status, 0, `the resealed first key file still opens with its own passphrase: ${asOwner.stderr}`);
+    const carol = strata(['key', 'add', '--label', 'carol', '--new-passphrase-file', carolFile, '--repo', repo], blocked);
+    assert.equal(carol.status, 0, `carol's new passphrase is taken: ${carol.stderr}`);
     const nobodyFile = path.join(dir.path, 'nobody-passphrase');
     writeFileSync(nobodyFile, 'opens neither key file', { mode: 0o600 });
     const nobody = strata(['key', 'passwd', '--repo', repo, '--passphrase-file', nobodyFile, '--new-passphrase-file', bobFile]);

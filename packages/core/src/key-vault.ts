@@ -163,10 +163,12 @@ export class KeyVault {
   }
 
   /**
-   * The keys `passphrase` opens under `section`: the first key file it decrypts (`prefer` first),
-   * or before key files the key check. Undefined when it opens nothing.
+   * The keys `passphrase` opens under `section`: the first key file it decrypts (`prefer` first,
+   * among the files decided without openpgp.js), or before key files the key check. Undefined when
+   * it opens nothing. With `strataFilesOnly`, files only openpgp.js can decide are taken as not
+   * opened: a key file Strata wrote is always decided without it for its own passphrase.
    */
-  async open(section: EncryptionSection, passphrase: Passphrase, prefer?: string): Promise<Keyring | undefined> {
+  async open(section: EncryptionSection, passphrase: Passphrase, prefer?: string, options: { strataFilesOnly?: boolean } = {}): Promise<Keyring | undefined> {
     if (!hasKeyFiles(section)) {
       try {
         const token = await decryptSmall(section.keyCheck ?? '', passphrase);
@@ -196,7 +198,7 @@ export class KeyVault {
       if (secrets === 'undecided') undecided.push({ info, armored });
       else if (secrets) return new Keyring(markGeneratedKeys(section, secrets), info, passphrase);
     }
-    for (const { info, armored } of undecided) {
+    for (const { info, armored } of options.strataFilesOnly ? [] : undecided) {
       const secrets = await openKeyFileText(armored, passphrase, `key file ${info.id}`);
       if (secrets) return new Keyring(markGeneratedKeys(section, secrets), info, passphrase);
     }

@@ -435,10 +435,14 @@ export class RepositoryKeys {
     );
   }
 
-  /** A new passphrase must be new: one that already opens a key file would make two files for one person. */
+  /**
+   * A new passphrase must be new: one that already opens a key file would make two files for one
+   * person. Asked of the files as Strata writes them, without openpgp.js: a new passphrase leaves
+   * each file undecided 1 time in 128, and openpgp.js would be loaded only to say no.
+   */
   async #refuseKnown(section: EncryptionSection, passphrase: Passphrase, mine: Keyring, what: string): Promise<void> {
     if (passphrase.reveal() === mine.passphrase.reveal()) throw new StrataError('USAGE', `${what}: the new passphrase is the one you unlocked with; choose another`);
-    const opened = await this.#host.vault.open(section, passphrase);
+    const opened = await this.#host.vault.open(section, passphrase, undefined, { strataFilesOnly: true });
     if (opened) throw new StrataError('USAGE', `${what}: that passphrase already opens key file ${describeKeyFile(opened.keyFile!)}; choose another`);
   }
 
