@@ -78,13 +78,26 @@ class ClaimedStorage extends LocalStorage {
 describe('a new backup id', () => {
   const dir = useTempDir();
 
-  it('is never one whose artifact is already stored: the earlier artifact stays as it was', async () => {
-    const db = path.join(dir.path, 'app.db');
+  /** A full backup of a copy of the fixture, as `database`, into a new unencrypted repository on `storage`; the backup is verified. */
+  async function backUpOnce(storage: LocalStorage & { root: string }, database: string): Promise<{ key: string; verified: () => Promise<void> }> {
+    const db = path.join(dir.path, `${database}.db`);
     copyFileSync(FIXTURE_DB, db);
-    const storage = new CollidingStorage(path.join(dir.path, 'repo'), 'app');
     await initRepository(storage as Storage, { encryption: 'none' });
     const repo = await openRepository(storage as Storage, { tempDir: path.join(dir.path, 'tmp') });
-    const first = await repo.backup(db, { database: 'app', type: 'full' });
+    const backup = await repo.backup(db, { database, type: 'full' });
+    return {
+      key: backup.key,
+      verified: async () => {
+        const [report] = await repo.verify({ id: backup.id }, { level: 'quick' });
+        await repo.close();
+        assert.equal(report?.outcome, 'passed', JSON.stringify(report));
+      },
+    };
+  }
+
+  it('is never one whose artifact is already stored: the earlier artifact stays as it was', async () => {
+    const storage = new CollidingStorage(path.join(dir.path, 'repo'), 'app');
+    const first = await backUpOnce(storage, 'app');
     const planted = storage.planted;
     assert.ok(planted, 'the backup looked whether its id was taken');
     assert.notEqual(first.key, planted.key, 'the backup took another id');
@@ -93,24 +106,16 @@ describe('a new backup id', () => {
     // Had the process died there, a note naming the earlier backup's artifact would have made a
     // catalog rebuild leave that backup out and the next open delete it.
     assert.deepEqual(storage.claimAtListing && [storage.claimAtListing.keys, storage.claimAtListing.cacheKeys], [[], []], 'the claim named nothing while the id might be taken');
-    const [report] = await repo.verify({ id: first.id }, { level: 'quick' });
-    assert.equal(report?.outcome, 'passed', JSON.stringify(report));
-    await repo.close();
+    await first.verified();
   });
 
   it('is never one another writer has claimed and is still writing: that writer\'s artifact stays as it wrote it', async () => {
-    const db = path.join(dir.path, 'shop.db');
-    copyFileSync(FIXTURE_DB, db);
     const storage = new ClaimedStorage(path.join(dir.path, 'repo-claimed'), 'shop');
-    await initRepository(storage as Storage, { encryption: 'none' });
-    const repo = await openRepository(storage as Storage, { tempDir: path.join(dir.path, 'tmp') });
-    const first = await repo.backup(db, { database: 'shop', type: 'full' });
+    const first = await backUpOnce(storage, 'shop');
     const other = storage.other;
     assert.ok(other, 'the backup claimed its id');
     assert.notEqual(first.key, other.key, 'the backup took another id');
     assert.deepEqual(readFileSync(path.join(dir.path, 'repo-claimed', other.key)), other.bytes, 'the other writer\'s artifact is as it wrote it');
-    const [report] = await repo.verify({ id: first.id }, { level: 'quick' });
-    assert.equal(report?.outcome, 'passed', JSON.stringify(report));
-    await repo.close();
+    await first.verified();
   });
 });
