@@ -143,16 +143,22 @@ export class BackupWriter {
       const codec = getCodec(this.#ctx.config.compression.codec);
       const profile = this.#ctx.vault.section.profile;
       const encrypted = profile !== 'none';
+      const objectsOf = (newId: string) => ({
+        key: artifactKey(database, newId, codec.extension, encrypted),
+        cacheKey: layoutCacheKey(database, newId, encrypted),
+        factsKey: factsCacheKey(database, newId, encrypted),
+        carryKey: carryCacheKey(database, newId, encrypted),
+      });
       // Claimed before the snapshot (a long read) and held until the commit: the artifact goes
       // under its final key at once (an object store cannot rename), and the note claiming it says
       // it is no backup until the catalog lists it (pending-writes.ts).
-      const claimed = await claimBackupId(this.#ctx.storage, database, type, time, options.signal, (newId) => ({
-        keys: [artifactKey(database, newId, codec.extension, encrypted)],
-        cacheKeys: [layoutCacheKey(database, newId, encrypted), factsCacheKey(database, newId, encrypted), carryCacheKey(database, newId, encrypted)],
-      }));
+      const claimed = await claimBackupId(this.#ctx.storage, database, type, time, options.signal, (newId) => {
+        const objects = objectsOf(newId);
+        return { keys: [objects.key], cacheKeys: [objects.cacheKey, objects.factsKey, objects.carryKey] };
+      });
       const id = claimed.id;
       pending = claimed.pending;
-      const key = artifactKey(database, id, codec.extension, encrypted);
+      const { key, cacheKey, factsKey, carryKey } = objectsOf(id);
       // The first and last event of each phase, at most ten a second between: the commit event
       // below, the last one, delivers the last write event held back before it.
       const emit = throttleProgress(options.onProgress).emit;
@@ -211,9 +217,6 @@ export class BackupWriter {
       bytes = codec.compress(bytes, this.#ctx.config.compression.level, options.signal);
       if (profile !== 'none') bytes = encryptStream(bytes, dataKey!.secret, profile);
       const sha = createHash('sha256');
-      const cacheKey = layoutCacheKey(database, id, encrypted);
-      const factsKey = factsCacheKey(database, id, encrypted);
-      const carryKey = carryCacheKey(database, id, encrypted);
       const info = await this.#ctx.storage.put(key, hashBytes(bytes, sha), { signal: options.signal });
       const manifest = result.manifest;
       if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
