@@ -4,7 +4,7 @@ module.exports = {
   spec: ['.build/test/**/*.test.js'],
   forbidOnly: Boolean(process.env.CI),
   failZero: true,
-  // Generous: npm test runs two lanes of files at once (scripts/test.mjs), on machines that may be
+  // Generous: npm test runs several files at once (scripts/test.mjs), on machines that may be
   // busy with other work too. A timeout is a hang detector, never an assertion about speed.
   timeout: 180000,
   slow: 5000,

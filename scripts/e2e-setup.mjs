@@ -6,7 +6,7 @@
 // - the release (`npm run release`) and its `strata` installed with plain npm (installedRelease()
 //   of test/helpers/release.ts, compiled by setup.mjs): the e2e UI test and test/install.test.ts
 //   share them, and the install compiles the native addons (minutes), so scripts/test.mjs has
-//   them made here, while the test lanes run, rather than in a lane.
+//   them made here, while the test files run, rather than by one of them.
 // The two tool installs are pinned by their package-lock.json and skipped when already done; the
 // strata install is reused while the tarball's content stays the same, except that each run of
 // scripts/test.mjs makes a fresh one (STRATA_TEST_RUN). Chromium comes from Debian (see
@@ -43,7 +43,7 @@ export async function ensureE2eTools() {
   if (!existsSync(`${node24}/node`)) run('Node 24 for code-server', 'npm', npmCi, { cwd: tools, env: npmEnv() });
   if (!existsSync(`${vscode}/node_modules/.bin/code-server`)) {
     // code-server's postinstall compiles a dozen native modules (node-gyp, minutes of CPU beside
-    // the test lanes): through the release install's compiler cache, a later run reuses them.
+    // the test files): through the release install's compiler cache, a later run reuses them.
     const { userEnv } = await import(`${root}.build/test/helpers/release.js`);
     run('code-server', 'npm', npmCi, { cwd: vscode, env: userEnv([node24]) });
   }

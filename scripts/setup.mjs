@@ -29,7 +29,7 @@ function pnpmOnPath() {
  * native addons the install compiles from source (better-sqlite3, zstd-napi; no prebuilt binary
  * can be downloaded here) go through the compiler cache of the test suite's release installs: the
  * same folder and base as userEnv in test/helpers/release.ts. The suite's install of the release,
- * which runs beside the test lanes, then finds better-sqlite3's compiled files there (about 100 s
+ * which runs beside the test files, then finds better-sqlite3's compiled files there (about 100 s
  * of CPU on a new machine, checked with `ccache -s`).
  */
 function installEnv() {

@@ -41,7 +41,7 @@ export function succeeded(result: RunResult, what: string): RunResult {
  * With ccache on the machine, the compilers run through it (CC, CXX, which node-gyp's makefiles
  * take): every run of the suite installs the release twice (its `strata`, and the SDK in
  * test/install.test.ts), each compiling the same C and C++ of better-sqlite3 and zstd-napi for two
- * minutes of CPU while the test lanes need it; scripts/e2e-setup.mjs installs code-server, whose
+ * minutes of CPU while the test files need it; scripts/e2e-setup.mjs installs code-server, whose
  * postinstall compiles a dozen more, with this environment too. The compiler still runs on every
  * file the first time, and the cache gives back exactly what it produced; the installs are npm's,
  * as a user's.
@@ -129,9 +129,9 @@ export interface InstalledRelease {
  * own, for the tests that need a user's installed command: test/install.test.ts and the VS Code
  * e2e. Making the release takes about 15 s of CPU and installing compiles the native addons
  * (minutes), so both are made once and shared: in a run of scripts/test.mjs, once for that run
- * (STRATA_TEST_RUN; its e2e setup makes them at the start while the lanes run, so every run of
+ * (STRATA_TEST_RUN; its e2e setup makes them at the start while the test files run, so every run of
  * the suite tests a fresh install); otherwise reused while the CLI tarball's content stays the
- * same (npm pack makes identical tarballs for identical files). The lanes are separate processes,
+ * same (npm pack makes identical tarballs for identical files). The test files run in separate processes,
  * so a lock file makes one wait for another's install.
  */
 export async function installedRelease(): Promise<InstalledRelease> {
