@@ -495,16 +495,18 @@ describe('bad input gets a clear error and nothing is lost', () => {
       bigDatabase(big, 48);
       const child = strataAsync(['backup', big, '--repo', repo()]);
       const done = finished(child);
-      // Wait until the artifact is being written (not one of the small objects before it, such as
-      // the journal's record), then kill without warning.
-      const writingArtifact = (): boolean => leftovers().some((f) => f.startsWith('big_full_'));
+      // Wait until the artifact is being written (its temporary file, not that of one of the small
+      // objects before it, such as the journal's record or the note that claims the backup's id,
+      // pending/big_full_….json), then kill without warning.
+      const writingArtifact = (): boolean => leftovers().some((f) => /^big_full_.*\.tar\.zst\.gpg\./.test(f));
       let ended: CliResult | undefined;
       void done.then((result) => (ended = result));
       const started = Date.now();
+      let writing = false;
       // Polled every few milliseconds rather than in a tight loop, which took a core from the
       // backup it waits for on a loaded machine; the artifact of 48 MiB takes far longer to write.
-      while (!writingArtifact() && ended === undefined && Date.now() - started < 240_000) await new Promise((r) => setTimeout(r, 5));
-      assert.ok(writingArtifact(), `the backup started writing its artifact (${ended ? `it ended first, exit ${ended.status}: ${ended.stderr}` : 'not within 4 minutes'})`);
+      while (!(writing = writingArtifact()) && ended === undefined && Date.now() - started < 240_000) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(writing, `the backup started writing its artifact (${ended ? `it ended first, exit ${ended.status}: ${ended.stderr}` : 'not within 4 minutes'})`);
       child.kill('SIGKILL');
       const exit = await done;
       assert.equal(exit.signal, 'SIGKILL');
