@@ -88,6 +88,7 @@ const LONGEST_FIRST = [
   'lock-race', // 75
   'daemon', // 74
   'pitr-edges', // 73
+  'e2e', // 70–120 s once its tools are installed
   'mysql-fidelity', // 73
   'mysql-engine', // 66
   'pg-wal-receive', // 63
@@ -189,7 +190,7 @@ e2eReady.then(() => (e2eSetUp = true));
 // processes left on the server, which test/server-leftovers.test.ts plants on purpose), and server
 // files first while none runs, since they are the one chain that cannot spread over the slots.
 // The e2e tests (one mocha: they share a code-server) and AFTER_E2E_SETUP wait for the e2e setup.
-const queue = [...testNames.map((name) => ({ name, files: [`.build/test/${name}.test.js`] })), { name: 'e2e', files: e2eFiles }];
+const queue = [...testNames.map((name) => ({ name, files: [`.build/test/${name}.test.js`] })), { name: 'e2e', files: e2eFiles }].sort((a, b) => rank(a.name) - rank(b.name));
 const isServer = (item) => SERVER_FILES.has(item.name);
 const waitsForSetup = (item) => item.name === 'e2e' || AFTER_E2E_SETUP.has(item.name);
 const resultsFile = path.join(mkdtempSync(path.join(tmpdir(), 'strata-test-times-')), 'times.jsonl');
