@@ -1,6 +1,7 @@
 import * as vscode from 'vscode';
 import type { BackupView, DatabaseEntry } from '@strata/protocol';
 import { formatAge, formatTime } from './format.js';
+import { NewestRun } from './newest-run.js';
 import type { RestorePointsProvider } from './tree.js';
 
 /**
@@ -15,6 +16,7 @@ export class BackupAgeStatus implements vscode.Disposable {
   readonly #timer: NodeJS.Timeout;
   /** The text last shown, for tests. */
   text = '';
+  readonly #updates = new NewestRun();
 
   constructor(tree: RestorePointsProvider) {
     this.#tree = tree;
@@ -24,8 +26,14 @@ export class BackupAgeStatus implements vscode.Disposable {
     this.#timer = setInterval(() => void this.update(), 60_000);
   }
 
-  async update(): Promise<void> {
+  /** Shows what the repositories hold now (once every update started before has ended too). */
+  update(): Promise<void> {
+    return this.#updates.run((superseded) => this.#render(superseded));
+  }
+
+  async #render(superseded: () => boolean): Promise<void> {
     await this.#tree.loaded;
+    if (superseded()) return;
     const databases = this.#tree.databases.filter((d) => d.repositoryExists);
     if (databases.length === 0) {
       this.#item.hide();
@@ -40,6 +48,7 @@ export class BackupAgeStatus implements vscode.Disposable {
         newest.push({ entry, backup: undefined });
       }
     }
+    if (superseded()) return;
     const stale = newest.filter(({ backup }) => !backup || Date.now() - Date.parse(backup.createdAt) > maxAgeMs);
     const unprotected = newest.find((n) => !n.backup);
     const oldest = newest.map((n) => n.backup).filter((b): b is BackupView => b !== undefined).sort((a, b) => a.createdAt.localeCompare(b.createdAt))[0];

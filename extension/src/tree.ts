@@ -5,6 +5,7 @@ import { describeBackupType } from '@strata/protocol/labels';
 import { SERVER_PROBLEMS, StrataRequestError } from './connection.js';
 import type { StrataConnection } from './connection.js';
 import { describeBackup, formatAge, formatBytes, formatTime } from './format.js';
+import { NewestRun } from './newest-run.js';
 
 export interface DatabaseNode {
   readonly kind: 'database';
@@ -52,6 +53,7 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
   #lists = new Map<string, Promise<{ readonly backups: readonly BackupView[]; readonly continuity: readonly ContinuityWindow[]; readonly logWindows?: readonly LogWindow[] }>>();
   /** Settles when the databases were (re)loaded; tests and the status bar wait on it. */
   loaded: Promise<void> = Promise.resolve();
+  readonly #loads = new NewestRun();
 
   constructor(connection: StrataConnection) {
     this.#connection = connection;
@@ -73,21 +75,24 @@ export class RestorePointsProvider implements vscode.TreeDataProvider<StrataNode
 
   /** Re-reads the config files and settings, and forgets every cached list. */
   reload(): Promise<void> {
-    this.loaded = this.#load();
+    this.loaded = this.#loads.run((superseded) => this.#load(superseded));
     return this.loaded;
   }
 
-  async #load(): Promise<void> {
+  async #load(superseded: () => boolean): Promise<void> {
     this.#lists.clear();
     try {
       const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
       const databases = vscode.workspace.getConfiguration('strata').get<{ name: string; url: string; repository: string }[]>('databases') ?? [];
       const result = await this.#connection.request('strata/workspace', { folders, databases });
+      // A reload started after this one read the files later: its answer is the one to keep.
+      if (superseded()) return;
       this.#databases = result.databases;
       this.#engines = result.engines;
       this.#problems = result.problems;
       this.#workspaceError = undefined;
     } catch (err) {
+      if (superseded()) return;
       this.#databases = [];
       this.#problems = [];
       this.#workspaceError = err instanceof Error ? err.message : String(err);
