@@ -7,12 +7,15 @@
 //   of test/helpers/release.ts, compiled by setup.mjs): the e2e UI test and test/install.test.ts
 //   share them, and the install compiles the native addons (minutes), so scripts/test.mjs has
 //   them made here, while the test files run, rather than by one of them.
-// The two tool installs are pinned by their package-lock.json and skipped when already done; the
-// strata install is reused while the tarball's content stays the same, except that each run of
+// The two tool installs are pinned by their package-lock.json and kept outside the checkout, where
+// every clone with the same lock files links to them (installCached); the strata install is reused while the tarball's content stays the same, except that each run of
 // scripts/test.mjs makes a fresh one (STRATA_TEST_RUN). Chromium comes from Debian (see
 // test-tools.mjs).
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -39,15 +42,63 @@ function npmEnv(extraPath) {
 }
 
 export async function ensureE2eTools() {
-  const npmCi = ['ci', '--no-audit', '--no-fund', '--loglevel=error'];
-  if (!existsSync(`${node24}/node`)) run('Node 24 for code-server', 'npm', npmCi, { cwd: tools, env: npmEnv() });
-  if (!existsSync(`${vscode}/node_modules/.bin/code-server`)) {
-    // code-server's postinstall compiles a dozen native modules (node-gyp, minutes of CPU beside
-    // the test files): through the release install's compiler cache, a later run reuses them.
-    const { userEnv } = await import(`${root}.build/test/helpers/release.js`);
-    run('code-server', 'npm', npmCi, { cwd: vscode, env: userEnv([node24]) });
-  }
+  installCached('Node 24 for code-server', tools, 'node/bin/node', [], npmEnv());
+  // code-server's postinstall compiles a dozen native modules (node-gyp, minutes of CPU beside the
+  // test files), through the release install's compiler cache; built for the Node 24 above, so
+  // that Node's lock file is part of the install's key.
+  const { userEnv } = await import(`${root}.build/test/helpers/release.js`);
+  installCached('code-server', vscode, '.bin/code-server', [readFileSync(`${tools}/package-lock.json`)], userEnv([node24]));
   run('extension build and .vsix', process.execPath, [`${root}extension/scripts/build.mjs`, '--package'], { cwd: root });
+}
+
+/**
+ * `npm ci` of one of e2e/'s folders, made once outside the checkout and linked as its
+ * node_modules by every clone whose package.json and package-lock.json are the same: code-server
+ * is 600 MB, and a CI run starts from a fresh clone, where it took a minute and a half of the
+ * machine beside the test files. The cache is this user's own folder (no other user of the
+ * machine can plant a program in it), and an install is made aside and renamed into place when
+ * complete, so an interrupted one is never used.
+ */
+function installCached(what, folder, marker, keyParts, env) {
+  const link = path.join(folder, 'node_modules');
+  if (existsSync(path.join(link, marker))) return; // installed here, or linked, before
+  const key = createHash('sha256');
+  for (const part of [readFileSync(path.join(folder, 'package.json')), readFileSync(path.join(folder, 'package-lock.json')), ...keyParts, `${process.platform}-${process.arch}`]) key.update(part).update('\0');
+  const cache = privateCacheFolder();
+  const name = path.basename(folder);
+  const installed = path.join(cache, `${name}-${key.digest('hex').slice(0, 16)}`);
+  if (!existsSync(installed)) {
+    const partial = mkdtempSync(path.join(cache, `${name}.partial-`));
+    for (const file of ['package.json', 'package-lock.json']) copyFileSync(path.join(folder, file), path.join(partial, file));
+    try {
+      run(what, 'npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: partial, env });
+      renameSync(partial, installed);
+    } catch (err) {
+      rmSync(partial, { recursive: true, force: true });
+      // Another run of the suite made the same install meanwhile: use that one.
+      if (!existsSync(installed)) throw err;
+    }
+    // Installs of earlier lock files go (a run still using one keeps its open files), and so do
+    // the halves of installs that were killed an hour or more ago.
+    for (const entry of readdirSync(cache)) {
+      const at = path.join(cache, entry);
+      const stale = entry.startsWith(`${name}-`) ? at !== installed : entry.startsWith(`${name}.partial-`) && Date.now() - lstatSync(at).mtimeMs > 3_600_000;
+      if (stale) rmSync(at, { recursive: true, force: true });
+    }
+  }
+  // What is there instead (a link left dangling by a cache that was removed, or an install that
+  // was interrupted in this folder by an earlier version of this script) is replaced.
+  rmSync(link, { recursive: true, force: true });
+  symlinkSync(path.join(installed, 'node_modules'), link, 'dir');
+  console.log(`e2e setup: ${what}: ${link} -> ${path.join(installed, 'node_modules')}`);
+}
+
+function privateCacheFolder() {
+  const dir = path.join(tmpdir(), `strata-e2e-tools-${process.getuid?.() ?? 'user'}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const stat = lstatSync(dir);
+  if (!stat.isDirectory() || stat.uid !== process.getuid?.() || (stat.mode & 0o077) !== 0) throw new Error(`${dir} is not this user's private folder; remove it`);
+  return dir;
 }
 
 export async function ensureInstalledCli() {
