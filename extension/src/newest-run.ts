@@ -15,10 +15,15 @@ export class NewestRun {
   }
 
   async #settled(): Promise<void> {
-    let awaited: Promise<void>;
-    do {
-      awaited = this.#newest;
-      await awaited;
-    } while (awaited !== this.#newest);
+    for (;;) {
+      const newest = this.#newest;
+      try {
+        await newest;
+      } catch (err) {
+        // An older run's failure is not the caller's: only the newest run's is.
+        if (newest === this.#newest) throw err;
+      }
+      if (newest === this.#newest) return;
+    }
   }
 }
