@@ -1,7 +1,7 @@
 /**
  * A real VS Code for the extension's end-to-end tests: code-server (the VS Code workbench and
  * its Node extension host) on Node 24, driven by playwright-core with Debian's chromium. The
- * tools are installed by scripts/e2e-setup.mjs into e2e/ (see docs there).
+ * tools are installed by scripts/e2e-setup.mjs and linked from e2e/ (see docs there).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
