@@ -41,7 +41,7 @@ if (extra.length > 0) {
   process.exit(result.status ?? 1);
 }
 
-/** Installs the e2e tools in the foreground (the single-lane run). */
+/** Installs the e2e tools in the foreground (the run of one mocha over every file). */
 function setUpE2e() {
   const result = spawnSync(process.execPath, [fileURLToPath(new URL('./e2e-setup.mjs', import.meta.url))], { cwd: root, stdio: 'inherit' });
   if (result.status !== 0) {
@@ -94,6 +94,7 @@ const LONGEST_FIRST = [
   'pg-wal-receive', // 63
   'pitr-compaction', // 61
   'pg-physical-incremental', // 60
+  'install', // 48, once the e2e setup has installed the release
 ];
 
 const config = createRequire(import.meta.url)(`${root}.mocharc.cjs`);
@@ -108,7 +109,16 @@ const e2eFiles = readdirSync(`${built}/e2e`).filter((f) => f.endsWith('.test.js'
  * pg_dump, a server), so a file keeps about half a core busy: one more than the cores keeps the
  * machine busy without starving the database servers and the e2e setup beside them.
  */
-const SLOTS = Number(process.env.STRATA_TEST_SLOTS) || availableParallelism() + 1;
+const SLOTS = slotsWanted(process.env.STRATA_TEST_SLOTS) ?? availableParallelism() + 1;
+
+function slotsWanted(value) {
+  if (value === undefined || value === '') return undefined;
+  if (!/^[1-9]\d*$/.test(value)) {
+    console.error(`STRATA_TEST_SLOTS=${value}: give a whole number of test files to run at once, 1 or more`);
+    process.exit(2);
+  }
+  return Number(value);
+}
 
 /** The options of .mocharc.cjs, for a mocha given its files (with files, mocha must not read the config, or it runs its `spec` too). */
 const mochaOptions = [
@@ -186,7 +196,7 @@ let e2eSetUp = skipE2e;
 e2eReady.then(() => (e2eSetUp = true));
 
 // Each file in a mocha of its own, SLOTS at a time, taken in LONGEST_FIRST order as far as the
-// rules allow: a server file only while no other runs (a restore removes work databases that dead
+// rules allow: a server file only while no other server file runs (a restore removes work databases that dead
 // processes left on the server, which test/server-leftovers.test.ts plants on purpose), and server
 // files first while none runs, since they are the one chain that cannot spread over the slots.
 // The e2e tests (one mocha: they share a code-server) and AFTER_E2E_SETUP wait for the e2e setup.
@@ -245,8 +255,10 @@ function summarize() {
     console.log(`  ${String(Math.round(t.ms / 1000)).padStart(6)} s  CPU ${String(Math.round(t.cpuMs / 1000)).padStart(4)} s  ${t.file}`);
   }
   rmSync(path.dirname(resultsFile), { recursive: true, force: true });
+  // Every file ran (nothing left in the queue by a mistake in the rules above) or it is a failure.
+  for (const item of queue) outcomes.push({ name: item.name, status: 1, seconds: 0, neverRan: true });
   const failed = outcomes.filter((o) => o.status !== 0);
   console.log(`\n${passes} passing, ${failures} failing in ${outcomes.length} mochas`);
-  for (const o of failed) console.log(`FAILED: ${o.name} (see the lines that start with [${o.name}])`);
+  for (const o of failed) console.log(o.neverRan ? `FAILED: ${o.name} never ran` : `FAILED: ${o.name} (see the lines that start with [${o.name}])`);
   return failed.length === 0;
 }
