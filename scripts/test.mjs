@@ -101,7 +101,7 @@ const config = createRequire(import.meta.url)(`${root}.mocharc.cjs`);
 const built = `${root}.build/test`;
 const nameOf = (file) => file.replace(/\.test\.js$/, '');
 const rank = (name) => (LONGEST_FIRST.includes(name) ? LONGEST_FIRST.indexOf(name) : LONGEST_FIRST.length);
-const testNames = readdirSync(built).filter((f) => f.endsWith('.test.js')).map(nameOf).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+const testNames = readdirSync(built).filter((f) => f.endsWith('.test.js')).map(nameOf).sort();
 const e2eFiles = readdirSync(`${built}/e2e`).filter((f) => f.endsWith('.test.js')).sort().map((f) => `.build/test/e2e/${f}`);
 
 /**
@@ -200,6 +200,7 @@ e2eReady.then(() => (e2eSetUp = true));
 // processes left on the server, which test/server-leftovers.test.ts plants on purpose), and server
 // files first while none runs, since they are the one chain that cannot spread over the slots.
 // The e2e tests (one mocha: they share a code-server) and AFTER_E2E_SETUP wait for the e2e setup.
+// (sort() is stable: files of equal rank stay in name order)
 const queue = [...testNames.map((name) => ({ name, files: [`.build/test/${name}.test.js`] })), { name: 'e2e', files: e2eFiles }].sort((a, b) => rank(a.name) - rank(b.name));
 const isServer = (item) => SERVER_FILES.has(item.name);
 const waitsForSetup = (item) => item.name === 'e2e' || AFTER_E2E_SETUP.has(item.name);
