@@ -279,6 +279,50 @@ describe('PostgreSQL engine', function () {
     assert.equal(await state(live), await state(source));
   });
 
+  it('tells apart tables whose plainly joined names are the same ("a.b".c and a."b.c"): verify checks each, --tables picks one by quoting', async () => {
+    const sql = `CREATE SCHEMA "a.b"; CREATE SCHEMA a;
+      CREATE TABLE "a.b".c (id serial PRIMARY KEY, v text); INSERT INTO "a.b".c (v) SELECT 'x' || g FROM generate_series(1, 10) g;
+      CREATE TABLE a."b.c" (id serial PRIMARY KEY, v text); INSERT INTO a."b.c" (v) SELECT 'y' || g FROM generate_series(1, 3) g;
+      CREATE TABLE "say ""hi""" (id int PRIMARY KEY); INSERT INTO "say ""hi""" VALUES (7)`;
+    const source = await databases.create(sql);
+    const cliRepo = path.join(dir.path, 'cli-repo');
+    assert.equal(strata(['init', '--repo', cliRepo]).status, 0);
+    const backup = strata(['backup', pgUrl(source), '--repo', cliRepo, '--name', 'joined', '--json']);
+    assert.equal(backup.status, 0, backup.stderr);
+    const id = json<{ id: string }>(backup).id;
+    const names = (await engine.inspect(pgUrl(source))).tables.map((t) => t.name).sort();
+    assert.deepEqual(names, ['"a.b".c', 'a."b.c"', 'pg_sequences', 'public."say ""hi"""']);
+    // Both tables were `a.b.c` before, and verify compared the one restored table with both records.
+    const verify = strata(['verify', id, '--repo', cliRepo, '--level', 'full']);
+    assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+
+    const live = await databases.create(sql);
+    await pgQuery(live, `UPDATE "a.b".c SET v = 'changed'; UPDATE a."b.c" SET v = 'changed'; INSERT INTO a."b.c" (v) VALUES ('new'); DELETE FROM "say ""hi"""`);
+    const rows = async (db: string, table: string): Promise<string> => JSON.stringify((await pgQuery(db, `SELECT * FROM ${table} ORDER BY 1`)).rows);
+    const sequence = async (db: string, seq: string): Promise<string> => JSON.stringify((await pgQuery(db, `SELECT last_value FROM ${seq}`)).rows);
+    const restore = (tables: string): ReturnType<typeof strata> => strata(['restore', id, '--repo', cliRepo, '--to', pgUrl(live), '--tables', tables, '--force', '--yes']);
+
+    const before = pgDump(live);
+    const plain = restore('a.b.c');
+    assert.equal(plain.status, 2, plain.stderr);
+    assert.match(plain.stderr, /a\.b\.c is ambiguous \((a\."b\.c", "a\.b"\.c|"a\.b"\.c, a\."b\.c")\); name one of them as written here/);
+    assert.equal(pgDump(live), before, 'nothing changed');
+
+    const quoted = restore('a."b.c"');
+    assert.equal(quoted.status, 0, quoted.stderr);
+    assert.equal(await rows(live, 'a."b.c"'), await rows(source, 'a."b.c"'));
+    assert.equal(await sequence(live, 'a."b.c_id_seq"'), await sequence(source, 'a."b.c_id_seq"'));
+    assert.notEqual(await rows(live, '"a.b".c'), await rows(source, '"a.b".c'), 'the other table is left as it was');
+
+    // The schema quoted, the table alone, and a whole-quoted name with a quote inside each mean one table.
+    for (const [tables, table] of [['"a.b".c', '"a.b".c'], ['c', '"a.b".c'], ['"say ""hi"""', '"say ""hi"""']] as const) {
+      await pgQuery(live, `DELETE FROM ${table}`);
+      const result = restore(tables);
+      assert.equal(result.status, 0, `${tables}: ${result.stderr}`);
+      assert.equal(await rows(live, table), await rows(source, table), tables);
+    }
+  });
+
   describe('bad input', () => {
     it('names the wrong host, port, database or user, and never prints the password', async () => {
       const url = (part: string) => `postgres://nobody:sekrit-pw@${part}`;

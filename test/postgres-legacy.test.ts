@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { ROOT, json, strata, useTempDir } from './helpers/env.js';
 import { Databases, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
@@ -93,5 +93,69 @@ describe('PostgreSQL: backups made by the previous release (fixtures/legacy-v1)'
     result = strata(['restore', INCREMENTAL, '--repo', repo, '--to', pgUrl(fromIncremental)]);
     assert.equal(result.status, 0, result.stderr);
     assert.equal(pgDump(fromIncremental), pgDump(source));
+  });
+});
+
+describe('PostgreSQL: backups whose facts joined dotted names plainly (fixtures/legacy-pg-facts-v3)', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+  const dbs = new Databases();
+  const fixture = path.join(ROOT, 'fixtures/legacy-pg-facts-v3');
+  const full = 'shop_full_20261206_100000_21d8';
+  const incremental = 'shop_incremental_20261206_110000_b97f';
+  before(async function () {
+    await requirePostgres(this);
+  });
+  afterEach(() => dbs.dropAll());
+
+  it('verifies and restores them, replaces a dotted table by its old name and its new one, and continues the chain with facts of today', async () => {
+    const repo = path.join(dir.path, 'repository');
+    cpSync(path.join(fixture, 'repo'), repo, { recursive: true });
+    const source = dbs.name('strata_legacy_facts');
+    await pgQuery('postgres', `CREATE DATABASE "${source}"`);
+    // Verify makes its scratch databases on the server the backups came from: the test server here.
+    for (const file of readdirSync(path.join(repo, 'catalog'))) {
+      const catalogFile = path.join(repo, 'catalog', file);
+      const catalog = JSON.parse(readFileSync(catalogFile, 'utf8')) as { backups: { source: string }[] };
+      for (const backup of catalog.backups) backup.source = pgUrl(source);
+      writeFileSync(catalogFile, `${JSON.stringify(catalog, null, 1)}\n`);
+    }
+    const failures = (result: ReturnType<typeof strata>): string[] =>
+      json<{ reports: { backupId: string; checks: { name: string; status: string; reason: string }[] }[] }>(result).reports.flatMap((r) =>
+        r.checks.filter((c) => c.status !== 'passed').map((c) => `${r.backupId} ${c.name}: ${c.status} ${c.reason}`),
+      );
+    const verified = strata(['verify', '--all', '--level', 'full', '--repo', repo, '--json']);
+    assert.deepEqual(failures(verified), []);
+    assert.equal(verified.status, 0, verified.stderr);
+
+    await pgQuery(source, readFileSync(path.join(fixture, 'source.sql'), 'utf8'));
+    const fromFull = dbs.name();
+    let result = strata(['restore', full, '--repo', repo, '--to', pgUrl(fromFull)]);
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(pgDump(fromFull), pgDump(source));
+    await pgQuery(source, readFileSync(path.join(fixture, 'changes.sql'), 'utf8'));
+
+    // The old name (`my.schema.t`, as that release's list and facts wrote it) and the new one.
+    const state = async (db: string): Promise<string> =>
+      JSON.stringify(await Promise.all(['SELECT * FROM "my.schema".t ORDER BY id', 'SELECT last_value FROM "my.schema".t_id_seq', 'SELECT * FROM public."v1.2" ORDER BY k', 'SELECT * FROM orders ORDER BY id'].map(async (sql) => (await pgQuery(db, sql)).rows)));
+    for (const tables of ['my.schema.t,v1.2,orders', '"my.schema".t,public."v1.2",public.orders']) {
+      await pgQuery(fromFull, `DELETE FROM public.orders; DELETE FROM "my.schema".t WHERE id > 20; UPDATE public."v1.2" SET n = 0`);
+      result = strata(['restore', incremental, '--repo', repo, '--to', pgUrl(fromFull), '--tables', tables, '--force', '--yes']);
+      assert.equal(result.status, 0, `${tables}: ${result.stderr}`);
+      assert.equal(await state(fromFull), await state(source), tables);
+    }
+
+    await pgQuery(source, `INSERT INTO "my.schema".t (v) VALUES ('after'); DELETE FROM public."v1.2" WHERE k = 'k3'`);
+    const next = strata(['backup', pgUrl(source), '--repo', repo, '--name', 'shop', '--type', 'incremental', '--json']);
+    assert.equal(next.status, 0, next.stderr);
+    const nextId = json<{ id: string; parent: string }>(next).id;
+    const nextVerified = strata(['verify', nextId, '--level', 'full', '--repo', repo, '--json']);
+    assert.deepEqual(failures(nextVerified), []);
+    const listed = json<{ backups: { id: string; parent: string | null }[] }>(strata(['list', '--repo', repo, '--json'])).backups;
+    assert.equal(listed.find((b) => b.id === nextId)?.parent, incremental, 'the new incremental continues the old chain');
+    const fromNext = dbs.name();
+    result = strata(['restore', nextId, '--repo', repo, '--to', pgUrl(fromNext)]);
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(pgDump(fromNext), pgDump(source));
   });
 });

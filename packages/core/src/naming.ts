@@ -46,44 +46,61 @@ export function parseArtifactKey(key: string): { id: string; database: string; c
 /**
  * The names of `--tables a,b`. Names are cut at commas and trimmed; a name that holds a comma or
  * begins or ends with spaces is given in double quotes, a quote inside doubled, as in SQL
- * (`--tables '"orders, 2024",customers'`). Only a name quoted as a whole is unquoted: `public.orders`
- * and `"Sales".orders` are passed on as written, for the engine to match as it always has.
- * By hand because no option parser knows SQL's quoting, and a CSV parser would also take
- * quotes in the middle of a name. {@link tableListArgument} writes a list back this way.
+ * (`--tables '"orders, 2024",customers'`). Only a name quoted as a whole is unquoted; a name
+ * whose parts are quoted (`"a.b".c`, `sales."q1, 2024"`: how a table whose name holds a dot is
+ * told apart) is passed on as written, as are `public.orders` and names with a quote inside, for
+ * the engine to match. By hand because no option parser knows SQL's quoting, and a CSV parser
+ * would also take quotes in the middle of a name. {@link tableListArgument} writes a list back
+ * this way.
  */
 export function parseTableList(text: string, example: string): string[] {
   const names: string[] = [];
   let at = 0;
   while (at <= text.length) {
     while (text[at] === ' ') at++;
-    if (text[at] === '"') {
-      let name = '';
-      let end = at + 1;
-      for (;;) {
-        const quote = text.indexOf('"', end);
-        if (quote < 0) throw new StrataError('USAGE', `restore: --tables has a quoted name without its closing quote (${JSON.stringify(text.slice(at, at + 60))}); write a quote inside a name as "", e.g. --tables ${example}`);
-        name += text.slice(end, quote);
-        if (text[quote + 1] === '"') {
-          name += '"';
-          end = quote + 2;
+    const start = at;
+    // The parts of one name: a quoted part (commas and dots inside are the name's) or a plain
+    // one, up to the next dot or comma, then another part after a dot.
+    let quoted: string | undefined;
+    let parts = 0;
+    for (;;) {
+      parts++;
+      if (text[at] === '"') {
+        quoted = '';
+        let from = at + 1;
+        for (;;) {
+          const quote = text.indexOf('"', from);
+          if (quote < 0) throw new StrataError('USAGE', `restore: --tables has a quoted name without its closing quote (${JSON.stringify(text.slice(start, start + 60))}); write a quote inside a name as "", e.g. --tables ${example}`);
+          quoted += text.slice(from, quote);
+          if (text[quote + 1] !== '"') {
+            at = quote + 1;
+            break;
+          }
+          quoted += '"';
+          from = quote + 2;
+        }
+        if (text[at] === '.') {
+          at++;
           continue;
         }
-        end = quote + 1;
+        const comma = text.indexOf(',', at);
+        const rest = comma < 0 ? text.slice(at) : text.slice(at, comma);
+        if (rest.trim() !== '') {
+          throw new StrataError('USAGE', `restore: --tables has ${JSON.stringify(rest.trim().slice(0, 40))} after the quoted name "${quoted}"; quote a name as a whole and put a comma between names, e.g. --tables ${example}`);
+        }
+        at += rest.length;
         break;
       }
-      const comma = text.indexOf(',', end);
-      const rest = comma < 0 ? text.slice(end) : text.slice(end, comma);
-      if (rest.trim() !== '') {
-        throw new StrataError('USAGE', `restore: --tables has ${JSON.stringify(rest.trim().slice(0, 40))} after the quoted name "${name}"; quote a name as a whole and put a comma between names, e.g. --tables ${example}`);
+      while (at < text.length && text[at] !== ',' && text[at] !== '.') at++;
+      if (text[at] === '.') {
+        at++;
+        continue;
       }
-      if (name !== '') names.push(name);
-      at = comma < 0 ? text.length + 1 : comma + 1;
-      continue;
+      break;
     }
-    const comma = text.indexOf(',', at);
-    const name = (comma < 0 ? text.slice(at) : text.slice(at, comma)).trim();
+    const name = parts === 1 && quoted !== undefined ? quoted : text.slice(start, at).trim();
     if (name !== '') names.push(name);
-    at = comma < 0 ? text.length + 1 : comma + 1;
+    at++;
   }
   if (names.length === 0) throw new StrataError('USAGE', `restore: --tables needs table names, e.g. --tables ${example}`);
   return names;
@@ -91,5 +108,15 @@ export function parseTableList(text: string, example: string): string[] {
 
 /** `--tables` as {@link parseTableList} reads it back, for messages that suggest one. */
 export function tableListArgument(names: readonly string[]): string {
-  return names.map((name) => (/,|^\s|\s$|^"/.test(name) || name === '' ? `"${name.replace(/"/g, '""')}"` : name)).join(',');
+  return names.map((name) => (readsBackAs(name) ? name : `"${name.replace(/"/g, '""')}"`)).join(',');
+}
+
+/** Whether `--tables` given the name as it is reads it back as that one name. */
+function readsBackAs(name: string): boolean {
+  try {
+    const back = parseTableList(name, '');
+    return back.length === 1 && back[0] === name;
+  } catch {
+    return false;
+  }
 }

@@ -420,7 +420,7 @@ export abstract class ServerEngine implements Engine {
     for (const name of requested) {
       const found = inBackup.filter((table) => this.namesTable(name, table));
       if (found.length === 0) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the backup has no table ${named(JSON.stringify(name), 'table')} (it has: ${named(inBackup, 'table')})`, { details: { table: name } });
-      if (found.length > 1) throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named(found, 'table')}); qualify it with its schema`);
+      if (found.length > 1) throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named(found, 'table')}); name one of them as written here`);
     }
     return inBackup.filter((table) => this.isRequested(table, requested));
   }

@@ -26,9 +26,76 @@ export interface PgTable {
    */
   readonly extensionRows?: string;
 }
-/** Qualified name as users write it: `schema.table`. */
+/**
+ * Qualified name as users write it: `schema.table`, the name verify facts, `list` and `--tables`
+ * give a table. A part that holds a dot or a double quote is written in double quotes (a quote
+ * inside doubled), as SQL writes it: schema `a.b` with table `c` and schema `a` with table `b.c`
+ * are `"a.b".c` and `a."b.c"`, two tables that the plain `a.b.c` made one (verify then compared
+ * both with the same restored table). Every other name is written as it always was.
+ */
 export function qualified(table: { schema: string; name: string }): string {
+  return `${namePart(table.schema)}.${namePart(table.name)}`;
+}
+
+/** A schema's or table's name as {@link qualified} writes it. */
+export function namePart(part: string): string {
+  return /[."]/.test(part) ? `"${part.replaceAll('"', '""')}"` : part;
+}
+
+/**
+ * `schema.table` joined plainly, as facts before version 4 named tables and as the server's
+ * `nspname || '.' || relname` does: ambiguous when a name holds a dot.
+ */
+export function joinedName(table: { schema: string; name: string }): string {
   return `${table.schema}.${table.name}`;
+}
+
+/**
+ * The schema and table a qualified name stands for: quoted parts as {@link qualified} writes
+ * them, or two plain parts. Undefined when it cannot tell (a plain name with more than one dot,
+ * as older facts wrote dotted names) or the text is no qualified name at all.
+ */
+export function splitQualified(text: string): { schema: string; name: string } | undefined {
+  const parts: string[] = [];
+  let at = 0;
+  while (parts.length < 2) {
+    if (text[at] === '"') {
+      let part = '';
+      let from = at + 1;
+      for (;;) {
+        const quote = text.indexOf('"', from);
+        if (quote < 0) return undefined;
+        part += text.slice(from, quote);
+        if (text[quote + 1] !== '"') {
+          at = quote + 1;
+          break;
+        }
+        part += '"';
+        from = quote + 2;
+      }
+      parts.push(part);
+    } else {
+      const dot = text.indexOf('.', at);
+      const end = parts.length === 0 ? dot : text.length;
+      if (end < 0) return undefined;
+      const part = text.slice(at, end);
+      if (part.includes('"') || (parts.length === 1 && part.includes('.'))) return undefined;
+      parts.push(part);
+      at = end;
+    }
+    if (parts.length === 1) {
+      if (text[at] !== '.') return undefined;
+      at++;
+    }
+  }
+  if (at !== text.length) return undefined;
+  return { schema: parts[0]!, name: parts[1]! };
+}
+
+/** A qualified name joined plainly ({@link joinedName}), whether its parts are quoted or not. */
+export function plainlyJoined(text: string): string {
+  const parts = splitQualified(text);
+  return parts ? joinedName(parts) : text;
 }
 
 /** A tar-safe, reversible stream name: letters, digits, `_` and `-` as they are, the rest %XX. */
@@ -154,7 +221,7 @@ export async function* copyOut(client: pg.Client, table: PgTable, clientEncoding
  * Row counts and checksums of every table, computed by the server ({@link rowFactsSql}), one query
  * per table, in the caller's transaction.
  */
-export async function statsOf(client: pg.Client, tables: readonly PgTable[]): Promise<TableStats[]> {
+export async function statsOf(client: pg.Client, tables: readonly PgTable[], nameOf: (table: PgTable) => string = qualified): Promise<TableStats[]> {
   const out: TableStats[] = [];
   for (const table of tables) {
     let facts: { rows: string; hash_sum: string };
@@ -163,7 +230,7 @@ export async function statsOf(client: pg.Client, tables: readonly PgTable[]): Pr
     } catch (err) {
       throw tableError(table, 'counting and hashing the rows of', err);
     }
-    out.push(tableStats(table, facts.rows, facts.hash_sum));
+    out.push({ ...tableStats(table, facts.rows, facts.hash_sum), name: nameOf(table) });
   }
   return out;
 }

@@ -29,7 +29,7 @@ import type {
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, pgDumpProgram, schemaObjects, serverMajorOf, splitSchema, withoutTablespaces } from './pg-schema.js';
-import { copyOut, emptyTableStats, leafPartitions, listTables, parseStreamName, partitionTree, populatedMatviews, qualified, refreshOrder, statsOf, streamName } from './pg-tables.js';
+import { copyOut, emptyTableStats, joinedName, leafPartitions, listTables, namePart, parseStreamName, partitionTree, plainlyJoined, populatedMatviews, qualified, refreshOrder, splitQualified, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
 import { applySchema, applyScriptHeader, restoreFailed } from './pg-apply-schema.js';
@@ -58,8 +58,9 @@ import { LARGE_OBJECTS_FACTS, LARGE_OBJECTS_STREAM, countLargeObjects, largeObje
 /**
  * The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}).
  * 3: extensions' configuration tables are among the tables (see listTables).
+ * 4: a schema or table name with a dot or a quote is quoted in the table's name (see qualified).
  */
-const FACTS_VERSION = 3;
+const FACTS_VERSION = 4;
 
 /** The name under which verify facts record the sequences' positions, beside the tables. */
 const SEQUENCES_FACTS = 'pg_sequences';
@@ -247,7 +248,7 @@ export class PostgresEngine extends ServerEngine {
         // As in snapshot(): large objects have facts only when there are some (a backup that had some
         // and a restore that lost them all then differ by the missing pg_largeobject entry).
         // Backups made before sequences had facts record no entry for them, and so check none.
-        tables: [...(await statsOf(client, tables)), ...((await countLargeObjects(client)) > 0 ? [await largeObjectFacts(client)] : []), ...sequenceFacts(await readSequences(client))],
+        tables: [...(await statsOf(client, tables, typeof recordedVersion === 'number' && recordedVersion < 4 ? joinedName : qualified)), ...((await countLargeObjects(client)) > 0 ? [await largeObjectFacts(client)] : []), ...sequenceFacts(await readSequences(client))],
         ...checks,
       };
     } catch (err) {
@@ -269,9 +270,20 @@ export class PostgresEngine extends ServerEngine {
     return qualified(table);
   }
 
-  /** `--tables orders` means `shop.orders` when one schema has it; `shop.orders` only that one. */
+  /**
+   * `--tables orders` means `shop.orders` when one schema has it; `shop.orders` only that one. A
+   * name with a dot is asked for quoted (`"a.b".c`, `a."b.c"`, or `'"b.c"'` alone), as `list`
+   * writes it; asked for plainly (`a.b.c`), or named so by an older backup, it means every table
+   * whose plainly joined name it is, and requestedTables says when that is more than one.
+   */
   protected override namesTable(requested: string, table: string): boolean {
-    return requested === table || requested === table.slice(table.indexOf('.') + 1);
+    if (requested === table) return true;
+    const parts = splitQualified(table);
+    if (!parts) return requested === table.slice(table.indexOf('.') + 1) || plainlyJoined(requested) === plainlyJoined(table);
+    if (requested === parts.name || requested === namePart(parts.name)) return true;
+    const asked = splitQualified(requested);
+    if (asked) return asked.schema === parts.schema && asked.name === parts.name;
+    return plainlyJoined(requested) === joinedName(parts);
   }
 
   /**
@@ -287,7 +299,7 @@ export class PostgresEngine extends ServerEngine {
       if (parents.length === 0) return [name];
       const alike = [...tree.tables].filter((table) => this.namesTable(name, table) && !tree.partitions.has(table));
       if (parents.length > 1 || alike.length > 0) {
-        throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named([...parents, ...alike].sort(), 'table')}); qualify it with its schema`);
+        throw new StrataError('USAGE', redactable`restore: ${named(name, 'table')} is ambiguous (${named([...parents, ...alike].sort(), 'table')}); name one of them as written here`);
       }
       const leaves = leafPartitions(parents[0]!, tree);
       if (leaves.length === 0) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the partitioned table ${named(parents[0]!, 'table')} has no partition in the backup that holds rows`, { details: { table: name } });
@@ -574,14 +586,15 @@ async function isInheritanceChild(client: pg.Client, table: { schema: string; na
 }
 
 /** The columns of a table's stream as the backup recorded them (undefined for older backups). */
-function streamColumnsOf(meta: PgMeta, table: string): readonly string[] | undefined {
-  return meta.tables?.find((t) => t.table === table)?.columns;
+function streamColumnsOf(meta: PgMeta, table: TableName): readonly string[] | undefined {
+  const stream = streamName(table);
+  return meta.tables?.find((t) => t.stream === stream)?.columns;
 }
 
 /** COPYs spooled row files into their tables, in this order and the recorded column order (no file: no rows). */
 async function loadFiles(client: pg.Client, target: PgTarget, spooled: readonly { table: TableName; file: string | undefined }[], meta: PgMeta): Promise<void> {
   for (const { table, file } of spooled) {
-    const sink = copyIntoTable(client, table.schema, table.name, target, meta.database?.encoding ?? 'UTF8', streamColumnsOf(meta, qualified(table)));
+    const sink = copyIntoTable(client, table.schema, table.name, target, meta.database?.encoding ?? 'UTF8', streamColumnsOf(meta, table));
     if (file) for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await sink.write(chunk as Buffer);
     await sink.end();
   }
@@ -610,7 +623,7 @@ async function wholePartitionedTables(client: pg.Client, tables: readonly TableN
       GROUP BY 1`,
     [tables.map((t) => t.schema), tables.map((t) => t.name)],
   )).rows;
-  const restored = new Set(tables.map((t) => `${t.schema}.${t.name}`));
+  const restored = new Set(tables.map(joinedName));
   return rows.filter((r) => r.leaves.every((leaf) => restored.has(leaf))).map((r) => r.parent);
 }
 
@@ -712,7 +725,8 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       // table with checks still pending.
       await client.query('SET CONSTRAINTS ALL IMMEDIATE');
       await flipSwitches(client, target, switches, (t) => SWITCH_ENABLE[t.mode]!);
-      await restoreSequences(client, meta.sequences ?? [], new Set([...chosen, ...(await wholePartitionedTables(client, tables))]));
+      // A sequence's owner was recorded as the server joins names (joinedName).
+      await restoreSequences(client, meta.sequences ?? [], new Set([...tables.map(joinedName), ...(await wholePartitionedTables(client, tables))]));
       await client.query('COMMIT');
     } catch (err) {
       // Also switches the triggers and rules back: ALTER TABLE is part of the transaction.
@@ -777,7 +791,9 @@ function refuseReferencesFromOutside(tables: readonly TableName[], edges: readon
     }
   }
   if (added.length === 0) return;
-  const notInBackup = added.map(qualified).filter((q) => !recorded.has(q));
+  // By key: an older backup names a dotted table as joinedName does, not as qualified does.
+  const inBackup = new Set([...recorded.values()].map(tableKey));
+  const notInBackup = added.filter((t) => !inBackup.has(tableKey(t))).map(qualified);
   const remedy =
     notInBackup.length > 0
       ? redactable`the backup has no rows for ${named(notInBackup, 'table')}; restore the whole backup instead`
