@@ -297,7 +297,7 @@ describe('PostgreSQL engine', function () {
     assert.equal(verify.status, 0, verify.stdout + verify.stderr);
 
     const live = await databases.create(sql);
-    await pgQuery(live, `UPDATE "a.b".c SET v = 'changed'; UPDATE a."b.c" SET v = 'changed'; INSERT INTO a."b.c" (v) VALUES ('new'); DELETE FROM "say ""hi"""`);
+    await pgQuery(live, `UPDATE "a.b".c SET v = 'changed'; UPDATE a."b.c" SET v = 'changed'; INSERT INTO a."b.c" (v) VALUES ('new'); INSERT INTO "a.b".c (v) VALUES ('live only'); DELETE FROM "say ""hi"""`);
     const rows = async (db: string, table: string): Promise<string> => JSON.stringify((await pgQuery(db, `SELECT * FROM ${table} ORDER BY 1`)).rows);
     const sequence = async (db: string, seq: string): Promise<string> => JSON.stringify((await pgQuery(db, `SELECT last_value FROM ${seq}`)).rows);
     const restore = (tables: string): ReturnType<typeof strata> => strata(['restore', id, '--repo', cliRepo, '--to', pgUrl(live), '--tables', tables, '--force', '--yes']);
@@ -313,6 +313,7 @@ describe('PostgreSQL engine', function () {
     assert.equal(await rows(live, 'a."b.c"'), await rows(source, 'a."b.c"'));
     assert.equal(await sequence(live, 'a."b.c_id_seq"'), await sequence(source, 'a."b.c_id_seq"'));
     assert.notEqual(await rows(live, '"a.b".c'), await rows(source, '"a.b".c'), 'the other table is left as it was');
+    assert.equal(await sequence(live, '"a.b".c_id_seq'), '[{"last_value":"11"}]', "and so is its sequence, whose owner's plainly joined name is the same");
 
     // The schema quoted, the table alone, and a whole-quoted name with a quote inside each mean one table.
     for (const [tables, table] of [['"a.b".c', '"a.b".c'], ['c', '"a.b".c'], ['"say ""hi"""', '"say ""hi"""']] as const) {

@@ -407,6 +407,15 @@ export abstract class ServerEngine implements Engine {
     return requested;
   }
 
+  /**
+   * The backup's tables named as {@link tableOfStream} names them, which `--tables` is matched
+   * against both as the rows arrive and at commit: the two must agree, or a table chosen at commit
+   * would have had none of its rows kept. By default the names its facts recorded.
+   */
+  protected backupTables(info: RestoreCommitInfo): readonly string[] {
+    return info.tables;
+  }
+
   /** Whether a backup table is one of those `--tables` asked for. */
   protected isRequested(table: string, requested: readonly string[]): boolean {
     return requested.some((name) => this.namesTable(name, table));
@@ -455,7 +464,7 @@ export abstract class ServerEngine implements Engine {
       },
       commit: async (info) => {
         try {
-          await this.replaceTables(target, this.requestedTables(requested, info.tables), spooled, info, names, {
+          await this.replaceTables(target, this.requestedTables(requested, this.backupTables(info)), spooled, info, names, {
             ...(options.signal ? { signal: options.signal } : {}),
             ...(options.lockWaitSeconds !== undefined ? { lockWaitSeconds: options.lockWaitSeconds } : {}),
           });

@@ -92,12 +92,6 @@ export function splitQualified(text: string): { schema: string; name: string } |
   return { schema: parts[0]!, name: parts[1]! };
 }
 
-/** A qualified name joined plainly ({@link joinedName}), whether its parts are quoted or not. */
-export function plainlyJoined(text: string): string {
-  const parts = splitQualified(text);
-  return parts ? joinedName(parts) : text;
-}
-
 /** A tar-safe, reversible stream name: letters, digits, `_` and `-` as they are, the rest %XX. */
 export function streamName(table: { schema: string; name: string }): string {
   const enc = (s: string): string =>

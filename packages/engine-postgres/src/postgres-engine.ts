@@ -29,7 +29,7 @@ import type {
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, pgDumpProgram, schemaObjects, serverMajorOf, splitSchema, withoutTablespaces } from './pg-schema.js';
-import { copyOut, emptyTableStats, joinedName, leafPartitions, listTables, namePart, parseStreamName, partitionTree, plainlyJoined, populatedMatviews, qualified, refreshOrder, splitQualified, statsOf, streamName } from './pg-tables.js';
+import { copyOut, emptyTableStats, joinedName, leafPartitions, listTables, namePart, parseStreamName, partitionTree, populatedMatviews, qualified, refreshOrder, splitQualified, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
 import { applySchema, applyScriptHeader, restoreFailed } from './pg-apply-schema.js';
@@ -74,8 +74,10 @@ interface SequenceState {
   name: string;
   lastValue: string;
   isCalled: boolean;
-  /** `schema.table` that owns the sequence (serial/identity), if any. */
+  /** `schema.table` that owns the sequence (serial/identity), if any, joined plainly (joinedName). */
   ownedBy: string | null;
+  /** The same table by its schema and name (absent in backups made before it was recorded). */
+  owner?: TableName | null;
 }
 
 /** What a restore needs besides the schema: kept in the manifest's engineMeta. */
@@ -270,20 +272,26 @@ export class PostgresEngine extends ServerEngine {
     return qualified(table);
   }
 
+  protected override backupTables(info: RestoreCommitInfo): readonly string[] {
+    return backupTables(info);
+  }
+
   /**
-   * `--tables orders` means `shop.orders` when one schema has it; `shop.orders` only that one. A
-   * name with a dot is asked for quoted (`"a.b".c`, `a."b.c"`, or `'"b.c"'` alone), as `list`
-   * writes it; asked for plainly (`a.b.c`), or named so by an older backup, it means every table
-   * whose plainly joined name it is, and requestedTables says when that is more than one.
+   * `--tables orders` means `shop.orders` when one schema has it; `shop.orders` only that one
+   * (`table` is always as {@link qualified} writes it, see backupTables). A part with a dot is
+   * asked for in double quotes (`"a.b".c`, `a."b.c"`), as the messages write it, or alone
+   * (`b.c`, which also means schema `b`'s table `c`); asked for plainly (`a.b.c`, as facts before
+   * version 4 wrote it) it means every table whose plainly joined name it is. requestedTables
+   * refuses a name that means more than one table.
    */
   protected override namesTable(requested: string, table: string): boolean {
     if (requested === table) return true;
     const parts = splitQualified(table);
-    if (!parts) return requested === table.slice(table.indexOf('.') + 1) || plainlyJoined(requested) === plainlyJoined(table);
+    if (!parts) return false;
     if (requested === parts.name || requested === namePart(parts.name)) return true;
     const asked = splitQualified(requested);
     if (asked) return asked.schema === parts.schema && asked.name === parts.name;
-    return plainlyJoined(requested) === joinedName(parts);
+    return requested === joinedName(parts);
   }
 
   /**
@@ -334,11 +342,11 @@ async function loadOrder(client: pg.Client, tables: PgTable[]): Promise<PgTable[
 }
 
 async function readSequences(client: pg.Client): Promise<SequenceState[]> {
-  const seqs = (await client.query<{ schema: string; name: string; owned_by: string | null }>(`
-    SELECT n.nspname AS schema, c.relname AS name,
-      (SELECT tn.nspname || '.' || t.relname FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) AS owned_by
+  const seqs = (await client.query<{ schema: string; name: string; owner_schema: string | null; owner_name: string | null }>(`
+    SELECT n.nspname AS schema, c.relname AS name, owner.schema AS owner_schema, owner.name AS owner_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN LATERAL (SELECT tn.nspname AS schema, t.relname AS name FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) owner ON true
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       -- Another session's temporary sequences are its own (and reading one fails), as its temporary tables are.
       AND c.relpersistence <> 't'
@@ -350,7 +358,8 @@ async function readSequences(client: pg.Client): Promise<SequenceState[]> {
   const out: SequenceState[] = [];
   for (const s of seqs) {
     const state = (await client.query<{ last_value: string; is_called: boolean }>(`SELECT last_value::text, is_called FROM ${ident(s.schema)}.${ident(s.name)}`)).rows[0]!;
-    out.push({ schema: s.schema, name: s.name, lastValue: state.last_value, isCalled: state.is_called, ownedBy: s.owned_by });
+    const owner = s.owner_schema !== null && s.owner_name !== null ? { schema: s.owner_schema, name: s.owner_name } : null;
+    out.push({ schema: s.schema, name: s.name, lastValue: state.last_value, isCalled: state.is_called, ownedBy: owner && joinedName(owner), owner });
   }
   return out;
 }
@@ -511,7 +520,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
     commit: async (info: RestoreCommitInfo) => {
       try {
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
-        if (wanted) wanted.check(info.tables);
+        if (wanted) wanted.check(backupTables(info));
         const meta = info.engineMeta as unknown as PgMeta;
         await loadFiles(work, target, children, meta);
         await removeChildFiles();
@@ -601,18 +610,17 @@ async function loadFiles(client: pg.Client, target: PgTarget, spooled: readonly 
 }
 
 /**
- * The partitioned tables (`schema.name`) all of whose partitions are among `tables`, at every
- * level. Their rows are all restored, so their own sequences go back with them: an identity or
- * serial column of a partitioned table is shared by every partition under it, and one a level
- * down can have its own (a partitioned table with a serial column, attached to another), which
- * inserts into it directly use. Otherwise the next insert took a value the restored rows already
- * held. With one partition under it left out, whose rows may be newer than the backup, a
- * table's sequence stays where it is.
+ * The partitioned tables all of whose partitions are among `tables`, at every level. Their rows
+ * are all restored, so their own sequences go back with them: an identity or serial column of a
+ * partitioned table is shared by every partition under it, and one a level down can have its own
+ * (a partitioned table with a serial column, attached to another), which inserts into it directly
+ * use. Otherwise the next insert took a value the restored rows already held. With one partition
+ * under it left out, whose rows may be newer than the backup, a table's sequence stays where it is.
  */
-async function wholePartitionedTables(client: pg.Client, tables: readonly TableName[]): Promise<string[]> {
+async function wholePartitionedTables(client: pg.Client, tables: readonly TableName[]): Promise<TableName[]> {
   if (tables.length === 0) return [];
-  const rows = (await client.query<{ parent: string; leaves: string[] }>(
-    `SELECT pn.nspname || '.' || p.relname AS parent, array_agg(ln.nspname || '.' || l.relname) AS leaves
+  const rows = (await client.query<{ schema: string; name: string; leaves: [string, string][] }>(
+    `SELECT pn.nspname AS schema, p.relname AS name, json_agg(json_build_array(ln.nspname, l.relname)) AS leaves
        FROM (SELECT DISTINCT a.relid AS parent FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                CROSS JOIN LATERAL pg_partition_ancestors(c.oid) a
                WHERE c.relispartition AND (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))) parents
@@ -620,16 +628,20 @@ async function wholePartitionedTables(client: pg.Client, tables: readonly TableN
        CROSS JOIN LATERAL pg_partition_tree(parents.parent) t
        JOIN pg_class l ON l.oid = t.relid JOIN pg_namespace ln ON ln.oid = l.relnamespace
       WHERE t.isleaf
-      GROUP BY 1`,
+      GROUP BY p.oid, pn.nspname, p.relname`,
     [tables.map((t) => t.schema), tables.map((t) => t.name)],
   )).rows;
-  const restored = new Set(tables.map(joinedName));
-  return rows.filter((r) => r.leaves.every((leaf) => restored.has(leaf))).map((r) => r.parent);
+  const restored = new Set(tables.map(tableKey));
+  return rows.filter((r) => r.leaves.every(([schema, name]) => restored.has(tableKey({ schema, name })))).map((r) => ({ schema: r.schema, name: r.name }));
 }
 
-async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: ReadonlySet<string>): Promise<void> {
+/** Sets the sequences to the backup's positions: all, or those `only` of these tables own. */
+async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: readonly TableName[]): Promise<void> {
+  const keys = new Set(only?.map(tableKey));
+  // Backups made before `owner` was recorded know the owner only by its plainly joined name.
+  const joined = new Set(only?.map(joinedName));
   for (const s of sequences) {
-    if (only && (!s.ownedBy || !only.has(s.ownedBy))) continue;
+    if (only && !(s.owner !== undefined ? s.owner !== null && keys.has(tableKey(s.owner)) : s.ownedBy !== null && joined.has(s.ownedBy))) continue;
     await client.query(`SELECT pg_catalog.setval(${literal(`${ident(s.schema)}.${ident(s.name)}`)}, ${s.lastValue}, ${s.isCalled})`);
   }
 }
@@ -640,14 +652,29 @@ interface TableName {
   name: string;
 }
 
-/** The backup's tables by the `schema.table` names it gives them, each split as its stream name records it. */
+/** The backup's tables by their names as {@link qualified} writes them, each split as its stream name records it. */
 function recordedTables(meta: PgMeta): Map<string, TableName> {
   const out = new Map<string, TableName>();
   for (const t of meta.tables ?? []) {
     const table = parseStreamName(t.stream);
-    if (table) out.set(t.table, table);
+    if (table) out.set(qualified(table), table);
   }
   return out;
+}
+
+/**
+ * The backup's tables as {@link qualified} names them, whatever naming its facts used: facts
+ * before version 4 joined names plainly (two tables could share one), and each recorded table's
+ * stream says its schema and name. Tables without a stream keep the name the facts gave them.
+ */
+function backupTables(info: RestoreCommitInfo): string[] {
+  const meta = info.engineMeta as unknown as PgMeta;
+  const byRecordedName = new Map<string, string[]>();
+  for (const t of meta.tables ?? []) {
+    const table = parseStreamName(t.stream);
+    if (table) byRecordedName.set(t.table, [...(byRecordedName.get(t.table) ?? []), qualified(table)]);
+  }
+  return [...new Set(info.tables.flatMap((name) => byRecordedName.get(name) ?? [name]))];
 }
 
 /** A key that tells any two tables apart, also when their `schema.table` texts are the same. */
@@ -719,14 +746,20 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
         // replaced; the rest are the extension's own, and the backup does not hold them.
         await client.query(`DELETE FROM ONLY ${ident(t.schema)}.${ident(t.name)} ${inTarget.get(tableKey(t))?.extensionRows ?? ''}`);
       }
-      await loadFiles(client, target, order.map((t) => ({ table: t, file: files.get(qualified(t)) })), meta);
+      const streams = new Set((meta.tables ?? []).map((t) => t.stream));
+      const spooled = order.map((t) => {
+        const file = files.get(qualified(t));
+        // Rows delivered and not kept would leave the table empty: the two matchings of --tables disagreed.
+        if (!file && streams.has(streamName(t))) throw new StrataError('INTERNAL', redactable`restore: the rows of table ${named(qualified(t), 'table')} were not kept for the replacement; nothing was changed`);
+        return { table: t, file };
+      });
+      await loadFiles(client, target, spooled, meta);
       // Check deferred foreign keys now: setval() is not transactional, so sequences move
       // only once nothing can fail any more. The server also refuses to change a trigger of a
       // table with checks still pending.
       await client.query('SET CONSTRAINTS ALL IMMEDIATE');
       await flipSwitches(client, target, switches, (t) => SWITCH_ENABLE[t.mode]!);
-      // A sequence's owner was recorded as the server joins names (joinedName).
-      await restoreSequences(client, meta.sequences ?? [], new Set([...tables.map(joinedName), ...(await wholePartitionedTables(client, tables))]));
+      await restoreSequences(client, meta.sequences ?? [], [...tables, ...(await wholePartitionedTables(client, tables))]);
       await client.query('COMMIT');
     } catch (err) {
       // Also switches the triggers and rules back: ALTER TABLE is part of the transaction.
