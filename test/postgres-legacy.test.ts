@@ -101,32 +101,41 @@ describe('PostgreSQL: backups whose facts joined dotted names plainly (fixtures/
   const dir = useTempDir();
   const dbs = new Databases();
   const fixture = path.join(ROOT, 'fixtures/legacy-pg-facts-v3');
-  const full = 'shop_full_20261206_100000_21d8';
-  const incremental = 'shop_incremental_20261206_110000_b97f';
+  const full = 'shop_full_20261206_100000_b231';
+  const incremental = 'shop_incremental_20261206_110000_7cea';
+  const clash = 'clash_full_20261206_120000_3025';
   before(async function () {
     await requirePostgres(this);
   });
   afterEach(() => dbs.dropAll());
 
-  it('verifies and restores them, replaces a dotted table by its old name and its new one, and continues the chain with facts of today', async () => {
-    const repo = path.join(dir.path, 'repository');
+  /** A private copy of the fixture whose catalog names `source` on the test server, where verify makes its scratch databases. */
+  async function repository(source: string): Promise<string> {
+    const repo = path.join(dir.path, `repository-${source}`);
     cpSync(path.join(fixture, 'repo'), repo, { recursive: true });
-    const source = dbs.name('strata_legacy_facts');
     await pgQuery('postgres', `CREATE DATABASE "${source}"`);
-    // Verify makes its scratch databases on the server the backups came from: the test server here.
     for (const file of readdirSync(path.join(repo, 'catalog'))) {
       const catalogFile = path.join(repo, 'catalog', file);
       const catalog = JSON.parse(readFileSync(catalogFile, 'utf8')) as { backups: { source: string }[] };
       for (const backup of catalog.backups) backup.source = pgUrl(source);
       writeFileSync(catalogFile, `${JSON.stringify(catalog, null, 1)}\n`);
     }
-    const failures = (result: ReturnType<typeof strata>): string[] =>
-      json<{ reports: { backupId: string; checks: { name: string; status: string; reason: string }[] }[] }>(result).reports.flatMap((r) =>
-        r.checks.filter((c) => c.status !== 'passed').map((c) => `${r.backupId} ${c.name}: ${c.status} ${c.reason}`),
-      );
+    return repo;
+  }
+
+  const failures = (result: ReturnType<typeof strata>): string[] =>
+    json<{ reports: { backupId: string; checks: { name: string; status: string; reason: string }[] }[] }>(result).reports.flatMap((r) =>
+      r.checks.filter((c) => c.status !== 'passed').map((c) => `${r.backupId} ${c.name}: ${c.status} ${c.reason}`),
+    );
+
+  it('verifies and restores them, replaces a dotted table by its old name and its new one, and continues the chain with facts of today', async () => {
+    const source = dbs.name('strata_legacy_facts');
+    const repo = await repository(source);
+    // The clash backup too: its facts name both tables a.b.c, compared in the order both list them.
     const verified = strata(['verify', '--all', '--level', 'full', '--repo', repo, '--json']);
     assert.deepEqual(failures(verified), []);
     assert.equal(verified.status, 0, verified.stderr);
+    assert.deepEqual(json<{ reports: { backupId: string }[] }>(verified).reports.map((r) => r.backupId).sort(), [clash, full, incremental]);
 
     await pgQuery(source, readFileSync(path.join(fixture, 'source.sql'), 'utf8'));
     const fromFull = dbs.name();
@@ -139,7 +148,7 @@ describe('PostgreSQL: backups whose facts joined dotted names plainly (fixtures/
     const state = async (db: string): Promise<string> =>
       JSON.stringify(await Promise.all(['SELECT * FROM "my.schema".t ORDER BY id', 'SELECT last_value FROM "my.schema".t_id_seq', 'SELECT * FROM public."v1.2" ORDER BY k', 'SELECT * FROM orders ORDER BY id'].map(async (sql) => (await pgQuery(db, sql)).rows)));
     for (const tables of ['my.schema.t,v1.2,orders', '"my.schema".t,public."v1.2",public.orders', 't,"v1.2",orders']) {
-      await pgQuery(fromFull, `DELETE FROM public.orders; DELETE FROM "my.schema".t WHERE id > 20; UPDATE public."v1.2" SET n = 0`);
+      await pgQuery(fromFull, `DELETE FROM public.orders; DELETE FROM "my.schema".t WHERE id > 20; UPDATE public."v1.2" SET n = 0; SELECT setval('"my.schema".t_id_seq', 1)`);
       result = strata(['restore', incremental, '--repo', repo, '--to', pgUrl(fromFull), '--tables', tables, '--force', '--yes']);
       assert.equal(result.status, 0, `${tables}: ${result.stderr}`);
       assert.equal(await state(fromFull), await state(source), tables);
@@ -165,5 +174,34 @@ describe('PostgreSQL: backups whose facts joined dotted names plainly (fixtures/
     result = strata(['restore', nextId, '--repo', repo, '--to', pgUrl(fromNext)]);
     assert.equal(result.status, 0, result.stderr);
     assert.equal(pgDump(fromNext), pgDump(source));
+  });
+
+  it('tells apart the two tables of the clash backup, whose facts gave both one name: --tables picks one, and only its sequence goes back', async () => {
+    const source = dbs.name('strata_legacy_clash');
+    const repo = await repository(source);
+    await pgQuery(source, readFileSync(path.join(fixture, 'clash.sql'), 'utf8'));
+    const live = dbs.name();
+    let result = strata(['restore', clash, '--repo', repo, '--to', pgUrl(live)]);
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(pgDump(live), pgDump(source));
+    await pgQuery(live, `UPDATE "a.b".c SET v = 'changed'; UPDATE a."b.c" SET v = 'changed'; INSERT INTO "a.b".c (v) VALUES ('live only'); INSERT INTO a."b.c" (v) VALUES ('live only')`);
+    const state = async (db: string, table: string, seq: string): Promise<string> =>
+      JSON.stringify([(await pgQuery(db, `SELECT * FROM ${table} ORDER BY id`)).rows, (await pgQuery(db, `SELECT last_value FROM ${seq}`)).rows]);
+    const restore = (tables: string): ReturnType<typeof strata> => strata(['restore', clash, '--repo', repo, '--to', pgUrl(live), '--tables', tables, '--force', '--yes']);
+
+    const before = pgDump(live);
+    result = restore('a.b.c');
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /a\.b\.c is ambiguous \((a\."b\.c", "a\.b"\.c|"a\.b"\.c, a\."b\.c")\)/);
+    assert.equal(pgDump(live), before, 'nothing changed');
+
+    const other = await state(live, '"a.b".c', '"a.b".c_id_seq');
+    result = restore('a."b.c"');
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(await state(live, 'a."b.c"', 'a."b.c_id_seq"'), await state(source, 'a."b.c"', 'a."b.c_id_seq"'));
+    assert.equal(await state(live, '"a.b".c', '"a.b".c_id_seq'), other, 'the other table and its sequence are left as they were');
+    result = restore('"a.b".c');
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(pgDump(live), pgDump(source));
   });
 });

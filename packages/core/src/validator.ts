@@ -320,13 +320,16 @@ export function compareWithRecorded(
   const dataProblems: string[] = [];
   // The catalog and journal keep counts per kind of problem, never the tables' names.
   const tally = { missing: 0, rows: 0, content: 0 };
-  const restored = new Map(facts.tables.map((t) => [t.name, t]));
+  // Tables recorded under one name (facts an engine wrote before it told them apart) are
+  // compared in the order both lists give them, each with its own.
+  const restored = new Map<string, (typeof facts.tables)[number][]>();
+  for (const t of facts.tables) restored.set(t.name, [...(restored.get(t.name) ?? []), t]);
   // Entries beside the tables (what the database holds besides its tables' rows) are named as themselves.
   const beside = (name: string): boolean => besideTables.includes(name);
   const tableCount = recorded.tables.filter((t) => !beside(t.name)).length;
   const besides = recorded.tables.filter((t) => beside(t.name)).map((t) => t.name);
   for (const table of recorded.tables) {
-    const got = restored.get(table.name);
+    const got = restored.get(table.name)?.shift();
     const what = beside(table.name) ? table.name : `table ${table.name}`;
     if (!got) {
       dataProblems.push(`${what} is missing`);

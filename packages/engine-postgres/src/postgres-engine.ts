@@ -469,6 +469,8 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
   // Rows of plain inheritance children wait in files for the column order the backup recorded:
   // pg_dump recreates a child with its parent's columns first, whatever order the source had.
   const children: { table: TableName; file: string }[] = [];
+  // The tables whose rows were kept (with --tables), to hold against those chosen at commit.
+  const loaded = new Set<string>();
   const removeChildFiles = (): Promise<unknown> => Promise.all(children.map((c) => fs.rm(c.file, { force: true })));
   // Backups from before database properties were recorded hold UTF-8 rows and were restored as UTF-8.
   let copyEncoding = 'UTF8';
@@ -508,6 +510,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a PostgreSQL backup has no stream named ${JSON.stringify(name)}`);
       if (!work) throw new StrataError('INTERNAL', 'restore: rows arrived before the schema');
       if (wanted && !wanted.wants(qualified(table))) return discardSink;
+      loaded.add(qualified(table));
       if (await isInheritanceChild(work, table)) {
         await fs.mkdir(options.tempDir, { recursive: true });
         const file = path.join(options.tempDir, `rows-${randomBytes(6).toString('hex')}.copy`);
@@ -520,7 +523,11 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
     commit: async (info: RestoreCommitInfo) => {
       try {
         if (!work) throw new StrataError('INTERNAL', 'restore: commit before the schema was applied');
-        if (wanted) wanted.check(backupTables(info));
+        if (wanted) {
+          // A table chosen here whose rows were passed over would stay empty: the two matchings of --tables disagreed.
+          const passedOver = wanted.check(backupTables(info)).filter((table) => !loaded.has(table));
+          if (passedOver.length > 0) throw new StrataError('INTERNAL', redactable`restore: the rows of ${named(passedOver, 'table')} were not loaded; nothing was restored`);
+        }
         const meta = info.engineMeta as unknown as PgMeta;
         await loadFiles(work, target, children, meta);
         await removeChildFiles();
@@ -638,12 +645,28 @@ async function wholePartitionedTables(client: pg.Client, tables: readonly TableN
 /** Sets the sequences to the backup's positions: all, or those `only` of these tables own. */
 async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: readonly TableName[]): Promise<void> {
   const keys = new Set(only?.map(tableKey));
-  // Backups made before `owner` was recorded know the owner only by its plainly joined name.
-  const joined = new Set(only?.map(joinedName));
   for (const s of sequences) {
-    if (only && !(s.owner !== undefined ? s.owner !== null && keys.has(tableKey(s.owner)) : s.ownedBy !== null && joined.has(s.ownedBy))) continue;
+    if (only) {
+      const owner = s.owner !== undefined ? s.owner : await ownerInTarget(client, s);
+      if (!owner || !keys.has(tableKey(owner))) continue;
+    }
     await client.query(`SELECT pg_catalog.setval(${literal(`${ident(s.schema)}.${ident(s.name)}`)}, ${s.lastValue}, ${s.isCalled})`);
   }
+}
+
+/**
+ * The table that owns a sequence of a backup made before `owner` was recorded: its `ownedBy`
+ * joins the names plainly, which two tables can share (`"a.b".c`, `a."b.c"`), so the target's
+ * catalog says which one it is, if that one's plain join is the recorded one.
+ */
+async function ownerInTarget(client: pg.Client, sequence: SequenceState): Promise<TableName | null> {
+  if (sequence.ownedBy === null) return null;
+  const row = (await client.query<{ schema: string; name: string }>(
+    `SELECT tn.nspname AS schema, t.relname AS name FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = to_regclass($1) AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1`,
+    [`${ident(sequence.schema)}.${ident(sequence.name)}`],
+  )).rows[0];
+  return row && joinedName(row) === sequence.ownedBy ? row : null;
 }
 
 /** A table by its schema and its name: `a.b.c` alone cannot tell whether the schema is `a` or `a.b`. */
