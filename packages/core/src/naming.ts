@@ -66,19 +66,10 @@ export function parseTableList(text: string, example: string): string[] {
     for (;;) {
       parts++;
       if (text[at] === '"') {
-        quoted = '';
-        let from = at + 1;
-        for (;;) {
-          const quote = text.indexOf('"', from);
-          if (quote < 0) throw new StrataError('USAGE', `restore: --tables has a quoted name without its closing quote (${JSON.stringify(text.slice(start, start + 60))}); write a quote inside a name as "", e.g. --tables ${example}`);
-          quoted += text.slice(from, quote);
-          if (text[quote + 1] !== '"') {
-            at = quote + 1;
-            break;
-          }
-          quoted += '"';
-          from = quote + 2;
-        }
+        const part = readQuotedPart(text, at);
+        if (!part) throw new StrataError('USAGE', `restore: --tables has a quoted name without its closing quote (${JSON.stringify(text.slice(start, start + 60))}); write a quote inside a name as "", e.g. --tables ${example}`);
+        quoted = part.value;
+        at = part.end;
         if (text[at] === '.') {
           at++;
           continue;
@@ -104,6 +95,23 @@ export function parseTableList(text: string, example: string): string[] {
   }
   if (names.length === 0) throw new StrataError('USAGE', `restore: --tables needs table names, e.g. --tables ${example}`);
   return names;
+}
+
+/**
+ * The double-quoted part of a name that begins at `at` (a quote inside doubled, as in SQL): its
+ * value and where the text goes on after its closing quote; undefined when it has none.
+ */
+export function readQuotedPart(text: string, at: number): { value: string; end: number } | undefined {
+  let value = '';
+  let from = at + 1;
+  for (;;) {
+    const quote = text.indexOf('"', from);
+    if (quote < 0) return undefined;
+    value += text.slice(from, quote);
+    if (text[quote + 1] !== '"') return { value, end: quote + 1 };
+    value += '"';
+    from = quote + 2;
+  }
 }
 
 /** `--tables` as {@link parseTableList} reads it back, for messages that suggest one. */

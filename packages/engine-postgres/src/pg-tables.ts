@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { StrataError, isStrataError, named, parentsFirst, redactable, withheld } from '@strata/core';
+import { StrataError, isStrataError, named, parentsFirst, readQuotedPart, redactable, withheld } from '@strata/core';
 import type { TableStats } from '@strata/core';
 import { copyStreams, ident } from './pg-connection.js';
 import { identInEncoding } from './pg-database.js';
@@ -60,20 +60,10 @@ export function splitQualified(text: string): { schema: string; name: string } |
   let at = 0;
   while (parts.length < 2) {
     if (text[at] === '"') {
-      let part = '';
-      let from = at + 1;
-      for (;;) {
-        const quote = text.indexOf('"', from);
-        if (quote < 0) return undefined;
-        part += text.slice(from, quote);
-        if (text[quote + 1] !== '"') {
-          at = quote + 1;
-          break;
-        }
-        part += '"';
-        from = quote + 2;
-      }
-      parts.push(part);
+      const part = readQuotedPart(text, at);
+      if (!part) return undefined;
+      parts.push(part.value);
+      at = part.end;
     } else {
       const dot = text.indexOf('.', at);
       const end = parts.length === 0 ? dot : text.length;
