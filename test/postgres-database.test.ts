@@ -119,6 +119,37 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.deepEqual(await days(fresh), ['2024-05-01', '2025-05-01', '2025-06-01']);
   });
 
+  it('refuses a table restore of a partitioned table whose partitions the target changed since (one detached, one added that holds rows), with nothing changed', async () => {
+    const schema = `CREATE TABLE p (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+      CREATE TABLE p_1 PARTITION OF p FOR VALUES FROM (0) TO (100);
+      CREATE TABLE p_2 PARTITION OF p FOR VALUES FROM (100) TO (200);`;
+    const source = await databases.create(`${schema} INSERT INTO p SELECT g, g % 200 FROM generate_series(1, 500) g;`);
+    const record = await repo.backup(pgUrl(source), { database: 'partitions-changed' });
+    const count = async (db: string, table: string): Promise<number> => Number((await pgQuery(db, `SELECT count(*) AS n FROM ${table}`)).rows[0]!.n);
+
+    const detached = await databases.create(`${schema} ALTER TABLE p DETACH PARTITION p_1;`);
+    const before = pgDump(detached);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: pgUrl(detached), tables: ['p'], force: true }),
+      (err: unknown) => isStrataError(err, 'USAGE') && /public\.p_1 is no longer under the partitioned table public\.p .*nothing was changed/.test(err.message),
+    );
+    assert.equal(pgDump(detached), before);
+
+    const added = await databases.create(`${schema} CREATE TABLE p_3 PARTITION OF p FOR VALUES FROM (200) TO (300); INSERT INTO p VALUES (1000, 250);`);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: pgUrl(added), tables: ['p'], force: true }),
+      (err: unknown) => isStrataError(err, 'USAGE') && /the partitioned table public\.p has rows in public\.p_3, which the backup does not have/.test(err.message),
+    );
+    assert.equal(await count(added, 'p'), 1);
+    // An added partition without rows is no reason to refuse (one made ahead for the next month).
+    await pgQuery(added, 'DELETE FROM p_3');
+    await repo.restore({ id: record.id }, { to: pgUrl(added), tables: ['p'], force: true });
+    assert.equal(await count(added, 'p'), 500);
+    // A partition named by itself is the user's choice, whatever the target made of it since.
+    await repo.restore({ id: record.id }, { to: pgUrl(detached), tables: ['p_1'], force: true });
+    assert.equal(await count(detached, 'p_1'), await count(source, 'p_1'));
+  });
+
   it("a table restore of every partition under a partitioned table a level down brings back that table's own sequence; of some of them, it leaves it", async () => {
     // "m EU" was made on its own with a serial column, then attached: inserts into it directly take
     // its own sequence, and inserts through m take m's.

@@ -759,6 +759,7 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       await client.query(`LOCK TABLE ONLY ${tables.map((t) => `${ident(t.schema)}.${ident(t.name)}`).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
       const edges = await foreignKeys(client);
       refuseReferencesFromOutside(tables, edges, recorded);
+      await refuseChangedPartitions(client, tables, info.schemaSql);
       const byKey = new Map(tables.map((t) => [tableKey(t), t]));
       const order = parentsFirst([...byKey.keys()], edges.map((e) => ({ child: tableKey(e.child), parent: tableKey(e.parent) }))).map((key) => byKey.get(key)!);
       const switches = await enabledTriggersAndRules(client, tables);
@@ -858,6 +859,50 @@ function refuseReferencesFromOutside(tables: readonly TableName[], edges: readon
     'USAGE',
     redactable`restore: replacing the rows of ${named(tables.map(qualified), 'table')} would delete, change or orphan rows of ${named(added.map(qualified), 'table')}, whose foreign keys refer to them (${named(crossing, 'foreign key')}); nothing was changed; ${remedy}`,
   );
+}
+
+/**
+ * A partitioned table restored whole (every partition the backup has under it is chosen, as
+ * naming the table does) must have the same partitions in the target, and none besides them that
+ * holds rows: a partition detached since would take the backup's rows outside the table, and one
+ * attached since would keep rows the backup never had, while the restore said it restored the
+ * table. Refused before anything changes; partitions left out of `--tables` are the user's choice.
+ */
+async function refuseChangedPartitions(client: pg.Client, tables: readonly TableName[], schemaSql: string): Promise<void> {
+  const tree = partitionTree(schemaSql);
+  if (tree.partitions.size === 0) return;
+  const chosen = new Set(tables.map(qualified));
+  for (const parent of tree.partitions.keys()) {
+    const expected = leafPartitions(parent, tree);
+    if (expected.length === 0 || !expected.every((leaf) => chosen.has(leaf))) continue;
+    const { schema, name } = splitQualified(parent)!;
+    const inTarget = (await client.query<{ schema: string; name: string }>(
+      `SELECT n.nspname AS schema, c.relname AS name FROM pg_partition_tree(to_regclass($1)) t
+         JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE t.isleaf AND t.relid <> to_regclass($1)`,
+      [`${ident(schema)}.${ident(name)}`],
+    )).rows;
+    const leaves = new Set(inTarget.map(qualified));
+    const gone = expected.filter((leaf) => !leaves.has(leaf));
+    if (gone.length > 0) {
+      throw new StrataError(
+        'USAGE',
+        redactable`restore: in the target, ${named(gone, 'table')} ${gone.length === 1 ? 'is' : 'are'} no longer under the partitioned table ${named(parent, 'table')} (detached, or the table is gone), so the backup's rows of ${named(parent, 'table')} would not end up in it; attach ${gone.length === 1 ? 'it' : 'them'} again, or restore the whole backup; nothing was changed`,
+      );
+    }
+    const added: string[] = [];
+    for (const leaf of inTarget) {
+      if (expected.includes(qualified(leaf))) continue;
+      const holdsRows = (await client.query<{ rows: boolean }>(`SELECT EXISTS (SELECT FROM ONLY ${ident(leaf.schema)}.${ident(leaf.name)}) AS rows`)).rows[0]!.rows;
+      if (holdsRows) added.push(qualified(leaf));
+    }
+    if (added.length > 0) {
+      throw new StrataError(
+        'USAGE',
+        redactable`restore: in the target, the partitioned table ${named(parent, 'table')} has rows in ${named(added, 'table')}, which the backup does not have and the restore would leave there; empty or detach ${added.length === 1 ? 'it' : 'them'}, or restore the whole backup; nothing was changed`,
+      );
+    }
+  }
 }
 
 /** A user trigger, or a rule on DELETE, of a chosen table that is switched on, with its mode (O, R or A). */
