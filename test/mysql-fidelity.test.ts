@@ -199,6 +199,30 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.deepEqual(await rows(source, 'SELECT id, v FROM items'), [], 'and the source saw nothing');
   });
 
+  it("text that names the source database inside quoted strings (a default, a comment, a view's literal) comes back as it was, beside names that are the database's and follow it", async function () {
+    this.timeout(300_000);
+    const source = await databases.create('CREATE TABLE parent (id INT PRIMARY KEY)');
+    const named = `\`${source}\`.`;
+    await mysqlQuery(source, `CREATE SEQUENCE seq START WITH 10;
+      CREATE TABLE lc (id INT PRIMARY KEY DEFAULT (NEXT VALUE FOR ${named}seq), c VARCHAR(30) DEFAULT 'x${named}y' COMMENT 'see ${named}parent');
+      INSERT INTO lc (c) VALUES ('row');
+      CREATE VIEW v_lit AS SELECT 'from ${named}parent' AS note, (SELECT count(*) FROM ${named}parent) AS n;`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'literals' });
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    const column = async (database: string): Promise<unknown[]> =>
+      rows(undefined, `SELECT COLUMN_NAME AS c, COLUMN_DEFAULT AS d, COLUMN_COMMENT AS comment FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '${database}' AND TABLE_NAME = 'lc' ORDER BY 1`);
+    assert.deepEqual(await column(target), [
+      { c: 'c', d: `'x${named}y'`, comment: `see ${named}parent` },
+      { c: 'id', d: `nextval(\`${target}\`.\`seq\`)`, comment: '' },
+    ], 'the text default and the comment keep the source name; the sequence default follows the database');
+    assert.deepEqual(await rows(target, 'SELECT * FROM v_lit'), [{ note: `from ${named}parent`, n: 0 }]);
+    await mysqlQuery(target, "INSERT INTO lc () VALUES ()");
+    assert.deepEqual(await rows(target, 'SELECT c FROM lc ORDER BY id'), [{ c: 'row' }, { c: `x${named}y` }], 'a new row takes the default as the source wrote it');
+  });
+
   it('system-versioned tables come back with their current and history rows, and the history keeps working', async () => {
     const source = await databases.create(
       'CREATE TABLE p (id INT PRIMARY KEY, v INT) WITH SYSTEM VERSIONING; INSERT INTO p VALUES (1, 1), (2, 2); UPDATE p SET v = 10 WHERE id = 1; DELETE FROM p WHERE id = 2;',

@@ -25,7 +25,7 @@ import type {
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, fromClause, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
-import { autoIncrementCounters, fingerprint, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
+import { autoIncrementCounters, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
 import { RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
@@ -310,7 +310,7 @@ async function beginDatabaseRestore(
       await second.query(RESTORE_SESSION);
       for (const sql of schema.pre.filter(isDataStatement)) {
         try {
-          await admin.query(sql.replaceAll('{{db}}.', `${ident(work)}.`));
+          await admin.query(inDatabase(schema, sql, work));
         } catch (err) {
           const name = /^\S+ \S+ (`(?:[^`]|``)+`|\S+)/.exec(sql)?.[1] ?? sql.slice(0, 60);
           throw new StrataError('RESTORE_FAILED', redactable`restore: the target refused ${withheld(name, 'object')} (${serverMessage(err)})`, { cause: err });

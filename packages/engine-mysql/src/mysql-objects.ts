@@ -2,7 +2,7 @@ import type mysql from 'mysql2/promise';
 import { StrataError, redactable, withheld } from '@strata/core';
 import type { Withheld } from '@strata/core';
 import { ident } from './mysql-connection.js';
-import { eventDisabled, isDataStatement, unqualifiedTrigger } from './mysql-schema.js';
+import { eventDisabled, inDatabase, isDataStatement, unqualifiedTrigger } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
 
 /**
@@ -31,10 +31,10 @@ export async function movableTables(connection: mysql.Connection, database: stri
 }
 
 /** Groups post-data statements with the SET SESSION of original settings that precedes each. */
-function unitsOf(statements: readonly string[], database: string): string[][] {
+function unitsOf(schema: MysqlSchema, statements: readonly string[], database: string): string[][] {
   const units: string[][] = [];
   let context: string | undefined;
-  for (const sql of statements.map((s) => s.replaceAll('{{db}}.', `${ident(database)}.`))) {
+  for (const sql of statements.map((s) => inDatabase(schema, s, database))) {
     if (/^SET SESSION /i.test(sql)) context = sql;
     else {
       units.push(context ? [context, sql] : [sql]);
@@ -72,7 +72,7 @@ export async function runUnit(connection: mysql.Connection, unit: readonly strin
  */
 export async function runProgrammable(connection: mysql.Connection, database: string, schema: MysqlSchema, options: { events: boolean; disabledEvents?: Map<string, string> }): Promise<void> {
   await connection.query(`USE ${ident(database)}`);
-  for (const unit of unitsOf(schema.pre.filter((s) => !isDataStatement(s)), database)) await runUnit(connection, unit, database);
+  for (const unit of unitsOf(schema, schema.pre.filter((s) => !isDataStatement(s)), database)) await runUnit(connection, unit, database);
   // EVENT on the statement's first line before any other kind of object: a trigger's body that
   // mentions events (even a commented-out CREATE EVENT line) is not one.
   const mayBeEvent = (u: readonly string[]): boolean => /^CREATE\b(?:(?!\b(?:TRIGGER|VIEW|PROCEDURE|FUNCTION|TABLE|SEQUENCE)\b)[^\n])*\bEVENT\b/i.test(u.at(-1)!);
@@ -88,7 +88,7 @@ export async function runProgrammable(connection: mysql.Connection, database: st
     options.disabledEvents.set(disabled.name, disabled.status);
     return [...unit.slice(0, -1), disabled.sql];
   };
-  const units = unitsOf(schema.post, database)
+  const units = unitsOf(schema, schema.post, database)
     .filter((u) => options.events || !mayBeEvent(u))
     .map(disable)
     // Backups from before readSchema dropped it still name the source database in a trigger's head.

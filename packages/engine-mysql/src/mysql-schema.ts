@@ -9,6 +9,10 @@ const END = '\n;;\n';
 export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) below';
 /** Says how the row streams beside this schema encode values (backups without it wrote BIT as HEX()). */
 export const ROW_FORMAT_MARKER = '-- strata: row format 2 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables)';
+/** Says that `{{db}}.` stands for the database only outside quoted strings (backups without it put it inside them too). */
+export const PLACEHOLDER_MARKER = '-- strata: {{db}}. stands for the database outside quoted strings only';
+/** What the statements say `{{db}}.` for: the database they are read from or run in, followed by a dot. */
+const PLACEHOLDER = '{{db}}.';
 
 export interface MysqlSchema {
   readonly charset: string;
@@ -17,6 +21,52 @@ export interface MysqlSchema {
   readonly post: string[];
   /** Object key (`table orders`, `trigger trg`) to its normalised definition; only from a live database. */
   readonly objects?: Readonly<Record<string, string>>;
+  /**
+   * False for a schema.sql written before PLACEHOLDER_MARKER, whose `{{db}}.` may stand inside
+   * quoted strings too (where it was the source database's name: a restore then wrote the target's).
+   */
+  readonly placeholdersOutsideStrings?: boolean;
+}
+
+/** A statement of `schema` with `{{db}}.` made `database`'s name, where the schema put it. */
+export function inDatabase(schema: MysqlSchema, sql: string, database: string): string {
+  const name = `${ident(database)}.`;
+  return schema.placeholdersOutsideStrings === false ? sql.replaceAll(PLACEHOLDER, name) : replaceOutsideStrings(sql, PLACEHOLDER, name);
+}
+
+/**
+ * `sql` with `from` replaced by `to` where it stands in the statement itself, never inside a quoted
+ * string or a backquoted name: a column default, a comment or a view's literal that holds the text
+ * (`'see `shop`.parent'`) is the user's data, which a restore must write as it was. By hand: the
+ * statements are SHOW CREATE output, whose only quoting is '...' and "..." (with backslash escapes
+ * and doubled quotes) and backquotes (doubled), and no SQL parser among the dependencies reads
+ * MariaDB's dialect whole.
+ */
+export function replaceOutsideStrings(sql: string, from: string, to: string): string {
+  const parts: string[] = [];
+  let copied = 0;
+  let at = 0;
+  while (at < sql.length) {
+    if (sql.startsWith(from, at)) {
+      parts.push(sql.slice(copied, at), to);
+      at += from.length;
+      copied = at;
+      continue;
+    }
+    const quote = sql[at];
+    if (quote === "'" || quote === '"' || quote === '`') {
+      at++;
+      while (at < sql.length) {
+        if (sql[at] === '\\' && quote !== '`') at += 2;
+        else if (sql[at] === quote && sql[at + 1] === quote) at += 2;
+        else if (sql[at++] === quote) break;
+      }
+      continue;
+    }
+    at++;
+  }
+  parts.push(sql.slice(copied));
+  return parts.join('');
 }
 
 /** Statements of `pre` that build data objects in the work database before the rows load. */
@@ -81,8 +131,7 @@ export async function readSchema(connection: mysql.Connection, database: string)
     'SELECT DEFAULT_CHARACTER_SET_NAME AS charset, DEFAULT_COLLATION_NAME AS collation FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?',
     [database],
   )) as unknown as [mysql.RowDataPacket[]];
-  const qualified = new RegExp(`${ident(database).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.`, 'g');
-  const placeholder = (sql: string): string => sql.replace(qualified, '{{db}}.');
+  const placeholder = (sql: string): string => replaceOutsideStrings(sql, `${ident(database)}.`, PLACEHOLDER);
   const pre: string[] = [];
   const post: string[] = [];
   const objects: Record<string, string> = {};
@@ -205,6 +254,7 @@ export function schemaText(schema: MysqlSchema): string {
   return [
     `-- strata: MySQL/MariaDB schema; database charset ${schema.charset} collate ${schema.collation}`,
     ROW_FORMAT_MARKER,
+    PLACEHOLDER_MARKER,
     'DELIMITER ;;',
     ...schema.pre.map((s) => s + END.trimEnd()),
     POST_DATA_MARKER,
@@ -228,6 +278,7 @@ export function parseSchemaText(text: string): MysqlSchema {
     collation: header?.[2] ?? 'utf8mb4_general_ci',
     pre: split(at >= 0 ? text.slice(0, at) + '\n' : text),
     post: at >= 0 ? split(text.slice(at + POST_DATA_MARKER.length)) : [],
+    placeholdersOutsideStrings: text.includes(PLACEHOLDER_MARKER),
   };
 }
 
