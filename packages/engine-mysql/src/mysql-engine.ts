@@ -26,7 +26,7 @@ import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from '.
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, fromClause, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
 import { autoIncrementCounters, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
-import { RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
+import { CREATE_SESSION, RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
 import type { MysqlSchema } from './mysql-schema.js';
@@ -308,6 +308,7 @@ async function beginDatabaseRestore(
       await admin.query(`USE ${ident(work)}`);
       second = await connect(target, { useDatabase: false });
       await second.query(RESTORE_SESSION);
+      await admin.query(CREATE_SESSION);
       for (const sql of schema.pre.filter(isDataStatement)) {
         try {
           await admin.query(inDatabase(schema, sql, work));
@@ -316,6 +317,7 @@ async function beginDatabaseRestore(
           throw new StrataError('RESTORE_FAILED', redactable`restore: the target refused ${withheld(name, 'object')} (${serverMessage(err)})`, { cause: err });
         }
       }
+      await admin.query(RESTORE_SESSION);
     },
     streamTarget: async (name) => {
       const table = tableOfRowStream(name);

@@ -19,6 +19,14 @@ import type { MysqlSchema } from './mysql-schema.js';
 export const RESTORE_SESSION =
   "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, system_versioning_insert_history = 1";
 
+/**
+ * Session in which a restore creates tables and sequences: as mysqldump's output creates them,
+ * without strict mode, in which the server refuses some definitions it holds (an ENUM whose
+ * members differ only in trailing spaces, stored as duplicates: only a warning otherwise). Rows
+ * are then loaded under RESTORE_SESSION again.
+ */
+export const CREATE_SESSION = "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'";
+
 /** Table kinds that RENAME TABLE moves between databases. */
 const MOVABLE_TYPES = "('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE')";
 
