@@ -344,6 +344,26 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.deepEqual(await facts(reordered), original);
   });
 
+  it('restore --tables into a table whose columns are of narrower types than the backup\'s is refused, naming them, before anything changes', async () => {
+    const source = await databases.create(`CREATE TABLE money (id INT PRIMARY KEY, amt DECIMAL(12,4), at DATETIME(6), note VARCHAR(20), f DOUBLE);
+      INSERT INTO money VALUES (1, 12.3456, '2024-01-01 10:00:00.987654', 'hello', 1.0000001), (2, -0.0049, '2024-01-01 10:00:00.5', 'x', 3.14159265358979);`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'narrower' });
+    const target = await databases.create(`CREATE TABLE money (id INT PRIMARY KEY, amt DECIMAL(12,1), at DATETIME, note VARCHAR(20), f FLOAT);
+      INSERT INTO money VALUES (9, 1.5, '2020-01-01 00:00:00', 'live', 2);`);
+    const before = mysqlDump(target);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: mysqlUrl(target), tables: ['money'], force: true }),
+      (err: unknown) =>
+        isStrataError(err, 'USAGE') &&
+        /money of the target has columns of other types than the backup's: amt decimal\(12,1\) \(the backup's decimal\(12,4\)\), at datetime \(the backup's datetime\(6\)\), f float \(the backup's double\);.*nothing was changed/.test(err.message),
+    );
+    assert.equal(mysqlDump(target), before);
+    // With the backup's types it goes ahead.
+    await mysqlQuery(target, 'ALTER TABLE money MODIFY amt DECIMAL(12,4), MODIFY at DATETIME(6), MODIFY f DOUBLE');
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target), tables: ['money'], force: true });
+    assert.deepEqual(await checksums(target), await checksums(source));
+  });
+
   it('inspect checks every foreign key row by row and names the orphans', async () => {
     const db = await databases.create(`CREATE TABLE p (id INT PRIMARY KEY); CREATE TABLE c (id INT PRIMARY KEY, a INT, b INT, FOREIGN KEY fk_c (a) REFERENCES p (id));
       INSERT INTO p VALUES (1); SET FOREIGN_KEY_CHECKS = 0; INSERT INTO c VALUES (1, 1, 0), (2, NULL, 0), (3, 7, 0), (4, 8, 0);`);
@@ -420,7 +440,8 @@ describe('MySQL/MariaDB fidelity', function () {
     const source = await databases.create(sql);
     const record = await repo.backup(mysqlUrl(source), { database: 'nontx' });
     const live = await databases.create(sql);
-    await mysqlQuery(live, "INSERT INTO m VALUES (2, 'live'); INSERT INTO ar VALUES (2, 'live'); DELETE FROM z; ALTER TABLE z MODIFY v VARCHAR(4); INSERT INTO z VALUES (2, 'live')");
+    // z's rows load last and fail: the target's z has since gained a check its backed-up rows break.
+    await mysqlQuery(live, "INSERT INTO m VALUES (2, 'live'); INSERT INTO ar VALUES (2, 'live'); DELETE FROM z; ALTER TABLE z ADD CONSTRAINT short CHECK (CHAR_LENGTH(v) <= 4); INSERT INTO z VALUES (2, 'live')");
     const before = mysqlDump(live);
     await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['ar', 'm', 'z'], force: true }), (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /table z\b/.test(err.message));
     assert.equal(mysqlDump(live), before);

@@ -458,22 +458,33 @@ async function foreignKeyViolations(connection: mysql.Connection, database: stri
 }
 
 /**
- * The names of the columns whose values a backup's rows carry, in order, from a CREATE TABLE as
- * the server shows it (SHOW CREATE TABLE: one column a line, each line's name first). Generated
+ * The columns whose values a backup's rows carry, in order, from a CREATE TABLE as the server
+ * shows it (SHOW CREATE TABLE: one column a line, each line's name first, then its type). Generated
  * columns carry none (the server computes them), as describeTable leaves them out; names are
- * compared as the server does, whatever their case.
+ * compared as the server does, whatever their case. `type` is what decides how a value is kept:
+ * the type with its length, precision or members, `unsigned`, and a character set of its own.
  */
-function valuedColumns(create: string): string[] {
+function valuedColumns(create: string): { name: string; type: string }[] {
   return [...create.matchAll(/^ {2}`((?:[^`]|``)+)` (.*)$/gm)]
     .filter((m) => !(/\bAS \(/i.test(m[2]!) && /\b(VIRTUAL|PERSISTENT|STORED)\b/i.test(m[2]!)))
-    .map((m) => m[1]!.replace(/``/g, '`').toLowerCase());
+    .map((m) => ({
+      name: m[1]!.replace(/``/g, '`').toLowerCase(),
+      type: /^\w+(?:\((?:'(?:[^'\\]|\\.|'')*'|[^)'])*\))?(?: unsigned)?(?: zerofill)?(?: CHARACTER SET \w+)?/i.exec(m[2]!)?.[0] ?? m[2]!,
+    }));
+}
+
+/** A table's default character set, from the options line of its CREATE TABLE (what its columns without one of their own use). */
+function tableCharset(create: string): string | undefined {
+  return /\n\)[^\n]*? DEFAULT CHARSET=(\w+)/.exec(create)?.[1];
 }
 
 /**
  * A table restore loads the backup's rows, whose values come in the backup's column order, into
  * the target's own definition of the table. Columns reordered, renamed, added or dropped since the
  * backup would put values into other columns without a word (b's into a) or fail half-way with
- * the server's message, so the two must have the same columns in the same order.
+ * the server's message, so the two must have the same columns in the same order; and of the same
+ * types, since a narrower one (DECIMAL(12,1) for DECIMAL(12,4), DATETIME for DATETIME(6), FLOAT for
+ * DOUBLE, another character set) would round or cut the backup's values without a word.
  */
 function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSchema): void {
   const statement = backup.pre.find((sql) => sql.startsWith(`CREATE TABLE ${ident(table)} (`));
@@ -482,10 +493,19 @@ function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSc
   const ours = valuedColumns(statement);
   // A statement not in the server's one-column-a-line form (written by hand) tells no columns.
   if (ours.length === 0) return;
-  if (theirs.length === ours.length && theirs.every((name, i) => name === ours[i])) return;
+  if (theirs.length !== ours.length || theirs.some((column, i) => column.name !== ours[i]!.name)) {
+    throw new StrataError(
+      'USAGE',
+      redactable`restore: table ${named(table, 'table')} of the target has the columns ${named(theirs.map((c) => c.name).join(', '), 'column')}, the backup's ${named(ours.map((c) => c.name).join(', '), 'column')}; a table restore loads the backup's rows, column by column, into the target's own table, so they must match. Restore into a new database (--to another database), then copy the rows across naming the columns; nothing was changed`,
+    );
+  }
+  const differing = ours.filter((column, i) => column.type !== theirs[i]!.type).map((column) => `${column.name} ${theirs.find((c) => c.name === column.name)!.type} (the backup's ${column.type})`);
+  const charsets = [tableCharset(targetCreate), tableCharset(statement)];
+  if (charsets[0] !== charsets[1]) differing.push(`the table's default character set ${charsets[0] ?? 'unknown'} (the backup's ${charsets[1] ?? 'unknown'})`);
+  if (differing.length === 0) return;
   throw new StrataError(
     'USAGE',
-    redactable`restore: table ${named(table, 'table')} of the target has the columns ${named(theirs.join(', '), 'column')}, the backup's ${named(ours.join(', '), 'column')}; a table restore loads the backup's rows, column by column, into the target's own table, so they must match. Restore into a new database (--to another database), then copy the rows across naming the columns; nothing was changed`,
+    redactable`restore: table ${named(table, 'table')} of the target has columns of other types than the backup's: ${named(differing.join(', '), 'column')}; a table restore loads the backup's values into the target's own columns, where they would be converted (rounded, cut or re-encoded) without a word. Change the target's columns back to the backup's types, or restore into a new database (--to another database) and copy the rows across; nothing was changed`,
   );
 }
 
