@@ -549,6 +549,94 @@ describe('SQLite engine', () => {
     assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
   });
 
+  it("a table restore brings an FTS5 table's settings (rank, automerge, ...) back with it, into a new file and over the target's own, for external-content tables too", async () => {
+    const source = path.join(dir.path, 'fts-settings.db');
+    const build = new Database(source);
+    build.exec(`CREATE VIRTUAL TABLE f USING fts5(t, tokenize='porter ascii', prefix='2 3');
+      INSERT INTO f (f, rank) VALUES ('rank', 'bm25(10.0)'), ('automerge', 2), ('crisismerge', 20), ('usermerge', 5), ('pgsz', 2000), ('secure-delete', 1);
+      INSERT INTO f VALUES ('running runners'), ('jumped'), ('runs and jumps');
+      CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT);
+      CREATE VIRTUAL TABLE docs_fts USING fts5(body, content='docs', content_rowid='id');
+      INSERT INTO docs_fts (docs_fts, rank) VALUES ('rank', 'bm25(2.5)'), ('deletemerge', 25);
+      INSERT INTO docs VALUES (1, 'alpha beta'), (2, 'beta gamma');
+      INSERT INTO docs_fts (rowid, body) SELECT id, body FROM docs;`);
+    build.close();
+    /** A table's settings as FTS5 stored them, each with its SQL type (FTS5 refuses `automerge` as a real). */
+    const settingsOf = (file: string, table: string): unknown[] => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare(`SELECT k, v, typeof(v) AS type FROM "${table}_config" ORDER BY k`).all();
+      } finally {
+        db.close();
+      }
+    };
+    const backedUp = { f: settingsOf(source, 'f'), docs_fts: settingsOf(source, 'docs_fts') };
+    assert.equal(backedUp.f.length, 7, 'the six settings and the version');
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'fts-settings' });
+    const fresh = path.join(dir.path, 'fts-settings-fresh.db');
+    await repo.restore({ id: record.id }, { to: fresh, tables: ['f', 'docs_fts', 'docs'] });
+    // A fresh table of the module starts with only `version`: the settings must come from the backup.
+    assert.deepEqual(settingsOf(fresh, 'f'), backedUp.f);
+    assert.deepEqual(settingsOf(fresh, 'docs_fts'), backedUp.docs_fts);
+    // The rank function takes effect: the query uses the restored table's bm25 weights, as the source's does.
+    const ranked = "SELECT rowid, round(rank, 6) FROM f WHERE f MATCH 'run' ORDER BY rank";
+    assert.equal(sqliteQuery(fresh, ranked), sqliteQuery(source, ranked));
+    sqliteQuery(fresh, "INSERT INTO f (f) VALUES ('integrity-check'); INSERT INTO docs_fts (docs_fts) VALUES ('integrity-check')");
+    // Over an existing database whose tables have settings of their own: the backup's replace them.
+    const existing = path.join(dir.path, 'fts-settings-existing.db');
+    copyFileSync(source, existing);
+    sqliteQuery(existing, "INSERT INTO f (f, rank) VALUES ('rank', 'bm25(1.0)'); INSERT INTO f (f, rank) VALUES ('automerge', 8); INSERT INTO f (f, rank) VALUES ('pgsz', 4000); INSERT INTO docs_fts (docs_fts, rank) VALUES ('rank', 'bm25(7.0)');");
+    assert.notDeepEqual(settingsOf(existing, 'f'), backedUp.f);
+    await repo.restore({ id: record.id }, { to: existing, tables: ['f', 'docs_fts'], force: true });
+    assert.deepEqual(settingsOf(existing, 'f'), backedUp.f);
+    assert.deepEqual(settingsOf(existing, 'docs_fts'), backedUp.docs_fts);
+    assert.equal(sqliteQuery(existing, ranked), sqliteQuery(source, ranked));
+    assert.equal(sqliteQuery(existing, 'PRAGMA integrity_check'), 'ok');
+  });
+
+  it('a table restore names the FTS5 settings of the backup that this SQLite does not accept, and carries the others', async () => {
+    const source = path.join(dir.path, 'fts-unknown-setting.db');
+    // The sqlite3 tool lets a shadow table be written, as a newer SQLite with a setting this one lacks would write it.
+    sqlite3Script(source, "CREATE VIRTUAL TABLE f USING fts5(t); INSERT INTO f (f, rank) VALUES ('rank', 'bm25(3.0)'); INSERT INTO f_config VALUES ('from-the-future', 1); INSERT INTO f VALUES ('alpha');");
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'fts-unknown-setting' });
+    const fresh = path.join(dir.path, 'fts-unknown-setting-fresh.db');
+    const said = await warningsDuring('STRATA_TABLES_SETTINGS', () => repo.restore({ id: record.id }, { to: fresh, tables: ['f'] }));
+    assert.equal(said.length, 1);
+    assert.match(said[0]!, /^restore: SQLite [\d.]+ does not accept these settings of the backup's full-text tables, so the restored tables have its defaults for them: f\.from-the-future = 1 \(/);
+    assert.equal(sqliteQuery(fresh, 'SELECT k, v FROM f_config ORDER BY k'), 'rank|bm25(3.0)\nversion|4');
+    assert.equal(sqliteQuery(fresh, "SELECT count(*) FROM f WHERE f MATCH 'alpha'"), '1');
+  });
+
+  for (const [journal, encoding] of [['delete', 'UTF-16be'], ['wal', 'UTF-16le']] as const) {
+    it(`a table restore into a new file keeps the backup's page size, auto-vacuum mode, text encoding, user_version and application_id (a ${journal === 'wal' ? 'WAL' : 'rollback-journal'} database)`, async () => {
+      const source = path.join(dir.path, `header-${journal}.db`);
+      // None of them SQLite's defaults (4096, NONE, UTF-8, 0, 0), so a restore that forgets them is seen.
+      sqlite3Script(
+        source,
+        `PRAGMA page_size = 1024; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA encoding = '${encoding}'; PRAGMA journal_mode = ${journal.toUpperCase()};
+         CREATE TABLE t (x); CREATE TABLE other (y); INSERT INTO t VALUES (1), (2); INSERT INTO other VALUES (3);
+         PRAGMA user_version = 17; PRAGMA application_id = 1234567;`,
+      );
+      const header = 'PRAGMA page_size; PRAGMA auto_vacuum; PRAGMA encoding; PRAGMA user_version; PRAGMA application_id; PRAGMA journal_mode';
+      assert.equal(sqliteQuery(source, header), `1024\n2\n${encoding}\n17\n1234567\n${journal}`);
+      const repo = await repository();
+      const record = await repo.backup(source, { database: `header-${journal}` });
+      const fresh = path.join(dir.path, `header-${journal}-fresh.db`);
+      await repo.restore({ id: record.id }, { to: fresh, tables: ['t'] });
+      assert.equal(sqliteQuery(fresh, header), sqliteQuery(source, header));
+      assert.equal(sqliteQuery(fresh, 'SELECT x FROM t ORDER BY x'), '1\n2');
+      assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
+      // An existing database keeps its own: a table restore replaces tables, not the file's settings.
+      const existing = path.join(dir.path, `header-${journal}-existing.db`);
+      sqlite3Script(existing, `PRAGMA encoding = '${encoding}'; CREATE TABLE t (x); PRAGMA user_version = 3;`);
+      await repo.restore({ id: record.id }, { to: existing, tables: ['t'], force: true });
+      assert.equal(sqliteQuery(existing, header), `4096\n0\n${encoding}\n3\n0\ndelete`);
+      assert.equal(sqliteQuery(existing, 'SELECT x FROM t ORDER BY x'), '1\n2');
+    });
+  }
+
   describe('a table restore into a database another connection is writing to', () => {
     /**
      * A sqlite3 process holding `file`'s write lock for `seconds` (an application's open write

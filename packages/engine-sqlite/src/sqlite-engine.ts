@@ -181,22 +181,22 @@ export class SqliteEngine implements Engine {
         try {
           if (info.changes) await applyWalFrames(snapshot, info.changes, info.engineMeta['pageSize'] as number);
           const source = openDatabase(snapshot, { readonly: true, fileMustExist: true });
-          const pageSize = source.pragma('page_size', { simple: true }) as number;
-          const encoding = source.pragma('encoding', { simple: true }) as string;
+          const header = {
+            pageSize: source.pragma('page_size', { simple: true }) as number,
+            autoVacuum: source.pragma('auto_vacuum', { simple: true }) as number,
+            encoding: source.pragma('encoding', { simple: true }) as string,
+            userVersion: source.pragma('user_version', { simple: true }) as number,
+            applicationId: source.pragma('application_id', { simple: true }) as number,
+          };
           source.close();
           if (exists) {
-            await copyTables(snapshot, file, tables, encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: (options.lockWaitSeconds ?? DEFAULT_TABLE_LOCK_WAIT_SECONDS) * 1000, signal: options.signal });
+            await copyTables(snapshot, file, tables, header.encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: (options.lockWaitSeconds ?? DEFAULT_TABLE_LOCK_WAIT_SECONDS) * 1000, signal: options.signal });
           } else {
             // Private from its first byte, as a whole restore's file is: it holds the backup's rows in
             // plaintext beside the target (SQLite gives its journal the same mode).
             await fs.writeFile(fresh, '', { mode: 0o600, flag: 'wx' });
-            const db = openDatabase(fresh);
-            db.pragma(`page_size = ${pageSize}`);
-            // Before WAL mode writes the file's header, which fixes its text encoding.
-            db.pragma(`encoding = '${encoding}'`);
-            if (info.engineMeta['journalMode'] === 'wal') db.pragma('journal_mode = WAL');
-            db.close();
-            await copyTables(snapshot, fresh, tables, encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: this.#busyTimeoutMs, signal: options.signal });
+            startLike(fresh, header, info.engineMeta['journalMode'] === 'wal');
+            await copyTables(snapshot, fresh, tables, header.encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: this.#busyTimeoutMs, signal: options.signal });
             await syncFile(fresh);
             await swapIntoPlace(fresh, file, false, this.#busyTimeoutMs);
           }
@@ -652,9 +652,10 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
     throw sqliteError(`restore: open ${targetFile}`, err);
   }
   try {
-    // SQLite attaches only databases of the same text encoding. A database without a page yet
-    // (a new target) takes the backup's; an existing one cannot change its encoding.
-    if (db.pragma('page_count', { simple: true }) === 0) db.pragma(`encoding = '${encoding}'`);
+    // SQLite attaches only databases of the same text encoding. A database without tables yet (a
+    // new target) takes the backup's: SQLite fixes the encoding with the first table, not with the
+    // first page (which a new target has, see startLike); one with tables cannot change it.
+    if ((db.prepare('SELECT count(*) AS n FROM main.sqlite_schema').get() as { n: number }).n === 0) db.pragma(`encoding = '${encoding}'`);
     const targetEncoding = db.pragma('encoding', { simple: true }) as string;
     if (targetEncoding !== encoding) {
       throw new StrataError(
@@ -698,6 +699,7 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
     await beginWriteWithin(db, targetFile, tables, deadline, wait);
     // With the write lock held: what the target has on the tables now, not before the wait.
     const removed = replacedOwnObjects(db, tables, objects);
+    const refused: string[] = [];
     try {
       for (const table of tables) {
         const q = quoteIdent(table);
@@ -712,6 +714,8 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
         const needsSequence =
           backupSequence !== undefined && /\bAUTOINCREMENT\b/i.test(created.sql ?? '') && !db.prepare("SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'").get();
         createStoredObjects(db, [created, ...automatic, ...(needsSequence ? [backupSequence] : [])]);
+        // Before the rows, so that they are indexed under the settings they were indexed under.
+        if (created.storage === 'virtual' && /\busing\s+fts5\b/i.test(created.sql ?? '')) refused.push(...carryFullTextSettings(db, table));
         const columns = (db.prepare(`PRAGMA strata_backup.table_xinfo(${q})`).all() as { name: string; hidden: number }[]).filter((c) => c.hidden === 0).map((c) => c.name);
         const rowid = rowidAlias(columns);
         const list = created.storage === 'index' || rowid === undefined ? columns : [rowid, ...columns];
@@ -751,6 +755,13 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
       }
       db.exec('COMMIT');
       if (incomplete) process.emitWarning(incomplete, { code: 'STRATA_TABLES_INCOMPLETE' });
+      if (refused.length > 0) {
+        const sqliteVersion = (db.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v;
+        process.emitWarning(
+          `restore: SQLite ${sqliteVersion} does not accept these settings of the backup's full-text tables, so the restored tables have its defaults for them: ${refused.join('; ')} (a newer SQLite wrote them; this one ignores them when it reads the tables too)`,
+          { code: 'STRATA_TABLES_SETTINGS' },
+        );
+      }
       if (removed.length > 0) {
         const each = removed.map((o) => `${o.type} ${o.name} on ${o.tblName} (${o.sql})`).join('; ');
         process.emitWarning(
@@ -772,6 +783,41 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
     }
     db.close();
   }
+}
+
+/**
+ * Gives a restored FTS5 table the backup's settings (`rank`, `automerge`, `pgsz`, `secure-delete`,
+ * ...), and returns those this SQLite refuses, as `table.key = value`. FTS5 keeps them in the
+ * table's `_config` shadow table, which its CREATE statement does not fill: without this the table
+ * comes back with the defaults, in a new file and over a target's table alike (DROP TABLE took the
+ * target's settings with its shadow tables).
+ *
+ * Why through FTS5's own command (`INSERT INTO f(f, rank) VALUES (key, value)`) and not by copying
+ * the `_config` rows: the command is the documented way, it works the same for a new table and a
+ * replaced one and for external-content tables, it checks each value, and it updates the settings
+ * the connection holds for the table, so the rows copied next are indexed under them (a copied row
+ * would only be read by the next connection). `version` is the module's own: it writes it when it
+ * creates the table (and raises it itself at the first delete under `secure-delete`), and refuses
+ * it as a command. A setting this SQLite does not know (written by a newer one) is one it ignores
+ * when it reads the table too: named, not fatal.
+ */
+function carryFullTextSettings(db: Database.Database, table: string): string[] {
+  const config = `strata_backup.${quoteIdent(`${table}_config`)}`;
+  const settings = db.prepare(`SELECT k, v FROM ${config} WHERE k <> 'version' ORDER BY k`).all() as { k: string; v: unknown }[];
+  // The hidden column that takes FTS5's commands has the table's name. The value goes from table
+  // to table inside SQLite: through JavaScript an integer (`automerge` 2) would come back as a
+  // number that binds as a real, which FTS5 refuses.
+  const set = db.prepare(`INSERT INTO main.${quoteIdent(table)} (${quoteIdent(table)}, rank) SELECT k, v FROM ${config} WHERE k = ?`);
+  const refused: string[] = [];
+  for (const { k, v } of settings) {
+    try {
+      set.run(k);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'SQLITE_ERROR') throw err;
+      refused.push(`${table}.${k} = ${String(v)}`);
+    }
+  }
+  return refused;
 }
 
 /**
@@ -809,6 +855,35 @@ function copyPlannerStatistics(db: Database.Database, tables: readonly string[])
       remove.run(table);
       copy.run(table);
     }
+  }
+}
+
+/**
+ * Starts the new file of a table restore as the backed-up database started: its page size and
+ * auto-vacuum mode, its user_version and application_id (what tells its application, and tools
+ * such as `file`, what the file is and which schema version it holds, as a whole restore keeps
+ * them), and WAL mode when the backup was in it. Its text encoding is copyTables' to set.
+ *
+ * Why the first page is written here, in a transaction of its own: SQLite fixes page size and
+ * auto-vacuum when it writes the file's first page, and a connection that sets them and closes
+ * before writing anything (in rollback-journal mode, where nothing else writes that page) forgets
+ * them; the tables would then be created under the defaults. Setting the two header numbers writes
+ * that page. Before WAL mode, which would write it too (under whatever was set by then). The
+ * encoding is another matter: SQLite fixes it only with the first table, so a pragma here would be
+ * forgotten as well.
+ */
+function startLike(file: string, header: { pageSize: number; autoVacuum: number; userVersion: number; applicationId: number }, wal: boolean): void {
+  const db = openDatabase(file);
+  try {
+    db.pragma(`page_size = ${header.pageSize}`);
+    db.pragma(`auto_vacuum = ${header.autoVacuum}`);
+    db.exec('BEGIN IMMEDIATE');
+    db.pragma(`user_version = ${header.userVersion}`);
+    db.pragma(`application_id = ${header.applicationId}`);
+    db.exec('COMMIT');
+    if (wal) db.pragma('journal_mode = WAL');
+  } finally {
+    db.close();
   }
 }
 
