@@ -462,6 +462,10 @@ BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longbl
                 "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 # How a field is loaded: as text, from hex (binary), or as an unsigned number (BIT, written in decimal).
 TEXT, HEX, NUMBER = "text", "hex", "number"
+# Since row format 3, text of any other character set is written as the hex of its bytes (cp932 has
+# several byte sequences for one character, which a trip through utf8mb4 would make one).
+TEXT_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
+ROUND_TRIP_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii", "latin1", "ucs2", "utf16", "utf16le", "utf32"}
 
 
 def mysql_ident(name):
@@ -496,10 +500,11 @@ def mysql_versioned(create_table):
     return bool(options and re.search(r"\bWITH SYSTEM VERSIONING\b", options.group(0)))
 
 
-def mysql_value_columns(create_table):
+def mysql_value_columns(create_table, row_format):
     """(column as the load names it, how its field loads) for each field of a row line: the columns
     that are not generated, in table order, then a system-versioned table's row start and end."""
     columns = []
+    table_charset = re.search(r"^\).*? DEFAULT CHARSET=(\w+)", create_table, re.M)
     for line in create_table.split("\n")[1:]:
         match = re.match(r"\s+`((?:[^`]|``)+)` (\w+)", line)
         if not match:
@@ -510,6 +515,11 @@ def mysql_value_columns(create_table):
             continue
         column_type = match.group(2).lower()
         kind = NUMBER if column_type == "bit" else HEX if column_type in BINARY_TYPES else TEXT
+        if row_format >= 3 and column_type in TEXT_TYPES:
+            own = re.search(r"\bCHARACTER SET (\w+)", line[match.end():])
+            charset = own.group(1) if own else table_charset.group(1) if table_charset else "utf8mb4"
+            if charset.lower() not in ROUND_TRIP_CHARSETS:
+                kind = HEX
         columns.append((mysql_ident(match.group(1).replace("``", "`")), kind))
     if mysql_versioned(create_table):
         period = re.search(r"PERIOD FOR SYSTEM_TIME \(`((?:[^`]|``)+)`, `((?:[^`]|``)+)`\)", create_table)
@@ -558,7 +568,8 @@ def statements(units, strip):
 
 def write_mysql(out, manifest, schema):
     header = re.search(r"charset (\S+) collate (\S+)", schema.split("\n", 1)[0])
-    row_format_2 = re.search(r"^-- strata: row format 2\b", schema, re.M) is not None
+    row_format_line = re.search(r"^-- strata: row format (\d+)\b", schema, re.M)
+    row_format = int(row_format_line.group(1)) if row_format_line else 1
     at = schema.find(MYSQL_MARKER)
     pre = mysql_units(schema if at < 0 else schema[:at])
     post = [] if at < 0 else order_views(mysql_units(schema[at:]))
@@ -567,7 +578,7 @@ def write_mysql(out, manifest, schema):
         match = re.match(r"CREATE TABLE `((?:[^`]|``)+)`", unit[-1])
         if match:
             name = match.group(1).replace("``", "`")
-            tables[name] = mysql_value_columns(unit[-1])
+            tables[name] = mysql_value_columns(unit[-1], row_format)
             if mysql_versioned(unit[-1]):
                 versioned.add(name)
     # Tables, views and events name their database as {{db}}: without it they use the database being loaded.
@@ -600,7 +611,7 @@ def write_mysql(out, manifest, schema):
                 # Backups of Strata up to cc33e74 (no "row format 2" line in schema.sql) wrote
                 # it in hexadecimal, like binary columns.
                 targets.append(f"@v{i}")
-                sets.append(f"{column} = CAST(@v{i} AS UNSIGNED)" if row_format_2 else f"{column} = CAST(CONV(@v{i}, 16, 10) AS UNSIGNED)")
+                sets.append(f"{column} = CAST(@v{i} AS UNSIGNED)" if row_format >= 2 else f"{column} = CAST(CONV(@v{i}, 16, 10) AS UNSIGNED)")
             else:
                 targets.append(column)
         path = mysql_string(os.path.join(out, "data", stream["name"]))

@@ -4,7 +4,7 @@ import type mysql from 'mysql2/promise';
 import type { DatabaseFacts, TableStats } from '@strata/core';
 import { ident } from './mysql-connection.js';
 import { encodeRow, rowBatches } from './mysql-rows.js';
-import { ROW_FORMAT_MARKER, withEventStatus } from './mysql-schema.js';
+import { ROW_FORMAT_2_MARKER, ROW_FORMAT_MARKER, withEventStatus } from './mysql-schema.js';
 
 /**
  * Verifying MySQL/MariaDB backups made before facts version 2 (Strata up to cc33e74).
@@ -20,10 +20,11 @@ import { ROW_FORMAT_MARKER, withEventStatus } from './mysql-schema.js';
 
 /**
  * The `engineMeta.factsVersion` that MySQL backups record since facts come from the server
- * (2; 3 since table checksums include the AUTO_INCREMENT counter). Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
+ * (2; 3 since table checksums include the AUTO_INCREMENT counter; 4 since text of character sets
+ * that do not come back through utf8mb4 is hashed by its bytes, see MysqlColumn.otherCharset). Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
  * reachable for backups that recorded the earlier version.
  */
-export const FACTS_VERSION = 3;
+export const FACTS_VERSION = 4;
 
 /**
  * Whether a backup's table checksums include the tables' AUTO_INCREMENT counters (facts version
@@ -32,6 +33,12 @@ export const FACTS_VERSION = 3;
 export function recordedWithCounters(recordedMeta: Readonly<Record<string, unknown>> | undefined): boolean {
   const version = recordedMeta?.['factsVersion'];
   return recordedMeta === undefined || (typeof version === 'number' && version >= 3);
+}
+
+/** Whether a backup's facts hash text of other character sets by its bytes (facts version 4); none recorded: today's. */
+export function recordedWithCharsetBytes(recordedMeta: Readonly<Record<string, unknown>> | undefined): boolean {
+  const version = recordedMeta?.['factsVersion'];
+  return recordedMeta === undefined || (typeof version === 'number' && version >= 4);
 }
 
 /**
@@ -48,6 +55,11 @@ export function recordedWithLegacyFacts(recordedMeta: Readonly<Record<string, un
  * mark is in schema.sql, not in engineMeta, because a restore loads rows before it sees engineMeta.
  */
 export function hasLegacyRowFormat(schemaSql: string): boolean {
+  return !schemaSql.includes(ROW_FORMAT_MARKER) && !schemaSql.includes(ROW_FORMAT_2_MARKER);
+}
+
+/** Whether a backup's row streams carry text of every character set as text (before row format 3). */
+export function hasOtherCharsetsAsText(schemaSql: string): boolean {
   return !schemaSql.includes(ROW_FORMAT_MARKER);
 }
 

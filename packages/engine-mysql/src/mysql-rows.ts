@@ -15,7 +15,13 @@ export type ColumnKind = 'binary' | 'bit' | 'float' | 'text';
 
 export interface MysqlColumn {
   readonly name: string;
+  /**
+   * Text of a character set whose values do not all come back through utf8mb4 (cp932 has several
+   * byte sequences for one character: x'8790' and x'81E0' are both ≒) travels as its bytes, the
+   * `binary` kind with `otherCharset`: read as bytes, hashed by HEX(), written back as X'...'.
+   */
   readonly kind: ColumnKind;
+  readonly otherCharset?: boolean;
   /** TEXT, BLOB, JSON and geometry: hashed one by one in the facts instead of quoted in full. */
   readonly large: boolean;
 }
@@ -39,8 +45,20 @@ const LARGE_TYPES = new Set(['tinyblob', 'blob', 'mediumblob', 'longblob', 'tiny
 /** Base tables, system-versioned tables included (sequences travel in the schema). */
 export const ROW_TABLE_TYPES = "('BASE TABLE', 'SYSTEM VERSIONED')";
 
-function columnOf(name: string, type: string): MysqlColumn {
+const TEXT_TYPES = new Set(['char', 'varchar', 'tinytext', 'text', 'mediumtext', 'longtext']);
+/** Character sets whose every value survives the trip through utf8mb4 and back (latin1 maps each byte to its own character). */
+const ROUND_TRIP_CHARSETS = new Set(['utf8mb4', 'utf8mb3', 'utf8', 'ascii', 'latin1', 'ucs2', 'utf16', 'utf16le', 'utf32']);
+
+/** How describeTable reads a table: `otherCharsetsAsBytes` false as backups before row format 3 wrote such text. */
+export interface DescribeOptions {
+  readonly otherCharsetsAsBytes?: boolean;
+}
+
+function columnOf(name: string, type: string, charset: string | null, options: DescribeOptions): MysqlColumn {
   const t = type.toLowerCase();
+  if ((options.otherCharsetsAsBytes ?? true) && TEXT_TYPES.has(t) && charset !== null && !ROUND_TRIP_CHARSETS.has(charset.toLowerCase())) {
+    return { name, kind: 'binary', otherCharset: true, large: LARGE_TYPES.has(t) };
+  }
   const kind: ColumnKind = t === 'bit' ? 'bit' : t === 'float' ? 'float' : BINARY_TYPES.has(t) ? 'binary' : 'text';
   return { name, kind, large: LARGE_TYPES.has(t) };
 }
@@ -56,9 +74,9 @@ export function tableOfStream(stream: string): string | undefined {
 }
 
 /** One table's columns, key and versioning as the server describes them. */
-export async function describeTable(connection: mysql.Connection, database: string, name: string, engine?: string): Promise<MysqlTable> {
+export async function describeTable(connection: mysql.Connection, database: string, name: string, engine?: string, options: DescribeOptions = {}): Promise<MysqlTable> {
   const [columns] = await connection.query<mysql.RowDataPacket[]>(
-    'SELECT COLUMN_NAME AS name, DATA_TYPE AS type, EXTRA AS extra FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
+    'SELECT COLUMN_NAME AS name, DATA_TYPE AS type, CHARACTER_SET_NAME AS charset, EXTRA AS extra FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION',
     [database, name],
   );
   const [pk] = await connection.query<mysql.RowDataPacket[]>(
@@ -85,9 +103,10 @@ export async function describeTable(connection: mysql.Connection, database: stri
     }
   }
   const generated = (c: mysql.RowDataPacket): boolean => /GENERATED|VIRTUAL|PERSISTENT|STORED/i.test(String(c['extra']));
-  const all = columns.filter((c) => !periodColumns.includes(c['name'] as string)).map((c) => columnOf(c['name'] as string, String(c['type'])));
-  const valued = columns.filter((c) => !generated(c)).map((c) => columnOf(c['name'] as string, String(c['type'])));
-  const period = versioning ? [columnOf(versioning.start, 'timestamp'), columnOf(versioning.end, 'timestamp')] : [];
+  const column = (c: mysql.RowDataPacket): MysqlColumn => columnOf(c['name'] as string, String(c['type']), (c['charset'] as string | null) ?? null, options);
+  const all = columns.filter((c) => !periodColumns.includes(c['name'] as string)).map(column);
+  const valued = columns.filter((c) => !generated(c)).map(column);
+  const period = versioning ? [columnOf(versioning.start, 'timestamp', null, options), columnOf(versioning.end, 'timestamp', null, options)] : [];
   return {
     name,
     columns: [...valued, ...period],
@@ -99,13 +118,13 @@ export async function describeTable(connection: mysql.Connection, database: stri
 }
 
 /** Tables of the current database whose rows travel, with their value columns and primary keys. */
-export async function listTables(connection: mysql.Connection, database: string): Promise<MysqlTable[]> {
+export async function listTables(connection: mysql.Connection, database: string, options: DescribeOptions = {}): Promise<MysqlTable[]> {
   const [tables] = await connection.query<mysql.RowDataPacket[]>(
     `SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ${ROW_TABLE_TYPES} ORDER BY TABLE_NAME`,
     [database],
   );
   const out: MysqlTable[] = [];
-  for (const t of tables) out.push(await describeTable(connection, database, t['name'] as string, String(t['engine'])));
+  for (const t of tables) out.push(await describeTable(connection, database, t['name'] as string, String(t['engine']), options));
   return out;
 }
 
@@ -126,7 +145,8 @@ const RAW = 'strata_raw';
 export function selectSql(table: MysqlTable): string {
   const columns = table.columns.map((c) => {
     const ref = columnRef(table, c);
-    if (c.kind === 'binary') return `${ref} AS ${RAW}`;
+    // Cast: the server would convert other text to the connection's utf8mb4 on the way.
+    if (c.kind === 'binary') return `${c.otherCharset ? `CAST(${ref} AS BINARY)` : ref} AS ${RAW}`;
     if (c.kind === 'bit') return `${ref} + 0`;
     if (c.kind === 'float') return `CAST(${ref} AS DOUBLE)`;
     return ref;
@@ -382,17 +402,19 @@ export class RowInserter {
   /**
    * `bitAsHex`: the stream is of a backup made before row format 2 (see mysql-legacy-facts.ts),
    * whose BIT values are HEX() text; read as decimal they would silently become other numbers.
+   * `otherCharsetsAsBytes` false: it is of one made before row format 3, whose text of other
+   * character sets is text, not hex.
    */
   constructor(
     readonly connection: mysql.Connection,
     readonly table: string,
     readonly database: string,
-    readonly options: { readonly bitAsHex?: boolean } = {},
+    readonly options: { readonly bitAsHex?: boolean; readonly otherCharsetsAsBytes?: boolean } = {},
   ) {}
 
   async #describe(): Promise<MysqlTable> {
     if (!this.#table) {
-      this.#table = await describeTable(this.connection, this.database, this.table);
+      this.#table = await describeTable(this.connection, this.database, this.table, undefined, { otherCharsetsAsBytes: this.options.otherCharsetsAsBytes ?? true });
       const [[row]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@max_allowed_packet AS p')) as unknown as [mysql.RowDataPacket[]];
       this.#maxPacket = Number(row?.['p'] ?? this.#maxPacket);
     }

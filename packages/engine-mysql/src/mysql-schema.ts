@@ -7,8 +7,12 @@ import { ident } from './mysql-connection.js';
 const END = '\n;;\n';
 /** Routines and tables come before the rows; views, triggers and events after. */
 export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) below';
-/** Says how the row streams beside this schema encode values (backups without it wrote BIT as HEX()). */
-export const ROW_FORMAT_MARKER = '-- strata: row format 2 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables)';
+/**
+ * Says how the row streams beside this schema encode values. Format 2 (ROW_FORMAT_2_MARKER) wrote
+ * text of every character set as text; backups with neither line wrote BIT as HEX().
+ */
+export const ROW_FORMAT_MARKER = '-- strata: row format 3 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables, text of character sets other than Unicode, ascii and latin1 as its bytes in hex)';
+export const ROW_FORMAT_2_MARKER = '-- strata: row format 2 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables)';
 /** Says that `{{db}}.` stands for the database only outside quoted strings (backups without it put it inside them too). */
 export const PLACEHOLDER_MARKER = '-- strata: {{db}}. stands for the database outside quoted strings only';
 /** What the statements say `{{db}}.` for: the database they are read from or run in, followed by a dot. */
