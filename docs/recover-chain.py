@@ -515,6 +515,9 @@ def mysql_value_columns(create_table, row_format):
             continue
         column_type = match.group(2).lower()
         kind = NUMBER if column_type == "bit" else HEX if column_type in BINARY_TYPES else TEXT
+        if row_format >= 3 and column_type == "enum":
+            # An ENUM is written as its member's number (0: the empty value of an invalid one).
+            kind = NUMBER
         if row_format >= 3 and column_type in TEXT_TYPES:
             own = re.search(r"\bCHARACTER SET (\w+)", line[match.end():])
             charset = own.group(1) if own else table_charset.group(1) if table_charset else "utf8mb4"

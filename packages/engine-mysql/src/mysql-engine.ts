@@ -33,7 +33,7 @@ import type { MysqlSchema } from './mysql-schema.js';
 import type { MysqlTable } from './mysql-rows.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
-import { FACTS_VERSION, hasLegacyRowFormat, hasOtherCharsetsAsText, legacyFacts, recordedWithCharsetBytes, recordedWithCounters, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
+import { FACTS_VERSION, hasLegacyRowFormat, hasRowFormatBefore3, legacyFacts, recordedWithFormat3Facts, recordedWithCounters, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
 
@@ -136,7 +136,7 @@ export class MysqlEngine extends ServerEngine {
       }
       const read = await readSchema(connection, target.database);
       const schema = disabledEvents ? withEventStatuses(read, disabledEvents) : read;
-      const tables = await listTables(connection, target.database, { otherCharsetsAsBytes: recordedWithCharsetBytes(options.recordedMeta) });
+      const tables = await listTables(connection, target.database, { format3: recordedWithFormat3Facts(options.recordedMeta) });
       return {
         schemaFingerprint: fingerprint(schema),
         schemaObjects: schemaObjects(schema),
@@ -237,7 +237,7 @@ async function withCounters(
 
 /** A sink that inserts a stream's rows into a table (`schemaSql` says how the backup encoded them). */
 function insertInto(connection: mysql.Connection, database: string, table: string, schemaSql: string): StreamSink {
-  const inserter = new RowInserter(connection, table, database, { bitAsHex: hasLegacyRowFormat(schemaSql), otherCharsetsAsBytes: !hasOtherCharsetsAsText(schemaSql) });
+  const inserter = new RowInserter(connection, table, database, { bitAsHex: hasLegacyRowFormat(schemaSql), format3: !hasRowFormatBefore3(schemaSql) });
   return { kind: 'sink', write: (chunk) => inserter.write(chunk), end: () => inserter.end() };
 }
 

@@ -21,7 +21,8 @@ import { ROW_FORMAT_2_MARKER, ROW_FORMAT_MARKER, withEventStatus } from './mysql
 /**
  * The `engineMeta.factsVersion` that MySQL backups record since facts come from the server
  * (2; 3 since table checksums include the AUTO_INCREMENT counter; 4 since text of character sets
- * that do not come back through utf8mb4 is hashed by its bytes, see MysqlColumn.otherCharset). Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
+ * that do not come back through utf8mb4 is hashed by its bytes and ENUM by its member's number,
+ * as row format 3 writes them, see DescribeOptions). Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
  * reachable for backups that recorded the earlier version.
  */
 export const FACTS_VERSION = 4;
@@ -35,8 +36,8 @@ export function recordedWithCounters(recordedMeta: Readonly<Record<string, unkno
   return recordedMeta === undefined || (typeof version === 'number' && version >= 3);
 }
 
-/** Whether a backup's facts hash text of other character sets by its bytes (facts version 4); none recorded: today's. */
-export function recordedWithCharsetBytes(recordedMeta: Readonly<Record<string, unknown>> | undefined): boolean {
+/** Whether a backup's facts hash text of other character sets by its bytes and ENUM by number (facts version 4); none recorded: today's. */
+export function recordedWithFormat3Facts(recordedMeta: Readonly<Record<string, unknown>> | undefined): boolean {
   const version = recordedMeta?.['factsVersion'];
   return recordedMeta === undefined || (typeof version === 'number' && version >= 4);
 }
@@ -58,8 +59,8 @@ export function hasLegacyRowFormat(schemaSql: string): boolean {
   return !schemaSql.includes(ROW_FORMAT_MARKER) && !schemaSql.includes(ROW_FORMAT_2_MARKER);
 }
 
-/** Whether a backup's row streams carry text of every character set as text (before row format 3). */
-export function hasOtherCharsetsAsText(schemaSql: string): boolean {
+/** Whether a backup's row streams are of a format before 3 (text of every character set as text, ENUM by its text). */
+export function hasRowFormatBefore3(schemaSql: string): boolean {
   return !schemaSql.includes(ROW_FORMAT_MARKER);
 }
 

@@ -9,9 +9,11 @@ import { ident } from './mysql-connection.js';
 /**
  * How a column's values travel: `binary` as hex (read raw, so a value near max_allowed_packet is
  * not doubled into a NULL by HEX()), `bit` as an unsigned decimal, `float` widened to DOUBLE
- * (exact, where FLOAT's own text keeps 6 digits), everything else as the server's text.
+ * (exact, where FLOAT's own text keeps 6 digits), `enum` as its member's number (0 for the empty
+ * value the server stores for an invalid one outside strict mode, which as text is the same as a
+ * member '' and is refused by a strict INSERT), everything else as the server's text.
  */
-export type ColumnKind = 'binary' | 'bit' | 'float' | 'text';
+export type ColumnKind = 'binary' | 'bit' | 'float' | 'enum' | 'text';
 
 export interface MysqlColumn {
   readonly name: string;
@@ -49,15 +51,19 @@ const TEXT_TYPES = new Set(['char', 'varchar', 'tinytext', 'text', 'mediumtext',
 /** Character sets whose every value survives the trip through utf8mb4 and back (latin1 maps each byte to its own character). */
 const ROUND_TRIP_CHARSETS = new Set(['utf8mb4', 'utf8mb3', 'utf8', 'ascii', 'latin1', 'ucs2', 'utf16', 'utf16le', 'utf32']);
 
-/** How describeTable reads a table: `otherCharsetsAsBytes` false as backups before row format 3 wrote such text. */
+/**
+ * How describeTable reads a table: `format3` false as backups before row format 3 (facts version
+ * 4) wrote and hashed values, with text of other character sets as text and ENUM by its text.
+ */
 export interface DescribeOptions {
-  readonly otherCharsetsAsBytes?: boolean;
+  readonly format3?: boolean;
 }
 
 function columnOf(name: string, type: string, charset: string | null, options: DescribeOptions): MysqlColumn {
   const t = type.toLowerCase();
-  if ((options.otherCharsetsAsBytes ?? true) && TEXT_TYPES.has(t) && charset !== null && !ROUND_TRIP_CHARSETS.has(charset.toLowerCase())) {
-    return { name, kind: 'binary', otherCharset: true, large: LARGE_TYPES.has(t) };
+  if (options.format3 ?? true) {
+    if (TEXT_TYPES.has(t) && charset !== null && !ROUND_TRIP_CHARSETS.has(charset.toLowerCase())) return { name, kind: 'binary', otherCharset: true, large: LARGE_TYPES.has(t) };
+    if (t === 'enum') return { name, kind: 'enum', large: false };
   }
   const kind: ColumnKind = t === 'bit' ? 'bit' : t === 'float' ? 'float' : BINARY_TYPES.has(t) ? 'binary' : 'text';
   return { name, kind, large: LARGE_TYPES.has(t) };
@@ -147,7 +153,7 @@ export function selectSql(table: MysqlTable): string {
     const ref = columnRef(table, c);
     // Cast: the server would convert other text to the connection's utf8mb4 on the way.
     if (c.kind === 'binary') return `${c.otherCharset ? `CAST(${ref} AS BINARY)` : ref} AS ${RAW}`;
-    if (c.kind === 'bit') return `${ref} + 0`;
+    if (c.kind === 'bit' || c.kind === 'enum') return `${ref} + 0`;
     if (c.kind === 'float') return `CAST(${ref} AS DOUBLE)`;
     return ref;
   });
@@ -165,7 +171,7 @@ function rowHashSql(table: MysqlTable): string {
   const parts = table.allColumns.map((c) => {
     const ref = columnRef(table, c);
     if (c.large) return `IFNULL(SHA2(${ref}, 256), 'NULL')`;
-    const value = c.kind === 'bit' ? `${ref} + 0` : c.kind === 'float' ? `CAST(${ref} AS DOUBLE)` : c.kind === 'binary' ? `HEX(${ref})` : ref;
+    const value = c.kind === 'bit' || c.kind === 'enum' ? `${ref} + 0` : c.kind === 'float' ? `CAST(${ref} AS DOUBLE)` : c.kind === 'binary' ? `HEX(${ref})` : ref;
     return `CAST(QUOTE(${value}) AS BINARY)`;
   });
   return `SHA2(CONCAT_WS(',', ${parts.length > 0 ? parts.join(', ') : "''"}), 256)`;
@@ -367,6 +373,10 @@ function sqlLiteral(field: string, column: MysqlColumn | undefined, escape: (val
     if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: BIT column ${named(column.name, 'column')} has the value ${withheld(JSON.stringify(field.slice(0, 40)), 'value')}, which is not a number`);
     return field;
   }
+  if (column?.kind === 'enum') {
+    if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: ENUM column ${named(column.name, 'column')} has the value ${withheld(JSON.stringify(field.slice(0, 40)), 'value')}, which is not a member's number`);
+    return field;
+  }
   if (field.includes('\\') && OTHER_ESCAPE.test(field)) return escape(decodeRow(field)[0]!);
   return field.includes("'") ? `'${field.replace(QUOTES, "\\'")}'` : `'${field}'`;
 }
@@ -384,6 +394,14 @@ const PIECE_CHARS = 256 * 1024;
  * a value larger than the target's max_allowed_packet cannot be stored there at all and fails
  * the restore with the table, the column and the setting to raise.
  */
+/** The server's warning for a value it changed to fit the column (an ENUM's invalid value stored as 0). */
+const WARN_DATA_TRUNCATED = 1265;
+
+/** Whether a row holds an ENUM's empty value, 0, which only an INSERT outside strict mode stores. */
+function hasInvalidEnum(fields: readonly string[], columns: readonly MysqlColumn[]): boolean {
+  return columns.some((c, i) => c.kind === 'enum' && fields[i] === '0');
+}
+
 /** The server's error for a transaction it rolled back to end a deadlock. */
 const ER_LOCK_DEADLOCK = 1213;
 /** How often one INSERT is sent before a deadlock ends the restore. */
@@ -402,19 +420,18 @@ export class RowInserter {
   /**
    * `bitAsHex`: the stream is of a backup made before row format 2 (see mysql-legacy-facts.ts),
    * whose BIT values are HEX() text; read as decimal they would silently become other numbers.
-   * `otherCharsetsAsBytes` false: it is of one made before row format 3, whose text of other
-   * character sets is text, not hex.
+   * `format3` false: it is of one made before row format 3 (see DescribeOptions).
    */
   constructor(
     readonly connection: mysql.Connection,
     readonly table: string,
     readonly database: string,
-    readonly options: { readonly bitAsHex?: boolean; readonly otherCharsetsAsBytes?: boolean } = {},
+    readonly options: { readonly bitAsHex?: boolean; readonly format3?: boolean } = {},
   ) {}
 
   async #describe(): Promise<MysqlTable> {
     if (!this.#table) {
-      this.#table = await describeTable(this.connection, this.database, this.table, undefined, { otherCharsetsAsBytes: this.options.otherCharsetsAsBytes ?? true });
+      this.#table = await describeTable(this.connection, this.database, this.table, undefined, { format3: this.options.format3 ?? true });
       const [[row]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@max_allowed_packet AS p')) as unknown as [mysql.RowDataPacket[]];
       this.#maxPacket = Number(row?.['p'] ?? this.#maxPacket);
     }
@@ -459,6 +476,12 @@ export class RowInserter {
       let tuple = '(';
       for (let i = 0; i < fields.length; i++) tuple += (i > 0 ? ',' : '') + sqlLiteral(fields[i]!, columns[i], escape, this.options.bitAsHex);
       tuple += ')';
+      if (hasInvalidEnum(fields, columns)) {
+        await this.flush();
+        await this.#settle();
+        await this.#outsideStrictMode(() => this.#insert(`${this.#insertSql()}${tuple}`));
+        continue;
+      }
       this.#values.push(tuple);
       this.#size += tuple.length;
       if (this.#size >= rowLimit) await this.flush();
@@ -521,7 +544,8 @@ export class RowInserter {
         for (const piece of pieces.slice(1)) await this.connection.query(`SET ${variable} = CONCAT(${variable}, ${piece})`);
         literals.push(variable);
       }
-      await this.#insert(`${this.#insertSql()}(${literals.join(',')})`);
+      const insert = (): Promise<unknown> => this.#insert(`${this.#insertSql()}(${literals.join(',')})`);
+      await (hasInvalidEnum(fields, columns) ? this.#outsideStrictMode(insert) : insert());
     } catch (err) {
       throw this.#refused(err);
     } finally {
@@ -544,6 +568,25 @@ export class RowInserter {
         if ((err as { errno?: number }).errno !== ER_LOCK_DEADLOCK || attempt >= DEADLOCK_ATTEMPTS) throw err;
         await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
       }
+    }
+  }
+
+  /**
+   * Runs one INSERT of a row with an ENUM's empty value (0) outside strict mode, the only way the
+   * server takes it (as when the source stored it), and fails on any warning but that value's: no
+   * other value of the row may be changed on the way in.
+   */
+  async #outsideStrictMode(insert: () => Promise<unknown>): Promise<void> {
+    const enums = new Set(this.#table!.columns.filter((c) => c.kind === 'enum').map((c) => c.name.toLowerCase()));
+    const [[mode]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@SESSION.sql_mode AS m')) as unknown as [mysql.RowDataPacket[]];
+    await this.connection.query("SET SESSION sql_mode = REPLACE(REPLACE(@@SESSION.sql_mode, 'STRICT_ALL_TABLES', ''), 'STRICT_TRANS_TABLES', '')");
+    try {
+      await insert();
+      const [warnings] = await this.connection.query<mysql.RowDataPacket[]>('SHOW WARNINGS');
+      const other = warnings.filter((w) => !(Number(w['Code']) === WARN_DATA_TRUNCATED && enums.has(/column '((?:[^']|'')*)'/.exec(String(w['Message']))?.[1]?.toLowerCase() ?? '')));
+      if (other.length > 0) throw new StrataError('RESTORE_FAILED', redactable`restore: the target changed a value of a row of table ${named(this.table, 'table')}: ${withheld(String(other[0]!['Message']), 'server message')}`, { details: { table: this.table } });
+    } finally {
+      await this.connection.query('SET SESSION sql_mode = ?', [String(mode?.['m'] ?? '')]);
     }
   }
 

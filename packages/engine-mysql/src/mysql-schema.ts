@@ -11,7 +11,7 @@ export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) 
  * Says how the row streams beside this schema encode values. Format 2 (ROW_FORMAT_2_MARKER) wrote
  * text of every character set as text; backups with neither line wrote BIT as HEX().
  */
-export const ROW_FORMAT_MARKER = '-- strata: row format 3 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables, text of character sets other than Unicode, ascii and latin1 as its bytes in hex)';
+export const ROW_FORMAT_MARKER = '-- strata: row format 3 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables, text of character sets other than Unicode, ascii and latin1 as its bytes in hex, ENUM as member numbers)';
 export const ROW_FORMAT_2_MARKER = '-- strata: row format 2 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables)';
 /** Says that `{{db}}.` stands for the database only outside quoted strings (backups without it put it inside them too). */
 export const PLACEHOLDER_MARKER = '-- strata: {{db}}. stands for the database outside quoted strings only';
