@@ -120,10 +120,13 @@ describe('PostgreSQL engine: the database itself', function () {
   });
 
   it('refuses a table restore of a partitioned table whose partitions the target changed since (one detached, one added that holds rows), with nothing changed', async () => {
+    // q has no key, so it may have a foreign partition.
     const schema = `CREATE TABLE p (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
       CREATE TABLE p_1 PARTITION OF p FOR VALUES FROM (0) TO (100);
-      CREATE TABLE p_2 PARTITION OF p FOR VALUES FROM (100) TO (200);`;
-    const source = await databases.create(`${schema} INSERT INTO p SELECT g, g % 200 FROM generate_series(1, 500) g;`);
+      CREATE TABLE p_2 PARTITION OF p FOR VALUES FROM (100) TO (200);
+      CREATE TABLE q (id int, k int) PARTITION BY RANGE (k);
+      CREATE TABLE q_1 PARTITION OF q FOR VALUES FROM (0) TO (100);`;
+    const source = await databases.create(`${schema} INSERT INTO p SELECT g, g % 200 FROM generate_series(1, 500) g; INSERT INTO q VALUES (1, 1);`);
     const record = await repo.backup(pgUrl(source), { database: 'partitions-changed' });
     const count = async (db: string, table: string): Promise<number> => Number((await pgQuery(db, `SELECT count(*) AS n FROM ${table}`)).rows[0]!.n);
 
@@ -140,11 +143,16 @@ describe('PostgreSQL engine: the database itself', function () {
       repo.restore({ id: record.id }, { to: pgUrl(added), tables: ['p'], force: true }),
       (err: unknown) => isStrataError(err, 'USAGE') && /the partitioned table public\.p has rows in public\.p_3, which the backup does not have/.test(err.message),
     );
-    assert.equal(await count(added, 'p'), 1);
+    assert.equal(await count(added, 'p_3'), 1);
     // An added partition without rows is no reason to refuse (one made ahead for the next month).
     await pgQuery(added, 'DELETE FROM p_3');
     await repo.restore({ id: record.id }, { to: pgUrl(added), tables: ['p'], force: true });
-    assert.equal(await count(added, 'p'), 500);
+    assert.equal(await count(added, 'p_1') + await count(added, 'p_2'), 500);
+    // A foreign partition's rows are on another server (here none answers), never in a backup: not asked for.
+    const far = await databases.create(`${schema} CREATE EXTENSION postgres_fdw; CREATE SERVER nowhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '1');
+      CREATE FOREIGN TABLE q_far PARTITION OF q FOR VALUES FROM (100) TO (200) SERVER nowhere;`);
+    await repo.restore({ id: record.id }, { to: pgUrl(far), tables: ['q'], force: true });
+    assert.equal(await count(far, 'q_1'), 1);
     // A partition named by itself is the user's choice, whatever the target made of it since.
     await repo.restore({ id: record.id }, { to: pgUrl(detached), tables: ['p_1'], force: true });
     assert.equal(await count(detached, 'p_1'), await count(source, 'p_1'));

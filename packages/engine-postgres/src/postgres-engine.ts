@@ -879,7 +879,8 @@ async function refuseChangedPartitions(client: pg.Client, tables: readonly Table
     const inTarget = (await client.query<{ schema: string; name: string }>(
       `SELECT n.nspname AS schema, c.relname AS name FROM pg_partition_tree(to_regclass($1)) t
          JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE t.isleaf AND t.relid <> to_regclass($1)`,
+        -- Plain tables only: a foreign partition's rows are on another server, and never in a backup.
+        WHERE t.isleaf AND c.relkind = 'r'`,
       [`${ident(schema)}.${ident(name)}`],
     )).rows;
     const leaves = new Set(inTarget.map(qualified));
