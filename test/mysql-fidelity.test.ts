@@ -233,6 +233,10 @@ describe('MySQL/MariaDB fidelity', function () {
     await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
     assert.equal(mysqlDump(target), mysqlDump(source));
     assert.deepEqual(await checksums(target), await checksums(source));
+    // And a table restore, which builds the table from the target's own definition.
+    await mysqlQuery(target, 'DELETE FROM sets');
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target), tables: ['sets'], force: true });
+    assert.deepEqual(await checksums(target), await checksums(source));
   });
 
   it("text of character sets with several byte sequences for one character (cp932's x'8790' and x'81E0', both ≒) comes back byte for byte, and the facts tell them apart", async () => {
@@ -270,6 +274,26 @@ describe('MySQL/MariaDB fidelity', function () {
     const other = await databases.create(sql.replace("(3, 'b', 'bogus', 'two')", "(3, 'b', '', 'two')"));
     const facts = async (db: string) => (await engine.inspect(mysqlUrl(db))).tables;
     assert.notDeepEqual(await facts(other), await facts(source));
+  });
+
+  it("the database named after a comment with a quote in it (-- don't), or after a backslash that ends a string under NO_BACKSLASH_ESCAPES, still follows the restore", async function () {
+    this.timeout(300_000);
+    const source = await databases.create('CREATE TABLE log (id INT PRIMARY KEY)');
+    await mysqlQuery(source, `CREATE EVENT cleanup ON SCHEDULE EVERY 1 DAY DISABLE DO BEGIN
+        -- don't keep rows of the future
+        # nor these ('old')
+        DELETE FROM \`${source}\`.log WHERE id < 0; /* it's done */ DELETE FROM \`${source}\`.log WHERE id > 1000000;
+      END`);
+    await mysqlQuery(source, `SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'; CREATE VIEW paths AS SELECT 'C:\\' AS p, (SELECT count(*) FROM \`${source}\`.log) AS n`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'comments' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    const definitions = async (database: string): Promise<string> =>
+      JSON.stringify(await rows(undefined, `SELECT EVENT_DEFINITION AS d FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '${database}' UNION ALL SELECT VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '${database}'`));
+    const restored = await definitions(target);
+    assert.doesNotMatch(restored, new RegExp(source), 'nothing of the restore names the source database');
+    assert.equal(restored, (await definitions(source)).replaceAll(source, target));
+    assert.deepEqual(await rows(target, 'SELECT * FROM paths'), [{ p: 'C:\\', n: 0 }]);
   });
 
   it('system-versioned tables come back with their current and history rows, and the history keeps working', async () => {
@@ -395,10 +419,17 @@ describe('MySQL/MariaDB fidelity', function () {
         /money of the target has columns of other types than the backup's: amt decimal\(12,1\) \(the backup's decimal\(12,4\)\), at datetime \(the backup's datetime\(6\)\), f float \(the backup's double\);.*nothing was changed/.test(err.message),
     );
     assert.equal(mysqlDump(target), before);
-    // With the backup's types it goes ahead.
-    await mysqlQuery(target, 'ALTER TABLE money MODIFY amt DECIMAL(12,4), MODIFY at DATETIME(6), MODIFY f DOUBLE');
+    // With the backup's types it goes ahead, also where only the collations differ (the server then
+    // writes each column's character set out) and an integer's display width is written.
+    await mysqlQuery(target, 'ALTER TABLE money MODIFY id INT(4) NOT NULL, MODIFY amt DECIMAL(12,4), MODIFY at DATETIME(6), MODIFY f DOUBLE, DEFAULT COLLATE utf8mb4_bin');
     await repo.restore({ id: record.id }, { to: mysqlUrl(target), tables: ['money'], force: true });
     assert.deepEqual(await checksums(target), await checksums(source));
+    // Another character set is another type: the text would be re-encoded.
+    await mysqlQuery(target, 'ALTER TABLE money MODIFY note VARCHAR(20) CHARACTER SET latin1');
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: mysqlUrl(target), tables: ['money'], force: true }),
+      (err: unknown) => isStrataError(err, 'USAGE') && /note varchar\(20\) CHARACTER SET latin1 \(the backup's varchar\(20\) CHARACTER SET utf8mb4\)/.test(err.message),
+    );
   });
 
   it('inspect checks every foreign key row by row and names the orphans', async () => {

@@ -461,21 +461,39 @@ async function foreignKeyViolations(connection: mysql.Connection, database: stri
  * The columns whose values a backup's rows carry, in order, from a CREATE TABLE as the server
  * shows it (SHOW CREATE TABLE: one column a line, each line's name first, then its type). Generated
  * columns carry none (the server computes them), as describeTable leaves them out; names are
- * compared as the server does, whatever their case. `type` is what decides how a value is kept:
- * the type with its length, precision or members, `unsigned`, and a character set of its own.
+ * compared as the server does, whatever their case. `type` and `charset` are what decide how a
+ * value is kept: the type with its length, precision or members and `unsigned`, written alike for
+ * equal columns (see comparableType), and a text column's character set, its own or, named by a
+ * collation only or not at all, the one that collation or the table's default says.
  */
-function valuedColumns(create: string): { name: string; type: string }[] {
+function valuedColumns(create: string): { name: string; type: string; charset: string | undefined }[] {
+  const tableCharset = /\n\)[^\n]*? DEFAULT CHARSET=(\w+)/.exec(create)?.[1];
   return [...create.matchAll(/^ {2}`((?:[^`]|``)+)` (.*)$/gm)]
     .filter((m) => !(/\bAS \(/i.test(m[2]!) && /\b(VIRTUAL|PERSISTENT|STORED)\b/i.test(m[2]!)))
-    .map((m) => ({
-      name: m[1]!.replace(/``/g, '`').toLowerCase(),
-      type: /^\w+(?:\((?:'(?:[^'\\]|\\.|'')*'|[^)'])*\))?(?: unsigned)?(?: zerofill)?(?: CHARACTER SET \w+)?/i.exec(m[2]!)?.[0] ?? m[2]!,
-    }));
+    .map((m) => {
+      const definition = m[2]!;
+      const type = /^\w+(?:\((?:'(?:[^'\\]|\\.|'')*'|[^)'])*\))?(?: unsigned)?(?: zerofill)?/i.exec(definition)?.[0] ?? definition;
+      const text = /^(?:char|varchar|tinytext|text|mediumtext|longtext|enum|set)\b/i.test(type);
+      // Right after the type, as the server writes them (a comment further on may say anything).
+      const after = /^(?: CHARACTER SET (\w+))?(?: COLLATE (\w+))?/i.exec(definition.slice(type.length))!;
+      const own = after[1] ?? after[2]?.split('_')[0];
+      return { name: m[1]!.replace(/``/g, '`').toLowerCase(), type: comparableType(type), charset: text ? charsetName(own ?? tableCharset) : undefined };
+    });
 }
 
-/** A table's default character set, from the options line of its CREATE TABLE (what its columns without one of their own use). */
-function tableCharset(create: string): string | undefined {
-  return /\n\)[^\n]*? DEFAULT CHARSET=(\w+)/.exec(create)?.[1];
+/**
+ * A column type as servers of every version write it: without an integer's display width
+ * (`int(11)` before MySQL 8.0.19, `int` after; it changes no value) unless ZEROFILL pads to it,
+ * and YEAR without its (4).
+ */
+function comparableType(type: string): string {
+  if (/ zerofill$/i.test(type)) return type;
+  return type.replace(/^(tinyint|smallint|mediumint|int|integer|bigint)\(\d+\)/i, '$1').replace(/^year\(4\)/i, 'year');
+}
+
+/** `utf8` is `utf8mb3` in newer servers' words. */
+function charsetName(charset: string | undefined): string | undefined {
+  return charset?.toLowerCase() === 'utf8' ? 'utf8mb3' : charset?.toLowerCase();
 }
 
 /**
@@ -484,7 +502,8 @@ function tableCharset(create: string): string | undefined {
  * backup would put values into other columns without a word (b's into a) or fail half-way with
  * the server's message, so the two must have the same columns in the same order; and of the same
  * types, since a narrower one (DECIMAL(12,1) for DECIMAL(12,4), DATETIME for DATETIME(6), FLOAT for
- * DOUBLE, another character set) would round or cut the backup's values without a word.
+ * DOUBLE, text of another character set) would round, cut or re-encode the backup's values without
+ * a word.
  */
 function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSchema): void {
   const statement = backup.pre.find((sql) => sql.startsWith(`CREATE TABLE ${ident(table)} (`));
@@ -499,9 +518,11 @@ function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSc
       redactable`restore: table ${named(table, 'table')} of the target has the columns ${named(theirs.map((c) => c.name).join(', '), 'column')}, the backup's ${named(ours.map((c) => c.name).join(', '), 'column')}; a table restore loads the backup's rows, column by column, into the target's own table, so they must match. Restore into a new database (--to another database), then copy the rows across naming the columns; nothing was changed`,
     );
   }
-  const differing = ours.filter((column, i) => column.type !== theirs[i]!.type).map((column) => `${column.name} ${theirs.find((c) => c.name === column.name)!.type} (the backup's ${column.type})`);
-  const charsets = [tableCharset(targetCreate), tableCharset(statement)];
-  if (charsets[0] !== charsets[1]) differing.push(`the table's default character set ${charsets[0] ?? 'unknown'} (the backup's ${charsets[1] ?? 'unknown'})`);
+  const shown = (c: { type: string; charset: string | undefined }): string => (c.charset ? `${c.type} CHARACTER SET ${c.charset}` : c.type);
+  const differing = ours
+    .map((column, i) => ({ ours: column, theirs: theirs[i]! }))
+    .filter((pair) => pair.ours.type !== pair.theirs.type || pair.ours.charset !== pair.theirs.charset)
+    .map((pair) => `${pair.ours.name} ${shown(pair.theirs)} (the backup's ${shown(pair.ours)})`);
   if (differing.length === 0) return;
   throw new StrataError(
     'USAGE',
@@ -551,7 +572,10 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
         wanted.has(parent.replace(/``/g, '`')) ? whole : `REFERENCES ${ident(db)}.\`${parent}\` (`,
       );
       await connection.query(`USE ${ident(work)}`);
+      // As a whole restore creates tables (CREATE_SESSION): a definition the target holds is taken.
+      await connection.query(CREATE_SESSION);
       await connection.query(create);
+      await connection.query(RESTORE_SESSION);
       const sink = insertInto(connection, work, t, info.schemaSql);
       if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a row sink');
       const file = files.get(t);

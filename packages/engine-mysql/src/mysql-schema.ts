@@ -40,16 +40,23 @@ export function inDatabase(schema: MysqlSchema, sql: string, database: string): 
 
 /**
  * `sql` with `from` replaced by `to` where it stands in the statement itself, never inside a quoted
- * string or a backquoted name: a column default, a comment or a view's literal that holds the text
- * (`'see `shop`.parent'`) is the user's data, which a restore must write as it was. By hand: the
- * statements are SHOW CREATE output, whose only quoting is '...' and "..." (with backslash escapes
- * and doubled quotes) and backquotes (doubled), and no SQL parser among the dependencies reads
- * MariaDB's dialect whole.
+ * string, a backquoted name or a comment: a column default, a comment or a view's literal that
+ * holds the text (`'see `shop`.parent'`) is the user's data, which a restore must write as it was.
+ * A comment is skipped as a whole, so that a quote in it (`-- don't`) opens no string; the code of
+ * a versioned comment (`/*!50100 ...`) is read as code. Backslash escapes a quote in a
+ * string unless the statement's own settings (the SET SESSION line showCreate put before it) have
+ * NO_BACKSLASH_ESCAPES. By hand: the statements are SHOW CREATE output, and no SQL parser among the
+ * dependencies reads MariaDB's dialect whole.
  */
 export function replaceOutsideStrings(sql: string, from: string, to: string): string {
+  const backslashEscapes = !/^SET SESSION sql_mode = '[^']*\bNO_BACKSLASH_ESCAPES\b/i.test(sql);
   const parts: string[] = [];
   let copied = 0;
   let at = 0;
+  const skipTo = (text: string, fromAt: number): number => {
+    const found = sql.indexOf(text, fromAt);
+    return found < 0 ? sql.length : found + text.length;
+  };
   while (at < sql.length) {
     if (sql.startsWith(from, at)) {
       parts.push(sql.slice(copied, at), to);
@@ -57,17 +64,22 @@ export function replaceOutsideStrings(sql: string, from: string, to: string): st
       copied = at;
       continue;
     }
-    const quote = sql[at];
-    if (quote === "'" || quote === '"' || quote === '`') {
+    const char = sql[at]!;
+    if (char === "'" || char === '"' || char === '`') {
       at++;
       while (at < sql.length) {
-        if (sql[at] === '\\' && quote !== '`') at += 2;
-        else if (sql[at] === quote && sql[at + 1] === quote) at += 2;
-        else if (sql[at++] === quote) break;
+        if (sql[at] === '\\' && char !== '`' && backslashEscapes) at += 2;
+        else if (sql[at] === char && sql[at + 1] === char) at += 2;
+        else if (sql[at++] === char) break;
       }
-      continue;
+    } else if (char === '#' || (char === '-' && sql[at + 1] === '-' && /^\s?$/.test(sql[at + 2] ?? ''))) {
+      at = skipTo('\n', at);
+    } else if (char === '/' && sql[at + 1] === '*') {
+      const versioned = /^\/\*M?!\d*/.exec(sql.slice(at, at + 12));
+      at = versioned ? at + versioned[0].length : skipTo('*/', at + 2);
+    } else {
+      at++;
     }
-    at++;
   }
   parts.push(sql.slice(copied));
   return parts.join('');
