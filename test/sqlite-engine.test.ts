@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { fork, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
-import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, openRepository, readArtifact } from '@strata/sdk';
+import { EngineRegistry, Passphrase, SqliteEngine, StrataError, initRepository, isStrataError, openRepository, readArtifact } from '@strata/sdk';
 import type { Engine, EngineRestoreOptions, RestoreSession } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
@@ -610,7 +610,7 @@ describe('SQLite engine', () => {
   });
 
   for (const [journal, encoding] of [['delete', 'UTF-16be'], ['wal', 'UTF-16le']] as const) {
-    it(`a table restore into a new file keeps the backup's page size, auto-vacuum mode, text encoding, user_version and application_id (a ${journal === 'wal' ? 'WAL' : 'rollback-journal'} database)`, async () => {
+    it(`a table restore into a new file keeps the backup's page size, auto-vacuum mode, text encoding and application_id, not its user_version (a ${journal === 'wal' ? 'WAL' : 'rollback-journal'} database)`, async () => {
       const source = path.join(dir.path, `header-${journal}.db`);
       // None of them SQLite's defaults (4096, NONE, UTF-8, 0, 0), so a restore that forgets them is seen.
       sqlite3Script(
@@ -625,7 +625,8 @@ describe('SQLite engine', () => {
       const record = await repo.backup(source, { database: `header-${journal}` });
       const fresh = path.join(dir.path, `header-${journal}-fresh.db`);
       await repo.restore({ id: record.id }, { to: fresh, tables: ['t'] });
-      assert.equal(sqliteQuery(fresh, header), sqliteQuery(source, header));
+      // user_version 0: the file holds only t, not the schema that version 17 names.
+      assert.equal(sqliteQuery(fresh, header), `1024\n2\n${encoding}\n0\n1234567\n${journal}`);
       assert.equal(sqliteQuery(fresh, 'SELECT x FROM t ORDER BY x'), '1\n2');
       assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
       // An existing database keeps its own: a table restore replaces tables, not the file's settings.
@@ -634,6 +635,12 @@ describe('SQLite engine', () => {
       await repo.restore({ id: record.id }, { to: existing, tables: ['t'], force: true });
       assert.equal(sqliteQuery(existing, header), `4096\n0\n${encoding}\n3\n0\ndelete`);
       assert.equal(sqliteQuery(existing, 'SELECT x FROM t ORDER BY x'), '1\n2');
+      // A UTF-8 file whose tables were all dropped still says UTF-8 in its header: refused, not written in the backup's encoding.
+      const emptied = path.join(dir.path, `header-${journal}-emptied.db`);
+      sqlite3Script(emptied, 'CREATE TABLE z (a); DROP TABLE z;');
+      const before = readFileSync(emptied);
+      await assert.rejects(repo.restore({ id: record.id }, { to: emptied, tables: ['t'], force: true }), (err: unknown) => isStrataError(err) && /UTF-8/.test(err.message));
+      assert.deepEqual(readFileSync(emptied), before);
     });
   }
 

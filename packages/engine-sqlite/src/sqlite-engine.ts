@@ -185,7 +185,6 @@ export class SqliteEngine implements Engine {
             pageSize: source.pragma('page_size', { simple: true }) as number,
             autoVacuum: source.pragma('auto_vacuum', { simple: true }) as number,
             encoding: source.pragma('encoding', { simple: true }) as string,
-            userVersion: source.pragma('user_version', { simple: true }) as number,
             applicationId: source.pragma('application_id', { simple: true }) as number,
           };
           source.close();
@@ -196,7 +195,7 @@ export class SqliteEngine implements Engine {
             // plaintext beside the target (SQLite gives its journal the same mode).
             await fs.writeFile(fresh, '', { mode: 0o600, flag: 'wx' });
             startLike(fresh, header, info.engineMeta['journalMode'] === 'wal');
-            await copyTables(snapshot, fresh, tables, header.encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: this.#busyTimeoutMs, signal: options.signal });
+            await copyTables(snapshot, fresh, tables, header.encoding, { busyTimeoutMs: this.#busyTimeoutMs, lockWaitMs: this.#busyTimeoutMs, signal: options.signal }, true);
             await syncFile(fresh);
             await swapIntoPlace(fresh, file, false, this.#busyTimeoutMs);
           }
@@ -643,7 +642,7 @@ async function beginWriteWithin(db: Database.Database, targetFile: string, table
  * Copies `tables` (with their indexes, triggers and AUTOINCREMENT counters) from the snapshot
  * into `targetFile`, replacing tables of the same names, in one transaction.
  */
-async function copyTables(snapshotFile: string, targetFile: string, requested: readonly string[], encoding: string, wait: TableLockWait): Promise<void> {
+async function copyTables(snapshotFile: string, targetFile: string, requested: readonly string[], encoding: string, wait: TableLockWait, fresh = false): Promise<void> {
   const deadline = performance.now() + wait.lockWaitMs;
   let db: Database.Database;
   try {
@@ -652,10 +651,11 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
     throw sqliteError(`restore: open ${targetFile}`, err);
   }
   try {
-    // SQLite attaches only databases of the same text encoding. A database without tables yet (a
-    // new target) takes the backup's: SQLite fixes the encoding with the first table, not with the
-    // first page (which a new target has, see startLike); one with tables cannot change it.
-    if ((db.prepare('SELECT count(*) AS n FROM main.sqlite_schema').get() as { n: number }).n === 0) db.pragma(`encoding = '${encoding}'`);
+    // SQLite attaches only databases of the same text encoding. The new file of a restore takes the
+    // backup's (SQLite fixes it with the first table, not with the first page, which startLike
+    // wrote), and so does an empty file; an existing one keeps its own, also when it has no tables
+    // left: its header says its encoding, which a pragma now would contradict.
+    if (fresh || db.pragma('page_count', { simple: true }) === 0) db.pragma(`encoding = '${encoding}'`);
     const targetEncoding = db.pragma('encoding', { simple: true }) as string;
     if (targetEncoding !== encoding) {
       throw new StrataError(
@@ -860,25 +860,25 @@ function copyPlannerStatistics(db: Database.Database, tables: readonly string[])
 
 /**
  * Starts the new file of a table restore as the backed-up database started: its page size and
- * auto-vacuum mode, its user_version and application_id (what tells its application, and tools
- * such as `file`, what the file is and which schema version it holds, as a whole restore keeps
- * them), and WAL mode when the backup was in it. Its text encoding is copyTables' to set.
+ * auto-vacuum mode, its application_id (what tells its application, and tools such as `file`, what
+ * the file is), and WAL mode when the backup was in it. Its text encoding is copyTables' to set.
+ * Not its user_version: the file holds only the tables named, and a migration tool that read the
+ * backup's schema version there would take the file for the whole schema at that version.
  *
  * Why the first page is written here, in a transaction of its own: SQLite fixes page size and
  * auto-vacuum when it writes the file's first page, and a connection that sets them and closes
  * before writing anything (in rollback-journal mode, where nothing else writes that page) forgets
- * them; the tables would then be created under the defaults. Setting the two header numbers writes
- * that page. Before WAL mode, which would write it too (under whatever was set by then). The
+ * them; the tables would then be created under the defaults. Setting the application_id writes
+ * that page, whatever its value. Before WAL mode, which would write it too (under whatever was set by then). The
  * encoding is another matter: SQLite fixes it only with the first table, so a pragma here would be
  * forgotten as well.
  */
-function startLike(file: string, header: { pageSize: number; autoVacuum: number; userVersion: number; applicationId: number }, wal: boolean): void {
+function startLike(file: string, header: { pageSize: number; autoVacuum: number; applicationId: number }, wal: boolean): void {
   const db = openDatabase(file);
   try {
     db.pragma(`page_size = ${header.pageSize}`);
     db.pragma(`auto_vacuum = ${header.autoVacuum}`);
     db.exec('BEGIN IMMEDIATE');
-    db.pragma(`user_version = ${header.userVersion}`);
     db.pragma(`application_id = ${header.applicationId}`);
     db.exec('COMMIT');
     if (wal) db.pragma('journal_mode = WAL');
