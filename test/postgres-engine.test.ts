@@ -268,6 +268,31 @@ describe('PostgreSQL engine', function () {
     assert.equal(await rules(), ruleStates);
   });
 
+  it("refuses a table restore into a table whose columns are of other types than the backup's (values would be rounded), naming them, with nothing changed", async () => {
+    const sql = `CREATE SCHEMA app; CREATE TYPE app.mood AS ENUM ('sad', 'ok');
+      CREATE TABLE money (id int PRIMARY KEY, amt numeric(12,4), f double precision, at timestamp(6), m app.mood);
+      INSERT INTO money VALUES (1, 12.3456, 1.0000001, '2024-01-01 10:00:00.987654', 'ok'), (2, -0.0049, 3.14159265358979, '2024-01-01 10:00:00.5', NULL);`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(pgUrl(source), { database: 'types' });
+    const target = await databases.create(sql);
+    await pgQuery(target, 'ALTER TABLE money ALTER amt TYPE numeric(12,1), ALTER f TYPE real, ALTER at TYPE timestamp(0)');
+    const before = pgDump(target);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: pgUrl(target), tables: ['money'], force: true }),
+      (err: unknown) =>
+        isStrataError(err, 'USAGE') &&
+        /public\.money\.amt numeric\(12,1\) \(the backup's numeric\(12,4\)\), public\.money\.f real \(the backup's double precision\), public\.money\.at timestamp\(0\) without time zone \(the backup's timestamp\(6\) without time zone\);.*nothing was changed/.test(err.message),
+    );
+    assert.equal(pgDump(target), before);
+    // The same types, in a database whose search_path makes app.mood read as mood: restored.
+    const same = await databases.create(sql);
+    await pgQuery('postgres', `ALTER DATABASE "${same}" SET search_path = app, public`);
+    await pgQuery(same, 'DELETE FROM money');
+    await repo.restore({ id: record.id }, { to: pgUrl(same), tables: ['money'], force: true });
+    const rows = async (db: string) => JSON.stringify((await pgQuery(db, 'SELECT * FROM public.money ORDER BY id')).rows);
+    assert.equal(await rows(same), await rows(source));
+  });
+
   it('restores a table of a schema whose name has a dot', async () => {
     const sql = `CREATE SCHEMA "my.schema"; CREATE TABLE "my.schema".t (id serial PRIMARY KEY, v text); INSERT INTO "my.schema".t (v) SELECT 'v' || g FROM generate_series(1, 10) g`;
     const source = await databases.create(sql);

@@ -86,8 +86,12 @@ interface PgMeta {
   sequences: SequenceState[];
   /** Materialized views that held data, refreshed after a restore, each after those it reads. */
   matviews: string[];
-  /** `columns`: the stream's columns, in order (absent in older backups: then the table's own order). */
-  tables: { stream: string; table: string; columns?: string[] }[];
+  /**
+   * `columns`: the stream's columns, in order (absent in older backups: then the table's own order);
+   * `types`: theirs, as format_type writes them with only pg_catalog on the search path (absent in
+   * older backups: a table restore then cannot check them, see refuseOtherTypes).
+   */
+  tables: { stream: string; table: string; columns?: string[]; types?: string[] }[];
   /** Encoding, locale and properties of the database itself (absent in backups of older versions). */
   database?: DatabaseDescription;
   /**
@@ -172,7 +176,7 @@ export class PostgresEngine extends ServerEngine {
         serverVersion,
         sequences,
         matviews,
-        tables: tables.map((t) => ({ stream: streamName(t), table: qualified(t), columns: [...t.columns] })),
+        tables: await withColumnTypes(client, tables),
         database,
         factsVersion: FACTS_VERSION,
       };
@@ -760,6 +764,7 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       const edges = await foreignKeys(client);
       refuseReferencesFromOutside(tables, edges, recorded);
       await refuseChangedPartitions(client, tables, info.schemaSql);
+      await refuseOtherTypes(client, tables, meta);
       const byKey = new Map(tables.map((t) => [tableKey(t), t]));
       const order = parentsFirst([...byKey.keys()], edges.map((e) => ({ child: tableKey(e.child), parent: tableKey(e.parent) }))).map((key) => byKey.get(key)!);
       const switches = await enabledTriggersAndRules(client, tables);
@@ -858,6 +863,67 @@ function refuseReferencesFromOutside(tables: readonly TableName[], edges: readon
   throw new StrataError(
     'USAGE',
     redactable`restore: replacing the rows of ${named(tables.map(qualified), 'table')} would delete, change or orphan rows of ${named(added.map(qualified), 'table')}, whose foreign keys refer to them (${named(crossing, 'foreign key')}); nothing was changed; ${remedy}`,
+  );
+}
+
+/**
+ * The types of the tables' stream columns, as format_type writes them with only pg_catalog on the
+ * search path, so that they read the same in any session (a type of another schema then comes with
+ * its schema's name, whatever search_path the database or role sets).
+ */
+async function columnTypes(client: pg.Client, tables: readonly TableName[]): Promise<Map<string, Map<string, string>>> {
+  const out = new Map<string, Map<string, string>>();
+  if (tables.length === 0) return out;
+  const previous = (await client.query<{ path: string }>("SELECT current_setting('search_path') AS path")).rows[0]!.path;
+  await client.query("SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)");
+  try {
+    const rows = (await client.query<{ schema: string; name: string; column: string; type: string }>(
+      `SELECT n.nspname AS schema, c.relname AS name, a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+        WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [tables.map((t) => t.schema), tables.map((t) => t.name)],
+    )).rows;
+    for (const row of rows) {
+      const key = tableKey(row);
+      if (!out.has(key)) out.set(key, new Map());
+      out.get(key)!.set(row.column, row.type);
+    }
+  } finally {
+    await client.query("SELECT pg_catalog.set_config('search_path', $1, true)", [previous]);
+  }
+  return out;
+}
+
+/** engineMeta.tables of a backup: each table's stream, name, columns and their types. */
+async function withColumnTypes(client: pg.Client, tables: readonly PgTable[]): Promise<PgMeta['tables']> {
+  const types = await columnTypes(client, tables);
+  return tables.map((t) => ({ stream: streamName(t), table: qualified(t), columns: [...t.columns], types: t.columns.map((c) => types.get(tableKey(t))?.get(c) ?? '') }));
+}
+
+/**
+ * A table restore loads the backup's rows into the target's own tables, by column name: a column
+ * whose type is another since the backup (numeric(12,1) for numeric(12,4), real for double
+ * precision, timestamp(0) for timestamp(6)) would take the values converted, rounded without a
+ * word. Refused before anything changes. Backups made before the types were recorded are not checked.
+ */
+async function refuseOtherTypes(client: pg.Client, tables: readonly TableName[], meta: PgMeta): Promise<void> {
+  const inTarget = await columnTypes(client, tables);
+  const differing: string[] = [];
+  for (const table of tables) {
+    const recorded = meta.tables?.find((t) => t.stream === streamName(table));
+    if (!recorded?.columns || !recorded.types) continue;
+    const theirs = inTarget.get(tableKey(table));
+    recorded.columns.forEach((column, i) => {
+      const type = theirs?.get(column);
+      const ours = recorded.types![i];
+      if (type !== undefined && ours && type !== ours) differing.push(`${qualified(table)}.${namePart(column)} ${type} (the backup's ${ours})`);
+    });
+  }
+  if (differing.length === 0) return;
+  throw new StrataError(
+    'USAGE',
+    redactable`restore: the target's tables have columns of other types than the backup's: ${named(differing.join(', '), 'column')}; a table restore loads the backup's values into the target's own columns, where they would be converted (rounded or cut) without a word. Change the target's columns back to the backup's types, or restore into a new database and copy the rows across; nothing was changed`,
   );
 }
 
