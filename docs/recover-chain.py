@@ -515,12 +515,14 @@ def mysql_value_columns(create_table, row_format):
             continue
         column_type = match.group(2).lower()
         kind = NUMBER if column_type == "bit" else HEX if column_type in BINARY_TYPES else TEXT
-        if row_format >= 3 and column_type == "enum":
-            # An ENUM is written as its member's number (0: the empty value of an invalid one).
+        if row_format >= 3 and column_type in ("enum", "set"):
+            # An ENUM is written as its member's number (0: the empty value of an invalid one), a SET as its bits.
             kind = NUMBER
         if row_format >= 3 and column_type in TEXT_TYPES:
-            own = re.search(r"\bCHARACTER SET (\w+)", line[match.end():])
-            charset = own.group(1) if own else table_charset.group(1) if table_charset else "utf8mb4"
+            # Right after the type, as the server writes it (a comment further on may say anything).
+            after = re.match(r"\w+(?:\((?:'(?:[^'\\]|\\.|'')*'|[^)'])*\))?(?: unsigned)?(?: zerofill)?(?: CHARACTER SET (\w+))?(?: COLLATE (\w+))?", line[match.start(2):])
+            own = after.group(1) or (after.group(2).split("_")[0] if after.group(2) else None)
+            charset = own or (table_charset.group(1) if table_charset else "utf8mb4")
             if charset.lower() not in ROUND_TRIP_CHARSETS:
                 kind = HEX
         columns.append((mysql_ident(match.group(1).replace("``", "`")), kind))

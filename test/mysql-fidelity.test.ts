@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import { cpSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
-import { useTempDir } from './helpers/env.js';
+import { ROOT, json, strata, useTempDir } from './helpers/env.js';
 import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, privateMariadb, requireMysql } from './helpers/mysql.js';
 import { FULL_MARIADB_SQL } from './helpers/rich-mysql.js';
 
@@ -257,23 +258,31 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.notDeepEqual(await facts(other), await facts(source));
   });
 
-  it("an ENUM's empty value (stored for an invalid one outside strict mode) comes back as itself, not as a member '' and not as a refused row, and the facts tell the two apart", async () => {
-    const sql = `SET SESSION sql_mode = ''; CREATE TABLE e (id INT PRIMARY KEY, e ENUM('a', 'b'), f ENUM('', 'x y') NOT NULL, note VARCHAR(5));
-      INSERT INTO e VALUES (1, 'a', 'x y', 'ok'), (2, 'bogus', '', 'one'), (3, 'b', 'bogus', 'two'), (4, NULL, 2, NULL);`;
+  it("an ENUM's empty value (stored for an invalid one outside strict mode) comes back as itself, not as a member '' and not as a refused row, a SET's second of two alike members as itself, and the facts tell them apart", async () => {
+    // s: two members alike but for a trailing space, which the server keeps (as 'a' twice) outside strict mode.
+    const sql = `SET SESSION sql_mode = ''; CREATE TABLE e (id INT PRIMARY KEY, e ENUM('a', 'b'), f ENUM('', 'x y') NOT NULL, note VARCHAR(5), s SET('a', 'a ', 'c'));
+      INSERT INTO e VALUES (1, 'a', 'x y', 'ok', 5), (2, 'bogus', '', 'one', 2), (3, 'b', 'bogus', 'two', 0), (4, NULL, 2, NULL, NULL);`;
     const source = await databases.create(sql);
     const record = await repo.backup(mysqlUrl(source), { database: 'enum-empty' });
     const target = databases.name();
     await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
-    const numbers = 'SELECT id, e + 0 AS e, f + 0 AS f, note FROM e ORDER BY id';
-    assert.deepEqual(await rows(source, numbers), [{ id: 1, e: 1, f: 2, note: 'ok' }, { id: 2, e: 0, f: 1, note: 'one' }, { id: 3, e: 2, f: 0, note: 'two' }, { id: 4, e: null, f: 2, note: null }]);
+    const numbers = 'SELECT id, e + 0 AS e, f + 0 AS f, note, s + 0 AS s FROM e ORDER BY id';
+    assert.deepEqual(await rows(source, numbers), [
+      { id: 1, e: 1, f: 2, note: 'ok', s: 5 },
+      { id: 2, e: 0, f: 1, note: 'one', s: 2 },
+      { id: 3, e: 2, f: 0, note: 'two', s: 0 },
+      { id: 4, e: null, f: 2, note: null, s: null },
+    ]);
     assert.deepEqual(await rows(target, numbers), await rows(source, numbers));
     assert.deepEqual(await checksums(target), await checksums(source));
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
-    // The member '' (1) where the source has the empty value (0) is other facts.
-    const other = await databases.create(sql.replace("(3, 'b', 'bogus', 'two')", "(3, 'b', '', 'two')"));
+    // The member '' (1) where the source has the empty value (0), and the first 'a' where it has the second, are other facts.
     const facts = async (db: string) => (await engine.inspect(mysqlUrl(db))).tables;
-    assert.notDeepEqual(await facts(other), await facts(source));
+    for (const [from, to] of [["(3, 'b', 'bogus', 'two', 0)", "(3, 'b', '', 'two', 0)"], ["'one', 2)", "'one', 1)"]] as const) {
+      const other = await databases.create(sql.replace(from, to));
+      assert.notDeepEqual(await facts(other), await facts(source), to);
+    }
   });
 
   it("the database named after a comment with a quote in it (-- don't), or after a backslash that ends a string under NO_BACKSLASH_ESCAPES, still follows the restore", async function () {
@@ -284,7 +293,8 @@ describe('MySQL/MariaDB fidelity', function () {
         # nor these ('old')
         DELETE FROM \`${source}\`.log WHERE id < 0; /* it's done */ DELETE FROM \`${source}\`.log WHERE id > 1000000;
       END`);
-    await mysqlQuery(source, `SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'; CREATE VIEW paths AS SELECT 'C:\\' AS p, (SELECT count(*) FROM \`${source}\`.log) AS n`);
+    await mysqlQuery(source, `SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'; CREATE VIEW paths AS SELECT 'C:\\' AS p, (SELECT count(*) FROM \`${source}\`.log) AS n;
+      CREATE EVENT tidy ON SCHEDULE EVERY 1 DAY DISABLE DO BEGIN SET @dir = 'C:\\'; DELETE FROM \`${source}\`.log WHERE id < -1; END`);
     const record = await repo.backup(mysqlUrl(source), { database: 'comments' });
     const target = databases.name();
     await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
@@ -559,5 +569,48 @@ describe('MySQL/MariaDB fidelity', function () {
     await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true }), (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /view `v`/.test(err.message));
     assert.equal(mysqlDump(live), before);
     assert.deepEqual(await rows(undefined, `SHOW DATABASES LIKE '${live}\\_\\_strata%'`), []);
+  });
+});
+
+describe('MySQL/MariaDB: a backup in row format 2 with facts version 3 (fixtures/legacy-mysql-format2)', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+  const databases = new MysqlDatabases();
+  const fixture = path.join(ROOT, 'fixtures/legacy-mysql-format2');
+  before(async function () {
+    await requireMysql(this);
+  });
+  afterEach(() => databases.dropAll());
+
+  it('verifies in full, and restores whole and table by table, its cp932 text, ENUMs and SETs as the source had them', async () => {
+    const sourceSql = readFileSync(path.join(fixture, 'source.sql'), 'utf8');
+    const source = await databases.create(sourceSql);
+    const repo = path.join(dir.path, 'repository');
+    cpSync(path.join(fixture, 'repo'), repo, { recursive: true });
+    // Verify makes its scratch databases on the server the backup came from: the test server here.
+    for (const file of readdirSync(path.join(repo, 'catalog'))) {
+      const catalogFile = path.join(repo, 'catalog', file);
+      const catalog = JSON.parse(readFileSync(catalogFile, 'utf8')) as { backups: { source: string }[] };
+      for (const backup of catalog.backups) backup.source = mysqlUrl(source);
+      writeFileSync(catalogFile, `${JSON.stringify(catalog, null, 1)}\n`);
+    }
+    const verified = strata(['verify', '--all', '--level', 'full', '--repo', repo, '--json']);
+    const reports = json<{ reports: { backupId: string; checks: { name: string; status: string; reason: string }[] }[] }>(verified).reports;
+    assert.deepEqual(reports.flatMap((r) => r.checks.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.reason}`)), []);
+    assert.equal(reports.length, 1);
+    const id = reports[0]!.backupId;
+    const state = 'SELECT id, HEX(v) AS v, HEX(t) AS t FROM jp ORDER BY id';
+    const members = 'SELECT id, e, e + 0 AS n, s, s + 0 AS bits FROM en ORDER BY id';
+    const target = databases.name();
+    const restored = strata(['restore', id, '--repo', repo, '--to', mysqlUrl(target)]);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.deepEqual(await rows(target, state), await rows(source, state));
+    assert.deepEqual(await rows(target, members), await rows(source, members));
+    const live = await databases.create(sourceSql);
+    await mysqlQuery(live, "DELETE FROM jp WHERE id = 1; UPDATE en SET e = 'a', s = 'x'");
+    const replaced = strata(['restore', id, '--repo', repo, '--to', mysqlUrl(live), '--tables', 'jp,en', '--force', '--yes']);
+    assert.equal(replaced.status, 0, replaced.stderr);
+    assert.deepEqual(await rows(live, state), await rows(source, state));
+    assert.deepEqual(await rows(live, members), await rows(source, members));
   });
 });

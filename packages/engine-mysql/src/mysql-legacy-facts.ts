@@ -4,7 +4,7 @@ import type mysql from 'mysql2/promise';
 import type { DatabaseFacts, TableStats } from '@strata/core';
 import { ident } from './mysql-connection.js';
 import { encodeRow, rowBatches } from './mysql-rows.js';
-import { ROW_FORMAT_2_MARKER, ROW_FORMAT_MARKER, withEventStatus } from './mysql-schema.js';
+import { withEventStatus } from './mysql-schema.js';
 
 /**
  * Verifying MySQL/MariaDB backups made before facts version 2 (Strata up to cc33e74).
@@ -56,12 +56,18 @@ export function recordedWithLegacyFacts(recordedMeta: Readonly<Record<string, un
  * mark is in schema.sql, not in engineMeta, because a restore loads rows before it sees engineMeta.
  */
 export function hasLegacyRowFormat(schemaSql: string): boolean {
-  return !schemaSql.includes(ROW_FORMAT_MARKER) && !schemaSql.includes(ROW_FORMAT_2_MARKER);
+  return rowFormatOf(schemaSql) < 2;
 }
 
-/** Whether a backup's row streams are of a format before 3 (text of every character set as text, ENUM by its text). */
+/** Whether a backup's row streams are of a format before 3 (text of every character set as text, ENUM and SET by their text). */
 export function hasRowFormatBefore3(schemaSql: string): boolean {
-  return !schemaSql.includes(ROW_FORMAT_MARKER);
+  return rowFormatOf(schemaSql) < 3;
+}
+
+/** The number of schema.sql's `-- strata: row format N (...)` line, 1 without one; the words after it only describe it. */
+function rowFormatOf(schemaSql: string): number {
+  const line = /^-- strata: row format (\d+)\b/m.exec(schemaSql);
+  return line ? Number(line[1]) : 1;
 }
 
 /** Fingerprint and per-table facts of a database, as facts version 1 computed them. */

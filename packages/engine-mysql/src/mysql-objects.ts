@@ -42,9 +42,11 @@ export async function movableTables(connection: mysql.Connection, database: stri
 function unitsOf(schema: MysqlSchema, statements: readonly string[], database: string): string[][] {
   const units: string[][] = [];
   let context: string | undefined;
-  for (const sql of statements.map((s) => inDatabase(schema, s, database))) {
-    if (/^SET SESSION /i.test(sql)) context = sql;
+  for (const statement of statements) {
+    if (/^SET SESSION /i.test(statement)) context = statement;
     else {
+      // The statement was read under the settings before it: NO_BACKSLASH_ESCAPES among them changes what ends a string.
+      const sql = inDatabase(schema, statement, database, context);
       units.push(context ? [context, sql] : [sql]);
       context = undefined;
     }

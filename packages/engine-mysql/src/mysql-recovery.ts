@@ -12,12 +12,12 @@ table order separated by tabs, \\N for NULL, backslash escapes for backslash, ta
 carriage return and NUL; binary columns (BINARY, VARBINARY, BLOBs, spatial) as hexadecimal, and
 so is text of a character set other than utf8mb4, utf8mb3, ascii, latin1, ucs2, utf16, utf16le
 and utf32 (its bytes in that character set); BIT columns as unsigned decimal numbers, ENUM
-columns as their member's number (0 for an invalid value's empty one), FLOAT columns as the exact
-DOUBLE they widen to. A
+columns as their member's number (0 for an invalid value's empty one) and SET columns as their
+members' bits, FLOAT columns as the exact DOUBLE they widen to. A
 system-versioned table's stream holds its history rows too, with the row start and row end
 (UTC) as the last two fields, loaded with SET SESSION system_versioning_insert_history = 1.
 That is what LOAD DATA reads, with UNHEX() for the hexadecimal columns and CAST(... AS UNSIGNED) for
-BIT and ENUM. Streams are stored as segments under chunks/<stream>/ in every backup (a full backup's .bin
+BIT, ENUM and SET. Streams are stored as segments under chunks/<stream>/ in every backup (a full backup's .bin
 files, in order, concatenate to the stream). recover-chain.py writes a load.sql that creates the
 sequences and tables, loads the rows and history and then the views, triggers and events, for
 any restore point.`,

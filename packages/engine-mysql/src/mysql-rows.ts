@@ -11,9 +11,10 @@ import { ident } from './mysql-connection.js';
  * not doubled into a NULL by HEX()), `bit` as an unsigned decimal, `float` widened to DOUBLE
  * (exact, where FLOAT's own text keeps 6 digits), `enum` as its member's number (0 for the empty
  * value the server stores for an invalid one outside strict mode, which as text is the same as a
- * member '' and is refused by a strict INSERT), everything else as the server's text.
+ * member '' and is refused by a strict INSERT), `set` as its members' bits (two members alike but
+ * for trailing spaces or case, which the server keeps outside strict mode, read as one text), everything else as the server's text.
  */
-export type ColumnKind = 'binary' | 'bit' | 'float' | 'enum' | 'text';
+export type ColumnKind = 'binary' | 'bit' | 'float' | 'enum' | 'set' | 'text';
 
 export interface MysqlColumn {
   readonly name: string;
@@ -63,7 +64,7 @@ function columnOf(name: string, type: string, charset: string | null, options: D
   const t = type.toLowerCase();
   if (options.format3 ?? true) {
     if (TEXT_TYPES.has(t) && charset !== null && !ROUND_TRIP_CHARSETS.has(charset.toLowerCase())) return { name, kind: 'binary', otherCharset: true, large: LARGE_TYPES.has(t) };
-    if (t === 'enum') return { name, kind: 'enum', large: false };
+    if (t === 'enum' || t === 'set') return { name, kind: t, large: false };
   }
   const kind: ColumnKind = t === 'bit' ? 'bit' : t === 'float' ? 'float' : BINARY_TYPES.has(t) ? 'binary' : 'text';
   return { name, kind, large: LARGE_TYPES.has(t) };
@@ -153,7 +154,7 @@ export function selectSql(table: MysqlTable): string {
     const ref = columnRef(table, c);
     // Cast: the server would convert other text to the connection's utf8mb4 on the way.
     if (c.kind === 'binary') return `${c.otherCharset ? `CAST(${ref} AS BINARY)` : ref} AS ${RAW}`;
-    if (c.kind === 'bit' || c.kind === 'enum') return `${ref} + 0`;
+    if (c.kind === 'bit' || c.kind === 'enum' || c.kind === 'set') return `${ref} + 0`;
     if (c.kind === 'float') return `CAST(${ref} AS DOUBLE)`;
     return ref;
   });
@@ -171,7 +172,7 @@ function rowHashSql(table: MysqlTable): string {
   const parts = table.allColumns.map((c) => {
     const ref = columnRef(table, c);
     if (c.large) return `IFNULL(SHA2(${ref}, 256), 'NULL')`;
-    const value = c.kind === 'bit' || c.kind === 'enum' ? `${ref} + 0` : c.kind === 'float' ? `CAST(${ref} AS DOUBLE)` : c.kind === 'binary' ? `HEX(${ref})` : ref;
+    const value = c.kind === 'bit' || c.kind === 'enum' || c.kind === 'set' ? `${ref} + 0` : c.kind === 'float' ? `CAST(${ref} AS DOUBLE)` : c.kind === 'binary' ? `HEX(${ref})` : ref;
     return `CAST(QUOTE(${value}) AS BINARY)`;
   });
   return `SHA2(CONCAT_WS(',', ${parts.length > 0 ? parts.join(', ') : "''"}), 256)`;
@@ -373,8 +374,8 @@ function sqlLiteral(field: string, column: MysqlColumn | undefined, escape: (val
     if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: BIT column ${named(column.name, 'column')} has the value ${withheld(JSON.stringify(field.slice(0, 40)), 'value')}, which is not a number`);
     return field;
   }
-  if (column?.kind === 'enum') {
-    if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: ENUM column ${named(column.name, 'column')} has the value ${withheld(JSON.stringify(field.slice(0, 40)), 'value')}, which is not a member's number`);
+  if (column?.kind === 'enum' || column?.kind === 'set') {
+    if (!DIGITS.test(field)) throw new StrataError('ARTIFACT_CORRUPT', redactable`restore: ${column.kind.toUpperCase()} column ${named(column.name, 'column')} has the value ${withheld(JSON.stringify(field.slice(0, 40)), 'value')}, which is not a number`);
     return field;
   }
   if (field.includes('\\') && OTHER_ESCAPE.test(field)) return escape(decodeRow(field)[0]!);
@@ -479,7 +480,11 @@ export class RowInserter {
       if (hasInvalidEnum(fields, columns)) {
         await this.flush();
         await this.#settle();
-        await this.#outsideStrictMode(() => this.#insert(`${this.#insertSql()}${tuple}`));
+        try {
+          await this.#outsideStrictMode(fields, () => this.#insert(`${this.#insertSql()}${tuple}`));
+        } catch (err) {
+          throw this.#refused(err);
+        }
         continue;
       }
       this.#values.push(tuple);
@@ -545,7 +550,7 @@ export class RowInserter {
         literals.push(variable);
       }
       const insert = (): Promise<unknown> => this.#insert(`${this.#insertSql()}(${literals.join(',')})`);
-      await (hasInvalidEnum(fields, columns) ? this.#outsideStrictMode(insert) : insert());
+      await (hasInvalidEnum(fields, columns) ? this.#outsideStrictMode(fields, insert) : insert());
     } catch (err) {
       throw this.#refused(err);
     } finally {
@@ -576,8 +581,8 @@ export class RowInserter {
    * server takes it (as when the source stored it), and fails on any warning but that value's: no
    * other value of the row may be changed on the way in.
    */
-  async #outsideStrictMode(insert: () => Promise<unknown>): Promise<void> {
-    const enums = new Set(this.#table!.columns.filter((c) => c.kind === 'enum').map((c) => c.name.toLowerCase()));
+  async #outsideStrictMode(fields: readonly string[], insert: () => Promise<unknown>): Promise<void> {
+    const enums = new Set(this.#table!.columns.filter((c, i) => c.kind === 'enum' && fields[i] === '0').map((c) => c.name.toLowerCase()));
     const [[mode]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@SESSION.sql_mode AS m')) as unknown as [mysql.RowDataPacket[]];
     await this.connection.query("SET SESSION sql_mode = REPLACE(REPLACE(@@SESSION.sql_mode, 'STRICT_ALL_TABLES', ''), 'STRICT_TRANS_TABLES', '')");
     try {
@@ -586,7 +591,8 @@ export class RowInserter {
       const other = warnings.filter((w) => !(Number(w['Code']) === WARN_DATA_TRUNCATED && enums.has(/column '((?:[^']|'')*)'/.exec(String(w['Message']))?.[1]?.toLowerCase() ?? '')));
       if (other.length > 0) throw new StrataError('RESTORE_FAILED', redactable`restore: the target changed a value of a row of table ${named(this.table, 'table')}: ${withheld(String(other[0]!['Message']), 'server message')}`, { details: { table: this.table } });
     } finally {
-      await this.connection.query('SET SESSION sql_mode = ?', [String(mode?.['m'] ?? '')]);
+      // Failing here too (the connection gone) must not hide the insert's own error.
+      await this.connection.query('SET SESSION sql_mode = ?', [String(mode?.['m'] ?? '')]).catch(() => undefined);
     }
   }
 

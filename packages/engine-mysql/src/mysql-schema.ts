@@ -8,11 +8,11 @@ const END = '\n;;\n';
 /** Routines and tables come before the rows; views, triggers and events after. */
 export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) below';
 /**
- * Says how the row streams beside this schema encode values. Format 2 (ROW_FORMAT_2_MARKER) wrote
- * text of every character set as text; backups with neither line wrote BIT as HEX().
+ * Says how the row streams beside this schema encode values; only its number counts (see
+ * rowFormatOf). Format 2 wrote text of every character set as text and ENUM and SET as their text;
+ * backups with no such line wrote BIT as HEX().
  */
-export const ROW_FORMAT_MARKER = '-- strata: row format 3 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables, text of character sets other than Unicode, ascii and latin1 as its bytes in hex, ENUM as member numbers)';
-export const ROW_FORMAT_2_MARKER = '-- strata: row format 2 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables)';
+export const ROW_FORMAT_MARKER = '-- strata: row format 3 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables, text of character sets other than Unicode, ascii and latin1 as its bytes in hex, ENUM and SET as numbers)';
 /** Says that `{{db}}.` stands for the database only outside quoted strings (backups without it put it inside them too). */
 export const PLACEHOLDER_MARKER = '-- strata: {{db}}. stands for the database outside quoted strings only';
 /** What the statements say `{{db}}.` for: the database they are read from or run in, followed by a dot. */
@@ -32,10 +32,13 @@ export interface MysqlSchema {
   readonly placeholdersOutsideStrings?: boolean;
 }
 
-/** A statement of `schema` with `{{db}}.` made `database`'s name, where the schema put it. */
-export function inDatabase(schema: MysqlSchema, sql: string, database: string): string {
+/**
+ * A statement of `schema` with `{{db}}.` made `database`'s name, where the schema put it; `settings`
+ * the SET SESSION statement that came before it in the schema, if any (see replaceOutsideStrings).
+ */
+export function inDatabase(schema: MysqlSchema, sql: string, database: string, settings?: string): string {
   const name = `${ident(database)}.`;
-  return schema.placeholdersOutsideStrings === false ? sql.replaceAll(PLACEHOLDER, name) : replaceOutsideStrings(sql, PLACEHOLDER, name);
+  return schema.placeholdersOutsideStrings === false ? sql.replaceAll(PLACEHOLDER, name) : replaceOutsideStrings(sql, PLACEHOLDER, name, settings);
 }
 
 /**
@@ -44,12 +47,14 @@ export function inDatabase(schema: MysqlSchema, sql: string, database: string): 
  * holds the text (`'see `shop`.parent'`) is the user's data, which a restore must write as it was.
  * A comment is skipped as a whole, so that a quote in it (`-- don't`) opens no string; the code of
  * a versioned comment (`/*!50100 ...`) is read as code. Backslash escapes a quote in a
- * string unless the statement's own settings (the SET SESSION line showCreate put before it) have
- * NO_BACKSLASH_ESCAPES. By hand: the statements are SHOW CREATE output, and no SQL parser among the
+ * string unless the statement's own settings have NO_BACKSLASH_ESCAPES: the SET SESSION line
+ * showCreate puts before it, in `sql` itself as read, or given as `settings` once schema.sql was
+ * cut into statements. By hand: the statements are SHOW CREATE output, and no SQL parser among the
  * dependencies reads MariaDB's dialect whole.
  */
-export function replaceOutsideStrings(sql: string, from: string, to: string): string {
-  const backslashEscapes = !/^SET SESSION sql_mode = '[^']*\bNO_BACKSLASH_ESCAPES\b/i.test(sql);
+export function replaceOutsideStrings(sql: string, from: string, to: string, settings?: string): string {
+  const noBackslashEscapes = /^SET SESSION sql_mode = '[^']*\bNO_BACKSLASH_ESCAPES\b/i;
+  const backslashEscapes = !noBackslashEscapes.test(sql) && !noBackslashEscapes.test(settings ?? '');
   const parts: string[] = [];
   let copied = 0;
   let at = 0;

@@ -890,7 +890,8 @@ async function columnTypes(client: pg.Client, tables: readonly TableName[]): Pro
       out.get(key)!.set(row.column, row.type);
     }
   } finally {
-    await client.query("SELECT pg_catalog.set_config('search_path', $1, true)", [previous]);
+    // After a failed query the transaction is aborted and this fails too: the query's error is the one to see.
+    await client.query("SELECT pg_catalog.set_config('search_path', $1, true)", [previous]).catch(() => undefined);
   }
   return out;
 }
