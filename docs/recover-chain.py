@@ -573,7 +573,9 @@ def statements(units, strip):
 
 def write_mysql(out, manifest, schema):
     header = re.search(r"charset (\S+) collate (\S+)", schema.split("\n", 1)[0])
-    row_format_line = re.search(r"^-- strata: row format (\d+)\b", schema, re.M)
+    # The second line only: a routine's body may hold such a line.
+    second = (schema.split("\n") + [""])[1]
+    row_format_line = re.match(r"-- strata: row format (\d+)\b", second)
     row_format = int(row_format_line.group(1)) if row_format_line else 1
     at = schema.find(MYSQL_MARKER)
     pre = mysql_units(schema if at < 0 else schema[:at])

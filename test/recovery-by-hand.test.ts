@@ -394,7 +394,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
          UPDATE stock SET qty = 4;
          CREATE TABLE jp (id INT PRIMARY KEY, v VARCHAR(10), t TEXT CHARACTER SET sjis, u VARCHAR(10) CHARACTER SET utf8mb4) DEFAULT CHARSET=cp932;
          INSERT INTO jp VALUES (1, _cp932 x'8790', _sjis x'8760', 'ok'), (2, _cp932 x'81E0', NULL, NULL);
-         SET SESSION sql_mode = ''; CREATE TABLE en (id INT PRIMARY KEY, e ENUM('', 'a'), s SET('x', 'x ', 'y') COMMENT 'not CHARACTER SET cp932'); INSERT INTO en VALUES (1, '', 2), (2, 'bogus', 5), (3, 'a', NULL);`,
+         SET SESSION sql_mode = ''; CREATE TABLE en (id INT PRIMARY KEY, e ENUM('', 'a'), s SET('x', 'x ', 'y'), c VARCHAR(5) COMMENT 'not CHARACTER SET cp932') DEFAULT CHARSET=utf8mb4; INSERT INTO en VALUES (1, '', 2, 'abc'), (2, 'bogus', 5, NULL), (3, 'a', NULL, 'é');`,
       );
       backup(repo, mysqlUrl(source), 'full', 'shop');
       await mysqlQuery(source, MUTATE_MYSQL_SQL(1));
@@ -414,7 +414,7 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       // Bytes of other character sets, which mysqldump (in utf8mb4) would show alike.
       const bytes = 'SELECT id, HEX(v) AS v, HEX(t) AS t, u FROM jp ORDER BY id';
       assert.deepEqual(await mysqlQuery(target, bytes), await mysqlQuery(source, bytes));
-      const members = 'SELECT id, e + 0 AS e, s + 0 AS s FROM en ORDER BY id';
+      const members = 'SELECT id, e + 0 AS e, s + 0 AS s, c FROM en ORDER BY id';
       assert.deepEqual(await mysqlQuery(target, members), await mysqlQuery(source, members));
       // History rows with their row start and end, which a plain mysqldump leaves out.
       assert.equal(mysqlDump(target, ['--dump-history']), mysqlDump(source, ['--dump-history']));

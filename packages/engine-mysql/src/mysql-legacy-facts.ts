@@ -64,9 +64,12 @@ export function hasRowFormatBefore3(schemaSql: string): boolean {
   return rowFormatOf(schemaSql) < 3;
 }
 
-/** The number of schema.sql's `-- strata: row format N (...)` line, 1 without one; the words after it only describe it. */
+/**
+ * The number of schema.sql's `-- strata: row format N (...)` line, its second, 1 without one (the
+ * words after the number only describe it). Only that line: a routine's body may hold such a line.
+ */
 function rowFormatOf(schemaSql: string): number {
-  const line = /^-- strata: row format (\d+)\b/m.exec(schemaSql);
+  const line = /^-- strata: row format (\d+)\b/.exec(schemaSql.split('\n', 2)[1] ?? '');
   return line ? Number(line[1]) : 1;
 }
 

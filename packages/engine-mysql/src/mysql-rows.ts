@@ -585,14 +585,20 @@ export class RowInserter {
     const enums = new Set(this.#table!.columns.filter((c, i) => c.kind === 'enum' && fields[i] === '0').map((c) => c.name.toLowerCase()));
     const [[mode]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@SESSION.sql_mode AS m')) as unknown as [mysql.RowDataPacket[]];
     await this.connection.query("SET SESSION sql_mode = REPLACE(REPLACE(@@SESSION.sql_mode, 'STRICT_ALL_TABLES', ''), 'STRICT_TRANS_TABLES', '')");
+    let failed = false;
     try {
       await insert();
       const [warnings] = await this.connection.query<mysql.RowDataPacket[]>('SHOW WARNINGS');
       const other = warnings.filter((w) => !(Number(w['Code']) === WARN_DATA_TRUNCATED && enums.has(/column '((?:[^']|'')*)'/.exec(String(w['Message']))?.[1]?.toLowerCase() ?? '')));
       if (other.length > 0) throw new StrataError('RESTORE_FAILED', redactable`restore: the target changed a value of a row of table ${named(this.table, 'table')}: ${withheld(String(other[0]!['Message']), 'server message')}`, { details: { table: this.table } });
+    } catch (err) {
+      failed = true;
+      throw err;
     } finally {
-      // Failing here too (the connection gone) must not hide the insert's own error.
-      await this.connection.query('SET SESSION sql_mode = ?', [String(mode?.['m'] ?? '')]).catch(() => undefined);
+      // Strict mode must be back before the next rows; after a failure (the connection gone, as
+      // likely as not) the insert's own error is the one to see.
+      const back = this.connection.query('SET SESSION sql_mode = ?', [String(mode?.['m'] ?? '')]);
+      await (failed ? back.catch(() => undefined) : back);
     }
   }
 
