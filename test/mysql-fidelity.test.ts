@@ -123,6 +123,33 @@ describe('MySQL/MariaDB fidelity', function () {
     }
   });
 
+  it("a server whose global sql_mode quotes and pads otherwise (ANSI_QUOTES, NO_BACKSLASH_ESCAPES, PAD_CHAR_TO_FULL_LENGTH) is backed up, verified and restored as any other", async function () {
+    this.timeout(300_000);
+    const server = await privateMariadb(this, ['--sql-mode=ANSI_QUOTES,NO_BACKSLASH_ESCAPES,PAD_CHAR_TO_FULL_LENGTH,STRICT_TRANS_TABLES']);
+    const session = await import('mysql2/promise').then((m) => m.default.createConnection({ uri: server.url('mysql'), multipleStatements: true }));
+    const read = async (sql: string): Promise<unknown> => (await session.query(sql))[0];
+    try {
+      // Written under the server's mode: 'C:\' is three characters, "x" a name.
+      await session.query(
+        `CREATE DATABASE app; CREATE TABLE app.paths ("id" INT PRIMARY KEY, p VARCHAR(20) DEFAULT 'C:\\', c CHAR(5), note VARCHAR(20) COMMENT 'it''s "quoted"');
+         INSERT INTO app.paths (id, c, note) VALUES (1, 'ab', 'x\\y'), (2, NULL, '');
+         CREATE VIEW app.v AS SELECT CONCAT(p, '\\') AS q FROM app.paths;`,
+      );
+      const record = await repo.backup(server.url('app'), { database: 'modes' });
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+      await repo.restore({ id: record.id }, { to: server.url('copy') });
+      const state = (db: string): string => `SELECT id, p, HEX(c) AS c, note FROM ${db}.paths ORDER BY id`;
+      assert.deepEqual(await read(state('copy')), await read(state('app')));
+      const defaults = (db: string): string => `SELECT COLUMN_NAME AS c, COLUMN_DEFAULT AS d, COLUMN_COMMENT AS m FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '${db}' ORDER BY 1`;
+      assert.deepEqual(await read(defaults('copy')), await read(defaults('app')));
+      assert.deepEqual(await read('SELECT q FROM copy.v'), await read('SELECT q FROM app.v'));
+    } finally {
+      await session.end();
+      await server.stop();
+    }
+  });
+
   it('verify creates events disabled in its scratch database, where the scheduler would run them against other databases, and restore keeps them enabled and says they run', async function () {
     this.timeout(300_000);
     const server = await privateMariadb(this, ['--event-scheduler=ON']);

@@ -41,8 +41,11 @@ export async function connect(target: MysqlTarget, options: { useDatabase?: bool
   }
   // A server that goes away emits 'error'; the pending query rejects with it too.
   connection.on('error', () => undefined);
-  // TIMESTAMP values are shown in the session's time zone: UTC at backup, restore and verify.
-  await connection.query("SET time_zone = '+00:00', NAMES utf8mb4");
+  // TIMESTAMP values are shown in the session's time zone: UTC at backup, restore and verify. And
+  // none of the server's own sql_mode: ANSI_QUOTES and NO_BACKSLASH_ESCAPES change how SHOW CREATE
+  // quotes what Strata reads and writes back, PAD_CHAR_TO_FULL_LENGTH the CHAR values it reads; a
+  // session that needs a mode of its own (a restore's, see RESTORE_SESSION) sets it.
+  await connection.query("SET time_zone = '+00:00', NAMES utf8mb4, sql_mode = ''");
   return connection;
 }
 
