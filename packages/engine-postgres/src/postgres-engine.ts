@@ -345,12 +345,17 @@ async function loadOrder(client: pg.Client, tables: PgTable[]): Promise<PgTable[
   return parentsFirst([...byKey.keys()], edges).map((key) => byKey.get(key)!);
 }
 
+/** The table (`schema`, `name`) that owns the sequence whose oid `sequence` is: a serial's or an identity column's. */
+function sequenceOwnerSql(sequence: string): string {
+  return `SELECT tn.nspname AS schema, t.relname AS name FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+    WHERE d.classid = 'pg_class'::regclass AND d.objid = ${sequence} AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1`;
+}
+
 async function readSequences(client: pg.Client): Promise<SequenceState[]> {
   const seqs = (await client.query<{ schema: string; name: string; owner_schema: string | null; owner_name: string | null }>(`
     SELECT n.nspname AS schema, c.relname AS name, owner.schema AS owner_schema, owner.name AS owner_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      LEFT JOIN LATERAL (SELECT tn.nspname AS schema, t.relname AS name FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) owner ON true
+      LEFT JOIN LATERAL (${sequenceOwnerSql('c.oid')}) owner ON true
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       -- Another session's temporary sequences are its own (and reading one fails), as its temporary tables are.
       AND c.relpersistence <> 't'
@@ -665,11 +670,7 @@ async function restoreSequences(client: pg.Client, sequences: readonly SequenceS
  */
 async function ownerInTarget(client: pg.Client, sequence: SequenceState): Promise<TableName | null> {
   if (sequence.ownedBy === null) return null;
-  const row = (await client.query<{ schema: string; name: string }>(
-    `SELECT tn.nspname AS schema, t.relname AS name FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
-      WHERE d.classid = 'pg_class'::regclass AND d.objid = to_regclass($1) AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1`,
-    [`${ident(sequence.schema)}.${ident(sequence.name)}`],
-  )).rows[0];
+  const row = (await client.query<{ schema: string; name: string }>(sequenceOwnerSql('to_regclass($1)'), [`${ident(sequence.schema)}.${ident(sequence.name)}`])).rows[0];
   return row && joinedName(row) === sequence.ownedBy ? row : null;
 }
 
