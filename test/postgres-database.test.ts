@@ -115,8 +115,14 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.deepEqual(await days(byParent), ['2024-05-01', '2025-05-01', '2025-06-01']);
     assert.equal(await nextId(byParent), 4);
     const fresh = databases.name();
-    await repo.restore({ id: record.id }, { to: pgUrl(fresh), tables: ['public.ev'] });
+    const whole = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(fresh), tables: ['public.ev'] }));
     assert.deepEqual(await days(fresh), ['2024-05-01', '2025-05-01', '2025-06-01']);
+    assert.deepEqual(whole.warnings, [], 'every table of the backup was named');
+    // A new database gets the whole schema: a table left out is there, empty, and said to be.
+    const lacking = databases.name();
+    const part = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(lacking), tables: ['public.ev_2025'] }));
+    assert.deepEqual(await days(lacking), ['2025-05-01', '2025-06-01']);
+    assert.deepEqual(part.warnings, ["restore: the new database has the backup's whole schema and the rows of public.ev_2025 only; public.ev_2024 is there empty (restore without --tables for their rows)"]);
   });
 
   it('refuses a table restore of a partitioned table whose partitions the target changed since (one detached, one added that holds rows), with nothing changed', async () => {

@@ -394,7 +394,17 @@ export abstract class ServerEngine implements Engine {
     return {
       prepare: (schemaSql) => void (requested = this.tablesNamedBy(given, schemaSql)),
       wants: (table) => this.isRequested(table, requested),
-      check: (inBackup) => this.requestedTables(requested, inBackup),
+      check: (inBackup) => {
+        const chosen = this.requestedTables(requested, inBackup);
+        // The new database is built from the backup's whole schema (views, routines and foreign
+        // keys may use any table), so the tables left out are there, empty: said, lest an empty
+        // table be taken for what the backup held.
+        const empty = inBackup.filter((table) => !chosen.includes(table));
+        if (empty.length > 0) {
+          process.emitWarning(`restore: the new database has the backup's whole schema and the rows of ${chosen.join(', ')} only; ${empty.join(', ')} ${empty.length === 1 ? 'is' : 'are'} there empty (restore without --tables for their rows)`, { code: 'STRATA_TABLES_EMPTY' });
+        }
+        return chosen;
+      },
     };
   }
 
