@@ -164,6 +164,22 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.equal(await count(detached, 'p_1'), await count(source, 'p_1'));
   });
 
+  it('a partitioned table without partitions is one: named alone it is refused as holding no rows, and under another it holds none of its rows', async () => {
+    const schema = `CREATE TABLE bare (id int, k int) PARTITION BY RANGE (k);
+      CREATE TABLE sub (id int, r text, k int) PARTITION BY LIST (r);
+      CREATE TABLE sub_a PARTITION OF sub FOR VALUES IN ('a') PARTITION BY RANGE (k);
+      CREATE TABLE sub_b PARTITION OF sub FOR VALUES IN ('b');`;
+    const source = await databases.create(`${schema} INSERT INTO sub SELECT g, 'b', g FROM generate_series(1, 30) g;`);
+    const record = await repo.backup(pgUrl(source), { database: 'partitioned-empty' });
+    const live = await databases.create(schema);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['bare'], force: true }),
+      (err: unknown) => isStrataError(err, 'TABLE_NOT_FOUND') && /the partitioned table public\.bare has no partition in the backup that holds rows/.test(err.message),
+    );
+    await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['sub'], force: true });
+    assert.equal(Number((await pgQuery(live, 'SELECT count(*) AS n FROM sub')).rows[0]!.n), 30);
+  });
+
   it("a table restore of every partition under a partitioned table a level down brings back that table's own sequence; of some of them, it leaves it", async () => {
     // "m EU" was made on its own with a serial column, then attached: inserts into it directly take
     // its own sequence, and inserts through m take m's.

@@ -309,8 +309,20 @@ function dumpedName(schema: string, name: string): string {
  */
 export function partitionTree(schemaSql: string): { tables: Set<string>; partitions: Map<string, string[]> } {
   const tables = new Set<string>();
-  for (const m of schemaSql.matchAll(new RegExp(String.raw`^CREATE (?:UNLOGGED )?TABLE ${DUMPED_NAME}`, 'gm'))) tables.add(dumpedName(m[1]!, m[2]!));
   const partitions = new Map<string, string[]>();
+  const created = new RegExp(String.raw`^CREATE (?:UNLOGGED )?TABLE ${DUMPED_NAME}`);
+  // A partitioned table is one even with no partition attached: pg_dump ends its CREATE TABLE
+  // with a line `PARTITION BY ...;`.
+  let open: string | undefined;
+  for (const line of schemaSql.split('\n')) {
+    const m = created.exec(line);
+    if (m) {
+      open = dumpedName(m[1]!, m[2]!);
+      tables.add(open);
+    }
+    if (open !== undefined && line.startsWith('PARTITION BY ')) partitions.set(open, []);
+    if (line.endsWith(';')) open = undefined;
+  }
   for (const m of schemaSql.matchAll(new RegExp(String.raw`^ALTER TABLE ONLY ${DUMPED_NAME} ATTACH PARTITION ${DUMPED_NAME} `, 'gm'))) {
     const parent = dumpedName(m[1]!, m[2]!);
     partitions.set(parent, [...(partitions.get(parent) ?? []), dumpedName(m[3]!, m[4]!)]);
