@@ -293,6 +293,34 @@ describe('PostgreSQL engine', function () {
     assert.equal(await rows(same), await rows(source));
   });
 
+  it('refuses a table restore into a table that lost a column of the backup (dropped or renamed), and says which columns added since take their defaults', async () => {
+    const sql = `CREATE TABLE t (id int PRIMARY KEY, v text, "Odd" int); INSERT INTO t VALUES (1, 'a', 10), (2, 'b', 20);`;
+    const source = await databases.create(sql);
+    const record = await repo.backup(pgUrl(source), { database: 'columns' });
+    const renamed = await databases.create(`${sql} ALTER TABLE t RENAME v TO w; ALTER TABLE t DROP "Odd";`);
+    const before = pgDump(renamed);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: pgUrl(renamed), tables: ['t'], force: true }),
+      (err: unknown) => isStrataError(err, 'USAGE') && /the target's tables lack columns the backup has: public\.t\.v, public\.t\.Odd \(dropped or renamed since the backup\).*nothing was changed/.test(err.message),
+    );
+    assert.equal(pgDump(renamed), before);
+    const added = await databases.create(`${sql} ALTER TABLE t ADD extra int DEFAULT 7, ADD note text; UPDATE t SET extra = 99, note = 'x';`);
+    const warnings: string[] = [];
+    const keep = (w: Error): void => void warnings.push(w.message);
+    process.on('warning', keep);
+    try {
+      await repo.restore({ id: record.id }, { to: pgUrl(added), tables: ['t'], force: true });
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', keep);
+    }
+    assert.deepEqual((await pgQuery(added, 'SELECT id, v, "Odd", extra, note FROM t ORDER BY id')).rows, [
+      { id: 1, v: 'a', Odd: 10, extra: 7, note: null },
+      { id: 2, v: 'b', Odd: 20, extra: 7, note: null },
+    ]);
+    assert.deepEqual(warnings, ["restore: public.t.extra, public.t.note are not in the backup (added since): the restored rows have those columns' default"]);
+  });
+
   it('restores a table of a schema whose name has a dot', async () => {
     const sql = `CREATE SCHEMA "my.schema"; CREATE TABLE "my.schema".t (id serial PRIMARY KEY, v text); INSERT INTO "my.schema".t (v) SELECT 'v' || g FROM generate_series(1, 10) g`;
     const source = await databases.create(sql);

@@ -89,7 +89,7 @@ interface PgMeta {
   /**
    * `columns`: the stream's columns, in order (absent in older backups: then the table's own order);
    * `types`: theirs, as format_type writes them with only pg_catalog on the search path (absent in
-   * older backups: a table restore then cannot check them, see refuseOtherTypes).
+   * older backups: a table restore then cannot check them, see checkColumns).
    */
   tables: { stream: string; table: string; columns?: string[]; types?: string[] }[];
   /** Encoding, locale and properties of the database itself (absent in backups of older versions). */
@@ -765,7 +765,7 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       const edges = await foreignKeys(client);
       refuseReferencesFromOutside(tables, edges, recorded);
       await refuseChangedPartitions(client, tables, info.schemaSql);
-      await refuseOtherTypes(client, tables, meta);
+      const added = await checkColumns(client, tables, meta);
       const byKey = new Map(tables.map((t) => [tableKey(t), t]));
       const order = parentsFirst([...byKey.keys()], edges.map((e) => ({ child: tableKey(e.child), parent: tableKey(e.parent) }))).map((key) => byKey.get(key)!);
       const switches = await enabledTriggersAndRules(client, tables);
@@ -791,6 +791,9 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       await flipSwitches(client, target, switches, (t) => SWITCH_ENABLE[t.mode]!);
       await restoreSequences(client, meta.sequences ?? [], [...tables, ...(await wholePartitionedTables(client, tables))]);
       await client.query('COMMIT');
+      if (added.length > 0) {
+        process.emitWarning(`restore: ${added.join(', ')} ${added.length === 1 ? 'is' : 'are'} not in the backup (added since): the restored rows have ${added.length === 1 ? "that column's" : "those columns'"} default`, { code: 'STRATA_COLUMNS_ADDED' });
+      }
     } catch (err) {
       // Also switches the triggers and rules back: ALTER TABLE is part of the transaction.
       await client.query('ROLLBACK').catch(() => undefined);
@@ -904,29 +907,45 @@ async function withColumnTypes(client: pg.Client, tables: readonly PgTable[]): P
 }
 
 /**
- * A table restore loads the backup's rows into the target's own tables, by column name: a column
+ * A table restore loads the backup's rows into the target's own tables, by column name. A column
  * whose type is another since the backup (numeric(12,1) for numeric(12,4), real for double
  * precision, timestamp(0) for timestamp(6)) would take the values converted, rounded without a
- * word. Refused before anything changes. Backups made before the types were recorded are not checked.
+ * word, and one the target no longer has (dropped or renamed) would fail the load: both are
+ * refused before anything changes. Backups made before the types were recorded are not checked.
+ * Returns the target's columns the backup lacks (added since): the restored rows get their
+ * defaults there, which the restore says once it is done.
  */
-async function refuseOtherTypes(client: pg.Client, tables: readonly TableName[], meta: PgMeta): Promise<void> {
+async function checkColumns(client: pg.Client, tables: readonly TableName[], meta: PgMeta): Promise<string[]> {
   const inTarget = await columnTypes(client, tables);
   const differing: string[] = [];
+  const missing: string[] = [];
+  const added: string[] = [];
   for (const table of tables) {
     const recorded = meta.tables?.find((t) => t.stream === streamName(table));
-    if (!recorded?.columns || !recorded.types) continue;
-    const theirs = inTarget.get(tableKey(table));
-    recorded.columns.forEach((column, i) => {
-      const type = theirs?.get(column);
-      const ours = recorded.types![i];
-      if (type !== undefined && ours && type !== ours) differing.push(`${qualified(table)}.${namePart(column)} ${type} (the backup's ${ours})`);
+    if (!recorded?.columns) continue;
+    const theirs = inTarget.get(tableKey(table)) ?? new Map<string, string>();
+    const column = (name: string): string => `${qualified(table)}.${namePart(name)}`;
+    recorded.columns.forEach((name, i) => {
+      const type = theirs.get(name);
+      const ours = recorded.types?.[i];
+      if (type === undefined) missing.push(column(name));
+      else if (ours && type !== ours) differing.push(`${column(name)} ${type} (the backup's ${ours})`);
     });
+    for (const name of theirs.keys()) if (!recorded.columns.includes(name)) added.push(column(name));
   }
-  if (differing.length === 0) return;
-  throw new StrataError(
-    'USAGE',
-    redactable`restore: the target's tables have columns of other types than the backup's: ${named(differing.join(', '), 'column')}; a table restore loads the backup's values into the target's own columns, where they would be converted (rounded or cut) without a word. Change the target's columns back to the backup's types, or restore into a new database and copy the rows across; nothing was changed`,
-  );
+  if (missing.length > 0) {
+    throw new StrataError(
+      'USAGE',
+      redactable`restore: the target's tables lack columns the backup has: ${named(missing, 'column')} (dropped or renamed since the backup), so their values would have nowhere to go. Add the columns back under those names, or restore into a new database and copy the rows across; nothing was changed`,
+    );
+  }
+  if (differing.length > 0) {
+    throw new StrataError(
+      'USAGE',
+      redactable`restore: the target's tables have columns of other types than the backup's: ${named(differing.join(', '), 'column')}; a table restore loads the backup's values into the target's own columns, where they would be converted (rounded or cut) without a word. Change the target's columns back to the backup's types, or restore into a new database and copy the rows across; nothing was changed`,
+    );
+  }
+  return added;
 }
 
 /**
