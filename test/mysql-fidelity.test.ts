@@ -289,12 +289,14 @@ describe('MySQL/MariaDB fidelity', function () {
     // s: two members alike but for a trailing space, which the server keeps (as 'a' twice) outside strict mode.
     const sql = `SET SESSION sql_mode = ''; CREATE TABLE e (id INT PRIMARY KEY, e ENUM('a', 'b'), f ENUM('', 'x y') NOT NULL, note VARCHAR(5), s SET('a', 'a ', 'c'));
       INSERT INTO e VALUES (1, 'a', 'x y', 'ok', 5), (2, 'bogus', '', 'one', 2), (3, 'b', 'bogus', 'two', 0), (4, NULL, 2, NULL, NULL);`;
-    const source = await databases.create(sql);
+    // Thousands of such rows among others: they go in INSERTs of many rows, more than one.
+    const many = "INSERT INTO e SELECT seq, IF(seq % 3 = 0, 'a', 'bogus'), IF(seq % 5 = 0, 'bogus', 'x y'), NULL, NULL FROM seq_10_to_12009;";
+    const source = await databases.create(`${sql} ${many}`);
     const record = await repo.backup(mysqlUrl(source), { database: 'enum-empty' });
     const target = databases.name();
     await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
     const numbers = 'SELECT id, e + 0 AS e, f + 0 AS f, note, s + 0 AS s FROM e ORDER BY id';
-    assert.deepEqual(await rows(source, numbers), [
+    assert.deepEqual(await rows(source, numbers.replace('ORDER BY', 'WHERE id < 10 ORDER BY')), [
       { id: 1, e: 1, f: 2, note: 'ok', s: 5 },
       { id: 2, e: 0, f: 1, note: 'one', s: 2 },
       { id: 3, e: 2, f: 0, note: 'two', s: 0 },

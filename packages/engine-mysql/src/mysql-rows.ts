@@ -398,10 +398,18 @@ const PIECE_CHARS = 256 * 1024;
 /** The server's warning for a value it changed to fit the column (an ENUM's invalid value stored as 0). */
 const WARN_DATA_TRUNCATED = 1265;
 
-/** Whether a row holds an ENUM's empty value, 0, which only an INSERT outside strict mode stores. */
-function hasInvalidEnum(fields: readonly string[], columns: readonly MysqlColumn[]): boolean {
-  return columns.some((c, i) => c.kind === 'enum' && fields[i] === '0');
+/** The ENUM columns (lower case) whose value in a row is the empty value, 0, which only an INSERT outside strict mode stores. */
+function emptyEnums(fields: readonly string[], columns: readonly MysqlColumn[]): Set<string> {
+  return new Set(columns.filter((c, i) => c.kind === 'enum' && fields[i] === '0').map((c) => c.name.toLowerCase()));
 }
+
+/**
+ * Rows with an ENUM's empty value go in INSERTs of their own, outside strict mode, each row's
+ * warnings checked: at most this many such values per INSERT, well below the warnings a session
+ * keeps (max_error_count is raised to MAX_ERROR_COUNT for them), so none goes unseen.
+ */
+const EMPTY_ENUMS_PER_INSERT = 5000;
+const MAX_ERROR_COUNT = 65535;
 
 /** The server's error for a transaction it rolled back to end a deadlock. */
 const ER_LOCK_DEADLOCK = 1213;
@@ -414,6 +422,10 @@ export class RowInserter {
   #pending: string[] = [];
   #values: string[] = [];
   #size = 0;
+  /** Rows with an ENUM's empty value, gathered apart (see EMPTY_ENUMS_PER_INSERT), each with those columns. */
+  #emptyEnumRows: { tuple: string; columns: ReadonlySet<string> }[] = [];
+  #emptyEnumSize = 0;
+  #emptyEnumCount = 0;
   #table: MysqlTable | undefined;
   #maxPacket = 16 * 1024 * 1024;
   #running: Promise<unknown> | undefined;
@@ -477,14 +489,12 @@ export class RowInserter {
       let tuple = '(';
       for (let i = 0; i < fields.length; i++) tuple += (i > 0 ? ',' : '') + sqlLiteral(fields[i]!, columns[i], escape, this.options.bitAsHex);
       tuple += ')';
-      if (hasInvalidEnum(fields, columns)) {
-        await this.flush();
-        await this.#settle();
-        try {
-          await this.#outsideStrictMode(fields, () => this.#insert(`${this.#insertSql()}${tuple}`));
-        } catch (err) {
-          throw this.#refused(err);
-        }
+      const empty = emptyEnums(fields, columns);
+      if (empty.size > 0) {
+        this.#emptyEnumRows.push({ tuple, columns: empty });
+        this.#emptyEnumSize += tuple.length;
+        this.#emptyEnumCount += empty.size;
+        if (this.#emptyEnumSize >= rowLimit || this.#emptyEnumCount >= EMPTY_ENUMS_PER_INSERT) await this.#flushEmptyEnums();
         continue;
       }
       this.#values.push(tuple);
@@ -550,7 +560,8 @@ export class RowInserter {
         literals.push(variable);
       }
       const insert = (): Promise<unknown> => this.#insert(`${this.#insertSql()}(${literals.join(',')})`);
-      await (hasInvalidEnum(fields, columns) ? this.#outsideStrictMode(fields, insert) : insert());
+      const empty = emptyEnums(fields, columns);
+      await (empty.size > 0 ? this.#outsideStrictMode([empty], insert) : insert());
     } catch (err) {
       throw this.#refused(err);
     } finally {
@@ -576,20 +587,47 @@ export class RowInserter {
     }
   }
 
+  /** Inserts the rows with an ENUM's empty value gathered so far (see #outsideStrictMode). */
+  async #flushEmptyEnums(): Promise<void> {
+    if (this.#emptyEnumRows.length === 0) return;
+    const rows = this.#emptyEnumRows;
+    this.#emptyEnumRows = [];
+    this.#emptyEnumSize = 0;
+    this.#emptyEnumCount = 0;
+    await this.flush();
+    await this.#settle();
+    try {
+      await this.#outsideStrictMode(
+        rows.map((r) => r.columns),
+        () => this.#insert(this.#insertSql() + rows.map((r) => r.tuple).join(',')),
+      );
+    } catch (err) {
+      throw this.#refused(err);
+    }
+  }
+
   /**
-   * Runs one INSERT of a row with an ENUM's empty value (0) outside strict mode, the only way the
-   * server takes it (as when the source stored it), and fails on any warning but that value's: no
-   * other value of the row may be changed on the way in.
+   * Runs one INSERT of rows with an ENUM's empty value (0) outside strict mode, the only way the
+   * server takes it (as when the source stored it), and fails on any warning but those values':
+   * `emptyByRow[i]` names the columns of row i+1 that may warn, and no other value of any row may
+   * be changed on the way in.
    */
-  async #outsideStrictMode(fields: readonly string[], insert: () => Promise<unknown>): Promise<void> {
-    const enums = new Set(this.#table!.columns.filter((c, i) => c.kind === 'enum' && fields[i] === '0').map((c) => c.name.toLowerCase()));
-    const [[mode]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@SESSION.sql_mode AS m')) as unknown as [mysql.RowDataPacket[]];
-    await this.connection.query("SET SESSION sql_mode = REPLACE(REPLACE(@@SESSION.sql_mode, 'STRICT_ALL_TABLES', ''), 'STRICT_TRANS_TABLES', '')");
+  async #outsideStrictMode(emptyByRow: readonly ReadonlySet<string>[], insert: () => Promise<unknown>): Promise<void> {
+    const [[before]] = (await this.connection.query<mysql.RowDataPacket[]>('SELECT @@SESSION.sql_mode AS m, @@SESSION.max_error_count AS n')) as unknown as [mysql.RowDataPacket[]];
+    await this.connection.query(
+      `SET SESSION sql_mode = REPLACE(REPLACE(@@SESSION.sql_mode, 'STRICT_ALL_TABLES', ''), 'STRICT_TRANS_TABLES', ''), SESSION max_error_count = ${MAX_ERROR_COUNT}`,
+    );
     let failed = false;
     try {
       await insert();
       const [warnings] = await this.connection.query<mysql.RowDataPacket[]>('SHOW WARNINGS');
-      const other = warnings.filter((w) => !(Number(w['Code']) === WARN_DATA_TRUNCATED && enums.has(/column '((?:[^']|'')*)'/.exec(String(w['Message']))?.[1]?.toLowerCase() ?? '')));
+      const expected = (w: mysql.RowDataPacket): boolean => {
+        const at = /column '((?:[^']|'')*)' at row (\d+)/.exec(String(w['Message']));
+        return Number(w['Code']) === WARN_DATA_TRUNCATED && at !== null && emptyByRow[Number(at[2]) - 1]?.has(at[1]!.toLowerCase()) === true;
+      };
+      const other = warnings.filter((w) => !expected(w));
+      // As many warnings as the session keeps: some may have gone unseen.
+      if (other.length === 0 && warnings.length >= MAX_ERROR_COUNT) other.push(warnings[0]!);
       if (other.length > 0) throw new StrataError('RESTORE_FAILED', redactable`restore: the target changed a value of a row of table ${named(this.table, 'table')}: ${withheld(String(other[0]!['Message']), 'server message')}`, { details: { table: this.table } });
     } catch (err) {
       failed = true;
@@ -597,7 +635,7 @@ export class RowInserter {
     } finally {
       // Strict mode must be back before the next rows; after a failure (the connection gone, as
       // likely as not) the insert's own error is the one to see.
-      const back = this.connection.query('SET SESSION sql_mode = ?', [String(mode?.['m'] ?? '')]);
+      const back = this.connection.query('SET SESSION sql_mode = ?, SESSION max_error_count = ?', [String(before?.['m'] ?? ''), Number(before?.['n'] ?? 64)]);
       await (failed ? back.catch(() => undefined) : back);
     }
   }
@@ -633,6 +671,7 @@ export class RowInserter {
     this.#pending = [];
     if (rest.length > 0) await this.#add([rest]);
     await this.flush();
+    await this.#flushEmptyEnums();
     await this.#settle();
   }
 }
