@@ -389,6 +389,20 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.deepEqual(await rows(target, exact), expected);
   });
 
+  it('a column named strata_raw (once the alias of binary columns in the backup\'s SELECT) comes back as its value, not as its hex, beside binary columns', async () => {
+    const source = await databases.create(`
+      CREATE TABLE t (id INT PRIMARY KEY, strata_raw VARCHAR(40), n INT, b VARBINARY(8)); INSERT INTO t VALUES (1, 'hello', 1, x'00FF'), (2, NULL, 2, NULL);
+      CREATE TABLE u (id INT PRIMARY KEY, strata_raw INT); INSERT INTO u VALUES (1, 5), (2, 12);
+      CREATE TABLE v (strata_raw VARBINARY(8) PRIMARY KEY, note VARCHAR(10)); INSERT INTO v VALUES (x'0A09', 'tab');`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'raw' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    for (const sql of ['SELECT id, strata_raw, n, HEX(b) AS b FROM t ORDER BY id', 'SELECT * FROM u ORDER BY id', 'SELECT HEX(strata_raw) AS r, note FROM v']) {
+      assert.deepEqual(await rows(target, sql), await rows(source, sql), sql);
+    }
+    assert.deepEqual(await rows(target, 'SELECT strata_raw FROM u ORDER BY id'), [{ strata_raw: 5 }, { strata_raw: 12 }]);
+  });
+
   it('a row the target refuses fails the restore with RESTORE_FAILED naming the table', async () => {
     const target = databases.name();
     const session = await engine.beginRestore(mysqlUrl(target), { tempDir: path.join(dir.path, 'tmp'), force: false });

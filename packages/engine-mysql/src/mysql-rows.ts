@@ -145,15 +145,12 @@ export function fromClause(table: MysqlTable): string {
   return `${ident(table.name)}${table.versioning ? ' FOR SYSTEM_TIME ALL' : ''}`;
 }
 
-/** Result-set name of a column whose value comes as bytes. */
-const RAW = 'strata_raw';
-
 /** The SELECT that reads a table in a stable order, history rows included. */
 export function selectSql(table: MysqlTable): string {
   const columns = table.columns.map((c) => {
     const ref = columnRef(table, c);
     // Cast: the server would convert other text to the connection's utf8mb4 on the way.
-    if (c.kind === 'binary') return `${c.otherCharset ? `CAST(${ref} AS BINARY)` : ref} AS ${RAW}`;
+    if (c.kind === 'binary') return c.otherCharset ? `CAST(${ref} AS BINARY)` : ref;
     if (c.kind === 'bit' || c.kind === 'enum' || c.kind === 'set') return `${ref} + 0`;
     if (c.kind === 'float') return `CAST(${ref} AS DOUBLE)`;
     return ref;
@@ -237,8 +234,15 @@ export function decodeRow(line: string): (string | null)[] {
 export async function* readRows(connection: mysql.Connection, table: MysqlTable): AsyncGenerator<Uint8Array> {
   // Raw text values as the server sends them: no lossy number or date conversion in between.
   const core = (connection as unknown as { connection: CoreConnection }).connection;
-  const typeCast = (field: { name: string; string(): string | null; buffer(): Buffer | null }): string | null => {
-    if (field.name !== RAW) return field.string();
+  // Which values go as hex is decided by position, from the table's description: a result
+  // column's name is the user's column name, which may be anything (a column named as an alias
+  // would be taken for one). The driver casts every value of every row in column order.
+  const binary = table.columns.map((c) => c.kind === 'binary');
+  let at = 0;
+  const typeCast = (field: { string(): string | null; buffer(): Buffer | null }): string | null => {
+    const raw = binary[at] ?? false;
+    at = at + 1 < binary.length ? at + 1 : 0;
+    if (!raw) return field.string();
     const bytes = field.buffer();
     return bytes === null ? null : bytes.toString('hex').toUpperCase();
   };
