@@ -3,7 +3,9 @@ import type { HandRecovery } from '@strata/core';
 /** Recovering a MySQL/MariaDB backup by hand: the schema around LOAD DATA-shaped row streams. */
 export const MYSQL_HAND_RECOVERY: HandRecovery = {
   layout: `MySQL/MariaDB: schema.sql is for the mysql client (DELIMITER ;;, each statement ended by a
-line ";;"): sequences (each CREATE SEQUENCE followed by the SELECT SETVAL of its next value),
+line ";;" and, in backups whose header has the line "-- strata: statements framed 1", preceded by
+a line "-- strata: statement of N bytes" that says its length in UTF-8: a ";;" line inside a
+routine's body is then not its end): sequences (each CREATE SEQUENCE followed by the SELECT SETVAL of its next value),
 routines and tables, then the line "-- strata: post-data ...", then views, triggers (in their
 action order) and events; remove "{{db}}." from the statements before running them. Each base
 table and each system-versioned table is one stream, <table>.rows (bytes other than letters,

@@ -270,37 +270,135 @@ export function schemaObjects(schema: MysqlSchema): Record<string, string> {
   return Object.fromEntries(Object.entries(schema.objects ?? {}).map(([key, sql]) => [key, createHash('sha256').update(sql).digest('hex')]));
 }
 
-/** schema.sql: runnable with the mysql client (after replacing {{db}} with the target database). */
+/**
+ * Says that each statement of schema.sql follows a line giving its length (see STATEMENT_HEAD).
+ * Without it (backups before it), statements are told apart by the `;;` lines between them, which
+ * a routine's, trigger's or event's body may hold too, in a string or a comment: SHOW CREATE
+ * escapes the newlines of a table's or view's text, not of a body.
+ */
+export const FRAMING_MARKER = '-- strata: statements framed 1 (each after a line giving its length in UTF-8 bytes)';
+/** The line before each statement of a framed schema.sql: `-- strata: statement of N bytes`. */
+const STATEMENT_HEAD = /^-- strata: statement of (\d+) bytes$/;
+
+/**
+ * An entry of a schema's statement list cut where readSchema joined two statements: the SET
+ * SESSION of the settings an object was created under (one line, ending at its first SETTINGS_END)
+ * and a sequence's SETVAL after its CREATE SEQUENCE. Cut by what readSchema wrote there, not by
+ * `;;` lines, which the object's own text may hold.
+ */
+function statementsOf(entry: string): string[] {
+  let rest = entry;
+  const out: string[] = [];
+  if (/^SET SESSION /i.test(rest)) {
+    const at = rest.indexOf(SETTINGS_END);
+    if (at >= 0) {
+      out.push(rest.slice(0, at));
+      rest = rest.slice(at + SETTINGS_END.length);
+    }
+  }
+  const sequence = /^CREATE SEQUENCE (`(?:[^`]|``)+`)/.exec(rest);
+  // The name in the SETVAL is the one the head quotes; the SETVAL ends the entry, so its last occurrence is it.
+  const setval = sequence ? rest.lastIndexOf(`${END}SELECT SETVAL(${sequence[1]!}, `) : -1;
+  if (sequence && setval >= 0) out.push(rest.slice(0, setval), rest.slice(setval + END.length));
+  else out.push(rest);
+  return out;
+}
+
+/**
+ * schema.sql: runnable with the mysql client (after replacing {{db}} with the target database).
+ * Each statement follows a `-- strata: statement of N bytes` line, so parseSchemaText takes it
+ * whole whatever its text holds.
+ */
 export function schemaText(schema: MysqlSchema): string {
+  const framed = (entry: string): string[] => statementsOf(entry).map((sql) => `-- strata: statement of ${Buffer.byteLength(sql, 'utf8')} bytes\n${sql}${END.trimEnd()}`);
   return [
     `-- strata: MySQL/MariaDB schema; database charset ${schema.charset} collate ${schema.collation}`,
     ROW_FORMAT_MARKER,
     PLACEHOLDER_MARKER,
+    FRAMING_MARKER,
     'DELIMITER ;;',
-    ...schema.pre.map((s) => s + END.trimEnd()),
+    ...schema.pre.flatMap(framed),
     POST_DATA_MARKER,
-    ...schema.post.map((s) => s + END.trimEnd()),
+    ...schema.post.flatMap(framed),
     'DELIMITER ;',
     '',
   ].join('\n');
 }
 
-/** Parses schema.sql back into its parts. */
+/** Parses schema.sql back into its parts; a list entry each statement, settings apart from theirs. */
 export function parseSchemaText(text: string): MysqlSchema {
   const header = /charset (\S+) collate (\S+)/.exec(text.split('\n')[0] ?? '');
-  const at = text.indexOf(POST_DATA_MARKER);
-  const split = (part: string): string[] =>
-    part
-      .split(END)
-      .map((s) => s.split('\n').filter((line) => !line.startsWith('-- strata') && !/^DELIMITER /.test(line)).join('\n').trim())
-      .filter((s) => s.length > 0 && s !== ';;');
+  // The header's lines are Strata's own, up to the first DELIMITER line: a body cannot fake them.
+  const start = /^DELIMITER ;;\n/m.exec(text);
+  const headerLines = start ? text.slice(0, start.index).split('\n') : [];
+  const body = start ? text.slice(start.index + start[0].length) : undefined;
+  const parts = body !== undefined && headerLines.includes(FRAMING_MARKER) ? framedStatements(body) : delimitedStatements(text, body);
   return {
     charset: header?.[1] ?? 'utf8mb4',
     collation: header?.[2] ?? 'utf8mb4_general_ci',
-    pre: split(at >= 0 ? text.slice(0, at) + '\n' : text),
-    post: at >= 0 ? split(text.slice(at + POST_DATA_MARKER.length)) : [],
-    placeholdersOutsideStrings: text.includes(PLACEHOLDER_MARKER),
+    ...parts,
+    placeholdersOutsideStrings: start ? headerLines.includes(PLACEHOLDER_MARKER) : text.includes(PLACEHOLDER_MARKER),
   };
+}
+
+/** The statements of a schema.sql with FRAMING_MARKER: each taken by its length, all of it accounted for. */
+function framedStatements(body: string): { pre: string[]; post: string[] } {
+  const bytes = Buffer.from(body, 'utf8');
+  const corrupt = (what: string): StrataError => new StrataError('ARTIFACT_CORRUPT', `restore: the backup's schema.sql is damaged: ${what} (it says each statement's length, and they do not add up)`);
+  const pre: string[] = [];
+  const post: string[] = [];
+  let list = pre;
+  let at = 0;
+  for (;;) {
+    const lineEnd = bytes.indexOf(0x0a, at);
+    if (lineEnd < 0) throw corrupt('it ends without its DELIMITER ; line');
+    const line = bytes.toString('utf8', at, lineEnd);
+    at = lineEnd + 1;
+    if (line === 'DELIMITER ;') {
+      if (at !== bytes.length) throw corrupt('text follows its DELIMITER ; line');
+      return { pre, post };
+    }
+    if (line === POST_DATA_MARKER && list === pre) {
+      list = post;
+      continue;
+    }
+    const head = STATEMENT_HEAD.exec(line);
+    if (!head) throw corrupt(`a line ${JSON.stringify(line.slice(0, 80))} stands where a statement's length should`);
+    const end = at + Number(head[1]);
+    // Followed by its `;;` line, or the length is not the statement's.
+    if (bytes.toString('utf8', end, end + END.length) !== END) throw corrupt(`the statement after ${JSON.stringify(line)} is not followed by a ;; line`);
+    list.push(bytes.toString('utf8', at, end));
+    at = end + END.length;
+  }
+}
+
+/**
+ * The statements of a schema.sql before FRAMING_MARKER, cut at its `;;` lines. The header (up to
+ * `DELIMITER ;;`), the post-data marker and the closing `DELIMITER ;` are where that writer put
+ * them; lines inside statements are kept, whatever they say. A `;;` line inside a body cannot be
+ * told from the end of a statement in such a file.
+ */
+function delimitedStatements(text: string, afterHeader: string | undefined): { pre: string[]; post: string[] } {
+  // Without a DELIMITER line (not as Strata wrote it): Strata's lines are left out wherever they stand.
+  if (afterHeader === undefined) {
+    const statements = text
+      .split(END)
+      .map((s) => s.split('\n').filter((line) => !line.startsWith('-- strata') && !/^DELIMITER /.test(line)).join('\n').trim())
+      .filter((s) => s.length > 0 && s !== ';;');
+    return { pre: statements, post: [] };
+  }
+  let body = afterHeader;
+  if (body.endsWith('\nDELIMITER ;\n')) body = body.slice(0, -'DELIMITER ;\n'.length);
+  else if (body.startsWith('DELIMITER ;\n')) body = '';
+  const split = (part: string): string[] =>
+    part
+      .split(END)
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0 && s !== ';;');
+  const marker = body.startsWith(`${POST_DATA_MARKER}\n`) ? 0 : body.indexOf(`${END}${POST_DATA_MARKER}\n`);
+  if (marker < 0) return { pre: split(body), post: [] };
+  const after = body.indexOf(`${POST_DATA_MARKER}\n`, marker) + POST_DATA_MARKER.length + 1;
+  return { pre: split(body.slice(0, marker) + END), post: split(body.slice(after)) };
 }
 
 /**

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Passphrase, initRepository, openRepository } from '@strata/sdk';
+import type { Repository } from '@strata/sdk';
+import { ROOT, useTempDir } from './helpers/env.js';
+import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
+
+/** What a backup must hold so that its restore gives back what the source had, or be refused when it cannot. */
+
+interface SchemaModule {
+  parseSchemaText(text: string): { pre: string[]; post: string[] };
+}
+
+async function schemaModule(): Promise<SchemaModule> {
+  return (await import(pathToFileURL(path.join(ROOT, 'packages/engine-mysql/dist/mysql-schema.js')).href)) as SchemaModule;
+}
+
+describe('MySQL/MariaDB: backups that restore as they were', function () {
+  this.timeout(300_000);
+  const dir = useTempDir();
+  const databases = new MysqlDatabases();
+  const passphrase = new Passphrase('mysql restorable');
+  let repo: Repository;
+
+  before(async function () {
+    await requireMysql(this);
+  });
+
+  beforeEach(async () => {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+  });
+
+  afterEach(async () => {
+    await repo.close();
+    await databases.dropAll();
+  });
+
+  it("routine and trigger bodies holding lines like schema.sql's own (-- strata ..., DELIMITER ..., ;;) come back as they were, and verify", async () => {
+    const source = await databases.create(`
+      CREATE TABLE t (id INT PRIMARY KEY, note TEXT);
+      CREATE FUNCTION banner() RETURNS TEXT DETERMINISTIC RETURN 'Welcome\n-- strata maintenance window tonight\nDELIMITER ends here\nbye';
+      CREATE FUNCTION semis() RETURNS TEXT DETERMINISTIC RETURN 'a\n;;\nb';
+      CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.note = 'header\nDELIMITER line\nfooter';`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'bodies' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    assert.equal(mysqlDump(target), mysqlDump(source));
+    await mysqlQuery(target, 'INSERT INTO t (id) VALUES (1)');
+    assert.deepEqual(await mysqlQuery(target, 'SELECT banner() AS b, semis() AS s, (SELECT note FROM t) AS n'), [
+      { b: 'Welcome\n-- strata maintenance window tonight\nDELIMITER ends here\nbye', s: 'a\n;;\nb', n: 'header\nDELIMITER line\nfooter' },
+    ]);
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it('a schema.sql written before statements were framed by length keeps the lines of a body that look like its own', async () => {
+    const { parseSchemaText } = await schemaModule();
+    const settings = "SET SESSION sql_mode = '', time_zone = 'SYSTEM', character_set_client = utf8mb4, collation_connection = utf8mb4_general_ci";
+    const banner = "CREATE DEFINER=`root`@`localhost` FUNCTION `banner`() RETURNS text DETERMINISTIC\nRETURN 'Welcome\n-- strata maintenance window tonight\nDELIMITER ends here\nbye'";
+    const text = [
+      '-- strata: MySQL/MariaDB schema; database charset utf8mb4 collate utf8mb4_unicode_ci',
+      '-- strata: row format 3 (BIT as decimal numbers)',
+      '-- strata: {{db}}. stands for the database outside quoted strings only',
+      'DELIMITER ;;',
+      `${settings}\n;;`,
+      `${banner}\n;;`,
+      'CREATE TABLE `t` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB\n;;',
+      '-- strata: post-data (views, triggers, events) below',
+      'CREATE VIEW `v` AS select 1 AS `1`\n;;',
+      'DELIMITER ;',
+      '',
+    ].join('\n');
+    const schema = parseSchemaText(text);
+    assert.deepEqual(schema.pre, [settings, banner, 'CREATE TABLE `t` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB']);
+    assert.deepEqual(schema.post, ['CREATE VIEW `v` AS select 1 AS `1`']);
+  });
+});
