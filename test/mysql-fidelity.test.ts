@@ -485,6 +485,24 @@ describe('MySQL/MariaDB fidelity', function () {
     );
   });
 
+  it('restore --tables into a table whose column was moved is refused, also where its comment reads like a generated column\'s (AS (...) STORED) and the column with it is one', async () => {
+    const comment = "COMMENT 'computed AS (price * qty), stored by the app'";
+    const source = await databases.create(`CREATE TABLE orders (id INT PRIMARY KEY, total INT ${comment}, qty INT, twice INT AS (qty * 2) VIRTUAL COMMENT 'it''s \`x\` AS (y)');
+      INSERT INTO orders (id, total, qty) VALUES (1, 500, 5), (2, 90, 3);`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'moved' });
+    await mysqlQuery(source, `ALTER TABLE orders MODIFY total INT ${comment} AFTER qty`);
+    const before = mysqlDump(source);
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: mysqlUrl(source), tables: ['orders'], force: true }),
+      (err: unknown) => isStrataError(err, 'USAGE') && /orders of the target has the columns id, qty, total, the backup's id, total, qty;.*nothing was changed/.test(err.message),
+    );
+    assert.equal(mysqlDump(source), before);
+    // Put back in place, the generated column still out of the rows, the restore goes ahead.
+    await mysqlQuery(source, `ALTER TABLE orders MODIFY total INT ${comment} AFTER id; UPDATE orders SET total = 0`);
+    await repo.restore({ id: record.id }, { to: mysqlUrl(source), tables: ['orders'], force: true });
+    assert.deepEqual(await rows(source, 'SELECT * FROM orders ORDER BY id'), [{ id: 1, total: 500, qty: 5, twice: 10 }, { id: 2, total: 90, qty: 3, twice: 6 }]);
+  });
+
   it('inspect checks every foreign key row by row and names the orphans', async () => {
     const db = await databases.create(`CREATE TABLE p (id INT PRIMARY KEY); CREATE TABLE c (id INT PRIMARY KEY, a INT, b INT, FOREIGN KEY fk_c (a) REFERENCES p (id));
       INSERT INTO p VALUES (1); SET FOREIGN_KEY_CHECKS = 0; INSERT INTO c VALUES (1, 1, 0), (2, NULL, 0), (3, 7, 0), (4, 8, 0);`);

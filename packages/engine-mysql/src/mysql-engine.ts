@@ -460,16 +460,18 @@ async function foreignKeyViolations(connection: mysql.Connection, database: stri
 /**
  * The columns whose values a backup's rows carry, in order, from a CREATE TABLE as the server
  * shows it (SHOW CREATE TABLE: one column a line, each line's name first, then its type). Generated
- * columns carry none (the server computes them), as describeTable leaves them out; names are
- * compared as the server does, whatever their case. `type` and `charset` are what decide how a
+ * columns carry none (the server computes them), as describeTable leaves them out: `generated`
+ * names them (in lower case) where the server can say, otherwise each definition tells (see
+ * isGeneratedDefinition). Names are compared as the server does, whatever their case. `type` and
+ * `charset` are what decide how a
  * value is kept: the type with its length, precision or members and `unsigned`, written alike for
  * equal columns (see comparableType), and a text column's character set, its own or, named by a
  * collation only or not at all, the one that collation or the table's default says.
  */
-function valuedColumns(create: string): { name: string; type: string; charset: string | undefined }[] {
+function valuedColumns(create: string, generated?: ReadonlySet<string>): { name: string; type: string; charset: string | undefined }[] {
   const tableCharset = /\n\)[^\n]*? DEFAULT CHARSET=(\w+)/.exec(create)?.[1];
   return [...create.matchAll(/^ {2}`((?:[^`]|``)+)` (.*)$/gm)]
-    .filter((m) => !(/\bAS \(/i.test(m[2]!) && /\b(VIRTUAL|PERSISTENT|STORED)\b/i.test(m[2]!)))
+    .filter((m) => !(generated ? generated.has(m[1]!.replace(/``/g, '`').toLowerCase()) : isGeneratedDefinition(m[2]!)))
     .map((m) => {
       const definition = m[2]!;
       const type = /^\w+(?:\((?:'(?:[^'\\]|\\.|'')*'|[^)'])*\))?(?: unsigned)?(?: zerofill)?/i.exec(definition)?.[0] ?? definition;
@@ -479,6 +481,30 @@ function valuedColumns(create: string): { name: string; type: string; charset: s
       const own = after[1] ?? after[2]?.split('_')[0];
       return { name: m[1]!.replace(/``/g, '`').toLowerCase(), type: comparableType(type), charset: text ? charsetName(own ?? tableCharset) : undefined };
     });
+}
+
+/**
+ * Whether a column definition as SHOW CREATE TABLE writes it (after the name) is a generated
+ * column's: `AS (expr)` with VIRTUAL, STORED or PERSISTENT. Quoted text (a COMMENT, a DEFAULT, a
+ * string in the expression) and quoted names may say anything, `computed AS (price * qty),
+ * stored by the app`, so they are taken out first.
+ */
+function isGeneratedDefinition(definition: string): boolean {
+  const bare = definition.replace(/'(?:[^'\\]|\\.|'')*'|`(?:[^`]|``)*`/g, "''");
+  return /\bAS \(/i.test(bare) && /\b(VIRTUAL|PERSISTENT|STORED)\b/i.test(bare);
+}
+
+/**
+ * The generated columns of a table (in lower case), as the server describes them. A system
+ * period's row start and end columns are generated too, but their values travel with the rows.
+ */
+async function generatedColumns(connection: mysql.Connection, database: string, table: string): Promise<Set<string>> {
+  // MySQL writes '' where MariaDB writes NULL for a column that is not generated.
+  const [rows] = await connection.query<mysql.RowDataPacket[]>(
+    "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND IFNULL(GENERATION_EXPRESSION, '') NOT IN ('', 'ROW START', 'ROW END')",
+    [database, table],
+  );
+  return new Set(rows.map((r) => String(r['name']).toLowerCase()));
 }
 
 /**
@@ -505,10 +531,10 @@ function charsetName(charset: string | undefined): string | undefined {
  * DOUBLE, text of another character set) would round, cut or re-encode the backup's values without
  * a word.
  */
-function refuseOtherColumns(table: string, targetCreate: string, backup: MysqlSchema): void {
+function refuseOtherColumns(table: string, targetCreate: string, targetGenerated: ReadonlySet<string>, backup: MysqlSchema): void {
   const statement = backup.pre.find((sql) => sql.startsWith(`CREATE TABLE ${ident(table)} (`));
   if (!statement) return;
-  const theirs = valuedColumns(targetCreate);
+  const theirs = valuedColumns(targetCreate, targetGenerated);
   const ours = valuedColumns(statement);
   // A statement not in the server's one-column-a-line form (written by hand) tells no columns.
   if (ours.length === 0) return;
@@ -562,7 +588,7 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
     const backupSchema = parseSchemaText(info.schemaSql);
     for (const t of tables) {
       const [[row]] = (await connection.query<mysql.RowDataPacket[]>(`SHOW CREATE TABLE ${ident(db)}.${ident(t)}`)) as unknown as [mysql.RowDataPacket[]];
-      refuseOtherColumns(t, String(row!['Create Table']), backupSchema);
+      refuseOtherColumns(t, String(row!['Create Table']), await generatedColumns(connection, db, t), backupSchema);
     }
     await connection.query(`CREATE DATABASE ${ident(work)}`);
     for (const t of tables) {
