@@ -14,10 +14,13 @@ import type { MysqlSchema } from './mysql-schema.js';
 /**
  * Session of every restore: no foreign key checks while tables fill, explicit zero ids kept,
  * strict so that a value the target cannot hold fails instead of being changed, and history rows
- * of system-versioned tables written with their own period.
+ * of system-versioned tables written with their own period. No CHECK constraint checks either, as
+ * for foreign keys: the rows are the source's, which may hold rows a constraint added with
+ * check_constraint_checks = 0 does not allow; refusing them would make the backup unrestorable,
+ * and verify compares every row with the source's.
  */
 export const RESTORE_SESSION =
-  "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, system_versioning_insert_history = 1";
+  "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, check_constraint_checks = 0, system_versioning_insert_history = 1";
 
 /**
  * Session in which a restore creates tables and sequences: as mysqldump's output creates them,
