@@ -70,6 +70,23 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
   });
 
+  it("invalid dates stored under sql_mode ALLOW_INVALID_DATES ('2021-02-31') come back as they were, and verify", async () => {
+    const source = await databases.create(`
+      SET SESSION sql_mode = 'ALLOW_INVALID_DATES';
+      CREATE TABLE due (id INT PRIMARY KEY, d DATE DEFAULT '2020-02-30', dt DATETIME);
+      INSERT INTO due VALUES (1, '2021-02-31', '2021-04-31 10:00:00'), (2, '2021-03-01', NULL);`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'dates' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    const read = 'SELECT id, CAST(d AS CHAR) AS d, CAST(dt AS CHAR) AS dt FROM due ORDER BY id';
+    assert.deepEqual(await mysqlQuery(target, read), [{ id: 1, d: '2021-02-31', dt: '2021-04-31 10:00:00' }, { id: 2, d: '2021-03-01', dt: null }]);
+    await mysqlQuery(target, 'INSERT INTO due (id) VALUES (3)');
+    assert.deepEqual(await mysqlQuery(target, 'SELECT CAST(d AS CHAR) AS d FROM due WHERE id = 3'), [{ d: '2020-02-30' }], "the column's default too");
+    await assert.rejects(mysqlQuery(target, "SET SESSION sql_mode = 'STRICT_ALL_TABLES'; INSERT INTO due VALUES (4, '2021-02-31', NULL)"), /Incorrect date value/, 'strict sessions of the target still refuse them');
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
   it('a schema.sql written before statements were framed by length keeps the lines of a body that look like its own', async () => {
     const { parseSchemaText } = await schemaModule();
     const settings = "SET SESSION sql_mode = '', time_zone = 'SYSTEM', character_set_client = utf8mb4, collation_connection = utf8mb4_general_ci";

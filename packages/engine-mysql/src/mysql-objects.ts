@@ -17,18 +17,22 @@ import type { MysqlSchema } from './mysql-schema.js';
  * of system-versioned tables written with their own period. No CHECK constraint checks either, as
  * for foreign keys: the rows are the source's, which may hold rows a constraint added with
  * check_constraint_checks = 0 does not allow; refusing them would make the backup unrestorable,
- * and verify compares every row with the source's.
+ * and verify compares every row with the source's. ALLOW_INVALID_DATES takes a DATE or DATETIME
+ * with a day its month lacks ('2021-02-31'), which a source under that mode stores and strict
+ * mode refuses; it is stored as given (month and day still 1-12 and 1-31, TIMESTAMP still checked),
+ * so the restore writes nothing the source did not hold.
  */
 export const RESTORE_SESSION =
-  "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, check_constraint_checks = 0, system_versioning_insert_history = 1";
+  "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,ALLOW_INVALID_DATES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, check_constraint_checks = 0, system_versioning_insert_history = 1";
 
 /**
  * Session in which a restore creates tables and sequences: as mysqldump's output creates them,
  * without strict mode, in which the server refuses some definitions it holds (an ENUM whose
  * members differ only in trailing spaces, stored as duplicates: only a warning otherwise). Rows
- * are then loaded under RESTORE_SESSION again.
+ * are then loaded under RESTORE_SESSION again. ALLOW_INVALID_DATES, as there: a column's default
+ * may be such a date ('2021-02-31').
  */
-export const CREATE_SESSION = "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'";
+export const CREATE_SESSION = "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES'";
 
 /** Table kinds that RENAME TABLE moves between databases. */
 const MOVABLE_TYPES = "('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE')";
