@@ -339,6 +339,82 @@ and a second line';
     assert.equal((await pgQuery('postgres', 'SELECT shobj_description(oid, \'pg_database\') AS c FROM pg_database WHERE datname = $1', [target])).rows[0].c, 'kept');
   });
 
+  it("lines of a body or a string that look like psql commands, pg_dump headers, settings or role statements are the user's: restored as they are and counted by verify", async () => {
+    const gone = await role();
+    const source = await databases.create(`CREATE TABLE t (id int PRIMARY KEY, note text DEFAULT 'a
+\\b
+c');
+      CREATE INDEX t_a ON t (id); CREATE INDEX t_b ON t (note);
+      COMMENT ON INDEX t_a IS 'doc:
+SET default_tablespace = pg_global;
+end';
+      COMMENT ON TABLE t IS 'Copied from a dump:
+-- Name: t; Type: TABLE; Schema: public; Owner: x
+done';
+      CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $$ SELECT 'x
+\\y
+-- z
+z' $$;
+      CREATE FUNCTION f2() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+GRANT SELECT ON t TO "${gone}";
+ALTER TABLE t OWNER TO "${gone}";
+END $$;
+      CREATE POLICY pol ON t TO "${gone}" USING (true);
+      GRANT SELECT ON t TO "${gone}" WITH GRANT OPTION;
+      ALTER DEFAULT PRIVILEGES FOR ROLE "${gone}" GRANT SELECT ON TABLES TO PUBLIC;
+      SET SESSION AUTHORIZATION "${gone}"; GRANT SELECT ON t TO PUBLIC; RESET SESSION AUTHORIZATION;
+      INSERT INTO t (id) VALUES (1);`);
+    const definitions = async (db: string): Promise<unknown[]> =>
+      (await pgQuery(db, `SELECT g() AS g, pg_get_functiondef('f2'::regproc) AS f2, pg_get_expr(d.adbin, d.adrelid) AS note_default,
+          obj_description('t'::regclass) AS t_comment, obj_description('t_a'::regclass) AS t_a_comment,
+          (SELECT array_agg(coalesce(spcname, '') ORDER BY relname) FROM pg_class c LEFT JOIN pg_tablespace s ON s.oid = c.reltablespace WHERE relname IN ('t_a', 't_b')) AS spaces
+        FROM pg_attrdef d WHERE d.adrelid = 't'::regclass`)).rows;
+    const record = await repo.backup(pgUrl(source), { database: 'lines' });
+    const copy = databases.name();
+    await repo.restore({ id: record.id }, { to: pgUrl(copy) });
+    assert.deepEqual(await definitions(copy), await definitions(source));
+    assert.equal(pgDump(copy), pgDump(source));
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    // A body that lost such a line is another schema to verify.
+    const other = await databases.create(`CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $$ SELECT 'x
+-- z
+z' $$;`);
+    const again = await databases.create(`CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $$ SELECT 'x
+\\y
+-- z
+z' $$;`);
+    const schemaOf = async (db: string): Promise<string> => (await engine.inspect(pgUrl(db))).schemaFingerprint;
+    assert.notEqual(await schemaOf(other), await schemaOf(again));
+
+    // Without the role: its statements are left out whole, the bodies and strings that name it stay.
+    for (const db of [source, copy]) await pgQuery(db, `REASSIGN OWNED BY "${gone}" TO CURRENT_USER; DROP OWNED BY "${gone}"`);
+    await pgQuery('postgres', `DROP ROLE "${gone}"`);
+    const target = databases.name();
+    const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(target) }));
+    const left = warnings.filter((w) => w.includes('roles this server does not have')).join('\n');
+    for (const statement of ['CREATE POLICY "pol"', 'WITH GRANT OPTION', 'ALTER DEFAULT PRIVILEGES FOR ROLE', 'SET SESSION AUTHORIZATION']) assert.ok(left.includes(statement), `${statement} in ${left}`);
+    assert.doesNotMatch(left, /;;/);
+    const restored = await definitions(target);
+    assert.deepEqual(restored, await definitions(source));
+    assert.match(String((restored[0] as { f2: string }).f2), new RegExp(`GRANT SELECT ON t TO "${gone}";\\nALTER TABLE t OWNER TO "${gone}";`));
+    assert.deepEqual((await pgQuery(target, "SELECT polname FROM pg_policy")).rows, []);
+  });
+
+  it("an incremental after a change to a function body's comment line is not reported as \"nothing changed\"", async () => {
+    const body = (comment: string): string => `CREATE OR REPLACE FUNCTION h() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+-- ${comment}
+RETURN 1;
+END $$;`;
+    const source = await databases.create(body('first'));
+    const record = await repo.backup(pgUrl(source), { database: 'body-comment' });
+    await pgQuery(source, body('second'));
+    const next = await repo.backup(pgUrl(source), { database: 'body-comment', type: 'incremental' });
+    assert.notEqual(next.schemaFingerprint, record.schemaFingerprint);
+  });
+
   it('tables, indexes and a database in tablespaces the target lacks are restored into the default tablespace, with a warning naming those tablespaces; a tablespace it has keeps its objects', async function () {
     // Tablespaces of the test server's machine, removed afterwards; the server process must own their folders.
     const folder = (name: string): string => {

@@ -3,7 +3,7 @@ import { StrataError, isStrataError, named, redactSecret, redactable, withheld }
 import type { MessageText } from '@strata/core';
 import { connectionError } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { normaliseSchema } from './pg-schema.js';
+import { normaliseSchema, topLevelLines } from './pg-schema.js';
 
 /**
  * The error for something the restore target refused (a statement, a row): RESTORE_FAILED, naming
@@ -32,11 +32,15 @@ interface SchemaEntry {
   sql: string;
 }
 
-/** The entries of a pg_dump script; the first is what comes before any object (the session settings). */
+/**
+ * The entries of a pg_dump script; the first is what comes before any object (the session settings).
+ * Headers are comment lines between statements: a line of the same text in a string or a function
+ * body is part of that statement.
+ */
 function schemaEntries(sql: string): SchemaEntry[] {
   const entries: SchemaEntry[] = [{ type: '', label: 'the script header (SET statements)', sql: '' }];
-  for (const line of sql.split('\n')) {
-    const header = /^-- (?:Data for )?Name: (.*); Type: (.*); Schema: ([^;]*);/.exec(line);
+  for (const [line, topLevel] of topLevelLines(sql)) {
+    const header = topLevel ? /^-- (?:Data for )?Name: (.*); Type: (.*); Schema: ([^;]*);/.exec(line) : null;
     if (header) {
       const [, name, type, schema] = header;
       entries.push({ type: type!, label: `${type} ${schema === '-' ? '' : `${schema}.`}${name}`, sql: '' });
@@ -88,8 +92,8 @@ export async function applySchema(client: pg.Client, sql: string, target: PgTarg
   const settings = new Map<string, string>();
   const steps = entries.slice(1).flatMap((entry) => {
     const before = [...settings.values()];
-    for (const line of entry.sql.split('\n')) {
-      const set = CARRIED_SETTING.exec(line);
+    for (const [line, topLevel] of topLevelLines(entry.sql)) {
+      const set = topLevel ? CARRIED_SETTING.exec(line) : null;
       if (set) settings.set(set[1]!, line);
     }
     if (normaliseSchema(entry.sql) === '') return [];

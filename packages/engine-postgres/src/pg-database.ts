@@ -233,7 +233,7 @@ export async function setClientEncoding(client: pg.Client, encoding: string): Pr
  */
 export function reportSkipped(statements: readonly string[]): void {
   if (statements.length === 0) return;
-  const shown = statements.slice(0, 5).map((s) => s.split('\n')[0]).join('; ');
+  const shown = statements.slice(0, 5).map((s) => s.split('\n')[0]!.replace(/;$/, '')).join('; ');
   const more = statements.length > 5 ? `, and ${statements.length - 5} more` : '';
   process.emitWarning(`restore: left out ${statements.length} statement(s) naming roles this server does not have (the objects belong to the restoring user): ${shown}${more}`, { code: 'STRATA_ROLE_MISSING' });
 }

@@ -43,5 +43,5 @@ export async function legacyFacts(client: pg.Client, schemaSql: string): Promise
     }
     out.push({ name: `${table.schema}.${table.name}`, rows, checksum: sha.digest('hex') });
   }
-  return { schemaFingerprint: fingerprint(schemaSql), tables: out };
+  return { schemaFingerprint: fingerprint(schemaSql, 'lines'), tables: out };
 }

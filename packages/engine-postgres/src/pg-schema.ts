@@ -128,14 +128,21 @@ export function splitSchema(sql: string): { pre: string; post: string } {
 }
 
 /**
- * Makes pg_dump output comparable and executable by a plain client: drops comments, blank lines
- * and psql meta-commands (`\restrict` lines carry a random key that differs on every run).
+ * How a schema is normalised for its fingerprint: `statements` (facts version 5 on) drops comment
+ * lines, blank lines and psql meta-commands only between statements, so a function body or a
+ * string keeps every line; `lines` (earlier backups' facts) drops such lines wherever they are,
+ * and is kept to compute those backups' facts as they were recorded.
  */
-export function normaliseSchema(sql: string): string {
-  return sql
-    .split('\n')
-    .filter((line) => !line.startsWith('--') && !line.startsWith('\\') && line.trim() !== '')
-    .join('\n');
+export type Normalisation = 'statements' | 'lines';
+
+/**
+ * Makes pg_dump output comparable: drops comments, blank lines and psql meta-commands
+ * (`\restrict` lines carry a random key that differs on every run).
+ */
+export function normaliseSchema(sql: string, how: Normalisation = 'statements'): string {
+  const noise = (line: string): boolean => line.startsWith('--') || line.startsWith('\\') || line.trim() === '';
+  if (how === 'lines') return sql.split('\n').filter((line) => !noise(line)).join('\n');
+  return [...topLevelLines(sql)].filter(([line, topLevel]) => !(topLevel && noise(line))).map(([line]) => line).join('\n');
 }
 
 /**
@@ -163,8 +170,8 @@ export function comparableSchema(sql: string): string {
 }
 
 /** SHA-256 of the normalised schema. */
-export function fingerprint(sql: string): string {
-  return createHash('sha256').update(normaliseSchema(sql)).digest('hex');
+export function fingerprint(sql: string, how: Normalisation = 'statements'): string {
+  return createHash('sha256').update(normaliseSchema(sql, how)).digest('hex');
 }
 
 /** A name as pg_dump writes it (fmtId: in double quotes, doubled inside, unless it need not be). */
@@ -184,13 +191,16 @@ function nameOf(written: string): string {
  * text as pg_dump's `SET default_tablespace` inside a function's body is never taken for it.
  * Written here: what is needed is where statements begin, not a parse of them.
  */
-function* topLevelLines(sql: string): Generator<[line: string, topLevel: boolean]> {
+export function* topLevelLines(sql: string): Generator<[line: string, topLevel: boolean]> {
   let inStatement = false;
   /** The quote being read: `'`, `"`, or a dollar quote's tag such as `$body$`. */
   let quote: string | undefined;
   let commentDepth = 0;
   for (const line of sql.split('\n')) {
-    yield [line, !inStatement && quote === undefined && commentDepth === 0];
+    const topLevel = !inStatement && quote === undefined && commentDepth === 0;
+    yield [line, topLevel];
+    // A psql meta-command (`\restrict KEY`) ends with its line.
+    if (topLevel && line.startsWith('\\')) continue;
     for (let i = 0; i < line.length; ) {
       if (commentDepth > 0) {
         if (line.startsWith('*/', i)) commentDepth -= 1;
@@ -264,22 +274,56 @@ export function createWithoutTablespace(create: string, missing: readonly string
   return clause && missing.includes(nameOf(clause[1]!)) ? create.replace(clause[0], '') : create;
 }
 
+/** A role as pg_dump writes it: quoted (always, with --quote-all-identifiers), or a bare name. */
+const ROLE = '(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)';
+/** Roles separated by commas, as a policy's TO lists them. */
+const ROLES = `(${ROLE}(?:, ${ROLE})*)`;
+/**
+ * The statements pg_dump writes that name a role, each with its roles in its groups: owners,
+ * privileges given to a role and their grantors, default privileges of or for a role, policies
+ * applying to roles, and the session authorization a grantor's privileges are given under.
+ */
+const ROLE_STATEMENTS = [
+  new RegExp(`OWNER TO ${ROLES};$`),
+  new RegExp(`^(?:GRANT|REVOKE) .* (?:TO|FROM) ${ROLES}(?: WITH GRANT OPTION)?(?: GRANTED BY ${ROLES})?;$`),
+  new RegExp(`^ALTER DEFAULT PRIVILEGES FOR ROLE ${ROLES} `),
+  new RegExp(`^ALTER DEFAULT PRIVILEGES .* (?:TO|FROM) ${ROLES}(?: WITH GRANT OPTION)?;$`),
+  new RegExp(`^CREATE POLICY .* TO ${ROLES}(?: USING| WITH CHECK|;$)`),
+  new RegExp(`^SET SESSION AUTHORIZATION ${ROLES};$`),
+];
+
+/** The roles a statement's first line names where {@link ROLE_STATEMENTS} look, unquoted; PUBLIC and the like are none. */
+function rolesNamedBy(line: string): string[] {
+  const out: string[] = [];
+  for (const pattern of ROLE_STATEMENTS) {
+    for (const list of pattern.exec(line)?.slice(1) ?? []) {
+      for (const [written] of (list ?? '').matchAll(new RegExp(ROLE, 'g'))) {
+        if (['PUBLIC', 'CURRENT_USER', 'SESSION_USER', 'CURRENT_ROLE'].includes(written)) continue;
+        out.push(written.startsWith('"') ? written.slice(1, -1).replaceAll('""', '"') : written);
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * The statements of a schema script that a plain connection can run: psql meta-commands removed,
- * and ownership/privilege statements for roles the target server lacks left out (the objects are
- * then owned by the restoring user, as pg_restore --no-owner would do).
+ * and statements naming roles the target server lacks (owners, privileges, policies) left out
+ * whole: the objects are then owned by the restoring user, as pg_restore --no-owner would do.
+ * Only lines that start a statement are looked at: a function body or a string may hold a line of
+ * the same text, which is the user's and stays as it is.
  */
 export function executableSchema(sql: string, roles: ReadonlySet<string>): { sql: string; skipped: string[] } {
   const skipped: string[] = [];
-  const lines = sql.split('\n').filter((line) => !line.startsWith('\\'));
-  const kept = lines.filter((line) => {
-    const owner = /OWNER TO "?([^";]+)"?;\s*$/.exec(line) ?? /^(?:GRANT|REVOKE) .* (?:TO|FROM) "?([^";,]+)"?;\s*$/.exec(line);
-    if (owner && owner[1] !== 'PUBLIC' && !roles.has(owner[1]!)) {
-      skipped.push(line.trim());
-      return false;
-    }
-    return true;
-  });
+  const kept: string[] = [];
+  let leavingOut = false;
+  for (const [line, topLevel] of topLevelLines(sql)) {
+    if (topLevel) leavingOut = !line.startsWith('\\') && !line.startsWith('--') && rolesNamedBy(line).some((role) => !roles.has(role));
+    if (topLevel && line.startsWith('\\')) continue;
+    if (!leavingOut) kept.push(line);
+    else if (topLevel) skipped.push(line.trim());
+    else skipped[skipped.length - 1] += `\n${line}`;
+  }
   return { sql: kept.join('\n'), skipped };
 }
 
@@ -294,13 +338,13 @@ const OBJECT_HEADER = /^-- Name: (.*); Type: ([A-Z][A-Z ]*); Schema: ([^;]*)(?:;
  * (session settings) are objects of their own. Where an object is the database itself, its name is replaced,
  * since a restore is checked under another name.
  */
-export function schemaObjects(sql: string, database: string): Record<string, string> {
+export function schemaObjects(sql: string, database: string, how: Normalisation = 'statements'): Record<string, string> {
   const out: Record<string, string> = {};
   let key = 'settings';
   let aboutDatabase = false;
   let lines: string[] = [];
   const flush = (): void => {
-    let text = normaliseSchema(lines.join('\n'));
+    let text = normaliseSchema(lines.join('\n'), how);
     lines = [];
     if (text === '') return;
     if (aboutDatabase) text = text.split(`"${database.replace(/"/g, '""')}"`).join('"<database>"');
@@ -308,14 +352,14 @@ export function schemaObjects(sql: string, database: string): Record<string, str
     for (let n = 2; unique in out; n++) unique = `${key} #${n}`;
     out[unique] = createHash('sha256').update(text).digest('hex');
   };
-  for (const line of sql.split('\n')) {
+  for (const [line, topLevel] of how === 'lines' ? sql.split('\n').map((l) => [l, true] as const) : topLevelLines(sql)) {
     if (line === POST_DATA_MARKER) {
       flush();
       key = 'settings post-data';
       aboutDatabase = false;
       continue;
     }
-    const header = OBJECT_HEADER.exec(line);
+    const header = topLevel ? OBJECT_HEADER.exec(line) : null;
     if (!header) {
       lines.push(line);
       continue;

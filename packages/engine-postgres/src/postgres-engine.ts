@@ -29,6 +29,7 @@ import type {
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, pgDumpProgram, schemaObjects, serverMajorOf, splitSchema, withoutTablespaces } from './pg-schema.js';
+import type { Normalisation } from './pg-schema.js';
 import { copyOut, emptyTableStats, joinedName, leafPartitions, listTables, namePart, parseStreamName, partitionTree, populatedMatviews, qualified, refreshOrder, splitQualified, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
@@ -59,8 +60,10 @@ import { LARGE_OBJECTS_FACTS, LARGE_OBJECTS_STREAM, countLargeObjects, largeObje
  * The way this release computes verify facts, recorded as `engineMeta.factsVersion` (see {@link PgMeta}).
  * 3: extensions' configuration tables are among the tables (see listTables).
  * 4: a schema or table name with a dot or a quote is quoted in the table's name (see qualified).
+ * 5: the schema is normalised between statements only, keeping every line of a function body or
+ *    a string (see normaliseSchema).
  */
-const FACTS_VERSION = 4;
+const FACTS_VERSION = 5;
 
 /** The name under which verify facts record the sequences' positions, beside the tables. */
 const SEQUENCES_FACTS = 'pg_sequences';
@@ -240,17 +243,18 @@ export class PostgresEngine extends ServerEngine {
       // A backup's facts leave out what its release did not copy.
       const recordedVersion = options.recordedMeta?.['factsVersion'];
       const tables = await listTables(client, { extensionConfig: typeof recordedVersion !== 'number' || recordedVersion >= 3 });
+      const how: Normalisation = typeof recordedVersion === 'number' && recordedVersion < 5 ? 'lines' : 'statements';
       // PostgreSQL enforces foreign keys itself, except those added NOT VALID, whose old rows it
       // never checked. Such a constraint is no fault of the restore: pg_dump writes NOT VALID into
       // the schema, so one that differs from the backup's shows in the schema comparison.
       const unchecked = Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND NOT convalidated`)).rows[0]!.n);
       const checks = { integrityErrors: [], foreignKeysChecked: unchecked === 0 };
       if (options.recordedMeta && options.recordedMeta['factsVersion'] === undefined) {
-        return { ...(await legacyFacts(client, schemaSql)), schemaObjects: schemaObjects(schemaSql, target.database), ...checks };
+        return { ...(await legacyFacts(client, schemaSql)), schemaObjects: schemaObjects(schemaSql, target.database, 'lines'), ...checks };
       }
       return {
-        schemaFingerprint: withDatabaseProperties(fingerprint(comparableSchema(schemaSql)), database),
-        schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database), ...databaseSchemaObjects(database) },
+        schemaFingerprint: withDatabaseProperties(fingerprint(comparableSchema(schemaSql), how), database),
+        schemaObjects: { ...schemaObjects(comparableSchema(schemaSql), target.database, how), ...databaseSchemaObjects(database) },
         // As in snapshot(): large objects have facts only when there are some (a backup that had some
         // and a restore that lost them all then differ by the missing pg_largeobject entry).
         // Backups made before sequences had facts record no entry for them, and so check none.
