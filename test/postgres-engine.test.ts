@@ -321,6 +321,32 @@ describe('PostgreSQL engine', function () {
     assert.deepEqual(warnings, ["restore: public.t.extra, public.t.note are not in the backup (added since): the restored rows have those columns' default"]);
   });
 
+  it("a table restore leaves a sequence another table's default also draws from no further back than it is, and says so", async () => {
+    const sql = `CREATE TABLE t1 (id serial PRIMARY KEY, v text);
+      CREATE TABLE t2 (id int PRIMARY KEY DEFAULT nextval('t1_id_seq'), v text);
+      INSERT INTO t1 (v) VALUES ('a'), ('b'); INSERT INTO t2 (v) VALUES ('c');`;
+    const live = await databases.create(sql);
+    const record = await repo.backup(pgUrl(live), { database: 'shared-sequence' });
+    await pgQuery(live, "INSERT INTO t1 (v) VALUES ('d'); INSERT INTO t2 (v) VALUES ('e')");
+    const warnings: string[] = [];
+    const keep = (w: Error): void => void warnings.push(w.message);
+    process.on('warning', keep);
+    try {
+      await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['t1'], force: true });
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('warning', keep);
+    }
+    assert.deepEqual(warnings, [
+      "restore: sequence public.t1_id_seq is also used by public.t2, which the restore leaves as it is: it stays where it is rather than going back to the backup's position, so those tables' next ids do not come again",
+    ]);
+    assert.deepEqual((await pgQuery(live, "INSERT INTO t2 (v) VALUES ('f') RETURNING id")).rows, [{ id: 6 }]);
+    assert.deepEqual((await pgQuery(live, 'SELECT id, v FROM t1 ORDER BY id')).rows, [{ id: 1, v: 'a' }, { id: 2, v: 'b' }]);
+    // Named with it, the other table is restored too, and the sequence goes back with both.
+    await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['t1', 't2'], force: true });
+    assert.deepEqual((await pgQuery(live, "INSERT INTO t2 (v) VALUES ('g') RETURNING id")).rows, [{ id: 4 }]);
+  });
+
   it('restores a table of a schema whose name has a dot', async () => {
     const sql = `CREATE SCHEMA "my.schema"; CREATE TABLE "my.schema".t (id serial PRIMARY KEY, v text); INSERT INTO "my.schema".t (v) SELECT 'v' || g FROM generate_series(1, 10) g`;
     const source = await databases.create(sql);

@@ -655,16 +655,45 @@ async function wholePartitionedTables(client: pg.Client, tables: readonly TableN
   return rows.filter((r) => r.leaves.every(([schema, name]) => restored.has(tableKey({ schema, name })))).map((r) => ({ schema: r.schema, name: r.name }));
 }
 
-/** Sets the sequences to the backup's positions: all, or those `only` of these tables own. */
-async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: readonly TableName[]): Promise<void> {
+/**
+ * Sets the sequences to the backup's positions: all, or those `only` of these tables own. A
+ * sequence they own that a table left as it is also takes its defaults from (`DEFAULT
+ * nextval('orders_id_seq')` in another table) goes back no further than where it is: going back
+ * would hand that table's next rows ids it already holds. Returns what to say about those.
+ */
+async function restoreSequences(client: pg.Client, sequences: readonly SequenceState[], only?: readonly TableName[]): Promise<string[]> {
   const keys = new Set(only?.map(tableKey));
+  const notes: string[] = [];
   for (const s of sequences) {
+    const sequence = `${ident(s.schema)}.${ident(s.name)}`;
     if (only) {
       const owner = s.owner !== undefined ? s.owner : await ownerInTarget(client, s);
       if (!owner || !keys.has(tableKey(owner))) continue;
+      const sharing = (await client.query<TableName>(
+        `SELECT DISTINCT n.nspname AS schema, c.relname AS name FROM pg_depend d
+           JOIN pg_attrdef a ON a.oid = d.objid JOIN pg_class c ON c.oid = a.adrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = to_regclass($1)
+          ORDER BY 1, 2`,
+        [sequence],
+      )).rows.filter((t) => !keys.has(tableKey(t)));
+      if (sharing.length > 0) {
+        // Compared by the value each would hand out next, in the sequence's direction.
+        const { ahead } = (await client.query<{ ahead: boolean }>(
+          `SELECT sign(p.seqincrement) * ((CASE WHEN s.is_called THEN s.last_value + p.seqincrement ELSE s.last_value END)
+                 - (CASE WHEN $2::boolean THEN $1::bigint + p.seqincrement ELSE $1::bigint END)) > 0 AS ahead
+             FROM ${sequence} s, pg_sequence p WHERE p.seqrelid = to_regclass($3)`,
+          [s.lastValue, s.isCalled, sequence],
+        )).rows[0]!;
+        const users = sharing.map(qualified).join(', ');
+        if (ahead) {
+          notes.push(`sequence ${qualified(s)} is also used by ${users}, which the restore leaves as it is: it stays where it is rather than going back to the backup's position, so those tables' next ids do not come again`);
+          continue;
+        }
+      }
     }
-    await client.query(`SELECT pg_catalog.setval(${literal(`${ident(s.schema)}.${ident(s.name)}`)}, ${s.lastValue}, ${s.isCalled})`);
+    await client.query(`SELECT pg_catalog.setval(${literal(sequence)}, ${s.lastValue}, ${s.isCalled})`);
   }
+  return notes;
 }
 
 /**
@@ -793,8 +822,9 @@ async function replaceTables(target: PgTarget, chosen: readonly string[], files:
       // table with checks still pending.
       await client.query('SET CONSTRAINTS ALL IMMEDIATE');
       await flipSwitches(client, target, switches, (t) => SWITCH_ENABLE[t.mode]!);
-      await restoreSequences(client, meta.sequences ?? [], [...tables, ...(await wholePartitionedTables(client, tables))]);
+      const sequenceNotes = await restoreSequences(client, meta.sequences ?? [], [...tables, ...(await wholePartitionedTables(client, tables))]);
       await client.query('COMMIT');
+      for (const note of sequenceNotes) process.emitWarning(`restore: ${note}`, { code: 'STRATA_SEQUENCE_SHARED' });
       if (added.length > 0) {
         process.emitWarning(`restore: ${added.join(', ')} ${added.length === 1 ? 'is' : 'are'} not in the backup (added since): the restored rows have ${added.length === 1 ? "that column's" : "those columns'"} default`, { code: 'STRATA_COLUMNS_ADDED' });
       }
