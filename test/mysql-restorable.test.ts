@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Passphrase, initRepository, openRepository } from '@strata/sdk';
+import { Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { ROOT, useTempDir } from './helpers/env.js';
 import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
@@ -85,6 +85,18 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
     await assert.rejects(mysqlQuery(target, "SET SESSION sql_mode = 'STRICT_ALL_TABLES'; INSERT INTO due VALUES (4, '2021-02-31', NULL)"), /Incorrect date value/, 'strict sessions of the target still refuse them');
     const [report] = await repo.verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+  });
+
+  it("a view whose table was dropped is refused at backup time with UNSUPPORTED_OBJECT naming it and what it lacks, and nothing is stored", async () => {
+    const source = await databases.create(`
+      CREATE TABLE kept (id INT PRIMARY KEY); CREATE TABLE gone (id INT);
+      CREATE VIEW fine AS SELECT id FROM kept; CREATE VIEW stale AS SELECT id FROM gone;
+      DROP TABLE gone;`);
+    await assert.rejects(
+      repo.backup(mysqlUrl(source), { database: 'stale' }),
+      (err: unknown) => isStrataError(err, 'UNSUPPORTED_OBJECT') && /view\(s\) stale of /.test(err.message) && /\.gone' doesn't exist/.test(err.message) && /Drop each such view/.test(err.message),
+    );
+    assert.deepEqual((await repo.list()).map((b) => b.id), []);
   });
 
   it('a schema.sql written before statements were framed by length keeps the lines of a body that look like its own', async () => {

@@ -25,7 +25,7 @@ import type {
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, fromClause, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
-import { autoIncrementCounters, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
+import { autoIncrementCounters, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, refuseInvalidViews, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
 import { CREATE_SESSION, RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
@@ -73,6 +73,7 @@ export class MysqlEngine extends ServerEngine {
     try {
       await connection.query('SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ');
       await connection.query('START TRANSACTION WITH CONSISTENT SNAPSHOT');
+      await refuseInvalidViews(connection, target.database);
       const schema = await readSchema(connection, target.database);
       const tables = await listTables(connection, target.database);
       const [[size]] = (await connection.query<mysql.RowDataPacket[]>(

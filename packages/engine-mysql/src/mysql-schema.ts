@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type mysql from 'mysql2/promise';
-import { StrataError } from '@strata/core';
+import { StrataError, named, redactable, withheld } from '@strata/core';
 import { ident } from './mysql-connection.js';
 
 /** Statement terminator in schema.sql: a line with only `;;` (what `DELIMITER ;;` expects). */
@@ -204,6 +204,46 @@ export async function readSchema(connection: mysql.Connection, database: string)
   objects['database'] = `charset ${charset} collate ${collation}`;
   return { charset, collation, pre, post, objects };
 }
+
+/**
+ * Refuses (UNSUPPORTED_OBJECT) a database with a view the server can no longer open: one whose
+ * table, column or function was dropped or renamed after it was created, or whose definer lost
+ * the rights to use them. The server keeps such a view and SHOW CREATE VIEW still shows it, but
+ * CREATE VIEW refuses its statement, so a backup holding it would complete and never restore
+ * (mysqldump refuses it too). For a backup only: a restore over a database with such a view, or
+ * verify reading a restored copy, has no reason to refuse it.
+ */
+export async function refuseInvalidViews(connection: mysql.Connection, database: string): Promise<void> {
+  const [views] = await connection.query<mysql.RowDataPacket[]>(
+    "SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'VIEW' ORDER BY TABLE_NAME",
+    [database],
+  );
+  const invalid: string[] = [];
+  for (const v of views) {
+    try {
+      // Opens the view as a query of it would, without reading a row.
+      await connection.query(`SHOW COLUMNS FROM ${ident(database)}.${ident(v['name'] as string)}`);
+    } catch (err) {
+      if ((err as { errno?: number }).errno !== ER_VIEW_INVALID) throw err;
+      invalid.push(v['name'] as string);
+    }
+  }
+  if (invalid.length === 0) return;
+  // What each lacks, in the server's words. CHECK TABLE ends the snapshot's transaction, which no longer matters: the backup stops here.
+  const reasons: string[] = [];
+  for (const v of invalid) {
+    const [rows] = await connection.query<mysql.RowDataPacket[]>(`CHECK TABLE ${ident(database)}.${ident(v)}`);
+    const lacks = rows.filter((r) => String(r['Msg_type']).toLowerCase() === 'error' && !/^View '.*' references invalid/.test(String(r['Msg_text'])) && String(r['Msg_text']) !== 'Corrupt');
+    reasons.push(`${v}: ${lacks.map((r) => String(r['Msg_text'])).join('; ') || 'no reason given'}`);
+  }
+  throw new StrataError(
+    'UNSUPPORTED_OBJECT',
+    redactable`mysql: view(s) ${named(invalid, 'view')} of ${named(database, 'database')} use a table, column or function that no longer exists, or one their definer may not use (${withheld(reasons.join(', '), 'server message')}); a restore could not create them, so nothing was backed up. Drop each such view, or recreate what it lacks (or CREATE OR REPLACE VIEW it to what it should read), then back up again`,
+  );
+}
+
+/** The server's error for a view that refers to what it cannot use. */
+const ER_VIEW_INVALID = 1356;
 
 /** An event's status in SHOW CREATE EVENT, which always prints it, after ON COMPLETION. */
 const EVENT_STATUS = /(\bON COMPLETION (?:NOT )?PRESERVE )(ENABLE|DISABLE ON (?:SLAVE|REPLICA)|DISABLE)\b/i;
