@@ -513,6 +513,23 @@ $body$;
     assert.equal(pgDump(target2), pgDump(source));
   });
 
+  it("a large object whose owner the target lacks belongs to the restoring user with the owner's privileges, and keeps its grants to roles the target has", async () => {
+    const gone = await role();
+    const reader = await role();
+    const source = await createDatabase('', `SELECT lo_from_bytea(70001, 'x'); ALTER LARGE OBJECT 70001 OWNER TO "${gone}";
+      GRANT SELECT ON LARGE OBJECT 70001 TO "${reader}";`);
+    const record = await repo.backup(pgUrl(source), { database: 'blob-owner' });
+    await pgQuery(source, `REASSIGN OWNED BY "${gone}" TO CURRENT_USER; DROP OWNED BY "${gone}"`);
+    await pgQuery('postgres', `DROP ROLE "${gone}"`);
+    const target = databases.name();
+    const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(target) }));
+    const me = (await pgQuery(target, 'SELECT current_user AS me')).rows[0]!.me as string;
+    assert.deepEqual((await pgQuery(target, 'SELECT lomacl::text AS acl FROM pg_largeobject_metadata WHERE oid = 70001')).rows, [{ acl: `{${me}=rw/${me},${reader}=r/${me}}` }]);
+    const left = warnings.filter((w) => w.includes('roles this server does not have')).join('\n');
+    assert.match(left, new RegExp(`ALTER LARGE OBJECT 70001 OWNER TO "${gone}"`));
+    assert.doesNotMatch(left, new RegExp(reader));
+  });
+
   it("sequences' positions are recorded as facts and checked by verify; they are not offered as a table", async () => {
     const source = await createDatabase('', `
       CREATE TABLE orders (id serial PRIMARY KEY, note text);

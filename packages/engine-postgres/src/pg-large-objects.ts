@@ -83,9 +83,9 @@ function line(value: ObjectLine | PieceLine): Buffer {
 
 /**
  * A sink that recreates the large objects of {@link LARGE_OBJECTS_STREAM} with their OIDs, owners,
- * privileges and comments. Owners and grants naming a role the server lacks are left out (the
- * object then belongs to the restoring user), the same policy as for schema objects; they are
- * returned by `skipped()`.
+ * privileges and comments. Owners and grants to a role the server lacks are left out (the object
+ * then belongs to the restoring user, which takes the owner's privileges too), the same policy as
+ * for schema objects; they are returned by `skipped()`.
  */
 export function largeObjectsSink(client: pg.Client, roles: ReadonlySet<string>, refused: (what: string, err: unknown) => Error): StreamTarget & { skipped(): string[] } {
   let carry = '';
@@ -106,13 +106,18 @@ export function largeObjectsSink(client: pg.Client, roles: ReadonlySet<string>, 
     if (roles.has(value.owner)) sql.push(owner);
     else skipped.push(owner);
     if (value.grants) {
+      // The restoring user takes a missing owner's place, its privileges with it (as a table's
+      // owner's, whose grants pg_dump writes for the owner to run).
+      const ownerRole = roles.has(value.owner) ? ident(value.owner) : 'CURRENT_USER';
       // A recorded ACL replaces the default one, which gives the owner everything.
-      sql.push(`REVOKE ALL ON LARGE OBJECT ${oid} FROM ${roles.has(value.owner) ? ident(value.owner) : 'CURRENT_USER'};`);
+      sql.push(`REVOKE ALL ON LARGE OBJECT ${oid} FROM ${ownerRole};`);
       for (const g of value.grants) {
-        const grant = `GRANT ${g.privilege} ON LARGE OBJECT ${oid} TO ${g.grantee === 'PUBLIC' ? 'PUBLIC' : ident(g.grantee)}${g.grantable ? ' WITH GRANT OPTION' : ''};`;
-        if ((g.grantee !== 'PUBLIC' && !roles.has(g.grantee)) || !roles.has(g.grantor)) skipped.push(grant);
-        // The grantor is whoever runs GRANT (the owner when a superuser does): act as the recorded one.
-        else if (g.grantor !== value.owner) sql.push(`SET ROLE ${ident(g.grantor)};`, grant, 'RESET ROLE;');
+        const grantee = g.grantee === 'PUBLIC' ? 'PUBLIC' : g.grantee === value.owner ? ownerRole : ident(g.grantee);
+        const grant = `GRANT ${g.privilege} ON LARGE OBJECT ${oid} TO ${grantee}${g.grantable ? ' WITH GRANT OPTION' : ''};`;
+        if (g.grantee !== 'PUBLIC' && g.grantee !== value.owner && !roles.has(g.grantee)) skipped.push(grant);
+        // The grantor is whoever runs GRANT (the owner when a superuser does): act as the recorded
+        // one, unless it is the owner or missing, when the restoring user gives it in its place.
+        else if (g.grantor !== value.owner && roles.has(g.grantor)) sql.push(`SET ROLE ${ident(g.grantor)};`, grant, 'RESET ROLE;');
         else sql.push(grant);
       }
     }
