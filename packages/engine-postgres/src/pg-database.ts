@@ -260,6 +260,37 @@ export async function reportSubscriptions(client: pg.Client): Promise<void> {
   );
 }
 
+/** An event trigger of a restored database that was switched on, with its mode (O, R or A, as pg_event_trigger.evtenabled). */
+export interface EventTriggerSwitch {
+  readonly name: string;
+  readonly mode: string;
+}
+
+/**
+ * Switches off the restored database's event triggers, for the statements the restore itself runs
+ * after the post-data script created them (pg_dump writes event triggers last but for their
+ * owners and comments, which fire none). A REFRESH MATERIALIZED VIEW fires ddl_command_start and
+ * ddl_command_end: a trigger that logs DDL would add rows the backup never had (and fail the
+ * restore when its function names its table unqualified, under pg_dump's empty search_path), one
+ * that forbids DDL would fail every restore. Returns those switched off, for
+ * {@link switchOnEventTriggers}; only their owner (a superuser, as for creating them) may.
+ */
+export async function switchOffEventTriggers(client: pg.Client): Promise<EventTriggerSwitch[]> {
+  const enabled = (await client.query<{ name: string; mode: string }>("SELECT evtname AS name, evtenabled::text AS mode FROM pg_event_trigger WHERE evtenabled <> 'D' ORDER BY 1")).rows;
+  for (const { name } of enabled) await client.query(`ALTER EVENT TRIGGER ${ident(name)} DISABLE`);
+  return enabled;
+}
+
+/** Switches the event triggers back on, each in the mode it had (ALTER EVENT TRIGGER fires none). */
+export async function switchOnEventTriggers(client: pg.Client, switches: readonly EventTriggerSwitch[]): Promise<void> {
+  const how: Record<string, string> = { O: 'ENABLE', R: 'ENABLE REPLICA', A: 'ENABLE ALWAYS' };
+  for (const { name, mode } of switches) {
+    const action = how[mode];
+    if (!action) throw new StrataError('INTERNAL', redactable`restore: event trigger ${named(name, 'event trigger')} had the unknown mode ${mode}`);
+    await client.query(`ALTER EVENT TRIGGER ${ident(name)} ${action}`);
+  }
+}
+
 /**
  * An enabled subscription keeps a worker connected to its database, so the database cannot be
  * renamed away; and disabling it for the user would change the target before the restore is sure

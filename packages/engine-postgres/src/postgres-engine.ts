@@ -49,6 +49,8 @@ import {
   refuseEnabledSubscriptions,
   reportSubscriptions,
   setClientEncoding,
+  switchOffEventTriggers,
+  switchOnEventTriggers,
   withDatabaseProperties,
 } from './pg-database.js';
 import type { DatabaseDescription } from './pg-database.js';
@@ -554,8 +556,13 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
         } finally {
           await endSecond();
         }
+        // No event trigger of the restored database may fire on the restore's own statements
+        // (the REFRESHes below); what runs after them is outside this database (ALTER DATABASE,
+        // the rename, from the postgres database), where its event triggers never fire.
+        const eventTriggers = await switchOffEventTriggers(work);
         await restoreSequences(work, meta.sequences ?? []);
         for (const view of await refreshOrder(work, meta.matviews ?? [])) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        await switchOnEventTriggers(work, eventTriggers);
         reportSkipped(largeObjects?.skipped() ?? []);
         await reportSubscriptions(work);
         await work.end();

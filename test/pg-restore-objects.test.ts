@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { Passphrase, initRepository, openRepository } from '@strata/sdk';
+import type { Repository } from '@strata/sdk';
+import { useTempDir } from './helpers/env.js';
+import { Databases, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
+
+/** Collects the Node warnings an operation emits (the engine's way of saying what it left out). */
+async function warningsOf<T>(work: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
+  const warnings: string[] = [];
+  const listener = (w: Error): void => void warnings.push(w.message);
+  process.on('warning', listener);
+  try {
+    const result = await work();
+    await new Promise((resolve) => setImmediate(resolve));
+    return { result, warnings };
+  } finally {
+    process.off('warning', listener);
+  }
+}
+
+describe('PostgreSQL engine: objects a whole-database restore must bring back as they were', function () {
+  const dir = useTempDir();
+  const databases = new Databases();
+  const passphrase = new Passphrase('postgres restore objects tests');
+  let repo: Repository;
+
+  before(async function () {
+    await requirePostgres(this);
+  });
+
+  beforeEach(async () => {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+  });
+
+  afterEach(async () => {
+    await repo.close();
+    await databases.dropAll();
+  });
+
+  const eventTriggers = async (database: string) =>
+    (await pgQuery(database, 'SELECT evtname AS name, evtenabled AS mode FROM pg_event_trigger ORDER BY 1')).rows;
+
+  describe('event triggers', () => {
+    it("fire on none of the restore's own statements: a trigger that logs DDL logs nothing, and comes back in its mode", async () => {
+      // The function names its table unqualified: under pg_dump's empty search_path it would fail.
+      const source = await databases.create(`
+        CREATE TABLE ddl_log (id serial PRIMARY KEY, tag text);
+        CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO ddl_log (tag) VALUES (tg_tag); END $$;
+        CREATE FUNCTION log_ddl_qualified() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.ddl_log (tag) VALUES (tg_tag || ' (qualified)'); END $$;
+        CREATE EVENT TRIGGER et ON ddl_command_end EXECUTE FUNCTION log_ddl();
+        CREATE EVENT TRIGGER et_always ON ddl_command_end EXECUTE FUNCTION log_ddl_qualified();
+        ALTER EVENT TRIGGER et_always ENABLE ALWAYS;
+        CREATE TABLE base (id int PRIMARY KEY, v int);
+        INSERT INTO base VALUES (1, 5), (2, 7);
+        CREATE MATERIALIZED VIEW mv AS SELECT sum(v) AS total FROM base;`);
+      const logged = (await pgQuery(source, 'SELECT id, tag FROM ddl_log ORDER BY id')).rows;
+      assert.equal(logged.length, 4);
+      const record = await repo.backup(pgUrl(source), { database: 'et' });
+      const target = databases.name();
+      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      assert.deepEqual((await pgQuery(target, 'SELECT id, tag FROM ddl_log ORDER BY id')).rows, logged);
+      assert.deepEqual((await pgQuery(target, 'SELECT total FROM mv')).rows, [{ total: '12' }]);
+      assert.deepEqual(await eventTriggers(target), [{ name: 'et', mode: 'O' }, { name: 'et_always', mode: 'A' }]);
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    });
+
+    it('a trigger that forbids DDL does not stop the restore, and comes back switched on', async () => {
+      const source = await databases.create(`
+        CREATE TABLE base (id int PRIMARY KEY, v int);
+        INSERT INTO base VALUES (1, 5);
+        CREATE MATERIALIZED VIEW mv AS SELECT sum(v) AS total FROM base;
+        CREATE FUNCTION no_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no DDL here (%)', tg_tag; END $$;
+        CREATE EVENT TRIGGER no_ddl ON ddl_command_start EXECUTE FUNCTION no_ddl();
+        ALTER EVENT TRIGGER no_ddl ENABLE REPLICA;
+        CREATE EVENT TRIGGER no_ddl_either ON ddl_command_start EXECUTE FUNCTION no_ddl();`);
+      const record = await repo.backup(pgUrl(source), { database: 'block' });
+      const target = databases.name();
+      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      assert.deepEqual((await pgQuery(target, 'SELECT total FROM mv')).rows, [{ total: '5' }]);
+      assert.deepEqual(await eventTriggers(target), [{ name: 'no_ddl', mode: 'R' }, { name: 'no_ddl_either', mode: 'O' }]);
+      await assert.rejects(pgQuery(target, 'CREATE TABLE t (id int)'), /no DDL here \(CREATE TABLE\)/);
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    });
+  });
+});
+
+
