@@ -402,6 +402,21 @@ z' $$;`);
     assert.deepEqual((await pgQuery(target, "SELECT polname FROM pg_policy")).rows, []);
   });
 
+  it('a SECURITY DEFINER function whose owner the target lacks is said to run with the restoring user\'s rights now', async () => {
+    const gone = await role();
+    const source = await databases.create(`CREATE FUNCTION run_sql(q text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN EXECUTE q; END $$;
+      CREATE FUNCTION plain() RETURNS int LANGUAGE sql AS 'SELECT 1';
+      ALTER FUNCTION run_sql(text) OWNER TO "${gone}"; ALTER FUNCTION plain() OWNER TO "${gone}";`);
+    const record = await repo.backup(pgUrl(source), { database: 'definer' });
+    await pgQuery(source, `REASSIGN OWNED BY "${gone}" TO CURRENT_USER; DROP OWNED BY "${gone}"`);
+    await pgQuery('postgres', `DROP ROLE "${gone}"`);
+    const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(databases.name()) }));
+    const definer = warnings.filter((w) => w.includes('SECURITY DEFINER'));
+    assert.equal(definer.length, 1, JSON.stringify(warnings));
+    assert.match(definer[0]!, /^restore: SECURITY DEFINER public\.run_sql\(text\) belonged to roles this server does not have and now belong to \S+, so they run with/);
+    assert.doesNotMatch(definer[0]!, /plain/);
+  });
+
   it("an incremental after a change to a function body's comment line is not reported as \"nothing changed\"", async () => {
     const body = (comment: string): string => `CREATE OR REPLACE FUNCTION h() RETURNS int LANGUAGE plpgsql AS $$
 BEGIN

@@ -327,6 +327,32 @@ export function executableSchema(sql: string, roles: ReadonlySet<string>): { sql
   return { sql: kept.join('\n'), skipped };
 }
 
+/**
+ * Says which SECURITY DEFINER functions or procedures of `client`'s database lost their owner to
+ * {@link executableSchema} (its `skipped` statements): they now belong to the restoring user and
+ * run with its rights, most often a superuser's, which whoever may execute them then has.
+ */
+export async function reportDefinersWithoutOwner(client: pg.Client, skipped: readonly string[]): Promise<void> {
+  const names = skipped.flatMap((statement) => {
+    const m = /^ALTER (?:FUNCTION|PROCEDURE) ("(?:[^"]|"")+")\.("(?:[^"]|"")+")\(.* OWNER TO /.exec(statement);
+    return m ? [[m[1]!.slice(1, -1).replaceAll('""', '"'), m[2]!.slice(1, -1).replaceAll('""', '"')]] : [];
+  });
+  if (names.length === 0) return;
+  const rows = (await client.query<{ routine: string; owner: string; superuser: boolean }>(
+    `SELECT p.oid::regprocedure::text AS routine, r.rolname AS owner, r.rolsuper AS superuser
+       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles r ON r.oid = p.proowner
+      WHERE p.prosecdef AND r.rolname = current_user AND (n.nspname, p.proname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+      ORDER BY 1`,
+    [names.map((n) => n[0]), names.map((n) => n[1])],
+  )).rows;
+  if (rows.length === 0) return;
+  const owner = rows[0]!.owner;
+  process.emitWarning(
+    `restore: SECURITY DEFINER ${rows.map((r) => r.routine).join(', ')} belonged to roles this server does not have and now belong to ${owner}, so they run with ${owner}'s rights${rows[0]!.superuser ? " (a superuser's)" : ''} for whoever may execute them; ALTER FUNCTION ... OWNER TO a role with the rights they need, or REVOKE EXECUTE, before they are used`,
+    { code: 'STRATA_DEFINER_OWNER' },
+  );
+}
+
 /** pg_dump's header above each object: `-- Name: orders; Type: TABLE; Schema: public; Owner: app`. */
 const OBJECT_HEADER = /^-- Name: (.*); Type: ([A-Z][A-Z ]*); Schema: ([^;]*)(?:; Owner: .*)?$/;
 

@@ -28,7 +28,7 @@ import type {
 } from '@strata/core';
 import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, parseTarget, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
-import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, pgDumpProgram, schemaObjects, serverMajorOf, splitSchema, withoutTablespaces } from './pg-schema.js';
+import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, pgDumpProgram, reportDefinersWithoutOwner, schemaObjects, serverMajorOf, splitSchema, withoutTablespaces } from './pg-schema.js';
 import type { Normalisation } from './pg-schema.js';
 import { copyOut, emptyTableStats, joinedName, leafPartitions, listTables, namePart, parseStreamName, partitionTree, populatedMatviews, qualified, refreshOrder, splitQualified, statsOf, streamName } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
@@ -42,6 +42,8 @@ import {
   describeDatabase,
   dropDatabase,
   identInEncoding,
+  matchPublicSchema,
+  readPublicSchema,
   recordedCreate,
   renameDatabase,
   reportSkipped,
@@ -53,7 +55,7 @@ import {
   switchOnEventTriggers,
   withDatabaseProperties,
 } from './pg-database.js';
-import type { DatabaseDescription } from './pg-database.js';
+import type { DatabaseDescription, PublicSchema } from './pg-database.js';
 import { legacyFacts } from './pg-legacy-facts.js';
 import { PG_IDENTIFIER_LIMIT, pgAdmin } from './pg-admin.js';
 import { LARGE_OBJECTS_FACTS, LARGE_OBJECTS_STREAM, countLargeObjects, largeObjectFacts, largeObjectsSink, readLargeObjects } from './pg-large-objects.js';
@@ -99,6 +101,11 @@ interface PgMeta {
   tables: { stream: string; table: string; columns?: string[]; types?: string[] }[];
   /** Encoding, locale and properties of the database itself (absent in backups of older versions). */
   database?: DatabaseDescription;
+  /**
+   * Whether the database had a `public` schema, and its comment (see PublicSchema). Absent in
+   * backups made before it was recorded: their restores keep template0's, as they always did.
+   */
+  publicSchema?: PublicSchema;
   /**
    * How the verify facts were computed: 2 = by the server (row count and MD5 sum per table, FROM
    * ONLY) with the database's properties in the fingerprint. Absent in backups of earlier
@@ -183,6 +190,7 @@ export class PostgresEngine extends ServerEngine {
         matviews,
         tables: await withColumnTypes(client, tables),
         database,
+        publicSchema: await readPublicSchema(client),
         factsVersion: FACTS_VERSION,
       };
       const largeObjects = await countLargeObjects(client);
@@ -513,6 +521,7 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
       const pre = executableSchema(withoutTablespaces(parts.pre, missing), roles);
       reportSkipped(pre.skipped);
       await applySchema(work, pre.sql, target);
+      await reportDefinersWithoutOwner(work, pre.skipped);
       await applyScriptHeader(second, pre.sql, target);
     },
     streamTarget: async (name) => {
@@ -544,6 +553,8 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
           if (passedOver.length > 0) throw new StrataError('INTERNAL', redactable`restore: the rows of ${named(passedOver, 'table')} were not loaded; nothing was restored`);
         }
         const meta = info.engineMeta as unknown as PgMeta;
+        // Before the post-data script, whose event triggers would fire on it.
+        if (meta.publicSchema) await matchPublicSchema(work, target, meta.publicSchema);
         await loadFiles(work, target, children, meta);
         await removeChildFiles();
         const roles = await existingRoles(work);
