@@ -1,12 +1,19 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
+import { MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { ROOT, useTempDir } from './helpers/env.js';
 import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
 
 /** What a backup must hold so that its restore gives back what the source had, or be refused when it cannot. */
+
+const engine = new MysqlEngine();
+
+/** A MariaDB string literal of `text`. */
+function sqlString(text: string): string {
+  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "''").replace(/\n/g, '\\n')}'`;
+}
 
 interface SchemaModule {
   parseSchemaText(text: string): { pre: string[]; post: string[] };
@@ -97,6 +104,35 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
       (err: unknown) => isStrataError(err, 'UNSUPPORTED_OBJECT') && /view\(s\) stale of /.test(err.message) && /\.gone' doesn't exist/.test(err.message) && /Drop each such view/.test(err.message),
     );
     assert.deepEqual((await repo.list()).map((b) => b.id), []);
+  });
+
+  it("the database's COMMENT comes back, also over a database with another one (--force), and verify tells a copy without it apart", async () => {
+    const comment = "the shop's data\nsecond line \\ -- strata";
+    const source = await databases.create(`ALTER DATABASE COMMENT ${sqlString(comment)}; CREATE TABLE t (id INT PRIMARY KEY);`);
+    const commentOf = async (database: string): Promise<unknown> => (await mysqlQuery(undefined, `SELECT SCHEMA_COMMENT AS c FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '${database}'`)) as unknown;
+    const record = await repo.backup(mysqlUrl(source), { database: 'commented' });
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    assert.deepEqual(await commentOf(target), [{ c: comment }]);
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    const live = await databases.create("ALTER DATABASE COMMENT 'old words'; CREATE TABLE t (id INT PRIMARY KEY);");
+    await repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true });
+    assert.deepEqual(await commentOf(live), [{ c: comment }]);
+    // What verify compares: the restored copy's facts against the backup's.
+    const facts = await engine.inspect(mysqlUrl(target));
+    await mysqlQuery(target, "ALTER DATABASE COMMENT ''");
+    const without = await engine.inspect(mysqlUrl(target));
+    assert.notEqual(without.schemaObjects!['database'], facts.schemaObjects!['database']);
+    assert.equal(without.schemaFingerprint, facts.schemaFingerprint);
+  });
+
+  it("a backup of a database without a comment clears the target's old one when restored over it (--force)", async () => {
+    const source = await databases.create('CREATE TABLE t (id INT PRIMARY KEY);');
+    const record = await repo.backup(mysqlUrl(source), { database: 'plain' });
+    const live = await databases.create("ALTER DATABASE COMMENT 'old words'; CREATE TABLE t (id INT PRIMARY KEY);");
+    await repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true });
+    assert.deepEqual(await mysqlQuery(undefined, `SELECT SCHEMA_COMMENT AS c FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '${live}'`), [{ c: '' }]);
   });
 
   it('a schema.sql written before statements were framed by length keeps the lines of a body that look like its own', async () => {

@@ -25,7 +25,7 @@ import type {
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, fromClause, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
-import { autoIncrementCounters, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, refuseInvalidViews, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
+import { autoIncrementCounters, databaseOptions, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, refuseInvalidViews, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
 import { CREATE_SESSION, RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
@@ -304,7 +304,7 @@ async function beginDatabaseRestore(
       wanted?.prepare(text);
       schemaSql = text;
       schema = parseSchemaText(text);
-      await admin.query(`CREATE DATABASE ${ident(work)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
+      await admin.query(`CREATE DATABASE ${ident(work)} ${databaseOptions(schema)}`);
       workDatabase.created();
       await admin.query(`USE ${ident(work)}`);
       second = await connect(target, { useDatabase: false });
@@ -360,7 +360,7 @@ async function beginDatabaseRestore(
           swapped = true;
           await finishSwap(admin, record, aside, disabledEvents ? { disabledEvents } : {});
         } else {
-          await admin.query(`CREATE DATABASE ${ident(target.database)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
+          await admin.query(`CREATE DATABASE ${ident(target.database)} ${databaseOptions(schema)}`);
           createdTarget = true;
           // One statement: every table moves, or none does.
           if (incoming.length > 0) await admin.query(`RENAME TABLE ${incoming.map((t) => `${ident(work)}.${ident(t)} TO ${ident(target.database)}.${ident(t)}`).join(', ')}`);

@@ -13,6 +13,8 @@ export const POST_DATA_MARKER = '-- strata: post-data (views, triggers, events) 
  * backups with no such line wrote BIT as HEX().
  */
 export const ROW_FORMAT_MARKER = '-- strata: row format 3 (BIT as decimal numbers, FLOAT as DOUBLE, history rows of system-versioned tables, text of character sets other than Unicode, ascii and latin1 as its bytes in hex, ENUM and SET as numbers)';
+/** Begins the header line with the database's comment, as a JSON string (one line whatever it holds). */
+const COMMENT_MARKER = '-- strata: database comment ';
 /** Says that `{{db}}.` stands for the database only outside quoted strings (backups without it put it inside them too). */
 export const PLACEHOLDER_MARKER = '-- strata: {{db}}. stands for the database outside quoted strings only';
 /** What the statements say `{{db}}.` for: the database they are read from or run in, followed by a dot. */
@@ -21,6 +23,11 @@ const PLACEHOLDER = '{{db}}.';
 export interface MysqlSchema {
   readonly charset: string;
   readonly collation: string;
+  /**
+   * The database's COMMENT (MariaDB's SCHEMA_COMMENT), '' for none; undefined where not known: a
+   * schema.sql written before it was recorded, or a server without database comments (MySQL).
+   */
+  readonly comment?: string;
   readonly pre: string[];
   readonly post: string[];
   /** Object key (`table orders`, `trigger trg`) to its normalised definition; only from a live database. */
@@ -148,10 +155,8 @@ function quote(value: string): string {
  * the schema restores into a database of any name.
  */
 export async function readSchema(connection: mysql.Connection, database: string): Promise<MysqlSchema> {
-  const [[info]] = (await connection.query<mysql.RowDataPacket[]>(
-    'SELECT DEFAULT_CHARACTER_SET_NAME AS charset, DEFAULT_COLLATION_NAME AS collation FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?',
-    [database],
-  )) as unknown as [mysql.RowDataPacket[]];
+  // Every column: SCHEMA_COMMENT is MariaDB's (10.5 and later), MySQL has none.
+  const [[info]] = (await connection.query<mysql.RowDataPacket[]>('SELECT * FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?', [database])) as unknown as [mysql.RowDataPacket[]];
   const placeholder = (sql: string): string => replaceOutsideStrings(sql, `${ident(database)}.`, PLACEHOLDER);
   const pre: string[] = [];
   const post: string[] = [];
@@ -199,10 +204,13 @@ export async function readSchema(connection: mysql.Connection, database: string)
   for (const e of [...events].sort((a, b) => String(a['Name']).localeCompare(String(b['Name'])))) {
     add(post, `event ${String(e['Name'])}`, placeholder(await showCreate(connection, 'EVENT', e['Name'] as string, 'Create Event')));
   }
-  const charset = String(info?.['charset'] ?? 'utf8mb4');
-  const collation = String(info?.['collation'] ?? 'utf8mb4_general_ci');
-  objects['database'] = `charset ${charset} collate ${collation}`;
-  return { charset, collation, pre, post, objects };
+  const charset = String(info?.['DEFAULT_CHARACTER_SET_NAME'] ?? 'utf8mb4');
+  const collation = String(info?.['DEFAULT_COLLATION_NAME'] ?? 'utf8mb4_general_ci');
+  const comment = info?.['SCHEMA_COMMENT'] === undefined || info['SCHEMA_COMMENT'] === null ? undefined : String(info['SCHEMA_COMMENT']);
+  // The comment only where there is one: a backup made before comments were recorded has this
+  // object without it, and so has the copy its restore makes (which gets none), so it still verifies.
+  objects['database'] = `charset ${charset} collate ${collation}${comment ? ` comment ${JSON.stringify(comment)}` : ''}`;
+  return { charset, collation, ...(comment !== undefined ? { comment } : {}), pre, post, objects };
 }
 
 /**
@@ -356,6 +364,7 @@ export function schemaText(schema: MysqlSchema): string {
     ROW_FORMAT_MARKER,
     PLACEHOLDER_MARKER,
     FRAMING_MARKER,
+    ...(schema.comment !== undefined ? [`${COMMENT_MARKER}${JSON.stringify(schema.comment)}`] : []),
     'DELIMITER ;;',
     ...schema.pre.flatMap(framed),
     POST_DATA_MARKER,
@@ -363,6 +372,14 @@ export function schemaText(schema: MysqlSchema): string {
     'DELIMITER ;',
     '',
   ].join('\n');
+}
+
+/**
+ * The options of CREATE or ALTER DATABASE that give a database the schema's character set,
+ * collation and comment (a comment is left as it is where the schema does not know it).
+ */
+export function databaseOptions(schema: MysqlSchema): string {
+  return `CHARACTER SET ${schema.charset} COLLATE ${schema.collation}${schema.comment === undefined ? '' : ` COMMENT ${quote(schema.comment)}`}`;
 }
 
 /** Parses schema.sql back into its parts; a list entry each statement, settings apart from theirs. */
@@ -373,9 +390,18 @@ export function parseSchemaText(text: string): MysqlSchema {
   const headerLines = start ? text.slice(0, start.index).split('\n') : [];
   const body = start ? text.slice(start.index + start[0].length) : undefined;
   const parts = body !== undefined && headerLines.includes(FRAMING_MARKER) ? framedStatements(body) : delimitedStatements(text, body);
+  const commentLine = headerLines.find((line) => line.startsWith(COMMENT_MARKER));
+  let comment: unknown;
+  try {
+    comment = commentLine === undefined ? undefined : JSON.parse(commentLine.slice(COMMENT_MARKER.length));
+  } catch {
+    comment = null;
+  }
+  if (comment !== undefined && typeof comment !== 'string') throw new StrataError('ARTIFACT_CORRUPT', "restore: the backup's schema.sql is damaged: its database comment line holds no JSON string");
   return {
     charset: header?.[1] ?? 'utf8mb4',
     collation: header?.[2] ?? 'utf8mb4_general_ci',
+    ...(comment !== undefined ? { comment } : {}),
     ...parts,
     placeholdersOutsideStrings: start ? headerLines.includes(PLACEHOLDER_MARKER) : text.includes(PLACEHOLDER_MARKER),
   };

@@ -5,7 +5,7 @@ import type { WorkDatabaseName } from '@strata/core';
 import { connect, ident } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
 import { RESTORE_SESSION, dropProgrammable, retargetDefaults, runProgrammable, runUnit } from './mysql-objects.js';
-import { parseSchemaText, readSchema, showCreate, withoutTriggerOrder } from './mysql-schema.js';
+import { databaseOptions, parseSchemaText, readSchema, showCreate, withoutTriggerOrder } from './mysql-schema.js';
 
 /**
  * The swap at the end of a restore into an existing MySQL database, made so that a process
@@ -353,7 +353,7 @@ export async function finishSwap(connection: mysql.Connection, record: SwapRecor
     await recreateTriggers(connection, db, record.objects.triggers);
   } else {
     const schema = parseSchemaText(record.objects.after);
-    await connection.query(`ALTER DATABASE ${ident(db)} CHARACTER SET ${schema.charset} COLLATE ${schema.collation}`);
+    await connection.query(`ALTER DATABASE ${ident(db)} ${databaseOptions(schema)}`);
     await retargetDefaults(connection, record.work, db);
     // The target's own views, routines and events stayed until now; its tables' triggers left with them.
     await dropProgrammable(connection, db);
@@ -392,7 +392,7 @@ export async function undoSwap(connection: mysql.Connection, record: SwapRecord,
 async function restoreObjects(connection: mysql.Connection, record: SwapRecord): Promise<void> {
   if (record.objects.kind === 'tables') return recreateTriggers(connection, record.database, record.objects.triggers);
   const before = parseSchemaText(record.objects.before);
-  await connection.query(`ALTER DATABASE ${ident(record.database)} CHARACTER SET ${before.charset} COLLATE ${before.collation}`);
+  await connection.query(`ALTER DATABASE ${ident(record.database)} ${databaseOptions(before)}`);
   await dropProgrammable(connection, record.database);
   await runProgrammable(connection, record.database, before, { events: true });
 }
