@@ -403,6 +403,83 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.deepEqual(await rows(target, 'SELECT strata_raw FROM u ORDER BY id'), [{ strata_raw: 5 }, { strata_raw: 12 }]);
   });
 
+  it('a MERGE table is backed up and restored as its definition only: its MyISAM tables keep their rows exactly, and verify passes without writing through it', async function () {
+    this.timeout(120_000);
+    const source = await databases.create(`CREATE TABLE t1 (id INT NOT NULL, v VARCHAR(10), KEY (id)) ENGINE=MyISAM; CREATE TABLE t2 (id INT NOT NULL, v VARCHAR(10), KEY (id)) ENGINE=MyISAM;
+      CREATE TABLE m (id INT NOT NULL, v VARCHAR(10), KEY (id)) ENGINE=MRG_MyISAM UNION=(t1, t2) INSERT_METHOD=LAST;
+      INSERT INTO t1 VALUES (1, 'a'), (2, 'b'); INSERT INTO t2 VALUES (3, 'c');`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'merge' });
+    const all = { t1: 'SELECT * FROM t1 ORDER BY id', t2: 'SELECT * FROM t2 ORDER BY id', m: 'SELECT * FROM m ORDER BY id' };
+    const expected: Record<string, unknown[]> = {};
+    for (const [t, sql] of Object.entries(all)) expected[t] = await rows(source, sql);
+    assert.equal(expected['m']!.length, 3);
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    for (const [t, sql] of Object.entries(all)) assert.deepEqual(await rows(target, sql), expected[t], `restored ${t}`);
+    assert.equal(mysqlDump(target, ['--no-data']), mysqlDump(source, ['--no-data']));
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    for (const [t, sql] of Object.entries(all)) assert.deepEqual(await rows(source, sql), expected[t], `source ${t} after verify`);
+
+    // A backup made before facts version 5 carries the rows read through m and its facts: the
+    // restore leaves that stream out, and a restored copy is measured with m's facts for it.
+    const snapshot = await engine.snapshot(mysqlUrl(source), { schemaOnly: false, tempDir: path.join(dir.path, 'tmp') });
+    const old = databases.name();
+    try {
+      assert.deepEqual(snapshot.streams.map((s) => s.name).sort(), ['t1.rows', 't2.rows']);
+      const session = await engine.beginRestore(mysqlUrl(old), { force: false, tempDir: path.join(dir.path, 'tmp') });
+      await session.prepare!(snapshot.schemaSql);
+      const streams = [...snapshot.streams.map((s) => ({ name: s.name, chunks: s.open() })), { name: 'm.rows', chunks: (async function* () { yield Buffer.from('1\ta\n2\tb\n3\tc\n'); })() }];
+      for (const { name, chunks } of streams) {
+        const sink = await session.streamTarget(name);
+        if (sink.kind !== 'sink') continue;
+        for await (const chunk of chunks) await sink.write(chunk);
+        await sink.end();
+      }
+      await session.commit({ schemaOnly: false, schemaSql: snapshot.schemaSql, engineMeta: { ...snapshot.engineMeta, factsVersion: 4 }, tables: ['m', 't1', 't2'] });
+    } finally {
+      await snapshot.close();
+    }
+    for (const [t, sql] of Object.entries(all)) assert.deepEqual(await rows(old, sql), expected[t], `${t} restored from a backup of facts version 4`);
+    const names = async (factsVersion?: number) => (await engine.inspect(mysqlUrl(old), factsVersion ? { recordedMeta: { factsVersion } } : {})).tables.map((t) => `${t.name}:${t.rows}`);
+    assert.deepEqual(await names(4), ['m:3', 't1:2', 't2:1']);
+    assert.deepEqual(await names(), ['t1:2', 't2:1']);
+    // --tables naming m, which such a backup lists, is refused: its rows are t1's and t2's.
+    const tableRestore = await engine.beginRestore(mysqlUrl(old), { force: true, tables: ['m'], tempDir: path.join(dir.path, 'tmp') });
+    await tableRestore.prepare!(snapshot.schemaSql);
+    const sink = await tableRestore.streamTarget('m.rows');
+    if (sink.kind === 'sink') {
+      await sink.write(Buffer.from('1\ta\n'));
+      await sink.end();
+    }
+    await assert.rejects(
+      tableRestore.commit({ schemaOnly: false, schemaSql: snapshot.schemaSql, engineMeta: { ...snapshot.engineMeta, factsVersion: 4 }, tables: ['m', 't1', 't2'] }),
+      (err: unknown) => isStrataError(err, 'USAGE') && /m of the target hold no rows of their own/.test(err.message),
+    );
+    await tableRestore.abort();
+    for (const [t, sql] of Object.entries(all)) assert.deepEqual(await rows(old, sql), expected[t], `${t} after the refused --tables m`);
+  });
+
+  it("a MERGE table over another database's table: verify and restore leave that table alone", async function () {
+    this.timeout(120_000);
+    const other = await databases.create("CREATE TABLE live (id INT NOT NULL, v VARCHAR(10)) ENGINE=MyISAM; INSERT INTO live VALUES (1, 'live'), (2, 'data');");
+    const source = await databases.create(`CREATE TABLE m (id INT NOT NULL, v VARCHAR(10)) ENGINE=MRG_MyISAM UNION=(\`${other}\`.live) INSERT_METHOD=LAST;
+      CREATE TABLE own (id INT PRIMARY KEY); INSERT INTO own VALUES (7);`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'merge-other' });
+    const live = 'SELECT * FROM live ORDER BY id';
+    const before = await rows(other, live);
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    assert.deepEqual(await rows(other, live), before, 'verify wrote nothing through the MERGE table');
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    assert.deepEqual(await rows(other, live), before, 'the restore wrote nothing through the MERGE table');
+    assert.deepEqual(await rows(target, 'SELECT * FROM m ORDER BY id'), before);
+    assert.deepEqual(await rows(target, 'SELECT * FROM own'), [{ id: 7 }]);
+    // --tables naming it is refused: the backup holds no rows for it.
+    await assert.rejects(repo.restore({ id: record.id }, { to: mysqlUrl(target), tables: ['m'], force: true }), (err: unknown) => isStrataError(err, 'TABLE_NOT_FOUND') && /no table "m"/.test(err.message));
+  });
+
   it('a row the target refuses fails the restore with RESTORE_FAILED naming the table', async () => {
     const target = databases.name();
     const session = await engine.beginRestore(mysqlUrl(target), { tempDir: path.join(dir.path, 'tmp'), force: false });

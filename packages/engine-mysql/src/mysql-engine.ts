@@ -24,7 +24,7 @@ import type {
 } from '@strata/core';
 import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from './mysql-connection.js';
 import type { MysqlTarget } from './mysql-connection.js';
-import { RowInserter, emptyFacts, fromClause, listTables, readRows, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
+import { RowInserter, emptyFacts, fromClause, listTables, readRows, rowlessTables, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
 import { autoIncrementCounters, databaseOptions, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, refuseInvalidViews, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
 import { CREATE_SESSION, RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
@@ -33,7 +33,7 @@ import type { MysqlSchema } from './mysql-schema.js';
 import type { MysqlTable } from './mysql-rows.js';
 import { MYSQL_HAND_RECOVERY } from './mysql-recovery.js';
 import { MYSQL_IDENTIFIER_LIMIT, mysqlAdmin } from './mysql-admin.js';
-import { FACTS_VERSION, hasLegacyRowFormat, hasRowFormatBefore3, legacyFacts, recordedWithFormat3Facts, recordedWithCounters, recordedWithLegacyFacts } from './mysql-legacy-facts.js';
+import { FACTS_VERSION, hasLegacyRowFormat, hasRowFormatBefore3, legacyFacts, recordedWithFormat3Facts, recordedWithCounters, recordedWithLegacyFacts, recordedWithoutRowlessFacts } from './mysql-legacy-facts.js';
 
 const AVERAGE_CHUNK = 64 * 1024;
 
@@ -137,7 +137,7 @@ export class MysqlEngine extends ServerEngine {
       }
       const read = await readSchema(connection, target.database);
       const schema = disabledEvents ? withEventStatuses(read, disabledEvents) : read;
-      const tables = await listTables(connection, target.database, { format3: recordedWithFormat3Facts(options.recordedMeta) });
+      const tables = await listTables(connection, target.database, { format3: recordedWithFormat3Facts(options.recordedMeta), rowless: !recordedWithoutRowlessFacts(options.recordedMeta) });
       return {
         schemaFingerprint: fingerprint(schema),
         schemaObjects: schemaObjects(schema),
@@ -292,6 +292,9 @@ async function beginDatabaseRestore(
   const { name: work, aside } = workDatabase;
   let schema: MysqlSchema | undefined;
   let schemaSql = '';
+  // Tables that hold no rows of their own (see ROWLESS_ENGINES): rows a backup made before facts
+  // version 5 carries for them would be written through them into the tables under them.
+  let rowless = new Set<string>();
   // A second connection: rows load on both at once (rowsInTurns), as the server inserts a
   // statement's rows on one core.
   let second: mysql.Connection | undefined;
@@ -319,11 +322,12 @@ async function beginDatabaseRestore(
         }
       }
       await admin.query(RESTORE_SESSION);
+      rowless = await rowlessTables(admin, work);
     },
     streamTarget: async (name) => {
       const table = tableOfRowStream(name);
       if (!table) throw new StrataError('ARTIFACT_CORRUPT', `restore: a MySQL backup has no stream named ${JSON.stringify(name)}`);
-      if (wanted && !wanted.wants(table)) return discardSink;
+      if ((wanted && !wanted.wants(table)) || rowless.has(table)) return discardSink;
       return rowsInTurns([admin, ...(second ? [second] : [])].map((connection) => insertInto(connection, work, table, schemaSql)));
     },
     commit: async (info: RestoreCommitInfo) => {
@@ -573,6 +577,13 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
   const dropQuietly = async (database: string): Promise<void> => void (await connection.query(`DROP DATABASE IF EXISTS ${ident(database)}`).catch(() => undefined));
   let keepAside = false;
   try {
+    const rowless = [...(await rowlessTables(connection, db))].filter((t) => wanted.has(t)).sort();
+    if (rowless.length > 0) {
+      throw new StrataError(
+        'USAGE',
+        redactable`restore: ${named(rowless, 'table')} of the target hold no rows of their own (MERGE, FEDERATED and the like show other tables' rows), so a backup holds none for them; name the tables under them in --tables instead; nothing was changed`,
+      );
+    }
     const present = new Set((await listTables(connection, db)).map((t) => t.name));
     for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
     await connection.query(RESTORE_SESSION);

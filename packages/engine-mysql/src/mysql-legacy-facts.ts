@@ -22,10 +22,11 @@ import { withEventStatus } from './mysql-schema.js';
  * The `engineMeta.factsVersion` that MySQL backups record since facts come from the server
  * (2; 3 since table checksums include the AUTO_INCREMENT counter; 4 since text of character sets
  * that do not come back through utf8mb4 is hashed by its bytes and ENUM by its member's number,
- * as row format 3 writes them, see DescribeOptions). Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
+ * as row format 3 writes them, see DescribeOptions; 5 since tables of engines that hold no rows of
+ * their own, MERGE, FEDERATED and the like, have none, see ROWLESS_ENGINES). Bump it whenever snapshot() changes how facts or fingerprint are computed, and keep the old way
  * reachable for backups that recorded the earlier version.
  */
-export const FACTS_VERSION = 4;
+export const FACTS_VERSION = 5;
 
 /**
  * Whether a backup's table checksums include the tables' AUTO_INCREMENT counters (facts version
@@ -40,6 +41,16 @@ export function recordedWithCounters(recordedMeta: Readonly<Record<string, unkno
 export function recordedWithFormat3Facts(recordedMeta: Readonly<Record<string, unknown>> | undefined): boolean {
   const version = recordedMeta?.['factsVersion'];
   return recordedMeta === undefined || (typeof version === 'number' && version >= 4);
+}
+
+/**
+ * Whether a backup's facts leave out tables of engines that hold no rows of their own (facts
+ * version 5); none recorded: today's. Earlier ones recorded the rows read through them, which a
+ * scratch restore shows again by reading through its own copies (it loads no rows into them).
+ */
+export function recordedWithoutRowlessFacts(recordedMeta: Readonly<Record<string, unknown>> | undefined): boolean {
+  const version = recordedMeta?.['factsVersion'];
+  return recordedMeta === undefined || (typeof version === 'number' && version >= 5);
 }
 
 /**

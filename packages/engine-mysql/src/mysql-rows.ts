@@ -124,14 +124,50 @@ export async function describeTable(connection: mysql.Connection, database: stri
   };
 }
 
+/**
+ * Engines (as information_schema.TABLES names them, in upper case) whose tables hold no rows of
+ * their own: a MERGE table's rows are those of the MyISAM tables in its UNION, which may be of
+ * another database; FEDERATED (FederatedX), CONNECT and SPIDER tables show a remote server's or an
+ * outside file's; OQGRAPH shows a graph over another table; BLACKHOLE keeps nothing. Their rows are
+ * not the database's to back up, and rows written through them by a restore land in those other
+ * tables: the ones restored beside them a second time, or live data (verify's scratch database
+ * lives on the source's server). Such tables travel as schema only: no row stream, no facts.
+ */
+export const ROWLESS_ENGINES: ReadonlySet<string> = new Set(['MRG_MYISAM', 'MERGE', 'FEDERATED', 'CONNECT', 'SPIDER', 'OQGRAPH', 'BLACKHOLE']);
+
+/** Whether a table of `engine` holds rows of its own (see ROWLESS_ENGINES). */
+export function holdsOwnRows(engine: string | null | undefined): boolean {
+  return !ROWLESS_ENGINES.has(String(engine ?? '').toUpperCase());
+}
+
+/** The tables of `database` whose engine holds no rows of its own (see ROWLESS_ENGINES). */
+export async function rowlessTables(connection: mysql.Connection, database: string): Promise<Set<string>> {
+  const [tables] = await connection.query<mysql.RowDataPacket[]>(
+    `SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ${ROW_TABLE_TYPES}`,
+    [database],
+  );
+  return new Set(tables.filter((t) => !holdsOwnRows(t['engine'] as string | null)).map((t) => t['name'] as string));
+}
+
+/**
+ * How listTables lists: `rowless` true also the tables that hold no rows of their own, as
+ * backups before facts version 5 recorded facts for them (read through them).
+ */
+export interface ListOptions extends DescribeOptions {
+  readonly rowless?: boolean;
+}
+
 /** Tables of the current database whose rows travel, with their value columns and primary keys. */
-export async function listTables(connection: mysql.Connection, database: string, options: DescribeOptions = {}): Promise<MysqlTable[]> {
+export async function listTables(connection: mysql.Connection, database: string, options: ListOptions = {}): Promise<MysqlTable[]> {
   const [tables] = await connection.query<mysql.RowDataPacket[]>(
     `SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ${ROW_TABLE_TYPES} ORDER BY TABLE_NAME`,
     [database],
   );
   const out: MysqlTable[] = [];
-  for (const t of tables) out.push(await describeTable(connection, database, t['name'] as string, String(t['engine']), options));
+  for (const t of tables) {
+    if (!options.rowless && !holdsOwnRows(t['engine'] as string | null)) continue;
+    out.push(await describeTable(connection, database, t['name'] as string, String(t['engine']), options));
+  }
   return out;
 }
 
