@@ -458,6 +458,9 @@ def write_postgres(out, manifest, schema):
 
 MYSQL_MARKER = "-- strata: post-data"
 MYSQL_END = "\n;;\n"
+# Header lines: each statement follows a line giving its length; the database's comment (JSON).
+MYSQL_FRAMED = "-- strata: statements framed 1 (each after a line giving its length in UTF-8 bytes)"
+MYSQL_COMMENT = "-- strata: database comment "
 BINARY_TYPES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point", "linestring",
                 "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 # How a field is loaded: as text, from hex (binary), or as an unsigned number (BIT, written in decimal).
@@ -476,14 +479,47 @@ def mysql_string(text):
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def mysql_units(part):
-    """Statements of one half of schema.sql, each with the SET SESSION line that precedes it."""
+def mysql_delimited(part):
+    """Statements of one half of a schema.sql without MYSQL_FRAMED, cut at its ";;" lines."""
     statements = []
     for chunk in part.split(MYSQL_END):
         lines = [l for l in chunk.split("\n") if not l.startswith("-- strata") and not l.startswith("DELIMITER ")]
         text = "\n".join(lines).strip()
         if text and text != ";;":
             statements.append(text)
+    return statements
+
+
+def mysql_framed(body):
+    """Statements before and after the post-data line of a schema.sql with MYSQL_FRAMED: each
+    follows a line "-- strata: statement of N bytes" and is taken whole, whatever its text holds
+    (a ";;" line in a routine's string is not its end)."""
+    data = body.encode("utf-8")
+    pre, post = [], []
+    current, at = pre, 0
+    while True:
+        end = data.find(b"\n", at)
+        if end < 0:
+            fail("schema.sql ends without its DELIMITER ; line")
+        line = data[at:end].decode("utf-8")
+        at = end + 1
+        if line == "DELIMITER ;":
+            return pre, post
+        if line.startswith(MYSQL_MARKER) and current is pre:
+            current = post
+            continue
+        head = re.fullmatch(r"-- strata: statement of (\d+) bytes", line)
+        if not head:
+            fail(f"schema.sql: {line[:80]!r} stands where a statement's length should")
+        stop = at + int(head.group(1))
+        if data[stop:stop + len(MYSQL_END)] != MYSQL_END.encode():
+            fail(f"schema.sql: the statement after {line!r} is not followed by a ;; line")
+        current.append(data[at:stop].decode("utf-8"))
+        at = stop + len(MYSQL_END)
+
+
+def mysql_units(statements):
+    """Statements, each with the SET SESSION line that precedes it."""
     units, context = [], None
     for statement in statements:
         if re.match(r"SET SESSION ", statement, re.I):
@@ -557,8 +593,9 @@ def order_views(units):
     return ordered + [u for u in units if all(u is not unit for unit, _ in views.values())]
 
 
-# What every statement runs under unless its own SET SESSION line says otherwise.
-MYSQL_SESSION = "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', time_zone = '+00:00', character_set_client = utf8mb4, collation_connection = utf8mb4_bin"
+# What every statement runs under unless its own SET SESSION line says otherwise. ALLOW_INVALID_DATES:
+# a date with a day its month lacks ('2021-02-31') is the source's, stored as given, not made 0000-00-00.
+MYSQL_SESSION = "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES', time_zone = '+00:00', character_set_client = utf8mb4, collation_connection = utf8mb4_bin"
 
 
 def statements(units, strip):
@@ -577,9 +614,21 @@ def write_mysql(out, manifest, schema):
     second = (schema.split("\n") + [""])[1]
     row_format_line = re.match(r"-- strata: row format (\d+)\b", second)
     row_format = int(row_format_line.group(1)) if row_format_line else 1
-    at = schema.find(MYSQL_MARKER)
-    pre = mysql_units(schema if at < 0 else schema[:at])
-    post = [] if at < 0 else order_views(mysql_units(schema[at:]))
+    # The header is Strata's own lines, up to the first DELIMITER line: a routine's body cannot fake them.
+    start = re.search(r"^DELIMITER ;;\n", schema, re.M)
+    header_lines = schema[:start.start()].split("\n") if start else []
+    comment = None
+    for line in header_lines:
+        if line.startswith(MYSQL_COMMENT):
+            comment = json.loads(line[len(MYSQL_COMMENT):])
+    if start and MYSQL_FRAMED in header_lines:
+        pre_statements, post_statements = mysql_framed(schema[start.end():])
+    else:
+        at = schema.find(MYSQL_MARKER)
+        pre_statements = mysql_delimited(schema if at < 0 else schema[:at])
+        post_statements = [] if at < 0 else mysql_delimited(schema[at:])
+    pre = mysql_units(pre_statements)
+    post = order_views(mysql_units(post_statements))
     tables, versioned = {}, set()
     for unit in pre:
         match = re.match(r"CREATE TABLE `((?:[^`]|``)+)`", unit[-1])
@@ -598,6 +647,11 @@ def write_mysql(out, manifest, schema):
     ]
     if header:
         lines.append(f"ALTER DATABASE CHARACTER SET {header.group(1)} COLLATE {header.group(2)};")
+    if comment is not None:
+        lines.append(f"ALTER DATABASE COMMENT {mysql_string(comment)};")
+    # As Strata's restore: rows a CHECK constraint added with check_constraint_checks = 0 refuses
+    # are the source's (MariaDB only, hence the versioned comment).
+    lines.append("/*M!100201 SET SESSION check_constraint_checks = 0 */;")
     lines.append("DELIMITER ;;")
     lines += statements(pre, strip)
     lines.append("DELIMITER ;")

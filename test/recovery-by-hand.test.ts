@@ -456,6 +456,27 @@ describe('recovery by hand of any restore point, following docs/FORMAT.md', func
       assert.deepEqual(await mysqlQuery(target, item), await mysqlQuery(source, item));
     });
 
+    it("load.sql keeps routine and trigger bodies with schema.sql-like lines (;;, DELIMITER, -- strata), the database's comment, invalid dates and rows a CHECK constraint refuses", async () => {
+      const repo = path.join(dir.path, 'repo');
+      assert.equal(strata(['init', '--repo', repo, '--compression', 'zstd']).status, 0);
+      const source = await databases.create(`
+        ALTER DATABASE COMMENT 'shop\\'s data';
+        CREATE TABLE t (id INT PRIMARY KEY, note TEXT, qty INT, d DATE);
+        SET SESSION sql_mode = 'ALLOW_INVALID_DATES';
+        INSERT INTO t VALUES (1, 'x', -1, '2021-02-31');
+        SET SESSION check_constraint_checks = 0;
+        ALTER TABLE t ADD CONSTRAINT pos CHECK (qty >= 0);
+        CREATE FUNCTION banner() RETURNS TEXT DETERMINISTIC RETURN 'Welcome\n-- strata maintenance\nDELIMITER here\n;;\nbye';
+        CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.note = 'header\n;;\nfooter';`);
+      backup(repo, mysqlUrl(source), 'full', 'odd');
+      const target = databases.name();
+      myCnf();
+      follow('load-mysql', { OUT: recoverChain(repo, 'odd'), NEWDB: target });
+      assert.equal(mysqlDump(target), mysqlDump(source));
+      const state = `SELECT banner() AS b, (SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE()) AS c, (SELECT CAST(d AS CHAR) FROM t WHERE id = 1) AS d`;
+      assert.deepEqual(await mysqlQuery(target, state), [{ b: 'Welcome\n-- strata maintenance\nDELIMITER here\n;;\nbye', c: "shop's data", d: '2021-02-31' }]);
+    });
+
     it('a backup made by the previous release (BIT written in hexadecimal) recovers with its BIT values', async () => {
       // fixtures/legacy-v1/mysql-bit: made by cc33e74, whose row streams wrote BIT like binary columns.
       const legacy = path.join(ROOT, 'fixtures/legacy-v1/mysql-bit');
