@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { Passphrase, initRepository, openRepository } from '@strata/sdk';
+import { Passphrase, PostgresEngine, initRepository, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
 import { useTempDir } from './helpers/env.js';
-import { Databases, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
+import { Databases, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
+
+const engine = new PostgresEngine();
 
 /** Collects the Node warnings an operation emits (the engine's way of saying what it left out). */
 async function warningsOf<T>(work: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
@@ -41,6 +44,61 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
 
   const eventTriggers = async (database: string) =>
     (await pgQuery(database, 'SELECT evtname AS name, evtenabled AS mode FROM pg_event_trigger ORDER BY 1')).rows;
+
+  describe('the public schema', () => {
+    const publicSchema = async (database: string) =>
+      (await pgQuery(database, "SELECT nspowner::regrole::text AS owner, nspacl::text AS acl, obj_description(oid, 'pg_namespace') AS comment FROM pg_namespace WHERE nspname = 'public'")).rows;
+
+    /** Restores the source's backup into a new database, checks it is the source's and passes verify; returns the new database. */
+    const restoresAsItWas = async (source: string): Promise<string> => {
+      const record = await repo.backup(pgUrl(source), { database: 'pub' });
+      const target = databases.name();
+      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      assert.deepEqual(await publicSchema(target), await publicSchema(source));
+      assert.equal(pgDump(target, ['--schema-only']), pgDump(source, ['--schema-only']));
+      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+      return target;
+    };
+
+    /** The schema objects verify compares, of two databases, that differ (none when their fingerprints agree). */
+    const schemaDifference = async (a: string, b: string): Promise<string[]> => {
+      const [x, y] = [await engine.inspect(pgUrl(a)), await engine.inspect(pgUrl(b))];
+      const keys = new Set([...Object.keys(x.schemaObjects!), ...Object.keys(y.schemaObjects!)]);
+      const differing = [...keys].filter((k) => x.schemaObjects![k] !== y.schemaObjects![k]).sort();
+      assert.equal(x.schemaFingerprint === y.schemaFingerprint, differing.length === 0);
+      return differing;
+    };
+
+    it('a database without one is restored without one, and verifies; a restore that brought it back would not', async () => {
+      const source = await databases.create("DROP SCHEMA public; CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text); INSERT INTO app.t VALUES (1, 'one')");
+      const target = await restoresAsItWas(source);
+      assert.deepEqual(await publicSchema(target), []);
+      assert.deepEqual((await pgQuery(target, 'SELECT * FROM app.t')).rows, [{ id: 1, v: 'one' }]);
+      assert.deepEqual(await schemaDifference(source, target), []);
+      await pgQuery(target, 'CREATE SCHEMA public');
+      assert.ok((await schemaDifference(source, target)).includes('schema public'));
+    });
+
+    it('a public schema whose comment was removed comes back without it; one with its own comment, owner and grants with them', async () => {
+      const source = await databases.create('COMMENT ON SCHEMA public IS NULL; CREATE TABLE t (id int PRIMARY KEY)');
+      const target = await restoresAsItWas(source);
+      assert.equal((await publicSchema(target))[0].comment, null);
+      await pgQuery(target, "COMMENT ON SCHEMA public IS 'standard public schema'");
+      assert.ok((await schemaDifference(source, target)).includes('comment SCHEMA "public"'));
+
+      const owner = `strata_role_${randomBytes(4).toString('hex')}`;
+      await pgQuery('postgres', `CREATE ROLE "${owner}"`);
+      try {
+        const own = await databases.create(`ALTER SCHEMA public OWNER TO "${owner}"; REVOKE ALL ON SCHEMA public FROM PUBLIC; COMMENT ON SCHEMA public IS 'ours; with ''quotes'''`);
+        const restored = await restoresAsItWas(own);
+        assert.equal((await publicSchema(restored))[0].comment, "ours; with 'quotes'");
+        await databases.dropAll();
+      } finally {
+        await pgQuery('postgres', `DROP ROLE IF EXISTS "${owner}"`);
+      }
+    });
+  });
 
   describe('event triggers', () => {
     it("fire on none of the restore's own statements: a trigger that logs DDL logs nothing, and comes back in its mode", async () => {

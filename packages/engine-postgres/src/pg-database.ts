@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { StrataError, named, redactable } from '@strata/core';
-import { connect, ident, withDatabase } from './pg-connection.js';
+import { StrataError, named, redactable, withheld } from '@strata/core';
+import { connect, ident, literal, withDatabase } from './pg-connection.js';
 import type { PgTarget } from './pg-connection.js';
 import { executableSchema, runPgDump } from './pg-schema.js';
 
@@ -258,6 +258,49 @@ export async function reportSubscriptions(client: pg.Client): Promise<void> {
     `restore: subscription(s) ${names.join(', ')} restored disabled and not connected (as pg_dump does); check their slot_name before ALTER SUBSCRIPTION ... ENABLE, since it names the source's replication slot`,
     { code: 'STRATA_SUBSCRIPTION_DISABLED' },
   );
+}
+
+/**
+ * The source's `public` schema, which pg_dump leaves out of its script where it is as initdb made
+ * it, assuming the restore's database (created from template0) has it so: it writes its owner,
+ * grants and a comment that is there, but neither that the schema is gone (dropped, the objects
+ * kept elsewhere) nor that its comment was removed. A restore that kept template0's then differs
+ * from the backup in a way verify rightly reports, and never passes.
+ */
+export interface PublicSchema {
+  readonly exists: boolean;
+  /** Its comment, null for none (and when it does not exist). */
+  readonly comment: string | null;
+}
+
+/** What the database (in the backup's snapshot) has of the `public` schema. */
+export async function readPublicSchema(client: pg.Client): Promise<PublicSchema> {
+  const row = (await client.query<{ comment: string | null }>("SELECT obj_description(oid, 'pg_namespace') AS comment FROM pg_namespace WHERE nspname = 'public'")).rows[0];
+  return { exists: row !== undefined, comment: row?.comment ?? null };
+}
+
+/**
+ * Makes the restored database's `public` schema what the source's was: dropped when the source had
+ * none (template0's is empty; a restore that put something there fails here, named), and with the
+ * source's comment, none included. Runs after the pre-data script, which sets owner, grants and a
+ * comment the source had.
+ */
+export async function matchPublicSchema(client: pg.Client, target: PgTarget, recorded: PublicSchema): Promise<void> {
+  const restored = await readPublicSchema(client);
+  if (!recorded.exists) {
+    if (!restored.exists) return;
+    try {
+      await client.query('DROP SCHEMA public RESTRICT');
+    } catch (err) {
+      throw new StrataError(
+        'RESTORE_FAILED',
+        redactable`restore: the source database had no schema public, and the restored one has it with objects in it, so it cannot be dropped (${withheld((err as Error).message, 'server message')}); nothing was changed`,
+        { cause: err, details: { pgCode: (err as { code?: string }).code, host: target.host, port: target.port } },
+      );
+    }
+    return;
+  }
+  if (restored.exists && restored.comment !== recorded.comment) await client.query(`COMMENT ON SCHEMA public IS ${recorded.comment === null ? 'NULL' : literal(recorded.comment)}`);
 }
 
 /** An event trigger of a restored database that was switched on, with its mode (O, R or A, as pg_event_trigger.evtenabled). */
