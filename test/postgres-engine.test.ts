@@ -347,6 +347,26 @@ describe('PostgreSQL engine', function () {
     assert.deepEqual((await pgQuery(live, "INSERT INTO t2 (v) VALUES ('g') RETURNING id")).rows, [{ id: 4 }]);
   });
 
+  it('a backup that row-level security would cut short is refused as access denied (exit 7), naming the table and the role it needs', async () => {
+    const owner = `strata_rls_${Date.now().toString(36)}`;
+    await pgQuery('postgres', `CREATE ROLE "${owner}" LOGIN`);
+    try {
+      const source = await databases.create(`CREATE TABLE fr (id int PRIMARY KEY); INSERT INTO fr VALUES (1), (2);
+        ALTER TABLE fr OWNER TO "${owner}"; ALTER TABLE fr ENABLE ROW LEVEL SECURITY; ALTER TABLE fr FORCE ROW LEVEL SECURITY;
+        CREATE POLICY only_one ON fr USING (id = 1); GRANT CREATE ON SCHEMA public TO "${owner}";`);
+      const url = new URL(pgUrl(source));
+      url.username = owner;
+      const cliRepo = path.join(dir.path, 'rls-repo');
+      assert.equal(strata(['init', '--repo', cliRepo]).status, 0);
+      const result = strata(['backup', url.toString(), '--repo', cliRepo]);
+      assert.equal(result.status, 7, result.stderr);
+      assert.match(result.stderr, /copying table public\.fr was refused: .*row-level security.*; back up as a superuser or a role with BYPASSRLS/);
+    } finally {
+      await pgQuery('postgres', `DROP OWNED BY "${owner}"`).catch(() => undefined);
+      await pgQuery('postgres', `DROP ROLE IF EXISTS "${owner}"`).catch(() => undefined);
+    }
+  });
+
   it('restores a table of a schema whose name has a dot', async () => {
     const sql = `CREATE SCHEMA "my.schema"; CREATE TABLE "my.schema".t (id serial PRIMARY KEY, v text); INSERT INTO "my.schema".t (v) SELECT 'v' || g FROM generate_series(1, 10) g`;
     const source = await databases.create(sql);

@@ -234,6 +234,16 @@ export function tableError(table: { schema: string; name: string }, doing: strin
   const e = err as { code?: string; message?: string };
   // Lost connections keep their own error (and code) from connectionError; this is about the table.
   if (!e.code || !/^[0-9A-Z]{5}$/.test(e.code) || e.code.startsWith('57P') || e.code.startsWith('08')) return err;
+  if (e.code === '42501') {
+    // Row-level security that would hide rows is an error, not a smaller table (row_security = off).
+    const remedy = /row-level security/i.test(e.message ?? '')
+      ? 'back up as a superuser or a role with BYPASSRLS (a table owner reads past its policies only without FORCE ROW LEVEL SECURITY)'
+      : 'grant the backing-up role SELECT on it, or back up as its owner or a superuser';
+    return new StrataError('ACCESS_DENIED', redactable`postgres: ${doing} table ${named(qualified(table), 'table')} was refused: ${withheld(e.message ?? String(err), `server message ${e.code}`)}; ${remedy}`, {
+      cause: err,
+      details: { pgCode: e.code, table: qualified(table) },
+    });
+  }
   return new StrataError('IO', redactable`postgres: ${doing} table ${named(qualified(table), 'table')} failed: ${withheld(e.message ?? String(err), `server message ${e.code}`)}`, {
     cause: err,
     details: { pgCode: e.code, table: qualified(table) },
