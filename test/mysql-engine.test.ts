@@ -410,6 +410,15 @@ describe('MySQL/MariaDB engine', function () {
   });
 });
 
+describe("MySQL/MariaDB columns' EXTRA", () => {
+  it("takes MariaDB's and MySQL 8's generated columns for generated, and MySQL 8's DEFAULT_GENERATED (an expression default) for a column with values", async () => {
+    // MySQL 8 is not on the test machines: its information_schema words, as its manual gives them.
+    const { isGeneratedExtra } = (await import(pathToFileURL(path.join(ROOT, 'packages/engine-mysql/dist/mysql-rows.js')).href)) as { isGeneratedExtra(extra: string): boolean };
+    for (const extra of ['VIRTUAL GENERATED', 'STORED GENERATED', 'PERSISTENT GENERATED', 'virtual generated']) assert.equal(isGeneratedExtra(extra), true, extra);
+    for (const extra of ['', 'auto_increment', 'DEFAULT_GENERATED', 'DEFAULT_GENERATED on update CURRENT_TIMESTAMP', 'on update current_timestamp()', 'INVISIBLE']) assert.equal(isGeneratedExtra(extra), false, extra);
+  });
+});
+
 describe('MySQL/MariaDB restore: an INSERT that InnoDB rolls back to end a deadlock', function () {
   const databases = new MysqlDatabases();
 

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type mysql from 'mysql2/promise';
 import type { DatabaseFacts, TableStats } from '@strata/core';
 import { ident } from './mysql-connection.js';
-import { encodeRow, rowBatches } from './mysql-rows.js';
+import { encodeRow, isGeneratedExtra, rowBatches } from './mysql-rows.js';
 import { withEventStatus } from './mysql-schema.js';
 
 /**
@@ -119,7 +119,7 @@ async function legacyTables(connection: mysql.Connection, database: string): Pro
     out.push({
       name: t['name'] as string,
       columns: columns
-        .filter((c) => !/GENERATED|VIRTUAL|PERSISTENT|STORED/i.test(String(c['extra'])))
+        .filter((c) => !isGeneratedExtra(String(c['extra'])))
         .map((c) => ({ name: c['name'] as string, hex: LEGACY_HEX_TYPES.has(String(c['type']).toLowerCase()) })),
       primaryKey: pk.map((c) => c['name'] as string),
     });

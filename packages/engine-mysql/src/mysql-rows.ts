@@ -109,7 +109,7 @@ export async function describeTable(connection: mysql.Connection, database: stri
       );
     }
   }
-  const generated = (c: mysql.RowDataPacket): boolean => /GENERATED|VIRTUAL|PERSISTENT|STORED/i.test(String(c['extra']));
+  const generated = (c: mysql.RowDataPacket): boolean => isGeneratedExtra(String(c['extra']));
   const column = (c: mysql.RowDataPacket): MysqlColumn => columnOf(c['name'] as string, String(c['type']), (c['charset'] as string | null) ?? null, options);
   const all = columns.filter((c) => !periodColumns.includes(c['name'] as string)).map(column);
   const valued = columns.filter((c) => !generated(c)).map(column);
@@ -122,6 +122,16 @@ export async function describeTable(connection: mysql.Connection, database: stri
     transactional: String(engine ?? info?.['engine']).toLowerCase() === 'innodb',
     ...(versioning ? { versioning } : {}),
   };
+}
+
+/**
+ * Whether a column's information_schema EXTRA says it is generated (MariaDB: `VIRTUAL GENERATED`,
+ * `STORED GENERATED`, `PERSISTENT`; MySQL 8: `VIRTUAL GENERATED`, `STORED GENERATED`). MySQL 8's
+ * `DEFAULT_GENERATED` is a column with an expression default (`DEFAULT CURRENT_TIMESTAMP`), which
+ * holds values of its own: taken for a generated one, its values would be left out of the backup.
+ */
+export function isGeneratedExtra(extra: string): boolean {
+  return /(?<![A-Z_])(?:GENERATED|VIRTUAL|PERSISTENT|STORED)(?![A-Z_])/i.test(extra);
 }
 
 /**
