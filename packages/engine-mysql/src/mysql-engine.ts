@@ -26,7 +26,7 @@ import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from '.
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, fromClause, listTables, readRows, rowlessTables, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
 import { autoIncrementCounters, databaseOptions, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, refuseInvalidViews, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
-import { CREATE_SESSION, RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
+import { CREATE_SESSION, DATABASE_RESTORE_SESSION, RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
 import type { MysqlSchema } from './mysql-schema.js';
@@ -277,7 +277,7 @@ async function beginDatabaseRestore(
   lockWaitSeconds: number | undefined,
 ): Promise<RestoreSession> {
   const admin = await connect(target, { useDatabase: false });
-  await admin.query(RESTORE_SESSION);
+  await admin.query(DATABASE_RESTORE_SESSION);
   // Before any row is loaded; checked again just before the swap.
   if (exists) {
     try {
@@ -311,7 +311,7 @@ async function beginDatabaseRestore(
       workDatabase.created();
       await admin.query(`USE ${ident(work)}`);
       second = await connect(target, { useDatabase: false });
-      await second.query(RESTORE_SESSION);
+      await second.query(DATABASE_RESTORE_SESSION);
       await admin.query(CREATE_SESSION);
       for (const sql of schema.pre.filter(isDataStatement)) {
         try {
@@ -321,7 +321,7 @@ async function beginDatabaseRestore(
           throw new StrataError('RESTORE_FAILED', redactable`restore: the target refused ${withheld(name, 'object')} (${serverMessage(err)})`, { cause: err });
         }
       }
-      await admin.query(RESTORE_SESSION);
+      await admin.query(DATABASE_RESTORE_SESSION);
       rowless = await rowlessTables(admin, work);
     },
     streamTarget: async (name) => {

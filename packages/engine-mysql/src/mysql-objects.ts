@@ -14,16 +14,23 @@ import type { MysqlSchema } from './mysql-schema.js';
 /**
  * Session of every restore: no foreign key checks while tables fill, explicit zero ids kept,
  * strict so that a value the target cannot hold fails instead of being changed, and history rows
- * of system-versioned tables written with their own period. No CHECK constraint checks either, as
- * for foreign keys: the rows are the source's, which may hold rows a constraint added with
- * check_constraint_checks = 0 does not allow; refusing them would make the backup unrestorable,
- * and verify compares every row with the source's. ALLOW_INVALID_DATES takes a DATE or DATETIME
+ * of system-versioned tables written with their own period. ALLOW_INVALID_DATES takes a DATE or DATETIME
  * with a day its month lacks ('2021-02-31'), which a source under that mode stores and strict
  * mode refuses; it is stored as given (month and day still 1-12 and 1-31, TIMESTAMP still checked),
  * so the restore writes nothing the source did not hold.
  */
 export const RESTORE_SESSION =
-  "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,ALLOW_INVALID_DATES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, check_constraint_checks = 0, system_versioning_insert_history = 1";
+  "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,ALLOW_INVALID_DATES', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, system_versioning_insert_history = 1";
+
+/**
+ * Session of a whole-database restore: RESTORE_SESSION without CHECK constraint checks, as without
+ * foreign key checks. The constraints are the source's and so are the rows, which may break one
+ * that was added with check_constraint_checks = 0; refusing them would make the backup
+ * unrestorable, and verify compares every row with the source's. Not for a restore of some tables
+ * (--tables): it loads into the target's own definitions, whose constraints may be newer than the
+ * backup.
+ */
+export const DATABASE_RESTORE_SESSION = `${RESTORE_SESSION}, check_constraint_checks = 0`;
 
 /**
  * Session in which a restore creates tables and sequences: as mysqldump's output creates them,
