@@ -100,6 +100,52 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
     });
   });
 
+  describe('materialized views', () => {
+    const populated = async (database: string) =>
+      (await pgQuery(database, "SELECT relname AS name, relispopulated AS populated FROM pg_class WHERE relkind = 'm' ORDER BY 1")).rows;
+
+    it("one whose REFRESH fails (a function relying on search_path) is restored without data, named in a warning with the cause and the remedy; the rest is restored; verify fails that restore", async () => {
+      const source = await databases.create(`
+        CREATE TABLE b (id int PRIMARY KEY, v int);
+        INSERT INTO b VALUES (1, 5), (2, 7);
+        CREATE FUNCTION total() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT sum(v) FROM b';
+        CREATE MATERIALIZED VIEW mv AS SELECT total();
+        CREATE MATERIALIZED VIEW mv_of_mv AS SELECT * FROM mv;
+        CREATE MATERIALIZED VIEW fine AS SELECT count(*) AS n FROM public.b;`);
+      const record = await repo.backup(pgUrl(source), { database: 'mv' });
+      const target = databases.name();
+      const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(target) }));
+      const warning = warnings.find((w) => w.includes('could not be refreshed'));
+      assert.ok(warning, JSON.stringify(warnings));
+      assert.match(warning, /public\.mv \(relation "b" does not exist\)/);
+      assert.match(warning, /public\.mv_of_mv \(materialized view "mv" has not been populated\)/);
+      assert.match(warning, /ALTER FUNCTION \.\.\. SET search_path = public/);
+      assert.doesNotMatch(warning, /public\.fine/);
+      assert.deepEqual(await populated(target), [{ name: 'fine', populated: true }, { name: 'mv', populated: false }, { name: 'mv_of_mv', populated: false }]);
+      assert.deepEqual((await pgQuery(target, 'SELECT n FROM fine')).rows, [{ n: '2' }]);
+      assert.deepEqual((await pgQuery(target, 'SELECT id, v FROM b ORDER BY id')).rows, [{ id: 1, v: 5 }, { id: 2, v: 7 }]);
+
+      // The restore lacks the two views' data: verify says so, naming them.
+      const { result: [report] } = await warningsOf(() => repo.verify({ id: record.id }, { level: 'full' }));
+      assert.equal(report!.outcome, 'failed', JSON.stringify(report!.checks));
+      const schemaCheck = report!.checks.find((c) => c.name === 'schema-integrity')!;
+      assert.equal(schemaCheck.status, 'failed');
+      assert.match(schemaCheck.reason, /materialized view public\.mv holds no data and the backup's did.*materialized view public\.mv_of_mv holds no data/);
+
+      // The remedy the warning gives works, in the restored database and for the source's next backups.
+      await pgQuery(target, 'ALTER FUNCTION public.total() SET search_path = public; REFRESH MATERIALIZED VIEW public.mv; REFRESH MATERIALIZED VIEW public.mv_of_mv');
+      assert.deepEqual((await pgQuery(target, 'SELECT * FROM mv_of_mv')).rows, [{ total: '12' }]);
+      await pgQuery(source, 'ALTER FUNCTION public.total() SET search_path = public');
+      const fixed = await repo.backup(pgUrl(source), { database: 'mv' });
+      const again = databases.name();
+      const { warnings: none } = await warningsOf(() => repo.restore({ id: fixed.id }, { to: pgUrl(again) }));
+      assert.deepEqual(none, []);
+      assert.deepEqual((await pgQuery(again, 'SELECT * FROM mv_of_mv')).rows, [{ total: '12' }]);
+      const [passed] = await repo.verify({ id: fixed.id }, { level: 'full' });
+      assert.equal(passed!.outcome, 'passed', JSON.stringify(passed!.checks));
+    });
+  });
+
   describe('event triggers', () => {
     it("fire on none of the restore's own statements: a trigger that logs DDL logs nothing, and comes back in its mode", async () => {
       // The function names its table unqualified: under pg_dump's empty search_path it would fail.

@@ -303,6 +303,66 @@ export async function populatedMatviews(client: pg.Client): Promise<string[]> {
   return parentsFirst(populated, reads);
 }
 
+/** A materialized view a restore could not refresh, and the server's reason. */
+export interface UnrefreshedMatview {
+  readonly view: string;
+  readonly cause: string;
+}
+
+/**
+ * SQLSTATE classes that are the restore's trouble, not one view's: a lost connection (08), a lack
+ * of resources such as a full disk (53), an administrator's or a cancel's intervention (57), a
+ * system error (58), an internal error (XX). They fail the restore as any other step would.
+ */
+const RESTORE_TROUBLE = /^(08|53|57|58|XX)/;
+
+/**
+ * Refreshes the views in order (see refreshOrder). One whose REFRESH the server refuses for a
+ * reason of its own (most often a function it calls that names tables without their schema, which
+ * fails under pg_dump's empty search_path exactly as it does with pg_restore) stays as the schema
+ * created it, without data, and so does each view that reads it; the rest of the restore
+ * completes, as pg_restore completes and reports such an entry. Failing the whole restore instead
+ * would leave a database with such a view no restorable backup at all, while its data is the one
+ * part that can be made again from the rest. The caller says which views stayed empty, and verify
+ * fails such a restore (see unpopulatedMatviews), so it is never taken for a complete one.
+ */
+export async function refreshMatviews(client: pg.Client, views: readonly string[]): Promise<UnrefreshedMatview[]> {
+  const failed: UnrefreshedMatview[] = [];
+  for (const view of views) {
+    try {
+      await client.query(`REFRESH MATERIALIZED VIEW ${view}`);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code !== 'string' || RESTORE_TROUBLE.test(code)) throw err;
+      failed.push({ view, cause: (err as Error).message });
+    }
+  }
+  return failed;
+}
+
+/** Says which materialized views a restore left without data, why, and what to do (a warning: the restore completed). */
+export function reportUnrefreshedMatviews(failed: readonly UnrefreshedMatview[]): void {
+  if (failed.length === 0) return;
+  const each = failed.map((f) => `${f.view} (${f.cause})`).join('; ');
+  process.emitWarning(
+    `restore: materialized view(s) ${each} could not be refreshed, so they are restored without their data (reading one fails with "has not been populated"), and verify fails this restore; everything else is restored. A restore refreshes under an empty search_path, as pg_restore does: a function the view calls that names tables without their schema fails there. Give such a function its search_path (ALTER FUNCTION ... SET search_path = public) or qualify the names, then run REFRESH MATERIALIZED VIEW on each; change the source so too, so its next backups restore whole`,
+    { code: 'STRATA_MATVIEW_NOT_REFRESHED' },
+  );
+}
+
+/**
+ * Of the materialized views a backup recorded as holding data (engineMeta.matviews), those that
+ * hold none in this database: verify's finding for a restore that could not refresh them.
+ */
+export async function unpopulatedMatviews(client: pg.Client, recorded: unknown): Promise<string[]> {
+  if (!Array.isArray(recorded) || recorded.length === 0) return [];
+  const empty = (await client.query<{ name: string }>(
+    `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'm' AND NOT c.relispopulated ORDER BY 1`,
+  )).rows.map((r) => r.name);
+  return empty.filter((name) => recorded.includes(name));
+}
+
 /** An identifier as pg_dump writes it: lower-case bare, or double-quoted with `""` for a quote. */
 const DUMPED_IDENT = String.raw`(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)`;
 const DUMPED_NAME = String.raw`(${DUMPED_IDENT})\.(${DUMPED_IDENT})`;

@@ -30,7 +30,7 @@ import { PG_URL_RULES, connect, connectionError, copyStreams, ident, literal, pa
 import type { PgTarget } from './pg-connection.js';
 import { comparableSchema, createWithoutTablespace, dumpSchema, executableSchema, fingerprint, missingTablespaces, pgDumpMajor, pgDumpProgram, reportDefinersWithoutOwner, schemaObjects, serverMajorOf, splitSchema, withoutTablespaces } from './pg-schema.js';
 import type { Normalisation } from './pg-schema.js';
-import { copyOut, emptyTableStats, joinedName, leafPartitions, listTables, namePart, parseStreamName, partitionTree, populatedMatviews, qualified, refreshOrder, splitQualified, statsOf, streamName } from './pg-tables.js';
+import { copyOut, emptyTableStats, joinedName, leafPartitions, listTables, namePart, parseStreamName, partitionTree, populatedMatviews, qualified, refreshMatviews, refreshOrder, reportUnrefreshedMatviews, splitQualified, statsOf, streamName, unpopulatedMatviews } from './pg-tables.js';
 import type { PgTable } from './pg-tables.js';
 import { POSTGRES_HAND_RECOVERY } from './pg-recovery.js';
 import { applySchema, applyScriptHeader, restoreFailed } from './pg-apply-schema.js';
@@ -258,7 +258,11 @@ export class PostgresEngine extends ServerEngine {
       // never checked. Such a constraint is no fault of the restore: pg_dump writes NOT VALID into
       // the schema, so one that differs from the backup's shows in the schema comparison.
       const unchecked = Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM pg_constraint WHERE contype = 'f' AND NOT convalidated`)).rows[0]!.n);
-      const checks = { integrityErrors: [], foreignKeysChecked: unchecked === 0 };
+      // The schema says a materialized view exists, not whether it holds data: a restore that could
+      // not refresh one the backup recorded as populated lacks its data, which fails verify here.
+      const empty = await unpopulatedMatviews(client, options.recordedMeta?.['matviews']);
+      const integrityErrors = empty.map((view) => `materialized view ${view} holds no data and the backup's did: the restore could not refresh it (its warning says why)`);
+      const checks = { integrityErrors, foreignKeysChecked: unchecked === 0 };
       if (options.recordedMeta && options.recordedMeta['factsVersion'] === undefined) {
         return { ...(await legacyFacts(client, schemaSql)), schemaObjects: schemaObjects(schemaSql, target.database, 'lines'), ...checks };
       }
@@ -572,8 +576,10 @@ async function beginDatabaseRestore(target: PgTarget, exists: boolean, names: Re
         // the rename, from the postgres database), where its event triggers never fire.
         const eventTriggers = await switchOffEventTriggers(work);
         await restoreSequences(work, meta.sequences ?? []);
-        for (const view of await refreshOrder(work, meta.matviews ?? [])) await work.query(`REFRESH MATERIALIZED VIEW ${view}`);
+        // A view whose REFRESH fails stays without data, said in a warning and failed by verify (see refreshMatviews).
+        const unrefreshed = await refreshMatviews(work, await refreshOrder(work, meta.matviews ?? []));
         await switchOnEventTriggers(work, eventTriggers);
+        reportUnrefreshedMatviews(unrefreshed);
         reportSkipped(largeObjects?.skipped() ?? []);
         await reportSubscriptions(work);
         await work.end();
