@@ -171,6 +171,28 @@ describe('strata copy', () => {
     }
   });
 
+  it('a backup the source deletes while a copy runs (its retention) is reported as removed, not as a failure, and the rest is copied', async () => {
+    const db = at('gone.db');
+    buildRichDatabase(db, { rows: 10 });
+    await initRepository(at('ga'), { encryption: 'none' });
+    await initRepository(at('gb'), { encryption: 'none' });
+    const a = await openRepository(at('ga'));
+    const b = await openRepository(at('gb'));
+    try {
+      const first = await a.backup(db, { database: 'one' });
+      const second = await a.backup(db, { database: 'two' });
+      const third = await a.backup(db, { database: 'three' });
+      // Once the first is copied, another process's prune deletes the second from the source.
+      const result = await a.copyTo(b, { onCopied: async (c) => void (c.record.id === first.id && (await a.delete([second.id]))) });
+      assert.deepEqual(result.removed, [second.id]);
+      assert.deepEqual(result.copied.map((c) => c.record.id).sort(), [first.id, third.id].sort());
+      assert.deepEqual((await b.list()).map((r) => r.id).sort(), [first.id, third.id].sort());
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('two copies into one target at the same time: each backup lands once, whole, and the target verifies', async () => {
     const { source, target } = twoRepositories();
     const [one, two] = await Promise.all([0, 1].map(() => finished(strataAsync(['copy', '--from', source, '--to', target, '--json'], { env: toTarget }))));

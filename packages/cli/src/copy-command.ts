@@ -119,6 +119,7 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
         copied: result.copied.map((c) => ({ id: c.record.id, database: c.record.database, type: c.record.type, createdAt: c.record.createdAt, mode: c.mode, storedBytes: c.record.storedBytes })),
         present: result.present,
         inProgress: result.inProgress,
+        removed: result.removed,
         segments: result.segments,
         logFiles: result.logFiles,
       });
@@ -132,6 +133,7 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
       if (result.segments.length > 0) process.stdout.write(`copied ${result.segments.length} segment(s) of continuous protection: restores as of a time reach as far on the target\n`);
       if (result.logFiles > 0) process.stdout.write(`copied ${result.logFiles} archived log file(s): recoveries to a moment reach as far on the target\n`);
       if (result.inProgress.length > 0) process.stdout.write(`${result.inProgress.length} backup(s) were being copied into the target by another process at the same time and were left to it: ${result.inProgress.join(', ')}\n`);
+      if (result.removed.length > 0) process.stdout.write(`${result.removed.length} backup(s) were deleted from the source while this copy ran (its retention or a delete) and were not copied: ${result.removed.join(', ')}\n`);
     }
     return 0;
   } finally {

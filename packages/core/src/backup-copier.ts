@@ -30,7 +30,7 @@ export interface CopyOptions {
   readonly signal?: AbortSignal;
   readonly onProgress?: ProgressListener;
   /** Called after each backup is committed on the target. */
-  readonly onCopied?: (copied: CopiedBackup) => void;
+  readonly onCopied?: (copied: CopiedBackup) => void | Promise<void>;
 }
 
 /** One backup copied: its record on the target, and how its bytes got there. */
@@ -68,6 +68,8 @@ export interface CopyResult {
    * them): left to it, or to the next run.
    */
   readonly inProgress: readonly string[];
+  /** Ids the source deleted (its retention, or a delete) while this copy ran: not copied, and not a failure. */
+  readonly removed: readonly string[];
 }
 
 /** What a copy could not carry: a restore point, the new segments of one base, or one database's archived log. */
@@ -153,6 +155,9 @@ export class BackupCopier {
     const copied: CopiedBackup[] = [];
     const present: string[] = [];
     const failed: CopyFailure[] = [];
+    /** Backups deleted from the source (by a prune or delete there) after this copy listed them. */
+    const removed = new Set<string>();
+    const stillListed = async (id: string): Promise<boolean> => ((await readCatalogContents(from.storage))?.backups ?? []).some((b) => b.id === id);
     const busy = new Set<string>();
     const copiedSegments: string[] = [];
     let logFiles = 0;
@@ -169,6 +174,10 @@ export class BackupCopier {
         const parent = record.parent === null ? undefined : onTarget.get(record.parent);
         if (record.parent !== null && busy.has(record.parent)) {
           busy.add(record.id);
+          continue;
+        }
+        if (record.parent !== null && !parent && removed.has(record.parent) && !(await stillListed(record.id))) {
+          removed.add(record.id);
           continue;
         }
         if (record.parent !== null && !parent) {
@@ -190,10 +199,15 @@ export class BackupCopier {
           }
           onTarget.set(record.id, result.record);
           copied.push(result);
-          options.onCopied?.(result);
+          await options.onCopied?.(result);
         } catch (err) {
           // A damaged or unreadable source artifact costs its own chain, not every other backup.
           if (!isStrataError(err) || !SKIPPABLE.has(err.code)) throw err;
+          // Gone because the source's retention deleted it meanwhile: nothing is lost, nothing failed.
+          if (err.details?.['missing'] === record.id && !(await stillListed(record.id))) {
+            removed.add(record.id);
+            continue;
+          }
           failed.push({ id: record.id, kind: 'backup', error: err });
         }
       }
@@ -211,14 +225,14 @@ export class BackupCopier {
       }
       await op.complete({
         storedBytes: copied.reduce((sum, c) => sum + c.record.storedBytes, 0),
-        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), segments: copiedSegments.length, logFiles, present: present.length, inProgress: [...busy], reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
+        details: { from: from.storage.location, copied: copied.map((c) => c.record.id), segments: copiedSegments.length, logFiles, present: present.length, inProgress: [...busy], removed: [...removed], reencrypted: copied.filter((c) => c.mode === 're-encrypted').length },
       });
     } catch (err) {
       const wrapped = isStrataError(err) ? err : wrapError('copy', err);
       await op.fail(wrapped).catch(() => undefined);
       throw new StrataError(wrapped.code, wrapped.message, { cause: wrapped.cause, details: { ...wrapped.details, copied: copied.map((c) => c.record.id) } });
     }
-    return { source: from.storage.location, target: to.storage.location, copied, present, inProgress: [...busy], segments: copiedSegments, logFiles };
+    return { source: from.storage.location, target: to.storage.location, copied, present, inProgress: [...busy], removed: [...removed], segments: copiedSegments, logFiles };
   }
 
   /**
