@@ -64,6 +64,30 @@ describe('MySQL/MariaDB fidelity', function () {
     assert.match(report!.checks.find((c) => c.name === 'data-consistency')!.reason ?? '', /foreign keys check out/);
   });
 
+  it("MariaDB's packages (sql_mode ORACLE) come back with their bodies, replace the target's, and count in verify's schema", async function () {
+    const body = (value: number): string => `SET SESSION sql_mode = 'ORACLE';
+      CREATE PACKAGE pkg AS FUNCTION f RETURN INT; END;
+      CREATE PACKAGE BODY pkg AS FUNCTION f RETURN INT AS BEGIN RETURN ${value}; END; END;`;
+    const source = await databases.create(`CREATE TABLE t (id INT PRIMARY KEY); ${body(42)}`);
+    const record = await repo.backup(mysqlUrl(source), { database: 'packages' });
+    const call = async (db: string): Promise<unknown[]> => rows(db, "SET SESSION sql_mode = 'ORACLE'; SELECT pkg.f() AS v");
+    const target = databases.name();
+    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    assert.deepEqual((await call(target)).at(-1), [{ v: 42 }]);
+    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
+    // Over a database whose package is another: the backup's replaces it.
+    const other = await databases.create(`CREATE TABLE t (id INT PRIMARY KEY); ${body(7)}`);
+    await repo.restore({ id: record.id }, { to: mysqlUrl(other), force: true });
+    assert.deepEqual((await call(other)).at(-1), [{ v: 42 }]);
+    // A body that differs, or none, is another schema to verify.
+    const objects = async (db: string) => (await engine.inspect(mysqlUrl(db))).schemaObjects;
+    const changed = await databases.create(`CREATE TABLE t (id INT PRIMARY KEY); ${body(43)}`);
+    const none = await databases.create('CREATE TABLE t (id INT PRIMARY KEY)');
+    assert.notDeepEqual(await objects(changed), await objects(source));
+    assert.notDeepEqual(await objects(none), await objects(source));
+  });
+
   it('tables of several MiB, loaded over two connections in turns, keep every row: tabs, newlines, backslashes, NUL, multibyte text, binary, history, a table without a key', async function () {
     this.timeout(300_000);
     const source = await databases.create(`

@@ -2,7 +2,7 @@ import type mysql from 'mysql2/promise';
 import { StrataError, redactable, withheld } from '@strata/core';
 import type { Withheld } from '@strata/core';
 import { ident } from './mysql-connection.js';
-import { eventDisabled, inDatabase, isDataStatement, unqualifiedTrigger } from './mysql-schema.js';
+import { eventDisabled, inDatabase, isDataStatement, routinesOf, unqualifiedTrigger } from './mysql-schema.js';
 import type { MysqlSchema } from './mysql-schema.js';
 
 /**
@@ -70,7 +70,7 @@ function unitsOf(schema: MysqlSchema, statements: readonly string[], database: s
 
 function objectOf(unit: readonly string[]): string {
   const sql = unit.at(-1)!;
-  const match = /^CREATE\b[\s\S]*?\b(VIEW|TRIGGER|EVENT|FUNCTION|PROCEDURE)\s+((?:`(?:[^`]|``)+`\.)?(?:`(?:[^`]|``)+`|\S+))/i.exec(sql);
+  const match = /^CREATE\b[\s\S]*?\b(VIEW|TRIGGER|EVENT|FUNCTION|PROCEDURE|PACKAGE BODY|PACKAGE)\s+((?:`(?:[^`]|``)+`\.)?(?:`(?:[^`]|``)+`|\S+))/i.exec(sql);
   return match ? `${match[1]!.toLowerCase()} ${match[2]!}` : sql.slice(0, 60);
 }
 
@@ -164,8 +164,17 @@ export async function dropProgrammable(admin: mysql.Connection, database: string
   for (const t of triggers) await admin.query(`DROP TRIGGER IF EXISTS ${ident(t['Trigger'])}`);
   const [events] = await admin.query<mysql.RowDataPacket[]>('SHOW EVENTS');
   for (const e of events) await admin.query(`DROP EVENT IF EXISTS ${ident(e['Name'])}`);
-  for (const kind of ['FUNCTION', 'PROCEDURE']) {
-    const [routines] = await admin.query<mysql.RowDataPacket[]>(`SHOW ${kind} STATUS WHERE Db = ?`, [database]);
-    for (const r of routines) await admin.query(`DROP ${kind} IF EXISTS ${ident(r['Name'])}`);
+  for (const kind of ['FUNCTION', 'PROCEDURE'] as const) {
+    for (const name of await routinesOf(admin, kind, database)) await admin.query(`DROP ${kind} IF EXISTS ${ident(name)}`);
+  }
+  // DROP PACKAGE (which drops its body too) is known only under sql_mode ORACLE, as CREATE PACKAGE is.
+  const packages = await routinesOf(admin, 'PACKAGE', database);
+  if (packages.length > 0) {
+    await admin.query("SET @strata_sql_mode = @@SESSION.sql_mode, SESSION sql_mode = 'ORACLE'");
+    try {
+      for (const name of packages) await admin.query(`DROP PACKAGE IF EXISTS ${ident(name)}`);
+    } finally {
+      await admin.query('SET SESSION sql_mode = @strata_sql_mode');
+    }
   }
 }

@@ -150,6 +150,32 @@ function quote(value: string): string {
 }
 
 /**
+ * The kinds of stored routines, in the order a restore creates them: MariaDB's packages (made under
+ * sql_mode ORACLE) are routines too, a package's body after its specification.
+ */
+export const ROUTINE_KINDS = ['FUNCTION', 'PROCEDURE', 'PACKAGE', 'PACKAGE BODY'] as const;
+const ROUTINE_COLUMNS: Readonly<Record<(typeof ROUTINE_KINDS)[number], string>> = {
+  FUNCTION: 'Create Function',
+  PROCEDURE: 'Create Procedure',
+  PACKAGE: 'Create Package',
+  'PACKAGE BODY': 'Create Package Body',
+};
+
+/** The names of a database's routines of one kind; none of a kind the server does not have (MySQL has no packages). */
+export async function routinesOf(connection: mysql.Connection, kind: (typeof ROUTINE_KINDS)[number], database: string): Promise<string[]> {
+  try {
+    const [rows] = await connection.query<mysql.RowDataPacket[]>(`SHOW ${kind} STATUS WHERE Db = ?`, [database]);
+    return rows.map((r) => String(r['Name']));
+  } catch (err) {
+    if (kind.startsWith('PACKAGE') && (err as { errno?: number }).errno === ER_PARSE_ERROR) return [];
+    throw err;
+  }
+}
+
+/** The server's error for a statement it cannot parse (SHOW PACKAGE STATUS on a server without packages). */
+const ER_PARSE_ERROR = 1064;
+
+/**
  * Reads the DDL of the current database: routines, tables (with charsets and collations), views,
  * triggers and events. View definitions name their database; it is replaced by a placeholder so
  * the schema restores into a database of any name.
@@ -177,10 +203,10 @@ export async function readSchema(connection: mysql.Connection, database: string)
     // SETVAL(..., 0): the next NEXTVAL returns this value, the first one the source had not handed out.
     add(pre, `sequence ${name}`, `${create}${END.trimEnd()}\nSELECT SETVAL(${ident(name)}, ${String(state!['next'])}, 0, ${String(state!['round'])})`);
   }
-  for (const kind of ['FUNCTION', 'PROCEDURE'] as const) {
-    const [routines] = await connection.query<mysql.RowDataPacket[]>(`SHOW ${kind} STATUS WHERE Db = ?`, [database]);
-    for (const r of [...routines].sort((a, b) => String(a['Name']).localeCompare(String(b['Name'])))) {
-      add(pre, `routine ${kind.toLowerCase()} ${String(r['Name'])}`, await showCreate(connection, kind, r['Name'] as string, kind === 'FUNCTION' ? 'Create Function' : 'Create Procedure'));
+  for (const kind of ROUTINE_KINDS) {
+    const routines = await routinesOf(connection, kind, database);
+    for (const name of routines.sort((a, b) => a.localeCompare(b))) {
+      add(pre, `routine ${kind.toLowerCase()} ${name}`, await showCreate(connection, kind, name, ROUTINE_COLUMNS[kind]));
     }
   }
   const views: string[] = [];
