@@ -128,6 +128,17 @@ describe('MySQL/MariaDB engine', function () {
     assert.deepEqual(differing.map((r) => r.id), [], 'rows that differ from the source');
   });
 
+  it('a table restore into a table that gained a UNIQUE key the backup\'s rows break names the duplicate and the key, with nothing changed', async () => {
+    const source = await databases.create("CREATE TABLE t (id INT PRIMARY KEY, e VARCHAR(20)); INSERT INTO t VALUES (1, 'a@x'), (2, 'a@x');");
+    const record = await repo.backup(mysqlUrl(source), { database: 'unique-since' });
+    const live = await databases.create("CREATE TABLE t (id INT PRIMARY KEY, e VARCHAR(20), UNIQUE KEY uq_e (e)); INSERT INTO t VALUES (1, 'a@x');");
+    await assert.rejects(
+      repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['t'], force: true }),
+      (err: unknown) => isStrataError(err, 'RESTORE_FAILED') && /Duplicate entry 'a@x' for key 'uq_e'/.test(err.message),
+    );
+    assert.deepEqual(await mysqlQuery(live, 'SELECT id, e FROM t'), [{ id: 1, e: 'a@x' }]);
+  });
+
   it('replaces an existing database in place with --force, and only some tables with --tables', async () => {
     const source = await databases.create(RICH_MYSQL_SQL);
     const record = await repo.backup(mysqlUrl(source), { database: 'shop' });

@@ -26,7 +26,7 @@ import { MYSQL_URL_RULES, connect, connectionError, ident, parseTarget } from '.
 import type { MysqlTarget } from './mysql-connection.js';
 import { RowInserter, emptyFacts, fromClause, listTables, readRows, rowlessTables, statsOf, streamName, tableOfStream as tableOfRowStream } from './mysql-rows.js';
 import { autoIncrementCounters, databaseOptions, fingerprint, inDatabase, isDataStatement, parseSchemaText, readSchema, refuseInvalidViews, schemaObjects, schemaText, withEventStatuses } from './mysql-schema.js';
-import { CREATE_SESSION, DATABASE_RESTORE_SESSION, RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
+import { CREATE_SESSION, DATABASE_RESTORE_SESSION, RESTORE_SESSION, TABLE_RESTORE_SESSION, dropProgrammable, movableTables, retargetDefaults, runProgrammable, serverMessage } from './mysql-objects.js';
 import { finishSwap, saveSwapRecord, savedTrigger, swapPlan, swapTables, tableNames, undoSwap, undoFailed } from './mysql-swap.js';
 import type { SavedTrigger, SwapRecord } from './mysql-swap.js';
 import type { MysqlSchema } from './mysql-schema.js';
@@ -613,7 +613,7 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
       // As a whole restore creates tables (CREATE_SESSION): a definition the target holds is taken.
       await connection.query(CREATE_SESSION);
       await connection.query(create);
-      await connection.query(RESTORE_SESSION);
+      await connection.query(TABLE_RESTORE_SESSION);
       const sink = insertInto(connection, work, t, info.schemaSql);
       if (sink.kind !== 'sink') throw new StrataError('INTERNAL', 'restore: expected a row sink');
       const file = files.get(t);

@@ -33,6 +33,14 @@ export const RESTORE_SESSION =
 export const DATABASE_RESTORE_SESSION = `${RESTORE_SESSION}, check_constraint_checks = 0`;
 
 /**
+ * Session of a restore of some tables (--tables): RESTORE_SESSION with unique checks, since the
+ * rows go into the target's own definitions, which may have gained a UNIQUE key (or a collation
+ * that makes two values alike) since the backup: InnoDB then reports a duplicate as one, naming
+ * the key, where without the checks it fails at commit with no word of why.
+ */
+export const TABLE_RESTORE_SESSION = `${RESTORE_SESSION}, UNIQUE_CHECKS = 1`;
+
+/**
  * Session in which a restore creates tables and sequences: as mysqldump's output creates them,
  * without strict mode, in which the server refuses some definitions it holds (an ENUM whose
  * members differ only in trailing spaces, stored as duplicates: only a warning otherwise). Rows
