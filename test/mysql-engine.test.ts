@@ -139,6 +139,23 @@ describe('MySQL/MariaDB engine', function () {
     assert.deepEqual(await mysqlQuery(live, 'SELECT id, e FROM t'), [{ id: 1, e: 'a@x' }]);
   });
 
+  it('a table restore into a table whose system versioning changed since the backup is refused, saying which side is versioned, with nothing changed', async () => {
+    const plain = 'CREATE TABLE t (id INT PRIMARY KEY, v INT)';
+    for (const [backupSql, targetSql, where] of [
+      [`${plain} WITH SYSTEM VERSIONING COMMENT 'x'`, `${plain} COMMENT 'WITH SYSTEM VERSIONING'`, 'in the backup and not in the target'],
+      [plain, `${plain} WITH SYSTEM VERSIONING`, 'in the target and not in the backup'],
+    ] as const) {
+      const source = await databases.create(`${backupSql}; INSERT INTO t VALUES (1, 1);`);
+      const record = await repo.backup(mysqlUrl(source), { database: 'versioning-since' });
+      const live = await databases.create(`${targetSql}; INSERT INTO t VALUES (1, 2);`);
+      await assert.rejects(
+        repo.restore({ id: record.id }, { to: mysqlUrl(live), tables: ['t'], force: true }),
+        (err: unknown) => isStrataError(err, 'USAGE') && err.message.includes(`table t is system-versioned ${where};`) && /nothing was changed/.test(err.message),
+      );
+      assert.deepEqual(await mysqlQuery(live, 'SELECT id, v FROM t'), [{ id: 1, v: 2 }]);
+    }
+  });
+
   it('replaces an existing database in place with --force, and only some tables with --tables', async () => {
     const source = await databases.create(RICH_MYSQL_SQL);
     const record = await repo.backup(mysqlUrl(source), { database: 'shop' });

@@ -527,6 +527,12 @@ function charsetName(charset: string | undefined): string | undefined {
   return charset?.toLowerCase() === 'utf8' ? 'utf8mb3' : charset?.toLowerCase();
 }
 
+/** Whether SHOW CREATE TABLE's statement makes a system-versioned table (its options, after the column list, say so). */
+function systemVersioned(create: string): boolean {
+  const options = create.slice(create.lastIndexOf('\n)') + 1);
+  return / WITH SYSTEM VERSIONING\b/.test(options.replace(/'(?:[^'\\]|\\.|'')*'/g, "''"));
+}
+
 /**
  * A table restore loads the backup's rows, whose values come in the backup's column order, into
  * the target's own definition of the table. Columns reordered, renamed, added or dropped since the
@@ -543,6 +549,13 @@ function refuseOtherColumns(table: string, targetCreate: string, targetGenerated
   const ours = valuedColumns(statement);
   // A statement not in the server's one-column-a-line form (written by hand) tells no columns.
   if (ours.length === 0) return;
+  if (systemVersioned(targetCreate) !== systemVersioned(statement)) {
+    const where = systemVersioned(statement) ? 'in the backup and not in the target' : 'in the target and not in the backup';
+    throw new StrataError(
+      'USAGE',
+      redactable`restore: table ${named(table, 'table')} is system-versioned ${where}; a table restore loads the backup's rows (and history) into the target's own table, which must be versioned as the backup's was. Restore into a new database (--to another database) and copy the rows across; nothing was changed`,
+    );
+  }
   if (theirs.length !== ours.length || theirs.some((column, i) => column.name !== ours[i]!.name)) {
     throw new StrataError(
       'USAGE',
