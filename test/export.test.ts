@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import type { BackupRecord } from '@strata/sdk';
+import type { BackupRecord, GetOptions } from '@strata/sdk';
 import { Passphrase, StrataError, openRepository } from '@strata/sdk';
 import { bigDatabase, buildRichDatabase, mutate } from './helpers/databases.js';
-import { ReadFaultStorage } from './helpers/faulty-storage.js';
+import { DiskFullStorage, ReadFaultStorage } from './helpers/faulty-storage.js';
 import { CLI, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 
@@ -95,7 +95,7 @@ describe('strata export and import', () => {
     assert.equal(missing.status, 1, missing.stderr);
     assert.equal(json<{ error: { code: string } }>(missing).error.code, 'IO');
     assert.match(missing.stderr, /export: cannot write .*no-such-folder\/blog\.tar\.gz \(ENOENT\); give --out a file in a folder you can write to/);
-    // A link planted where the export writes its file first is replaced, not written through.
+    // A link planted at a predictable temporary name (as earlier versions used) is never written through.
     const planted = path.join(dir.path, 'planted');
     writeFileSync(planted, 'not to be overwritten');
     symlinkSync(planted, path.join(dir.path, 'linked.tar.gz.partial'));
@@ -112,6 +112,57 @@ describe('strata export and import', () => {
       assert.equal(json<{ error: { code: string } }>(full).error.code, 'IO');
       assert.match(full.stderr, /export: writing .*full\.(tar\.gz|zip) failed \(EFBIG\); nothing was kept/);
       assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith('full.')), [], `nothing named full.${extension}* is left`);
+    }
+  });
+
+  it('two exports to the same --out each write a temporary file of their own: neither breaks the other, and without replace the later one leaves the earlier file alone', async () => {
+    populated();
+    const passphrase = new Passphrase(TEST_PASSPHRASE);
+    const tempDir = path.join(dir.path, 'tmp');
+    const names = (file: string): string[] =>
+      spawnSync('tar', ['-tzf', file], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter((n) => n.startsWith('backups/'))
+        .map((n) => n.split('/')[1]!);
+    for (const replace of [true, false]) {
+      const out = path.join(dir.path, `both-${replace}.tar.gz`);
+      // The first export (of shop) is held at its first artifact, its temporary file made and
+      // begun, while a second export (of blog) to the same file runs from start to end.
+      let reached!: () => void;
+      const held = new Promise<void>((resolve) => (reached = resolve));
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      class HeldStorage extends DiskFullStorage {
+        override async get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>> {
+          if (key.startsWith('backups/')) {
+            reached();
+            await gate;
+          }
+          return super.get(key, options);
+        }
+      }
+      const first = await openRepository(new HeldStorage(source(), Number.MAX_SAFE_INTEGER), { passphrase, tempDir });
+      const firstRun = first.export({ databases: ['shop'], out, replace });
+      firstRun.catch(() => undefined);
+      await held;
+      const second = await openRepository(source(), { passphrase, tempDir });
+      await second.export({ databases: ['blog'], out, replace });
+      assert.deepEqual([...new Set(names(out))], ['blog']);
+      release();
+      if (replace) {
+        // The later to finish is in place, whole: the file holds what that run reports.
+        const result = await firstRun;
+        assert.deepEqual([...new Set(result.backups.map((b) => b.database))], ['shop']);
+        assert.deepEqual([...new Set(names(out))], ['shop']);
+      } else {
+        await assert.rejects(firstRun, (err: Error & { code: string }) => {
+          assert.equal(err.code, 'TARGET_EXISTS');
+          assert.match(err.message, /^export: .*both-false\.tar\.gz appeared while this export ran \(another export or program wrote it\) and was left as it is; give another --out, or --force to replace it$/);
+          return true;
+        });
+        assert.deepEqual([...new Set(names(out))], ['blog'], 'the file is still the one the other run reported');
+      }
+      assert.deepEqual(readdirSync(dir.path).filter((name) => name.startsWith(`both-${replace}.`)), [path.basename(out)], 'no temporary file is left');
     }
   });
 
@@ -206,11 +257,18 @@ describe('strata export and import', () => {
       let out = '';
       const stopped = await interrupted((n) => {
         out = path.join(dir.path, `big-${n}.${extension}`);
-        const partial = `${out}.partial`;
+        // The export's own temporary file: `<out>.<random>.partial`.
+        const partial = (): string | undefined => {
+          const name = readdirSync(dir.path).find((f) => f.startsWith(`${path.basename(out)}.`) && f.endsWith('.partial'));
+          return name === undefined ? undefined : path.join(dir.path, name);
+        };
         return {
           args: ['export', '--all', '--out', out, '--repo', repo],
-          started: () => (statSync(partial, { throwIfNoEntry: false })?.size ?? 0) > 0,
-          underWay: () => existsSync(partial) && !existsSync(out),
+          started: () => {
+            const file = partial();
+            return file !== undefined && (statSync(file, { throwIfNoEntry: false })?.size ?? 0) > 0;
+          },
+          underWay: () => partial() !== undefined && !existsSync(out),
         };
       });
       assert.equal(stopped.status, 1, stopped.stderr);

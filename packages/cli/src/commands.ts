@@ -732,7 +732,8 @@ export async function exportCommand(ctx: CommandContext, options: { databases: r
   }
   if (existing?.isDirectory()) throw new StrataError('USAGE', `export: ${path.resolve(options.out)} is a folder; give --out a file name (.tar.gz or .zip)`);
   const repo = await ctx.repository();
-  const result = await repo.export({ databases: options.databases, out: options.out, signal });
+  // Without --force, a file another run put there meanwhile is not replaced either.
+  const result = await repo.export({ databases: options.databases, out: options.out, replace: options.force, signal });
   if (ctx.json) ctx.printJson({ file: result.file, backups: result.backups.map((b) => b.id), segments: result.segments.map((s) => s.id), logFiles: result.logFiles });
   else
     process.stdout.write(

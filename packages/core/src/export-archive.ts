@@ -1,5 +1,6 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { close, createReadStream, createWriteStream, fsync, open } from 'node:fs';
+import { promisify } from 'node:util';
 import * as fs from 'node:fs/promises';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
@@ -35,26 +36,38 @@ export interface ExportEntry {
   open(options: Abortable): Promise<AsyncIterable<Uint8Array>>;
 }
 
+/** Options of {@link writeExportContainer}. */
+export interface ExportContainerOptions extends Abortable {
+  /**
+   * Whether a file that appears at `file` while the export runs (another export, or any program)
+   * is replaced by this one. Without it the export fails with TARGET_EXISTS and leaves that file
+   * as it is: a caller that refused to replace a file found before the export must not replace
+   * one that came later.
+   */
+  readonly replace?: boolean;
+}
+
 /**
- * Writes the container to `file` (through a temporary name, renamed when complete). When `signal`
- * aborts, reading and writing stop, the temporary file goes, and the export fails with ABORTED.
+ * Writes the container to `file` through a temporary file of this run's own in the same folder,
+ * put in place only when complete. When `signal` aborts, reading and writing stop, the temporary
+ * file goes, and the export fails with ABORTED.
  */
-export async function writeExportContainer(file: string, entries: readonly ExportEntry[], options: Abortable = {}): Promise<void> {
-  const { signal } = options;
+export async function writeExportContainer(file: string, entries: readonly ExportEntry[], options: ExportContainerOptions = {}): Promise<void> {
+  const { signal, replace = true } = options;
   if (signal?.aborted) throw interruption(signal);
-  const temp = `${file}.partial`;
   const format = exportFormatOf(file);
-  // Created first, so a folder that cannot be written to is an error that says so, not a stream
-  // failing after the backups were read; and created anew (what a killed export left goes first),
-  // never opened through whatever else is at that name, such as a link planted in a shared folder.
-  await fs.rm(temp, { force: true });
-  await fs
-    .open(temp, 'wx', 0o600)
-    .then((handle) => handle.close())
-    .catch((err: NodeJS.ErrnoException) => {
-      throw new StrataError('IO', `export: cannot write ${file} (${err.code ?? err.message}); give --out a file in a folder you can write to`, { cause: err });
-    });
-  const out = createWriteStream(temp, { flags: 'r+' });
+  // A name no other run uses (two exports to the same --out each write their own file, and
+  // neither removes or renames the other's), created exclusively, so it is never opened through
+  // whatever else is at that name, such as a link planted in a shared folder. Created first, so a
+  // folder that cannot be written to is an error that says so, not a stream failing after the
+  // backups were read. Same folder: the rename that puts it in place stays on one filesystem.
+  const temp = `${file}.${randomBytes(6).toString('hex')}.partial`;
+  const fd = await promisify(open)(temp, 'wx', 0o600).catch((err: NodeJS.ErrnoException) => {
+    throw new StrataError('IO', `export: cannot write ${file} (${err.code ?? err.message}); give --out a file in a folder you can write to`, { cause: err });
+  });
+  // Written, synced and closed through this one descriptor: nothing is opened by name again. (A
+  // stream over a FileHandle it does not close keeps the handle's close() waiting for ever.)
+  const out = createWriteStream('', { fd, autoClose: false });
   // Ends every wait of the export at once, its reason the error the export fails with: a write
   // that fails later (a full disk) rather than the process, or an interruption. (Racing each wait
   // against a promise that never settles kept every race alive until the export ended.)
@@ -64,6 +77,7 @@ export async function writeExportContainer(file: string, entries: readonly Expor
   signal?.addEventListener('abort', onAbort, { once: true });
   const halted = { signal: stop.signal };
   let gzip: zlib.Gzip | undefined;
+  let placed = false;
   try {
     if (format === 'tar.gz') {
       const compressor = (gzip = zlib.createGzip({ level: 1 }));
@@ -84,22 +98,43 @@ export async function writeExportContainer(file: string, entries: readonly Expor
     } else {
       await writeZip(entries, out, stop.signal);
     }
-    const written = await fs.open(temp, 'r+');
-    await written.sync();
-    await written.close();
+    await promisify(fsync)(fd);
     // Interrupted while the file was made durable: it is still not put in place.
     stop.signal.throwIfAborted();
-    await fs.rename(temp, file);
+    await putInPlace(temp, file, replace);
+    placed = true;
   } catch (err) {
     // Decided before the streams go: destroying one with a write in flight fails that write too.
     const reason: unknown = stop.signal.aborted ? stop.signal.reason : err;
     gzip?.destroy();
     out.destroy();
-    await fs.rm(temp, { force: true });
     throw reason;
   } finally {
     signal?.removeEventListener('abort', onAbort);
+    await promisify(close)(fd).catch(() => undefined);
+    if (!placed) await fs.rm(temp, { force: true }).catch(() => undefined);
   }
+}
+
+/**
+ * Renames the complete temporary file to `file`; without `replace`, links it there instead, which
+ * fails rather than replace a file that appeared meanwhile. A filesystem without hard links
+ * checks first and renames (a narrower window, the best it allows).
+ */
+async function putInPlace(temp: string, file: string, replace: boolean): Promise<void> {
+  if (replace) return fs.rename(temp, file);
+  const appeared = (): StrataError =>
+    new StrataError('TARGET_EXISTS', `export: ${file} appeared while this export ran (another export or program wrote it) and was left as it is; give another --out, or --force to replace it`);
+  try {
+    await fs.link(temp, file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw appeared();
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+    if (await fs.lstat(file).then(() => true, () => false)) throw appeared();
+    return fs.rename(temp, file);
+  }
+  await fs.rm(temp, { force: true });
 }
 
 function interruption(signal: AbortSignal | undefined): StrataError {

@@ -37,7 +37,7 @@ export class ExportImport {
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
    */
-  async export(options: { databases?: readonly string[]; out: string } & Abortable): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
+  async export(options: { databases?: readonly string[]; out: string; replace?: boolean } & Abortable): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
     exportFormatOf(options.out);
     await this.#ctx.unlock();
     const op = await this.#ctx.journal.begin('export', { details: { out: options.out } });
@@ -109,7 +109,7 @@ export class ExportImport {
         ...keyFiles.map((f) => text(keyFileObject(f.id), f.message)),
         ...[...chosen, ...segments, ...logFiles].map((b) => ({ name: b.key, size: b.storedBytes, open: (read: Abortable) => this.#ctx.storage.get(b.key, read) })),
       ];
-      await writeExportContainer(options.out, entries, options.signal ? { signal: options.signal } : {});
+      await writeExportContainer(options.out, entries, { ...(options.signal ? { signal: options.signal } : {}), ...(options.replace === false ? { replace: false } : {}) });
       await op.complete({ details: { out: options.out, backups: chosen.map((b) => b.id), segments: segments.length, logFiles: logFiles.length } });
       return { file: options.out, backups: chosen, segments, logFiles: logFiles.length };
     } catch (err) {

@@ -369,9 +369,11 @@ export class Repository {
    * Writes a self-contained archive (`.tar.gz` or `.zip`) holding, for each database, its newest
    * good restore point with its whole chain: the artifacts as they are, their catalog entries,
    * and a RESTORE.md with the exact commands to restore each one with Strata and without it.
-   * `signal` stops it (ABORTED), leaving no file.
+   * `signal` stops it (ABORTED), leaving no file. `replace: false` fails with TARGET_EXISTS,
+   * leaving that file as it is, when a file appears at `out` while the export runs (default: it
+   * is replaced, once the export is complete).
    */
-  async export(options: { databases?: readonly string[]; out: string; signal?: AbortSignal }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
+  async export(options: { databases?: readonly string[]; out: string; replace?: boolean; signal?: AbortSignal }): Promise<{ file: string; backups: BackupRecord[]; segments: SegmentRecord[]; logFiles: number }> {
     return this.#transfer.export(options);
   }
 
