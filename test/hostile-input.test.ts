@@ -11,7 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { bigDatabase } from './helpers/databases.js';
-import { FIXTURE_DB, copyInto, finished, json, strata, strataAsync, useSuiteDir, useTempDir, catalogPath, removeCatalog } from './helpers/env.js';
+import { CLI, FIXTURE_DB, TEST_PASSPHRASE, copyInto, finished, json, strata, strataAsync, useSuiteDir, useTempDir, catalogPath, removeCatalog } from './helpers/env.js';
 
 interface BackupJson {
   id: string;
@@ -269,6 +269,38 @@ describe('hostile input and private data', () => {
     const result = strata(['list', '--repo', repo(), '--json']);
     assert.equal(result.status, 1);
     assert.match(json<{ error: { message: string } }>(result).error.message, /repository\.json .* is damaged/);
+  });
+
+  it('stats --html and metrics --textfile never write through a link planted at a temporary name, in a folder others can write to', () => {
+    withOneBackup();
+    const shared = path.join(dir.path, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const victim = path.join(dir.path, 'victim');
+    writeFileSync(victim, 'not to be overwritten');
+    // Another user plants links at the names a run whose process id they can guess would write
+    // through (bash's $$ is the process id strata runs under after exec): the names of a `.tmp`
+    // beside the file with that id in them, in the forms Strata used.
+    const run = (args: string[], file: string): { status: number; stderr: string } => {
+      const base = path.basename(file);
+      const cli = [CLI, ...args, '--repo', repo()].map((a) => `'${a}'`).join(' ');
+      const script = `ln -s '${victim}' '${shared}/${base}.'$$'.tmp'; ln -s '${victim}' '${shared}/.${base}.'$$'.tmp'; exec '${process.execPath}' ${cli}`;
+      const result = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, STRATA_PASSPHRASE: TEST_PASSPHRASE } });
+      return { status: result.status ?? -1, stderr: result.stderr };
+    };
+    const report = path.join(shared, 'report.html');
+    const stats = run(['stats', '--html', report], report);
+    assert.equal(stats.status, 0, stats.stderr);
+    const textfile = path.join(shared, 'strata.prom');
+    const metrics = run(['metrics', '--textfile', textfile], textfile);
+    assert.equal(metrics.status, 0, metrics.stderr);
+    assert.equal(readFileSync(victim, 'utf8'), 'not to be overwritten');
+    assert.match(readFileSync(report, 'utf8'), /^<!DOCTYPE html>/i);
+    assert.match(readFileSync(textfile, 'utf8'), /strata_/);
+    assert.equal(statSync(textfile).mode & 0o777, 0o644 & ~process.umask());
+    assert.ok(!lstatSync(report).isSymbolicLink() && !lstatSync(textfile).isSymbolicLink());
+    // Only the planted links are left beside them: no temporary file of strata's.
+    assert.deepEqual(readdirSync(shared).filter((name) => !lstatSync(path.join(shared, name)).isSymbolicLink()).sort(), ['report.html', 'strata.prom']);
   });
 
   it('repository folders are private to their owner', () => {

@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
@@ -35,6 +34,7 @@ import {
 } from '@strata/sdk';
 import type { PointInTimeResult } from '@strata/sdk';
 import type { BackupRecord, BackupType, CodecName, EncryptionProfile, HealthCheck, HealthThresholds, MirrorState, MirrorSyncResult, Repository, RestoreFallback, RetentionDecision, RetentionPolicy, VerifyReport } from '@strata/sdk';
+import { writeFileAtomically } from './atomic-file.js';
 import type { CommandContext } from './context.js';
 import { physicalRestore, physicalTableRestore } from './wal-commands.js';
 import type { PhysicalRestoreOptions } from './wal-commands.js';
@@ -619,7 +619,7 @@ export async function statsCommand(ctx: CommandContext, options: StatsCommandOpt
   if (options.html !== undefined) {
     const runs = backupRuns(operations, await repo.list(), since);
     const file = path.resolve(options.html);
-    writeFileAtomically(file, renderStatsReport({ repository: repo.settings.location, since, now, runs }));
+    writeReport(file, renderStatsReport({ repository: repo.settings.location, since, now, runs }));
     report = { file, runs: runs.length, databases: new Set(runs.map((r) => r.database)).size };
   }
   if (ctx.json) {
@@ -645,14 +645,11 @@ export async function statsCommand(ctx: CommandContext, options: StatsCommandOpt
 }
 
 /** Writes a whole file or nothing: a report half written by a killed run would look complete to whoever opens it. */
-function writeFileAtomically(file: string, text: string): void {
-  const temporary = `${file}.${process.pid}.tmp`;
+function writeReport(file: string, text: string): void {
   try {
-    writeFileSync(temporary, text);
-    renameSync(temporary, file);
+    writeFileAtomically(file, text);
   } catch (err) {
-    rmSync(temporary, { force: true });
-    throw new StrataError('IO', `stats: cannot write ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new StrataError('IO', `stats: cannot write ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); give --html a file in a folder you can write to`, { cause: err });
   }
 }
 

@@ -1,7 +1,6 @@
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { continuityWindows, inventory, newestGoodByDatabase } from '@strata/sdk';
 import type { BackupRecord, Repository } from '@strata/sdk';
+import { writeFileAtomically } from './atomic-file.js';
 
 /** One metric family: its samples by label set. */
 interface Family {
@@ -127,12 +126,6 @@ export async function metricsText(repo: Repository, now = new Date()): Promise<s
  * then renamed over the old one.
  */
 export function writeTextfile(file: string, text: string): void {
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  try {
-    writeFileSync(temporary, text, { mode: 0o644 });
-    renameSync(temporary, file);
-  } catch (err) {
-    rmSync(temporary, { force: true });
-    throw err;
-  }
+  // Readable by node_exporter, which often runs as another user.
+  writeFileAtomically(file, text, 0o644);
 }

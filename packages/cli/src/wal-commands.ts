@@ -100,7 +100,8 @@ export async function walFetchCommand(ctx: CommandContext, options: { name: stri
   const file = path.resolve(options.file);
   const partial = `${file}.strata-${randomBytes(4).toString('hex')}`;
   try {
-    await fs.writeFile(partial, bytes, { mode: 0o600 });
+    // Created exclusively: never written through a link or file already at that name.
+    await fs.writeFile(partial, bytes, { mode: 0o600, flag: 'wx' });
     await fs.rename(partial, file);
   } catch (err) {
     await fs.rm(partial, { force: true }).catch(() => undefined);
