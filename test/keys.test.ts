@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { SpawnSyncReturns } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -591,6 +592,82 @@ describe('keys that can change', function () {
     }
     assert.match(strata(['--help']).stdout, /key list\|add\|remove\|passwd\|rotate\|migrate/);
     assert.equal(strata(['key', 'frobnicate', '--repo', repo()]).status, 2);
+  });
+
+  it('key remove killed at any write never leaves the revoked key file unlisted in keys/; a retry finishes, or says it was already removed (exit 0)', function () {
+    init();
+    backup(source(), 'full');
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const bobs = keyList(bob()).opened!;
+    const template = path.join(dir.path, 'remove-template');
+    cpSync(repo(), template, { recursive: true });
+    // `repo.keys.remove` in a child that SIGKILLs itself just before its Nth write to storage
+    // (put, delete, append, exclusive create, rename): what kill -9 or a power cut leaves.
+    const script = path.join(dir.path, 'dying-key-remove.mjs');
+    writeFileSync(
+      script,
+      `import { LocalStorage, Passphrase, openRepository } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'packages/sdk/dist/index.js')).href)};
+const inner = new LocalStorage(process.env.REPO);
+let writes = 0;
+const storage = new Proxy(inner, {
+  get(target, name) {
+    const value = Reflect.get(target, name, target);
+    if (typeof value !== 'function') return value;
+    if (!['put', 'delete', 'append', 'createExclusive', 'rename'].includes(name)) return value.bind(target);
+    return (...args) => {
+      if (++writes === Number(process.env.KILL_AT)) process.kill(process.pid, 'SIGKILL');
+      return value.apply(target, args);
+    };
+  },
+});
+const repo = await openRepository(storage, { passphrase: new Passphrase(process.env.OLD) });
+await repo.keys.remove(process.env.ID);
+await repo.close();
+`,
+    );
+    const listed = (where: string): string[] => (JSON.parse(readFileSync(path.join(where, 'repository.json'), 'utf8')) as { encryption: { keyFiles: { id: string }[] } }).encryption.keyFiles.map((f) => f.id);
+    let killedAt = 0;
+    for (let killAt = 1; ; killAt++) {
+      assert.ok(killAt < 60, 'the removal makes fewer than 60 writes');
+      const copy = path.join(dir.path, `remove-kill-${killAt}`);
+      cpSync(template, copy, { recursive: true });
+      const child = spawnSync(process.execPath, [script], { env: { ...process.env, REPO: copy, KILL_AT: String(killAt), OLD: TEST_PASSPHRASE, ID: bobs }, encoding: 'utf8' });
+      if (child.status === 0) break;
+      assert.equal(child.signal, 'SIGKILL', child.stderr);
+      killedAt++;
+      // Before anything else opens the repository: either the removal did not happen (still listed)
+      // or the revoked passphrase's key file is gone.
+      const file = path.join(copy, 'keys', `${bobs}.asc`);
+      assert.ok(listed(copy).includes(bobs) || !existsSync(file), `killed at write ${killAt}: ${bobs}.asc is in keys/ but repository.json no longer lists it`);
+      const retry = run(['key', 'remove', bobs], undefined, {}, copy);
+      assert.equal(retry.status, 0, `killed at write ${killAt}, the retry: ${retry.stderr}`);
+      assert.ok(!listed(copy).includes(bobs) && !existsSync(file), `killed at write ${killAt}: removed after the retry`);
+      assert.equal(run(['verify', 'latest'], bob(), {}, copy).status, 4, 'the revoked passphrase opens nothing');
+      rmSync(copy, { recursive: true, force: true });
+    }
+    assert.ok(killedAt > 3, `the removal has several writes to be killed before (${killedAt})`);
+    // A retry after a removal that went through says so and succeeds.
+    ok(['key', 'remove', bobs]);
+    const again = ok(['key', 'remove', bobs]);
+    assert.match(again.stdout, new RegExp(`key file ${bobs} was already removed \\(at \\S+\\): its passphrase no longer opens the repository; nothing more to do`));
+    assert.equal(run(['key', 'remove', 'feedf00d']).status, 2, 'an id never removed is still unknown');
+  });
+
+  it('a key file repository.json does not list (a key passwd killed before deleting the old one) is removed by the next command of any kind, which says so', () => {
+    init();
+    backup(source(), 'full');
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const bobs = keyList(bob()).opened!;
+    // The state such a kill leaves: repository.json no longer lists Bob's key file, which is still there.
+    const config = path.join(repo(), 'repository.json');
+    const raw = JSON.parse(readFileSync(config, 'utf8')) as { encryption: { keyFiles: { id: string }[] } };
+    raw.encryption.keyFiles = raw.encryption.keyFiles.filter((f) => f.id !== bobs);
+    writeFileSync(config, JSON.stringify(raw, null, 2));
+    assert.ok(existsSync(path.join(repo(), 'keys', `${bobs}.asc`)));
+    const next = ok(['backup', source(), '--name', 'app', '--type', 'incremental']);
+    assert.match(next.stderr, new RegExp(`strata: warning: removed keys/${bobs}\\.asc: repository\\.json does not list it \\(a key change was killed before it finished\\), so its passphrase no longer opens the repository`));
+    assert.deepEqual(readdirSync(path.join(repo(), 'keys')), [`${keyList().opened!}.asc`]);
+    assert.equal(run(['verify', 'latest'], bob()).status, 4);
   });
 
   describe('a process killed at a step of a change', () => {

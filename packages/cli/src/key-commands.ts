@@ -131,7 +131,9 @@ async function removeKey(ctx: CommandContext, id: string, force: boolean): Promi
   await repo.unlock();
   const removed = await repo.keys.remove(id, { force });
   if (ctx.json) ctx.printJson({ removed });
-  else {
+  else if (removed.alreadyRemoved !== undefined) {
+    process.stdout.write(`key file ${id} was already removed (at ${removed.alreadyRemoved}): its passphrase no longer opens the repository; nothing more to do\n`);
+  } else {
     process.stdout.write(
       `removed key file ${describe(removed)}: its passphrase no longer opens the repository.\n` +
         'A copy of that key file with its passphrase (or the data keys read from it) still opens the backups made so far;\n' +

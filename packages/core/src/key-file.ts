@@ -213,6 +213,20 @@ export function checkEncryptionSection(section: unknown, location: string): asse
 }
 
 /** repository.json's encryption section as it is on storage now, checked. */
+/**
+ * Key files in keys/ that `section` does not list: what a key change killed part way left (a
+ * passwd or remove after its repository.json write, an add before it), or one in progress in
+ * another process, which holds the repository lock meanwhile.
+ */
+export async function unlistedKeyFiles(storage: Storage, section: EncryptionSection): Promise<string[]> {
+  const listed = new Set((section.keyFiles ?? []).map((f) => keyFileObject(f.id)));
+  const unlisted: string[] = [];
+  for await (const object of storage.list(KEYS_PREFIX)) {
+    if (/^keys\/[0-9a-f]{8}\.asc$/.test(object.key) && !listed.has(object.key)) unlisted.push(object.key);
+  }
+  return unlisted;
+}
+
 export async function readSection(storage: Storage): Promise<{ raw: Record<string, unknown>; section: EncryptionSection }> {
   const raw = await readRawConfig(storage);
   checkEncryptionSection(raw['encryption'], storage.location);

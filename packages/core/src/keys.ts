@@ -5,7 +5,7 @@ import { decryptSmall } from './encryption.js';
 import type { EncryptionProfile, Passphrase } from './encryption.js';
 import { StrataError } from './errors.js';
 import type { Journal } from './journal.js';
-import { KEYS_PREFIX, KEY_ID, MAX_KEY_FILE_BYTES, checkKeyLabel, describeKeyFile, hasKeyFiles, keyFileObject, newDataKey, newId, openKeyFileText, readKeyFile, readSection, writeKeyFile } from './key-file.js';
+import { KEYS_PREFIX, KEY_ID, MAX_KEY_FILE_BYTES, checkKeyLabel, describeKeyFile, hasKeyFiles, keyFileObject, newDataKey, newId, openKeyFileText, readKeyFile, readSection, unlistedKeyFiles, writeKeyFile } from './key-file.js';
 import type { DataKeyInfo, EncryptionSection, KeyFileInfo } from './key-file.js';
 import { Keyring } from './key-vault.js';
 import type { KeyVault } from './key-vault.js';
@@ -181,15 +181,22 @@ export class RepositoryKeys {
    *
    * A copy of the key file, or the data keys someone read from it, still open the artifacts made
    * under those keys: after removing a passphrase that may have leaked, rotate the data key.
+   *
+   * The key file is deleted before repository.json stops listing it. A key file the journal says
+   * was removed already (a retry) is returned with `alreadyRemoved`, the time of that removal.
    */
-  async remove(id: string, options: { force?: boolean } = {}): Promise<KeyFileInfo> {
+  async remove(id: string, options: { force?: boolean } = {}): Promise<KeyFileInfo & { readonly alreadyRemoved?: string }> {
     // Listed before the lock (a listing of every log folder must not hold up commits): what is
     // stored meanwhile is sealed under the current key, which a removal never strands.
     const others = await this.#host.otherArtifacts();
-    return this.#change('remove', async (section, mine, backups) => {
+    return this.#change('remove', async (section, mine, backups, note) => {
       const files = section.keyFiles!;
       const target = files.find((f) => f.id === id);
       if (!target) {
+        // A retry of a removal that went through (or was killed after its repository.json write)
+        // has nothing left to do: said as such, not as an unknown id.
+        const earlier = await this.#removedEarlier(id);
+        if (earlier) return { result: earlier, details: { keyFile: id, alreadyRemoved: earlier.alreadyRemoved } };
         const isDataKey = section.dataKeys?.some((k) => k.id === id);
         throw new StrataError('USAGE', `key remove: no key file ${id}${isDataKey ? ` (${id} is a data key; key remove takes a key file id)` : ''}; \`strata key list\` shows them`);
       }
@@ -214,9 +221,14 @@ export class RepositoryKeys {
           { details: { stranded: stranded.map(([key]) => key) } },
         );
       }
-      await this.#commit({ ...section, keyFiles: rest }, target.id === mine.keyFile!.id ? undefined : mine);
-      // Only now: until repository.json stopped listing it, it had to stay openable.
+      // Journaled before anything changes, so a retry after a kill here knows it was removed.
+      await note({ keyFile: target.id, label: target.label });
+      // The key file goes first, then the record: a kill in between leaves repository.json listing
+      // a file that is gone (every other passphrase still opens the repository, and a retry
+      // finishes), never the revoked passphrase's file left in keys/ unlisted, where it would still
+      // open every backup for whoever holds that passphrase and a copy of the repository.
       await this.#host.storage.delete(keyFileObject(target.id));
+      await this.#commit({ ...section, keyFiles: rest }, target.id === mine.keyFile!.id ? undefined : mine);
       return { result: target, details: { keyFile: target.id, label: target.label, forced: target.id === mine.keyFile!.id } };
     });
   }
@@ -365,7 +377,7 @@ export class RepositoryKeys {
   /** Runs a change under the lock, journaled, with the unlocking passphrase's keys reopened there. */
   async #change<T>(
     action: 'add' | 'remove' | 'passwd' | 'rotate' | 'migrate',
-    fn: (section: EncryptionSection, mine: Keyring, backups: readonly BackupRecord[]) => Promise<{ result: T; details: Record<string, unknown> }>,
+    fn: (section: EncryptionSection, mine: Keyring, backups: readonly BackupRecord[], note: (details: Record<string, unknown>) => Promise<void>) => Promise<{ result: T; details: Record<string, unknown> }>,
     options: { keyFiles: boolean } = { keyFiles: true },
   ): Promise<T> {
     const what = `key ${action}`;
@@ -382,7 +394,7 @@ export class RepositoryKeys {
       const { result, details } = await this.#locked(async (section, mine) => {
         const catalog = (await readCatalog(this.#host.storage)) ?? backups;
         if (options.keyFiles) await this.#refuseUnlisted(what, section, mine, catalog);
-        return fn(section, mine, catalog);
+        return fn(section, mine, catalog, (details) => op.note({ details: { action, ...details } }));
       }, !options.keyFiles);
       await op.complete({ details: { action, ...details } });
       return result;
@@ -463,10 +475,16 @@ export class RepositoryKeys {
    * the lock, so none is in progress now.
    */
   async #sweepOrphans(section: EncryptionSection): Promise<void> {
-    const listed = new Set((section.keyFiles ?? []).map((f) => keyFileObject(f.id)));
-    for await (const object of this.#host.storage.list(KEYS_PREFIX)) {
-      if (/^keys\/[0-9a-f]{8}\.asc$/.test(object.key) && !listed.has(object.key)) await this.#host.storage.delete(object.key);
-    }
+    for (const key of await unlistedKeyFiles(this.#host.storage, section)) await this.#host.storage.delete(key);
+  }
+
+  /** The key file `id` as a completed or killed `key remove` journaled it, if one did. */
+  async #removedEarlier(id: string): Promise<(KeyFileInfo & { alreadyRemoved: string }) | undefined> {
+    const records = await this.#host.journal.records();
+    const removal = records.filter((r) => r.kind === 'key' && r.details?.['action'] === 'remove' && r.details['keyFile'] === id).at(-1);
+    if (!removal) return undefined;
+    const label = removal.details?.['label'];
+    return { id, label: typeof label === 'string' ? label : null, createdAt: removal.at, dataKeys: [], alreadyRemoved: removal.at };
   }
 }
 

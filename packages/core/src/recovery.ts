@@ -5,6 +5,8 @@ import { withRepositoryLock } from './lock.js';
 import type { LockOptions } from './lock.js';
 import { backupCacheKeys } from './carry-cache.js';
 import { sweepPrivateTemps } from './private-temp.js';
+import { readSection, unlistedKeyFiles } from './key-file.js';
+import type { EncryptionSection } from './key-file.js';
 import type { Storage } from './storage.js';
 
 /**
@@ -20,7 +22,8 @@ import type { Storage } from './storage.js';
  * Finishes or undoes what killed processes left, before this process writes anything: private
  * temporary folders, the storage's temporary files, uncommitted artifacts, unfinished deletions.
  */
-export async function recoverInterruptedWork(storage: Storage, options: { tempDir?: string; lock?: LockOptions }): Promise<void> {
+export async function recoverInterruptedWork(storage: Storage, options: { tempDir?: string; lock?: LockOptions; encryption?: EncryptionSection }): Promise<void> {
+  if (options.encryption) await sweepUnlistedKeyFiles(storage, options.encryption, options.lock);
   await sweepPrivateTemps(options.tempDir);
   await storage.sweepTemp?.();
   await finishAbandonedWrites(storage, async () => {
@@ -75,6 +78,30 @@ async function finishInterruptedDeletions(storage: Storage, lock: LockOptions | 
       const listed = catalogKeys(contents.backups, contents.segments);
       for (const key of pending) if (!listed.has(key)) await storage.delete(key);
       await writePendingDeletions(storage, []);
+    },
+    lock,
+  );
+}
+
+/**
+ * Removes key files repository.json does not list, on every open, not only at the next key
+ * change: the one a `key passwd` (or a `key remove` of an earlier version) killed after its
+ * repository.json write left is a revoked passphrase's, which still decrypts every backup for
+ * whoever holds that passphrase and a copy of the repository. Under the lock, read again: a key
+ * change in progress writes its new key file before the repository.json that lists it, and holds
+ * the lock until then. Said on stderr (a process warning), since a file disappears.
+ */
+async function sweepUnlistedKeyFiles(storage: Storage, section: EncryptionSection, lock: LockOptions | undefined): Promise<void> {
+  if (!section.keyFiles || (await unlistedKeyFiles(storage, section)).length === 0) return;
+  await withRepositoryLock(
+    storage,
+    'sweep-key-files',
+    async () => {
+      const now = (await readSection(storage)).section;
+      for (const key of await unlistedKeyFiles(storage, now)) {
+        await storage.delete(key);
+        process.emitWarning(`removed ${key}: repository.json does not list it (a key change was killed before it finished), so its passphrase no longer opens the repository`, { code: 'STRATA_LEFTOVER' });
+      }
     },
     lock,
   );

@@ -67,7 +67,7 @@ export async function openRepository(storage: Storage, options: OpenOptions): Pr
   await storage.setAccess?.(config.access ?? 'private');
   // A repository of an earlier format moves onto the object layout first, under the lock.
   config.version = await upgradeLayout(storage, config.version, options.lock);
-  await recoverInterruptedWork(storage, options);
+  await recoverInterruptedWork(storage, { ...options, encryption: config.encryption });
   return new Repository(storage, config, options);
 }
 
