@@ -364,10 +364,16 @@ END $$;
       GRANT SELECT ON t TO "${gone}" WITH GRANT OPTION;
       ALTER DEFAULT PRIVILEGES FOR ROLE "${gone}" GRANT SELECT ON TABLES TO PUBLIC;
       SET SESSION AUTHORIZATION "${gone}"; GRANT SELECT ON t TO PUBLIC; RESET SESSION AUTHORIZATION;
+      COMMENT ON COLUMN t.note IS 'run ALTER x OWNER TO "${gone}";
+then';
+      CREATE TABLE t2 (id int); COMMENT ON TABLE t2 IS 'x
+-- strata: post-data (indexes, constraints, triggers) below; load the rows before running it
+y';
       INSERT INTO t (id) VALUES (1);`);
     const definitions = async (db: string): Promise<unknown[]> =>
       (await pgQuery(db, `SELECT g() AS g, pg_get_functiondef('f2'::regproc) AS f2, pg_get_expr(d.adbin, d.adrelid) AS note_default,
           obj_description('t'::regclass) AS t_comment, obj_description('t_a'::regclass) AS t_a_comment,
+          col_description('t'::regclass, 2) AS note_comment, obj_description('t2'::regclass) AS t2_comment,
           (SELECT array_agg(coalesce(spcname, '') ORDER BY relname) FROM pg_class c LEFT JOIN pg_tablespace s ON s.oid = c.reltablespace WHERE relname IN ('t_a', 't_b')) AS spaces
         FROM pg_attrdef d WHERE d.adrelid = 't'::regclass`)).rows;
     const record = await repo.backup(pgUrl(source), { database: 'lines' });

@@ -360,7 +360,7 @@ describe('PostgreSQL engine', function () {
       assert.equal(strata(['init', '--repo', cliRepo]).status, 0);
       const result = strata(['backup', url.toString(), '--repo', cliRepo]);
       assert.equal(result.status, 7, result.stderr);
-      assert.match(result.stderr, /copying table public\.fr was refused: .*row-level security.*; back up as a superuser or a role with BYPASSRLS/);
+      assert.match(result.stderr, /copying table public\.fr was refused: .*row-level security.*; back up \(and verify\) as a superuser or a role with BYPASSRLS/);
     } finally {
       await pgQuery('postgres', `DROP OWNED BY "${owner}"`).catch(() => undefined);
       await pgQuery('postgres', `DROP ROLE IF EXISTS "${owner}"`).catch(() => undefined);

@@ -269,6 +269,8 @@ export function workDatabaseSession(work: WorkDatabase, session: RestoreSession,
  * {@link workDatabaseNames}, so a later run can tell it is a leftover should this process die.
  */
 export abstract class ServerEngine implements Engine {
+  /** What a restore's {@link tableFilter} has to say, by the restore's options, said when it is done. */
+  readonly #filterNotes = new WeakMap<EngineRestoreOptions, string[]>();
   abstract readonly kind: string;
   abstract readonly capabilities: EngineCapabilities;
   abstract readonly display: EngineDisplay;
@@ -342,7 +344,18 @@ export abstract class ServerEngine implements Engine {
     refuseExistingTarget(target, exists, options);
     const names = workDatabaseNames(target.database, this.identifierLimit);
     if (options.tables && exists) return this.#beginTableRestore(target, options.tables, names, options);
-    return this.beginDatabaseRestore(target, exists, names, options);
+    const session = await this.beginDatabaseRestore(target, exists, names, options);
+    if (!options.tables) return session;
+    // What the table filter found to say is said once the restore is done, not before it may fail.
+    return {
+      ...(session.prepare ? { prepare: (schemaSql: string) => session.prepare!(schemaSql) } : {}),
+      streamTarget: (name) => session.streamTarget(name),
+      abort: () => session.abort(),
+      commit: async (info) => {
+        await session.commit(info);
+        for (const note of this.#filterNotes.get(options) ?? []) process.emitWarning(note, { code: 'STRATA_TABLES_EMPTY' });
+      },
+    };
   }
 
   async createScratch(options: { tempDir: string; source?: string }): Promise<{ locator: string; drop(): Promise<void> }> {
@@ -401,7 +414,9 @@ export abstract class ServerEngine implements Engine {
         // table be taken for what the backup held.
         const empty = inBackup.filter((table) => !chosen.includes(table));
         if (empty.length > 0) {
-          process.emitWarning(`restore: the new database has the backup's whole schema and the rows of ${chosen.join(', ')} only; ${empty.join(', ')} ${empty.length === 1 ? 'is' : 'are'} there empty (restore without --tables for their rows)`, { code: 'STRATA_TABLES_EMPTY' });
+          this.#filterNotes.set(options, [
+            `restore: the new database has the backup's whole schema and the rows of ${chosen.join(', ')} only; ${empty.join(', ')} ${empty.length === 1 ? 'is' : 'are'} there empty (restore without --tables for their rows)`,
+          ]);
         }
         return chosen;
       },

@@ -33,12 +33,13 @@ export const RESTORE_SESSION =
 export const DATABASE_RESTORE_SESSION = `${RESTORE_SESSION}, check_constraint_checks = 0`;
 
 /**
- * Session of a restore of some tables (--tables): RESTORE_SESSION with unique checks, since the
- * rows go into the target's own definitions, which may have gained a UNIQUE key (or a collation
- * that makes two values alike) since the backup: InnoDB then reports a duplicate as one, naming
- * the key, where without the checks it fails at commit with no word of why.
+ * Session of a restore of some tables (--tables): RESTORE_SESSION with unique and CHECK constraint
+ * checks on, whatever the server's defaults, since the rows go into the target's own definitions,
+ * which may have gained a UNIQUE key (or a collation that makes two values alike) or a CHECK
+ * constraint since the backup: InnoDB then reports a duplicate as one, naming the key, where
+ * without unique checks it fails at commit with no word of why.
  */
-export const TABLE_RESTORE_SESSION = `${RESTORE_SESSION}, UNIQUE_CHECKS = 1`;
+export const TABLE_RESTORE_SESSION = `${RESTORE_SESSION}, UNIQUE_CHECKS = 1, check_constraint_checks = 1`;
 
 /**
  * Session in which a restore creates tables and sequences: as mysqldump's output creates them,

@@ -122,9 +122,13 @@ export async function dumpSchema(pgDump: string, target: PgTarget, snapshot: str
 
 /** The two halves of a schema.sql written by {@link dumpSchema}. */
 export function splitSchema(sql: string): { pre: string; post: string } {
-  const at = sql.indexOf(POST_DATA_MARKER);
-  if (at < 0) return { pre: sql, post: '' };
-  return { pre: sql.slice(0, at), post: sql.slice(at + POST_DATA_MARKER.length) };
+  // The marker line dumpSchema wrote between statements: a string or a body may hold its text too.
+  let at = 0;
+  for (const [line, topLevel] of topLevelLines(sql)) {
+    if (topLevel && line === POST_DATA_MARKER) return { pre: sql.slice(0, at), post: sql.slice(at + POST_DATA_MARKER.length) };
+    at += line.length + 1;
+  }
+  return { pre: sql, post: '' };
 }
 
 /**
@@ -284,7 +288,7 @@ const ROLES = `(${ROLE}(?:, ${ROLE})*)`;
  * applying to roles, and the session authorization a grantor's privileges are given under.
  */
 const ROLE_STATEMENTS = [
-  new RegExp(`OWNER TO ${ROLES};$`),
+  new RegExp(`^ALTER .* OWNER TO ${ROLES};$`),
   new RegExp(`^(?:GRANT|REVOKE) .* (?:TO|FROM) ${ROLES}(?: WITH GRANT OPTION)?(?: GRANTED BY ${ROLES})?;$`),
   new RegExp(`^ALTER DEFAULT PRIVILEGES FOR ROLE ${ROLES} `),
   new RegExp(`^ALTER DEFAULT PRIVILEGES .* (?:TO|FROM) ${ROLES}(?: WITH GRANT OPTION)?;$`),
@@ -379,7 +383,7 @@ export function schemaObjects(sql: string, database: string, how: Normalisation 
     out[unique] = createHash('sha256').update(text).digest('hex');
   };
   for (const [line, topLevel] of how === 'lines' ? sql.split('\n').map((l) => [l, true] as const) : topLevelLines(sql)) {
-    if (line === POST_DATA_MARKER) {
+    if (topLevel && line === POST_DATA_MARKER) {
       flush();
       key = 'settings post-data';
       aboutDatabase = false;

@@ -237,8 +237,8 @@ export function tableError(table: { schema: string; name: string }, doing: strin
   if (e.code === '42501') {
     // Row-level security that would hide rows is an error, not a smaller table (row_security = off).
     const remedy = /row-level security/i.test(e.message ?? '')
-      ? 'back up as a superuser or a role with BYPASSRLS (a table owner reads past its policies only without FORCE ROW LEVEL SECURITY)'
-      : 'grant the backing-up role SELECT on it, or back up as its owner or a superuser';
+      ? 'back up (and verify) as a superuser or a role with BYPASSRLS (a table owner reads past its policies only without FORCE ROW LEVEL SECURITY)'
+      : 'grant the role SELECT on it, or back up (and verify) as its owner or a superuser';
     return new StrataError('ACCESS_DENIED', redactable`postgres: ${doing} table ${named(qualified(table), 'table')} was refused: ${withheld(e.message ?? String(err), `server message ${e.code}`)}; ${remedy}`, {
       cause: err,
       details: { pgCode: e.code, table: qualified(table) },
@@ -310,11 +310,12 @@ export interface UnrefreshedMatview {
 }
 
 /**
- * SQLSTATE classes that are the restore's trouble, not one view's: a lost connection (08), a lack
- * of resources such as a full disk (53), an administrator's or a cancel's intervention (57), a
- * system error (58), an internal error (XX). They fail the restore as any other step would.
+ * SQLSTATE classes that are the restore's trouble, not one view's: a lost connection (08), a
+ * rolled-back transaction such as a deadlock (40), a lack of resources such as a full disk (53), a
+ * program limit exceeded (54), an administrator's or a cancel's intervention (57), a system error
+ * (58), an internal error (XX). They fail the restore as any other step would.
  */
-const RESTORE_TROUBLE = /^(08|53|57|58|XX)/;
+const RESTORE_TROUBLE = /^(08|40|53|54|57|58|XX)/;
 
 /**
  * Refreshes the views in order (see refreshOrder). One whose REFRESH the server refuses for a
@@ -345,7 +346,7 @@ export function reportUnrefreshedMatviews(failed: readonly UnrefreshedMatview[])
   if (failed.length === 0) return;
   const each = failed.map((f) => `${f.view} (${f.cause})`).join('; ');
   process.emitWarning(
-    `restore: materialized view(s) ${each} could not be refreshed, so they are restored without their data (reading one fails with "has not been populated"), and verify fails this restore; everything else is restored. A restore refreshes under an empty search_path, as pg_restore does: a function the view calls that names tables without their schema fails there. Give such a function its search_path (ALTER FUNCTION ... SET search_path = public) or qualify the names, then run REFRESH MATERIALIZED VIEW on each; change the source so too, so its next backups restore whole`,
+    `restore: materialized view(s) ${each} could not be refreshed, so they are restored without their data (reading one fails with "has not been populated"; verify, which restores as this does, fails such a restore); everything else is restored. A restore refreshes under an empty search_path, as pg_restore does: a function the view calls that names tables without their schema fails there. Give such a function its search_path (ALTER FUNCTION ... SET search_path = public) or qualify the names, then run REFRESH MATERIALIZED VIEW on each; change the source so too, so its next backups restore whole`,
     { code: 'STRATA_MATVIEW_NOT_REFRESHED' },
   );
 }

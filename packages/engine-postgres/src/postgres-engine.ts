@@ -703,8 +703,9 @@ async function restoreSequences(client: pg.Client, sequences: readonly SequenceS
       if (sharing.length > 0) {
         // Compared by the value each would hand out next, in the sequence's direction.
         const { ahead } = (await client.query<{ ahead: boolean }>(
-          `SELECT sign(p.seqincrement) * ((CASE WHEN s.is_called THEN s.last_value + p.seqincrement ELSE s.last_value END)
-                 - (CASE WHEN $2::boolean THEN $1::bigint + p.seqincrement ELSE $1::bigint END)) > 0 AS ahead
+          // In numeric: a sequence at bigint's end plus its increment is past it.
+          `SELECT sign(p.seqincrement) * ((CASE WHEN s.is_called THEN s.last_value::numeric + p.seqincrement ELSE s.last_value END)
+                 - (CASE WHEN $2::boolean THEN $1::numeric + p.seqincrement ELSE $1::numeric END)) > 0 AS ahead
              FROM ${sequence} s, pg_sequence p WHERE p.seqrelid = to_regclass($3)`,
           [s.lastValue, s.isCalled, sequence],
         )).rows[0]!;
