@@ -3,12 +3,14 @@ import { once } from 'node:events';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { SMTPServer } from 'smtp-server';
 import { openRepository } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { detail, jobOperations, startDaemon, writeConfig } from './helpers/daemon.js';
-import { TEST_PASSPHRASE, journalFiles, strata, useTempDir } from './helpers/env.js';
+import { ROOT, TEST_PASSPHRASE, journalFiles, strata, useTempDir } from './helpers/env.js';
 
 /**
  * Notifications of strata daemon, delivered for real: a webhook receiver on 127.0.0.1 and an SMTP
@@ -122,6 +124,46 @@ describe('strata daemon notifications', function () {
       }
     } finally {
       http.close();
+      smtp.close();
+    }
+  });
+
+  it('sends an SMTP password only over TLS: a server on another machine that offers no STARTTLS gets none, and the delivery fails saying so', async () => {
+    // A server on this machine's own network address, not loopback (where a local relay may take a password in the clear).
+    const address = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+    assert.ok(address, 'this machine has no network address besides loopback to listen on');
+    let offered = 0;
+    const smtp = new SMTPServer({
+      disabledCommands: ['STARTTLS'],
+      allowInsecureAuth: true,
+      onAuth(_auth, _session, callback) {
+        offered += 1;
+        callback(null, { user: 'strata' });
+      },
+      onData(stream, _session, callback) {
+        stream.resume();
+        stream.on('end', () => callback());
+      },
+    });
+    smtp.listen(0, address);
+    await once(smtp.server, 'listening');
+    process.env['TEST_PLAIN_SMTP_PASSWORD'] = 'plain-smtp-secret';
+    try {
+      const { Notifier } = (await import(pathToFileURL(path.join(ROOT, 'packages/cli/dist/notifier.js')).href)) as {
+        Notifier: new (config: unknown) => { send(facts: unknown, events: string[]): Promise<{ ok: boolean; error?: string }[]> };
+      };
+      const notifier = new Notifier({
+        channels: {
+          mail: { type: 'email', host: address, port: (smtp.server.address() as AddressInfo).port, user: 'strata', password: { env: 'TEST_PLAIN_SMTP_PASSWORD' }, from: 'a@b.c', to: ['d@e.f'], events: ['failure'] },
+        },
+      });
+      const facts = { database: 'app', job: 'b', jobKind: 'backup', scheduledAt: new Date().toISOString(), startedAt: new Date().toISOString(), outcome: 'failed', error: 'boom' };
+      const [delivery] = await notifier.send(facts, ['failure']);
+      assert.equal(delivery!.ok, false);
+      assert.match(String(delivery!.error), /STARTTLS/);
+      assert.equal(offered, 0, 'the password was offered in the clear');
+    } finally {
+      delete process.env['TEST_PLAIN_SMTP_PASSWORD'];
       smtp.close();
     }
   });

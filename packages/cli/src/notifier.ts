@@ -235,10 +235,15 @@ async function deliver(name: string, channel: ChannelConfig, message: Message): 
   const password = channel.password ? readSecret(channel.password, `${where}.password`) : undefined;
   // Loaded for the first email: nodemailer is some forty modules that no other run of strata needs.
   const { default: nodemailer } = await import('nodemailer');
+  // A password goes only over TLS (from the start, or STARTTLS, which must then be offered: one
+  // who can strip STARTTLS from the server's greeting would read it otherwise), except to a relay
+  // on this machine, where the connection never leaves it.
+  const loopback = ['localhost', '127.0.0.1', '::1'].includes(channel.host.toLowerCase()) || channel.host.startsWith('127.');
   const transport = nodemailer.createTransport({
     host: channel.host,
     port: channel.port ?? (channel.secure ? 465 : 587),
     secure: channel.secure === true,
+    requireTLS: password !== undefined && channel.secure !== true && !loopback,
     ...(channel.user !== undefined ? { auth: { user: channel.user, ...(password !== undefined ? { pass: password } : {}) } } : {}),
     connectionTimeout: SEND_TIMEOUT_MS,
     greetingTimeout: SEND_TIMEOUT_MS,
