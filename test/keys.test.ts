@@ -584,6 +584,45 @@ describe('keys that can change', function () {
     assert.match(json<{ error: { message: string } }>(result).error.message, /repository\.json .* is damaged \(key file [0-9a-f]{8} lists data keys the repository does not have\)/);
   });
 
+  it('a damaged key file (a character changed, or cut short) is reported as damaged, naming it and what to do (exit 1), not as a wrong passphrase', () => {
+    init();
+    backup(source(), 'full');
+    const mine = keyList().opened!;
+    const file = path.join(repo(), 'keys', `${mine}.asc`);
+    const original = readFileSync(file, 'utf8');
+    const flipped = (text: string): string => {
+      const lines = text.split('\n');
+      const at = lines.indexOf('') + 2; // a whole line of the base64 body
+      const line = lines[at]!;
+      lines[at] = `${line.slice(0, 10)}${line[10] === 'A' ? 'B' : 'A'}${line.slice(11)}`;
+      return lines.join('\n');
+    };
+    const damaged = (what: RegExp): void => {
+      const result = run(['verify', 'latest', '--json']);
+      assert.equal(result.status, 1, result.stderr);
+      const error = json<{ error: { code: string; message: string } }>(result).error;
+      assert.equal(error.code, 'ARTIFACT_CORRUPT');
+      assert.match(error.message, new RegExp(`^repository: key file keys/${mine}\\.asc is damaged \\(${what.source}\\), so no passphrase could be tried: this says nothing against yours\\. Put back a copy of the key file \\(from the mirror, another copy of the repository, or an export that holds it\\), or open the repository with the passphrase of an intact key file and \`strata key add\` a new one`));
+    };
+    writeFileSync(file, flipped(original));
+    damaged(/its checksum does not match its contents \(it was changed\)/);
+    writeFileSync(file, original.slice(0, Math.floor(original.length / 2)));
+    damaged(/it is cut short \(it has no end line\)/);
+    writeFileSync(file, original);
+    ok(['verify', 'latest']);
+
+    // With another key file intact: its passphrase opens the repository; a passphrase no readable
+    // key file opens is wrong (exit 4), and the damaged one is named, in case it was that one's.
+    ok(['key', 'add', '--label', 'bob', '--new-passphrase-file', bob()]);
+    const bobs = keyList(bob()).opened!;
+    const bobsFile = path.join(repo(), 'keys', `${bobs}.asc`);
+    writeFileSync(bobsFile, flipped(readFileSync(bobsFile, 'utf8')));
+    ok(['verify', 'latest']);
+    const wrong = run(['verify', 'latest'], carol());
+    assert.equal(wrong.status, 4, wrong.stderr);
+    assert.match(wrong.stderr, new RegExp(`wrong passphrase: it opens none of the 1 readable key file\\(s\\) of the repository's 2; key file\\(s\\) keys/${bobs}\\.asc \\(its checksum does not match its contents \\(it was changed\\)\\) are damaged, so your passphrase could not be tried on them`));
+  });
+
   it('strata key --help and strata key <action> --help describe the commands', () => {
     for (const args of [['key', '--help'], ['key', 'rotate', '--help'], ['key', 'help']]) {
       const result = strata(args);

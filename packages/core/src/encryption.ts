@@ -5,7 +5,7 @@ import type * as OpenPgp from 'openpgp';
 import { StrataError } from './errors.js';
 import { streamIteratedS2kOf } from './s2k.js';
 import { openSeipdV1, seipdV1, seipdV1Head, seipdV1Start } from './seipd-stream.js';
-import { STRETCHED_S2K_COUNT_BYTE, UNSTRETCHED_S2K_COUNT_BYTE, armorMessage, dearmorMessage, openSessionKeyPacket, writeSessionKeyPacket } from './session-key-packet.js';
+import { STRETCHED_S2K_COUNT_BYTE, UNSTRETCHED_S2K_COUNT_BYTE, armorDamage, armorMessage, dearmorMessage, openSessionKeyPacket, writeSessionKeyPacket } from './session-key-packet.js';
 
 /**
  * - `compat` (default): OpenPGP SEIPDv1 (AES-256, MDC) with an iterated-salted S2K, what
@@ -347,6 +347,23 @@ export async function decryptSmall(armored: string, passphrase: Passphrase, what
     return data as Uint8Array;
   } catch (err) {
     throw wrong(classifyDecryptError(err));
+  }
+}
+
+/**
+ * What makes a small armored message unreadable whatever the passphrase (cut short, a character
+ * changed), or undefined when it reads as an OpenPGP message. openpgp.js is loaded only for a
+ * body this module's reader does not take.
+ */
+export async function messageDamage(armored: string): Promise<string | undefined> {
+  const damage = armorDamage(armored);
+  if (damage !== undefined || dearmorMessage(armored)) return damage;
+  const openpgp = await loadOpenpgp();
+  try {
+    await openpgp.readMessage({ armoredMessage: armored });
+    return undefined;
+  } catch (err) {
+    return `it is not a readable OpenPGP message: ${err instanceof Error ? err.message : String(err)}`;
   }
 }
 

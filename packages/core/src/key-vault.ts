@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { BackupRecord } from './catalog.js';
 import { readCatalog } from './catalog.js';
-import { decryptSmall } from './encryption.js';
+import { decryptSmall, messageDamage } from './encryption.js';
 import type { Passphrase } from './encryption.js';
 import { StrataError, isStrataError } from './errors.js';
 import { KEYS_PREFIX, PASSPHRASE_ITSELF, describeKeyFile, hasKeyFiles, markGeneratedKeys, openKeyFileText, openKeyFileTextHere, readKeyFile, readSection } from './key-file.js';
@@ -79,6 +79,8 @@ export class KeyVault {
   #keyring: Keyring | undefined;
   /** Key files repository.json lists that the last unlock did not find on storage. */
   #missing = new Set<string>();
+  /** Key files found damaged (cut short, a character changed), with what is wrong: no passphrase was tried on them. */
+  #damaged = new Map<string, string>();
   /** An unencrypted repository was found to hold no key files and no encrypted backups. */
   #plaintextChecked = false;
 
@@ -117,7 +119,33 @@ export class KeyVault {
         this.#keyring = keyring;
         return keyring;
       }
+      // No key file was readable: the passphrase was not found wrong, and asking again cannot help.
+      const { damaged, readable } = this.#condition();
+      if (damaged.length > 0 && readable === 0) throw this.#damagedError(damaged);
     }
+  }
+
+  /** The listed key files found damaged, and how many were read whole. */
+  #condition(): { damaged: KeyFileInfo[]; readable: number } {
+    const files = this.#section.keyFiles ?? [];
+    const damaged = files.filter((f) => this.#damaged.has(f.id));
+    return { damaged, readable: files.filter((f) => !this.#damaged.has(f.id) && !this.#missing.has(f.id)).length };
+  }
+
+  /** Names the damaged key files (and missing ones), and how to get a working one back. */
+  #damagedError(damaged: readonly KeyFileInfo[]): StrataError {
+    const label = (f: KeyFileInfo): string => (f.label ? ` (${JSON.stringify(f.label)})` : '');
+    const named =
+      damaged.length === 1
+        ? `key file ${KEYS_PREFIX}${damaged[0]!.id}.asc${label(damaged[0]!)} is damaged (${this.#damaged.get(damaged[0]!.id)})`
+        : `key files ${damaged.map((f) => `${KEYS_PREFIX}${f.id}.asc${label(f)} (${this.#damaged.get(f.id)})`).join(', ')} are damaged`;
+    const missing = (this.#section.keyFiles ?? []).filter((f) => this.#missing.has(f.id)).map((f) => `${KEYS_PREFIX}${f.id}.asc`);
+    return new StrataError(
+      'ARTIFACT_CORRUPT',
+      `repository: ${named}${missing.length > 0 ? ` and ${missing.join(', ')} missing` : ''}, so no passphrase could be tried: this says nothing against yours. ` +
+        'Put back a copy of the key file (from the mirror, another copy of the repository, or an export that holds it), or open the repository with the passphrase of an intact key file and `strata key add` a new one for this passphrase (then `strata key remove` the damaged one)',
+      { details: { damaged: damaged.map((f) => f.id) } },
+    );
   }
 
   /**
@@ -157,9 +185,14 @@ export class KeyVault {
     const files = this.#section.keyFiles;
     const tries = attempt > 2 ? ` (${attempt - 1} tries)` : '';
     const missing = [...this.#missing].filter((id) => files?.some((f) => f.id === id));
-    const which = files ? `: it opens none of the repository's ${files.length} key file(s)` : '';
+    const { damaged, readable } = this.#condition();
+    const which = !files ? '' : damaged.length > 0 ? `: it opens none of the ${readable} readable key file(s) of the repository's ${files.length}` : `: it opens none of the repository's ${files.length} key file(s)`;
     const lost = missing.length > 0 ? `; key file(s) ${missing.join(', ')} are missing from ${KEYS_PREFIX} (put back a copy if your passphrase opened one)` : '';
-    return new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase${tries}${which}${lost}`);
+    const broken =
+      damaged.length > 0
+        ? `; key file(s) ${damaged.map((f) => `${KEYS_PREFIX}${f.id}.asc (${this.#damaged.get(f.id)})`).join(', ')} are damaged, so your passphrase could not be tried on them (if it opened one, put back a copy of it: from the mirror, another copy of the repository, or an export that holds it)`
+        : '';
+    return new StrataError('PASSPHRASE_WRONG', `repository: wrong passphrase${tries}${which}${lost}${broken}`);
   }
 
   /**
@@ -194,6 +227,14 @@ export class KeyVault {
         this.#missing.add(info.id);
         continue;
       }
+      // Checked before any passphrase: a damaged file would otherwise refuse every passphrase alike.
+      const damage = await messageDamage(armored);
+      if (damage !== undefined) {
+        this.#damaged.set(info.id, damage);
+        continue;
+      }
+      this.#damaged.delete(info.id);
+      this.#missing.delete(info.id);
       const secrets = await openKeyFileTextHere(armored, passphrase, `key file ${info.id}`);
       if (secrets === 'undecided') undecided.push({ info, armored });
       else if (secrets) return new Keyring(markGeneratedKeys(section, secrets), info, passphrase);

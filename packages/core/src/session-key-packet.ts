@@ -155,6 +155,28 @@ export function dearmorMessage(text: string): Buffer | undefined {
  * expression anchored at the end (`/[ \t]+$/`) tries again from every blank of a run that is not at
  * the end, and a key file of one long such run would cost seconds.
  */
+/**
+ * What is wrong with a message's armor, read without any passphrase: undefined when it has its
+ * begin and end lines and, when this reader takes its body, a checksum (if it has one) that
+ * matches its bytes. A file cut short lacks its end line; a changed character breaks the CRC-24.
+ * Either is damage, which no passphrase can be blamed for. A body of a shape this reader does not
+ * take is left to openpgp.js ({@link messageDamage}).
+ */
+export function armorDamage(text: string): string | undefined {
+  const lines = text.split('\n').map(withoutTrailingSpace);
+  if (!lines.includes(ARMOR_BEGIN)) return text.length === 0 ? 'it is empty' : 'it does not begin as an armored OpenPGP message';
+  if (!lines.includes(ARMOR_END)) return 'it is cut short (it has no end line)';
+  const bytes = dearmorMessage(text);
+  if (!bytes) return undefined;
+  const end = lines.indexOf(ARMOR_END);
+  const last = lines[end - 1]!;
+  if (last.startsWith('=') && last.length === 5) {
+    const crc = armorChecksum(bytes);
+    if (Buffer.from([crc >> 16, (crc >> 8) & 0xff, crc & 0xff]).toString('base64') !== last.slice(1)) return 'its checksum does not match its contents (it was changed)';
+  }
+  return undefined;
+}
+
 function withoutTrailingSpace(line: string): string {
   let end = line.length;
   while (end > 0 && (line[end - 1] === ' ' || line[end - 1] === '\t' || line[end - 1] === '\r')) end--;
