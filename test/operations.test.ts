@@ -185,6 +185,11 @@ describe('operator commands', () => {
       const checks = json<{ checks: { check: string; status: string }[] }>(result).checks;
       assert.equal(checks.find((c) => c.check === 'verification')!.status, 'unhealthy');
       assert.equal(checks.find((c) => c.check === 'failed-backups')!.status, 'unhealthy');
+      // Metrics say it too: the newest good restore point's series is there, at 0, so an alert on its age fires.
+      const metrics = strata(['metrics', '--repo', repo()]);
+      assert.equal(metrics.status, 0, metrics.stderr);
+      assert.match(metrics.stdout, /^strata_newest_good_backup_timestamp_seconds\{database="app"\} 0$/m);
+      assert.match(metrics.stdout, /^strata_newest_good_backup_age_seconds\{database="app"\} \d{10}/m);
     });
 
     it('health is unhealthy when restore points failed verification, even if the newest is fine, and when none was verified for too long', () => {

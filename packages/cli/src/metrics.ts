@@ -1,4 +1,4 @@
-import { continuityWindows, inventory, newestGoodByDatabase } from '@strata/sdk';
+import { attemptedDatabases, continuityWindows, inventory, newestGoodByDatabase } from '@strata/sdk';
 import type { BackupRecord, Repository } from '@strata/sdk';
 import { writeFileAtomically } from './atomic-file.js';
 
@@ -50,6 +50,8 @@ export async function metricsText(repo: Repository, now = new Date()): Promise<s
   });
   const newestOf = (database: string): BackupRecord | undefined => backups.filter((b) => b.database === database).sort((a, b) => a.createdAt.localeCompare(b.createdAt)).at(-1);
   const databases = entries.map((e) => e.database);
+  /** The databases health watches: those with restore points, and those whose backup runs reached their source and failed. */
+  const watched = [...new Set([...databases, ...attemptedDatabases(operations)])].sort();
   const nowS = now.getTime() / 1000;
   const lastBackupOp = (database: string) =>
     operations.filter((o) => o.kind === 'backup' && o.status === 'COMPLETED' && o.last.database === database).sort((a, b) => a.startedAt.localeCompare(b.startedAt)).at(-1);
@@ -58,8 +60,10 @@ export async function metricsText(repo: Repository, now = new Date()): Promise<s
     byDatabase('strata_backups', 'Restore points of the database in the repository.', 'gauge', entries.map((e) => [e.database, e.backups])),
     byDatabase('strata_stored_bytes', "Bytes the database's restore points take in the repository.", 'gauge', entries.map((e) => [e.database, e.storedBytes])),
     byDatabase('strata_newest_backup_timestamp_seconds', 'When the newest restore point was taken (Unix time).', 'gauge', entries.map((e) => [e.database, e.latest ? seconds(e.latest.createdAt) : undefined])),
-    byDatabase('strata_newest_good_backup_timestamp_seconds', 'When the newest good restore point (the one health measures) was taken (Unix time).', 'gauge', databases.map((d) => [d, good.get(d) ? seconds(good.get(d)!.createdAt) : undefined])),
-    byDatabase('strata_newest_good_backup_age_seconds', 'How old the newest good restore point was when this was written.', 'gauge', databases.map((d) => [d, good.get(d) ? nowS - seconds(good.get(d)!.createdAt) : undefined])),
+    // Also for a database without a good restore point (every one failed verification, or every
+    // run failed): 0, so an alert on the age fires for it rather than finding no series at all.
+    byDatabase('strata_newest_good_backup_timestamp_seconds', 'When the newest good restore point (the one health measures) was taken (Unix time); 0 when there is none.', 'gauge', watched.map((d) => [d, good.get(d) ? seconds(good.get(d)!.createdAt) : 0])),
+    byDatabase('strata_newest_good_backup_age_seconds', 'How old the newest good restore point was when this was written; since 1970 when there is none.', 'gauge', watched.map((d) => [d, nowS - (good.get(d) ? seconds(good.get(d)!.createdAt) : 0)])),
     byDatabase('strata_last_verification_timestamp_seconds', 'When a restore point of the database was last verified (Unix time).', 'gauge', entries.map((e) => [e.database, e.lastVerified ? seconds(e.lastVerified.at) : undefined])),
     byDatabase('strata_last_verification_age_seconds', 'How long ago the last verification was, when this was written.', 'gauge', entries.map((e) => [e.database, e.lastVerified ? nowS - seconds(e.lastVerified.at) : undefined])),
     byDatabase('strata_last_verification_passed', '1 when the last verification passed, 0 when it failed.', 'gauge', entries.map((e) => [e.database, e.lastVerified ? Number(e.lastVerified.outcome === 'passed') : undefined])),
@@ -69,7 +73,7 @@ export async function metricsText(repo: Repository, now = new Date()): Promise<s
       const b = newestOf(d);
       return [d, b && b.rawBytes > 0 ? b.storedBytes / b.rawBytes : undefined];
     })),
-    byDatabase('strata_backup_failures_total', 'Backups of the database that failed (or were interrupted), from the journal.', 'counter', databases.map((d) => [d, operations.filter((o) => o.kind === 'backup' && o.status === 'FAILED' && o.last.database === d).length])),
+    byDatabase('strata_backup_failures_total', 'Backups of the database that failed (or were interrupted), from the journal.', 'counter', watched.map((d) => [d, operations.filter((o) => o.kind === 'backup' && o.status === 'FAILED' && o.last.database === d).length])),
     byDatabase(
       'strata_wal_push_failures_total',
       'wal-push calls of the database that failed, as journaled (those the repository could not take are in the state folder, which health reads).',

@@ -167,6 +167,16 @@ export interface HealthReport {
 const NO_SOURCE: ReadonlySet<string> = new Set(['DATABASE_NOT_FOUND', 'DATABASE_INVALID', 'ENGINE_UNKNOWN', 'USAGE']);
 
 /**
+ * The databases backup runs were attempted for, in the journal. A run that never found its source
+ * (a mistyped path or URL) made no database to watch: counted, it would page forever, with no
+ * restore point to prune or delete to make it stop.
+ */
+export function attemptedDatabases(operations: readonly JournalOperation[]): string[] {
+  const attempted = operations.filter((o) => o.kind === 'backup' && o.last.database && !(o.status === 'FAILED' && NO_SOURCE.has(o.last.error?.code ?? '')));
+  return [...new Set(attempted.map((o) => o.last.database!))].sort();
+}
+
+/**
  * Checks what an operator wants paged about: a database whose newest good backup is too old,
  * verification that failed twice in a row, a backup that took too long, a filling disk, and the
  * latest backup run having failed.
@@ -182,10 +192,7 @@ export function assessHealth(
   const checks: HealthCheck[] = [];
   const hours = (ms: number): string => `${(ms / 3_600_000).toFixed(1)} h`;
   // A database the config names but nobody backed up is the worst case of an old backup, not one health forgets.
-  // A run that never found its source (a mistyped path or URL) made no database to watch: counted,
-  // it would page forever, with no restore point to prune or delete to make it stop.
-  const attempted = operations.filter((o) => o.kind === 'backup' && o.last.database && !(o.status === 'FAILED' && NO_SOURCE.has(o.last.error?.code ?? '')));
-  const databases = [...new Set([...configured.databases, ...backups.map((b) => b.database), ...attempted.map((o) => o.last.database!)])].sort();
+  const databases = [...new Set([...configured.databases, ...backups.map((b) => b.database), ...attemptedDatabases(operations)])].sort();
   if (databases.length === 0) checks.push({ check: 'backup-age', database: null, status: 'unhealthy', message: 'the repository holds no backups at all' });
   for (const database of databases) {
     const mine = backups.filter((b) => b.database === database && b.type !== 'schema-only');
