@@ -181,8 +181,29 @@ describe('retention planning', () => {
       // A period without a good restore point keeps its newest backup rather than nothing.
       const bad = new History().add('2026-01-02T09:00:00Z', 'full', { verification: failed }).add('2026-01-02T11:00:00Z', 'schema-only').add('2026-01-03T09:00:00Z');
       const plan = planRetention(bad.backups, { keepDaily: 2 });
-      assert.deepEqual(plan.keep.find((d) => d.id === bad.backups[1]!.id)?.reasons, ['daily 2 of 2 (2026-01-02; no good restore point in it)']);
+      assert.deepEqual(plan.keep.find((d) => d.id === bad.backups[1]!.id)?.reasons, ['daily (2026-01-02; no good restore point in it, kept beside the 2 that have one)']);
       assert.deepEqual(ids(plan, 'remove'), [bad.backups[0]!.id]);
+    });
+
+    it('periods without a good restore point take none of a tier\'s slots: a run of failed days still leaves the count of good days', () => {
+      const failed = { at: '2026-01-09T00:00:00Z', level: 'full' as const, outcome: 'failed' as const, checks: [] };
+      const history = new History().daily('2026-01-01', 8);
+      // The two newest days' backups failed verification.
+      for (const i of [6, 7]) history.backups[i] = { ...history.backups[i]!, verification: failed };
+      const plan = planRetention(history.backups, { keepDaily: 3 });
+      const reasons = new Map(plan.keep.map((d) => [d.id, d.reasons.filter((r) => r.startsWith('daily'))]));
+      assert.deepEqual(reasons.get(history.backups[5]!.id), ['daily 1 of 3 (2026-01-06)']);
+      assert.deepEqual(reasons.get(history.backups[4]!.id), ['daily 2 of 3 (2026-01-05)']);
+      assert.deepEqual(reasons.get(history.backups[3]!.id), ['daily 3 of 3 (2026-01-04)']);
+      assert.deepEqual(reasons.get(history.backups[7]!.id), ['daily (2026-01-08; no good restore point in it, kept beside the 3 that have one)']);
+      assert.deepEqual(reasons.get(history.backups[6]!.id), ['daily (2026-01-07; no good restore point in it, kept beside the 3 that have one)']);
+      assert.deepEqual(ids(plan, 'remove').sort(), [0, 1, 2].map((i) => history.backups[i]!.id).sort());
+      // At most as many such days as the count: the older ones go.
+      for (const i of [3, 4, 5]) history.backups[i] = { ...history.backups[i]!, verification: failed };
+      const worse = planRetention(history.backups, { keepDaily: 3 });
+      const traces = worse.keep.filter((d) => d.reasons.some((r) => r.includes('no good restore point in it')));
+      assert.deepEqual(traces.map((d) => d.id), [7, 6, 5].map((i) => history.backups[i]!.id));
+      assert.deepEqual(worse.keep.filter((d) => d.reasons.some((r) => /^daily \d of 3/.test(r))).map((d) => d.id), [2, 1, 0].map((i) => history.backups[i]!.id));
     });
 
     it('labels, database and job names that objects inherit (constructor, toString, __proto__) are names like any other', () => {

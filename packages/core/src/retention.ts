@@ -217,29 +217,37 @@ export function planRetention(backups: readonly BackupRecord[], policy: Retentio
     for (const bucket of BUCKETS) {
       const count = (policy[bucket.rule] as number | undefined) ?? 0;
       if (count === 0) continue;
-      // The newest `count` periods that hold a backup, each with its backups newest first.
+      // Periods that hold a backup, newest first, each with its backups newest first.
       const periods: { key: string; members: BackupRecord[] }[] = [];
       for (const b of newestFirst) {
         const key = bucket.key(new Date(b.createdAt));
         if (periods.at(-1)?.key === key) periods.at(-1)!.members.push(b);
-        else if (periods.length < count) periods.push({ key, members: [b] });
-        else break;
+        else periods.push({ key, members: [b] });
       }
-      periods.forEach(({ key, members }, i) => {
-        // A period's slot is what a restore to that period would use: its newest good restore
-        // point, not a schema-only backup (no rows) or one whose chain is known bad taken later
-        // the same day, which would send the day's only usable backup to deletion.
+      // The tier's `count` slots go to the newest periods with a good restore point: a slot is what
+      // a restore to that period would use, its newest good restore point, not a schema-only
+      // backup (no rows) or one whose chain is known bad taken later the same day, which would send
+      // the day's only usable backup to deletion.
+      let kept = 0;
+      let traces = 0;
+      for (const { key, members } of periods) {
+        if (kept === count) break;
         const good = members.find(isGood);
         if (good) {
-          add(good.id, `${bucket.tier} ${i + 1} of ${count} (${key})`);
-          return;
+          kept += 1;
+          add(good.id, `${bucket.tier} ${kept} of ${count} (${key})`);
+          continue;
         }
-        // No good one in the period: its newest backup keeps the slot anyway. It is the only trace
-        // of that period (a schema-only backup still records its schema; a damaged artifact may
-        // still give up part of its tables by hand, and is the evidence of what went wrong), and
-        // it takes no good restore point's place. Its cost is bounded by the count.
-        add(members[0]!.id, `${bucket.tier} ${i + 1} of ${count} (${key}; no good restore point in it)`);
-      });
+        // No good one in the period: its newest backup is kept beside the slots, taking none of
+        // them (a run of failed days must not leave the tier with fewer good days). It is the only
+        // trace of that period (a schema-only backup still records its schema; a damaged artifact
+        // may still give up part of its tables by hand, and is the evidence of what went wrong).
+        // At most `count` such traces, newest first.
+        if (traces < count) {
+          traces += 1;
+          add(members[0]!.id, `${bucket.tier} (${key}; no good restore point in it, kept beside the ${count} that have one)`);
+        }
+      }
     }
     if (policy.keepWithin !== undefined) {
       const since = durationBefore(newest, parseDuration(policy.keepWithin, 'retention')).getTime();
