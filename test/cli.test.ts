@@ -219,6 +219,22 @@ describe('strata command line', () => {
       assert.equal(strata(['verify', '--repo', repo()]).status, 2);
     });
 
+    it('refuses a second restore point of a database at the same --time, and an incremental not after its parent (which is newer could not be told)', () => {
+      initEncrypted();
+      const db = copyFixture();
+      const at = '2026-02-01T10:00:00Z';
+      assert.equal(strata(['backup', db, '--repo', repo(), '--time', at]).status, 0);
+      for (const type of ['full', 'incremental']) {
+        const again = strata(['backup', db, '--repo', repo(), '--type', type, '--time', at]);
+        assert.equal(again.status, 2, again.stderr);
+        assert.match(again.stderr, type === 'full' ? /already has a restore point at 2026-02-01T10:00:00\.000Z/ : /already has a restore point at|is not after/);
+      }
+      const before = strata(['backup', db, '--repo', repo(), '--type', 'incremental', '--time', '2026-01-31T10:00:00Z']);
+      assert.equal(before.status, 2, before.stderr);
+      assert.match(before.stderr, /is not after .* which this incremental would build on/);
+      assert.equal(strata(['backup', db, '--repo', repo(), '--type', 'incremental', '--time', '2026-02-01T10:00:01Z']).status, 0);
+    });
+
     it('prints errors as one JSON document with --json', () => {
       const result = strata(['list', '--repo', path.join(dir.path, 'missing'), '--json']);
       assert.equal(result.status, 6);

@@ -104,6 +104,12 @@ export class BackupWriter {
       // Wait for a held lock now, not after the snapshot: otherwise a backup that meets a long
       // prune reads and compresses the whole database only to fail at its commit with exit 5.
       await withRepositoryLock(this.#ctx.storage, 'backup', async () => undefined, this.#ctx.options.lock);
+      if (options.time) {
+        // Restore points are ordered by their time: two of one database at the same moment would
+        // leave which is the newer (what `latest` restores, what retention keeps) to chance.
+        const same = (await this.#ctx.catalog.list({ database })).find((r) => r.createdAt === time.toISOString());
+        if (same) throw new StrataError('USAGE', `backup: ${database} already has a restore point at ${time.toISOString()} (${same.id}); two at one moment cannot be told apart in time. Give another time`);
+      }
       let parent: BackupRecord | undefined;
       if (type === 'incremental' || type === 'differential') {
         const records = await this.#ctx.catalog.list({ database });
@@ -130,8 +136,8 @@ export class BackupWriter {
             'USAGE',
             `backup: ${database}'s last backup came from ${parent.source}, not ${engine.describe(locator)}; these are different databases. Give this one its own name (--name), or take a full backup if the database really moved there`,
           );
-        } else if (time.getTime() < Date.parse(parent.createdAt)) {
-          throw new StrataError('USAGE', `backup: ${time.toISOString()} is before ${parent.id} (${parent.createdAt}), which this ${type} would build on; a restore point cannot be older than its parent`);
+        } else if (time.getTime() <= Date.parse(parent.createdAt)) {
+          throw new StrataError('USAGE', `backup: ${time.toISOString()} is not after ${parent.id} (${parent.createdAt}), which this ${type} would build on; a restore point must be newer than its parent`);
         }
       }
       const parents = parent ? await this.#ctx.chains.layoutsOf(parent, 'backup') : new Map<string, ChunkLayout>();
