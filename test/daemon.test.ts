@@ -414,6 +414,34 @@ describe('strata daemon', function () {
     await repository.close();
   });
 
+  it('a failing after hook fails the run (its backup stays), runs onFailure and is journaled as HOOK_FAILED', async () => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    const cleaned = path.join(dir.path, 'cleaned');
+    writeConfig(config, {
+      repository: './repo',
+      databases: { app: { url: './app.db' } },
+      schedules: { b: { job: 'backup', cron: '*/2 * * * * *', hooks: { after: 'echo still in maintenance; exit 3', onFailure: `touch '${cleaned}'` } } },
+    });
+    const daemon = startDaemon(config);
+    try {
+      await daemon.waitFor(/app\/b: failed: the after hook exited with 3; the job's own work succeeded: app_full_/);
+      daemon.child.kill('SIGTERM');
+      assert.equal((await daemon.exit).status, 0);
+    } finally {
+      if (daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    }
+    const failed = ran(await jobOperations(repo)).filter((o) => o.last.error?.code === 'HOOK_FAILED');
+    assert.ok(failed.length >= 1);
+    assert.deepEqual(detail<{ hook: string }[]>(failed[0]!, 'hooks').map((h) => h.hook), ['after', 'onFailure']);
+    assert.ok(existsSync(cleaned), 'onFailure ran');
+    const repository = await openRepository(repo);
+    assert.ok((await repository.list()).some((b) => b.id === failed[0]!.last.backupId), 'the backup the run made stays');
+    await repository.close();
+  });
+
   it('a hook is done when its shell exits: what it left running in the background does not hold the job up and is killed', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);

@@ -740,8 +740,19 @@ export class Daemon {
       this.#log.write('error', `${interrupted ? 'interrupted' : 'failed'}: ${redactedMessage(err)}`, { database: job.database, job: job.name, ...(isStrataError(err) ? { code: err.code } : {}) });
       return;
     }
-    await hook('after', { outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
-    const told = await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'succeeded', ...(result.backupId !== undefined ? { backupId: result.backupId } : {}) });
+    const made = result.backupId !== undefined ? { backupId: result.backupId } : {};
+    const after = await hook('after', { outcome: 'succeeded', ...made });
+    if (after && hookFailed(after)) {
+      // The job's work is done (a backup made stays), but what the hook was to do afterwards (take
+      // the service out of maintenance) is not: a failed run, told and journaled as one.
+      const err = new StrataError('HOOK_FAILED', `the after hook ${hookFailure(after)}; the job's own work succeeded: ${result.summary}`);
+      await hook('onFailure', { outcome: 'failed', error: redactedMessage(err), ...made });
+      const told = await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'failed', error: redactedMessage(err), ...made });
+      await writeJournal((h) => h.fail(err, { ...made, details: { ...facts, ...result.details, hooks, ...told, ...warned() } }));
+      this.#log.write('error', `failed: ${redactedMessage(err)}`, { database: job.database, job: job.name, code: err.code });
+      return;
+    }
+    const told = await this.#notify({ ...(facts as unknown as JobFacts), outcome: 'succeeded', ...made });
     await writeJournal((h) => h.complete({ ...(result.backupId !== undefined ? { backupId: result.backupId } : {}), details: { ...facts, ...result.details, hooks, ...told, ...warned() } }));
     this.#log.write('info', `succeeded: ${result.summary}`, { database: job.database, job: job.name });
   }
