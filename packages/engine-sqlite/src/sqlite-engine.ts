@@ -87,11 +87,18 @@ export class SqliteEngine implements Engine {
     } catch (err) {
       throw await explainSourceFailure(file, sqliteError(`open ${file}`, err), this.#busyTimeoutMs);
     }
+    let reading = false;
     try {
-      // Start a read transaction first: it waits for a writer's lock up to the busy timeout and
-      // fails with SQLITE_BUSY after that, which we report as DATABASE_LOCKED.
+      // A read transaction first, held until the copy is made: it waits for a writer's lock up to
+      // the busy timeout (then SQLITE_BUSY, reported as DATABASE_LOCKED), and the copy is read
+      // inside it. Without it, a writer taking its lock between that wait and the copy's first step
+      // made that step busy, which better-sqlite3 counts as done: an empty copy taken for the
+      // database, with facts to match, that verify passed.
+      source.exec('BEGIN');
+      reading = true;
       source.prepare('SELECT count(*) FROM sqlite_schema').get();
       const pageSize = source.pragma('page_size', { simple: true }) as number;
+      const pages = source.pragma('page_count', { simple: true }) as number;
       let total = 0;
       await source.backup(copy, {
         // One step copies every page inside a single read transaction: nothing can change in
@@ -104,9 +111,21 @@ export class SqliteEngine implements Engine {
         },
       });
       options.onProgress?.(total * pageSize, total * pageSize);
+      // The copy holds every page the transaction sees, or it is not the database.
+      const copied = (await fs.stat(copy)).size / pageSize;
+      if (total !== pages || copied !== pages) {
+        throw new StrataError('INTERNAL', `snapshot ${file}: the copy holds ${copied} of its ${pages} page(s) (the copy reported ${total}); nothing was stored. Run the backup again`);
+      }
     } catch (err) {
       throw await explainSourceFailure(file, sqliteError(`snapshot ${file}`, err), this.#busyTimeoutMs);
     } finally {
+      if (reading) {
+        try {
+          source.exec('COMMIT');
+        } catch {
+          // Closing ends the read transaction anyway.
+        }
+      }
       source.close();
     }
   }
