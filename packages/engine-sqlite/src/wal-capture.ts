@@ -827,11 +827,18 @@ class WalFeed implements ChangeFeed {
     try {
       // The read transaction's own snapshot: the database exactly at `position`.
       return await snapshotThrough(this.#file, options, async (copy) => {
+        let pages: number;
+        let pageSize: number;
         try {
+          pages = this.#reader.pragma('page_count', { simple: true }) as number;
+          pageSize = this.#reader.pragma('page_size', { simple: true }) as number;
           await this.#reader.backup(copy, { progress: () => Number.MAX_SAFE_INTEGER });
         } catch (err) {
           throw sqliteError(`replicate: snapshot ${this.#file}`, err);
         }
+        // As a backup's copy (sqlite-engine.ts): every page the read transaction sees, or none of it is the database.
+        const copied = (await fsp.stat(copy)).size / pageSize;
+        if (copied !== pages) throw new StrataError('INTERNAL', `replicate: snapshot ${this.#file}: the copy holds ${copied} of its ${pages} page(s); nothing was stored`);
       });
     } finally {
       this.#snapshotting = false;
