@@ -231,9 +231,12 @@ describe('continuous protection: strata replicate and restore --as-of', function
       await untilSaid(replicator, /segment 1 \(/);
       const fresh = path.join(dir.path, 'fresh.db');
       write(fresh, "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('new-1');");
+      // Moved into place as a user would: the old database's -wal and -shm (kept by replicate's
+      // connections when the application closed it) are still beside it, and SQLite would replay
+      // that log into the new file.
       renameSync(fresh, db);
-      for (const side of ['-wal', '-shm']) rmSync(db + side, { force: true });
       await untilSaid(replicator, /was replaced by another file .*; taking a new base/);
+      await untilSaid(replicator, /removed \S+swapped\.db-wal and its -shm, the write-ahead log of the database that was replaced/);
       await untilSaid(replicator, /took \S+ \(\w+\) as the base of new segments \(.*was replaced/);
       write(db, "INSERT INTO t VALUES ('new-2');");
       await untilSaid(replicator, /segment 1 \(.*\n(.*\n)*.*segment 1 \(/);
@@ -244,6 +247,8 @@ describe('continuous protection: strata replicate and restore --as-of', function
     const restored = strata(['restore', '--db', 'swapped', '--as-of', new Date().toISOString(), '--to', target, '--repo', repo]);
     assert.equal(restored.status, 0, restored.stderr);
     assert.equal(sqliteQuery(target, 'SELECT group_concat(v) FROM t'), 'new-1,new-2');
+    assert.equal(sqliteQuery(db, 'PRAGMA integrity_check'), 'ok');
+    assert.equal(sqliteQuery(db, 'SELECT group_concat(v) FROM t'), 'new-1,new-2');
   });
 
   it('a replicated database file that is removed stops replicate with exit 1, naming it, and health reports the failure', async () => {

@@ -8,7 +8,7 @@ import { openDatabase } from './driver.js';
 import { CLOCK_READ_MS, ClockTap } from './commit-clock.js';
 import { type IndexHeader, readIndexHeader } from './wal-index.js';
 import { CheckpointLockHold, releaseCapture, reserveCapture } from './checkpoint-lock.js';
-import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError, strataCommand } from './sqlite-engine.js';
+import { checkIsSqliteFile, filePath, otherProcessesWithOpen, snapshotThrough, sqliteError, strataCommand } from './sqlite-engine.js';
 
 /**
  * Continuous capture of a SQLite database in WAL mode: the frames of each committed transaction,
@@ -282,6 +282,8 @@ class WalFeed implements ChangeFeed {
   #notedBefore = 0;
   #snapshotting = false;
   #closed = false;
+  /** Set when another file was renamed over the database: its log beside the new file is the old one's (see close). */
+  #replaced = false;
   /** The thread maintain()'s long checkpoints run on (see checkpoint-worker.ts), started at the first. */
   #checkpointThread: { worker: Worker; next: number } | undefined;
   /** Set once that thread could not run: the checkpoints stay on this thread from then on. */
@@ -512,6 +514,7 @@ class WalFeed implements ChangeFeed {
     const now = fs.statSync(this.#file, { throwIfNoEntry: false });
     if (!now) return { transactions: [], lost: `${this.#file} was removed while strata replicated it` };
     if (now.ino !== this.#identity.ino || now.dev !== this.#identity.dev) {
+      this.#replaced = true;
       return { transactions: [], lost: `${this.#file} was replaced by another file (one renamed over it) while strata replicated it` };
     }
     this.#drainClock();
@@ -868,6 +871,31 @@ class WalFeed implements ChangeFeed {
       // and gives up the reservation, whatever failed above.
       await this.#checkpointLock.close(!released);
     }
+    if (this.#replaced) await this.#removeReplacedLog();
+  }
+
+  /**
+   * After another file was renamed over the database: the -wal and -shm beside it are still the
+   * replaced database's (our read-only connections kept them from being removed when the
+   * application closed it), and SQLite replays a log into whatever database file it finds it
+   * beside: the next opener, this replicate's new base first, would write the old database's pages
+   * into the new file. So they are removed, when the log is the one this feed read (its salt) and
+   * no other process has the file or the log open; its transactions were read, and shipped.
+   */
+  async #removeReplacedLog(): Promise<void> {
+    const wal = `${this.#file}-wal`;
+    const header = readLogHeader(wal);
+    if (!header || !sameSalt(header.salt, this.#cursor.salt)) return;
+    const holders = await otherProcessesWithOpen(this.#file);
+    if (holders.length > 0) {
+      process.emitWarning(
+        `replicate: ${wal} is the write-ahead log of the database that was replaced, and ${holders.map((p) => `pid ${p.pid} (${p.command})`).join(', ')} has the new file open: SQLite may replay that log into it. Check it (PRAGMA integrity_check); a file moved into place needs its old -wal and -shm removed with the old database closed`,
+        { code: 'STRATA_STALE_LOG' },
+      );
+      return;
+    }
+    for (const side of [wal, `${this.#file}-shm`]) await fsp.rm(side, { force: true });
+    process.emitWarning(`replicate: removed ${wal} and its -shm, the write-ahead log of the database that was replaced (what replicate had read of it was shipped), so that it is not replayed into the new file`, { code: 'STRATA_STALE_LOG' });
   }
 }
 
