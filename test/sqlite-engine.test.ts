@@ -573,6 +573,22 @@ describe('SQLite engine', () => {
     assert.equal(sqliteQuery(fresh, 'PRAGMA integrity_check'), 'ok');
   });
 
+  it("a table restore keeps each row's language of an FTS4 table with a languageid column (a hidden column, which queries name to find the row)", async () => {
+    const source = path.join(dir.path, 'fts4-language.db');
+    const build = new Database(source);
+    build.exec(`CREATE VIRTUAL TABLE g USING fts4(body, languageid="lid"); INSERT INTO g (body, lid) VALUES ('hello', 1), ('world', 2);
+      CREATE VIRTUAL TABLE h USING fts4(body, languageid=lang); INSERT INTO h (body, lang) VALUES ('bonjour', 7);`);
+    build.close();
+    const repo = await repository();
+    const record = await repo.backup(source, { database: 'fts4-language' });
+    const target = path.join(dir.path, 'fts4-language-restored.db');
+    await repo.restore({ id: record.id }, { to: target, tables: ['g', 'h'] });
+    assert.equal(sqliteQuery(target, 'SELECT docid, lid FROM g ORDER BY docid'), '1|1\n2|2');
+    assert.equal(sqliteQuery(target, "SELECT body FROM g WHERE g MATCH 'hello' AND lid = 1"), 'hello');
+    assert.equal(sqliteQuery(target, 'SELECT body, lang FROM h'), 'bonjour|7');
+    await repo.close();
+  });
+
   it("a table restore brings an FTS5 table's settings (rank, automerge, ...) back with it, into a new file and over the target's own, for external-content tables too", async () => {
     const source = path.join(dir.path, 'fts-settings.db');
     const build = new Database(source);

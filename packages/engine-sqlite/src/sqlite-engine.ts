@@ -735,7 +735,9 @@ async function copyTables(snapshotFile: string, targetFile: string, requested: r
         createStoredObjects(db, [created, ...automatic, ...(needsSequence ? [backupSequence] : [])]);
         // Before the rows, so that they are indexed under the settings they were indexed under.
         if (created.storage === 'virtual' && /\busing\s+fts5\b/i.test(created.sql ?? '')) refused.push(...carryFullTextSettings(db, table));
-        const columns = (db.prepare(`PRAGMA strata_backup.table_xinfo(${q})`).all() as { name: string; hidden: number }[]).filter((c) => c.hidden === 0).map((c) => c.name);
+        const visible = (db.prepare(`PRAGMA strata_backup.table_xinfo(${q})`).all() as { name: string; hidden: number }[]).filter((c) => c.hidden === 0).map((c) => c.name);
+        const language = created.storage === 'virtual' ? ftsLanguageColumn(created.sql) : undefined;
+        const columns = language !== undefined && !visible.includes(language) ? [...visible, language] : visible;
         const rowid = rowidAlias(columns);
         const list = created.storage === 'index' || rowid === undefined ? columns : [rowid, ...columns];
         const quoted = list.map(quoteIdent).join(', ');
@@ -1126,6 +1128,21 @@ export function strataCommand(cmdline: string): string | undefined {
   const at = args.findIndex((arg, i) => i > 0 && (path.basename(arg) === 'strata' || /[\\/]cli[\\/]dist[\\/]main\.js$/.test(arg)));
   const command = at > 0 ? args[at + 1] : undefined;
   return command && /^[a-z-]+$/.test(command) ? `strata ${command}` : undefined;
+}
+
+/**
+ * An FTS3/FTS4 table's language column (`languageid="lid"`): hidden, so table_xinfo's visible
+ * columns leave it out, yet each row's value in it is that row's language, which a query must name
+ * to find the row. Undefined for other tables.
+ */
+export function ftsLanguageColumn(sql: string | null): string | undefined {
+  if (!sql || !/\busing\s+fts[34]\b/i.test(sql)) return undefined;
+  const m = /\blanguageid\s*=\s*(?:"((?:[^"]|"")*)"|'((?:[^']|'')*)'|`((?:[^`]|``)*)`|\[([^\]]*)\]|([A-Za-z_][A-Za-z0-9_$]*))/i.exec(sql);
+  if (!m) return undefined;
+  if (m[1] !== undefined) return m[1].replaceAll('""', '"');
+  if (m[2] !== undefined) return m[2].replaceAll("''", "'");
+  if (m[3] !== undefined) return m[3].replaceAll('``', '`');
+  return m[4] ?? m[5];
 }
 
 /** Creates an empty file readable by its owner only; fails if the name exists. */
