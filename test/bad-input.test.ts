@@ -174,7 +174,7 @@ describe('bad input gets a clear error and nothing is lost', () => {
     it('a missing repository', () => {
       const result = strata(['list', '--repo', path.join(dir.path, 'nowhere')]);
       assert.equal(result.status, 6, 'exit 6: no repository there');
-      assert.match(result.stderr, /does not exist; run `strata init/);
+      assert.match(result.stderr, /does not exist; if it is on a disk or share that is not mounted, mount it; for a new repository, run `strata init/);
     });
 
     it('a folder that was never initialised', () => {

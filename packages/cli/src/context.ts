@@ -104,7 +104,9 @@ export class CommandContext {
    */
   async openAt(location: string, passphrase: (attempt: number) => Promise<Passphrase | undefined>, what = 'the repository', mirror?: MirrorOptions): Promise<Repository> {
     if (!isLocationUrl(location) && !existsSync(location)) {
-      throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; run \`strata init --repo ${location}\` to create it`);
+      // A disk or share that is not mounted leaves its mount point empty: init there would make a
+      // new repository on the wrong disk, which the next backups then fill.
+      throw new StrataError('REPO_NOT_FOUND', `repository: ${location} does not exist; if it is on a disk or share that is not mounted, mount it; for a new repository, run \`strata init --repo ${location}\` to create it`);
     }
     const repo = await openRepository(location, {
       passphrase: async (attempt) => {

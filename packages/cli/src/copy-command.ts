@@ -82,8 +82,8 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
       .catch((err: unknown) => {
         if (err instanceof StrataError && err.code === 'REPO_NOT_FOUND') {
           // The repository's own message already says to run init; said once, with what copy adds.
-          const missing = err.message.replace(/^repository: /, '').replace(/; run `strata init[^`]*` to create it$/, '');
-          throw new StrataError('REPO_NOT_FOUND', `copy: the target ${missing}; copy never creates a repository: run \`strata init --repo ${targetLocation}\` first, with the passphrase it should have`);
+          const missing = err.message.replace(/^repository: /, '').replace(/; if it is on a disk or share that is not mounted, mount it; for a new repository, run `strata init[^`]*` to create it$/, '');
+          throw new StrataError('REPO_NOT_FOUND', `copy: the target ${missing}; if it is on a disk or share that is not mounted, mount it; copy never creates a repository: for a new one, run \`strata init --repo ${targetLocation}\` first, with the passphrase it should have`);
         }
         throw err;
       });
