@@ -340,7 +340,12 @@ export function assessMirror(primary: readonly BackupRecord[], operations: reado
   const checks: HealthCheck[] = [];
   const hours = (ms: number): string => `${(ms / 3_600_000).toFixed(1)} h`;
   const sync = operations.filter((o) => o.kind === 'mirror').at(-1);
-  if (sync?.status === 'FAILED') {
+  // A failed copy that something since made good (a `strata copy --to` the mirror, which journals
+  // in the mirror): the mirror holds every restore point of the repository.
+  const caughtUp = !('error' in mirror) && primary.every((b) => mirror.backups.some((m) => m.id === b.id));
+  if (sync?.status === 'FAILED' && caughtUp) {
+    checks.push({ check: 'mirror-sync', target: 'mirror', database: null, status: 'ok', message: `the last copy to the mirror failed at ${sync.last.at}, and the mirror has caught up since: it holds every restore point of the repository` });
+  } else if (sync?.status === 'FAILED') {
     checks.push({ check: 'mirror-sync', target: 'mirror', database: null, status: 'unhealthy', message: `MIRROR FAILED at ${sync.last.at}${sync.interrupted ? ' (interrupted)' : ''}: ${sync.last.error?.message ?? 'no error recorded'}` });
   } else {
     checks.push({ check: 'mirror-sync', target: 'mirror', database: null, status: 'ok', message: sync ? `the last copy to the mirror completed at ${sync.last.at}` : 'nothing was copied to the mirror yet' });
