@@ -292,6 +292,7 @@ describe('strata daemon notifications', function () {
       [webhook({ env: 'TEST_MISSING_WEBHOOK_URL' }), { TEST_MISSING_WEBHOOK_URL: undefined }, /notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL is not set; set it in strata's environment/],
       [webhook({ env: 'TEST_MISSING_WEBHOOK_URL' }), { TEST_MISSING_WEBHOOK_URL: '  ' }, /notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL is empty/],
       [webhook({ env: 'TEST_MISSING_WEBHOOK_URL' }), { TEST_MISSING_WEBHOOK_URL: 'hooks.example.invalid/secret-part' }, /notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL does not hold an http:\/\/ or https:\/\/ URL/],
+      [webhook({ env: 'TEST_MISSING_WEBHOOK_URL' }), { TEST_MISSING_WEBHOOK_URL: 'https://user:secret-part@hooks.example.invalid/x' }, /notifications\.channels\.ops\.url: the environment variable TEST_MISSING_WEBHOOK_URL holds a URL with a user name or password in it/],
       [webhook({ file: './no-such-file' }), {}, /notifications\.channels\.ops\.url: cannot read \S+no-such-file \(ENOENT\); create it with the secret in it/],
       [
         { mail: { type: 'email', host: '127.0.0.1', user: 'strata', password: { env: 'TEST_MISSING_SMTP_PASSWORD' }, from: 'a@b.c', to: ['d@e.f'], events: ['failure'] } },

@@ -277,14 +277,22 @@ export function checkChannelSecrets(config: NotificationsConfig): void {
     if (channel.type === 'webhook') {
       const url = readSecret(channel.url, `${where}.url`);
       let protocol: string | undefined;
+      let credentials = false;
       try {
-        protocol = new URL(url).protocol;
+        const parsed = new URL(url);
+        protocol = parsed.protocol;
+        credentials = parsed.username !== '' || parsed.password !== '';
       } catch {
         protocol = undefined;
       }
+      const source = channel.url.env !== undefined ? `the environment variable ${channel.url.env}` : channel.url.file;
       // Never quoted: the URL is the secret.
       if (protocol !== 'http:' && protocol !== 'https:') {
-        throw new StrataError('USAGE', `${where}.url: ${channel.url.env !== undefined ? `the environment variable ${channel.url.env}` : channel.url.file} does not hold an http:// or https:// URL`);
+        throw new StrataError('USAGE', `${where}.url: ${source} does not hold an http:// or https:// URL`);
+      }
+      // fetch refuses such a URL at every delivery ("could not be reached"): said at start instead.
+      if (credentials) {
+        throw new StrataError('USAGE', `${where}.url: ${source} holds a URL with a user name or password in it (user:password@host), which HTTP clients refuse to send; use the webhook's token URL (most services put the token in the path)`);
       }
     } else if (channel.password) readSecret(channel.password, `${where}.password`);
   }
