@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Passphrase, openRepository } from '@strata/sdk';
 import { TEST_PASSPHRASE, catalogPath, finished, json, sqliteQuery, strata, strataAsync, useTempDir } from './helpers/env.js';
@@ -249,6 +249,27 @@ describe('continuous protection: strata replicate and restore --as-of', function
     assert.equal(sqliteQuery(target, 'SELECT group_concat(v) FROM t'), 'new-1,new-2');
     assert.equal(sqliteQuery(db, 'PRAGMA integrity_check'), 'ok');
     assert.equal(sqliteQuery(db, 'SELECT group_concat(v) FROM t'), 'new-1,new-2');
+  });
+
+  it('replicates a database named through a symbolic link (SQLite keeps its -wal and -shm beside the file the link points to)', async () => {
+    const repo = path.join(dir.path, 'repo-linked');
+    const real = path.join(dir.path, 'linked-real.db');
+    const link = path.join(dir.path, 'linked.db');
+    assert.equal(strata(['init', '--repo', repo]).status, 0);
+    write(real, "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('one');");
+    symlinkSync(real, link);
+    const replicator = await startReplicator(repo, link, ['--interval', '0.3', '--verbose']);
+    try {
+      await untilSaid(replicator, /took \S+ \(\w+\) as the base of new segments/);
+      write(link, "INSERT INTO t VALUES ('two');");
+      await untilSaid(replicator, /segment 1 \(/);
+    } finally {
+      await stop(replicator);
+    }
+    const target = path.join(dir.path, 'linked-restored.db');
+    const restored = strata(['restore', '--db', 'linked', '--as-of', new Date().toISOString(), '--to', target, '--repo', repo]);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.equal(sqliteQuery(target, 'SELECT group_concat(v) FROM t'), 'one,two');
   });
 
   it('a replicated database file that is removed stops replicate with exit 1, naming it, and health reports the failure', async () => {

@@ -232,7 +232,9 @@ export class WalCapture implements ChangeCapture {
   }
 
   async open(locator: string, options: ChangeCaptureOptions): Promise<ChangeFeed> {
-    const file = filePath(locator);
+    // Through a symbolic link, the file it points to: SQLite names the -wal and -shm after it.
+    const given = filePath(locator);
+    const file = fs.existsSync(given) ? fs.realpathSync(given) : given;
     // Before any descriptor of the file is opened here: closing one drops every lock this process
     // holds on it, those of a capture already running in it included (see reserveCapture).
     const identity = fs.statSync(file, { throwIfNoEntry: false });
