@@ -184,7 +184,7 @@ describe('continuous protection: damaged segments', function () {
 
     // Missing: the third segment's file deleted; verify names it too.
     rmSync(segments[2]!);
-    restoreFails(repo, end, /segment 3 .*is missing from the repository/);
+    restoreFails(repo, end, /segment 3 .*is missing from the repository \(\S+\); --as-of \S+ or earlier restores what came before it/);
     const verify = strata(['verify', '--all', '--repo', repo]);
     assert.equal(verify.status, 3, verify.stdout);
     assert.match(verify.stdout, /segments after \S+: FAILED/);

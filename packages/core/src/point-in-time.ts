@@ -99,6 +99,21 @@ export async function fetchChanges(ctx: RepositoryContext, plan: PointInTimePlan
   }
 }
 
+/**
+ * What can still be restored when `missing` is gone: the moments before its first transaction,
+ * and the newest other restore point taken at or before the moment asked for.
+ */
+async function withoutSegment(ctx: RepositoryContext, plan: PointInTimePlan, missing: SegmentRecord): Promise<string> {
+  const before = new Date(Date.parse(missing.firstAt) - 1).toISOString();
+  const limit = plan.asOf.toISOString();
+  const all = await ctx.catalog.list({ database: plan.restorePoint.database }).catch(() => [] as BackupRecord[]);
+  const others = all
+    .filter((b) => b.id !== plan.restorePoint.id && b.type !== 'schema-only' && b.createdAt <= limit && contentFault(b, all) === undefined)
+    .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  const other = others[0];
+  return `--as-of ${before} or earlier restores what came before it${other ? `, and \`strata restore ${other.id}\` restores ${other.id} (${other.createdAt}), the newest other restore point at or before ${limit}` : ''}`;
+}
+
 async function fetchPlanned(ctx: RepositoryContext, plan: PointInTimePlan, signal?: AbortSignal): Promise<FetchedChanges> {
   const limit = plan.asOf.toISOString();
   const dir = path.join(await ctx.tempDir(), `segments-${randomBytes(6).toString('hex')}`);
@@ -108,7 +123,7 @@ async function fetchPlanned(ctx: RepositoryContext, plan: PointInTimePlan, signa
     // Presence first, cheaply: a missing object is named before the first one is read.
     for (const segment of plan.segments) {
       const info = await ctx.storage.stat(segment.key).catch(() => undefined);
-      if (!info) throw new StrataError('CHAIN_BROKEN', `restore ${plan.restorePoint.database} as of ${limit}: segment ${segment.sequence} (${segment.id}) after ${segment.base} is missing from the repository (${segment.key})`);
+      if (!info) throw new StrataError('CHAIN_BROKEN', `restore ${plan.restorePoint.database} as of ${limit}: segment ${segment.sequence} (${segment.id}) after ${segment.base} is missing from the repository (${segment.key}); ${await withoutSegment(ctx, plan, segment)}`);
       if (info.size !== segment.storedBytes) throw new StrataError('ARTIFACT_CORRUPT', `restore ${plan.restorePoint.database} as of ${limit}: segment ${segment.sequence} (${segment.id}) has ${info.size} bytes, the catalog says ${segment.storedBytes}`);
     }
     const files: { file: string; bytes: number }[] = [];
