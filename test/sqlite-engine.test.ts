@@ -173,6 +173,14 @@ describe('SQLite engine', () => {
     // With the library's own backup() the same database backs up whole.
     const record = await repo.backup(source, { database: 'short' });
     assert.equal(record.tableCount > 0 && record.rowCount > 0, true);
+    // An empty file (an application's database before its first table) is an empty database: its copy has the one page SQLite gives it.
+    const empty = path.join(dir.path, 'empty.db');
+    writeFileSync(empty, '');
+    const none = await repo.backup(empty, { database: 'empty' });
+    assert.deepEqual([none.tableCount, none.rowCount], [0, 0]);
+    const restored = path.join(dir.path, 'empty-restored.db');
+    await repo.restore({ id: none.id }, { to: restored });
+    assert.equal(sqliteQuery(restored, 'SELECT count(*) FROM sqlite_schema'), '0');
     await repo.close();
   });
 

@@ -111,9 +111,10 @@ export class SqliteEngine implements Engine {
         },
       });
       options.onProgress?.(total * pageSize, total * pageSize);
-      // The copy holds every page the transaction sees, or it is not the database.
+      // The copy holds every page the transaction sees, or it is not the database. An empty file
+      // (no page yet) is copied as an empty database, which has its first page.
       const copied = (await fs.stat(copy)).size / pageSize;
-      if (total !== pages || copied !== pages) {
+      if (pages === 0 ? copied > 1 : total !== pages || copied !== pages) {
         throw new StrataError('INTERNAL', `snapshot ${file}: the copy holds ${copied} of its ${pages} page(s) (the copy reported ${total}); nothing was stored. Run the backup again`);
       }
     } catch (err) {
