@@ -1109,7 +1109,7 @@ async function swapIntoPlace(temp: string, file: string, force: boolean, busyTim
  * holds no SQLite lock in rollback mode, so the lock taken before a swap cannot see it, yet it
  * would go on reading and writing the file the swap replaces.
  */
-export async function otherProcessesWithOpen(file: string): Promise<{ pid: number; command: string }[]> {
+async function otherProcessesWithOpen(file: string): Promise<{ pid: number; command: string }[]> {
   if (process.platform !== 'linux') return [];
   const real = await fs.realpath(file).catch(() => file);
   const wanted = new Set([real, `${real}-wal`]);

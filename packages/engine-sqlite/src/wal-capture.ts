@@ -8,7 +8,7 @@ import { openDatabase } from './driver.js';
 import { CLOCK_READ_MS, ClockTap } from './commit-clock.js';
 import { type IndexHeader, readIndexHeader } from './wal-index.js';
 import { CheckpointLockHold, releaseCapture, reserveCapture } from './checkpoint-lock.js';
-import { checkIsSqliteFile, filePath, otherProcessesWithOpen, snapshotThrough, sqliteError, strataCommand } from './sqlite-engine.js';
+import { checkIsSqliteFile, filePath, snapshotThrough, sqliteError, strataCommand } from './sqlite-engine.js';
 
 /**
  * Continuous capture of a SQLite database in WAL mode: the frames of each committed transaction,
@@ -235,6 +235,7 @@ export class WalCapture implements ChangeCapture {
     // Through a symbolic link, the file it points to: SQLite names the -wal and -shm after it.
     const given = filePath(locator);
     const file = fs.existsSync(given) ? fs.realpathSync(given) : given;
+    refuseReplacedLog(file);
     // Before any descriptor of the file is opened here: closing one drops every lock this process
     // holds on it, those of a capture already running in it included (see reserveCapture).
     const identity = fs.statSync(file, { throwIfNoEntry: false });
@@ -873,32 +874,35 @@ class WalFeed implements ChangeFeed {
       // and gives up the reservation, whatever failed above.
       await this.#checkpointLock.close(!released);
     }
-    if (this.#replaced) await this.#removeReplacedLog();
+    if (this.#replaced) REPLACED_LOGS.set(this.#file, this.#cursor.salt);
   }
 
-  /**
-   * After another file was renamed over the database: the -wal and -shm beside it are still the
-   * replaced database's (our read-only connections kept them from being removed when the
-   * application closed it), and SQLite replays a log into whatever database file it finds it
-   * beside: the next opener, this replicate's new base first, would write the old database's pages
-   * into the new file. So they are removed, when the log is the one this feed read (its salt) and
-   * no other process has the file or the log open; its transactions were read, and shipped.
-   */
-  async #removeReplacedLog(): Promise<void> {
-    const wal = `${this.#file}-wal`;
-    const header = readLogHeader(wal);
-    if (!header || !sameSalt(header.salt, this.#cursor.salt)) return;
-    const holders = await otherProcessesWithOpen(this.#file);
-    if (holders.length > 0) {
-      process.emitWarning(
-        `replicate: ${wal} is the write-ahead log of the database that was replaced, and ${holders.map((p) => `pid ${p.pid} (${p.command})`).join(', ')} has the new file open: SQLite may replay that log into it. Check it (PRAGMA integrity_check); a file moved into place needs its old -wal and -shm removed with the old database closed`,
-        { code: 'STRATA_STALE_LOG' },
-      );
-      return;
-    }
-    for (const side of [wal, `${this.#file}-shm`]) await fsp.rm(side, { force: true });
-    process.emitWarning(`replicate: removed ${wal} and its -shm, the write-ahead log of the database that was replaced (what replicate had read of it was shipped), so that it is not replayed into the new file`, { code: 'STRATA_STALE_LOG' });
-  }
+}
+
+/**
+ * The databases another file was renamed over while a feed read them, with the salt of the log the
+ * feed read last (see {@link refuseReplacedLog}).
+ */
+const REPLACED_LOGS = new Map<string, readonly [number, number]>();
+
+/**
+ * After another file was renamed over the database, the -wal beside it may still be the replaced
+ * database's: a feed's read-only connections kept it when the application closed that database,
+ * and SQLite replays a log into whatever database file it finds beside it, so opening the new file
+ * (this replicate's new base first) would write the old database's pages into it. Whether it is
+ * the old log or one that belongs with the new file (a copy of both put back) only the user can
+ * tell, and removing it could lose transactions of either: so replicate stops, saying what to do.
+ */
+function refuseReplacedLog(file: string): void {
+  const salt = REPLACED_LOGS.get(file);
+  if (!salt) return;
+  REPLACED_LOGS.delete(file);
+  const header = readLogHeader(`${file}-wal`);
+  if (!header || !sameSalt(header.salt, salt)) return;
+  throw new StrataError(
+    'DATABASE_INVALID',
+    `replicate: ${file} was replaced by another file, and ${file}-wal beside it is still the write-ahead log of the replaced database (the one replicate read); SQLite would replay it into the new file. Stop the application, move ${file}-wal and ${file}-shm away (they hold the replaced database's last transactions; keep them if the new file came with them), then start replicate again, which takes a new base`,
+  );
 }
 
 /** The position `wanted` if the log still holds it (the frame there carries its checksum), else undefined. */
