@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { StrataError, durationMs, parseDuration, readSecret } from '@strata/sdk';
 import type { ChannelConfig, JournalOperation, NotificationEvent, NotificationsConfig } from '@strata/sdk';
@@ -238,7 +239,8 @@ async function deliver(name: string, channel: ChannelConfig, message: Message): 
   // A password goes only over TLS (from the start, or STARTTLS, which must then be offered: one
   // who can strip STARTTLS from the server's greeting would read it otherwise), except to a relay
   // on this machine, where the connection never leaves it.
-  const loopback = ['localhost', '127.0.0.1', '::1'].includes(channel.host.toLowerCase()) || channel.host.startsWith('127.');
+  const host = channel.host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  const loopback = host === 'localhost' || host === '::1' || ((isIP(host) === 4 || host.startsWith('::ffff:')) && /^(?:::ffff:)?127\./.test(host));
   const transport = nodemailer.createTransport({
     host: channel.host,
     port: channel.port ?? (channel.secure ? 465 : 587),

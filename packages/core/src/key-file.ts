@@ -212,7 +212,6 @@ export function checkEncryptionSection(section: unknown, location: string): asse
   }
 }
 
-/** repository.json's encryption section as it is on storage now, checked. */
 /**
  * Key files in keys/ that `section` does not list: what a key change killed part way left (a
  * passwd or remove after its repository.json write, an add before it), or one in progress in
@@ -227,6 +226,7 @@ export async function unlistedKeyFiles(storage: Storage, section: EncryptionSect
   return unlisted;
 }
 
+/** repository.json's encryption section as it is on storage now, checked. */
 export async function readSection(storage: Storage): Promise<{ raw: Record<string, unknown>; section: EncryptionSection }> {
   const raw = await readRawConfig(storage);
   checkEncryptionSection(raw['encryption'], storage.location);

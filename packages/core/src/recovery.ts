@@ -1,3 +1,4 @@
+import { errorText } from './errors.js';
 import { readCatalogContents } from './catalog.js';
 import type { BackupRecord, SegmentRecord } from './catalog.js';
 import { finishAbandonedWrites } from './pending-writes.js';
@@ -23,7 +24,13 @@ import type { Storage } from './storage.js';
  * temporary folders, the storage's temporary files, uncommitted artifacts, unfinished deletions.
  */
 export async function recoverInterruptedWork(storage: Storage, options: { tempDir?: string; lock?: LockOptions; encryption?: EncryptionSection }): Promise<void> {
-  if (options.encryption) await sweepUnlistedKeyFiles(storage, options.encryption, options.lock);
+  if (options.encryption) {
+    // Best effort: a reader that may not write here (a group member of a group-readable
+    // repository) still reads; the file is named for whoever may remove it.
+    await sweepUnlistedKeyFiles(storage, options.encryption, options.lock).catch((err: unknown) =>
+      process.emitWarning(`could not remove key files repository.json does not list (${errorText(err).text}); they are a revoked passphrase's: their owner should remove them (strata key list names the listed ones)`, { code: 'STRATA_LEFTOVER' }),
+    );
+  }
   await sweepPrivateTemps(options.tempDir);
   await storage.sweepTemp?.();
   await finishAbandonedWrites(storage, async () => {

@@ -151,11 +151,6 @@ export function dearmorMessage(text: string): Buffer | undefined {
 }
 
 /**
- * A line without the spaces, tabs and carriage return at its end. Counted off by hand: a regular
- * expression anchored at the end (`/[ \t]+$/`) tries again from every blank of a run that is not at
- * the end, and a key file of one long such run would cost seconds.
- */
-/**
  * What is wrong with a message's armor, read without any passphrase: undefined when it has its
  * begin and end lines and, when this reader takes its body, a checksum (if it has one) that
  * matches its bytes. A file cut short lacks its end line; a changed character breaks the CRC-24.
@@ -177,6 +172,11 @@ export function armorDamage(text: string): string | undefined {
   return undefined;
 }
 
+/**
+ * A line without the spaces, tabs and carriage return at its end. Counted off by hand: a regular
+ * expression anchored at the end (`/[ \t]+$/`) tries again from every blank of a run that is not at
+ * the end, and a key file of one long such run would cost seconds.
+ */
 function withoutTrailingSpace(line: string): string {
   let end = line.length;
   while (end > 0 && (line[end - 1] === ' ' || line[end - 1] === '\t' || line[end - 1] === '\r')) end--;
