@@ -439,7 +439,7 @@ async function explainSourceFailure(file: string, err: StrataError, busyTimeoutM
   if (err.code === 'DATABASE_LOCKED') {
     return new StrataError(
       'DATABASE_LOCKED',
-      `backup: ${file} is locked by another connection, and stayed locked for longer than ${(busyTimeoutMs / 1000).toFixed(1)} s. A short write would have finished by now: a program is holding the database in exclusive mode (browsers and some apps do while they run). Close that program, or back up a copy it made, then try again`,
+      `backup: ${file} is locked by another connection, and stayed locked for longer than ${(busyTimeoutMs / 1000).toFixed(1)} s: a program holds the database in exclusive mode (browsers and some apps do while they run), or, in a database not in WAL mode, writers commit one after another without a pause, so a reader never gets in. Close that program, pause the writers, or back up a copy the program made, then try again (a database in WAL mode, PRAGMA journal_mode=WAL, lets backups read beside writers)`,
       { cause: err, details: err.details },
     );
   }
