@@ -3,24 +3,10 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { Passphrase, PostgresEngine, initRepository, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
-import { useTempDir } from './helpers/env.js';
+import { useTempDir, warningsOf } from './helpers/env.js';
 import { Databases, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
 const engine = new PostgresEngine();
-
-/** Collects the Node warnings an operation emits (the engine's way of saying what it left out). */
-async function warningsOf<T>(work: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
-  const warnings: string[] = [];
-  const listener = (w: Error): void => void warnings.push(w.message);
-  process.on('warning', listener);
-  try {
-    const result = await work();
-    await new Promise((resolve) => setImmediate(resolve));
-    return { result, warnings };
-  } finally {
-    process.off('warning', listener);
-  }
-}
 
 describe('PostgreSQL engine: objects a whole-database restore must bring back as they were', function () {
   const dir = useTempDir();

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import pg from 'pg';
 import { Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { Repository } from '@strata/sdk';
-import { factsAtBackup, json, strata, useTempDir } from './helpers/env.js';
+import { factsAtBackup, json, strata, useTempDir, warningsOf } from './helpers/env.js';
 import { Databases, PG_URL, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
 const engine = new PostgresEngine();
@@ -21,20 +21,6 @@ function dumpWithDatabase(database: string): string {
 /** Databases on the server whose name starts with `prefix` (leftovers of a restore or verify). */
 async function databasesLike(prefix: string): Promise<string[]> {
   return (await pgQuery('postgres', "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", [prefix])).rows.map((r) => r.datname as string);
-}
-
-/** Collects the Node warnings an operation emits (the engine's way of saying what it left out). */
-async function warningsOf<T>(work: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
-  const warnings: string[] = [];
-  const listener = (w: Error): void => void warnings.push(w.message);
-  process.on('warning', listener);
-  try {
-    const result = await work();
-    await new Promise((resolve) => setImmediate(resolve));
-    return { result, warnings };
-  } finally {
-    process.off('warning', listener);
-  }
 }
 
 describe('PostgreSQL engine: the database itself', function () {

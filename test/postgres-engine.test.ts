@@ -6,7 +6,7 @@ import pg from 'pg';
 import { EngineRegistry, Passphrase, PostgresEngine, initRepository, isStrataError, openRepository } from '@strata/sdk';
 import type { BackupRecord, Repository } from '@strata/sdk';
 import { describeEngineConformance } from './conformance/engine-conformance.js';
-import { json, strata, useTempDir } from './helpers/env.js';
+import { json, strata, useTempDir, warningsOf } from './helpers/env.js';
 import { Databases, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 import { MUTATE_POSTGRES_SQL, RICH_POSTGRES_SQL } from './helpers/rich-postgres.js';
 
@@ -305,15 +305,7 @@ describe('PostgreSQL engine', function () {
     );
     assert.equal(pgDump(renamed), before);
     const added = await databases.create(`${sql} ALTER TABLE t ADD extra int DEFAULT 7, ADD note text; UPDATE t SET extra = 99, note = 'x';`);
-    const warnings: string[] = [];
-    const keep = (w: Error): void => void warnings.push(w.message);
-    process.on('warning', keep);
-    try {
-      await repo.restore({ id: record.id }, { to: pgUrl(added), tables: ['t'], force: true });
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.off('warning', keep);
-    }
+    const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(added), tables: ['t'], force: true }));
     assert.deepEqual((await pgQuery(added, 'SELECT id, v, "Odd", extra, note FROM t ORDER BY id')).rows, [
       { id: 1, v: 'a', Odd: 10, extra: 7, note: null },
       { id: 2, v: 'b', Odd: 20, extra: 7, note: null },
@@ -328,15 +320,7 @@ describe('PostgreSQL engine', function () {
     const live = await databases.create(sql);
     const record = await repo.backup(pgUrl(live), { database: 'shared-sequence' });
     await pgQuery(live, "INSERT INTO t1 (v) VALUES ('d'); INSERT INTO t2 (v) VALUES ('e')");
-    const warnings: string[] = [];
-    const keep = (w: Error): void => void warnings.push(w.message);
-    process.on('warning', keep);
-    try {
-      await repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['t1'], force: true });
-      await new Promise((resolve) => setImmediate(resolve));
-    } finally {
-      process.off('warning', keep);
-    }
+    const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(live), tables: ['t1'], force: true }));
     assert.deepEqual(warnings, [
       "restore: sequence public.t1_id_seq is also used by public.t2, which the restore leaves as it is: it stays where it is rather than going back to the backup's position, so those tables' next ids do not come again",
     ]);

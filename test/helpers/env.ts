@@ -181,3 +181,18 @@ export async function factsAtBackup(engine: Engine, locator: string, tempDir: st
     await snapshot.close();
   }
 }
+
+/** Collects the messages of the Node warnings `work` emits (the engines' way of saying what they left out or changed; the CLI prints them on stderr). */
+export async function warningsOf<T>(work: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
+  const warnings: string[] = [];
+  const listener = (w: Error): void => void warnings.push(w.message);
+  process.on('warning', listener);
+  try {
+    const result = await work();
+    // Warnings are delivered on the next turn of the event loop.
+    await new Promise((resolve) => setImmediate(resolve));
+    return { result, warnings };
+  } finally {
+    process.off('warning', listener);
+  }
+}
