@@ -60,6 +60,6 @@ describe('one database, one identity', () => {
     assert.equal(strata(['backup', file, '--repo', repo(), '--time', '2026-11-20T12:00:00Z']).status, 0);
     const result = strata(['backup', file, '--type', 'incremental', '--repo', repo(), '--time', '2026-11-20T11:00:00Z', '--json']);
     assert.equal(result.status, 2);
-    assert.match(json<{ error: { message: string } }>(result).error.message, /cannot be older than its parent/);
+    assert.match(json<{ error: { message: string } }>(result).error.message, /must be newer than its parent/);
   });
 });
