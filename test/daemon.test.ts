@@ -118,6 +118,16 @@ describe('strata daemon', function () {
   this.timeout(300_000);
   const dir = useTempDir();
 
+  /** An unencrypted repository and the database app (20 rows) with these schedules in the config, as most tests here start. */
+  const appWithSchedules = (schedules: Record<string, unknown>): { repo: string; config: string } => {
+    const repo = path.join(dir.path, 'repo');
+    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
+    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
+    const config = path.join(dir.path, 'strata.config.json');
+    writeConfig(config, { repository: './repo', databases: { app: { url: './app.db' } }, schedules });
+    return { repo, config };
+  };
+
   it('runs jobs on time, never two of one database at once, queues or skips, journals hooks, reloads on SIGHUP and ends cleanly on SIGTERM', async () => {
     const repo = path.join(dir.path, 'repo');
     assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
@@ -345,16 +355,8 @@ describe('strata daemon', function () {
   });
 
   it('a job killed with the daemon (SIGKILL) reads as interrupted in the journal', async () => {
-    const repo = path.join(dir.path, 'repo');
-    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
-    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
-    const config = path.join(dir.path, 'strata.config.json');
     const pidFile = path.join(dir.path, 'hook.pid');
-    writeConfig(config, {
-      repository: './repo',
-      databases: { app: { url: './app.db' } },
-      schedules: { slow: { job: 'backup', cron: '* * * * * *', hooks: { before: `echo $$ > '${pidFile}'; exec sleep 60` } } },
-    });
+    const { repo, config } = appWithSchedules({ slow: { job: 'backup', cron: '* * * * * *', hooks: { before: `echo $$ > '${pidFile}'; exec sleep 60` } } });
     const daemon = startDaemon(config, ['--log-format', 'json']);
     try {
       await daemon.waitFor(/"message":"backup full started/);
@@ -387,15 +389,7 @@ describe('strata daemon', function () {
   });
 
   it('a hook that outlives its timeout is killed and fails the job, and says so in the journal', async () => {
-    const repo = path.join(dir.path, 'repo');
-    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
-    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
-    const config = path.join(dir.path, 'strata.config.json');
-    writeConfig(config, {
-      repository: './repo',
-      databases: { app: { url: './app.db' } },
-      schedules: { stuck: { job: 'backup', cron: '*/2 * * * * *', hooks: { before: 'echo waiting; exec sleep 60', timeout: '1s' } } },
-    });
+    const { repo, config } = appWithSchedules({ stuck: { job: 'backup', cron: '*/2 * * * * *', hooks: { before: 'echo waiting; exec sleep 60', timeout: '1s' } } });
     const daemon = startDaemon(config);
     try {
       await daemon.waitFor(/app\/stuck: failed: the before hook timed out; the job did not run/);
@@ -415,16 +409,8 @@ describe('strata daemon', function () {
   });
 
   it('a failing after hook fails the run (its backup stays), runs onFailure and is journaled as HOOK_FAILED', async () => {
-    const repo = path.join(dir.path, 'repo');
-    assert.equal(strata(['init', '--repo', repo, '--no-encryption']).status, 0);
-    buildRichDatabase(path.join(dir.path, 'app.db'), { rows: 20 });
-    const config = path.join(dir.path, 'strata.config.json');
     const cleaned = path.join(dir.path, 'cleaned');
-    writeConfig(config, {
-      repository: './repo',
-      databases: { app: { url: './app.db' } },
-      schedules: { b: { job: 'backup', cron: '*/2 * * * * *', hooks: { after: 'echo still in maintenance; exit 3', onFailure: `touch '${cleaned}'` } } },
-    });
+    const { repo, config } = appWithSchedules({ b: { job: 'backup', cron: '*/2 * * * * *', hooks: { after: 'echo still in maintenance; exit 3', onFailure: `touch '${cleaned}'` } } });
     const daemon = startDaemon(config);
     try {
       await daemon.waitFor(/app\/b: failed: the after hook exited with 3; the job's own work succeeded: app_full_/);

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { MysqlEngine, Passphrase, initRepository, isStrataError, openRepository } from '@strata/sdk';
-import type { Repository } from '@strata/sdk';
-import { ROOT, useTempDir } from './helpers/env.js';
+import { MysqlEngine, Passphrase, isStrataError } from '@strata/sdk';
+import { ROOT, useRepositoryPerTest, useTempDir } from './helpers/env.js';
 import { MysqlDatabases, mysqlDump, mysqlQuery, mysqlUrl, requireMysql } from './helpers/mysql.js';
 
 /** What a backup must hold so that its restore gives back what the source had, or be refused when it cannot. */
@@ -28,20 +27,10 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
   const dir = useTempDir();
   const databases = new MysqlDatabases();
   const passphrase = new Passphrase('mysql restorable');
-  let repo: Repository;
+  const repo = useRepositoryPerTest(dir, passphrase, () => databases.dropAll());
 
   before(async function () {
     await requireMysql(this);
-  });
-
-  beforeEach(async () => {
-    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
-    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
-  });
-
-  afterEach(async () => {
-    await repo.close();
-    await databases.dropAll();
   });
 
   it("routine and trigger bodies holding lines like schema.sql's own (-- strata ..., DELIMITER ..., ;;) come back as they were, and verify", async () => {
@@ -50,15 +39,15 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
       CREATE FUNCTION banner() RETURNS TEXT DETERMINISTIC RETURN 'Welcome\n-- strata maintenance window tonight\nDELIMITER ends here\nbye';
       CREATE FUNCTION semis() RETURNS TEXT DETERMINISTIC RETURN 'a\n;;\nb';
       CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.note = 'header\nDELIMITER line\nfooter';`);
-    const record = await repo.backup(mysqlUrl(source), { database: 'bodies' });
+    const record = await repo().backup(mysqlUrl(source), { database: 'bodies' });
     const target = databases.name();
-    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    await repo().restore({ id: record.id }, { to: mysqlUrl(target) });
     assert.equal(mysqlDump(target), mysqlDump(source));
     await mysqlQuery(target, 'INSERT INTO t (id) VALUES (1)');
     assert.deepEqual(await mysqlQuery(target, 'SELECT banner() AS b, semis() AS s, (SELECT note FROM t) AS n'), [
       { b: 'Welcome\n-- strata maintenance window tonight\nDELIMITER ends here\nbye', s: 'a\n;;\nb', n: 'header\nDELIMITER line\nfooter' },
     ]);
-    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    const [report] = await repo().verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
   });
 
@@ -68,12 +57,12 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
       INSERT INTO stock VALUES (1, 5), (2, -3);
       SET SESSION check_constraint_checks = 0;
       ALTER TABLE stock ADD CONSTRAINT pos CHECK (qty >= 0);`);
-    const record = await repo.backup(mysqlUrl(source), { database: 'checks' });
+    const record = await repo().backup(mysqlUrl(source), { database: 'checks' });
     const target = databases.name();
-    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    await repo().restore({ id: record.id }, { to: mysqlUrl(target) });
     assert.deepEqual(await mysqlQuery(target, 'SELECT id, qty FROM stock ORDER BY id'), [{ id: 1, qty: 5 }, { id: 2, qty: -3 }]);
     await assert.rejects(mysqlQuery(target, 'INSERT INTO stock VALUES (3, -1)'), /CONSTRAINT `pos` failed/, 'the constraint holds for new rows');
-    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    const [report] = await repo().verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
   });
 
@@ -82,15 +71,15 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
       SET SESSION sql_mode = 'ALLOW_INVALID_DATES';
       CREATE TABLE due (id INT PRIMARY KEY, d DATE DEFAULT '2020-02-30', dt DATETIME);
       INSERT INTO due VALUES (1, '2021-02-31', '2021-04-31 10:00:00'), (2, '2021-03-01', NULL);`);
-    const record = await repo.backup(mysqlUrl(source), { database: 'dates' });
+    const record = await repo().backup(mysqlUrl(source), { database: 'dates' });
     const target = databases.name();
-    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    await repo().restore({ id: record.id }, { to: mysqlUrl(target) });
     const read = 'SELECT id, CAST(d AS CHAR) AS d, CAST(dt AS CHAR) AS dt FROM due ORDER BY id';
     assert.deepEqual(await mysqlQuery(target, read), [{ id: 1, d: '2021-02-31', dt: '2021-04-31 10:00:00' }, { id: 2, d: '2021-03-01', dt: null }]);
     await mysqlQuery(target, 'INSERT INTO due (id) VALUES (3)');
     assert.deepEqual(await mysqlQuery(target, 'SELECT CAST(d AS CHAR) AS d FROM due WHERE id = 3'), [{ d: '2020-02-30' }], "the column's default too");
     await assert.rejects(mysqlQuery(target, "SET SESSION sql_mode = 'STRICT_ALL_TABLES'; INSERT INTO due VALUES (4, '2021-02-31', NULL)"), /Incorrect date value/, 'strict sessions of the target still refuse them');
-    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    const [report] = await repo().verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
   });
 
@@ -100,24 +89,24 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
       CREATE VIEW fine AS SELECT id FROM kept; CREATE VIEW stale AS SELECT id FROM gone;
       DROP TABLE gone;`);
     await assert.rejects(
-      repo.backup(mysqlUrl(source), { database: 'stale' }),
+      repo().backup(mysqlUrl(source), { database: 'stale' }),
       (err: unknown) => isStrataError(err, 'UNSUPPORTED_OBJECT') && /view\(s\) stale of /.test(err.message) && /\.gone' doesn't exist/.test(err.message) && /Drop each such view/.test(err.message),
     );
-    assert.deepEqual((await repo.list()).map((b) => b.id), []);
+    assert.deepEqual((await repo().list()).map((b) => b.id), []);
   });
 
   it("the database's COMMENT comes back, also over a database with another one (--force), and verify tells a copy without it apart", async () => {
     const comment = "the shop's data\nsecond line \\ -- strata";
     const source = await databases.create(`ALTER DATABASE COMMENT ${sqlString(comment)}; CREATE TABLE t (id INT PRIMARY KEY);`);
     const commentOf = async (database: string): Promise<unknown> => (await mysqlQuery(undefined, `SELECT SCHEMA_COMMENT AS c FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '${database}'`)) as unknown;
-    const record = await repo.backup(mysqlUrl(source), { database: 'commented' });
+    const record = await repo().backup(mysqlUrl(source), { database: 'commented' });
     const target = databases.name();
-    await repo.restore({ id: record.id }, { to: mysqlUrl(target) });
+    await repo().restore({ id: record.id }, { to: mysqlUrl(target) });
     assert.deepEqual(await commentOf(target), [{ c: comment }]);
-    const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+    const [report] = await repo().verify({ id: record.id }, { level: 'full' });
     assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
     const live = await databases.create("ALTER DATABASE COMMENT 'old words'; CREATE TABLE t (id INT PRIMARY KEY);");
-    await repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true });
+    await repo().restore({ id: record.id }, { to: mysqlUrl(live), force: true });
     assert.deepEqual(await commentOf(live), [{ c: comment }]);
     // What verify compares: the restored copy's facts against the backup's.
     const facts = await engine.inspect(mysqlUrl(target));
@@ -129,9 +118,9 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
 
   it("a backup of a database without a comment clears the target's old one when restored over it (--force)", async () => {
     const source = await databases.create('CREATE TABLE t (id INT PRIMARY KEY);');
-    const record = await repo.backup(mysqlUrl(source), { database: 'plain' });
+    const record = await repo().backup(mysqlUrl(source), { database: 'plain' });
     const live = await databases.create("ALTER DATABASE COMMENT 'old words'; CREATE TABLE t (id INT PRIMARY KEY);");
-    await repo.restore({ id: record.id }, { to: mysqlUrl(live), force: true });
+    await repo().restore({ id: record.id }, { to: mysqlUrl(live), force: true });
     assert.deepEqual(await mysqlQuery(undefined, `SELECT SCHEMA_COMMENT AS c FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '${live}'`), [{ c: '' }]);
   });
 

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { Passphrase, PostgresEngine, initRepository, openRepository } from '@strata/sdk';
-import type { Repository } from '@strata/sdk';
-import { useTempDir, warningsOf } from './helpers/env.js';
+import { Passphrase, PostgresEngine } from '@strata/sdk';
+import { useRepositoryPerTest, useTempDir, warningsOf } from './helpers/env.js';
 import { Databases, pgDump, pgQuery, pgUrl, requirePostgres } from './helpers/postgres.js';
 
 const engine = new PostgresEngine();
@@ -12,20 +11,10 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
   const dir = useTempDir();
   const databases = new Databases();
   const passphrase = new Passphrase('postgres restore objects tests');
-  let repo: Repository;
+  const repo = useRepositoryPerTest(dir, passphrase, () => databases.dropAll());
 
   before(async function () {
     await requirePostgres(this);
-  });
-
-  beforeEach(async () => {
-    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
-    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
-  });
-
-  afterEach(async () => {
-    await repo.close();
-    await databases.dropAll();
   });
 
   const eventTriggers = async (database: string) =>
@@ -37,12 +26,12 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
 
     /** Restores the source's backup into a new database, checks it is the source's and passes verify; returns the new database. */
     const restoresAsItWas = async (source: string): Promise<string> => {
-      const record = await repo.backup(pgUrl(source), { database: 'pub' });
+      const record = await repo().backup(pgUrl(source), { database: 'pub' });
       const target = databases.name();
-      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      await repo().restore({ id: record.id }, { to: pgUrl(target) });
       assert.deepEqual(await publicSchema(target), await publicSchema(source));
       assert.equal(pgDump(target, ['--schema-only']), pgDump(source, ['--schema-only']));
-      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      const [report] = await repo().verify({ id: record.id }, { level: 'full' });
       assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
       return target;
     };
@@ -98,9 +87,9 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
         CREATE MATERIALIZED VIEW mv AS SELECT total();
         CREATE MATERIALIZED VIEW mv_of_mv AS SELECT * FROM mv;
         CREATE MATERIALIZED VIEW fine AS SELECT count(*) AS n FROM public.b;`);
-      const record = await repo.backup(pgUrl(source), { database: 'mv' });
+      const record = await repo().backup(pgUrl(source), { database: 'mv' });
       const target = databases.name();
-      const { warnings } = await warningsOf(() => repo.restore({ id: record.id }, { to: pgUrl(target) }));
+      const { warnings } = await warningsOf(() => repo().restore({ id: record.id }, { to: pgUrl(target) }));
       const warning = warnings.find((w) => w.includes('could not be refreshed'));
       assert.ok(warning, JSON.stringify(warnings));
       assert.match(warning, /public\.mv \(relation "b" does not exist\)/);
@@ -112,7 +101,7 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
       assert.deepEqual((await pgQuery(target, 'SELECT id, v FROM b ORDER BY id')).rows, [{ id: 1, v: 5 }, { id: 2, v: 7 }]);
 
       // The restore lacks the two views' data: verify says so, naming them.
-      const { result: [report] } = await warningsOf(() => repo.verify({ id: record.id }, { level: 'full' }));
+      const { result: [report] } = await warningsOf(() => repo().verify({ id: record.id }, { level: 'full' }));
       assert.equal(report!.outcome, 'failed', JSON.stringify(report!.checks));
       const schemaCheck = report!.checks.find((c) => c.name === 'schema-integrity')!;
       assert.equal(schemaCheck.status, 'failed');
@@ -122,12 +111,12 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
       await pgQuery(target, 'ALTER FUNCTION public.total() SET search_path = public; REFRESH MATERIALIZED VIEW public.mv; REFRESH MATERIALIZED VIEW public.mv_of_mv');
       assert.deepEqual((await pgQuery(target, 'SELECT * FROM mv_of_mv')).rows, [{ total: '12' }]);
       await pgQuery(source, 'ALTER FUNCTION public.total() SET search_path = public');
-      const fixed = await repo.backup(pgUrl(source), { database: 'mv' });
+      const fixed = await repo().backup(pgUrl(source), { database: 'mv' });
       const again = databases.name();
-      const { warnings: none } = await warningsOf(() => repo.restore({ id: fixed.id }, { to: pgUrl(again) }));
+      const { warnings: none } = await warningsOf(() => repo().restore({ id: fixed.id }, { to: pgUrl(again) }));
       assert.deepEqual(none, []);
       assert.deepEqual((await pgQuery(again, 'SELECT * FROM mv_of_mv')).rows, [{ total: '12' }]);
-      const [passed] = await repo.verify({ id: fixed.id }, { level: 'full' });
+      const [passed] = await repo().verify({ id: fixed.id }, { level: 'full' });
       assert.equal(passed!.outcome, 'passed', JSON.stringify(passed!.checks));
     });
   });
@@ -147,13 +136,13 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
         CREATE MATERIALIZED VIEW mv AS SELECT sum(v) AS total FROM base;`);
       const logged = (await pgQuery(source, 'SELECT id, tag FROM ddl_log ORDER BY id')).rows;
       assert.equal(logged.length, 4);
-      const record = await repo.backup(pgUrl(source), { database: 'et' });
+      const record = await repo().backup(pgUrl(source), { database: 'et' });
       const target = databases.name();
-      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      await repo().restore({ id: record.id }, { to: pgUrl(target) });
       assert.deepEqual((await pgQuery(target, 'SELECT id, tag FROM ddl_log ORDER BY id')).rows, logged);
       assert.deepEqual((await pgQuery(target, 'SELECT total FROM mv')).rows, [{ total: '12' }]);
       assert.deepEqual(await eventTriggers(target), [{ name: 'et', mode: 'O' }, { name: 'et_always', mode: 'A' }]);
-      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      const [report] = await repo().verify({ id: record.id }, { level: 'full' });
       assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
     });
 
@@ -166,13 +155,13 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
         CREATE EVENT TRIGGER no_ddl ON ddl_command_start EXECUTE FUNCTION no_ddl();
         ALTER EVENT TRIGGER no_ddl ENABLE REPLICA;
         CREATE EVENT TRIGGER no_ddl_either ON ddl_command_start EXECUTE FUNCTION no_ddl();`);
-      const record = await repo.backup(pgUrl(source), { database: 'block' });
+      const record = await repo().backup(pgUrl(source), { database: 'block' });
       const target = databases.name();
-      await repo.restore({ id: record.id }, { to: pgUrl(target) });
+      await repo().restore({ id: record.id }, { to: pgUrl(target) });
       assert.deepEqual((await pgQuery(target, 'SELECT total FROM mv')).rows, [{ total: '5' }]);
       assert.deepEqual(await eventTriggers(target), [{ name: 'no_ddl', mode: 'R' }, { name: 'no_ddl_either', mode: 'O' }]);
       await assert.rejects(pgQuery(target, 'CREATE TABLE t (id int)'), /no DDL here \(CREATE TABLE\)/);
-      const [report] = await repo.verify({ id: record.id }, { level: 'full' });
+      const [report] = await repo().verify({ id: record.id }, { level: 'full' });
       assert.equal(report!.outcome, 'passed', JSON.stringify(report!.checks));
     });
   });

@@ -4,7 +4,8 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, wri
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Engine, TableStats } from '@strata/sdk';
+import { initRepository, openRepository } from '@strata/sdk';
+import type { Engine, Passphrase, Repository, TableStats } from '@strata/sdk';
 
 /** The repository root (tests run from .build/test/...). */
 export const ROOT = path.resolve(fileURLToPath(new URL('../../..', import.meta.url)));
@@ -195,4 +196,26 @@ export async function warningsOf<T>(work: () => Promise<T>): Promise<{ result: T
   } finally {
     process.off('warning', listener);
   }
+}
+
+/**
+ * A new encrypted repository in `dir` for each test of the suite, opened with `passphrase` (its
+ * temporary folder beside it), closed after the test, then `cleanup` (the test databases dropped).
+ * Returns the current test's repository.
+ */
+export function useRepositoryPerTest(dir: { readonly path: string }, passphrase: Passphrase, cleanup: () => Promise<void> = async () => undefined): () => Repository {
+  let repo: Repository | undefined;
+  beforeEach(async () => {
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    repo = await openRepository(path.join(dir.path, 'repo'), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+  });
+  afterEach(async () => {
+    await repo?.close();
+    repo = undefined;
+    await cleanup();
+  });
+  return () => {
+    if (!repo) throw new Error('the repository is opened for each test, not outside one');
+    return repo;
+  };
 }
