@@ -3,7 +3,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { SpawnSyncReturns } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -11,6 +10,7 @@ import type { BackupRecord, KeyListing } from '@strata/sdk';
 import { LocalStorage, Passphrase, openRepository, readCatalogContents } from '@strata/sdk';
 import { exited, startReplicator } from './helpers/pitr.js';
 import { buildRichDatabase, mutate } from './helpers/databases.js';
+import { DYING_KEY_CHANGE } from './helpers/dying-key-change.js';
 import { CLI, FIXTURE_DB, ROOT, TEST_PASSPHRASE, copyInto, json, sqliteDump, strata, useSuiteDir, useTempDir, catalogPath, journalFiles, journalLines, removeCatalog } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 import { KEY_CHANGES, keyChangeSweep } from './reliability/key-change-sweep.js';
@@ -640,37 +640,16 @@ describe('keys that can change', function () {
     const bobs = keyList(bob()).opened!;
     const template = path.join(dir.path, 'remove-template');
     cpSync(repo(), template, { recursive: true });
-    // `repo.keys.remove` in a child that SIGKILLs itself just before its Nth write to storage
-    // (put, delete, append, exclusive create, rename): what kill -9 or a power cut leaves.
+    // `repo.keys.remove` in a child that SIGKILLs itself just before its Nth write to storage.
     const script = path.join(dir.path, 'dying-key-remove.mjs');
-    writeFileSync(
-      script,
-      `import { LocalStorage, Passphrase, openRepository } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'packages/sdk/dist/index.js')).href)};
-const inner = new LocalStorage(process.env.REPO);
-let writes = 0;
-const storage = new Proxy(inner, {
-  get(target, name) {
-    const value = Reflect.get(target, name, target);
-    if (typeof value !== 'function') return value;
-    if (!['put', 'delete', 'append', 'createExclusive', 'rename'].includes(name)) return value.bind(target);
-    return (...args) => {
-      if (++writes === Number(process.env.KILL_AT)) process.kill(process.pid, 'SIGKILL');
-      return value.apply(target, args);
-    };
-  },
-});
-const repo = await openRepository(storage, { passphrase: new Passphrase(process.env.OLD) });
-await repo.keys.remove(process.env.ID);
-await repo.close();
-`,
-    );
+    writeFileSync(script, DYING_KEY_CHANGE);
     const listed = (where: string): string[] => (JSON.parse(readFileSync(path.join(where, 'repository.json'), 'utf8')) as { encryption: { keyFiles: { id: string }[] } }).encryption.keyFiles.map((f) => f.id);
     let killedAt = 0;
     for (let killAt = 1; ; killAt++) {
       assert.ok(killAt < 60, 'the removal makes fewer than 60 writes');
       const copy = path.join(dir.path, `remove-kill-${killAt}`);
       cpSync(template, copy, { recursive: true });
-      const child = spawnSync(process.execPath, [script], { env: { ...process.env, REPO: copy, KILL_AT: String(killAt), OLD: TEST_PASSPHRASE, ID: bobs }, encoding: 'utf8' });
+      const child = spawnSync(process.execPath, [script], { env: { ...process.env, REPO: copy, KILL_AT: String(killAt), OLD: TEST_PASSPHRASE, ACTION: 'remove', ID: bobs }, encoding: 'utf8' });
       if (child.status === 0) break;
       assert.equal(child.signal, 'SIGKILL', child.stderr);
       killedAt++;

@@ -11,9 +11,9 @@
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { buildRichDatabase } from '../helpers/databases.js';
-import { CLI, ROOT, TEST_PASSPHRASE } from '../helpers/env.js';
+import { DYING_KEY_CHANGE } from '../helpers/dying-key-change.js';
+import { CLI, TEST_PASSPHRASE } from '../helpers/env.js';
 import type { ScenarioResult } from './scenarios.js';
 import { occurrences } from './syscall-sweep.js';
 
@@ -27,28 +27,6 @@ export interface KeyChangeSweepResult extends ScenarioResult {
 
 const OTHER_PASSPHRASE = 'bob has his own passphrase';
 
-const DYING_KEY_CHANGE = `import { LocalStorage, Passphrase, openRepository } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'packages/sdk/dist/index.js')).href)};
-const inner = new LocalStorage(process.env.REPO);
-let writes = 0;
-const storage = new Proxy(inner, {
-  get(target, name) {
-    const value = Reflect.get(target, name, target);
-    if (typeof value !== 'function') return value;
-    if (!['put', 'delete', 'append', 'createExclusive', 'rename'].includes(name)) return value.bind(target);
-    return (...args) => {
-      if (++writes === Number(process.env.KILL_AT)) process.kill(process.pid, 'SIGKILL');
-      return value.apply(target, args);
-    };
-  },
-});
-const repo = await openRepository(storage, { passphrase: new Passphrase(process.env.OLD) });
-const other = new Passphrase(process.env.OTHER);
-if (process.env.ACTION === 'add') await repo.keys.add({ passphrase: other, label: 'new' });
-else if (process.env.ACTION === 'passwd') await repo.keys.passwd({ passphrase: other });
-else await repo.keys.rotate({ alsoPassphrases: [other] });
-await repo.close();
-process.stdout.write(String(writes));
-`;
 
 function cli(args: string[], passfile: string): { status: number | null; stdout: string; stderr: string } {
   const env: NodeJS.ProcessEnv = { ...process.env };
