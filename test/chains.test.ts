@@ -173,6 +173,12 @@ describe('incremental and differential chains', () => {
     assert.match(refused.stderr, /has no full backup yet.*--auto-full/);
     const auto = json<{ backup: BackupRecord }>(strata(['backup', source, '--repo', repo, '--type', 'incremental', '--auto-full', '--json']));
     assert.equal(auto.backup.type, 'full');
+    // Counted as what it became, not as what was asked for.
+    const rows = json<{ rows: { type: string; count: number; succeeded: number }[] }>(strata(['stats', '--repo', repo, '--json'])).rows;
+    assert.deepEqual(
+      rows.filter((r) => r.succeeded > 0).map((r) => [r.type, r.succeeded]),
+      [['full', 1]],
+    );
   });
 
   it('restores through a chain of 30 incrementals', async function () {

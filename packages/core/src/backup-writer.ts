@@ -257,6 +257,9 @@ export class BackupWriter {
       pending = undefined;
       await commitBackup(this.#ctx, { parent, record: full, pending: written });
       await op.complete({
+        // What was taken, which a missing parent may have made a full where the run began as an
+        // incremental: stats and the daemon's history count it as what it is.
+        type,
         backupId: id,
         rawBytes: record.rawBytes,
         storedBytes: record.storedBytes,
