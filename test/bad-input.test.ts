@@ -479,6 +479,12 @@ describe('bad input gets a clear error and nothing is lost', () => {
         assert.equal(restore.status, 1);
         assert.equal(json<{ error: { code: string } }>(restore).error.code, 'NO_SPACE');
         assert.deepEqual(readdirSync(mount).sort(), ['repo']);
+        // A temporary folder too small for the copy a backup reads from: SQLite's "database or
+        // disk is full" is about the copy, and the message says so, not the source's disk.
+        const tempBackup = strata(['backup', big, '--repo', bigRepo], { env: { STRATA_TMPDIR: mount } });
+        assert.equal(tempBackup.status, 1);
+        assert.match(tempBackup.stderr, new RegExp(`the temporary folder ${mount}/\\S+ ran out of space .*database itself is untouched.*STRATA_TMPDIR`));
+        assert.deepEqual(readdirSync(mount).sort(), ['repo']);
       } finally {
         spawnSync('umount', [mount]);
       }

@@ -343,8 +343,27 @@ export async function snapshotThrough(file: string, options: SnapshotOptions, co
     };
   } catch (err) {
     await cleanup();
+    // SQLite says "database or disk is full" and the step names the database, which reads as the
+    // source's disk; the source is only read, so the full disk is the copy's.
+    if (outOfSpace(err)) {
+      const bytes = (await fs.stat(file).catch(() => undefined))?.size;
+      throw new StrataError(
+        'NO_SPACE',
+        `snapshot ${file}: the temporary folder ${options.tempDir} ran out of space for the copy of the database${bytes !== undefined ? ` (${bytes} bytes)` : ''}; the database itself is untouched. Free space there, or set STRATA_TMPDIR to a folder with room for a copy of the database`,
+        { cause: err },
+      );
+    }
     throw err instanceof StrataError ? err : wrapError(`snapshot ${file}`, err);
   }
+}
+
+/** A full disk, in SQLite's words or the system's, anywhere in the chain of causes. */
+function outOfSpace(err: unknown): boolean {
+  for (let at: unknown = err, depth = 0; at && depth < 5; at = (at as { cause?: unknown }).cause, depth++) {
+    const code = (at as { code?: unknown }).code;
+    if (code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT' || code === 'NO_SPACE') return true;
+  }
+  return false;
 }
 
 /** The file path a locator names. */
