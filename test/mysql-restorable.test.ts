@@ -124,6 +124,24 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
     assert.deepEqual(await mysqlQuery(undefined, `SELECT SCHEMA_COMMENT AS c FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '${live}'`), [{ c: '' }]);
   });
 
+  it('a restore over a database where a backed-up table is now a view of that name replaces the view (--force); a table restore there is refused naming it', async () => {
+    const source = await databases.create("CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b'); CREATE TABLE u (id INT); INSERT INTO u VALUES (5);");
+    const record = await repo().backup(mysqlUrl(source), { database: 'viewed' });
+    const live = await databases.create('CREATE TABLE u (id INT); INSERT INTO u VALUES (7); CREATE VIEW t AS SELECT id FROM u; CREATE VIEW w AS SELECT * FROM t;');
+    await assert.rejects(repo().restore({ id: record.id }, { to: mysqlUrl(live), force: true, tables: ['t'] }), (err: Error) => {
+      assert.ok(isStrataError(err, 'USAGE'), String(err));
+      assert.match(err.message, /t is a view in the target database, where the backup has a table; drop the view first.*nothing was changed/);
+      return true;
+    });
+    assert.deepEqual(await mysqlQuery(live, 'SELECT * FROM w'), [{ id: 7 }]);
+    await repo().restore({ id: record.id }, { to: mysqlUrl(live), force: true });
+    assert.equal(mysqlDump(live), mysqlDump(source));
+    assert.deepEqual(await mysqlQuery(undefined, `SELECT TABLE_NAME AS t, TABLE_TYPE AS k FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${live}' ORDER BY 1`), [
+      { t: 't', k: 'BASE TABLE' },
+      { t: 'u', k: 'BASE TABLE' },
+    ]);
+  });
+
   it('a schema.sql written before statements were framed by length keeps the lines of a body that look like its own', async () => {
     const { parseSchemaText } = await schemaModule();
     const settings = "SET SESSION sql_mode = '', time_zone = 'SYSTEM', character_set_client = utf8mb4, collation_connection = utf8mb4_general_ci";

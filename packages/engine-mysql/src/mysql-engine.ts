@@ -598,7 +598,14 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
       );
     }
     const present = new Set((await listTables(connection, db)).map((t) => t.name));
-    for (const t of wanted) if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
+    const views = new Set([...(await tableNames(connection, db))].filter((t) => !present.has(t)));
+    for (const t of wanted) {
+      if (views.has(t)) {
+        // A table restore replaces tables and leaves the target's views alone; this one is in the way.
+        throw new StrataError('USAGE', redactable`restore: ${named(t, 'table')} is a view in the target database, where the backup has a table; drop the view first (DROP VIEW), or restore the whole database; nothing was changed`);
+      }
+      if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
+    }
     await connection.query(RESTORE_SESSION);
     const tables = [...wanted].sort();
     // Another table's foreign key would follow the old table out of the database in the swap.

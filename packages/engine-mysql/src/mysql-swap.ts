@@ -284,6 +284,7 @@ export async function swapTables(connection: mysql.Connection, server: MysqlTarg
   const db = ident(record.database);
   const moves = [
     ...record.parked.map((p) => `${db}.${ident(p.table)} TO ${p.as === undefined ? ident(aside) : db}.${ident(p.as ?? p.table)}`),
+    ...(await viewsInTheWay(connection, record)).map((v) => `${db}.${ident(v.view)} TO ${db}.${ident(v.as)}`),
     ...record.incoming.map((t) => `${ident(record.work)}.${ident(t)} TO ${db}.${ident(t)}`),
   ];
   await connection.query(`SET SESSION lock_wait_timeout = ${checkLockWait(lockWaitSeconds)}`);
@@ -317,6 +318,26 @@ export async function swapTables(connection: mysql.Connection, server: MysqlTarg
       { cause: err, details: { sessions } },
     );
   }
+}
+
+/**
+ * The target's views named as a table the backup brings (the database had a table there when it
+ * was backed up, and a view now): the swap would fail with "already exists". They move aside in
+ * the same RENAME (a view can be renamed, within its database) under free names, so the swap
+ * stays one statement; the target's views are all dropped after it, and recreated from the
+ * record if it is undone, so no record of these names is needed. A table restore brings tables
+ * into a database whose views stay, so it is left to fail there, naming the view.
+ */
+async function viewsInTheWay(connection: mysql.Connection, record: SwapRecord): Promise<{ view: string; as: string }[]> {
+  if (record.objects.kind !== 'database' || record.incoming.length === 0) return [];
+  const [rows] = await connection.query<mysql.RowDataPacket[]>(
+    `SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'VIEW' AND TABLE_NAME IN (${record.incoming.map(() => '?').join(', ')})`,
+    [record.database, ...record.incoming],
+  );
+  if (rows.length === 0) return [];
+  const used = await tableNames(connection, record.database);
+  for (const name of [...record.incoming, ...record.parked.flatMap((p) => (p.as === undefined ? [] : [p.as]))]) used.add(name);
+  return rows.map((r) => ({ view: r['name'] as string, as: freeName('__strata_view', used) }));
 }
 
 /** Drops the triggers of the parked tables still in the target, and moves those tables into the aside database. */
