@@ -75,6 +75,28 @@ describe('PostgreSQL engine: objects a whole-database restore must bring back as
     });
   });
 
+  it('a restore as a role that is not a superuser, of objects owned by others, fails saying which role it ran as and what it needs; nothing is left', async () => {
+    const restorer = `strata_restorer_${randomBytes(4).toString('hex')}`;
+    await pgQuery('postgres', `CREATE ROLE "${restorer}" LOGIN CREATEDB PASSWORD 'restorer-pw'`);
+    try {
+      const source = await databases.create("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1); CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'");
+      const record = await repo().backup(pgUrl(source), { database: 'others' });
+      const target = databases.name();
+      const url = new URL(pgUrl(target));
+      url.username = restorer;
+      url.password = 'restorer-pw';
+      await assert.rejects(repo().restore({ id: record.id }, { to: url.toString() }), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'RESTORE_FAILED');
+        assert.match(err.message, new RegExp(`must be member of role .*; the restore connects as ${restorer}, which lacks that privilege: .*needs a superuser, or a role that is a member of every owning role`));
+        assert.doesNotMatch(err.message, /restorer-pw/);
+        return true;
+      });
+      assert.deepEqual((await pgQuery('postgres', 'SELECT datname FROM pg_database WHERE datname = $1', [target])).rows, []);
+    } finally {
+      await pgQuery('postgres', `DROP ROLE IF EXISTS "${restorer}"`);
+    }
+  });
+
   describe('materialized views', () => {
     const populated = async (database: string) =>
       (await pgQuery(database, "SELECT relname AS name, relispopulated AS populated FROM pg_class WHERE relkind = 'm' ORDER BY 1")).rows;

@@ -19,7 +19,13 @@ export function restoreFailed(target: PgTarget, what: MessageText, err: unknown)
   const detail = e.detail ? ` (${redactSecret(e.detail, target.password)})` : '';
   // The server's words quote names and values: the journal keeps its error code instead.
   const said = withheld(`${message}${detail}`, e.code ? `server message ${e.code}` : 'server message');
-  return new StrataError('RESTORE_FAILED', redactable`restore: ${target.host}:${target.port} refused ${what}: ${said}`, {
+  // insufficient_privilege: the backup's objects belong to roles this server has, and giving them
+  // to those owners (or creating what only a superuser may) is beyond the restoring role.
+  const hint =
+    e.code === '42501'
+      ? `; the restore connects as ${target.user}, which lacks that privilege: the backup's objects get back the owners and rights they had, which needs a superuser, or a role that is a member of every owning role. Restore as such a role`
+      : '';
+  return new StrataError('RESTORE_FAILED', redactable`restore: ${target.host}:${target.port} refused ${what}: ${said}${hint}`, {
     cause: err,
     details: { pgCode: e.code, host: target.host, port: target.port },
   });
