@@ -532,6 +532,62 @@ describe('bad input gets a clear error and nothing is lost', () => {
     });
   });
 
+  describe('a machine without a native addon', () => {
+    /** The environment of a `strata` that cannot load the named packages (as after a Node upgrade without `npm rebuild`). */
+    const without = (...packages: string[]): { env: Record<string, string> } => {
+      const blocker = path.join(dir.path, `block-${packages.join('-')}.cjs`);
+      writeFileSync(
+        blocker,
+        `const Module = require('node:module');
+const load = Module._load;
+const blocked = ${JSON.stringify(packages)};
+Module._load = function (request, ...rest) {
+  if (blocked.includes(request)) throw Object.assign(new Error(\`Cannot find module '\${request}' (blocked in this test)\`), { code: 'MODULE_NOT_FOUND' });
+  return load.call(this, request, ...rest);
+};
+`,
+      );
+      return { env: { NODE_OPTIONS: `--require=${blocker}` } };
+    };
+    const verification = (id: string): unknown => json<{ backups: { id: string; verification: unknown }[] }>(strata(['list', '--repo', repo(), '--json'])).backups.find((b) => b.id === id)?.verification;
+
+    it('verify and restore fail as errors of this machine (exit 1, TOOL_MISSING) and record nothing against the good backup', function () {
+      if ('zstdCompress' in zlib) {
+        console.log('      note: this Node has zstd in node:zlib, so only the SQLite driver is taken away here');
+      }
+      init();
+      const db = fixture();
+      const id = backupId(db);
+      assert.equal(strata(['verify', id, '--repo', repo(), '--level', 'full']).status, 0);
+      const passed = verification(id);
+
+      // A whole SQLite restore writes the file without opening it, so it needs no driver; without
+      // the codec nothing can be read.
+      const cases: [string[], RegExp, 'restores' | 'fails'][] = [
+        [['better-sqlite3'], /the better-sqlite3 addon does not load in this Node v[\d.]+ \(Cannot find module 'better-sqlite3'.*npm rebuild better-sqlite3/, 'restores'],
+        ...('zstdCompress' in zlib ? [] : [[['zstd-napi'], /zstd is not available in this runtime .*npm rebuild zstd-napi/, 'fails'] as [string[], RegExp, 'fails']]),
+      ];
+      for (const [packages, said, restores] of cases) {
+        const blocked = without(...packages);
+        const verify = strata(['verify', id, '--repo', repo(), '--level', 'full', '--json'], blocked);
+        assert.equal(verify.status, 1, `${packages.join()}: ${verify.stderr}`);
+        assert.equal(json<{ error: { code: string } }>(verify).error.code, 'TOOL_MISSING');
+        assert.match(verify.stdout + verify.stderr, said);
+        assert.deepEqual(verification(id), passed, `${packages.join()}: the backup's last verification is still the passed one`);
+        const restored = path.join(dir.path, `restored-${packages.join()}.db`);
+        const restore = strata(['restore', id, '--repo', repo(), '--to', restored, '--json'], blocked);
+        if (restores === 'restores') {
+          assert.equal(restore.status, 0, restore.stderr);
+          assert.equal(sqliteDump(restored), sqliteDump(db));
+        } else {
+          assert.equal(restore.status, 1, restore.stderr);
+          assert.equal(json<{ error: { code: string } }>(restore).error.code, 'TOOL_MISSING');
+          assert.equal(existsSync(restored), false);
+        }
+      }
+    });
+  });
+
   describe('the repository lock', () => {
     it('a lock held by a live process makes a command exit with code 5', () => {
       init();

@@ -395,9 +395,11 @@ export function getCodec(name: CodecName): Codec {
   if (name === 'zstd') {
     const codec = findZstd();
     if (!codec) {
+      // This machine's lack, not a fault of the repository or of what was asked: a backup read
+      // here is not damaged, and verify must not record it as failed.
       throw new StrataError(
-        'USAGE',
-        'compression: zstd is not available in this runtime (Node has no zlib zstd before 22.15 and the zstd-napi addon is not installed); use gzip or install zstd-napi',
+        'TOOL_MISSING',
+        'compression: zstd is not available in this runtime (Node has no zlib zstd before 22.15 and the zstd-napi addon is not installed or does not load); install zstd-napi (npm rebuild zstd-napi where strata is installed), or use gzip for a new repository',
       );
     }
     return codec;

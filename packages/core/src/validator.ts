@@ -210,7 +210,8 @@ export class Validator {
       }
       checks.push({ name: 'checksum-match', status: 'passed', reason: 'artifact SHA-256 matches the catalog; every stream and chunk hash matches the manifest' });
     } catch (err) {
-      if (isStrataError(err, 'ABORTED')) throw err;
+      // A codec this machine lacks (or a full disk) says nothing about the backup, as below.
+      if (ofThisMachine(err)) throw err;
       // Written by a newer Strata (a format or chunking this one does not know): this program can
       // judge nothing of it, and a failure recorded now would make every restore pass the backup
       // over and health report it, on a fleet where one machine was not upgraded yet.
@@ -261,7 +262,11 @@ export class Validator {
         facts = await engine.inspect(scratch.locator, { signal: options.signal, recordedMeta: contents!.manifest.engineMeta, ...(log ? { log } : {}) });
       } catch (err) {
         if (ofThisMachine(err)) throw err;
-        checks.push(failedCheck('database-readable', err, 'restored, but does not open: '));
+        // The restore's own "passed" gives way: one check, one outcome.
+        const failed = failedCheck('database-readable', err, 'restored, but does not open: ');
+        const restored = checks.findIndex((c) => c.name === 'database-readable');
+        if (restored >= 0) checks[restored] = failed;
+        else checks.push(failed);
         skipRest('the restored database does not open');
         return done();
       }
