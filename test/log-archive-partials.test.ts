@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Passphrase, PostgresPhysicalEngine, initRepository, isStrataError, openRepository, planWal } from '@strata/sdk';
-import type { BackupRecord, Repository } from '@strata/sdk';
+import { LocalStorage, Passphrase, PostgresPhysicalEngine, initRepository, isStrataError, openRepository, planWal } from '@strata/sdk';
+import type { Abortable, BackupRecord, ObjectInfo, Repository } from '@strata/sdk';
 import { TEST_PASSPHRASE, useTempDir } from './helpers/env.js';
 
 /**
@@ -100,5 +100,50 @@ describe('log archive partials', function () {
     const [listed] = await repo.logArchive.list(DB);
     await assert.rejects(repo.logArchive.read(listed!), (err: unknown) => isStrataError(err, 'ARTIFACT_CORRUPT') && /was altered: its data key opened/.test((err as Error).message));
     await assert.rejects(repo.logArchive.fetch(DB, SEG), (err: unknown) => isStrataError(err, 'ARTIFACT_CORRUPT'));
+  });
+});
+
+/**
+ * Two pushes of different files under one name at the same moment (a promoted copy and the old
+ * server archiving): each found none before storing. The second push's store is made to happen
+ * in the middle of the first one's, between its check and its write, through a storage that runs
+ * the rival push just before writing the first file's object.
+ */
+describe('log archive: two different files pushed under one name at once', function () {
+  this.timeout(60_000);
+  const dir = useTempDir();
+  const DB = 'cluster';
+  const root = (): string => path.join(dir.path, 'repo');
+  const objects = (): string[] => readdirSync(path.join(root(), 'backups', DB, 'log')).sort();
+
+  /** Local storage that, once armed, runs `rival` before writing the first object of `name`. */
+  class RacingStorage extends LocalStorage {
+    rival: (() => Promise<unknown>) | undefined;
+    override async put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo> {
+      const rival = this.rival;
+      if (rival && key.includes(`/log/${SEG}_`)) {
+        this.rival = undefined;
+        await rival();
+      }
+      return super.put(key, body, options);
+    }
+  }
+
+  it('the push that finds the other file after storing its own removes it and fails with LOG_CONFLICT; fetch gives the one kept', async function () {
+    const passphrase = new Passphrase(TEST_PASSPHRASE);
+    await initRepository(root(), { encryption: 'compat', passphrase });
+    const racing = new RacingStorage(root());
+    const repo = await openRepository(racing, { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    const other = await openRepository(root(), { passphrase, tempDir: path.join(dir.path, 'tmp2') });
+    let rivalResult: unknown;
+    racing.rival = async () => (rivalResult = await other.logArchive.push(DB, SEG, segment(64 * 1024, 1)).catch((err: unknown) => err));
+    const pushed = await repo.logArchive.push(DB, SEG, segment(64 * 1024, 7)).catch((err: unknown) => err);
+    assert.equal((rivalResult as { status?: string }).status, 'stored', 'the rival stored first and, looking before this push stored, found no other');
+    assert.ok(isStrataError(pushed, 'LOG_CONFLICT'), String(pushed));
+    assert.match((pushed as Error).message, new RegExp(`another push stored a different ${SEG} for ${DB} at the same moment .*this one was removed again`));
+    assert.equal(objects().length, 1, objects().join(', '));
+    assert.deepEqual(await repo.logArchive.fetch(DB, SEG), Buffer.from(segment(64 * 1024, 1)));
+    // The server's retry of the refused file is refused as any different file under a held name.
+    await assert.rejects(repo.logArchive.push(DB, SEG, segment(64 * 1024, 7)), (err: unknown) => isStrataError(err, 'LOG_CONFLICT') && /already holds a different/.test((err as Error).message));
   });
 });

@@ -173,7 +173,22 @@ export class LogArchive {
         { details: { database, name } },
       );
     }
-    return { status: 'stored', file: await this.#store(database, name, name, sha256, bytes, options.signal) };
+    const stored = await this.#store(database, name, name, sha256, bytes, options.signal);
+    // Two pushes of different files under one name at once (a promoted copy and the old server)
+    // both found none before storing. Without a conditional write, each looks again after its
+    // store: one that finds another file removes its own and fails. The other may have looked
+    // before this store and succeeded, so yielding is the only answer that leaves one file; when
+    // both look late, both yield, and the server's retry of each finds the archive as it is.
+    const rivals = (await this.#named(database, name, options.signal)).filter((f) => f.sha256 !== sha256);
+    if (rivals.length > 0) {
+      await this.remove([stored], options);
+      throw new StrataError(
+        'LOG_CONFLICT',
+        `log archive: another push stored a different ${name} for ${database} at the same moment (SHA-256 ${rivals[0]!.sha256.slice(0, 16)}…, this one ${sha256.slice(0, 16)}…); this one was removed again. Is another server (or a restored copy promoted on the same timeline) archiving under the name ${database}?`,
+        { details: { database, name } },
+      );
+    }
+    return { status: 'stored', file: stored };
   }
 
   /**
