@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { fork, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
@@ -184,6 +184,31 @@ describe('bad input gets a clear error and nothing is lost', () => {
       assert.equal(result.status, 6, 'exit 6: no repository there');
       assert.match(result.stderr, /is not a Strata repository/);
       assert.deepEqual(readdirSync(repo()), ['unrelated.txt'], 'nothing was written into the folder');
+    });
+
+    it('a repository that goes away while a program has it open (a disk unmounted) is not made again, empty, for writes to go into', async () => {
+      init();
+      const db = fixture();
+      backupId(db);
+      const passphrase = new Passphrase(TEST_PASSPHRASE);
+      const open = await openRepository(repo(), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+      assert.equal((await open.list()).length, 1);
+      const unmounted = path.join(dir.path, 'unmounted');
+      renameSync(repo(), unmounted);
+      const gone = (err: Error & { code?: string }): boolean => {
+        assert.equal(err.code, 'REPO_NOT_FOUND', err.message);
+        assert.match(err.message, /no longer holds repository\.json, which it held when it was opened: its disk was unmounted, or the folder was moved or deleted/);
+        return true;
+      };
+      // A catalog to rebuild, a lock to take, a backup to write: each would have made the folder.
+      await assert.rejects(open.list(), gone);
+      await assert.rejects(open.backup(db, { database: 'app', type: 'incremental' }), gone);
+      await assert.rejects(open.verify({ database: 'app' }, { level: 'quick' }), gone);
+      assert.equal(existsSync(repo()), false, 'the folder was not made again');
+      // Back in place, the same program goes on.
+      renameSync(unmounted, repo());
+      const record = await open.backup(db, { database: 'app', type: 'incremental', autoFull: true });
+      assert.equal((await open.list()).at(-1)!.id, record.id);
     });
 
     it('a deleted catalog is rebuilt from the artifacts', () => {

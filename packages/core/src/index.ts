@@ -15,6 +15,7 @@ export * from './journal.js';
 export * from './lock.js';
 export * from './naming.js';
 export { shellCommand, shellQuote } from './shell-quote.js';
+export { vanished as vanishedRepository } from './repository-config.js';
 export { MAX_CLOCK_SKEW_MS } from './record-checks.js';
 export * from './progress.js';
 export * from './compression.js';

@@ -251,7 +251,9 @@ export class KeyVault {
     let fresh: EncryptionSection;
     try {
       fresh = (await readSection(this.#storage)).section;
-    } catch {
+    } catch (err) {
+      // The repository gone since it was opened: nothing may be read or written there any more.
+      if (isStrataError(err, 'REPO_NOT_FOUND')) throw err;
       // A damaged file appearing mid-session: keep what was checked at open; changes re-read it and fail.
       return;
     }

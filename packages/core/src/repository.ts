@@ -1,4 +1,6 @@
-import type { BackupRecord } from './catalog.js';
+import type { BackupRecord, CheckResult, VerificationRecord } from './catalog.js';
+import { redactCheck } from './catalog.js';
+import { updateCatalog } from './catalog-commit.js';
 import type { CompressionConfig } from './compression.js';
 import type { EncryptionProfile } from './encryption.js';
 import type { EngineDisplay } from './engine.js';
@@ -63,6 +65,7 @@ export { PENDING_DELETIONS_KEY } from './recovery.js';
  */
 export async function openRepository(storage: Storage, options: OpenOptions): Promise<Repository> {
   const config = await readRepositoryConfig(storage);
+  storage.holdRoot?.();
   // Before the first write of this process (the recovery deletes, later commands write).
   await storage.setAccess?.(config.access ?? 'private');
   // A repository of an earlier format moves onto the object layout first, under the lock.
@@ -292,6 +295,25 @@ export class Repository {
    * what the engine's rules say its name holds (LogArchiveRules.inspect). Findings are
    * collected, never thrown; each base's result goes into the journal.
    */
+  /**
+   * A base backup whose own range of the log is missing or damaged cannot become consistent,
+   * however intact its artifact: its verification is recorded as failed (file accessibility), so
+   * that `list`, `health` and `restore latest` do not take it for a good restore point.
+   */
+  async #recordUnrestorable(record: BackupRecord, problems: readonly string[]): Promise<void> {
+    const reason = `the archived log it needs to become consistent cannot be read: ${problems.join('; ')}`;
+    await updateCatalog(this.#ctx, 'verify', (records) =>
+      records.map((r) => {
+        if (r.id !== record.id) return r;
+        const previous = r.verification;
+        const accessible: CheckResult = { name: 'file-accessibility', status: 'failed', reason };
+        const checks = previous ? previous.checks.map((c) => (c.name === 'file-accessibility' ? accessible : c)) : [accessible];
+        const verification: VerificationRecord = { at: new Date().toISOString(), level: previous?.level ?? 'quick', outcome: 'failed', checks: checks.map(redactCheck) };
+        return { ...r, verification };
+      }),
+    );
+  }
+
   async verifyLog(filter: { database?: string; backupId?: string } = {}, options: { signal?: AbortSignal } = {}): Promise<LogVerifyReport[]> {
     await this.#ctx.unlock();
     const records = await this.#ctx.catalog.list(filter.database !== undefined ? { database: filter.database } : {});
@@ -309,6 +331,7 @@ export class Repository {
         const { needed: _needed, ...rest } = window;
         const report: LogVerifyReport = { ...rest, outcome: rest.problems.length === 0 ? 'passed' : 'failed' };
         reports.push(report);
+        if (window.to === undefined) await this.#recordUnrestorable(record, window.problems);
         await op.complete({ details: { log: true, outcome: report.outcome, files: report.files, missing: report.missing.length, problems: report.problems.length } });
       } catch (err) {
         await op.fail(err).catch(() => undefined);

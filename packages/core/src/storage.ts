@@ -97,6 +97,12 @@ export interface Storage {
    * A storage without permissions of its own leaves this out; core then refuses `group-readable`.
    */
   setAccess?(access: StorageAccess, options?: { readonly root?: boolean }): Promise<void>;
+  /**
+   * The repository is open: from now on a write never makes its root again (a folder that went
+   * away with an unmounted disk is not recreated, empty, for backups to go into); such a write
+   * fails with REPO_NOT_FOUND. For storages whose root can vanish.
+   */
+  holdRoot?(): void;
 }
 
 /** True when a storage error means "no such object". */

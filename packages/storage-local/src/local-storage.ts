@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { StrataError, wrapError, hasErrno, isStrataError, schemeOf, throwIfAborted } from '@strata/core';
+import { StrataError, wrapError, hasErrno, isStrataError, schemeOf, throwIfAborted, vanishedRepository } from '@strata/core';
 import type { Abortable, GetOptions, ObjectInfo, SpaceInfo, Storage, StorageAccess, StorageCapabilities, StorageKind } from '@strata/core';
 
 /** Temporary files of unfinished puts live here, inside the repository, so a rename stays on one filesystem. */
@@ -46,6 +46,7 @@ export class LocalStorage implements Storage {
   readonly #root: string;
   readonly #listPageSize: number;
   #modes = MODES.private;
+  #rootHeld = false;
 
   constructor(root: string, options: LocalStorageOptions = {}) {
     this.#root = path.resolve(root);
@@ -60,6 +61,10 @@ export class LocalStorage implements Storage {
       throw new StrataError('ARTIFACT_HOSTILE', `storage: key ${JSON.stringify(key)} points outside the repository`);
     }
     return full;
+  }
+
+  holdRoot(): void {
+    this.#rootHeld = true;
   }
 
   async setAccess(access: StorageAccess, options: { readonly root?: boolean } = {}): Promise<void> {
@@ -82,6 +87,14 @@ export class LocalStorage implements Storage {
    * folders this call created get the mode again, while still empty. Folders that existed keep theirs.
    */
   async #makeDir(dir: string): Promise<void> {
+    if (this.#rootHeld) {
+      try {
+        await fs.stat(this.#root);
+      } catch (err) {
+        if (hasErrno(err, 'ENOENT')) throw vanishedRepository(this);
+        throw wrapError(`storage: look at ${this.#root}`, err);
+      }
+    }
     const first = await fs.mkdir(dir, { recursive: true, mode: this.#modes.dir });
     if (first === undefined) return;
     for (let at = dir; ; at = path.dirname(at)) {
