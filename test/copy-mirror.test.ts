@@ -281,6 +281,24 @@ describe('mirror', () => {
     assert.match(health.stdout, /ok +\[mirror\] mirror-lag \(app\): the mirror has all 2 restore point/);
   });
 
+  it("a mirror URL's secret is never shown or kept, also one with '/' in it (as about half of AWS secret keys have)", () => {
+    const db = at('app.db');
+    buildRichDatabase(db, { rows: 10 });
+    const secret = 'Sup3r/Secret+q/xYz';
+    writeFileSync(at('strata.config.json'), JSON.stringify({ repository: './primary', mirror: `s3://AKIAEXAMPLE:${secret}@strata-mirror/prod`, databases: { app: { url: './app.db' } } }));
+    assert.equal(strata(['init'], { cwd: dir.path }).status, 0);
+    // Nothing listens there: the mirror fails, and every message about it names the URL.
+    const env = { AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined };
+    const backup = strata(['backup', 'app'], { cwd: dir.path, env });
+    assert.equal(backup.status, 0, backup.stderr);
+    assert.match(backup.stderr, /MIRROR FAILED: mirror s3:\/\/AKIAEXAMPLE:\*\*\*@strata-mirror\/prod/);
+    const health = strata(['health'], { cwd: dir.path, env });
+    assert.match(health.stdout, /AKIAEXAMPLE:\*\*\*@/);
+    for (const [what, text] of [['backup', backup.stdout + backup.stderr], ['health', health.stdout + health.stderr], ['journal', journalLines(at('primary')).join('\n')]] as const) {
+      assert.ok(!text.includes('Secret+q'), `${what} shows no part of the secret: ${text.slice(0, 2000)}`);
+    }
+  });
+
   it('an unreachable mirror: the backup succeeds, MIRROR FAILED is journaled, health exits 3; the next backup catches up', () => {
     const { db, primary, mirror } = configured({ mirrorReady: false });
     // A file where the mirror's folder should be: nothing can be written there.

@@ -177,7 +177,8 @@ export function redactedMessage(err: unknown): string {
  * message quoted as the user wrote it (a mirror or a path given as a URL), anywhere in the text.
  */
 export function redactUrlPasswords(text: string): string {
-  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:'"]*):[^\s/@'"]+@/gi, '$1:***@');
+  // The password runs to the last '@' before a space or quote: secrets (an AWS secret key, say) hold '/'.
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:'"]*):[^\s'"]*@/gi, '$1:***@');
 }
 
 /**

@@ -174,5 +174,6 @@ export function schemeOf(location: string): string | undefined {
 
 /** A location as messages may show it: without a password in its user part. */
 function redactLocation(location: string): string {
-  return location.replace(/^([^:]+:\/\/[^/@:]*):[^/@]*@/, '$1:***@');
+  // Up to the last '@': a secret (an AWS secret key, say) may hold '/'.
+  return location.replace(/^([^:]+:\/\/[^/@:]*):.*@/, '$1:***@');
 }
