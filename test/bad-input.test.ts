@@ -5,8 +5,8 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameS
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { EngineRegistry, Passphrase, SqliteEngine, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
-import type { BackupRecord } from '@strata/sdk';
+import { EngineRegistry, LocalStorage, Passphrase, SqliteEngine, StrataError, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
+import type { BackupRecord, GetOptions } from '@strata/sdk';
 import { bigDatabase, buildRichDatabase } from './helpers/databases.js';
 import { FIXTURE_DB, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir, catalogPath } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
@@ -555,6 +555,23 @@ describe('bad input gets a clear error and nothing is lost', () => {
       const again = strata(['backup', big, '--repo', repo()]);
       assert.equal(again.status, 0, again.stderr);
     });
+  });
+
+  it('a storage that fails to answer while verify reads (a server error) is an error, recorded against no backup', async () => {
+    init();
+    const id = backupId(fixture());
+    assert.equal(strata(['verify', id, '--repo', repo()]).status, 0);
+    const before = JSON.parse(readFileSync(catalogPath(repo()), 'utf8')).backups[0].verification;
+    /** Local storage whose reads of artifacts fail as an S3 server's 500 does. */
+    class FailingStorage extends LocalStorage {
+      override async get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>> {
+        if (key.startsWith('backups/')) throw new StrataError('IO', `storage: read ${key}: InternalError (HTTP 500)`);
+        return super.get(key, options);
+      }
+    }
+    const r = await openRepository(new FailingStorage(repo()), { passphrase: new Passphrase(TEST_PASSPHRASE), tempDir: path.join(dir.path, 'tmp') });
+    await assert.rejects(r.verify({ id }, { level: 'quick' }), (err: Error & { code?: string }) => err.code === 'IO' && /HTTP 500/.test(err.message));
+    assert.deepEqual(JSON.parse(readFileSync(catalogPath(repo()), 'utf8')).backups[0].verification, before);
   });
 
   describe('a machine without a native addon', () => {

@@ -177,6 +177,12 @@ export class Validator {
       }
       checks.push({ name: 'file-accessibility', status: 'passed', reason: `${chain.length} artifact(s) present, readable, with the recorded sizes` });
     } catch (err) {
+      // The storage failing to answer (a server error, throttling, a network cut, access taken
+      // away) says nothing of the artifacts: an error, not a failure recorded against a good
+      // backup that `health` and retention would then pass over. Missing or short artifacts
+      // are findings (their own codes). Only here: a read that decodes data (below) may report a
+      // damaged artifact in words no code tells apart from the storage's.
+      if (ofThisMachine(err) || isStrataError(err, 'IO') || isStrataError(err, 'ACCESS_DENIED') || isStrataError(err, 'REPO_NOT_FOUND')) throw err;
       checks.push(failedCheck('file-accessibility', err));
       skipRest('the artifacts are not all accessible');
       return done();
