@@ -6,9 +6,9 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { EngineRegistry, LocalStorage, Passphrase, SqliteEngine, StrataError, initRepository, openRepository, writeCatalog, readCatalog } from '@strata/sdk';
-import type { BackupRecord, GetOptions } from '@strata/sdk';
+import type { Abortable, BackupRecord, GetOptions, ObjectInfo } from '@strata/sdk';
 import { bigDatabase, buildRichDatabase } from './helpers/databases.js';
-import { FIXTURE_DB, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir, catalogPath } from './helpers/env.js';
+import { FIXTURE_DB, TEST_PASSPHRASE, copyInto, finished, json, sqliteDump, strata, strataAsync, useSuiteDir, useTempDir, catalogPath, warningsOf } from './helpers/env.js';
 import type { CliResult } from './helpers/env.js';
 import { DiskFullStorage } from './helpers/faulty-storage.js';
 
@@ -572,6 +572,28 @@ describe('bad input gets a clear error and nothing is lost', () => {
     const r = await openRepository(new FailingStorage(repo()), { passphrase: new Passphrase(TEST_PASSPHRASE), tempDir: path.join(dir.path, 'tmp') });
     await assert.rejects(r.verify({ id }, { level: 'quick' }), (err: Error & { code?: string }) => err.code === 'IO' && /HTTP 500/.test(err.message));
     assert.deepEqual(JSON.parse(readFileSync(catalogPath(repo()), 'utf8')).backups[0].verification, before);
+  });
+
+  it("a backup and a restore whose work is done succeed when the journal's last record cannot be written; a warning says so", async () => {
+    init();
+    const db = fixture();
+    /** Local storage that fails the journal's COMPLETED records, as a server that went away at that moment does. */
+    class JournalFailingStorage extends LocalStorage {
+      override async put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo> {
+        if (key.startsWith('journal/') && body instanceof Uint8Array && Buffer.from(body).toString('utf8').includes('"status":"COMPLETED"')) {
+          throw new StrataError('IO', `storage: write ${key}: InternalError (HTTP 500)`);
+        }
+        return super.put(key, body, options);
+      }
+    }
+    const r = await openRepository(new JournalFailingStorage(repo()), { passphrase: new Passphrase(TEST_PASSPHRASE), tempDir: path.join(dir.path, 'tmp') });
+    const backedUp = await warningsOf(() => r.backup(db, { database: 'app' }));
+    assert.deepEqual((await r.list()).map((b) => b.id), [backedUp.result.id]);
+    assert.ok(backedUp.warnings.some((w) => /^backup: done, but its journal record could not be written \(.*HTTP 500.*\); the journal shows the run as interrupted/.test(w)), JSON.stringify(backedUp.warnings));
+    const target = path.join(dir.path, 'restored.db');
+    const restored = await warningsOf(() => r.restore({ id: backedUp.result.id }, { to: target }));
+    assert.equal(sqliteDump(target), sqliteDump(db));
+    assert.ok(restored.warnings.some((w) => /^restore: done, but its journal record could not be written/.test(w)), JSON.stringify(restored.warnings));
   });
 
   describe('a machine without a native addon', () => {

@@ -256,7 +256,7 @@ export class BackupWriter {
       const written = pending;
       pending = undefined;
       await commitBackup(this.#ctx, { parent, record: full, pending: written });
-      await op.complete({
+      await op.completeAfterDone({
         // What was taken, which a missing parent may have made a full where the run began as an
         // incremental: stats and the daemon's history count it as what it is.
         type,

@@ -95,6 +95,15 @@ export class Journal {
         await this.#append({ ...fields, ...outcome, at: new Date().toISOString(), op, kind, status: 'RUNNING', pid: process.pid, host: hostname() });
       },
       complete: (outcome = {}) => close('COMPLETED', outcome),
+      completeAfterDone: async (outcome = {}) => {
+        try {
+          await close('COMPLETED', outcome);
+        } catch (err) {
+          // The work is done (a backup committed, a restore written): a storage that fails the
+          // journal's last write must not turn it into a failure the user would act on.
+          process.emitWarning(`${kind}: done, but its journal record could not be written (${redactedMessage(err)}); the journal shows the run as interrupted`, { code: 'STRATA_JOURNAL' });
+        }
+      },
       fail: (err, outcome = {}) =>
         close('FAILED', {
           ...outcome,
@@ -232,6 +241,8 @@ export interface JournalEntryHandle {
    */
   note(outcome: JournalOutcome): Promise<void>;
   complete(outcome?: JournalOutcome): Promise<void>;
+  /** {@link complete} for work already done: a failed write of the record is a warning, not an error. */
+  completeAfterDone(outcome?: JournalOutcome): Promise<void>;
   fail(err: unknown, outcome?: JournalOutcome): Promise<void>;
 }
 

@@ -155,7 +155,7 @@ export class Restorer {
       } finally {
         await fetched?.remove().catch(() => undefined);
       }
-      await op.complete({
+      await op.completeAfterDone({
         rawBytes: chain.reduce((sum, b) => sum + b.rawBytes, 0),
         storedBytes: chain.reduce((sum, b) => sum + b.storedBytes, 0),
         // How many tables, not which: the journal is plaintext even in an encrypted repository.
