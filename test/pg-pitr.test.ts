@@ -177,6 +177,11 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
       const us = BigInt(t) * 1000n;
       goals.push({ args: ['--as-of', new Date(t).toISOString()], expect: markers.filter((m) => m.committedUs <= us).length, what: `time ${new Date(t).toISOString()}` });
     }
+    // A commit's own time, to the microsecond (as PostgreSQL prints it): that commit is in, though
+    // a target cut to the millisecond would stop before it.
+    const exact = markers.filter((m) => m.committedUs / 1000n > BigInt(firstEnd + 100))[Math.floor(markers.length / 4)]!;
+    const exactText = new Date(Number(exact.committedUs / 1000n)).toISOString().replace(/\.\d{3}Z$/, `.${(exact.committedUs % 1000000n).toString().padStart(6, '0')}Z`);
+    goals.push({ args: ['--as-of', exactText], expect: exact.seq, what: `time ${exactText}, the commit time of marker ${exact.seq}` });
     const lsns = lsnTargets.filter((l) => lsnValue(l.lsn) > lsnValue(backups[0]!.endLsn));
     for (let i = 0; i < 3; i++) {
       const l = lsns[Math.floor(random() * lsns.length)]!;
@@ -229,6 +234,22 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
         rmSync(target, { recursive: true, force: true });
       }
     }
+  });
+
+  it('refuses a recovery from a named base backup that ended after the target, which would give the later state', async function () {
+    assert.ok(backups.length >= 2, 'the first test took two base backups');
+    const between = new Date(Math.floor((Date.parse(backups[0]!.endedAt) + Date.parse(backups[1]!.endedAt)) / 2)).toISOString();
+    const target = path.join(dir, 'refused-named');
+    for (const goal of [['--as-of', between], ['--lsn', backups[0]!.endLsn]]) {
+      const r = await cli(['restore', backups[1]!.id, '--to', target, ...goal]);
+      assert.equal(r.status, 2, `${goal.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`${backups[1]!.id} ended at .*, after the target .*a recovery cannot stop before its base backup's end.*Name a base backup that ended before the target, or give \`latest\``));
+      assert.equal(existsSync(target), false, 'nothing was written');
+    }
+    // The older one suits the target, named or chosen.
+    const named = await cli(['restore', backups[0]!.id, '--to', target, '--as-of', between]);
+    assert.equal(named.status, 0, named.stderr);
+    rmSync(target, { recursive: true, force: true });
   });
 
   it('marks nothing "not needed" unless the record a recovery stops at is among the spooled segments', async function () {
@@ -373,6 +394,27 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     } finally {
       renameSync(path.join(dir, between), path.join(logDir, between));
     }
+
+    // The newest base's own first segment damaged: it cannot become consistent, so it is no good
+    // restore point, whatever its artifact's checks say; verify records it as failed.
+    const own = segments.find((f) => f.startsWith(b1.startWal))!;
+    const ownBytes = readFileSync(path.join(logDir, own));
+    const broken = Buffer.from(ownBytes);
+    broken[broken.length - 40] = broken[broken.length - 40]! ^ 0xff;
+    writeFileSync(path.join(logDir, own), broken);
+    try {
+      const bad = await cli(['verify', '--all']);
+      assert.equal(bad.status, 3, bad.stdout + bad.stderr);
+      assert.match(bad.stdout, new RegExp(`${b1.id}: FAILED.*\\n  failed  file-accessibility: the archived log it needs to become consistent cannot be read: .*${b1.id} cannot be restored`));
+      assert.match(bad.stdout, /1 of 2 backup\(s\) passed/);
+      const newestGood = (JSON.parse((await cli(['list', '--json'])).stdout) as { newestGood: Record<string, string | null> }).newestGood;
+      assert.equal(newestGood[DB], b0.id, 'the older base is the newest good restore point');
+    } finally {
+      writeFileSync(path.join(logDir, own), ownBytes);
+    }
+    const again = await cli(['verify', '--all']);
+    assert.equal(again.status, 0, again.stdout + again.stderr);
+    assert.equal((JSON.parse((await cli(['list', '--json'])).stdout) as { newestGood: Record<string, string | null> }).newestGood[DB], b1.id);
   });
 
   it('refuses a recovery across a missing or damaged segment before writing anything', async function () {

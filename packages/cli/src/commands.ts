@@ -229,9 +229,13 @@ export async function restoreCommand(ctx: CommandContext, options: RestoreComman
   const physicalOnly = (options.tablespaceMap ?? []).length > 0 || options.lsn !== undefined || options.xid !== undefined || options.restorePoint !== undefined || options.immediate === true || options.start === true || options.targetAction !== undefined || options.timeline !== undefined || options.archiveMode !== undefined;
   // A cluster's physical backups are restored by recovery, also when the config does not name it
   // (a copy, an import, a repository given with --repo): its catalog says so.
+  // A physical backup named by its id is too, with or without --db.
+  const namedPhysical = async (): Promise<boolean> =>
+    options.id !== undefined && options.id !== 'latest' && (await (await ctx.repository()).list()).some((b) => b.id === options.id && b.logRange !== undefined);
   const physicalDatabase =
-    options.database !== undefined &&
-    (ownEntry(ctx.loaded.config.databases, options.database)?.method === 'physical' || (await (await ctx.repository()).list({ database: options.database })).some((b) => b.logRange !== undefined));
+    (options.database !== undefined &&
+      (ownEntry(ctx.loaded.config.databases, options.database)?.method === 'physical' || (await (await ctx.repository()).list({ database: options.database })).some((b) => b.logRange !== undefined))) ||
+    (await namedPhysical());
   if (physicalOnly || physicalDatabase) {
     if (options.tables !== undefined) {
       const tables = parseTableList(options.tables, 'public.orders,public.customers');
@@ -394,6 +398,16 @@ export async function verifyCommand(ctx: CommandContext, options: VerifyCommandO
   // Base backups whose restores replay an archived log: that log, from each of them onwards.
   const logReports = await repo.verifyLog(options.all ? (options.database === undefined ? {} : { database: options.database }) : { backupId: reports[0]?.backupId ?? '', ...(reports[0] ? { database: reports[0].database } : {}) }, { signal });
   const failedLogs = logReports.filter((r) => r.outcome === 'failed');
+  // A base backup whose own range of the log is lost cannot be restored, whatever its artifact's
+  // checks said: its report says so (verifyLog recorded it so in the catalog).
+  for (const log of logReports) {
+    if (log.to !== undefined) continue;
+    const at = reports.findIndex((r) => r.backupId === log.base);
+    if (at < 0) continue;
+    const reason = `the archived log it needs to become consistent cannot be read: ${log.problems.join('; ')}`;
+    const checks = reports[at]!.checks.map((c) => (c.name === 'file-accessibility' ? { ...c, status: 'failed' as const, reason } : c));
+    reports[at] = { ...reports[at]!, outcome: 'failed', checks };
+  }
   const failed = reports.filter((r) => r.outcome === 'failed');
   const keyMissing = unverified.filter((u) => u.code === 'KEY_MISSING').length;
   const newer = unverified.length - keyMissing;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, goalTimeText, refuseBaseAfterGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, ReplayScan, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -161,7 +161,11 @@ export function recoveryGoal(options: Pick<PhysicalRestoreOptions, 'asOf' | 'lsn
   if (options.asOf !== undefined) {
     const time = new Date(options.asOf);
     if (Number.isNaN(time.getTime())) throw new StrataError('USAGE', `restore: --as-of ${JSON.stringify(options.asOf)} is not an ISO date/time`);
-    return { kind: 'time', time };
+    // A Date keeps milliseconds; a time copied from PostgreSQL has microseconds, and the commits
+    // of the target's last millisecond belong before it.
+    const fraction = /:\d{2}[.,](\d{4,})/.exec(options.asOf)?.[1];
+    const micros = fraction ? Number(fraction.slice(3, 6).padEnd(3, '0')) : 0;
+    return micros > 0 ? { kind: 'time', time, micros } : { kind: 'time', time };
   }
   if (options.lsn !== undefined) {
     if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(options.lsn)) throw new StrataError('USAGE', `restore: --lsn ${JSON.stringify(options.lsn)} is not a WAL position such as 0/3000060`);
@@ -359,7 +363,7 @@ async function checkReplay(
     // written before its newest file was stored, so a later moment is not there yet.
     if (goal.kind === 'time' && options.newestStored !== '' && Date.parse(options.newestStored) < goal.time.getTime()) {
       process.stderr.write(
-        `strata: warning: ${goal.time.toISOString()} is after the newest WAL archived for ${base.database} (stored ${options.newestStored}): a recovery reaches it only once the archive holds WAL written after it, else PostgreSQL stops it with "recovery ended before configured recovery target was reached". Archive the server's current WAL first (SELECT pg_switch_wal()), or give an earlier time\n`,
+        `strata: warning: ${goalTimeText(goal)} is after the newest WAL archived for ${base.database} (stored ${options.newestStored}): a recovery reaches it only once the archive holds WAL written after it, else PostgreSQL stops it with "recovery ended before configured recovery target was reached". Archive the server's current WAL first (SELECT pg_switch_wal()), or give an earlier time\n`,
       );
     }
     return;
@@ -386,7 +390,7 @@ function unreachableTarget(goal: RecoveryGoal, base: BackupRecord, scan: Pick<Re
     : "The archive holds no commit after the base backup: --immediate recovers to the base backup's end";
   switch (goal.kind) {
     case 'time':
-      return `nothing archived for ${base.database} committed after ${goal.time.toISOString()}, and a recovery to a moment ends at the first commit after it: without one, ${fails}. ${instead}, which is that moment's state unless something committed in WAL not archived yet; to know, archive the server's current WAL (SELECT pg_switch_wal()) and try again`;
+      return `nothing archived for ${base.database} committed after ${goalTimeText(goal)}, and a recovery to a moment ends at the first commit after it: without one, ${fails}. ${instead}, which is that moment's state unless something committed in WAL not archived yet; to know, archive the server's current WAL (SELECT pg_switch_wal()) and try again`;
     case 'xid':
       return `transaction ${goal.xid} neither commits nor aborts in the WAL archived for ${base.database} after ${base.id}, so ${fails}: it ended before that base backup, has not ended yet, or its WAL is not archived yet. ${instead}`;
     default:
@@ -412,6 +416,7 @@ async function restorePhysicalInto(
   if (options.id !== undefined && options.id !== 'latest') {
     base = await repo.resolve({ id: options.id });
     if (!base.logRange) throw new StrataError('USAGE', `restore: ${base.id} is not a physical backup; --lsn, --xid, --name, --immediate, --start and --tablespace-map are for physical ones`);
+    refuseBaseAfterGoal(base, goal);
     warnOfFailedVerifications(base, await repo.list({ database: base.database }), 'named');
   } else {
     const database = databaseOf(ctx, options.database, 'restore');

@@ -19,7 +19,12 @@ import type { TimelineChoice } from './pg-wal-rules.js';
 
 /** Where a recovery stops. */
 export type RecoveryGoal =
-  | { readonly kind: 'time'; readonly time: Date }
+  /**
+   * `micros`: the microseconds within `time`'s millisecond (0–999) that the target was given with.
+   * Commit times are in microseconds: a target cut to the millisecond stops before the commits
+   * of its last fraction of a millisecond.
+   */
+  | { readonly kind: 'time'; readonly time: Date; readonly micros?: number }
   | { readonly kind: 'lsn'; readonly lsn: string }
   | { readonly kind: 'xid'; readonly xid: string }
   | { readonly kind: 'name'; readonly name: string }
@@ -40,11 +45,41 @@ function position(record: BackupRecord, which: 'start' | 'end'): PhysicalPositio
   return range[which] as unknown as PhysicalPosition;
 }
 
+/** A time goal as ISO 8601, to the microsecond when it was given so. */
+export function goalTimeText(goal: { readonly time: Date; readonly micros?: number }): string {
+  const iso = goal.time.toISOString();
+  return goal.micros ? iso.replace(/Z$/, `${String(goal.micros).padStart(3, '0')}Z`) : iso;
+}
+
+/**
+ * Checks that a recovery from `base` can stop at `goal`: a recovery cannot stop before its base
+ * backup's end, so one from a base that ended after the target would give that end's state (a
+ * time target's next commit lies past it already; PostgreSQL says nothing) as the target's.
+ */
+export function refuseBaseAfterGoal(base: BackupRecord, goal: RecoveryGoal): void {
+  const range = base.logRange;
+  if (!range) return;
+  const after =
+    goal.kind === 'time'
+      ? Date.parse(range.endedAt) > goal.time.getTime()
+        ? `ended at ${range.endedAt}, after the target ${goalTimeText(goal)}`
+        : undefined
+      : goal.kind === 'lsn' && parseLsn(position(base, 'end').lsn) > parseLsn(goal.lsn)
+        ? `ended at LSN ${position(base, 'end').lsn}, after the target ${goal.lsn}`
+        : undefined;
+  if (after) {
+    throw new StrataError(
+      'USAGE',
+      `restore: ${base.id} ${after}; a recovery cannot stop before its base backup's end, so it would give that later state for the target's. Name a base backup that ended before the target, or give \`latest\` (the newest one that did)`,
+    );
+  }
+}
+
 /** Words for a goal, for messages and reports. */
 export function describeGoal(goal: RecoveryGoal): string {
   switch (goal.kind) {
     case 'time':
-      return `time ${goal.time.toISOString()}`;
+      return `time ${goalTimeText(goal)}`;
     case 'lsn':
       return `LSN ${goal.lsn}`;
     case 'xid':
@@ -70,7 +105,7 @@ export function chooseBase(backups: readonly BackupRecord[], goal: RecoveryGoal)
   switch (goal.kind) {
     case 'time':
       chosen = physical.filter((b) => Date.parse(b.logRange!.endedAt) <= goal.time.getTime()).at(-1);
-      if (!chosen) throw new StrataError('BACKUP_NOT_FOUND', `restore: no base backup ended before ${goal.time.toISOString()}; the oldest ended at ${physical[0]!.logRange!.endedAt}`);
+      if (!chosen) throw new StrataError('BACKUP_NOT_FOUND', `restore: no base backup ended before ${goalTimeText(goal)}; the oldest ended at ${physical[0]!.logRange!.endedAt}`);
       return chosen;
     case 'lsn': {
       const target = parseLsn(goal.lsn);
@@ -173,7 +208,7 @@ export function recoverySettings(goal: RecoveryGoal, restoreCommand: string, act
   switch (goal.kind) {
     case 'time':
       // PostgreSQL's timestamptz input, not ISO 8601's T and Z.
-      settings['recovery_target_time'] = goal.time.toISOString().replace('T', ' ').replace('Z', '+00');
+      settings['recovery_target_time'] = goalTimeText(goal).replace('T', ' ').replace('Z', '+00');
       break;
     case 'lsn':
       settings['recovery_target_lsn'] = goal.lsn;

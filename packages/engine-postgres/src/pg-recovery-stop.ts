@@ -62,8 +62,8 @@ interface WalRecord {
 function matcher(goal: RecoveryGoal, backupEnd: string): { rmgr?: string; test: (r: WalRecord) => boolean } | undefined {
   switch (goal.kind) {
     case 'time': {
-      // recovery_target_time is given to the millisecond; commit times are in microseconds.
-      const target = BigInt(goal.time.getTime()) * 1000n;
+      // To the microsecond, as the target is given to PostgreSQL (commit times are in microseconds).
+      const target = BigInt(goal.time.getTime()) * 1000n + BigInt(goal.micros ?? 0);
       return { rmgr: 'Transaction', test: (r) => (committedAt(r.desc) ?? -1n) > target };
     }
     case 'lsn':

@@ -33,6 +33,8 @@ export {
   receiveWal,
   walArchiveLag,
   describeGoal,
+  goalTimeText,
+  refuseBaseAfterGoal,
   formatTablespaceMap,
   isPostgresUrl,
   lastWalRange,
