@@ -211,6 +211,14 @@ describe('bad input gets a clear error and nothing is lost', () => {
       assert.equal((await open.list()).at(-1)!.id, record.id);
     });
 
+    it('metrics --textfile into a folder that does not exist says so, without a stack trace', () => {
+      init();
+      const result = strata(['metrics', '--repo', repo(), '--textfile', path.join(dir.path, 'no-such-folder', 'strata.prom')]);
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /^strata: metrics: cannot write .*no-such-folder\/strata\.prom \(ENOENT\); give --textfile a file in a folder you can write to/);
+      assert.doesNotMatch(result.stderr, /unexpected error|    at /);
+    });
+
     it('a deleted catalog is rebuilt from the artifacts', () => {
       init();
       const db = fixture();

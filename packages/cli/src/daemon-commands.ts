@@ -47,7 +47,13 @@ export async function metricsCommand(ctx: CommandContext, options: { textfile?: 
   if (ctx.json) throw new StrataError('USAGE', 'metrics: the output is the Prometheus text format; for JSON use strata inventory --json or strata health --json');
   if (options.textfile !== undefined && !options.textfile.endsWith('.prom')) throw new StrataError('USAGE', `metrics: --textfile ${JSON.stringify(options.textfile)} must end in .prom (node_exporter's textfile collector reads only those)`);
   const text = await metricsText(await ctx.repository());
-  if (options.textfile !== undefined) writeTextfile(options.textfile, text);
+  if (options.textfile !== undefined) {
+    try {
+      writeTextfile(options.textfile, text);
+    } catch (err) {
+      throw new StrataError('IO', `metrics: cannot write ${options.textfile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); give --textfile a file in a folder you can write to (node_exporter's textfile directory)`, { cause: err });
+    }
+  }
   else process.stdout.write(text);
   return 0;
 }
