@@ -65,7 +65,10 @@ async function guarded<T>(ctx: CommandContext, work: () => Promise<T>): Promise<
   } catch (err) {
     const code = err instanceof StrataRequestError ? err.code : undefined;
     const message = err instanceof Error ? err.message : String(err);
-    if (code === 'ABORTED' || /cancel/i.test(message)) {
+    // The user's own cancel: the server's ABORTED, or the client's cancelled request. A server
+    // error whose words say "cancel" (a statement the database administrator cancelled, a
+    // statement_timeout) is a failure to show, not a cancel.
+    if (code === 'ABORTED' || (!(err instanceof StrataRequestError) && /cancel/i.test(message))) {
       void ctx.prompts.info('Strata: cancelled; nothing was changed.');
       return undefined;
     }
