@@ -181,6 +181,24 @@ describe('incremental and differential chains', () => {
     );
   });
 
+  it("a program's relative path and an absolute one are one database: the incremental builds on the full", async () => {
+    const repo = await openFresh(dir.path);
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 5 });
+    const cwd = process.cwd();
+    process.chdir(dir.path);
+    let full: BackupRecord;
+    try {
+      full = await repo.backup('./app.db', { database: 'app' });
+    } finally {
+      process.chdir(cwd);
+    }
+    assert.equal(full.source, `sqlite:${source}`, 'recorded by its absolute path');
+    // As the command line names it (the CLI makes every path absolute).
+    const record = await repo.backup(source, { database: 'app', type: 'incremental' });
+    assert.deepEqual([record.database, record.type, record.parent], ['app', 'incremental', full.id]);
+  });
+
   it('restores through a chain of 30 incrementals', async function () {
     this.timeout(300_000);
     const repo = await openFresh(dir.path);

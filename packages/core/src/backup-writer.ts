@@ -129,7 +129,7 @@ export class BackupWriter {
           type = 'full';
         } else if (parent.engine !== engine.kind) {
           throw new StrataError('USAGE', `backup: the last backup of ${database} was made by engine ${parent.engine}, not ${engine.kind}; take a full backup`);
-        } else if (parent.source !== engine.describe(locator)) {
+        } else if (!sameSource(engine, parent.source, locator)) {
           // Two databases under one name would chain into each other: an incremental of one
           // against the other restores neither.
           throw new StrataError(
@@ -323,7 +323,7 @@ export class BackupWriter {
   /** `derived`, or `derived-<hash of source>` when another source already files its backups under `derived`. */
   async #nameForSource(derived: string, source: string): Promise<string> {
     const mine = (await this.#ctx.catalog.list({ database: derived })).at(-1);
-    if (!mine || mine.source === source) return derived;
+    if (!mine || mine.source === source || (await this.#ctx.options.engines.forLocator(mine.source))?.describe(mine.source) === source) return derived;
     return `${derived.slice(0, 56)}-${createHash('sha256').update(source).digest('hex').slice(0, 6)}`;
   }
 
@@ -423,4 +423,14 @@ async function claimBackupId(
     'IO',
     `backup: the ${ID_DRAWS} ids drawn for ${database} were all taken or claimed by other writers; look for stale notes in the repository's pending/ folder (Strata removes only those of this host's writers that are gone), or report this as a bug`,
   );
+}
+
+/**
+ * Whether a recorded source names the database at `locator`: as recorded, or as the engine would
+ * describe it now (a source recorded before the engine described it more fully, such as a
+ * relative file path made absolute since, is the same database).
+ */
+function sameSource(engine: Engine, recorded: string, locator: string): boolean {
+  const now = engine.describe(locator);
+  return recorded === now || engine.describe(recorded) === now;
 }

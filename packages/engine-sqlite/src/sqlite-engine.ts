@@ -71,7 +71,9 @@ export class SqliteEngine implements Engine {
   }
 
   describe(locator: string): string {
-    return `sqlite:${filePath(locator)}`;
+    // Absolute, as the command line gives it: a program's relative path (`./app.db`) is the same
+    // database as the CLI's absolute one, and a recorded source must name it from anywhere.
+    return `sqlite:${path.resolve(filePath(locator))}`;
   }
 
   async snapshot(locator: string, options: SnapshotOptions): Promise<Snapshot> {
