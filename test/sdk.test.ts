@@ -40,6 +40,15 @@ describe('the SDK', () => {
     await assert.rejects(repo.backup(source, {} as never), (err: unknown) => isStrataError(err, 'USAGE') && /give the name to file the backup under, e\.g\. repo\.backup\('\.\/app\.db', \{ database: 'app' \}\)/.test(err.message));
     await assert.rejects((repo.backup as (...args: unknown[]) => Promise<unknown>)(), (err: unknown) => isStrataError(err, 'USAGE') && /give the database to back up/.test(err.message));
     assert.deepEqual(await repo.list(), [], 'nothing was backed up');
+    // verify's level is recorded and shown by list: only quick and full are taken; restore needs a target.
+    const record = await repo.backup(source, { database: 'app' });
+    for (const options of [{ level: 'deep' }, {}, undefined]) {
+      await assert.rejects((repo.verify as (...args: unknown[]) => Promise<unknown>)({ id: record.id }, options), (err: unknown) => isStrataError(err, 'USAGE') && /verify: the level must be 'quick' or 'full'/.test(err.message));
+    }
+    assert.equal((await repo.list())[0]!.verification, null, 'nothing was recorded');
+    for (const options of [{}, undefined]) {
+      await assert.rejects((repo.restore as (...args: unknown[]) => Promise<unknown>)({ id: record.id }, options), (err: unknown) => isStrataError(err, 'USAGE') && /restore: give where to restore to/.test(err.message));
+    }
   });
 
   it('stops a backup when its AbortSignal fires, leaving nothing behind and a FAILED journal entry', async () => {

@@ -260,6 +260,8 @@ export class Repository {
    * point with data at or before that time.
    */
   async restore(selector: Selector, options: RestoreOptions): Promise<RestoreResult> {
+    // A program in plain JavaScript (or the editor's server given a request without it) gets an error that says what to pass.
+    if (typeof options?.to !== 'string' || options.to === '') throw new StrataError('USAGE', "restore: give where to restore to, e.g. repo.restore({ id }, { to: './restored.db' })");
     return this.#restorer.restore(selector, options);
   }
 
@@ -268,6 +270,10 @@ export class Repository {
    * each check reports passed, failed or skipped with a reason. Results go to the catalog.
    */
   async verify(selector: Selector | 'all', options: VerifyOptions): Promise<VerifyReport[]> {
+    // The level is recorded with the result, and `list` shows it: only the two there are.
+    if (options?.level !== 'quick' && options?.level !== 'full') {
+      throw new StrataError('USAGE', `verify: the level must be 'quick' or 'full' (got ${JSON.stringify(options?.level)}), e.g. repo.verify({ id }, { level: 'full' })`);
+    }
     return this.#validator.verify(selector, options);
   }
 
