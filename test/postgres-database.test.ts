@@ -71,6 +71,19 @@ describe('PostgreSQL engine: the database itself', function () {
     assert.equal(strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema'], { env }).status, 0);
     const same = strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental', '--json'], { env });
     assert.equal(json<{ unchanged: boolean }>(same).unchanged, true);
+    // Data changes that store no new rows: a table emptied, a sequence moved. Not "nothing changed".
+    await pgQuery(source, 'CREATE TABLE gone (id int PRIMARY KEY); CREATE SEQUENCE s');
+    assert.equal(strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental'], { env }).status, 0);
+    await pgQuery(source, 'INSERT INTO gone VALUES (1), (2)');
+    assert.equal(strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental'], { env }).status, 0);
+    for (const change of ['TRUNCATE gone', "SELECT setval('s', 99999)"]) {
+      await pgQuery(source, change);
+      const changed = strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental', '--json'], { env });
+      assert.equal(changed.status, 0, changed.stderr);
+      assert.equal(json<{ unchanged: boolean }>(changed).unchanged, false, `${change}: not "nothing changed"`);
+    }
+    await pgQuery(source, 'DROP TABLE gone; DROP SEQUENCE s');
+    assert.equal(strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental'], { env }).status, 0);
     await pgQuery(source, "COMMENT ON TABLE t IS 'the one table'");
     const commented = strata(['backup', pgUrl(source), '--repo', repoPath, '--name', 'schema', '--type', 'incremental'], { env });
     assert.equal(commented.status, 0, commented.stderr);

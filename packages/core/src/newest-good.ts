@@ -89,11 +89,15 @@ export function newestGoodByDatabase(backups: readonly BackupRecord[]): Map<stri
 }
 
 /**
- * An incremental or differential that stored nothing new against its parent: no row data, and
- * the same schema. Stored nothing but the schema as of now, one whose schema changed (a column, a
+ * An incremental or differential that stored nothing new against its parent: no row data, the
+ * same schema and the same facts. Stored nothing but the schema as of now, one whose schema changed (a column, a
  * comment, a grant, a function) is not "unchanged": said so, a user might delete it, and with it
  * the only copy of that change.
  */
 export function unchangedSinceParent(backup: BackupRecord, parent: BackupRecord | undefined): boolean {
-  return backup.parent !== null && backup.payloadBytes === 0 && parent !== undefined && parent.schemaFingerprint === backup.schemaFingerprint;
+  if (backup.parent === null || backup.payloadBytes !== 0 || parent === undefined || parent.schemaFingerprint !== backup.schemaFingerprint) return false;
+  // A table emptied stores no new data either, and a sequence moved may be recorded only among
+  // the facts: the facts (row counts, checksums, what else the engine records) must agree too.
+  if (parent.rowCount !== backup.rowCount || parent.tableCount !== backup.tableCount) return false;
+  return parent.factsSha256 === undefined || backup.factsSha256 === undefined || parent.factsSha256 === backup.factsSha256;
 }
