@@ -103,7 +103,7 @@ describe('operator commands', () => {
       const fresh = strata(['health', '--repo', repo()]);
       assert.equal(fresh.status, 0, fresh.stdout);
       assert.match(fresh.stdout, /^healthy$/m);
-      // Mistyped sources (no such file, a folder) fail their run and make no database to watch:
+      // Mistyped sources (no such file, a folder, a server's port) fail their run and make no database to watch:
       // nothing could ever be pruned or deleted to clear it.
       const typo = strata(['backup', path.join(dir.path, 'apps.db'), '--repo', repo()]);
       assert.equal(typo.status, 1);
@@ -111,6 +111,10 @@ describe('operator commands', () => {
       assert.equal(folder.status, 1);
       assert.equal(json<{ error: { code: string; message: string } }>(folder).error.code, 'DATABASE_INVALID');
       assert.match(json<{ error: { code: string; message: string } }>(folder).error.message, /is a folder, not a SQLite database file/);
+      // A server URL with a mistyped port (nothing listens there) is the same kind of mistake.
+      const port = strata(['backup', 'postgres://postgres@127.0.0.1:1/typo', '--repo', repo(), '--json']);
+      assert.equal(port.status, 1);
+      assert.equal(json<{ error: { code: string } }>(port).error.code, 'CONNECTION_FAILED');
       const stillFresh = strata(['health', '--repo', repo()]);
       assert.equal(stillFresh.status, 0, stillFresh.stdout);
       const tightDisk = strata(['health', '--repo', repo(), '--max-disk', '1']);

@@ -163,8 +163,12 @@ export interface HealthReport {
   readonly checks: readonly HealthCheck[];
 }
 
-/** Failures of a backup run that never reached a database: none there, or not one Strata reads. */
-const NO_SOURCE: ReadonlySet<string> = new Set(['DATABASE_NOT_FOUND', 'DATABASE_INVALID', 'ENGINE_UNKNOWN', 'USAGE']);
+/**
+ * Failures of a backup run that never reached a database: none there, not one Strata reads, or a
+ * server that did not answer or let it in (a mistyped host, port, user or password). A database
+ * the config names is watched whatever its runs did, so a server down from the start still pages.
+ */
+const NO_SOURCE: ReadonlySet<string> = new Set(['DATABASE_NOT_FOUND', 'DATABASE_INVALID', 'ENGINE_UNKNOWN', 'USAGE', 'CONNECTION_FAILED', 'AUTH_FAILED']);
 
 /**
  * The databases backup runs were attempted for, in the journal. A run that never found its source
