@@ -89,6 +89,15 @@ describe('strata export and import', () => {
     assert.equal(sqliteDump(path.join(work, 'blog.db')), sqliteDump(blog));
   });
 
+  it('an import of a file that is no export says so, as import', () => {
+    populated();
+    const notes = path.join(dir.path, 'notes.txt');
+    writeFileSync(notes, 'not an export');
+    const result = strata(['import', notes, '--repo', source()]);
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /^strata: import: \S+notes\.txt is not an export of Strata \(its name ends neither in \.tar\.gz nor in \.zip\)/);
+  });
+
   it('an export to a folder that does not exist, or onto a full disk, fails saying so, and leaves no file', () => {
     populated();
     const missing = strata(['export', 'blog', '--out', path.join(dir.path, 'no-such-folder', 'blog.tar.gz'), '--repo', source(), '--json']);

@@ -5,6 +5,7 @@
 // The release and the CLI's install are the ones the VS Code e2e uses too (installedRelease()): in
 // a run of the suite the e2e setup makes them at the start, and this file finds them done.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -63,6 +64,14 @@ describe('the release tarballs, installed with plain npm', function () {
     it('ships the systemd unit the README installs from the package', () => {
       const unit = readFileSync(path.join(prefix, 'lib/node_modules/strata-backup/strata-daemon.service'), 'utf8');
       assert.equal(unit, readFileSync(path.join(ROOT, 'docs/strata-daemon.service'), 'utf8'));
+      // The README's line that installs it names the strata npm installed, wherever its prefix put it.
+      const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+      const line = readme.split('\n').find((l) => l.startsWith('sed "s#/usr/local/bin/strata #$(command -v strata) #"'));
+      assert.ok(line, 'the README installs the unit with sed');
+      const command = line.replace(/\| sudo tee .*$/, '').replace('$(npm root -g)', path.join(prefix, 'lib/node_modules'));
+      const installed = spawnSync('bash', ['-c', command], { env, encoding: 'utf8' });
+      assert.equal(installed.status, 0, installed.stderr);
+      assert.match(installed.stdout, new RegExp(`^ExecStart=${path.join(prefix, 'bin', 'strata').replace(/[.]/g, '\\.')} daemon --config `, 'm'));
     });
 
     it('inits, backs up, verifies and restores a SQLite database, every path relative to the current folder', async () => {

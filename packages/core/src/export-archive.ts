@@ -23,10 +23,10 @@ import { readTar, tarHeaderBytes, tarPadding, tarTrailer } from './format/tar.js
  */
 export type ExportFormat = 'tar.gz' | 'zip';
 
-export function exportFormatOf(file: string): ExportFormat {
+export function exportFormatOf(file: string, operation: 'export' | 'import' = 'export'): ExportFormat {
   if (/\.tar\.gz$|\.tgz$/i.test(file)) return 'tar.gz';
   if (/\.zip$/i.test(file)) return 'zip';
-  throw new StrataError('USAGE', `export: ${file} must end in .tar.gz or .zip`);
+  throw new StrataError('USAGE', operation === 'export' ? `export: ${file} must end in .tar.gz or .zip` : `import: ${file} is not an export of Strata (its name ends neither in .tar.gz nor in .zip)`);
 }
 
 /** A file to put into the container: a name, its size, and its bytes on demand. */
@@ -235,7 +235,7 @@ export async function* readExportContainer(file: string): AsyncGenerator<Importe
     const code = (err as NodeJS.ErrnoException).code;
     throw new StrataError('USAGE', code === 'ENOENT' ? `import: ${file} does not exist` : `import: ${file} cannot be read (${code ?? (err as Error).message})`, { cause: err });
   }
-  if (exportFormatOf(file) === 'tar.gz') {
+  if (exportFormatOf(file, 'import') === 'tar.gz') {
     yield* readTarGz(file);
     return;
   }
