@@ -189,6 +189,14 @@ describe('continuous protection: damaged segments', function () {
     assert.equal(verify.status, 3, verify.stdout);
     assert.match(verify.stdout, /segments after \S+: FAILED/);
     assert.match(verify.stdout, /segment 3 \(/);
+    // health says what that verify found, until a verify finds the chain whole again.
+    const continuityCheck = (): { status: string; message: string } =>
+      json<{ checks: { check: string; status: string; message: string }[] }>(strata(['health', '--repo', repo, '--json'])).checks.find((c) => c.check === 'continuity')!;
+    assert.equal(continuityCheck().status, 'unhealthy');
+    assert.match(continuityCheck().message, /the last verify of the segments after \S+ \(.*\) found a segment missing or damaged .*strata verify --all says which/);
+    writeFileSync(segments[2]!, third);
+    assert.equal(strata(['verify', '--all', '--repo', repo]).status, 0);
+    assert.equal(continuityCheck().status, 'ok');
 
     // A gap in the catalog itself (segment 2 dropped from it): restore and health both say so.
     writeFileSync(segments[2]!, third);

@@ -67,19 +67,33 @@ export function assessContinuity(backups: readonly BackupRecord[], segments: rea
   const runs = operations.filter((o) => o.kind === 'replicate' && o.last.database);
   const databases = [...new Set([...windows.map((w) => w.database), ...runs.map((o) => o.last.database!)])].sort();
   const seconds = (ms: number): string => (ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : ms < 7_200_000 ? `${Math.round(ms / 60_000)} min` : `${(ms / 3_600_000).toFixed(1)} h`);
+  // What the newest verification of each chain of segments found (the catalog lists segments
+  // that may since be missing or damaged in storage; only a verify reads them).
+  const segmentChecks = new Map<string, JournalOperation>();
+  for (const o of operations) {
+    if (o.kind !== 'verify' || o.status !== 'COMPLETED' || !o.last.backupId || typeof o.last.details?.['segments'] !== 'number') continue;
+    const seen = segmentChecks.get(o.last.backupId);
+    if (!seen || Date.parse(o.last.at) >= Date.parse(seen.last.at)) segmentChecks.set(o.last.backupId, o);
+  }
   for (const database of databases) {
     const mine = windows.filter((w) => w.database === database);
     const broken = mine.filter((w) => w.broken);
+    const failed = mine.filter((w) => !w.broken && segmentChecks.get(w.base)?.last.details?.['outcome'] === 'failed');
     checks.push({
       check: 'continuity',
       database,
-      status: broken.length === 0 ? 'ok' : 'unhealthy',
+      status: broken.length === 0 && failed.length === 0 ? 'ok' : 'unhealthy',
       message:
-        broken.length === 0
+        broken.length === 0 && failed.length === 0
           ? mine.length === 0
             ? 'no segments yet'
             : `${mine.length} chain(s) of segments, unbroken; continuous since ${mine[0]!.from}`
-          : `${broken.length} chain(s) of segments are broken (restores stop before the break): ${broken.map((w) => `${w.base}: ${w.broken}`).join('; ')}`,
+          : [
+              ...(broken.length > 0 ? [`${broken.length} chain(s) of segments are broken (restores stop before the break): ${broken.map((w) => `${w.base}: ${w.broken}`).join('; ')}`] : []),
+              ...(failed.length > 0
+                ? [`the last verify of the segments after ${failed.map((w) => `${w.base} (${segmentChecks.get(w.base)!.last.at})`).join(', ')} found a segment missing or damaged (restores stop before it); strata verify --all says which`]
+                : []),
+            ].join('; '),
     });
     // A running replicator speaks for the database; else the run that ended last. Not simply the
     // newest started: a second replicate refused at its start (one was already shipping) is newer
