@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Passphrase, initRepository, isStrataError, mirrorAt, openRepository } from '@strata/sdk';
 import type { BackupRecord } from '@strata/sdk';
@@ -279,6 +279,31 @@ describe('mirror', () => {
     assert.match(health.stdout, /ok +\[mirror\] mirror-reachable/);
     assert.match(health.stdout, /ok +\[mirror\] backup-age \(app\): the mirror's newest good backup/);
     assert.match(health.stdout, /ok +\[mirror\] mirror-lag \(app\): the mirror has all 2 restore point/);
+  });
+
+  it('a mirror that is the repository itself under another name (a link) is refused, and health says there is no second copy', () => {
+    const db = at('app.db');
+    buildRichDatabase(db, { rows: 10 });
+    writeFileSync(at('strata.config.json'), JSON.stringify({ repository: './primary', mirror: './linked', databases: { app: { url: './app.db' } } }));
+    assert.equal(strata(['init'], { cwd: dir.path }).status, 0);
+    symlinkSync(at('primary'), at('linked'));
+    const backup = strata(['backup', 'app'], { cwd: dir.path });
+    assert.equal(backup.status, 0, backup.stderr);
+    assert.match(backup.stderr, /MIRROR FAILED: .*linked is \S+primary itself, reached by another name .*a copy there is no second copy/);
+    const health = strata(['health', '--max-unverified', '30d'], { cwd: dir.path });
+    assert.equal(health.status, 3, health.stdout);
+    assert.match(health.stdout, /UNHEALTHY +\[mirror\] mirror-sync: MIRROR FAILED/);
+    assert.match(health.stdout, /UNHEALTHY +\[mirror\] mirror-reachable: the mirror \S+ cannot be read: it is the repository itself, reached by another name/);
+    const copy = strata(['copy', '--from', at('primary'), '--to', at('linked')], { cwd: dir.path });
+    assert.equal(copy.status, 2, copy.stderr);
+    assert.match(copy.stderr, /is \S+primary itself, reached by another name/);
+    // A copy of the repository made by hand (same id, another folder) is a mirror like any other.
+    rmSync(at('linked'));
+    cpSync(at('primary'), at('linked'), { recursive: true });
+    const again = strata(['backup', 'app', '--type', 'incremental', '--auto-full'], { cwd: dir.path });
+    assert.equal(again.status, 0, again.stderr);
+    assert.doesNotMatch(again.stderr, /MIRROR FAILED/);
+    assert.deepEqual(ids(at('linked')), ids(at('primary')));
   });
 
   it("a mirror URL's secret is never shown or kept, also one with '/' in it (as about half of AWS secret keys have)", () => {

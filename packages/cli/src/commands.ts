@@ -12,6 +12,7 @@ import {
   assessLogArchive,
   assessHealth,
   assessMirror,
+  isSameStorage,
   backupRuns,
   backupStats,
   defaultCompression,
@@ -691,7 +692,10 @@ export async function healthCommand(ctx: CommandContext, options: { maxAge?: str
     let state: MirrorState;
     try {
       const mirror = (await repo.mirror())!;
-      state = { location: mirrorLocation, backups: await mirror.list() };
+      state =
+        mirror.settings.id === repo.settings.id && (await isSameStorage(repo.storage, mirror.storage))
+          ? { location: mirrorLocation, error: `it is the repository itself, reached by another name (a link, or the same folder or bucket prefix written two ways): there is no second copy. Give the mirror another disk or bucket` }
+          : { location: mirrorLocation, backups: await mirror.list() };
     } catch (err) {
       state = { location: mirrorLocation, error: err instanceof Error ? err.message : String(err) };
     }

@@ -19,7 +19,7 @@ import type { PendingWrite } from './pending-writes.js';
 import type { ProgressListener } from './progress.js';
 import type { RepositoryContext } from './repository-context.js';
 import type { Storage } from './storage.js';
-import { isNotFound } from './storage.js';
+import { isNotFound, isSameStorage } from './storage.js';
 
 /** Options for {@link Repository.copyTo}. */
 export interface CopyOptions {
@@ -116,6 +116,14 @@ export class BackupCopier {
     const to = this.#to;
     if (from.storage.location === to.storage.location) {
       throw new StrataError('USAGE', `copy: the source and the target are the same repository (${from.storage.location})`);
+    }
+    // The same repository under two names (a link, a path or prefix written differently) has one
+    // id; a copy made with cp or rsync has it too, so the storage itself is asked.
+    if (from.config.id === to.config.id && (await isSameStorage(to.storage, from.storage))) {
+      throw new StrataError(
+        'USAGE',
+        `copy: ${to.storage.location} is ${from.storage.location} itself, reached by another name (a link, or the same folder or bucket prefix written two ways): a copy there is no second copy. Give the mirror or target another disk or bucket`,
+      );
     }
     if (options.since !== undefined && Number.isNaN(options.since.getTime())) throw new StrataError('USAGE', 'copy: the --since time is not a valid date');
     // Both sides' keys before anything is read or written: a wrong passphrase stops here.

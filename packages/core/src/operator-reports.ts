@@ -347,7 +347,8 @@ export function assessMirror(primary: readonly BackupRecord[], operations: reado
   // A failed copy that something since made good (a `strata copy --to` the mirror, which journals
   // in the mirror): the mirror holds every restore point of the repository.
   const caughtUp = !('error' in mirror) && primary.every((b) => mirror.backups.some((m) => m.id === b.id));
-  if (sync?.status === 'FAILED' && caughtUp) {
+  // A refusal of the mirror itself (USAGE: it is the repository under another name) is never made good by what it holds.
+  if (sync?.status === 'FAILED' && caughtUp && sync.last.error?.code !== 'USAGE') {
     checks.push({ check: 'mirror-sync', target: 'mirror', database: null, status: 'ok', message: `the last copy to the mirror failed at ${sync.last.at}, and the mirror has caught up since: it holds every restore point of the repository` });
   } else if (sync?.status === 'FAILED') {
     checks.push({ check: 'mirror-sync', target: 'mirror', database: null, status: 'unhealthy', message: `MIRROR FAILED at ${sync.last.at}${sync.interrupted ? ' (interrupted)' : ''}: ${sync.last.error?.message ?? 'no error recorded'}` });

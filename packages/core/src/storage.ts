@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { StrataError } from './errors.js';
 
 /** Cancellation for long operations: every I/O method takes it and stops promptly when it fires. */
@@ -176,4 +177,27 @@ export function schemeOf(location: string): string | undefined {
 function redactLocation(location: string): string {
   // Up to the last '@': a secret (an AWS secret key, say) may hold '/'.
   return location.replace(/^([^:]+:\/\/[^/@:]*):.*@/, '$1:***@');
+}
+
+/**
+ * Whether two storages are one: the same location, or a marker written through `a` is seen
+ * through `b` (a link to the folder, a path or a bucket prefix written two ways). Writes only when
+ * asked; a storage that cannot be written to (a reader's) answers false.
+ */
+export async function isSameStorage(a: Storage, b: Storage): Promise<boolean> {
+  if (a.location === b.location) return true;
+  const key = `.tmp/same-storage-${randomBytes(8).toString('hex')}`;
+  try {
+    await a.put(key, Buffer.from('strata: a marker to tell whether two locations are one repository\n'));
+  } catch {
+    return false;
+  }
+  try {
+    return await b.stat(key).then(
+      () => true,
+      () => false,
+    );
+  } finally {
+    await a.delete(key).catch(() => undefined);
+  }
 }
