@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import { Passphrase, initRepository, isStrataError, openRepository, resolveDatabase } from '@strata/sdk';
-import type { ProgressEvent } from '@strata/sdk';
+import { LocalStorage, Passphrase, initRepository, isStrataError, openRepository, partSizeFor, resolveDatabase } from '@strata/sdk';
+import type { ObjectInfo, ProgressEvent, PutOptions } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { sqliteDump, useTempDir } from './helpers/env.js';
 
@@ -49,6 +49,30 @@ describe('the SDK', () => {
     for (const options of [{}, undefined]) {
       await assert.rejects((repo.restore as (...args: unknown[]) => Promise<unknown>)({ id: record.id }, options), (err: unknown) => isStrataError(err, 'USAGE') && /restore: give where to restore to/.test(err.message));
     }
+  });
+
+  it("tells the storage a bound of an artifact's size, from which an object store's part size grows past S3's 10,000 parts", async () => {
+    // 10,000 parts of 8 MiB are 78 GiB: a 1 TiB database's artifact needs parts of about 117 MiB.
+    const MiB = 1024 * 1024;
+    assert.equal(partSizeFor(8 * MiB, undefined), 8 * MiB);
+    assert.equal(partSizeFor(8 * MiB, 60 * 1024 * MiB), 8 * MiB);
+    assert.equal(partSizeFor(8 * MiB, 1024 * 1024 * MiB), 117 * MiB);
+    assert.ok(partSizeFor(8 * MiB, 1024 * 1024 * MiB) * 10_000 > 1.05 * 1024 * 1024 * MiB, 'with room for framing');
+    assert.equal(partSizeFor(8 * MiB, 1e15), 5 * 1024 * MiB, "at most S3's 5 GiB a part");
+    const hints = new Map<string, number | undefined>();
+    class Recording extends LocalStorage {
+      override async put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: PutOptions): Promise<ObjectInfo> {
+        hints.set(key, options?.sizeHint);
+        return super.put(key, body, options);
+      }
+    }
+    await initRepository(path.join(dir.path, 'repo'), { encryption: 'compat', passphrase });
+    const repo = await openRepository(new Recording(path.join(dir.path, 'repo')), { passphrase, tempDir: path.join(dir.path, 'tmp') });
+    const source = path.join(dir.path, 'app.db');
+    buildRichDatabase(source, { rows: 2000 });
+    const record = await repo.backup(source, { database: 'app' });
+    assert.ok((hints.get(record.key) ?? 0) >= statSync(source).size, `the artifact's put was told at least the database's size (${hints.get(record.key)})`);
+    assert.ok(record.storedBytes <= hints.get(record.key)!);
   });
 
   it('stops a backup when its AbortSignal fires, leaving nothing behind and a FAILED journal entry', async () => {
@@ -148,4 +172,5 @@ describe('the SDK config helpers', () => {
     assert.equal(resolveDatabase('postgres://app@db.internal:5432/shop?sslmode=require', {}).name, 'shop');
     assert.equal(resolveDatabase('mysql://root@127.0.0.1:3306/orders#x', {}).name, 'orders');
   });
+
 });

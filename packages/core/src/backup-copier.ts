@@ -327,7 +327,7 @@ export class BackupCopier {
             const written = createHash('sha256');
             let info;
             try {
-              info = await to.storage.put(key, hashing(transfer(bytes, sourceKey, asIs, targetKey, targetProfile), written), options.signal ? { signal: options.signal } : {});
+              info = await to.storage.put(key, hashing(transfer(bytes, sourceKey, asIs, targetKey, targetProfile), written), { ...(options.signal ? { signal: options.signal } : {}), sizeHint: segment.storedBytes });
             } catch (err) {
               throw check.failure ?? (isStrataError(err) ? err : wrapError(`${what}: write ${key} to ${to.storage.location}`, err));
             }
@@ -475,7 +475,8 @@ export class BackupCopier {
       const written = createHash('sha256');
       let info;
       try {
-        info = await to.storage.put(key, hashing(body, written), options.signal ? { signal: options.signal } : {});
+        // Re-encrypted under the target's key, it is about the source's size.
+        info = await to.storage.put(key, hashing(body, written), { ...(options.signal ? { signal: options.signal } : {}), sizeHint: record.storedBytes });
       } catch (err) {
         // A failed check inside the stream reaches put wrapped by openpgp or the storage: the
         // check's own error is the one that says what happened.

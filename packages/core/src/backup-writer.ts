@@ -223,7 +223,10 @@ export class BackupWriter {
       bytes = codec.compress(bytes, this.#ctx.config.compression.level, options.signal);
       if (profile !== 'none') bytes = encryptStream(bytes, dataKey!.secret, profile);
       const sha = createHash('sha256');
-      const info = await this.#ctx.storage.put(key, hashBytes(bytes, sha), { signal: options.signal });
+      // The raw size bounds the stored one (compressed, with little framing added): an object
+      // store sizes its upload parts from it. Streams of unknown size leave the database's own.
+      const sizeHint = Math.max(totalBytes, snapshot.databaseBytes ?? 0);
+      const info = await this.#ctx.storage.put(key, hashBytes(bytes, sha), { signal: options.signal, ...(sizeHint > 0 ? { sizeHint } : {}) });
       const manifest = result.manifest;
       if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
       const record = recordFromManifest(manifest, {

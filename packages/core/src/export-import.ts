@@ -197,7 +197,7 @@ export class ExportImport {
             const sha = createHash('sha256');
             const pending = await announceWrite(this.#ctx.storage, `import-${segment.id}`, [segment.key], []);
             announced.push(pending);
-            const info = await this.#ctx.storage.put(segment.key, hashing(limitBytes(entry.body, segment.storedBytes, `import: ${segment.id} in ${file}`), sha), put);
+            const info = await this.#ctx.storage.put(segment.key, hashing(limitBytes(entry.body, segment.storedBytes, `import: ${segment.id} in ${file}`), sha), { ...put, sizeHint: segment.storedBytes });
             if (info.size !== segment.storedBytes || sha.digest('hex') !== segment.sha256) {
               throw new StrataError('ARTIFACT_CORRUPT', `import: segment ${segment.id} in ${file} does not match its recorded SHA-256 and size; nothing of the export was kept`);
             }
@@ -220,7 +220,7 @@ export class ExportImport {
           announced.push(pending);
           // The record's size is a limit enforced while reading: a bundle entry that inflates
           // beyond it (a decompression bomb) stops at the first byte too many.
-          const info = await this.#ctx.storage.put(record.key, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha), put);
+          const info = await this.#ctx.storage.put(record.key, hashing(limitBytes(entry.body, record.storedBytes, `import: ${record.id} in ${file}`), sha), { ...put, sizeHint: record.storedBytes });
           if (info.size !== record.storedBytes || sha.digest('hex') !== record.sha256) {
             throw new StrataError('ARTIFACT_CORRUPT', `import: ${record.id} in ${file} does not match its recorded SHA-256 and size; nothing of it was kept`);
           }

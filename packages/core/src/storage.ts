@@ -6,6 +6,15 @@ export interface Abortable {
   readonly signal?: AbortSignal;
 }
 
+/** Options of {@link Storage.put}. */
+export interface PutOptions extends Abortable {
+  /**
+   * At most how many bytes the body holds, when the caller knows a bound (an artifact's raw
+   * size): an object store that uploads in a limited number of parts sizes them from it.
+   */
+  readonly sizeHint?: number;
+}
+
 /** What a storage knows about one object. Keys are `/`-separated relative paths. */
 export interface ObjectInfo {
   readonly key: string;
@@ -76,7 +85,7 @@ export interface Storage {
    * Writes a whole object. A storage may keep a piece of `body` after asking for the next one (to
    * write while the body produces more), so a body never writes again to a piece it has yielded.
    */
-  put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: Abortable): Promise<ObjectInfo>;
+  put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options?: PutOptions): Promise<ObjectInfo>;
   get(key: string, options?: GetOptions): Promise<AsyncIterable<Uint8Array>>;
   /** Reads a whole small object into memory (catalog, config, lock files). */
   read(key: string, options?: Abortable): Promise<Uint8Array>;

@@ -63,7 +63,7 @@ export type { ArchiveMode, PhysicalPosition, RecoveryGoal, RecoveryReport, Repla
 export { MysqlEngine } from '@strata/engine-mysql';
 export { LocalStorage, localStorageKind } from '@strata/storage-local';
 export type { LocalStorageOptions } from '@strata/storage-local';
-export { S3Storage, s3StorageKind, parseS3Location } from '@strata/storage-s3';
+export { S3Storage, s3StorageKind, parseS3Location, partSizeFor } from '@strata/storage-s3';
 export type { S3StorageSettings } from '@strata/storage-s3';
 export { CONFIG_FILE, databaseNameFromPath, loadConfig, resolveDatabase, readSecret, resolveLocator, retentionFor, schedulesFor } from './config.js';
 export { configJsonSchema, strataConfigSchema } from './config-schema.js';

@@ -5,9 +5,9 @@ import type * as ClientS3 from '@aws-sdk/client-s3';
 import type { GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
 import type * as LibStorage from '@aws-sdk/lib-storage';
 import { StrataError, defaultIsAlive, isNotFound, throwIfAborted } from '@strata/core';
-import type { Abortable, GetOptions, ObjectInfo, Storage, StorageCapabilities } from '@strata/core';
+import type { Abortable, GetOptions, ObjectInfo, PutOptions, Storage, StorageCapabilities } from '@strata/core';
 import { DEFAULT_MAX_ATTEMPTS, createS3Client, loadClientSdk } from './client.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_TIMING, checkSettings } from './settings.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_TIMING, checkSettings, partSizeFor } from './settings.js';
 
 /** Incomplete multipart uploads older than this belong to a dead writer: no put runs for a day. */
 const ABANDONED_UPLOAD_MS = 24 * 60 * 60 * 1000;
@@ -101,8 +101,9 @@ export class S3StorageImpl implements Storage {
     }
   }
 
-  async put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options: Abortable = {}): Promise<ObjectInfo> {
+  async put(key: string, body: AsyncIterable<Uint8Array> | Uint8Array, options: PutOptions = {}): Promise<ObjectInfo> {
     const signal = options.signal;
+    const partSize = partSizeFor(this.#partSize, options.sizeHint);
     throwIfAborted(signal, `storage: write ${key}`);
     let size = 0;
     let source: Uint8Array | Readable;
@@ -116,17 +117,17 @@ export class S3StorageImpl implements Storage {
     if (body instanceof Uint8Array) {
       size = body.byteLength;
       source = body;
-      if (size > this.#partSize) await mark().catch((err: unknown) => Promise.reject(s3Error('write', this.#place(key), err)));
+      if (size > partSize) await mark().catch((err: unknown) => Promise.reject(s3Error('write', this.#place(key), err)));
     } else {
       // The upload is failed through its body rather than Upload.abort(): abort() makes done()
       // reject at once while parts are still in flight, and the multipart upload is aborted only
       // later; a failing body makes done() wait until the multipart upload is gone.
-      source = Readable.from(markedBeyond(countedUntilAborted(body, signal, key, (n) => (size += n)), this.#partSize, mark));
+      source = Readable.from(markedBeyond(countedUntilAborted(body, signal, key, (n) => (size += n)), partSize, mark));
     }
     const upload = new libStorage.Upload({
       client: this.#client,
       params: { Bucket: this.#where.bucket, Key: this.#full(key), Body: source },
-      partSize: this.#partSize,
+      partSize,
       queueSize: this.#concurrency,
       leavePartsOnError: false,
     });
@@ -139,7 +140,7 @@ export class S3StorageImpl implements Storage {
       // A multipart upload whose creation the server did but whose answer was lost (a 500 after
       // the fact, a reset) was created again by the SDK's retry: the first is unknown to the
       // upload and would hold its parts, unseen, until sweepTemp's day has passed.
-      if (size > this.#partSize) await this.#abortStrayUploads(this.#full(key)).catch(() => undefined);
+      if (size > partSize) await this.#abortStrayUploads(this.#full(key)).catch(() => undefined);
       if (marker) await this.#deleteFull(marker, {}, key).catch(() => undefined);
     }
     return { key, size, modified: new Date() };

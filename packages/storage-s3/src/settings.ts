@@ -49,6 +49,21 @@ export interface ClaimTiming {
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
 export const DEFAULT_CONCURRENCY = 4;
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
+/** S3 takes at most 10,000 parts of at most 5 GiB in one upload. */
+const MAX_PARTS = 10_000;
+const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+
+/**
+ * The part size of one upload: the configured one, or larger when the body may hold more than
+ * 10,000 of them (at 8 MiB, 78 GiB: a large database's artifact), with a tenth of the parts to
+ * spare for a bound that is a little low (compression and encryption framing of data that does
+ * not compress). Memory is queueSize of these parts.
+ */
+export function partSizeFor(configured: number, sizeHint: number | undefined): number {
+  if (sizeHint === undefined || !Number.isFinite(sizeHint) || sizeHint <= 0) return configured;
+  const needed = Math.ceil(sizeHint / (MAX_PARTS * 0.9) / (1024 * 1024)) * 1024 * 1024;
+  return Math.min(MAX_PART_SIZE, Math.max(configured, needed));
+}
 export const DEFAULT_TIMING: ClaimTiming = { staleMs: 2 * 60 * 1000, giveUpMs: 60 * 1000 };
 
 
