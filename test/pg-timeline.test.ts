@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type pg from 'pg';
 import type { LogWindow } from '@strata/sdk';
@@ -192,5 +192,17 @@ describe('PostgreSQL point-in-time recovery across a timeline switch (a failover
     const gaps = checks.find((c) => c.check === 'log-gaps' && c.database === DB)!;
     assert.equal(gaps.status, 'ok', gaps.message);
     assert.match(checks.find((c) => c.check === 'log-archive' && c.database === DB)!.message, /recoverable to moments from/);
+
+    // A failover proved by --start (the temporary server never archives): the copy, started as
+    // the original's replacement, archives its new timeline's history, so its moments are found.
+    const replacement = path.join(dir, 'replacement');
+    const proved = await cli(['restore', 'latest', '--db', DB, '--to', replacement, '--as-of', t2, '--start', '--target-action', 'promote', '--archive-mode', 'preserve']);
+    assert.equal(proved.status, 0, proved.stderr);
+    assert.ok(existsSync(path.join(replacement, 'pg_wal', 'archive_status', '00000003.history.ready')), 'timeline 3\'s history is marked for the archiver');
+    const replacementPort = await freePort();
+    const replacementStart = pgCtl(['start', '-D', replacement, '-w', '-t', '300', '-l', path.join(dir, 'replacement.log'), '-o', `-c port=${replacementPort}`]);
+    running.add(replacement);
+    assert.equal(replacementStart.status, 0, replacementStart.out);
+    await waitFor('timeline 3\'s history in the archive', async () => (readdirSync(logDir).some((f) => f.startsWith('00000003.history')) ? true : undefined));
   });
 });

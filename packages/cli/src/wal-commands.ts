@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, goalTimeText, refuseBaseAfterGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, goalTimeText, markHistoryForArchive, refuseBaseAfterGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, ReplayScan, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -288,6 +288,8 @@ export async function physicalRestore(ctx: CommandContext, options: PhysicalRest
     }
     // What the recovery did not take (segments past its target) is no use to the copy.
     await fs.rm(path.join(dir, SPOOL), { recursive: true, force: true });
+    // A copy that replaces the original archives its new timeline's history once started.
+    if (archiving === 'preserve' && report.state !== 'paused') await markHistoryForArchive(dir);
   }
   // A cluster that keeps its configuration outside its data directory (Debian's and Ubuntu's
   // /etc/postgresql/VERSION/NAME) restores without it: the directory cannot start until it has one.

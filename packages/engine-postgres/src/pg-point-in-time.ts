@@ -486,3 +486,26 @@ function existsPid(dataDir: string): boolean {
     return false;
   }
 }
+
+/**
+ * After a temporary server (which never archives) promoted a copy that is to archive as the
+ * original did (`--archive-mode preserve`): the new timeline's history file is marked ready for
+ * the archiver, which the copy runs once started. PostgreSQL marks it only when it writes it with
+ * archiving on; unmarked, it would never be archived, and a recovery to a moment of the new
+ * timeline would follow the old one. Segments are left alone: the last one is still being
+ * written, and PostgreSQL marks each when it completes.
+ */
+export async function markHistoryForArchive(dataDir: string): Promise<string[]> {
+  const wal = path.join(dataDir, 'pg_wal');
+  const status = path.join(wal, 'archive_status');
+  const marked: string[] = [];
+  for (const name of await fs.readdir(wal).catch(() => [] as string[])) {
+    if (!/^[0-9A-F]{8}\.history$/.test(name)) continue;
+    const known = await Promise.all(['.ready', '.done'].map((suffix) => fs.access(path.join(status, name + suffix)).then(() => true, () => false)));
+    if (known.some(Boolean)) continue;
+    await fs.mkdir(status, { recursive: true });
+    await fs.writeFile(path.join(status, `${name}.ready`), '');
+    marked.push(name);
+  }
+  return marked;
+}

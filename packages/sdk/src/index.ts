@@ -34,6 +34,7 @@ export {
   walArchiveLag,
   describeGoal,
   goalTimeText,
+  markHistoryForArchive,
   refuseBaseAfterGoal,
   formatTablespaceMap,
   isPostgresUrl,
