@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type pg from 'pg';
-import { Passphrase, openRepository, readWalLongHeader, walSegmentProblem } from '@strata/sdk';
+import { Passphrase, archiveFileProblem, openRepository, readWalLongHeader, walSegmentProblem } from '@strata/sdk';
 import { TEST_PASSPHRASE } from './helpers/env.js';
 import { BINDIR, client, isRoot, makeCluster, requireServerPrograms, runSync, switchAndArchive } from './helpers/pg-cluster.js';
 import type { TestCluster } from './helpers/pg-cluster.js';
@@ -50,7 +50,13 @@ describe('WAL segment header checks (no server)', function () {
     assert.equal(readWalLongHeader(segment({ timeline: 1, pageAddress: seg10, little: false }))!.systemIdentifier, '7715661712446760339');
     // Segments of other sizes: log id 1, segment 3 of 64 MiB ones.
     assert.equal(walSegmentProblem('000000010000000100000003', segment({ timeline: 1, pageAddress: (64n + 3n) * BigInt(64 * MIB), segmentBytes: 64 * MIB })), undefined);
-    // History files and backup labels are not looked at.
+    // What PostgreSQL writes under other names passes; anything else does not.
+    assert.equal(archiveFileProblem('00000002.history', Buffer.from('1\t0/3000060\tno recovery target specified\n')), undefined);
+    assert.equal(archiveFileProblem('00000003.history', Buffer.from('1\t0/3000060\tno recovery target specified\n\n2\t0/5000000\tat restore point "x"\n')), undefined);
+    assert.equal(archiveFileProblem('000000010000000000000010.00000028.backup', Buffer.from('START WAL LOCATION: 0/10000028 (file 000000010000000000000010)\n')), undefined);
+    assert.match(archiveFileProblem('00000002.history', new Uint8Array(0))!, /is not a timeline history file/);
+    assert.match(archiveFileProblem('backup_label', Buffer.from('START WAL LOCATION: 0/1'))!, /is not a file PostgreSQL archives/);
+    // History files and backup labels are not looked at as segments.
     assert.equal(walSegmentProblem('00000002.history', new Uint8Array(30)), undefined);
     assert.equal(walSegmentProblem('000000010000000000000010.00000028.backup', new Uint8Array(30)), undefined);
 
@@ -141,7 +147,18 @@ describe('wal-push refuses a file that is not the WAL segment of its name', func
     assert.equal(renamed.status, 1, renamed.stdout + renamed.stderr);
     assert.match(renamed.stderr, new RegExp(`${next} holds the WAL of [0-9A-F]+/[0-9A-F]+ \\(segment [0-9A-F]+'s\\), not of`));
 
+    // Names that are no segment's: only a timeline history or a backup history file, each as PostgreSQL writes it.
+    for (const [name, bytes, said] of [
+      ['notes.txt', Buffer.from('hello'), /"notes\.txt" is not a file PostgreSQL archives/],
+      ['00000009.history', Buffer.from('garbage\n'), /00000009\.history is not a timeline history file/],
+      [`${current}.00000028.backup`, Buffer.from('hello'), /\.backup is not a backup history file/],
+    ] as const) {
+      const stray = await push(place(name, bytes));
+      assert.equal(stray.status, 1, `${name}: ${stray.stdout}${stray.stderr}`);
+      assert.match(stray.stderr, said);
+    }
     assert.ok(!archived().includes(current) && !archived().includes(next), `nothing was stored (${archived().join(', ')})`);
+    assert.deepEqual(archived().filter((f) => !/^[0-9A-F]{24}$/.test(f)), [], 'no stray file was stored');
     // The server's own segments of those names are archived as usual.
     await db!.query('INSERT INTO t VALUES (2)');
     assert.equal(await switchAndArchive(db!), current);

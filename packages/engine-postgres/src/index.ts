@@ -13,7 +13,7 @@ export { dataDirTablespaces, formatTablespaceMap, parseTablespaceMap, placeTable
 export { basesOnTimeline } from './pg-wal-rules.js';
 export type { TimelineChoice } from './pg-wal-rules.js';
 export { parseLsn, parseWalName, segmentOf, walFileName, walRun } from './pg-wal.js';
-export { WAL_LONG_HEADER_BYTES, readWalLongHeader, segmentNameOf, walFileCheck, walSegmentProblem } from './pg-wal-header.js';
+export { WAL_LONG_HEADER_BYTES, archiveFileProblem, readWalLongHeader, segmentNameOf, walFileCheck, walSegmentProblem } from './pg-wal-header.js';
 export type { WalLongHeader } from './pg-wal-header.js';
 export type { WalRun } from './pg-wal.js';
 export { defaultSlotName, receiveWal, receivedBytesOf } from './pg-wal-receiver.js';

@@ -115,6 +115,27 @@ function lsnText(position: bigint): string {
 }
 
 /**
+ * What is wrong with a file archived under a name that is not a segment's: PostgreSQL archives
+ * only timeline histories (`00000002.history`: lines of a timeline, the position it ended at and
+ * why) and backup history files (`…​.00000028.backup`, starting "START WAL LOCATION:"). Anything
+ * else is a stray file given to wal-push by hand or by a wrong archive_command.
+ */
+export function archiveFileProblem(name: string, bytes: Uint8Array): string | undefined {
+  const text = Buffer.from(bytes).toString('utf8');
+  if (/^[0-9A-F]{8}\.history$/.test(name)) {
+    const lines = text.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('#'));
+    if (lines.length === 0 || !lines.every((line) => /^\d+\t[0-9A-F]{1,8}\/[0-9A-F]{1,8}\t/.test(line))) {
+      return `${name} is not a timeline history file (each line is a timeline, the WAL position where it ended, and why)`;
+    }
+    return undefined;
+  }
+  if (/^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/.test(name)) {
+    return text.startsWith('START WAL LOCATION: ') ? undefined : `${name} is not a backup history file (it starts "START WAL LOCATION:")`;
+  }
+  return `${JSON.stringify(name)} is not a file PostgreSQL archives (a WAL segment, its .partial, a timeline history or a backup history file)`;
+}
+
+/**
  * The check the log archive runs on a file before storing it (core's LogFileCheck): a segment's
  * name must hold that segment (walSegmentProblem), of the cluster whose segments the archive
  * already holds (compared with one of them, when it holds any: its system identifier, from the
@@ -123,7 +144,11 @@ function lsnText(position: bigint): string {
  * cluster's), both a failed archive_command, so the server keeps the file and tries again.
  */
 export const walFileCheck: LogFileCheck = async ({ database, name, bytes }, peer) => {
-  if (!segmentNameOf(name)) return;
+  if (!segmentNameOf(name)) {
+    const problem = archiveFileProblem(name, bytes);
+    if (problem) throw new StrataError('DATABASE_INVALID', `WAL archive of ${database}: ${problem}; it was not archived`, { details: { database, name } });
+    return;
+  }
   const problem = walSegmentProblem(name, bytes);
   if (problem) throw new StrataError('DATABASE_INVALID', `WAL archive of ${database}: ${problem}; it was not archived`, { details: { database, name } });
   const own = readWalLongHeader(bytes)!;

@@ -59,6 +59,7 @@ export {
   walFileCheck,
   walRun,
   walSegmentProblem,
+  archiveFileProblem,
 } from '@strata/engine-postgres';
 export type { ArchiveMode, PhysicalPosition, RecoveryGoal, RecoveryReport, ReplayScan, TargetAction, TimelineChoice, WalArchiveLag, WalPlan, WalReceiveEvent, WalReceiveSummary } from '@strata/engine-postgres';
 export { MysqlEngine } from '@strata/engine-mysql';
