@@ -294,6 +294,7 @@ describe('mirror', () => {
     assert.equal(health.status, 3, health.stdout);
     assert.match(health.stdout, /UNHEALTHY +\[mirror\] mirror-sync: MIRROR FAILED/);
     assert.match(health.stdout, /UNHEALTHY +\[mirror\] mirror-reachable: the mirror \S+ cannot be read: it is the repository itself, reached by another name/);
+    assert.match(strata(['metrics'], { cwd: dir.path }).stdout, /^strata_mirror_reachable 0$/m);
     const copy = strata(['copy', '--from', at('primary'), '--to', at('linked')], { cwd: dir.path });
     assert.equal(copy.status, 2, copy.stderr);
     assert.match(copy.stderr, /is \S+primary itself, reached by another name/);

@@ -134,6 +134,8 @@ describe('MySQL/MariaDB: backups that restore as they were', function () {
       return true;
     });
     assert.deepEqual(await mysqlQuery(live, 'SELECT * FROM w'), [{ id: 7 }]);
+    const sequenced = await databases.create('CREATE SEQUENCE t');
+    await assert.rejects(repo().restore({ id: record.id }, { to: mysqlUrl(sequenced), force: true, tables: ['t'] }), /t is a sequence in the target database, where the backup has a table; drop the sequence first \(DROP SEQUENCE\)/);
     await repo().restore({ id: record.id }, { to: mysqlUrl(live), force: true });
     assert.equal(mysqlDump(live), mysqlDump(source));
     assert.deepEqual(await mysqlQuery(undefined, `SELECT TABLE_NAME AS t, TABLE_TYPE AS k FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${live}' ORDER BY 1`), [

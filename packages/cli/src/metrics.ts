@@ -1,4 +1,4 @@
-import { attemptedDatabases, continuityWindows, inventory, newestGoodByDatabase } from '@strata/sdk';
+import { attemptedDatabases, continuityWindows, inventory, isSameStorage, newestGoodByDatabase } from '@strata/sdk';
 import type { BackupRecord, Repository } from '@strata/sdk';
 import { writeFileAtomically } from './atomic-file.js';
 
@@ -96,7 +96,9 @@ export async function metricsText(repo: Repository, now = new Date()): Promise<s
     // How far the mirror's newest restore point of each database is behind the repository's.
     let mirrored: BackupRecord[] | undefined;
     try {
-      mirrored = await (await repo.mirror())!.list();
+      const mirror = (await repo.mirror())!;
+      // The repository itself under another name is no mirror (as health says).
+      mirrored = mirror.settings.id === repo.settings.id && (await isSameStorage(repo.storage, mirror.storage)) ? undefined : await mirror.list();
     } catch {
       mirrored = undefined;
     }

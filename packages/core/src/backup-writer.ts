@@ -129,7 +129,7 @@ export class BackupWriter {
           type = 'full';
         } else if (parent.engine !== engine.kind) {
           throw new StrataError('USAGE', `backup: the last backup of ${database} was made by engine ${parent.engine}, not ${engine.kind}; take a full backup`);
-        } else if (!sameSource(engine, parent.source, locator)) {
+        } else if (parent.source !== engine.describe(locator)) {
           // Two databases under one name would chain into each other: an incremental of one
           // against the other restores neither.
           throw new StrataError(
@@ -225,7 +225,7 @@ export class BackupWriter {
       const sha = createHash('sha256');
       // The raw size bounds the stored one (compressed, with little framing added): an object
       // store sizes its upload parts from it. Streams of unknown size leave the database's own.
-      const sizeHint = Math.max(totalBytes, snapshot.databaseBytes ?? 0);
+      const sizeHint = Math.max(totalBytes, snapshot.databaseBytes ?? 0, snapshot.sizeHint ?? 0);
       const info = await this.#ctx.storage.put(key, hashBytes(bytes, sha), { signal: options.signal, ...(sizeHint > 0 ? { sizeHint } : {}) });
       const manifest = result.manifest;
       if (!manifest) throw new StrataError('INTERNAL', 'backup: the archive ended without a manifest');
@@ -326,7 +326,7 @@ export class BackupWriter {
   /** `derived`, or `derived-<hash of source>` when another source already files its backups under `derived`. */
   async #nameForSource(derived: string, source: string): Promise<string> {
     const mine = (await this.#ctx.catalog.list({ database: derived })).at(-1);
-    if (!mine || mine.source === source || (await this.#ctx.options.engines.forLocator(mine.source))?.describe(mine.source) === source) return derived;
+    if (!mine || mine.source === source) return derived;
     return `${derived.slice(0, 56)}-${createHash('sha256').update(source).digest('hex').slice(0, 6)}`;
   }
 
@@ -426,14 +426,4 @@ async function claimBackupId(
     'IO',
     `backup: the ${ID_DRAWS} ids drawn for ${database} were all taken or claimed by other writers; look for stale notes in the repository's pending/ folder (Strata removes only those of this host's writers that are gone), or report this as a bug`,
   );
-}
-
-/**
- * Whether a recorded source names the database at `locator`: as recorded, or as the engine would
- * describe it now (a source recorded before the engine described it more fully, such as a
- * relative file path made absolute since, is the same database).
- */
-function sameSource(engine: Engine, recorded: string, locator: string): boolean {
-  const now = engine.describe(locator);
-  return recorded === now || engine.describe(recorded) === now;
 }

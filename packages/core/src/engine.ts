@@ -77,6 +77,11 @@ export interface Snapshot {
   readonly schemaSql: string;
   /** Size of the database as the engine measures it (file size, `pg_database_size`). */
   readonly databaseBytes: number;
+  /**
+   * About how many bytes the streams hold, when neither their sizes nor `databaseBytes` say it
+   * before they are read (a stream of a server's whole files): the storage sizes its upload from it.
+   */
+  readonly sizeHint?: number;
   /** Engine-specific facts a restore needs (page size, server version). Never secrets. */
   readonly engineMeta: Readonly<Record<string, unknown>>;
   /**

@@ -101,7 +101,7 @@ export class Journal {
         } catch (err) {
           // The work is done (a backup committed, a restore written): a storage that fails the
           // journal's last write must not turn it into a failure the user would act on.
-          process.emitWarning(`${kind}: done, but its journal record could not be written (${redactedMessage(err)}); the journal shows the run as interrupted`, { code: 'STRATA_JOURNAL' });
+          process.emitWarning(`${kind}: done, but its journal record could not be written (${redactedMessage(err)}); the journal shows the run as not finished (as interrupted once this process ends)`, { code: 'STRATA_JOURNAL' });
         }
       },
       fail: (err, outcome = {}) =>

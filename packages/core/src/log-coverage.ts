@@ -104,7 +104,10 @@ export async function logWindows(
             checked.set(file.key, seen?.problem ?? null);
             if (seen?.identity !== undefined) identities.set(file.key, seen.identity);
           } catch (err) {
-            if (isStrataError(err, 'ABORTED') || isStrataError(err, 'KEY_MISSING') || isStrataError(err, 'PASSPHRASE_WRONG')) throw err;
+            // A file that could not be read here (the storage failing to answer, a codec this
+            // machine lacks) is no finding about it: an error, never a file recorded damaged.
+            const ofThisMachine = ['ABORTED', 'KEY_MISSING', 'PASSPHRASE_WRONG', 'IO', 'ACCESS_DENIED', 'REPO_NOT_FOUND', 'TOOL_MISSING', 'NO_SPACE', 'CONNECTION_FAILED', 'AUTH_FAILED'] as const;
+            if (ofThisMachine.some((code) => isStrataError(err, code))) throw err;
             checked.set(file.key, err instanceof Error ? err.message : String(err));
           }
         }

@@ -299,27 +299,9 @@ export class Repository {
    * missing from the base's start to the newest archived one, across the server's history, and
    * every one of them decrypting to the bytes it was stored with (WAL-G's wal-verify), and being
    * what the engine's rules say its name holds (LogArchiveRules.inspect). Findings are
-   * collected, never thrown; each base's result goes into the journal.
+   * collected, never thrown (a file that cannot be read here, the storage failing to answer, is
+   * an error, thrown); each base's result goes into the journal.
    */
-  /**
-   * A base backup whose own range of the log is missing or damaged cannot become consistent,
-   * however intact its artifact: its verification is recorded as failed (file accessibility), so
-   * that `list`, `health` and `restore latest` do not take it for a good restore point.
-   */
-  async #recordUnrestorable(record: BackupRecord, problems: readonly string[]): Promise<void> {
-    const reason = `the archived log it needs to become consistent cannot be read: ${problems.join('; ')}`;
-    await updateCatalog(this.#ctx, 'verify', (records) =>
-      records.map((r) => {
-        if (r.id !== record.id) return r;
-        const previous = r.verification;
-        const accessible: CheckResult = { name: 'file-accessibility', status: 'failed', reason };
-        const checks = previous ? previous.checks.map((c) => (c.name === 'file-accessibility' ? accessible : c)) : [accessible];
-        const verification: VerificationRecord = { at: new Date().toISOString(), level: previous?.level ?? 'quick', outcome: 'failed', checks: checks.map(redactCheck) };
-        return { ...r, verification };
-      }),
-    );
-  }
-
   async verifyLog(filter: { database?: string; backupId?: string } = {}, options: { signal?: AbortSignal } = {}): Promise<LogVerifyReport[]> {
     await this.#ctx.unlock();
     const records = await this.#ctx.catalog.list(filter.database !== undefined ? { database: filter.database } : {});
@@ -337,14 +319,37 @@ export class Repository {
         const { needed: _needed, ...rest } = window;
         const report: LogVerifyReport = { ...rest, outcome: rest.problems.length === 0 ? 'passed' : 'failed' };
         reports.push(report);
-        if (window.to === undefined) await this.#recordUnrestorable(record, window.problems);
-        await op.complete({ details: { log: true, outcome: report.outcome, files: report.files, missing: report.missing.length, problems: report.problems.length } });
+        // Journaled too, where a rebuild of a lost catalog finds it.
+        const verification = window.to === undefined ? await this.#recordUnrestorable(record, window.problems) : undefined;
+        await op.complete({ details: { log: true, outcome: report.outcome, files: report.files, missing: report.missing.length, problems: report.problems.length, ...(verification ? { verification } : {}) } });
       } catch (err) {
         await op.fail(err).catch(() => undefined);
         throw err;
       }
     }
     return reports;
+  }
+
+  /**
+   * A base backup whose own range of the log is missing or damaged cannot become consistent,
+   * however intact its artifact: its verification is recorded as failed (file accessibility), so
+   * that `list`, `health` and `restore latest` do not take it for a good restore point.
+   */
+  async #recordUnrestorable(record: BackupRecord, problems: readonly string[]): Promise<VerificationRecord> {
+    const reason = `the archived log it needs to become consistent cannot be read: ${problems.join('; ')}`;
+    let verification: VerificationRecord | undefined;
+    await updateCatalog(this.#ctx, 'verify', (records) =>
+      records.map((r) => {
+        if (r.id !== record.id) return r;
+        const previous = r.verification;
+        const accessible: CheckResult = { name: 'file-accessibility', status: 'failed', reason };
+        const checks = previous ? previous.checks.map((c) => (c.name === 'file-accessibility' ? accessible : c)) : [accessible];
+        verification = { at: new Date().toISOString(), level: previous?.level ?? 'quick', outcome: 'failed', checks: checks.map(redactCheck) };
+        return { ...r, verification };
+      }),
+    );
+    const accessible: CheckResult = { name: 'file-accessibility', status: 'failed', reason };
+    return verification ?? { at: new Date().toISOString(), level: 'quick', outcome: 'failed', checks: [redactCheck(accessible)] };
   }
 
   /**

@@ -598,11 +598,14 @@ async function replaceTables(target: MysqlTarget, chosen: readonly string[], fil
       );
     }
     const present = new Set((await listTables(connection, db)).map((t) => t.name));
-    const views = new Set([...(await tableNames(connection, db))].filter((t) => !present.has(t)));
+    // Names of the target that are no table a restore replaces: views (and sequences).
+    const [typed] = await connection.query<mysql.RowDataPacket[]>('SELECT TABLE_NAME AS name, TABLE_TYPE AS type FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?', [db]);
+    const others = new Map(typed.filter((r) => !present.has(r['name'] as string)).map((r) => [r['name'] as string, r['type'] === 'SEQUENCE' ? 'sequence' : 'view']));
     for (const t of wanted) {
-      if (views.has(t)) {
-        // A table restore replaces tables and leaves the target's views alone; this one is in the way.
-        throw new StrataError('USAGE', redactable`restore: ${named(t, 'table')} is a view in the target database, where the backup has a table; drop the view first (DROP VIEW), or restore the whole database; nothing was changed`);
+      const kind = others.get(t);
+      if (kind) {
+        // A table restore replaces tables and leaves the target's other objects alone; this one is in the way.
+        throw new StrataError('USAGE', redactable`restore: ${named(t, 'table')} is a ${kind} in the target database, where the backup has a table; drop the ${kind} first (DROP ${kind.toUpperCase()}), or restore the whole database; nothing was changed`);
       }
       if (!present.has(t)) throw new StrataError('TABLE_NOT_FOUND', redactable`restore: the target database has no table ${named(t, 'table')}`);
     }

@@ -639,13 +639,14 @@ export class PostgresPhysicalEngine implements Engine {
       systemIdentifier = String((await client.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()')).rows[0]!.id);
       // The summary functions are the superuser's unless granted (README): a role that may not
       // read them gets chunk reuse, as on a server without summaries.
+      // The cluster's size, where the role may see it: for list when a block-level incremental's
+      // tar holds only the changes, and for the storage to size its upload from before the tar is read.
+      clusterBytes = await client
+        .query<{ n: string }>('SELECT sum(pg_database_size(oid))::text AS n FROM pg_database WHERE has_database_privilege(oid, \'CONNECT\')')
+        .then((r) => Number(r.rows[0]!.n ?? 0))
+        .catch(() => 0);
       if (options.parent && serverVersion >= 170000 && (await summariesCover(client, options.parent).catch(() => false))) {
         blockLevelOn = options.parent;
-        // The cluster's size for list, where the role may see it (its own tar holds only the changes).
-        clusterBytes = await client
-          .query<{ n: string }>('SELECT sum(pg_database_size(oid))::text AS n FROM pg_database WHERE has_database_privilege(oid, \'CONNECT\')')
-          .then((r) => Number(r.rows[0]!.n ?? 0))
-          .catch(() => 0);
       }
     } finally {
       await client.end().catch(() => undefined);
@@ -772,6 +773,7 @@ export class PostgresPhysicalEngine implements Engine {
       streams,
       schemaSql: '',
       databaseBytes: 0,
+      ...(clusterBytes > 0 ? { sizeHint: clusterBytes } : {}),
       engineMeta: { ...known, ...refusal, ...(tablespaces.length > 0 ? { tablespaces } : {}) },
       // PostgreSQL 17 and later send only the blocks changed since the parent when their WAL
       // summaries reach back to its start (summarize_wal = on); otherwise, and on older servers,

@@ -88,10 +88,12 @@ export class LocalStorage implements Storage {
    */
   async #makeDir(dir: string): Promise<void> {
     if (this.#rootHeld) {
+      // repository.json, not the folder: a repository that is a mount point leaves an empty folder
+      // behind when its disk is unmounted, and writes would go to the disk beneath.
       try {
-        await fs.stat(this.#root);
+        await fs.stat(path.join(this.#root, 'repository.json'));
       } catch (err) {
-        if (hasErrno(err, 'ENOENT')) throw vanishedRepository(this);
+        if (hasErrno(err, 'ENOENT') || hasErrno(err, 'ENOTDIR')) throw vanishedRepository(this);
         throw wrapError(`storage: look at ${this.#root}`, err);
       }
     }
