@@ -124,6 +124,52 @@ describe('physical PostgreSQL: restore leftovers, and a backup whose WAL goes to
     rmSync(path.join(restores, 'r12'), { recursive: true, force: true });
   });
 
+  it('a table restore killed while its scratch server runs: the next one stops that server and removes its decrypted cluster', async function () {
+    const temp = path.join(cluster.dir, 'tables-tmp');
+    mkdirSync(temp);
+    if (isRoot) spawnSync('chown', ['postgres', temp]);
+    const target = `postgres://postgres@127.0.0.1:${cluster.port}/tables_target`;
+    const args = ['restore', 'latest', '--db', DB, '--tables', 'public.t', '--to', target, '--config', cluster.config, '--passphrase-file', cluster.passFile];
+    const [file, argv] = asServerUser(process.execPath, [CLI, ...args]);
+    const child = spawn(file, argv, { stdio: 'ignore', env: { ...process.env, STRATA_TMPDIR: temp } });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const scratchFolders = (): string[] => readdirSync(temp).filter((name) => name.startsWith('strata-tables.strata-tables-'));
+    let running: { folder: string; postmaster: number } | undefined;
+    const deadline = Date.now() + 240_000;
+    while (!running && Date.now() < deadline) {
+      for (const folder of scratchFolders()) {
+        const pidFile = path.join(temp, folder, 'pgdata', 'postmaster.pid');
+        if (existsSync(pidFile)) running = { folder, postmaster: Number(readFileSync(pidFile, 'utf8').split('\n')[0]) };
+      }
+      if (!running) await sleep(20);
+    }
+    assert.ok(running, 'the table restore started its scratch server');
+    const strataPid = Number(/-(\d+)-[0-9a-f]{8}$/.exec(running.folder)![1]);
+    process.kill(strataPid, 'SIGKILL');
+    await exited;
+    const alive = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    assert.ok(alive(running.postmaster), 'the killed restore left its scratch server running');
+
+    const next = await strataAsync(args, { STRATA_TMPDIR: temp });
+    assert.equal(next.status, 0, next.stderr);
+    assert.match(next.stderr, new RegExp(`removed .*${running.folder}.*left by pid ${strataPid} on this host, which is no longer running`));
+    assert.equal(alive(running.postmaster), false, 'that server was stopped');
+    assert.deepEqual(scratchFolders(), [], 'no scratch cluster is left');
+    const db = await client(cluster.port, 'tables_target');
+    try {
+      assert.equal((await db.query<{ n: string }>('SELECT count(*)::text AS n FROM t')).rows[0]!.n, '1000');
+    } finally {
+      await db.end();
+    }
+  });
+
   it('a restore stopped with SIGTERM removes its folders and writes no target', async function () {
     const target = path.join(restores, 'r15');
     const { pid, exited } = await restoreCaughtUnpacking(target);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, goalTimeText, markHistoryForArchive, refuseBaseAfterGoal, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
+import { PostgresEngine, StrataError, basesOnTimeline, contentFault, describeContentFault, makeSideFolder, sweepSideFolders, chooseBase, isStrataError, redactedMessage, clusterUrl, configureRecovery, dataDirTablespaces, describeGoal, goalTimeText, markHistoryForArchive, refuseBaseAfterGoal, stopLeftoverServer, initRepository, isPostgresUrl, openRepository, ownEntry, parseTarget, planWal, proveRecovery, recoverySettings, removeRestoredCluster, shellCommand, scanReplay, stopsWithin, tablespacesInTheWay, validateDatabaseName, walFileCheck } from '@strata/sdk';
 import type { ArchiveMode, BackupRecord, Repository, RecoveryGoal, RecoveryReport, ReplayScan, TargetAction, TimelineChoice, WalPlan } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { recordLocalPushFailure, stateFolder } from './state-folder.js';
@@ -544,8 +544,11 @@ export async function physicalTableRestore(ctx: CommandContext, options: Physica
       }
     }
   }
-  const scratch = await fs.mkdtemp(path.join(process.env['STRATA_TMPDIR'] ?? os.tmpdir(), 'strata-tables-'));
-  await fs.chmod(scratch, 0o700);
+  // Named for this process (a side folder), so that after a kill the next table restore stops the
+  // scratch server left running and removes the decrypted cluster it held.
+  const temp = process.env['STRATA_TMPDIR'] ?? os.tmpdir();
+  await sweepSideFolders(temp, 'restore', undefined, stopLeftoverServer);
+  const scratch = await makeSideFolder(path.join(temp, 'strata-tables'), 'tables');
   let stop: (() => Promise<void>) | undefined;
   try {
     // start: the scratch cluster is proved right away (and removed after).

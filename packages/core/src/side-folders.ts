@@ -33,9 +33,10 @@ export async function makeSideFolder(target: string, kind: string): Promise<stri
  * longer runs; from another host (a shared file system) only once it is older than
  * {@link FOREIGN_LEFTOVER_AGE_MS}. Only this user's folders are touched. Each removal is said as
  * a warning (code STRATA_LEFTOVER, as the sweep of work databases says its own), prefixed with
- * `operation`; one that fails is said too, and the caller goes on.
+ * `operation`; one that fails is said too, and the caller goes on. `beforeRemove` stops what the
+ * dead process left running on a folder's files.
  */
-export async function sweepSideFolders(parent: string, operation: string, now: Date = new Date()): Promise<string[]> {
+export async function sweepSideFolders(parent: string, operation: string, now: Date = new Date(), beforeRemove?: (folder: string) => Promise<void>): Promise<string[]> {
   const names = await fs.readdir(parent).catch(() => [] as string[]);
   const uid = process.getuid?.();
   const removed: string[] = [];
@@ -57,6 +58,8 @@ export async function sweepSideFolders(parent: string, operation: string, now: D
       why = `a process on another host, ${Math.floor(age / (24 * 60 * 60 * 1000))} days ago`;
     }
     try {
+      // What the dead process started in it (a server on its files) goes first.
+      await beforeRemove?.(folder);
       await fs.rm(folder, { recursive: true, force: true });
       removed.push(folder);
       process.emitWarning(`${operation}: removed ${folder}, the ${kind} folder of a restore that did not finish (left by ${why})`, { code: 'STRATA_LEFTOVER' });

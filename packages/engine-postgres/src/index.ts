@@ -4,7 +4,7 @@ export { pgDumpProgram } from './pg-schema.js';
 export type { PgTarget } from './pg-connection.js';
 export { BASE_STREAM, MANIFEST_TAIL_BYTES, PHYSICAL_SCHEMES, PostgresPhysicalEngine, TarEntryCatcher, clusterUrl, isPostgresUrl, lastWalRange, pgProgram, physicalLocator } from './pg-physical-engine.js';
 export type { PhysicalMeta, PhysicalPosition } from './pg-physical-engine.js';
-export { chooseBase, configureRecovery, describeGoal, goalTimeText, markHistoryForArchive, refuseBaseAfterGoal, freePort, planWal, proveRecovery, recoverySettings } from './pg-point-in-time.js';
+export { chooseBase, configureRecovery, describeGoal, goalTimeText, markHistoryForArchive, refuseBaseAfterGoal, stopLeftoverServer, freePort, planWal, proveRecovery, recoverySettings } from './pg-point-in-time.js';
 export type { ArchiveMode, RecoveryGoal, RecoveryReport, TargetAction, WalPlan } from './pg-point-in-time.js';
 export { checkAgainstManifest } from './pg-physical-check.js';
 export { scanReplay, stopsWithin, tablespacesInTheWay } from './pg-recovery-stop.js';

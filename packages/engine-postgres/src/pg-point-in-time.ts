@@ -489,7 +489,7 @@ function existsPid(dataDir: string): boolean {
 
 /**
  * After a temporary server (which never archives) promoted a copy that is to archive as the
- * original did (`--archive-mode preserve`): the new timeline's history file is marked ready for
+ * original did (`--archive-mode preserve`): the new timeline's history file (the newest) is marked ready for
  * the archiver, which the copy runs once started. PostgreSQL marks it only when it writes it with
  * archiving on; unmarked, it would never be archived, and a recovery to a moment of the new
  * timeline would follow the old one. Segments are left alone: the last one is still being
@@ -499,8 +499,9 @@ export async function markHistoryForArchive(dataDir: string): Promise<string[]> 
   const wal = path.join(dataDir, 'pg_wal');
   const status = path.join(wal, 'archive_status');
   const marked: string[] = [];
-  for (const name of await fs.readdir(wal).catch(() => [] as string[])) {
-    if (!/^[0-9A-F]{8}\.history$/.test(name)) continue;
+  // The newest timeline's only: the promotion wrote it; older ones came from the archive.
+  const newest = (await fs.readdir(wal).catch(() => [] as string[])).filter((name) => /^[0-9A-F]{8}\.history$/.test(name)).sort().at(-1);
+  for (const name of newest ? [newest] : []) {
     const known = await Promise.all(['.ready', '.done'].map((suffix) => fs.access(path.join(status, name + suffix)).then(() => true, () => false)));
     if (known.some(Boolean)) continue;
     await fs.mkdir(status, { recursive: true });
@@ -508,4 +509,17 @@ export async function markHistoryForArchive(dataDir: string): Promise<string[]> 
     marked.push(name);
   }
   return marked;
+}
+
+/**
+ * Stops a server left running on a data directory under `folder` (`folder/pgdata`, or the folder
+ * itself) by a strata process that was killed while it used it: immediately, since its files go
+ * next. Nothing when none runs there.
+ */
+export async function stopLeftoverServer(folder: string): Promise<void> {
+  for (const dataDir of [path.join(folder, 'pgdata'), folder]) {
+    if (!existsPid(dataDir)) continue;
+    const pgCtl = pgProgram('pg_ctl', majorOf(dataDir));
+    spawnSync(pgCtl, ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '60'], { encoding: 'utf8' });
+  }
 }

@@ -35,6 +35,7 @@ export {
   describeGoal,
   goalTimeText,
   markHistoryForArchive,
+  stopLeftoverServer,
   refuseBaseAfterGoal,
   formatTablespaceMap,
   isPostgresUrl,
