@@ -389,6 +389,17 @@ describe('mirror', () => {
       assert.doesNotMatch(afterVerify.stderr, /passed over/);
       assert.match(afterVerify.stderr, /restored from the mirror /);
       assert.equal(sqliteDump(at('after-verify.db')), sqliteDump(db));
+      // The repair it advises, word for word: the mirror opens with its own passphrase (the config's passphraseFile).
+      const advice = /strata delete those backups \(--with-dependents\), then strata (copy --from \S+ --to \S+) brings/.exec(afterVerify.stderr);
+      assert.ok(advice, afterVerify.stderr);
+      assert.equal(run(['delete', full!, '--with-dependents', '--yes']).status, 0);
+      const repaired = run(advice[1]!.split(' '));
+      assert.equal(repaired.status, 0, repaired.stderr);
+      assert.deepEqual(ids(primary), mirrorIds(at('mirror')));
+      const clean = run(['restore', 'latest', '--db', 'app', '--to', at('repaired.db')]);
+      assert.equal(clean.status, 0, clean.stderr);
+      assert.doesNotMatch(clean.stderr, /from the mirror/);
+      assert.equal(sqliteDump(at('repaired.db')), sqliteDump(db));
     });
   }
 

@@ -78,6 +78,17 @@ export class CommandContext {
   }
 
   /**
+   * The passphrase sources of the config's mirror when `location` is that mirror (its own
+   * passphraseFile or passphraseCommand, or STRATA_MIRROR_PASSPHRASE...): `strata copy` to or from
+   * the mirror, as the restore that fell back on it advises, opens it as backups do.
+   */
+  mirrorPassphraseSources(location: string, prompt: boolean): PassphraseSources | undefined {
+    const mirror = this.loaded.config.mirror;
+    if (!mirror || repositoryLocation(mirror.repository) !== location) return undefined;
+    return { ...given({ passphraseFile: mirror.passphraseFile, passphraseCommand: mirror.passphraseCommand }), prompt, which: 'mirror' };
+  }
+
+  /**
    * The config's mirror when the repository in use is the config's own: a --repo or STRATA_REPO
    * naming another repository does not inherit that repository's mirror.
    */

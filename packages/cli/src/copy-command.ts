@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { StrataError, durationBefore, parseDuration, schemeOf } from '@strata/sdk';
+import { StrataError, durationBefore, parseDuration, repositoryLocation, schemeOf } from '@strata/sdk';
 import type { Passphrase, Repository } from '@strata/sdk';
 import type { CommandContext } from './context.js';
 import { ProgressBar, formatBytes, interactive, passphraseGiven, printable, readPassphrase } from './terminal.js';
@@ -42,13 +42,25 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
   const sourceLocation = options.from !== undefined ? resolveRepositoryLocation(options.from) : ctx.repositoryPath();
   const targetLocation = resolveRepositoryLocation(options.to);
   const prompt = interactive(ctx.json);
+  // The config's mirror, on either side, is opened with its own passphrase when the config or
+  // STRATA_MIRROR_PASSPHRASE gives one (as a backup opens it).
+  const sourceMirror = ctx.mirrorPassphraseSources(sourceLocation, prompt);
+  const targetMirror = ctx.mirrorPassphraseSources(targetLocation, prompt);
   const sourceSources = ctx.passphraseSources(prompt);
-  const targetSources = {
+  // The mirror's own first, then the repository's (a mirror may share it).
+  const readSource = async (attempt: number): Promise<Passphrase | undefined> =>
+    sourceMirror && passphraseGiven(sourceMirror) ? (attempt === 1 ? readPassphrase(sourceMirror, 1) : readPassphrase(sourceSources, attempt - 1)) : readPassphrase(sourceSources, attempt);
+  const givenTarget = {
     ...(options.toPassphraseFile !== undefined ? { passphraseFile: options.toPassphraseFile } : {}),
     ...(options.toPassphraseCommand !== undefined ? { passphraseCommand: options.toPassphraseCommand } : {}),
     prompt,
     which: 'target' as const,
   };
+  // Back from the mirror into the config's repository (the repair a fallback restore advises):
+  // the target takes the repository's own passphrase, as every command on it does.
+  const configRepository = ctx.loaded.config.repository !== undefined ? repositoryLocation(ctx.loaded.config.repository) : undefined;
+  const intoRepository = sourceMirror !== undefined && targetLocation === configRepository ? ctx.passphraseSources(prompt) : undefined;
+  const targetSources = passphraseGiven(givenTarget) ? givenTarget : targetMirror && passphraseGiven(targetMirror) ? targetMirror : intoRepository && passphraseGiven(intoRepository) ? intoRepository : givenTarget;
   // Without a passphrase of its own the target is tried with the source's (one passphrase for
   // both is common); a wrong one is then reported for the target, naming the ways to give its own.
   const ownTarget = passphraseGiven(targetSources);
@@ -56,7 +68,7 @@ export async function copyCommand(ctx: CommandContext, options: CopyCommandOptio
   const source = await ctx.openAt(
     sourceLocation,
     async (attempt) => {
-      sourcePassphrase = await readPassphrase(sourceSources, attempt);
+      sourcePassphrase = await readSource(attempt);
       return sourcePassphrase;
     },
     `the source repository ${sourceLocation}`,
