@@ -72,6 +72,13 @@ describe('strata-server over JSON-RPC (stdio)', function () {
     const exited = new Promise<number | null>((resolve) => client.child.once('exit', resolve));
     await client.stop();
     assert.equal(await exited, 0, 'exit status 0 after shutdown and exit');
+    // A client that goes away without shutdown and exit (the editor killed): the server ends
+    // when its input closes, as the README says, and does not linger.
+    client = new Client([CLI, 'serve', '--stdio']);
+    await client.start();
+    const ended = new Promise<number | null>((resolve) => client.child.once('exit', resolve));
+    client.child.stdin!.end();
+    assert.equal(await ended, 1, 'exit status 1 without a shutdown request, as a language server');
   });
 
   it('backs up, lists, verifies and restores, with $/progress and change notifications', async () => {

@@ -36,6 +36,15 @@ export function serve(transport: Transport): void {
     serverInfo: { name: 'strata-server', version: STRATA_VERSION },
   }));
   connection.onInitialized(() => connection.console.info(`strata-server ${STRATA_VERSION} on node ${process.version} (pid ${process.pid})`));
-  connection.onShutdown(() => server.close());
+  let shutDown = false;
+  connection.onShutdown(() => {
+    shutDown = true;
+    return server.close();
+  });
   connection.listen();
+  if (transport === 'stdio') {
+    // Given streams of its own, the connection does not watch stdin's end: a client that went
+    // away without shutdown and exit (an editor killed) would leave this server running for ever.
+    process.stdin.once('end', () => process.exit(shutDown ? 0 : 1));
+  }
 }
