@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { readdirSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import * as path from 'node:path';
-import { LocalStorage, Passphrase, initRepository, isStrataError, openRepository, partSizeFor, resolveDatabase } from '@strata/sdk';
+import { LocalStorage, Passphrase, S3Storage, initRepository, isStrataError, openRepository, partSizeFor, resolveDatabase } from '@strata/sdk';
 import type { ObjectInfo, ProgressEvent, PutOptions } from '@strata/sdk';
 import { buildRichDatabase } from './helpers/databases.js';
 import { sqliteDump, useTempDir } from './helpers/env.js';
@@ -73,6 +75,25 @@ describe('the SDK', () => {
     const record = await repo.backup(source, { database: 'app' });
     assert.ok((hints.get(record.key) ?? 0) >= statSync(source).size, `the artifact's put was told at least the database's size (${hints.get(record.key)})`);
     assert.ok(record.storedBytes <= hints.get(record.key)!);
+  });
+
+  it('an S3 server that stops answering fails a request once its socket stayed silent, never holding the command for ever', async () => {
+    // Accepts connections and says nothing, as a frozen server or a link that drops packets.
+    const sockets: Socket[] = [];
+    const silent = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const storage = new S3Storage('s3://bucket/prefix', { endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', maxAttempts: 1, idleTimeoutMs: 500 });
+      const started = Date.now();
+      process.env['AWS_ACCESS_KEY_ID'] ??= 'test';
+      process.env['AWS_SECRET_ACCESS_KEY'] ??= 'test';
+      await assert.rejects(storage.stat('repository.json'), (err: Error) => /timed out|inactivity|socket/i.test(err.message + String((err as { cause?: unknown }).cause)));
+      assert.ok(Date.now() - started < 30_000, `failed after ${Date.now() - started} ms`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   it('stops a backup when its AbortSignal fires, leaving nothing behind and a FAILED journal entry', async () => {

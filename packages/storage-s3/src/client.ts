@@ -57,6 +57,10 @@ class NoRetryOnNotImplemented {
  * them (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, the profile's files, SSO,
  * web identity, the instance or container role), so no secret passes through Strata's own code.
  */
+/** How long a connection may take to open, and a request's socket may stay silent, before the request fails (and is retried). */
+const CONNECT_TIMEOUT_MS = 30_000;
+const IDLE_TIMEOUT_MS = 120_000;
+
 export function createS3Client(settings: S3ClientSettings): { client: S3Client; endpoint: string } {
   const endpoint = settings.endpoint ?? environmentEndpoint();
   const region = settings.region ?? (process.env['AWS_REGION'] || process.env['AWS_DEFAULT_REGION'] || (endpoint ? 'us-east-1' : undefined));
@@ -74,6 +78,10 @@ export function createS3Client(settings: S3ClientSettings): { client: S3Client; 
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     retryStrategy: new NoRetryOnNotImplemented(settings.maxAttempts ?? DEFAULT_MAX_ATTEMPTS),
+    // Without these a server that stops answering (frozen, or a network that drops packets)
+    // holds a request, and the repository lock a backup or prune took, for ever. An idle
+    // socket, not a whole request: a part on a slow link takes as long as it takes while bytes move.
+    requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: settings.idleTimeoutMs ?? IDLE_TIMEOUT_MS },
   });
   // DeleteObjects requires a checksum: the SDK sends a CRC32, older servers (Swift's s3api,
   // older Ceph and MinIO) want the Content-MD5 the S3 API originally required.

@@ -15,6 +15,8 @@ export interface S3ClientSettings {
   readonly profile?: string;
   /** Attempts per request, counting the first (default 5). */
   readonly maxAttempts?: number;
+  /** How long a request's socket may stay silent before the request fails (default 120 s); tests make it short. */
+  readonly idleTimeoutMs?: number;
   /**
    * A file to append one line per HTTP request to (time, operation, status, key), for measuring
    * what an operation costs. Default: STRATA_S3_REQUEST_LOG, read when the storage is made.
