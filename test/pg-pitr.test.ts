@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -399,6 +399,8 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     // restore point, whatever its artifact's checks say; verify records it as failed.
     const own = segments.find((f) => f.startsWith(b1.startWal))!;
     const ownBytes = readFileSync(path.join(logDir, own));
+    // Put back with its time too: a file's time is when it was archived, which a recovery to a moment plans by.
+    const ownTimes = statSync(path.join(logDir, own));
     const broken = Buffer.from(ownBytes);
     broken[broken.length - 40] = broken[broken.length - 40]! ^ 0xff;
     writeFileSync(path.join(logDir, own), broken);
@@ -411,6 +413,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
       assert.equal(newestGood[DB], b0.id, 'the older base is the newest good restore point');
     } finally {
       writeFileSync(path.join(logDir, own), ownBytes);
+      utimesSync(path.join(logDir, own), ownTimes.atime, ownTimes.mtime);
     }
     const again = await cli(['verify', '--all']);
     assert.equal(again.status, 0, again.stdout + again.stderr);
