@@ -37,6 +37,23 @@ function lsnValue(lsn: string): bigint {
   return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
 }
 
+/**
+ * Flips a byte near the end of an archived file (its OpenPGP integrity check fails, the rest reads)
+ * and returns what puts it back as it was, its time too: a file's time is when it was archived,
+ * which a recovery to a moment plans by, so a file rewritten later would change later tests' plans.
+ */
+function damage(file: string): () => void {
+  const original = readFileSync(file);
+  const times = statSync(file);
+  const bytes = Buffer.from(original);
+  bytes[bytes.length - 40] = bytes[bytes.length - 40]! ^ 0xff;
+  writeFileSync(file, bytes);
+  return () => {
+    writeFileSync(file, original);
+    utimesSync(file, times.atime, times.mtime);
+  };
+}
+
 describe('PostgreSQL point-in-time recovery (physical backups, WAL archived through strata)', function () {
   this.timeout(15 * 60_000);
   let dir = '';
@@ -351,11 +368,8 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     const segments = readdirSync(logDir).filter((f) => /^[0-9A-F]{24}_/.test(f)).sort();
     const gone = segments.at(-2)!;
     const damaged = segments.at(-4)!;
-    const original = readFileSync(path.join(logDir, damaged));
     renameSync(path.join(logDir, gone), path.join(dir, gone));
-    const bytes = Buffer.from(original);
-    bytes[bytes.length - 40] = bytes[bytes.length - 40]! ^ 0xff;
-    writeFileSync(path.join(logDir, damaged), bytes);
+    const repairDamaged = damage(path.join(logDir, damaged));
     try {
       const bad = await cli(['verify', '--all']);
       assert.equal(bad.status, 3, bad.stdout + bad.stderr);
@@ -374,7 +388,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
       assert.equal(report.logs[0]!.problems.filter((p) => p.includes(`${damaged.slice(0, 24)} is damaged`)).length, 1);
     } finally {
       renameSync(path.join(dir, gone), path.join(logDir, gone));
-      writeFileSync(path.join(logDir, damaged), original);
+      repairDamaged();
     }
 
     // A segment lost between two base backups: the moments from it until the later base ended are
@@ -398,12 +412,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     // The newest base's own first segment damaged: it cannot become consistent, so it is no good
     // restore point, whatever its artifact's checks say; verify records it as failed.
     const own = segments.find((f) => f.startsWith(b1.startWal))!;
-    const ownBytes = readFileSync(path.join(logDir, own));
-    // Put back with its time too: a file's time is when it was archived, which a recovery to a moment plans by.
-    const ownTimes = statSync(path.join(logDir, own));
-    const broken = Buffer.from(ownBytes);
-    broken[broken.length - 40] = broken[broken.length - 40]! ^ 0xff;
-    writeFileSync(path.join(logDir, own), broken);
+    const repairOwn = damage(path.join(logDir, own));
     try {
       const bad = await cli(['verify', '--all']);
       assert.equal(bad.status, 3, bad.stdout + bad.stderr);
@@ -412,8 +421,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
       const newestGood = (JSON.parse((await cli(['list', '--json'])).stdout) as { newestGood: Record<string, string | null> }).newestGood;
       assert.equal(newestGood[DB], b0.id, 'the older base is the newest good restore point');
     } finally {
-      writeFileSync(path.join(logDir, own), ownBytes);
-      utimesSync(path.join(logDir, own), ownTimes.atime, ownTimes.mtime);
+      repairOwn();
     }
     const again = await cli(['verify', '--all']);
     assert.equal(again.status, 0, again.stdout + again.stderr);
@@ -432,17 +440,14 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     assert.match(gap.stderr, new RegExp(`lacks ${victim.slice(0, 24)}`));
     assert.equal(existsSync(target), false, 'nothing written');
     renameSync(path.join(dir, victim), path.join(logDir, victim));
-    const original = readFileSync(path.join(logDir, victim));
-    const bytes = Buffer.from(original);
-    bytes[bytes.length - 40] = bytes[bytes.length - 40]! ^ 0xff;
-    writeFileSync(path.join(logDir, victim), bytes);
+    const repairVictim = damage(path.join(logDir, victim));
     try {
       const damaged = await cli(['restore', 'latest', '--db', DB, '--to', target, '--as-of', lastTime]);
       assert.equal(damaged.status, 1, damaged.stderr);
       assert.match(damaged.stderr, new RegExp(`${victim.slice(0, 24)} of ${DB}, which the recovery replays, is damaged`));
       assert.equal(existsSync(target), false, 'nothing written');
     } finally {
-      writeFileSync(path.join(logDir, victim), original);
+      repairVictim();
     }
   });
 
@@ -456,10 +461,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
     const goal = lsnTargets.find((l) => lsnValue(l.lsn) > lsnValue(backups[0]!.endLsn) && fileOf((lsnValue(l.lsn) >> 24n) + 1n) !== undefined);
     assert.ok(goal, 'a target LSN whose next segment is archived');
     const after = fileOf((lsnValue(goal.lsn) >> 24n) + 1n)!;
-    const original = readFileSync(path.join(logDir, after));
-    const bytes = Buffer.from(original);
-    bytes[bytes.length - 40] = bytes[bytes.length - 40]! ^ 0xff;
-    writeFileSync(path.join(logDir, after), bytes);
+    const repairAfter = damage(path.join(logDir, after));
     const target = path.join(dir, 'after-target-damaged');
     try {
       const r = await cli(['restore', 'latest', '--db', DB, '--to', target, '--lsn', goal.lsn, '--start', '--json']);
@@ -467,7 +469,7 @@ describe('PostgreSQL point-in-time recovery (physical backups, WAL archived thro
       assert.match(r.stderr, new RegExp(`warning: WAL segment ${after.slice(0, 24)} of ${DB}, the one after the target, is damaged`));
       assert.equal((JSON.parse(r.stdout) as { reached: { state: string } }).reached.state, 'paused', 'the recovery reached its target');
     } finally {
-      writeFileSync(path.join(logDir, after), original);
+      repairAfter();
       rmSync(target, { recursive: true, force: true });
     }
   });
